@@ -1,0 +1,54 @@
+"""The project's own error type and the CLI wrapper that turns it into one clear line.
+
+Every check on user input raises `UserError` with a message that names the file, line or flag at fault.
+Scripts run their `main` through `run_cli`, which prints `error: <message>` and exits non-zero
+without a traceback; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Iterable
+
+
+class UserError(Exception):
+    """A problem with the user's input or setup, explained in one line."""
+
+    exit_code = 2
+
+
+class Interrupted(UserError):
+    """The user asked to stop (Ctrl+C or the tab's Stop button); whatever was saved is named in the message."""
+
+    exit_code = 130
+
+
+def join_problems(problems: Iterable[str]) -> str:
+    """Several problems found in one check, reported together (one line each after the first)."""
+    problems = [p for p in problems if p]
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems:\n  - " + "\n  - ".join(problems)
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice nearest to `name` (case-insensitive), for 'did you mean' hints."""
+    import difflib
+
+    choices = list(choices)
+    lowered = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[hits[0]] if hits else None
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run a script's main; UserError and Ctrl+C become one line on stderr and an exit code."""
+    try:
+        return int(main(argv) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `chat.py ... | head`: the reader went away, nothing to report
+        return 0

@@ -1,0 +1,116 @@
+"""Safe file writing and dataset reading shared by every step.
+
+Writes go to a temporary file in the same folder and are renamed into place, so an interrupted or
+failed run leaves the old file as it was. Dataset files are JSON arrays or JSONL; errors name the
+file and the line.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Open a temporary sibling of `path` for writing; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if "b" in mode:
+        encoding = None
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=indent)
+        f.write("\n")
+
+
+def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write samples atomically: one JSON object a line when the name ends in .jsonl, else a JSON array.
+
+    Streams (never holds the serialised file in memory); returns the number written.
+    """
+    n = 0
+    jsonl = str(path).lower().endswith(".jsonl")
+    with atomic_open(path, "w") as f:
+        if not jsonl:
+            f.write("[")
+        for rec in records:
+            if jsonl:
+                f.write(json.dumps(rec, ensure_ascii=False))
+                f.write("\n")
+            else:
+                f.write(",\n" if n else "\n")
+                f.write(json.dumps(rec, ensure_ascii=False))
+            n += 1
+        if not jsonl:
+            f.write("\n]\n" if n else "]\n")
+    return n
+
+
+def _json_error(path: Path, e: json.JSONDecodeError, line_offset: int = 0) -> UserError:
+    return UserError(f"{path}:{e.lineno + line_offset}: malformed JSON ({e.msg}, column {e.colno})")
+
+
+def load_records(path: str | os.PathLike) -> list[dict]:
+    """Read a dataset: a JSON array of objects, or JSONL (one object a line). Errors name file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a .json or .jsonl file")
+    raw = path.read_bytes()
+    if b"\x00" in raw[:4096]:
+        raise UserError(f"{path}: looks like a binary file, expected JSON")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if not text.strip():
+        raise UserError(f"{path}: the file is empty")
+    stripped = text.lstrip()
+    records: list[Any]
+    if stripped.startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise _json_error(path, e) from None
+    else:
+        records = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{i}: malformed JSON line ({e.msg}, column {e.colno})") from None
+    if isinstance(records, dict):
+        records = [records]
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise UserError(f"{path}: sample {i} is a {type(rec).__name__}, expected a JSON object")
+    if not records:
+        raise UserError(f"{path}: holds no samples")
+    return records

@@ -1,0 +1,121 @@
+"""Where models, adapters and datasets live, resolved the way text-generation-webui does.
+
+Current webui versions keep user files under `user_data/` (`user_data/models`, `user_data/loras`,
+`user_data/training/datasets`); older ones use `models/`, `loras/` and `training/datasets/` at the root.
+The CLI, the tab and the standalone app all resolve through `resolve_dirs`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError, closest
+
+# Files that make a folder a loadable model (weights in any of the forms transformers reads).
+_MODEL_MARKERS = ("config.json",)
+_ADAPTER_MARKER = "adapter_config.json"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
+
+
+@dataclass(frozen=True)
+class Dirs:
+    models: Path
+    loras: Path
+    datasets: Path
+
+
+def resolve_dirs(
+    root: str | os.PathLike | None = None,
+    model_dir: str | os.PathLike | None = None,
+    lora_dir: str | os.PathLike | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+) -> Dirs:
+    """The webui's folders under `root` (default: the working folder); explicit folders win."""
+    root = Path(root) if root is not None else Path.cwd()
+    base = root / "user_data" if (root / "user_data").is_dir() else root
+    return Dirs(
+        models=Path(model_dir) if model_dir else base / "models",
+        loras=Path(lora_dir) if lora_dir else base / "loras",
+        datasets=Path(dataset_dir) if dataset_dir else base / "training" / "datasets",
+    )
+
+
+def is_model_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / m).is_file() for m in _MODEL_MARKERS)
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return path.is_dir() and (path / _ADAPTER_MARKER).is_file()
+
+
+def list_models(model_dir: str | os.PathLike) -> list[str]:
+    """Model folders (those with a config.json) directly under `model_dir`, sorted."""
+    d = Path(model_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if is_model_dir(p))
+
+
+def list_adapters(lora_dir: str | os.PathLike) -> list[str]:
+    """Adapter folders (those with an adapter_config.json) directly under `lora_dir`, sorted."""
+    d = Path(lora_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if is_adapter_dir(p))
+
+
+def list_datasets(dataset_dir: str | os.PathLike) -> list[str]:
+    """Dataset files (.json, .jsonl) directly under `dataset_dir`, sorted."""
+    d = Path(dataset_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".json", ".jsonl"))
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A name typed by the user for a file or folder of ours: it must stay inside its folder."""
+    name = (name or "").strip()
+    if not name:
+        raise UserError(f"{what} is empty")
+    if "/" in name or "\\" in name or ".." in name or not _SAFE_NAME.match(name):
+        raise UserError(
+            f"{what} {name!r} is not allowed: use letters, digits, spaces and . _ + - "
+            "(no slashes, no '..', not starting with a dot)"
+        )
+    return name
+
+
+def _listing(names: list[str], folder: Path, kind: str) -> str:
+    if not names:
+        return f"no {kind} found in {folder}"
+    return f"{kind} in {folder}: " + ", ".join(names)
+
+
+def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
+    """`name` is a folder under `model_dir`, or any path to a model folder; else a clear error listing models."""
+    model_dir = Path(model_dir)
+    candidates = [model_dir / str(name), Path(name)]
+    for c in candidates:
+        if is_model_dir(c):
+            return c.resolve()
+    for c in candidates:
+        if c.is_dir():
+            raise UserError(f"model folder {c} has no config.json: not a transformers model")
+    found = list_models(model_dir)
+    hint = closest(Path(name).name, found)
+    hint = f" (did you mean {hint!r}?)" if hint else ""
+    raise UserError(f"model {str(name)!r} not found{hint}; {_listing(found, model_dir, 'models')}")
+
+
+def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Path:
+    """An existing adapter: a folder under `lora_dir`, or any path to one; else a clear error listing adapters."""
+    lora_dir = Path(lora_dir)
+    for c in (lora_dir / str(name), Path(name)):
+        if is_adapter_dir(c):
+            return c.resolve()
+    found = list_adapters(lora_dir)
+    hint = closest(Path(name).name, found)
+    hint = f" (did you mean {hint!r}?)" if hint else ""
+    raise UserError(f"adapter {str(name)!r} not found{hint}; {_listing(found, lora_dir, 'adapters')}")

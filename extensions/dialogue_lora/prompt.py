@@ -1,0 +1,177 @@
+"""THE prompt format: the one place that says what the model sees and what it learns to write.
+
+A prompt is the last few turns of the dialogue, one `Speaker: text` line each (narration as plain text),
+then the character's cue `Name:`. The completion is " " + the character's line + "\n": the leading space
+follows the cue's colon, and the trained newline is what teaches the model to stop.
+
+    Alice: Hi Bob!
+    Bob: Hello Alice.
+    Alice: Coming tonight?
+    Bob:| Wouldn't miss it.\n        <- "|" marks the prompt/completion boundary; loss only right of it
+
+Training, evaluation, the chat script and the webui's chat hook all build their text here, so an adapter
+always sees at inference exactly the shape it was trained on. Datasets in any of the four formats that
+prepare_dataset writes (rounds, alpaca, sharegpt, messages) are turned into (text, trainable) segments.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+from .errors import UserError
+
+STOP = "\n"
+FORMAT_VERSION = "dialogue_lora/v1"
+# Saved beside every adapter (training_parameters.json) so a reader can rebuild prompts without this code.
+PROMPT_FORMAT = {
+    "version": FORMAT_VERSION,
+    "prompt": "up to `rounds` previous turns as 'Speaker: text' lines (narration as plain text), "
+    "joined with '\\n', then '\\n' and the cue 'Name:'",
+    "completion": "' ' + reply + '\\n'",
+    "stop": STOP,
+    "loss": "completion tokens only",
+}
+FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
+DEFAULT_ASSISTANT_NAME = "Assistant"
+
+_SPACES = re.compile(r"\s+")
+_USER_ROLES = {"human", "user"}
+_ASSISTANT_ROLES = {"gpt", "assistant", "model", "bot"}
+_SYSTEM_ROLES = {"system"}
+
+Turn = tuple  # (speaker: str | None, text: str)
+
+
+def one_line(text: str) -> str:
+    """Collapse all whitespace (newlines included) to single spaces: a turn is always one line."""
+    return _SPACES.sub(" ", text).strip()
+
+
+def format_turn(speaker: str | None, text: str) -> str:
+    """`Speaker: text`, or the bare text for narration (speaker None or empty)."""
+    text = one_line(text)
+    return f"{speaker}: {text}" if speaker else text
+
+
+def cue(name: str) -> str:
+    return f"{name}:"
+
+
+def build_prompt(turns: Iterable[Turn], name: str) -> str:
+    """The context turns as lines, then the cue. With no context the prompt is just `Name:`."""
+    lines = [format_turn(s, t) for s, t in turns]
+    lines.append(cue(name))
+    return "\n".join(lines)
+
+
+def chat_prompt(history: Sequence[Turn], name: str, rounds: int) -> str:
+    """The prompt for the next reply in a live chat: the last `rounds` turns, then the cue."""
+    recent = list(history)[-rounds:] if rounds > 0 else []
+    return build_prompt(recent, name)
+
+
+def completion(output: str) -> str:
+    """What the model learns to write after the prompt."""
+    return " " + one_line(output) + STOP
+
+
+def extract_reply(generated: str) -> str:
+    """The reply in a generation that follows a prompt: up to the first newline, trimmed."""
+    return generated.split(STOP, 1)[0].strip()
+
+
+def detect_format(record: dict) -> str:
+    """Which of the four dataset formats a sample is in (by its keys)."""
+    if isinstance(record.get("conversations"), list):
+        return "sharegpt"
+    if isinstance(record.get("messages"), list):
+        return "messages"
+    if "output" in record and "instruction" in record:
+        return "alpaca"
+    if "output" in record and "input" in record:
+        return "rounds"
+    keys = ", ".join(sorted(map(str, record))) or "none"
+    raise ValueError(
+        f"unknown sample format (keys: {keys}); expected input/output (rounds), instruction/input/output "
+        "(alpaca), conversations (sharegpt) or messages"
+    )
+
+
+def _text(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is {type(value).__name__}, expected text")
+    return value
+
+
+def _turns_of(record: dict, fmt: str) -> list[tuple[str, str]]:
+    """(role, text) pairs of a multi-turn sample, role normalised to user/assistant/system."""
+    items = record["conversations"] if fmt == "sharegpt" else record["messages"]
+    role_key, text_key = ("from", "value") if fmt == "sharegpt" else ("role", "content")
+    out = []
+    for i, m in enumerate(items):
+        if not isinstance(m, dict) or role_key not in m or text_key not in m:
+            raise ValueError(f"turn {i} needs '{role_key}' and '{text_key}'")
+        role = str(m[role_key]).lower()
+        text = _text(m[text_key], f"turn {i} '{text_key}'")
+        if role in _USER_ROLES:
+            out.append(("user", text))
+        elif role in _ASSISTANT_ROLES:
+            out.append(("assistant", text))
+        elif role in _SYSTEM_ROLES:
+            out.append(("system", text))
+        else:
+            raise ValueError(f"turn {i} has unknown role {m[role_key]!r}")
+    return out
+
+
+def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bool]]:
+    """A sample as consecutive (text, trainable) pieces; concatenated they are the full training text.
+
+    Trainable pieces are completions (" " + reply + "\\n"); everything else is context. Multi-turn
+    samples (sharegpt, messages) train on every assistant turn, each preceded by the character's cue.
+    `name` is the cue for multi-turn samples that carry no "name" key. Raises ValueError on a bad sample.
+    """
+    fmt = detect_format(record)
+    if fmt == "rounds":
+        return [(_text(record["input"], "'input'"), False), (completion(_text(record["output"], "'output'")), True)]
+    if fmt == "alpaca":
+        parts = [_text(record.get(k) or "", f"'{k}'") for k in ("instruction", "input")]
+        prompt = "\n".join(p for p in parts if p)
+        return [(prompt, False), (completion(_text(record["output"], "'output'")), True)]
+    name = record.get("name") or name or DEFAULT_ASSISTANT_NAME
+    segments: list[tuple[str, bool]] = []
+    context: list[str] = []
+    for role, text in _turns_of(record, fmt):
+        if role == "assistant":
+            prefix = "\n".join(context + [cue(name)])
+            segments.append((prefix, False))
+            segments.append((completion(text), True))
+            context = []
+        else:
+            # user turns already carry their speaker ("Alex: text"); several lines stay several lines
+            context.extend(one_line(line) for line in text.split("\n") if line.strip())
+    if not any(t for _, t in segments):
+        raise ValueError("no assistant turn to learn from")
+    return segments
+
+
+def record_examples(record: dict, name: str | None = None) -> list[tuple[str, str]]:
+    """(prompt, reference reply) for each trainable piece of a sample: what evaluation generates from."""
+    out = []
+    text_so_far = ""
+    for text, trainable in record_segments(record, name):
+        if trainable:
+            out.append((text_so_far, text.strip()))
+        text_so_far += text
+    return out
+
+
+def validate_records(records: Sequence[dict], source: str = "dataset") -> list[list[tuple[str, bool]]]:
+    """Segments for every sample; a bad one raises UserError naming its index."""
+    out = []
+    for i, rec in enumerate(records):
+        try:
+            out.append(record_segments(rec))
+        except ValueError as e:
+            raise UserError(f"{source}: sample {i}: {e}") from None
+    return out

@@ -1,0 +1,115 @@
+"""Build a small Llama-shaped model with random weights and a byte-level BPE tokenizer, offline.
+
+For tests, benchmarks and trying the whole pipeline on a machine with no model downloaded:
+
+    python -m extensions.dialogue_lora.tiny models/tiny-llama --corpus examples/dataset.txt
+
+The tokenizer is trained on the given text in well under a second; the model is a standard
+`LlamaForCausalLM` folder (config.json, model.safetensors, tokenizer files) that transformers, PEFT
+and the webui load like any other. It knows nothing: training is what makes it speak.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Iterable
+
+SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
+
+# A little built-in text so a tokenizer can be made with no corpus at all.
+_BUILTIN = """Alice: Hello Bob, how are you today?
+Bob: I'm fine, thanks. And you?
+Carol: We should go to the market before it closes.
+Narrator: The rain kept falling on the old town.
+Dave: What time is it? It's 10:30 already!
+Eve: Don't worry, we'll make it. (laughs) *waves*
+ROMEO: But soft, what light through yonder window breaks?
+JULIET: O Romeo, Romeo, wherefore art thou Romeo?
+"""
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):
+    """A byte-level BPE tokenizer (any text encodes) that prepends <s> like Llama's does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts) or [_BUILTIN], trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=4096,
+    )
+
+
+def build_tiny_model(
+    out_dir: str | os.PathLike,
+    texts: Iterable[str] = (),
+    vocab_size: int = 512,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int | None = None,
+    max_positions: int = 2048,
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight Llama model and its tokenizer to `out_dir`; returns the folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or hidden_size * 4,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out_dir", help="folder to write, e.g. models/tiny-llama")
+    p.add_argument("--corpus", nargs="*", default=[], help="text files to train the tokenizer on")
+    p.add_argument("--vocab_size", type=int, default=512)
+    p.add_argument("--hidden_size", type=int, default=64)
+    p.add_argument("--num_layers", type=int, default=2)
+    args = p.parse_args(argv)
+    texts = [Path(f).read_text(encoding="utf-8", errors="replace") for f in args.corpus]
+    out = build_tiny_model(args.out_dir, texts, args.vocab_size, args.hidden_size, args.num_layers)
+    print(f"wrote a tiny random Llama model to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
