@@ -1,0 +1,219 @@
+"""The shared ground: the prompt format, dataset reading, safe writes, folder resolution, name checks."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from extensions.dialogue_lora import fileio, paths, prompt
+from extensions.dialogue_lora.errors import UserError, closest, join_problems, run_cli
+
+
+# --- prompt.py -------------------------------------------------------------------------------------
+
+def test_build_prompt_golden():
+    turns = [("Alice", "Hi  Bob!"), (None, "The door opens."), ("Alice", "Coming\ntonight?")]
+    assert prompt.build_prompt(turns, "Bob") == "Alice: Hi Bob!\nThe door opens.\nAlice: Coming tonight?\nBob:"
+
+
+def test_prompt_with_no_context_is_just_the_cue():
+    assert prompt.build_prompt([], "Bob") == "Bob:"
+
+
+def test_completion_has_leading_space_and_trained_newline():
+    assert prompt.completion("Wouldn't miss it.") == " Wouldn't miss it.\n"
+    assert prompt.completion("two\nlines") == " two lines\n"
+
+
+def test_chat_prompt_keeps_last_rounds():
+    hist = [("A", "1"), ("B", "2"), ("A", "3")]
+    assert prompt.chat_prompt(hist, "B", 2) == "B: 2\nA: 3\nB:"
+    assert prompt.chat_prompt(hist, "B", 0) == "B:"
+
+
+def test_extract_reply_stops_at_newline():
+    assert prompt.extract_reply(" Aye, matey!\nAlice: more") == "Aye, matey!"
+    assert prompt.extract_reply(" no newline") == "no newline"
+
+
+@pytest.mark.parametrize(
+    "record, fmt",
+    [
+        ({"input": "Bob:", "output": "x"}, "rounds"),
+        ({"instruction": "i", "input": "", "output": "x"}, "alpaca"),
+        ({"conversations": [{"from": "gpt", "value": "x"}]}, "sharegpt"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, "messages"),
+    ],
+)
+def test_detect_format(record, fmt):
+    assert prompt.detect_format(record) == fmt
+
+
+def test_detect_format_unknown_names_keys():
+    with pytest.raises(ValueError, match="keys: text"):
+        prompt.detect_format({"text": "x"})
+
+
+def test_all_formats_give_the_same_training_text():
+    rounds = {"input": "Alice: Hi\nBob:", "output": "Ahoy!"}
+    sharegpt = {"name": "Bob", "conversations": [{"from": "human", "value": "Alice: Hi"}, {"from": "gpt", "value": "Ahoy!"}]}
+    messages = {"name": "Bob", "messages": [{"role": "user", "content": "Alice: Hi"}, {"role": "assistant", "content": "Ahoy!"}]}
+    expected = [("Alice: Hi\nBob:", False), (" Ahoy!\n", True)]
+    for rec in (rounds, sharegpt, messages):
+        assert prompt.record_segments(rec) == expected
+
+
+def test_alpaca_segments_put_instruction_first():
+    rec = {"instruction": "Continue as Bob.", "input": "Alice: Hi\nBob:", "output": "Ahoy!"}
+    assert prompt.record_segments(rec) == [("Continue as Bob.\nAlice: Hi\nBob:", False), (" Ahoy!\n", True)]
+
+
+def test_multi_turn_trains_every_assistant_turn():
+    rec = {
+        "name": "Bob",
+        "messages": [
+            {"role": "user", "content": "Alice: Hi\nCarol: Hey"},
+            {"role": "assistant", "content": "Ahoy!"},
+            {"role": "user", "content": "Alice: Again?"},
+            {"role": "assistant", "content": "Aye."},
+        ],
+    }
+    segs = prompt.record_segments(rec)
+    assert segs == [
+        ("Alice: Hi\nCarol: Hey\nBob:", False),
+        (" Ahoy!\n", True),
+        ("Alice: Again?\nBob:", False),
+        (" Aye.\n", True),
+    ]
+    assert prompt.record_examples(rec) == [
+        ("Alice: Hi\nCarol: Hey\nBob:", "Ahoy!"),
+        ("Alice: Hi\nCarol: Hey\nBob: Ahoy!\nAlice: Again?\nBob:", "Aye."),
+    ]
+
+
+def test_multi_turn_without_name_uses_given_or_default_cue():
+    rec = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}
+    assert prompt.record_segments(rec)[0][0] == "Hi\nAssistant:"
+    assert prompt.record_segments(rec, name="Bob")[0][0] == "Hi\nBob:"
+
+
+def test_validate_records_names_the_bad_sample():
+    with pytest.raises(UserError, match=r"data.json: sample 1: .*no assistant turn"):
+        prompt.validate_records(
+            [{"input": "Bob:", "output": "x"}, {"messages": [{"role": "user", "content": "x"}]}], "data.json"
+        )
+    with pytest.raises(UserError, match=r"sample 0: 'output' is int"):
+        prompt.validate_records([{"input": "Bob:", "output": 3}])
+
+
+# --- fileio.py -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["out.json", "out.jsonl"])
+def test_write_and_load_records_roundtrip(tmp_path, name):
+    recs = [{"input": "Bob:", "output": "don't"}, {"input": "Ali: «ça»\nBob:", "output": "ok"}]
+    path = tmp_path / name
+    assert fileio.write_records(path, iter(recs)) == 2
+    assert fileio.load_records(path) == recs
+    if name.endswith(".json"):
+        assert json.loads(path.read_text(encoding="utf-8")) == recs
+    else:
+        assert len(path.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_failed_write_leaves_old_file(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text("precious", encoding="utf-8")
+
+    def boom():
+        yield {"a": 1}
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        fileio.write_records(path, boom())
+    assert path.read_text(encoding="utf-8") == "precious"
+    assert os.listdir(tmp_path) == ["out.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "empty"),
+        ("[]", "holds no samples"),
+        ('[{"input": "x"},\n {"input": }]', r"bad.json:2: malformed JSON"),
+        ('{"a": 1}\n{"a": \n', r"bad.json:2: malformed JSON line"),
+        ("[1, 2]", "sample 0 is a int"),
+    ],
+)
+def test_load_records_errors(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        fileio.load_records(path)
+
+
+def test_load_records_missing_and_binary(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        fileio.load_records(tmp_path / "nope.json")
+    (tmp_path / "bin.json").write_bytes(b"\x00\x01\x02")
+    with pytest.raises(UserError, match="binary"):
+        fileio.load_records(tmp_path / "bin.json")
+
+
+def test_load_records_accepts_bom(tmp_path):
+    (tmp_path / "bom.json").write_bytes('\ufeff[{"input": "Bob:", "output": "x"}]'.encode("utf-8"))
+    assert fileio.load_records(tmp_path / "bom.json") == [{"input": "Bob:", "output": "x"}]
+
+
+# --- paths.py --------------------------------------------------------------------------------------
+
+def test_resolve_dirs_follows_webui_layouts(tmp_path):
+    old = paths.resolve_dirs(tmp_path)
+    assert (old.models, old.loras, old.datasets) == (
+        tmp_path / "models", tmp_path / "loras", tmp_path / "training" / "datasets"
+    )
+    (tmp_path / "user_data").mkdir()
+    new = paths.resolve_dirs(tmp_path)
+    assert new.models == tmp_path / "user_data" / "models"
+    assert new.loras == tmp_path / "user_data" / "loras"
+    assert paths.resolve_dirs(tmp_path, lora_dir="x").loras.name == "x"
+
+
+def test_resolve_model_lists_what_exists(tmp_path):
+    for name in ("llama-7b", "mistral-7b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    assert paths.resolve_model("llama-7b", tmp_path) == (tmp_path / "llama-7b").resolve()
+    with pytest.raises(UserError) as e:
+        paths.resolve_model("lama-7b", tmp_path)
+    assert "did you mean 'llama-7b'" in str(e.value) and "llama-7b, mistral-7b" in str(e.value)
+    with pytest.raises(UserError, match="no models found"):
+        paths.resolve_model("x", tmp_path / "empty")
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "a\\b", ".hidden", "..", "x/../../etc"])
+def test_check_name_refuses_escapes(bad):
+    with pytest.raises(UserError):
+        paths.check_name(bad, "adapter name")
+
+
+def test_check_name_accepts_ordinary_names():
+    assert paths.check_name(" Bob v2.1_final ", "adapter name") == "Bob v2.1_final"
+
+
+# --- errors.py -------------------------------------------------------------------------------------
+
+def test_run_cli_turns_user_errors_into_one_line(capsys):
+    def main(argv):
+        raise UserError("data.json: sample 3: no output")
+
+    assert run_cli(main, []) == 2
+    err = capsys.readouterr().err
+    assert err == "error: data.json: sample 3: no output\n"
+
+
+def test_join_problems_and_closest():
+    assert join_problems(["a"]) == "a"
+    assert join_problems(["a", "b"]) == "2 problems:\n  - a\n  - b"
+    assert closest("romeo", ["ROMEO", "JULIET"]) == "ROMEO"
+    assert closest("zzz", ["ROMEO"]) is None
