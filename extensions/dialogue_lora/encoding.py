@@ -1,0 +1,128 @@
+"""Samples -> token ids and labels: tokenisation, loss masking and cutting to `cutoff_len`. Pure functions.
+
+A sample's segments (prompt.record_segments: consecutive (text, trainable) pieces) are tokenised one
+piece at a time, the first with the tokenizer's special prefix (e.g. BOS) and the rest without, so the
+boundary between prompt and completion is exact and the prompt is tokenised just as at inference (where
+the prompt is encoded on its own and the reply generated after it). Labels are the token ids on
+trainable pieces (completions, trailing newline included) and -100 (ignored by the loss) elsewhere.
+
+A sample longer than `cutoff_len` loses its oldest context tokens (the special prefix is kept); the last
+completion is never cut: when it alone does not fit, the sample is dropped (None).
+
+Training and evaluation (perplexity of reference completions) both encode through here.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from . import prompt as prompt_mod
+
+IGNORE_INDEX = -100
+
+
+def _encode(tokenizer, text: str, special: bool) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=special))
+
+
+def _adds_dummy_prefix(tokenizer) -> bool:
+    """True for SentencePiece-style tokenizers that put a word boundary ("▁") before every encoded text.
+
+    Such a tokenizer encodes " hi" on its own as "▁" + "▁hi", not as the "▁hi" it has in running text;
+    we then drop one leading space of non-first pieces so " reply" becomes "▁reply" as in running text.
+    Detected by encoding "a" alone and "a a": with a dummy prefix both words come out the same token.
+    """
+    cache = getattr(tokenizer, "_dialogue_lora_dummy_prefix", None)
+    if cache is not None:
+        return cache
+    try:
+        one = _encode(tokenizer, "a", False)
+        two = _encode(tokenizer, "a a", False)
+        result = len(one) == 1 and len(two) == 2 and two[0] == two[1] == one[0]
+    except Exception:  # noqa: BLE001 - an exotic tokenizer: assume the common (byte-level) behaviour
+        result = False
+    try:
+        tokenizer._dialogue_lora_dummy_prefix = result
+    except AttributeError:
+        pass
+    return result
+
+
+def _special_prefix(tokenizer, text: str) -> tuple[list[int], list[int]]:
+    """(special prefix ids such as [BOS], the text's own ids) for the first piece.
+
+    Special tokens a tokenizer would append (e.g. EOS) are left out: the sample goes on after this piece.
+    """
+    plain = _encode(tokenizer, text, False)
+    full = _encode(tokenizer, text, True)
+    n = len(plain)
+    for k in range(0, len(full) - n + 1):
+        if full[k : k + n] == plain:
+            return full[:k], plain
+    return [], plain  # tokenisation differed with specials (unusual): keep the plain ids
+
+
+def piece_ids(tokenizer, pieces: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """(special prefix ids, ids of each piece) for consecutive text pieces."""
+    if not pieces:
+        return [], []
+    prefix, first = _special_prefix(tokenizer, pieces[0])
+    out = [first]
+    dummy = _adds_dummy_prefix(tokenizer) if len(pieces) > 1 else False
+    for text in pieces[1:]:
+        if dummy and text.startswith(" "):
+            text = text[1:]
+        out.append(_encode(tokenizer, text, False))
+    return prefix, out
+
+
+def encode_segments(segments: Sequence[tuple[str, bool]], tokenizer, cutoff_len: int) -> dict | None:
+    """{"input_ids": [...], "labels": [...]} for (text, trainable) segments, or None if it cannot fit.
+
+    labels[i] == input_ids[i] on trainable pieces and IGNORE_INDEX (-100) elsewhere (the model shifts
+    labels itself). Longer than `cutoff_len`: the oldest tokens after the special prefix are cut; the
+    last trainable piece (and anything after it) is never cut, so None when it does not fit.
+    """
+    if cutoff_len < 1:
+        raise ValueError("cutoff_len must be at least 1")
+    if not segments:
+        return None
+    prefix, ids = piece_ids(tokenizer, [t for t, _ in segments])
+    input_ids: list[int] = list(prefix)
+    labels: list[int] = [IGNORE_INDEX] * len(prefix)
+    last_trainable = max((i for i, (_, tr) in enumerate(segments) if tr), default=None)
+    if last_trainable is None:
+        return None
+    keep_from = 0  # index into input_ids of the tail that must survive (the last completion onwards)
+    for i, ((_, trainable), piece) in enumerate(zip(segments, ids)):
+        if i == last_trainable:
+            keep_from = len(input_ids)
+        input_ids.extend(piece)
+        labels.extend(piece if trainable else [IGNORE_INDEX] * len(piece))
+    tail = len(input_ids) - keep_from
+    if len(prefix) + tail > cutoff_len or not any(l != IGNORE_INDEX for l in labels[keep_from:]):
+        return None
+    excess = len(input_ids) - cutoff_len
+    if excess > 0:
+        start = len(prefix)
+        del input_ids[start : start + excess]
+        del labels[start : start + excess]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def encode_record(record: dict, tokenizer, cutoff_len: int, name: str | None = None) -> dict | None:
+    """`encode_segments` of a dataset sample in any of the four formats (ValueError on a bad sample)."""
+    return encode_segments(prompt_mod.record_segments(record, name), tokenizer, cutoff_len)
+
+
+def encode_records(
+    records: Iterable[dict], tokenizer, cutoff_len: int, name: str | None = None
+) -> tuple[list[dict], list[int]]:
+    """(encoded samples, indices of the samples dropped because their last completion did not fit)."""
+    out, dropped = [], []
+    for i, rec in enumerate(records):
+        enc = encode_record(rec, tokenizer, cutoff_len, name)
+        if enc is None:
+            dropped.append(i)
+        else:
+            out.append(enc)
+    return out, dropped

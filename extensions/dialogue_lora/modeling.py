@@ -1,0 +1,242 @@
+"""Loading a base model and its tokenizer: device, dtype, 4-bit/8-bit quantisation, base fingerprint.
+
+Training, evaluation, the chat script and the standalone app load models through `load_base`, so
+they all pick the same device and precision:
+
+- device: CUDA (this process's GPU under torchrun/accelerate: LOCAL_RANK), else Apple MPS, else CPU;
+- dtype: bf16 on GPUs that support it (Ampere and newer), fp16 on older GPUs (T4, V100), fp32 on CPU
+  and MPS (fp32 is the reliable, and usually the fastest, choice there);
+- 4-bit (QLoRA): nf4 weights with double quantisation, compute in bf16 where supported (fp16 on older
+  GPUs, fp32 on CPU); 8-bit: LLM.int8(). Both need bitsandbytes (which also runs on CPU).
+
+`base_fingerprint` names the architecture a model has (type, width, depth, vocabulary) so an adapter
+trained on one base can be told apart from another before PEFT fails with a shape error.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+FINGERPRINT_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+
+
+def local_rank() -> int:
+    """This process's GPU index under torchrun / accelerate launch (0 when run alone)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def pick_device(prefer: str | None = None):
+    """The device to run on: `prefer` if given ("cpu", "cuda", "cuda:1", "mps"), else the best available."""
+    import torch
+
+    if prefer:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _as_device(device):
+    import torch
+
+    if device is None:
+        return pick_device()
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
+def bf16_supported(device) -> bool:
+    import torch
+
+    device = _as_device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return False
+
+
+def pick_dtype(device=None):
+    """Weights/compute dtype for `device`: bf16 where the GPU supports it, fp16 on older GPUs, else fp32."""
+    import torch
+
+    device = _as_device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if bf16_supported(device) else torch.float16
+    return torch.float32
+
+
+def compute_dtype_4bit(device=None):
+    """The compute dtype of 4-bit layers: bf16 where supported, fp16 on older GPUs, fp32 on CPU/MPS."""
+    return pick_dtype(device)
+
+
+def require_bitsandbytes(flag: str = "--load_in_4bit") -> None:
+    """A clear error when quantised loading is asked for without bitsandbytes installed."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(
+            f"{flag} needs the bitsandbytes package, which is not installed: run "
+            "`pip install bitsandbytes` (or drop the flag to load the model unquantised)"
+        )
+
+
+def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False, device=None):
+    """The transformers BitsAndBytesConfig for the flags, or None when neither is set."""
+    if load_in_4bit and load_in_8bit:
+        raise UserError("--load_in_4bit and --load_in_8bit cannot be used together")
+    if not (load_in_4bit or load_in_8bit):
+        return None
+    require_bitsandbytes("--load_in_4bit" if load_in_4bit else "--load_in_8bit")
+    from transformers import BitsAndBytesConfig
+
+    if load_in_4bit:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype_4bit(device),
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give the tokenizer a pad token when it has none (EOS, else UNK, else a new <pad> token)."""
+    if tokenizer.pad_token_id is not None:
+        return
+    if tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    elif getattr(tokenizer, "unk_token", None) is not None:
+        tokenizer.pad_token = tokenizer.unk_token
+    else:  # no special token at all: a new one (the model's embeddings must then be resized)
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+
+
+def load_tokenizer(model_path: str | os.PathLike):
+    """The model folder's tokenizer, with a pad token."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    except (OSError, ValueError) as e:
+        raise UserError(f"could not load the tokenizer of {model_path}: {e}") from None
+    ensure_pad_token(tokenizer)
+    return tokenizer
+
+
+def default_attn_implementation(device) -> str:
+    """flash_attention_2 on CUDA when flash-attn is installed (packed samples use its varlen path), else sdpa."""
+    device = _as_device(device)
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_base(
+    model_path: str | os.PathLike,
+    *,
+    load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+    device=None,
+    for_training: bool = False,
+    attn_implementation: str | None = None,
+    dtype=None,
+):
+    """Load a causal LM and its tokenizer from a folder; returns (model, tokenizer).
+
+    The model is placed on `device` (default: `pick_device()`) in `pick_dtype(device)` (or `dtype`).
+    With `load_in_4bit`/`load_in_8bit` it is quantised by bitsandbytes on load (a UserError explains
+    a missing bitsandbytes). `for_training` turns the KV cache off; otherwise the model is put in eval
+    mode. `attn_implementation` defaults to "sdpa" ("eager" is slower; "flash_attention_2" needs
+    flash-attn and a GPU).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = _as_device(device)
+    qconfig = quantization_config(load_in_4bit, load_in_8bit, device)
+    tokenizer = load_tokenizer(model_path)
+    if dtype is None:
+        dtype = pick_dtype(device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+    except torch.OutOfMemoryError:
+        raise UserError(
+            f"out of memory loading {model_path}: try --load_in_4bit (or --load_in_8bit), "
+            "or a smaller model"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"could not load the model in {model_path}: {e}") from None
+    if qconfig is None:
+        model.to(device)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    gen = getattr(model, "generation_config", None)
+    if gen is not None and gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id
+    if for_training:
+        model.config.use_cache = False
+    else:
+        model.eval()
+    return model, tokenizer
+
+
+def _config_of(model_or_config):
+    """The (text) config of a model, a PEFT model, a config object, a config dict or a model folder."""
+    obj = model_or_config
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"could not read the model config {path}: {e}") from None
+    if hasattr(obj, "get_base_model"):  # a PeftModel
+        obj = obj.get_base_model()
+    config = getattr(obj, "config", obj)
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    return config
+
+
+def base_fingerprint(model_or_config) -> dict:
+    """{"model_type", "hidden_size", "num_hidden_layers", "vocab_size"} of a base model.
+
+    Accepts a model, a PeftModel, a transformers config, a config dict or a model folder. Saved in
+    training_parameters.json; `fingerprint_mismatch` compares two of them.
+    """
+    config = _config_of(model_or_config)
+    if isinstance(config, dict):
+        text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+        get = lambda k: text.get(k, config.get(k))  # noqa: E731
+    else:
+        get = lambda k: getattr(config, k, None)  # noqa: E731
+    return {k: get(k) for k in FINGERPRINT_KEYS}
+
+
+def fingerprint_mismatch(saved: dict | None, current: dict) -> list[str]:
+    """The differences between an adapter's saved base fingerprint and a model's, as readable lines.
+
+    Keys missing on either side (older adapters) are not counted as differences.
+    """
+    if not saved:
+        return []
+    out = []
+    for k in FINGERPRINT_KEYS:
+        a, b = saved.get(k), current.get(k)
+        if a is not None and b is not None and a != b:
+            out.append(f"{k}: adapter trained on {a}, this model has {b}")
+    return out
