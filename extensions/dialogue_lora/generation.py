@@ -1,0 +1,347 @@
+"""Base model + adapter, loaded once, and reply generation that stops at the newline.
+
+The chat script, evaluation and the tab's Use/Evaluate sections all generate through here:
+
+    loaded = load_for_generation("tiny-llama", "bob")           # resolves folders, checks the adapter's base
+    reply, stopped = generate_reply(loaded.model, loaded.tokenizer, "Alice: Hi!\\nBob:")
+    with adapter_disabled(loaded.model) as base:                # the same weights without the adapter
+        base_reply, _ = generate_reply(base, loaded.tokenizer, "Alice: Hi!\\nBob:")
+
+Prompts are built by prompt.py (chat_prompt for a live chat, record_segments/record_examples for held-out
+samples) and tokenised by encoding.piece_ids exactly as training tokenised them. Generation stops as soon as
+the generated text of a row contains "\\n", whichever token carries it (a bare newline token, a byte
+token, or a token that merges the newline with other characters); the reply is the text before it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from . import prompt as prompt_mod
+from .errors import UserError
+from .paths import resolve_adapter, resolve_dirs, resolve_model
+
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+@dataclass
+class Loaded:
+    """A base model (with its adapter applied when one was given) ready to generate."""
+
+    model: Any
+    tokenizer: Any
+    model_path: Path
+    adapter_path: Path | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.model_path.name
+
+    @property
+    def adapter_name(self) -> str | None:
+        return self.adapter_path.name if self.adapter_path else None
+
+    @property
+    def training_parameters(self) -> dict:
+        return read_training_parameters(self.adapter_path) if self.adapter_path else {}
+
+
+# --------------------------------------------------------------------------------------------- adapters
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({e})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def read_training_parameters(adapter_path: str | os.PathLike) -> dict:
+    """The adapter's training_parameters.json ({} when it has none, e.g. an adapter trained elsewhere)."""
+    return _read_json(Path(adapter_path) / "training_parameters.json")
+
+
+def read_adapter_config(adapter_path: str | os.PathLike) -> dict:
+    return _read_json(Path(adapter_path) / "adapter_config.json")
+
+
+def recorded_base(adapter_path: str | os.PathLike) -> str | None:
+    """The base model an adapter says it was trained on (training_parameters, else adapter_config)."""
+    params = read_training_parameters(adapter_path)
+    cfg = read_adapter_config(adapter_path)
+    for value in (params.get("base_model"), params.get("base_model_path"), cfg.get("base_model_name_or_path")):
+        if value:
+            return str(value)
+    return None
+
+
+def check_adapter_base(adapter_path: str | os.PathLike, model_path: str | os.PathLike) -> None:
+    """Refuse, in one line and before any weights load, an adapter trained on a different base model.
+
+    Compares the base fingerprint (type, width, depth, vocabulary) saved in training_parameters.json with
+    the model's config. An adapter with no saved fingerprint (trained by another tool) is compared with the
+    base folder named in its adapter_config.json when that folder exists here; otherwise PEFT's own shape
+    check at load time is turned into the same kind of message (see `load_for_generation`).
+    """
+    from .modeling import base_fingerprint, fingerprint_mismatch
+
+    adapter_path, model_path = Path(adapter_path), Path(model_path)
+    saved = read_training_parameters(adapter_path).get("base_fingerprint")
+    if not saved:
+        base = read_adapter_config(adapter_path).get("base_model_name_or_path")
+        base_dir = Path(base) if base else None
+        if base_dir is not None and (base_dir / "config.json").is_file():
+            saved = base_fingerprint(base_dir)
+    if not isinstance(saved, dict):
+        return
+    diffs = fingerprint_mismatch(saved, base_fingerprint(model_path))
+    if diffs:
+        raise UserError(_other_base_message(adapter_path, model_path, "; ".join(diffs)))
+
+
+def _other_base_message(adapter_path: Path, model_path: Path, detail: str) -> str:
+    base = recorded_base(adapter_path)
+    trained_on = f"trained on {Path(base).name!r}" if base else "trained on another base model"
+    return (
+        f"adapter {adapter_path.name!r} was {trained_on} and does not fit model {model_path.name!r} ({detail}); "
+        f"load it with the base model it was trained on"
+    )
+
+
+def load_for_generation(
+    model: str | os.PathLike,
+    lora: str | os.PathLike | None = None,
+    *,
+    model_dir: str | os.PathLike | None = None,
+    lora_dir: str | os.PathLike | None = None,
+    load_in_4bit: bool = False,
+    load_in_8bit: bool = False,
+    device=None,
+) -> Loaded:
+    """Resolve and check the model and adapter, then load them once (4-/8-bit as in training).
+
+    `model` and `lora` are names under the webui's models/loras folders (user_data/ layout or the old one)
+    or paths. Errors (UserError, one line): unknown model (lists the models found), unknown adapter (lists
+    the adapters found), adapter trained on another base (says what differs), missing bitsandbytes.
+    """
+    dirs = resolve_dirs(model_dir=model_dir, lora_dir=lora_dir)
+    model_path = resolve_model(model, dirs.models)
+    adapter_path = resolve_adapter(lora, dirs.loras) if lora else None
+    if adapter_path is not None:
+        check_adapter_base(adapter_path, model_path)
+
+    from .modeling import load_base
+
+    base, tokenizer = load_base(model_path, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, device=device)
+    result = base
+    if adapter_path is not None:
+        result = apply_adapter(base, adapter_path, model_path)
+    result.eval()
+    return Loaded(result, tokenizer, model_path, adapter_path)
+
+
+def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.PathLike | None = None):
+    """Wrap a loaded base model with a saved PEFT adapter (inference only); shape errors become one line."""
+    from peft import PeftModel
+
+    adapter_path = Path(adapter_path)
+    try:
+        return PeftModel.from_pretrained(base, str(adapter_path), is_trainable=False)
+    except RuntimeError as e:
+        if "size mismatch" not in str(e):
+            raise
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), "shapes differ")
+        model_name = Path(model_path) if model_path else Path(getattr(base, "name_or_path", "") or "model")
+        raise UserError(_other_base_message(adapter_path, model_name, first[:200])) from None
+    except ValueError as e:
+        if "Target modules" in str(e) or "target_modules" in str(e):
+            raise UserError(_other_base_message(adapter_path, Path(model_path or "model"), str(e)[:200])) from None
+        raise
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+@contextlib.contextmanager
+def adapter_disabled(model) -> Iterator[Any]:
+    """The base model without its adapter, for comparisons, with no second copy of the weights.
+
+    Yields the model to call: for LoRA the same PeftModel with its adapter layers switched off; for prompt
+    tuning the underlying base model (the virtual tokens are simply not added); a plain model as it is.
+    """
+    if not is_peft(model):
+        yield model
+        return
+    config = model.peft_config[model.active_adapter]
+    if getattr(config, "is_prompt_learning", False):
+        yield model.get_base_model()
+        return
+    with model.disable_adapter():
+        yield model
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+
+def model_device(model):
+    import torch
+
+    try:
+        return next(p.device for p in model.parameters() if p.device.type != "meta")
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def prompt_ids(tokenizer, prompt: str | Sequence[str], max_tokens: int | None = None) -> list[int]:
+    """Token ids of a prompt, exactly as training tokenised the context before a completion.
+
+    `prompt` is one text, or the consecutive pieces training saw (a multi-turn sample's context and
+    earlier completions, each tokenised on its own). Longer than `max_tokens`: the oldest tokens are cut
+    (the tokenizer's special prefix, e.g. BOS, is kept), as training cuts long samples.
+    """
+    from .encoding import piece_ids
+
+    pieces = [prompt] if isinstance(prompt, str) else list(prompt)
+    prefix, ids = piece_ids(tokenizer, pieces)
+    body = [t for piece in ids for t in piece]
+    if max_tokens is not None and len(prefix) + len(body) > max_tokens:
+        body = body[len(body) - max(max_tokens - len(prefix), 1) :]
+    return list(prefix) + body
+
+
+class NewlineStop:
+    """Stopping criterion: a row is finished once its generated text contains "\\n".
+
+    Decodes each unfinished row's new tokens, so it works whatever token holds the newline. Rows that
+    finish are remembered (`stopped`), so the caller can tell a newline stop from running out of tokens.
+    """
+
+    def __init__(self, tokenizer, prompt_len: int, batch_size: int):
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.stopped = [False] * batch_size
+
+    def __call__(self, input_ids, scores=None, **kwargs):
+        import torch
+
+        for row in range(input_ids.shape[0]):
+            if not self.stopped[row]:
+                text = self.tokenizer.decode(input_ids[row, self.prompt_len :], skip_special_tokens=True)
+                self.stopped[row] = prompt_mod.STOP in text
+        return torch.tensor(self.stopped, dtype=torch.bool, device=input_ids.device)
+
+
+def _criteria_class():
+    from transformers import StoppingCriteria
+
+    class _NewlineCriteria(NewlineStop, StoppingCriteria):
+        pass
+
+    return _NewlineCriteria
+
+
+def _generation_config(model, tokenizer, max_new_tokens, greedy, temperature, top_p, top_k, repetition_penalty):
+    import copy
+
+    from transformers import GenerationConfig
+
+    base = getattr(model, "generation_config", None)
+    gen = copy.deepcopy(base) if base is not None else GenerationConfig()
+    gen.max_new_tokens = int(max_new_tokens)
+    gen.max_length = None
+    gen.min_new_tokens = None
+    gen.min_length = 0
+    gen.num_beams = 1
+    gen.do_sample = not greedy
+    if greedy:
+        gen.temperature, gen.top_p, gen.top_k = None, None, None
+    else:
+        gen.temperature, gen.top_p, gen.top_k = float(temperature), float(top_p), top_k
+    gen.repetition_penalty = float(repetition_penalty) if repetition_penalty else None
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if gen.eos_token_id is None and tokenizer.eos_token_id is not None:
+        gen.eos_token_id = tokenizer.eos_token_id
+    return gen
+
+
+def generate_replies(
+    model,
+    tokenizer,
+    prompts: Sequence[str | Sequence[str]],
+    *,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    greedy: bool = True,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    top_k: int | None = None,
+    repetition_penalty: float | None = None,
+    batch_size: int = 8,
+    max_prompt_tokens: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[tuple[str, bool]]:
+    """(reply, stopped_at_newline) for each prompt; prompts are batched with left padding.
+
+    A prompt is a text (e.g. prompt.chat_prompt) or the pieces of a held-out sample's context (see
+    `prompt_ids`). The reply is the generated text up to the first newline, trimmed; `stopped_at_newline`
+    is False when `max_new_tokens` (or the end-of-sequence token) came first. `on_batch(done, total)`
+    reports progress after each batch.
+    """
+    import torch
+
+    if max_new_tokens < 1:
+        raise UserError("--max_new_tokens must be at least 1")
+    if max_prompt_tokens is None:
+        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if isinstance(limit, int) and limit > max_new_tokens:
+            max_prompt_tokens = limit - max_new_tokens
+    gen = _generation_config(model, tokenizer, max_new_tokens, greedy, temperature, top_p, top_k, repetition_penalty)
+    pad_id = gen.pad_token_id if gen.pad_token_id is not None else 0
+    device = model_device(model)
+    criteria_cls = _criteria_class()
+    from transformers import StoppingCriteriaList
+
+    results: list[tuple[str, bool]] = []
+    encoded = [prompt_ids(tokenizer, p, max_prompt_tokens) for p in prompts]
+    for start in range(0, len(encoded), max(1, batch_size)):
+        batch = encoded[start : start + max(1, batch_size)]
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):  # left padding: every prompt ends where generation starts
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        stop = criteria_cls(tokenizer, width, len(batch))
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                generation_config=gen,
+                stopping_criteria=StoppingCriteriaList([stop]),
+            )
+        for row in range(len(batch)):
+            text = tokenizer.decode(out[row, width:], skip_special_tokens=True)
+            results.append((prompt_mod.extract_reply(text), prompt_mod.STOP in text))
+        if on_batch is not None:
+            on_batch(len(results), len(encoded))
+    return results
+
+
+def generate_reply(
+    model,
+    tokenizer,
+    prompt: str | Sequence[str],
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    greedy: bool = True,
+    **kwargs,
+) -> tuple[str, bool]:
+    """(reply, stopped_at_newline) for one prompt; see `generate_replies` for the options."""
+    return generate_replies(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, greedy=greedy, **kwargs)[0]
