@@ -1,0 +1,94 @@
+"""Measure a character adapter against its base model on held-out samples.
+
+    python evaluate_lora.py -m MODEL -l LORA [-d HELD_OUT.json] [--max_new_tokens N] [--max_samples N]
+
+Writes loras/LORA/eval.json, eval.md (table, base vs adapter replies, loss curve) and loss_curve.png,
+and prints the table. The library behind it is extensions/dialogue_lora/evaluation.py.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from extensions.dialogue_lora.errors import run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-m", "--model_name", required=True, help="base model: a folder under the models directory, or a path")
+    p.add_argument("-l", "--lora_name", required=True, help="adapter: a folder under the loras directory, or a path")
+    p.add_argument("-d", "--dataset", default=None,
+                   help="held-out samples, any format prepare_dataset writes (default: the adapter's held-out split)")
+    p.add_argument("--max_new_tokens", type=int, default=64, help="most tokens generated per reply (default 64)")
+    p.add_argument("--max_samples", type=int, default=0, help="evaluate only the first N held-out samples (0: all)")
+    p.add_argument("--batch_size", type=int, default=8, help="samples per forward pass / generate call (default 8)")
+    p.add_argument("--cutoff_len", type=int, default=None, help="token limit per sample (default: as in training)")
+    p.add_argument("--name", default=None, help="character cue for multi-turn samples without a name (default: as in training)")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4 bits (bitsandbytes)")
+    q.add_argument("--load_in_8bit", action="store_true", help="load the base model in 8 bits (bitsandbytes)")
+    p.add_argument("--model_dir", default=None, help="models directory (default: user_data/models or models)")
+    p.add_argument("--lora_dir", default=None, help="adapters directory (default: user_data/loras or loras)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    p.add_argument("--no_similarity", action="store_true", help="skip the sentence-embedding similarity")
+    p.add_argument("--no_meteor", action="store_true", help="skip METEOR")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from extensions.dialogue_lora.evaluation import EvalConfig, evaluate, format_table, write_report
+
+    cfg = EvalConfig(
+        model_name=args.model_name,
+        lora_name=args.lora_name,
+        dataset=args.dataset,
+        max_new_tokens=args.max_new_tokens,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        cutoff_len=args.cutoff_len,
+        name=args.name,
+        load_in_4bit=args.load_in_4bit,
+        load_in_8bit=args.load_in_8bit,
+        model_dir=args.model_dir,
+        lora_dir=args.lora_dir,
+        similarity=not args.no_similarity,
+        meteor=not args.no_meteor,
+        device=args.device,
+    )
+    from tqdm import tqdm
+
+    bar = {"stage": None, "bar": None}
+
+    def on_progress(info: dict) -> None:
+        if info["stage"] != bar["stage"]:
+            if bar["bar"] is not None:
+                bar["bar"].close()
+            bar["stage"] = info["stage"]
+            bar["bar"] = tqdm(total=info["total"], desc=info["stage"], file=sys.stderr, leave=False,
+                              disable=not sys.stderr.isatty())
+        bar["bar"].n = info["done"]
+        bar["bar"].refresh()
+
+    try:
+        result = evaluate(cfg, on_progress)
+    finally:
+        if bar["bar"] is not None:
+            bar["bar"].close()
+    from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
+
+    lora_path = resolve_adapter(cfg.lora_name, resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir).loras)
+    written = write_report(result, lora_path)
+    print(f"{result['adapter']} on {result['model']}: {result['n_samples']} held-out samples "
+          f"({result['n_replies']} replies)")
+    print(format_table(result))
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {written['json']} and {written['markdown']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

