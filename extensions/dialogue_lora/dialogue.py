@@ -1,0 +1,311 @@
+"""Text -> turns: the two text layouts, cleaning (encoding, mojibake, whitespace) and actions.
+
+A *turn* is one thing said in the dialogue: `Turn(speaker, text, file, line)`, where `speaker` is None
+for narration and stage directions (kept as context, never a target) and `text` is always one line.
+A turn stream may contain `BREAK` (None) where one conversation ends and the next begins (a new
+file, a Discord gap): context never crosses a break.
+
+Layouts, detected per file from its first lines (`detect_layout`):
+
+    lines  `Alice: Hi Bob!` / `Bob:Boo!`       speaker and text on one line; `Bob:` alone is an empty turn
+    play   `ROMEO:` alone, then the speech      the speech runs to the next blank line, whatever colons its
+                                                 lines contain, and its lines are joined with single spaces
+
+A speaker is a short name at the start of a line (letters, digits, spaces and . ' -, starting with a
+letter, at most 5 words and 40 characters). Colons later in a line are text, and so are the colons of
+`10:30` (a digit on both sides) and `http://` (followed by `//`).
+
+The hot path (one `Name: text` line) is built for speed: precompiled regexes, an ASCII fast path (only
+lines with non-ASCII characters go through ftfy), no per-line allocations beyond the turn itself.
+"""
+from __future__ import annotations
+
+import codecs
+import itertools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple
+
+from .errors import UserError
+
+LAYOUTS = ("auto", "lines", "play")
+MAX_NAME_WORDS = 5
+MAX_NAME_CHARS = 40
+# How much of a file the layout is judged from.
+DETECT_LINES = 4000
+# Bytes checked for NUL when deciding a file is binary.
+BINARY_SNIFF = 8192
+
+
+class Turn(NamedTuple):
+    speaker: str | None  # None: narration / stage direction (context only)
+    text: str  # one line, whitespace collapsed
+    file: str = ""  # where it came from (file name, for the sample's "source")
+    line: int = 0  # 1-based line (text), row (CSV) or message index (Discord)
+
+    @property
+    def source(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+BREAK = None  # in a turn stream: a conversation boundary (context is reset)
+
+# `Name:` at the start of a line. Group 1: the name; the rest of the line after the colon is the text.
+# The name: a letter, then letters, digits, spaces, . ' - (checked for length and word count after).
+_SPEAKER = re.compile(r"([^\W\d_][^\W_]*(?:[ .'\-]+[^\W_]+)*[.']?)[ \t]*:")
+# A speaker's colon comes early in the line: a cheap test before the regex.
+_COLON_WITHIN = MAX_NAME_CHARS + 16
+# An undecodable byte read with errors="surrogateescape" becomes a lone surrogate U+DC80..U+DCFF.
+_ESCAPED = re.compile("[\udc80-\udcff]")
+_ACTION = re.compile(r"\s*(?:\([^()]*\)|\*[^*]+\*)")
+
+
+@dataclass
+class ReadStats:
+    """What reading and cleaning did, for the report."""
+
+    lines: int = 0  # physical lines read
+    replaced_bytes: int = 0  # undecodable bytes replaced by U+FFFD
+    repaired_lines: int = 0  # lines changed by the mojibake repair (ftfy)
+    layouts: dict | None = None  # file -> layout used
+
+    def __post_init__(self):
+        if self.layouts is None:
+            self.layouts = {}
+
+
+# ---------------------------------------------------------------------------------------------- cleaning
+
+
+def _ftfy_fix(text: str) -> str:
+    import ftfy  # lazily: only lines with non-ASCII characters need it
+
+    return ftfy.fix_text(text)
+
+
+def clean_text(text: str, stats: ReadStats | None = None) -> str:
+    """One clean line: undecodable bytes -> U+FFFD (counted), mojibake repaired, whitespace collapsed.
+
+    ASCII text (the common case) skips straight to the whitespace collapse.
+    """
+    if not text.isascii():
+        if "\udc80" <= max(text) and _ESCAPED.search(text):
+            text, n = _ESCAPED.subn("\ufffd", text)
+            if stats is not None:
+                stats.replaced_bytes += n
+        fixed = _ftfy_fix(text)
+        if fixed != text:
+            if stats is not None:
+                stats.repaired_lines += 1
+            text = fixed
+    return " ".join(text.split())
+
+
+def strip_actions(text: str) -> str:
+    """Remove actions in `(...)` and `*...*` (and the space before them); collapse what is left."""
+    if "(" not in text and "*" not in text:
+        return text
+    return " ".join(_ACTION.sub("", text).split())
+
+
+def split_speaker(line: str) -> tuple[str, str] | None:
+    """`(name, text)` when the line starts with a speaker's `Name:`, else None. Text is not cleaned.
+
+    >>> split_speaker("Bob:Boo!")
+    ('Bob', 'Boo!')
+    >>> split_speaker("At 10:30 we left.") is None
+    True
+    """
+    if line.find(":", 0, _COLON_WITHIN) < 0:
+        return None
+    m = _SPEAKER.match(line)
+    if m is None:
+        return None
+    name = m.group(1)
+    end = m.end()
+    rest = line[end:]
+    if rest[:2] == "//" or (rest[:1].isdigit() and name[-1:].isdigit()):
+        return None  # http://..., 10:30
+    if len(name) > MAX_NAME_CHARS:
+        return None
+    if " " in name:
+        if name.count(" ") >= MAX_NAME_WORDS:
+            parts = name.split()
+            if len(parts) > MAX_NAME_WORDS:
+                return None
+            name = " ".join(parts)
+        elif "  " in name:
+            name = " ".join(name.split())
+    return name, rest
+
+
+def _is_name_alone(line: str) -> str | None:
+    """The name when the line is just `NAME:` (play layout's speaker line), else None."""
+    hit = split_speaker(line)
+    if hit is None or hit[1].strip():
+        return None
+    return hit[0]
+
+
+# ---------------------------------------------------------------------------------------------- layouts
+
+
+def detect_layout(lines: Iterable[str]) -> str:
+    """'play' when speaker names mostly stand alone on their line with the speech below, else 'lines'.
+
+    Evidence for play: `NAME:` alone followed by a non-blank line. Evidence for lines: `Name: text`.
+    Speeches in a play are several lines long and only a few of their lines hold a colon, so a play has
+    far more of the former; a chat log has almost only the latter.
+    """
+    alone = inline = 0
+    prev_alone = False
+    for line in lines:
+        stripped = line.strip()
+        if prev_alone and stripped:
+            alone += 1
+        prev_alone = False
+        if not stripped:
+            continue
+        hit = split_speaker(stripped)
+        if hit is None:
+            continue
+        if hit[1].strip():
+            inline += 1
+        else:
+            prev_alone = True
+    return "play" if alone and alone * 4 > inline else "lines"
+
+
+def parse_lines(
+    lines: Iterable[str],
+    file: str = "",
+    layout: str = "auto",
+    stats: ReadStats | None = None,
+) -> Iterator[Turn]:
+    """Turns from raw text lines (newlines may be present at the ends). Pure: no I/O.
+
+    Empty turns (`Bob:` with no text in the lines layout, an empty speech in a play) are yielded with
+    text "" so the caller can count them; they never become context or samples.
+    """
+    if stats is None:
+        stats = ReadStats()
+    it = iter(lines)
+    if layout == "auto":
+        head = list(itertools.islice(it, DETECT_LINES))
+        layout = detect_layout(head)
+        it = itertools.chain(head, it)
+    elif layout not in LAYOUTS:
+        raise UserError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    stats.layouts[file or "<text>"] = layout
+    if layout == "play":
+        yield from _parse_play(it, file, stats)
+    else:
+        yield from _parse_one_line(it, file, stats)
+
+
+def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterator[Turn]:
+    match = _SPEAKER.match
+    n = 0
+    for n, raw in enumerate(lines, 1):
+        if raw.isascii():
+            m = match(raw) if raw.find(":", 0, _COLON_WITHIN) >= 0 else None
+            if m is not None:
+                rest = raw[m.end():]
+                name = m.group(1)
+                # the common case: a short one-word name followed by text
+                if " " not in name and len(name) <= MAX_NAME_CHARS and not (
+                    rest[:2] == "//" or (name[-1].isdigit() and rest[:1].isdigit())
+                ):
+                    yield Turn(name, " ".join(rest.split()), file, n)
+                    continue
+            text = " ".join(raw.split())
+        else:
+            text = clean_text(raw, stats)
+        if not text:
+            continue
+        hit = split_speaker(text)
+        if hit is None:
+            yield Turn(None, text, file, n)
+        else:
+            yield Turn(hit[0], hit[1].strip(), file, n)
+    stats.lines += n
+
+
+def _parse_play(lines: Iterable[str], file: str, stats: ReadStats) -> Iterator[Turn]:
+    speaker: str | None = None
+    parts: list[str] = []
+    start = 0
+    in_block = False
+    n = 0
+    for n, raw in enumerate(lines, 1):
+        text = clean_text(raw, stats)
+        if not text:
+            if in_block:
+                yield Turn(speaker, " ".join(parts), file, start)
+                in_block, speaker, parts = False, None, []
+            continue
+        if not in_block:
+            in_block, start = True, n
+            name = _is_name_alone(text)
+            if name is not None:
+                speaker = name
+                continue
+            hit = split_speaker(text)
+            if hit is not None:  # `NAME: text` on the speaker line itself: the speech starts there
+                speaker = hit[0]
+                text = hit[1].strip()
+                if not text:
+                    continue
+        parts.append(text)
+    if in_block:
+        yield Turn(speaker, " ".join(parts), file, start)
+    stats.lines += n
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def check_text_file(path: str | os.PathLike, what: str = "--txtfilename") -> Path:
+    """The input file exists, is a file, is not empty and not binary; else a UserError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file ({what})")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a text file ({what})")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(BINARY_SNIFF)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    if not head.strip(b" \t\r\n\xef\xbb\xbf"):
+        # maybe only whitespace in the first block: check the whole file before calling it empty
+        with open(path, "rb") as f:
+            if not any(chunk.strip() for chunk in iter(lambda: f.read(1 << 20), b"")):
+                raise UserError(f"{path}: the file is empty")
+    if b"\x00" in head and not _is_utf16(head):
+        raise UserError(f"{path}: looks like a binary file, expected text")
+    return path
+
+
+def _is_utf16(head: bytes) -> bool:
+    return head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+
+
+def open_text(path: str | os.PathLike):
+    """Open for reading lines: UTF-8 with or without BOM (UTF-16 with BOM too), any newline convention;
+    undecodable bytes arrive as lone surrogates that `clean_text` replaces and counts."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    encoding = "utf-16" if _is_utf16(head) else "utf-8-sig"
+    return open(path, encoding=encoding, errors="surrogateescape", newline=None)
+
+
+def iter_text_turns(
+    path: str | os.PathLike, layout: str = "auto", stats: ReadStats | None = None
+) -> Iterator[Turn]:
+    """Turns of a text file, streamed line by line."""
+    path = check_text_file(path)
+    with open_text(path) as f:
+        yield from parse_lines(f, path.name, layout, stats)

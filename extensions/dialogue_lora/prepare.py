@@ -1,0 +1,389 @@
+"""Dataset preparation: the config, the entry function and its report.
+
+    cfg = PrepareConfig(names=["Bob"], txtfilename="examples/dataset.txt")
+    report = prepare(cfg)          # writes cfg.jsonfilename (atomically) and returns a PrepareReport
+    print(report.format())
+
+`prepare_dataset.py` (CLI) and the webui tab build the same `PrepareConfig`; the tab previews with
+`preview(cfg)` (nothing written) and fills its speaker dropdown with `scan_speakers(path)`.
+Everything streams: the input is read line by line and samples are written as they are made, so
+memory stays flat whatever the file size (only a set of small hashes for duplicate removal grows).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator
+
+from . import prompt
+from .dialogue import LAYOUTS, ReadStats, Turn, iter_text_turns
+from .errors import UserError, closest, join_problems
+from .fileio import write_records
+from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Sample, Tally, iter_samples, wanted_names
+from .sources import SOURCES, detect_source
+from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
+from .sources.discord import DiscordOptions, iter_discord_turns, scan_discord_speakers
+
+DEFAULT_INPUT = "dataset.txt"
+DEFAULT_OUTPUT = "processed_dataset.json"
+SPEAKERS_SHOWN = 10
+
+
+def split_names(names) -> list[str]:
+    """`--name` values: repeated and/or comma-separated, trimmed, duplicates (any case) removed."""
+    if names is None:
+        return []
+    if isinstance(names, str):
+        names = [names]
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in names:
+        for n in str(item).split(","):
+            n = " ".join(n.split())
+            if n and n.casefold() not in seen:
+                seen.add(n.casefold())
+                out.append(n)
+    return out
+
+
+@dataclass
+class PrepareConfig:
+    """Everything one preparation run needs. Field names are the CLI flags (`--name` is `names`)."""
+
+    names: list[str] = field(default_factory=list)
+    """--name/-n: the character(s) to make samples for; repeat or comma-separate; `*` for every speaker.
+    Matched case-insensitively; the cue uses the casing found in the data."""
+    rounds: int = 5
+    """--rounds/-r: previous turns (narration included) given as context."""
+    txtfilename: str = DEFAULT_INPUT
+    """--txtfilename/-t: the input: a text file, a CSV file, or a Discord export file or folder."""
+    jsonfilename: str = DEFAULT_OUTPUT
+    """--jsonfilename/-j: the output; .json writes a JSON array, .jsonl one object a line."""
+    format: str = "rounds"
+    """--format: rounds | alpaca | sharegpt | messages."""
+    source: str = "auto"
+    """--source: auto (from the content) | text | discord | csv."""
+    layout: str = "auto"
+    """--layout: text layout, auto (per file) | lines (`Name: text`) | play (`NAME:` alone, speech below)."""
+    strip_actions: bool = False
+    """--strip_actions: remove `(...)` and `*...*` actions from the outputs (context keeps them)."""
+    dedupe: bool = True
+    """--keep_duplicates turns this off: exact duplicate samples (same input and output) are removed."""
+    gap_minutes: float = 10.0
+    """--gap_minutes: Discord: a longer silence starts a new conversation."""
+    filter_non_responses: bool = True
+    """--keep_non_responses turns this off: Discord: drop messages like `lol`, `lmao`, `gg`."""
+    filter_enders: bool = True
+    """--keep_enders turns this off: Discord: drop conversation enders like `gtg`, `cya`, `going to sleep`."""
+    filter_low_quality: bool = True
+    """--keep_low_quality turns this off: Discord: drop conversations with fewer than `min_messages`
+    turns that are all shorter than `short_chars` characters."""
+    min_messages: int = 5
+    """--min_messages: Discord low-quality rule: conversations with fewer turns than this ..."""
+    short_chars: int = 30
+    """--short_chars: ... whose turns are all shorter than this many characters are dropped."""
+    csv_speaker_column: str = DEFAULT_COLUMNS["speaker"]
+    """--csv_speaker_column: CSV column naming who speaks the reply."""
+    csv_text_column: str = DEFAULT_COLUMNS["text"]
+    """--csv_text_column: CSV column holding the reply."""
+    csv_prompt_column: str = DEFAULT_COLUMNS["prompt"]
+    """--csv_prompt_column: CSV column holding the line that leads to the reply ("" for none)."""
+    csv_emotion_column: str = DEFAULT_COLUMNS["emotion"]
+    """--csv_emotion_column: CSV column with the reply's emotion ("" for none)."""
+    csv_group_column: str = DEFAULT_COLUMNS["group"]
+    """--csv_group_column: CSV column shared by the rows of one response ("" for one row each)."""
+    csv_order_column: str = DEFAULT_COLUMNS["order"]
+    """--csv_order_column: CSV column ordering the rows of one response ("" for file order)."""
+    csv_player: str = "Player"
+    """--csv_player: speaker name given to the prompt column's lines."""
+    csv_name_prefix: bool = False
+    """--csv_name_prefix: start each CSV output with the speaker (`MaleNord: ...`)."""
+    csv_emotion_prefix: bool = False
+    """--csv_emotion_prefix: start each CSV output with its emotion (`[Happy] ...`)."""
+    instruction: str = DEFAULT_INSTRUCTION
+    """--instruction: alpaca's instruction; `{name}` becomes the character's name."""
+
+    def __post_init__(self):
+        self.names = split_names(self.names)
+        problems = []
+        if not self.names:
+            problems.append("--name is required: the character to make samples for (e.g. --name Bob)")
+        for n in self.names:
+            if ":" in n and n != ALL:
+                problems.append(f"--name {n!r}: a name cannot contain ':'")
+        if not isinstance(self.rounds, int) or isinstance(self.rounds, bool) or not 0 <= self.rounds <= 1000:
+            problems.append(f"--rounds must be a whole number from 0 to 1000, not {self.rounds!r}")
+        if self.format not in FORMATTERS:
+            problems.append(f"--format must be one of {', '.join(FORMATTERS)}, not {self.format!r}")
+        if self.source not in SOURCES:
+            problems.append(f"--source must be one of {', '.join(SOURCES)}, not {self.source!r}")
+        if self.layout not in LAYOUTS:
+            problems.append(f"--layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if not str(self.txtfilename or "").strip():
+            problems.append("--txtfilename is empty")
+        out = str(self.jsonfilename or "").strip()
+        if not out:
+            problems.append("--jsonfilename is empty")
+        elif not out.lower().endswith((".json", ".jsonl")):
+            problems.append(f"--jsonfilename {out!r} must end in .json (a JSON array) or .jsonl (one object a line)")
+        elif str(self.txtfilename).strip() and _same_file(out, self.txtfilename):
+            problems.append("--jsonfilename is the input file: it would be overwritten")
+        try:
+            gap = float(self.gap_minutes)
+            if not gap > 0:
+                raise ValueError
+            self.gap_minutes = gap
+        except (TypeError, ValueError):
+            problems.append(f"--gap_minutes must be a number above 0, not {self.gap_minutes!r}")
+        for flag in ("min_messages", "short_chars"):
+            v = getattr(self, flag)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                problems.append(f"--{flag} must be a whole number >= 0, not {v!r}")
+        for f in ("csv_speaker_column", "csv_text_column"):
+            if not str(getattr(self, f) or "").strip():
+                problems.append(f"--{f} is empty")
+        if not str(self.csv_player or "").strip():
+            problems.append("--csv_player is empty")
+        if not str(self.instruction or "").strip():
+            problems.append("--instruction is empty")
+        if problems:
+            raise UserError(join_problems(problems))
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.jsonfilename)
+
+    def discord_options(self) -> DiscordOptions:
+        return DiscordOptions(
+            gap_minutes=self.gap_minutes,
+            filter_non_responses=self.filter_non_responses,
+            filter_enders=self.filter_enders,
+            filter_low_quality=self.filter_low_quality,
+            min_messages=self.min_messages,
+            short_chars=self.short_chars,
+        )
+
+    def csv_options(self) -> CsvOptions:
+        return CsvOptions(
+            speaker_column=self.csv_speaker_column,
+            text_column=self.csv_text_column,
+            prompt_column=self.csv_prompt_column,
+            emotion_column=self.csv_emotion_column,
+            group_column=self.csv_group_column,
+            order_column=self.csv_order_column,
+            player=self.csv_player,
+            name_prefix=self.csv_name_prefix,
+            emotion_prefix=self.csv_emotion_prefix,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(PrepareConfig)]
+
+
+@dataclass
+class PrepareReport:
+    """What a run read, kept, dropped and wrote."""
+
+    input: str
+    source: str  # text | discord | csv
+    output_format: str  # rounds | alpaca | sharegpt | messages
+    layouts: dict = field(default_factory=dict)  # file -> lines | play | discord | csv
+    lines_read: int = 0  # physical lines (text/CSV rows/Discord messages)
+    turns: int = 0  # turns after parsing (narration included)
+    speakers: dict = field(default_factory=dict)  # speaker -> non-empty turns, most first
+    samples_written: int = 0  # samples made (written when output is set)
+    per_name: dict = field(default_factory=dict)  # character -> samples
+    dropped: dict = field(default_factory=dict)  # rule -> lines dropped (see samples.RULES)
+    replaced_bytes: int = 0  # undecodable bytes replaced with U+FFFD
+    repaired_lines: int = 0  # lines whose mojibake (or similar) ftfy repaired
+    output: str | None = None  # the file written; None for a preview
+    seconds: float = 0.0
+
+    def format(self) -> str:
+        """The short text report the CLI prints."""
+        layouts = sorted(set(self.layouts.values()))
+        how = self.source if self.source != "text" else f"text, {'/'.join(layouts) or 'lines'} layout"
+        lines = [f"read {self.input} ({how}): {self.lines_read} lines, {self.turns} turns"]
+        top = list(self.speakers.items())
+        shown = ", ".join(f"{n} {c}" for n, c in top[:SPEAKERS_SHOWN])
+        more = f", ... +{len(top) - SPEAKERS_SHOWN} more" if len(top) > SPEAKERS_SHOWN else ""
+        lines.append(f"speakers ({len(top)}): {shown or 'none'}{more}")
+        per = ", ".join(f"{n} {c}" for n, c in self.per_name.items())
+        where = f" -> {self.output}" if self.output else " (preview: nothing written)"
+        lines.append(f"samples: {self.samples_written}" + (f" ({per})" if per else "") + f"{where} [{self.output_format}]")
+        drops = [(r, c) for r, c in self.dropped.items() if c]
+        lines.append("dropped: " + (", ".join(f"{r} {c}" for r, c in drops) if drops else "nothing"))
+        if self.replaced_bytes or self.repaired_lines:
+            lines.append(
+                f"cleaned: {self.repaired_lines} line(s) repaired (mojibake), "
+                f"{self.replaced_bytes} undecodable byte(s) replaced"
+            )
+        lines.append(f"took {self.seconds:.2f} s")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+def merge_speakers(counts: Counter) -> dict[str, int]:
+    """Speaker counts merged case-insensitively (shown in their most frequent casing), most first."""
+    groups: dict[str, Counter] = {}
+    for name, c in counts.items():
+        groups.setdefault(name.casefold(), Counter())[name] += c
+    merged = {g.most_common(1)[0][0]: sum(g.values()) for g in groups.values()}
+    return dict(sorted(merged.items(), key=lambda kv: -kv[1]))
+
+
+def resolve_source(cfg: PrepareConfig) -> str:
+    if cfg.source != "auto":
+        return cfg.source
+    return detect_source(cfg.txtfilename, (cfg.csv_speaker_column, cfg.csv_text_column))
+
+
+def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) -> Iterator[Turn | None]:
+    if source == "discord":
+        return iter_discord_turns(cfg.txtfilename, cfg.discord_options(), stats, tally.dropped)
+    if source == "csv":
+        return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
+    if Path(cfg.txtfilename).is_dir():
+        raise UserError(f"{cfg.txtfilename}: is a folder; only Discord exports can be read from a folder (--source)")
+    return iter_text_turns(cfg.txtfilename, cfg.layout, stats)
+
+
+def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
+    """Every requested character was found and got samples; else one clear error."""
+    wanted = wanted_names(cfg.names)
+    speakers = merge_speakers(tally.speakers)
+    met = {s.casefold() for s in tally.seen}
+    found = ", ".join(f"{n} ({c})" for n, c in list(speakers.items())[:SPEAKERS_SHOWN]) or "none"
+    if len(speakers) > SPEAKERS_SHOWN:
+        found += f", ... +{len(speakers) - SPEAKERS_SHOWN} more"
+    problems = []
+    for name in cfg.names:
+        if wanted is not None and name.casefold() not in met:
+            hint = closest(name, list(speakers) or list(tally.seen))
+            hint = f" (did you mean {hint!r}?)" if hint else ""
+            problems.append(f"name {name!r} not found in {cfg.txtfilename}{hint}; speakers found: {found}")
+    if problems:
+        raise UserError(join_problems(problems))
+    if not sum(tally.per_name.values()):
+        drops = ", ".join(f"{r} {c}" for r, c in tally.dropped.items() if c) or "none"
+        who = ", ".join(cfg.names)
+        raise UserError(f"no samples for {who} in {cfg.txtfilename}: every line was dropped (dropped: {drops})")
+
+
+def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list | None = None) -> PrepareReport:
+    """Read, clean, window, format and (when `write`) write the samples; return the report.
+
+    The output is written to a temporary file and renamed into place only when the whole run
+    succeeded: a failed run leaves an existing output as it was. `keep` first records are appended to
+    `_kept` (used by `preview`).
+    """
+    t0 = time.perf_counter()
+    source = resolve_source(cfg)
+    stats, tally = ReadStats(), Tally()
+    samples = iter_samples(
+        iter_turns(cfg, source, stats, tally),
+        cfg.names,
+        cfg.rounds,
+        cfg.strip_actions,
+        cfg.dedupe,
+        tally,
+        not_all=(cfg.csv_player,) if source == "csv" else (),
+    )
+    fmt, instruction = FORMATTERS[cfg.format], cfg.instruction
+
+    def records():
+        if keep and _kept is not None:
+            for s in itertools.islice(samples, keep):
+                rec = fmt(s, instruction)
+                _kept.append(rec)
+                yield rec
+        for s in samples:
+            yield fmt(s, instruction)
+        _check_result(cfg, tally)  # raising here (before the rename) keeps an existing output intact
+
+    out = cfg.output_path
+    if write:
+        if out.is_dir():
+            raise UserError(f"{out}: is a folder (--jsonfilename)")
+        try:
+            n = write_records(out, records())
+        except OSError as e:
+            raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
+    else:
+        n = sum(1 for _ in records())
+    dropped = {r: tally.dropped[r] for r in RULES if tally.dropped.get(r)}
+    dropped.update({r: c for r, c in tally.dropped.items() if r not in dropped and c})
+    return PrepareReport(
+        input=str(cfg.txtfilename),
+        source=source,
+        output_format=cfg.format,
+        layouts=dict(stats.layouts),
+        lines_read=stats.lines,
+        turns=tally.turns,
+        speakers=merge_speakers(tally.speakers),
+        samples_written=n,
+        per_name=dict(tally.per_name.most_common()),
+        dropped=dropped,
+        replaced_bytes=stats.replaced_bytes,
+        repaired_lines=stats.repaired_lines,
+        output=str(out) if write else None,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def preview(cfg: PrepareConfig, n: int = 5) -> tuple[list[dict], PrepareReport]:
+    """The first `n` records and the full report, writing nothing (the tab's preview)."""
+    kept: list[dict] = []
+    report = prepare(cfg, write=False, keep=max(n, 0), _kept=kept)
+    return kept, report
+
+
+def scan_speakers(path: str | os.PathLike, source: str = "auto", **options) -> dict[str, int]:
+    """Speaker -> line count (most first) of an input, for the tab's dropdown. No filters applied.
+
+    `options` are PrepareConfig fields (e.g. layout, csv_speaker_column) used to read the input.
+    """
+    cfg = PrepareConfig(names=[ALL], txtfilename=str(path), source=source, **options)
+    src = resolve_source(cfg)
+    if src == "discord":
+        return merge_speakers(scan_discord_speakers(path))
+    if src == "csv":
+        return merge_speakers(scan_csv_speakers(path, cfg.csv_options()))
+    counts: Counter = Counter()
+    for t in iter_turns(cfg, src, ReadStats(), Tally()):
+        if t is not None and t.speaker and t.text:
+            counts[t.speaker] += 1
+    return merge_speakers(counts)
+
+
+__all__ = [
+    "PrepareConfig",
+    "PrepareReport",
+    "prepare",
+    "preview",
+    "scan_speakers",
+    "split_names",
+    "merge_speakers",
+    "Sample",
+    "prompt",
+]

@@ -1,0 +1,200 @@
+"""Turns -> samples: the context window, the per-sample rules (empty, action-only, duplicate) and the
+four output formats.
+
+A sample is one non-empty turn of a chosen character: its `input` is up to `rounds` previous turns as
+`Speaker: text` lines (narration as plain text) and then the cue `Name:`; its `output` is the turn's
+text. That is exactly `prompt.build_prompt(context_turns, name)` (tests hold the two equal); the
+window keeps each turn already formatted so a million-line file does not re-format every turn
+`rounds` times.
+
+Formats (`to_record`), all with the extra keys "name" (the character, cased as in the data) and
+"source" ("file:line"):
+
+    rounds    {"input", "output"}
+    alpaca    {"instruction", "input", "output"}               instruction: `--instruction`, {name} filled in
+    sharegpt  {"conversations": [{"from": "human", "value": context}, {"from": "gpt", "value": output}]}
+    messages  {"messages": [{"role": "user", "content": context}, {"role": "assistant", "content": output}]}
+
+In sharegpt/messages the whole context (the character's own earlier lines included) is ONE user
+message, its `Speaker: text` lines joined with "\\n", and the target is the single assistant message,
+so `prompt.record_segments` rebuilds exactly the rounds prompt and no line is trained twice. With no
+context the user message is present but empty: a conversation that opens with the assistant breaks
+chat templates that insist on user/assistant alternation (Llama 2, Mistral, Gemma raise), and both
+text-generation-webui's Chat Dataset loader and Axolotl's `chat_template` type render an empty user
+turn without complaint.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, NamedTuple
+
+from . import prompt
+from .dialogue import Turn, strip_actions as _strip_actions
+
+DEFAULT_INSTRUCTION = "Continue the dialogue as {name}."
+ALL = "*"  # --name '*': every named speaker is a character
+
+# Rule names as they appear in the report, in report order, with what they mean.
+RULES = {
+    "empty": "turns with no text (a bare `Name:` or an empty speech)",
+    "action_only": "character lines that were only an action (--strip_actions)",
+    "duplicate": "samples identical to an earlier one (input and output)",
+    "system_message": "Discord messages that are not Default or Reply (joins, pins, ...)",
+    "bot": "Discord messages by bots",
+    "attachment_only": "Discord messages with attachments, embeds or stickers but no text",
+    "ping_only": "Discord messages that were only a mention",
+    "non_response": "non-responses (lol, lmao, gg, ...)",
+    "ender": "conversation enders (gtg, cya, going to sleep, ...)",
+    "low_quality": "messages of low-quality conversations (< 5 messages, all < 30 characters)",
+    "no_text": "CSV rows with an empty reply",
+}
+
+
+class Sample(NamedTuple):
+    input: str  # context lines + "\n" + cue, or just the cue
+    output: str  # the character's line (one line, no name prefix)
+    name: str  # the character, cased as in the data
+    source: str  # "file:line" of the character's line
+    context: str  # the context lines alone ("" when none): the chat formats' user message
+
+
+@dataclass
+class Tally:
+    """Counts collected while samples stream by (the report is built from it)."""
+
+    speakers: Counter = field(default_factory=Counter)  # exact speaker name -> non-empty turns
+    seen: set = field(default_factory=set)  # every speaker name met, even with empty turns only
+    dropped: Counter = field(default_factory=Counter)  # rule -> lines dropped
+    per_name: Counter = field(default_factory=Counter)  # character (as written) -> samples
+    turns: int = 0  # turns read (narration included)
+
+
+def wanted_names(names: Iterable[str]) -> frozenset[str] | None:
+    """Casefolded character names, or None for every speaker (`*`)."""
+    names = [n.strip() for n in names if n and n.strip()]
+    if ALL in names:
+        return None
+    return frozenset(n.casefold() for n in names)
+
+
+def iter_samples(
+    turns: Iterable[Turn | None],
+    names: Iterable[str],
+    rounds: int = 5,
+    strip_actions: bool = False,
+    dedupe: bool = True,
+    tally: Tally | None = None,
+    not_all: Iterable[str] = (),
+) -> Iterator[Sample]:
+    """One sample per non-empty turn of a character in `names` (case-insensitive; `*` for all).
+
+    `turns` may contain `None` (a conversation break): the context window is emptied there.
+    `not_all`: speakers that `*` leaves out (the CSV's player).
+    """
+    excluded = frozenset(n.casefold() for n in not_all)
+    tally = tally if tally is not None else Tally()
+    wanted = wanted_names(names)
+    window: deque[str] = deque(maxlen=max(rounds, 0))
+    seen_keys: set[int] = set()
+    speakers = tally.speakers
+    met = tally.seen
+    dropped = tally.dropped
+    per_name = tally.per_name
+    is_target: dict[str, bool] = {}
+    append = window.append
+    n_turns = 0
+    for t in turns:
+        if t is None:
+            window.clear()
+            continue
+        n_turns += 1
+        speaker, text = t[0], t[1]
+        if not text:
+            dropped["empty"] += 1
+            if speaker is not None and speaker not in met:
+                met.add(speaker)
+            continue
+        if speaker is None:
+            append(text)
+            continue
+        speakers[speaker] += 1
+        target = is_target.get(speaker)
+        if target is None:
+            folded = speaker.casefold()
+            target = is_target[speaker] = folded in wanted if wanted is not None else folded not in excluded
+            met.add(speaker)
+        if target:
+            out = _strip_actions(text) if strip_actions else text
+            if not out:
+                dropped["action_only"] += 1
+            else:
+                # == prompt.build_prompt(context_turns, speaker): the window holds format_turn() lines
+                context = "\n".join(window)
+                inp = f"{context}\n{speaker}:" if context else f"{speaker}:"
+                if dedupe:
+                    key = hash((inp, out))
+                    if key in seen_keys:
+                        dropped["duplicate"] += 1
+                        append(f"{speaker}: {text}")
+                        continue
+                    seen_keys.add(key)
+                per_name[speaker] += 1
+                yield Sample(inp, out, speaker, f"{t[2]}:{t[3]}", context)
+        append(f"{speaker}: {text}")
+    tally.turns += n_turns
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+
+def _rounds(s: Sample, instruction: str) -> dict:
+    return {"input": s.input, "output": s.output, "name": s.name, "source": s.source}
+
+
+def _alpaca(s: Sample, instruction: str) -> dict:
+    return {
+        "instruction": instruction.replace("{name}", s.name),
+        "input": s.input,
+        "output": s.output,
+        "name": s.name,
+        "source": s.source,
+    }
+
+
+def _sharegpt(s: Sample, instruction: str) -> dict:
+    return {
+        "conversations": [{"from": "human", "value": s.context}, {"from": "gpt", "value": s.output}],
+        "name": s.name,
+        "source": s.source,
+    }
+
+
+def _messages(s: Sample, instruction: str) -> dict:
+    return {
+        "messages": [{"role": "user", "content": s.context}, {"role": "assistant", "content": s.output}],
+        "name": s.name,
+        "source": s.source,
+    }
+
+
+FORMATTERS: dict[str, Callable[[Sample, str], dict]] = {
+    "rounds": _rounds,
+    "alpaca": _alpaca,
+    "sharegpt": _sharegpt,
+    "messages": _messages,
+}
+assert tuple(FORMATTERS) == prompt.FORMATS
+
+
+def to_record(sample: Sample, fmt: str = "rounds", instruction: str = DEFAULT_INSTRUCTION) -> dict:
+    """A sample as a JSON-ready dict in one of the four formats."""
+    return FORMATTERS[fmt](sample, instruction)
+
+
+def iter_records(
+    samples: Iterable[Sample], fmt: str = "rounds", instruction: str = DEFAULT_INSTRUCTION
+) -> Iterator[dict]:
+    fn = FORMATTERS[fmt]
+    for s in samples:
+        yield fn(s, instruction)

@@ -1,0 +1,185 @@
+"""Game-dialogue CSV (e.g. a LazyVoiceFinder export, as in the Mantella Skyrim pipeline) -> turns.
+
+Each row is one voiced line. Columns are mapped by option; the defaults fit LazyVoiceFinder:
+
+    speaker  `Voice Type`            who says the reply (the name `--name` matches)
+    text     `Dialogue 1 - English`  the reply
+    prompt   `Topic Text`            the player's line that leads to it (a turn by `--csv_player`)
+    emotion  `Emotion`               optional prefix on the output ("[Happy] ...")
+    group    `Topic FormId`          rows of one response share it ...
+    order    `Response Num`          ... and follow each other in this order
+
+Consecutive rows with the same group and speaker whose order number keeps rising are one response: their
+texts are joined with spaces in order. Every response is its own conversation: the player's line (when
+there is one), then the reply. Optional columns (prompt, emotion, group, order) that are absent from the
+file are ignored when left at their defaults; a column named explicitly must exist.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ..dialogue import BREAK, ReadStats, Turn, check_text_file, clean_text, open_text
+from ..errors import UserError, closest
+
+DEFAULT_COLUMNS = {
+    "speaker": "Voice Type",
+    "text": "Dialogue 1 - English",
+    "prompt": "Topic Text",
+    "emotion": "Emotion",
+    "group": "Topic FormId",
+    "order": "Response Num",
+}
+REQUIRED = ("speaker", "text")
+_TRAILING_NUMBER = re.compile(r"\s+\d+(?:\.\d+)?$")
+
+
+@dataclass
+class CsvOptions:
+    speaker_column: str = DEFAULT_COLUMNS["speaker"]
+    text_column: str = DEFAULT_COLUMNS["text"]
+    prompt_column: str = DEFAULT_COLUMNS["prompt"]
+    emotion_column: str = DEFAULT_COLUMNS["emotion"]
+    group_column: str = DEFAULT_COLUMNS["group"]
+    order_column: str = DEFAULT_COLUMNS["order"]
+    player: str = "Player"  # speaker name of the prompt column's lines
+    name_prefix: bool = False  # output "MaleNord: text"
+    emotion_prefix: bool = False  # output "[Happy] text"
+
+    def columns(self) -> dict[str, str]:
+        return {
+            "speaker": self.speaker_column,
+            "text": self.text_column,
+            "prompt": self.prompt_column,
+            "emotion": self.emotion_column,
+            "group": self.group_column,
+            "order": self.order_column,
+        }
+
+
+def _resolve_columns(header: list[str], opts: CsvOptions, path: Path) -> dict[str, int | None]:
+    index = {h.strip(): i for i, h in enumerate(header)}
+    lowered = {h.casefold(): i for h, i in index.items()}
+    out: dict[str, int | None] = {}
+    problems = []
+    for role, col in opts.columns().items():
+        if not col:
+            out[role] = None
+            continue
+        i = index.get(col.strip())
+        if i is None:
+            i = lowered.get(col.strip().casefold())
+        if i is None and (role in REQUIRED or col != DEFAULT_COLUMNS[role]):
+            hint = closest(col, index)
+            hint = f" (did you mean {hint!r}?)" if hint else ""
+            flag = f"--csv_{role}_column"
+            problems.append(f"no column {col!r} for {flag}{hint}")
+        out[role] = i
+    if problems:
+        shown = ", ".join(repr(h) for h in list(index)[:20]) or "none"
+        raise UserError(f"{path}: {'; '.join(problems)}; columns in the file: {shown}")
+    return out
+
+
+def _order_value(v: str):
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def _emotion(v: str) -> str:
+    return _TRAILING_NUMBER.sub("", v).strip()
+
+
+def iter_csv_turns(
+    path: str | os.PathLike,
+    opts: CsvOptions | None = None,
+    stats: ReadStats | None = None,
+    dropped: Counter | None = None,
+) -> Iterator[Turn | None]:
+    """Player line (if any) then the reply, `BREAK` after each response. Streams row by row."""
+    opts = opts or CsvOptions()
+    stats = stats if stats is not None else ReadStats()
+    dropped = dropped if dropped is not None else Counter()
+    path = check_text_file(path)
+    stats.layouts[path.name] = "csv"
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with open_text(path) as f:
+        # newline=None already turned CRLF into \n; quoted newlines inside fields survive as \n
+        reader = csv.reader(f, strict=True)
+        try:
+            header = next(reader, None)
+            if header is None or not any(h.strip() for h in header):
+                raise UserError(f"{path}: no header row")
+            cols = _resolve_columns(header, opts, path)
+            group: dict | None = None
+            for row in reader:
+                stats.lines += 1
+                if not any(c.strip() for c in row):
+                    continue
+                rec = {role: (row[i] if i is not None and i < len(row) else "") for role, i in cols.items()}
+                line = reader.line_num
+                text = clean_text(rec["text"], stats)
+                speaker = " ".join(clean_text(rec["speaker"], stats).split())
+                if not text or not speaker:
+                    dropped["no_text"] += 1
+                    continue
+                order = _order_value(rec["order"]) if cols["order"] is not None else None
+                key = (rec["group"], speaker)
+                same = (
+                    group is not None
+                    and cols["group"] is not None
+                    and group["key"] == key
+                    and (order is None or group["order"] is None or order > group["order"])
+                )
+                if same:
+                    group["texts"].append(text)
+                    group["order"] = order
+                    continue
+                if group is not None:
+                    yield from _emit(group, opts, stats)
+                group = {
+                    "key": key,
+                    "order": order,
+                    "texts": [text],
+                    "speaker": speaker,
+                    "prompt": rec["prompt"],
+                    "emotion": rec["emotion"],
+                    "file": path.name,
+                    "line": line,
+                }
+            if group is not None:
+                yield from _emit(group, opts, stats)
+        except csv.Error as e:
+            raise UserError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+
+
+def _emit(group: dict, opts: CsvOptions, stats: ReadStats) -> Iterator[Turn | None]:
+    prompt_text = clean_text(group["prompt"], stats)
+    if prompt_text:
+        yield Turn(opts.player, prompt_text, group["file"], group["line"])
+    text = " ".join(group["texts"])
+    prefix = ""
+    if opts.name_prefix:
+        prefix += f"{group['speaker']}: "
+    if opts.emotion_prefix:
+        emo = _emotion(clean_text(group["emotion"], stats))
+        if emo:
+            prefix += f"[{emo}] "
+    yield Turn(group["speaker"], prefix + text, group["file"], group["line"])
+    yield BREAK
+
+
+def scan_csv_speakers(path: str | os.PathLike, opts: CsvOptions | None = None) -> Counter:
+    counts: Counter = Counter()
+    for t in iter_csv_turns(path, opts):
+        if t is not None and t.speaker and t.speaker != (opts or CsvOptions()).player:
+            counts[t.speaker] += 1
+    return counts

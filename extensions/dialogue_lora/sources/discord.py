@@ -1,0 +1,264 @@
+"""DiscordChatExporter JSON exports (a file, or a folder of them) -> turns.
+
+Per channel file, in order:
+  1. keep messages of type Default and Reply (others: `system_message`); skip bots (`bot`);
+  2. clean the content: mentions lose their `@` (`@Alex hi` -> `Alex hi`), mojibake repaired,
+     whitespace (newlines included) collapsed; a message that was only mentions is dropped
+     (`ping_only`), one with attachments/embeds/stickers but no text (`attachment_only`), one with
+     nothing at all (`empty`);
+  3. filters, each switchable: non-responses (`lol`, `lmao`, `gg`, ...: `non_response`) and
+     conversation enders (`gtg`, `cya`, `going to sleep`, ...: `ender`);
+  4. split into conversations where the gap between two kept messages exceeds `gap_minutes`;
+  5. merge consecutive messages by one author into one turn (joined with spaces: one line);
+  6. drop low-quality conversations: fewer than `min_messages` turns AND all of them shorter than
+     `short_chars` characters (`low_quality`, counted in messages).
+The speaker is the author's nickname, else their name. Conversations are separated by `BREAK`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+from ..dialogue import BREAK, ReadStats, Turn, clean_text
+from ..errors import UserError
+
+KEPT_TYPES = {"Default", "Reply"}
+
+# Whole-message non-responses and conversation enders (compared after lowercasing and dropping
+# punctuation and repeated letters at the end: "lollll!!" -> "lol").
+NON_RESPONSES = frozenset(
+    "lol lool lul lmao lmfao rofl kek xd xdd haha hahaha hah heh hehe gg ggs ggwp wp ok okay k kk "
+    "oof bruh ikr omg wow hm hmm mhm".split()
+)
+ENDERS = frozenset(
+    {
+        "gtg", "g2g", "brb", "bye", "bye bye", "byebye", "cya", "cya later", "cu", "gn", "gnight",
+        "goodnight", "good night", "nite", "night night", "ttyl", "later", "laters", "see ya", "see you",
+        "see you later", "see you tomorrow", "gonna sleep", "going to sleep", "goin to sleep", "off to bed",
+        "off to sleep", "going to bed", "heading to bed", "im off", "i'm off", "gotta go", "got to go",
+        "have to go", "i have to go", "i gotta go",
+    }
+)
+# Short messages ("ok gtg", "gn all", "bye guys") led or closed by one of these are enders too.
+_ENDER_WORDS = frozenset("gtg g2g brb bye cya gn gnight goodnight nite ttyl".split())
+_NORMALISE = re.compile(r"[^\w' ]+")
+_REPEAT_END = re.compile(r"(\w)\1+$")
+_GENERIC_MENTION = re.compile(r"(?<![\w@])@(?=[^\W_]|[._])")
+_RAW_MENTION = re.compile(r"<@[!&]?\d+>|<#\d+>")
+_EVERYONE = re.compile(r"(?<![\w@])@(?:everyone|here)\b")
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def normalise(text: str) -> str:
+    """Lowercase, punctuation removed, a repeated last letter squeezed: for the filter lists."""
+    t = " ".join(_NORMALISE.sub(" ", text.lower()).split())
+    return _REPEAT_END.sub(r"\1", t)
+
+
+def is_non_response(text: str) -> bool:
+    t = normalise(text)
+    return t in NON_RESPONSES or (t.replace(" ", "") in NON_RESPONSES) or _only_laughs(t)
+
+
+def _only_laughs(t: str) -> bool:
+    return bool(t) and all(w in NON_RESPONSES or (len(w) >= 2 and set(w) <= {"h", "a"}) for w in t.split())
+
+
+def is_ender(text: str) -> bool:
+    t = normalise(text)
+    if t in ENDERS:
+        return True
+    words = t.split()
+    return 0 < len(words) <= 3 and (words[0] in _ENDER_WORDS or words[-1] in _ENDER_WORDS)
+
+
+@dataclass
+class DiscordOptions:
+    gap_minutes: float = 10.0
+    filter_non_responses: bool = True
+    filter_enders: bool = True
+    filter_low_quality: bool = True
+    min_messages: int = 5
+    short_chars: int = 30
+
+
+def _parse_time(value, where: str) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    v = _FRACTION.sub(r"\1", value.strip())
+    if v.endswith("Z"):
+        v = v[:-1] + "+00:00"
+    try:
+        return datetime.fromisoformat(v)
+    except ValueError:
+        raise UserError(f"{where}: bad timestamp {value!r}") from None
+
+
+def _mention_names(msg: dict) -> list[str]:
+    names = []
+    for m in msg.get("mentions") or ():
+        if isinstance(m, dict):
+            for key in ("nickname", "name"):
+                v = m.get(key)
+                if isinstance(v, str) and v and v not in names:
+                    names.append(v)
+    return sorted(names, key=len, reverse=True)  # longest first: "@Al" must not eat "@Alex"
+
+
+def clean_content(content: str, mention_names: list[str]) -> tuple[str, bool]:
+    """(text without the `@` of mentions, whether the message was only mentions)."""
+    pinged = False
+    if "@" in content or "<" in content:
+        bare = _EVERYONE.sub(" ", _RAW_MENTION.sub(" ", content))
+        for n in mention_names:
+            bare = bare.replace("@" + n, " ")
+        bare = re.sub(r"(?<![\w@])@\S+", " ", bare) if not mention_names else bare
+        pinged = bare != content and not any(c.isalnum() for c in bare)
+        text = _RAW_MENTION.sub("", content)
+        for n in mention_names:
+            text = text.replace("@" + n, n)
+        text = _GENERIC_MENTION.sub("", text)
+        return text, pinged
+    return content, False
+
+
+def load_export(path: Path) -> dict:
+    """One DiscordChatExporter JSON file, checked to be one."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    if not raw.strip():
+        raise UserError(f"{path}: the file is empty")
+    try:
+        data = json.loads(raw.decode("utf-8-sig", errors="replace"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+        raise UserError(
+            f"{path}: not a DiscordChatExporter JSON export (expected an object with a \"messages\" list)"
+        )
+    return data
+
+
+def export_files(path: str | os.PathLike) -> list[Path]:
+    """The export files: the file itself, or every *.json in the folder (sorted)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder (--txtfilename)")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".json")
+        if not files:
+            raise UserError(f"{path}: folder holds no .json Discord exports")
+        return files
+    return [path]
+
+
+def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats, dropped: Counter):
+    """(turn, timestamp, author_id) for the messages that survive steps 1-3."""
+    for i, msg in enumerate(data["messages"], 1):
+        where = f"{path.name}: message {i}"
+        if not isinstance(msg, dict):
+            raise UserError(f"{where} is not a JSON object")
+        if msg.get("type", "Default") not in KEPT_TYPES:
+            dropped["system_message"] += 1
+            continue
+        author = msg.get("author")
+        if not isinstance(author, dict):
+            raise UserError(f"{where} has no author")
+        if author.get("isBot"):
+            dropped["bot"] += 1
+            continue
+        speaker = author.get("nickname") or author.get("name")
+        if not isinstance(speaker, str) or not speaker.strip():
+            raise UserError(f"{where}: the author has no name")
+        speaker = " ".join(clean_text(speaker, stats).split())
+        content = msg.get("content") or ""
+        if not isinstance(content, str):
+            raise UserError(f"{where}: content is not text")
+        text, pinged = clean_content(content, _mention_names(msg))
+        text = clean_text(text, stats)
+        if pinged:
+            dropped["ping_only"] += 1
+            continue
+        if not text:
+            has_media = any(msg.get(k) for k in ("attachments", "embeds", "stickers"))
+            dropped["attachment_only" if has_media else "empty"] += 1
+            continue
+        if opts.filter_non_responses and is_non_response(text):
+            dropped["non_response"] += 1
+            continue
+        if opts.filter_enders and is_ender(text):
+            dropped["ender"] += 1
+            continue
+        stamp = _parse_time(msg.get("timestamp"), where)
+        yield Turn(speaker, text, path.name, i), stamp, str(author.get("id") or speaker)
+
+
+def _conversations(messages, gap_minutes: float):
+    """Split where the gap between two messages exceeds `gap_minutes`; merge runs of one author."""
+    gap = gap_minutes * 60
+    conv: list[list] = []  # [turn, n_messages, author]
+    last = None
+    for turn, stamp, author in messages:
+        if conv and stamp is not None and last is not None and (stamp - last).total_seconds() > gap:
+            yield conv
+            conv = []
+        if stamp is not None:
+            last = stamp
+        if conv and conv[-1][2] == author:
+            prev = conv[-1][0]
+            conv[-1][0] = prev._replace(text=f"{prev.text} {turn.text}")
+            conv[-1][1] += 1
+        else:
+            conv.append([turn, 1, author])
+    if conv:
+        yield conv
+
+
+def iter_discord_turns(
+    path: str | os.PathLike,
+    opts: DiscordOptions | None = None,
+    stats: ReadStats | None = None,
+    dropped: Counter | None = None,
+) -> Iterator[Turn | None]:
+    """Turns of every conversation in the export(s), with `BREAK` between conversations."""
+    opts = opts or DiscordOptions()
+    stats = stats if stats is not None else ReadStats()
+    dropped = dropped if dropped is not None else Counter()
+    for f in export_files(path):
+        data = load_export(f)
+        stats.layouts[f.name] = "discord"
+        stats.lines += len(data["messages"])
+        for conv in _conversations(_messages_of(data, f, opts, stats, dropped), opts.gap_minutes):
+            if opts.filter_low_quality and len(conv) < opts.min_messages and all(
+                len(t.text) < opts.short_chars for t, _, _ in conv
+            ):
+                dropped["low_quality"] += sum(n for _, n, _ in conv)
+                continue
+            yield from (t for t, _, _ in conv)
+            yield BREAK
+
+
+def scan_discord_speakers(path: str | os.PathLike) -> Counter:
+    """Speaker -> message count over the export(s), before any filter (for the tab's dropdown)."""
+    counts: Counter = Counter()
+    stats = ReadStats()
+    for f in export_files(path):
+        for msg in load_export(f)["messages"]:
+            if not isinstance(msg, dict) or msg.get("type", "Default") not in KEPT_TYPES:
+                continue
+            author = msg.get("author") or {}
+            if not isinstance(author, dict) or author.get("isBot"):
+                continue
+            name = author.get("nickname") or author.get("name")
+            if isinstance(name, str) and name.strip():
+                counts[" ".join(clean_text(name, stats).split())] += 1
+    return counts

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Turn raw dialogue into training samples for one or more characters.
+
+    python prepare_dataset.py --name Bob -t examples/dataset.txt
+    python prepare_dataset.py -n ROMEO -n JULIET -t plays.txt -j romeo_juliet.jsonl --format sharegpt
+    python prepare_dataset.py -n Alex -t exports/ --source discord --gap_minutes 30
+
+Every flag is described in docs/prepare.md. The work is done by extensions/dialogue_lora/prepare.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from extensions.dialogue_lora.errors import UserError, run_cli
+from extensions.dialogue_lora.prepare import DEFAULT_INPUT, DEFAULT_OUTPUT, PrepareConfig, prepare, preview
+from extensions.dialogue_lora.prompt import FORMATS
+from extensions.dialogue_lora.samples import DEFAULT_INSTRUCTION
+from extensions.dialogue_lora.sources import SOURCES
+from extensions.dialogue_lora.sources.csv_dialogue import DEFAULT_COLUMNS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other error, instead of usage + message
+        raise UserError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        description="Turn raw dialogue (text, play script, Discord export, game-dialogue CSV) into "
+        "training samples for one or more characters.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--name", "-n", action="append", dest="names", metavar="NAME",
+                   help="character to make samples for (case-insensitive); repeat it or comma-separate "
+                   "for several; '*' for every speaker (required)")
+    p.add_argument("--rounds", "-r", type=int, default=5, help="previous turns given as context")
+    p.add_argument("--txtfilename", "-t", default=DEFAULT_INPUT,
+                   help="input: text file, CSV file, or Discord export file/folder")
+    p.add_argument("--jsonfilename", "-j", default=DEFAULT_OUTPUT,
+                   help="output: .json (JSON array) or .jsonl (one object a line)")
+    p.add_argument("--format", default="rounds", choices=FORMATS, help="output format")
+    p.add_argument("--source", default="auto", choices=SOURCES, help="input kind (auto: from the content)")
+    p.add_argument("--layout", default="auto", choices=("auto", "lines", "play"),
+                   help="text layout: 'Name: text' lines or play script (auto: per file)")
+    p.add_argument("--strip_actions", action="store_true", help="remove (...) and *...* actions from the outputs")
+    p.add_argument("--keep_duplicates", action="store_true", help="keep exact duplicate samples")
+    p.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
+                   help="alpaca instruction; {name} becomes the character")
+    d = p.add_argument_group("Discord exports")
+    d.add_argument("--gap_minutes", type=float, default=10.0, help="silence that starts a new conversation")
+    d.add_argument("--keep_non_responses", action="store_true", help="keep messages like lol, lmao, gg")
+    d.add_argument("--keep_enders", action="store_true", help="keep conversation enders like gtg, cya")
+    d.add_argument("--keep_low_quality", action="store_true",
+                   help="keep short conversations of short messages (see --min_messages, --short_chars)")
+    d.add_argument("--min_messages", type=int, default=5, help="low quality: conversations with fewer turns ...")
+    d.add_argument("--short_chars", type=int, default=30, help="... all shorter than this many characters")
+    c = p.add_argument_group("game-dialogue CSV (defaults fit a LazyVoiceFinder export)")
+    c.add_argument("--csv_speaker_column", default=DEFAULT_COLUMNS["speaker"], help="who speaks the reply")
+    c.add_argument("--csv_text_column", default=DEFAULT_COLUMNS["text"], help="the reply")
+    c.add_argument("--csv_prompt_column", default=DEFAULT_COLUMNS["prompt"],
+                   help="the player's line before the reply ('' for none)")
+    c.add_argument("--csv_emotion_column", default=DEFAULT_COLUMNS["emotion"], help="the reply's emotion")
+    c.add_argument("--csv_group_column", default=DEFAULT_COLUMNS["group"],
+                   help="shared by the rows of one response ('' for one row each)")
+    c.add_argument("--csv_order_column", default=DEFAULT_COLUMNS["order"],
+                   help="orders the rows of one response ('' for file order)")
+    c.add_argument("--csv_player", default="Player", help="speaker name for the prompt column's lines")
+    c.add_argument("--csv_name_prefix", action="store_true", help="start outputs with the speaker ('MaleNord: ...')")
+    c.add_argument("--csv_emotion_prefix", action="store_true", help="start outputs with the emotion ('[Happy] ...')")
+    p.add_argument("--dry_run", type=int, nargs="?", const=3, default=None, metavar="N",
+                   help="write nothing; print the report and the first N samples (default 3)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> PrepareConfig:
+    return PrepareConfig(
+        names=args.names or [],
+        rounds=args.rounds,
+        txtfilename=args.txtfilename,
+        jsonfilename=args.jsonfilename,
+        format=args.format,
+        source=args.source,
+        layout=args.layout,
+        strip_actions=args.strip_actions,
+        dedupe=not args.keep_duplicates,
+        gap_minutes=args.gap_minutes,
+        filter_non_responses=not args.keep_non_responses,
+        filter_enders=not args.keep_enders,
+        filter_low_quality=not args.keep_low_quality,
+        min_messages=args.min_messages,
+        short_chars=args.short_chars,
+        csv_speaker_column=args.csv_speaker_column,
+        csv_text_column=args.csv_text_column,
+        csv_prompt_column=args.csv_prompt_column,
+        csv_emotion_column=args.csv_emotion_column,
+        csv_group_column=args.csv_group_column,
+        csv_order_column=args.csv_order_column,
+        csv_player=args.csv_player,
+        csv_name_prefix=args.csv_name_prefix,
+        csv_emotion_prefix=args.csv_emotion_prefix,
+        instruction=args.instruction,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    if args.dry_run is not None:
+        records, report = preview(cfg, args.dry_run)
+        print(report.format())
+        for rec in records:
+            print(json.dumps(rec, ensure_ascii=False, indent=2))
+        return 0
+    report = prepare(cfg)
+    print(report.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
