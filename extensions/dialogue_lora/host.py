@@ -1,0 +1,105 @@
+"""Where the tab runs: the folders it uses and the model it chats with.
+
+`ui.build_tab(host)` asks its host for folders, for the memory a loaded model holds, to apply an adapter
+and for a test reply. `StandaloneHost` (here) serves `python -m extensions.dialogue_lora`: it loads its own
+base model + adapter through generation.py. `webui.WebuiHost` uses the model loaded in the webui.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+
+from .errors import UserError
+from .paths import Dirs, resolve_dirs
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+class Host:
+    """The tab's view of where it runs. Subclasses say how models are loaded and used."""
+
+    label = "host"
+    own_model = True  # the Use section loads its own base model (standalone) rather than the webui's
+
+    def __init__(self, params: dict | None = None, dirs: Dirs | None = None):
+        self.params = params if params is not None else {}
+        self._dirs = dirs
+
+    def dirs(self) -> Dirs:
+        return self._dirs or resolve_dirs()
+
+    def memory_status(self) -> str:
+        return ""
+
+    def unload_model(self) -> str:
+        return "No model is loaded."
+
+    def use_adapter(self, model: str | None, adapter: str) -> str:
+        raise NotImplementedError
+
+    def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
+        raise NotImplementedError
+
+
+class StandaloneHost(Host):
+    """The standalone app: folders as the CLI resolves them; one base model (+ adapter) loaded for chat."""
+
+    label = "standalone"
+    own_model = True
+
+    def __init__(self, params: dict | None = None, dirs: Dirs | None = None):
+        super().__init__(params, dirs)
+        self._lock = threading.Lock()
+        self._loaded = None  # generation.Loaded
+        self.loaded_name = ""
+
+    def memory_status(self) -> str:
+        if self._loaded is None:
+            return "No model is loaded for chat: training has the memory to itself."
+        return (
+            f"**{self.loaded_name}** is loaded for chat. Training runs in its own process; "
+            "unload the chat model first if memory is tight."
+        )
+
+    def unload_model(self) -> str:
+        with self._lock:
+            if self._loaded is None:
+                return "No model is loaded."
+            self._loaded = None
+            name, self.loaded_name = self.loaded_name, ""
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return f"Unloaded {name}."
+
+    def use_adapter(self, model: str | None, adapter: str | None) -> str:
+        if not model:
+            raise UserError("pick a base model")
+        from .generation import load_for_generation
+
+        dirs = self.dirs()
+        with self._lock:
+            self._loaded = None  # free the previous model before loading the next
+            gc.collect()
+            self._loaded = load_for_generation(model, adapter or None, model_dir=dirs.models, lora_dir=dirs.loras)
+            self.loaded_name = model + (f" + {adapter}" if adapter else "")
+        return f"Loaded {self.loaded_name} for chat."
+
+    def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
+        if self._loaded is None:
+            raise UserError("load a model (and adapter) first")
+        from .generation import generate_reply
+
+        with self._lock:
+            reply, _stopped = generate_reply(
+                self._loaded.model, self._loaded.tokenizer, prompt, max_new_tokens=max_new_tokens
+            )
+        return reply

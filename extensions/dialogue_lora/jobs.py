@@ -1,0 +1,156 @@
+"""Long jobs (training, evaluation) in a separate Python process, watched through a progress file.
+
+The tab must survive whatever the job does: an out-of-memory error, a crash in a CUDA kernel, a killed
+process. So the job runs in its own interpreter (`worker.py`, imported by path from this folder, so it
+works whether the folder is `extensions/dialogue_lora` or `user_data/extensions/dialogue_lora`), gets its
+settings as a JSON file, appends progress dicts as JSON lines to a file, and stops (saving a checkpoint)
+when a stop file appears. The tab polls the progress file; a page reload re-attaches to the running job.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Import this folder as a package by path in a fresh interpreter, then run worker.main(argv).
+_BOOT = (
+    "import importlib.util, sys\n"
+    "d = sys.argv[1]\n"
+    "spec = importlib.util.spec_from_file_location('dialogue_lora', d + '/__init__.py', "
+    "submodule_search_locations=[d])\n"
+    "m = importlib.util.module_from_spec(spec); sys.modules['dialogue_lora'] = m; spec.loader.exec_module(m)\n"
+    "from dialogue_lora.worker import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+_jobs: dict[str, "Job"] = {}  # the latest job of each kind, kept across page reloads
+_lock = threading.Lock()
+
+
+class Job:
+    """One run of worker.py. `poll()` reads new progress; `state` is running, done, stopped or failed."""
+
+    def __init__(self, kind: str, config: dict, cwd: str | os.PathLike | None = None):
+        self.kind = kind
+        self.config = dict(config)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"dialogue_lora_{kind}_"))
+        self.config_path = self.dir / "config.json"
+        self.progress_path = self.dir / "progress.jsonl"
+        self.stop_path = self.dir / "stop"
+        self.log_path = self.dir / "log.txt"
+        self.config_path.write_text(json.dumps(self.config, indent=2, default=str), encoding="utf-8")
+        self.events: list[dict] = []
+        self._offset = 0
+        self.started = time.time()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, str(PACKAGE_DIR), kind, str(self.config_path),
+                 str(self.progress_path), str(self.stop_path)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=str(cwd) if cwd else None, env=env,
+            )
+
+    # -- reading progress ------------------------------------------------------------------------
+    def poll(self) -> list[dict]:
+        """New progress dicts since the last call (a partly written last line waits for the next call)."""
+        try:
+            with open(self.progress_path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        end = chunk.rfind(b"\n") + 1
+        self._offset += end
+        new = []
+        for line in chunk[:end].splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                new.append(event)
+        self.events.extend(new)
+        return new
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def last(self, *events: str) -> dict | None:
+        for e in reversed(self.events):
+            if not events or e.get("event") in events:
+                return e
+        return None
+
+    @property
+    def state(self) -> str:
+        if self.running:
+            return "running"
+        self.poll()
+        end = self.last("end")
+        if end is not None:
+            return {"done": "done", "stopped": "stopped"}.get(end.get("status"), "failed")
+        return "failed"  # the process died without saying how it ended (killed, crashed)
+
+    def error(self) -> str | None:
+        """Why the job failed: its own message, else the end of its log (a crash, an OOM kill)."""
+        if self.state != "failed":
+            return None
+        end = self.last("end")
+        if end and end.get("message"):
+            return str(end["message"])
+        code = self.proc.returncode
+        why = "killed (out of memory?)" if code in (-9, 137) else f"exited with code {code}"
+        return f"the {self.kind} process {why}:\n{self.log_tail()}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def losses(self) -> list[tuple[int, float]]:
+        return [(int(e["step"]), float(e["loss"])) for e in self.events
+                if e.get("event") == "step" and e.get("loss") is not None and e.get("step") is not None]
+
+    # -- control ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the job to save a checkpoint and exit (the worker checks for the stop file)."""
+        self.stop_path.touch()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        if self.running:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start(kind: str, config: dict, cwd: str | os.PathLike | None = None) -> Job:
+    """Start a job unless one of the same kind is still running."""
+    with _lock:
+        current = _jobs.get(kind)
+        if current is not None and current.running:
+            raise UserError(f"a {kind} job is already running: stop it or wait for it to finish")
+        job = Job(kind, config, cwd)
+        _jobs[kind] = job
+        return job
+
+
+def current(kind: str) -> Job | None:
+    """The latest job of this kind (running or finished), for re-attaching after a page reload."""
+    return _jobs.get(kind)

@@ -1,0 +1,104 @@
+"""The standalone app: `python -m extensions.dialogue_lora` serves the tab and a chat box on 127.0.0.1.
+
+For people without text-generation-webui. Folders resolve as the CLI resolves them (user_data/models and
+user_data/loras when user_data/ exists in the working folder, else models/ and loras/), or from
+--model_dir, --lora_dir and --dataset_dir.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .errors import UserError
+from .host import StandaloneHost
+from .paths import resolve_dirs
+
+TITLE = "Dialogue LoRA"
+
+
+def build_app(host: StandaloneHost):
+    """The tab (Prepare, Train, Evaluate, Use) plus a Chat tab talking to the model loaded in Use."""
+    import gradio as gr
+
+    from .ui import build_tab
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        gr.Markdown(f"# {TITLE}\nRaw dialogue → training samples → a LoRA adapter → a character you can chat "
+                    f"with. Models: `{host.dirs().models}` · adapters: `{host.dirs().loras}` · datasets: "
+                    f"`{host.dirs().datasets}`")
+        with gr.Tabs():
+            with gr.Tab("Dialogue LoRA"):
+                shared = build_tab(host)
+            with gr.Tab("Chat"):
+                gr.Markdown("Chat with the model and adapter loaded in *Dialogue LoRA → 4. Use*. Each reply is "
+                            "one line, stopped at the newline, from a prompt in the training format.")
+                chatbot = gr.Chatbot(**_chatbot_kwargs(gr), label="Chat", height=360)
+                turns = gr.State([])
+                with gr.Row():
+                    message = gr.Textbox(label="Message", placeholder="Say something and press Enter", scale=4)
+                    send = gr.Button("Send", variant="primary", scale=1)
+                    clear = gr.Button("Clear", scale=1)
+                chat_status = gr.Markdown()
+
+        logic = shared["logic"]
+
+        def on_send(text, history, name, user, rounds):
+            history = list(history or [])
+            try:
+                reply = logic.chat(history, text, name, user, rounds)
+            except UserError as e:
+                return gr.update(), history, text, f"⚠️ {e}"
+            history += [((user or "You").strip() or "You", text), ((name or "").strip() or "Character", reply)]
+            return chatbot_value(history), history, "", ""
+
+        inputs = [message, turns, shared["char_name"], shared["user_name"], shared["rounds"]]
+        outputs = [chatbot, turns, message, chat_status]
+        send.click(on_send, inputs, outputs)
+        message.submit(on_send, inputs, outputs)
+        clear.click(lambda: (chatbot_value([]), [], ""), None, [chatbot, turns, chat_status])
+    return app
+
+
+def _messages_format() -> bool:
+    """Gradio 5+ chatbots take role/content messages; 4.x takes [user, bot] pairs."""
+    import gradio as gr
+
+    return int(gr.__version__.split(".")[0]) >= 5
+
+
+def _chatbot_kwargs(gr) -> dict:
+    import inspect
+
+    return {"type": "messages"} if "type" in inspect.signature(gr.Chatbot.__init__).parameters else {}
+
+
+def chatbot_value(turns: list[tuple[str, str]]) -> list:
+    """Alternating (user, character) turns as the installed Gradio's Chatbot value."""
+    if _messages_format():
+        return [{"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, (_, text) in enumerate(turns)]
+    return [[turns[i][1], turns[i + 1][1] if i + 1 < len(turns) else None] for i in range(0, len(turns), 2)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m extensions.dialogue_lora", description=__doc__.split("\n\n")[0])
+    p.add_argument("--port", type=int, default=int(os.environ.get("DIALOGUE_LORA_PORT", 7861)),
+                   help="port to serve on (default 7861)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--model_dir", help="models folder (default: user_data/models or models/)")
+    p.add_argument("--lora_dir", help="adapters folder (default: user_data/loras or loras/)")
+    p.add_argument("--dataset_dir", help="datasets folder (default: user_data/training/datasets or training/datasets/)")
+    args = p.parse_args(argv)
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print("error: the standalone app needs gradio: pip install -r requirements.txt")
+        return 2
+    dirs = resolve_dirs(model_dir=args.model_dir, lora_dir=args.lora_dir, dataset_dir=args.dataset_dir)
+    for d in (dirs.models, dirs.loras, dirs.datasets):
+        d.mkdir(parents=True, exist_ok=True)
+    host = StandaloneHost({"stop_at_newline": True, "character_chat": True, "rounds": 5}, dirs)
+    app = build_app(host)
+    print(f"Dialogue LoRA: http://{args.host}:{args.port}  (models: {dirs.models}, adapters: {dirs.loras}, "
+          f"datasets: {dirs.datasets})", flush=True)
+    app.queue().launch(server_name=args.host, server_port=args.port, inbrowser=False, show_error=True)
+    return 0

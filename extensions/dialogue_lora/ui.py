@@ -1,0 +1,646 @@
+"""The "Dialogue LoRA" tab: Prepare, Train, Evaluate, Use. Built the same inside the webui and standalone.
+
+`build_tab(host)` lays out common Gradio components only (they exist in the webui's Gradio 4.37 fork and
+in current Gradio) and wires each button to a method of `TabLogic`, which holds no Gradio code: plain values
+in, plain values out, so it is tested without a browser. Training and evaluation run in separate processes
+(jobs.py); their progress is streamed by generator callbacks that poll once a second.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from . import jobs
+from .errors import UserError
+from .paths import check_name, is_adapter_dir, list_adapters, list_datasets, list_models
+
+POLL_SECONDS = 1.0
+PREVIEW_SAMPLES = 5
+SOURCES = ("auto", "text", "discord", "csv")
+FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
+RAW_SUFFIXES = (".txt", ".json", ".jsonl", ".csv")
+
+# The training form: (TrainConfig field, label, kind). Defaults come from TrainConfig itself.
+TRAIN_FIELDS = (
+    ("epochs", "Epochs", "number"),
+    ("batch_size", "Batch size", "number"),
+    ("learning_rate", "Learning rate", "number"),
+    ("cutoff_len", "Cutoff length (tokens)", "number"),
+    ("lora_rank", "LoRA rank", "number"),
+    ("lora_alpha", "LoRA alpha", "number"),
+    ("lora_dropout", "LoRA dropout", "number"),
+    ("grad_accum", "Gradient accumulation steps", "number"),
+    ("val_ratio", "Held-out share (val_ratio)", "number"),
+    ("max_steps", "Max steps (0: no limit)", "number"),
+    ("save_steps", "Checkpoint every N steps (0: per epoch)", "number"),
+    ("seed", "Seed", "number"),
+    ("target_modules", "Target modules (empty: all linear layers)", "text"),
+    ("method", "Method", "method"),
+    ("num_virtual_tokens", "Virtual tokens (prompt tuning)", "number"),
+    ("load_in_4bit", "Load in 4-bit (QLoRA)", "check"),
+    ("load_in_8bit", "Load in 8-bit", "check"),
+)
+
+
+def train_defaults() -> dict:
+    """TrainConfig's defaults for the form (the CLI's defaults), by field name."""
+    from .training import TrainConfig
+
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out
+
+
+def _text_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def format_eta(seconds) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def progress_markdown(job: jobs.Job | None) -> str:
+    """One status block for a training job: step, loss, tokens/s, time left; how it ended."""
+    if job is None:
+        return "No training has run since the app started."
+    step = job.last("step")
+    evaluation = job.last("eval")
+    lines = []
+    state = job.state
+    adapter = job.config.get("lora_name", "")
+    title = {"running": "Training", "done": "Finished", "stopped": "Stopped", "failed": "Failed"}[state]
+    lines.append(f"### {title}: {adapter}")
+    if step:
+        total = step.get("total_steps")
+        parts = [f"**step {step.get('step')}" + (f"/{total}" if total else "") + "**"]
+        if step.get("loss") is not None:
+            parts.append(f"loss {float(step['loss']):.4f}")
+        if step.get("tokens_per_s") is not None:
+            parts.append(f"{float(step['tokens_per_s']):,.0f} tokens/s")
+        if state == "running":
+            parts.append(f"{format_eta(step.get('eta_s'))} left")
+        if step.get("epoch") is not None:
+            parts.append(f"epoch {float(step['epoch']):.2f}")
+        lines.append(" · ".join(parts))
+    elif state == "running":
+        lines.append(f"starting (loading the model and data)… {int(time.time() - job.started)} s")
+    if evaluation:
+        bits = [f"{k.replace('_', ' ')} {float(evaluation[k]):.4f}" for k in ("eval_loss", "perplexity", "loss")
+                if isinstance(evaluation.get(k), (int, float))]
+        if bits:
+            lines.append("held-out: " + ", ".join(bits))
+    if state == "done":
+        lines.append(f"Saved the adapter **{adapter}**; pick it in Evaluate or Use.")
+    elif state == "stopped":
+        end = job.last("end") or {}
+        lines.append((end.get("message") or "Stopped.") + " Tick *Resume* and Start to continue.")
+    elif state == "failed":
+        lines.append("```\n" + (job.error() or "unknown error") + "\n```")
+    return "\n\n".join(lines)
+
+
+def loss_figure(points: list[tuple[int, float]]):
+    """A small matplotlib loss curve (no pyplot, so no GUI backend), or None when there is nothing to draw."""
+    if len(points) < 1:
+        return None
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(6, 2.6), dpi=100)
+    ax = fig.add_subplot(111)
+    steps, losses = zip(*points)
+    ax.plot(steps, losses, marker="." if len(points) < 40 else None, linewidth=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+class TabLogic:
+    """The tab's behaviour, free of Gradio: each method is one button or field change."""
+
+    def __init__(self, host):
+        self.host = host
+
+    # -- folders ---------------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        return list_models(self.host.dirs().models)
+
+    def adapters(self) -> list[str]:
+        return list_adapters(self.host.dirs().loras)
+
+    def datasets(self) -> list[str]:
+        return list_datasets(self.host.dirs().datasets)
+
+    def raw_files(self) -> list[str]:
+        d = self.host.dirs().datasets
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in RAW_SUFFIXES)
+
+    def input_path(self, upload, picked) -> Path:
+        """The dialogue file: an upload (read only, never run) wins over a file picked from the datasets folder."""
+        if upload:
+            path = Path(upload if isinstance(upload, (str, Path)) else getattr(upload, "name", upload))
+        elif picked:
+            path = self.host.dirs().datasets / check_name(str(picked), "file name")
+        else:
+            raise UserError("upload a dialogue file or pick one from the list")
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        return path
+
+    # -- Prepare ---------------------------------------------------------------------------------
+    def scan(self, upload, picked, source: str) -> list[tuple[str, str]]:
+        """Speakers found in the file, most lines first, as (label with count, name) choices."""
+        from .prepare import scan_speakers
+
+        counts = scan_speakers(self.input_path(upload, picked), source=source or "auto")
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(f"{name} ({n} lines)", name) for name, n in ranked]
+
+    def prepare_config(self, upload, picked, source, names, rounds, out_format, strip_actions, filters, out_name,
+                       gap_minutes=10):
+        from .prepare import PrepareConfig
+
+        names = [names] if isinstance(names, str) else list(names or [])
+        if not names:
+            raise UserError("pick at least one character (the speakers list fills when a file is chosen)")
+        out_name = check_name(out_name or "", "dataset file name")
+        if not out_name.lower().endswith((".json", ".jsonl")):
+            out_name += ".json"
+        filters = set(filters or ())
+        values = {
+            "names": names,
+            "rounds": int(rounds),
+            "txtfilename": str(self.input_path(upload, picked)),
+            "jsonfilename": str(self.host.dirs().datasets / out_name),
+            "format": out_format or "rounds",
+            "source": source or "auto",
+            "strip_actions": bool(strip_actions),
+            "gap_minutes": float(gap_minutes),
+            "filter_non_responses": "non-responses" in filters,
+            "filter_enders": "conversation enders" in filters,
+            "filter_low_quality": "low-quality conversations" in filters,
+        }
+        known = {f.name for f in dataclasses.fields(PrepareConfig)}
+        return PrepareConfig(**{k: v for k, v in values.items() if k in known})
+
+    def preview(self, *form) -> tuple[list[list[str]], str]:
+        from .prepare import preview
+
+        samples, report = preview(self.prepare_config(*form), n=PREVIEW_SAMPLES)
+        rows = [[str(s.get("input", "")), str(s.get("output", ""))] if "input" in s and "output" in s
+                else [json.dumps(s, ensure_ascii=False)[:500], ""] for s in samples]
+        return rows, report.format()
+
+    def save(self, *form, overwrite: bool = False) -> tuple[str, str]:
+        """Write the dataset; returns (file name, report). An existing file needs `overwrite`."""
+        from .prepare import prepare
+
+        cfg = self.prepare_config(*form)
+        out = Path(cfg.jsonfilename)
+        if out.exists() and not overwrite:
+            raise UserError(f"{out.name} already exists in {out.parent}: tick 'Overwrite' to replace it")
+        report = prepare(cfg, write=True)
+        return out.name, f"Saved {out.name} in {out.parent}.\n\n" + report.format()
+
+    # -- Train -----------------------------------------------------------------------------------
+    def train_config(self, model, dataset, adapter, settings: dict, resume: bool, overwrite: bool) -> dict:
+        dirs = self.host.dirs()
+        if not model:
+            raise UserError(f"pick a base model (the list shows the models in {dirs.models})")
+        if not dataset:
+            raise UserError(f"pick a dataset (the list shows the files in {dirs.datasets})")
+        adapter = check_name(adapter, "adapter name")
+        dataset_path = dirs.datasets / check_name(dataset, "dataset name")
+        if not dataset_path.is_file():
+            raise UserError(f"{dataset_path}: no such file")
+        target = dirs.loras / adapter
+        if target.is_dir() and any(target.iterdir()) and not (resume or overwrite):
+            raise UserError(
+                f"adapter {adapter!r} already exists in {dirs.loras}: tick 'Resume' to continue its training "
+                "or 'Overwrite' to replace it"
+            )
+        config = {k: v for k, v in settings.items()}
+        for key in ("epochs", "batch_size", "cutoff_len", "lora_rank", "grad_accum", "max_steps", "save_steps",
+                    "seed", "num_virtual_tokens", "lora_alpha"):
+            if config.get(key) is not None and config[key] != "":
+                config[key] = int(config[key])
+        modules = config.get("target_modules")
+        if isinstance(modules, str):
+            modules = [m.strip() for m in modules.split(",") if m.strip()]
+            config["target_modules"] = modules or None
+        config.update(
+            model_name=str(model), dataset_name=str(dataset_path), lora_name=adapter,
+            model_dir=str(dirs.models), lora_dir=str(dirs.loras), resume=bool(resume), overwrite=bool(overwrite),
+        )
+        from .training import TrainConfig
+
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        config = {k: v for k, v in config.items() if k in known}
+        TrainConfig(**config)  # check every setting here, in one message, before a process starts
+        return config
+
+    def start_training(self, model, dataset, adapter, settings: dict, resume=False, overwrite=False) -> jobs.Job:
+        return jobs.start("train", self.train_config(model, dataset, adapter, settings, resume, overwrite))
+
+    def stop_training(self) -> str:
+        job = jobs.current("train")
+        if job is None or not job.running:
+            return "Nothing is training."
+        job.stop()
+        return "Stopping: saving a checkpoint, then the process exits…"
+
+    # -- Evaluate --------------------------------------------------------------------------------
+    def heldout_choices(self) -> list[str]:
+        return ["(the adapter's held-out split)"] + self.datasets()
+
+    def start_evaluation(self, model, adapter, heldout, max_samples) -> jobs.Job:
+        dirs = self.host.dirs()
+        if not model or not adapter:
+            raise UserError("pick a base model and an adapter")
+        config = {
+            "model_name": str(model), "lora_name": check_name(adapter, "adapter name"),
+            "model_dir": str(dirs.models), "lora_dir": str(dirs.loras), "max_samples": int(max_samples or 0),
+        }
+        if heldout and heldout in self.datasets():
+            config["dataset"] = str(dirs.datasets / heldout)
+        from .evaluation import EvalConfig
+
+        EvalConfig(**config)
+        return jobs.start("evaluate", config)
+
+    @staticmethod
+    def evaluation_tables(job: jobs.Job) -> tuple[list, list, str]:
+        """(metric rows, sample rows, status) of an evaluation job."""
+        if job.state == "running":
+            info = job.last() or {}
+            stage = info.get("stage") or "loading"
+            done, total = info.get("done"), info.get("total")
+            count = f" {done}/{total}" if done is not None and total else ""
+            return [], [], f"Evaluating… {stage}{count}"
+        if job.state != "done":
+            return [], [], "Evaluation " + (job.state if job.state == "stopped" else f"failed: {job.error()}")
+        from .evaluation import metric_rows
+
+        end = job.last("end") or {}
+        result = json.loads(Path(end["eval_json"]).read_text(encoding="utf-8"))
+        metrics = [list(row) for row in metric_rows(result)]
+        samples = [[s["prompt"][-300:], s["reference"], s["base_reply"], s["adapter_reply"]]
+                   for s in result.get("samples", [])[:20]]
+        notes = "; ".join(result.get("notes") or [])
+        status = f"{result.get('n_replies', len(samples))} replies from {result.get('heldout_file')}; report in " \
+                 f"{end.get('eval_md')}" + (f"\n\n{notes}" if notes else "")
+        return metrics, samples, status
+
+    # -- Use -------------------------------------------------------------------------------------
+    def character_of(self, adapter: str | None) -> str:
+        """The character an adapter was trained for: its recorded name, else the cue of its held-out samples."""
+        if not adapter:
+            return ""
+        from .generation import read_training_parameters
+
+        path = self.host.dirs().loras / adapter
+        if not is_adapter_dir(path):
+            return ""
+        try:
+            params = read_training_parameters(path)
+        except UserError:
+            return ""
+        if params.get("name"):
+            return str(params["name"])
+        # else the cue that ends the prompts it was trained on (held-out samples, else the dataset)
+        from .fileio import load_records
+        from .prompt import record_examples
+
+        for samples in (path / str(params.get("heldout_file") or "heldout.json"), params.get("dataset")):
+            if not samples:
+                continue
+            try:
+                record = load_records(samples)[0]
+                prompt_text = record_examples(record)[0][0]
+            except (UserError, ValueError, IndexError):
+                continue
+            if record.get("name"):
+                return str(record["name"])
+            return prompt_text.rsplit("\n", 1)[-1].rstrip(":").strip()
+        return ""
+
+    def use(self, model, adapter) -> str:
+        if not adapter:
+            raise UserError("pick an adapter")
+        message = self.host.use_adapter(model, check_name(adapter, "adapter name"))
+        self.host.params["character_chat"] = True
+        self.host.params["stop_at_newline"] = True
+        return message
+
+    def chat(self, history: list[tuple[str, str]], message: str, name: str, user_name: str, rounds: int) -> str:
+        """One reply of the character to `message`, after `history` ((speaker, text) turns)."""
+        from .prompt import chat_prompt
+
+        name = (name or "").strip() or "Character"
+        user_name = (user_name or "").strip() or "You"
+        if not (message or "").strip():
+            raise UserError("type a message first")
+        turns = list(history) + [(user_name, message)]
+        return self.host.reply(chat_prompt(turns, name, int(rounds)))
+
+
+# ------------------------------------------------------------------------------------------- Gradio
+
+
+def _error_text(e: UserError) -> str:
+    return f"⚠️ {e}"
+
+
+def build_tab(host) -> dict:
+    """Lay out the tab inside the current gr.Blocks context (the webui's tab, or the standalone app).
+
+    Returns the few components the standalone app's chat box shares (character and user names, rounds).
+    """
+    import gradio as gr
+
+    logic = TabLogic(host)
+    params = host.params
+
+    def dd_update(choices, value=None):
+        return gr.update(choices=choices, value=value)
+
+    with gr.Tabs():
+        # ---------------------------------------------------------------- Prepare
+        with gr.Tab("1. Prepare"):
+            gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord export, a game CSV) into training "
+                        "samples for one character.")
+            with gr.Row():
+                upload = gr.File(label="Upload a dialogue file", file_types=list(RAW_SUFFIXES), type="filepath")
+                with gr.Column():
+                    picked = gr.Dropdown(label=f"…or pick a file from {host.dirs().datasets}",
+                                         choices=logic.raw_files(), value=None)
+                    refresh_raw = gr.Button("Refresh file list", size="sm")
+                    source = gr.Dropdown(label="Source", choices=list(SOURCES), value="auto")
+            speakers = gr.Dropdown(label="Character(s) to learn", choices=[], multiselect=True,
+                                   info="Filled from the file: each speaker with its line count")
+            with gr.Row():
+                rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
+                out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
+                strip_actions = gr.Checkbox(label="Strip actions like (laughs) and *waves*", value=False)
+            with gr.Row():
+                filters = gr.Dropdown(label="Chat-log filters (Discord)", multiselect=True,
+                                      choices=["non-responses", "conversation enders", "low-quality conversations"],
+                                      value=["non-responses", "conversation enders", "low-quality conversations"])
+                gap = gr.Number(label="New conversation after a gap of (minutes)", value=10)
+            with gr.Row():
+                out_name = gr.Textbox(label="Save as (in the datasets folder)", value="processed_dataset.json")
+                prep_overwrite = gr.Checkbox(label="Overwrite if it exists", value=False)
+            with gr.Row():
+                preview_btn = gr.Button("Preview")
+                save_btn = gr.Button("Save dataset", variant="primary")
+            prep_status = gr.Markdown()
+            preview_table = gr.Dataframe(headers=["input (context + cue)", "output (the reply)"],
+                                         value=[], wrap=True, interactive=False)
+            prep_report = gr.Textbox(label="Report", lines=8, interactive=False)
+
+        # ---------------------------------------------------------------- Train
+        with gr.Tab("2. Train"):
+            with gr.Row():
+                memory = gr.Markdown(host.memory_status())
+                unload_btn = gr.Button("Unload the loaded model", size="sm")
+            with gr.Row():
+                model = gr.Dropdown(label=f"Base model ({host.dirs().models})", choices=logic.models(), value=None)
+                dataset = gr.Dropdown(label=f"Dataset ({host.dirs().datasets})", choices=logic.datasets(), value=None)
+                adapter_name = gr.Textbox(label="Adapter name (saved in the loras folder)", value="my-character")
+                refresh_train = gr.Button("Refresh lists", size="sm")
+            try:
+                defaults = train_defaults()
+                defaults_error = ""
+            except (ImportError, UserError) as e:  # the training module needs a library that is missing
+                defaults, defaults_error = {}, f"⚠️ training is unavailable here: {e}"
+            if defaults_error:
+                gr.Markdown(defaults_error)
+            setting_boxes = []
+            with gr.Accordion("Training settings (the CLI's defaults)", open=False):
+                with gr.Row():
+                    for key, label, kind in TRAIN_FIELDS:
+                        if key not in defaults:
+                            continue
+                        value = defaults[key]
+                        if kind == "check":
+                            box = gr.Checkbox(label=label, value=bool(value))
+                        elif kind == "method":
+                            box = gr.Dropdown(label=label, choices=["lora", "prompt_tuning"], value=value or "lora")
+                        elif kind == "text":
+                            box = gr.Textbox(label=label, value=_text_value(value))
+                        else:
+                            box = gr.Number(label=label, value=value)
+                        setting_boxes.append((key, box))
+            with gr.Row():
+                resume = gr.Checkbox(label="Resume a stopped run of this adapter", value=False)
+                train_overwrite = gr.Checkbox(label="Overwrite an existing adapter of this name", value=False)
+            with gr.Row():
+                start_btn = gr.Button("Start training", variant="primary")
+                stop_btn = gr.Button("Stop (saves a checkpoint)", variant="stop")
+                watch_btn = gr.Button("Show progress")
+            progress = gr.Markdown(progress_markdown(jobs.current("train")))
+            loss_plot = gr.Plot(label="Loss")
+            train_log = gr.Textbox(label="Log (last lines)", lines=6, interactive=False)
+
+        # ---------------------------------------------------------------- Evaluate
+        with gr.Tab("3. Evaluate"):
+            with gr.Row():
+                ev_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None)
+                ev_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
+                ev_data = gr.Dropdown(label="Held-out samples", choices=logic.heldout_choices(),
+                                      value=logic.heldout_choices()[0])
+                ev_max = gr.Number(label="Max samples (0: all)", value=50)
+            with gr.Row():
+                ev_btn = gr.Button("Evaluate base vs adapter", variant="primary")
+                ev_refresh = gr.Button("Refresh lists", size="sm")
+            ev_status = gr.Markdown()
+            ev_metrics = gr.Dataframe(headers=["metric", "base", "adapter"], value=[], interactive=False)
+            ev_samples = gr.Dataframe(headers=["context", "reference", "base reply", "adapter reply"], value=[],
+                                      wrap=True, interactive=False)
+
+        # ---------------------------------------------------------------- Use
+        with gr.Tab("4. Use"):
+            if host.own_model:
+                gr.Markdown("Load a base model with an adapter for the chat box.")
+            else:
+                gr.Markdown("Apply an adapter to the model loaded in the webui (Transformers loader), then chat "
+                            "in the Chat tab: character chat builds the prompt exactly as in training.")
+            with gr.Row():
+                use_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None,
+                                        visible=host.own_model)
+                use_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
+                use_btn = gr.Button("Load adapter" if host.own_model else "Apply adapter", variant="primary")
+                use_refresh = gr.Button("Refresh lists", size="sm")
+            use_status = gr.Markdown()
+            with gr.Row():
+                char_chat = gr.Checkbox(label="Character chat (training-format prompt)",
+                                        value=bool(params.get("character_chat", False)))
+                newline_stop = gr.Checkbox(label="Stop at newline (one line per reply)",
+                                           value=bool(params.get("stop_at_newline", True)))
+                use_rounds = gr.Slider(label="Context turns", minimum=0, maximum=20, step=1,
+                                       value=int(params.get("rounds", 5)))
+            with gr.Row():
+                char_name = gr.Textbox(label="Character name", value="")
+                user_name = gr.Textbox(label="Your name", value="You")
+            test_in = gr.Textbox(label="Quick test: say something", placeholder="Hello!")
+            test_btn = gr.Button("Reply")
+            test_out = gr.Textbox(label="Reply", interactive=False)
+
+    # ---------------------------------------------------------------- wiring
+    form = [upload, picked, source, speakers, rounds, out_format, strip_actions, filters, out_name, gap]
+
+    def on_file(upload_v, picked_v, source_v):
+        if not upload_v and not picked_v:
+            return dd_update([], []), ""
+        try:
+            choices = logic.scan(upload_v, picked_v, source_v)
+        except UserError as e:
+            return dd_update([], []), _error_text(e)
+        first = [choices[0][1]] if choices else []
+        return dd_update(choices, first), f"{len(choices)} speakers found."
+
+    for trigger in (upload.change, picked.change, source.change):
+        trigger(on_file, [upload, picked, source], [speakers, prep_status])
+    refresh_raw.click(lambda: dd_update(logic.raw_files()), None, picked)
+
+    def on_preview(*values):
+        try:
+            rows, report = logic.preview(*values)
+        except UserError as e:
+            return gr.update(), "", _error_text(e)
+        return rows, report, f"Preview of the first {len(rows)} samples (nothing written yet)."
+
+    preview_btn.click(on_preview, form, [preview_table, prep_report, prep_status])
+
+    def on_save(*values):
+        *values, overwrite = values
+        try:
+            saved, text = logic.save(*values, overwrite=overwrite)
+        except UserError as e:
+            return gr.update(), _error_text(e), gr.update()
+        return text, f"Saved **{saved}**: pick it in Train.", dd_update(logic.datasets(), saved)
+
+    save_btn.click(on_save, form + [prep_overwrite], [prep_report, prep_status, dataset])
+
+    # Train
+    setting_keys = [k for k, _ in setting_boxes]
+    setting_inputs = [b for _, b in setting_boxes]
+    train_outputs = [progress, loss_plot, train_log]
+
+    def render(job):
+        return progress_markdown(job), loss_figure(job.losses()) if job else None, job.log_tail() if job else ""
+
+    def follow(job):
+        """Yield the job's progress every POLL_SECONDS until it ends (a page reload can re-attach)."""
+        seen = -1
+        while True:
+            job.poll()
+            running = job.running
+            if len(job.events) != seen or running:
+                seen = len(job.events)
+                yield render(job)
+            if not running:
+                job.poll()
+                yield render(job)
+                return
+            time.sleep(POLL_SECONDS)
+
+    def on_start(model_v, dataset_v, adapter_v, resume_v, overwrite_v, *values):
+        try:
+            job = logic.start_training(model_v, dataset_v, adapter_v, dict(zip(setting_keys, values)),
+                                       resume_v, overwrite_v)
+        except UserError as e:
+            yield _error_text(e), None, ""
+            return
+        yield from follow(job)
+
+    def on_watch():
+        job = jobs.current("train")
+        if job is None:
+            yield progress_markdown(None), None, ""
+            return
+        yield from follow(job)
+
+    def adapter_lists():
+        names = logic.adapters()
+        return dd_update(names), dd_update(names)
+
+    start_btn.click(on_start, [model, dataset, adapter_name, resume, train_overwrite] + setting_inputs,
+                    train_outputs).then(adapter_lists, None, [ev_adapter, use_adapter])
+    watch_btn.click(on_watch, None, train_outputs).then(adapter_lists, None, [ev_adapter, use_adapter])
+    stop_btn.click(lambda: logic.stop_training(), None, memory)
+
+    def on_unload():
+        try:
+            return host.unload_model()
+        except UserError as e:
+            return _error_text(e)
+
+    unload_btn.click(on_unload, None, memory)
+    refresh_train.click(lambda: (dd_update(logic.models()), dd_update(logic.datasets()), host.memory_status()),
+                        None, [model, dataset, memory])
+
+    # Evaluate
+    def on_evaluate(model_v, adapter_v, data_v, max_v):
+        try:
+            job = logic.start_evaluation(model_v, adapter_v, data_v, max_v)
+        except UserError as e:
+            yield [], [], _error_text(e)
+            return
+        while job.running:
+            job.poll()
+            yield logic.evaluation_tables(job)
+            time.sleep(POLL_SECONDS)
+        job.poll()
+        yield logic.evaluation_tables(job)
+
+    ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], [ev_metrics, ev_samples, ev_status])
+    ev_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters()),
+                              dd_update(logic.heldout_choices())), None, [ev_model, ev_adapter, ev_data])
+
+    # Use
+    def on_use(model_v, adapter_v):
+        try:
+            message = logic.use(model_v, adapter_v)
+        except UserError as e:
+            return _error_text(e), gr.update(), gr.update(), gr.update()
+        return message, True, True, logic.character_of(adapter_v) or gr.update()
+
+    use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name])
+    use_adapter.change(lambda a: logic.character_of(a) or gr.update(), use_adapter, char_name)
+    use_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None,
+                      [use_model, use_adapter])
+    char_chat.change(lambda v: params.update(character_chat=bool(v)), char_chat, None)
+    newline_stop.change(lambda v: params.update(stop_at_newline=bool(v)), newline_stop, None)
+    use_rounds.change(lambda v: params.update(rounds=int(v)), use_rounds, None)
+
+    def on_test(message, name, user, rounds_v):
+        try:
+            return logic.chat([], message, name, user, rounds_v)
+        except UserError as e:
+            return _error_text(e)
+
+    test_btn.click(on_test, [test_in, char_name, user_name, use_rounds], test_out)
+    test_in.submit(on_test, [test_in, char_name, user_name, use_rounds], test_out)
+
+    return {"logic": logic, "char_name": char_name, "user_name": user_name, "rounds": use_rounds}

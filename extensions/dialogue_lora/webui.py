@@ -1,0 +1,190 @@
+"""Everything that knows about text-generation-webui: the chat hooks' logic and the tab's host inside it.
+
+The hook helpers are pure functions of the webui's `state` dict (tested without the webui). `WebuiHost`
+imports the webui's `modules.shared`, `modules.LoRA` and `modules.models` lazily, inside its methods, so this
+file imports anywhere.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from . import prompt as fmt
+from .host import Host, format_bytes
+from .paths import Dirs, resolve_dirs
+
+NEWLINE = fmt.STOP
+# The webui marks a greeting row's (empty) user side with this.
+_GREETING_MARK = "<|BEGIN-VISIBLE-CHAT|>"
+
+
+def setup(params: dict) -> None:
+    """Normalise settings that settings.yaml may give as strings."""
+    for key in ("stop_at_newline", "character_chat", "is_tab"):
+        value = params.get(key)
+        if isinstance(value, str):
+            params[key] = value.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        params["rounds"] = max(0, int(params.get("rounds", 5)))
+    except (TypeError, ValueError):
+        params["rounds"] = 5
+
+
+def add_newline_stop(state: dict) -> dict:
+    """Add "\\n" to state["custom_stopping_strings"], keeping what was there; returns `state` (changed in place).
+
+    The webui's UI gives a string of quoted items (read with `ast.literal_eval(f"[{s}]")`), the API a
+    list; both forms are kept as they came.
+    """
+    current = state.get("custom_stopping_strings")
+    if isinstance(current, (list, tuple)):
+        if NEWLINE not in current:
+            state["custom_stopping_strings"] = [*current, NEWLINE]
+        return state
+    text = (current or "").strip() if isinstance(current, str) or current is None else str(current)
+    try:
+        items = ast.literal_eval(f"[{text}]") if text else []
+    except (ValueError, SyntaxError):
+        items = None  # the user's own string is malformed; the webui will say so, we still add ours
+    if items is not None and NEWLINE in items:
+        return state
+    state["custom_stopping_strings"] = (text.rstrip(", ") + ", " if text else "") + '"\\n"'
+    return state
+
+
+def history_turns(rows, name1: str, name2: str) -> list[tuple[str, str]]:
+    """The webui's history["internal"] rows ([user, reply, ...]) as (speaker, text) turns, oldest first."""
+    turns: list[tuple[str, str]] = []
+    for row in rows or []:
+        user = (row[0] if len(row) > 0 else "") or ""
+        reply = (row[1] if len(row) > 1 else "") or ""
+        if user.strip() and user != _GREETING_MARK:
+            turns.append((name1, user))
+        if reply.strip():
+            turns.append((name2, reply))
+    return turns
+
+
+def character_chat_prompt(user_input: str, state: dict, rounds: int, **kwargs) -> str:
+    """The chat prompt in the training format: the last `rounds` turns as `Name: text` lines, then `Name2:`.
+
+    `kwargs["history"]` (the webui passes it; it holds the rows before the current message) wins over
+    state["history"]. With `_continue`, the last reply is unfinished: the prompt ends with it after the cue.
+    With `impersonate`, the user's cue is used instead.
+    """
+    name1 = (state.get("name1") or "You").strip()
+    name2 = (state.get("name2") or "Character").strip()
+    history = kwargs.get("history") or state.get("history") or {}
+    rows = history.get("internal", []) if isinstance(history, dict) else history
+    turns = history_turns(rows, name1, name2)
+    if kwargs.get("_continue") and turns and turns[-1][0] == name2:
+        partial = turns.pop()[1]
+        return fmt.chat_prompt(turns, name2, rounds) + " " + fmt.one_line(partial)
+    if user_input and user_input.strip() and not kwargs.get("_continue"):
+        turns.append((name1, user_input))
+    if kwargs.get("impersonate"):
+        return fmt.chat_prompt(turns, name1, rounds)
+    return fmt.chat_prompt(turns, name2, rounds)
+
+
+def default_chat_prompt(user_input: str, state: dict, **kwargs):
+    """The webui's own chat prompt (what it builds when no extension takes over)."""
+    try:
+        from modules.chat import generate_chat_prompt
+    except ImportError:  # not inside the webui: let the caller build its own
+        return None
+    return generate_chat_prompt(user_input, state, **kwargs)
+
+
+class WebuiHost(Host):
+    """The tab inside the webui: its folders, its loaded model, its LoRA loading."""
+
+    label = "webui"
+    own_model = False
+
+    def dirs(self) -> Dirs:
+        shared = _shared()
+        if shared is None:
+            return resolve_dirs()
+        data = Path(getattr(shared, "user_data_dir", "user_data"))
+        old_layout = not data.is_dir() and Path("training/datasets").is_dir()
+        return Dirs(
+            models=Path(shared.args.model_dir),
+            loras=Path(shared.args.lora_dir),
+            datasets=Path("training/datasets") if old_layout else data / "training" / "datasets",
+        )
+
+    def _loaded(self):
+        shared = _shared()
+        if shared is None or shared.model is None or str(shared.model_name) == "None":
+            return None
+        return shared
+
+    def memory_status(self) -> str:
+        shared = self._loaded()
+        if shared is None:
+            return "No model is loaded in the webui: training has the GPU to itself."
+        parts = [f"**{shared.model_name}** is loaded in the webui"]
+        footprint = getattr(shared.model, "get_memory_footprint", None)
+        if callable(footprint):
+            try:
+                parts.append(f"holding about {format_bytes(footprint())}")
+            except (RuntimeError, ValueError, AttributeError) as e:  # some loaders' models cannot say
+                parts.append(f"(memory unknown: {e})")
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            parts.append(f"(GPU memory in use: {format_bytes(torch.cuda.memory_allocated())})")
+        return " ".join(parts) + ". Training runs in its own process and needs that memory: unload it first."
+
+    def unload_model(self) -> str:
+        if self._loaded() is None:
+            return "No model is loaded."
+        from modules.models import unload_model
+
+        unload_model()
+        return "Unloaded the webui's model; its memory is free for training."
+
+    def loader_problem(self) -> str | None:
+        shared = self._loaded()
+        if shared is None:
+            return "Load a base model in the webui's Model tab first (with the Transformers loader)."
+        loader = getattr(shared.args, "loader", None)
+        if loader and loader != "Transformers":
+            return (
+                f"The model is loaded with {loader}; LoRA adapters apply only with the Transformers loader. "
+                "Reload the base model with Transformers in the Model tab."
+            )
+        return None
+
+    def use_adapter(self, model: str | None, adapter: str) -> str:
+        problem = self.loader_problem()
+        if problem:
+            return problem
+        shared = _shared()
+        from modules.LoRA import add_lora_to_model
+
+        from .generation import recorded_base
+
+        base = recorded_base(self.dirs().loras / adapter)
+        warning = ""
+        if base and Path(base).name != Path(str(shared.model_name)).name:
+            warning = f" Note: it was trained on {Path(base).name}, the loaded model is {shared.model_name}."
+        add_lora_to_model([adapter])
+        return f"Applied {adapter} to {shared.model_name}.{warning}"
+
+    def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
+        problem = self.loader_problem()
+        if problem:
+            return problem
+        shared = _shared()
+        from .generation import generate_reply
+
+        reply, _stopped = generate_reply(shared.model, shared.tokenizer, prompt, max_new_tokens=max_new_tokens)
+        return reply
+
+
+def _shared():
+    """The webui's modules.shared, or None outside the webui (never imports it: only reads it if loaded)."""
+    return sys.modules.get("modules.shared")
+

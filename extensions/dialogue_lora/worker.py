@@ -1,0 +1,89 @@
+"""The process a tab job runs in (see jobs.py): `worker.main([kind, config.json, progress.jsonl, stop_file])`.
+
+It builds the job's config from the JSON file, runs it, and appends every progress dict as a JSON line.
+The last line says how it ended: {"event": "end", "status": "done" | "stopped" | "error", "message", ...}. A crash that kills the interpreter leaves no last line; jobs.py then
+reports the exit code and the end of the log.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .errors import Interrupted, UserError
+
+
+class ProgressWriter:
+    """Appends dicts as JSON lines, flushed at once so the tab sees them while the job runs."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __call__(self, event: dict) -> None:
+        event = dict(event)
+        event.setdefault("time", time.time())
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+
+
+def run_train(config: dict, report: ProgressWriter, should_stop) -> dict:
+    from .training import TrainConfig, train
+
+    cfg = TrainConfig(**config)
+    result = train(cfg, on_progress=report, should_stop=should_stop)
+    if result.stopped:
+        return {"status": "stopped", "checkpoint": str(result.checkpoint),
+                "message": f"Stopped at step {result.step}; checkpoint saved in {result.checkpoint}."}
+    return {"status": "done", "output_dir": str(result.output_dir), "message": f"Saved {result.output_dir}."}
+
+
+def run_evaluate(config: dict, report: ProgressWriter, should_stop) -> dict:
+    from .evaluation import EvalConfig, evaluate, write_report
+    from .paths import resolve_adapter, resolve_dirs
+
+    cfg = EvalConfig(**config)
+    result = evaluate(cfg, on_progress=report, should_stop=should_stop)
+    written = write_report(result, resolve_adapter(cfg.lora_name, resolve_dirs(lora_dir=cfg.lora_dir).loras))
+    return {"status": "done", "eval_json": str(written["json"]), "eval_md": str(written["markdown"])}
+
+
+KINDS = {"train": run_train, "evaluate": run_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 4 or argv[0] not in KINDS:
+        print(f"usage: worker {'|'.join(KINDS)} CONFIG.json PROGRESS.jsonl STOP_FILE", file=sys.stderr)
+        return 2
+    kind, config_path, progress_path, stop_path = argv
+    report = ProgressWriter(progress_path)
+    stop = Path(stop_path)
+    try:
+        config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        result = KINDS[kind](config, report, stop.exists)
+    except Interrupted as e:
+        report({"event": "end", "status": "stopped", "message": str(e)})
+        return 0
+    except UserError as e:
+        report({"event": "end", "status": "error", "message": str(e)})
+        return e.exit_code
+    except KeyboardInterrupt:
+        report({"event": "end", "status": "stopped", "message": "interrupted"})
+        return 130
+    except Exception as e:  # a bug or an out-of-memory error: say it in the tab, keep the traceback in the log
+        traceback.print_exc()
+        message = f"{type(e).__name__}: {e}"
+        if "out of memory" in str(e).lower():
+            message += (" — try 4-bit loading, a smaller batch size or cutoff length, or unload the webui's "
+                        "model first")
+        report({"event": "end", "status": "error", "message": message})
+        return 1
+    report({"event": "end", **result})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
