@@ -1,0 +1,244 @@
+"""The webui contract (script.py): loading both ways, params, the newline stop, the training-format chat prompt,
+and the host adapter against stand-ins for the webui's modules."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from extensions.dialogue_lora import script, webui
+from extensions.dialogue_lora.prompt import chat_prompt
+
+ROOT = Path(__file__).resolve().parent.parent
+EXT = ROOT / "extensions" / "dialogue_lora"
+CHECK = Path(__file__).with_name("webui_load_check.py")
+
+
+# ------------------------------------------------------------------------------------------ params
+
+
+def test_params_contract():
+    assert script.params["display_name"] == "Dialogue LoRA"
+    assert script.params["is_tab"] is True
+    assert script.params["stop_at_newline"] is True
+    for hook in ("setup", "ui", "state_modifier", "custom_generate_chat_prompt"):
+        assert callable(getattr(script, hook))
+
+
+def test_setup_normalises_settings_yaml_values():
+    params = {"stop_at_newline": "false", "character_chat": "yes", "rounds": "3", "is_tab": True}
+    webui.setup(params)
+    assert params == {"stop_at_newline": False, "character_chat": True, "rounds": 3, "is_tab": True}
+    params = {"rounds": "many"}
+    webui.setup(params)
+    assert params["rounds"] == 5
+
+
+# ------------------------------------------------------------------------------------------ newline stop
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ("", '"\\n"'),
+        (None, '"\\n"'),
+        ('"\\nYou:"', '"\\nYou:", "\\n"'),
+        ('"\\nYou:", ', '"\\nYou:", "\\n"'),
+        ('"###", "\\n"', '"###", "\\n"'),  # already there: unchanged
+        ("'\\n'", "'\\n'"),
+    ],
+)
+def test_newline_stop_ui_string(before, after):
+    state = {"custom_stopping_strings": before}
+    assert script.state_modifier(state) is state
+    assert state["custom_stopping_strings"] == after
+    import ast
+
+    items = ast.literal_eval(f"[{after}]")  # exactly how the webui reads it
+    assert "\n" in items
+    assert items.count("\n") == 1
+
+
+def test_newline_stop_api_list_and_idempotent():
+    state = {"custom_stopping_strings": ["###", "\nYou:"]}
+    script.state_modifier(state)
+    script.state_modifier(state)
+    assert state["custom_stopping_strings"] == ["###", "\nYou:", "\n"]
+
+
+def test_newline_stop_missing_key_and_malformed_string():
+    state = {}
+    script.state_modifier(state)
+    assert state["custom_stopping_strings"] == '"\\n"'
+    state = {"custom_stopping_strings": '"unclosed'}
+    script.state_modifier(state)
+    assert state["custom_stopping_strings"].endswith('"\\n"')  # ours added, theirs kept as it was
+    assert state["custom_stopping_strings"].startswith('"unclosed')
+
+
+def test_newline_stop_off(monkeypatch):
+    monkeypatch.setitem(script.params, "stop_at_newline", False)
+    state = {"custom_stopping_strings": '"###"'}
+    script.state_modifier(state)
+    assert state["custom_stopping_strings"] == '"###"'
+
+
+# ------------------------------------------------------------------------------------------ chat prompt
+
+
+def _state(rows, name1="Alice", name2="Bob"):
+    return {"name1": name1, "name2": name2, "history": {"internal": rows, "visible": rows}}
+
+
+def test_character_chat_prompt_is_the_training_format(monkeypatch):
+    monkeypatch.setitem(script.params, "character_chat", True)
+    monkeypatch.setitem(script.params, "rounds", 3)
+    rows = [["<|BEGIN-VISIBLE-CHAT|>", "Ahoy!"], ["Hi Bob!", "Hello Alice."], ["Coming tonight?", "Aye."]]
+    state = _state(rows)
+    # the webui passes the rows before the current message as kwargs["history"]
+    got = script.custom_generate_chat_prompt("See you at 8?", state, history={"internal": rows}, _continue=False)
+    assert got == "Alice: Coming tonight?\nBob: Aye.\nAlice: See you at 8?\nBob:"
+    expected = chat_prompt([("Bob", "Ahoy!"), ("Alice", "Hi Bob!"), ("Bob", "Hello Alice."),
+                            ("Alice", "Coming tonight?"), ("Bob", "Aye."), ("Alice", "See you at 8?")], "Bob", 3)
+    assert got == expected
+
+
+def test_character_chat_prompt_first_message_and_multiline(monkeypatch):
+    monkeypatch.setitem(script.params, "character_chat", True)
+    monkeypatch.setitem(script.params, "rounds", 5)
+    assert script.custom_generate_chat_prompt("Hi\nthere", _state([])) == "Alice: Hi there\nBob:"
+    monkeypatch.setitem(script.params, "rounds", 0)
+    assert script.custom_generate_chat_prompt("Hi", _state([["a", "b"]])) == "Bob:"
+
+
+def test_character_chat_prompt_continue_and_impersonate():
+    rows = [["Hi Bob!", "Hello"]]
+    got = webui.character_chat_prompt("", _state(rows), 5, history={"internal": rows}, _continue=True)
+    assert got == "Alice: Hi Bob!\nBob: Hello"  # the model continues the unfinished reply
+    got = webui.character_chat_prompt("", _state(rows), 5, impersonate=True)
+    assert got == "Alice: Hi Bob!\nBob: Hello\nAlice:"
+
+
+def test_character_chat_off_defers_to_the_webui(monkeypatch):
+    monkeypatch.setitem(script.params, "character_chat", False)
+    calls = []
+    fake_chat = types.ModuleType("modules.chat")
+    fake_chat.generate_chat_prompt = lambda text, state, **kw: calls.append((text, kw)) or "WEBUI PROMPT"
+    monkeypatch.setitem(sys.modules, "modules", types.ModuleType("modules"))
+    monkeypatch.setitem(sys.modules, "modules.chat", fake_chat)
+    assert script.custom_generate_chat_prompt("hi", _state([]), _continue=False) == "WEBUI PROMPT"
+    assert calls == [("hi", {"_continue": False})]
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _run_check(cwd: Path, *args: str, python: str = sys.executable) -> dict:
+    proc = subprocess.run([python, str(CHECK), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_loaded(out: dict) -> None:
+    assert out["heavy_loaded"] == []  # no torch/transformers/peft needed to load and build
+    assert {"1. Prepare", "2. Train", "3. Evaluate", "4. Use"} <= set(out["labels"])
+    assert {"Epochs", "LoRA rank", "Load in 4-bit (QLoRA)", "Adapter", "Character(s) to learn"} <= set(out["labels"])
+    assert out["ui_stops"] == '"\\nYou:", "\\n"'
+    assert out["api_stops"] == ["###", "\n"]
+    assert out["prompt"] == "Alice: Hi Bob!\nBob: Hello.\nAlice: Are you coming?\nBob:"
+
+
+@pytest.mark.slow
+def test_loads_by_file_path_from_another_folder_without_webui_or_model(tmp_path):
+    """As the webui loads user_data/extensions/NAME/script.py: not a package, nothing else around."""
+    target = tmp_path / "user_data" / "extensions" / "dialogue_lora"
+    shutil.copytree(EXT, target, ignore=shutil.ignore_patterns("__pycache__"))
+    out = _run_check(tmp_path, str(target / "script.py"))
+    assert out["module"] == "user_ext_dialogue_lora"
+    check_loaded(out)
+    assert not (tmp_path / "user_data" / "models").exists()  # building the tab created nothing
+
+
+@pytest.mark.slow
+def test_loads_as_package_module(tmp_path):
+    out = _run_check(tmp_path, "unused", "--package-root", str(ROOT))
+    assert out["module"] == "extensions.dialogue_lora.script"
+    check_loaded(out)
+
+
+# ------------------------------------------------------------------------------------------ the webui host
+
+
+@pytest.fixture
+def fake_webui(monkeypatch, tmp_path):
+    """Stand-ins for modules.shared, modules.LoRA and modules.models, as the webui defines them."""
+    shared = types.ModuleType("modules.shared")
+    shared.model = None
+    shared.tokenizer = None
+    shared.model_name = "None"
+    shared.lora_names = []
+    shared.user_data_dir = tmp_path / "user_data"
+    shared.args = types.SimpleNamespace(model_dir=str(tmp_path / "user_data/models"),
+                                        lora_dir=str(tmp_path / "user_data/loras"), loader=None)
+    lora = types.ModuleType("modules.LoRA")
+    lora.calls = []
+
+    def add_lora_to_model(names):
+        lora.calls.append(list(names))
+        shared.lora_names = list(names)
+
+    lora.add_lora_to_model = add_lora_to_model
+    models = types.ModuleType("modules.models")
+
+    def unload_model(keep_model_name=False):
+        shared.model = shared.tokenizer = None
+        shared.model_name = "None"
+
+    models.unload_model = unload_model
+    pkg = types.ModuleType("modules")
+    for name, mod in (("modules", pkg), ("modules.shared", shared), ("modules.LoRA", lora),
+                      ("modules.models", models)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    (tmp_path / "user_data" / "loras" / "bob").mkdir(parents=True)
+    (tmp_path / "user_data" / "loras" / "bob" / "adapter_config.json").write_text("{}")
+    return shared, lora
+
+
+def test_webui_host_folders_and_memory(fake_webui, tmp_path):
+    shared, _ = fake_webui
+    host = webui.WebuiHost({})
+    d = host.dirs()
+    assert d.models == tmp_path / "user_data/models"
+    assert d.loras == tmp_path / "user_data/loras"
+    assert d.datasets == tmp_path / "user_data/training/datasets"
+    assert "No model is loaded" in host.memory_status()
+
+    class Model:
+        def get_memory_footprint(self):
+            return 3 * 1024**3
+
+    shared.model, shared.model_name = Model(), "pygmalion-6b"
+    status = host.memory_status()
+    assert "pygmalion-6b" in status and "3.0 GB" in status and "unload" in status
+    assert "Unloaded" in host.unload_model()
+    assert shared.model is None
+
+
+def test_webui_host_applies_adapters_with_transformers_only(fake_webui):
+    shared, lora = fake_webui
+    host = webui.WebuiHost({})
+    assert "Load a base model" in host.use_adapter(None, "bob")
+    shared.model, shared.model_name = object(), "tiny"
+    shared.args.loader = "llama.cpp"
+    message = host.use_adapter(None, "bob")
+    assert "llama.cpp" in message and "Transformers" in message
+    assert lora.calls == []
+    shared.args.loader = "Transformers"
+    assert host.use_adapter(None, "bob") == "Applied bob to tiny."
+    assert lora.calls == [["bob"]]
