@@ -1,0 +1,209 @@
+"""Text -> turns: speaker detection, cleaning, actions, both layouts, robust reading (golden outputs)."""
+from __future__ import annotations
+
+import pytest
+
+from extensions.dialogue_lora.dialogue import (
+    BREAK,
+    ReadStats,
+    Turn,
+    check_text_file,
+    clean_text,
+    detect_layout,
+    iter_text_turns,
+    parse_lines,
+    split_speaker,
+    strip_actions,
+)
+from extensions.dialogue_lora.errors import UserError
+
+
+def turns(text: str, layout: str = "auto") -> list[tuple]:
+    return [(t.speaker, t.text) for t in parse_lines(text.splitlines(True), "f.txt", layout)]
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("Alice: Hi Bob!", ("Alice", " Hi Bob!")),
+        ("Bob:Boo!", ("Bob", "Boo!")),
+        ("Bob :  spaced", ("Bob", "  spaced")),
+        ("Mr. Smith: Good day.", ("Mr. Smith", " Good day.")),
+        ("O'Brien: Aye.", ("O'Brien", " Aye.")),
+        ("Mary-Jane: Hey.", ("Mary-Jane", " Hey.")),
+        ("First Citizen: Speak.", ("First Citizen", " Speak.")),
+        ("Ghost of King Henry VI: Despair!", ("Ghost of King Henry VI", " Despair!")),
+        ("R2D2: Beep.", ("R2D2", " Beep.")),
+        ("José: Hola.", ("José", " Hola.")),
+        ("Bob: At 10:30 we left.", ("Bob", " At 10:30 we left.")),
+        ("Bob:", ("Bob", "")),
+        ("At 10:30 we left.", None),  # a time, not a speaker
+        ("http://example.com is down", None),  # a URL
+        ("see https://example.com", None),
+        ("1Bob: hi", None),  # a name starts with a letter
+        ("_Bob: hi", None),
+        ("but they think we are too dear: the leanness", None),  # 7 words: not a name
+        ("A" * 41 + ": too long", None),
+        ("Senators, &C:", None),
+        ("", None),
+        ("no colon here", None),
+    ],
+)
+def test_split_speaker(line, expected):
+    assert split_speaker(line) == expected
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("I donâ€™t know.", "I don't know."),
+        ("  lots   of\tspace \n", "lots of space"),
+        ("plain ascii", "plain ascii"),
+        ("café au lait", "café au lait"),
+        ("ＦＵＬＬ width", "FULL width"),
+        ("a\u00a0b\u2028c", "a b c"),
+    ],
+)
+def test_clean_text(raw, expected):
+    assert clean_text(raw) == expected
+
+
+def test_clean_text_counts_replaced_bytes_and_repairs():
+    stats = ReadStats()
+    # b"caf\xe9 \xff" read with surrogateescape: two undecodable bytes
+    text = b"caf\xe9 \xff ok".decode("utf-8", "surrogateescape")
+    assert clean_text(text, stats) == "caf\ufffd \ufffd ok"
+    assert stats.replaced_bytes == 2
+    clean_text("donâ€™t", stats)
+    assert stats.repaired_lines == 1
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("*waves* Hi there.", "Hi there."),
+        ("Hello (laughs) there.", "Hello there."),
+        ("Hello (laughs).", "Hello."),
+        ("(sighs)", ""),
+        ("*sighs* Fine, I'll be there at 8:30.", "Fine, I'll be there at 8:30."),
+        ("2 * 3 = 6", "2 * 3 = 6"),  # a lone asterisk is not an action
+        ("no action", "no action"),
+    ],
+)
+def test_strip_actions(text, expected):
+    assert strip_actions(text) == expected
+
+
+def test_lines_layout_golden():
+    text = (
+        "Alice: Hi Bob!\n"
+        "Bob:Boo!\n"
+        "The rain starts to fall.\n"
+        "\n"
+        "Bob:\n"
+        "Alice:   Lots   of   space  \n"
+        "At 10:30 they left.\n"
+    )
+    assert turns(text) == [
+        ("Alice", "Hi Bob!"),
+        ("Bob", "Boo!"),
+        (None, "The rain starts to fall."),
+        ("Bob", ""),  # an empty turn: counted, never a sample
+        ("Alice", "Lots of space"),
+        (None, "At 10:30 they left."),
+    ]
+
+
+def test_lines_layout_keeps_positions():
+    got = list(parse_lines(["Alice: a\n", "\n", "Bob: b\n"], "x.txt"))
+    assert got == [Turn("Alice", "a", "x.txt", 1), Turn("Bob", "b", "x.txt", 3)]
+    assert got[1].source == "x.txt:3"
+
+
+def test_play_layout_golden():
+    text = (
+        "ROMEO:\n"
+        "But soft, what light\n"
+        "through yonder window breaks?\n"
+        "\n"
+        "JULIET:\n"
+        "Come: it is the east,\n"
+        "and Juliet: the sun.\n"
+        "\n"
+        "Enter NURSE\n"
+        "\n"
+        "NURSE:\n"
+        "\n"
+        "ROMEO:\n"
+        "Adieu.\n"
+    )
+    assert turns(text) == [
+        ("ROMEO", "But soft, what light through yonder window breaks?"),
+        ("JULIET", "Come: it is the east, and Juliet: the sun."),  # colons inside a speech are text
+        (None, "Enter NURSE"),
+        ("NURSE", ""),
+        ("ROMEO", "Adieu."),
+    ]
+
+
+def test_play_speech_with_text_on_the_speaker_line():
+    assert turns("ROMEO:\nHi.\n\nJULIET: Hello\nthere.\n", "play") == [
+        ("ROMEO", "Hi."),
+        ("JULIET", "Hello there."),
+    ]
+
+
+def test_detect_layout():
+    assert detect_layout(["ROMEO:", "But soft", "what light: yes", "", "JULIET:", "Ay me!", ""]) == "play"
+    assert detect_layout(["Alice: hi", "Bob: hello", "Bob:", "Alice: so?"]) == "lines"
+    assert detect_layout(["just prose", "no speakers"]) == "lines"
+
+
+def test_layout_can_be_forced():
+    text = "ROMEO:\nHi.\n\n"
+    assert turns(text, "lines") == [("ROMEO", ""), (None, "Hi.")]
+    with pytest.raises(UserError, match="--layout"):
+        list(parse_lines(["x"], layout="prose"))
+
+
+def test_reading_bom_crlf_and_bad_bytes(tmp_path):
+    p = tmp_path / "d.txt"
+    p.write_bytes(b"\xef\xbb\xbfAlice: Hi\r\nBob: caf\xe9 ok\r\nBob: don\xc3\xa2\xe2\x82\xac\xe2\x84\xa2t\r\n")
+    stats = ReadStats()
+    got = [(t.speaker, t.text) for t in iter_text_turns(p, stats=stats)]
+    assert got == [("Alice", "Hi"), ("Bob", "caf\ufffd ok"), ("Bob", "don't")]
+    assert stats.replaced_bytes == 1
+    assert stats.repaired_lines == 1
+    assert stats.lines == 3
+
+
+def test_reading_utf16(tmp_path):
+    p = tmp_path / "d.txt"
+    p.write_bytes("Alice: Grüße\nBob: Hi\n".encode("utf-16"))
+    assert [(t.speaker, t.text) for t in iter_text_turns(p)] == [("Alice", "Grüße"), ("Bob", "Hi")]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        (b"", "empty"),
+        (b"  \n\r\n\t", "empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+    ],
+)
+def test_bad_files(tmp_path, content, message):
+    p = tmp_path / "in.txt"
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        check_text_file(p)
+
+
+def test_folder_is_not_a_text_file(tmp_path):
+    with pytest.raises(UserError, match="folder"):
+        check_text_file(tmp_path)
+
+
+def test_break_is_none():
+    assert BREAK is None
