@@ -56,14 +56,18 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
 def normalise(text: str) -> str:
-    """Lowercase, punctuation removed, a repeated last letter squeezed: for the filter lists."""
-    t = " ".join(_NORMALISE.sub(" ", text.lower()).split())
+    """Lowercase, punctuation removed, whitespace collapsed: for the filter lists."""
+    return " ".join(_NORMALISE.sub(" ", text.lower()).split())
+
+
+def _squeeze(t: str) -> str:
+    """A repeated last letter squeezed: "lolll" -> "lol", "lmaooo" -> "lmao"."""
     return _REPEAT_END.sub(r"\1", t)
 
 
 def is_non_response(text: str) -> bool:
     t = normalise(text)
-    return t in NON_RESPONSES or (t.replace(" ", "") in NON_RESPONSES) or _only_laughs(t)
+    return t in NON_RESPONSES or _squeeze(t) in NON_RESPONSES or _only_laughs(t)
 
 
 def _only_laughs(t: str) -> bool:
@@ -72,7 +76,7 @@ def _only_laughs(t: str) -> bool:
 
 def is_ender(text: str) -> bool:
     t = normalise(text)
-    if t in ENDERS:
+    if t in ENDERS or _squeeze(t) in ENDERS:
         return True
     words = t.split()
     return 0 < len(words) <= 3 and (words[0] in _ENDER_WORDS or words[-1] in _ENDER_WORDS)

@@ -1,0 +1,188 @@
+"""prepare_dataset.py end to end (subprocess) and the API the tab uses: the quick start, the plays,
+bad input (one `error:` line, non-zero exit, no traceback, an existing output left alone)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.prepare import PrepareConfig, PrepareReport, prepare, preview, scan_speakers
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "dataset.txt"
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "prepare_dataset.py"), *map(str, args)],
+        capture_output=True, text=True, cwd=cwd or ROOT, timeout=120,
+    )
+
+
+def assert_one_line_error(r, *fragments):
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+@pytest.mark.slow
+def test_quick_start(tmp_path):
+    out = tmp_path / "processed_dataset.json"
+    r = cli("--name", "Bob", "-t", EXAMPLE, "-j", out)
+    assert r.returncode == 0, r.stderr
+    assert "samples: 4 (Bob 4)" in r.stdout
+    assert "speakers (2): Alice 5, Bob 4" in r.stdout
+    assert "dropped: empty 1" in r.stdout
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert [x["output"] for x in records] == [
+        "I don't know, Alice. I have a lot of work.",
+        "Boo! (laughs) Got you.",
+        "*sighs* Fine, I'll be there at 8:30.",
+        "See you, Alice.",
+    ]
+    assert all(x["input"].endswith("\nBob:") or x["input"] == "Bob:" for x in records)
+
+
+@pytest.mark.slow
+def test_default_file_names(tmp_path):
+    (tmp_path / "dataset.txt").write_bytes(EXAMPLE.read_bytes())
+    r = cli("-n", "bob", "-r", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    records = json.loads((tmp_path / "processed_dataset.json").read_text(encoding="utf-8"))
+    assert len(records) == 4 and records[3]["input"].count("\n") == 2
+
+
+def romeo_speeches(path: Path) -> list[str]:
+    """Found independently: `ROMEO:` alone after a blank line (or the start); the speech is the lines up
+    to the next blank line, joined with spaces. Empty speeches are skipped."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    speeches = []
+    for i, line in enumerate(lines):
+        if line.strip() == "ROMEO:" and (i == 0 or not lines[i - 1].strip()):
+            body = []
+            for nxt in lines[i + 1 :]:
+                if not nxt.strip():
+                    break
+                body.append(" ".join(nxt.split()))
+            if body:
+                speeches.append(" ".join(body))
+    return speeches
+
+
+@pytest.mark.slow
+def test_romeo_one_sample_per_speech(tmp_path):
+    out = tmp_path / "r.json"
+    r = cli("--name", "ROMEO", "-t", SHAKESPEARE, "-j", out)
+    assert r.returncode == 0, r.stderr
+    assert "play layout" in r.stdout
+    records = json.loads(out.read_text(encoding="utf-8"))
+    expected = romeo_speeches(SHAKESPEARE)
+    assert len(expected) > 100
+    assert [x["output"] for x in records] == expected
+    assert all(x["input"].endswith("ROMEO:") and x["name"] == "ROMEO" for x in records)
+    assert f"samples: {len(expected)} (ROMEO {len(expected)})" in r.stdout
+
+
+def test_bad_inputs_one_line_errors(tmp_path):
+    out = tmp_path / "out.json"
+    out.write_text("OLD", encoding="utf-8")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    binary = tmp_path / "blob.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    bad_json = tmp_path / "export.json"
+    bad_json.write_text('{"messages": [{"id": 1,', encoding="utf-8")
+    bad_csv = tmp_path / "lines.csv"
+    bad_csv.write_text("who,line\nGuard,Halt!\n", encoding="utf-8")
+    cases = [
+        (["-n", "Bob", "-t", tmp_path / "missing.txt"], ["no such file"]),
+        (["-n", "Bob", "-t", empty], ["empty"]),
+        (["-n", "Bob", "-t", binary], ["binary"]),
+        (["-n", "Bobb", "-t", EXAMPLE], ["'Bobb' not found", "did you mean 'Bob'", "Alice (5), Bob (4)"]),
+        (["-n", "Alex", "-t", bad_json], ["malformed JSON"]),
+        (["-n", "Guard", "-t", bad_csv, "--csv_speaker_column", "who", "--csv_text_column", "text"],
+         ["no column 'text'", "--csv_text_column"]),
+        (["-t", EXAMPLE], ["--name"]),
+        (["-n", "Bob", "-t", EXAMPLE, "--rounds", "many"], ["--rounds"]),
+        (["-n", "Bob", "-t", EXAMPLE, "--format", "csv"], ["--format"]),
+        (["-n", "Bob", "-t", EXAMPLE, "-j", tmp_path / "out.txt"], ["--jsonfilename"]),
+    ]
+    for args, fragments in cases:
+        r = cli(*args, "-j", out) if "-j" not in args else cli(*args)
+        assert_one_line_error(r, *fragments)
+        assert out.read_text(encoding="utf-8") == "OLD"  # a failed run leaves the old output alone
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.json")] == []  # no temp left
+
+
+def test_failure_mid_stream_keeps_old_output(tmp_path):
+    """The name check happens after every sample was streamed to the temporary file."""
+    out = tmp_path / "out.json"
+    out.write_text("OLD", encoding="utf-8")
+    with pytest.raises(UserError, match="not found"):
+        prepare(PrepareConfig(names=["Bob", "Zed"], txtfilename=str(EXAMPLE), jsonfilename=str(out)))
+    assert out.read_text(encoding="utf-8") == "OLD"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_all_lines_dropped_is_an_error(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Alice: hi\nBob: (waves)\n", encoding="utf-8")
+    with pytest.raises(UserError, match="no samples for Bob.*action_only 1"):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json"), strip_actions=True))
+
+
+@pytest.mark.slow
+def test_dry_run_writes_nothing(tmp_path):
+    out = tmp_path / "o.json"
+    r = cli("-n", "Bob", "-t", EXAMPLE, "-j", out, "--dry_run", "1")
+    assert r.returncode == 0, r.stderr
+    assert "preview: nothing written" in r.stdout and '"output": "I don\'t know' in r.stdout
+    assert not out.exists()
+
+
+def test_config_validation_names_the_flags():
+    with pytest.raises(UserError) as e:
+        PrepareConfig(names=[], rounds=-1, format="csv", source="web", gap_minutes=0, jsonfilename="x.txt")
+    msg = str(e.value)
+    for flag in ("--name", "--rounds", "--format", "--source", "--gap_minutes", "--jsonfilename"):
+        assert flag in msg
+    assert PrepareConfig(names="Alice, bob,ALICE").names == ["Alice", "bob"]
+    assert PrepareConfig(names=["Alice", "Bob,Carol"]).names == ["Alice", "Bob", "Carol"]
+    with pytest.raises(UserError, match="overwritten"):
+        PrepareConfig(names=["Bob"], txtfilename="a.json", jsonfilename="a.json")
+
+
+def test_preview_and_report(tmp_path):
+    cfg = PrepareConfig(names=["Bob"], txtfilename=str(EXAMPLE), jsonfilename=str(tmp_path / "o.json"), format="messages")
+    records, report = preview(cfg, n=2)
+    assert len(records) == 2 and records[0]["messages"][1]["content"] == "I don't know, Alice. I have a lot of work."
+    assert isinstance(report, PrepareReport) and report.samples_written == 4 and report.output is None
+    assert not (tmp_path / "o.json").exists()
+    text = report.format()
+    assert "speakers (2): Alice 5, Bob 4" in text and "preview" in text and "dropped: empty 1" in text
+    assert report.to_dict()["per_name"] == {"Bob": 4}
+
+
+def test_scan_speakers(tmp_path):
+    assert scan_speakers(EXAMPLE) == {"Alice": 5, "Bob": 4}
+    src = tmp_path / "c.txt"
+    src.write_text("BOB: a\nBob: b\nbob: c\nBob: d\nAlice: e\n", encoding="utf-8")
+    assert scan_speakers(src) == {"Bob": 4, "Alice": 1}  # merged case-insensitively, most common casing
+    assert scan_speakers(ROOT / "examples" / "skyrim_dialogue.csv") == {"MaleNord": 2, "FemaleEvenToned": 2}
+    assert scan_speakers(ROOT / "examples" / "discord_export.json") == {"Alex": 6, "Sam": 4, "robin": 5}
+
+
+def test_multiple_names_cli(tmp_path):
+    out = tmp_path / "o.jsonl"
+    report = prepare(PrepareConfig(names=["alice,BOB"], txtfilename=str(EXAMPLE), jsonfilename=str(out), format="sharegpt"))
+    assert report.per_name == {"Alice": 5, "Bob": 4}
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 9 and {r["name"] for r in rows} == {"Alice", "Bob"}

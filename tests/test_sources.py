@@ -1,0 +1,310 @@
+"""Other sources: DiscordChatExporter JSON and game-dialogue CSV (golden outputs, each rule, bad input)."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.prepare import PrepareConfig, prepare, scan_speakers
+from extensions.dialogue_lora.sources import detect_source
+from extensions.dialogue_lora.sources.csv_dialogue import CsvOptions, iter_csv_turns
+from extensions.dialogue_lora.sources.discord import (
+    DiscordOptions,
+    clean_content,
+    is_ender,
+    is_non_response,
+    iter_discord_turns,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DISCORD = ROOT / "examples" / "discord_export.json"
+CSV = ROOT / "examples" / "skyrim_dialogue.csv"
+
+
+def msg(i, author, content, minute=0, **extra):
+    author_obj = {"id": str(hash(author) % 1000), "name": author.lower(), "nickname": author, "isBot": False}
+    author_obj.update(extra.pop("who", {}))
+    return {
+        "id": str(i),
+        "type": extra.pop("type", "Default"),
+        "timestamp": f"2024-05-01T10:{minute:02d}:00.000+00:00",
+        "content": content,
+        "author": author_obj,
+        "attachments": extra.pop("attachments", []),
+        "embeds": [],
+        "stickers": [],
+        "mentions": extra.pop("mentions", []),
+    }
+
+
+def export(tmp_path, messages, name="chan.json"):
+    p = tmp_path / name
+    p.write_text(json.dumps({"guild": {}, "channel": {}, "messages": messages}), encoding="utf-8")
+    return p
+
+
+def discord_turns(path, **opts):
+    dropped = Counter()
+    got = [None if t is None else (t.speaker, t.text) for t in iter_discord_turns(path, DiscordOptions(**opts), dropped=dropped)]
+    return got, dropped
+
+
+# ------------------------------------------------------------------------------------------ Discord
+
+
+def test_discord_example_golden(tmp_path):
+    out = tmp_path / "d.json"
+    report = prepare(PrepareConfig(names=["Alex", "sam"], txtfilename=str(DISCORD), jsonfilename=str(out)))
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert [(r["input"], r["output"]) for r in records] == [
+        ("Alex:", "Morning everyone, who is up for a quest today? Bring snacks."),
+        (
+            "Alex: Morning everyone, who is up for a quest today? Bring snacks.\nSam:",
+            "Alex I am, as long as there is no dragon this time.",
+        ),
+        (
+            "Alex: Morning everyone, who is up for a quest today? Bring snacks.\n"
+            "Sam: Alex I am, as long as there is no dragon this time.\n"
+            "robin: No promises about the dragon. But I found a map to the old mine!\nAlex:",
+            "The old mine it is. Meet at the gate at noon.",
+        ),
+        (
+            "Alex: Morning everyone, who is up for a quest today? Bring snacks.\n"
+            "Sam: Alex I am, as long as there is no dragon this time.\n"
+            "robin: No promises about the dragon. But I found a map to the old mine!\n"
+            "Alex: The old mine it is. Meet at the gate at noon.\nSam:",
+            "Fine, but I am not going in first.",
+        ),
+        ("Alex:", "We made it out of the mine, barely. Sam, you owe me a new shield."),
+        (
+            "Alex: We made it out of the mine, barely. Sam, you owe me a new shield.\nSam:",
+            "I told you there would be a dragon. I always say there will be a dragon.",
+        ),
+    ]
+    assert report.source == "discord"
+    assert report.dropped == {
+        "system_message": 1,
+        "bot": 1,
+        "attachment_only": 1,
+        "ping_only": 1,
+        "non_response": 1,
+        "ender": 1,
+        "low_quality": 2,
+    }
+    assert report.speakers == {"Alex": 3, "Sam": 3, "robin": 2}
+
+
+def test_discord_gap_splits_and_same_author_merges(tmp_path):
+    p = export(tmp_path, [
+        msg(1, "Alex", "first part of a long thought here", 0),
+        msg(2, "Alex", "and the second part of it", 1),
+        msg(3, "Sam", "I see what you mean, Alex, quite so", 2),
+        msg(4, "Sam", "much later, a new conversation starts", 30),
+        msg(5, "Alex", "indeed it does, and it goes on and on", 31),
+    ])
+    got, _ = discord_turns(p, filter_low_quality=False)
+    assert got == [
+        ("Alex", "first part of a long thought here and the second part of it"),
+        ("Sam", "I see what you mean, Alex, quite so"),
+        None,
+        ("Sam", "much later, a new conversation starts"),
+        ("Alex", "indeed it does, and it goes on and on"),
+        None,
+    ]
+    got, _ = discord_turns(p, gap_minutes=60, filter_low_quality=False)
+    assert got.count(None) == 1
+
+
+def test_discord_filters_are_switchable(tmp_path):
+    p = export(tmp_path, [msg(1, "Alex", "lol"), msg(2, "Sam", "gtg"), msg(3, "Alex", "hey")])
+    got, dropped = discord_turns(p)
+    assert got == [] and dropped == Counter(non_response=1, ender=1, low_quality=1)
+    got, dropped = discord_turns(p, filter_non_responses=False, filter_enders=False, filter_low_quality=False)
+    assert got == [("Alex", "lol"), ("Sam", "gtg"), ("Alex", "hey"), None] and not dropped
+
+
+def test_discord_low_quality_needs_both_few_and_short(tmp_path):
+    long = "this message is comfortably longer than thirty characters"
+    few_but_long = export(tmp_path, [msg(1, "Alex", long), msg(2, "Sam", "ok then")], "a.json")
+    assert discord_turns(few_but_long)[0] == [("Alex", long), ("Sam", "ok then"), None]
+    many_short = export(tmp_path, [msg(i, "Alex" if i % 2 else "Sam", f"hi {i}") for i in range(6)], "b.json")
+    assert len(discord_turns(many_short)[0]) == 7
+
+
+def test_discord_bots_types_attachments_pings(tmp_path):
+    p = export(tmp_path, [
+        msg(1, "Bot", "beep boop I am a bot with a long message", who={"isBot": True}),
+        msg(2, "Alex", "", type="GuildMemberJoin"),
+        msg(3, "Alex", "", attachments=[{"fileName": "cat.png"}]),
+        msg(4, "Alex", ""),
+        msg(5, "Alex", "@Sam @everyone", mentions=[{"id": "1", "name": "sam", "nickname": "Sam"}]),
+        msg(6, "Alex", "hello @Sam, mail me at a@b.c", mentions=[{"id": "1", "name": "sam", "nickname": "Sam"}]),
+    ])
+    got, dropped = discord_turns(p, filter_low_quality=False)
+    assert got == [("Alex", "hello Sam, mail me at a@b.c"), None]
+    assert dropped == Counter(bot=1, system_message=1, attachment_only=1, empty=1, ping_only=1)
+
+
+def test_discord_nickname_else_name(tmp_path):
+    p = export(tmp_path, [msg(1, "Alex", "a message long enough to count here", who={"nickname": None})])
+    assert discord_turns(p, filter_low_quality=False)[0] == [("alex", "a message long enough to count here"), None]
+
+
+@pytest.mark.parametrize("text", ["lol", "LOL!!", "lmaooo", "gg", "hahaha", "xD"])
+def test_non_responses(text):
+    assert is_non_response(text)
+
+
+@pytest.mark.parametrize("text", ["lol that was great", "good game everyone", "no"])
+def test_not_non_responses(text):
+    assert not is_non_response(text)
+
+
+@pytest.mark.parametrize("text", ["gtg", "ok gtg", "Going to sleep.", "cya later!", "gn all", "bye guys"])
+def test_enders(text):
+    assert is_ender(text)
+
+
+@pytest.mark.parametrize("text", ["I never sleep", "goodbye to the old days, hello future"])
+def test_not_enders(text):
+    assert not is_ender(text)
+
+
+def test_clean_content_mentions():
+    assert clean_content("@Big Al hi", ["Big Al"]) == ("Big Al hi", False)
+    assert clean_content("<@123> hi", []) == (" hi", False)
+    assert clean_content("@Sam", ["Sam"]) == ("Sam", True)
+    assert clean_content("@here", []) == ("here", True)
+
+
+def test_discord_folder_of_exports(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    export(folder, [msg(1, "Alex", "a long enough message in channel one")], "1.json")
+    export(folder, [msg(1, "Sam", "a long enough message in channel two")], "2.json")
+    (folder / "notes.txt").write_text("ignored", encoding="utf-8")
+    got, _ = discord_turns(folder, filter_low_quality=False)
+    assert got == [("Alex", "a long enough message in channel one"), None, ("Sam", "a long enough message in channel two"), None]
+    assert detect_source(folder) == "discord"
+    assert scan_speakers(folder) == {"Alex": 1, "Sam": 1}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"messages": [', "malformed JSON"),
+        ('{"guild": {}}', "not a DiscordChatExporter"),
+        ("[1, 2]", "not a DiscordChatExporter"),
+        ('{"messages": [{"type": "Default", "content": "hi"}]}', "no author"),
+        ('{"messages": [{"author": {"name": "a"}, "content": "hi", "timestamp": "yesterday"}]}', "bad timestamp"),
+    ],
+)
+def test_discord_bad_exports(tmp_path, content, message):
+    p = tmp_path / "bad.json"
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        list(iter_discord_turns(p))
+
+
+def test_discord_empty_folder(tmp_path):
+    with pytest.raises(UserError, match="no .json"):
+        list(iter_discord_turns(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------ CSV
+
+
+def csv_turns(path, **opts):
+    dropped = Counter()
+    return [None if t is None else (t.speaker, t.text) for t in iter_csv_turns(path, CsvOptions(**opts), dropped=dropped)], dropped
+
+
+def test_csv_example_golden():
+    got, dropped = csv_turns(CSV)
+    assert got == [
+        ("MaleNord", "Welcome to the Bannered Mare."),
+        None,
+        ("Player", "Heard any rumors lately?"),
+        ("MaleNord", "They say the Jarl is worried about dragons. Can't say I blame him."),  # rows 1+2 of one response
+        None,
+        ("Player", "Heard any rumors lately?"),
+        ("FemaleEvenToned", "Rumors? I just pour the mead."),
+        None,
+        ("Player", "I'd like a room."),
+        ("FemaleEvenToned", "Ten gold for the night. (smiles)"),
+        None,
+    ]
+    assert dropped == Counter(no_text=1)
+
+
+def test_csv_prefixes():
+    got, _ = csv_turns(CSV, name_prefix=True, emotion_prefix=True)
+    assert got[0] == ("MaleNord", "MaleNord: [Happy] Welcome to the Bannered Mare.")
+
+
+def test_csv_prepare_alpaca(tmp_path):
+    out = tmp_path / "c.json"
+    report = prepare(PrepareConfig(
+        names=["malenord"], txtfilename=str(CSV), jsonfilename=str(out), format="alpaca",
+        instruction="You are a Skyrim NPC ({name}). Reply to the player.",
+    ))
+    assert json.loads(out.read_text(encoding="utf-8")) == [
+        {
+            "instruction": "You are a Skyrim NPC (MaleNord). Reply to the player.",
+            "input": "MaleNord:",
+            "output": "Welcome to the Bannered Mare.",
+            "name": "MaleNord",
+            "source": "skyrim_dialogue.csv:2",
+        },
+        {
+            "instruction": "You are a Skyrim NPC (MaleNord). Reply to the player.",
+            "input": "Player: Heard any rumors lately?\nMaleNord:",
+            "output": "They say the Jarl is worried about dragons. Can't say I blame him.",
+            "name": "MaleNord",
+            "source": "skyrim_dialogue.csv:3",
+        },
+    ]
+    assert report.source == "csv"
+
+
+def test_csv_all_names_leaves_out_the_player(tmp_path):
+    out = tmp_path / "c.json"
+    prepare(PrepareConfig(names=["*"], txtfilename=str(CSV), jsonfilename=str(out)))
+    assert {r["name"] for r in json.loads(out.read_text(encoding="utf-8"))} == {"MaleNord", "FemaleEvenToned"}
+
+
+def test_csv_simple_columns(tmp_path):
+    p = tmp_path / "lines.csv"
+    p.write_text("who,line\nGuard,Halt!\nGuard,\"Move along, citizen.\"\n", encoding="utf-8")
+    got, _ = csv_turns(p, speaker_column="who", text_column="line")
+    assert got == [("Guard", "Halt!"), None, ("Guard", "Move along, citizen."), None]
+
+
+def test_csv_unknown_column(tmp_path):
+    p = tmp_path / "lines.csv"
+    p.write_text("who,line\nGuard,Halt!\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"no column 'Lines' .*--csv_text_column.*columns in the file: 'who', 'line'"):
+        csv_turns(p, speaker_column="who", text_column="Lines")
+    with pytest.raises(UserError, match="--csv_speaker_column"):
+        csv_turns(p, text_column="line")  # default speaker column 'Voice Type' is required
+    with pytest.raises(UserError, match="--csv_emotion_column"):
+        csv_turns(p, speaker_column="who", text_column="line", emotion_column="Mood")
+
+
+def test_csv_malformed(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text('Voice Type,Dialogue 1 - English\nGuard,"unterminated "quote" here\n', encoding="utf-8")
+    with pytest.raises(UserError, match="malformed CSV"):
+        csv_turns(p)
+
+
+def test_detect_source(tmp_path):
+    assert detect_source(DISCORD) == "discord"
+    assert detect_source(CSV) == "csv"
+    assert detect_source(ROOT / "examples" / "dataset.txt") == "text"
+    p = tmp_path / "export.txt"
+    p.write_text("Voice Type,Dialogue 1 - English\nGuard,Halt!\n", encoding="utf-8")
+    assert detect_source(p, ("Voice Type", "Dialogue 1 - English")) == "csv"
