@@ -1,0 +1,153 @@
+"""Encoded samples -> model inputs: packing without cross-attention, padding, batch order, the loss.
+
+Packing (the default for LoRA): the samples of a batch are laid end to end in as few rows as fit
+`capacity` tokens, so no compute goes to padding. Each sample keeps its own positions (0, 1, 2, ...)
+and a 4D block-diagonal causal boolean mask (rows, 1, L, L) stops it from attending to its neighbours:
+with sdpa/eager attention in transformers, reset position_ids alone do not isolate packed samples.
+With flash-attention-2 the mask is left out and the reset position_ids select its varlen kernel.
+
+Padding (prompt tuning, or `packing=False`): one sample a row, padded on the right to the longest in
+the batch (never to cutoff_len), with a 2D mask.
+
+Targets are shifted inside each sample (token i learns token i+1 of the same sample), so the last token
+of one packed sample never learns the first of the next. The loss is the mean over target tokens.
+"""
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from .encoding import IGNORE_INDEX
+
+
+def shifted_targets(labels: Sequence[int]) -> list[int]:
+    """What each position learns to predict: the next label of the same sample (the last learns nothing)."""
+    return list(labels[1:]) + [IGNORE_INDEX]
+
+
+def n_targets(sample: dict) -> int:
+    return sum(1 for t in sample["labels"][1:] if t != IGNORE_INDEX)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Sample indices in batches for one epoch: a shuffle fixed by (seed, epoch), so a resumed run repeats it."""
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def pack_rows(lengths: Sequence[int], capacity: int | None) -> list[list[int]]:
+    """Positions of samples grouped into rows of at most `capacity` tokens, in order (None: one row)."""
+    rows: list[list[int]] = []
+    used = 0
+    for i, n in enumerate(lengths):
+        if rows and (capacity is None or used + n <= capacity):
+            rows[-1].append(i)
+            used += n
+        else:
+            rows.append([i])
+            used = n
+    return rows
+
+
+def block_causal_mask(segment_ids):
+    """(rows, 1, L, L) bool mask: True where query i may attend key j (same sample and j <= i)."""
+    import torch
+
+    L = segment_ids.shape[1]
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    causal = torch.ones(L, L, dtype=torch.bool, device=segment_ids.device).tril()
+    return (same & causal)[:, None, :, :]
+
+
+def collate_packed(samples: Sequence[dict], pad_id: int, capacity: int | None, with_mask: bool = True) -> dict:
+    """Tensors for one packed batch: input_ids, position_ids, targets (rows, L), attention_mask (4D or None).
+
+    Padding positions (at the end of shorter rows) get a segment of their own, so they attend only to
+    themselves (no fully masked rows, no NaN), and learn nothing.
+    """
+    import torch
+
+    rows = pack_rows([len(s["input_ids"]) for s in samples], capacity)
+    L = max(sum(len(samples[i]["input_ids"]) for i in row) for row in rows)
+    R = len(rows)
+    input_ids = torch.full((R, L), pad_id, dtype=torch.long)
+    targets = torch.full((R, L), IGNORE_INDEX, dtype=torch.long)
+    position_ids = torch.zeros((R, L), dtype=torch.long)
+    # padding: distinct negative segment ids, one per position
+    segment = -1 - torch.arange(L, dtype=torch.long).repeat(R, 1)
+    for r, row in enumerate(rows):
+        at = 0
+        for k, i in enumerate(row):
+            ids = samples[i]["input_ids"]
+            n = len(ids)
+            input_ids[r, at : at + n] = torch.tensor(ids)
+            targets[r, at : at + n] = torch.tensor(shifted_targets(samples[i]["labels"]))
+            position_ids[r, at : at + n] = torch.arange(n)
+            segment[r, at : at + n] = k
+            at += n
+    batch = {"input_ids": input_ids, "position_ids": position_ids, "targets": targets}
+    batch["attention_mask"] = block_causal_mask(segment) if with_mask else None
+    batch["n_tokens"] = sum(len(s["input_ids"]) for s in samples)
+    return batch
+
+
+def collate_padded(samples: Sequence[dict], pad_id: int) -> dict:
+    """Tensors for one batch, a sample a row, right-padded to the longest: input_ids, targets, 2D mask."""
+    import torch
+
+    L = max(len(s["input_ids"]) for s in samples)
+    R = len(samples)
+    input_ids = torch.full((R, L), pad_id, dtype=torch.long)
+    targets = torch.full((R, L), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((R, L), dtype=torch.long)
+    for r, s in enumerate(samples):
+        n = len(s["input_ids"])
+        input_ids[r, :n] = torch.tensor(s["input_ids"])
+        targets[r, :n] = torch.tensor(shifted_targets(s["labels"]))
+        mask[r, :n] = 1
+    return {
+        "input_ids": input_ids,
+        "position_ids": None,
+        "targets": targets,
+        "attention_mask": mask,
+        "n_tokens": sum(len(s["input_ids"]) for s in samples),
+    }
+
+
+def collate(samples: Sequence[dict], pad_id: int, packing: bool, capacity: int | None, with_mask: bool = True) -> dict:
+    if packing:
+        return collate_packed(samples, pad_id, capacity, with_mask)
+    return collate_padded(samples, pad_id)
+
+
+def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual: int = 0):
+    """(sum of token losses over the batch's targets, number of targets), as a tensor and an int.
+
+    With `keep_logits` only the positions that have a target get logits (transformers' `logits_to_keep`
+    with an index tensor): the vocabulary projection is skipped for context tokens. `n_virtual` is the
+    number of prompt-tuning tokens PEFT puts in front of each row (their logits are dropped).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    targets = batch["targets"].to(device)
+    kwargs = {"input_ids": batch["input_ids"].to(device)}
+    if batch.get("attention_mask") is not None:
+        kwargs["attention_mask"] = batch["attention_mask"].to(device)
+    if batch.get("position_ids") is not None:
+        kwargs["position_ids"] = batch["position_ids"].to(device)
+    has_target = targets != IGNORE_INDEX
+    n = int(has_target.sum())
+    if keep_logits and not n_virtual:
+        cols = has_target.any(dim=0).nonzero().flatten()
+        logits = model(**kwargs, logits_to_keep=cols).logits
+        targets = targets[:, cols]
+    else:
+        logits = model(**kwargs).logits
+        if n_virtual:
+            logits = logits[:, n_virtual:, :]
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return loss, n

@@ -1,0 +1,942 @@
+"""Training a character adapter: `TrainConfig`, `check`, `train`.
+
+    from extensions.dialogue_lora.training import TrainConfig, train
+    result = train(TrainConfig(dataset_name="processed_dataset.json", model_name="my-model", lora_name="Bob"))
+
+`check(cfg)` validates everything it can before a model loads (model folder, dataset, output folder,
+bitsandbytes, target modules against the model's architecture) and reports all problems at once.
+`train(cfg, on_progress, should_stop)` then:
+
+1. splits the samples into train/held-out (reproducible from `seed`) and encodes them (encoding.py:
+   loss only on completions, the trailing newline included; over-long context cut from the oldest end);
+2. loads the base model (modeling.load_base: bf16/fp16/fp32, optional 4-bit/8-bit) and wraps it with a
+   PEFT LoRA (or prompt-tuning) adapter;
+3. runs a plain PyTorch loop: packed batches without cross-attention (batching.py), AdamW, linear
+   warm-up then cosine decay, gradient clipping, gradient accumulation, DDP when started by torchrun or
+   `accelerate launch` (only rank 0 writes anything);
+4. reports progress as plain dicts, evaluates held-out loss/perplexity after every epoch, saves
+   resumable checkpoints (`checkpoint-N`: adapter, optimizer, scheduler, RNG, position in the data),
+   stops cleanly (with a checkpoint) when `should_stop()` says so;
+5. writes the final folder atomically: adapter_config.json, adapter_model.safetensors,
+   training_parameters.json, training_log.json, heldout.json, README.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+from . import batching, encoding, modeling, paths
+from . import prompt as prompt_mod
+from .errors import UserError, join_problems
+from .fileio import atomic_write_json, atomic_write_text, load_records, write_records
+
+METHODS = ("lora", "prompt_tuning")
+CHECKPOINT_PREFIX = "checkpoint-"
+HELDOUT_FILE = "heldout.json"
+PARAMS_FILE = "training_parameters.json"
+LOG_FILE = "training_log.json"
+STATE_FILE = "trainer_state.json"
+PROMPT_TUNING_INIT_TEXT = "Continue the dialogue in character, one line per reply:"
+# Settings a resumed run must share with the run it continues (anything else may change).
+_RESUME_KEYS = (
+    "method", "lora_rank", "lora_alpha", "target_modules", "num_virtual_tokens", "batch_size", "grad_accum",
+    "cutoff_len", "val_ratio", "seed", "packing", "load_in_4bit", "load_in_8bit", "learning_rate",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; the CLI flag of each field is `--<field name>`."""
+
+    dataset_name: str = "processed_dataset.json"
+    """Samples (JSON array or JSONL, any of the four prepare_dataset formats): a path, or a file in the datasets folder."""
+    model_name: str = "pygmalion-6b"
+    """Base model: a folder in the models folder, or any path to a transformers model folder."""
+    lora_name: str = "lora_test"
+    """Name of the adapter folder written in the loras folder."""
+    batch_size: int = 4
+    """Samples per step on each process (packed together, never padded to cutoff_len)."""
+    epochs: int = 10
+    """Passes over the training samples."""
+    cutoff_len: int = 256
+    """Most tokens per sample; longer samples lose their oldest context (never the reply)."""
+    lora_rank: int = 16
+    """LoRA rank r (adapter size)."""
+    learning_rate: float | None = None
+    """Peak learning rate; default 3e-4 for LoRA, 3e-2 for prompt tuning."""
+    lora_alpha: int | None = None
+    """LoRA scaling alpha; default 2 x lora_rank (the adapter's scale alpha/r stays 2 whatever the rank)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | None = None
+    """Layer names the LoRA adapts (e.g. q_proj,v_proj); default every linear layer except the output head."""
+    load_in_4bit: bool = False
+    """QLoRA: load the base model in 4-bit nf4 with double quantisation (needs bitsandbytes)."""
+    load_in_8bit: bool = False
+    """Load the base model in 8-bit (needs bitsandbytes)."""
+    method: str = "lora"
+    """lora, or prompt_tuning (learns num_virtual_tokens soft prompt vectors, the model untouched)."""
+    num_virtual_tokens: int = 20
+    """Soft prompt length for --method prompt_tuning."""
+    grad_accum: int = 1
+    """Batches whose gradients are summed before each optimizer step."""
+    val_ratio: float = 0.05
+    """Share of samples held out for evaluation (saved as heldout.json; 0 for none)."""
+    seed: int = 42
+    """Seed of the held-out split, the data order, dropout and the adapter's initialisation."""
+    save_steps: int = 0
+    """Also save a resumable checkpoint every N steps (checkpoints are always saved after each epoch)."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: train for --epochs)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in the adapter folder."""
+    overwrite: bool = False
+    """Replace an existing adapter folder of the same name (it is replaced only when the new one is complete)."""
+    model_dir: str | None = None
+    """Models folder; default user_data/models when user_data/ exists, else models/."""
+    lora_dir: str | None = None
+    """Adapters folder; default user_data/loras when user_data/ exists, else loras/."""
+    dataset_dir: str | None = None
+    """Datasets folder searched for a bare dataset name; default user_data/training/datasets or training/datasets."""
+    logging_steps: int = 10
+    """Steps between lines in training_log.json."""
+    warmup_ratio: float = 0.03
+    """Share of the steps spent warming the learning rate up from 0 (then cosine decay to 0)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0: off)."""
+    packing: bool = True
+    """Pack a batch's samples into shared rows with a block-diagonal mask (off: pad to the longest sample)."""
+    gradient_checkpointing: str = "auto"
+    """auto (on for GPUs, off on CPU), on, off: trades compute for memory."""
+    save_total_limit: int = 2
+    """Checkpoints kept while training (the oldest go first); all are removed when the final adapter is saved."""
+    name: str | None = None
+    """The character's cue for multi-turn samples (sharegpt/messages) that carry no "name" key."""
+    device: str | None = None
+    """cpu, cuda, cuda:1, mps; default: the best available (this process's GPU under torchrun)."""
+    eval_base: bool = True
+    """Measure the base model's held-out loss before training (the model card compares it)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, str):
+            self.target_modules = [t.strip() for t in self.target_modules.split(",") if t.strip()]
+        if self.target_modules is not None:
+            self.target_modules = list(self.target_modules) or None
+        problems = []
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                problems.append(msg)
+
+        for f in ("batch_size", "epochs", "cutoff_len", "lora_rank", "num_virtual_tokens", "grad_accum",
+                  "logging_steps", "save_total_limit"):
+            v = getattr(self, f)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"--{f} must be a whole number >= 1 (got {v!r})")
+        for f in ("save_steps", "max_steps"):
+            v = getattr(self, f)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"--{f} must be a whole number >= 0 (got {v!r})")
+        need(not isinstance(self.cutoff_len, int) or self.cutoff_len >= 8, f"--cutoff_len must be at least 8 (got {self.cutoff_len})")
+        need(self.method in METHODS, f"--method must be one of {', '.join(METHODS)} (got {self.method!r})")
+        need(self.learning_rate is None or self.learning_rate > 0, f"--learning_rate must be > 0 (got {self.learning_rate})")
+        need(self.lora_alpha is None or self.lora_alpha > 0, f"--lora_alpha must be > 0 (got {self.lora_alpha})")
+        need(0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        need(0 <= self.val_ratio < 0.5, f"--val_ratio must be in [0, 0.5) (got {self.val_ratio})")
+        need(0 <= self.warmup_ratio < 1, f"--warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
+        need(self.weight_decay >= 0, f"--weight_decay must be >= 0 (got {self.weight_decay})")
+        need(self.max_grad_norm >= 0, f"--max_grad_norm must be >= 0 (got {self.max_grad_norm})")
+        need(not (self.load_in_4bit and self.load_in_8bit), "--load_in_4bit and --load_in_8bit cannot be used together")
+        need(not (self.resume and self.overwrite), "--resume and --overwrite cannot be used together")
+        need(self.gradient_checkpointing in ("auto", "on", "off"),
+             f"--gradient_checkpointing must be auto, on or off (got {self.gradient_checkpointing!r})")
+        need(bool(str(self.model_name or "").strip()), "--model_name is empty")
+        need(bool(str(self.dataset_name or "").strip()), "--dataset_name is empty")
+        try:
+            self.lora_name = paths.check_name(self.lora_name, "--lora_name")
+        except UserError as e:
+            problems.append(str(e))
+        if problems:
+            raise UserError(join_problems(problems))
+
+    # resolved defaults
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return 3e-2 if self.method == "prompt_tuning" else 3e-4
+
+    @property
+    def alpha(self) -> int:
+        return int(self.lora_alpha) if self.lora_alpha is not None else 2 * self.lora_rank
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each field's one-line help (its docstring above), for the CLI and the tab."""
+        import ast
+        import inspect
+
+        tree = ast.parse(inspect.getsource(cls))
+        body = tree.body[0].body
+        out = {}
+        for a, b in zip(body, body[1:]):
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(getattr(b, "value", None), ast.Constant):
+                out[a.target.id] = str(b.value.value)
+        return out
+
+
+@dataclass
+class Plan:
+    """What `check` resolved: where everything is, the samples, and what to resume from."""
+
+    model_path: Path
+    dataset_path: Path
+    lora_root: Path
+    out_dir: Path
+    records: list[dict]
+    resume_from: Path | None
+    linear_layers: list[str]
+    target_modules: list[str] | None
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    step: int
+    total_steps: int
+    stopped: bool = False
+    checkpoint: Path | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    perplexity: float | None = None
+    base_eval_loss: float | None = None
+    n_train: int = 0
+    n_val: int = 0
+    n_dropped: int = 0
+    log: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def resolve_dataset(name: str, dataset_dir: Path) -> Path:
+    p = Path(name)
+    if p.is_file():
+        return p.resolve()
+    q = dataset_dir / name
+    if q.is_file():
+        return q.resolve()
+    for ext in (".json", ".jsonl"):
+        if (dataset_dir / (name + ext)).is_file():
+            return (dataset_dir / (name + ext)).resolve()
+    found = paths.list_datasets(dataset_dir)
+    listing = f"; datasets in {dataset_dir}: {', '.join(found)}" if found else ""
+    raise UserError(f"dataset {name!r} not found (looked for {p} and {q}){listing}")
+
+
+def checkpoints(out_dir: Path) -> list[Path]:
+    """The checkpoint-N folders of a run, oldest first (complete ones only: they hold trainer_state.json)."""
+    if not out_dir.is_dir():
+        return []
+    found = []
+    for p in out_dir.iterdir():
+        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX):].isdigit():
+            if (p / STATE_FILE).is_file():
+                found.append((int(p.name[len(CHECKPOINT_PREFIX):]), p))
+    return [p for _, p in sorted(found)]
+
+
+def linear_layer_names(model) -> list[str]:
+    """Names (last component) of the model's linear layers that a LoRA can adapt, output head excluded."""
+    import torch.nn as nn
+
+    types: tuple = (nn.Linear,)
+    with contextlib.suppress(ImportError):
+        from transformers.pytorch_utils import Conv1D
+
+        types += (Conv1D,)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = set()
+    for full, mod in model.named_modules():
+        if isinstance(mod, types) and mod is not head and full:
+            leaf = full.rsplit(".", 1)[-1]
+            if leaf not in ("lm_head", "embed_out", "output"):
+                names.add(leaf)
+    return sorted(names)
+
+
+def model_linear_layers(model_path: Path) -> list[str]:
+    """The linear layer names of a model folder's architecture, found without loading weights (meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_path))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"could not read the model in {model_path}: {e}") from None
+    return linear_layer_names(model)
+
+
+def check(cfg: TrainConfig) -> Plan:
+    """Validate everything that can be checked before a model loads; all problems in one UserError."""
+    problems: list[str] = []
+    dirs = paths.resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir, dataset_dir=cfg.dataset_dir)
+    model_path = dataset_path = None
+    records: list[dict] = []
+    try:
+        model_path = paths.resolve_model(cfg.model_name, dirs.models)
+    except UserError as e:
+        problems.append(str(e))
+    try:
+        dataset_path = resolve_dataset(cfg.dataset_name, dirs.datasets)
+        records = load_records(dataset_path)
+        prompt_mod.validate_records(records, str(dataset_path))
+    except UserError as e:
+        problems.append(str(e))
+    if records and cfg.val_ratio > 0 and len(records) - n_val_of(len(records), cfg.val_ratio) < 1:
+        problems.append(f"{dataset_path}: {len(records)} sample(s) is too few to hold some out; use --val_ratio 0")
+    if cfg.load_in_4bit or cfg.load_in_8bit:
+        try:
+            modeling.require_bitsandbytes("--load_in_4bit" if cfg.load_in_4bit else "--load_in_8bit")
+        except UserError as e:
+            problems.append(str(e))
+    linear: list[str] = []
+    targets = cfg.target_modules
+    if model_path is not None and cfg.method == "lora":
+        try:
+            linear = model_linear_layers(model_path)
+        except UserError as e:
+            problems.append(str(e))
+        if linear and targets and targets != ["all-linear"]:
+            missing = [t for t in targets if t not in linear]
+            if missing:
+                problems.append(
+                    f"--target_modules: the model has no layer named {', '.join(missing)}; "
+                    f"its linear layers are: {', '.join(linear)}"
+                )
+        if linear and (not targets or targets == ["all-linear"]):
+            targets = linear
+    lora_root = dirs.loras
+    out_dir = lora_root / cfg.lora_name
+    resume_from = None
+    if out_dir.exists() and not out_dir.is_dir():
+        problems.append(f"{out_dir} exists and is not a folder")
+    elif out_dir.is_dir() and any(out_dir.iterdir()):
+        if cfg.resume:
+            found = checkpoints(out_dir)
+            if found:
+                resume_from = found[-1]
+            else:
+                problems.append(
+                    f"--resume: {out_dir} holds no checkpoint to resume from"
+                    + (" (the run finished; use --overwrite to train again)" if paths.is_adapter_dir(out_dir) else "")
+                )
+        elif not cfg.overwrite:
+            problems.append(
+                f"{out_dir} already exists and is not empty: use --overwrite to replace it, "
+                "--resume to continue its last checkpoint, or another --lora_name"
+            )
+    if problems:
+        raise UserError(join_problems(problems))
+    return Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets)
+
+
+def n_val_of(n: int, val_ratio: float) -> int:
+    if val_ratio <= 0 or n < 2:
+        return 0
+    return min(n - 1, max(1, round(n * val_ratio)))
+
+
+def split(records: list[dict], val_ratio: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train indices, held-out indices), reproducible from the seed; both in dataset order."""
+    idx = list(range(len(records)))
+    random.Random(seed).shuffle(idx)
+    k = n_val_of(len(records), val_ratio)
+    return sorted(idx[k:]), sorted(idx[:k])
+
+
+# ---------------------------------------------------------------------------------------- distributed
+
+
+class _Dist:
+    """torch.distributed when started by torchrun / accelerate launch (WORLD_SIZE > 1), else one process."""
+
+    def __init__(self, device):
+        import torch.distributed as dist
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        self.rank = int(os.environ.get("RANK", "0") or 0)
+        self.owned = False
+        self.dist = dist
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            self.owned = True
+        self.main = self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            self.dist.barrier()
+
+    def sum(self, values: list[float], device) -> list[float]:
+        if self.world == 1:
+            return values
+        import torch
+
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        self.dist.all_reduce(t)
+        return t.tolist()
+
+    def close(self):
+        if self.owned and self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def _seed_all(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def _rng_state() -> dict:
+    import torch
+
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def f(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _attach_adapter(model, cfg: TrainConfig, plan: Plan, tokenizer):
+    from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, get_peft_model
+
+    if cfg.method == "lora":
+        pcfg = LoraConfig(
+            r=cfg.lora_rank,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=plan.target_modules or "all-linear",
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+    else:
+        pcfg = PromptTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=cfg.num_virtual_tokens,
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            prompt_tuning_init_text=PROMPT_TUNING_INIT_TEXT,
+            tokenizer_name_or_path=str(plan.model_path),
+        )
+    return get_peft_model(model, pcfg)
+
+
+def _use_gc(cfg: TrainConfig, device) -> bool:
+    if cfg.gradient_checkpointing == "auto":
+        return device.type == "cuda"
+    return cfg.gradient_checkpointing == "on"
+
+
+def _settings(cfg: TrainConfig, plan: Plan) -> dict:
+    """Every resolved setting of the run (training_parameters.json)."""
+    s = asdict(cfg)
+    s.update(
+        learning_rate=cfg.lr,
+        lora_alpha=cfg.alpha,
+        target_modules=plan.target_modules if cfg.method == "lora" else None,
+        base_model=cfg.model_name,
+        base_model_path=str(plan.model_path),
+        dataset=str(plan.dataset_path),
+        prompt_format=prompt_mod.PROMPT_FORMAT,
+        heldout_file=HELDOUT_FILE,
+    )
+    for k in ("resume", "overwrite"):
+        s.pop(k, None)
+    return s
+
+
+def _evaluate(model, samples, cfg, pad_id, device, dist, autocast, packing, capacity, with_mask, keep_logits, n_virtual):
+    """(mean loss over completion tokens of `samples`, number of tokens), sharded over processes."""
+    import torch
+
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i]["input_ids"]))
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for b in batches[dist.rank :: dist.world]:
+            batch = batching.collate([samples[i] for i in b], pad_id, packing, capacity, with_mask)
+            with autocast():
+                loss, n = batching.loss_sum(model, batch, device, keep_logits=keep_logits, n_virtual=n_virtual)
+            total += float(loss)
+            count += n
+    if was_training:
+        model.train()
+    total, count = dist.sum([total, float(count)], device)
+    return (total / count if count else float("nan")), int(count)
+
+
+def _ppl(loss: float | None) -> float | None:
+    if loss is None or loss != loss:
+        return None
+    return math.exp(min(loss, 50.0))
+
+
+def train(
+    cfg: TrainConfig,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train an adapter as `cfg` says; see the module docstring. Raises UserError on bad input or OOM."""
+    import torch
+
+    plan = check(cfg)
+    device = modeling.pick_device(cfg.device)
+    dist = _Dist(device)
+    emit = (on_progress if dist.main else None) or (lambda d: None)
+    try:
+        return _train(cfg, plan, device, dist, emit, should_stop)
+    except torch.OutOfMemoryError:
+        raise UserError(
+            f"out of memory on {device}: try --load_in_4bit, a smaller --batch_size or --cutoff_len "
+            "(with --grad_accum to keep the effective batch), or --gradient_checkpointing on"
+        ) from None
+    finally:
+        dist.close()
+
+
+def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop) -> TrainResult:
+    import torch
+
+    _seed_all(cfg.seed)
+    records = plan.records
+    train_idx, val_idx = split(records, cfg.val_ratio, cfg.seed)
+
+    attn = modeling.default_attn_implementation(device)
+    use_flash = attn == "flash_attention_2"
+    model, tokenizer = modeling.load_base(
+        plan.model_path,
+        load_in_4bit=cfg.load_in_4bit,
+        load_in_8bit=cfg.load_in_8bit,
+        device=device,
+        for_training=True,
+        attn_implementation=attn,
+    )
+    train_set, dropped_t = encoding.encode_records([records[i] for i in train_idx], tokenizer, cfg.cutoff_len, cfg.name)
+    val_set, dropped_v = encoding.encode_records([records[i] for i in val_idx], tokenizer, cfg.cutoff_len, cfg.name)
+    n_dropped = len(dropped_t) + len(dropped_v)
+    if not train_set:
+        raise UserError(
+            f"no training sample fits in --cutoff_len {cfg.cutoff_len} ({n_dropped} dropped because their reply "
+            "alone is longer): raise --cutoff_len"
+        )
+    if n_dropped:
+        emit({"event": "log", "message": f"{n_dropped} sample(s) dropped: their reply alone exceeds --cutoff_len {cfg.cutoff_len}"})
+
+    gc = _use_gc(cfg, device)
+    quantized = cfg.load_in_4bit or cfg.load_in_8bit
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    elif gc:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = _attach_adapter(model, cfg, plan, tokenizer)
+    n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
+    packing = cfg.packing and not n_virtual  # soft prompts go in front of each row: one sample a row
+    keep_logits = _accepts_logits_to_keep(model)
+    capacity = None if use_flash else max(cfg.cutoff_len, 2048)
+    with_mask = not use_flash
+    pad_id = tokenizer.pad_token_id
+
+    dtype = modeling.pick_dtype(device)
+    use_amp = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if use_amp else contextlib.nullcontext
+    scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    nb = math.ceil(len(train_set) / cfg.batch_size)
+    per_rank = math.ceil(nb / dist.world)
+    steps_per_epoch = math.ceil(per_rank / cfg.grad_accum)
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup))
+
+    settings = _settings(cfg, plan)
+    settings.update(
+        base_fingerprint=modeling.base_fingerprint(model),
+        n_train=len(train_set),
+        n_val=len(val_set),
+        n_dropped=n_dropped,
+        world_size=dist.world,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        dtype=str(dtype).replace("torch.", ""),
+        gradient_checkpointing=gc,
+        attn_implementation=attn,
+        packing=packing,
+    )
+
+    log = {"steps": [], "evals": []}
+    step, epoch, step_in_epoch = 0, 0, 0
+    base_eval = None
+    if plan.resume_from is not None:
+        state = json.loads((plan.resume_from / STATE_FILE).read_text(encoding="utf-8"))
+        before = state.get("settings", {})
+        changed = [k for k in _RESUME_KEYS if k in before and before[k] != settings.get(k)]
+        if changed:
+            raise UserError(
+                f"--resume: {plan.resume_from} was trained with other settings: "
+                + "; ".join(f"--{k} was {before[k]!r}, now {settings.get(k)!r}" for k in changed)
+            )
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(str(plan.resume_from / "adapter_model.safetensors"), device=str(device)))
+        optimizer.load_state_dict(torch.load(plan.resume_from / "optimizer.pt", map_location=device, weights_only=True))
+        scheduler.load_state_dict(torch.load(plan.resume_from / "scheduler.pt", weights_only=True))
+        if scaler is not None and (plan.resume_from / "scaler.pt").exists():
+            scaler.load_state_dict(torch.load(plan.resume_from / "scaler.pt", weights_only=True))
+        step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        log = state.get("log", log)
+        base_eval = state.get("base_eval_loss")
+        rng_file = plan.resume_from / f"rng_state_{dist.rank}.pt"
+        if rng_file.exists():
+            _set_rng_state(torch.load(rng_file, weights_only=False))
+        emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
+    elif dist.main:
+        if cfg.overwrite and plan.out_dir.is_dir():
+            for old in plan.out_dir.iterdir():  # a previous run's checkpoints must not be resumed by mistake
+                if old.is_dir() and old.name.startswith((CHECKPOINT_PREFIX, f".{CHECKPOINT_PREFIX}")):
+                    shutil.rmtree(old)
+    dist.barrier()
+
+    ddp_model = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    eval_time = 0.0
+
+    def run_eval(base: bool = False) -> tuple[float | None, float | None]:
+        nonlocal eval_time
+        if not val_set:
+            return None, None
+        t0 = time.time()
+        if base:  # the base model alone: no LoRA, no soft prompt
+            with model.disable_adapter():
+                loss, _ = _evaluate(model, val_set, cfg, pad_id, device, dist, autocast, packing, capacity,
+                                    with_mask, keep_logits, 0)
+        else:
+            loss, _ = _evaluate(model, val_set, cfg, pad_id, device, dist, autocast, packing, capacity, with_mask,
+                                keep_logits, n_virtual)
+        eval_time += time.time() - t0
+        return loss, _ppl(loss)
+
+    if base_eval is None and val_set and cfg.eval_base and plan.resume_from is None:
+        base_eval, base_ppl = run_eval(base=True)
+        emit({"event": "eval", "step": 0, "total_steps": total_steps, "epoch": 0, "eval_loss": base_eval,
+              "perplexity": base_ppl, "base": True})
+
+    last_saved = step if plan.resume_from is not None else -1
+    tokens_seen, t_start = 0, time.time()
+    eval_time = 0.0
+    steps_this_session = 0
+    window = {"loss": 0.0, "n": 0}
+    last_loss = None
+    eval_loss = ppl = None
+    stopped = False
+
+    def save_checkpoint() -> Path:
+        nonlocal last_saved
+        path = _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, settings, log,
+                                step, epoch, step_in_epoch, base_eval)
+        last_saved = step
+        emit({"event": "save", "step": step, "total_steps": total_steps, "epoch": epoch, "path": str(path)})
+        return path
+
+    ddp_model.train()
+    while step < total_steps and not stopped:
+        batches = batching.epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch)
+        mine = [batches[(j * dist.world + dist.rank) % nb] for j in range(per_rank)]
+        groups = [mine[k : k + cfg.grad_accum] for k in range(0, per_rank, cfg.grad_accum)]
+        while step_in_epoch < len(groups) and step < total_steps:
+            group = groups[step_in_epoch]
+            collated = [batching.collate([train_set[i] for i in b], pad_id, packing, capacity, with_mask) for b in group]
+            n_group = sum(int((c["targets"] != encoding.IGNORE_INDEX).sum()) for c in collated)
+            step_loss, step_tokens = 0.0, 0
+            for k, batch in enumerate(collated):
+                sync = k == len(collated) - 1 or dist.world == 1
+                ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
+                with ctx:
+                    with autocast():
+                        loss, n = batching.loss_sum(ddp_model, batch, device, keep_logits=keep_logits, n_virtual=n_virtual)
+                    scaled = loss / max(n_group, 1)
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                step_loss += float(loss.detach())
+                step_tokens += batch["n_tokens"]
+            if scaler:
+                scaler.unscale_(optimizer)
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            step_in_epoch += 1
+            steps_this_session += 1
+            stop_local = 1.0 if (should_stop is not None and should_stop()) else 0.0
+            loss_sum, n_sum, tok_sum, stop_any = dist.sum([step_loss, float(n_group), float(step_tokens), stop_local], device)
+            last_loss = loss_sum / max(n_sum, 1)
+            tokens_seen += tok_sum
+            window["loss"] += loss_sum
+            window["n"] += n_sum
+            elapsed = time.time() - t_start
+            train_s = max(elapsed - eval_time, 1e-9)
+            frac_epoch = epoch + step_in_epoch / len(groups)
+            emit({
+                "event": "step", "step": step, "total_steps": total_steps, "epoch": round(frac_epoch, 4),
+                "loss": last_loss, "lr": lr, "tokens_per_s": tokens_seen / train_s,
+                "eta_s": elapsed / steps_this_session * (total_steps - step), "elapsed_s": elapsed,
+            })
+            if step % cfg.logging_steps == 0 or step == total_steps:
+                entry = {"step": step, "epoch": round(frac_epoch, 4), "loss": window["loss"] / max(window["n"], 1),
+                         "lr": lr, "tokens_per_s": tokens_seen / train_s}
+                log["steps"].append(entry)
+                window = {"loss": 0.0, "n": 0}
+                emit({"event": "log", **entry, "total_steps": total_steps})
+            end_of_epoch = step_in_epoch == len(groups)
+            if end_of_epoch:
+                eval_loss, ppl = run_eval()
+                if eval_loss is not None:
+                    entry = {"epoch": epoch + 1, "step": step, "eval_loss": eval_loss, "perplexity": ppl}
+                    log["evals"].append(entry)
+                    emit({"event": "eval", "total_steps": total_steps, **entry})
+                epoch += 1
+                step_in_epoch = 0
+            if stop_any > 0:
+                stopped = True
+                break
+            if step < total_steps and ((cfg.save_steps and step % cfg.save_steps == 0) or end_of_epoch):
+                save_checkpoint()
+            if end_of_epoch:
+                break
+
+    checkpoint = None
+    if stopped:
+        checkpoint = _save_checkpoint_path(plan, step) if last_saved == step else save_checkpoint()
+        emit({"event": "done", "step": step, "total_steps": total_steps, "stopped": True, "checkpoint": str(checkpoint)})
+        return TrainResult(plan.out_dir, step, total_steps, stopped=True, checkpoint=checkpoint, train_loss=last_loss,
+                           eval_loss=eval_loss, perplexity=ppl, base_eval_loss=base_eval, n_train=len(train_set),
+                           n_val=len(val_set), n_dropped=n_dropped, log=log)
+
+    if val_set and (not log["evals"] or log["evals"][-1]["step"] != step):
+        eval_loss, ppl = run_eval()
+        entry = {"epoch": round(epoch + step_in_epoch / max(steps_per_epoch, 1), 4), "step": step,
+                 "eval_loss": eval_loss, "perplexity": ppl}
+        log["evals"].append(entry)
+        emit({"event": "eval", "total_steps": total_steps, **entry})
+    result = TrainResult(plan.out_dir, step, total_steps, train_loss=last_loss, eval_loss=eval_loss, perplexity=ppl,
+                         base_eval_loss=base_eval, n_train=len(train_set), n_val=len(val_set), n_dropped=n_dropped,
+                         log=log)
+    if dist.main:
+        heldout = [records[i] for i in val_idx]
+        _save_final(model, plan, cfg, settings, log, heldout, result)
+    dist.barrier()
+    emit({"event": "done", "step": step, "total_steps": total_steps, "stopped": False, "output_dir": str(plan.out_dir),
+          "eval_loss": eval_loss, "perplexity": ppl})
+    return result
+
+
+def _save_checkpoint_path(plan: Plan, step: int) -> Path:
+    return plan.out_dir / f"{CHECKPOINT_PREFIX}{step}"
+
+
+def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, settings, log, step, epoch,
+                     step_in_epoch, base_eval) -> Path:
+    """Write checkpoint-N atomically (a temp folder renamed into place), keep the newest save_total_limit."""
+    import torch
+
+    final = _save_checkpoint_path(plan, step)
+    tmp = plan.out_dir / f".{final.name}.tmp"
+    if dist.main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    torch.save(_rng_state(), tmp / f"rng_state_{dist.rank}.pt")
+    if dist.main:
+        model.save_pretrained(str(tmp))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / "scaler.pt")
+    dist.barrier()
+    if dist.main:
+        atomic_write_json(tmp / STATE_FILE, {
+            "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "settings": settings, "log": log,
+            "base_eval_loss": base_eval, "world_size": dist.world,
+        })
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in checkpoints(plan.out_dir)[: -cfg.save_total_limit]:
+            shutil.rmtree(old)
+    dist.barrier()
+    return final
+
+
+def _fmt(x, digits=4):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def model_card(settings: dict, result: TrainResult, name: str) -> str:
+    """README.md beside the adapter: what it is, what it was trained on, how to load it, how it did."""
+    method = "LoRA" if settings["method"] == "lora" else "prompt tuning"
+    base_ppl = _ppl(result.base_eval_loss)
+    lines = [
+        f"# {name}",
+        "",
+        f"A {method} adapter trained by dialogue_lora on `{settings['base_model']}` "
+        f"({settings['base_fingerprint'].get('model_type')}) to speak like the character in "
+        f"`{Path(settings['dataset']).name}`.",
+        "",
+        "## Prompt format",
+        "",
+        "The last few dialogue turns as `Speaker: text` lines, then the character's cue `Name:`; the model",
+        "writes one line and a newline. Stop generation at the first newline.",
+        "",
+        "## Data",
+        "",
+        f"- dataset: `{settings['dataset']}`",
+        f"- training samples: {result.n_train}; held out: {result.n_val} (`{HELDOUT_FILE}`); "
+        f"dropped as too long: {result.n_dropped}",
+        "",
+        "## Settings",
+        "",
+    ]
+    keys = ["method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens", "learning_rate",
+            "batch_size", "grad_accum", "epochs", "max_steps", "cutoff_len", "load_in_4bit", "load_in_8bit", "seed",
+            "world_size", "dtype"]
+    for k in keys:
+        if k in settings and settings[k] is not None:
+            lines.append(f"- {k}: `{settings[k]}`")
+    lines += [
+        f"- steps: {result.step}",
+        "",
+        "## Results (held-out completions)",
+        "",
+        "| model | loss | perplexity |",
+        "|---|---|---|",
+        f"| base | {_fmt(result.base_eval_loss)} | {_fmt(base_ppl, 2)} |",
+        f"| with this adapter | {_fmt(result.eval_loss)} | {_fmt(result.perplexity, 2)} |",
+        "",
+        "## Loading",
+        "",
+        "In text-generation-webui: put this folder in the loras folder, load the base model with the",
+        "Transformers loader, pick the adapter in the LoRA menu, and add `\"\\n\"` to the custom stopping strings",
+        "(the dialogue_lora extension does this for you).",
+        "",
+        "With PEFT:",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "from peft import PeftModel",
+        f"base = AutoModelForCausalLM.from_pretrained({settings['base_model_path']!r})",
+        f"model = PeftModel.from_pretrained(base, 'loras/{name}')",
+        "```",
+        "",
+        f"Trained {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, heldout: list[dict],
+                result: TrainResult) -> None:
+    """Write the complete adapter folder beside the target, then swap it into place."""
+    root = plan.lora_root
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{cfg.lora_name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        model.save_pretrained(str(tmp))
+        final_settings = dict(settings, n_train=result.n_train, n_val=result.n_val, steps=result.step,
+                              final_eval_loss=result.eval_loss, final_perplexity=result.perplexity,
+                              base_eval_loss=result.base_eval_loss)
+        atomic_write_json(tmp / PARAMS_FILE, final_settings)
+        atomic_write_json(tmp / LOG_FILE, log)
+        write_records(tmp / HELDOUT_FILE, heldout)
+        atomic_write_text(tmp / "README.md", model_card(final_settings, result, cfg.lora_name))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    out = plan.out_dir
+    if out.exists():
+        old = root / f".{cfg.lora_name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)  # the replaced adapter and this run's checkpoints
+    else:
+        os.replace(tmp, out)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]

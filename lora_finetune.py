@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Train a character adapter (LoRA or prompt tuning) on dialogue samples.
+
+    python lora_finetune.py -d processed_dataset.json -m my-model -l Bob
+    torchrun --nproc_per_node 2 lora_finetune.py ...      (or: accelerate launch lora_finetune.py ...)
+
+Writes loras/NAME (user_data/loras/NAME in a webui folder): a PEFT adapter the webui's LoRA menu loads,
+plus training_parameters.json, training_log.json, heldout.json and a README.md model card.
+See docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from extensions.dialogue_lora.errors import Interrupted, UserError, run_cli  # noqa: E402
+from extensions.dialogue_lora.training import TrainConfig  # noqa: E402
+
+_SHORT = {"dataset_name": "-d", "model_name": "-m", "lora_name": "-l", "batch_size": "-b", "epochs": "-e",
+          "cutoff_len": "-c", "lora_rank": "-r"}
+_CHOICES = {"method": ["lora", "prompt_tuning"], "gradient_checkpointing": ["auto", "on", "off"]}
+_ON_BY_DEFAULT = {"packing", "eval_base"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    helps = TrainConfig.field_help()
+    defaults = TrainConfig.__dataclass_fields__
+    for name, f in defaults.items():
+        flags = [f"--{name}"] + ([_SHORT[name]] if name in _SHORT else [])
+        h = helps.get(name, "")
+        default = f.default
+        if name in _ON_BY_DEFAULT:
+            p.add_argument(f"--no_{name}", dest=name, action="store_false", default=True, help=f"turn off: {h}")
+        elif isinstance(default, bool):
+            p.add_argument(*flags, action="store_true", default=default, help=h)
+        elif name == "target_modules":
+            p.add_argument(*flags, default=None, help=h + " Comma-separated.")
+        else:
+            typ = {"learning_rate": float, "lora_alpha": int}.get(name) or (type(default) if default is not None else str)
+            kw = {"choices": _CHOICES[name]} if name in _CHOICES else {}
+            p.add_argument(*flags, type=typ, default=default, help=h, **kw)
+    tools = p.add_argument_group("for tools (the webui tab runs training in its own process through these)")
+    tools.add_argument("--progress_file", help="append every progress event to this file as a JSON line (flushed)")
+    tools.add_argument("--stop_file", help="when this file appears, save a checkpoint and exit cleanly")
+    return p
+
+
+class _Stopper:
+    """should_stop(): Ctrl+C / SIGTERM or a --stop_file asks the trainer to save a checkpoint and stop."""
+
+    def __init__(self, stop_file: str | None):
+        self.stop_file = Path(stop_file) if stop_file else None
+        self.signalled = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, self._handler)
+            except (ValueError, OSError):  # not the main thread
+                pass
+
+    def _handler(self, signum, frame):
+        if self.signalled:  # a second Ctrl+C: stop now
+            raise KeyboardInterrupt
+        self.signalled = True
+        print("\nstopping: saving a checkpoint (Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
+
+    def __call__(self) -> bool:
+        return self.signalled or (self.stop_file is not None and self.stop_file.exists())
+
+
+class _Reporter:
+    """on_progress(): a tqdm bar with loss, lr, tokens/s and ETA, eval lines, and the --progress_file."""
+
+    def __init__(self, progress_file: str | None):
+        self.bar = None
+        self.file = open(progress_file, "a", encoding="utf-8") if progress_file else None
+
+    def __call__(self, ev: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(ev, default=str) + "\n")
+            self.file.flush()
+        kind = ev.get("event")
+        if kind == "step":
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=ev["total_steps"], initial=ev["step"] - 1, desc="training", unit="step",
+                                dynamic_ncols=True)
+            self.bar.set_postfix(loss=f"{ev['loss']:.3f}", lr=f"{ev['lr']:.2e}", tok_s=f"{ev['tokens_per_s']:.0f}",
+                                 eta=_hms(ev["eta_s"]), refresh=False)
+            self.bar.update(ev["step"] - self.bar.n)
+        elif kind == "eval":
+            what = "base model" if ev.get("base") else f"epoch {ev['epoch']}"
+            self._print(f"held-out ({what}): loss {ev['eval_loss']:.4f}, perplexity {ev['perplexity']:.2f}")
+        elif kind == "save":
+            self._print(f"saved checkpoint {ev['path']}")
+        elif kind == "log" and "message" in ev:
+            self._print(ev["message"])
+
+    def _print(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg)
+        else:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.file is not None:
+            self.file.close()
+
+
+def _hms(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    args = vars(build_parser().parse_args(argv))
+    progress_file, stop_file = args.pop("progress_file"), args.pop("stop_file")
+    cfg = TrainConfig(**args)
+    from extensions.dialogue_lora.training import train
+
+    main_process = int(os.environ.get("RANK", "0") or 0) == 0
+    stopper = _Stopper(stop_file)
+    stopper.install()
+    reporter = _Reporter(progress_file if main_process else None)
+    try:
+        result = train(cfg, on_progress=reporter if main_process else None, should_stop=stopper)
+    except UserError as e:
+        if reporter.file is not None:
+            reporter({"event": "error", "message": str(e)})
+        raise
+    finally:
+        reporter.close()
+    if not main_process:
+        return 0
+    if result.stopped:
+        msg = f"stopped at step {result.step}/{result.total_steps}; checkpoint saved in {result.checkpoint}; " \
+              f"continue with the same command plus --resume"
+        if stopper.signalled:
+            raise Interrupted(msg)
+        print(msg)
+        return 0
+    line = f"adapter saved in {result.output_dir}"
+    if result.eval_loss is not None:
+        base = f" (base model {result.base_eval_loss:.4f})" if result.base_eval_loss is not None else ""
+        line += f"; held-out loss {result.eval_loss:.4f}{base}, perplexity {result.perplexity:.2f}"
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
