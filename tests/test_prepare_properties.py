@@ -1,0 +1,103 @@
+"""Properties (hypothesis): any input gives samples or the project's own clear error, never anything else;
+samples are always one line and always the prompt.py prompt; the hot path agrees with the general parser."""
+from __future__ import annotations
+
+import json
+import string
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extensions.dialogue_lora import prompt
+from extensions.dialogue_lora.dialogue import ReadStats, clean_text, parse_lines, split_speaker
+from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.prepare import PrepareConfig, prepare
+from extensions.dialogue_lora.samples import iter_samples
+
+NAMES = ["Bob", "bob", "Alice", "Mr. Smith", "O'Neil", "ROMEO", "José"]
+line_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+speaker_line = st.builds(lambda n, sep, t: f"{n}{sep}{t}", st.sampled_from(NAMES), st.sampled_from([":", ": ", " : ", ":  "]), line_text)
+any_line = st.one_of(speaker_line, line_text, st.just(""), st.just("Bob:"), st.just("ROMEO:"))
+document = st.lists(any_line, max_size=25).map("\n".join)
+raw_bytes = st.binary(max_size=300)
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _run(tmp_path, data: bytes, **kw):
+    src = tmp_path / "in.txt"
+    src.write_bytes(data)
+    out = tmp_path / "out.json"
+    if out.exists():
+        out.unlink()
+    cfg = PrepareConfig(names=kw.pop("names", ["Bob"]), txtfilename=str(src), jsonfilename=str(out), **kw)
+    try:
+        report = prepare(cfg)
+    except UserError as e:
+        assert str(e) and "Traceback" not in str(e)
+        assert not out.exists()
+        return None
+    return json.loads(out.read_text(encoding="utf-8")), report
+
+
+@FAST
+@given(doc=document, rounds=st.integers(0, 6), strip=st.booleans(), layout=st.sampled_from(["auto", "lines", "play"]))
+def test_any_text_gives_samples_or_user_error(tmp_path, doc, rounds, strip, layout):
+    got = _run(tmp_path, doc.encode("utf-8"), rounds=rounds, strip_actions=strip, layout=layout)
+    if got is None:
+        return
+    records, report = got
+    assert report.samples_written == len(records) > 0
+    for r in records:
+        assert "\n" not in r["output"] and r["output"] == r["output"].strip() and r["output"]
+        assert r["input"].endswith(r["name"] + ":") and r["name"].casefold() == "bob"
+        assert r["input"].count("\n") <= rounds
+        assert prompt.record_segments(r)[1] == (prompt.completion(r["output"]), True)
+
+
+@FAST
+@given(data=raw_bytes, fmt=st.sampled_from(["rounds", "alpaca", "sharegpt", "messages"]))
+def test_any_bytes_give_samples_or_user_error(tmp_path, data, fmt):
+    got = _run(tmp_path, data, names=["*"], format=fmt)
+    if got is not None:
+        prompt.validate_records(got[0])
+
+
+@FAST
+@given(data=st.one_of(raw_bytes, document.map(lambda d: d.encode())), source=st.sampled_from(["discord", "csv"]))
+def test_other_sources_never_crash(tmp_path, data, source):
+    _run(tmp_path, data, names=["*"], source=source)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.one_of(speaker_line, line_text), max_size=20), rounds=st.integers(0, 5))
+def test_input_equals_build_prompt(lines, rounds):
+    turns = [t for t in parse_lines([x + "\n" for x in lines], "p.txt", "lines") if t.text]
+    by_line = {t.line: i for i, t in enumerate(turns)}
+    for s in iter_samples(turns, ["*"], rounds=rounds, dedupe=False):
+        i = by_line[int(s.source.rsplit(":", 1)[1])]
+        context = [(t.speaker, t.text) for t in turns[max(0, i - rounds) : i]] if rounds else []
+        assert s.input == prompt.build_prompt(context, s.name)
+
+
+@settings(max_examples=500, deadline=None)
+@given(line=st.one_of(speaker_line, st.text(alphabet=string.printable, max_size=60)))
+def test_hot_path_agrees_with_split_speaker(line):
+    """The ASCII shortcut in the one-line parser gives what the general rule gives."""
+    line = line.replace("\r", " ").replace("\n", " ").replace("\x0b", " ").replace("\x0c", " ")
+    got = list(parse_lines([line + "\n"], "x", "lines", ReadStats()))
+    text = clean_text(line)
+    hit = split_speaker(text) if text else None
+    if not text:
+        assert got == []
+    elif hit is None:
+        assert [(t.speaker, t.text) for t in got] == [(None, text)]
+    else:
+        assert [(t.speaker, t.text) for t in got] == [(hit[0], hit[1].strip())]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=80))
+def test_clean_text_is_one_clean_line(text):
+    out = clean_text(text)
+    assert out == " ".join(out.split()) and prompt.one_line(out) == out
