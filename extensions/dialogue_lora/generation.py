@@ -345,3 +345,88 @@ def generate_reply(
 ) -> tuple[str, bool]:
     """(reply, stopped_at_newline) for one prompt; see `generate_replies` for the options."""
     return generate_replies(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, greedy=greedy, **kwargs)[0]
+
+
+# ------------------------------------------------------------------------------------------------ chat
+
+
+class ChatSession:
+    """A terminal conversation with one or more characters, kept in the training format.
+
+    `names` are the characters the model speaks as (an adapter trained on several speakers knows each by
+    its cue); the first answers by default. A line is handled by `handle(line, reply_fn)`:
+
+    - plain text: the user says it, then the current character replies;
+    - `@Carol text`: the user says "text" and Carol replies (Carol stays the current character afterwards
+      only with `/as`); `@Carol` alone lets Carol speak next without a user line (characters can answer
+      each other: `@Bob`, then `@Carol`);
+    - `/as Carol`: Carol answers from now on; `/reset`: forget the conversation; `/help`; `/quit` (or EOF).
+
+    The prompt for each reply is prompt.chat_prompt(history, name, rounds): the last `rounds` turns as
+    `Speaker: text` lines, then the cue `Name:`, exactly as the adapter was trained.
+    """
+
+    COMMANDS = ("/quit", "/exit", "/as", "/reset", "/help")
+
+    def __init__(self, names: Sequence[str], user: str = "You", rounds: int = 5):
+        names = [prompt_mod.one_line(n) for n in names if prompt_mod.one_line(n)]
+        if not names:
+            raise UserError("--name is empty: give the character to speak as, e.g. --name Bob (or Bob,Carol)")
+        for n in names + [user]:
+            if ":" in n:
+                raise UserError(f"name {n!r} must not contain ':' (it ends the speaker cue)")
+        if rounds < 0:
+            raise UserError(f"--rounds must be 0 or more (got {rounds})")
+        self.names = names
+        self.user = prompt_mod.one_line(user) or "You"
+        self.rounds = rounds
+        self.current = names[0]
+        self.history: list[tuple[str | None, str]] = []
+        self.done = False
+
+    def find_name(self, name: str) -> str | None:
+        wanted = name.strip().lower()
+        return next((n for n in self.names if n.lower() == wanted), None)
+
+    def help_text(self) -> str:
+        others = f" ({', '.join(self.names)})" if len(self.names) > 1 else ""
+        return (
+            f"Type a line as {self.user}; {self.current} answers. @Name text: address a character{others}; "
+            "@Name alone: let them speak; /as Name: switch who answers; /reset: start over; /quit: leave."
+        )
+
+    def handle(self, line: str, reply_fn: Callable[[str], tuple[str, bool]]) -> tuple[list[str], list[str]]:
+        """(reply lines "Name: reply", info messages) for one input line; sets `done` on /quit."""
+        text = line.strip()
+        if not text:
+            return [], []
+        if text.startswith("/"):
+            cmd, _, arg = text.partition(" ")
+            cmd = cmd.lower()
+            if cmd in ("/quit", "/exit"):
+                self.done = True
+                return [], []
+            if cmd == "/reset":
+                self.history.clear()
+                return [], ["conversation forgotten"]
+            if cmd == "/help":
+                return [], [self.help_text()]
+            if cmd == "/as":
+                found = self.find_name(arg)
+                if not found:
+                    return [], [f"unknown character {arg.strip()!r}; characters: {', '.join(self.names)}"]
+                self.current = found
+                return [], [f"{found} answers from now on"]
+            # any other "/..." is ordinary text (a line may well start with a slash)
+        speaker = self.current
+        if text.startswith("@"):
+            head, _, rest = text[1:].partition(" ")
+            found = self.find_name(head.rstrip(",:"))
+            if found:
+                speaker, text = found, rest.strip()
+        if text:
+            self.history.append((self.user, prompt_mod.one_line(text)))
+        reply, _stopped = reply_fn(prompt_mod.chat_prompt(self.history, speaker, self.rounds))
+        reply = prompt_mod.one_line(reply)
+        self.history.append((speaker, reply))
+        return [f"{speaker}: {reply}".rstrip()], []

@@ -1,0 +1,158 @@
+"""Talk to a character adapter in the terminal, one line per reply.
+
+    python chat.py -m MODEL -l LORA --name Bob [--user Alice] [--rounds 5]
+    printf 'Hi Bob!\\nWhere is the boat?\\n' | python chat.py -m MODEL -l LORA --name Bob --user Alice
+
+Each of your lines is a turn said by --user; the character answers as `Bob: reply`, stopped at the
+newline the adapter was trained to write. The last --rounds turns are the context, in the training
+format. Piped (stdin not a terminal), it prints nothing but the replies. Several characters trained into
+one adapter: --name Bob,Carol, then `@Carol text` (or `/as Carol`). Leave with /quit or end of input.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+
+from extensions.dialogue_lora.errors import UserError, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-m", "--model_name", required=True, help="base model: a folder under the models directory, or a path")
+    p.add_argument("-l", "--lora_name", default=None, help="adapter: a folder under the loras directory, or a path "
+                   "(default: none, the base model alone)")
+    p.add_argument("--name", required=True, help="the character(s) the model speaks as: Bob, or Bob,Carol (first answers)")
+    p.add_argument("--user", default="You", help="your speaker name in the conversation (default: You)")
+    p.add_argument("--rounds", type=int, default=5, help="previous turns kept as context (default 5)")
+    p.add_argument("--max_new_tokens", type=int, default=64, help="most tokens per reply (default 64)")
+    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default 0.7)")
+    p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
+    p.add_argument("--repetition_penalty", type=float, default=1.0, help="above 1 discourages repeats (default 1.0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4 bits (bitsandbytes)")
+    q.add_argument("--load_in_8bit", action="store_true", help="load the base model in 8 bits (bitsandbytes)")
+    p.add_argument("--model_dir", default=None, help="models directory (default: user_data/models or models)")
+    p.add_argument("--lora_dir", default=None, help="adapters directory (default: user_data/loras or loras)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    return p
+
+
+@contextlib.contextmanager
+def quiet_stderr(enabled: bool):
+    """Silence library chatter on stderr (progress bars, warnings, C-level prints) while `enabled`.
+
+    What was written is shown again only if a bug (not a UserError) escapes, so nothing useful is lost.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield
+        except (UserError, KeyboardInterrupt, BrokenPipeError, SystemExit):
+            raise
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            buf.seek(0)
+            sys.stderr.write(buf.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    interactive = sys.stdin.isatty()
+    from extensions.dialogue_lora.generation import ChatSession
+
+    session = ChatSession(args.name.split(","), args.user, args.rounds)  # bad names fail before loading
+    if args.max_new_tokens < 1:
+        raise UserError("--max_new_tokens must be at least 1")
+    if args.temperature < 0:
+        raise UserError("--temperature must be 0 (greedy) or more")
+
+    def info(msg: str) -> None:
+        if interactive:
+            print(msg, file=sys.stderr, flush=True)
+
+    _quiet_libraries()
+    what = f"{args.model_name}" + (f" + {args.lora_name}" if args.lora_name else " (no adapter)")
+    info(f"loading {what} ...")
+    with quiet_stderr(not interactive):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        from extensions.dialogue_lora.generation import generate_reply, load_for_generation
+
+        loaded = load_for_generation(
+            args.model_name,
+            args.lora_name,
+            model_dir=args.model_dir,
+            lora_dir=args.lora_dir,
+            load_in_4bit=args.load_in_4bit,
+            load_in_8bit=args.load_in_8bit,
+            device=args.device,
+        )
+        if args.seed is not None:
+            from transformers import set_seed
+
+            set_seed(args.seed)
+
+    greedy = args.temperature == 0
+
+    def reply_fn(prompt: str):
+        return generate_reply(
+            loaded.model, loaded.tokenizer, prompt, max_new_tokens=args.max_new_tokens, greedy=greedy,
+            temperature=args.temperature or 1.0, top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty if args.repetition_penalty != 1.0 else None,
+        )
+
+    info(session.help_text())
+    lines = _read_interactive(args.user) if interactive else (line.rstrip("\n") for line in sys.stdin)
+    try:
+        for line in lines:
+            with quiet_stderr(not interactive):
+                replies, messages = session.handle(line, reply_fn)
+            for r in replies:
+                print(r, flush=True)
+            for m in messages:
+                info(m)
+            if session.done:
+                break
+    except KeyboardInterrupt:
+        info("")
+    return 0
+
+
+def _read_interactive(user: str):
+    while True:
+        try:
+            yield input(f"{user}: ")
+        except EOFError:
+            print(file=sys.stderr)
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

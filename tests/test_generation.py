@@ -1,0 +1,233 @@
+"""generation.py: loading base + adapter (and refusing the wrong ones), the newline stop, batching, the
+adapter toggle, and the chat session's handling of lines."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from extensions.dialogue_lora import prompt as P
+from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.generation import (
+    ChatSession,
+    NewlineStop,
+    adapter_disabled,
+    check_adapter_base,
+    generate_replies,
+    generate_reply,
+    load_for_generation,
+    prompt_ids,
+)
+
+from lora_helpers import bob_records, one_thread, shared_adapter
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_model_dir):
+    return shared_adapter(tmp_path_factory, tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir, adapter):
+    return load_for_generation(tiny_model_dir, adapter, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(tmp_path_factory):
+    """A second tiny model with other dimensions: adapters of the first must not load on it."""
+    from extensions.dialogue_lora.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("other") / "other-llama", ["Alice: hi\nBob: hello\n"] * 20,
+                            vocab_size=300, hidden_size=32, num_layers=1)
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def test_missing_adapter_lists_the_adapters_found(webui_root, adapter):
+    shutil.copytree(adapter, webui_root / "user_data" / "loras" / "bob")
+    with pytest.raises(UserError) as e:
+        load_for_generation("tiny-llama", "bobb")
+    msg = str(e.value)
+    assert "'bobb' not found" in msg and "did you mean 'bob'" in msg and "bob" in msg.split("adapters in")[1]
+
+
+def test_adapter_on_another_base_is_refused_before_loading(adapter, other_model_dir):
+    with pytest.raises(UserError) as e:
+        check_adapter_base(adapter, other_model_dir)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "hidden_size: adapter trained on 64, this model has 32" in msg
+    assert "'other-llama'" in msg and "trained on 'tiny-llama'" in msg
+
+
+def test_adapter_without_fingerprint_still_gets_a_one_line_error(adapter, other_model_dir, tmp_path):
+    """An adapter trained by another tool (no training_parameters.json, base path unknown here): PEFT's shape
+    error at load time becomes the same kind of message."""
+    bare = tmp_path / "bare"
+    shutil.copytree(adapter, bare)
+    (bare / "training_parameters.json").unlink()
+    cfg = json.loads((bare / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "/nowhere/some-base"
+    (bare / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError) as e:
+        load_for_generation(other_model_dir, bare, device="cpu")
+    msg = str(e.value)
+    assert "does not fit model 'other-llama'" in msg and "some-base" in msg and "\n" not in msg
+
+
+def test_loaded_model_knows_its_names(loaded, adapter):
+    assert loaded.model_name == "tiny-llama" and loaded.adapter_name == adapter.name
+    assert loaded.training_parameters["heldout_file"] == "heldout.json"
+
+
+# ---------------------------------------------------------------------------------------- generation
+
+
+def test_newline_stop_fires_whatever_token_holds_the_newline(tiny_model_dir):
+    """The criterion decodes the generated tokens: a token that merges "\\n" with other characters counts."""
+    import torch
+
+    from extensions.dialogue_lora.modeling import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    for text in (" Arr, matey!\nAlice: what", " ok?\n\nBob:", "\n"):
+        ids = tok.encode(text, add_special_tokens=False)
+        newline_at = next(i for i in range(1, len(ids) + 1) if "\n" in tok.decode(ids[:i]))
+        prompt = [5, 6, 7]
+        for n in range(1, len(ids) + 1):
+            stop = NewlineStop(tok, len(prompt), 1)
+            done = stop(torch.tensor([prompt + ids[:n]]))
+            assert bool(done[0]) == (n >= newline_at), (text, n)
+
+
+def test_trained_adapter_replies_end_at_the_newline(loaded):
+    reply, stopped = generate_reply(loaded.model, loaded.tokenizer, "Alice: Where is the boat and the bread?\nBob:",
+                                    max_new_tokens=40)
+    assert stopped and "\n" not in reply
+    assert reply.startswith("Arr") and reply.endswith("matey!")
+
+
+def test_base_model_runs_out_of_tokens_without_a_newline(loaded):
+    with adapter_disabled(loaded.model) as base:
+        reply, stopped = generate_reply(base, loaded.tokenizer, "Alice: Where is the boat?\nBob:", max_new_tokens=8)
+    assert "\n" not in reply
+    assert not stopped  # random weights: no newline within 8 tokens (checked: the base never writes one here)
+
+
+def test_batched_generation_matches_one_by_one(loaded):
+    """Left padding: prompts of different lengths in one batch give the same greedy replies as alone."""
+    prompts = [
+        "Bob:",
+        "Alice: Where is the boat and the bread?\nBob:",
+        "Alice: Hi.\nBob: Arr.\nAlice: Where is the river and the road tonight, Bob?\nBob:",
+    ]
+    batched = generate_replies(loaded.model, loaded.tokenizer, prompts, max_new_tokens=16, batch_size=3)
+    alone = [generate_reply(loaded.model, loaded.tokenizer, p, max_new_tokens=16) for p in prompts]
+    assert batched == alone
+
+
+def test_adapter_toggle_gives_the_base_model(loaded, tiny_model_dir):
+    import torch
+
+    from extensions.dialogue_lora.modeling import load_base
+
+    base, tok = load_base(tiny_model_dir, device="cpu")
+    ids = torch.tensor([prompt_ids(tok, "Alice: Where is the boat?\nBob:")])
+    with torch.no_grad():
+        plain = base(input_ids=ids).logits
+        with_adapter = loaded.model(input_ids=ids).logits
+        with adapter_disabled(loaded.model) as m:
+            toggled = m(input_ids=ids).logits
+        again = loaded.model(input_ids=ids).logits
+    assert torch.allclose(toggled, plain, atol=1e-5)
+    assert not torch.allclose(with_adapter, plain, atol=1e-3)
+    assert torch.allclose(again, with_adapter)  # switched back on after the block
+
+
+def test_prompt_ids_are_the_training_prefix(loaded):
+    """The prompt is tokenised exactly as training tokenised the context before the completion."""
+    from extensions.dialogue_lora.encoding import encode_record
+
+    for rec in bob_records(3, 7) + [{"conversations": [
+        {"from": "human", "value": "Alice: Where is the boat?"}, {"from": "gpt", "value": "Arr, by the river."},
+        {"from": "human", "value": "Alice: And the bread?"}, {"from": "gpt", "value": "Gone, matey!"}]}]:
+        enc = encode_record(rec, loaded.tokenizer, 512, name="Bob")
+        segs = P.record_segments(rec, "Bob")
+        last = max(i for i, (_, t) in enumerate(segs) if t)
+        ids = prompt_ids(loaded.tokenizer, [t for t, _ in segs[:last]])
+        assert enc["input_ids"][: len(ids)] == ids
+        if "input" in rec:  # single turn: nothing before the completion is scored
+            assert all(label == -100 for label in enc["labels"][: len(ids)])
+        assert enc["labels"][len(ids)] != -100
+
+
+def test_long_prompts_keep_their_newest_tokens(loaded):
+    ids = prompt_ids(loaded.tokenizer, "Alice: " + "word " * 200 + "\nBob:", max_tokens=20)
+    assert len(ids) == 20 and ids[0] == loaded.tokenizer.bos_token_id
+    assert loaded.tokenizer.decode(ids[1:]).endswith("\nBob:")
+
+
+def test_bad_max_new_tokens(loaded):
+    with pytest.raises(UserError, match="max_new_tokens"):
+        generate_reply(loaded.model, loaded.tokenizer, "Bob:", max_new_tokens=0)
+
+
+# --------------------------------------------------------------------------------------------- chat
+
+
+def _echo():
+    seen = []
+
+    def reply_fn(prompt):
+        seen.append(prompt)
+        return f"reply {len(seen)}\n(ignored)", True
+
+    return seen, reply_fn
+
+
+def test_chat_session_keeps_the_last_rounds_in_training_format():
+    seen, fn = _echo()
+    s = ChatSession(["Bob"], "Alice", rounds=2)
+    assert s.handle("Hello Bob!", fn) == (["Bob: reply 1 (ignored)"], [])
+    s.handle("Where is the boat?", fn)
+    assert seen[0] == "Alice: Hello Bob!\nBob:"
+    assert seen[1] == P.chat_prompt([("Alice", "Hello Bob!"), ("Bob", "reply 1 (ignored)"),
+                                     ("Alice", "Where is the boat?")], "Bob", 2)
+    assert seen[1] == "Bob: reply 1 (ignored)\nAlice: Where is the boat?\nBob:"  # 2 turns: the oldest dropped
+
+
+def test_chat_session_addresses_several_characters():
+    seen, fn = _echo()
+    s = ChatSession(["Bob", "Carol"], "Alice", rounds=5)
+    assert s.handle("@carol Hi there", fn)[0] == ["Carol: reply 1 (ignored)"]
+    assert seen[-1] == "Alice: Hi there\nCarol:"
+    assert s.handle("And you?", fn)[0][0].startswith("Bob: ")  # @ addresses one line only
+    assert s.handle("@Carol", fn)[0][0].startswith("Carol: ")  # Carol speaks without a user line
+    assert seen[-1].endswith("Bob: reply 2 (ignored)\nCarol:")
+    assert s.handle("/as Carol", fn) == ([], ["Carol answers from now on"])
+    assert s.handle("Well?", fn)[0][0].startswith("Carol: ")
+    assert "unknown character" in s.handle("/as Dave", fn)[1][0]
+    assert s.handle("@Dave hi", fn)[0][0].startswith("Carol: ")  # not a character: plain text
+    assert seen[-1].split("\n")[-2] == "Alice: @Dave hi"
+    assert s.handle("", fn) == ([], [])
+    s.handle("/reset", fn)
+    assert s.history == []
+    s.handle("/quit", fn)
+    assert s.done
+
+
+def test_chat_session_rejects_bad_names():
+    with pytest.raises(UserError, match="--name is empty"):
+        ChatSession([" ", ""], "Alice")
+    with pytest.raises(UserError, match="':'"):
+        ChatSession(["Bob:"], "Alice")
+    with pytest.raises(UserError, match="--rounds"):
+        ChatSession(["Bob"], "Alice", rounds=-1)
