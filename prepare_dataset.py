@@ -21,6 +21,11 @@ from extensions.dialogue_lora.sources import SOURCES
 from extensions.dialogue_lora.sources.csv_dialogue import DEFAULT_COLUMNS
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # no "(default: None)" on flags without a default
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, like every other error, instead of usage + message
         raise UserError(f"{message} (see --help)")
@@ -30,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         description="Turn raw dialogue (text, play script, Discord export, game-dialogue CSV) into "
         "training samples for one or more characters.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
     )
     p.add_argument("--name", "-n", action="append", dest="names", metavar="NAME",
                    help="character to make samples for (case-insensitive); repeat it or comma-separate "
