@@ -29,7 +29,7 @@ def _adds_dummy_prefix(tokenizer) -> bool:
 
     Such a tokenizer encodes " hi" on its own as "▁" + "▁hi", not as the "▁hi" it has in running text;
     we then drop one leading space of non-first pieces so " reply" becomes "▁reply" as in running text.
-    Detected by encoding "a" alone and "a a": with a dummy prefix both words come out the same token.
+    Detected by encoding "a" alone and "a a": with a dummy prefix both words come out as the same tokens.
     """
     cache = getattr(tokenizer, "_dialogue_lora_dummy_prefix", None)
     if cache is not None:
@@ -37,7 +37,8 @@ def _adds_dummy_prefix(tokenizer) -> bool:
     try:
         one = _encode(tokenizer, "a", False)
         two = _encode(tokenizer, "a a", False)
-        result = len(one) == 1 and len(two) == 2 and two[0] == two[1] == one[0]
+        n = len(one)
+        result = n > 0 and len(two) == 2 * n and two[:n] == one and two[n:] == one
     except Exception:  # noqa: BLE001 - an exotic tokenizer: assume the common (byte-level) behaviour
         result = False
     try:

@@ -1,0 +1,160 @@
+"""Golden tests of tokenisation, loss masking and cutting, with a character-level mock tokenizer.
+
+One character is one token (its code point), BOS is 1, so every expected input_ids/labels list can be
+checked by eye against the text.
+"""
+from __future__ import annotations
+
+import pytest
+
+from extensions.dialogue_lora import batching, encoding
+
+BOS = 1
+X = encoding.IGNORE_INDEX
+
+
+class CharTokenizer:
+    """One token per character (its code point); BOS prepended when add_special_tokens."""
+
+    def __init__(self, bos: int | None = BOS, eos_after: bool = False):
+        self.bos = bos
+        self.eos_after = eos_after
+
+    def encode(self, text, add_special_tokens=True):
+        ids = [ord(c) for c in text]
+        if add_special_tokens:
+            ids = ([self.bos] if self.bos is not None else []) + ids + ([2] if self.eos_after else [])
+        return ids
+
+
+class SentencePieceLike(CharTokenizer):
+    """Adds a word boundary token (0x2581, '▁') before every encoded text, as Llama-2's tokenizer does."""
+
+    def encode(self, text, add_special_tokens=True):
+        ids = [0x2581] + [0x2581 if c == " " else ord(c) for c in text]
+        return ([self.bos] if add_special_tokens else []) + ids
+
+
+def c(text: str) -> list[int]:
+    return [ord(ch) for ch in text]
+
+
+def test_rounds_sample_golden():
+    rec = {"input": "A: hi\nB:", "output": "yo"}
+    enc = encoding.encode_record(rec, CharTokenizer(), cutoff_len=64)
+    assert enc["input_ids"] == [BOS] + c("A: hi\nB:") + c(" yo\n")
+    assert enc["labels"] == [X] + [X] * 8 + c(" yo\n")
+
+
+def test_trainable_newline_and_leading_space():
+    enc = encoding.encode_segments([("B:", False), (" ok\n", True)], CharTokenizer(), 64)
+    assert enc == {"input_ids": [BOS, 66, 58, 32, 111, 107, 10], "labels": [X, X, X, 32, 111, 107, 10]}
+
+
+def test_multi_turn_trains_every_assistant_turn():
+    segs = [("U: a\nB:", False), (" x\n", True), ("U: b\nB:", False), (" y\n", True)]
+    enc = encoding.encode_segments(segs, CharTokenizer(), 64)
+    assert enc["input_ids"] == [BOS] + c("U: a\nB:") + c(" x\n") + c("U: b\nB:") + c(" y\n")
+    assert enc["labels"] == [X] + [X] * 7 + c(" x\n") + [X] * 7 + c(" y\n")
+
+
+def test_sharegpt_record_golden():
+    rec = {"name": "B", "conversations": [{"from": "human", "value": "U: a"}, {"from": "gpt", "value": "x"}]}
+    enc = encoding.encode_record(rec, CharTokenizer(), 64)
+    assert enc["input_ids"] == [BOS] + c("U: a\nB:") + c(" x\n")
+    assert enc["labels"] == [X] * 8 + c(" x\n")
+
+
+def test_cut_oldest_context_keeps_bos_and_completion():
+    rec = {"input": "A: hello\nB:", "output": "yo"}  # 1 + 11 + 4 = 16 tokens
+    enc = encoding.encode_record(rec, CharTokenizer(), cutoff_len=10)
+    assert enc["input_ids"] == [BOS] + c("lo\nB:") + c(" yo\n")
+    assert enc["labels"] == [X] * 6 + c(" yo\n")
+    assert len(enc["input_ids"]) == 10
+
+
+def test_cut_drops_older_completions_before_the_last():
+    segs = [("U:", False), (" x\n", True), ("B:", False), (" y\n", True)]
+    enc = encoding.encode_segments(segs, CharTokenizer(), 7)
+    assert enc["input_ids"] == [BOS] + c("\nB:") + c(" y\n")
+    assert enc["labels"] == [X, 10, X, X] + c(" y\n")  # the end of an older completion may stay as a target
+
+
+def test_completion_that_does_not_fit_is_dropped():
+    rec = {"input": "A:", "output": "a long reply"}
+    assert encoding.encode_record(rec, CharTokenizer(), cutoff_len=10) is None
+    # exactly fitting: BOS + 14 completion tokens
+    assert encoding.encode_record(rec, CharTokenizer(), cutoff_len=15)["input_ids"] == [BOS] + c(" a long reply\n")
+
+
+def test_encode_records_counts_dropped():
+    recs = [{"input": "A:", "output": "ok"}, {"input": "A:", "output": "x" * 50}, {"input": "A:", "output": "no"}]
+    out, dropped = encoding.encode_records(recs, CharTokenizer(), 16)
+    assert dropped == [1] and len(out) == 2
+
+
+def test_no_bos_tokenizer():
+    enc = encoding.encode_segments([("B:", False), (" k\n", True)], CharTokenizer(bos=None), 64)
+    assert enc == {"input_ids": c("B: k\n"), "labels": [X, X] + c(" k\n")}
+
+
+def test_appended_eos_is_not_put_mid_sample():
+    enc = encoding.encode_segments([("B:", False), (" k\n", True)], CharTokenizer(eos_after=True), 64)
+    assert enc["input_ids"] == [BOS] + c("B: k\n")
+
+
+def test_sentencepiece_dummy_prefix_not_doubled():
+    tok = SentencePieceLike()
+    enc = encoding.encode_segments([("B:", False), (" k\n", True)], tok, 64)
+    # "▁B:" then the reply as in running text: "▁k\n", not "▁▁k\n"
+    assert enc["input_ids"] == [BOS, 0x2581, 66, 58, 0x2581, 107, 10]
+    assert enc["labels"] == [X, X, X, X, 0x2581, 107, 10]
+
+
+def test_bad_cutoff():
+    with pytest.raises(ValueError):
+        encoding.encode_segments([("a", False), ("b", True)], CharTokenizer(), 0)
+
+
+def test_real_tokenizer_boundary(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    rec = {"input": "Alice: Where is the boat?\nBob:", "output": "Arr, matey!"}
+    enc = encoding.encode_record(rec, tok, 256)
+    n_prompt = len(tok.encode(rec["input"]))
+    assert enc["input_ids"][:n_prompt] == tok.encode(rec["input"])  # the prompt exactly as at inference
+    assert all(l == X for l in enc["labels"][:n_prompt])
+    assert tok.decode([t for t in enc["labels"] if t != X]) == " Arr, matey!\n"
+
+
+# ------------------------------------------------------------------------------------- batching
+
+
+def test_shifted_targets_stay_inside_a_sample():
+    a = {"input_ids": [1, 5, 6], "labels": [X, 5, 6]}
+    b = {"input_ids": [1, 7, 8, 9], "labels": [X, X, 8, 9]}
+    batch = batching.collate_packed([a, b], pad_id=0, capacity=None)
+    assert batch["input_ids"].tolist() == [[1, 5, 6, 1, 7, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3]]
+    assert batch["targets"].tolist() == [[5, 6, X, X, 8, 9, X]]
+    m = batch["attention_mask"][0, 0].int().tolist()
+    assert m[4] == [0, 0, 0, 1, 1, 0, 0]  # sample b's 2nd token sees only b
+    assert m[2] == [1, 1, 1, 0, 0, 0, 0]
+
+
+def test_pack_rows_capacity_and_padding():
+    s = [{"input_ids": [1] * n, "labels": [X] + [3] * (n - 1)} for n in (4, 3, 5)]
+    batch = batching.collate_packed(s, pad_id=0, capacity=8)
+    assert batch["input_ids"].shape == (2, 7)
+    assert batch["input_ids"][1].tolist() == [1] * 5 + [0, 0]
+    m = batch["attention_mask"][1, 0]
+    assert m[5].int().tolist() == [0, 0, 0, 0, 0, 1, 0]  # padding attends only to itself (no NaN)
+    assert batch["targets"][1, 5:].tolist() == [X, X]
+
+
+def test_epoch_batches_reproducible():
+    a = batching.epoch_batches(10, 3, seed=1, epoch=0)
+    assert a == batching.epoch_batches(10, 3, seed=1, epoch=0)
+    assert a != batching.epoch_batches(10, 3, seed=1, epoch=1)
+    assert sorted(i for b in a for i in b) == list(range(10)) and [len(b) for b in a] == [3, 3, 3, 1]
