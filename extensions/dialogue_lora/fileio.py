@@ -47,6 +47,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2)
         f.write("\n")
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
     """Write samples atomically: one JSON object a line when the name ends in .jsonl, else a JSON array.
 
@@ -54,16 +57,17 @@ def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
     """
     n = 0
     jsonl = str(path).lower().endswith(".jsonl")
+    encode = _ENCODER.encode  # json.dumps(..., ensure_ascii=False) would build an encoder per record
     with atomic_open(path, "w") as f:
         if not jsonl:
             f.write("[")
         for rec in records:
             if jsonl:
-                f.write(json.dumps(rec, ensure_ascii=False))
+                f.write(encode(rec))
                 f.write("\n")
             else:
                 f.write(",\n" if n else "\n")
-                f.write(json.dumps(rec, ensure_ascii=False))
+                f.write(encode(rec))
             n += 1
         if not jsonl:
             f.write("\n]\n" if n else "]\n")

@@ -103,6 +103,7 @@ def iter_samples(
     per_name = tally.per_name
     is_target: dict[str, bool] = {}
     append = window.append
+    new = tuple.__new__  # Sample(...) without the Python-level __new__
     n_turns = 0
     for t in turns:
         if t is None:
@@ -140,7 +141,7 @@ def iter_samples(
                         continue
                     seen_keys.add(key)
                 per_name[speaker] += 1
-                yield Sample(inp, out, speaker, f"{t[2]}:{t[3]}", context)
+                yield new(Sample, (inp, out, speaker, f"{t[2]}:{t[3]}", context))
         append(f"{speaker}: {text}")
     tally.turns += n_turns
 

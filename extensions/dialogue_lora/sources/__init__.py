@@ -1,9 +1,9 @@
 """Readers that turn an input (text file, Discord export, game-dialogue CSV) into a stream of turns.
 
-`detect_source(path)` picks the reader from the content when `--source auto`:
-a folder, or a file whose content starts with `{`, is a Discord export; a file whose first line
-holds a comma and the speaker and text columns (or whose name ends in .csv) is a CSV; anything else
-is dialogue text.
+`detect_source(path)` picks the reader from the content when `--source auto`: a folder, a .json
+file, or a file starting with `{` that holds "messages", is a Discord export; a .csv file, or one
+whose first line holds a comma and the speaker and text column names, is a CSV; anything else is
+dialogue text.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     with open_text(path) as f:
         head = f.read(4096)
     stripped = head.lstrip()
-    if stripped.startswith("{") or (stripped.startswith("[") and path.suffix.lower() == ".json"):
+    is_json = path.suffix.lower() == ".json"
+    if (stripped.startswith("{") and (is_json or '"messages"' in head)) or (stripped.startswith("[") and is_json):
         return "discord"
     if path.suffix.lower() == ".csv":
         return "csv"
