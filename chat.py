@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model_name", required=True, help="base model: a folder under the models directory, or a path")
     p.add_argument("-l", "--lora_name", default=None, help="adapter: a folder under the loras directory, or a path "
                    "(default: none, the base model alone)")
-    p.add_argument("--name", required=True, help="the character(s) the model speaks as: Bob, or Bob,Carol (first answers)")
+    p.add_argument("--name", default=None, help="the character(s) the model speaks as: Bob, or Bob,Carol (the first "
+                   "answers); default: the name recorded when the adapter was trained")
     p.add_argument("--user", default="You", help="your speaker name in the conversation (default: You)")
     p.add_argument("--rounds", type=int, default=5, help="previous turns kept as context (default 5)")
     p.add_argument("--max_new_tokens", type=int, default=64, help="most tokens per reply (default 64)")
@@ -83,9 +84,16 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     interactive = sys.stdin.isatty()
-    from extensions.dialogue_lora.generation import ChatSession
+    from extensions.dialogue_lora.generation import ChatSession, read_training_parameters
+    from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
 
-    session = ChatSession(args.name.split(","), args.user, args.rounds)  # bad names fail before loading
+    names = args.name
+    if args.lora_name:  # a missing adapter fails here, before anything heavy loads
+        adapter = resolve_adapter(args.lora_name, resolve_dirs(lora_dir=args.lora_dir).loras)
+        names = names or read_training_parameters(adapter).get("name")
+    if not names:
+        raise UserError("--name is required: the character the model speaks as, e.g. --name Bob")
+    session = ChatSession(str(names).split(","), args.user, args.rounds)  # bad names fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")
     if args.temperature < 0:

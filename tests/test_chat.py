@@ -1,0 +1,80 @@
+"""chat.py as a person (or a pipe) uses it: piped lines in, one `Bob: reply` line out per line, nothing else."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lora_helpers import shared_adapter, subprocess_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def layout(webui_root, tmp_path_factory, tiny_model_dir):
+    shutil.copytree(shared_adapter(tmp_path_factory, tiny_model_dir), webui_root / "user_data" / "loras" / "bob")
+    return webui_root
+
+
+def chat(args: list[str], lines: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "chat.py"), *args], input=lines, cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=subprocess_env())
+
+
+@pytest.mark.slow
+def test_three_piped_lines_give_three_one_line_replies(layout):
+    lines = "Where is the boat and the bread?\nWhere is the river and the road?\nWhere is the song and the day?\n"
+    p = chat(["-m", "tiny-llama", "-l", "bob", "--name", "Bob", "--user", "Alice", "--temperature", "0"], lines, layout)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.splitlines()
+    assert len(out) == 3, p.stdout
+    for line in out:
+        assert line.startswith("Bob: Arr") and line.endswith("matey!"), line  # the trained voice, stopped at "\n"
+    assert p.stderr == ""  # piped: no banner, no prompts, no loading chatter
+
+
+def test_base_model_alone_and_quit(layout, monkeypatch, capsys):
+    """No --lora: the base model answers (gibberish, still one line each); /quit ends the session.
+    Run in-process (chat.main with a piped stdin) to spare a process start."""
+    import io
+
+    sys.path.insert(0, str(ROOT))
+    import chat as chat_cli
+
+    from transformers.utils import logging as hf_logging
+
+    for var in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+        monkeypatch.delenv(var, raising=False)  # chat.main sets them; monkeypatch restores the state before
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\nAnyone?\n/quit\nnot read\n"))
+    try:
+        assert chat_cli.main(["-m", "tiny-llama", "--name", "Bob", "--max_new_tokens", "6", "--seed", "1",
+                              "--device", "cpu"]) == 0
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.startswith("Bob:") for line in out)
+
+
+@pytest.mark.slow
+def test_several_characters_in_one_adapter(layout):
+    p = chat(["-m", "tiny-llama", "-l", "bob", "--name", "Bob,Carol", "--user", "Alice", "--temperature", "0",
+              "--max_new_tokens", "12"], "Hi all\n@Carol Where is the boat?\n/as Carol\nAnd you?\n@Bob\n/quit\nnot read\n", layout)
+    assert p.returncode == 0, p.stderr
+    speakers = [line.split(":", 1)[0] for line in p.stdout.splitlines()]
+    assert speakers == ["Bob", "Carol", "Carol", "Bob"]
+
+
+@pytest.mark.slow
+def test_errors_are_one_line(layout):
+    p = chat(["-m", "tiny-llama", "-l", "bobby", "--name", "Bob"], "hi\n", layout)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("error: adapter 'bobby' not found") and "bob" in p.stderr
+    assert p.stdout == ""
+    p = chat(["-m", "tiny-llama", "--name", "Bob:"], "hi\n", layout)
+    assert p.returncode != 0 and p.stderr.startswith("error: name 'Bob:' must not contain ':'")
