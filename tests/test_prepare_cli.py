@@ -156,6 +156,7 @@ def test_config_validation_names_the_flags():
         assert flag in msg
     assert PrepareConfig(names="Alice, bob,ALICE").names == ["Alice", "bob"]
     assert PrepareConfig(names=["Alice", "Bob,Carol"]).names == ["Alice", "Bob", "Carol"]
+    assert PrepareConfig(names=["Bob:"]).names == ["Bob"]
     with pytest.raises(UserError, match="overwritten"):
         PrepareConfig(names=["Bob"], txtfilename="a.json", jsonfilename="a.json")
 

@@ -34,7 +34,8 @@ SPEAKERS_SHOWN = 10
 
 
 def split_names(names) -> list[str]:
-    """`--name` values: repeated and/or comma-separated, trimmed, duplicates (any case) removed."""
+    """`--name` values: repeated and/or comma-separated, trimmed (a trailing `:` too), duplicates
+    (any case) removed."""
     if names is None:
         return []
     if isinstance(names, str):
@@ -43,7 +44,7 @@ def split_names(names) -> list[str]:
     seen: set[str] = set()
     for item in names:
         for n in str(item).split(","):
-            n = " ".join(n.split())
+            n = " ".join(n.split()).rstrip(":").rstrip()  # "Bob:" as typed from the data means Bob
             if n and n.casefold() not in seen:
                 seen.add(n.casefold())
                 out.append(n)
