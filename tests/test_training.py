@@ -1,0 +1,347 @@
+"""Training on the tiny offline model, CPU: what the adapter learns, what is saved, how runs stop and resume.
+
+The dataset has two speakers: Alice asks ("Where is the X and the Y?"), Bob answers like a pirate
+("Arr, the X be by the Y, matey!"). The adapter is trained on Bob's lines only; Alice's lines are context.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from extensions.dialogue_lora import batching, encoding, modeling
+from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.training import TrainConfig, check, train
+
+WORDS = "market rain town bread river light night day friend road home song boat".split()
+# The tiny random model needs a larger step than a real one to learn within seconds.
+TINY_LR = 3e-3
+
+
+def bob_records(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b, c, d = rng.sample(WORDS, 4)
+        out.append({"input": f"Alice: Where is the {a} and the {b}?\nBob:", "output": f"Arr, the {c} be by the {d}, matey!"})
+    return out
+
+
+def alice_records(n: int, seed: int) -> list[dict]:
+    """Alice's lines as completions: what the adapter never learned (they were context only)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b, c, d = rng.sample(WORDS, 4)
+        out.append({"input": f"Bob: Arr, the {a} be by the {b}, matey!\nAlice:", "output": f"Where is the {c} and the {d}?"})
+    return out
+
+
+def token_losses(model, tok, records) -> list[tuple[int, float]]:
+    """(token id, loss) for every completion token of the records."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    with torch.no_grad():
+        for r in records:
+            s = encoding.encode_record(r, tok, 256)
+            ids = torch.tensor([s["input_ids"]])
+            logits = model(input_ids=ids).logits[0, :-1]
+            targets = torch.tensor(s["labels"][1:])
+            losses = F.cross_entropy(logits, targets.clamp(min=0), reduction="none")
+            out += [(int(t), float(l)) for t, l in zip(targets, losses) if t != encoding.IGNORE_INDEX]
+    return out
+
+
+def completion_loss(model, tok, records) -> float:
+    """Mean loss per completion token (encoding + packed batches: the trainer's own definition)."""
+    import torch
+
+    samples = [encoding.encode_record(r, tok, 256) for r in records]
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(samples), 8):
+            batch = batching.collate(samples[i : i + 8], tok.pad_token_id, True, None)
+            loss, k = batching.loss_sum(model, batch, "cpu")
+            total += float(loss)
+            n += k
+    return total / n
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("train")
+    (root / "models").mkdir()
+    shutil.copytree(tiny_model_dir, root / "models" / "tiny")
+    (root / "loras").mkdir()
+    data = root / "bob.json"
+    data.write_text(json.dumps(bob_records(120, 0)), encoding="utf-8")
+    return root
+
+
+def make_cfg(env: Path, **kw) -> TrainConfig:
+    base = dict(dataset_name=str(env / "bob.json"), model_name="tiny", model_dir=str(env / "models"),
+                lora_dir=str(env / "loras"), learning_rate=TINY_LR, batch_size=8, epochs=3, lora_dropout=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(env):
+    events = []
+    result = train(make_cfg(env, lora_name="bob", val_ratio=0.1), on_progress=events.append)
+    return result, events
+
+
+# --------------------------------------------------------------------------------------- the model
+
+
+def test_packed_samples_do_not_see_each_other(tiny_model_dir):
+    """A packed sample's logits equal its logits when run alone (4D block mask + reset positions)."""
+    import torch
+
+    model, tok = modeling.load_base(tiny_model_dir, device="cpu")
+    samples = [encoding.encode_record(r, tok, 256) for r in bob_records(3, 5)]
+    samples[1] = encoding.encode_record({"input": "Bob:", "output": "Arr!"}, tok, 256)
+    batch = batching.collate_packed(samples, tok.pad_token_id, capacity=None)
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits[0]
+        unmasked = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        at = 0
+        for s in samples:
+            n = len(s["input_ids"])
+            alone = model(input_ids=torch.tensor([s["input_ids"]])).logits[0]
+            assert torch.allclose(packed[at : at + n], alone, atol=1e-5)
+            at += n
+    # reset position_ids alone do not isolate the samples with sdpa: the later samples' logits differ
+    n0 = len(samples[0]["input_ids"])
+    assert not torch.allclose(unmasked[n0:], packed[n0:], atol=1e-4)
+
+
+def test_learns_the_speaker_not_the_context(env, trained, tiny_model_dir):
+    from peft import PeftModel
+
+    result, _ = trained
+    model, tok = modeling.load_base(tiny_model_dir, device="cpu")
+    heldout = json.loads((result.output_dir / "heldout.json").read_text(encoding="utf-8"))
+    assert len(heldout) == result.n_val == 12
+    alice = alice_records(24, 7)
+    bob_before, alice_before = completion_loss(model, tok, heldout), completion_loss(model, tok, alice)
+    alice_tokens_before = token_losses(model, tok, alice)
+    peft_model = PeftModel.from_pretrained(model, str(result.output_dir))
+    peft_model.eval()
+    bob_after, alice_after = completion_loss(peft_model, tok, heldout), completion_loss(peft_model, tok, alice)
+    import math
+
+    assert math.exp(bob_after) <= 0.6 * math.exp(bob_before), (bob_before, bob_after)
+    # Alice's lines were context only: the tokens that only she says are not learned. (Tokens she shares
+    # with Bob's replies, " the", the nouns and the newline, do get likelier: Bob's replies teach them.)
+    bob_vocab = {t for r in bob_records(120, 0) for t in encoding.encode_record(r, tok, 256)["labels"]}
+    before = [l for t, l in alice_tokens_before if t not in bob_vocab]
+    peft_model.disable_adapter_layers()
+    assert abs(completion_loss(peft_model, tok, alice) - alice_before) < 1e-6
+    peft_model.enable_adapter_layers()
+    after = [l for t, l in token_losses(peft_model, tok, alice) if t not in bob_vocab]
+    assert len(before) >= 3 * len(alice)  # " Where", " is", " and", "?" ...
+    own_before, own_after = sum(before) / len(before), sum(after) / len(after)
+    print(f"Bob {bob_before:.3f} -> {bob_after:.3f}; Alice {alice_before:.3f} -> {alice_after:.3f}, "
+          f"her own tokens {own_before:.3f} -> {own_after:.3f}")
+    assert math.exp(own_after) >= 0.95 * math.exp(own_before), (own_before, own_after)
+    assert math.exp(alice_after) > 0.8 * math.exp(alice_before), (alice_before, alice_after)
+    # the trainer's own held-out figures agree
+    assert abs(result.eval_loss - bob_after) < 1e-3 and abs(result.base_eval_loss - bob_before) < 1e-3
+
+    # greedy replies are one line: the newline comes, and the line is Bob's
+    for rec in heldout[:4]:
+        ids = tok(rec["input"], return_tensors="pt")
+        out = peft_model.generate(**ids, max_new_tokens=40, do_sample=False)
+        text = tok.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert "\n" in text, text
+        assert text.split("\n", 1)[0].strip().startswith("Arr, the"), text
+
+
+def test_saved_folder(trained):
+    result, events = trained
+    out = result.output_dir
+    for f in ("adapter_config.json", "adapter_model.safetensors", "training_parameters.json", "training_log.json",
+              "heldout.json", "README.md"):
+        assert (out / f).is_file(), f
+    assert not list(out.glob("checkpoint-*")) and not list(out.parent.glob(".bob*"))
+    params = json.loads((out / "training_parameters.json").read_text())
+    assert params["base_model"] == "tiny" and Path(params["base_model_path"]).is_absolute()
+    assert params["base_fingerprint"] == {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+                                          "vocab_size": params["base_fingerprint"]["vocab_size"]}
+    assert params["prompt_format"]["completion"] == "' ' + reply + '\\n'"
+    assert params["heldout_file"] == "heldout.json" and params["n_train"] == 108 and params["n_val"] == 12
+    assert params["seed"] == 42 and params["lora_alpha"] == 32 and params["learning_rate"] == TINY_LR
+    assert "q_proj" in params["target_modules"] and "lm_head" not in params["target_modules"]
+    assert Path(params["dataset"]).is_absolute()
+    log = json.loads((out / "training_log.json").read_text())
+    assert [e["epoch"] for e in log["evals"]] == [1, 2, 3]
+    assert log["steps"] and set(log["steps"][0]) >= {"step", "epoch", "loss", "lr", "tokens_per_s"}
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == result.total_steps == 3 * 14
+    assert set(steps[0]) >= {"step", "total_steps", "epoch", "loss", "lr", "tokens_per_s", "eta_s"}
+    evals = [e for e in events if e["event"] == "eval"]
+    assert evals[0].get("base") and all("perplexity" in e for e in evals)
+    assert events[-1]["event"] == "done"
+    card = (out / "README.md").read_text()
+    assert "PeftModel.from_pretrained" in card and "perplexity" in card
+
+
+def test_loads_like_the_webui(trained, tiny_model_dir):
+    """modules/LoRA.py: PeftModel.from_pretrained(shared.model, lora_dir/name, adapter_name=name), then load_adapter."""
+    import torch
+    from peft import PeftModel
+
+    result, _ = trained
+    model, tok = modeling.load_base(tiny_model_dir, device="cpu")
+    ids = tok("Alice: Where is the boat and the rain?\nBob:", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base_logits = model(ids).logits
+    lora_dir = result.output_dir.parent
+    wrapped = PeftModel.from_pretrained(model, str(lora_dir / "bob"), adapter_name="bob")
+    second = lora_dir / "bob-copy"
+    shutil.copytree(result.output_dir, second)
+    wrapped.load_adapter(str(second), adapter_name="bob-copy")
+    wrapped.set_adapter("bob-copy")
+    wrapped.eval()
+    with torch.no_grad():
+        adapted = wrapped(ids).logits
+    assert not torch.allclose(adapted, base_logits, atol=1e-3)
+    shutil.rmtree(second)
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+
+def test_config_messages_name_the_flag():
+    with pytest.raises(UserError, match="--load_in_4bit and --load_in_8bit cannot be used together"):
+        TrainConfig(load_in_4bit=True, load_in_8bit=True)
+    with pytest.raises(UserError) as e:
+        TrainConfig(batch_size=0, method="qlora", val_ratio=0.7, lora_name="../x")
+    msg = str(e.value)
+    for flag in ("--batch_size", "--method", "--val_ratio", "--lora_name"):
+        assert flag in msg
+    assert TrainConfig(target_modules="q_proj, v_proj").target_modules == ["q_proj", "v_proj"]
+    assert TrainConfig(method="prompt_tuning").lr == 3e-2 and TrainConfig().lr == 3e-4
+
+
+def test_check_reports_everything_before_loading(env, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"input": "A:", "output": "x"}, {"input": "A:", "output": "y"}, {"text": "?"}]))
+    with pytest.raises(UserError) as e:
+        check(make_cfg(env, model_name="tinny", dataset_name=str(bad), lora_name="c"))
+    msg = str(e.value)
+    assert "2 problems" in msg and "'tinny' not found" in msg and "tiny" in msg and "sample 2" in msg
+
+
+def test_missing_target_module_lists_linear_layers(env):
+    with pytest.raises(UserError) as e:
+        check(make_cfg(env, target_modules=["q_proj", "c_attn"], lora_name="t"))
+    assert "c_attn" in str(e.value) and "q_proj" in str(e.value) and "down_proj" in str(e.value)
+
+
+def test_4bit_without_bitsandbytes(env, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(UserError, match="pip install bitsandbytes"):
+        check(make_cfg(env, load_in_4bit=True, lora_name="q"))
+
+
+def test_overwrite_refusal_changes_nothing(env):
+    out = env / "loras" / "taken"
+    out.mkdir()
+    (out / "adapter_config.json").write_text("{}")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    with pytest.raises(UserError, match="--overwrite"):
+        train(make_cfg(env, lora_name="taken", max_steps=1))
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
+    res = train(make_cfg(env, lora_name="taken", max_steps=2, val_ratio=0, overwrite=True))
+    assert res.step == 2 and (out / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+# -------------------------------------------------------------------------------- stop and resume
+
+
+def _adapter_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_resume_gives_the_uninterrupted_result(env):
+    import torch
+
+    small = env / "small.json"
+    small.write_text(json.dumps(bob_records(40, 3)))
+    common = dict(dataset_name=str(small), batch_size=4, epochs=2, val_ratio=0.1, lora_dropout=0.1, seed=7)
+    full = train(make_cfg(env, lora_name="full", **common))
+    stop = train(make_cfg(env, lora_name="part", **common), should_stop=lambda: True)  # stops after step 1
+    assert stop.stopped and stop.step == 1 and stop.checkpoint.name == "checkpoint-1"
+    part = env / "loras" / "part"
+    assert not (part / "adapter_model.safetensors").exists()
+    # stop again mid-epoch 2 (from a resumed run), then finish
+    calls = {"n": 0}
+
+    def stop_at_12():
+        calls["n"] += 1
+        return calls["n"] >= 11
+
+    mid = train(make_cfg(env, lora_name="part", resume=True, **common), should_stop=stop_at_12)
+    assert mid.stopped and mid.step == 12
+    done = train(make_cfg(env, lora_name="part", resume=True, **common))
+    assert not done.stopped and done.step == full.step == 18
+    a, b = _adapter_tensors(env / "loras" / "full"), _adapter_tensors(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    la = json.loads((env / "loras" / "full" / "training_log.json").read_text())
+    lb = json.loads((part / "training_log.json").read_text())
+    assert [round(e["eval_loss"], 5) for e in la["evals"]] == [round(e["eval_loss"], 5) for e in lb["evals"]]
+    assert not list(part.glob("checkpoint-*"))
+    # a finished run has nothing to resume
+    with pytest.raises(UserError, match="no checkpoint"):
+        check(make_cfg(env, lora_name="part", resume=True, **common))
+    # a resume with settings that change the data order is refused
+    train(make_cfg(env, lora_name="other", **common), should_stop=lambda: True)
+    with pytest.raises(UserError, match="--batch_size was 4"):
+        train(make_cfg(env, lora_name="other", resume=True, **dict(common, batch_size=8)))
+
+
+# ------------------------------------------------------------------------------ methods and bits
+
+
+def test_prompt_tuning(env, tiny_model_dir):
+    from peft import PeftModel
+
+    res = train(make_cfg(env, lora_name="soft", method="prompt_tuning", num_virtual_tokens=8, epochs=1,
+                         learning_rate=3e-2, val_ratio=0.1))
+    cfg = json.loads((res.output_dir / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "PROMPT_TUNING" and cfg["num_virtual_tokens"] == 8
+    assert res.eval_loss < res.base_eval_loss
+    model, tok = modeling.load_base(tiny_model_dir, device="cpu")
+    wrapped = PeftModel.from_pretrained(model, str(res.output_dir))
+    ids = tok("Alice: Where is the boat and the rain?\nBob:", return_tensors="pt")
+    out = wrapped.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > 0
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_training_on_cpu(env, tiny_model_dir, bits):
+    from peft import PeftModel
+
+    flag = {4: "load_in_4bit", 8: "load_in_8bit"}[bits]
+    res = train(make_cfg(env, lora_name=f"q{bits}", max_steps=3, val_ratio=0.1, **{flag: True}))
+    params = json.loads((res.output_dir / "training_parameters.json").read_text())
+    assert params[flag] is True and res.step == 3 and res.eval_loss is not None
+    model, _ = modeling.load_base(tiny_model_dir, device="cpu", **{flag: True})
+    PeftModel.from_pretrained(model, str(res.output_dir))
