@@ -101,3 +101,34 @@ def test_hot_path_agrees_with_split_speaker(line):
 def test_clean_text_is_one_clean_line(text):
     out = clean_text(text)
     assert out == " ".join(out.split()) and prompt.one_line(out) == out
+
+
+json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12))
+json_value = st.recursive(json_scalar, lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=8), c, max_size=3)), max_leaves=8)
+message = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.one_of(st.sampled_from(["Default", "Reply", "GuildMemberJoin"]), json_value),
+        "timestamp": st.one_of(st.just("2024-05-01T10:00:00.000+00:00"), json_value),
+        "content": st.one_of(st.text(max_size=30), json_value),
+        "author": st.one_of(
+            st.fixed_dictionaries({}, optional={"name": st.one_of(st.sampled_from(["Bob", "amy"]), json_value),
+                                                "nickname": json_value, "isBot": json_value, "id": json_value}),
+            json_value,
+        ),
+        "mentions": json_value,
+        "attachments": json_value,
+    },
+)
+
+
+@FAST
+@given(messages=st.lists(st.one_of(message, json_value), max_size=6), gap=st.floats(0.1, 100))
+def test_odd_discord_exports_give_samples_or_user_error(tmp_path, messages, gap):
+    data = json.dumps({"messages": messages}).encode()
+    src = tmp_path / "export.json"
+    src.write_bytes(data)
+    try:
+        prepare(PrepareConfig(names=["*"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json"), gap_minutes=gap))
+    except UserError:
+        pass

@@ -148,6 +148,15 @@ def test_discord_bots_types_attachments_pings(tmp_path):
     assert dropped == Counter(bot=1, system_message=1, attachment_only=1, empty=1, ping_only=1)
 
 
+def test_discord_naive_and_offset_timestamps_mix(tmp_path):
+    a = msg(1, "Alex", "a long enough message to keep around", 0)
+    b = msg(2, "Sam", "another long enough message to keep", 0)
+    a["timestamp"] = "2024-05-01T10:00:00"
+    b["timestamp"] = "2024-05-01T12:00:00.1234567+02:00"  # the same instant as 10:00 UTC, 7 digits
+    got, _ = discord_turns(export(tmp_path, [a, b]), filter_low_quality=False)
+    assert got == [("Alex", "a long enough message to keep around"), ("Sam", "another long enough message to keep"), None]
+
+
 def test_discord_nickname_else_name(tmp_path):
     p = export(tmp_path, [msg(1, "Alex", "a message long enough to count here", who={"nickname": None})])
     assert discord_turns(p, filter_low_quality=False)[0] == [("alex", "a message long enough to count here"), None]

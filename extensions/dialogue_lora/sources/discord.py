@@ -21,7 +21,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -92,6 +92,11 @@ class DiscordOptions:
     short_chars: int = 30
 
 
+def _kept_type(msg: dict) -> bool:
+    kind = msg.get("type", "Default")
+    return isinstance(kind, str) and kind in KEPT_TYPES
+
+
 def _parse_time(value, where: str) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -99,9 +104,11 @@ def _parse_time(value, where: str) -> datetime | None:
     if v.endswith("Z"):
         v = v[:-1] + "+00:00"
     try:
-        return datetime.fromisoformat(v)
+        stamp = datetime.fromisoformat(v)
     except ValueError:
         raise UserError(f"{where}: bad timestamp {value!r}") from None
+    # naive times (no offset) are taken as UTC, so they compare with the exporter's offset times
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=timezone.utc)
 
 
 def _mention_names(msg: dict) -> list[str]:
@@ -145,6 +152,8 @@ def load_export(path: Path) -> dict:
         data = json.loads(raw.decode("utf-8-sig", errors="replace"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
+    except (ValueError, RecursionError) as e:  # e.g. a 5,000-digit number, nesting thousands deep
+        raise UserError(f"{path}: unreadable JSON ({str(e)[:80] or type(e).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
         raise UserError(
             f"{path}: not a DiscordChatExporter JSON export (expected an object with a \"messages\" list)"
@@ -171,7 +180,7 @@ def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats,
         where = f"{path.name}: message {i}"
         if not isinstance(msg, dict):
             raise UserError(f"{where} is not a JSON object")
-        if msg.get("type", "Default") not in KEPT_TYPES:
+        if not _kept_type(msg):
             dropped["system_message"] += 1
             continue
         author = msg.get("author")
@@ -257,7 +266,7 @@ def scan_discord_speakers(path: str | os.PathLike) -> Counter:
     stats = ReadStats()
     for f in export_files(path):
         for msg in load_export(f)["messages"]:
-            if not isinstance(msg, dict) or msg.get("type", "Default") not in KEPT_TYPES:
+            if not isinstance(msg, dict) or not _kept_type(msg):
                 continue
             author = msg.get("author") or {}
             if not isinstance(author, dict) or author.get("isBot"):
