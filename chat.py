@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     what = f"{args.model_name}" + (f" + {args.lora_name}" if args.lora_name else " (no adapter)")
     info(f"loading {what} ...")
-    with quiet_stderr(not interactive):
+    with quiet_stderr(True):  # library chatter while loading (bitsandbytes notices, progress bars), even on a terminal
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
