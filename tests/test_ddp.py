@@ -1,0 +1,110 @@
+"""The command line in real processes: two-process DDP under torchrun (gloo, CPU), --stop_file,
+--progress_file and --resume, Ctrl+C, and one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_training import TINY_LR, bob_records  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def work(webui_root):
+    data = webui_root / "user_data" / "training" / "datasets" / "bob.json"
+    data.write_text(json.dumps(bob_records(48, 1)))
+    return webui_root
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None), env.pop("LOCAL_RANK", None)
+    return env
+
+
+ARGS = ["-d", "bob.json", "-m", "tiny-llama", "-b", "4", "-e", "2", "--learning_rate", str(TINY_LR)]
+
+
+def test_torchrun_two_processes(work):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(ROOT / "lora_finetune.py"), *ARGS, "-l", "ddp", "--progress_file", "progress.jsonl"]
+    p = subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    out = work / "user_data" / "loras" / "ddp"
+    params = json.loads((out / "training_parameters.json").read_text())
+    assert params["world_size"] == 2
+    # 48 samples, 2 held out: 46 -> 12 batches of 4, split over 2 processes -> 6 steps an epoch
+    assert params["steps_per_epoch"] == 6 and params["total_steps"] == 12
+    events = [json.loads(l) for l in (work / "progress.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert steps == list(range(1, 13))  # only rank 0 reports: no step twice
+    assert p.stdout.count("adapter saved in") == 1  # only rank 0 prints
+    log = json.loads((out / "training_log.json").read_text())
+    assert len(log["evals"]) == 2 and log["evals"][-1]["eval_loss"] < events[0]["eval_loss"]  # events[0]: base
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(out)).peft_type == "LORA"
+
+
+def _cli(args, cwd, **kw):
+    return subprocess.run([sys.executable, str(ROOT / "lora_finetune.py"), *args], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=400, **kw)
+
+
+def test_stop_file_then_resume(work):
+    (work / "STOP").write_text("")
+    p = _cli([*ARGS, "-l", "s", "--stop_file", "STOP", "--progress_file", "p.jsonl"], work)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = work / "user_data" / "loras" / "s"
+    assert (out / "checkpoint-1").is_dir() and not (out / "adapter_model.safetensors").exists()
+    assert "--resume" in p.stdout
+    events = [json.loads(l) for l in (work / "p.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events][-2:] == ["save", "done"] and events[-1]["stopped"]
+    # the same command again is refused (the folder is not empty) ...
+    again = _cli([*ARGS, "-l", "s"], work)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    # ... and continues with --resume
+    (work / "STOP").unlink()
+    p = _cli([*ARGS, "-l", "s", "--resume"], work)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (out / "adapter_model.safetensors").is_file() and not list(out.glob("checkpoint-*"))
+    assert json.loads((out / "training_parameters.json").read_text())["steps"] == 24
+
+
+def test_ctrl_c_saves_a_checkpoint(work):
+    proc = subprocess.Popen([sys.executable, str(ROOT / "lora_finetune.py"), *ARGS, "-e", "50", "-l", "c",
+                             "--progress_file", "c.jsonl"], cwd=work, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = work / "c.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if progress.exists() and '"event": "step"' in progress.read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "checkpoint saved" in err and "Traceback" not in err
+    assert list((work / "user_data" / "loras" / "c").glob("checkpoint-*"))
+
+
+def test_cli_errors_are_one_line(work):
+    p = _cli(["-d", "bob.json", "-m", "nope", "-l", "x", "--load_in_4bit", "--load_in_8bit"], work)
+    assert p.returncode == 2 and p.stderr.startswith("error:") and "Traceback" not in p.stderr
+    assert "--load_in_4bit and --load_in_8bit" in p.stderr
+    p = _cli(["-d", "missing.json", "-m", "nope", "-l", "x"], work)
+    assert p.returncode == 2 and "missing.json" in p.stderr and "tiny-llama" in p.stderr
+    assert not (work / "user_data" / "loras" / "x").exists()
+    h = _cli(["--help"], work)
+    assert h.returncode == 0 and "--num_virtual_tokens" in h.stdout and "--stop_file" in h.stdout
