@@ -27,21 +27,24 @@ _SHORT = {"dataset_name": "-d", "model_name": "-m", "lora_name": "-l", "batch_si
           "cutoff_len": "-c", "lora_rank": "-r"}
 _CHOICES = {"method": ["lora", "prompt_tuning"], "gradient_checkpointing": ["auto", "on", "off"]}
 _ON_BY_DEFAULT = {"packing", "eval_base"}
+_OFF_HELP = {
+    "packing": "do not pack samples together: pad each to the longest in its batch (slower; packing is the default)",
+    "eval_base": "skip measuring the base model's held-out loss before training",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See docs/training.md.")
     helps = TrainConfig.field_help()
     defaults = TrainConfig.__dataclass_fields__
     for name, f in defaults.items():
         flags = [f"--{name}"] + ([_SHORT[name]] if name in _SHORT else [])
         h = helps.get(name, "")
         default = f.default
+        if default is not None and not isinstance(default, bool) and "default" not in h.lower():
+            h += f" (default: {default})"
         if name in _ON_BY_DEFAULT:
-            p.add_argument(f"--no_{name}", dest=name, action="store_false", default=True, help=f"turn off: {h}")
+            p.add_argument(f"--no_{name}", dest=name, action="store_false", default=True, help=_OFF_HELP[name])
         elif isinstance(default, bool):
             p.add_argument(*flags, action="store_true", default=default, help=h)
         elif name == "target_modules":
