@@ -21,15 +21,16 @@ PREVIEW_SAMPLES = 5
 SOURCES = ("auto", "text", "discord", "csv")
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
 RAW_SUFFIXES = (".txt", ".json", ".jsonl", ".csv")
+CHAT_FILTERS = ("non-responses", "conversation enders", "low-quality conversations")
 
 # The training form: (TrainConfig field, label, kind). Defaults come from TrainConfig itself.
 TRAIN_FIELDS = (
     ("epochs", "Epochs", "number"),
     ("batch_size", "Batch size", "number"),
-    ("learning_rate", "Learning rate", "number"),
+    ("learning_rate", "Learning rate (0: 3e-4 for LoRA, 3e-2 for prompt tuning)", "number"),
     ("cutoff_len", "Cutoff length (tokens)", "number"),
     ("lora_rank", "LoRA rank", "number"),
-    ("lora_alpha", "LoRA alpha", "number"),
+    ("lora_alpha", "LoRA alpha (0: 2 × rank)", "number"),
     ("lora_dropout", "LoRA dropout", "number"),
     ("grad_accum", "Gradient accumulation steps", "number"),
     ("val_ratio", "Held-out share (val_ratio)", "number"),
@@ -112,6 +113,18 @@ def progress_markdown(job: jobs.Job | None) -> str:
     elif state == "failed":
         lines.append("```\n" + (job.error() or "unknown error") + "\n```")
     return "\n\n".join(lines)
+
+
+def show_sample(record: dict, number: int) -> str:
+    """A sample as the model is trained on it: the context, then the cue, with the learnt reply in «»."""
+    from .prompt import record_segments
+
+    try:
+        segments = record_segments(record)
+    except ValueError as e:
+        return f"— sample {number}: {e} —"
+    text = "".join(f"{t[:len(t) - len(t.lstrip())]}«{t.strip()}»\n" if trainable else t for t, trainable in segments)
+    return f"— sample {number} —\n{text.rstrip()}"
 
 
 def loss_figure(points: list[tuple[int, float]]):
@@ -203,13 +216,12 @@ class TabLogic:
         known = {f.name for f in dataclasses.fields(PrepareConfig)}
         return PrepareConfig(**{k: v for k, v in values.items() if k in known})
 
-    def preview(self, *form) -> tuple[list[list[str]], str]:
+    def preview(self, *form) -> tuple[str, str]:
+        """(the first samples as training sees them, the report); nothing is written."""
         from .prepare import preview
 
         samples, report = preview(self.prepare_config(*form), n=PREVIEW_SAMPLES)
-        rows = [[str(s.get("input", "")), str(s.get("output", ""))] if "input" in s and "output" in s
-                else [json.dumps(s, ensure_ascii=False)[:500], ""] for s in samples]
-        return rows, report.format()
+        return "\n\n".join(show_sample(s, i) for i, s in enumerate(samples, 1)), report.format()
 
     def save(self, *form, overwrite: bool = False) -> tuple[str, str]:
         """Write the dataset; returns (file name, report). An existing file needs `overwrite`."""
@@ -239,10 +251,13 @@ class TabLogic:
                 f"adapter {adapter!r} already exists in {dirs.loras}: tick 'Resume' to continue its training "
                 "or 'Overwrite' to replace it"
             )
-        config = {k: v for k, v in settings.items()}
+        config = dict(settings)
+        for key, default in train_defaults().items():  # a blank or 0 field with no fixed default: the default
+            if default is None and key in config and config[key] in (None, "", 0):
+                config[key] = None
         for key in ("epochs", "batch_size", "cutoff_len", "lora_rank", "grad_accum", "max_steps", "save_steps",
                     "seed", "num_virtual_tokens", "lora_alpha"):
-            if config.get(key) is not None and config[key] != "":
+            if config.get(key) not in (None, ""):
                 config[key] = int(config[key])
         modules = config.get("target_modules")
         if isinstance(modules, str):
@@ -361,7 +376,10 @@ class TabLogic:
         if not (message or "").strip():
             raise UserError("type a message first")
         turns = list(history) + [(user_name, message)]
-        return self.host.reply(chat_prompt(turns, name, int(rounds)))
+        reply = self.host.reply(chat_prompt(turns, name, int(rounds)))
+        if not reply:
+            raise UserError(f"{name} ended the line at once (an empty reply): train longer or on more lines")
+        return reply
 
 
 # ------------------------------------------------------------------------------------------- Gradio
@@ -381,8 +399,9 @@ def build_tab(host) -> dict:
     logic = TabLogic(host)
     params = host.params
 
-    def dd_update(choices, value=None):
-        return gr.update(choices=choices, value=value)
+    def dd_update(choices, *value):
+        """New choices for a dropdown; its selection stays unless a value is given."""
+        return gr.update(choices=choices, value=value[0]) if value else gr.update(choices=choices)
 
     with gr.Tabs():
         # ---------------------------------------------------------------- Prepare
@@ -402,11 +421,11 @@ def build_tab(host) -> dict:
                 rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
                 out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
                 strip_actions = gr.Checkbox(label="Strip actions like (laughs) and *waves*", value=False)
-            with gr.Row():
-                filters = gr.Dropdown(label="Chat-log filters (Discord)", multiselect=True,
-                                      choices=["non-responses", "conversation enders", "low-quality conversations"],
-                                      value=["non-responses", "conversation enders", "low-quality conversations"])
-                gap = gr.Number(label="New conversation after a gap of (minutes)", value=10)
+            with gr.Accordion("Chat-log options (Discord exports)", open=False):
+                with gr.Row():
+                    filters = gr.Dropdown(label="Filters", multiselect=True, choices=list(CHAT_FILTERS),
+                                          value=list(CHAT_FILTERS))
+                    gap = gr.Number(label="New conversation after a gap of (minutes)", value=10)
             with gr.Row():
                 out_name = gr.Textbox(label="Save as (in the datasets folder)", value="processed_dataset.json")
                 prep_overwrite = gr.Checkbox(label="Overwrite if it exists", value=False)
@@ -414,12 +433,13 @@ def build_tab(host) -> dict:
                 preview_btn = gr.Button("Preview")
                 save_btn = gr.Button("Save dataset", variant="primary")
             prep_status = gr.Markdown()
-            preview_table = gr.Dataframe(headers=["input (context + cue)", "output (the reply)"],
-                                         value=[], wrap=True, interactive=False)
-            prep_report = gr.Textbox(label="Report", lines=8, interactive=False)
+            with gr.Row():
+                preview_box = gr.Textbox(label="Preview: what the model reads, and in «» what it learns to reply",
+                                         lines=14, interactive=False)
+                prep_report = gr.Textbox(label="Report", lines=14, interactive=False)
 
         # ---------------------------------------------------------------- Train
-        with gr.Tab("2. Train"):
+        with gr.Tab("2. Train") as train_tab:
             with gr.Row():
                 memory = gr.Markdown(host.memory_status())
                 unload_btn = gr.Button("Unload the loaded model", size="sm")
@@ -463,7 +483,7 @@ def build_tab(host) -> dict:
             train_log = gr.Textbox(label="Log (last lines)", lines=6, interactive=False)
 
         # ---------------------------------------------------------------- Evaluate
-        with gr.Tab("3. Evaluate"):
+        with gr.Tab("3. Evaluate") as eval_tab:
             with gr.Row():
                 ev_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None)
                 ev_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
@@ -479,7 +499,7 @@ def build_tab(host) -> dict:
                                       wrap=True, interactive=False)
 
         # ---------------------------------------------------------------- Use
-        with gr.Tab("4. Use"):
+        with gr.Tab("4. Use") as use_tab:
             if host.own_model:
                 gr.Markdown("Load a base model with an adapter for the chat box.")
             else:
@@ -516,8 +536,9 @@ def build_tab(host) -> dict:
             choices = logic.scan(upload_v, picked_v, source_v)
         except UserError as e:
             return dd_update([], []), _error_text(e)
-        first = [choices[0][1]] if choices else []
-        return dd_update(choices, first), f"{len(choices)} speakers found."
+        if not choices:
+            return dd_update([], []), "⚠️ no speakers found: is this dialogue (`Name: text` lines, a script, an export)?"
+        return dd_update(choices, []), f"{len(choices)} speakers found: pick the character(s) to learn."
 
     for trigger in (upload.change, picked.change, source.change):
         trigger(on_file, [upload, picked, source], [speakers, prep_status])
@@ -525,22 +546,23 @@ def build_tab(host) -> dict:
 
     def on_preview(*values):
         try:
-            rows, report = logic.preview(*values)
+            text, report = logic.preview(*values)
         except UserError as e:
-            return gr.update(), "", _error_text(e)
-        return rows, report, f"Preview of the first {len(rows)} samples (nothing written yet)."
+            return "", "", _error_text(e)
+        return text, report, "Preview of the first samples (nothing written yet)."
 
-    preview_btn.click(on_preview, form, [preview_table, prep_report, prep_status])
+    preview_btn.click(on_preview, form, [preview_box, prep_report, prep_status])
 
     def on_save(*values):
         *values, overwrite = values
         try:
             saved, text = logic.save(*values, overwrite=overwrite)
         except UserError as e:
-            return gr.update(), _error_text(e), gr.update()
-        return text, f"Saved **{saved}**: pick it in Train.", dd_update(logic.datasets(), saved)
+            return gr.update(), _error_text(e), gr.update(), gr.update()
+        return (text, f"Saved **{saved}**: train on it in *2. Train*.", dd_update(logic.datasets(), saved),
+                Path(saved).stem)
 
-    save_btn.click(on_save, form + [prep_overwrite], [prep_report, prep_status, dataset])
+    save_btn.click(on_save, form + [prep_overwrite], [prep_report, prep_status, dataset, adapter_name])
 
     # Train
     setting_keys = [k for k, _ in setting_boxes]
@@ -597,8 +619,12 @@ def build_tab(host) -> dict:
             return _error_text(e)
 
     unload_btn.click(on_unload, None, memory)
-    refresh_train.click(lambda: (dd_update(logic.models()), dd_update(logic.datasets()), host.memory_status()),
-                        None, [model, dataset, memory])
+    # Lists refresh when a section opens (files appear while the app runs) and on the Refresh buttons.
+    def train_lists():
+        return dd_update(logic.models()), dd_update(logic.datasets()), host.memory_status()
+
+    for trigger in (refresh_train.click, train_tab.select):
+        trigger(train_lists, None, [model, dataset, memory])
 
     # Evaluate
     def on_evaluate(model_v, adapter_v, data_v, max_v):
@@ -615,8 +641,11 @@ def build_tab(host) -> dict:
         yield logic.evaluation_tables(job)
 
     ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], [ev_metrics, ev_samples, ev_status])
-    ev_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters()),
-                              dd_update(logic.heldout_choices())), None, [ev_model, ev_adapter, ev_data])
+    def eval_lists():
+        return dd_update(logic.models()), dd_update(logic.adapters()), dd_update(logic.heldout_choices())
+
+    for trigger in (ev_refresh.click, eval_tab.select):
+        trigger(eval_lists, None, [ev_model, ev_adapter, ev_data])
 
     # Use
     def on_use(model_v, adapter_v):
@@ -628,8 +657,8 @@ def build_tab(host) -> dict:
 
     use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name])
     use_adapter.change(lambda a: logic.character_of(a) or gr.update(), use_adapter, char_name)
-    use_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None,
-                      [use_model, use_adapter])
+    for trigger in (use_refresh.click, use_tab.select):
+        trigger(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None, [use_model, use_adapter])
     char_chat.change(lambda v: params.update(character_chat=bool(v)), char_chat, None)
     newline_stop.change(lambda v: params.update(stop_at_newline=bool(v)), newline_stop, None)
     use_rounds.change(lambda v: params.update(rounds=int(v)), use_rounds, None)

@@ -1,0 +1,157 @@
+"""The whole path in a real browser: headless Chromium (Debian's package, driven by Playwright) against the
+standalone app on a tiny model. Prepare the example dialogue, train a few steps while progress updates, see
+the adapter listed, get a one-line reply in the chat box. A screenshot of each stage goes to
+tests/screenshots/ (git-ignored). Never runs `playwright install`: it uses /usr/bin/chromium
+(override with DIALOGUE_LORA_CHROMIUM); .ci/run installs it with apt.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "dataset.txt"
+SHOTS = Path(__file__).resolve().parent / "screenshots"
+CHROMIUM = os.environ.get("DIALOGUE_LORA_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+STEPS = 16
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(webui_root):
+    """`python -m extensions.dialogue_lora --port N` in a webui-like folder holding the tiny model."""
+    port = _free_port()
+    log = open(webui_root / "app.log", "wb")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "extensions.dialogue_lora", "--port", str(port)],
+                            cwd=webui_root, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, (webui_root / "app.log").read_text(errors="replace")[-3000:]
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "the app did not start in 120 s"
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def page():
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium (see .ci/run)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
+    page.goto(app_url)
+
+    # 1. Prepare: upload the example, pick Bob among the detected speakers, preview, save
+    page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
+    page.get_by_text("speakers found").wait_for()
+    page.get_by_label("Character(s) to learn").click()
+    page.get_by_role("option", name="Bob (4 lines)").click()
+    page.keyboard.press("Escape")
+    page.get_by_label("Save as (in the datasets folder)").fill("bob.json")
+    page.get_by_role("button", name="Preview").click()
+    page.get_by_text("Preview of the first").wait_for()
+    preview = page.get_by_label("Preview: what the model reads").input_value()
+    assert "Alice: Hi Bob! Are you coming to the party tonight?\nBob: «I don't know, Alice." in preview
+    page.get_by_role("button", name="Save dataset").click()
+    page.get_by_text("Saved bob.json").first.wait_for()
+    shot(page, "1-prepared.png")
+    assert (webui_root / "user_data" / "training" / "datasets" / "bob.json").is_file()
+
+    # 2. Train: the model, the saved dataset and the adapter name (from the dataset) are filled in
+    page.get_by_role("tab", name="2. Train").click()
+    page.get_by_label(re.compile("Base model")).first.click()
+    page.get_by_role("option", name="tiny-llama").click()
+    assert page.get_by_label(re.compile("^Dataset")).input_value() == "bob.json"
+    assert page.get_by_label("Adapter name (saved in the loras folder)").input_value() == "bob"
+    page.get_by_text("Training settings").click()
+    page.get_by_label("Max steps (0: no limit)").fill(str(STEPS))
+    page.get_by_label("Learning rate", exact=False).first.fill("0.01")
+    page.get_by_label("Held-out share (val_ratio)").fill("0")
+    page.get_by_role("button", name="Start training").click()
+
+    seen: list[int] = []  # steps shown while training runs
+    finished = page.get_by_text("Finished: bob")
+    deadline = time.time() + 150
+    while not finished.is_visible():
+        assert time.time() < deadline, "training did not finish in 150 s"
+        status = page.locator("h3:has-text('Training: bob') + p, h3:has-text('Training: bob') ~ p")
+        text = " ".join(status.all_inner_texts())
+        m = re.search(rf"step (\d+)/{STEPS}", text)
+        if m and (not seen or int(m.group(1)) != seen[-1]):
+            seen.append(int(m.group(1)))
+            if len(seen) == 1:
+                shot(page, "2-training.png")
+        assert not page.get_by_text("Failed: bob").is_visible(), page.locator("code").all_inner_texts()
+        time.sleep(0.25)
+    assert len(seen) >= 2 and seen[0] < STEPS, f"progress did not update live: {seen}"
+    page.get_by_text(f"step {STEPS}/{STEPS}").wait_for()
+    shot(page, "3-trained.png")
+
+    # 3. Use: the adapter is listed; load it with the base model
+    page.get_by_role("tab", name="4. Use").click()
+    page.get_by_label("Base model", exact=True).last.click()
+    page.get_by_role("option", name="tiny-llama").click()
+    page.get_by_label("Adapter", exact=True).last.click()
+    page.get_by_role("option", name="bob").click()
+    page.get_by_role("button", name="Load adapter").click()
+    page.get_by_text("Loaded tiny-llama + bob for chat.").wait_for()
+    assert page.get_by_label("Character name").input_value() == "Bob"
+    shot(page, "4-adapter-listed.png")
+
+    # 4. Chat: one reply, one line
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_label("Message").fill("Are you coming tonight?")
+    page.get_by_role("button", name="Send").click()
+    bot = page.locator("[data-testid='bot']")
+    bot.last.wait_for()
+    deadline = time.time() + 60
+    while not bot.last.inner_text().strip():
+        assert not page.get_by_text("⚠️").first.is_visible(), page.get_by_text("⚠️").first.inner_text()
+        assert time.time() < deadline, "no reply in 60 s"
+        time.sleep(0.25)
+    reply = bot.last.inner_text().strip()
+    shot(page, "5-chat.png")
+    assert reply and "\n" not in reply, repr(reply)
