@@ -214,15 +214,18 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300, env=subprocess_env(), stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.slow
-def test_cli_writes_the_report_and_prints_the_table(layout):
-    p = run_cli(["-m", "tiny-llama", "-l", "bob", "--max_new_tokens", "24", "--max_samples", "3", "--no_similarity"],
-                layout)
-    assert p.returncode == 0, p.stderr
-    out = p.stdout
+def test_cli_writes_the_report_and_prints_the_table(layout, capsys):
+    """evaluate_lora.main in-process (a subprocess would only add the import time; errors are tested below)."""
+    sys.path.insert(0, str(ROOT))
+    import evaluate_lora
+
+    rc = evaluate_lora.main(["-m", "tiny-llama", "-l", "bob", "--max_new_tokens", "24", "--max_samples", "3",
+                             "--no_similarity", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0
     assert "perplexity (lower is better)" in out and "stops at newline" in out and "100%" in out
     lora = layout / "user_data" / "loras" / "bob"
-    assert f"wrote {lora / 'eval.json'}" in out
+    assert f"wrote {lora.resolve() / 'eval.json'}" in out
     saved = json.loads((lora / "eval.json").read_text())
     assert saved["n_samples"] == 3 and saved["stop_rate"] == 1.0
     assert (lora / "eval.md").is_file() and (lora / "loss_curve.png").is_file()
