@@ -262,3 +262,21 @@ def test_cli_error_empty_heldout_set(layout):
     (layout / "empty.json").write_text("[]\n")
     p = run_cli(["-m", "tiny-llama", "-l", "bob", "-d", "empty.json"], layout)
     _assert_one_line_error(p, "held-out set", "empty.json is empty")
+
+
+@pytest.mark.slow
+def test_adapter_from_train_evaluates_on_its_recorded_split(webui_root):
+    """An adapter written by training.train(): evaluation finds its held-out split, and its perplexities agree
+    with the ones training measured on the same split (two implementations of the same quantity)."""
+    from extensions.dialogue_lora.training import TrainConfig, train
+
+    data = webui_root / "user_data" / "training" / "datasets" / "bob.json"
+    data.write_text(json.dumps(bob_records(40, 3)))
+    trained = train(TrainConfig(dataset_name="bob.json", model_name="tiny-llama", lora_name="real", epochs=2,
+                                batch_size=8, cutoff_len=128, val_ratio=0.2, learning_rate=1e-2, device="cpu"))
+    res = evaluate(EvalConfig("tiny-llama", "real", max_new_tokens=24, similarity=False, meteor=False))
+    assert res["n_samples"] == 8 and res["heldout_file"].endswith("heldout.json")
+    assert res["perplexity_adapter"] == pytest.approx(trained.perplexity, rel=1e-3)
+    assert res["perplexity_base"] == pytest.approx(math.exp(trained.base_eval_loss), rel=1e-3)
+    assert res["perplexity_adapter"] < res["perplexity_base"]
+    assert write_report(res, webui_root / "user_data" / "loras" / "real")["loss_curve"] is not None
