@@ -128,7 +128,6 @@ def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual:
     with an index tensor): the vocabulary projection is skipped for context tokens. `n_virtual` is the
     number of prompt-tuning tokens PEFT puts in front of each row (their logits are dropped).
     """
-    import torch
     import torch.nn.functional as F
 
     targets = batch["targets"].to(device)

@@ -116,6 +116,13 @@ def ensure_pad_token(tokenizer) -> None:
         tokenizer.add_special_tokens({"pad_token": "<pad>"})
 
 
+def oom_error_types() -> tuple:
+    """The out-of-memory exception types of this torch (torch.OutOfMemoryError is new in torch 2.5)."""
+    import torch
+
+    return tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
+
+
 def load_tokenizer(model_path: str | os.PathLike):
     """The model folder's tokenizer, with a pad token."""
     from transformers import AutoTokenizer
@@ -154,7 +161,6 @@ def load_base(
     mode. `attn_implementation` defaults to "sdpa" ("eager" is slower; "flash_attention_2" needs
     flash-attn and a GPU).
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     device = _as_device(device)
@@ -170,7 +176,7 @@ def load_base(
         kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
-    except torch.OutOfMemoryError:
+    except oom_error_types():
         raise UserError(
             f"out of memory loading {model_path}: try --load_in_4bit (or --load_in_8bit), "
             "or a smaller model"

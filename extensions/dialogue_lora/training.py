@@ -533,15 +533,13 @@ def train(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train an adapter as `cfg` says; see the module docstring. Raises UserError on bad input or OOM."""
-    import torch
-
     plan = check(cfg)
     device = modeling.pick_device(cfg.device)
     dist = _Dist(device)
     emit = (on_progress if dist.main else None) or (lambda d: None)
     try:
         return _train(cfg, plan, device, dist, emit, should_stop)
-    except torch.OutOfMemoryError:
+    except modeling.oom_error_types():
         raise UserError(
             f"out of memory on {device}: try --load_in_4bit, a smaller --batch_size or --cutoff_len "
             "(with --grad_accum to keep the effective batch), or --gradient_checkpointing on"
