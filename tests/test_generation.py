@@ -231,3 +231,28 @@ def test_chat_session_rejects_bad_names():
         ChatSession(["Bob:"], "Alice")
     with pytest.raises(UserError, match="--rounds"):
         ChatSession(["Bob"], "Alice", rounds=-1)
+
+
+def test_prompt_tuning_adapters_generate_and_toggle(tiny_model_dir):
+    """Virtual-token adapters (training's --method prompt_tuning): PEFT ignores position ids for them, so
+    prompts go one at a time (left padding would shift positions); the toggle gives the plain base model."""
+    import torch
+    from peft import PromptTuningConfig, get_peft_model
+
+    from extensions.dialogue_lora.evaluation import completion_nll
+    from extensions.dialogue_lora.encoding import encode_record
+    from extensions.dialogue_lora.modeling import load_base
+
+    torch.manual_seed(0)
+    base, tok = load_base(tiny_model_dir, device="cpu")
+    model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    prompts = ["Bob:", "Alice: Where is the boat and the bread?\nBob:"]
+    batched = generate_replies(model, tok, prompts, max_new_tokens=6, batch_size=2)
+    assert batched == [generate_reply(model, tok, p, max_new_tokens=6) for p in prompts]
+    with adapter_disabled(model) as plain:
+        assert plain is model.get_base_model()
+    enc = [encode_record(r, tok, 128) for r in bob_records(2, 5)]
+    with_virtual = completion_nll(model, enc)
+    with adapter_disabled(model) as plain:
+        without = completion_nll(plain, enc)
+    assert with_virtual[1] == without[1] and with_virtual[0] != pytest.approx(without[0])

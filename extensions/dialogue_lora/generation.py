@@ -170,6 +170,13 @@ def is_peft(model) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
+def is_prompt_learning(model) -> bool:
+    """A PEFT prompt-tuning (virtual tokens) model, as opposed to LoRA."""
+    if not is_peft(model):
+        return False
+    return bool(getattr(model.peft_config[model.active_adapter], "is_prompt_learning", False))
+
+
 @contextlib.contextmanager
 def adapter_disabled(model) -> Iterator[Any]:
     """The base model without its adapter, for comparisons, with no second copy of the weights.
@@ -180,8 +187,7 @@ def adapter_disabled(model) -> Iterator[Any]:
     if not is_peft(model):
         yield model
         return
-    config = model.peft_config[model.active_adapter]
-    if getattr(config, "is_prompt_learning", False):
+    if is_prompt_learning(model):
         yield model.get_base_model()
         return
     with model.disable_adapter():
@@ -303,6 +309,9 @@ def generate_replies(
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         if isinstance(limit, int) and limit > max_new_tokens:
             max_prompt_tokens = limit - max_new_tokens
+    if is_prompt_learning(model):
+        # PEFT drops position_ids for virtual-token models, so left padding would shift positions: one at a time
+        batch_size = 1
     gen = _generation_config(model, tokenizer, max_new_tokens, greedy, temperature, top_p, top_k, repetition_penalty)
     pad_id = gen.pad_token_id if gen.pad_token_id is not None else 0
     device = model_device(model)
