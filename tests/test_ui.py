@@ -1,0 +1,203 @@
+"""The tab's behaviour without a browser (ui.TabLogic), and training jobs in a separate process (jobs.py)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from extensions.dialogue_lora import jobs
+from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.host import StandaloneHost
+from extensions.dialogue_lora.paths import resolve_dirs
+from extensions.dialogue_lora.ui import TabLogic, format_eta, progress_markdown, show_sample
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "dataset.txt"
+
+
+@pytest.fixture
+def logic(webui_root) -> TabLogic:
+    return TabLogic(StandaloneHost({}, resolve_dirs(webui_root)))
+
+
+def form(out_name="bob.json", names=("Bob",), upload=str(EXAMPLE), picked=None, rounds=5, fmt="rounds"):
+    return (upload, picked, "auto", list(names), rounds, fmt, False, [], out_name, 10)
+
+
+# ------------------------------------------------------------------------------------------ Prepare
+
+
+def test_scan_lists_speakers_with_counts(logic):
+    assert logic.scan(str(EXAMPLE), None, "auto") == [("Alice (5 lines)", "Alice"), ("Bob (4 lines)", "Bob")]
+
+
+def test_pick_a_file_from_the_datasets_folder(logic, webui_root):
+    shutil.copy(EXAMPLE, webui_root / "user_data/training/datasets/dialogue.txt")
+    assert "dialogue.txt" in logic.raw_files()
+    assert logic.scan(None, "dialogue.txt", "auto")[1] == ("Bob (4 lines)", "Bob")
+    for bad in ("../dialogue.txt", "/etc/passwd", "..\\x.txt"):
+        with pytest.raises(UserError, match="not allowed"):
+            logic.scan(None, bad, "auto")
+    with pytest.raises(UserError, match="upload a dialogue file"):
+        logic.scan(None, None, "auto")
+
+
+def test_preview_shows_what_training_sees_and_writes_nothing(logic, webui_root):
+    text, report = logic.preview(*form())
+    assert text.startswith(
+        "— sample 1 —\nAlice: Hi Bob! Are you coming to the party tonight?\nBob: «I don't know, Alice. I have a lot of work.»"
+    )
+    assert text.count("— sample") == 4
+    assert "Bob 4" in report
+    assert not (webui_root / "user_data/training/datasets/bob.json").exists()
+
+
+def test_show_sample_marks_every_learnt_reply():
+    record = {"name": "Bob", "conversations": [{"from": "human", "value": "Alice: Hi"}, {"from": "gpt", "value": "Yo"},
+                                               {"from": "human", "value": "Alice: Bye"}, {"from": "gpt", "value": "Cya"}]}
+    assert show_sample(record, 2) == "— sample 2 —\nAlice: Hi\nBob: «Yo»\nAlice: Bye\nBob: «Cya»"
+
+
+def test_save_never_overwrites_without_confirmation(logic, webui_root):
+    out = webui_root / "user_data/training/datasets/bob.json"
+    name, report = logic.save(*form())
+    assert name == "bob.json" and "Saved bob.json" in report
+    first = out.read_text()
+    assert len(json.loads(first)) == 4
+    with pytest.raises(UserError, match="already exists.*Overwrite"):
+        logic.save(*form(rounds=1))
+    assert out.read_text() == first
+    logic.save(*form(rounds=1), overwrite=True)
+    assert out.read_text() != first
+    assert logic.datasets() == ["bob.json"]
+
+
+def test_names_cannot_escape_their_folders(logic, webui_root):
+    for bad in ("../evil.json", "sub/evil.json", "..", ".hidden.json", "a\\b.json"):
+        with pytest.raises(UserError, match="not allowed"):
+            logic.save(*form(out_name=bad))
+    assert not (webui_root / "user_data/training/evil.json").exists()
+    name, _ = logic.save(*form(out_name="bob"))  # the extension is added
+    assert name == "bob.json"
+    with pytest.raises(UserError, match="pick at least one character"):
+        logic.preview(*form(names=()))
+
+
+# ------------------------------------------------------------------------------------------ Train form
+
+
+def test_train_config_from_the_form(logic, webui_root):
+    logic.save(*form())
+    cfg = logic.train_config("tiny-llama", "bob.json", "bob",
+                             {"epochs": 2.0, "lora_alpha": 0, "learning_rate": None, "target_modules": "q_proj, v_proj",
+                              "load_in_4bit": False}, resume=False, overwrite=False)
+    assert cfg["epochs"] == 2 and isinstance(cfg["epochs"], int)
+    assert cfg["lora_alpha"] is None and cfg["learning_rate"] is None  # blank/0: the CLI's default
+    assert cfg["target_modules"] == ["q_proj", "v_proj"]
+    assert cfg["dataset_name"] == str(webui_root / "user_data/training/datasets/bob.json")
+    assert cfg["lora_dir"] == str(webui_root / "user_data/loras")
+
+
+def test_train_form_errors(logic, webui_root):
+    logic.save(*form())
+    with pytest.raises(UserError, match="pick a base model"):
+        logic.train_config("", "bob.json", "bob", {}, False, False)
+    with pytest.raises(UserError, match="not allowed"):
+        logic.train_config("tiny-llama", "bob.json", "../bob", {}, False, False)
+    with pytest.raises(UserError, match="no such file"):
+        logic.train_config("tiny-llama", "nope.json", "bob", {}, False, False)
+    with pytest.raises(UserError, match="--epochs"):
+        logic.train_config("tiny-llama", "bob.json", "bob", {"epochs": 0}, False, False)
+    existing = webui_root / "user_data/loras/bob"
+    existing.mkdir()
+    (existing / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match="already exists.*Resume.*Overwrite"):
+        logic.train_config("tiny-llama", "bob.json", "bob", {}, False, False)
+    assert logic.train_config("tiny-llama", "bob.json", "bob", {}, False, True)["overwrite"] is True
+
+
+def test_progress_text():
+    assert format_eta(None) == "?"
+    assert format_eta(75) == "1:15"
+    assert format_eta(3725) == "1:02:05"
+    assert "No training" in progress_markdown(None)
+
+
+def test_chat_needs_a_loaded_model_and_a_message(logic):
+    with pytest.raises(UserError, match="type a message"):
+        logic.chat([], "  ", "Bob", "Alice", 5)
+    with pytest.raises(UserError, match="load a model"):
+        logic.chat([], "Hi", "Bob", "Alice", 5)
+    with pytest.raises(UserError, match="pick an adapter"):
+        logic.use("tiny-llama", None)
+
+
+# ------------------------------------------------------------------------------------------ jobs
+
+
+def _wait(job: jobs.Job, timeout: float = 240) -> None:
+    assert job.wait(timeout) is not None, f"job still running after {timeout} s:\n{job.log_tail()}"
+    job.poll()
+
+
+@pytest.mark.slow
+def test_failed_job_reports_its_error_and_the_tab_lives_on(logic, webui_root):
+    job = jobs.start("train", {"model_name": "no-such-model", "dataset_name": str(EXAMPLE), "lora_name": "x",
+                               "model_dir": str(webui_root / "user_data/models")})
+    _wait(job, 120)
+    assert job.state == "failed"
+    assert "no-such-model" in job.error() and "tiny-llama" in job.error()  # the one-line error lists the models
+    assert "Failed" in progress_markdown(job)
+
+
+@pytest.mark.slow
+def test_killed_job_is_reported_with_its_log(webui_root):
+    job = jobs.Job("train", {"model_name": "x"})  # the worker starts and imports; we kill it meanwhile
+    job.kill()
+    assert job.state == "failed"
+    assert "exited with code" in job.error() or "killed" in job.error()
+
+
+@pytest.mark.slow
+def test_train_stop_resume_in_a_separate_process(logic, webui_root):
+    logic.save(*form())
+    settings = {"max_steps": 6, "learning_rate": 0.01, "val_ratio": 0.0}
+    job = logic.start_training("tiny-llama", "bob.json", "bob", settings)
+    with pytest.raises(UserError, match="already running"):
+        logic.start_training("tiny-llama", "bob.json", "bob2", settings)
+    deadline = time.time() + 180
+    while not job.losses():
+        assert job.running, job.error()
+        assert time.time() < deadline
+        job.poll()
+        time.sleep(0.2)
+    assert "Stopping" in logic.stop_training()
+    _wait(job)
+    assert job.state == "stopped", job.log_tail()
+    text = progress_markdown(job)
+    assert "Stopped" in text and "checkpoint" in text and "Resume" in text
+    assert any(p.name.startswith("checkpoint-") for p in (webui_root / "user_data/loras/bob").iterdir())
+    assert logic.adapters() == []  # a stopped run is not an adapter yet
+
+    with pytest.raises(UserError, match="Resume"):
+        logic.start_training("tiny-llama", "bob.json", "bob", settings)
+    job = logic.start_training("tiny-llama", "bob.json", "bob", settings, resume=True)
+    _wait(job)
+    assert job.state == "done", job.error()
+    assert job.last("step")["step"] == 6
+    assert "Finished: bob" in progress_markdown(job)
+    assert logic.adapters() == ["bob"]
+    assert logic.character_of("bob") == "Bob"
+    assert "Nothing is training" in logic.stop_training()
+
+    # Evaluate: base vs adapter on the samples, in its own process, read back as the tab's tables
+    job = logic.start_evaluation("tiny-llama", "bob", "bob.json", 2)
+    _wait(job)
+    metrics, samples, status = logic.evaluation_tables(job)
+    assert job.state == "done", status
+    assert [row[0] for row in metrics][:2] == ["perplexity (lower is better)", "BLEU"]
+    assert len(samples) == 2 and samples[0][1] == "I don't know, Alice. I have a lot of work."
+    assert (webui_root / "user_data/loras/bob/eval.json").is_file()
