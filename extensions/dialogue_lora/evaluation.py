@@ -77,6 +77,14 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        for f in ("max_new_tokens", "max_samples", "batch_size", "cutoff_len"):
+            value = getattr(self, f)
+            if isinstance(value, float) and value.is_integer():  # e.g. from a UI number field
+                setattr(self, f, int(value))
+            elif value is not None and not isinstance(value, int):
+                problems.append(f"--{f} must be a whole number (got {value!r})")
+        if problems:
+            raise UserError(join_problems(problems))
         if not str(self.model_name or "").strip():
             problems.append("-m/--model_name is required")
         if not str(self.lora_name or "").strip():
