@@ -7,7 +7,9 @@ user_data/loras when user_data/ exists in the working folder, else models/ and l
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import sys
 
 from .errors import UserError
 from .host import StandaloneHost
@@ -88,17 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lora_dir", help="adapters folder (default: user_data/loras or loras/)")
     p.add_argument("--dataset_dir", help="datasets folder (default: user_data/training/datasets or training/datasets/)")
     args = p.parse_args(argv)
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        print("error: the standalone app needs gradio: pip install -r requirements.txt")
+    if importlib.util.find_spec("gradio") is None:
+        print("error: the standalone app needs gradio: pip install -r requirements.txt", file=sys.stderr)
         return 2
     dirs = resolve_dirs(model_dir=args.model_dir, lora_dir=args.lora_dir, dataset_dir=args.dataset_dir)
-    for d in (dirs.models, dirs.loras, dirs.datasets):
-        d.mkdir(parents=True, exist_ok=True)
     host = StandaloneHost({"stop_at_newline": True, "character_chat": True, "rounds": 5}, dirs)
     app = build_app(host)
     print(f"Dialogue LoRA: http://{args.host}:{args.port}  (models: {dirs.models}, adapters: {dirs.loras}, "
           f"datasets: {dirs.datasets})", flush=True)
-    app.queue().launch(server_name=args.host, server_port=args.port, inbrowser=False, show_error=True)
+    try:
+        app.queue().launch(server_name=args.host, server_port=args.port, inbrowser=False, show_error=True)
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        print(f"error: cannot serve on {args.host}:{args.port}: {e} (try another --port)", file=sys.stderr)
+        return 2
     return 0
