@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bars and table say what happens
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from extensions.dialogue_lora.evaluation import EvalConfig, evaluate, format_table, write_report
 
     cfg = EvalConfig(

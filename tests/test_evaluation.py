@@ -214,10 +214,13 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300, env=subprocess_env(), stdin=subprocess.DEVNULL)
 
 
-def test_cli_writes_the_report_and_prints_the_table(layout, capsys):
+def test_cli_writes_the_report_and_prints_the_table(layout, capsys, monkeypatch):
     """evaluate_lora.main in-process (a subprocess would only add the import time; errors are tested below)."""
     sys.path.insert(0, str(ROOT))
     import evaluate_lora
+
+    for var in ("TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(var, raising=False)  # main sets them; monkeypatch restores the state before
 
     rc = evaluate_lora.main(["-m", "tiny-llama", "-l", "bob", "--max_new_tokens", "24", "--max_samples", "3",
                              "--no_similarity", "--device", "cpu"])
