@@ -29,12 +29,6 @@ run, so they hold up better than absolute figures when the machine is shared. Se
 """
 
 
-def ensure_root_on_path() -> None:
-    """Let `python bench/x.py` import `extensions.dialogue_lora` from the repo root."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-
-
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -25,8 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, append_results, child_env, machine_info, run_measured  # noqa: E402
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:  # `python bench/x.py` from anywhere: the repo root holds bench/ and extensions/
+    sys.path.insert(0, _ROOT)
+from bench.common import ROOT, append_results, child_env, machine_info, run_measured  # noqa: E402
 
 # (name, weight): a protagonist who speaks most, then a tail, like a novel or a game's voice lines.
 SPEAKERS = [
@@ -134,6 +136,15 @@ def ours_cmd(src: Path, dst: Path, name: str = TARGET) -> list[str]:
     return [sys.executable, str(ROOT / "prepare_dataset.py"), "--name", name, "-t", str(src), "-j", str(dst)]
 
 
+def _samples_written(report: str) -> int | None:
+    """The sample count from prepare_dataset's report line `samples: N (...)`."""
+    for line in report.splitlines():
+        if line.startswith("samples:"):
+            digits = line.split(":", 1)[1].split()[0].replace(",", "")
+            return int(digits) if digits.isdigit() else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lines", type=int, default=1_000_000, help="lines in the generated file (default 1,000,000)")
@@ -167,20 +178,24 @@ def main(argv: list[str] | None = None) -> int:
     rate = args.lines / ours_s
     floor_mem = max(m.peak_rss_mb for m in floor_runs)
     ours_mem = max(m.peak_rss_mb for m in ours_runs)
-    growth = ours_mem / ours_q.peak_rss_mb
-    flat = "flat" if growth < 1.25 else "GROWS with the file"
+    n_quarter = max(1, args.lines // 4)
+    # What grows with the input: MB per million lines, against the size of the input itself.
+    growth = max(0.0, ours_mem - ours_q.peak_rss_mb) / (args.lines - n_quarter) * 1e6
+    file_mb = size / 1e6 / args.lines * 1e6
+    samples = _samples_written(report)
+    per_sample = f", {growth * args.lines / samples:.0f} bytes per sample written" if samples else ""
     figures = [
-        f"our report (last run): " + " | ".join(report.splitlines()[:6]),
+        "ours, last run: " + " | ".join(line for line in report.splitlines() if line.startswith(("samples", "took"))),
         f"output: {out_mb:.1f} MB",
         f"floor: {floor_s:.2f} s ({args.lines / floor_s:,.0f} lines/s), peak memory {floor_mem:.0f} MB",
         f"ours:  {ours_s:.2f} s ({rate:,.0f} lines/s), peak memory {ours_mem:.0f} MB",
-        f"quarter file ({args.lines // 4:,} lines): floor {floor_q.seconds:.2f} s, ours {ours_q.seconds:.2f} s, "
+        f"quarter file ({n_quarter:,} lines): floor {floor_q.seconds:.2f} s, ours {ours_q.seconds:.2f} s, "
         f"peak memory {ours_q.peak_rss_mb:.0f} MB",
-        f"memory: {ours_q.peak_rss_mb:.0f} MB at 1/4 size, {ours_mem:.0f} MB at full size "
-        f"(x{growth:.2f}: {flat})",
+        f"memory: {ours_q.peak_rss_mb:.0f} MB at 1/4 size, {ours_mem:.0f} MB at full size: grows {growth:.0f} MB per "
+        f"million lines{per_sample} (the input is {file_mb:.0f} MB per million lines)",
         f"prepare: {rate:.0f} lines/s, {ratio:.2f} x floor, peak memory {ours_mem:.0f} MB",
     ]
-    print("\n".join(figures[1:]))
+    print("\n".join(figures))
     if not args.no_record:
         settings = {"lines": f"{args.lines:,}", "speakers": len(SPEAKERS), "name": TARGET, "rounds": "5 (default)",
                     "format": "rounds (default)", "repeats": args.repeats, "timing": "best of repeats, wall, per process"}

@@ -43,12 +43,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    ROOT, SHARED_DATA, append_results, child_env, ensure_root_on_path, load_average, machine_info, run_measured,
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:  # `python bench/x.py` from anywhere: the repo root holds bench/ and extensions/
+    sys.path.insert(0, _ROOT)
+from bench.common import (  # noqa: E402
+    ROOT, SHARED_DATA, append_results, child_env, load_average, machine_info, run_measured,
 )
-
-ensure_root_on_path()
 
 CORPUS = SHARED_DATA / "tinyshakespeare.txt"
 # Six of tinyshakespeare's main speakers (about 1,000 speeches): one adapter that speaks as any of them.

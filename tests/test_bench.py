@@ -1,0 +1,81 @@
+"""Smoke tests of the benchmark helpers (bench/): the generator, the floor, measuring, recording, FLOPs.
+
+No timings are asserted here: the benchmarks themselves print and record those (bench/RESULTS.md).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from bench import common, prepare_speed, train_speed
+
+
+def test_generator_is_dialogue_and_reproducible():
+    lines = list(prepare_speed.generate_lines(4000, seed=1))
+    assert len(lines) == 4000
+    assert lines == list(prepare_speed.generate_lines(4000, seed=1))
+    assert all("\n" not in line for line in lines)
+    names = {s for s, _ in prepare_speed.SPEAKERS}
+    turns = [line for line in lines if line.split(":", 1)[0] in names]
+    narration = [line for line in lines if line and line.split(":", 1)[0] not in names]
+    assert len(turns) > 0.9 * len(lines)
+    assert narration, "some narration lines"
+    assert set(line.split(":", 1)[0] for line in turns) == names
+    counts = {n: sum(1 for line in turns if line.startswith(n + ":")) for n in names}
+    assert max(counts, key=counts.get) == prepare_speed.TARGET
+    lengths = sorted(len(line) for line in turns)
+    assert lengths[len(lengths) // 2] < 80 < lengths[-1], "a realistic spread: short median, long tail"
+
+
+def test_floor_writes_one_json_object_per_line(tmp_path):
+    src, dst = tmp_path / "d.txt", tmp_path / "floor.jsonl"
+    prepare_speed.write_dialogue(src, 3000, seed=2)
+    m = common.run_measured(prepare_speed.floor_cmd(src, dst)).check("the floor")
+    assert m.peak_rss_mb > 1 and m.seconds > 0
+    src_lines = src.read_text(encoding="utf-8").splitlines()
+    out = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert len(out) == len(src_lines) == 3000
+    first = src_lines[0]
+    assert out[0] == {"name": first.partition(":")[0], "text": first.partition(":")[2].strip()}
+
+
+def test_run_measured_reports_failure(tmp_path):
+    m = common.run_measured([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"])
+    assert m.returncode == 3
+    with pytest.raises(RuntimeError, match="exit 3"):
+        m.check("a failing child")
+
+
+def test_append_results_keeps_every_run(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    common.append_results("first", {"lines": 10}, ["prepare: 1 lines/s, 1.00 x floor"], machine="test box", path=path)
+    common.append_results("second", {"lines": 20}, ["speedup 2.00"], machine="test box", path=path)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmark results")
+    assert text.count("# Benchmark results") == 1
+    assert text.index("first") < text.index("second")
+    assert "lines=20" in text and "speedup 2.00" in text and "test box" in text
+
+
+def test_peak_table_and_flops():
+    assert train_speed.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert train_speed.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert train_speed.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert train_speed.peak_tflops("Tesla T4") == 65.0
+    assert train_speed.peak_tflops("Some Future Card") is None
+    cfg = train_speed.SHAPES["llama3-8b"]
+    # Llama 3 8B: 8.03B weights, of which 0.53B are the input embedding (a lookup, not a matmul)
+    assert train_speed.matmul_params(cfg) == pytest.approx(8.03e9 - 128256 * 4096, rel=0.01)
+    fpt = train_speed.flops_per_token(cfg, 2048, 16)
+    assert 4 * 7.5e9 < fpt < 4 * 7.5e9 * 1.15
+
+
+def test_cuda_mode_without_cuda_is_one_clear_line(capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert train_speed.main(["--device", "cuda", "--shape", "llama3-8b", "--no_record"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --device cuda needs a CUDA GPU")
