@@ -53,8 +53,8 @@ def train_defaults() -> dict:
     for f in dataclasses.fields(TrainConfig):
         if f.default is not dataclasses.MISSING:
             out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            out[f.name] = f.default_factory()  # type: ignore[misc]
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
     return out
 
 
@@ -104,7 +104,8 @@ def progress_markdown(job: jobs.Job | None) -> str:
         bits = [f"{k.replace('_', ' ')} {float(evaluation[k]):.4f}" for k in ("eval_loss", "perplexity", "loss")
                 if isinstance(evaluation.get(k), (int, float))]
         if bits:
-            lines.append("held-out: " + ", ".join(bits))
+            where = "before training" if not evaluation.get("step") else f"at step {evaluation['step']}"
+            lines.append(f"held-out {where}: " + ", ".join(bits))
     if state == "done":
         lines.append(f"Saved the adapter **{adapter}**; pick it in Evaluate or Use.")
     elif state == "stopped":
@@ -451,7 +452,7 @@ def build_tab(host) -> dict:
             try:
                 defaults = train_defaults()
                 defaults_error = ""
-            except (ImportError, UserError) as e:  # the training module needs a library that is missing
+            except ImportError as e:  # the training module needs a library that is missing
                 defaults, defaults_error = {}, f"⚠️ training is unavailable here: {e}"
             if defaults_error:
                 gr.Markdown(defaults_error)
