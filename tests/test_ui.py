@@ -119,6 +119,14 @@ def test_train_form_errors(logic, webui_root):
     assert logic.train_config("tiny-llama", "bob.json", "bob", {}, False, True)["overwrite"] is True
 
 
+def test_a_missing_package_is_a_message_in_the_tab():
+    from extensions.dialogue_lora.ui import _error_text
+
+    text = _error_text(ModuleNotFoundError("No module named 'ftfy'", name="ftfy"))
+    assert text == "⚠️ this needs the Python package 'ftfy', which is not installed: pip install ftfy"
+    assert _error_text(UserError("bad name")) == "⚠️ bad name"
+
+
 def test_progress_text():
     assert format_eta(None) == "?"
     assert format_eta(75) == "1:15"

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import sys
 
-from .errors import UserError
 from .host import StandaloneHost
 from .paths import resolve_dirs
 
@@ -22,7 +21,7 @@ def build_app(host: StandaloneHost):
     """The tab (Prepare, Train, Evaluate, Use) plus a Chat tab talking to the model loaded in Use."""
     import gradio as gr
 
-    from .ui import build_tab
+    from .ui import EXPECTED, _error_text, build_tab
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {TITLE}\nRaw dialogue → training samples → a LoRA adapter → a character you can chat "
@@ -48,8 +47,8 @@ def build_app(host: StandaloneHost):
             history = list(history or [])
             try:
                 reply = logic.chat(history, text, name, user, rounds)
-            except UserError as e:
-                return gr.update(), history, text, f"⚠️ {e}"
+            except EXPECTED as e:
+                return gr.update(), history, text, _error_text(e)
             history += [((user or "You").strip() or "You", text), ((name or "").strip() or "Character", reply)]
             return chatbot_value(history), history, "", ""
 

@@ -386,7 +386,14 @@ class TabLogic:
 # ------------------------------------------------------------------------------------------- Gradio
 
 
-def _error_text(e: UserError) -> str:
+# What a button can meet that is the user's to fix: shown in the tab as one line, never a traceback.
+EXPECTED = (UserError, ImportError)
+
+
+def _error_text(e: Exception) -> str:
+    if isinstance(e, ImportError):
+        name = getattr(e, "name", None) or str(e)
+        return f"⚠️ this needs the Python package {name!r}, which is not installed: pip install {name}"
     return f"⚠️ {e}"
 
 
@@ -535,7 +542,7 @@ def build_tab(host) -> dict:
             return dd_update([], []), ""
         try:
             choices = logic.scan(upload_v, picked_v, source_v)
-        except UserError as e:
+        except EXPECTED as e:
             return dd_update([], []), _error_text(e)
         if not choices:
             return dd_update([], []), "⚠️ no speakers found: is this dialogue (`Name: text` lines, a script, an export)?"
@@ -548,7 +555,7 @@ def build_tab(host) -> dict:
     def on_preview(*values):
         try:
             text, report = logic.preview(*values)
-        except UserError as e:
+        except EXPECTED as e:
             return "", "", _error_text(e)
         return text, report, "Preview of the first samples (nothing written yet)."
 
@@ -558,7 +565,7 @@ def build_tab(host) -> dict:
         *values, overwrite = values
         try:
             saved, text = logic.save(*values, overwrite=overwrite)
-        except UserError as e:
+        except EXPECTED as e:
             return gr.update(), _error_text(e), gr.update(), gr.update()
         return (text, f"Saved **{saved}**: train on it in *2. Train*.", dd_update(logic.datasets(), saved),
                 Path(saved).stem)
@@ -592,7 +599,7 @@ def build_tab(host) -> dict:
         try:
             job = logic.start_training(model_v, dataset_v, adapter_v, dict(zip(setting_keys, values)),
                                        resume_v, overwrite_v)
-        except UserError as e:
+        except EXPECTED as e:
             yield _error_text(e), None, ""
             return
         yield from follow(job)
@@ -616,7 +623,7 @@ def build_tab(host) -> dict:
     def on_unload():
         try:
             return host.unload_model()
-        except UserError as e:
+        except EXPECTED as e:
             return _error_text(e)
 
     unload_btn.click(on_unload, None, memory)
@@ -631,7 +638,7 @@ def build_tab(host) -> dict:
     def on_evaluate(model_v, adapter_v, data_v, max_v):
         try:
             job = logic.start_evaluation(model_v, adapter_v, data_v, max_v)
-        except UserError as e:
+        except EXPECTED as e:
             yield [], [], _error_text(e)
             return
         while job.running:
@@ -652,7 +659,7 @@ def build_tab(host) -> dict:
     def on_use(model_v, adapter_v):
         try:
             message = logic.use(model_v, adapter_v)
-        except UserError as e:
+        except EXPECTED as e:
             return _error_text(e), gr.update(), gr.update(), gr.update()
         return message, True, True, logic.character_of(adapter_v) or gr.update()
 
@@ -667,7 +674,7 @@ def build_tab(host) -> dict:
     def on_test(message, name, user, rounds_v):
         try:
             return logic.chat([], message, name, user, rounds_v)
-        except UserError as e:
+        except EXPECTED as e:
             return _error_text(e)
 
     test_btn.click(on_test, [test_in, char_name, user_name, use_rounds], test_out)
