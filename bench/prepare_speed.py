@@ -28,7 +28,7 @@ from pathlib import Path
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # `python bench/x.py` from anywhere: the repo root holds bench/ and extensions/
     sys.path.insert(0, _ROOT)
-from bench.common import ROOT, append_results, child_env, machine_info, run_measured  # noqa: E402
+from bench.common import ROOT, append_results, child_env, load_average, machine_info, run_measured  # noqa: E402
 
 # (name, weight): a protagonist who speaks most, then a tail, like a novel or a game's voice lines.
 SPEAKERS = [
@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_record", action="store_true", help="do not append to bench/RESULTS.md")
     args = p.parse_args(argv)
+    load_at_start = load_average()
     env = child_env()
 
     with tempfile.TemporaryDirectory(prefix="prepare_speed.") as tmp:
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(figures))
     if not args.no_record:
-        settings = {"lines": f"{args.lines:,}", "speakers": len(SPEAKERS), "name": TARGET, "rounds": "5 (default)",
+        settings = {"load at start": load_at_start, "lines": f"{args.lines:,}", "speakers": len(SPEAKERS), "name": TARGET, "rounds": "5 (default)",
                     "format": "rounds (default)", "repeats": args.repeats, "timing": "best of repeats, wall, per process"}
         append_results("prepare_speed", settings, figures, machine=machine_info())
     return 0

@@ -282,6 +282,7 @@ def run_cpu(args) -> int:
     import torch
 
     parse_overrides(args.set)  # a bad --set fails now, not after the seed run
+    load_at_start = load_average()
     env = child_env()
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="train_speed.") as tmp:
@@ -342,7 +343,7 @@ def run_cpu(args) -> int:
         figures.append(f"speedup {speedup:.2f}")
     print("\n".join(figures))
     if not args.no_record:
-        settings = {"device": "cpu", "torch_threads": threads, "model": "hidden 256, 4 layers, 4 heads (2 kv), mlp 896, vocab 8k",
+        settings = {"load at start": load_at_start, "device": "cpu", "torch_threads": threads, "model": "hidden 256, 4 layers, 4 heads (2 kv), mlp 896, vocab 8k",
                     "data": f"tinyshakespeare rounds 5, {len(NAMES)} speakers", "samples": args.samples,
                     "heldout": len(heldout), "epochs": 1, "seed recipe": "pad 256, batch 4, all-token loss, r16 a16 q,v, Trainer",
                     "ours": "training.train defaults, val_ratio 0" + "".join(f", {i}" for i in args.set), "eval": f"{eval_s:.0f} s"}
@@ -573,7 +574,7 @@ def parse_args(argv):
     p.add_argument("--device", default="cpu", help="cpu (the seed-vs-ours comparison) or cuda / cuda:N (GPU mode)")
     p.add_argument("--shape", default=None, choices=sorted(SHAPES),
                    help="GPU mode: the model shape (default llama3-8b with --device cuda); llama-tiny tries the path on any device")
-    p.add_argument("--samples", type=int, default=384, help="CPU mode: training samples per run (default 384)")
+    p.add_argument("--samples", type=int, default=128, help="CPU mode: training samples per run (default 128)")
     p.add_argument("--heldout", type=int, default=64, help="CPU mode: held-out samples (default 64)")
     p.add_argument("--runs", default="seed,ours", help="CPU mode: which runs, comma-separated (default seed,ours)")
     p.add_argument("--seed", type=int, default=0, help="CPU mode: sample shuffle seed")
