@@ -521,9 +521,10 @@ def build_tab(host) -> dict:
                 use_refresh = gr.Button("Refresh lists", size="sm")
             use_status = gr.Markdown()
             with gr.Row():
-                char_chat = gr.Checkbox(label="Character chat (training-format prompt)",
+                # the webui's chat hooks; the standalone chat always uses the training format and the newline
+                char_chat = gr.Checkbox(label="Character chat (training-format prompt)", visible=not host.own_model,
                                         value=bool(params.get("character_chat", False)))
-                newline_stop = gr.Checkbox(label="Stop at newline (one line per reply)",
+                newline_stop = gr.Checkbox(label="Stop at newline (one line per reply)", visible=not host.own_model,
                                            value=bool(params.get("stop_at_newline", True)))
                 use_rounds = gr.Slider(label="Context turns", minimum=0, maximum=20, step=1,
                                        value=int(params.get("rounds", 5)))
