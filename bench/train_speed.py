@@ -135,12 +135,25 @@ def build_cpu_model(out: Path) -> Path:
     return build_tiny_model(out, [text], **CPU_MODEL)
 
 
-def prepare_samples(out_json: Path) -> list[dict]:
-    """tinyshakespeare -> samples (rounds 5) through our prepare_dataset.py command line."""
-    cmd = [sys.executable, str(ROOT / "prepare_dataset.py"), "-t", str(CORPUS), "-j", str(out_json), "--rounds", "5"]
-    for name in NAMES:
-        cmd += ["--name", name]
-    run_measured(cmd, cwd=ROOT, env=child_env()).check("prepare_dataset.py on tinyshakespeare")
+def prepare_samples(out_json: Path, data: str = "shakespeare") -> list[dict]:
+    """Samples (rounds 5) through our prepare_dataset.py command line.
+
+    shakespeare: tinyshakespeare for six of its main speakers (play speeches: long, a third of the samples
+    longer than 256 tokens). chat: 4,000 generated chat-style lines (bench/prepare_speed.py's generator,
+    median 9 words a line) for its main speaker, the length of Discord or game dialogue.
+    """
+    cmd = [sys.executable, str(ROOT / "prepare_dataset.py"), "-j", str(out_json), "--rounds", "5"]
+    if data == "chat":
+        from bench.prepare_speed import TARGET, write_dialogue
+
+        src = out_json.parent / "chat.txt"
+        write_dialogue(src, 4000, seed=1)
+        cmd += ["-t", str(src), "--name", TARGET]
+    else:
+        cmd += ["-t", str(CORPUS)]
+        for name in NAMES:
+            cmd += ["--name", name]
+    run_measured(cmd, cwd=ROOT, env=child_env()).check("prepare_dataset.py")
     return json.loads(out_json.read_text(encoding="utf-8"))
 
 
@@ -289,7 +302,7 @@ def run_cpu(args) -> int:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         model_dir = build_cpu_model(tmp / "models" / "bench-llama")
-        records = prepare_samples(tmp / "samples.json")
+        records = prepare_samples(tmp / "samples.json", args.data)
         random.Random(args.seed).shuffle(records)
         heldout = records[: args.heldout]
         train_recs = records[args.heldout : args.heldout + args.samples]
@@ -344,7 +357,8 @@ def run_cpu(args) -> int:
     print("\n".join(figures))
     if not args.no_record:
         settings = {"load at start": load_at_start, "device": "cpu", "torch_threads": threads, "model": "hidden 256, 4 layers, 4 heads (2 kv), mlp 896, vocab 8k",
-                    "data": f"tinyshakespeare rounds 5, {len(NAMES)} speakers", "samples": args.samples,
+                    "data": (f"tinyshakespeare rounds 5, {len(NAMES)} speakers" if args.data == "shakespeare"
+                             else "generated chat lines rounds 5, 1 speaker"), "samples": args.samples,
                     "heldout": len(heldout), "epochs": 1, "seed recipe": "pad 256, batch 4, all-token loss, r16 a16 q,v, Trainer",
                     "ours": "training.train defaults, val_ratio 0" + "".join(f", {i}" for i in args.set), "eval": f"{eval_s:.0f} s"}
         append_results("train_speed (CPU)", settings, figures, machine=machine_info(gpu=True))
@@ -576,6 +590,8 @@ def parse_args(argv):
                    help="GPU mode: the model shape (default llama3-8b with --device cuda); llama-tiny tries the path on any device")
     p.add_argument("--samples", type=int, default=128, help="CPU mode: training samples per run (default 128)")
     p.add_argument("--heldout", type=int, default=64, help="CPU mode: held-out samples (default 64)")
+    p.add_argument("--data", default="shakespeare", choices=["shakespeare", "chat"],
+                   help="CPU mode: tinyshakespeare speeches (default) or generated chat-length lines")
     p.add_argument("--runs", default="seed,ours", help="CPU mode: which runs, comma-separated (default seed,ours)")
     p.add_argument("--seed", type=int, default=0, help="CPU mode: sample shuffle seed")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
