@@ -145,12 +145,14 @@ def test_shifted_targets_stay_inside_a_sample():
 
 def test_pack_rows_capacity_and_padding():
     s = [{"input_ids": [1] * n, "labels": [X] + [3] * (n - 1)} for n in (4, 3, 5)]
+    assert batching.pack_rows([4, 3, 5], 8) == [[2, 1], [0]]  # first-fit decreasing
     batch = batching.collate_packed(s, pad_id=0, capacity=8)
-    assert batch["input_ids"].shape == (2, 7)
-    assert batch["input_ids"][1].tolist() == [1] * 5 + [0, 0]
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert batch["input_ids"][1].tolist() == [1] * 4 + [0] * 4
     m = batch["attention_mask"][1, 0]
-    assert m[5].int().tolist() == [0, 0, 0, 0, 0, 1, 0]  # padding attends only to itself (no NaN)
-    assert batch["targets"][1, 5:].tolist() == [X, X]
+    assert m[5].int().tolist() == [0, 0, 0, 0, 0, 1, 0, 0]  # padding attends only to itself (no NaN)
+    assert batch["targets"][1, 4:].tolist() == [X] * 4
 
 
 def test_epoch_batches_reproducible():

@@ -37,16 +37,25 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
 
 
 def pack_rows(lengths: Sequence[int], capacity: int | None) -> list[list[int]]:
-    """Positions of samples grouped into rows of at most `capacity` tokens, in order (None: one row)."""
+    """Positions of samples grouped into rows of at most `capacity` tokens (None: all in one row).
+
+    First-fit decreasing: the longest samples are placed first, each in the first row with room, so a
+    batch needs few rows and little padding. Every sample must fit in `capacity` on its own.
+    """
+    if capacity is None:
+        return [list(range(len(lengths)))]
     rows: list[list[int]] = []
-    used = 0
-    for i, n in enumerate(lengths):
-        if rows and (capacity is None or used + n <= capacity):
-            rows[-1].append(i)
-            used += n
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        n = lengths[i]
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
         else:
             rows.append([i])
-            used = n
+            room.append(capacity - n)
     return rows
 
 

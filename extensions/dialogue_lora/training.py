@@ -591,7 +591,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
     packing = cfg.packing and not n_virtual  # soft prompts go in front of each row: one sample a row
     keep_logits = _accepts_logits_to_keep(model)
-    capacity = None if use_flash else max(cfg.cutoff_len, 2048)
+    capacity = None if use_flash else cfg.cutoff_len  # rows of at most cutoff_len: attention cost stays bounded
     with_mask = not use_flash
     pad_id = tokenizer.pad_token_id
 
