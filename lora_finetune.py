@@ -6,7 +6,7 @@
 
 Writes loras/NAME (user_data/loras/NAME in a webui folder): a PEFT adapter the webui's LoRA menu loads,
 plus training_parameters.json, training_log.json, heldout.json and a README.md model card.
-See docs/training.md.
+See README.md, "Training a character adapter".
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ _OFF_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See docs/training.md.")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See README.md, "Training a character adapter".")
     helps = TrainConfig.field_help()
     defaults = TrainConfig.__dataclass_fields__
     for name, f in defaults.items():

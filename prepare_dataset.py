@@ -5,7 +5,7 @@
     python prepare_dataset.py -n ROMEO -n JULIET -t plays.txt -j romeo_juliet.jsonl --format sharegpt
     python prepare_dataset.py -n Alex -t exports/ --source discord --gap_minutes 30
 
-Every flag is described in docs/prepare.md. The work is done by extensions/dialogue_lora/prepare.py.
+Every flag is described in README.md ("Preparing a dataset"). The work is done by extensions/dialogue_lora/prepare.py.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ _RESULTS_HEADER = """# Benchmark results
 
 Every run of `bench/prepare_speed.py` and `bench/train_speed.py` appends a section here (newest last):
 date, machine, settings and figures. Ratios (`R x floor`, `speedup S`) are measured side by side in one
-run, so they hold up better than absolute figures when the machine is shared. See docs/benchmarks.md.
+run, so they hold up better than absolute figures when the machine is shared. See README.md, "Benchmarks".
 """
 
 
