@@ -34,7 +34,7 @@ _OFF_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See README.md, "Training a character adapter".")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See README.md, section 'Training a character adapter'.")
     helps = TrainConfig.field_help()
     defaults = TrainConfig.__dataclass_fields__
     for name, f in defaults.items():

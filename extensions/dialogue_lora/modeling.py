@@ -143,6 +143,17 @@ def default_attn_implementation(device) -> str:
     return "sdpa"
 
 
+def _quiet_known_notices() -> None:
+    """Hide two harmless notices every run would print: bitsandbytes' optional CPU kernel hub download
+    (which cannot work offline and falls back on its own) and transformers' deprecation of a name that
+    PEFT still calls."""
+    import logging
+    import warnings
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def load_base(
     model_path: str | os.PathLike,
     *,
@@ -163,6 +174,7 @@ def load_base(
     """
     from transformers import AutoModelForCausalLM
 
+    _quiet_known_notices()
     device = _as_device(device)
     qconfig = quantization_config(load_in_4bit, load_in_8bit, device)
     tokenizer = load_tokenizer(model_path)
