@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 from extensions.dialogue_lora.errors import UserError, run_cli
+from extensions.dialogue_lora.generation import add_loading_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,12 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
     p.add_argument("--repetition_penalty", type=float, default=1.0, help="above 1 discourages repeats (default 1.0)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
-    q = p.add_mutually_exclusive_group()
-    q.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4 bits (bitsandbytes)")
-    q.add_argument("--load_in_8bit", action="store_true", help="load the base model in 8 bits (bitsandbytes)")
-    p.add_argument("--model_dir", default=None, help="models directory (default: user_data/models or models)")
-    p.add_argument("--lora_dir", default=None, help="adapters directory (default: user_data/loras or loras)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    add_loading_arguments(p)
     return p
 
 

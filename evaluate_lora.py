@@ -12,6 +12,7 @@ import os
 import sys
 
 from extensions.dialogue_lora.errors import run_cli
+from extensions.dialogue_lora.generation import add_loading_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,12 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8, help="samples per forward pass / generate call (default 8)")
     p.add_argument("--cutoff_len", type=int, default=None, help="token limit per sample (default: as in training)")
     p.add_argument("--name", default=None, help="character cue for multi-turn samples without a name (default: as in training)")
-    q = p.add_mutually_exclusive_group()
-    q.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4 bits (bitsandbytes)")
-    q.add_argument("--load_in_8bit", action="store_true", help="load the base model in 8 bits (bitsandbytes)")
-    p.add_argument("--model_dir", default=None, help="models directory (default: user_data/models or models)")
-    p.add_argument("--lora_dir", default=None, help="adapters directory (default: user_data/loras or loras)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: the best available)")
+    add_loading_arguments(p)
     p.add_argument("--no_similarity", action="store_true", help="skip the sentence-embedding similarity")
     p.add_argument("--no_meteor", action="store_true", help="skip METEOR")
     return p

@@ -28,6 +28,17 @@ from .paths import resolve_adapter, resolve_dirs, resolve_model
 DEFAULT_MAX_NEW_TOKENS = 64
 
 
+
+def add_loading_arguments(p) -> None:
+    """The flags that say where and how the base model and adapter load (chat.py and evaluate_lora.py)."""
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4 bits (bitsandbytes)")
+    q.add_argument("--load_in_8bit", action="store_true", help="load the base model in 8 bits (bitsandbytes)")
+    p.add_argument("--model_dir", default=None, help="models directory (default: user_data/models or models)")
+    p.add_argument("--lora_dir", default=None, help="adapters directory (default: user_data/loras or loras)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: the best available)")
+
+
 @dataclass
 class Loaded:
     """A base model (with its adapter applied when one was given) ready to generate."""
