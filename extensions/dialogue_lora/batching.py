@@ -69,16 +69,23 @@ def block_causal_mask(segment_ids):
     return (same & causal)[:, None, :, :]
 
 
-def collate_packed(samples: Sequence[dict], pad_id: int, capacity: int | None, with_mask: bool = True) -> dict:
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def collate_packed(
+    samples: Sequence[dict], pad_id: int, capacity: int | None, with_mask: bool = True, multiple: int = 1
+) -> dict:
     """Tensors for one packed batch: input_ids, position_ids, targets (rows, L), attention_mask (4D or None).
 
     Padding positions (at the end of shorter rows) get a segment of their own, so they attend only to
-    themselves (no fully masked rows, no NaN), and learn nothing.
+    themselves (no fully masked rows, no NaN), and learn nothing. L is rounded up to `multiple`: oneDNN's
+    bf16 kernels are compiled once per matrix shape (tens of ms), so few distinct lengths keep them cached.
     """
     import torch
 
     rows = pack_rows([len(s["input_ids"]) for s in samples], capacity)
-    L = max(sum(len(samples[i]["input_ids"]) for i in row) for row in rows)
+    L = round_up(max(sum(len(samples[i]["input_ids"]) for i in row) for row in rows), multiple)
     R = len(rows)
     input_ids = torch.full((R, L), pad_id, dtype=torch.long)
     targets = torch.full((R, L), IGNORE_INDEX, dtype=torch.long)
@@ -101,11 +108,12 @@ def collate_packed(samples: Sequence[dict], pad_id: int, capacity: int | None, w
     return batch
 
 
-def collate_padded(samples: Sequence[dict], pad_id: int) -> dict:
-    """Tensors for one batch, a sample a row, right-padded to the longest: input_ids, targets, 2D mask."""
+def collate_padded(samples: Sequence[dict], pad_id: int, multiple: int = 1) -> dict:
+    """Tensors for one batch, a sample a row, right-padded to the longest (rounded up to `multiple`):
+    input_ids, targets, 2D mask."""
     import torch
 
-    L = max(len(s["input_ids"]) for s in samples)
+    L = round_up(max(len(s["input_ids"]) for s in samples), multiple)
     R = len(samples)
     input_ids = torch.full((R, L), pad_id, dtype=torch.long)
     targets = torch.full((R, L), IGNORE_INDEX, dtype=torch.long)
@@ -124,19 +132,31 @@ def collate_padded(samples: Sequence[dict], pad_id: int) -> dict:
     }
 
 
-def collate(samples: Sequence[dict], pad_id: int, packing: bool, capacity: int | None, with_mask: bool = True) -> dict:
+def collate(
+    samples: Sequence[dict],
+    pad_id: int,
+    packing: bool,
+    capacity: int | None,
+    with_mask: bool = True,
+    multiple: int = 1,
+) -> dict:
     if packing:
-        return collate_packed(samples, pad_id, capacity, with_mask)
-    return collate_padded(samples, pad_id)
+        return collate_packed(samples, pad_id, capacity, with_mask, multiple)
+    return collate_padded(samples, pad_id, multiple)
 
 
-def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual: int = 0):
+def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual: int = 0, multiple: int = 1):
     """(sum of token losses over the batch's targets, number of targets), as a tensor and an int.
 
-    With `keep_logits` only the positions that have a target get logits (transformers' `logits_to_keep`
-    with an index tensor): the vocabulary projection is skipped for context tokens. `n_virtual` is the
-    number of prompt-tuning tokens PEFT puts in front of each row (their logits are dropped).
+    With `keep_logits` only the positions that have a target get logits: transformers' `logits_to_keep`
+    (an index tensor) keeps the columns where any row has a target, and a pre-hook on the output head
+    passes it just the target positions, so no vocabulary projection goes to context tokens or to other
+    rows' columns (half or more of those columns). Whatever the model does to its head's output (soft
+    capping, scaling) still applies, element by element. The number of positions is rounded up to
+    `multiple` (see collate_packed). `n_virtual` is the number of prompt-tuning tokens PEFT puts in
+    front of each row (their logits are dropped).
     """
+    import torch
     import torch.nn.functional as F
 
     targets = batch["targets"].to(device)
@@ -147,10 +167,27 @@ def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual:
         kwargs["position_ids"] = batch["position_ids"].to(device)
     has_target = targets != IGNORE_INDEX
     n = int(has_target.sum())
-    if keep_logits and not n_virtual:
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    head = inner.get_output_embeddings() if keep_logits and not n_virtual else None
+    if head is not None:
         cols = has_target.any(dim=0).nonzero().flatten()
-        logits = model(**kwargs, logits_to_keep=cols).logits
-        targets = targets[:, cols]
+        at = has_target[:, cols].flatten().nonzero().flatten()
+        extra = round_up(len(at), multiple) - len(at)
+        targets = targets[:, cols].flatten()[at]
+        if extra:  # repeat the first position, its copies learn nothing
+            at = torch.cat([at, at[:1].expand(extra)])
+            targets = torch.cat([targets, targets.new_full((extra,), IGNORE_INDEX)])
+        at = at.to(device)
+
+        def only_targets(_module, args):
+            hidden = args[0]
+            return (hidden.reshape(-1, hidden.shape[-1])[at][None],) + tuple(args[1:])
+
+        hook = head.register_forward_pre_hook(only_targets)
+        try:
+            logits = model(**kwargs, logits_to_keep=cols).logits
+        finally:
+            hook.remove()
     else:
         logits = model(**kwargs).logits
         if n_virtual:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import math
 import os
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from . import batching, encoding, modeling, paths
+from . import batching, encoding, fused_lora, modeling, paths
 from . import prompt as prompt_mod
 from .errors import UserError, join_problems
 from .fileio import atomic_write_json, atomic_write_text, load_records, write_records
@@ -119,6 +120,8 @@ class TrainConfig:
     """Pack a batch's samples into shared rows with a block-diagonal mask (off: pad to the longest sample)."""
     gradient_checkpointing: str = "auto"
     """auto (on for GPUs, off on CPU), on, off: trades compute for memory."""
+    precision: str = "auto"
+    """auto (bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16, fp16 on older GPUs, else fp32), bf16, fp32; the adapter itself is kept in fp32."""
     save_total_limit: int = 2
     """Checkpoints kept while training (the oldest go first); all are removed when the final adapter is saved."""
     name: str | None = None
@@ -159,6 +162,8 @@ class TrainConfig:
         need(not (self.resume and self.overwrite), "--resume and --overwrite cannot be used together")
         need(self.gradient_checkpointing in ("auto", "on", "off"),
              f"--gradient_checkpointing must be auto, on or off (got {self.gradient_checkpointing!r})")
+        need(self.precision in modeling.PRECISIONS,
+             f"--precision must be one of {', '.join(modeling.PRECISIONS)} (got {self.precision!r})")
         need(bool(str(self.model_name or "").strip()), "--model_name is empty")
         need(bool(str(self.dataset_name or "").strip()), "--dataset_name is empty")
         try:
@@ -499,8 +504,10 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
     return s
 
 
-def _evaluate(model, samples, cfg, pad_id, device, dist, autocast, packing, capacity, with_mask, keep_logits, n_virtual):
-    """(mean loss over completion tokens of `samples`, number of tokens), sharded over processes."""
+def _evaluate(model, samples, cfg, device, dist, autocast, collate, score):
+    """(mean loss over completion tokens of `samples`, number of tokens), sharded over processes.
+
+    `collate` and `score` are batching.collate and batching.loss_sum with the run's settings bound."""
     import torch
 
     order = sorted(range(len(samples)), key=lambda i: len(samples[i]["input_ids"]))
@@ -510,9 +517,9 @@ def _evaluate(model, samples, cfg, pad_id, device, dist, autocast, packing, capa
     model.eval()
     with torch.no_grad():
         for b in batches[dist.rank :: dist.world]:
-            batch = batching.collate([samples[i] for i in b], pad_id, packing, capacity, with_mask)
+            batch = collate([samples[i] for i in b])
             with autocast():
-                loss, n = batching.loss_sum(model, batch, device, keep_logits=keep_logits, n_virtual=n_virtual)
+                loss, n = score(model, batch)
             total += float(loss)
             count += n
     if was_training:
@@ -557,6 +564,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
 
     attn = modeling.default_attn_implementation(device)
     use_flash = attn == "flash_attention_2"
+    quantized = cfg.load_in_4bit or cfg.load_in_8bit
+    dtype = modeling.training_dtype(device, cfg.precision, quantized)
     model, tokenizer = modeling.load_base(
         plan.model_path,
         load_in_4bit=cfg.load_in_4bit,
@@ -564,6 +573,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         device=device,
         for_training=True,
         attn_implementation=attn,
+        dtype=dtype,
     )
     train_set, dropped_t = encoding.encode_records([records[i] for i in train_idx], tokenizer, cfg.cutoff_len, cfg.name)
     val_set, dropped_v = encoding.encode_records([records[i] for i in val_idx], tokenizer, cfg.cutoff_len, cfg.name)
@@ -577,7 +587,6 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         emit({"event": "log", "message": f"{n_dropped} sample(s) dropped: their reply alone exceeds --cutoff_len {cfg.cutoff_len}"})
 
     gc = _use_gc(cfg, device)
-    quantized = cfg.load_in_4bit or cfg.load_in_8bit
     if quantized:
         from peft import prepare_model_for_kbit_training
 
@@ -588,6 +597,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model = _attach_adapter(model, cfg, plan, tokenizer)
+    fused_lora.fuse_lora_forward(model)
     n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
     packing = cfg.packing and not n_virtual  # soft prompts go in front of each row: one sample a row
     keep_logits = _accepts_logits_to_keep(model)
@@ -595,10 +605,16 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     with_mask = not use_flash
     pad_id = tokenizer.pad_token_id
 
-    dtype = modeling.pick_dtype(device)
-    use_amp = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
-    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if use_amp else contextlib.nullcontext
+    use_amp = device.type in ("cuda", "cpu") and dtype in (torch.bfloat16, torch.float16)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if use_amp else contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
+    # oneDNN compiles its bf16 CPU kernels once per matrix shape (tens of ms each): round the rows'
+    # length and the number of scored positions up to a multiple of 64 so that few shapes recur.
+    multiple = 64 if device.type == "cpu" and dtype == torch.bfloat16 else 1
+    collate = functools.partial(batching.collate, pad_id=pad_id, packing=packing, capacity=capacity,
+                                with_mask=with_mask, multiple=multiple)
+    score = functools.partial(batching.loss_sum, device=device, keep_logits=keep_logits, n_virtual=n_virtual,
+                              multiple=multiple)
 
     params = [p for p in model.parameters() if p.requires_grad]
     # The fused kernel (CPU and CUDA) updates all adapter tensors at once: ~6x faster than the
@@ -677,11 +693,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         t0 = time.time()
         if base:  # the base model alone: no LoRA, no soft prompt
             with model.disable_adapter():
-                loss, _ = _evaluate(model, val_set, cfg, pad_id, device, dist, autocast, packing, capacity,
-                                    with_mask, keep_logits, 0)
+                loss, _ = _evaluate(model, val_set, cfg, device, dist, autocast, collate,
+                                    functools.partial(score, n_virtual=0))
         else:
-            loss, _ = _evaluate(model, val_set, cfg, pad_id, device, dist, autocast, packing, capacity, with_mask,
-                                keep_logits, n_virtual)
+            loss, _ = _evaluate(model, val_set, cfg, device, dist, autocast, collate, score)
         eval_time += time.time() - t0
         return loss, _ppl(loss)
 
@@ -714,7 +729,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         groups = [mine[k : k + cfg.grad_accum] for k in range(0, per_rank, cfg.grad_accum)]
         while step_in_epoch < len(groups) and step < total_steps:
             group = groups[step_in_epoch]
-            collated = [batching.collate([train_set[i] for i in b], pad_id, packing, capacity, with_mask) for b in group]
+            collated = [collate([train_set[i] for i in b]) for b in group]
             n_group = sum(int((c["targets"] != encoding.IGNORE_INDEX).sum()) for c in collated)
             step_loss, step_tokens = 0.0, 0
             for k, batch in enumerate(collated):
@@ -722,7 +737,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                 ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
                 with ctx:
                     with autocast():
-                        loss, n = batching.loss_sum(ddp_model, batch, device, keep_logits=keep_logits, n_virtual=n_virtual)
+                        loss, n = score(ddp_model, batch)
                     scaled = loss / max(n_group, 1)
                     (scaler.scale(scaled) if scaler else scaled).backward()
                 step_loss += float(loss.detach())

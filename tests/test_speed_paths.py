@@ -1,0 +1,116 @@
+"""The trainer's fast paths compute what the plain ones do: the fused LoRA forward, the loss scored on
+target positions only, shape rounding, and the choice of training dtype."""
+from __future__ import annotations
+
+import pytest
+
+from extensions.dialogue_lora import batching, encoding, fused_lora, modeling
+from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.training import TrainConfig
+
+RECORDS = [
+    {"input": "Alice: Where is the market?\nBob:", "output": "Arr, by the river, matey!"},
+    {"input": "Bob:", "output": "Arr!"},
+    {"input": "Alice: Any bread in town tonight, do you think?\nBob:", "output": "Aye."},
+    {"input": "Alice: Rain again.\nBob:", "output": "The sea be wetter, lass, and I sail it every day."},
+]
+
+
+def _lora(tiny_model_dir, dropout: float = 0.0, seed: int = 0):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model, tok = modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32, for_training=True)
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(model, cfg)
+    for name, p in model.named_parameters():  # B starts at zero: give it values so the adapter matters
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    return model, tok
+
+
+def _loss_and_grads(model, batch):
+    loss, n = batching.loss_sum(model, batch, "cpu")
+    loss.backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    return float(loss.detach()), grads
+
+
+def test_fused_lora_forward_matches_peft(tiny_model_dir):
+    import torch
+
+    model, tok = _lora(tiny_model_dir)
+    batch = batching.collate([encoding.encode_record(r, tok, 256) for r in RECORDS], tok.pad_token_id, True, 64)
+    plain_loss, plain_grads = _loss_and_grads(model, batch)
+    assert fused_lora.fuse_lora_forward(model) == 7 * model.config.num_hidden_layers
+    assert fused_lora.fuse_lora_forward(model) == 0  # once only
+    fused_loss, fused_grads = _loss_and_grads(model, batch)
+    assert fused_loss == pytest.approx(plain_loss, rel=1e-5)
+    for k, g in plain_grads.items():
+        assert torch.allclose(fused_grads[k], g, rtol=1e-4, atol=1e-7), k
+    # the adapter disabled: the base model's loss, whichever forward
+    with model.disable_adapter():
+        base_fused = float(batching.loss_sum(model, batch, "cpu")[0])
+    assert base_fused != pytest.approx(fused_loss, rel=1e-4)
+
+
+def test_fused_lora_keeps_peft_forward_where_it_does_not_apply(tiny_model_dir):
+    """With dropout the fused path would skip the mask: PEFT's own forward runs (random, so two calls differ)."""
+    import torch
+
+    model, tok = _lora(tiny_model_dir, dropout=0.5)
+    fused_lora.fuse_lora_forward(model)
+    model.train()
+    batch = batching.collate([encoding.encode_record(r, tok, 256) for r in RECORDS], tok.pad_token_id, True, 64)
+    with torch.no_grad():
+        a = float(batching.loss_sum(model, batch, "cpu")[0])
+        b = float(batching.loss_sum(model, batch, "cpu")[0])
+    assert a != b
+
+
+@pytest.mark.parametrize("multiple", [1, 64])
+def test_loss_on_target_positions_only_equals_full_logits(tiny_model_dir, multiple):
+    import torch
+
+    model, tok = modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32)
+    samples = [encoding.encode_record(r, tok, 256) for r in RECORDS]
+    # capacity small enough for several rows, so rows have targets in different columns
+    batch = batching.collate(samples, tok.pad_token_id, True, 48, multiple=multiple)
+    assert batch["input_ids"].shape[0] > 1
+    assert batch["input_ids"].shape[1] % multiple == 0
+    with torch.no_grad():
+        kept, n_kept = batching.loss_sum(model, batch, "cpu", keep_logits=True, multiple=multiple)
+        full, n_full = batching.loss_sum(model, batch, "cpu", keep_logits=False)
+    assert n_kept == n_full == sum(batching.n_targets(s) for s in samples)
+    assert float(kept) == pytest.approx(float(full), rel=1e-5)
+
+
+def test_rounded_shapes_add_only_padding(tiny_model_dir):
+    _, tok = modeling.load_base(tiny_model_dir, device="cpu")
+    samples = [encoding.encode_record(r, tok, 256) for r in RECORDS]
+    plain = batching.collate(samples, tok.pad_token_id, True, 256)
+    rounded = batching.collate(samples, tok.pad_token_id, True, 256, multiple=64)
+    L = plain["input_ids"].shape[1]
+    assert rounded["input_ids"].shape[1] == -(-L // 64) * 64
+    assert (rounded["input_ids"][:, :L] == plain["input_ids"]).all()
+    assert (rounded["targets"][:, L:] == encoding.IGNORE_INDEX).all()
+    padded = batching.collate(samples, tok.pad_token_id, False, None, multiple=64)
+    assert padded["input_ids"].shape[1] % 64 == 0
+    assert padded["attention_mask"][:, L:].sum() == 0
+
+
+def test_training_dtype():
+    import torch
+
+    assert modeling.training_dtype("cpu", "fp32") == torch.float32
+    assert modeling.training_dtype("cpu", "bf16") == torch.bfloat16
+    assert modeling.training_dtype("cpu", "bf16", quantized=True) == torch.float32
+    expected = torch.bfloat16 if modeling.cpu_has_bf16() else torch.float32
+    assert modeling.training_dtype("cpu", "auto") == expected
+
+
+def test_precision_flag_is_checked():
+    with pytest.raises(UserError, match="--precision must be one of auto, bf16, fp32"):
+        TrainConfig(precision="fp8")
