@@ -114,3 +114,51 @@ def test_training_dtype():
 def test_precision_flag_is_checked():
     with pytest.raises(UserError, match="--precision must be one of auto, bf16, fp32"):
         TrainConfig(precision="fp8")
+
+
+# ------------------------------------------------------------------ one row a batch, varlen attention
+
+
+def test_flat_rows_score_like_padded_rows(tiny_model_dir):
+    """A batch as one row (varlen attention, samples cut apart) gives the loss of padded rows + block mask."""
+    import torch
+
+    from extensions.dialogue_lora import varlen
+
+    model, tok = modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32, for_training=True)
+    samples = [encoding.encode_record(r, tok, 256) for r in RECORDS]
+    with torch.no_grad():
+        padded, n_padded = batching.loss_sum(model, batching.collate(samples, tok.pad_token_id, True, 256), "cpu")
+        assert varlen.enable(model, "cpu")
+        flat_batch = batching.collate(samples, tok.pad_token_id, True, 256, multiple=64, flat=True)
+        flat, n_flat = batching.loss_sum(model, flat_batch, "cpu")
+    assert flat_batch["input_ids"].shape[0] == 1
+    assert n_flat == n_padded
+    assert float(flat) == pytest.approx(float(padded), rel=1e-4)
+
+
+def test_collate_flat_layout(tiny_model_dir):
+    _, tok = modeling.load_base(tiny_model_dir, device="cpu")
+    samples = [encoding.encode_record(r, tok, 256) for r in RECORDS]
+    lengths = [len(s["input_ids"]) for s in samples]
+    b = batching.collate_flat(samples, tok.pad_token_id, multiple=64)
+    total = sum(lengths)
+    L = b["input_ids"].shape[1]
+    assert L == -(-total // 64) * 64 and b["n_tokens"] == total
+    bounds = b["cu_seqlens"].tolist()
+    assert bounds[: len(samples) + 1] == [sum(lengths[:i]) for i in range(len(samples) + 1)]
+    assert bounds[-1] == L  # the padding is a segment of its own
+    for (a, z) in zip(bounds, bounds[1:]):
+        assert b["position_ids"][0, a:z].tolist() == list(range(z - a))
+    assert (b["targets"][0, total:] == encoding.IGNORE_INDEX).all()
+
+
+def test_varlen_is_refused_where_it_would_not_isolate(tiny_model_dir, monkeypatch):
+    """If the model does not pass the sample bounds on, training keeps the block mask."""
+    from extensions.dialogue_lora import varlen
+
+    model, _ = modeling.load_base(tiny_model_dir, device="cpu")
+    before = model.config._attn_implementation
+    monkeypatch.setattr(varlen, "isolates", lambda m, d: False)
+    assert not varlen.enable(model, "cpu")
+    assert model.config._attn_implementation == before

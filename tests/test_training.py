@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from extensions.dialogue_lora import batching, encoding, modeling
+from extensions.dialogue_lora import batching, encoding, modeling, varlen
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.training import TrainConfig, check, train
 
@@ -181,6 +181,12 @@ def test_saved_folder(trained):
     assert params["seed"] == 42 and params["lora_alpha"] == 32 and params["learning_rate"] == TINY_LR
     assert "q_proj" in params["target_modules"] and "lm_head" not in params["target_modules"]
     assert Path(params["dataset"]).is_absolute()
+    # on the CPU: one row a batch with per-sample attention; bf16 where the CPU has it, and the adapter fp32
+    assert params["attn_implementation"] == varlen.NAME and params["packing"]
+    assert params["dtype"] == str(modeling.training_dtype("cpu")).replace("torch.", "")
+    from safetensors.torch import load_file
+
+    assert {str(t.dtype) for t in load_file(str(out / "adapter_model.safetensors")).values()} == {"torch.float32"}
     log = json.loads((out / "training_log.json").read_text())
     assert [e["epoch"] for e in log["evals"]] == [1, 2, 3]
     assert log["steps"] and set(log["steps"][0]) >= {"step", "epoch", "loss", "lr", "tokens_per_s"}

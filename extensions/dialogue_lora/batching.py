@@ -5,6 +5,8 @@ Packing (the default for LoRA): the samples of a batch are laid end to end in as
 and a 4D block-diagonal causal boolean mask (rows, 1, L, L) stops it from attending to its neighbours:
 with sdpa/eager attention in transformers, reset position_ids alone do not isolate packed samples.
 With flash-attention-2 the mask is left out and the reset position_ids select its varlen kernel.
+On the CPU (varlen.py) a batch is a single row and attention is cut at the samples' bounds
+(`cu_seqlens`): no padding and no mask (collate_flat).
 
 Padding (prompt tuning, or `packing=False`): one sample a row, padded on the right to the longest in
 the batch (never to cutoff_len), with a 2D mask.
@@ -108,6 +110,36 @@ def collate_packed(
     return batch
 
 
+def collate_flat(samples: Sequence[dict], pad_id: int, multiple: int = 1) -> dict:
+    """Tensors for one batch as a single row, the samples end to end: input_ids, position_ids, targets
+    (1, L), cu_seqlens (the sample bounds, for varlen attention) and no mask.
+
+    Padding only rounds L up to `multiple` (see collate_packed); it forms one more segment of its own.
+    """
+    import torch
+
+    ids, targets, positions, bounds = [], [], [], [0]
+    for s in samples:
+        ids += s["input_ids"]
+        targets += shifted_targets(s["labels"])
+        positions += range(len(s["input_ids"]))
+        bounds.append(len(ids))
+    n_pad = round_up(len(ids), multiple) - len(ids)
+    if n_pad:
+        ids += [pad_id] * n_pad
+        targets += [IGNORE_INDEX] * n_pad
+        positions += range(n_pad)
+        bounds.append(len(ids))
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "targets": torch.tensor([targets], dtype=torch.long),
+        "attention_mask": None,
+        "cu_seqlens": torch.tensor(bounds, dtype=torch.int32),
+        "n_tokens": bounds[len(samples)],
+    }
+
+
 def collate_padded(samples: Sequence[dict], pad_id: int, multiple: int = 1) -> dict:
     """Tensors for one batch, a sample a row, right-padded to the longest (rounded up to `multiple`):
     input_ids, targets, 2D mask."""
@@ -139,7 +171,10 @@ def collate(
     capacity: int | None,
     with_mask: bool = True,
     multiple: int = 1,
+    flat: bool = False,
 ) -> dict:
+    if packing and flat:
+        return collate_flat(samples, pad_id, multiple)
     if packing:
         return collate_packed(samples, pad_id, capacity, with_mask, multiple)
     return collate_padded(samples, pad_id, multiple)
@@ -165,6 +200,10 @@ def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual:
         kwargs["attention_mask"] = batch["attention_mask"].to(device)
     if batch.get("position_ids") is not None:
         kwargs["position_ids"] = batch["position_ids"].to(device)
+    if batch.get("cu_seqlens") is not None:
+        from .varlen import seq_kwargs
+
+        kwargs.update(seq_kwargs(batch["cu_seqlens"].to(device)))
     has_target = targets != IGNORE_INDEX
     n = int(has_target.sum())
     inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from . import batching, encoding, fused_lora, modeling, paths
+from . import batching, encoding, fused_lora, modeling, paths, varlen
 from . import prompt as prompt_mod
 from .errors import UserError, join_problems
 from .fileio import atomic_write_json, atomic_write_text, load_records, write_records
@@ -596,6 +596,11 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     elif gc:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    # On the CPU a batch is one row without padding, attention a sample at a time (varlen.py), where
+    # the model takes it; else padded rows and a block mask.
+    flat = cfg.packing and cfg.method == "lora" and device.type == "cpu" and varlen.enable(model, device)
+    if flat:
+        attn = varlen.NAME
     model = _attach_adapter(model, cfg, plan, tokenizer)
     fused_lora.fuse_lora_forward(model)
     n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
@@ -612,7 +617,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     # length and the number of scored positions up to a multiple of 64 so that few shapes recur.
     multiple = 64 if device.type == "cpu" and dtype == torch.bfloat16 else 1
     collate = functools.partial(batching.collate, pad_id=pad_id, packing=packing, capacity=capacity,
-                                with_mask=with_mask, multiple=multiple)
+                                with_mask=with_mask, multiple=multiple, flat=flat)
     score = functools.partial(batching.loss_sum, device=device, keep_logits=keep_logits, n_virtual=n_virtual,
                               multiple=multiple)
 

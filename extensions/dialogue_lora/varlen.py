@@ -1,0 +1,115 @@
+"""Packed samples without padding or masks on the CPU: attention one sample at a time.
+
+A batch becomes a single row, its samples end to end (batching.collate_flat), so every linear layer
+(most of the compute) sees only real tokens. Attention is the one step that must keep the samples
+apart: this registers a transformers attention function that cuts the row at the sample bounds it is
+given (`cu_seq_lens_q`, the keyword flash-attention's varlen kernel takes) and runs causal SDPA on each
+piece. Compared with rows padded to the longest and a block-diagonal mask, nothing is computed for
+padding and attention costs the sum of n^2 over the samples instead of rows x L^2.
+
+It runs in fp32 whatever the model's dtype (autocast off): oneDNN compiles its bf16 attention kernels
+for each new sequence length (about 15 ms apiece, and here every sample has its own), fp32's are not.
+
+Models that do not route attention through transformers' AttentionInterface, or do not pass the
+keyword on, are caught by `enable`, which checks that a packed row gives the same logits as its
+samples alone; training then keeps the padded rows and block mask.
+"""
+from __future__ import annotations
+
+NAME = "dialogue_lora_varlen"
+
+
+def _has_enable_gqa() -> bool:
+    import torch
+
+    major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 5)
+
+
+def attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """query (rows, heads, L, d), key/value (rows, kv_heads, L, d) -> ((rows, L, heads, d), None)."""
+    import torch
+    import torch.nn.functional as F
+
+    dtype = query.dtype
+    p = dropout if module.training else 0.0
+    cu = kwargs.get("cu_seq_lens_q")
+    with torch.autocast(query.device.type, enabled=False):
+        q, k, v = query.float(), key.float(), value.float()
+        gqa = {}
+        if k.shape[1] != q.shape[1]:  # grouped-query attention: torch >= 2.5 shares the kv heads, no copies
+            if _has_enable_gqa():
+                gqa = {"enable_gqa": True}
+            else:
+                groups = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        if cu is None:  # one sample a row
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=scaling, **gqa)
+        else:
+            sizes = (cu[1:] - cu[:-1]).tolist()
+            # split, not slicing: a split's backward is one cat, a slice's a zeroed full-size copy each
+            out = torch.cat(
+                [
+                    F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, dropout_p=p, scale=scaling, **gqa)
+                    for qi, ki, vi in zip(q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2))
+                ],
+                dim=2,
+            )
+    return out.transpose(1, 2).contiguous().to(dtype), None
+
+
+def register() -> bool:
+    """Make NAME known to transformers; False where this transformers has no AttentionInterface."""
+    try:
+        from transformers import AttentionInterface
+    except ImportError:
+        return False
+    AttentionInterface.register(NAME, attention)
+    return True
+
+
+def seq_kwargs(cu_seqlens) -> dict:
+    """The forward keywords that carry a packed row's sample bounds to the attention function."""
+    longest = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if len(cu_seqlens) > 1 else 0
+    return {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": longest, "max_length_k": longest}
+
+
+def isolates(model, device) -> bool:
+    """Whether a packed row of two samples gives the second the logits it gets alone (not attending
+    to the first changes them by a large fraction; rounding by well under 2%)."""
+    import torch
+
+    vocab = model.get_input_embeddings().weight.shape[0]
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(3, vocab, (1, 5), generator=g)
+    b = torch.randint(3, vocab, (1, 7), generator=g)
+    row = torch.cat([a, b], dim=1).to(device)
+    pos = torch.cat([torch.arange(5), torch.arange(7)])[None].to(device)
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            packed = model(input_ids=row, position_ids=pos, **seq_kwargs(cu)).logits[0, 5:].float()
+            alone = model(input_ids=b.to(device), position_ids=pos[:, 5:]).logits[0].float()
+    finally:
+        model.train(was_training)
+    scale = alone.abs().max().clamp_min(1e-6)
+    return bool(((packed - alone).abs().max() / scale) < 2e-2)
+
+
+def enable(model, device) -> bool:
+    """Switch `model` (before the adapter is attached) to per-sample attention, if it takes it and it
+    keeps packed samples apart; otherwise leave it as it was. Returns whether it is on."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if not register() or not hasattr(model, "set_attn_implementation"):
+        return False
+    try:
+        model.set_attn_implementation(NAME)
+    except (ValueError, TypeError, ImportError):
+        return False
+    if getattr(model.config, "_attn_implementation", None) == NAME and isolates(model, device):
+        return True
+    if before is not None:
+        model.set_attn_implementation(before)
+    return False
