@@ -15,8 +15,9 @@ CPU mode (the default; what CI and everyone can reproduce):
   loss on all tokens through the plain `DataCollatorForLanguageModeling(mlm=False)`, LoRA r=16 alpha=16
   dropout 0.05 on q_proj,v_proj, transformers `Trainer` (AdamW, lr 3e-4, linear decay); it trains on
   the same prompt + completion text as ours, so the comparison is of the recipes, not prompt formats;
-- (b) our trainer (`training.train`) with its defaults (packing, completion-only loss, LoRA on every
-  linear layer, alpha 2r, warm-up + cosine), one epoch, `val_ratio 0` (the benchmark holds out its own
+- (b) our trainer (`training.train`) with its defaults (on the CPU: a batch as one row with per-sample
+  attention, bf16 base weights where the CPU has AMX/AVX512-BF16, the fused LoRA forward;
+  completion-only loss, LoRA on every linear layer, alpha 2r, warm-up + cosine), one epoch, `val_ratio 0` (the benchmark holds out its own
   samples and evaluates both adapters the same way);
 - each in its own process for the same samples; then the held-out loss of both adapters (and of the
   base model) with the same completion-only loss (evaluation.completion_nll).
