@@ -39,6 +39,7 @@ import json
 import math
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -261,6 +262,16 @@ def worker_ours(model_dir: str, data: str, out_dir: str, overrides: dict | None 
             "adapter": str(result.output_dir), "steps": result.step, "dropped": result.n_dropped}
 
 
+def _median_run(rs: list[dict]) -> dict:
+    """One run's figures as the median over its rounds (the counts are the same in every round)."""
+    out = dict(rs[0])
+    for key in ("samples_per_s", "tokens_per_s", "cpu_samples_per_s", "job_s", "peak_rss_mb"):
+        values = [r[key] for r in rs if r.get(key) is not None]
+        if values:
+            out[key] = statistics.median(values)
+    return out
+
+
 def rates(r: dict) -> dict:
     """samples/s and tokens/s over steps 2..n (the first step is warm-up), by the wall and the CPU clock."""
     marks = r["marks"]
@@ -314,26 +325,32 @@ def run_cpu(args) -> int:
         print(f"setup {time.perf_counter() - t0:.1f} s: model {CPU_MODEL}, {len(records)} samples "
               f"({len(train_recs)} trained, {len(heldout)} held out), {threads} torch threads")
 
-        runs = {}
-        for label in args.runs:
-            out_dir = tmp / "loras" / label
-            result_file = tmp / f"{label}.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", label, "--_model", str(model_dir),
-                   "--_data", str(train_json), "--_out", str(out_dir), "--_result", str(result_file)]
-            if label == "ours":
-                cmd += [f"--set={item}" for item in args.set]
-            m = run_measured(cmd, cwd=tmp, env=env).check(f"the {label} run")
-            r = json.loads(result_file.read_text(encoding="utf-8"))
-            r["peak_rss_mb"] = m.peak_rss_mb
-            r.update(rates(r))
-            runs[label] = r
-            print(f"{label}: {r['samples']} samples, {r['samples_per_s']:.2f} samples/s (job {r['job_s']:.1f} s, "
-                  f"process {m.seconds:.1f} s, load {load_average()})")
+        # The runs alternate (seed, ours, seed, ours, ...) for --repeat rounds, and each figure is the
+        # median over the rounds: a shared machine's speed drifts on the scale of a run, so one pair of
+        # runs can be off by a third either way; a ratio of runs next to each other, taken as the
+        # median of several rounds, is not.
+        rounds: dict[str, list[dict]] = {label: [] for label in args.runs}
+        for k in range(args.repeat):
+            for label in args.runs:
+                out_dir = tmp / "loras" / f"{label}-{k}"
+                result_file = tmp / f"{label}-{k}.json"
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", label, "--_model", str(model_dir),
+                       "--_data", str(train_json), "--_out", str(out_dir), "--_result", str(result_file)]
+                if label == "ours":
+                    cmd += [f"--set={item}" for item in args.set]
+                m = run_measured(cmd, cwd=tmp, env=env).check(f"the {label} run")
+                r = json.loads(result_file.read_text(encoding="utf-8"))
+                r["peak_rss_mb"] = m.peak_rss_mb
+                r.update(rates(r))
+                rounds[label].append(r)
+                print(f"round {k + 1}/{args.repeat} {label}: {r['samples']} samples, {r['samples_per_s']:.2f} samples/s "
+                      f"(job {r['job_s']:.1f} s, process {m.seconds:.1f} s, load {load_average()})")
+        runs = {label: _median_run(rs) for label, rs in rounds.items()}
 
         t_eval = time.perf_counter()
         base_loss = heldout_loss(model_dir, None, heldout)
-        for label, r in runs.items():
-            r["heldout_loss"] = heldout_loss(model_dir, Path(r["adapter"]), heldout)
+        for label, r in runs.items():  # every round trains the same adapter (same seeds): the first is scored
+            r["heldout_loss"] = heldout_loss(model_dir, Path(rounds[label][0]["adapter"]), heldout)
         eval_s = time.perf_counter() - t_eval
 
     figures = [f"held-out ({len(heldout)} samples, completion tokens only): base model loss {base_loss:.3f}"]
@@ -348,7 +365,11 @@ def run_cpu(args) -> int:
         )
     if "seed" in runs and "ours" in runs:
         s, o = runs["seed"], runs["ours"]
-        speedup = o["samples_per_s"] / s["samples_per_s"]
+        pairs = [b["samples_per_s"] / a["samples_per_s"] for a, b in zip(rounds["seed"], rounds["ours"])]
+        speedup = statistics.median(pairs)
+        if len(pairs) > 1:
+            figures.append("speedup in each round (ours over the seed run just before it): "
+                           + ", ".join(f"{x:.2f}" for x in pairs))
         cpu_speedup = o["cpu_samples_per_s"] / s["cpu_samples_per_s"]
         job_speedup = (o["samples"] / o["job_s"]) / (s["samples"] / s["job_s"])
         verdict = "no worse" if o["heldout_loss"] <= s["heldout_loss"] else "WORSE"
@@ -360,7 +381,7 @@ def run_cpu(args) -> int:
         settings = {"load at start": load_at_start, "device": "cpu", "torch_threads": threads, "model": "hidden 256, 4 layers, 4 heads (2 kv), mlp 896, vocab 8k",
                     "data": (f"tinyshakespeare rounds 5, {len(NAMES)} speakers" if args.data == "shakespeare"
                              else "generated chat lines rounds 5, 1 speaker"), "samples": args.samples,
-                    "heldout": len(heldout), "epochs": 1, "seed recipe": "pad 256, batch 4, all-token loss, r16 a16 q,v, Trainer",
+                    "heldout": len(heldout), "epochs": 1, "rounds": args.repeat, "figures": "median over the rounds", "seed recipe": "pad 256, batch 4, all-token loss, r16 a16 q,v, Trainer",
                     "ours": "training.train defaults, val_ratio 0" + "".join(f", {i}" for i in args.set), "eval": f"{eval_s:.0f} s"}
         append_results("train_speed (CPU)", settings, figures, machine=machine_info(gpu=True))
     return 0
@@ -595,6 +616,8 @@ def parse_args(argv):
                    help="CPU mode: tinyshakespeare speeches (default) or generated chat-length lines")
     p.add_argument("--runs", default="seed,ours", help="CPU mode: which runs, comma-separated (default seed,ours)")
     p.add_argument("--seed", type=int, default=0, help="CPU mode: sample shuffle seed")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="CPU mode: rounds of (seed, ours) runs; figures are medians over them (default 3)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="CPU mode: change one of our TrainConfig settings for the 'ours' run (repeatable), "
                         "e.g. --set lora_dropout=0 to try a variant; the defaults are what counts")
@@ -618,6 +641,8 @@ def parse_args(argv):
     bad = [r for r in args.runs if r not in ("seed", "ours")] + [m for m in args.modes if m not in ("lora", "qlora")]
     if bad:
         p.error(f"unknown run or mode: {', '.join(bad)}")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
     if args.shape is None and args.device.startswith("cuda"):
         args.shape = "llama3-8b"
     return args

@@ -79,3 +79,12 @@ def test_cuda_mode_without_cuda_is_one_clear_line(capsys):
     assert train_speed.main(["--device", "cuda", "--shape", "llama3-8b", "--no_record"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --device cuda needs a CUDA GPU")
+
+
+def test_train_speed_median_run_and_repeat_flag():
+    rs = [{"samples": 8, "samples_per_s": x, "tokens_per_s": 10 * x, "cpu_samples_per_s": x / 2, "job_s": 1.0,
+           "peak_rss_mb": 100.0} for x in (3.0, 1.0, 2.0)]
+    m = train_speed._median_run(rs)
+    assert m["samples_per_s"] == 2.0 and m["tokens_per_s"] == 20.0 and m["samples"] == 8
+    with pytest.raises(SystemExit):
+        train_speed.parse_args(["--repeat", "0"])

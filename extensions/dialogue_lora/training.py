@@ -610,8 +610,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     with_mask = not use_flash
     pad_id = tokenizer.pad_token_id
 
-    use_amp = device.type in ("cuda", "cpu") and dtype in (torch.bfloat16, torch.float16)
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if use_amp else contextlib.nullcontext
+    # CUDA: autocast, as the recipes it is tested against. CPU bf16: without it (about 6% faster), the
+    # base is bf16 already and the adapter's fp32 weights are cast where used (fused_lora.py, PEFT).
+    use_amp = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if use_amp else contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
     # oneDNN compiles its bf16 CPU kernels once per matrix shape (tens of ms each): round the rows'
     # length and the number of scored positions up to a multiple of 64 so that few shapes recur.
