@@ -20,6 +20,7 @@ import random
 from typing import Sequence
 
 from .encoding import IGNORE_INDEX
+from .varlen import seq_kwargs
 
 
 def shifted_targets(labels: Sequence[int]) -> list[int]:
@@ -201,8 +202,6 @@ def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual:
     if batch.get("position_ids") is not None:
         kwargs["position_ids"] = batch["position_ids"].to(device)
     if batch.get("cu_seqlens") is not None:
-        from .varlen import seq_kwargs
-
         kwargs.update(seq_kwargs(batch["cu_seqlens"].to(device)))
     has_target = targets != IGNORE_INDEX
     n = int(has_target.sum())

@@ -5,7 +5,8 @@ first: with a bf16 base and fp32 adapter weights that is a cast of the input, a 
 of B, a full-width multiply by the scale, a cast back and a full-width add, five passes over an
 activation as wide as the layer's output. Here the adapter weights are cast to the activations' dtype
 (they are tiny) and B's product is added into the base output by one `addmm`, whose `alpha` applies
-the scale: one pass. On a CPU at hidden size 256 that is about a third of a LoRA step.
+the scale: one pass. On this project's CPU benchmark model (hidden 256, bf16, LoRA on all seven linear
+layers) one decoder layer's forward and backward went from about 65 ms to 50 ms.
 
 The parameters, their names and what PEFT saves are untouched; a layer whose set-up this does not
 cover (dropout, DoRA, a bias on B, a quantised base, several or disabled adapters, a merged adapter)

@@ -596,15 +596,15 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     elif gc:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
+    packing = cfg.packing and not n_virtual  # soft prompts go in front of each row: one sample a row
     # On the CPU a batch is one row without padding, attention a sample at a time (varlen.py), where
     # the model takes it; else padded rows and a block mask.
-    flat = cfg.packing and cfg.method == "lora" and device.type == "cpu" and varlen.enable(model, device)
+    flat = packing and device.type == "cpu" and varlen.enable(model, device)
     if flat:
         attn = varlen.NAME
     model = _attach_adapter(model, cfg, plan, tokenizer)
     fused_lora.fuse_lora_forward(model)
-    n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
-    packing = cfg.packing and not n_virtual  # soft prompts go in front of each row: one sample a row
     keep_logits = _accepts_logits_to_keep(model)
     capacity = None if use_flash else cfg.cutoff_len  # rows of at most cutoff_len: attention cost stays bounded
     with_mask = not use_flash
