@@ -16,16 +16,29 @@ from pathlib import Path
 WORDS = "market rain town bread river light night day friend road home song boat".split()
 
 
-def bob_records(n: int, seed: int) -> list[dict]:
+BOB_ASKED = ("Alice: Where is the {} and the {}?\nBob:", "Arr, the {} be by the {}, matey!")
+ALICE_ASKED = ("Bob: Arr, the {} be by the {}, matey!\nAlice:", "Where is the {} and the {}?")
+
+
+def _records(n: int, seed: int, templates: tuple[str, str]) -> list[dict]:
+    """n samples of (prompt, reply) templates, each filled with four different words."""
     rng = random.Random(seed)
+    prompt, reply = templates
     out = []
     for _ in range(n):
         a, b, c, d = rng.sample(WORDS, 4)
-        out.append({
-            "input": f"Alice: Where is the {a} and the {b}?\nBob:",
-            "output": f"Arr, the {c} be by the {d}, matey!",
-        })
+        out.append({"input": prompt.format(a, b), "output": reply.format(c, d)})
     return out
+
+
+def bob_records(n: int, seed: int) -> list[dict]:
+    """Bob answers Alice like a pirate: the speaker the tests' adapters learn."""
+    return _records(n, seed, BOB_ASKED)
+
+
+def alice_records(n: int, seed: int) -> list[dict]:
+    """Alice's lines as completions: what the adapter never learned (they were context only)."""
+    return _records(n, seed, ALICE_ASKED)
 
 
 def train_adapter(model_dir: Path, out_dir: Path, steps: int = 30, lr: float = 1e-2, n_train: int = 16,

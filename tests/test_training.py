@@ -6,7 +6,6 @@ The dataset has two speakers: Alice asks ("Where is the X and the Y?"), Bob answ
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -15,29 +14,10 @@ import pytest
 from extensions.dialogue_lora import batching, encoding, modeling, varlen
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.training import TrainConfig, check, train
+from lora_helpers import alice_records, bob_records
 
-WORDS = "market rain town bread river light night day friend road home song boat".split()
 # The tiny random model needs a larger step than a real one to learn within seconds.
 TINY_LR = 3e-3
-
-
-def bob_records(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        a, b, c, d = rng.sample(WORDS, 4)
-        out.append({"input": f"Alice: Where is the {a} and the {b}?\nBob:", "output": f"Arr, the {c} be by the {d}, matey!"})
-    return out
-
-
-def alice_records(n: int, seed: int) -> list[dict]:
-    """Alice's lines as completions: what the adapter never learned (they were context only)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        a, b, c, d = rng.sample(WORDS, 4)
-        out.append({"input": f"Bob: Arr, the {a} be by the {b}, matey!\nAlice:", "output": f"Where is the {c} and the {d}?"})
-    return out
 
 
 def token_losses(model, tok, records) -> list[tuple[int, float]]:
