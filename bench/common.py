@@ -158,8 +158,11 @@ def append_results(title: str, settings: dict, figures: list[str], machine: str 
     lines.append("```")
     lines.append("")
     text = "\n".join(lines) + "\n"
-    if not path.exists() or not path.read_text(encoding="utf-8").strip():
+    before = path.read_text(encoding="utf-8") if path.exists() else ""
+    if not before.strip():
         text = _RESULTS_HEADER + "\n" + text
+    elif not before.endswith("\n\n"):  # a hand-written note above may end without a blank line
+        text = ("\n" if before.endswith("\n") else "\n\n") + text
     with open(path, "a", encoding="utf-8") as f:
         f.write(text)
     return path

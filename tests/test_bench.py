@@ -59,6 +59,15 @@ def test_append_results_keeps_every_run(tmp_path):
     assert "lines=20" in text and "speedup 2.00" in text and "test box" in text
 
 
+def test_append_results_starts_a_heading_after_a_note_without_blank_line(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    common.append_results("first", {"lines": 10}, ["speedup 1.00"], machine="test box", path=path)
+    path.write_text(path.read_text(encoding="utf-8") + "A note written by hand.", encoding="utf-8")
+    common.append_results("second", {"lines": 20}, ["speedup 2.00"], machine="test box", path=path)
+    text = path.read_text(encoding="utf-8")
+    assert "A note written by hand.\n\n## " in text
+
+
 def test_peak_table_and_flops():
     assert train_speed.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert train_speed.peak_tflops("NVIDIA H100 PCIe") == 756.0
