@@ -116,6 +116,18 @@ def test_character_chat_prompt_first_message_and_multiline(monkeypatch):
     assert script.custom_generate_chat_prompt("Hi", _state([["a", "b"]])) == "Bob:"
 
 
+def test_character_chat_prompt_uses_the_tabs_character_name_over_the_bot_name(monkeypatch):
+    monkeypatch.setitem(script.params, "character_chat", True)
+    monkeypatch.setitem(script.params, "rounds", 5)
+    rows = [["Hi!", "Hello."]]
+    state = _state(rows, name1="You", name2="AI")  # the webui's default names
+    monkeypatch.setitem(script.params, "character", "Bob")
+    got = script.custom_generate_chat_prompt("Coming tonight?", state, history={"internal": rows})
+    assert got == "You: Hi!\nBob: Hello.\nYou: Coming tonight?\nBob:"
+    monkeypatch.setitem(script.params, "character", "")
+    assert script.custom_generate_chat_prompt("Coming?", _state([], name2="AI")).endswith("\nAI:")
+
+
 def test_character_chat_prompt_continue_and_impersonate():
     rows = [["Hi Bob!", "Hello"]]
     got = webui.character_chat_prompt("", _state(rows), 5, history={"internal": rows}, _continue=True)

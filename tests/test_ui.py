@@ -143,6 +143,23 @@ def test_chat_needs_a_loaded_model_and_a_message(logic):
         logic.use("tiny-llama", None)
 
 
+def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
+    """After "Apply adapter" the webui's Chat tab cues the adapter's character (params["character"]),
+    whatever the bot's name in the webui's Character tab."""
+    class Applied(StandaloneHost):
+        def use_adapter(self, model, adapter):
+            return f"Applied {adapter}."
+
+    lora = webui_root / "user_data" / "loras" / "bob"
+    lora.mkdir(parents=True)
+    (lora / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (lora / "training_parameters.json").write_text(json.dumps({"name": "Bob"}), encoding="utf-8")
+    params = {"character_chat": False}
+    logic = TabLogic(Applied(params, resolve_dirs(webui_root)))
+    assert logic.use(None, "bob") == "Applied bob."
+    assert params == {"character_chat": True, "stop_at_newline": True, "character": "Bob"}
+
+
 # ------------------------------------------------------------------------------------------ jobs
 
 

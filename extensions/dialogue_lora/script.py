@@ -21,6 +21,7 @@ params = {
     "stop_at_newline": True,  # add "\n" to the stopping strings: one line per reply, as trained
     "character_chat": False,  # build the chat prompt in the training format (custom_generate_chat_prompt)
     "rounds": 5,  # context turns in that prompt (prepare_dataset's --rounds)
+    "character": "",  # the character's name in that prompt; empty: the webui's bot name (Character tab)
 }
 
 
@@ -71,5 +72,6 @@ def state_modifier(state):
 def custom_generate_chat_prompt(user_input, state, **kwargs):
     """With character chat on, the prompt is the training format; otherwise the webui's own prompt."""
     if params.get("character_chat"):
-        return _webui.character_chat_prompt(user_input, state, int(params.get("rounds", 5)), **kwargs)
+        return _webui.character_chat_prompt(user_input, state, int(params.get("rounds", 5)),
+                                            character=params.get("character"), **kwargs)
     return _webui.default_chat_prompt(user_input, state, **kwargs)

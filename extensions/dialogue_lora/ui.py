@@ -366,6 +366,9 @@ class TabLogic:
         message = self.host.use_adapter(model, check_name(adapter, "adapter name"))
         self.host.params["character_chat"] = True
         self.host.params["stop_at_newline"] = True
+        character = self.character_of(adapter)
+        if character:  # the webui's Chat tab cues the adapter's own character, not the default bot name
+            self.host.params["character"] = character
         return message
 
     def chat(self, history: list[tuple[str, str]], message: str, name: str, user_name: str, rounds: int) -> str:
@@ -529,7 +532,7 @@ def build_tab(host) -> dict:
                 use_rounds = gr.Slider(label="Context turns", minimum=0, maximum=20, step=1,
                                        value=int(params.get("rounds", 5)))
             with gr.Row():
-                char_name = gr.Textbox(label="Character name", value="")
+                char_name = gr.Textbox(label="Character name", value=str(params.get("character") or ""))
                 user_name = gr.Textbox(label="Your name", value="You")
             test_in = gr.Textbox(label="Quick test: say something", placeholder="Hello!")
             test_btn = gr.Button("Reply")
@@ -671,6 +674,7 @@ def build_tab(host) -> dict:
     char_chat.change(lambda v: params.update(character_chat=bool(v)), char_chat, None)
     newline_stop.change(lambda v: params.update(stop_at_newline=bool(v)), newline_stop, None)
     use_rounds.change(lambda v: params.update(rounds=int(v)), use_rounds, None)
+    char_name.change(lambda v: params.update(character=(v or "").strip()), char_name, None)
 
     def on_test(message, name, user, rounds_v):
         try:

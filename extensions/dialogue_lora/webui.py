@@ -66,15 +66,19 @@ def history_turns(rows, name1: str, name2: str) -> list[tuple[str, str]]:
     return turns
 
 
-def character_chat_prompt(user_input: str, state: dict, rounds: int, **kwargs) -> str:
+def character_chat_prompt(user_input: str, state: dict, rounds: int, character: str | None = None, **kwargs) -> str:
     """The chat prompt in the training format: the last `rounds` turns as `Name: text` lines, then `Name2:`.
+
+    `character` (the tab's "Character name", filled from the adapter's training data) names the
+    character's turns; without it, the webui's bot name (state["name2"]) does. The adapter learned to
+    answer after its own name's cue, so with the webui's default bot name it would be cued as someone else.
 
     `kwargs["history"]` (the webui passes it; it holds the rows before the current message) wins over
     state["history"]. With `_continue`, the last reply is unfinished: the prompt ends with it after the cue.
     With `impersonate`, the user's cue is used instead.
     """
     name1 = (state.get("name1") or "You").strip()
-    name2 = (state.get("name2") or "Character").strip()
+    name2 = (character or "").strip() or (state.get("name2") or "Character").strip()
     history = kwargs.get("history") or state.get("history") or {}
     rows = history.get("internal", []) if isinstance(history, dict) else history
     turns = history_turns(rows, name1, name2)
