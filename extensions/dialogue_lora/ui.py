@@ -366,9 +366,9 @@ class TabLogic:
         message = self.host.use_adapter(model, check_name(adapter, "adapter name"))
         self.host.params["character_chat"] = True
         self.host.params["stop_at_newline"] = True
-        character = self.character_of(adapter)
-        if character:  # the webui's Chat tab cues the adapter's own character, not the default bot name
-            self.host.params["character"] = character
+        # the webui's Chat tab cues the adapter's own character, not the default bot name; an adapter
+        # that does not say whose it is clears the previous one's, so the webui's bot name is used
+        self.host.params["character"] = self.character_of(adapter)
         return message
 
     def chat(self, history: list[tuple[str, str]], message: str, name: str, user_name: str, rounds: int) -> str:
@@ -665,7 +665,7 @@ def build_tab(host) -> dict:
             message = logic.use(model_v, adapter_v)
         except EXPECTED as e:
             return _error_text(e), gr.update(), gr.update(), gr.update()
-        return message, True, True, logic.character_of(adapter_v) or gr.update()
+        return message, True, True, params.get("character", "")
 
     use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name])
     use_adapter.change(lambda a: logic.character_of(a) or gr.update(), use_adapter, char_name)
