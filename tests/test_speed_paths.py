@@ -16,12 +16,16 @@ RECORDS = [
 ]
 
 
-def _lora(tiny_model_dir, dropout: float = 0.0, seed: int = 0):
+def _lora(tiny_model_dir, dropout: float = 0.0, seed: int = 0, flat: bool = False):
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from extensions.dialogue_lora import varlen
+
     torch.manual_seed(seed)
     model, tok = modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32, for_training=True)
+    if flat:
+        assert varlen.enable(model, "cpu")
     cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
     model = get_peft_model(model, cfg)
     for name, p in model.named_parameters():  # B starts at zero: give it values so the adapter matters
@@ -30,8 +34,8 @@ def _lora(tiny_model_dir, dropout: float = 0.0, seed: int = 0):
     return model, tok
 
 
-def _loss_and_grads(model, batch):
-    loss, n = batching.loss_sum(model, batch, "cpu")
+def _loss_and_grads(model, batch, multiple: int = 1):
+    loss, n = batching.loss_sum(model, batch, "cpu", multiple=multiple)
     loss.backward()
     grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
@@ -49,7 +53,8 @@ def test_fused_lora_forward_matches_peft(tiny_model_dir):
     fused_loss, fused_grads = _loss_and_grads(model, batch)
     assert fused_loss == pytest.approx(plain_loss, rel=1e-5)
     for k, g in plain_grads.items():
-        assert torch.allclose(fused_grads[k], g, rtol=1e-4, atol=1e-7), k
+        # fp32 sums in another order: equal to a small fraction of the gradient's own scale
+        assert (fused_grads[k] - g).abs().max() <= 1e-4 * g.abs().max(), k
     # the adapter disabled: the base model's loss, whichever forward
     with model.disable_adapter():
         base_fused = float(batching.loss_sum(model, batch, "cpu")[0])
@@ -162,3 +167,68 @@ def test_varlen_is_refused_where_it_would_not_isolate(tiny_model_dir, monkeypatc
     monkeypatch.setattr(varlen, "isolates", lambda m, d: False)
     assert not varlen.enable(model, "cpu")
     assert model.config._attn_implementation == before
+
+
+# ------------------------------------------------------------------ the last layer on scored positions only
+
+
+def _flat_lora(tiny_model_dir):
+    model, tok = _lora(tiny_model_dir, flat=True)
+    fused_lora.fuse_lora_forward(model)
+    return model, tok
+
+
+def _long_records():
+    """Samples whose replies sit at the end of longer contexts, as in real data."""
+    lines = ["Alice: The tide is turning, and the boats are not back yet.", "Bob: Arr, they be late again.",
+             "Alice: Will you go and look for them before the storm?"]
+    return [{"input": "\n".join(lines[: k + 1]) + "\nBob:", "output": f"Aye, lass, {'and again ' * k}I will."}
+            for k in range(3)] + RECORDS
+
+
+@pytest.mark.parametrize("multiple", [1, 64])
+def test_scored_last_layer_gives_the_same_loss_and_gradients(tiny_model_dir, multiple):
+    """The last layer run only where the loss reads it: same loss, same adapter gradients as the full row."""
+    import torch
+
+    from extensions.dialogue_lora import last_layer
+
+    model, tok = _flat_lora(tiny_model_dir)
+    samples = [encoding.encode_record(r, tok, 256) for r in _long_records()]
+    batch = batching.collate(samples, tok.pad_token_id, True, None, multiple=multiple, flat=True)
+    full_loss, full_grads = _loss_and_grads(model, batch, multiple)
+    assert last_layer.enable(model, "cpu") and last_layer.installed(model)
+    seen = []
+    layer = model.get_base_model().model.layers[-1]
+    hook = layer.register_forward_hook(lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).shape))
+    part_loss, part_grads = _loss_and_grads(model, batch, multiple)
+    hook.remove()
+    n = int((batch["targets"] != encoding.IGNORE_INDEX).sum())
+    assert seen[0][1] == batching.round_up(n, multiple) < batch["input_ids"].shape[1] / 2  # scored rows only
+    assert part_loss == pytest.approx(full_loss, rel=1e-4)
+    for k, g in full_grads.items():
+        assert (part_grads[k] - g).abs().max() <= 1e-3 * g.abs().max(), k
+    # outside a scored batch the layer is the model's own: full-length output
+    seen.clear()
+    hook = layer.register_forward_hook(lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).shape))
+    with torch.no_grad():
+        model(input_ids=batch["input_ids"])
+    hook.remove()
+    assert seen[0][1] == batch["input_ids"].shape[1]
+
+
+def test_scored_last_layer_left_off_for_other_layouts(tiny_model_dir, monkeypatch):
+    """A layer with parts the scored forward does not know, or a probe that disagrees: the model is left as it was."""
+    import torch
+
+    from extensions.dialogue_lora import last_layer
+
+    model, _ = _flat_lora(tiny_model_dir)
+    layer = model.get_base_model().model.layers[-1]
+    forward = layer.forward
+    layer.extra_norm = torch.nn.Identity()  # as Gemma's extra norms
+    assert not last_layer.enable(model, "cpu") and not last_layer.installed(model)
+    del layer.extra_norm
+    monkeypatch.setattr(last_layer, "_rotate", lambda x, cos, sin: x)  # a wrong rotary: the probe disagrees
+    assert not last_layer.enable(model, "cpu") and not last_layer.installed(model)
+    assert layer.forward == forward

@@ -163,6 +163,7 @@ def test_saved_folder(trained):
     assert Path(params["dataset"]).is_absolute()
     # on the CPU: one row a batch with per-sample attention; bf16 where the CPU has it, and the adapter fp32
     assert params["attn_implementation"] == varlen.NAME and params["packing"]
+    assert params["scored_last_layer"]  # the last layer only where the loss reads it (last_layer.py)
     assert params["dtype"] == str(modeling.training_dtype("cpu")).replace("torch.", "")
     from safetensors.torch import load_file
 
@@ -253,6 +254,13 @@ def test_overwrite_refusal_changes_nothing(env):
     res = train(make_cfg(env, lora_name="taken", max_steps=2, val_ratio=0, overwrite=True))
     assert res.step == 2 and (out / "adapter_model.safetensors").is_file()
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+def test_gradient_checkpointing_keeps_the_full_last_layer(env):
+    """Checkpointing recomputes each layer's forward in the backward: the last layer stays whole there."""
+    res = train(make_cfg(env, lora_name="gc", max_steps=2, val_ratio=0, gradient_checkpointing="on"))
+    params = json.loads((res.output_dir / "training_parameters.json").read_text())
+    assert res.step == 2 and params["gradient_checkpointing"] and not params["scored_last_layer"]
 
 
 # -------------------------------------------------------------------------------- stop and resume

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
+from . import last_layer
 from .encoding import IGNORE_INDEX
 from .varlen import seq_kwargs
 
@@ -221,11 +222,16 @@ def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual:
             hidden = args[0]
             return (hidden.reshape(-1, hidden.shape[-1])[at][None],) + tuple(args[1:])
 
-        hook = head.register_forward_pre_hook(only_targets)
-        try:
-            logits = model(**kwargs, logits_to_keep=cols).logits
-        finally:
-            hook.remove()
+        if batch.get("cu_seqlens") is not None and len(at) and last_layer.installed(inner):
+            # a single row: its last layer runs only at the scored positions (last_layer.py)
+            with last_layer.scored_only(inner, cols.to(device)[at], kwargs["cu_seq_lens_q"]):
+                logits = model(**kwargs, logits_to_keep=0).logits
+        else:
+            hook = head.register_forward_pre_hook(only_targets)
+            try:
+                logits = model(**kwargs, logits_to_keep=cols).logits
+            finally:
+                hook.remove()
     else:
         logits = model(**kwargs).logits
         if n_virtual:

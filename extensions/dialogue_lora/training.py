@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from . import batching, encoding, fused_lora, modeling, paths, varlen
+from . import batching, encoding, fused_lora, last_layer, modeling, paths, varlen
 from . import prompt as prompt_mod
 from .errors import UserError, join_problems
 from .fileio import atomic_write_json, atomic_write_text, load_records, write_records
@@ -606,6 +606,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     model = _attach_adapter(model, cfg, plan, tokenizer)
     fused_lora.fuse_lora_forward(model)
     keep_logits = _accepts_logits_to_keep(model)
+    # A single row's last layer computed only where the loss reads it (last_layer.py); not under
+    # gradient checkpointing, whose recomputation would run the layer's full forward.
+    scored_last = flat and keep_logits and not gc and not n_virtual and last_layer.enable(model, device)
     capacity = None if use_flash else cfg.cutoff_len  # rows of at most cutoff_len: attention cost stays bounded
     with_mask = not use_flash
     pad_id = tokenizer.pad_token_id
@@ -649,6 +652,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         gradient_checkpointing=gc,
         attn_implementation=attn,
         packing=packing,
+        scored_last_layer=scored_last,
     )
 
     log = {"steps": [], "evals": []}
