@@ -464,7 +464,7 @@ def worker_gpu(args) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from extensions.dialogue_lora import modeling
+    from extensions.dialogue_lora import fused_lora, modeling
     from extensions.dialogue_lora.training import TrainConfig
 
     device = torch.device(args.device)
@@ -484,6 +484,8 @@ def worker_gpu(args) -> dict:
     model = get_peft_model(model, LoraConfig(r=defaults.lora_rank, lora_alpha=defaults.alpha,
                                              lora_dropout=defaults.lora_dropout, target_modules="all-linear",
                                              bias="none", task_type="CAUSAL_LM"))
+    # our trainer's LoRA forward (fused_lora.py): bf16 bases only, a 4-bit base keeps PEFT's own
+    fused = fused_lora.fuse_lora_forward(model)
     params = [p for p in model.parameters() if p.requires_grad]  # PEFT keeps them in fp32
     optimizer = torch.optim.AdamW(params, lr=defaults.lr, fused=device.type == "cuda")
     step_fn = model
@@ -543,7 +545,7 @@ def worker_gpu(args) -> dict:
         "mfu": (tps * fpt / 1e12 / peak) if peak else None,
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "reserved_gpu_mb": torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else None,
-        "gradient_checkpointing": gc, "liger": liger, "compile": compiled, "build_s": build_s,
+        "gradient_checkpointing": gc, "liger": liger, "compile": compiled, "build_s": build_s, "fused_lora": fused,
         "loss": float(loss), "lora_r": defaults.lora_rank, "lora_alpha": defaults.alpha,
     }
 
@@ -591,6 +593,7 @@ def run_gpu(args) -> int:
             f"MFU {mfu} (peak {r['peak_tflops']} TFLOP/s), peak GPU memory {_fmt_mb(r['peak_gpu_mb'])} "
             f"(reserved {_fmt_mb(r['reserved_gpu_mb'])}); seq {r['seq']} x batch {r['batch']}, {r['steps']} steps, "
             f"grad ckpt {'on' if r['gradient_checkpointing'] else 'off'}, liger {r['liger']}, compile {r['compile']}, "
+            f"fused LoRA forward on {r.get('fused_lora', 0)} layers, "
             f"last loss {r['loss']:.2f}"
         )
         print(rows[-1])

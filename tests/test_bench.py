@@ -97,3 +97,18 @@ def test_train_speed_median_run_and_repeat_flag():
     assert m["samples_per_s"] == 2.0 and m["tokens_per_s"] == 20.0 and m["samples"] == 8
     with pytest.raises(SystemExit):
         train_speed.parse_args(["--repeat", "0"])
+
+
+@pytest.mark.slow
+def test_gpu_mode_path_runs_on_the_cpu_with_the_tiny_shape(capsys):
+    """The GPU mode's code (random model from a config, our LoRA forward, timed steps, MFU figures) on a
+    small shape, both modes, so that a GPU session starts from a path known to run."""
+    pytest.importorskip("bitsandbytes")
+    rc = train_speed.main(["--device", "cpu", "--shape", "llama-tiny", "--seq", "64", "--steps", "2", "--warmup", "1",
+                           "--no_record"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    lora = next(line for line in out.splitlines() if line.startswith("lora "))
+    qlora = next(line for line in out.splitlines() if line.startswith("qlora"))
+    assert "tokens/s" in lora and "fused LoRA forward on 28 layers" in lora  # 4 layers x 7 projections
+    assert "fused LoRA forward on 0 layers" in qlora  # a 4-bit base keeps PEFT's forward
