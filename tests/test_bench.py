@@ -103,7 +103,6 @@ def test_train_speed_median_run_and_repeat_flag():
 def test_gpu_mode_path_runs_on_the_cpu_with_the_tiny_shape(capsys):
     """The GPU mode's code (random model from a config, our LoRA forward, timed steps, MFU figures) on a
     small shape, both modes, so that a GPU session starts from a path known to run."""
-    pytest.importorskip("bitsandbytes")
     rc = train_speed.main(["--device", "cpu", "--shape", "llama-tiny", "--seq", "64", "--steps", "2", "--warmup", "1",
                            "--no_record"])
     out = capsys.readouterr().out
