@@ -218,15 +218,16 @@ def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual:
             targets = torch.cat([targets, targets.new_full((extra,), IGNORE_INDEX)])
         at = at.to(device)
 
-        def only_targets(_module, args):
-            hidden = args[0]
-            return (hidden.reshape(-1, hidden.shape[-1])[at][None],) + tuple(args[1:])
-
         if batch.get("cu_seqlens") is not None and len(at) and last_layer.installed(inner):
             # a single row: its last layer runs only at the scored positions (last_layer.py)
             with last_layer.scored_only(inner, cols.to(device)[at], kwargs["cu_seq_lens_q"]):
                 logits = model(**kwargs, logits_to_keep=0).logits
         else:
+
+            def only_targets(_module, args):
+                hidden = args[0]
+                return (hidden.reshape(-1, hidden.shape[-1])[at][None],) + tuple(args[1:])
+
             hook = head.register_forward_pre_hook(only_targets)
             try:
                 logits = model(**kwargs, logits_to_keep=cols).logits

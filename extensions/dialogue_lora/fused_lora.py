@@ -42,7 +42,6 @@ def _forward(self, x, *args, **kwargs):
     if name is None:
         return getattr(self, _ORIGINAL)(x, *args, **kwargs)
     import torch.nn.functional as F
-    import torch
 
     # 2D from the start, so that B's product is added in place into the base output (its backward
     # keeps the input and the weight, not the output): no copy of an activation as wide as the layer

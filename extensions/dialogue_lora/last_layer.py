@@ -94,7 +94,6 @@ def _attend(q, k, v, at, bounds, scale, dropout):
 def _scored_forward(layer, hidden, position_embeddings, at, bounds):
     """The layer's output at flat positions `at` of a single row: (1, len(at), hidden)."""
     import torch
-    import torch.nn.functional as F
 
     attn = layer.self_attn
     cos, sin = position_embeddings
@@ -147,7 +146,7 @@ def installed(model) -> bool:
 def _disable(layer) -> None:
     original = getattr(layer, _ORIGINAL)
     del layer.forward  # the class's forward again, unless something else had set one on the layer
-    if getattr(layer, "forward") != original:
+    if layer.forward != original:
         layer.forward = original
     for name in (_ORIGINAL, _SCORED, _TUPLE):
         layer.__dict__.pop(name, None)
@@ -158,14 +157,10 @@ def _agrees(model, device) -> bool:
     of two samples (rounding differs by well under 2%; a wrong layout by far more)."""
     import torch
 
-    from .varlen import seq_kwargs
+    from .varlen import probe_row, seq_kwargs
 
-    vocab = model.get_input_embeddings().weight.shape[0]
-    g = torch.Generator().manual_seed(0)
-    row = torch.randint(3, vocab, (1, 12), generator=g).to(device)
-    kwargs = {"input_ids": row, "position_ids": torch.cat([torch.arange(5), torch.arange(7)])[None].to(device)}
-    cu = torch.tensor([0, 5, 12], dtype=torch.int32, device=device)
-    kwargs.update(seq_kwargs(cu))
+    row, pos, cu = probe_row(model, device)
+    kwargs = {"input_ids": row, "position_ids": pos, **seq_kwargs(cu)}
     at = torch.tensor([1, 4, 5, 8, 11, 1], device=device)  # the last repeats one, as rounding does
     layer = _installed(model)
     seen = []  # whether the layer's own forward returns a tuple (older transformers) or a tensor

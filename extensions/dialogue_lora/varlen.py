@@ -74,9 +74,9 @@ def seq_kwargs(cu_seqlens) -> dict:
     return {"cu_seq_lens_q": cu_seqlens, "cu_seq_lens_k": cu_seqlens, "max_length_q": longest, "max_length_k": longest}
 
 
-def isolates(model, device) -> bool:
-    """Whether a packed row of two samples gives the second the logits it gets alone (not attending
-    to the first changes them by a large fraction; rounding by well under 2%)."""
+def probe_row(model, device):
+    """A packed row of two random samples (5 and 7 tokens) for the checks before training:
+    input_ids (1, 12), position_ids restarting at the second sample, and the bounds cu_seqlens."""
     import torch
 
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -86,12 +86,21 @@ def isolates(model, device) -> bool:
     row = torch.cat([a, b], dim=1).to(device)
     pos = torch.cat([torch.arange(5), torch.arange(7)])[None].to(device)
     cu = torch.tensor([0, 5, 12], dtype=torch.int32, device=device)
+    return row, pos, cu
+
+
+def isolates(model, device) -> bool:
+    """Whether a packed row of two samples gives the second the logits it gets alone (not attending
+    to the first changes them by a large fraction; rounding by well under 2%)."""
+    import torch
+
+    row, pos, cu = probe_row(model, device)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             packed = model(input_ids=row, position_ids=pos, **seq_kwargs(cu)).logits[0, 5:].float()
-            alone = model(input_ids=b.to(device), position_ids=pos[:, 5:]).logits[0].float()
+            alone = model(input_ids=row[:, 5:], position_ids=pos[:, 5:]).logits[0].float()
     finally:
         model.train(was_training)
     scale = alone.abs().max().clamp_min(1e-6)
