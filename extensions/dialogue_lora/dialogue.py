@@ -94,6 +94,11 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
     ASCII text (the common case) skips straight to the whitespace collapse.
     """
     if not text.isascii():
+        # ftfy weighs the whole string: without the line ending, a file's last line (which may lack
+        # one) is judged like the same line anywhere else
+        text = text.strip()
+        if not text:  # only non-ASCII whitespace (a no-break space)
+            return ""
         if "\udc80" <= max(text) and _ESCAPED.search(text):
             text, n = _ESCAPED.subn("\ufffd", text)
             if stats is not None:
