@@ -21,12 +21,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from extensions.dialogue_lora.errors import Interrupted, UserError, run_cli  # noqa: E402
-from extensions.dialogue_lora.modeling import PRECISIONS  # noqa: E402
+from extensions.dialogue_lora.modeling import FUSED_KERNELS, PRECISIONS  # noqa: E402
 from extensions.dialogue_lora.training import TrainConfig  # noqa: E402
 
 _SHORT = {"dataset_name": "-d", "model_name": "-m", "lora_name": "-l", "batch_size": "-b", "epochs": "-e",
           "cutoff_len": "-c", "lora_rank": "-r"}
-_CHOICES = {"method": ["lora", "prompt_tuning"], "gradient_checkpointing": ["auto", "on", "off"],
+_CHOICES = {"method": ["lora", "prompt_tuning"], "gradient_checkpointing": ["auto", "on", "off"], "fused_kernels": list(FUSED_KERNELS),
             "precision": list(PRECISIONS)}
 _ON_BY_DEFAULT = {"packing", "eval_base"}
 _OFF_HELP = {

@@ -5,6 +5,7 @@ The dataset has two speakers: Alice asks ("Where is the X and the Y?"), Bob answ
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -161,10 +162,17 @@ def test_saved_folder(trained):
     assert params["seed"] == 42 and params["lora_alpha"] == 32 and params["learning_rate"] == TINY_LR
     assert "q_proj" in params["target_modules"] and "lm_head" not in params["target_modules"]
     assert Path(params["dataset"]).is_absolute()
-    # on the CPU: one row a batch with per-sample attention; bf16 where the CPU has it, and the adapter fp32
-    assert params["attn_implementation"] == varlen.NAME and params["packing"]
-    assert params["scored_last_layer"]  # the last layer only where the loss reads it (last_layer.py)
-    assert params["dtype"] == str(modeling.training_dtype("cpu")).replace("torch.", "")
+    device = modeling.pick_device()
+    if device.type == "cpu":
+        # one row a batch with per-sample attention; bf16 where the CPU has it, and the adapter fp32
+        assert params["attn_implementation"] == varlen.NAME and params["packing"]
+        assert params["scored_last_layer"]  # the last layer only where the loss reads it (last_layer.py)
+        assert params["fused_kernels"].startswith("off (they need CUDA")
+    else:  # a GPU (the suite is also run on one by hand): padded rows with a block mask
+        assert params["attn_implementation"] in ("sdpa", "flash_attention_2") and not params["scored_last_layer"]
+        liger = importlib.util.find_spec("liger_kernel") is not None and device.type == "cuda"
+        assert (params["fused_kernels"] == "liger") == liger
+    assert params["dtype"] == str(modeling.training_dtype(device)).replace("torch.", "")
     from safetensors.torch import load_file
 
     assert {str(t.dtype) for t in load_file(str(out / "adapter_model.safetensors")).values()} == {"torch.float32"}
@@ -261,6 +269,54 @@ def test_gradient_checkpointing_keeps_the_full_last_layer(env):
     res = train(make_cfg(env, lora_name="gc", max_steps=2, val_ratio=0, gradient_checkpointing="on"))
     params = json.loads((res.output_dir / "training_parameters.json").read_text())
     assert res.step == 2 and params["gradient_checkpointing"] and not params["scored_last_layer"]
+
+
+def test_fused_kernels_on_names_why_they_cannot_run(env):
+    with pytest.raises(UserError, match=r"^--fused_kernels on: they need CUDA, and this run is on cpu$"):
+        train(make_cfg(env, lora_name="fk", max_steps=1, val_ratio=0, device="cpu", fused_kernels="on"))
+    with pytest.raises(UserError, match="--fused_kernels must be auto, on or off"):
+        make_cfg(env, fused_kernels="liger")
+
+
+def test_a_base_is_frozen_for_training_without_casts(tiny_model_dir):
+    """A quantised base is not cast to fp32 beside its 4-bit weights (PEFT's kbit preparation would)."""
+    import torch
+
+    model, _ = modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.bfloat16, for_training=True)
+    modeling.freeze_for_training(model, gradient_checkpointing=True)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in model.parameters()) and model.is_gradient_checkpointing
+
+
+def test_4bit_gradients_are_the_same_after_an_evaluation(tiny_model_dir):
+    """bitsandbytes repacks CPU 4-bit weights for inference in eval mode, after which no gradient passed
+    them: training evaluates between steps, so the gradients must not change across an evaluation."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = modeling.load_base(tiny_model_dir, device="cpu", load_in_4bit=True, for_training=True)
+    modeling.freeze_for_training(model, gradient_checkpointing=False)
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    for name, p in model.named_parameters():  # B starts at zero: give it values so every path carries
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))
+
+    def grads():
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+        out = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+        model.zero_grad()
+        return out
+
+    before = grads()
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    after = grads()
+    for k, g in before.items():
+        assert torch.allclose(after[k], g, rtol=1e-4, atol=1e-6), k
 
 
 # -------------------------------------------------------------------------------- stop and resume

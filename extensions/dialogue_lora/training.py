@@ -120,6 +120,8 @@ class TrainConfig:
     """Pack a batch's samples into shared rows with a block-diagonal mask (off: pad to the longest sample)."""
     gradient_checkpointing: str = "auto"
     """auto (on for GPUs, off on CPU), on, off: trades compute for memory."""
+    fused_kernels: str = "auto"
+    """auto (liger-kernel's fused RMSNorm and SwiGLU on CUDA when liger-kernel is installed), on, off."""
     precision: str = "auto"
     """auto (bf16 on GPUs that have it and on CPUs with AMX/AVX512-BF16, fp16 on older GPUs, else fp32), bf16, fp32; the adapter itself is kept in fp32."""
     save_total_limit: int = 2
@@ -162,6 +164,8 @@ class TrainConfig:
         need(not (self.resume and self.overwrite), "--resume and --overwrite cannot be used together")
         need(self.gradient_checkpointing in ("auto", "on", "off"),
              f"--gradient_checkpointing must be auto, on or off (got {self.gradient_checkpointing!r})")
+        need(self.fused_kernels in modeling.FUSED_KERNELS,
+             f"--fused_kernels must be auto, on or off (got {self.fused_kernels!r})")
         need(self.precision in modeling.PRECISIONS,
              f"--precision must be one of {', '.join(modeling.PRECISIONS)} (got {self.precision!r})")
         need(bool(str(self.model_name or "").strip()), "--model_name is empty")
@@ -587,15 +591,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         emit({"event": "log", "message": f"{n_dropped} sample(s) dropped: their reply alone exceeds --cutoff_len {cfg.cutoff_len}"})
 
     gc = _use_gc(cfg, device)
-    if quantized:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gc, gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
-    elif gc:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+    modeling.freeze_for_training(model, gc)
+    kernels = modeling.apply_fused_kernels(model, device, cfg.fused_kernels)
     n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
     packing = cfg.packing and not n_virtual  # soft prompts go in front of each row: one sample a row
     # On the CPU a batch is one row without padding, attention a sample at a time (varlen.py), where
@@ -653,6 +650,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         attn_implementation=attn,
         packing=packing,
         scored_last_layer=scored_last,
+        fused_kernels=kernels,
     )
 
     log = {"steps": [], "evals": []}
