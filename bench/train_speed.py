@@ -442,21 +442,31 @@ def build_random_model(shape: str, device, dtype, load_in_4bit: bool, seed: int 
     return model
 
 
-def apply_liger(model, wanted: str, device) -> str:
-    """liger-kernel's fused RMSNorm, RoPE, SwiGLU and linear+cross-entropy on a Llama model (CUDA only)."""
+def apply_liger(model, wanted: str, device, compiled: bool) -> str:
+    """Our trainer's fused kernels (modeling.apply_fused_kernels: liger-kernel's RMSNorm and SwiGLU,
+    CUDA only), and for this benchmark's full-sequence loss liger's fused linear and cross-entropy,
+    which never holds the logits.
+
+    Under --compile the layers are left to the compiler, which fuses the norms and SwiGLU itself;
+    liger's kernels are autograd functions of their own that would split each compiled layer into
+    pieces. Only the loss, outside the compiled layers, is liger's then.
+    """
+    from extensions.dialogue_lora import modeling
+
     if wanted == "off":
         return "off"
-    if device.type != "cuda":
-        return "off (no CUDA)"
-    try:
-        from liger_kernel.transformers import apply_liger_kernel_to_llama
-    except ImportError:
+    missing = modeling.fused_kernels_missing(model, device)
+    if missing:
         if wanted == "on":
-            raise SystemExit("error: --liger on needs liger-kernel: pip install liger-kernel") from None
-        return "off (liger-kernel not installed)"
-    apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+            raise SystemExit(f"error: --liger on: {missing}")
+        return f"off ({missing})"
+    if not compiled:
+        modeling.apply_fused_kernels(model, device, "on")
+    from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+    apply_liger_kernel_to_llama(rope=False, rms_norm=False, swiglu=False, cross_entropy=False,
                                 fused_linear_cross_entropy=True, model=model)
-    return "on"
+    return "loss only (layers compiled)" if compiled else "on"
 
 
 def worker_gpu(args) -> dict:
@@ -475,12 +485,9 @@ def worker_gpu(args) -> dict:
     t0 = time.perf_counter()
     model = build_random_model(args.shape, device, dtype, load_in_4bit=qlora)
     build_s = time.perf_counter() - t0
-    liger = apply_liger(model, args.liger, device)
+    liger = apply_liger(model, args.liger, device, compiled=args.compile and device.type == "cuda")
     gc = {"on": True, "off": False}.get(args.grad_ckpt, qlora)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if gc:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    modeling.freeze_for_training(model, gc)  # as our trainer prepares a base, quantised or not
     model = get_peft_model(model, LoraConfig(r=defaults.lora_rank, lora_alpha=defaults.alpha,
                                              lora_dropout=defaults.lora_dropout, target_modules="all-linear",
                                              bias="none", task_type="CAUSAL_LM"))
