@@ -148,9 +148,10 @@ def apply_fused_kernels(model, device, wanted: str = "auto") -> str:
     """liger-kernel's fused RMSNorm and SwiGLU on `model`'s own modules, where they can run.
 
     They are Triton kernels: CUDA only, for the model types liger-kernel knows (Llama, Mistral, Qwen,
-    Gemma and more), and only when liger-kernel is installed (an optional package). On an H100 they
-    took 8B bf16 LoRA training from 32.5% to 34.6% of the card's peak and its memory from 30.5 to
-    24.7 GB (bench/RESULTS.md). The loss keeps our own path (logits only where it is scored).
+    Gemma and more), and only when liger-kernel is installed (an optional package). On an H100, liger
+    (these two, its rotary kernel and its fused loss together) took 8B bf16 LoRA training from 32.5% to
+    34.6% of the card's peak and its memory from 30.5 to 24.7 GB (bench/RESULTS.md). The loss keeps our
+    own path, which computes logits only where the loss reads them.
 
     liger-kernel patches the model type's transformers module too (its norm and MLP classes, its
     rotary function), which would reach every model built later in the process, on the CPU as well,
