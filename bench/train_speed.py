@@ -455,7 +455,7 @@ def apply_liger(model, wanted: str, device, compiled: bool) -> str:
 
     if wanted == "off":
         return "off"
-    missing = modeling.fused_kernels_missing(model, device)
+    missing = modeling.fused_kernels_missing(device, model)
     if missing:
         if wanted == "on":
             raise SystemExit(f"error: --liger on: {missing}")

@@ -272,8 +272,11 @@ def test_gradient_checkpointing_keeps_the_full_last_layer(env):
 
 
 def test_fused_kernels_on_names_why_they_cannot_run(env):
+    cfg = make_cfg(env, lora_name="fk", max_steps=1, val_ratio=0, device="cpu", fused_kernels="on")
     with pytest.raises(UserError, match=r"^--fused_kernels on: they need CUDA, and this run is on cpu$"):
-        train(make_cfg(env, lora_name="fk", max_steps=1, val_ratio=0, device="cpu", fused_kernels="on"))
+        check(cfg)  # before any model loads
+    with pytest.raises(UserError, match=r"^--fused_kernels on: they need CUDA, and this run is on cpu$"):
+        train(cfg)
     with pytest.raises(UserError, match="--fused_kernels must be auto, on or off"):
         make_cfg(env, fused_kernels="liger")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,13 +134,16 @@ def freeze_for_training(model, gradient_checkpointing: bool) -> None:
 FUSED_KERNELS = ("auto", "on", "off")
 
 
-def fused_kernels_missing(model, device) -> str | None:
-    """Why liger-kernel's fused kernels cannot run on `model` on `device`, or None when they can."""
+def fused_kernels_missing(device, model=None) -> str | None:
+    """Why liger-kernel's fused kernels cannot run on `device` (and on `model`'s type, when given: the
+    check before loading has no model yet), or None when they can."""
     device = _as_device(device)
     if device.type != "cuda":
         return f"they need CUDA, and this run is on {device.type}"
     if importlib.util.find_spec("liger_kernel") is None:
         return "liger-kernel is not installed (pip install liger-kernel)"
+    if model is None:
+        return None
     from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -166,13 +170,11 @@ def apply_fused_kernels(model, device, wanted: str = "auto") -> str:
     """
     if wanted == "off":
         return "off"
-    reason = fused_kernels_missing(model, device)
+    reason = fused_kernels_missing(device, model)
     if reason:
         if wanted == "on":
             raise UserError(f"--fused_kernels on: {reason}")
         return f"off ({reason})"
-    import sys
-
     from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
 
     module = sys.modules[type(model).__module__]

@@ -320,6 +320,10 @@ def check(cfg: TrainConfig) -> Plan:
             modeling.require_bitsandbytes("--load_in_4bit" if cfg.load_in_4bit else "--load_in_8bit")
         except UserError as e:
             problems.append(str(e))
+    if cfg.fused_kernels == "on":  # the device and the package, before a model loads (its type is checked then)
+        reason = modeling.fused_kernels_missing(modeling.pick_device(cfg.device))
+        if reason:
+            problems.append(f"--fused_kernels on: {reason}")
     linear: list[str] = []
     targets = cfg.target_modules
     if model_path is not None and cfg.method == "lora":
