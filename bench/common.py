@@ -118,6 +118,121 @@ def run_measured(cmd: list[str], cwd: str | os.PathLike | None = None, env: dict
         return Measured(seconds, max_rss_mb(usage.ru_maxrss), proc.returncode, out.read(), err.read())
 
 
+class Preloaded:
+    """Python scripts run as processes forked from a server that has imported `modules` already.
+
+    Importing torch, transformers and peft takes 10-15 s on a 2-core machine (peft pulls in
+    bitsandbytes, and bitsandbytes torch's compiler): a benchmark of six measured runs spent more time
+    importing than training. The server imports once, runs nothing else (no torch operation, so no
+    thread pool for a fork to break), and forks a child per job. Each job is still a process of its
+    own, run as `python script args` would run it and waited for with wait4 like run_measured, so its
+    peak memory is its own (the imported modules included, as in a fresh process).
+
+        with Preloaded(["torch", "peft"], env=child_env()) as server:
+            m = server.run(script, ["--flag"], cwd=tmp)
+    """
+
+    def __init__(self, modules: list[str], env: dict | None = None):
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from bench.common import _preload_server; _preload_server()", *modules],
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        ready = self._proc.stdout.readline().strip()
+        if ready != "ready":
+            self.close()
+            raise RuntimeError(f"the preloading server did not start (it said {ready!r}; its errors are above)")
+
+    def run(self, script: str | os.PathLike, args: list[str], cwd: str | os.PathLike | None = None) -> Measured:
+        """Run `script` with `args` in a forked child; like run_measured, but without the imports' time."""
+        import json
+
+        with tempfile.TemporaryDirectory(prefix="preloaded.") as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            job = {"script": str(script), "args": [str(a) for a in args], "cwd": str(cwd or ROOT),
+                   "stdout": str(out), "stderr": str(err)}
+            self._proc.stdin.write(json.dumps(job) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the preloading server stopped (its errors are above)")
+            r = json.loads(line)
+            return Measured(r["seconds"], max_rss_mb(r["ru_maxrss"]), r["returncode"],
+                            out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+    def close(self) -> None:
+        if self._proc.stdin and not self._proc.stdin.closed:
+            self._proc.stdin.close()
+        self._proc.wait()
+
+    def __enter__(self) -> "Preloaded":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _preload_server() -> None:
+    """Preloaded's server: import argv's modules, then one forked child per job line on stdin."""
+    import importlib
+    import json
+
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # what the imports print must not mix with the replies
+    for name in sys.argv[1:]:
+        importlib.import_module(name)
+    replies.write("ready\n")
+    replies.flush()
+    for line in sys.stdin:
+        job = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        t0 = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            replies.close()
+            os._exit(_preloaded_child(job))
+        _, status, usage = os.wait4(pid, 0)
+        replies.write(json.dumps({"seconds": time.perf_counter() - t0, "ru_maxrss": usage.ru_maxrss,
+                                  "returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        replies.flush()
+
+
+def _preloaded_child(job: dict) -> int:
+    """In the forked child: become `python script args` (cwd, output files, argv, sys.path) and run it."""
+    import runpy
+    import traceback
+
+    code = 1
+    try:
+        os.chdir(job["cwd"])
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(fd, 0)  # stdin was the job pipe
+        os.close(fd)
+        for target, path in ((1, job["stdout"]), (2, job["stderr"])):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, target)
+            os.close(fd)
+        sys.argv = [job["script"], *job["args"]]
+        sys.path[0] = str(Path(job["script"]).resolve().parent)
+        try:
+            runpy.run_path(job["script"], run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            if e.code is None or isinstance(e.code, int):
+                code = e.code or 0
+            else:
+                print(e.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - what python itself would print for an uncaught error
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    return code
+
+
 def child_env(**extra: str) -> dict:
     """The environment for measured children: offline, repo root importable, no tokenizer threads."""
     env = dict(os.environ)

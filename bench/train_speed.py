@@ -1,6 +1,6 @@
 """How fast does our trainer learn a character, next to the seed recipe, on the same samples?
 
-    python bench/train_speed.py                               # CPU, about two minutes on 2 cores
+    python bench/train_speed.py                               # CPU, about 90 seconds on 2 cores
     python bench/train_speed.py --samples 200                 # quicker
     python bench/train_speed.py --device cuda --shape llama3-8b   # GPU: LoRA bf16 and QLoRA 4-bit at 2048
 
@@ -19,8 +19,10 @@ CPU mode (the default; what CI and everyone can reproduce):
   attention, bf16 base weights where the CPU has AMX/AVX512-BF16, the fused LoRA forward;
   completion-only loss, LoRA on every linear layer, alpha 2r, warm-up + cosine), one epoch, `val_ratio 0` (the benchmark holds out its own
   samples and evaluates both adapters the same way);
-- each in its own process for the same samples; then the held-out loss of both adapters (and of the
-  base model) with the same completion-only loss (evaluation.completion_nll).
+- each in its own process for the same samples (forked from one that has imported torch, transformers
+  and peft already: bench/common.Preloaded, so that no run's clock or the benchmark's minutes go to
+  imports); then the held-out loss of both adapters (and of the base model) with the same
+  completion-only loss (evaluation.completion_nll).
 
 It prints per run samples/s, tokens/s (real tokens, padding not counted), peak memory and held-out loss,
 and as its last line `speedup S` (our samples/s over the seed recipe's, training loops timed alike).
@@ -30,7 +32,8 @@ downloaded), LoRA as our trainer configures it (r 16, alpha 32, every linear lay
 batch 1, in bf16 and as QLoRA (nf4, double quantisation, bf16 compute, gradient checkpointing):
 tokens/s, model FLOPs utilisation against the card's bf16 dense peak, and peak GPU memory. liger-kernel's
 fused kernels are used when installed (`--liger off` for the plain path) and torch.compile with
-`--compile`; both only on CUDA, with the plain path as fallback. Every run is appended to bench/RESULTS.md.
+`--compile`; both only on CUDA, with the plain path as fallback. `--profile N` prints where N more
+steps spend their time (torch.profiler, by operator). Every run is appended to bench/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # `python bench/x.py` from anywhere: the repo root holds bench/ and extensions/
     sys.path.insert(0, _ROOT)
 from bench.common import (  # noqa: E402
-    ROOT, SHARED_DATA, append_results, child_env, load_average, machine_info, run_measured,
+    ROOT, SHARED_DATA, Preloaded, append_results, child_env, load_average, machine_info, run_measured,
 )
 
 CORPUS = SHARED_DATA / "tinyshakespeare.txt"
@@ -303,6 +306,17 @@ def heldout_loss(model_dir: Path, adapter: Path | None, records: list[dict], cut
     return total / n
 
 
+# What the measured runs import, loaded once by the server they are forked from (common.Preloaded).
+PRELOAD = ["torch", "transformers", "transformers.trainer", "transformers.models.llama.modeling_llama", "peft",
+           "extensions.dialogue_lora.training", "extensions.dialogue_lora.evaluation"]
+
+
+def worker_heldout(model_dir: str, data: str, adapters: list[str | None]) -> dict:
+    """The held-out loss of the base model (None) and of each adapter, for the records in `data`."""
+    records = json.loads(Path(data).read_text(encoding="utf-8"))
+    return {"losses": [heldout_loss(Path(model_dir), Path(a) if a else None, records) for a in adapters]}
+
+
 def run_cpu(args) -> int:
     import torch
 
@@ -310,7 +324,7 @@ def run_cpu(args) -> int:
     load_at_start = load_average()
     env = child_env()
     threads = torch.get_num_threads()
-    with tempfile.TemporaryDirectory(prefix="train_speed.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="train_speed.") as tmp, Preloaded(PRELOAD, env=env) as server:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         model_dir = build_cpu_model(tmp / "models" / "bench-llama")
@@ -322,6 +336,8 @@ def run_cpu(args) -> int:
             print(f"note: only {len(train_recs)} training samples available")
         train_json = tmp / "train.json"
         train_json.write_text(json.dumps(train_recs, ensure_ascii=False), encoding="utf-8")
+        heldout_json = tmp / "heldout.json"
+        heldout_json.write_text(json.dumps(heldout, ensure_ascii=False), encoding="utf-8")
         print(f"setup {time.perf_counter() - t0:.1f} s: model {CPU_MODEL}, {len(records)} samples "
               f"({len(train_recs)} trained, {len(heldout)} held out), {threads} torch threads")
 
@@ -334,11 +350,11 @@ def run_cpu(args) -> int:
             for label in args.runs:
                 out_dir = tmp / "loras" / f"{label}-{k}"
                 result_file = tmp / f"{label}-{k}.json"
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", label, "--_model", str(model_dir),
-                       "--_data", str(train_json), "--_out", str(out_dir), "--_result", str(result_file)]
+                cmd = ["--_worker", label, "--_model", str(model_dir), "--_data", str(train_json), "--_out", str(out_dir),
+                       "--_result", str(result_file)]
                 if label == "ours":
                     cmd += [f"--set={item}" for item in args.set]
-                m = run_measured(cmd, cwd=tmp, env=env).check(f"the {label} run")
+                m = server.run(Path(__file__).resolve(), cmd, cwd=tmp).check(f"the {label} run")
                 r = json.loads(result_file.read_text(encoding="utf-8"))
                 r["peak_rss_mb"] = m.peak_rss_mb
                 r.update(rates(r))
@@ -348,9 +364,15 @@ def run_cpu(args) -> int:
         runs = {label: _median_run(rs) for label, rs in rounds.items()}
 
         t_eval = time.perf_counter()
-        base_loss = heldout_loss(model_dir, None, heldout)
-        for label, r in runs.items():  # every round trains the same adapter (same seeds): the first is scored
-            r["heldout_loss"] = heldout_loss(model_dir, Path(rounds[label][0]["adapter"]), heldout)
+        # every round trains the same adapter (same seeds): the first round's is scored
+        adapters = [""] + [rounds[label][0]["adapter"] for label in runs]
+        result_file = tmp / "heldout-result.json"
+        server.run(Path(__file__).resolve(), ["--_worker", "heldout", "--_model", str(model_dir), "--_data",
+                                              str(heldout_json), "--_out", json.dumps(adapters),
+                                              "--_result", str(result_file)], cwd=tmp).check("the held-out evaluation")
+        base_loss, *losses = json.loads(result_file.read_text(encoding="utf-8"))["losses"]
+        for r, loss in zip(runs.values(), losses):
+            r["heldout_loss"] = loss
         eval_s = time.perf_counter() - t_eval
 
     figures = [f"held-out ({len(heldout)} samples, completion tokens only): base model loss {base_loss:.3f}"]
@@ -544,6 +566,8 @@ def worker_gpu(args) -> dict:
         loss = one_step()
     sync()
     seconds = time.perf_counter() - t
+    if args.profile:
+        print_profile(one_step, sync, args.profile, device)
     tokens = args.steps * args.batch * args.seq
     tps = tokens / seconds
     fpt = flops_per_token(cfg, args.seq, defaults.lora_rank)
@@ -559,6 +583,22 @@ def worker_gpu(args) -> dict:
         "gradient_checkpointing": gc, "liger": liger, "compile": compiled, "build_s": build_s, "fused_lora": fused,
         "loss": float(loss), "lora_r": defaults.lora_rank, "lora_alpha": defaults.alpha,
     }
+
+
+def print_profile(one_step, sync, steps: int, device) -> None:
+    """Where a step's time goes: `steps` more steps under torch.profiler (after the timed ones, so the
+    figures above are not slowed by it), as a table of operators by their own GPU time (CPU time on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            one_step()
+        sync()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(f"profile of {steps} step(s), operators by own {'GPU' if cuda else 'CPU'} time:")
+    print(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70))
 
 
 def require_cuda(device: str) -> str | None:
@@ -583,7 +623,7 @@ def run_gpu(args) -> int:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", "gpu", "--_result", str(result_file),
                    "--_mode", mode, "--device", args.device, "--shape", args.shape, "--seq", str(args.seq),
                    "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--liger", args.liger, "--grad_ckpt", args.grad_ckpt]
+                   "--liger", args.liger, "--grad_ckpt", args.grad_ckpt, "--profile", str(args.profile)]
             if args.compile:
                 cmd.append("--compile")
             if args.peak_tflops:
@@ -646,6 +686,8 @@ def parse_args(argv):
     p.add_argument("--grad_ckpt", default="auto", choices=["auto", "on", "off"],
                    help="GPU mode: gradient checkpointing (auto: on for qlora, off for bf16 lora)")
     p.add_argument("--peak_tflops", type=float, default=None, help="GPU mode: the card's bf16 dense peak, if not in the table")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="GPU mode: after the timed steps, N more under torch.profiler, printed as a table of operators")
     p.add_argument("--no_record", action="store_true", help="do not append to bench/RESULTS.md")
     for hidden in ("--_worker", "--_model", "--_data", "--_out", "--_result", "--_mode"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
@@ -672,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args._worker == "seed":
                 result = worker_seed(args._model, args._data, args._out)
+            elif args._worker == "heldout":
+                result = worker_heldout(args._model, args._data, json.loads(args._out))
             else:
                 result = worker_ours(args._model, args._data, args._out, parse_overrides(args.set))
         Path(args._result).write_text(json.dumps(result), encoding="utf-8")
