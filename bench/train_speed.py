@@ -1,6 +1,6 @@
 """How fast does our trainer learn a character, next to the seed recipe, on the same samples?
 
-    python bench/train_speed.py                               # CPU, about 90 seconds on 2 cores
+    python bench/train_speed.py                               # CPU, about 2 minutes on 2 cores
     python bench/train_speed.py --samples 200                 # quicker
     python bench/train_speed.py --device cuda --shape llama3-8b   # GPU: LoRA bf16 and QLoRA 4-bit at 2048
 
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import statistics
@@ -670,8 +669,8 @@ def parse_args(argv):
                    help="CPU mode: tinyshakespeare speeches (default) or generated chat-length lines")
     p.add_argument("--runs", default="seed,ours", help="CPU mode: which runs, comma-separated (default seed,ours)")
     p.add_argument("--seed", type=int, default=0, help="CPU mode: sample shuffle seed")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="CPU mode: rounds of (seed, ours) runs; figures are medians over them (default 3)")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="CPU mode: rounds of (seed, ours) runs; figures are medians over them (default 5)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="CPU mode: change one of our TrainConfig settings for the 'ours' run (repeatable), "
                         "e.g. --set lora_dropout=0 to try a variant; the defaults are what counts")

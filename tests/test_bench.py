@@ -48,6 +48,31 @@ def test_run_measured_reports_failure(tmp_path):
         m.check("a failing child")
 
 
+def test_preloaded_runs_a_script_as_python_would(tmp_path):
+    """A job forked from the preloading server: its own argv, cwd, output, exit code and peak memory."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, sys, json\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'cwd': os.getcwd(), 'name': __name__}))\n"
+        "if sys.argv[1] == 'fail': raise ValueError('bad input')\n"
+        "if sys.argv[1] == 'message': sys.exit('a message')\n"
+        "block = bytearray(60 * 2**20); block[::4096] = b'x' * len(block[::4096])\n"
+        "sys.exit(int(sys.argv[1]))\n", encoding="utf-8")
+    with common.Preloaded(["json"], env=common.child_env()) as server:
+        ok = server.run(script, ["0", "two words"], cwd=tmp_path)
+        three = server.run(script, ["3"], cwd=tmp_path)
+        fail = server.run(script, ["fail"], cwd=tmp_path)
+        message = server.run(script, ["message"], cwd=tmp_path)
+    assert ok.returncode == 0 and ok.check("ok") is ok
+    assert json.loads(ok.stdout) == {"argv": ["0", "two words"], "cwd": str(tmp_path), "name": "__main__"}
+    assert ok.peak_rss_mb > 60  # the job's own peak: the 60 MB it touched
+    assert three.returncode == 3
+    assert fail.returncode == 1 and "ValueError: bad input" in fail.stderr
+    assert message.returncode == 1 and "a message" in message.stderr
+    with pytest.raises(RuntimeError, match="exit 1"):
+        fail.check("a failing job")
+
+
 def test_append_results_keeps_every_run(tmp_path):
     path = tmp_path / "RESULTS.md"
     common.append_results("first", {"lines": 10}, ["prepare: 1 lines/s, 1.00 x floor"], machine="test box", path=path)
@@ -104,9 +129,10 @@ def test_gpu_mode_path_runs_on_the_cpu_with_the_tiny_shape(capsys):
     """The GPU mode's code (random model from a config, our LoRA forward, timed steps, MFU figures) on a
     small shape, both modes, so that a GPU session starts from a path known to run."""
     rc = train_speed.main(["--device", "cpu", "--shape", "llama-tiny", "--seq", "64", "--steps", "2", "--warmup", "1",
-                           "--no_record"])
+                           "--profile", "1", "--no_record"])
     out = capsys.readouterr().out
     assert rc == 0, out
+    assert "profile of 1 step(s), operators by own CPU time:" in out and "aten::mm" in out
     lora = next(line for line in out.splitlines() if line.startswith("lora "))
     qlora = next(line for line in out.splitlines() if line.startswith("qlora"))
     assert "tokens/s" in lora and "fused LoRA forward on 28 layers" in lora  # 4 layers x 7 projections
