@@ -133,19 +133,22 @@ class Preloaded:
     """
 
     def __init__(self, modules: list[str], env: dict | None = None):
+        # started, not waited for: the caller's own set-up runs while the server imports
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from bench.common import _preload_server; _preload_server()", *modules],
             cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
-        ready = self._proc.stdout.readline().strip()
-        if ready != "ready":
-            self.close()
-            raise RuntimeError(f"the preloading server did not start (it said {ready!r}; its errors are above)")
+        self._ready = False
 
     def run(self, script: str | os.PathLike, args: list[str], cwd: str | os.PathLike | None = None) -> Measured:
         """Run `script` with `args` in a forked child; like run_measured, but without the imports' time."""
         import json
 
+        if not self._ready:
+            said = self._proc.stdout.readline().strip()
+            if said != "ready":
+                raise RuntimeError(f"the preloading server did not start (it said {said!r}; its errors are above)")
+            self._ready = True
         with tempfile.TemporaryDirectory(prefix="preloaded.") as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
             job = {"script": str(script), "args": [str(a) for a in args], "cwd": str(cwd or ROOT),

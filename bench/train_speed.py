@@ -698,6 +698,8 @@ def parse_args(argv):
         p.error(f"unknown run or mode: {', '.join(bad)}")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    if args.profile < 0:
+        p.error("--profile must be 0 (off) or a number of steps")
     if args.shape is None and args.device.startswith("cuda"):
         args.shape = "llama3-8b"
     return args

@@ -122,6 +122,8 @@ def test_train_speed_median_run_and_repeat_flag():
     assert m["samples_per_s"] == 2.0 and m["tokens_per_s"] == 20.0 and m["samples"] == 8
     with pytest.raises(SystemExit):
         train_speed.parse_args(["--repeat", "0"])
+    with pytest.raises(SystemExit):
+        train_speed.parse_args(["--profile", "-1"])
 
 
 @pytest.mark.slow
