@@ -23,7 +23,9 @@ SHOTS = Path(__file__).resolve().parent / "screenshots"
 CHROMIUM = os.environ.get("DIALOGUE_LORA_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-STEPS = 16
+# Enough steps that training outlasts a few of the tab's once-a-second progress updates even on a fast
+# CPU (16 steps finished within one update on a 2-core EPYC, and the live-progress check failed).
+STEPS = 200
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
