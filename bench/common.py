@@ -181,6 +181,9 @@ def _preload_server() -> None:
 
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # what the imports print must not mix with the replies
+    from extensions.dialogue_lora.modeling import quiet_known_notices
+
+    quiet_known_notices()  # as the project's own runs do (bitsandbytes' kernel-hub notice on AVX512-BF16 CPUs)
     for name in sys.argv[1:]:
         importlib.import_module(name)
     replies.write("ready\n")

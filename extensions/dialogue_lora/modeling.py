@@ -261,7 +261,7 @@ def default_attn_implementation(device) -> str:
     return "sdpa"
 
 
-def _quiet_known_notices() -> None:
+def quiet_known_notices() -> None:
     """Hide two harmless notices every run would print: bitsandbytes' optional CPU kernel hub download
     (which cannot work offline and falls back on its own) and transformers' deprecation of a name that
     PEFT still calls."""
@@ -292,7 +292,7 @@ def load_base(
     """
     from transformers import AutoModelForCausalLM
 
-    _quiet_known_notices()
+    quiet_known_notices()
     device = _as_device(device)
     qconfig = quantization_config(load_in_4bit, load_in_8bit, device)
     tokenizer = load_tokenizer(model_path)
