@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
-from extensions.dialogue_lora.errors import UserError, run_cli
-from extensions.dialogue_lora.prepare import DEFAULT_INPUT, DEFAULT_OUTPUT, PrepareConfig, prepare, preview
+from extensions.dialogue_lora.errors import UserError, join_problems, run_cli
+from extensions.dialogue_lora.prepare import DEFAULT_INPUT, DEFAULT_OUTPUT, PrepareConfig, prepare, preview, resolve_source
 from extensions.dialogue_lora.prompt import FORMATS
 from extensions.dialogue_lora.samples import DEFAULT_INSTRUCTION
 from extensions.dialogue_lora.sources import SOURCES
@@ -109,9 +109,34 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
     )
 
 
+DISCORD_FLAGS = ("gap_minutes", "keep_non_responses", "keep_enders", "keep_low_quality", "min_messages", "short_chars")
+
+
+def check_flags_apply(args: argparse.Namespace, parser: argparse.ArgumentParser, cfg: PrepareConfig) -> None:
+    """Flags set for another kind of input, or another format, are an error rather than silently unused."""
+    def changed(dests):
+        return [f"--{d}" for d in dests if getattr(args, d) != parser.get_default(d)]
+
+    source = resolve_source(cfg)
+    read_as = f"{cfg.txtfilename} is read as {source} (--source)"
+    problems = []
+    if source != "discord" and (flags := changed(DISCORD_FLAGS)):
+        problems.append(f"{', '.join(flags)}: for Discord exports only, and {read_as}")
+    if source != "csv" and (flags := changed(d for d in vars(args) if d.startswith("csv_"))):
+        problems.append(f"{', '.join(flags)}: for CSV input only, and {read_as}")
+    if source != "text" and changed(["layout"]):
+        problems.append(f"--layout: for text files only, and {read_as}")
+    if args.format != "alpaca" and changed(["instruction"]):
+        problems.append(f"--instruction: for --format alpaca only (the format is {args.format})")
+    if problems:
+        raise UserError(join_problems(problems))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    check_flags_apply(args, parser, cfg)
     if args.dry_run is not None:
         records, report = preview(cfg, args.dry_run)
         print(report.format())

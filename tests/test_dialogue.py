@@ -1,6 +1,8 @@
 """Text -> turns: speaker detection, cleaning, actions, both layouts, robust reading (golden outputs)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from extensions.dialogue_lora.dialogue import (
@@ -87,6 +89,11 @@ def test_clean_text_counts_replaced_bytes_and_repairs():
         ("(sighs)", ""),
         ("*sighs* Fine, I'll be there at 8:30.", "Fine, I'll be there at 8:30."),
         ("2 * 3 = 6", "2 * 3 = 6"),  # a lone asterisk is not an action
+        ("5 * 3 = 15 and 2 * 2 = 4", "5 * 3 = 15 and 2 * 2 = 4"),  # nor are stars with spaces inside
+        ("this is **very** important", "this is **very** important"),  # markdown bold
+        ("*looks away* fine *sighs*", "fine"),
+        ("(laughs (a lot)) ok", "ok"),  # nested: the outer part goes too
+        ("[whispering] psst", "psst"),
         ("no action", "no action"),
     ],
 )
@@ -207,3 +214,50 @@ def test_folder_is_not_a_text_file(tmp_path):
 
 def test_break_is_none():
     assert BREAK is None
+
+
+def test_a_direction_before_the_colon_stays_with_the_text():
+    assert turns("Bob (angrily): Get out!\nBob [whispers]: psst\nAt 10:30 (sharp) we left.\n") == [
+        ("Bob", "(angrily) Get out!"),
+        ("Bob", "[whispers] psst"),
+        (None, "At 10:30 (sharp) we left."),
+    ]
+    assert strip_actions(turns("Bob (angrily): Get out!\n")[0][1]) == "Get out!"
+
+
+def test_invisible_characters_before_a_name():
+    assert turns("\u200bBob: three\n\ufeffAlice: four\n") == [("Bob", "three"), ("Alice", "four")]
+
+
+def test_play_without_blank_lines_between_speeches():
+    text = "ROMEO:\nBut soft, what light\nthrough yonder window.\nJULIET:\nCome, it is the east.\nROMEO:\nArise, fair sun.\n"
+    assert turns(text) == [
+        ("ROMEO", "But soft, what light through yonder window."),
+        ("JULIET", "Come, it is the east."),
+        ("ROMEO", "Arise, fair sun."),
+    ]
+
+
+def test_name_like_line_inside_a_speech_of_a_blank_separated_play_is_text():
+    # tinyshakespeare has 85 speech lines like `Come:` or `Hear me speak:` standing alone
+    text = "MENENIUS:\nHear me speak:\nI am no traitor.\n\nBRUTUS:\nSpeak, then.\n\nMENENIUS:\nI will.\n"
+    assert turns(text) == [
+        ("MENENIUS", "Hear me speak: I am no traitor."),
+        ("BRUTUS", "Speak, then."),
+        ("MENENIUS", "I will."),
+    ]
+
+
+def test_a_file_of_only_a_byte_order_mark_is_empty(tmp_path):
+    p = tmp_path / "bom.txt"
+    p.write_bytes(b"\xef\xbb\xbf\n")
+    with pytest.raises(UserError, match="bom.txt: the file is empty"):
+        list(iter_text_turns(p))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX feature")
+def test_a_pipe_is_refused_with_a_hint(tmp_path):
+    p = tmp_path / "pipe"
+    os.mkfifo(p)
+    with pytest.raises(UserError, match="not a regular file .*save the dialogue to a file"):
+        list(iter_text_turns(p))

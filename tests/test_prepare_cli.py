@@ -3,6 +3,7 @@ bad input (one `error:` line, non-zero exit, no traceback, an existing output le
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +136,7 @@ def test_failure_mid_stream_keeps_old_output(tmp_path):
 def test_all_lines_dropped_is_an_error(tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("Alice: hi\nBob: (waves)\n", encoding="utf-8")
-    with pytest.raises(UserError, match="no samples for Bob.*action_only 1"):
+    with pytest.raises(UserError, match="no samples for 'Bob'.*action_only 1"):
         prepare(PrepareConfig(names=["Bob"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json"), strip_actions=True))
 
 
@@ -187,3 +188,79 @@ def test_multiple_names_cli(tmp_path):
     assert report.per_name == {"Alice": 5, "Bob": 4}
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 9 and {r["name"] for r in rows} == {"Alice", "Bob"}
+
+
+def test_output_inside_a_discord_export_folder_is_refused(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    chan = folder / "chan.json"
+    chan.write_text(json.dumps({"messages": [{"type": "Default", "author": {"name": "Alex"}, "content": "Hello there"}]}),
+                    encoding="utf-8")
+    before = chan.read_bytes()
+    for out in (chan, folder / "new.json"):
+        r = cli("-n", "Alex", "-t", folder, "-j", out)
+        assert_one_line_error(r, "is inside the input folder")
+    assert chan.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["chan.json"]
+
+
+def test_unwritable_output_paths(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Bob: hi\n", encoding="utf-8")
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    r = cli("-n", "Bob", "-t", src, "-j", tmp_path / "afile" / "x.json")
+    assert_one_line_error(r, "afile is a file, not a folder")
+    # a failed run leaves no folder behind that it made for its output
+    r = cli("-n", "Nobody", "-t", src, "-j", tmp_path / "new" / "sub" / "x.json")
+    assert_one_line_error(r, "not found")
+    assert not (tmp_path / "new").exists()
+
+
+def test_output_keeps_its_mode_or_follows_the_umask(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Bob: hi\n", encoding="utf-8")
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["Bob"], txtfilename=str(src), jsonfilename=str(out)))
+    old = os.umask(0o022)
+    os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~old  # not the temporary file's 0600
+    out.chmod(0o640)
+    prepare(PrepareConfig(names=["Bob"], txtfilename=str(src), jsonfilename=str(out)))
+    assert out.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_requested_name_without_samples_is_an_error_even_when_others_have_some(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Alice: hi\nBob: hello\nCarol:\nBob: bye\n", encoding="utf-8")
+    out = tmp_path / "o.json"
+    with pytest.raises(UserError, match="no samples for 'Carol'.*all 1 of their lines were dropped \\(empty 1\\)"):
+        prepare(PrepareConfig(names=["Bob", "Carol"], txtfilename=str(src), jsonfilename=str(out)))
+    assert not out.exists()
+
+
+def test_narration_only_file_says_so(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("It was a dark night.\nThe wind howled.\n", encoding="utf-8")
+    with pytest.raises(UserError, match="no speaker lines in .*2 line\\(s\\) read, all narration"):
+        prepare(PrepareConfig(names=["*"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json")))
+
+
+def test_samples_per_name_merge_casings_in_the_report(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Bob: one\nBOB: two\nbob: three\nBob: four\n", encoding="utf-8")
+    report = prepare(PrepareConfig(names=["Bob"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json")))
+    assert report.per_name == {"Bob": 4}
+    assert "samples: 4 (Bob 4)" in report.format()
+
+
+def test_flags_for_another_input_or_format_are_errors(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Bob: hi\n", encoding="utf-8")
+    out = tmp_path / "o.json"
+    assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", out, "--instruction", "Talk"), "--instruction: for --format alpaca only")
+    assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", out, "--gap_minutes", "3"), "--gap_minutes: for Discord exports only")
+    assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", out, "--csv_player", "Hero"), "--csv_player: for CSV input only")
+    assert_one_line_error(cli("-n", "*,Nobody", "-t", src, "-j", out), "--name '*' means every speaker: give it alone")
+    assert not out.exists()
+    r = cli("-n", "Bob", "-t", src, "-j", out, "--format", "alpaca", "--instruction", "Talk as {name}.")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text(encoding="utf-8"))[0]["instruction"] == "Talk as Bob."

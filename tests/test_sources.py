@@ -317,3 +317,33 @@ def test_detect_source(tmp_path):
     p = tmp_path / "export.txt"
     p.write_text("Voice Type,Dialogue 1 - English\nGuard,Halt!\n", encoding="utf-8")
     assert detect_source(p, ("Voice Type", "Dialogue 1 - English")) == "csv"
+
+
+def test_discord_user_whose_messages_were_all_filtered(tmp_path):
+    p = export(tmp_path, [msg(1, "Alex", "What a day at work, honestly"), msg(2, "Quiet", "lol"),
+                          msg(3, "Alex", "Did you see the match yesterday?"), msg(4, "Quiet", "gg"),
+                          msg(5, "Alex", "It went to overtime twice"), msg(6, "Quiet", "ok"),
+                          msg(7, "Alex", "I could not believe the ending")])
+    with pytest.raises(UserError, match="no samples for 'Quiet'.*all 3 of their lines were dropped "
+                                        "\\(non_response 3; --keep_non_responses keeps them\\)"):
+        prepare(PrepareConfig(names=["Quiet"], txtfilename=str(p), jsonfilename=str(tmp_path / "o.json")))
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["Quiet"], txtfilename=str(p), jsonfilename=str(out), filter_non_responses=False))
+    assert [r["output"] for r in json.loads(out.read_text(encoding="utf-8"))] == ["lol", "gg", "ok"]
+
+
+def test_discord_undecodable_bytes_are_counted(tmp_path):
+    p = tmp_path / "chan.json"
+    body = json.dumps({"messages": [msg(1, "Alex", "caf@@ is open today, come along")]}).encode()
+    p.write_bytes(body.replace(b"@@", b"\xff\xe9"))
+    report = prepare(PrepareConfig(names=["Alex"], txtfilename=str(p), jsonfilename=str(tmp_path / "o.json"),
+                                   filter_low_quality=False))
+    assert report.replaced_bytes == 2
+    assert json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))[0]["output"] == "caf\ufffd\ufffd is open today, come along"
+
+
+def test_csv_source_is_the_line_a_row_starts_on(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text('Voice Type,Dialogue 1 - English\nMaleNord,"Two\nlines"\nMaleNord,One line\n', encoding="utf-8")
+    got = list(iter_csv_turns(p, CsvOptions(prompt_column="", emotion_column="", group_column="", order_column="")))
+    assert [(t.text, t.line) for t in got if t] == [("Two lines", 2), ("One line", 4)]

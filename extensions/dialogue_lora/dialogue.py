@@ -54,7 +54,9 @@ BREAK = None  # in a turn stream: a conversation boundary (context is reset)
 
 # `Name:` at the start of a line. Group 1: the name; the rest of the line after the colon is the text.
 # The name: a letter, then letters, digits, spaces, . ' - (checked for length and word count after).
-_SPEAKER = re.compile(r"([^\W\d_][^\W_]*(?:[ .'\-]+[^\W_]+)*[.']?)[ \t]*:")
+# Group 2: a script's direction between the name and the colon (`Bob (angrily):`, `Bob [whispers]:`),
+# which stays in the text as an action (--strip_actions removes it).
+_SPEAKER = re.compile(r"([^\W\d_][^\W_]*(?:[ .'\-]+[^\W_]+)*[.']?)(?:[ \t]*(\([^()\n]{1,40}\)|\[[^\[\]\n]{1,40}\]))?[ \t]*:")
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
 # Anything it does not take goes through `split_speaker`, which agrees with it (tested).
 _FAST_SPEAKER = re.compile(r"([A-Za-z][A-Za-z0-9]{0,%d}):(?!//)(?!(?<=\d:)\d)(.*)" % (MAX_NAME_CHARS - 1))
@@ -62,7 +64,11 @@ _FAST_SPEAKER = re.compile(r"([A-Za-z][A-Za-z0-9]{0,%d}):(?!//)(?!(?<=\d:)\d)(.*
 _COLON_WITHIN = MAX_NAME_CHARS + 16
 # An undecodable byte read with errors="surrogateescape" becomes a lone surrogate U+DC80..U+DCFF.
 _ESCAPED = re.compile("[\udc80-\udcff]")
-_ACTION = re.compile(r"\s*(?:\([^()]*\)|\*[^*]+\*)")
+# Actions: `(...)` (innermost first, so nested ones go too), `[...]`, and `*...*` where the stars hug
+# a word (`*waves*`, `*looks away*`): not `2 * 3 * 4` (spaces inside) nor markdown `**bold**`.
+_ACTION = re.compile(r"\s*(?:\([^()]*\)|\[[^\[\]]*\]|(?<![\w*])\*(?![\s*])[^*\n]*?[^\s*]\*(?![\w*])|(?<![\w*])\*[^\s*]\*(?![\w*]))")
+# Invisible characters that can precede a speaker's name (copied from web pages or chat clients).
+_LEADING_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 
 
 @dataclass
@@ -85,7 +91,9 @@ class ReadStats:
 def _ftfy_fix(text: str) -> str:
     import ftfy  # lazily: only lines with non-ASCII characters need it
 
-    return ftfy.fix_text(text)
+    # HTML entities stay as written: ftfy would unescape them only in lines it sees (non-ASCII ones),
+    # so `Tom &amp; Jerry` would come out two ways; everything else it fixes is non-ASCII anyway
+    return ftfy.fix_text(text, unescape_html=False)
 
 
 def clean_text(text: str, stats: ReadStats | None = None) -> str:
@@ -96,8 +104,8 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
     if not text.isascii():
         # ftfy weighs the whole string: without the line ending, a file's last line (which may lack
         # one) is judged like the same line anywhere else
-        text = text.strip()
-        if not text:  # only non-ASCII whitespace (a no-break space)
+        text = text.strip().lstrip(_LEADING_INVISIBLE).lstrip()
+        if not text:  # only non-ASCII whitespace (a no-break space) or invisible characters
             return ""
         if "\udc80" <= max(text) and _ESCAPED.search(text):
             text, n = _ESCAPED.subn("\ufffd", text)
@@ -112,10 +120,14 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
 
 
 def strip_actions(text: str) -> str:
-    """Remove actions in `(...)` and `*...*` (and the space before them); collapse what is left."""
-    if "(" not in text and "*" not in text:
+    """Remove actions in `(...)`, `[...]` and `*...*` (and the space before them); collapse what is left."""
+    if "(" not in text and "*" not in text and "[" not in text:
         return text
-    return " ".join(_ACTION.sub("", text).split())
+    while True:  # again while something went: `(laughs (a lot))` loses its inner, then its outer part
+        stripped = _ACTION.sub("", text)
+        if stripped == text:
+            return " ".join(text.split())
+        text = stripped
 
 
 def split_speaker(line: str) -> tuple[str, str] | None:
@@ -131,10 +143,10 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     m = _SPEAKER.match(line)
     if m is None:
         return None
-    name = m.group(1)
+    name, direction = m.group(1, 2)
     end = m.end()
     rest = line[end:]
-    if rest[:2] == "//" or (rest[:1].isdigit() and name[-1:].isdigit()):
+    if rest[:2] == "//" or (rest[:1].isdigit() and name[-1:].isdigit() and not direction):
         return None  # http://..., 10:30
     if len(name) > MAX_NAME_CHARS:
         return None
@@ -146,6 +158,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
             name = " ".join(parts)
         elif "  " in name:
             name = " ".join(name.split())
+    if direction:
+        rest = f"{direction} {rest.lstrip()}"
     return name, rest
 
 
@@ -160,30 +174,50 @@ def _is_name_alone(line: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- layouts
 
 
-def detect_layout(lines: Iterable[str]) -> str:
-    """'play' when speaker names mostly stand alone on their line with the speech below, else 'lines'.
-
-    Evidence for play: `NAME:` alone, after a blank line (or the start), followed by a line that is
-    not itself a speaker line. Evidence for lines: `Name: text`. A play's speeches are several lines
-    long and only a few of their lines hold a colon, so a play has far more of the former; a chat
-    log has almost only the latter.
-    """
-    alone = inline = 0
-    pending = False  # the previous line was `NAME:` alone after a blank line
+def _layout_evidence(lines: Iterable[str]) -> tuple[int, int, int]:
+    """(`NAME:` alone after a blank line, `NAME:` alone right after other text, `Name: text`) counts;
+    a `NAME:` alone counts only when the next line is not itself a speaker line."""
+    after_blank = compact = inline = 0
+    pending = None  # the previous line was `NAME:` alone: "blank" or "compact" by what preceded it
     prev_blank = True
     for line in lines:
         stripped = line.strip()
         hit = split_speaker(stripped) if stripped else None
         if pending and stripped and hit is None:
-            alone += 1
-        pending = False
+            if pending == "blank":
+                after_blank += 1
+            else:
+                compact += 1
+        pending = None
         if hit is not None:
             if hit[1].strip():
                 inline += 1
-            elif prev_blank:
-                pending = True
+            else:
+                pending = "blank" if prev_blank else "compact"
         prev_blank = not stripped
+    return after_blank, compact, inline
+
+
+def detect_layout(lines: Iterable[str]) -> str:
+    """'play' when speaker names mostly stand alone on their line with the speech below, else 'lines'.
+
+    Evidence for play: `NAME:` alone followed by a line that is not itself a speaker line. Evidence for
+    lines: `Name: text`. A play's speeches are several lines long and only a few of their lines hold a
+    colon, so a play has far more of the former; a chat log has almost only the latter.
+    """
+    after_blank, compact, inline = _layout_evidence(lines)
+    alone = after_blank + compact
     return "play" if alone and alone * 4 > inline else "lines"
+
+
+def _compact_play(lines: Iterable[str]) -> bool:
+    """A play written without blank lines between speeches: most `NAME:` lines follow other text.
+
+    Then a `NAME:` alone inside a speech starts the next speech. Not otherwise: in a play with blank
+    lines, a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
+    """
+    after_blank, compact, _ = _layout_evidence(lines)
+    return compact > after_blank
 
 
 def parse_lines(
@@ -200,15 +234,17 @@ def parse_lines(
     if stats is None:
         stats = ReadStats()
     it: Iterator[str] = iter(lines)
-    if layout == "auto":
-        head = list(itertools.islice(it, DETECT_LINES))
-        layout = detect_layout(head)
-        it = itertools.chain(head, it)
-    elif layout not in LAYOUTS:
+    if layout not in LAYOUTS:
         raise UserError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    head: list[str] = []
+    if layout != "lines":
+        head = list(itertools.islice(it, DETECT_LINES))
+        it = itertools.chain(head, it)
+    if layout == "auto":
+        layout = detect_layout(head)
     stats.layouts[file or "<text>"] = layout
     if layout == "play":
-        return _parse_play(it, file, stats)
+        return _parse_play(it, file, stats, compact=_compact_play(head))
     return _parse_one_line(it, file, stats)
 
 
@@ -239,7 +275,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
     stats.lines += n
 
 
-def _parse_play(lines: Iterable[str], file: str, stats: ReadStats) -> Iterator[Turn]:
+def _parse_play(lines: Iterable[str], file: str, stats: ReadStats, compact: bool = False) -> Iterator[Turn]:
     speaker: str | None = None
     parts: list[str] = []
     start = 0
@@ -252,6 +288,9 @@ def _parse_play(lines: Iterable[str], file: str, stats: ReadStats) -> Iterator[T
                 yield Turn(speaker, " ".join(parts), file, start)
                 in_block, speaker, parts = False, None, []
             continue
+        if in_block and compact and _is_name_alone(text) is not None:
+            yield Turn(speaker, " ".join(parts), file, start)
+            in_block, speaker, parts = False, None, []
         if not in_block:
             in_block, start = True, n
             name = _is_name_alone(text)
@@ -280,15 +319,18 @@ def check_text_file(path: str | os.PathLike, what: str = "--txtfilename") -> Pat
         raise UserError(f"{path}: no such file ({what})")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, expected a text file ({what})")
+    if not path.is_file():  # a pipe or a device: the input is read more than once (layout, source)
+        raise UserError(f"{path}: not a regular file (a pipe or a device): save the dialogue to a file first ({what})")
     try:
         with open(path, "rb") as f:
             head = f.read(BINARY_SNIFF)
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    if not head.strip(b" \t\r\n\xef\xbb\xbf"):
+    blank = b" \t\r\n\xef\xbb\xbf"  # whitespace and a UTF-8 byte-order mark
+    if not head.strip(blank):
         # maybe only whitespace in the first block: check the whole file before calling it empty
         with open(path, "rb") as f:
-            if not any(chunk.strip() for chunk in iter(lambda: f.read(1 << 20), b"")):
+            if not any(chunk.strip(blank) for chunk in iter(lambda: f.read(1 << 20), b"")):
                 raise UserError(f"{path}: the file is empty")
     if b"\x00" in head and not _is_utf16(head):
         raise UserError(f"{path}: looks like a binary file, expected text")

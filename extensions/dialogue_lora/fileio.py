@@ -16,15 +16,51 @@ from typing import Any, Iterable, Iterator
 from .errors import UserError
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (others: set and restored)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """The folders that mkdir(parents=True) would create for `folder`, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
-    """Open a temporary sibling of `path` for writing; on success it replaces `path`, on error it is removed."""
+    """Open a temporary sibling of `path` for writing; on success it replaces `path`, on error it is removed
+    (with any folder made for it).
+
+    The file gets the mode a plain open() would give it (an existing file's own mode, else 0666 less
+    the umask), not the temporary file's 0600.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    made = _missing_parents(path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            file_mode = path.stat().st_mode & 0o7777
+        except OSError:
+            file_mode = 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except BaseException:
+        _remove_empty(made)
+        raise
     if "b" in mode:
         encoding = None
     try:
+        os.chmod(tmp, file_mode)  # by name: os.fchmod is missing on Windows before Python 3.13
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
@@ -33,7 +69,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _remove_empty(made)
         raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):  # not empty (someone else wrote there) or already gone
+            folder.rmdir()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

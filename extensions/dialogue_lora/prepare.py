@@ -116,6 +116,9 @@ class PrepareConfig:
         for n in self.names:
             if ":" in n and n != ALL:
                 problems.append(f"--name {n!r}: a name cannot contain ':'")
+        if ALL in self.names and len(self.names) > 1:
+            others = ", ".join(n for n in self.names if n != ALL)
+            problems.append(f"--name '*' means every speaker: give it alone, not with {others}")
         if not isinstance(self.rounds, int) or isinstance(self.rounds, bool) or not 0 <= self.rounds <= 1000:
             problems.append(f"--rounds must be a whole number from 0 to 1000, not {self.rounds!r}")
         if self.format not in FORMATTERS:
@@ -133,6 +136,11 @@ class PrepareConfig:
             problems.append(f"--jsonfilename {out!r} must end in .json (a JSON array) or .jsonl (one object a line)")
         elif str(self.txtfilename).strip() and _same_file(out, self.txtfilename):
             problems.append("--jsonfilename is the input file: it would be overwritten")
+        elif out.lower().endswith(".json") and _inside_folder(out, self.txtfilename):
+            problems.append(
+                f"--jsonfilename {out!r} is inside the input folder {self.txtfilename}: it would overwrite "
+                "an export there, or be read as one next time; write it elsewhere"
+            )
         try:
             gap = float(self.gap_minutes)
             if not gap > 0:
@@ -192,6 +200,14 @@ def _same_file(a, b) -> bool:
         return False
 
 
+def _inside_folder(path, folder) -> bool:
+    """`path` would be one of the files of the folder `folder` (a Discord export folder's *.json)."""
+    try:
+        return Path(folder).is_dir() and Path(path).resolve().parent == Path(folder).resolve()
+    except OSError:
+        return False
+
+
 def config_fields() -> list[str]:
     return [f.name for f in fields(PrepareConfig)]
 
@@ -224,14 +240,17 @@ class PrepareReport:
         shown = ", ".join(f"{n} {c}" for n, c in top[:SPEAKERS_SHOWN])
         more = f", ... +{len(top) - SPEAKERS_SHOWN} more" if len(top) > SPEAKERS_SHOWN else ""
         lines.append(f"speakers ({len(top)}): {shown or 'none'}{more}")
-        per = ", ".join(f"{n} {c}" for n, c in self.per_name.items())
+        per_name = list(self.per_name.items())
+        per = ", ".join(f"{n} {c}" for n, c in per_name[:SPEAKERS_SHOWN])
+        if len(per_name) > SPEAKERS_SHOWN:
+            per += f", ... +{len(per_name) - SPEAKERS_SHOWN} more"
         where = f" -> {self.output}" if self.output else " (preview: nothing written)"
         lines.append(f"samples: {self.samples_written}" + (f" ({per})" if per else "") + f"{where} [{self.output_format}]")
         drops = [(r, c) for r, c in self.dropped.items() if c]
         lines.append("dropped: " + (", ".join(f"{r} {c}" for r, c in drops) if drops else "nothing"))
         if self.replaced_bytes or self.repaired_lines:
             lines.append(
-                f"cleaned: {self.repaired_lines} line(s) repaired (mojibake), "
+                f"cleaned: {self.repaired_lines} line(s) repaired by ftfy (mojibake, curly quotes, ligatures), "
                 f"{self.replaced_bytes} undecodable byte(s) replaced"
             )
         lines.append(f"took {self.seconds:.2f} s")
@@ -261,12 +280,26 @@ def resolve_source(cfg: PrepareConfig) -> str:
 
 def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) -> Iterator[Turn | None]:
     if source == "discord":
-        return iter_discord_turns(cfg.txtfilename, cfg.discord_options(), stats, tally.dropped)
+        return iter_discord_turns(cfg.txtfilename, cfg.discord_options(), stats, tally.dropped, tally.dropped_by)
     if source == "csv":
         return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
     if Path(cfg.txtfilename).is_dir():
         raise UserError(f"{cfg.txtfilename}: is a folder; only Discord exports can be read from a folder (--source)")
     return iter_text_turns(cfg.txtfilename, cfg.layout, stats)
+
+
+# The switch that keeps what a Discord filter dropped, for the error that names the filter.
+_KEEP_FLAGS = {"non_response": "--keep_non_responses", "ender": "--keep_enders", "low_quality": "--keep_low_quality",
+               "duplicate": "--keep_duplicates"}
+
+
+def _why_dropped(tally: Tally, name: str) -> tuple[int, str]:
+    """(lines of `name` dropped, "rule n, ...; --keep_x keeps them") from the per-speaker drop counts."""
+    folded = name.casefold()
+    rules = Counter({rule: c for (who, rule), c in tally.dropped_by.items() if who == folded})
+    flags = sorted({_KEEP_FLAGS[r] for r in rules if r in _KEEP_FLAGS})
+    why = ", ".join(f"{r} {c}" for r, c in rules.most_common())
+    return sum(rules.values()), why + (f"; {' / '.join(flags)} keep{'s' if len(flags) == 1 else ''} them" if flags else "")
 
 
 def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
@@ -277,15 +310,26 @@ def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
     found = ", ".join(f"{n} ({c})" for n, c in list(speakers.items())[:SPEAKERS_SHOWN]) or "none"
     if len(speakers) > SPEAKERS_SHOWN:
         found += f", ... +{len(speakers) - SPEAKERS_SHOWN} more"
+    got = Counter()
+    for n, c in tally.per_name.items():
+        got[n.casefold()] += c
     problems = []
-    for name in cfg.names:
-        if wanted is not None and name.casefold() not in met:
-            hint = closest(name, list(speakers) or list(tally.seen))
-            hint = f" (did you mean {hint!r}?)" if hint else ""
-            problems.append(f"name {name!r} not found in {cfg.txtfilename}{hint}; speakers found: {found}")
+    for name in cfg.names if wanted is not None else ():
+        n_dropped, why = _why_dropped(tally, name)
+        if name.casefold() in met or n_dropped:
+            if not got[name.casefold()]:
+                problems.append(f"no samples for {name!r} in {cfg.txtfilename}: all {n_dropped} of their lines "
+                                f"were dropped ({why or 'nothing to keep'})")
+            continue
+        hint = closest(name, list(speakers) or list(tally.seen))
+        hint = f" (did you mean {hint!r}?)" if hint else ""
+        problems.append(f"name {name!r} not found in {cfg.txtfilename}{hint}; speakers found: {found}")
     if problems:
         raise UserError(join_problems(problems))
     if not sum(tally.per_name.values()):
+        if not tally.seen and not tally.dropped_by:
+            raise UserError(f"no speaker lines in {cfg.txtfilename}: {tally.turns} line(s) read, all narration "
+                            "(expected `Name: text` lines, or a play's `NAME:` lines)")
         drops = ", ".join(f"{r} {c}" for r, c in tally.dropped.items() if c) or "none"
         who = ", ".join(cfg.names)
         raise UserError(f"no samples for {who} in {cfg.txtfilename}: every line was dropped (dropped: {drops})")
@@ -326,6 +370,9 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
     if write:
         if out.is_dir():
             raise UserError(f"{out}: is a folder (--jsonfilename)")
+        blocker = next((p for p in out.parents if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise UserError(f"{out}: cannot write: {blocker} is a file, not a folder (--jsonfilename)")
         try:
             n = write_records(out, records())
         except OSError as e:
@@ -343,7 +390,7 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         turns=tally.turns,
         speakers=merge_speakers(tally.speakers),
         samples_written=n,
-        per_name=dict(tally.per_name.most_common()),
+        per_name=merge_speakers(tally.per_name),
         dropped=dropped,
         replaced_bytes=stats.replaced_bytes,
         repaired_lines=stats.repaired_lines,

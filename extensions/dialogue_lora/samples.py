@@ -68,6 +68,9 @@ class Tally:
     dropped: Counter = field(default_factory=Counter)  # rule -> lines dropped
     per_name: Counter = field(default_factory=Counter)  # character (as written) -> samples
     turns: int = 0  # turns read (narration included)
+    # (casefolded speaker, rule) -> lines dropped: why a character got no samples (the sources' filters
+    # add theirs, e.g. a Discord user whose every message was `lol`)
+    dropped_by: Counter = field(default_factory=Counter)
 
 
 def wanted_names(names: Iterable[str]) -> frozenset[str] | None:
@@ -100,6 +103,7 @@ def iter_samples(
     speakers = tally.speakers
     met = tally.seen
     dropped = tally.dropped
+    dropped_by = tally.dropped_by
     per_name = tally.per_name
     is_target: dict[str, bool] = {}
     append = window.append
@@ -113,8 +117,9 @@ def iter_samples(
         speaker, text = t[0], t[1]
         if not text:
             dropped["empty"] += 1
-            if speaker is not None and speaker not in met:
+            if speaker is not None:
                 met.add(speaker)
+                dropped_by[speaker.casefold(), "empty"] += 1
             continue
         if speaker is None:
             append(text)
@@ -129,6 +134,7 @@ def iter_samples(
             out = _strip_actions(text) if strip_actions else text
             if not out:
                 dropped["action_only"] += 1
+                dropped_by[speaker.casefold(), "action_only"] += 1
             else:
                 # == prompt.build_prompt(context_turns, speaker): the window holds format_turn() lines
                 context = "\n".join(window)
@@ -137,6 +143,7 @@ def iter_samples(
                     key = hash((inp, out))
                     if key in seen_keys:
                         dropped["duplicate"] += 1
+                        dropped_by[speaker.casefold(), "duplicate"] += 1
                         append(f"{speaker}: {text}")
                         continue
                     seen_keys.add(key)

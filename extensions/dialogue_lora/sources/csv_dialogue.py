@@ -120,12 +120,13 @@ def iter_csv_turns(
                 raise UserError(f"{path}: no header row")
             cols = _resolve_columns(header, opts, path)
             group: dict | None = None
+            end = reader.line_num
             for row in reader:
+                line, end = end + 1, reader.line_num  # where the row starts (a quoted field may span lines)
                 stats.lines += 1
                 if not any(c.strip() for c in row):
                     continue
                 rec = {role: (row[i] if i is not None and i < len(row) else "") for role, i in cols.items()}
-                line = reader.line_num
                 text = clean_text(rec["text"], stats)
                 speaker = " ".join(clean_text(rec["speaker"], stats).split())
                 if not text or not speaker:

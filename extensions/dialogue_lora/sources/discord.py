@@ -149,7 +149,8 @@ def load_export(path: Path) -> dict:
     if not raw.strip():
         raise UserError(f"{path}: the file is empty")
     try:
-        data = json.loads(raw.decode("utf-8-sig", errors="replace"))
+        # undecodable bytes stay lone surrogates, which clean_text replaces and counts (as for text files)
+        data = json.loads(raw.decode("utf-8-sig", errors="surrogateescape"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
     except (ValueError, RecursionError) as e:  # e.g. a 5,000-digit number, nesting thousands deep
@@ -174,7 +175,8 @@ def export_files(path: str | os.PathLike) -> list[Path]:
     return [path]
 
 
-def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats, dropped: Counter):
+def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats, dropped: Counter,
+                 dropped_by: Counter):
     """(turn, timestamp, author_id) for the messages that survive steps 1-3."""
     for i, msg in enumerate(data["messages"], 1):
         where = f"{path.name}: message {i}"
@@ -198,18 +200,18 @@ def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats,
             raise UserError(f"{where}: content is not text")
         text, pinged = clean_content(content, _mention_names(msg))
         text = clean_text(text, stats)
+        rule = None
         if pinged:
-            dropped["ping_only"] += 1
-            continue
-        if not text:
-            has_media = any(msg.get(k) for k in ("attachments", "embeds", "stickers"))
-            dropped["attachment_only" if has_media else "empty"] += 1
-            continue
-        if opts.filter_non_responses and is_non_response(text):
-            dropped["non_response"] += 1
-            continue
-        if opts.filter_enders and is_ender(text):
-            dropped["ender"] += 1
+            rule = "ping_only"
+        elif not text:
+            rule = "attachment_only" if any(msg.get(k) for k in ("attachments", "embeds", "stickers")) else "empty"
+        elif opts.filter_non_responses and is_non_response(text):
+            rule = "non_response"
+        elif opts.filter_enders and is_ender(text):
+            rule = "ender"
+        if rule is not None:
+            dropped[rule] += 1
+            dropped_by[speaker.casefold(), rule] += 1
             continue
         stamp = _parse_time(msg.get("timestamp"), where)
         yield Turn(speaker, text, path.name, i), stamp, str(author.get("id") or speaker)
@@ -241,20 +243,27 @@ def iter_discord_turns(
     opts: DiscordOptions | None = None,
     stats: ReadStats | None = None,
     dropped: Counter | None = None,
+    dropped_by: Counter | None = None,
 ) -> Iterator[Turn | None]:
-    """Turns of every conversation in the export(s), with `BREAK` between conversations."""
+    """Turns of every conversation in the export(s), with `BREAK` between conversations.
+
+    `dropped` counts the messages each rule dropped; `dropped_by` the same per (casefolded speaker, rule).
+    """
     opts = opts or DiscordOptions()
     stats = stats if stats is not None else ReadStats()
     dropped = dropped if dropped is not None else Counter()
+    dropped_by = dropped_by if dropped_by is not None else Counter()
     for f in export_files(path):
         data = load_export(f)
         stats.layouts[f.name] = "discord"
         stats.lines += len(data["messages"])
-        for conv in _conversations(_messages_of(data, f, opts, stats, dropped), opts.gap_minutes):
+        for conv in _conversations(_messages_of(data, f, opts, stats, dropped, dropped_by), opts.gap_minutes):
             if opts.filter_low_quality and len(conv) < opts.min_messages and all(
                 len(t.text) < opts.short_chars for t, _, _ in conv
             ):
                 dropped["low_quality"] += sum(n for _, n, _ in conv)
+                for t, n, _ in conv:
+                    dropped_by[t.speaker.casefold(), "low_quality"] += n
                 continue
             yield from (t for t, _, _ in conv)
             yield BREAK
