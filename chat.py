@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 
-from extensions.dialogue_lora.errors import UserError, run_cli
+from extensions.dialogue_lora.errors import UserError, join_problems, run_cli
 from extensions.dialogue_lora.generation import add_loading_arguments
 
 
@@ -86,14 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     names = args.name
     if args.lora_name:  # a missing adapter fails here, before anything heavy loads
         adapter = resolve_adapter(args.lora_name, resolve_dirs(lora_dir=args.lora_dir).loras)
-        names = names or read_training_parameters(adapter).get("name")
+        params = read_training_parameters(adapter)
+        names = names or params.get("name") or ",".join(params.get("characters") or [])
     if not names:
         raise UserError("--name is required: the character the model speaks as, e.g. --name Bob")
     session = ChatSession(str(names).split(","), args.user, args.rounds)  # bad names fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")
-    if args.temperature < 0:
-        raise UserError("--temperature must be 0 (greedy) or more")
+    problems = []
+    if not args.temperature >= 0:
+        problems.append("--temperature must be 0 (greedy) or more")
+    if not 0 < args.top_p <= 1:
+        problems.append(f"--top_p must be above 0 and at most 1 (got {args.top_p:g})")
+    if not args.repetition_penalty > 0:
+        problems.append(f"--repetition_penalty must be above 0: 1 changes nothing, above 1 discourages repeats (got {args.repetition_penalty:g})")
+    if problems:
+        raise UserError(join_problems(problems))
 
     def info(msg: str) -> None:
         if interactive:

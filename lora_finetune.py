@@ -66,19 +66,25 @@ class _Stopper:
 
     def __init__(self, stop_file: str | None):
         self.stop_file = Path(stop_file) if stop_file else None
-        self.signalled = False
+        self.signalled = 0  # the signal that asked to stop (SIGINT: Ctrl+C, SIGTERM), 0 for none
+        self._previous: dict = {}
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                signal.signal(sig, self._handler)
+                self._previous[sig] = signal.signal(sig, self._handler)
             except (ValueError, OSError):  # not the main thread
                 pass
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
     def _handler(self, signum, frame):
         if self.signalled:  # a second Ctrl+C: stop now
             raise KeyboardInterrupt
-        self.signalled = True
+        self.signalled = signum
         print("\nstopping: saving a checkpoint (Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
 
     def __call__(self) -> bool:
@@ -132,10 +138,24 @@ def _hms(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+# Flags that only one --method reads: given with the other, they are an error, not silently unused.
+_METHOD_FLAGS = {"lora": ("lora_rank", "lora_alpha", "lora_dropout", "target_modules"),
+                 "prompt_tuning": ("num_virtual_tokens",)}
+
+
+def check_method_flags(args: dict, parser: argparse.ArgumentParser) -> None:
+    unused = [f"--{name}" for method, names in _METHOD_FLAGS.items() if method != args["method"]
+              for name in names if args[name] != parser.get_default(name)]
+    if unused:
+        raise UserError(f"{', '.join(unused)}: not used by --method {args['method']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
-    args = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    check_method_flags(args, parser)
     progress_file, stop_file = args.pop("progress_file"), args.pop("stop_file")
     cfg = TrainConfig(**args)
     from extensions.dialogue_lora.training import train
@@ -152,13 +172,20 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         reporter.close()
+        stopper.uninstall()
     if not main_process:
         return 0
     if result.stopped:
-        msg = f"stopped at step {result.step}/{result.total_steps}; checkpoint saved in {result.checkpoint}; " \
-              f"continue with the same command plus --resume"
+        again = "the same command with --resume in place of --overwrite" if cfg.overwrite else "the same command plus --resume"
+        if result.checkpoint is None:
+            msg = "stopped before the first step: nothing was saved"
+        else:
+            msg = f"stopped at step {result.step}/{result.total_steps}; checkpoint saved in {result.checkpoint}; " \
+                  f"continue with {again}"
         if stopper.signalled:
-            raise Interrupted(msg)
+            stop = Interrupted(msg)
+            stop.exit_code = 128 + stopper.signalled  # 130 for Ctrl+C, 143 for SIGTERM, as shells expect
+            raise stop
         print(msg)
         return 0
     line = f"adapter saved in {result.output_dir}"
@@ -170,4 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    code = run_cli(main)
+    # the work is saved or refused by now: a late Ctrl+C must not print a traceback from an exit handler
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)

@@ -78,3 +78,22 @@ def test_errors_are_one_line(layout):
     assert p.stdout == ""
     p = chat(["-m", "tiny-llama", "--name", "Bob:"], "hi\n", layout)
     assert p.returncode != 0 and p.stderr.startswith("error: name 'Bob:' must not contain ':'")
+    # sampling settings and devices are checked before the model loads, each in one line
+    for bad, words in ((["--top_p", "5"], "--top_p must be above 0 and at most 1"),
+                       (["--repetition_penalty", "-1"], "--repetition_penalty must be above 0"),
+                       (["--device", "tpu"], "--device 'tpu' is not a device name")):
+        p = chat(["-m", "tiny-llama", "--name", "Bob", *bad], "hi\n", layout)
+        assert p.returncode == 2 and p.stderr.strip() == f"error: {p.stderr.strip()[7:]}" and words in p.stderr, p.stderr
+        assert "\n" not in p.stderr.strip() and p.stdout == ""
+
+
+def test_name_defaults_to_the_characters_the_adapter_learnt(layout):
+    import json
+
+    params_file = layout / "user_data" / "loras" / "bob" / "training_parameters.json"
+    params = json.loads(params_file.read_text(encoding="utf-8"))
+    params.update(name=None, characters=["Bob"])  # as training records a run without --name
+    params_file.write_text(json.dumps(params), encoding="utf-8")
+    p = chat(["-m", "tiny-llama", "-l", "bob", "--temperature", "0", "--max_new_tokens", "4"], "Hi Bob\n", layout)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("Bob:") and p.stdout.count("\n") == 1

@@ -61,13 +61,34 @@ def _cli(args, cwd, **kw):
                           capture_output=True, text=True, timeout=400, **kw)
 
 
-def test_stop_file_then_resume(work):
-    (work / "STOP").write_text("")
-    p = _cli([*ARGS, "-l", "s", "--stop_file", "STOP", "--progress_file", "p.jsonl"], work)
+def _wait_for_a_step(progress: Path) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if progress.exists() and '"event": "step"' in progress.read_text():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no step in {progress} after 300 s")
+
+
+def test_stop_before_the_first_step_saves_nothing(work):
+    (work / "STOP").write_text("")  # a stop asked for while the model loads
+    p = _cli([*ARGS, "-l", "early", "--stop_file", "STOP"], work)
     assert p.returncode == 0, p.stderr[-2000:]
+    assert "stopped before the first step: nothing was saved" in p.stdout
+    assert not (work / "user_data" / "loras" / "early").exists()
+
+
+def test_stop_file_then_resume(work):
+    proc = subprocess.Popen([sys.executable, str(ROOT / "lora_finetune.py"), *ARGS, "-e", "10", "-l", "s",
+                             "--stop_file", "STOP", "--progress_file", "p.jsonl"], cwd=work, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_a_step(work / "p.jsonl")
+    (work / "STOP").write_text("")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
     out = work / "user_data" / "loras" / "s"
-    assert (out / "checkpoint-1").is_dir() and not (out / "adapter_model.safetensors").exists()
-    assert "--resume" in p.stdout
+    assert list(out.glob("checkpoint-*")) and not (out / "adapter_model.safetensors").exists()
+    assert "--resume" in stdout
     events = [json.loads(l) for l in (work / "p.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events][-2:] == ["save", "done"] and events[-1]["stopped"]
     # the same command again is refused (the folder is not empty) ...
@@ -75,26 +96,22 @@ def test_stop_file_then_resume(work):
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
     # ... and continues with --resume
     (work / "STOP").unlink()
-    p = _cli([*ARGS, "-l", "s", "--resume"], work)
+    p = _cli([*ARGS, "-e", "10", "-l", "s", "--resume"], work)
     assert p.returncode == 0, p.stderr[-2000:]
     assert (out / "adapter_model.safetensors").is_file() and not list(out.glob("checkpoint-*"))
-    assert json.loads((out / "training_parameters.json").read_text())["steps"] == 24
+    params = json.loads((out / "training_parameters.json").read_text())
+    assert params["steps"] == params["total_steps"] == 10 * params["steps_per_epoch"]
 
 
 def test_ctrl_c_saves_a_checkpoint(work):
     proc = subprocess.Popen([sys.executable, str(ROOT / "lora_finetune.py"), *ARGS, "-e", "50", "-l", "c",
                              "--progress_file", "c.jsonl"], cwd=work, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    progress = work / "c.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if progress.exists() and '"event": "step"' in progress.read_text():
-            break
-        time.sleep(0.2)
+    _wait_for_a_step(work / "c.jsonl")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
-    assert "checkpoint saved" in err and "Traceback" not in err
+    assert "checkpoint saved" in err and "Traceback" not in err and "error:" not in err
     assert list((work / "user_data" / "loras" / "c").glob("checkpoint-*"))
 
 
@@ -105,5 +122,15 @@ def test_cli_errors_are_one_line(work):
     p = _cli(["-d", "missing.json", "-m", "nope", "-l", "x"], work)
     assert p.returncode == 2 and "missing.json" in p.stderr and "tiny-llama" in p.stderr
     assert not (work / "user_data" / "loras" / "x").exists()
+    # flags another method would read, a device that is not here, a folder as the dataset: one line each
+    for bad, words in ((["--method", "prompt_tuning", "-r", "8"], "--lora_rank: not used by --method prompt_tuning"),
+                       (["--num_virtual_tokens", "5"], "--num_virtual_tokens: not used by --method lora"),
+                       (["--device", "cuda:7"], "--device cuda:7: "),
+                       (["-c", "0"], "--cutoff_len must be a whole number >= 1 (got 0)"),
+                       (["-d", "user_data"], "is a folder: give a .json or .jsonl file")):
+        p = _cli([*ARGS, "-l", "y", *bad], work)
+        assert p.returncode == 2 and p.stderr.startswith("error:") and words in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (work / "user_data" / "loras" / "y").exists()
     h = _cli(["--help"], work)
     assert h.returncode == 0 and "--num_virtual_tokens" in h.stdout and "--stop_file" in h.stdout

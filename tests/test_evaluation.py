@@ -283,3 +283,11 @@ def test_adapter_from_train_evaluates_on_its_recorded_split(webui_root):
     assert res["perplexity_base"] == pytest.approx(math.exp(trained.base_eval_loss), rel=1e-3)
     assert res["perplexity_adapter"] < res["perplexity_base"]
     assert write_report(res, webui_root / "user_data" / "loras" / "real")["loss_curve"] is not None
+
+
+def test_report_cells_show_replies_as_written():
+    from extensions.dialogue_lora.evaluation import _cell
+
+    # a random model's reply: NUL and escape bytes, HTML, markdown, a table bar, a newline
+    assert _cell("a\x00b <br> *x* | y\nz \x1b[1m") == "a\u2400b &lt;br&gt; \\*x\\* \\| y<br>z \u241b\\[1m"
+    assert _cell("") == "*(empty)*"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -161,7 +162,9 @@ def test_saved_folder(trained):
     assert params["heldout_file"] == "heldout.json" and params["n_train"] == 108 and params["n_val"] == 12
     assert params["seed"] == 42 and params["lora_alpha"] == 32 and params["learning_rate"] == TINY_LR
     assert "q_proj" in params["target_modules"] and "lm_head" not in params["target_modules"]
-    assert Path(params["dataset"]).is_absolute()
+    assert Path(params["dataset"]).is_absolute() and len(params["dataset_sha256"]) == 64
+    assert params["characters"] == ["Bob"]  # the cue it learnt: chat.py's and the tab's default --name
+    assert params["epochs_trained"] == params["epochs"] and params["steps"] == params["total_steps"]
     device = modeling.pick_device()
     if device.type == "cpu":
         # one row a batch with per-sample attention; bf16 where the CPU has it, and the adapter fp32
@@ -262,6 +265,15 @@ def test_overwrite_refusal_changes_nothing(env):
     res = train(make_cfg(env, lora_name="taken", max_steps=2, val_ratio=0, overwrite=True))
     assert res.step == 2 and (out / "adapter_model.safetensors").is_file()
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    # no held-out split: none recorded (evaluation asks for -d), and max_steps' epochs are what ran
+    params = json.loads((out / "training_parameters.json").read_text())
+    assert params["heldout_file"] is None and not (out / "heldout.json").exists()
+    assert params["epochs_trained"] == round(2 / params["steps_per_epoch"], 4)
+    # the files get the mode a plain write gives them, not a temporary file's 0600
+    old = os.umask(0o022)
+    os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()} == {
+        p.name: 0o666 & ~old for p in out.iterdir() if p.is_file()}
 
 
 def test_gradient_checkpointing_keeps_the_full_last_layer(env):
@@ -331,6 +343,18 @@ def _adapter_tensors(folder: Path) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
+def _stop_from_call(n: int):
+    """should_stop() that says stop from its n-th call on (the trainer asks once before the first step,
+    then after every step)."""
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] >= n
+
+    return should_stop
+
+
 def test_resume_gives_the_uninterrupted_result(env):
     import torch
 
@@ -338,18 +362,12 @@ def test_resume_gives_the_uninterrupted_result(env):
     small.write_text(json.dumps(bob_records(40, 3)))
     common = dict(dataset_name=str(small), batch_size=4, epochs=2, val_ratio=0.1, lora_dropout=0.1, seed=7)
     full = train(make_cfg(env, lora_name="full", **common))
-    stop = train(make_cfg(env, lora_name="part", **common), should_stop=lambda: True)  # stops after step 1
+    stop = train(make_cfg(env, lora_name="part", **common), should_stop=_stop_from_call(2))  # after step 1
     assert stop.stopped and stop.step == 1 and stop.checkpoint.name == "checkpoint-1"
     part = env / "loras" / "part"
     assert not (part / "adapter_model.safetensors").exists()
-    # stop again mid-epoch 2 (from a resumed run), then finish
-    calls = {"n": 0}
-
-    def stop_at_12():
-        calls["n"] += 1
-        return calls["n"] >= 11
-
-    mid = train(make_cfg(env, lora_name="part", resume=True, **common), should_stop=stop_at_12)
+    # stop again mid-epoch 2 (from a resumed run at step 1: the 12th call comes after step 12), then finish
+    mid = train(make_cfg(env, lora_name="part", resume=True, **common), should_stop=_stop_from_call(12))
     assert mid.stopped and mid.step == 12
     done = train(make_cfg(env, lora_name="part", resume=True, **common))
     assert not done.stopped and done.step == full.step == 18
@@ -365,9 +383,22 @@ def test_resume_gives_the_uninterrupted_result(env):
     with pytest.raises(UserError, match="no checkpoint"):
         check(make_cfg(env, lora_name="part", resume=True, **common))
     # a resume with settings that change the data order is refused
-    train(make_cfg(env, lora_name="other", **common), should_stop=lambda: True)
+    train(make_cfg(env, lora_name="other", **common), should_stop=_stop_from_call(2))
     with pytest.raises(UserError, match="--batch_size was 4"):
         train(make_cfg(env, lora_name="other", resume=True, **dict(common, batch_size=8)))
+    # ... and so is one on other samples, or with another dropout
+    other = env / "other.json"
+    other.write_text(json.dumps(bob_records(40, 4)))
+    with pytest.raises(UserError, match="the dataset's samples differ"):
+        train(make_cfg(env, lora_name="other", resume=True, **dict(common, dataset_name=str(other))))
+    with pytest.raises(UserError, match="--lora_dropout was 0.1, now 0.0"):
+        train(make_cfg(env, lora_name="other", resume=True, **dict(common, lora_dropout=0.0)))
+
+
+def test_stop_before_the_first_step_saves_nothing(env):
+    result = train(make_cfg(env, lora_name="early"), should_stop=lambda: True)
+    assert result.stopped and result.step == 0 and result.checkpoint is None
+    assert not (env / "loras" / "early").exists()
 
 
 # ------------------------------------------------------------------------------ methods and bits

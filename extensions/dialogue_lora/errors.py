@@ -22,6 +22,15 @@ class Interrupted(UserError):
     exit_code = 130
 
 
+def brief(error: BaseException | str, limit: int = 300) -> str:
+    """A library's exception text as one line for a message: whitespace collapsed, cut at a word past `limit`."""
+    text = " ".join(str(error).split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > limit // 2 else limit] + " ..."
+
+
 def join_problems(problems: Iterable[str]) -> str:
     """Several problems found in one check, reported together (one line each after the first)."""
     problems = [p for p in problems if p]
@@ -45,7 +54,7 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     try:
         return int(main(argv) or 0)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(e if isinstance(e, Interrupted) else f"error: {e}", file=sys.stderr)  # a stop is not an error
         return e.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -20,10 +20,12 @@ and loss_curve.png (from training_log.json). The CLI (evaluate_lora.py) and the 
 from __future__ import annotations
 
 import datetime as _dt
+import html
 import importlib.util
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -336,7 +338,8 @@ def evaluate(
         check_adapter_base(adapter_path, model_path)
     heldout = resolve_heldout(cfg, adapter_path, params)
     records = load_heldout(heldout, cfg.max_samples)
-    name = cfg.name or params.get("name") or None
+    characters = params.get("characters") or []
+    name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
 
     _progress(on_progress, stage="load", done=0, total=1)
@@ -498,9 +501,22 @@ def markdown_table(result: dict) -> str:
     return "\n".join(out)
 
 
+# A model's reply shown as written: HTML and markdown characters escaped, control characters (a random
+# model emits NUL and friends) as their visible symbols (U+2400...), newlines as <br> inside a table cell.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible_control(m: re.Match) -> str:
+    c = ord(m.group())
+    return chr(0x2400 + c) if c < 0x20 else "\u2421" if c == 0x7F else "\ufffd"
+
+
 def _cell(text: str, limit: int = 300) -> str:
     text = text if len(text) <= limit else "…" + text[-limit:]
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+    text = html.escape(text, quote=False)
+    text = _CONTROL.sub(_visible_control, _MD_SPECIAL.sub(r"\\\1", text))
+    return text.replace("\n", "<br>") or "*(empty)*"
 
 
 def _context(prompt: str, lines: int = 3) -> str:

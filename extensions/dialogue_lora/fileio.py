@@ -28,6 +28,11 @@ def _umask() -> int:
     return mask
 
 
+def default_file_mode() -> int:
+    """The mode open() gives a new file: 0666 less the umask."""
+    return 0o666 & ~_umask()
+
+
 def _missing_parents(folder: Path) -> list[Path]:
     """The folders that mkdir(parents=True) would create for `folder`, outermost first."""
     missing = []
@@ -52,7 +57,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         try:
             file_mode = path.stat().st_mode & 0o7777
         except OSError:
-            file_mode = 0o666 & ~_umask()
+            file_mode = default_file_mode()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except BaseException:
         _remove_empty(made)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from . import prompt as prompt_mod
-from .errors import UserError
+from .errors import UserError, brief
 from .paths import resolve_adapter, resolve_dirs, resolve_model
 
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -173,7 +173,7 @@ def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.Pa
         raise UserError(_other_base_message(adapter_path, model_name, first[:200])) from None
     except ValueError as e:
         if "Target modules" in str(e) or "target_modules" in str(e):
-            raise UserError(_other_base_message(adapter_path, Path(model_path or "model"), str(e)[:200])) from None
+            raise UserError(_other_base_message(adapter_path, Path(model_path or "model"), brief(e))) from None
         raise
 
 

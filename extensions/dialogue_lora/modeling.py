@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, brief
 
 FINGERPRINT_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
@@ -36,7 +36,14 @@ def pick_device(prefer: str | None = None):
     import torch
 
     if prefer:
-        return torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except (RuntimeError, ValueError):
+            raise UserError(f"--device {prefer!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+        missing = device_missing(device)
+        if missing:
+            raise UserError(f"--device {prefer}: {missing}; use --device cpu, or leave --device out to pick the best there is")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
     mps = getattr(torch.backends, "mps", None)
@@ -45,11 +52,30 @@ def pick_device(prefer: str | None = None):
     return torch.device("cpu")
 
 
+def device_missing(device) -> str | None:
+    """Why `device` cannot be used here, or None when it can."""
+    import torch
+
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            return f"{built} (torch {torch.__version__})"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"there are only {torch.cuda.device_count()} CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+        return None
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return None if mps is not None and mps.is_available() else "Apple's MPS is not available on this machine"
+    return f"{device.type} devices are not supported (cpu, cuda, mps)"
+
+
 def _as_device(device):
     import torch
 
-    if device is None:
-        return pick_device()
+    if device is None or isinstance(device, str):
+        return pick_device(device)  # a name is checked: a clear error for a device that is not there
     return device if isinstance(device, torch.device) else torch.device(device)
 
 
@@ -245,10 +271,14 @@ def load_tokenizer(model_path: str | os.PathLike):
     """The model folder's tokenizer, with a pad token."""
     from transformers import AutoTokenizer
 
+    files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+    if Path(model_path).is_dir() and not any((Path(model_path) / f).is_file() for f in files):
+        raise UserError(f"{model_path} holds no tokenizer ({', '.join(files[:3])}, ...): copy the tokenizer files "
+                        "from where the model came from into that folder")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     except (OSError, ValueError) as e:
-        raise UserError(f"could not load the tokenizer of {model_path}: {e}") from None
+        raise UserError(f"could not load the tokenizer of {model_path}: {brief(e)}") from None
     ensure_pad_token(tokenizer)
     return tokenizer
 
@@ -312,7 +342,7 @@ def load_base(
             "or a smaller model"
         ) from None
     except (OSError, ValueError) as e:
-        raise UserError(f"could not load the model in {model_path}: {e}") from None
+        raise UserError(f"could not load the model in {model_path}: {brief(e)}") from None
     if qconfig is None:
         model.to(device)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
@@ -339,7 +369,7 @@ def _config_of(model_or_config):
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"could not read the model config {path}: {e}") from None
+            raise UserError(f"could not read the model config {path}: {brief(e)}") from None
     if hasattr(obj, "get_base_model"):  # a PeftModel
         obj = obj.get_base_model()
     config = getattr(obj, "config", obj)

@@ -166,6 +166,18 @@ def record_examples(record: dict, name: str | None = None) -> list[tuple[str, st
     return out
 
 
+def record_characters(records: Sequence[dict], name: str | None = None) -> list[str]:
+    """The characters a dataset trains, most samples first: each sample's cue (its "name" key, else
+    `name` or "Assistant" for multi-turn samples, else the cue that ends its prompt)."""
+    from collections import Counter
+
+    counts: Counter = Counter()
+    for rec in records:
+        cues = [p.rsplit("\n", 1)[-1].strip().rstrip(":").strip() for p, _ in record_examples(rec, name)]
+        counts.update(c for c in cues if c)
+    return [c for c, _ in counts.most_common()]
+
+
 def validate_records(records: Sequence[dict], source: str = "dataset") -> list[list[tuple[str, bool]]]:
     """Segments for every sample; a bad one raises UserError naming its index."""
     out = []

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import hashlib
 import json
 import math
 import os
@@ -37,20 +38,24 @@ from typing import Callable
 
 from . import batching, encoding, fused_lora, last_layer, modeling, paths, varlen
 from . import prompt as prompt_mod
-from .errors import UserError, join_problems
-from .fileio import atomic_write_json, atomic_write_text, load_records, write_records
+from .errors import UserError, brief, join_problems
+from .fileio import atomic_write_json, atomic_write_text, default_file_mode, load_records, write_records
 
 METHODS = ("lora", "prompt_tuning")
 CHECKPOINT_PREFIX = "checkpoint-"
 HELDOUT_FILE = "heldout.json"
+# The end-of-epoch checkpoint is skipped when the last one is younger than this: a run of many short
+# epochs (the quick start's 60 one-step epochs) would otherwise write one per step. A stop always saves.
+EPOCH_CHECKPOINT_MIN_S = 60.0
 PARAMS_FILE = "training_parameters.json"
 LOG_FILE = "training_log.json"
 STATE_FILE = "trainer_state.json"
 PROMPT_TUNING_INIT_TEXT = "Continue the dialogue in character, one line per reply:"
 # Settings a resumed run must share with the run it continues (anything else may change).
 _RESUME_KEYS = (
-    "method", "lora_rank", "lora_alpha", "target_modules", "num_virtual_tokens", "batch_size", "grad_accum",
-    "cutoff_len", "val_ratio", "seed", "packing", "load_in_4bit", "load_in_8bit", "learning_rate",
+    "method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens", "batch_size",
+    "grad_accum", "cutoff_len", "val_ratio", "seed", "packing", "load_in_4bit", "load_in_8bit", "learning_rate",
+    "dtype", "name", "dataset_sha256", "base_fingerprint",
 )
 
 
@@ -95,7 +100,7 @@ class TrainConfig:
     seed: int = 42
     """Seed of the held-out split, the data order, dropout and the adapter's initialisation."""
     save_steps: int = 0
-    """Also save a resumable checkpoint every N steps (checkpoints are always saved after each epoch)."""
+    """Also save a resumable checkpoint every N steps (one is saved after each epoch anyway, at most one a minute)."""
     max_steps: int = 0
     """Stop after this many optimizer steps (0: train for --epochs)."""
     resume: bool = False
@@ -151,7 +156,7 @@ class TrainConfig:
         for f in ("save_steps", "max_steps"):
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"--{f} must be a whole number >= 0 (got {v!r})")
-        need(not isinstance(self.cutoff_len, int) or self.cutoff_len >= 8, f"--cutoff_len must be at least 8 (got {self.cutoff_len})")
+        need(not isinstance(self.cutoff_len, int) or not 1 <= self.cutoff_len < 8, f"--cutoff_len must be at least 8 (got {self.cutoff_len})")
         need(self.method in METHODS, f"--method must be one of {', '.join(METHODS)} (got {self.method!r})")
         need(self.learning_rate is None or self.learning_rate > 0, f"--learning_rate must be > 0 (got {self.learning_rate})")
         need(self.lora_alpha is None or self.lora_alpha > 0, f"--lora_alpha must be > 0 (got {self.lora_alpha})")
@@ -247,9 +252,12 @@ def resolve_dataset(name: str, dataset_dir: Path) -> Path:
     for ext in (".json", ".jsonl"):
         if (dataset_dir / (name + ext)).is_file():
             return (dataset_dir / (name + ext)).resolve()
+    if p.is_dir() or q.is_dir():
+        raise UserError(f"dataset {name!r} is a folder: give a .json or .jsonl file (--dataset_name)")
     found = paths.list_datasets(dataset_dir)
     listing = f"; datasets in {dataset_dir}: {', '.join(found)}" if found else ""
-    raise UserError(f"dataset {name!r} not found (looked for {p} and {q}){listing}")
+    looked = f"{p} and {q}" if p.resolve() != q.resolve() else f"{p}"
+    raise UserError(f"dataset {name!r} not found (looked for {looked}){listing}")
 
 
 def checkpoints(out_dir: Path) -> list[Path]:
@@ -293,7 +301,7 @@ def model_linear_layers(model_path: Path) -> list[str]:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"could not read the model in {model_path}: {e}") from None
+        raise UserError(f"could not read the model in {model_path}: {brief(e)}") from None
     return linear_layer_names(model)
 
 
@@ -320,8 +328,13 @@ def check(cfg: TrainConfig) -> Plan:
             modeling.require_bitsandbytes("--load_in_4bit" if cfg.load_in_4bit else "--load_in_8bit")
         except UserError as e:
             problems.append(str(e))
-    if cfg.fused_kernels == "on":  # the device and the package, before a model loads (its type is checked then)
-        reason = modeling.fused_kernels_missing(modeling.pick_device(cfg.device))
+    device = None
+    try:
+        device = modeling.pick_device(cfg.device)
+    except UserError as e:
+        problems.append(str(e))
+    if cfg.fused_kernels == "on" and device is not None:  # device and package now (the model type: on load)
+        reason = modeling.fused_kernels_missing(device)
         if reason:
             problems.append(f"--fused_kernels on: {reason}")
     linear: list[str] = []
@@ -494,6 +507,14 @@ def _use_gc(cfg: TrainConfig, device) -> bool:
     return cfg.gradient_checkpointing == "on"
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _settings(cfg: TrainConfig, plan: Plan) -> dict:
     """Every resolved setting of the run (training_parameters.json)."""
     s = asdict(cfg)
@@ -504,8 +525,12 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         base_model=cfg.model_name,
         base_model_path=str(plan.model_path),
         dataset=str(plan.dataset_path),
+        # the samples themselves, not the file's name: --resume on other data is refused
+        dataset_sha256=_sha256(plan.dataset_path),
         prompt_format=prompt_mod.PROMPT_FORMAT,
         heldout_file=HELDOUT_FILE,
+        # the cues it learnt to answer to: chat.py, evaluation and the tab default --name to these
+        characters=prompt_mod.record_characters(plan.records, cfg.name),
     )
     for k in ("resume", "overwrite"):
         s.pop(k, None)
@@ -665,10 +690,17 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         before = state.get("settings", {})
         changed = [k for k in _RESUME_KEYS if k in before and before[k] != settings.get(k)]
         if changed:
-            raise UserError(
-                f"--resume: {plan.resume_from} was trained with other settings: "
-                + "; ".join(f"--{k} was {before[k]!r}, now {settings.get(k)!r}" for k in changed)
-            )
+            def what(k):
+                if k == "dataset_sha256":
+                    return f"the dataset's samples differ (was {before.get('dataset')}, now {settings.get('dataset')})"
+                if k == "base_fingerprint":
+                    return f"the base model differs (was {before.get('base_model')}, now {settings.get('base_model')})"
+                if k == "dtype":
+                    return f"--precision gave {before[k]}, now {settings.get(k)}"
+                return f"--{k} was {before[k]!r}, now {settings.get(k)!r}"
+
+            raise UserError(f"--resume: {plan.resume_from} was trained with other settings: "
+                            + "; ".join(what(k) for k in changed))
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
@@ -719,6 +751,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
               "perplexity": base_ppl, "base": True})
 
     last_saved = step if plan.resume_from is not None else -1
+    last_save_time = time.time()
     tokens_seen, t_start = 0, time.time()
     eval_time = 0.0
     steps_this_session = 0
@@ -728,12 +761,21 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     stopped = False
 
     def save_checkpoint() -> Path:
-        nonlocal last_saved
+        nonlocal last_saved, last_save_time
         path = _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, settings, log,
                                 step, epoch, step_in_epoch, base_eval)
-        last_saved = step
+        last_saved, last_save_time = step, time.time()
         emit({"event": "save", "step": step, "total_steps": total_steps, "epoch": epoch, "path": str(path)})
         return path
+
+    # A stop asked for while the model loaded (or the base was measured) ends here: nothing new to save
+    if dist.sum([1.0 if should_stop is not None and should_stop() else 0.0], device)[0] > 0:
+        checkpoint = plan.resume_from
+        emit({"event": "done", "step": step, "total_steps": total_steps, "stopped": True,
+              "checkpoint": str(checkpoint) if checkpoint else None})
+        return TrainResult(plan.out_dir, step, total_steps, stopped=True, checkpoint=checkpoint,
+                           base_eval_loss=base_eval, n_train=len(train_set), n_val=len(val_set),
+                           n_dropped=n_dropped, log=log)
 
     ddp_model.train()
     while step < total_steps and not stopped:
@@ -771,7 +813,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             step_in_epoch += 1
             steps_this_session += 1
             stop_local = 1.0 if (should_stop is not None and should_stop()) else 0.0
-            loss_sum, n_sum, tok_sum, stop_any = dist.sum([step_loss, float(n_group), float(step_tokens), stop_local], device)
+            save_due = 1.0 if time.time() - last_save_time >= EPOCH_CHECKPOINT_MIN_S else 0.0  # ranks agree below
+            loss_sum, n_sum, tok_sum, stop_any, save_due = dist.sum(
+                [step_loss, float(n_group), float(step_tokens), stop_local, save_due], device)
             last_loss = loss_sum / max(n_sum, 1)
             tokens_seen += tok_sum
             window["loss"] += loss_sum
@@ -802,7 +846,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             if stop_any > 0:
                 stopped = True
                 break
-            if step < total_steps and ((cfg.save_steps and step % cfg.save_steps == 0) or end_of_epoch):
+            epoch_save = end_of_epoch and save_due > 0
+            if step < total_steps and ((cfg.save_steps and step % cfg.save_steps == 0) or epoch_save):
                 save_checkpoint()
             if end_of_epoch:
                 break
@@ -894,20 +939,23 @@ def model_card(settings: dict, result: TrainResult, name: str) -> str:
         "## Data",
         "",
         f"- dataset: `{settings['dataset']}`",
-        f"- training samples: {result.n_train}; held out: {result.n_val} (`{HELDOUT_FILE}`); "
+        f"- training samples: {result.n_train}; held out: {result.n_val}"
+        + (f" (`{HELDOUT_FILE}`); " if result.n_val else "; ") +
         f"dropped as too long: {result.n_dropped}",
         "",
         "## Settings",
         "",
     ]
-    keys = ["method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens", "learning_rate",
-            "batch_size", "grad_accum", "epochs", "max_steps", "cutoff_len", "load_in_4bit", "load_in_8bit", "seed",
-            "world_size", "dtype"]
+    method_keys = (["lora_rank", "lora_alpha", "lora_dropout", "target_modules"] if settings.get("method") == "lora"
+                   else ["num_virtual_tokens"])
+    keys = ["method", *method_keys, "learning_rate", "batch_size", "grad_accum", "epochs", "max_steps", "cutoff_len",
+            "load_in_4bit", "load_in_8bit", "seed", "world_size", "dtype"]
     for k in keys:
         if k in settings and settings[k] is not None:
             lines.append(f"- {k}: `{settings[k]}`")
+    trained = f" ({settings['epochs_trained']:g} epochs)" if settings.get("epochs_trained") is not None else ""
     lines += [
-        f"- steps: {result.step}",
+        f"- steps: {result.step}{trained}",
         "",
         "## Results (held-out completions)",
         "",
@@ -947,12 +995,22 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
         shutil.rmtree(tmp)
     try:
         model.save_pretrained(str(tmp))
+        per_epoch = settings.get("steps_per_epoch")
         final_settings = dict(settings, n_train=result.n_train, n_val=result.n_val, steps=result.step,
+                              # what ran: --max_steps can end a run before or after --epochs
+                              epochs_trained=round(result.step / per_epoch, 4) if per_epoch else None,
                               final_eval_loss=result.eval_loss, final_perplexity=result.perplexity,
                               base_eval_loss=result.base_eval_loss)
+        if heldout:
+            write_records(tmp / HELDOUT_FILE, heldout)
+        else:  # --val_ratio 0: no split to record (evaluation then asks for -d)
+            final_settings["heldout_file"] = None
         atomic_write_json(tmp / PARAMS_FILE, final_settings)
         atomic_write_json(tmp / LOG_FILE, log)
-        write_records(tmp / HELDOUT_FILE, heldout)
+        mode = default_file_mode()
+        for f in tmp.iterdir():  # safetensors writes its file 0600: the adapter gets a plain file's mode
+            if f.is_file():
+                f.chmod(mode)
         atomic_write_text(tmp / "README.md", model_card(final_settings, result, cfg.lora_name))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

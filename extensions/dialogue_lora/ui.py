@@ -35,7 +35,7 @@ TRAIN_FIELDS = (
     ("grad_accum", "Gradient accumulation steps", "number"),
     ("val_ratio", "Held-out share (val_ratio)", "number"),
     ("max_steps", "Max steps (0: no limit)", "number"),
-    ("save_steps", "Checkpoint every N steps (0: per epoch)", "number"),
+    ("save_steps", "Checkpoint every N steps (0: per epoch, at most one a minute)", "number"),
     ("seed", "Seed", "number"),
     ("target_modules", "Target modules (empty: all linear layers)", "text"),
     ("method", "Method", "method"),
@@ -341,8 +341,8 @@ class TabLogic:
             params = read_training_parameters(path)
         except UserError:
             return ""
-        if params.get("name"):
-            return str(params["name"])
+        if params.get("name") or params.get("characters"):  # several: the one with the most samples
+            return str(params.get("name") or params["characters"][0])
         # else the cue that ends the prompts it was trained on (held-out samples, else the dataset)
         from .fileio import load_records
         from .prompt import record_examples

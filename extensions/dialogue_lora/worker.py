@@ -35,6 +35,8 @@ def run_train(config: dict, report: ProgressWriter, should_stop) -> dict:
     cfg = TrainConfig(**config)
     result = train(cfg, on_progress=report, should_stop=should_stop)
     if result.stopped:
+        if result.checkpoint is None:
+            return {"status": "stopped", "checkpoint": None, "message": "Stopped before the first step: nothing was saved."}
         return {"status": "stopped", "checkpoint": str(result.checkpoint),
                 "message": f"Stopped at step {result.step}; checkpoint saved in {result.checkpoint}."}
     return {"status": "done", "output_dir": str(result.output_dir), "message": f"Saved {result.output_dir}."}
