@@ -127,7 +127,8 @@ def test_cli_errors_are_one_line(work):
                        (["--num_virtual_tokens", "5"], "--num_virtual_tokens: not used by --method lora"),
                        (["--device", "cuda:7"], "--device cuda:7: "),
                        (["-c", "0"], "--cutoff_len must be a whole number >= 1 (got 0)"),
-                       (["-d", "user_data"], "is a folder: give a .json or .jsonl file")):
+                       (["-d", "user_data"], "is a folder: give a .json or .jsonl file"),
+                       (["--resume"], "--resume: there is no run of 'y'")):
         p = _cli([*ARGS, "-l", "y", *bad], work)
         assert p.returncode == 2 and p.stderr.startswith("error:") and words in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -254,3 +254,6 @@ def test_webui_host_applies_adapters_with_transformers_only(fake_webui):
     shared.args.loader = "Transformers"
     assert host.use_adapter(None, "bob") == "Applied bob to tiny."
     assert lora.calls == [["bob"]]
+    # applied again (retrained since): off first, so the webui reads it anew instead of skipping it
+    assert host.use_adapter(None, "bob") == "Applied bob to tiny."
+    assert lora.calls == [["bob"], [], ["bob"]]

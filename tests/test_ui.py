@@ -109,8 +109,14 @@ def test_train_form_errors(logic, webui_root):
         logic.train_config("tiny-llama", "bob.json", "../bob", {}, False, False)
     with pytest.raises(UserError, match="no such file"):
         logic.train_config("tiny-llama", "nope.json", "bob", {}, False, False)
-    with pytest.raises(UserError, match="--epochs"):
+    # in the tab's words: its labels, not the CLI's flags
+    with pytest.raises(UserError, match="^'Epochs' must be a whole number >= 1 \\(got 0\\)$"):
         logic.train_config("tiny-llama", "bob.json", "bob", {"epochs": 0}, False, False)
+    with pytest.raises(UserError, match="^'Batch size' must be .*\\(the field is empty\\)"):
+        logic.train_config("tiny-llama", "bob.json", "bob", {"batch_size": None}, False, False)
+    # nothing to resume is said before a process starts
+    with pytest.raises(UserError, match="'Resume': there is no run of 'fresh'"):
+        logic.train_config("tiny-llama", "bob.json", "fresh", {}, True, False)
     existing = webui_root / "user_data/loras/bob"
     existing.mkdir()
     (existing / "adapter_config.json").write_text("{}")
@@ -236,3 +242,20 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert [row[0] for row in metrics][:2] == ["perplexity (lower is better)", "BLEU"]
     assert len(samples) == 2 and samples[0][1] == "I don't know, Alice. I have a lot of work."
     assert (webui_root / "user_data/loras/bob/eval.json").is_file()
+
+
+def test_chat_trash_icon_forgets_the_turns(tmp_path, monkeypatch):
+    """The chatbot's own trash icon empties the view; it must also empty the turns the next prompt is built
+    from (else the old conversation came back with the next message)."""
+    monkeypatch.chdir(tmp_path)
+    from extensions.dialogue_lora.host import StandaloneHost
+    from extensions.dialogue_lora.standalone import build_app
+
+    app = build_app(StandaloneHost({}))
+    chatbot = next(b for b in app.blocks.values() if type(b).__name__ == "Chatbot")
+    on_clear = [d for d in app.config["dependencies"] if [chatbot._id, "clear"] in [list(t) for t in d["targets"]]]
+    assert len(on_clear) == 1
+    states = {b._id for b in app.blocks.values() if type(b).__name__ == "State"}
+    assert set(on_clear[0]["outputs"]) & states
+    fn = app.fns[on_clear[0]["id"]].fn
+    assert fn()[0] == []

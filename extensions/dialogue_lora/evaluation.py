@@ -519,7 +519,7 @@ def _cell(text: str, limit: int = 300) -> str:
     return text.replace("\n", "<br>") or "*(empty)*"
 
 
-def _context(prompt: str, lines: int = 3) -> str:
+def context_tail(prompt: str, lines: int = 3) -> str:
     parts = prompt.split("\n")
     shown = parts[-lines:]
     return ("…\n" if len(parts) > lines else "") + "\n".join(shown)
@@ -604,7 +604,7 @@ def render_markdown(result: dict, loss_png: str | None = None) -> str:
         base = _cell(s.get("base_reply", "")) + ("" if s.get("base_stopped") else " ⟶")
         adapter = _cell(s.get("adapter_reply", "")) + ("" if s.get("adapter_stopped") else " ⟶")
         lines.append(
-            f"| {i} | {_cell(_context(s.get('prompt', '')))} | {_cell(s.get('reference', ''))} | {base} | {adapter} |"
+            f"| {i} | {_cell(context_tail(s.get('prompt', '')))} | {_cell(s.get('reference', ''))} | {base} | {adapter} |"
         )
     lines += ["", "⟶ marks a reply that did not end at a newline within the token limit.", ""]
     return "\n".join(lines)

@@ -57,6 +57,8 @@ def build_app(host: StandaloneHost):
         send.click(on_send, inputs, outputs)
         message.submit(on_send, inputs, outputs)
         clear.click(lambda: (chatbot_value([]), [], ""), None, [chatbot, turns, chat_status])
+        if hasattr(chatbot, "clear"):  # the chatbot's own trash icon (Gradio 4.3x+) forgets the turns too
+            chatbot.clear(lambda: ([], ""), None, [turns, chat_status])
     return app
 
 

@@ -358,6 +358,8 @@ def check(cfg: TrainConfig) -> Plan:
     resume_from = None
     if out_dir.exists() and not out_dir.is_dir():
         problems.append(f"{out_dir} exists and is not a folder")
+    elif cfg.resume and not (out_dir.is_dir() and any(out_dir.iterdir())):
+        problems.append(f"--resume: there is no run of {cfg.lora_name!r} in {lora_root} to resume (leave --resume out to start one)")
     elif out_dir.is_dir() and any(out_dir.iterdir()):
         if cfg.resume:
             found = checkpoints(out_dir)

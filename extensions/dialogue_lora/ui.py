@@ -8,6 +8,7 @@ in, plain values out, so it is tested without a browser. Training and evaluation
 from __future__ import annotations
 
 import dataclasses
+import re
 import json
 import time
 from pathlib import Path
@@ -43,6 +44,18 @@ TRAIN_FIELDS = (
     ("load_in_4bit", "Load in 4-bit (QLoRA)", "check"),
     ("load_in_8bit", "Load in 8-bit", "check"),
 )
+
+
+# What the library's messages call a CLI flag, the tab calls by its label.
+_TAB_WORDS = {"resume": "Resume", "overwrite": "Overwrite", "lora_name": "Adapter name", "dataset_name": "Dataset",
+              "model_name": "Base model", **{key: label.split(" (")[0] for key, label, _ in TRAIN_FIELDS}}
+_FLAG = re.compile(r"--([a-z_0-9]+)")
+
+
+def tab_words(message: str) -> str:
+    """A training message with the tab's labels for the flags it names (`--resume` -> 'Resume')."""
+    message = message.replace("(got None)", "(the field is empty)")
+    return _FLAG.sub(lambda m: f"'{_TAB_WORDS[m.group(1)]}'" if m.group(1) in _TAB_WORDS else m.group(0), message)
 
 
 def train_defaults() -> dict:
@@ -268,11 +281,14 @@ class TabLogic:
             model_name=str(model), dataset_name=str(dataset_path), lora_name=adapter,
             model_dir=str(dirs.models), lora_dir=str(dirs.loras), resume=bool(resume), overwrite=bool(overwrite),
         )
-        from .training import TrainConfig
+        from .training import TrainConfig, check
 
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         config = {k: v for k, v in config.items() if k in known}
-        TrainConfig(**config)  # check every setting here, in one message, before a process starts
+        try:  # every setting, the dataset, the model's layers, what to resume: before a process starts
+            check(TrainConfig(**config))
+        except UserError as e:
+            raise UserError(tab_words(str(e))) from None
         return config
 
     def start_training(self, model, dataset, adapter, settings: dict, resume=False, overwrite=False) -> jobs.Job:
@@ -299,9 +315,16 @@ class TabLogic:
         }
         if heldout and heldout in self.datasets():
             config["dataset"] = str(dirs.datasets / heldout)
-        from .evaluation import EvalConfig
+        from .evaluation import EvalConfig, resolve_heldout
+        from .generation import read_training_parameters
 
-        EvalConfig(**config)
+        cfg = EvalConfig(**config)
+        adapter_path = dirs.loras / config["lora_name"]
+        if adapter_path.is_dir():  # no held-out set to use: say so now, in the tab's words
+            try:
+                resolve_heldout(cfg, adapter_path, read_training_parameters(adapter_path))
+            except UserError as e:
+                raise UserError(str(e).replace("pass one with -d HELD_OUT.json", "pick a file in 'Held-out samples'")) from None
         return jobs.start("evaluate", config)
 
     @staticmethod
@@ -320,7 +343,10 @@ class TabLogic:
         end = job.last("end") or {}
         result = json.loads(Path(end["eval_json"]).read_text(encoding="utf-8"))
         metrics = [list(row) for row in metric_rows(result)]
-        samples = [[s["prompt"][-300:], s["reference"], s["base_reply"], s["adapter_reply"]]
+        from .evaluation import context_tail
+
+        # the context's last lines, one per row of the cell (" ⏎ " between them), as eval.md shows it
+        samples = [[context_tail(s["prompt"]).replace("\n", " ⏎ "), s["reference"], s["base_reply"], s["adapter_reply"]]
                    for s in result.get("samples", [])[:20]]
         notes = "; ".join(result.get("notes") or [])
         status = f"{result.get('n_replies', len(samples))} replies from {result.get('heldout_file')}; report in " \
@@ -506,8 +532,9 @@ def build_tab(host) -> dict:
                 ev_refresh = gr.Button("Refresh lists", size="sm")
             ev_status = gr.Markdown()
             ev_metrics = gr.Dataframe(headers=["metric", "base", "adapter"], value=[], interactive=False)
+            # fixed shares of the width, text wrapped: all four columns fit the page side by side
             ev_samples = gr.Dataframe(headers=["context", "reference", "base reply", "adapter reply"], value=[],
-                                      wrap=True, interactive=False)
+                                      wrap=True, interactive=False, column_widths=["34%", "22%", "22%", "22%"])
 
         # ---------------------------------------------------------------- Use
         with gr.Tab("4. Use") as use_tab:
@@ -637,6 +664,9 @@ def build_tab(host) -> dict:
 
     for trigger in (refresh_train.click, train_tab.select):
         trigger(train_lists, None, [model, dataset, memory])
+    # Opening the section shows the current run (after a page reload too), live while it trains;
+    # "once": reopening it while that is streaming adds no second stream.
+    train_tab.select(on_watch, None, train_outputs, trigger_mode="once")
 
     # Evaluate
     def on_evaluate(model_v, adapter_v, data_v, max_v):

@@ -174,6 +174,10 @@ class WebuiHost(Host):
         warning = ""
         if base and Path(base).name != Path(str(shared.model_name)).name:
             warning = f" Note: it was trained on {Path(base).name}, the loaded model is {shared.model_name}."
+        if adapter in (getattr(shared, "lora_names", None) or []):
+            # the webui skips a name it has applied already: take it off first, so that an adapter trained
+            # again since its last Apply is read from disk anew
+            add_lora_to_model([])
         add_lora_to_model([adapter])
         return f"Applied {adapter} to {shared.model_name}.{warning}"
 
