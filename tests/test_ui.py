@@ -36,7 +36,8 @@ def test_scan_lists_speakers_with_counts(logic):
 
 def test_pick_a_file_from_the_datasets_folder(logic, webui_root):
     shutil.copy(EXAMPLE, webui_root / "user_data/training/datasets/dialogue.txt")
-    assert "dialogue.txt" in logic.raw_files()
+    logic.save(*form())  # a prepared dataset is not offered as raw dialogue
+    assert logic.raw_files() == ["dialogue.txt"]
     assert logic.scan(None, "dialogue.txt", "auto")[1] == ("Bob (4 lines)", "Bob")
     for bad in ("../dialogue.txt", "/etc/passwd", "..\\x.txt"):
         with pytest.raises(UserError, match="not allowed"):
@@ -53,6 +54,17 @@ def test_preview_shows_what_training_sees_and_writes_nothing(logic, webui_root):
     assert text.count("— sample") == 4
     assert "Bob 4" in report
     assert not (webui_root / "user_data/training/datasets/bob.json").exists()
+
+
+def test_messages_name_an_upload_by_its_file(logic, tmp_path):
+    upload = tmp_path / "gradio" / "0123abcd" / "chat.txt"  # where Gradio keeps an upload
+    upload.parent.mkdir(parents=True)
+    upload.write_text("Alice: hi\nBob: hello\n", encoding="utf-8")
+    _, report = logic.preview(*form(upload=str(upload)))
+    assert "read chat.txt (" in report and "0123abcd" not in report
+    with pytest.raises(UserError) as e:
+        logic.preview(*form(upload=str(upload), names=("Bobb",)))
+    assert "not found in chat.txt" in str(e.value) and "0123abcd" not in str(e.value)
 
 
 def test_show_sample_marks_every_learnt_reply():

@@ -7,6 +7,7 @@ in, plain values out, so it is tested without a browser. Training and evaluation
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import json
@@ -56,6 +57,25 @@ def tab_words(message: str) -> str:
     """A training message with the tab's labels for the flags it names (`--resume` -> 'Resume')."""
     message = message.replace("(got None)", "(the field is empty)")
     return _FLAG.sub(lambda m: f"'{_TAB_WORDS[m.group(1)]}'" if m.group(1) in _TAB_WORDS else m.group(0), message)
+
+
+def _is_prepared(path: Path) -> bool:
+    """A dataset this tab (or prepare_dataset.py) wrote: a JSON array or JSONL of samples, not raw dialogue
+    (a Discord export is one JSON object with "messages")."""
+    if path.suffix.lower() == ".jsonl":
+        return True
+    if path.suffix.lower() != ".json":
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+    except OSError:
+        return False
+
+
+def _upload_path(upload) -> Path:
+    """An upload's file: Gradio passes a path (4.x: a file object with .name)."""
+    return Path(upload if isinstance(upload, (str, Path)) else getattr(upload, "name", upload))
 
 
 def train_defaults() -> dict:
@@ -180,12 +200,13 @@ class TabLogic:
         d = self.host.dirs().datasets
         if not d.is_dir():
             return []
-        return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in RAW_SUFFIXES)
+        return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in RAW_SUFFIXES
+                      and not _is_prepared(p))
 
     def input_path(self, upload, picked) -> Path:
         """The dialogue file: an upload (read only, never run) wins over a file picked from the datasets folder."""
         if upload:
-            path = Path(upload if isinstance(upload, (str, Path)) else getattr(upload, "name", upload))
+            path = _upload_path(upload)
         elif picked:
             path = self.host.dirs().datasets / check_name(str(picked), "file name")
         else:
@@ -195,11 +216,32 @@ class TabLogic:
         return path
 
     # -- Prepare ---------------------------------------------------------------------------------
+    @staticmethod
+    @contextlib.contextmanager
+    def _upload_named(upload):
+        """Messages about an upload name its file, not Gradio's temporary folder (/tmp/gradio/<hash>/...)."""
+        try:
+            yield
+        except UserError as e:
+            if not upload:
+                raise
+            path = _upload_path(upload)
+            raise UserError(str(e).replace(str(path), path.name)) from None
+
+    @staticmethod
+    def _report_text(report, upload) -> str:
+        text = report.format()
+        if upload:
+            path = _upload_path(upload)
+            text = text.replace(str(path), path.name)
+        return text
+
     def scan(self, upload, picked, source: str) -> list[tuple[str, str]]:
         """Speakers found in the file, most lines first, as (label with count, name) choices."""
         from .prepare import scan_speakers
 
-        counts = scan_speakers(self.input_path(upload, picked), source=source or "auto")
+        with self._upload_named(upload):
+            counts = scan_speakers(self.input_path(upload, picked), source=source or "auto")
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return [(f"{name} ({n} lines)", name) for name, n in ranked]
 
@@ -234,19 +276,22 @@ class TabLogic:
         """(the first samples as training sees them, the report); nothing is written."""
         from .prepare import preview
 
-        samples, report = preview(self.prepare_config(*form), n=PREVIEW_SAMPLES)
-        return "\n\n".join(show_sample(s, i) for i, s in enumerate(samples, 1)), report.format()
+        with self._upload_named(form[0]):
+            samples, report = preview(self.prepare_config(*form), n=PREVIEW_SAMPLES)
+        return "\n\n".join(show_sample(s, i) for i, s in enumerate(samples, 1)), self._report_text(report, form[0])
 
     def save(self, *form, overwrite: bool = False) -> tuple[str, str]:
         """Write the dataset; returns (file name, report). An existing file needs `overwrite`."""
         from .prepare import prepare
 
-        cfg = self.prepare_config(*form)
+        with self._upload_named(form[0]):
+            cfg = self.prepare_config(*form)
         out = Path(cfg.jsonfilename)
         if out.exists() and not overwrite:
             raise UserError(f"{out.name} already exists in {out.parent}: tick 'Overwrite' to replace it")
-        report = prepare(cfg, write=True)
-        return out.name, f"Saved {out.name} in {out.parent}.\n\n" + report.format()
+        with self._upload_named(form[0]):
+            report = prepare(cfg, write=True)
+        return out.name, f"Saved {out.name} in {out.parent}.\n\n" + self._report_text(report, form[0])
 
     # -- Train -----------------------------------------------------------------------------------
     def train_config(self, model, dataset, adapter, settings: dict, resume: bool, overwrite: bool) -> dict:
