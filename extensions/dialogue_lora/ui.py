@@ -675,8 +675,9 @@ def build_tab(host) -> dict:
         try:
             job = logic.start_training(model_v, dataset_v, adapter_v, dict(zip(setting_keys, values)),
                                        resume_v, overwrite_v)
-        except EXPECTED as e:
-            yield _error_text(e), None, ""
+        except EXPECTED as e:  # the previous run's plot and log stay on show
+            previous = jobs.current("train")
+            yield _error_text(e) + ("\n\n" + progress_markdown(previous) if previous else ""), gr.update(), gr.update()
             return
         yield from follow(job)
 
@@ -694,7 +695,7 @@ def build_tab(host) -> dict:
     start_btn.click(on_start, [model, dataset, adapter_name, resume, train_overwrite] + setting_inputs,
                     train_outputs).then(adapter_lists, None, [ev_adapter, use_adapter])
     watch_btn.click(on_watch, None, train_outputs).then(adapter_lists, None, [ev_adapter, use_adapter])
-    stop_btn.click(lambda: logic.stop_training(), None, memory)
+    stop_btn.click(lambda: logic.stop_training(), None, progress)  # the run's own status replaces it when it stops
 
     def on_unload():
         try:
