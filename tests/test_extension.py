@@ -128,6 +128,18 @@ def test_character_chat_prompt_uses_the_tabs_character_name_over_the_bot_name(mo
     assert script.custom_generate_chat_prompt("Coming?", _state([], name2="AI")).endswith("\nAI:")
 
 
+def test_the_adapters_character_name_lasts_while_the_adapter_is_applied(monkeypatch):
+    monkeypatch.setitem(script.params, "character_chat", True)
+    monkeypatch.setitem(script.params, "character", "Bob")
+    monkeypatch.setitem(script.params, "adapter", "bob")
+    shared = types.ModuleType("modules.shared")
+    shared.lora_names = ["bob"]
+    monkeypatch.setitem(sys.modules, "modules.shared", shared)
+    assert script.custom_generate_chat_prompt("Coming?", _state([], name2="AI")).endswith("\nBob:")
+    shared.lora_names = []  # taken off in the webui's own LoRA menu
+    assert script.custom_generate_chat_prompt("Coming?", _state([], name2="AI")).endswith("\nAI:")
+
+
 def test_character_chat_prompt_continue_and_impersonate():
     rows = [["Hi Bob!", "Hello"]]
     got = webui.character_chat_prompt("", _state(rows), 5, history={"internal": rows}, _continue=True)

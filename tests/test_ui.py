@@ -175,7 +175,7 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     params = {"character_chat": False}
     logic = TabLogic(Applied(params, resolve_dirs(webui_root)))
     assert logic.use(None, "bob") == "Applied bob."
-    assert params == {"character_chat": True, "stop_at_newline": True, "character": "Bob"}
+    assert params == {"character_chat": True, "stop_at_newline": True, "character": "Bob", "adapter": "bob"}
     # an adapter that does not say whose it is: the previous character is not kept
     other = webui_root / "user_data" / "loras" / "other"
     other.mkdir()

@@ -72,6 +72,10 @@ def state_modifier(state):
 def custom_generate_chat_prompt(user_input, state, **kwargs):
     """With character chat on, the prompt is the training format; otherwise the webui's own prompt."""
     if params.get("character_chat"):
+        character = params.get("character")
+        applied = _webui.applied_loras()
+        if params.get("adapter") and applied is not None and params["adapter"] not in applied:
+            character = None  # its adapter was taken off (the webui's LoRA menu): the Character tab's bot name
         return _webui.character_chat_prompt(user_input, state, int(params.get("rounds", 5)),
-                                            character=params.get("character"), **kwargs)
+                                            character=character, **kwargs)
     return _webui.default_chat_prompt(user_input, state, **kwargs)

@@ -440,6 +440,7 @@ class TabLogic:
         # the webui's Chat tab cues the adapter's own character, not the default bot name; an adapter
         # that does not say whose it is clears the previous one's, so the webui's bot name is used
         self.host.params["character"] = self.character_of(adapter)
+        self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
         return message
 
     def chat(self, history: list[tuple[str, str]], message: str, name: str, user_name: str, rounds: int) -> str:

@@ -192,6 +192,13 @@ class WebuiHost(Host):
         return reply
 
 
+def applied_loras() -> list[str] | None:
+    """The LoRAs the webui has applied now, or None outside the webui."""
+    shared = _shared()
+    names = getattr(shared, "lora_names", None) if shared is not None else None
+    return list(names) if isinstance(names, (list, tuple)) else None
+
+
 def _shared():
     """The webui's modules.shared, or None outside the webui (never imports it: only reads it if loaded)."""
     return sys.modules.get("modules.shared")
