@@ -377,9 +377,10 @@ class TabLogic:
         """(metric rows, sample rows, status) of an evaluation job."""
         if job.state == "running":
             info = job.last() or {}
-            stage = info.get("stage") or "loading"
+            stage = info.get("stage") or "load"
             done, total = info.get("done"), info.get("total")
-            count = f" {done}/{total}" if done is not None and total else ""
+            count = f" {done}/{total}" if done is not None and total and total > 1 else ""
+            stage = {"load": "loading the model and adapter", "metrics": "computing the metrics"}.get(stage, stage)
             return [], [], f"Evaluating… {stage}{count}"
         if job.state != "done":
             return [], [], "Evaluation " + (job.state if job.state == "stopped" else f"failed: {job.error()}")
