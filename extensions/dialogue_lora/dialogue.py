@@ -205,19 +205,13 @@ def detect_layout(lines: Iterable[str]) -> str:
     lines: `Name: text`. A play's speeches are several lines long and only a few of their lines hold a
     colon, so a play has far more of the former; a chat log has almost only the latter.
     """
-    after_blank, compact, inline = _layout_evidence(lines)
+    return _layout_of(_layout_evidence(lines))
+
+
+def _layout_of(evidence: tuple[int, int, int]) -> str:
+    after_blank, compact, inline = evidence
     alone = after_blank + compact
     return "play" if alone and alone * 4 > inline else "lines"
-
-
-def _compact_play(lines: Iterable[str]) -> bool:
-    """A play written without blank lines between speeches: most `NAME:` lines follow other text.
-
-    Then a `NAME:` alone inside a speech starts the next speech. Not otherwise: in a play with blank
-    lines, a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
-    """
-    after_blank, compact, _ = _layout_evidence(lines)
-    return compact > after_blank
 
 
 def parse_lines(
@@ -236,15 +230,20 @@ def parse_lines(
     it: Iterator[str] = iter(lines)
     if layout not in LAYOUTS:
         raise UserError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
-    head: list[str] = []
+    evidence = (0, 0, 0)
     if layout != "lines":
         head = list(itertools.islice(it, DETECT_LINES))
         it = itertools.chain(head, it)
+        evidence = _layout_evidence(head)
     if layout == "auto":
-        layout = detect_layout(head)
+        layout = _layout_of(evidence)
     stats.layouts[file or "<text>"] = layout
     if layout == "play":
-        return _parse_play(it, file, stats, compact=_compact_play(head))
+        # A play written without blank lines between speeches (most `NAME:` lines follow other text):
+        # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
+        # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
+        after_blank, compact, _ = evidence
+        return _parse_play(it, file, stats, compact=compact > after_blank)
     return _parse_one_line(it, file, stats)
 
 
@@ -288,12 +287,12 @@ def _parse_play(lines: Iterable[str], file: str, stats: ReadStats, compact: bool
                 yield Turn(speaker, " ".join(parts), file, start)
                 in_block, speaker, parts = False, None, []
             continue
-        if in_block and compact and _is_name_alone(text) is not None:
+        name = _is_name_alone(text) if compact or not in_block else None
+        if in_block and name is not None:  # compact: the next speech starts here
             yield Turn(speaker, " ".join(parts), file, start)
             in_block, speaker, parts = False, None, []
         if not in_block:
             in_block, start = True, n
-            name = _is_name_alone(text)
             if name is not None:
                 speaker = name
                 continue

@@ -166,24 +166,27 @@ def record_examples(record: dict, name: str | None = None) -> list[tuple[str, st
     return out
 
 
-def record_characters(records: Sequence[dict], name: str | None = None) -> list[str]:
-    """The characters a dataset trains, most samples first: each sample's cue (its "name" key, else
-    `name` or "Assistant" for multi-turn samples, else the cue that ends its prompt)."""
+def record_characters(segments: Sequence[list[tuple[str, bool]]]) -> list[str]:
+    """The characters a dataset trains, most samples first, from its samples' segments
+    (`validate_records`): the cue that ends the context before each learnt reply."""
     from collections import Counter
 
     counts: Counter = Counter()
-    for rec in records:
-        cues = [p.rsplit("\n", 1)[-1].strip().rstrip(":").strip() for p, _ in record_examples(rec, name)]
-        counts.update(c for c in cues if c)
+    for pieces in segments:
+        for (before, _), (_, trainable) in zip(pieces, pieces[1:]):
+            cue = before.rsplit("\n", 1)[-1].strip().rstrip(":").strip() if trainable else ""
+            if cue:
+                counts[cue] += 1
     return [c for c, _ in counts.most_common()]
 
 
-def validate_records(records: Sequence[dict], source: str = "dataset") -> list[list[tuple[str, bool]]]:
-    """Segments for every sample; a bad one raises UserError naming its index."""
+def validate_records(records: Sequence[dict], source: str = "dataset",
+                     name: str | None = None) -> list[list[tuple[str, bool]]]:
+    """Segments for every sample (`name`: as in `record_segments`); a bad one raises UserError naming its index."""
     out = []
     for i, rec in enumerate(records):
         try:
-            out.append(record_segments(rec))
+            out.append(record_segments(rec, name))
         except ValueError as e:
             raise UserError(f"{source}: sample {i}: {e}") from None
     return out

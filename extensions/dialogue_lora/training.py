@@ -220,6 +220,7 @@ class Plan:
     resume_from: Path | None
     linear_layers: list[str]
     target_modules: list[str] | None
+    characters: list[str] = field(default_factory=list)  # the cues the samples train, most first
 
 
 @dataclass
@@ -311,6 +312,7 @@ def check(cfg: TrainConfig) -> Plan:
     dirs = paths.resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir, dataset_dir=cfg.dataset_dir)
     model_path = dataset_path = None
     records: list[dict] = []
+    characters: list[str] = []
     try:
         model_path = paths.resolve_model(cfg.model_name, dirs.models)
     except UserError as e:
@@ -318,7 +320,7 @@ def check(cfg: TrainConfig) -> Plan:
     try:
         dataset_path = resolve_dataset(cfg.dataset_name, dirs.datasets)
         records = load_records(dataset_path)
-        prompt_mod.validate_records(records, str(dataset_path))
+        characters = prompt_mod.record_characters(prompt_mod.validate_records(records, str(dataset_path), cfg.name))
     except UserError as e:
         problems.append(str(e))
     if records and cfg.val_ratio > 0 and len(records) - n_val_of(len(records), cfg.val_ratio) < 1:
@@ -377,7 +379,7 @@ def check(cfg: TrainConfig) -> Plan:
             )
     if problems:
         raise UserError(join_problems(problems))
-    return Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets)
+    return Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters)
 
 
 def n_val_of(n: int, val_ratio: float) -> int:
@@ -532,7 +534,7 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         prompt_format=prompt_mod.PROMPT_FORMAT,
         heldout_file=HELDOUT_FILE,
         # the cues it learnt to answer to: chat.py, evaluation and the tab default --name to these
-        characters=prompt_mod.record_characters(plan.records, cfg.name),
+        characters=plan.characters,
     )
     for k in ("resume", "overwrite"):
         s.pop(k, None)
