@@ -10,7 +10,10 @@ import pytest
 from extensions.dialogue_lora import prompt
 from extensions.dialogue_lora.dialogue import BREAK, Turn, parse_lines
 from extensions.dialogue_lora.prepare import PrepareConfig, prepare
-from extensions.dialogue_lora.samples import Tally, iter_samples, to_record
+from hypothesis import given
+from hypothesis import strategies as st
+
+from extensions.dialogue_lora.samples import SeenKeys, Tally, iter_samples, to_record
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "dataset.txt"
@@ -153,6 +156,28 @@ def test_duplicates_removed_and_counted():
     assert len(samples_of(text)) == 2
     keep = list(iter_samples([Turn("Bob", "x"), BREAK, Turn("Bob", "x")], ["Bob"], dedupe=False))
     assert len(keep) == 2
+
+
+_NEAR = st.sampled_from([0, 1, -1, 2**48 - 1, 2**48, -(2**63), 2**63 - 1])
+
+
+@given(st.lists(st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-40, 40), _NEAR), max_size=300))
+def test_seen_keys_is_an_exact_set(keys):
+    """The compact duplicate set answers as a Python set would (bucket edges, 0, both signs)."""
+    seen, ref = SeenKeys(), set()
+    for k in keys:
+        assert seen.add(k) == (k not in ref)
+        ref.add(k)
+    assert len(seen) == len(ref)
+
+
+def test_seen_keys_ignores_a_match_across_two_keys():
+    """Keys are 6-byte slices of one bytes string: a match straddling two of them is not a key."""
+    seen = SeenKeys()
+    assert seen.add(int.from_bytes(bytes([1, 2, 3, 4, 5, 6]), "little"))
+    assert seen.add(int.from_bytes(bytes([7, 8, 9, 10, 11, 12]), "little"))
+    straddler = int.from_bytes(bytes([4, 5, 6, 7, 8, 9]), "little")  # same bucket (top 16 bits 0)
+    assert seen.add(straddler) and not seen.add(straddler) and len(seen) == 3
 
 
 def test_break_resets_context():

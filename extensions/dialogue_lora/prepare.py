@@ -7,7 +7,7 @@
 `prepare_dataset.py` (CLI) and the webui tab build the same `PrepareConfig`; the tab previews with
 `preview(cfg)` (nothing written) and fills its speaker dropdown with `scan_speakers(path)`.
 Everything streams: the input is read line by line and samples are written as they are made, so
-memory stays flat whatever the file size (only a set of small hashes for duplicate removal grows).
+memory stays flat whatever the file size (only duplicate removal's packed 6-byte hashes grow).
 """
 from __future__ import annotations
 
