@@ -264,8 +264,10 @@ def test_webui_host_applies_adapters_with_transformers_only(fake_webui):
     assert "llama.cpp" in message and "Transformers" in message
     assert lora.calls == []
     shared.args.loader = "Transformers"
+    assert host.in_use() == ("tiny", [])
     assert host.use_adapter(None, "bob") == "Applied bob to tiny."
     assert lora.calls == [["bob"]]
+    assert host.in_use() == ("tiny", ["bob"])  # what the Use section shows when it opens
     # applied again (retrained since): off first, so the webui reads it anew instead of skipping it
     assert host.use_adapter(None, "bob") == "Applied bob to tiny."
     assert lora.calls == [["bob"], [], ["bob"]]

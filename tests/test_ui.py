@@ -255,6 +255,16 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert len(samples) == 2 and samples[0][1] == "I don't know, Alice. I have a lot of work."
     assert (webui_root / "user_data/loras/bob/eval.json").is_file()
 
+    # Stop: the evaluation ends as stopped and writes nothing new
+    (webui_root / "user_data/loras/bob/eval.json").unlink()
+    job = logic.start_evaluation("tiny-llama", "bob", "bob.json", 0)
+    assert "Stopping" in logic.stop_evaluation()
+    _wait(job)
+    assert job.state == "stopped", job.log_tail()
+    assert logic.evaluation_tables(job)[2] == "Evaluation stopped"
+    assert not (webui_root / "user_data/loras/bob/eval.json").exists()
+    assert "Nothing is being evaluated" in logic.stop_evaluation()
+
 
 def test_chat_trash_icon_forgets_the_turns(tmp_path, monkeypatch):
     """The chatbot's own trash icon empties the view; it must also empty the turns the next prompt is built
@@ -271,3 +281,25 @@ def test_chat_trash_icon_forgets_the_turns(tmp_path, monkeypatch):
     assert set(on_clear[0]["outputs"]) & states
     fn = app.fns[on_clear[0]["id"]].fn
     assert fn()[0] == []
+
+
+def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
+    """A page reload rebuilds the page with the values it was built with: opening *4. Use* shows the
+    switches as they are now and the model and adapter in use."""
+    monkeypatch.chdir(tmp_path)
+    from extensions.dialogue_lora.standalone import build_app
+
+    class Loaded(StandaloneHost):
+        def in_use(self):
+            return "tiny-llama", ["bob"]
+
+    params = {"character_chat": False, "stop_at_newline": True}
+    app = build_app(Loaded(params))
+    params.update(character_chat=True, stop_at_newline=False, character="Bob", rounds=3)  # set after the build
+    tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "4. Use")
+    on_select = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]]
+    assert len(on_select) == 1
+    model, adapter, status, chat, newline, name, rounds = app.fns[on_select[0]["id"]].fn()
+    assert (chat, newline, name, rounds) == (True, False, "Bob", 3)
+    assert status == "In use: tiny-llama + bob"
+    assert "value" not in model and "value" not in adapter  # not in the (empty) folders: lists only

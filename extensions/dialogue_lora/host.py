@@ -44,6 +44,10 @@ class Host:
     def use_adapter(self, model: str | None, adapter: str) -> str:
         raise NotImplementedError
 
+    def in_use(self) -> tuple[str, list[str]]:
+        """(base model, adapters) in use now: what the Use section shows again after a page reload."""
+        return "", []
+
     def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
         raise NotImplementedError
 
@@ -59,6 +63,7 @@ class StandaloneHost(Host):
         self._lock = threading.Lock()
         self._loaded = None  # generation.Loaded
         self.loaded_name = ""
+        self._in_use: tuple[str, list[str]] = ("", [])
 
     def memory_status(self) -> str:
         if self._loaded is None:
@@ -74,6 +79,7 @@ class StandaloneHost(Host):
                 return "No model is loaded."
             self._loaded = None
             name, self.loaded_name = self.loaded_name, ""
+            self._in_use = ("", [])
         gc.collect()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
@@ -88,10 +94,15 @@ class StandaloneHost(Host):
         dirs = self.dirs()
         with self._lock:
             self._loaded = None  # free the previous model before loading the next
+            self._in_use = ("", [])
             gc.collect()
             self._loaded = load_for_generation(model, adapter or None, model_dir=dirs.models, lora_dir=dirs.loras)
             self.loaded_name = model + (f" + {adapter}" if adapter else "")
+            self._in_use = (model, [adapter] if adapter else [])
         return f"Loaded {self.loaded_name} for chat."
+
+    def in_use(self) -> tuple[str, list[str]]:
+        return self._in_use
 
     def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
         if self._loaded is None:

@@ -347,6 +347,13 @@ class TabLogic:
         return "Stopping: saving a checkpoint, then the process exits…"
 
     # -- Evaluate --------------------------------------------------------------------------------
+    def stop_evaluation(self) -> str:
+        job = jobs.current("evaluate")
+        if job is None or not job.running:
+            return "Nothing is being evaluated."
+        job.stop()
+        return "Stopping the evaluation (nothing is written)…"
+
     def heldout_choices(self) -> list[str]:
         return ["(the adapter's held-out split)"] + self.datasets()
 
@@ -576,6 +583,7 @@ def build_tab(host) -> dict:
                 ev_max = gr.Number(label="Max samples (0: all)", value=50)
             with gr.Row():
                 ev_btn = gr.Button("Evaluate base vs adapter", variant="primary")
+                ev_stop = gr.Button("Stop", variant="stop")
                 ev_refresh = gr.Button("Refresh lists", size="sm")
             ev_status = gr.Markdown()
             ev_metrics = gr.Dataframe(headers=["metric", "base", "adapter"], value=[], interactive=False)
@@ -717,12 +725,7 @@ def build_tab(host) -> dict:
     train_tab.select(on_watch, None, train_outputs, trigger_mode="once")
 
     # Evaluate
-    def on_evaluate(model_v, adapter_v, data_v, max_v):
-        try:
-            job = logic.start_evaluation(model_v, adapter_v, data_v, max_v)
-        except EXPECTED as e:
-            yield [], [], _error_text(e)
-            return
+    def follow_evaluation(job):
         while job.running:
             job.poll()
             yield logic.evaluation_tables(job)
@@ -730,7 +733,25 @@ def build_tab(host) -> dict:
         job.poll()
         yield logic.evaluation_tables(job)
 
-    ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], [ev_metrics, ev_samples, ev_status])
+    def on_evaluate(model_v, adapter_v, data_v, max_v):
+        try:
+            job = logic.start_evaluation(model_v, adapter_v, data_v, max_v)
+        except EXPECTED as e:
+            yield [], [], _error_text(e)
+            return
+        yield from follow_evaluation(job)
+
+    def on_watch_evaluation():
+        job = jobs.current("evaluate")
+        if job is None:
+            yield gr.update(), gr.update(), gr.update()
+            return
+        yield from follow_evaluation(job)  # a running evaluation, or the last one's tables (after a reload too)
+
+    ev_outputs = [ev_metrics, ev_samples, ev_status]
+    ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], ev_outputs)
+    ev_stop.click(lambda: logic.stop_evaluation(), None, ev_status)  # the run's own status follows when it ends
+    eval_tab.select(on_watch_evaluation, None, ev_outputs, trigger_mode="once")
     def eval_lists():
         return dd_update(logic.models()), dd_update(logic.adapters()), dd_update(logic.heldout_choices())
 
@@ -747,8 +768,22 @@ def build_tab(host) -> dict:
 
     use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name])
     use_adapter.change(lambda a: logic.character_of(a) or gr.update(), use_adapter, char_name)
-    for trigger in (use_refresh.click, use_tab.select):
-        trigger(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None, [use_model, use_adapter])
+    use_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None, [use_model, use_adapter])
+
+    def use_view():
+        """Opening the section shows what is in use and the chat switches as they are now: a page reload
+        rebuilds the page from the values it was built with, which the switches may have left."""
+        model_v, applied = host.in_use()
+        models, adapters = logic.models(), logic.adapters()
+        adapter_v = next((a for a in applied if a in adapters), None)
+        status = f"In use: {model_v}" + (f" + {', '.join(applied)}" if applied else " (no adapter)")
+        return (dd_update(models, model_v) if model_v in models else dd_update(models),
+                dd_update(adapters, adapter_v) if adapter_v else dd_update(adapters),
+                status if model_v else gr.update(),
+                bool(params.get("character_chat", False)), bool(params.get("stop_at_newline", True)),
+                str(params.get("character") or ""), int(params.get("rounds", 5)))
+
+    use_tab.select(use_view, None, [use_model, use_adapter, use_status, char_chat, newline_stop, char_name, use_rounds])
     char_chat.change(lambda v: params.update(character_chat=bool(v)), char_chat, None)
     newline_stop.change(lambda v: params.update(stop_at_newline=bool(v)), newline_stop, None)
     use_rounds.change(lambda v: params.update(rounds=int(v)), use_rounds, None)

@@ -181,6 +181,10 @@ class WebuiHost(Host):
         add_lora_to_model([adapter])
         return f"Applied {adapter} to {shared.model_name}.{warning}"
 
+    def in_use(self) -> tuple[str, list[str]]:
+        shared = self._loaded()
+        return (str(shared.model_name), applied_loras() or []) if shared is not None else ("", [])
+
     def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
         problem = self.loader_problem()
         if problem:
