@@ -91,6 +91,11 @@ class _Stopper:
         return self.signalled or (self.stop_file is not None and self.stop_file.exists())
 
 
+def _num(x, digits: int) -> str:
+    """A loss or perplexity, or n/a (a perplexity too large for a float, a loss that is not a number)."""
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
 class _Reporter:
     """on_progress(): a tqdm bar with loss, lr, tokens/s and ETA, eval lines, and the --progress_file."""
 
@@ -114,7 +119,7 @@ class _Reporter:
             self.bar.update(ev["step"] - self.bar.n)
         elif kind == "eval":
             what = "base model" if ev.get("base") else f"epoch {ev['epoch']}"
-            self._print(f"held-out ({what}): loss {ev['eval_loss']:.4f}, perplexity {ev['perplexity']:.2f}")
+            self._print(f"held-out ({what}): loss {_num(ev['eval_loss'], 4)}, perplexity {_num(ev['perplexity'], 2)}")
         elif kind == "save":
             self._print(f"saved checkpoint {ev['path']}")
         elif kind == "log" and "message" in ev:
@@ -190,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     line = f"adapter saved in {result.output_dir}"
     if result.eval_loss is not None:
-        base = f" (base model {result.base_eval_loss:.4f})" if result.base_eval_loss is not None else ""
-        line += f"; held-out loss {result.eval_loss:.4f}{base}, perplexity {result.perplexity:.2f}"
+        base = f" (base model {_num(result.base_eval_loss, 4)})" if result.base_eval_loss is not None else ""
+        line += f"; held-out loss {_num(result.eval_loss, 4)}{base}, perplexity {_num(result.perplexity, 2)}"
     print(line)
     return 0
 

@@ -15,6 +15,7 @@ import pytest
 
 from extensions.dialogue_lora import batching, encoding, modeling, varlen
 from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.paths import list_adapters
 from extensions.dialogue_lora.training import TrainConfig, check, train
 from lora_helpers import alice_records, bob_records
 
@@ -389,16 +390,97 @@ def test_resume_gives_the_uninterrupted_result(env):
     # ... and so is one on other samples, or with another dropout
     other = env / "other.json"
     other.write_text(json.dumps(bob_records(40, 4)))
-    with pytest.raises(UserError, match="the dataset's samples differ"):
+    with pytest.raises(UserError, match="its samples differ from the ones it was trained on"):
         train(make_cfg(env, lora_name="other", resume=True, **dict(common, dataset_name=str(other))))
     with pytest.raises(UserError, match="--lora_dropout was 0.1, now 0.0"):
         train(make_cfg(env, lora_name="other", resume=True, **dict(common, lora_dropout=0.0)))
+    # the same samples in another file layout are the same samples
+    same = env / "same.jsonl"
+    same.write_text("".join(json.dumps(r, indent=None) + "\n" for r in bob_records(40, 3)))
+    assert not train(make_cfg(env, lora_name="other", resume=True, **dict(common, dataset_name=str(same)))).stopped
 
 
 def test_stop_before_the_first_step_saves_nothing(env):
     result = train(make_cfg(env, lora_name="early"), should_stop=lambda: True)
     assert result.stopped and result.step == 0 and result.checkpoint is None
     assert not (env / "loras" / "early").exists()
+    assert not list((env / "loras").glob(".early*"))  # nor a lock
+
+
+def test_overwrite_keeps_the_old_checkpoints_until_it_saves_its_own(env):
+    common = dict(lora_name="ow", max_steps=6, val_ratio=0.0)
+    train(make_cfg(env, **common), should_stop=_stop_from_call(4))  # stopped after step 3
+    old = env / "loras" / "ow" / "checkpoint-3"
+    assert old.is_dir()
+    train(make_cfg(env, overwrite=True, **common), should_stop=lambda: True)  # stopped before a step
+    assert old.is_dir()  # all the user had: not deleted by a run that saved nothing
+    stopped = train(make_cfg(env, overwrite=True, **common), should_stop=_stop_from_call(3))
+    assert stopped.checkpoint.name == "checkpoint-2" and not old.exists()
+
+
+def test_a_second_run_of_the_same_adapter_is_refused_while_the_first_runs(env):
+    import subprocess
+    import sys
+
+    lock = env / "loras" / ".busy.lock"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(str(sleeper.pid))
+        with pytest.raises(UserError, match=f"another training run \\(process {sleeper.pid}\\)"):
+            train(make_cfg(env, lora_name="busy", max_steps=1))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the owner is gone: the lock is a killed run's and is taken over
+    assert not train(make_cfg(env, lora_name="busy", max_steps=1, val_ratio=0.0)).stopped
+    assert not lock.exists()
+
+
+def test_a_killed_runs_leftovers_are_tidied(env):
+    """A kill between the final save's two renames: the old folder goes back (or the complete new one
+    goes in); half-written folders go; none is ever offered as an adapter."""
+    dead = 999_999_999  # no such process
+    loras = env / "loras"
+    train(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0), should_stop=_stop_from_call(4))
+    os.replace(loras / "k", loras / f".k.old-{dead}")  # set aside, the new adapter half-written
+    (loras / f".k.tmp-{dead}").mkdir()
+    (loras / f".k.tmp-{dead}" / "adapter_config.json").write_text("{}")
+    assert not any(n.startswith(".") for n in list_adapters(loras))
+    with pytest.raises(UserError, match="--resume to continue"):  # put back: its checkpoint is there again
+        train(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0))
+    assert (loras / "k" / "checkpoint-3").is_dir() and not list(loras.glob(".k.*"))
+    assert train(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0, resume=True)).step == 6
+
+
+def test_a_failed_save_is_one_line_and_leaves_no_partial_folder(env, monkeypatch):
+    import errno
+
+    import torch
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        if str(f).endswith("optimizer.pt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UserError, match=r"cannot save the checkpoint \(No space left on device\); no checkpoint"):
+        train(make_cfg(env, lora_name="diskfull", max_steps=4, save_steps=2, val_ratio=0.0))
+    assert not list((env / "loras").rglob("*.tmp"))
+
+
+def test_the_adapter_folder_is_checked_before_training(env):
+    (env / "afile").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        check(make_cfg(env, lora_name="y", lora_dir=str(env / "afile")))
+    with pytest.raises(UserError, match="at most 200"):
+        make_cfg(env, lora_name="a" * 250)
+
+
+def test_a_diverging_run_stops_with_a_clear_error(env):
+    with pytest.raises(UserError, match="training diverged: the loss is (nan|inf) at step"):
+        train(make_cfg(env, lora_name="nan", learning_rate=1e30, max_steps=8, val_ratio=0.0, max_grad_norm=0))
 
 
 # ------------------------------------------------------------------------------ methods and bits

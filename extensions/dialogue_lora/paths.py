@@ -63,7 +63,8 @@ def list_adapters(lora_dir: str | os.PathLike) -> list[str]:
     d = Path(lora_dir)
     if not d.is_dir():
         return []
-    return sorted(p.name for p in d.iterdir() if is_adapter_dir(p))
+    # a dot-name is ours in the making (`.NAME.tmp-PID`) or hidden: never an adapter to offer
+    return sorted(p.name for p in d.iterdir() if not p.name.startswith(".") and is_adapter_dir(p))
 
 
 def list_datasets(dataset_dir: str | os.PathLike) -> list[str]:
@@ -72,6 +73,9 @@ def list_datasets(dataset_dir: str | os.PathLike) -> list[str]:
     if not d.is_dir():
         return []
     return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".json", ".jsonl"))
+
+
+MAX_NAME_BYTES = 200
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -84,6 +88,9 @@ def check_name(name: str, what: str = "name") -> str:
             f"{what} {name!r} is not allowed: use letters, digits, spaces and . _ + - "
             "(no slashes, no '..', not starting with a dot)"
         )
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise UserError(f"{what} is {len(name.encode('utf-8'))} bytes long: at most {MAX_NAME_BYTES} "
+                        "(file systems allow 255, and ours gets a suffix while it is written)")
     return name
 
 

@@ -55,7 +55,7 @@ PROMPT_TUNING_INIT_TEXT = "Continue the dialogue in character, one line per repl
 _RESUME_KEYS = (
     "method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens", "batch_size",
     "grad_accum", "cutoff_len", "val_ratio", "seed", "packing", "load_in_4bit", "load_in_8bit", "learning_rate",
-    "dtype", "name", "dataset_sha256", "base_fingerprint",
+    "dtype", "name", "samples_sha256", "base_fingerprint",
 )
 
 
@@ -221,6 +221,8 @@ class Plan:
     linear_layers: list[str]
     target_modules: list[str] | None
     characters: list[str] = field(default_factory=list)  # the cues the samples train, most first
+    # --overwrite: the replaced run's checkpoints, deleted only once this run has saved one of its own
+    stale: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -358,6 +360,7 @@ def check(cfg: TrainConfig) -> Plan:
     lora_root = dirs.loras
     out_dir = lora_root / cfg.lora_name
     resume_from = None
+    problems += _unwritable(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         problems.append(f"{out_dir} exists and is not a folder")
     elif cfg.resume and not (out_dir.is_dir() and any(out_dir.iterdir())):
@@ -380,6 +383,19 @@ def check(cfg: TrainConfig) -> Plan:
     if problems:
         raise UserError(join_problems(problems))
     return Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters)
+
+
+def _unwritable(out_dir: Path) -> list[str]:
+    """Why the adapter could not be saved in `out_dir` (checked before hours of training, not after)."""
+    existing = next((p for p in out_dir.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return [f"{out_dir}: cannot save there: {existing} is a file, not a folder (--lora_dir)"]
+    # the final save renames a folder beside the adapter's: its parent must take new entries; an
+    # existing adapter folder must take checkpoints
+    for folder in ([out_dir] if out_dir.is_dir() else []) + ([existing] if existing is not None else []):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return [f"{folder}: not writable: the adapter could not be saved there (--lora_dir)"]
+    return []
 
 
 def n_val_of(n: int, val_ratio: float) -> int:
@@ -519,6 +535,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _samples_sha256(records: list[dict]) -> str:
+    """The samples' content, whatever the file's layout (indentation, key order, .json or .jsonl)."""
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
 def _settings(cfg: TrainConfig, plan: Plan) -> dict:
     """Every resolved setting of the run (training_parameters.json)."""
     s = asdict(cfg)
@@ -529,8 +554,9 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         base_model=cfg.model_name,
         base_model_path=str(plan.model_path),
         dataset=str(plan.dataset_path),
-        # the samples themselves, not the file's name: --resume on other data is refused
-        dataset_sha256=_sha256(plan.dataset_path),
+        dataset_sha256=_sha256(plan.dataset_path),  # the file as it was
+        # the samples themselves, not the file's name or layout: --resume on other data is refused
+        samples_sha256=_samples_sha256(plan.records),
         prompt_format=prompt_mod.PROMPT_FORMAT,
         heldout_file=HELDOUT_FILE,
         # the cues it learnt to answer to: chat.py, evaluation and the tab default --name to these
@@ -582,7 +608,10 @@ def train(
     dist = _Dist(device)
     emit = (on_progress if dist.main else None) or (lambda d: None)
     try:
-        return _train(cfg, plan, device, dist, emit, should_stop)
+        with _claim(plan) if dist.main else contextlib.nullcontext() as restored:
+            if restored:  # a killed run's folder was put back: check again what it now holds
+                plan = check(cfg)
+            return _train(cfg, plan, device, dist, emit, should_stop)
     except modeling.oom_error_types():
         raise UserError(
             f"out of memory on {device}: try --load_in_4bit, a smaller --batch_size or --cutoff_len "
@@ -590,6 +619,103 @@ def train(
         ) from None
     finally:
         dist.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a lock's owner, a temp folder's writer)."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there
+        try:
+            import ctypes
+
+            handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+            if not handle:
+                return False
+            ctypes.windll.kernel32.CloseHandle(handle)
+        except (AttributeError, OSError):
+            pass
+        return True  # when unsure, leave its files alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _pid_suffix(path: Path) -> int:
+    tail = path.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+@contextlib.contextmanager
+def _claim(plan: Plan):
+    """Hold `.NAME.lock` beside the adapter while training, so that a second run of the same name stops
+    at once instead of replacing this one's result; tidy what a killed run left there."""
+    root, out = plan.lora_root, plan.out_dir
+    made_root = not root.exists()
+    lock = root / f".{out.name}.lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(lock.read_text(encoding="utf-8").strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise UserError(f"{out}: another training run (process {pid}) is writing this adapter: wait "
+                                    f"for it to finish, or pick another --lora_name (if none runs, delete {lock})") from None
+                lock.unlink(missing_ok=True)  # a killed run's
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(str(os.getpid()))
+            break
+    except OSError as e:
+        raise UserError(f"{lock}: cannot create ({e.strerror or e}) (--lora_dir)") from None
+    try:
+        yield _tidy(root, out)
+    finally:
+        lock.unlink(missing_ok=True)
+        if made_root:
+            with contextlib.suppress(OSError):
+                root.rmdir()  # only if nothing was saved in it
+
+
+def _tidy(root: Path, out: Path) -> bool:
+    """Leftovers of a killed run of this adapter: a half-written final save (`.NAME.tmp-PID`), the
+    previous folder set aside for the swap (`.NAME.old-PID`: when the swap never finished, the new
+    adapter goes in place if it was complete, else the old folder goes back), half-written checkpoints
+    (`.checkpoint-N.tmp`). True when a folder was put in place (the plan must be checked again)."""
+    import glob
+
+    name = glob.escape(out.name)
+    restored = False
+    for old in sorted(root.glob(f".{name}.old-*")):
+        pid = _pid_suffix(old)
+        if not old.is_dir() or _alive(pid):
+            continue
+        new = root / f".{out.name}.tmp-{pid}"
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        elif (new / "README.md").is_file():  # the new adapter was complete (its card is written last)
+            os.replace(new, out)
+            shutil.rmtree(old, ignore_errors=True)
+            restored = True
+        else:
+            os.replace(old, out)
+            restored = True
+    for tmp in sorted(root.glob(f".{name}.tmp-*")):
+        if tmp.is_dir() and not _alive(_pid_suffix(tmp)):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if out.is_dir():
+        for path in out.glob(f".{CHECKPOINT_PREFIX}*.tmp"):
+            shutil.rmtree(path, ignore_errors=True)
+    return restored
 
 
 def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop) -> TrainResult:
@@ -693,10 +819,15 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         state = json.loads((plan.resume_from / STATE_FILE).read_text(encoding="utf-8"))
         before = state.get("settings", {})
         changed = [k for k in _RESUME_KEYS if k in before and before[k] != settings.get(k)]
+        if "samples_sha256" not in before and before.get("dataset_sha256") not in (None, settings["dataset_sha256"]):
+            changed.append("samples_sha256")  # a checkpoint from before samples were hashed: the file's bytes
         if changed:
             def what(k):
-                if k == "dataset_sha256":
-                    return f"the dataset's samples differ (was {before.get('dataset')}, now {settings.get('dataset')})"
+                if k == "samples_sha256":
+                    was, now = before.get("dataset"), settings.get("dataset")
+                    where = f"{now}" if was == now else f"{was}, now {now}"
+                    return (f"its samples differ from the ones it was trained on ({where}): resume with those "
+                            "samples, or train anew with --overwrite")
                 if k == "base_fingerprint":
                     return f"the base model differs (was {before.get('base_model')}, now {settings.get('base_model')})"
                 if k == "dtype":
@@ -720,12 +851,11 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         if rng_file.exists():
             _set_rng_state(torch.load(rng_file, weights_only=False))
         emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
-    elif dist.main:
-        if cfg.overwrite and plan.out_dir.is_dir():
-            for old in plan.out_dir.iterdir():  # a previous run's checkpoints must not be resumed by mistake
-                if old.is_dir() and old.name.startswith((CHECKPOINT_PREFIX, f".{CHECKPOINT_PREFIX}")):
-                    shutil.rmtree(old)
-    dist.barrier()
+    elif cfg.overwrite and plan.out_dir.is_dir():
+        # a previous run's checkpoints must not be resumed by mistake, but they are all the user has
+        # until this run saves: they go with this run's first checkpoint (or its final adapter)
+        plan.stale = [p for p in plan.out_dir.iterdir()
+                      if p.is_dir() and p.name.startswith((CHECKPOINT_PREFIX, f".{CHECKPOINT_PREFIX}"))]
 
     ddp_model = model
     if dist.world > 1:
@@ -763,6 +893,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     last_loss = None
     eval_loss = ppl = None
     stopped = False
+    bad_steps = 0  # steps in a row with a non-finite loss
 
     def save_checkpoint() -> Path:
         nonlocal last_saved, last_save_time
@@ -821,6 +952,13 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             loss_sum, n_sum, tok_sum, stop_any, save_due = dist.sum(
                 [step_loss, float(n_group), float(step_tokens), stop_local, save_due], device)
             last_loss = loss_sum / max(n_sum, 1)
+            # a NaN or infinite loss poisons the weights at once (the fp16 scaler skips such steps: a
+            # few in a row are its normal search for a scale)
+            bad_steps = 0 if math.isfinite(last_loss) else bad_steps + 1
+            if bad_steps > (8 if scaler is not None else 0):
+                raise UserError(f"training diverged: the loss is {last_loss} at step {step}; lower --learning_rate "
+                                f"(it was {cfg.lr:g}) and train again" + ("" if cfg.max_grad_norm else
+                                ", or set --max_grad_norm 1"))
             tokens_seen += tok_sum
             window["loss"] += loss_sum
             window["n"] += n_sum
@@ -847,7 +985,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                     emit({"event": "eval", "total_steps": total_steps, **entry})
                 epoch += 1
                 step_in_epoch = 0
-            if stop_any > 0:
+            if stop_any > 0 and step < total_steps:  # a stop at the last step just finishes
                 stopped = True
                 break
             epoch_save = end_of_epoch and save_due > 0
@@ -893,31 +1031,57 @@ def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, setti
 
     final = _save_checkpoint_path(plan, step)
     tmp = plan.out_dir / f".{final.name}.tmp"
-    if dist.main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    dist.barrier()
-    torch.save(_rng_state(), tmp / f"rng_state_{dist.rank}.pt")
-    if dist.main:
-        model.save_pretrained(str(tmp))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        if scaler is not None:
-            torch.save(scaler.state_dict(), tmp / "scaler.pt")
-    dist.barrier()
-    if dist.main:
-        atomic_write_json(tmp / STATE_FILE, {
-            "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "settings": settings, "log": log,
-            "base_eval_loss": base_eval, "world_size": dist.world,
-        })
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in checkpoints(plan.out_dir)[: -cfg.save_total_limit]:
-            shutil.rmtree(old)
+    with _writing(tmp, "the checkpoint", _kept_checkpoint(plan)):
+        if dist.main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        torch.save(_rng_state(), tmp / f"rng_state_{dist.rank}.pt")
+        if dist.main:
+            model.save_pretrained(str(tmp))
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            if scaler is not None:
+                torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        dist.barrier()
+        if dist.main:
+            atomic_write_json(tmp / STATE_FILE, {
+                "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "settings": settings, "log": log,
+                "base_eval_loss": base_eval, "world_size": dist.world,
+            })
+            for stale in plan.stale:  # --overwrite: the replaced run's checkpoints go once this run has one
+                shutil.rmtree(stale, ignore_errors=True)
+            plan.stale.clear()
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in checkpoints(plan.out_dir)[: -cfg.save_total_limit]:
+                shutil.rmtree(old)
     dist.barrier()
     return final
+
+
+def _kept_checkpoint(plan: Plan) -> str:
+    found = [c for c in checkpoints(plan.out_dir) if c not in plan.stale] if plan.out_dir.is_dir() else []
+    if found:
+        return f"{found[-1]} is kept: free some space, then --resume continues from it"
+    return "no checkpoint of this run was saved yet: free some space and train again"
+
+
+@contextlib.contextmanager
+def _writing(tmp: Path, what: str, kept: str):
+    """A failed save (disk full, permissions) is one line naming the folder and what is kept, and leaves
+    no partial folder behind (a full disk stays full otherwise)."""
+    try:
+        yield
+    except (UserError, KeyboardInterrupt):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as e:  # OSError, torch's writer (RuntimeError), safetensors' SafetensorError
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else brief(e)
+        raise UserError(f"{tmp}: cannot save {what} ({reason}); {kept}") from None
 
 
 def _fmt(x, digits=4):
@@ -993,11 +1157,11 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
                 result: TrainResult) -> None:
     """Write the complete adapter folder beside the target, then swap it into place."""
     root = plan.lora_root
-    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{cfg.lora_name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with _writing(tmp, "the adapter", _kept_checkpoint(plan)):
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
         model.save_pretrained(str(tmp))
         per_epoch = settings.get("steps_per_epoch")
         final_settings = dict(settings, n_train=result.n_train, n_val=result.n_val, steps=result.step,
@@ -1016,9 +1180,6 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
             if f.is_file():
                 f.chmod(mode)
         atomic_write_text(tmp / "README.md", model_card(final_settings, result, cfg.lora_name))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     out = plan.out_dir
     if out.exists():
         old = root / f".{cfg.lora_name}.old-{os.getpid()}"
