@@ -148,6 +148,17 @@ _METHOD_FLAGS = {"lora": ("lora_rank", "lora_alpha", "lora_dropout", "target_mod
                  "prompt_tuning": ("num_virtual_tokens",)}
 
 
+def _latest_checkpoint(cfg: TrainConfig) -> str:
+    from extensions.dialogue_lora.paths import resolve_dirs
+    from extensions.dialogue_lora.training import checkpoints
+
+    out = resolve_dirs(lora_dir=cfg.lora_dir).loras / cfg.lora_name
+    found = checkpoints(out) if out.is_dir() else []
+    if not found:
+        return f"no checkpoint of {cfg.lora_name} is saved"
+    return f"the latest checkpoint is {found[-1]} (--resume continues from it)"
+
+
 def check_method_flags(args: dict, parser: argparse.ArgumentParser) -> None:
     unused = [f"--{name}" for method, names in _METHOD_FLAGS.items() if method != args["method"]
               for name in names if args[name] != parser.get_default(name)]
@@ -175,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         if reporter.file is not None:
             reporter({"event": "error", "message": str(e)})
         raise
+    except KeyboardInterrupt:  # the second Ctrl+C: no checkpoint of the moment, say what there is
+        raise Interrupted(f"quit at once: nothing more was saved; {_latest_checkpoint(cfg)}") from None
     finally:
         reporter.close()
         stopper.uninstall()

@@ -135,3 +135,23 @@ def test_cli_errors_are_one_line(work):
     assert not (work / "user_data" / "loras" / "y").exists()
     h = _cli(["--help"], work)
     assert h.returncode == 0 and "--num_virtual_tokens" in h.stdout and "--stop_file" in h.stdout
+
+
+def test_a_second_ctrl_c_says_what_is_kept(work, monkeypatch, capsys):
+    """The second Ctrl+C quits without saving: the message names the latest checkpoint there is."""
+    import lora_finetune
+    from extensions.dialogue_lora import training
+    from extensions.dialogue_lora.errors import run_cli
+
+    (work / "user_data" / "loras" / "q" / "checkpoint-7").mkdir(parents=True)
+    (work / "user_data" / "loras" / "q" / "checkpoint-7" / "trainer_state.json").write_text("{}")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(training, "train", interrupted)
+    assert run_cli(lora_finetune.main, [*ARGS, "-l", "q", "--resume"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("quit at once: nothing more was saved; the latest checkpoint is ")
+    assert "checkpoint-7 (--resume continues from it)" in err

@@ -511,3 +511,20 @@ def test_quantized_training_on_cpu(env, tiny_model_dir, bits):
     assert params[flag] is True and res.step == 3 and res.eval_loss is not None
     model, _ = modeling.load_base(tiny_model_dir, device="cpu", **{flag: True})
     PeftModel.from_pretrained(model, str(res.output_dir))
+
+
+def test_damaged_files_are_one_line_errors(env, tmp_path):
+    common = dict(lora_name="dmg", max_steps=8, val_ratio=0.0, save_steps=2, save_total_limit=2)
+    train(make_cfg(env, **common), should_stop=_stop_from_call(6))  # checkpoints 4 and 5
+    latest = env / "loras" / "dmg" / "checkpoint-5"
+    opt = latest / "optimizer.pt"
+    opt.write_bytes(opt.read_bytes()[:100])
+    with pytest.raises(UserError, match="checkpoint-5: damaged checkpoint.*continues from checkpoint-4"):
+        train(make_cfg(env, resume=True, **common))
+    # a truncated base model
+    broken = env / "models" / "broken"
+    shutil.copytree(env / "models" / "tiny", broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(UserError, match="could not load the model in .*broken"):
+        train(make_cfg(env, lora_name="b", model_name="broken", max_steps=1))

@@ -144,6 +144,18 @@ def load_records(path: str | os.PathLike) -> list[dict]:
         raise UserError(f"{path}: the file is empty")
     stripped = text.lstrip()
     records: list[Any]
+    raw_dialogue = (f"{path}: not a prepared dataset (a JSON array or JSONL of samples): "
+                    "prepare_dataset.py turns raw dialogue into one")
+    if not stripped.startswith(("[", "{")):
+        raise UserError(raw_dialogue)
+    if stripped.startswith("{") and not stripped.split("\n", 1)[0].rstrip().endswith("}"):
+        try:  # one object over several lines: a single sample, or a Discord export
+            whole = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise _json_error(path, e) from None
+        if isinstance(whole, dict) and isinstance(whole.get("messages"), list):
+            raise UserError(raw_dialogue.replace("raw dialogue", "a Discord export"))
+        stripped = text = json.dumps([whole])
     if stripped.startswith("["):
         try:
             records = json.loads(text)

@@ -163,8 +163,12 @@ def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.Pa
     from peft import PeftModel
 
     adapter_path = Path(adapter_path)
+    from .modeling import damaged_file_types
+
     try:
         return PeftModel.from_pretrained(base, str(adapter_path), is_trainable=False)
+    except damaged_file_types() as e:
+        raise UserError(f"could not read the adapter in {adapter_path} (damaged or incomplete?): {brief(e)}") from None
     except RuntimeError as e:
         if "size mismatch" not in str(e):
             raise

@@ -267,6 +267,15 @@ def oom_error_types() -> tuple:
     return tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
 
 
+def damaged_file_types() -> tuple:
+    """What reading a truncated or corrupt weights, state or JSON file raises (never out of memory)."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError)
+
+
 def load_tokenizer(model_path: str | os.PathLike):
     """The model folder's tokenizer, with a pad token."""
     from transformers import AutoTokenizer
@@ -341,7 +350,7 @@ def load_base(
             f"out of memory loading {model_path}: try --load_in_4bit (or --load_in_8bit), "
             "or a smaller model"
         ) from None
-    except (OSError, ValueError) as e:
+    except damaged_file_types() as e:
         raise UserError(f"could not load the model in {model_path}: {brief(e)}") from None
     if qconfig is None:
         model.to(device)

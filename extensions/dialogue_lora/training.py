@@ -376,10 +376,14 @@ def check(cfg: TrainConfig) -> Plan:
                     + (" (the run finished; use --overwrite to train again)" if paths.is_adapter_dir(out_dir) else "")
                 )
         elif not cfg.overwrite:
-            problems.append(
-                f"{out_dir} already exists and is not empty: use --overwrite to replace it, "
-                "--resume to continue its last checkpoint, or another --lora_name"
-            )
+            found = checkpoints(out_dir)
+            if found:
+                choices = f"--resume to continue from {found[-1].name}, --overwrite to start again"
+            elif paths.is_adapter_dir(out_dir):
+                choices = "it is a finished adapter: --overwrite to replace it"
+            else:  # e.g. only a checkpoint that a kill cut short
+                choices = "it holds no checkpoint to resume: --overwrite to replace it"
+            problems.append(f"{out_dir} already exists and is not empty ({choices}, or another --lora_name)")
     if problems:
         raise UserError(join_problems(problems))
     return Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters)
@@ -816,7 +820,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     step, epoch, step_in_epoch = 0, 0, 0
     base_eval = None
     if plan.resume_from is not None:
-        state = json.loads((plan.resume_from / STATE_FILE).read_text(encoding="utf-8"))
+        state = _read_checkpoint(plan.resume_from, lambda: json.loads((plan.resume_from / STATE_FILE).read_text(encoding="utf-8")))
         before = state.get("settings", {})
         changed = [k for k in _RESUME_KEYS if k in before and before[k] != settings.get(k)]
         if "samples_sha256" not in before and before.get("dataset_sha256") not in (None, settings["dataset_sha256"]):
@@ -839,11 +843,16 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(model, load_file(str(plan.resume_from / "adapter_model.safetensors"), device=str(device)))
-        optimizer.load_state_dict(torch.load(plan.resume_from / "optimizer.pt", map_location=device, weights_only=True))
-        scheduler.load_state_dict(torch.load(plan.resume_from / "scheduler.pt", weights_only=True))
-        if scaler is not None and (plan.resume_from / "scaler.pt").exists():
-            scaler.load_state_dict(torch.load(plan.resume_from / "scaler.pt", weights_only=True))
+        def restore():
+            set_peft_model_state_dict(model, load_file(str(plan.resume_from / "adapter_model.safetensors"),
+                                                       device=str(device)))
+            optimizer.load_state_dict(torch.load(plan.resume_from / "optimizer.pt", map_location=device,
+                                                 weights_only=True))
+            scheduler.load_state_dict(torch.load(plan.resume_from / "scheduler.pt", weights_only=True))
+            if scaler is not None and (plan.resume_from / "scaler.pt").exists():
+                scaler.load_state_dict(torch.load(plan.resume_from / "scaler.pt", weights_only=True))
+
+        _read_checkpoint(plan.resume_from, restore)
         step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
         log = state.get("log", log)
         base_eval = state.get("base_eval_loss")
@@ -1018,6 +1027,19 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     emit({"event": "done", "step": step, "total_steps": total_steps, "stopped": False, "output_dir": str(plan.out_dir),
           "eval_loss": eval_loss, "perplexity": ppl})
     return result
+
+
+def _read_checkpoint(path: Path, read):
+    """`read()` of a checkpoint's files; a damaged one is one line that names the checkpoint to fall back on."""
+    try:
+        return read()
+    except modeling.oom_error_types():
+        raise
+    except (*modeling.damaged_file_types(), RuntimeError, KeyError) as e:  # torch's reader raises RuntimeError
+        older = [c for c in checkpoints(path.parent) if c != path]
+        fallback = (f"delete it (or move it away) and --resume continues from {older[-1].name}" if older
+                    else "no older checkpoint is kept: train anew with --overwrite")
+        raise UserError(f"{path}: damaged checkpoint, cannot resume from it ({brief(e)}); {fallback}") from None
 
 
 def _save_checkpoint_path(plan: Plan, step: int) -> Path:
