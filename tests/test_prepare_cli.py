@@ -215,6 +215,19 @@ def test_unwritable_output_paths(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_only_an_earlier_dataset_is_replaced(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("Alice: hi\nBob: hello\n", encoding="utf-8")
+    notes = tmp_path / "notes.json"
+    notes.write_text("my notes, not samples\n", encoding="utf-8")
+    assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", notes), "exists and is not a prepared dataset")
+    assert notes.read_text(encoding="utf-8") == "my notes, not samples\n"
+    out = tmp_path / "bob.json"
+    for name in ("Bob", "Alice"):  # a second run replaces the first one's output
+        assert cli("-n", name, "-t", src, "-j", out).returncode == 0
+    assert json.loads(out.read_text(encoding="utf-8"))[0]["output"] == "hi"
+
+
 def test_output_keeps_its_mode_or_follows_the_umask(tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("Bob: hi\n", encoding="utf-8")

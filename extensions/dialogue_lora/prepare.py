@@ -335,6 +335,17 @@ def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
         raise UserError(f"no samples for {who} in {cfg.txtfilename}: every line was dropped (dropped: {drops})")
 
 
+def _replaceable(path: Path) -> bool:
+    """An earlier output (JSON or JSONL samples), or empty: safe to replace. Anything else is the user's."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True  # unreadable: the write reports the problem
+    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return not head or head[:1] in (b"[", b"{")
+
+
 def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list | None = None) -> PrepareReport:
     """Read, clean, window, format and (when `write`) write the samples; return the report.
 
@@ -373,6 +384,9 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         blocker = next((p for p in out.parents if p.exists()), None)
         if blocker is not None and not blocker.is_dir():
             raise UserError(f"{out}: cannot write: {blocker} is a file, not a folder (--jsonfilename)")
+        if out.is_file() and not _replaceable(out):
+            raise UserError(f"{out}: exists and is not a prepared dataset (JSON or JSONL): not replaced; pick "
+                            "another --jsonfilename")
         try:
             n = write_records(out, records())
         except OSError as e:
