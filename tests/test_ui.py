@@ -36,7 +36,8 @@ def test_scan_lists_speakers_with_counts(logic):
 
 def test_pick_a_file_from_the_datasets_folder(logic, webui_root):
     shutil.copy(EXAMPLE, webui_root / "user_data/training/datasets/dialogue.txt")
-    logic.save(*form())  # a prepared dataset is not offered as raw dialogue
+    logic.save(*form())  # a prepared dataset is not offered as raw dialogue, nor the webui's placeholder
+    (webui_root / "user_data/training/datasets/put-trainer-datasets-here.txt").write_text("")
     assert logic.raw_files() == ["dialogue.txt"]
     assert logic.scan(None, "dialogue.txt", "auto")[1] == ("Bob (4 lines)", "Bob")
     for bad in ("../dialogue.txt", "/etc/passwd", "..\\x.txt"):

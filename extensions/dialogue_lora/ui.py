@@ -59,6 +59,9 @@ def tab_words(message: str) -> str:
     return _FLAG.sub(lambda m: f"'{_TAB_WORDS[m.group(1)]}'" if m.group(1) in _TAB_WORDS else m.group(0), message)
 
 
+_PLACEHOLDER = re.compile(r"put-[\w-]+-here\.txt")
+
+
 def _is_prepared(path: Path) -> bool:
     """A dataset this tab (or prepare_dataset.py) wrote: a JSON array or JSONL of samples, not raw dialogue
     (a Discord export is one JSON object with "messages")."""
@@ -200,8 +203,9 @@ class TabLogic:
         d = self.host.dirs().datasets
         if not d.is_dir():
             return []
+        # the webui ships `put-trainer-datasets-here.txt`-style placeholders: not dialogue
         return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in RAW_SUFFIXES
-                      and not _is_prepared(p))
+                      and not _is_prepared(p) and not _PLACEHOLDER.fullmatch(p.name))
 
     def input_path(self, upload, picked) -> Path:
         """The dialogue file: an upload (read only, never run) wins over a file picked from the datasets folder."""

@@ -139,7 +139,7 @@ class WebuiHost(Host):
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             parts.append(f"(GPU memory in use: {format_bytes(torch.cuda.memory_allocated())})")
-        return " ".join(parts) + ". Training runs in its own process and needs that memory: unload it first."
+        return " ".join(parts) + ". Training runs in its own process and needs memory of its own: unload it first if memory is tight."
 
     def unload_model(self) -> str:
         if self._loaded() is None:
