@@ -92,9 +92,12 @@ def test_romeo_one_sample_per_speech(tmp_path):
     assert f"samples: {len(expected)} (ROMEO {len(expected)})" in r.stdout
 
 
+OLD = "OLD"  # not a dataset: kept by a failed run, and the input's error comes first
+
+
 def test_bad_inputs_one_line_errors(tmp_path):
     out = tmp_path / "out.json"
-    out.write_text("OLD", encoding="utf-8")
+    out.write_text(OLD, encoding="utf-8")
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     binary = tmp_path / "blob.txt"
@@ -119,17 +122,17 @@ def test_bad_inputs_one_line_errors(tmp_path):
     for args, fragments in cases:
         r = cli(*args, "-j", out) if "-j" not in args else cli(*args)
         assert_one_line_error(r, *fragments)
-        assert out.read_text(encoding="utf-8") == "OLD"  # a failed run leaves the old output alone
+        assert out.read_text(encoding="utf-8") == OLD  # a failed run leaves the old output alone
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.json")] == []  # no temp left
 
 
 def test_failure_mid_stream_keeps_old_output(tmp_path):
     """The name check happens after every sample was streamed to the temporary file."""
     out = tmp_path / "out.json"
-    out.write_text("OLD", encoding="utf-8")
+    out.write_text(OLD, encoding="utf-8")
     with pytest.raises(UserError, match="not found"):
         prepare(PrepareConfig(names=["Bob", "Zed"], txtfilename=str(EXAMPLE), jsonfilename=str(out)))
-    assert out.read_text(encoding="utf-8") == "OLD"
+    assert out.read_text(encoding="utf-8") == OLD
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
 
 

@@ -376,6 +376,9 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         for s in samples:
             yield fmt(s, instruction)
         _check_result(cfg, tally)  # raising here (before the rename) keeps an existing output intact
+        if write and out.is_file() and not _replaceable(out):  # after the input's own errors, which come first
+            raise UserError(f"{out}: exists and is not a prepared dataset (JSON or JSONL): not replaced; pick "
+                            "another --jsonfilename")
 
     out = cfg.output_path
     if write:
@@ -384,9 +387,6 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         blocker = next((p for p in out.parents if p.exists()), None)
         if blocker is not None and not blocker.is_dir():
             raise UserError(f"{out}: cannot write: {blocker} is a file, not a folder (--jsonfilename)")
-        if out.is_file() and not _replaceable(out):
-            raise UserError(f"{out}: exists and is not a prepared dataset (JSON or JSONL): not replaced; pick "
-                            "another --jsonfilename")
         try:
             n = write_records(out, records())
         except OSError as e:
