@@ -62,6 +62,15 @@ def tab_words(message: str) -> str:
 _PLACEHOLDER = re.compile(r"put-[\w-]+-here\.txt")
 
 
+def _stop(kind: str, idle: str, stopping: str) -> str:
+    """Ask the running job of this kind to stop (its worker sees the stop file between steps)."""
+    job = jobs.current(kind)
+    if job is None or not job.running:
+        return idle
+    job.stop()
+    return stopping
+
+
 def _is_prepared(path: Path) -> bool:
     """A dataset this tab (or prepare_dataset.py) wrote: a JSON array or JSONL of samples, not raw dialogue
     (a Discord export is one JSON object with "messages")."""
@@ -344,19 +353,11 @@ class TabLogic:
         return jobs.start("train", self.train_config(model, dataset, adapter, settings, resume, overwrite))
 
     def stop_training(self) -> str:
-        job = jobs.current("train")
-        if job is None or not job.running:
-            return "Nothing is training."
-        job.stop()
-        return "Stopping: saving a checkpoint, then the process exits…"
+        return _stop("train", "Nothing is training.", "Stopping: saving a checkpoint, then the process exits…")
 
     # -- Evaluate --------------------------------------------------------------------------------
     def stop_evaluation(self) -> str:
-        job = jobs.current("evaluate")
-        if job is None or not job.running:
-            return "Nothing is being evaluated."
-        job.stop()
-        return "Stopping the evaluation (nothing is written)…"
+        return _stop("evaluate", "Nothing is being evaluated.", "Stopping the evaluation (nothing is written)…")
 
     def heldout_choices(self) -> list[str]:
         return ["(the adapter's held-out split)"] + self.datasets()
