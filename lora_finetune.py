@@ -14,6 +14,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -85,7 +86,8 @@ class _Stopper:
         if self.signalled:  # a second Ctrl+C: stop now
             raise KeyboardInterrupt
         self.signalled = signum
-        print("\nstopping: saving a checkpoint (Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
+        again = "Ctrl+C again to quit at once" if signum == signal.SIGINT else "a second signal quits at once"
+        print(f"\nstopping: saving a checkpoint ({again})", file=sys.stderr, flush=True)
 
     def __call__(self) -> bool:
         return self.signalled or (self.stop_file is not None and self.stop_file.exists())
@@ -148,15 +150,18 @@ _METHOD_FLAGS = {"lora": ("lora_rank", "lora_alpha", "lora_dropout", "target_mod
                  "prompt_tuning": ("num_virtual_tokens",)}
 
 
-def _latest_checkpoint(cfg: TrainConfig) -> str:
+def _latest_checkpoint(cfg: TrainConfig, started: float) -> str:
     from extensions.dialogue_lora.paths import resolve_dirs
     from extensions.dialogue_lora.training import checkpoints
 
     out = resolve_dirs(lora_dir=cfg.lora_dir).loras / cfg.lora_name
-    found = checkpoints(out) if out.is_dir() else []
+    found = checkpoints(out)
+    if cfg.overwrite:  # the replaced run's checkpoints stay until this run saves one: not this run's to resume
+        found = [c for c in found if c.stat().st_mtime >= started - 1]
     if not found:
-        return f"no checkpoint of {cfg.lora_name} is saved"
-    return f"the latest checkpoint is {found[-1]} (--resume continues from it)"
+        return f"no checkpoint of this run of {cfg.lora_name} is saved"
+    again = "the same command with --resume in place of --overwrite" if cfg.overwrite else "--resume"
+    return f"the latest checkpoint is {found[-1]} ({again} continues from it)"
 
 
 def check_method_flags(args: dict, parser: argparse.ArgumentParser) -> None:
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     stopper = _Stopper(stop_file)
     stopper.install()
     reporter = _Reporter(progress_file if main_process else None)
+    started = time.time()
     try:
         result = train(cfg, on_progress=reporter if main_process else None, should_stop=stopper)
     except UserError as e:
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             reporter({"event": "error", "message": str(e)})
         raise
     except KeyboardInterrupt:  # the second Ctrl+C: no checkpoint of the moment, say what there is
-        raise Interrupted(f"quit at once: nothing more was saved; {_latest_checkpoint(cfg)}") from None
+        raise Interrupted(f"quit at once: nothing more was saved; {_latest_checkpoint(cfg, started)}") from None
     finally:
         reporter.close()
         stopper.uninstall()

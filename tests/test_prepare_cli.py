@@ -221,13 +221,15 @@ def test_unwritable_output_paths(tmp_path):
 def test_only_an_earlier_dataset_is_replaced(tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("Alice: hi\nBob: hello\n", encoding="utf-8")
-    notes = tmp_path / "notes.json"
-    notes.write_text("my notes, not samples\n", encoding="utf-8")
-    assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", notes), "exists and is not a prepared dataset")
-    assert notes.read_text(encoding="utf-8") == "my notes, not samples\n"
+    export = {"guild": {"name": "g"}, "messages": [{"type": "Default", "author": {"name": "Alex"}, "content": "Hi"}]}
+    for name, text in (("notes.json", "my notes, not samples\n"), ("settings.json", '{"theme": "dark"}'),
+                       ("export.json", json.dumps(export)), ("list.json", "[1, 2]")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", tmp_path / name), "is not a dataset of samples")
+        assert (tmp_path / name).read_text(encoding="utf-8") == text
     out = tmp_path / "bob.json"
-    for name in ("Bob", "Alice"):  # a second run replaces the first one's output
-        assert cli("-n", name, "-t", src, "-j", out).returncode == 0
+    for name, fmt in (("Bob", "messages"), ("Alice", "sharegpt"), ("Bob", "alpaca"), ("Alice", "rounds")):
+        assert cli("-n", name, "-t", src, "-j", out, "--format", fmt).returncode == 0  # replaces the last output
     assert json.loads(out.read_text(encoding="utf-8"))[0]["output"] == "hi"
 
 

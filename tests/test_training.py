@@ -418,22 +418,56 @@ def test_overwrite_keeps_the_old_checkpoints_until_it_saves_its_own(env):
     assert stopped.checkpoint.name == "checkpoint-2" and not old.exists()
 
 
-def test_a_second_run_of_the_same_adapter_is_refused_while_the_first_runs(env):
+_HOLD = """
+import sys, time
+from pathlib import Path
+from extensions.dialogue_lora.fileio import held_lock
+from extensions.dialogue_lora.errors import UserError
+try:
+    with held_lock(Path(sys.argv[1]), lambda holder: "busy"):
+        start = time.time(); print("held", flush=True); time.sleep(float(sys.argv[2]))
+        print(f"span {start} {time.time()}", flush=True)
+except UserError:
+    print("refused", flush=True)
+"""
+
+
+def _holders(lock, n, seconds):
     import subprocess
     import sys
 
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    return [subprocess.Popen([sys.executable, "-c", _HOLD, str(lock), str(seconds)], stdout=subprocess.PIPE, text=True,
+                             env=env) for _ in range(n)]
+
+
+def test_a_second_run_of_the_same_adapter_is_refused_while_the_first_runs(env):
     lock = env / "loras" / ".busy.lock"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock.write_text("12345")  # a killed run's: a lock file alone does not hold
+    holder = _holders(lock, 1, 60)[0]
     try:
-        lock.write_text(str(sleeper.pid))
-        with pytest.raises(UserError, match=f"another training run \\(process {sleeper.pid}\\)"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"another training run \\(process {holder.pid}\\) is writing"):
             train(make_cfg(env, lora_name="busy", max_steps=1))
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    # the owner is gone: the lock is a killed run's and is taken over
-    assert not train(make_cfg(env, lora_name="busy", max_steps=1, val_ratio=0.0)).stopped
+        holder.kill()
+        holder.wait()
+    assert not train(make_cfg(env, lora_name="busy", max_steps=1, val_ratio=0.0)).stopped  # gone with its process
     assert not lock.exists()
+
+
+def test_the_lock_admits_one_process_at_a_time(tmp_path):
+    """Processes that start together: never two inside at once (a pid written after the file appeared, or
+    a stale lock taken over by two at once, used to let two in)."""
+    for _ in range(3):
+        procs = _holders(tmp_path / ".x.lock", 4, 0.3)
+        spans = []
+        for p in procs:
+            out, _ = p.communicate(timeout=120)
+            spans += [tuple(map(float, line.split()[1:])) for line in out.splitlines() if line.startswith("span")]
+        assert spans  # someone got in
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
 
 
 def test_a_killed_runs_leftovers_are_tidied(env):
@@ -476,6 +510,7 @@ def test_the_adapter_folder_is_checked_before_training(env):
         check(make_cfg(env, lora_name="y", lora_dir=str(env / "afile")))
     with pytest.raises(UserError, match="at most 200"):
         make_cfg(env, lora_name="a" * 250)
+    assert make_cfg(env, lora_name="Éowyn").lora_name == "Éowyn"  # a letter, in any script
 
 
 def test_a_diverging_run_stops_with_a_clear_error(env):

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import UserError
 
@@ -178,3 +178,65 @@ def load_records(path: str | os.PathLike) -> list[dict]:
     if not records:
         raise UserError(f"{path}: holds no samples")
     return records
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock an open file for this process, without waiting; False if another process holds it."""
+    import errno
+
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        # a file system without locks (some network mounts): go on unlocked rather than never run
+    return True
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, busy: Callable[[str], str]):
+    """Hold an exclusive lock on `path` while the block runs, the holder's process id written in it.
+
+    The operating system drops the lock when its process dies, so a killed run never leaves a lock that
+    blocks the next one, and two processes can never both hold it (a lock file alone cannot promise either:
+    the pid is written after the file appears, and pids are reused). Held by another process:
+    UserError(busy(its pid, or "" if unknown)).
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"{path}: cannot create the lock ({e.strerror or e})") from None
+        if not _try_lock(fd):
+            try:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            except OSError:  # Windows refuses to read a locked range
+                holder = ""
+            os.close(fd)
+            raise UserError(busy(holder if holder.isascii() and holder.isdigit() else ""))
+        try:
+            current = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # its previous holder removed the file as we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # while still held: whoever opened the old file sees it is gone
+            os.unlink(path)
+        os.close(fd)  # and the lock with it

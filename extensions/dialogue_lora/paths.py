@@ -16,7 +16,7 @@ from .errors import UserError, closest
 # Files that make a folder a loadable model (weights in any of the forms transformers reads).
 _MODEL_MARKERS = ("config.json",)
 _ADAPTER_MARKER = "adapter_config.json"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$")
+_SAFE_NAME = re.compile(r"^[^\W_][\w .+-]*$")  # letters of any script (Éowyn), digits, and a few marks
 
 
 @dataclass(frozen=True)

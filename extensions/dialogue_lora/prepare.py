@@ -12,6 +12,7 @@ memory stays flat whatever the file size (only duplicate removal's packed 6-byte
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections import Counter
@@ -335,15 +336,37 @@ def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
         raise UserError(f"no samples for {who} in {cfg.txtfilename}: every line was dropped (dropped: {drops})")
 
 
+def _is_sample(record) -> bool:
+    """A record in one of the four formats (a Discord export also has "messages", but of authors, not roles)."""
+    if not isinstance(record, dict):
+        return False
+    if isinstance(record.get("output"), str):
+        return True
+    for key, marker in (("conversations", "from"), ("messages", "role")):
+        turns = record.get(key)
+        if isinstance(turns, list) and turns and isinstance(turns[0], dict) and marker in turns[0]:
+            return True
+    return False
+
+
 def _replaceable(path: Path) -> bool:
-    """An earlier output (JSON or JSONL samples), or empty: safe to replace. Anything else is the user's."""
+    """An earlier output (samples as a JSON array or JSONL), or empty: safe to replace. Anything else, a
+    Discord export or a settings file as much as notes, is the user's."""
     try:
         with open(path, "rb") as f:
-            head = f.read(4096)
+            head = f.read(1 << 20)
     except OSError:
         return True  # unreadable: the write reports the problem
-    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    return not head or head[:1] in (b"[", b"{")
+    text = head.decode("utf-8-sig", "replace").lstrip()
+    if not text:
+        return True
+    try:
+        if text.startswith("["):
+            rest = text[1:].lstrip()
+            return rest.startswith("]") or _is_sample(json.JSONDecoder().raw_decode(rest)[0])
+        return _is_sample(json.loads(text.split("\n", 1)[0]))
+    except ValueError:  # not JSON, or a first record longer than the head: not ours to replace
+        return False
 
 
 def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list | None = None) -> PrepareReport:
@@ -377,7 +400,7 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
             yield fmt(s, instruction)
         _check_result(cfg, tally)  # raising here (before the rename) keeps an existing output intact
         if write and out.is_file() and not _replaceable(out):  # after the input's own errors, which come first
-            raise UserError(f"{out}: exists and is not a prepared dataset (JSON or JSONL): not replaced; pick "
+            raise UserError(f"{out}: exists and is not a dataset of samples: not replaced; pick "
                             "another --jsonfilename")
 
     out = cfg.output_path

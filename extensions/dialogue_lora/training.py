@@ -39,7 +39,8 @@ from typing import Callable
 from . import batching, encoding, fused_lora, last_layer, modeling, paths, varlen
 from . import prompt as prompt_mod
 from .errors import UserError, brief, join_problems
-from .fileio import atomic_write_json, atomic_write_text, default_file_mode, load_records, write_records
+from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, held_lock, load_records,
+                     write_records)
 
 METHODS = ("lora", "prompt_tuning")
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -359,12 +360,22 @@ def check(cfg: TrainConfig) -> Plan:
             targets = linear
     lora_root = dirs.loras
     out_dir = lora_root / cfg.lora_name
-    resume_from = None
-    problems += _unwritable(out_dir)
+    found, resume_from = _output_problems(cfg, out_dir)
+    problems += found
+    if problems:
+        raise UserError(join_problems(problems))
+    return Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters)
+
+
+def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path | None]:
+    """What stands in the way of writing `out_dir` (an existing run, a file, no permission), and the
+    checkpoint to resume from. Checked before the model loads, and again once the run holds the lock."""
+    problems, resume_from = _unwritable(out_dir), None
     if out_dir.exists() and not out_dir.is_dir():
         problems.append(f"{out_dir} exists and is not a folder")
     elif cfg.resume and not (out_dir.is_dir() and any(out_dir.iterdir())):
-        problems.append(f"--resume: there is no run of {cfg.lora_name!r} in {lora_root} to resume (leave --resume out to start one)")
+        problems.append(f"--resume: there is no run of {cfg.lora_name!r} in {out_dir.parent} to resume (leave --resume "
+                        "out to start one)")
     elif out_dir.is_dir() and any(out_dir.iterdir()):
         if cfg.resume:
             found = checkpoints(out_dir)
@@ -384,9 +395,7 @@ def check(cfg: TrainConfig) -> Plan:
             else:  # e.g. only a checkpoint that a kill cut short
                 choices = "it holds no checkpoint to resume: --overwrite to replace it"
             problems.append(f"{out_dir} already exists and is not empty ({choices}, or another --lora_name)")
-    if problems:
-        raise UserError(join_problems(problems))
-    return Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters)
+    return problems, resume_from
 
 
 def _unwritable(out_dir: Path) -> list[str]:
@@ -612,9 +621,11 @@ def train(
     dist = _Dist(device)
     emit = (on_progress if dist.main else None) or (lambda d: None)
     try:
-        with _claim(plan) if dist.main else contextlib.nullcontext() as restored:
-            if restored:  # a killed run's folder was put back: check again what it now holds
-                plan = check(cfg)
+        with _claim(plan) if dist.main else contextlib.nullcontext():
+            if dist.main:  # again, now that no other run can write there (one may have finished meanwhile)
+                problems, plan.resume_from = _output_problems(cfg, plan.out_dir)
+                if problems:
+                    raise UserError(join_problems(problems))
             return _train(cfg, plan, device, dist, emit, should_stop)
     except modeling.oom_error_types():
         raise UserError(
@@ -625,101 +636,56 @@ def train(
         dist.close()
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` runs (a lock's owner, a temp folder's writer)."""
-    if pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would end the process there
-        try:
-            import ctypes
-
-            handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-            if not handle:
-                return False
-            ctypes.windll.kernel32.CloseHandle(handle)
-        except (AttributeError, OSError):
-            pass
-        return True  # when unsure, leave its files alone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _pid_suffix(path: Path) -> int:
-    tail = path.name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
-
-
 @contextlib.contextmanager
 def _claim(plan: Plan):
-    """Hold `.NAME.lock` beside the adapter while training, so that a second run of the same name stops
-    at once instead of replacing this one's result; tidy what a killed run left there."""
+    """Hold `.NAME.lock` beside the adapter while training, so that a second run of the same name stops at
+    once instead of replacing this one's result; then tidy what a killed run of it left."""
     root, out = plan.lora_root, plan.out_dir
     made_root = not root.exists()
-    lock = root / f".{out.name}.lock"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(lock.read_text(encoding="utf-8").strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _alive(pid):
-                    raise UserError(f"{out}: another training run (process {pid}) is writing this adapter: wait "
-                                    f"for it to finish, or pick another --lora_name (if none runs, delete {lock})") from None
-                lock.unlink(missing_ok=True)  # a killed run's
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(str(os.getpid()))
-            break
     except OSError as e:
-        raise UserError(f"{lock}: cannot create ({e.strerror or e}) (--lora_dir)") from None
+        raise UserError(f"{root}: cannot create ({e.strerror or e}) (--lora_dir)") from None
+
+    def busy(holder: str) -> str:
+        who = f" (process {holder})" if holder else ""
+        return f"{out}: another training run{who} is writing this adapter: wait for it to finish, or pick another --lora_name"
+
     try:
-        yield _tidy(root, out)
+        with held_lock(root / f".{out.name}.lock", busy):
+            _tidy(root, out)
+            yield
     finally:
-        lock.unlink(missing_ok=True)
         if made_root:
             with contextlib.suppress(OSError):
                 root.rmdir()  # only if nothing was saved in it
 
 
-def _tidy(root: Path, out: Path) -> bool:
-    """Leftovers of a killed run of this adapter: a half-written final save (`.NAME.tmp-PID`), the
-    previous folder set aside for the swap (`.NAME.old-PID`: when the swap never finished, the new
-    adapter goes in place if it was complete, else the old folder goes back), half-written checkpoints
-    (`.checkpoint-N.tmp`). True when a folder was put in place (the plan must be checked again)."""
+def _tidy(root: Path, out: Path) -> None:
+    """Leftovers of a killed run of this adapter (none runs: we hold its lock): a half-written final save
+    (`.NAME.tmp-PID`), the previous folder set aside for the swap (`.NAME.old-PID`: when the swap never
+    finished, the new adapter goes in place if it was complete, else the old folder goes back), and
+    half-written checkpoints (`.checkpoint-N.tmp`)."""
     import glob
 
     name = glob.escape(out.name)
-    restored = False
     for old in sorted(root.glob(f".{name}.old-*")):
-        pid = _pid_suffix(old)
-        if not old.is_dir() or _alive(pid):
+        new = root / f".{out.name}.tmp-{old.name.rsplit('-', 1)[-1]}"
+        if not old.is_dir():
             continue
-        new = root / f".{out.name}.tmp-{pid}"
         if out.exists():
             shutil.rmtree(old, ignore_errors=True)
         elif (new / "README.md").is_file():  # the new adapter was complete (its card is written last)
             os.replace(new, out)
             shutil.rmtree(old, ignore_errors=True)
-            restored = True
         else:
             os.replace(old, out)
-            restored = True
     for tmp in sorted(root.glob(f".{name}.tmp-*")):
-        if tmp.is_dir() and not _alive(_pid_suffix(tmp)):
+        if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
     if out.is_dir():
         for path in out.glob(f".{CHECKPOINT_PREFIX}*.tmp"):
             shutil.rmtree(path, ignore_errors=True)
-    return restored
 
 
 def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop) -> TrainResult:
@@ -839,7 +805,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                 return f"--{k} was {before[k]!r}, now {settings.get(k)!r}"
 
             raise UserError(f"--resume: {plan.resume_from} was trained with other settings: "
-                            + "; ".join(what(k) for k in changed))
+                            + "; ".join(what(k) for k in changed)
+                            + ("" if changed == ["samples_sha256"] else
+                               ". Resume with its settings, or train anew with --overwrite"))
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
@@ -858,7 +826,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         base_eval = state.get("base_eval_loss")
         rng_file = plan.resume_from / f"rng_state_{dist.rank}.pt"
         if rng_file.exists():
-            _set_rng_state(torch.load(rng_file, weights_only=False))
+            _read_checkpoint(plan.resume_from, lambda: _set_rng_state(torch.load(rng_file, weights_only=False)))
         emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
     elif cfg.overwrite and plan.out_dir.is_dir():
         # a previous run's checkpoints must not be resumed by mistake, but they are all the user has
@@ -1102,8 +1070,21 @@ def _writing(tmp: Path, what: str, kept: str):
         raise
     except Exception as e:  # OSError, torch's writer (RuntimeError), safetensors' SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            tmp.parent.rmdir()  # a run folder this first save made (only if empty)
         reason = e.strerror if isinstance(e, OSError) and e.strerror else brief(e)
+        free = _free_bytes(tmp.parent)
+        if free is not None and free < 64 << 20 and "space" not in reason.lower():  # torch's writer does not say
+            reason = f"the disk is full: {free >> 20} MB free; {reason}"
         raise UserError(f"{tmp}: cannot save {what} ({reason}); {kept}") from None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    try:
+        return shutil.disk_usage(existing).free if existing is not None else None
+    except OSError:
+        return None
 
 
 def _fmt(x, digits=4):
