@@ -352,21 +352,26 @@ def _is_sample(record) -> bool:
 def _replaceable(path: Path) -> bool:
     """An earlier output (samples as a JSON array or JSONL), or empty: safe to replace. Anything else, a
     Discord export or a settings file as much as notes, is the user's."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 20)
-    except OSError:
-        return True  # unreadable: the write reports the problem
-    text = head.decode("utf-8-sig", "replace").lstrip()
-    if not text:
-        return True
-    try:
-        if text.startswith("["):
-            rest = text[1:].lstrip()
-            return rest.startswith("]") or _is_sample(json.JSONDecoder().raw_decode(rest)[0])
-        return _is_sample(json.loads(text.split("\n", 1)[0]))
-    except ValueError:  # not JSON, or a first record longer than the head: not ours to replace
-        return False
+    for size in (1 << 16, 1 << 22):  # the first record is short; a longer head only if it is not
+        try:
+            with open(path, "rb") as f:
+                head = f.read(size)
+        except OSError:
+            return True  # unreadable: the write reports the problem
+        text = head.decode("utf-8-sig", "replace").lstrip()
+        if not text:
+            return True
+        try:
+            if text.startswith("["):
+                rest = text[1:].lstrip()
+                return rest.startswith("]") or _is_sample(json.JSONDecoder().raw_decode(rest)[0])
+            first, newline, _ = text.partition("\n")
+            if newline or len(head) < size:
+                return _is_sample(json.loads(first))
+        except ValueError:  # not JSON, or cut short by the head: try a longer head once
+            if len(head) < size:
+                return False
+    return False
 
 
 def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list | None = None) -> PrepareReport:
