@@ -786,7 +786,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     step, epoch, step_in_epoch = 0, 0, 0
     base_eval = None
     if plan.resume_from is not None:
-        state = _read_checkpoint(plan.resume_from, lambda: json.loads((plan.resume_from / STATE_FILE).read_text(encoding="utf-8")))
+        state = _read_checkpoint(plan.resume_from,
+                                 lambda: dict(json.loads((plan.resume_from / STATE_FILE).read_text(encoding="utf-8"))))
         before = state.get("settings", {})
         changed = [k for k in _RESUME_KEYS if k in before and before[k] != settings.get(k)]
         if "samples_sha256" not in before and before.get("dataset_sha256") not in (None, settings["dataset_sha256"]):
@@ -821,7 +822,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                 scaler.load_state_dict(torch.load(plan.resume_from / "scaler.pt", weights_only=True))
 
         _read_checkpoint(plan.resume_from, restore)
-        step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        step, epoch, step_in_epoch = _read_checkpoint(
+            plan.resume_from, lambda: (int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"])))
         log = state.get("log", log)
         base_eval = state.get("base_eval_loss")
         rng_file = plan.resume_from / f"rng_state_{dist.rank}.pt"
@@ -1003,7 +1005,7 @@ def _read_checkpoint(path: Path, read):
         return read()
     except modeling.oom_error_types():
         raise
-    except (*modeling.damaged_file_types(), RuntimeError, KeyError) as e:  # torch's reader raises RuntimeError
+    except (*modeling.damaged_file_types(), RuntimeError, KeyError, TypeError) as e:  # torch's reader: RuntimeError
         older = [c for c in checkpoints(path.parent) if c != path]
         fallback = (f"delete it (or move it away) and --resume continues from {older[-1].name}" if older
                     else "no older checkpoint is kept: train anew with --overwrite")
