@@ -188,6 +188,13 @@ def test_should_stop_interrupts_and_writes_nothing(layout):
     with pytest.raises(Interrupted):
         evaluate(EvalConfig("tiny-llama", "bob", max_new_tokens=8), should_stop=lambda: True)
     assert not (layout / "user_data" / "loras" / "bob" / "eval.json").exists()
+    # a stop asked for mid-stage ends it after the current batch, not at the stage's end
+    seen = []
+    with pytest.raises(Interrupted):
+        evaluate(EvalConfig("tiny-llama", "bob", max_new_tokens=8, batch_size=1), on_progress=seen.append,
+                 should_stop=lambda: any(e.get("done") == 1 and e["stage"].startswith("replies") for e in seen))
+    replies = [e for e in seen if e["stage"].startswith("replies")]
+    assert replies[-1]["done"] == 1 < replies[-1]["total"]
 
 
 def test_config_problems_are_reported_together():

@@ -387,6 +387,8 @@ def test_resume_gives_the_uninterrupted_result(env):
     train(make_cfg(env, lora_name="other", **common), should_stop=_stop_from_call(2))
     with pytest.raises(UserError, match="--batch_size was 4"):
         train(make_cfg(env, lora_name="other", resume=True, **dict(common, batch_size=8)))
+    with pytest.raises(UserError, match="--batch_size was 4.*Resume with its settings"):  # before the model loads
+        check(make_cfg(env, lora_name="other", resume=True, **dict(common, batch_size=8)))
     # ... and so is one on other samples, or with another dropout
     other = env / "other.json"
     other.write_text(json.dumps(bob_records(40, 4)))

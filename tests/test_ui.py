@@ -215,7 +215,7 @@ def test_killed_job_is_reported_with_its_log(webui_root):
 def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     logic.save(*form())
     # far more steps than the run lasts before Stop, so the stop always lands mid-run however fast the machine
-    settings = {"max_steps": 2000, "learning_rate": 0.01, "val_ratio": 0.0}
+    settings = {"max_steps": 2000, "learning_rate": 0.01, "val_ratio": 0.0, "logging_steps": 1}
     job = logic.start_training("tiny-llama", "bob.json", "bob", settings)
     with pytest.raises(UserError, match="already running"):
         logic.start_training("tiny-llama", "bob.json", "bob2", settings)
@@ -242,6 +242,7 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     _wait(job)
     assert job.state == "done", job.error()
     assert job.last("step")["step"] == max(saved) + 3
+    assert job.losses()[0][0] == 1  # the curve starts before the stop (logged every step here)
     assert "Finished: bob" in progress_markdown(job)
     assert logic.adapters() == ["bob"]
     assert logic.character_of("bob") == "Bob"
@@ -262,7 +263,7 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert "Stopping" in logic.stop_evaluation()
     _wait(job)
     assert job.state == "stopped", job.log_tail()
-    assert logic.evaluation_tables(job)[2] == "Evaluation stopped"
+    assert logic.evaluation_tables(job)[2] == "Evaluation stopped; nothing was written"
     assert not (webui_root / "user_data/loras/bob/eval.json").exists()
     assert "Nothing is being evaluated" in logic.stop_evaluation()
 
@@ -304,3 +305,25 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
     assert (chat, newline, name, rounds) == (True, False, "Bob", 3)
     assert status == "In use: tiny-llama + bob"
     assert "value" not in model and "value" not in adapter  # not in the (empty) folders: lists only
+
+
+def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
+    """After a reload, *2. Train* shows the run's model, dataset, name and settings (so that Resume after
+    a Stop has them); a form being filled in is left alone."""
+    import types
+
+    monkeypatch.chdir(tmp_path)
+    from extensions.dialogue_lora.standalone import build_app
+
+    config = {"model_name": "tiny-llama", "dataset_name": str(tmp_path / "bob.json"), "lora_name": "bob",
+              "learning_rate": 0.01, "val_ratio": 0.4, "target_modules": ["q_proj", "v_proj"]}
+    app = build_app(StandaloneHost({}))
+    monkeypatch.setattr(jobs, "current", lambda kind: types.SimpleNamespace(config=config) if kind == "train" else None)
+    tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "2. Train")
+    restore = [app.fns[d["id"]].fn for d in app.config["dependencies"]
+               if [tab._id, "select"] in [list(t) for t in d["targets"]] and len(d["inputs"]) == 2]
+    assert len(restore) == 1
+    values = restore[0](None, None)
+    assert values[:3] == ["tiny-llama", "bob.json", "bob"]
+    assert 0.01 in values and 0.4 in values and "q_proj,v_proj" in values
+    assert all(isinstance(v, dict) for v in restore[0]("tiny-llama", None))  # being filled in: untouched

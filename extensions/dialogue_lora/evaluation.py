@@ -307,6 +307,15 @@ def _check_stop(should_stop) -> None:
         raise Interrupted("evaluation stopped; nothing was written")
 
 
+def _batch_report(on_progress, should_stop, stage: str) -> Callable[[int, int], None]:
+    """Called after every batch: progress, then a stop asked for meanwhile (a stage can take an hour)."""
+    def report(done: int, total: int) -> None:
+        _progress(on_progress, stage=stage, done=done, total=total)
+        _check_stop(should_stop)
+
+    return report
+
+
 def evaluate(
     cfg: EvalConfig,
     on_progress: Callable[[dict], None] | None = None,
@@ -367,7 +376,7 @@ def evaluate(
     ppl = {}
     for which in ("adapter", "base"):
         _check_stop(should_stop)
-        report = lambda d, t, w=which: _progress(on_progress, stage=f"perplexity ({w})", done=d, total=t)  # noqa: E731
+        report = _batch_report(on_progress, should_stop, f"perplexity ({which})")
         if which == "base":
             with adapter_disabled(model) as base:
                 ppl[which] = completion_nll(base, encoded, cfg.batch_size, pad_id, report)
@@ -381,7 +390,7 @@ def evaluate(
     replies = {}
     for which in ("adapter", "base"):
         _check_stop(should_stop)
-        report = lambda d, t, w=which: _progress(on_progress, stage=f"replies ({w})", done=d, total=t)  # noqa: E731
+        report = _batch_report(on_progress, should_stop, f"replies ({which})")
         kwargs = dict(max_new_tokens=cfg.max_new_tokens, greedy=True, batch_size=cfg.batch_size,
                       max_prompt_tokens=cutoff, on_batch=report)
         if which == "base":

@@ -120,8 +120,14 @@ class Job:
         return "\n".join(text.splitlines()[-lines:])
 
     def losses(self) -> list[tuple[int, float]]:
-        return [(int(e["step"]), float(e["loss"])) for e in self.events
-                if e.get("event") == "step" and e.get("loss") is not None and e.get("step") is not None]
+        """(step, loss) of every step so far; a resumed run's start with the logged losses before its stop."""
+        points = []
+        for e in self.events:
+            if e.get("event") == "history":
+                points += [(int(h["step"]), float(h["loss"])) for h in e.get("steps", []) if h.get("loss") is not None]
+            elif e.get("event") == "step" and e.get("loss") is not None and e.get("step") is not None:
+                points.append((int(e["step"]), float(e["loss"])))
+        return points
 
     # -- control ---------------------------------------------------------------------------------
     def stop(self) -> None:

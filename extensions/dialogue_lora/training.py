@@ -364,7 +364,16 @@ def check(cfg: TrainConfig) -> Plan:
     problems += found
     if problems:
         raise UserError(join_problems(problems))
-    return Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters)
+    plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters)
+    if resume_from is not None:  # the settings it needs, before minutes of loading (the model's: after)
+        try:
+            before = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8")).get("settings", {})
+        except (OSError, ValueError, AttributeError):
+            before = {}  # damaged: said in full when the run reads it
+        problem = _resume_mismatch(resume_from, before, _settings(cfg, plan))
+        if problem:
+            raise UserError(problem)
+    return plan
 
 
 def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path | None]:
@@ -789,26 +798,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         state = _read_checkpoint(plan.resume_from,
                                  lambda: dict(json.loads((plan.resume_from / STATE_FILE).read_text(encoding="utf-8"))))
         before = state.get("settings", {})
-        changed = [k for k in _RESUME_KEYS if k in before and before[k] != settings.get(k)]
-        if "samples_sha256" not in before and before.get("dataset_sha256") not in (None, settings["dataset_sha256"]):
-            changed.append("samples_sha256")  # a checkpoint from before samples were hashed: the file's bytes
-        if changed:
-            def what(k):
-                if k == "samples_sha256":
-                    was, now = before.get("dataset"), settings.get("dataset")
-                    where = f"{now}" if was == now else f"{was}, now {now}"
-                    return (f"its samples differ from the ones it was trained on ({where}): resume with those "
-                            "samples, or train anew with --overwrite")
-                if k == "base_fingerprint":
-                    return f"the base model differs (was {before.get('base_model')}, now {settings.get('base_model')})"
-                if k == "dtype":
-                    return f"--precision gave {before[k]}, now {settings.get(k)}"
-                return f"--{k} was {before[k]!r}, now {settings.get(k)!r}"
-
-            raise UserError(f"--resume: {plan.resume_from} was trained with other settings: "
-                            + "; ".join(what(k) for k in changed)
-                            + ("" if changed == ["samples_sha256"] else
-                               ". Resume with its settings, or train anew with --overwrite"))
+        problem = _resume_mismatch(plan.resume_from, before, settings)
+        if problem:
+            raise UserError(problem)
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
@@ -830,6 +822,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         if rng_file.exists():
             _read_checkpoint(plan.resume_from, lambda: _set_rng_state(torch.load(rng_file, weights_only=False)))
         emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
+        emit({"event": "history", "steps": log.get("steps", [])})  # the loss curve before the stop
     elif cfg.overwrite and plan.out_dir.is_dir():
         # a previous run's checkpoints must not be resumed by mistake, but they are all the user has
         # until this run saves: they go with this run's first checkpoint (or its final adapter)
@@ -997,6 +990,31 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     emit({"event": "done", "step": step, "total_steps": total_steps, "stopped": False, "output_dir": str(plan.out_dir),
           "eval_loss": eval_loss, "perplexity": ppl})
     return result
+
+
+def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | None:
+    """Why a checkpoint cannot be resumed with these settings (None: it can). Keys missing on either side
+    are not compared: check() has no model yet, so no fingerprint or dtype."""
+    changed = [k for k in _RESUME_KEYS if k in before and k in settings and before[k] != settings[k]]
+    if "samples_sha256" not in before and before.get("dataset_sha256") not in (None, settings["dataset_sha256"]):
+        changed.append("samples_sha256")  # a checkpoint from before samples were hashed: the file's bytes
+    if not changed:
+        return None
+
+    def what(k):
+        if k == "samples_sha256":
+            was, now = before.get("dataset"), settings.get("dataset")
+            where = f"{now}" if was == now else f"{was}, now {now}"
+            return (f"its samples differ from the ones it was trained on ({where}): resume with those "
+                    "samples, or train anew with --overwrite")
+        if k == "base_fingerprint":
+            return f"the base model differs (was {before.get('base_model')}, now {settings.get('base_model')})"
+        if k == "dtype":
+            return f"--precision gave {before[k]}, now {settings.get(k)}"
+        return f"--{k} was {before[k]!r}, now {settings.get(k)!r}"
+
+    return (f"--resume: {resume_from} was trained with other settings: " + "; ".join(what(k) for k in changed)
+            + ("" if changed == ["samples_sha256"] else ". Resume with its settings, or train anew with --overwrite"))
 
 
 def _read_checkpoint(path: Path, read):

@@ -36,7 +36,7 @@ TRAIN_FIELDS = (
     ("lora_dropout", "LoRA dropout", "number"),
     ("grad_accum", "Gradient accumulation steps", "number"),
     ("val_ratio", "Held-out share (val_ratio)", "number"),
-    ("max_steps", "Max steps (0: no limit)", "number"),
+    ("max_steps", "Max steps (0: the epochs decide; else it replaces them)", "number"),
     ("save_steps", "Checkpoint every N steps (0: per epoch, at most one a minute)", "number"),
     ("seed", "Seed", "number"),
     ("target_modules", "Target modules (empty: all linear layers)", "text"),
@@ -156,9 +156,15 @@ def progress_markdown(job: jobs.Job | None) -> str:
     elif state == "stopped":
         end = job.last("end") or {}
         lines.append((end.get("message") or "Stopped.") + " Tick *Resume* and Start to continue.")
-    elif state == "failed":
-        lines.append("```\n" + (job.error() or "unknown error") + "\n```")
+    elif state == "failed":  # wrapped text (a code block scrolled sideways), in the form's words
+        lines.append("**Error:** " + _md_text(tab_words(job.error() or "unknown error")))
     return "\n\n".join(lines)
+
+
+def _md_text(text: str) -> str:
+    """Plain text shown as Markdown: its marks escaped, its lines kept."""
+    text = re.sub(r"([\\`*_{}\[\]<>#|])", r"\\\1", text)
+    return "  \n".join(text.splitlines())
 
 
 def show_sample(record: dict, number: int) -> str:
@@ -388,14 +394,17 @@ class TabLogic:
     def evaluation_tables(job: jobs.Job) -> tuple[list, list, str]:
         """(metric rows, sample rows, status) of an evaluation job."""
         if job.state == "running":
-            info = job.last() or {}
+            info = next((e for e in reversed(job.events) if e.get("stage")), {})  # not a log line's
             stage = info.get("stage") or "load"
             done, total = info.get("done"), info.get("total")
             count = f" {done}/{total}" if done is not None and total and total > 1 else ""
             stage = {"load": "loading the model and adapter", "metrics": "computing the metrics"}.get(stage, stage)
             return [], [], f"Evaluating… {stage}{count}"
+        if job.state == "stopped":
+            said = (job.last("end") or {}).get("message") or ""
+            return [], [], "Evaluation stopped" + ("; nothing was written" if "nothing was written" in said else "")
         if job.state != "done":
-            return [], [], "Evaluation " + (job.state if job.state == "stopped" else f"failed: {job.error()}")
+            return [], [], f"Evaluation failed: {job.error()}"
         from .evaluation import metric_rows
 
         end = job.last("end") or {}
@@ -641,7 +650,8 @@ def build_tab(host) -> dict:
 
     for trigger in (upload.change, picked.change, source.change):
         trigger(on_file, [upload, picked, source], [speakers, prep_status])
-    refresh_raw.click(lambda: dd_update(logic.raw_files()), None, picked)
+    for trigger in (refresh_raw.click, picked.focus):  # focus: files copied in after the page loaded
+        trigger(lambda: dd_update(logic.raw_files()), None, picked)
 
     def on_preview(*values):
         try:
@@ -729,6 +739,18 @@ def build_tab(host) -> dict:
     # "once": reopening it while that is streaming adds no second stream.
     train_tab.select(on_watch, None, train_outputs, trigger_mode="once")
 
+    def restore_form(model_v, dataset_v):
+        """A fresh page (after a reload) shows the current run's form: its model, dataset, name and
+        settings, so that Resume after a Stop has them; a form being filled in is left alone."""
+        job = jobs.current("train")
+        if job is None or model_v or dataset_v:
+            return [gr.update()] * (3 + len(setting_inputs))
+        c = job.config
+        values = [_text_value(c.get(k)) if isinstance(box, gr.Textbox) else c.get(k) for k, box in setting_boxes]
+        return [c.get("model_name"), Path(str(c.get("dataset_name", ""))).name, c.get("lora_name"), *values]
+
+    train_tab.select(restore_form, [model, dataset], [model, dataset, adapter_name, *setting_inputs])
+
     # Evaluate
     def follow_evaluation(job):
         while job.running:
@@ -746,17 +768,26 @@ def build_tab(host) -> dict:
             return
         yield from follow_evaluation(job)
 
-    def on_watch_evaluation():
+    def on_watch_evaluation(model_v, adapter_v):
         job = jobs.current("evaluate")
         if job is None:
             yield gr.update(), gr.update(), gr.update()
             return
-        yield from follow_evaluation(job)  # a running evaluation, or the last one's tables (after a reload too)
+        fresh = not model_v and not adapter_v  # a fresh page: show what the evaluation is of, once
+        for row in follow_evaluation(job):
+            yield [*row, *(evaluation_fields(job) if fresh else [gr.update()] * 4)]
+            fresh = False
+
+    def evaluation_fields(job) -> list:
+        c = job.config
+        data = Path(c["dataset"]).name if c.get("dataset") else logic.heldout_choices()[0]
+        return [c.get("model_name"), c.get("lora_name"), data, c.get("max_samples", 0)]
 
     ev_outputs = [ev_metrics, ev_samples, ev_status]
     ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], ev_outputs)
     ev_stop.click(lambda: logic.stop_evaluation(), None, ev_status)  # the run's own status follows when it ends
-    eval_tab.select(on_watch_evaluation, None, ev_outputs, trigger_mode="once")
+    eval_tab.select(on_watch_evaluation, [ev_model, ev_adapter], ev_outputs + [ev_model, ev_adapter, ev_data, ev_max],
+                    trigger_mode="once")
     def eval_lists():
         return dd_update(logic.models()), dd_update(logic.adapters()), dd_update(logic.heldout_choices())
 
@@ -772,7 +803,8 @@ def build_tab(host) -> dict:
         return message, True, True, params.get("character", "")
 
     use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name])
-    use_adapter.change(lambda a: logic.character_of(a) or gr.update(), use_adapter, char_name)
+    # .input: the user's pick, not the value set when the section opens (which would undo a typed name)
+    use_adapter.input(lambda a: logic.character_of(a) or gr.update(), use_adapter, char_name)
     use_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None, [use_model, use_adapter])
 
     def use_view():
