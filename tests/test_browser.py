@@ -109,9 +109,19 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     assert page.get_by_label(re.compile("^Dataset")).input_value() == "bob.json"
     assert page.get_by_label("Adapter name (saved in the loras folder)").input_value() == "bob"
     page.get_by_text("Training settings").click()
-    page.get_by_label(re.compile("^Max steps")).fill(str(STEPS))
-    page.get_by_label("Learning rate", exact=False).first.fill("0.01")
-    page.get_by_label("Held-out share (val_ratio)").fill("0")
+    # The accordion mounts its fields as it opens: a value typed at that moment can be reset to the
+    # field's initial one (a CI run trained 10 steps, not 200). Type until each value stays.
+    fields = [(page.get_by_label(re.compile("^Max steps")), str(STEPS)),
+              (page.get_by_label("Learning rate", exact=False).first, "0.01"),
+              (page.get_by_label("Held-out share (val_ratio)"), "0")]
+    for _ in range(20):
+        for box, value in fields:
+            if box.input_value() != value:
+                box.fill(value)
+        time.sleep(0.5)
+        if all(box.input_value() == value for box, value in fields):
+            break
+    assert [box.input_value() for box, _ in fields] == [v for _, v in fields]
     page.get_by_role("button", name="Start training").click()
 
     seen: list[int] = []  # steps shown while training runs
