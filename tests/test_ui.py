@@ -327,3 +327,21 @@ def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
     assert values[:3] == ["tiny-llama", "bob.json", "bob"]
     assert 0.01 in values and 0.4 in values and "q_proj,v_proj" in values
     assert all(isinstance(v, dict) for v in restore[0]("tiny-llama", None))  # being filled in: untouched
+
+
+def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
+    """Gradio runs a tab's select handlers in turn: the live stream (train, evaluate) comes last, or the
+    lists and the form wait for the run to end. With no evaluation yet, the stream fills all its outputs."""
+    monkeypatch.chdir(tmp_path)
+    from extensions.dialogue_lora.standalone import build_app
+
+    app = build_app(StandaloneHost({}))
+    for label, streaming in (("2. Train", "on_watch"), ("3. Evaluate", "on_watch_evaluation")):
+        tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == label)
+        deps = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]]
+        names = [app.fns[d["id"]].fn.__name__ for d in deps]
+        assert len(names) >= 2 and names[-1] == streaming, names
+    monkeypatch.setattr(jobs, "current", lambda kind: None)
+    dep = deps[-1]
+    rows = list(app.fns[dep["id"]].fn(None, None))
+    assert rows and all(len(row) == len(dep["outputs"]) == 7 for row in rows)

@@ -735,9 +735,6 @@ def build_tab(host) -> dict:
 
     for trigger in (refresh_train.click, train_tab.select):
         trigger(train_lists, None, [model, dataset, memory])
-    # Opening the section shows the current run (after a page reload too), live while it trains;
-    # "once": reopening it while that is streaming adds no second stream.
-    train_tab.select(on_watch, None, train_outputs, trigger_mode="once")
 
     def restore_form(model_v, dataset_v):
         """A fresh page (after a reload) shows the current run's form: its model, dataset, name and
@@ -750,6 +747,10 @@ def build_tab(host) -> dict:
         return [c.get("model_name"), Path(str(c.get("dataset_name", ""))).name, c.get("lora_name"), *values]
 
     train_tab.select(restore_form, [model, dataset], [model, dataset, adapter_name, *setting_inputs])
+    # Opening the section shows the current run (after a page reload too), live while it trains;
+    # "once": reopening it while that is streaming adds no second stream. Registered last: Gradio runs a
+    # tab's handlers in turn, and one that streams would hold back those after it until the run ends.
+    train_tab.select(on_watch, None, train_outputs, trigger_mode="once")
 
     # Evaluate
     def follow_evaluation(job):
@@ -771,7 +772,7 @@ def build_tab(host) -> dict:
     def on_watch_evaluation(model_v, adapter_v):
         job = jobs.current("evaluate")
         if job is None:
-            yield gr.update(), gr.update(), gr.update()
+            yield [gr.update()] * 7
             return
         fresh = not model_v and not adapter_v  # a fresh page: show what the evaluation is of, once
         for row in follow_evaluation(job):
@@ -786,13 +787,15 @@ def build_tab(host) -> dict:
     ev_outputs = [ev_metrics, ev_samples, ev_status]
     ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], ev_outputs)
     ev_stop.click(lambda: logic.stop_evaluation(), None, ev_status)  # the run's own status follows when it ends
-    eval_tab.select(on_watch_evaluation, [ev_model, ev_adapter], ev_outputs + [ev_model, ev_adapter, ev_data, ev_max],
-                    trigger_mode="once")
+
     def eval_lists():
         return dd_update(logic.models()), dd_update(logic.adapters()), dd_update(logic.heldout_choices())
 
     for trigger in (ev_refresh.click, eval_tab.select):
         trigger(eval_lists, None, [ev_model, ev_adapter, ev_data])
+    # after the lists (see train_tab above): the running evaluation, or the last one's tables
+    eval_tab.select(on_watch_evaluation, [ev_model, ev_adapter], ev_outputs + [ev_model, ev_adapter, ev_data, ev_max],
+                    trigger_mode="once")
 
     # Use
     def on_use(model_v, adapter_v):
