@@ -513,6 +513,9 @@ def test_the_adapter_folder_is_checked_before_training(env):
     with pytest.raises(UserError, match="at most 200"):
         make_cfg(env, lora_name="a" * 250)
     assert make_cfg(env, lora_name="Éowyn").lora_name == "Éowyn"  # a letter, in any script
+    for reserved in ("NUL", "con.json", "bob."):  # names Windows cannot create
+        with pytest.raises(UserError, match="Windows reserves it"):
+            make_cfg(env, lora_name=reserved)
 
 
 def test_a_diverging_run_stops_with_a_clear_error(env):

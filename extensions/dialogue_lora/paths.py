@@ -76,6 +76,8 @@ def list_datasets(dataset_dir: str | os.PathLike) -> list[str]:
 
 
 MAX_NAME_BYTES = 200
+# names Windows gives to devices, whatever the extension: a folder `NUL` cannot exist there
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -88,6 +90,9 @@ def check_name(name: str, what: str = "name") -> str:
             f"{what} {name!r} is not allowed: use letters, digits, spaces and . _ + - "
             "(no slashes, no '..', not starting with a dot)"
         )
+    if name.endswith(".") or name.split(".")[0].strip().upper() in _WINDOWS_DEVICES:
+        raise UserError(f"{what} {name!r} is not allowed: Windows reserves it (a device name, or a name "
+                        "ending in a dot)")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise UserError(f"{what} is {len(name.encode('utf-8'))} bytes long: at most {MAX_NAME_BYTES} "
                         "(file systems allow 255, and ours gets a suffix while it is written)")
