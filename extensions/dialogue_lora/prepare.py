@@ -337,16 +337,11 @@ def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
 
 
 def _is_sample(record) -> bool:
-    """A record in one of the four formats (a Discord export also has "messages", but of authors, not roles)."""
-    if not isinstance(record, dict):
+    """A record training would read (prompt.py's definition; a Discord export's "messages" are not turns)."""
+    try:
+        return isinstance(record, dict) and bool(prompt.record_segments(record))
+    except ValueError:
         return False
-    if isinstance(record.get("output"), str):
-        return True
-    for key, marker in (("conversations", "from"), ("messages", "role")):
-        turns = record.get(key)
-        if isinstance(turns, list) and turns and isinstance(turns[0], dict) and marker in turns[0]:
-            return True
-    return False
 
 
 def _replaceable(path: Path) -> bool:
