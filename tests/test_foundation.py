@@ -143,6 +143,9 @@ def test_failed_write_leaves_old_file(tmp_path):
         ('[{"input": "x"},\n {"input": }]', r"bad.json:2: malformed JSON"),
         ('{"a": 1}\n{"a": \n', r"bad.json:2: malformed JSON line"),
         ("[1, 2]", "sample 0 is a int"),
+        ("Alice: hi\nBob: yo\n", "not a prepared dataset .*turns raw dialogue into one"),
+        ('{\n "guild": {},\n "messages": [{"author": {"name": "A"}, "content": "hi"}]\n}', "turns a Discord export"),
+        ('{"guild": {}, "messages": [{"author": {"name": "A"}, "content": "hi"}]}\n', "turns a Discord export"),
     ],
 )
 def test_load_records_errors(tmp_path, content, message):
@@ -158,6 +161,14 @@ def test_load_records_missing_and_binary(tmp_path):
     (tmp_path / "bin.json").write_bytes(b"\x00\x01\x02")
     with pytest.raises(UserError, match="binary"):
         fileio.load_records(tmp_path / "bin.json")
+
+
+def test_load_records_reads_one_sample_over_several_lines(tmp_path):
+    """A pretty-printed single sample, even in the messages format (whose "messages" have roles, where a
+    Discord export's have authors)."""
+    sample = {"messages": [{"role": "user", "content": "Alice: hi"}, {"role": "assistant", "content": "yo"}]}
+    (tmp_path / "one.json").write_text(json.dumps(sample, indent=1), encoding="utf-8")
+    assert fileio.load_records(tmp_path / "one.json") == [sample]
 
 
 def test_load_records_accepts_bom(tmp_path):

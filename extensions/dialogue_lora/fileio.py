@@ -126,6 +126,12 @@ def _json_error(path: Path, e: json.JSONDecodeError, line_offset: int = 0) -> Us
     return UserError(f"{path}:{e.lineno + line_offset}: malformed JSON ({e.msg}, column {e.colno})")
 
 
+def _is_discord_export(data) -> bool:
+    """A DiscordChatExporter file: an object with a "messages" list that is not a sample's turns (roles)."""
+    messages = data.get("messages") if isinstance(data, dict) else None
+    return isinstance(messages, list) and not (messages and isinstance(messages[0], dict) and "role" in messages[0])
+
+
 def load_records(path: str | os.PathLike) -> list[dict]:
     """Read a dataset: a JSON array of objects, or JSONL (one object a line). Errors name file and line."""
     path = Path(path)
@@ -148,16 +154,9 @@ def load_records(path: str | os.PathLike) -> list[dict]:
                     "prepare_dataset.py turns raw dialogue into one")
     if not stripped.startswith(("[", "{")):
         raise UserError(raw_dialogue)
-    if stripped.startswith("{") and not stripped.split("\n", 1)[0].rstrip().endswith("}"):
-        try:  # one object over several lines: a single sample, or a Discord export
-            whole = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise _json_error(path, e) from None
-        if isinstance(whole, dict) and isinstance(whole.get("messages"), list):
-            raise UserError(raw_dialogue.replace("raw dialogue", "a Discord export"))
-        stripped = text = json.dumps([whole])
-    if stripped.startswith("["):
-        try:
+    first_line = stripped[: stripped.find("\n")] if "\n" in stripped else stripped
+    if stripped.startswith("[") or not first_line.rstrip().endswith("}"):
+        try:  # an array, or one object over several lines: a single sample, or a Discord export
             records = json.loads(text)
         except json.JSONDecodeError as e:
             raise _json_error(path, e) from None
@@ -172,6 +171,8 @@ def load_records(path: str | os.PathLike) -> list[dict]:
                 raise UserError(f"{path}:{i}: malformed JSON line ({e.msg}, column {e.colno})") from None
     if isinstance(records, dict):
         records = [records]
+    if len(records) == 1 and _is_discord_export(records[0]):  # pretty-printed or on one line
+        raise UserError(raw_dialogue.replace("raw dialogue", "a Discord export"))
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise UserError(f"{path}: sample {i} is a {type(rec).__name__}, expected a JSON object")
