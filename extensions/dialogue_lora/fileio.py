@@ -126,6 +126,11 @@ def _json_error(path: Path, e: json.JSONDecodeError, line_offset: int = 0) -> Us
     return UserError(f"{path}:{e.lineno + line_offset}: malformed JSON ({e.msg}, column {e.colno})")
 
 
+def nearest_existing(path: Path) -> Path | None:
+    """`path` or its nearest ancestor that exists: where writing `path` would land, or fail."""
+    return next((p for p in (path, *path.parents) if p.exists()), None)
+
+
 def _is_discord_export(data) -> bool:
     """A DiscordChatExporter file: an object with a "messages" list that is not a sample's turns (roles)."""
     messages = data.get("messages") if isinstance(data, dict) else None

@@ -23,7 +23,7 @@ from typing import Iterator
 from . import prompt
 from .dialogue import LAYOUTS, ReadStats, Turn, iter_text_turns
 from .errors import UserError, closest, join_problems
-from .fileio import write_records
+from .fileio import nearest_existing, write_records
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Sample, Tally, iter_samples, wanted_names
 from .sources import SOURCES, detect_source
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
@@ -407,7 +407,7 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
     if write:
         if out.is_dir():
             raise UserError(f"{out}: is a folder (--jsonfilename)")
-        blocker = next((p for p in out.parents if p.exists()), None)
+        blocker = nearest_existing(out.parent)
         if blocker is not None and not blocker.is_dir():
             raise UserError(f"{out}: cannot write: {blocker} is a file, not a folder (--jsonfilename)")
         try:

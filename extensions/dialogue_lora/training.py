@@ -40,7 +40,7 @@ from . import batching, encoding, fused_lora, last_layer, modeling, paths, varle
 from . import prompt as prompt_mod
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, held_lock, load_records,
-                     write_records)
+                     nearest_existing, write_records)
 
 METHODS = ("lora", "prompt_tuning")
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -409,7 +409,7 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
 
 def _unwritable(out_dir: Path) -> list[str]:
     """Why the adapter could not be saved in `out_dir` (checked before hours of training, not after)."""
-    existing = next((p for p in out_dir.parents if p.exists()), None)
+    existing = nearest_existing(out_dir.parent)
     if existing is not None and not existing.is_dir():
         return [f"{out_dir}: cannot save there: {existing} is a file, not a folder (--lora_dir)"]
     # the final save renames a folder beside the adapter's: its parent must take new entries; an
@@ -1100,7 +1100,7 @@ def _writing(tmp: Path, what: str, kept: str):
 
 
 def _free_bytes(folder: Path) -> int | None:
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    existing = nearest_existing(folder)
     try:
         return shutil.disk_usage(existing).free if existing is not None else None
     except OSError:
