@@ -62,8 +62,12 @@ class StandaloneHost(Host):
         super().__init__(params, dirs)
         self._lock = threading.Lock()
         self._loaded = None  # generation.Loaded
-        self.loaded_name = ""
-        self._in_use: tuple[str, list[str]] = ("", [])
+        self._in_use: tuple[str, list[str]] = ("", [])  # (model, adapters) of _loaded
+
+    @property
+    def loaded_name(self) -> str:
+        model, adapters = self._in_use
+        return " + ".join([model, *adapters]) if model else ""
 
     def memory_status(self) -> str:
         if self._loaded is None:
@@ -78,8 +82,7 @@ class StandaloneHost(Host):
             if self._loaded is None:
                 return "No model is loaded."
             self._loaded = None
-            name, self.loaded_name = self.loaded_name, ""
-            self._in_use = ("", [])
+            name, self._in_use = self.loaded_name, ("", [])
         gc.collect()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
@@ -97,7 +100,6 @@ class StandaloneHost(Host):
             self._in_use = ("", [])
             gc.collect()
             self._loaded = load_for_generation(model, adapter or None, model_dir=dirs.models, lora_dir=dirs.loras)
-            self.loaded_name = model + (f" + {adapter}" if adapter else "")
             self._in_use = (model, [adapter] if adapter else [])
         return f"Loaded {self.loaded_name} for chat."
 
