@@ -261,3 +261,40 @@ def test_a_pipe_is_refused_with_a_hint(tmp_path):
     os.mkfifo(p)
     with pytest.raises(UserError, match="not a regular file .*save the dialogue to a file"):
         list(iter_text_turns(p))
+
+
+def test_one_line_speeches_inside_a_play_block_are_their_own_turns():
+    # a play that writes short exchanges as `NAME: text` lines without blank lines between them
+    text = (
+        "NURSE:\nMadam!\n\nJULIET:\nNurse?\n\n"
+        "NURSE: Juliet! Come in!\nJULIET: Anon, good nurse!\nROMEO: Farewell.\n"
+        "Then I will go\nand say: not yet.\n\nNURSE:\nHear me: come.\n"
+    )
+    assert turns(text) == [
+        ("NURSE", "Madam!"),
+        ("JULIET", "Nurse?"),
+        ("NURSE", "Juliet! Come in!"),
+        ("JULIET", "Anon, good nurse!"),
+        ("ROMEO", "Farewell. Then I will go and say: not yet."),  # `and say:` is text: not a cue
+        ("NURSE", "Hear me: come."),
+    ]
+
+
+def test_a_known_speaker_mid_speech_starts_a_turn_even_in_mixed_case():
+    text = "Romeo:\nHi.\n\nJuliet:\nHello.\nRomeo: Bye.\n\nJuliet:\nI said: Romeo, stay.\n"
+    assert turns(text, "play") == [
+        ("Romeo", "Hi."),
+        ("Juliet", "Hello."),
+        ("Romeo", "Bye."),
+        ("Juliet", "I said: Romeo, stay."),
+    ]
+
+
+def test_tinyshakespeare_speeches_are_not_split_at_colons():
+    # 970 speech lines hold a name-like `words:`; none of them may start a turn
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tinyshakespeare.txt")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    got = list(parse_lines(text.splitlines(True), "t.txt"))
+    assert len(got) == len(blocks)

@@ -8,8 +8,10 @@ file, a Discord gap): context never crosses a break.
 Layouts, detected per file from its first lines (`detect_layout`):
 
     lines  `Alice: Hi Bob!` / `Bob:Boo!`       speaker and text on one line; `Bob:` alone is an empty turn
-    play   `ROMEO:` alone, then the speech      the speech runs to the next blank line, whatever colons its
-                                                 lines contain, and its lines are joined with single spaces
+    play   `ROMEO:` alone, then the speech      the speech runs to the next blank line or the next cue, and
+                                                 its lines are joined with single spaces; a cue is a `NAME:`
+                                                 in capitals or a name that opened a speech before (the
+                                                 colons of `Hear me speak:` are text)
 
 A speaker is a short name at the start of a line (letters, digits, spaces and . ' -, starting with a
 letter, at most 5 words and 40 characters). Colons later in a line are text, and so are the colons of
@@ -243,7 +245,7 @@ def parse_lines(
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
-        return _parse_play(it, file, stats, compact=compact > after_blank)
+        return _parse_play(it, file, stats, compact=compact > after_blank, cast=_block_speakers(head))
     return _parse_one_line(it, file, stats)
 
 
@@ -274,7 +276,31 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
     stats.lines += n
 
 
-def _parse_play(lines: Iterable[str], file: str, stats: ReadStats, compact: bool = False) -> Iterator[Turn]:
+def _block_speakers(lines: Iterable[str]) -> set[str]:
+    """Names that open a block (the first line after a blank line): a play's cast as far as it shows."""
+    cast = set()
+    prev_blank = True
+    for line in lines:
+        stripped = line.strip()
+        if stripped and prev_blank:
+            hit = split_speaker(stripped)
+            if hit is not None:
+                cast.add(hit[0])
+        prev_blank = not stripped
+    return cast
+
+
+def _is_cue(name: str, cast: set[str]) -> bool:
+    """Inside a speech, does `name:` start the next speech? Yes for the cast and for capitals (`NURSE:`):
+    a speech line like `Hear me speak:` or `Against him first: he's a very dog` is neither
+    (tinyshakespeare has 970 such lines and none is either)."""
+    return name in cast or (len(name) > 1 and name.isupper())
+
+
+def _parse_play(
+    lines: Iterable[str], file: str, stats: ReadStats, compact: bool = False, cast: set[str] | None = None
+) -> Iterator[Turn]:
+    cast = set() if cast is None else cast
     speaker: str | None = None
     parts: list[str] = []
     start = 0
@@ -287,18 +313,19 @@ def _parse_play(lines: Iterable[str], file: str, stats: ReadStats, compact: bool
                 yield Turn(speaker, " ".join(parts), file, start)
                 in_block, speaker, parts = False, None, []
             continue
-        name = _is_name_alone(text) if compact or not in_block else None
-        if in_block and name is not None:  # compact: the next speech starts here
-            yield Turn(speaker, " ".join(parts), file, start)
-            in_block, speaker, parts = False, None, []
+        hit = split_speaker(text)
+        if in_block and hit is not None:
+            alone = not hit[1].strip()
+            # the next speech starts here: a `NAME:` alone in a play without blank lines, or a cue
+            # (`JULIET: Anon!` after the nurse's line) in any play
+            if (compact and alone) or _is_cue(hit[0], cast):
+                yield Turn(speaker, " ".join(parts), file, start)
+                in_block, speaker, parts = False, None, []
         if not in_block:
             in_block, start = True, n
-            if name is not None:
-                speaker = name
-                continue
-            hit = split_speaker(text)
-            if hit is not None:  # `NAME: text` on the speaker line itself: the speech starts there
+            if hit is not None:  # the speech starts on the speaker line, or on the next one
                 speaker = hit[0]
+                cast.add(speaker)
                 text = hit[1].strip()
                 if not text:
                     continue
