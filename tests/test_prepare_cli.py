@@ -250,7 +250,7 @@ def test_a_requested_name_without_samples_is_an_error_even_when_others_have_some
     src = tmp_path / "in.txt"
     src.write_text("Alice: hi\nBob: hello\nCarol:\nBob: bye\n", encoding="utf-8")
     out = tmp_path / "o.json"
-    with pytest.raises(UserError, match="no samples for 'Carol'.*all 1 of their lines were dropped \\(empty 1\\)"):
+    with pytest.raises(UserError, match="no samples for 'Carol'.*their one line was dropped \\(empty 1\\)"):
         prepare(PrepareConfig(names=["Bob", "Carol"], txtfilename=str(src), jsonfilename=str(out)))
     assert not out.exists()
 

@@ -347,3 +347,15 @@ def test_csv_source_is_the_line_a_row_starts_on(tmp_path):
     p.write_text('Voice Type,Dialogue 1 - English\nMaleNord,"Two\nlines"\nMaleNord,One line\n', encoding="utf-8")
     got = list(iter_csv_turns(p, CsvOptions(prompt_column="", emotion_column="", group_column="", order_column="")))
     assert [(t.text, t.line) for t in got if t] == [("Two lines", 2), ("One line", 4)]
+
+
+def test_discord_asking_for_a_bot_says_bots_are_dropped(tmp_path):
+    with pytest.raises(UserError, match="no samples for 'questbot'.*their one line was dropped "
+                                        "\\(bot 1: a bot's messages are never samples\\)"):
+        prepare(PrepareConfig(names=["questbot"], txtfilename=str(DISCORD), jsonfilename=str(tmp_path / "o.json")))
+
+
+def test_discord_asking_for_a_username_names_the_nickname(tmp_path):
+    with pytest.raises(UserError, match="name 'sam_the_brave' not found.*server nickname: -n 'Sam'"):
+        prepare(PrepareConfig(names=["sam_the_brave"], txtfilename=str(DISCORD),
+                              jsonfilename=str(tmp_path / "o.json")))

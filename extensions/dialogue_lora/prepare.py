@@ -281,7 +281,8 @@ def resolve_source(cfg: PrepareConfig) -> str:
 
 def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) -> Iterator[Turn | None]:
     if source == "discord":
-        return iter_discord_turns(cfg.txtfilename, cfg.discord_options(), stats, tally.dropped, tally.dropped_by)
+        return iter_discord_turns(cfg.txtfilename, cfg.discord_options(), stats, tally.dropped, tally.dropped_by,
+                                  tally.aliases)
     if source == "csv":
         return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
     if Path(cfg.txtfilename).is_dir():
@@ -300,7 +301,11 @@ def _why_dropped(tally: Tally, name: str) -> tuple[int, str]:
     rules = Counter({rule: c for (who, rule), c in tally.dropped_by.items() if who == folded})
     flags = sorted({_KEEP_FLAGS[r] for r in rules if r in _KEEP_FLAGS})
     why = ", ".join(f"{r} {c}" for r, c in rules.most_common())
-    return sum(rules.values()), why + (f"; {' / '.join(flags)} keep{'s' if len(flags) == 1 else ''} them" if flags else "")
+    if flags:
+        why += f"; {' / '.join(flags)} keep{'s' if len(flags) == 1 else ''} them"
+    elif set(rules) == {"bot"}:
+        why += ": a bot's messages are never samples"
+    return sum(rules.values()), why
 
 
 def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
@@ -319,11 +324,16 @@ def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
         n_dropped, why = _why_dropped(tally, name)
         if name.casefold() in met or n_dropped:
             if not got[name.casefold()]:
-                problems.append(f"no samples for {name!r} in {cfg.txtfilename}: all {n_dropped} of their lines "
-                                f"were dropped ({why or 'nothing to keep'})")
+                lines = f"all {n_dropped} of their lines were" if n_dropped != 1 else "their one line was"
+                problems.append(f"no samples for {name!r} in {cfg.txtfilename}: {lines} dropped "
+                                f"({why or 'nothing to keep'})")
             continue
+        alias = tally.aliases.get(name.casefold())
         hint = closest(name, list(speakers) or list(tally.seen))
-        hint = f" (did you mean {hint!r}?)" if hint else ""
+        if alias:
+            hint = f" (their messages go under their server nickname: -n {alias!r})"
+        else:
+            hint = f" (did you mean {hint!r}?)" if hint else ""
         problems.append(f"name {name!r} not found in {cfg.txtfilename}{hint}; speakers found: {found}")
     if problems:
         raise UserError(join_problems(problems))

@@ -71,6 +71,8 @@ class Tally:
     # (casefolded speaker, rule) -> lines dropped: why a character got no samples (the sources' filters
     # add theirs, e.g. a Discord user whose every message was `lol`)
     dropped_by: Counter = field(default_factory=Counter)
+    # casefolded other name -> the speaker name used (a Discord username -> the nickname shown)
+    aliases: dict = field(default_factory=dict)
 
 
 class SeenKeys:

@@ -175,8 +175,20 @@ def export_files(path: str | os.PathLike) -> list[Path]:
     return [path]
 
 
+def _author_names(author: dict, stats: ReadStats) -> tuple[str | None, str | None]:
+    """(speaker, other name): the nickname, else the name; the other is the username behind a nickname."""
+    names = []
+    for key in ("nickname", "name"):
+        value = author.get(key)
+        names.append(" ".join(clean_text(value, stats).split()) if isinstance(value, str) else "")
+    nickname, username = names
+    if nickname:
+        return nickname, (username if username and username != nickname else None)
+    return username or None, None
+
+
 def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats, dropped: Counter,
-                 dropped_by: Counter):
+                 dropped_by: Counter, aliases: dict):
     """(turn, timestamp, author_id) for the messages that survive steps 1-3."""
     for i, msg in enumerate(data["messages"], 1):
         where = f"{path.name}: message {i}"
@@ -188,13 +200,16 @@ def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats,
         author = msg.get("author")
         if not isinstance(author, dict):
             raise UserError(f"{where} has no author")
+        speaker, username = _author_names(author, stats)
         if author.get("isBot"):
             dropped["bot"] += 1
+            if speaker:  # so that asking for the bot by name says why it has no samples
+                dropped_by[speaker.casefold(), "bot"] += 1
             continue
-        speaker = author.get("nickname") or author.get("name")
-        if not isinstance(speaker, str) or not speaker.strip():
+        if not speaker:
             raise UserError(f"{where}: the author has no name")
-        speaker = " ".join(clean_text(speaker, stats).split())
+        if username:
+            aliases.setdefault(username.casefold(), speaker)
         content = msg.get("content") or ""
         if not isinstance(content, str):
             raise UserError(f"{where}: content is not text")
@@ -244,20 +259,23 @@ def iter_discord_turns(
     stats: ReadStats | None = None,
     dropped: Counter | None = None,
     dropped_by: Counter | None = None,
+    aliases: dict | None = None,
 ) -> Iterator[Turn | None]:
     """Turns of every conversation in the export(s), with `BREAK` between conversations.
 
-    `dropped` counts the messages each rule dropped; `dropped_by` the same per (casefolded speaker, rule).
+    `dropped` counts the messages each rule dropped; `dropped_by` the same per (casefolded speaker, rule);
+    `aliases` maps each casefolded username that a nickname hides to that nickname.
     """
     opts = opts or DiscordOptions()
     stats = stats if stats is not None else ReadStats()
     dropped = dropped if dropped is not None else Counter()
     dropped_by = dropped_by if dropped_by is not None else Counter()
+    aliases = aliases if aliases is not None else {}
     for f in export_files(path):
         data = load_export(f)
         stats.layouts[f.name] = "discord"
         stats.lines += len(data["messages"])
-        for conv in _conversations(_messages_of(data, f, opts, stats, dropped, dropped_by), opts.gap_minutes):
+        for conv in _conversations(_messages_of(data, f, opts, stats, dropped, dropped_by, aliases), opts.gap_minutes):
             if opts.filter_low_quality and len(conv) < opts.min_messages and all(
                 len(t.text) < opts.short_chars for t, _, _ in conv
             ):
