@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
+    if args.dry_run is not None and args.dry_run < 0:
+        raise UserError(f"--dry_run must be a number of samples to show, 0 or more, not {args.dry_run}")
     check_flags_apply(args, parser, cfg)
     if args.dry_run is not None:
         records, report = preview(cfg, args.dry_run)

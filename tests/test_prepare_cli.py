@@ -118,6 +118,7 @@ def test_bad_inputs_one_line_errors(tmp_path):
         (["-n", "Bob", "-t", EXAMPLE, "--rounds", "many"], ["--rounds"]),
         (["-n", "Bob", "-t", EXAMPLE, "--format", "csv"], ["--format"]),
         (["-n", "Bob", "-t", EXAMPLE, "-j", tmp_path / "out.txt"], ["--jsonfilename"]),
+        (["-n", "Bob", "-t", EXAMPLE, "--dry_run", "-1"], ["--dry_run must be", "not -1"]),
     ]
     for args, fragments in cases:
         r = cli(*args, "-j", out) if "-j" not in args else cli(*args)

@@ -359,3 +359,13 @@ def test_discord_asking_for_a_username_names_the_nickname(tmp_path):
     with pytest.raises(UserError, match="name 'sam_the_brave' not found.*server nickname: -n 'Sam'"):
         prepare(PrepareConfig(names=["sam_the_brave"], txtfilename=str(DISCORD),
                               jsonfilename=str(tmp_path / "o.json")))
+
+
+def test_csv_emotion_prefix_without_an_emotion_column_is_refused(tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text("Voice Type,Dialogue 1 - English\nGuard,Halt there!\n", encoding="utf-8")
+    with pytest.raises(UserError, match="--csv_emotion_prefix needs an emotion column, and there is no 'Emotion'"):
+        csv_turns(p, emotion_prefix=True)
+    with pytest.raises(UserError, match="--csv_emotion_prefix needs an emotion column \\(--csv_emotion_column is ''\\)"):
+        csv_turns(CSV, emotion_prefix=True, emotion_column="")
+    assert csv_turns(p)[0] == [("Guard", "Halt there!"), None]  # without the prefix the column is optional

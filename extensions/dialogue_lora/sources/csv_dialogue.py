@@ -81,6 +81,10 @@ def _resolve_columns(header: list[str], opts: CsvOptions, path: Path) -> dict[st
             flag = f"--csv_{role}_column"
             problems.append(f"no column {col!r} for {flag}{hint}")
         out[role] = i
+    if opts.emotion_prefix and out["emotion"] is None and not problems:
+        col = opts.emotion_column
+        problems.append(f"--csv_emotion_prefix needs an emotion column, and there is no {col!r} (--csv_emotion_column)"
+                        if col else "--csv_emotion_prefix needs an emotion column (--csv_emotion_column is '')")
     if problems:
         shown = ", ".join(repr(h) for h in list(index)[:20]) or "none"
         raise UserError(f"{path}: {'; '.join(problems)}; columns in the file: {shown}")
