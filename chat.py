@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import tempfile
 
-from extensions.dialogue_lora.errors import UserError, join_problems, run_cli
+from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
 from extensions.dialogue_lora.generation import add_loading_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = CliParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-m", "--model_name", required=True, help="base model: a folder under the models directory, or a path")
     p.add_argument("-l", "--lora_name", default=None, help="adapter: a folder under the loras directory, or a path "
                    "(default: none, the base model alone)")
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
 
     names = args.name
+    if names is not None and not names.strip(" ,"):
+        raise UserError("--name is empty: give the character the model speaks as, e.g. --name Bob "
+                        "(or leave it out to use the name recorded with the adapter)")
     if args.lora_name:  # a missing adapter fails here, before anything heavy loads
         adapter = resolve_adapter(args.lora_name, resolve_dirs(lora_dir=args.lora_dir).loras)
         params = read_training_parameters(adapter)
@@ -94,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")
     problems = []
-    if not args.temperature >= 0:
-        problems.append("--temperature must be 0 (greedy) or more")
+    if not 0 <= args.temperature < math.inf:
+        problems.append(f"--temperature must be 0 (greedy) or a finite number above it (got {args.temperature:g})")
     if not 0 < args.top_p <= 1:
         problems.append(f"--top_p must be above 0 and at most 1 (got {args.top_p:g})")
-    if not args.repetition_penalty > 0:
+    if not 0 < args.repetition_penalty < math.inf:
         problems.append(f"--repetition_penalty must be above 0: 1 changes nothing, above 1 discourages repeats (got {args.repetition_penalty:g})")
     if problems:
         raise UserError(join_problems(problems))

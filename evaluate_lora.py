@@ -11,12 +11,12 @@ import argparse
 import os
 import sys
 
-from extensions.dialogue_lora.errors import run_cli
+from extensions.dialogue_lora.errors import CliParser, run_cli
 from extensions.dialogue_lora.generation import add_loading_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = CliParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-m", "--model_name", required=True, help="base model: a folder under the models directory, or a path")
     p.add_argument("-l", "--lora_name", required=True, help="adapter: a folder under the loras directory, or a path")
     p.add_argument("-d", "--dataset", default=None,

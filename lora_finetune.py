@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from extensions.dialogue_lora.errors import Interrupted, UserError, run_cli  # noqa: E402
+from extensions.dialogue_lora.errors import CliParser, Interrupted, UserError, run_cli  # noqa: E402
 from extensions.dialogue_lora.modeling import FUSED_KERNELS, PRECISIONS  # noqa: E402
 from extensions.dialogue_lora.training import TrainConfig  # noqa: E402
 
@@ -37,7 +37,7 @@ _OFF_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See README.md, section 'Training a character adapter'.")
+    p = CliParser(description=__doc__.split("\n\n")[0], epilog="See README.md, section 'Training a character adapter'.")
     helps = TrainConfig.field_help()
     defaults = TrainConfig.__dataclass_fields__
     for name, f in defaults.items():

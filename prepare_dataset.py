@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from extensions.dialogue_lora.errors import UserError, join_problems, run_cli
+from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
 from extensions.dialogue_lora.prepare import DEFAULT_INPUT, DEFAULT_OUTPUT, PrepareConfig, prepare, preview, resolve_source
 from extensions.dialogue_lora.prompt import FORMATS
 from extensions.dialogue_lora.samples import DEFAULT_INSTRUCTION
@@ -26,13 +26,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, like every other error, instead of usage + message
-        raise UserError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = CliParser(
         description="Turn raw dialogue (text, play script, Discord export, game-dialogue CSV) into "
         "training samples for one or more characters.",
         formatter_class=_Help,

@@ -81,7 +81,11 @@ def test_errors_are_one_line(layout):
     # sampling settings and devices are checked before the model loads, each in one line
     for bad, words in ((["--top_p", "5"], "--top_p must be above 0 and at most 1"),
                        (["--repetition_penalty", "-1"], "--repetition_penalty must be above 0"),
-                       (["--device", "tpu"], "--device 'tpu' is not a device name")):
+                       (["--device", "tpu"], "--device 'tpu' is not a device name"),
+                       (["--temperature", "inf"], "--temperature must be 0 (greedy) or a finite number"),
+                       (["--temperature", "warm"], "argument --temperature: invalid float value: 'warm' (see --help)"),
+                       (["--name", ""], "--name is empty"),
+                       (["--bogus"], "unrecognized arguments: --bogus")):
         p = chat(["-m", "tiny-llama", "--name", "Bob", *bad], "hi\n", layout)
         assert p.returncode == 2 and p.stderr.strip() == f"error: {p.stderr.strip()[7:]}" and words in p.stderr, p.stderr
         assert "\n" not in p.stderr.strip() and p.stdout == ""

@@ -298,3 +298,11 @@ def test_report_cells_show_replies_as_written():
     # a random model's reply: NUL and escape bytes, HTML, markdown, a table bar, a newline
     assert _cell("a\x00b <br> *x* | y\nz \x1b[1m") == "a\u2400b &lt;br&gt; \\*x\\* \\| y<br>z \u241b\\[1m"
     assert _cell("") == "*(empty)*"
+
+
+def test_cli_bad_flags_are_one_line(tmp_path):
+    p = run_cli(["-m", "tiny-llama", "-l", "bob", "--max_samples", "all"], tmp_path)
+    line = _assert_one_line_error(p, "argument --max_samples: invalid int value: 'all' (see --help)")
+    assert p.stderr.strip() == line  # no usage block
+    p = run_cli(["-m", "tiny-llama"], tmp_path)
+    assert _assert_one_line_error(p, "required", "-l/--lora_name") == p.stderr.strip()

@@ -6,6 +6,7 @@ without a traceback; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable, Iterable
 
@@ -20,6 +21,13 @@ class Interrupted(UserError):
     """The user asked to stop (Ctrl+C or the tab's Stop button); whatever was saved is named in the message."""
 
     exit_code = 130
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with a bad flag reported like every other error: one line, not usage + message."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
 
 
 def brief(error: BaseException | str, limit: int = 300) -> str:

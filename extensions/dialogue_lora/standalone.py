@@ -6,11 +6,11 @@ user_data/loras when user_data/ exists in the working folder, else models/ and l
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
 
+from .errors import CliParser, UserError
 from .host import StandaloneHost
 from .paths import resolve_dirs
 
@@ -83,7 +83,7 @@ def chatbot_value(turns: list[tuple[str, str]]) -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m extensions.dialogue_lora", description=__doc__.split("\n\n")[0])
+    p = CliParser(prog="python -m extensions.dialogue_lora", description=__doc__.split("\n\n")[0])
     p.add_argument("--port", type=int, default=int(os.environ.get("DIALOGUE_LORA_PORT", 7861)),
                    help="port to serve on (default 7861)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -91,9 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lora_dir", help="adapters folder (default: user_data/loras or loras/)")
     p.add_argument("--dataset_dir", help="datasets folder (default: user_data/training/datasets or training/datasets/)")
     args = p.parse_args(argv)
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be between 1 and 65535, not {args.port}")
     if importlib.util.find_spec("gradio") is None:
         print("error: the standalone app needs gradio: pip install -r requirements.txt", file=sys.stderr)
         return 2
+    for flag in ("model_dir", "lora_dir", "dataset_dir"):  # a typo would serve empty lists without a word
+        folder = getattr(args, flag)
+        if folder and not os.path.isdir(folder):
+            raise UserError(f"--{flag} {folder}: no such folder")
     dirs = resolve_dirs(model_dir=args.model_dir, lora_dir=args.lora_dir, dataset_dir=args.dataset_dir)
     host = StandaloneHost({"stop_at_newline": True, "character_chat": True, "rounds": 5}, dirs)
     app = build_app(host)
