@@ -283,3 +283,23 @@ def test_flags_for_another_input_or_format_are_errors(tmp_path):
     r = cli("-n", "Bob", "-t", src, "-j", out, "--format", "alpaca", "--instruction", "Talk as {name}.")
     assert r.returncode == 0, r.stderr
     assert json.loads(out.read_text(encoding="utf-8"))[0]["instruction"] == "Talk as Bob."
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("narration.txt", "It was a dark night.\nThe wind howled.\n", "no speaker lines in .*2 line\\(s\\) read, all narration"),
+    ("empty_list.json", "[]\n", "holds an empty JSON list, no dialogue"),
+    ("no_messages.json", '{"messages": []}', "no messages by people in .*no_messages.json: it has none"),
+    ("system_only.json", json.dumps({"messages": [{"id": "1", "type": "GuildMemberJoin", "author": {"name": "a"}}]}),
+     "no messages by people in .*system_only.json \\(dropped: system_message 1\\)"),
+    ("header_only.csv", "Voice Type,Dialogue 1 - English\n", "no rows with a reply in .*header_only.csv: it has none"),
+    ("samples.json", json.dumps([{"instruction": "i", "input": "Bob:", "output": "hi"}]),
+     "samples.json: is a prepared dataset .*lora_finetune.py -d"),
+    ("samples.jsonl", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n',
+     "samples.jsonl: is a prepared dataset"),
+])
+def test_inputs_without_dialogue_say_what_they_hold(tmp_path, name, content, message):
+    src = tmp_path / name
+    src.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json")))
+    assert src.read_text(encoding="utf-8") == content and not (tmp_path / "o.json").exists()

@@ -308,7 +308,7 @@ def _why_dropped(tally: Tally, name: str) -> tuple[int, str]:
     return sum(rules.values()), why
 
 
-def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
+def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> None:
     """Every requested character was found and got samples; else one clear error."""
     wanted = wanted_names(cfg.names)
     speakers = merge_speakers(tally.speakers)
@@ -319,6 +319,13 @@ def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
     got = Counter()
     for n, c in tally.per_name.items():
         got[n.casefold()] += c
+    if not tally.seen and not tally.dropped_by:
+        if source in ("discord", "csv"):
+            drops = ", ".join(f"{r} {c}" for r, c in tally.dropped.items() if c)
+            what = "messages by people" if source == "discord" else "rows with a reply"
+            raise UserError(f"no {what} in {cfg.txtfilename}" + (f" (dropped: {drops})" if drops else ": it has none"))
+        raise UserError(f"no speaker lines in {cfg.txtfilename}: {tally.turns} line(s) read, all narration "
+                        "(expected `Name: text` lines, or a play's `NAME:` lines)")
     problems = []
     for name in cfg.names if wanted is not None else ():
         n_dropped, why = _why_dropped(tally, name)
@@ -338,20 +345,9 @@ def _check_result(cfg: PrepareConfig, tally: Tally) -> None:
     if problems:
         raise UserError(join_problems(problems))
     if not sum(tally.per_name.values()):
-        if not tally.seen and not tally.dropped_by:
-            raise UserError(f"no speaker lines in {cfg.txtfilename}: {tally.turns} line(s) read, all narration "
-                            "(expected `Name: text` lines, or a play's `NAME:` lines)")
         drops = ", ".join(f"{r} {c}" for r, c in tally.dropped.items() if c) or "none"
         who = ", ".join(cfg.names)
         raise UserError(f"no samples for {who} in {cfg.txtfilename}: every line was dropped (dropped: {drops})")
-
-
-def _is_sample(record) -> bool:
-    """A record training would read (prompt.py's definition; a Discord export's "messages" are not turns)."""
-    try:
-        return isinstance(record, dict) and bool(prompt.record_segments(record))
-    except ValueError:
-        return False
 
 
 def _replaceable(path: Path) -> bool:
@@ -369,10 +365,10 @@ def _replaceable(path: Path) -> bool:
         try:
             if text.startswith("["):
                 rest = text[1:].lstrip()
-                return rest.startswith("]") or _is_sample(json.JSONDecoder().raw_decode(rest)[0])
+                return rest.startswith("]") or prompt.is_sample(json.JSONDecoder().raw_decode(rest)[0])
             first, newline, _ = text.partition("\n")
             if newline or len(head) < size:
-                return _is_sample(json.loads(first))
+                return prompt.is_sample(json.loads(first))
         except ValueError:  # not JSON, or cut short by the head: try a longer head once
             if len(head) < size:
                 return False
@@ -408,7 +404,7 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
                 yield rec
         for s in samples:
             yield fmt(s, instruction)
-        _check_result(cfg, tally)  # raising here (before the rename) keeps an existing output intact
+        _check_result(cfg, tally, source)  # raising here (before the rename) keeps an existing output intact
         if write and out.is_file() and not _replaceable(out):  # after the input's own errors, which come first
             raise UserError(f"{out}: exists and is not a dataset of samples: not replaced; pick "
                             "another --jsonfilename")

@@ -124,6 +124,14 @@ def _turns_of(record: dict, fmt: str) -> list[tuple[str, str]]:
     return out
 
 
+def is_sample(record) -> bool:
+    """A record training would read (a Discord export's "messages" are not a sample's turns)."""
+    try:
+        return isinstance(record, dict) and bool(record_segments(record))
+    except ValueError:
+        return False
+
+
 def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bool]]:
     """A sample as consecutive (text, trainable) pieces; concatenated they are the full training text.
 

@@ -7,13 +7,21 @@ dialogue text.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from ..dialogue import check_text_file, open_text
 from ..errors import UserError
+from ..prompt import is_sample
 
 SOURCES = ("auto", "text", "discord", "csv")
+
+
+def prepared_dataset(path: Path) -> UserError:
+    """The error for a prepared dataset given as the input (an easy slip: both are .json files)."""
+    return UserError(f"{path}: is a prepared dataset (training samples), not raw dialogue: train on it with "
+                     "lora_finetune.py -d, or give prepare_dataset.py the dialogue it was made from")
 
 
 def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) -> str:
@@ -26,6 +34,8 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     with open_text(path) as f:
         head = f.read(4096)
     stripped = head.lstrip()
+    if stripped.startswith("{") and _is_prepared_jsonl(path):
+        raise prepared_dataset(path)
     is_json = path.suffix.lower() == ".json"
     if (stripped.startswith("{") and (is_json or '"messages"' in head)) or (stripped.startswith("[") and is_json):
         return "discord"
@@ -35,3 +45,13 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     if "," in first and csv_columns and all(c and c in first for c in csv_columns):
         return "csv"
     return "text"
+
+
+def _is_prepared_jsonl(path: Path) -> bool:
+    """The file's first line alone is a training sample (prepare's JSONL output fed back in)."""
+    with open_text(path) as f:
+        first = f.readline(1 << 22)
+    try:
+        return is_sample(json.loads(first))
+    except (ValueError, RecursionError):
+        return False

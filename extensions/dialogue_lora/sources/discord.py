@@ -27,6 +27,8 @@ from typing import Iterator
 
 from ..dialogue import BREAK, ReadStats, Turn, clean_text
 from ..errors import UserError
+from ..prompt import is_sample
+from . import prepared_dataset
 
 KEPT_TYPES = {"Default", "Reply"}
 
@@ -155,6 +157,11 @@ def load_export(path: Path) -> dict:
         raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
     except (ValueError, RecursionError) as e:  # e.g. a 5,000-digit number, nesting thousands deep
         raise UserError(f"{path}: unreadable JSON ({str(e)[:80] or type(e).__name__})") from None
+    if data == [] or data == {}:
+        raise UserError(f"{path}: holds an empty JSON {'list' if data == [] else 'object'}, no dialogue "
+                        "(expected a DiscordChatExporter export, an object with a \"messages\" list)")
+    if isinstance(data, list) and data and is_sample(data[0]):
+        raise prepared_dataset(path)
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
         raise UserError(
             f"{path}: not a DiscordChatExporter JSON export (expected an object with a \"messages\" list)"
