@@ -99,12 +99,19 @@ def test_multi_turn_without_name_uses_given_or_default_cue():
 
 
 def test_validate_records_names_the_bad_sample():
-    with pytest.raises(UserError, match=r"data.json: sample 1: .*no assistant turn"):
+    with pytest.raises(UserError, match=r"data.json: sample 2: .*no assistant turn"):
         prompt.validate_records(
             [{"input": "Bob:", "output": "x"}, {"messages": [{"role": "user", "content": "x"}]}], "data.json"
         )
-    with pytest.raises(UserError, match=r"sample 0: 'output' is int"):
+    with pytest.raises(UserError, match=r"sample 1: 'output' is int"):
         prompt.validate_records([{"input": "Bob:", "output": 3}])
+
+
+def test_a_bad_jsonl_sample_is_named_by_its_line(tmp_path):
+    p = tmp_path / "data.jsonl"
+    p.write_text('{"input": "Bob:", "output": "x"}\n\n{"input": "Bob:"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"data.jsonl:3: unknown sample format"):
+        prompt.validate_records(fileio.load_records(p), str(p))
 
 
 # --- fileio.py -------------------------------------------------------------------------------------
@@ -142,7 +149,8 @@ def test_failed_write_leaves_old_file(tmp_path):
         ("[]", "holds no samples"),
         ('[{"input": "x"},\n {"input": }]', r"bad.json:2: malformed JSON"),
         ('{"a": 1}\n{"a": \n', r"bad.json:2: malformed JSON line"),
-        ("[1, 2]", "sample 0 is a int"),
+        ("[1, 2]", "bad.json: sample 1 is a number, expected a JSON object"),
+        ('{"input": "A:", "output": "x"}\n\n[1]\n', r"bad.json:3 is a list"),
         ("Alice: hi\nBob: yo\n", "not a prepared dataset .*turns raw dialogue into one"),
         ('{\n "guild": {},\n "messages": [{"author": {"name": "A"}, "content": "hi"}]\n}', "turns a Discord export"),
         ('{"guild": {}, "messages": [{"author": {"name": "A"}, "content": "hi"}]}\n', "turns a Discord export"),
@@ -200,6 +208,20 @@ def test_resolve_model_lists_what_exists(tmp_path):
     assert "did you mean 'llama-7b'" in str(e.value) and "llama-7b, mistral-7b" in str(e.value)
     with pytest.raises(UserError, match="no models found"):
         paths.resolve_model("x", tmp_path / "empty")
+
+
+def test_resolve_adapter_says_what_a_folder_without_an_adapter_holds(tmp_path):
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "adapter_config.json").write_text("{}")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "half" / "checkpoint-40").mkdir(parents=True)
+    assert paths.resolve_adapter("bob", tmp_path) == (tmp_path / "bob").resolve()
+    with pytest.raises(UserError, match=r"notes holds no adapter \(no adapter_config.json\); adapters in .*: bob"):
+        paths.resolve_adapter("notes", tmp_path)
+    with pytest.raises(UserError, match=r"half holds the checkpoints of an unfinished run.*-l half --resume"):
+        paths.resolve_adapter("half", tmp_path)
+    with pytest.raises(UserError, match=r"adapter 'bobb' not found \(did you mean 'bob'\?\)"):
+        paths.resolve_adapter("bobb", tmp_path)
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", "a\\b", ".hidden", "..", "x/../../etc"])

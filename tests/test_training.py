@@ -237,7 +237,7 @@ def test_check_reports_everything_before_loading(env, tmp_path):
     with pytest.raises(UserError) as e:
         check(make_cfg(env, model_name="tinny", dataset_name=str(bad), lora_name="c"))
     msg = str(e.value)
-    assert "2 problems" in msg and "'tinny' not found" in msg and "tiny" in msg and "sample 2" in msg
+    assert "2 problems" in msg and "'tinny' not found" in msg and "tiny" in msg and "bad.json: sample 3" in msg
 
 
 def test_missing_target_module_lists_linear_layers(env):

@@ -137,7 +137,22 @@ def _is_discord_export(data) -> bool:
     return isinstance(messages, list) and not (messages and isinstance(messages[0], dict) and "role" in messages[0])
 
 
-def load_records(path: str | os.PathLike) -> list[dict]:
+class Records(list):
+    """A dataset's samples, and where each one is in its file (for errors a user can find in an editor)."""
+
+    def __init__(self, records, path: Path, lines: list[int] | None = None):
+        super().__init__(records)
+        self.path = path
+        self.lines = lines  # JSONL: the line of each sample; a JSON array: None (samples are numbered)
+
+    def where(self, i: int) -> str:
+        """`data.jsonl:7` for a JSONL sample, `data.json: sample 3` (counted from 1) for an array's."""
+        if self.lines is not None and i < len(self.lines):
+            return f"{self.path}:{self.lines[i]}"
+        return f"{self.path}: sample {i + 1}"
+
+
+def load_records(path: str | os.PathLike) -> Records:
     """Read a dataset: a JSON array of objects, or JSONL (one object a line). Errors name file and line."""
     path = Path(path)
     if not path.exists():
@@ -155,6 +170,7 @@ def load_records(path: str | os.PathLike) -> list[dict]:
         raise UserError(f"{path}: the file is empty")
     stripped = text.lstrip()
     records: list[Any]
+    lines = None
     raw_dialogue = (f"{path}: not a prepared dataset (a JSON array or JSONL of samples): "
                     "prepare_dataset.py turns raw dialogue into one")
     if not stripped.startswith(("[", "{")):
@@ -166,7 +182,7 @@ def load_records(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError as e:
             raise _json_error(path, e) from None
     else:
-        records = []
+        records, lines = [], []
         for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -174,13 +190,16 @@ def load_records(path: str | os.PathLike) -> list[dict]:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{i}: malformed JSON line ({e.msg}, column {e.colno})") from None
+            lines.append(i)
     if isinstance(records, dict):
         records = [records]
     if len(records) == 1 and _is_discord_export(records[0]):  # pretty-printed or on one line
         raise UserError(raw_dialogue.replace("raw dialogue", "a Discord export"))
+    records = Records(records, path, lines)
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise UserError(f"{path}: sample {i} is a {type(rec).__name__}, expected a JSON object")
+            kind = {list: "list", str: "string", int: "number", float: "number", bool: "true/false"}.get(type(rec))
+            raise UserError(f"{records.where(i)} is a {kind or 'null'}, expected a JSON object (one sample)")
     if not records:
         raise UserError(f"{path}: holds no samples")
     return records

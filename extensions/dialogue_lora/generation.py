@@ -174,7 +174,7 @@ def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.Pa
             raise
         first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), "shapes differ")
         model_name = Path(model_path) if model_path else Path(getattr(base, "name_or_path", "") or "model")
-        raise UserError(_other_base_message(adapter_path, model_name, first[:200])) from None
+        raise UserError(_other_base_message(adapter_path, model_name, brief(first, 200))) from None
     except ValueError as e:
         if "Target modules" in str(e) or "target_modules" in str(e):
             raise UserError(_other_base_message(adapter_path, Path(model_path or "model"), brief(e))) from None

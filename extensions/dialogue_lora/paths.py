@@ -16,6 +16,8 @@ from .errors import UserError, closest
 # Files that make a folder a loadable model (weights in any of the forms transformers reads).
 _MODEL_MARKERS = ("config.json",)
 _ADAPTER_MARKER = "adapter_config.json"
+# a training run's resumable checkpoints inside its adapter folder: checkpoint-N
+CHECKPOINT_PREFIX = "checkpoint-"
 _SAFE_NAME = re.compile(r"^[^\W_][\w .+-]*$")  # letters of any script (Éowyn), digits, and a few marks
 
 
@@ -128,6 +130,14 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
         if is_adapter_dir(c):
             return c.resolve()
     found = list_adapters(lora_dir)
+    listing = _listing(found, lora_dir, "adapters")
+    for c in (lora_dir / str(name), Path(name)):
+        if c.is_dir():  # there, but not (yet) an adapter: say which, rather than "not found"
+            if any(p.name.startswith(CHECKPOINT_PREFIX) for p in c.iterdir()):
+                raise UserError(f"adapter folder {c} holds the checkpoints of an unfinished run, no adapter "
+                                f"yet: unless it is still training, finish it with lora_finetune.py ... -l {c.name} --resume; "
+                                f"{listing}")
+            raise UserError(f"adapter folder {c} holds no adapter (no {_ADAPTER_MARKER}); {listing}")
     hint = closest(Path(name).name, found)
     hint = f" (did you mean {hint!r}?)" if hint else ""
-    raise UserError(f"adapter {str(name)!r} not found{hint}; {_listing(found, lora_dir, 'adapters')}")
+    raise UserError(f"adapter {str(name)!r} not found{hint}; {listing}")

@@ -190,11 +190,13 @@ def record_characters(segments: Sequence[list[tuple[str, bool]]]) -> list[str]:
 
 def validate_records(records: Sequence[dict], source: str = "dataset",
                      name: str | None = None) -> list[list[tuple[str, bool]]]:
-    """Segments for every sample (`name`: as in `record_segments`); a bad one raises UserError naming its index."""
+    """Segments for every sample (`name`: as in `record_segments`); a bad one raises UserError naming where
+    it is: its line in a JSONL file (`fileio.Records`), else its number counted from 1."""
+    where = getattr(records, "where", None) or (lambda i: f"{source}: sample {i + 1}")
     out = []
     for i, rec in enumerate(records):
         try:
             out.append(record_segments(rec, name))
         except ValueError as e:
-            raise UserError(f"{source}: sample {i}: {e}") from None
+            raise UserError(f"{where(i)}: {e}") from None
     return out

@@ -43,7 +43,7 @@ from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, he
                      nearest_existing, write_records)
 
 METHODS = ("lora", "prompt_tuning")
-CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_PREFIX = paths.CHECKPOINT_PREFIX
 HELDOUT_FILE = "heldout.json"
 # The end-of-epoch checkpoint is skipped when the last one is younger than this: a run of many short
 # epochs (the quick start's 60 one-step epochs) would otherwise write one per step. A stop always saves.
