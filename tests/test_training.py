@@ -420,6 +420,23 @@ def test_overwrite_keeps_the_old_checkpoints_until_it_saves_its_own(env):
     assert stopped.checkpoint.name == "checkpoint-2" and not old.exists()
 
 
+def test_overwrite_never_replaces_a_model_and_keeps_the_users_files(env):
+    model = env / "models" / "tiny"
+    before = sorted(p.name for p in model.iterdir())
+    with pytest.raises(UserError, match="holds a model \\(config.json\\), not an adapter: it is never replaced"):
+        train(make_cfg(env, lora_name="tiny", lora_dir=str(env / "models"), max_steps=1, overwrite=True))
+    assert sorted(p.name for p in model.iterdir()) == before
+    out = env / "loras" / "noted"
+    train(make_cfg(env, lora_name="noted", max_steps=1, val_ratio=0))
+    (out / "notes.txt").write_text("what I tried")
+    (out / "mydata").mkdir()
+    (out / "mydata" / "lines.txt").write_text("Bob: hi")
+    (out / "eval.md").write_text("the old adapter's report")  # about the replaced adapter: goes with it
+    train(make_cfg(env, lora_name="noted", max_steps=2, val_ratio=0, overwrite=True))
+    assert (out / "notes.txt").read_text() == "what I tried" and (out / "mydata" / "lines.txt").is_file()
+    assert json.loads((out / "training_parameters.json").read_text())["steps"] == 2 and not (out / "eval.md").exists()
+
+
 _HOLD = """
 import sys, time
 from pathlib import Path

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -51,6 +52,12 @@ EPOCH_CHECKPOINT_MIN_S = 60.0
 PARAMS_FILE = "training_parameters.json"
 LOG_FILE = "training_log.json"
 STATE_FILE = "trainer_state.json"
+# What an adapter folder may hold (ours, the evaluation's, PEFT's and the webui Training tab's files):
+# --overwrite replaces a folder of these, checkpoints and half-written checkpoints, and nothing else.
+ADAPTER_FOLDER_FILES = frozenset({
+    "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md", PARAMS_FILE, LOG_FILE,
+    HELDOUT_FILE, "eval.json", "eval.md", "loss_curve.png", "training_prompt.json",
+})
 PROMPT_TUNING_INIT_TEXT = "Continue the dialogue in character, one line per reply:"
 # Settings a resumed run must share with the run it continues (anything else may change).
 _RESUME_KEYS = (
@@ -395,6 +402,9 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
                     f"--resume: {out_dir} holds no checkpoint to resume from"
                     + (" (the run finished; use --overwrite to train again)" if paths.is_adapter_dir(out_dir) else "")
                 )
+        elif _is_model_folder(out_dir):
+            problems.append(f"{out_dir} holds a model (config.json), not an adapter: it is never replaced; choose "
+                            "another --lora_name")
         elif not cfg.overwrite:
             found = checkpoints(out_dir)
             if found:
@@ -405,6 +415,22 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
                 choices = "it holds no checkpoint to resume: --overwrite to replace it"
             problems.append(f"{out_dir} already exists and is not empty ({choices}, or another --lora_name)")
     return problems, resume_from
+
+
+def _is_model_folder(out_dir: Path) -> bool:
+    """A base model where the adapter would go (`--lora_dir models`): never replaced, --overwrite or not."""
+    return (out_dir / "config.json").is_file() and not paths.is_adapter_dir(out_dir)
+
+
+# In an adapter folder, a run's own entries besides ADAPTER_FOLDER_FILES: checkpoints, and what a killed
+# write left (`.checkpoint-N.tmp`, fileio's `.eval.json.x1y2.tmp`).
+_RUN_ENTRY = re.compile(rf"{re.escape(CHECKPOINT_PREFIX)}\d+|\..*\.tmp")
+
+
+def _foreign_entries(out_dir: Path) -> list[str]:
+    """What in an adapter folder no run wrote (the user's notes): kept when the folder is replaced."""
+    return sorted(p.name for p in out_dir.iterdir()
+                  if p.name not in ADAPTER_FOLDER_FILES and not _RUN_ENTRY.fullmatch(p.name))
 
 
 def _unwritable(out_dir: Path) -> list[str]:
@@ -1205,6 +1231,8 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
         atomic_write_text(tmp / "README.md", model_card(final_settings, result, cfg.lora_name))
     out = plan.out_dir
     if out.exists():
+        for name in _foreign_entries(out):  # the user's notes beside the adapter stay with it
+            os.replace(out / name, tmp / name)
         old = root / f".{cfg.lora_name}.old-{os.getpid()}"
         os.replace(out, old)
         os.replace(tmp, out)
