@@ -298,3 +298,33 @@ def test_tinyshakespeare_speeches_are_not_split_at_colons():
     blocks = [b for b in text.split("\n\n") if b.strip()]
     got = list(parse_lines(text.splitlines(True), "t.txt"))
     assert len(got) == len(blocks)
+
+
+def test_long_and_several_stage_directions_before_the_colon():
+    text = (
+        "Alice: Are you coming?\n"
+        "Bob (after a very long pause, staring at the floor): Fine.\n"
+        "Bob [to the audience, in a stage whisper, grinning]: She has no idea.\n"
+        "Bob (sighs) (shrugs): Nothing.\n"
+        "The rain (which never stopped) fell all day.\n"
+    )
+    assert turns(text) == [
+        ("Alice", "Are you coming?"),
+        ("Bob", "(after a very long pause, staring at the floor) Fine."),
+        ("Bob", "[to the audience, in a stage whisper, grinning] She has no idea."),
+        ("Bob", "(sighs) (shrugs) Nothing."),
+        (None, "The rain (which never stopped) fell all day."),
+    ]
+
+
+def test_ordinal_names_and_verse_lines_in_a_play_without_blank_lines():
+    text = ("ROMEO:\nBut soft, what light\nHear me speak:\nthrough yonder window.\nFIRST CITIZEN:\nHello there.\n"
+            "2ND CITIZEN:\nHi.\nNurse:\nMadam!\nROMEO:\nArise.\n")
+    assert turns(text) == [
+        ("ROMEO", "But soft, what light Hear me speak: through yonder window."),  # a line of verse, not a cue
+        ("FIRST CITIZEN", "Hello there."),
+        ("2ND CITIZEN", "Hi."),
+        ("Nurse", "Madam!"),  # title case: a name
+        ("ROMEO", "Arise."),
+    ]
+    assert split_speaker("2 eggs: boil them") is None  # a count is not an ordinal name
