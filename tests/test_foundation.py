@@ -107,6 +107,15 @@ def test_validate_records_names_the_bad_sample():
         prompt.validate_records([{"input": "Bob:", "output": 3}])
 
 
+def test_a_rounds_sample_must_end_with_the_cue():
+    with pytest.raises(ValueError, match="'input' must end with the cue of the character who replies"):
+        prompt.record_segments({"input": "Alice: hi", "output": "yo"})
+    # an alpaca sample from elsewhere may end with no name: trained, but no character is recorded for it
+    segs = [prompt.record_segments({"instruction": "Summarise.", "input": "a long text", "output": "short"}),
+            prompt.record_segments({"input": "Alice: hi\nBob:", "output": "yo"})]
+    assert prompt.record_characters(segs) == ["Bob"]
+
+
 def test_a_bad_jsonl_sample_is_named_by_its_line(tmp_path):
     p = tmp_path / "data.jsonl"
     p.write_text('{"input": "Bob:", "output": "x"}\n\n{"input": "Bob:"}\n', encoding="utf-8")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import os
 import shutil
 from pathlib import Path
@@ -229,6 +230,12 @@ def test_config_messages_name_the_flag():
         assert flag in msg
     assert TrainConfig(target_modules="q_proj, v_proj").target_modules == ["q_proj", "v_proj"]
     assert TrainConfig(method="prompt_tuning").lr == 3e-2 and TrainConfig().lr == 3e-4
+    for bad, words in ((dict(name="Bob:"), "--name 'Bob:' must not contain ':'"), (dict(name=" "), "--name is empty"),
+                       (dict(learning_rate=float("inf")), "--learning_rate must be a number > 0 (got inf)"),
+                       (dict(weight_decay=float("nan")), "--weight_decay must be a number >= 0")):
+        with pytest.raises(UserError, match=re.escape(words)):
+            TrainConfig(**bad)
+    assert TrainConfig(name="  Old   Bob ").name == "Old Bob"
 
 
 def test_check_reports_everything_before_loading(env, tmp_path):

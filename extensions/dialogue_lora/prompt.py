@@ -141,7 +141,11 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
     """
     fmt = detect_format(record)
     if fmt == "rounds":
-        return [(_text(record["input"], "'input'"), False), (completion(_text(record["output"], "'output'")), True)]
+        context = _text(record["input"], "'input'")
+        if not context.rstrip().endswith(":"):  # the reply would be learnt after no one's name
+            raise ValueError(f"'input' must end with the cue of the character who replies, e.g. 'Bob:' "
+                             f"(it ends {context.strip()[-30:]!r})")
+        return [(context, False), (completion(_text(record["output"], "'output'")), True)]
     if fmt == "alpaca":
         parts = [_text(record.get(k) or "", f"'{k}'") for k in ("instruction", "input")]
         prompt = "\n".join(p for p in parts if p)
@@ -182,9 +186,9 @@ def record_characters(segments: Sequence[list[tuple[str, bool]]]) -> list[str]:
     counts: Counter = Counter()
     for pieces in segments:
         for (before, _), (_, trainable) in zip(pieces, pieces[1:]):
-            cue = before.rsplit("\n", 1)[-1].strip().rstrip(":").strip() if trainable else ""
-            if cue:
-                counts[cue] += 1
+            last = before.rsplit("\n", 1)[-1].strip() if trainable else ""
+            if last.endswith(":"):  # a cue (an alpaca sample from elsewhere may end with no one's name)
+                counts[last[:-1].strip()] += 1
     return [c for c, _ in counts.most_common()]
 
 
