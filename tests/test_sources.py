@@ -162,6 +162,17 @@ def test_discord_nickname_else_name(tmp_path):
     assert discord_turns(p, filter_low_quality=False)[0] == [("alex", "a message long enough to count here"), None]
 
 
+def test_discord_nicknames_lose_colons_and_commas(tmp_path):
+    # a colon would end the cue early (`Sam: the Brave:`), and --name splits at commas
+    p = export(tmp_path, [msg(1, "Sam: the Brave", "a message long enough to count here"),
+                          msg(2, "Robin, Esq.", "another message long enough to count")])
+    got = discord_turns(p, filter_low_quality=False)[0]
+    assert [t[0] for t in got if t] == ["Sam the Brave", "Robin Esq."]
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["Sam the Brave"], txtfilename=str(p), jsonfilename=str(out), filter_low_quality=False))
+    assert json.loads(out.read_text(encoding="utf-8"))[0]["input"] == "Sam the Brave:"
+
+
 @pytest.mark.parametrize("text", ["lol", "LOL!!", "lmaooo", "gg", "hahaha", "xD"])
 def test_non_responses(text):
     assert is_non_response(text)

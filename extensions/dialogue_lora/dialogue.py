@@ -125,6 +125,15 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
     return " ".join(text.split())
 
 
+def speaker_name(raw: str, stats: ReadStats | None = None) -> str:
+    """A name from a field (a Discord nickname, a CSV column) cleaned for use as a speaker: one line, and
+    no `:` (it ends the cue: `Sam: the Brave:` would be read back as `Sam`) or `,` (`--name` splits there)."""
+    text = clean_text(raw, stats)
+    if ":" in text or "," in text:
+        text = " ".join(text.replace(":", " ").replace(",", " ").split())
+    return text
+
+
 def strip_actions(text: str) -> str:
     """Remove actions in `(...)`, `[...]` and `*...*` (and the space before them); collapse what is left."""
     if "(" not in text and "*" not in text and "[" not in text:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..dialogue import BREAK, ReadStats, Turn, check_text_file, clean_text, open_text
+from ..dialogue import BREAK, ReadStats, Turn, check_text_file, clean_text, open_text, speaker_name
 from ..errors import UserError, closest
 
 DEFAULT_COLUMNS = {
@@ -132,7 +132,7 @@ def iter_csv_turns(
                     continue
                 rec = {role: (row[i] if i is not None and i < len(row) else "") for role, i in cols.items()}
                 text = clean_text(rec["text"], stats)
-                speaker = " ".join(clean_text(rec["speaker"], stats).split())
+                speaker = speaker_name(rec["speaker"], stats)
                 if not text or not speaker:
                     dropped["no_text"] += 1
                     continue

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..dialogue import BREAK, ReadStats, Turn, clean_text
+from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name
 from ..errors import UserError
 from ..prompt import is_sample
 from . import prepared_dataset
@@ -187,7 +187,7 @@ def _author_names(author: dict, stats: ReadStats) -> tuple[str | None, str | Non
     names = []
     for key in ("nickname", "name"):
         value = author.get(key)
-        names.append(" ".join(clean_text(value, stats).split()) if isinstance(value, str) else "")
+        names.append(speaker_name(value, stats) if isinstance(value, str) else "")
     nickname, username = names
     if nickname:
         return nickname, (username if username and username != nickname else None)
@@ -307,5 +307,5 @@ def scan_discord_speakers(path: str | os.PathLike) -> Counter:
                 continue
             name = author.get("nickname") or author.get("name")
             if isinstance(name, str) and name.strip():
-                counts[" ".join(clean_text(name, stats).split())] += 1
+                counts[speaker_name(name, stats)] += 1
     return counts
