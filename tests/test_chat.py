@@ -49,7 +49,8 @@ def test_base_model_alone_and_quit(layout, monkeypatch, capsys):
     for var in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
         monkeypatch.delenv(var, raising=False)  # chat.main sets them; monkeypatch restores the state before
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\nAnyone?\n/quit\nnot read\n"))
+    # "caf\udce9": a Latin-1 byte piped in under a UTF-8 locale (Python reads it as a lone surrogate)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\nAnyone at the caf\udce9?\n/quit\nnot read\n"))
     try:
         assert chat_cli.main(["-m", "tiny-llama", "--name", "Bob", "--max_new_tokens", "6", "--seed", "1",
                               "--device", "cpu"]) == 0

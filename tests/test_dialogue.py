@@ -190,6 +190,16 @@ def test_reading_utf16(tmp_path):
     assert [(t.speaker, t.text) for t in iter_text_turns(p)] == [("Alice", "Grüße"), ("Bob", "Hi")]
 
 
+def test_damaged_utf16_is_replaced_and_counted(tmp_path):
+    # an unpaired surrogate in the middle and an odd byte at the end: U+FFFD each, counted, no crash
+    p = tmp_path / "d.txt"
+    p.write_bytes("Alice: hi\nBob: caf".encode("utf-16") + b"\x00\xd8" + "e\n".encode("utf-16-le") + b"x")
+    stats = ReadStats()
+    got = [(t.speaker, t.text) for t in iter_text_turns(p, stats=stats)]
+    assert got == [("Alice", "hi"), ("Bob", "caf\ufffde"), (None, "\ufffd")]
+    assert stats.replaced_bytes == 2
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

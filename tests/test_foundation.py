@@ -116,6 +116,12 @@ def test_a_rounds_sample_must_end_with_the_cue():
     assert prompt.record_characters(segs) == ["Bob"]
 
 
+def test_a_lone_surrogate_in_a_sample_is_named_and_chat_input_is_repaired():
+    with pytest.raises(ValueError, match=r"'input' holds a broken character, a lone surrogate \\ud83d"):
+        prompt.record_segments({"input": "Alice: hi \ud83d\nBob:", "output": "yo"})
+    assert prompt.replace_broken("caf\udce9 \ud83d") == "caf\ufffd \ufffd"
+
+
 def test_a_bad_jsonl_sample_is_named_by_its_line(tmp_path):
     p = tmp_path / "data.jsonl"
     p.write_text('{"input": "Bob:", "output": "x"}\n\n{"input": "Bob:"}\n', encoding="utf-8")

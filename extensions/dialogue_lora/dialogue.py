@@ -394,8 +394,16 @@ def open_text(path: str | os.PathLike):
     undecodable bytes arrive as lone surrogates that `clean_text` replaces and counts."""
     with open(path, "rb") as f:
         head = f.read(4)
-    encoding = "utf-16" if _is_utf16(head) else "utf-8-sig"
-    return open(path, encoding=encoding, errors="surrogateescape", newline=None)
+    if _is_utf16(head):
+        # surrogateescape cannot stand in for UTF-16's bad units (an unpaired surrogate, an odd last
+        # byte): each becomes U+DCFF, which clean_text replaces and counts like an undecodable UTF-8 byte
+        codecs.register_error("dialogue_lora.escape", _escape_utf16)
+        return open(path, encoding="utf-16", errors="dialogue_lora.escape", newline=None)
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None)
+
+
+def _escape_utf16(error: UnicodeDecodeError) -> tuple[str, int]:
+    return "\udcff", error.end
 
 
 def iter_text_turns(

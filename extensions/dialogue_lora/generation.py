@@ -421,7 +421,7 @@ class ChatSession:
 
     def handle(self, line: str, reply_fn: Callable[[str], tuple[str, bool]]) -> tuple[list[str], list[str]]:
         """(reply lines "Name: reply", info messages) for one input line; sets `done` on /quit."""
-        text = line.strip()
+        text = prompt_mod.replace_broken(line).strip()  # piped bytes that were not UTF-8
         if not text:
             return [], []
         if text.startswith("/"):

@@ -35,6 +35,7 @@ FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
 DEFAULT_ASSISTANT_NAME = "Assistant"
 
 _SPACES = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _USER_ROLES = {"human", "user"}
 _ASSISTANT_ROLES = {"gpt", "assistant", "model", "bot"}
 _SYSTEM_ROLES = {"system"}
@@ -100,7 +101,16 @@ def detect_format(record: dict) -> str:
 def _text(value, what: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{what} is {type(value).__name__}, expected text")
+    bad = _SURROGATE.search(value)
+    if bad:  # JSON can spell one (`"\ud83d"`), and no tokenizer can encode it
+        raise ValueError(f"{what} holds a broken character, a lone surrogate \\u{ord(bad.group()):04x} (half an emoji?), "
+                         f"at {value[max(0, bad.start() - 20):bad.start()]!r}: remove it")
     return value
+
+
+def replace_broken(text: str) -> str:
+    """Lone surrogates (undecodable input bytes, half an emoji) as U+FFFD: text a tokenizer can take."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _turns_of(record: dict, fmt: str) -> list[tuple[str, str]]:
