@@ -103,7 +103,10 @@ class _Reporter:
 
     def __init__(self, progress_file: str | None):
         self.bar = None
-        self.file = open(progress_file, "a", encoding="utf-8") if progress_file else None
+        try:
+            self.file = open(progress_file, "a", encoding="utf-8") if progress_file else None
+        except OSError as e:
+            raise UserError(f"--progress_file {progress_file}: cannot write there ({e.strerror})") from None
 
     def __call__(self, ev: dict) -> None:
         if self.file is not None:

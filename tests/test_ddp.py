@@ -128,7 +128,10 @@ def test_cli_errors_are_one_line(work):
                        (["--device", "cuda:7"], "--device cuda:7: "),
                        (["-c", "0"], "--cutoff_len must be a whole number >= 1 (got 0)"),
                        (["-d", "user_data"], "is a folder: give a .json or .jsonl file"),
-                       (["--resume"], "--resume: there is no run of 'y'")):
+                       (["--resume"], "--resume: there is no run of 'y'"),
+                       (["--progress_file", "no/such/folder/p.jsonl"], "--progress_file no/such/folder/p.jsonl: cannot write"),
+                       (["--name", "Bob:"], "--name 'Bob:' must not contain ':'"),
+                       (["--epochs", "two"], "argument --epochs/-e: invalid int value: 'two' (see --help)")):
         p = _cli([*ARGS, "-l", "y", *bad], work)
         assert p.returncode == 2 and p.stderr.startswith("error:") and words in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -427,6 +427,14 @@ def test_overwrite_keeps_the_old_checkpoints_until_it_saves_its_own(env):
     assert stopped.checkpoint.name == "checkpoint-2" and not old.exists()
 
 
+def test_resume_past_max_steps_is_refused(env):
+    common = dict(lora_name="past", val_ratio=0.0)
+    train(make_cfg(env, max_steps=6, **common), should_stop=_stop_from_call(4))  # checkpoint-3
+    with pytest.raises(UserError, match="checkpoint-3 is already past --max_steps 2: nothing is left to train"):
+        train(make_cfg(env, max_steps=2, resume=True, **common))
+    assert train(make_cfg(env, max_steps=4, resume=True, **common)).step == 4
+
+
 def test_overwrite_never_replaces_a_model_and_keeps_the_users_files(env):
     model = env / "models" / "tiny"
     before = sorted(p.name for p in model.iterdir())

@@ -385,6 +385,10 @@ def check(cfg: TrainConfig) -> Plan:
         problem = _resume_mismatch(resume_from, before, _settings(cfg, plan))
         if problem:
             raise UserError(problem)
+        done = int(resume_from.name[len(CHECKPOINT_PREFIX):])
+        if cfg.max_steps and cfg.max_steps < done:  # equal is fine: a run stopped at its last step finishes
+            raise UserError(f"--resume: {resume_from.name} is already past --max_steps {cfg.max_steps}: nothing is left "
+                            f"to train; give --max_steps above {done}, or leave it out to finish the epochs")
     return plan
 
 
