@@ -430,6 +430,10 @@ def test_overwrite_keeps_the_old_checkpoints_until_it_saves_its_own(env):
 def test_resume_past_max_steps_is_refused(env):
     common = dict(lora_name="past", val_ratio=0.0)
     train(make_cfg(env, max_steps=6, **common), should_stop=_stop_from_call(4))  # checkpoint-3
+    ckpt = env / "loras" / "past" / "checkpoint-3"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in ckpt.iterdir()} == {0o666 & ~umask}  # not safetensors' 0600
     with pytest.raises(UserError, match="checkpoint-3 is already past --max_steps 2: nothing is left to train"):
         train(make_cfg(env, max_steps=2, resume=True, **common))
     assert train(make_cfg(env, max_steps=4, resume=True, **common)).step == 4

@@ -1095,6 +1095,7 @@ def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, setti
                 "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "settings": settings, "log": log,
                 "base_eval_loss": base_eval, "world_size": dist.world,
             })
+            _plain_modes(tmp)
             for stale in plan.stale:  # --overwrite: the replaced run's checkpoints go once this run has one
                 shutil.rmtree(stale, ignore_errors=True)
             plan.stale.clear()
@@ -1105,6 +1106,14 @@ def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, setti
                 shutil.rmtree(old)
     dist.barrier()
     return final
+
+
+def _plain_modes(folder: Path) -> None:
+    """safetensors writes its file 0600: what we save gets the mode a plain write would give it."""
+    mode = default_file_mode()
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(mode)
 
 
 def _kept_checkpoint(plan: Plan) -> str:
@@ -1233,10 +1242,7 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
             final_settings["heldout_file"] = None
         atomic_write_json(tmp / PARAMS_FILE, final_settings)
         atomic_write_json(tmp / LOG_FILE, log)
-        mode = default_file_mode()
-        for f in tmp.iterdir():  # safetensors writes its file 0600: the adapter gets a plain file's mode
-            if f.is_file():
-                f.chmod(mode)
+        _plain_modes(tmp)
         atomic_write_text(tmp / "README.md", model_card(final_settings, result, cfg.lora_name))
     out = plan.out_dir
     if out.exists():
