@@ -167,3 +167,50 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     reply = bot.last.inner_text().strip()
     shot(page, "5-chat.png")
     assert reply and "\n" not in reply, repr(reply)
+
+
+def _train_form(page, adapter: str, steps: int) -> None:
+    """Section 2 filled in: the tiny model, bob.json, `adapter`, `steps` steps and no held-out split."""
+    page.get_by_role("tab", name="2. Train").click()
+    page.get_by_label(re.compile("Base model")).first.click()
+    page.get_by_role("option", name="tiny-llama").click()
+    page.get_by_label(re.compile("^Dataset")).click()
+    page.get_by_role("option", name="bob.json").click()
+    page.get_by_label("Adapter name (saved in the loras folder)").fill(adapter)
+    page.get_by_text("Training settings").click()
+    fields = [(page.get_by_label(re.compile("^Max steps")), str(steps)),
+              (page.get_by_label("Held-out share (val_ratio)"), "0")]
+    for _ in range(20):  # see above: a value typed as the accordion opens can be reset
+        for box, value in fields:
+            if box.input_value() != value:
+                box.fill(value)
+        time.sleep(0.5)
+        if all(box.input_value() == value for box, value in fields):
+            break
+
+
+def test_a_second_page_cannot_queue_a_run_behind_the_first(app_url, page, webui_root):
+    """Gradio runs one call of a handler at a time unless told otherwise: a second page's Start used to
+    wait behind the first page's run (which streams until it ends), then start unseen."""
+    from extensions.dialogue_lora.prepare import PrepareConfig, prepare
+
+    datasets = webui_root / "user_data" / "training" / "datasets"
+    prepare(PrepareConfig(names=["Bob"], txtfilename=str(EXAMPLE), jsonfilename=str(datasets / "bob.json")))
+    loras = webui_root / "user_data" / "loras"
+    page.goto(app_url)
+    _train_form(page, "first", 100_000)
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text(re.compile(r"step \d+/100000")).first.wait_for(timeout=120_000)
+
+    other = page.context.browser.new_page(viewport={"width": 1280, "height": 1000})
+    other.set_default_timeout(60_000)
+    other.goto(app_url)
+    _train_form(other, "second", 5)
+    other.get_by_role("button", name="Start training").click()
+    other.get_by_text("a train job is already running").first.wait_for(timeout=20_000)
+    shot(other, "6-second-page-refused.png")
+
+    page.get_by_role("button", name="Stop").first.click()
+    page.get_by_text(re.compile("Stopped at step")).first.wait_for(timeout=120_000)
+    time.sleep(5)  # a queued Start would begin as soon as the first run's stream ended
+    assert not (loras / "second").exists() and not list(loras.glob(".second*"))

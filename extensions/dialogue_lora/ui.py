@@ -717,9 +717,12 @@ def build_tab(host) -> dict:
         names = logic.adapters()
         return dd_update(names), dd_update(names)
 
+    # Streams run side by side (concurrency_limit=None): Gradio's default of one at a time per handler
+    # queued a second page's Start behind the first page's run, to start it unseen when that run ended.
     start_btn.click(on_start, [model, dataset, adapter_name, resume, train_overwrite] + setting_inputs,
-                    train_outputs).then(adapter_lists, None, [ev_adapter, use_adapter])
-    watch_btn.click(on_watch, None, train_outputs).then(adapter_lists, None, [ev_adapter, use_adapter])
+                    train_outputs, concurrency_limit=None).then(adapter_lists, None, [ev_adapter, use_adapter])
+    watch_btn.click(on_watch, None, train_outputs, concurrency_limit=None).then(adapter_lists, None,
+                                                                             [ev_adapter, use_adapter])
     stop_btn.click(lambda: logic.stop_training(), None, progress)  # the run's own status replaces it when it stops
 
     def on_unload():
@@ -750,7 +753,7 @@ def build_tab(host) -> dict:
     # Opening the section shows the current run (after a page reload too), live while it trains;
     # "once": reopening it while that is streaming adds no second stream. Registered last: Gradio runs a
     # tab's handlers in turn, and one that streams would hold back those after it until the run ends.
-    train_tab.select(on_watch, None, train_outputs, trigger_mode="once")
+    train_tab.select(on_watch, None, train_outputs, trigger_mode="once", concurrency_limit=None)
 
     # Evaluate
     def follow_evaluation(job):
@@ -785,7 +788,7 @@ def build_tab(host) -> dict:
         return [c.get("model_name"), c.get("lora_name"), data, c.get("max_samples", 0)]
 
     ev_outputs = [ev_metrics, ev_samples, ev_status]
-    ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], ev_outputs)
+    ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], ev_outputs, concurrency_limit=None)
     ev_stop.click(lambda: logic.stop_evaluation(), None, ev_status)  # the run's own status follows when it ends
 
     def eval_lists():
@@ -795,6 +798,7 @@ def build_tab(host) -> dict:
         trigger(eval_lists, None, [ev_model, ev_adapter, ev_data])
     # after the lists (see train_tab above): the running evaluation, or the last one's tables
     eval_tab.select(on_watch_evaluation, [ev_model, ev_adapter], ev_outputs + [ev_model, ev_adapter, ev_data, ev_max],
+                    concurrency_limit=None,
                     trigger_mode="once")
 
     # Use
