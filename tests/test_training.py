@@ -562,6 +562,19 @@ def test_a_diverging_run_stops_with_a_clear_error(env):
 # ------------------------------------------------------------------------------ methods and bits
 
 
+def test_a_stopped_prompt_tuning_run_resumes_with_the_same_form(env):
+    """The tab sends every field: packing (on, and off in effect for soft prompts) and a LoRA rank that
+    prompt tuning never reads must not make its own checkpoint 'other settings'."""
+    form = dict(lora_name="soft-resume", method="prompt_tuning", num_virtual_tokens=4, max_steps=4, val_ratio=0.0,
+                learning_rate=3e-2)
+    stopped = train(make_cfg(env, **form), should_stop=_stop_from_call(3))
+    assert stopped.checkpoint.name == "checkpoint-2"
+    assert train(make_cfg(env, resume=True, lora_rank=32, **form)).step == 4
+    with pytest.raises(UserError, match="--num_virtual_tokens was 4, now 8"):  # one it does read
+        train(make_cfg(env, **dict(form, lora_name="soft-resume2")), should_stop=_stop_from_call(2))
+        train(make_cfg(env, resume=True, **dict(form, lora_name="soft-resume2", num_virtual_tokens=8)))
+
+
 def test_prompt_tuning(env, tiny_model_dir):
     from peft import PeftModel
 

@@ -607,6 +607,7 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
     s.update(
         learning_rate=cfg.lr,
         lora_alpha=cfg.alpha,
+        packing=cfg.packing and cfg.method != "prompt_tuning",  # soft prompts: one sample a row (see _train)
         target_modules=plan.target_modules if cfg.method == "lora" else None,
         base_model=cfg.model_name,
         base_model_path=str(plan.model_path),
@@ -1027,10 +1028,17 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     return result
 
 
+# Settings a method does not read (lora_finetune refuses them on the command line; the tab's form sends all).
+_UNUSED_BY = {"prompt_tuning": ("lora_rank", "lora_alpha", "lora_dropout", "target_modules"),
+              "lora": ("num_virtual_tokens",)}
+
+
 def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | None:
     """Why a checkpoint cannot be resumed with these settings (None: it can). Keys missing on either side
     are not compared: check() has no model yet, so no fingerprint or dtype."""
-    changed = [k for k in _RESUME_KEYS if k in before and k in settings and before[k] != settings[k]]
+    unused = _UNUSED_BY.get(settings.get("method"), ())  # e.g. the LoRA rank of a prompt-tuning run
+    changed = [k for k in _RESUME_KEYS
+               if k in before and k in settings and k not in unused and before[k] != settings[k]]
     if "samples_sha256" not in before and before.get("dataset_sha256") not in (None, settings["dataset_sha256"]):
         changed.append("samples_sha256")  # a checkpoint from before samples were hashed: the file's bytes
     if not changed:
