@@ -318,7 +318,8 @@ def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
     config = {"model_name": "tiny-llama", "dataset_name": str(tmp_path / "bob.json"), "lora_name": "bob",
               "learning_rate": 0.01, "val_ratio": 0.4, "target_modules": ["q_proj", "v_proj"]}
     app = build_app(StandaloneHost({}))
-    monkeypatch.setattr(jobs, "current", lambda kind: types.SimpleNamespace(config=config) if kind == "train" else None)
+    job = types.SimpleNamespace(config=config, running=True, state="running", last=lambda *e: None)
+    monkeypatch.setattr(jobs, "current", lambda kind: job if kind == "train" else None)
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "2. Train")
     restore = [app.fns[d["id"]].fn for d in app.config["dependencies"]
                if [tab._id, "select"] in [list(t) for t in d["targets"]] and len(d["inputs"]) == 2]
@@ -327,6 +328,15 @@ def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
     assert values[:3] == ["tiny-llama", "bob.json", "bob"]
     assert 0.01 in values and 0.4 in values and "q_proj,v_proj" in values
     assert all(isinstance(v, dict) for v in restore[0]("tiny-llama", None))  # being filled in: untouched
+    # stopped with a checkpoint: Resume needs the form; finished, failed or stopped with nothing saved: the
+    # next run must not quietly repeat its settings
+    for state, checkpoint, restored in (("stopped", "loras/bob/checkpoint-5", True), ("stopped", None, False),
+                                        ("done", None, False), ("failed", None, False)):
+        job.running, job.state = False, state
+        job.last = lambda *e, c=checkpoint: {"event": "end", "checkpoint": c}
+        values = restore[0](None, None)
+        assert (values[:3] == ["tiny-llama", "bob.json", "bob"]) is restored, state
+        assert restored or all(isinstance(v, dict) for v in values)
 
 
 def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):

@@ -62,6 +62,11 @@ def tab_words(message: str) -> str:
 _PLACEHOLDER = re.compile(r"put-[\w-]+-here\.txt")
 
 
+def _resumable(job) -> bool:
+    """A training job stopped with a checkpoint saved: Resume continues it."""
+    return job.state == "stopped" and bool((job.last("end") or {}).get("checkpoint"))
+
+
 def _stop(kind: str, idle: str, stopping: str) -> str:
     """Ask the running job of this kind to stop (its worker sees the stop file between steps)."""
     job = jobs.current(kind)
@@ -155,7 +160,8 @@ def progress_markdown(job: jobs.Job | None) -> str:
         lines.append(f"Saved the adapter **{adapter}**; pick it in Evaluate or Use.")
     elif state == "stopped":
         end = job.last("end") or {}
-        lines.append((end.get("message") or "Stopped.") + " Tick *Resume* and Start to continue.")
+        again = " Tick *Resume* and Start to continue." if _resumable(job) else " Start again when you are ready."
+        lines.append((end.get("message") or "Stopped.") + again)
     elif state == "failed":  # wrapped text (a code block scrolled sideways), in the form's words
         lines.append("**Error:** " + _md_text(tab_words(job.error() or "unknown error")))
     return "\n\n".join(lines)
@@ -740,10 +746,11 @@ def build_tab(host) -> dict:
         trigger(train_lists, None, [model, dataset, memory])
 
     def restore_form(model_v, dataset_v):
-        """A fresh page (after a reload) shows the current run's form: its model, dataset, name and
-        settings, so that Resume after a Stop has them; a form being filled in is left alone."""
+        """A fresh page (after a reload) shows the form of a run that is training or can be resumed: its
+        model, dataset, name and settings, so that Resume after a Stop has them. Not a finished or failed
+        run's (the next run would quietly repeat them), and a form being filled in is left alone."""
         job = jobs.current("train")
-        if job is None or model_v or dataset_v:
+        if job is None or model_v or dataset_v or not (job.running or _resumable(job)):
             return [gr.update()] * (3 + len(setting_inputs))
         c = job.config
         values = [_text_value(c.get(k)) if isinstance(box, gr.Textbox) else c.get(k) for k, box in setting_boxes]
