@@ -207,10 +207,27 @@ def test_a_second_page_cannot_queue_a_run_behind_the_first(app_url, page, webui_
     other.goto(app_url)
     _train_form(other, "second", 5)
     other.get_by_role("button", name="Start training").click()
-    other.get_by_text("a train job is already running").first.wait_for(timeout=20_000)
+    other.get_by_text("a training run is already running").first.wait_for(timeout=20_000)
     shot(other, "6-second-page-refused.png")
 
     page.get_by_role("button", name="Stop").first.click()
     page.get_by_text(re.compile("Stopped at step")).first.wait_for(timeout=120_000)
     time.sleep(5)  # a queued Start would begin as soon as the first run's stream ended
     assert not (loras / "second").exists() and not list(loras.glob(".second*"))
+
+
+def test_the_file_chosen_last_is_the_one_read(app_url, page, webui_root):
+    """An upload used to win over a file picked from the folder after it, with no sign of it."""
+    import shutil
+
+    shutil.copy(ROOT / "examples" / "discord_export.json", webui_root / "user_data" / "training" / "datasets")
+    page.goto(app_url)
+    page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
+    page.get_by_text("2 speakers found").wait_for()
+    page.get_by_label(re.compile("or pick a file")).click()
+    page.get_by_role("option", name="discord_export.json").click()
+    page.get_by_text("3 speakers found").wait_for()
+    page.get_by_label("Character(s) to learn").click()
+    assert page.get_by_role("option", name=re.compile("^Alex")).is_visible()
+    page.keyboard.press("Escape")
+    shot(page, "7-picked-after-upload.png")

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from extensions.dialogue_lora import jobs
+from extensions.dialogue_lora import jobs, ui
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.host import StandaloneHost
 from extensions.dialogue_lora.paths import resolve_dirs
@@ -97,6 +98,10 @@ def test_names_cannot_escape_their_folders(logic, webui_root):
     assert name == "bob.json"
     with pytest.raises(UserError, match="pick at least one character"):
         logic.preview(*form(names=()))
+    blank_gap = form()[:-1] + (None,)
+    with pytest.raises(UserError) as e:
+        logic.preview(*blank_gap)
+    assert ui._error_text(e.value) == "⚠️ 'New conversation after a gap' must be a number above 0 (the field is empty)"
 
 
 # ------------------------------------------------------------------------------------------ Train form
@@ -127,6 +132,11 @@ def test_train_form_errors(logic, webui_root):
         logic.train_config("tiny-llama", "bob.json", "bob", {"epochs": 0}, False, False)
     with pytest.raises(UserError, match="^'Batch size' must be .*\\(the field is empty\\)"):
         logic.train_config("tiny-llama", "bob.json", "bob", {"batch_size": None}, False, False)
+    for key, words in (("seed", "'Seed' must be a whole number (the field is empty)"),
+                       ("lora_dropout", "'LoRA dropout' must be in [0, 1) (the field is empty)"),
+                       ("val_ratio", "'Held-out share' must be in [0, 0.5) (the field is empty)")):
+        with pytest.raises(UserError, match=re.escape(words)):  # a blank field: said before a process starts
+            logic.train_config("tiny-llama", "bob.json", "bob", {key: None}, False, False)
     # nothing to resume is said before a process starts
     with pytest.raises(UserError, match="'Resume': there is no run of 'fresh'"):
         logic.train_config("tiny-llama", "bob.json", "fresh", {}, True, False)

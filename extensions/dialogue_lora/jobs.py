@@ -85,6 +85,11 @@ class Job:
     def running(self) -> bool:
         return self.proc.poll() is None
 
+    @property
+    def stopping(self) -> bool:
+        """Asked to stop (Stop was clicked), and not ended yet."""
+        return self.running and self.stop_path.exists()
+
     def last(self, *events: str) -> dict | None:
         for e in reversed(self.events):
             if not events or e.get("event") in events:
@@ -151,7 +156,8 @@ def start(kind: str, config: dict, cwd: str | os.PathLike | None = None) -> Job:
     with _lock:
         current = _jobs.get(kind)
         if current is not None and current.running:
-            raise UserError(f"a {kind} job is already running: stop it or wait for it to finish")
+            what = {"train": "a training run", "evaluate": "an evaluation"}.get(kind, f"a {kind} job")
+            raise UserError(f"{what} is already running: stop it or wait for it to finish")
         job = Job(kind, config, cwd)
         _jobs[kind] = job
         return job

@@ -67,6 +67,11 @@ _RESUME_KEYS = (
 )
 
 
+def _real(v) -> bool:
+    """A number a setting can be compared with (a blank field in the tab arrives as None)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run; the CLI flag of each field is `--<field name>`."""
@@ -161,23 +166,24 @@ class TrainConfig:
                   "logging_steps", "save_total_limit"):
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"--{f} must be a whole number >= 1 (got {v!r})")
+        need(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"--seed must be a whole number (got {self.seed!r})")
         for f in ("save_steps", "max_steps"):
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"--{f} must be a whole number >= 0 (got {v!r})")
         need(not isinstance(self.cutoff_len, int) or not 1 <= self.cutoff_len < 8, f"--cutoff_len must be at least 8 (got {self.cutoff_len})")
         need(self.method in METHODS, f"--method must be one of {', '.join(METHODS)} (got {self.method!r})")
-        need(self.learning_rate is None or 0 < self.learning_rate < math.inf,
+        need(self.learning_rate is None or _real(self.learning_rate) and 0 < self.learning_rate < math.inf,
              f"--learning_rate must be a number > 0 (got {self.learning_rate})")
-        need(self.lora_alpha is None or 0 < self.lora_alpha < math.inf, f"--lora_alpha must be a number > 0 (got {self.lora_alpha})")
+        need(self.lora_alpha is None or _real(self.lora_alpha) and 0 < self.lora_alpha < math.inf, f"--lora_alpha must be a number > 0 (got {self.lora_alpha})")
         if self.name is not None:  # the cue: one line, and the colon that ends it is added by the prompt
             self.name = " ".join(str(self.name).split())
             need(bool(self.name), "--name is empty (leave it out: samples name their character)")
             need(":" not in self.name, f"--name {self.name!r} must not contain ':' (the cue adds it: --name Bob)")
-        need(0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
-        need(0 <= self.val_ratio < 0.5, f"--val_ratio must be in [0, 0.5) (got {self.val_ratio})")
-        need(0 <= self.warmup_ratio < 1, f"--warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
-        need(0 <= self.weight_decay < math.inf, f"--weight_decay must be a number >= 0 (got {self.weight_decay})")
-        need(self.max_grad_norm >= 0, f"--max_grad_norm must be >= 0 (got {self.max_grad_norm})")
+        need(_real(self.lora_dropout) and 0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        need(_real(self.val_ratio) and 0 <= self.val_ratio < 0.5, f"--val_ratio must be in [0, 0.5) (got {self.val_ratio})")
+        need(_real(self.warmup_ratio) and 0 <= self.warmup_ratio < 1, f"--warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
+        need(_real(self.weight_decay) and 0 <= self.weight_decay < math.inf, f"--weight_decay must be a number >= 0 (got {self.weight_decay})")
+        need(_real(self.max_grad_norm) and self.max_grad_norm >= 0, f"--max_grad_norm must be >= 0 (got {self.max_grad_norm})")
         need(not (self.load_in_4bit and self.load_in_8bit), "--load_in_4bit and --load_in_8bit cannot be used together")
         need(not (self.resume and self.overwrite), "--resume and --overwrite cannot be used together")
         need(self.gradient_checkpointing in ("auto", "on", "off"),

@@ -49,13 +49,21 @@ TRAIN_FIELDS = (
 
 # What the library's messages call a CLI flag, the tab calls by its label.
 _TAB_WORDS = {"resume": "Resume", "overwrite": "Overwrite", "lora_name": "Adapter name", "dataset_name": "Dataset",
-              "model_name": "Base model", **{key: label.split(" (")[0] for key, label, _ in TRAIN_FIELDS}}
+              "model_name": "Base model", **{key: label.split(" (")[0] for key, label, _ in TRAIN_FIELDS},
+              # Prepare and Evaluate
+              "gap_minutes": "New conversation after a gap", "jsonfilename": "Save as", "txtfilename": "the file",
+              "rounds": "Context turns", "format": "Format", "source": "Source", "max_samples": "Max samples"}
 _FLAG = re.compile(r"--([a-z_0-9]+)")
+# The scripts a message sends the user to, as the sections that do the same.
+_TAB_PLACES = {"lora_finetune.py -d": "*2. Train*", "prepare_dataset.py": "*1. Prepare*", "lora_finetune.py": "*2. Train*"}
 
 
 def tab_words(message: str) -> str:
-    """A training message with the tab's labels for the flags it names (`--resume` -> 'Resume')."""
-    message = message.replace("(got None)", "(the field is empty)")
+    """A library message with the tab's labels for the flags it names (`--resume` -> 'Resume') and its
+    sections for the scripts (`lora_finetune.py -d` -> *2. Train*)."""
+    message = message.replace("(got None)", "(the field is empty)").replace(", not None", " (the field is empty)")
+    for script, place in _TAB_PLACES.items():
+        message = message.replace(script, place)
     return _FLAG.sub(lambda m: f"'{_TAB_WORDS[m.group(1)]}'" if m.group(1) in _TAB_WORDS else m.group(0), message)
 
 
@@ -135,6 +143,8 @@ def progress_markdown(job: jobs.Job | None) -> str:
     state = job.state
     adapter = job.config.get("lora_name", "")
     title = {"running": "Training", "done": "Finished", "stopped": "Stopped", "failed": "Failed"}[state]
+    if state == "running" and getattr(job, "stopping", False):
+        title = "Stopping (saving a checkpoint)"
     lines.append(f"### {title}: {adapter}")
     if step:
         total = step.get("total_steps")
@@ -289,7 +299,7 @@ class TabLogic:
             "format": out_format or "rounds",
             "source": source or "auto",
             "strip_actions": bool(strip_actions),
-            "gap_minutes": float(gap_minutes),
+            "gap_minutes": gap_minutes,  # checked by PrepareConfig (a blank field is None)
             "filter_non_responses": "non-responses" in filters,
             "filter_enders": "conversation enders" in filters,
             "filter_low_quality": "low-quality conversations" in filters,
@@ -405,6 +415,8 @@ class TabLogic:
             done, total = info.get("done"), info.get("total")
             count = f" {done}/{total}" if done is not None and total and total > 1 else ""
             stage = {"load": "loading the model and adapter", "metrics": "computing the metrics"}.get(stage, stage)
+            if job.stopping:  # the worker sees the stop between batches: say so, or Stop looks ignored
+                return [], [], f"Stopping the evaluation after the current batch of replies… ({stage}{count})"
             return [], [], f"Evaluating… {stage}{count}"
         if job.state == "stopped":
             said = (job.last("end") or {}).get("message") or ""
@@ -497,7 +509,7 @@ def _error_text(e: Exception) -> str:
     if isinstance(e, ImportError):
         name = getattr(e, "name", None) or str(e)
         return f"⚠️ this needs the Python package {name!r}, which is not installed: pip install {name}"
-    return f"⚠️ {e}"
+    return f"⚠️ {tab_words(str(e))}"
 
 
 def build_tab(host) -> dict:
@@ -654,8 +666,16 @@ def build_tab(host) -> dict:
             return dd_update([], []), "⚠️ no speakers found: is this dialogue (`Name: text` lines, a script, an export)?"
         return dd_update(choices, []), f"{len(choices)} speakers found: pick the character(s) to learn."
 
-    for trigger in (upload.change, picked.change, source.change):
+    for trigger in (upload.change, source.change):
         trigger(on_file, [upload, picked, source], [speakers, prep_status])
+
+    # The file chosen last is the one read: picking a file drops the upload, uploading clears the pick
+    # (an upload used to win over a file picked after it, with no sign of it).
+    def on_pick(picked_v, source_v):
+        return (None, *on_file(None, picked_v, source_v))
+
+    picked.input(on_pick, [picked, source], [upload, speakers, prep_status])
+    upload.upload(lambda: None, None, picked)
     for trigger in (refresh_raw.click, picked.focus):  # focus: files copied in after the page loaded
         trigger(lambda: dd_update(logic.raw_files()), None, picked)
 
