@@ -40,6 +40,15 @@ def test_pick_a_file_from_the_datasets_folder(logic, webui_root):
     logic.save(*form())  # a prepared dataset is not offered as raw dialogue, nor the webui's placeholder
     (webui_root / "user_data/training/datasets/put-trainer-datasets-here.txt").write_text("")
     assert logic.raw_files() == ["dialogue.txt"]
+    folder = webui_root / "user_data/training/datasets"
+    shutil.copy(ROOT / "examples" / "discord_export.json", folder)
+    (folder / "notes.json").write_text('{"lr": 0.001}')
+    (folder / "empty.json").write_text("")
+    # each list offers what its section can use: dialogue to prepare, datasets to train on
+    assert logic.raw_files() == ["dialogue.txt", "discord_export.json"]
+    assert logic.datasets() == ["bob.json"] and logic.heldout_choices()[1:] == ["bob.json"]
+    for extra in ("discord_export.json", "notes.json", "empty.json"):
+        (folder / extra).unlink()
     assert logic.scan(None, "dialogue.txt", "auto")[1] == ("Bob (4 lines)", "Bob")
     for bad in ("../dialogue.txt", "/etc/passwd", "..\\x.txt"):
         with pytest.raises(UserError, match="not allowed"):

@@ -137,6 +137,36 @@ def _is_discord_export(data) -> bool:
     return isinstance(messages, list) and not (messages and isinstance(messages[0], dict) and "role" in messages[0])
 
 
+def holds_samples(path: str | os.PathLike) -> bool | None:
+    """Is this file a prepared dataset (samples as a JSON array or JSONL, judged by its first record)?
+    None when it holds nothing (no bytes, an empty array) or cannot be read. One test for the tab's lists, prepare's guard on its output and
+    the input check, so that they agree on what a dataset is."""
+    from .prompt import is_sample
+
+    for size in (1 << 16, 1 << 22):  # the first record is short; a longer head only if it is not
+        try:
+            with open(path, "rb") as f:
+                head = f.read(size)
+        except OSError:
+            return None
+        text = head.decode("utf-8-sig", "replace").lstrip()
+        if not text:
+            return None
+        try:
+            if text.startswith("["):
+                rest = text[1:].lstrip()
+                return None if rest.startswith("]") else is_sample(json.JSONDecoder().raw_decode(rest)[0])
+            first, newline, _ = text.partition("\n")
+            if newline or len(head) < size:
+                return is_sample(json.loads(first))
+        except ValueError:  # not JSON, or cut short by the head: try a longer head once
+            if len(head) < size:
+                return False
+        except RecursionError:
+            return False
+    return False
+
+
 class Records(list):
     """A dataset's samples, and where each one is in its file (for errors a user can find in an editor)."""
 

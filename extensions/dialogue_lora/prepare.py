@@ -12,7 +12,6 @@ memory stays flat whatever the file size (only duplicate removal's packed 6-byte
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ from typing import Iterator
 from . import prompt
 from .dialogue import LAYOUTS, ReadStats, Turn, iter_text_turns
 from .errors import UserError, closest, join_problems
-from .fileio import nearest_existing, write_records
+from .fileio import holds_samples, nearest_existing, write_records
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Sample, Tally, iter_samples, wanted_names
 from .sources import SOURCES, detect_source
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
@@ -350,31 +349,6 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
         raise UserError(f"no samples for {who} in {cfg.txtfilename}: every line was dropped (dropped: {drops})")
 
 
-def _replaceable(path: Path) -> bool:
-    """An earlier output (samples as a JSON array or JSONL), or empty: safe to replace. Anything else, a
-    Discord export or a settings file as much as notes, is the user's."""
-    for size in (1 << 16, 1 << 22):  # the first record is short; a longer head only if it is not
-        try:
-            with open(path, "rb") as f:
-                head = f.read(size)
-        except OSError:
-            return True  # unreadable: the write reports the problem
-        text = head.decode("utf-8-sig", "replace").lstrip()
-        if not text:
-            return True
-        try:
-            if text.startswith("["):
-                rest = text[1:].lstrip()
-                return rest.startswith("]") or prompt.is_sample(json.JSONDecoder().raw_decode(rest)[0])
-            first, newline, _ = text.partition("\n")
-            if newline or len(head) < size:
-                return prompt.is_sample(json.loads(first))
-        except ValueError:  # not JSON, or cut short by the head: try a longer head once
-            if len(head) < size:
-                return False
-    return False
-
-
 def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list | None = None) -> PrepareReport:
     """Read, clean, window, format and (when `write`) write the samples; return the report.
 
@@ -405,7 +379,8 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         for s in samples:
             yield fmt(s, instruction)
         _check_result(cfg, tally, source)  # raising here (before the rename) keeps an existing output intact
-        if write and out.is_file() and not _replaceable(out):  # after the input's own errors, which come first
+        # an earlier output, or empty: safe to replace; anything else (an export, settings, notes) is the user's
+        if write and out.is_file() and holds_samples(out) is False:  # after the input's own errors, which come first
             raise UserError(f"{out}: exists and is not a dataset of samples: not replaced; pick "
                             "another --jsonfilename")
 

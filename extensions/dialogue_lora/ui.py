@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import jobs
 from .errors import UserError
+from .fileio import holds_samples
 from .paths import check_name, is_adapter_dir, list_adapters, list_datasets, list_models
 
 POLL_SECONDS = 1.0
@@ -84,18 +85,20 @@ def _stop(kind: str, idle: str, stopping: str) -> str:
     return stopping
 
 
-def _is_prepared(path: Path) -> bool:
-    """A dataset this tab (or prepare_dataset.py) wrote: a JSON array or JSONL of samples, not raw dialogue
-    (a Discord export is one JSON object with "messages")."""
-    if path.suffix.lower() == ".jsonl":
-        return True
-    if path.suffix.lower() != ".json":
+def _is_dialogue(path: Path) -> bool:
+    """A file Prepare can read: text or CSV, or JSON that is a Discord export (not a prepared dataset,
+    not a settings file); the webui's `put-...-here.txt` placeholders are not dialogue."""
+    suffix = path.suffix.lower()
+    if suffix not in RAW_SUFFIXES or _PLACEHOLDER.fullmatch(path.name) or holds_samples(path):
         return False
-    try:
-        with open(path, "rb") as f:
-            return f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
-    except OSError:
-        return False
+    if suffix in (".json", ".jsonl"):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 16)
+        except OSError:
+            return False
+        return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") and b'"messages"' in head
+    return True
 
 
 def _upload_path(upload) -> Path:
@@ -228,15 +231,15 @@ class TabLogic:
         return list_adapters(self.host.dirs().loras)
 
     def datasets(self) -> list[str]:
-        return list_datasets(self.host.dirs().datasets)
+        """Prepared datasets only: raw dialogue or a settings file in the same folder cannot be trained on."""
+        d = self.host.dirs().datasets
+        return [name for name in list_datasets(d) if holds_samples(d / name)]
 
     def raw_files(self) -> list[str]:
         d = self.host.dirs().datasets
         if not d.is_dir():
             return []
-        # the webui ships `put-trainer-datasets-here.txt`-style placeholders: not dialogue
-        return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in RAW_SUFFIXES
-                      and not _is_prepared(p) and not _PLACEHOLDER.fullmatch(p.name))
+        return sorted(p.name for p in d.iterdir() if p.is_file() and _is_dialogue(p))
 
     def input_path(self, upload, picked) -> Path:
         """The dialogue file: an upload (read only, never run) wins over a file picked from the datasets folder."""

@@ -7,13 +7,12 @@ dialogue text.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ..dialogue import check_text_file, open_text
 from ..errors import UserError
-from ..prompt import is_sample
+from ..fileio import holds_samples
 
 SOURCES = ("auto", "text", "discord", "csv")
 
@@ -34,7 +33,7 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     with open_text(path) as f:
         head = f.read(4096)
     stripped = head.lstrip()
-    if stripped.startswith("{") and _is_prepared_jsonl(path):
+    if stripped.startswith(("{", "[")) and holds_samples(path):
         raise prepared_dataset(path)
     is_json = path.suffix.lower() == ".json"
     if (stripped.startswith("{") and (is_json or '"messages"' in head)) or (stripped.startswith("[") and is_json):
@@ -46,12 +45,3 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
         return "csv"
     return "text"
 
-
-def _is_prepared_jsonl(path: Path) -> bool:
-    """The file's first line alone is a training sample (prepare's JSONL output fed back in)."""
-    with open_text(path) as f:
-        first = f.readline(1 << 22)
-    try:
-        return is_sample(json.loads(first))
-    except (ValueError, RecursionError):
-        return False
