@@ -583,20 +583,23 @@ def build_tab(host) -> dict:
                 gr.Markdown(defaults_error)
             setting_boxes = []
             with gr.Accordion("Training settings (the CLI's defaults)", open=False):
+                fields = [(key, label, kind) for key, label, kind in TRAIN_FIELDS if key in defaults]
                 with gr.Row():
-                    for key, label, kind in TRAIN_FIELDS:
-                        if key not in defaults:
-                            continue
+                    for key, label, kind in fields:
                         value = defaults[key]
-                        if kind == "check":
-                            box = gr.Checkbox(label=label, value=bool(value))
-                        elif kind == "method":
+                        if kind == "method":
                             box = gr.Dropdown(label=label, choices=["lora", "prompt_tuning"], value=value or "lora")
                         elif kind == "text":
                             box = gr.Textbox(label=label, value=_text_value(value))
-                        else:
+                        elif kind == "number":
                             box = gr.Number(label=label, value=value)
+                        else:
+                            continue
                         setting_boxes.append((key, box))
+                with gr.Row():  # their own row: squeezed in beside the fields, a checkbox lost its label
+                    for key, label, kind in fields:
+                        if kind == "check":
+                            setting_boxes.append((key, gr.Checkbox(label=label, value=bool(defaults[key]))))
             with gr.Row():
                 resume = gr.Checkbox(label="Resume a stopped run of this adapter", value=False)
                 train_overwrite = gr.Checkbox(label="Overwrite an existing adapter of this name", value=False)
