@@ -338,3 +338,14 @@ def test_ordinal_names_and_verse_lines_in_a_play_without_blank_lines():
         ("ROMEO", "Arise."),
     ]
     assert split_speaker("2 eggs: boil them") is None  # a count is not an ordinal name
+
+
+def test_stage_directions_inside_a_speech_are_narration():
+    text = "ROMEO:\nBut soft.\nExit ROMEO\nJULIET:\nAy me.\nEnter the house, I pray.\nExeunt.\nNURSE:\nMadam.\n"
+    assert turns(text) == [
+        ("ROMEO", "But soft."),
+        (None, "Exit ROMEO"),  # not Romeo's words
+        ("JULIET", "Ay me. Enter the house, I pray."),  # a speech line: a lower-case word follows 'Enter'
+        (None, "Exeunt."),
+        ("NURSE", "Madam."),
+    ]

@@ -314,6 +314,16 @@ def _is_cue(name: str, cast: set[str]) -> bool:
     return name in cast or (len(name) > 1 and name.isupper())
 
 
+# A play's stage direction on its own line inside a speech block (`Exit ROMEO`, `Exeunt.`, `Enter NURSE and
+# JULIET`, `Exit, pursued by a bear`): narration, not the speaker's words. A speech line such as `Enter the
+# house` goes on (a lower-case word follows).
+_STAGE_LINE = re.compile(r"(?:Exit|Exeunt|Enter|Re-enter|Manet|Manent)(?:[.,;:]|[ \t]+[A-Z,(\[]|[ \t]*$)")
+
+
+def _is_stage_line(text: str) -> bool:
+    return text[:1] in "EMR" and _STAGE_LINE.match(text) is not None and text.count(" ") < 10
+
+
 def _parse_play(
     lines: Iterable[str], file: str, stats: ReadStats, compact: bool = False, cast: set[str] | None = None
 ) -> Iterator[Turn]:
@@ -330,6 +340,12 @@ def _parse_play(
             if in_block:
                 yield Turn(speaker, " ".join(parts), file, start)
                 in_block, speaker, parts = False, None, []
+            continue
+        if _is_stage_line(text):
+            if in_block:
+                yield Turn(speaker, " ".join(parts), file, start)
+                in_block, speaker, parts = False, None, []
+            yield Turn(None, text, file, n)
             continue
         hit = split_speaker(text)
         if in_block and hit is not None:
