@@ -212,6 +212,44 @@ def _wait(job: jobs.Job, timeout: float = 240) -> None:
     job.poll()
 
 
+_APP_THAT_EXITS = """
+import json, sys, time
+from pathlib import Path
+from extensions.dialogue_lora import jobs
+job = jobs.start("train", json.loads(sys.argv[1]))
+print(job.progress_path, flush=True)
+while not any(e.get("event") == "step" for e in job.poll() + job.events):
+    assert job.running, job.log_tail()
+    time.sleep(0.2)
+"""  # and the app ends, as the webui does when it is closed, without stopping the run
+
+
+@pytest.mark.slow
+def test_a_run_whose_app_exits_saves_a_checkpoint_and_ends(logic, webui_root):
+    """No orphan training on after the webui closes, out of reach of any Stop button: it checkpoints."""
+    import subprocess
+    import sys
+
+    logic.save(*form())
+    config = {"model_name": "tiny-llama", "dataset_name": str(webui_root / "user_data/training/datasets/bob.json"),
+              "lora_name": "orphan", "model_dir": str(webui_root / "user_data/models"),
+              "lora_dir": str(webui_root / "user_data/loras"), "max_steps": 100_000, "learning_rate": 0.01,
+              "val_ratio": 0.0}
+    app = subprocess.run([sys.executable, "-c", _APP_THAT_EXITS, json.dumps(config)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=240)
+    assert app.returncode == 0, app.stderr[-2000:]
+    progress = Path(app.stdout.strip())
+    deadline = time.time() + 120
+    while True:
+        events = [json.loads(line) for line in progress.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if events and events[-1].get("event") == "end":
+            break
+        assert time.time() < deadline, "the run went on after its app exited"
+        time.sleep(0.5)
+    assert events[-1]["status"] == "stopped" and events[-1]["checkpoint"], events[-1]
+    assert Path(events[-1]["checkpoint"]).is_dir()
+
+
 @pytest.mark.slow
 def test_failed_job_reports_its_error_and_the_tab_lives_on(logic, webui_root):
     job = jobs.start("train", {"model_name": "no-such-model", "dataset_name": str(EXAMPLE), "lora_name": "x",

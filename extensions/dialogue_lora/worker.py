@@ -63,9 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     kind, config_path, progress_path, stop_path = argv
     report = ProgressWriter(progress_path)
     stop = Path(stop_path)
+    parent = os.getppid()
+
+    def should_stop() -> bool:
+        # the Stop button; or the app that started this job has exited (the webui closed or restarted):
+        # nobody could watch or stop the job any more, so it saves a checkpoint and ends (Resume continues it)
+        return stop.exists() or os.getppid() != parent
+
     try:
         config = json.loads(Path(config_path).read_text(encoding="utf-8"))
-        result = KINDS[kind](config, report, stop.exists)
+        result = KINDS[kind](config, report, should_stop)
     except Interrupted as e:
         report({"event": "end", "status": "stopped", "message": str(e)})
         return 0
