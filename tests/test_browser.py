@@ -78,6 +78,17 @@ def page():
         browser.close()
 
 
+def _type_until_kept(fields) -> None:
+    """Fill each (box, value); again until all values stay (an accordion opening can reset a typed value)."""
+    for _ in range(20):
+        for box, value in fields:
+            if box.input_value() != value:
+                box.fill(value)
+        time.sleep(0.5)
+        if all(box.input_value() == value for box, value in fields):
+            return
+
+
 def shot(page, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / name), full_page=True)
@@ -114,13 +125,7 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     fields = [(page.get_by_label(re.compile("^Max steps")), str(STEPS)),
               (page.get_by_label("Learning rate", exact=False).first, "0.01"),
               (page.get_by_label("Held-out share (val_ratio)"), "0")]
-    for _ in range(20):
-        for box, value in fields:
-            if box.input_value() != value:
-                box.fill(value)
-        time.sleep(0.5)
-        if all(box.input_value() == value for box, value in fields):
-            break
+    _type_until_kept(fields)
     assert [box.input_value() for box, _ in fields] == [v for _, v in fields]
     page.get_by_role("button", name="Start training").click()
 
@@ -180,13 +185,7 @@ def _train_form(page, adapter: str, steps: int) -> None:
     page.get_by_text("Training settings").click()
     fields = [(page.get_by_label(re.compile("^Max steps")), str(steps)),
               (page.get_by_label("Held-out share (val_ratio)"), "0")]
-    for _ in range(20):  # see above: a value typed as the accordion opens can be reset
-        for box, value in fields:
-            if box.input_value() != value:
-                box.fill(value)
-        time.sleep(0.5)
-        if all(box.input_value() == value for box, value in fields):
-            break
+    _type_until_kept(fields)
 
 
 def test_a_second_page_cannot_queue_a_run_behind_the_first(app_url, page, webui_root):
