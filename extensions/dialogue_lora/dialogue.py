@@ -14,8 +14,8 @@ Layouts, detected per file from its first lines (`detect_layout`):
                                                  colons of `Hear me speak:` are text)
 
 A speaker is a short name at the start of a line (letters, digits, spaces and . ' -, starting with a
-letter or an ordinal like `2ND`, at most 5 words and 40 characters). Colons later in a line are text, and so are the colons of
-`10:30` (a digit on both sides) and `http://` (followed by `//`).
+letter or an ordinal like `2ND`, at most 5 words and 40 characters). Colons later in a line are text,
+and so are the colons of `10:30` (a digit on both sides) and `http://` (followed by `//`).
 
 The hot path (one `Name: text` line) is built for speed: precompiled regexes, an ASCII fast path (only
 lines with non-ASCII characters go through ftfy), no per-line allocations beyond the turn itself.
@@ -153,7 +153,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     >>> split_speaker("At 10:30 we left.") is None
     True
     """
-    if line.find(":", 0, _COLON_WITHIN) < 0 and line.find("(", 0, _COLON_WITHIN) < 0 and line.find("[", 0, _COLON_WITHIN) < 0:
+    if (line.find(":", 0, _COLON_WITHIN) < 0 and line.find("(", 0, _COLON_WITHIN) < 0
+            and line.find("[", 0, _COLON_WITHIN) < 0):
         return None
     m = _SPEAKER.match(line)
     if m is None:
@@ -176,14 +177,6 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     if direction:
         rest = f"{' '.join(direction.split())} {rest.lstrip()}"
     return name, rest
-
-
-def _is_name_alone(line: str) -> str | None:
-    """The name when the line is just `NAME:` (play layout's speaker line), else None."""
-    hit = split_speaker(line)
-    if hit is None or hit[1].strip():
-        return None
-    return hit[0]
 
 
 # ---------------------------------------------------------------------------------------------- layouts

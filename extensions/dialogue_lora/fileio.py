@@ -139,8 +139,8 @@ def _is_discord_export(data) -> bool:
 
 def holds_samples(path: str | os.PathLike) -> bool | None:
     """Is this file a prepared dataset (samples as a JSON array or JSONL, judged by its first record)?
-    None when it holds nothing (no bytes, an empty array) or cannot be read. One test for the tab's lists, prepare's guard on its output and
-    the input check, so that they agree on what a dataset is."""
+    None when it holds nothing (no bytes, an empty array) or cannot be read. One test for the tab's lists,
+    prepare's guard on its output and the input check, so that they agree on what a dataset is."""
     from .prompt import is_sample
 
     for size in (1 << 16, 1 << 22):  # the first record is short; a longer head only if it is not

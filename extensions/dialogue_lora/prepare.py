@@ -318,9 +318,9 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
     got = Counter()
     for n, c in tally.per_name.items():
         got[n.casefold()] += c
+    drops = ", ".join(f"{r} {c}" for r, c in tally.dropped.items() if c)
     if not tally.seen and not tally.dropped_by:
         if source in ("discord", "csv"):
-            drops = ", ".join(f"{r} {c}" for r, c in tally.dropped.items() if c)
             what = "messages by people" if source == "discord" else "rows with a reply"
             raise UserError(f"no {what} in {cfg.txtfilename}" + (f" (dropped: {drops})" if drops else ": it has none"))
         raise UserError(f"no speaker lines in {cfg.txtfilename}: {tally.turns} line(s) read, all narration "
@@ -344,9 +344,9 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
     if problems:
         raise UserError(join_problems(problems))
     if not sum(tally.per_name.values()):
-        drops = ", ".join(f"{r} {c}" for r, c in tally.dropped.items() if c) or "none"
         who = ", ".join(cfg.names)
-        raise UserError(f"no samples for {who} in {cfg.txtfilename}: every line was dropped (dropped: {drops})")
+        raise UserError(f"no samples for {who} in {cfg.txtfilename}: every line was dropped "
+                        f"(dropped: {drops or 'none'})")
 
 
 def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list | None = None) -> PrepareReport:

@@ -417,7 +417,7 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
                     f"--resume: {out_dir} holds no checkpoint to resume from"
                     + (" (the run finished; use --overwrite to train again)" if paths.is_adapter_dir(out_dir) else "")
                 )
-        elif _is_model_folder(out_dir):
+        elif paths.is_model_dir(out_dir) and not paths.is_adapter_dir(out_dir):  # `--lora_dir models` by mistake
             problems.append(f"{out_dir} holds a model (config.json), not an adapter: it is never replaced; choose "
                             "another --lora_name")
         elif not cfg.overwrite:
@@ -430,11 +430,6 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
                 choices = "it holds no checkpoint to resume: --overwrite to replace it"
             problems.append(f"{out_dir} already exists and is not empty ({choices}, or another --lora_name)")
     return problems, resume_from
-
-
-def _is_model_folder(out_dir: Path) -> bool:
-    """A base model where the adapter would go (`--lora_dir models`): never replaced, --overwrite or not."""
-    return (out_dir / "config.json").is_file() and not paths.is_adapter_dir(out_dir)
 
 
 # In an adapter folder, a run's own entries besides ADAPTER_FOLDER_FILES: checkpoints, and what a killed

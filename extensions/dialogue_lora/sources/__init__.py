@@ -44,4 +44,3 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     if "," in first and csv_columns and all(c and c in first for c in csv_columns):
         return "csv"
     return "text"
-

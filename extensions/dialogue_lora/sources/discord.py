@@ -305,7 +305,7 @@ def scan_discord_speakers(path: str | os.PathLike) -> Counter:
             author = msg.get("author") or {}
             if not isinstance(author, dict) or author.get("isBot"):
                 continue
-            name = author.get("nickname") or author.get("name")
-            if isinstance(name, str) and name.strip():
-                counts[speaker_name(name, stats)] += 1
+            name = _author_names(author, stats)[0]  # the speaker prepare will use
+            if name:
+                counts[name] += 1
     return counts
