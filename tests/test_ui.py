@@ -31,8 +31,14 @@ def form(out_name="bob.json", names=("Bob",), upload=str(EXAMPLE), picked=None, 
 # ------------------------------------------------------------------------------------------ Prepare
 
 
-def test_scan_lists_speakers_with_counts(logic):
+def test_scan_lists_speakers_with_counts(logic, tmp_path):
     assert logic.scan(str(EXAMPLE), None, "auto") == [("Alice (5 lines)", "Alice"), ("Bob (4 lines)", "Bob")]
+    # each source says what it counted: Discord's raw messages are not the report's merged, filtered turns
+    assert logic.scan(str(ROOT / "examples" / "discord_export.json"), None, "auto")[0] == ("Alex (6 messages)", "Alex")
+    assert ("MaleNord (2 rows)", "MaleNord") in logic.scan(str(ROOT / "examples" / "skyrim_dialogue.csv"), None, "auto")
+    one = tmp_path / "one.txt"
+    one.write_text("Bob: hi\nAlice: hello\nBob: bye\n", encoding="utf-8")
+    assert logic.scan(str(one), None, "auto") == [("Bob (2 lines)", "Bob"), ("Alice (1 line)", "Alice")]
 
 
 def test_pick_a_file_from_the_datasets_folder(logic, webui_root):

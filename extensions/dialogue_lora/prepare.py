@@ -424,22 +424,31 @@ def preview(cfg: PrepareConfig, n: int = 5) -> tuple[list[dict], PrepareReport]:
     return kept, report
 
 
-def scan_speakers(path: str | os.PathLike, source: str = "auto", **options) -> dict[str, int]:
-    """Speaker -> line count (most first) of an input, for the tab's dropdown. No filters applied.
+# What scan_speakers counts for each source, as the tab words it: a Discord count is of raw messages, before
+# a speaker's run of messages becomes one turn and before the filters, so it is not the report's samples.
+SPEAKER_UNITS = {"discord": "messages", "csv": "rows", "text": "lines"}
 
-    `options` are PrepareConfig fields (e.g. layout, csv_speaker_column) used to read the input.
+
+def scan_speakers(path: str | os.PathLike, source: str = "auto", **options) -> dict[str, int]:
+    """Speaker -> count (most first) of an input, for the tab's dropdown. No filters applied."""
+    return scan_speakers_with_unit(path, source, **options)[0]
+
+
+def scan_speakers_with_unit(path: str | os.PathLike, source: str = "auto", **options) -> tuple[dict[str, int], str]:
+    """Speaker -> count of turns (a text's speeches or lines, a CSV's rows, Discord's messages), and
+    what was counted (SPEAKER_UNITS). `options` are PrepareConfig fields (e.g. layout) used to read the input.
     """
     cfg = PrepareConfig(names=[ALL], txtfilename=str(path), source=source, **options)
     src = resolve_source(cfg)
     if src == "discord":
-        return merge_speakers(scan_discord_speakers(path))
+        return merge_speakers(scan_discord_speakers(path)), SPEAKER_UNITS[src]
     if src == "csv":
-        return merge_speakers(scan_csv_speakers(path, cfg.csv_options()))
+        return merge_speakers(scan_csv_speakers(path, cfg.csv_options())), SPEAKER_UNITS[src]
     counts: Counter = Counter()
     for t in iter_turns(cfg, src, ReadStats(), Tally()):
         if t is not None and t.speaker and t.text:
             counts[t.speaker] += 1
-    return merge_speakers(counts)
+    return merge_speakers(counts), SPEAKER_UNITS["text"]
 
 
 __all__ = [
@@ -448,6 +457,7 @@ __all__ = [
     "prepare",
     "preview",
     "scan_speakers",
+    "scan_speakers_with_unit",
     "split_names",
     "merge_speakers",
     "Sample",

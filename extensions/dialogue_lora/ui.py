@@ -276,12 +276,12 @@ class TabLogic:
 
     def scan(self, upload, picked, source: str) -> list[tuple[str, str]]:
         """Speakers found in the file, most lines first, as (label with count, name) choices."""
-        from .prepare import scan_speakers
+        from .prepare import scan_speakers_with_unit
 
         with self._upload_named(upload):
-            counts = scan_speakers(self.input_path(upload, picked), source=source or "auto")
+            counts, unit = scan_speakers_with_unit(self.input_path(upload, picked), source=source or "auto")
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(f"{name} ({n} lines)", name) for name, n in ranked]
+        return [(f"{name} ({n} {unit if n != 1 else unit[:-1]})", name) for name, n in ranked]
 
     def prepare_config(self, upload, picked, source, names, rounds, out_format, strip_actions, filters, out_name,
                        gap_minutes=10):
