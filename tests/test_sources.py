@@ -380,3 +380,47 @@ def test_csv_emotion_prefix_without_an_emotion_column_is_refused(tmp_path):
     with pytest.raises(UserError, match="--csv_emotion_prefix needs an emotion column \\(--csv_emotion_column is ''\\)"):
         csv_turns(CSV, emotion_prefix=True, emotion_column="")
     assert csv_turns(p)[0] == [("Guard", "Halt there!"), None]  # without the prefix the column is optional
+
+
+def test_csv_semicolon_tab_and_excel_sep_line(tmp_path):
+    semi = tmp_path / "semi.csv"  # Excel in a comma-decimal locale, with its BOM and CRLF
+    semi.write_bytes('\ufeffwho;line\r\nGuard;"Halt; who goes there, friend?"\r\n'.encode("utf-8"))
+    assert csv_turns(semi, speaker_column="who", text_column="line")[0] == [("Guard", "Halt; who goes there, friend?"), None]
+    sep = tmp_path / "sep.csv"
+    sep.write_text("sep=;\nwho;line\nGuard;Halt, you.\nGuard;\"bad \"quote\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"sep\.csv:4: malformed CSV"):  # lines counted from the sep= line
+        csv_turns(sep, speaker_column="who", text_column="line")
+    tsv = tmp_path / "lines.tsv"
+    tsv.write_text("Voice Type\tDialogue 1 - English\nGuard\tHalt, you.\n", encoding="utf-8")
+    assert detect_source(tsv) == "csv"
+    assert csv_turns(tsv)[0] == [("Guard", "Halt, you."), None]
+    named = tmp_path / "export.txt"
+    named.write_text("Voice Type;Dialogue 1 - English\nGuard;Halt!\n", encoding="utf-8")
+    assert detect_source(named, ("Voice Type", "Dialogue 1 - English")) == "csv"
+
+
+def test_csv_rows_that_do_not_fit_the_header_are_errors(tmp_path):
+    p = tmp_path / "lines.csv"
+    p.write_text("who,line\nLydia,As you wish.\nLydia,Well, I never expected that.\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"lines\.csv:3: 3 fields where the header has 2 \(a comma inside a text"):
+        csv_turns(p, speaker_column="who", text_column="line")
+    p.write_text("who,line\nLydia,As you wish.,\n", encoding="utf-8")  # a trailing empty field is harmless
+    assert csv_turns(p, speaker_column="who", text_column="line")[0] == [("Lydia", "As you wish."), None]
+    p.write_text("who,line,line\nLydia,a,b\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"column 'line' \(--csv_text_column\) appears more than once.*'who', 'line'$"):
+        csv_turns(p, speaker_column="who", text_column="line")
+    p.write_text("Voice Type,Dialogue 1 - English,Topic FormId,Response Num\nGuard,One.,7,1\nGuard,Two.,7,2nd\n",
+                 encoding="utf-8")
+    with pytest.raises(UserError, match=r"lines\.csv:3: '2nd' in column 'Response Num' \(--csv_order_column\) is not a number"):
+        csv_turns(p)
+    p.write_text("Voice Type,Dialogue 1 - English,Topic FormId,Response Num\nGuard,One.,7,\nGuard,Two.,7,\n",
+                 encoding="utf-8")
+    assert csv_turns(p)[0] == [("Guard", "One. Two."), None]  # no order numbers: file order
+
+
+def test_csv_name_prefix_only_where_no_cue_names_the_speaker(tmp_path):
+    with pytest.raises(UserError, match=r"--csv_name_prefix: a rounds input ends with the speaker's cue"):
+        PrepareConfig(names=["MaleNord"], txtfilename=str(CSV), csv_name_prefix=True)
+    PrepareConfig(names=["MaleNord"], txtfilename=str(CSV), csv_name_prefix=True, format="sharegpt")
+    with pytest.raises(UserError, match=r"--instruction: \{nam\} is not filled in"):
+        PrepareConfig(names=["Bob"], txtfilename="x.txt", format="alpaca", instruction="Speak as {nam}.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
@@ -159,6 +160,12 @@ class PrepareConfig:
             problems.append("--csv_player is empty")
         if not str(self.instruction or "").strip():
             problems.append("--instruction is empty")
+        elif others := [f for f in re.findall(r"\{(\w*)\}", str(self.instruction)) if f != "name"]:
+            problems.append(f"--instruction: {{{others[0]}}} is not filled in; the one placeholder is {{name}}")
+        if self.csv_name_prefix and self.format in ("rounds", "alpaca"):
+            problems.append(f"--csv_name_prefix: a {self.format} input ends with the speaker's cue already "
+                            "(the output would read 'MaleNord: MaleNord: ...'); it is for --format sharegpt or "
+                            "messages files for other tools")
         if problems:
             raise UserError(join_problems(problems))
 

@@ -38,9 +38,9 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     is_json = path.suffix.lower() == ".json"
     if (stripped.startswith("{") and (is_json or '"messages"' in head)) or (stripped.startswith("[") and is_json):
         return "discord"
-    if path.suffix.lower() == ".csv":
+    if path.suffix.lower() in (".csv", ".tsv"):
         return "csv"
     first = stripped.split("\n", 1)[0]
-    if "," in first and csv_columns and all(c and c in first for c in csv_columns):
+    if any(d in first for d in ",;\t") and csv_columns and all(c and c in first for c in csv_columns):
         return "csv"
     return "text"

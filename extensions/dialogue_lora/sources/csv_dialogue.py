@@ -17,6 +17,7 @@ file are ignored when left at their defaults; a column named explicitly must exi
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import re
 import sys
@@ -64,7 +65,8 @@ class CsvOptions:
 
 
 def _resolve_columns(header: list[str], opts: CsvOptions, path: Path) -> dict[str, int | None]:
-    index = {h.strip(): i for i, h in enumerate(header)}
+    index = {h.strip(): i for i, h in reversed(list(enumerate(header)))}  # a repeated name: its first column
+    twice = {h.strip().casefold() for h in header if sum(x.strip().casefold() == h.strip().casefold() for x in header) > 1}
     lowered = {h.casefold(): i for h, i in index.items()}
     out: dict[str, int | None] = {}
     problems = []
@@ -80,22 +82,38 @@ def _resolve_columns(header: list[str], opts: CsvOptions, path: Path) -> dict[st
             hint = f" (did you mean {hint!r}?)" if hint else ""
             flag = f"--csv_{role}_column"
             problems.append(f"no column {col!r} for {flag}{hint}")
+        if i is not None and col.strip().casefold() in twice:
+            problems.append(f"column {col!r} (--csv_{role}_column) appears more than once in the header")
         out[role] = i
     if opts.emotion_prefix and out["emotion"] is None and not problems:
         col = opts.emotion_column
         problems.append(f"--csv_emotion_prefix needs an emotion column, and there is no {col!r} (--csv_emotion_column)"
                         if col else "--csv_emotion_prefix needs an emotion column (--csv_emotion_column is '')")
     if problems:
-        shown = ", ".join(repr(h) for h in list(index)[:20]) or "none"
+        shown = ", ".join(repr(h) for h in list(dict.fromkeys(h.strip() for h in header))[:20]) or "none"
         raise UserError(f"{path}: {'; '.join(problems)}; columns in the file: {shown}")
     return out
 
 
-def _order_value(v: str):
+def _order_value(v: str, path: Path, line: int, column: str):
+    """The row's place in its response; None when the cell is empty (file order)."""
+    if not v.strip():
+        return None
     try:
         return float(v)
     except ValueError:
-        return None
+        raise UserError(f"{path}:{line}: {v.strip()[:40]!r} in column {column!r} (--csv_order_column) is not a number") from None
+
+
+def _delimiter(first: str) -> str:
+    """The header line's delimiter: a comma, or a semicolon or tab (Excel in many locales, TSV) when the
+    line splits into more columns at that."""
+    best, most = ",", 1
+    for d in (",", ";", "\t"):
+        n = len(next(csv.reader([first], delimiter=d), []))
+        if n > most:
+            best, most = d, n
+    return best
 
 
 def _emotion(v: str) -> str:
@@ -117,26 +135,35 @@ def iter_csv_turns(
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with open_text(path) as f:
         # newline=None already turned CRLF into \n; quoted newlines inside fields survive as \n
-        reader = csv.reader(f, strict=True)
+        first, skipped = f.readline(), 0
+        sep = re.fullmatch(r"sep=(.)\n?", first, flags=re.IGNORECASE)  # Excel's delimiter line
+        if sep:
+            first, skipped = f.readline(), 1
+        reader = csv.reader(itertools.chain([first], f), delimiter=sep.group(1) if sep else _delimiter(first),
+                            strict=True)
         try:
             header = next(reader, None)
             if header is None or not any(h.strip() for h in header):
                 raise UserError(f"{path}: no header row")
             cols = _resolve_columns(header, opts, path)
             group: dict | None = None
-            end = reader.line_num
+            end = reader.line_num + skipped
             for row in reader:
-                line, end = end + 1, reader.line_num  # where the row starts (a quoted field may span lines)
+                line, end = end + 1, reader.line_num + skipped  # where the row starts (a quoted field may span lines)
                 stats.lines += 1
                 if not any(c.strip() for c in row):
                     continue
+                if any(c.strip() for c in row[len(header):]):
+                    raise UserError(f"{path}:{line}: {len(row)} fields where the header has {len(header)} "
+                                    "(a comma inside a text that is not in double quotes?)")
                 rec = {role: (row[i] if i is not None and i < len(row) else "") for role, i in cols.items()}
                 text = clean_text(rec["text"], stats)
                 speaker = speaker_name(rec["speaker"], stats)
                 if not text or not speaker:
                     dropped["no_text"] += 1
                     continue
-                order = _order_value(rec["order"]) if cols["order"] is not None else None
+                order = (_order_value(rec["order"], path, line, header[cols["order"]].strip())
+                         if cols["order"] is not None else None)
                 key = (rec["group"], speaker)
                 same = (
                     group is not None
@@ -163,7 +190,7 @@ def iter_csv_turns(
             if group is not None:
                 yield from _emit(group, opts, stats)
         except csv.Error as e:
-            raise UserError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+            raise UserError(f"{path}:{reader.line_num + skipped}: malformed CSV ({e})") from None
 
 
 def _emit(group: dict, opts: CsvOptions, stats: ReadStats) -> Iterator[Turn | None]:
