@@ -237,6 +237,16 @@ def test_a_direction_before_the_colon_stays_with_the_text():
 
 def test_invisible_characters_before_a_name():
     assert turns("\u200bBob: three\n\ufeffAlice: four\n") == [("Bob", "three"), ("Alice", "four")]
+    # right-to-left text copied from the web: direction marks; and a soft hyphen
+    assert turns("\u200f\u0645\u062d\u0645\u062f: \u0645\u0631\u062d\u0628\u0627\n\u200eDavid: hello\n\u00adCarl: hi\n") == [
+        ("\u0645\u062d\u0645\u062f", "\u0645\u0631\u062d\u0628\u0627"), ("David", "hello"), ("Carl", "hi")]
+
+
+def test_names_whose_letters_carry_combining_marks():
+    # Indic vowel signs are marks, not letters, to Python's \w; so is an accent typed as its own character
+    for name in ("\u0930\u093e\u092e", "\u0ba4\u0bae\u0bbf\u0bb4\u0bcd", "\u09b8\u09c1\u09ae\u09a8", "Zoe\u0308 Ba\u0301n"):
+        assert turns(f"{name}: hello\nAnna: hi\n") == [(name.replace("e\u0308", "\u00eb").replace("a\u0301", "\u00e1"), "hello"),
+                                                        ("Anna", "hi")]
 
 
 def test_play_without_blank_lines_between_speeches():
@@ -245,6 +255,16 @@ def test_play_without_blank_lines_between_speeches():
         ("ROMEO", "But soft, what light through yonder window."),
         ("JULIET", "Come, it is the east."),
         ("ROMEO", "Arise, fair sun."),
+    ]
+
+
+def test_play_without_blank_lines_a_name_met_before_in_another_casing_is_a_cue():
+    text = ("Second Murderer:\nWhat, shall we stab him?\nClarence:\nWhere art thou, keeper?\n"
+            "Second murderer:\nYou shall have wine enough.\n")
+    assert turns(text) == [
+        ("Second Murderer", "What, shall we stab him?"),
+        ("Clarence", "Where art thou, keeper?"),
+        ("Second murderer", "You shall have wine enough."),
     ]
 
 

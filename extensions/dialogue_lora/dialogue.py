@@ -61,8 +61,14 @@ BREAK = None  # in a turn stream: a conversation boundary (context is reset)
 # Group 2: a script's directions between the name and the colon (`Bob (angrily):`, `Bob [whispers]:`,
 # `ROMEO (aside) (softly):`), which stay in the text as actions (--strip_actions removes them).
 MAX_DIRECTION_CHARS = 120
-_SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_][^\W_]*(?:[ .'\-]+[^\W_]+)*[.']?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*:"
-                      % (MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
+# A name's letters after the first may carry combining marks, which Python's \w leaves out: the vowel
+# signs of Indic scripts (`राम`, `தமிழ்`), Hebrew and Arabic points, accents typed as combining characters.
+_MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed"
+          "\u0900-\u0dff\u0e31-\u0e4e\u0eb1-\u0ecd\u0f18-\u0fbc\u102b-\u103e\u1056-\u108d\u17b4-\u17d3"
+          "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u3099\u309a\ufe20-\ufe2f")
+_LETTERS = r"(?:[^\W_]|[%s])" % _MARKS
+_SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-]+%s+)*[.']?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*:"
+                      % (_LETTERS, _LETTERS, MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
 # Anything it does not take goes through `split_speaker`, which agrees with it (tested).
 _FAST_SPEAKER = re.compile(r"([A-Za-z][A-Za-z0-9]{0,%d}):(?!//)(?!(?<=\d:)\d)(.*)" % (MAX_NAME_CHARS - 1))
@@ -74,7 +80,9 @@ _ESCAPED = re.compile("[\udc80-\udcff]")
 # a word (`*waves*`, `*looks away*`): not `2 * 3 * 4` (spaces inside) nor markdown `**bold**`.
 _ACTION = re.compile(r"\s*(?:\([^()]*\)|\[[^\[\]]*\]|(?<![\w*])\*(?![\s*])[^*\n]*?[^\s*]\*(?![\w*])|(?<![\w*])\*[^\s*]\*(?![\w*]))")
 # Invisible characters that can precede a speaker's name (copied from web pages or chat clients).
-_LEADING_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+# Zero-width characters, the word joiner, the BOM, the soft hyphen, and the direction marks and embeddings
+# of right-to-left text (U+200E/F, U+061C, U+202A-E, U+2066-9).
+_LEADING_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 
 @dataclass
@@ -343,12 +351,16 @@ def _parse_play(
         hit = split_speaker(text)
         if in_block and hit is not None:
             # the next speech starts here: a cue (`JULIET: Anon!` after the nurse's line), or in a play
-            # without blank lines a `Name:` alone in title case or met before (`Hear me speak:` once is
-            # a line of verse: 3 of tinyshakespeare's 85 such lines are in title case)
+            # without blank lines a `Name:` alone in title case or met before in any casing (`Hear me
+            # speak:` once is a line of verse: 3 of tinyshakespeare's 85 such lines are in title case;
+            # `Second murderer:` after `Second Murderer:` is a cue). Inline, only the exact name: verse
+            # lines such as `duke: and I believe ...` stay text.
             cue = _is_cue(hit[0], cast)
             if not cue and compact and not hit[1].strip():
-                sightings[hit[0]] += 1
-                cue = sightings[hit[0]] > 1 or all(w[:1].isupper() for w in hit[0].split())
+                folded = hit[0].casefold()
+                sightings[folded] += 1
+                cue = (sightings[folded] > 1 or all(w[:1].isupper() for w in hit[0].split())
+                       or any(c.casefold() == folded for c in cast))
             if cue:
                 yield Turn(speaker, " ".join(parts), file, start)
                 in_block, speaker, parts = False, None, []
