@@ -143,6 +143,16 @@ def test_write_and_load_records_roundtrip(tmp_path, name):
         assert len(path.read_text(encoding="utf-8").splitlines()) == 2
 
 
+def test_a_write_through_a_symlink_replaces_the_file_it_points_to(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old", encoding="utf-8")
+    link = tmp_path / "linked.json"
+    link.symlink_to(target)
+    fileio.atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text(encoding="utf-8") == "new"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["linked.json", "real.json"]
+
+
 def test_failed_write_leaves_old_file(tmp_path):
     path = tmp_path / "out.json"
     path.write_text("precious", encoding="utf-8")
@@ -258,6 +268,32 @@ def test_run_cli_turns_user_errors_into_one_line(capsys):
     assert run_cli(main, []) == 2
     err = capsys.readouterr().err
     assert err == "error: data.json: sample 3: no output\n"
+
+
+def test_run_cli_reports_a_file_system_refusal_and_sigterm_in_one_line(capsys, tmp_path):
+    long_name = tmp_path / ("a" * 300 + ".json")
+
+    def write(argv):
+        fileio.atomic_write_text(long_name, "x")
+
+    assert run_cli(write, []) == 1
+    assert capsys.readouterr().err == f"error: {long_name}: File name too long\n"
+
+    def bug(argv):
+        raise OSError("no file involved")  # not about a file: a bug, and it keeps its traceback
+
+    with pytest.raises(OSError):
+        run_cli(bug, [])
+
+    import signal
+
+    def killed(argv):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_cli(killed, []) == 143
+    assert capsys.readouterr().err == "error: terminated\n"
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_join_problems_and_closest():

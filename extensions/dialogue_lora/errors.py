@@ -57,15 +57,41 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     return lowered[hits[0]] if hits else None
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, a closing terminal): unwinds like Ctrl+C, so that half-written files are removed."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a script's main; UserError and Ctrl+C become one line on stderr and an exit code."""
+    """Run a script's main; UserError, Ctrl+C, SIGTERM and a file system refusal (a name too long, a
+    symlink loop, no permission: OSError naming a file) become one line on stderr and an exit code."""
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)  # a script may install its own (lora_finetune)
     try:
         return int(main(argv) or 0)
     except UserError as e:
         print(e if isinstance(e, Interrupted) else f"error: {e}", file=sys.stderr)  # a stop is not an error
         return e.exit_code
+    except _Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `chat.py ... | head`: the reader went away, nothing to report
         return 0
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or brief(e)}", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -51,6 +51,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     the umask), not the temporary file's 0600.
     """
     path = Path(path)
+    if path.is_symlink():  # replace the file the link points to (a dataset linked into the webui), not the link
+        path = Path(os.path.realpath(path))
     made = _missing_parents(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -203,7 +203,7 @@ class PrepareConfig:
 def _same_file(a, b) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop before Python 3.13; reported where opened
         return False
 
 
@@ -211,7 +211,7 @@ def _inside_folder(path, folder) -> bool:
     """`path` would be one of the files of the folder `folder` (a Discord export folder's *.json)."""
     try:
         return Path(folder).is_dir() and Path(path).resolve().parent == Path(folder).resolve()
-    except OSError:
+    except (OSError, RuntimeError):
         return False
 
 
