@@ -369,3 +369,10 @@ def test_stage_directions_inside_a_speech_are_narration():
         (None, "Exeunt."),
         ("NURSE", "Madam."),
     ]
+
+
+def test_headings_with_a_colon_are_narration():
+    text = "ACT I: The Kitchen\nAnna: Hi.\nChapter 12: Home\nScene two:\nBob: Part one: done.\nAct Three: hi\n"
+    assert turns(text) == [(None, "ACT I: The Kitchen"), ("Anna", "Hi."), (None, "Chapter 12: Home"), (None, "Scene two:"),
+                           ("Bob", "Part one: done."), (None, "Act Three: hi")]
+    assert turns("Part Timer: hello\n") == [("Part Timer", "hello")]  # a name that starts like one is a name

@@ -69,6 +69,9 @@ _MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u06
 _LETTERS = r"(?:[^\W_]|[%s])" % _MARKS
 _SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-]+%s+)*[.']?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*:"
                       % (_LETTERS, _LETTERS, MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
+# A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
+_HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|one|two|three|four|five|"
+                      r"six|seven|eight|nine|ten|eleven|twelve)\.?", re.IGNORECASE)
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
 # Anything it does not take goes through `split_speaker`, which agrees with it (tested).
 _FAST_SPEAKER = re.compile(r"([A-Za-z][A-Za-z0-9]{0,%d}):(?!//)(?!(?<=\d:)\d)(.*)" % (MAX_NAME_CHARS - 1))
@@ -173,6 +176,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     if rest[:2] == "//" or (rest[:1].isdigit() and name[-1:].isdigit() and not direction):
         return None  # http://..., 10:30
     if len(name) > MAX_NAME_CHARS:
+        return None
+    if " " in name and _HEADING.fullmatch(name):
         return None
     if " " in name:
         if name.count(" ") >= MAX_NAME_WORDS:
