@@ -62,7 +62,9 @@ def test_split_speaker(line, expected):
         ("  lots   of\tspace \n", "lots of space"),
         ("plain ascii", "plain ascii"),
         ("café au lait", "café au lait"),
-        ("ＦＵＬＬ width", "FULL width"),
+        ("ＦＵＬＬ width １２", "FULL width 12"),
+        ("ｶﾀｶﾅ ﾊﾞｶ", "カタカナ バカ"),  # half-width katakana widened, the sound mark joined
+        ("你好，李雷！（笑）", "你好，李雷！（笑）"),  # CJK full-width punctuation is how the language writes it
         ("a\u00a0b\u2028c", "a b c"),
     ],
 )
@@ -77,6 +79,8 @@ def test_clean_text_counts_replaced_bytes_and_repairs():
     assert clean_text(text, stats) == "caf\ufffd \ufffd ok"
     assert stats.replaced_bytes == 2
     clean_text("donâ€™t", stats)
+    assert stats.repaired_lines == 1
+    clean_text("李雷：你好，韩梅梅。", stats)  # clean Chinese is not a repair
     assert stats.repaired_lines == 1
 
 
@@ -376,3 +380,7 @@ def test_headings_with_a_colon_are_narration():
     assert turns(text) == [(None, "ACT I: The Kitchen"), ("Anna", "Hi."), (None, "Chapter 12: Home"), (None, "Scene two:"),
                            ("Bob", "Part one: done."), (None, "Act Three: hi")]
     assert turns("Part Timer: hello\n") == [("Part Timer", "hello")]  # a name that starts like one is a name
+
+
+def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():
+    assert turns("李雷：你好，韩梅梅。\n韩梅梅：你好，李雷！\n") == [("李雷", "你好，韩梅梅。"), ("韩梅梅", "你好，李雷！")]

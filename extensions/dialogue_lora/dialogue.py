@@ -26,6 +26,7 @@ import codecs
 import itertools
 import os
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,7 @@ _MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u06
           "\u0900-\u0dff\u0e31-\u0e4e\u0eb1-\u0ecd\u0f18-\u0fbc\u102b-\u103e\u1056-\u108d\u17b4-\u17d3"
           "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u3099\u309a\ufe20-\ufe2f")
 _LETTERS = r"(?:[^\W_]|[%s])" % _MARKS
-_SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-]+%s+)*[.']?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*:"
+_SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-]+%s+)*[.']?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
                       % (_LETTERS, _LETTERS, MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
 _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|one|two|three|four|five|"
@@ -109,8 +110,14 @@ def _ftfy_fix(text: str) -> str:
     import ftfy  # lazily: only lines with non-ASCII characters need it
 
     # HTML entities stay as written: ftfy would unescape them only in lines it sees (non-ASCII ones),
-    # so `Tom &amp; Jerry` would come out two ways; everything else it fixes is non-ASCII anyway
-    return ftfy.fix_text(text, unescape_html=False)
+    # so `Tom &amp; Jerry` would come out two ways; everything else it fixes is non-ASCII anyway.
+    # Its width fix would also turn Chinese and Japanese full-width punctuation (`，`, `！`) into ASCII:
+    # only full-width letters and digits are narrowed, and half-width katakana widened (_WIDTHS).
+    text = ftfy.fix_text(text, unescape_html=False, fix_character_width=False)
+    return _WIDTHS.sub(lambda m: unicodedata.normalize("NFKC", m.group()), text) if _WIDTHS.search(text) else text
+
+
+_WIDTHS = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\uff65-\uff9f]+")
 
 
 def clean_text(text: str, stats: ReadStats | None = None) -> str:
@@ -165,7 +172,7 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     True
     """
     if (line.find(":", 0, _COLON_WITHIN) < 0 and line.find("(", 0, _COLON_WITHIN) < 0
-            and line.find("[", 0, _COLON_WITHIN) < 0):
+            and line.find("[", 0, _COLON_WITHIN) < 0 and (line.isascii() or line.find("\uff1a", 0, _COLON_WITHIN) < 0)):
         return None
     m = _SPEAKER.match(line)
     if m is None:
