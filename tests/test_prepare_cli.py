@@ -303,3 +303,14 @@ def test_inputs_without_dialogue_say_what_they_hold(tmp_path, name, content, mes
     with pytest.raises(UserError, match=message):
         prepare(PrepareConfig(names=["Bob"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json")))
     assert src.read_text(encoding="utf-8") == content and not (tmp_path / "o.json").exists()
+
+
+def test_names_are_read_as_the_data_is(tmp_path):
+    from extensions.dialogue_lora.prepare import split_names
+
+    # a curly apostrophe typed (or pasted) in --name matches the data, whose quotes are straightened
+    assert split_names(["O’Brien, Bob:", "bob", "  Ann  Marie "]) == ["O'Brien", "Bob", "Ann Marie"]
+    src = tmp_path / "d.txt"
+    src.write_text("O’Brien: hello\nAnna: hi\n", encoding="utf-8")
+    records, _ = preview(PrepareConfig(names=["O’Brien"], txtfilename=str(src)), 5)
+    assert [(r["name"], r["output"]) for r in records] == [("O'Brien", "hello")]

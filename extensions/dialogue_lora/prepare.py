@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import prompt
-from .dialogue import LAYOUTS, ReadStats, Turn, iter_text_turns
+from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
 from .fileio import holds_samples, nearest_existing, write_records
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Sample, Tally, iter_samples, wanted_names
@@ -45,7 +45,8 @@ def split_names(names) -> list[str]:
     seen: set[str] = set()
     for item in names:
         for n in str(item).split(","):
-            n = " ".join(n.split()).rstrip(":").rstrip()  # "Bob:" as typed from the data means Bob
+            # cleaned as the data's names are (`O’Brien` is read as `O'Brien`); "Bob:" as typed from the data means Bob
+            n = clean_text(n).rstrip(":").rstrip()
             if n and n.casefold() not in seen:
                 seen.add(n.casefold())
                 out.append(n)
