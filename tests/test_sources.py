@@ -424,3 +424,18 @@ def test_csv_name_prefix_only_where_no_cue_names_the_speaker(tmp_path):
     PrepareConfig(names=["MaleNord"], txtfilename=str(CSV), csv_name_prefix=True, format="sharegpt")
     with pytest.raises(UserError, match=r"--instruction: \{nam\} is not filled in"):
         PrepareConfig(names=["Bob"], txtfilename="x.txt", format="alpaca", instruction="Speak as {nam}.")
+
+
+def test_discord_two_accounts_with_one_name_are_noted(tmp_path):
+    p = export(tmp_path, [
+        msg(1, "Sam", "I think we should go to the lake this weekend", who={"id": "11"}),
+        msg(2, "Alex", "Sounds good to me, what time works for you?"),
+        msg(3, "Sam", "Count me in as well, I will bring the snacks", who={"id": "22", "nickname": None, "name": "sam"}),
+    ])
+    report = prepare(PrepareConfig(names=["Sam"], txtfilename=str(p), jsonfilename=str(tmp_path / "o.json"),
+                                   filter_low_quality=False))
+    assert report.notes == ["2 Discord accounts (ids 11, 22) go by 'Sam': their messages are one speaker here"]
+    assert "note: 2 Discord accounts (ids 11, 22) go by 'Sam'" in report.format()
+    one = export(tmp_path, [msg(1, "Sam", "hello there everyone"), msg(2, "Sam", "and again")], name="one.json")
+    assert prepare(PrepareConfig(names=["Sam"], txtfilename=str(one), jsonfilename=str(tmp_path / "p.json"),
+                                 filter_low_quality=False)).notes == []

@@ -238,6 +238,7 @@ class PrepareReport:
     repaired_lines: int = 0  # lines whose mojibake (or similar) ftfy repaired
     output: str | None = None  # the file written; None for a preview
     seconds: float = 0.0
+    notes: list = field(default_factory=list)  # things worth a look that are not errors
 
     def format(self) -> str:
         """The short text report the CLI prints."""
@@ -261,6 +262,7 @@ class PrepareReport:
                 f"cleaned: {self.repaired_lines} line(s) repaired by ftfy (mojibake, curly quotes, ligatures), "
                 f"{self.replaced_bytes} undecodable byte(s) replaced"
             )
+        lines.extend(f"note: {n}" for n in self.notes)
         lines.append(f"took {self.seconds:.2f} s")
         return "\n".join(lines)
 
@@ -289,7 +291,7 @@ def resolve_source(cfg: PrepareConfig) -> str:
 def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) -> Iterator[Turn | None]:
     if source == "discord":
         return iter_discord_turns(cfg.txtfilename, cfg.discord_options(), stats, tally.dropped, tally.dropped_by,
-                                  tally.aliases)
+                                  tally.aliases, tally.people)
     if source == "csv":
         return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
     if Path(cfg.txtfilename).is_dir():
@@ -422,7 +424,18 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         repaired_lines=stats.repaired_lines,
         output=str(out) if write else None,
         seconds=time.perf_counter() - t0,
+        notes=_shared_names(tally.people),
     )
+
+
+def _shared_names(people: dict, shown: int = 5) -> list[str]:
+    """A note for each Discord name that several accounts use: their messages became one speaker."""
+    shared = sorted(((name, ids) for name, ids in people.values() if len(ids) > 1), key=lambda x: x[0].casefold())
+    notes = [f"{len(ids)} Discord accounts (ids {', '.join(sorted(ids)[:3])}{', ...' if len(ids) > 3 else ''}) "
+             f"go by {name!r}: their messages are one speaker here" for name, ids in shared[:shown]]
+    if len(shared) > shown:
+        notes.append(f"... and {len(shared) - shown} more names used by several accounts")
+    return notes
 
 
 def preview(cfg: PrepareConfig, n: int = 5) -> tuple[list[dict], PrepareReport]:

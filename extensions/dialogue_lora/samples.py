@@ -73,6 +73,8 @@ class Tally:
     dropped_by: Counter = field(default_factory=Counter)
     # casefolded other name -> the speaker name used (a Discord username -> the nickname shown)
     aliases: dict = field(default_factory=dict)
+    # casefolded Discord name -> (the name, the ids of the accounts that use it): two people with one name
+    people: dict = field(default_factory=dict)
 
 
 class SeenKeys:

@@ -195,7 +195,7 @@ def _author_names(author: dict, stats: ReadStats) -> tuple[str | None, str | Non
 
 
 def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats, dropped: Counter,
-                 dropped_by: Counter, aliases: dict):
+                 dropped_by: Counter, aliases: dict, people: dict):
     """(turn, timestamp, author_id) for the messages that survive steps 1-3."""
     for i, msg in enumerate(data["messages"], 1):
         where = f"{path.name}: message {i}"
@@ -217,6 +217,8 @@ def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats,
             raise UserError(f"{where}: the author has no name")
         if username:
             aliases.setdefault(username.casefold(), speaker)
+        if author.get("id"):
+            people.setdefault(speaker.casefold(), (speaker, set()))[1].add(str(author["id"]))
         content = msg.get("content") or ""
         if not isinstance(content, str):
             raise UserError(f"{where}: content is not text")
@@ -267,22 +269,26 @@ def iter_discord_turns(
     dropped: Counter | None = None,
     dropped_by: Counter | None = None,
     aliases: dict | None = None,
+    people: dict | None = None,
 ) -> Iterator[Turn | None]:
     """Turns of every conversation in the export(s), with `BREAK` between conversations.
 
     `dropped` counts the messages each rule dropped; `dropped_by` the same per (casefolded speaker, rule);
-    `aliases` maps each casefolded username that a nickname hides to that nickname.
+    `aliases` maps each casefolded username that a nickname hides to that nickname; `people` each casefolded
+    name to (the name, the author ids that use it).
     """
     opts = opts or DiscordOptions()
     stats = stats if stats is not None else ReadStats()
     dropped = dropped if dropped is not None else Counter()
     dropped_by = dropped_by if dropped_by is not None else Counter()
     aliases = aliases if aliases is not None else {}
+    people = people if people is not None else {}
     for f in export_files(path):
         data = load_export(f)
         stats.layouts[f.name] = "discord"
         stats.lines += len(data["messages"])
-        for conv in _conversations(_messages_of(data, f, opts, stats, dropped, dropped_by, aliases), opts.gap_minutes):
+        for conv in _conversations(_messages_of(data, f, opts, stats, dropped, dropped_by, aliases, people),
+                                   opts.gap_minutes):
             if opts.filter_low_quality and len(conv) < opts.min_messages and all(
                 len(t.text) < opts.short_chars for t, _, _ in conv
             ):
