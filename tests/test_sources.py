@@ -234,6 +234,13 @@ def test_discord_empty_folder(tmp_path):
         list(iter_discord_turns(tmp_path))
 
 
+def test_discord_folder_with_a_broken_link_says_so(tmp_path):
+    export(tmp_path, [msg(1, "Alex", "hello there")])
+    (tmp_path / "general.json").symlink_to(tmp_path / "moved-away.json")
+    with pytest.raises(UserError, match=r"general\.json is a link to nothing \(or a link loop\); fix or remove it"):
+        list(iter_discord_turns(tmp_path))
+
+
 # ------------------------------------------------------------------------------------------ CSV
 
 

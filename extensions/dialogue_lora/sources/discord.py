@@ -175,7 +175,12 @@ def export_files(path: str | os.PathLike) -> list[Path]:
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".json")
+        named = [p for p in path.iterdir() if p.suffix.lower() == ".json"]
+        broken = [p.name for p in named if p.is_symlink() and not p.exists()]
+        if broken:  # a channel would go missing unnoticed
+            raise UserError(f"{path}: {broken[0]} is a link to nothing (or a link loop)"
+                            + (f", and {len(broken) - 1} more" if len(broken) > 1 else "") + "; fix or remove it")
+        files = sorted(p for p in named if p.is_file())
         if not files:
             raise UserError(f"{path}: folder holds no .json Discord exports")
         return files
