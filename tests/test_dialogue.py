@@ -18,10 +18,11 @@ from extensions.dialogue_lora.dialogue import (
     strip_actions,
 )
 from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.prepare import PrepareConfig, preview
 
 
 def turns(text: str, layout: str = "auto") -> list[tuple]:
-    return [(t.speaker, t.text) for t in parse_lines(text.splitlines(True), "f.txt", layout)]
+    return [None if t is None else (t.speaker, t.text) for t in parse_lines(text.splitlines(True), "f.txt", layout)]
 
 
 @pytest.mark.parametrize(
@@ -384,3 +385,15 @@ def test_headings_with_a_colon_are_narration():
 
 def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():
     assert turns("李雷：你好，韩梅梅。\n韩梅梅：你好，李雷！\n") == [("李雷", "你好，韩梅梅。"), ("韩梅梅", "你好，李雷！")]
+
+
+def test_a_scene_break_resets_the_context(tmp_path):
+    assert turns("Anna: Bye then.\nBob: Bye.\n***\nCarl: New day.\n* * *\n---\nBob: Morning.\n") == [
+        ("Anna", "Bye then."), ("Bob", "Bye."), None, ("Carl", "New day."), None, None, ("Bob", "Morning.")]
+    assert turns("ROMEO:\nAdieu.\n\n###\n\nJULIET:\nAnon!\n", layout="play") == [
+        ("ROMEO", "Adieu."), None, ("JULIET", "Anon!")]
+    assert turns("Bob: 3 * 4 - 2\n** bold **\n") == [("Bob", "3 * 4 - 2"), (None, "** bold **")]  # text, not a break
+    src = tmp_path / "story.txt"
+    src.write_text("Anna: Bye then.\nBob: Bye.\n***\nCarl: New day. Morning!\nBob: Hi Carl.\n", encoding="utf-8")
+    records, _ = preview(PrepareConfig(names=["Bob"], txtfilename=str(src)), 5)
+    assert [r["input"] for r in records] == ["Anna: Bye then.\nBob:", "Carl: New day. Morning!\nBob:"]

@@ -73,6 +73,8 @@ _SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
 _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|one|two|three|four|five|"
                       r"six|seven|eight|nine|ten|eleven|twelve)\.?", re.IGNORECASE)
+# A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
+_SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
 # Anything it does not take goes through `split_speaker`, which agrees with it (tested).
 _FAST_SPEAKER = re.compile(r"([A-Za-z][A-Za-z0-9]{0,%d}):(?!//)(?!(?<=\d:)\d)(.*)" % (MAX_NAME_CHARS - 1))
@@ -247,7 +249,7 @@ def parse_lines(
     file: str = "",
     layout: str = "auto",
     stats: ReadStats | None = None,
-) -> Iterator[Turn]:
+) -> Iterator[Turn | None]:
     """Turns from raw text lines (newlines may be present at the ends). Pure: no I/O.
 
     Empty turns (`Bob:` with no text in the lines layout, an empty speech in a play) are yielded with
@@ -275,7 +277,7 @@ def parse_lines(
     return _parse_one_line(it, file, stats)
 
 
-def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterator[Turn]:
+def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterator[Turn | None]:
     fast = _FAST_SPEAKER.match
     new = tuple.__new__  # Turn(...) without the Python-level __new__: a third of the cost
     n = 0
@@ -296,7 +298,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
             continue
         hit = split_speaker(text)
         if hit is None:
-            yield Turn(None, text, file, n)
+            yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
         else:
             yield Turn(hit[0], hit[1].strip(), file, n)
     stats.lines += n
@@ -339,7 +341,7 @@ def _is_stage_line(text: str) -> bool:
 
 def _parse_play(
     lines: Iterable[str], file: str, stats: ReadStats, compact: bool = False, cast: set[str] | None = None
-) -> Iterator[Turn]:
+) -> Iterator[Turn | None]:
     cast = set() if cast is None else cast
     sightings: Counter = Counter()  # a play without blank lines: `Name:` alone seen, not yet taken as a cue
     speaker: str | None = None
@@ -354,11 +356,12 @@ def _parse_play(
                 yield Turn(speaker, " ".join(parts), file, start)
                 in_block, speaker, parts = False, None, []
             continue
-        if _is_stage_line(text):
+        scene_break = _SCENE_BREAK.fullmatch(text) is not None
+        if scene_break or _is_stage_line(text):
             if in_block:
                 yield Turn(speaker, " ".join(parts), file, start)
                 in_block, speaker, parts = False, None, []
-            yield Turn(None, text, file, n)
+            yield BREAK if scene_break else Turn(None, text, file, n)
             continue
         hit = split_speaker(text)
         if in_block and hit is not None:
@@ -441,7 +444,7 @@ def _escape_utf16(error: UnicodeDecodeError) -> tuple[str, int]:
 
 def iter_text_turns(
     path: str | os.PathLike, layout: str = "auto", stats: ReadStats | None = None
-) -> Iterator[Turn]:
+) -> Iterator[Turn | None]:
     """Turns of a text file, streamed line by line."""
     path = check_text_file(path)
     with open_text(path) as f:
