@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     check_method_flags(args, parser)
     progress_file, stop_file = args.pop("progress_file"), args.pop("stop_file")
+    if stop_file and Path(stop_file).exists():  # left from an earlier stop: it would stop this run at once
+        raise UserError(f"--stop_file {stop_file} exists already: delete it first (it asks a run to stop)")
     cfg = TrainConfig(**args)
     from extensions.dialogue_lora.training import train
 
@@ -204,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if result.stopped:
         again = "the same command with --resume in place of --overwrite" if cfg.overwrite else "the same command plus --resume"
+        if not stopper.signalled and stop_file:
+            again += f", once {stop_file} is deleted"
         if result.checkpoint is None:
             msg = "stopped before the first step: nothing was saved"
         else:

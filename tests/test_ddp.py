@@ -70,11 +70,10 @@ def _wait_for_a_step(progress: Path) -> None:
     raise AssertionError(f"no step in {progress} after 300 s")
 
 
-def test_stop_before_the_first_step_saves_nothing(work):
-    (work / "STOP").write_text("")  # a stop asked for while the model loads
+def test_a_stop_file_left_from_before_is_refused(work):
+    (work / "STOP").write_text("")  # an earlier run's: it would stop this one at once, every time
     p = _cli([*ARGS, "-l", "early", "--stop_file", "STOP"], work)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "stopped before the first step: nothing was saved" in p.stdout
+    assert p.returncode == 2 and p.stderr == "error: --stop_file STOP exists already: delete it first (it asks a run to stop)\n"
     assert not (work / "user_data" / "loras" / "early").exists()
 
 
@@ -88,7 +87,7 @@ def test_stop_file_then_resume(work):
     assert proc.returncode == 0, stderr[-2000:]
     out = work / "user_data" / "loras" / "s"
     assert list(out.glob("checkpoint-*")) and not (out / "adapter_model.safetensors").exists()
-    assert "--resume" in stdout
+    assert "--resume, once STOP is deleted" in stdout
     events = [json.loads(l) for l in (work / "p.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events][-2:] == ["save", "done"] and events[-1]["stopped"]
     # the same command again is refused (the folder is not empty) ...

@@ -386,6 +386,8 @@ def test_resume_gives_the_uninterrupted_result(env):
     la = json.loads((env / "loras" / "full" / "training_log.json").read_text())
     lb = json.loads((part / "training_log.json").read_text())
     assert [round(e["eval_loss"], 5) for e in la["evals"]] == [round(e["eval_loss"], 5) for e in lb["evals"]]
+    # the loss curve too: a logged entry after a resume averages the same steps as the uninterrupted one's
+    assert [(e["step"], round(e["loss"], 4)) for e in la["steps"]] == [(e["step"], round(e["loss"], 4)) for e in lb["steps"]]
     assert not list(part.glob("checkpoint-*"))
     # a finished run has nothing to resume
     with pytest.raises(UserError, match="no checkpoint"):
@@ -403,6 +405,10 @@ def test_resume_gives_the_uninterrupted_result(env):
         train(make_cfg(env, lora_name="other", resume=True, **dict(common, dataset_name=str(other))))
     with pytest.raises(UserError, match="--lora_dropout was 0.1, now 0.0"):
         train(make_cfg(env, lora_name="other", resume=True, **dict(common, lora_dropout=0.0)))
+    # settings the optimizer and schedule were built with (a resumed optimizer keeps its weight decay)
+    for flag, value in (("weight_decay", 0.5), ("warmup_ratio", 0.5), ("max_grad_norm", 0.01)):
+        with pytest.raises(UserError, match=f"--{flag} was .*, now {value}"):
+            check(make_cfg(env, lora_name="other", resume=True, **dict(common, **{flag: value})))
     # the same samples in another file layout are the same samples
     same = env / "same.jsonl"
     same.write_text("".join(json.dumps(r, indent=None) + "\n" for r in bob_records(40, 3)))
@@ -522,6 +528,39 @@ def test_a_killed_runs_leftovers_are_tidied(env):
         train(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0))
     assert (loras / "k" / "checkpoint-3").is_dir() and not list(loras.glob(".k.*"))
     assert train(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0, resume=True)).step == 6
+
+
+def test_a_kill_after_the_users_files_moved_for_the_swap_loses_none_of_them(env):
+    """--overwrite's final save moves the user's notes into the new folder just before the swap; a kill
+    there leaves them in `.NAME.tmp-PID`, and the next run puts them back instead of deleting them."""
+    dead = 999_999_999
+    loras = env / "loras"
+    common = dict(lora_name="n1", max_steps=2, val_ratio=0.0)
+    train(make_cfg(env, **common))
+    tmp = loras / f".n1.tmp-{dead}"  # a complete new adapter, the user's notes moved into it
+    shutil.copytree(loras / "n1", tmp)
+    (tmp / "notes.txt").write_text("precious")
+    (tmp / "art").mkdir()
+    (tmp / "art" / "face.png").write_bytes(b"png")
+    train(make_cfg(env, overwrite=True, **common))
+    assert (loras / "n1" / "notes.txt").read_text() == "precious"
+    assert (loras / "n1" / "art" / "face.png").read_bytes() == b"png"
+    assert not tmp.exists()
+    # with no adapter folder to go back to, the leftover stays as it is
+    shutil.copytree(loras / "n1", tmp)
+    shutil.rmtree(loras / "n1")
+    train(make_cfg(env, **common))
+    assert (tmp / "notes.txt").read_text() == "precious"
+
+
+def test_a_folder_holding_only_a_half_written_checkpoint_is_free(env):
+    loras = env / "loras"
+    (loras / "kb" / ".checkpoint-5.tmp").mkdir(parents=True)  # a kill during the first checkpoint's save
+    (loras / "kb" / ".checkpoint-5.tmp" / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match="no run of 'kb'"):
+        check(make_cfg(env, lora_name="kb", max_steps=2, val_ratio=0.0, resume=True))
+    assert train(make_cfg(env, lora_name="kb", max_steps=2, val_ratio=0.0)).step == 2
+    assert not (loras / "kb" / ".checkpoint-5.tmp").exists()
 
 
 def test_a_failed_save_is_one_line_and_leaves_no_partial_folder(env, monkeypatch):

@@ -63,7 +63,7 @@ PROMPT_TUNING_INIT_TEXT = "Continue the dialogue in character, one line per repl
 _RESUME_KEYS = (
     "method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens", "batch_size",
     "grad_accum", "cutoff_len", "val_ratio", "seed", "packing", "load_in_4bit", "load_in_8bit", "learning_rate",
-    "dtype", "name", "samples_sha256", "base_fingerprint",
+    "dtype", "name", "samples_sha256", "base_fingerprint", "weight_decay", "warmup_ratio", "max_grad_norm",
 )
 
 
@@ -404,10 +404,10 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
     problems, resume_from = _unwritable(out_dir), None
     if out_dir.exists() and not out_dir.is_dir():
         problems.append(f"{out_dir} exists and is not a folder")
-    elif cfg.resume and not (out_dir.is_dir() and any(out_dir.iterdir())):
+    elif cfg.resume and not _holds_a_run(out_dir):
         problems.append(f"--resume: there is no run of {cfg.lora_name!r} in {out_dir.parent} to resume (leave --resume "
                         "out to start one)")
-    elif out_dir.is_dir() and any(out_dir.iterdir()):
+    elif _holds_a_run(out_dir):
         if cfg.resume:
             found = checkpoints(out_dir)
             if found:
@@ -435,6 +435,12 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
 # In an adapter folder, a run's own entries besides ADAPTER_FOLDER_FILES: checkpoints, and what a killed
 # write left (`.checkpoint-N.tmp`, fileio's `.eval.json.x1y2.tmp`).
 _RUN_ENTRY = re.compile(rf"{re.escape(CHECKPOINT_PREFIX)}\d+|\..*\.tmp")
+
+
+def _holds_a_run(out_dir: Path) -> bool:
+    """Whether the folder holds anything but the half-written leftovers of a killed save, which the
+    run clears (`.checkpoint-N.tmp`): those alone do not make the name taken."""
+    return out_dir.is_dir() and any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in out_dir.iterdir())
 
 
 def _foreign_entries(out_dir: Path) -> list[str]:
@@ -727,8 +733,18 @@ def _tidy(root: Path, out: Path) -> None:
         else:
             os.replace(old, out)
     for tmp in sorted(root.glob(f".{name}.tmp-*")):
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not tmp.is_dir():
+            continue
+        # the user's files, moved here from the adapter folder just before a swap that never came
+        rescued = _foreign_entries(tmp)
+        if rescued and not out.is_dir():
+            continue  # nowhere to put them back: the folder stays, as the user left it
+        for entry in rescued:
+            if not (out / entry).exists():
+                os.replace(tmp / entry, out / entry)
+        if _foreign_entries(tmp):
+            continue  # a name taken meanwhile: keep the folder rather than lose a file
+        shutil.rmtree(tmp, ignore_errors=True)
     if out.is_dir():
         for path in out.glob(f".{CHECKPOINT_PREFIX}*.tmp"):
             shutil.rmtree(path, ignore_errors=True)
@@ -830,7 +846,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
 
     log = {"steps": [], "evals": []}
     step, epoch, step_in_epoch = 0, 0, 0
-    base_eval = None
+    base_eval = saved_window = None
     if plan.resume_from is not None:
         state = _read_checkpoint(plan.resume_from,
                                  lambda: dict(json.loads((plan.resume_from / STATE_FILE).read_text(encoding="utf-8"))))
@@ -854,6 +870,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         step, epoch, step_in_epoch = _read_checkpoint(
             plan.resume_from, lambda: (int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"])))
         log = state.get("log", log)
+        saved_window = state.get("loss_window")
         base_eval = state.get("base_eval_loss")
         rng_file = plan.resume_from / f"rng_state_{dist.rank}.pt"
         if rng_file.exists():
@@ -899,6 +916,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     eval_time = 0.0
     steps_this_session = 0
     window = {"loss": 0.0, "n": 0}
+    if isinstance(saved_window, dict) and set(saved_window) == {"loss", "n"}:
+        window = {"loss": float(saved_window["loss"]), "n": float(saved_window["n"])}
     last_loss = None
     eval_loss = ppl = None
     stopped = False
@@ -907,7 +926,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     def save_checkpoint() -> Path:
         nonlocal last_saved, last_save_time
         path = _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, settings, log,
-                                step, epoch, step_in_epoch, base_eval)
+                                step, epoch, step_in_epoch, base_eval, window)
         last_saved, last_save_time = step, time.time()
         emit({"event": "save", "step": step, "total_steps": total_steps, "epoch": epoch, "path": str(path)})
         return path
@@ -1079,7 +1098,7 @@ def _save_checkpoint_path(plan: Plan, step: int) -> Path:
 
 
 def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, settings, log, step, epoch,
-                     step_in_epoch, base_eval) -> Path:
+                     step_in_epoch, base_eval, window=None) -> Path:
     """Write checkpoint-N atomically (a temp folder renamed into place), keep the newest save_total_limit."""
     import torch
 
@@ -1103,6 +1122,9 @@ def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, setti
             atomic_write_json(tmp / STATE_FILE, {
                 "step": step, "epoch": epoch, "step_in_epoch": step_in_epoch, "settings": settings, "log": log,
                 "base_eval_loss": base_eval, "world_size": dist.world,
+                # the loss summed since the last logged step: the log's next entry covers the same steps
+                # as an uninterrupted run's
+                "loss_window": window,
             })
             _plain_modes(tmp)
             for stale in plan.stale:  # --overwrite: the replaced run's checkpoints go once this run has one
