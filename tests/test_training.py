@@ -16,7 +16,7 @@ import pytest
 
 from extensions.dialogue_lora import batching, encoding, modeling, varlen
 from extensions.dialogue_lora.errors import UserError
-from extensions.dialogue_lora.paths import list_adapters
+from extensions.dialogue_lora.paths import list_adapters, resolve_adapter
 from extensions.dialogue_lora.training import TrainConfig, check, train
 from lora_helpers import alice_records, bob_records
 
@@ -528,6 +528,15 @@ def test_a_killed_runs_leftovers_are_tidied(env):
         train(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0))
     assert (loras / "k" / "checkpoint-3").is_dir() and not list(loras.glob(".k.*"))
     assert train(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0, resume=True)).step == 6
+    # cut off between the two renames, the new adapter complete: chat and evaluation say where it is and
+    # how to get it back; --resume (or any run of the name) puts it back first
+    os.replace(loras / "k", loras / f".k.tmp-{dead}")
+    with pytest.raises(UserError, match=r"adapter 'k' not found.*was cut off while saving \(its adapter is in "
+                                        r".*\.k\.tmp-999999999\): run lora_finetune.py with -l k again"):
+        resolve_adapter("k", loras)
+    with pytest.raises(UserError, match="no checkpoint to resume from .the run finished"):
+        check(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0, resume=True))
+    assert resolve_adapter("k", loras) == (loras / "k").resolve()
 
 
 def test_a_kill_after_the_users_files_moved_for_the_swap_loses_none_of_them(env):
@@ -546,11 +555,19 @@ def test_a_kill_after_the_users_files_moved_for_the_swap_loses_none_of_them(env)
     assert (loras / "n1" / "notes.txt").read_text() == "precious"
     assert (loras / "n1" / "art" / "face.png").read_bytes() == b"png"
     assert not tmp.exists()
-    # with no adapter folder to go back to, the leftover stays as it is
+    # cut off before the rename of a first save: the complete adapter goes into place, notes and all
     shutil.copytree(loras / "n1", tmp)
     shutil.rmtree(loras / "n1")
+    with pytest.raises(UserError, match="it is a finished adapter"):
+        check(make_cfg(env, **common))
+    assert (loras / "n1" / "notes.txt").read_text() == "precious" and not tmp.exists()
+    # an incomplete one (no model card: it is written last) holding the user's files, and no folder to
+    # put them back into: it stays as it is
+    (tmp / "art").mkdir(parents=True)
+    (tmp / "art" / "face.png").write_bytes(b"png")
+    shutil.rmtree(loras / "n1")
     train(make_cfg(env, **common))
-    assert (tmp / "notes.txt").read_text() == "precious"
+    assert (tmp / "art" / "face.png").read_bytes() == b"png"
 
 
 def test_a_folder_holding_only_a_half_written_checkpoint_is_free(env):

@@ -123,6 +123,22 @@ def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path
     raise UserError(f"model {str(name)!r} not found{hint}; {_listing(found, model_dir, 'models')}")
 
 
+def interrupted_save(lora_dir: str | os.PathLike, name: str) -> str:
+    """A hint when a training run of `name` was killed in its final save's swap (its adapter then sits in
+    `.NAME.tmp-PID` or `.NAME.old-PID`, put back by the next run of that name); "" when not."""
+    import glob
+
+    d = Path(lora_dir)
+    if not d.is_dir() or not name or "/" in name:
+        return ""
+    left = sorted(p.name for p in d.glob(f".{glob.escape(name)}.*-*") if p.is_dir()
+                  and re.fullmatch(rf"\.{re.escape(name)}\.(tmp|old)-\d+", p.name))
+    if not left:
+        return ""
+    return (f"; a training run of {name!r} was cut off while saving (its adapter is in {d / left[0]}): run "
+            f"lora_finetune.py with -l {name} again and it is put back before anything else")
+
+
 def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Path:
     """An existing adapter: a folder under `lora_dir`, or any path to one; else a clear error listing adapters."""
     lora_dir = Path(lora_dir)
@@ -140,4 +156,4 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
             raise UserError(f"adapter folder {c} holds no adapter (no {_ADAPTER_MARKER}); {listing}")
     hint = closest(Path(name).name, found)
     hint = f" (did you mean {hint!r}?)" if hint else ""
-    raise UserError(f"adapter {str(name)!r} not found{hint}; {listing}")
+    raise UserError(f"adapter {str(name)!r} not found{hint}; {listing}{interrupted_save(lora_dir, str(name))}")

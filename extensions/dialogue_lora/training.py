@@ -378,6 +378,9 @@ def check(cfg: TrainConfig) -> Plan:
             targets = linear
     lora_root = dirs.loras
     out_dir = lora_root / cfg.lora_name
+    if paths.interrupted_save(lora_root, cfg.lora_name):  # put the adapter back before judging the folder
+        with held_lock(lora_root / f".{cfg.lora_name}.lock", lambda holder: _busy(out_dir, holder)):
+            _tidy(lora_root, out_dir)
     found, resume_from = _output_problems(cfg, out_dir)
     problems += found
     if problems:
@@ -405,8 +408,9 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
     if out_dir.exists() and not out_dir.is_dir():
         problems.append(f"{out_dir} exists and is not a folder")
     elif cfg.resume and not _holds_a_run(out_dir):
-        problems.append(f"--resume: there is no run of {cfg.lora_name!r} in {out_dir.parent} to resume (leave --resume "
-                        "out to start one)")
+        cut = paths.interrupted_save(out_dir.parent, cfg.lora_name)
+        problems.append(f"--resume: there is no run of {cfg.lora_name!r} in {out_dir.parent} to resume"
+                        + (cut if cut else " (leave --resume out to start one)"))
     elif _holds_a_run(out_dir):
         if cfg.resume:
             found = checkpoints(out_dir)
@@ -699,12 +703,8 @@ def _claim(plan: Plan):
     except OSError as e:
         raise UserError(f"{root}: cannot create ({e.strerror or e}) (--lora_dir)") from None
 
-    def busy(holder: str) -> str:
-        who = f" (process {holder})" if holder else ""
-        return f"{out}: another training run{who} is writing this adapter: wait for it to finish, or pick another --lora_name"
-
     try:
-        with held_lock(root / f".{out.name}.lock", busy):
+        with held_lock(root / f".{out.name}.lock", lambda holder: _busy(out, holder)):
             _tidy(root, out)
             yield
     finally:
@@ -713,9 +713,15 @@ def _claim(plan: Plan):
                 root.rmdir()  # only if nothing was saved in it
 
 
+def _busy(out: Path, holder: str) -> str:
+    who = f" (process {holder})" if holder else ""
+    return f"{out}: another training run{who} is writing this adapter: wait for it to finish, or pick another --lora_name"
+
+
 def _tidy(root: Path, out: Path) -> None:
-    """Leftovers of a killed run of this adapter (none runs: we hold its lock): a half-written final save
-    (`.NAME.tmp-PID`), the previous folder set aside for the swap (`.NAME.old-PID`: when the swap never
+    """Leftovers of a killed run of this adapter (none runs: we hold its lock): a final save (`.NAME.tmp-PID`:
+    put in place when it is complete and nothing is there, else removed, the user's own files in it moved
+    back first), the previous folder set aside for the swap (`.NAME.old-PID`: when the swap never
     finished, the new adapter goes in place if it was complete, else the old folder goes back), and
     half-written checkpoints (`.checkpoint-N.tmp`)."""
     import glob
@@ -734,6 +740,9 @@ def _tidy(root: Path, out: Path) -> None:
             os.replace(old, out)
     for tmp in sorted(root.glob(f".{name}.tmp-*")):
         if not tmp.is_dir():
+            continue
+        if not out.exists() and (tmp / "README.md").is_file():  # complete, the rename into place never came
+            os.replace(tmp, out)
             continue
         # the user's files, moved here from the adapter folder just before a swap that never came
         rescued = _foreign_entries(tmp)
