@@ -673,3 +673,16 @@ def test_damaged_files_are_one_line_errors(env, tmp_path):
     weights.write_bytes(weights.read_bytes()[:5000])
     with pytest.raises(UserError, match="could not load the model in .*broken"):
         train(make_cfg(env, lora_name="b", model_name="broken", max_steps=1))
+
+
+def test_training_on_alpaca_samples_says_chat_prompts_lack_the_instruction(env):
+    alpaca = env / "alpaca.json"
+    alpaca.write_text(json.dumps([{"instruction": "Continue the dialogue as Bob.", **r} for r in bob_records(8, 1)]))
+    logs = []
+    train(make_cfg(env, lora_name="al", dataset_name=str(alpaca), max_steps=1, val_ratio=0.0),
+          on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
+    assert any(m.startswith("alpaca samples: the adapter learns their instruction line") for m in logs)
+    logs.clear()
+    train(make_cfg(env, lora_name="ro", max_steps=1, val_ratio=0.0),
+          on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
+    assert not any(m.startswith("alpaca samples") for m in logs)

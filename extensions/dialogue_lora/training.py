@@ -789,6 +789,11 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         )
     if n_dropped:
         emit({"event": "log", "message": f"{n_dropped} sample(s) dropped: their reply alone exceeds --cutoff_len {cfg.cutoff_len}"})
+    if any(r.get("instruction") for r in records[:1000] if isinstance(r, dict)):
+        # chat.py, the tab and the webui build the plain rounds prompt: it lacks the line learnt here
+        emit({"event": "log", "message": "alpaca samples: the adapter learns their instruction line in front of "
+                                         "the dialogue, which chat prompts do not have; prepare the default rounds "
+                                         "format for an adapter that chats exactly as it was trained"})
 
     gc = _use_gc(cfg, device)
     modeling.freeze_for_training(model, gc)
