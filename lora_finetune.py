@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "target_modules":
             p.add_argument(*flags, default=None, help=h + " Comma-separated.")
         else:
-            typ = {"learning_rate": float, "lora_alpha": int}.get(name) or (type(default) if default is not None else str)
+            typ = {"learning_rate": float, "lora_alpha": float}.get(name) or (type(default) if default is not None else str)
             kw = {"choices": _CHOICES[name]} if name in _CHOICES else {}
             p.add_argument(*flags, type=typ, default=default, help=h, **kw)
     tools = p.add_argument_group("for tools (the webui tab runs training in its own process through these)")

@@ -686,3 +686,9 @@ def test_training_on_alpaca_samples_says_chat_prompts_lack_the_instruction(env):
     train(make_cfg(env, lora_name="ro", max_steps=1, val_ratio=0.0),
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
     assert not any(m.startswith("alpaca samples") for m in logs)
+
+
+def test_a_fractional_lora_alpha_is_kept(env):
+    assert make_cfg(env, lora_alpha=16.5).alpha == 16.5 and make_cfg(env, lora_alpha=16.0).alpha == 16
+    train(make_cfg(env, lora_name="frac", lora_alpha=16.5, max_steps=1, val_ratio=0.0))
+    assert json.loads((env / "loras" / "frac" / "adapter_config.json").read_text())["lora_alpha"] == 16.5

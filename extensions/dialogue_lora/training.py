@@ -92,7 +92,7 @@ class TrainConfig:
     """LoRA rank r (adapter size)."""
     learning_rate: float | None = None
     """Peak learning rate; default 3e-4 for LoRA, 3e-2 for prompt tuning."""
-    lora_alpha: int | None = None
+    lora_alpha: float | None = None
     """LoRA scaling alpha; default 2 x lora_rank (the adapter's scale alpha/r stays 2 whatever the rank)."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA input; 0 (as unsloth and LLaMA-Factory default) skips a random mask per adapted layer, about a fifth of a CPU step."""
@@ -209,8 +209,10 @@ class TrainConfig:
         return 3e-2 if self.method == "prompt_tuning" else 3e-4
 
     @property
-    def alpha(self) -> int:
-        return int(self.lora_alpha) if self.lora_alpha is not None else 2 * self.lora_rank
+    def alpha(self) -> float:
+        if self.lora_alpha is None:
+            return 2 * self.lora_rank
+        return int(self.lora_alpha) if float(self.lora_alpha).is_integer() else float(self.lora_alpha)  # 16.5 stays
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
