@@ -87,7 +87,8 @@ class _Stopper:
             raise KeyboardInterrupt
         self.signalled = signum
         again = "Ctrl+C again to quit at once" if signum == signal.SIGINT else "a second signal quits at once"
-        print(f"\nstopping: saving a checkpoint ({again})", file=sys.stderr, flush=True)
+        print(f"\nstopping after the current step with a checkpoint; a run at its last step, or saving its adapter, "
+              f"finishes instead ({again})", file=sys.stderr, flush=True)
 
     def __call__(self) -> bool:
         return self.signalled or (self.stop_file is not None and self.stop_file.exists())

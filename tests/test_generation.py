@@ -231,6 +231,8 @@ def test_chat_session_rejects_bad_names():
         ChatSession(["Bob:"], "Alice")
     with pytest.raises(UserError, match="--rounds"):
         ChatSession(["Bob"], "Alice", rounds=-1)
+    with pytest.raises(UserError, match="--user 'bob' is also a character the model speaks as"):
+        ChatSession(["Bob", "Carol"], "bob")
 
 
 def test_prompt_tuning_adapters_generate_and_toggle(tiny_model_dir):

@@ -403,6 +403,9 @@ class ChatSession:
             raise UserError(f"--rounds must be 0 or more (got {rounds})")
         self.names = names
         self.user = prompt_mod.one_line(user) or "You"
+        if self.user.casefold() in {n.casefold() for n in names}:
+            raise UserError(f"--user {self.user!r} is also a character the model speaks as (--name): your lines and "
+                            "theirs would look alike; pick another --user")
         self.rounds = rounds
         self.current = names[0]
         self.history: list[tuple[str | None, str]] = []
