@@ -276,7 +276,7 @@ def test_run_cli_reports_a_file_system_refusal_and_sigterm_in_one_line(capsys, t
     def write(argv):
         fileio.atomic_write_text(long_name, "x")
 
-    assert run_cli(write, []) == 1
+    assert run_cli(write, []) == 2
     assert capsys.readouterr().err == f"error: {long_name}: File name too long\n"
 
     def bug(argv):

@@ -91,7 +91,7 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         if e.filename is None:
             raise
         print(f"error: {e.filename}: {e.strerror or brief(e)}", file=sys.stderr)
-        return 1
+        return UserError.exit_code
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
