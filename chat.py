@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from extensions.dialogue_lora.generation import ChatSession, read_training_parameters
     from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
 
-    names = args.name
+    names, instruction = args.name, None
     if names is not None and not names.strip(" ,"):
         raise UserError("--name is empty: give the character the model speaks as, e.g. --name Bob "
                         "(or leave it out to use the name recorded with the adapter)")
@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         adapter = resolve_adapter(args.lora_name, resolve_dirs(lora_dir=args.lora_dir).loras)
         params = read_training_parameters(adapter)
         names = names or params.get("name") or ",".join(params.get("characters") or [])
+        instruction = params.get("instruction") or None
     if not names:
         raise UserError("--name is required: the character the model speaks as, e.g. --name Bob")
-    session = ChatSession(str(names).split(","), args.user, args.rounds)  # bad names fail before loading
+    session = ChatSession(str(names).split(","), args.user, args.rounds, instruction)  # bad names fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")
     problems = []

@@ -128,6 +128,20 @@ def test_character_chat_prompt_uses_the_tabs_character_name_over_the_bot_name(mo
     assert script.custom_generate_chat_prompt("Coming?", _state([], name2="AI")).endswith("\nAI:")
 
 
+def test_an_alpaca_adapters_instruction_leads_the_chat_prompt_while_it_is_applied(monkeypatch):
+    monkeypatch.setitem(script.params, "character_chat", True)
+    monkeypatch.setitem(script.params, "character", "Bob")
+    monkeypatch.setitem(script.params, "instruction", "Continue the dialogue as {name}.")
+    monkeypatch.setitem(script.params, "adapter", "bob")
+    shared = types.ModuleType("modules.shared")
+    shared.lora_names = ["bob"]
+    monkeypatch.setitem(sys.modules, "modules.shared", shared)
+    got = script.custom_generate_chat_prompt("Coming?", _state([], name1="Alice", name2="AI"))
+    assert got == "Continue the dialogue as Bob.\nAlice: Coming?\nBob:"
+    shared.lora_names = []
+    assert script.custom_generate_chat_prompt("Coming?", _state([], name1="Alice", name2="AI")) == "Alice: Coming?\nAI:"
+
+
 def test_the_adapters_character_name_lasts_while_the_adapter_is_applied(monkeypatch):
     monkeypatch.setitem(script.params, "character_chat", True)
     monkeypatch.setitem(script.params, "character", "Bob")

@@ -32,6 +32,21 @@ def test_chat_prompt_keeps_last_rounds():
     assert prompt.chat_prompt(hist, "B", 0) == "B:"
 
 
+def test_an_alpaca_adapters_instruction_goes_where_training_put_it():
+    records = [{"instruction": f"Continue the dialogue as {n}.", "input": inp, "output": "x", "name": n}
+               for n, inp in (("Bob", "Alice: Hi\nBob:"), ("Carol", "Carol:"))]
+    template = prompt.instruction_template(records)
+    assert template == "Continue the dialogue as {name}."
+    # the chat prompt is the training prompt of a sample with that context
+    trained = prompt.record_segments(records[0])[0][0]
+    assert prompt.chat_prompt([("Alice", "Hi")], "Bob", 5, template) == trained == "Continue the dialogue as Bob.\nAlice: Hi\nBob:"
+    assert prompt.chat_prompt([], "Bob", 5, None) == "Bob:"
+    # no single line to put back: none
+    assert prompt.instruction_template(records + [{"instruction": "Reply as {name}.", "input": "Bob:", "output": "y"}]) is None
+    assert prompt.instruction_template(records + [{"input": "Bob:", "output": "y"}]) is None
+    assert prompt.instruction_template([{"input": "Bob:", "output": "y"}]) is None
+
+
 def test_extract_reply_stops_at_newline():
     assert prompt.extract_reply(" Aye, matey!\nAlice: more") == "Aye, matey!"
     assert prompt.extract_reply(" no newline") == "no newline"

@@ -204,6 +204,13 @@ def test_chat_session_keeps_the_last_rounds_in_training_format():
     assert seen[1] == "Bob: reply 1 (ignored)\nAlice: Where is the boat?\nBob:"  # 2 turns: the oldest dropped
 
 
+def test_chat_session_puts_an_alpaca_adapters_instruction_first():
+    seen, fn = _echo()
+    s = ChatSession(["Bob"], "Alice", rounds=2, instruction="Continue the dialogue as {name}.")
+    s.handle("Hello Bob!", fn)
+    assert seen[0] == "Continue the dialogue as Bob.\nAlice: Hello Bob!\nBob:"
+
+
 def test_chat_session_addresses_several_characters():
     seen, fn = _echo()
     s = ChatSession(["Bob", "Carol"], "Alice", rounds=5)

@@ -675,13 +675,22 @@ def test_damaged_files_are_one_line_errors(env, tmp_path):
         train(make_cfg(env, lora_name="b", model_name="broken", max_steps=1))
 
 
-def test_training_on_alpaca_samples_says_chat_prompts_lack_the_instruction(env):
+def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):
     alpaca = env / "alpaca.json"
     alpaca.write_text(json.dumps([{"instruction": "Continue the dialogue as Bob.", **r} for r in bob_records(8, 1)]))
     logs = []
     train(make_cfg(env, lora_name="al", dataset_name=str(alpaca), max_steps=1, val_ratio=0.0),
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
-    assert any(m.startswith("alpaca samples: the adapter learns their instruction line") for m in logs)
+    # one shared instruction: recorded for chat, nothing to warn about
+    assert not any(m.startswith("alpaca samples") for m in logs)
+    params = json.loads((env / "loras" / "al" / "training_parameters.json").read_text())
+    assert params["instruction"] == "Continue the dialogue as {name}."
+    mixed = env / "mixed.json"
+    mixed.write_text(json.dumps([{"instruction": f"Line {i} as Bob.", **r} for i, r in enumerate(bob_records(8, 1))]))
+    train(make_cfg(env, lora_name="mx", dataset_name=str(mixed), max_steps=1, val_ratio=0.0),
+          on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
+    assert any(m.startswith("alpaca samples with different instruction lines") for m in logs)
+    assert json.loads((env / "loras" / "mx" / "training_parameters.json").read_text())["instruction"] is None
     logs.clear()
     train(make_cfg(env, lora_name="ro", max_steps=1, val_ratio=0.0),
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)

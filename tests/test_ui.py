@@ -201,13 +201,23 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     params = {"character_chat": False}
     logic = TabLogic(Applied(params, resolve_dirs(webui_root)))
     assert logic.use(None, "bob") == "Applied bob."
-    assert params == {"character_chat": True, "stop_at_newline": True, "character": "Bob", "adapter": "bob"}
+    assert params == {"character_chat": True, "stop_at_newline": True, "character": "Bob", "adapter": "bob",
+                      "instruction": None}
     # an adapter that does not say whose it is: the previous character is not kept
     other = webui_root / "user_data" / "loras" / "other"
     other.mkdir()
     (other / "adapter_config.json").write_text("{}", encoding="utf-8")
     assert logic.use(None, "other") == "Applied other."
     assert params["character"] == ""
+    # one trained on alpaca samples: its instruction line leads the prompts, the quick test's too
+    (other / "training_parameters.json").write_text(
+        json.dumps({"name": "Carol", "instruction": "Continue the dialogue as {name}."}), encoding="utf-8")
+    logic.use(None, "other")
+    assert params["instruction"] == "Continue the dialogue as {name}."
+    prompts = []
+    logic.host.reply = lambda text: prompts.append(text) or "Hello."
+    assert logic.chat([], "Hi", "Carol", "Alice", 5) == "Hello."
+    assert prompts == ["Continue the dialogue as Carol.\nAlice: Hi\nCarol:"]
 
 
 # ------------------------------------------------------------------------------------------ jobs

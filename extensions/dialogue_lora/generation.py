@@ -392,7 +392,7 @@ class ChatSession:
 
     COMMANDS = ("/quit", "/exit", "/as", "/reset", "/help")
 
-    def __init__(self, names: Sequence[str], user: str = "You", rounds: int = 5):
+    def __init__(self, names: Sequence[str], user: str = "You", rounds: int = 5, instruction: str | None = None):
         names = [prompt_mod.one_line(n) for n in names if prompt_mod.one_line(n)]
         if not names:
             raise UserError("--name is empty: give the character to speak as, e.g. --name Bob (or Bob,Carol)")
@@ -407,6 +407,7 @@ class ChatSession:
             raise UserError(f"--user {self.user!r} is also a character the model speaks as (--name): your lines and "
                             "theirs would look alike; pick another --user")
         self.rounds = rounds
+        self.instruction = instruction  # an alpaca-trained adapter's line before the dialogue (prompt.chat_prompt)
         self.current = names[0]
         self.history: list[tuple[str | None, str]] = []
         self.done = False
@@ -453,7 +454,7 @@ class ChatSession:
                 speaker, text = found, rest.strip()
         if text:
             self.history.append((self.user, prompt_mod.one_line(text)))
-        reply, _stopped = reply_fn(prompt_mod.chat_prompt(self.history, speaker, self.rounds))
+        reply, _stopped = reply_fn(prompt_mod.chat_prompt(self.history, speaker, self.rounds, self.instruction))
         reply = prompt_mod.one_line(reply)
         self.history.append((speaker, reply))
         return [f"{speaker}: {reply}".rstrip()], []

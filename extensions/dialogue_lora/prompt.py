@@ -65,10 +65,28 @@ def build_prompt(turns: Iterable[Turn], name: str) -> str:
     return "\n".join(lines)
 
 
-def chat_prompt(history: Sequence[Turn], name: str, rounds: int) -> str:
-    """The prompt for the next reply in a live chat: the last `rounds` turns, then the cue."""
+def chat_prompt(history: Sequence[Turn], name: str, rounds: int, instruction: str | None = None) -> str:
+    """The prompt for the next reply in a live chat: the last `rounds` turns, then the cue; after the
+    `instruction` line (`{name}` filled in) when the adapter learnt one (alpaca samples: instruction_template)."""
     recent = list(history)[-rounds:] if rounds > 0 else []
-    return build_prompt(recent, name)
+    prompt = build_prompt(recent, name)
+    return f"{instruction.replace('{name}', name)}\n{prompt}" if instruction else prompt  # as record_segments joins them
+
+
+def instruction_template(records: Iterable[dict]) -> str | None:
+    """The instruction line that a dataset's alpaca samples put before the dialogue, with the character's
+    name as `{name}` (`Continue the dialogue as {name}.`): the one every sample shares, so that chat can
+    put it where training did. None when no sample has one, or when they differ (or other formats mix in)."""
+    templates = set()
+    for rec in records:
+        instruction = rec.get("instruction") if isinstance(rec, dict) else None
+        if not isinstance(instruction, str) or not instruction.strip():
+            return None
+        name = rec.get("name") or str(rec.get("input") or "").rsplit("\n", 1)[-1].strip().rstrip(":").strip()
+        templates.add(instruction.replace(name, "{name}") if name else instruction)
+        if len(templates) > 1:
+            return None
+    return templates.pop() if templates else None
 
 
 def completion(output: str) -> str:

@@ -22,6 +22,7 @@ params = {
     "character_chat": False,  # build the chat prompt in the training format (custom_generate_chat_prompt)
     "rounds": 5,  # context turns in that prompt (prepare_dataset's --rounds)
     "character": "",  # the character's name in that prompt; empty: the webui's bot name (Character tab)
+    "instruction": "",  # a line before the dialogue: what an adapter trained on alpaca samples saw there
 }
 
 
@@ -72,10 +73,11 @@ def state_modifier(state):
 def custom_generate_chat_prompt(user_input, state, **kwargs):
     """With character chat on, the prompt is the training format; otherwise the webui's own prompt."""
     if params.get("character_chat"):
-        character = params.get("character")
+        character, instruction = params.get("character"), params.get("instruction")
         applied = _webui.applied_loras()
         if params.get("adapter") and applied is not None and params["adapter"] not in applied:
-            character = None  # its adapter was taken off (the webui's LoRA menu): the Character tab's bot name
+            # its adapter was taken off (the webui's LoRA menu): the Character tab's bot name, no instruction
+            character = instruction = None
         return _webui.character_chat_prompt(user_input, state, int(params.get("rounds", 5)),
-                                            character=character, **kwargs)
+                                            character=character, instruction=instruction, **kwargs)
     return _webui.default_chat_prompt(user_input, state, **kwargs)

@@ -629,6 +629,8 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         # the samples themselves, not the file's name or layout: --resume on other data is refused
         samples_sha256=_samples_sha256(plan.records),
         prompt_format=prompt_mod.PROMPT_FORMAT,
+        # alpaca samples' shared instruction line (`{name}` for the character): chat puts it where training did
+        instruction=prompt_mod.instruction_template(plan.records),
         heldout_file=HELDOUT_FILE,
         # the cues it learnt to answer to: chat.py, evaluation and the tab default --name to these
         characters=plan.characters,
@@ -791,11 +793,11 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         )
     if n_dropped:
         emit({"event": "log", "message": f"{n_dropped} sample(s) dropped: their reply alone exceeds --cutoff_len {cfg.cutoff_len}"})
-    if any(r.get("instruction") for r in records[:1000] if isinstance(r, dict)):
-        # chat.py, the tab and the webui build the plain rounds prompt: it lacks the line learnt here
-        emit({"event": "log", "message": "alpaca samples: the adapter learns their instruction line in front of "
-                                         "the dialogue, which chat prompts do not have; prepare the default rounds "
-                                         "format for an adapter that chats exactly as it was trained"})
+    if any(r.get("instruction") for r in records[:1000] if isinstance(r, dict)) and not prompt_mod.instruction_template(records):
+        # chat.py, the tab and the webui put one shared instruction line in front (training_parameters.json)
+        emit({"event": "log", "message": "alpaca samples with different instruction lines (or mixed with other "
+                                         "formats): chat prompts cannot have the line each was trained with; one "
+                                         "instruction for all (prepare_dataset.py --instruction) chats as trained"})
 
     gc = _use_gc(cfg, device)
     modeling.freeze_for_training(model, gc)

@@ -442,6 +442,18 @@ class TabLogic:
         return metrics, samples, status
 
     # -- Use -------------------------------------------------------------------------------------
+    def instruction_of(self, adapter: str | None) -> str | None:
+        """The instruction line an adapter trained on alpaca samples saw before the dialogue, if any."""
+        from .generation import read_training_parameters
+
+        path = self.host.dirs().loras / adapter if adapter else None
+        if path is None or not is_adapter_dir(path):
+            return None
+        try:
+            return read_training_parameters(path).get("instruction") or None
+        except UserError:
+            return None
+
     def character_of(self, adapter: str | None) -> str:
         """The character an adapter was trained for: its recorded name, else the cue of its held-out samples."""
         if not adapter:
@@ -483,6 +495,7 @@ class TabLogic:
         # the webui's Chat tab cues the adapter's own character, not the default bot name; an adapter
         # that does not say whose it is clears the previous one's, so the webui's bot name is used
         self.host.params["character"] = self.character_of(adapter)
+        self.host.params["instruction"] = self.instruction_of(adapter)
         self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
         return message
 
@@ -495,7 +508,7 @@ class TabLogic:
         if not (message or "").strip():
             raise UserError("type a message first")
         turns = list(history) + [(user_name, message)]
-        reply = self.host.reply(chat_prompt(turns, name, int(rounds)))
+        reply = self.host.reply(chat_prompt(turns, name, int(rounds), self.host.params.get("instruction")))
         if not reply:
             raise UserError(f"{name} ended the line at once (an empty reply): train longer or on more lines")
         return reply

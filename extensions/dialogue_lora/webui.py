@@ -66,7 +66,8 @@ def history_turns(rows, name1: str, name2: str) -> list[tuple[str, str]]:
     return turns
 
 
-def character_chat_prompt(user_input: str, state: dict, rounds: int, character: str | None = None, **kwargs) -> str:
+def character_chat_prompt(user_input: str, state: dict, rounds: int, character: str | None = None,
+                          instruction: str | None = None, **kwargs) -> str:
     """The chat prompt in the training format: the last `rounds` turns as `Name: text` lines, then `Name2:`.
 
     `character` (the tab's "Character name", filled from the adapter's training data) names the
@@ -75,7 +76,8 @@ def character_chat_prompt(user_input: str, state: dict, rounds: int, character: 
 
     `kwargs["history"]` (the webui passes it; it holds the rows before the current message) wins over
     state["history"]. With `_continue`, the last reply is unfinished: the prompt ends with it after the cue.
-    With `impersonate`, the user's cue is used instead.
+    With `impersonate`, the user's cue is used instead. `instruction`: the line an adapter trained on alpaca
+    samples saw before the dialogue (prompt.chat_prompt).
     """
     name1 = (state.get("name1") or "You").strip()
     name2 = (character or "").strip() or (state.get("name2") or "Character").strip()
@@ -84,12 +86,12 @@ def character_chat_prompt(user_input: str, state: dict, rounds: int, character: 
     turns = history_turns(rows, name1, name2)
     if kwargs.get("_continue") and turns and turns[-1][0] == name2:
         partial = turns.pop()[1]
-        return fmt.chat_prompt(turns, name2, rounds) + " " + fmt.one_line(partial)
+        return fmt.chat_prompt(turns, name2, rounds, instruction) + " " + fmt.one_line(partial)
     if user_input and user_input.strip() and not kwargs.get("_continue"):
         turns.append((name1, user_input))
     if kwargs.get("impersonate"):
-        return fmt.chat_prompt(turns, name1, rounds)
-    return fmt.chat_prompt(turns, name2, rounds)
+        return fmt.chat_prompt(turns, name1, rounds, instruction)
+    return fmt.chat_prompt(turns, name2, rounds, instruction)
 
 
 def default_chat_prompt(user_input: str, state: dict, **kwargs):
