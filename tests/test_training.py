@@ -701,3 +701,18 @@ def test_a_fractional_lora_alpha_is_kept(env):
     assert make_cfg(env, lora_alpha=16.5).alpha == 16.5 and make_cfg(env, lora_alpha=16.0).alpha == 16
     train(make_cfg(env, lora_name="frac", lora_alpha=16.5, max_steps=1, val_ratio=0.0))
     assert json.loads((env / "loras" / "frac" / "adapter_config.json").read_text())["lora_alpha"] == 16.5
+
+
+def test_a_checkpoint_can_be_chatted_with_and_evaluated_on_given_samples(env):
+    from extensions.dialogue_lora.evaluation import EvalConfig, resolve_heldout
+    from extensions.dialogue_lora.generation import check_adapter_base, read_training_parameters
+
+    stopped = train(make_cfg(env, lora_name="ck", max_steps=6, val_ratio=0.25), should_stop=_stop_from_call(3))
+    ckpt = stopped.checkpoint
+    params = read_training_parameters(ckpt)
+    assert params["characters"] == ["Bob"] and params["checkpoint"] and params["heldout_file"] is None
+    check_adapter_base(ckpt, env / "models" / "tiny")  # its recorded base: refused only on another model
+    with pytest.raises(UserError, match=r"is a checkpoint: the held-out split is saved with the finished adapter; "
+                                        r"pass the samples to score with -d"):
+        resolve_heldout(EvalConfig(model_name="tiny", lora_name=str(ckpt)), ckpt, params)
+    assert read_training_parameters(env / "loras" / "nothing-here") == {}

@@ -121,6 +121,9 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
                 return c
         raise UserError(f"held-out file {cfg.dataset!r} not found (looked in ., {dirs.datasets}, {adapter_path})")
     name = params.get("heldout_file")
+    if not name and params.get("checkpoint"):
+        raise UserError(f"{adapter_path} is a checkpoint: the held-out split is saved with the finished adapter; "
+                        "pass the samples to score with -d HELD_OUT.json")
     if not name:
         raise UserError(
             f"adapter {adapter_path.name!r} records no held-out split (trained with --val_ratio 0, or by another "

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import prompt as prompt_mod
 from .errors import UserError, brief
-from .paths import resolve_adapter, resolve_dirs, resolve_model
+from .paths import CHECKPOINT_PREFIX, CHECKPOINT_STATE, resolve_adapter, resolve_dirs, resolve_model
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -75,8 +75,18 @@ def _read_json(path: Path) -> dict:
 
 
 def read_training_parameters(adapter_path: str | os.PathLike) -> dict:
-    """The adapter's training_parameters.json ({} when it has none, e.g. an adapter trained elsewhere)."""
-    return _read_json(Path(adapter_path) / "training_parameters.json")
+    """The adapter's training_parameters.json ({} when it has none, e.g. an adapter trained elsewhere).
+
+    A checkpoint (`checkpoint-N` of a run that is training or was stopped) has none: the settings its
+    trainer_state.json records stand in (the characters, the base model's fingerprint), less the held-out
+    file, which only the finished adapter holds."""
+    path = Path(adapter_path)
+    params = _read_json(path / "training_parameters.json")
+    if not params and path.name.startswith(CHECKPOINT_PREFIX):
+        settings = _read_json(path / CHECKPOINT_STATE).get("settings")
+        if isinstance(settings, dict):
+            params = dict(settings, heldout_file=None, checkpoint=True)
+    return params
 
 
 def read_adapter_config(adapter_path: str | os.PathLike) -> dict:

@@ -18,6 +18,7 @@ _MODEL_MARKERS = ("config.json",)
 _ADAPTER_MARKER = "adapter_config.json"
 # a training run's resumable checkpoints inside its adapter folder: checkpoint-N
 CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_STATE = "trainer_state.json"  # in a checkpoint: the position in the data and the run's settings
 _SAFE_NAME = re.compile(r"^[^\W_][\w .+-]*$")  # letters of any script (Éowyn), digits, and a few marks
 
 

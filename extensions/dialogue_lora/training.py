@@ -51,7 +51,7 @@ HELDOUT_FILE = "heldout.json"
 EPOCH_CHECKPOINT_MIN_S = 60.0
 PARAMS_FILE = "training_parameters.json"
 LOG_FILE = "training_log.json"
-STATE_FILE = "trainer_state.json"
+STATE_FILE = paths.CHECKPOINT_STATE
 # What an adapter folder may hold (ours, the evaluation's, PEFT's and the webui Training tab's files):
 # --overwrite replaces a folder of these, checkpoints and half-written checkpoints, and nothing else.
 ADAPTER_FOLDER_FILES = frozenset({
