@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if stop_file and Path(stop_file).exists():  # left from an earlier stop: it would stop this run at once
         raise UserError(f"--stop_file {stop_file} exists already: delete it first (it asks a run to stop)")
     cfg = TrainConfig(**args)
+    if cfg.max_steps and cfg.epochs != parser.get_default("epochs"):
+        print(f"note: --max_steps {cfg.max_steps} sets the run's length; --epochs {cfg.epochs:g} is not used",
+              file=sys.stderr)
     from extensions.dialogue_lora.training import train
 
     main_process = int(os.environ.get("RANK", "0") or 0) == 0

@@ -157,3 +157,22 @@ def test_a_second_ctrl_c_says_what_is_kept(work, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("quit at once: nothing more was saved; the latest checkpoint is ")
     assert "checkpoint-7 (--resume continues from it)" in err
+
+
+def test_max_steps_with_epochs_says_the_epochs_are_not_used(work, monkeypatch, capsys):
+    import lora_finetune
+    from extensions.dialogue_lora import training
+    from extensions.dialogue_lora.errors import run_cli
+
+    ran = {}
+
+    def fake_train(cfg, **kwargs):
+        ran["cfg"] = cfg
+        raise training.UserError("stopped by the test")
+
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(training, "train", fake_train)
+    assert run_cli(lora_finetune.main, [*ARGS, "-l", "n", "--max_steps", "3"]) == 2
+    assert "note: --max_steps 3 sets the run's length; --epochs 2 is not used" in capsys.readouterr().err
+    assert run_cli(lora_finetune.main, ["-d", "bob.json", "-m", "tiny-llama", "-l", "n", "--max_steps", "3"]) == 2
+    assert "note:" not in capsys.readouterr().err
