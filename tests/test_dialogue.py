@@ -212,6 +212,8 @@ def test_damaged_utf16_is_replaced_and_counted(tmp_path):
         (b"", "empty"),
         (b"  \n\r\n\t", "empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        ("Bob: hi there\nAlice: hello\n".encode("utf-16-le"), "UTF-16 text without a byte-order mark: save it as UTF-8"),
+        ("Bob: hi there\nAlice: hello\n".encode("utf-16-be"), "UTF-16 text without a byte-order mark"),
     ],
 )
 def test_bad_files(tmp_path, content, message):

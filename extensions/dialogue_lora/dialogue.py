@@ -417,8 +417,20 @@ def check_text_file(path: str | os.PathLike, what: str = "--txtfilename") -> Pat
             if not any(chunk.strip(blank) for chunk in iter(lambda: f.read(1 << 20), b"")):
                 raise UserError(f"{path}: the file is empty")
     if b"\x00" in head and not _is_utf16(head):
+        if _looks_like_utf16(head):  # Windows tools' "Unicode" saved without its byte-order mark
+            raise UserError(f"{path}: looks like UTF-16 text without a byte-order mark: save it as UTF-8 "
+                            "(or as UTF-16 with one)")
         raise UserError(f"{path}: looks like a binary file, expected text")
     return path
+
+
+def _looks_like_utf16(head: bytes) -> bool:
+    """Every other byte NUL (ASCII-range text in UTF-16), on the even or the odd positions."""
+    pairs = len(head) // 2
+    if pairs < 4:
+        return False
+    return any(head[k::2][:pairs].count(0) >= 0.9 * pairs and head[1 - k::2][:pairs].count(0) <= 0.1 * pairs
+               for k in (0, 1))
 
 
 def _is_utf16(head: bytes) -> bool:
