@@ -716,3 +716,15 @@ def test_a_checkpoint_can_be_chatted_with_and_evaluated_on_given_samples(env):
                                         r"pass the samples to score with -d"):
         resolve_heldout(EvalConfig(model_name="tiny", lora_name=str(ckpt)), ckpt, params)
     assert read_training_parameters(env / "loras" / "nothing-here") == {}
+
+
+def test_a_pipe_as_the_dataset_is_named_as_one(env):
+    from extensions.dialogue_lora.evaluation import EvalConfig, resolve_heldout
+
+    fifo = env / "pipe.json"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match=r"dataset .*pipe\.json' is not a regular file \(a pipe or a device\): save the "
+                                        r"samples to a file first \(--dataset_name\)"):
+        check(make_cfg(env, dataset_name=str(fifo)))
+    with pytest.raises(UserError, match=r"held-out file .*pipe\.json' is not a regular file"):
+        resolve_heldout(EvalConfig(model_name="tiny", lora_name="x", dataset=str(fifo)), env, {})

@@ -119,6 +119,9 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
         for c in (given, dirs.datasets / given, adapter_path / given):
             if c.is_file():
                 return c
+        if given.exists() and not given.is_dir():  # `-d /dev/stdin`: read more than once
+            raise UserError(f"held-out file {cfg.dataset!r} is not a regular file (a pipe or a device): save the "
+                            "samples to a file first (-d)")
         raise UserError(f"held-out file {cfg.dataset!r} not found (looked in ., {dirs.datasets}, {adapter_path})")
     name = params.get("heldout_file")
     if not name and params.get("checkpoint"):

@@ -278,6 +278,9 @@ def resolve_dataset(name: str, dataset_dir: Path) -> Path:
             return (dataset_dir / (name + ext)).resolve()
     if p.is_dir() or q.is_dir():
         raise UserError(f"dataset {name!r} is a folder: give a .json or .jsonl file (--dataset_name)")
+    if p.exists():  # a pipe or a device (`-d /dev/stdin`): the samples are read more than once
+        raise UserError(f"dataset {name!r} is not a regular file (a pipe or a device): save the samples to a "
+                        "file first (--dataset_name)")
     found = paths.list_datasets(dataset_dir)
     listing = f"; datasets in {dataset_dir}: {', '.join(found)}" if found else ""
     looked = f"{p} and {q}" if p.resolve() != q.resolve() else f"{p}"
