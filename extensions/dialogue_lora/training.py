@@ -443,13 +443,14 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
 
 # In an adapter folder, a run's own entries besides ADAPTER_FOLDER_FILES: checkpoints, and what a killed
 # write left (`.checkpoint-N.tmp`, fileio's `.eval.json.x1y2.tmp`).
-_RUN_ENTRY = re.compile(rf"{re.escape(CHECKPOINT_PREFIX)}\d+|\..*\.tmp")
+_HALF_WRITTEN = re.compile(r"\..*\.tmp")
+_RUN_ENTRY = re.compile(rf"{re.escape(CHECKPOINT_PREFIX)}\d+|{_HALF_WRITTEN.pattern}")
 
 
 def _holds_a_run(out_dir: Path) -> bool:
     """Whether the folder holds anything but the half-written leftovers of a killed save, which the
     run clears (`.checkpoint-N.tmp`): those alone do not make the name taken."""
-    return out_dir.is_dir() and any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in out_dir.iterdir())
+    return out_dir.is_dir() and any(not _HALF_WRITTEN.fullmatch(p.name) for p in out_dir.iterdir())
 
 
 def _foreign_entries(out_dir: Path) -> list[str]:
@@ -796,11 +797,6 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         )
     if n_dropped:
         emit({"event": "log", "message": f"{n_dropped} sample(s) dropped: their reply alone exceeds --cutoff_len {cfg.cutoff_len}"})
-    if any(r.get("instruction") for r in records[:1000] if isinstance(r, dict)) and not prompt_mod.instruction_template(records):
-        # chat.py, the tab and the webui put one shared instruction line in front (training_parameters.json)
-        emit({"event": "log", "message": "alpaca samples with different instruction lines (or mixed with other "
-                                         "formats): chat prompts cannot have the line each was trained with; one "
-                                         "instruction for all (prepare_dataset.py --instruction) chats as trained"})
 
     gc = _use_gc(cfg, device)
     modeling.freeze_for_training(model, gc)
@@ -849,6 +845,11 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup))
 
     settings = _settings(cfg, plan)
+    if settings["instruction"] is None and any(isinstance(r, dict) and r.get("instruction") for r in records):
+        # chat.py, the tab and the webui put one shared instruction line in front (training_parameters.json)
+        emit({"event": "log", "message": "alpaca samples with different instruction lines (or mixed with other "
+                                         "formats): chat prompts cannot have the line each was trained with; one "
+                                         "instruction for all (prepare_dataset.py --instruction) chats as trained"})
     settings.update(
         base_fingerprint=modeling.base_fingerprint(model),
         n_train=len(train_set),

@@ -442,31 +442,30 @@ class TabLogic:
         return metrics, samples, status
 
     # -- Use -------------------------------------------------------------------------------------
-    def instruction_of(self, adapter: str | None) -> str | None:
-        """The instruction line an adapter trained on alpaca samples saw before the dialogue, if any."""
+    def _recorded(self, adapter: str | None) -> tuple[Path, dict] | None:
+        """(folder, training_parameters.json) of an adapter in the loras folder; None when there is no such
+        adapter or its settings cannot be read."""
+        if not adapter:
+            return None
         from .generation import read_training_parameters
 
-        path = self.host.dirs().loras / adapter if adapter else None
-        if path is None or not is_adapter_dir(path):
+        path = self.host.dirs().loras / adapter
+        if not is_adapter_dir(path):
             return None
         try:
-            return read_training_parameters(path).get("instruction") or None
+            return path, read_training_parameters(path)
         except UserError:
             return None
 
     def character_of(self, adapter: str | None) -> str:
         """The character an adapter was trained for: its recorded name, else the cue of its held-out samples."""
-        if not adapter:
-            return ""
-        from .generation import read_training_parameters
+        return self._character(self._recorded(adapter))
 
-        path = self.host.dirs().loras / adapter
-        if not is_adapter_dir(path):
+    @staticmethod
+    def _character(recorded: tuple[Path, dict] | None) -> str:
+        if recorded is None:
             return ""
-        try:
-            params = read_training_parameters(path)
-        except UserError:
-            return ""
+        path, params = recorded
         if params.get("name") or params.get("characters"):  # several: the one with the most samples
             return str(params.get("name") or params["characters"][0])
         # else the cue that ends the prompts it was trained on (held-out samples, else the dataset)
@@ -494,8 +493,10 @@ class TabLogic:
         self.host.params["stop_at_newline"] = True
         # the webui's Chat tab cues the adapter's own character, not the default bot name; an adapter
         # that does not say whose it is clears the previous one's, so the webui's bot name is used
-        self.host.params["character"] = self.character_of(adapter)
-        self.host.params["instruction"] = self.instruction_of(adapter)
+        recorded = self._recorded(adapter)
+        self.host.params["character"] = self._character(recorded)
+        # the line an adapter trained on alpaca samples saw before the dialogue (prompt.chat_prompt)
+        self.host.params["instruction"] = (recorded[1].get("instruction") or None) if recorded else None
         self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
         return message
 

@@ -66,7 +66,7 @@ class CsvOptions:
 
 def _resolve_columns(header: list[str], opts: CsvOptions, path: Path) -> dict[str, int | None]:
     index = {h.strip(): i for i, h in reversed(list(enumerate(header)))}  # a repeated name: its first column
-    twice = {h.strip().casefold() for h in header if sum(x.strip().casefold() == h.strip().casefold() for x in header) > 1}
+    twice = {h for h, n in Counter(h.strip().casefold() for h in header).items() if n > 1}
     lowered = {h.casefold(): i for h, i in index.items()}
     out: dict[str, int | None] = {}
     problems = []
