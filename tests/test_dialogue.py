@@ -100,6 +100,12 @@ def test_clean_text_counts_replaced_bytes_and_repairs():
         ("(laughs (a lot)) ok", "ok"),  # nested: the outer part goes too
         ("[whispering] psst", "psst"),
         ("no action", "no action"),
+        # a starred word inside a sentence is emphasis: dropping it would turn the meaning round
+        ("*looks away* I *never* said that", "I *never* said that"),
+        ("We *must* go *now*!", "We *must* go *now*!"),
+        ("that is *so* cool *grins*", "that is *so* cool"),  # at the end of the line: an action
+        ("Hello. *smiles* How are you?", "Hello. How are you?"),  # between sentences: an action
+        ("*waves* *smiles* Hi", "Hi"),
     ],
 )
 def test_strip_actions(text, expected):

@@ -83,7 +83,8 @@ _COLON_WITHIN = MAX_NAME_CHARS + 16
 # An undecodable byte read with errors="surrogateescape" becomes a lone surrogate U+DC80..U+DCFF.
 _ESCAPED = re.compile("[\udc80-\udcff]")
 # Actions: `(...)` (innermost first, so nested ones go too), `[...]`, and `*...*` where the stars hug
-# a word (`*waves*`, `*looks away*`): not `2 * 3 * 4` (spaces inside) nor markdown `**bold**`.
+# a word (`*waves*`, `*looks away*`): not `2 * 3 * 4` (spaces inside) nor markdown `**bold**`. A starred
+# single word inside a sentence is emphasis, not an action (`_emphasis`).
 _ACTION = re.compile(r"\s*(?:\([^()]*\)|\[[^\[\]]*\]|(?<![\w*])\*(?![\s*])[^*\n]*?[^\s*]\*(?![\w*])|(?<![\w*])\*[^\s*]\*(?![\w*]))")
 # Invisible characters that can precede a speaker's name (copied from web pages or chat clients).
 # Zero-width characters, the word joiner, the BOM, the soft hyphen, and the direction marks and embeddings
@@ -154,12 +155,25 @@ def speaker_name(raw: str, stats: ReadStats | None = None) -> str:
     return text
 
 
+def _emphasis(m: re.Match) -> bool:
+    """Whether an `_ACTION` match is a starred word inside a sentence (`I *really* mean it`): one word with
+    a word (or a comma) before it and more text after. Chat writes emphasis so as often as actions, and
+    dropping the word can turn the line's meaning round (`I *never* said that`); an action mid-sentence
+    (`Hi *waves* how are you`) is kept instead, the smaller harm."""
+    found = m.group(0).lstrip()
+    if found[:1] != "*" or any(c.isspace() for c in found):
+        return False
+    before = m.string[: m.start()].rstrip()[-1:]
+    return bool(before) and (before.isalnum() or before in ",;'\"") and bool(m.string[m.end():].strip())
+
+
 def strip_actions(text: str) -> str:
-    """Remove actions in `(...)`, `[...]` and `*...*` (and the space before them); collapse what is left."""
+    """Remove actions in `(...)`, `[...]` and `*...*` (and the space before them); collapse what is left.
+    A starred single word inside a sentence is emphasis and stays (`_emphasis`)."""
     if "(" not in text and "*" not in text and "[" not in text:
         return text
     while True:  # again while something went: `(laughs (a lot))` loses its inner, then its outer part
-        stripped = _ACTION.sub("", text)
+        stripped = _ACTION.sub(lambda m: m.group(0) if _emphasis(m) else "", text)
         if stripped == text:
             return " ".join(text.split())
         text = stripped
