@@ -391,6 +391,14 @@ def test_headings_with_a_colon_are_narration():
     assert turns("Part Timer: hello\n") == [("Part Timer", "hello")]  # a name that starts like one is a name
 
 
+def test_a_sentence_with_an_early_colon_is_narration_and_a_name_with_particles_is_not():
+    text = ("Anna: Where is he?\nThe answer came at once: nobody knew.\nHe said: go home.\n"
+            "Captain of the Guard: Halt.\nOld man: Get out.\nMaster at arms: Ready.\n")
+    assert turns(text) == [("Anna", "Where is he?"), (None, "The answer came at once: nobody knew."),
+                           (None, "He said: go home."), ("Captain of the Guard", "Halt."), ("Old man", "Get out."),
+                           ("Master at arms", "Ready.")]
+
+
 def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():
     assert turns("李雷：你好，韩梅梅。\n韩梅梅：你好，李雷！\n") == [("李雷", "你好，韩梅梅。"), ("韩梅梅", "你好，李雷！")]
 

@@ -73,6 +73,20 @@ _SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
 _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|one|two|three|four|five|"
                       r"six|seven|eight|nine|ten|eleven|twelve)\.?", re.IGNORECASE)
+# A novel's sentence with an early colon (`The answer came at once:`, `He said:`) is narration, not a
+# speaker: names are capitalised words with particles between (`Captain of the Guard`, `Old man`), a
+# sentence has several lowercase words, or a pronoun then a lowercase word.
+_PARTICLES = frozenset("of the de del della di da la le du des van von der den y e al el bin ibn ben and a an "
+                       "at on in to for".split())
+_SUBJECTS = frozenset("he she it they we i you there this that then but and so when as if".split())
+
+
+def _sentence(name: str) -> bool:
+    words = name.split()
+    lower = [w for w in words[1:] if w[:1].islower() and w.lower() not in _PARTICLES]
+    return len(lower) >= 3 or (words[0].lower() in _SUBJECTS and words[1][:1].islower())
+
+
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
@@ -200,7 +214,7 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         return None  # http://..., 10:30
     if len(name) > MAX_NAME_CHARS:
         return None
-    if " " in name and _HEADING.fullmatch(name):
+    if " " in name and (_HEADING.fullmatch(name) or _sentence(name)):
         return None
     if " " in name:
         if name.count(" ") >= MAX_NAME_WORDS:
