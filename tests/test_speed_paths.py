@@ -43,8 +43,6 @@ def _loss_and_grads(model, batch, multiple: int = 1):
 
 
 def test_fused_lora_forward_matches_peft(tiny_model_dir):
-    import torch
-
     model, tok = _lora(tiny_model_dir)
     batch = batching.collate([encoding.encode_record(r, tok, 256) for r in RECORDS], tok.pad_token_id, True, 64)
     plain_loss, plain_grads = _loss_and_grads(model, batch)
