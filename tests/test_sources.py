@@ -307,7 +307,22 @@ def test_csv_simple_columns(tmp_path):
     p = tmp_path / "lines.csv"
     p.write_text("who,line\nGuard,Halt!\nGuard,\"Move along, citizen.\"\n", encoding="utf-8")
     got, _ = csv_turns(p, speaker_column="who", text_column="line")
-    assert got == [("Guard", "Halt!"), None, ("Guard", "Move along, citizen."), None]
+    # neither a prompt nor a group column: a script as a table, its rows one running dialogue
+    assert got == [("Guard", "Halt!"), ("Guard", "Move along, citizen.")]
+
+
+def test_csv_usual_column_names_are_found_and_a_script_keeps_its_context(tmp_path):
+    p = tmp_path / "script.csv"
+    p.write_text("Speaker,Line\nAlice,Hi Bob.\nBob,Hello Alice.\nAlice,How are you?\nBob,Fine.\n", encoding="utf-8")
+    got, _ = csv_turns(p)
+    assert got == [("Alice", "Hi Bob."), ("Bob", "Hello Alice."), ("Alice", "How are you?"), ("Bob", "Fine.")]
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["Bob"], txtfilename=str(p), jsonfilename=str(out)))
+    assert json.loads(out.read_text(encoding="utf-8"))[1]["input"] == (
+        "Alice: Hi Bob.\nBob: Hello Alice.\nAlice: How are you?\nBob:")
+    p.write_text("character,dialogue,Topic FormId\nGuard,Halt!,1\nGuard,Move along.,2\n", encoding="utf-8")
+    got, _ = csv_turns(p)  # a group column: a game's responses, each on its own
+    assert got == [("Guard", "Halt!"), None, ("Guard", "Move along."), None]
 
 
 def test_csv_unknown_column(tmp_path):
@@ -315,8 +330,10 @@ def test_csv_unknown_column(tmp_path):
     p.write_text("who,line\nGuard,Halt!\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"no column 'Lines' .*--csv_text_column.*columns in the file: 'who', 'line'"):
         csv_turns(p, speaker_column="who", text_column="Lines")
-    with pytest.raises(UserError, match="--csv_speaker_column"):
-        csv_turns(p, text_column="line")  # default speaker column 'Voice Type' is required
+    p.write_text("person,words\nGuard,Halt!\n", encoding="utf-8")
+    with pytest.raises(UserError, match="--csv_speaker_column.*--csv_text_column.*columns in the file: 'person', 'words'"):
+        csv_turns(p)  # neither the defaults nor a usual name (Speaker, Line, ...)
+    p.write_text("who,line\nGuard,Halt!\n", encoding="utf-8")
     with pytest.raises(UserError, match="--csv_emotion_column"):
         csv_turns(p, speaker_column="who", text_column="line", emotion_column="Mood")
 
@@ -392,7 +409,7 @@ def test_csv_emotion_prefix_without_an_emotion_column_is_refused(tmp_path):
 def test_csv_semicolon_tab_and_excel_sep_line(tmp_path):
     semi = tmp_path / "semi.csv"  # Excel in a comma-decimal locale, with its BOM and CRLF
     semi.write_bytes('\ufeffwho;line\r\nGuard;"Halt; who goes there, friend?"\r\n'.encode("utf-8"))
-    assert csv_turns(semi, speaker_column="who", text_column="line")[0] == [("Guard", "Halt; who goes there, friend?"), None]
+    assert csv_turns(semi, speaker_column="who", text_column="line")[0] == [("Guard", "Halt; who goes there, friend?")]
     sep = tmp_path / "sep.csv"
     sep.write_text("sep=;\nwho;line\nGuard;Halt, you.\nGuard;\"bad \"quote\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"sep\.csv:4: malformed CSV"):  # lines counted from the sep= line
@@ -412,7 +429,7 @@ def test_csv_rows_that_do_not_fit_the_header_are_errors(tmp_path):
     with pytest.raises(UserError, match=r"lines\.csv:3: 3 fields where the header has 2 \(a comma inside a text"):
         csv_turns(p, speaker_column="who", text_column="line")
     p.write_text("who,line\nLydia,As you wish.,\n", encoding="utf-8")  # a trailing empty field is harmless
-    assert csv_turns(p, speaker_column="who", text_column="line")[0] == [("Lydia", "As you wish."), None]
+    assert csv_turns(p, speaker_column="who", text_column="line")[0] == [("Lydia", "As you wish.")]
     p.write_text("who,line,line\nLydia,a,b\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"column 'line' \(--csv_text_column\) appears more than once.*'who', 'line'$"):
         csv_turns(p, speaker_column="who", text_column="line")

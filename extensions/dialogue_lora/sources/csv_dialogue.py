@@ -38,6 +38,12 @@ DEFAULT_COLUMNS = {
     "order": "Response Num",
 }
 REQUIRED = ("speaker", "text")
+# Other exports' usual names for the two columns a file must have, tried (in this order, any casing) when
+# the column is left at its default and the file has no such column: `Speaker,Line` works as it is.
+USUAL_NAMES = {
+    "speaker": ("speaker", "character", "name", "voice type", "voice", "npc", "actor", "author", "who"),
+    "text": ("text", "line", "dialogue", "dialog", "response", "message", "content", "utterance", "subtitle"),
+}
 _TRAILING_NUMBER = re.compile(r"\s+\d+(?:\.\d+)?$")
 
 
@@ -77,6 +83,9 @@ def _resolve_columns(header: list[str], opts: CsvOptions, path: Path) -> dict[st
         i = index.get(col.strip())
         if i is None:
             i = lowered.get(col.strip().casefold())
+        if i is None and col == DEFAULT_COLUMNS[role] and role in USUAL_NAMES:
+            i, col = next(((lowered[n], header[lowered[n]].strip()) for n in USUAL_NAMES[role] if n in lowered),
+                          (None, col))
         if i is None and (role in REQUIRED or col != DEFAULT_COLUMNS[role]):
             hint = closest(col, index)
             hint = f" (did you mean {hint!r}?)" if hint else ""
@@ -126,7 +135,11 @@ def iter_csv_turns(
     stats: ReadStats | None = None,
     dropped: Counter | None = None,
 ) -> Iterator[Turn | None]:
-    """Player line (if any) then the reply, `BREAK` after each response. Streams row by row."""
+    """Player line (if any) then the reply, `BREAK` after each response. Streams row by row.
+
+    A file with neither a prompt nor a group column (`Speaker,Line`: a script kept as a table) is one
+    running dialogue, its rows each other's context, as the same lines in a text file would be; unless
+    its speaker column is the game export's `Voice Type`, whose rows are separate voice lines."""
     opts = opts or CsvOptions()
     stats = stats if stats is not None else ReadStats()
     dropped = dropped if dropped is not None else Counter()
@@ -146,6 +159,9 @@ def iter_csv_turns(
             if header is None or not any(h.strip() for h in header):
                 raise UserError(f"{path}: no header row")
             cols = _resolve_columns(header, opts, path)
+            # a game's voice lines (LazyVoiceFinder's `Voice Type`) stand alone even without a topic column
+            script = (cols["prompt"] is None and cols["group"] is None
+                      and header[cols["speaker"]].strip() != DEFAULT_COLUMNS["speaker"])
             group: dict | None = None
             end = reader.line_num + skipped
             for row in reader:
@@ -176,7 +192,7 @@ def iter_csv_turns(
                     group["order"] = order
                     continue
                 if group is not None:
-                    yield from _emit(group, opts, stats)
+                    yield from _emit(group, opts, stats, script)
                 group = {
                     "key": key,
                     "order": order,
@@ -188,12 +204,12 @@ def iter_csv_turns(
                     "line": line,
                 }
             if group is not None:
-                yield from _emit(group, opts, stats)
+                yield from _emit(group, opts, stats, script)
         except csv.Error as e:
             raise UserError(f"{path}:{reader.line_num + skipped}: malformed CSV ({e})") from None
 
 
-def _emit(group: dict, opts: CsvOptions, stats: ReadStats) -> Iterator[Turn | None]:
+def _emit(group: dict, opts: CsvOptions, stats: ReadStats, script: bool = False) -> Iterator[Turn | None]:
     prompt_text = clean_text(group["prompt"], stats)
     if prompt_text:
         yield Turn(opts.player, prompt_text, group["file"], group["line"])
@@ -206,7 +222,8 @@ def _emit(group: dict, opts: CsvOptions, stats: ReadStats) -> Iterator[Turn | No
         if emo:
             prefix += f"[{emo}] "
     yield Turn(group["speaker"], prefix + text, group["file"], group["line"])
-    yield BREAK
+    if not script:  # a game's responses stand alone; a script's rows follow on
+        yield BREAK
 
 
 def scan_csv_speakers(path: str | os.PathLike, opts: CsvOptions | None = None) -> Counter:
