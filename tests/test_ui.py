@@ -39,6 +39,9 @@ def test_scan_lists_speakers_with_counts(logic, tmp_path):
     one = tmp_path / "one.txt"
     one.write_text("Bob: hi\nAlice: hello\nBob: bye\n", encoding="utf-8")
     assert logic.scan(str(one), None, "auto") == [("Bob (2 lines)", "Bob"), ("Alice (1 line)", "Alice")]
+    play = tmp_path / "play.txt"  # a play counts speeches, of one or more lines
+    play.write_text("BOB:\nHello there,\nmy friend.\n\nALICE:\nHi.\n\nBOB:\nBye.\n", encoding="utf-8")
+    assert logic.scan(str(play), None, "auto") == [("BOB (2 speeches)", "BOB"), ("ALICE (1 speech)", "ALICE")]
 
 
 def test_pick_a_file_from_the_datasets_folder(logic, webui_root):
@@ -220,6 +223,55 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     assert prompts == ["Continue the dialogue as Carol.\nAlice: Hi\nCarol:"]
 
 
+def test_an_adapter_names_its_base_model_and_its_characters(webui_root):
+    lora = webui_root / "user_data" / "loras" / "duo"
+    lora.mkdir(parents=True)
+    (lora / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (lora / "training_parameters.json").write_text(json.dumps(
+        {"characters": ["MENENIUS", "BRUTUS"], "base_model": "tiny-llama",
+         "base_model_path": str(webui_root / "user_data/models/tiny-llama")}), encoding="utf-8")
+    logic = TabLogic(StandaloneHost({}, resolve_dirs(webui_root)))
+    assert logic.base_of("duo") == "tiny-llama"  # the Evaluate and Use sections fill it in
+    assert logic.character_of("duo") == "MENENIUS"
+    assert logic.characters_note("duo") == ("**duo** speaks as MENENIUS and BRUTUS: put the one you want in "
+                                            "*Character name*.")
+    (lora / "training_parameters.json").write_text(json.dumps({"name": "Bob", "base_model": "gone"}), encoding="utf-8")
+    assert logic.base_of("duo") is None and logic.characters_note("duo") == ""  # not in the models folder: no guess
+    assert logic.base_of("no-such") is None
+
+
+class _Events:
+    """A job as the tab reads it: its events, its state."""
+    def __init__(self, events, state="running"):
+        self.events, self.state, self.config, self.stopping, self.started = events, state, {"lora_name": "bob"}, False, 0
+
+    def last(self, *kinds):
+        return next((e for e in reversed(self.events) if e.get("event") in kinds), None)
+
+    loss_series = jobs.Job.loss_series
+    losses = jobs.Job.losses
+
+
+def test_progress_lists_the_runs_notes_and_a_resumed_curve_keeps_its_parts_apart():
+    job = _Events([
+        {"event": "log", "message": "8 sample(s) dropped: their reply alone exceeds --cutoff_len 128"},
+        {"event": "log", "message": "resuming from loras/bob/checkpoint-60 (step 60 of 100)"},
+        {"event": "history", "steps": [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.5}]},
+        {"event": "step", "step": 61, "total_steps": 100, "loss": 2.0, "tokens_per_s": 900.0, "eta_s": 30},
+        {"event": "step", "step": 62, "total_steps": 100, "loss": 1.9, "tokens_per_s": 950.0, "eta_s": 29},
+    ])
+    text = progress_markdown(job)
+    assert "*8 sample(s) dropped: their reply alone exceeds 'Cutoff length' 128*" in text  # the form's words
+    assert "resuming from" in text and "step 62/100" in text
+    before, since = job.loss_series()
+    assert before == [(10, 3.0), (20, 2.5)] and since == [(61, 2.0), (62, 1.9)]
+    assert job.losses() == before + since
+    fig = ui.loss_figure(since, before)
+    lines = fig.axes[0].get_lines()
+    assert [list(line.get_xdata()) for line in lines] == [[10, 20], [61, 62]]  # two series, not one joined line
+    assert ui.loss_figure([], []) is None
+
+
 # ------------------------------------------------------------------------------------------ jobs
 
 
@@ -316,6 +368,10 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert job.state == "done", job.error()
     assert job.last("step")["step"] == max(saved) + 3
     assert job.losses()[0][0] == 1  # the curve starts before the stop (logged every step here)
+    before, since = job.loss_series()
+    assert before[-1][0] <= max(saved) < since[0][0]  # the logged steps before the stop, then this run's
+    assert "resuming from" in progress_markdown(job)
+    assert logic.base_of("bob") == "tiny-llama"
     assert "Finished: bob" in progress_markdown(job)
     assert logic.adapters() == ["bob"]
     assert logic.character_of("bob") == "Bob"

@@ -413,7 +413,8 @@ def evaluate(
     bleu_base, chrf_base = bleu_chrf(hyp_base, refs)
     notes = []
     if dropped:
-        notes.append(f"{len(dropped)} held-out sample(s) left out of perplexity: longer than cutoff_len {cutoff}")
+        notes.append(f"{len(dropped)} held-out sample(s) left out of perplexity: longer than the adapter's "
+                     f"--cutoff_len {cutoff}")
     sim, meteor = [None, None], [None, None]
     if cfg.similarity:
         sim, note = similarity_scores([hyp, hyp_base], refs)

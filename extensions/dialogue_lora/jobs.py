@@ -124,15 +124,20 @@ class Job:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def losses(self) -> list[tuple[int, float]]:
-        """(step, loss) of every step so far; a resumed run's start with the logged losses before its stop."""
-        points = []
+    def loss_series(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """(step, loss) points: (the logged means before a resumed run's stop, every step of this run)."""
+        before, since = [], []
         for e in self.events:
             if e.get("event") == "history":
-                points += [(int(h["step"]), float(h["loss"])) for h in e.get("steps", []) if h.get("loss") is not None]
+                before += [(int(h["step"]), float(h["loss"])) for h in e.get("steps", []) if h.get("loss") is not None]
             elif e.get("event") == "step" and e.get("loss") is not None and e.get("step") is not None:
-                points.append((int(e["step"]), float(e["loss"])))
-        return points
+                since.append((int(e["step"]), float(e["loss"])))
+        return before, since
+
+    def losses(self) -> list[tuple[int, float]]:
+        """(step, loss) of every step so far; a resumed run's start with the logged losses before its stop."""
+        before, since = self.loss_series()
+        return before + since
 
     # -- control ---------------------------------------------------------------------------------
     def stop(self) -> None:

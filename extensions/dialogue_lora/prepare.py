@@ -466,10 +466,13 @@ def scan_speakers_with_unit(path: str | os.PathLike, source: str = "auto", **opt
     if src == "csv":
         return merge_speakers(scan_csv_speakers(path, cfg.csv_options())), SPEAKER_UNITS[src]
     counts: Counter = Counter()
-    for t in iter_turns(cfg, src, ReadStats(), Tally()):
+    stats = ReadStats()
+    for t in iter_turns(cfg, src, stats, Tally()):
         if t is not None and t.speaker and t.text:
             counts[t.speaker] += 1
-    return merge_speakers(counts), SPEAKER_UNITS["text"]
+    # a play's turn is a speech of one or more lines
+    unit = "speeches" if "play" in stats.layouts.values() else SPEAKER_UNITS["text"]
+    return merge_speakers(counts), unit
 
 
 __all__ = [

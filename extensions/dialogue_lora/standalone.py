@@ -70,9 +70,18 @@ def _messages_format() -> bool:
 
 
 def _chatbot_kwargs(gr) -> dict:
+    """The installed Gradio's message format, and no share or copy-all buttons: they float over the top
+    right of the box, on the newest message once the chat scrolls (the reply's own copy button stays)."""
     import inspect
 
-    return {"type": "messages"} if "type" in inspect.signature(gr.Chatbot.__init__).parameters else {}
+    params = inspect.signature(gr.Chatbot.__init__).parameters
+    kwargs = {"type": "messages"} if "type" in params else {}
+    if "buttons" in params:  # Gradio 6
+        kwargs["buttons"] = []
+    for flag in ("show_share_button", "show_copy_all_button"):  # Gradio 4 and 5
+        if flag in params:
+            kwargs[flag] = False
+    return kwargs
 
 
 def chatbot_value(turns: list[tuple[str, str]]) -> list:

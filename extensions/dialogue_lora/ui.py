@@ -48,12 +48,17 @@ TRAIN_FIELDS = (
 )
 
 
+# The number fields' steps: the browser holds a value that is not a whole number of steps invalid, and
+# its arrows move by one step (from 0.0003, one unit was a jump to 1.0003).
+NUMBER_STEPS = {"learning_rate": 1e-6, "lora_alpha": 0.5, "lora_dropout": 0.01, "val_ratio": 0.01}
+
 # What the library's messages call a CLI flag, the tab calls by its label.
 _TAB_WORDS = {"resume": "Resume", "overwrite": "Overwrite", "lora_name": "Adapter name", "dataset_name": "Dataset",
               "model_name": "Base model", **{key: label.split(" (")[0] for key, label, _ in TRAIN_FIELDS},
               # Prepare and Evaluate
               "gap_minutes": "New conversation after a gap", "jsonfilename": "Save as", "txtfilename": "the file",
-              "rounds": "Context turns", "format": "Format", "source": "Source", "max_samples": "Max samples"}
+              "rounds": "Context turns", "format": "Format", "source": "Source", "max_samples": "Max samples",
+              "csv_speaker_column": "Speaker column", "csv_text_column": "Text column"}
 _FLAG = re.compile(r"--([a-z_0-9]+)")
 # The scripts a message sends the user to, as the sections that do the same.
 _TAB_PLACES = {"lora_finetune.py -d": "*2. Train*", "prepare_dataset.py": "*1. Prepare*", "lora_finetune.py": "*2. Train*"}
@@ -163,6 +168,9 @@ def progress_markdown(job: jobs.Job | None) -> str:
         lines.append(" · ".join(parts))
     elif state == "running":
         lines.append(f"starting (loading the model and data)… {int(time.time() - job.started)} s")
+    notes = [e["message"] for e in job.events if e.get("event") == "log" and e.get("message")]
+    if notes:  # samples dropped, a resume, mixed instructions: said once by the run
+        lines.append("  \n".join(f"*{_md_text(tab_words(n))}*" for n in notes))
     if evaluation:
         bits = [f"{k.replace('_', ' ')} {float(evaluation[k]):.4f}" for k in ("eval_loss", "perplexity", "loss")
                 if isinstance(evaluation.get(k), (int, float))]
@@ -198,9 +206,11 @@ def show_sample(record: dict, number: int) -> str:
     return f"— sample {number} —\n{text.rstrip()}"
 
 
-def loss_figure(points: list[tuple[int, float]]):
-    """A small matplotlib loss curve (no pyplot, so no GUI backend), or None when there is nothing to draw."""
-    if len(points) < 1:
+def loss_figure(points: list[tuple[int, float]], before: list[tuple[int, float]] = ()):
+    """A small matplotlib loss curve (no pyplot, so no GUI backend), or None when there is nothing to draw.
+    `before`: a resumed run's logged losses before its stop (means over the logging steps), drawn apart
+    from this run's per-step losses so that the two kinds of point are not joined into one line."""
+    if not points and not before:
         return None
     try:
         from matplotlib.figure import Figure
@@ -208,8 +218,15 @@ def loss_figure(points: list[tuple[int, float]]):
         return None
     fig = Figure(figsize=(6, 2.6), dpi=100)
     ax = fig.add_subplot(111)
-    steps, losses = zip(*points)
-    ax.plot(steps, losses, marker="." if len(points) < 40 else None, linewidth=1.5)
+    if before:
+        steps, losses = zip(*before)
+        ax.plot(steps, losses, marker=".", linewidth=1, color="0.6", label="before the stop (logged means)")
+    if points:
+        steps, losses = zip(*points)
+        ax.plot(steps, losses, marker="." if len(points) < 40 else None, linewidth=1.5, color="C0",
+                label="since resuming" if before else None)
+    if before:
+        ax.legend(loc="upper right", fontsize="small", frameon=False)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
@@ -274,17 +291,19 @@ class TabLogic:
             text = text.replace(str(path), path.name)
         return text
 
-    def scan(self, upload, picked, source: str) -> list[tuple[str, str]]:
+    def scan(self, upload, picked, source: str, csv_speaker: str = "", csv_text: str = "") -> list[tuple[str, str]]:
         """Speakers found in the file, most lines first, as (label with count, name) choices."""
         from .prepare import scan_speakers_with_unit
 
         with self._upload_named(upload):
-            counts, unit = scan_speakers_with_unit(self.input_path(upload, picked), source=source or "auto")
+            counts, unit = scan_speakers_with_unit(self.input_path(upload, picked), source=source or "auto",
+                                                   **_csv_columns(csv_speaker, csv_text))
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(f"{name} ({n} {unit if n != 1 else unit[:-1]})", name) for name, n in ranked]
+        one = {"speeches": "speech"}.get(unit, unit[:-1])
+        return [(f"{name} ({n} {unit if n != 1 else one})", name) for name, n in ranked]
 
     def prepare_config(self, upload, picked, source, names, rounds, out_format, strip_actions, filters, out_name,
-                       gap_minutes=10):
+                       gap_minutes=10, csv_speaker="", csv_text=""):
         from .prepare import PrepareConfig
 
         names = [names] if isinstance(names, str) else list(names or [])
@@ -306,6 +325,7 @@ class TabLogic:
             "filter_non_responses": "non-responses" in filters,
             "filter_enders": "conversation enders" in filters,
             "filter_low_quality": "low-quality conversations" in filters,
+            **_csv_columns(csv_speaker, csv_text),
         }
         known = {f.name for f in dataclasses.fields(PrepareConfig)}
         return PrepareConfig(**{k: v for k, v in values.items() if k in known})
@@ -326,7 +346,7 @@ class TabLogic:
             cfg = self.prepare_config(*form)
         out = Path(cfg.jsonfilename)
         if out.exists() and not overwrite:
-            raise UserError(f"{out.name} already exists in {out.parent}: tick 'Overwrite' to replace it")
+            raise UserError(f"{out.name} already exists in {out.parent}: tick 'Overwrite if it exists' to replace it")
         with self._upload_named(form[0]):
             report = prepare(cfg, write=True)
         return out.name, f"Saved {out.name} in {out.parent}.\n\n" + self._report_text(report, form[0])
@@ -425,7 +445,7 @@ class TabLogic:
             said = (job.last("end") or {}).get("message") or ""
             return [], [], "Evaluation stopped" + ("; nothing was written" if "nothing was written" in said else "")
         if job.state != "done":
-            return [], [], f"Evaluation failed: {job.error()}"
+            return [], [], f"Evaluation failed: {tab_words(job.error() or 'unknown error')}"
         from .evaluation import metric_rows
 
         end = job.last("end") or {}
@@ -436,7 +456,7 @@ class TabLogic:
         # the context's last lines, one per row of the cell (" ⏎ " between them), as eval.md shows it
         samples = [[context_tail(s["prompt"]).replace("\n", " ⏎ "), s["reference"], s["base_reply"], s["adapter_reply"]]
                    for s in result.get("samples", [])[:20]]
-        notes = "; ".join(result.get("notes") or [])
+        notes = tab_words("; ".join(result.get("notes") or []))
         status = f"{result.get('n_replies', len(samples))} replies from {result.get('heldout_file')}; report in " \
                  f"{end.get('eval_md')}" + (f"\n\n{notes}" if notes else "")
         return metrics, samples, status
@@ -460,6 +480,27 @@ class TabLogic:
     def character_of(self, adapter: str | None) -> str:
         """The character an adapter was trained for: its recorded name, else the cue of its held-out samples."""
         return self._character(self._recorded(adapter))
+
+    def base_of(self, adapter: str | None) -> str | None:
+        """The base model an adapter was trained on, when it is one in the models folder."""
+        recorded = self._recorded(adapter)
+        if recorded is None:
+            return None
+        params = recorded[1]
+        models = self.models()
+        for value in (params.get("base_model"), params.get("base_model_path")):
+            if value and Path(str(value)).name in models:
+                return Path(str(value)).name
+        return None
+
+    def characters_note(self, adapter: str | None) -> str:
+        """For an adapter trained on several characters: which, since the name field holds one."""
+        recorded = self._recorded(adapter)
+        names = [str(n) for n in (recorded[1].get("characters") or [])] if recorded else []
+        if len(names) < 2:
+            return ""
+        return (f"**{adapter}** speaks as {', '.join(names[:-1])} and {names[-1]}: put the one you want in "
+                "*Character name*.")
 
     @staticmethod
     def _character(recorded: tuple[Path, dict] | None) -> str:
@@ -522,6 +563,12 @@ class TabLogic:
 EXPECTED = (UserError, ImportError)
 
 
+def _csv_columns(speaker: str | None, text: str | None) -> dict:
+    """The CSV column fields as PrepareConfig fields; a blank one keeps the default (and its usual names)."""
+    named = {"csv_speaker_column": (speaker or "").strip(), "csv_text_column": (text or "").strip()}
+    return {k: v for k, v in named.items() if v}
+
+
 def _error_text(e: Exception) -> str:
     if isinstance(e, ImportError):
         name = getattr(e, "name", None) or str(e)
@@ -551,12 +598,12 @@ def build_tab(host) -> dict:
             with gr.Row():
                 upload = gr.File(label="Upload a dialogue file", file_types=list(RAW_SUFFIXES), type="filepath")
                 with gr.Column():
-                    picked = gr.Dropdown(label=f"…or pick a file from {host.dirs().datasets}",
+                    picked = gr.Dropdown(label="…or pick a file", info=f"in {host.dirs().datasets}",
                                          choices=logic.raw_files(), value=None)
                     refresh_raw = gr.Button("Refresh file list", size="sm")
                     source = gr.Dropdown(label="Source", choices=list(SOURCES), value="auto")
             speakers = gr.Dropdown(label="Character(s) to learn", choices=[], multiselect=True,
-                                   info="Filled from the file: each speaker with its line count")
+                                   info="Filled from the file: each speaker and how often they speak")
             with gr.Row():
                 rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
                 out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
@@ -566,6 +613,12 @@ def build_tab(host) -> dict:
                     filters = gr.Dropdown(label="Filters", multiselect=True, choices=list(CHAT_FILTERS),
                                           value=list(CHAT_FILTERS))
                     gap = gr.Number(label="New conversation after a gap of (minutes)", value=10)
+            with gr.Accordion("CSV columns (game exports, tables)", open=False):
+                with gr.Row():
+                    csv_speaker = gr.Textbox(label="Speaker column", placeholder="blank: Voice Type, Speaker, "
+                                             "Character, Name… whichever the file has")
+                    csv_text = gr.Textbox(label="Text column", placeholder="blank: Dialogue 1 - English, Text, "
+                                          "Line, Dialogue… whichever the file has")
             with gr.Row():
                 out_name = gr.Textbox(label="Save as (in the datasets folder)", value="processed_dataset.json")
                 prep_overwrite = gr.Checkbox(label="Overwrite if it exists", value=False)
@@ -584,8 +637,11 @@ def build_tab(host) -> dict:
                 memory = gr.Markdown(host.memory_status())
                 unload_btn = gr.Button("Unload the loaded model", size="sm")
             with gr.Row():
-                model = gr.Dropdown(label=f"Base model ({host.dirs().models})", choices=logic.models(), value=None)
-                dataset = gr.Dropdown(label=f"Dataset ({host.dirs().datasets})", choices=logic.datasets(), value=None)
+                # the folders as info, which wraps: in the label a long path was cut off on a narrow page
+                model = gr.Dropdown(label="Base model", info=f"in {host.dirs().models}", choices=logic.models(),
+                                    value=None)
+                dataset = gr.Dropdown(label="Dataset", info=f"in {host.dirs().datasets}", choices=logic.datasets(),
+                                      value=None)
                 adapter_name = gr.Textbox(label="Adapter name (saved in the loras folder)", value="my-character")
                 refresh_train = gr.Button("Refresh lists", size="sm")
             try:
@@ -606,7 +662,7 @@ def build_tab(host) -> dict:
                         elif kind == "text":
                             box = gr.Textbox(label=label, value=_text_value(value))
                         elif kind == "number":
-                            box = gr.Number(label=label, value=value)
+                            box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1))
                         else:
                             continue
                         setting_boxes.append((key, box))
@@ -621,6 +677,8 @@ def build_tab(host) -> dict:
                 start_btn = gr.Button("Start training", variant="primary")
                 stop_btn = gr.Button("Stop (saves a checkpoint)", variant="stop")
                 watch_btn = gr.Button("Show progress")
+            # Start's own word (refused, checking): apart from the progress, which a run's stream rewrites
+            train_msg = gr.Markdown()
             progress = gr.Markdown(progress_markdown(jobs.current("train")))
             loss_plot = gr.Plot(label="Loss")
             train_log = gr.Textbox(label="Log (last lines)", lines=6, interactive=False)
@@ -673,28 +731,39 @@ def build_tab(host) -> dict:
             test_out = gr.Textbox(label="Reply", interactive=False)
 
     # ---------------------------------------------------------------- wiring
-    form = [upload, picked, source, speakers, rounds, out_format, strip_actions, filters, out_name, gap]
+    form = [upload, picked, source, speakers, rounds, out_format, strip_actions, filters, out_name, gap,
+            csv_speaker, csv_text]
+    scan_inputs = [upload, picked, source, csv_speaker, csv_text]
 
-    def on_file(upload_v, picked_v, source_v):
+    def on_file(upload_v, picked_v, source_v, speaker_col="", text_col="", keep=()):
+        """The speakers of the chosen file; those in `keep` (the characters picked) stay picked."""
         if not upload_v and not picked_v:
             return dd_update([], []), ""
         try:
-            choices = logic.scan(upload_v, picked_v, source_v)
+            choices = logic.scan(upload_v, picked_v, source_v, speaker_col, text_col)
         except EXPECTED as e:
             return dd_update([], []), _error_text(e)
         if not choices:
             return dd_update([], []), "⚠️ no speakers found: is this dialogue (`Name: text` lines, a script, an export)?"
-        return dd_update(choices, []), f"{len(choices)} speakers found: pick the character(s) to learn."
+        found = {name for _, name in choices}
+        return (dd_update(choices, [n for n in keep or () if n in found]),
+                f"{len(choices)} speakers found: pick the character(s) to learn.")
 
     for trigger in (upload.change, source.change):
-        trigger(on_file, [upload, picked, source], [speakers, prep_status])
+        trigger(on_file, scan_inputs, [speakers, prep_status])
+    # the columns read again when one is typed in (Enter, or leaving the field), the characters kept
+    for trigger in (csv_speaker.submit, csv_speaker.blur, csv_text.submit, csv_text.blur):
+        trigger(on_file, scan_inputs + [speakers], [speakers, prep_status])
 
     # The file chosen last is the one read: picking a file drops the upload, uploading clears the pick
-    # (an upload used to win over a file picked after it, with no sign of it).
-    def on_pick(picked_v, source_v):
-        return (None, *on_file(None, picked_v, source_v))
+    # (an upload used to win over a file picked after it, with no sign of it). A pick of nothing (the
+    # list closed with Escape reports one when it loses focus) changes nothing.
+    def on_pick(picked_v, source_v, speaker_col, text_col):
+        if not picked_v:
+            return gr.update(), gr.update(), gr.update()
+        return (None, *on_file(None, picked_v, source_v, speaker_col, text_col))
 
-    picked.input(on_pick, [picked, source], [upload, speakers, prep_status])
+    picked.input(on_pick, [picked, source, csv_speaker, csv_text], [upload, speakers, prep_status])
     upload.upload(lambda: None, None, picked)
     for trigger in (refresh_raw.click, picked.focus):  # focus: files copied in after the page loaded
         trigger(lambda: dd_update(logic.raw_files()), None, picked)
@@ -712,8 +781,8 @@ def build_tab(host) -> dict:
         *values, overwrite = values
         try:
             saved, text = logic.save(*values, overwrite=overwrite)
-        except EXPECTED as e:
-            return gr.update(), _error_text(e), gr.update(), gr.update()
+        except EXPECTED as e:  # the last save's report goes: it would read as this one's
+            return "", _error_text(e), gr.update(), gr.update()
         return (text, f"Saved **{saved}**: train on it in *2. Train*.", dd_update(logic.datasets(), saved),
                 Path(saved).stem)
 
@@ -725,7 +794,10 @@ def build_tab(host) -> dict:
     train_outputs = [progress, loss_plot, train_log]
 
     def render(job):
-        return progress_markdown(job), loss_figure(job.losses()) if job else None, job.log_tail() if job else ""
+        if job is None:
+            return progress_markdown(None), None, ""
+        before, since = job.loss_series()
+        return progress_markdown(job), loss_figure(since, before), job.log_tail()
 
     def follow(job):
         """Yield the job's progress every POLL_SECONDS until it ends (a page reload can re-attach)."""
@@ -743,14 +815,16 @@ def build_tab(host) -> dict:
             time.sleep(POLL_SECONDS)
 
     def on_start(model_v, dataset_v, adapter_v, resume_v, overwrite_v, *values):
+        # at once: the first Start after the app starts imports the training libraries (seconds)
+        yield "Checking the settings…", gr.update(), gr.update(), gr.update()
         try:
             job = logic.start_training(model_v, dataset_v, adapter_v, dict(zip(setting_keys, values)),
                                        resume_v, overwrite_v)
-        except EXPECTED as e:  # the previous run's plot and log stay on show
-            previous = jobs.current("train")
-            yield _error_text(e) + ("\n\n" + progress_markdown(previous) if previous else ""), gr.update(), gr.update()
+        except EXPECTED as e:  # the run on show (another page's, or the last) stays
+            yield _error_text(e), gr.update(), gr.update(), gr.update()
             return
-        yield from follow(job)
+        for shown in follow(job):
+            yield "", *shown
 
     def on_watch():
         job = jobs.current("train")
@@ -766,7 +840,7 @@ def build_tab(host) -> dict:
     # Streams run side by side (concurrency_limit=None): Gradio's default of one at a time per handler
     # queued a second page's Start behind the first page's run, to start it unseen when that run ended.
     start_btn.click(on_start, [model, dataset, adapter_name, resume, train_overwrite] + setting_inputs,
-                    train_outputs, concurrency_limit=None).then(adapter_lists, None, [ev_adapter, use_adapter])
+                    [train_msg] + train_outputs, concurrency_limit=None).then(adapter_lists, None, [ev_adapter, use_adapter])
     watch_btn.click(on_watch, None, train_outputs, concurrency_limit=None).then(adapter_lists, None,
                                                                              [ev_adapter, use_adapter])
     stop_btn.click(lambda: logic.stop_training(), None, progress)  # the run's own status replaces it when it stops
@@ -785,6 +859,13 @@ def build_tab(host) -> dict:
     for trigger in (refresh_train.click, train_tab.select):
         trigger(train_lists, None, [model, dataset, memory])
 
+    def on_dataset(dataset_v, adapter_v):
+        """The adapter's name follows the dataset picked while it is the default or another dataset's name."""
+        names = {Path(d).stem for d in logic.datasets()} | {"my-character", ""}
+        return Path(dataset_v).stem if dataset_v and (adapter_v or "").strip() in names else gr.update()
+
+    dataset.input(on_dataset, [dataset, adapter_name], adapter_name)
+
     def restore_form(model_v, dataset_v):
         """A fresh page (after a reload) shows the form of a run that is training or can be resumed: its
         model, dataset, name and settings, so that Resume after a Stop has them. Not a finished or failed
@@ -793,7 +874,9 @@ def build_tab(host) -> dict:
         if job is None or model_v or dataset_v or not (job.running or _resumable(job)):
             return [gr.update()] * (3 + len(setting_inputs))
         c = job.config
-        values = [_text_value(c.get(k)) if isinstance(box, gr.Textbox) else c.get(k) for k, box in setting_boxes]
+        # a number left to its default is None in the config: shown as the 0 that means it, as on a fresh page
+        values = [_text_value(c.get(k)) if isinstance(box, gr.Textbox)
+                  else (0 if c.get(k) is None and isinstance(box, gr.Number) else c.get(k)) for k, box in setting_boxes]
         return [c.get("model_name"), Path(str(c.get("dataset_name", ""))).name, c.get("lora_name"), *values]
 
     train_tab.select(restore_form, [model, dataset], [model, dataset, adapter_name, *setting_inputs])
@@ -834,6 +917,9 @@ def build_tab(host) -> dict:
         data = Path(c["dataset"]).name if c.get("dataset") else logic.heldout_choices()[0]
         return [c.get("model_name"), c.get("lora_name"), data, c.get("max_samples", 0)]
 
+    # the adapter's own base model, when the field is empty
+    ev_adapter.input(lambda a, m: gr.update() if m else (logic.base_of(a) or gr.update()), [ev_adapter, ev_model],
+                     ev_model)
     ev_outputs = [ev_metrics, ev_samples, ev_status]
     ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], ev_outputs, concurrency_limit=None)
     ev_stop.click(lambda: logic.stop_evaluation(), None, ev_status)  # the run's own status follows when it ends
@@ -858,7 +944,12 @@ def build_tab(host) -> dict:
 
     use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name])
     # .input: the user's pick, not the value set when the section opens (which would undo a typed name)
-    use_adapter.input(lambda a: logic.character_of(a) or gr.update(), use_adapter, char_name)
+    def on_use_adapter(adapter_v, model_v):
+        base = None if model_v else logic.base_of(adapter_v)
+        note = logic.characters_note(adapter_v)
+        return logic.character_of(adapter_v) or gr.update(), base or gr.update(), note or gr.update()
+
+    use_adapter.input(on_use_adapter, [use_adapter, use_model], [char_name, use_model, use_status])
     use_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None, [use_model, use_adapter])
 
     def use_view():
