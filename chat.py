@@ -17,8 +17,12 @@ import os
 import sys
 import tempfile
 
-from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
-from extensions.dialogue_lora.generation import add_loading_arguments
+try:
+    from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
+    from extensions.dialogue_lora.generation import add_loading_arguments
+except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
+    sys.stderr.write("error: interrupted\n")
+    sys.exit(130)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,8 +11,12 @@ import argparse
 import os
 import sys
 
-from extensions.dialogue_lora.errors import CliParser, run_cli
-from extensions.dialogue_lora.generation import add_loading_arguments
+try:
+    from extensions.dialogue_lora.errors import CliParser, run_cli
+    from extensions.dialogue_lora.generation import add_loading_arguments
+except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
+    sys.stderr.write("error: interrupted\n")
+    sys.exit(130)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result))
     for note in result["notes"]:
         print(f"note: {note}")
-    print(f"wrote {written['json']} and {written['markdown']}")
+    files = [str(f) for f in (written["json"], written["markdown"], written.get("loss_curve")) if f]
+    print(f"wrote {', '.join(files[:-1])} and {files[-1]}")
     return 0
 
 

@@ -21,9 +21,13 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from extensions.dialogue_lora.errors import CliParser, Interrupted, UserError, run_cli  # noqa: E402
-from extensions.dialogue_lora.modeling import FUSED_KERNELS, PRECISIONS  # noqa: E402
-from extensions.dialogue_lora.training import TrainConfig  # noqa: E402
+try:
+    from extensions.dialogue_lora.errors import CliParser, Interrupted, UserError, run_cli  # noqa: E402
+    from extensions.dialogue_lora.modeling import FUSED_KERNELS, PRECISIONS  # noqa: E402
+    from extensions.dialogue_lora.training import TrainConfig  # noqa: E402
+except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
+    sys.stderr.write("error: interrupted\n")
+    sys.exit(130)
 
 _SHORT = {"dataset_name": "-d", "model_name": "-m", "lora_name": "-l", "batch_size": "-b", "epochs": "-e",
           "cutoff_len": "-c", "lora_rank": "-r"}

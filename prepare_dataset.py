@@ -13,12 +13,16 @@ import argparse
 import json
 import sys
 
-from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
-from extensions.dialogue_lora.prepare import DEFAULT_INPUT, DEFAULT_OUTPUT, PrepareConfig, prepare, preview, resolve_source
-from extensions.dialogue_lora.prompt import FORMATS
-from extensions.dialogue_lora.samples import DEFAULT_INSTRUCTION
-from extensions.dialogue_lora.sources import SOURCES
-from extensions.dialogue_lora.sources.csv_dialogue import DEFAULT_COLUMNS
+try:
+    from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
+    from extensions.dialogue_lora.prepare import DEFAULT_INPUT, DEFAULT_OUTPUT, PrepareConfig, prepare, preview, resolve_source
+    from extensions.dialogue_lora.prompt import FORMATS
+    from extensions.dialogue_lora.samples import DEFAULT_INSTRUCTION
+    from extensions.dialogue_lora.sources import SOURCES
+    from extensions.dialogue_lora.sources.csv_dialogue import DEFAULT_COLUMNS
+except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
+    sys.stderr.write("error: interrupted\n")
+    sys.exit(130)
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -103,6 +104,9 @@ class EvalConfig:
             problems.append(f"--cutoff_len must be at least 2 (got {self.cutoff_len})")
         if self.load_in_4bit and self.load_in_8bit:
             problems.append("--load_in_4bit and --load_in_8bit cannot be used together")
+        if self.name is not None and not str(self.name).strip():
+            problems.append("--name is empty: give the character's cue (e.g. --name Bob), or leave it out for "
+                            "the one recorded in training")
         if problems:
             raise UserError(join_problems(problems))
 
@@ -323,6 +327,19 @@ def _batch_report(on_progress, should_stop, stage: str) -> Callable[[int, int], 
 
 
 def evaluate(
+    cfg: EvalConfig,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    loaded=None,
+) -> dict:
+    """Measure base vs adapter on held-out samples: `_evaluate`, without PEFT's warning that a
+    prompt-tuning model ignores position ids (true, and nothing the user can act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
+        return _evaluate(cfg, on_progress, should_stop, loaded)
+
+
+def _evaluate(
     cfg: EvalConfig,
     on_progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
