@@ -85,7 +85,7 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     interactive = sys.stdin.isatty()
-    from extensions.dialogue_lora.generation import ChatSession, read_training_parameters
+    from extensions.dialogue_lora.generation import ChatSession, Problem, read_training_parameters
     from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
 
     names, instruction = args.name, None
@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             for r in replies:
                 print(r, flush=True)
             for m in messages:
-                info(m)
+                if interactive:
+                    info(m)
+                elif isinstance(m, Problem):  # piped: only what went wrong, on stderr
+                    print(f"warning: {m}", file=sys.stderr, flush=True)
             if session.done:
                 break
     except KeyboardInterrupt:

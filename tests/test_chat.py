@@ -65,10 +65,13 @@ def test_base_model_alone_and_quit(layout, monkeypatch, capsys):
 @pytest.mark.slow
 def test_several_characters_in_one_adapter(layout):
     p = chat(["-m", "tiny-llama", "-l", "bob", "--name", "Bob,Carol", "--user", "Alice", "--temperature", "0",
-              "--max_new_tokens", "12"], "Hi all\n@Carol Where is the boat?\n/as Carol\nAnd you?\n@Bob\n/quit\nnot read\n", layout)
+              "--max_new_tokens", "12"],
+             "Hi all\n@Carol Where is the boat?\n/as Carol\nAnd you?\n/as Dave\n@Bob\n/quit\nnot read\n", layout)
     assert p.returncode == 0, p.stderr
     speakers = [line.split(":", 1)[0] for line in p.stdout.splitlines()]
     assert speakers == ["Bob", "Carol", "Carol", "Bob"]
+    # piped, stderr stays quiet but for a mistake in the input
+    assert p.stderr == "warning: unknown character 'Dave'; characters: Bob, Carol\n"
 
 
 @pytest.mark.slow

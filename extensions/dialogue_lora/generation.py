@@ -384,6 +384,11 @@ def generate_reply(
 # ------------------------------------------------------------------------------------------------ chat
 
 
+class Problem(str):
+    """A ChatSession message about a mistake in the input: said even where other messages are not
+    (piped chat keeps stderr for such things)."""
+
+
 class ChatSession:
     """A terminal conversation with one or more characters, kept in the training format.
 
@@ -452,7 +457,7 @@ class ChatSession:
             if cmd == "/as":
                 found = self.find_name(arg)
                 if not found:
-                    return [], [f"unknown character {arg.strip()!r}; characters: {', '.join(self.names)}"]
+                    return [], [Problem(f"unknown character {arg.strip()!r}; characters: {', '.join(self.names)}")]
                 self.current = found
                 return [], [f"{found} answers from now on"]
             # any other "/..." is ordinary text (a line may well start with a slash)
