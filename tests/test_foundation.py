@@ -316,3 +316,23 @@ def test_join_problems_and_closest():
     assert join_problems(["a", "b"]) == "2 problems:\n  - a\n  - b"
     assert closest("romeo", ["ROMEO", "JULIET"]) == "ROMEO"
     assert closest("zzz", ["ROMEO"]) is None
+
+
+def test_the_tiny_model_builder_checks_its_flags_and_never_writes_into_other_files(tmp_path, capsys):
+    from extensions.dialogue_lora import tiny
+
+    with pytest.raises(UserError, match="--hidden_size must be a multiple of 8.*\n.*--num_layers"):
+        tiny.main([str(tmp_path / "m"), "--hidden_size", "7", "--num_layers", "0"])
+    with pytest.raises(UserError, match="nothere.txt: no such file"):
+        tiny.main([str(tmp_path / "m"), "--corpus", str(tmp_path / "nothere.txt")])
+    adapter = tmp_path / "bob"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(UserError, match="holds other files \\(adapter_config.json\\): not touched"):
+        tiny.main([str(adapter)])
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json"]
+    model = tmp_path / "tiny"
+    assert tiny.main([str(model), "--hidden_size", "16", "--num_layers", "1", "--vocab_size", "64"]) == 0
+    first = (model / "model.safetensors").read_bytes()
+    assert tiny.main([str(model), "--hidden_size", "16", "--num_layers", "1", "--vocab_size", "64"]) == 0  # rebuilt
+    assert (model / "model.safetensors").read_bytes() == first

@@ -10,10 +10,13 @@ and the webui load like any other. It knows nothing: training is what makes it s
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
 from pathlib import Path
 from typing import Iterable
+
+from .dialogue import open_text
+from .errors import CliParser, UserError, join_problems, run_cli
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
 
@@ -97,19 +100,49 @@ def build_tiny_model(
     return out
 
 
+# What build_tiny_model writes: a folder holding only these is an earlier tiny model, safe to rebuild.
+_WRITES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+           "special_tokens_map.json", "chat_template.jinja"}
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse a folder that holds anything but an earlier tiny model (an adapter, a real model, notes)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file, not a folder")
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name not in _WRITES)
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise UserError(f"{out}: holds other files ({shown}): not touched; pick a new folder for the tiny model")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out_dir", help="folder to write, e.g. models/tiny-llama")
+    from .dialogue import check_text_file
+
+    p = CliParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out_dir", help="folder to write, e.g. models/tiny-llama (an earlier tiny model there is rebuilt)")
     p.add_argument("--corpus", nargs="*", default=[], help="text files to train the tokenizer on")
     p.add_argument("--vocab_size", type=int, default=512)
-    p.add_argument("--hidden_size", type=int, default=64)
+    p.add_argument("--hidden_size", type=int, default=64, help="a multiple of 8 (4 heads of an even size)")
     p.add_argument("--num_layers", type=int, default=2)
     args = p.parse_args(argv)
-    texts = [Path(f).read_text(encoding="utf-8", errors="replace") for f in args.corpus]
-    out = build_tiny_model(args.out_dir, texts, args.vocab_size, args.hidden_size, args.num_layers)
+    problems = []
+    if args.hidden_size < 8 or args.hidden_size % 8:
+        problems.append(f"--hidden_size must be a multiple of 8 (4 heads of an even size), not {args.hidden_size}")
+    if args.num_layers < 1:
+        problems.append(f"--num_layers must be at least 1, not {args.num_layers}")
+    if args.vocab_size < 32:
+        problems.append(f"--vocab_size must be at least 32, not {args.vocab_size}")
+    if problems:
+        raise UserError(join_problems(problems))
+    out = Path(args.out_dir)
+    _check_out_dir(out)
+    with contextlib.ExitStack() as files:
+        texts = [files.enter_context(open_text(check_text_file(f, "--corpus"))).read() for f in args.corpus]
+    out = build_tiny_model(out, texts, args.vocab_size, args.hidden_size, args.num_layers)
     print(f"wrote a tiny random Llama model to {out}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))
