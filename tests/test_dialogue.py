@@ -399,22 +399,6 @@ def test_a_sentence_with_an_early_colon_is_narration_and_a_name_with_particles_i
                            ("Master at arms", "Ready.")]
 
 
-def test_a_hard_wrapped_turn_is_joined_and_narration_after_a_turn_stays_narration():
-    text = ("Alice: This is a long line that goes on and on and then wraps to the\n"
-            "next line here, and then it wraps once more\nat the end.\n"
-            "The rain starts to fall outside.\n"  # a new sentence: narration
-            "Bob: Hi.\nbob has left\n"  # after a short turn: narration
-            "Carol: A long line of text that ends its sentence where it is cut.\nthen narration.\n"
-            "Dave: And a long line of text that is cut in the middle of its\n\nsentence.\n")  # a blank line ends it
-    assert turns(text, layout="lines") == [
-        ("Alice", "This is a long line that goes on and on and then wraps to the next line here, and then it "
-                  "wraps once more at the end."),
-        (None, "The rain starts to fall outside."), ("Bob", "Hi."), (None, "bob has left"),
-        ("Carol", "A long line of text that ends its sentence where it is cut."), (None, "then narration."),
-        ("Dave", "And a long line of text that is cut in the middle of its"), (None, "sentence."),
-    ]
-
-
 def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():
     assert turns("李雷：你好，韩梅梅。\n韩梅梅：你好，李雷！\n") == [("李雷", "你好，韩梅梅。"), ("韩梅梅", "你好，李雷！")]
 

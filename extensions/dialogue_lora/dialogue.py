@@ -87,12 +87,6 @@ def _sentence(name: str) -> bool:
     return len(lower) >= 3 or (words[0].lower() in _SUBJECTS and words[1][:1].islower())
 
 
-# A hard-wrapped turn (a text file cut at 60-80 columns): its line is at least this long, and it does not
-# end a sentence where it is cut.
-_WRAPPED_AT = 40
-_SENTENCE_END = frozenset('.!?…"\'”’)]*~')
-
-
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
@@ -315,8 +309,6 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
     fast = _FAST_SPEAKER.match
     new = tuple.__new__  # Turn(...) without the Python-level __new__: a third of the cost
     n = 0
-    held = None  # the last speaker turn, held back while a hard-wrapped line may continue it
-    last = ""  # its last line's text
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
@@ -325,40 +317,19 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
                 text = text.strip()
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse
                     text = " ".join(text.split())
-                if held is not None:
-                    yield held
-                held, last = new(Turn, (name, text, file, n)), text
+                yield new(Turn, (name, text, file, n))
                 continue
             text = " ".join(raw.split())
         else:
             text = clean_text(raw, stats)
         if not text:
-            if held is not None:  # a blank line ends the turn
-                yield held
-                held = None
             continue
         hit = split_speaker(text)
-        if hit is None and held is not None and _continues(last, text):
-            held, last = held._replace(text=f"{held.text} {text}"), text
-            continue
-        if held is not None:
-            yield held
-            held = None
         if hit is None:
             yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
         else:
-            held = Turn(hit[0], hit[1].strip(), file, n)
-            last = held.text
-    if held is not None:
-        yield held
+            yield Turn(hit[0], hit[1].strip(), file, n)
     stats.lines += n
-
-
-def _continues(before: str, line: str) -> bool:
-    """Whether `line` (not a speaker's) is the hard-wrapped rest of the turn just before it, whose last
-    line's text is `before`: that line is long and cut in mid-sentence, and `line` goes on in lower
-    case. A narration line after a turn (`The rain starts to fall outside.`) starts a sentence: narration."""
-    return len(before) >= _WRAPPED_AT and line[:1].islower() and before[-1:] not in _SENTENCE_END
 
 
 def _cast_of(lines: Iterable[str]) -> set[str]:
