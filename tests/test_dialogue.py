@@ -100,12 +100,17 @@ def test_clean_text_counts_replaced_bytes_and_repairs():
         ("(laughs (a lot)) ok", "ok"),  # nested: the outer part goes too
         ("[whispering] psst", "psst"),
         ("no action", "no action"),
-        # a starred word inside a sentence is emphasis: dropping it would turn the meaning round
+        # starred words that are not a verb of action are emphasis: dropping them would turn the meaning round
         ("*looks away* I *never* said that", "I *never* said that"),
         ("We *must* go *now*!", "We *must* go *now*!"),
-        ("that is *so* cool *grins*", "that is *so* cool"),  # at the end of the line: an action
-        ("Hello. *smiles* How are you?", "Hello. How are you?"),  # between sentences: an action
+        ("*Never* say that again.", "*Never* say that again."),
+        ("That is *so not* okay, Bob.", "That is *so not* okay, Bob."),
+        ("that is *so* cool *grins*", "that is *so* cool"),
+        ("Hello. *smiles* How are you?", "Hello. How are you?"),
+        ("Hi *waves* how are you", "Hi how are you"),
         ("*waves* *smiles* Hi", "Hi"),
+        ("*sigh* fine, *laughing* ok", "fine, ok"),
+        ("*this* is it", "*this* is it"),
     ],
 )
 def test_strip_actions(text, expected):

@@ -131,13 +131,13 @@ def test_narration_is_context_never_a_target():
 
 def test_strip_actions_outputs_only():
     tally = Tally()
-    text = "Bob: *waves* Hi (smiles) there.\nAlice: Hey.\nBob: (sighs)\nBob: Bye.\n"
+    text = "Bob: *waves* Hi (smiles) there.\nAlice: Hey.\nBob: (sighs)\nBob: *nods* ...\nBob: Bye.\n"
     got = samples_of(text, strip_actions=True, tally=tally)
     assert [(s.input, s.output) for s in got] == [
         ("Bob:", "Hi there."),
-        ("Bob: *waves* Hi (smiles) there.\nAlice: Hey.\nBob: (sighs)\nBob:", "Bye."),
+        ("Bob: *waves* Hi (smiles) there.\nAlice: Hey.\nBob: (sighs)\nBob: *nods* ...\nBob:", "Bye."),
     ]
-    assert tally.dropped["action_only"] == 1
+    assert tally.dropped["action_only"] == 2  # `...` alone is not a reply either
 
 
 def test_actions_kept_by_default():

@@ -97,8 +97,8 @@ _COLON_WITHIN = MAX_NAME_CHARS + 16
 # An undecodable byte read with errors="surrogateescape" becomes a lone surrogate U+DC80..U+DCFF.
 _ESCAPED = re.compile("[\udc80-\udcff]")
 # Actions: `(...)` (innermost first, so nested ones go too), `[...]`, and `*...*` where the stars hug
-# a word (`*waves*`, `*looks away*`): not `2 * 3 * 4` (spaces inside) nor markdown `**bold**`. A starred
-# single word inside a sentence is emphasis, not an action (`_emphasis`).
+# a word (`*waves*`, `*looks away*`): not `2 * 3 * 4` (spaces inside) nor markdown `**bold**`. Starred
+# words that do not start with a verb of action are emphasis, not an action (`_emphasis`).
 _ACTION = re.compile(r"\s*(?:\([^()]*\)|\[[^\[\]]*\]|(?<![\w*])\*(?![\s*])[^*\n]*?[^\s*]\*(?![\w*])|(?<![\w*])\*[^\s*]\*(?![\w*]))")
 # Invisible characters that can precede a speaker's name (copied from web pages or chat clients).
 # Zero-width characters, the word joiner, the BOM, the soft hyphen, and the direction marks and embeddings
@@ -169,21 +169,40 @@ def speaker_name(raw: str, stats: ReadStats | None = None) -> str:
     return text
 
 
-def _emphasis(m: re.Match) -> bool:
-    """Whether an `_ACTION` match is a starred word inside a sentence (`I *really* mean it`): one word with
-    a word (or a comma) before it and more text after. Chat writes emphasis so as often as actions, and
-    dropping the word can turn the line's meaning round (`I *never* said that`); an action mid-sentence
-    (`Hi *waves* how are you`) is kept instead, the smaller harm."""
-    found = m.group(0).lstrip()
-    if found[:1] != "*" or any(c.isspace() for c in found):
+# Starred words: roleplay writes actions as a verb in the third person or -ing (`*waves*`, `*looks away*`,
+# `*laughing*`) or as one of the common bare ones (`*sigh*`); chat writes emphasis the same way (`I *never*
+# said that`, `*Never* again`), and dropping an emphasised word can turn a line's meaning round.
+_BARE_ACTIONS = frozenset(
+    "sigh gasp cough facepalm shrug hug wink blush yawn sniff grin nod laugh giggle smile cry sob groan pout gulp "
+    "ahem hmph shudder blink bow wave clap snort chuckle smirk scream whistle sneeze hiccup purr growl headdesk "
+    "gulps cringe frown glare stare squeal shiver wince sniffle kiss pat poke boop bonk".split())
+# words ending in s that are not verbs of action (`*this*`, `*was*`, `*always*`)
+_NOT_ACTIONS = frozenset(
+    "this is was yes his hers its ours yours theirs us always does has as less unless thus plus news perhaps "
+    "series bus gas lens nevertheless regardless sometimes besides afterwards towards various serious famous "
+    "obvious previous nervous jealous anxious curious precious ridiculous dangerous gorgeous delicious enormous "
+    "glorious furious mysterious tremendous numerous generous anonymous fabulous".split())
+
+
+def _is_action_word(word: str) -> bool:
+    w = word.lower().strip(".,!?;:'\"")
+    if w in _BARE_ACTIONS:
+        return True
+    if w in _NOT_ACTIONS or not w.isalpha():
         return False
-    before = m.string[: m.start()].rstrip()[-1:]
-    return bool(before) and (before.isalnum() or before in ",;'\"") and bool(m.string[m.end():].strip())
+    return (len(w) > 3 and w.endswith("s") and not w.endswith("ss")) or (len(w) > 4 and w.endswith("ing"))
+
+
+def _emphasis(m: re.Match) -> bool:
+    """Whether a starred `_ACTION` match is emphasis, not an action: its first word is not a verb of
+    action (`_is_action_word`)."""
+    found = m.group(0).lstrip()
+    return found[:1] == "*" and not _is_action_word(found[1:-1].split()[0])
 
 
 def strip_actions(text: str) -> str:
     """Remove actions in `(...)`, `[...]` and `*...*` (and the space before them); collapse what is left.
-    A starred single word inside a sentence is emphasis and stays (`_emphasis`)."""
+    Starred emphasis (`I *never* said that`) stays (`_emphasis`)."""
     if "(" not in text and "*" not in text and "[" not in text:
         return text
     while True:  # again while something went: `(laughs (a lot))` loses its inner, then its outer part
