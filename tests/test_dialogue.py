@@ -402,6 +402,13 @@ def test_a_sentence_with_an_early_colon_is_narration_and_a_name_with_particles_i
     assert turns(text) == [("Anna", "Where is he?"), (None, "The answer came at once: nobody knew."),
                            (None, "He said: go home."), ("Captain of the Guard", "Halt."), ("Old man", "Get out."),
                            ("Master at arms", "Ready.")]
+    narration = ["Bob said: go away.", "Anna whispered: come here.", "Later that night: the phone rang.",
+                 "Three hours later: nothing.", "My answer: no."]
+    names = ["Old man with a cane: Hm.", "A voice from the crowd: Hey!", "the real slim shady: yo",
+             "Doris Day: Hi.", "Leonardo da Vinci: Look."]
+    got = turns("\n".join(narration + names) + "\n", layout="lines")
+    assert [t[0] for t in got] == [None] * 5 + ["Old man with a cane", "A voice from the crowd", "the real slim shady",
+                                               "Doris Day", "Leonardo da Vinci"]
 
 
 def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():

@@ -73,18 +73,33 @@ _SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
 _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|one|two|three|four|five|"
                       r"six|seven|eight|nine|ten|eleven|twelve)\.?", re.IGNORECASE)
-# A novel's sentence with an early colon (`The answer came at once:`, `He said:`) is narration, not a
-# speaker: names are capitalised words with particles between (`Captain of the Guard`, `Old man`), a
-# sentence has several lowercase words, or a pronoun then a lowercase word.
-_PARTICLES = frozenset("of the de del della di da la le du des van von der den y e al el bin ibn ben and a an "
-                       "at on in to for".split())
-_SUBJECTS = frozenset("he she it they we i you there this that then but and so when as if".split())
+# A novel's sentence with an early colon (`The answer came at once:`, `He said:`, `Bob whispered:`, `Later
+# that night:`) is narration, not a speaker: names are capitalised words with particles and prepositions
+# between (`Captain of the Guard`, `Old man with a cane`). A sentence starts with a capital and has several
+# lower-case words, or a pronoun then a lower-case word, or a verb of speech, or says when. A name that
+# starts in lower case (`the real slim shady`) is a chat handle: left alone.
+_PARTICLES = frozenset("of the de del della di da la le du des van von der den zu y e al el bin ibn ben and a an "
+                       "at on in to for with from by into near behind under over without".split())
+_SUBJECTS = frozenset("he she it they we i you there this that then but and so when as if my our your her his "
+                      "their".split())
+_SPEECH_VERBS = frozenset(
+    "said says asked asks replied replies whispered whispers shouted shouts answered answers read reads wrote writes "
+    "spoke speaks decided cried yelled muttered added continued explained thought exclaimed murmured called "
+    "screamed began announced declared insisted".split())
+_WHEN_FIRST = frozenset("later meanwhile previously earlier suddenly finally afterwards eventually elsewhere "
+                        "somewhere tonight today yesterday tomorrow".split())
+_WHEN_LAST = frozenset("later earlier ago morning night evening afternoon day week year".split())
 
 
 def _sentence(name: str) -> bool:
     words = name.split()
-    lower = [w for w in words[1:] if w[:1].islower() and w.lower() not in _PARTICLES]
-    return len(lower) >= 3 or (words[0].lower() in _SUBJECTS and words[1][:1].islower())
+    if not words[0][:1].isupper():
+        return False
+    rest = words[1:]
+    lower = [w for w in rest if w[:1].islower() and w.lower() not in _PARTICLES]
+    return (len(lower) >= 3 or (words[0].lower() in _SUBJECTS and rest[0][:1].islower())
+            or any(w in _SPEECH_VERBS for w in rest) or words[0].lower() in _WHEN_FIRST
+            or (rest[-1][:1].islower() and rest[-1] in _WHEN_LAST))
 
 
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
