@@ -323,6 +323,15 @@ def test_csv_usual_column_names_are_found_and_a_script_keeps_its_context(tmp_pat
     p.write_text("character,dialogue,Topic FormId\nGuard,Halt!,1\nGuard,Move along.,2\n", encoding="utf-8")
     got, _ = csv_turns(p)  # a group column: a game's responses, each on its own
     assert got == [("Guard", "Halt!"), None, ("Guard", "Move along."), None]
+    # `Line` is as often the row's number: `Dialogue` wins; a row without a speaker is narration; a new
+    # dialogue id starts a new conversation
+    p.write_text("Line,Character,Dialogue,Dialogue_ID\n1,,INT. CAFE - DAY,0\n2,Alice,Hi Bob!,0\n3,Bob,Hello.,0\n"
+                 "4,Bob,Later.,1\n", encoding="utf-8")
+    got, _ = csv_turns(p)
+    assert got == [(None, "INT. CAFE - DAY"), ("Alice", "Hi Bob!"), ("Bob", "Hello."), None, ("Bob", "Later.")]
+    p.write_text("voice type,dialogue 1 - english\nMaleNord,Welcome.\nFemaleNord,Watch yourself.\n", encoding="utf-8")
+    got, _ = csv_turns(p)  # the game export's voice lines in any casing: each on its own
+    assert got == [("MaleNord", "Welcome."), None, ("FemaleNord", "Watch yourself."), None]
 
 
 def test_csv_unknown_column(tmp_path):

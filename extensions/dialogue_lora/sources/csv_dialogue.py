@@ -41,9 +41,13 @@ REQUIRED = ("speaker", "text")
 # Other exports' usual names for the two columns a file must have, tried (in this order, any casing) when
 # the column is left at its default and the file has no such column: `Speaker,Line` works as it is.
 USUAL_NAMES = {
-    "speaker": ("speaker", "character", "name", "voice type", "voice", "npc", "actor", "author", "who"),
-    "text": ("text", "line", "dialogue", "dialog", "response", "message", "content", "utterance", "subtitle"),
+    "speaker": ("speaker", "character", "name", "npc", "actor", "author", "who", "voice type", "voice"),
+    # `line` last: a table's `Line` is as often the line's number
+    "text": ("dialogue", "dialog", "text", "utterance", "subtitle", "response", "message", "content", "line"),
 }
+# In a table read as a running dialogue, a change of value in such a column starts a new conversation.
+CONVERSATION_NAMES = ("dialogue_id", "dialogue id", "conversation_id", "conversation id", "conversation",
+                      "scene_id", "scene id", "scene", "episode_id", "episode id", "episode")
 _TRAILING_NUMBER = re.compile(r"\s+\d+(?:\.\d+)?$")
 
 
@@ -161,7 +165,10 @@ def iter_csv_turns(
             cols = _resolve_columns(header, opts, path)
             # a game's voice lines (LazyVoiceFinder's `Voice Type`) stand alone even without a topic column
             script = (cols["prompt"] is None and cols["group"] is None
-                      and header[cols["speaker"]].strip() != DEFAULT_COLUMNS["speaker"])
+                      and header[cols["speaker"]].strip().casefold() != DEFAULT_COLUMNS["speaker"].casefold())
+            folded = [h.strip().casefold() for h in header]
+            scene = next((folded.index(n) for n in CONVERSATION_NAMES if n in folded), None) if script else None
+            scene_value = None
             group: dict | None = None
             end = reader.line_num + skipped
             for row in reader:
@@ -175,6 +182,20 @@ def iter_csv_turns(
                 rec = {role: (row[i] if i is not None and i < len(row) else "") for role, i in cols.items()}
                 text = clean_text(rec["text"], stats)
                 speaker = speaker_name(rec["speaker"], stats)
+                if scene is not None:
+                    value = row[scene].strip() if scene < len(row) else ""
+                    if scene_value is not None and value != scene_value:
+                        if group is not None:
+                            yield from _emit(group, opts, stats, script)
+                            group = None
+                        yield BREAK
+                    scene_value = value
+                if script and text and not speaker:  # a script's row without a speaker: narration, as in text
+                    if group is not None:
+                        yield from _emit(group, opts, stats, script)
+                        group = None
+                    yield Turn(None, text, path.name, line)
+                    continue
                 if not text or not speaker:
                     dropped["no_text"] += 1
                     continue
