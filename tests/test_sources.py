@@ -361,6 +361,10 @@ def test_detect_source(tmp_path):
     p = tmp_path / "export.txt"
     p.write_text("Voice Type,Dialogue 1 - English\nGuard,Halt!\n", encoding="utf-8")
     assert detect_source(p, ("Voice Type", "Dialogue 1 - English")) == "csv"
+    p.write_text("Speaker;Line\nGuard;Halt!\n", encoding="utf-8")  # the usual names, whatever the file's name
+    assert detect_source(p) == "csv"
+    p.write_text("Speaker: Line, and more\nGuard: Halt!\n", encoding="utf-8")  # dialogue, not a header
+    assert detect_source(p) == "text"
 
 
 def test_discord_user_whose_messages_were_all_filtered(tmp_path):

@@ -2,8 +2,8 @@
 
 `detect_source(path)` picks the reader from the content when `--source auto`: a folder, a .json
 file, or a file starting with `{` that holds "messages", is a Discord export; a .csv file, or one
-whose first line holds a comma and the speaker and text column names, is a CSV; anything else is
-dialogue text.
+whose first line holds a comma and the speaker and text column names (given, or the usual ones:
+`Speaker,Line`), is a CSV; anything else is dialogue text.
 """
 from __future__ import annotations
 
@@ -43,4 +43,17 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     first = stripped.split("\n", 1)[0]
     if any(d in first for d in ",;\t") and csv_columns and all(c and c in first for c in csv_columns):
         return "csv"
+    if any(d in first for d in ",;\t") and _usual_header(first):
+        return "csv"
     return "text"
+
+
+def _usual_header(first: str) -> bool:
+    """Whether a first line is a table's header of the usual column names (`Speaker,Line`), whatever the
+    file is called."""
+    import csv
+
+    from .csv_dialogue import USUAL_NAMES, _delimiter
+
+    cells = {c.strip().casefold() for c in next(csv.reader([first], delimiter=_delimiter(first)), [])}
+    return bool(cells & set(USUAL_NAMES["speaker"])) and bool(cells & set(USUAL_NAMES["text"]))
