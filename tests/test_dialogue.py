@@ -411,6 +411,25 @@ def test_a_sentence_with_an_early_colon_is_narration_and_a_name_with_particles_i
                                                "Doris Day", "Leonardo da Vinci"]
 
 
+def test_chat_exports_with_time_stamps_whatsapp_and_irc():
+    whatsapp = ("12/31/23, 9:15 PM - Messages and calls are end-to-end encrypted. No one outside of this chat can "
+                "read them.\n"
+                "12/31/23, 9:15 PM - Alex: hey, are you coming tonight?\n"
+                "12/31/23, 9:16\u202fPM - Sam Smith: yes!\nbringing snacks too\n\n"  # a message of two lines
+                "12/31/23, 9:17 PM - +1 555 123 4567: who is this\n"  # a sender saved as a number
+                "12/31/23, 9:18 PM - Alex: <Media omitted>\n"
+                "12/31/23, 9:19 PM - Alex left\n"
+                "\u200e[31.12.23, 21:15:03] Alex: the iPhone's export\n")
+    assert turns(whatsapp) == [("Alex", "hey, are you coming tonight?"), ("Sam Smith", "yes! bringing snacks too"),
+                               ("+1 555 123 4567", "who is this"), ("Alex", ""), (None, "Alex left"),
+                               ("Alex", "the iPhone's export")]
+    irc = "[12:01] <alex> hi all\n[12:02] <@sam> hey\n12:03 * alex waves\n"
+    assert turns(irc) == [("alex", "hi all"), ("sam", "hey"), (None, "* alex waves")]
+    # a time at the start of a line of prose is not a stamp, until the file has shown it is a chat export
+    assert turns("10:30 we left.\nBob: Late again.\n", layout="lines") == [(None, "10:30 we left."),
+                                                                           ("Bob", "Late again.")]
+
+
 def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():
     assert turns("李雷：你好，韩梅梅。\n韩梅梅：你好，李雷！\n") == [("李雷", "你好，韩梅梅。"), ("韩梅梅", "你好，李雷！")]
 

@@ -102,6 +102,22 @@ def _sentence(name: str) -> bool:
             or (rest[-1][:1].islower() and rest[-1] in _WHEN_LAST))
 
 
+# A chat export's date and time before each message (WhatsApp on Android and iOS, in the usual locales;
+# IRC clients): `12/31/23, 9:15 PM - `, `[31.12.23, 21:15:03] `, `2024-01-05 12:01 `, `[12:01] `.
+_STAMP = re.compile(r"\[?(\d{1,4}[./-]\d{1,2}[./-]\d{1,4},?\s+)?\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?\]?"
+                    r"(?:\s+-\s+|\s+)")
+_STAMP_STARTS = frozenset("[0123456789")
+_IRC_NICK = re.compile(r"<([^<>\s]{1,40})>\s?(.*)")
+_LOOSE_SENDER = re.compile(r"([^:\s][^:]{0,39}?):\s(.*)")
+# The notice WhatsApp puts at the top of every export: not part of any conversation.
+_BOILERPLATE = ("Messages and calls are end-to-end encrypted", "Messages to this group are now secured")
+# What a chat export writes in place of a message it did not keep: an empty turn.
+_OMITTED = frozenset(s.casefold() for s in (
+    "<Media omitted>", "image omitted", "video omitted", "audio omitted", "sticker omitted", "GIF omitted",
+    "document omitted", "Contact card omitted", "This message was deleted", "You deleted this message",
+    "<attached: image>", "null"))
+
+
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
@@ -343,6 +359,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
     fast = _FAST_SPEAKER.match
     new = tuple.__new__  # Turn(...) without the Python-level __new__: a third of the cost
     n = 0
+    held = None  # a time-stamped message (chat export): the lines after it without a stamp are its own
+    stamped_file = False  # a message with a stamp was met: a time alone is a stamp too, not text
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
@@ -351,6 +369,9 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
                 text = text.strip()
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse
                     text = " ".join(text.split())
+                if held is not None:
+                    yield held
+                    held = None
                 yield new(Turn, (name, text, file, n))
                 continue
             text = " ".join(raw.split())
@@ -358,12 +379,60 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
             text = clean_text(raw, stats)
         if not text:
             continue
+        stamp = _STAMP.match(text) if text[0] in _STAMP_STARTS else None
+        if stamp is not None:  # a new message, or a stamped system line: the one held is complete
+            if held is not None:
+                yield held
+                held = None
+            stamped = _stamped_turn(text[stamp.end():])
+            if stamped is not None:
+                held = Turn(stamped[0], stamped[1], file, n)
+                stamped_file = True
+                continue
+            rest = text[stamp.end():]
+            if rest.startswith(_BOILERPLATE):
+                continue
+            if (stamped_file or stamp.group(1)) and rest:  # a system line of the export (`* alex waves`)
+                yield Turn(None, rest, file, n)
+                continue
         hit = split_speaker(text)
+        if held is not None:
+            if hit is None and not _SCENE_BREAK.fullmatch(text):  # the message's next line
+                held = held._replace(text=f"{held.text} {text}".strip())
+                continue
+            yield held
+            held = None
         if hit is None:
             yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
         else:
             yield Turn(hit[0], hit[1].strip(), file, n)
+    if held is not None:
+        yield held
     stats.lines += n
+
+
+def _stamped_turn(rest: str) -> tuple[str, str] | None:
+    """(name, message) of a chat export's line after its date or time (`_STAMP`): WhatsApp's
+    `12/31/23, 9:15 PM - Alex: hey` and `[31.12.23, 21:15:03] Alex: hey`, IRC's `[12:01] <alex> hey`.
+    None for a system line (`... - Alex joined`): it stays as it is, narration."""
+    irc = _IRC_NICK.match(rest)
+    if irc is not None:
+        name, message = irc.group(1).lstrip("@+%~&"), irc.group(2)
+    else:
+        hit = split_speaker(rest) or _loose_speaker(rest)
+        if hit is None:
+            return None
+        name, message = hit
+    message = message.strip()
+    return name, "" if message.casefold() in _OMITTED else message
+
+
+def _loose_speaker(text: str) -> tuple[str, str] | None:
+    """A chat export's sender as it is saved: a phone number, a name with emoji or digits first."""
+    m = _LOOSE_SENDER.match(text)
+    if m is None or len(m.group(1).split()) > MAX_NAME_WORDS:
+        return None
+    return m.group(1).strip(), m.group(2)
 
 
 def _cast_of(lines: Iterable[str]) -> set[str]:
