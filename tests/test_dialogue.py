@@ -430,6 +430,29 @@ def test_chat_exports_with_time_stamps_whatsapp_and_irc():
                                                                            ("Bob", "Late again.")]
 
 
+def test_a_chat_exports_message_keeps_its_lines_whatever_they_look_like():
+    text = ("12/31/23, 9:04 PM - Alex: Shopping list:\nMilk: 2 cartons\n10:30 breakfast\n\nTODO:\nbuy milk\n"
+            "12/31/23, 9:05 PM - Sam: ok\n")
+    assert turns(text) == [("Alex", "Shopping list: Milk: 2 cartons 10:30 breakfast TODO: buy milk"), ("Sam", "ok")]
+    locales = ("31/12/23, 9:15 p. m. - Alex: hola\n31/12/2023 à 21:17 - Sam: salut\n31.12.2023 21.18 - Alex: hej\n")
+    assert turns(locales) == [("Alex", "hola"), ("Sam", "salut"), ("Alex", "hej")]
+    iphone = ("[31.12.23, 21:00:00] Trip: \u200eMessages and calls are end-to-end encrypted.\n"
+              "[31.12.23, 21:01:00] Trip: \u200eAlex created this group\n"
+              "[31.12.23, 21:03:03] Sam: \u200eimage omitted\n"
+              "[31.12.23, 21:04:03] Alex: \u200eThis message was deleted.\n"
+              "[31.12.23, 21:06:03] \u202a+49 170 1234567\u202c: hallo\n"
+              "[31.12.23, 21:07:03] Kim: nice \u200e<This message was edited>\n")
+    assert turns(iphone) == [(None, "Alex created this group"), ("Sam", ""), ("Alex", ""), ("+49 170 1234567", "hallo"),
+                             ("Kim", "nice")]
+    irssi = "21:01 < bob> hi alex\n21:02 <@alex> hey bob\n--- Day changed Mon Jan 01 2024\n21:03 -!- Topic: be nice\n"
+    assert turns(irssi) == [("bob", "hi alex"), ("alex", "hey bob"), (None, "--- Day changed Mon Jan 01 2024"),
+                            (None, "-!- Topic: be nice")]
+    # a script with times in it is no chat export
+    script = "Alice: Morning.\n10:30 AM: the meeting starts\n12:30 Lunch: sandwiches.\nBob: ok\n"
+    assert turns(script) == [("Alice", "Morning."), (None, "10:30 AM: the meeting starts"),
+                             (None, "12:30 Lunch: sandwiches."), ("Bob", "ok")]
+
+
 def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():
     assert turns("李雷：你好，韩梅梅。\n韩梅梅：你好，李雷！\n") == [("李雷", "你好，韩梅梅。"), ("韩梅梅", "你好，李雷！")]
 

@@ -92,6 +92,8 @@ _WHEN_LAST = frozenset("later earlier ago morning night evening afternoon day we
 
 
 def _sentence(name: str) -> bool:
+    if name.istitle() or name.isupper():  # the common name (`Second Murderer`): only a time can be a sentence
+        return name.split(" ", 1)[0].lower() in _WHEN_FIRST
     words = name.split()
     if not words[0][:1].isupper():
         return False
@@ -102,20 +104,34 @@ def _sentence(name: str) -> bool:
             or (rest[-1][:1].islower() and rest[-1] in _WHEN_LAST))
 
 
-# A chat export's date and time before each message (WhatsApp on Android and iOS, in the usual locales;
-# IRC clients): `12/31/23, 9:15 PM - `, `[31.12.23, 21:15:03] `, `2024-01-05 12:01 `, `[12:01] `.
-_STAMP = re.compile(r"\[?(\d{1,4}[./-]\d{1,2}[./-]\d{1,4},?\s+)?\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?\]?"
-                    r"(?:\s+-\s+|\s+)")
+# A chat export's date and time before each message (WhatsApp on Android and iPhone in the usual locales,
+# Signal, IRC clients): `12/31/23, 9:15 PM - `, `31/12/23, 9:15 p. m. - `, `[31.12.23, 21:15:03] `,
+# `31.12.2023 21.18 - `, `2024-01-05 12:01 `, `[12:01] `, `12:01 ` (the last only before an IRC `<nick>`).
+_STAMP = re.compile(r"(\[)?(\d{1,4}[./-]\d{1,2}[./-]\d{1,4},?(?:\s+à)?\s+)?(\d{1,2}([:.])\d{2}(?:[:.]\d{2})?)"
+                    r"(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?(\])?(?:\s+-\s+|\s+)")
 _STAMP_STARTS = frozenset("[0123456789")
-_IRC_NICK = re.compile(r"<([^<>\s]{1,40})>\s?(.*)")
+# irssi pads a nick without a mode sign with a space: `< bob>`
+_IRC_NICK = re.compile(r"<[ @+%~&]?([^<>\s]{1,40})>\s?(.*)")
 _LOOSE_SENDER = re.compile(r"([^:\s][^:]{0,39}?):\s(.*)")
-# The notice WhatsApp puts at the top of every export: not part of any conversation.
-_BOILERPLATE = ("Messages and calls are end-to-end encrypted", "Messages to this group are now secured")
+# Marks that chat apps put around names and before their own notices (direction marks and isolates).
+_INVISIBLE = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 # What a chat export writes in place of a message it did not keep: an empty turn.
 _OMITTED = frozenset(s.casefold() for s in (
     "<Media omitted>", "image omitted", "video omitted", "audio omitted", "sticker omitted", "GIF omitted",
     "document omitted", "Contact card omitted", "This message was deleted", "You deleted this message",
-    "<attached: image>", "null"))
+    "Waiting for this message", "null"))
+_EDITED = "<This message was edited>"
+
+
+def _stamp(text: str) -> tuple[re.Match, bool] | None:
+    """The date/time a chat export puts before a line, and whether it has a date; None when there is none."""
+    m = _STAMP.match(text)
+    if m is None or bool(m.group(1)) != bool(m.group(5)):  # a `[` must close
+        return None
+    dated = bool(m.group(2))
+    if m.group(4) == "." and not dated:  # `21.18` alone is a number in a sentence
+        return None
+    return m, dated
 
 
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
@@ -291,6 +307,12 @@ def _layout_evidence(lines: Iterable[str]) -> tuple[int, int, int]:
     for line in lines:
         stripped = line.strip()
         hit = split_speaker(stripped) if stripped else None
+        if hit is None and stripped[:1] in _STAMP_STARTS and _is_stamped_message(stripped):
+            # a chat export's message: `Name: text` behind a date, worth a play's lone `NAME:` line (a play
+            # has no stamps; a message's own `TODO:` line must not make one)
+            inline += 4
+            pending, prev_blank = None, False
+            continue
         if pending and stripped and hit is None:
             if pending == "blank":
                 after_blank += 1
@@ -359,12 +381,14 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
     fast = _FAST_SPEAKER.match
     new = tuple.__new__  # Turn(...) without the Python-level __new__: a third of the cost
     n = 0
-    held = None  # a time-stamped message (chat export): the lines after it without a stamp are its own
-    stamped_file = False  # a message with a stamp was met: a time alone is a stamp too, not text
+    # Chat exports with a date or time before each message (`_stamped`): `held` is the last message, which
+    # the lines after it without a stamp continue (WhatsApp writes a message of several lines so; IRC
+    # does not: its unstamped lines are the client's); `dated` says which stamps the file uses, once known.
+    held, held_irc, dated = None, False, None
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
-            if m is not None:  # the common case: `Name: text`, a one-word ASCII name
+            if m is not None and (held is None or held_irc):  # the common case: `Name: text`, a one-word name
                 name, text = m.groups()
                 text = text.strip()
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse
@@ -379,29 +403,38 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
             text = clean_text(raw, stats)
         if not text:
             continue
-        stamp = _STAMP.match(text) if text[0] in _STAMP_STARTS else None
-        if stamp is not None:  # a new message, or a stamped system line: the one held is complete
-            if held is not None:
-                yield held
-                held = None
-            stamped = _stamped_turn(text[stamp.end():])
-            if stamped is not None:
-                held = Turn(stamped[0], stamped[1], file, n)
-                stamped_file = True
-                continue
-            rest = text[stamp.end():]
-            if rest.startswith(_BOILERPLATE):
-                continue
-            if (stamped_file or stamp.group(1)) and rest:  # a system line of the export (`* alex waves`)
-                yield Turn(None, rest, file, n)
-                continue
-        hit = split_speaker(text)
+        found = _stamp(text) if text[0] in _STAMP_STARTS else None
+        if found is not None and dated is not None and found[1] != dated:
+            found = None  # not the file's kind of stamp: `10:30 breakfast` inside a WhatsApp message
+        if found is not None:
+            stamp, is_dated = found
+            # a time alone is a stamp before a nick, or anywhere once the file's messages have shown such stamps
+            parsed = _stamped(text[stamp.end():], bare=not is_dated and not stamp.group(1) and dated is None)
+            if parsed is not None:
+                if held is not None:
+                    yield held
+                    held = None
+                kind, name, message = parsed
+                if dated is None and kind != "system":
+                    dated = is_dated
+                if kind == "drop":
+                    continue
+                if kind == "system":
+                    if dated is None:  # before any message: perhaps prose that starts with a time
+                        found = None
+                    else:
+                        yield Turn(None, message, file, n)
+                        continue
+                else:
+                    held, held_irc = Turn(name, message, file, n), kind == "irc"
+                    continue
         if held is not None:
-            if hit is None and not _SCENE_BREAK.fullmatch(text):  # the message's next line
+            if not held_irc and not _SCENE_BREAK.fullmatch(text):  # the message's next line
                 held = held._replace(text=f"{held.text} {text}".strip())
                 continue
             yield held
             held = None
+        hit = split_speaker(text)
         if hit is None:
             yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
         else:
@@ -411,26 +444,54 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
     stats.lines += n
 
 
-def _stamped_turn(rest: str) -> tuple[str, str] | None:
-    """(name, message) of a chat export's line after its date or time (`_STAMP`): WhatsApp's
-    `12/31/23, 9:15 PM - Alex: hey` and `[31.12.23, 21:15:03] Alex: hey`, IRC's `[12:01] <alex> hey`.
-    None for a system line (`... - Alex joined`): it stays as it is, narration."""
+def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
+    """What a chat export's line is, after its stamp: ("irc" | "chat", name, message) for a message
+    (WhatsApp's `Alex: hey`, IRC's `<alex> hey`), ("system", None, text) for the export's own notices
+    (`Alex left`, `* alex waves`, an iPhone's notice under the chat's name), ("drop", None, "") for the
+    encryption notice. None where it is none of these: `bare` (a time alone, no date, no brackets) is a
+    stamp only before an IRC nick."""
     irc = _IRC_NICK.match(rest)
     if irc is not None:
-        name, message = irc.group(1).lstrip("@+%~&"), irc.group(2)
-    else:
+        return "irc", irc.group(1), irc.group(2).strip()
+    if bare:
+        return None
+    if "end-to-end encrypt" in rest and ":" not in rest.split("end-to-end", 1)[0]:
+        return "drop", None, ""
+    hit = None
+    if rest[:1] not in "*-<[(#!\"'":  # `-!- Topic for #chan: ...`, `* alex says: brb`: the client's lines
         hit = split_speaker(rest) or _loose_speaker(rest)
-        if hit is None:
-            return None
-        name, message = hit
-    message = message.strip()
-    return name, "" if message.casefold() in _OMITTED else message
+    if hit is None:
+        return "system", None, rest.translate(_INVISIBLE).strip()
+    name, message = hit[0].translate(_INVISIBLE).strip(), hit[1].strip()
+    if message.startswith("\u200e"):  # an iPhone's own words: a notice, or what stands for a message
+        message = message.translate(_INVISIBLE).strip()
+        if "end-to-end encrypt" in message:
+            return "drop", None, ""
+        if not _omitted(message):
+            return "system", None, message
+    message = message.translate(_INVISIBLE).replace(_EDITED, "").strip()
+    return "chat", name, "" if _omitted(message) else message
+
+
+def _is_stamped_message(line: str) -> bool:
+    found = _stamp(line)
+    if found is None:
+        return False
+    stamp, dated = found
+    parsed = _stamped(line[stamp.end():], bare=not dated and not stamp.group(1))
+    return parsed is not None and parsed[0] in ("chat", "irc")
+
+
+def _omitted(message: str) -> bool:
+    """Whether a message is what an export writes for one it did not keep (a photo, a deleted message)."""
+    m = message.casefold().rstrip(".")
+    return m in _OMITTED or m.startswith("<attached:") or m.endswith("(file attached)")
 
 
 def _loose_speaker(text: str) -> tuple[str, str] | None:
     """A chat export's sender as it is saved: a phone number, a name with emoji or digits first."""
     m = _LOOSE_SENDER.match(text)
-    if m is None or len(m.group(1).split()) > MAX_NAME_WORDS:
+    if m is None or len(m.group(1).split()) > MAX_NAME_WORDS or any(c in m.group(1) for c in "\"[]<>"):
         return None
     return m.group(1).strip(), m.group(2)
 
