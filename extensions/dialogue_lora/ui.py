@@ -50,7 +50,7 @@ TRAIN_FIELDS = (
 
 # The number fields' steps: the browser holds a value that is not a whole number of steps invalid, and
 # its arrows move by one step (from 0.0003, one unit was a jump to 1.0003).
-NUMBER_STEPS = {"learning_rate": 1e-6, "lora_alpha": 0.5, "lora_dropout": 0.01, "val_ratio": 0.01}
+NUMBER_STEPS = {"learning_rate": 1e-5, "lora_alpha": 0.5, "lora_dropout": 0.01, "val_ratio": 0.01}
 
 # What the library's messages call a CLI flag, the tab calls by its label.
 _TAB_WORDS = {"resume": "Resume", "overwrite": "Overwrite", "lora_name": "Adapter name", "dataset_name": "Dataset",
@@ -226,7 +226,7 @@ def loss_figure(points: list[tuple[int, float]], before: list[tuple[int, float]]
         ax.plot(steps, losses, marker="." if len(points) < 40 else None, linewidth=1.5, color="C0",
                 label="since resuming" if before else None)
     if before:
-        ax.legend(loc="upper right", fontsize="small", frameon=False)
+        ax.legend(loc="best", fontsize="small", framealpha=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
@@ -662,7 +662,7 @@ def build_tab(host) -> dict:
                         elif kind == "text":
                             box = gr.Textbox(label=label, value=_text_value(value))
                         elif kind == "number":
-                            box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1))
+                            box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1), minimum=0)
                         else:
                             continue
                         setting_boxes.append((key, box))
@@ -741,8 +741,8 @@ def build_tab(host) -> dict:
             return dd_update([], []), ""
         try:
             choices = logic.scan(upload_v, picked_v, source_v, speaker_col, text_col)
-        except EXPECTED as e:
-            return dd_update([], []), _error_text(e)
+        except EXPECTED as e:  # with characters picked (a column being typed), the list and picks stay
+            return gr.update() if keep else dd_update([], []), _error_text(e)
         if not choices:
             return dd_update([], []), "⚠️ no speakers found: is this dialogue (`Name: text` lines, a script, an export)?"
         found = {name for _, name in choices}

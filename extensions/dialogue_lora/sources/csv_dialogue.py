@@ -94,7 +94,11 @@ def _resolve_columns(header: list[str], opts: CsvOptions, path: Path) -> dict[st
             hint = closest(col, index)
             hint = f" (did you mean {hint!r}?)" if hint else ""
             flag = f"--csv_{role}_column"
-            problems.append(f"no column {col!r} for {flag}{hint}")
+            if col == DEFAULT_COLUMNS[role] and role in USUAL_NAMES:  # the usual names were tried too
+                tried = ", ".join(n.title() for n in USUAL_NAMES[role][:4])
+                problems.append(f"no {role} column for {flag}: not {col!r} nor a usual name ({tried}, ...){hint}")
+            else:
+                problems.append(f"no column {col!r} for {flag}{hint}")
         if i is not None and col.strip().casefold() in twice:
             problems.append(f"column {col!r} (--csv_{role}_column) appears more than once in the header")
         out[role] = i
