@@ -235,6 +235,7 @@ def test_an_adapter_names_its_base_model_and_its_characters(webui_root):
     assert logic.character_of("duo") == "MENENIUS"
     assert logic.characters_note("duo") == ("**duo** speaks as MENENIUS and BRUTUS: put the one you want in "
                                             "*Character name*.")
+    assert logic.adapter_facts("duo") == ("MENENIUS", "tiny-llama", logic.characters_note("duo"))  # one read
     (lora / "training_parameters.json").write_text(json.dumps({"name": "Bob", "base_model": "gone"}), encoding="utf-8")
     assert logic.base_of("duo") is None and logic.characters_note("duo") == ""  # not in the models folder: no guess
     assert logic.base_of("no-such") is None

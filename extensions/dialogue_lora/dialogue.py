@@ -419,14 +419,11 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
                     dated = is_dated
                 if kind == "drop":
                     continue
-                if kind == "system":
-                    if dated is None:  # before any message: perhaps prose that starts with a time
-                        found = None
-                    else:
-                        yield Turn(None, message, file, n)
-                        continue
-                else:
+                if kind != "system":
                     held, held_irc = Turn(name, message, file, n), kind == "irc"
+                    continue
+                if dated is not None:  # the export's own line; before any message it may be prose: read below
+                    yield Turn(None, message, file, n)
                     continue
         if held is not None:
             if not held_irc and not _SCENE_BREAK.fullmatch(text):  # the message's next line

@@ -10,12 +10,11 @@ and the webui load like any other. It knows nothing: training is what makes it s
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Iterable
 
-from .dialogue import open_text
+from .dialogue import check_text_file, open_text
 from .errors import CliParser, UserError, join_problems, run_cli
 
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
@@ -117,8 +116,6 @@ def _check_out_dir(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .dialogue import check_text_file
-
     p = CliParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", help="folder to write, e.g. models/tiny-llama (an earlier tiny model there is rebuilt)")
     p.add_argument("--corpus", nargs="*", default=[], help="text files to train the tokenizer on")
@@ -137,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(join_problems(problems))
     out = Path(args.out_dir)
     _check_out_dir(out)
-    with contextlib.ExitStack() as files:
-        texts = [files.enter_context(open_text(check_text_file(f, "--corpus"))).read() for f in args.corpus]
+    texts = []
+    for name in args.corpus:
+        with open_text(check_text_file(name, "--corpus")) as f:
+            texts.append(f.read())
     out = build_tiny_model(out, texts, args.vocab_size, args.hidden_size, args.num_layers)
     print(f"wrote a tiny random Llama model to {out}")
     return 0

@@ -20,6 +20,7 @@ from .fileio import holds_samples
 from .paths import check_name, is_adapter_dir, list_adapters, list_datasets, list_models
 
 POLL_SECONDS = 1.0
+DEFAULT_ADAPTER_NAME = "my-character"  # the Train form's name until a dataset or the user gives one
 PREVIEW_SAMPLES = 5
 SOURCES = ("auto", "text", "discord", "csv")
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
@@ -483,7 +484,18 @@ class TabLogic:
 
     def base_of(self, adapter: str | None) -> str | None:
         """The base model an adapter was trained on, when it is one in the models folder."""
+        return self._base(self._recorded(adapter))
+
+    def characters_note(self, adapter: str | None) -> str:
+        """For an adapter trained on several characters: which, since the name field holds one."""
+        return self._characters_note(adapter, self._recorded(adapter))
+
+    def adapter_facts(self, adapter: str | None) -> tuple[str, str | None, str]:
+        """(character, base model, characters note) of an adapter, its settings read once."""
         recorded = self._recorded(adapter)
+        return self._character(recorded), self._base(recorded), self._characters_note(adapter, recorded)
+
+    def _base(self, recorded: tuple[Path, dict] | None) -> str | None:
         if recorded is None:
             return None
         params = recorded[1]
@@ -493,9 +505,8 @@ class TabLogic:
                 return Path(str(value)).name
         return None
 
-    def characters_note(self, adapter: str | None) -> str:
-        """For an adapter trained on several characters: which, since the name field holds one."""
-        recorded = self._recorded(adapter)
+    @staticmethod
+    def _characters_note(adapter: str | None, recorded: tuple[Path, dict] | None) -> str:
         names = [str(n) for n in (recorded[1].get("characters") or [])] if recorded else []
         if len(names) < 2:
             return ""
@@ -642,7 +653,7 @@ def build_tab(host) -> dict:
                                     value=None)
                 dataset = gr.Dropdown(label="Dataset", info=f"in {host.dirs().datasets}", choices=logic.datasets(),
                                       value=None)
-                adapter_name = gr.Textbox(label="Adapter name (saved in the loras folder)", value="my-character")
+                adapter_name = gr.Textbox(label="Adapter name (saved in the loras folder)", value=DEFAULT_ADAPTER_NAME)
                 refresh_train = gr.Button("Refresh lists", size="sm")
             try:
                 defaults = train_defaults()
@@ -861,7 +872,7 @@ def build_tab(host) -> dict:
 
     def on_dataset(dataset_v, adapter_v):
         """The adapter's name follows the dataset picked while it is the default or another dataset's name."""
-        names = {Path(d).stem for d in logic.datasets()} | {"my-character", ""}
+        names = {Path(d).stem for d in logic.datasets()} | {DEFAULT_ADAPTER_NAME, ""}
         return Path(dataset_v).stem if dataset_v and (adapter_v or "").strip() in names else gr.update()
 
     dataset.input(on_dataset, [dataset, adapter_name], adapter_name)
@@ -945,9 +956,8 @@ def build_tab(host) -> dict:
     use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name])
     # .input: the user's pick, not the value set when the section opens (which would undo a typed name)
     def on_use_adapter(adapter_v, model_v):
-        base = None if model_v else logic.base_of(adapter_v)
-        note = logic.characters_note(adapter_v)
-        return logic.character_of(adapter_v) or gr.update(), base or gr.update(), note or gr.update()
+        character, base, note = logic.adapter_facts(adapter_v)
+        return character or gr.update(), (None if model_v else base) or gr.update(), note or gr.update()
 
     use_adapter.input(on_use_adapter, [use_adapter, use_model], [char_name, use_model, use_status])
     use_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None, [use_model, use_adapter])
