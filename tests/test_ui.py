@@ -137,6 +137,23 @@ def test_train_config_from_the_form(logic, webui_root):
     assert cfg["lora_dir"] == str(webui_root / "user_data/loras")
 
 
+def test_the_checks_wait_for_the_background_import_instead_of_racing_it(logic, webui_root, monkeypatch):
+    """The standalone app imports the training libraries in a thread at launch; a Start meanwhile waits for it."""
+    import sys
+    import threading
+
+    monkeypatch.setattr(ui, "_libraries_loaded", False)
+    logic.save(*form())
+    ui._libraries.acquire()  # the background import, still running
+    done = threading.Event()
+    threading.Thread(target=lambda: (logic.train_config("tiny-llama", "bob.json", "bob", {}, False, False), done.set()),
+                     daemon=True).start()
+    assert not done.wait(1.0)
+    ui._libraries.release()
+    assert done.wait(60)
+    assert ui._libraries_loaded and "transformers.models.llama.modeling_llama" in sys.modules
+
+
 def test_train_form_errors(logic, webui_root):
     logic.save(*form())
     with pytest.raises(UserError, match="pick a base model"):

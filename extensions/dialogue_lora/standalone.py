@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 
 from .errors import CliParser, UserError
 from .host import StandaloneHost
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(host)
     print(f"Dialogue LoRA: http://{args.host}:{args.port}  (models: {dirs.models}, adapters: {dirs.loras}, "
           f"datasets: {dirs.datasets})", flush=True)
+    from .ui import load_training_libraries
+
+    # the first Start's checks need torch and transformers: imported while the page is being opened
+    threading.Thread(target=load_training_libraries, name="load-training-libraries", daemon=True).start()
     try:
         app.queue().launch(server_name=args.host, server_port=args.port, inbrowser=False, show_error=True)
     except OSError as e:  # the port is taken, or the address is not this machine's

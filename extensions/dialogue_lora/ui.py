@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import re
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +76,30 @@ def tab_words(message: str) -> str:
 
 
 _PLACEHOLDER = re.compile(r"put-[\w-]+-here\.txt")
+_libraries = threading.Lock()
+_libraries_loaded = False
+
+
+def load_training_libraries() -> None:
+    """Import what the checks before a run need: torch, and transformers' modules for building a model
+    (the checks build the picked one on the meta device to list its layers), 5-10 s in a fresh process.
+    The standalone app calls this in the background at launch, so that the first Start answers at once;
+    the checks call it too, so that they wait for that import instead of racing it in a second thread."""
+    global _libraries_loaded
+    with _libraries:
+        if _libraries_loaded:
+            return
+        _libraries_loaded = True
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, LlamaConfig
+
+            tiny = LlamaConfig(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1,
+                               num_key_value_heads=1, vocab_size=8)
+            with torch.device("meta"):  # the shared modules and the usual architecture's: no memory used
+                AutoModelForCausalLM.from_config(tiny)
+        except Exception:  # noqa: BLE001 - a warm-up only: the checks themselves say what is wrong
+            pass
 
 
 def _resumable(job) -> bool:
@@ -385,6 +410,7 @@ class TabLogic:
             model_name=str(model), dataset_name=str(dataset_path), lora_name=adapter,
             model_dir=str(dirs.models), lora_dir=str(dirs.loras), resume=bool(resume), overwrite=bool(overwrite),
         )
+        load_training_libraries()
         from .training import TrainConfig, check
 
         known = {f.name for f in dataclasses.fields(TrainConfig)}
