@@ -1,4 +1,4 @@
-"""Other sources: DiscordChatExporter JSON and game-dialogue CSV (golden outputs, each rule, bad input)."""
+"""Other sources: DiscordChatExporter and Telegram JSON, and game-dialogue CSV (golden outputs, each rule, bad input)."""
 from __future__ import annotations
 
 import json
@@ -22,6 +22,7 @@ from extensions.dialogue_lora.sources.discord import (
 ROOT = Path(__file__).resolve().parent.parent
 DISCORD = ROOT / "examples" / "discord_export.json"
 CSV = ROOT / "examples" / "skyrim_dialogue.csv"
+TELEGRAM = ROOT / "examples" / "telegram_export.json"
 
 
 def msg(i, author, content, minute=0, **extra):
@@ -354,8 +355,77 @@ def test_csv_malformed(tmp_path):
         csv_turns(p)
 
 
+# ------------------------------------------------------------------------------------------ Telegram
+
+
+def test_telegram_example_every_rule(tmp_path):
+    out = tmp_path / "t.json"
+    report = prepare(PrepareConfig(names=["mira"], txtfilename=str(TELEGRAM), jsonfilename=str(out)))
+    assert report.layouts == {"telegram_export.json": "telegram"} and "(telegram)" in report.format()
+    # a join, a forwarded message, a gif sent through a bot, a photo without a caption, a `lol`
+    assert report.dropped == {"system_message": 1, "forwarded": 1, "bot": 1, "attachment_only": 1, "non_response": 1}
+    assert report.speakers == {"Mira": 4, "Tom 🐉": 2, "Deleted Account": 1}
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["output"] for r in records] == [
+        "Who is up for the raid tonight?", "Then bring spare boots. Dragons love boots.",
+        "Of course you did. Meet at the gate at eight, everyone.", "Two shields and no sword? Bold plan."]
+    # entities joined into the text, the mention's @ gone, one author's run of messages one turn
+    assert ("Tom 🐉: I am, mira_k, as long as there is no dragon this time. Last time I lost my boots.\n"
+            "Mira:") in records[1]["input"]
+    assert "Dragon sighted" not in records[2]["input"] and "Deleted Account: I once fought" in records[2]["input"]
+    assert records[0]["source"] == "telegram_export.json:2"
+    assert scan_speakers(TELEGRAM) == {"Mira": 5, "Tom 🐉": 4, "Deleted Account": 1}  # before the filters
+
+
+def test_telegram_account_export_keeps_its_chats_apart(tmp_path):
+    def chat(name, *lines):
+        return {"name": name, "type": "personal_chat", "id": len(name), "messages": [
+            {"id": i, "type": "message", "date": f"2024-03-02T10:0{i}:00", "from": who, "from_id": who.lower(),
+             "text": text} for i, (who, text) in enumerate(lines, 1)]}
+    data = {"about": "Here is the data you requested. Remember: Telegram is ad free.", "contacts": {"list": []},
+            "chats": {"list": [chat("Tom", ("Tom", "Did you see the dragon last night?"),
+                                    ("Mira", "I saw its tail, and that was plenty for me.")),
+                               chat("Ann", ("Ann", "Are you coming to the market tomorrow?"),
+                                    ("Mira", "Only if the dragon stays away from it."))]},
+            "left_chats": {"list": [chat("Old guild", ("Mira", "Goodbye everyone, it was a fine run."))]}}
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["Mira"], txtfilename=str(path), jsonfilename=str(out), filter_low_quality=False))
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert [(r["input"], r["source"]) for r in records] == [
+        ("Tom: Did you see the dragon last night?\nMira:", "result.json [Tom]:2"),
+        ("Ann: Are you coming to the market tomorrow?\nMira:", "result.json [Ann]:2"),  # not Tom's chat as context
+        ("Mira:", "result.json [Old guild]:1")]
+    from extensions.dialogue_lora.ui import _is_dialogue
+
+    assert _is_dialogue(path)  # in the tab's list of inputs, though its messages come after the contacts
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"about": "Telegram export", "chats": {"list": []}}, "a Telegram export with no chat in it"),
+    ({"name": "x", "type": "personal_chat", "id": 1, "messages": [
+        {"id": 1, "type": "message", "date": "2024-01-01T10:00:00", "from": "Bob", "text": 5}]}, "content is not text"),
+    ({"name": "x", "type": "personal_chat", "id": 1, "messages": [
+        {"id": 1, "type": "message", "date": "yesterday", "from": "Bob", "text": "hi there"}]}, "bad timestamp"),
+])
+def test_telegram_bad_exports(tmp_path, content, message):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(content), encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(path), jsonfilename=str(tmp_path / "o.json")))
+
+
+def test_an_html_export_is_refused_with_the_format_to_choose(tmp_path):
+    page = tmp_path / "messages.html"
+    page.write_text("<!DOCTYPE html><html><body><div class='message'>hi</div></body></html>", encoding="utf-8")
+    with pytest.raises(UserError, match="Machine-readable JSON"):
+        detect_source(page)
+
+
 def test_detect_source(tmp_path):
     assert detect_source(DISCORD) == "discord"
+    assert detect_source(TELEGRAM) == "discord"  # the chat-export reader, which tells the two apart
     assert detect_source(CSV) == "csv"
     assert detect_source(ROOT / "examples" / "dataset.txt") == "text"
     p = tmp_path / "export.txt"
@@ -471,8 +541,8 @@ def test_discord_two_accounts_with_one_name_are_noted(tmp_path):
     ])
     report = prepare(PrepareConfig(names=["Sam"], txtfilename=str(p), jsonfilename=str(tmp_path / "o.json"),
                                    filter_low_quality=False))
-    assert report.notes == ["2 Discord accounts (ids 11, 22) go by 'Sam': their messages are one speaker here"]
-    assert "note: 2 Discord accounts (ids 11, 22) go by 'Sam'" in report.format()
+    assert report.notes == ["2 accounts (ids 11, 22) go by 'Sam': their messages are one speaker here"]
+    assert "note: 2 accounts (ids 11, 22) go by 'Sam'" in report.format()
     one = export(tmp_path, [msg(1, "Sam", "hello there everyone"), msg(2, "Sam", "and again")], name="one.json")
     assert prepare(PrepareConfig(names=["Sam"], txtfilename=str(one), jsonfilename=str(tmp_path / "p.json"),
                                  filter_low_quality=False)).notes == []

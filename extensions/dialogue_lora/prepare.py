@@ -63,13 +63,13 @@ class PrepareConfig:
     rounds: int = 5
     """--rounds/-r: previous turns (narration included) given as context."""
     txtfilename: str = DEFAULT_INPUT
-    """--txtfilename/-t: the input: a text file, a CSV file, or a Discord export file or folder."""
+    """--txtfilename/-t: the input: a text file, a CSV file, or a Discord or Telegram JSON export (file or folder)."""
     jsonfilename: str = DEFAULT_OUTPUT
     """--jsonfilename/-j: the output; .json writes a JSON array, .jsonl one object a line."""
     format: str = "rounds"
     """--format: rounds | alpaca | sharegpt | messages."""
     source: str = "auto"
-    """--source: auto (from the content) | text | discord | csv."""
+    """--source: auto (from the content) | text | discord (Discord or Telegram JSON exports) | csv."""
     layout: str = "auto"
     """--layout: text layout, auto (per file) | lines (`Name: text`) | play (`NAME:` alone, speech below)."""
     strip_actions: bool = False
@@ -77,16 +77,16 @@ class PrepareConfig:
     dedupe: bool = True
     """--keep_duplicates turns this off: exact duplicate samples (same input and output) are removed."""
     gap_minutes: float = 10.0
-    """--gap_minutes: Discord: a longer silence starts a new conversation."""
+    """--gap_minutes: chat exports: a longer silence starts a new conversation."""
     filter_non_responses: bool = True
-    """--keep_non_responses turns this off: Discord: drop messages like `lol`, `lmao`, `gg`."""
+    """--keep_non_responses turns this off: chat exports: drop messages like `lol`, `lmao`, `gg`."""
     filter_enders: bool = True
-    """--keep_enders turns this off: Discord: drop conversation enders like `gtg`, `cya`, `going to sleep`."""
+    """--keep_enders turns this off: chat exports: drop conversation enders like `gtg`, `cya`, `going to sleep`."""
     filter_low_quality: bool = True
-    """--keep_low_quality turns this off: Discord: drop conversations with fewer than `min_messages`
+    """--keep_low_quality turns this off: chat exports: drop conversations with fewer than `min_messages`
     turns that are all shorter than `short_chars` characters."""
     min_messages: int = 5
-    """--min_messages: Discord low-quality rule: conversations with fewer turns than this ..."""
+    """--min_messages: chat exports' low-quality rule: conversations with fewer turns than this ..."""
     short_chars: int = 30
     """--short_chars: ... whose turns are all shorter than this many characters are dropped."""
     csv_speaker_column: str = DEFAULT_COLUMNS["speaker"]
@@ -243,8 +243,10 @@ class PrepareReport:
     def format(self) -> str:
         """The short text report the CLI prints."""
         layouts = sorted(set(self.layouts.values()))
-        how = self.source if self.source != "text" else f"text, {'/'.join(layouts) or 'lines'} layout"
-        lines = [f"read {self.input} ({how}): {self.lines_read} lines, {self.turns} turns"]
+        how = {"text": f"text, {'/'.join(layouts) or 'lines'} layout", "discord": "/".join(layouts) or "discord"}.get(
+            self.source, self.source)
+        unit = {"discord": "messages", "csv": "rows"}.get(self.source, "lines")
+        lines = [f"read {self.input} ({how}): {self.lines_read} {unit}, {self.turns} turns"]
         top = list(self.speakers.items())
         shown = ", ".join(f"{n} {c}" for n, c in top[:SPEAKERS_SHOWN])
         more = f", ... +{len(top) - SPEAKERS_SHOWN} more" if len(top) > SPEAKERS_SHOWN else ""
@@ -295,7 +297,7 @@ def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) 
     if source == "csv":
         return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
     if Path(cfg.txtfilename).is_dir():
-        raise UserError(f"{cfg.txtfilename}: is a folder; only Discord exports can be read from a folder (--source)")
+        raise UserError(f"{cfg.txtfilename}: is a folder; only Discord or Telegram exports can be read from a folder (--source)")
     return iter_text_turns(cfg.txtfilename, cfg.layout, stats)
 
 
@@ -429,9 +431,9 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
 
 
 def _shared_names(people: dict, shown: int = 5) -> list[str]:
-    """A note for each Discord name that several accounts use: their messages became one speaker."""
+    """A note for each chat-export name that several accounts use: their messages became one speaker."""
     shared = sorted(((name, ids) for name, ids in people.values() if len(ids) > 1), key=lambda x: x[0].casefold())
-    notes = [f"{len(ids)} Discord accounts (ids {', '.join(sorted(ids)[:3])}{', ...' if len(ids) > 3 else ''}) "
+    notes = [f"{len(ids)} accounts (ids {', '.join(sorted(ids)[:3])}{', ...' if len(ids) > 3 else ''}) "
              f"go by {name!r}: their messages are one speaker here" for name, ids in shared[:shown]]
     if len(shared) > shown:
         notes.append(f"... and {len(shared) - shown} more names used by several accounts")

@@ -117,7 +117,7 @@ def _stop(kind: str, idle: str, stopping: str) -> str:
 
 
 def _is_dialogue(path: Path) -> bool:
-    """A file Prepare can read: text or CSV, or JSON that is a Discord export (not a prepared dataset,
+    """A file Prepare can read: text or CSV, or JSON that is a Discord or Telegram export (not a prepared dataset,
     not a settings file); the webui's `put-...-here.txt` placeholders are not dialogue."""
     suffix = path.suffix.lower()
     if suffix not in RAW_SUFFIXES or _PLACEHOLDER.fullmatch(path.name) or holds_samples(path):
@@ -128,7 +128,9 @@ def _is_dialogue(path: Path) -> bool:
                 head = f.read(1 << 16)
         except OSError:
             return False
-        return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") and b'"messages"' in head
+        # a Telegram account export's chats come after its contacts: its opening words tell it
+        return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") and (
+            b'"messages"' in head or b'"chats"' in head or (b'"about"' in head[:300] and b"Telegram" in head[:300]))
     return True
 
 
@@ -630,7 +632,7 @@ def build_tab(host) -> dict:
     with gr.Tabs():
         # ---------------------------------------------------------------- Prepare
         with gr.Tab("1. Prepare"):
-            gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord export, a game CSV) into training "
+            gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord or Telegram export, a game CSV) into training "
                         "samples for one character.")
             with gr.Row():
                 upload = gr.File(label="Upload a dialogue file", file_types=list(RAW_SUFFIXES), type="filepath")
@@ -645,7 +647,7 @@ def build_tab(host) -> dict:
                 rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
                 out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
                 strip_actions = gr.Checkbox(label="Strip actions like (laughs) and *waves*", value=False)
-            with gr.Accordion("Chat-log options (Discord exports)", open=False):
+            with gr.Accordion("Chat-log options (Discord and Telegram exports)", open=False):
                 with gr.Row():
                     filters = gr.Dropdown(label="Filters", multiselect=True, choices=list(CHAT_FILTERS),
                                           value=list(CHAT_FILTERS))

@@ -1,7 +1,8 @@
 """Readers that turn an input (text file, Discord export, game-dialogue CSV) into a stream of turns.
 
 `detect_source(path)` picks the reader from the content when `--source auto`: a folder, a .json
-file, or a file starting with `{` that holds "messages", is a Discord export; a .csv file, or one
+file, or a file starting with `{` that holds "messages", is a Discord (or Telegram) export; an .html
+page is refused (Telegram's default export format: the JSON one is read); a .csv file, or one
 whose first line holds a comma and the speaker and text column names (given, or the usual ones:
 `Speaker,Line`), is a CSV; anything else is dialogue text.
 """
@@ -29,6 +30,9 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
     if path.is_dir():
         return "discord"
+    if path.suffix.lower() in (".html", ".htm"):  # Telegram Desktop's default export format
+        raise UserError(f"{path}: a web page, which is not read: export a Telegram chat again with the format "
+                        "'Machine-readable JSON' (a Discord channel: DiscordChatExporter's JSON format)")
     check_text_file(path)
     with open_text(path) as f:
         head = f.read(4096)

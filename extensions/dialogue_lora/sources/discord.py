@@ -1,7 +1,9 @@
-"""DiscordChatExporter JSON exports (a file, or a folder of them) -> turns.
+"""DiscordChatExporter JSON exports (a file, or a folder of them) -> turns; Telegram Desktop's JSON exports
+too, their messages put in Discord's shape first (telegram.py).
 
-Per channel file, in order:
-  1. keep messages of type Default and Reply (others: `system_message`); skip bots (`bot`);
+Per channel file (per chat of a Telegram export), in order:
+  1. keep messages of type Default and Reply (others: `system_message`; Telegram's forwarded messages:
+     `forwarded`); skip bots (`bot`);
   2. clean the content: mentions lose their `@` (`@Alex hi` -> `Alex hi`), mojibake repaired,
      whitespace (newlines included) collapsed; a message that was only mentions is dropped
      (`ping_only`), one with attachments/embeds/stickers but no text (`attachment_only`), one with
@@ -28,7 +30,7 @@ from typing import Iterator
 from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name
 from ..errors import UserError
 from ..prompt import is_sample
-from . import prepared_dataset
+from . import prepared_dataset, telegram
 
 KEPT_TYPES = {"Default", "Reply"}
 
@@ -99,6 +101,11 @@ def _kept_type(msg: dict) -> bool:
     return isinstance(kind, str) and kind in KEPT_TYPES
 
 
+def _dropped_type(msg: dict) -> str:
+    """The rule that drops a message of a type not kept."""
+    return "forwarded" if msg.get("type") == telegram.FORWARDED else "system_message"
+
+
 def _parse_time(value, where: str) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -142,7 +149,7 @@ def clean_content(content: str, mention_names: list[str]) -> tuple[str, bool]:
 
 
 def load_export(path: Path) -> dict:
-    """One DiscordChatExporter JSON file, checked to be one."""
+    """One DiscordChatExporter (or Telegram Desktop) JSON file, checked to be one."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -159,18 +166,34 @@ def load_export(path: Path) -> dict:
         raise UserError(f"{path}: unreadable JSON ({str(e)[:80] or type(e).__name__})") from None
     if data == [] or data == {}:
         raise UserError(f"{path}: holds an empty JSON {'list' if data == [] else 'object'}, no dialogue "
-                        "(expected a DiscordChatExporter export, an object with a \"messages\" list)")
+                        "(expected a DiscordChatExporter or Telegram export, an object with a \"messages\" list)")
     if isinstance(data, list) and data and is_sample(data[0]):
         raise prepared_dataset(path)
+    if telegram.is_telegram(data):
+        if not telegram.chats(data):
+            raise UserError(f"{path}: a Telegram export with no chat in it (export the chats' messages too)")
+        return data
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-        raise UserError(
-            f"{path}: not a DiscordChatExporter JSON export (expected an object with a \"messages\" list)"
-        )
+        raise UserError(f"{path}: not a DiscordChatExporter or Telegram JSON export (expected an object with a "
+                        "\"messages\" list)")
     return data
 
 
+def channels(path: Path) -> list[tuple[str, str, list]]:
+    """(name for messages, layout, messages) of each conversation source in one export file: the file for
+    Discord's, each chat for Telegram's (an account export holds many; conversations never cross them)."""
+    data = load_export(path)
+    if not telegram.is_telegram(data):
+        return [(path.name, "discord", data["messages"])]
+    found = telegram.chats(data)
+    many = len(found) > 1
+    return [(f"{path.name} [{name}]" if many else path.name, "telegram", [telegram.as_discord(m) for m in messages])
+            for name, messages in found]
+
+
 def export_files(path: str | os.PathLike) -> list[Path]:
-    """The export files: the file itself, or every *.json in the folder (sorted)."""
+    """The export files: the file itself, or every *.json in the folder (sorted; a Telegram export's
+    folder holds its result.json)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
@@ -182,7 +205,7 @@ def export_files(path: str | os.PathLike) -> list[Path]:
                             + (f", and {len(broken) - 1} more" if len(broken) > 1 else "") + "; fix or remove it")
         files = sorted(p for p in named if p.is_file())
         if not files:
-            raise UserError(f"{path}: folder holds no .json Discord exports")
+            raise UserError(f"{path}: folder holds no .json Discord or Telegram exports")
         return files
     return [path]
 
@@ -199,15 +222,15 @@ def _author_names(author: dict, stats: ReadStats) -> tuple[str | None, str | Non
     return username or None, None
 
 
-def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats, dropped: Counter,
+def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadStats, dropped: Counter,
                  dropped_by: Counter, aliases: dict, people: dict):
     """(turn, timestamp, author_id) for the messages that survive steps 1-3."""
-    for i, msg in enumerate(data["messages"], 1):
-        where = f"{path.name}: message {i}"
+    for i, msg in enumerate(messages, 1):
+        where = f"{label}: message {i}"
         if not isinstance(msg, dict):
             raise UserError(f"{where} is not a JSON object")
         if not _kept_type(msg):
-            dropped["system_message"] += 1
+            dropped[_dropped_type(msg)] += 1
             continue
         author = msg.get("author")
         if not isinstance(author, dict):
@@ -243,7 +266,7 @@ def _messages_of(data: dict, path: Path, opts: DiscordOptions, stats: ReadStats,
             dropped_by[speaker.casefold(), rule] += 1
             continue
         stamp = _parse_time(msg.get("timestamp"), where)
-        yield Turn(speaker, text, path.name, i), stamp, str(author.get("id") or speaker)
+        yield Turn(speaker, text, label, i), stamp, str(author.get("id") or speaker)
 
 
 def _conversations(messages, gap_minutes: float):
@@ -288,11 +311,10 @@ def iter_discord_turns(
     dropped_by = dropped_by if dropped_by is not None else Counter()
     aliases = aliases if aliases is not None else {}
     people = people if people is not None else {}
-    for f in export_files(path):
-        data = load_export(f)
-        stats.layouts[f.name] = "discord"
-        stats.lines += len(data["messages"])
-        for conv in _conversations(_messages_of(data, f, opts, stats, dropped, dropped_by, aliases, people),
+    for label, layout, messages in (c for f in export_files(path) for c in channels(f)):
+        stats.layouts[label] = layout
+        stats.lines += len(messages)
+        for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people),
                                    opts.gap_minutes):
             if opts.filter_low_quality and len(conv) < opts.min_messages and all(
                 len(t.text) < opts.short_chars for t, _, _ in conv
@@ -309,8 +331,8 @@ def scan_discord_speakers(path: str | os.PathLike) -> Counter:
     """Speaker -> message count over the export(s), before any filter (for the tab's dropdown)."""
     counts: Counter = Counter()
     stats = ReadStats()
-    for f in export_files(path):
-        for msg in load_export(f)["messages"]:
+    for _, _, messages in (c for f in export_files(path) for c in channels(f)):
+        for msg in messages:
             if not isinstance(msg, dict) or not _kept_type(msg):
                 continue
             author = msg.get("author") or {}
