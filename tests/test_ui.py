@@ -354,6 +354,29 @@ def test_killed_job_is_reported_with_its_log(webui_root):
     assert "exited with code" in job.error() or "killed" in job.error()
 
 
+def test_pages_polling_one_job_at_once_read_each_event_once(webui_root):
+    import threading
+
+    job = jobs.Job("train", {"model_name": "x"})
+    job.kill()
+    job.events.clear()
+    job._offset = 0
+    with open(job.progress_path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"event": "step", "step": i, "loss": 1.0}) + "\n" for i in range(3000))
+    for _ in range(5):
+        job.events.clear()
+        job._offset = 0
+        pollers = [threading.Thread(target=job.poll) for _ in range(4)]
+        for t in pollers:
+            t.start()
+        for t in pollers:
+            t.join()
+        assert [e["step"] for e in job.events] == list(range(3000))
+    with open(job.progress_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"event": "end", "status": "done"}) + "\n")
+    assert job.state == "done"  # the end is read, not skipped by an offset past the file's end
+
+
 @pytest.mark.slow
 def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     logic.save(*form())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,9 @@ class Job:
         self.config_path.write_text(json.dumps(self.config, indent=2, default=str), encoding="utf-8")
         self.events: list[dict] = []
         self._offset = 0
+        # several pages (and a page's stream and its buttons) poll one job from Gradio's threads: without
+        # the lock two polls read the same lines, the events doubled and the offset past the file's end
+        self._poll_lock = threading.Lock()
         self.started = time.time()
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
         with open(self.log_path, "wb") as log:
@@ -62,24 +66,25 @@ class Job:
     # -- reading progress ------------------------------------------------------------------------
     def poll(self) -> list[dict]:
         """New progress dicts since the last call (a partly written last line waits for the next call)."""
-        try:
-            with open(self.progress_path, "rb") as f:
-                f.seek(self._offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n") + 1
-        self._offset += end
-        new = []
-        for line in chunk[:end].splitlines():
+        with self._poll_lock:
             try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                new.append(event)
-        self.events.extend(new)
-        return new
+                with open(self.progress_path, "rb") as f:
+                    f.seek(self._offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                return []
+            end = chunk.rfind(b"\n") + 1
+            self._offset += end
+            new = []
+            for line in chunk[:end].splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    new.append(event)
+            self.events.extend(new)
+            return new
 
     @property
     def running(self) -> bool:
@@ -165,6 +170,8 @@ def start(kind: str, config: dict, cwd: str | os.PathLike | None = None) -> Job:
             raise UserError(f"{what} is already running: stop it or wait for it to finish")
         job = Job(kind, config, cwd)
         _jobs[kind] = job
+        if current is not None:  # its settings, progress and log in the temp folder: nothing shows them now
+            shutil.rmtree(current.dir, ignore_errors=True)
         return job
 
 
