@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from extensions.dialogue_lora import script, webui
+from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.prompt import chat_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,11 +272,14 @@ def test_webui_host_folders_and_memory(fake_webui, tmp_path):
 def test_webui_host_applies_adapters_with_transformers_only(fake_webui):
     shared, lora = fake_webui
     host = webui.WebuiHost({})
-    assert "Load a base model" in host.use_adapter(None, "bob")
+    with pytest.raises(UserError, match="Load a base model"):
+        host.use_adapter(None, "bob")
+    with pytest.raises(UserError, match="Load a base model"):  # not shown as the character's reply
+        host.reply("Bob:")
     shared.model, shared.model_name = object(), "tiny"
     shared.args.loader = "llama.cpp"
-    message = host.use_adapter(None, "bob")
-    assert "llama.cpp" in message and "Transformers" in message
+    with pytest.raises(UserError, match="llama.cpp.*Transformers"):
+        host.use_adapter(None, "bob")
     assert lora.calls == []
     shared.args.loader = "Transformers"
     assert host.in_use() == ("tiny", [])

@@ -205,6 +205,11 @@ def test_chat_needs_a_loaded_model_and_a_message(logic):
         logic.chat([], "Hi", "Bob", "Alice", 5)
     with pytest.raises(UserError, match="pick an adapter"):
         logic.use("tiny-llama", None)
+    # the names checked as chat.py checks them, before any model is asked
+    with pytest.raises(UserError, match="'Bob:' must not contain ':'"):
+        logic.chat([], "Hi", "Bob:", "Alice", 5)
+    with pytest.raises(UserError, match="'Your name' 'bob' is also a character .*'Character name'"):
+        logic.chat([], "Hi", "Bob", "bob", 5)
 
 
 def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):

@@ -405,22 +405,15 @@ class ChatSession:
     `Speaker: text` lines, then the cue `Name:`, exactly as the adapter was trained.
     """
 
-    COMMANDS = ("/quit", "/exit", "/as", "/reset", "/help")
-
     def __init__(self, names: Sequence[str], user: str = "You", rounds: int = 5, instruction: str | None = None):
         names = [prompt_mod.one_line(n) for n in names if prompt_mod.one_line(n)]
         if not names:
             raise UserError("--name is empty: give the character to speak as, e.g. --name Bob (or Bob,Carol)")
-        for n in names + [user]:
-            if ":" in n:
-                raise UserError(f"name {n!r} must not contain ':' (it ends the speaker cue)")
         if rounds < 0:
             raise UserError(f"--rounds must be 0 or more (got {rounds})")
         self.names = names
         self.user = prompt_mod.one_line(user) or "You"
-        if self.user.casefold() in {n.casefold() for n in names}:
-            raise UserError(f"--user {self.user!r} is also a character the model speaks as (--name): your lines and "
-                            "theirs would look alike; pick another --user")
+        prompt_mod.check_chat_names(names, self.user)
         self.rounds = rounds
         self.instruction = instruction  # an alpaca-trained adapter's line before the dialogue (prompt.chat_prompt)
         self.current = names[0]

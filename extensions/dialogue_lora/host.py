@@ -25,7 +25,6 @@ def format_bytes(n: float) -> str:
 class Host:
     """The tab's view of where it runs. Subclasses say how models are loaded and used."""
 
-    label = "host"
     own_model = True  # the Use section loads its own base model (standalone) rather than the webui's
 
     def __init__(self, params: dict | None = None, dirs: Dirs | None = None):
@@ -55,7 +54,6 @@ class Host:
 class StandaloneHost(Host):
     """The standalone app: folders as the CLI resolves them; one base model (+ adapter) loaded for chat."""
 
-    label = "standalone"
     own_model = True
 
     def __init__(self, params: dict | None = None, dirs: Dirs | None = None):
@@ -107,12 +105,11 @@ class StandaloneHost(Host):
         return self._in_use
 
     def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
-        if self._loaded is None:
-            raise UserError("load a model (and adapter) first")
         from .generation import generate_reply
 
-        with self._lock:
-            reply, _stopped = generate_reply(
-                self._loaded.model, self._loaded.tokenizer, prompt, max_new_tokens=max_new_tokens
-            )
+        with self._lock:  # read under the lock: a Load or Unload under way may leave no model
+            loaded = self._loaded
+            if loaded is None:
+                raise UserError("load a model (and adapter) first")
+            reply, _stopped = generate_reply(loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens)
         return reply

@@ -48,6 +48,18 @@ def one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def check_chat_names(names: Sequence[str], user: str, names_word: str = "--name", user_word: str = "--user") -> None:
+    """The names a chat cues (its characters', the user's) as its prompts need them: no `:` (it would end the
+    cue early), and the user none of the characters (their lines and the user's would look alike).
+    `names_word`, `user_word`: what the caller's user calls them (a flag, a field's label)."""
+    for n in [*names, user]:
+        if ":" in n:
+            raise UserError(f"name {n!r} must not contain ':' (it ends the speaker cue)")
+    if user.casefold() in {n.casefold() for n in names}:
+        raise UserError(f"{user_word} {user!r} is also a character the model speaks as ({names_word}): your lines and "
+                        f"theirs would look alike; pick another {user_word}")
+
+
 def format_turn(speaker: str | None, text: str) -> str:
     """`Speaker: text`, or the bare text for narration (speaker None or empty)."""
     text = one_line(text)

@@ -582,10 +582,11 @@ class TabLogic:
 
     def chat(self, history: list[tuple[str, str]], message: str, name: str, user_name: str, rounds: int) -> str:
         """One reply of the character to `message`, after `history` ((speaker, text) turns)."""
-        from .prompt import chat_prompt
+        from .prompt import chat_prompt, check_chat_names, one_line
 
-        name = (name or "").strip() or "Character"
-        user_name = (user_name or "").strip() or "You"
+        name = one_line(name or "") or "Character"
+        user_name = one_line(user_name or "") or "You"
+        check_chat_names([name], user_name, "'Character name'", "'Your name'")
         if not (message or "").strip():
             raise UserError("type a message first")
         turns = list(history) + [(user_name, message)]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import prompt as fmt
+from .errors import UserError
 from .host import Host, format_bytes
 from .paths import Dirs, resolve_dirs
 
@@ -106,7 +107,6 @@ def default_chat_prompt(user_input: str, state: dict, **kwargs):
 class WebuiHost(Host):
     """The tab inside the webui: its folders, its loaded model, its LoRA loading."""
 
-    label = "webui"
     own_model = False
 
     def dirs(self) -> Dirs:
@@ -165,8 +165,8 @@ class WebuiHost(Host):
 
     def use_adapter(self, model: str | None, adapter: str) -> str:
         problem = self.loader_problem()
-        if problem:
-            return problem
+        if problem:  # an error, not a message: the tab must not switch character chat on
+            raise UserError(problem)
         shared = _shared()
         from modules.LoRA import add_lora_to_model
 
@@ -189,8 +189,8 @@ class WebuiHost(Host):
 
     def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
         problem = self.loader_problem()
-        if problem:
-            return problem
+        if problem:  # not to be shown as the character's reply
+            raise UserError(problem)
         shared = _shared()
         from .generation import generate_reply
 
