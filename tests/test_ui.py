@@ -122,6 +122,26 @@ def test_names_cannot_escape_their_folders(logic, webui_root):
     assert ui._error_text(e.value) == "⚠️ 'New conversation after a gap' must be a number above 0 (the field is empty)"
 
 
+def test_files_and_adapters_are_picked_by_any_name_their_folder_holds(logic, webui_root):
+    """A WhatsApp export saved twice is `WhatsApp Chat (1).txt`: listed, so it must be readable too."""
+    import shutil
+
+    datasets = webui_root / "user_data/training/datasets"
+    shutil.copy(EXAMPLE, datasets / "WhatsApp Chat (1).txt")
+    assert "WhatsApp Chat (1).txt" in logic.raw_files()
+    assert logic.input_path(None, "WhatsApp Chat (1).txt") == datasets / "WhatsApp Chat (1).txt"
+    logic.save(*form(out_name="bob"))
+    shutil.copy(datasets / "bob.json", datasets / "bob's lines.json")
+    assert "bob's lines.json" in logic.datasets()
+    cfg = logic.train_config("tiny-llama", "bob's lines.json", "bob", {}, resume=False, overwrite=False)
+    assert cfg["dataset_name"] == str(datasets / "bob's lines.json")
+    for bad in ("../bob.json", "sub/x.txt", "..", "a\\b.txt"):
+        with pytest.raises(UserError, match="is not a name in"):
+            logic.input_path(None, bad)
+        with pytest.raises(UserError, match="is not a name in"):
+            logic.train_config("tiny-llama", bad, "bob", {}, resume=False, overwrite=False)
+
+
 # ------------------------------------------------------------------------------------------ Train form
 
 
@@ -178,9 +198,20 @@ def test_train_form_errors(logic, webui_root):
     existing = webui_root / "user_data/loras/bob"
     existing.mkdir()
     (existing / "adapter_config.json").write_text("{}")
-    with pytest.raises(UserError, match="already exists.*Resume.*Overwrite"):
+    with pytest.raises(UserError, match="already exists.*a finished adapter: 'Overwrite' to replace it"):
         logic.train_config("tiny-llama", "bob.json", "bob", {}, False, False)
     assert logic.train_config("tiny-llama", "bob.json", "bob", {}, False, True)["overwrite"] is True
+    # what a killed first save left is no run: the name is free (the tab used to say "tick Resume", which
+    # the checks then refused)
+    cut = webui_root / "user_data/loras/cut"
+    cut.mkdir()
+    (cut / ".checkpoint-5.tmp").mkdir()
+    assert logic.train_config("tiny-llama", "bob.json", "cut", {}, False, False)["lora_name"] == "cut"
+    # numbers as the form sends them (floats): whole ones made ints, others refused rather than cut
+    cfg = logic.train_config("tiny-llama", "bob.json", "new", {"epochs": 3.0, "lora_alpha": 16.5}, False, False)
+    assert cfg["epochs"] == 3 and isinstance(cfg["epochs"], int) and cfg["lora_alpha"] == 16.5
+    with pytest.raises(UserError, match="'Epochs' must be a whole number >= 1 \\(got 2.9\\)"):
+        logic.train_config("tiny-llama", "bob.json", "new", {"epochs": 2.9}, False, False)
 
 
 def test_a_missing_package_is_a_message_in_the_tab():

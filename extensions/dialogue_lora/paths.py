@@ -102,6 +102,18 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def picked_name(name: str, folder: str | os.PathLike, what: str = "name") -> str:
+    """A name picked from a listing of `folder` (a dialogue file, a dataset, an adapter): any name the folder
+    may hold, `WhatsApp Chat (1).txt` or `bob's lines.json` too (check_name's rule is for names we create),
+    as long as it is an entry of that folder and not a path out of it."""
+    name = name or ""
+    if not name.strip():
+        raise UserError(f"{what} is empty")
+    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UserError(f"{what} {name!r} is not a name in {folder}")
+    return name
+
+
 def _listing(names: list[str], folder: Path, kind: str) -> str:
     if not names:
         return f"no {kind} found in {folder}"

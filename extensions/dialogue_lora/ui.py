@@ -18,7 +18,7 @@ from pathlib import Path
 from . import jobs
 from .errors import UserError
 from .fileio import holds_samples
-from .paths import check_name, is_adapter_dir, list_adapters, list_datasets, list_models
+from .paths import check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name
 
 POLL_SECONDS = 1.0
 DEFAULT_ADAPTER_NAME = "my-character"  # the Train form's name until a dataset or the user gives one
@@ -291,7 +291,8 @@ class TabLogic:
         if upload:
             path = _upload_path(upload)
         elif picked:
-            path = self.host.dirs().datasets / check_name(str(picked), "file name")
+            folder = self.host.dirs().datasets
+            path = folder / picked_name(str(picked), folder, "file name")
         else:
             raise UserError("upload a dialogue file or pick one from the list")
         if not path.is_file():
@@ -387,23 +388,19 @@ class TabLogic:
         if not dataset:
             raise UserError(f"pick a dataset (the list shows the files in {dirs.datasets})")
         adapter = check_name(adapter, "adapter name")
-        dataset_path = dirs.datasets / check_name(dataset, "dataset name")
+        dataset_path = dirs.datasets / picked_name(dataset, dirs.datasets, "dataset name")
         if not dataset_path.is_file():
             raise UserError(f"{dataset_path}: no such file")
-        target = dirs.loras / adapter
-        if target.is_dir() and any(target.iterdir()) and not (resume or overwrite):
-            raise UserError(
-                f"adapter {adapter!r} already exists in {dirs.loras}: tick 'Resume' to continue its training "
-                "or 'Overwrite' to replace it"
-            )
-        config = dict(settings)
+        config = dict(settings)  # an adapter of that name already there: the checks below say what to do
         for key, default in train_defaults().items():  # a blank or 0 field with no fixed default: the default
             if default is None and key in config and config[key] in (None, "", 0):
                 config[key] = None
         for key in ("epochs", "batch_size", "cutoff_len", "lora_rank", "grad_accum", "max_steps", "save_steps",
-                    "seed", "num_virtual_tokens", "lora_alpha"):
-            if config.get(key) not in (None, ""):
-                config[key] = int(config[key])
+                    "seed", "num_virtual_tokens"):
+            value = config.get(key)
+            # Gradio's numbers are floats: 3.0 is 3, and 2.9 stays 2.9 for the checks to refuse (not cut to 2)
+            if isinstance(value, float) and value.is_integer():
+                config[key] = int(value)
         modules = config.get("target_modules")
         if isinstance(modules, str):
             modules = [m.strip() for m in modules.split(",") if m.strip()]
@@ -441,7 +438,7 @@ class TabLogic:
         if not model or not adapter:
             raise UserError("pick a base model and an adapter")
         config = {
-            "model_name": str(model), "lora_name": check_name(adapter, "adapter name"),
+            "model_name": str(model), "lora_name": picked_name(adapter, dirs.loras, "adapter name"),
             "model_dir": str(dirs.models), "lora_dir": str(dirs.loras), "max_samples": int(max_samples or 0),
         }
         if heldout and heldout in self.datasets():
@@ -568,7 +565,7 @@ class TabLogic:
     def use(self, model, adapter) -> str:
         if not adapter:
             raise UserError("pick an adapter")
-        message = self.host.use_adapter(model, check_name(adapter, "adapter name"))
+        message = self.host.use_adapter(model, picked_name(adapter, self.host.dirs().loras, "adapter name"))
         self.host.params["character_chat"] = True
         self.host.params["stop_at_newline"] = True
         # the webui's Chat tab cues the adapter's own character, not the default bot name; an adapter
