@@ -200,6 +200,31 @@ def test_reading_bom_crlf_and_bad_bytes(tmp_path):
     assert stats.lines == 3
 
 
+def test_a_windows_ansi_file_is_read_in_its_code_page_and_said_so(tmp_path):
+    """Notepad's and Excel's "ANSI" files were all U+FFFD where the accents were, with exit 0."""
+    western = tmp_path / "fr.txt"
+    western.write_bytes("Bob: Café crème, séance d’accord\nAlice: Où est la bibliothèque?\n".encode("cp1252"))
+    stats = ReadStats()
+    assert [(t.speaker, t.text) for t in iter_text_turns(western, stats=stats)] == [
+        ("Bob", "Café crème, séance d'accord"), ("Alice", "Où est la bibliothèque?")]
+    assert stats.encodings == {"fr.txt": "cp1252"} and stats.replaced_bytes == 0
+    russian = tmp_path / "ru.txt"
+    russian.write_bytes("Боб: Привет, как дела? Всё хорошо.\nАлиса: Где библиотека? Спасибо большое.\n".encode("cp1251"))
+    stats = ReadStats()
+    assert [t.speaker for t in iter_text_turns(russian, stats=stats)] == ["Боб", "Алиса"]
+    assert stats.encodings == {"ru.txt": "cp1251"}
+    _, report = preview(PrepareConfig(names=["Bob"], txtfilename=str(western)))
+    assert "note: fr.txt is not UTF-8: read as cp1252" in report.format()
+
+
+def test_utf8_with_a_few_broken_bytes_stays_utf8():
+    from extensions.dialogue_lora.dialogue import legacy_encoding
+
+    assert legacy_encoding("Bob: Grüße, naïve café\n".encode("utf-8") * 3 + b"Bob: caf\xe9\n") is None
+    assert legacy_encoding("plain ASCII and ünïcödé".encode("utf-8")) is None
+    assert legacy_encoding("Bob: Schöne Grüße aus München\n".encode("cp1252")) == "cp1252"
+
+
 def test_reading_utf16(tmp_path):
     p = tmp_path / "d.txt"
     p.write_bytes("Alice: Grüße\nBob: Hi\n".encode("utf-16"))

@@ -161,10 +161,13 @@ class ReadStats:
     replaced_bytes: int = 0  # undecodable bytes replaced by U+FFFD
     repaired_lines: int = 0  # lines changed by the mojibake repair (ftfy)
     layouts: dict | None = None  # file -> layout used
+    encodings: dict | None = None  # file -> the legacy encoding it was read with (a file not in UTF-8)
 
     def __post_init__(self):
         if self.layouts is None:
             self.layouts = {}
+        if self.encodings is None:
+            self.encodings = {}
 
 
 # ---------------------------------------------------------------------------------------------- cleaning
@@ -626,17 +629,49 @@ def _is_utf16(head: bytes) -> bool:
     return head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
 
 
-def open_text(path: str | os.PathLike):
+def open_text(path: str | os.PathLike, stats: ReadStats | None = None):
     """Open for reading lines: UTF-8 with or without BOM (UTF-16 with BOM too), any newline convention;
-    undecodable bytes arrive as lone surrogates that `clean_text` replaces and counts."""
+    undecodable bytes arrive as lone surrogates that `clean_text` replaces and counts. A file in a legacy
+    code page (legacy_encoding) is read in it, and `stats.encodings` says so."""
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(ENCODING_SNIFF)
     if _is_utf16(head):
         # surrogateescape cannot stand in for UTF-16's bad units (an unpaired surrogate, an odd last
         # byte): each becomes U+DCFF, which clean_text replaces and counts like an undecodable UTF-8 byte
         codecs.register_error("dialogue_lora.escape", _escape_utf16)
         return open(path, encoding="utf-16", errors="dialogue_lora.escape", newline=None)
+    legacy = legacy_encoding(head)
+    if legacy is not None:
+        if stats is not None:
+            stats.encodings[Path(path).name] = legacy
+        return open(path, encoding=legacy, errors="surrogateescape", newline=None)
     return open(path, encoding="utf-8-sig", errors="surrogateescape", newline=None)
+
+
+ENCODING_SNIFF = 1 << 20
+
+
+def legacy_encoding(head: bytes) -> str | None:
+    """The code page a file that is not UTF-8 was written in, judged by its first bytes `head`; None for
+    UTF-8. Windows' "ANSI" files (Notepad before 2019, Excel's "CSV (Comma delimited)") hold bytes that are
+    not UTF-8 and no UTF-8 letter; a UTF-8 file with a few broken bytes has more good letters than bad bytes
+    and stays UTF-8 (the bad bytes replaced and counted). Text in a Latin script, where letters beyond ASCII
+    are the few accented ones, is Windows-1252 (Western Europe's); other text (Cyrillic, Greek, Japanese...)
+    is what charset-normalizer finds, else Windows-1252."""
+    text = head.decode("utf-8", "surrogateescape")
+    bad = len(_ESCAPED.findall(text))
+    if not bad or bad <= sum(1 for c in text if "\x7f" < c < "\ud800" or c > "\udfff"):
+        return None
+    western = head.decode("cp1252", "replace")
+    letters = [c for c in western if c.isalpha()]
+    if sum(c > "\x7f" for c in letters) <= 0.3 * len(letters):  # French, German, Spanish: a few accents
+        return "cp1252"
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # pragma: no cover - a requirement
+        return "cp1252"
+    best = from_bytes(head).best()
+    return best.encoding if best is not None else "cp1252"
 
 
 def _escape_utf16(error: UnicodeDecodeError) -> tuple[str, int]:
@@ -648,5 +683,6 @@ def iter_text_turns(
 ) -> Iterator[Turn | None]:
     """Turns of a text file, streamed line by line."""
     path = check_text_file(path)
-    with open_text(path) as f:
+    stats = stats if stats is not None else ReadStats()
+    with open_text(path, stats) as f:
         yield from parse_lines(f, path.name, layout, stats)

@@ -426,8 +426,14 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         repaired_lines=stats.repaired_lines,
         output=str(out) if write else None,
         seconds=time.perf_counter() - t0,
-        notes=_shared_names(tally.people),
+        notes=_encoding_notes(stats.encodings) + _shared_names(tally.people),
     )
+
+
+def _encoding_notes(encodings: dict) -> list[str]:
+    """A note for each file read in a legacy code page rather than UTF-8 (its letters may be wrong)."""
+    return [f"{name} is not UTF-8: read as {encoding} (Windows' \"ANSI\"); if letters look wrong in the "
+            "samples, save the file as UTF-8" for name, encoding in encodings.items()]
 
 
 def _shared_names(people: dict, shown: int = 5) -> list[str]:

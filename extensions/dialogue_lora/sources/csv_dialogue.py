@@ -154,7 +154,7 @@ def iter_csv_turns(
     path = check_text_file(path)
     stats.layouts[path.name] = "csv"
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with open_text(path) as f:
+    with open_text(path, stats) as f:
         # newline=None already turned CRLF into \n; quoted newlines inside fields survive as \n
         first, skipped = f.readline(), 0
         sep = re.fullmatch(r"sep=(.)\n?", first, flags=re.IGNORECASE)  # Excel's delimiter line
