@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     info(session.help_text())
+    if not interactive and hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 become U+FFFD below
+        sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
     lines = _read_interactive(args.user) if interactive else (line.rstrip("\n") for line in sys.stdin)
     try:
         for line in lines:

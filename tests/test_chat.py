@@ -62,6 +62,16 @@ def test_base_model_alone_and_quit(layout, monkeypatch, capsys):
     assert len(out) == 2 and all(line.startswith("Bob:") for line in out)
 
 
+def test_piped_bytes_that_are_not_utf8_under_a_strict_locale(layout):
+    """A desktop's UTF-8 locale reads stdin strictly (C.UTF-8 does not): a Latin-1 byte stopped chat.py."""
+    env = dict(subprocess_env(), PYTHONIOENCODING="utf-8:strict")
+    p = subprocess.run([sys.executable, str(ROOT / "chat.py"), "-m", "tiny-llama", "--name", "Bob",
+                        "--max_new_tokens", "4", "--device", "cpu"], input=b"Hello\nAnyone at the caf\xe9?\n",
+                       cwd=layout, capture_output=True, timeout=300, env=env)
+    assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr
+    assert len(p.stdout.splitlines()) == 2
+
+
 @pytest.mark.slow
 def test_several_characters_in_one_adapter(layout):
     p = chat(["-m", "tiny-llama", "-l", "bob", "--name", "Bob,Carol", "--user", "Alice", "--temperature", "0",

@@ -314,3 +314,19 @@ def test_names_are_read_as_the_data_is(tmp_path):
     src.write_text("O’Brien: hello\nAnna: hi\n", encoding="utf-8")
     records, _ = preview(PrepareConfig(names=["O’Brien"], txtfilename=str(src)), 5)
     assert [(r["name"], r["output"]) for r in records] == [("O'Brien", "hello")]
+
+
+def test_a_console_that_cannot_show_a_name_gets_it_escaped_not_a_traceback(tmp_path):
+    """Windows writes redirected output in cp1252: a name beyond it failed after the file was written."""
+    import os
+
+    src = tmp_path / "in.txt"
+    src.write_text("Ōkami: the wolf speaks at last\nBob: and Bob answers him\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONIOENCODING="cp1252")
+    for args, rc in ((["-n", "Ōkami", "-t", src, "-j", tmp_path / "o.json"], 0),
+                     (["-n", "Ōkamii", "-t", src, "-j", tmp_path / "p.json"], 2)):
+        r = subprocess.run([sys.executable, str(ROOT / "prepare_dataset.py"), *map(str, args)], capture_output=True,
+                           cwd=ROOT, timeout=120, env=env)
+        assert r.returncode == rc and b"Traceback" not in r.stderr, r.stderr
+        assert b"\\u014ckami" in r.stdout + r.stderr
+    assert json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))[0]["name"] == "Ōkami"

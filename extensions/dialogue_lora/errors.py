@@ -71,6 +71,12 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     import signal
     import threading
 
+    for stream in (sys.stdout, sys.stderr):
+        # a name or reply the console's encoding lacks (Windows' cp1252 when output is redirected) is
+        # written as \u014c rather than failing after the work is done
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     previous = None
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)  # a script may install its own (lora_finetune)
