@@ -373,6 +373,23 @@ def test_a_run_whose_app_exits_saves_a_checkpoint_and_ends(logic, webui_root):
 
 
 @pytest.mark.slow
+def test_a_run_stops_when_its_apps_pipe_closes(logic, webui_root):
+    """How a worker learns that its app has gone on every OS (Windows' getppid keeps the dead parent's id):
+    the stdin pipe the app holds is closed. Closed here by hand, the app alive."""
+    logic.save(*form())
+    job = logic.start_training("tiny-llama", "bob.json", "piped", {"max_steps": 100_000, "val_ratio": 0.0})
+    deadline = time.time() + 180
+    while not job.last("step"):
+        assert job.running, job.error()
+        assert time.time() < deadline
+        job.poll()
+        time.sleep(0.2)
+    job.proc.stdin.close()
+    assert job.wait(120) == 0
+    assert job.state == "stopped" and Path(job.last("end")["checkpoint"]).is_dir()
+
+
+@pytest.mark.slow
 def test_failed_job_reports_its_error_and_the_tab_lives_on(logic, webui_root):
     job = jobs.start("train", {"model_name": "no-such-model", "dataset_name": str(EXAMPLE), "lora_name": "x",
                                "model_dir": str(webui_root / "user_data/models")})

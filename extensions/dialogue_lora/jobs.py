@@ -32,6 +32,8 @@ _BOOT = (
     "sys.exit(main(sys.argv[2:]))\n"
 )
 
+# Set in a worker's environment: its stdin is a pipe from the app, closed when the app ends (worker.py).
+PARENT_PIPE = "DIALOGUE_LORA_PARENT_PIPE"
 _jobs: dict[str, "Job"] = {}  # the latest job of each kind, kept across page reloads
 _lock = threading.Lock()
 
@@ -54,12 +56,14 @@ class Job:
         # the lock two polls read the same lines, the events doubled and the offset past the file's end
         self._poll_lock = threading.Lock()
         self.started = time.time()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", **{PARENT_PIPE: "1"})
         with open(self.log_path, "wb") as log:
+            # stdin: a pipe this process never writes to and holds open while it lives; when it ends (the
+            # webui closed, crashed or was killed) the OS closes it and the worker, reading it, sees the end
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(PACKAGE_DIR), kind, str(self.config_path),
                  str(self.progress_path), str(self.stop_path)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
                 cwd=str(cwd) if cwd else None, env=env,
             )
 

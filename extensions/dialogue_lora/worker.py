@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
 from .errors import Interrupted, UserError
+from .jobs import PARENT_PIPE
 
 
 class ProgressWriter:
@@ -55,6 +57,24 @@ def run_evaluate(config: dict, report: ProgressWriter, should_stop) -> dict:
 KINDS = {"train": run_train, "evaluate": run_evaluate}
 
 
+def _watch_app() -> threading.Event:
+    """Set once the app that started this job has ended: the end of the stdin pipe it holds (jobs.py), which
+    every OS reports when the app's process goes, however it goes. (The parent's pid is no sign on Windows,
+    where os.getppid() goes on naming a parent that has exited.) Started by hand, without that pipe, never."""
+    gone = threading.Event()
+    if os.environ.get(PARENT_PIPE) == "1" and sys.stdin is not None:
+        def wait_for_eof():
+            try:
+                while sys.stdin.buffer.read(65536):
+                    pass
+            except (OSError, ValueError):
+                pass
+            gone.set()
+
+        threading.Thread(target=wait_for_eof, name="app-watch", daemon=True).start()
+    return gone
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 4 or argv[0] not in KINDS:
@@ -63,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     kind, config_path, progress_path, stop_path = argv
     report = ProgressWriter(progress_path)
     stop = Path(stop_path)
-    parent = os.getppid()
+    app_gone = _watch_app()
 
     def should_stop() -> bool:
         # the Stop button; or the app that started this job has exited (the webui closed or restarted):
         # nobody could watch or stop the job any more, so it saves a checkpoint and ends (Resume continues it)
-        return stop.exists() or os.getppid() != parent
+        return stop.exists() or app_gone.is_set()
 
     try:
         config = json.loads(Path(config_path).read_text(encoding="utf-8"))
