@@ -25,6 +25,7 @@ try:
     from extensions.dialogue_lora.errors import CliParser, Interrupted, UserError, run_cli  # noqa: E402
     from extensions.dialogue_lora.modeling import FUSED_KERNELS, PRECISIONS  # noqa: E402
     from extensions.dialogue_lora.training import TrainConfig  # noqa: E402
+    from extensions.dialogue_lora.ui import format_eta  # noqa: E402  (the tab's time left, written the same way)
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
     sys.exit(130)
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
             typ = {"learning_rate": float, "lora_alpha": float}.get(name) or (type(default) if default is not None else str)
             kw = {"choices": _CHOICES[name]} if name in _CHOICES else {}
             p.add_argument(*flags, type=typ, default=default, help=h, **kw)
-    tools = p.add_argument_group("for tools (the webui tab runs training in its own process through these)")
+    tools = p.add_argument_group("for tools: a progress file and a stop file (the tab's worker reports the same events)")
     tools.add_argument("--progress_file", help="append every progress event to this file as a JSON line (flushed)")
     tools.add_argument("--stop_file", help="when this file appears, save a checkpoint and exit cleanly")
     return p
@@ -125,7 +126,7 @@ class _Reporter:
                 self.bar = tqdm(total=ev["total_steps"], initial=ev["step"] - 1, desc="training", unit="step",
                                 dynamic_ncols=True)
             self.bar.set_postfix(loss=f"{ev['loss']:.3f}", lr=f"{ev['lr']:.2e}", tok_s=f"{ev['tokens_per_s']:.0f}",
-                                 eta=_hms(ev["eta_s"]), refresh=False)
+                                 eta=format_eta(ev["eta_s"]), refresh=False)
             self.bar.update(ev["step"] - self.bar.n)
         elif kind == "eval":
             what = "base model" if ev.get("base") else f"epoch {ev['epoch']}"
@@ -146,11 +147,6 @@ class _Reporter:
             self.bar.close()
         if self.file is not None:
             self.file.close()
-
-
-def _hms(s: float) -> str:
-    s = int(max(0, s))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 # Flags that only one --method reads: given with the other, they are an error, not silently unused.

@@ -60,7 +60,7 @@ def test_pick_a_file_from_the_datasets_folder(logic, webui_root):
         (folder / extra).unlink()
     assert logic.scan(None, "dialogue.txt", "auto")[1] == ("Bob (4 lines)", "Bob")
     for bad in ("../dialogue.txt", "/etc/passwd", "..\\x.txt"):
-        with pytest.raises(UserError, match="not allowed"):
+        with pytest.raises(UserError, match="is not a name in"):
             logic.scan(None, bad, "auto")
     with pytest.raises(UserError, match="upload a dialogue file"):
         logic.scan(None, None, "auto")
@@ -285,12 +285,11 @@ def test_an_adapter_names_its_base_model_and_its_characters(webui_root):
          "base_model_path": str(webui_root / "user_data/models/tiny-llama")}), encoding="utf-8")
     logic = TabLogic(StandaloneHost({}, resolve_dirs(webui_root)))
     assert logic.base_of("duo") == "tiny-llama"  # the Evaluate and Use sections fill it in
-    assert logic.character_of("duo") == "MENENIUS"
-    assert logic.characters_note("duo") == ("**duo** speaks as MENENIUS and BRUTUS: put the one you want in "
-                                            "*Character name*.")
-    assert logic.adapter_facts("duo") == ("MENENIUS", "tiny-llama", logic.characters_note("duo"))  # one read
+    assert logic.adapter_facts("duo") == ("MENENIUS", "tiny-llama", "**duo** speaks as MENENIUS and BRUTUS: put the "
+                                          "one you want in *Character name*.")
     (lora / "training_parameters.json").write_text(json.dumps({"name": "Bob", "base_model": "gone"}), encoding="utf-8")
-    assert logic.base_of("duo") is None and logic.characters_note("duo") == ""  # not in the models folder: no guess
+    assert logic.base_of("duo") is None  # not in the models folder: no guess
+    assert logic.adapter_facts("duo") == ("Bob", None, "")
     assert logic.base_of("no-such") is None
 
 
@@ -468,7 +467,7 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert logic.base_of("bob") == "tiny-llama"
     assert "Finished: bob" in progress_markdown(job)
     assert logic.adapters() == ["bob"]
-    assert logic.character_of("bob") == "Bob"
+    assert logic.adapter_facts("bob")[0] == "Bob"
     assert "Nothing is training" in logic.stop_training()
 
     # Evaluate: base vs adapter on the samples, in its own process, read back as the tab's tables

@@ -16,15 +16,14 @@ import os
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import prompt
 from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
 from .fileio import holds_samples, nearest_existing, write_records
-from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Sample, Tally, iter_samples, wanted_names
+from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, wanted_names
 from .sources import SOURCES, detect_source
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
 from .sources.discord import DiscordOptions, iter_discord_turns, scan_discord_speakers
@@ -197,8 +196,6 @@ class PrepareConfig:
             emotion_prefix=self.csv_emotion_prefix,
         )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _same_file(a, b) -> bool:
@@ -214,10 +211,6 @@ def _inside_folder(path, folder) -> bool:
         return Path(folder).is_dir() and Path(path).resolve().parent == Path(folder).resolve()
     except (OSError, RuntimeError):
         return False
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(PrepareConfig)]
 
 
 @dataclass
@@ -482,16 +475,3 @@ def scan_speakers_with_unit(path: str | os.PathLike, source: str = "auto", **opt
     unit = "speeches" if "play" in stats.layouts.values() else SPEAKER_UNITS["text"]
     return merge_speakers(counts), unit
 
-
-__all__ = [
-    "PrepareConfig",
-    "PrepareReport",
-    "prepare",
-    "preview",
-    "scan_speakers",
-    "scan_speakers_with_unit",
-    "split_names",
-    "merge_speakers",
-    "Sample",
-    "prompt",
-]

@@ -234,11 +234,3 @@ assert tuple(FORMATTERS) == prompt.FORMATS
 def to_record(sample: Sample, fmt: str = "rounds", instruction: str = DEFAULT_INSTRUCTION) -> dict:
     """A sample as a JSON-ready dict in one of the four formats."""
     return FORMATTERS[fmt](sample, instruction)
-
-
-def iter_records(
-    samples: Iterable[Sample], fmt: str = "rounds", instruction: str = DEFAULT_INSTRUCTION
-) -> Iterator[dict]:
-    fn = FORMATTERS[fmt]
-    for s in samples:
-        yield fn(s, instruction)

@@ -33,7 +33,7 @@ import random
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -1307,7 +1307,3 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
         shutil.rmtree(old, ignore_errors=True)  # the replaced adapter and this run's checkpoints
     else:
         os.replace(tmp, out)
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]

@@ -89,7 +89,6 @@ def load_training_libraries() -> None:
     with _libraries:
         if _libraries_loaded:
             return
-        _libraries_loaded = True
         try:
             import torch
             from transformers import AutoModelForCausalLM, LlamaConfig
@@ -98,8 +97,9 @@ def load_training_libraries() -> None:
                                num_key_value_heads=1, vocab_size=8)
             with torch.device("meta"):  # the shared modules and the usual architecture's: no memory used
                 AutoModelForCausalLM.from_config(tiny)
-        except Exception:  # noqa: BLE001 - a warm-up only: the checks themselves say what is wrong
-            pass
+        except (ImportError, OSError, RuntimeError, ValueError):  # the checks say what is missing, in their words
+            return
+        _libraries_loaded = True
 
 
 def _resumable(job) -> bool:
@@ -503,20 +503,14 @@ class TabLogic:
         except UserError:
             return None
 
-    def character_of(self, adapter: str | None) -> str:
-        """The character an adapter was trained for: its recorded name, else the cue of its held-out samples."""
-        return self._character(self._recorded(adapter))
-
     def base_of(self, adapter: str | None) -> str | None:
         """The base model an adapter was trained on, when it is one in the models folder."""
         return self._base(self._recorded(adapter))
 
-    def characters_note(self, adapter: str | None) -> str:
-        """For an adapter trained on several characters: which, since the name field holds one."""
-        return self._characters_note(adapter, self._recorded(adapter))
-
     def adapter_facts(self, adapter: str | None) -> tuple[str, str | None, str]:
-        """(character, base model, characters note) of an adapter, its settings read once."""
+        """(character, base model, characters note) of an adapter, its settings read once: the character it
+        was trained for (its recorded name, else the cue of its held-out samples), and for an adapter
+        trained on several characters which ones, since the name field holds one."""
         recorded = self._recorded(adapter)
         return self._character(recorded), self._base(recorded), self._characters_note(adapter, recorded)
 
@@ -838,16 +832,11 @@ def build_tab(host) -> dict:
 
     def follow(job):
         """Yield the job's progress every POLL_SECONDS until it ends (a page reload can re-attach)."""
-        seen = -1
         while True:
+            running = job.running  # before the poll: a job that ended after it is shown once more, complete
             job.poll()
-            running = job.running
-            if len(job.events) != seen or running:
-                seen = len(job.events)
-                yield render(job)
+            yield render(job)
             if not running:
-                job.poll()
-                yield render(job)
                 return
             time.sleep(POLL_SECONDS)
 
