@@ -460,6 +460,21 @@ def test_overwrite_never_replaces_a_model_and_keeps_the_users_files(env):
     train(make_cfg(env, lora_name="noted", max_steps=2, val_ratio=0, overwrite=True))
     assert (out / "notes.txt").read_text() == "what I tried" and (out / "mydata" / "lines.txt").is_file()
     assert json.loads((out / "training_parameters.json").read_text())["steps"] == 2 and not (out / "eval.md").exists()
+    # a folder no run wrote (no adapter, no checkpoint): files named like a run's are the user's, never replaced
+    mine = env / "loras" / "project"
+    mine.mkdir()
+    (mine / "README.md").write_text("# My project")
+    (mine / "data.csv").write_text("a,b")
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match=r"holds no adapter and no checkpoint, but files a run would replace "
+                                            r"\(README.md\): move them out"):
+            train(make_cfg(env, lora_name="project", max_steps=1, val_ratio=0, overwrite=overwrite))
+    assert (mine / "README.md").read_text() == "# My project"
+    (mine / "README.md").unlink()
+    with pytest.raises(UserError, match="--overwrite to train into it, its files kept"):
+        check(make_cfg(env, lora_name="project", max_steps=1, val_ratio=0))
+    train(make_cfg(env, lora_name="project", max_steps=1, val_ratio=0, overwrite=True))
+    assert (mine / "data.csv").read_text() == "a,b" and (mine / "adapter_config.json").is_file()
 
 
 _HOLD = """
@@ -537,6 +552,24 @@ def test_a_killed_runs_leftovers_are_tidied(env):
     with pytest.raises(UserError, match="no checkpoint to resume from .the run finished"):
         check(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0, resume=True))
     assert resolve_adapter("k", loras) == (loras / "k").resolve()
+
+
+def test_a_runs_tidying_leaves_another_adapters_leftovers_alone(env):
+    """`.y.tmp-1.tmp-PID` is what a killed save of an adapter called `y.tmp-1` left, not one of `y`'s."""
+    dead = 999_999_999
+    loras = env / "loras"
+    train(make_cfg(env, lora_name="y.tmp-1", max_steps=2, val_ratio=0.0))
+    other = loras / f".y.tmp-1.tmp-{dead}"
+    os.replace(loras / "y.tmp-1", other)  # killed before its rename into place
+    assert check(make_cfg(env, lora_name="y", max_steps=2, val_ratio=0.0)).resume_from is None
+    assert other.is_dir() and not (loras / "y").exists()
+    # and the hint after a kill between the swap's renames names the folder the next run puts back: the
+    # complete new adapter, not the old one set aside
+    train(make_cfg(env, lora_name="z", max_steps=2, val_ratio=0.0))
+    shutil.copytree(loras / "z", loras / f".z.tmp-{dead}")
+    os.replace(loras / "z", loras / f".z.old-{dead}")
+    with pytest.raises(UserError, match=rf"its adapter is in .*\.z\.tmp-{dead}\)"):
+        resolve_adapter("z", loras)
 
 
 def test_a_kill_after_the_users_files_moved_for_the_swap_loses_none_of_them(env):

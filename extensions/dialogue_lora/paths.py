@@ -139,17 +139,27 @@ def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path
 def interrupted_save(lora_dir: str | os.PathLike, name: str) -> str:
     """A hint when a training run of `name` was killed in its final save's swap (its adapter then sits in
     `.NAME.tmp-PID` or `.NAME.old-PID`, put back by the next run of that name); "" when not."""
-    import glob
-
     d = Path(lora_dir)
     if not d.is_dir() or not name or "/" in name:
         return ""
-    left = sorted(p.name for p in d.glob(f".{glob.escape(name)}.*-*") if p.is_dir()
-                  and re.fullmatch(rf"\.{re.escape(name)}\.(tmp|old)-\d+", p.name))
+    left = swap_leftovers(d, name, "tmp") + swap_leftovers(d, name, "old")
     if not left:
         return ""
-    return (f"; a training run of {name!r} was cut off while saving (its adapter is in {d / left[0]}): run "
+    # the one the next run puts in place: a complete new adapter (its card is written last), else the old one
+    kept = next((p for p in left if p.name.startswith(f".{name}.tmp-") and (p / "README.md").is_file()), None)
+    kept = kept or next((p for p in left if p.name.startswith(f".{name}.old-")), left[0])
+    return (f"; a training run of {name!r} was cut off while saving (its adapter is in {kept}): run "
             f"lora_finetune.py with -l {name} again and it is put back before anything else")
+
+
+def swap_leftovers(lora_dir: Path, name: str, kind: str) -> list[Path]:
+    """The folders a final save of adapter `name` left when it was killed: `.NAME.tmp-PID` (kind "tmp", the
+    new adapter being written) or `.NAME.old-PID` ("old", the previous one set aside), sorted. Exactly
+    these: not `.NAME.tmp-1.tmp-PID`, the leftover of an adapter called `NAME.tmp-1`."""
+    import glob
+
+    pattern = re.compile(rf"\.{re.escape(name)}\.{kind}-\d+")
+    return sorted(p for p in lora_dir.glob(f".{glob.escape(name)}.{kind}-*") if p.is_dir() and pattern.fullmatch(p.name))
 
 
 def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Path:

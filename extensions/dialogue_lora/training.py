@@ -429,14 +429,18 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
         elif paths.is_model_dir(out_dir) and not paths.is_adapter_dir(out_dir):  # `--lora_dir models` by mistake
             problems.append(f"{out_dir} holds a model (config.json), not an adapter: it is never replaced; choose "
                             "another --lora_name")
+        elif not (paths.is_adapter_dir(out_dir) or checkpoints(out_dir)) and _named_like_ours(out_dir):
+            # no run wrote these (no adapter, no checkpoint): the user's README.md, an eval.json of theirs
+            problems.append(f"{out_dir} holds no adapter and no checkpoint, but files a run would replace "
+                            f"({', '.join(_named_like_ours(out_dir))}): move them out, or choose another --lora_name")
         elif not cfg.overwrite:
             found = checkpoints(out_dir)
             if found:
                 choices = f"--resume to continue from {found[-1].name}, --overwrite to start again"
             elif paths.is_adapter_dir(out_dir):
                 choices = "it is a finished adapter: --overwrite to replace it"
-            else:  # e.g. only a checkpoint that a kill cut short
-                choices = "it holds no checkpoint to resume: --overwrite to replace it"
+            else:  # the user's own files: kept, the adapter saved among them
+                choices = "it holds no adapter and no checkpoint: --overwrite to train into it, its files kept"
             problems.append(f"{out_dir} already exists and is not empty ({choices}, or another --lora_name)")
     return problems, resume_from
 
@@ -451,6 +455,11 @@ def _holds_a_run(out_dir: Path) -> bool:
     """Whether the folder holds anything but the half-written leftovers of a killed save, which the
     run clears (`.checkpoint-N.tmp`): those alone do not make the name taken."""
     return out_dir.is_dir() and any(not _HALF_WRITTEN.fullmatch(p.name) for p in out_dir.iterdir())
+
+
+def _named_like_ours(out_dir: Path) -> list[str]:
+    """The entries of `out_dir` named as the files a run writes (README.md, eval.json...)."""
+    return sorted(p.name for p in out_dir.iterdir() if p.name in ADAPTER_FOLDER_FILES)
 
 
 def _foreign_entries(out_dir: Path) -> list[str]:
@@ -732,13 +741,8 @@ def _tidy(root: Path, out: Path) -> None:
     back first), the previous folder set aside for the swap (`.NAME.old-PID`: when the swap never
     finished, the new adapter goes in place if it was complete, else the old folder goes back), and
     half-written checkpoints (`.checkpoint-N.tmp`)."""
-    import glob
-
-    name = glob.escape(out.name)
-    for old in sorted(root.glob(f".{name}.old-*")):
+    for old in paths.swap_leftovers(root, out.name, "old"):
         new = root / f".{out.name}.tmp-{old.name.rsplit('-', 1)[-1]}"
-        if not old.is_dir():
-            continue
         if out.exists():
             shutil.rmtree(old, ignore_errors=True)
         elif (new / "README.md").is_file():  # the new adapter was complete (its card is written last)
@@ -746,9 +750,7 @@ def _tidy(root: Path, out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(old, out)
-    for tmp in sorted(root.glob(f".{name}.tmp-*")):
-        if not tmp.is_dir():
-            continue
+    for tmp in paths.swap_leftovers(root, out.name, "tmp"):
         if not out.exists() and (tmp / "README.md").is_file():  # complete, the rename into place never came
             os.replace(tmp, out)
             continue
