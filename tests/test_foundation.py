@@ -182,6 +182,28 @@ def test_failed_write_leaves_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["out.json"]  # no temporary file left behind
 
 
+def test_a_killed_writers_temporary_file_is_cleared_by_the_next_write(tmp_path):
+    """A prepare killed mid-write left a hidden `.out.json.xxxxxxxx.tmp` of its size, for good."""
+    import time
+
+    path = tmp_path / "out.json"
+    stale, fresh, busy = (tmp_path / f".out.json.{k * 8}.tmp" for k in "abc")
+    other = tmp_path / ".out.json.old.abcdefgh.tmp"  # another file's (out.json.old): not ours to judge
+    for f in (stale, fresh, busy, other):
+        f.write_bytes(b"x" * 1000)
+    old = time.time() - 2 * fileio.STALE_TEMP_S
+    for f in (stale, busy, other):
+        os.utime(f, (old, old))
+    fd = os.open(busy, os.O_RDWR)  # a writer at work: its lock held
+    try:
+        assert fileio._try_lock(fd)
+        fileio.write_records(path, [{"input": "Bob:", "output": "hi"}])
+    finally:
+        os.close(fd)
+    assert not stale.exists() and fresh.exists() and busy.exists() and other.exists()
+    assert json.loads(path.read_text(encoding="utf-8")) == [{"input": "Bob:", "output": "hi"}]
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

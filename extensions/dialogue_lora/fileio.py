@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -60,7 +62,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             file_mode = path.stat().st_mode & 0o7777
         except OSError:
             file_mode = default_file_mode()
+        _clear_stale_temps(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _try_lock(fd)  # in use: see _clear_stale_temps
     except BaseException:
         _remove_empty(made)
         raise
@@ -78,6 +82,34 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             os.unlink(tmp)
         _remove_empty(made)
         raise
+
+
+STALE_TEMP_S = 60.0
+
+
+def _clear_stale_temps(path: Path) -> None:
+    """Remove the temporary files that writers of `path` killed mid-write left (a prepare killed while
+    writing left hundreds of megabytes, hidden): those no process holds locked (a writer locks its own
+    while it writes) that have not changed for STALE_TEMP_S."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")  # tempfile.mkstemp's names
+    try:
+        entries = [e for e in os.scandir(path.parent) if pattern.fullmatch(e.name)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False) or time.time() - entry.stat().st_mtime < STALE_TEMP_S:
+                continue
+            fd = os.open(entry.path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            free = _try_lock(fd)
+        finally:
+            os.close(fd)
+        if free:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def _remove_empty(folders: list[Path]) -> None:
