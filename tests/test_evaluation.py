@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,24 @@ def test_report_without_training_log_has_no_curve(result, tmp_path):
     res = {k: v for k, v in result.items() if not k.startswith("_")}
     written = write_report(res, lora)
     assert written["loss_curve"] is None and "loss_curve" not in (lora / "eval.md").read_text()
+
+
+def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypatch):
+    """A full disk at the end of an evaluation was a traceback (the OSError names no file)."""
+    from extensions.dialogue_lora import fileio
+
+    lora = tmp_path / "full"
+    lora.mkdir()
+    (lora / "eval.json").write_text("the last report")
+    res = {k: v for k, v in result.items() if not k.startswith("_")}
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "fsync", no_space)
+    with pytest.raises(UserError, match=r"full: cannot write the report \(No space left on device\)"):
+        write_report(res, lora)
+    assert (lora / "eval.json").read_text() == "the last report" and sorted(os.listdir(lora)) == ["eval.json"]
 
 
 def test_other_formats_and_limits(layout):

@@ -366,6 +366,8 @@ def _evaluate(
     model_path = resolve_model(cfg.model_name, dirs.models) if loaded is None else loaded.model_path
     adapter_path = resolve_adapter(cfg.lora_name, dirs.loras)
     params = read_training_parameters(adapter_path)
+    if not os.access(adapter_path, os.W_OK | os.X_OK):  # said now, not after the whole evaluation
+        raise UserError(f"{adapter_path}: not writable, and the report (eval.json, eval.md) is written there")
     if loaded is None:
         check_adapter_base(adapter_path, model_path)
     heldout = resolve_heldout(cfg, adapter_path, params)
@@ -653,8 +655,11 @@ def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
         raise UserError(f"adapter folder {lora_path} does not exist")
     png = None
     log = read_training_log(lora_path)
-    if log is not None and plot_loss_curve(log, lora_path / "loss_curve.png"):
-        png = lora_path / "loss_curve.png"
-    atomic_write_json(lora_path / "eval.json", result)
-    atomic_write_text(lora_path / "eval.md", render_markdown(result, png.name if png else None))
+    try:
+        if log is not None and plot_loss_curve(log, lora_path / "loss_curve.png"):
+            png = lora_path / "loss_curve.png"
+        atomic_write_json(lora_path / "eval.json", result)
+        atomic_write_text(lora_path / "eval.md", render_markdown(result, png.name if png else None))
+    except OSError as e:  # a full disk: one line (the files already there stay as they were)
+        raise UserError(f"{lora_path}: cannot write the report ({e.strerror or e})") from None
     return {"json": lora_path / "eval.json", "markdown": lora_path / "eval.md", "loss_curve": png}
