@@ -330,3 +330,11 @@ def test_a_console_that_cannot_show_a_name_gets_it_escaped_not_a_traceback(tmp_p
         assert r.returncode == rc and b"Traceback" not in r.stderr, r.stderr
         assert b"\\u014ckami" in r.stdout + r.stderr
     assert json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))[0]["name"] == "Ōkami"
+
+
+def test_replacing_an_earlier_dataset_is_said(tmp_path):
+    out = tmp_path / "ds.json"
+    first = cli("-n", "Bob", "-t", EXAMPLE, "-j", out)
+    assert first.returncode == 0 and "earlier dataset" not in first.stdout
+    again = cli("-n", "Alice", "-t", EXAMPLE, "-j", out)
+    assert again.returncode == 0 and "note: ds.json replaced the earlier dataset of that name" in again.stdout

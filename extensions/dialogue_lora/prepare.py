@@ -385,11 +385,16 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
             yield fmt(s, instruction)
         _check_result(cfg, tally, source)  # raising here (before the rename) keeps an existing output intact
         # an earlier output, or empty: safe to replace; anything else (an export, settings, notes) is the user's
-        if write and out.is_file() and holds_samples(out) is False:  # after the input's own errors, which come first
-            raise UserError(f"{out}: exists and is not a dataset of samples: not replaced; pick "
-                            "another --jsonfilename")
+        if write and out.is_file():  # after the input's own errors, which come first
+            held = holds_samples(out)
+            if held is False:
+                raise UserError(f"{out}: exists and is not a dataset of samples: not replaced; pick "
+                                "another --jsonfilename")
+            if held:
+                replaced.append(f"{out.name} replaced the earlier dataset of that name")
 
     out = cfg.output_path
+    replaced: list[str] = []  # said in the report: a run on another character may have replaced a dataset
     if write:
         if out.is_dir():
             raise UserError(f"{out}: is a folder (--jsonfilename)")
@@ -419,7 +424,7 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         repaired_lines=stats.repaired_lines,
         output=str(out) if write else None,
         seconds=time.perf_counter() - t0,
-        notes=_encoding_notes(stats.encodings) + _shared_names(tally.people),
+        notes=_encoding_notes(stats.encodings) + _shared_names(tally.people) + replaced,
     )
 
 
