@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from . import jobs
 from .errors import UserError
@@ -608,160 +609,93 @@ def _error_text(e: Exception) -> str:
 
 
 def build_tab(host) -> dict:
-    """Lay out the tab inside the current gr.Blocks context (the webui's tab, or the standalone app).
+    """Lay out the tab inside the current gr.Blocks context (the webui's tab, or the standalone app): one
+    function per section lays out and wires its part; what crosses sections is wired here.
 
     Returns the few components the standalone app's chat box shares (character and user names, rounds).
     """
     import gradio as gr
 
     logic = TabLogic(host)
-    params = host.params
-
-    def dd_update(choices, *value):
-        """New choices for a dropdown; its selection stays unless a value is given."""
-        return gr.update(choices=choices, value=value[0]) if value else gr.update(choices=choices)
-
     with gr.Tabs():
-        # ---------------------------------------------------------------- Prepare
         with gr.Tab("1. Prepare"):
-            gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord or Telegram export, a game CSV) into training "
-                        "samples for one character.")
-            with gr.Row():
-                upload = gr.File(label="Upload a dialogue file", file_types=list(RAW_SUFFIXES), type="filepath")
-                with gr.Column():
-                    picked = gr.Dropdown(label="…or pick a file", info=f"in {host.dirs().datasets}",
-                                         choices=logic.raw_files(), value=None)
-                    refresh_raw = gr.Button("Refresh file list", size="sm")
-                    source = gr.Dropdown(label="Source", choices=list(SOURCES), value="auto")
-            speakers = gr.Dropdown(label="Character(s) to learn", choices=[], multiselect=True,
-                                   info="Filled from the file: each speaker and how often they speak")
-            with gr.Row():
-                rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
-                out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
-                strip_actions = gr.Checkbox(label="Strip actions like (laughs) and *waves*", value=False)
-            with gr.Accordion("Chat-log options (Discord and Telegram exports)", open=False):
-                with gr.Row():
-                    filters = gr.Dropdown(label="Filters", multiselect=True, choices=list(CHAT_FILTERS),
-                                          value=list(CHAT_FILTERS))
-                    gap = gr.Number(label="New conversation after a gap of (minutes)", value=10)
-            with gr.Accordion("CSV columns (game exports, tables)", open=False):
-                with gr.Row():
-                    csv_speaker = gr.Textbox(label="Speaker column", placeholder="blank: Voice Type, Speaker, "
-                                             "Character, Name… whichever the file has")
-                    csv_text = gr.Textbox(label="Text column", placeholder="blank: Dialogue 1 - English, Text, "
-                                          "Line, Dialogue… whichever the file has")
-            with gr.Row():
-                out_name = gr.Textbox(label="Save as (in the datasets folder)", value="processed_dataset.json")
-                prep_overwrite = gr.Checkbox(label="Overwrite if it exists", value=False)
-            with gr.Row():
-                preview_btn = gr.Button("Preview")
-                save_btn = gr.Button("Save dataset", variant="primary")
-            prep_status = gr.Markdown()
-            with gr.Row():
-                preview_box = gr.Textbox(label="Preview: what the model reads, and in «» what it learns to reply",
-                                         lines=14, interactive=False)
-                prep_report = gr.Textbox(label="Report", lines=14, interactive=False)
-
-        # ---------------------------------------------------------------- Train
+            prep = _prepare_section(gr, logic, host)
         with gr.Tab("2. Train") as train_tab:
-            with gr.Row():
-                memory = gr.Markdown(host.memory_status())
-                unload_btn = gr.Button("Unload the loaded model", size="sm")
-            with gr.Row():
-                # the folders as info, which wraps: in the label a long path was cut off on a narrow page
-                model = gr.Dropdown(label="Base model", info=f"in {host.dirs().models}", choices=logic.models(),
-                                    value=None)
-                dataset = gr.Dropdown(label="Dataset", info=f"in {host.dirs().datasets}", choices=logic.datasets(),
-                                      value=None)
-                adapter_name = gr.Textbox(label="Adapter name (saved in the loras folder)", value=DEFAULT_ADAPTER_NAME)
-                refresh_train = gr.Button("Refresh lists", size="sm")
-            try:
-                defaults = train_defaults()
-                defaults_error = ""
-            except ImportError as e:  # the training module needs a library that is missing
-                defaults, defaults_error = {}, f"⚠️ training is unavailable here: {e}"
-            if defaults_error:
-                gr.Markdown(defaults_error)
-            setting_boxes = []
-            with gr.Accordion("Training settings (the CLI's defaults)", open=False):
-                fields = [(key, label, kind) for key, label, kind in TRAIN_FIELDS if key in defaults]
-                with gr.Row():
-                    for key, label, kind in fields:
-                        value = defaults[key]
-                        if kind == "method":
-                            box = gr.Dropdown(label=label, choices=["lora", "prompt_tuning"], value=value or "lora")
-                        elif kind == "text":
-                            box = gr.Textbox(label=label, value=_text_value(value))
-                        elif kind == "number":
-                            box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1), minimum=0)
-                        else:
-                            continue
-                        setting_boxes.append((key, box))
-                with gr.Row():  # their own row: squeezed in beside the fields, a checkbox lost its label
-                    for key, label, kind in fields:
-                        if kind == "check":
-                            setting_boxes.append((key, gr.Checkbox(label=label, value=bool(defaults[key]))))
-            with gr.Row():
-                resume = gr.Checkbox(label="Resume a stopped run of this adapter", value=False)
-                train_overwrite = gr.Checkbox(label="Overwrite an existing adapter of this name", value=False)
-            with gr.Row():
-                start_btn = gr.Button("Start training", variant="primary")
-                stop_btn = gr.Button("Stop (saves a checkpoint)", variant="stop")
-                watch_btn = gr.Button("Show progress")
-            # Start's own word (refused, checking): apart from the progress, which a run's stream rewrites
-            train_msg = gr.Markdown()
-            progress = gr.Markdown(progress_markdown(jobs.current("train")))
-            loss_plot = gr.Plot(label="Loss")
-            train_log = gr.Textbox(label="Log (last lines)", lines=6, interactive=False)
-
-        # ---------------------------------------------------------------- Evaluate
+            train = _train_section(gr, logic, host, train_tab)
         with gr.Tab("3. Evaluate") as eval_tab:
-            with gr.Row():
-                ev_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None)
-                ev_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
-                ev_data = gr.Dropdown(label="Held-out samples", choices=logic.heldout_choices(),
-                                      value=logic.heldout_choices()[0])
-                ev_max = gr.Number(label="Max samples (0: all)", value=50)
-            with gr.Row():
-                ev_btn = gr.Button("Evaluate base vs adapter", variant="primary")
-                ev_stop = gr.Button("Stop", variant="stop")
-                ev_refresh = gr.Button("Refresh lists", size="sm")
-            ev_status = gr.Markdown()
-            ev_metrics = gr.Dataframe(headers=["metric", "base", "adapter"], value=[], interactive=False)
-            # fixed shares of the width, text wrapped: all four columns fit the page side by side
-            ev_samples = gr.Dataframe(headers=["context", "reference", "base reply", "adapter reply"], value=[],
-                                      wrap=True, interactive=False, column_widths=["34%", "22%", "22%", "22%"])
-
-        # ---------------------------------------------------------------- Use
+            ev = _evaluate_section(gr, logic, eval_tab)
         with gr.Tab("4. Use") as use_tab:
-            if host.own_model:
-                gr.Markdown("Load a base model with an adapter for the chat box.")
-            else:
-                gr.Markdown("Apply an adapter to the model loaded in the webui (Transformers loader), then chat "
-                            "in the Chat tab: character chat builds the prompt exactly as in training.")
-            with gr.Row():
-                use_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None,
-                                        visible=host.own_model)
-                use_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
-                use_btn = gr.Button("Load adapter" if host.own_model else "Apply adapter", variant="primary")
-                use_refresh = gr.Button("Refresh lists", size="sm")
-            use_status = gr.Markdown()
-            with gr.Row():
-                # the webui's chat hooks; the standalone chat always uses the training format and the newline
-                char_chat = gr.Checkbox(label="Character chat (training-format prompt)", visible=not host.own_model,
-                                        value=bool(params.get("character_chat", False)))
-                newline_stop = gr.Checkbox(label="Stop at newline (one line per reply)", visible=not host.own_model,
-                                           value=bool(params.get("stop_at_newline", True)))
-                use_rounds = gr.Slider(label="Context turns", minimum=0, maximum=20, step=1,
-                                       value=int(params.get("rounds", 5)))
-            with gr.Row():
-                char_name = gr.Textbox(label="Character name", value=str(params.get("character") or ""))
-                user_name = gr.Textbox(label="Your name", value="You")
-            test_in = gr.Textbox(label="Quick test: say something", placeholder="Hello!")
-            test_btn = gr.Button("Reply")
-            test_out = gr.Textbox(label="Reply", interactive=False)
+            use = _use_section(gr, logic, host, use_tab)
 
-    # ---------------------------------------------------------------- wiring
+    # A saved dataset is picked in Train, and names the adapter
+    def on_save(*values):
+        *values, overwrite = values
+        try:
+            saved, text = logic.save(*values, overwrite=overwrite)
+        except EXPECTED as e:  # the last save's report goes: it would read as this one's
+            return "", _error_text(e), gr.update(), gr.update()
+        return (text, f"Saved **{saved}**: train on it in *2. Train*.", dd_update(logic.datasets(), saved),
+                Path(saved).stem)
+
+    prep.save_btn.click(on_save, prep.form + [prep.overwrite], [prep.report, prep.status, train.dataset,
+                                                                 train.adapter_name])
+
+    def adapter_lists():  # a run that ended has made or changed an adapter
+        names = logic.adapters()
+        return dd_update(names), dd_update(names)
+
+    for event in (train.started, train.watched):
+        event.then(adapter_lists, None, [ev.adapter, use.adapter])
+    return {"logic": logic, "char_name": use.char_name, "user_name": use.user_name, "rounds": use.rounds}
+
+
+def dd_update(choices, *value):
+    """New choices for a dropdown; its selection stays unless a value is given."""
+    import gradio as gr
+
+    return gr.update(choices=choices, value=value[0]) if value else gr.update(choices=choices)
+
+
+def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
+    """1. Prepare: a dialogue file in, the speakers found, a preview (Save is wired in build_tab)."""
+    gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord or Telegram export, a game CSV) into training "
+                "samples for one character.")
+    with gr.Row():
+        upload = gr.File(label="Upload a dialogue file", file_types=list(RAW_SUFFIXES), type="filepath")
+        with gr.Column():
+            picked = gr.Dropdown(label="…or pick a file", info=f"in {host.dirs().datasets}",
+                                 choices=logic.raw_files(), value=None)
+            refresh_raw = gr.Button("Refresh file list", size="sm")
+            source = gr.Dropdown(label="Source", choices=list(SOURCES), value="auto")
+    speakers = gr.Dropdown(label="Character(s) to learn", choices=[], multiselect=True,
+                           info="Filled from the file: each speaker and how often they speak")
+    with gr.Row():
+        rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
+        out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
+        strip_actions = gr.Checkbox(label="Strip actions like (laughs) and *waves*", value=False)
+    with gr.Accordion("Chat-log options (Discord and Telegram exports)", open=False):
+        with gr.Row():
+            filters = gr.Dropdown(label="Filters", multiselect=True, choices=list(CHAT_FILTERS),
+                                  value=list(CHAT_FILTERS))
+            gap = gr.Number(label="New conversation after a gap of (minutes)", value=10)
+    with gr.Accordion("CSV columns (game exports, tables)", open=False):
+        with gr.Row():
+            csv_speaker = gr.Textbox(label="Speaker column", placeholder="blank: Voice Type, Speaker, "
+                                     "Character, Name… whichever the file has")
+            csv_text = gr.Textbox(label="Text column", placeholder="blank: Dialogue 1 - English, Text, "
+                                  "Line, Dialogue… whichever the file has")
+    with gr.Row():
+        out_name = gr.Textbox(label="Save as (in the datasets folder)", value="processed_dataset.json")
+        prep_overwrite = gr.Checkbox(label="Overwrite if it exists", value=False)
+    with gr.Row():
+        preview_btn = gr.Button("Preview")
+        save_btn = gr.Button("Save dataset", variant="primary")
+    prep_status = gr.Markdown()
+    with gr.Row():
+        preview_box = gr.Textbox(label="Preview: what the model reads, and in «» what it learns to reply",
+                                 lines=14, interactive=False)
+        prep_report = gr.Textbox(label="Report", lines=14, interactive=False)
+
     form = [upload, picked, source, speakers, rounds, out_format, strip_actions, filters, out_name, gap,
             csv_speaker, csv_text]
     scan_inputs = [upload, picked, source, csv_speaker, csv_text]
@@ -807,19 +741,62 @@ def build_tab(host) -> dict:
         return text, report, "Preview of the first samples (nothing written yet)."
 
     preview_btn.click(on_preview, form, [preview_box, prep_report, prep_status])
+    return SimpleNamespace(form=form, save_btn=save_btn, overwrite=prep_overwrite, report=prep_report,
+                           status=prep_status)
 
-    def on_save(*values):
-        *values, overwrite = values
-        try:
-            saved, text = logic.save(*values, overwrite=overwrite)
-        except EXPECTED as e:  # the last save's report goes: it would read as this one's
-            return "", _error_text(e), gr.update(), gr.update()
-        return (text, f"Saved **{saved}**: train on it in *2. Train*.", dd_update(logic.datasets(), saved),
-                Path(saved).stem)
 
-    save_btn.click(on_save, form + [prep_overwrite], [prep_report, prep_status, dataset, adapter_name])
+def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
+    """2. Train: the form, Start / Stop / Show progress, the run's progress and loss curve."""
+    with gr.Row():
+        memory = gr.Markdown(host.memory_status())
+        unload_btn = gr.Button("Unload the loaded model", size="sm")
+    with gr.Row():
+        # the folders as info, which wraps: in the label a long path was cut off on a narrow page
+        model = gr.Dropdown(label="Base model", info=f"in {host.dirs().models}", choices=logic.models(),
+                            value=None)
+        dataset = gr.Dropdown(label="Dataset", info=f"in {host.dirs().datasets}", choices=logic.datasets(),
+                              value=None)
+        adapter_name = gr.Textbox(label="Adapter name (saved in the loras folder)", value=DEFAULT_ADAPTER_NAME)
+        refresh_train = gr.Button("Refresh lists", size="sm")
+    try:
+        defaults = train_defaults()
+        defaults_error = ""
+    except ImportError as e:  # the training module needs a library that is missing
+        defaults, defaults_error = {}, f"⚠️ training is unavailable here: {e}"
+    if defaults_error:
+        gr.Markdown(defaults_error)
+    setting_boxes = []
+    with gr.Accordion("Training settings (the CLI's defaults)", open=False):
+        fields = [(key, label, kind) for key, label, kind in TRAIN_FIELDS if key in defaults]
+        with gr.Row():
+            for key, label, kind in fields:
+                value = defaults[key]
+                if kind == "method":
+                    box = gr.Dropdown(label=label, choices=["lora", "prompt_tuning"], value=value or "lora")
+                elif kind == "text":
+                    box = gr.Textbox(label=label, value=_text_value(value))
+                elif kind == "number":
+                    box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1), minimum=0)
+                else:
+                    continue
+                setting_boxes.append((key, box))
+        with gr.Row():  # their own row: squeezed in beside the fields, a checkbox lost its label
+            for key, label, kind in fields:
+                if kind == "check":
+                    setting_boxes.append((key, gr.Checkbox(label=label, value=bool(defaults[key]))))
+    with gr.Row():
+        resume = gr.Checkbox(label="Resume a stopped run of this adapter", value=False)
+        train_overwrite = gr.Checkbox(label="Overwrite an existing adapter of this name", value=False)
+    with gr.Row():
+        start_btn = gr.Button("Start training", variant="primary")
+        stop_btn = gr.Button("Stop (saves a checkpoint)", variant="stop")
+        watch_btn = gr.Button("Show progress")
+    # Start's own word (refused, checking): apart from the progress, which a run's stream rewrites
+    train_msg = gr.Markdown()
+    progress = gr.Markdown(progress_markdown(jobs.current("train")))
+    loss_plot = gr.Plot(label="Loss")
+    train_log = gr.Textbox(label="Log (last lines)", lines=6, interactive=False)
 
-    # Train
     setting_keys = [k for k, _ in setting_boxes]
     setting_inputs = [b for _, b in setting_boxes]
     train_outputs = [progress, loss_plot, train_log]
@@ -859,16 +836,11 @@ def build_tab(host) -> dict:
             return
         yield from follow(job)
 
-    def adapter_lists():
-        names = logic.adapters()
-        return dd_update(names), dd_update(names)
-
     # Streams run side by side (concurrency_limit=None): Gradio's default of one at a time per handler
     # queued a second page's Start behind the first page's run, to start it unseen when that run ended.
-    start_btn.click(on_start, [model, dataset, adapter_name, resume, train_overwrite] + setting_inputs,
-                    [train_msg] + train_outputs, concurrency_limit=None).then(adapter_lists, None, [ev_adapter, use_adapter])
-    watch_btn.click(on_watch, None, train_outputs, concurrency_limit=None).then(adapter_lists, None,
-                                                                             [ev_adapter, use_adapter])
+    started = start_btn.click(on_start, [model, dataset, adapter_name, resume, train_overwrite] + setting_inputs,
+                              [train_msg] + train_outputs, concurrency_limit=None)
+    watched = watch_btn.click(on_watch, None, train_outputs, concurrency_limit=None)
     stop_btn.click(lambda: logic.stop_training(), None, progress)  # the run's own status replaces it when it stops
 
     def on_unload():
@@ -910,8 +882,27 @@ def build_tab(host) -> dict:
     # "once": reopening it while that is streaming adds no second stream. Registered last: Gradio runs a
     # tab's handlers in turn, and one that streams would hold back those after it until the run ends.
     train_tab.select(on_watch, None, train_outputs, trigger_mode="once", concurrency_limit=None)
+    return SimpleNamespace(dataset=dataset, adapter_name=adapter_name, started=started, watched=watched)
 
-    # Evaluate
+
+def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
+    """3. Evaluate: base model against adapter on held-out samples, in its own process."""
+    with gr.Row():
+        ev_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None)
+        ev_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
+        ev_data = gr.Dropdown(label="Held-out samples", choices=logic.heldout_choices(),
+                              value=logic.heldout_choices()[0])
+        ev_max = gr.Number(label="Max samples (0: all)", value=50)
+    with gr.Row():
+        ev_btn = gr.Button("Evaluate base vs adapter", variant="primary")
+        ev_stop = gr.Button("Stop", variant="stop")
+        ev_refresh = gr.Button("Refresh lists", size="sm")
+    ev_status = gr.Markdown()
+    ev_metrics = gr.Dataframe(headers=["metric", "base", "adapter"], value=[], interactive=False)
+    # fixed shares of the width, text wrapped: all four columns fit the page side by side
+    ev_samples = gr.Dataframe(headers=["context", "reference", "base reply", "adapter reply"], value=[],
+                              wrap=True, interactive=False, column_widths=["34%", "22%", "22%", "22%"])
+
     def follow_evaluation(job):
         while job.running:
             job.poll()
@@ -959,8 +950,39 @@ def build_tab(host) -> dict:
     eval_tab.select(on_watch_evaluation, [ev_model, ev_adapter], ev_outputs + [ev_model, ev_adapter, ev_data, ev_max],
                     concurrency_limit=None,
                     trigger_mode="once")
+    return SimpleNamespace(adapter=ev_adapter)
 
-    # Use
+
+def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
+    """4. Use: an adapter applied (webui) or loaded with its base (standalone), the chat switches, a quick test."""
+    params = host.params
+    if host.own_model:
+        gr.Markdown("Load a base model with an adapter for the chat box.")
+    else:
+        gr.Markdown("Apply an adapter to the model loaded in the webui (Transformers loader), then chat "
+                    "in the Chat tab: character chat builds the prompt exactly as in training.")
+    with gr.Row():
+        use_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None,
+                                visible=host.own_model)
+        use_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
+        use_btn = gr.Button("Load adapter" if host.own_model else "Apply adapter", variant="primary")
+        use_refresh = gr.Button("Refresh lists", size="sm")
+    use_status = gr.Markdown()
+    with gr.Row():
+        # the webui's chat hooks; the standalone chat always uses the training format and the newline
+        char_chat = gr.Checkbox(label="Character chat (training-format prompt)", visible=not host.own_model,
+                                value=bool(params.get("character_chat", False)))
+        newline_stop = gr.Checkbox(label="Stop at newline (one line per reply)", visible=not host.own_model,
+                                   value=bool(params.get("stop_at_newline", True)))
+        use_rounds = gr.Slider(label="Context turns", minimum=0, maximum=20, step=1,
+                               value=int(params.get("rounds", 5)))
+    with gr.Row():
+        char_name = gr.Textbox(label="Character name", value=str(params.get("character") or ""))
+        user_name = gr.Textbox(label="Your name", value="You")
+    test_in = gr.Textbox(label="Quick test: say something", placeholder="Hello!")
+    test_btn = gr.Button("Reply")
+    test_out = gr.Textbox(label="Reply", interactive=False)
+
     def on_use(model_v, adapter_v):
         try:
             message = logic.use(model_v, adapter_v)
@@ -1004,5 +1026,4 @@ def build_tab(host) -> dict:
 
     test_btn.click(on_test, [test_in, char_name, user_name, use_rounds], test_out)
     test_in.submit(on_test, [test_in, char_name, user_name, use_rounds], test_out)
-
-    return {"logic": logic, "char_name": char_name, "user_name": user_name, "rounds": use_rounds}
+    return SimpleNamespace(adapter=use_adapter, char_name=char_name, user_name=user_name, rounds=use_rounds)
