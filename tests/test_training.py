@@ -433,6 +433,13 @@ def test_overwrite_keeps_the_old_checkpoints_until_it_saves_its_own(env):
     assert stopped.checkpoint.name == "checkpoint-2" and not old.exists()
 
 
+def test_a_run_stopped_before_its_first_step_leaves_no_folder_it_made(env):
+    deep = env / "new" / "deep" / "loras"
+    train(make_cfg(env, lora_name="early", lora_dir=str(deep), max_steps=3, val_ratio=0.0),
+          should_stop=lambda: True)
+    assert not (env / "new").exists()  # `loras` went, and so did the two above it that the run made
+
+
 def test_resume_past_max_steps_is_refused(env):
     common = dict(lora_name="past", val_ratio=0.0)
     train(make_cfg(env, max_steps=6, **common), should_stop=_stop_from_call(4))  # checkpoint-3

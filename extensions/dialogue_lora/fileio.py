@@ -35,7 +35,7 @@ def default_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def _missing_parents(folder: Path) -> list[Path]:
+def missing_parents(folder: Path) -> list[Path]:
     """The folders that mkdir(parents=True) would create for `folder`, outermost first."""
     missing = []
     while not folder.exists() and folder != folder.parent:
@@ -55,7 +55,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     path = Path(path)
     if path.is_symlink():  # replace the file the link points to (a dataset linked into the webui), not the link
         path = Path(os.path.realpath(path))
-    made = _missing_parents(path.parent)
+    made = missing_parents(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -66,7 +66,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         _try_lock(fd)  # in use: see _clear_stale_temps
     except BaseException:
-        _remove_empty(made)
+        remove_empty(made)
         raise
     if "b" in mode:
         encoding = None
@@ -80,7 +80,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        _remove_empty(made)
+        remove_empty(made)
         raise
 
 
@@ -112,7 +112,7 @@ def _clear_stale_temps(path: Path) -> None:
                 os.unlink(entry.path)
 
 
-def _remove_empty(folders: list[Path]) -> None:
+def remove_empty(folders: list[Path]) -> None:
     for folder in reversed(folders):
         with contextlib.suppress(OSError):  # not empty (someone else wrote there) or already gone
             folder.rmdir()

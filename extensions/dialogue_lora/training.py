@@ -41,7 +41,7 @@ from . import batching, encoding, fused_lora, last_layer, modeling, paths, varle
 from . import prompt as prompt_mod
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, held_lock, load_records,
-                     nearest_existing, write_records)
+                     missing_parents, nearest_existing, remove_empty, write_records)
 
 METHODS = ("lora", "prompt_tuning")
 CHECKPOINT_PREFIX = paths.CHECKPOINT_PREFIX
@@ -714,7 +714,7 @@ def _claim(plan: Plan):
     """Hold `.NAME.lock` beside the adapter while training, so that a second run of the same name stops at
     once instead of replacing this one's result; then tidy what a killed run of it left."""
     root, out = plan.lora_root, plan.out_dir
-    made_root = not root.exists()
+    made = missing_parents(root)  # `--lora_dir new/deep/loras`: all three are ours to remove if left empty
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -725,9 +725,7 @@ def _claim(plan: Plan):
             _tidy(root, out)
             yield
     finally:
-        if made_root:
-            with contextlib.suppress(OSError):
-                root.rmdir()  # only if nothing was saved in it
+        remove_empty(made)  # only those nothing was saved in
 
 
 def _busy(out: Path, holder: str) -> str:
