@@ -186,6 +186,15 @@ def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypat
     assert (lora / "eval.json").read_text() == "the last report" and sorted(os.listdir(lora)) == ["eval.json"]
 
 
+def test_a_checkpoints_report_says_it_goes_with_the_checkpoint(tmp_path, tiny_model_dir, adapter):
+    loras = tmp_path / "loras"
+    shutil.copytree(adapter, loras / "bob" / "checkpoint-7")
+    cfg = EvalConfig(str(tiny_model_dir), str(loras / "bob" / "checkpoint-7"), lora_dir=str(loras), max_new_tokens=4,
+                     max_samples=2, similarity=False, meteor=False, device="cpu")
+    notes = evaluate(cfg)["notes"]
+    assert any(n.startswith("checkpoint-7 is a checkpoint: its folder, and this report in it, go") for n in notes)
+
+
 def test_other_formats_and_limits(layout):
     """-d takes any format prepare_dataset writes; multi-turn samples give one reply per assistant turn."""
     sharegpt = []

