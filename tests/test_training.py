@@ -440,6 +440,21 @@ def test_a_run_stopped_before_its_first_step_leaves_no_folder_it_made(env):
     assert not (env / "new").exists()  # `loras` went, and so did the two above it that the run made
 
 
+def test_another_trainers_checkpoints_are_not_offered_for_resuming(env):
+    """transformers' Trainer (the webui's Training tab) writes checkpoint-N/trainer_state.json too."""
+    hf = env / "loras" / "webui" / "checkpoint-100"
+    hf.mkdir(parents=True)
+    (hf / "trainer_state.json").write_text(json.dumps({"global_step": 100, "log_history": []}))
+    (hf / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match="checkpoints were written by another trainer and cannot be resumed here: "
+                                        "--overwrite to replace them"):
+        check(make_cfg(env, lora_name="webui", max_steps=2, val_ratio=0.0))
+    with pytest.raises(UserError, match=r"--resume: .*checkpoints \(checkpoint-100\) were written by another trainer"):
+        check(make_cfg(env, lora_name="webui", max_steps=2, val_ratio=0.0, resume=True))
+    train(make_cfg(env, lora_name="webui", max_steps=2, val_ratio=0.0, overwrite=True))
+    assert (env / "loras" / "webui" / "adapter_config.json").is_file()
+
+
 def test_resume_past_max_steps_is_refused(env):
     common = dict(lora_name="past", val_ratio=0.0)
     train(make_cfg(env, max_steps=6, **common), should_stop=_stop_from_call(4))  # checkpoint-3

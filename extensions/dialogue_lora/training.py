@@ -294,9 +294,23 @@ def checkpoints(out_dir: Path) -> list[Path]:
     found = []
     for p in out_dir.iterdir():
         if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX):].isdigit():
-            if (p / STATE_FILE).is_file():
+            if (p / STATE_FILE).is_file() and not _another_trainers(p):
                 found.append((int(p.name[len(CHECKPOINT_PREFIX):]), p))
     return [p for _, p in sorted(found)]
+
+
+def _another_trainers(checkpoint: Path) -> bool:
+    """A checkpoint that transformers' Trainer wrote (the webui's Training tab, Axolotl): its trainer_state.json
+    has a `global_step` and none of our run's settings. It cannot be resumed here."""
+    try:
+        state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # damaged: taken as ours, and said so when it is resumed
+    return isinstance(state, dict) and "global_step" in state and "settings" not in state
+
+
+def _foreign_checkpoints(out_dir: Path) -> list[str]:
+    return sorted(p.name for p in out_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and _another_trainers(p))
 
 
 def linear_layer_names(model) -> list[str]:
@@ -421,6 +435,10 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
             found = checkpoints(out_dir)
             if found:
                 resume_from = found[-1]
+            elif _foreign_checkpoints(out_dir):
+                problems.append(f"--resume: {out_dir}'s checkpoints ({', '.join(_foreign_checkpoints(out_dir))}) were "
+                                "written by another trainer (transformers' Trainer: the webui's Training tab?) and "
+                                "cannot be resumed here; --overwrite to train anew in their place")
             else:
                 problems.append(
                     f"--resume: {out_dir} holds no checkpoint to resume from"
@@ -429,7 +447,8 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
         elif paths.is_model_dir(out_dir) and not paths.is_adapter_dir(out_dir):  # `--lora_dir models` by mistake
             problems.append(f"{out_dir} holds a model (config.json), not an adapter: it is never replaced; choose "
                             "another --lora_name")
-        elif not (paths.is_adapter_dir(out_dir) or checkpoints(out_dir)) and _named_like_ours(out_dir):
+        elif (not (paths.is_adapter_dir(out_dir) or checkpoints(out_dir) or _foreign_checkpoints(out_dir))
+              and _named_like_ours(out_dir)):
             # no run wrote these (no adapter, no checkpoint): the user's README.md, an eval.json of theirs
             problems.append(f"{out_dir} holds no adapter and no checkpoint, but files a run would replace "
                             f"({', '.join(_named_like_ours(out_dir))}): move them out, or choose another --lora_name")
@@ -437,6 +456,9 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
             found = checkpoints(out_dir)
             if found:
                 choices = f"--resume to continue from {found[-1].name}, --overwrite to start again"
+            elif _foreign_checkpoints(out_dir):
+                choices = ("its checkpoints were written by another trainer and cannot be resumed here: --overwrite "
+                           "to replace them")
             elif paths.is_adapter_dir(out_dir):
                 choices = "it is a finished adapter: --overwrite to replace it"
             else:  # the user's own files: kept, the adapter saved among them
