@@ -892,33 +892,11 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     step, epoch, step_in_epoch = 0, 0, 0
     base_eval = saved_window = None
     if plan.resume_from is not None:
-        state = _read_checkpoint(plan.resume_from,
-                                 lambda: dict(json.loads((plan.resume_from / STATE_FILE).read_text(encoding="utf-8"))))
-        before = state.get("settings", {})
-        problem = _resume_mismatch(plan.resume_from, before, settings)
-        if problem:
-            raise UserError(problem)
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        def restore():
-            set_peft_model_state_dict(model, load_file(str(plan.resume_from / "adapter_model.safetensors"),
-                                                       device=str(device)))
-            optimizer.load_state_dict(torch.load(plan.resume_from / "optimizer.pt", map_location=device,
-                                                 weights_only=True))
-            scheduler.load_state_dict(torch.load(plan.resume_from / "scheduler.pt", weights_only=True))
-            if scaler is not None and (plan.resume_from / "scaler.pt").exists():
-                scaler.load_state_dict(torch.load(plan.resume_from / "scaler.pt", weights_only=True))
-
-        _read_checkpoint(plan.resume_from, restore)
-        step, epoch, step_in_epoch = _read_checkpoint(
-            plan.resume_from, lambda: (int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"])))
+        state = _restore(plan.resume_from, settings, model, optimizer, scheduler, scaler, device, dist)
+        step, epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
         log = state.get("log", log)
         saved_window = state.get("loss_window")
         base_eval = state.get("base_eval_loss")
-        rng_file = plan.resume_from / f"rng_state_{dist.rank}.pt"
-        if rng_file.exists():
-            _read_checkpoint(plan.resume_from, lambda: _set_rng_state(torch.load(rng_file, weights_only=False)))
         emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
         emit({"event": "history", "steps": log.get("steps", [])})  # the loss curve before the stop
     elif cfg.overwrite and plan.out_dir.is_dir():
@@ -1095,6 +1073,34 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
 # Settings a method does not read (lora_finetune refuses them on the command line; the tab's form sends all).
 _UNUSED_BY = {"prompt_tuning": ("lora_rank", "lora_alpha", "lora_dropout", "target_modules"),
               "lora": ("num_virtual_tokens",)}
+
+
+def _restore(checkpoint: Path, settings: dict, model, optimizer, scheduler, scaler, device, dist) -> dict:
+    """Load a checkpoint into the run (the adapter's weights, the optimizer, scheduler and loss scaler, this
+    process's RNG), refusing one trained with other settings; returns its saved state, step, epoch and
+    step_in_epoch made ints. A damaged file is one line naming the checkpoint (_read_checkpoint)."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = _read_checkpoint(checkpoint, lambda: dict(json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))))
+    problem = _resume_mismatch(checkpoint, state.get("settings", {}), settings)
+    if problem:
+        raise UserError(problem)
+
+    def load():
+        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors"), device=str(device)))
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True))
+        scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+        if scaler is not None and (checkpoint / "scaler.pt").exists():
+            scaler.load_state_dict(torch.load(checkpoint / "scaler.pt", weights_only=True))
+
+    _read_checkpoint(checkpoint, load)
+    state.update(_read_checkpoint(checkpoint, lambda: {k: int(state[k]) for k in ("step", "epoch", "step_in_epoch")}))
+    rng_file = checkpoint / f"rng_state_{dist.rank}.pt"
+    if rng_file.exists():
+        _read_checkpoint(checkpoint, lambda: _set_rng_state(torch.load(rng_file, weights_only=False)))
+    return state
 
 
 def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | None:
