@@ -789,12 +789,26 @@ def _tidy(root: Path, out: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop) -> TrainResult:
-    import torch
+@dataclass
+class _Built:
+    """A run's model made ready (base loaded, adapter attached, fast paths on), its encoded samples, and how a
+    batch goes through it."""
 
-    _seed_all(cfg.seed)
-    records = plan.records
-    train_idx, val_idx = split(records, cfg.val_ratio, cfg.seed)
+    model: object
+    train_set: list
+    val_set: list
+    n_dropped: int  # samples whose reply alone is longer than cutoff_len
+    autocast: Callable
+    scaler: object  # fp16's loss scaler, or None
+    collate: Callable
+    score: Callable
+    facts: dict  # how it trains, for the run's settings (dtype, attention, packing...)
+
+
+def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records: list[dict], device, emit) -> _Built:
+    """Load the base, encode the samples, attach the adapter, and switch on the fast paths that fit (one row
+    without padding on the CPU, the scored last layer, the fused LoRA forward and kernels)."""
+    import torch
 
     attn = modeling.default_attn_implementation(device)
     use_flash = attn == "flash_attention_2"
@@ -809,8 +823,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         attn_implementation=attn,
         dtype=dtype,
     )
-    train_set, dropped_t = encoding.encode_records([records[i] for i in train_idx], tokenizer, cfg.cutoff_len, cfg.name)
-    val_set, dropped_v = encoding.encode_records([records[i] for i in val_idx], tokenizer, cfg.cutoff_len, cfg.name)
+    train_set, dropped_t = encoding.encode_records(train_records, tokenizer, cfg.cutoff_len, cfg.name)
+    val_set, dropped_v = encoding.encode_records(val_records, tokenizer, cfg.cutoff_len, cfg.name)
     n_dropped = len(dropped_t) + len(dropped_v)
     if not train_set:
         raise UserError(
@@ -853,6 +867,22 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     score = functools.partial(batching.loss_sum, device=device, keep_logits=keep_logits, n_virtual=n_virtual,
                               multiple=multiple)
 
+    facts = {"dtype": str(dtype).replace("torch.", ""), "gradient_checkpointing": gc, "attn_implementation": attn,
+             "packing": packing, "scored_last_layer": scored_last, "fused_kernels": kernels}
+    return _Built(model, train_set, val_set, n_dropped, autocast, scaler, collate, score, facts)
+
+
+def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop) -> TrainResult:
+    import torch
+
+    _seed_all(cfg.seed)
+    records = plan.records
+    train_idx, val_idx = split(records, cfg.val_ratio, cfg.seed)
+
+    built = _build(cfg, plan, [records[i] for i in train_idx], [records[i] for i in val_idx], device, emit)
+    model, train_set, val_set, n_dropped = built.model, built.train_set, built.val_set, built.n_dropped
+    autocast, scaler, collate, score = built.autocast, built.scaler, built.collate, built.score
+
     params = [p for p in model.parameters() if p.requires_grad]
     # The fused kernel (CPU and CUDA) updates all adapter tensors at once: ~6x faster than the
     # per-tensor loop for the many small LoRA matrices (a tenth of a CPU step at hidden size 256).
@@ -880,12 +910,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         world_size=dist.world,
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
-        dtype=str(dtype).replace("torch.", ""),
-        gradient_checkpointing=gc,
-        attn_implementation=attn,
-        packing=packing,
-        scored_last_layer=scored_last,
-        fused_kernels=kernels,
+        **built.facts,
     )
 
     log = {"steps": [], "evals": []}
