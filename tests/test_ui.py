@@ -466,6 +466,9 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert "resuming from" in progress_markdown(job)
     assert logic.base_of("bob") == "tiny-llama"
     assert "Finished: bob" in progress_markdown(job)
+    # a clean exit: the thread that watches the app's pipe once made the interpreter's shutdown die with a
+    # "Fatal Python error" at the end of the log
+    assert job.proc.returncode == 0 and "Fatal Python error" not in job.log_tail(100)
     assert logic.adapters() == ["bob"]
     assert logic.adapter_facts("bob")[0] == "Bob"
     assert "Nothing is training" in logic.stop_training()

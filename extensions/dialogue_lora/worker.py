@@ -63,11 +63,15 @@ def _watch_app() -> threading.Event:
     where os.getppid() goes on naming a parent that has exited.) Started by hand, without that pipe, never."""
     gone = threading.Event()
     if os.environ.get(PARENT_PIPE) == "1" and sys.stdin is not None:
+        fd = sys.stdin.fileno()
+
         def wait_for_eof():
+            # os.read on the descriptor, not sys.stdin: a thread blocked inside the buffered reader holds its
+            # lock, and the interpreter's shutdown then dies with "Fatal Python error" trying to take it
             try:
-                while sys.stdin.buffer.read(65536):
+                while os.read(fd, 65536):
                     pass
-            except (OSError, ValueError):
+            except OSError:
                 pass
             gone.set()
 
