@@ -214,7 +214,31 @@ def test_a_windows_ansi_file_is_read_in_its_code_page_and_said_so(tmp_path):
     assert [t.speaker for t in iter_text_turns(russian, stats=stats)] == ["Боб", "Алиса"]
     assert stats.encodings == {"ru.txt": "cp1251"}
     _, report = preview(PrepareConfig(names=["Bob"], txtfilename=str(western)))
-    assert "note: fr.txt is not UTF-8: read as cp1252" in report.format()
+    assert "note: fr.txt is not UTF-8: read as Windows-1252 (Western European), a guess" in report.format()
+
+
+@pytest.mark.parametrize("text, encoding", [
+    ("Amélie: Café crème, séance d’accord — naïve façade.\nLouis: Où est la bibliothèque? Très bien.\n", "cp1252"),
+    ("Bob: Schöne Grüße aus München, Straße.\n", "cp1252"),
+    ("Ana: ¿Qué tal? ¡Muy bien! Mañana vamos.\n", "cp1252"),
+    ("Bob: I went to the café\nAlice: ok\n", "cp1252"),
+    ("Zofia: Cześć, jak się masz? Źle śpię.\nJan: Żółć gęślą jaźń. Łódź jest miła.\n", "cp1250"),
+    ("Petr: Příliš žluťoučký kůň úpěl ďábelské ódy.\nJana: Dobře, děkuji.\n", "cp1250"),
+    ("Ayşe: İyiyim, teşekkür ederim. Çok güzel bir gün.\nMehmet: Öyle mi? Şaşırdım.\n", "cp1254"),
+    ("Иван: Привет!\nМаша: Да.\n", "cp1251"),  # short: once read as Chinese
+    ("Іван: Привіт, як справи? Дякую, все добре.\n", "cp1251"),
+    ("Νίκος: Γεια σου, τι κάνεις;\nΜαρία: Καλά, ευχαριστώ.\n", "cp1253"),
+    ("ボブ: こんにちは\nアリス: はい。\n", "cp932"),
+    ("田中: 今日は天気が良いですね。明日も晴れるでしょう。\n", "cp932"),
+    ("민수: 안녕하세요, 오늘 날씨가 좋네요.\n", "cp949"),
+    ("小明: 你好，今天天气很好。\n小红: 是的。\n", "gb18030"),
+    ("小明: 你好，今天天氣很好。\n", "big5"),
+])
+def test_the_code_page_of_an_ansi_file(text, encoding):
+    from extensions.dialogue_lora.dialogue import legacy_encoding
+
+    raw = text.encode(encoding)
+    assert legacy_encoding(raw) == encoding and raw.decode(encoding) == text
 
 
 def test_utf8_with_a_few_broken_bytes_stays_utf8():

@@ -402,6 +402,21 @@ def test_telegram_account_export_keeps_its_chats_apart(tmp_path):
     assert _is_dialogue(path)  # in the tab's list of inputs, though its messages come after the contacts
 
 
+def test_a_telegram_message_forwarded_from_a_deleted_account_is_still_forwarded(tmp_path):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"name": "x", "type": "personal_chat", "id": 1, "messages": [
+        {"id": 1, "type": "message", "date": "2024-01-01T10:00:00", "from": "Ann", "from_id": "user1",
+         "text": "Did you hear about the meeting on Friday?"},
+        {"id": 2, "type": "message", "date": "2024-01-01T10:01:00", "from": "Bob", "from_id": "user2",
+         "forwarded_from": None, "text": "The meeting is moved to Friday at noon."},
+        {"id": 3, "type": "message", "date": "2024-01-01T10:02:00", "from": "Bob", "from_id": "user2",
+         "text": "That is what he wrote before he left."}]}), encoding="utf-8")
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["Bob"], txtfilename=str(path), jsonfilename=str(out), filter_low_quality=False))
+    assert report.dropped == {"forwarded": 1}
+    assert [r["output"] for r in json.loads(out.read_text(encoding="utf-8"))] == ["That is what he wrote before he left."]
+
+
 @pytest.mark.parametrize("content, message", [
     ({"about": "Telegram export", "chats": {"list": []}}, "a Telegram export with no chat in it"),
     ({"name": "x", "type": "personal_chat", "id": 1, "messages": [

@@ -654,24 +654,68 @@ ENCODING_SNIFF = 1 << 20
 def legacy_encoding(head: bytes) -> str | None:
     """The code page a file that is not UTF-8 was written in, judged by its first bytes `head`; None for
     UTF-8. Windows' "ANSI" files (Notepad before 2019, Excel's "CSV (Comma delimited)") hold bytes that are
-    not UTF-8 and no UTF-8 letter; a UTF-8 file with a few broken bytes has more good letters than bad bytes
-    and stays UTF-8 (the bad bytes replaced and counted). Text in a Latin script, where letters beyond ASCII
-    are the few accented ones, is Windows-1252 (Western Europe's); other text (Cyrillic, Greek, Japanese...)
-    is what charset-normalizer finds, else Windows-1252."""
+    not UTF-8 and few UTF-8 letters; a UTF-8 file with a few broken bytes has more good letters than bad bytes
+    and stays UTF-8 (the bad bytes replaced and counted). Which code page: see _code_page."""
     text = head.decode("utf-8", "surrogateescape")
     bad = len(_ESCAPED.findall(text))
     if not bad or bad <= sum(1 for c in text if "\x7f" < c < "\ud800" or c > "\udfff"):
         return None
-    western = head.decode("cp1252", "replace")
-    letters = [c for c in western if c.isalpha()]
-    if sum(c > "\x7f" for c in letters) <= 0.3 * len(letters):  # French, German, Spanish: a few accents
-        return "cp1252"
-    try:
-        from charset_normalizer import from_bytes
-    except ImportError:  # pragma: no cover - a requirement
-        return "cp1252"
-    best = from_bytes(head).best()
-    return best.encoding if best is not None else "cp1252"
+    return _code_page(head)
+
+
+# The letters beyond ASCII of the languages each Latin-script Windows code page serves
+_LATIN_LETTERS = {
+    "cp1252": "àâäáãåæçèéêëìíîïñòóôõöøùúûüýÿœßÀÂÄÁÃÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝŸŒ",  # Western Europe
+    "cp1250": "ąćęłńóśźżĄĆĘŁŃÓŚŹŻčďěňřšťůžýáéíóúČĎĚŇŘŠŤŮŽÝÁÉÍÓÚőűŐŰöüÖÜäôÄÔĺľŕĹĽŔđĐăâîşţĂÂÎŞŢ",  # Central
+    "cp1254": "çğıöşüÇĞİÖŞÜâîûÂÎÛ",  # Turkish
+    "cp1257": "ąčęėįšųūžĄČĘĖĮŠŲŪŽāēģīķļņōŗĀĒĢĪĶĻŅŌŖõäöüÕÄÖÜ",  # Baltic
+}
+# The most frequent letters of Russian (Ukrainian...) and Greek: about half of what such a text holds
+_FREQUENT_LETTERS = {"cp1251": "оеаинтсрвлОЕАИНТСРВЛ", "cp1253": "αοιετσνηυρςάέίόύήώΑΟΙΕΤΣΝΗΥΡ"}
+# Punctuation every code page has (curly quotes, dashes): no evidence either way
+_TYPOGRAPHY = frozenset("“”‘’‚„–—…«»°€•·×©®™§¶¡¿\u00a0")
+_KANA = re.compile("[\u3040-\u30ff]")
+_HANGUL = re.compile("[\uac00-\ud7af]")
+_HAN = re.compile("[\u4e00-\u9fff]")
+
+
+def _code_page(head: bytes) -> str:
+    """Which Windows code page `head` reads best in. A Latin-script text (letters beyond ASCII a minority:
+    the accents) in the one whose accented letters its bytes give (Western Europe's among equals); else
+    Japanese if kana come out, Korean if Hangul does, Russian or Greek if their most frequent letters do,
+    Chinese if its characters do; Western Europe's when nothing fits."""
+    letters = [c for c in head.decode("cp1252", "replace") if c.isalpha()]
+    if sum(c > "\x7f" for c in letters) <= 0.4 * len(letters):
+        def fit(cp: str) -> float:
+            high = [c for c in head.decode(cp, "replace") if c > "\x7f" and c not in _TYPOGRAPHY]
+            return sum(c in _LATIN_LETTERS[cp] for c in high) / len(high) if high else 1.0
+
+        return max(_LATIN_LETTERS, key=fit)
+
+    def share(cp: str, script: re.Pattern | None) -> float:
+        """Of the characters beyond ASCII `head` gives in `cp`, the share in `script` (None: frequent letters)."""
+        try:
+            text = head.decode(cp, "replace" if script is None else "strict")
+        except UnicodeDecodeError:
+            return 0.0
+        high = [c for c in text if c > "\x7f" and c not in _TYPOGRAPHY and (script is not None or c.isalpha())]
+        if not high:
+            return 0.0
+        if script is None:
+            return sum(c in _FREQUENT_LETTERS[cp] for c in high) / len(high)
+        return sum(bool(script.match(c)) for c in high) / len(high)
+
+    if share("cp932", _KANA) >= 0.3:
+        return "cp932"
+    if share("cp949", _HANGUL) >= 0.8:
+        return "cp949"
+    best = max(_FREQUENT_LETTERS, key=lambda cp: share(cp, None))
+    if share(best, None) >= 0.6:
+        return best
+    for cp in ("gb18030", "big5"):
+        if share(cp, _HAN) >= 0.8:
+            return cp
+    return best if share(best, None) >= 0.45 else "cp1252"
 
 
 def _escape_utf16(error: UnicodeDecodeError) -> tuple[str, int]:

@@ -430,8 +430,15 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
 
 def _encoding_notes(encodings: dict) -> list[str]:
     """A note for each file read in a legacy code page rather than UTF-8 (its letters may be wrong)."""
-    return [f"{name} is not UTF-8: read as {encoding} (Windows' \"ANSI\"); if letters look wrong in the "
-            "samples, save the file as UTF-8" for name, encoding in encodings.items()]
+    return [f"{name} is not UTF-8: read as {_CODE_PAGE_NAMES.get(encoding, encoding)}, a guess; if letters look "
+            "wrong in the samples, save the file as UTF-8" for name, encoding in encodings.items()]
+
+
+_CODE_PAGE_NAMES = {"cp1252": "Windows-1252 (Western European)", "cp1250": "Windows-1250 (Central European)",
+                    "cp1251": "Windows-1251 (Cyrillic)", "cp1253": "Windows-1253 (Greek)",
+                    "cp1254": "Windows-1254 (Turkish)", "cp1257": "Windows-1257 (Baltic)",
+                    "cp932": "Shift-JIS (Japanese)", "cp949": "Windows-949 (Korean)",
+                    "gb18030": "GB18030 (Chinese)", "big5": "Big5 (Chinese)"}
 
 
 def _shared_names(people: dict, shown: int = 5) -> list[str]:

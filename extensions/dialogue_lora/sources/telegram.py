@@ -81,7 +81,7 @@ def as_discord(msg):
         return msg
     kind = msg.get("type")
     if kind == "message":
-        kind = FORWARDED if msg.get("forwarded_from") else KEPT
+        kind = FORWARDED if "forwarded_from" in msg else KEPT  # null when the original sender's account is gone
     else:
         kind = SERVICE
     name = msg.get("from")
