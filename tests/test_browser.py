@@ -103,7 +103,11 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     page.get_by_label("Character(s) to learn").click()
     page.get_by_role("option", name="Bob (4 lines)").click()
     page.keyboard.press("Escape")
-    page.get_by_label("Save as (in the datasets folder)").fill("bob.json")
+    save_as = page.get_by_label("Save as (in the datasets folder)")
+    deadline = time.time() + 30
+    while save_as.input_value() != "bob.json":  # the name follows the character picked
+        assert time.time() < deadline, save_as.input_value()
+        time.sleep(0.2)
     page.get_by_role("button", name="Preview").click()
     page.get_by_text("Preview of the first").wait_for()
     preview = page.get_by_label("Preview: what the model reads").input_value()

@@ -122,6 +122,11 @@ def test_names_cannot_escape_their_folders(logic, webui_root):
     assert ui._error_text(e.value) == "⚠️ 'New conversation after a gap' must be a number above 0 (the field is empty)"
 
 
+def test_the_dataset_is_named_after_the_characters_picked():
+    assert [ui.dataset_name_for(n) for n in (["Bob"], ["ROMEO", "JULIET"], ["Dr. Okafor"], ["Tom 🐉"], ["🐉"], [])] == [
+        "bob.json", "romeo-juliet.json", "dr-okafor.json", "tom.json", ui.DEFAULT_DATASET_NAME, ui.DEFAULT_DATASET_NAME]
+
+
 def test_files_and_adapters_are_picked_by_any_name_their_folder_holds(logic, webui_root):
     """A WhatsApp export saved twice is `WhatsApp Chat (1).txt`: listed, so it must be readable too."""
     import shutil

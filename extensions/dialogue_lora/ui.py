@@ -23,10 +23,14 @@ from .paths import check_name, is_adapter_dir, list_adapters, list_datasets, lis
 
 POLL_SECONDS = 1.0
 DEFAULT_ADAPTER_NAME = "my-character"  # the Train form's name until a dataset or the user gives one
+DEFAULT_DATASET_NAME = "processed_dataset.json"  # Prepare's "Save as" until characters are picked
 PREVIEW_SAMPLES = 5
 SOURCES = ("auto", "text", "discord", "csv")
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
-RAW_SUFFIXES = (".txt", ".json", ".jsonl", ".csv")
+RAW_SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".tsv")
+# The upload also takes a web page, so that a Telegram HTML export gets Prepare's advice (export it as
+# JSON) rather than the browser's "invalid file type"
+UPLOAD_SUFFIXES = RAW_SUFFIXES + (".html", ".htm")
 CHAT_FILTERS = ("non-responses", "conversation enders", "low-quality conversations")
 
 # The training form: (TrainConfig field, label, kind). Defaults come from TrainConfig itself.
@@ -601,6 +605,14 @@ def _csv_columns(speaker: str | None, text: str | None) -> dict:
     return {k: v for k, v in named.items() if v}
 
 
+def dataset_name_for(names) -> str:
+    """A dataset file name for the characters picked: `bob.json`, `romeo-juliet.json`; the default when none
+    (or none has a letter or digit a file name may hold)."""
+    words = ["-".join(re.findall(r"[^\W_]+", str(n).casefold())) for n in names or ()]
+    stem = "-".join(w for w in words if w)[:80].strip("-")
+    return f"{stem}.json" if stem else DEFAULT_DATASET_NAME
+
+
 def _error_text(e: Exception) -> str:
     if isinstance(e, ImportError):
         name = getattr(e, "name", None) or str(e)
@@ -661,7 +673,7 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord or Telegram export, a game CSV) into training "
                 "samples for one character.")
     with gr.Row():
-        upload = gr.File(label="Upload a dialogue file", file_types=list(RAW_SUFFIXES), type="filepath")
+        upload = gr.File(label="Upload a dialogue file", file_types=list(UPLOAD_SUFFIXES), type="filepath")
         with gr.Column():
             picked = gr.Dropdown(label="…or pick a file", info=f"in {host.dirs().datasets}",
                                  choices=logic.raw_files(), value=None)
@@ -685,7 +697,8 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
             csv_text = gr.Textbox(label="Text column", placeholder="blank: Dialogue 1 - English, Text, "
                                   "Line, Dialogue… whichever the file has")
     with gr.Row():
-        out_name = gr.Textbox(label="Save as (in the datasets folder)", value="processed_dataset.json")
+        out_name = gr.Textbox(label="Save as (in the datasets folder)", value=DEFAULT_DATASET_NAME)
+        named = gr.State(DEFAULT_DATASET_NAME)  # the name last filled in for the user: it follows the picks
         prep_overwrite = gr.Checkbox(label="Overwrite if it exists", value=False)
     with gr.Row():
         preview_btn = gr.Button("Preview")
@@ -732,6 +745,15 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     upload.upload(lambda: None, None, picked)
     for trigger in (refresh_raw.click, picked.focus):  # focus: files copied in after the page loaded
         trigger(lambda: dd_update(logic.raw_files()), None, picked)
+
+    def on_names(names, out_v, named_v):
+        """"Save as" follows the characters picked (`bob.json`, `romeo-juliet.json`) until the user types a name."""
+        if (out_v or "").strip() != named_v:
+            return gr.update(), named_v
+        name = dataset_name_for(names)
+        return name, name
+
+    speakers.input(on_names, [speakers, out_name, named], [out_name, named])
 
     def on_preview(*values):
         try:

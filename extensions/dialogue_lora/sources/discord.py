@@ -205,7 +205,10 @@ def export_files(path: str | os.PathLike) -> list[Path]:
                             + (f", and {len(broken) - 1} more" if len(broken) > 1 else "") + "; fix or remove it")
         files = sorted(p for p in named if p.is_file())
         if not files:
-            raise UserError(f"{path}: folder holds no .json Discord or Telegram exports")
+            html = any(p.suffix.lower() in (".html", ".htm") for p in path.iterdir())
+            raise UserError(f"{path}: folder holds no .json Discord or Telegram exports" + (
+                " (its web pages look like Telegram's HTML export: export the chat again with the format "
+                "'Machine-readable JSON')" if html else ""))
         return files
     return [path]
 
