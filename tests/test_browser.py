@@ -149,6 +149,8 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
         time.sleep(0.25)
     assert len(seen) >= 2 and seen[0] < STEPS, f"progress did not update live: {seen}"
     page.get_by_text(f"step {STEPS}/{STEPS}").wait_for()
+    # the curve is drawn once the run ends, whatever was skipped while it trained (drawn every 10 s at most)
+    page.locator("img[src^='data:image/webp'], img[src^='data:image/png']").first.wait_for(timeout=30_000)
     shot(page, "3-trained.png")
 
     # 3. Use: the adapter is listed; load it with the base model

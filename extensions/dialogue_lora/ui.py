@@ -22,6 +22,7 @@ from .fileio import holds_samples
 from .paths import check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name
 
 POLL_SECONDS = 1.0
+PLOT_SECONDS = 10.0  # the loss curve is drawn again at most this often while a run trains
 DEFAULT_ADAPTER_NAME = "my-character"  # the Train form's name until a dataset or the user gives one
 DEFAULT_DATASET_NAME = "processed_dataset.json"  # Prepare's "Save as" until characters are picked
 PREVIEW_SAMPLES = 5
@@ -823,18 +824,26 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     setting_inputs = [b for _, b in setting_boxes]
     train_outputs = [progress, loss_plot, train_log]
 
-    def render(job):
+    def render(job, plot: bool = True):
         if job is None:
             return progress_markdown(None), None, ""
+        if not plot:
+            return progress_markdown(job), gr.update(), job.log_tail()
         before, since = job.loss_series()
         return progress_markdown(job), loss_figure(since, before), job.log_tail()
 
     def follow(job):
-        """Yield the job's progress every POLL_SECONDS until it ends (a page reload can re-attach)."""
+        """Yield the job's progress every POLL_SECONDS until it ends (a page reload can re-attach); the loss
+        curve at most every PLOT_SECONDS, since drawing it takes 0.1-0.2 s of CPU a training run could use."""
+        drawn_at, drawn = 0.0, None
         while True:
             running = job.running  # before the poll: a job that ended after it is shown once more, complete
             job.poll()
-            yield render(job)
+            steps = len(job.events)
+            draw = not running or (steps != drawn and time.time() - drawn_at >= PLOT_SECONDS)
+            if draw:
+                drawn_at, drawn = time.time(), steps
+            yield render(job, plot=draw)  # not drawn: the curve on show stays
             if not running:
                 return
             time.sleep(POLL_SECONDS)
