@@ -91,6 +91,8 @@ def test_show_sample_marks_every_learnt_reply():
     record = {"name": "Bob", "conversations": [{"from": "human", "value": "Alice: Hi"}, {"from": "gpt", "value": "Yo"},
                                                {"from": "human", "value": "Alice: Bye"}, {"from": "gpt", "value": "Cya"}]}
     assert show_sample(record, 2) == "— sample 2 —\nAlice: Hi\nBob: «Yo»\nAlice: Bye\nBob: «Cya»"
+    french = {"input": "Louis: « Ça va ? »\nAmélie:", "output": "« Très bien. » Et toi ?"}  # its own guillemets
+    assert show_sample(french, 3) == "— sample 3 —\nLouis: « Ça va ? »\nAmélie: ⟦« Très bien. » Et toi ?⟧"
 
 
 def test_save_never_overwrites_without_confirmation(logic, webui_root):

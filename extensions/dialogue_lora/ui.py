@@ -229,14 +229,17 @@ def _md_text(text: str) -> str:
 
 
 def show_sample(record: dict, number: int) -> str:
-    """A sample as the model is trained on it: the context, then the cue, with the learnt reply in «»."""
+    """A sample as the model is trained on it: the context, then the cue, with the learnt reply in «»; in
+    ⟦⟧ when the sample writes « or » itself (French quotes), so that the marks stay unambiguous."""
     from .prompt import record_segments
 
     try:
         segments = record_segments(record)
     except ValueError as e:
         return f"— sample {number}: {e} —"
-    text = "".join(f"{t[:len(t) - len(t.lstrip())]}«{t.strip()}»\n" if trainable else t for t, trainable in segments)
+    opening, closing = ("⟦", "⟧") if any("«" in t or "»" in t for t, _ in segments) else ("«", "»")
+    text = "".join(f"{t[:len(t) - len(t.lstrip())]}{opening}{t.strip()}{closing}\n" if trainable else t
+                   for t, trainable in segments)
     return f"— sample {number} —\n{text.rstrip()}"
 
 
@@ -706,7 +709,7 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
         save_btn = gr.Button("Save dataset", variant="primary")
     prep_status = gr.Markdown()
     with gr.Row():
-        preview_box = gr.Textbox(label="Preview: what the model reads, and in «» what it learns to reply",
+        preview_box = gr.Textbox(label="Preview: what the model reads, and in «» (⟦⟧ if the text has «) what it learns to reply",
                                  lines=14, interactive=False)
         prep_report = gr.Textbox(label="Report", lines=14, interactive=False)
 
