@@ -709,13 +709,14 @@ def _code_page(head: bytes) -> str:
         return "cp932"
     if share("cp949", _HANGUL) >= 0.8:
         return "cp949"
-    best = max(_FREQUENT_LETTERS, key=lambda cp: share(cp, None))
-    if share(best, None) >= 0.6:
+    frequent = {cp: share(cp, None) for cp in _FREQUENT_LETTERS}  # each a decode of up to a megabyte: once
+    best = max(frequent, key=frequent.get)
+    if frequent[best] >= 0.6:
         return best
     for cp in ("gb18030", "big5"):
         if share(cp, _HAN) >= 0.8:
             return cp
-    return best if share(best, None) >= 0.45 else "cp1252"
+    return best if frequent[best] >= 0.45 else "cp1252"
 
 
 def _escape_utf16(error: UnicodeDecodeError) -> tuple[str, int]:

@@ -28,7 +28,6 @@ from .paths import CHECKPOINT_PREFIX, CHECKPOINT_STATE, resolve_adapter, resolve
 DEFAULT_MAX_NEW_TOKENS = 64
 
 
-
 def add_loading_arguments(p) -> None:
     """The flags that say where and how the base model and adapter load (chat.py and evaluate_lora.py)."""
     q = p.add_mutually_exclusive_group()

@@ -197,7 +197,6 @@ class PrepareConfig:
         )
 
 
-
 def _same_file(a, b) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()
@@ -374,6 +373,8 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         not_all=(cfg.csv_player,) if source == "csv" else (),
     )
     fmt, instruction = FORMATTERS[cfg.format], cfg.instruction
+    out = cfg.output_path
+    replaced: list[str] = []  # said in the report: a run on another character may have replaced a dataset
 
     def records():
         if keep and _kept is not None:
@@ -393,8 +394,6 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
             if held:
                 replaced.append(f"{out.name} replaced the earlier dataset of that name")
 
-    out = cfg.output_path
-    replaced: list[str] = []  # said in the report: a run on another character may have replaced a dataset
     if write:
         if out.is_dir():
             raise UserError(f"{out}: is a folder (--jsonfilename)")
@@ -486,4 +485,3 @@ def scan_speakers_with_unit(path: str | os.PathLike, source: str = "auto", **opt
     # a play's turn is a speech of one or more lines
     unit = "speeches" if "play" in stats.layouts.values() else SPEAKER_UNITS["text"]
     return merge_speakers(counts), unit
-

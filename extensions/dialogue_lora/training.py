@@ -431,35 +431,34 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
         problems.append(f"--resume: there is no run of {cfg.lora_name!r} in {out_dir.parent} to resume"
                         + (cut if cut else " (leave --resume out to start one)"))
     elif _holds_a_run(out_dir):
+        # each read once: a checkpoint's state is parsed to tell ours from another trainer's
+        found, foreign, adapter = checkpoints(out_dir), _foreign_checkpoints(out_dir), paths.is_adapter_dir(out_dir)
         if cfg.resume:
-            found = checkpoints(out_dir)
             if found:
                 resume_from = found[-1]
-            elif _foreign_checkpoints(out_dir):
-                problems.append(f"--resume: {out_dir}'s checkpoints ({', '.join(_foreign_checkpoints(out_dir))}) were "
+            elif foreign:
+                problems.append(f"--resume: {out_dir}'s checkpoints ({', '.join(foreign)}) were "
                                 "written by another trainer (transformers' Trainer: the webui's Training tab?) and "
                                 "cannot be resumed here; --overwrite to train anew in their place")
             else:
                 problems.append(
                     f"--resume: {out_dir} holds no checkpoint to resume from"
-                    + (" (the run finished; use --overwrite to train again)" if paths.is_adapter_dir(out_dir) else "")
+                    + (" (the run finished; use --overwrite to train again)" if adapter else "")
                 )
-        elif paths.is_model_dir(out_dir) and not paths.is_adapter_dir(out_dir):  # `--lora_dir models` by mistake
+        elif paths.is_model_dir(out_dir) and not adapter:  # `--lora_dir models` by mistake
             problems.append(f"{out_dir} holds a model (config.json), not an adapter: it is never replaced; choose "
                             "another --lora_name")
-        elif (not (paths.is_adapter_dir(out_dir) or checkpoints(out_dir) or _foreign_checkpoints(out_dir))
-              and _named_like_ours(out_dir)):
+        elif not (adapter or found or foreign) and _named_like_ours(out_dir):
             # no run wrote these (no adapter, no checkpoint): the user's README.md, an eval.json of theirs
             problems.append(f"{out_dir} holds no adapter and no checkpoint, but files a run would replace "
                             f"({', '.join(_named_like_ours(out_dir))}): move them out, or choose another --lora_name")
         elif not cfg.overwrite:
-            found = checkpoints(out_dir)
             if found:
                 choices = f"--resume to continue from {found[-1].name}, --overwrite to start again"
-            elif _foreign_checkpoints(out_dir):
+            elif foreign:
                 choices = ("its checkpoints were written by another trainer and cannot be resumed here: --overwrite "
                            "to replace them")
-            elif paths.is_adapter_dir(out_dir):
+            elif adapter:
                 choices = "it is a finished adapter: --overwrite to replace it"
             else:  # the user's own files: kept, the adapter saved among them
                 choices = "it holds no adapter and no checkpoint: --overwrite to train into it, its files kept"

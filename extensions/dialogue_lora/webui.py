@@ -208,4 +208,3 @@ def applied_loras() -> list[str] | None:
 def _shared():
     """The webui's modules.shared, or None outside the webui (never imports it: only reads it if loaded)."""
     return sys.modules.get("modules.shared")
-
