@@ -286,14 +286,27 @@ def test_resolve_adapter_says_what_a_folder_without_an_adapter_holds(tmp_path):
         paths.resolve_adapter("bobb", tmp_path)
 
 
-@pytest.mark.parametrize("bad", ["", "../x", "a/b", "a\\b", ".hidden", "..", "x/../../etc"])
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "a\\b", ".hidden", "..", "x/../../etc", "'quoted'", "a*b", "a:b"])
 def test_check_name_refuses_escapes(bad):
     with pytest.raises(UserError):
         paths.check_name(bad, "adapter name")
 
 
+def test_shell_word_quotes_what_a_shell_would_split(tmp_path):
+    assert paths.shell_word("bob-v2.1") == "bob-v2.1"
+    assert paths.shell_word("O'Brien") == '"O\'Brien"'
+    assert paths.shell_word("Bob (v2)") == '"Bob (v2)"'
+    # the resume hint's command can be copied as it is
+    (tmp_path / "O'Brien" / f"{paths.CHECKPOINT_PREFIX}3").mkdir(parents=True)
+    with pytest.raises(UserError, match=r'-l "O\'Brien" --resume'):
+        paths.resolve_adapter("O'Brien", tmp_path)
+
+
 def test_check_name_accepts_ordinary_names():
     assert paths.check_name(" Bob v2.1_final ", "adapter name") == "Bob v2.1_final"
+    # names as characters have them: an apostrophe (straight or curly), a version in brackets
+    assert paths.check_name("O'Brien", "adapter name") == "O'Brien"
+    assert paths.check_name("d’Artagnan (v2), final", "adapter name") == "d’Artagnan (v2), final"
 
 
 # --- errors.py -------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ _ADAPTER_MARKER = "adapter_config.json"
 # a training run's resumable checkpoints inside its adapter folder: checkpoint-N
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_STATE = "trainer_state.json"  # in a checkpoint: the position in the data and the run's settings
-_SAFE_NAME = re.compile(r"^[^\W_][\w .+-]*$")  # letters of any script (Éowyn), digits, and a few marks
+# letters of any script (Éowyn), digits, and marks that names carry (O'Brien, Bob (v2)); no path, wildcard
+# or character Windows refuses in a file name
+_SAFE_NAME = re.compile(r"^[^\W_][\w .,+'’()-]*$")
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def check_name(name: str, what: str = "name") -> str:
         raise UserError(f"{what} is empty")
     if "/" in name or "\\" in name or ".." in name or not _SAFE_NAME.match(name):
         raise UserError(
-            f"{what} {name!r} is not allowed: use letters, digits, spaces and . _ + - "
+            f"{what} {name!r} is not allowed: use letters, digits, spaces and . , _ + - ' ( ) "
             "(no slashes, no '..', not starting with a dot)"
         )
     if name.endswith(".") or name.split(".")[0].strip().upper() in _WINDOWS_DEVICES:
@@ -136,6 +138,12 @@ def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path
     raise UserError(f"model {str(name)!r} not found{hint}; {_listing(found, model_dir, 'models')}")
 
 
+def shell_word(name: str) -> str:
+    """`name` as one word of a command to copy: in double quotes when it has a space, an apostrophe or a
+    bracket (they mean the same in bash, cmd and PowerShell; check_name's names hold no `"` `$` or `)."""
+    return name if re.fullmatch(r"[\w.,+-]+", name) else f'"{name}"'
+
+
 def interrupted_save(lora_dir: str | os.PathLike, name: str) -> str:
     """A hint when a training run of `name` was killed in its final save's swap (its adapter then sits in
     `.NAME.tmp-PID` or `.NAME.old-PID`, put back by the next run of that name); "" when not."""
@@ -149,7 +157,7 @@ def interrupted_save(lora_dir: str | os.PathLike, name: str) -> str:
     kept = next((p for p in left if p.name.startswith(f".{name}.tmp-") and (p / "README.md").is_file()), None)
     kept = kept or next((p for p in left if p.name.startswith(f".{name}.old-")), left[0])
     return (f"; a training run of {name!r} was cut off while saving (its adapter is in {kept}): run "
-            f"lora_finetune.py with -l {name} again and it is put back before anything else")
+            f"lora_finetune.py with -l {shell_word(name)} again and it is put back before anything else")
 
 
 def swap_leftovers(lora_dir: Path, name: str, kind: str) -> list[Path]:
@@ -174,7 +182,7 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
         if c.is_dir():  # there, but not (yet) an adapter: say which, rather than "not found"
             if any(p.name.startswith(CHECKPOINT_PREFIX) for p in c.iterdir()):
                 raise UserError(f"adapter folder {c} holds the checkpoints of an unfinished run, no adapter "
-                                f"yet: unless it is still training, finish it with lora_finetune.py ... -l {c.name} --resume; "
+                                f"yet: unless it is still training, finish it with lora_finetune.py ... -l {shell_word(c.name)} --resume; "
                                 f"{listing}")
             raise UserError(f"adapter folder {c} holds no adapter (no {_ADAPTER_MARKER}); {listing}")
     hint = closest(Path(name).name, found)
