@@ -220,6 +220,7 @@ def test_discord_folder_of_exports(tmp_path):
         ('{"guild": {}}', "not a DiscordChatExporter"),
         ("[1, 2]", "not a DiscordChatExporter"),
         ('{"messages": [{"type": "Default", "content": "hi"}]}', "no author"),
+        ('{"messages": [{"id": "9123", "type": "Default", "content": "hi"}]}', r"message 1 \(id 9123\) has no author"),
         ('{"messages": [{"author": {"name": "a"}, "content": "hi", "timestamp": "yesterday"}]}', "bad timestamp"),
     ],
 )
@@ -420,7 +421,9 @@ def test_a_telegram_message_forwarded_from_a_deleted_account_is_still_forwarded(
 @pytest.mark.parametrize("content, message", [
     ({"about": "Telegram export", "chats": {"list": []}}, "a Telegram export with no chat in it"),
     ({"name": "x", "type": "personal_chat", "id": 1, "messages": [
-        {"id": 1, "type": "message", "date": "2024-01-01T10:00:00", "from": "Bob", "text": 5}]}, "content is not text"),
+        {"id": 1, "type": "message", "date": "2024-01-01T10:00:00", "from": "Bob", "text": "hi"},
+        {"id": 7, "type": "message", "date": "2024-01-01T10:00:00", "from": "Bob", "text": 5}]},
+     r"message 2 \(id 7\): content is not text"),
     ({"name": "x", "type": "personal_chat", "id": 1, "messages": [
         {"id": 1, "type": "message", "date": "yesterday", "from": "Bob", "text": "hi there"}]}, "bad timestamp"),
 ])

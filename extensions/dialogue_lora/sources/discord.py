@@ -230,6 +230,8 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
     """(turn, timestamp, author_id) for the messages that survive steps 1-3."""
     for i, msg in enumerate(messages, 1):
         where = f"{label}: message {i}"
+        if isinstance(msg, dict) and isinstance(msg.get("id"), (str, int)) and not isinstance(msg["id"], bool):
+            where += f" (id {msg['id']})"  # the export's own number, for finding it in an editor
         if not isinstance(msg, dict):
             raise UserError(f"{where} is not a JSON object")
         if not _kept_type(msg):

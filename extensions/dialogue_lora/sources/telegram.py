@@ -89,6 +89,7 @@ def as_discord(msg):
               "id": str(msg.get("from_id") or ""), "isBot": bool(msg.get("via_bot"))}
     text = text_of(msg.get("text", ""))
     return {
+        "id": msg.get("id"),  # for the reader's errors: Telegram's message number
         "type": kind,
         "timestamp": msg.get("date"),
         "author": author,
