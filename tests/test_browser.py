@@ -89,6 +89,13 @@ def _type_until_kept(fields) -> None:
             return
 
 
+def _wait_for(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
 def shot(page, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SHOTS / name), full_page=True)
@@ -116,6 +123,19 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     page.get_by_text("Saved bob.json").first.wait_for()
     shot(page, "1-prepared.png")
     assert (webui_root / "user_data" / "training" / "datasets" / "bob.json").is_file()
+    # Saving again is refused (not ticked to overwrite): the last save's report goes, as it would read
+    # as this one's; after a preview, a refused save keeps the preview's report
+    report = page.get_by_label("Report", exact=True)
+    page.get_by_role("button", name="Save dataset").click()
+    page.get_by_text("bob.json already exists").wait_for()
+    _wait_for(lambda: report.input_value() == "", "the last save's report is cleared")
+    page.get_by_role("button", name="Preview").click()
+    _wait_for(lambda: report.input_value() != "", "the preview's report")
+    assert report.input_value().lower().startswith("read "), report.input_value()[:200]
+    page.get_by_role("button", name="Save dataset").click()
+    page.get_by_text("bob.json already exists").wait_for()
+    time.sleep(1)
+    assert report.input_value().lower().startswith("read ")
 
     # 2. Train: the model, the saved dataset and the adapter name (from the dataset) are filled in
     page.get_by_role("tab", name="2. Train").click()

@@ -25,6 +25,7 @@ POLL_SECONDS = 1.0
 PLOT_SECONDS = 10.0  # the loss curve is drawn again at most this often while a run trains
 DEFAULT_ADAPTER_NAME = "my-character"  # the Train form's name until a dataset or the user gives one
 DEFAULT_DATASET_NAME = "processed_dataset.json"  # Prepare's "Save as" until characters are picked
+SAVED_REPORT = "Saved "  # how a save's report starts (a preview's does not)
 PREVIEW_SAMPLES = 5
 SOURCES = ("auto", "text", "discord", "csv")
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
@@ -387,7 +388,7 @@ class TabLogic:
             raise UserError(f"{out.name} already exists in {out.parent}: tick 'Overwrite if it exists' to replace it")
         with self._upload_named(form[0]):
             report = prepare(cfg, write=True)
-        return out.name, f"Saved {out.name} in {out.parent}.\n\n" + self._report_text(report, form[0])
+        return out.name, f"{SAVED_REPORT}{out.name} in {out.parent}.\n\n" + self._report_text(report, form[0])
 
     # -- Train -----------------------------------------------------------------------------------
     def train_config(self, model, dataset, adapter, settings: dict, resume: bool, overwrite: bool) -> dict:
@@ -645,16 +646,17 @@ def build_tab(host) -> dict:
 
     # A saved dataset is picked in Train, and names the adapter
     def on_save(*values):
-        *values, overwrite = values
+        *values, overwrite, shown = values
         try:
             saved, text = logic.save(*values, overwrite=overwrite)
-        except EXPECTED as e:  # the last save's report goes: it would read as this one's
-            return "", _error_text(e), gr.update(), gr.update()
+        except EXPECTED as e:  # a last save's report goes (it would read as this one's); a preview's stays
+            kept = "" if (shown or "").startswith(SAVED_REPORT) else gr.update()
+            return kept, _error_text(e), gr.update(), gr.update()
         return (text, f"Saved **{saved}**: train on it in *2. Train*.", dd_update(logic.datasets(), saved),
                 Path(saved).stem)
 
-    prep.save_btn.click(on_save, prep.form + [prep.overwrite], [prep.report, prep.status, train.dataset,
-                                                                 train.adapter_name])
+    prep.save_btn.click(on_save, prep.form + [prep.overwrite, prep.report],
+                        [prep.report, prep.status, train.dataset, train.adapter_name])
 
     def adapter_lists():  # a run that ended has made or changed an adapter
         names = logic.adapters()
