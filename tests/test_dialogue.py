@@ -502,6 +502,21 @@ def test_a_chat_exports_message_keeps_its_lines_whatever_they_look_like():
                              (None, "12:30 Lunch: sandwiches."), ("Bob", "ok")]
 
 
+def test_a_chat_exports_sender_is_the_contact_as_saved_and_its_placeholders_are_no_words():
+    text = ("12/31/23, 9:15 PM - Dave (Uni): are you at the library?\n"
+            "12/31/23, 9:16 PM - Dave (Work): meeting moved to 3\n"
+            "12/31/23, 9:17 PM - Smith, John: cool\n"  # a comma would split --name: a space, as Discord's
+            "12/31/23, 9:18 PM - Sam: Plan for Saturday\n---\nBOB:\nbring snacks <This message was edited>\n"
+            "12/31/23, 9:19 PM - Zoe: Waiting for this message. This may take a while.\n"
+            "12/31/23, 9:20 PM - Zoe: POLL:\nWhere?\nOPTION: Pub (2 votes)\nOPTION: Park (0 votes)\n"
+            "12/31/23, 9:21 PM - Zoe: Missed voice call\n"
+            "[31.12.23, 21:22:00] Kim: Report.pdf \u200e\u2022 \u200e3 pages \u200edocument omitted\n"
+            "[31.12.23, 21:23:00] Kim: line one\nline two \u200e<This message was edited>\n")
+    assert turns(text) == [("Dave (Uni)", "are you at the library?"), ("Dave (Work)", "meeting moved to 3"),
+                           ("Smith John", "cool"), ("Sam", "Plan for Saturday --- BOB: bring snacks"),
+                           ("Zoe", ""), ("Zoe", ""), ("Zoe", ""), ("Kim", ""), ("Kim", "line one line two")]
+
+
 def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():
     assert turns("李雷：你好，韩梅梅。\n韩梅梅：你好，李雷！\n") == [("李雷", "你好，韩梅梅。"), ("韩梅梅", "你好，李雷！")]
 

@@ -119,8 +119,10 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\
 _OMITTED = frozenset(s.casefold() for s in (
     "<Media omitted>", "image omitted", "video omitted", "audio omitted", "sticker omitted", "GIF omitted",
     "document omitted", "Contact card omitted", "This message was deleted", "You deleted this message",
-    "Waiting for this message", "null"))
+    "Waiting for this message", "Waiting for this message. This may take a while", "Missed voice call",
+    "Missed video call", "Missed group voice call", "Missed group video call", "null"))
 _EDITED = "<This message was edited>"
+_POLL = "POLL:"  # WhatsApp's poll, in an Android export
 
 
 def _stamp(text: str) -> tuple[re.Match, bool] | None:
@@ -387,7 +389,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
     # Chat exports with a date or time before each message (`_stamped`): `held` is the last message, which
     # the lines after it without a stamp continue (WhatsApp writes a message of several lines so; IRC
     # does not: its unstamped lines are the client's); `dated` says which stamps the file uses, once known.
-    held, held_irc, dated = None, False, None
+    held, held_irc, held_swallow, dated = None, False, False, None
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
@@ -423,13 +425,19 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
                 if kind == "drop":
                     continue
                 if kind != "system":
-                    held, held_irc = Turn(name, message, file, n), kind == "irc"
+                    held, held_irc, held_swallow = Turn(name, message, file, n), kind == "irc", kind == "poll"
                     continue
                 if dated is not None:  # the export's own line; before any message it may be prose: read below
                     yield Turn(None, message, file, n)
                     continue
         if held is not None:
-            if not held_irc and not _SCENE_BREAK.fullmatch(text):  # the message's next line
+            if not held_irc:  # the message's next line, whatever it looks like (`---`, `Bob:`)
+                if held_swallow:
+                    continue
+                if not text.isascii():
+                    text = text.translate(_INVISIBLE).strip()
+                if text.endswith(_EDITED):  # WhatsApp marks an edited message at its end
+                    text = text[: -len(_EDITED)].rstrip()
                 held = held._replace(text=f"{held.text} {text}".strip())
                 continue
             yield held
@@ -459,18 +467,27 @@ def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
         return "drop", None, ""
     hit = None
     if rest[:1] not in "*-<[(#!\"'":  # `-!- Topic for #chan: ...`, `* alex says: brb`: the client's lines
-        hit = split_speaker(rest) or _loose_speaker(rest)
+        # the sender is all before the first `: ` as the contact is saved (`Dave (Uni)`, `Smith, John`)
+        hit = _loose_speaker(rest) or split_speaker(rest)
     if hit is None:
         return "system", None, rest.translate(_INVISIBLE).strip()
     name, message = hit[0].translate(_INVISIBLE).strip(), hit[1].strip()
-    if message.startswith("\u200e"):  # an iPhone's own words: a notice, or what stands for a message
-        message = message.translate(_INVISIBLE).strip()
-        if "end-to-end encrypt" in message:
-            return "drop", None, ""
-        if not _omitted(message):
-            return "system", None, message
-    message = message.translate(_INVISIBLE).replace(_EDITED, "").strip()
-    return "chat", name, "" if _omitted(message) else message
+    if "," in name or ":" in name:
+        name = speaker_name(name)  # as Discord's and CSV's: `--name` splits at commas
+    notice = message.startswith("\u200e")  # an iPhone's own words: a notice, or what stands for a message
+    marked = notice or "\u200e" in message  # `Report.pdf \u200e• \u200e3 pages \u200edocument omitted`
+    message = message.translate(_INVISIBLE).strip()
+    if notice and "end-to-end encrypt" in message:
+        return "drop", None, ""
+    if message.startswith(_POLL):  # a poll's question and options follow on lines of their own
+        return "poll", name, ""
+    if _omitted(message) or (marked and message.casefold().endswith(" omitted")):
+        return "chat", name, ""
+    if notice:
+        return "system", None, message
+    if message.endswith(_EDITED):
+        message = message[: -len(_EDITED)].rstrip()
+    return "chat", name, message
 
 
 def _is_stamped_message(line: str) -> bool:
@@ -479,7 +496,7 @@ def _is_stamped_message(line: str) -> bool:
         return False
     stamp, dated = found
     parsed = _stamped(line[stamp.end():], bare=not dated and not stamp.group(1))
-    return parsed is not None and parsed[0] in ("chat", "irc")
+    return parsed is not None and parsed[0] in ("chat", "irc", "poll")
 
 
 def _omitted(message: str) -> bool:
