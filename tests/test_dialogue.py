@@ -517,6 +517,20 @@ def test_a_chat_exports_sender_is_the_contact_as_saved_and_its_placeholders_are_
                            ("Zoe", ""), ("Zoe", ""), ("Zoe", ""), ("Kim", ""), ("Kim", "line one line two")]
 
 
+def test_a_speech_wrapped_under_its_text_stays_one_turn():
+    text = ("Romeo: But soft, what light through yonder window breaks?\n"
+            "       It is the east, and Juliet is the sun.\n"
+            "Juliet: Ay me!\n"
+            "BOB:\n    Hello there.\n"  # the speech under an empty cue
+            "  Anna: indented like the rest\n   Bob: a cue of its own, deeper\n"
+            "  The rain.\n  narration as deep as the line above\n")
+    got = list(parse_lines(text.splitlines(True), layout="lines"))
+    assert [(t.speaker, t.text, t.line) for t in got] == [
+        ("Romeo", "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.", 1),
+        ("Juliet", "Ay me!", 3), ("BOB", "Hello there.", 4), ("Anna", "indented like the rest", 6),
+        ("Bob", "a cue of its own, deeper", 7), (None, "The rain.", 8), (None, "narration as deep as the line above", 9)]
+
+
 def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():
     assert turns("李雷：你好，韩梅梅。\n韩梅梅：你好，李雷！\n") == [("李雷", "你好，韩梅梅。"), ("韩梅梅", "你好，李雷！")]
 

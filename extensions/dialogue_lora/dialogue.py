@@ -379,7 +379,36 @@ def parse_lines(
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
         return _parse_play(it, file, stats, compact=compact > after_blank, cast=_cast_of(head))
-    return _parse_one_line(it, file, stats)
+    return _parse_one_line(_join_indented(it), file, stats)
+
+
+def _speaker_indent(raw: str) -> int:
+    """The indent of a `Name: text` line; -1 when the line is not one."""
+    text = raw.strip()
+    if not (_FAST_SPEAKER.match(text) or split_speaker(" ".join(text.split()))):
+        return -1
+    return len(raw) - len(raw.lstrip())
+
+
+def _join_indented(lines: Iterable[str]) -> Iterator[str]:
+    """Lines where one indented deeper than the `Name: text` line above it (a speech wrapped and aligned under
+    its text) is joined to that line; an empty line takes its place, so that line numbers hold."""
+    prev, prev_indent, joined = None, None, 0  # the line before (not passed on yet), its indent once needed
+    for raw in lines:
+        if prev is not None and raw[:1] in " \t" and not raw.isspace():
+            if prev_indent is None:
+                prev_indent = _speaker_indent(prev)
+            if 0 <= prev_indent < len(raw) - len(raw.lstrip()) and _speaker_indent(raw) < 0:
+                prev = f"{prev.rstrip()} {raw.strip()}"
+                joined += 1
+                continue
+        if prev is not None:
+            yield prev
+            yield from itertools.repeat("", joined)
+        prev, prev_indent, joined = raw, None, 0
+    if prev is not None:
+        yield prev
+        yield from itertools.repeat("", joined)
 
 
 def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterator[Turn | None]:
