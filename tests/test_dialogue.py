@@ -453,10 +453,11 @@ def test_a_sentence_with_an_early_colon_is_narration_and_a_name_with_particles_i
                            ("Master at arms", "Ready.")]
     narration = ["Bob said: go away.", "Anna whispered: come here.", "Later that night: the phone rang.",
                  "Three hours later: nothing.", "My answer: no."]
+    narration += ["Written by: Marta Kauffman & David Crane", "TRANSCRIBED BY: guineapig"]  # a transcript's credits
     names = ["Old man with a cane: Hm.", "A voice from the crowd: Hey!", "the real slim shady: yo",
              "Doris Day: Hi.", "Leonardo da Vinci: Look."]
     got = turns("\n".join(narration + names) + "\n", layout="lines")
-    assert [t[0] for t in got] == [None] * 5 + ["Old man with a cane", "A voice from the crowd", "the real slim shady",
+    assert [t[0] for t in got] == [None] * 7 + ["Old man with a cane", "A voice from the crowd", "the real slim shady",
                                                "Doris Day", "Leonardo da Vinci"]
 
 

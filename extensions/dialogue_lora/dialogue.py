@@ -285,8 +285,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         return None  # http://..., 10:30
     if len(name) > MAX_NAME_CHARS:
         return None
-    if " " in name and (_HEADING.fullmatch(name) or _sentence(name)):
-        return None
+    if " " in name and (_HEADING.fullmatch(name) or _sentence(name) or name[-3:].lower() == " by"):
+        return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`)
     if " " in name:
         if name.count(" ") >= MAX_NAME_WORDS:
             parts = name.split()
