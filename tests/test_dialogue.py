@@ -111,6 +111,23 @@ def test_clean_text_counts_replaced_bytes_and_repairs():
         ("*waves* *smiles* Hi", "Hi"),
         ("*sigh* fine, *laughing* ok", "fine, ok"),
         ("*this* is it", "*this* is it"),
+        # emphasis the sentence runs through, or a word that only looks like a verb (-s, -ing)
+        ("*Nothing* happened, I swear", "*Nothing* happened, I swear"),
+        ("Good *morning* everyone", "Good *morning* everyone"),
+        ("*Wedding* is on Saturday", "*Wedding* is on Saturday"),
+        ("Happy *Thanksgiving*", "Happy *Thanksgiving*"),
+        ("This is *amazing*", "This is *amazing*"),
+        ("*Bring* snacks please", "*Bring* snacks please"),
+        ("*Thanks* a lot", "*Thanks* a lot"),
+        ("*Tickets* are sold out", "*Tickets* are sold out"),
+        ("*Rules*: no spoilers", "*Rules*: no spoilers"),
+        ("*smiles* Is that so?", "Is that so?"),
+        ("*laughs* are you serious", "are you serious"),
+        ("ok *laughs*", "ok"),
+        # brackets with numbers, links or a face in them are text
+        ("See you at 5 (or 6).", "See you at 5 (or 6)."),
+        ("[link](http://x.com) and [citation needed]", "[link](http://x.com) and"),
+        ("(╯°□°)╯︵ ┻━┻", "(╯°□°)╯︵ ┻━┻"),
     ],
 )
 def test_strip_actions(text, expected):

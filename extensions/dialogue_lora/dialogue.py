@@ -228,12 +228,22 @@ _BARE_ACTIONS = frozenset(
     "sigh gasp cough facepalm shrug hug wink blush yawn sniff grin nod laugh giggle smile cry sob groan pout gulp "
     "ahem hmph shudder blink bow wave clap snort chuckle smirk scream whistle sneeze hiccup purr growl headdesk "
     "gulps cringe frown glare stare squeal shiver wince sniffle kiss pat poke boop bonk".split())
-# words ending in s that are not verbs of action (`*this*`, `*was*`, `*always*`)
+# words ending in s or -ing that are not verbs of action (`*this*`, `*always*`, `*Thanks*`, `*morning*`)
 _NOT_ACTIONS = frozenset(
     "this is was yes his hers its ours yours theirs us always does has as less unless thus plus news perhaps "
     "series bus gas lens nevertheless regardless sometimes besides afterwards towards various serious famous "
     "obvious previous nervous jealous anxious curious precious ridiculous dangerous gorgeous delicious enormous "
-    "glorious furious mysterious tremendous numerous generous anonymous fabulous".split())
+    "glorious furious mysterious tremendous numerous generous anonymous fabulous thanks congrats "
+    "nothing something anything everything morning evening wedding darling ceiling building meeting during "
+    "thanksgiving amazing interesting boring exciting stunning shocking disgusting annoying terrifying "
+    "frightening fascinating outstanding charming lightning pudding sibling".split())
+# the word before a starred one that makes it part of the sentence (`This is *amazing*`, `Good *morning*`)
+_LEAD_INS = frozenset(
+    "a an the my your his her our their its this that these those is are was were be been am so very really "
+    "too such good happy merry what how".split())
+# the word after a starred one that makes it the sentence's subject (`*Tickets* are sold out`)
+_FOLLOW_VERBS = frozenset("is are was were has have had will would can could should must may might".split())
+_PRONOUNS = frozenset("i you he she it we they that this there".split())
 
 
 def _is_action_word(word: str) -> bool:
@@ -242,19 +252,39 @@ def _is_action_word(word: str) -> bool:
         return True
     if w in _NOT_ACTIONS or not w.isalpha():
         return False
-    return (len(w) > 3 and w.endswith("s") and not w.endswith("ss")) or (len(w) > 4 and w.endswith("ing"))
+    if len(w) > 4 and w.endswith("ing"):  # a participle has a stem with a vowel: not `bring`, `string`
+        return any(c in "aeiouy" for c in w[:-3])
+    return len(w) > 3 and w.endswith("s") and not w.endswith("ss")
 
 
 def _emphasis(m: re.Match) -> bool:
-    """Whether a starred `_ACTION` match is emphasis, not an action: its first word is not a verb of
-    action (`_is_action_word`)."""
+    """Whether an `_ACTION` match is part of the text, not an action. Starred words: when the first is not a
+    verb of action (`_is_action_word`), or when the sentence runs through them (`This is *amazing*`,
+    `*Tickets* are sold out`, `*Rules*: no spoilers`). In brackets: numbers, links and
+    faces (`(or 6)`, `[link](http://...)`, `(╯°□°)╯`)."""
     found = m.group(0).lstrip()
-    return found[:1] == "*" and not _is_action_word(found[1:-1].split()[0])
+    inner = found[1:-1]
+    if found[:1] != "*":
+        after = m.string[m.end():m.end() + 1]
+        return (not inner.strip()[:1].isalpha() or any(c.isdigit() for c in inner) or "://" in inner
+                or "www." in inner or (found[:1] == "[" and after == "("))
+    if not _is_action_word(inner.split()[0]):
+        return True
+    after = m.string[m.end():]
+    if after[:1] == ":":
+        return True
+    before = m.string[:m.start() + len(m.group(0)) - len(found)].split()
+    if before and before[-1].lower() in _LEAD_INS:
+        return True
+    # a verb that goes on with the sentence, not a question after an action (`*laughs* are you serious?`)
+    following = after.split(None, 2)
+    return (bool(following) and following[0] in _FOLLOW_VERBS
+            and (len(following) < 2 or following[1].lower() not in _PRONOUNS))
 
 
 def strip_actions(text: str) -> str:
     """Remove actions in `(...)`, `[...]` and `*...*` (and the space before them); collapse what is left.
-    Starred emphasis (`I *never* said that`) stays (`_emphasis`)."""
+    What is part of the text stays: starred emphasis (`I *never* said that`), `(or 6)` (`_emphasis`)."""
     if "(" not in text and "*" not in text and "[" not in text:
         return text
     while True:  # again while something went: `(laughs (a lot))` loses its inner, then its outer part
