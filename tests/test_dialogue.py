@@ -124,6 +124,12 @@ def test_clean_text_counts_replaced_bytes_and_repairs():
         ("*smiles* Is that so?", "Is that so?"),
         ("*laughs* are you serious", "are you serious"),
         ("ok *laughs*", "ok"),
+        # roleplay narrates actions with a subject, or in whole sentences
+        ("*She laughs softly.* Guardians do not sleep.", "Guardians do not sleep."),
+        ("*Seraphina smiles warmly* Welcome.", "Welcome."),
+        ("*he nodded* fine", "fine"),
+        ("*The wind howls through the trees.* Come in.", "Come in."),
+        ("*This is* the one", "*This is* the one"),
         # brackets with numbers, links or a face in them are text
         ("See you at 5 (or 6).", "See you at 5 (or 6)."),
         ("[link](http://x.com) and [citation needed]", "[link](http://x.com) and"),

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DISCORD = ROOT / "examples" / "discord_export.json"
 CSV = ROOT / "examples" / "skyrim_dialogue.csv"
 TELEGRAM = ROOT / "examples" / "telegram_export.json"
+SILLYTAVERN = ROOT / "examples" / "sillytavern_chat.jsonl"
 
 
 def msg(i, author, content, minute=0, **extra):
@@ -564,3 +565,56 @@ def test_discord_two_accounts_with_one_name_are_noted(tmp_path):
     one = export(tmp_path, [msg(1, "Sam", "hello there everyone"), msg(2, "Sam", "and again")], name="one.json")
     assert prepare(PrepareConfig(names=["Sam"], txtfilename=str(one), jsonfilename=str(tmp_path / "p.json"),
                                  filter_low_quality=False)).notes == []
+
+
+# --- SillyTavern chats ---------------------------------------------------------------------------------
+
+
+def test_sillytavern_chat_golden(tmp_path):
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["Seraphina"], txtfilename=str(SILLYTAVERN), jsonfilename=str(out)))
+    assert detect_source(SILLYTAVERN) == "discord"
+    assert report.layouts == {"sillytavern_chat.jsonl": "sillytavern"} and "11 messages" in report.format()
+    # hidden and narrator messages are system messages; `lol` a non-response; the user's two lines merge
+    assert report.dropped == {"system_message": 2, "non_response": 1}
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["source"] for r in records] == [f"sillytavern_chat.jsonl:{n}" for n in (2, 4, 8, 12)]
+    assert records[0] == {"input": "Seraphina:", "name": "Seraphina", "source": "sillytavern_chat.jsonl:2",
+                          "output": "*Seraphina smiles warmly* Welcome to my glade, traveller. You look tired. "
+                                    "Sit, rest a while."}  # paragraphs joined into one line
+    assert records[1]["output"].startswith("You are in the Eldoria forest.")  # the swipe kept, not the first
+    assert records[2]["input"].endswith("Alex: What is this place, really? It feels old.\nSeraphina:")
+    # a break of a night is no new conversation: the context runs on
+    assert records[3]["input"].startswith("Alex: Thank you. Where am I?\nSeraphina: You are in the Eldoria forest.")
+    stripped = prepare(PrepareConfig(names=["Seraphina"], txtfilename=str(SILLYTAVERN), jsonfilename=str(out),
+                                     strip_actions=True))
+    assert stripped.samples_written == 4
+    assert json.loads(out.read_text(encoding="utf-8"))[3]["output"] == (
+        "Guardians do not sleep, little one. But I rested, as the trees do.")
+
+
+def test_sillytavern_folder_reads_each_chat_and_nothing_else(tmp_path):
+    chats = tmp_path / "Seraphina"
+    chats.mkdir()
+    (chats / "Seraphina - 2024-05-01.jsonl").write_bytes(SILLYTAVERN.read_bytes())
+    lines = SILLYTAVERN.read_text(encoding="utf-8").splitlines()
+    (chats / "Seraphina - 2024-05-02.jsonl").write_text("\n".join(lines[:1] + lines[10:]) + "\n", encoding="utf-8")
+    (chats / "notes.jsonl").write_text('{"step": 1}\n', encoding="utf-8")  # not a chat: left alone
+    turns = [t for t in iter_discord_turns(chats) if t is not None]
+    assert [t.source for t in turns if t.speaker == "Seraphina"][-1] == "Seraphina - 2024-05-02.jsonl:3"
+    assert len([t for t in turns if t.speaker == "Seraphina"]) == 5
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"user_name": "Alex", "character_name": "S"}\n{"name": "S", "is_user": false, "mes": "hi"\n',
+     r"bad.jsonl:2: malformed JSON"),
+    ('{"user_name": "Alex", "character_name": "S"}\n', "a SillyTavern chat with no messages"),
+    ('{"user_name": "Alex", "character_name": "S"}\n[1, 2]\n', r"bad.jsonl:2: not a JSON object"),
+    ('{"user_name": "Alex", "character_name": "S"}\n{"is_user": false, "mes": "hi"}\n', r"bad.jsonl:2: the author has no name"),
+    ('{"user_name": "Alex", "character_name": "S"}\n{"name": "S", "is_user": false, "mes": 5}\n', r"bad.jsonl:2: content is not text"),
+])
+def test_sillytavern_bad_chats(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        prepare(PrepareConfig(names=["S"], txtfilename=str(path), jsonfilename=str(tmp_path / "o.json")))

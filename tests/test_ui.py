@@ -51,12 +51,14 @@ def test_pick_a_file_from_the_datasets_folder(logic, webui_root):
     assert logic.raw_files() == ["dialogue.txt"]
     folder = webui_root / "user_data/training/datasets"
     shutil.copy(ROOT / "examples" / "discord_export.json", folder)
+    shutil.copy(ROOT / "examples" / "sillytavern_chat.jsonl", folder)
     (folder / "notes.json").write_text('{"lr": 0.001}')
     (folder / "empty.json").write_text("")
+    (folder / "log.jsonl").write_text('{"step": 1, "loss": 2.5}\n')
     # each list offers what its section can use: dialogue to prepare, datasets to train on
-    assert logic.raw_files() == ["dialogue.txt", "discord_export.json"]
+    assert logic.raw_files() == ["dialogue.txt", "discord_export.json", "sillytavern_chat.jsonl"]
     assert logic.datasets() == ["bob.json"] and logic.heldout_choices()[1:] == ["bob.json"]
-    for extra in ("discord_export.json", "notes.json", "empty.json"):
+    for extra in ("discord_export.json", "sillytavern_chat.jsonl", "notes.json", "empty.json", "log.jsonl"):
         (folder / extra).unlink()
     assert logic.scan(None, "dialogue.txt", "auto")[1] == ("Bob (4 lines)", "Bob")
     for bad in ("../dialogue.txt", "/etc/passwd", "..\\x.txt"):

@@ -124,8 +124,10 @@ def _stop(kind: str, idle: str, stopping: str) -> str:
 
 
 def _is_dialogue(path: Path) -> bool:
-    """A file Prepare can read: text or CSV, or JSON that is a Discord or Telegram export (not a prepared dataset,
-    not a settings file); the webui's `put-...-here.txt` placeholders are not dialogue."""
+    """A file Prepare can read: text or CSV, JSON that is a Discord or Telegram export, a SillyTavern chat (not a
+    prepared dataset, not a settings file); the webui's `put-...-here.txt` placeholders are not dialogue."""
+    from .sources.sillytavern import looks_like
+
     suffix = path.suffix.lower()
     if suffix not in RAW_SUFFIXES or _PLACEHOLDER.fullmatch(path.name) or holds_samples(path):
         return False
@@ -135,6 +137,8 @@ def _is_dialogue(path: Path) -> bool:
                 head = f.read(1 << 16)
         except OSError:
             return False
+        if suffix == ".jsonl" and looks_like(head.decode("utf-8", "replace")):  # a SillyTavern chat
+            return True
         # a Telegram account export's chats come after its contacts: its opening words tell it
         return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") and (
             b'"messages"' in head or b'"chats"' in head or (b'"about"' in head[:300] and b"Telegram" in head[:300]))

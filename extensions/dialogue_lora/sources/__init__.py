@@ -1,7 +1,8 @@
 """Readers that turn an input (text file, Discord export, game-dialogue CSV) into a stream of turns.
 
 `detect_source(path)` picks the reader from the content when `--source auto`: a folder, a .json
-file, or a file starting with `{` that holds "messages", is a Discord (or Telegram) export; an .html
+file, or a file starting with `{` that holds "messages", is a Discord (or Telegram) export, and JSON
+Lines whose first line is a SillyTavern chat's is read with them; an .html
 page is refused (Telegram's default export format: the JSON one is read); a .csv file, or one
 whose first line holds a comma and the speaker and text column names (given, or the usual ones:
 `Speaker,Line`), is a CSV; anything else is dialogue text.
@@ -41,6 +42,10 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
         raise prepared_dataset(path)
     is_json = path.suffix.lower() == ".json"
     if (stripped.startswith("{") and (is_json or '"messages"' in head)) or (stripped.startswith("[") and is_json):
+        return "discord"
+    from .sillytavern import looks_like
+
+    if looks_like(head):  # a SillyTavern chat: JSON Lines, read with the chat exports
         return "discord"
     if path.suffix.lower() in (".csv", ".tsv"):
         return "csv"

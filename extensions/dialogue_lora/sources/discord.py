@@ -30,7 +30,7 @@ from typing import Iterator
 from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name
 from ..errors import UserError
 from ..prompt import is_sample
-from . import prepared_dataset, telegram
+from . import prepared_dataset, sillytavern, telegram
 
 KEPT_TYPES = {"Default", "Reply"}
 
@@ -157,6 +157,11 @@ def load_export(path: Path) -> dict:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     if not raw.strip():
         raise UserError(f"{path}: the file is empty")
+    if path.suffix.lower() == sillytavern.SUFFIX:
+        text = raw.decode("utf-8-sig", errors="surrogateescape")
+        if not sillytavern.looks_like(text[:4096]):
+            raise UserError(f"{path}: not a SillyTavern chat (expected JSON Lines with a \"mes\" in each message)")
+        return {sillytavern.KIND: sillytavern.load(path, text)}
     try:
         # undecodable bytes stay lone surrogates, which clean_text replaces and counts (as for text files)
         data = json.loads(raw.decode("utf-8-sig", errors="surrogateescape"))
@@ -183,6 +188,9 @@ def channels(path: Path) -> list[tuple[str, str, list]]:
     """(name for messages, layout, messages) of each conversation source in one export file: the file for
     Discord's, each chat for Telegram's (an account export holds many; conversations never cross them)."""
     data = load_export(path)
+    if sillytavern.KIND in data:
+        chat = data[sillytavern.KIND]
+        return [(path.name, "sillytavern", [sillytavern.as_discord(m) for m in chat["messages"]])]
     if not telegram.is_telegram(data):
         return [(path.name, "discord", data["messages"])]
     found = telegram.chats(data)
@@ -192,21 +200,21 @@ def channels(path: Path) -> list[tuple[str, str, list]]:
 
 
 def export_files(path: str | os.PathLike) -> list[Path]:
-    """The export files: the file itself, or every *.json in the folder (sorted; a Telegram export's
-    folder holds its result.json)."""
+    """The export files: the file itself, or every *.json (and SillyTavern *.jsonl) in the folder (sorted;
+    a Telegram export's folder holds its result.json, a SillyTavern character's a chat per file)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
     if path.is_dir():
-        named = [p for p in path.iterdir() if p.suffix.lower() == ".json"]
+        named = [p for p in path.iterdir() if p.suffix.lower() in (".json", sillytavern.SUFFIX)]
         broken = [p.name for p in named if p.is_symlink() and not p.exists()]
         if broken:  # a channel would go missing unnoticed
             raise UserError(f"{path}: {broken[0]} is a link to nothing (or a link loop)"
                             + (f", and {len(broken) - 1} more" if len(broken) > 1 else "") + "; fix or remove it")
-        files = sorted(p for p in named if p.is_file())
+        files = sorted(p for p in named if p.is_file() and (p.suffix.lower() == ".json" or sillytavern.is_chat_file(p)))
         if not files:
             html = any(p.suffix.lower() in (".html", ".htm") for p in path.iterdir())
-            raise UserError(f"{path}: folder holds no .json Discord or Telegram exports" + (
+            raise UserError(f"{path}: folder holds no .json Discord or Telegram exports (nor SillyTavern .jsonl chats)" + (
                 " (its web pages look like Telegram's HTML export: export the chat again with the format "
                 "'Machine-readable JSON')" if html else ""))
         return files
@@ -230,7 +238,9 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
     """(turn, timestamp, author_id) for the messages that survive steps 1-3."""
     for i, msg in enumerate(messages, 1):
         where = f"{label}: message {i}"
-        if isinstance(msg, dict) and isinstance(msg.get("id"), (str, int)) and not isinstance(msg["id"], bool):
+        if isinstance(msg, dict) and isinstance(msg.get("line"), int):  # a JSON Lines chat: its line
+            where = f"{label}:{msg['line']}"
+        elif isinstance(msg, dict) and isinstance(msg.get("id"), (str, int)) and not isinstance(msg["id"], bool):
             where += f" (id {msg['id']})"  # the export's own number, for finding it in an editor
         if not isinstance(msg, dict):
             raise UserError(f"{where} is not a JSON object")
@@ -271,7 +281,8 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
             dropped_by[speaker.casefold(), rule] += 1
             continue
         stamp = _parse_time(msg.get("timestamp"), where)
-        yield Turn(speaker, text, label, i), stamp, str(author.get("id") or speaker)
+        at = msg["line"] if isinstance(msg.get("line"), int) else i  # a JSON Lines chat's line, else the position
+        yield Turn(speaker, text, label, at), stamp, str(author.get("id") or speaker)
 
 
 def _conversations(messages, gap_minutes: float):
