@@ -618,3 +618,38 @@ def test_sillytavern_bad_chats(tmp_path, content, message):
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UserError, match=message):
         prepare(PrepareConfig(names=["S"], txtfilename=str(path), jsonfilename=str(tmp_path / "o.json")))
+
+
+# --- DiscordChatExporter's CSV and text formats ----------------------------------------------------------
+
+
+def test_discordchatexporter_csv_goes_through_the_discord_rules(tmp_path):
+    rows = ['AuthorID,Author,Date,Content,Attachments,Reactions',
+            '"1","alex#1234","2024-05-01T10:00:00+00:00","hey all, anyone up?","",""',
+            '"2","sam","2024-05-01T10:01:00+00:00","@alex yeah, what is up","",""',
+            '"1","alex","01-May-24 10:02 AM","not much, just bored","",""',
+            '"1","alex","2024-05-01T10:02:10+00:00","want to play\nsomething?","",""',
+            '"2","sam","2024-05-01T13:02:00+00:00","","https://cdn.example/x.png",""',
+            '"2","sam","2024-05-01T13:03:00+00:00","sorry was away. sure, in an hour?","",""']
+    path = tmp_path / "general.txt"  # known by its header, whatever the name
+    path.write_text("\ufeff" + "\n".join(rows) + "\n", encoding="utf-8")
+    assert detect_source(path) == "discord"
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["sam"], txtfilename=str(path), jsonfilename=str(out),
+                                   filter_low_quality=False))
+    assert report.dropped == {"attachment_only": 1} and "6 messages" in report.format()
+    records = json.loads(out.read_text(encoding="utf-8"))
+    # the mention loses its @; three hours of silence start a new conversation; the row's line is the source
+    assert [(r["input"], r["output"], r["source"]) for r in records] == [
+        ("alex: hey all, anyone up?\nsam:", "alex yeah, what is up", "general.txt:3"),
+        ("sam:", "sorry was away. sure, in an hour?", "general.txt:8")]
+    scanned = scan_speakers(path)
+    assert dict(scanned) == {"alex": 3, "sam": 3}
+
+
+def test_discordchatexporter_text_export_is_refused_with_advice(tmp_path):
+    path = tmp_path / "general.txt"
+    path.write_text("=" * 62 + "\nGuild: My Server\nChannel: Text Channels / general\n" + "=" * 62
+                    + "\n\n[5/1/2024 10:00 AM] alex\nhey all\n", encoding="utf-8")
+    with pytest.raises(UserError, match="DiscordChatExporter text export.*JSON format"):
+        detect_source(path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..dialogue import check_text_file, open_text
 from ..errors import UserError
 from ..fileio import holds_samples
+from . import dce_csv, sillytavern
 
 SOURCES = ("auto", "text", "discord", "csv")
 
@@ -43,18 +44,27 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     is_json = path.suffix.lower() == ".json"
     if (stripped.startswith("{") and (is_json or '"messages"' in head)) or (stripped.startswith("[") and is_json):
         return "discord"
-    from .sillytavern import looks_like
-
-    if looks_like(head):  # a SillyTavern chat: JSON Lines, read with the chat exports
+    if sillytavern.looks_like(head):  # a SillyTavern chat: JSON Lines, read with the chat exports
         return "discord"
+    first = stripped.split("\n", 1)[0]
+    if dce_csv.looks_like(first):  # DiscordChatExporter's CSV: read as the chat export it is
+        return "discord"
+    if _dce_text(stripped):
+        raise UserError(f"{path}: a DiscordChatExporter text export, which is not read (it does not mark where a "
+                        "message ends): export the channel again in the JSON format")
     if path.suffix.lower() in (".csv", ".tsv"):
         return "csv"
-    first = stripped.split("\n", 1)[0]
     if any(d in first for d in ",;\t") and csv_columns and all(c and c in first for c in csv_columns):
         return "csv"
     if any(d in first for d in ",;\t") and _usual_header(first):
         return "csv"
     return "text"
+
+
+def _dce_text(head: str) -> bool:
+    """Whether a file starts as DiscordChatExporter's plain-text export: a rule of `=`, then `Guild: ...`."""
+    lines = head.split("\n", 3)
+    return len(lines) > 2 and set(lines[0].strip()) == {"="} and lines[1].startswith("Guild: ")
 
 
 def _usual_header(first: str) -> bool:

@@ -30,7 +30,7 @@ from typing import Iterator
 from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name
 from ..errors import UserError
 from ..prompt import is_sample
-from . import prepared_dataset, sillytavern, telegram
+from . import dce_csv, prepared_dataset, sillytavern, telegram
 
 KEPT_TYPES = {"Default", "Reply"}
 
@@ -157,8 +157,10 @@ def load_export(path: Path) -> dict:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     if not raw.strip():
         raise UserError(f"{path}: the file is empty")
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    if dce_csv.looks_like(text.split("\n", 1)[0]):
+        return {dce_csv.KIND: dce_csv.load(path, text)}
     if path.suffix.lower() == sillytavern.SUFFIX:
-        text = raw.decode("utf-8-sig", errors="surrogateescape")
         if not sillytavern.looks_like(text[:4096]):
             raise UserError(f"{path}: not a SillyTavern chat (expected JSON Lines with a \"mes\" in each message)")
         return {sillytavern.KIND: sillytavern.load(path, text)}
@@ -188,6 +190,8 @@ def channels(path: Path) -> list[tuple[str, str, list]]:
     """(name for messages, layout, messages) of each conversation source in one export file: the file for
     Discord's, each chat for Telegram's (an account export holds many; conversations never cross them)."""
     data = load_export(path)
+    if dce_csv.KIND in data:
+        return [(path.name, "discord csv", data[dce_csv.KIND])]
     if sillytavern.KIND in data:
         chat = data[sillytavern.KIND]
         return [(path.name, "sillytavern", [sillytavern.as_discord(m) for m in chat["messages"]])]

@@ -1,0 +1,76 @@
+"""DiscordChatExporter's CSV format -> messages in the shape of its JSON export.
+
+DiscordChatExporter writes a channel as CSV with the header `AuthorID,Author,Date,Content,Attachments,Reactions`.
+Read as a plain table it would keep mentions' `@`, never split conversations at a silence and count a file
+without text as an empty line; so each row becomes a message of the JSON export's shape and goes through the
+Discord reader (filters, gaps, merging, the low-quality rule). What the CSV lacks, the reader does without:
+there is no bot flag (a bot is a speaker like anyone), and a date in a format not known here splits nothing.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import UserError
+
+KIND = "dce_csv"
+HEADER = ("AuthorID", "Author", "Date", "Content")
+# The date formats DiscordChatExporter has written (its default, and the usual locales' short dates).
+_DATE_FORMATS = ("%d-%b-%y %I:%M %p", "%d-%b-%Y %I:%M %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %I:%M:%S %p",
+                 "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M",
+                 "%Y-%m-%d %H:%M:%S")
+_DISCRIMINATOR = re.compile(r"#\d{4}$")  # `alex#1234`, a name before Discord's usernames became unique
+
+
+def looks_like(first_line: str) -> bool:
+    """Whether a CSV's header line is DiscordChatExporter's."""
+    cells = next(csv.reader([first_line.lstrip("\ufeff")]), [])
+    return tuple(c.strip() for c in cells[:len(HEADER)]) == HEADER
+
+
+def _iso(value: str) -> str | None:
+    """The row's date as ISO 8601 (what the JSON export's reader takes), None when its format is not known."""
+    value = value.strip()
+    try:
+        return datetime.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    for fmt in _DATE_FORMATS:
+        try:
+            return datetime.strptime(value, fmt).isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def load(path: Path, text: str) -> list[dict]:
+    """The rows of the export in `text` (the file's contents), as messages of the JSON export's shape."""
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    messages = []
+    try:
+        header = [c.strip() for c in next(reader, [])]
+        col = {name: header.index(name) for name in header if name in (*HEADER, "Attachments")}
+        start = reader.line_num + 1
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                start = reader.line_num + 1
+                continue
+            if len(row) < len(HEADER):
+                raise UserError(f"{path}:{start}: {len(row)} field(s), DiscordChatExporter's CSV has "
+                                f"{len(header)} ({', '.join(header)})")
+            cell = {name: row[i] if i < len(row) else "" for name, i in col.items()}
+            messages.append({
+                "line": start,
+                "type": "Default",
+                "timestamp": _iso(cell["Date"]),
+                "author": {"id": cell["AuthorID"].strip(), "name": _DISCRIMINATOR.sub("", cell["Author"].strip())},
+                "content": cell["Content"],
+                "attachments": [a for a in cell.get("Attachments", "").split(",") if a.strip()],
+            })
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise UserError(f"{path}:{start}: malformed CSV ({e})") from None
+    return messages
