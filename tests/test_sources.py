@@ -355,6 +355,24 @@ def test_csv_malformed(tmp_path):
     p.write_text('Voice Type,Dialogue 1 - English\nGuard,"unterminated "quote" here\n', encoding="utf-8")
     with pytest.raises(UserError, match="malformed CSV"):
         csv_turns(p)
+    # a quote never closed is found where the file ends; the error names the line it opened on
+    rows = ["Speaker,Line", 'Bob,"He said hi, then left'] + [f"Alice,line {i}" for i in range(500)] + ["Alice,x"]
+    p.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad\.csv:2: malformed CSV .*a quote opened here is never closed"):
+        csv_turns(p)
+
+
+def test_tsv_whose_lines_start_with_quotes_reads_them_as_text(tmp_path):
+    p = tmp_path / "lines.tsv"
+    p.write_text('Speaker\tLine\nBob\t"Fine," he said. "Really."\nAlice\tok\n', encoding="utf-8")
+    report = prepare(PrepareConfig(names=["Bob"], txtfilename=str(p), jsonfilename=str(tmp_path / "o.json")))
+    assert json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))[0]["output"] == '"Fine," he said. "Really."'
+    assert any("quotes are read as text" in n for n in report.notes)
+    # Excel's "Unicode Text" quotes a text holding a tab or a newline: read as quoted, no note
+    p.write_text('Speaker\tLine\nBob\t"a tab\there, and\na new line"\nAlice\tok\n', encoding="utf-8")
+    report = prepare(PrepareConfig(names=["Bob"], txtfilename=str(p), jsonfilename=str(tmp_path / "o2.json")))
+    assert json.loads((tmp_path / "o2.json").read_text(encoding="utf-8"))[0]["output"] == "a tab here, and a new line"
+    assert not report.notes
 
 
 # ------------------------------------------------------------------------------------------ Telegram

@@ -164,12 +164,15 @@ class ReadStats:
     repaired_lines: int = 0  # lines changed by the mojibake repair (ftfy)
     layouts: dict | None = None  # file -> layout used
     encodings: dict | None = None  # file -> the legacy encoding it was read with (a file not in UTF-8)
+    notes: list | None = None  # how a reader read a file, where it had to choose (for the report's notes)
 
     def __post_init__(self):
         if self.layouts is None:
             self.layouts = {}
         if self.encodings is None:
             self.encodings = {}
+        if self.notes is None:
+            self.notes = []
 
 
 # ---------------------------------------------------------------------------------------------- cleaning

@@ -423,7 +423,7 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         repaired_lines=stats.repaired_lines,
         output=str(out) if write else None,
         seconds=time.perf_counter() - t0,
-        notes=_encoding_notes(stats.encodings) + _shared_names(tally.people) + replaced,
+        notes=_encoding_notes(stats.encodings) + stats.notes + _shared_names(tally.people) + replaced,
     )
 
 

@@ -133,6 +133,20 @@ def _delimiter(first: str) -> str:
     return best
 
 
+_TRIAL_LINES = 5000
+
+
+def _parses_quoted(lines: list[str], cut: bool) -> bool:
+    """Whether tab-separated lines parse with quotes enclosing fields (Excel's "Unicode Text" quotes a
+    text holding a tab, a newline or a quote); `cut`: the lines stop short of the file's end."""
+    try:
+        for _ in csv.reader(lines, delimiter="\t", strict=True):
+            pass
+    except csv.Error as e:
+        return cut and "unexpected end of data" in str(e)  # a quoted field that goes on past the lines
+    return True
+
+
 def _emotion(v: str) -> str:
     return _TRAILING_NUMBER.sub("", v).strip()
 
@@ -160,8 +174,17 @@ def iter_csv_turns(
         sep = re.fullmatch(r"sep=(.)\n?", first, flags=re.IGNORECASE)  # Excel's delimiter line
         if sep:
             first, skipped = f.readline(), 1
-        reader = csv.reader(itertools.chain([first], f), delimiter=sep.group(1) if sep else _delimiter(first),
-                            strict=True)
+        delimiter = sep.group(1) if sep else _delimiter(first)
+        rest, quoting = f, csv.QUOTE_MINIMAL
+        if delimiter == "\t":  # a game's TSV seldom quotes its fields, and its lines often start with a quote
+            head = list(itertools.islice(f, _TRIAL_LINES))
+            rest = itertools.chain(head, f)
+            if not _parses_quoted([first, *head], cut=len(head) == _TRIAL_LINES):
+                quoting = csv.QUOTE_NONE
+                stats.notes.append(f"{path.name}: tab-separated, with quotes that do not enclose fields "
+                                   "(`\"Fine,\" he said`): its quotes are read as text")
+        reader = csv.reader(itertools.chain([first], rest), delimiter=delimiter, strict=True, quoting=quoting)
+        end = skipped
         try:
             header = next(reader, None)
             if header is None or not any(h.strip() for h in header):
@@ -231,7 +254,9 @@ def iter_csv_turns(
             if group is not None:
                 yield from _emit(group, opts, stats, script)
         except csv.Error as e:
-            raise UserError(f"{path}:{reader.line_num + skipped}: malformed CSV ({e})") from None
+            # the row's first line: an unclosed quote is only noticed where the file ends
+            unclosed = " (a quote opened here is never closed)" if "unexpected end of data" in str(e) else ""
+            raise UserError(f"{path}:{end + 1}: malformed CSV ({e}){unclosed}") from None
 
 
 def _emit(group: dict, opts: CsvOptions, stats: ReadStats, script: bool = False) -> Iterator[Turn | None]:
