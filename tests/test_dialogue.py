@@ -130,6 +130,8 @@ def test_clean_text_counts_replaced_bytes_and_repairs():
         ("*he nodded* fine", "fine"),
         ("*The wind howls through the trees.* Come in.", "Come in."),
         ("*This is* the one", "*This is* the one"),
+        ("*she* did it, not me", "*she* did it, not me"),
+        ("*It* worked", "*It* worked"),
         # brackets with numbers, links or a face in them are text
         ("See you at 5 (or 6).", "See you at 5 (or 6)."),
         ("[link](http://x.com) and [citation needed]", "[link](http://x.com) and"),

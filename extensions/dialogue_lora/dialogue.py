@@ -272,8 +272,8 @@ def _emphasis(m: re.Match) -> bool:
         return (not inner.strip()[:1].isalpha() or any(c.isdigit() for c in inner) or "://" in inner
                 or "www." in inner or (found[:1] == "[" and after == "("))
     words = inner.split()
-    if len(words) >= 2 and (_is_action_word(words[1]) and (words[0][:1].isupper() or words[0].lower() in _PRONOUNS)
-                            or words[0].lower() in _PRONOUNS and words[1].lower().endswith("ed")):
+    subject = len(words) >= 2 and (words[0][:1].isupper() or words[0].lower() in _PRONOUNS)
+    if subject and (_is_action_word(words[1]) or (words[0].lower() in _PRONOUNS and words[1].lower().endswith("ed"))):
         return False  # roleplay narrates its actions: `*She laughs softly.*`, `*Seraphina smiles*`, `*he nodded*`
     if len(words) >= 3 and inner[-1:] in ".!?":
         return False  # a sentence of narration: `*The wind howls through the trees.*`
