@@ -543,6 +543,13 @@ def test_a_chat_exports_sender_is_the_contact_as_saved_and_its_placeholders_are_
                            ("Zoe", ""), ("Zoe", ""), ("Zoe", ""), ("Kim", ""), ("Kim", "line one line two")]
 
 
+def test_handles_and_code_names_are_speakers():
+    text = "cool_guy_99: anyone up?\nxX_Gamer_Xx: yeah\n2B: Glory to mankind.\n9S: Hey 2B, wait up!\n47: no\nBob_: no\n"
+    assert turns(text, layout="lines") == [("cool_guy_99", "anyone up?"), ("xX_Gamer_Xx", "yeah"),
+                                           ("2B", "Glory to mankind."), ("9S", "Hey 2B, wait up!"),
+                                           (None, "47: no"), (None, "Bob_: no")]
+
+
 def test_a_speech_wrapped_under_its_text_stays_one_turn():
     text = ("Romeo: But soft, what light through yonder window breaks?\n"
             "       It is the east, and Juliet is the sun.\n"

@@ -57,8 +57,8 @@ class Turn(NamedTuple):
 BREAK = None  # in a turn stream: a conversation boundary (context is reset)
 
 # `Name:` at the start of a line. Group 1: the name; the rest of the line after the colon is the text.
-# The name: a letter, then letters, digits, spaces, . ' - (checked for length and word count after); an
-# ordinal may come first (`2ND CITIZEN`, `1st Lord`).
+# The name: a letter, then letters, digits, spaces, . ' - _ (checked for length and word count after); an
+# ordinal may come first (`2ND CITIZEN`, `1st Lord`). Or a short code of digits and a letter (`2B`, `9S`).
 # Group 2: a script's directions between the name and the colon (`Bob (angrily):`, `Bob [whispers]:`,
 # `ROMEO (aside) (softly):`), which stay in the text as actions (--strip_actions removes them).
 MAX_DIRECTION_CHARS = 120
@@ -68,7 +68,7 @@ _MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u06
           "\u0900-\u0dff\u0e31-\u0e4e\u0eb1-\u0ecd\u0f18-\u0fbc\u102b-\u103e\u1056-\u108d\u17b4-\u17d3"
           "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u3099\u309a\ufe20-\ufe2f")
 _LETTERS = r"(?:[^\W_]|[%s])" % _MARKS
-_SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-]+%s+)*[.']?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
+_SPEAKER = re.compile(r"((?:(?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-_]+%s+)*[.']?|\d{1,2}[^\W\d_][^\W_]?))((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
                       % (_LETTERS, _LETTERS, MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
 _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|one|two|three|four|five|"
@@ -140,7 +140,7 @@ def _stamp(text: str) -> tuple[re.Match, bool] | None:
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
 # Anything it does not take goes through `split_speaker`, which agrees with it (tested).
-_FAST_SPEAKER = re.compile(r"([A-Za-z][A-Za-z0-9]{0,%d}):(?!//)(?!(?<=\d:)\d)(.*)" % (MAX_NAME_CHARS - 1))
+_FAST_SPEAKER = re.compile(r"([A-Za-z](?:[A-Za-z0-9_]{0,%d}[A-Za-z0-9])?):(?!//)(?!(?<=\d:)\d)(.*)" % (MAX_NAME_CHARS - 2))
 # A speaker's colon comes early in the line, unless directions come first: a cheap test before the regex.
 _COLON_WITHIN = MAX_NAME_CHARS + 16
 # An undecodable byte read with errors="surrogateescape" becomes a lone surrogate U+DC80..U+DCFF.
