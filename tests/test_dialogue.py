@@ -550,6 +550,16 @@ def test_handles_and_code_names_are_speakers():
                                            (None, "47: no"), (None, "Bob_: no")]
 
 
+def test_markdown_names_bare_irc_nicks_and_whatsapp_web_copies():
+    text = ("**Bob:** hi there\n**Alice**: hello\n__Carl:__ yo\n**Note** this is bold\n"
+            "<Steve> hi\n<@Alex> hey steve\n<b>bold</b>\n<a:b> no\n<3 you\n")
+    assert turns(text, layout="lines") == [("Bob", "hi there"), ("Alice", "hello"), ("Carl", "yo"),
+                                           (None, "**Note** this is bold"), ("Steve", "hi"), ("Alex", "hey steve"),
+                                           (None, "<b>bold</b>"), (None, "<a:b> no"), (None, "<3 you")]
+    web = "[21:15, 31/12/2023] Alex: hey\n[21:16, 31/12/2023] Sam: yo\nsecond line\n"
+    assert turns(web) == [("Alex", "hey"), ("Sam", "yo second line")]
+
+
 def test_a_speech_wrapped_under_its_text_stays_one_turn():
     text = ("Romeo: But soft, what light through yonder window breaks?\n"
             "       It is the east, and Juliet is the sun.\n"

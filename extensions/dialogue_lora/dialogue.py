@@ -108,10 +108,14 @@ def _sentence(name: str) -> bool:
 # Signal, IRC clients): `12/31/23, 9:15 PM - `, `31/12/23, 9:15 p. m. - `, `[31.12.23, 21:15:03] `,
 # `31.12.2023 21.18 - `, `2024-01-05 12:01 `, `[12:01] `, `12:01 ` (the last only before an IRC `<nick>`).
 _STAMP = re.compile(r"(\[)?(\d{1,4}[./-]\d{1,2}[./-]\d{1,4},?(?:\s+à)?\s+)?(\d{1,2}([:.])\d{2}(?:[:.]\d{2})?)"
-                    r"(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?(\])?(?:\s+-\s+|\s+)")
+                    r"(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?(\])?(?:\s+-\s+|\s+)"
+                    r"|\[(\d{1,2}[:.]\d{2}(?:[:.]\d{2})?),\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\]\s+")
+# (the last: WhatsApp Web's copied messages, `[21:15, 31/12/2023] Alex: hey`, time first: group 6)
 _STAMP_STARTS = frozenset("[0123456789")
 # irssi pads a nick without a mode sign with a space: `< bob>`
-_IRC_NICK = re.compile(r"<[ @+%~&]?([^<>\s]{1,40})>\s?(.*)")
+_IRC_NICK = re.compile(r"<[ @+%~&]?([^<>\s:,]{1,40})>\s?(.*)")  # (no `:` `,`: they end or split names)
+# the same without a time before it: a space after the nick, which an HTML tag (`<b>bold`) lacks
+_BARE_NICK = re.compile(r"<[@+%~&]?([^<>\s/=:,]{1,40})>\s+(\S.*)")
 _LOOSE_SENDER = re.compile(r"([^:\s][^:]{0,39}?):\s(.*)")
 # Marks that chat apps put around names and before their own notices (direction marks and isolates).
 _INVISIBLE = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
@@ -128,6 +132,8 @@ _POLL = "POLL:"  # WhatsApp's poll, in an Android export
 def _stamp(text: str) -> tuple[re.Match, bool] | None:
     """The date/time a chat export puts before a line, and whether it has a date; None when there is none."""
     m = _STAMP.match(text)
+    if m is not None and m.group(6):  # WhatsApp Web's `[21:15, 31/12/2023] `: bracketed and dated
+        return m, True
     if m is None or bool(m.group(1)) != bool(m.group(5)):  # a `[` must close
         return None
     dated = bool(m.group(2))
@@ -136,6 +142,7 @@ def _stamp(text: str) -> tuple[re.Match, bool] | None:
     return m, dated
 
 
+_MARKDOWN_NAME = re.compile(r"(\*\*|__)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
@@ -311,6 +318,10 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     >>> split_speaker("At 10:30 we left.") is None
     True
     """
+    if line[:2] in ("**", "__"):  # a name in markdown bold: `**Bob:** hi`, `**Bob**: hi`
+        md = _MARKDOWN_NAME.match(line)
+        if md is not None:
+            line = f"{md.group(2)}:{md.group(3)}"
     if (line.find(":", 0, _COLON_WITHIN) < 0 and line.find("(", 0, _COLON_WITHIN) < 0
             and line.find("[", 0, _COLON_WITHIN) < 0 and (line.isascii() or line.find("\uff1a", 0, _COLON_WITHIN) < 0)):
         return None
@@ -510,6 +521,9 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
                 continue
             yield held
             held = None
+        if text[0] == "<" and (irc := _BARE_NICK.fullmatch(text)) is not None:
+            yield Turn(irc.group(1), irc.group(2), file, n)  # a chat log without times: `<Steve> hi`
+            continue
         hit = split_speaker(text)
         if hit is None:
             yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
