@@ -120,7 +120,8 @@ def check_flags_apply(args: argparse.Namespace, parser: argparse.ArgumentParser,
     read_as = f"{cfg.txtfilename} is read as {source} (--source)"
     problems = []
     if source != "discord" and (flags := changed(DISCORD_FLAGS)):
-        problems.append(f"{', '.join(flags)}: for Discord and Telegram exports only, and {read_as}")
+        problems.append(f"{', '.join(flags)}: for chat exports only (Discord, Telegram, WhatsApp, SillyTavern), "
+                        f"and {read_as}")
     if source != "csv" and (flags := changed(d for d in vars(args) if d.startswith("csv_"))):
         problems.append(f"{', '.join(flags)}: for CSV input only, and {read_as}")
     if source != "text" and changed(["layout"]):

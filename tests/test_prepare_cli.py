@@ -276,7 +276,7 @@ def test_flags_for_another_input_or_format_are_errors(tmp_path):
     src.write_text("Bob: hi\n", encoding="utf-8")
     out = tmp_path / "o.json"
     assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", out, "--instruction", "Talk"), "--instruction: for --format alpaca only")
-    assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", out, "--gap_minutes", "3"), "--gap_minutes: for Discord and Telegram exports only")
+    assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", out, "--gap_minutes", "3"), "--gap_minutes: for chat exports only")
     assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", out, "--csv_player", "Hero"), "--csv_player: for CSV input only")
     assert_one_line_error(cli("-n", "*,Nobody", "-t", src, "-j", out), "--name '*' means every speaker: give it alone")
     assert not out.exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from extensions.dialogue_lora.dialogue import ReadStats
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.prepare import PrepareConfig, prepare, scan_speakers
 from extensions.dialogue_lora.sources import detect_source
@@ -671,3 +672,64 @@ def test_discordchatexporter_text_export_is_refused_with_advice(tmp_path):
                     + "\n\n[5/1/2024 10:00 AM] alex\nhey all\n", encoding="utf-8")
     with pytest.raises(UserError, match="DiscordChatExporter text export.*JSON format"):
         detect_source(path)
+
+
+# --- WhatsApp and other text chat exports with dates ------------------------------------------------------
+
+
+WHATSAPP = ("1/3/23, 10:00 PM - Messages and calls are end-to-end encrypted. No one outside of this chat can read them.\n"
+            "1/3/23, 10:00 PM - Kim: are you still up?\n"
+            "1/3/23, 10:01 PM - Lee: barely\n"
+            "6/20/23, 8:00 AM - Kim: hey long time no see\n"  # five months later: a new conversation
+            "6/20/23, 8:00 AM - Kim: how have you been?\nall good here\n"
+            "6/20/23, 8:01 AM - Kim: we should catch up @Lee\n"
+            "6/20/23, 8:05 AM - Lee: lol\n"
+            "6/20/23, 8:06 AM - Lee: yes! coffee on Friday?\n"
+            "6/20/23, 8:07 AM - Kim: <Media omitted>\n"
+            "6/20/23, 8:07 AM - Kim left\n")
+
+
+def test_whatsapp_export_goes_through_the_chat_rules(tmp_path):
+    path = tmp_path / "WhatsApp Chat with Kim.txt"
+    path.write_text(WHATSAPP, encoding="utf-8")
+    assert detect_source(path) == "discord"
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["Lee"], txtfilename=str(path), jsonfilename=str(out), filter_low_quality=False))
+    assert report.layouts == {path.name: "chat log"}
+    assert report.dropped == {"non_response": 1, "empty": 1, "system_message": 1}
+    records = json.loads(out.read_text(encoding="utf-8"))
+    # a silence splits; Kim's three messages are one turn, the mention without its @; lol is filtered out
+    assert [(r["input"], r["output"], r["source"]) for r in records] == [
+        ("Kim: are you still up?\nLee:", "barely", f"{path.name}:3"),
+        ("Kim: hey long time no see how have you been? all good here we should catch up Lee\nLee:",
+         "yes! coffee on Friday?", f"{path.name}:9")]
+    # --gap_minutes applies: a day's gap is no split at 1,000,000 minutes
+    prepare(PrepareConfig(names=["Lee"], txtfilename=str(path), jsonfilename=str(out), filter_low_quality=False,
+                          gap_minutes=1e6))
+    assert json.loads(out.read_text(encoding="utf-8"))[1]["input"].startswith("Kim: are you still up?")
+    # read as plain text when asked: line by line, no chat rules
+    report = prepare(PrepareConfig(names=["Lee"], txtfilename=str(path), jsonfilename=str(out), source="text"))
+    assert report.samples_written == 3
+
+
+def test_whatsapp_day_first_dates_and_iphone_and_web_layouts(tmp_path):
+    from extensions.dialogue_lora.sources.chatlog import load
+
+    day_first = ("[31.12.23, 23:58:00] Ann: late\n[01.01.24, 00:03:00] Bo: happy new year\n"
+                 "[01.01.24, 09:00:00] Ann: morning\n")
+    path = tmp_path / "chat.txt"
+    path.write_text(day_first, encoding="utf-8")
+    stamps = [m["timestamp"] for m in load(path, ReadStats())]
+    assert stamps == ["2023-12-31T23:58:00", "2024-01-01T00:03:00", "2024-01-01T09:00:00"]
+    web = "[21:15, 31/12/2023] Alex: hey\n[21:16, 31/12/2023] Sam: yo\n"
+    path.write_text(web, encoding="utf-8")
+    assert [m["timestamp"] for m in load(path, ReadStats())] == ["2023-12-31T21:15:00", "2023-12-31T21:16:00"]
+    turns = [t for t in iter_discord_turns(path, DiscordOptions(filter_low_quality=False)) if t is not None]
+    assert [(t.speaker, t.text) for t in turns] == [("Alex", "hey"), ("Sam", "yo")]
+
+
+def test_a_folder_of_whatsapp_exports(tmp_path):
+    (tmp_path / "Kim.txt").write_text(WHATSAPP, encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("Bob: not a chat export\n", encoding="utf-8")
+    turns = [t for t in iter_discord_turns(tmp_path, DiscordOptions(filter_low_quality=False)) if t is not None]
+    assert {t.source.split(":")[0] for t in turns} == {"Kim.txt"}

@@ -404,6 +404,7 @@ def parse_lines(
     file: str = "",
     layout: str = "auto",
     stats: ReadStats | None = None,
+    stamps: dict | None = None,
 ) -> Iterator[Turn | None]:
     """Turns from raw text lines (newlines may be present at the ends). Pure: no I/O.
 
@@ -429,7 +430,7 @@ def parse_lines(
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
         return _parse_play(it, file, stats, compact=compact > after_blank, cast=_cast_of(head))
-    return _parse_one_line(_join_indented(it), file, stats)
+    return _parse_one_line(_join_indented(it), file, stats, stamps)
 
 
 def _speaker_indent(raw: str) -> int:
@@ -461,7 +462,10 @@ def _join_indented(lines: Iterable[str]) -> Iterator[str]:
         yield from itertools.repeat("", joined)
 
 
-def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterator[Turn | None]:
+def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: dict | None = None
+                    ) -> Iterator[Turn | None]:
+    """The lines layout. `stamps`, when given, gets each chat message's date and time by its line number
+    (sources/chatlog.py)."""
     fast = _FAST_SPEAKER.match
     new = tuple.__new__  # Turn(...) without the Python-level __new__: a third of the cost
     n = 0
@@ -503,6 +507,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats) -> Iterat
                     dated = is_dated
                 if kind == "drop":
                     continue
+                if stamps is not None:
+                    stamps[n] = stamp.group(0)
                 if kind != "system":
                     held, held_irc, held_swallow = Turn(name, message, file, n), kind == "irc", kind == "poll"
                     continue
@@ -572,13 +578,21 @@ def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
     return "chat", name, message
 
 
-def _is_stamped_message(line: str) -> bool:
+def _is_stamped_message(line: str, dated_only: bool = False) -> bool:
     found = _stamp(line)
     if found is None:
         return False
     stamp, dated = found
+    if dated_only and not dated:
+        return False
     parsed = _stamped(line[stamp.end():], bare=not dated and not stamp.group(1))
     return parsed is not None and parsed[0] in ("chat", "irc", "poll")
+
+
+def is_dated_message(line: str) -> bool:
+    """Whether a line is a chat export's message with a date and time before it (`12/31/23, 9:15 PM - Alex: hey`)."""
+    line = line.strip().lstrip(_LEADING_INVISIBLE)
+    return line[:1] in _STAMP_STARTS and _is_stamped_message(line, dated_only=True)
 
 
 def _omitted(message: str) -> bool:
@@ -823,10 +837,10 @@ def _escape_utf16(error: UnicodeDecodeError) -> tuple[str, int]:
 
 
 def iter_text_turns(
-    path: str | os.PathLike, layout: str = "auto", stats: ReadStats | None = None
+    path: str | os.PathLike, layout: str = "auto", stats: ReadStats | None = None, stamps: dict | None = None
 ) -> Iterator[Turn | None]:
     """Turns of a text file, streamed line by line."""
     path = check_text_file(path)
     stats = stats if stats is not None else ReadStats()
     with open_text(path, stats) as f:
-        yield from parse_lines(f, path.name, layout, stats)
+        yield from parse_lines(f, path.name, layout, stats, stamps)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..dialogue import check_text_file, open_text
 from ..errors import UserError
 from ..fileio import holds_samples
-from . import dce_csv, sillytavern
+from . import chatlog, dce_csv, sillytavern
 
 SOURCES = ("auto", "text", "discord", "csv")
 
@@ -54,6 +54,8 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
                         "message ends): export the channel again in the JSON format")
     if path.suffix.lower() in (".csv", ".tsv"):
         return "csv"
+    if path.suffix.lower() in chatlog.SUFFIXES and chatlog.is_chat_file(path):
+        return "discord"  # a WhatsApp (or Signal) export: a chat, read with the chat exports
     if any(d in first for d in ",;\t") and csv_columns and all(c and c in first for c in csv_columns):
         return "csv"
     if any(d in first for d in ",;\t") and _usual_header(first):

@@ -30,7 +30,7 @@ from typing import Iterator
 from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name
 from ..errors import UserError
 from ..prompt import is_sample
-from . import dce_csv, prepared_dataset, sillytavern, telegram
+from . import chatlog, dce_csv, prepared_dataset, sillytavern, telegram
 
 KEPT_TYPES = {"Default", "Reply"}
 
@@ -186,9 +186,12 @@ def load_export(path: Path) -> dict:
     return data
 
 
-def channels(path: Path) -> list[tuple[str, str, list]]:
+def channels(path: Path, stats: ReadStats | None = None) -> list[tuple[str, str, list]]:
     """(name for messages, layout, messages) of each conversation source in one export file: the file for
-    Discord's, each chat for Telegram's (an account export holds many; conversations never cross them)."""
+    Discord's, each chat for Telegram's (an account export holds many; conversations never cross them).
+    `stats` gets a text chat log's repairs and code page."""
+    if path.suffix.lower() in chatlog.SUFFIXES and chatlog.is_chat_file(path):
+        return [(path.name, chatlog.LAYOUT, chatlog.load(path, stats if stats is not None else ReadStats()))]
     data = load_export(path)
     if dce_csv.KIND in data:
         return [(path.name, "discord csv", data[dce_csv.KIND])]
@@ -210,15 +213,17 @@ def export_files(path: str | os.PathLike) -> list[Path]:
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
     if path.is_dir():
-        named = [p for p in path.iterdir() if p.suffix.lower() in (".json", sillytavern.SUFFIX)]
+        named = [p for p in path.iterdir() if p.suffix.lower() in (".json", sillytavern.SUFFIX, *chatlog.SUFFIXES)]
         broken = [p.name for p in named if p.is_symlink() and not p.exists()]
         if broken:  # a channel would go missing unnoticed
             raise UserError(f"{path}: {broken[0]} is a link to nothing (or a link loop)"
                             + (f", and {len(broken) - 1} more" if len(broken) > 1 else "") + "; fix or remove it")
-        files = sorted(p for p in named if p.is_file() and (p.suffix.lower() == ".json" or sillytavern.is_chat_file(p)))
+        files = sorted(p for p in named if p.is_file() and (
+            p.suffix.lower() == ".json" or sillytavern.is_chat_file(p) or chatlog.is_chat_file(p)))
         if not files:
             html = any(p.suffix.lower() in (".html", ".htm") for p in path.iterdir())
-            raise UserError(f"{path}: folder holds no .json Discord or Telegram exports (nor SillyTavern .jsonl chats)" + (
+            raise UserError(f"{path}: folder holds no .json Discord or Telegram exports (nor SillyTavern .jsonl chats, "
+                            "nor WhatsApp .txt exports)" + (
                 " (its web pages look like Telegram's HTML export: export the chat again with the format "
                 "'Machine-readable JSON')" if html else ""))
         return files
@@ -331,7 +336,7 @@ def iter_discord_turns(
     dropped_by = dropped_by if dropped_by is not None else Counter()
     aliases = aliases if aliases is not None else {}
     people = people if people is not None else {}
-    for label, layout, messages in (c for f in export_files(path) for c in channels(f)):
+    for label, layout, messages in (c for f in export_files(path) for c in channels(f, stats)):
         stats.layouts[label] = layout
         stats.lines += len(messages)
         for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people),

@@ -1,0 +1,104 @@
+"""Chat exports in text with a date before each message (WhatsApp, Signal) -> messages in the shape the Discord
+reader takes.
+
+The text reader (dialogue.py) already reads these files line by line: the stamp goes, a message's unstamped
+lines are joined to it, the export's placeholders and notices are told apart. What a line-by-line reading
+cannot do is what a chat needs: a silence that ends a conversation, one person's messages in a row as one
+turn, the `lol` and `gtg` filters, the low-quality rule. So the turns it reads, with the dates it saw, become
+DiscordChatExporter-like messages and go through the Discord reader, as Telegram's and SillyTavern's do.
+
+The day and the month are told apart over the whole file: a first number above 12 (`31/12/23`) means day
+first, a second one above 12 (`12/31/23`) month first; a file that never shows either is read month first
+(WhatsApp's US format). A four-digit first number is a year (`2023-12-31`).
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import datetime
+from pathlib import Path
+
+from ..dialogue import ReadStats, check_text_file, is_dated_message, iter_text_turns, open_text
+
+LAYOUT = "chat log"
+SUFFIXES = (".txt", ".log")
+# How many of a file's first non-empty lines are looked at, and how many of them must be dated messages.
+_HEAD_LINES = 200
+_MIN_SHARE = 0.3
+_DATE = re.compile(r"(\d{1,4})[./-](\d{1,2})[./-](\d{1,4})")
+_TIME = re.compile(r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?(?:[\s\u00a0\u202f]?([AaPp])\.?[\s\u00a0\u202f]?[Mm]\.?)?")
+
+
+def is_chat_log(lines: list[str]) -> bool:
+    """Whether a text file's first lines are a chat export with dates: the first message among the first
+    lines, and a good share of them (a message may run over several lines) stamped so."""
+    head = [line for line in itertools.islice((x for x in lines if x.strip()), _HEAD_LINES)]
+    if not head:
+        return False
+    dated = [is_dated_message(line) for line in head]
+    return any(dated[:3]) and sum(dated) >= max(2, _MIN_SHARE * len(head))
+
+
+def is_chat_file(path: Path) -> bool:
+    """Whether a text file (in a folder of exports) is such a chat export."""
+    try:
+        with open_text(path) as f:
+            return is_chat_log(list(itertools.islice(f, _HEAD_LINES * 2)))
+    except (OSError, UnicodeError, ValueError):
+        return False
+
+
+def _parts(stamp: str) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """((first, second, third) of the date, (hour, minute, second) in 24 hours) of a stamp; None without a date."""
+    d = _DATE.search(stamp)
+    if d is None:
+        return None
+    t = _TIME.search(stamp, d.end()) or _TIME.search(stamp)  # WhatsApp Web writes the time first
+    if t is None:
+        return None
+    hour, minute, second = int(t.group(1)), int(t.group(2)), int(t.group(3) or 0)
+    if t.group(4):  # 12-hour: 12 AM is midnight, 12 PM noon
+        hour = hour % 12 + (12 if t.group(4).lower() == "p" else 0)
+    return (int(d.group(1)), int(d.group(2)), int(d.group(3))), (hour, minute, second)
+
+
+def _day_first(dates: list[tuple[int, int, int]]) -> bool:
+    """Whether the file writes the day before the month (see the module's note)."""
+    return any(a > 12 for a, _, _ in dates if a < 1000)
+
+
+def _when(parts, day_first: bool) -> str | None:
+    (a, b, c), (hour, minute, second) = parts
+    if a >= 1000:
+        year, month, day = a, b, c
+    else:
+        year = c + 2000 if c < 100 else c
+        day, month = (a, b) if day_first else (b, a)
+    try:
+        return datetime(year, month, day, hour, minute, second).isoformat()
+    except ValueError:  # not a date after all (a month 13): no gap is measured from it
+        return None
+
+
+def load(path: Path, stats: ReadStats) -> list[dict]:
+    """The file's messages in DiscordChatExporter's shape; its notices (`Alex left`) are system messages."""
+    path = check_text_file(path)
+    stamps: dict[int, str] = {}
+    read = ReadStats()  # the Discord reader counts the messages; the repairs and the code page are passed on
+    turns = [t for t in iter_text_turns(path, "lines", read, stamps) if t is not None]
+    stats.replaced_bytes += read.replaced_bytes
+    stats.repaired_lines += read.repaired_lines
+    stats.encodings.update(read.encodings)
+    parts = {n: p for n, p in ((n, _parts(s)) for n, s in stamps.items()) if p is not None}
+    day_first = _day_first([p[0] for p in parts.values()])
+    messages = []
+    for t in turns:
+        stamped = t.line in parts
+        messages.append({
+            "line": t.line,
+            "type": "Default" if t.speaker is not None else "Service",
+            "timestamp": _when(parts[t.line], day_first) if stamped else None,
+            "author": {"name": t.speaker or ""},
+            "content": t.text,
+        })
+    return messages
