@@ -28,8 +28,10 @@ DEFAULT_DATASET_NAME = "processed_dataset.json"  # Prepare's "Save as" until cha
 SAVED_REPORT = "Saved "  # how a save's report starts (a preview's does not)
 PREVIEW_SAMPLES = 5
 SOURCES = ("auto", "text", "discord", "csv")
+SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, chat log)",
+                 "discord": "chat export (Discord, Telegram, WhatsApp, SillyTavern)", "csv": "CSV / TSV table"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
-RAW_SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".tsv")
+RAW_SUFFIXES = (".txt", ".log", ".json", ".jsonl", ".csv", ".tsv")
 # The upload also takes a web page, so that a Telegram HTML export gets Prepare's advice (export it as
 # JSON) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".html", ".htm")
@@ -688,7 +690,7 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
             picked = gr.Dropdown(label="…or pick a file", info=f"in {host.dirs().datasets}",
                                  choices=logic.raw_files(), value=None)
             refresh_raw = gr.Button("Refresh file list", size="sm")
-            source = gr.Dropdown(label="Source", choices=list(SOURCES), value="auto")
+            source = gr.Dropdown(label="Source", choices=[(SOURCE_LABELS.get(v, v), v) for v in SOURCES], value="auto")
     speakers = gr.Dropdown(label="Character(s) to learn", choices=[], multiselect=True,
                            info="Filled from the file: each speaker and how often they speak")
     with gr.Row():
