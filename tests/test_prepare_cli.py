@@ -163,7 +163,20 @@ def test_config_validation_names_the_flags():
     assert PrepareConfig(names=["Alice", "Bob,Carol"]).names == ["Alice", "Bob", "Carol"]
     assert PrepareConfig(names=["Bob:"]).names == ["Bob"]
     with pytest.raises(UserError, match="overwritten"):
-        PrepareConfig(names=["Bob"], txtfilename="a.json", jsonfilename="a.json")
+        PrepareConfig(names=["Bob"], txtfilename="a.json", jsonfilename="a.json").check_output()
+
+
+def test_a_dry_run_may_name_an_output_inside_the_input_folder(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "Kim.txt").write_text("1/3/23, 10:00 PM - Kim: are you still up?\n1/3/23, 10:01 PM - Lee: barely, "
+                                    "long day at work\n", encoding="utf-8")
+    cfg = PrepareConfig(names=["Lee"], txtfilename=str(folder), jsonfilename=str(folder / "o.json"),
+                        filter_low_quality=False)
+    records, _ = preview(cfg, 3)  # writes nothing, so nothing can be overwritten
+    assert [r["output"] for r in records] == ["barely, long day at work"]
+    with pytest.raises(UserError, match="inside the input folder"):
+        prepare(cfg)
 
 
 def test_preview_and_report(tmp_path):

@@ -109,6 +109,15 @@ class PrepareConfig:
     instruction: str = DEFAULT_INSTRUCTION
     """--instruction: alpaca's instruction; `{name}` becomes the character's name."""
 
+    def check_output(self) -> None:
+        """Where the samples go must not be the input, nor inside an input folder (a preview writes nothing)."""
+        out = str(self.jsonfilename).strip()
+        if str(self.txtfilename).strip() and _same_file(out, self.txtfilename):
+            raise UserError("--jsonfilename is the input file: it would be overwritten")
+        if out.lower().endswith(".json") and _inside_folder(out, self.txtfilename):
+            raise UserError(f"--jsonfilename {out!r} is inside the input folder {self.txtfilename}: it would overwrite "
+                            "an export there, or be read as one next time; write it elsewhere")
+
     def __post_init__(self):
         self.names = split_names(self.names)
         problems = []
@@ -135,13 +144,6 @@ class PrepareConfig:
             problems.append("--jsonfilename is empty")
         elif not out.lower().endswith((".json", ".jsonl")):
             problems.append(f"--jsonfilename {out!r} must end in .json (a JSON array) or .jsonl (one object a line)")
-        elif str(self.txtfilename).strip() and _same_file(out, self.txtfilename):
-            problems.append("--jsonfilename is the input file: it would be overwritten")
-        elif out.lower().endswith(".json") and _inside_folder(out, self.txtfilename):
-            problems.append(
-                f"--jsonfilename {out!r} is inside the input folder {self.txtfilename}: it would overwrite "
-                "an export there, or be read as one next time; write it elsewhere"
-            )
         try:
             gap = float(self.gap_minutes)
             if not gap > 0:
@@ -361,6 +363,8 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
     `_kept` (used by `preview`).
     """
     t0 = time.perf_counter()
+    if write:
+        cfg.check_output()
     source = resolve_source(cfg)
     stats, tally = ReadStats(), Tally()
     samples = iter_samples(
