@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--csv_group_column", default=DEFAULT_COLUMNS["group"],
                    help="shared by the rows of one response ('' for one row each)")
     c.add_argument("--csv_order_column", default=DEFAULT_COLUMNS["order"],
-                   help="orders the rows of one response ('' for file order)")
+                   help="numbers the rows of one response: a group's rows in a row join while it rises; a "
+                        "number that drops starts another response ('' for any rows in a row)")
     c.add_argument("--csv_player", default="Player", help="speaker name for the prompt column's lines")
     c.add_argument("--csv_name_prefix", action="store_true", help="start outputs with the speaker ('MaleNord: ...')")
     c.add_argument("--csv_emotion_prefix", action="store_true", help="start outputs with the emotion ('[Happy] ...')")

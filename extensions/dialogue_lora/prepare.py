@@ -99,7 +99,7 @@ class PrepareConfig:
     csv_group_column: str = DEFAULT_COLUMNS["group"]
     """--csv_group_column: CSV column shared by the rows of one response ("" for one row each)."""
     csv_order_column: str = DEFAULT_COLUMNS["order"]
-    """--csv_order_column: CSV column ordering the rows of one response ("" for file order)."""
+    """--csv_order_column: CSV column numbering the rows of one response: rows join while it rises ("" for any)."""
     csv_player: str = "Player"
     """--csv_player: speaker name given to the prompt column's lines."""
     csv_name_prefix: bool = False
