@@ -41,9 +41,11 @@ REQUIRED = ("speaker", "text")
 # Other exports' usual names for the two columns a file must have, tried (in this order, any casing) when
 # the column is left at its default and the file has no such column: `Speaker,Line` works as it is.
 USUAL_NAMES = {
-    "speaker": ("speaker", "character", "name", "npc", "actor", "author", "who", "voice type", "voice"),
+    "speaker": ("speaker", "character", "name", "npc", "actor", "author", "who", "voice type", "voice", "npc name",
+                "character name", "speaker name", "actor name"),
     # `line` last: a table's `Line` is as often the line's number
-    "text": ("dialogue", "dialog", "text", "utterance", "subtitle", "response", "message", "content", "line"),
+    "text": ("dialogue", "dialog", "text", "utterance", "subtitle", "response", "message", "content", "voice line",
+             "dialogue line", "dialogue text", "line"),
 }
 # In a table read as a running dialogue, a change of value in such a column starts a new conversation.
 CONVERSATION_NAMES = ("dialogue_id", "dialogue id", "conversation_id", "conversation id", "conversation",
