@@ -560,6 +560,16 @@ def test_markdown_names_bare_irc_nicks_and_whatsapp_web_copies():
     assert turns(web) == [("Alex", "hey"), ("Sam", "yo second line")]
 
 
+def test_gutenberg_plays_cues_with_a_full_stop():
+    text = ("ACT II\n\nSCENE II. Capulet's Garden.\n\nEnter Romeo.\n\nROMEO.\nHe jests at scars that never felt a "
+            "wound.\n\nJULIET.\nAy me.\n\nROMEO.\nShe speaks.\nO speak again bright angel.\n\n"
+            "FIRST CITIZEN.\nPeace, ho!\n\nACT III.\n\n")
+    assert turns(text) == [(None, "ACT II"), (None, "SCENE II. Capulet's Garden."), (None, "Enter Romeo."),
+                           ("ROMEO", "He jests at scars that never felt a wound."), ("JULIET", "Ay me."),
+                           ("ROMEO", "She speaks. O speak again bright angel."), ("FIRST CITIZEN", "Peace, ho!"),
+                           (None, "ACT III.")]
+
+
 def test_a_speech_wrapped_under_its_text_stays_one_turn():
     text = ("Romeo: But soft, what light through yonder window breaks?\n"
             "       It is the east, and Juliet is the sun.\n"

@@ -420,7 +420,8 @@ def parse_lines(
     if layout != "lines":
         head = list(itertools.islice(it, DETECT_LINES))
         it = itertools.chain(head, it)
-        evidence = _layout_evidence(head)
+        cued = [_dotted_cue(line) for line in head]  # a play may write its cues `ROMEO.` (Project Gutenberg)
+        evidence = _layout_evidence(cued)
     if layout == "auto":
         layout = _layout_of(evidence)
     stats.layouts[file or "<text>"] = layout
@@ -429,8 +430,21 @@ def parse_lines(
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
-        return _parse_play(it, file, stats, compact=compact > after_blank, cast=_cast_of(head))
+        return _parse_play(map(_dotted_cue, it), file, stats, compact=compact > after_blank, cast=_cast_of(cued))
     return _parse_one_line(_join_indented(it), file, stats, stamps)
+
+
+def _dotted_cue(line: str) -> str:
+    """A play's cue written in capitals with a full stop, alone on its line (`ROMEO.`, `FIRST CITIZEN.`, as
+    Project Gutenberg's plays have them), as `ROMEO:`; any other line as it is. A heading (`ACT I.`)
+    stays."""
+    s = line.strip()
+    if len(s) < 3 or s[-1] != "." or len(s) > MAX_NAME_CHARS + 1 or not s[:-1].isupper() or not s[0].isalpha():
+        return line
+    name = s[:-1]
+    if len(name.split()) > MAX_NAME_WORDS or _HEADING.fullmatch(name):
+        return line
+    return f"{name}:\n"
 
 
 def _speaker_indent(raw: str) -> int:
