@@ -27,7 +27,13 @@ _DISCRIMINATOR = re.compile(r"#\d{4}$")  # `alex#1234`, a name before Discord's 
 
 def looks_like(first_line: str) -> bool:
     """Whether a CSV's header line is DiscordChatExporter's."""
-    cells = next(csv.reader([first_line.lstrip("\ufeff")]), [])
+    line = first_line.lstrip("\ufeff").strip()
+    if not line.lstrip('"').startswith(HEADER[0]):
+        return False
+    try:
+        cells = next(csv.reader([line]), [])
+    except csv.Error:
+        return False
     return tuple(c.strip() for c in cells[:len(HEADER)]) == HEADER
 
 
