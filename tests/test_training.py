@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from extensions.dialogue_lora import batching, encoding, modeling, varlen
+from extensions.dialogue_lora import batching, encoding, modeling, paths, varlen
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.paths import list_adapters, resolve_adapter
 from extensions.dialogue_lora.training import TrainConfig, check, train
@@ -574,6 +574,21 @@ def test_a_killed_runs_leftovers_are_tidied(env):
     with pytest.raises(UserError, match="no checkpoint to resume from .the run finished"):
         check(make_cfg(env, lora_name="k", max_steps=6, val_ratio=0.0, resume=True))
     assert resolve_adapter("k", loras) == (loras / "k").resolve()
+
+
+def test_a_final_save_cut_off_before_the_card_is_not_taken_for_an_adapter(env):
+    """A run with no checkpoint yet killed in its final save: PEFT's save_pretrained had written its own
+    README.md, which is not our card. The next run of the name clears the half-written folder and trains."""
+    dead = 999_999_999
+    loras = env / "loras"
+    half = loras / f".h.tmp-{dead}"
+    half.mkdir(parents=True)
+    (half / "README.md").write_text("---\nbase_model: x\nlibrary_name: peft\n---\n# Model Card for Model ID\n")
+    (half / "adapter_config.json").write_text("{}")
+    assert "cut off while saving" not in str(pytest.raises(UserError, resolve_adapter, "h", loras).value)
+    result = train(make_cfg(env, lora_name="h", max_steps=2, val_ratio=0.0))
+    assert result.step == 2 and not half.exists()
+    assert paths.finished_save(loras / "h") and resolve_adapter("h", loras) == (loras / "h").resolve()
 
 
 def test_a_runs_tidying_leaves_another_adapters_leftovers_alone(env):

@@ -138,6 +138,20 @@ def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path
     raise UserError(f"model {str(name)!r} not found{hint}; {_listing(found, model_dir, 'models')}")
 
 
+# In the model card a run writes last into its adapter folder: how a finished save is told from one cut off
+# (PEFT's save_pretrained writes a README.md of its own first).
+CARD_MARK = "trained by dialogue_lora"
+
+
+def finished_save(folder: Path) -> bool:
+    """Whether an adapter folder a final save was writing is complete: its card, written last, is ours."""
+    try:
+        with open(folder / "README.md", encoding="utf-8", errors="replace") as f:
+            return CARD_MARK in f.read(4096)
+    except OSError:
+        return False
+
+
 def shell_word(name: str) -> str:
     """`name` as one word of a command to copy: in double quotes when it has a space, an apostrophe or a
     bracket (they mean the same in bash, cmd and PowerShell; check_name's names hold no `"` `$` or `)."""
@@ -154,8 +168,10 @@ def interrupted_save(lora_dir: str | os.PathLike, name: str) -> str:
     if not left:
         return ""
     # the one the next run puts in place: a complete new adapter (its card is written last), else the old one
-    kept = next((p for p in left if p.name.startswith(f".{name}.tmp-") and (p / "README.md").is_file()), None)
-    kept = kept or next((p for p in left if p.name.startswith(f".{name}.old-")), left[0])
+    kept = next((p for p in left if p.name.startswith(f".{name}.tmp-") and finished_save(p)), None)
+    kept = kept or next((p for p in left if p.name.startswith(f".{name}.old-")), None)
+    if kept is None:  # only a save cut off before it was complete: nothing to get back (the next run clears it)
+        return ""
     return (f"; a training run of {name!r} was cut off while saving (its adapter is in {kept}): run "
             f"lora_finetune.py with -l {shell_word(name)} again and it is put back before anything else")
 

@@ -764,13 +764,13 @@ def _tidy(root: Path, out: Path) -> None:
         new = root / f".{out.name}.tmp-{old.name.rsplit('-', 1)[-1]}"
         if out.exists():
             shutil.rmtree(old, ignore_errors=True)
-        elif (new / "README.md").is_file():  # the new adapter was complete (its card is written last)
+        elif paths.finished_save(new):  # the new adapter was complete (its card is written last)
             os.replace(new, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(old, out)
     for tmp in paths.swap_leftovers(root, out.name, "tmp"):
-        if not out.exists() and (tmp / "README.md").is_file():  # complete, the rename into place never came
+        if not out.exists() and paths.finished_save(tmp):  # complete, the rename into place never came
             os.replace(tmp, out)
             continue
         # the user's files, moved here from the adapter folder just before a swap that never came
@@ -1267,7 +1267,7 @@ def model_card(settings: dict, result: TrainResult, name: str) -> str:
     lines = [
         f"# {name}",
         "",
-        f"A {method} adapter trained by dialogue_lora on `{settings['base_model']}` "
+        f"A {method} adapter {paths.CARD_MARK} on `{settings['base_model']}` "
         f"({settings['base_fingerprint'].get('model_type')}) to speak like the character in "
         f"`{Path(settings['dataset']).name}`.",
         "",
