@@ -220,6 +220,13 @@ def test_loads_like_the_webui(trained, tiny_model_dir):
 # ---------------------------------------------------------------------------------------- checks
 
 
+def test_a_name_no_sample_trains_is_refused(env):
+    """Rounds samples carry their cue (Bob): `--name Alice` would be unused, yet chat would speak as Alice."""
+    with pytest.raises(UserError, match=r"--name 'Alice': no sample of .* trains it \(their characters: Bob\)"):
+        check(make_cfg(env, name="Alice"))
+    assert check(make_cfg(env, name="Bob")).characters == ["Bob"]
+
+
 def test_config_messages_name_the_flag():
     with pytest.raises(UserError, match="--load_in_4bit and --load_in_8bit cannot be used together"):
         TrainConfig(load_in_4bit=True, load_in_8bit=True)

@@ -361,6 +361,12 @@ def check(cfg: TrainConfig) -> Plan:
         dataset_path = resolve_dataset(cfg.dataset_name, dirs.datasets)
         records = load_records(dataset_path)
         characters = prompt_mod.record_characters(prompt_mod.validate_records(records, str(dataset_path), cfg.name))
+        if cfg.name and characters and cfg.name not in characters:
+            # rounds and alpaca samples (and named multi-turn ones) carry their cue: --name would be unused,
+            # yet recorded, and chat would speak as a character nothing was trained on
+            problems.append(f"--name {cfg.name!r}: no sample of {dataset_path.name} trains it (their characters: "
+                            f"{', '.join(characters[:8])}); --name is the cue for sharegpt/messages samples that "
+                            "name no character: leave it out")
     except UserError as e:
         problems.append(str(e))
     if records and cfg.val_ratio > 0 and len(records) - n_val_of(len(records), cfg.val_ratio) < 1:
