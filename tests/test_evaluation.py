@@ -184,6 +184,21 @@ def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypat
     with pytest.raises(UserError, match=r"full: cannot write the report \(No space left on device\)"):
         write_report(res, lora)
     assert (lora / "eval.json").read_text() == "the last report" and sorted(os.listdir(lora)) == ["eval.json"]
+    # the disk fills after the first file: all or none, no new eval.json beside an old eval.md
+    (lora / "training_log.json").write_text('{"steps": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]}')
+    (lora / "eval.md").write_text("the last report")
+    calls = []
+
+    def fills_up(fd):
+        calls.append(fd)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "fsync", fills_up)
+    with pytest.raises(UserError, match="nothing of it was written"):
+        write_report(res, lora)
+    assert sorted(os.listdir(lora)) == ["eval.json", "eval.md", "training_log.json"]
+    assert (lora / "eval.json").read_text() == (lora / "eval.md").read_text() == "the last report"
 
 
 def test_a_checkpoints_report_says_it_goes_with_the_checkpoint(tmp_path, tiny_model_dir, adapter):

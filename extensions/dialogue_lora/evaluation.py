@@ -19,6 +19,7 @@ and loss_curve.png (from training_log.json). The CLI (evaluate_lora.py) and the 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import html
 import importlib.util
@@ -34,7 +35,7 @@ from typing import Any, Callable
 
 from . import prompt as prompt_mod
 from .errors import Interrupted, UserError, join_problems
-from .fileio import atomic_open, atomic_write_json, atomic_write_text, load_records
+from .fileio import atomic_open, load_records
 from .paths import CHECKPOINT_PREFIX, resolve_adapter, resolve_dirs, resolve_model
 
 DEFAULT_CUTOFF_LEN = 256
@@ -583,14 +584,16 @@ def _series(items, key: str) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
-def plot_loss_curve(log: dict, out_png: str | os.PathLike) -> bool:
-    """Training loss per logged step (and held-out loss per eval) as a PNG; False when there is nothing to draw."""
+def loss_curve_png(log: dict) -> bytes | None:
+    """Training loss per logged step (and held-out loss per eval) as PNG bytes; None when there is nothing to draw."""
     steps_x, steps_y = _series(log.get("steps"), "loss")
     evals = log.get("evals") or []
     eval_key = next((k for k in ("eval_loss", "loss", "val_loss", "heldout_loss") if _series(evals, k)[0]), None)
     eval_x, eval_y = _series(evals, eval_key) if eval_key else ([], [])
     if not steps_x and not eval_x:
-        return False
+        return None
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -607,11 +610,11 @@ def plot_loss_curve(log: dict, out_png: str | os.PathLike) -> bool:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        with atomic_open(out_png, "wb") as f:
-            fig.savefig(f, format="png")
+        out = io.BytesIO()
+        fig.savefig(out, format="png")
     finally:
         plt.close(fig)
-    return True
+    return out.getvalue()
 
 
 def render_markdown(result: dict, loss_png: str | None = None) -> str:
@@ -656,13 +659,21 @@ def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
     lora_path = Path(lora_path)
     if not lora_path.is_dir():
         raise UserError(f"adapter folder {lora_path} does not exist")
-    png = None
     log = read_training_log(lora_path)
+    curve = loss_curve_png(log) if log is not None else None
+    png = lora_path / "loss_curve.png" if curve is not None else None
+    files = {lora_path / "eval.json": (json.dumps(result, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
+             lora_path / "eval.md": render_markdown(result, png.name if png else None).encode("utf-8")}
+    if png is not None:
+        files[png] = curve
     try:
-        if log is not None and plot_loss_curve(log, lora_path / "loss_curve.png"):
-            png = lora_path / "loss_curve.png"
-        atomic_write_json(lora_path / "eval.json", result)
-        atomic_write_text(lora_path / "eval.md", render_markdown(result, png.name if png else None))
+        # all or none: every file is written beside its place first, and they go in only when all are written
+        with contextlib.ExitStack() as stack:
+            for path, data in files.items():
+                f = stack.enter_context(atomic_open(path, "wb", encoding=None))
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # a full disk shows here, before any file goes in
     except OSError as e:  # a full disk: one line (the files already there stay as they were)
-        raise UserError(f"{lora_path}: cannot write the report ({e.strerror or e})") from None
+        raise UserError(f"{lora_path}: cannot write the report ({e.strerror or e}); nothing of it was written") from None
     return {"json": lora_path / "eval.json", "markdown": lora_path / "eval.md", "loss_curve": png}
