@@ -73,6 +73,18 @@ def test_cut_oldest_context_keeps_bos_and_completion():
     assert len(enc["input_ids"]) == 10
 
 
+def test_cut_alpaca_sample_keeps_its_instruction_line():
+    """Chat puts the instruction first in every prompt: a sample cut to fit keeps it and loses the oldest
+    dialogue instead (it was the first thing cut)."""
+    rec = {"instruction": "Be B.", "input": "A: hello there\nB:", "output": "yo"}  # 1 + 6 + 17 + 4 = 28 tokens
+    enc = encoding.encode_record(rec, CharTokenizer(), cutoff_len=20)
+    assert enc["input_ids"] == [BOS] + c("Be B.\n") + c(" there\nB:") + c(" yo\n")
+    assert enc["labels"] == [X] * 16 + c(" yo\n")
+    # when the instruction and the reply alone do not fit, the reply wins (the instruction is cut as before)
+    enc = encoding.encode_record(rec, CharTokenizer(), cutoff_len=8)
+    assert enc["input_ids"] == [BOS] + c("\nB:") + c(" yo\n")
+
+
 def test_cut_drops_older_completions_before_the_last():
     segs = [("U:", False), (" x\n", True), ("B:", False), (" y\n", True)]
     enc = encoding.encode_segments(segs, CharTokenizer(), 7)

@@ -6,8 +6,9 @@ boundary between prompt and completion is exact and the prompt is tokenised just
 the prompt is encoded on its own and the reply generated after it). Labels are the token ids on
 trainable pieces (completions, trailing newline included) and -100 (ignored by the loss) elsewhere.
 
-A sample longer than `cutoff_len` loses its oldest context tokens (the special prefix is kept); the last
-completion is never cut: when it alone does not fit, the sample is dropped (None).
+A sample longer than `cutoff_len` loses its oldest context tokens (the special prefix is kept, and an alpaca
+sample's instruction line); the last completion is never cut: when it alone does not fit, the sample is
+dropped (None).
 
 Training and evaluation (perplexity of reference completions) both encode through here.
 """
@@ -76,12 +77,15 @@ def piece_ids(tokenizer, pieces: Sequence[str]) -> tuple[list[int], list[list[in
     return prefix, out
 
 
-def encode_segments(segments: Sequence[tuple[str, bool]], tokenizer, cutoff_len: int) -> dict | None:
+def encode_segments(segments: Sequence[tuple[str, bool]], tokenizer, cutoff_len: int,
+                    pinned_text: str = "") -> dict | None:
     """{"input_ids": [...], "labels": [...]} for (text, trainable) segments, or None if it cannot fit.
 
     labels[i] == input_ids[i] on trainable pieces and IGNORE_INDEX (-100) elsewhere (the model shifts
     labels itself). Longer than `cutoff_len`: the oldest tokens after the special prefix are cut; the
     last trainable piece (and anything after it) is never cut, so None when it does not fit.
+    `pinned_text`, the start of the first piece (an alpaca sample's instruction line), is kept too: the
+    oldest dialogue goes first, as a chat prompt, which always has the instruction, would have it.
     """
     if cutoff_len < 1:
         raise ValueError("cutoff_len must be at least 1")
@@ -104,15 +108,28 @@ def encode_segments(segments: Sequence[tuple[str, bool]], tokenizer, cutoff_len:
         return None
     excess = len(input_ids) - cutoff_len
     if excess > 0:
-        start = len(prefix)
+        start = len(prefix) + _pinned(tokenizer, pinned_text, ids[0], cutoff_len - len(prefix) - tail)
         del input_ids[start : start + excess]
         del labels[start : start + excess]
     return {"input_ids": input_ids, "labels": labels}
 
 
+def _pinned(tokenizer, text: str, first: list[int], room: int) -> int:
+    """How many of the first piece's tokens are `text`'s, kept when the sample is cut: 0 when there is no
+    such text, when it does not tokenise as the piece's start, or when it and the last reply do not fit."""
+    if not text:
+        return 0
+    head = _special_prefix(tokenizer, text)[1]
+    return len(head) if first[: len(head)] == head and len(head) <= room else 0
+
+
 def encode_record(record: dict, tokenizer, cutoff_len: int, name: str | None = None) -> dict | None:
-    """`encode_segments` of a dataset sample in any of the four formats (ValueError on a bad sample)."""
-    return encode_segments(prompt_mod.record_segments(record, name), tokenizer, cutoff_len)
+    """`encode_segments` of a dataset sample in any of the four formats (ValueError on a bad sample); an
+    alpaca sample cut to fit keeps its instruction line."""
+    instruction = record.get("instruction") if isinstance(record, dict) else None
+    pinned = (f"{instruction}\n" if isinstance(instruction, str) and instruction and record.get("input")
+              and prompt_mod.detect_format(record) == "alpaca" else "")
+    return encode_segments(prompt_mod.record_segments(record, name), tokenizer, cutoff_len, pinned)
 
 
 def encode_records(
