@@ -264,7 +264,11 @@ def test_resolve_model_lists_what_exists(tmp_path):
     for name in ("llama-7b", "mistral-7b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
+        (tmp_path / name / "model-00001-of-00002.safetensors").write_text("")
+    (tmp_path / "half-downloaded").mkdir()  # a config, no weights: not offered
+    (tmp_path / "half-downloaded" / "config.json").write_text("{}")
     assert paths.resolve_model("llama-7b", tmp_path) == (tmp_path / "llama-7b").resolve()
+    assert paths.list_models(tmp_path) == ["llama-7b", "mistral-7b"]
     with pytest.raises(UserError) as e:
         paths.resolve_model("lama-7b", tmp_path)
     assert "did you mean 'llama-7b'" in str(e.value) and "llama-7b, mistral-7b" in str(e.value)

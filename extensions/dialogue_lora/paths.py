@@ -55,12 +55,20 @@ def is_adapter_dir(path: Path) -> bool:
     return path.is_dir() and (path / _ADAPTER_MARKER).is_file()
 
 
+# A model's weights, one file or shards: a folder with none (a download cut short, a config alone) is not offered.
+_WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+def has_weights(path: Path) -> bool:
+    return any(next(path.glob(pattern), None) is not None for pattern in _WEIGHTS)
+
+
 def list_models(model_dir: str | os.PathLike) -> list[str]:
-    """Model folders (those with a config.json) directly under `model_dir`, sorted."""
+    """Model folders (a config.json and weights) directly under `model_dir`, sorted."""
     d = Path(model_dir)
     if not d.is_dir():
         return []
-    return sorted(p.name for p in d.iterdir() if is_model_dir(p))
+    return sorted(p.name for p in d.iterdir() if is_model_dir(p) and has_weights(p))
 
 
 def list_adapters(lora_dir: str | os.PathLike) -> list[str]:
