@@ -733,3 +733,19 @@ def test_a_folder_of_whatsapp_exports(tmp_path):
     (tmp_path / "notes.txt").write_text("Bob: not a chat export\n", encoding="utf-8")
     turns = [t for t in iter_discord_turns(tmp_path, DiscordOptions(filter_low_quality=False)) if t is not None]
     assert {t.source.split(":")[0] for t in turns} == {"Kim.txt"}
+
+
+def test_weechat_log_is_a_chat_log(tmp_path):
+    path = tmp_path / "irc.libera.#chan.weechatlog.log"
+    path.write_text("2024-01-01 12:00:00\t-->\tcarol (~c@host) has joined #chan\n"
+                    "2024-01-01 12:03:00\tcarol\tbob: you there?\n"
+                    "2024-01-01 12:03:30\t@bob\tyep, what is up\n"
+                    "2024-01-01 12:04:00\t *\tcarol waves\n"
+                    "2024-01-01 14:04:00\tcarol\tback from lunch, still up for a game?\n"
+                    "2024-01-01 14:05:00\tbob\tsure\n", encoding="utf-8")
+    assert detect_source(path) == "discord"
+    turns = list(iter_discord_turns(path, DiscordOptions(filter_low_quality=False)))
+    # the nick is the speaker (its mode sign gone); joins and /me lines are the client's; two hours split
+    assert [(t.speaker, t.text) if t else None for t in turns] == [
+        ("carol", "bob: you there?"), ("bob", "yep, what is up"), None,
+        ("carol", "back from lunch, still up for a game?"), ("bob", "sure"), None]

@@ -505,6 +505,16 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             text = clean_text(raw, stats)
         if not text:
             continue
+        if "\t" in raw and (log := _weechat(raw)) is not None:  # `2024-01-01 12:03:00<tab>carol<tab>hi`
+            if held is not None:
+                yield held
+                held = None
+            dated = True if dated is None else dated
+            when, name, message = log
+            if stamps is not None and name is not None:
+                stamps[n] = when
+            yield Turn(name, clean_text(message, stats), file, n)
+            continue
         found = _stamp(text) if text[0] in _STAMP_STARTS else None
         if found is not None and dated is not None and found[1] != dated:
             found = None  # not the file's kind of stamp: `10:30 breakfast` inside a WhatsApp message
@@ -603,8 +613,26 @@ def _is_stamped_message(line: str, dated_only: bool = False) -> bool:
     return parsed is not None and parsed[0] in ("chat", "irc", "poll")
 
 
+# weechat's log: date and time, the nick (or an arrow, a star for the client's own lines), the message, by tabs
+_WEECHAT = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?)\t([^\t]*)\t(.*)")
+_WEECHAT_NOTICES = frozenset(("-->", "<--", "--", "*", "=!=", "-", "!", " *"))
+
+
+def _weechat(raw: str) -> tuple[str, str | None, str] | None:
+    """(date and time, nick or None for the client's own line, message) of a weechat log line; None if not one."""
+    m = _WEECHAT.match(raw.strip("\r\n"))
+    if m is None:
+        return None
+    nick, message = m.group(2).strip(), m.group(3).strip()
+    if not nick or nick in _WEECHAT_NOTICES or " " in nick or ":" in nick or "," in nick:
+        return m.group(1), None, f"{nick} {message}".strip()
+    return m.group(1), nick.lstrip("@+%~&"), message
+
+
 def is_dated_message(line: str) -> bool:
     """Whether a line is a chat export's message with a date and time before it (`12/31/23, 9:15 PM - Alex: hey`)."""
+    if "\t" in line and (log := _weechat(line)) is not None:
+        return log[1] is not None
     line = line.strip().lstrip(_LEADING_INVISIBLE)
     return line[:1] in _STAMP_STARTS and _is_stamped_message(line, dated_only=True)
 
