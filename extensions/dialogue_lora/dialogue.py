@@ -624,9 +624,10 @@ def _weechat(raw: str) -> tuple[str, str | None, str] | None:
     if m is None:
         return None
     nick, message = m.group(2).strip(), m.group(3).strip()
-    if not nick or nick in _WEECHAT_NOTICES or " " in nick or ":" in nick or "," in nick:
+    name = nick.lstrip("@+%~&")  # the channel mode sign goes
+    if not name or nick in _WEECHAT_NOTICES or " " in nick or ":" in nick or "," in nick:
         return m.group(1), None, f"{nick} {message}".strip()
-    return m.group(1), nick.lstrip("@+%~&"), message
+    return m.group(1), name, message
 
 
 def is_dated_message(line: str) -> bool:
