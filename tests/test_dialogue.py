@@ -493,11 +493,10 @@ def test_chat_exports_with_time_stamps_whatsapp_and_irc():
                 "12/31/23, 9:16\u202fPM - Sam Smith: yes!\nbringing snacks too\n\n"  # a message of two lines
                 "12/31/23, 9:17 PM - +1 555 123 4567: who is this\n"  # a sender saved as a number
                 "12/31/23, 9:18 PM - Alex: <Media omitted>\n"
-                "12/31/23, 9:19 PM - Alex left\n"
-                "\u200e[31.12.23, 21:15:03] Alex: the iPhone's export\n")
+                "12/31/23, 9:19 PM - Alex left\n")
     assert turns(whatsapp) == [("Alex", "hey, are you coming tonight?"), ("Sam Smith", "yes! bringing snacks too"),
-                               ("+1 555 123 4567", "who is this"), ("Alex", ""), (None, "Alex left"),
-                               ("Alex", "the iPhone's export")]
+                               ("+1 555 123 4567", "who is this"), ("Alex", ""), (None, "Alex left")]
+    assert turns("\u200e[31.12.23, 21:15:03] Alex: the iPhone's export\n") == [("Alex", "the iPhone's export")]
     irc = "[12:01] <alex> hi all\n[12:02] <@sam> hey\n12:03 * alex waves\n"
     assert turns(irc) == [("alex", "hi all"), ("sam", "hey"), (None, "* alex waves")]
     # a time at the start of a line of prose is not a stamp, until the file has shown it is a chat export
@@ -509,8 +508,19 @@ def test_a_chat_exports_message_keeps_its_lines_whatever_they_look_like():
     text = ("12/31/23, 9:04 PM - Alex: Shopping list:\nMilk: 2 cartons\n10:30 breakfast\n\nTODO:\nbuy milk\n"
             "12/31/23, 9:05 PM - Sam: ok\n")
     assert turns(text) == [("Alex", "Shopping list: Milk: 2 cartons 10:30 breakfast TODO: buy milk"), ("Sam", "ok")]
-    locales = ("31/12/23, 9:15 p. m. - Alex: hola\n31/12/2023 à 21:17 - Sam: salut\n31.12.2023 21.18 - Alex: hej\n")
-    assert turns(locales) == [("Alex", "hola"), ("Sam", "salut"), ("Alex", "hej")]
+    for line, name, text in [("31/12/23, 9:15 p. m. - Alex: hola\n", "Alex", "hola"),
+                             ("31/12/2023 à 21:17 - Sam: salut\n", "Sam", "salut"),
+                             ("31.12.2023 21.18 - Alex: hej\n", "Alex", "hej")]:
+        assert turns(line) == [(name, text)]
+    # one export writes one layout: a pasted line with another date layout stays in the message
+    pasted = ("12/30/23, 9:16 PM - Sam: the plan, copied here:\n31.12.2023 18:00 Abendessen bei Oma\n"
+              "12/30/23, 9:17 PM - Alex: great\n")
+    assert turns(pasted) == [("Sam", "the plan, copied here: 31.12.2023 18:00 Abendessen bei Oma"), ("Alex", "great")]
+    # a script that quotes one chat message: its own speaker lines go on being turns
+    script = ("Mia: Did you see what he sent me?\n[31.12.23, 21:15:03] Jake: come outside\n"
+              "Mia: That's all he wrote.\nLena: Creepy.\n")
+    assert turns(script) == [("Mia", "Did you see what he sent me?"), ("Jake", "come outside"),
+                             ("Mia", "That's all he wrote."), ("Lena", "Creepy.")]
     iphone = ("[31.12.23, 21:00:00] Trip: \u200eMessages and calls are end-to-end encrypted.\n"
               "[31.12.23, 21:01:00] Trip: \u200eAlex created this group\n"
               "[31.12.23, 21:03:03] Sam: \u200eimage omitted\n"
@@ -535,12 +545,13 @@ def test_a_chat_exports_sender_is_the_contact_as_saved_and_its_placeholders_are_
             "12/31/23, 9:18 PM - Sam: Plan for Saturday\n---\nBOB:\nbring snacks <This message was edited>\n"
             "12/31/23, 9:19 PM - Zoe: Waiting for this message. This may take a while.\n"
             "12/31/23, 9:20 PM - Zoe: POLL:\nWhere?\nOPTION: Pub (2 votes)\nOPTION: Park (0 votes)\n"
-            "12/31/23, 9:21 PM - Zoe: Missed voice call\n"
-            "[31.12.23, 21:22:00] Kim: Report.pdf \u200e\u2022 \u200e3 pages \u200edocument omitted\n"
-            "[31.12.23, 21:23:00] Kim: line one\nline two \u200e<This message was edited>\n")
+            "12/31/23, 9:21 PM - Zoe: Missed voice call\n")
     assert turns(text) == [("Dave (Uni)", "are you at the library?"), ("Dave (Work)", "meeting moved to 3"),
                            ("Smith John", "cool"), ("Sam", "Plan for Saturday --- BOB: bring snacks"),
-                           ("Zoe", ""), ("Zoe", ""), ("Zoe", ""), ("Kim", ""), ("Kim", "line one line two")]
+                           ("Zoe", ""), ("Zoe", ""), ("Zoe", "")]
+    iphone = ("[31.12.23, 21:22:00] Kim: Report.pdf \u200e\u2022 \u200e3 pages \u200edocument omitted\n"
+              "[31.12.23, 21:23:00] Kim: line one\nline two \u200e<This message was edited>\n")
+    assert turns(iphone) == [("Kim", ""), ("Kim", "line one line two")]
 
 
 def test_handles_and_code_names_are_speakers():

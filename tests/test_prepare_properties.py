@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extensions.dialogue_lora import prompt
-from extensions.dialogue_lora.dialogue import _BARE_NICK, ReadStats, clean_text, parse_lines, split_speaker
+from extensions.dialogue_lora.dialogue import _BARE_NICK, _SCENE_BREAK, ReadStats, clean_text, parse_lines, split_speaker
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.prepare import PrepareConfig, prepare
 from extensions.dialogue_lora.samples import iter_samples
@@ -93,6 +93,8 @@ def test_hot_path_agrees_with_split_speaker(line):
         hit = (nick.group(1), nick.group(2))
     if not text:
         assert got == []
+    elif hit is None and _SCENE_BREAK.fullmatch(text):  # `***`, `==*`: a scene break, no turn
+        assert got == [None]
     elif hit is None:
         assert [(t.speaker, t.text) for t in got] == [(None, text)]
     else:

@@ -234,7 +234,7 @@ def test_discord_bad_exports(tmp_path, content, message):
 
 
 def test_discord_empty_folder(tmp_path):
-    with pytest.raises(UserError, match="no .json"):
+    with pytest.raises(UserError, match="folder holds no chat exports"):
         list(iter_discord_turns(tmp_path))
 
 
@@ -749,3 +749,40 @@ def test_weechat_log_is_a_chat_log(tmp_path):
     assert [(t.speaker, t.text) if t else None for t in turns] == [
         ("carol", "bob: you there?"), ("bob", "yep, what is up"), None,
         ("carol", "back from lunch, still up for a game?"), ("bob", "sure"), None]
+
+
+def test_whatsapp_group_export_starts_with_notices_and_a_long_message_is_no_obstacle(tmp_path):
+    group = ("12/31/23, 9:10 PM - Messages and calls are end-to-end encrypted. Tap to learn more.\n"
+             '12/31/23, 9:10 PM - Alex created group "Book club"\n12/31/23, 9:10 PM - Alex added you\n'
+             "12/31/23, 9:15 PM - Alex: here is the reading list:\n" + "a line of the list\n" * 150 +
+             "12/31/23, 9:16 PM - Sam: thanks, what are we reading first?\n"
+             "[9:17 PM, 12/31/2023] Ann: a WhatsApp Web copy in 12 hours\n")
+    path = tmp_path / "group.txt"
+    path.write_text(group, encoding="utf-8")
+    assert detect_source(path) == "discord"
+    turns = [t for t in iter_discord_turns(path, DiscordOptions(filter_low_quality=False)) if t is not None]
+    assert [t.speaker for t in turns] == ["Alex", "Sam"]  # the web line's other layout stays in Sam's message
+    assert turns[0].text.startswith("here is the reading list: a line of the list")
+    web = tmp_path / "web.txt"
+    web.write_text("[9:15 PM, 12/31/2023] Alex: hey are you coming?\n[9:16 PM, 12/31/2023] Sam: yeah\n", encoding="utf-8")
+    assert [(t.speaker, t.text) for t in iter_discord_turns(web, DiscordOptions(filter_low_quality=False)) if t] == [
+        ("Alex", "hey are you coming?"), ("Sam", "yeah")]
+
+
+def test_a_folder_of_exports_reads_each_kind_and_says_what_it_left(tmp_path):
+    (tmp_path / "general.csv").write_text(
+        'AuthorID,Author,Date,Content,Attachments,Reactions\n"1","alex","2024-05-01T10:00:00","hey all, anyone up for a game?","",""\n'
+        '"2","sam","2024-05-01T10:01:00","sure, give me five minutes to finish","",""\n', encoding="utf-8")
+    (tmp_path / "Kim.txt").write_text(WHATSAPP, encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("Bob: not a chat export\n", encoding="utf-8")
+    (tmp_path / "table.csv").write_text("Speaker,Line\nBob,hi\n", encoding="utf-8")
+    out = tmp_path.parent / "o.json"
+    report = prepare(PrepareConfig(names=["*"], txtfilename=str(tmp_path), jsonfilename=str(out), filter_low_quality=False))
+    assert set(report.layouts) == {"general.csv", "Kim.txt"}
+    assert any("2 file(s) not read, not chat exports: notes.txt, table.csv" in n for n in report.notes)
+    # a SillyTavern chats folder holds a folder per character: say so
+    root = tmp_path.parent / "chats"
+    (root / "Seraphina").mkdir(parents=True)
+    (root / "Seraphina" / "chat.jsonl").write_bytes(SILLYTAVERN.read_bytes())
+    with pytest.raises(UserError, match="its subfolders hold some: give one of them"):
+        list(iter_discord_turns(root))

@@ -108,9 +108,10 @@ def _sentence(name: str) -> bool:
 # Signal, IRC clients): `12/31/23, 9:15 PM - `, `31/12/23, 9:15 p. m. - `, `[31.12.23, 21:15:03] `,
 # `31.12.2023 21.18 - `, `2024-01-05 12:01 `, `[12:01] `, `12:01 ` (the last only before an IRC `<nick>`).
 _STAMP = re.compile(r"(\[)?(\d{1,4}[./-]\d{1,2}[./-]\d{1,4},?(?:\s+à)?\s+)?(\d{1,2}([:.])\d{2}(?:[:.]\d{2})?)"
-                    r"(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?(\])?(?:\s+-\s+|\s+)"
-                    r"|\[(\d{1,2}[:.]\d{2}(?:[:.]\d{2})?),\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\]\s+")
-# (the last: WhatsApp Web's copied messages, `[21:15, 31/12/2023] Alex: hey`, time first: group 6)
+                    r"(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?(\])?(?:\s+-\s+|\s+)")
+# WhatsApp Web's copied messages, time first: `[21:15, 31/12/2023] Alex: hey`, `[9:15 PM, 12/31/2023] ...`
+_WEB_STAMP = re.compile(r"\[(\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?),"
+                        r"\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\]\s+")
 _STAMP_STARTS = frozenset("[0123456789")
 # irssi pads a nick without a mode sign with a space: `< bob>`
 _IRC_NICK = re.compile(r"<[ @+%~&]?([^<>\s:,]{1,40})>\s?(.*)")  # (no `:` `,`: they end or split names)
@@ -129,11 +130,20 @@ _EDITED = "<This message was edited>"
 _POLL = "POLL:"  # WhatsApp's poll, in an Android export
 
 
+def _shape(stamp: re.Match) -> tuple:
+    """How a stamp is laid out (brackets, the date's separator, a dash after it): one export writes one
+    layout, so a line of another (`31.12.2023 18:00 dinner` pasted into a US export's message) is text."""
+    if stamp.re is _WEB_STAMP:
+        return ("web",)
+    sep = re.search(r"[./-]", stamp.group(2)) if stamp.group(2) else None
+    return bool(stamp.group(1)), sep.group(0) if sep else None, stamp.group(0).rstrip().endswith("-")
+
+
 def _stamp(text: str) -> tuple[re.Match, bool] | None:
     """The date/time a chat export puts before a line, and whether it has a date; None when there is none."""
+    if text[:1] == "[" and (web := _WEB_STAMP.match(text)) is not None:  # bracketed and dated
+        return web, True
     m = _STAMP.match(text)
-    if m is not None and m.group(6):  # WhatsApp Web's `[21:15, 31/12/2023] `: bracketed and dated
-        return m, True
     if m is None or bool(m.group(1)) != bool(m.group(5)):  # a `[` must close
         return None
     dated = bool(m.group(2))
@@ -486,11 +496,14 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
     # Chat exports with a date or time before each message (`_stamped`): `held` is the last message, which
     # the lines after it without a stamp continue (WhatsApp writes a message of several lines so; IRC
     # does not: its unstamped lines are the client's); `dated` says which stamps the file uses, once known.
-    held, held_irc, held_swallow, dated = None, False, False, None
+    held, held_irc, held_swallow, dated, shape = None, False, False, None, None
+    # A script with a chat message quoted in it: its own `Name: text` lines (`plain`) end the message, where a
+    # chat export's lines after a message are all the message's (`stamped`: the messages seen so far).
+    plain = stamped = 0
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
-            if m is not None and (held is None or held_irc):  # the common case: `Name: text`, a one-word name
+            if m is not None and (held is None or held_irc or plain >= stamped):  # the common case: `Name: text`
                 name, text = m.groups()
                 text = text.strip()
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse
@@ -498,6 +511,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 if held is not None:
                     yield held
                     held = None
+                plain += 1
                 yield new(Turn, (name, text, file, n))
                 continue
             text = " ".join(raw.split())
@@ -516,7 +530,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             yield Turn(name, clean_text(message, stats), file, n)
             continue
         found = _stamp(text) if text[0] in _STAMP_STARTS else None
-        if found is not None and dated is not None and found[1] != dated:
+        if found is not None and dated is not None and (found[1] != dated or (shape and _shape(found[0]) != shape)):
             found = None  # not the file's kind of stamp: `10:30 breakfast` inside a WhatsApp message
         if found is not None:
             stamp, is_dated = found
@@ -528,19 +542,21 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                     held = None
                 kind, name, message = parsed
                 if dated is None and kind != "system":
-                    dated = is_dated
+                    dated, shape = is_dated, _shape(stamp) if is_dated else None
                 if kind == "drop":
                     continue
                 if stamps is not None:
                     stamps[n] = stamp.group(0)
                 if kind != "system":
                     held, held_irc, held_swallow = Turn(name, message, file, n), kind == "irc", kind == "poll"
+                    stamped += 1
                     continue
                 if dated is not None:  # the export's own line; before any message it may be prose: read below
                     yield Turn(None, message, file, n)
                     continue
         if held is not None:
-            if not held_irc:  # the message's next line, whatever it looks like (`---`, `Bob:`)
+            ends = plain and plain >= stamped and split_speaker(text) is not None  # a script's next speaker
+            if not held_irc and not ends:  # the message's next line, whatever it looks like (`---`, `Bob:`)
                 if held_swallow:
                     continue
                 if not text.isascii():
@@ -558,6 +574,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
         if hit is None:
             yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
         else:
+            plain += 1
             yield Turn(hit[0], hit[1].strip(), file, n)
     if held is not None:
         yield held

@@ -18,25 +18,27 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from ..dialogue import ReadStats, check_text_file, is_dated_message, iter_text_turns, open_text
+from ..dialogue import ReadStats, check_text_file, is_dated_message, iter_text_turns, open_text, split_speaker
 
 LAYOUT = "chat log"
 SUFFIXES = (".txt", ".log")
-# How many of a file's first non-empty lines are looked at, and how many of them must be dated messages.
-_HEAD_LINES = 200
-_MIN_SHARE = 0.3
+# How many of a file's first non-empty lines are looked at.
+_HEAD_LINES = 400
 _DATE = re.compile(r"(\d{1,4})[./-](\d{1,2})[./-](\d{1,4})")
 _TIME = re.compile(r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?(?:[\s\u00a0\u202f]?([AaPp])\.?[\s\u00a0\u202f]?[Mm]\.?)?")
 
 
 def is_chat_log(lines: list[str]) -> bool:
-    """Whether a text file's first lines are a chat export with dates: the first message among the first
-    lines, and a good share of them (a message may run over several lines) stamped so."""
-    head = [line for line in itertools.islice((x for x in lines if x.strip()), _HEAD_LINES)]
-    if not head:
-        return False
-    dated = [is_dated_message(line) for line in head]
-    return any(dated[:3]) and sum(dated) >= max(2, _MIN_SHARE * len(head))
+    """Whether a text file's first lines are a chat export with dates: messages stamped with a date outnumber
+    the `Name: text` lines without one (a script may quote a message or two; an export's long messages
+    run over many lines, but those are seldom `Name: text` lines)."""
+    stamped = plain = 0
+    for line in itertools.islice((x for x in lines if x.strip()), _HEAD_LINES):
+        if is_dated_message(line):
+            stamped += 1
+        elif split_speaker(" ".join(line.split())) is not None:
+            plain += 1
+    return stamped >= 2 and stamped > plain
 
 
 def is_chat_file(path: Path) -> bool:

@@ -37,6 +37,15 @@ def looks_like(first_line: str) -> bool:
     return tuple(c.strip() for c in cells[:len(HEADER)]) == HEADER
 
 
+def is_export_file(path: Path) -> bool:
+    """Whether a .csv file (in a folder of exports) is a DiscordChatExporter export."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            return looks_like(f.readline())
+    except OSError:
+        return False
+
+
 def _iso(value: str) -> str | None:
     """The row's date as ISO 8601 (what the JSON export's reader takes), None when its format is not known."""
     value = value.strip()

@@ -206,26 +206,46 @@ def channels(path: Path, stats: ReadStats | None = None) -> list[tuple[str, str,
             for name, messages in found]
 
 
-def export_files(path: str | os.PathLike) -> list[Path]:
-    """The export files: the file itself, or every *.json (and SillyTavern *.jsonl) in the folder (sorted;
-    a Telegram export's folder holds its result.json, a SillyTavern character's a chat per file)."""
+def _is_export(p: Path) -> bool:
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        return True
+    if suffix == sillytavern.SUFFIX:
+        return sillytavern.is_chat_file(p)
+    if suffix == ".csv":
+        return dce_csv.is_export_file(p)
+    return chatlog.is_chat_file(p)
+
+
+_FOLDER_SUFFIXES = (".json", sillytavern.SUFFIX, ".csv", *chatlog.SUFFIXES)
+
+
+def export_files(path: str | os.PathLike, skipped: list | None = None) -> list[Path]:
+    """The export files: the file itself, or the folder's chat exports, sorted (every *.json, SillyTavern's
+    *.jsonl chats, DiscordChatExporter's *.csv, text chat exports with dates); `skipped` gets the names of
+    the folder's other .jsonl, .csv, .txt and .log files."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
     if path.is_dir():
-        named = [p for p in path.iterdir() if p.suffix.lower() in (".json", sillytavern.SUFFIX, *chatlog.SUFFIXES)]
+        named = [p for p in path.iterdir() if p.suffix.lower() in _FOLDER_SUFFIXES]
         broken = [p.name for p in named if p.is_symlink() and not p.exists()]
         if broken:  # a channel would go missing unnoticed
             raise UserError(f"{path}: {broken[0]} is a link to nothing (or a link loop)"
                             + (f", and {len(broken) - 1} more" if len(broken) > 1 else "") + "; fix or remove it")
-        files = sorted(p for p in named if p.is_file() and (
-            p.suffix.lower() == ".json" or sillytavern.is_chat_file(p) or chatlog.is_chat_file(p)))
+        taken = {p: p.is_file() and _is_export(p) for p in named}
+        files = sorted(p for p, ok in taken.items() if ok)
+        if skipped is not None:
+            skipped.extend(sorted(p.name for p, ok in taken.items() if not ok and p.is_file()))
         if not files:
             html = any(p.suffix.lower() in (".html", ".htm") for p in path.iterdir())
-            raise UserError(f"{path}: folder holds no .json Discord or Telegram exports (nor SillyTavern .jsonl chats, "
-                            "nor WhatsApp .txt exports)" + (
+            nested = any(p.is_dir() and any(_is_export(q) for q in p.iterdir() if q.suffix.lower() in _FOLDER_SUFFIXES)
+                         for p in path.iterdir() if not p.name.startswith("."))
+            raise UserError(f"{path}: folder holds no chat exports (Discord or Telegram .json, DiscordChatExporter "
+                            ".csv, SillyTavern .jsonl, WhatsApp .txt)" + (
                 " (its web pages look like Telegram's HTML export: export the chat again with the format "
-                "'Machine-readable JSON')" if html else ""))
+                "'Machine-readable JSON')" if html else "") + (
+                "; its subfolders hold some: give one of them (a SillyTavern character's chats)" if nested else ""))
         return files
     return [path]
 
@@ -336,7 +356,12 @@ def iter_discord_turns(
     dropped_by = dropped_by if dropped_by is not None else Counter()
     aliases = aliases if aliases is not None else {}
     people = people if people is not None else {}
-    for label, layout, messages in (c for f in export_files(path) for c in channels(f, stats)):
+    skipped: list[str] = []
+    files = export_files(path, skipped)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f", ... +{len(skipped) - 5} more" if len(skipped) > 5 else "")
+        stats.notes.append(f"{path}: {len(skipped)} file(s) not read, not chat exports: {shown}")
+    for label, layout, messages in (c for f in files for c in channels(f, stats)):
         stats.layouts[label] = layout
         stats.lines += len(messages)
         for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people),
