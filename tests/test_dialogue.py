@@ -126,9 +126,19 @@ def test_clean_text_counts_replaced_bytes_and_repairs():
         ("ok *laughs*", "ok"),
         # roleplay narrates actions with a subject, or in whole sentences
         ("*She laughs softly.* Guardians do not sleep.", "Guardians do not sleep."),
-        ("*Seraphina smiles warmly* Welcome.", "Welcome."),
         ("*he nodded* fine", "fine"),
-        ("*The wind howls through the trees.* Come in.", "Come in."),
+        ("*evil laugh* fine", "fine"),
+        ("*long pause*", ""),
+        # a capital subject is the speaker's name (below) or emphasis
+        ("*Seraphina smiles warmly* Welcome.", "*Seraphina smiles warmly* Welcome."),
+        ("*Nobody cares* about that.", "*Nobody cares* about that."),
+        ("*Dad says* dinner is at 7", "*Dad says* dinner is at 7"),
+        ("*This changes everything.*", "*This changes everything.*"),
+        ("It *works* now!", "It *works* now!"),
+        ("*Sounds* good to me.", "*Sounds* good to me."),
+        ("*Smiles* Hello", "Hello"),
+        ("I failed again (T_T)", "I failed again (T_T)"),
+        ("yay (ノ°▽°)ノ", "yay (ノ°▽°)ノ"),
         ("*This is* the one", "*This is* the one"),
         ("*she* did it, not me", "*she* did it, not me"),
         ("*It* worked", "*It* worked"),
@@ -140,6 +150,12 @@ def test_clean_text_counts_replaced_bytes_and_repairs():
 )
 def test_strip_actions(text, expected):
     assert strip_actions(text) == expected
+
+
+def test_strip_actions_knows_the_speakers_name():
+    assert strip_actions("*Seraphina smiles warmly* Welcome.", "Seraphina") == "Welcome."
+    assert strip_actions("*garrick chuckles* ok.", "Garrick the Bold") == "ok."
+    assert strip_actions("*Dad says* dinner is at 7", "Seraphina") == "*Dad says* dinner is at 7"
 
 
 def test_lines_layout_golden():

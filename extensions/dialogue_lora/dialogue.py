@@ -247,7 +247,8 @@ def speaker_name(raw: str, stats: ReadStats | None = None) -> str:
 _BARE_ACTIONS = frozenset(
     "sigh gasp cough facepalm shrug hug wink blush yawn sniff grin nod laugh giggle smile cry sob groan pout gulp "
     "ahem hmph shudder blink bow wave clap snort chuckle smirk scream whistle sneeze hiccup purr growl headdesk "
-    "gulps cringe frown glare stare squeal shiver wince sniffle kiss pat poke boop bonk".split())
+    "gulps cringe frown glare stare squeal shiver wince sniffle kiss pat poke boop bonk pause laughter silence "
+    "noises".split())
 # words ending in s or -ing that are not verbs of action (`*this*`, `*always*`, `*Thanks*`, `*morning*`)
 _NOT_ACTIONS = frozenset(
     "this is was yes his hers its ours yours theirs us always does has as less unless thus plus news perhaps "
@@ -260,10 +261,11 @@ _NOT_ACTIONS = frozenset(
 # the word before a starred one that makes it part of the sentence (`This is *amazing*`, `Good *morning*`)
 _LEAD_INS = frozenset(
     "a an the my your his her our their its this that these those is are was were be been am so very really "
-    "too such good happy merry what how".split())
+    "too such good happy merry what how it".split())
 # the word after a starred one that makes it the sentence's subject (`*Tickets* are sold out`)
 _FOLLOW_VERBS = frozenset("is are was were has have had will would can could should must may might".split())
 _PRONOUNS = frozenset("i you he she it we they that this there".split())
+_NARRATORS = frozenset("i he she they we".split())  # who narrates a roleplay action
 
 
 def _is_action_word(word: str) -> bool:
@@ -277,23 +279,28 @@ def _is_action_word(word: str) -> bool:
     return len(w) > 3 and w.endswith("s") and not w.endswith("ss")
 
 
-def _emphasis(m: re.Match) -> bool:
-    """Whether an `_ACTION` match is part of the text, not an action. Starred words: when the first is not a
-    verb of action (`_is_action_word`), or when the sentence runs through them (`This is *amazing*`,
-    `*Tickets* are sold out`, `*Rules*: no spoilers`). In brackets: numbers, links and
-    faces (`(or 6)`, `[link](http://...)`, `(╯°□°)╯`)."""
+def _emphasis(m: re.Match, speaker: str | None = None) -> bool:
+    """Whether an `_ACTION` match is part of the text, not an action. In brackets: numbers, links and faces
+    (`(or 6)`, `[link](http://...)`, `(T_T)`). Starred words are an action when they start with a verb of
+    action (`*waves*`, `_is_action_word`), or narrate one: the speaker or `she`/`he`/`they`/`I` and such a
+    verb (`*She laughs softly.*`, `*Seraphina smiles*` said by Seraphina), or a bare one after a word
+    (`*evil laugh*`). Even then they are emphasis when the sentence runs through them (`This is
+    *amazing*`, `It *works* now`, `*Tickets* are sold out`, `*Rules*: no spoilers`, `*Sounds* good`)."""
     found = m.group(0).lstrip()
     inner = found[1:-1]
     if found[:1] != "*":
         after = m.string[m.end():m.end() + 1]
-        return (not inner.strip()[:1].isalpha() or any(c.isdigit() for c in inner) or "://" in inner
+        face = " " not in inner.strip() and any(not (c.isalnum() or c in ".'-") for c in inner.strip())
+        return (face or not inner.strip()[:1].isalpha() or any(c.isdigit() for c in inner) or "://" in inner
                 or "www." in inner or (found[:1] == "[" and after == "("))
     words = inner.split()
-    subject = len(words) >= 2 and (words[0][:1].isupper() or words[0].lower() in _PRONOUNS)
-    if subject and (_is_action_word(words[1]) or (words[0].lower() in _PRONOUNS and words[1].lower().endswith("ed"))):
-        return False  # roleplay narrates its actions: `*She laughs softly.*`, `*Seraphina smiles*`, `*he nodded*`
-    if len(words) >= 3 and inner[-1:] in ".!?":
-        return False  # a sentence of narration: `*The wind howls through the trees.*`
+    first = words[0].lower().strip(".,!?;:'\"")
+    subject = len(words) >= 2 and (first in _NARRATORS or (speaker is not None
+                                                          and first == speaker.split()[0].casefold()))
+    if subject and (_is_action_word(words[1]) or (first in _NARRATORS and words[1].lower().endswith("ed"))):
+        return False  # roleplay narrates its actions: `*She laughs softly.*`, `*he nodded*`
+    if len(words) in (2, 3) and words[-1].lower().strip(".,!?") in _BARE_ACTIONS:
+        return False  # `*evil laugh*`, `*long pause*`
     if not _is_action_word(words[0]):
         return True
     after = m.string[m.end():]
@@ -302,19 +309,22 @@ def _emphasis(m: re.Match) -> bool:
     before = m.string[:m.start() + len(m.group(0)) - len(found)].split()
     if before and before[-1].lower() in _LEAD_INS:
         return True
-    # a verb that goes on with the sentence, not a question after an action (`*laughs* are you serious?`)
     following = after.split(None, 2)
+    if len(words) == 1 and words[0][:1].isupper() and following and following[0][:1].islower():
+        return True  # a capital verb the sentence goes on from: `*Sounds* good`, `*Works* for me`
+    # a verb that goes on with the sentence, not a question after an action (`*laughs* are you serious?`)
     return (bool(following) and following[0] in _FOLLOW_VERBS
             and (len(following) < 2 or following[1].lower() not in _PRONOUNS))
 
 
-def strip_actions(text: str) -> str:
+def strip_actions(text: str, speaker: str | None = None) -> str:
     """Remove actions in `(...)`, `[...]` and `*...*` (and the space before them); collapse what is left.
-    What is part of the text stays: starred emphasis (`I *never* said that`), `(or 6)` (`_emphasis`)."""
+    What is part of the text stays: starred emphasis (`I *never* said that`), `(or 6)` (`_emphasis`).
+    `speaker`, whose line it is, lets `*Seraphina smiles*` in Seraphina's line count as an action."""
     if "(" not in text and "*" not in text and "[" not in text:
         return text
     while True:  # again while something went: `(laughs (a lot))` loses its inner, then its outer part
-        stripped = _ACTION.sub(lambda m: m.group(0) if _emphasis(m) else "", text)
+        stripped = _ACTION.sub(lambda m: m.group(0) if _emphasis(m, speaker) else "", text)
         if stripped == text:
             return " ".join(text.split())
         text = stripped

@@ -169,7 +169,7 @@ def iter_samples(
             target = is_target[speaker] = folded in wanted if wanted is not None else folded not in excluded
             met.add(speaker)
         if target:
-            out = _strip_actions(text) if strip_actions else text
+            out = _strip_actions(text, speaker) if strip_actions else text
             if not out or (strip_actions and not any(c.isalnum() for c in out)):  # `*nods* ...` leaves `...`
                 dropped["action_only"] += 1
                 dropped_by[speaker.casefold(), "action_only"] += 1
