@@ -603,12 +603,16 @@ def test_a_speech_wrapped_under_its_text_stays_one_turn():
             "Juliet: Ay me!\n"
             "BOB:\n    Hello there.\n"  # the speech under an empty cue
             "  Anna: indented like the rest\n   Bob: a cue of its own, deeper\n"
-            "  The rain.\n  narration as deep as the line above\n")
+            "  The rain.\n  narration as deep as the line above\n"
+            "Alice: Are you coming?\n\tThe rain kept falling.\nBob: In a minute.\n    He grabbed his coat.\n")
     got = list(parse_lines(text.splitlines(True), layout="lines"))
     assert [(t.speaker, t.text, t.line) for t in got] == [
         ("Romeo", "But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.", 1),
         ("Juliet", "Ay me!", 3), ("BOB", "Hello there.", 4), ("Anna", "indented like the rest", 6),
-        ("Bob", "a cue of its own, deeper", 7), (None, "The rain.", 8), (None, "narration as deep as the line above", 9)]
+        ("Bob", "a cue of its own, deeper", 7), (None, "The rain.", 8), (None, "narration as deep as the line above", 9),
+        # narration indented, but not under the speech's text, stays narration
+        ("Alice", "Are you coming?", 10), (None, "The rain kept falling.", 11), ("Bob", "In a minute.", 12),
+        (None, "He grabbed his coat.", 13)]
 
 
 def test_a_full_width_colon_ends_a_name_and_the_text_keeps_its_punctuation():

@@ -467,30 +467,41 @@ def _dotted_cue(line: str) -> str:
     return f"{name}:\n"
 
 
-def _speaker_indent(raw: str) -> int:
-    """The indent of a `Name: text` line; -1 when the line is not one."""
+def _speech_column(raw: str) -> tuple[int, int | None] | None:
+    """(indent, column where the speech starts, None when the cue stands alone) of a `Name: text` line, tabs
+    as 8 columns; None when the line is not one."""
     text = raw.strip()
-    if not (_FAST_SPEAKER.match(text) or split_speaker(" ".join(text.split()))):
-        return -1
-    return len(raw) - len(raw.lstrip())
+    hit = _FAST_SPEAKER.match(text) or split_speaker(" ".join(text.split()))
+    if not hit:
+        return None
+    line = raw.rstrip("\r\n").expandtabs(8)
+    indent = len(line) - len(line.lstrip())
+    colon = min((i for i in (line.find(":"), line.find("\uff1a")) if i >= 0), default=-1)
+    rest = line[colon + 1:]
+    return indent, (len(line) - len(rest.lstrip()) if rest.strip() else None)
 
 
 def _join_indented(lines: Iterable[str]) -> Iterator[str]:
-    """Lines where one indented deeper than the `Name: text` line above it (a speech wrapped and aligned under
-    its text) is joined to that line; an empty line takes its place, so that line numbers hold."""
-    prev, prev_indent, joined = None, None, 0  # the line before (not passed on yet), its indent once needed
+    """Lines where one indented as far as the speech on the `Name: text` line above it (a wrapped speech,
+    aligned under its text), or deeper than a cue that stands alone, is joined to that line; an empty line
+    takes its place, so that line numbers hold. Narration indented otherwise stays narration."""
+    prev, cols, joined = None, False, 0  # the line before (not passed on yet), its columns once needed
     for raw in lines:
         if prev is not None and raw[:1] in " \t" and not raw.isspace():
-            if prev_indent is None:
-                prev_indent = _speaker_indent(prev)
-            if 0 <= prev_indent < len(raw) - len(raw.lstrip()) and _speaker_indent(raw) < 0:
-                prev = f"{prev.rstrip()} {raw.strip()}"
-                joined += 1
-                continue
+            if cols is False:
+                cols = _speech_column(prev)
+            if cols is not None and _speech_column(raw) is None:
+                expanded = raw.expandtabs(8)
+                indent = len(expanded) - len(expanded.lstrip())
+                indent_of, text_at = cols
+                if indent == text_at or (text_at is None and indent > indent_of):
+                    prev = f"{prev.rstrip()} {raw.strip()}"
+                    joined += 1
+                    continue
         if prev is not None:
             yield prev
             yield from itertools.repeat("", joined)
-        prev, prev_indent, joined = raw, None, 0
+        prev, cols, joined = raw, False, 0
     if prev is not None:
         yield prev
         yield from itertools.repeat("", joined)
