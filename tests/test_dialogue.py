@@ -565,6 +565,9 @@ def test_a_chat_exports_sender_is_the_contact_as_saved_and_its_placeholders_are_
     assert turns(text) == [("Dave (Uni)", "are you at the library?"), ("Dave (Work)", "meeting moved to 3"),
                            ("Smith John", "cool"), ("Sam", "Plan for Saturday --- BOB: bring snacks"),
                            ("Zoe", ""), ("Zoe", ""), ("Zoe", "")]
+    german = ("31.12.23, 21:16 - Ben: <Medien ausgeschlossen>\n31.12.23, 21:17 - Ben: Diese Nachricht wurde gelöscht.\n"
+              "31.12.23, 21:19 - Ana: <3 you\n")
+    assert turns(german) == [("Ben", ""), ("Ben", ""), ("Ana", "<3 you")]
     iphone = ("[31.12.23, 21:22:00] Kim: Report.pdf \u200e\u2022 \u200e3 pages \u200edocument omitted\n"
               "[31.12.23, 21:23:00] Kim: line one\nline two \u200e<This message was edited>\n")
     assert turns(iphone) == [("Kim", ""), ("Kim", "line one line two")]

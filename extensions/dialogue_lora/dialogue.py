@@ -125,7 +125,14 @@ _OMITTED = frozenset(s.casefold() for s in (
     "<Media omitted>", "image omitted", "video omitted", "audio omitted", "sticker omitted", "GIF omitted",
     "document omitted", "Contact card omitted", "This message was deleted", "You deleted this message",
     "Waiting for this message", "Waiting for this message. This may take a while", "Missed voice call",
-    "Missed video call", "Missed group voice call", "Missed group video call", "null"))
+    "Missed video call", "Missed group voice call", "Missed group video call", "null",
+    # the deleted-message notice in the export languages most met (Android's `<...>` placeholders are caught
+    # by their brackets, in any language: `<Medien ausgeschlossen>`, `<Multimedia omitido>`)
+    "Diese Nachricht wurde gelöscht", "Du hast diese Nachricht gelöscht", "Se eliminó este mensaje",
+    "Eliminaste este mensaje", "Ce message a été supprimé", "Vous avez supprimé ce message",
+    "Questo messaggio è stato eliminato", "Hai eliminato questo messaggio", "Esta mensagem foi apagada",
+    "Você apagou esta mensagem", "Dit bericht is verwijderd", "Je hebt dit bericht verwijderd",
+    "Данное сообщение удалено", "Вы удалили данное сообщение"))
 _EDITED = "<This message was edited>"
 _POLL = "POLL:"  # WhatsApp's poll, in an Android export
 
@@ -679,7 +686,8 @@ def is_dated_message(line: str) -> bool:
 def _omitted(message: str) -> bool:
     """Whether a message is what an export writes for one it did not keep (a photo, a deleted message)."""
     m = message.casefold().rstrip(".")
-    return m in _OMITTED or m.startswith("<attached:") or m.endswith("(file attached)")
+    return (m in _OMITTED or m.startswith("<attached:") or m.endswith("(file attached)")
+            or (m[:1] == "<" and m[-1:] == ">" and len(m) <= 60 and "<" not in m[1:-1] and ">" not in m[1:-1]))
 
 
 def _loose_speaker(text: str) -> tuple[str, str] | None:
