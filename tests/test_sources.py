@@ -619,6 +619,7 @@ def test_sillytavern_folder_reads_each_chat_and_nothing_else(tmp_path):
     lines = SILLYTAVERN.read_text(encoding="utf-8").splitlines()
     (chats / "Seraphina - 2024-05-02.jsonl").write_text("\n".join(lines[:1] + lines[10:]) + "\n", encoding="utf-8")
     (chats / "notes.jsonl").write_text('{"step": 1}\n', encoding="utf-8")  # not a chat: left alone
+    (chats / "Seraphina - new.jsonl").write_text(lines[0] + "\n", encoding="utf-8")  # a chat not begun: nothing
     turns = [t for t in iter_discord_turns(chats) if t is not None]
     assert [t.source for t in turns if t.speaker == "Seraphina"][-1] == "Seraphina - 2024-05-02.jsonl:3"
     assert len([t for t in turns if t.speaker == "Seraphina"]) == 5
@@ -627,7 +628,7 @@ def test_sillytavern_folder_reads_each_chat_and_nothing_else(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ('{"user_name": "Alex", "character_name": "S"}\n{"name": "S", "is_user": false, "mes": "hi"\n',
      r"bad.jsonl:2: malformed JSON"),
-    ('{"user_name": "Alex", "character_name": "S"}\n', "a SillyTavern chat with no messages"),
+    ('{"user_name": "Alex", "character_name": "S"}\n', "no messages by people in .*bad.jsonl"),
     ('{"user_name": "Alex", "character_name": "S"}\n[1, 2]\n', r"bad.jsonl:2: not a JSON object"),
     ('{"user_name": "Alex", "character_name": "S"}\n{"is_user": false, "mes": "hi"}\n', r"bad.jsonl:2: the author has no name"),
     ('{"user_name": "Alex", "character_name": "S"}\n{"name": "S", "is_user": false, "mes": 5}\n', r"bad.jsonl:2: content is not text"),

@@ -114,7 +114,7 @@ class PrepareConfig:
         out = str(self.jsonfilename).strip()
         if str(self.txtfilename).strip() and _same_file(out, self.txtfilename):
             raise UserError("--jsonfilename is the input file: it would be overwritten")
-        if out.lower().endswith(".json") and _inside_folder(out, self.txtfilename):
+        if _inside_folder(out, self.txtfilename):  # .jsonl too: SillyTavern would list it as a chat
             raise UserError(f"--jsonfilename {out!r} is inside the input folder {self.txtfilename}: it would overwrite "
                             "an export there, or be read as one next time; write it elsewhere")
 
@@ -207,7 +207,7 @@ def _same_file(a, b) -> bool:
 
 
 def _inside_folder(path, folder) -> bool:
-    """`path` would be one of the files of the folder `folder` (a Discord export folder's *.json)."""
+    """`path` would be one of the files of the folder `folder` (a folder of chat exports, read as one)."""
     try:
         return Path(folder).is_dir() and Path(path).resolve().parent == Path(folder).resolve()
     except (OSError, RuntimeError):

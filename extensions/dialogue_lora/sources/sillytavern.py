@@ -39,7 +39,8 @@ def looks_like(head: str) -> bool:
 
 
 def load(path: Path, text: str) -> dict:
-    """The chat in `text` (the file's contents) as {"name": character, "messages": [...]}, checked line by line."""
+    """The chat in `text` (the file's contents) as {"name": character, "messages": [...]}, checked line by line
+    (a chat of only its settings line has none: in a folder of chats it adds nothing)."""
     header, messages = None, []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -56,8 +57,6 @@ def load(path: Path, text: str) -> dict:
             header = obj
             continue
         messages.append((n, obj))
-    if not messages:
-        raise UserError(f"{path}: a SillyTavern chat with no messages in it")
     name = header.get("character_name") if isinstance(header, dict) else None
     return {"name": name if isinstance(name, str) and name.strip() else path.stem, "messages": messages}
 
