@@ -631,7 +631,7 @@ def test_sillytavern_folder_reads_each_chat_and_nothing_else(tmp_path):
     ('{"user_name": "Alex", "character_name": "S"}\n', "no messages by people in .*bad.jsonl"),
     ('{"user_name": "Alex", "character_name": "S"}\n[1, 2]\n', r"bad.jsonl:2: not a JSON object"),
     ('{"user_name": "Alex", "character_name": "S"}\n{"is_user": false, "mes": "hi"}\n', r"bad.jsonl:2: the author has no name"),
-    ('{"user_name": "Alex", "character_name": "S"}\n{"name": "S", "is_user": false, "mes": 5}\n', r"bad.jsonl:2: content is not text"),
+    ('{"user_name": "Alex", "character_name": "S"}\n{"name": "S", "is_user": false, "mes": 5}\n', r"bad.jsonl:2: mes is not text"),
 ])
 def test_sillytavern_bad_chats(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
@@ -665,6 +665,15 @@ def test_discordchatexporter_csv_goes_through_the_discord_rules(tmp_path):
         ("sam:", "sorry was away. sure, in an hour?", "general.txt:8")]
     scanned = scan_speakers(path)
     assert dict(scanned) == {"alex": 3, "sam": 3}
+
+
+def test_discordchatexporter_csv_without_author_ids_and_a_short_row(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text('Author,Date,Content,Attachments,Reactions\n"alex#1234","2024-05-01T10:00:00","hi there",,\n'
+                    '"sam","2024-05-01T10:01:00"\n', encoding="utf-8")
+    assert detect_source(path) == "discord"
+    with pytest.raises(UserError, match=r"old\.csv:3: 2 field\(s\)"):
+        list(iter_discord_turns(path))
 
 
 def test_discordchatexporter_text_export_is_refused_with_advice(tmp_path):

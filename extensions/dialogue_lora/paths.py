@@ -100,7 +100,8 @@ def check_name(name: str, what: str = "name") -> str:
         raise UserError(f"{what} is empty")
     if "/" in name or "\\" in name or ".." in name or not _SAFE_NAME.match(name):
         raise UserError(
-            f"{what} {name!r} is not allowed: use letters, digits, spaces and . , _ + - ' ( ) "
+            f"{what} {name!r} is not allowed: start with a letter or digit; then letters, digits, spaces and "
+            ". , _ + - ' ( ) "
             "(no slashes, no '..', not starting with a dot)"
         )
     if name.endswith(".") or name.split(".")[0].strip().upper() in _WINDOWS_DEVICES:

@@ -28,13 +28,13 @@ _DISCRIMINATOR = re.compile(r"#\d{4}$")  # `alex#1234`, a name before Discord's 
 def looks_like(first_line: str) -> bool:
     """Whether a CSV's header line is DiscordChatExporter's."""
     line = first_line.lstrip("\ufeff").strip()
-    if not line.lstrip('"').startswith(HEADER[0]):
+    if not line.lstrip('"').startswith(HEADER[1]):  # `Author` begins `AuthorID` too
         return False
     try:
-        cells = next(csv.reader([line]), [])
+        cells = tuple(c.strip() for c in next(csv.reader([line]), []))
     except csv.Error:
         return False
-    return tuple(c.strip() for c in cells[:len(HEADER)]) == HEADER
+    return cells[:len(HEADER)] == HEADER or cells[:len(HEADER) - 1] == HEADER[1:]  # (no AuthorID in early versions)
 
 
 def is_export_file(path: Path) -> bool:
@@ -64,16 +64,17 @@ def _iso(value: str) -> str | None:
 def load(path: Path, text: str) -> list[dict]:
     """The rows of the export in `text` (the file's contents), as messages of the JSON export's shape."""
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
-    messages = []
+    messages, start = [], 1
     try:
         header = [c.strip() for c in next(reader, [])]
         col = {name: header.index(name) for name in header if name in (*HEADER, "Attachments")}
+        need = max(col[k] for k in HEADER[1:]) + 1  # up to the author, the date and the content
         start = reader.line_num + 1
         for row in reader:
             if not any(cell.strip() for cell in row):
                 start = reader.line_num + 1
                 continue
-            if len(row) < len(HEADER):
+            if len(row) < need:
                 raise UserError(f"{path}:{start}: {len(row)} field(s), DiscordChatExporter's CSV has "
                                 f"{len(header)} ({', '.join(header)})")
             cell = {name: row[i] if i < len(row) else "" for name, i in col.items()}
@@ -81,7 +82,7 @@ def load(path: Path, text: str) -> list[dict]:
                 "line": start,
                 "type": "Default",
                 "timestamp": _iso(cell["Date"]),
-                "author": {"id": cell["AuthorID"].strip(), "name": _DISCRIMINATOR.sub("", cell["Author"].strip())},
+                "author": {"id": cell.get("AuthorID", "").strip(), "name": _DISCRIMINATOR.sub("", cell["Author"].strip())},
                 "content": cell["Content"],
                 "attachments": [a for a in cell.get("Attachments", "").split(",") if a.strip()],
             })

@@ -293,7 +293,7 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
             people.setdefault(speaker.casefold(), (speaker, set()))[1].add(str(author["id"]))
         content = msg.get("content") or ""
         if not isinstance(content, str):
-            raise UserError(f"{where}: content is not text")
+            raise UserError(f"{where}: {msg.get('content_field', 'content')} is not text")
         text, pinged = clean_content(content, _mention_names(msg))
         text = clean_text(text, stats)
         rule = None

@@ -73,4 +73,5 @@ def as_discord(numbered) -> dict:
         "timestamp": None,
         "author": {"name": name if isinstance(name, str) else ""},
         "content": msg.get("mes", ""),
+        "content_field": "mes",  # named so in the reader's errors
     }
