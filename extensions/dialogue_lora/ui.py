@@ -682,8 +682,8 @@ def dd_update(choices, *value):
 
 def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     """1. Prepare: a dialogue file in, the speakers found, a preview (Save is wired in build_tab)."""
-    gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord or Telegram export, a game CSV) into training "
-                "samples for one character.")
+    gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord, Telegram, WhatsApp or SillyTavern chat, a "
+                "game CSV) into training samples for one character.")
     with gr.Row():
         upload = gr.File(label="Upload a dialogue file", file_types=list(UPLOAD_SUFFIXES), type="filepath")
         with gr.Column():
@@ -697,7 +697,7 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
         rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
         out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
         strip_actions = gr.Checkbox(label="Strip actions like (laughs) and *waves*", value=False)
-    with gr.Accordion("Chat-log options (Discord and Telegram exports)", open=False):
+    with gr.Accordion("Chat-export options (Discord, Telegram, WhatsApp, SillyTavern)", open=False):
         with gr.Row():
             filters = gr.Dropdown(label="Filters", multiselect=True, choices=list(CHAT_FILTERS),
                                   value=list(CHAT_FILTERS))
