@@ -122,7 +122,8 @@ def _parse_time(value, where: str) -> datetime | None:
 
 def _mention_names(msg: dict) -> list[str]:
     names = []
-    for m in msg.get("mentions") or ():
+    mentions = msg.get("mentions")
+    for m in mentions if isinstance(mentions, list) else ():  # a hand-edited export may hold anything
         if isinstance(m, dict):
             for key in ("nickname", "name"):
                 v = m.get(key)
@@ -157,16 +158,17 @@ def load_export(path: Path) -> dict:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     if not raw.strip():
         raise UserError(f"{path}: the file is empty")
+    # undecodable bytes stay lone surrogates, which clean_text replaces and counts (as for text files)
     text = raw.decode("utf-8-sig", errors="surrogateescape")
-    if dce_csv.looks_like(text.split("\n", 1)[0]):
+    del raw  # an export can be hundreds of MB: hold one copy of it while it is parsed
+    if dce_csv.looks_like(text[:4096].split("\n", 1)[0]):
         return {dce_csv.KIND: dce_csv.load(path, text)}
     if path.suffix.lower() == sillytavern.SUFFIX:
         if not sillytavern.looks_like(text[:4096]):
             raise UserError(f"{path}: not a SillyTavern chat (expected JSON Lines with a \"mes\" in each message)")
         return {sillytavern.KIND: sillytavern.load(path, text)}
     try:
-        # undecodable bytes stay lone surrogates, which clean_text replaces and counts (as for text files)
-        data = json.loads(raw.decode("utf-8-sig", errors="surrogateescape"))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
     except (ValueError, RecursionError) as e:  # e.g. a 5,000-digit number, nesting thousands deep
