@@ -32,8 +32,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
-        description="Turn raw dialogue (text, play script, Discord or Telegram export, game-dialogue CSV) into "
-        "training samples for one or more characters.",
+        description="Turn raw dialogue (text, play script, Discord, Telegram, WhatsApp or SillyTavern chat, "
+                    "game-dialogue CSV) into training samples for one or more characters.",
         formatter_class=_Help,
     )
     p.add_argument("--name", "-n", action="append", dest="names", metavar="NAME",
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "for several; '*' for every speaker (required)")
     p.add_argument("--rounds", "-r", type=int, default=5, help="previous turns given as context")
     p.add_argument("--txtfilename", "-t", default=DEFAULT_INPUT,
-                   help="input: text file, CSV file, or Discord/Telegram JSON export file/folder")
+                   help="input: text file, CSV file, or a chat export (Discord/Telegram JSON, SillyTavern .jsonl, "
+                        "WhatsApp .txt), or a folder of chat exports")
     p.add_argument("--jsonfilename", "-j", default=DEFAULT_OUTPUT,
                    help="output: .json (JSON array) or .jsonl (one object a line)")
     p.add_argument("--format", default="rounds", choices=FORMATS, help="output format")
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep_duplicates", action="store_true", help="keep exact duplicate samples")
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
                    help="alpaca instruction; {name} becomes the character")
-    d = p.add_argument_group("Chat exports (Discord, Telegram)")
+    d = p.add_argument_group("Chat exports (Discord, Telegram, WhatsApp, SillyTavern)")
     d.add_argument("--gap_minutes", type=float, default=10.0, help="silence that starts a new conversation")
     d.add_argument("--keep_non_responses", action="store_true", help="keep messages like lol, lmao, gg")
     d.add_argument("--keep_enders", action="store_true", help="keep conversation enders like gtg, cya")

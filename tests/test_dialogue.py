@@ -156,6 +156,7 @@ def test_strip_actions_knows_the_speakers_name():
     assert strip_actions("*Seraphina smiles warmly* Welcome.", "Seraphina") == "Welcome."
     assert strip_actions("*garrick chuckles* ok.", "Garrick the Bold") == "ok."
     assert strip_actions("*Dad says* dinner is at 7", "Seraphina") == "*Dad says* dinner is at 7"
+    assert strip_actions("*Seraphina nodded* Yes.", "Seraphina") == "Yes."
 
 
 def test_lines_layout_golden():
@@ -566,8 +567,8 @@ def test_a_chat_exports_sender_is_the_contact_as_saved_and_its_placeholders_are_
                            ("Smith John", "cool"), ("Sam", "Plan for Saturday --- BOB: bring snacks"),
                            ("Zoe", ""), ("Zoe", ""), ("Zoe", "")]
     german = ("31.12.23, 21:16 - Ben: <Medien ausgeschlossen>\n31.12.23, 21:17 - Ben: Diese Nachricht wurde gelöscht.\n"
-              "31.12.23, 21:19 - Ana: <3 you\n")
-    assert turns(german) == [("Ben", ""), ("Ben", ""), ("Ana", "<3 you")]
+              "31.12.23, 21:19 - Ana: <3 you\n31.12.23, 21:20 - Ana: <hug>\n31.12.23, 21:21 - Ana: <insert joke here>\n")
+    assert turns(german) == [("Ben", ""), ("Ben", ""), ("Ana", "<3 you"), ("Ana", "<hug>"), ("Ana", "<insert joke here>")]
     iphone = ("[31.12.23, 21:22:00] Kim: Report.pdf \u200e\u2022 \u200e3 pages \u200edocument omitted\n"
               "[31.12.23, 21:23:00] Kim: line one\nline two \u200e<This message was edited>\n")
     assert turns(iphone) == [("Kim", ""), ("Kim", "line one line two")]
@@ -588,6 +589,11 @@ def test_markdown_names_bare_irc_nicks_and_whatsapp_web_copies():
                                            (None, "<b>bold</b>"), (None, "<a:b> no"), (None, "<3 you")]
     web = "[21:15, 31/12/2023] Alex: hey\n[21:16, 31/12/2023] Sam: yo\nsecond line\n"
     assert turns(web) == [("Alex", "hey"), ("Sam", "yo second line")]
+
+
+def test_a_wrapped_speech_far_into_a_file_is_joined():
+    text = "Alice: a line\nBob: a reply\n" * 3000 + "Romeo: But soft,\n       It is the east\nJuliet: Ay me!\n"
+    assert turns(text, layout="lines")[-2:] == [("Romeo", "But soft, It is the east"), ("Juliet", "Ay me!")]
 
 
 def test_gutenberg_plays_cues_with_a_full_stop():

@@ -796,3 +796,31 @@ def test_a_folder_of_exports_reads_each_kind_and_says_what_it_left(tmp_path):
     (root / "Seraphina" / "chat.jsonl").write_bytes(SILLYTAVERN.read_bytes())
     with pytest.raises(UserError, match="its subfolders hold some: give one of them"):
         list(iter_discord_turns(root))
+
+
+def test_chat_or_script_judged_by_recurring_speakers(tmp_path):
+    """A chat whose message holds `Key: value` lines is a chat; a script quoting chat lines is a script."""
+    chat = ("12/31/23, 9:00 PM - Alex: hey, are we still on for tonight?\n"
+            "12/31/23, 9:01 PM - Sam: yes of course, what should I bring?\n"
+            "12/31/23, 9:02 PM - Alex: here is what we still need:\nChips: 2 bags\nSoda: 3 bottles\nIce: 1 bag\n"
+            "Cups: 50\n12/31/23, 9:03 PM - Sam: ok, I will get all of it on the way\n")
+    path = tmp_path / "late.txt"
+    path.write_text(chat, encoding="utf-8")
+    assert detect_source(path) == "discord"
+    script = ("[31.12.23, 21:15:03] Jake: come outside\n[31.12.23, 21:15:09] Jake: I am at the door\n"
+              "Mia: That was the message I got.\nLeo: Wow.\nMia: I know.\nLeo: And then?\n")
+    path.write_text(script, encoding="utf-8")
+    assert detect_source(path) == "text"
+    report = prepare(PrepareConfig(names=["Mia", "Leo"], txtfilename=str(path), jsonfilename=str(tmp_path / "o.json")))
+    assert report.per_name == {"Mia": 2, "Leo": 2}
+
+
+def test_tables_and_application_logs_are_no_chat(tmp_path):
+    table = tmp_path / "t1.txt"
+    table.write_text("Timestamp\tSpeaker\tLine\n2024-01-01 12:00:00\tAlice\tHello there\n"
+                     "2024-01-01 12:01:00\tBob\tFine thanks\n", encoding="utf-8")
+    assert detect_source(table) == "csv"
+    log = tmp_path / "app.log"
+    log.write_text("2024-01-01 12:00:00\tINFO\tServer started on port 8080\n"
+                   "2024-01-01 12:00:01\tERROR\tDisk full\n", encoding="utf-8")
+    assert detect_source(log) == "text"

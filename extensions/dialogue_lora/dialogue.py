@@ -133,6 +133,9 @@ _OMITTED = frozenset(s.casefold() for s in (
     "Questo messaggio è stato eliminato", "Hai eliminato questo messaggio", "Esta mensagem foi apagada",
     "Você apagou esta mensagem", "Dit bericht is verwijderd", "Je hebt dit bericht verwijderd",
     "Данное сообщение удалено", "Вы удалили данное сообщение"))
+# Android's `<...>` placeholder for media not exported, in the export's language (`<Medien ausgeschlossen>`,
+# `<Multimedia omitido>`, `<Mídia oculta>`, `<Без медиафайлов>`): known by the word for media in it
+_MEDIA_WORDS = ("medi", "mídia", "média", "медиа", "omitted")
 _EDITED = "<This message was edited>"
 _POLL = "POLL:"  # WhatsApp's poll, in an Android export
 
@@ -304,7 +307,7 @@ def _emphasis(m: re.Match, speaker: str | None = None) -> bool:
     first = words[0].lower().strip(".,!?;:'\"")
     subject = len(words) >= 2 and (first in _NARRATORS or (speaker is not None
                                                           and first == speaker.split()[0].casefold()))
-    if subject and (_is_action_word(words[1]) or (first in _NARRATORS and words[1].lower().endswith("ed"))):
+    if subject and (_is_action_word(words[1]) or words[1].lower().endswith("ed")):
         return False  # roleplay narrates its actions: `*She laughs softly.*`, `*he nodded*`
     if len(words) in (2, 3) and words[-1].lower().strip(".,!?") in _BARE_ACTIONS:
         return False  # `*evil laugh*`, `*long pause*`
@@ -458,10 +461,9 @@ def parse_lines(
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
         return _parse_play(map(_dotted_cue, it), file, stats, compact=compact > after_blank, cast=_cast_of(cued))
-    # wrapped speeches show in a file's first lines; a file without indented lines skips the joining (a
-    # fifth of the time of a plain `Name: text` file)
-    indented = any(line[:1] in " \t" and not line.isspace() for line in head)
-    return _parse_one_line(_join_indented(it) if indented else it, file, stats, stamps)
+    # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
+    script = not looks_like_chat_export(head)
+    return _parse_one_line(_join_indented(it), file, stats, stamps, script)
 
 
 def _dotted_cue(line: str) -> str:
@@ -517,10 +519,11 @@ def _join_indented(lines: Iterable[str]) -> Iterator[str]:
         yield from itertools.repeat("", joined)
 
 
-def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: dict | None = None
-                    ) -> Iterator[Turn | None]:
+def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: dict | None = None,
+                    script: bool = False) -> Iterator[Turn | None]:
     """The lines layout. `stamps`, when given, gets each chat message's date and time by its line number
-    (sources/chatlog.py)."""
+    (sources/chatlog.py). In a `script` (a file that is not a chat export, but may quote a stamped message),
+    a `Name: text` line ends the message before it instead of continuing it."""
     fast = _FAST_SPEAKER.match
     new = tuple.__new__  # Turn(...) without the Python-level __new__: a third of the cost
     n = 0
@@ -528,13 +531,10 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
     # the lines after it without a stamp continue (WhatsApp writes a message of several lines so; IRC
     # does not: its unstamped lines are the client's); `dated` says which stamps the file uses, once known.
     held, held_irc, held_swallow, dated, shape = None, False, False, None, None
-    # A script with a chat message quoted in it: its own `Name: text` lines (`plain`) end the message, where a
-    # chat export's lines after a message are all the message's (`stamped`: the messages seen so far).
-    plain = stamped = 0
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
-            if m is not None and (held is None or held_irc or plain >= stamped):  # the common case: `Name: text`
+            if m is not None and (held is None or held_irc or script):  # the common case: `Name: text`
                 name, text = m.groups()
                 text = text.strip()
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse
@@ -542,7 +542,6 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 if held is not None:
                     yield held
                     held = None
-                plain += 1
                 yield new(Turn, (name, text, file, n))
                 continue
             text = " ".join(raw.split())
@@ -580,13 +579,12 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                     stamps[n] = stamp.group(0)
                 if kind != "system":
                     held, held_irc, held_swallow = Turn(name, message, file, n), kind == "irc", kind == "poll"
-                    stamped += 1
                     continue
                 if dated is not None:  # the export's own line; before any message it may be prose: read below
                     yield Turn(None, message, file, n)
                     continue
         if held is not None:
-            ends = plain and plain >= stamped and split_speaker(text) is not None  # a script's next speaker
+            ends = script and split_speaker(text) is not None  # a script's next speaker
             if not held_irc and not ends:  # the message's next line, whatever it looks like (`---`, `Bob:`)
                 if held_swallow:
                     continue
@@ -605,7 +603,6 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
         if hit is None:
             yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
         else:
-            plain += 1
             yield Turn(hit[0], hit[1].strip(), file, n)
     if held is not None:
         yield held
@@ -664,6 +661,7 @@ def _is_stamped_message(line: str, dated_only: bool = False) -> bool:
 # weechat's log: date and time, the nick (or an arrow, a star for the client's own lines), the message, by tabs
 _WEECHAT = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?)\t([^\t]*)\t(.*)")
 _WEECHAT_NOTICES = frozenset(("-->", "<--", "--", "*", "=!=", "-", "!", " *"))
+_LOG_LEVELS = frozenset("INFO WARN WARNING ERROR DEBUG TRACE FATAL CRITICAL NOTICE".split())
 
 
 def _weechat(raw: str) -> tuple[str, str | None, str] | None:
@@ -672,25 +670,57 @@ def _weechat(raw: str) -> tuple[str, str | None, str] | None:
     if m is None:
         return None
     nick, message = m.group(2).strip(), m.group(3).strip()
+    if nick.upper() in _LOG_LEVELS:  # an application's log (`INFO`, `ERROR`), not a chat
+        return None
     name = nick.lstrip("@+%~&")  # the channel mode sign goes
     if not name or nick in _WEECHAT_NOTICES or " " in nick or ":" in nick or "," in nick:
         return m.group(1), None, f"{nick} {message}".strip()
     return m.group(1), name, message
 
 
-def is_dated_message(line: str) -> bool:
-    """Whether a line is a chat export's message with a date and time before it (`12/31/23, 9:15 PM - Alex: hey`)."""
+def dated_sender(line: str) -> str | None:
+    """The sender of a chat export's message with a date and time before it (`12/31/23, 9:15 PM - Alex: hey`);
+    None when the line is no such message."""
     if "\t" in line and (log := _weechat(line)) is not None:
-        return log[1] is not None
+        return log[1]
     line = line.strip().lstrip(_LEADING_INVISIBLE)
-    return line[:1] in _STAMP_STARTS and _is_stamped_message(line, dated_only=True)
+    found = _stamp(line) if line[:1] in _STAMP_STARTS else None
+    if found is None or not found[1]:
+        return None
+    parsed = _stamped(line[found[0].end():], bare=False)
+    return parsed[1] if parsed is not None and parsed[0] in ("chat", "irc", "poll") else None
+
+
+def is_dated_message(line: str) -> bool:
+    return dated_sender(line) is not None
+
+
+CHAT_HEAD_LINES = 400  # the non-empty lines a file is judged by
+
+
+def looks_like_chat_export(lines: Iterable[str]) -> bool:
+    """Whether a text's first lines are a chat export with dates, not a script: at least two dated messages,
+    more than the `Name: text` lines of a script. Those count only for names that recur and never send a
+    dated message: a message's own lines (`Chips: 2 bags`, a list reposted under a sender's name) are not a
+    script's, and a script's speakers come back."""
+    senders, plain, stamped = set(), Counter(), 0
+    for line in itertools.islice((x for x in lines if x.strip()), CHAT_HEAD_LINES):
+        sender = dated_sender(line)
+        if sender is not None:
+            stamped += 1
+            senders.add(sender.casefold())
+        elif (hit := split_speaker(" ".join(line.split()))) is not None:
+            plain[hit[0].casefold()] += 1
+    script = sum(n for name, n in plain.items() if n > 1 and name not in senders)
+    return stamped >= 2 and stamped > script
 
 
 def _omitted(message: str) -> bool:
     """Whether a message is what an export writes for one it did not keep (a photo, a deleted message)."""
     m = message.casefold().rstrip(".")
     return (m in _OMITTED or m.startswith("<attached:") or m.endswith("(file attached)")
-            or (m[:1] == "<" and m[-1:] == ">" and len(m) <= 60 and "<" not in m[1:-1] and ">" not in m[1:-1]))
+            or (m[:1] == "<" and m[-1:] == ">" and " " in m and len(m) <= 60 and "<" not in m[1:-1]
+                and ">" not in m[1:-1] and any(w in m for w in _MEDIA_WORDS)))
 
 
 def _loose_speaker(text: str) -> tuple[str, str] | None:

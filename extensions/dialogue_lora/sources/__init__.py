@@ -54,12 +54,12 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
                         "message ends): export the channel again in the JSON format")
     if path.suffix.lower() in (".csv", ".tsv"):
         return "csv"
-    if path.suffix.lower() in chatlog.SUFFIXES and chatlog.is_chat_file(path):
-        return "discord"  # a WhatsApp (or Signal) export: a chat, read with the chat exports
     if any(d in first for d in ",;\t") and csv_columns and all(c and c in first for c in csv_columns):
         return "csv"
     if any(d in first for d in ",;\t") and _usual_header(first):
-        return "csv"
+        return "csv"  # a table with a header, even one whose rows start with dates
+    if path.suffix.lower() in chatlog.SUFFIXES and chatlog.is_chat_file(path):
+        return "discord"  # a WhatsApp (or Signal, weechat) export: a chat, read with the chat exports
     return "text"
 
 

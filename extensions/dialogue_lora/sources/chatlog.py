@@ -18,34 +18,24 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from ..dialogue import ReadStats, check_text_file, is_dated_message, iter_text_turns, open_text, split_speaker
+from ..dialogue import CHAT_HEAD_LINES, ReadStats, check_text_file, iter_text_turns, looks_like_chat_export, open_text
 
 LAYOUT = "chat log"
 SUFFIXES = (".txt", ".log")
-# How many of a file's first non-empty lines are looked at.
-_HEAD_LINES = 400
 _DATE = re.compile(r"(\d{1,4})[./-](\d{1,2})[./-](\d{1,4})")
 _TIME = re.compile(r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?(?:[\s\u00a0\u202f]?([AaPp])\.?[\s\u00a0\u202f]?[Mm]\.?)?")
 
 
 def is_chat_log(lines: list[str]) -> bool:
-    """Whether a text file's first lines are a chat export with dates: messages stamped with a date outnumber
-    the `Name: text` lines without one (a script may quote a message or two; an export's long messages
-    run over many lines, but those are seldom `Name: text` lines)."""
-    stamped = plain = 0
-    for line in itertools.islice((x for x in lines if x.strip()), _HEAD_LINES):
-        if is_dated_message(line):
-            stamped += 1
-        elif split_speaker(" ".join(line.split())) is not None:
-            plain += 1
-    return stamped >= 2 and stamped > plain
+    """Whether a text file's first lines are a chat export with dates (dialogue.looks_like_chat_export)."""
+    return looks_like_chat_export(lines)
 
 
 def is_chat_file(path: Path) -> bool:
     """Whether a text file (in a folder of exports) is such a chat export."""
     try:
         with open_text(path) as f:
-            return is_chat_log(list(itertools.islice(f, _HEAD_LINES * 2)))
+            return is_chat_log(list(itertools.islice(f, CHAT_HEAD_LINES * 2)))
     except (OSError, UnicodeError, ValueError):
         return False
 
