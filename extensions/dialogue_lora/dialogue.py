@@ -68,8 +68,10 @@ _MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u06
           "\u0900-\u0dff\u0e31-\u0e4e\u0eb1-\u0ecd\u0f18-\u0fbc\u102b-\u103e\u1056-\u108d\u17b4-\u17d3"
           "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u3099\u309a\ufe20-\ufe2f")
 _LETTERS = r"(?:[^\W_]|[%s])" % _MARKS
-_SPEAKER = re.compile(r"((?:(?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-_]+%s+)*[.']?|\d{1,2}[^\W\d_][^\W_]?))((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
+_SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-_]+%s+)*[.']?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
                       % (_LETTERS, _LETTERS, MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
+# A code name of digits and a letter (`2B`, `9S`), tried only for a line that starts with a digit.
+_CODE_NAME = re.compile(r"(\d{1,2}[^\W\d_][^\W_]?)()[ \t]*[:\uff1a]")
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
 _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|one|two|three|four|five|"
                       r"six|seven|eight|nine|ten|eleven|twelve)\.?", re.IGNORECASE)
@@ -348,7 +350,7 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     >>> split_speaker("At 10:30 we left.") is None
     True
     """
-    if line[:2] in ("**", "__"):  # a name in markdown bold: `**Bob:** hi`, `**Bob**: hi`
+    if line[:1] in "*_" and line[:2] in ("**", "__"):  # a name in markdown bold: `**Bob:** hi`, `**Bob**: hi`
         md = _MARKDOWN_NAME.match(line)
         if md is not None:
             line = f"{md.group(2)}:{md.group(3)}"
@@ -356,6 +358,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
             and line.find("[", 0, _COLON_WITHIN) < 0 and (line.isascii() or line.find("\uff1a", 0, _COLON_WITHIN) < 0)):
         return None
     m = _SPEAKER.match(line)
+    if m is None and line[:1].isdigit():
+        m = _CODE_NAME.match(line)
     if m is None:
         return None
     name, direction = m.group(1, 2)
@@ -497,25 +501,29 @@ def _join_indented(lines: Iterable[str]) -> Iterator[str]:
     """Lines where one indented as far as the speech on the `Name: text` line above it (a wrapped speech,
     aligned under its text), or deeper than a cue that stands alone, is joined to that line; an empty line
     takes its place, so that line numbers hold. Narration indented otherwise stays narration."""
-    prev, cols, joined = None, False, 0  # the line before (not passed on yet), its columns once needed
-    for raw in lines:
-        if prev is not None and raw[:1] in " \t" and not raw.isspace():
+    it = iter(lines)
+    prev = next(it, None)
+    if prev is None:
+        return
+    cols, joined = False, 0  # the line before's columns once needed; how many lines it took in
+    for raw in it:
+        if raw[:1] in " \t" and not raw.isspace():  # the hot path skips this: most lines start with a letter
             if cols is False:
                 cols = _speech_column(prev)
             if cols is not None and _speech_column(raw) is None:
                 expanded = raw.expandtabs(8)
                 indent = len(expanded) - len(expanded.lstrip())
-                indent_of, text_at = cols
-                if indent == text_at or (text_at is None and indent > indent_of):
+                if indent == cols[1] or (cols[1] is None and indent > cols[0]):
                     prev = f"{prev.rstrip()} {raw.strip()}"
                     joined += 1
                     continue
-        if prev is not None:
-            yield prev
-            yield from itertools.repeat("", joined)
-        prev, cols, joined = raw, False, 0
-    if prev is not None:
         yield prev
+        if joined:
+            yield from itertools.repeat("", joined)
+            joined = 0
+        prev, cols = raw, False
+    yield prev
+    if joined:
         yield from itertools.repeat("", joined)
 
 
