@@ -591,23 +591,25 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 if dated is not None:  # the export's own line; before any message it may be prose: read below
                     yield Turn(None, message, file, n)
                     continue
+        hit = None
         if held is not None:
-            ends = script and split_speaker(text) is not None  # a script's next speaker
-            if not held_irc and not ends:  # the message's next line, whatever it looks like (`---`, `Bob:`)
-                if held_swallow:
+            if not held_irc:
+                hit = split_speaker(text) if script else None  # a script's next speaker ends the message
+                if hit is None:  # the message's next line, whatever it looks like (`---`, `Bob:`)
+                    if held_swallow:
+                        continue
+                    if not text.isascii():
+                        text = text.translate(_INVISIBLE).strip()
+                    if text.endswith(_EDITED):  # WhatsApp marks an edited message at its end
+                        text = text[: -len(_EDITED)].rstrip()
+                    held = held._replace(text=f"{held.text} {text}".strip())
                     continue
-                if not text.isascii():
-                    text = text.translate(_INVISIBLE).strip()
-                if text.endswith(_EDITED):  # WhatsApp marks an edited message at its end
-                    text = text[: -len(_EDITED)].rstrip()
-                held = held._replace(text=f"{held.text} {text}".strip())
-                continue
             yield held
             held = None
-        if text[0] == "<" and (irc := _BARE_NICK.fullmatch(text)) is not None:
+        if hit is None and text[0] == "<" and (irc := _BARE_NICK.fullmatch(text)) is not None:
             yield Turn(irc.group(1), irc.group(2), file, n)  # a chat log without times: `<Steve> hi`
             continue
-        hit = split_speaker(text)
+        hit = hit or split_speaker(text)
         if hit is None:
             yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
         else:
@@ -655,15 +657,19 @@ def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
     return "chat", name, message
 
 
-def _is_stamped_message(line: str, dated_only: bool = False) -> bool:
+def _stamped_sender(line: str, dated_only: bool = False) -> str | None:
+    """The sender of a chat export's message behind a stamp (with a date, when `dated_only`); None when the
+    line is no such message."""
     found = _stamp(line)
-    if found is None:
-        return False
+    if found is None or (dated_only and not found[1]):
+        return None
     stamp, dated = found
-    if dated_only and not dated:
-        return False
     parsed = _stamped(line[stamp.end():], bare=not dated and not stamp.group(1))
-    return parsed is not None and parsed[0] in ("chat", "irc", "poll")
+    return parsed[1] if parsed is not None and parsed[0] in ("chat", "irc", "poll") else None
+
+
+def _is_stamped_message(line: str) -> bool:
+    return _stamped_sender(line) is not None
 
 
 # weechat's log: date and time, the nick (or an arrow, a star for the client's own lines), the message, by tabs
@@ -692,15 +698,7 @@ def dated_sender(line: str) -> str | None:
     if "\t" in line and (log := _weechat(line)) is not None:
         return log[1]
     line = line.strip().lstrip(_LEADING_INVISIBLE)
-    found = _stamp(line) if line[:1] in _STAMP_STARTS else None
-    if found is None or not found[1]:
-        return None
-    parsed = _stamped(line[found[0].end():], bare=False)
-    return parsed[1] if parsed is not None and parsed[0] in ("chat", "irc", "poll") else None
-
-
-def is_dated_message(line: str) -> bool:
-    return dated_sender(line) is not None
+    return _stamped_sender(line, dated_only=True) if line[:1] in _STAMP_STARTS else None
 
 
 CHAT_HEAD_LINES = 400  # the non-empty lines a file is judged by

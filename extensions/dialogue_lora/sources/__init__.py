@@ -1,11 +1,13 @@
-"""Readers that turn an input (text file, Discord export, game-dialogue CSV) into a stream of turns.
+"""Readers that turn an input (text file, chat export, game-dialogue CSV) into a stream of turns.
 
 `detect_source(path)` picks the reader from the content when `--source auto`: a folder, a .json
-file, or a file starting with `{` that holds "messages", is a Discord (or Telegram) export, and JSON
-Lines whose first line is a SillyTavern chat's is read with them; an .html
-page is refused (Telegram's default export format: the JSON one is read); a .csv file, or one
-whose first line holds a comma and the speaker and text column names (given, or the usual ones:
-`Speaker,Line`), is a CSV; anything else is dialogue text.
+file, or a file starting with `{` that holds "messages", is a Discord (or Telegram) export, and so are
+JSON Lines whose first line is a SillyTavern chat's and a CSV with DiscordChatExporter's header; an
+.html page is refused (Telegram's default export format: the JSON one is read), and so is
+DiscordChatExporter's text format; a .csv or .tsv file, or one whose first line holds a comma (semicolon,
+tab) and the speaker and text column names (given, or the usual ones: `Speaker,Line`), is a CSV; a .txt or
+.log file that is a chat export with dates (WhatsApp, Signal, weechat) is read with the chat exports;
+anything else is dialogue text.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Chat exports in text with a date before each message (WhatsApp, Signal) -> messages in the shape the Discord
-reader takes.
+"""Chat exports in text with a date before each message (WhatsApp, Signal, weechat) -> messages in the shape
+the Discord reader takes.
 
 The text reader (dialogue.py) already reads these files line by line: the stamp goes, a message's unstamped
 lines are joined to it, the export's placeholders and notices are told apart. What a line-by-line reading
@@ -26,16 +26,11 @@ _DATE = re.compile(r"(\d{1,4})[./-](\d{1,2})[./-](\d{1,4})")
 _TIME = re.compile(r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?(?:[\s\u00a0\u202f]?([AaPp])\.?[\s\u00a0\u202f]?[Mm]\.?)?")
 
 
-def is_chat_log(lines: list[str]) -> bool:
-    """Whether a text file's first lines are a chat export with dates (dialogue.looks_like_chat_export)."""
-    return looks_like_chat_export(lines)
-
-
 def is_chat_file(path: Path) -> bool:
-    """Whether a text file (in a folder of exports) is such a chat export."""
+    """Whether a text file's first lines are a chat export with dates (dialogue.looks_like_chat_export)."""
     try:
         with open_text(path) as f:
-            return is_chat_log(list(itertools.islice(f, CHAT_HEAD_LINES * 2)))
+            return looks_like_chat_export(list(itertools.islice(f, CHAT_HEAD_LINES * 2)))
     except (OSError, UnicodeError, ValueError):
         return False
 
