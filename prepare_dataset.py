@@ -32,7 +32,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
-        description="Turn raw dialogue (text, play script, Discord, Telegram, WhatsApp or SillyTavern chat, "
+        description="Turn raw dialogue (text, play script, Discord, Telegram, WhatsApp, SillyTavern or Slack chat, "
                     "game-dialogue CSV) into training samples for one or more characters.",
         formatter_class=_Help,
     )
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", "-r", type=int, default=5, help="previous turns given as context")
     p.add_argument("--txtfilename", "-t", default=DEFAULT_INPUT,
                    help="input: text file, CSV file, or a chat export (Discord/Telegram JSON, SillyTavern .jsonl, "
-                        "WhatsApp .txt), or a folder of chat exports")
+                        "WhatsApp .txt, Slack .zip), or a folder of chat exports")
     p.add_argument("--jsonfilename", "-j", default=DEFAULT_OUTPUT,
                    help="output: .json (JSON array) or .jsonl (one object a line)")
     p.add_argument("--format", default="rounds", choices=FORMATS, help="output format")
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep_duplicates", action="store_true", help="keep exact duplicate samples")
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
                    help="alpaca instruction; {name} becomes the character")
-    d = p.add_argument_group("Chat exports (Discord, Telegram, WhatsApp, SillyTavern)")
+    d = p.add_argument_group("Chat exports (Discord, Telegram, WhatsApp, SillyTavern, Slack)")
     d.add_argument("--gap_minutes", type=float, default=10.0, help="silence that starts a new conversation")
     d.add_argument("--keep_non_responses", action="store_true", help="keep messages like lol, lmao, gg")
     d.add_argument("--keep_enders", action="store_true", help="keep conversation enders like gtg, cya")
@@ -122,7 +122,7 @@ def check_flags_apply(args: argparse.Namespace, parser: argparse.ArgumentParser,
     read_as = f"{cfg.txtfilename} is read as {source} (--source)"
     problems = []
     if source != "discord" and (flags := changed(DISCORD_FLAGS)):
-        problems.append(f"{', '.join(flags)}: for chat exports only (Discord, Telegram, WhatsApp, SillyTavern), "
+        problems.append(f"{', '.join(flags)}: for chat exports only (Discord, Telegram, WhatsApp, SillyTavern, Slack), "
                         f"and {read_as}")
     if source != "csv" and (flags := changed(d for d in vars(args) if d.startswith("csv_"))):
         problems.append(f"{', '.join(flags)}: for CSV input only, and {read_as}")

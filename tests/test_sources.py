@@ -640,6 +640,91 @@ def test_sillytavern_bad_chats(tmp_path, content, message):
         prepare(PrepareConfig(names=["S"], txtfilename=str(path), jsonfilename=str(tmp_path / "o.json")))
 
 
+# --- Slack exports -----------------------------------------------------------------------------------------
+
+
+def slack_export(root: Path, days: dict, users: list | None = None) -> Path:
+    """An unzipped Slack export: users.json, channels.json and `channel/day.json` files."""
+    root.mkdir(parents=True, exist_ok=True)
+    people = users if users is not None else [
+        {"id": "U1", "name": "bob", "profile": {"display_name": "Bob", "real_name": "Bob Smith"}},
+        {"id": "U2", "name": "alice", "profile": {"display_name": "", "real_name": "Alice"}},
+        {"id": "U3", "name": "helper", "is_bot": True, "profile": {"real_name": "Helper"}}]
+    (root / "users.json").write_text(json.dumps(people), encoding="utf-8")
+    (root / "channels.json").write_text(json.dumps([{"id": "C1", "name": c.split("/")[0]} for c in days]),
+                                        encoding="utf-8")
+    for name, messages in days.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(json.dumps(messages), encoding="utf-8")
+    return root
+
+
+def sm(user, text, second, **extra):
+    return {"type": "message", "user": user, "text": text, "ts": f"{1714557600 + second}.000100", **extra}
+
+
+SLACK_DAY = [
+    sm("U2", "hey <@U1>, are you coming to the <#C1|general> meetup tonight?", 0),
+    sm("U1", "Sure, I'll bring snacks &amp; drinks, see <https://example.com/map|the map>", 60),
+    sm("U2", "<@U1>", 90),  # a ping only
+    sm("U1", "joined", 100, subtype="channel_join"),
+    sm("U3", "Reminder: standup at 10", 110),  # a bot user (users.json)
+    sm("", "deployed v2", 115, subtype="bot_message", bot_id="B1", username="deploybot"),
+    sm("U2", "thread: who wants pizza after the meetup?", 120, thread_ts="1714557720.000100", reply_count=1),
+    sm("U2", "Great, the address is &lt;5th street&gt;", 130),
+    sm("U1", "Me, always me. Pepperoni please.", 150, thread_ts="1714557720.000100"),
+    sm("U1", "Got it, leaving at eight then.", 160, user_profile={"display_name": "", "real_name": "Bob Smith"}),
+]
+
+
+def test_slack_export_folder_zip_channel_and_day_read_alike(tmp_path):
+    root = slack_export(tmp_path / "export", {"general/2024-05-01.json": SLACK_DAY})
+    import zipfile
+    zipped = tmp_path / "Slack export May 2024.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for f in sorted(root.rglob("*.json")):
+            z.write(f, f.relative_to(root).as_posix())
+    outputs = []
+    for given in (root, root / "general", root / "general" / "2024-05-01.json", zipped):
+        assert detect_source(given) == "discord"
+        out = tmp_path / "o.json"
+        report = prepare(PrepareConfig(names=["Bob"], txtfilename=str(given), jsonfilename=str(out),
+                                       filter_low_quality=False))
+        assert set(report.layouts.values()) == {"slack"} and "10 messages" in report.format()
+        assert report.dropped == {"ping_only": 1, "system_message": 1, "bot": 2}
+        outputs.append(json.loads(out.read_text(encoding="utf-8")))
+    assert outputs[1:] == outputs[:1] * 3
+    records = outputs[0]
+    # markup read as a person sees it
+    assert records[0] == {"input": "Alice: hey Bob, are you coming to the #general meetup tonight?\nBob:",
+                          "output": "Sure, I'll bring snacks & drinks, see the map", "name": "Bob",
+                          "source": "general:2"}
+    # a thread is a conversation of its own, led by the message that started it; the channel goes on without it
+    assert {"input": "Alice: thread: who wants pizza after the meetup?\nBob:",
+            "output": "Me, always me. Pepperoni please.", "name": "Bob", "source": "general [thread 1]:2"} in records
+    # one person is one speaker (users.json's name, not an older one in a message's profile); a thread's lead
+    # is counted once
+    assert scan_speakers(str(root)) == {"Alice": 4, "Bob": 3}  # before the filters: the ping too
+    assert "Got it, leaving at eight then." in [r["output"] for r in records]
+
+
+def test_slack_errors_name_the_file(tmp_path):
+    root = slack_export(tmp_path / "export", {"general/2024-05-01.json": SLACK_DAY[:2]})
+    bad = root / "general" / "2024-05-02.json"
+    bad.write_text('[{"type": "message", "ts": "1.0", "text": "hi"', encoding="utf-8")
+    with pytest.raises(UserError, match=r"2024-05-02.json:1: malformed JSON"):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(root), jsonfilename=str(tmp_path / "o.json")))
+    bad.write_text('[{"type": "message", "ts": "1.0", "text": 5, "user": "U1"}]', encoding="utf-8")
+    with pytest.raises(UserError, match=r"general: message 3 \(id 2024-05-02.json #1\): content is not text"):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(root), jsonfilename=str(tmp_path / "o.json")))
+    other = tmp_path / "photos.zip"
+    import zipfile
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("a.txt", "Bob: hi")
+    with pytest.raises(UserError, match=r"photos.zip: a zip archive, which is not read \(only a Slack export's\)"):
+        detect_source(other)
+
+
 # --- DiscordChatExporter's CSV and text formats ----------------------------------------------------------
 
 

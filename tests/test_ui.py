@@ -68,6 +68,28 @@ def test_pick_a_file_from_the_datasets_folder(logic, webui_root):
         logic.scan(None, None, "auto")
 
 
+def test_a_slack_zip_is_offered_and_read(logic, webui_root, tmp_path):
+    import zipfile
+    folder = webui_root / "user_data/training/datasets"
+    day = [{"type": "message", "user": "U1", "text": "are you coming tonight?", "ts": "1714557600.0001"},
+           {"type": "message", "user": "U2", "text": "Sure, <@U1>, I'll bring the snacks.", "ts": "1714557660.0001"}]
+    users = [{"id": "U1", "name": "alice", "profile": {"display_name": "Alice"}},
+             {"id": "U2", "name": "bob", "profile": {"display_name": "Bob"}}]
+    with zipfile.ZipFile(folder / "Team Slack export.zip", "w") as z:
+        z.writestr("users.json", json.dumps(users))
+        z.writestr("general/2024-05-01.json", json.dumps(day))
+    with zipfile.ZipFile(folder / "photos.zip", "w") as z:
+        z.writestr("a.txt", "Bob: hi")
+    assert logic.raw_files() == ["Team Slack export.zip"]  # another zip is not dialogue
+    assert logic.scan(None, "Team Slack export.zip", "auto") == [("Alice (1 message)", "Alice"),
+                                                                 ("Bob (1 message)", "Bob")]
+    upload = tmp_path / "upload" / "photos.zip"
+    upload.parent.mkdir()
+    shutil.copy(folder / "photos.zip", upload)
+    with pytest.raises(UserError, match=r"^photos.zip: a zip archive, which is not read"):
+        logic.scan(str(upload), None, "auto")
+
+
 def test_preview_shows_what_training_sees_and_writes_nothing(logic, webui_root):
     text, report = logic.preview(*form())
     assert text.startswith(

@@ -291,7 +291,7 @@ def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) 
     if source == "csv":
         return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
     if Path(cfg.txtfilename).is_dir():
-        raise UserError(f"{cfg.txtfilename}: is a folder; only chat exports (Discord, Telegram, WhatsApp, SillyTavern) can be read from a folder (--source)")
+        raise UserError(f"{cfg.txtfilename}: is a folder; only chat exports (Discord, Telegram, WhatsApp, SillyTavern, Slack) can be read from a folder (--source)")
     return iter_text_turns(cfg.txtfilename, cfg.layout, stats)
 
 

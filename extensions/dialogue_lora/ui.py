@@ -29,9 +29,9 @@ SAVED_REPORT = "Saved "  # how a save's report starts (a preview's does not)
 PREVIEW_SAMPLES = 5
 SOURCES = ("auto", "text", "discord", "csv")
 SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, chat log)",
-                 "discord": "chat export (Discord, Telegram, WhatsApp, SillyTavern)", "csv": "CSV / TSV table"}
+                 "discord": "chat export (Discord, Telegram, WhatsApp, SillyTavern, Slack)", "csv": "CSV / TSV table"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
-RAW_SUFFIXES = (".txt", ".log", ".json", ".jsonl", ".csv", ".tsv")
+RAW_SUFFIXES = (".txt", ".log", ".json", ".jsonl", ".csv", ".tsv", ".zip")  # .zip: a Slack export
 # The upload also takes a web page, so that a Telegram HTML export gets Prepare's advice (export it as
 # JSON) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".html", ".htm")
@@ -126,11 +126,15 @@ def _stop(kind: str, idle: str, stopping: str) -> str:
 
 
 def _is_dialogue(path: Path) -> bool:
-    """A file Prepare can read: text or CSV, JSON that is a Discord or Telegram export, a SillyTavern chat (not a
-    prepared dataset, not a settings file); the webui's `put-...-here.txt` placeholders are not dialogue."""
+    """A file Prepare can read: text or CSV, JSON that is a Discord or Telegram export, a SillyTavern chat, a
+    Slack export's zip (not a prepared dataset, not a settings file); the webui's `put-...-here.txt`
+    placeholders are not dialogue."""
+    from .sources import slack
     from .sources.sillytavern import looks_like
 
     suffix = path.suffix.lower()
+    if suffix == ".zip":
+        return slack.is_export(path)
     if suffix not in RAW_SUFFIXES or _PLACEHOLDER.fullmatch(path.name) or holds_samples(path):
         return False
     if suffix in (".json", ".jsonl"):
@@ -682,7 +686,7 @@ def dd_update(choices, *value):
 
 def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     """1. Prepare: a dialogue file in, the speakers found, a preview (Save is wired in build_tab)."""
-    gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord, Telegram, WhatsApp or SillyTavern chat, a "
+    gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord, Telegram, WhatsApp, SillyTavern or Slack chat, a "
                 "game CSV) into training samples for one character.")
     with gr.Row():
         upload = gr.File(label="Upload a dialogue file", file_types=list(UPLOAD_SUFFIXES), type="filepath")
@@ -697,7 +701,7 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
         rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
         out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
         strip_actions = gr.Checkbox(label="Strip actions like (laughs) and *waves*", value=False)
-    with gr.Accordion("Chat-export options (Discord, Telegram, WhatsApp, SillyTavern)", open=False):
+    with gr.Accordion("Chat-export options (Discord, Telegram, WhatsApp, SillyTavern, Slack)", open=False):
         with gr.Row():
             filters = gr.Dropdown(label="Filters", multiselect=True, choices=list(CHAT_FILTERS),
                                   value=list(CHAT_FILTERS))

@@ -2,7 +2,8 @@
 
 `detect_source(path)` picks the reader from the content when `--source auto`: a folder, a .json
 file, or a file starting with `{` that holds "messages", is a Discord (or Telegram) export, and so are
-JSON Lines whose first line is a SillyTavern chat's and a CSV with DiscordChatExporter's header; an
+JSON Lines whose first line is a SillyTavern chat's, a CSV with DiscordChatExporter's header and a Slack
+export's zip (any other zip is refused); an
 .html page is refused (Telegram's default export format: the JSON one is read), and so is
 DiscordChatExporter's text format; a .csv or .tsv file, or one whose first line holds a comma (semicolon,
 tab) and the speaker and text column names (given, or the usual ones: `Speaker,Line`), is a CSV; a .txt or
@@ -12,12 +13,13 @@ anything else is dialogue text.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 from ..dialogue import check_text_file, open_text
 from ..errors import UserError
 from ..fileio import holds_samples
-from . import chatlog, dce_csv, sillytavern
+from . import chatlog, dce_csv, sillytavern, slack
 
 SOURCES = ("auto", "text", "discord", "csv")
 
@@ -34,6 +36,11 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
     if path.is_dir():
         return "discord"
+    if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
+        if slack.is_export(path):
+            return "discord"  # a Slack export as Slack gives it
+        raise UserError(f"{path}: a zip archive, which is not read (only a Slack export's): unzip it and give the "
+                        "file (or a folder of chat exports) inside")
     if path.suffix.lower() in (".html", ".htm"):  # Telegram Desktop's default export format
         raise UserError(f"{path}: a web page, which is not read: export a Telegram chat again with the format "
                         "'Machine-readable JSON' (a Discord channel: DiscordChatExporter's JSON format)")

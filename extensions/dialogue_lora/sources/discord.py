@@ -30,7 +30,7 @@ from typing import Iterator
 from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name
 from ..errors import UserError
 from ..prompt import is_sample
-from . import chatlog, dce_csv, prepared_dataset, sillytavern, telegram
+from . import chatlog, dce_csv, prepared_dataset, sillytavern, slack, telegram
 
 KEPT_TYPES = {"Default", "Reply"}
 
@@ -208,6 +208,17 @@ def channels(path: Path, stats: ReadStats | None = None) -> list[tuple[str, str,
             for name, messages in found]
 
 
+def _sources(path: str | os.PathLike, stats: ReadStats | None = None, skipped: list | None = None):
+    """(label, layout, messages) of every conversation source in the input, one file read at a time."""
+    path = Path(path)
+    if path.exists() and slack.is_export(path):
+        for label, messages in slack.conversations(path):
+            yield label, slack.LAYOUT, messages
+        return
+    for f in export_files(path, skipped):
+        yield from channels(f, stats)
+
+
 def _is_export(p: Path) -> bool:
     suffix = p.suffix.lower()
     if suffix == ".json":
@@ -244,7 +255,7 @@ def export_files(path: str | os.PathLike, skipped: list | None = None) -> list[P
             nested = any(p.is_dir() and any(_is_export(q) for q in p.iterdir() if q.suffix.lower() in _FOLDER_SUFFIXES)
                          for p in path.iterdir() if not p.name.startswith("."))
             raise UserError(f"{path}: folder holds no chat exports (Discord or Telegram .json, DiscordChatExporter "
-                            ".csv, SillyTavern .jsonl, WhatsApp .txt)" + (
+                            ".csv, SillyTavern .jsonl, WhatsApp .txt, an unzipped Slack export)" + (
                 " (its web pages look like Telegram's HTML export: export the chat again with the format "
                 "'Machine-readable JSON')" if html else "") + (
                 "; its subfolders hold some: give one of them (a SillyTavern character's chats)" if nested else ""))
@@ -359,13 +370,12 @@ def iter_discord_turns(
     aliases = aliases if aliases is not None else {}
     people = people if people is not None else {}
     skipped: list[str] = []
-    files = export_files(path, skipped)
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (f", ... +{len(skipped) - 5} more" if len(skipped) > 5 else "")
-        stats.notes.append(f"{path}: {len(skipped)} file(s) not read, not chat exports: {shown}")
-    for label, layout, messages in (c for f in files for c in channels(f, stats)):
+    for n, (label, layout, messages) in enumerate(_sources(path, stats, skipped)):
+        if n == 0 and skipped:  # export_files has listed the folder
+            shown = ", ".join(skipped[:5]) + (f", ... +{len(skipped) - 5} more" if len(skipped) > 5 else "")
+            stats.notes.append(f"{path}: {len(skipped)} file(s) not read, not chat exports: {shown}")
         stats.layouts[label] = layout
-        stats.lines += len(messages)
+        stats.lines += sum(1 for m in messages if not (isinstance(m, dict) and m.get("copy")))
         for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people),
                                    opts.gap_minutes):
             if opts.filter_low_quality and len(conv) < opts.min_messages and all(
@@ -383,9 +393,9 @@ def scan_discord_speakers(path: str | os.PathLike) -> Counter:
     """Speaker -> message count over the export(s), before any filter (for the tab's dropdown)."""
     counts: Counter = Counter()
     stats = ReadStats()
-    for _, _, messages in (c for f in export_files(path) for c in channels(f)):
+    for _, _, messages in _sources(path):
         for msg in messages:
-            if not isinstance(msg, dict) or not _kept_type(msg):
+            if not isinstance(msg, dict) or not _kept_type(msg) or msg.get("copy"):  # a thread's lead, again
                 continue
             author = msg.get("author") or {}
             if not isinstance(author, dict) or author.get("isBot"):
