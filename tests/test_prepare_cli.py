@@ -41,7 +41,7 @@ def test_quick_start(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "samples: 4 (Bob 4)" in r.stdout
     assert "speakers (2): Alice 5, Bob 4" in r.stdout
-    assert "dropped: empty 1" in r.stdout
+    assert "dropped: empty 1 (all speakers; Bob's own: empty 1)\n" in r.stdout
     records = json.loads(out.read_text(encoding="utf-8"))
     assert [x["output"] for x in records] == [
         "I don't know, Alice. I have a lot of work.",
@@ -351,3 +351,29 @@ def test_replacing_an_earlier_dataset_is_said(tmp_path):
     assert first.returncode == 0 and "earlier dataset" not in first.stdout
     again = cli("-n", "Alice", "-t", EXAMPLE, "-j", out)
     assert again.returncode == 0 and "note: ds.json replaced the earlier dataset of that name" in again.stdout
+
+
+def test_a_forced_layout_the_file_does_not_fit_is_said(tmp_path):
+    """--layout play on `Name: text` lines folds one speaker's lines into another's speech; --layout lines on
+    a play makes every cue an empty turn: both are noted, and said with the error they lead to."""
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["Alice"], txtfilename=str(EXAMPLE), jsonfilename=str(out), layout="play"))
+    assert any(n.startswith("--layout play, but dataset.txt looks like `Name: text` lines") for n in report.notes)
+    with pytest.raises(UserError, match=r"name 'Bob' not found .* \(note: --layout play, but dataset.txt looks like"):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(EXAMPLE), jsonfilename=str(out), layout="play"))
+    play = tmp_path / "play.txt"
+    play.write_text("ROMEO:\nBut soft, what light.\n\nJULIET:\nAy me!\n\nROMEO:\nShe speaks.\n", encoding="utf-8")
+    r = cli("-n", "ROMEO", "-t", play, "-j", out, "--layout", "lines")
+    assert_one_line_error(r, "no samples for 'ROMEO'", "(empty 2)", "note: --layout lines, but play.txt looks like a play")
+    # no note when the forced layout is the one the file has
+    assert prepare(PrepareConfig(names=["ROMEO"], txtfilename=str(play), jsonfilename=str(out), layout="play"),
+                   write=False).notes == []
+
+
+def test_a_name_missing_from_a_folder_names_the_files_left_unread(tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "general.json").write_bytes((ROOT / "examples" / "discord_export.json").read_bytes())
+    (folder / "dialogue.txt").write_bytes(EXAMPLE.read_bytes())
+    r = cli("-n", "Bob", "-t", folder, "-j", tmp_path / "o.json")
+    assert_one_line_error(r, "name 'Bob' not found", "note: ", "1 file(s) not read, not chat exports: dialogue.txt")

@@ -692,6 +692,7 @@ def test_slack_export_folder_zip_channel_and_day_read_alike(tmp_path):
                                        filter_low_quality=False))
         assert set(report.layouts.values()) == {"slack"} and "10 messages" in report.format()
         assert report.dropped == {"ping_only": 1, "system_message": 1, "bot": 2}
+        assert report.dropped_of == {"Bob": {}} and "(all speakers; Bob's own: none)" in report.format()
         outputs.append(json.loads(out.read_text(encoding="utf-8")))
     assert outputs[1:] == outputs[:1] * 3
     records = outputs[0]

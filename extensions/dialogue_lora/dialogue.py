@@ -194,8 +194,11 @@ class ReadStats:
     layouts: dict | None = None  # file -> layout used
     encodings: dict | None = None  # file -> the legacy encoding it was read with (a file not in UTF-8)
     notes: list | None = None  # how a reader read a file, where it had to choose (for the report's notes)
+    hints: list | None = None  # of the notes, those that may explain a character not found (said with the error)
 
     def __post_init__(self):
+        if self.hints is None:
+            self.hints = []
         if self.layouts is None:
             self.layouts = {}
         if self.encodings is None:
@@ -433,6 +436,21 @@ def _layout_of(evidence: tuple[int, int, int]) -> str:
     return "play" if alone and alone * 4 > inline else "lines"
 
 
+def _forced_layout_note(layout: str, evidence: tuple[int, int, int], file: str, n: int, stats: ReadStats) -> None:
+    alone, inline = evidence[0] + evidence[1], evidence[2]
+    where = f"{file or 'the text'}"
+    if layout == "play":
+        note = (f"--layout play, but {where} looks like `Name: text` lines ({inline} in its first {n} lines, "
+                f"{alone} name(s) alone on a line): each speech runs on over the lines below it; --layout lines "
+                "(or auto) reads each line as a turn")
+    else:
+        note = (f"--layout lines, but {where} looks like a play ({alone} name(s) alone on a line with the speech "
+                f"below, in its first {n} lines): such a name is an empty turn; --layout play (or auto) reads "
+                "the speeches")
+    stats.notes.append(note)
+    stats.hints.append(note)
+
+
 def parse_lines(
     lines: Iterable[str],
     file: str = "",
@@ -453,11 +471,12 @@ def parse_lines(
     evidence = (0, 0, 0)
     head = list(itertools.islice(it, DETECT_LINES))
     it = itertools.chain(head, it)
-    if layout != "lines":
-        cued = [_dotted_cue(line) for line in head]  # a play may write its cues `ROMEO.` (Project Gutenberg)
-        evidence = _layout_evidence(cued)
+    cued = [_dotted_cue(line) for line in head]  # a play may write its cues `ROMEO.` (Project Gutenberg)
+    evidence = _layout_evidence(cued)
     if layout == "auto":
         layout = _layout_of(evidence)
+    elif layout != _layout_of(evidence):  # forced against what the file looks like: say so
+        _forced_layout_note(layout, evidence, file, len(head), stats)
     stats.layouts[file or "<text>"] = layout
     if layout == "play":
         # A play written without blank lines between speeches (most `NAME:` lines follow other text):

@@ -227,7 +227,8 @@ class PrepareReport:
     speakers: dict = field(default_factory=dict)  # speaker -> non-empty turns, most first
     samples_written: int = 0  # samples made (written when output is set)
     per_name: dict = field(default_factory=dict)  # character -> samples
-    dropped: dict = field(default_factory=dict)  # rule -> lines dropped (see samples.RULES)
+    dropped: dict = field(default_factory=dict)  # rule -> lines dropped (see samples.RULES), all speakers
+    dropped_of: dict = field(default_factory=dict)  # character asked for -> {rule: their lines dropped}
     replaced_bytes: int = 0  # undecodable bytes replaced with U+FFFD
     repaired_lines: int = 0  # lines whose mojibake (or similar) ftfy repaired
     output: str | None = None  # the file written; None for a preview
@@ -252,7 +253,10 @@ class PrepareReport:
         where = f" -> {self.output}" if self.output else " (preview: nothing written)"
         lines.append(f"samples: {self.samples_written}" + (f" ({per})" if per else "") + f"{where} [{self.output_format}]")
         drops = [(r, c) for r, c in self.dropped.items() if c]
-        lines.append("dropped: " + (", ".join(f"{r} {c}" for r, c in drops) if drops else "nothing"))
+        own = "; ".join(f"{n}'s own: " + (", ".join(f"{r} {c}" for r, c in d.items()) or "none")
+                        for n, d in self.dropped_of.items())
+        lines.append("dropped: " + (", ".join(f"{r} {c}" for r, c in drops) if drops else "nothing")
+                     + (f" (all speakers; {own})" if drops and own else ""))
         if self.replaced_bytes or self.repaired_lines:
             lines.append(
                 f"cleaned: {self.repaired_lines} line(s) repaired by ftfy (mojibake, curly quotes, ligatures), "
@@ -388,7 +392,12 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
                 yield rec
         for s in samples:
             yield fmt(s, instruction)
-        _check_result(cfg, tally, source)  # raising here (before the rename) keeps an existing output intact
+        try:  # raising here (before the rename) keeps an existing output intact
+            _check_result(cfg, tally, source)
+        except UserError as e:
+            if not stats.hints:
+                raise
+            raise UserError(f"{e} (note: {'; '.join(stats.hints)})") from None
         # an earlier output, or empty: safe to replace; anything else (an export, settings, notes) is the user's
         if write and out.is_file():  # after the input's own errors, which come first
             held = holds_samples(out)
@@ -423,12 +432,27 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         samples_written=n,
         per_name=merge_speakers(tally.per_name),
         dropped=dropped,
+        dropped_of=_dropped_of(cfg.names, tally),
         replaced_bytes=stats.replaced_bytes,
         repaired_lines=stats.repaired_lines,
         output=str(out) if write else None,
         seconds=time.perf_counter() - t0,
         notes=_encoding_notes(stats.encodings) + stats.notes + _shared_names(tally.people) + replaced,
     )
+
+
+def _dropped_of(names: list[str], tally: Tally) -> dict:
+    """Each character asked for (not `*`) -> {rule: their lines dropped}, in report order."""
+    if wanted_names(names) is None:
+        return {}
+    order = {r: i for i, r in enumerate(RULES)}
+    shown = {n.casefold(): n for n in merge_speakers(tally.speakers)}  # as the speakers line writes them
+    found = {}
+    for name in names:
+        folded = name.casefold()
+        rules = [(r, c) for (who, r), c in tally.dropped_by.items() if who == folded and c]
+        found[shown.get(folded, name)] = dict(sorted(rules, key=lambda rc: order.get(rc[0], len(order))))
+    return found
 
 
 def _encoding_notes(encodings: dict) -> list[str]:
