@@ -176,6 +176,35 @@ def check_method_flags(args: dict, parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train; a user error is also written to --progress_file as an error event, whenever it is found (a
+    bad flag, a setting, the data, the model), so that a tool watching the file learns why the run ended."""
+    try:
+        return _train(argv)
+    except UserError as e:
+        if not isinstance(e, Interrupted):  # a stop: the trainer has written its end event
+            _error_event(argv, e)
+        raise
+
+
+def _error_event(argv: list[str] | None, error: UserError) -> None:
+    import os
+
+    pre = CliParser(add_help=False)  # raises rather than printing usage and exiting
+    pre.add_argument("--progress_file")
+    try:
+        progress_file = pre.parse_known_args(sys.argv[1:] if argv is None else argv)[0].progress_file
+    except UserError:  # `--progress_file` given no value: that is the error being reported
+        return
+    if not progress_file or int(os.environ.get("RANK", "0") or 0) != 0:
+        return
+    try:
+        with open(progress_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"event": "error", "message": str(error)}) + "\n")
+    except OSError:  # the file itself may be what went wrong
+        pass
+
+
+def _train(argv: list[str] | None) -> int:
     import os
 
     parser = build_parser()
@@ -197,10 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         result = train(cfg, on_progress=reporter if main_process else None, should_stop=stopper)
-    except UserError as e:
-        if reporter.file is not None:
-            reporter({"event": "error", "message": str(e)})
-        raise
     except KeyboardInterrupt:  # the second Ctrl+C: no checkpoint of the moment, say what there is
         raise Interrupted(f"quit at once: nothing more was saved; {_latest_checkpoint(cfg, started)}") from None
     finally:

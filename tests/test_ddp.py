@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,6 +138,26 @@ def test_cli_errors_are_one_line(work):
     assert not (work / "user_data" / "loras" / "y").exists()
     h = _cli(["--help"], work)
     assert h.returncode == 0 and "--num_virtual_tokens" in h.stdout and "--stop_file" in h.stdout
+
+
+def test_every_user_error_reaches_the_progress_file(tmp_path, monkeypatch):
+    """A tool watching --progress_file learns why a run ended, whatever the error: a flag, a setting, the data."""
+    import lora_finetune
+    from extensions.dialogue_lora.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    events = tmp_path / "p.jsonl"
+    (tmp_path / "STOP").write_text("")
+    for bad, words in ((["--stop_file", "STOP"], "--stop_file STOP exists already"),
+                       (["-e", "0"], "--epochs"),
+                       (["--load_in_4bit", "--load_in_8bit"], "--load_in_4bit and --load_in_8bit"),
+                       (["--learning_rate", "abc"], "invalid float value: 'abc'"),
+                       ([], "model 'nope' not found")):
+        events.unlink(missing_ok=True)
+        with pytest.raises(UserError, match=re.escape(words)):
+            lora_finetune.main(["-m", "nope", "-l", "x", "--progress_file", str(events), *bad])
+        assert [json.loads(line)["event"] for line in events.read_text().splitlines()] == ["error"], bad
+        assert words in json.loads(events.read_text())["message"]
 
 
 def test_a_second_ctrl_c_says_what_is_kept(work, monkeypatch, capsys):
