@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -724,6 +725,23 @@ def test_slack_errors_name_the_file(tmp_path):
         z.writestr("a.txt", "Bob: hi")
     with pytest.raises(UserError, match=r"photos.zip: a zip archive, which is not read \(only a Slack export's\)"):
         detect_source(other)
+
+
+def test_discords_own_data_package_is_refused_with_the_reason(tmp_path):
+    """Discord's "Request all of my data" package holds the user's own messages only: no dialogue."""
+    channel = tmp_path / "package" / "messages" / "c123"
+    channel.mkdir(parents=True)
+    (tmp_path / "package" / "account").mkdir()
+    (channel / "channel.json").write_text('{"id": "123", "type": 1}', encoding="utf-8")
+    (channel / "messages.json").write_text('[{"ID": 1, "Timestamp": "2024-01-01 10:00:00", "Contents": "hi", '
+                                           '"Attachments": ""}]', encoding="utf-8")
+    (channel / "messages.csv").write_text("ID,Timestamp,Contents,Attachments\n1,2024-01-01 10:00:00,hi,\n",
+                                          encoding="utf-8")
+    (channel.parent / "index.json").write_text('{"123": "Direct Message with bob"}', encoding="utf-8")
+    for given in (tmp_path / "package", channel.parent, channel, channel / "messages.json", channel / "messages.csv"):
+        with pytest.raises(UserError, match=rf"^{re.escape(str(given))}: Discord's data package .* only your own "
+                                            "messages.* DiscordChatExporter"):
+            prepare(PrepareConfig(names=["Me"], txtfilename=str(given), jsonfilename=str(tmp_path / "o.json")))
 
 
 # --- DiscordChatExporter's CSV and text formats ----------------------------------------------------------

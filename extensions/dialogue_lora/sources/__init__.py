@@ -58,6 +58,10 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     first = stripped.split("\n", 1)[0]
     if dce_csv.looks_like(first):  # DiscordChatExporter's CSV: read as the chat export it is
         return "discord"
+    if first.startswith("ID,Timestamp,Contents"):  # Discord's own data package: the user's messages only
+        from .discord import discord_package
+
+        raise discord_package(path)
     if _dce_text(stripped):
         raise UserError(f"{path}: a DiscordChatExporter text export, which is not read (it does not mark where a "
                         "message ends): export the channel again in the JSON format")

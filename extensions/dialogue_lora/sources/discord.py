@@ -149,6 +149,24 @@ def clean_content(content: str, mention_names: list[str]) -> tuple[str, bool]:
     return content, False
 
 
+def discord_package(path: Path) -> UserError:
+    """The error for a piece of Discord's own data package, which has the user's messages only."""
+    return UserError(f"{path}: Discord's data package (Request all of my data): it holds only your own messages, "
+                     "not the others' in the conversation, so there is no dialogue in it; export the channel "
+                     "with DiscordChatExporter (JSON) instead")
+
+
+def _is_package_folder(path: Path) -> bool:
+    """A folder of Discord's data package: a channel's (channel.json and messages.json or .csv), its
+    messages folder (index.json and c<id> folders), or the package itself (account and messages folders)."""
+    if (path / "channel.json").is_file() and any((path / f"messages.{x}").is_file() for x in ("json", "csv")):
+        return True
+    if (path / "index.json").is_file() and any(p.is_dir() and p.name[:1] == "c" and p.name[1:].isdigit()
+                                              for p in path.iterdir()):
+        return True
+    return (path / "account").is_dir() and (path / "messages").is_dir()
+
+
 def load_export(path: Path) -> dict:
     """One DiscordChatExporter (or Telegram Desktop) JSON file, checked to be one."""
     try:
@@ -178,6 +196,8 @@ def load_export(path: Path) -> dict:
                         "(expected a DiscordChatExporter or Telegram export, an object with a \"messages\" list)")
     if isinstance(data, list) and data and is_sample(data[0]):
         raise prepared_dataset(path)
+    if isinstance(data, list) and data and isinstance(data[0], dict) and {"Contents", "Timestamp"} <= set(data[0]):
+        raise discord_package(path)
     if telegram.is_telegram(data):
         if not telegram.chats(data):
             raise UserError(f"{path}: a Telegram export with no chat in it (export the chats' messages too)")
@@ -240,6 +260,8 @@ def export_files(path: str | os.PathLike, skipped: list | None = None) -> list[P
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
+    if path.is_dir() and _is_package_folder(path):
+        raise discord_package(path)
     if path.is_dir():
         named = [p for p in path.iterdir() if p.suffix.lower() in _FOLDER_SUFFIXES]
         broken = [p.name for p in named if p.is_symlink() and not p.exists()]
