@@ -771,7 +771,14 @@ def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):
     logs.clear()
     train(make_cfg(env, lora_name="ro", max_steps=1, val_ratio=0.0),
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
-    assert not any(m.startswith("alpaca samples") for m in logs)
+    assert not any(m.startswith(("alpaca samples", "no sample ends")) for m in logs)
+    # a general alpaca dataset (no one's cue before the reply): trained, and said to be no character
+    general = env / "general.json"
+    general.write_text(json.dumps([{"instruction": "Say hello.", "input": "", "output": "Hello!"}] * 4))
+    train(make_cfg(env, lora_name="gen", dataset_name=str(general), max_steps=1, val_ratio=0.0),
+          on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
+    assert any(m.startswith("no sample ends its prompt with a character's cue") for m in logs)
+    assert json.loads((env / "loras" / "gen" / "training_parameters.json").read_text())["characters"] == []
 
 
 def test_a_fractional_lora_alpha_is_kept(env):

@@ -902,6 +902,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup))
 
     settings = _settings(cfg, plan)
+    if not plan.characters:  # e.g. a general alpaca dataset: its replies follow no one's `Name:`
+        emit({"event": "log", "message": "no sample ends its prompt with a character's cue (`Name:`): the adapter "
+                                         "learns to answer prompts, not to speak as a character; chat.py and the "
+                                         "tab will ask for --name"})
     if settings["instruction"] is None and any(isinstance(r, dict) and r.get("instruction") for r in records):
         # chat.py, the tab and the webui put one shared instruction line in front (training_parameters.json)
         emit({"event": "log", "message": "alpaca samples with different instruction lines (or mixed with other "
