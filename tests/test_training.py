@@ -779,6 +779,13 @@ def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
     assert any(m.startswith("no sample ends its prompt with a character's cue") for m in logs)
     assert json.loads((env / "loras" / "gen" / "training_parameters.json").read_text())["characters"] == []
+    one = env / "one.json"  # one sample at the default --val_ratio: trained on, no split, and said
+    one.write_text(json.dumps(bob_records(1, 1)))
+    logs.clear()
+    train(make_cfg(env, lora_name="one", dataset_name=str(one), max_steps=1),
+          on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
+    assert any(m.startswith("1 sample: too few to hold one out at --val_ratio 0.05") for m in logs)
+    assert json.loads((env / "loras" / "one" / "training_parameters.json").read_text())["heldout_file"] is None
 
 
 def test_a_fractional_lora_alpha_is_kept(env):

@@ -134,8 +134,8 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
                         "pass the samples to score with -d HELD_OUT.json")
     if not name:
         raise UserError(
-            f"adapter {adapter_path.name!r} records no held-out split (trained with --val_ratio 0, or by another "
-            "tool): pass one with -d HELD_OUT.json"
+            f"adapter {adapter_path.name!r} records no held-out split (trained with --val_ratio 0, on too few "
+            "samples to hold one out, or by another tool): pass one with -d HELD_OUT.json"
         )
     path = Path(name) if Path(name).is_absolute() else adapter_path / name
     if not path.is_file():

@@ -883,6 +883,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     _seed_all(cfg.seed)
     records = plan.records
     train_idx, val_idx = split(records, cfg.val_ratio, cfg.seed)
+    if cfg.val_ratio > 0 and not val_idx:  # one sample: it is trained on, so no held-out loss and no split saved
+        emit({"event": "log", "message": f"{len(records)} sample: too few to hold one out at --val_ratio "
+                                         f"{cfg.val_ratio:g}; no held-out loss, and evaluation will need -d"})
 
     built = _build(cfg, plan, [records[i] for i in train_idx], [records[i] for i in val_idx], device, emit)
     model, train_set, val_set, n_dropped = built.model, built.train_set, built.val_set, built.n_dropped
