@@ -611,3 +611,17 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
     dep = deps[-1]
     rows = list(app.fns[dep["id"]].fn(None, None))
     assert rows and all(len(row) == len(dep["outputs"]) == 7 for row in rows)
+
+
+def test_the_app_refuses_a_taken_port_before_it_says_where_it_serves(capsys):
+    import socket
+
+    from extensions.dialogue_lora import standalone
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=rf"^cannot serve on 127.0.0.1:{port}: .* \(try another --port\)$"):
+            standalone.main(["--port", str(port)])
+    assert "Dialogue LoRA: http" not in capsys.readouterr().out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import sys
 import threading
 
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         folder = getattr(args, flag)
         if folder and not os.path.isdir(folder):
             raise UserError(f"--{flag} {folder}: no such folder")
+    try:  # before the address is printed: a taken port must not look like a served page first
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.bind((args.host, args.port))
+    except OSError as e:
+        raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e} (try another --port)") from None
     dirs = resolve_dirs(model_dir=args.model_dir, lora_dir=args.lora_dir, dataset_dir=args.dataset_dir)
     host = StandaloneHost({"stop_at_newline": True, "character_chat": True, "rounds": 5}, dirs)
     app = build_app(host)
