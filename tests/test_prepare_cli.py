@@ -140,7 +140,7 @@ def test_failure_mid_stream_keeps_old_output(tmp_path):
 def test_all_lines_dropped_is_an_error(tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("Alice: hi\nBob: (waves)\n", encoding="utf-8")
-    with pytest.raises(UserError, match="no samples for 'Bob'.*action_only 1"):
+    with pytest.raises(UserError, match=r"no samples for .Bob.*\(action_only 1; without --strip_actions those actions stay\)"):
         prepare(PrepareConfig(names=["Bob"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json"), strip_actions=True))
 
 

@@ -312,7 +312,9 @@ def _why_dropped(tally: Tally, name: str) -> tuple[int, str]:
     why = ", ".join(f"{r} {c}" for r, c in rules.most_common())
     if flags:
         why += f"; {' / '.join(flags)} keep{'s' if len(flags) == 1 else ''} them"
-    elif set(rules) == {"bot"}:
+    if "action_only" in rules:
+        why += "; without --strip_actions those actions stay"
+    if not flags and set(rules) == {"bot"}:
         why += ": a bot's messages are never samples"
     return sum(rules.values()), why
 
