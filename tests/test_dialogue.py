@@ -638,3 +638,20 @@ def test_a_scene_break_resets_the_context(tmp_path):
     src.write_text("Anna: Bye then.\nBob: Bye.\n***\nCarl: New day. Morning!\nBob: Hi Carl.\n", encoding="utf-8")
     records, _ = preview(PrepareConfig(names=["Bob"], txtfilename=str(src)), 5)
     assert [r["input"] for r in records] == ["Anna: Bye then.\nBob:", "Carl: New day. Morning!\nBob:"]
+
+
+def test_subtitles_lose_their_cue_numbers_and_times():
+    srt = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: Are you coming tonight?\n\n"
+           "2\n00:00:03,500 --> 00:00:05,000\nALICE: <i>Maybe.</i>\n\n"
+           "3\n00:00:05,500 --> 00:00:07,000\nThe door slams.\n42\n\n")
+    stats = ReadStats()
+    got = [t for t in parse_lines(srt.splitlines(True), "s.srt", stats=stats) if t is not None]
+    assert [(t.speaker, t.text, t.line) for t in got] == [
+        ("BOB", "Are you coming tonight?", 3), ("ALICE", "Maybe.", 7), (None, "The door slams.", 11),
+        (None, "42", 12)]  # a number with no timing line after it is text
+    assert stats.notes[0].startswith("s.srt: subtitles: cue numbers and times left out")
+    vtt = "WEBVTT\n\n00:01.000 --> 00:03.000\n<v Bob>Are you coming?</v>\n\n00:03.500 --> 00:05.000\n<v.loud Alice>No!\n"
+    assert turns(vtt) == [("Bob", "Are you coming?"), ("Alice", "No!")]
+    # a text that only mentions a time range is no subtitle file
+    assert turns("Bob: the show runs 00:01.000 --> 00:03.000\nAlice: ok\n") == [
+        ("Bob", "the show runs 00:01.000 --> 00:03.000"), ("Alice", "ok")]
