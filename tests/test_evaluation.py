@@ -333,6 +333,11 @@ def test_adapter_from_train_evaluates_on_its_recorded_split(webui_root):
     assert res["perplexity_base"] == pytest.approx(math.exp(trained.base_eval_loss), rel=1e-3)
     assert res["perplexity_adapter"] < res["perplexity_base"]
     assert write_report(res, webui_root / "user_data" / "loras" / "real")["loss_curve"] is not None
+    assert not any("trained on" in n for n in res["notes"])
+    # scored on its own training file: said, since most of those samples were learnt
+    own = evaluate(EvalConfig("tiny-llama", "real", dataset="bob.json", max_samples=4, max_new_tokens=4,
+                              similarity=False, meteor=False))
+    assert "bob.json is the dataset the adapter was trained on: most of these samples were learnt" in own["notes"][0]
 
 
 def test_report_cells_show_replies_as_written():

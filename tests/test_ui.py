@@ -142,6 +142,13 @@ def test_names_cannot_escape_their_folders(logic, webui_root):
     assert name == "bob.json"
     with pytest.raises(UserError, match="pick at least one character"):
         logic.preview(*form(names=()))
+    # with no character picked, the file's own problem is said first: it is why the list is empty
+    empty = webui_root / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(UserError, match=r"^empty.txt: the file is empty"):
+        logic.preview(*form(names=(), upload=str(empty)))
+    with pytest.raises(UserError, match="upload a dialogue file or pick one"):
+        logic.preview(*form(names=(), upload=None))
     blank_gap = form()[:-1] + (None,)
     with pytest.raises(UserError) as e:
         logic.preview(*blank_gap)

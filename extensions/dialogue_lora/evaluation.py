@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from . import prompt as prompt_mod
 from .errors import Interrupted, UserError, join_problems
-from .fileio import atomic_open, load_records
+from .fileio import atomic_open, file_sha256, load_records
 from .paths import CHECKPOINT_PREFIX, resolve_adapter, resolve_dirs, resolve_model
 
 DEFAULT_CUTOFF_LEN = 256
@@ -373,6 +373,9 @@ def _evaluate(
         check_adapter_base(adapter_path, model_path)
     heldout = resolve_heldout(cfg, adapter_path, params)
     records = load_heldout(heldout, cfg.max_samples)
+    # the adapter's own training file (a pipe is not hashed: that would use it up)
+    trained_on = bool(params.get("dataset_sha256")) and Path(heldout).is_file() and \
+        file_sha256(heldout) == params["dataset_sha256"]
     characters = params.get("characters") or []
     name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
@@ -432,6 +435,9 @@ def _evaluate(
     bleu, chrf = bleu_chrf(hyp, refs)
     bleu_base, chrf_base = bleu_chrf(hyp_base, refs)
     notes = []
+    if trained_on:
+        notes.append(f"{Path(heldout).name} is the dataset the adapter was trained on: most of these samples were "
+                     "learnt, so the scores flatter it; its held-out split (the default) is the fair test")
     if re.fullmatch(rf"{re.escape(CHECKPOINT_PREFIX)}\d+", adapter_path.name):  # the report is written in it
         notes.append(f"{adapter_path.name} is a checkpoint: its folder, and this report in it, go when the run "
                      "saves newer checkpoints or finishes; copy eval.md out to keep it")

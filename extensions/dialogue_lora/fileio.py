@@ -156,6 +156,17 @@ def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
     return n
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """A file's SHA-256, read in 1 MB pieces."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _json_error(path: Path, e: json.JSONDecodeError, line_offset: int = 0) -> UserError:
     return UserError(f"{path}:{e.lineno + line_offset}: malformed JSON ({e.msg}, column {e.colno})")
 

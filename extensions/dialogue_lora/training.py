@@ -40,7 +40,7 @@ from typing import Callable
 from . import batching, encoding, fused_lora, last_layer, modeling, paths, varlen
 from . import prompt as prompt_mod
 from .errors import UserError, brief, join_problems
-from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, held_lock, load_records,
+from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, file_sha256, held_lock, load_records,
                      missing_parents, nearest_existing, remove_empty, write_records)
 
 METHODS = ("lora", "prompt_tuning")
@@ -637,14 +637,6 @@ def _use_gc(cfg: TrainConfig, device) -> bool:
     return cfg.gradient_checkpointing == "on"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _samples_sha256(records: list[dict]) -> str:
     """The samples' content, whatever the file's layout (indentation, key order, .json or .jsonl)."""
     digest = hashlib.sha256()
@@ -665,7 +657,7 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         base_model=cfg.model_name,
         base_model_path=str(plan.model_path),
         dataset=str(plan.dataset_path),
-        dataset_sha256=_sha256(plan.dataset_path),  # the file as it was
+        dataset_sha256=file_sha256(plan.dataset_path),  # the file as it was
         # the samples themselves, not the file's name or layout: --resume on other data is refused
         samples_sha256=_samples_sha256(plan.records),
         prompt_format=prompt_mod.PROMPT_FORMAT,

@@ -226,7 +226,9 @@ def progress_markdown(job: jobs.Job | None) -> str:
         lines.append(f"Saved the adapter **{adapter}**; pick it in Evaluate or Use.")
     elif state == "stopped":
         end = job.last("end") or {}
-        again = " Tick *Resume* and Start to continue." if _resumable(job) else " Start again when you are ready."
+        # the form may show another run's fields by now (a dataset saved in Prepare): name the one to resume
+        again = (f" To continue, Start with the adapter name **{adapter}** and *Resume* ticked." if _resumable(job)
+                 else " Start again when you are ready.")
         lines.append((end.get("message") or "Stopped.") + again)
     elif state == "failed":  # wrapped text (a code block scrolled sideways), in the form's words
         lines.append("**Error:** " + _md_text(tab_words(job.error() or "unknown error")))
@@ -275,6 +277,9 @@ def loss_figure(points: list[tuple[int, float]], before: list[tuple[int, float]]
                 label="since resuming" if before else None)
     if before:
         ax.legend(loc="best", fontsize="small", framealpha=0.8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no 1.25 on a short run
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.grid(alpha=0.3)
@@ -357,6 +362,8 @@ class TabLogic:
 
         names = [names] if isinstance(names, str) else list(names or [])
         if not names:
+            # the file's own problem first (none chosen, empty, unreadable): it is why the list is empty
+            self.scan(upload, picked, source, csv_speaker, csv_text)
             raise UserError("pick at least one character (the speakers list fills when a file is chosen)")
         out_name = check_name(out_name or "", "dataset file name")
         if not out_name.lower().endswith((".json", ".jsonl")):
@@ -814,7 +821,9 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
                 elif kind == "text":
                     box = gr.Textbox(label=label, value=_text_value(value))
                 elif kind == "number":
-                    box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1), minimum=0)
+                    # no `minimum`: Gradio's own check said "Value -1 is less than minimum value 0" in a toast
+                    # and marked every output as failed; the settings' check says it in the form's words
+                    box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1))
                 else:
                     continue
                 setting_boxes.append((key, box))
@@ -831,8 +840,10 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         watch_btn = gr.Button("Show progress")
     # Start's own word (refused, checking): apart from the progress, which a run's stream rewrites
     train_msg = gr.Markdown()
-    progress = gr.Markdown(progress_markdown(jobs.current("train")))
-    loss_plot = gr.Plot(label="Loss")
+    # empty until the section's first poll fills it: a value set here, when the page was built, said "no
+    # training has run" on a page reloaded during a run
+    progress = gr.Markdown("")
+    loss_plot = gr.Plot(label="Loss", show_label=False)  # its label covered the top tick; the axis names it
     train_log = gr.Textbox(label="Log (last lines)", lines=6, interactive=False)
 
     setting_keys = [k for k, _ in setting_boxes]
@@ -872,21 +883,30 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         except EXPECTED as e:  # the run on show (another page's, or the last) stays
             yield _error_text(e), gr.update(), gr.update(), gr.update()
             return
+        yield from with_message(job, clear_first=True)
+
+    def with_message(job, clear_first: bool):
+        """The run's progress, with Start's message: cleared as the run starts (if asked) and when it ends;
+        between, a warning a second Start gave (on this page or another) stays on show."""
+        first, was_running = clear_first, job.running
         for shown in follow(job):
-            yield "", *shown
+            yield ("" if first or (was_running and not job.running) else gr.update()), *shown
+            first = False
 
     def on_watch():
         job = jobs.current("train")
         if job is None:
-            yield progress_markdown(None), None, ""
+            yield gr.update(), progress_markdown(None), None, ""
             return
-        yield from follow(job)
+        yield from with_message(job, clear_first=False)
 
     # Streams run side by side (concurrency_limit=None): Gradio's default of one at a time per handler
     # queued a second page's Start behind the first page's run, to start it unseen when that run ended.
+    # trigger_mode "multiple": Gradio's default ("once") dropped a second click on the page whose Start is
+    # streaming its run, without a word; now it is refused with the reason, as on any other page.
     started = start_btn.click(on_start, [model, dataset, adapter_name, resume, train_overwrite] + setting_inputs,
-                              [train_msg] + train_outputs, concurrency_limit=None)
-    watched = watch_btn.click(on_watch, None, train_outputs, concurrency_limit=None)
+                              [train_msg] + train_outputs, concurrency_limit=None, trigger_mode="multiple")
+    watched = watch_btn.click(on_watch, None, [train_msg] + train_outputs, concurrency_limit=None)
     stop_btn.click(lambda: logic.stop_training(), None, progress)  # the run's own status replaces it when it stops
 
     def on_unload():
@@ -927,7 +947,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     # Opening the section shows the current run (after a page reload too), live while it trains;
     # "once": reopening it while that is streaming adds no second stream. Registered last: Gradio runs a
     # tab's handlers in turn, and one that streams would hold back those after it until the run ends.
-    train_tab.select(on_watch, None, train_outputs, trigger_mode="once", concurrency_limit=None)
+    train_tab.select(on_watch, None, [train_msg] + train_outputs, trigger_mode="once", concurrency_limit=None)
     return SimpleNamespace(dataset=dataset, adapter_name=adapter_name, started=started, watched=watched)
 
 
@@ -1013,7 +1033,8 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         use_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
         use_btn = gr.Button("Load adapter" if host.own_model else "Apply adapter", variant="primary")
         use_refresh = gr.Button("Refresh lists", size="sm")
-    use_status = gr.Markdown()
+    use_status = gr.Markdown()  # what is in use (or why not)
+    use_note = gr.Markdown()  # the picked adapter's characters: apart, so that picking keeps the line above
     with gr.Row():
         # the webui's chat hooks; the standalone chat always uses the training format and the newline
         char_chat = gr.Checkbox(label="Character chat (training-format prompt)", visible=not host.own_model,
@@ -1040,9 +1061,9 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     # .input: the user's pick, not the value set when the section opens (which would undo a typed name)
     def on_use_adapter(adapter_v, model_v):
         character, base, note = logic.adapter_facts(adapter_v)
-        return character or gr.update(), (None if model_v else base) or gr.update(), note or gr.update()
+        return character or gr.update(), (None if model_v else base) or gr.update(), note
 
-    use_adapter.input(on_use_adapter, [use_adapter, use_model], [char_name, use_model, use_status])
+    use_adapter.input(on_use_adapter, [use_adapter, use_model], [char_name, use_model, use_note])
     use_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None, [use_model, use_adapter])
 
     def use_view():
