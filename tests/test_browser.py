@@ -234,9 +234,16 @@ def test_a_second_page_cannot_queue_a_run_behind_the_first(app_url, page, webui_
     other.get_by_role("button", name="Start training").click()
     other.get_by_text("a training run is already running").first.wait_for(timeout=60_000)  # the first run keeps both cores busy
     shot(other, "6-second-page-refused.png")
+    # the page whose Start is streaming the run: Gradio dropped a second click there without a word
+    warning = page.get_by_text("a training run is already running")
+    page.get_by_role("button", name="Start training").click()
+    warning.first.wait_for(timeout=60_000)
+    time.sleep(3)  # the run's stream polls every second: the warning stays on show
+    assert warning.first.is_visible()
 
     page.get_by_role("button", name="Stop").first.click()
     page.get_by_text(re.compile("Stopped at step")).first.wait_for(timeout=120_000)
+    warning.first.wait_for(state="detached", timeout=30_000)  # the run has ended: no longer true
     time.sleep(5)  # a queued Start would begin as soon as the first run's stream ended
     assert not (loras / "second").exists() and not list(loras.glob(".second*"))
 
