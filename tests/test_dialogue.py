@@ -642,16 +642,29 @@ def test_a_scene_break_resets_the_context(tmp_path):
 
 def test_subtitles_lose_their_cue_numbers_and_times():
     srt = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: Are you coming tonight?\n\n"
-           "2\n00:00:03,500 --> 00:00:05,000\nALICE: <i>Maybe.</i>\n\n"
-           "3\n00:00:05,500 --> 00:00:07,000\nThe door slams.\n42\n\n")
+           "2\n00:00:03,500 --> 00:00:05,000\nALICE: <i>Maybe.</i> I have\na lot of work.\n\n"
+           "3\n00:00:05,500-->00:00:07,000\n- BOB: Come on.\n-ALICE: {\\an8}Fine.\n"
+           "4\n00:00:07,500 --> 00:00:09,000\nThe door slams. The answer is\n42\n")
     stats = ReadStats()
     got = [t for t in parse_lines(srt.splitlines(True), "s.srt", stats=stats) if t is not None]
     assert [(t.speaker, t.text, t.line) for t in got] == [
-        ("BOB", "Are you coming tonight?", 3), ("ALICE", "Maybe.", 7), (None, "The door slams.", 11),
-        (None, "42", 12)]  # a number with no timing line after it is text
-    assert stats.notes[0].startswith("s.srt: subtitles: cue numbers and times left out")
-    vtt = "WEBVTT\n\n00:01.000 --> 00:03.000\n<v Bob>Are you coming?</v>\n\n00:03.500 --> 00:05.000\n<v.loud Alice>No!\n"
-    assert turns(vtt) == [("Bob", "Are you coming?"), ("Alice", "No!")]
+        ("BOB", "Are you coming tonight?", 3), ("ALICE", "Maybe. I have a lot of work.", 7),  # wrapped: joined
+        ("BOB", "Come on.", 12), ("ALICE", "Fine.", 13),  # a dash starts a speaker's line, markup goes
+        (None, "The door slams. The answer is 42", 16)]  # a cue without a blank line before it; 42 is text
+    assert stats.notes[0].startswith("s.srt: subtitles: cue numbers, times and markup left out")
+    vtt = ("WEBVTT\nKind: captions\nLanguage: en\n\nNOTE a comment\nName: not a speaker\n\n"
+           "STYLE\n::cue(.yellow) { color: yellow; }\n\nintro-1\n00:00.000 --> 00:02.310 align:start position:0%\n"
+           "<v Bob>Are you coming<00:00:01.500><c> to the</c>\nparty &amp; the <ruby>祭<rt>matsuri</rt></ruby>?</v>\n\n"
+           "00:03.500 --> 00:05.000\n<v.loud Alice>No!\n")
+    assert turns(vtt) == [("Bob", "Are you coming to the party & the 祭?"), ("Alice", "No!")]
+    ass = ("[Script Info]\nTitle: Test\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize\nStyle: Default,Arial,20\n\n"
+           "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+           "Dialogue: 0,0:00:01.00,0:00:03.00,Default,Bob,0,0,0,,Are you {\\i1}coming{\\i0}?\\NReally, now?\n"
+           "Comment: 0,0:00:03.00,0:00:04.00,Default,Bob,0,0,0,,a note\n"
+           "Dialogue: 0,0:00:03.00,0:00:04.00,Default,,0,0,0,,A door slams.\n")
+    got = [t for t in parse_lines(ass.splitlines(True), "s.ass") if t is not None]
+    assert [(t.speaker, t.text, t.line) for t in got] == [("Bob", "Are you coming? Really, now?", 10),
+                                                         (None, "A door slams.", 12)]
     # a text that only mentions a time range is no subtitle file
     assert turns("Bob: the show runs 00:01.000 --> 00:03.000\nAlice: ok\n") == [
         ("Bob", "the show runs 00:01.000 --> 00:03.000"), ("Alice", "ok")]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
+from . import subtitles
 from .errors import UserError
 
 LAYOUTS = ("auto", "lines", "play")
@@ -470,10 +471,14 @@ def parse_lines(
         raise UserError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     head = list(itertools.islice(it, DETECT_LINES))
     it = itertools.chain(head, it)
-    if _is_subtitles(head):  # .srt / .vtt: their cue numbers and times are no one's words
-        stats.notes.append(f"{file or 'the text'}: subtitles: cue numbers and times left out; a line is a turn "
-                           "only where it names its speaker (`BOB: text`, WebVTT's `<v Bob>`)")
-        it = _without_cues(it)
+    subs = subtitles.kind(head)
+    if subs is not None:  # their cue numbers, times and markup are no one's words
+        note = (f"{file or 'the text'}: subtitles: " + ("each Dialogue event read, its Name field the speaker"
+                if subs == "ass" else "cue numbers, times and markup left out; a line is a turn only where it "
+                "names its speaker (`BOB: text`, WebVTT's `<v Bob>`)"))
+        stats.notes.append(note)
+        stats.hints.append(note)
+        it = subtitles.lines_of(it, subs, lambda line: split_speaker(line) is not None)
         head = list(itertools.islice(it, DETECT_LINES))
         it = itertools.chain(head, it)
     cued = [_dotted_cue(line) for line in head]  # a play may write its cues `ROMEO.` (Project Gutenberg)
@@ -492,45 +497,6 @@ def parse_lines(
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
     return _parse_one_line(_join_indented(it), file, stats, stamps, script)
-
-
-_CUE_TIME = re.compile(r"\s*(?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3}\s+-->\s+(?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3}")
-_VOICE = re.compile(r"<v(?:\.[\w.-]+)?\s+([^>]+)>")  # WebVTT's voice span: <v Bob>, <v.loud Bob>
-_TAG = re.compile(r"</?(?:[ibuc]|v|ruby|rt|lang|font)(?:[.\s][^>]*)?>")
-
-
-def _is_subtitles(head: list[str]) -> bool:
-    """Whether a text is subtitles (SubRip, WebVTT): timing lines `00:00:01,000 --> 00:00:04,000` early on."""
-    return sum(1 for line in head[:60] if _CUE_TIME.match(line)) >= 2
-
-
-def _without_cues(lines: Iterable[str]) -> Iterator[str]:
-    """Subtitle text lines: the header, cue numbers and timing lines made empty (so that line numbers
-    hold); a WebVTT voice span (`<v Bob>Hi`) as the speaker's line (`Bob: Hi`), other markup tags dropped."""
-    number = None  # a bare number: a cue's number when a timing line follows, else text
-    for line in lines:
-        if _CUE_TIME.match(line):
-            if number is not None:
-                yield ""
-            number = None
-            yield ""
-            continue
-        if number is not None:
-            yield number
-            number = None
-        s = line.strip()
-        if s.isdigit():
-            number = line
-            continue
-        if s == "WEBVTT" or s.startswith(("WEBVTT ", "WEBVTT\t")):
-            yield ""
-            continue
-        if "<" in s:
-            s = _TAG.sub("", _VOICE.sub(lambda m: m.group(1).strip() + ": ", s, count=1))
-            line = s + "\n"
-        yield line
-    if number is not None:
-        yield number
 
 
 def _dotted_cue(line: str) -> str:

@@ -31,7 +31,7 @@ SOURCES = ("auto", "text", "discord", "csv")
 SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, chat log)",
                  "discord": "chat export (Discord, Telegram, WhatsApp, SillyTavern, Slack)", "csv": "CSV / TSV table"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
-RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".json", ".jsonl", ".csv", ".tsv", ".zip")  # .zip: a Slack export
+RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".zip")  # .zip: a Slack export
 # The upload also takes a web page, so that a Telegram HTML export gets Prepare's advice (export it as
 # JSON) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".html", ".htm")

@@ -1,0 +1,138 @@
+"""Subtitle files (SubRip .srt, WebVTT .vtt, Advanced SubStation .ass/.ssa) -> plain dialogue lines.
+
+A pre-pass for the text reader: each input line gives exactly one output line (an empty one in place of
+what is left out), so that line numbers stay the file's. Pure: no I/O.
+
+- SubRip and WebVTT: the header, NOTE/STYLE/REGION blocks, cue identifiers and timing lines are left out;
+  markup goes (`<i>`, `<c.yellow>`, `{\\an8}`, inline times `<00:00:01.500>`, ruby readings); WebVTT's
+  entities are decoded; a voice span `<v Bob>` names the speaker (`Bob: ...`). A cue's wrapped lines join
+  the line they continue; a line led by a dash (`- BOB: Go.`, two speakers in one cue) is a line of its own.
+- ASS/SSA: each `Dialogue:` event is a line, its `Name` field the speaker; the rest is left out.
+"""
+from __future__ import annotations
+
+import html
+import re
+from typing import Callable, Iterable, Iterator
+
+_TIME = r"(?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3}"
+CUE_TIME = re.compile(rf"\s*{_TIME}\s*-->\s*{_TIME}")
+_VOICE = re.compile(r"<v(?:\.[\w.-]+)?\s+([^>]+)>")  # <v Bob>, <v.loud Bob>
+_RUBY_TEXT = re.compile(r"<(rt|rp)>.*?</\1>")
+_INLINE_TIME = re.compile(rf"<{_TIME}>")
+_TAG = re.compile(r"</?(?:[ibus]|c|v|ruby|rt|rp|lang|font|span)(?:[.\s][^>]*)?>", re.IGNORECASE)
+_OVERRIDE = re.compile(r"\{\\[^}]*\}")  # ASS override tags, which some SRT files carry: {\an8}
+_DASH = re.compile(r"\s*[-‐–—]\s*(?=\S)")
+_BLOCKS = ("NOTE", "STYLE", "REGION")
+
+
+def kind(head: list[str]) -> str | None:
+    """"srt" (SubRip or WebVTT: timing lines early on), "ass" (a `[Script Info]` header), else None."""
+    first = next((line.strip().lstrip("\ufeff") for line in head[:5] if line.strip()), "")
+    if first.lower() == "[script info]":
+        return "ass"
+    return "srt" if sum(1 for line in head[:60] if CUE_TIME.match(line)) >= 2 else None
+
+
+def lines_of(lines: Iterable[str], kind_: str, is_speaker: Callable[[str], bool]) -> Iterator[str]:
+    """The subtitle file's dialogue as text lines, one output line per input line. `is_speaker` tells a
+    line that starts with its speaker's `Name:`."""
+    return _ass(lines) if kind_ == "ass" else _cues(lines, is_speaker)
+
+
+def _clean(line: str, vtt: bool) -> tuple[str, bool]:
+    """(the cue line's text without markup, whether a dash led it)."""
+    s = line.strip()
+    if "<" in s:
+        s = _INLINE_TIME.sub("", _RUBY_TEXT.sub("", s))
+        s = _VOICE.sub(lambda m: m.group(1).strip() + ": ", s, count=1)
+        s = _TAG.sub("", _VOICE.sub(" ", s))
+    if "{" in s:
+        s = _OVERRIDE.sub("", s)
+    if vtt and "&" in s:
+        s = html.unescape(s)
+    dash = _DASH.match(s)
+    if dash:
+        s = s[dash.end():]
+    return " ".join(s.split()), bool(dash)
+
+
+def _cues(lines: Iterable[str], is_speaker: Callable[[str], bool]) -> Iterator[str]:
+    vtt = skipping = False  # skipping: the WebVTT header or a NOTE/STYLE/REGION block, to a blank line
+    cue: list[str] | None = None  # the current cue's output lines (a joined one left empty), given at its end
+    held = None  # a cue's identifier if a timing line follows, else text: known at the next line
+    boundary = True  # the file's start or after a blank line: where an identifier or a block may begin
+
+    def take(raw: str) -> list[str]:
+        """A text line: into the current cue (out when it ends), or out as it is outside any cue."""
+        if cue is None:
+            return [raw]
+        text, dashed = _clean(raw, vtt)
+        last = next((i for i in range(len(cue) - 1, -1, -1) if cue[i]), None)
+        if last is not None and text and not dashed and not is_speaker(text):
+            cue[last] = f"{cue[last]} {text}"  # a wrapped line: joined to the line it continues
+            cue.append("")
+        else:
+            cue.append(text)
+        return []
+
+    for n, raw in enumerate(lines):
+        stripped = raw.strip()
+        if n == 0 and stripped.lstrip("\ufeff").startswith("WEBVTT"):
+            vtt = skipping = True
+            yield ""
+            continue
+        if CUE_TIME.match(raw):
+            yield from cue or ()
+            if held is not None:
+                yield ""  # the cue's identifier
+            cue, held, skipping, boundary = [], None, False, False
+            yield ""
+            continue
+        if held is not None:  # no timing line after it: text after all
+            yield from take(held)
+            held = None
+        if not stripped:
+            yield from cue or ()
+            cue, skipping, boundary = None, False, True
+            yield ""
+            continue
+        if skipping:
+            yield ""
+            continue
+        if boundary and cue is None and vtt and stripped.split(None, 1)[0] in _BLOCKS:
+            skipping = True
+            yield ""
+            continue
+        if boundary or (cue is not None and stripped.isdigit()):  # a cue without a blank line before it
+            held, boundary = raw, False
+            continue
+        yield from take(raw)
+    if held is not None:
+        yield from take(held)
+    yield from cue or ()
+
+
+def _ass(lines: Iterable[str]) -> Iterator[str]:
+    fields: list[str] = []
+    section = ""
+    for raw in lines:
+        s = raw.strip()
+        if s.startswith("[") and s.endswith("]"):
+            section = s.lower()
+        if section == "[events]" and s.lower().startswith("format:"):  # the styles have a Format line too
+            fields = [f.strip().lower() for f in s.split(":", 1)[1].split(",")]
+            yield ""
+            continue
+        if not s.lower().startswith("dialogue:") or "text" not in fields:
+            yield ""
+            continue
+        values = s.split(":", 1)[1].split(",", len(fields) - 1)
+        if len(values) != len(fields):
+            yield ""
+            continue
+        event = dict(zip(fields, values))
+        text = _OVERRIDE.sub("", event["text"])
+        text = " ".join(re.sub(r"\\[Nnh]", " ", text).split())
+        name = event.get("name", "").strip()
+        yield f"{name}: {text}" if name and text else text
