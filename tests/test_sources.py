@@ -700,10 +700,10 @@ def test_slack_export_folder_zip_channel_and_day_read_alike(tmp_path):
     # markup read as a person sees it
     assert records[0] == {"input": "Alice: hey Bob, are you coming to the #general meetup tonight?\nBob:",
                           "output": "Sure, I'll bring snacks & drinks, see the map", "name": "Bob",
-                          "source": "general:2"}
+                          "source": "general/2024-05-01.json:2"}
     # a thread is a conversation of its own, led by the message that started it; the channel goes on without it
     assert {"input": "Alice: thread: who wants pizza after the meetup?\nBob:",
-            "output": "Me, always me. Pepperoni please.", "name": "Bob", "source": "general [thread 1]:2"} in records
+            "output": "Me, always me. Pepperoni please.", "name": "Bob", "source": "general/2024-05-01.json:9"} in records
     # one person is one speaker (users.json's name, not an older one in a message's profile); a thread's lead
     # is counted once
     assert scan_speakers(str(root)) == {"Alice": 4, "Bob": 3}  # before the filters: the ping too
@@ -717,8 +717,16 @@ def test_slack_errors_name_the_file(tmp_path):
     with pytest.raises(UserError, match=r"2024-05-02.json:1: malformed JSON"):
         prepare(PrepareConfig(names=["Bob"], txtfilename=str(root), jsonfilename=str(tmp_path / "o.json")))
     bad.write_text('[{"type": "message", "ts": "1.0", "text": 5, "user": "U1"}]', encoding="utf-8")
-    with pytest.raises(UserError, match=r"general: message 3 \(id 2024-05-02.json #1\): content is not text"):
+    with pytest.raises(UserError, match=r"general/2024-05-02.json: message 1: content is not text"):
         prepare(PrepareConfig(names=["Bob"], txtfilename=str(root), jsonfilename=str(tmp_path / "o.json")))
+    bad.write_text('[1, 2]', encoding="utf-8")
+    with pytest.raises(UserError, match=r"2024-05-02.json: message 1 is not a JSON object"):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(root), jsonfilename=str(tmp_path / "o.json")))
+    log = tmp_path / "logs" / "2024-05-01.json"  # named like a day, but no Slack message in it
+    log.parent.mkdir()
+    log.write_text('[{"ts": 1714557600, "level": "info", "event": "server started"}]', encoding="utf-8")
+    with pytest.raises(UserError, match=r"not a DiscordChatExporter or Telegram JSON export, nor a day of a Slack"):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(log), jsonfilename=str(tmp_path / "o.json")))
     other = tmp_path / "photos.zip"
     import zipfile
     with zipfile.ZipFile(other, "w") as z:
@@ -742,6 +750,43 @@ def test_discords_own_data_package_is_refused_with_the_reason(tmp_path):
         with pytest.raises(UserError, match=rf"^{re.escape(str(given))}: Discord's data package .* only your own "
                                             "messages.* DiscordChatExporter"):
             prepare(PrepareConfig(names=["Me"], txtfilename=str(given), jsonfilename=str(tmp_path / "o.json")))
+
+
+def test_slack_threads_names_actions_and_bytes(tmp_path):
+    """A thread stays one conversation across a gap; /me is an action; one user is one speaker without
+    users.json; mentions and channels by their names here; undecodable bytes counted; a long first message."""
+    day1 = [sm("U2", "x " * 2000, 0, user_profile={"display_name": "Ally"}),  # a paste longer than 2 KB
+            sm("U2", "who is up for a film night this week?", 60, thread_ts="1714557660.000100",
+               user_profile={"display_name": "Ally"}),
+            sm("U1", "hides under the desk", 70, subtype="me_message", user_profile={"display_name": "Bo"})]
+    day2 = [sm("U1", "Sorry, only saw this now. Count me in, <@U2|ally.s>! See <#C7>.", 86400 + 3600,
+               thread_ts="1714557660.000100", user_profile={"display_name": "Bo (away)"})]
+    root = tmp_path / "export"
+    for name, messages in (("2024-05-01.json", day1), ("2024-05-02.json", day2)):
+        (root / "general").mkdir(parents=True, exist_ok=True)
+        (root / "general" / name).write_text(json.dumps(messages), encoding="utf-8")
+    day3 = root / "general" / "2024-05-03.json"
+    day3.write_bytes(b'[{"type": "message", "user": "U2", "ts": "1714730400.0001", "text": "Caf\xe9 later?"}]')
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["Bo"], txtfilename=str(root / "general"), jsonfilename=str(out),
+                                   filter_low_quality=False))
+    records = json.loads(out.read_text(encoding="utf-8"))
+    # no users.json: the first name a message gave U1 (Bo), not its later 'Bo (away)'
+    assert report.speakers == {"Ally": 3, "Bo": 2}
+    assert records[0]["output"] == "*hides under the desk*"
+    # a day later, yet in its thread: the film question is its context
+    assert records[1] == {"input": "Ally: who is up for a film night this week?\nBo:", "name": "Bo",
+                          "output": "Sorry, only saw this now. Count me in, Ally! See #C7.",
+                          "source": "general/2024-05-02.json:1"}
+    assert report.replaced_bytes == 1
+    assert prepare(PrepareConfig(names=["Bo"], txtfilename=str(root / "general"), jsonfilename=str(out),
+                                 filter_low_quality=False, strip_actions=True)).dropped_of == {"Bo": {"action_only": 1}}
+    # with the export's users.json and channels.json: their names
+    slack_export(root, {}, users=[{"id": "U1", "name": "bo", "profile": {"display_name": "Bo"}},
+                                  {"id": "U2", "name": "ally.s", "profile": {"display_name": "Ally"}}])
+    (root / "channels.json").write_text('[{"id": "C7", "name": "movies"}]', encoding="utf-8")
+    prepare(PrepareConfig(names=["Bo"], txtfilename=str(root), jsonfilename=str(out), filter_low_quality=False))
+    assert json.loads(out.read_text(encoding="utf-8"))[1]["output"].endswith("Count me in, Ally! See #movies.")
 
 
 # --- DiscordChatExporter's CSV and text formats ----------------------------------------------------------
@@ -898,7 +943,11 @@ def test_a_folder_of_exports_reads_each_kind_and_says_what_it_left(tmp_path):
     root = tmp_path.parent / "chats"
     (root / "Seraphina").mkdir(parents=True)
     (root / "Seraphina" / "chat.jsonl").write_bytes(SILLYTAVERN.read_bytes())
-    with pytest.raises(UserError, match="its subfolders hold some: give one of them"):
+    with pytest.raises(UserError, match="its subfolder 'Seraphina' holds some: give that folder"):
+        list(iter_discord_turns(root))
+    (root / "Aqua").mkdir()  # and an unzipped Slack export beside it
+    slack_export(root / "Slack export", {"general/2024-05-01.json": SLACK_DAY[:2]})
+    with pytest.raises(UserError, match=r"its subfolders hold some \(Seraphina, Slack export\): give one"):
         list(iter_discord_turns(root))
 
 

@@ -203,8 +203,8 @@ def load_export(path: Path) -> dict:
             raise UserError(f"{path}: a Telegram export with no chat in it (export the chats' messages too)")
         return data
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-        raise UserError(f"{path}: not a DiscordChatExporter or Telegram JSON export (expected an object with a "
-                        "\"messages\" list)")
+        raise UserError(f"{path}: not a DiscordChatExporter or Telegram JSON export, nor a day of a Slack export "
+                        "(expected an object with a \"messages\" list)")
     return data
 
 
@@ -274,13 +274,15 @@ def export_files(path: str | os.PathLike, skipped: list | None = None) -> list[P
             skipped.extend(sorted(p.name for p, ok in taken.items() if not ok and p.is_file()))
         if not files:
             html = any(p.suffix.lower() in (".html", ".htm") for p in path.iterdir())
-            nested = any(p.is_dir() and any(_is_export(q) for q in p.iterdir() if q.suffix.lower() in _FOLDER_SUFFIXES)
-                         for p in path.iterdir() if not p.name.startswith("."))
+            nested = sorted(p.name for p in path.iterdir() if not p.name.startswith(".") and p.is_dir() and (
+                slack.is_export(p) or any(_is_export(q) for q in p.iterdir() if q.suffix.lower() in _FOLDER_SUFFIXES)))
             raise UserError(f"{path}: folder holds no chat exports (Discord or Telegram .json, DiscordChatExporter "
                             ".csv, SillyTavern .jsonl, WhatsApp .txt, an unzipped Slack export)" + (
                 " (its web pages look like Telegram's HTML export: export the chat again with the format "
                 "'Machine-readable JSON')" if html else "") + (
-                "; its subfolders hold some: give one of them (a SillyTavern character's chats)" if nested else ""))
+                f"; its subfolder {nested[0]!r} holds some: give that folder" if len(nested) == 1 else
+                f"; its subfolders hold some ({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}): give one"
+                if nested else ""))
         return files
     return [path]
 
@@ -304,6 +306,8 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         where = f"{label}: message {i}"
         if isinstance(msg, dict) and isinstance(msg.get("line"), int):  # a JSON Lines chat: its line
             where = f"{label}:{msg['line']}"
+        elif isinstance(msg, dict) and isinstance(msg.get("file"), str):  # Slack: the day's file, its number
+            where = f"{msg['file']}: message {msg['number']}"
         elif isinstance(msg, dict) and isinstance(msg.get("id"), (str, int)) and not isinstance(msg["id"], bool):
             where += f" (id {msg['id']})"  # the export's own number, for finding it in an editor
         if not isinstance(msg, dict):
@@ -345,8 +349,8 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
             dropped_by[speaker.casefold(), rule] += 1
             continue
         stamp = _parse_time(msg.get("timestamp"), where)
-        at = msg["line"] if isinstance(msg.get("line"), int) else i  # a JSON Lines chat's line, else the position
-        yield Turn(speaker, text, label, at), stamp, str(author.get("id") or speaker)
+        at = msg["line"] if isinstance(msg.get("line"), int) else msg.get("number", i)  # else the position
+        yield Turn(speaker, text, msg.get("file", label), at), stamp, str(author.get("id") or speaker)
 
 
 def _conversations(messages, gap_minutes: float):

@@ -34,7 +34,9 @@ KEPT = "Default"
 SYSTEM = "System"
 _KEPT_SUBTYPES = {None, "thread_broadcast", "file_share", "me_message", "bot_message"}  # a bot's: dropped as one
 _META = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json")
+_LOOKUPS = ("users.json", "channels.json", "groups.json")  # what names people and channels
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}\.json$")
+_MESSAGE = re.compile(r'"type"\s*:\s*"message"')
 _MARKUP = re.compile(r"<([@#!])([^>|]*)(?:\|([^>]*))?>|<([^>|]*)(?:\|([^>]*))?>")
 
 
@@ -51,13 +53,16 @@ def _days(folder: Path) -> list[Path]:
 
 
 def _is_day_file(path: Path) -> bool:
-    """A day of a conversation: named by its date, a JSON list whose start holds a message's `ts`."""
+    """A day of a conversation: named by its date, a JSON list whose start holds a message (`"type":
+    "message"`; 64 KB: a first message may be a long paste)."""
+    if not _DAY.match(path.name):
+        return False
     try:
         with open(path, "rb") as f:
-            head = f.read(2048).decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+            head = f.read(1 << 16).decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
     except OSError:
         return False
-    return bool(_DAY.match(path.name)) and (head.startswith("[]") or (head.startswith("[") and '"ts"' in head))
+    return head.startswith("[") and (head[1:].lstrip().startswith("]") or _MESSAGE.search(head) is not None)
 
 
 def is_export(path: Path) -> bool:
@@ -70,9 +75,8 @@ def is_export(path: Path) -> bool:
     days = _days(path)
     if days:
         return _is_day_file(days[0])
-    if not any((path / m).is_file() for m in _META):
-        return False
-    return any(_days(p) for p in _conversation_folders(path))
+    # the export's own files and its conversations' folders, even empty ones (said as "no messages" later)
+    return (path / "users.json").is_file() and (path / "channels.json").is_file()
 
 
 def _conversation_folders(root: Path) -> list[Path]:
@@ -94,9 +98,9 @@ def _zip_layout(path: Path) -> tuple[str, list[str]] | None:
     return (prefix, days) if days else None
 
 
-def _tree(path: Path, stack: contextlib.ExitStack) -> tuple[_Entry | None, list[tuple[str, list[_Entry]]]]:
-    """(users.json if the export has one, [(conversation, its days in order)]) of a zip, folder or day; a
-    zip stays open in `stack`."""
+def _tree(path: Path, stack: contextlib.ExitStack) -> tuple[dict, list[tuple[str, list[_Entry]]]]:
+    """({metadata file name: entry} of the export's users.json, channels.json, groups.json, [(conversation,
+    its days in order)]) of a zip, folder or day; a zip stays open in `stack`."""
     def entry(p: Path) -> _Entry:
         return _Entry(str(p), p.read_bytes)
 
@@ -106,21 +110,23 @@ def _tree(path: Path, stack: contextlib.ExitStack) -> tuple[_Entry | None, list[
         convs: dict = {}
         for n in sorted(days):
             convs.setdefault(n[len(prefix):].split("/", 1)[0], []).append(_Entry(f"{path}:{n}", partial(zf.read, n)))
-        users = prefix + "users.json"
-        return (_Entry(f"{path}:{users}", partial(zf.read, users)) if users in zf.namelist() else None,
-                sorted(convs.items()))
+        names = set(zf.namelist())
+        meta = {m: _Entry(f"{path}:{prefix}{m}", partial(zf.read, prefix + m)) for m in _LOOKUPS
+                if prefix + m in names}
+        return meta, sorted(convs.items())
     if path.is_file():
         root, folders = path.parent.parent, [(path.parent.name or path.name, [entry(path)])]
     elif _days(path):
         root, folders = path.parent, [(path.name, [entry(p) for p in _days(path)])]
     else:
         root, folders = path, [(p.name, [entry(d) for d in _days(p)]) for p in _conversation_folders(path)]
-    return (entry(root / "users.json") if (root / "users.json").is_file() else None), folders
+    return {m: entry(root / m) for m in _LOOKUPS if (root / m).is_file()}, folders
 
 
 def _load(e: _Entry):
     try:
-        text = e.read().decode("utf-8-sig", errors="replace")
+        # undecodable bytes stay lone surrogates, which clean_text replaces and counts (as for Discord's)
+        text = e.read().decode("utf-8-sig", errors="surrogateescape")
     except OSError as err:
         raise UserError(f"{e.where}: cannot read ({err.strerror})") from None
     try:
@@ -129,6 +135,17 @@ def _load(e: _Entry):
         raise UserError(f"{e.where}:{err.lineno}: malformed JSON ({err.msg}, column {err.colno})") from None
     except (ValueError, RecursionError) as err:
         raise UserError(f"{e.where}: unreadable JSON ({str(err)[:80] or type(err).__name__})") from None
+
+
+def _channels(meta: dict) -> dict:
+    """Channel id -> name, from channels.json and groups.json (private channels), for `<#C123>`."""
+    names = {}
+    for m in ("channels.json", "groups.json"):
+        data = _load(meta[m]) if m in meta else None
+        for c in data if isinstance(data, list) else ():
+            if isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("name"), str):
+                names[c["id"]] = c["name"]
+    return names
 
 
 def _users(e: _Entry | None) -> dict:
@@ -162,16 +179,21 @@ def conversations(path: Path):
         yield from _read(*_tree(path, stack))
 
 
-def _read(users_file: _Entry | None, folders: list):
-    users = _users(users_file)
+def _read(meta: dict, folders: list):
+    # users.json's names; a user it lacks (or an export without it) keeps the first name a message gives
+    users = _users(meta.get("users.json"))
+    channels = _channels(meta)
     for name, days in folders:
         messages = []
         for day in days:
             data = _load(day)
             if not isinstance(data, list):
                 raise UserError(f"{day.where}: expected a list of messages (a day of a Slack export)")
-            label = Path(day.where).name
-            messages += [as_discord(m, users, f"{label} #{i}") for i, m in enumerate(data, 1)]
+            file = f"{name}/{Path(day.where).name}"  # a sample's source: the day's file and the message's number
+            for i, m in enumerate(data, 1):
+                if not isinstance(m, dict):
+                    raise UserError(f"{day.where}: message {i} is not a JSON object")
+                messages.append(as_discord(m, users, channels, file, i))
         for i, stream in enumerate(_threads(messages)):
             yield name + (f" [thread {i}]" if i else ""), stream
 
@@ -186,9 +208,10 @@ def _threads(messages: list) -> list[list]:
         else:
             channel.append(m)
     starts = {m.get("ts"): m for m in channel if isinstance(m, dict) and m.get("thread") is not None}
-    # the first message leads its thread too: a copy, not counted again as a message read
-    return [channel] + [([dict(starts[t], copy=True)] if t in starts else []) + replies
-                        for t, replies in threads.items()]
+    # the first message leads its thread too: a copy, not counted again as a message read. A thread is one
+    # conversation however long its replies take: no times, so that no gap splits it
+    return [channel] + [[dict(m, timestamp=None) for m in ([dict(starts[t], copy=True)] if t in starts else [])
+                         + replies] for t, replies in threads.items()]
 
 
 def _stamp(ts) -> str | None:
@@ -198,26 +221,28 @@ def _stamp(ts) -> str | None:
         return None
 
 
-def as_discord(msg, users: dict, where: str):
-    """One Slack message in DiscordChatExporter's shape (anything not an object is passed on as it is, for
-    the reader's own error)."""
-    if not isinstance(msg, dict):
-        return msg
+def as_discord(msg: dict, users: dict, channels: dict, file: str, number: int) -> dict:
+    """One Slack message in DiscordChatExporter's shape; `users` gets the name of a user it lacks."""
     subtype = msg.get("subtype")
     profile = msg.get("user_profile") if isinstance(msg.get("user_profile"), dict) else {}
     user = msg.get("user") if isinstance(msg.get("user"), str) else ""
     known = users.get(user, {})
     # users.json's name first: one person, one speaker, though the profile copied into each message may
-    # hold an older name
+    # hold an older name; without it, the first name a message gave that user
     name = known.get("name") or _first_name(profile) or user or msg.get("username")
+    if user and not known.get("name") and _first_name(profile):
+        users[user] = {"name": name, "bot": bool(known.get("bot"))}
     bot = bool(msg.get("bot_id") or subtype == "bot_message" or user == "USLACKBOT" or known.get("bot"))
     text = msg.get("text", "")
     mentions = []
     if isinstance(text, str):
-        text = _markup(text, users, mentions)
+        text = _markup(text, users, channels, mentions)
+        if subtype == "me_message" and text.strip():
+            text = f"*{text.strip()}*"  # `/me waves`: an action, as the app shows it (and --strip_actions takes)
     thread = msg.get("thread_ts") if isinstance(msg.get("thread_ts"), str) else None
     return {
-        "id": where,  # for the reader's errors: the day's file and the message's place in it
+        "file": file,  # for the reader's errors and a sample's source: the day's file, the message's number
+        "number": number,
         "type": KEPT if subtype in _KEPT_SUBTYPES and msg.get("type", "message") == "message" else SYSTEM,
         "timestamp": _stamp(msg.get("ts")),
         "author": {"name": name if isinstance(name, str) else None, "id": user, "isBot": bot},
@@ -229,19 +254,19 @@ def as_discord(msg, users: dict, where: str):
     }
 
 
-def _markup(text: str, users: dict, mentions: list) -> str:
+def _markup(text: str, users: dict, channels: dict, mentions: list) -> str:
     """Slack's markup as the text a person reads; mentions as `@Name` (Discord's way, for the same rules)."""
     if "<" not in text and "&" not in text:
         return text
 
     def sub(m):
         sigil, target, label = m.group(1), m.group(2), m.group(3)
-        if sigil == "@":
-            name = label or users.get(target, {}).get("name") or target
+        if sigil == "@":  # the name the person speaks under here, before the label (a username)
+            name = users.get(target, {}).get("name") or label or target
             mentions.append(name)
             return "@" + name
         if sigil == "#":
-            return "#" + (label or target)
+            return "#" + (channels.get(target) or label or target)
         if sigil == "!":  # @here, @channel, a date: its label if it has one
             return label or ""
         return m.group(5) or m.group(4)  # a link: its label, else the address
