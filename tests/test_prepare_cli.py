@@ -112,6 +112,8 @@ def test_bad_inputs_one_line_errors(tmp_path):
         (["-n", "Bob", "-t", binary], ["binary"]),
         (["-n", "Bobb", "-t", EXAMPLE], ["'Bobb' not found", "did you mean 'Bob'", "Alice (5), Bob (4)"]),
         (["-n", "Alex", "-t", bad_json], ["malformed JSON"]),
+        (["-n", "Bob", "-t", EXAMPLE, "--source", "discord"], ["not a chat export (it is not JSON) but read as one",
+                                                               "--source auto or text"]),
         (["-n", "Guard", "-t", bad_csv, "--csv_speaker_column", "who", "--csv_text_column", "text"],
          ["no column 'text'", "--csv_text_column"]),
         (["-t", EXAMPLE], ["--name"]),
