@@ -733,6 +733,10 @@ def test_slack_errors_name_the_file(tmp_path):
         z.writestr("a.txt", "Bob: hi")
     with pytest.raises(UserError, match=r"photos.zip: a zip archive, which is not read \(only a Slack export's\)"):
         detect_source(other)
+    broken = tmp_path / "export.zip"
+    broken.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(UserError, match=r"export.zip: not a readable zip archive \(damaged, or not a zip\)"):
+        detect_source(broken)
 
 
 def test_discords_own_data_package_is_refused_with_the_reason(tmp_path):

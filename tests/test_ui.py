@@ -149,6 +149,11 @@ def test_names_cannot_escape_their_folders(logic, webui_root):
         logic.preview(*form(names=(), upload=str(empty)))
     with pytest.raises(UserError, match="upload a dialogue file or pick one"):
         logic.preview(*form(names=(), upload=None))
+    prose = webui_root / "prose.txt"  # read, but no one speaks: said with the file's name, on Preview too
+    prose.write_text("garbage line without speaker\nanother one\n")
+    for call in (lambda: logic.scan(str(prose), None, "auto"), lambda: logic.preview(*form(names=(), upload=str(prose)))):
+        with pytest.raises(UserError, match=r"^prose.txt: no speakers found: is this dialogue"):
+            call()
     blank_gap = form()[:-1] + (None,)
     with pytest.raises(UserError) as e:
         logic.preview(*blank_gap)

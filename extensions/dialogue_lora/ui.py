@@ -350,8 +350,11 @@ class TabLogic:
         from .prepare import scan_speakers_with_unit
 
         with self._upload_named(upload):
-            counts, unit = scan_speakers_with_unit(self.input_path(upload, picked), source=source or "auto",
-                                                   **_csv_columns(csv_speaker, csv_text))
+            path = self.input_path(upload, picked)
+            counts, unit = scan_speakers_with_unit(path, source=source or "auto", **_csv_columns(csv_speaker, csv_text))
+        if not counts:
+            raise UserError(f"{path.name}: no speakers found: is this dialogue (`Name: text` lines, a script, an "
+                            "export)?")
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         one = {"speeches": "speech"}.get(unit, unit[:-1])
         return [(f"{name} ({n} {unit if n != 1 else one})", name) for name, n in ranked]
@@ -744,8 +747,6 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
             choices = logic.scan(upload_v, picked_v, source_v, speaker_col, text_col)
         except EXPECTED as e:  # with characters picked (a column being typed), the list and picks stay
             return gr.update() if keep else dd_update([], []), _error_text(e)
-        if not choices:
-            return dd_update([], []), "⚠️ no speakers found: is this dialogue (`Name: text` lines, a script, an export)?"
         found = {name for _, name in choices}
         return (dd_update(choices, [n for n in keep or () if n in found]),
                 f"{len(choices)} speakers found: pick the character(s) to learn.")

@@ -36,6 +36,8 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
     if path.is_dir():
         return "discord"
+    if path.suffix.lower() == ".zip" and not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a readable zip archive (damaged, or not a zip): download or export it again")
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         if slack.is_export(path):
             return "discord"  # a Slack export as Slack gives it
