@@ -819,3 +819,14 @@ def test_a_pipe_as_the_dataset_is_named_as_one(env):
         check(make_cfg(env, dataset_name=str(fifo)))
     with pytest.raises(UserError, match=r"held-out file .*pipe\.json' is not a regular file"):
         resolve_heldout(EvalConfig(model_name="tiny", lora_name="x", dataset=str(fifo)), env, {})
+
+
+def test_a_changed_rank_says_the_alpha_followed_it():
+    from extensions.dialogue_lora.training import _resume_mismatch
+
+    before = {"method": "lora", "lora_rank": 16, "lora_alpha": 32, "learning_rate": 1e-3, "samples_sha256": "a",
+              "dataset_sha256": "b"}
+    why = _resume_mismatch(Path("loras/x/checkpoint-7"), before, dict(before, lora_rank=8, lora_alpha=16))
+    assert "--lora_rank was 16, now 8; --lora_alpha was 32, now 16 (twice --lora_rank when not given)" in why
+    why = _resume_mismatch(Path("loras/x/checkpoint-7"), before, dict(before, lora_alpha=24))  # given: as it is
+    assert why.endswith("--lora_alpha was 32, now 24. Resume with its settings, or train anew with --overwrite")

@@ -1153,6 +1153,9 @@ def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | N
             return f"the base model differs (was {before.get('base_model')}, now {settings.get('base_model')})"
         if k == "dtype":
             return f"--precision gave {before[k]}, now {settings.get(k)}"
+        if k == "lora_alpha" and "lora_rank" in changed and settings.get(k) == 2 * settings.get("lora_rank", 0):
+            # not given: twice the rank, so a changed rank changes it too
+            return f"--lora_alpha was {before[k]!r}, now {settings.get(k)!r} (twice --lora_rank when not given)"
         return f"--{k} was {before[k]!r}, now {settings.get(k)!r}"
 
     return (f"--resume: {resume_from} was trained with other settings: " + "; ".join(what(k) for k in changed)
