@@ -665,6 +665,17 @@ def test_subtitles_lose_their_cue_numbers_and_times():
     got = [t for t in parse_lines(ass.splitlines(True), "s.ass") if t is not None]
     assert [(t.speaker, t.text, t.line) for t in got] == [("Bob", "Are you coming? Really, now?", 10),
                                                          (None, "A door slams.", 12)]
+    # one cue is enough in a file named .srt; text after a blank line inside a cue is read the same way
+    one = "1\n00:00:01,000 --> 00:00:03,000\nBOB: only one\n\n<i>ALICE: after a blank</i>\n{\\an8}BOB: tagged\nmore\n"
+    got = [t for t in parse_lines(one.splitlines(True), "one.srt") if t is not None]
+    assert [(t.speaker, t.text, t.line) for t in got] == [("BOB", "only one", 3), ("ALICE", "after a blank", 5),
+                                                         ("BOB", "tagged more", 6)]
+    # ASS: a drawing is no words, every {...} goes, a colon in a Name is a space
+    ass2 = ("[Script Info]\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+            "Dialogue: 0,0:00:01.00,0:00:03.00,Sign,Sign,0,0,0,,{\\p1}m 0 0 l 100 0 100 100{\\p0}\n"
+            "Dialogue: 0,0:00:01.00,0:00:03.00,D,Bob: The Great,0,0,0,,{TL note}Hi, all\n")
+    assert [(t.speaker, t.text) for t in parse_lines(ass2.splitlines(True), "a.ass") if t is not None] == [
+        ("Bob The Great", "Hi, all")]
     # a text that only mentions a time range is no subtitle file
     assert turns("Bob: the show runs 00:01.000 --> 00:03.000\nAlice: ok\n") == [
         ("Bob", "the show runs 00:01.000 --> 00:03.000"), ("Alice", "ok")]

@@ -733,6 +733,18 @@ def test_slack_errors_name_the_file(tmp_path):
         z.writestr("a.txt", "Bob: hi")
     with pytest.raises(UserError, match=r"photos.zip: a zip archive, which is not read \(only a Slack export's\)"):
         detect_source(other)
+    import zipfile
+    damaged = tmp_path / "damaged.zip"  # a member whose data is corrupt: one line, not a zlib traceback
+    with zipfile.ZipFile(damaged, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("users.json", "[]")
+        z.writestr("channels.json", "[]")
+        z.writestr("general/2024-05-01.json", json.dumps(SLACK_DAY) * 20)
+    data = bytearray(damaged.read_bytes())
+    at = data.index(b"general/2024-05-01.json") + 200
+    data[at:at + 50] = bytes(50)
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"damaged.zip:general/2024-05-01.json: damaged in the zip"):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(damaged), jsonfilename=str(tmp_path / "o.json")))
     broken = tmp_path / "export.zip"
     broken.write_bytes(b"PK\x03\x04 cut short")
     with pytest.raises(UserError, match=r"export.zip: not a readable zip archive \(damaged, or not a zip\)"):
@@ -981,3 +993,18 @@ def test_tables_and_application_logs_are_no_chat(tmp_path):
     log.write_text("2024-01-01 12:00:00\tINFO\tServer started on port 8080\n"
                    "2024-01-01 12:00:01\tERROR\tDisk full\n", encoding="utf-8")
     assert detect_source(log) == "text"
+
+
+def test_a_slack_reply_also_sent_to_the_channel_is_said_in_both(tmp_path):
+    parent = sm("U2", "who wants pizza tonight at my place?", 0, thread_ts="1714557600.000100", reply_count=1)
+    reply = sm("U1", "Me! I will bring the drinks and some snacks.", 60, thread_ts="1714557600.000100",
+               subtype="thread_broadcast")
+    later = sm("U2", "great, see you both at eight then", 120)
+    root = slack_export(tmp_path / "export", {"general/2024-05-01.json": [parent, reply, later]})
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["Alice"], txtfilename=str(root), jsonfilename=str(out),
+                                   filter_low_quality=False))
+    assert "3 messages" in report.format()  # the channel's copy is not counted again
+    # in the channel, Bob's broadcast reply stands between Alice's two messages: they are not one turn
+    assert json.loads(out.read_text(encoding="utf-8"))[-1]["input"] == (
+        "Alice: who wants pizza tonight at my place?\nBob: Me! I will bring the drinks and some snacks.\nAlice:")

@@ -471,7 +471,7 @@ def parse_lines(
         raise UserError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     head = list(itertools.islice(it, DETECT_LINES))
     it = itertools.chain(head, it)
-    subs = subtitles.kind(head)
+    subs = subtitles.kind(head, file)
     if subs is not None:  # their cue numbers, times and markup are no one's words
         note = (f"{file or 'the text'}: subtitles: " + ("each Dialogue event read, its Name field the speaker"
                 if subs == "ass" else "cue numbers, times and markup left out; a line is a turn only where it "

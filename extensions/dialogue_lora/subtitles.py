@@ -22,16 +22,22 @@ _RUBY_TEXT = re.compile(r"<(rt|rp)>.*?</\1>")
 _INLINE_TIME = re.compile(rf"<{_TIME}>")
 _TAG = re.compile(r"</?(?:[ibus]|c|v|ruby|rt|rp|lang|font|span)(?:[.\s][^>]*)?>", re.IGNORECASE)
 _OVERRIDE = re.compile(r"\{\\[^}]*\}")  # ASS override tags, which some SRT files carry: {\an8}
+_BRACES = re.compile(r"\{[^}]*\}")
+_DRAWING = re.compile(r"\{[^}]*\\p[1-9][^}]*\}.*?(?:\{[^}]*\\p0[^}]*\}|$)")
 _DASH = re.compile(r"\s*[-‐–—]\s*(?=\S)")
 _BLOCKS = ("NOTE", "STYLE", "REGION")
 
 
-def kind(head: list[str]) -> str | None:
-    """"srt" (SubRip or WebVTT: timing lines early on), "ass" (a `[Script Info]` header), else None."""
+def kind(head: list[str], file: str = "") -> str | None:
+    """"srt" (SubRip or WebVTT: a `WEBVTT` first line, or timing lines early on: one is enough in a file
+    named .srt or .vtt), "ass" (a `[Script Info]` header), else None."""
     first = next((line.strip().lstrip("\ufeff") for line in head[:5] if line.strip()), "")
     if first.lower() == "[script info]":
         return "ass"
-    return "srt" if sum(1 for line in head[:60] if CUE_TIME.match(line)) >= 2 else None
+    if first.startswith("WEBVTT"):
+        return "srt"
+    timings = sum(1 for line in head[:200] if CUE_TIME.match(line))
+    return "srt" if timings >= 2 or (timings and file.lower().endswith((".srt", ".vtt"))) else None
 
 
 def lines_of(lines: Iterable[str], kind_: str, is_speaker: Callable[[str], bool]) -> Iterator[str]:
@@ -50,7 +56,7 @@ def _clean(line: str, vtt: bool) -> tuple[str, bool]:
     if "{" in s:
         s = _OVERRIDE.sub("", s)
     if vtt and "&" in s:
-        s = html.unescape(s)
+        s = html.unescape(s).replace("\u200e", "").replace("\u200f", "")  # &lrm; &rlm;: invisible marks
     dash = _DASH.match(s)
     if dash:
         s = s[dash.end():]
@@ -64,9 +70,11 @@ def _cues(lines: Iterable[str], is_speaker: Callable[[str], bool]) -> Iterator[s
     boundary = True  # the file's start or after a blank line: where an identifier or a block may begin
 
     def take(raw: str) -> list[str]:
-        """A text line: into the current cue (out when it ends), or out as it is outside any cue."""
+        """A text line into the current cue, given out when it ends (text after a blank line inside a cue,
+        or before any timing, starts a block of its own, read the same way)."""
+        nonlocal cue
         if cue is None:
-            return [raw]
+            cue = []
         text, dashed = _clean(raw, vtt)
         last = next((i for i in range(len(cue) - 1, -1, -1) if cue[i]), None)
         if last is not None and text and not dashed and not is_speaker(text):
@@ -132,7 +140,8 @@ def _ass(lines: Iterable[str]) -> Iterator[str]:
             yield ""
             continue
         event = dict(zip(fields, values))
-        text = _OVERRIDE.sub("", event["text"])
+        text = _DRAWING.sub("", event["text"])  # a vector drawing's commands are no words
+        text = _BRACES.sub("", text)  # override tags and comments: every {...} in ASS
         text = " ".join(re.sub(r"\\[Nnh]", " ", text).split())
-        name = event.get("name", "").strip()
+        name = " ".join(event.get("name", "").replace(":", " ").split())  # a colon would end the cue early
         yield f"{name}: {text}" if name and text else text

@@ -22,12 +22,13 @@ import contextlib
 import json
 import re
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from ..errors import UserError
+from ..errors import UserError, brief
 
 LAYOUT = "slack"
 KEPT = "Default"
@@ -127,8 +128,10 @@ def _load(e: _Entry):
     try:
         # undecodable bytes stay lone surrogates, which clean_text replaces and counts (as for Discord's)
         text = e.read().decode("utf-8-sig", errors="surrogateescape")
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # a damaged member of the zip
+        raise UserError(f"{e.where}: damaged in the zip ({brief(err, 80)}): download or export it again") from None
     except OSError as err:
-        raise UserError(f"{e.where}: cannot read ({err.strerror})") from None
+        raise UserError(f"{e.where}: cannot read ({err.strerror or err})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -205,6 +208,8 @@ def _threads(messages: list) -> list[list]:
         thread = m.get("thread") if isinstance(m, dict) else None
         if thread is not None and thread != m.get("ts"):
             threads.setdefault(thread, []).append(m)
+            if m.get("broadcast"):  # also sent to the channel: said there too (counted once)
+                channel.append(dict(m, copy=True))
         else:
             channel.append(m)
     starts = {m.get("ts"): m for m in channel if isinstance(m, dict) and m.get("thread") is not None}
@@ -238,7 +243,7 @@ def as_discord(msg: dict, users: dict, channels: dict, file: str, number: int) -
     if isinstance(text, str):
         text = _markup(text, users, channels, mentions)
         if subtype == "me_message" and text.strip():
-            text = f"*{text.strip()}*"  # `/me waves`: an action, as the app shows it (and --strip_actions takes)
+            text = f"*{text.strip().strip('_')}*"  # Slack shows it in italics: `_waves_` too  # `/me waves`: an action, as the app shows it (and --strip_actions takes)
     thread = msg.get("thread_ts") if isinstance(msg.get("thread_ts"), str) else None
     return {
         "file": file,  # for the reader's errors and a sample's source: the day's file, the message's number
@@ -251,6 +256,7 @@ def as_discord(msg: dict, users: dict, channels: dict, file: str, number: int) -
         "attachments": [k for k in ("files", "attachments") if msg.get(k)],
         "ts": msg.get("ts"),
         "thread": thread,
+        "broadcast": subtype == "thread_broadcast",
     }
 
 
