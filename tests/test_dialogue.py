@@ -670,6 +670,12 @@ def test_subtitles_lose_their_cue_numbers_and_times():
     got = [t for t in parse_lines(one.splitlines(True), "one.srt") if t is not None]
     assert [(t.speaker, t.text, t.line) for t in got] == [("BOB", "only one", 3), ("ALICE", "after a blank", 5),
                                                          ("BOB", "tagged more", 6)]
+    # a speaker's sentence that runs on into the next cue, which names no one, is one turn; not after a full stop
+    across = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: I was going to say,\n\n2\n00:00:03,000 --> 00:00:05,000\n"
+              "that we should leave.\n\n3\n00:00:05,000 --> 00:00:06,000\nA door slams.\n")
+    got = [t for t in parse_lines(across.splitlines(True), "x.srt") if t is not None]
+    assert [(t.speaker, t.text, t.line) for t in got] == [("BOB", "I was going to say, that we should leave.", 3),
+                                                         (None, "A door slams.", 11)]
     # ASS: a drawing is no words, every {...} goes, a colon in a Name is a space
     ass2 = ("[Script Info]\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
             "Dialogue: 0,0:00:01.00,0:00:03.00,Sign,Sign,0,0,0,,{\\p1}m 0 0 l 100 0 100 100{\\p0}\n"

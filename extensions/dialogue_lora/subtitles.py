@@ -6,7 +6,8 @@ what is left out), so that line numbers stay the file's. Pure: no I/O.
 - SubRip and WebVTT: the header, NOTE/STYLE/REGION blocks, cue identifiers and timing lines are left out;
   markup goes (`<i>`, `<c.yellow>`, `{\\an8}`, inline times `<00:00:01.500>`, ruby readings); WebVTT's
   entities are decoded; a voice span `<v Bob>` names the speaker (`Bob: ...`). A cue's wrapped lines join
-  the line they continue; a line led by a dash (`- BOB: Go.`, two speakers in one cue) is a line of its own.
+  the line they continue (so does the next cue's first line, naming no one, when a speaker's sentence ran
+  on into it); a line led by a dash (`- BOB: Go.`, two speakers in one cue) is a line of its own.
 - ASS/SSA: each `Dialogue:` event is a line, its `Name` field the speaker; the rest is left out.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ _TAG = re.compile(r"</?(?:[ibus]|c|v|ruby|rt|rp|lang|font|span)(?:[.\s][^>]*)?>"
 _OVERRIDE = re.compile(r"\{\\[^}]*\}")  # ASS override tags, which some SRT files carry: {\an8}
 _BRACES = re.compile(r"\{[^}]*\}")
 _DRAWING = re.compile(r"\{[^}]*\\p[1-9][^}]*\}.*?(?:\{[^}]*\\p0[^}]*\}|$)")
+_SENTENCE_ENDS = (".", "!", "?", "…", '"', "”", "»", ")", "]", "♪")
 _DASH = re.compile(r"\s*[-‐–—]\s*(?=\S)")
 _BLOCKS = ("NOTE", "STYLE", "REGION")
 
@@ -68,57 +70,77 @@ def _cues(lines: Iterable[str], is_speaker: Callable[[str], bool]) -> Iterator[s
     cue: list[str] | None = None  # the current cue's output lines (a joined one left empty), given at its end
     held = None  # a cue's identifier if a timing line follows, else text: known at the next line
     boundary = True  # the file's start or after a blank line: where an identifier or a block may begin
+    # Lines not given out yet: a speaker's line that ends a cue without ending its sentence (`open_at`, an
+    # index here) takes the next cue's first line when that names no one (a sentence across two cues).
+    pending: list[str] = []
+    open_at: int | None = None
 
-    def take(raw: str) -> list[str]:
-        """A text line into the current cue, given out when it ends (text after a blank line inside a cue,
-        or before any timing, starts a block of its own, read the same way)."""
-        nonlocal cue
+    def end_cue() -> None:
+        nonlocal cue, open_at
+        if cue is None:
+            return
+        last = next((i for i in range(len(cue) - 1, -1, -1) if cue[i]), None)
+        if last is not None:
+            line = cue[last]
+            open_at = len(pending) + last if is_speaker(line) and not line.endswith(_SENTENCE_ENDS) else None
+        pending.extend(cue)
+        cue = None
+
+    def take(raw: str) -> None:
+        """A text line into the current cue (text after a blank line inside a cue, or before any timing,
+        starts a block of its own, read the same way)."""
+        nonlocal cue, open_at
         if cue is None:
             cue = []
         text, dashed = _clean(raw, vtt)
         last = next((i for i in range(len(cue) - 1, -1, -1) if cue[i]), None)
-        if last is not None and text and not dashed and not is_speaker(text):
-            cue[last] = f"{cue[last]} {text}"  # a wrapped line: joined to the line it continues
+        if text and not dashed and not is_speaker(text) and (last is not None or open_at is not None):
+            if last is not None:  # a wrapped line: joined to the line it continues
+                cue[last] = f"{cue[last]} {text}"
+            else:  # the sentence a speaker began in the cue before
+                pending[open_at] = f"{pending[open_at]} {text}"
             cue.append("")
         else:
             cue.append(text)
-        return []
+        if text:
+            open_at = None
 
     for n, raw in enumerate(lines):
         stripped = raw.strip()
         if n == 0 and stripped.lstrip("\ufeff").startswith("WEBVTT"):
             vtt = skipping = True
-            yield ""
+            pending.append("")
             continue
         if CUE_TIME.match(raw):
-            yield from cue or ()
+            end_cue()
             if held is not None:
-                yield ""  # the cue's identifier
+                pending.append("")  # the cue's identifier
             cue, held, skipping, boundary = [], None, False, False
-            yield ""
+            pending.append("")
             continue
         if held is not None:  # no timing line after it: text after all
-            yield from take(held)
+            take(held)
             held = None
         if not stripped:
-            yield from cue or ()
-            cue, skipping, boundary = None, False, True
-            yield ""
-            continue
-        if skipping:
-            yield ""
-            continue
-        if boundary and cue is None and vtt and stripped.split(None, 1)[0] in _BLOCKS:
+            end_cue()
+            skipping, boundary = False, True
+            pending.append("")
+        elif skipping:
+            pending.append("")
+        elif boundary and cue is None and vtt and stripped.split(None, 1)[0] in _BLOCKS:
             skipping = True
-            yield ""
-            continue
-        if boundary or (cue is not None and stripped.isdigit()):  # a cue without a blank line before it
+            pending.append("")
+        elif boundary or (cue is not None and stripped.isdigit()):  # a cue without a blank line before it
             held, boundary = raw, False
-            continue
-        yield from take(raw)
+        else:
+            take(raw)
+        if open_at is None and pending:  # nothing may change any more: out
+            yield from pending
+            pending.clear()
     if held is not None:
-        yield from take(held)
-    yield from cue or ()
+        take(held)
+    end_cue()
+    yield from pending
 
 
 def _ass(lines: Iterable[str]) -> Iterator[str]:
