@@ -18,7 +18,7 @@ try:
     from extensions.dialogue_lora.prepare import DEFAULT_INPUT, DEFAULT_OUTPUT, PrepareConfig, prepare, preview, resolve_source
     from extensions.dialogue_lora.prompt import FORMATS
     from extensions.dialogue_lora.samples import DEFAULT_INSTRUCTION
-    from extensions.dialogue_lora.sources import SOURCES
+    from extensions.dialogue_lora.sources import CHAT_EXPORTS, SOURCES
     from extensions.dialogue_lora.sources.csv_dialogue import DEFAULT_COLUMNS
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep_duplicates", action="store_true", help="keep exact duplicate samples")
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
                    help="alpaca instruction; {name} becomes the character")
-    d = p.add_argument_group("Chat exports (Discord, Telegram, WhatsApp, SillyTavern, Slack)")
+    d = p.add_argument_group(f"Chat exports ({CHAT_EXPORTS})")
     d.add_argument("--gap_minutes", type=float, default=10.0, help="silence that starts a new conversation")
     d.add_argument("--keep_non_responses", action="store_true", help="keep messages like lol, lmao, gg")
     d.add_argument("--keep_enders", action="store_true", help="keep conversation enders like gtg, cya")
@@ -122,7 +122,7 @@ def check_flags_apply(args: argparse.Namespace, parser: argparse.ArgumentParser,
     read_as = f"{cfg.txtfilename} is read as {source} (--source)"
     problems = []
     if source != "discord" and (flags := changed(DISCORD_FLAGS)):
-        problems.append(f"{', '.join(flags)}: for chat exports only (Discord, Telegram, WhatsApp, SillyTavern, Slack), "
+        problems.append(f"{', '.join(flags)}: for chat exports only ({CHAT_EXPORTS}), "
                         f"and {read_as}")
     if source != "csv" and (flags := changed(d for d in vars(args) if d.startswith("csv_"))):
         problems.append(f"{', '.join(flags)}: for CSV input only, and {read_as}")

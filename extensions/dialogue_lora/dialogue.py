@@ -207,6 +207,12 @@ class ReadStats:
         if self.notes is None:
             self.notes = []
 
+    def add_note(self, note: str, hint: bool = False) -> None:
+        """A note for the report; a `hint` is said with the error too, should a character not be found."""
+        self.notes.append(note)
+        if hint:
+            self.hints.append(note)
+
 
 # ---------------------------------------------------------------------------------------------- cleaning
 
@@ -448,8 +454,7 @@ def _forced_layout_note(layout: str, evidence: tuple[int, int, int], file: str, 
         note = (f"--layout lines, but {where} looks like a play ({alone} name(s) alone on a line with the speech "
                 f"below, in its first {n} lines): such a name is an empty turn; --layout play (or auto) reads "
                 "the speeches")
-    stats.notes.append(note)
-    stats.hints.append(note)
+    stats.add_note(note, hint=True)
 
 
 def parse_lines(
@@ -476,8 +481,7 @@ def parse_lines(
         note = (f"{file or 'the text'}: subtitles: " + ("each Dialogue event read, its Name field the speaker"
                 if subs == "ass" else "cue numbers, times and markup left out; a line is a turn only where it "
                 "names its speaker (`BOB: text`, WebVTT's `<v Bob>`)"))
-        stats.notes.append(note)
-        stats.hints.append(note)
+        stats.add_note(note, hint=True)
         it = subtitles.lines_of(it, subs, lambda line: split_speaker(line) is not None)
         head = list(itertools.islice(it, DETECT_LINES))
         it = itertools.chain(head, it)

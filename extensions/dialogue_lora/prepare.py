@@ -24,7 +24,7 @@ from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
 from .fileio import holds_samples, nearest_existing, write_records
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, wanted_names
-from .sources import SOURCES, detect_source
+from .sources import CHAT_EXPORTS, SOURCES, detect_source
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
 from .sources.discord import DiscordOptions, iter_discord_turns, scan_discord_speakers
 
@@ -295,7 +295,7 @@ def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) 
     if source == "csv":
         return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
     if Path(cfg.txtfilename).is_dir():
-        raise UserError(f"{cfg.txtfilename}: is a folder; only chat exports (Discord, Telegram, WhatsApp, SillyTavern, Slack) can be read from a folder (--source)")
+        raise UserError(f"{cfg.txtfilename}: is a folder; only chat exports ({CHAT_EXPORTS}) can be read from a folder (--source)")
     return iter_text_turns(cfg.txtfilename, cfg.layout, stats)
 
 

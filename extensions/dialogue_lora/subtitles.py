@@ -24,6 +24,7 @@ _INLINE_TIME = re.compile(rf"<{_TIME}>")
 _TAG = re.compile(r"</?(?:[ibus]|c|v|ruby|rt|rp|lang|font|span)(?:[.\s][^>]*)?>", re.IGNORECASE)
 _OVERRIDE = re.compile(r"\{\\[^}]*\}")  # ASS override tags, which some SRT files carry: {\an8}
 _BRACES = re.compile(r"\{[^}]*\}")
+_ASS_BREAKS = re.compile(r"\\[Nnh]")  # \N, \n: line breaks; \h: a hard space
 _DRAWING = re.compile(r"\{[^}]*\\p[1-9][^}]*\}.*?(?:\{[^}]*\\p0[^}]*\}|$)")
 _SENTENCE_ENDS = (".", "!", "?", "…", '"', "”", "»", ")", "]", "♪")
 _DASH = re.compile(r"\s*[-‐–—]\s*(?=\S)")
@@ -164,6 +165,6 @@ def _ass(lines: Iterable[str]) -> Iterator[str]:
         event = dict(zip(fields, values))
         text = _DRAWING.sub("", event["text"])  # a vector drawing's commands are no words
         text = _BRACES.sub("", text)  # override tags and comments: every {...} in ASS
-        text = " ".join(re.sub(r"\\[Nnh]", " ", text).split())
+        text = " ".join(_ASS_BREAKS.sub(" ", text).split())
         name = " ".join(event.get("name", "").replace(":", " ").split())  # a colon would end the cue early
         yield f"{name}: {text}" if name and text else text

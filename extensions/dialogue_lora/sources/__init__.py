@@ -22,6 +22,7 @@ from ..fileio import holds_samples
 from . import chatlog, dce_csv, sillytavern, slack
 
 SOURCES = ("auto", "text", "discord", "csv")
+CHAT_EXPORTS = "Discord, Telegram, WhatsApp, SillyTavern, Slack"  # what --source discord reads, for messages
 
 
 def prepared_dataset(path: Path) -> UserError:

@@ -403,8 +403,7 @@ def iter_discord_turns(
         if n == 0 and skipped:  # export_files has listed the folder
             shown = ", ".join(skipped[:5]) + (f", ... +{len(skipped) - 5} more" if len(skipped) > 5 else "")
             note = f"{path}: {len(skipped)} file(s) not read, not chat exports: {shown} (give one as the input to read it)"
-            stats.notes.append(note)
-            stats.hints.append(note)
+            stats.add_note(note, hint=True)
         stats.layouts[label] = layout
         stats.lines += sum(1 for m in messages if not (isinstance(m, dict) and m.get("copy")))
         for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people),

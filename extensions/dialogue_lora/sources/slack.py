@@ -3,18 +3,20 @@
 Slack exports a workspace (*Settings > Import/Export data > Export*) as a zip; unzipped it is a folder of
 `users.json`, `channels.json` (a full export adds `groups.json`, `dms.json`, `mpims.json`) and one folder per
 conversation holding a file per day (`2024-01-31.json`: a list of messages). Read: the zip as Slack gives
-it, the export's folder, one conversation's folder in it, or one day's file. Each message becomes a DiscordChatExporter-like dict, so that
-every later step (filters, gaps, merging, the low-quality rule) is the Discord reader's:
+it, the export's folder, one conversation's folder in it, or one day's file. Each message becomes a
+DiscordChatExporter-like dict, so that every later step (filters, gaps, merging, the low-quality rule) is the
+Discord reader's:
 
 - a conversation's days, in order, are one stream; a thread (the replies sharing a `thread_ts`) is a
-  conversation of its own, led by the message that started it;
+  conversation of its own, led by the message that started it, with no times (no gap splits it); a reply
+  also sent to the channel is in both (the channel's a copy, not counted again);
 - the author is the display name (else the real name) `users.json` gives the message's `user`, else the
-  message's own copy of the profile, else the id: one person is one speaker through name changes;
-- a message with a subtype other than a file share, a `/me` or a reply also sent to the channel is a system
-  message (joins, topic changes, pins); bots (`bot_id`, `bot_message`, Slackbot, `is_bot` users) are bots;
-- Slack's markup: `<@U123>` is a mention of the person's name, `<#C1|general>` reads `#general`,
-  `<https://x|label>` its label, `<!here>` and the like nothing; `&amp;`, `&lt;`, `&gt;` are
-  unescaped.
+  first name a message's own copy of the profile gave that user, else the id: one person, one speaker;
+- a message with a subtype other than a file share, a `/me` (an action: `*waves*`) or a reply also sent to
+  the channel is a system message (joins, topic changes, pins); bots (`bot_id`, `bot_message`, Slackbot,
+  `is_bot` users) are bots;
+- Slack's markup: `<@U123>` is a mention of the person's name, `<#C1>` the channel's name (channels.json),
+  `<https://x|label>` its label, `<!here>` and the like nothing; `&amp;`, `&lt;`, `&gt;` are unescaped.
 """
 from __future__ import annotations
 
@@ -85,12 +87,15 @@ def _conversation_folders(root: Path) -> list[Path]:
 
 
 def _zip_layout(path: Path) -> tuple[str, list[str]] | None:
-    """(the folder inside the zip that holds the export, its members) when a zip is a Slack export."""
+    """(the folder inside the zip that holds the export, its day files) when a zip is a Slack export."""
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            return _layout_of(z.namelist())
     except (OSError, zipfile.BadZipFile):
         return None
+
+
+def _layout_of(names: list[str]) -> tuple[str, list[str]] | None:
     metas = sorted((n for n in names if n.rsplit("/", 1)[-1] in _META), key=len)
     if not metas:
         return None
@@ -106,12 +111,13 @@ def _tree(path: Path, stack: contextlib.ExitStack) -> tuple[dict, list[tuple[str
         return _Entry(str(p), p.read_bytes)
 
     if path.suffix.lower() == ".zip" and path.is_file():
-        prefix, days = _zip_layout(path)
         zf = stack.enter_context(zipfile.ZipFile(path))  # read member by member
+        names = zf.namelist()
+        prefix, days = _layout_of(names)
         convs: dict = {}
         for n in sorted(days):
             convs.setdefault(n[len(prefix):].split("/", 1)[0], []).append(_Entry(f"{path}:{n}", partial(zf.read, n)))
-        names = set(zf.namelist())
+        names = set(names)
         meta = {m: _Entry(f"{path}:{prefix}{m}", partial(zf.read, prefix + m)) for m in _LOOKUPS
                 if prefix + m in names}
         return meta, sorted(convs.items())
@@ -234,8 +240,9 @@ def as_discord(msg: dict, users: dict, channels: dict, file: str, number: int) -
     known = users.get(user, {})
     # users.json's name first: one person, one speaker, though the profile copied into each message may
     # hold an older name; without it, the first name a message gave that user
-    name = known.get("name") or _first_name(profile) or user or msg.get("username")
-    if user and not known.get("name") and _first_name(profile):
+    given = _first_name(profile)
+    name = known.get("name") or given or user or msg.get("username")
+    if user and not known.get("name") and given:
         users[user] = {"name": name, "bot": bool(known.get("bot"))}
     bot = bool(msg.get("bot_id") or subtype == "bot_message" or user == "USLACKBOT" or known.get("bot"))
     text = msg.get("text", "")
@@ -243,7 +250,8 @@ def as_discord(msg: dict, users: dict, channels: dict, file: str, number: int) -
     if isinstance(text, str):
         text = _markup(text, users, channels, mentions)
         if subtype == "me_message" and text.strip():
-            text = f"*{text.strip().strip('_')}*"  # Slack shows it in italics: `_waves_` too  # `/me waves`: an action, as the app shows it (and --strip_actions takes)
+            # `/me waves`: an action, as the app shows it in italics (`_waves_` too); --strip_actions takes it
+            text = f"*{text.strip().strip('_')}*"
     thread = msg.get("thread_ts") if isinstance(msg.get("thread_ts"), str) else None
     return {
         "file": file,  # for the reader's errors and a sample's source: the day's file, the message's number
