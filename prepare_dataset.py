@@ -33,7 +33,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
         description="Turn raw dialogue (text, play script, Discord, Telegram, WhatsApp, SillyTavern or Slack chat, "
-                    "game-dialogue CSV) into training samples for one or more characters.",
+                    "subtitles, game-dialogue CSV, Ren'Py scripts) into training samples for one or more characters.",
         formatter_class=_Help,
     )
     p.add_argument("--name", "-n", action="append", dest="names", metavar="NAME",
@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "for several; '*' for every speaker (required)")
     p.add_argument("--rounds", "-r", type=int, default=5, help="previous turns given as context")
     p.add_argument("--txtfilename", "-t", default=DEFAULT_INPUT,
-                   help="input: text file, CSV file, or a chat export (Discord/Telegram JSON, SillyTavern .jsonl, "
-                        "WhatsApp .txt, Slack .zip), or a folder of chat exports")
+                   help="input: text file, subtitles, CSV file, a chat export (Discord/Telegram JSON, SillyTavern "
+                        ".jsonl, WhatsApp .txt, Slack .zip) or a folder of them, or Ren'Py scripts (a .rpy file, a "
+                        "game's folder or a zip of it)")
     p.add_argument("--jsonfilename", "-j", default=DEFAULT_OUTPUT,
                    help="output: .json (JSON array) or .jsonl (one object a line)")
     p.add_argument("--format", default="rounds", choices=FORMATS, help="output format")

@@ -731,7 +731,7 @@ def test_slack_errors_name_the_file(tmp_path):
     import zipfile
     with zipfile.ZipFile(other, "w") as z:
         z.writestr("a.txt", "Bob: hi")
-    with pytest.raises(UserError, match=r"photos.zip: a zip archive, which is not read \(only a Slack export's\)"):
+    with pytest.raises(UserError, match=r"photos.zip: a zip archive, which is not read \(only a Slack export's, or a Ren'Py game's scripts\)"):
         detect_source(other)
     import zipfile
     damaged = tmp_path / "damaged.zip"  # a member whose data is corrupt: one line, not a zlib traceback

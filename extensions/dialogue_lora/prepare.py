@@ -27,6 +27,7 @@ from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_sa
 from .sources import CHAT_EXPORTS, SOURCES, detect_source
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
 from .sources.discord import DiscordOptions, iter_discord_turns, scan_discord_speakers
+from .sources.renpy import iter_renpy_turns
 
 DEFAULT_INPUT = "dataset.txt"
 DEFAULT_OUTPUT = "processed_dataset.json"
@@ -219,7 +220,7 @@ class PrepareReport:
     """What a run read, kept, dropped and wrote."""
 
     input: str
-    source: str  # text | discord | csv
+    source: str  # text | discord | csv | renpy
     output_format: str  # rounds | alpaca | sharegpt | messages
     layouts: dict = field(default_factory=dict)  # file -> lines | play | discord | csv
     lines_read: int = 0  # physical lines (text/CSV rows/Discord messages)
@@ -294,8 +295,10 @@ def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) 
                                   tally.aliases, tally.people)
     if source == "csv":
         return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
+    if source == "renpy":
+        return iter_renpy_turns(cfg.txtfilename, stats)
     if Path(cfg.txtfilename).is_dir():
-        raise UserError(f"{cfg.txtfilename}: is a folder; only chat exports ({CHAT_EXPORTS}) can be read from a folder (--source)")
+        raise UserError(f"{cfg.txtfilename}: is a folder; only chat exports ({CHAT_EXPORTS}) and Ren'Py games' scripts can be read from a folder (--source)")
     return iter_text_turns(cfg.txtfilename, cfg.layout, stats)
 
 
@@ -335,6 +338,9 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
         if source in ("discord", "csv"):
             what = "messages by people" if source == "discord" else "rows with a reply"
             raise UserError(f"no {what} in {cfg.txtfilename}" + (f" (dropped: {drops})" if drops else ": it has none"))
+        if source == "renpy":
+            raise UserError(f"no character dialogue in {cfg.txtfilename}: {tally.turns} line(s) read, all narration "
+                            "(say statements with no speaker, `\"Text.\"`, or by a Character(None))")
         raise UserError(f"no speaker lines in {cfg.txtfilename}: {tally.turns} line(s) read, all narration "
                         "(expected `Name: text` lines, or a play's `NAME:` lines)")
     problems = []

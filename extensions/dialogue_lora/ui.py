@@ -27,11 +27,11 @@ DEFAULT_ADAPTER_NAME = "my-character"  # the Train form's name until a dataset o
 DEFAULT_DATASET_NAME = "processed_dataset.json"  # Prepare's "Save as" until characters are picked
 SAVED_REPORT = "Saved "  # how a save's report starts (a preview's does not)
 PREVIEW_SAMPLES = 5
-SOURCES = ("auto", "text", "discord", "csv")
+SOURCES = ("auto", "text", "discord", "csv", "renpy")
 SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, chat log)",
-                 "discord": "chat export (Discord, Telegram, WhatsApp, SillyTavern, Slack)", "csv": "CSV / TSV table"}
+                 "discord": "chat export (Discord, Telegram, WhatsApp, SillyTavern, Slack)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
-RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".zip")  # .zip: a Slack export
+RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".rpy", ".zip")  # .zip: a Slack export, Ren'Py scripts
 # The upload also takes a web page, so that a Telegram HTML export gets Prepare's advice (export it as
 # JSON) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".html", ".htm")

@@ -1,14 +1,15 @@
-"""Readers that turn an input (text file, chat export, game-dialogue CSV) into a stream of turns.
+"""Readers that turn an input (text file, chat export, game-dialogue CSV, Ren'Py script) into a stream of turns.
 
 `detect_source(path)` picks the reader from the content when `--source auto`: a folder, a .json
 file, or a file starting with `{` that holds "messages", is a Discord (or Telegram) export, and so are
 JSON Lines whose first line is a SillyTavern chat's, a CSV with DiscordChatExporter's header and a Slack
-export's zip (any other zip is refused); an
+export's zip (any other zip is refused, but a zip of Ren'Py scripts); an
 .html page is refused (Telegram's default export format: the JSON one is read), and so is
 DiscordChatExporter's text format; a .csv or .tsv file, or one whose first line holds a comma (semicolon,
 tab) and the speaker and text column names (given, or the usual ones: `Speaker,Line`), is a CSV; a .txt or
 .log file that is a chat export with dates (WhatsApp, Signal, weechat) is read with the chat exports;
-anything else is dialogue text.
+a .rpy file, or a folder or zip holding a Ren'Py game's scripts, is read as Ren'Py (compiled scripts and
+archives are refused with what to do); anything else is dialogue text.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from pathlib import Path
 from ..dialogue import check_text_file, open_text
 from ..errors import UserError
 from ..fileio import holds_samples
-from . import chatlog, dce_csv, sillytavern, slack
+from . import chatlog, dce_csv, renpy, sillytavern, slack
 
-SOURCES = ("auto", "text", "discord", "csv")
+SOURCES = ("auto", "text", "discord", "csv", "renpy")
 CHAT_EXPORTS = "Discord, Telegram, WhatsApp, SillyTavern, Slack"  # what --source discord reads, for messages
 
 
@@ -35,15 +36,22 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
+    refusal = renpy.refused(path)
+    if refusal is not None:
+        raise refusal
     if path.is_dir():
-        return "discord"
+        return "renpy" if renpy.is_game_folder(path) else "discord"
+    if path.suffix.lower() == renpy.SUFFIX:
+        return "renpy"
     if path.suffix.lower() == ".zip" and not zipfile.is_zipfile(path):
         raise UserError(f"{path}: not a readable zip archive (damaged, or not a zip): download or export it again")
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         if slack.is_export(path):
             return "discord"  # a Slack export as Slack gives it
-        raise UserError(f"{path}: a zip archive, which is not read (only a Slack export's): unzip it and give the "
-                        "file (or a folder of chat exports) inside")
+        if renpy.is_zip_of_scripts(path):
+            return "renpy"
+        raise UserError(f"{path}: a zip archive, which is not read (only a Slack export's, or a Ren'Py game's "
+                        "scripts): unzip it and give the file (or a folder of chat exports) inside")
     if path.suffix.lower() in (".html", ".htm"):  # Telegram Desktop's default export format
         raise UserError(f"{path}: a web page, which is not read: export a Telegram chat again with the format "
                         "'Machine-readable JSON' (a Discord channel: DiscordChatExporter's JSON format)")

@@ -1,0 +1,248 @@
+"""Ren'Py scripts (.rpy): who is who, say statements, text tags, conversation breaks, files and bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from extensions.dialogue_lora.dialogue import ReadStats
+from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.prepare import PrepareConfig, prepare, scan_speakers
+from extensions.dialogue_lora.sources import detect_source
+from extensions.dialogue_lora.sources.renpy import characters, iter_renpy_turns, statements
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "renpy_script.rpy"
+
+DEFS = textwrap.dedent('''\
+    define e = Character("Eileen", color="#c8ffc8")  # the guide
+    define l = Character(_("Lucy"), image="lucy")
+    define s = DynamicCharacter("s_name", what_prefix='"')
+    default s_name = "???"
+    define n = Character(None, kind=nvl)
+    define mc = Character("[player_name]")
+    define e2 = Character(kind=e)
+    define tagged = Character("{color=#f00}Red{/color}")
+    default player_name = "Sam"
+    init python:
+        b = Character("Bob",
+                      color="#fff")
+    ''')
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def turns(path, stats=None):
+    """(speaker, text) pairs and "|" for each conversation break."""
+    return ["|" if t is None else (t.speaker, t.text) for t in iter_renpy_turns(path, stats)]
+
+
+def test_statements_join_open_strings_and_brackets_and_drop_comments():
+    sts = list(statements([
+        "# a comment\n",
+        'e "Hash # inside" # a comment\n',
+        "define b = Character('Bob',\n",
+        "    color='#fff')\n",
+        "\n",
+        'e "A string\n',
+        '   on two lines."\n',
+    ]))
+    assert [(s.line, s.code) for s in sts] == [
+        (2, 'e "Hash # inside"'),
+        (3, "define b = Character('Bob',\n    color='#fff')"),
+        (6, 'e "A string\n   on two lines."'),
+    ]
+
+
+def test_characters_from_every_kind_of_definition():
+    cast = characters([list(statements(DEFS.splitlines()))])
+    assert cast.names == {"e": "Eileen", "l": "Lucy", "s": "???", "n": None, "mc": "Sam",
+                          "e2": "Eileen", "tagged": "Red", "b": "Bob"}
+    # a name set later in the story wins over the placeholder it started as
+    later = characters([list(statements(DEFS.splitlines())), list(statements(['$ s_name = "Sayori"']))])
+    assert later.names["s"] == "Sayori"
+
+
+def test_say_statements_text_tags_extend_and_narration(tmp_path):
+    script = write(tmp_path / "script.rpy", DEFS + textwrap.dedent('''\
+        label start:
+            "It was a quiet morning."
+            e "Good morning, [player_name]!"
+            mc "Morning. {i}Coffee?{/i}"
+            e happy "Always.{w} Black,{p}please."
+            extend " With sugar."
+            e @ -happy "Attributes{nw}" with dissolve
+            "Mystery" "Who am I?"
+            b 'Single quotes, \\"escapes\\" and 100\\%.'
+            n "The end. {{braces}} [[brackets] {rb}漢字{/rb}{rt}かんじ{/rt}"
+            narrator "Narration too."
+            centered "~ fin ~"
+            l """
+            First paragraph
+            of Lucy.
+
+            Second paragraph.
+            """
+        '''))
+    assert turns(script) == [
+        "|", "|",
+        (None, "It was a quiet morning."),
+        ("Eileen", "Good morning, Sam!"),
+        ("Sam", "Morning. Coffee?"),
+        ("Eileen", "Always. Black, please. With sugar."),
+        ("Eileen", "Attributes"),
+        ("Mystery", "Who am I?"),
+        ("Bob", 'Single quotes, "escapes" and 100%.'),
+        (None, "The end. {braces}} [brackets] 漢字"),
+        (None, "Narration too."),
+        (None, "~ fin ~"),
+        ("Lucy", "First paragraph of Lucy."),
+        ("Lucy", "Second paragraph."),
+    ]
+
+
+def test_labels_scenes_and_menu_choices_break_and_other_statements_are_skipped(tmp_path):
+    script = write(tmp_path / "script.rpy", '''\
+        define e = Character("Eileen")
+        label start:
+            play music "theme.ogg"
+            voice "v1.ogg"
+            show eileen happy at left
+            e "One."
+            scene bg park with fade
+            e "Two."
+            menu:
+                e "Where to?"
+                "The park":
+                    e "The park it is."
+                "Home" if tired:
+                    jump home
+            $ renpy.pause(1.0)
+            e "After the menu."
+
+        screen hello():
+            text "Not dialogue"
+            textbutton "Start" action Start()
+
+        transform bounce:
+            "img.png"
+            linear 1.0 yoffset 10
+
+        image eileen wave:
+            "eileen_wave1.png"
+            pause 0.5
+
+        init python:
+            x = "also not dialogue"
+
+        label home:
+            e "Home."
+        ''')
+    assert turns(script) == [
+        "|", "|", ("Eileen", "One."), "|", ("Eileen", "Two."), ("Eileen", "Where to?"), "|",
+        ("Eileen", "The park it is."), "|", ("Eileen", "After the menu."), "|", ("Eileen", "Home."),
+    ]
+
+
+def test_undefined_speakers_are_named_by_their_variable_and_noted(tmp_path):
+    script = write(tmp_path / "a.rpy", '''\
+        label start:
+            x "Who defined me?"
+            x "Still no one."
+        ''')
+    stats = ReadStats()
+    assert turns(script, stats) == ["|", "|", ("x", "Who defined me?"), ("x", "Still no one.")]
+    assert any("no Character definition" in n and "x (2)" in n for n in stats.hints)
+
+
+def test_a_game_folder_its_parent_a_zip_and_one_file_read_alike(tmp_path):
+    game = tmp_path / "MyGame" / "game"
+    write(game / "characters.rpy", 'define e = Character("Eileen")\n')
+    write(game / "chapters" / "one.rpy", 'label start:\n    e "Hello."\n')
+    write(game / "tl" / "french" / "one.rpy", 'translate french start_1:\n    e "Bonjour."\n')
+    write(tmp_path / "MyGame" / "renpy" / "common" / "00engine.rpy", 'label engine:\n    e "Engine."\n')
+    expected = [("Eileen", "Hello.")]
+    for given in (game, tmp_path / "MyGame", game / "chapters" / "one.rpy"):
+        stats = ReadStats()
+        assert [t for t in turns(given, stats) if t != "|"] == expected, given
+        assert detect_source(given) == "renpy"
+    # translations: given themselves, with the game's definitions
+    assert [t for t in turns(game / "tl" / "french") if t != "|"] == [("Eileen", "Bonjour.")]
+    stats = ReadStats()
+    turns(game, stats)
+    assert any("translations not read" in n for n in stats.notes)
+    # the folder zipped, as the tab's upload takes it
+    archive = tmp_path / "mygame.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in (tmp_path / "MyGame").rglob("*.rpy"):
+            z.write(p, p.relative_to(tmp_path).as_posix())
+    assert detect_source(archive) == "renpy"
+    assert [t for t in turns(archive) if t != "|"] == expected
+
+
+def test_compiled_scripts_archives_and_empty_scripts_are_refused(tmp_path):
+    for name, what in (("script.rpyc", "a compiled Ren'Py script"), ("archive.rpa", "a Ren'Py archive")):
+        p = tmp_path / name
+        p.write_bytes(b"RPA-3.0 \x00\x01")
+        with pytest.raises(UserError, match=f"{name}: {what}, which is not read.*unrpyc"):
+            detect_source(p)
+    compiled = tmp_path / "compiled" / "game"
+    compiled.mkdir(parents=True)
+    (compiled / "script.rpyc").write_bytes(b"\x00")
+    with pytest.raises(UserError, match="compiled scripts only"):
+        turns(compiled)
+    silent = write(tmp_path / "silent.rpy", 'label start:\n    jump elsewhere\n')
+    with pytest.raises(UserError, match=r"silent.rpy: no dialogue in the Ren'Py script"):
+        turns(silent)
+    narration = write(tmp_path / "narration.rpy", 'label start:\n    "Only narration."\n')
+    with pytest.raises(UserError, match=r"no character dialogue in .*narration.rpy"):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(narration), jsonfilename=str(tmp_path / "o.json")))
+
+
+def test_example_end_to_end_and_the_tab_scan(tmp_path):
+    out = tmp_path / "mira.json"
+    r = subprocess.run([sys.executable, str(ROOT / "prepare_dataset.py"), "-t", str(EXAMPLE), "-n", "Mira", "-j",
+                        str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "(renpy): 48 lines" in r.stdout and "speakers (3): Mira 10, Theo 4, Old Anwen 2" in r.stdout
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert records[2] == {
+        "input": "The wind pushed at the lighthouse door all evening.\nMira: You came! I was sure the storm would "
+                 "keep you away.\nTheo: A little rain never stopped me. A lot of rain, maybe.\nMira: Then sit down "
+                 "before you drip on the maps. Tea?\nTheo: Please. What are the maps for?\nMira:",
+        "output": "The old keeper drew them. Every rock between here and the harbour. Every single one.",
+        "name": "Mira", "source": "renpy_script.rpy:20"}
+    # a menu choice starts afresh: the first line after it has no context
+    assert {"input": "Mira:", "output": "Look here. This line is the reef the fishermen fear.", "name": "Mira",
+            "source": "renpy_script.rpy:32"} in records
+    assert scan_speakers(EXAMPLE) == {"Mira": 10, "Theo": 4, "Old Anwen": 2}
+    r = subprocess.run([sys.executable, str(ROOT / "prepare_dataset.py"), "-t", str(EXAMPLE), "-n", "Anwen",
+                        "--dry_run"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "speakers found: Mira (10), Theo (4), Old Anwen (2)" in r.stderr
+
+
+def test_names_known_only_at_play_empty_scripts_and_an_unclosed_string(tmp_path):
+    game = tmp_path / "game"
+    write(game / "a.rpy", '''\
+        define p = Character(persistent.player)
+        define q = Character(renpy.random.choice(["A", "B"]))
+        label start:
+            p "I named myself."
+            q "Random."
+            p "Broken quote.
+            p "Never seen."
+        ''')
+    write(game / "empty.rpy", "\n")
+    stats = ReadStats()
+    assert turns(game, stats) == ["|", "|", ("persistent.player", "I named myself."), ("q", "Random.")]
+    assert any(n.startswith("a.rpy:6: a string or bracket never closed") for n in stats.notes)
