@@ -90,6 +90,20 @@ def test_a_slack_zip_is_offered_and_read(logic, webui_root, tmp_path):
         logic.scan(str(upload), None, "auto")
 
 
+def test_renpy_scripts_and_a_zip_of_a_game_are_offered_and_read(logic, webui_root, tmp_path):
+    import zipfile
+    folder = webui_root / "user_data/training/datasets"
+    shutil.copy(ROOT / "examples" / "renpy_script.rpy", folder / "lighthouse.rpy")
+    with zipfile.ZipFile(folder / "My VN.zip", "w") as z:
+        z.writestr("MyVN/game/characters.rpy", 'define e = Character("Eileen")\n')
+        z.writestr("MyVN/game/script.rpy", 'label start:\n    e "Hello."\n    e "Bye."\n')
+        z.writestr("MyVN/renpy/common/00engine.rpy", 'label x:\n    e "Engine."\n')
+    assert {"lighthouse.rpy", "My VN.zip"} <= set(logic.raw_files())
+    assert logic.scan(None, "lighthouse.rpy", "auto") == [("Mira (10 lines)", "Mira"), ("Theo (4 lines)", "Theo"),
+                                                         ("Old Anwen (2 lines)", "Old Anwen")]
+    assert logic.scan(None, "My VN.zip", "auto") == [("Eileen (2 lines)", "Eileen")]
+
+
 def test_preview_shows_what_training_sees_and_writes_nothing(logic, webui_root):
     text, report = logic.preview(*form())
     assert text.startswith(

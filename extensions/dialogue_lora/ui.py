@@ -127,14 +127,14 @@ def _stop(kind: str, idle: str, stopping: str) -> str:
 
 def _is_dialogue(path: Path) -> bool:
     """A file Prepare can read: text or CSV, JSON that is a Discord or Telegram export, a SillyTavern chat, a
-    Slack export's zip (not a prepared dataset, not a settings file); the webui's `put-...-here.txt`
-    placeholders are not dialogue."""
-    from .sources import slack
+    Slack export's zip, a Ren'Py script or a zip of them (not a prepared dataset, not a settings file); the
+    webui's `put-...-here.txt` placeholders are not dialogue."""
+    from .sources import renpy, slack
     from .sources.sillytavern import looks_like
 
     suffix = path.suffix.lower()
     if suffix == ".zip":
-        return slack.is_export(path)
+        return slack.is_export(path) or renpy.is_zip_of_scripts(path)
     if suffix not in RAW_SUFFIXES or _PLACEHOLDER.fullmatch(path.name) or holds_samples(path):
         return False
     if suffix in (".json", ".jsonl"):
