@@ -122,6 +122,19 @@ def test_discord_gap_splits_and_same_author_merges(tmp_path):
     assert got.count(None) == 1
 
 
+def test_a_wall_of_one_authors_messages_is_merged_in_parts_that_fit_a_sample(tmp_path):
+    from extensions.dialogue_lora.sources.discord import MERGE_CHARS
+
+    wall = [msg(i, "Alex", f"message number {i:02d} of a very long rant about trains", 0) for i in range(1, 31)]
+    p = export(tmp_path, [msg(0, "Sam", "so what do you think?", 0), *wall, msg(31, "Sam", "that was a lot of trains", 1)])
+    got, _ = discord_turns(p, filter_low_quality=False)
+    alex = [t[1] for t in got if t and t[0] == "Alex"]
+    assert len(alex) == 3 and all(len(t) <= MERGE_CHARS for t in alex)
+    # every message once, in order, split only between messages
+    assert " ".join(alex) == " ".join(m["content"] for m in wall)
+    assert got[0] == ("Sam", "so what do you think?") and got[-2:] == [("Sam", "that was a lot of trains"), None]
+
+
 def test_discord_filters_are_switchable(tmp_path):
     p = export(tmp_path, [msg(1, "Alex", "lol"), msg(2, "Sam", "gtg"), msg(3, "Alex", "hey")])
     got, dropped = discord_turns(p)
@@ -788,7 +801,7 @@ def test_slack_threads_names_actions_and_bytes(tmp_path):
                                    filter_low_quality=False))
     records = json.loads(out.read_text(encoding="utf-8"))
     # no users.json: the first name a message gave U1 (Bo), not its later 'Bo (away)'
-    assert report.speakers == {"Ally": 3, "Bo": 2}
+    assert report.speakers == {"Ally": 4, "Bo": 2}  # the 4 KB paste a turn of its own
     assert records[0]["output"] == "*hides under the desk*"
     # a day later, yet in its thread: the film question is its context
     assert records[1] == {"input": "Ally: who is up for a film night this week?\nBo:", "name": "Bo",

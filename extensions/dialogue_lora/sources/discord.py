@@ -11,7 +11,8 @@ Per channel file (per chat of a Telegram export), in order:
   3. filters, each switchable: non-responses (`lol`, `lmao`, `gg`, ...: `non_response`) and
      conversation enders (`gtg`, `cya`, `going to sleep`, ...: `ender`);
   4. split into conversations where the gap between two kept messages exceeds `gap_minutes`;
-  5. merge consecutive messages by one author into one turn (joined with spaces: one line);
+  5. merge consecutive messages by one author into one turn (joined with spaces: one line), up to
+     MERGE_CHARS characters: a longer run goes on as the author's next turn;
   6. drop low-quality conversations: fewer than `min_messages` turns AND all of them shorter than
      `short_chars` characters (`low_quality`, counted in messages).
 The speaker is the author's nickname, else their name. Conversations are separated by `BREAK`.
@@ -356,25 +357,38 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         yield Turn(speaker, text, msg.get("file", label), at), stamp, str(author.get("id") or speaker)
 
 
+# A run of one author's messages is merged up to this many characters, then goes on as a turn of its own: a
+# wall of messages as one reply would not fit a sample (cutoff_len 256 tokens is about 1,000 characters)
+# and would be dropped at training.
+MERGE_CHARS = 600
+
+
 def _conversations(messages, gap_minutes: float):
-    """Split where the gap between two messages exceeds `gap_minutes`; merge runs of one author."""
+    """Split where the gap between two messages exceeds `gap_minutes`; merge runs of one author (up to
+    MERGE_CHARS, at message bounds)."""
     gap = gap_minutes * 60
-    conv: list[list] = []  # [turn, n_messages, author]
+    conv: list[list] = []  # [turn, n_messages, author, texts, their length joined]
     last = None
     for turn, stamp, author in messages:
         if conv and stamp is not None and last is not None and (stamp - last).total_seconds() > gap:
-            yield conv
+            yield _joined(conv)
             conv = []
         if stamp is not None:
             last = stamp
-        if conv and conv[-1][2] == author:
-            prev = conv[-1][0]
-            conv[-1][0] = prev._replace(text=f"{prev.text} {turn.text}")
-            conv[-1][1] += 1
+        run = conv[-1] if conv and conv[-1][2] == author else None
+        if run is not None and run[4] + 1 + len(turn.text) <= MERGE_CHARS:
+            run[3].append(turn.text)
+            run[4] += 1 + len(turn.text)
+            run[1] += 1
         else:
-            conv.append([turn, 1, author])
+            conv.append([turn, 1, author, [turn.text], len(turn.text)])
     if conv:
-        yield conv
+        yield _joined(conv)
+
+
+def _joined(conv: list[list]) -> list[list]:
+    """[turn, n_messages, author] with each run's texts joined (once: a long run is not copied over and over)."""
+    return [[turn._replace(text=" ".join(texts)) if n > 1 else turn, n, author] for turn, n, author, texts, _ in conv]
 
 
 def iter_discord_turns(
