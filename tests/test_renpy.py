@@ -147,9 +147,13 @@ def test_labels_scenes_and_menu_choices_break_and_other_statements_are_skipped(t
         label home:
             e "Home."
         ''')
+    # each choice starts afresh, with what led to the menu as context only (the lines said as narration)
+    # and the choice the player made
+    led = [(None, "Eileen: Two."), (None, "Eileen: Where to?")]
     assert turns(script) == [
-        "|", "|", ("Eileen", "One."), "|", ("Eileen", "Two."), ("Eileen", "Where to?"), "|",
-        ("Eileen", "The park it is."), "|", ("Eileen", "After the menu."), "|", ("Eileen", "Home."),
+        "|", "|", ("Eileen", "One."), "|", ("Eileen", "Two."), ("Eileen", "Where to?"),
+        "|", *led, (None, "The park"), ("Eileen", "The park it is."),
+        "|", *led, (None, "Home"), ("Eileen", "After the menu."), "|", ("Eileen", "Home."),
     ]
 
 
@@ -168,7 +172,7 @@ def test_a_game_folder_its_parent_a_zip_and_one_file_read_alike(tmp_path):
     game = tmp_path / "MyGame" / "game"
     write(game / "characters.rpy", 'define e = Character("Eileen")\n')
     write(game / "chapters" / "one.rpy", 'label start:\n    e "Hello."\n')
-    write(game / "tl" / "french" / "one.rpy", 'translate french start_1:\n    e "Bonjour."\n')
+    write(game / "tl" / "french" / "one.rpy", '# game/chapters/one.rpy:2\ntranslate french start_1:\n    e "Bonjour."\n')
     write(tmp_path / "MyGame" / "renpy" / "common" / "00engine.rpy", 'label engine:\n    e "Engine."\n')
     expected = [("Eileen", "Hello.")]
     for given in (game, tmp_path / "MyGame", game / "chapters" / "one.rpy"):
@@ -221,9 +225,12 @@ def test_example_end_to_end_and_the_tab_scan(tmp_path):
                  "before you drip on the maps. Tea?\nTheo: Please. What are the maps for?\nMira:",
         "output": "The old keeper drew them. Every rock between here and the harbour. Every single one.",
         "name": "Mira", "source": "renpy_script.rpy:20"}
-    # a menu choice starts afresh: the first line after it has no context
-    assert {"input": "Mira:", "output": "Look here. This line is the reef the fishermen fear.", "name": "Mira",
-            "source": "renpy_script.rpy:32"} in records
+    # a menu choice: what led to the menu, the choice made, and the reply
+    assert {"input": "Old Anwen: He drew them badly, mind you.\nOld Anwen: I'm Anwen. I kept this light for forty "
+                     "years.\nMira: She keeps telling me the maps are wrong, Sam.\nMira: Do you want to see them?\n"
+                     "Maybe tomorrow.\nMira:",
+            "output": "Tomorrow, then. The sea isn't going anywhere.", "name": "Mira",
+            "source": "renpy_script.rpy:37"} in records
     assert scan_speakers(EXAMPLE) == {"Mira": 10, "Theo": 4, "Old Anwen": 2}
     r = subprocess.run([sys.executable, str(ROOT / "prepare_dataset.py"), "-t", str(EXAMPLE), "-n", "Anwen",
                         "--dry_run"], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -246,3 +253,128 @@ def test_names_known_only_at_play_empty_scripts_and_an_unclosed_string(tmp_path)
     stats = ReadStats()
     assert turns(game, stats) == ["|", "|", ("persistent.player", "I named myself."), ("q", "Random.")]
     assert any(n.startswith("a.rpy:6: a string or bracket never closed") for n in stats.notes)
+
+
+def test_a_translation_is_read_through_the_games_scripts(tmp_path):
+    """Translations hold no labels, scenes or menus: the game's own scripts give the order and the breaks,
+    each line said in its translation (found by the original's code, which Ren'Py writes as a comment: a
+    line number goes stale when the script changes, as the second's has); its strings translate names
+    and choices."""
+    game = tmp_path / "game"
+    write(game / "script.rpy", '''\
+        define s = Character(_("Me"))
+        define e = Character("Eileen")
+        label start:
+            e "Will you marry me?"
+            menu:
+                "Yes.":
+                    e "I'm so happy!"
+                "No.":
+                    e "Oh."
+            e "Not translated."
+        ''')
+    write(game / "tl" / "french" / "script.rpy", '''\
+        # TODO: Translation updated at 2024-01-01 10:00
+
+        # game/script.rpy:4
+        translate french start_0a1b2c3d:
+
+            # e "Will you marry me?"
+            e "Veux-tu m'épouser ?"
+
+        # game/script.rpy:8
+        translate french start_1b2c3d4e:
+
+            # e "I'm so happy!"
+            e "Je suis si heureuse !"
+
+        # game/script.rpy:9
+        translate french start_2c3d4e5f:
+
+            # e "Oh."
+            e "Oh..."
+
+        translate french strings:
+
+            # game/script.rpy:6
+            old "Yes."
+            new "Oui."
+
+            old "Eileen"
+            new "Eileen-fr"
+        ''')
+    stats = ReadStats()
+    assert turns(game / "tl" / "french", stats) == [
+        "|", "|", ("Eileen-fr", "Veux-tu m'épouser ?"),
+        "|", (None, "Eileen-fr: Veux-tu m'épouser ?"), (None, "Oui."), ("Eileen-fr", "Je suis si heureuse !"),
+        "|", (None, "Eileen-fr: Veux-tu m'épouser ?"), (None, "No."), ("Eileen-fr", "Oh..."),
+    ]
+    assert any("a translation, read in the order of the game's scripts" in n and "1 line(s) with no translation"
+               in n for n in stats.notes)
+    samples = iter_renpy_turns(game / "tl" / "french")
+    assert {t.source for t in samples if t is not None and t.speaker} == {"script.rpy:7", "script.rpy:13",
+                                                                            "script.rpy:19"}
+    with pytest.raises(UserError, match=r"tl: holds a Ren'Py game's translations into 1 language\(s\) \(french\): "
+                                        r"give one"):
+        detect_source(game / "tl")
+
+
+def test_what_real_games_write(tmp_path):
+    """Found in real games' scripts: comments inside brackets, `init N screen` blocks, a creator-defined
+    statement's block, `renpy.say`, `%%`, tagged and cased interpolations, names known only at play."""
+    script = write(tmp_path / "script.rpy", '''\
+        define e = Character("Eileen")
+        define t = Character("Taro" if persistent.x else "T")
+        default fancy = _("{i}variable value{/i}")
+        default pname = "Sam"
+        label start:
+            e "Before."
+            $ pal = ("red",  # primary
+                     "blue")
+            e "After the tuple, 75%% done."
+            example:
+                e "Inside a creator-defined statement's block."
+            $ renpy.say(e, "Said from Python.")
+            e "A [fancy!t] for [pname!u]."
+            t "Who am I?"
+
+        init -501 screen say(who, what):
+            text "Screen words"
+        init -1 style say_label:
+            font "fonts/x.ttf"
+        init 1 image blink:
+            "eileen_1.png"
+        translate french style say_label:
+            font "fonts/y.ttf"
+        ''')
+    stats = ReadStats()
+    assert turns(script, stats) == [
+        "|", "|", ("Eileen", "Before."), ("Eileen", "After the tuple, 75% done."),
+        ("Eileen", "Inside a creator-defined statement's block."), ("Eileen", "Said from Python."),
+        ("Eileen", "A variable value for SAM."), ("t", "Who am I?"),
+    ]
+    assert any("named by their variable: t (1)" in n for n in stats.hints)
+
+
+def test_a_folder_and_its_zip_read_in_the_same_order_with_the_same_sources(tmp_path):
+    game = tmp_path / "Game" / "game"
+    write(game / "z.rpy", 'define e = Character("Eileen")\nlabel z:\n    e "From z."\n')
+    write(game / "Act 1" / "b.rpy", 'label b:\n    e "From Act 1."\n')
+    write(game / "tl" / "french" / "b.rpy", '# game/Act 1/b.rpy:2\ntranslate french b_1:\n    e "De l\'acte 1."\n')
+    archive = tmp_path / "game.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in sorted((tmp_path / "Game").rglob("*.rpy"), reverse=True):
+            z.write(p, p.relative_to(tmp_path).as_posix())
+    stats = ReadStats()
+    from_zip = [(t.text, t.source) for t in iter_renpy_turns(archive, stats) if t]
+    assert from_zip == [(t.text, t.source) for t in iter_renpy_turns(game) if t] == [
+        ("From Act 1.", "Act 1/b.rpy:2"), ("From z.", "z.rpy:3")]
+    assert any("translations (tl/) not read" in n for n in stats.notes)
+
+
+def test_logical_lines_are_found_in_linear_time():
+    # a long bracket or string ran over is not scanned again for each of its lines (it was quadratic)
+    lines = ["define pool = [\n", *(f'    "item {i}",  # note {i}\n' for i in range(20000)), "]\n", 'e "After."\n']
+    sts = list(statements(lines))
+    assert len(sts) == 2 and (sts[1].line, sts[1].code) == (20003, 'e "After."')
+    assert sts[0].code.count("\n") == 20001 and "# note" not in sts[0].code

@@ -40,6 +40,8 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     if refusal is not None:
         raise refusal
     if path.is_dir():
+        if renpy.is_translations_folder(path):
+            raise renpy.pick_language(path)
         return "renpy" if renpy.is_game_folder(path) else "discord"
     if path.suffix.lower() == renpy.SUFFIX:
         return "renpy"

@@ -46,10 +46,15 @@ _KEYWORDS = frozenset(
 _NARRATORS = frozenset({"narrator", "centered", "vcentered", "nvl_narrator", "adv"})
 _CHARACTER_CALLS = frozenset({"Character", "DynamicCharacter", "ADVCharacter", "NVLCharacter", "Speaker",
                               "ADVSpeaker", "NVLSpeaker"})
-# Block statements whose lines are read; any other line ending in `:` opens a block that is skipped
-# (screens, styles, transforms, an image's or show's ATL, whose lone strings are file names)
-_READ_BLOCKS = frozenset({"label", "menu", "if", "elif", "else", "while", "for", "init", "translate"})
-_PYTHON_BLOCK = re.compile(r"(?:init(?:\s+[-+]?\d+)?\s+)?python\b[^:]*:$|translate\s+\w+\s+python\s*:$")
+# Blocks whose lines are no one's words: screens, styles, transforms, an image's or show's ATL (whose
+# lone strings are file names), test cases, Python. Any other block (a label, a menu, `if`, a
+# creator-defined statement's) is read.
+_SKIPPED_BLOCKS = frozenset({"screen", "style", "transform", "image", "layeredimage", "testcase", "testsuite", "show", "scene",
+                             "camera", "python", "atl"})
+_INIT = re.compile(r"init(?:\s+[-+]?\d+)?\s+(?=\w)")  # `init -1 style ...:`, `init 5 python:`
+_TRANSLATE = re.compile(r"translate\s+(\w+)\s+(\w+)(?:\s+\w+)*\s*:$")  # `translate french start_1f2e:`
+_ORIGIN = re.compile(r"\s*#\s*(\S+?\.rpy):(\d+)\s*$")  # a translation's `# game/script.rpy:57`
+_RENPY_SAY = re.compile(r"\$\s*renpy\.say\(\s*([A-Za-z_]\w*)\s*,\s*")  # `$ renpy.say(e, "...")`
 _ASSIGN = re.compile(r"(?:(?:define|default)(?:\s+[-+]?\d+)?\s+|\$\s*)?([A-Za-z_]\w*(?:\.\w+)*)\s*=(?!=)\s*(.+)$", re.DOTALL)
 _WORD = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*")
 _ATTRIBUTES = re.compile(r"(?:\s+(?:@|-?[A-Za-z_]\w*))*\s*")  # `e happy`, `e @ -sad`
@@ -61,6 +66,8 @@ _TAG_WITH_TEXT = re.compile(r"\{(rt|alt)\}.*?\{/\1\}", re.DOTALL)
 _TAG = re.compile(r"\{[^{}]*\}")
 _PARAGRAPH = re.compile(r"\{p(?:=[^}]*)?\}")  # `{p}`: a line break on screen, a space here
 _INTERPOLATION = re.compile(r"\[([A-Za-z_]\w*(?:\.\w+)*)((?:![a-z]+)*)(?::[^\]]*)?\]")
+_CASES = {"u": str.upper, "l": str.lower, "c": lambda v: v[:1].upper() + v[1:]}  # `[name!u]`
+_REPLAYED = 20  # turns before a menu that each of its choices starts with (the tab's most context rounds)
 _MONOLOGUE_SPLIT = re.compile(r"\n[ \t]*\n")
 
 
@@ -77,66 +84,93 @@ class _Say(NamedTuple):
     texts: list  # one, or a triple-quoted say's paragraphs
 
 
+class _Choice(NamedTuple):
+    text: str  # a menu choice's caption (the player's option)
+
+
 # ---------------------------------------------------------------------------------------------- lexing
+
+
+_CODE_STOP = re.compile(r"[\"'`#()\[\]{}]")  # outside a string: what changes the state
+_STRING_STOP = {q: re.compile(r"[\\%s]" % q) for q in _QUOTE_CHARS}  # inside one: an escape or its quote
+
+
+def _scan_line(line: str, quote: str | None, depth: int) -> tuple[str, str | None, int]:
+    """(the line without its comment, the quote of a string left open at its end, bracket depth at its
+    end), from the state the line before left (a string still open, brackets)."""
+    i, n = 0, len(line)
+    while i < n:
+        if quote is not None:
+            m = _STRING_STOP[quote[0]].search(line, i)
+            if m is None:
+                return line, quote, depth
+            i = m.start()
+            if line[i] == "\\":
+                i += 2
+            elif line.startswith(quote, i):
+                i += len(quote)
+                quote = None
+            else:  # one quote character of a triple-quoted string
+                i += 1
+            continue
+        m = _CODE_STOP.search(line, i)
+        if m is None:
+            break
+        i, c = m.start(), m.group()
+        if c == "#":
+            return line[:i].rstrip(), None, depth
+        if c in _QUOTE_CHARS:
+            quote = next(q for q in _QUOTES if line.startswith(q, i))
+            i += len(quote)
+            continue
+        depth = depth + 1 if c in "([{" else max(depth - 1, 0)
+        i += 1
+    return line, quote, depth
+
+
+def statements(lines: Iterable[str], unclosed: list | None = None) -> Iterator[Statement]:
+    """The logical lines of a script, comments gone: a line whose string or brackets stay open runs on
+    over the next ones (joined with newlines). `unclosed` gets the line of a statement whose string or
+    bracket the file never closes (a script Ren'Py would not compile: the rest of it is lost)."""
+    pieces: list[str] = []
+    start = indent = depth = 0
+    quote = None
+    for n, raw in enumerate(lines, 1):
+        raw = raw.rstrip("\r\n")
+        if not pieces:
+            stripped = raw.strip()
+            if not stripped or stripped[0] == "#":
+                continue
+            expanded = raw.expandtabs(8)
+            start, indent = n, len(expanded) - len(expanded.lstrip())
+            raw = stripped
+        code, quote, depth = _scan_line(raw, quote, depth)
+        pieces.append(code)
+        if quote is None and depth == 0:
+            code = "\n".join(pieces).strip() if len(pieces) > 1 else code.strip()
+            pieces = []
+            if code:
+                yield Statement(start, indent, code)
+    if pieces and unclosed is not None:
+        unclosed.append(start)
 
 
 def _string_end(code: str, i: int) -> tuple[int, str] | None:
     """(index after the string that starts at `i`, its quote), or None when it does not close in `code`."""
     quote = next(q for q in _QUOTES if code.startswith(q, i))
+    stop = _STRING_STOP[quote[0]]
     j = i + len(quote)
-    while j < len(code):
+    while True:
+        m = stop.search(code, j)
+        if m is None:
+            return None
+        j = m.start()
         if code[j] == "\\":
             j += 2
-            continue
-        if code.startswith(quote, j):
+        elif code.startswith(quote, j):
             return j + len(quote), quote
-        j += 1
-    return None
-
-
-def _scan(code: str) -> tuple[str, bool, int]:
-    """(code without its comment, whether a string is left open, bracket depth at the end)."""
-    depth, i = 0, 0
-    while i < len(code):
-        c = code[i]
-        if c in _QUOTE_CHARS:
-            end = _string_end(code, i)
-            if end is None:
-                return code, True, depth
-            i = end[0]
-            continue
-        if c == "#":
-            return code[:i].rstrip(), False, depth
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth = max(depth - 1, 0)
-        i += 1
-    return code, False, depth
-
-
-def statements(lines: Iterable[str], unclosed: list | None = None) -> Iterator[Statement]:
-    """The logical lines of a script: a line whose string or brackets stay open runs on over the next.
-    `unclosed` gets the line of a statement whose string or bracket the file never closes."""
-    pending: list[str] = []
-    start = indent = 0
-    for n, raw in enumerate(lines, 1):
-        raw = raw.rstrip("\r\n")
-        if not pending:
-            if not raw.strip() or raw.lstrip().startswith("#"):
-                continue
-            expanded = raw.expandtabs(8)
-            start, indent = n, len(expanded) - len(expanded.lstrip())
-            raw = raw.strip()
-        pending.append(raw)
-        code, open_string, depth = _scan("\n".join(pending))
-        if open_string or depth:
-            continue
-        pending = []
-        if code.strip():
-            yield Statement(start, indent, code.strip())
-    if pending and unclosed is not None:  # a script Ren'Py would not compile: the rest of it is lost
-        unclosed.append(start)
+        else:  # one quote character inside a triple-quoted string
+            j += 1
 
 
 def _unescape(body: str) -> str:
@@ -155,8 +189,21 @@ def _read_string(code: str, i: int) -> tuple[str, int, bool] | None:
     return _unescape(code[i + len(quote):j - len(quote)]), j, len(quote) == 3
 
 
-def _say(st: Statement) -> _Say | str | None:
-    """A say statement; "choice" for a menu choice; None for anything else."""
+def _block(code: str) -> str:
+    """The statement's keyword, past an `init N` (`init -501 screen say(...)` is a screen); for a
+    `translate LANGUAGE python/style` block, python/style."""
+    m = _INIT.match(code)
+    if m:
+        code = code[m.end():]
+    t = _TRANSLATE.match(code)
+    if t and t.group(2) in ("python", "style"):
+        return t.group(2)
+    word = _WORD.match(code)
+    return word.group() if word else ""
+
+
+def _say(st: Statement) -> _Say | _Choice | None:
+    """A say statement, a menu choice, or None for anything else."""
     code = st.code
     who = literal = None
     if code[0] in _QUOTE_CHARS:
@@ -169,9 +216,15 @@ def _say(st: Statement) -> _Say | str | None:
         if second is not None:  # `"Eileen" "Hello."`
             literal, (text, k, triple) = text, second
             rest = rest[k:]
-        elif rest.endswith(":"):  # `"Go left" if brave:`, a menu's choice
-            return "choice"
+        elif rest.endswith(":") or code.endswith(":"):  # `"Go left" if brave:`, a menu's choice
+            return _Choice(text)
     else:
+        m = _RENPY_SAY.match(code)
+        if m is not None:  # `$ renpy.say(e, "...")`
+            found = _read_string(code, m.end())
+            if found is None:
+                return None
+            return _Say(st.line, None if m.group(1) == "None" else m.group(1), None, [found[0]])
         m = _WORD.match(code)
         if m is None or m.group() in _KEYWORDS:
             return None
@@ -232,14 +285,19 @@ def _character(node: ast.expr) -> _Character | None:
 
 
 class Cast(NamedTuple):
-    """What the scripts define: characters (variable -> name, None for narration) and string variables."""
+    """What the scripts define: characters (variable -> name, None for narration), string variables, and
+    the characters whose name is only known at play (named by their variable)."""
 
     names: dict
     strings: dict
+    guessed: frozenset = frozenset()
+    translated: dict = {}  # a translation's strings, `old` -> `new` (its menu choices)
 
 
-def characters(statement_lists: Iterable[Iterable[Statement]]) -> Cast:
-    """Every character and string variable the scripts define, wherever they do it."""
+def characters(statement_lists: Iterable[Iterable[Statement]], translated: dict | None = None) -> Cast:
+    """Every character and string variable the scripts define, wherever they do it. `translated`: a
+    translation's strings (`old` -> `new`), which names and string variables take."""
+    translated = translated or {}
     specs: dict[str, _Character] = {}
     values: dict[str, list[str]] = {}
     for sts in statement_lists:
@@ -247,7 +305,7 @@ def characters(statement_lists: Iterable[Iterable[Statement]]) -> Cast:
         for st in sts:
             if python_indent is not None and st.indent <= python_indent:
                 python_indent = None
-            if python_indent is None and _PYTHON_BLOCK.match(st.code):
+            if python_indent is None and st.code.endswith(":") and _block(st.code) == "python":
                 python_indent = st.indent
                 continue
             if python_indent is None and not st.code.startswith(("define", "default", "$")):
@@ -263,16 +321,19 @@ def characters(statement_lists: Iterable[Iterable[Statement]]) -> Cast:
                 values.setdefault(var, []).append(_text_of(node))
     # a variable set more than once (`"???"` until the character introduces themselves): its last value
     # with a letter in it
-    strings = {var: next((v for v in reversed(vs) if any(c.isalpha() for c in v)), vs[-1])
-               for var, vs in values.items()}
-    names: dict[str, str | None] = {}
+    strings = {var: translated.get(v, v) for var, vs in values.items()
+               for v in [next((v for v in reversed(vs) if any(c.isalpha() for c in v)), vs[-1])]}
+    guessed = set()
 
     def name_of(var: str, seen: frozenset = frozenset()) -> str | None:
         """The name as written (None: narration); the variable's own name when it cannot be known here."""
         spec = specs[var]
         if spec.dynamic:
             raw = _text_of(spec.name)
-            return strings.get(raw, raw) if raw is not None else var
+            if raw is None:
+                guessed.add(var)
+                return var
+            return strings.get(raw, raw)
         if spec.name is None:
             if spec.kind in specs and spec.kind not in seen:
                 return name_of(spec.kind, seen | {var})
@@ -281,85 +342,137 @@ def characters(statement_lists: Iterable[Iterable[Statement]]) -> Cast:
             return None
         if isinstance(spec.name, (ast.Name, ast.Attribute)):  # Character(player_name), a name set at play
             key = ast.unparse(spec.name)
+            if key not in strings:
+                guessed.add(var)
             return strings.get(key, key)
         text = _text_of(spec.name)
-        return var if text is None else text
+        if text is None:
+            guessed.add(var)
+            return var
+        return translated.get(text, text)
 
+    names: dict[str, str | None] = {}
     for var in specs:
         raw = name_of(var)
         name = speaker_name(_plain(raw, strings)) if raw is not None else ""
         names[var] = name or None
-    return Cast(names, strings)
+    return Cast(names, strings, frozenset(guessed), translated)
 
 
 # ------------------------------------------------------------------------------------------------ text
 
 
-def _plain(text: str, strings: dict) -> str:
-    """A string as the player reads it: text tags gone, `[variable]` filled in where known."""
+def _plain(text: str, strings: dict, depth: int = 0) -> str:
+    """A string as the player reads it: text tags gone, `[variable]` filled in where known (its own tags
+    gone too, `!u`, `!l`, `!c` applied), `%%` a per cent sign."""
+    if "[" in text:
+        text = text.replace("[[", "\x01")
+
+        def fill(m: re.Match) -> str:
+            value = strings.get(m.group(1))
+            if value is None or depth > 2:
+                return m.group(0)
+            value = _plain(value, strings, depth + 1)
+            for flag in m.group(2).split("!"):
+                value = _CASES.get(flag, lambda v: v)(value)
+            return value
+
+        text = _INTERPOLATION.sub(fill, text).replace("\x01", "[")
     if "{" in text:
         text = text.replace("{{", "\x00")
         text = _TAG.sub("", _PARAGRAPH.sub(" ", _TAG_WITH_TEXT.sub("", text))).replace("\x00", "{")
-    if "[" in text:
-        text = text.replace("[[", "\x00")
-        text = _INTERPOLATION.sub(lambda m: strings.get(m.group(1), m.group(0)), text).replace("\x00", "[")
-    return text
+    return text.replace("%%", "%") if "%%" in text else text
 
 
-def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter) -> Iterator[Turn | None]:
+class _Menu(NamedTuple):
+    indent: int
+    before: list  # the turns before its first choice (None until then)
+
+
+def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
+             translations: Translation | None = None, untranslated: Counter | None = None) -> Iterator[Turn | None]:
     """The turns of one script's statements (BREAK where a conversation ends), their text as written.
-    `unknown` counts the speakers used without a definition, by variable."""
+    `unknown` counts the speakers used without a definition, by variable. With a `Translation`, each
+    say is read in its translation, and one without is left out and counted in `untranslated`."""
     pending: Turn | None = None
+    history: list[Turn] = []  # the turns since the last label or scene: a menu's choices start with them
+    menus: list[list] = []  # [indent, the turns before its first choice]
     skip_indent = None  # the indent of a block being skipped (a python block, a screen, ...)
     for st in sts:
         if skip_indent is not None:
             if st.indent > skip_indent:
                 continue
             skip_indent = None
+        while menus and st.indent <= menus[-1][0]:
+            menus.pop()
         code = st.code
-        word = _WORD.match(code)
-        word = word.group() if word else ""
-        if _PYTHON_BLOCK.match(code):
+        block = _block(code)
+        if code.endswith(":") and block in _SKIPPED_BLOCKS:
             skip_indent = st.indent
-            continue
-        if word in ("label", "scene"):
+        if block in ("label", "scene") or (block == "menu" and code.endswith(":")):
             if pending is not None:
                 yield pending
+                history.append(pending)
                 pending = None
-            yield BREAK
-            if word == "scene" and code.endswith(":"):
-                skip_indent = st.indent
+            if block == "menu":
+                menus.append([st.indent, None])
+            else:
+                yield BREAK
+                history = []
+            continue
+        if skip_indent is not None:
             continue
         said = _say(st)
-        if said == "choice":
-            if pending is not None:
-                yield pending
-                pending = None
-            yield BREAK
-            continue
         if said is None:
-            if code.endswith(":") and word not in _READ_BLOCKS:
-                skip_indent = st.indent
             continue
-        if said.who == "extend" and pending is not None:
-            pending = pending._replace(text=pending.text + said.texts[0])
-            for text in said.texts[1:]:
-                yield pending
-                pending = pending._replace(text=text, line=said.line)
-            continue
-        if said.literal is not None:
-            speaker = speaker_name(_plain(said.literal, cast.strings)) or None
-        elif said.who is None or said.who in _NARRATORS or said.who == "extend":
-            speaker = None
-        elif said.who in cast.names:
-            speaker = cast.names[said.who]
-        else:
-            speaker = said.who
-            unknown[said.who] += 1
-        for text in said.texts:
+        if isinstance(said, _Choice):
+            # each choice starts afresh (one's lines are never another's context) with what led to the
+            # menu, as context only, and the choice the player made
             if pending is not None:
                 yield pending
-            pending = Turn(speaker, text, file, said.line)
+                history.append(pending)
+                pending = None
+            menu = menus[-1] if menus else None
+            if menu is not None and menu[1] is None:
+                menu[1] = history[-_REPLAYED:]
+            before = menu[1] if menu is not None else []
+            yield BREAK
+            for t in before:
+                yield t._replace(speaker=None, text=f"{t.speaker}: {t.text}" if t.speaker else t.text)
+            choice = Turn(None, cast.translated.get(said.text, said.text), file, st.line)
+            history = [*before, choice]
+            yield choice
+            continue
+        says = [(file, said)]
+        if translations is not None:
+            says = [(tfile, _say(t)) for tfile, t in translations.of(file, st)]
+            says = [(tfile, t) for tfile, t in says if isinstance(t, _Say)]
+            if not says:
+                untranslated[file] += 1
+                continue
+        for where, said in says:
+            if said.who == "extend" and pending is not None:
+                pending = pending._replace(text=pending.text + said.texts[0])
+                texts = said.texts[1:]
+                speaker = pending.speaker
+            else:
+                texts = said.texts
+                if said.literal is not None:
+                    speaker = speaker_name(_plain(said.literal, cast.strings)) or None
+                elif said.who is None or said.who in _NARRATORS or said.who == "extend":
+                    speaker = None
+                elif said.who in cast.names:
+                    speaker = cast.names[said.who]
+                    if said.who in cast.guessed:
+                        unknown[said.who] += 1
+                else:
+                    speaker = said.who
+                    unknown[said.who] += 1
+            for text in texts:
+                if pending is not None:
+                    yield pending
+                    history.append(pending)
+                pending = Turn(speaker, text, where, said.line)
     if pending is not None:
         yield pending
 
@@ -368,6 +481,74 @@ def _finish(turn: Turn | None, cast: Cast, stats: ReadStats) -> Turn | None:
     if turn is None:
         return None
     return turn._replace(text=clean_text(_plain(turn.text, cast.strings).replace("\n", " "), stats))
+
+
+# ------------------------------------------------------------------------------------------- translations
+
+
+class Translation(NamedTuple):
+    """A translation's say statements, found by the original they translate, and its strings."""
+
+    by_code: dict  # (original script, its statement's code) -> [(its line, [(label, translated say)])]
+    by_line: dict  # (original script, line) -> [(label, translated say)]
+    strings: dict  # `old` -> `new`: names, menu choices
+
+    def of(self, file: str, st: Statement) -> list:
+        """The translated say statements of the game's statement `st` in `file`: by its code (the comment
+        Ren'Py writes above each translation), the nearest line among equals; else by its line."""
+        found = self.by_code.get((file, " ".join(st.code.split())))
+        if found:
+            return min(found, key=lambda e: abs(e[0] - st.line))[1]
+        return self.by_line.get((file, st.line), [])
+
+
+def translations_of(scripts: Iterable[tuple[str, list[str]]]) -> Translation:
+    """A translation's scripts (label, lines). Ren'Py writes each `translate LANGUAGE ID:` block after a
+    comment naming the line it translates (`# game/script.rpy:57`) and, inside it, the original
+    statement as a comment (`# e "Hello."`) before its translation. A line number goes stale when the
+    game's script changes after the translation was made; the original's code does not."""
+    by_code: dict[tuple[str, str], list] = {}
+    by_line: dict[tuple[str, int], list] = {}
+    strings: dict[str, str] = {}
+    for label, lines in scripts:
+        origins = {n: (m.group(1), int(m.group(2))) for n, line in enumerate(lines, 1)
+                   for m in [_ORIGIN.match(line)] if m}
+        origin = block_indent = old = said = None
+        last_comment = None
+        marks = sorted(origins)
+        k = 0
+        for st in statements(lines):
+            while k < len(marks) and marks[k] < st.line:
+                last_comment = origins[marks[k]]
+                k += 1
+            if block_indent is not None and st.indent <= block_indent:
+                block_indent = origin = None
+            t = _TRANSLATE.match(st.code) if st.indent == 0 else None
+            if t is not None:
+                block_indent, origin, old, said = st.indent, None, None, []
+                if t.group(2) not in ("strings", "python", "style") and last_comment is not None:
+                    path, line = last_comment
+                    origin = (path[5:] if path.startswith("game/") else path, line)
+                    by_line[origin] = said
+                    # the original, commented out just above the first translated statement
+                    start = st.line
+                continue
+            if origin is not None:
+                if not said:
+                    comments = [c.strip()[1:].strip() for c in lines[start:st.line - 1] if c.strip().startswith("#")]
+                    if comments and not _ORIGIN.match("# " + comments[-1]):
+                        code = " ".join(comments[-1].split())
+                        by_code.setdefault((origin[0], code), []).append((origin[1], said))
+                said.append((label, st))
+            elif block_indent is not None:  # `old "Yes"` / `new "Oui"` in a strings block
+                word = _WORD.match(st.code)
+                found = _read_string(st.code, word.end() + 1) if word and word.group() in ("old", "new") else None
+                if found is not None and word.group() == "old":
+                    old = found[0]
+                elif found is not None and old is not None:
+                    strings[old] = found[0]
+                    old = None
+    return Translation(by_code, by_line, strings)
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -399,12 +580,14 @@ def _root(folder: Path) -> Path:
     return game if game.is_dir() and not any(_is_script(p.name) for p in folder.iterdir()) else folder
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Every file below `root`, in order of path, outside the engine's, translations and hidden folders."""
+def _walk(root: Path) -> list[Path]:
+    """Every file below `root` outside the engine's, translations and hidden folders, in order of path
+    (as a zip of the folder lists them)."""
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d.lower() not in _SKIPPED_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
+        dirnames[:] = [d for d in dirnames if d.lower() not in _SKIPPED_DIRS and not d.startswith(".")]
+        found.extend(Path(dirpath) / name for name in filenames)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def is_game_folder(folder: Path) -> bool:
@@ -412,14 +595,41 @@ def is_game_folder(folder: Path) -> bool:
     return any(p.is_file() and p.suffix.lower() in (SUFFIX, ".rpyc", ".rpa") for p in _root(folder).iterdir())
 
 
-def _zip_scripts(names: list[str]) -> list[str]:
-    """A zip's script members, the `game/` folder's alone when it has one (the engine's are left out)."""
+def _languages(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and any(_is_script(q.name) for q in p.rglob("*")))
+
+
+def is_translations_folder(folder: Path) -> bool:
+    """A game's `tl/` folder: one subfolder of scripts per language."""
+    return folder.name.lower() == "tl" and bool(_languages(folder))
+
+
+def pick_language(folder: Path) -> UserError:
+    langs = _languages(folder)
+    return UserError(f"{folder}: holds a Ren'Py game's translations into {len(langs)} language(s) "
+                     f"({', '.join(langs[:6])}{', ...' if len(langs) > 6 else ''}): give one, e.g. {folder / langs[0]}")
+
+
+def _in_game(name: str) -> str:
+    """A zip member's path from its game folder (`MyGame/game/a/b.rpy` -> `a/b.rpy`), as a folder's."""
+    parts = name.split("/")
+    lowered = [p.lower() for p in parts[:-1]]
+    if "game" not in lowered:
+        return name
+    return "/".join(parts[len(lowered) - lowered[::-1].index("game"):])  # the last: `Game/game/...`
+
+
+def _zip_scripts(names: list[str]) -> tuple[list[str], bool]:
+    """(a zip's script members, the `game/` folder's alone when it has one, in order of their path there;
+    whether it holds translations, which are left out as the engine's scripts are)."""
     scripts = [n for n in names if _is_script(n) and not n.endswith("/")]
-    games = [n for n in scripts if "/game/" in f"/{n}"]
+    games = [n for n in scripts if "game" in [p.lower() for p in n.split("/")[:-1]]]
     if games:
         scripts = games
-    return sorted(n for n in scripts
-                  if not any(part.lower() in _SKIPPED_DIRS or part.startswith(".") for part in n.split("/")[:-1]))
+    skipped = [any(part.lower() in _SKIPPED_DIRS or part.startswith(".") for part in _in_game(n).split("/")[:-1])
+               for n in scripts]
+    kept = sorted((n for n, skip in zip(scripts, skipped) if not skip), key=_in_game)
+    return kept, any(skip and "/tl/" in f"/{_in_game(n)}" for n, skip in zip(scripts, skipped))
 
 
 def is_zip_of_scripts(path: Path) -> bool:
@@ -430,12 +640,24 @@ def is_zip_of_scripts(path: Path) -> bool:
         return False
 
 
+def _read_files(files: list[Path], root: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Path]]:
+    for p in files:
+        if not p.read_bytes().strip():  # an empty script, which games keep
+            continue
+        check_text_file(p)
+        with open_text(p, stats) as f:
+            yield p.relative_to(root).as_posix(), f.readlines(), p
+
+
 def _sources(path: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Path | None]]:
-    """(label, lines, file; None in a zip) of each script of the input, the label its path from the input."""
+    """(label, lines, file; None in a zip) of each script of the input, the label its path from the game's
+    folder."""
     refusal = refused(path)
     if refusal is not None:
         raise refusal
     if path.is_dir():
+        if is_translations_folder(path):
+            raise pick_language(path)
         root = _root(path)
         if root != path:
             stats.add_note(f"{path}: the scripts of its game/ folder read")
@@ -444,34 +666,34 @@ def _sources(path: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Pat
             if any(p.suffix.lower() in (".rpyc", ".rpa") for p in _walk(root)):
                 raise _compiled_only(path, "a game folder with compiled scripts only")
             raise UserError(f"{path}: folder holds no Ren'Py scripts (.rpy)")
-        if (root / "tl").is_dir():
+        if (root / "tl").is_dir() and _languages(root / "tl"):
             stats.add_note(f"{root / 'tl'}: translations not read (give a language's folder, game/tl/LANGUAGE, "
                            "to read it)")
-        for p in files:
-            if not p.read_bytes().strip():  # an empty script, which games keep
-                continue
-            check_text_file(p)
-            with open_text(p, stats) as f:
-                yield p.relative_to(root).as_posix(), f.readlines(), p
+        yield from _read_files(files, root, stats)
         return
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
-                names = _zip_scripts(z.namelist())
+                names, translations = _zip_scripts(z.namelist())
                 if not names:
                     raise _compiled_only(path, "a zip of compiled Ren'Py scripts only")
+                if translations:
+                    stats.add_note(f"{path}: translations (tl/) not read (unzip it and give a language's folder, "
+                                   "game/tl/LANGUAGE, to read one)")
                 for name in names:
                     try:
                         data = z.read(name)
                     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
                         raise UserError(f"{path}: {name} is damaged in the zip ({e})") from None
-                    yield name, data.decode("utf-8-sig", "surrogateescape").splitlines(), None
+                    yield _in_game(name), data.decode("utf-8-sig", "surrogateescape").splitlines(), None
         except zipfile.BadZipFile:
             raise UserError(f"{path}: not a readable zip archive (damaged, or not a zip)") from None
         return
     check_text_file(path)
     with open_text(path, stats) as f:
-        yield path.name, f.readlines(), path
+        game = _game_root(path)
+        yield (path.relative_to(game).as_posix() if game is not None and game.name.lower() == "game"
+               else path.name), f.readlines(), path
 
 
 def _game_root(path: Path) -> Path | None:
@@ -486,48 +708,80 @@ def _game_root(path: Path) -> Path | None:
     return None if path.is_dir() else start
 
 
-def _definitions(path: Path, read: set, stats: ReadStats) -> list[list[Statement]]:
-    """The statements of the game's other scripts, whose Character definitions count for the input."""
-    root = _game_root(path) if not zipfile.is_zipfile(path) or path.is_dir() else None
+def _translation_of(path: Path) -> Path | None:
+    """The game's folder when `path` is (or is in) a translation's folder, `game/tl/LANGUAGE`."""
+    start = path if path.is_dir() else path.parent
+    for p in (start, *start.parents):
+        if p.name.lower() == "tl" and p != start:
+            return p.parent
+    return None
+
+
+def _definitions(path: Path, read: set, stats: ReadStats) -> list[tuple[str, list[str]]]:
+    """The game's other scripts (label, lines), whose Character definitions count for the input."""
+    root = _game_root(path) if path.is_dir() or not zipfile.is_zipfile(path) else None
     if root is None:
         return []
     files = _walk(root) if root != path.parent or root.name.lower() == "game" else sorted(root.iterdir())
     others = [p for p in files if _is_script(p.name) and p.is_file() and p.resolve() not in read]
-    found = []
-    for p in others:
-        with open_text(p) as f:
-            found.append(list(statements(f)))
-    if others:
-        stats.add_note(f"{path}: Character definitions also read from {len(others)} other script(s) in {root}")
-    return found
+    return [(label, lines) for label, lines, _ in _read_files(others, root, ReadStats())]
 
 
 def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) -> Iterator[Turn | None]:
-    """Turns of a Ren'Py game's scripts (a file, a folder or a zip of them), BREAK between conversations."""
+    """Turns of a Ren'Py game's scripts (a file, a folder or a zip of them), BREAK between conversations.
+    A translation's folder (`game/tl/LANGUAGE`, or a file in it) is read through the game's scripts: their
+    order, menus and breaks, each line said in its translation."""
     stats = stats if stats is not None else ReadStats()
     path = Path(path)
-    scripts, read = [], set()
+    given, read = [], set()
     for label, lines, file in _sources(path, stats):
-        unclosed: list[int] = []
-        scripts.append((label, list(statements(lines, unclosed)), len(lines)))
+        given.append((label, lines))
         if file is not None:
             read.add(file.resolve())
+    others = _definitions(path, read, stats)
+    game = _translation_of(path)
+    translations = None
+    if game is not None:
+        translations = translations_of(given)
+        if not translations.by_line:
+            raise UserError(f"{path}: no translated dialogue (`translate LANGUAGE ID:` blocks after their "
+                            "`# game/script.rpy:N` comments, as Ren'Py writes them)")
+        scripts, others = others, []  # the game's own scripts, each line read in its translation
+    else:
+        scripts = given
+        if others:
+            stats.add_note(f"{path}: Character definitions also read from {len(others)} other script(s) of the "
+                           "game")
+    parsed = []
+    for label, lines in scripts:
+        unclosed: list[int] = []
+        parsed.append((label, list(statements(lines, unclosed)), len(lines)))
         if unclosed:
             stats.add_note(f"{label}:{unclosed[0]}: a string or bracket never closed; the rest of the script was "
                            "not read")
-    cast = characters([*_definitions(path, read, stats), *(sts for _, sts, _ in scripts)])
+    cast = characters([*(list(statements(lines)) for _, lines in others), *(sts for _, sts, _ in parsed)],
+                      translations.strings if translations is not None else None)
     unknown: Counter = Counter()
+    untranslated: Counter = Counter()
     said = 0
-    for label, sts, n_lines in scripts:
-        stats.layouts[label] = "renpy"
-        stats.lines += n_lines
+    for label, sts, n_lines in parsed:
+        if translations is None:
+            stats.layouts[label] = "renpy"
+            stats.lines += n_lines
         yield BREAK
-        for turn in turns_of(sts, cast, label, unknown):
+        for turn in turns_of(sts, cast, label, unknown, translations, untranslated):
             said += turn is not None
             yield _finish(turn, cast, stats)
+    if translations is not None:
+        for label, lines in given:
+            stats.layouts[label] = "renpy"
+            stats.lines += len(lines)
+        stats.add_note(f"{path}: a translation, read in the order of the game's scripts ({game})"
+                       + (f"; {sum(untranslated.values())} line(s) with no translation left out"
+                          if untranslated else ""))
     if unknown:
         shown = ", ".join(f"{v} ({c})" for v, c in unknown.most_common(8))
-        stats.add_note(f"{path}: Ren'Py speakers with no Character definition in the scripts, named by their "
-                       f"variable: {shown}", hint=True)
+        stats.add_note(f"{path}: Ren'Py speakers whose name the scripts do not give (no Character definition, or "
+                       f"one known only at play), named by their variable: {shown}", hint=True)
     if not said:
         raise UserError(f"{path}: no dialogue in the Ren'Py script(s): no say statements (`e \"Hello.\"`) found")
