@@ -153,7 +153,9 @@ def test_labels_scenes_and_menu_choices_break_and_other_statements_are_skipped(t
     assert turns(script) == [
         "|", "|", ("Eileen", "One."), "|", ("Eileen", "Two."), ("Eileen", "Where to?"),
         "|", *led, (None, "The park"), ("Eileen", "The park it is."),
-        "|", *led, (None, "Home"), ("Eileen", "After the menu."), "|", ("Eileen", "Home."),
+        "|", *led, (None, "Home"), ("Eileen", "After the menu."),
+        # the label that choice jumps to goes on from it
+        "|", *led, (None, "Home"), ("Eileen", "Home."),
     ]
 
 

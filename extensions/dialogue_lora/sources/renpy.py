@@ -389,13 +389,22 @@ class _Menu(NamedTuple):
     before: list  # the turns before its first choice (None until then)
 
 
+def _as_context(turns: list[Turn]) -> list[Turn]:
+    """Turns said again before a branch, as narration (`Name: text`: read the same, never learnt twice)."""
+    return [t._replace(speaker=None, text=f"{t.speaker}: {t.text}" if t.speaker else t.text) for t in turns]
+
+
 def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
-             translations: Translation | None = None, untranslated: Counter | None = None) -> Iterator[Turn | None]:
+             translations: Translation | None = None, untranslated: Counter | None = None,
+             jumps: dict | None = None) -> Iterator[Turn | None]:
     """The turns of one script's statements (BREAK where a conversation ends), their text as written.
     `unknown` counts the speakers used without a definition, by variable. With a `Translation`, each
-    say is read in its translation, and one without is left out and counted in `untranslated`."""
+    say is read in its translation, and one without is left out and counted in `untranslated`. `jumps`
+    (shared by a game's scripts) keeps what led to each label a `jump` or `call` goes to, which the
+    label starts with: a menu's choice that jumps to its own label goes on from the menu."""
+    jumps = {} if jumps is None else jumps
     pending: Turn | None = None
-    history: list[Turn] = []  # the turns since the last label or scene: a menu's choices start with them
+    history: list[Turn] = []  # the turns since the last break: a menu's choices start with them
     menus: list[list] = []  # [indent, the turns before its first choice]
     skip_indent = None  # the indent of a block being skipped (a python block, a screen, ...)
     for st in sts:
@@ -418,9 +427,16 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
                 menus.append([st.indent, None])
             else:
                 yield BREAK
-                history = []
+                name = code.split()[1].split("(")[0].rstrip(":") if block == "label" and " " in code else ""
+                history = jumps.get(name, [])
+                yield from _as_context(history)
             continue
         if skip_indent is not None:
+            continue
+        if block in ("jump", "call") and len(code.split()) > 1:
+            target = code.split()[1]
+            if target not in jumps and target != "expression":  # the first way there, in the script's order
+                jumps[target] = (history + ([pending] if pending is not None else []))[-_REPLAYED:]
             continue
         said = _say(st)
         if said is None:
@@ -437,8 +453,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
                 menu[1] = history[-_REPLAYED:]
             before = menu[1] if menu is not None else []
             yield BREAK
-            for t in before:
-                yield t._replace(speaker=None, text=f"{t.speaker}: {t.text}" if t.speaker else t.text)
+            yield from _as_context(before)
             choice = Turn(None, cast.translated.get(said.text, said.text), file, st.line)
             history = [*before, choice]
             yield choice
@@ -763,13 +778,14 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
                       translations.strings if translations is not None else None)
     unknown: Counter = Counter()
     untranslated: Counter = Counter()
+    jumps: dict = {}
     said = 0
     for label, sts, n_lines in parsed:
         if translations is None:
             stats.layouts[label] = "renpy"
             stats.lines += n_lines
         yield BREAK
-        for turn in turns_of(sts, cast, label, unknown, translations, untranslated):
+        for turn in turns_of(sts, cast, label, unknown, translations, untranslated, jumps):
             said += turn is not None
             yield _finish(turn, cast, stats)
     if translations is not None:
