@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.lora_name:  # a missing adapter fails here, before anything heavy loads
         adapter = resolve_adapter(args.lora_name, resolve_dirs(lora_dir=args.lora_dir).loras)
         params = read_training_parameters(adapter)
-        names = names or params.get("name") or ",".join(params.get("characters") or [])
+        learnt = params.get("characters") or ([params["name"]] if params.get("name") else [])
+        if names and learnt:
+            names = _as_learnt(names, learnt, args.lora_name)
+        names = names or params.get("name") or ",".join(learnt)
         instruction = params.get("instruction") or None
     if not names:
         raise UserError("--name is required: the character the model speaks as, e.g. --name Bob")
@@ -168,7 +171,24 @@ def main(argv: list[str] | None = None) -> int:
                 break
     except KeyboardInterrupt:
         info("")
+        return 130  # as any program Ctrl+C stops: a script that runs the chat can tell
     return 0
+
+
+def _as_learnt(names: str, learnt: list[str], adapter: str) -> str:
+    """--name as the adapter learnt its characters: their casing (`bob` is cued `Bob:`, as in training),
+    each once; a warning for a name it did not learn (it can still be asked to speak as anyone)."""
+    by_fold = {c.casefold(): c for c in learnt}
+    out, unknown = [], []
+    for n in (n.strip() for n in names.split(",")):
+        if n and by_fold.get(n.casefold(), n) not in out:
+            out.append(by_fold.get(n.casefold(), n))
+            if n.casefold() not in by_fold:
+                unknown.append(n)
+    if unknown:
+        print(f"warning: adapter {adapter} learnt {', '.join(learnt)}, not {', '.join(unknown)}: "
+              "it may not speak as them", file=sys.stderr, flush=True)
+    return ",".join(out)
 
 
 def _read_interactive(user: str):

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bars and table say what happens
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from extensions.dialogue_lora.evaluation import EvalConfig, evaluate, format_table, write_report
+    from extensions.dialogue_lora.evaluation import EvalConfig, evaluate, format_table, samples_line, write_report
 
     cfg = EvalConfig(
         model_name=args.model_name,
@@ -83,13 +83,15 @@ def main(argv: list[str] | None = None) -> int:
 
     lora_path = resolve_adapter(cfg.lora_name, resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir).loras)
     written = write_report(result, lora_path)
-    print(f"{result['adapter']} on {result['model']}: {result['n_samples']} held-out samples "
-          f"({result['n_replies']} replies)")
+    print(f"{result['adapter']} on {result['model']}: {samples_line(result)}")
     print(format_table(result))
     for note in result["notes"]:
         print(f"note: {note}")
     files = [str(f) for f in (written["json"], written["markdown"], written.get("loss_curve")) if f]
     print(f"wrote {', '.join(files[:-1])} and {files[-1]}")
+    if written.get("replaced"):
+        print(f"note: the earlier report in {lora_path.name} ({written['replaced']}) was replaced; to keep a "
+              "report, copy eval.md elsewhere before evaluating again")
     return 0
 
 

@@ -115,3 +115,34 @@ def test_name_defaults_to_the_characters_the_adapter_learnt(layout):
     p = chat(["-m", "tiny-llama", "-l", "bob", "--temperature", "0", "--max_new_tokens", "4"], "Hi Bob\n", layout)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("Bob:") and p.stdout.count("\n") == 1
+    # a name is cued as the adapter learnt it (`Bob:`, not `bob:`), each once; one it did not learn is warned of
+    p = chat(["-m", "tiny-llama", "-l", "bob", "--name", "bob,Carol,BOB", "--temperature", "0", "--max_new_tokens",
+              "4"], "Hi Bob\n", layout)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("Bob:") and p.stdout.count("\n") == 1
+    assert p.stderr == "warning: adapter bob learnt Bob, not Carol: it may not speak as them\n"
+
+
+def test_ctrl_c_ends_the_chat_with_the_interrupts_exit_code(layout, monkeypatch):
+    import io
+
+    sys.path.insert(0, str(ROOT))
+    import chat as chat_cli
+    from extensions.dialogue_lora import generation
+
+    def interrupted(self, line, reply_fn):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation.ChatSession, "handle", interrupted)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n"))
+    from transformers.utils import logging as hf_logging
+
+    for var in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+        monkeypatch.delenv(var, raising=False)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    try:
+        assert chat_cli.main(["-m", "tiny-llama", "--name", "Bob", "--device", "cpu"]) == 130
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

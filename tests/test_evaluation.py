@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from extensions.dialogue_lora.errors import Interrupted, UserError
-from extensions.dialogue_lora.evaluation import EvalConfig, evaluate, format_table, write_report
+from extensions.dialogue_lora.evaluation import EvalConfig, evaluate, format_table, samples_line, write_report
 
-from lora_helpers import bob_records, one_thread, shared_adapter, subprocess_env
+from lora_helpers import alice_records, bob_records, one_thread, shared_adapter, subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -227,6 +227,31 @@ def test_other_formats_and_limits(layout):
     assert "similarity not computed (turned off)" in res["notes"]
 
 
+def test_samples_of_characters_not_learnt_and_empty_replies_are_left_out_with_a_note(layout):
+    lora = layout / "user_data" / "loras" / "bob"
+    params = json.loads((lora / "training_parameters.json").read_text())
+    (lora / "training_parameters.json").write_text(json.dumps({**params, "characters": ["Bob"]}))
+    datasets = layout / "user_data" / "training" / "datasets"
+    bob = [{**r, "name": "Bob"} for r in bob_records(3, 98)]
+    alice = [{**r, "name": "Alice"} for r in alice_records(2, 98)]
+    (datasets / "mixed.json").write_text(json.dumps([*bob[:2], *alice, {**bob[2], "output": ""}]))
+    res = evaluate(EvalConfig("tiny-llama", "bob", dataset="mixed.json", max_new_tokens=4, similarity=False,
+                              meteor=False))
+    assert res["n_samples"] == 2 and res["trained_on"] is False
+    assert "2 sample(s) left out: for characters the adapter did not learn (Alice 2; it learnt Bob)" in res["notes"]
+    assert "1 sample(s) with an empty reply left out: nothing to compare with" in res["notes"]
+    (datasets / "alice.json").write_text(json.dumps(alice))
+    with pytest.raises(UserError, match=r"alice.json: no sample is for a character the adapter learnt \(Bob\); "
+                                        r"they are for Alice \(2\)"):
+        evaluate(EvalConfig("tiny-llama", "bob", dataset="alice.json"))
+    with pytest.raises(UserError, match=r"held-out file '.*datasets' is a folder: give a file of samples"):
+        evaluate(EvalConfig("tiny-llama", "bob", dataset=str(datasets)))
+    # a second report replaces the first, and says what that was
+    assert write_report(res, lora)["replaced"] is None
+    again = write_report(res, lora)["replaced"]
+    assert again.startswith("2 held-out samples (2 replies) from ") and again.endswith(res["evaluated_at"])
+
+
 def test_should_stop_interrupts_and_writes_nothing(layout):
     with pytest.raises(Interrupted):
         evaluate(EvalConfig("tiny-llama", "bob", max_new_tokens=8), should_stop=lambda: True)
@@ -338,6 +363,8 @@ def test_adapter_from_train_evaluates_on_its_recorded_split(webui_root):
     own = evaluate(EvalConfig("tiny-llama", "real", dataset="bob.json", max_samples=4, max_new_tokens=4,
                               similarity=False, meteor=False))
     assert "bob.json is the dataset the adapter was trained on: most of these samples were learnt" in own["notes"][0]
+    assert own["notes"][0].endswith("its held-out split (the default) is the fair test")
+    assert samples_line(own) == "4 samples (4 replies)"  # not "held-out"
 
 
 def test_report_cells_show_replies_as_written():

@@ -211,6 +211,7 @@ def test_a_killed_writers_temporary_file_is_cleared_by_the_next_write(tmp_path):
         ("[]", "holds no samples"),
         ('[{"input": "x"},\n {"input": }]', r"bad.json:2: malformed JSON"),
         ('{"a": 1}\n{"a": \n', r"bad.json:2: malformed JSON line"),
+        ('{"input": "a", "output": "b"\n', r"bad.json:1: malformed JSON \(it ends before a bracket or brace is closed\)"),
         ("[1, 2]", "bad.json: sample 1 is a number, expected a JSON object"),
         ('{"input": "A:", "output": "x"}\n\n[1]\n', r"bad.json:3 is a list"),
         ("Alice: hi\nBob: yo\n", "not a prepared dataset .*turns raw dialogue into one"),

@@ -28,6 +28,7 @@ import math
 import os
 import re
 import time
+from collections import Counter
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -124,6 +125,8 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
         for c in (given, dirs.datasets / given, adapter_path / given):
             if c.is_file():
                 return c
+        if given.is_dir():
+            raise UserError(f"held-out file {cfg.dataset!r} is a folder: give a file of samples (-d)")
         if given.exists() and not given.is_dir():  # `-d /dev/stdin`: read more than once
             raise UserError(f"held-out file {cfg.dataset!r} is not a regular file (a pipe or a device): save the "
                             "samples to a file first (-d)")
@@ -169,6 +172,27 @@ def examples_of(record: dict, name: str | None = None) -> list[tuple[list[str], 
         if trainable:
             out.append(([t for t, _ in segments[:i]], text.strip()))
     return out
+
+
+def _empty_reply(record: dict) -> bool:
+    return all(not ref for _, ref in examples_of(record))
+
+
+def _own_characters(records: list[dict], characters: list[str], heldout) -> tuple[list[dict], Counter]:
+    """(the samples for the adapter's characters, how many of each other character's were left out). A
+    sample names its character (`name`, as prepare_dataset writes it); one without a name is kept."""
+    learnt = {c.casefold() for c in characters}
+    if not learnt:
+        return records, Counter()
+    foreign = Counter(r["name"] for r in records if isinstance(r.get("name"), str) and r["name"].casefold() not in learnt)
+    if not foreign:
+        return records, foreign
+    kept = [r for r in records if not (isinstance(r.get("name"), str) and r["name"].casefold() not in learnt)]
+    if not kept:
+        who = ", ".join(f"{n} ({c})" for n, c in foreign.most_common())
+        raise UserError(f"{heldout}: no sample is for a character the adapter learnt ({', '.join(characters)}); "
+                        f"they are for {who}")
+    return kept, foreign
 
 
 # ------------------------------------------------------------------------------------------ perplexity
@@ -377,6 +401,10 @@ def _evaluate(
     trained_on = bool(params.get("dataset_sha256")) and Path(heldout).is_file() and \
         file_sha256(heldout) == params["dataset_sha256"]
     characters = params.get("characters") or []
+    records, foreign = _own_characters(records, characters, heldout)
+    records, empty = [r for r in records if not _empty_reply(r)], sum(1 for r in records if _empty_reply(r))
+    if not records:
+        raise UserError(f"{heldout}: every sample's reply is empty: nothing to score")
     name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
 
@@ -436,8 +464,16 @@ def _evaluate(
     bleu_base, chrf_base = bleu_chrf(hyp_base, refs)
     notes = []
     if trained_on:
+        fair = ("its held-out split (the default) is the fair test" if params.get("heldout_file") else
+                "it kept no held-out split (--val_ratio 0): train with one for a fair test")
         notes.append(f"{Path(heldout).name} is the dataset the adapter was trained on: most of these samples were "
-                     "learnt, so the scores flatter it; its held-out split (the default) is the fair test")
+                     f"learnt, so the scores flatter it; {fair}")
+    if foreign:
+        who = ", ".join(f"{n} {c}" for n, c in foreign.most_common())
+        notes.append(f"{sum(foreign.values())} sample(s) left out: for characters the adapter did not learn ({who}; "
+                     f"it learnt {', '.join(characters)})")
+    if empty:
+        notes.append(f"{empty} sample(s) with an empty reply left out: nothing to compare with")
     if re.fullmatch(rf"{re.escape(CHECKPOINT_PREFIX)}\d+", adapter_path.name):  # the report is written in it
         notes.append(f"{adapter_path.name} is a checkpoint: its folder, and this report in it, go when the run "
                      "saves newer checkpoints or finishes; copy eval.md out to keep it")
@@ -465,6 +501,7 @@ def _evaluate(
         "model": loaded.model_name,
         "adapter": adapter_path.name,
         "heldout_file": str(heldout),
+        "trained_on": trained_on,  # the samples are the adapter's training file, not held out
         "n_samples": len(records),
         "n_replies": len(examples),
         "n_scored_tokens": ppl["adapter"][1],
@@ -623,11 +660,17 @@ def loss_curve_png(log: dict) -> bytes | None:
     return out.getvalue()
 
 
+def samples_line(result: dict) -> str:
+    """`N held-out samples (M replies)`; not "held-out" when they are the training file."""
+    kind = "samples" if result.get("trained_on") else "held-out samples"
+    return f"{result.get('n_samples')} {kind} ({result.get('n_replies')} replies)"
+
+
 def render_markdown(result: dict, loss_png: str | None = None) -> str:
     lines = [
         f"# Evaluation of adapter `{result.get('adapter')}` on `{result.get('model')}`",
         "",
-        f"{result.get('n_samples')} held-out samples ({result.get('n_replies')} replies) from "
+        f"{samples_line(result)} from "
         f"`{result.get('heldout_file')}`, greedy replies of at most "
         f"{result.get('settings', {}).get('max_new_tokens')} tokens; evaluated {result.get('evaluated_at')}.",
         "",
@@ -660,11 +703,18 @@ def render_markdown(result: dict, loss_png: str | None = None) -> str:
 def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
     """Write eval.json, eval.md and loss_curve.png (when training_log.json exists) into the adapter folder.
 
-    Returns {"json": path, "markdown": path, "loss_curve": path or None}.
+    Returns {"json": path, "markdown": path, "loss_curve": path or None, "replaced": what the earlier report
+    there was (its samples and date), or None}.
     """
     lora_path = Path(lora_path)
     if not lora_path.is_dir():
         raise UserError(f"adapter folder {lora_path} does not exist")
+    replaced = None
+    try:
+        earlier = json.loads((lora_path / "eval.json").read_text(encoding="utf-8"))
+        replaced = f"{samples_line(earlier)} from {earlier.get('heldout_file')}, evaluated {earlier.get('evaluated_at')}"
+    except (OSError, ValueError, AttributeError):
+        pass
     log = read_training_log(lora_path)
     curve = loss_curve_png(log) if log is not None else None
     png = lora_path / "loss_curve.png" if curve is not None else None
@@ -682,4 +732,4 @@ def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
                 os.fsync(f.fileno())  # a full disk shows here, before any file goes in
     except OSError as e:  # a full disk: one line (the files already there stay as they were)
         raise UserError(f"{lora_path}: cannot write the report ({e.strerror or e}); nothing of it was written") from None
-    return {"json": lora_path / "eval.json", "markdown": lora_path / "eval.md", "loss_curve": png}
+    return {"json": lora_path / "eval.json", "markdown": lora_path / "eval.md", "loss_curve": png, "replaced": replaced}

@@ -255,6 +255,9 @@ def load_records(path: str | os.PathLike) -> Records:
         try:  # an array, or one object over several lines: a single sample, or a Discord export
             records = json.loads(text)
         except json.JSONDecodeError as e:
+            if e.pos >= len(text.rstrip()):  # the text ended first: say so at its last line, not the one after
+                last = len(text.rstrip().splitlines())
+                raise UserError(f"{path}:{last}: malformed JSON (it ends before a bracket or brace is closed)") from None
             raise _json_error(path, e) from None
     else:
         records, lines = [], []

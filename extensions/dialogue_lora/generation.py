@@ -459,9 +459,12 @@ class ChatSession:
             found = self.find_name(head.rstrip(",:"))
             if found:
                 speaker, text = found, rest.strip()
-        if text:
-            self.history.append((self.user, prompt_mod.one_line(text)))
-        reply, _stopped = reply_fn(prompt_mod.chat_prompt(self.history, speaker, self.rounds, self.instruction))
-        reply = prompt_mod.one_line(reply)
+        history = self.history + ([(self.user, prompt_mod.one_line(text))] if text else [])
+        got = reply_fn(prompt_mod.chat_prompt(history, speaker, self.rounds, self.instruction))
+        if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[0], str)):
+            raise TypeError(f"reply_fn must return (reply text, whether it stopped at the newline), as "
+                            f"generate_reply does; it returned {type(got).__name__}")
+        self.history = history  # only now: a reply function that failed leaves the conversation as it was
+        reply = prompt_mod.one_line(got[0])
         self.history.append((speaker, reply))
         return [f"{speaker}: {reply}".rstrip()], []
