@@ -1021,3 +1021,10 @@ def test_a_slack_reply_also_sent_to_the_channel_is_said_in_both(tmp_path):
     # in the channel, Bob's broadcast reply stands between Alice's two messages: they are not one turn
     assert json.loads(out.read_text(encoding="utf-8"))[-1]["input"] == (
         "Alice: who wants pizza tonight at my place?\nBob: Me! I will bring the drinks and some snacks.\nAlice:")
+
+    # a filter that drops the copied message counts it once, where it was said
+    ender = sm("U1", "gtg", 60, thread_ts="1714557600.000100", subtype="thread_broadcast")
+    slack_export(tmp_path / "export", {"general/2024-05-01.json": [parent, ender, later]})
+    report = prepare(PrepareConfig(names=["Alice"], txtfilename=str(root), jsonfilename=str(out),
+                                   filter_low_quality=False))
+    assert report.dropped == {"ender": 1}

@@ -316,17 +316,18 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
             where += f" (id {msg['id']})"  # the export's own number, for finding it in an editor
         if not isinstance(msg, dict):
             raise UserError(f"{where} is not a JSON object")
+        once = 0 if _is_copy(msg) else 1  # a Slack message said again elsewhere is counted where it was said
         if not _kept_type(msg):
-            dropped[_dropped_type(msg)] += 1
+            dropped[_dropped_type(msg)] += once
             continue
         author = msg.get("author")
         if not isinstance(author, dict):
             raise UserError(f"{where} has no author")
         speaker, username = _author_names(author, stats)
         if author.get("isBot"):
-            dropped["bot"] += 1
+            dropped["bot"] += once
             if speaker:  # so that asking for the bot by name says why it has no samples
-                dropped_by[speaker.casefold(), "bot"] += 1
+                dropped_by[speaker.casefold(), "bot"] += once
             continue
         if not speaker:
             raise UserError(f"{where}: the author has no name")
@@ -349,8 +350,8 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         elif opts.filter_enders and is_ender(text):
             rule = "ender"
         if rule is not None:
-            dropped[rule] += 1
-            dropped_by[speaker.casefold(), rule] += 1
+            dropped[rule] += once
+            dropped_by[speaker.casefold(), rule] += once
             continue
         stamp = _parse_time(msg.get("timestamp"), where)
         at = msg["line"] if isinstance(msg.get("line"), int) else msg.get("number", i)  # else the position
@@ -419,7 +420,7 @@ def iter_discord_turns(
             note = f"{path}: {len(skipped)} file(s) not read, not chat exports: {shown} (give one as the input to read it)"
             stats.add_note(note, hint=True)
         stats.layouts[label] = layout
-        stats.lines += sum(1 for m in messages if not (isinstance(m, dict) and m.get("copy")))
+        stats.lines += sum(1 for m in messages if not _is_copy(m))
         for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people),
                                    opts.gap_minutes):
             if opts.filter_low_quality and len(conv) < opts.min_messages and all(
@@ -433,13 +434,19 @@ def iter_discord_turns(
             yield BREAK
 
 
+def _is_copy(msg) -> bool:
+    """A Slack message said again in a second conversation (a thread's lead, a reply also sent to the
+    channel): read there too, counted once."""
+    return isinstance(msg, dict) and bool(msg.get("copy"))
+
+
 def scan_discord_speakers(path: str | os.PathLike) -> Counter:
     """Speaker -> message count over the export(s), before any filter (for the tab's dropdown)."""
     counts: Counter = Counter()
     stats = ReadStats()
     for _, _, messages in _sources(path):
         for msg in messages:
-            if not isinstance(msg, dict) or not _kept_type(msg) or msg.get("copy"):  # a thread's lead, again
+            if not isinstance(msg, dict) or not _kept_type(msg) or _is_copy(msg):
                 continue
             author = msg.get("author") or {}
             if not isinstance(author, dict) or author.get("isBot"):

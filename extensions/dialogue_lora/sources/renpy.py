@@ -396,13 +396,15 @@ def _as_context(turns: list[Turn]) -> list[Turn]:
 
 def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
              translations: Translation | None = None, untranslated: Counter | None = None,
-             jumps: dict | None = None) -> Iterator[Turn | None]:
+             jumps: dict | None = None, replayed: Counter | None = None) -> Iterator[Turn | None]:
     """The turns of one script's statements (BREAK where a conversation ends), their text as written.
     `unknown` counts the speakers used without a definition, by variable. With a `Translation`, each
     say is read in its translation, and one without is left out and counted in `untranslated`. `jumps`
     (shared by a game's scripts) keeps what led to each label a `jump` or `call` goes to, which the
-    label starts with: a menu's choice that jumps to its own label goes on from the menu."""
+    label starts with: a menu's choice that jumps to its own label goes on from the menu. `replayed`
+    counts the turns said again so."""
     jumps = {} if jumps is None else jumps
+    replayed = Counter() if replayed is None else replayed
     pending: Turn | None = None
     history: list[Turn] = []  # the turns since the last break: a menu's choices start with them
     menus: list[list] = []  # [indent, the turns before its first choice]
@@ -429,6 +431,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
                 yield BREAK
                 name = code.split()[1].split("(")[0].rstrip(":") if block == "label" and " " in code else ""
                 history = jumps.get(name, [])
+                replayed["turns"] += len(history)
                 yield from _as_context(history)
             continue
         if skip_indent is not None:
@@ -453,6 +456,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
                 menu[1] = history[-_REPLAYED:]
             before = menu[1] if menu is not None else []
             yield BREAK
+            replayed["turns"] += len(before)
             yield from _as_context(before)
             choice = Turn(None, cast.translated.get(said.text, said.text), file, st.line)
             history = [*before, choice]
@@ -779,13 +783,14 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
     unknown: Counter = Counter()
     untranslated: Counter = Counter()
     jumps: dict = {}
+    replayed: Counter = Counter()
     said = 0
     for label, sts, n_lines in parsed:
         if translations is None:
             stats.layouts[label] = "renpy"
             stats.lines += n_lines
         yield BREAK
-        for turn in turns_of(sts, cast, label, unknown, translations, untranslated, jumps):
+        for turn in turns_of(sts, cast, label, unknown, translations, untranslated, jumps, replayed):
             said += turn is not None
             yield _finish(turn, cast, stats)
     if translations is not None:
@@ -795,6 +800,9 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
         stats.add_note(f"{path}: a translation, read in the order of the game's scripts ({game})"
                        + (f"; {sum(untranslated.values())} line(s) with no translation left out"
                           if untranslated else ""))
+    if replayed["turns"]:
+        stats.add_note(f"{path}: {replayed['turns']} turn(s) said again, as context only, where a menu choice or "
+                       "a jump's label starts (counted in the turns read)")
     if unknown:
         shown = ", ".join(f"{v} ({c})" for v, c in unknown.most_common(8))
         stats.add_note(f"{path}: Ren'Py speakers whose name the scripts do not give (no Character definition, or "
