@@ -380,3 +380,81 @@ def test_logical_lines_are_found_in_linear_time():
     sts = list(statements(lines))
     assert len(sts) == 2 and (sts[1].line, sts[1].code) == (20003, 'e "After."')
     assert sts[0].code.count("\n") == 20001 and "# note" not in sts[0].code
+
+
+def test_the_branches_of_an_if_are_kept_apart_and_a_name_the_story_changes_is_noted(tmp_path):
+    script = write(tmp_path / "game" / "script.rpy", '''\
+        define a = Character("Ann")
+        define t = DynamicCharacter("player")
+        default player = "Sakura"
+        label start:
+            a "Hello."
+            if flag:
+                t "Branch one."
+            elif other:
+                t "Branch two{vspace=30}and more."
+            else:
+                t "Branch three."
+            a "After if."
+            if x:
+                $ y = 1
+            else:
+                $ y = 2
+            a "No break for branches that say nothing."
+        label side_story:
+            $ player = "Friend"
+            t "Side story line."
+        ''')
+    stats = ReadStats()
+    assert turns(script, stats) == [
+        "|", "|", ("Ann", "Hello."), ("Sakura", "Branch one."),
+        "|", (None, "Ann: Hello."), ("Sakura", "Branch two and more."),
+        "|", (None, "Ann: Hello."), ("Sakura", "Branch three."), ("Ann", "After if."),
+        ("Ann", "No break for branches that say nothing."), "|", ("Sakura", "Side story line."),
+    ]
+    assert any("the story also calls Sakura Friend; Sakura, the name declared (or given first), is used "
+               "throughout" in n for n in stats.notes)
+
+
+def test_a_translations_menu_caption_and_question_are_found(tmp_path):
+    """Inside a menu, Ren'Py's comment names the menu's line and adds `nointeract` to the say; a narration
+    caption is translated among the strings."""
+    game = tmp_path / "game"
+    write(game / "script.rpy", '''\
+        define s = Character("Sylvie")
+        label start:
+            menu:
+                s "Which one?"
+                "As soon as she asks, I decide..."
+                "This one.":
+                    s "Good."
+        ''')
+    write(game / "tl" / "french" / "script.rpy", '''\
+        # game/script.rpy:3
+        translate french start_1:
+
+            # s "Which one?" nointeract
+            s "Lequel ?" nointeract
+
+        # game/script.rpy:7
+        translate french start_2:
+
+            # s "Good."
+            s "Bien."
+
+        translate french strings:
+
+            # game/script.rpy:5
+            old "As soon as she asks, I decide..."
+            new "Dès qu'elle demande, je décide..."
+
+            old "This one."
+            new "Celui-ci."
+        ''')
+    stats = ReadStats()
+    context = [(None, "Sylvie: Lequel ?"), (None, "Dès qu'elle demande, je décide...")]
+    assert turns(game / "tl" / "french", stats) == [
+        "|", "|", ("Sylvie", "Lequel ?"), (None, "Dès qu'elle demande, je décide..."),
+        "|", *context, (None, "Celui-ci."), ("Sylvie", "Bien."),
+    ]
+    assert not any("no translation" in n for n in stats.notes)

@@ -64,7 +64,7 @@ _QUOTE_CHARS = ('"', "'", "`")  # a tuple: an empty string is in every string
 # Text tags whose content goes with them (a ruby reading, a screen reader's text), then any tag
 _TAG_WITH_TEXT = re.compile(r"\{(rt|alt)\}.*?\{/\1\}", re.DOTALL)
 _TAG = re.compile(r"\{[^{}]*\}")
-_PARAGRAPH = re.compile(r"\{p(?:=[^}]*)?\}")  # `{p}`: a line break on screen, a space here
+_PARAGRAPH = re.compile(r"\{(?:p|vspace)(?:=[^}]*)?\}")  # `{p}`, `{vspace=30}`: a break on screen, a space here
 _INTERPOLATION = re.compile(r"\[([A-Za-z_]\w*(?:\.\w+)*)((?:![a-z]+)*)(?::[^\]]*)?\]")
 _CASES = {"u": str.upper, "l": str.lower, "c": lambda v: v[:1].upper() + v[1:]}  # `[name!u]`
 _REPLAYED = 20  # turns before a menu that each of its choices starts with (the tab's most context rounds)
@@ -292,6 +292,7 @@ class Cast(NamedTuple):
     strings: dict
     guessed: frozenset = frozenset()
     translated: dict = {}  # a translation's strings, `old` -> `new` (its menu choices)
+    varying: dict = {}  # a name the story changes: the name taken -> the other names it is set to
 
 
 def characters(statement_lists: Iterable[Iterable[Statement]], translated: dict | None = None) -> Cast:
@@ -299,7 +300,7 @@ def characters(statement_lists: Iterable[Iterable[Statement]], translated: dict 
     translation's strings (`old` -> `new`), which names and string variables take."""
     translated = translated or {}
     specs: dict[str, _Character] = {}
-    values: dict[str, list[str]] = {}
+    values: dict[str, list[tuple[bool, str]]] = {}  # variable -> (declared by define/default, value), in order
     for sts in statement_lists:
         python_indent = None
         for st in sts:
@@ -318,11 +319,8 @@ def characters(statement_lists: Iterable[Iterable[Statement]], translated: dict 
             if spec is not None:
                 specs[var] = spec
             elif _text_of(node) is not None:
-                values.setdefault(var, []).append(_text_of(node))
-    # a variable set more than once (`"???"` until the character introduces themselves): its last value
-    # with a letter in it
-    strings = {var: translated.get(v, v) for var, vs in values.items()
-               for v in [next((v for v in reversed(vs) if any(c.isalpha() for c in v)), vs[-1])]}
+                values.setdefault(var, []).append((st.code.startswith(("define", "default")), _text_of(node)))
+    strings = {var: translated.get(_value(vs), _value(vs)) for var, vs in values.items()}
     guessed = set()
 
     def name_of(var: str, seen: frozenset = frozenset()) -> str | None:
@@ -352,11 +350,30 @@ def characters(statement_lists: Iterable[Iterable[Statement]], translated: dict 
         return translated.get(text, text)
 
     names: dict[str, str | None] = {}
+    varying = {}
     for var in specs:
         raw = name_of(var)
         name = speaker_name(_plain(raw, strings)) if raw is not None else ""
         names[var] = name or None
-    return Cast(names, strings, frozenset(guessed), translated)
+        key = _text_of(specs[var].name) if specs[var].dynamic else None
+        others = {speaker_name(_plain(v, strings)) for _, v in values.get(key, []) if _lettered(v)} - {name}
+        if name and others:
+            varying[name] = sorted(others)
+    return Cast(names, strings, frozenset(guessed), translated, varying)
+
+
+def _lettered(value: str) -> bool:
+    return any(c.isalpha() for c in value)
+
+
+def _value(values: list[tuple[bool, str]]) -> str:
+    """A string variable's value for the whole game, when the scripts set it more than once: the value
+    declared (`default p_name = "Sayori"`), else, when that is a placeholder (`"???"` until the character
+    says who they are), the first the story sets with a letter in it; else the last."""
+    declared = [v for d, v in values if d and _lettered(v)]
+    if declared:
+        return declared[-1]
+    return next((v for d, v in values if not d and _lettered(v)), values[-1][1])
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -402,12 +419,15 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
     say is read in its translation, and one without is left out and counted in `untranslated`. `jumps`
     (shared by a game's scripts) keeps what led to each label a `jump` or `call` goes to, which the
     label starts with: a menu's choice that jumps to its own label goes on from the menu. `replayed`
-    counts the turns said again so."""
+    counts the turns said again so. The branches of an `if` are kept apart as a menu's choices are: each
+    starts with what led to the `if`."""
     jumps = {} if jumps is None else jumps
     replayed = Counter() if replayed is None else replayed
     pending: Turn | None = None
     history: list[Turn] = []  # the turns since the last break: a menu's choices start with them
     menus: list[list] = []  # [indent, the turns before its first choice]
+    branches: list[list] = []  # an if's [indent, the turns before it, says read when its branch began]
+    n_said = 0  # say statements read so far
     skip_indent = None  # the indent of a block being skipped (a python block, a screen, ...)
     for st in sts:
         if skip_indent is not None:
@@ -418,6 +438,24 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
             menus.pop()
         code = st.code
         block = _block(code)
+        while branches and (st.indent < branches[-1][0] or st.indent == branches[-1][0] and block not in ("elif", "else")):
+            branches.pop()
+        if code.endswith(":") and block in ("if", "elif", "else"):
+            if pending is not None:
+                yield pending
+                history.append(pending)
+                pending = None
+            if block == "if":
+                branches.append([st.indent, history[-_REPLAYED:], n_said])
+            elif branches and branches[-1][0] == st.indent and n_said > branches[-1][2]:
+                # the branch before said something: this one does not follow it
+                before = branches[-1][1]
+                branches[-1][2] = n_said
+                yield BREAK
+                replayed["turns"] += len(before)
+                yield from _as_context(before)
+                history = list(before)
+            continue
         if code.endswith(":") and block in _SKIPPED_BLOCKS:
             skip_indent = st.indent
         if block in ("label", "scene") or (block == "menu" and code.endswith(":")):
@@ -466,6 +504,8 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
         if translations is not None:
             says = [(tfile, _say(t)) for tfile, t in translations.of(file, st)]
             says = [(tfile, t) for tfile, t in says if isinstance(t, _Say)]
+            if not says and said.who is None and said.literal is None and said.texts[0] in translations.strings:
+                says = [(file, said._replace(texts=[translations.strings[said.texts[0]]]))]  # a menu's caption
             if not says:
                 untranslated[file] += 1
                 continue
@@ -492,6 +532,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
                     yield pending
                     history.append(pending)
                 pending = Turn(speaker, text, where, said.line)
+            n_said += 1
     if pending is not None:
         yield pending
 
@@ -515,10 +556,17 @@ class Translation(NamedTuple):
     def of(self, file: str, st: Statement) -> list:
         """The translated say statements of the game's statement `st` in `file`: by its code (the comment
         Ren'Py writes above each translation), the nearest line among equals; else by its line."""
-        found = self.by_code.get((file, " ".join(st.code.split())))
+        found = self.by_code.get((file, _code_key(st.code)))
         if found:
             return min(found, key=lambda e: abs(e[0] - st.line))[1]
         return self.by_line.get((file, st.line), [])
+
+
+def _code_key(code: str) -> str:
+    """A say statement's code as Ren'Py's translation comments write it: spaces collapsed, and without
+    the `nointeract` that a say inside a menu gets there."""
+    code = " ".join(code.split())
+    return code[: -len(" nointeract")] if code.endswith(" nointeract") else code
 
 
 def translations_of(scripts: Iterable[tuple[str, list[str]]]) -> Translation:
@@ -556,8 +604,7 @@ def translations_of(scripts: Iterable[tuple[str, list[str]]]) -> Translation:
                 if not said:
                     comments = [c.strip()[1:].strip() for c in lines[start:st.line - 1] if c.strip().startswith("#")]
                     if comments and not _ORIGIN.match("# " + comments[-1]):
-                        code = " ".join(comments[-1].split())
-                        by_code.setdefault((origin[0], code), []).append((origin[1], said))
+                        by_code.setdefault((origin[0], _code_key(comments[-1])), []).append((origin[1], said))
                 said.append((label, st))
             elif block_indent is not None:  # `old "Yes"` / `new "Oui"` in a strings block
                 word = _WORD.match(st.code)
@@ -800,9 +847,12 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
         stats.add_note(f"{path}: a translation, read in the order of the game's scripts ({game})"
                        + (f"; {sum(untranslated.values())} line(s) with no translation left out"
                           if untranslated else ""))
+    for name, others in cast.varying.items():
+        stats.add_note(f"{path}: the story also calls {name} {' or '.join(others)}; {name}, the name declared (or "
+                       "given first), is used throughout", hint=True)
     if replayed["turns"]:
-        stats.add_note(f"{path}: {replayed['turns']} turn(s) said again, as context only, where a menu choice or "
-                       "a jump's label starts (counted in the turns read)")
+        stats.add_note(f"{path}: {replayed['turns']} turn(s) said again, as context only, where a menu choice, "
+                       "an if's branch or a jump's label starts (counted in the turns read)")
     if unknown:
         shown = ", ".join(f"{v} ({c})" for v, c in unknown.most_common(8))
         stats.add_note(f"{path}: Ren'Py speakers whose name the scripts do not give (no Character definition, or "
