@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from extensions.dialogue_lora.ui import DEFAULT_DATASET_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "dataset.txt"
 SHOTS = Path(__file__).resolve().parent / "screenshots"
@@ -256,9 +258,20 @@ def test_the_file_chosen_last_is_the_one_read(app_url, page, webui_root):
     page.goto(app_url)
     page.locator("input[type=file]").first.set_input_files(str(EXAMPLE))
     page.get_by_text("2 speakers found").wait_for()
+    page.get_by_label("Character(s) to learn").click()
+    page.get_by_role("option", name="Bob (4 lines)").click()
+    page.keyboard.press("Escape")
+    save_as = page.get_by_label("Save as (in the datasets folder)")
+    _wait_for(lambda: save_as.input_value() == "bob.json", "the name following Bob")
+    page.get_by_role("button", name="Preview").click()
+    preview = page.get_by_label("Preview: what the model reads")
+    _wait_for(lambda: "Bob: «" in preview.input_value(), "the preview")
     page.get_by_label(re.compile("or pick a file")).click()
     page.get_by_role("option", name="discord_export.json").click()
     page.get_by_text("3 speakers found").wait_for()
+    # the first file's preview, report and the name its character gave are gone
+    _wait_for(lambda: preview.input_value() == "" and page.get_by_label("Report", exact=True).input_value() == ""
+              and save_as.input_value() == DEFAULT_DATASET_NAME, "the last file's preview and name cleared")
     page.get_by_label("Character(s) to learn").click()
     assert page.get_by_role("option", name=re.compile("^Alex")).is_visible()
     page.keyboard.press("Escape")

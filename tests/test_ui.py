@@ -102,6 +102,18 @@ def test_renpy_scripts_and_a_zip_of_a_game_are_offered_and_read(logic, webui_roo
     assert logic.scan(None, "lighthouse.rpy", "auto") == [("Mira (10 lines)", "Mira"), ("Theo (4 lines)", "Theo"),
                                                          ("Old Anwen (2 lines)", "Old Anwen")]
     assert logic.scan(None, "My VN.zip", "auto") == [("Eileen (2 lines)", "Eileen")]
+    # a game's folder in the datasets folder is offered too, and read
+    game = folder / "Lighthouse" / "game"
+    game.mkdir(parents=True)
+    shutil.copy(ROOT / "examples" / "renpy_script.rpy", game / "script.rpy")
+    assert "Lighthouse" in logic.raw_files()
+    assert logic.scan(None, "Lighthouse", "auto")[0] == ("Mira (10 lines)", "Mira")
+    # a compiled script is uploaded (not refused by the browser) to be told what to do
+    compiled = tmp_path / "up" / "script.rpyc"
+    compiled.parent.mkdir()
+    compiled.write_bytes(b"RENPY RPC2")
+    with pytest.raises(UserError, match=r"^script.rpyc: a compiled Ren'Py script.*unrpyc"):
+        logic.scan(str(compiled), None, "auto")
 
 
 def test_preview_shows_what_training_sees_and_writes_nothing(logic, webui_root):

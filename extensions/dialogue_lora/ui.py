@@ -32,9 +32,10 @@ SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, c
                  "discord": "chat export (Discord, Telegram, WhatsApp, SillyTavern, Slack)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
 RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".rpy", ".zip")  # .zip: a Slack export, Ren'Py scripts
-# The upload also takes a web page, so that a Telegram HTML export gets Prepare's advice (export it as
-# JSON) rather than the browser's "invalid file type"
-UPLOAD_SUFFIXES = RAW_SUFFIXES + (".html", ".htm")
+# The upload also takes a web page and Ren'Py's compiled scripts and archives, so that a Telegram HTML
+# export and a game's .rpyc/.rpa get Prepare's advice (export it as JSON; decompile them) rather than
+# the browser's "invalid file type"
+UPLOAD_SUFFIXES = RAW_SUFFIXES + (".html", ".htm", ".rpyc", ".rpa")
 CHAT_FILTERS = ("non-responses", "conversation enders", "low-quality conversations")
 
 # The training form: (TrainConfig field, label, kind). Defaults come from TrainConfig itself.
@@ -123,6 +124,16 @@ def _stop(kind: str, idle: str, stopping: str) -> str:
         return idle
     job.stop()
     return stopping
+
+
+def _is_game(folder: Path) -> bool:
+    """A Ren'Py game's folder (scripts in it or in its game/), which the datasets list offers too."""
+    from .sources import renpy
+
+    try:
+        return renpy.is_game_folder(folder)
+    except OSError:  # unreadable: not offered
+        return False
 
 
 def _is_dialogue(path: Path) -> bool:
@@ -309,7 +320,7 @@ class TabLogic:
         d = self.host.dirs().datasets
         if not d.is_dir():
             return []
-        return sorted(p.name for p in d.iterdir() if p.is_file() and _is_dialogue(p))
+        return sorted(p.name for p in d.iterdir() if p.is_file() and _is_dialogue(p) or p.is_dir() and _is_game(p))
 
     def input_path(self, upload, picked) -> Path:
         """The dialogue file: an upload (read only, never run) wins over a file picked from the datasets folder."""
@@ -320,7 +331,7 @@ class TabLogic:
             path = folder / picked_name(str(picked), folder, "file name")
         else:
             raise UserError("upload a dialogue file or pick one from the list")
-        if not path.is_file():
+        if not path.is_file() and not (not upload and path.is_dir() and _is_game(path)):
             raise UserError(f"{path}: no such file")
         return path
 
@@ -367,7 +378,7 @@ class TabLogic:
         if not names:
             # the file's own problem first (none chosen, empty, unreadable): it is why the list is empty
             self.scan(upload, picked, source, csv_speaker, csv_text)
-            raise UserError("pick at least one character (the speakers list fills when a file is chosen)")
+            raise UserError("pick at least one character in 'Character(s) to learn'")
         out_name = check_name(out_name or "", "dataset file name")
         if not out_name.lower().endswith((".json", ".jsonl")):
             out_name += ".json"
@@ -696,8 +707,9 @@ def dd_update(choices, *value):
 
 def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     """1. Prepare: a dialogue file in, the speakers found, a preview (Save is wired in build_tab)."""
-    gr.Markdown("Turn raw dialogue (a script, a chat log, a Discord, Telegram, WhatsApp, SillyTavern or Slack chat, a "
-                "game CSV) into training samples for one character.")
+    gr.Markdown("Turn raw dialogue (a script or play, subtitles, a chat log, a Discord, Telegram, WhatsApp, "
+                "SillyTavern or Slack chat, a game CSV, a Ren'Py game's scripts) into training samples for one or "
+                "more characters.")
     with gr.Row():
         upload = gr.File(label="Upload a dialogue file", file_types=list(UPLOAD_SUFFIXES), type="filepath")
         with gr.Column():
@@ -751,8 +763,16 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
         return (dd_update(choices, [n for n in keep or () if n in found]),
                 f"{len(choices)} speakers found: pick the character(s) to learn.")
 
+    def on_new_file(upload_v, picked_v, source_v, speaker_col, text_col, out_v, named_v):
+        """Another file (or source): its speakers; the last file's preview and report go, and so does a
+        "Save as" name that followed its characters (one the user typed stays)."""
+        reset = out_v.strip() == named_v if out_v else True
+        return (*on_file(upload_v, picked_v, source_v, speaker_col, text_col), "", "",
+                DEFAULT_DATASET_NAME if reset else gr.update(), DEFAULT_DATASET_NAME if reset else named_v)
+
+    switched = [speakers, prep_status, preview_box, prep_report, out_name, named]
     for trigger in (upload.change, source.change):
-        trigger(on_file, scan_inputs, [speakers, prep_status])
+        trigger(on_new_file, scan_inputs + [out_name, named], switched)
     # the columns read again when one is typed in (Enter, or leaving the field), the characters kept
     for trigger in (csv_speaker.submit, csv_speaker.blur, csv_text.submit, csv_text.blur):
         trigger(on_file, scan_inputs + [speakers], [speakers, prep_status])
@@ -760,12 +780,12 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     # The file chosen last is the one read: picking a file drops the upload, uploading clears the pick
     # (an upload used to win over a file picked after it, with no sign of it). A pick of nothing (the
     # list closed with Escape reports one when it loses focus) changes nothing.
-    def on_pick(picked_v, source_v, speaker_col, text_col):
+    def on_pick(picked_v, source_v, speaker_col, text_col, out_v, named_v):
         if not picked_v:
-            return gr.update(), gr.update(), gr.update()
-        return (None, *on_file(None, picked_v, source_v, speaker_col, text_col))
+            return (gr.update(),) * 7
+        return (None, *on_new_file(None, picked_v, source_v, speaker_col, text_col, out_v, named_v))
 
-    picked.input(on_pick, [picked, source, csv_speaker, csv_text], [upload, speakers, prep_status])
+    picked.input(on_pick, [picked, source, csv_speaker, csv_text, out_name, named], [upload, *switched])
     upload.upload(lambda: None, None, picked)
     for trigger in (refresh_raw.click, picked.focus):  # focus: files copied in after the page loaded
         trigger(lambda: dd_update(logic.raw_files()), None, picked)

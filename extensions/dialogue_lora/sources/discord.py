@@ -190,8 +190,8 @@ def load_export(path: Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         if not text.lstrip("\ufeff \t\r\n").startswith(("{", "[")):  # --source discord on a text file
-            raise UserError(f"{path}: not a chat export (it is not JSON) but read as one: --source auto or text "
-                            "reads it as text") from None
+            right = "renpy reads it as a Ren'Py script" if path.suffix.lower() == ".rpy" else "text reads it as text"
+            raise UserError(f"{path}: not a chat export (it is not JSON) but read as one: --source auto or {right}") from None
         raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg}, column {e.colno})") from None
     except (ValueError, RecursionError) as e:  # e.g. a 5,000-digit number, nesting thousands deep
         raise UserError(f"{path}: unreadable JSON ({str(e)[:80] or type(e).__name__})") from None
