@@ -2,25 +2,30 @@
 
 The input is one .rpy file, a game's folder (`game/`, or the folder above it) or a zip of one. In a folder
 every .rpy file below it is read, in order of path, except the engine's own (`renpy/`) and translations
-(`tl/`: give `game/tl/LANGUAGE` to read one).
+(`tl/`: give `game/tl/LANGUAGE` to read one, below).
 
 Read as the game says it:
 - Who is who: `define e = Character("Eileen", ...)`, also through `default`, `$ e = ...` or an
   `init python:` block, `Character(_("Eileen"))`, `DynamicCharacter("e_name")` (or `dynamic=True`) with
-  that variable set to a string somewhere, and `kind=` another character. Definitions in any file count.
-  A character defined with no name (`Character(None)`), `narrator` and `centered` are narration.
-- Say statements: `e "Hello."`, `e happy "Hello."` (image attributes), `"Eileen" "Hello."`, narration
-  `"It was raining."` (context, never a target); `extend "..."` continues the line before; a triple-quoted
-  say is one line per paragraph, as Ren'Py shows it.
+  that variable set to a string somewhere, and `kind=` another character. Definitions in any file of the
+  game count (given one file, the others are read for theirs). A character defined with no name
+  (`Character(None)`), `narrator` and `centered` are narration.
+- Say statements: `e "Hello."`, `e happy "Hello."` (image attributes), `"Eileen" "Hello."`,
+  `$ renpy.say(e, "...")`, narration `"It was raining."` (context, never a target); `extend "..."`
+  continues the line before; a triple-quoted say is one line per paragraph, as Ren'Py shows it.
 - Text: tags go (`{i}`, `{w}`, `{color=...}`; `{rt}` readings and `{alt}` texts with their content),
-  `{{` and `[[` are a brace and a bracket, `[player_name]` becomes the variable's string where the
-  scripts set one (else it stays as written).
-- A label, a `scene` statement and each menu choice start a new conversation: one choice's lines never
-  become context for another's. A menu's choices (the player's options) are said by no one.
+  `{{`, `[[` and `%%` are a brace, a bracket and a per cent sign, `[player_name]` becomes the variable's
+  string where the scripts set one (else it stays as written).
+- Conversations: a label and a `scene` statement start a new one; so do each menu choice and each
+  branch of an `if`, which start with what led to the menu or the `if` (said again as narration, context
+  only) and, for a choice, its words. A label that a `jump` or `call` goes to starts with what led there.
 - Python blocks, screens, styles, transforms and images are skipped, as are `play`, `show`, `jump` and
   Ren'Py's other statements.
+- A translation (`game/tl/LANGUAGE`) has no structure of its own: the game's scripts are read, each say
+  in its translation, found by the original statement Ren'Py writes as a comment above it.
 
-Pure functions (`statements`, `characters`, `turns_of`) do the reading; `iter_renpy_turns` opens the files.
+Pure functions (`statements`, `characters`, `turns_of`, `translations_of`) do the reading;
+`iter_renpy_turns` opens the files.
 """
 from __future__ import annotations
 
@@ -49,13 +54,14 @@ _CHARACTER_CALLS = frozenset({"Character", "DynamicCharacter", "ADVCharacter", "
 # Blocks whose lines are no one's words: screens, styles, transforms, an image's or show's ATL (whose
 # lone strings are file names), test cases, Python. Any other block (a label, a menu, `if`, a
 # creator-defined statement's) is read.
-_SKIPPED_BLOCKS = frozenset({"screen", "style", "transform", "image", "layeredimage", "testcase", "testsuite", "show", "scene",
-                             "camera", "python", "atl"})
+_SKIPPED_BLOCKS = frozenset({"screen", "style", "transform", "image", "layeredimage", "testcase", "testsuite",
+                             "show", "scene", "camera", "python", "atl"})
 _INIT = re.compile(r"init(?:\s+[-+]?\d+)?\s+(?=\w)")  # `init -1 style ...:`, `init 5 python:`
 _TRANSLATE = re.compile(r"translate\s+(\w+)\s+(\w+)(?:\s+\w+)*\s*:$")  # `translate french start_1f2e:`
 _ORIGIN = re.compile(r"\s*#\s*(\S+?\.rpy):(\d+)\s*$")  # a translation's `# game/script.rpy:57`
 _RENPY_SAY = re.compile(r"\$\s*renpy\.say\(\s*([A-Za-z_]\w*)\s*,\s*")  # `$ renpy.say(e, "...")`
-_ASSIGN = re.compile(r"(?:(?:define|default)(?:\s+[-+]?\d+)?\s+|\$\s*)?([A-Za-z_]\w*(?:\.\w+)*)\s*=(?!=)\s*(.+)$", re.DOTALL)
+_ASSIGN = re.compile(r"(?:(?:define|default)(?:\s+[-+]?\d+)?\s+|\$\s*)?([A-Za-z_]\w*(?:\.\w+)*)\s*=(?!=)\s*(.+)$",
+                     re.DOTALL)
 _WORD = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*")
 _ATTRIBUTES = re.compile(r"(?:\s+(?:@|-?[A-Za-z_]\w*))*\s*")  # `e happy`, `e @ -sad`
 _QUOTES = ('"""', "'''", '"', "'", "`")
@@ -401,11 +407,6 @@ def _plain(text: str, strings: dict, depth: int = 0) -> str:
     return text.replace("%%", "%") if "%%" in text else text
 
 
-class _Menu(NamedTuple):
-    indent: int
-    before: list  # the turns before its first choice (None until then)
-
-
 def _as_context(turns: list[Turn]) -> list[Turn]:
     """Turns said again before a branch, as narration (`Name: text`: read the same, never learnt twice)."""
     return [t._replace(speaker=None, text=f"{t.speaker}: {t.text}" if t.speaker else t.text) for t in turns]
@@ -438,7 +439,8 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
             menus.pop()
         code = st.code
         block = _block(code)
-        while branches and (st.indent < branches[-1][0] or st.indent == branches[-1][0] and block not in ("elif", "else")):
+        while branches and (st.indent < branches[-1][0]
+                            or st.indent == branches[-1][0] and block not in ("elif", "else")):
             branches.pop()
         if code.endswith(":") and block in ("if", "elif", "else"):
             if pending is not None:
