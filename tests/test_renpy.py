@@ -458,3 +458,22 @@ def test_a_translations_menu_caption_and_question_are_found(tmp_path):
         "|", *context, (None, "Celui-ci."), ("Sylvie", "Bien."),
     ]
     assert not any("no translation" in n for n in stats.notes)
+
+
+def test_after_a_call_the_called_labels_lines_are_the_context(tmp_path):
+    script = write(tmp_path / "game" / "script.rpy", '''\
+        define a = Character("Ann")
+        define b = Character("Bob")
+        label start:
+            a "Before the call."
+            call sub
+            a "After the call."
+            return
+        label sub:
+            b "In sub."
+            return
+        ''')
+    assert turns(script) == [
+        "|", "|", ("Ann", "Before the call."), (None, "Bob: In sub."), ("Ann", "After the call."),
+        "|", (None, "Ann: Before the call."), ("Bob", "In sub."),
+    ]

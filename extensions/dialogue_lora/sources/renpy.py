@@ -412,18 +412,28 @@ def _as_context(turns: list[Turn]) -> list[Turn]:
     return [t._replace(speaker=None, text=f"{t.speaker}: {t.text}" if t.speaker else t.text) for t in turns]
 
 
-def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
-             translations: Translation | None = None, untranslated: Counter | None = None,
-             jumps: dict | None = None, replayed: Counter | None = None) -> Iterator[Turn | None]:
+class Game:
+    """What the reading of a game's scripts shares from one script to the next."""
+
+    def __init__(self, translations: Translation | None = None, called: dict | None = None):
+        self.translations = translations  # a translation's lines, read in place of the game's
+        self.called = called or {}  # label -> its turns, which a `call` of it adds to the context
+        self.jumps: dict[str, list[Turn]] = {}  # label -> what led to the first jump or call to it
+        self.unknown: Counter = Counter()  # speakers with no definition, by variable
+        self.untranslated: Counter = Counter()  # say statements with no translation, by script
+        self.replayed = 0  # turns said again as context
+
+
+def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None = None) -> Iterator[Turn | None]:
     """The turns of one script's statements (BREAK where a conversation ends), their text as written.
-    `unknown` counts the speakers used without a definition, by variable. With a `Translation`, each
-    say is read in its translation, and one without is left out and counted in `untranslated`. `jumps`
-    (shared by a game's scripts) keeps what led to each label a `jump` or `call` goes to, which the
-    label starts with: a menu's choice that jumps to its own label goes on from the menu. `replayed`
-    counts the turns said again so. The branches of an `if` are kept apart as a menu's choices are: each
-    starts with what led to the `if`."""
-    jumps = {} if jumps is None else jumps
-    replayed = Counter() if replayed is None else replayed
+
+    A label that a `jump` or `call` goes to starts with what led there (the first such, in the game's
+    order): a menu's choice that jumps to its own label goes on from the menu. After a `call`, the
+    called label's turns are context. A menu's choices, and an `if`'s branches, are kept apart: each
+    starts with what led to the menu or the `if`. With a translation, each say is read in it, and one
+    without is left out and counted."""
+    game = game if game is not None else Game()
+    translations = game.translations
     pending: Turn | None = None
     history: list[Turn] = []  # the turns since the last break: a menu's choices start with them
     menus: list[list] = []  # [indent, the turns before its first choice]
@@ -454,7 +464,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
                 before = branches[-1][1]
                 branches[-1][2] = n_said
                 yield BREAK
-                replayed["turns"] += len(before)
+                game.replayed += len(before)
                 yield from _as_context(before)
                 history = list(before)
             continue
@@ -470,16 +480,26 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
             else:
                 yield BREAK
                 name = code.split()[1].split("(")[0].rstrip(":") if block == "label" and " " in code else ""
-                history = jumps.get(name, [])
-                replayed["turns"] += len(history)
+                history = game.jumps.get(name, [])
+                game.replayed += len(history)
                 yield from _as_context(history)
             continue
         if skip_indent is not None:
             continue
         if block in ("jump", "call") and len(code.split()) > 1:
             target = code.split()[1]
-            if target not in jumps and target != "expression":  # the first way there, in the script's order
-                jumps[target] = (history + ([pending] if pending is not None else []))[-_REPLAYED:]
+            if target not in game.jumps and target != "expression":  # the first way there, in the game's order
+                game.jumps[target] = (history + ([pending] if pending is not None else []))[-_REPLAYED:]
+            body = game.called.get(target) if block == "call" else None
+            if body:  # back from the call: what the called label said comes before what follows
+                if pending is not None:
+                    yield pending
+                    history.append(pending)
+                    pending = None
+                body = body[-_REPLAYED:]
+                game.replayed += len(body)
+                yield from _as_context(body)
+                history.extend(body)
             continue
         said = _say(st)
         if said is None:
@@ -496,7 +516,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
                 menu[1] = history[-_REPLAYED:]
             before = menu[1] if menu is not None else []
             yield BREAK
-            replayed["turns"] += len(before)
+            game.replayed += len(before)
             yield from _as_context(before)
             choice = Turn(None, cast.translated.get(said.text, said.text), file, st.line)
             history = [*before, choice]
@@ -509,7 +529,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
             if not says and said.who is None and said.literal is None and said.texts[0] in translations.strings:
                 says = [(file, said._replace(texts=[translations.strings[said.texts[0]]]))]  # a menu's caption
             if not says:
-                untranslated[file] += 1
+                game.untranslated[file] += 1
                 continue
         for where, said in says:
             if said.who == "extend" and pending is not None:
@@ -525,10 +545,10 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
                 elif said.who in cast.names:
                     speaker = cast.names[said.who]
                     if said.who in cast.guessed:
-                        unknown[said.who] += 1
+                        game.unknown[said.who] += 1
                 else:
                     speaker = said.who
-                    unknown[said.who] += 1
+                    game.unknown[said.who] += 1
             for text in texts:
                 if pending is not None:
                     yield pending
@@ -537,6 +557,23 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, unknown: Counter,
             n_said += 1
     if pending is not None:
         yield pending
+
+
+def _label_bodies(parsed: list, cast: Cast, translations: Translation | None) -> dict[str, list[Turn]]:
+    """Each label's turns up to its `return` (or the next label), for the context after a `call` of it."""
+    bodies: dict[str, list[Turn]] = {}
+    for label, sts, _ in parsed:
+        name, body = None, []
+        for st in [*sts, Statement(0, 0, "label _end_:")]:
+            block = _block(st.code)
+            if block == "label" or (block == "return" and name is not None):
+                if name is not None and name not in bodies:
+                    game = Game(translations)  # its own counts: this is a look ahead, not the reading
+                    bodies[name] = [t for t in turns_of(body, cast, label, game) if t is not None]
+                name, body = (st.code.split()[1].split("(")[0].rstrip(":"), []) if block == "label" else (None, [])
+            elif name is not None:
+                body.append(st)
+    return bodies
 
 
 def _finish(turn: Turn | None, cast: Cast, stats: ReadStats) -> Turn | None:
@@ -829,17 +866,14 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
                            "not read")
     cast = characters([*(list(statements(lines)) for _, lines in others), *(sts for _, sts, _ in parsed)],
                       translations.strings if translations is not None else None)
-    unknown: Counter = Counter()
-    untranslated: Counter = Counter()
-    jumps: dict = {}
-    replayed: Counter = Counter()
+    game = Game(translations, _label_bodies(parsed, cast, translations))
     said = 0
     for label, sts, n_lines in parsed:
         if translations is None:
             stats.layouts[label] = "renpy"
             stats.lines += n_lines
         yield BREAK
-        for turn in turns_of(sts, cast, label, unknown, translations, untranslated, jumps, replayed):
+        for turn in turns_of(sts, cast, label, game):
             said += turn is not None
             yield _finish(turn, cast, stats)
     if translations is not None:
@@ -847,16 +881,16 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
             stats.layouts[label] = "renpy"
             stats.lines += len(lines)
         stats.add_note(f"{path}: a translation, read in the order of the game's scripts ({game})"
-                       + (f"; {sum(untranslated.values())} line(s) with no translation left out"
-                          if untranslated else ""))
+                       + (f"; {sum(game.untranslated.values())} line(s) with no translation left out"
+                          if game.untranslated else ""))
     for name, others in cast.varying.items():
         stats.add_note(f"{path}: the story also calls {name} {' or '.join(others)}; {name}, the name declared (or "
                        "given first), is used throughout", hint=True)
-    if replayed["turns"]:
-        stats.add_note(f"{path}: {replayed['turns']} turn(s) said again, as context only, where a menu choice, "
+    if game.replayed:
+        stats.add_note(f"{path}: {game.replayed} turn(s) said again, as context only, where a menu choice, "
                        "an if's branch or a jump's label starts (counted in the turns read)")
-    if unknown:
-        shown = ", ".join(f"{v} ({c})" for v, c in unknown.most_common(8))
+    if game.unknown:
+        shown = ", ".join(f"{v} ({c})" for v, c in game.unknown.most_common(8))
         stats.add_note(f"{path}: Ren'Py speakers whose name the scripts do not give (no Character definition, or "
                        f"one known only at play), named by their variable: {shown}", hint=True)
     if not said:
