@@ -18,7 +18,8 @@ Read as the game says it:
   string where the scripts set one (else it stays as written).
 - Conversations: a label and a `scene` statement start a new one; so do each menu choice and each
   branch of an `if`, which start with what led to the menu or the `if` (said again as narration, context
-  only) and, for a choice, its words. A label that a `jump` or `call` goes to starts with what led there.
+  only) and, for a choice, its words. A label that a `jump` or `call` goes to starts with what led there,
+  and after a `call` the called label's lines are the context.
 - Python blocks, screens, styles, transforms and images are skipped, as are `play`, `show`, `jump` and
   Ren'Py's other statements.
 - A translation (`game/tl/LANGUAGE`) has no structure of its own: the game's scripts are read, each say
