@@ -240,6 +240,11 @@ def test_samples_of_characters_not_learnt_and_empty_replies_are_left_out_with_a_
     assert res["n_samples"] == 2 and res["trained_on"] is False
     assert "2 sample(s) left out: for characters the adapter did not learn (Alice 2; it learnt Bob)" in res["notes"]
     assert "1 sample(s) with an empty reply left out: nothing to compare with" in res["notes"]
+    # --max_samples counts the samples that can be scored, not the file's first ones
+    (datasets / "alice_first.json").write_text(json.dumps([*alice, *bob[:2]]))
+    first = evaluate(EvalConfig("tiny-llama", "bob", dataset="alice_first.json", max_samples=2, max_new_tokens=4,
+                                similarity=False, meteor=False))
+    assert first["n_samples"] == 2 and {s["reference"] for s in first["samples"]} == {r["output"] for r in bob[:2]}
     (datasets / "alice.json").write_text(json.dumps(alice))
     with pytest.raises(UserError, match=r"alice.json: no sample is for a character the adapter learnt \(Bob\); "
                                         r"they are for Alice \(2\)"):

@@ -374,10 +374,16 @@ def test_a_folder_and_its_zip_read_in_the_same_order_with_the_same_sources(tmp_p
     assert any("translations (tl/) not read" in n for n in stats.notes)
 
 
-def test_logical_lines_are_found_in_linear_time():
+def test_logical_lines_are_found_in_linear_time(monkeypatch):
     # a long bracket or string ran over is not scanned again for each of its lines (it was quadratic)
+    from extensions.dialogue_lora.sources import renpy
+
+    scanned = []
+    scan = renpy._scan_line
+    monkeypatch.setattr(renpy, "_scan_line", lambda line, *state: scanned.append(len(line)) or scan(line, *state))
     lines = ["define pool = [\n", *(f'    "item {i}",  # note {i}\n' for i in range(20000)), "]\n", 'e "After."\n']
     sts = list(statements(lines))
+    assert len(scanned) == len(lines) and sum(scanned) < sum(map(len, lines))  # each line once
     assert len(sts) == 2 and (sts[1].line, sts[1].code) == (20003, 'e "After."')
     assert sts[0].code.count("\n") == 20001 and "# note" not in sts[0].code
 
@@ -477,3 +483,59 @@ def test_after_a_call_the_called_labels_lines_are_the_context(tmp_path):
         "|", "|", ("Ann", "Before the call."), (None, "Bob: In sub."), ("Ann", "After the call."),
         "|", (None, "Ann: Before the call."), ("Bob", "In sub."),
     ]
+
+
+def test_what_a_code_review_found(tmp_path):
+    """Local labels are their chapter's; an extend opening an if's branch extends; names in any script;
+    a call with arguments; a game whose scripts are all in subfolders; a zip of a folder not called game."""
+    script = write(tmp_path / "a" / "game" / "s.rpy", '''\
+        define e = Character("E")
+        define b = Character("B")
+        define 艾 = Character("艾琳")
+        label ch1:
+            e "Chapter one."
+            jump .end
+        label .end:
+            e "End of one."
+        label ch2:
+            b "Chapter two."
+            jump .end
+        label .end:
+            b "End of two."
+            e "Hello"
+            if x:
+                extend " there"
+            艾 "你好"
+            call chapter(1)
+            e "After the call."
+            return
+        label chapter(n=1):
+            b "In the chapter."
+            return
+        ''')
+    assert turns(script) == [
+        "|", "|", ("E", "Chapter one."), "|", (None, "E: Chapter one."), ("E", "End of one."),
+        "|", ("B", "Chapter two."), "|", (None, "B: Chapter two."), ("B", "End of two."), ("E", "Hello there"),
+        ("艾琳", "你好"), (None, "B: In the chapter."), ("E", "After the call."),
+        "|", (None, "B: Chapter two."), (None, "B: End of two."), (None, "E: Hello there"), (None, "艾琳: 你好"),
+        ("B", "In the chapter."),
+    ]
+    nested = write(tmp_path / "b" / "G" / "game" / "scripts" / "a.rpy", 'label start:\n    "In a subfolder."\n')
+    assert detect_source(tmp_path / "b" / "G") == "renpy" and turns(nested.parents[2])[-1] == (None, "In a subfolder.")
+    archive = tmp_path / "top.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("MyGame/s.rpy", 'label start:\r\n    "One\u2028line."\r\n    "Two."\r\n')
+    assert [(t.text, t.source) for t in iter_renpy_turns(archive) if t] == [("One line.", "s.rpy:2"),
+                                                                             ("Two.", "s.rpy:3")]
+
+
+def test_a_line_added_after_the_translation_is_not_given_anothers(tmp_path):
+    game = tmp_path / "game"
+    write(game / "script.rpy", 'define e = Character("Eileen")\ndefine b = Character("Bob")\nlabel start:\n'
+                               '    e "Hello"\n    b "Added later."\n    e "Bye"\n')
+    write(game / "tl" / "fr" / "script.rpy", '# game/script.rpy:4\ntranslate fr start_1:\n\n    # e "Hello"\n'
+                                             '    e "Bonjour"\n\n# game/script.rpy:5\ntranslate fr start_2:\n\n'
+                                             '    # e "Bye"\n    e "Au revoir"\n')
+    stats = ReadStats()
+    assert [t for t in turns(game / "tl" / "fr", stats) if t != "|"] == [("Eileen", "Bonjour"), ("Eileen", "Au revoir")]
+    assert any("1 line(s) with no translation left out" in n for n in stats.notes)

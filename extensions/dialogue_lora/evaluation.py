@@ -396,7 +396,7 @@ def _evaluate(
     if loaded is None:
         check_adapter_base(adapter_path, model_path)
     heldout = resolve_heldout(cfg, adapter_path, params)
-    records = load_heldout(heldout, cfg.max_samples)
+    records = load_heldout(heldout)
     # the adapter's own training file (a pipe is not hashed: that would use it up)
     trained_on = bool(params.get("dataset_sha256")) and Path(heldout).is_file() and \
         file_sha256(heldout) == params["dataset_sha256"]
@@ -405,6 +405,8 @@ def _evaluate(
     records, empty = [r for r in records if not _empty_reply(r)], sum(1 for r in records if _empty_reply(r))
     if not records:
         raise UserError(f"{heldout}: every sample's reply is empty: nothing to score")
+    if cfg.max_samples:  # the first N of those that can be scored
+        records = records[: cfg.max_samples]
     name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
 

@@ -31,14 +31,27 @@ Pure functions (`statements`, `characters`, `turns_of`, `translations_of`) do th
 from __future__ import annotations
 
 import ast
+import bisect
+import io
 import os
 import re
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from ..dialogue import BREAK, ReadStats, Turn, check_text_file, clean_text, open_text, speaker_name
+from ..dialogue import (
+    BREAK,
+    ENCODING_SNIFF,
+    ReadStats,
+    Turn,
+    check_text_file,
+    clean_text,
+    legacy_encoding,
+    open_text,
+    speaker_name,
+)
 from ..errors import UserError
 
 SUFFIX = ".rpy"
@@ -60,11 +73,12 @@ _SKIPPED_BLOCKS = frozenset({"screen", "style", "transform", "image", "layeredim
 _INIT = re.compile(r"init(?:\s+[-+]?\d+)?\s+(?=\w)")  # `init -1 style ...:`, `init 5 python:`
 _TRANSLATE = re.compile(r"translate\s+(\w+)\s+(\w+)(?:\s+\w+)*\s*:$")  # `translate french start_1f2e:`
 _ORIGIN = re.compile(r"\s*#\s*(\S+?\.rpy):(\d+)\s*$")  # a translation's `# game/script.rpy:57`
-_RENPY_SAY = re.compile(r"\$\s*renpy\.say\(\s*([A-Za-z_]\w*)\s*,\s*")  # `$ renpy.say(e, "...")`
-_ASSIGN = re.compile(r"(?:(?:define|default)(?:\s+[-+]?\d+)?\s+|\$\s*)?([A-Za-z_]\w*(?:\.\w+)*)\s*=(?!=)\s*(.+)$",
+_IDENT = r"[^\W\d]\w*"  # a name, in any script (`艾`, `é`), as Python 3 and Ren'Py take it
+_RENPY_SAY = re.compile(rf"\$\s*renpy\.say\(\s*({_IDENT})\s*,\s*")  # `$ renpy.say(e, "...")`
+_ASSIGN = re.compile(rf"(?:(?:define|default)(?:\s+[-+]?\d+)?\s+|\$\s*)?({_IDENT}(?:\.\w+)*)\s*=(?!=)\s*(.+)$",
                      re.DOTALL)
-_WORD = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*")
-_ATTRIBUTES = re.compile(r"(?:\s+(?:@|-?[A-Za-z_]\w*))*\s*")  # `e happy`, `e @ -sad`
+_WORD = re.compile(rf"{_IDENT}(?:\.\w+)*")
+_ATTRIBUTES = re.compile(rf"(?:\s+(?:@|-?{_IDENT}))*\s*")  # `e happy`, `e @ -sad`
 _QUOTES = ('"""', "'''", '"', "'", "`")
 _QUOTE_CHARS = ('"', "'", "`")  # a tuple: an empty string is in every string
 
@@ -184,7 +198,12 @@ def _unescape(body: str) -> str:
     """A Ren'Py string's text: `\\n` a line break, `\\"` a quote, `\\%` a per cent sign."""
     if "\\" not in body:
         return body
-    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), body, flags=re.DOTALL)
+    return re.sub(r"\\(u[0-9a-fA-F]{4}|.)", _escaped, body, flags=re.DOTALL)
+
+
+def _escaped(m: re.Match) -> str:
+    c = m.group(1)
+    return "\n" if c == "n" else chr(int(c[1:], 16)) if len(c) == 5 else c
 
 
 def _read_string(code: str, i: int) -> tuple[str, int, bool] | None:
@@ -425,6 +444,13 @@ class Game:
         self.replayed = 0  # turns said again as context
 
 
+def _label_of(code: str, parent: str) -> str:
+    """The label a `label`, `jump` or `call` statement names, a local one (`.end`) under its parent's name."""
+    words = code.split()
+    name = words[1].split("(")[0].rstrip(":") if len(words) > 1 else ""
+    return parent + name if name.startswith(".") else name
+
+
 def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None = None) -> Iterator[Turn | None]:
     """The turns of one script's statements (BREAK where a conversation ends), their text as written.
 
@@ -435,13 +461,35 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
     without is left out and counted."""
     game = game if game is not None else Game()
     translations = game.translations
-    pending: Turn | None = None
-    history: list[Turn] = []  # the turns since the last break: a menu's choices start with them
+    pending: Turn | None = None  # the last say, which an `extend` may still add to
+    history: list[Turn] = []  # the last turns since the last break: what a branch starts with
     menus: list[list] = []  # [indent, the turns before its first choice]
     branches: list[list] = []  # an if's [indent, the turns before it, says read when its branch began]
     n_said = 0  # say statements read so far
+    parent = ""  # the global label being read: a local label's (`.end`) full name starts with it
     skip_indent = None  # the indent of a block being skipped (a python block, a screen, ...)
+    out: list[Turn | None] = []  # what this statement gives, in order
+
+    def flush() -> None:
+        nonlocal pending, history
+        if pending is not None:
+            out.append(pending)
+            history.append(pending)
+            if len(history) > 2 * _REPLAYED:  # only the last ones are ever said again
+                history = history[-_REPLAYED:]
+            pending = None
+
+    def restart(before: list[Turn]) -> None:
+        """A break, then `before` said again as context: where a branch or a label starts."""
+        nonlocal history
+        out.append(BREAK)
+        game.replayed += len(before)
+        out.extend(_as_context(before))
+        history = list(before)
+
     for st in sts:
+        yield from out
+        out.clear()
         if skip_indent is not None:
             if st.indent > skip_indent:
                 continue
@@ -453,53 +501,44 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
         while branches and (st.indent < branches[-1][0]
                             or st.indent == branches[-1][0] and block not in ("elif", "else")):
             branches.pop()
-        if code.endswith(":") and block in ("if", "elif", "else"):
-            if pending is not None:
-                yield pending
-                history.append(pending)
-                pending = None
-            if block == "if":
-                branches.append([st.indent, history[-_REPLAYED:], n_said])
-            elif branches and branches[-1][0] == st.indent and n_said > branches[-1][2]:
+        if code.endswith(":") and block == "if":  # its first branch goes on from what came before (an extend too)
+            branches.append([st.indent, (history + ([pending] if pending is not None else []))[-_REPLAYED:],
+                             n_said])
+            continue
+        if code.endswith(":") and block in ("elif", "else"):
+            if branches and branches[-1][0] == st.indent and n_said > branches[-1][2]:
                 # the branch before said something: this one does not follow it
-                before = branches[-1][1]
+                flush()
                 branches[-1][2] = n_said
-                yield BREAK
-                game.replayed += len(before)
-                yield from _as_context(before)
-                history = list(before)
+                restart(branches[-1][1])
             continue
         if code.endswith(":") and block in _SKIPPED_BLOCKS:
             skip_indent = st.indent
         if block in ("label", "scene") or (block == "menu" and code.endswith(":")):
-            if pending is not None:
-                yield pending
-                history.append(pending)
-                pending = None
+            flush()
             if block == "menu":
                 menus.append([st.indent, None])
+            elif block == "scene":
+                out.append(BREAK)
+                history = []
             else:
-                yield BREAK
-                name = code.split()[1].split("(")[0].rstrip(":") if block == "label" and " " in code else ""
-                history = game.jumps.get(name, [])
-                game.replayed += len(history)
-                yield from _as_context(history)
+                name = _label_of(code, parent)
+                if not name.startswith(".") and "." not in name:
+                    parent = name
+                restart(game.jumps.get(name, []))
             continue
         if skip_indent is not None:
             continue
         if block in ("jump", "call") and len(code.split()) > 1:
-            target = code.split()[1]
-            if target not in game.jumps and target != "expression":  # the first way there, in the game's order
+            target = _label_of(code, parent)
+            if target not in game.jumps and code.split()[1] != "expression":  # the first way there
                 game.jumps[target] = (history + ([pending] if pending is not None else []))[-_REPLAYED:]
             body = game.called.get(target) if block == "call" else None
             if body:  # back from the call: what the called label said comes before what follows
-                if pending is not None:
-                    yield pending
-                    history.append(pending)
-                    pending = None
+                flush()
                 body = body[-_REPLAYED:]
                 game.replayed += len(body)
-                yield from _as_context(body)
+                out.extend(_as_context(body))
                 history.extend(body)
             continue
         said = _say(st)
@@ -508,20 +547,14 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
         if isinstance(said, _Choice):
             # each choice starts afresh (one's lines are never another's context) with what led to the
             # menu, as context only, and the choice the player made
-            if pending is not None:
-                yield pending
-                history.append(pending)
-                pending = None
+            flush()
             menu = menus[-1] if menus else None
             if menu is not None and menu[1] is None:
                 menu[1] = history[-_REPLAYED:]
-            before = menu[1] if menu is not None else []
-            yield BREAK
-            game.replayed += len(before)
-            yield from _as_context(before)
+            restart(menu[1] if menu is not None else [])
             choice = Turn(None, cast.translated.get(said.text, said.text), file, st.line)
-            history = [*before, choice]
-            yield choice
+            out.append(choice)
+            history.append(choice)
             continue
         says = [(file, said)]
         if translations is not None:
@@ -551,11 +584,10 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
                     speaker = said.who
                     game.unknown[said.who] += 1
             for text in texts:
-                if pending is not None:
-                    yield pending
-                    history.append(pending)
+                flush()
                 pending = Turn(speaker, text, where, said.line)
             n_said += 1
+    yield from out
     if pending is not None:
         yield pending
 
@@ -564,14 +596,16 @@ def _label_bodies(parsed: list, cast: Cast, translations: Translation | None) ->
     """Each label's turns up to its `return` (or the next label), for the context after a `call` of it."""
     bodies: dict[str, list[Turn]] = {}
     for label, sts, _ in parsed:
-        name, body = None, []
+        name, body, parent = None, [], ""
         for st in [*sts, Statement(0, 0, "label _end_:")]:
             block = _block(st.code)
             if block == "label" or (block == "return" and name is not None):
                 if name is not None and name not in bodies:
                     game = Game(translations)  # its own counts: this is a look ahead, not the reading
                     bodies[name] = [t for t in turns_of(body, cast, label, game) if t is not None]
-                name, body = (st.code.split()[1].split("(")[0].rstrip(":"), []) if block == "label" else (None, [])
+                name, body = (_label_of(st.code, parent), []) if block == "label" else (None, [])
+                if name is not None and "." not in name:
+                    parent = name
             elif name is not None:
                 body.append(st)
     return bodies
@@ -589,16 +623,20 @@ def _finish(turn: Turn | None, cast: Cast, stats: ReadStats) -> Turn | None:
 class Translation(NamedTuple):
     """A translation's say statements, found by the original they translate, and its strings."""
 
-    by_code: dict  # (original script, its statement's code) -> [(its line, [(label, translated say)])]
-    by_line: dict  # (original script, line) -> [(label, translated say)]
+    by_code: dict  # (original script, its statement's code) -> ([their lines, ascending], [[(label, say)]])
+    by_line: dict  # (original script, line) -> [(label, translated say)], for blocks without the code
     strings: dict  # `old` -> `new`: names, menu choices
 
     def of(self, file: str, st: Statement) -> list:
         """The translated say statements of the game's statement `st` in `file`: by its code (the comment
-        Ren'Py writes above each translation), the nearest line among equals; else by its line."""
+        Ren'Py writes above each translation), the nearest line among equals; else by its line, for a
+        block that does not give the code."""
         found = self.by_code.get((file, _code_key(st.code)))
         if found:
-            return min(found, key=lambda e: abs(e[0] - st.line))[1]
+            lines, says = found
+            i = bisect.bisect_left(lines, st.line)
+            near = min((j for j in (i - 1, i) if 0 <= j < len(lines)), key=lambda j: abs(lines[j] - st.line))
+            return says[near]
         return self.by_line.get((file, st.line), [])
 
 
@@ -614,7 +652,7 @@ def translations_of(scripts: Iterable[tuple[str, list[str]]]) -> Translation:
     comment naming the line it translates (`# game/script.rpy:57`) and, inside it, the original
     statement as a comment (`# e "Hello."`) before its translation. A line number goes stale when the
     game's script changes after the translation was made; the original's code does not."""
-    by_code: dict[tuple[str, str], list] = {}
+    by_code: dict[tuple[str, str], list] = {}  # -> [(line, says)], sorted at the end
     by_line: dict[tuple[str, int], list] = {}
     strings: dict[str, str] = {}
     for label, lines in scripts:
@@ -636,15 +674,18 @@ def translations_of(scripts: Iterable[tuple[str, list[str]]]) -> Translation:
                 if t.group(2) not in ("strings", "python", "style") and last_comment is not None:
                     path, line = last_comment
                     origin = (path[5:] if path.startswith("game/") else path, line)
-                    by_line[origin] = said
-                    # the original, commented out just above the first translated statement
                     start = st.line
+                last_comment = None  # each block has its own
                 continue
             if origin is not None:
                 if not said:
+                    # the original, commented out just above the first translated statement; a block
+                    # without it is found by its line alone (which goes stale when the game changes)
                     comments = [c.strip()[1:].strip() for c in lines[start:st.line - 1] if c.strip().startswith("#")]
                     if comments and not _ORIGIN.match("# " + comments[-1]):
                         by_code.setdefault((origin[0], _code_key(comments[-1])), []).append((origin[1], said))
+                    else:
+                        by_line[origin] = said
                 said.append((label, st))
             elif block_indent is not None:  # `old "Yes"` / `new "Oui"` in a strings block
                 word = _WORD.match(st.code)
@@ -654,7 +695,11 @@ def translations_of(scripts: Iterable[tuple[str, list[str]]]) -> Translation:
                 elif found is not None and old is not None:
                     strings[old] = found[0]
                     old = None
-    return Translation(by_code, by_line, strings)
+    ordered = {}
+    for key, entries in by_code.items():
+        entries.sort(key=lambda e: e[0])
+        ordered[key] = ([line for line, _ in entries], [says for _, says in entries])
+    return Translation(ordered, by_line, strings)
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -696,9 +741,21 @@ def _walk(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def _has_scripts(folder: Path) -> bool:
+    """Scripts (.rpy, or compiled ones) right in `folder`."""
+    return any(p.suffix.lower() in (SUFFIX, ".rpyc", ".rpa") and p.is_file() for p in folder.iterdir())
+
+
 def is_game_folder(folder: Path) -> bool:
-    """Whether a folder is a Ren'Py game's: scripts (.rpy, or compiled ones) in it or in its `game/`."""
-    return any(p.is_file() and p.suffix.lower() in (SUFFIX, ".rpyc", ".rpa") for p in _root(folder).iterdir())
+    """Whether a folder is a Ren'Py game's: scripts (.rpy, or compiled ones) in it, or anywhere in its
+    `game/` (a game may keep them all in subfolders, `game/scripts/`)."""
+    try:
+        root = _root(folder)
+        if _has_scripts(root):
+            return True
+        return root.name.lower() == "game" and any(p.suffix.lower() in (SUFFIX, ".rpyc", ".rpa") for p in _walk(root))
+    except OSError:  # a folder that cannot be read is not taken for a game
+        return False
 
 
 def _languages(folder: Path) -> list[str]:
@@ -725,17 +782,22 @@ def _in_game(name: str) -> str:
     return "/".join(parts[len(lowered) - lowered[::-1].index("game"):])  # the last: `Game/game/...`
 
 
-def _zip_scripts(names: list[str]) -> tuple[list[str], bool]:
-    """(a zip's script members, the `game/` folder's alone when it has one, in order of their path there;
-    whether it holds translations, which are left out as the engine's scripts are)."""
+def _zip_scripts(names: list[str]) -> tuple[list[tuple[str, str]], bool]:
+    """(a zip's script members with their paths as in the game's folder, the `game/` folder's alone when it
+    has one, in order of those paths; whether it holds translations, which are left out as the engine's
+    scripts are). A zip of a folder that is not called game (`MyGame/script.rpy`) loses that folder."""
     scripts = [n for n in names if _is_script(n) and not n.endswith("/")]
     games = [n for n in scripts if "game" in [p.lower() for p in n.split("/")[:-1]]]
     if games:
-        scripts = games
-    skipped = [any(part.lower() in _SKIPPED_DIRS or part.startswith(".") for part in _in_game(n).split("/")[:-1])
-               for n in scripts]
-    kept = sorted((n for n, skip in zip(scripts, skipped) if not skip), key=_in_game)
-    return kept, any(skip and "/tl/" in f"/{_in_game(n)}" for n, skip in zip(scripts, skipped))
+        paths = {n: _in_game(n) for n in games}
+    else:
+        tops = {n.split("/")[0] for n in scripts}
+        one = len(tops) == 1 and all("/" in n for n in scripts)
+        paths = {n: n.split("/", 1)[1] if one else n for n in scripts}
+    skipped = {n: any(part.lower() in _SKIPPED_DIRS or part.startswith(".") for part in p.split("/")[:-1])
+               for n, p in paths.items()}
+    kept = sorted(((n, p) for n, p in paths.items() if not skipped[n]), key=lambda e: e[1])
+    return kept, any(skipped[n] and "/tl/" in f"/{p}" for n, p in paths.items())
 
 
 def is_zip_of_scripts(path: Path) -> bool:
@@ -746,13 +808,33 @@ def is_zip_of_scripts(path: Path) -> bool:
         return False
 
 
-def _read_files(files: list[Path], root: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Path]]:
+def _read_files(files: list[Path], root: Path, stats: ReadStats, skip_bad: bool = False
+                ) -> Iterator[tuple[str, list[str], Path]]:
+    """(label, lines, file) of each script; `skip_bad`: one that cannot be read (binary, unreadable) is left
+    out rather than stopping the reading (for the definitions of other scripts)."""
     for p in files:
-        if not p.read_bytes().strip():  # an empty script, which games keep
-            continue
-        check_text_file(p)
-        with open_text(p, stats) as f:
-            yield p.relative_to(root).as_posix(), f.readlines(), p
+        try:
+            if not p.read_bytes().strip():  # an empty script, which games keep
+                continue
+            check_text_file(p)
+            with open_text(p, stats) as f:
+                lines = f.readlines()
+        except OSError as e:
+            if skip_bad:
+                continue
+            raise UserError(f"{p}: cannot read ({e.strerror or e})") from None
+        except UserError:
+            if skip_bad:
+                continue
+            raise
+        yield p.relative_to(root).as_posix(), lines, p
+
+
+def _zip_lines(data: bytes) -> list[str]:
+    """A zip member's lines, decoded as a file's are (UTF-8, else the code page it was written in), split
+    at line ends only (not at the other characters str.splitlines splits at)."""
+    encoding = legacy_encoding(data[:ENCODING_SNIFF]) or "utf-8-sig"
+    return io.StringIO(data.decode(encoding, "surrogateescape"), newline=None).readlines()
 
 
 def _sources(path: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Path | None]]:
@@ -780,18 +862,20 @@ def _sources(path: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Pat
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
-                names, translations = _zip_scripts(z.namelist())
-                if not names:
+                members, translations = _zip_scripts(z.namelist())
+                if not members:
                     raise _compiled_only(path, "a zip of compiled Ren'Py scripts only")
                 if translations:
                     stats.add_note(f"{path}: translations (tl/) not read (unzip it and give a language's folder, "
                                    "game/tl/LANGUAGE, to read one)")
-                for name in names:
+                for name, label in members:
                     try:
                         data = z.read(name)
-                    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+                    except RuntimeError as e:  # encrypted
+                        raise UserError(f"{path}: {name} cannot be read ({e}): zip it again without a password") from None
+                    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as e:
                         raise UserError(f"{path}: {name} is damaged in the zip ({e})") from None
-                    yield _in_game(name), data.decode("utf-8-sig", "surrogateescape").splitlines(), None
+                    yield label, _zip_lines(data), None
         except zipfile.BadZipFile:
             raise UserError(f"{path}: not a readable zip archive (damaged, or not a zip)") from None
         return
@@ -807,7 +891,7 @@ def _game_root(path: Path) -> Path | None:
     (a translation's `game/tl/LANGUAGE` too), else a file's own folder; None for a folder of its own."""
     start = path if path.is_dir() else path.parent
     for p in (start, *start.parents):
-        if p.name.lower() == "game":
+        if p.name.lower() == "game" and (p == start or (p / "tl").is_dir() or _has_scripts(p)):
             return p
         if p.name.lower() == "tl" and p != start:
             return p.parent
@@ -830,7 +914,7 @@ def _definitions(path: Path, read: set, stats: ReadStats) -> list[tuple[str, lis
         return []
     files = _walk(root) if root != path.parent or root.name.lower() == "game" else sorted(root.iterdir())
     others = [p for p in files if _is_script(p.name) and p.is_file() and p.resolve() not in read]
-    return [(label, lines) for label, lines, _ in _read_files(others, root, ReadStats())]
+    return [(label, lines) for label, lines, _ in _read_files(others, root, ReadStats(), skip_bad=True)]
 
 
 def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) -> Iterator[Turn | None]:
@@ -849,9 +933,12 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
     translations = None
     if game is not None:
         translations = translations_of(given)
-        if not translations.by_line:
+        if not translations.by_line and not translations.by_code:
             raise UserError(f"{path}: no translated dialogue (`translate LANGUAGE ID:` blocks after their "
                             "`# game/script.rpy:N` comments, as Ren'Py writes them)")
+        if not others:
+            raise UserError(f"{path}: a translation is read through the game's own scripts, and {game} has no .rpy "
+                            "(compiled scripts only?): decompile them (unrpyc) first")
         scripts, others = others, []  # the game's own scripts, each line read in its translation
     else:
         scripts = given
@@ -867,14 +954,14 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
                            "not read")
     cast = characters([*(list(statements(lines)) for _, lines in others), *(sts for _, sts, _ in parsed)],
                       translations.strings if translations is not None else None)
-    game = Game(translations, _label_bodies(parsed, cast, translations))
+    shared = Game(translations, _label_bodies(parsed, cast, translations))
     said = 0
     for label, sts, n_lines in parsed:
         if translations is None:
             stats.layouts[label] = "renpy"
             stats.lines += n_lines
         yield BREAK
-        for turn in turns_of(sts, cast, label, game):
+        for turn in turns_of(sts, cast, label, shared):
             said += turn is not None
             yield _finish(turn, cast, stats)
     if translations is not None:
@@ -882,16 +969,16 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
             stats.layouts[label] = "renpy"
             stats.lines += len(lines)
         stats.add_note(f"{path}: a translation, read in the order of the game's scripts ({game})"
-                       + (f"; {sum(game.untranslated.values())} line(s) with no translation left out"
-                          if game.untranslated else ""))
+                       + (f"; {sum(shared.untranslated.values())} line(s) with no translation left out"
+                          if shared.untranslated else ""))
     for name, others in cast.varying.items():
         stats.add_note(f"{path}: the story also calls {name} {' or '.join(others)}; {name}, the name declared (or "
                        "given first), is used throughout", hint=True)
-    if game.replayed:
-        stats.add_note(f"{path}: {game.replayed} turn(s) said again, as context only, where a menu choice, "
+    if shared.replayed:
+        stats.add_note(f"{path}: {shared.replayed} turn(s) said again, as context only, where a menu choice, "
                        "an if's branch or a jump's label starts (counted in the turns read)")
-    if game.unknown:
-        shown = ", ".join(f"{v} ({c})" for v, c in game.unknown.most_common(8))
+    if shared.unknown:
+        shown = ", ".join(f"{v} ({c})" for v, c in shared.unknown.most_common(8))
         stats.add_note(f"{path}: Ren'Py speakers whose name the scripts do not give (no Character definition, or "
                        f"one known only at play), named by their variable: {shown}", hint=True)
     if not said:
