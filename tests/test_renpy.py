@@ -418,8 +418,8 @@ def test_the_branches_of_an_if_are_kept_apart_and_a_name_the_story_changes_is_no
         "|", (None, "Ann: Hello."), ("Sakura", "Branch three."), ("Ann", "After if."),
         ("Ann", "No break for branches that say nothing."), "|", ("Sakura", "Side story line."),
     ]
-    assert any("the story also calls Sakura Friend; Sakura, the name declared (or given first), is used "
-               "throughout" in n for n in stats.notes)
+    assert any("the story renames 1 character(s) (Sakura also Friend): each keeps the name declared (or given "
+               "first) throughout" in n for n in stats.notes)
 
 
 def test_a_translations_menu_caption_and_question_are_found(tmp_path):

@@ -971,9 +971,12 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
         stats.add_note(f"{path}: a translation, read in the order of the game's scripts ({game})"
                        + (f"; {sum(shared.untranslated.values())} line(s) with no translation left out"
                           if shared.untranslated else ""))
-    for name, others in cast.varying.items():
-        stats.add_note(f"{path}: the story also calls {name} {' or '.join(others)}; {name}, the name declared (or "
-                       "given first), is used throughout", hint=True)
+    if cast.varying:  # one note: a game may rename a dozen characters
+        shown = "; ".join(f"{name} also {' or '.join(others[:3])}{' or ...' if len(others) > 3 else ''}"
+                          for name, others in list(cast.varying.items())[:4])
+        more = f"; ... +{len(cast.varying) - 4} more" if len(cast.varying) > 4 else ""
+        stats.add_note(f"{path}: the story renames {len(cast.varying)} character(s) ({shown}{more}): each keeps "
+                       "the name declared (or given first) throughout", hint=True)
     if shared.replayed:
         stats.add_note(f"{path}: {shared.replayed} turn(s) said again, as context only, where a menu choice, "
                        "an if's branch or a jump's label starts (counted in the turns read)")
