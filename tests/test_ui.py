@@ -77,10 +77,16 @@ def test_a_slack_zip_is_offered_and_read(logic, webui_root, tmp_path):
              {"id": "U2", "name": "bob", "profile": {"display_name": "Bob"}}]
     with zipfile.ZipFile(folder / "Team Slack export.zip", "w") as z:
         z.writestr("users.json", json.dumps(users))
+        z.writestr("channels.json", json.dumps([{"id": "C1", "name": "general"}]))
         z.writestr("general/2024-05-01.json", json.dumps(day))
     with zipfile.ZipFile(folder / "photos.zip", "w") as z:
         z.writestr("a.txt", "Bob: hi")
     assert logic.raw_files() == ["Team Slack export.zip"]  # another zip is not dialogue
+    # the export unzipped, as many do: offered as its folder
+    with zipfile.ZipFile(folder / "Team Slack export.zip") as z:
+        z.extractall(folder / "Team Slack")
+    assert logic.raw_files() == ["Team Slack", "Team Slack export.zip"]
+    assert logic.scan(None, "Team Slack", "auto") == [("Alice (1 message)", "Alice"), ("Bob (1 message)", "Bob")]
     assert logic.scan(None, "Team Slack export.zip", "auto") == [("Alice (1 message)", "Alice"),
                                                                  ("Bob (1 message)", "Bob")]
     upload = tmp_path / "upload" / "photos.zip"

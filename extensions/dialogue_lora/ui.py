@@ -126,12 +126,13 @@ def _stop(kind: str, idle: str, stopping: str) -> str:
     return stopping
 
 
-def _is_game(folder: Path) -> bool:
-    """A Ren'Py game's folder (scripts in it or in its game/), which the datasets list offers too."""
-    from .sources import renpy
+def _is_folder(folder: Path) -> bool:
+    """A folder the datasets list offers too: a Ren'Py game's (scripts in it or in its game/) or an
+    unzipped Slack export (folders of other chat exports are read by prepare_dataset.py)."""
+    from .sources import renpy, slack
 
     try:
-        return renpy.is_game_folder(folder)
+        return renpy.is_game_folder(folder) or slack.is_export(folder)
     except OSError:  # unreadable: not offered
         return False
 
@@ -320,7 +321,7 @@ class TabLogic:
         d = self.host.dirs().datasets
         if not d.is_dir():
             return []
-        return sorted(p.name for p in d.iterdir() if p.is_file() and _is_dialogue(p) or p.is_dir() and _is_game(p))
+        return sorted(p.name for p in d.iterdir() if p.is_file() and _is_dialogue(p) or p.is_dir() and _is_folder(p))
 
     def input_path(self, upload, picked) -> Path:
         """The dialogue file: an upload (read only, never run) wins over a file picked from the datasets folder."""
@@ -331,7 +332,7 @@ class TabLogic:
             path = folder / picked_name(str(picked), folder, "file name")
         else:
             raise UserError("upload a dialogue file or pick one from the list")
-        if not path.is_file() and not (not upload and path.is_dir() and _is_game(path)):
+        if not path.is_file() and not (not upload and path.is_dir() and _is_folder(path)):
             raise UserError(f"{path}: no such file")
         return path
 
