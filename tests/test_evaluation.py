@@ -245,6 +245,10 @@ def test_samples_of_characters_not_learnt_and_empty_replies_are_left_out_with_a_
     first = evaluate(EvalConfig("tiny-llama", "bob", dataset="alice_first.json", max_samples=2, max_new_tokens=4,
                                 similarity=False, meteor=False))
     assert first["n_samples"] == 2 and {s["reference"] for s in first["samples"]} == {r["output"] for r in bob[:2]}
+    assert "the first 2 of 2 samples that could be scored (--max_samples)" not in first["notes"]
+    assert "the first 1 of 2 samples that could be scored (--max_samples)" in evaluate(
+        EvalConfig("tiny-llama", "bob", dataset="alice_first.json", max_samples=1, max_new_tokens=2, similarity=False,
+                   meteor=False))["notes"]
     (datasets / "alice.json").write_text(json.dumps(alice))
     with pytest.raises(UserError, match=r"alice.json: no sample is for a character the adapter learnt \(Bob\); "
                                         r"they are for Alice \(2\)"):

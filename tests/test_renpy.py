@@ -153,7 +153,9 @@ def test_labels_scenes_and_menu_choices_break_and_other_statements_are_skipped(t
     assert turns(script) == [
         "|", "|", ("Eileen", "One."), "|", ("Eileen", "Two."), ("Eileen", "Where to?"),
         "|", *led, (None, "The park"), ("Eileen", "The park it is."),
-        "|", *led, (None, "Home"), ("Eileen", "After the menu."),
+        "|", *led, (None, "Home"),
+        # past the menu: on from the choice that went on (Home jumped away)
+        "|", *led, (None, "The park"), (None, "Eileen: The park it is."), ("Eileen", "After the menu."),
         # the label that choice jumps to goes on from it
         "|", *led, (None, "Home"), ("Eileen", "Home."),
     ]
@@ -253,7 +255,7 @@ def test_names_known_only_at_play_empty_scripts_and_an_unclosed_string(tmp_path)
         ''')
     write(game / "empty.rpy", "\n")
     stats = ReadStats()
-    assert turns(game, stats) == ["|", "|", ("persistent.player", "I named myself."), ("q", "Random.")]
+    assert turns(game, stats) == ["|", "|", ("p", "I named myself."), ("q", "Random.")]
     assert any(n.startswith("a.rpy:6: a string or bracket never closed") for n in stats.notes)
 
 
@@ -314,8 +316,8 @@ def test_a_translation_is_read_through_the_games_scripts(tmp_path):
     assert any("a translation, read in the order of the game's scripts" in n and "1 line(s) with no translation"
                in n for n in stats.notes)
     samples = iter_renpy_turns(game / "tl" / "french")
-    assert {t.source for t in samples if t is not None and t.speaker} == {"script.rpy:7", "script.rpy:13",
-                                                                            "script.rpy:19"}
+    assert {t.source for t in samples if t is not None and t.speaker} == {
+        "tl/french/script.rpy:7", "tl/french/script.rpy:13", "tl/french/script.rpy:19"}  # named from the game
     with pytest.raises(UserError, match=r"tl: holds a Ren'Py game's translations into 1 language\(s\) \(french\): "
                                         r"give one"):
         detect_source(game / "tl")
@@ -539,3 +541,44 @@ def test_a_line_added_after_the_translation_is_not_given_anothers(tmp_path):
     stats = ReadStats()
     assert [t for t in turns(game / "tl" / "fr", stats) if t != "|"] == [("Eileen", "Bonjour"), ("Eileen", "Au revoir")]
     assert any("1 line(s) with no translation left out" in n for n in stats.notes)
+
+
+def test_what_follows_a_block_goes_on_from_a_branch_that_reaches_it(tmp_path):
+    """A branch that jumps or returns is not the context of what follows the menu or the if."""
+    script = write(tmp_path / "game" / "script.rpy", '''\
+        define m = Character("Mira")
+        define t = Character("Theo")
+        label start:
+            t "Coming?"
+            menu:
+                "Yes.":
+                    t "Great, I'm coming."
+                "No.":
+                    t "Bye then."
+                    return
+            m "So you came along."
+            if rain:
+                m "Take my coat."
+            else:
+                m "Nice day."
+                jump ending
+            t "Thanks."
+        ''')
+    yes = [(None, "Theo: Coming?"), (None, "Yes."), (None, "Theo: Great, I'm coming.")]
+    assert turns(script) == [
+        "|", "|", ("Theo", "Coming?"),
+        "|", (None, "Theo: Coming?"), (None, "Yes."), ("Theo", "Great, I'm coming."),
+        "|", (None, "Theo: Coming?"), (None, "No."), ("Theo", "Bye then."),
+        # "No." returned: past the menu goes on from "Yes."
+        "|", *yes, ("Mira", "So you came along."), ("Mira", "Take my coat."),
+        "|", *yes, (None, "Mira: So you came along."), ("Mira", "Nice day."),
+        # the else jumped away: past the if goes on from its first branch
+        "|", *yes, (None, "Mira: So you came along."), (None, "Mira: Take my coat."), ("Theo", "Thanks."),
+    ]
+
+
+def test_a_label_in_an_earlier_file_starts_with_what_jumps_to_it(tmp_path):
+    game = tmp_path / "game"
+    write(game / "a_later.rpy", 'label later:\n    m "Later."\n')
+    write(game / "script.rpy", 'define m = Character("Mira")\nlabel start:\n    m "First."\n    jump later\n')
+    assert turns(game) == ["|", "|", (None, "Mira: First."), ("Mira", "Later."), "|", "|", ("Mira", "First.")]

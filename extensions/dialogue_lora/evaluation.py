@@ -405,6 +405,7 @@ def _evaluate(
     records, empty = [r for r in records if not _empty_reply(r)], sum(1 for r in records if _empty_reply(r))
     if not records:
         raise UserError(f"{heldout}: every sample's reply is empty: nothing to score")
+    scorable = len(records)
     if cfg.max_samples:  # the first N of those that can be scored
         records = records[: cfg.max_samples]
     name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
@@ -476,6 +477,8 @@ def _evaluate(
                      f"it learnt {', '.join(characters)})")
     if empty:
         notes.append(f"{empty} sample(s) with an empty reply left out: nothing to compare with")
+    if len(records) < scorable:
+        notes.append(f"the first {len(records)} of {scorable} samples that could be scored (--max_samples)")
     if re.fullmatch(rf"{re.escape(CHECKPOINT_PREFIX)}\d+", adapter_path.name):  # the report is written in it
         notes.append(f"{adapter_path.name} is a checkpoint: its folder, and this report in it, go when the run "
                      "saves newer checkpoints or finishes; copy eval.md out to keep it")

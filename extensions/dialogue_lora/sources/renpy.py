@@ -354,10 +354,10 @@ def characters(statement_lists: Iterable[Iterable[Statement]], translated: dict 
         spec = specs[var]
         if spec.dynamic:
             raw = _text_of(spec.name)
-            if raw is None:
+            if raw is None or raw not in strings:  # a name the player types: known only at play
                 guessed.add(var)
                 return var
-            return strings.get(raw, raw)
+            return strings[raw]
         if spec.name is None:
             if spec.kind in specs and spec.kind not in seen:
                 return name_of(spec.kind, seen | {var})
@@ -368,7 +368,8 @@ def characters(statement_lists: Iterable[Iterable[Statement]], translated: dict 
             key = ast.unparse(spec.name)
             if key not in strings:
                 guessed.add(var)
-            return strings.get(key, key)
+                return var
+            return strings[key]
         text = _text_of(spec.name)
         if text is None:
             guessed.add(var)
@@ -463,9 +464,12 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
     translations = game.translations
     pending: Turn | None = None  # the last say, which an `extend` may still add to
     history: list[Turn] = []  # the last turns since the last break: what a branch starts with
-    menus: list[list] = []  # [indent, the turns before its first choice]
-    branches: list[list] = []  # an if's [indent, the turns before it, says read when its branch began]
+    # a menu's [indent, the turns before its first choice, the end of the last choice that went on past it];
+    # an if's [indent, the turns before it, says read when its branch began, the same end]
+    menus: list[list] = []
+    branches: list[list] = []
     n_said = 0  # say statements read so far
+    gone = False  # a jump or return just left: what follows is not reached from here
     parent = ""  # the global label being read: a local label's (`.end`) full name starts with it
     skip_indent = None  # the indent of a block being skipped (a python block, a screen, ...)
     out: list[Turn | None] = []  # what this statement gives, in order
@@ -481,11 +485,24 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
 
     def restart(before: list[Turn]) -> None:
         """A break, then `before` said again as context: where a branch or a label starts."""
-        nonlocal history
+        nonlocal history, gone
         out.append(BREAK)
         game.replayed += len(before)
         out.extend(_as_context(before))
         history = list(before)
+        gone = False
+
+    def branch_ends(entry: list) -> None:
+        """A choice or a branch ends: unless it jumped or returned, what follows the block may go on from it."""
+        flush()
+        if not gone:
+            entry[-1] = history[-_REPLAYED:]
+
+    def leave(entry: list) -> None:
+        """Past a menu or an if: it goes on from its last branch, or, when that one left, from an earlier one
+        that did not (none: what follows is reached from elsewhere)."""
+        if gone and entry[-1] is not None:
+            restart(entry[-1])
 
     for st in sts:
         yield from out
@@ -494,33 +511,34 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
             if st.indent > skip_indent:
                 continue
             skip_indent = None
-        while menus and st.indent <= menus[-1][0]:
-            menus.pop()
         code = st.code
         block = _block(code)
         while branches and (st.indent < branches[-1][0]
                             or st.indent == branches[-1][0] and block not in ("elif", "else")):
-            branches.pop()
+            leave(branches.pop())
+        while menus and st.indent <= menus[-1][0]:
+            leave(menus.pop())
         if code.endswith(":") and block == "if":  # its first branch goes on from what came before (an extend too)
             branches.append([st.indent, (history + ([pending] if pending is not None else []))[-_REPLAYED:],
-                             n_said])
+                             n_said, None])
             continue
         if code.endswith(":") and block in ("elif", "else"):
-            if branches and branches[-1][0] == st.indent and n_said > branches[-1][2]:
-                # the branch before said something: this one does not follow it
-                flush()
-                branches[-1][2] = n_said
-                restart(branches[-1][1])
+            if branches and branches[-1][0] == st.indent:
+                entry = branches[-1]
+                branch_ends(entry)
+                if n_said > entry[2] or gone:  # the branch before said something, or left: this one does not follow it
+                    entry[2] = n_said
+                    restart(entry[1])
             continue
         if code.endswith(":") and block in _SKIPPED_BLOCKS:
             skip_indent = st.indent
         if block in ("label", "scene") or (block == "menu" and code.endswith(":")):
             flush()
             if block == "menu":
-                menus.append([st.indent, None])
+                menus.append([st.indent, None, None])
             elif block == "scene":
                 out.append(BREAK)
-                history = []
+                history, gone = [], False
             else:
                 name = _label_of(code, parent)
                 if not name.startswith(".") and "." not in name:
@@ -529,11 +547,19 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
             continue
         if skip_indent is not None:
             continue
-        if block in ("jump", "call") and len(code.split()) > 1:
+        if block == "return" or block == "jump":  # control leaves: what follows is reached from elsewhere
+            if block == "jump" and len(code.split()) > 1:
+                target = _label_of(code, parent)
+                if target not in game.jumps and code.split()[1] != "expression":  # the first way there
+                    game.jumps[target] = (history + ([pending] if pending is not None else []))[-_REPLAYED:]
+            flush()
+            gone = True
+            continue
+        if block == "call" and len(code.split()) > 1:
             target = _label_of(code, parent)
             if target not in game.jumps and code.split()[1] != "expression":  # the first way there
                 game.jumps[target] = (history + ([pending] if pending is not None else []))[-_REPLAYED:]
-            body = game.called.get(target) if block == "call" else None
+            body = game.called.get(target)
             if body:  # back from the call: what the called label said comes before what follows
                 flush()
                 body = body[-_REPLAYED:]
@@ -547,10 +573,13 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
         if isinstance(said, _Choice):
             # each choice starts afresh (one's lines are never another's context) with what led to the
             # menu, as context only, and the choice the player made
-            flush()
             menu = menus[-1] if menus else None
-            if menu is not None and menu[1] is None:
-                menu[1] = history[-_REPLAYED:]
+            if menu is not None and menu[1] is not None:
+                branch_ends(menu)  # the choice before
+            else:
+                flush()
+                if menu is not None:
+                    menu[1] = history[-_REPLAYED:]
             restart(menu[1] if menu is not None else [])
             choice = Turn(None, cast.translated.get(said.text, said.text), file, st.line)
             out.append(choice)
@@ -565,6 +594,9 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
             if not says:
                 game.untranslated[file] += 1
                 continue
+        if gone:  # reached from elsewhere (a label with no jump found to it, say): no context from here
+            out.append(BREAK)
+            history, gone = [], False
         for where, said in says:
             if said.who == "extend" and pending is not None:
                 pending = pending._replace(text=pending.text + said.texts[0])
@@ -857,7 +889,8 @@ def _sources(path: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Pat
         if (root / "tl").is_dir() and _languages(root / "tl"):
             stats.add_note(f"{root / 'tl'}: translations not read (give a language's folder, game/tl/LANGUAGE, "
                            "to read it)")
-        yield from _read_files(files, root, stats)
+        # a translation's files are named from the game's folder (`tl/french/script.rpy`), as when one is given
+        yield from _read_files(files, _translation_of(path) or root, stats)
         return
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         try:
@@ -954,7 +987,14 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
                            "not read")
     cast = characters([*(list(statements(lines)) for _, lines in others), *(sts for _, sts, _ in parsed)],
                       translations.strings if translations is not None else None)
-    shared = Game(translations, _label_bodies(parsed, cast, translations))
+    called = _label_bodies(parsed, cast, translations)
+    # a first reading for where each label is jumped to from, whichever file comes first
+    ahead = Game(translations, called)
+    for label, sts, _ in parsed:
+        for _ in turns_of(sts, cast, label, ahead):
+            pass
+    shared = Game(translations, called)
+    shared.jumps = ahead.jumps
     said = 0
     for label, sts, n_lines in parsed:
         if translations is None:
