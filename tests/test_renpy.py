@@ -12,7 +12,7 @@ import pytest
 
 from extensions.dialogue_lora.dialogue import ReadStats
 from extensions.dialogue_lora.errors import UserError
-from extensions.dialogue_lora.prepare import PrepareConfig, prepare, scan_speakers
+from extensions.dialogue_lora.prepare import PrepareConfig, prepare, preview, scan_speakers
 from extensions.dialogue_lora.sources import detect_source
 from extensions.dialogue_lora.sources.renpy import characters, iter_renpy_turns, statements
 
@@ -582,3 +582,12 @@ def test_a_label_in_an_earlier_file_starts_with_what_jumps_to_it(tmp_path):
     write(game / "a_later.rpy", 'label later:\n    m "Later."\n')
     write(game / "script.rpy", 'define m = Character("Mira")\nlabel start:\n    m "First."\n    jump later\n')
     assert turns(game) == ["|", "|", (None, "Mira: First."), ("Mira", "Later."), "|", "|", ("Mira", "First.")]
+
+
+def test_a_script_forced_to_be_read_as_text_says_so():
+    with pytest.raises(UserError) as e:  # its statements are no `Name: text` lines: Mira is not found
+        preview(PrepareConfig(names=["Mira"], txtfilename=str(EXAMPLE), source="text"))
+    assert "(note: " in str(e.value) and "a Ren'Py script read as text (--source text)" in str(e.value)
+    _, report = preview(PrepareConfig(names=["*"], txtfilename=str(EXAMPLE), source="text"))
+    assert any("a Ren'Py script read as text (--source text): --source auto or renpy reads its say statements" in n
+               for n in report.notes)

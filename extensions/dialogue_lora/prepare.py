@@ -297,6 +297,9 @@ def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) 
         return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
     if source == "renpy":
         return iter_renpy_turns(cfg.txtfilename, stats)
+    if Path(cfg.txtfilename).suffix.lower() == ".rpy":  # --source text on a script: its statements read as lines
+        stats.add_note(f"{cfg.txtfilename}: a Ren'Py script read as text (--source text): --source auto or renpy "
+                       "reads its say statements", hint=True)
     if Path(cfg.txtfilename).is_dir():
         raise UserError(f"{cfg.txtfilename}: is a folder; only chat exports ({CHAT_EXPORTS}) and Ren'Py games' scripts can be read from a folder (--source)")
     return iter_text_turns(cfg.txtfilename, cfg.layout, stats)
