@@ -181,9 +181,10 @@ def _as_learnt(names: str, learnt: list[str], adapter: str) -> str:
     by_fold = {c.casefold(): c for c in learnt}
     out, unknown = [], []
     for n in (n.strip() for n in names.split(",")):
-        if n and by_fold.get(n.casefold(), n) not in out:
-            out.append(by_fold.get(n.casefold(), n))
-            if n.casefold() not in by_fold:
+        name = by_fold.get(n.casefold(), n)
+        if n and name not in out:
+            out.append(name)
+            if name is n:  # not one it learnt
                 unknown.append(n)
     if unknown:
         print(f"warning: adapter {adapter} learnt {', '.join(learnt)}, not {', '.join(unknown)}: "

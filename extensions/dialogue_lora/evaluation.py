@@ -28,8 +28,8 @@ import math
 import os
 import re
 import time
-from collections import Counter
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -127,7 +127,7 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
                 return c
         if given.is_dir():
             raise UserError(f"held-out file {cfg.dataset!r} is a folder: give a file of samples (-d)")
-        if given.exists() and not given.is_dir():  # `-d /dev/stdin`: read more than once
+        if given.exists():  # `-d /dev/stdin`: read more than once
             raise UserError(f"held-out file {cfg.dataset!r} is not a regular file (a pipe or a device): save the "
                             "samples to a file first (-d)")
         raise UserError(f"held-out file {cfg.dataset!r} not found (looked in ., {dirs.datasets}, {adapter_path})")
@@ -184,10 +184,15 @@ def _own_characters(records: list[dict], characters: list[str], heldout) -> tupl
     learnt = {c.casefold() for c in characters}
     if not learnt:
         return records, Counter()
-    foreign = Counter(r["name"] for r in records if isinstance(r.get("name"), str) and r["name"].casefold() not in learnt)
+
+    def foreign_name(r: dict) -> str | None:
+        name = r.get("name")
+        return name if isinstance(name, str) and name.casefold() not in learnt else None
+
+    foreign = Counter(n for n in map(foreign_name, records) if n is not None)
     if not foreign:
         return records, foreign
-    kept = [r for r in records if not (isinstance(r.get("name"), str) and r["name"].casefold() not in learnt)]
+    kept = [r for r in records if foreign_name(r) is None]
     if not kept:
         who = ", ".join(f"{n} ({c})" for n, c in foreign.most_common())
         raise UserError(f"{heldout}: no sample is for a character the adapter learnt ({', '.join(characters)}); "
@@ -402,7 +407,8 @@ def _evaluate(
         file_sha256(heldout) == params["dataset_sha256"]
     characters = params.get("characters") or []
     records, foreign = _own_characters(records, characters, heldout)
-    records, empty = [r for r in records if not _empty_reply(r)], sum(1 for r in records if _empty_reply(r))
+    kept = [r for r in records if not _empty_reply(r)]
+    records, empty = kept, len(records) - len(kept)
     if not records:
         raise UserError(f"{heldout}: every sample's reply is empty: nothing to score")
     scorable = len(records)

@@ -368,7 +368,7 @@ def _conversations(messages, gap_minutes: float):
     """Split where the gap between two messages exceeds `gap_minutes`; merge runs of one author (up to
     MERGE_CHARS, at message bounds)."""
     gap = gap_minutes * 60
-    conv: list[list] = []  # [turn, n_messages, author, texts, their length joined]
+    conv: list[list] = []  # [turn, author, its messages' texts, their length joined]
     last = None
     for turn, stamp, author in messages:
         if conv and stamp is not None and last is not None and (stamp - last).total_seconds() > gap:
@@ -376,20 +376,20 @@ def _conversations(messages, gap_minutes: float):
             conv = []
         if stamp is not None:
             last = stamp
-        run = conv[-1] if conv and conv[-1][2] == author else None
-        if run is not None and run[4] + 1 + len(turn.text) <= MERGE_CHARS:
-            run[3].append(turn.text)
-            run[4] += 1 + len(turn.text)
-            run[1] += 1
+        run = conv[-1] if conv and conv[-1][1] == author else None
+        if run is not None and run[3] + 1 + len(turn.text) <= MERGE_CHARS:
+            run[2].append(turn.text)
+            run[3] += 1 + len(turn.text)
         else:
-            conv.append([turn, 1, author, [turn.text], len(turn.text)])
+            conv.append([turn, author, [turn.text], len(turn.text)])
     if conv:
         yield _joined(conv)
 
 
 def _joined(conv: list[list]) -> list[list]:
     """[turn, n_messages, author] with each run's texts joined (once: a long run is not copied over and over)."""
-    return [[turn._replace(text=" ".join(texts)) if n > 1 else turn, n, author] for turn, n, author, texts, _ in conv]
+    return [[turn._replace(text=" ".join(texts)) if len(texts) > 1 else turn, len(texts), author]
+            for turn, author, texts, _ in conv]
 
 
 def iter_discord_turns(

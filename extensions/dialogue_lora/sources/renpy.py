@@ -55,6 +55,7 @@ from ..dialogue import (
 from ..errors import UserError
 
 SUFFIX = ".rpy"
+_COMPILED = (".rpyc", ".rpa")  # compiled scripts and archives: a game's, not readable here
 _SKIPPED_DIRS = {"renpy", "tl", "saves", "cache", "__macosx"}  # the engine, translations, a player's files
 
 # Statements that are not say statements although a word and a string may start them (`play music "a.ogg"`)
@@ -122,17 +123,10 @@ def _scan_line(line: str, quote: str | None, depth: int) -> tuple[str, str | Non
     i, n = 0, len(line)
     while i < n:
         if quote is not None:
-            m = _STRING_STOP[quote[0]].search(line, i)
-            if m is None:
+            end = _after_string(line, i, quote)
+            if end is None:
                 return line, quote, depth
-            i = m.start()
-            if line[i] == "\\":
-                i += 2
-            elif line.startswith(quote, i):
-                i += len(quote)
-                quote = None
-            else:  # one quote character of a triple-quoted string
-                i += 1
+            i, quote = end, None
             continue
         m = _CODE_STOP.search(line, i)
         if m is None:
@@ -176,22 +170,28 @@ def statements(lines: Iterable[str], unclosed: list | None = None) -> Iterator[S
         unclosed.append(start)
 
 
+def _after_string(text: str, i: int, quote: str) -> int | None:
+    """The index after the `quote` that closes a string whose text goes on at `i`; None when `text` ends
+    first (the string runs on)."""
+    stop = _STRING_STOP[quote[0]]
+    while True:
+        m = stop.search(text, i)
+        if m is None:
+            return None
+        i = m.start()
+        if text[i] == "\\":
+            i += 2
+        elif text.startswith(quote, i):
+            return i + len(quote)
+        else:  # one quote character inside a triple-quoted string
+            i += 1
+
+
 def _string_end(code: str, i: int) -> tuple[int, str] | None:
     """(index after the string that starts at `i`, its quote), or None when it does not close in `code`."""
     quote = next(q for q in _QUOTES if code.startswith(q, i))
-    stop = _STRING_STOP[quote[0]]
-    j = i + len(quote)
-    while True:
-        m = stop.search(code, j)
-        if m is None:
-            return None
-        j = m.start()
-        if code[j] == "\\":
-            j += 2
-        elif code.startswith(quote, j):
-            return j + len(quote), quote
-        else:  # one quote character inside a triple-quoted string
-            j += 1
+    end = _after_string(code, i + len(quote), quote)
+    return None if end is None else (end, quote)
 
 
 def _unescape(body: str) -> str:
@@ -240,8 +240,7 @@ def _say(st: Statement) -> _Say | _Choice | None:
         rest = code[j:].lstrip()
         second = _read_string(rest, 0) if rest[:1] in _QUOTE_CHARS else None
         if second is not None:  # `"Eileen" "Hello."`
-            literal, (text, k, triple) = text, second
-            rest = rest[k:]
+            literal, (text, _, triple) = text, second
         elif rest.endswith(":") or code.endswith(":"):  # `"Go left" if brave:`, a menu's choice
             return _Choice(text)
     else:
@@ -492,6 +491,17 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
         history = list(before)
         gone = False
 
+    def so_far() -> list[Turn]:
+        """The last turns, the say that an extend may still add to included: what a branch or label starts with."""
+        return (history + ([pending] if pending is not None else []))[-_REPLAYED:]
+
+    def way_to(code: str) -> str:
+        """The label a jump or call goes to, what led to it kept when it is the first way there."""
+        target = _label_of(code, parent)
+        if target not in game.jumps and code.split()[1] != "expression":
+            game.jumps[target] = so_far()
+        return target
+
     def branch_ends(entry: list) -> None:
         """A choice or a branch ends: unless it jumped or returned, what follows the block may go on from it."""
         flush()
@@ -519,8 +529,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
         while menus and st.indent <= menus[-1][0]:
             leave(menus.pop())
         if code.endswith(":") and block == "if":  # its first branch goes on from what came before (an extend too)
-            branches.append([st.indent, (history + ([pending] if pending is not None else []))[-_REPLAYED:],
-                             n_said, None])
+            branches.append([st.indent, so_far(), n_said, None])
             continue
         if code.endswith(":") and block in ("elif", "else"):
             if branches and branches[-1][0] == st.indent:
@@ -549,17 +558,12 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
             continue
         if block == "return" or block == "jump":  # control leaves: what follows is reached from elsewhere
             if block == "jump" and len(code.split()) > 1:
-                target = _label_of(code, parent)
-                if target not in game.jumps and code.split()[1] != "expression":  # the first way there
-                    game.jumps[target] = (history + ([pending] if pending is not None else []))[-_REPLAYED:]
+                way_to(code)
             flush()
             gone = True
             continue
         if block == "call" and len(code.split()) > 1:
-            target = _label_of(code, parent)
-            if target not in game.jumps and code.split()[1] != "expression":  # the first way there
-                game.jumps[target] = (history + ([pending] if pending is not None else []))[-_REPLAYED:]
-            body = game.called.get(target)
+            body = game.called.get(way_to(code))
             if body:  # back from the call: what the called label said comes before what follows
                 flush()
                 body = body[-_REPLAYED:]
@@ -775,7 +779,7 @@ def _walk(root: Path) -> list[Path]:
 
 def _has_scripts(folder: Path) -> bool:
     """Scripts (.rpy, or compiled ones) right in `folder`."""
-    return any(p.suffix.lower() in (SUFFIX, ".rpyc", ".rpa") and p.is_file() for p in folder.iterdir())
+    return any(p.suffix.lower() in (SUFFIX, *_COMPILED) and p.is_file() for p in folder.iterdir())
 
 
 def is_game_folder(folder: Path) -> bool:
@@ -785,7 +789,7 @@ def is_game_folder(folder: Path) -> bool:
         root = _root(folder)
         if _has_scripts(root):
             return True
-        return root.name.lower() == "game" and any(p.suffix.lower() in (SUFFIX, ".rpyc", ".rpa") for p in _walk(root))
+        return root.name.lower() == "game" and any(p.suffix.lower() in (SUFFIX, *_COMPILED) for p in _walk(root))
     except OSError:  # a folder that cannot be read is not taken for a game
         return False
 
@@ -835,7 +839,7 @@ def _zip_scripts(names: list[str]) -> tuple[list[tuple[str, str]], bool]:
 def is_zip_of_scripts(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
-            return any(n.lower().endswith((SUFFIX, ".rpyc", ".rpa")) for n in z.namelist())
+            return any(n.lower().endswith((SUFFIX, *_COMPILED)) for n in z.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
 
@@ -883,7 +887,7 @@ def _sources(path: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Pat
             stats.add_note(f"{path}: the scripts of its game/ folder read")
         files = [p for p in _walk(root) if _is_script(p.name)]
         if not files:
-            if any(p.suffix.lower() in (".rpyc", ".rpa") for p in _walk(root)):
+            if any(p.suffix.lower() in _COMPILED for p in _walk(root)):
                 raise _compiled_only(path, "a game folder with compiled scripts only")
             raise UserError(f"{path}: folder holds no Ren'Py scripts (.rpy)")
         if (root / "tl").is_dir() and _languages(root / "tl"):
@@ -922,12 +926,13 @@ def _sources(path: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Pat
 def _game_root(path: Path) -> Path | None:
     """Where the rest of the game's scripts are, for a file or folder inside it: the `game/` folder above
     (a translation's `game/tl/LANGUAGE` too), else a file's own folder; None for a folder of its own."""
+    game = _translation_of(path)
+    if game is not None:
+        return game
     start = path if path.is_dir() else path.parent
     for p in (start, *start.parents):
         if p.name.lower() == "game" and (p == start or (p / "tl").is_dir() or _has_scripts(p)):
             return p
-        if p.name.lower() == "tl" and p != start:
-            return p.parent
     return None if path.is_dir() else start
 
 
