@@ -607,6 +607,26 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
     assert "value" not in model and "value" not in adapter  # not in the (empty) folders: lists only
 
 
+def test_the_train_form_starts_at_the_loaded_or_only_model(webui_root):
+    """A fresh Train form needs no pick where there is nothing to choose: the model loaded now, else the
+    only one in the folder; with several and none loaded it stays empty (no silent guess)."""
+    dirs = resolve_dirs(webui_root)
+
+    class Loaded(StandaloneHost):
+        model = "tiny-llama"
+
+        def in_use(self):
+            return self.model, []
+
+    assert TabLogic(StandaloneHost({}, dirs)).default_model() == "tiny-llama"  # the only one
+    shutil.copytree(dirs.models / "tiny-llama", dirs.models / "other-llama")
+    assert TabLogic(StandaloneHost({}, dirs)).default_model() is None
+    host = Loaded({}, dirs)
+    assert TabLogic(host).default_model() == "tiny-llama"
+    host.model = "gone-llama"  # loaded from elsewhere: not one the form can list
+    assert TabLogic(host).default_model() is None
+
+
 def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
     """After a reload, *2. Train* shows the run's model, dataset, name and settings (so that Resume after
     a Stop has them); a form being filled in is left alone."""

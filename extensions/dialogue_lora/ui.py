@@ -309,6 +309,15 @@ class TabLogic:
     def models(self) -> list[str]:
         return list_models(self.host.dirs().models)
 
+    def default_model(self) -> str | None:
+        """The base model a fresh Train form starts with: the one loaded now (in the webui, or for chat in
+        the standalone app), else the only one in the models folder; None where that is a choice to make."""
+        models = self.models()
+        loaded = self.host.in_use()[0]
+        if loaded in models:
+            return loaded
+        return models[0] if len(models) == 1 else None
+
     def adapters(self) -> list[str]:
         return list_adapters(self.host.dirs().loras)
 
@@ -820,7 +829,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     with gr.Row():
         # the folders as info, which wraps: in the label a long path was cut off on a narrow page
         model = gr.Dropdown(label="Base model", info=f"in {host.dirs().models}", choices=logic.models(),
-                            value=None)
+                            value=logic.default_model())
         dataset = gr.Dropdown(label="Dataset", info=f"in {host.dirs().datasets}", choices=logic.datasets(),
                               value=None)
         adapter_name = gr.Textbox(label="Adapter name (saved in the loras folder)", value=DEFAULT_ADAPTER_NAME)
@@ -957,7 +966,11 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         model, dataset, name and settings, so that Resume after a Stop has them. Not a finished or failed
         run's (the next run would quietly repeat them), and a form being filled in is left alone."""
         job = jobs.current("train")
-        if job is None or model_v or dataset_v or not (job.running or _resumable(job)):
+        if job is None or not (job.running or _resumable(job)):
+            # no run to show: an empty model field gets the model loaded since the page was built
+            keep = [gr.update()] * (2 + len(setting_inputs))
+            return [gr.update() if model_v else gr.update(value=logic.default_model()), *keep]
+        if model_v or dataset_v:
             return [gr.update()] * (3 + len(setting_inputs))
         c = job.config
         # a number left to its default is None in the config: shown as the 0 that means it, as on a fresh page
