@@ -2,6 +2,7 @@
 """Turn raw dialogue into training samples for one or more characters.
 
     python prepare_dataset.py --name Bob -t examples/dataset.txt
+    python prepare_dataset.py examples/dataset.txt --name Bob          (the same)
     python prepare_dataset.py -n ROMEO -n JULIET -t plays.txt -j romeo_juliet.jsonl --format sharegpt
     python prepare_dataset.py -n Alex -t exports/ --source discord --gap_minutes 30
 
@@ -30,12 +31,22 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
+def _sample_count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # `--dry_run chat.txt`: the optional number took the input
+        raise argparse.ArgumentTypeError(f"takes a number of samples, not {text!r}; give the input before "
+                                         "--dry_run, or as --txtfilename") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
         description="Turn raw dialogue (text, play script, Discord, Telegram, WhatsApp, SillyTavern or Slack chat, "
                     "subtitles, game-dialogue CSV, Ren'Py scripts) into training samples for one or more characters.",
         formatter_class=_Help,
     )
+    p.add_argument("input", nargs="?", default=None, metavar="INPUT",
+                   help="the input, as --txtfilename gives it (one or the other)")
     p.add_argument("--name", "-n", action="append", dest="names", metavar="NAME",
                    help="character to make samples for (case-insensitive); repeat it or comma-separate "
                    "for several; '*' for every speaker (required)")
@@ -76,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--csv_player", default="Player", help="speaker name for the prompt column's lines")
     c.add_argument("--csv_name_prefix", action="store_true", help="start outputs with the speaker ('MaleNord: ...')")
     c.add_argument("--csv_emotion_prefix", action="store_true", help="start outputs with the emotion ('[Happy] ...')")
-    p.add_argument("--dry_run", type=int, nargs="?", const=3, default=None, metavar="N",
+    p.add_argument("--dry_run", type=_sample_count, nargs="?", const=3, default=None, metavar="N",
                    help="write nothing; print the report and the first N samples (default 3)")
     return p
 
@@ -138,6 +149,11 @@ def check_flags_apply(args: argparse.Namespace, parser: argparse.ArgumentParser,
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.input is not None:
+        if args.txtfilename != parser.get_default("txtfilename"):
+            raise UserError(f"the input is given twice ({args.input!r} and --txtfilename {args.txtfilename!r}): "
+                            "give one")
+        args.txtfilename = args.input
     cfg = config_from_args(args)
     if args.dry_run is not None and args.dry_run < 0:
         raise UserError(f"--dry_run must be a number of samples to show, 0 or more, not {args.dry_run}")

@@ -155,6 +155,18 @@ def test_dry_run_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_the_input_may_be_given_alone(tmp_path):
+    """`prepare_dataset.py chat.txt -n Bob` is what most people type first: the same as -t chat.txt."""
+    out = tmp_path / "o.json"
+    r = cli(EXAMPLE, "-n", "Bob", "-j", out)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text(encoding="utf-8"))[0]["source"] == "dataset.txt:2"
+    assert_one_line_error(cli(EXAMPLE, "-t", EXAMPLE, "-n", "Bob", "-j", out), "the input is given twice")
+    assert_one_line_error(cli(EXAMPLE, "more.txt", "-n", "Bob"), "unrecognized arguments: more.txt")
+    # an optional number must not swallow the input silently, nor fail as an unexplained int
+    assert_one_line_error(cli("-n", "Bob", "--dry_run", EXAMPLE), "--dry_run", "give the input before --dry_run")
+
+
 def test_config_validation_names_the_flags():
     with pytest.raises(UserError) as e:
         PrepareConfig(names=[], rounds=-1, format="csv", source="web", gap_minutes=0, jsonfilename="x.txt")
