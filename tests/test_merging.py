@@ -1,0 +1,159 @@
+"""merge_lora.py: an adapter merged into its base gives the adapter's outputs from a plain model folder; what
+is there already (a download, the base, an earlier merge) is never lost."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from extensions.dialogue_lora import merging
+from extensions.dialogue_lora.errors import UserError
+from extensions.dialogue_lora.merging import MERGE_FILE, MergeConfig, merge
+from extensions.dialogue_lora.paths import list_models
+from lora_helpers import one_thread, shared_adapter, subprocess_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def layout(webui_root, tmp_path_factory, tiny_model_dir):
+    adapter = webui_root / "user_data" / "loras" / "bob"
+    shutil.copytree(shared_adapter(tmp_path_factory, tiny_model_dir), adapter)
+    params = json.loads((adapter / "training_parameters.json").read_text(encoding="utf-8"))
+    params["characters"] = ["Bob"]
+    (adapter / "training_parameters.json").write_text(json.dumps(params), encoding="utf-8")
+    return webui_root
+
+
+def _logits(model, tokenizer, text):
+    import torch
+
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    with torch.no_grad():
+        return model(input_ids=ids).logits[0]
+
+
+def test_the_merged_model_answers_as_the_adapter(layout):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from extensions.dialogue_lora.generation import adapter_disabled, load_for_generation
+
+    with one_thread():
+        result = merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+        models = layout / "user_data" / "models"
+        assert result.output_dir == models / "tiny-llama-bob" and not result.replaced
+        assert result.characters == ["Bob"] and result.dtype == "float32"
+        assert list_models(models) == ["tiny-llama", "tiny-llama-bob"]  # offered like any model
+        assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]  # no lock, no temp left
+
+        merged = AutoModelForCausalLM.from_pretrained(str(result.output_dir)).eval()
+        tokenizer = AutoTokenizer.from_pretrained(str(result.output_dir))
+        loaded = load_for_generation("tiny-llama", "bob", device="cpu")
+        text = "Alice: Where is the boat?\nBob:"
+        want = _logits(loaded.model, loaded.tokenizer, text)
+        with adapter_disabled(loaded.model) as base:
+            before = _logits(base, loaded.tokenizer, text)
+        assert (want - before).abs().max() > 1e-2  # the adapter changes the outputs: the check below means something
+        torch.testing.assert_close(_logits(merged, tokenizer, text), want, atol=1e-4, rtol=1e-4)
+
+    record = json.loads((result.output_dir / MERGE_FILE).read_text(encoding="utf-8"))
+    assert record["base_model"] == "tiny-llama" and record["adapter"] == "bob" and record["characters"] == ["Bob"]
+    card = (result.output_dir / "README.md").read_text(encoding="utf-8")
+    assert "Bob:" in card and "convert_hf_to_gguf.py tiny-llama-bob" in card
+    # the tokenizer is the base's, byte for byte
+    base_dir = models / "tiny-llama"
+    assert (result.output_dir / "tokenizer.json").read_bytes() == (base_dir / "tokenizer.json").read_bytes()
+
+
+def test_bf16_halves_the_weights(layout):
+    with one_thread():
+        full = merge(MergeConfig(model_name="tiny-llama", lora_name="bob", output_name="bob-fp32", dtype="fp32"))
+        half = merge(MergeConfig(model_name="tiny-llama", lora_name="bob", output_name="bob-bf16", dtype="bf16"))
+    config = json.loads((half.output_dir / "config.json").read_text(encoding="utf-8"))
+    assert (config.get("dtype") or config.get("torch_dtype")) == "bfloat16"
+    weights = lambda r: sum(f.stat().st_size for f in r.output_dir.glob("*.safetensors"))  # noqa: E731
+    assert weights(half) < 0.6 * weights(full)
+
+
+def test_nothing_there_is_lost(layout, monkeypatch):
+    models = layout / "user_data" / "models"
+    out = models / "tiny-llama-bob"
+    # a model of the user's under that name: never replaced, --overwrite or not
+    shutil.copytree(models / "tiny-llama", out)
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match="no merge wrote .* never replaced"):
+            merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=overwrite))
+    shutil.rmtree(out)
+    with pytest.raises(UserError, match="base model's own folder"):
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob", output_name="tiny-llama", overwrite=True))
+
+    with one_thread():
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+        with pytest.raises(UserError, match="holds an earlier merge: --overwrite"):
+            merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+        (out / "notes.txt").write_text("mine")
+        first = json.loads((out / MERGE_FILE).read_text(encoding="utf-8"))["merged_at"]
+        # a merge killed between its two renames set the earlier one aside: it is put back, not replaced
+        out.rename(models / ".tiny-llama-bob.old-999999")
+        (models / ".tiny-llama-bob.tmp-999999").mkdir()  # and the half-written one goes
+        with pytest.raises(UserError, match="holds an earlier merge"):
+            merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+        assert (out / "notes.txt").read_text() == "mine"
+        assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]
+        assert json.loads((out / MERGE_FILE).read_text(encoding="utf-8"))["merged_at"] == first
+
+        result = merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
+        assert result.replaced and (out / MERGE_FILE).is_file()
+        assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]
+
+    monkeypatch.setattr(merging, "_free_bytes", lambda folder: 1 << 20)
+    with pytest.raises(UserError, match="1 MB free, the merged model needs about"):
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob", output_name="other"))
+    assert not (models / "other").exists()
+
+
+def test_a_failed_write_leaves_no_folder(layout, monkeypatch):
+    from transformers import PreTrainedModel
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
+    with one_thread(), pytest.raises(UserError, match="cannot write the merged model .No space left on device.; "
+                                                      "nothing was written"):
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+    assert sorted(p.name for p in (layout / "user_data" / "models").iterdir()) == ["tiny-llama"]
+
+
+def test_what_cannot_be_merged(layout):
+    loras = layout / "user_data" / "loras"
+    pt = loras / "bob-pt"
+    pt.mkdir()
+    (pt / "adapter_config.json").write_text(json.dumps({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 8}))
+    with pytest.raises(UserError, match="'bob-pt' is prompt tuning, not LoRA"):
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob-pt"))
+    with pytest.raises(UserError) as e:
+        MergeConfig(model_name="", lora_name="bob", dtype="int4", output_name="../up")
+    assert str(e.value).startswith("3 problems") and "--dtype" in str(e.value) and "--output_name" in str(e.value)
+
+
+@pytest.mark.slow
+def test_the_cli(layout):
+    def run(*args):
+        return subprocess.run([sys.executable, str(ROOT / "merge_lora.py"), *args], cwd=layout, capture_output=True,
+                              text=True, timeout=300, env=subprocess_env())
+
+    r = run("-m", "tiny-llama", "-l", "bob", "-o", "Bob model")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("wrote ") and "Bob model" in r.stdout and "speaks as Bob" in r.stdout
+    for args, fragment in ((["-m", "tiny-lama", "-l", "bob"], "did you mean 'tiny-llama'"),
+                           (["-m", "tiny-llama", "-l", "bob", "-o", "Bob model"], "--overwrite"),
+                           (["-m", "tiny-llama", "-l", "bob", "--dtype", "q4"], "--dtype")):
+        r = run(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr, r.stderr
