@@ -567,6 +567,17 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert not (webui_root / "user_data/loras/bob/eval.json").exists()
     assert "Nothing is being evaluated" in logic.stop_evaluation()
 
+    # Use's merge: the adapter written into a model folder, in its own process; refusals before it starts
+    with pytest.raises(UserError, match="pick the base model"):
+        logic.start_merge(None, "bob", "", "auto", False)
+    job = logic.start_merge("tiny-llama", "bob", "", "auto", False)
+    _wait(job)
+    assert job.state == "done", job.log_tail()
+    assert logic.merge_status(job).startswith("Wrote ") and "it speaks as Bob" in logic.merge_status(job)
+    assert logic.models() == ["tiny-llama", "tiny-llama-bob"]
+    with pytest.raises(UserError, match="holds an earlier merge: 'Overwrite' to replace it, or another 'Merged model name'"):
+        logic.start_merge("tiny-llama", "bob", "", "auto", False)
+
 
 def test_chat_trash_icon_forgets_the_turns(tmp_path, monkeypatch):
     """The chatbot's own trash icon empties the view; it must also empty the turns the next prompt is built
@@ -599,7 +610,8 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
     app = build_app(Loaded(params))
     params.update(character_chat=True, stop_at_newline=False, character="Bob", rounds=3)  # set after the build
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "4. Use")
-    on_select = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]]
+    on_select = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]
+                 and app.fns[d["id"]].fn.__name__ == "use_view"]
     assert len(on_select) == 1
     model, adapter, status, chat, newline, name, rounds = app.fns[on_select[0]["id"]].fn()
     assert (chat, newline, name, rounds) == (True, False, "Bob", 3)
@@ -666,13 +678,15 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
     from extensions.dialogue_lora.standalone import build_app
 
     app = build_app(StandaloneHost({}))
-    for label, streaming in (("2. Train", "on_watch"), ("3. Evaluate", "on_watch_evaluation")):
+    for label, streaming in (("2. Train", "on_watch"), ("3. Evaluate", "on_watch_evaluation"),
+                             ("4. Use", "on_watch_merge")):
         tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == label)
         deps = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]]
         names = [app.fns[d["id"]].fn.__name__ for d in deps]
         assert len(names) >= 2 and names[-1] == streaming, names
+        if label == "3. Evaluate":
+            dep = deps[-1]
     monkeypatch.setattr(jobs, "current", lambda kind: None)
-    dep = deps[-1]
     rows = list(app.fns[dep["id"]].fn(None, None))
     assert rows and all(len(row) == len(dep["outputs"]) == 7 for row in rows)
 

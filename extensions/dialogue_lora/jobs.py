@@ -1,4 +1,4 @@
-"""Long jobs (training, evaluation) in a separate Python process, watched through a progress file.
+"""Long jobs (training, evaluation, merging) in a separate Python process, watched through a progress file.
 
 The tab must survive whatever the job does: an out-of-memory error, a crash in a CUDA kernel, a killed
 process. So the job runs in its own interpreter (`worker.py`, imported by path from this folder, so it
@@ -170,7 +170,7 @@ def start(kind: str, config: dict, cwd: str | os.PathLike | None = None) -> Job:
     with _lock:
         current = _jobs.get(kind)
         if current is not None and current.running:
-            what = {"train": "a training run", "evaluate": "an evaluation"}.get(kind, f"a {kind} job")
+            what = {"train": "a training run", "evaluate": "an evaluation", "merge": "a merge"}.get(kind, f"a {kind} job")
             raise UserError(f"{what} is already running: stop it or wait for it to finish")
         job = Job(kind, config, cwd)
         _jobs[kind] = job

@@ -70,7 +70,9 @@ _TAB_WORDS = {"resume": "Resume", "overwrite": "Overwrite", "lora_name": "Adapte
               # Prepare and Evaluate
               "gap_minutes": "New conversation after a gap", "jsonfilename": "Save as", "txtfilename": "the file",
               "rounds": "Context turns", "format": "Format", "source": "Source", "max_samples": "Max samples",
-              "csv_speaker_column": "Speaker column", "csv_text_column": "Text column"}
+              "csv_speaker_column": "Speaker column", "csv_text_column": "Text column",
+              # Use's merge
+              "output_name": "Merged model name", "dtype": "Weights"}
 _FLAG = re.compile(r"--([a-z_0-9]+)")
 # The scripts a message sends the user to, as the sections that do the same.
 _TAB_PLACES = {"lora_finetune.py -d": "*2. Train*", "prepare_dataset.py": "*1. Prepare*", "lora_finetune.py": "*2. Train*"}
@@ -537,6 +539,36 @@ class TabLogic:
         status = f"{result.get('n_replies', len(samples))} replies from {result.get('heldout_file')}; report in " \
                  f"{end.get('eval_md')}" + (f"\n\n{notes}" if notes else "")
         return metrics, samples, status
+
+    # -- Merge (in 4. Use) ------------------------------------------------------------------------
+    def start_merge(self, model, adapter, name, dtype, overwrite) -> jobs.Job:
+        """A merge in its own process (it loads the whole base model); its refusals come first, here."""
+        from .merging import MergeConfig, plan
+
+        dirs = self.host.dirs()
+        if not adapter:
+            raise UserError("pick the adapter to merge")
+        if not model:
+            raise UserError("pick the base model to merge it into (the one it was trained on)")
+        config = {"model_name": str(model), "lora_name": picked_name(adapter, dirs.loras, "adapter name"),
+                  "output_name": (name or "").strip() or None, "dtype": dtype or "auto", "overwrite": bool(overwrite),
+                  "model_dir": str(dirs.models), "lora_dir": str(dirs.loras)}
+        try:
+            plan(MergeConfig(**config))
+        except UserError as e:
+            raise UserError(tab_words(str(e))) from None
+        return jobs.start("merge", config)
+
+    @staticmethod
+    def merge_status(job: jobs.Job) -> str:
+        if job.state == "running":
+            said = (job.last("log") or {}).get("message") or "starting ..."
+            return f"Merging: {said}"
+        if job.state == "done":
+            return (job.last("end") or {}).get("message") or "Merged."
+        if job.state == "stopped":
+            return "Merge stopped: nothing was written."
+        return f"⚠️ Merge failed: {tab_words(job.error() or 'unknown error')}"
 
     # -- Use -------------------------------------------------------------------------------------
     def _recorded(self, adapter: str | None) -> tuple[Path, dict] | None:
@@ -1054,6 +1086,52 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     return SimpleNamespace(adapter=ev_adapter)
 
 
+def _merge_part(gr, logic: TabLogic, use_adapter, use_tab) -> None:
+    """In 4. Use: the adapter picked above merged into a model folder (merge_lora.py), in its own process."""
+    with gr.Accordion("Merge into a model (for llama.cpp / GGUF and loaders without adapters)", open=False):
+        gr.Markdown("Writes the adapter picked above into a copy of its base model, a new folder in the models "
+                    "folder: load it with any loader, or convert it to GGUF with llama.cpp's "
+                    "`convert_hf_to_gguf.py`. The base model is loaded whole in memory, on the CPU.")
+        with gr.Row():
+            merge_model = gr.Dropdown(label="Base model (the adapter's)", choices=logic.models(), value=None)
+            merge_name = gr.Textbox(label="Merged model name", placeholder="MODEL-ADAPTER")
+            merge_dtype = gr.Dropdown(label="Weights", choices=["auto", "bf16", "fp16", "fp32"], value="auto")
+            merge_overwrite = gr.Checkbox(label="Overwrite (an earlier merge of that name)", value=False)
+        merge_btn = gr.Button("Merge")
+        merge_status = gr.Markdown()
+
+    def follow_merge(job):
+        while job.running:
+            job.poll()
+            yield logic.merge_status(job)
+            time.sleep(POLL_SECONDS)
+        job.poll()
+        yield logic.merge_status(job)
+
+    def on_merge(model_v, adapter_v, name_v, dtype_v, overwrite_v):
+        try:
+            job = logic.start_merge(model_v, adapter_v, name_v, dtype_v, overwrite_v)
+        except EXPECTED as e:
+            yield _error_text(e)
+            return
+        yield from follow_merge(job)
+
+    def on_watch_merge():
+        job = jobs.current("merge")
+        if job is None:
+            yield gr.update()
+            return
+        yield from follow_merge(job)
+
+    merge_btn.click(on_merge, [merge_model, use_adapter, merge_name, merge_dtype, merge_overwrite], merge_status,
+                    concurrency_limit=None)
+    # the adapter's own base model, when the field is empty
+    use_adapter.input(lambda a, m: gr.update() if m else (logic.base_of(a) or gr.update()), [use_adapter, merge_model],
+                      merge_model)
+    use_tab.select(lambda: dd_update(logic.models()), None, merge_model)
+    use_tab.select(on_watch_merge, None, merge_status, trigger_mode="once", concurrency_limit=None)
+
+
 def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     """4. Use: an adapter applied (webui) or loaded with its base (standalone), the chat switches, a quick test."""
     params = host.params
@@ -1128,4 +1206,5 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
 
     test_btn.click(on_test, [test_in, char_name, user_name, use_rounds], test_out)
     test_in.submit(on_test, [test_in, char_name, user_name, use_rounds], test_out)
+    _merge_part(gr, logic, use_adapter, use_tab)
     return SimpleNamespace(adapter=use_adapter, char_name=char_name, user_name=user_name, rounds=use_rounds)

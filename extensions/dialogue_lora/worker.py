@@ -54,7 +54,17 @@ def run_evaluate(config: dict, report: ProgressWriter, should_stop) -> dict:
     return {"status": "done", "eval_json": str(written["json"]), "eval_md": str(written["markdown"])}
 
 
-KINDS = {"train": run_train, "evaluate": run_evaluate}
+def run_merge(config: dict, report: ProgressWriter, should_stop) -> dict:
+    from .merging import MergeConfig, merge
+
+    result = merge(MergeConfig(**config), log=lambda message: report({"event": "log", "message": message}))
+    chars = f"; it speaks as {', '.join(result.characters)}" if result.characters else ""
+    verb = "Replaced" if result.replaced else "Wrote"
+    return {"status": "done", "output_dir": str(result.output_dir),
+            "message": f"{verb} {result.output_dir} ({result.size_bytes / 2**20:,.0f} MB, {result.dtype}){chars}."}
+
+
+KINDS = {"train": run_train, "evaluate": run_evaluate, "merge": run_merge}
 
 
 def _watch_app() -> threading.Event:
