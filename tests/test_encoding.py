@@ -26,6 +26,9 @@ class CharTokenizer:
             ids = ([self.bos] if self.bos is not None else []) + ids + ([2] if self.eos_after else [])
         return ids
 
+    def decode(self, ids):
+        return "".join(" " if i == 0x2581 else chr(i) for i in ids if i > 2)
+
 
 class SentencePieceLike(CharTokenizer):
     """Adds a word boundary token (0x2581, '▁') before every encoded text, as Llama-2's tokenizer does."""
@@ -66,11 +69,13 @@ def test_sharegpt_record_golden():
 
 
 def test_cut_oldest_context_keeps_bos_and_completion():
-    rec = {"input": "A: hello\nB:", "output": "yo"}  # 1 + 11 + 4 = 16 tokens
+    rec = {"input": "A: hi\nA: hello\nB:", "output": "yo"}  # 1 + 17 + 4 = 22 tokens
+    enc = encoding.encode_record(rec, CharTokenizer(), cutoff_len=16)
+    assert enc["input_ids"] == [BOS] + c("A: hello\nB:") + c(" yo\n")  # the oldest line goes, whole
+    assert enc["labels"] == [X] * 12 + c(" yo\n")
+    # a line that does not fit whole goes whole: no "lo" left of "A: hello"
     enc = encoding.encode_record(rec, CharTokenizer(), cutoff_len=10)
-    assert enc["input_ids"] == [BOS] + c("lo\nB:") + c(" yo\n")
-    assert enc["labels"] == [X] * 6 + c(" yo\n")
-    assert len(enc["input_ids"]) == 10
+    assert enc["input_ids"] == [BOS] + c("B:") + c(" yo\n")
 
 
 def test_cut_alpaca_sample_keeps_its_instruction_line():
@@ -78,25 +83,32 @@ def test_cut_alpaca_sample_keeps_its_instruction_line():
     dialogue instead (it was the first thing cut)."""
     rec = {"instruction": "Be B.", "input": "A: hello there\nB:", "output": "yo"}  # 1 + 6 + 17 + 4 = 28 tokens
     enc = encoding.encode_record(rec, CharTokenizer(), cutoff_len=20)
-    assert enc["input_ids"] == [BOS] + c("Be B.\n") + c(" there\nB:") + c(" yo\n")
-    assert enc["labels"] == [X] * 16 + c(" yo\n")
+    assert enc["input_ids"] == [BOS] + c("Be B.\n") + c("B:") + c(" yo\n")
+    assert enc["labels"] == [X] * 9 + c(" yo\n")
     # when the instruction and the reply alone do not fit, the reply wins (the instruction is cut as before)
     enc = encoding.encode_record(rec, CharTokenizer(), cutoff_len=8)
-    assert enc["input_ids"] == [BOS] + c("\nB:") + c(" yo\n")
+    assert enc["input_ids"] == [BOS] + c("B:") + c(" yo\n")
 
 
 def test_cut_drops_older_completions_before_the_last():
     segs = [("U:", False), (" x\n", True), ("B:", False), (" y\n", True)]
     enc = encoding.encode_segments(segs, CharTokenizer(), 7)
-    assert enc["input_ids"] == [BOS] + c("\nB:") + c(" y\n")
-    assert enc["labels"] == [X, 10, X, X] + c(" y\n")  # the end of an older completion may stay as a target
+    assert enc["input_ids"] == [BOS] + c("B:") + c(" y\n")
+    assert enc["labels"] == [X, X, X] + c(" y\n")  # no end of an older completion left as a target
+    # a sample cut inside an older reply (sharegpt at cutoff 256): the reply's line goes whole
+    segs = [("U: a\nB:", False), (" arr by the town\n", True), ("U: b\nB:", False), (" y\n", True)]
+    enc = encoding.encode_segments(segs, CharTokenizer(), 20)
+    assert enc["input_ids"] == [BOS] + c("U: b\nB:") + c(" y\n")
+    assert enc["labels"] == [X] * 8 + c(" y\n")
 
 
 def test_completion_that_does_not_fit_is_dropped():
     rec = {"input": "A:", "output": "a long reply"}
     assert encoding.encode_record(rec, CharTokenizer(), cutoff_len=10) is None
-    # exactly fitting: BOS + 14 completion tokens
-    assert encoding.encode_record(rec, CharTokenizer(), cutoff_len=15)["input_ids"] == [BOS] + c(" a long reply\n")
+    # the reply without its cue is not trained either (it would follow BOS with nobody's turn)
+    assert encoding.encode_record(rec, CharTokenizer(), cutoff_len=15) is None
+    # exactly fitting: BOS + the cue + 14 completion tokens
+    assert encoding.encode_record(rec, CharTokenizer(), cutoff_len=17)["input_ids"] == [BOS] + c("A: a long reply\n")
 
 
 def test_encode_records_counts_dropped():

@@ -6,9 +6,9 @@ boundary between prompt and completion is exact and the prompt is tokenised just
 the prompt is encoded on its own and the reply generated after it). Labels are the token ids on
 trainable pieces (completions, trailing newline included) and -100 (ignored by the loss) elsewhere.
 
-A sample longer than `cutoff_len` loses its oldest context tokens (the special prefix is kept, and an alpaca
-sample's instruction line); the last completion is never cut: when it alone does not fit, the sample is
-dropped (None).
+A sample longer than `cutoff_len` loses its oldest context lines, whole (the special prefix is kept, and an
+alpaca sample's instruction line); the last completion and its cue line (`Bob:`) are never cut: when they
+alone do not fit, the sample is dropped (None).
 
 Training and evaluation (perplexity of reference completions) both encode through here.
 """
@@ -82,8 +82,9 @@ def encode_segments(segments: Sequence[tuple[str, bool]], tokenizer, cutoff_len:
     """{"input_ids": [...], "labels": [...]} for (text, trainable) segments, or None if it cannot fit.
 
     labels[i] == input_ids[i] on trainable pieces and IGNORE_INDEX (-100) elsewhere (the model shifts
-    labels itself). Longer than `cutoff_len`: the oldest tokens after the special prefix are cut; the
-    last trainable piece (and anything after it) is never cut, so None when it does not fit.
+    labels itself). Longer than `cutoff_len`: the oldest lines after the special prefix are cut, whole
+    (a line ends at a token whose text ends with a newline); the last trainable piece, the line it
+    completes and anything after it are never cut, so None when they do not fit.
     `pinned_text`, the start of the first piece (an alpaca sample's instruction line), is kept too: the
     oldest dialogue goes first, as a chat prompt, which always has the instruction, would have it.
     """
@@ -108,10 +109,38 @@ def encode_segments(segments: Sequence[tuple[str, bool]], tokenizer, cutoff_len:
         return None
     excess = len(input_ids) - cutoff_len
     if excess > 0:
+        # the last reply keeps its cue line (`Bob:`): a reply trained straight after BOS teaches nothing
+        # about whose turn it is
+        keep_from = _line_start(tokenizer, input_ids, len(prefix), keep_from)
+        tail = len(input_ids) - keep_from
+        if len(prefix) + tail > cutoff_len:
+            return None
         start = len(prefix) + _pinned(tokenizer, pinned_text, ids[0], cutoff_len - len(prefix) - tail)
-        del input_ids[start : start + excess]
-        del labels[start : start + excess]
+        # and the cut ends at a line's start: no fragment of an older line (a reply's end, still a target,
+        # or a speaker's words without their name) is left at the top
+        end = _next_line_start(tokenizer, input_ids, start + excess, keep_from)
+        del input_ids[start:end]
+        del labels[start:end]
     return {"input_ids": input_ids, "labels": labels}
+
+
+def _ends_line(tokenizer, token_id: int) -> bool:
+    decode = getattr(tokenizer, "decode", None)
+    return decode is not None and decode([token_id]).endswith("\n")
+
+
+def _line_start(tokenizer, ids: list[int], lowest: int, pos: int) -> int:
+    """The start of the line that position `pos` is on (not before `lowest`)."""
+    while pos > lowest and not _ends_line(tokenizer, ids[pos - 1]):
+        pos -= 1
+    return pos
+
+
+def _next_line_start(tokenizer, ids: list[int], pos: int, highest: int) -> int:
+    """The first line start at or after `pos` (at most `highest`, itself a line start)."""
+    while pos < highest and not _ends_line(tokenizer, ids[pos - 1]):
+        pos += 1
+    return pos
 
 
 def _pinned(tokenizer, text: str, first: list[int], room: int) -> int:
