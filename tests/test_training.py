@@ -471,6 +471,12 @@ def test_resume_past_max_steps_is_refused(env):
     assert {p.stat().st_mode & 0o777 for p in ckpt.iterdir()} == {0o666 & ~umask}  # not safetensors' 0600
     with pytest.raises(UserError, match="checkpoint-3 is already past --max_steps 2: nothing is left to train"):
         train(make_cfg(env, max_steps=2, resume=True, **common))
+    # the process count sets an epoch's steps: resumed on two processes, the run looped without a step
+    monkeypatch = pytest.MonkeyPatch()
+    with monkeypatch.context() as m:
+        m.setenv("WORLD_SIZE", "2")
+        with pytest.raises(UserError, match=r"it ran as 1 process\(es\), now 2: resume with as many"):
+            train(make_cfg(env, max_steps=6, resume=True, **common))
     assert train(make_cfg(env, max_steps=4, resume=True, **common)).step == 4
 
 
@@ -486,8 +492,15 @@ def test_overwrite_never_replaces_a_model_and_keeps_the_users_files(env):
     (out / "mydata").mkdir()
     (out / "mydata" / "lines.txt").write_text("Bob: hi")
     (out / "eval.md").write_text("the old adapter's report")  # about the replaced adapter: goes with it
-    train(make_cfg(env, lora_name="noted", max_steps=2, val_ratio=0, overwrite=True))
+    (out / "checkpoint-best").mkdir()  # a checkpoint copied aside by hand: the user's, not a run's
+    (out / "checkpoint-best" / "why.txt").write_text("lowest loss")
+    # stopped after its first checkpoint, which is when the replaced run's checkpoints are deleted
+    assert train(make_cfg(env, lora_name="noted", max_steps=2, val_ratio=0, overwrite=True),
+                 should_stop=_stop_from_call(2)).stopped
+    assert (out / "checkpoint-best" / "why.txt").is_file() and (out / "checkpoint-1").is_dir()
+    train(make_cfg(env, lora_name="noted", max_steps=2, val_ratio=0, resume=True))
     assert (out / "notes.txt").read_text() == "what I tried" and (out / "mydata" / "lines.txt").is_file()
+    assert (out / "checkpoint-best" / "why.txt").read_text() == "lowest loss"
     assert json.loads((out / "training_parameters.json").read_text())["steps"] == 2 and not (out / "eval.md").exists()
     # a folder no run wrote (no adapter, no checkpoint): files named like a run's are the user's, never replaced
     mine = env / "loras" / "project"
@@ -830,3 +843,44 @@ def test_a_changed_rank_says_the_alpha_followed_it():
     assert "--lora_rank was 16, now 8; --lora_alpha was 32, now 16 (twice --lora_rank when not given)" in why
     why = _resume_mismatch(Path("loras/x/checkpoint-7"), before, dict(before, lora_alpha=24))  # given: as it is
     assert why.endswith("--lora_alpha was 32, now 24. Resume with its settings, or train anew with --overwrite")
+
+
+def test_memory_running_out_is_one_line_on_the_cpu_too(env, monkeypatch):
+    """torch's CPU allocator raises a plain RuntimeError, not OutOfMemoryError: it was a traceback."""
+    from extensions.dialogue_lora import training
+
+    cpu_oom = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 40000000000000 bytes. Error code 12")
+
+    def fail(error):
+        def raising(*args, **kwargs):
+            raise error
+        return raising
+
+    monkeypatch.setattr(training, "_train", fail(cpu_oom))
+    with pytest.raises(UserError, match="out of memory on cpu: try --load_in_4bit, a smaller --batch_size"):
+        train(make_cfg(env, lora_name="oom", max_steps=1, device="cpu"))
+    monkeypatch.setattr(training, "_train", fail(RuntimeError("a bug, not memory")))
+    with pytest.raises(RuntimeError, match="a bug, not memory"):  # a bug keeps its traceback
+        train(make_cfg(env, lora_name="oom", max_steps=1, device="cpu"))
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fail(cpu_oom))
+    with pytest.raises(UserError, match="out of memory loading .*tiny: try --load_in_4bit"):
+        modeling.load_base(env / "models" / "tiny", device="cpu")
+
+
+def test_a_linked_adapter_folder_is_refused_before_training(env, tmp_path):
+    """The final save swaps folders by renames: a link would be replaced by a folder, and from another disk
+    the user's files could not follow (the finished adapter was left in a hidden folder)."""
+    target = tmp_path / "elsewhere" / "bob"
+    target.mkdir(parents=True)
+    (target / "notes.txt").write_text("mine")
+    link = env / "loras" / "linked"
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+    for kw in ({}, {"overwrite": True}):
+        with pytest.raises(UserError, match=r"linked is a symbolic link to .*elsewhere/bob: train into that folder "
+                                            r"itself \(--lora_dir .*elsewhere --lora_name bob\)"):
+            train(make_cfg(env, lora_name="linked", max_steps=1, **kw))
+    assert link.is_symlink() and (target / "notes.txt").read_text() == "mine"

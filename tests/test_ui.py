@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -417,12 +418,20 @@ print(job.progress_path, flush=True)
 while not any(e.get("event") == "step" for e in job.poll() + job.events):
     assert job.running, job.log_tail()
     time.sleep(0.2)
+if sys.argv[2] == "ctrl_c":
+    print("training", flush=True)
+    time.sleep(600)
 """  # and the app ends, as the webui does when it is closed, without stopping the run
 
 
 @pytest.mark.slow
-def test_a_run_whose_app_exits_saves_a_checkpoint_and_ends(logic, webui_root):
-    """No orphan training on after the webui closes, out of reach of any Stop button: it checkpoints."""
+@pytest.mark.parametrize("how", ["exits", pytest.param("ctrl_c", marks=pytest.mark.skipif(
+    os.name == "nt", reason="a terminal's Ctrl+C reaches a process group: POSIX's"))])
+def test_a_run_whose_app_exits_saves_a_checkpoint_and_ends(logic, webui_root, how):
+    """No orphan training on after the webui closes, out of reach of any Stop button: it checkpoints. Also
+    when the webui is stopped by Ctrl+C in its terminal, which signals the terminal's whole process group:
+    the run, in a session of its own, is not killed mid-step but sees its app gone and checkpoints."""
+    import signal
     import subprocess
     import sys
 
@@ -431,10 +440,19 @@ def test_a_run_whose_app_exits_saves_a_checkpoint_and_ends(logic, webui_root):
               "lora_name": "orphan", "model_dir": str(webui_root / "user_data/models"),
               "lora_dir": str(webui_root / "user_data/loras"), "max_steps": 100_000, "learning_rate": 0.01,
               "val_ratio": 0.0}
-    app = subprocess.run([sys.executable, "-c", _APP_THAT_EXITS, json.dumps(config)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=240)
-    assert app.returncode == 0, app.stderr[-2000:]
-    progress = Path(app.stdout.strip())
+    cmd = [sys.executable, "-c", _APP_THAT_EXITS, json.dumps(config), how]
+    if how == "exits":
+        app = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=240)
+        assert app.returncode == 0, app.stderr[-2000:]
+        out = app.stdout
+    else:  # the app leads its own process group, as a shell makes a command it starts
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                start_new_session=True)
+        out = proc.stdout.readline()
+        assert proc.stdout.readline() == "training\n", proc.stderr.read()[-2000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) != 0  # the app itself dies of it
+    progress = Path(out.strip())
     deadline = time.time() + 120
     while True:
         events = [json.loads(line) for line in progress.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -112,6 +112,22 @@ def _clear_stale_temps(path: Path) -> None:
                 os.unlink(entry.path)
 
 
+def sync_folder(folder: Path, files: bool = True) -> None:
+    """Flush a folder's files (unless `files` is False) and its entries to the disk: before it is renamed
+    into place, so that after a power loss a folder marked complete holds the weights it names; and the
+    folder holding it after the rename, before what it replaces is deleted."""
+    for f in folder.iterdir() if files else ():
+        if f.is_file() and not f.is_symlink():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+    with contextlib.suppress(OSError):  # Windows cannot open a folder; its renames are flushed with it
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def remove_empty(folders: list[Path]) -> None:
     for folder in reversed(folders):
         with contextlib.suppress(OSError):  # not empty (someone else wrote there) or already gone

@@ -60,11 +60,16 @@ class Job:
         with open(self.log_path, "wb") as log:
             # stdin: a pipe this process never writes to and holds open while it lives; when it ends (the
             # webui closed, crashed or was killed) the OS closes it and the worker, reading it, sees the end
+            # and its own session (process group on Windows): Ctrl+C in the webui's terminal signals the
+            # terminal's whole group, which would kill the run mid-step with nothing saved; left out of it,
+            # the run sees the webui go (the pipe) and saves a checkpoint first
+            group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
+                     else {"start_new_session": True})
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(PACKAGE_DIR), kind, str(self.config_path),
                  str(self.progress_path), str(self.stop_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
-                cwd=str(cwd) if cwd else None, env=env,
+                cwd=str(cwd) if cwd else None, env=env, **group,
             )
 
     # -- reading progress ------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError, brief, join_problems
-from .fileio import atomic_write_json, atomic_write_text, default_file_mode, held_lock, nearest_existing
+from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, held_lock, nearest_existing,
+                     sync_folder)
 from .paths import check_name, resolve_adapter, resolve_dirs, resolve_model
 
 MERGE_FILE = "dialogue_lora_merge.json"
@@ -188,11 +189,13 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
             record = _record(p)
             atomic_write_text(tmp / "README.md", model_card(record, p.out.name))
             atomic_write_json(tmp / MERGE_FILE, record)  # last: a folder without it is not a finished merge
+            sync_folder(tmp)
         replaced = p.out.exists()
         if replaced:
             old = root / f".{p.out.name}.old-{os.getpid()}"
             os.replace(p.out, old)
             os.replace(tmp, p.out)
+            sync_folder(root, files=False)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, p.out)
@@ -204,13 +207,15 @@ def _merged_model(p: _Plan):
     import torch
 
     from .generation import apply_adapter
-    from .modeling import load_base, oom_error_types
+    from .modeling import load_base, out_of_memory
 
     base, _ = load_base(p.model_path, device="cpu", dtype=getattr(torch, p.dtype))
     model = apply_adapter(base, p.adapter_path, p.model_path)
     try:
         merged = model.merge_and_unload()
-    except oom_error_types():
+    except (RuntimeError, MemoryError) as e:
+        if not out_of_memory(e):
+            raise
         raise UserError(f"out of memory merging {p.adapter_path.name} into {p.model_path.name}: the base model "
                         f"is loaded whole in {p.dtype}; close other programs or merge on a machine with more "
                         "memory") from None

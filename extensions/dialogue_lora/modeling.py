@@ -267,6 +267,15 @@ def oom_error_types() -> tuple:
     return tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether an error is memory running out: a GPU's OutOfMemoryError, Python's MemoryError, or torch's
+    CPU allocator failing (a plain RuntimeError there). Catch (RuntimeError, MemoryError), then ask this."""
+    if isinstance(error, (MemoryError, *oom_error_types())):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("DefaultCPUAllocator" in text or "can't allocate memory" in text)
+
+
 def damaged_file_types() -> tuple:
     """What reading a truncated or corrupt weights, state or JSON file raises (never out of memory)."""
     import pickle
@@ -345,7 +354,9 @@ def load_base(
         kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
-    except oom_error_types():
+    except (RuntimeError, MemoryError) as e:
+        if not out_of_memory(e):
+            raise
         raise UserError(
             f"out of memory loading {model_path}: try --load_in_4bit (or --load_in_8bit), "
             "or a smaller model"

@@ -41,7 +41,7 @@ from . import batching, encoding, fused_lora, last_layer, modeling, paths, varle
 from . import prompt as prompt_mod
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, file_sha256, held_lock, load_records,
-                     missing_parents, nearest_existing, remove_empty, write_records)
+                     missing_parents, nearest_existing, remove_empty, sync_folder, write_records)
 
 METHODS = ("lora", "prompt_tuning")
 CHECKPOINT_PREFIX = paths.CHECKPOINT_PREFIX
@@ -64,6 +64,8 @@ _RESUME_KEYS = (
     "method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens", "batch_size",
     "grad_accum", "cutoff_len", "val_ratio", "seed", "packing", "load_in_4bit", "load_in_8bit", "learning_rate",
     "dtype", "name", "samples_sha256", "base_fingerprint", "weight_decay", "warmup_ratio", "max_grad_norm",
+    # the number of processes: it sets the steps of an epoch and which samples each step takes
+    "world_size",
 )
 
 
@@ -416,7 +418,10 @@ def check(cfg: TrainConfig) -> Plan:
             before = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8")).get("settings", {})
         except (OSError, ValueError, AttributeError):
             before = {}  # damaged: said in full when the run reads it
-        problem = _resume_mismatch(resume_from, before, _settings(cfg, plan))
+        # the process count as torchrun sets it (_Dist reads the same), so that a changed one is refused
+        # before the model loads
+        now = dict(_settings(cfg, plan), world_size=int(os.environ.get("WORLD_SIZE", "1") or 1))
+        problem = _resume_mismatch(resume_from, before, now)
         if problem:
             raise UserError(problem)
         done = int(resume_from.name[len(CHECKPOINT_PREFIX):])
@@ -430,7 +435,13 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
     """What stands in the way of writing `out_dir` (an existing run, a file, no permission), and the
     checkpoint to resume from. Checked before the model loads, and again once the run holds the lock."""
     problems, resume_from = _unwritable(out_dir), None
-    if out_dir.exists() and not out_dir.is_dir():
+    if out_dir.is_symlink():
+        # the final save swaps a new folder in by renames: the link would become a folder, and the files
+        # beside the adapter could not move across to it from another disk
+        target = Path(os.path.realpath(out_dir))
+        problems.append(f"{out_dir} is a symbolic link to {target}: train into that folder itself "
+                        f"(--lora_dir {target.parent} --lora_name {target.name}), or choose another --lora_name")
+    elif out_dir.exists() and not out_dir.is_dir():
         problems.append(f"{out_dir} exists and is not a folder")
     elif cfg.resume and not _holds_a_run(out_dir):
         cut = paths.interrupted_save(out_dir.parent, cfg.lora_name)
@@ -719,7 +730,9 @@ def train(
                 if problems:
                     raise UserError(join_problems(problems))
             return _train(cfg, plan, device, dist, emit, should_stop)
-    except modeling.oom_error_types():
+    except (RuntimeError, MemoryError) as e:
+        if not modeling.out_of_memory(e):
+            raise
         raise UserError(
             f"out of memory on {device}: try --load_in_4bit, a smaller --batch_size or --cutoff_len "
             "(with --grad_accum to keep the effective batch), or --gradient_checkpointing on"
@@ -931,8 +944,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     elif cfg.overwrite and plan.out_dir.is_dir():
         # a previous run's checkpoints must not be resumed by mistake, but they are all the user has
         # until this run saves: they go with this run's first checkpoint (or its final adapter)
+        # only what a run names so (`checkpoint-N`, `.checkpoint-N.tmp`): a `checkpoint-best` the user
+        # copied aside is theirs, kept as _foreign_entries keeps it
         plan.stale = [p for p in plan.out_dir.iterdir()
-                      if p.is_dir() and p.name.startswith((CHECKPOINT_PREFIX, f".{CHECKPOINT_PREFIX}"))]
+                      if p.is_dir() and _RUN_ENTRY.fullmatch(p.name) and p.name.lstrip(".").startswith(CHECKPOINT_PREFIX)]
 
     ddp_model = model
     if dist.world > 1:
@@ -1153,6 +1168,9 @@ def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | N
             return f"the base model differs (was {before.get('base_model')}, now {settings.get('base_model')})"
         if k == "dtype":
             return f"--precision gave {before[k]}, now {settings.get(k)}"
+        if k == "world_size":
+            return (f"it ran as {before[k]} process(es), now {settings.get(k)}: resume with as many "
+                    f"(torchrun --nproc_per_node {before[k]}, or no torchrun for 1)")
         if k == "lora_alpha" and "lora_rank" in changed and settings.get(k) == 2 * settings.get("lora_rank", 0):
             # not given: twice the rank, so a changed rank changes it too
             return f"--lora_alpha was {before[k]!r}, now {settings.get(k)!r} (twice --lora_rank when not given)"
@@ -1166,9 +1184,9 @@ def _read_checkpoint(path: Path, read):
     """`read()` of a checkpoint's files; a damaged one is one line that names the checkpoint to fall back on."""
     try:
         return read()
-    except modeling.oom_error_types():
-        raise
     except (*modeling.damaged_file_types(), RuntimeError, KeyError, TypeError) as e:  # torch's reader: RuntimeError
+        if modeling.out_of_memory(e):
+            raise  # not the file's fault: train() says what to do
         older = [c for c in checkpoints(path.parent) if c != path]
         fallback = (f"delete it (or move it away) and --resume continues from {older[-1].name}" if older
                     else "no older checkpoint is kept: train anew with --overwrite")
@@ -1209,12 +1227,15 @@ def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, setti
                 "loss_window": window,
             })
             _plain_modes(tmp)
-            for stale in plan.stale:  # --overwrite: the replaced run's checkpoints go once this run has one
-                shutil.rmtree(stale, ignore_errors=True)
-            plan.stale.clear()
+            sync_folder(tmp)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            sync_folder(plan.out_dir, files=False)
+            for stale in plan.stale:  # --overwrite: the replaced run's checkpoints go once this run has one
+                if stale != final:  # one of the same step was replaced just above
+                    shutil.rmtree(stale, ignore_errors=True)
+            plan.stale.clear()
             for old in checkpoints(plan.out_dir)[: -cfg.save_total_limit]:
                 shutil.rmtree(old)
     dist.barrier()
@@ -1357,6 +1378,7 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
         atomic_write_json(tmp / LOG_FILE, log)
         _plain_modes(tmp)
         atomic_write_text(tmp / "README.md", model_card(final_settings, result, cfg.lora_name))
+        sync_folder(tmp)
     out = plan.out_dir
     if out.exists():
         for name in _foreign_entries(out):  # the user's notes beside the adapter stay with it
@@ -1364,6 +1386,7 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
         old = root / f".{cfg.lora_name}.old-{os.getpid()}"
         os.replace(out, old)
         os.replace(tmp, out)
+        sync_folder(root, files=False)
         shutil.rmtree(old, ignore_errors=True)  # the replaced adapter and this run's checkpoints
     else:
         os.replace(tmp, out)
