@@ -135,6 +135,17 @@ def test_sentencepiece_dummy_prefix_not_doubled():
     assert enc["labels"] == [X, X, X, X, 0x2581, 107, 10]
 
 
+def test_sentencepiece_later_turns_start_their_lines_as_in_running_text():
+    """A multi-turn sample's later prompt pieces start a line: `\nAlice` in running text has no word boundary
+    before `Alice`, which a dummy prefix put there ("▁Alice") when the piece was encoded on its own."""
+    tok = SentencePieceLike()
+    segs = [("U: a\nB:", False), (" x\n", True), ("U: b\nB:", False), (" y\n", True)]
+    enc = encoding.encode_segments(segs, tok, 64)
+    running = tok.encode("U: a\nB: x\nU: b\nB: y\n", add_special_tokens=True)  # the whole text at once
+    assert enc["input_ids"] == running
+    assert enc["labels"] == [X] * 9 + [0x2581, 120, 10] + [X] * 7 + [0x2581, 121, 10]  # BOS and "▁U: a\nB:"
+
+
 def test_bad_cutoff():
     with pytest.raises(ValueError):
         encoding.encode_segments([("a", False), ("b", True)], CharTokenizer(), 0)

@@ -70,9 +70,18 @@ def piece_ids(tokenizer, pieces: Sequence[str]) -> tuple[list[int], list[list[in
     prefix, first = _special_prefix(tokenizer, pieces[0])
     out = [first]
     dummy = _adds_dummy_prefix(tokenizer) if len(pieces) > 1 else False
-    for text in pieces[1:]:
+    for before, text in zip(pieces, pieces[1:]):
         if dummy and text.startswith(" "):
             text = text[1:]
+        elif dummy and text and before:
+            # a piece that starts a line (`Alice: ...` after a reply's newline) has no word boundary in
+            # running text, where the dummy prefix would put one ("▁Alice"): encoded after the character
+            # it follows, whose own tokens are then dropped
+            head = _encode(tokenizer, before[-1], False)
+            ids = _encode(tokenizer, before[-1] + text, False)
+            if ids[: len(head)] == head:
+                out.append(ids[len(head):])
+                continue
         out.append(_encode(tokenizer, text, False))
     return prefix, out
 
