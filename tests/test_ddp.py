@@ -55,6 +55,17 @@ def test_torchrun_two_processes(work):
     from peft import PeftConfig
 
     assert PeftConfig.from_pretrained(str(out)).peft_type == "LORA"
+    # each step covers the batches one process takes with --grad_accum 2, and its loss is the mean over
+    # all their target tokens: the same adapter (a mean of each process's own mean weighed a process with
+    # few targets more)
+    p = _cli([*ARGS, "-l", "one", "--grad_accum", "2"], work)
+    assert p.returncode == 0, p.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    two, one = (load_file(str(work / "user_data" / "loras" / n / "adapter_model.safetensors")) for n in ("ddp", "one"))
+    assert two.keys() == one.keys()
+    for k in two:
+        assert (two[k] - one[k]).abs().max() < 1e-4, k
 
 
 def _cli(args, cwd, **kw):

@@ -1015,6 +1015,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             group = groups[step_in_epoch]
             collated = [collate([train_set[i] for i in b]) for b in group]
             n_group = sum(int((c["targets"] != encoding.IGNORE_INDEX).sum()) for c in collated)
+            # every process's loss over the step's target tokens on all of them, times the process count
+            # (DDP averages the gradients): the mean over the step's tokens wherever they were, as one
+            # process with --grad_accum gives, and as the loss is logged
+            n_all = n_group if dist.world == 1 else dist.sum([float(n_group)], device)[0]
             step_loss, step_tokens = 0.0, 0
             for k, batch in enumerate(collated):
                 sync = k == len(collated) - 1 or dist.world == 1
@@ -1022,7 +1026,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                 with ctx:
                     with autocast():
                         loss, n = score(ddp_model, batch)
-                    scaled = loss / max(n_group, 1)
+                    scaled = loss * dist.world / max(n_all, 1)
                     (scaler.scale(scaled) if scaler else scaled).backward()
                 step_loss += float(loss.detach())
                 step_tokens += batch["n_tokens"]
