@@ -111,7 +111,7 @@ def test_nothing_there_is_lost(layout, monkeypatch):
         assert result.replaced and (out / MERGE_FILE).is_file()
         assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]
 
-    monkeypatch.setattr(merging, "_free_bytes", lambda folder: 1 << 20)
+    monkeypatch.setattr(merging, "free_bytes", lambda folder: 1 << 20)
     with pytest.raises(UserError, match="1 MB free, the merged model needs about"):
         merge(MergeConfig(model_name="tiny-llama", lora_name="bob", output_name="other"))
     assert not (models / "other").exists()

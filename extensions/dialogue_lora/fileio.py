@@ -192,6 +192,17 @@ def nearest_existing(path: Path) -> Path | None:
     return next((p for p in (path, *path.parents) if p.exists()), None)
 
 
+def free_bytes(folder: Path) -> int | None:
+    """Free space on the disk that holds `folder` (or would, once made); None when it cannot be told."""
+    import shutil
+
+    existing = nearest_existing(folder)
+    try:
+        return shutil.disk_usage(existing).free if existing is not None else None
+    except OSError:
+        return None
+
+
 def _is_discord_export(data) -> bool:
     """A DiscordChatExporter file: an object with a "messages" list that is not a sample's turns (roles)."""
     messages = data.get("messages") if isinstance(data, dict) else None

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError, brief, join_problems
-from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, held_lock, nearest_existing,
-                     sync_folder)
+from .fileio import atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, sync_folder
 from .paths import check_name, resolve_adapter, resolve_dirs, resolve_model
 
 MERGE_FILE = "dialogue_lora_merge.json"
@@ -114,7 +113,7 @@ def plan(cfg: MergeConfig) -> _Plan:
     _check_output(out, model_path, cfg.overwrite)
     dtype = DTYPES[cfg.dtype] or _source_dtype(model_path)
     need = _weights_bytes(model_path) * _BYTES[dtype] // _BYTES[_source_dtype(model_path)]
-    free = _free_bytes(out.parent)
+    free = free_bytes(out.parent)
     if free is not None and need and free < need * 1.05 + (64 << 20):
         raise UserError(f"{out.parent}: {free >> 20} MB free, the merged model needs about {need >> 20} MB "
                         f"({dtype}): free some space first")
@@ -137,14 +136,6 @@ def _check_output(out: Path, model_path: Path, overwrite: bool) -> None:
                         "give the merged model another name with --output_name")
     if not overwrite:
         raise UserError(f"{out} holds an earlier merge: --overwrite to replace it, or another --output_name")
-
-
-def _free_bytes(folder: Path) -> int | None:
-    existing = nearest_existing(folder)
-    try:
-        return shutil.disk_usage(existing).free if existing is not None else None
-    except OSError:
-        return None
 
 
 def _leftovers(root: Path, name: str) -> list[Path]:

@@ -41,7 +41,7 @@ from . import batching, encoding, fused_lora, last_layer, modeling, paths, varle
 from . import prompt as prompt_mod
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, file_sha256, held_lock, load_records,
-                     missing_parents, nearest_existing, remove_empty, sync_folder, write_records)
+                     free_bytes, missing_parents, nearest_existing, remove_empty, sync_folder, write_records)
 
 METHODS = ("lora", "prompt_tuning")
 CHECKPOINT_PREFIX = paths.CHECKPOINT_PREFIX
@@ -1275,18 +1275,10 @@ def _writing(tmp: Path, what: str, kept: str):
         with contextlib.suppress(OSError):
             tmp.parent.rmdir()  # a run folder this first save made (only if empty)
         reason = e.strerror if isinstance(e, OSError) and e.strerror else brief(e)
-        free = _free_bytes(tmp.parent)
+        free = free_bytes(tmp.parent)
         if free is not None and free < 64 << 20 and "space" not in reason.lower():  # torch's writer does not say
             reason = f"the disk is full: {free >> 20} MB free; {reason}"
         raise UserError(f"{tmp}: cannot save {what} ({reason}); {kept}") from None
-
-
-def _free_bytes(folder: Path) -> int | None:
-    existing = nearest_existing(folder)
-    try:
-        return shutil.disk_usage(existing).free if existing is not None else None
-    except OSError:
-        return None
 
 
 def _fmt(x, digits=4):

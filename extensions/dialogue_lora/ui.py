@@ -740,6 +740,16 @@ def build_tab(host) -> dict:
     return {"logic": logic, "char_name": use.char_name, "user_name": use.user_name, "rounds": use.rounds}
 
 
+def _follow(job, view):
+    """view(job) every POLL_SECONDS while the job runs, and once more when it has ended."""
+    while job.running:
+        job.poll()
+        yield view(job)
+        time.sleep(POLL_SECONDS)
+    job.poll()
+    yield view(job)
+
+
 def dd_update(choices, *value):
     """New choices for a dropdown; its selection stays unless a value is given."""
     import gradio as gr
@@ -1037,12 +1047,7 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
                               wrap=True, interactive=False, column_widths=["34%", "22%", "22%", "22%"])
 
     def follow_evaluation(job):
-        while job.running:
-            job.poll()
-            yield logic.evaluation_tables(job)
-            time.sleep(POLL_SECONDS)
-        job.poll()
-        yield logic.evaluation_tables(job)
+        yield from _follow(job, logic.evaluation_tables)
 
     def on_evaluate(model_v, adapter_v, data_v, max_v):
         try:
@@ -1101,12 +1106,7 @@ def _merge_part(gr, logic: TabLogic, use_adapter, use_tab) -> None:
         merge_status = gr.Markdown()
 
     def follow_merge(job):
-        while job.running:
-            job.poll()
-            yield logic.merge_status(job)
-            time.sleep(POLL_SECONDS)
-        job.poll()
-        yield logic.merge_status(job)
+        yield from _follow(job, logic.merge_status)
 
     def on_merge(model_v, adapter_v, name_v, dtype_v, overwrite_v):
         try:
