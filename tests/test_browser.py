@@ -186,6 +186,14 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     assert page.get_by_label("Character name").input_value() == "Bob"
     shot(page, "4-adapter-listed.png")
 
+    # Merge: the adapter picked above into a model folder, the base model filled in from the adapter
+    page.get_by_text("Merge into a model").click()
+    assert page.get_by_label("Base model (the adapter's)").input_value() == "tiny-llama"
+    page.get_by_role("button", name="Merge", exact=True).click()
+    page.get_by_text(re.compile(r"Wrote .*tiny-llama-bob")).wait_for(timeout=120_000)
+    shot(page, "4b-merged.png")
+    assert (webui_root / "user_data" / "models" / "tiny-llama-bob" / "dialogue_lora_merge.json").is_file()
+
     # 4. Chat: one reply, one line
     page.get_by_role("tab", name="Chat").click()
     page.get_by_label("Message").fill("Are you coming tonight?")
