@@ -494,6 +494,8 @@ def test_overwrite_never_replaces_a_model_and_keeps_the_users_files(env):
     (out / "eval.md").write_text("the old adapter's report")  # about the replaced adapter: goes with it
     (out / "checkpoint-best").mkdir()  # a checkpoint copied aside by hand: the user's, not a run's
     (out / "checkpoint-best" / "why.txt").write_text("lowest loss")
+    (out / "checkpoint-7").mkdir()  # named like one, but no trainer wrote it (no trainer_state.json)
+    (out / "checkpoint-7" / "mine.txt").write_text("precious")
     # stopped after its first checkpoint, which is when the replaced run's checkpoints are deleted
     assert train(make_cfg(env, lora_name="noted", max_steps=2, val_ratio=0, overwrite=True),
                  should_stop=_stop_from_call(2)).stopped
@@ -501,6 +503,7 @@ def test_overwrite_never_replaces_a_model_and_keeps_the_users_files(env):
     train(make_cfg(env, lora_name="noted", max_steps=2, val_ratio=0, resume=True))
     assert (out / "notes.txt").read_text() == "what I tried" and (out / "mydata" / "lines.txt").is_file()
     assert (out / "checkpoint-best" / "why.txt").read_text() == "lowest loss"
+    assert (out / "checkpoint-7" / "mine.txt").read_text() == "precious"
     assert json.loads((out / "training_parameters.json").read_text())["steps"] == 2 and not (out / "eval.md").exists()
     # a folder no run wrote (no adapter, no checkpoint): files named like a run's are the user's, never replaced
     mine = env / "loras" / "project"
@@ -569,6 +572,22 @@ def test_the_lock_admits_one_process_at_a_time(tmp_path):
         assert spans  # someone got in
         spans.sort()
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans
+
+
+def test_a_lock_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    """The lock file is made, but its pid cannot be written (a review's full tmpfs): a traceback before."""
+    import errno
+
+    from extensions.dialogue_lora import fileio
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "write", full)
+    with pytest.raises(UserError, match=r"\.x\.lock: cannot write the lock \(No space left on device\)"):
+        with fileio.held_lock(tmp_path / ".x.lock", lambda holder: "busy"):
+            pass
+    assert not (tmp_path / ".x.lock").exists()
 
 
 def test_a_killed_runs_leftovers_are_tidied(env):
@@ -884,3 +903,29 @@ def test_a_linked_adapter_folder_is_refused_before_training(env, tmp_path):
                                             r"itself \(--lora_dir .*elsewhere --lora_name bob\)"):
             train(make_cfg(env, lora_name="linked", max_steps=1, **kw))
     assert link.is_symlink() and (target / "notes.txt").read_text() == "mine"
+
+
+def test_a_checkpoint_every_save_minutes(env):
+    """A long epoch is covered: a kill, a crash or a full disk at the final save loses at most --save_minutes
+    (a one-epoch run had no checkpoint at all, a review found)."""
+    def run(name, minutes):
+        saves = []
+        train(make_cfg(env, lora_name=name, max_steps=4, val_ratio=0.0, save_minutes=minutes),
+              on_progress=lambda e: saves.append(e["step"]) if e.get("event") == "save" else None)
+        return saves
+
+    assert run("timed", 1e-9) == [1, 2, 3]  # due at every step here; after the last, the adapter is saved
+    assert run("untimed", 0) == []
+    with pytest.raises(UserError, match="--save_minutes must be a number of minutes, 0 or more"):
+        make_cfg(env, save_minutes=-1)
+
+
+def test_a_disk_too_full_for_the_saves_is_refused_before_training(env, monkeypatch):
+    from extensions.dialogue_lora import training
+
+    steps = []
+    monkeypatch.setattr(training, "free_bytes", lambda folder: 5 << 20)
+    with pytest.raises(UserError, match=r"5 MB free, and this run's checkpoint and adapter need about \d+ MB"):
+        train(make_cfg(env, lora_name="nospace", max_steps=2, val_ratio=0.0),
+              on_progress=lambda e: steps.append(e) if e.get("event") == "step" else None)
+    assert steps == [] and not (env / "loras" / "nospace").exists()

@@ -363,8 +363,11 @@ def held_lock(path: Path, busy: Callable[[str], str]):
             break
         os.close(fd)  # its previous holder removed the file as we opened it: lock the new one
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode("ascii"))
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode("ascii"))
+        except OSError as e:  # a full disk: the lock file was made, its few bytes cannot be written
+            raise UserError(f"{path}: cannot write the lock ({e.strerror or e})") from None
         yield
     finally:
         with contextlib.suppress(OSError):  # while still held: whoever opened the old file sees it is gone

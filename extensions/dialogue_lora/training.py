@@ -116,6 +116,9 @@ class TrainConfig:
     """Seed of the held-out split, the data order, dropout and the adapter's initialisation."""
     save_steps: int = 0
     """Also save a resumable checkpoint every N steps (one is saved after each epoch anyway, at most one a minute)."""
+    save_minutes: float = 20.0
+    """Also save one when this many minutes have passed since the last (0: never): a crash, a kill or a full
+    disk at the final save loses at most that much of a long epoch."""
     max_steps: int = 0
     """Stop after this many optimizer steps (0: train for --epochs)."""
     resume: bool = False
@@ -172,6 +175,8 @@ class TrainConfig:
         for f in ("save_steps", "max_steps"):
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"--{f} must be a whole number >= 0 (got {v!r})")
+        need(_real(self.save_minutes) and 0 <= self.save_minutes < math.inf,
+             f"--save_minutes must be a number of minutes, 0 or more (got {self.save_minutes!r})")
         need(not isinstance(self.cutoff_len, int) or not 1 <= self.cutoff_len < 8, f"--cutoff_len must be at least 8 (got {self.cutoff_len})")
         need(self.method in METHODS, f"--method must be one of {', '.join(METHODS)} (got {self.method!r})")
         need(self.learning_rate is None or _real(self.learning_rate) and 0 < self.learning_rate < math.inf,
@@ -486,7 +491,16 @@ def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path |
 # In an adapter folder, a run's own entries besides ADAPTER_FOLDER_FILES: checkpoints, and what a killed
 # write left (`.checkpoint-N.tmp`, fileio's `.eval.json.x1y2.tmp`).
 _HALF_WRITTEN = re.compile(r"\..*\.tmp")
-_RUN_ENTRY = re.compile(rf"{re.escape(CHECKPOINT_PREFIX)}\d+|{_HALF_WRITTEN.pattern}")
+_CHECKPOINT_NAME = re.compile(rf"{re.escape(CHECKPOINT_PREFIX)}\d+")
+
+
+def _is_run_entry(path: Path) -> bool:
+    """A trainer's checkpoint (`checkpoint-N` holding its trainer_state.json: ours, or the webui Training
+    tab's, which --overwrite replaces) or what a killed write left; a `checkpoint-1` folder of the user's,
+    with no state in it, is not."""
+    if _HALF_WRITTEN.fullmatch(path.name):
+        return True
+    return bool(_CHECKPOINT_NAME.fullmatch(path.name)) and (path / STATE_FILE).is_file()
 
 
 def _holds_a_run(out_dir: Path) -> bool:
@@ -503,7 +517,7 @@ def _named_like_ours(out_dir: Path) -> list[str]:
 def _foreign_entries(out_dir: Path) -> list[str]:
     """What in an adapter folder no run wrote (the user's notes): kept when the folder is replaced."""
     return sorted(p.name for p in out_dir.iterdir()
-                  if p.name not in ADAPTER_FOLDER_FILES and not _RUN_ENTRY.fullmatch(p.name))
+                  if p.name not in ADAPTER_FOLDER_FILES and not _is_run_entry(p))
 
 
 def _unwritable(out_dir: Path) -> list[str]:
@@ -897,6 +911,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     autocast, scaler, collate, score = built.autocast, built.scaler, built.collate, built.score
 
     params = [p for p in model.parameters() if p.requires_grad]
+    if dist.main:
+        _check_space(plan, sum(p.numel() * p.element_size() for p in params))
     # The fused kernel (CPU and CUDA) updates all adapter tensors at once: ~6x faster than the
     # per-tensor loop for the many small LoRA matrices (a tenth of a CPU step at hidden size 256).
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
@@ -944,10 +960,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     elif cfg.overwrite and plan.out_dir.is_dir():
         # a previous run's checkpoints must not be resumed by mistake, but they are all the user has
         # until this run saves: they go with this run's first checkpoint (or its final adapter)
-        # only what a run names so (`checkpoint-N`, `.checkpoint-N.tmp`): a `checkpoint-best` the user
-        # copied aside is theirs, kept as _foreign_entries keeps it
+        # only a trainer's (`checkpoint-N` with its state, `.checkpoint-N.tmp`): a `checkpoint-best` or a
+        # `checkpoint-1` of the user's is theirs, kept as _foreign_entries keeps it
         plan.stale = [p for p in plan.out_dir.iterdir()
-                      if p.is_dir() and _RUN_ENTRY.fullmatch(p.name) and p.name.lstrip(".").startswith(CHECKPOINT_PREFIX)]
+                      if p.is_dir() and _is_run_entry(p) and p.name.lstrip(".").startswith(CHECKPOINT_PREFIX)]
 
     ddp_model = model
     if dist.world > 1:
@@ -1046,9 +1062,11 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             step_in_epoch += 1
             steps_this_session += 1
             stop_local = 1.0 if (should_stop is not None and should_stop()) else 0.0
-            save_due = 1.0 if time.time() - last_save_time >= EPOCH_CHECKPOINT_MIN_S else 0.0  # ranks agree below
-            loss_sum, n_sum, tok_sum, stop_any, save_due = dist.sum(
-                [step_loss, float(n_group), float(step_tokens), stop_local, save_due], device)
+            since_save = time.time() - last_save_time
+            save_due = 1.0 if since_save >= EPOCH_CHECKPOINT_MIN_S else 0.0  # ranks agree below
+            timed = 1.0 if cfg.save_minutes and since_save >= cfg.save_minutes * 60 else 0.0
+            loss_sum, n_sum, tok_sum, stop_any, save_due, timed = dist.sum(
+                [step_loss, float(n_group), float(step_tokens), stop_local, save_due, timed], device)
             last_loss = loss_sum / max(n_sum, 1)
             # a NaN or infinite loss poisons the weights at once (the fp16 scaler skips such steps: a
             # few in a row are its normal search for a scale)
@@ -1087,7 +1105,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                 stopped = True
                 break
             epoch_save = end_of_epoch and save_due > 0
-            if step < total_steps and ((cfg.save_steps and step % cfg.save_steps == 0) or epoch_save):
+            if step < total_steps and ((cfg.save_steps and step % cfg.save_steps == 0) or epoch_save or timed > 0):
                 save_checkpoint()
             if end_of_epoch:
                 break
@@ -1279,6 +1297,16 @@ def _writing(tmp: Path, what: str, kept: str):
         if free is not None and free < 64 << 20 and "space" not in reason.lower():  # torch's writer does not say
             reason = f"the disk is full: {free >> 20} MB free; {reason}"
         raise UserError(f"{tmp}: cannot save {what} ({reason}); {kept}") from None
+
+
+def _check_space(plan: Plan, adapter_bytes: int) -> None:
+    """Refuse to start a run whose saves the disk cannot hold: a checkpoint (the adapter and the optimizer's
+    two moments) and the finished adapter beside it, before hours of training rather than after them."""
+    need = 4 * adapter_bytes + (16 << 20)
+    free = free_bytes(plan.out_dir)
+    if free is not None and free < need:
+        raise UserError(f"{nearest_existing(plan.out_dir)}: {free >> 20} MB free, and this run's checkpoint and "
+                        f"adapter need about {need >> 20} MB: free some space, or choose another --lora_dir")
 
 
 def _fmt(x, digits=4):

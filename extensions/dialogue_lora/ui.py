@@ -50,7 +50,7 @@ TRAIN_FIELDS = (
     ("grad_accum", "Gradient accumulation steps", "number"),
     ("val_ratio", "Held-out share (val_ratio)", "number"),
     ("max_steps", "Max steps (0: the epochs decide; else it replaces them)", "number"),
-    ("save_steps", "Checkpoint every N steps (0: per epoch, at most one a minute)", "number"),
+    ("save_steps", "Checkpoint every N steps (0: per epoch; and every 20 minutes)", "number"),
     ("seed", "Seed", "number"),
     ("target_modules", "Target modules (empty: all linear layers)", "text"),
     ("method", "Method", "method"),
