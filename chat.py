@@ -97,9 +97,19 @@ def main(argv: list[str] | None = None) -> int:
         params = read_training_parameters(adapter)
         learnt = params.get("characters") or ([params["name"]] if params.get("name") else [])
         if names and learnt:
-            names = _as_learnt(names, learnt, args.lora_name)
+            names = _as_learnt(names, learnt, f"adapter {args.lora_name}")
         names = names or params.get("name") or ",".join(learnt)
         instruction = params.get("instruction") or None
+    else:  # a model merge_lora.py wrote knows what its adapter learnt: the names and the instruction line
+        from extensions.dialogue_lora.merging import read_merge_record
+        from extensions.dialogue_lora.paths import resolve_model
+
+        record = read_merge_record(resolve_model(args.model_name, resolve_dirs(model_dir=args.model_dir).models))
+        learnt = [str(c) for c in record.get("characters") or []]
+        if names and learnt:
+            names = _as_learnt(names, learnt, f"merged model {args.model_name}")
+        names = names or ",".join(learnt)
+        instruction = record.get("instruction") or None
     if not names:
         raise UserError("--name is required: the character the model speaks as, e.g. --name Bob")
     session = ChatSession(str(names).split(","), args.user, args.rounds, instruction)  # bad names fail before loading
@@ -175,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _as_learnt(names: str, learnt: list[str], adapter: str) -> str:
+def _as_learnt(names: str, learnt: list[str], source: str) -> str:
     """--name as the adapter learnt its characters: their casing (`bob` is cued `Bob:`, as in training),
     each once; a warning for a name it did not learn (it can still be asked to speak as anyone)."""
     by_fold = {c.casefold(): c for c in learnt}
@@ -187,7 +197,7 @@ def _as_learnt(names: str, learnt: list[str], adapter: str) -> str:
             if name is n:  # not one it learnt
                 unknown.append(n)
     if unknown:
-        print(f"warning: adapter {adapter} learnt {', '.join(learnt)}, not {', '.join(unknown)}: "
+        print(f"warning: {source} learnt {', '.join(learnt)}, not {', '.join(unknown)}: "
               "it may not speak as them", file=sys.stderr, flush=True)
     return ",".join(out)
 

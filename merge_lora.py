@@ -44,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = MergeConfig(model_name=args.model_name, lora_name=args.lora_name, output_name=args.output_name,
                       dtype=args.dtype, overwrite=args.overwrite, model_dir=args.model_dir, lora_dir=args.lora_dir)
     result = merge(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    chars = f", speaks as {', '.join(result.characters)}" if result.characters else ""
-    verb = "replaced" if result.replaced else "wrote"
-    print(f"{verb} {result.output_dir} ({result.size_bytes / 2**20:,.0f} MB, {result.dtype}{chars})")
+    print(result.summary())
     return 0
 
 

@@ -64,7 +64,8 @@ def test_the_merged_model_answers_as_the_adapter(layout):
     record = json.loads((result.output_dir / MERGE_FILE).read_text(encoding="utf-8"))
     assert record["base_model"] == "tiny-llama" and record["adapter"] == "bob" and record["characters"] == ["Bob"]
     card = (result.output_dir / "README.md").read_text(encoding="utf-8")
-    assert "Bob:" in card and "convert_hf_to_gguf.py tiny-llama-bob" in card
+    assert "You: Hello there.\nBob:\n" in card and f'convert_hf_to_gguf.py "{result.output_dir}"' in card
+    assert record["files"] == sorted(p.name for p in result.output_dir.iterdir())  # what a later merge replaces
     # the tokenizer is the base's, byte for byte
     base_dir = models / "tiny-llama"
     assert (result.output_dir / "tokenizer.json").read_bytes() == (base_dir / "tokenizer.json").read_bytes()
@@ -107,12 +108,30 @@ def test_nothing_there_is_lost(layout, monkeypatch):
         assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]
         assert json.loads((out / MERGE_FILE).read_text(encoding="utf-8"))["merged_at"] == first
 
+        (out / "tiny-llama-bob-Q8_0.gguf").write_bytes(b"GGUF")  # converted into the folder, as llama.cpp does
         result = merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
         assert result.replaced and (out / MERGE_FILE).is_file()
         assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]
+        # what the earlier merge did not write stays in the folder, and the run says so
+        assert result.kept == ["notes.txt", "tiny-llama-bob-Q8_0.gguf"]
+        assert (out / "notes.txt").read_text() == "mine" and (out / "tiny-llama-bob-Q8_0.gguf").read_bytes() == b"GGUF"
+        assert "kept what else was in it: notes.txt, tiny-llama-bob-Q8_0.gguf (a GGUF of the earlier merge" \
+            in result.summary()
+        # a merge of this adapter is not given it again (its changes doubled: noise), nor merged into again
+        with pytest.raises(UserError, match="already holds adapter 'bob' .merge_lora.py merged it into tiny-llama."):
+            merge(MergeConfig(model_name="tiny-llama-bob", lora_name="bob", output_name="twice"))
+        from extensions.dialogue_lora.generation import load_for_generation
+
+        with pytest.raises(UserError, match="use 'tiny-llama-bob' alone, or the adapter with 'tiny-llama'"):
+            load_for_generation("tiny-llama-bob", "bob", device="cpu")
+        # another merge's leftovers whose process is gone (a kill -9): the webui would list them as models
+        (models / ".other.tmp-999999999").mkdir()
+        (models / ".other.tmp-999999999" / "model.safetensors").write_bytes(b"half")
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
+        assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]
 
     monkeypatch.setattr(merging, "free_bytes", lambda folder: 1 << 20)
-    with pytest.raises(UserError, match="1 MB free, the merged model needs about"):
+    with pytest.raises(UserError, match=r"1.0 MB free, the merged model needs about 6\d MB"):  # margin included
         merge(MergeConfig(model_name="tiny-llama", lora_name="bob", output_name="other"))
     assert not (models / "other").exists()
 
@@ -157,3 +176,42 @@ def test_the_cli(layout):
         r = run(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and fragment in r.stderr, r.stderr
+
+
+def test_chat_prompts_a_merged_model_as_its_adapter(layout, monkeypatch, capsys):
+    """The merge record carries the adapter's characters and instruction line: chat.py without -l builds the
+    same prompt as with the adapter (an alpaca adapter's merge was prompted without its line)."""
+    import io
+
+    from transformers.utils import logging as hf_logging
+
+    from extensions.dialogue_lora import generation
+
+    sys.path.insert(0, str(ROOT))
+    import chat as chat_cli
+
+    params_file = layout / "user_data" / "loras" / "bob" / "training_parameters.json"
+    params = json.loads(params_file.read_text(encoding="utf-8"))
+    params_file.write_text(json.dumps(dict(params, instruction="Continue the dialogue as {name}.")), encoding="utf-8")
+    with one_thread():
+        result = merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+    card = (result.output_dir / "README.md").read_text(encoding="utf-8")
+    assert "Continue the dialogue as Bob.\nYou: Hello there.\nBob:\n" in card
+
+    prompts = []
+    monkeypatch.setattr(generation, "generate_reply", lambda model, tok, prompt, **kw: (prompts.append(prompt), ("Arr!", True))[1])
+    for var in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+        monkeypatch.delenv(var, raising=False)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    try:
+        monkeypatch.setattr(sys, "stdin", io.StringIO("Where is the boat?\n"))
+        assert chat_cli.main(["-m", "tiny-llama-bob", "--user", "Alice", "--device", "cpu"]) == 0
+        assert prompts == ["Continue the dialogue as Bob.\nAlice: Where is the boat?\nBob:"]
+        assert capsys.readouterr().out == "Bob: Arr!\n"
+        monkeypatch.setattr(sys, "stdin", io.StringIO("Hi\n"))
+        assert chat_cli.main(["-m", "tiny-llama-bob", "--name", "Carol", "--device", "cpu"]) == 0
+        assert "warning: merged model tiny-llama-bob learnt Bob, not Carol" in capsys.readouterr().err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -110,9 +110,15 @@ def check_adapter_base(adapter_path: str | os.PathLike, model_path: str | os.Pat
     base folder named in its adapter_config.json when that folder exists here; otherwise PEFT's own shape
     check at load time is turned into the same kind of message (see `load_for_generation`).
     """
+    from .merging import already_merged
     from .modeling import base_fingerprint, fingerprint_mismatch
 
     adapter_path, model_path = Path(adapter_path), Path(model_path)
+    merged_on = already_merged(model_path, adapter_path)
+    if merged_on:  # applied twice, its changes doubled: the replies were noise
+        raise UserError(f"model {model_path.name!r} already holds adapter {adapter_path.name!r} (merge_lora.py "
+                        f"merged it into {merged_on}): use {model_path.name!r} alone, or the adapter with "
+                        f"{merged_on!r}")
     saved = read_training_parameters(adapter_path).get("base_fingerprint")
     if not saved:
         base = read_adapter_config(adapter_path).get("base_model_name_or_path")

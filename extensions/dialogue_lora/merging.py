@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from .errors import UserError, brief, join_problems
 from .fileio import atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, sync_folder
-from .paths import check_name, resolve_adapter, resolve_dirs, resolve_model
+from .paths import CHECKPOINT_PREFIX, check_name, resolve_adapter, resolve_dirs, resolve_model
 
 MERGE_FILE = "dialogue_lora_merge.json"
 DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -68,6 +69,16 @@ class MergeResult:
     dtype: str
     characters: list[str]
     replaced: bool
+    kept: list[str]
+    """With --overwrite: the files and folders of the user's in the earlier merge's folder, kept in the new one."""
+
+    def summary(self) -> str:
+        chars = f"; it speaks as {', '.join(self.characters)}" if self.characters else ""
+        kept = f"; kept what else was in it: {', '.join(self.kept)}" if self.kept else ""
+        if any(k.lower().endswith(".gguf") for k in self.kept):
+            kept += " (a GGUF of the earlier merge: convert the new one again)"
+        verb = "replaced" if self.replaced else "wrote"
+        return f"{verb} {self.output_dir} ({megabytes(self.size_bytes)}, {self.dtype}){chars}{kept}"
 
 
 @dataclass
@@ -87,6 +98,12 @@ def _source_dtype(model_path: Path) -> str:
     return dtype if dtype in _BYTES else "float32"
 
 
+def megabytes(n: int) -> str:
+    """A size for a message: 1 decimal under 10 MB (a tiny model is not "0 MB")."""
+    mb = n / 2**20
+    return f"{mb:.1f} MB" if mb < 10 else f"{mb:,.0f} MB"
+
+
 def _weights_bytes(model_path: Path) -> int:
     return sum(f.stat().st_size for pattern in _WEIGHT_FILES for f in model_path.glob(pattern) if f.is_file())
 
@@ -103,7 +120,10 @@ def plan(cfg: MergeConfig) -> _Plan:
         raise UserError(f"adapter {adapter_path.name!r} is {kind.lower().replace('_', ' ')}, not LoRA: its "
                         "virtual tokens are not weights that merge into the model; load it as an adapter")
     check_adapter_base(adapter_path, model_path)
-    name = cfg.output_name or f"{model_path.name}-{adapter_path.name}"
+    # a checkpoint is named with its run: tiny-llama-bob-checkpoint-5, not one name for every run's step 5
+    adapter_name = (f"{adapter_path.parent.name}-{adapter_path.name}"
+                    if adapter_path.name.startswith(CHECKPOINT_PREFIX) else adapter_path.name)
+    name = cfg.output_name or f"{model_path.name}-{adapter_name}"
     if cfg.output_name is None:
         try:
             check_name(name, "the merged model's name")
@@ -112,10 +132,11 @@ def plan(cfg: MergeConfig) -> _Plan:
     out = (dirs.models / name).absolute()
     _check_output(out, model_path, cfg.overwrite)
     dtype = DTYPES[cfg.dtype] or _source_dtype(model_path)
-    need = _weights_bytes(model_path) * _BYTES[dtype] // _BYTES[_source_dtype(model_path)]
+    # the weights in the new type, a margin for the rest of the folder
+    need = int(_weights_bytes(model_path) * _BYTES[dtype] / _BYTES[_source_dtype(model_path)] * 1.05) + (64 << 20)
     free = free_bytes(out.parent)
-    if free is not None and need and free < need * 1.05 + (64 << 20):
-        raise UserError(f"{out.parent}: {free >> 20} MB free, the merged model needs about {need >> 20} MB "
+    if free is not None and free < need:
+        raise UserError(f"{out.parent}: {megabytes(free)} free, the merged model needs about {megabytes(need)} "
                         f"({dtype}): free some space first")
     return _Plan(model_path, adapter_path, out, dtype, read_training_parameters(adapter_path))
 
@@ -138,20 +159,32 @@ def _check_output(out: Path, model_path: Path, overwrite: bool) -> None:
         raise UserError(f"{out} holds an earlier merge: --overwrite to replace it, or another --output_name")
 
 
-def _leftovers(root: Path, name: str) -> list[Path]:
-    import glob
-    import re
+_LEFTOVER = re.compile(r"\.(.+)\.(tmp|old)-(\d+)")
 
-    pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-\d+")
-    return sorted(p for p in root.glob(f".{glob.escape(name)}.*-*") if p.is_dir() and pattern.fullmatch(p.name))
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would end the process there: count it alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _tidy(out: Path) -> None:
-    """What a killed merge of this name left (none runs: we hold its lock). A merge killed between its two
-    renames had set the earlier merge aside as `.NAME.old-PID`: it goes back; half-written ones go."""
-    for left in _leftovers(out.parent, out.name):
-        if ".old-" in left.name and not out.exists():
-            os.replace(left, out)
+    """What killed merges left (`.NAME.tmp-PID` half written, which the webui would list as a model): this
+    name's (none runs: we hold its lock), and other names' whose process is gone. A merge killed between
+    its two renames had set the earlier merge aside as `.NAME.old-PID`: it goes back."""
+    for left in sorted(out.parent.iterdir()):
+        m = _LEFTOVER.fullmatch(left.name)
+        if not m or not left.is_dir() or (m.group(1) != out.name and _pid_alive(int(m.group(3)))):
+            continue
+        target = out.parent / m.group(1)
+        if m.group(2) == "old" and not target.exists():
+            os.replace(left, target)
         else:
             shutil.rmtree(left, ignore_errors=True)
 
@@ -177,12 +210,16 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
             for f in tmp.iterdir():  # safetensors writes 0600: the mode a plain write gives
                 if f.is_file():
                     f.chmod(default_file_mode())
-            record = _record(p)
-            atomic_write_text(tmp / "README.md", model_card(record, p.out.name))
+            atomic_write_text(tmp / "README.md", model_card(_record(p, []), p.out))
+            record = _record(p, sorted([f.name for f in tmp.iterdir()] + [MERGE_FILE]))
             atomic_write_json(tmp / MERGE_FILE, record)  # last: a folder without it is not a finished merge
             sync_folder(tmp)
         replaced = p.out.exists()
+        kept = []
         if replaced:
+            kept = _users_entries(p.out)  # a GGUF converted into the folder, notes: they stay with it
+            for name in kept:
+                os.replace(p.out / name, tmp / name)
             old = root / f".{p.out.name}.old-{os.getpid()}"
             os.replace(p.out, old)
             os.replace(tmp, p.out)
@@ -190,8 +227,40 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, p.out)
-    size = sum(f.stat().st_size for f in p.out.iterdir() if f.is_file())
-    return MergeResult(p.out, size, p.dtype, list(p.params.get("characters") or []), replaced)
+    size = sum(f.stat().st_size for f in p.out.iterdir() if f.is_file() and f.name not in kept)
+    return MergeResult(p.out, size, p.dtype, list(p.params.get("characters") or []), replaced, kept)
+
+
+def _adapter_sha256(adapter_path: Path) -> str | None:
+    from .fileio import file_sha256
+
+    weights = adapter_path / "adapter_model.safetensors"
+    return file_sha256(weights) if weights.is_file() else None
+
+
+def already_merged(model_path: Path, adapter_path: Path) -> str | None:
+    """The base model's name when `model_path` is a merge of this very adapter (its weights' SHA-256), else None."""
+    record = read_merge_record(model_path)
+    if not record.get("adapter_sha256") or record["adapter_sha256"] != _adapter_sha256(adapter_path):
+        return None
+    return str(record.get("base_model") or "its base model")
+
+
+def _users_entries(out: Path) -> list[str]:
+    """What in an earlier merge's folder that merge did not write (its record lists its files)."""
+    own = set(read_merge_record(out).get("files") or [])
+    return sorted(e.name for e in out.iterdir() if e.name not in own)
+
+
+def read_merge_record(model_path: str | os.PathLike) -> dict:
+    """A merged model's record ({} for any other model folder, or one that cannot be read)."""
+    import json
+
+    try:
+        data = json.loads((Path(model_path) / MERGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _merged_model(p: _Plan):
@@ -239,13 +308,15 @@ def _writing(tmp: Path, out: Path):
         raise UserError(f"{tmp}: cannot write the merged model ({reason}); {kept}") from None
 
 
-def _record(p: _Plan) -> dict:
+def _record(p: _Plan, files: list[str]) -> dict:
     params = p.params
     return {
+        "files": files,
         "base_model": p.model_path.name,
         "base_model_path": str(p.model_path),
         "adapter": p.adapter_path.name,
         "adapter_path": str(p.adapter_path),
+        "adapter_sha256": _adapter_sha256(p.adapter_path),
         "dtype": p.dtype,
         "characters": params.get("characters") or [],
         "prompt_format": params.get("prompt_format"),
@@ -254,31 +325,35 @@ def _record(p: _Plan) -> dict:
     }
 
 
-def model_card(record: dict, name: str) -> str:
+def model_card(record: dict, out: Path) -> str:
+    from .prompt import chat_prompt
+
     chars = record["characters"]
     who = ", ".join(chars) if chars else "the adapter's character"
-    cue = f"{chars[0]}:" if chars else "Name:"
-    return f"""# {name}
+    example = chat_prompt([("You", "Hello there.")], chars[0] if chars else "Name", 5, record.get("instruction"))
+    line = " (after its instruction line, as the adapter learnt it)" if record.get("instruction") else ""
+    webui_note = "; but without the instruction line, which it adds for an applied adapter only" if line else ""
+    return f"""# {out.name}
 
 {record['base_model']} with the LoRA adapter {record['adapter']} merged into its weights ({record['dtype']}),
 by dialogue_lora's merge_lora.py on {record['merged_at']}. It speaks as {who}.
 
 ## Prompt
 
-As the adapter was trained: the last turns as `Name: text` lines, ending with the character's cue, one
+As the adapter was trained: the last turns as `Name: text` lines, ending with the character's cue{line}, one
 reply per line (stop generating at the newline):
 
 ```
-You: Hello there.
-{cue}
+{example}
 ```
 
-In text-generation-webui, the Dialogue LoRA tab's *4. Use* section does this (*Character chat*, *Stop at
-newline*, the character's name), with this model loaded by any loader.
+`chat.py -m {out.name}` prompts it so (the characters and the instruction come from dialogue_lora_merge.json).
+In text-generation-webui, the Dialogue LoRA tab's *4. Use* section does it too (*Character chat*, *Stop at
+newline*, the character's name), with this model loaded by any loader{webui_note}.
 
 ## GGUF (llama.cpp, koboldcpp, ollama)
 
 ```
-python llama.cpp/convert_hf_to_gguf.py {name} --outtype q8_0
+python llama.cpp/convert_hf_to_gguf.py "{out}" --outtype q8_0
 ```
 """

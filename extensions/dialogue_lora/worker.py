@@ -58,10 +58,8 @@ def run_merge(config: dict, report: ProgressWriter, should_stop) -> dict:
     from .merging import MergeConfig, merge
 
     result = merge(MergeConfig(**config), log=lambda message: report({"event": "log", "message": message}))
-    chars = f"; it speaks as {', '.join(result.characters)}" if result.characters else ""
-    verb = "Replaced" if result.replaced else "Wrote"
-    return {"status": "done", "output_dir": str(result.output_dir),
-            "message": f"{verb} {result.output_dir} ({result.size_bytes / 2**20:,.0f} MB, {result.dtype}){chars}."}
+    summary = result.summary()
+    return {"status": "done", "output_dir": str(result.output_dir), "message": summary[0].upper() + summary[1:]}
 
 
 KINDS = {"train": run_train, "evaluate": run_evaluate, "merge": run_merge}
