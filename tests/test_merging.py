@@ -215,3 +215,10 @@ def test_chat_prompts_a_merged_model_as_its_adapter(layout, monkeypatch, capsys)
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def test_a_checkpoint_merges_under_its_runs_name(layout):
+    loras = layout / "user_data" / "loras"
+    shutil.copytree(loras / "bob", loras / "bob2" / "checkpoint-3")
+    plan = merging.plan(MergeConfig(model_name="tiny-llama", lora_name=str(loras / "bob2" / "checkpoint-3")))
+    assert plan.out.name == "tiny-llama-bob2-checkpoint-3"  # not one name for every run's step 3
