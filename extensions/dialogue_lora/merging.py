@@ -148,7 +148,9 @@ def _check_output(out: Path, model_path: Path, overwrite: bool) -> None:
                         "name with --output_name")
     if not out.exists() and not out.is_symlink():
         return
-    if not out.is_dir() or out.is_symlink():
+    if out.is_symlink():
+        raise UserError(f"{out} is a symbolic link: give the merged model another name with --output_name")
+    if not out.is_dir():
         raise UserError(f"{out} exists and is not a folder: give the merged model another name with --output_name")
     if not any(out.iterdir()):
         return
