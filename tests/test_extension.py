@@ -143,6 +143,32 @@ def test_an_alpaca_adapters_instruction_leads_the_chat_prompt_while_it_is_applie
     assert script.custom_generate_chat_prompt("Coming?", _state([], name1="Alice", name2="AI")) == "Alice: Coming?\nAI:"
 
 
+def test_a_merged_model_loaded_in_the_webui_is_prompted_as_its_adapter(monkeypatch, tmp_path):
+    """merge_lora.py's record in the loaded model's folder gives the character and the instruction line, as
+    the adapter itself would when applied; a name typed in the tab still wins."""
+    import json
+
+    monkeypatch.setitem(script.params, "character_chat", True)
+    monkeypatch.setitem(script.params, "character", "")
+    monkeypatch.setitem(script.params, "instruction", "")
+    monkeypatch.setitem(script.params, "adapter", None)
+    (tmp_path / "tiny-llama-bob").mkdir()
+    (tmp_path / "tiny-llama-bob" / "dialogue_lora_merge.json").write_text(json.dumps(
+        {"characters": ["Bob"], "instruction": "Continue the dialogue as {name}."}))
+    shared = types.ModuleType("modules.shared")
+    shared.lora_names, shared.model_name = [], "tiny-llama-bob"
+    shared.args = types.SimpleNamespace(model_dir=str(tmp_path))
+    monkeypatch.setitem(sys.modules, "modules.shared", shared)
+    got = script.custom_generate_chat_prompt("Coming?", _state([], name1="Alice", name2="AI"))
+    assert got == "Continue the dialogue as Bob.\nAlice: Coming?\nBob:"
+    monkeypatch.setitem(script.params, "character", "Robert")
+    assert script.custom_generate_chat_prompt("Coming?", _state([], name1="Alice", name2="AI")) == \
+        "Continue the dialogue as Robert.\nAlice: Coming?\nRobert:"
+    shared.model_name = "tiny-llama"  # any other model: the webui's bot name, no line
+    monkeypatch.setitem(script.params, "character", "")
+    assert script.custom_generate_chat_prompt("Coming?", _state([], name1="Alice", name2="AI")) == "Alice: Coming?\nAI:"
+
+
 def test_the_adapters_character_name_lasts_while_the_adapter_is_applied(monkeypatch):
     monkeypatch.setitem(script.params, "character_chat", True)
     monkeypatch.setitem(script.params, "character", "Bob")

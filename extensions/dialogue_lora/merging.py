@@ -334,7 +334,6 @@ def model_card(record: dict, out: Path) -> str:
     who = ", ".join(chars) if chars else "the adapter's character"
     example = chat_prompt([("You", "Hello there.")], chars[0] if chars else "Name", 5, record.get("instruction"))
     line = " (after its instruction line, as the adapter learnt it)" if record.get("instruction") else ""
-    webui_note = "; but without the instruction line, which it adds for an applied adapter only" if line else ""
     return f"""# {out.name}
 
 {record['base_model']} with the LoRA adapter {record['adapter']} merged into its weights ({record['dtype']}),
@@ -351,7 +350,7 @@ reply per line (stop generating at the newline):
 
 `chat.py -m {out.name}` prompts it so (the characters and the instruction come from dialogue_lora_merge.json).
 In text-generation-webui, the Dialogue LoRA tab's *4. Use* section does it too (*Character chat*, *Stop at
-newline*, the character's name), with this model loaded by any loader{webui_note}.
+newline*; the character and the instruction come from the same record), with this model loaded by any loader.
 
 ## GGUF (llama.cpp, koboldcpp, ollama)
 

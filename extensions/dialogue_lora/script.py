@@ -78,6 +78,11 @@ def custom_generate_chat_prompt(user_input, state, **kwargs):
         if params.get("adapter") and applied is not None and params["adapter"] not in applied:
             # its adapter was taken off (the webui's LoRA menu): the Character tab's bot name, no instruction
             character = instruction = None
+        if not (params.get("adapter") and applied and params["adapter"] in applied):
+            # no adapter of the tab's applied: a model merge_lora.py wrote says what its adapter learnt
+            merged = _webui.loaded_merge_record()
+            instruction = instruction or merged.get("instruction") or None
+            character = character or next(iter(merged.get("characters") or []), None)
         return _webui.character_chat_prompt(user_input, state, int(params.get("rounds", 5)),
                                             character=character, instruction=instruction, **kwargs)
     return _webui.default_chat_prompt(user_input, state, **kwargs)

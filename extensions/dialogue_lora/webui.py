@@ -205,6 +205,19 @@ def applied_loras() -> list[str] | None:
     return list(names) if isinstance(names, (list, tuple)) else None
 
 
+def loaded_merge_record() -> dict:
+    """The record merge_lora.py wrote into the loaded model's folder (its characters and instruction line);
+    {} for any other model, or outside the webui."""
+    shared = _shared()
+    name = str(getattr(shared, "model_name", None) or "None") if shared is not None else "None"
+    model_dir = getattr(getattr(shared, "args", None), "model_dir", None)
+    if name == "None" or not model_dir:
+        return {}
+    from .merging import read_merge_record
+
+    return read_merge_record(Path(model_dir) / name)
+
+
 def _shared():
     """The webui's modules.shared, or None outside the webui (never imports it: only reads it if loaded)."""
     return sys.modules.get("modules.shared")
