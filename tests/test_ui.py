@@ -310,8 +310,8 @@ def test_chat_needs_a_loaded_model_and_a_message(logic):
         logic.chat([], "  ", "Bob", "Alice", 5)
     with pytest.raises(UserError, match="load a model"):
         logic.chat([], "Hi", "Bob", "Alice", 5)
-    with pytest.raises(UserError, match="pick an adapter"):
-        logic.use("tiny-llama", None)
+    with pytest.raises(UserError, match=r"pick a base model \(and an adapter\)"):
+        logic.use(None, None)
     # the names checked as chat.py checks them, before any model is asked
     with pytest.raises(UserError, match="'Bob:' must not contain ':'"):
         logic.chat([], "Hi", "Bob:", "Alice", 5)
@@ -593,6 +593,10 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert job.state == "done", job.log_tail()
     assert logic.merge_status(job).startswith("Wrote ") and "it speaks as Bob" in logic.merge_status(job)
     assert logic.models() == ["tiny-llama", "tiny-llama-bob"]
+    # the standalone app chats with the merged model alone, as its adapter's character
+    assert logic.use("tiny-llama-bob", None) == "Loaded tiny-llama-bob for chat."
+    assert logic.host.params["character"] == "Bob" and logic.host.params["adapter"] is None
+    assert logic.chat([], "Are you coming tonight?", "Bob", "Alice", 5)
     with pytest.raises(UserError, match="holds an earlier merge: 'Overwrite' to replace it, or another 'Merged model name'"):
         logic.start_merge("tiny-llama", "bob", "", "auto", False)
 

@@ -640,11 +640,20 @@ class TabLogic:
         return ""
 
     def use(self, model, adapter) -> str:
-        if not adapter:
-            raise UserError("pick an adapter")
-        message = self.host.use_adapter(model, picked_name(adapter, self.host.dirs().loras, "adapter name"))
+        if not adapter and not (self.host.own_model and model):  # the standalone app loads a model alone too
+            raise UserError("pick a base model (and an adapter)" if self.host.own_model else "pick an adapter")
+        message = self.host.use_adapter(model, picked_name(adapter, self.host.dirs().loras, "adapter name")
+                                        if adapter else None)
         self.host.params["character_chat"] = True
         self.host.params["stop_at_newline"] = True
+        if not adapter:  # a model merge_lora.py wrote says what its adapter learnt; any other, nothing
+            from .merging import read_merge_record
+
+            record = read_merge_record(self.host.dirs().models / picked_name(model, self.host.dirs().models, "model"))
+            self.host.params["character"] = next(iter(record.get("characters") or []), "")
+            self.host.params["instruction"] = record.get("instruction") or None
+            self.host.params["adapter"] = None
+            return message
         # the webui's Chat tab cues the adapter's own character, not the default bot name; an adapter
         # that does not say whose it is clears the previous one's, so the webui's bot name is used
         recorded = self._recorded(adapter)
@@ -1136,7 +1145,8 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     """4. Use: an adapter applied (webui) or loaded with its base (standalone), the chat switches, a quick test."""
     params = host.params
     if host.own_model:
-        gr.Markdown("Load a base model with an adapter for the chat box.")
+        gr.Markdown("Load a base model with an adapter for the chat box (or a model alone: a merged one, or a "
+                    "base model to compare).")
     else:
         gr.Markdown("Apply an adapter to the model loaded in the webui (Transformers loader), then chat "
                     "in the Chat tab: character chat builds the prompt exactly as in training.")
