@@ -462,7 +462,7 @@ def test_another_trainers_checkpoints_are_not_offered_for_resuming(env):
     assert (env / "loras" / "webui" / "adapter_config.json").is_file()
 
 
-def test_resume_past_max_steps_is_refused(env):
+def test_resume_past_max_steps_is_refused(env, monkeypatch):
     common = dict(lora_name="past", val_ratio=0.0)
     train(make_cfg(env, max_steps=6, **common), should_stop=_stop_from_call(4))  # checkpoint-3
     ckpt = env / "loras" / "past" / "checkpoint-3"
@@ -472,7 +472,6 @@ def test_resume_past_max_steps_is_refused(env):
     with pytest.raises(UserError, match="checkpoint-3 is already past --max_steps 2: nothing is left to train"):
         train(make_cfg(env, max_steps=2, resume=True, **common))
     # the process count sets an epoch's steps: resumed on two processes, the run looped without a step
-    monkeypatch = pytest.MonkeyPatch()
     with monkeypatch.context() as m:
         m.setenv("WORLD_SIZE", "2")
         with pytest.raises(UserError, match=r"it ran as 1 process\(es\), now 2: resume with as many"):

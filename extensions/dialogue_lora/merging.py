@@ -131,9 +131,10 @@ def plan(cfg: MergeConfig) -> _Plan:
             raise UserError(f"{e}; give one with --output_name") from None
     out = (dirs.models / name).absolute()
     _check_output(out, model_path, cfg.overwrite)
-    dtype = DTYPES[cfg.dtype] or _source_dtype(model_path)
+    source = _source_dtype(model_path)
+    dtype = DTYPES[cfg.dtype] or source
     # the weights in the new type, a margin for the rest of the folder
-    need = int(_weights_bytes(model_path) * _BYTES[dtype] / _BYTES[_source_dtype(model_path)] * 1.05) + (64 << 20)
+    need = int(_weights_bytes(model_path) * _BYTES[dtype] / _BYTES[source] * 1.05) + (64 << 20)
     free = free_bytes(out.parent)
     if free is not None and free < need:
         raise UserError(f"{out.parent}: {megabytes(free)} free, the merged model needs about {megabytes(need)} "
@@ -212,8 +213,9 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
             for f in tmp.iterdir():  # safetensors writes 0600: the mode a plain write gives
                 if f.is_file():
                     f.chmod(default_file_mode())
-            atomic_write_text(tmp / "README.md", model_card(_record(p, []), p.out))
-            record = _record(p, sorted([f.name for f in tmp.iterdir()] + [MERGE_FILE]))
+            record = _record(p)  # once: it hashes the adapter's weights
+            atomic_write_text(tmp / "README.md", model_card(record, p.out))
+            record["files"] = sorted([f.name for f in tmp.iterdir()] + [MERGE_FILE])
             atomic_write_json(tmp / MERGE_FILE, record)  # last: a folder without it is not a finished merge
             sync_folder(tmp)
         replaced = p.out.exists()
@@ -310,10 +312,10 @@ def _writing(tmp: Path, out: Path):
         raise UserError(f"{tmp}: cannot write the merged model ({reason}); {kept}") from None
 
 
-def _record(p: _Plan, files: list[str]) -> dict:
+def _record(p: _Plan) -> dict:
+    """What merge_lora.py writes as MERGE_FILE (the merge's own files are added once they are written)."""
     params = p.params
     return {
-        "files": files,
         "base_model": p.model_path.name,
         "base_model_path": str(p.model_path),
         "adapter": p.adapter_path.name,
