@@ -682,6 +682,10 @@ def test_subtitles_lose_their_cue_numbers_and_times():
             "Dialogue: 0,0:00:01.00,0:00:03.00,D,Bob: The Great,0,0,0,,{TL note}Hi, all\n")
     assert [(t.speaker, t.text) for t in parse_lines(ass2.splitlines(True), "a.ass") if t is not None] == [
         ("Bob The Great", "Hi, all")]
+    # SubRip converted from WebVTT or TTML keeps character references; only a complete one is decoded
+    srt2 = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: Tom &amp; Jerry &#39;n&#x27; me, &lt;3\n\n"
+            "2\n00:00:03,500 --> 00:00:05,000\nALICE: AT&T &nothing&notreal; here\n")
+    assert turns(srt2) == [("BOB", "Tom & Jerry 'n' me, <3"), ("ALICE", "AT&T &nothing&notreal; here")]
     # a text that only mentions a time range is no subtitle file
     assert turns("Bob: the show runs 00:01.000 --> 00:03.000\nAlice: ok\n") == [
         ("Bob", "the show runs 00:01.000 --> 00:03.000"), ("Alice", "ok")]

@@ -801,13 +801,18 @@ def test_slack_threads_names_actions_and_bytes(tmp_path):
                                    filter_low_quality=False))
     records = json.loads(out.read_text(encoding="utf-8"))
     # no users.json: the first name a message gave U1 (Bo), not its later 'Bo (away)'
-    assert report.speakers == {"Ally": 4, "Bo": 2}  # the 4 KB paste a turn of its own
+    assert report.speakers == {"Ally": 3, "Bo": 2}  # the 4 KB paste a turn of its own; the thread's lead once
     assert records[0]["output"] == "*hides under the desk*"
     # a day later, yet in its thread: the film question is its context
     assert records[1] == {"input": "Ally: who is up for a film night this week?\nBo:", "name": "Bo",
                           "output": "Sorry, only saw this now. Count me in, Ally! See #C7.",
                           "source": "general/2024-05-02.json:1"}
     assert report.replaced_bytes == 1
+    # the thread's lead is its context there, and trained once: in the channel, where it was said
+    prepare(PrepareConfig(names=["Ally"], txtfilename=str(root / "general"), jsonfilename=str(out),
+                          filter_low_quality=False))
+    assert [r["output"] for r in json.loads(out.read_text(encoding="utf-8"))] == [
+        "x " * 1999 + "x", "who is up for a film night this week?", "Caf\ufffd later?"]
     assert prepare(PrepareConfig(names=["Bo"], txtfilename=str(root / "general"), jsonfilename=str(out),
                                  filter_low_quality=False, strip_actions=True)).dropped_of == {"Bo": {"action_only": 1}}
     # with the export's users.json and channels.json: their names
@@ -1021,6 +1026,10 @@ def test_a_slack_reply_also_sent_to_the_channel_is_said_in_both(tmp_path):
     # in the channel, Bob's broadcast reply stands between Alice's two messages: they are not one turn
     assert json.loads(out.read_text(encoding="utf-8"))[-1]["input"] == (
         "Alice: who wants pizza tonight at my place?\nBob: Me! I will bring the drinks and some snacks.\nAlice:")
+    # Bob's reply is trained once, in its thread; the channel's copy is its context only
+    prepare(PrepareConfig(names=["Bob"], txtfilename=str(root), jsonfilename=str(out), filter_low_quality=False))
+    assert [(r["input"], r["source"]) for r in json.loads(out.read_text(encoding="utf-8"))] == [
+        ("Alice: who wants pizza tonight at my place?\nBob:", "general/2024-05-01.json:2")]
 
     # a filter that drops the copied message counts it once, where it was said
     ender = sm("U1", "gtg", 60, thread_ts="1714557600.000100", subtype="thread_broadcast")

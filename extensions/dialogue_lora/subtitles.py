@@ -4,8 +4,8 @@ A pre-pass for the text reader: each input line gives exactly one output line (a
 what is left out), so that line numbers stay the file's. Pure: no I/O.
 
 - SubRip and WebVTT: the header, NOTE/STYLE/REGION blocks, cue identifiers and timing lines are left out;
-  markup goes (`<i>`, `<c.yellow>`, `{\\an8}`, inline times `<00:00:01.500>`, ruby readings); WebVTT's
-  entities are decoded; a voice span `<v Bob>` names the speaker (`Bob: ...`). A cue's wrapped lines join
+  markup goes (`<i>`, `<c.yellow>`, `{\\an8}`, inline times `<00:00:01.500>`, ruby readings); character
+  references (`&amp;`) are decoded; a voice span `<v Bob>` names the speaker (`Bob: ...`). A cue's wrapped lines join
   the line they continue (so does the next cue's first line, naming no one, when a speaker's sentence ran
   on into it); a line led by a dash (`- BOB: Go.`, two speakers in one cue) is a line of its own.
 - ASS/SSA: each `Dialogue:` event is a line, its `Name` field the speaker; the rest is left out.
@@ -13,6 +13,7 @@ what is left out), so that line numbers stay the file's. Pure: no I/O.
 from __future__ import annotations
 
 import html
+import html.entities
 import re
 from typing import Callable, Iterable, Iterator
 
@@ -29,6 +30,9 @@ _DRAWING = re.compile(r"\{[^}]*\\p[1-9][^}]*\}.*?(?:\{[^}]*\\p0[^}]*\}|$)")
 _SENTENCE_ENDS = (".", "!", "?", "…", '"', "”", "»", ")", "]", "♪")
 _DASH = re.compile(r"\s*[-‐–—]\s*(?=\S)")
 _BLOCKS = ("NOTE", "STYLE", "REGION")
+# a character reference with its semicolon: WebVTT's, and SubRip files converted from it or from TTML
+# carry them too (`Tom &amp; Jerry`); without one, `AT&T` or `&nothing` is text
+_ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
 
 
 def kind(head: list[str], file: str = "") -> str | None:
@@ -49,7 +53,14 @@ def lines_of(lines: Iterable[str], kind_: str, is_speaker: Callable[[str], bool]
     return _ass(lines) if kind_ == "ass" else _cues(lines, is_speaker)
 
 
-def _clean(line: str, vtt: bool) -> tuple[str, bool]:
+def _entity(m: re.Match) -> str:
+    """A known character reference's character; an unknown name stays as written (html.unescape would read
+    `&notreal;` as `¬real;`)."""
+    ref = m.group()
+    return html.unescape(ref) if ref[1] == "#" or ref[1:] in html.entities.html5 else ref
+
+
+def _clean(line: str) -> tuple[str, bool]:
     """(the cue line's text without markup, whether a dash led it)."""
     s = line.strip()
     if "<" in s:
@@ -58,8 +69,8 @@ def _clean(line: str, vtt: bool) -> tuple[str, bool]:
         s = _TAG.sub("", _VOICE.sub(" ", s))
     if "{" in s:
         s = _OVERRIDE.sub("", s)
-    if vtt and "&" in s:
-        s = html.unescape(s).replace("\u200e", "").replace("\u200f", "")  # &lrm; &rlm;: invisible marks
+    if "&" in s:  # &lrm; and &rlm; decode to invisible direction marks: dropped
+        s = _ENTITY.sub(_entity, s).replace("\u200e", "").replace("\u200f", "")
     dash = _DASH.match(s)
     if dash:
         s = s[dash.end():]
@@ -93,7 +104,7 @@ def _cues(lines: Iterable[str], is_speaker: Callable[[str], bool]) -> Iterator[s
         nonlocal cue, open_at
         if cue is None:
             cue = []
-        text, dashed = _clean(raw, vtt)
+        text, dashed = _clean(raw)
         last = next((i for i in range(len(cue) - 1, -1, -1) if cue[i]), None)
         if text and not dashed and not is_speaker(text) and (last is not None or open_at is not None):
             if last is not None:  # a wrapped line: joined to the line it continues

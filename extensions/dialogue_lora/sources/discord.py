@@ -355,7 +355,11 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
             continue
         stamp = _parse_time(msg.get("timestamp"), where)
         at = msg["line"] if isinstance(msg.get("line"), int) else msg.get("number", i)  # else the position
-        yield Turn(speaker, text, msg.get("file", label), at), stamp, str(author.get("id") or speaker)
+        author_key = str(author.get("id") or speaker)
+        if _is_copy(msg):  # said again in a second conversation: context there, trained where it was said
+            yield Turn(None, f"{speaker}: {text}", msg.get("file", label), at), stamp, "copy " + author_key
+        else:
+            yield Turn(speaker, text, msg.get("file", label), at), stamp, author_key
 
 
 # A run of one author's messages is merged up to this many characters, then goes on as a turn of its own: a
@@ -387,9 +391,10 @@ def _conversations(messages, gap_minutes: float):
 
 
 def _joined(conv: list[list]) -> list[list]:
-    """[turn, n_messages, author] with each run's texts joined (once: a long run is not copied over and over)."""
-    return [[turn._replace(text=" ".join(texts)) if len(texts) > 1 else turn, len(texts), author]
-            for turn, author, texts, _ in conv]
+    """[turn, n_messages, author] with each run's texts joined (once: a long run is not copied over and over).
+    A copy (no speaker: context only) is no message: it was counted where it was said."""
+    return [[turn._replace(text=" ".join(texts)) if len(texts) > 1 else turn,
+             len(texts) if turn.speaker is not None else 0, author] for turn, author, texts, _ in conv]
 
 
 def iter_discord_turns(
@@ -428,7 +433,8 @@ def iter_discord_turns(
             ):
                 dropped["low_quality"] += sum(n for _, n, _ in conv)
                 for t, n, _ in conv:
-                    dropped_by[t.speaker.casefold(), "low_quality"] += n
+                    if t.speaker is not None:
+                        dropped_by[t.speaker.casefold(), "low_quality"] += n
                 continue
             yield from (t for t, _, _ in conv)
             yield BREAK
