@@ -189,6 +189,9 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     # Merge: the adapter picked above into a model folder, the base model filled in from the adapter
     page.get_by_text("Merge into a model").click()
     assert page.get_by_label("Base model (the adapter's)").input_value() == "tiny-llama"
+    from playwright.sync_api import expect
+
+    expect(page.get_by_label("Merged model name")).to_have_attribute("placeholder", "tiny-llama-bob")
     page.get_by_role("button", name="Merge", exact=True).click()
     page.get_by_text(re.compile(r"Wrote .*tiny-llama-bob")).wait_for(timeout=120_000)
     shot(page, "4b-merged.png")

@@ -588,6 +588,9 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     # Use's merge: the adapter written into a model folder, in its own process; refusals before it starts
     with pytest.raises(UserError, match="pick the base model"):
         logic.start_merge(None, "bob", "", "auto", False)
+    # an empty name field's placeholder is the name it gives
+    assert logic.merge_name_hint("tiny-llama", "bob") == "tiny-llama-bob"
+    assert logic.merge_name_hint(None, "bob") == logic.merge_name_hint("tiny-llama", "no-such") == "MODEL-ADAPTER"
     job = logic.start_merge("tiny-llama", "bob", "", "auto", False)
     _wait(job)
     assert job.state == "done", job.log_tail()

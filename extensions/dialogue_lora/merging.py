@@ -108,6 +108,14 @@ def _weights_bytes(model_path: Path) -> int:
     return sum(f.stat().st_size for pattern in _WEIGHT_FILES for f in model_path.glob(pattern) if f.is_file())
 
 
+def default_output_name(model_path: Path, adapter_path: Path) -> str:
+    """MODEL-ADAPTER; a checkpoint is named with its run (tiny-llama-bob-checkpoint-5), not one name for
+    every run's step 5."""
+    adapter_name = (f"{adapter_path.parent.name}-{adapter_path.name}"
+                    if adapter_path.name.startswith(CHECKPOINT_PREFIX) else adapter_path.name)
+    return f"{model_path.name}-{adapter_name}"
+
+
 def plan(cfg: MergeConfig) -> _Plan:
     """Everything checked before a weight loads: the model, the adapter and its base, the output's place."""
     from .generation import check_adapter_base, read_adapter_config, read_training_parameters
@@ -120,10 +128,7 @@ def plan(cfg: MergeConfig) -> _Plan:
         raise UserError(f"adapter {adapter_path.name!r} is {kind.lower().replace('_', ' ')}, not LoRA: its "
                         "virtual tokens are not weights that merge into the model; load it as an adapter")
     check_adapter_base(adapter_path, model_path)
-    # a checkpoint is named with its run: tiny-llama-bob-checkpoint-5, not one name for every run's step 5
-    adapter_name = (f"{adapter_path.parent.name}-{adapter_path.name}"
-                    if adapter_path.name.startswith(CHECKPOINT_PREFIX) else adapter_path.name)
-    name = cfg.output_name or f"{model_path.name}-{adapter_name}"
+    name = cfg.output_name or default_output_name(model_path, adapter_path)
     if cfg.output_name is None:
         try:
             check_name(name, "the merged model's name")

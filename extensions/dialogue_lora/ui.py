@@ -19,7 +19,8 @@ from types import SimpleNamespace
 from . import jobs
 from .errors import UserError
 from .fileio import holds_samples
-from .paths import check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name
+from .paths import (check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
+                    resolve_model)
 
 POLL_SECONDS = 1.0
 PLOT_SECONDS = 10.0  # the loss curve is drawn again at most this often while a run trains
@@ -558,6 +559,18 @@ class TabLogic:
         except UserError as e:
             raise UserError(tab_words(str(e))) from None
         return jobs.start("merge", config)
+
+    def merge_name_hint(self, model, adapter) -> str:
+        """The merged model's name when the field is left empty, for its placeholder."""
+        from .merging import default_output_name
+
+        dirs = self.host.dirs()
+        if not model or not adapter:
+            return "MODEL-ADAPTER"
+        try:
+            return default_output_name(resolve_model(model, dirs.models), resolve_adapter(adapter, dirs.loras))
+        except UserError:
+            return "MODEL-ADAPTER"
 
     @staticmethod
     def merge_status(job: jobs.Job) -> str:
@@ -1108,7 +1121,7 @@ def _merge_part(gr, logic: TabLogic, use_adapter, use_tab) -> None:
                     "`convert_hf_to_gguf.py`. The base model is loaded whole in memory, on the CPU.")
         with gr.Row():
             merge_model = gr.Dropdown(label="Base model (the adapter's)", choices=logic.models(), value=None)
-            merge_name = gr.Textbox(label="Merged model name", placeholder="MODEL-ADAPTER")
+            merge_name = gr.Textbox(label="Merged model name", placeholder=logic.merge_name_hint(None, None))
             merge_dtype = gr.Dropdown(label="Weights", choices=["auto", "bf16", "fp16", "fp32"], value="auto")
             merge_overwrite = gr.Checkbox(label="Overwrite (an earlier merge of that name)", value=False)
         merge_btn = gr.Button("Merge")
@@ -1138,6 +1151,10 @@ def _merge_part(gr, logic: TabLogic, use_adapter, use_tab) -> None:
     use_adapter.input(lambda a, m: gr.update() if m else (logic.base_of(a) or gr.update()), [use_adapter, merge_model],
                       merge_model)
     use_tab.select(lambda: dd_update(logic.models()), None, merge_model)
+    # the name an empty field gives, as its placeholder
+    for picked in (merge_model, use_adapter):
+        picked.change(lambda m, a: gr.update(placeholder=logic.merge_name_hint(m, a)), [merge_model, use_adapter],
+                      merge_name, queue=False)
     use_tab.select(on_watch_merge, None, merge_status, trigger_mode="once", concurrency_limit=None)
 
 
