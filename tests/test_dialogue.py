@@ -179,6 +179,31 @@ def test_lines_layout_golden():
     ]
 
 
+def test_a_name_alone_takes_the_lines_below_it_as_its_speech():
+    """A transcript that writes some speeches under their name: `Bob:` alone took no text, and its speech was
+    narration in the next turn's context."""
+    text = ("Alice: Did you bring me anything?\nBob:\nOf course!\nHere, a little souvenir.\nAlice: Oh wow.\n"
+            "Carol:\n\nThe rain starts.\nBob:\n")
+    assert turns(text, "lines") == [("Alice", "Did you bring me anything?"),
+                                    ("Bob", "Of course! Here, a little souvenir."),  # to the next turn
+                                    ("Alice", "Oh wow."), ("Carol", ""),  # a blank line ends it: empty
+                                    (None, "The rain starts."), ("Bob", "")]
+    got = list(parse_lines(text.splitlines(True), "t.txt", layout="lines"))
+    assert [t.line for t in got] == [1, 2, 5, 6, 8, 9]  # the speech's source is its name's line
+
+
+def test_a_transcript_mixing_names_alone_and_inline_keeps_each_turn():
+    """No blank lines, names mostly inline and a few alone above their speech: read as a play, `Carol: ...`
+    and `Dave: ...` (never seen before) were glued to the speech above them."""
+    text = ("Alice: Hi Bob, how was your trip?\nBob: It was great.\nAlice:\nDid you bring me anything?\nBob:\n"
+            "Of course!\nCarol: Hey you two.\nAlice: Bob brought me a gift.\nCarol:\nReally? Thank you!\n"
+            "Dave: What about me?\nBob: Sorry Dave.\n")
+    assert turns(text) == [("Alice", "Hi Bob, how was your trip?"), ("Bob", "It was great."),
+                           ("Alice", "Did you bring me anything?"), ("Bob", "Of course!"), ("Carol", "Hey you two."),
+                           ("Alice", "Bob brought me a gift."), ("Carol", "Really? Thank you!"),
+                           ("Dave", "What about me?"), ("Bob", "Sorry Dave.")]
+
+
 def test_lines_layout_keeps_positions():
     got = list(parse_lines(["Alice: a\n", "\n", "Bob: b\n"], "x.txt"))
     assert got == [Turn("Alice", "a", "x.txt", 1), Turn("Bob", "b", "x.txt", 3)]
@@ -225,8 +250,9 @@ def test_detect_layout():
 
 
 def test_layout_can_be_forced():
-    text = "ROMEO:\nHi.\n\n"
-    assert turns(text, "lines") == [("ROMEO", ""), (None, "Hi.")]
+    text = "ROMEO:\nHi.\nCome: in.\n\n"
+    assert turns(text, "lines") == [("ROMEO", "Hi."), ("Come", "in.")]
+    assert turns(text, "play") == [("ROMEO", "Hi. Come: in.")]
     with pytest.raises(UserError, match="--layout"):
         list(parse_lines(["x"], layout="prose"))
 

@@ -452,8 +452,8 @@ def _forced_layout_note(layout: str, evidence: tuple[int, int, int], file: str, 
                 "(or auto) reads each line as a turn")
     else:
         note = (f"--layout lines, but {where} looks like a play ({alone} name(s) alone on a line with the speech "
-                f"below, in its first {n} lines): such a name is an empty turn; --layout play (or auto) reads "
-                "the speeches")
+                f"below, in its first {n} lines): a speech line that reads as `Name: text` (`Come: let us go`) is "
+                "a turn of its own; --layout play (or auto) reads the speeches")
     stats.add_note(note, hint=True)
 
 
@@ -572,6 +572,9 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
     # the lines after it without a stamp continue (WhatsApp writes a message of several lines so; IRC
     # does not: its unstamped lines are the client's); `dated` says which stamps the file uses, once known.
     held, held_irc, held_swallow, dated, shape = None, False, False, None, None
+    # A `Name:` alone (`cue`): the lines below it, to a blank line or the next turn, are its speech (a
+    # transcript that writes some speeches under their name). Empty if none follows.
+    cue: Turn | None = None
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
@@ -583,13 +586,29 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 if held is not None:
                     yield held
                     held = None
-                yield new(Turn, (name, text, file, n))
+                if cue is not None:
+                    yield cue
+                    cue = None
+                if text:
+                    yield new(Turn, (name, text, file, n))
+                else:
+                    cue = new(Turn, (name, text, file, n))
                 continue
             text = " ".join(raw.split())
         else:
             text = clean_text(raw, stats)
         if not text:
+            if cue is not None:
+                yield cue
+                cue = None
             continue
+        if cue is not None:
+            if (text[0] not in _STAMP_STARTS or _stamp(text) is None) and split_speaker(text) is None \
+                    and not (text[0] == "<" and _BARE_NICK.fullmatch(text)) and not _SCENE_BREAK.fullmatch(text):
+                cue = cue._replace(text=f"{cue.text} {text}".lstrip())
+                continue
+            yield cue
+            cue = None
         if "\t" in raw and (log := _weechat(raw)) is not None:  # `2024-01-01 12:03:00<tab>carol<tab>hi`
             if held is not None:
                 yield held
@@ -645,10 +664,14 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
         hit = hit or split_speaker(text)
         if hit is None:
             yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
-        else:
+        elif hit[1].strip():
             yield Turn(hit[0], hit[1].strip(), file, n)
+        else:
+            cue = Turn(hit[0], "", file, n)
     if held is not None:
         yield held
+    if cue is not None:
+        yield cue
     stats.lines += n
 
 
@@ -834,14 +857,18 @@ def _parse_play(
             # the next speech starts here: a cue (`JULIET: Anon!` after the nurse's line), or in a play
             # without blank lines a `Name:` alone in title case or met before in any casing (`Hear me
             # speak:` once is a line of verse: 3 of tinyshakespeare's 85 such lines are in title case;
-            # `Second murderer:` after `Second Murderer:` is a cue). Inline, only the exact name: verse
-            # lines such as `duke: and I believe ...` stay text.
+            # `Second murderer:` after `Second Murderer:` is a cue). Inline, the exact name, or there a name
+            # in title case (`Dave: What about me?` in a transcript that writes some speeches under their
+            # name): verse lines such as `duke: and I believe ...` stay text.
             cue = _is_cue(hit[0], cast)
-            if not cue and compact and not hit[1].strip():
-                folded = hit[0].casefold()
-                sightings[folded] += 1
-                cue = (sightings[folded] > 1 or all(w[:1].isupper() for w in hit[0].split())
-                       or any(c.casefold() == folded for c in cast))
+            if not cue and compact:
+                title = all(w[:1].isupper() for w in hit[0].split())
+                if hit[1].strip():
+                    cue = title
+                else:
+                    folded = hit[0].casefold()
+                    sightings[folded] += 1
+                    cue = sightings[folded] > 1 or title or any(c.casefold() == folded for c in cast)
             if cue:
                 yield Turn(speaker, " ".join(parts), file, start)
                 in_block, speaker, parts = False, None, []
