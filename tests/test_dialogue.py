@@ -708,6 +708,11 @@ def test_subtitles_lose_their_cue_numbers_and_times():
             "Dialogue: 0,0:00:01.00,0:00:03.00,D,Bob: The Great,0,0,0,,{TL note}Hi, all\n")
     assert [(t.speaker, t.text) for t in parse_lines(ass2.splitlines(True), "a.ass") if t is not None] == [
         ("Bob The Great", "Hi, all")]
+    # a sound or music line is never the rest of a sentence, in its cue or the next
+    sound = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: Hey, listen\n\n2\n00:00:03,000 --> 00:00:04,000\n[door slams]\n\n"
+             "3\n00:00:04,000 --> 00:00:06,000\nALICE: What was\n(laughing)\n♪ la la ♪\n")
+    assert turns(sound) == [("BOB", "Hey, listen"), (None, "[door slams]"), ("ALICE", "What was"),
+                            (None, "(laughing)"), (None, "♪ la la ♪")]
     # SubRip converted from WebVTT or TTML keeps character references; only a complete one is decoded
     srt2 = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: Tom &amp; Jerry &#39;n&#x27; me, &lt;3\n\n"
             "2\n00:00:03,500 --> 00:00:05,000\nALICE: AT&T &nothing&notreal; here\n")

@@ -30,6 +30,7 @@ _DRAWING = re.compile(r"\{[^}]*\\p[1-9][^}]*\}.*?(?:\{[^}]*\\p0[^}]*\}|$)")
 _SENTENCE_ENDS = (".", "!", "?", "…", '"', "”", "»", ")", "]", "♪")
 _DASH = re.compile(r"\s*[-‐–—]\s*(?=\S)")
 _BLOCKS = ("NOTE", "STYLE", "REGION")
+_SOUND = re.compile(r"\[[^\]]*\]|\([^)]*\)|♪.*♪")  # `[door slams]`, `(laughs)`, `♪ la la ♪`: a line of its own
 # a character reference with its semicolon: WebVTT's, and SubRip files converted from it or from TTML
 # carry them too (`Tom &amp; Jerry`); without one, `AT&T` or `&nothing` is text
 _ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
@@ -106,7 +107,8 @@ def _cues(lines: Iterable[str], is_speaker: Callable[[str], bool]) -> Iterator[s
             cue = []
         text, dashed = _clean(raw)
         last = next((i for i in range(len(cue) - 1, -1, -1) if cue[i]), None)
-        if text and not dashed and not is_speaker(text) and (last is not None or open_at is not None):
+        if (text and not dashed and not is_speaker(text) and not _SOUND.fullmatch(text)
+                and (last is not None or open_at is not None)):
             if last is not None:  # a wrapped line: joined to the line it continues
                 cue[last] = f"{cue[last]} {text}"
             else:  # the sentence a speaker began in the cue before
