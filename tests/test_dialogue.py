@@ -504,6 +504,13 @@ def test_stage_directions_inside_a_speech_are_narration():
         (None, "Exeunt."),
         ("NURSE", "Madam."),
     ]
+    # a direction in brackets is one too, and the speech goes on after it as a turn of its own; `Enter,` is
+    # speech, `Exit,` a direction
+    text = ("MASTER:\nBoatswain!\n[Enter BOATSWAIN]\nGood, speak to the mariners.\n\nPORTER:\nWho knocks?\n"
+            "Enter, sir; the gate is open now.\nExit, pursued by a bear\n\nMACBETH:\nGo.\n")
+    assert turns(text) == [("MASTER", "Boatswain!"), (None, "[Enter BOATSWAIN]"), ("MASTER", "Good, speak to the mariners."),
+                           ("PORTER", "Who knocks? Enter, sir; the gate is open now."),
+                           (None, "Exit, pursued by a bear"), ("MACBETH", "Go.")]
 
 
 def test_headings_with_a_colon_are_narration():

@@ -821,10 +821,13 @@ def _is_cue(name: str, cast: set[str]) -> bool:
 # A play's stage direction on its own line inside a speech block (`Exit ROMEO`, `Exeunt.`, `Enter NURSE and
 # JULIET`, `Exit, pursued by a bear`): narration, not the speaker's words. A speech line such as `Enter the
 # house` goes on (a lower-case word follows).
-_STAGE_LINE = re.compile(r"(?:Exit|Exeunt|Enter|Re-enter|Manet|Manent)(?:[.,;:]|[ \t]+[A-Z,(\[]|[ \t]*$)")
+_STAGE_LINE = re.compile(r"(?:(?:Exit|Exeunt|Manet|Manent)[.,;:]|(?:Exit|Exeunt|Enter|Re-enter|Manet|Manent)"
+                         r"(?:[ \t]+[A-Z(\[]|[ \t]*\.?$))")  # `Enter, sir;` is speech; `Exit, pursued ...` not
 
 
 def _is_stage_line(text: str) -> bool:
+    if text[:1] in "[(" and text[-1:] == ("]" if text[0] == "[" else ")"):  # `[Enter BOATSWAIN]`
+        text = text[1:-1].strip()
     return text[:1] in "EMR" and _STAGE_LINE.match(text) is not None and text.count(" ") < 10
 
 
@@ -837,19 +840,25 @@ def _parse_play(
     parts: list[str] = []
     start = 0
     in_block = False
+    resumed = False  # the speech goes on after a direction inside it
     n = 0
     for n, raw in enumerate(lines, 1):
         text = clean_text(raw, stats)
         if not text:
-            if in_block:
+            if in_block and (parts or not resumed):
                 yield Turn(speaker, " ".join(parts), file, start)
-                in_block, speaker, parts = False, None, []
+            in_block, speaker, parts, resumed = False, None, [], False
             continue
         scene_break = _SCENE_BREAK.fullmatch(text) is not None
         if scene_break or _is_stage_line(text):
-            if in_block:
+            if in_block and (parts or not resumed):
                 yield Turn(speaker, " ".join(parts), file, start)
-                in_block, speaker, parts = False, None, []
+            # a direction inside a speech (`[Enter BOATSWAIN]`): the lines after it, to a blank line or a cue,
+            # are the same speaker's, a turn of their own; none is no empty turn
+            if in_block and speaker is not None and not scene_break:
+                parts, start, resumed = [], n + 1, True
+            else:
+                in_block, speaker, parts, resumed = False, None, [], False
             yield BREAK if scene_break else Turn(None, text, file, n)
             continue
         hit = split_speaker(text)
@@ -870,8 +879,9 @@ def _parse_play(
                     sightings[folded] += 1
                     cue = sightings[folded] > 1 or title or any(c.casefold() == folded for c in cast)
             if cue:
-                yield Turn(speaker, " ".join(parts), file, start)
-                in_block, speaker, parts = False, None, []
+                if parts or not resumed:
+                    yield Turn(speaker, " ".join(parts), file, start)
+                in_block, speaker, parts, resumed = False, None, [], False
         if not in_block:
             in_block, start = True, n
             if hit is not None:  # the speech starts on the speaker line, or on the next one
@@ -881,7 +891,7 @@ def _parse_play(
                 if not text:
                     continue
         parts.append(text)
-    if in_block:
+    if in_block and (parts or not resumed):
         yield Turn(speaker, " ".join(parts), file, start)
     stats.lines += n
 
