@@ -513,6 +513,14 @@ def test_stage_directions_inside_a_speech_are_narration():
                            (None, "Exit, pursued by a bear"), ("MACBETH", "Go.")]
 
 
+def test_labels_and_time_words_alone_are_narration():
+    text = ("Scene: Monica's apartment.\nNote: Rachel is wearing a dress.\nMonica: Hi.\nMeanwhile: the king slept.\n"
+            "Later: he woke.\nNarrator: And so it ends.\n")
+    assert turns(text, "lines") == [(None, "Scene: Monica's apartment."), (None, "Note: Rachel is wearing a dress."),
+                                    ("Monica", "Hi."), (None, "Meanwhile: the king slept."), (None, "Later: he woke."),
+                                    ("Narrator", "And so it ends.")]
+
+
 def test_headings_with_a_colon_are_narration():
     text = "ACT I: The Kitchen\nAnna: Hi.\nChapter 12: Home\nScene two:\nBob: Part one: done.\nAct Three: hi\n"
     assert turns(text) == [(None, "ACT I: The Kitchen"), ("Anna", "Hi."), (None, "Chapter 12: Home"), (None, "Scene two:"),

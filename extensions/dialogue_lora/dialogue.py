@@ -92,6 +92,10 @@ _SPEECH_VERBS = frozenset(
 _WHEN_FIRST = frozenset("later meanwhile previously earlier suddenly finally afterwards eventually elsewhere "
                         "somewhere tonight today yesterday tomorrow".split())
 _WHEN_LAST = frozenset("later earlier ago morning night evening afternoon day week year".split())
+# A transcript's labels and a story's time words alone before a colon (`Scene: Monica's apartment`, `Note:
+# ...`, `Meanwhile: the king slept.`): narration. `Narrator:` is a speaker.
+_NOT_NAMES = _WHEN_FIRST | frozenset("scene setting note notes location place time date summary synopsis "
+                                     "description episode transcript credits".split())
 
 
 def _sentence(name: str) -> bool:
@@ -381,6 +385,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         return None
     if " " in name and (_HEADING.fullmatch(name) or _sentence(name) or name[-3:].lower() == " by"):
         return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`)
+    if " " not in name and name.lower() in _NOT_NAMES:
+        return None
     if " " in name:
         if name.count(" ") >= MAX_NAME_WORDS:
             parts = name.split()
@@ -520,7 +526,9 @@ def _speech_column(raw: str) -> tuple[int, int | None] | None:
     """(indent, column where the speech starts, None when the cue stands alone) of a `Name: text` line, tabs
     as 8 columns; None when the line is not one."""
     text = raw.strip()
-    hit = _FAST_SPEAKER.match(text) or split_speaker(" ".join(text.split()))
+    hit = _FAST_SPEAKER.match(text)
+    if hit is None or hit.group(1).lower() in _NOT_NAMES:
+        hit = split_speaker(" ".join(text.split()))
     if not hit:
         return None
     line = raw.rstrip("\r\n").expandtabs(8)
@@ -578,7 +586,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
-            if m is not None and (held is None or held_irc or script):  # the common case: `Name: text`
+            if (m is not None and (held is None or held_irc or script)  # the common case: `Name: text`
+                    and m.group(1).lower() not in _NOT_NAMES):
                 name, text = m.groups()
                 text = text.strip()
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse
