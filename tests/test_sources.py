@@ -285,6 +285,18 @@ def test_csv_example_golden():
     assert dropped == Counter(no_text=1)
 
 
+def test_csv_rows_without_text_are_counted_for_their_speaker(tmp_path):
+    """The report said `Monica's own: none` for an empty row of hers, and a speaker whose every row was empty
+    was 'not found'."""
+    path = tmp_path / "nt.csv"
+    path.write_text("Speaker,Line\nMonica,Hi there.\nJoey,\nMonica,\nJoey,Yo.\nRachel,\n", encoding="utf-8")
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["Monica"], txtfilename=str(path), jsonfilename=str(out)), write=False)
+    assert report.dropped == {"no_text": 3} and report.dropped_of == {"Monica": {"no_text": 1}}
+    with pytest.raises(UserError, match=r"no samples for 'Rachel' .*their one line was dropped \(no_text 1\)"):
+        prepare(PrepareConfig(names=["Rachel"], txtfilename=str(path), jsonfilename=str(out)), write=False)
+
+
 def test_csv_prefixes():
     got, _ = csv_turns(CSV, name_prefix=True, emotion_prefix=True)
     assert got[0] == ("MaleNord", "MaleNord: [Happy] Welcome to the Bannered Mare.")
@@ -562,6 +574,9 @@ def test_csv_rows_that_do_not_fit_the_header_are_errors(tmp_path):
     p = tmp_path / "lines.csv"
     p.write_text("who,line\nLydia,As you wish.\nLydia,Well, I never expected that.\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"lines\.csv:3: 3 fields where the header has 2 \(a comma inside a text"):
+        csv_turns(p, speaker_column="who", text_column="line")
+    p.write_text("who;line\nLydia;As you wish.\nLydia;Well; I never.\n", encoding="utf-8")  # Excel's own separator
+    with pytest.raises(UserError, match=r"lines\.csv:3: 3 fields where the header has 2 \(a semicolon inside a text"):
         csv_turns(p, speaker_column="who", text_column="line")
     p.write_text("who,line\nLydia,As you wish.,\n", encoding="utf-8")  # a trailing empty field is harmless
     assert csv_turns(p, speaker_column="who", text_column="line")[0] == [("Lydia", "As you wish.")]

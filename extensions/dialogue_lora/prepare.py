@@ -294,7 +294,7 @@ def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) 
         return iter_discord_turns(cfg.txtfilename, cfg.discord_options(), stats, tally.dropped, tally.dropped_by,
                                   tally.aliases, tally.people)
     if source == "csv":
-        return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped)
+        return iter_csv_turns(cfg.txtfilename, cfg.csv_options(), stats, tally.dropped, tally.dropped_by)
     if source == "renpy":
         return iter_renpy_turns(cfg.txtfilename, stats)
     if Path(cfg.txtfilename).suffix.lower() == ".rpy":  # --source text on a script: its statements read as lines

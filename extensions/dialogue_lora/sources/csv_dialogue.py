@@ -158,8 +158,10 @@ def iter_csv_turns(
     opts: CsvOptions | None = None,
     stats: ReadStats | None = None,
     dropped: Counter | None = None,
+    dropped_by: Counter | None = None,
 ) -> Iterator[Turn | None]:
-    """Player line (if any) then the reply, `BREAK` after each response. Streams row by row.
+    """Player line (if any) then the reply, `BREAK` after each response. Streams row by row. `dropped_by`
+    counts each (casefolded speaker, rule), as the Discord reader's does.
 
     A file with neither a prompt nor a group column (`Speaker,Line`: a script kept as a table) is one
     running dialogue, its rows each other's context, as the same lines in a text file would be; unless
@@ -167,6 +169,7 @@ def iter_csv_turns(
     opts = opts or CsvOptions()
     stats = stats if stats is not None else ReadStats()
     dropped = dropped if dropped is not None else Counter()
+    dropped_by = dropped_by if dropped_by is not None else Counter()
     path = check_text_file(path)
     stats.layouts[path.name] = "csv"
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -206,8 +209,10 @@ def iter_csv_turns(
                 if not any(c.strip() for c in row):
                     continue
                 if any(c.strip() for c in row[len(header):]):
+                    what = {",": "a comma", ";": "a semicolon", "\t": "a tab", "|": "a bar"}.get(
+                        delimiter, f"a {delimiter!r}")
                     raise UserError(f"{path}:{line}: {len(row)} fields where the header has {len(header)} "
-                                    "(a comma inside a text that is not in double quotes?)")
+                                    f"({what} inside a text that is not in double quotes?)")
                 rec = {role: (row[i] if i is not None and i < len(row) else "") for role, i in cols.items()}
                 text = clean_text(rec["text"], stats)
                 speaker = speaker_name(rec["speaker"], stats)
@@ -227,6 +232,8 @@ def iter_csv_turns(
                     continue
                 if not text or not speaker:
                     dropped["no_text"] += 1
+                    if speaker:  # so that asking for them says why they have no samples
+                        dropped_by[speaker.casefold(), "no_text"] += 1
                     continue
                 order = (_order_value(rec["order"], path, line, header[cols["order"]].strip())
                          if cols["order"] is not None else None)
