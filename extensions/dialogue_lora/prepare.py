@@ -22,7 +22,7 @@ from typing import Iterator
 
 from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
-from .fileio import holds_samples, nearest_existing, write_records
+from .fileio import holds_samples, missing_parents, nearest_existing, write_records
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, wanted_names
 from .sources import CHAT_EXPORTS, SOURCES, detect_source
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
@@ -424,10 +424,13 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         blocker = nearest_existing(out.parent)
         if blocker is not None and not blocker.is_dir():
             raise UserError(f"{out}: cannot write: {blocker} is a file, not a folder (--jsonfilename)")
+        made = missing_parents(out.parent)
         try:
             n = write_records(out, records())
         except OSError as e:
             raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
+        if made:  # a typo in the path would otherwise go unseen
+            replaced.append(f"made the folder {made[0]} for {out.name}")
     else:
         n = sum(1 for _ in records())
     dropped = {r: tally.dropped[r] for r in RULES if tally.dropped.get(r)}
