@@ -753,7 +753,7 @@ def test_slack_errors_name_the_file(tmp_path):
     log = tmp_path / "logs" / "2024-05-01.json"  # named like a day, but no Slack message in it
     log.parent.mkdir()
     log.write_text('[{"ts": 1714557600, "level": "info", "event": "server started"}]', encoding="utf-8")
-    with pytest.raises(UserError, match=r"not a DiscordChatExporter or Telegram JSON export, nor a day of a Slack"):
+    with pytest.raises(UserError, match=r"not a DiscordChatExporter, Telegram, Messenger or Instagram JSON export, nor a day of a Slack"):
         prepare(PrepareConfig(names=["Bob"], txtfilename=str(log), jsonfilename=str(tmp_path / "o.json")))
     other = tmp_path / "photos.zip"
     import zipfile
@@ -1052,3 +1052,61 @@ def test_a_slack_reply_also_sent_to_the_channel_is_said_in_both(tmp_path):
     report = prepare(PrepareConfig(names=["Alice"], txtfilename=str(root), jsonfilename=str(out),
                                    filter_low_quality=False))
     assert report.dropped == {"ender": 1}
+
+
+# --- Facebook Messenger and Instagram ---------------------------------------------------------------------
+
+
+def _mojibake(s: str) -> str:
+    """As the classic export writes text: its UTF-8 bytes as Latin-1 characters."""
+    return s.encode("utf-8").decode("latin-1")
+
+
+def test_messenger_classic_export_oldest_first_with_its_text_repaired(tmp_path):
+    thread = tmp_path / "inbox" / "alex_123"
+    thread.mkdir(parents=True)
+    messages = [  # newest first, as the export lists them
+        {"sender_name": "Sam Lee", "timestamp_ms": 1714557900000, "content": _mojibake("see you at the café then 😊")},
+        {"sender_name": "Alex Kim", "timestamp_ms": 1714557840000, "content": _mojibake("Reacted 😂 to your message ")},
+        {"sender_name": "Alex Kim", "timestamp_ms": 1714557780000, "content": "Alex Kim sent an attachment.",
+         "photos": [{"uri": "x.jpg"}]},
+        {"sender_name": "Alex Kim", "timestamp_ms": 1714557720000, "content": "sure, what time works for you?"},
+        {"sender_name": "Sam Lee", "timestamp_ms": 1714557660000, "content": "want to grab coffee tomorrow morning?"},
+        {"sender_name": _mojibake("Zoë"), "timestamp_ms": 1714557610000, "content": "hi both", "type": "Generic"},
+        {"sender_name": "Sam Lee", "timestamp_ms": 1714557600000, "content": "hey alex, long time no see!"},
+        {"sender_name": "Alex Kim", "timestamp_ms": 1714557500000, "is_unsent": True},
+        {"sender_name": "Alex Kim", "timestamp_ms": 1714557400000, "content": "Alex started a call.", "type": "Call"},
+    ]
+    (thread / "message_1.json").write_text(json.dumps({
+        "participants": [{"name": "Sam Lee"}, {"name": "Alex Kim"}], "messages": messages, "title": "Alex Kim",
+        "is_still_participant": True, "thread_path": "inbox/alex_123", "magic_words": []}), encoding="utf-8")
+    assert detect_source(thread / "message_1.json") == "discord"
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["Sam Lee"], txtfilename=str(thread), jsonfilename=str(out),
+                                   filter_low_quality=False))
+    assert report.speakers == {"Sam Lee": 3, "Zoë": 1, "Alex Kim": 1}
+    assert report.dropped == {"system_message": 3, "attachment_only": 1}  # unsent, call, reaction; the photo
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert [(r["input"], r["output"], r["source"]) for r in records] == [
+        ("Sam Lee:", "hey alex, long time no see!", "message_1.json:7"),
+        ("Sam Lee: hey alex, long time no see!\nZoë: hi both\nSam Lee:", "want to grab coffee tomorrow morning?",
+         "message_1.json:5"),
+        ("Sam Lee: hey alex, long time no see!\nZoë: hi both\nSam Lee: want to grab coffee tomorrow morning?\n"
+         "Alex Kim: sure, what time works for you?\nSam Lee:", "see you at the café then 😊", "message_1.json:1")]
+
+
+def test_messenger_encrypted_chat_export(tmp_path):
+    path = tmp_path / "alex_kim_1.json"
+    path.write_text(json.dumps({"participants": ["Sam Lee", "Alex Kim"], "threadName": "Alex Kim", "messages": [
+        {"isUnsent": False, "media": [], "reactions": [], "senderName": "Alex Kim", "text": "café at 9?",
+         "timestamp": 1714557720000, "type": "text"},
+        {"isUnsent": False, "media": [{"uri": "p.jpg"}], "reactions": [], "senderName": "Sam Lee", "text": "",
+         "timestamp": 1714557780000, "type": "media"},
+        {"isUnsent": False, "media": [], "reactions": [], "senderName": "Sam Lee", "text": "yes! see you there",
+         "timestamp": 1714557840000, "type": "text"}]}, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "o.json"
+    report = prepare(PrepareConfig(names=["Sam Lee"], txtfilename=str(path), jsonfilename=str(out),
+                                   filter_low_quality=False))
+    assert report.dropped == {"attachment_only": 1}
+    assert [(r["input"], r["output"]) for r in json.loads(out.read_text(encoding="utf-8"))] == [
+        ("Alex Kim: café at 9?\nSam Lee:", "yes! see you there")]

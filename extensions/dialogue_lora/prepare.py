@@ -63,13 +63,13 @@ class PrepareConfig:
     rounds: int = 5
     """--rounds/-r: previous turns (narration included) given as context."""
     txtfilename: str = DEFAULT_INPUT
-    """--txtfilename/-t: the input: a text file, a CSV file, or a Discord or Telegram JSON export (file or folder)."""
+    """--txtfilename/-t: the input: a text file, a CSV file, or a chat export (file or folder)."""
     jsonfilename: str = DEFAULT_OUTPUT
     """--jsonfilename/-j: the output; .json writes a JSON array, .jsonl one object a line."""
     format: str = "rounds"
     """--format: rounds | alpaca | sharegpt | messages."""
     source: str = "auto"
-    """--source: auto (from the content) | text | discord (Discord or Telegram JSON exports) | csv."""
+    """--source: auto (from the content) | text | discord (chat exports: Discord, Telegram, Messenger, Slack, ...) | csv."""
     layout: str = "auto"
     """--layout: text layout, auto (per file) | lines (`Name: text`) | play (`NAME:` alone, speech below)."""
     strip_actions: bool = False

@@ -30,7 +30,7 @@ SAVED_REPORT = "Saved "  # how a save's report starts (a preview's does not)
 PREVIEW_SAMPLES = 5
 SOURCES = ("auto", "text", "discord", "csv", "renpy")
 SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, chat log)",
-                 "discord": "chat export (Discord, Telegram, WhatsApp, SillyTavern, Slack)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
+                 "discord": "chat export (Discord, Telegram, WhatsApp, Messenger, SillyTavern, Slack)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
 RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".rpy", ".zip")  # .zip: a Slack export, Ren'Py scripts
 # The upload also takes a web page and Ren'Py's compiled scripts and archives, so that a Telegram HTML
@@ -141,7 +141,7 @@ def _is_folder(folder: Path) -> bool:
 
 
 def _is_dialogue(path: Path) -> bool:
-    """A file Prepare can read: text or CSV, JSON that is a Discord or Telegram export, a SillyTavern chat, a
+    """A file Prepare can read: text or CSV, JSON that is a Discord, Telegram or Messenger export, a SillyTavern chat, a
     Slack export's zip, a Ren'Py script or a zip of them (not a prepared dataset, not a settings file); the
     webui's `put-...-here.txt` placeholders are not dialogue."""
     from .sources import renpy, slack
@@ -781,7 +781,7 @@ def dd_update(choices, *value):
 
 def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     """1. Prepare: a dialogue file in, the speakers found, a preview (Save is wired in build_tab)."""
-    gr.Markdown("Turn raw dialogue (a script or play, subtitles, a chat log, a Discord, Telegram, WhatsApp, "
+    gr.Markdown("Turn raw dialogue (a script or play, subtitles, a chat log, a Discord, Telegram, WhatsApp, Messenger, "
                 "SillyTavern or Slack chat, a game CSV, a Ren'Py game's scripts) into training samples for one or "
                 "more characters.")
     with gr.Row():
@@ -797,7 +797,7 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
         rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
         out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
         strip_actions = gr.Checkbox(label="Strip actions like (laughs) and *waves*", value=False)
-    with gr.Accordion("Chat-export options (Discord, Telegram, WhatsApp, SillyTavern, Slack)", open=False):
+    with gr.Accordion("Chat-export options (Discord, Telegram, WhatsApp, Messenger, SillyTavern, Slack)", open=False):
         with gr.Row():
             filters = gr.Dropdown(label="Filters", multiselect=True, choices=list(CHAT_FILTERS),
                                   value=list(CHAT_FILTERS))

@@ -1,7 +1,7 @@
 """Readers that turn an input (text file, chat export, game-dialogue CSV, Ren'Py script) into a stream of turns.
 
 `detect_source(path)` picks the reader from the content when `--source auto`: a folder, a .json
-file, or a file starting with `{` that holds "messages", is a Discord (or Telegram) export, and so are
+file, or a file starting with `{` that holds "messages", is a chat export (Discord, Telegram, Messenger), and so are
 JSON Lines whose first line is a SillyTavern chat's, a CSV with DiscordChatExporter's header and a Slack
 export's zip (any other zip is refused, but a zip of Ren'Py scripts); an
 .html page is refused (Telegram's default export format: the JSON one is read), and so is

@@ -31,7 +31,7 @@ from typing import Iterator
 from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name
 from ..errors import UserError
 from ..prompt import is_sample
-from . import chatlog, dce_csv, prepared_dataset, sillytavern, slack, telegram
+from . import chatlog, dce_csv, messenger, prepared_dataset, sillytavern, slack, telegram
 
 KEPT_TYPES = {"Default", "Reply"}
 
@@ -206,9 +206,11 @@ def load_export(path: Path) -> dict:
         if not telegram.chats(data):
             raise UserError(f"{path}: a Telegram export with no chat in it (export the chats' messages too)")
         return data
+    if messenger.looks_like(data):
+        return {messenger.KIND: messenger.messages(data)}
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
-        raise UserError(f"{path}: not a DiscordChatExporter or Telegram JSON export, nor a day of a Slack export "
-                        "(expected an object with a \"messages\" list)")
+        raise UserError(f"{path}: not a DiscordChatExporter, Telegram, Messenger or Instagram JSON export, nor a "
+                        "day of a Slack export (expected an object with a \"messages\" list)")
     return data
 
 
@@ -224,6 +226,8 @@ def channels(path: Path, stats: ReadStats | None = None) -> list[tuple[str, str,
     if sillytavern.KIND in data:
         chat = data[sillytavern.KIND]
         return [(path.name, "sillytavern", [sillytavern.as_discord(m) for m in chat["messages"]])]
+    if messenger.KIND in data:
+        return [(path.name, messenger.KIND, data[messenger.KIND])]
     if not telegram.is_telegram(data):
         return [(path.name, "discord", data["messages"])]
     found = telegram.chats(data)
@@ -280,7 +284,7 @@ def export_files(path: str | os.PathLike, skipped: list | None = None) -> list[P
             html = any(p.suffix.lower() in (".html", ".htm") for p in path.iterdir())
             nested = sorted(p.name for p in path.iterdir() if not p.name.startswith(".") and p.is_dir() and (
                 slack.is_export(p) or any(_is_export(q) for q in p.iterdir() if q.suffix.lower() in _FOLDER_SUFFIXES)))
-            raise UserError(f"{path}: folder holds no chat exports (Discord or Telegram .json, DiscordChatExporter "
+            raise UserError(f"{path}: folder holds no chat exports (Discord, Telegram or Messenger .json, DiscordChatExporter "
                             ".csv, SillyTavern .jsonl, WhatsApp .txt, an unzipped Slack export)" + (
                 " (its web pages look like Telegram's HTML export: export the chat again with the format "
                 "'Machine-readable JSON')" if html else "") + (

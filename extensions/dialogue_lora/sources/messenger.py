@@ -1,0 +1,104 @@
+"""Facebook Messenger and Instagram JSON exports -> messages in the shape the Discord reader takes.
+
+*Download your information* (Facebook, Instagram; format JSON) writes each conversation as
+`messages/inbox/<thread>/message_1.json` (and `message_2.json`, ... for a long one). Two layouts:
+
+- the classic one (Facebook until 2024, Instagram): `{"participants": [{"name"}], "messages": [{"sender_name",
+  "timestamp_ms", "content", "photos", ..., "type"}]}`, newest message first, and every non-ASCII
+  character written as its UTF-8 bytes read as Latin-1 (`"caf\\u00c3\\u00a9"` for `café`), which is undone
+  here;
+- Messenger's end-to-end encrypted chats (2024 on): `{"participants": ["name"], "threadName", "messages":
+  [{"senderName", "timestamp", "text", "media", "isUnsent", "type"}]}`.
+
+Each message becomes a DiscordChatExporter-like dict, oldest first, so that every later step (filters,
+conversations, merging, the low-quality rule) is the Discord reader's:
+
+- a message with text is kept (Discord's `Default`); calls, joins and leaves, payments and unsent messages
+  are system messages, and so are the classic export's reaction notices (`Reacted 😂 to your message`);
+- photos, videos, audio, files, GIFs, stickers and shared links count as attachments (the text the export
+  puts in for them, `Alex sent an attachment.`, is no one's words).
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+KIND = "messenger"
+KEPT = "Default"
+SERVICE = "Service"
+_ATTACHMENT_KEYS = ("photos", "videos", "audio_files", "files", "gifs", "sticker", "share", "media")
+_SERVICE_TYPES = {"Call", "Subscribe", "Unsubscribe", "Payment", "call", "subscribe", "unsubscribe", "payment"}
+# what the export writes in place of a message's own words
+_PLACEHOLDER = re.compile(r"(?:.{1,80} )?(?:sent an attachment|sent a (?:photo|video|voice message|GIF|sticker|link)|"
+                          r"sent \d+ (?:photos|videos))\.", re.IGNORECASE)
+_REACTION = re.compile(r"Reacted .{1,16} to your message\s*", re.DOTALL)
+
+
+def looks_like(data) -> bool:
+    """Whether a parsed JSON file is one of these exports: participants, and messages with a sender's name."""
+    if not isinstance(data, dict) or not isinstance(data.get("participants"), list):
+        return False
+    messages = data.get("messages")
+    if not isinstance(messages, list):
+        return False
+    first = next((m for m in messages[:50] if isinstance(m, dict)), None)
+    return first is not None and ("sender_name" in first or "senderName" in first)
+
+
+def _latin1_utf8(s):
+    """The classic export's text as it was typed: its Latin-1 characters are UTF-8 bytes."""
+    if not isinstance(s, str) or s.isascii():
+        return s
+    try:
+        return s.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):  # already text (an export fixed by some tool)
+        return s
+
+
+def _stamp(ms) -> str | None:
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def messages(data: dict) -> list:
+    """The export's messages in DiscordChatExporter's shape, oldest first (anything not an object is passed
+    on as it is, for the reader's own error)."""
+    raw = data["messages"]
+    out = [as_discord(m, i) for i, m in enumerate(raw, 1)]
+    if any(isinstance(m, dict) and "sender_name" in m for m in raw[:50]):
+        out.reverse()  # the classic export lists the newest first
+    if all(isinstance(m, dict) and m["_ms"] is not None for m in out):
+        out.sort(key=lambda m: m["_ms"])  # stable: messages of one millisecond keep their order
+    return out
+
+
+def as_discord(msg, number: int = 0):
+    """One message in DiscordChatExporter's shape."""
+    if not isinstance(msg, dict):
+        return msg
+    classic = "sender_name" in msg
+    name = _latin1_utf8(msg.get("sender_name") if classic else msg.get("senderName"))
+    text = _latin1_utf8(msg.get("content")) if classic else msg.get("text")
+    ms = msg.get("timestamp_ms") if classic else msg.get("timestamp")
+    attachments = [k for k in _ATTACHMENT_KEYS if msg.get(k)]
+    kind = KEPT
+    if msg.get("is_unsent") or msg.get("isUnsent") or msg.get("type") in _SERVICE_TYPES:
+        kind = SERVICE
+    elif isinstance(text, str) and _REACTION.fullmatch(text):
+        kind = SERVICE
+    elif isinstance(text, str) and _PLACEHOLDER.fullmatch(text.strip()):
+        text, attachments = "", attachments or ["attachment"]
+    return {
+        "number": number,  # the message's place in the file (newest first in the classic export): its source
+        "type": kind,
+        "timestamp": _stamp(ms),
+        "_ms": ms if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None,
+        "author": {"name": name if isinstance(name, str) and name.strip() else "Facebook user",
+                   "id": name if isinstance(name, str) else ""},
+        "content": text if text is not None else "",
+        "attachments": attachments,
+    }
