@@ -513,6 +513,15 @@ def test_stage_directions_inside_a_speech_are_narration():
                            (None, "Exit, pursued by a bear"), ("MACBETH", "Go.")]
 
 
+def test_a_log_of_bare_times_and_speakers_loses_its_times():
+    text = "12:01 Bob: hi\n12:02 Alice: hey\n12:03 Bob: what is up\nBob: more\n12:05 Alice: not much\n"
+    assert turns(text) == [("Bob", "hi"), ("Alice", "hey"), ("Bob", "what is up"), ("Bob", "more"),
+                           ("Alice", "not much")]
+    # a story with a time or two at a line's start keeps them as text
+    story = "Bob: hi\n10:30 we left.\nAlice: ok\n10:45 Bob: walked in.\nBob: bye\n"
+    assert turns(story)[1] == (None, "10:30 we left.") and turns(story)[3] == (None, "10:45 Bob: walked in.")
+
+
 def test_labels_and_time_words_alone_are_narration():
     text = ("Scene: Monica's apartment.\nNote: Rachel is wearing a dress.\nMonica: Hi.\nMeanwhile: the king slept.\n"
             "Later: he woke.\nNarrator: And so it ends.\n")

@@ -506,7 +506,19 @@ def parse_lines(
         return _parse_play(map(_dotted_cue, it), file, stats, compact=compact > after_blank, cast=_cast_of(cued))
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
-    return _parse_one_line(_join_indented(it), file, stats, stamps, script)
+    return _parse_one_line(_join_indented(it), file, stats, stamps, script, timed=_timed_log(head))
+
+
+def _timed_log(head: list[str]) -> bool:
+    """Whether most lines start with a bare time and a speaker (`12:01 Bob: hi`, a game's or stream's chat
+    log): then such a time is a stamp from the first line on, not only once a message has shown one."""
+    lines = [line.strip() for line in head if line.strip()]
+    timed = 0
+    for text in lines:
+        found = _stamp(text) if text[:1].isdigit() else None
+        if found is not None and not found[1] and split_speaker(text[found[0].end():]) is not None:
+            timed += 1
+    return timed >= 3 and timed * 2 >= len(lines)
 
 
 def _dotted_cue(line: str) -> str:
@@ -569,17 +581,18 @@ def _join_indented(lines: Iterable[str]) -> Iterator[str]:
 
 
 def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: dict | None = None,
-                    script: bool = False) -> Iterator[Turn | None]:
+                    script: bool = False, timed: bool = False) -> Iterator[Turn | None]:
     """The lines layout. `stamps`, when given, gets each chat message's date and time by its line number
     (sources/chatlog.py). In a `script` (a file that is not a chat export, but may quote a stamped message),
-    a `Name: text` line ends the message before it instead of continuing it."""
+    a `Name: text` line ends the message before it instead of continuing it. `timed`: a log whose lines
+    start with a time and no date (`12:01 Bob: hi`)."""
     fast = _FAST_SPEAKER.match
     new = tuple.__new__  # Turn(...) without the Python-level __new__: a third of the cost
     n = 0
     # Chat exports with a date or time before each message (`_stamped`): `held` is the last message, which
     # the lines after it without a stamp continue (WhatsApp writes a message of several lines so; IRC
     # does not: its unstamped lines are the client's); `dated` says which stamps the file uses, once known.
-    held, held_irc, held_swallow, dated, shape = None, False, False, None, None
+    held, held_irc, held_swallow, dated, shape = None, False, False, (False if timed else None), None
     # A `Name:` alone (`cue`): the lines below it, to a blank line or the next turn, are its speech (a
     # transcript that writes some speeches under their name). Empty if none follows.
     cue: Turn | None = None
