@@ -356,6 +356,7 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         if rule is not None:
             dropped[rule] += once
             dropped_by[speaker.casefold(), rule] += once
+            yield _BETWEEN  # someone said something: the messages around it are not one run
             continue
         stamp = _parse_time(msg.get("timestamp"), where)
         at = msg["line"] if isinstance(msg.get("line"), int) else msg.get("number", i)  # else the position
@@ -372,19 +373,27 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
 MERGE_CHARS = 600
 
 
+_BETWEEN = (None, None, None)  # a message a filter dropped (a `lol`, an attachment), in the stream of messages
+
+
 def _conversations(messages, gap_minutes: float):
     """Split where the gap between two messages exceeds `gap_minutes`; merge runs of one author (up to
-    MERGE_CHARS, at message bounds)."""
+    MERGE_CHARS, at message bounds) that no filtered message (`_BETWEEN`) interrupts."""
     gap = gap_minutes * 60
     conv: list[list] = []  # [turn, author, its messages' texts, their length joined]
     last = None
+    interrupted = False
     for turn, stamp, author in messages:
+        if turn is None:
+            interrupted = True
+            continue
         if conv and stamp is not None and last is not None and (stamp - last).total_seconds() > gap:
             yield _joined(conv)
             conv = []
         if stamp is not None:
             last = stamp
-        run = conv[-1] if conv and conv[-1][1] == author else None
+        run = conv[-1] if conv and conv[-1][1] == author and not interrupted else None
+        interrupted = False
         if run is not None and run[3] + 1 + len(turn.text) <= MERGE_CHARS:
             run[2].append(turn.text)
             run[3] += 1 + len(turn.text)
