@@ -842,11 +842,12 @@ def test_a_filtered_message_between_two_of_one_author_keeps_them_apart(tmp_path)
     """`finish the slides` / (Bob: lol, filtered) / `No` was merged into Alice's `finish the slides No`."""
     path = export(tmp_path, [msg(1, "Alice", "can you finish the slides today?", 0), msg(2, "Bob", "lol", 1),
                              msg(3, "Alice", "No", 2), msg(4, "Alice", "I mean, not before noon", 2),
-                             msg(5, "Bob", "", 3, attachments=[{"url": "x.png"}]), msg(6, "Alice", "nice", 4)])
+                             msg(5, "Bob", "", 3, attachments=[{"url": "x.png"}]), msg(6, "Alice", "nice", 4),
+                             msg(7, "Alice", "lol", 4), msg(8, "Alice", "very nice", 4)])
     got, dropped = discord_turns(path, filter_low_quality=False)
     assert got == [("Alice", "can you finish the slides today?"), ("Alice", "No I mean, not before noon"),
-                   ("Alice", "nice"), None]
-    assert dropped == Counter(non_response=1, attachment_only=1)
+                   ("Alice", "nice very nice"), None]  # her own `lol` between: one run still
+    assert dropped == Counter(non_response=2, attachment_only=1)
 
 
 # --- DiscordChatExporter's CSV and text formats ----------------------------------------------------------

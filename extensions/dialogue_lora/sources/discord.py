@@ -356,7 +356,7 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         if rule is not None:
             dropped[rule] += once
             dropped_by[speaker.casefold(), rule] += once
-            yield _BETWEEN  # someone said something: the messages around it are not one run
+            yield None, None, str(author.get("id") or speaker)  # said between: see _conversations
             continue
         stamp = _parse_time(msg.get("timestamp"), where)
         at = msg["line"] if isinstance(msg.get("line"), int) else msg.get("number", i)  # else the position
@@ -373,19 +373,17 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
 MERGE_CHARS = 600
 
 
-_BETWEEN = (None, None, None)  # a message a filter dropped (a `lol`, an attachment), in the stream of messages
-
-
 def _conversations(messages, gap_minutes: float):
     """Split where the gap between two messages exceeds `gap_minutes`; merge runs of one author (up to
-    MERGE_CHARS, at message bounds) that no filtered message (`_BETWEEN`) interrupts."""
+    MERGE_CHARS, at message bounds) that no one else's filtered message (a `lol`, a photo: its turn is None)
+    interrupts."""
     gap = gap_minutes * 60
     conv: list[list] = []  # [turn, author, its messages' texts, their length joined]
     last = None
     interrupted = False
     for turn, stamp, author in messages:
         if turn is None:
-            interrupted = True
+            interrupted = interrupted or bool(conv) and conv[-1][1] != author
             continue
         if conv and stamp is not None and last is not None and (stamp - last).total_seconds() > gap:
             yield _joined(conv)
