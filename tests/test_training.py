@@ -479,6 +479,20 @@ def test_resume_past_max_steps_is_refused(env, monkeypatch):
     assert train(make_cfg(env, max_steps=4, resume=True, **common)).step == 4
 
 
+def test_resume_with_fewer_epochs_than_done_is_refused_and_keeps_the_checkpoint(env):
+    """Resumed with the form's default epochs after a reload, the run ended at once as 'finished' and its
+    final save deleted the checkpoint: the rest of the run could never be trained."""
+    common = dict(lora_name="fewer", val_ratio=0.0, batch_size=40)  # 3 steps an epoch
+    stopped = train(make_cfg(env, epochs=4, **common), should_stop=_stop_from_call(6))  # checkpoint-5
+    per_epoch = stopped.total_steps // 4
+    assert stopped.stopped and stopped.step == 5 > per_epoch, (stopped.step, per_epoch)
+    with pytest.raises(UserError, match=rf"checkpoint-5 is at step 5 and these settings train {per_epoch} step\(s\) "
+                                        r"in all: nothing left to resume; set --epochs 4 as the run had"):
+        train(make_cfg(env, epochs=1, resume=True, **common))
+    assert (env / "loras" / "fewer" / "checkpoint-5" / "trainer_state.json").is_file()
+    assert train(make_cfg(env, epochs=4, resume=True, max_steps=6, **common)).step == 6
+
+
 def test_overwrite_never_replaces_a_model_and_keeps_the_users_files(env):
     model = env / "models" / "tiny"
     before = sorted(p.name for p in model.iterdir())

@@ -686,6 +686,10 @@ def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
     assert values[:3] == ["tiny-llama", "bob.json", "bob"]
     assert 0.01 in values and 0.4 in values and "q_proj,v_proj" in values
     assert all(isinstance(v, dict) for v in restore[0]("tiny-llama", None))  # being filled in: untouched
+    assert all(isinstance(v, dict) for v in restore[0](None, "alice.json"))
+    # the model a fresh form starts with (the only one, or the one loaded) is no sign of a form being filled in
+    monkeypatch.setattr(TabLogic, "default_model", lambda self: "tiny-llama")
+    assert restore[0]("tiny-llama", None)[:3] == ["tiny-llama", "bob.json", "bob"]
     # stopped with a checkpoint: Resume needs the form; finished, failed or stopped with nothing saved: the
     # next run must not quietly repeat its settings
     for state, checkpoint, restored in (("stopped", "loras/bob/checkpoint-5", True), ("stopped", None, False),

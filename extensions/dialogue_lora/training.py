@@ -955,6 +955,14 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         log = state.get("log", log)
         saved_window = state.get("loss_window")
         base_eval = state.get("base_eval_loss")
+        before = state.get("settings", {})
+        if step > total_steps or (step == total_steps and before.get("total_steps") not in (None, total_steps)):
+            # the loop would end at once and the final save delete the checkpoint: the rest of the run lost
+            had = (f"--max_steps {before['max_steps']}" if before.get("max_steps")
+                   else f"--epochs {before.get('epochs', '?')}")
+            raise UserError(f"{plan.resume_from.name} is at step {step} and these settings train {total_steps} "
+                            f"step(s) in all: nothing left to resume; set {had} as the run had (or more) to train "
+                            "the rest")
         emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
         emit({"event": "history", "steps": log.get("steps", [])})  # the loss curve before the stop
     elif cfg.overwrite and plan.out_dir.is_dir():

@@ -1034,7 +1034,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
             # no run to show: an empty model field gets the model loaded since the page was built
             keep = [gr.update()] * (2 + len(setting_inputs))
             return [gr.update() if model_v else gr.update(value=logic.default_model()), *keep]
-        if model_v or dataset_v:
+        if dataset_v or (model_v and model_v != logic.default_model()):  # not the model a fresh form starts with
             return [gr.update()] * (3 + len(setting_inputs))
         c = job.config
         # a number left to its default is None in the config: shown as the 0 that means it, as on a fresh page
