@@ -14,7 +14,7 @@ from extensions.dialogue_lora import jobs, ui
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.host import StandaloneHost
 from extensions.dialogue_lora.paths import resolve_dirs
-from extensions.dialogue_lora.ui import TabLogic, format_eta, progress_markdown, show_sample
+from extensions.dialogue_lora.ui import NO_ADAPTER, TabLogic, format_eta, progress_markdown, show_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "dataset.txt"
@@ -263,7 +263,7 @@ def test_train_form_errors(logic, webui_root):
         logic.train_config("tiny-llama", "bob.json", "bob", {"epochs": 0}, False, False)
     with pytest.raises(UserError, match="^'Batch size' must be .*\\(the field is empty\\)"):
         logic.train_config("tiny-llama", "bob.json", "bob", {"batch_size": None}, False, False)
-    for key, words in (("seed", "'Seed' must be a whole number (the field is empty)"),
+    for key, words in (("seed", "'Seed' must be a whole number from 0 to 4294967295 (the field is empty)"),
                        ("lora_dropout", "'LoRA dropout' must be in [0, 1) (the field is empty)"),
                        ("val_ratio", "'Held-out share' must be in [0, 0.5) (the field is empty)")):
         with pytest.raises(UserError, match=re.escape(words)):  # a blank field: said before a process starts
@@ -288,6 +288,8 @@ def test_train_form_errors(logic, webui_root):
     assert cfg["epochs"] == 3 and isinstance(cfg["epochs"], int) and cfg["lora_alpha"] == 16.5
     with pytest.raises(UserError, match="'Epochs' must be a whole number >= 1 \\(got 2.9\\)"):
         logic.train_config("tiny-llama", "bob.json", "new", {"epochs": 2.9}, False, False)
+    with pytest.raises(UserError, match="'Seed' must be a whole number from 0 to 4294967295 \\(got -1\\)"):
+        logic.train_config("tiny-llama", "bob.json", "new", {"seed": -1}, False, False)  # not "random": refused
 
 
 def test_a_missing_package_is_a_message_in_the_tab():
@@ -530,6 +532,8 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     job = logic.start_training("tiny-llama", "bob.json", "bob", settings)
     with pytest.raises(UserError, match="already running"):
         logic.start_training("tiny-llama", "bob.json", "bob2", settings)
+    with pytest.raises(UserError, match="already running"):  # said first: fixing the form would not help
+        logic.start_training("tiny-llama", None, "bob2", settings)
     deadline = time.time() + 180
     while not job.losses():
         assert job.running, job.error()
@@ -541,6 +545,7 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert job.state == "stopped", job.log_tail()
     text = progress_markdown(job)
     assert "Stopped" in text and "checkpoint" in text and "Resume" in text
+    assert text in logic.stop_training()  # Stop pressed again: how to resume stays on the page
     saved = [int(p.name.split("-")[1]) for p in (webui_root / "user_data/loras/bob").iterdir()
              if p.name.startswith("checkpoint-")]
     assert saved and max(saved) < 2000
@@ -564,7 +569,7 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert job.proc.returncode == 0 and "Fatal Python error" not in job.log_tail(100)
     assert logic.adapters() == ["bob"]
     assert logic.adapter_facts("bob")[0] == "Bob"
-    assert "Nothing is training" in logic.stop_training()
+    assert "Nothing is training" in logic.stop_training() and "Finished: bob" in logic.stop_training()
 
     # Evaluate: base vs adapter on the samples, in its own process, read back as the tab's tables
     job = logic.start_evaluation("tiny-llama", "bob", "bob.json", 2)
@@ -598,6 +603,11 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert logic.models() == ["tiny-llama", "tiny-llama-bob"]
     # the standalone app chats with the merged model alone, as its adapter's character
     assert logic.use("tiny-llama-bob", None) == "Loaded tiny-llama-bob for chat."
+    # the Adapter list's first choice un-picks an adapter picked before (there was no way back)
+    assert logic.use("tiny-llama-bob", NO_ADAPTER) == "Loaded tiny-llama-bob for chat."
+    assert logic.adapter_facts(NO_ADAPTER)[:2] == ("", None) and logic.base_of(NO_ADAPTER) is None
+    with pytest.raises(UserError, match="pick the adapter to merge"):
+        logic.start_merge("tiny-llama", NO_ADAPTER, "", "auto", False)
     assert logic.host.params["character"] == "Bob" and logic.host.params["adapter"] is None
     assert logic.host.in_use() == ("tiny-llama-bob", [])
     assert isinstance(logic.host.reply("Alice: Are you coming tonight?\nBob:"), str)  # it answers (maybe at once with "\n")

@@ -170,13 +170,20 @@ class Job:
             self.proc.wait()
 
 
+def check_idle(kind: str) -> None:
+    """A UserError when a job of this kind is running (said before a form's own checks: fixing the form
+    would not help)."""
+    current = _jobs.get(kind)
+    if current is not None and current.running:
+        what = {"train": "a training run", "evaluate": "an evaluation", "merge": "a merge"}.get(kind, f"a {kind} job")
+        raise UserError(f"{what} is already running: stop it or wait for it to finish")
+
+
 def start(kind: str, config: dict, cwd: str | os.PathLike | None = None) -> Job:
     """Start a job unless one of the same kind is still running."""
     with _lock:
+        check_idle(kind)
         current = _jobs.get(kind)
-        if current is not None and current.running:
-            what = {"train": "a training run", "evaluate": "an evaluation", "merge": "a merge"}.get(kind, f"a {kind} job")
-            raise UserError(f"{what} is already running: stop it or wait for it to finish")
         job = Job(kind, config, cwd)
         _jobs[kind] = job
         if current is not None:  # its settings, progress and log in the temp folder: nothing shows them now

@@ -171,7 +171,9 @@ class TrainConfig:
                   "logging_steps", "save_total_limit"):
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"--{f} must be a whole number >= 1 (got {v!r})")
-        need(isinstance(self.seed, int) and not isinstance(self.seed, bool), f"--seed must be a whole number (got {self.seed!r})")
+        # not -1 for "random", as some tools take it: a run is reproducible, and resumable, by its seed
+        need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32,
+             f"--seed must be a whole number from 0 to {2**32 - 1} (got {self.seed!r})")
         for f in ("save_steps", "max_steps"):
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"--{f} must be a whole number >= 0 (got {v!r})")

@@ -79,6 +79,14 @@ _FLAG = re.compile(r"--([a-z_0-9]+)")
 _TAB_PLACES = {"lora_finetune.py -d": "*2. Train*", "prepare_dataset.py": "*1. Prepare*", "lora_finetune.py": "*2. Train*"}
 
 
+# 4. Use's adapter choice for a model loaded alone (the standalone app): a merged model, or a base to compare
+NO_ADAPTER = "(none: the model alone)"
+
+
+def _adapter(picked: str | None) -> str | None:
+    return None if picked == NO_ADAPTER else picked
+
+
 def tab_words(message: str) -> str:
     """A library message with the tab's labels for the flags it names (`--resume` -> 'Resume') and its
     sections for the scripts (`lora_finetune.py -d` -> *2. Train*)."""
@@ -475,10 +483,14 @@ class TabLogic:
         return config
 
     def start_training(self, model, dataset, adapter, settings: dict, resume=False, overwrite=False) -> jobs.Job:
+        jobs.check_idle("train")
         return jobs.start("train", self.train_config(model, dataset, adapter, settings, resume, overwrite))
 
     def stop_training(self) -> str:
-        return _stop("train", "Nothing is training.", "Stopping: saving a checkpoint, then the process exits…")
+        """Stop the run; with none running, the last run's status stays (a stopped run's says how to resume)."""
+        job = jobs.current("train")
+        idle = "Nothing is training." if job is None else f"Nothing is training.\n\n{progress_markdown(job)}"
+        return _stop("train", idle, "Stopping: saving a checkpoint, then the process exits…")
 
     # -- Evaluate --------------------------------------------------------------------------------
     def stop_evaluation(self) -> str:
@@ -547,6 +559,7 @@ class TabLogic:
         from .merging import MergeConfig, plan
 
         dirs = self.host.dirs()
+        adapter = _adapter(adapter)
         if not adapter:
             raise UserError("pick the adapter to merge")
         if not model:
@@ -565,6 +578,7 @@ class TabLogic:
         from .merging import default_output_name
 
         dirs = self.host.dirs()
+        adapter = _adapter(adapter)
         if not model or not adapter:
             return "MODEL-ADAPTER"
         try:
@@ -601,12 +615,13 @@ class TabLogic:
 
     def base_of(self, adapter: str | None) -> str | None:
         """The base model an adapter was trained on, when it is one in the models folder."""
-        return self._base(self._recorded(adapter))
+        return self._base(self._recorded(_adapter(adapter)))
 
     def adapter_facts(self, adapter: str | None) -> tuple[str, str | None, str]:
         """(character, base model, characters note) of an adapter, its settings read once: the character it
         was trained for (its recorded name, else the cue of its held-out samples), and for an adapter
         trained on several characters which ones, since the name field holds one."""
+        adapter = _adapter(adapter)
         recorded = self._recorded(adapter)
         return self._character(recorded), self._base(recorded), self._characters_note(adapter, recorded)
 
@@ -653,6 +668,7 @@ class TabLogic:
         return ""
 
     def use(self, model, adapter) -> str:
+        adapter = _adapter(adapter)
         if not adapter and not (self.host.own_model and model):  # the standalone app loads a model alone too
             raise UserError("pick a base model (and an adapter)" if self.host.own_model else "pick an adapter")
         message = self.host.use_adapter(model, picked_name(adapter, self.host.dirs().loras, "adapter name")
@@ -1094,9 +1110,10 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
         data = Path(c["dataset"]).name if c.get("dataset") else logic.heldout_choices()[0]
         return [c.get("model_name"), c.get("lora_name"), data, c.get("max_samples", 0)]
 
-    # the adapter's own base model, when the field is empty
-    ev_adapter.input(lambda a, m: gr.update() if m else (logic.base_of(a) or gr.update()), [ev_adapter, ev_model],
-                     ev_model)
+    # the adapter's own base model, when the field is empty; its own held-out split (a file picked for the
+    # adapter before was for that one's characters)
+    ev_adapter.input(lambda a, m: (gr.update() if m else (logic.base_of(a) or gr.update()), logic.heldout_choices()[0]),
+                     [ev_adapter, ev_model], [ev_model, ev_data])
     ev_outputs = [ev_metrics, ev_samples, ev_status]
     ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], ev_outputs, concurrency_limit=None)
     ev_stop.click(lambda: logic.stop_evaluation(), None, ev_status)  # the run's own status follows when it ends
@@ -1161,6 +1178,10 @@ def _merge_part(gr, logic: TabLogic, use_adapter, use_tab) -> None:
 def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     """4. Use: an adapter applied (webui) or loaded with its base (standalone), the chat switches, a quick test."""
     params = host.params
+
+    def use_adapters() -> list[str]:
+        return ([NO_ADAPTER] if host.own_model else []) + logic.adapters()
+
     if host.own_model:
         gr.Markdown("Load a base model with an adapter for the chat box (or a model alone: a merged one, or a "
                     "base model to compare).")
@@ -1170,7 +1191,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     with gr.Row():
         use_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None,
                                 visible=host.own_model)
-        use_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
+        use_adapter = gr.Dropdown(label="Adapter", choices=use_adapters(), value=None)
         use_btn = gr.Button("Load adapter" if host.own_model else "Apply adapter", variant="primary")
         use_refresh = gr.Button("Refresh lists", size="sm")
     use_status = gr.Markdown()  # what is in use (or why not)
@@ -1204,14 +1225,16 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         return character or gr.update(), (None if model_v else base) or gr.update(), note
 
     use_adapter.input(on_use_adapter, [use_adapter, use_model], [char_name, use_model, use_note])
-    use_refresh.click(lambda: (dd_update(logic.models()), dd_update(logic.adapters())), None, [use_model, use_adapter])
+    use_refresh.click(lambda: (dd_update(logic.models()), dd_update(use_adapters())), None, [use_model, use_adapter])
 
     def use_view():
         """Opening the section shows what is in use and the chat switches as they are now: a page reload
         rebuilds the page from the values it was built with, which the switches may have left."""
         model_v, applied = host.in_use()
-        models, adapters = logic.models(), logic.adapters()
+        models, adapters = logic.models(), use_adapters()
         adapter_v = next((a for a in applied if a in adapters), None)
+        if adapter_v is None and model_v and host.own_model and not applied:
+            adapter_v = NO_ADAPTER
         status = f"In use: {model_v}" + (f" + {', '.join(applied)}" if applied else " (no adapter)")
         return (dd_update(models, model_v) if model_v in models else dd_update(models),
                 dd_update(adapters, adapter_v) if adapter_v else dd_update(adapters),
