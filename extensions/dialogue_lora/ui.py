@@ -400,7 +400,7 @@ class TabLogic:
             # the file's own problem first (none chosen, empty, unreadable): it is why the list is empty
             self.scan(upload, picked, source, csv_speaker, csv_text)
             raise UserError("pick at least one character in 'Character(s) to learn'")
-        out_name = check_name(out_name or "", "dataset file name")
+        out_name = check_name(out_name or "", "'Save as'")
         if not out_name.lower().endswith((".json", ".jsonl")):
             out_name += ".json"
         filters = set(filters or ())
@@ -549,7 +549,8 @@ class TabLogic:
         samples = [[context_tail(s["prompt"]).replace("\n", " ⏎ "), s["reference"], s["base_reply"], s["adapter_reply"]]
                    for s in result.get("samples", [])[:20]]
         notes = tab_words("; ".join(result.get("notes") or []))
-        status = f"{result.get('n_replies', len(samples))} replies from {result.get('heldout_file')}; report in " \
+        n = result.get('n_replies', len(samples))
+        status = f"{n} {'reply' if n == 1 else 'replies'} from {result.get('heldout_file')}; report in " \
                  f"{end.get('eval_md')}" + (f"\n\n{notes}" if notes else "")
         return metrics, samples, status
 
