@@ -153,6 +153,16 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
               (page.get_by_label("Held-out share (val_ratio)"), "0")]
     _type_until_kept(fields)
     assert [box.input_value() for box, _ in fields] == [v for _, v in fields]
+    # a LoRA run has no virtual tokens: the field shows with prompt tuning only
+    virtual = page.get_by_label("Virtual tokens (prompt tuning)")
+    assert not virtual.is_visible()
+    method = page.get_by_label("Method", exact=True)
+    method.click()
+    page.get_by_role("option", name="prompt_tuning").click()
+    virtual.wait_for(state="visible")
+    method.click()
+    page.get_by_role("option", name="lora", exact=True).click()
+    virtual.wait_for(state="hidden")
     page.get_by_role("button", name="Start training").click()
 
     seen: list[int] = []  # steps shown while training runs

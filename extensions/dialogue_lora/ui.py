@@ -935,7 +935,8 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
                 elif kind == "number":
                     # no `minimum`: Gradio's own check said "Value -1 is less than minimum value 0" in a toast
                     # and marked every output as failed; the settings' check says it in the form's words
-                    box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1))
+                    box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1),
+                                    visible=key != "num_virtual_tokens" or defaults.get("method") == "prompt_tuning")
                 else:
                     continue
                 setting_boxes.append((key, box))
@@ -960,6 +961,10 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
 
     setting_keys = [k for k, _ in setting_boxes]
     setting_inputs = [b for _, b in setting_boxes]
+    by_key = dict(setting_boxes)
+    if "method" in by_key and "num_virtual_tokens" in by_key:  # a LoRA run has no virtual tokens: not shown
+        by_key["method"].change(lambda m: gr.update(visible=m == "prompt_tuning"), by_key["method"],
+                                by_key["num_virtual_tokens"], queue=False)
     train_outputs = [progress, loss_plot, train_log]
 
     def render(job, plot: bool = True):
