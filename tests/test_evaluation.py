@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from extensions.dialogue_lora.errors import Interrupted, UserError
-from extensions.dialogue_lora.evaluation import EvalConfig, evaluate, format_table, samples_line, write_report
+from extensions.dialogue_lora.evaluation import (EvalConfig, check_report_place, evaluate, format_table, samples_line,
+                                                 write_report)
 
 from lora_helpers import alice_records, bob_records, one_thread, shared_adapter, subprocess_env
 
@@ -168,13 +169,35 @@ def test_report_without_training_log_has_no_curve(result, tmp_path):
     assert written["loss_curve"] is None and "loss_curve" not in (lora / "eval.md").read_text()
 
 
+def test_a_report_never_replaces_the_users_files_and_takes_its_old_curve_with_it(result, tmp_path):
+    """The user's own eval.md (or an eval.json that no evaluation wrote) was replaced, said as a report of
+    'None held-out samples'; an earlier report's loss curve stayed beside a new report without one."""
+    res = {k: v for k, v in result.items() if not k.startswith("_")}
+    lora = tmp_path / "mine"
+    lora.mkdir()
+    (lora / "eval.md").write_text("my notes")
+    with pytest.raises(UserError, match=r"eval.md: not written by evaluate_lora.py .*move it out"):
+        write_report(res, lora)
+    (lora / "eval.json").write_text('{"my": "own"}')
+    with pytest.raises(UserError, match=r"eval.json: not a report of evaluate_lora.py"):
+        check_report_place(lora)
+    assert (lora / "eval.md").read_text() == "my notes" and (lora / "eval.json").read_text() == '{"my": "own"}'
+    # an evaluation's own report is replaced, its curve too when the new report has none
+    (lora / "eval.json").unlink()
+    (lora / "eval.md").unlink()
+    write_report(res, lora)
+    (lora / "loss_curve.png").write_bytes(b"\x89PNG old curve")
+    assert write_report(res, lora)["replaced"] and not (lora / "loss_curve.png").exists()
+
+
 def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypatch):
     """A full disk at the end of an evaluation was a traceback (the OSError names no file)."""
     from extensions.dialogue_lora import fileio
 
     lora = tmp_path / "full"
     lora.mkdir()
-    (lora / "eval.json").write_text("the last report")
+    last = json.dumps({"evaluated_at": "2026-01-01T00:00:00+00:00", "samples": []})  # an earlier evaluation's
+    (lora / "eval.json").write_text(last)
     res = {k: v for k, v in result.items() if not k.startswith("_")}
 
     def no_space(fd):
@@ -183,7 +206,7 @@ def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypat
     monkeypatch.setattr(fileio.os, "fsync", no_space)
     with pytest.raises(UserError, match=r"full: cannot write the report \(No space left on device\)"):
         write_report(res, lora)
-    assert (lora / "eval.json").read_text() == "the last report" and sorted(os.listdir(lora)) == ["eval.json"]
+    assert (lora / "eval.json").read_text() == last and sorted(os.listdir(lora)) == ["eval.json"]
     # the disk fills after the first file: all or none, no new eval.json beside an old eval.md
     (lora / "training_log.json").write_text('{"steps": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]}')
     (lora / "eval.md").write_text("the last report")
@@ -198,7 +221,7 @@ def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypat
     with pytest.raises(UserError, match="nothing of it was written"):
         write_report(res, lora)
     assert sorted(os.listdir(lora)) == ["eval.json", "eval.md", "training_log.json"]
-    assert (lora / "eval.json").read_text() == (lora / "eval.md").read_text() == "the last report"
+    assert (lora / "eval.json").read_text() == last and (lora / "eval.md").read_text() == "the last report"
 
 
 def test_a_checkpoints_report_says_it_goes_with_the_checkpoint(tmp_path, tiny_model_dir, adapter):

@@ -398,6 +398,7 @@ def _evaluate(
     params = read_training_parameters(adapter_path)
     if not os.access(adapter_path, os.W_OK | os.X_OK):  # said now, not after the whole evaluation
         raise UserError(f"{adapter_path}: not writable, and the report (eval.json, eval.md) is written there")
+    check_report_place(adapter_path)
     if loaded is None:
         check_adapter_base(adapter_path, model_path)
     heldout = resolve_heldout(cfg, adapter_path, params)
@@ -711,6 +712,36 @@ def render_markdown(result: dict, loss_png: str | None = None) -> str:
     return "\n".join(lines)
 
 
+_REPORT_FILES = ("eval.json", "eval.md", "loss_curve.png")
+
+
+def _earlier_report(lora_path: Path) -> dict | None:
+    """The report an earlier evaluation wrote there (its eval.json), or None when there is none; a
+    UserError when one of the report's files there is not an evaluation's (the user's notes, their own
+    eval.json): never replaced."""
+    try:
+        earlier = json.loads((lora_path / "eval.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        earlier = None
+    except (OSError, ValueError):
+        earlier = False
+    if earlier is not None and not (isinstance(earlier, dict) and "evaluated_at" in earlier and "samples" in earlier):
+        raise UserError(f"{lora_path / 'eval.json'}: not a report of evaluate_lora.py, and the report is written "
+                        "there: move it out of the adapter's folder (it is never replaced)")
+    if earlier is None:  # then an eval.md or loss_curve.png there is not one of ours
+        for name in _REPORT_FILES[1:]:
+            if (lora_path / name).exists():
+                raise UserError(f"{lora_path / name}: not written by evaluate_lora.py (no eval.json beside it), and "
+                                "the report is written there: move it out of the adapter's folder (it is never "
+                                "replaced)")
+    return earlier
+
+
+def check_report_place(lora_path: str | os.PathLike) -> None:
+    """Said before an evaluation starts: the report's files can go into the adapter folder."""
+    _earlier_report(Path(lora_path))
+
+
 def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
     """Write eval.json, eval.md and loss_curve.png (when training_log.json exists) into the adapter folder.
 
@@ -720,12 +751,9 @@ def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
     lora_path = Path(lora_path)
     if not lora_path.is_dir():
         raise UserError(f"adapter folder {lora_path} does not exist")
-    replaced = None
-    try:
-        earlier = json.loads((lora_path / "eval.json").read_text(encoding="utf-8"))
-        replaced = f"{samples_line(earlier)} from {earlier.get('heldout_file')}, evaluated {earlier.get('evaluated_at')}"
-    except (OSError, ValueError, AttributeError):
-        pass
+    earlier = _earlier_report(lora_path)
+    replaced = None if earlier is None else (f"{samples_line(earlier)} from {earlier.get('heldout_file')}, "
+                                             f"evaluated {earlier.get('evaluated_at')}")
     log = read_training_log(lora_path)
     curve = loss_curve_png(log) if log is not None else None
     png = lora_path / "loss_curve.png" if curve is not None else None
@@ -743,4 +771,7 @@ def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
                 os.fsync(f.fileno())  # a full disk shows here, before any file goes in
     except OSError as e:  # a full disk: one line (the files already there stay as they were)
         raise UserError(f"{lora_path}: cannot write the report ({e.strerror or e}); nothing of it was written") from None
+    if png is None:  # the earlier report's curve is not this one's
+        with contextlib.suppress(FileNotFoundError):
+            (lora_path / "loss_curve.png").unlink()
     return {"json": lora_path / "eval.json", "markdown": lora_path / "eval.md", "loss_curve": png, "replaced": replaced}
