@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     session = ChatSession(str(names).split(","), args.user, args.rounds, instruction)  # bad names fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")
+    if args.seed is not None and not 0 <= args.seed < 2**32:  # numpy's range: said before the model loads
+        raise UserError(f"--seed must be from 0 to {2**32 - 1} (got {args.seed})")
     problems = []
     if not 0 <= args.temperature < math.inf:
         problems.append(f"--temperature must be 0 (greedy) or a finite number above it (got {args.temperature:g})")

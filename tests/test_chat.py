@@ -99,6 +99,8 @@ def test_errors_are_one_line(layout):
                        (["--temperature", "inf"], "--temperature must be 0 (greedy) or a finite number"),
                        (["--temperature", "warm"], "argument --temperature: invalid float value: 'warm' (see --help)"),
                        (["--name", ""], "--name is empty"),
+                       (["--seed", "-1"], "--seed must be from 0 to 4294967295 (got -1)"),  # was numpy's traceback
+                       (["--rounds", "0"], "--rounds must be 1 or more"),  # the prompt left out what was typed
                        (["--bogus"], "unrecognized arguments: --bogus")):
         p = chat(["-m", "tiny-llama", "--name", "Bob", *bad], "hi\n", layout)
         assert p.returncode == 2 and p.stderr.strip() == f"error: {p.stderr.strip()[7:]}" and words in p.stderr, p.stderr

@@ -113,8 +113,8 @@ def test_character_chat_prompt_first_message_and_multiline(monkeypatch):
     monkeypatch.setitem(script.params, "character_chat", True)
     monkeypatch.setitem(script.params, "rounds", 5)
     assert script.custom_generate_chat_prompt("Hi\nthere", _state([])) == "Alice: Hi there\nBob:"
-    monkeypatch.setitem(script.params, "rounds", 0)
-    assert script.custom_generate_chat_prompt("Hi", _state([["a", "b"]])) == "Bob:"
+    monkeypatch.setitem(script.params, "rounds", 0)  # never fewer than the user's own line
+    assert script.custom_generate_chat_prompt("Hi", _state([["a", "b"]])) == "Alice: Hi\nBob:"
 
 
 def test_character_chat_prompt_uses_the_tabs_character_name_over_the_bot_name(monkeypatch):

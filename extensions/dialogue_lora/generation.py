@@ -414,8 +414,8 @@ class ChatSession:
         names = [prompt_mod.one_line(n) for n in names if prompt_mod.one_line(n)]
         if not names:
             raise UserError("--name is empty: give the character to speak as, e.g. --name Bob (or Bob,Carol)")
-        if rounds < 0:
-            raise UserError(f"--rounds must be 0 or more (got {rounds})")
+        if rounds < 1:  # 0 would leave out what the user just said
+            raise UserError(f"--rounds must be 1 or more: the turns the character sees, yours included (got {rounds})")
         self.names = names
         self.user = prompt_mod.one_line(user) or "You"
         prompt_mod.check_chat_names(names, self.user)

@@ -83,6 +83,7 @@ def custom_generate_chat_prompt(user_input, state, **kwargs):
             merged = _webui.loaded_merge_record()
             instruction = instruction or merged.get("instruction") or None
             character = character or next(iter(merged.get("characters") or []), None)
-        return _webui.character_chat_prompt(user_input, state, int(params.get("rounds", 5)),
+        # at least the user's own line: 0 turns would cue a reply to nothing
+        return _webui.character_chat_prompt(user_input, state, max(1, int(params.get("rounds", 5))),
                                             character=character, instruction=instruction, **kwargs)
     return _webui.default_chat_prompt(user_input, state, **kwargs)

@@ -1208,7 +1208,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
                                 value=bool(params.get("character_chat", False)))
         newline_stop = gr.Checkbox(label="Stop at newline (one line per reply)", visible=not host.own_model,
                                    value=bool(params.get("stop_at_newline", True)))
-        use_rounds = gr.Slider(label="Context turns", minimum=0, maximum=20, step=1,
+        use_rounds = gr.Slider(label="Context turns", minimum=1, maximum=20, step=1,
                                value=int(params.get("rounds", 5)))
     with gr.Row():
         char_name = gr.Textbox(label="Character name", value=str(params.get("character") or ""))

@@ -27,7 +27,7 @@ def setup(params: dict) -> None:
         if isinstance(value, str):
             params[key] = value.strip().lower() in ("1", "true", "yes", "on")
     try:
-        params["rounds"] = max(0, int(params.get("rounds", 5)))
+        params["rounds"] = max(1, int(params.get("rounds", 5)))  # 0 would leave out what the user just said
     except (TypeError, ValueError):
         params["rounds"] = 5
 
