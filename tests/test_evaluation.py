@@ -284,6 +284,33 @@ def test_samples_of_characters_not_learnt_and_empty_replies_are_left_out_with_a_
     assert again.startswith("2 held-out samples (2 replies) from ") and again.endswith(res["evaluated_at"])
 
 
+def test_training_samples_in_another_file_or_format_are_said(layout):
+    """The training samples as alpaca (or as .jsonl, or a subset) were reported as held-out samples with
+    no word that the adapter had learnt them."""
+    lora = layout / "user_data" / "loras" / "bob"
+    datasets = layout / "user_data" / "training" / "datasets"
+    datasets.mkdir(parents=True, exist_ok=True)
+    train_file = datasets / "bobtrain.json"
+    train_file.write_text(json.dumps(bob_records(16, 0)), encoding="utf-8")  # what train_adapter trained on
+    params = json.loads((lora / "training_parameters.json").read_text(encoding="utf-8"))
+    params["dataset"] = str(train_file)
+    (lora / "training_parameters.json").write_text(json.dumps(params), encoding="utf-8")
+    held = json.loads((lora / "heldout.json").read_text(encoding="utf-8"))
+    mixed = [{"instruction": "Continue the dialogue as Bob.", "input": r["input"], "output": r["output"], "name": "Bob"}
+             for r in bob_records(16, 0)[:3]] + held[:1]
+    (datasets / "mixed.json").write_text(json.dumps(mixed), encoding="utf-8")
+    result = evaluate(EvalConfig("tiny-llama", "bob", dataset="mixed.json", max_new_tokens=2, similarity=False,
+                                 meteor=False))
+    assert any(n.startswith("3 of the 4 samples of mixed.json were trained on (they are in the adapter's training "
+                            "file, bobtrain.json)") for n in result["notes"]), result["notes"]
+    assert result["trained_on"] and samples_line(result).startswith("4 samples")
+    # the held-out split alone: nothing said
+    (datasets / "held.json").write_text(json.dumps(held), encoding="utf-8")
+    result = evaluate(EvalConfig("tiny-llama", "bob", dataset="held.json", max_new_tokens=2, similarity=False,
+                                 meteor=False))
+    assert not any("trained on" in n for n in result["notes"]) and not result["trained_on"]
+
+
 def test_should_stop_interrupts_and_writes_nothing(layout):
     with pytest.raises(Interrupted):
         evaluate(EvalConfig("tiny-llama", "bob", max_new_tokens=8), should_stop=lambda: True)

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from . import prompt as prompt_mod
 from .errors import Interrupted, UserError, join_problems
-from .fileio import atomic_open, file_sha256, load_records
+from .fileio import atomic_open, file_sha256, load_records, samples_sha256
 from .paths import CHECKPOINT_PREFIX, resolve_adapter, resolve_dirs, resolve_model
 
 DEFAULT_CUTOFF_LEN = 256
@@ -144,6 +144,43 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
     if not path.is_file():
         raise UserError(f"the adapter's held-out file {path} is missing: pass one with -d HELD_OUT.json")
     return path
+
+
+def _sample_key(record) -> str | None:
+    """A sample's training text whatever its format (rounds, sharegpt, messages and alpaca give the same
+    dialogue; alpaca's instruction line left out), for telling training samples in another file."""
+    try:
+        text = "".join(t for t, _ in prompt_mod.record_segments(record))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    instruction = record.get("instruction") if isinstance(record, dict) else None
+    if isinstance(instruction, str) and instruction and text.startswith(instruction + "\n"):
+        text = text[len(instruction) + 1:]
+    return text
+
+
+def trained_keys(params: dict, adapter_path: Path) -> set[str] | None:
+    """The keys of the samples the adapter was trained on: its training file's, less its held-out split;
+    None when that file is gone or changed since (its samples hash differs)."""
+    dataset = params.get("dataset")
+    if not isinstance(dataset, str) or not Path(dataset).is_file():
+        return None
+    try:
+        records = load_records(Path(dataset))
+    except (UserError, OSError):
+        return None
+    if params.get("samples_sha256") and samples_sha256(records) != params["samples_sha256"]:
+        return None
+    keys = {_sample_key(r) for r in records}
+    held = params.get("heldout_file")
+    if isinstance(held, str) and held:
+        held_path = Path(held) if Path(held).is_absolute() else adapter_path / held
+        try:
+            keys -= {_sample_key(r) for r in load_records(held_path)}
+        except (UserError, OSError):
+            pass
+    keys.discard(None)
+    return keys
 
 
 def load_heldout(path: Path, max_samples: int = 0) -> list[dict]:
@@ -406,6 +443,8 @@ def _evaluate(
     # the adapter's own training file (a pipe is not hashed: that would use it up)
     trained_on = bool(params.get("dataset_sha256")) and Path(heldout).is_file() and \
         file_sha256(heldout) == params["dataset_sha256"]
+    # training samples in another file or format (a .jsonl copy, sharegpt, a subset): found one by one
+    trained = None if trained_on else trained_keys(params, adapter_path)
     characters = params.get("characters") or []
     records, foreign = _own_characters(records, characters, heldout)
     kept = [r for r in records if not _empty_reply(r)]
@@ -473,11 +512,21 @@ def _evaluate(
     bleu, chrf = bleu_chrf(hyp, refs)
     bleu_base, chrf_base = bleu_chrf(hyp_base, refs)
     notes = []
+    n_trained = sum(1 for r in records if _sample_key(r) in trained) if trained else 0
+    if trained_on or n_trained:
+        if params.get("heldout_file"):
+            fair = "its held-out split (the default) is the fair test"
+        elif params.get("checkpoint") and params.get("val_ratio"):  # written with the finished adapter
+            fair = "its run's held-out split is saved with the finished adapter, the fair test then"
+        else:
+            fair = "it kept no held-out split (--val_ratio 0): train with one for a fair test"
     if trained_on:
-        fair = ("its held-out split (the default) is the fair test" if params.get("heldout_file") else
-                "it kept no held-out split (--val_ratio 0): train with one for a fair test")
         notes.append(f"{Path(heldout).name} is the dataset the adapter was trained on: most of these samples were "
                      f"learnt, so the scores flatter it; {fair}")
+    elif n_trained:
+        notes.append(f"{n_trained} of the {len(records)} samples of {Path(heldout).name} were trained on (they are "
+                     f"in the adapter's training file, {Path(params['dataset']).name}), so the scores flatter it; "
+                     f"{fair}")
     if foreign:
         who = ", ".join(f"{n} {c}" for n, c in foreign.most_common())
         notes.append(f"{sum(foreign.values())} sample(s) left out: for characters the adapter did not learn ({who}; "
@@ -513,7 +562,8 @@ def _evaluate(
         "model": loaded.model_name,
         "adapter": adapter_path.name,
         "heldout_file": str(heldout),
-        "trained_on": trained_on,  # the samples are the adapter's training file, not held out
+        "trained_on": trained_on or n_trained * 2 > len(records),  # mostly training samples, not held out
+        "n_trained": len(records) if trained_on else n_trained,
         "n_samples": len(records),
         "n_replies": len(examples),
         "n_scored_tokens": ppl["adapter"][1],

@@ -7,6 +7,7 @@ file and the line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -373,3 +374,12 @@ def held_lock(path: Path, busy: Callable[[str], str]):
         with contextlib.suppress(OSError):  # while still held: whoever opened the old file sees it is gone
             os.unlink(path)
         os.close(fd)  # and the lock with it
+
+
+def samples_sha256(records: list[dict]) -> str:
+    """The samples' content, whatever the file's layout (indentation, key order, .json or .jsonl)."""
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import hashlib
 import json
 import math
 import os
@@ -40,8 +39,9 @@ from typing import Callable
 from . import batching, encoding, fused_lora, last_layer, modeling, paths, varlen
 from . import prompt as prompt_mod
 from .errors import UserError, brief, join_problems
-from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, file_sha256, held_lock, load_records,
-                     free_bytes, missing_parents, nearest_existing, remove_empty, sync_folder, write_records)
+from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, file_sha256, free_bytes, held_lock,
+                     load_records, missing_parents, nearest_existing, remove_empty, samples_sha256, sync_folder,
+                     write_records)
 
 METHODS = ("lora", "prompt_tuning")
 CHECKPOINT_PREFIX = paths.CHECKPOINT_PREFIX
@@ -664,15 +664,6 @@ def _use_gc(cfg: TrainConfig, device) -> bool:
     return cfg.gradient_checkpointing == "on"
 
 
-def _samples_sha256(records: list[dict]) -> str:
-    """The samples' content, whatever the file's layout (indentation, key order, .json or .jsonl)."""
-    digest = hashlib.sha256()
-    for r in records:
-        digest.update(json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()
-
-
 def _settings(cfg: TrainConfig, plan: Plan) -> dict:
     """Every resolved setting of the run (training_parameters.json)."""
     s = asdict(cfg)
@@ -686,7 +677,7 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         dataset=str(plan.dataset_path),
         dataset_sha256=file_sha256(plan.dataset_path),  # the file as it was
         # the samples themselves, not the file's name or layout: --resume on other data is refused
-        samples_sha256=_samples_sha256(plan.records),
+        samples_sha256=samples_sha256(plan.records),
         prompt_format=prompt_mod.PROMPT_FORMAT,
         # alpaca samples' shared instruction line (`{name}` for the character): chat puts it where training did
         instruction=prompt_mod.instruction_template(plan.records),
