@@ -2,6 +2,7 @@
 adapter beating its base, the stop rate, the report files, optional metrics, and one-line errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -231,6 +232,22 @@ def test_a_checkpoints_report_says_it_goes_with_the_checkpoint(tmp_path, tiny_mo
                      max_samples=2, similarity=False, meteor=False, device="cpu")
     notes = evaluate(cfg)["notes"]
     assert any(n.startswith("checkpoint-7 is a checkpoint: its folder, and this report in it, go") for n in notes)
+    # a real checkpoint has no training_parameters.json, its run's settings are in trainer_state.json: scored
+    # on its training file, the note said the run kept no held-out split (--val_ratio 0), which it did
+    from extensions.dialogue_lora.fileio import file_sha256
+
+    ckpt = loras / "bob" / "checkpoint-7"
+    params = json.loads((ckpt / "training_parameters.json").read_text(encoding="utf-8"))
+    (ckpt / "training_parameters.json").unlink()
+    for name in ("eval.json", "eval.md", "loss_curve.png", "heldout.json"):
+        (ckpt / name).unlink(missing_ok=True)
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps(bob_records(4, 0)), encoding="utf-8")
+    settings = dict(params, dataset=str(data), dataset_sha256=file_sha256(data), val_ratio=0.1)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 7, "epoch": 0, "step_in_epoch": 7,
+                                                         "settings": settings}), encoding="utf-8")
+    notes = evaluate(dataclasses.replace(cfg, dataset=str(data)))["notes"]
+    assert any("its run's held-out split is saved with the finished adapter" in n for n in notes), notes
 
 
 def test_other_formats_and_limits(layout):
