@@ -83,6 +83,15 @@ def test_adapter_without_fingerprint_still_gets_a_one_line_error(adapter, other_
     assert "does not fit model 'other-llama'" in msg and "some-base" in msg and "\n" not in msg
 
 
+def test_an_adapter_without_its_weights_file_says_so(adapter, tiny_model_dir, tmp_path):
+    """PEFT then looked for the folder on the model hub: 'Repo id must be in the form ...'."""
+    bare = tmp_path / "x"
+    shutil.copytree(adapter, bare)
+    (bare / "adapter_model.safetensors").unlink()
+    with pytest.raises(UserError, match=r"^adapter folder .*x has no adapter_model.safetensors \(its weights\): copy"):
+        load_for_generation(tiny_model_dir, bare, device="cpu")
+
+
 def test_loaded_model_knows_its_names(loaded, adapter):
     assert loaded.model_name == "tiny-llama" and loaded.adapter_name == adapter.name
     assert loaded.training_parameters["heldout_file"] == "heldout.json"

@@ -180,6 +180,10 @@ def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.Pa
     adapter_path = Path(adapter_path)
     from .modeling import damaged_file_types
 
+    if not any((adapter_path / w).is_file() for w in ("adapter_model.safetensors", "adapter_model.bin")):
+        # else PEFT looks for it on the model hub and says the folder is no "repo id"
+        raise UserError(f"adapter folder {adapter_path} has no adapter_model.safetensors (its weights): copy the "
+                        "file back, or train it again")
     try:
         return PeftModel.from_pretrained(base, str(adapter_path), is_trainable=False)
     except damaged_file_types() as e:
