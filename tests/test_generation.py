@@ -234,6 +234,12 @@ def test_chat_session_addresses_several_characters():
     assert s.handle("@Dave hi", fn)[0][0].startswith("Carol: ")  # not a character: plain text
     assert seen[-1].split("\n")[-2] == "Alice: @Dave hi"
     assert s.handle("", fn) == ([], [])
+    # a name of several words, in any case, with a comma or colon after it (only the first word was read)
+    royals = ChatSession(["KING RICHARD III", "QUEEN ELIZABETH", "QUEEN"], "You", rounds=5)
+    assert royals.handle("@queen elizabeth, hi there", fn)[0][0].startswith("QUEEN ELIZABETH: ")
+    assert seen[-1] == "You: hi there\nQUEEN ELIZABETH:"
+    assert royals.handle("@QUEEN: and you?", fn)[0][0].startswith("QUEEN: ")
+    assert royals.handle("@QUEENS hi", fn)[0][0].startswith("KING RICHARD III: ")  # no name: plain text
     s.handle("/reset", fn)
     assert s.history == []
     s.handle("/quit", fn)

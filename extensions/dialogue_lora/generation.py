@@ -433,6 +433,16 @@ class ChatSession:
         wanted = name.strip().lower()
         return next((n for n in self.names if n.lower() == wanted), None)
 
+    def addressed(self, text: str) -> tuple[str, str] | None:
+        """(character, the rest) for `@Name rest`: the longest character name the text starts with, in any
+        case, spaces in it too (`@QUEEN ELIZABETH hi`), followed by the end, a space, `,` or `:`."""
+        folded = text.casefold()
+        for name in sorted(self.names, key=len, reverse=True):
+            n = name.casefold()
+            if folded.startswith(n) and (len(text) == len(n) or text[len(n)] in " ,:"):
+                return name, text[len(n):].lstrip(",:").strip()
+        return None
+
     def help_text(self) -> str:
         others = f" ({', '.join(self.names)})" if len(self.names) > 1 else ""
         return (
@@ -465,10 +475,9 @@ class ChatSession:
             # any other "/..." is ordinary text (a line may well start with a slash)
         speaker = self.current
         if text.startswith("@"):
-            head, _, rest = text[1:].partition(" ")
-            found = self.find_name(head.rstrip(",:"))
-            if found:
-                speaker, text = found, rest.strip()
+            found = self.addressed(text[1:])
+            if found:  # else ordinary text (`@everyone ...`)
+                speaker, text = found
         history = self.history + ([(self.user, prompt_mod.one_line(text))] if text else [])
         got = reply_fn(prompt_mod.chat_prompt(history, speaker, self.rounds, self.instruction))
         if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[0], str)):
