@@ -328,6 +328,17 @@ def test_training_samples_in_another_file_or_format_are_said(layout):
     assert not any("trained on" in n for n in result["notes"]) and not result["trained_on"]
 
 
+def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
+    """Its rounds samples were prompted without the line chat.py puts first (the one training saw)."""
+    lora = layout / "user_data" / "loras" / "bob"
+    params = json.loads((lora / "training_parameters.json").read_text(encoding="utf-8"))
+    params["instruction"] = "Continue the dialogue as {name}."
+    (lora / "training_parameters.json").write_text(json.dumps(params), encoding="utf-8")
+    result = evaluate(EvalConfig("tiny-llama", "bob", max_samples=2, max_new_tokens=2, similarity=False, meteor=False))
+    assert all(s["prompt"].startswith("Continue the dialogue as Bob.\n") for s in result["samples"])
+    assert any(n.startswith("2 sample(s) prompted with the adapter's instruction line") for n in result["notes"])
+
+
 def test_should_stop_interrupts_and_writes_nothing(layout):
     with pytest.raises(Interrupted):
         evaluate(EvalConfig("tiny-llama", "bob", max_new_tokens=8), should_stop=lambda: True)

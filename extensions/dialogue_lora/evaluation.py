@@ -211,6 +211,26 @@ def examples_of(record: dict, name: str | None = None) -> list[tuple[list[str], 
     return out
 
 
+def with_instruction(records: list[dict], instruction: str | None) -> tuple[list[dict], int]:
+    """(the samples as the adapter is prompted in chat, how many were changed): an adapter trained on alpaca
+    samples sees its instruction line first (`{name}`: the sample's character), so a rounds sample gets it and
+    an alpaca one with another line has it replaced."""
+    if not instruction:
+        return records, 0
+    out, changed = [], 0
+    for r in records:
+        if prompt_mod.detect_format(r) in ("rounds", "alpaca"):
+            context = str(r.get("input") or "")
+            cue = r.get("name") or context.rstrip().rsplit("\n", 1)[-1].rstrip().rstrip(":").strip()
+            want = instruction.replace("{name}", str(cue))
+            if r.get("instruction") != want:
+                r = {"instruction": want, "input": context, "output": r["output"],
+                     **({"name": r["name"]} if "name" in r else {})}
+                changed += 1
+        out.append(r)
+    return out, changed
+
+
 def _empty_reply(record: dict) -> bool:
     return all(not ref for _, ref in examples_of(record))
 
@@ -454,6 +474,7 @@ def _evaluate(
     scorable = len(records)
     if cfg.max_samples:  # the first N of those that can be scored
         records = records[: cfg.max_samples]
+    records, reworded = with_instruction(records, params.get("instruction"))
     name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
 
@@ -533,6 +554,9 @@ def _evaluate(
                      f"it learnt {', '.join(characters)})")
     if empty:
         notes.append(f"{empty} sample(s) with an empty reply left out: nothing to compare with")
+    if reworded:
+        notes.append(f"{reworded} sample(s) prompted with the adapter's instruction line "
+                     f"({params['instruction']!r}), as chat puts it first: theirs had none or another")
     if len(records) < scorable:
         notes.append(f"the first {len(records)} of {scorable} samples that could be scored (--max_samples)")
     if re.fullmatch(rf"{re.escape(CHECKPOINT_PREFIX)}\d+", adapter_path.name):  # the report is written in it
