@@ -332,11 +332,15 @@ def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
     """Its rounds samples were prompted without the line chat.py puts first (the one training saw)."""
     lora = layout / "user_data" / "loras" / "bob"
     params = json.loads((lora / "training_parameters.json").read_text(encoding="utf-8"))
-    params["instruction"] = "Continue the dialogue as {name}."
+    params.update(instruction="Continue the dialogue as {name}.", characters=["Bob"])  # as training records them
     (lora / "training_parameters.json").write_text(json.dumps(params), encoding="utf-8")
     result = evaluate(EvalConfig("tiny-llama", "bob", max_samples=2, max_new_tokens=2, similarity=False, meteor=False))
     assert all(s["prompt"].startswith("Continue the dialogue as Bob.\n") for s in result["samples"])
     assert any(n.startswith("2 sample(s) prompted with the adapter's instruction line") for n in result["notes"])
+    # a --name the adapter never learnt is said (chat.py warns the same)
+    result = evaluate(EvalConfig("tiny-llama", "bob", name="Alice", max_samples=1, max_new_tokens=2, similarity=False,
+                                 meteor=False))
+    assert any(n.startswith("--name Alice is not a character the adapter learnt (Bob)") for n in result["notes"])
 
 
 def test_should_stop_interrupts_and_writes_nothing(layout):

@@ -554,6 +554,9 @@ def _evaluate(
                      f"it learnt {', '.join(characters)})")
     if empty:
         notes.append(f"{empty} sample(s) with an empty reply left out: nothing to compare with")
+    if cfg.name and characters and cfg.name.casefold() not in {c.casefold() for c in characters}:
+        notes.append(f"--name {cfg.name} is not a character the adapter learnt ({', '.join(characters)}): samples "
+                     "without a name of their own were cued with a name it never answered to")
     if reworded:
         notes.append(f"{reworded} sample(s) prompted with the adapter's instruction line "
                      f"({params['instruction']!r}), as chat puts it first: theirs had none or another")
