@@ -190,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
 def _as_learnt(names: str, learnt: list[str], source: str) -> str:
     """--name as the adapter learnt its characters: their casing (`bob` is cued `Bob:`, as in training),
     each once; a warning for a name it did not learn (it can still be asked to speak as anyone)."""
-    by_fold = {c.casefold(): c for c in learnt}
+    by_fold = {" ".join(c.split()).casefold(): c for c in learnt}
     out, unknown = [], []
-    for n in (n.strip() for n in names.split(",")):
+    for n in (" ".join(n.split()) for n in names.split(",")):  # ` QUEEN  ELIZABETH ` is the queen
+        if ":" in n:  # ChatSession says why, in one line
+            return names
         name = by_fold.get(n.casefold(), n)
         if n and name not in out:
             out.append(name)

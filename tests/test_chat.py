@@ -92,6 +92,8 @@ def test_errors_are_one_line(layout):
     assert p.stdout == ""
     p = chat(["-m", "tiny-llama", "--name", "Bob:"], "hi\n", layout)
     assert p.returncode != 0 and p.stderr.startswith("error: name 'Bob:' must not contain ':'")
+    p = chat(["-m", "tiny-llama", "-l", "bob", "--name", "Bob:"], "hi\n", layout)  # one line, no warning first
+    assert p.returncode != 0 and p.stderr.startswith("error: name 'Bob:' must not contain ':'"), p.stderr
     # sampling settings and devices are checked before the model loads, each in one line
     for bad, words in ((["--top_p", "5"], "--top_p must be above 0 and at most 1"),
                        (["--repetition_penalty", "-1"], "--repetition_penalty must be above 0"),
@@ -148,3 +150,11 @@ def test_ctrl_c_ends_the_chat_with_the_interrupts_exit_code(layout, monkeypatch)
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def test_a_learnt_name_written_with_other_spaces_is_that_character(capsys):
+    """` QUEEN  ELIZABETH ` was cued as the queen after a warning that it was not her."""
+    assert chat_cli._as_learnt(" queen  elizabeth ,Bob", ["QUEEN ELIZABETH", "Bob"], "adapter x") == "QUEEN ELIZABETH,Bob"
+    assert capsys.readouterr().err == ""
+    assert chat_cli._as_learnt("Carol", ["Bob"], "adapter x") == "Carol"
+    assert "adapter x learnt Bob, not Carol" in capsys.readouterr().err

@@ -231,6 +231,7 @@ def test_chat_session_addresses_several_characters():
     assert s.handle("/as Carol", fn) == ([], ["Carol answers from now on"])
     assert s.handle("Well?", fn)[0][0].startswith("Carol: ")
     assert "unknown character" in s.handle("/as Dave", fn)[1][0]
+    assert s.handle("/as", fn)[1][0].startswith("/as needs a name: /as NAME; characters: Bob, Carol")
     assert s.handle("@Dave hi", fn)[0][0].startswith("Carol: ")  # not a character: plain text
     assert seen[-1].split("\n")[-2] == "Alice: @Dave hi"
     assert s.handle("", fn) == ([], [])

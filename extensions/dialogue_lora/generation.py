@@ -430,8 +430,8 @@ class ChatSession:
         self.done = False
 
     def find_name(self, name: str) -> str | None:
-        wanted = name.strip().lower()
-        return next((n for n in self.names if n.lower() == wanted), None)
+        wanted = " ".join(name.split()).casefold()
+        return next((n for n in self.names if n.casefold() == wanted), None)
 
     def addressed(self, text: str) -> tuple[str, str] | None:
         """(character, the rest) for `@Name rest`: the longest character name the text starts with, in any
@@ -467,6 +467,8 @@ class ChatSession:
             if cmd == "/help":
                 return [], [self.help_text()]
             if cmd == "/as":
+                if not arg.strip():
+                    return [], [Problem(f"/as needs a name: /as NAME; characters: {', '.join(self.names)}")]
                 found = self.find_name(arg)
                 if not found:
                     return [], [Problem(f"unknown character {arg.strip()!r}; characters: {', '.join(self.names)}")]
