@@ -154,6 +154,8 @@ def test_ctrl_c_ends_the_chat_with_the_interrupts_exit_code(layout, monkeypatch)
 
 def test_a_learnt_name_written_with_other_spaces_is_that_character(capsys):
     """` QUEEN  ELIZABETH ` was cued as the queen after a warning that it was not her."""
+    import chat as chat_cli
+
     assert chat_cli._as_learnt(" queen  elizabeth ,Bob", ["QUEEN ELIZABETH", "Bob"], "adapter x") == "QUEEN ELIZABETH,Bob"
     assert capsys.readouterr().err == ""
     assert chat_cli._as_learnt("Carol", ["Bob"], "adapter x") == "Carol"
