@@ -177,7 +177,7 @@ def test_a_report_never_replaces_the_users_files_and_takes_its_old_curve_with_it
     lora = tmp_path / "mine"
     lora.mkdir()
     (lora / "eval.md").write_text("my notes")
-    with pytest.raises(UserError, match=r"eval.md: not written by evaluate_lora.py .*move it out"):
+    with pytest.raises(UserError, match=r"eval.md: not written by evaluate_lora.py, .*move it out"):
         write_report(res, lora)
     (lora / "eval.json").write_text('{"my": "own"}')
     with pytest.raises(UserError, match=r"eval.json: not a report of evaluate_lora.py"):
@@ -189,6 +189,8 @@ def test_a_report_never_replaces_the_users_files_and_takes_its_old_curve_with_it
     write_report(res, lora)
     (lora / "loss_curve.png").write_bytes(b"\x89PNG old curve")
     assert write_report(res, lora)["replaced"] and not (lora / "loss_curve.png").exists()
+    (lora / "eval.json").unlink()  # an earlier report's eval.md alone (its eval.json deleted) is still ours
+    assert write_report(res, lora)["replaced"] is None
 
 
 def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypatch):
@@ -210,7 +212,7 @@ def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypat
     assert (lora / "eval.json").read_text() == last and sorted(os.listdir(lora)) == ["eval.json"]
     # the disk fills after the first file: all or none, no new eval.json beside an old eval.md
     (lora / "training_log.json").write_text('{"steps": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]}')
-    (lora / "eval.md").write_text("the last report")
+    (lora / "eval.md").write_text("# Evaluation of adapter `full` on `tiny`: the last report")
     calls = []
 
     def fills_up(fd):
@@ -222,7 +224,7 @@ def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypat
     with pytest.raises(UserError, match="nothing of it was written"):
         write_report(res, lora)
     assert sorted(os.listdir(lora)) == ["eval.json", "eval.md", "training_log.json"]
-    assert (lora / "eval.json").read_text() == last and (lora / "eval.md").read_text() == "the last report"
+    assert (lora / "eval.json").read_text() == last and (lora / "eval.md").read_text().endswith(": the last report")
 
 
 def test_a_checkpoints_report_says_it_goes_with_the_checkpoint(tmp_path, tiny_model_dir, adapter):

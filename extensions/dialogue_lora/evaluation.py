@@ -757,7 +757,7 @@ def samples_line(result: dict) -> str:
 
 def render_markdown(result: dict, loss_png: str | None = None) -> str:
     lines = [
-        f"# Evaluation of adapter `{result.get('adapter')}` on `{result.get('model')}`",
+        f"{_MD_TITLE}{result.get('adapter')}` on `{result.get('model')}`",
         "",
         f"{samples_line(result)} from "
         f"`{result.get('heldout_file')}`, greedy replies of at most "
@@ -789,7 +789,7 @@ def render_markdown(result: dict, loss_png: str | None = None) -> str:
     return "\n".join(lines)
 
 
-_REPORT_FILES = ("eval.json", "eval.md", "loss_curve.png")
+_MD_TITLE = "# Evaluation of adapter `"  # eval.md's first words (render_markdown)
 
 
 def _earlier_report(lora_path: Path) -> dict | None:
@@ -805,12 +805,17 @@ def _earlier_report(lora_path: Path) -> dict | None:
     if earlier is not None and not (isinstance(earlier, dict) and "evaluated_at" in earlier and "samples" in earlier):
         raise UserError(f"{lora_path / 'eval.json'}: not a report of evaluate_lora.py, and the report is written "
                         "there: move it out of the adapter's folder (it is never replaced)")
-    if earlier is None:  # then an eval.md or loss_curve.png there is not one of ours
-        for name in _REPORT_FILES[1:]:
-            if (lora_path / name).exists():
-                raise UserError(f"{lora_path / name}: not written by evaluate_lora.py (no eval.json beside it), and "
-                                "the report is written there: move it out of the adapter's folder (it is never "
-                                "replaced)")
+    md = lora_path / "eval.md"
+    try:
+        with open(md, encoding="utf-8", errors="replace") as f:
+            ours = f.read(len(_MD_TITLE)) == _MD_TITLE
+    except FileNotFoundError:
+        ours = True
+    except OSError:
+        ours = False
+    if not ours:  # the user's notes under that name
+        raise UserError(f"{md}: not written by evaluate_lora.py, and the report is written there: move it out "
+                        "of the adapter's folder (it is never replaced)")
     return earlier
 
 
