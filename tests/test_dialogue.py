@@ -522,6 +522,20 @@ def test_a_log_of_bare_times_and_speakers_loses_its_times():
     assert turns(story)[1] == (None, "10:30 we left.") and turns(story)[3] == (None, "10:45 Bob: walked in.")
 
 
+def test_review_cases_of_the_layouts():
+    """From a review of the layout changes: a direction right after a cue made an empty turn; a compact play's
+    `Come: let us go.` became a speaker; a timed log with one name alone was read as a play (one narration
+    turn); an IRC log's client line went into a `Bob:` alone."""
+    assert turns("ROMEO:\n[Enter NURSE]\nSecond part.\n\nJULIET:\nOk.\n") == [
+        (None, "[Enter NURSE]"), ("ROMEO", "Second part."), ("JULIET", "Ok.")]
+    assert turns("ROMEO:\nBut soft.\nCome: let us go.\nJULIET:\nAy me.\nROMEO:\nHence: away.\n") == [
+        ("ROMEO", "But soft. Come: let us go."), ("JULIET", "Ay me."), ("ROMEO", "Hence: away.")]
+    assert turns("12:01 Bob: hi\n12:02 Alice: yo\n12:03 Bob: sure\n12:04 Bob: ok\nCarol:\nwell\n")[:4] == [
+        ("Bob", "hi"), ("Alice", "yo"), ("Bob", "sure"), ("Bob", "ok")]
+    irc = turns("[12:01] <bob> hi\n[12:02] <alice> yo\nBob:\n-!- alice quit\n[12:04] <bob> x\n")
+    assert ("Bob", "-!- alice quit") not in irc and irc[-1] == ("bob", "x")
+
+
 def test_labels_and_time_words_alone_are_narration():
     text = ("Scene: Monica's apartment.\nNote: Rachel is wearing a dress.\nMonica: Hi.\nMeanwhile: the king slept.\n"
             "Later: he woke.\nNarrator: And so it ends.\n")
@@ -737,6 +751,10 @@ def test_subtitles_lose_their_cue_numbers_and_times():
              "3\n00:00:04,000 --> 00:00:06,000\nALICE: What was\n(laughing)\n♪ la la ♪\n")
     assert turns(sound) == [("BOB", "Hey, listen"), (None, "[door slams]"), ("ALICE", "What was"),
                             (None, "(laughing)"), (None, "♪ la la ♪")]
+    # a sound between a speaker's wrapped lines: the words stay the speaker's
+    mid = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: I was going to\n(laughs)\nsay something\n\n"
+           "2\n00:00:03,000 --> 00:00:04,000\nALICE: Go on.\n")
+    assert turns(mid) == [("BOB", "I was going to say something"), (None, "(laughs)"), ("ALICE", "Go on.")]
     # SubRip converted from WebVTT or TTML keeps character references; only a complete one is decoded
     srt2 = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: Tom &amp; Jerry &#39;n&#x27; me, &lt;3\n\n"
             "2\n00:00:03,500 --> 00:00:05,000\nALICE: AT&T &nothing&notreal; here\n")

@@ -241,6 +241,7 @@ def test_chat_session_addresses_several_characters():
     assert seen[-1] == "You: hi there\nQUEEN ELIZABETH:"
     assert royals.handle("@QUEEN: and you?", fn)[0][0].startswith("QUEEN: ")
     assert royals.handle("@QUEENS hi", fn)[0][0].startswith("KING RICHARD III: ")  # no name: plain text
+    assert ChatSession(["Straße"], "You").addressed("STRASSE, hi") == ("Straße", "hi")  # casefolding lengthens it
     s.handle("/reset", fn)
     assert s.history == []
     s.handle("/quit", fn)

@@ -1107,6 +1107,14 @@ def test_messenger_classic_export_oldest_first_with_its_text_repaired(tmp_path):
          "Alex Kim: sure, what time works for you?\nSam Lee:", "see you at the café then 😊", "message_1.json:1")]
 
 
+def test_messenger_typed_words_that_read_like_a_placeholder_are_kept():
+    from extensions.dialogue_lora.sources.messenger import as_discord
+
+    assert as_discord({"sender_name": "Bob", "content": "I sent a photo.", "timestamp_ms": 1})["content"] == "I sent a photo."
+    gone = as_discord({"sender_name": "Bob", "content": "Bob sent a photo.", "timestamp_ms": 1})
+    assert gone["content"] == "" and gone["attachments"] == ["attachment"]
+
+
 def test_messenger_encrypted_chat_export(tmp_path):
     path = tmp_path / "alex_kim_1.json"
     path.write_text(json.dumps({"participants": ["Sam Lee", "Alex Kim"], "threadName": "Alex Kim", "messages": [

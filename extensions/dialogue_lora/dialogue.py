@@ -446,7 +446,11 @@ def detect_layout(lines: Iterable[str]) -> str:
 def _layout_of(evidence: tuple[int, int, int]) -> str:
     after_blank, compact, inline = evidence
     alone = after_blank + compact
-    return "play" if alone and alone * 4 > inline else "lines"
+    # Without blank lines between speeches, a file of mostly `Name: text` lines and a few names alone is a
+    # transcript that writes some speeches under their name: read as lines, where such a name takes the
+    # lines below it. A play would glue the inline turns of speakers not met before to the speech above.
+    factor = 4 if after_blank >= compact else 2
+    return "play" if alone and alone * factor > inline else "lines"
 
 
 def _forced_layout_note(layout: str, evidence: tuple[int, int, int], file: str, n: int, stats: ReadStats) -> None:
@@ -493,8 +497,9 @@ def parse_lines(
         it = itertools.chain(head, it)
     cued = [_dotted_cue(line) for line in head]  # a play may write its cues `ROMEO.` (Project Gutenberg)
     evidence = _layout_evidence(cued)
+    timed = _timed_log(head)
     if layout == "auto":
-        layout = _layout_of(evidence)
+        layout = "lines" if timed else _layout_of(evidence)
     elif layout != _layout_of(evidence):  # forced against what the file looks like: say so
         _forced_layout_note(layout, evidence, file, len(head), stats)
     stats.layouts[file or "<text>"] = layout
@@ -506,7 +511,7 @@ def parse_lines(
         return _parse_play(map(_dotted_cue, it), file, stats, compact=compact > after_blank, cast=_cast_of(cued))
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
-    return _parse_one_line(_join_indented(it), file, stats, stamps, script, timed=_timed_log(head))
+    return _parse_one_line(_join_indented(it), file, stats, stamps, script, timed=timed)
 
 
 def _timed_log(head: list[str]) -> bool:
@@ -625,7 +630,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 cue = None
             continue
         if cue is not None:
-            if (text[0] not in _STAMP_STARTS or _stamp(text) is None) and split_speaker(text) is None \
+            if dated is None and (text[0] not in _STAMP_STARTS or _stamp(text) is None) and split_speaker(text) is None \
                     and not (text[0] == "<" and _BARE_NICK.fullmatch(text)) and not _SCENE_BREAK.fullmatch(text):
                 cue = cue._replace(text=f"{cue.text} {text}".lstrip())
                 continue
@@ -873,7 +878,7 @@ def _parse_play(
             continue
         scene_break = _SCENE_BREAK.fullmatch(text) is not None
         if scene_break or _is_stage_line(text):
-            if in_block and (parts or not resumed):
+            if in_block and (parts or (not resumed and scene_break)):
                 yield Turn(speaker, " ".join(parts), file, start)
             # a direction inside a speech (`[Enter BOATSWAIN]`): the lines after it, to a blank line or a cue,
             # are the same speaker's, a turn of their own; none is no empty turn
@@ -888,18 +893,14 @@ def _parse_play(
             # the next speech starts here: a cue (`JULIET: Anon!` after the nurse's line), or in a play
             # without blank lines a `Name:` alone in title case or met before in any casing (`Hear me
             # speak:` once is a line of verse: 3 of tinyshakespeare's 85 such lines are in title case;
-            # `Second murderer:` after `Second Murderer:` is a cue). Inline, the exact name, or there a name
-            # in title case (`Dave: What about me?` in a transcript that writes some speeches under their
-            # name): verse lines such as `duke: and I believe ...` stay text.
+            # `Second murderer:` after `Second Murderer:` is a cue). Inline, only the exact name: verse
+            # lines such as `duke: and I believe ...` or `Come: let us go.` stay text.
             cue = _is_cue(hit[0], cast)
-            if not cue and compact:
-                title = all(w[:1].isupper() for w in hit[0].split())
-                if hit[1].strip():
-                    cue = title
-                else:
-                    folded = hit[0].casefold()
-                    sightings[folded] += 1
-                    cue = sightings[folded] > 1 or title or any(c.casefold() == folded for c in cast)
+            if not cue and compact and not hit[1].strip():
+                folded = hit[0].casefold()
+                sightings[folded] += 1
+                cue = (sightings[folded] > 1 or all(w[:1].isupper() for w in hit[0].split())
+                       or any(c.casefold() == folded for c in cast))
             if cue:
                 if parts or not resumed:
                     yield Turn(speaker, " ".join(parts), file, start)

@@ -436,11 +436,12 @@ class ChatSession:
     def addressed(self, text: str) -> tuple[str, str] | None:
         """(character, the rest) for `@Name rest`: the longest character name the text starts with, in any
         case, spaces in it too (`@QUEEN ELIZABETH hi`), followed by the end, a space, `,` or `:`."""
-        folded = text.casefold()
         for name in sorted(self.names, key=len, reverse=True):
             n = name.casefold()
-            if folded.startswith(n) and (len(text) == len(n) or text[len(n)] in " ,:"):
-                return name, text[len(n):].lstrip(",:").strip()
+            # the text's own length for the name (casefolding may change it: `Straße` is `strasse`)
+            end = next((i for i in range(len(text) + 1) if len(text[:i].casefold()) >= len(n)), None)
+            if end is not None and text[:end].casefold() == n and (end == len(text) or text[end] in " ,:"):
+                return name, text[end:].lstrip(",:").strip()
         return None
 
     def help_text(self) -> str:

@@ -106,7 +106,8 @@ def _cues(lines: Iterable[str], is_speaker: Callable[[str], bool]) -> Iterator[s
         if cue is None:
             cue = []
         text, dashed = _clean(raw)
-        last = next((i for i in range(len(cue) - 1, -1, -1) if cue[i]), None)
+        # the line a wrapped one continues: the last with words, not a sound between (`(laughs)`)
+        last = next((i for i in range(len(cue) - 1, -1, -1) if cue[i] and not _SOUND.fullmatch(cue[i])), None)
         if (text and not dashed and not is_speaker(text) and not _SOUND.fullmatch(text)
                 and (last is not None or open_at is not None)):
             if last is not None:  # a wrapped line: joined to the line it continues

@@ -90,7 +90,8 @@ def as_discord(msg, number: int = 0):
         kind = SERVICE
     elif isinstance(text, str) and _REACTION.fullmatch(text):
         kind = SERVICE
-    elif isinstance(text, str) and _PLACEHOLDER.fullmatch(text.strip()):
+    elif isinstance(text, str) and _PLACEHOLDER.fullmatch(text.strip()) and (
+            attachments or text.strip().startswith((f"{name} ", "You "))):  # not `I sent a photo.` typed
         text, attachments = "", attachments or ["attachment"]
     return {
         "number": number,  # the message's place in the file (newest first in the classic export): its source
