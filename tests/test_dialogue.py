@@ -542,6 +542,9 @@ def test_labels_and_time_words_alone_are_narration():
     assert turns(text, "lines") == [(None, "Scene: Monica's apartment."), (None, "Note: Rachel is wearing a dress."),
                                     ("Monica", "Hi."), (None, "Meanwhile: the king slept."), (None, "Later: he woke."),
                                     ("Narrator", "And so it ends.")]
+    # Time is a speaker in The Winter's Tale (tinyshakespeare's chorus)
+    assert turns("LEONTES:\nGo.\n\nTime:\nI, that please some, try all.\n") == [
+        ("LEONTES", "Go."), ("Time", "I, that please some, try all.")]
 
 
 def test_headings_with_a_colon_are_narration():

@@ -93,9 +93,10 @@ _WHEN_FIRST = frozenset("later meanwhile previously earlier suddenly finally aft
                         "somewhere tonight today yesterday tomorrow".split())
 _WHEN_LAST = frozenset("later earlier ago morning night evening afternoon day week year".split())
 # A transcript's labels and a story's time words alone before a colon (`Scene: Monica's apartment`, `Note:
-# ...`, `Meanwhile: the king slept.`): narration. `Narrator:` is a speaker.
-_NOT_NAMES = _WHEN_FIRST | frozenset("scene setting note notes location place time date summary synopsis "
-                                     "description episode transcript credits".split())
+# ...`, `Meanwhile: the king slept.`): narration. `Narrator:` is a speaker, and so is `Time:` (the chorus of
+# The Winter's Tale, in tinyshakespeare).
+_NOT_NAMES = _WHEN_FIRST | frozenset("scene setting note notes location summary synopsis description transcript "
+                                     "credits".split())
 
 
 def _sentence(name: str) -> bool:
