@@ -345,6 +345,18 @@ def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
     assert any(n.startswith("--name Alice is not a character the adapter learnt (Bob)") for n in result["notes"])
 
 
+def test_an_adapter_on_a_model_with_another_adapter_merged_in_is_said(layout):
+    """The base column was base + the merged adapter, reported as the base."""
+    models = layout / "user_data" / "models"
+    shutil.copytree(models / "tiny-llama", models / "tiny-llama-alice")
+    (models / "tiny-llama-alice" / "dialogue_lora_merge.json").write_text(json.dumps(
+        {"base_model": "tiny-llama", "adapter": "alice", "characters": ["Alice"]}), encoding="utf-8")
+    result = evaluate(EvalConfig("tiny-llama-alice", "bob", max_samples=1, max_new_tokens=2, similarity=False,
+                                 meteor=False))
+    assert any(n.startswith("model tiny-llama-alice is tiny-llama with adapter alice merged in: the base column")
+               for n in result["notes"]), result["notes"]
+
+
 def test_should_stop_interrupts_and_writes_nothing(layout):
     with pytest.raises(Interrupted):
         evaluate(EvalConfig("tiny-llama", "bob", max_new_tokens=8), should_stop=lambda: True)

@@ -446,7 +446,9 @@ def _evaluate(
         generate_replies,
         load_for_generation,
         read_training_parameters,
+        recorded_base,
     )
+    from .merging import read_merge_record
 
     started = time.time()
     dirs = resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir)
@@ -554,6 +556,12 @@ def _evaluate(
                      f"it learnt {', '.join(characters)})")
     if empty:
         notes.append(f"{empty} sample(s) with an empty reply left out: nothing to compare with")
+    merged = read_merge_record(model_path)
+    if merged.get("adapter") and Path(str(recorded_base(adapter_path) or "")).name != model_path.name:
+        # an adapter on a model that another adapter was merged into: "base" is not what it was trained on
+        notes.append(f"model {model_path.name} is {merged.get('base_model')} with adapter "
+                     f"{Path(str(merged['adapter'])).name} merged in: the base column is that model, not the base "
+                     f"{adapter_path.name} was trained on")
     if cfg.name and characters and cfg.name.casefold() not in {c.casefold() for c in characters}:
         notes.append(f"--name {cfg.name} is not a character the adapter learnt ({', '.join(characters)}): samples "
                      "without a name of their own were cued with a name it never answered to")
