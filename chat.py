@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         instruction = record.get("instruction") or None
     if not names:
         raise UserError("--name is required: the character the model speaks as, e.g. --name Bob")
+    if not " ".join(str(args.user).split()):
+        raise UserError("--user is empty: your name in the conversation (default You)")
     session = ChatSession(str(names).split(","), args.user, args.rounds, instruction)  # bad names fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")

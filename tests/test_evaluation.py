@@ -486,3 +486,12 @@ def test_cli_bad_flags_are_one_line(tmp_path):
     assert p.stderr.strip() == line  # no usage block
     p = run_cli(["-m", "tiny-llama"], tmp_path)
     assert _assert_one_line_error(p, "required", "-l/--lora_name") == p.stderr.strip()
+
+
+def test_bleu_counts_characters_for_text_without_spaces():
+    """A Chinese reply one character off scored BLEU 0 (the whole reply one 'word'), chrF 75."""
+    from extensions.dialogue_lora.evaluation import bleu_chrf, unspaced
+
+    assert unspaced(["我今天很好啊"]) and not unspaced(["I am fine today", "café"])
+    assert bleu_chrf(["我今天很好"], ["我今天很好啊"])[0] > 50
+    assert bleu_chrf(["I am fine today"], ["I am fine today then"])[0] > 50  # words, as before

@@ -307,12 +307,23 @@ def perplexity(nll_sum: float, n_tokens: int) -> float | None:
 # ------------------------------------------------------------------------------------------ text metrics
 
 
+# Scripts written without spaces between words: BLEU's default tokenizer would see a reply as one word
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f]")
+
+
+def unspaced(refs: list[str]) -> bool:
+    """Whether the references are mostly Chinese, Japanese, Thai, Lao or Burmese (a third of their letters)."""
+    letters = sum(sum(c.isalpha() for c in r) for r in refs)
+    return letters > 0 and sum(len(_UNSPACED.findall(r)) for r in refs) * 3 >= letters
+
+
 def bleu_chrf(hyps: list[str], refs: list[str]) -> tuple[float, float]:
-    """sacrebleu corpus BLEU and chrF (0-100) of replies against one reference each."""
+    """sacrebleu corpus BLEU and chrF (0-100) of replies against one reference each; BLEU on characters for
+    text written without spaces (see `unspaced`)."""
     import sacrebleu
 
     return (
-        float(sacrebleu.corpus_bleu(hyps, [refs]).score),
+        float(sacrebleu.corpus_bleu(hyps, [refs], tokenize="char" if unspaced(refs) else "13a").score),
         float(sacrebleu.corpus_chrf(hyps, [refs]).score),
     )
 
@@ -573,9 +584,12 @@ def _evaluate(
     if re.fullmatch(rf"{re.escape(CHECKPOINT_PREFIX)}\d+", adapter_path.name):  # the report is written in it
         notes.append(f"{adapter_path.name} is a checkpoint: its folder, and this report in it, go when the run "
                      "saves newer checkpoints or finishes; copy eval.md out to keep it")
+    if unspaced(refs):
+        notes.append("BLEU counts characters, not words: the replies are in a script written without spaces "
+                     "(Chinese, Japanese, Thai...)")
     if dropped:
-        notes.append(f"{len(dropped)} held-out sample(s) left out of perplexity: longer than the adapter's "
-                     f"--cutoff_len {cutoff}")
+        whose = "" if cfg.cutoff_len else "the adapter's "
+        notes.append(f"{len(dropped)} sample(s) left out of perplexity: longer than {whose}--cutoff_len {cutoff}")
     sim, meteor = [None, None], [None, None]
     if cfg.similarity:
         sim, note = similarity_scores([hyp, hyp_base], refs)
