@@ -569,6 +569,9 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert job.proc.returncode == 0 and "Fatal Python error" not in job.log_tail(100)
     assert logic.adapters() == ["bob"]
     assert logic.adapter_facts("bob")[0] == "Bob"
+    # a character name the adapter did not learn is said as it is typed in 4. Use (chat.py warns the same)
+    assert logic.name_note("Carol", "bob").startswith("⚠️ **bob** learnt Bob, not Carol")
+    assert logic.name_note(" bob ", "bob") == "" and logic.name_note("Carol", NO_ADAPTER) == ""
     assert "Nothing is training" in logic.stop_training() and "Finished: bob" in logic.stop_training()
 
     # Evaluate: base vs adapter on the samples, in its own process, read back as the tab's tables

@@ -636,6 +636,18 @@ class TabLogic:
                 return Path(str(value)).name
         return None
 
+    def name_note(self, name: str | None, adapter: str | None) -> str:
+        """A warning when the character name typed in 4. Use is not one the picked adapter learnt (chat.py
+        warns the same); else the adapter's characters note."""
+        adapter = _adapter(adapter)
+        recorded = self._recorded(adapter)
+        learnt = [str(n) for n in (recorded[1].get("characters") or [])] if recorded else []
+        typed = " ".join(str(name or "").split())
+        if typed and learnt and typed.casefold() not in {n.casefold() for n in learnt}:
+            return (f"⚠️ **{adapter}** learnt {', '.join(learnt)}, not {typed}: it may not speak as them (the cue "
+                    "it answers to is the name)")
+        return self._characters_note(adapter, recorded)
+
     @staticmethod
     def _characters_note(adapter: str | None, recorded: tuple[Path, dict] | None) -> str:
         names = [str(n) for n in (recorded[1].get("characters") or [])] if recorded else []
@@ -1231,6 +1243,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         return character or gr.update(), (None if model_v else base) or gr.update(), note
 
     use_adapter.input(on_use_adapter, [use_adapter, use_model], [char_name, use_model, use_note])
+    char_name.input(logic.name_note, [char_name, use_adapter], use_note, queue=False)
     use_refresh.click(lambda: (dd_update(logic.models()), dd_update(use_adapters())), None, [use_model, use_adapter])
 
     def use_view():
