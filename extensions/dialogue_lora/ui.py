@@ -1087,7 +1087,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
 def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     """3. Evaluate: base model against adapter on held-out samples, in its own process."""
     with gr.Row():
-        ev_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None)
+        ev_model = gr.Dropdown(label="Base model", choices=logic.models(), value=logic.default_model())  # as Train
         ev_adapter = gr.Dropdown(label="Adapter", choices=logic.adapters(), value=None)
         ev_data = gr.Dropdown(label="Held-out samples", choices=logic.heldout_choices(),
                               value=logic.heldout_choices()[0])
@@ -1227,7 +1227,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         user_name = gr.Textbox(label="Your name", value="You")
     test_in = gr.Textbox(label="Quick test: say something", placeholder="Hello!")
     test_btn = gr.Button("Reply")
-    test_out = gr.Textbox(label="Reply", interactive=False)
+    test_out = gr.Textbox(label="The character's reply (one line)", interactive=False)  # not the button's word
 
     def on_use(model_v, adapter_v):
         try:
