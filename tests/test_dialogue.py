@@ -536,6 +536,12 @@ def test_review_cases_of_the_layouts():
     assert ("Bob", "-!- alice quit") not in irc and irc[-1] == ("bob", "x")
 
 
+def test_a_time_in_brackets_after_a_name_is_no_direction():
+    """`Bob (10:00): hi` kept `(10:00)` in Bob's line, even with --strip_actions (a number is text)."""
+    assert turns("Bob (10:00): hi there\nAlice [9:15 PM] (angrily): go\n") == [("Bob", "hi there"),
+                                                                                ("Alice", "(angrily) go")]
+
+
 def test_labels_and_time_words_alone_are_narration():
     text = ("Scene: Monica's apartment.\nNote: Rachel is wearing a dress.\nMonica: Hi.\nMeanwhile: the king slept.\n"
             "Later: he woke.\nNarrator: And so it ends.\n")

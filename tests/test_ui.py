@@ -164,6 +164,11 @@ def test_save_never_overwrites_without_confirmation(logic, webui_root):
     logic.save(*form(rounds=1), overwrite=True)
     assert out.read_text() != first
     assert logic.datasets() == ["bob.json"]
+    # the slider's number as typed: 2.0 is 2, 2.5 refused in the form's words rather than cut to 2
+    logic.save(*form(rounds=2.0), overwrite=True)
+    with pytest.raises(UserError, match=r"must be a whole number from 0 to 1000, not 2.5") as e:
+        logic.save(*form(rounds=2.5), overwrite=True)
+    assert "'Context turns' must be" in ui._error_text(e.value)
 
 
 def test_names_cannot_escape_their_folders(logic, webui_root):

@@ -357,6 +357,10 @@ def strip_actions(text: str, speaker: str | None = None) -> str:
         text = stripped
 
 
+_DIRECTION_PARTS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?")
+
+
 def split_speaker(line: str) -> tuple[str, str] | None:
     """`(name, text)` when the line starts with a speaker's `Name:`, else None. Text is not cleaned.
 
@@ -397,7 +401,10 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         elif "  " in name:
             name = " ".join(name.split())
     if direction:
-        rest = f"{' '.join(direction.split())} {rest.lstrip()}"
+        # a time in brackets is a log's stamp, not a direction (`Bob (10:00): hi`)
+        kept = [d for d in _DIRECTION_PARTS.findall(direction) if not _TIME_ONLY.fullmatch(d[1:-1].strip())]
+        if kept:
+            rest = f"{' '.join(' '.join(kept).split())} {rest.lstrip()}"
     return name, rest
 
 

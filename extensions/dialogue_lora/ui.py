@@ -406,7 +406,8 @@ class TabLogic:
         filters = set(filters or ())
         values = {
             "names": names,
-            "rounds": int(rounds),
+            # a whole number as the form sends it (2.0) made an int; 2.5 is refused by the checks, not cut
+            "rounds": int(rounds) if isinstance(rounds, (int, float)) and float(rounds).is_integer() else rounds,
             "txtfilename": str(self.input_path(upload, picked)),
             "jsonfilename": str(self.host.dirs().datasets / out_name),
             "format": out_format or "rounds",
