@@ -489,6 +489,8 @@ def test_resume_with_fewer_epochs_than_done_is_refused_and_keeps_the_checkpoint(
     with pytest.raises(UserError, match=rf"checkpoint-5 is at step 5 and these settings train {per_epoch} step\(s\) "
                                         r"in all: nothing left to resume; set --epochs 4 as the run had"):
         train(make_cfg(env, epochs=1, resume=True, **common))
+    with pytest.raises(UserError, match="nothing left to resume"):  # said by the checks, before the model loads
+        check(make_cfg(env, epochs=1, resume=True, **common))
     assert (env / "loras" / "fewer" / "checkpoint-5" / "trainer_state.json").is_file()
     assert train(make_cfg(env, epochs=4, resume=True, max_steps=6, **common)).step == 6
 

@@ -435,7 +435,22 @@ def check(cfg: TrainConfig) -> Plan:
         if cfg.max_steps and cfg.max_steps < done:  # equal is fine: a run stopped at its last step finishes
             raise UserError(f"--resume: {resume_from.name} is already past --max_steps {cfg.max_steps}: nothing is left "
                             f"to train; give --max_steps above {done}, or leave it out to finish the epochs")
+        per_epoch = before.get("steps_per_epoch")
+        if not cfg.max_steps and isinstance(per_epoch, int):  # the same samples and batches (checked above)
+            problem = _too_few_steps(resume_from.name, done, cfg.epochs * per_epoch, before)
+            if problem:  # said before the model loads
+                raise UserError(problem)
     return plan
+
+
+def _too_few_steps(checkpoint: str, step: int, total: int, before: dict) -> str | None:
+    """Why a checkpoint cannot be resumed to `total` steps: the loop would end at once and the final save
+    delete the checkpoint, the rest of the run lost (None: it can; one at exactly its last step finishes)."""
+    if step < total or (step == total and before.get("total_steps") in (None, total)):
+        return None
+    had = f"--max_steps {before['max_steps']}" if before.get("max_steps") else f"--epochs {before.get('epochs', '?')}"
+    return (f"{checkpoint} is at step {step} and these settings train {total} step(s) in all: nothing left to "
+            f"resume; set {had} as the run had (or more) to train the rest")
 
 
 def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path | None]:
@@ -948,14 +963,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         log = state.get("log", log)
         saved_window = state.get("loss_window")
         base_eval = state.get("base_eval_loss")
-        before = state.get("settings", {})
-        if step > total_steps or (step == total_steps and before.get("total_steps") not in (None, total_steps)):
-            # the loop would end at once and the final save delete the checkpoint: the rest of the run lost
-            had = (f"--max_steps {before['max_steps']}" if before.get("max_steps")
-                   else f"--epochs {before.get('epochs', '?')}")
-            raise UserError(f"{plan.resume_from.name} is at step {step} and these settings train {total_steps} "
-                            f"step(s) in all: nothing left to resume; set {had} as the run had (or more) to train "
-                            "the rest")
+        problem = _too_few_steps(plan.resume_from.name, step, total_steps, state.get("settings", {}))
+        if problem:
+            raise UserError(problem)
         emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
         emit({"event": "history", "steps": log.get("steps", [])})  # the loss curve before the stop
     elif cfg.overwrite and plan.out_dir.is_dir():
