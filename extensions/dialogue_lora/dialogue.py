@@ -506,9 +506,10 @@ def parse_lines(
     cued = [_dotted_cue(line) for line in head]  # a play may write its cues `ROMEO.` (Project Gutenberg)
     evidence = _layout_evidence(cued)
     timed = _timed_log(head)
+    looks = "lines" if timed else _layout_of(evidence)
     if layout == "auto":
-        layout = "lines" if timed else _layout_of(evidence)
-    elif layout != _layout_of(evidence):  # forced against what the file looks like: say so
+        layout = looks
+    elif layout != looks:  # forced against what the file looks like: say so
         _forced_layout_note(layout, evidence, file, len(head), stats)
     stats.layouts[file or "<text>"] = layout
     if layout == "play":

@@ -602,7 +602,8 @@ class TabLogic:
     # -- Use -------------------------------------------------------------------------------------
     def _recorded(self, adapter: str | None) -> tuple[Path, dict] | None:
         """(folder, training_parameters.json) of an adapter in the loras folder; None when there is no such
-        adapter or its settings cannot be read."""
+        adapter or its settings cannot be read (the model alone: NO_ADAPTER)."""
+        adapter = _adapter(adapter)
         if not adapter:
             return None
         from .generation import read_training_parameters
@@ -617,13 +618,12 @@ class TabLogic:
 
     def base_of(self, adapter: str | None) -> str | None:
         """The base model an adapter was trained on, when it is one in the models folder."""
-        return self._base(self._recorded(_adapter(adapter)))
+        return self._base(self._recorded(adapter))
 
     def adapter_facts(self, adapter: str | None) -> tuple[str, str | None, str]:
         """(character, base model, characters note) of an adapter, its settings read once: the character it
         was trained for (its recorded name, else the cue of its held-out samples), and for an adapter
         trained on several characters which ones, since the name field holds one."""
-        adapter = _adapter(adapter)
         recorded = self._recorded(adapter)
         return self._character(recorded), self._base(recorded), self._characters_note(adapter, recorded)
 
@@ -640,7 +640,6 @@ class TabLogic:
     def name_note(self, name: str | None, adapter: str | None) -> str:
         """A warning when the character name typed in 4. Use is not one the picked adapter learnt (chat.py
         warns the same); else the adapter's characters note."""
-        adapter = _adapter(adapter)
         recorded = self._recorded(adapter)
         learnt = [str(n) for n in (recorded[1].get("characters") or [])] if recorded else []
         typed = " ".join(str(name or "").split())

@@ -320,7 +320,8 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
             where += f" (id {msg['id']})"  # the export's own number, for finding it in an editor
         if not isinstance(msg, dict):
             raise UserError(f"{where} is not a JSON object")
-        once = 0 if _is_copy(msg) else 1  # a Slack message said again elsewhere is counted where it was said
+        copy = _is_copy(msg)
+        once = 0 if copy else 1  # a Slack message said again elsewhere is counted where it was said
         if not _kept_type(msg):
             dropped[_dropped_type(msg)] += once
             continue
@@ -361,7 +362,7 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         stamp = _parse_time(msg.get("timestamp"), where)
         at = msg["line"] if isinstance(msg.get("line"), int) else msg.get("number", i)  # else the position
         author_key = str(author.get("id") or speaker)
-        if _is_copy(msg):  # said again in a second conversation: context there, trained where it was said
+        if copy:  # said again in a second conversation: context there, trained where it was said
             yield Turn(None, f"{speaker}: {text}", msg.get("file", label), at), stamp, "copy " + author_key
         else:
             yield Turn(speaker, text, msg.get("file", label), at), stamp, author_key

@@ -27,7 +27,7 @@ KIND = "messenger"
 KEPT = "Default"
 SERVICE = "Service"
 _ATTACHMENT_KEYS = ("photos", "videos", "audio_files", "files", "gifs", "sticker", "share", "media")
-_SERVICE_TYPES = {"Call", "Subscribe", "Unsubscribe", "Payment", "call", "subscribe", "unsubscribe", "payment"}
+_SERVICE_TYPES = {"call", "subscribe", "unsubscribe", "payment"}  # casefolded: the two layouts differ in case
 # what the export writes in place of a message's own words
 _PLACEHOLDER = re.compile(r"(?:.{1,80} )?(?:sent an attachment|sent a (?:photo|video|voice message|GIF|sticker|link)|"
                           r"sent \d+ (?:photos|videos))\.", re.IGNORECASE)
@@ -55,8 +55,8 @@ def _latin1_utf8(s):
         return s
 
 
-def _stamp(ms) -> str | None:
-    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
+def _stamp(ms: int | float | None) -> str | None:
+    if ms is None:
         return None
     try:
         return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
@@ -84,9 +84,11 @@ def as_discord(msg, number: int = 0):
     name = _latin1_utf8(msg.get("sender_name") if classic else msg.get("senderName"))
     text = _latin1_utf8(msg.get("content")) if classic else msg.get("text")
     ms = msg.get("timestamp_ms") if classic else msg.get("timestamp")
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)):
+        ms = None  # no time: the order as the file has it
     attachments = [k for k in _ATTACHMENT_KEYS if msg.get(k)]
     kind = KEPT
-    if msg.get("is_unsent") or msg.get("isUnsent") or msg.get("type") in _SERVICE_TYPES:
+    if msg.get("is_unsent") or msg.get("isUnsent") or str(msg.get("type") or "").casefold() in _SERVICE_TYPES:
         kind = SERVICE
     elif isinstance(text, str) and _REACTION.fullmatch(text):
         kind = SERVICE
@@ -97,7 +99,7 @@ def as_discord(msg, number: int = 0):
         "number": number,  # the message's place in the file (newest first in the classic export): its source
         "type": kind,
         "timestamp": _stamp(ms),
-        "_ms": ms if isinstance(ms, (int, float)) and not isinstance(ms, bool) else None,
+        "_ms": ms,
         "author": {"name": name if isinstance(name, str) and name.strip() else "Facebook user",
                    "id": name if isinstance(name, str) else ""},
         "content": text if text is not None else "",
