@@ -555,8 +555,9 @@ def test_labels_and_time_words_alone_are_narration():
 
 def test_headings_with_a_colon_are_narration():
     text = "ACT I: The Kitchen\nAnna: Hi.\nChapter 12: Home\nScene two:\nBob: Part one: done.\nAct Three: hi\n"
-    assert turns(text) == [(None, "ACT I: The Kitchen"), ("Anna", "Hi."), (None, "Chapter 12: Home"), (None, "Scene two:"),
-                           ("Bob", "Part one: done."), (None, "Act Three: hi")]
+    # each heading after some speech starts a new conversation (None)
+    assert turns(text) == [(None, "ACT I: The Kitchen"), ("Anna", "Hi."), None, (None, "Chapter 12: Home"), (None, "Scene two:"),
+                           ("Bob", "Part one: done."), None, (None, "Act Three: hi")]
     assert turns("Part Timer: hello\n") == [("Part Timer", "hello")]  # a name that starts like one is a name
 
 
@@ -676,7 +677,7 @@ def test_gutenberg_plays_cues_with_a_full_stop():
     assert turns(text) == [(None, "ACT II"), (None, "SCENE II. Capulet's Garden."), (None, "Enter Romeo."),
                            ("ROMEO", "He jests at scars that never felt a wound."), ("JULIET", "Ay me."),
                            ("ROMEO", "She speaks. O speak again bright angel."), ("FIRST CITIZEN", "Peace, ho!"),
-                           (None, "ACT III.")]
+                           None, (None, "ACT III.")]
 
 
 def test_a_speech_wrapped_under_its_text_stays_one_turn():
@@ -711,6 +712,24 @@ def test_a_scene_break_resets_the_context(tmp_path):
     src.write_text("Anna: Bye then.\nBob: Bye.\n***\nCarl: New day. Morning!\nBob: Hi Carl.\n", encoding="utf-8")
     records, _ = preview(PrepareConfig(names=["Bob"], txtfilename=str(src)), 5)
     assert [r["input"] for r in records] == ["Anna: Bye then.\nBob:", "Carl: New day. Morning!\nBob:"]
+
+
+def test_a_scene_or_chapter_heading_starts_a_new_conversation(tmp_path):
+    # a play's scene, a screenplay's slugline, a transcript's [Scene: ...], a chapter: context starts afresh,
+    # the heading its first line; headings with no speech between them stay together (`ACT II`, `SCENE I.`)
+    src = tmp_path / "play.txt"
+    src.write_text("ACT I\n\nSCENE I. Verona.\n\nSAMPSON:\nGregory, o' my word.\n\nGREGORY:\nNo.\n\n"
+                   "ACT II\n\nSCENE I. A street.\n\nCAPULET:\nBut Montague.\n\nSAMPSON:\nA dog.\n", encoding="utf-8")
+    records, _ = preview(PrepareConfig(names=["SAMPSON"], txtfilename=str(src)), 5)
+    assert [r["input"] for r in records] == ["ACT I\nSCENE I. Verona.\nSAMPSON:",
+                                             "ACT II\nSCENE I. A street.\nCAPULET: But Montague.\nSAMPSON:"]
+    for heading in ["INT. KITCHEN - DAY", "EXT./INT. CAR - MOVING", "[Scene: Central Perk, Joey is there.]",
+                    "Scene: Monica's apartment", "## Chapter 3: Home", "CHAPTER XII. The Return", "Act 2, Scene 1",
+                    "Episode 4 - The Return", "EPILOGUE"]:
+        assert turns(f"Anna: Bye.\n{heading}\nBob: Hi.\n") == [("Anna", "Bye."), None, (None, heading), ("Bob", "Hi.")]
+    for prose in ["Part of your cares you give me with your crown.", "Act 3 of the show was long.", "Act civil.",
+                  "INTERIOR design is hard.", "Scene two is where we met.", "Prologue to the tale is long."]:
+        assert turns(f"Anna: Bye.\n{prose}\nBob: Hi.\n") == [("Anna", "Bye."), (None, prose), ("Bob", "Hi.")]
 
 
 def test_subtitles_lose_their_cue_numbers_and_times():

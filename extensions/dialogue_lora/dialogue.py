@@ -76,6 +76,14 @@ _CODE_NAME = re.compile(r"(\d{1,2}[^\W\d_][^\W_]?)()[ \t]*[:\uff1a]")
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
 _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|one|two|three|four|five|"
                       r"six|seven|eight|nine|ten|eleven|twelve)\.?", re.IGNORECASE)
+# A narration line that opens a new scene or chapter: a screenplay's slugline (`INT. KITCHEN - DAY`), a
+# heading with its number and nothing after it but punctuation and a title (`SCENE II. A street.`, `ACT I`,
+# `## Chapter 3: Home`; not `Act 3 of the show`), a transcript's `[Scene: Central Perk]`. The context
+# starts afresh there (`_sections`).
+_SECTION = re.compile(r"[\[(]?(?:#{1,6}[ \t]*)?(?:(?-i:(?:INT|EXT|INT\.?/EXT|EXT\.?/INT|I/E)[. ][ \t]*\S)"
+                      r"|(?:act|scene|chapter|part|book|volume|canto|episode)\.?[ ]+(?:(?-i:[IVXLCDM]{1,7})|\d{1,3}|"
+                      r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)(?=$|[ \t]*[^\w\s])"
+                      r"|(?:scene|setting)[ \t]*:|(?:prologue|epilogue)(?=$|[ \t]*[^\w\s]))", re.IGNORECASE)
 # A novel's sentence with an early colon (`The answer came at once:`, `He said:`, `Bob whispered:`, `Later
 # that night:`) is narration, not a speaker: names are capitalised words with particles and prepositions
 # between (`Captain of the Guard`, `Old man with a cane`). A sentence starts with a capital and has several
@@ -517,10 +525,27 @@ def parse_lines(
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
-        return _parse_play(map(_dotted_cue, it), file, stats, compact=compact > after_blank, cast=_cast_of(cued))
+        return _sections(_parse_play(map(_dotted_cue, it), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
-    return _parse_one_line(_join_indented(it), file, stats, stamps, script, timed=timed)
+    turns = _parse_one_line(_join_indented(it), file, stats, stamps, script, timed=timed)
+    return _sections(turns) if script else turns
+
+
+def _sections(turns: Iterable[Turn | None]) -> Iterator[Turn | None]:
+    """`BREAK` before a scene's or chapter's heading (`_SECTION`) that follows some speech: a new scene is a
+    new conversation, its heading the first line of its context (`ACT II` then `SCENE I.` stay together)."""
+    spoke = False
+    section = _SECTION.match
+    for t in turns:
+        if t is None:
+            spoke = False
+        elif t[0] is not None:
+            spoke = True
+        elif spoke and section(t[1]):
+            spoke = False
+            yield BREAK
+        yield t
 
 
 def _timed_log(head: list[str]) -> bool:
