@@ -269,6 +269,18 @@ def test_other_formats_and_limits(layout):
     assert "similarity not computed (turned off)" in res["notes"]
 
 
+def test_a_cutoff_past_the_models_context_is_cut_to_it_with_a_note(layout):
+    models = layout / "user_data" / "models"
+    shutil.copytree(models / "tiny-llama", models / "short")
+    config = json.loads((models / "short" / "config.json").read_text())
+    config["max_position_embeddings"] = 64
+    (models / "short" / "config.json").write_text(json.dumps(config))
+    res = evaluate(EvalConfig("short", "bob", cutoff_len=256, max_new_tokens=4, max_samples=2, similarity=False,
+                              meteor=False))
+    assert "--cutoff_len 256 is longer than the model's context (64 positions): samples cut at 64 tokens" in res["notes"]
+    assert res["settings"]["cutoff_len"] == 64
+
+
 def test_samples_of_characters_not_learnt_and_empty_replies_are_left_out_with_a_note(layout):
     lora = layout / "user_data" / "loras" / "bob"
     params = json.loads((lora / "training_parameters.json").read_text())

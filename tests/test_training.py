@@ -291,6 +291,28 @@ def test_overwrite_refusal_changes_nothing(env):
         p.name: 0o666 & ~old for p in out.iterdir() if p.is_file()}
 
 
+def test_a_cutoff_past_the_models_context_is_cut_to_it(env, monkeypatch):
+    """Positions the model was never built for are not trained on: cutoff_len is cut to its context."""
+    short = env / "models" / "short20"
+    if not short.exists():
+        shutil.copytree(env / "models" / "tiny", short)
+        config = json.loads((short / "config.json").read_text())
+        config["max_position_embeddings"] = 20
+        (short / "config.json").write_text(json.dumps(config))
+    assert modeling.fit_cutoff(256, str(short)) == (20, "--cutoff_len 256 is longer than the model's context "
+                                                        "(20 positions): samples cut at 20 tokens")
+    assert modeling.fit_cutoff(20, str(short)) == (20, None)
+    assert modeling.fit_cutoff(16, str(short), n_virtual=12)[0] == 8  # a soft prompt takes positions too
+    lengths = []
+    real = encoding.encode_records
+    monkeypatch.setattr(encoding, "encode_records", lambda recs, tok, cutoff, name=None: (
+        lambda out: (lengths.extend(len(s["input_ids"]) for s in out[0]), out)[1])(real(recs, tok, cutoff, name)))
+    logs = []
+    res = train(make_cfg(env, model_name="short20", lora_name="short", max_steps=2, val_ratio=0),
+                on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
+    assert res.step == 2 and lengths and max(lengths) <= 20 and "(20 positions): samples cut at 20 tokens" in "\n".join(logs)
+
+
 def test_gradient_checkpointing_keeps_the_full_last_layer(env):
     """Checkpointing recomputes each layer's forward in the backward: the last layer stays whole there."""
     res = train(make_cfg(env, lora_name="gc", max_steps=2, val_ratio=0, gradient_checkpointing="on"))

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import modeling
 from . import prompt as prompt_mod
 from .errors import Interrupted, UserError, join_problems
 from .fileio import atomic_open, file_sha256, load_records, samples_sha256
@@ -502,6 +503,7 @@ def _evaluate(
         )
     model, tokenizer = loaded.model, loaded.tokenizer
     _check_stop(should_stop)
+    cutoff, context_note = modeling.fit_cutoff(cutoff, model)
 
     # perplexity of the reference completions, under base (adapter off) and adapter
     encoded, dropped = [], []
@@ -587,6 +589,8 @@ def _evaluate(
     if unspaced(refs):
         notes.append("BLEU counts characters, not words: the replies are in a script written without spaces "
                      "(Chinese, Japanese, Thai...)")
+    if context_note:
+        notes.append(context_note)
     if dropped:
         whose = "" if cfg.cutoff_len else "the adapter's "
         notes.append(f"{len(dropped)} sample(s) left out of perplexity: longer than {whose}--cutoff_len {cutoff}")

@@ -398,6 +398,30 @@ def _config_of(model_or_config):
     return config
 
 
+def context_limit(model_or_config) -> int | None:
+    """The most positions the model was built for (config's max_position_embeddings, GPT-2's n_positions),
+    or None when its config does not say."""
+    config = _config_of(model_or_config)
+    get = config.get if isinstance(config, dict) else lambda k: getattr(config, k, None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def fit_cutoff(cutoff: int, model, n_virtual: int = 0) -> tuple[int, str | None]:
+    """(cutoff_len, note): a cutoff past the model's context (less a soft prompt's virtual tokens) is cut
+    to it, since positions the model never saw train and score nonsense (or, where positions are learnt
+    weights, fail); the note says so."""
+    limit = context_limit(model)
+    if limit is None or cutoff + n_virtual <= limit or limit - n_virtual < 2:
+        return cutoff, None
+    fit = limit - n_virtual
+    less = f", less the {n_virtual} virtual tokens" if n_virtual else ""
+    return fit, f"--cutoff_len {cutoff} is longer than the model's context ({limit} positions{less}): samples cut at {fit} tokens"
+
+
 def base_fingerprint(model_or_config) -> dict:
     """{"model_type", "hidden_size", "num_hidden_layers", "vocab_size"} of a base model.
 

@@ -855,21 +855,24 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
         attn_implementation=attn,
         dtype=dtype,
     )
-    train_set, dropped_t = encoding.encode_records(train_records, tokenizer, cfg.cutoff_len, cfg.name)
-    val_set, dropped_v = encoding.encode_records(val_records, tokenizer, cfg.cutoff_len, cfg.name)
+    n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
+    cutoff, note = modeling.fit_cutoff(cfg.cutoff_len, model, n_virtual)
+    if note:
+        emit({"event": "log", "message": note})
+    train_set, dropped_t = encoding.encode_records(train_records, tokenizer, cutoff, cfg.name)
+    val_set, dropped_v = encoding.encode_records(val_records, tokenizer, cutoff, cfg.name)
     n_dropped = len(dropped_t) + len(dropped_v)
     if not train_set:
         raise UserError(
-            f"no training sample fits in --cutoff_len {cfg.cutoff_len} ({n_dropped} dropped because their reply "
-            "alone is longer): raise --cutoff_len"
+            f"no training sample fits in --cutoff_len {cutoff} ({n_dropped} dropped because their reply "
+            "alone is longer): raise --cutoff_len" + (" (the model's context allows no more)" if note else "")
         )
     if n_dropped:
-        emit({"event": "log", "message": f"{n_dropped} sample(s) dropped: their reply alone exceeds --cutoff_len {cfg.cutoff_len}"})
+        emit({"event": "log", "message": f"{n_dropped} sample(s) dropped: their reply alone exceeds --cutoff_len {cutoff}"})
 
     gc = _use_gc(cfg, device)
     modeling.freeze_for_training(model, gc)
     kernels = modeling.apply_fused_kernels(model, device, cfg.fused_kernels)
-    n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
     packing = cfg.packing and not n_virtual  # soft prompts go in front of each row: one sample a row
     # On the CPU a batch is one row without padding, attention a sample at a time (varlen.py), where
     # the model takes it; else padded rows and a block mask.
@@ -882,7 +885,7 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     # A single row's last layer computed only where the loss reads it (last_layer.py); not under
     # gradient checkpointing, whose recomputation would run the layer's full forward.
     scored_last = flat and keep_logits and not gc and not n_virtual and last_layer.enable(model, device)
-    capacity = None if use_flash else cfg.cutoff_len  # rows of at most cutoff_len: attention cost stays bounded
+    capacity = None if use_flash else cutoff  # rows of at most cutoff_len: attention cost stays bounded
     with_mask = not use_flash
     pad_id = tokenizer.pad_token_id
 
