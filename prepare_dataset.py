@@ -15,6 +15,7 @@ import json
 import sys
 
 try:
+    from extensions.dialogue_lora.dialogue import LAYOUTS
     from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
     from extensions.dialogue_lora.prepare import DEFAULT_INPUT, DEFAULT_OUTPUT, PrepareConfig, prepare, preview, resolve_source
     from extensions.dialogue_lora.prompt import FORMATS
@@ -41,7 +42,7 @@ def _sample_count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
-        description="Turn raw dialogue (text, play script, Discord, Telegram, WhatsApp, SillyTavern or Slack chat, "
+        description="Turn raw dialogue (text, play or film script, Discord, Telegram, WhatsApp, SillyTavern or Slack chat, "
                     "subtitles, game-dialogue CSV, Ren'Py scripts) into training samples for one or more characters.",
         formatter_class=_Help,
     )
@@ -59,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output: .json (JSON array) or .jsonl (one object a line)")
     p.add_argument("--format", default="rounds", choices=FORMATS, help="output format")
     p.add_argument("--source", default="auto", choices=SOURCES, help="input kind (auto: from the content)")
-    p.add_argument("--layout", default="auto", choices=("auto", "lines", "play"),
-                   help="text layout: 'Name: text' lines or play script (auto: per file)")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS,
+                   help="text layout: 'Name: text' lines, play script or film script (auto: per file)")
     p.add_argument("--strip_actions", action="store_true", help="remove (...) and *...* actions from the outputs")
     p.add_argument("--keep_duplicates", action="store_true", help="keep exact duplicate samples")
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION,

@@ -732,6 +732,71 @@ def test_a_scene_or_chapter_heading_starts_a_new_conversation(tmp_path):
         assert turns(f"Anna: Bye.\n{prose}\nBob: Hi.\n") == [("Anna", "Bye."), (None, prose), ("Bob", "Hi.")]
 
 
+SCREENPLAY = """\
+                              THE DINER
+
+FADE IN:
+
+INT. DINER - NIGHT
+
+A greasy spoon. JOE (40s) sits alone at the counter.
+
+                         JOE
+               (quietly)
+          I never wanted this.
+
+                         MARY (O.S.)
+          Then why are you here? Listen: it's
+          late.
+                         (MORE)
+
+                                                        12.
+                         MARY (CONT'D)
+          Go home.
+
+                         R2-D2
+          Beep.
+
+                                                   CUT TO:
+
+EXT. STREET - CONTINUOUS
+
+                         JOE (V.O.)
+          She was right.
+"""
+
+
+def test_a_film_script_reads_its_cues_and_speeches():
+    # a cue is a name in capitals alone after a blank line, the speech right below; extensions, transitions
+    # and page marks go; a parenthetical stays as an action; a slugline starts a new conversation
+    assert detect_screenplay(SCREENPLAY)
+    assert turns(SCREENPLAY) == [
+        (None, "THE DINER"), (None, "INT. DINER - NIGHT"), (None, "A greasy spoon. JOE (40s) sits alone at the counter."),
+        ("JOE", "(quietly) I never wanted this."), ("MARY", "Then why are you here? Listen: it's late."),
+        ("MARY", "Go home."), ("R2-D2", "Beep."), None, (None, "EXT. STREET - CONTINUOUS"), ("JOE", "She was right.")]
+    fountain = "INT. HOUSE - DAY\n\nMARY\nHi.\n\nTOM\n(beat)\nHello.\n\nMARY\nBye.\n\nBANG.\nThe door shuts.\n"
+    assert turns(fountain) == [(None, "INT. HOUSE - DAY"), ("MARY", "Hi."), ("TOM", "(beat) Hello."), ("MARY", "Bye."),
+                               (None, "BANG. The door shuts.")]
+    # not a film script: a play's cues have a colon or a full stop, a chat its names in lines
+    assert not detect_screenplay("ROMEO.\nAdieu.\n\nJULIET.\nAnon!\n\nROMEO.\nGood night.\n")
+    assert not detect_screenplay("HELLO WORLD\nThis is prose.\n\nAnd more prose.\n")
+
+
+def detect_screenplay(text: str) -> bool:
+    stats = ReadStats()
+    list(parse_lines(text.splitlines(True), "f.txt", stats=stats))
+    return stats.layouts["f.txt"] == "screenplay"
+
+
+def test_a_forced_layout_against_a_film_script_says_so():
+    stats = ReadStats()
+    list(parse_lines(SCREENPLAY.splitlines(True), "s.txt", "lines", stats))
+    assert "--layout lines, but s.txt looks like a film script (5 names in capitals" in stats.notes[0]
+    stats = ReadStats()
+    got = [t for t in parse_lines(["ROMEO:\n", "Adieu.\n"], "p.txt", "screenplay", stats) if t]
+    assert got[0][:2] == ("ROMEO", "Adieu.") and "--layout auto reads it as play" in stats.notes[0]
+
+
 def test_subtitles_lose_their_cue_numbers_and_times():
     srt = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: Are you coming tonight?\n\n"
            "2\n00:00:03,500 --> 00:00:05,000\nALICE: <i>Maybe.</i> I have\na lot of work.\n\n"

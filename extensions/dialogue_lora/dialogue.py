@@ -12,6 +12,9 @@ Layouts, detected per file from its first lines (`detect_layout`):
                                                  its lines are joined with single spaces; a cue is a `NAME:`
                                                  in capitals or a name that opened a speech before (the
                                                  colons of `Hear me speak:` are text)
+    screenplay  `JOE (V.O.)` alone in capitals  a film script: the cue's extensions go, the speech below
+                after a blank line, the speech   it is read as a play's; transitions (`CUT TO:`) and page
+                right below it                   marks (`(MORE)`, `CONTINUED:`) are left out
 
 A speaker is a short name at the start of a line (letters, digits, spaces and . ' -, starting with a
 letter or an ordinal like `2ND`, at most 5 words and 40 characters). Colons later in a line are text,
@@ -35,7 +38,7 @@ from typing import Iterable, Iterator, NamedTuple
 from . import subtitles
 from .errors import UserError
 
-LAYOUTS = ("auto", "lines", "play")
+LAYOUTS = ("auto", "lines", "play", "screenplay")
 MAX_NAME_WORDS = 5
 MAX_NAME_CHARS = 40
 # How much of a file the layout is judged from.
@@ -469,10 +472,76 @@ def _layout_of(evidence: tuple[int, int, int]) -> str:
     return "play" if alone and alone * factor > inline else "lines"
 
 
-def _forced_layout_note(layout: str, evidence: tuple[int, int, int], file: str, n: int, stats: ReadStats) -> None:
+# A film script's transitions and page marks: formatting, no one's words (`CUT TO:`, `FADE OUT.`, `(MORE)`
+# and `CONTINUED:` where a speech or scene runs over a page, a page number alone).
+_SCREEN_NOISE = re.compile(r"(?:[A-Z]+ )*(?:CUT|DISSOLVE|WIPE|FADE|IRIS)(?: (?:TO|IN|OUT))+(?: (?:BLACK|WHITE))?[:.]?|"
+                           r"\(MORE\)|\(?CONT(?:INUED|'D|\u2019D|D)\)?:?(?: ?\(\d+\))?|\d{1,3}[A-Z]?\.?|THE END\.?")
+# A cue's extensions: `(V.O.)`, `(O.S.)`, `(CONT'D)`, `(into phone)`.
+_SCREEN_CUE = re.compile(r"([^\W\d_][^\W_]*(?:[ .'\-&][ .'\-&]*[^\W_]+)*\.?)((?:[ \t]*\([^()\n]{1,30}\))*)[ \t]*\^?")
+
+
+def _screen_cue(line: str) -> str | None:
+    """The character's name when a line is a film script's cue: a name in capitals alone on its line, with
+    its extensions (`MARY (O.S.)`, `DR. JONES (CONT'D)`); not a heading, a transition or a page mark."""
+    s = line.strip()
+    if not s or len(s) > MAX_NAME_CHARS + 40 or not s[0].isalpha():
+        return None
+    m = _SCREEN_CUE.fullmatch(s)
+    if m is None:
+        return None
+    name = m.group(1)
+    if (len(name) < 2 or len(name) > MAX_NAME_CHARS or not name.isupper() or len(name.split()) > MAX_NAME_WORDS
+            or _SCREEN_NOISE.fullmatch(s) or _SECTION.match(s) or _HEADING.fullmatch(name)
+            or (name.endswith(".") and not m.group(2))):  # `ROMEO.` is a play's cue, `BANG.` a sound
+        return None
+    return name
+
+
+def _screenplay(lines: Iterable[str]) -> Iterator[str]:
+    """A film script's lines with each cue (after a blank line, the speech right below it) as `NAME:`, and
+    its transitions and page marks as blank lines, for the play layout's parser."""
+    prev_blank = True
+    cue, cue_line = None, ""
+    for raw in lines:
+        s = raw.strip()
+        if cue is not None:
+            yield f"{cue}:\n" if s else cue_line  # a name in capitals with nothing below: a heading, a title
+            cue = None
+        if not s or _SCREEN_NOISE.fullmatch(s):
+            prev_blank = True
+            yield "\n"
+            continue
+        if prev_blank and (name := _screen_cue(s)) is not None:
+            cue, cue_line, prev_blank = name, raw, False
+            continue
+        prev_blank = False
+        yield raw
+    if cue is not None:
+        yield cue_line
+
+
+def _screen_evidence(lines: Iterable[str]) -> int:
+    """How many film-script cues the lines hold: a name in capitals after a blank line, with text below."""
+    n = 0
+    lines = list(lines)
+    for i, line in enumerate(lines[:-1]):
+        before = lines[i - 1].strip() if i else ""
+        if (not before or _SCREEN_NOISE.fullmatch(before)) and lines[i + 1].strip() and _screen_cue(line) is not None:
+            n += 1
+    return n
+
+
+def _forced_layout_note(layout: str, looks: str, evidence: tuple[int, int, int], screen: int, file: str, n: int,
+                        stats: ReadStats) -> None:
     alone, inline = evidence[0] + evidence[1], evidence[2]
     where = f"{file or 'the text'}"
-    if layout == "play":
+    if looks == "screenplay":
+        note = (f"--layout {layout}, but {where} looks like a film script ({screen} names in capitals alone on a "
+                f"line with the speech below, in its first {n} lines): --layout screenplay (or auto) reads its speeches")
+    elif layout == "screenplay":
+        note = (f"--layout screenplay, but {where} has {screen} film-script cue(s) (a name in capitals alone on a line, "
+                f"the speech below) in its first {n} lines: --layout auto reads it as {looks}")
+    elif layout == "play":
         note = (f"--layout play, but {where} looks like `Name: text` lines ({inline} in its first {n} lines, "
                 f"{alone} name(s) alone on a line): each speech runs on over the lines below it; --layout lines "
                 "(or auto) reads each line as a turn")
@@ -515,11 +584,18 @@ def parse_lines(
     evidence = _layout_evidence(cued)
     timed = _timed_log(head)
     looks = "lines" if timed else _layout_of(evidence)
+    screen = 0 if timed else _screen_evidence(head)
+    if screen >= 3 and screen > sum(evidence):  # cues in capitals without a colon, more than any other kind
+        looks = "screenplay"
     if layout == "auto":
         layout = looks
     elif layout != looks:  # forced against what the file looks like: say so
-        _forced_layout_note(layout, evidence, file, len(head), stats)
+        _forced_layout_note(layout, looks, evidence, screen, file, len(head), stats)
     stats.layouts[file or "<text>"] = layout
+    if layout == "screenplay":
+        screenplay = _screenplay(it)
+        head = list(itertools.islice(screenplay, DETECT_LINES))
+        return _sections(_parse_play(itertools.chain(head, screenplay), file, stats, cast=_cast_of(head)))
     if layout == "play":
         # A play written without blank lines between speeches (most `NAME:` lines follow other text):
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,

@@ -525,5 +525,5 @@ def scan_speakers_with_unit(path: str | os.PathLike, source: str = "auto", **opt
         if t is not None and t.speaker and t.text:
             counts[t.speaker] += 1
     # a play's turn is a speech of one or more lines
-    unit = "speeches" if "play" in stats.layouts.values() else SPEAKER_UNITS["text"]
+    unit = "speeches" if {"play", "screenplay"} & set(stats.layouts.values()) else SPEAKER_UNITS["text"]
     return merge_speakers(counts), unit
