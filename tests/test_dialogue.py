@@ -152,6 +152,33 @@ def test_strip_actions(text, expected):
     assert strip_actions(text) == expected
 
 
+def test_strip_actions_takes_gutenbergs_italic_directions_and_full_width_brackets():
+    assert strip_actions("[_Aside._] Most sure too.") == "Most sure too."
+    assert strip_actions("Hello [_Exit._]") == "Hello"
+    assert strip_actions("（冷笑）你来了。") == "你来了。"
+    assert strip_actions("(T_T) hi") == "(T_T) hi" and strip_actions("[_] x") == "[_] x"  # faces stay
+
+
+def test_header_fields_and_film_extensions_are_no_speakers_or_directions():
+    for label in ["Title: Romeo and Juliet", "Author: William Shakespeare", "Release Date: May 1", "Language: English",
+                  "Rating: T", "Pairing: A/B", "Disclaimer: not mine", "Author's Note: hi", "OOC: brb", "Re: hello",
+                  "Credit: Written by", "Draft date: 1/1"]:
+        assert split_speaker(label) is None, label
+    assert split_speaker("LEO (V.O.): I should have.") == ("LEO", " I should have.")
+    assert split_speaker("MAYA (CONT'D): Did you?") == ("MAYA", " Did you?")
+    assert split_speaker("BOB (angrily) (O.S.): Out!") == ("BOB", "(angrily) Out!")
+
+
+def test_an_irc_logs_sessions_are_conversations_and_chat_senders_lose_their_marks():
+    log = ("--- Log opened Mon Jan 01 10:00:00 2024\n10:00 <alex> hi\n10:01 <sam> yo\n"
+           "--- Log closed Mon Jan 01 11:00:00 2024\n--- Log opened Tue Mar 05 10:00:00 2024\n10:00 <alex> back\n")
+    assert turns(log) == [None, ("alex", "hi"), ("sam", "yo"), None, None, ("alex", "back")]
+    wa = "[31.12.23, 21:22:00] Alex: hi\n[31.12.23, 21:23:00] ~\u202fJordan: can I come?\n"
+    assert turns(wa) == [("Alex", "hi"), ("Jordan", "can I come?")]  # an iPhone's unsaved contact
+    piped = "2024-01-05 21:00 | alex: hey\n2024-01-05 21:01 | sam: yo\n"
+    assert turns(piped) == [("alex", "hey"), ("sam", "yo")]
+
+
 def test_strip_actions_knows_the_speakers_name():
     assert strip_actions("*Seraphina smiles warmly* Welcome.", "Seraphina") == "Welcome."
     assert strip_actions("*garrick chuckles* ok.", "Garrick the Bold") == "ok."

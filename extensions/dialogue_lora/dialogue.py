@@ -108,6 +108,15 @@ _WHEN_LAST = frozenset("later earlier ago morning night evening afternoon day we
 # The Winter's Tale, in tinyshakespeare).
 _NOT_NAMES = _WHEN_FIRST | frozenset("scene setting note notes location summary synopsis description transcript "
                                      "credits".split())
+# A header's fields (Project Gutenberg's `Title:`, `Author:`, `Language:`; a fan fiction's `Rating:`,
+# `Pairing:`, `Disclaimer:`; a forum's `Re:`; a Fountain title page's `Credit:`, `Draft date:`), and a
+# roleplay's out-of-character remark (`OOC:`): narration.
+_NOT_NAMES |= frozenset("title author authors language rating pairing pairings disclaimer warning warnings fandom "
+                        "genre genres category categories tags status credit source contact copyright date re ooc "
+                        "players editor translator illustrator encoding".split())
+_NOT_NAME_PHRASES = frozenset(("release date", "posting date", "draft date", "last updated", "author's note",
+                               "authors note", "author\u2019s note", "quote from", "saved on", "word count",
+                               "character set encoding", "produced by", "original publication", "most recently updated"))
 
 
 def _sentence(name: str) -> bool:
@@ -184,6 +193,7 @@ def _stamp(text: str) -> tuple[re.Match, bool] | None:
 _MARKDOWN_NAME = re.compile(r"(\*\*|__)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
+_LOG_SESSION = ("--- Log opened", "--- Log closed")  # irssi's
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
 # Anything it does not take goes through `split_speaker`, which agrees with it (tested).
 _FAST_SPEAKER = re.compile(r"([A-Za-z](?:[A-Za-z0-9_]{0,%d}[A-Za-z0-9])?):(?!//)(?!(?<=\d:)\d)(.*)" % (MAX_NAME_CHARS - 2))
@@ -194,7 +204,7 @@ _ESCAPED = re.compile("[\udc80-\udcff]")
 # Actions: `(...)` (innermost first, so nested ones go too), `[...]`, and `*...*` where the stars hug
 # a word (`*waves*`, `*looks away*`): not `2 * 3 * 4` (spaces inside) nor markdown `**bold**`. Starred
 # words that do not start with a verb of action are emphasis, not an action (`_emphasis`).
-_ACTION = re.compile(r"\s*(?:\([^()]*\)|\[[^\[\]]*\]|(?<![\w*])\*(?![\s*])[^*\n]*?[^\s*]\*(?![\w*])|(?<![\w*])\*[^\s*]\*(?![\w*]))")
+_ACTION = re.compile(r"\s*(?:\([^()]*\)|\[[^\[\]]*\]|\uff08[^\uff08\uff09]*\uff09|(?<![\w*])\*(?![\s*])[^*\n]*?[^\s*]\*(?![\w*])|(?<![\w*])\*[^\s*]\*(?![\w*]))")
 # Invisible characters that can precede a speaker's name (copied from web pages or chat clients).
 # Zero-width characters, the word joiner, the BOM, the soft hyphen, and the direction marks and embeddings
 # of right-to-left text (U+200E/F, U+061C, U+202A-E, U+2066-9).
@@ -328,8 +338,11 @@ def _emphasis(m: re.Match, speaker: str | None = None) -> bool:
     inner = found[1:-1]
     if found[:1] != "*":
         after = m.string[m.end():m.end() + 1]
-        face = " " not in inner.strip() and any(not (c.isalnum() or c in ".'-") for c in inner.strip())
-        return (face or not inner.strip()[:1].isalpha() or any(c.isdigit() for c in inner) or "://" in inner
+        core = inner.strip()
+        if len(core) > 2 and core[0] == core[-1] == "_":  # in italics, as Project Gutenberg writes directions
+            core = core[1:-1]
+        face = " " not in core and any(not (c.isalnum() or c in ".'-") for c in core)
+        return (face or not core[:1].isalpha() or any(c.isdigit() for c in inner) or "://" in inner
                 or "www." in inner or (found[:1] == "[" and after == "("))
     words = inner.split()
     first = words[0].lower().strip(".,!?;:'\"")
@@ -359,7 +372,7 @@ def strip_actions(text: str, speaker: str | None = None) -> str:
     """Remove actions in `(...)`, `[...]` and `*...*` (and the space before them); collapse what is left.
     What is part of the text stays: starred emphasis (`I *never* said that`), `(or 6)` (`_emphasis`).
     `speaker`, whose line it is, lets `*Seraphina smiles*` in Seraphina's line count as an action."""
-    if "(" not in text and "*" not in text and "[" not in text:
+    if "(" not in text and "*" not in text and "[" not in text and "\uff08" not in text:
         return text
     while True:  # again while something went: `(laughs (a lot))` loses its inner, then its outer part
         stripped = _ACTION.sub(lambda m: m.group(0) if _emphasis(m, speaker) else "", text)
@@ -369,6 +382,7 @@ def strip_actions(text: str, speaker: str | None = None) -> str:
 
 
 _DIRECTION_PARTS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_EXTENSION = re.compile(r"V\.? ?O\.?|O\.? ?S\.?|O\.? ?C\.?|CONT(?:['\u2019]?D|INUED|INUING)\.?|PRE-?LAP", re.IGNORECASE)
 _TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?")
 
 
@@ -399,8 +413,9 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         return None  # http://..., 10:30
     if len(name) > MAX_NAME_CHARS:
         return None
-    if " " in name and (_HEADING.fullmatch(name) or _sentence(name) or name[-3:].lower() == " by"):
-        return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`)
+    if " " in name and (_HEADING.fullmatch(name) or _sentence(name) or name[-3:].lower() == " by"
+                        or name.lower() in _NOT_NAME_PHRASES):
+        return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`), a header's field
     if " " not in name and name.lower() in _NOT_NAMES:
         return None
     if " " in name:
@@ -413,7 +428,9 @@ def split_speaker(line: str) -> tuple[str, str] | None:
             name = " ".join(name.split())
     if direction:
         # a time in brackets is a log's stamp, not a direction (`Bob (10:00): hi`)
-        kept = [d for d in _DIRECTION_PARTS.findall(direction) if not _TIME_ONLY.fullmatch(d[1:-1].strip())]
+        # nor is a film script's extension (`LEO (V.O.):`, `MAYA (CONT'D):`): how it is heard, not said
+        kept = [d for d in _DIRECTION_PARTS.findall(direction)
+                if not _TIME_ONLY.fullmatch(d[1:-1].strip()) and not _EXTENSION.fullmatch(d[1:-1].strip())]
         if kept:
             rest = f"{' '.join(' '.join(kept).split())} {rest.lstrip()}"
     return name, rest
@@ -799,8 +816,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             yield Turn(irc.group(1), irc.group(2), file, n)  # a chat log without times: `<Steve> hi`
             continue
         hit = hit or split_speaker(text)
-        if hit is None:
-            yield BREAK if _SCENE_BREAK.fullmatch(text) else Turn(None, text, file, n)
+        if hit is None:  # a scene break, an IRC client's log session opening or closing: a new conversation
+            yield BREAK if _SCENE_BREAK.fullmatch(text) or text.startswith(_LOG_SESSION) else Turn(None, text, file, n)
         elif hit[1].strip():
             yield Turn(hit[0], hit[1].strip(), file, n)
         else:
@@ -825,6 +842,8 @@ def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
         return None
     if "end-to-end encrypt" in rest and ":" not in rest.split("end-to-end", 1)[0]:
         return "drop", None, ""
+    if rest[:2] == "| ":  # `2024-01-05 21:00 | alex: hey`: a column rule between the stamp and the sender
+        rest = rest[2:]
     hit = None
     if rest[:1] not in "*-<[(#!\"'":  # `-!- Topic for #chan: ...`, `* alex says: brb`: the client's lines
         # the sender is all before the first `: ` as the contact is saved (`Dave (Uni)`, `Smith, John`)
@@ -832,6 +851,8 @@ def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
     if hit is None:
         return "system", None, rest.translate(_INVISIBLE).strip()
     name, message = hit[0].translate(_INVISIBLE).strip(), hit[1].strip()
+    if name[:1] == "~" and len(name) > 1:  # an iPhone's mark of a sender not in the contacts: `~ Jordan`
+        name = name[1:].strip(" \u202f\u00a0")
     if "," in name or ":" in name:
         name = speaker_name(name)  # as Discord's and CSV's: `--name` splits at commas
     notice = message.startswith("\u200e")  # an iPhone's own words: a notice, or what stands for a message
