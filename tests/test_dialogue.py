@@ -824,6 +824,19 @@ def test_a_forced_layout_against_a_film_script_says_so():
     assert got[0][:2] == ("ROMEO", "Adieu.") and "--layout auto reads it as play" in stats.notes[0]
 
 
+def test_gutenberg_plays_with_the_speech_on_the_cues_line():
+    # Wilde's, Shaw's, Ibsen's editions: `NAME.  speech` opening a block, wrapped to the blank line
+    text = ("FIRST ACT\n\n[Lane is arranging tea.]\n\nALGERNON.  Did you hear what I was playing,\nLane?\n\n"
+            "LANE.  I didn't think it polite to listen, sir.\n\nALGERNON.  I'm sorry for that.\n\n"
+            "LANE [_going_].  Yes, sir.\n\nNO. This is prose that starts with a word in capitals.\n\n"
+            "LIZA [_crying_].\nAh-ah-ah-ow!\n\n2ND MURDERER.\nAy.\n\nTHE END.\n")
+    assert turns(text) == [
+        (None, "FIRST ACT"), (None, "[Lane is arranging tea.]"), ("ALGERNON", "Did you hear what I was playing, Lane?"),
+        ("LANE", "I didn't think it polite to listen, sir."), ("ALGERNON", "I'm sorry for that."),
+        ("LANE", "[_going_] Yes, sir."), (None, "NO. This is prose that starts with a word in capitals."),
+        ("LIZA", "[_crying_] Ah-ah-ah-ow!"), ("2ND MURDERER", "Ay."), (None, "THE END.")]
+
+
 def test_subtitles_lose_their_cue_numbers_and_times():
     srt = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: Are you coming tonight?\n\n"
            "2\n00:00:03,500 --> 00:00:05,000\nALICE: <i>Maybe.</i> I have\na lot of work.\n\n"

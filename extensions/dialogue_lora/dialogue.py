@@ -597,10 +597,14 @@ def parse_lines(
         it = subtitles.lines_of(it, subs, lambda line: split_speaker(line) is not None)
         head = list(itertools.islice(it, DETECT_LINES))
         it = itertools.chain(head, it)
-    cued = [_dotted_cue(line) for line in head]  # a play may write its cues `ROMEO.` (Project Gutenberg)
+    # a play may write its cues `ROMEO.` alone, or `ALGERNON.  Did you hear...` (Project Gutenberg)
+    dotted = _dotted_cast(head)
+    cued = list(_gutenberg(head, dotted))
     evidence = _layout_evidence(cued)
     timed = _timed_log(head)
     looks = "lines" if timed else _layout_of(evidence)
+    if not timed and sum(dotted.values()) >= 3 and looks == "lines":
+        looks = "play"  # `NAME.  text` speeches wrap over several lines to the blank line
     screen = 0 if timed else _screen_evidence(head)
     if screen >= 3 and screen > sum(evidence):  # cues in capitals without a colon, more than any other kind
         looks = "screenplay"
@@ -618,7 +622,7 @@ def parse_lines(
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
-        return _sections(_parse_play(map(_dotted_cue, it), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
+        return _sections(_parse_play(_gutenberg(it, dotted), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
     turns = _parse_one_line(_join_indented(it), file, stats, stamps, script, timed=timed)
@@ -653,17 +657,72 @@ def _timed_log(head: list[str]) -> bool:
     return timed >= 3 and timed * 2 >= len(lines)
 
 
+# A Project Gutenberg play's speech on its cue's line: `ALGERNON.  Did you hear...`, `LANE [_going_].  Yes, sir.`
+_DOTTED_INLINE = re.compile(r"[ \t]{0,12}([^\W\d_][^\W_]*(?:[ .'\-&]+[^\W_]+)*)((?:[ \t]*(?:\[[^\[\]\n]{1,120}\]|"
+                            r"\([^()\n]{1,120}\)))*)\.[ \t]+(\S.*?)\s*")
+
+
+def _dotted_inline(text: str) -> tuple[str, str, str] | None:
+    """(name, directions, speech) of a `NAME.  speech` line in capitals; None for any other line."""
+    m = _DOTTED_INLINE.fullmatch(text)
+    if m is None:
+        return None
+    name = m.group(1)
+    if (len(name) < 2 or len(name) > MAX_NAME_CHARS or not name.isupper() or len(name.split()) > MAX_NAME_WORDS
+            or _HEADING.fullmatch(name) or _SECTION.match(text)):
+        return None
+    return m.group(1, 2, 3)
+
+
+def _dotted_cast(head: list[str]) -> Counter:
+    """The names of `NAME.  speech` lines that open a block (after a blank line) twice or more, with how
+    many such lines they open: a Project Gutenberg play's cast (`NO. I won't.` once is a line of prose)."""
+    seen: Counter = Counter()
+    prev_blank = True
+    for line in head:
+        s = line.strip()
+        if s and prev_blank and s[0].isupper() and (hit := _dotted_inline(s)) is not None:
+            seen[hit[0]] += 1
+        prev_blank = not s
+    return Counter({name: n for name, n in seen.items() if n >= 2})
+
+
+def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
+    """Lines with a Project Gutenberg play's cues as `NAME:` (`_dotted_cue`), and a cast member's `NAME.
+    speech` opening a block as `NAME: speech`."""
+    prev_blank = True
+    for line in lines:
+        s = line.strip()
+        if not s:
+            prev_blank = True
+            yield line
+            continue
+        if cast and prev_blank and (hit := _dotted_inline(s)) is not None and hit[0] in cast:
+            line = f"{hit[0]}{hit[1]}: {hit[2]}\n"
+        else:
+            line = _dotted_cue(line)
+        prev_blank = False
+        yield line
+
+
+_ORDINAL = re.compile(r"\d{1,2}(?:ST|ND|RD|TH) ")  # `2ND MURDERER.`
+_NO_CUES = frozenset(("THE END", "END", "FINIS", "CURTAIN", "EXIT", "EXEUNT", "EXEUNT OMNES"))  # a play's own words
+
+
 def _dotted_cue(line: str) -> str:
     """A play's cue written in capitals with a full stop, alone on its line (`ROMEO.`, `FIRST CITIZEN.`, as
     Project Gutenberg's plays have them), as `ROMEO:`; any other line as it is. A heading (`ACT I.`)
-    stays."""
+    stays. A direction before the full stop stays with the speech (`LIZA [_crying_].`)."""
     s = line.strip()
-    if len(s) < 3 or s[-1] != "." or len(s) > MAX_NAME_CHARS + 1 or not s[:-1].isupper() or not s[0].isalpha():
+    if len(s) < 3 or s[-1] != "." or not (s[0].isalpha() or _ORDINAL.match(s)):
         return line
-    name = s[:-1]
-    if len(name.split()) > MAX_NAME_WORDS or _HEADING.fullmatch(name):
+    name, direction = s[:-1], ""
+    if name[-1:] in ")]" and (m := _DOTTED_INLINE.fullmatch(f"{s} x")) is not None:
+        name, direction = m.group(1, 2)
+    if (len(name) > MAX_NAME_CHARS or not name.isupper() or len(name.split()) > MAX_NAME_WORDS
+            or _HEADING.fullmatch(name) or name in _NO_CUES):
         return line
-    return f"{name}:\n"
+    return f"{name}{direction}:\n"
 
 
 def _speech_column(raw: str) -> tuple[int, int | None] | None:
