@@ -113,7 +113,7 @@ _NOT_NAMES = _WHEN_FIRST | frozenset("scene setting note notes location summary 
 # roleplay's out-of-character remark (`OOC:`): narration.
 _NOT_NAMES |= frozenset("title author authors language rating pairing pairings disclaimer warning warnings fandom "
                         "genre genres category categories tags status credit source contact copyright date re ooc "
-                        "players editor translator illustrator encoding".split())
+                        "editor translator illustrator encoding".split())  # not `Players:`: a speaker in The Taming of the Shrew
 _NOT_NAME_PHRASES = frozenset(("release date", "posting date", "draft date", "last updated", "author's note",
                                "authors note", "author\u2019s note", "quote from", "saved on", "word count",
                                "character set encoding", "produced by", "original publication", "most recently updated"))
