@@ -490,6 +490,10 @@ def test_tinyshakespeare_speeches_are_not_split_at_colons():
     blocks = [b for b in text.split("\n\n") if b.strip()]
     got = list(parse_lines(text.splitlines(True), "t.txt"))
     assert len(got) == len(blocks)
+    # every block that opens with `Name:` is that speaker's (`Players:`, `Time:` too), and no other block is
+    # (`Senators, &C:` excepted: a comma is no name's)
+    opened = {" ".join(b.strip().split("\n", 1)[0][:-1].split()) for b in blocks if b.strip().split("\n", 1)[0].endswith(":")}
+    assert {t.speaker for t in got if t is not None and t.speaker} == opened - {"Senators, &C"} and "Players" in opened
 
 
 def test_long_and_several_stage_directions_before_the_colon():
