@@ -841,6 +841,17 @@ def test_gutenberg_plays_with_the_speech_on_the_cues_line():
         ("LIZA", "[_crying_] Ah-ah-ah-ow!"), ("2ND MURDERER", "Ay."), (None, "THE END.")]
 
 
+def test_a_long_introduction_before_the_first_speech_does_not_hide_the_layout():
+    from extensions.dialogue_lora.dialogue import DETECT_LINES
+
+    prose = ["An introduction of many pages, and no one speaks in it.\n", "\n"] * DETECT_LINES
+    play = ["SAMPSON.\n", "Gregory, o' my word,\n", "we'll not carry coals.\n", "\n", "GREGORY.\n", "No.\n", "\n"] * 3
+    stats = ReadStats()
+    got = [t for t in parse_lines(prose + play, "f.txt", stats=stats) if t is not None and t.speaker]
+    assert stats.layouts["f.txt"] == "play" and len(got) == 6
+    assert got[0][:2] == ("SAMPSON", "Gregory, o' my word, we'll not carry coals.")
+
+
 def test_subtitles_lose_their_cue_numbers_and_times():
     srt = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: Are you coming tonight?\n\n"
            "2\n00:00:03,500 --> 00:00:05,000\nALICE: <i>Maybe.</i> I have\na lot of work.\n\n"

@@ -41,8 +41,9 @@ from .errors import UserError
 LAYOUTS = ("auto", "lines", "play", "screenplay")
 MAX_NAME_WORDS = 5
 MAX_NAME_CHARS = 40
-# How much of a file the layout is judged from.
+# How much of a file the layout is judged from; and how far past prose alone (a book's introduction) it looks.
 DETECT_LINES = 4000
+MAX_PROLOGUE_LINES = 200_000
 # Bytes checked for NUL when deciding a file is binary.
 BINARY_SNIFF = 8192
 
@@ -587,16 +588,20 @@ def parse_lines(
     if layout not in LAYOUTS:
         raise UserError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     head = list(itertools.islice(it, DETECT_LINES))
-    it = itertools.chain(head, it)
     subs = subtitles.kind(head, file)
     if subs is not None:  # their cue numbers, times and markup are no one's words
         note = (f"{file or 'the text'}: subtitles: " + ("each Dialogue event read, its Name field the speaker"
                 if subs == "ass" else "cue numbers, times and markup left out; a line is a turn only where it "
                 "names its speaker (`BOB: text`, WebVTT's `<v Bob>`)"))
         stats.add_note(note, hint=True)
-        it = subtitles.lines_of(it, subs, lambda line: split_speaker(line) is not None)
+        it = subtitles.lines_of(itertools.chain(head, it), subs, lambda line: split_speaker(line) is not None)
         head = list(itertools.islice(it, DETECT_LINES))
-        it = itertools.chain(head, it)
+    # a book's introduction before the first speech (a Gutenberg play's preface): judge from what follows it
+    chunk = head
+    while len(chunk) == DETECT_LINES and len(head) < MAX_PROLOGUE_LINES and not any(map(_may_speak, chunk)):
+        chunk = list(itertools.islice(it, DETECT_LINES))
+        head = head + chunk
+    it = itertools.chain(head, it)
     # a play may write its cues `ROMEO.` alone, or `ALGERNON.  Did you hear...` (Project Gutenberg)
     dotted = _dotted_cast(head)
     cued = list(_gutenberg(head, dotted))
@@ -643,6 +648,13 @@ def _sections(turns: Iterable[Turn | None]) -> Iterator[Turn | None]:
             spoke = False
             yield BREAK
         yield t
+
+
+def _may_speak(line: str) -> bool:
+    """Whether a line could be a turn or a cue of any layout (`Name:`, `ROMEO.`, `JOE` in capitals)."""
+    s = line.strip()
+    return bool(s) and (split_speaker(s) is not None or (s[-1:] == "." and _dotted_cue(s) != s)
+                        or (s.isupper() and _screen_cue(s) is not None) or (s[:1] == "<" and _BARE_NICK.fullmatch(s) is not None))
 
 
 def _timed_log(head: list[str]) -> bool:
