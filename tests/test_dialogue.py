@@ -841,6 +841,15 @@ def test_gutenberg_plays_with_the_speech_on_the_cues_line():
         ("LIZA", "[_crying_] Ah-ah-ah-ow!"), ("2ND MURDERER", "Ay."), (None, "THE END.")]
 
 
+def test_a_direction_between_blank_lines_inside_a_speech_does_not_end_it():
+    text = ("PROSPERO.\nNo harm.\n\n [_Lays down his mantle._]\n\nLie there my art.\n\nMIRANDA.\nYes.\n\n"
+            "[Exit.]\n\nA room in the castle.\n\nMIRANDA.\nO!\n\n(Aside.)\n\nSCENE II. A street.\n")
+    assert turns(text) == [
+        ("PROSPERO", "No harm."), (None, "[_Lays down his mantle._]"), ("PROSPERO", "Lie there my art."),
+        ("MIRANDA", "Yes."), (None, "[Exit.]"), (None, "A room in the castle."),  # gone: narration
+        ("MIRANDA", "O!"), (None, "(Aside.)"), None, (None, "SCENE II. A street.")]
+
+
 def test_a_long_introduction_before_the_first_speech_does_not_hide_the_layout():
     from extensions.dialogue_lora.dialogue import DETECT_LINES
 

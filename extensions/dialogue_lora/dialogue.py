@@ -1060,6 +1060,13 @@ def _is_stage_line(text: str) -> bool:
     return text[:1] in "EMR" and _STAGE_LINE.match(text) is not None and text.count(" ") < 10
 
 
+def _interjected(block: str) -> bool:
+    """Whether a block of a play is a direction alone, one that does not take the speaker off the stage."""
+    folded = block.casefold()
+    return (block[:1] in "[(" and block[-1:] in ")]" and len(block) <= 200 and "exit" not in folded
+            and "exeunt" not in folded)
+
+
 def _parse_play(
     lines: Iterable[str], file: str, stats: ReadStats, compact: bool = False, cast: set[str] | None = None
 ) -> Iterator[Turn | None]:
@@ -1070,12 +1077,22 @@ def _parse_play(
     start = 0
     in_block = False
     resumed = False  # the speech goes on after a direction inside it
+    # A direction between blank lines inside a speech (`[_Lays down his mantle._]`): the block after it,
+    # without a cue, is the same speaker's. `last_speech`: who spoke in the block just ended.
+    last_speech: str | None = None
+    resume_as: str | None = None
     n = 0
     for n, raw in enumerate(lines, 1):
         text = clean_text(raw, stats)
         if not text:
-            if in_block and (parts or not resumed):
-                yield Turn(speaker, " ".join(parts), file, start)
+            if in_block:
+                if parts or not resumed:
+                    yield Turn(speaker, " ".join(parts), file, start)
+                if speaker is not None:
+                    last_speech, resume_as = speaker, None
+                else:
+                    resume_as = last_speech if _interjected(" ".join(parts)) else None
+                    last_speech = None
             in_block, speaker, parts, resumed = False, None, [], False
             continue
         scene_break = _SCENE_BREAK.fullmatch(text) is not None
@@ -1088,6 +1105,7 @@ def _parse_play(
                 parts, start, resumed = [], n + 1, True
             else:
                 in_block, speaker, parts, resumed = False, None, [], False
+                last_speech = resume_as = None
             yield BREAK if scene_break else Turn(None, text, file, n)
             continue
         hit = split_speaker(text)
@@ -1115,6 +1133,9 @@ def _parse_play(
                 text = hit[1].strip()
                 if not text:
                     continue
+            elif resume_as is not None and not _SECTION.match(text):
+                speaker = resume_as
+            resume_as = None
         parts.append(text)
     if in_block and (parts or not resumed):
         yield Turn(speaker, " ".join(parts), file, start)
