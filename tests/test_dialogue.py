@@ -169,6 +169,13 @@ def test_header_fields_and_film_extensions_are_no_speakers_or_directions():
     assert split_speaker("BOB (angrily) (O.S.): Out!") == ("BOB", "(angrily) Out!")
 
 
+def test_numbered_extras_italic_names_and_caption_marks_are_speakers():
+    assert split_speaker("Guard #1: Halt!") == ("Guard #1", " Halt!")
+    assert split_speaker("*Bob:* Fine.") == ("Bob", " Fine.") and split_speaker("_Bob_: Fine.") == ("Bob", " Fine.")
+    assert split_speaker(">> ALICE: Fine.") == ("ALICE", " Fine.")  # a TV caption's new speaker
+    assert split_speaker("*waves* hi: there") is None and split_speaker("Item #3 is: good") is None
+
+
 def test_an_irc_logs_sessions_are_conversations_and_chat_senders_lose_their_marks():
     log = ("--- Log opened Mon Jan 01 10:00:00 2024\n10:00 <alex> hi\n10:01 <sam> yo\n"
            "--- Log closed Mon Jan 01 11:00:00 2024\n--- Log opened Tue Mar 05 10:00:00 2024\n10:00 <alex> back\n")

@@ -73,7 +73,7 @@ _MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u06
           "\u0900-\u0dff\u0e31-\u0e4e\u0eb1-\u0ecd\u0f18-\u0fbc\u102b-\u103e\u1056-\u108d\u17b4-\u17d3"
           "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u3099\u309a\ufe20-\ufe2f")
 _LETTERS = r"(?:[^\W_]|[%s])" % _MARKS
-_SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-_]+%s+)*[.']?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
+_SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-_]+%s+)*[.']?(?: ?#\d{1,3})?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
                       % (_LETTERS, _LETTERS, MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
 # A code name of digits and a letter (`2B`, `9S`), tried only for a line that starts with a digit.
 _CODE_NAME = re.compile(r"(\d{1,2}[^\W\d_][^\W_]?)()[ \t]*[:\uff1a]")
@@ -191,7 +191,7 @@ def _stamp(text: str) -> tuple[re.Match, bool] | None:
     return m, dated
 
 
-_MARKDOWN_NAME = re.compile(r"(\*\*|__)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
+_MARKDOWN_NAME = re.compile(r"(\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 _LOG_SESSION = ("--- Log opened", "--- Log closed")  # irssi's
@@ -395,9 +395,11 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     >>> split_speaker("At 10:30 we left.") is None
     True
     """
-    if line[:1] in "*_" and line[:2] in ("**", "__"):  # a name in markdown bold: `**Bob:** hi`, `**Bob**: hi`
+    if line[:2] == ">>":  # a TV caption's mark of a new speaker: `>> ALICE: Fine.`
+        line = line[2:].lstrip()
+    if line[:1] in "*_":  # a name in markdown bold or italics: `**Bob:** hi`, `**Bob**: hi`, `*Bob:* hi`
         md = _MARKDOWN_NAME.match(line)
-        if md is not None:
+        if md is not None and md.group(2)[:1].isalpha() and md.group(2)[-1:] != " ":
             line = f"{md.group(2)}:{md.group(3)}"
     if (line.find(":", 0, _COLON_WITHIN) < 0 and line.find("(", 0, _COLON_WITHIN) < 0
             and line.find("[", 0, _COLON_WITHIN) < 0 and (line.isascii() or line.find("\uff1a", 0, _COLON_WITHIN) < 0)):
