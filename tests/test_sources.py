@@ -941,6 +941,14 @@ def test_whatsapp_day_first_dates_and_iphone_and_web_layouts(tmp_path):
     path.write_text(day_first, encoding="utf-8")
     stamps = [m["timestamp"] for m in load(path, ReadStats())]
     assert stamps == ["2023-12-31T23:58:00", "2024-01-01T00:03:00", "2024-01-01T09:00:00"]
+    # every day 12 or less: the reading under which the messages follow each other closely
+    ambiguous = "01/02/2024, 23:59 - Ann: late\n02/02/2024, 00:01 - Bo: yes\n03/02/2024, 08:00 - Ann: up\n"
+    path.write_text(ambiguous, encoding="utf-8")
+    assert [m["timestamp"] for m in load(path, ReadStats())] == [
+        "2024-02-01T23:59:00", "2024-02-02T00:01:00", "2024-02-03T08:00:00"]
+    us = "01/02/2024, 23:59 - Ann: late\n01/03/2024, 00:01 - Bo: yes\n"  # Jan 2 then Jan 3: month first
+    path.write_text(us, encoding="utf-8")
+    assert [m["timestamp"] for m in load(path, ReadStats())] == ["2024-01-02T23:59:00", "2024-01-03T00:01:00"]
     web = "[21:15, 31/12/2023] Alex: hey\n[21:16, 31/12/2023] Sam: yo\n"
     path.write_text(web, encoding="utf-8")
     assert [m["timestamp"] for m in load(path, ReadStats())] == ["2023-12-31T21:15:00", "2023-12-31T21:16:00"]

@@ -8,8 +8,10 @@ turn, the `lol` and `gtg` filters, the low-quality rule. So the turns it reads, 
 DiscordChatExporter-like messages and go through the Discord reader, as Telegram's and SillyTavern's do.
 
 The day and the month are told apart over the whole file: a first number above 12 (`31/12/23`) means day
-first, a second one above 12 (`12/31/23`) month first; a file that never shows either is read month first
-(WhatsApp's US format). A four-digit first number is a year (`2023-12-31`).
+first, a second one above 12 (`12/31/23`) month first; a file that never shows either is read the way
+under which its messages follow each other closest in time (`01/02/24, 23:59` then `02/02/24, 00:01`:
+two minutes day first, a month month first), month first on a tie (WhatsApp's US format). A four-digit
+first number is a year (`2023-12-31`).
 """
 from __future__ import annotations
 
@@ -49,9 +51,31 @@ def _parts(stamp: str) -> tuple[tuple[int, int, int], tuple[int, int, int]] | No
     return (int(d.group(1)), int(d.group(2)), int(d.group(3))), (hour, minute, second)
 
 
-def _day_first(dates: list[tuple[int, int, int]]) -> bool:
-    """Whether the file writes the day before the month (see the module's note)."""
-    return any(a > 12 for a, _, _ in dates if a < 1000)
+def _day_first(stamps: list) -> bool:
+    """Whether the file writes the day before the month (see the module's note); `stamps` are `_parts`, in
+    the file's order."""
+    dates = [d for d, _ in stamps if d[0] < 1000]
+    if any(a > 12 for a, _, _ in dates):
+        return True
+    if any(b > 12 for _, b, _ in dates):
+        return False
+    # never told apart (every day 12 or less): the reading under which the chat moves on in small steps
+    # (1/2 23:59 then 2/2 00:01 is two minutes day first, a month month first)
+    return _travel(stamps, True) < _travel(stamps, False)
+
+
+def _travel(stamps: list, day_first: bool) -> float:
+    """Seconds between each stamp and the next, summed (backwards too), read day first or not."""
+    total, last = 0.0, None
+    for parts in stamps:
+        when = _when(parts, day_first)
+        if when is None:
+            continue
+        t = datetime.fromisoformat(when).timestamp()
+        if last is not None:
+            total += abs(t - last)
+        last = t
+    return total
 
 
 def _when(parts, day_first: bool) -> str | None:
@@ -77,7 +101,7 @@ def load(path: Path, stats: ReadStats) -> list[dict]:
     stats.repaired_lines += read.repaired_lines
     stats.encodings.update(read.encodings)
     parts = {n: p for n, p in ((n, _parts(s)) for n, s in stamps.items()) if p is not None}
-    day_first = _day_first([p[0] for p in parts.values()])
+    day_first = _day_first(list(parts.values()))
     messages = []
     for t in turns:
         stamped = t.line in parts
