@@ -169,6 +169,14 @@ def test_header_fields_and_film_extensions_are_no_speakers_or_directions():
     assert split_speaker("BOB (angrily) (O.S.): Out!") == ("BOB", "(angrily) Out!")
 
 
+def test_a_game_servers_log_and_a_plays_list_of_persons():
+    log = ("[21:15:03] [Server thread/INFO]: <Steve> hi\n"
+           "[21:15:05] [Server thread/INFO] [minecraft/MinecraftServer]: <Alex> hey steve\n")
+    assert turns(log) == [("Steve", "hi"), ("Alex", "hey steve")]
+    play = "DRAMATIS PERSONAE.\nROMEO, son to Montague.\n\nROMEO.\nAdieu.\n\nJULIET.\nAnon!\n\nROMEO.\nBye.\n"
+    assert turns(play)[0] == (None, "DRAMATIS PERSONAE. ROMEO, son to Montague.")
+
+
 def test_numbered_extras_italic_names_and_caption_marks_are_speakers():
     assert split_speaker("Guard #1: Halt!") == ("Guard #1", " Halt!")
     assert split_speaker("*Bob:* Fine.") == ("Bob", " Fine.") and split_speaker("_Bob_: Fine.") == ("Bob", " Fine.")

@@ -117,7 +117,8 @@ _NOT_NAMES |= frozenset("title author authors language rating pairing pairings d
                         "editor translator illustrator encoding".split())  # not `Players:`: a speaker in The Taming of the Shrew
 _NOT_NAME_PHRASES = frozenset(("release date", "posting date", "draft date", "last updated", "author's note",
                                "authors note", "author\u2019s note", "quote from", "saved on", "word count",
-                               "character set encoding", "produced by", "original publication", "most recently updated"))
+                               "character set encoding", "produced by", "original publication", "most recently updated",
+                               "dramatis personae", "persons of the play", "cast of characters", "persons represented"))
 
 
 def _sentence(name: str) -> bool:
@@ -195,6 +196,7 @@ _MARKDOWN_NAME = re.compile(r"(\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % 
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 _LOG_SESSION = ("--- Log opened", "--- Log closed")  # irssi's
+_LOG_TAGS = re.compile(r"(?:\[[^\[\]\n]{1,60}\]:?[ \t]*)+(?=<)")  # a server log's thread and level before a `<nick>`
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
 # Anything it does not take goes through `split_speaker`, which agrees with it (tested).
 _FAST_SPEAKER = re.compile(r"([A-Za-z](?:[A-Za-z0-9_]{0,%d}[A-Za-z0-9])?):(?!//)(?!(?<=\d:)\d)(.*)" % (MAX_NAME_CHARS - 2))
@@ -720,7 +722,10 @@ def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
 
 
 _ORDINAL = re.compile(r"\d{1,2}(?:ST|ND|RD|TH) ")  # `2ND MURDERER.`
-_NO_CUES = frozenset(("THE END", "END", "FINIS", "CURTAIN", "EXIT", "EXEUNT", "EXEUNT OMNES"))  # a play's own words
+# a play's own words, and its list of persons
+_NO_CUES = frozenset(("THE END", "END", "FINIS", "CURTAIN", "EXIT", "EXEUNT", "EXEUNT OMNES", "DRAMATIS PERSONAE",
+                      "PERSONS OF THE PLAY", "THE PERSONS OF THE PLAY", "PERSONS REPRESENTED", "CHARACTERS", "CAST",
+                      "CAST OF CHARACTERS"))
 
 
 def _dotted_cue(line: str) -> str:
@@ -908,6 +913,8 @@ def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
     (`Alex left`, `* alex waves`, an iPhone's notice under the chat's name), ("drop", None, "") for the
     encryption notice. None where it is none of these: `bare` (a time alone, no date, no brackets) is a
     stamp only before an IRC nick."""
+    if rest[:1] == "[" and (tags := _LOG_TAGS.match(rest)) is not None:
+        rest = rest[tags.end():]  # a game server's `[Server thread/INFO]: <Steve> hi` (Minecraft)
     irc = _IRC_NICK.match(rest)
     if irc is not None:
         return "irc", irc.group(1), irc.group(2).strip()
