@@ -345,7 +345,8 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
             raise UserError(f"no character dialogue in {cfg.txtfilename}: {tally.turns} line(s) read, all narration "
                             "(say statements with no speaker, `\"Text.\"`, or by a Character(None))")
         raise UserError(f"no speaker lines in {cfg.txtfilename}: {tally.turns} line(s) read, all narration "
-                        "(expected `Name: text` lines, or a play's `NAME:` lines)")
+                        "(expected `Name: text` lines, a play's `NAME:` or `NAME.` cues, or a film script's cues "
+                        "in capitals: see --layout)")
     problems = []
     for name in cfg.names if wanted is not None else ():
         n_dropped, why = _why_dropped(tally, name)
