@@ -177,6 +177,15 @@ def test_a_game_servers_log_and_a_plays_list_of_persons():
     assert turns(play)[0] == (None, "DRAMATIS PERSONAE. ROMEO, son to Montague.")
 
 
+def test_a_game_dump_with_its_speakers_in_brackets():
+    dump = "[Geralt] Wind's howling.\n[Vesemir] Right.\n[Geralt] Go.\n[laughs] ok\n[Vesemir] Fine.\n[Geralt] Hm.\n[Vesemir] On.\n"
+    assert turns(dump)[:5] == [("Geralt", "Wind's howling."), ("Vesemir", "Right."), ("Geralt", "Go."),
+                               (None, "[laughs] ok"), ("Vesemir", "Fine.")]
+    # a transcript whose speakers have colons keeps its bracketed directions as they are
+    script = "Bob: hi\n[Aside] He lies.\nAnn: no\n[Aside] She lies.\nBob: yes\n[Aside] Both lie.\nAnn: ok\n[Ann] x\n"
+    assert (None, "[Aside] He lies.") in turns(script) and (None, "[Ann] x") in turns(script)
+
+
 def test_numbered_extras_italic_names_and_caption_marks_are_speakers():
     assert split_speaker("Guard #1: Halt!") == ("Guard #1", " Halt!")
     assert split_speaker("*Bob:* Fine.") == ("Bob", " Fine.") and split_speaker("_Bob_: Fine.") == ("Bob", " Fine.")

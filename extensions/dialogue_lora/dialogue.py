@@ -634,6 +634,9 @@ def parse_lines(
         return _sections(_parse_play(_gutenberg(it, dotted), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
+    bracketed = _bracket_cast(head) if script else None
+    if bracketed:  # a game's dialogue dump: `[Geralt] Wind's howling.`
+        it = (_debracket(line, bracketed) for line in it)
     turns = _parse_one_line(_join_indented(it), file, stats, stamps, script, timed=timed)
     return _sections(turns) if script else turns
 
@@ -659,6 +662,40 @@ def _may_speak(line: str) -> bool:
     s = line.strip()
     return bool(s) and (split_speaker(s) is not None or (s[-1:] == "." and _dotted_cue(s) != s)
                         or (s.isupper() and _screen_cue(s) is not None) or (s[:1] == "<" and _BARE_NICK.fullmatch(s) is not None))
+
+
+# A game's dialogue dump names the speaker in brackets: `[Geralt] Wind's howling.`
+_BRACKET_NAME = re.compile(r"[ \t]*\[([^\W\d_][^\W_]*(?:[ .'\-][^\W_]+){0,%d})\][ \t]*(\S.*?)\s*" % (MAX_NAME_WORDS - 1))
+# what transcripts and plays put in brackets at the start of a line, which is no one's name
+_BRACKET_WORDS = frozenset("enter exit exeunt aside music applause laughter laughing silence sound sfx inaudible "
+                           "crosstalk beat pause cheering singing sighs sigh laughs chuckles groans scene "
+                           "narrator".split())
+
+
+def _bracket_cast(head: list[str]) -> Counter:
+    """Names in brackets that start three or more of the lines with text after them (`[Geralt] Hm.`), when
+    such lines outnumber `Name: text` lines: a dump's speakers; `[Aside] ...`, `[laughs] ...` are not."""
+    seen: Counter = Counter()
+    plain = 0
+    for line in head:
+        if line.lstrip()[:1] != "[":
+            plain += line.find(":", 0, _COLON_WITHIN) > 0 and split_speaker(line.strip()) is not None
+            continue
+        m = _BRACKET_NAME.fullmatch(line)
+        if m is None or not m.group(1)[0].isupper() or len(m.group(1)) > MAX_NAME_CHARS:
+            continue
+        first = m.group(1).split()[0].casefold()
+        if first not in _BRACKET_WORDS and not _is_action_word(first):
+            seen[m.group(1)] += 1
+    cast = Counter({name: n for name, n in seen.items() if n >= 3})
+    return cast if sum(cast.values()) > plain else Counter()
+
+
+def _debracket(line: str, cast: Counter) -> str:
+    """A cast member's `[Name] text` line as `Name: text`; any other line as it is."""
+    if line.lstrip()[:1] == "[" and (m := _BRACKET_NAME.fullmatch(line)) is not None and m.group(1) in cast:
+        return f"{m.group(1)}: {m.group(2)}\n"
+    return line
 
 
 def _timed_log(head: list[str]) -> bool:
