@@ -169,6 +169,11 @@ def test_header_fields_and_film_extensions_are_no_speakers_or_directions():
     assert split_speaker("BOB (angrily) (O.S.): Out!") == ("BOB", "(angrily) Out!")
 
 
+def test_iso_8601_stamps_before_a_sender():
+    log = "2024-01-05T21:00:03Z alex: hey\n2024-01-05T21:00:09.5+01:00 sam: yo\n2024-01-05T21:01:00Z alex: 10:30 then\n"
+    assert turns(log) == [("alex", "hey"), ("sam", "yo"), ("alex", "10:30 then")]
+
+
 def test_a_game_servers_log_and_a_plays_list_of_persons():
     log = ("[21:15:03] [Server thread/INFO]: <Steve> hi\n"
            "[21:15:05] [Server thread/INFO] [minecraft/MinecraftServer]: <Alex> hey steve\n")

@@ -137,7 +137,8 @@ def _sentence(name: str) -> bool:
 # A chat export's date and time before each message (WhatsApp on Android and iPhone in the usual locales,
 # Signal, IRC clients): `12/31/23, 9:15 PM - `, `31/12/23, 9:15 p. m. - `, `[31.12.23, 21:15:03] `,
 # `31.12.2023 21.18 - `, `2024-01-05 12:01 `, `[12:01] `, `12:01 ` (the last only before an IRC `<nick>`).
-_STAMP = re.compile(r"(\[)?(\d{1,4}[./-]\d{1,2}[./-]\d{1,4},?(?:\s+à)?\s+)?(\d{1,2}([:.])\d{2}(?:[:.]\d{2})?)"
+_STAMP = re.compile(r"(\[)?(\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:T|,?(?:\s+à)?\s+))?(\d{1,2}([:.])\d{2}(?:[:.]\d{2})?)"
+                    r"(?:(?<=\d:\d\d:\d\d)[.,]\d{1,6})?(?:Z|(?<=\d)[+-]\d\d:?\d\d)?"  # ISO 8601's fraction and zone
                     r"(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?(\])?(?:\s+-\s+|\s+)")
 # WhatsApp Web's copied messages, time first: `[21:15, 31/12/2023] Alex: hey`, `[9:15 PM, 12/31/2023] ...`
 _WEB_STAMP = re.compile(r"\[(\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?),"
