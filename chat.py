@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--name is required: the character the model speaks as, e.g. --name Bob")
     if not " ".join(str(args.user).split()):
         raise UserError("--user is empty: your name in the conversation (default You)")
+    if ":" in str(args.user):
+        raise UserError(f"--user {args.user!r} must not contain ':' (it ends your name in the conversation)")
     session = ChatSession(str(names).split(","), args.user, args.rounds, instruction)  # bad names fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")

@@ -41,6 +41,12 @@ _OFF_HELP = {
 }
 
 
+def _module_list(text: str) -> str:
+    if not any(t.strip() for t in text.split(",")):  # given, but empty: not the same as leaving it out
+        raise argparse.ArgumentTypeError("takes layer names, e.g. q_proj,v_proj (leave it out for every linear layer)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(description=__doc__.split("\n\n")[0], epilog="See README.md, section 'Training a character adapter'.")
     helps = TrainConfig.field_help()
@@ -56,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif isinstance(default, bool):
             p.add_argument(*flags, action="store_true", default=default, help=h)
         elif name == "target_modules":
-            p.add_argument(*flags, default=None, help=h + " Comma-separated.")
+            p.add_argument(*flags, default=None, type=_module_list, help=h + " Comma-separated.")
         else:
             typ = {"learning_rate": float, "lora_alpha": float}.get(name) or (type(default) if default is not None else str)
             kw = {"choices": _CHOICES[name]} if name in _CHOICES else {}

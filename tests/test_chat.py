@@ -104,6 +104,7 @@ def test_errors_are_one_line(layout):
                        (["--seed", "-1"], "--seed must be from 0 to 4294967295 (got -1)"),  # was numpy's traceback
                        (["--rounds", "0"], "--rounds must be 1 or more"),  # the prompt left out what was typed
                        (["--user", " "], "--user is empty"),  # became 'You' unsaid
+                       (["--user", "A:B"], "--user 'A:B' must not contain ':'"),
                        (["--bogus"], "unrecognized arguments: --bogus")):
         p = chat(["-m", "tiny-llama", "--name", "Bob", *bad], "hi\n", layout)
         assert p.returncode == 2 and p.stderr.strip() == f"error: {p.stderr.strip()[7:]}" and words in p.stderr, p.stderr

@@ -278,6 +278,7 @@ def test_a_cutoff_past_the_models_context_is_cut_to_it_with_a_note(layout):
     res = evaluate(EvalConfig("short", "bob", cutoff_len=256, max_new_tokens=4, max_samples=2, similarity=False,
                               meteor=False))
     assert "--cutoff_len 256 is longer than the model's context (64 positions): samples cut at 64 tokens" in res["notes"]
+    assert "bob was trained on tiny-llama, and is scored on short (of the same shape): the base column is short" in res["notes"]
     assert res["settings"]["cutoff_len"] == 64
 
 
@@ -355,6 +356,13 @@ def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
     result = evaluate(EvalConfig("tiny-llama", "bob", name="Alice", max_samples=1, max_new_tokens=2, similarity=False,
                                  meteor=False))
     assert any(n.startswith("--name Alice is not a character the adapter learnt (Bob)") for n in result["notes"])
+    # samples that name their character take no --name: that is said instead
+    named = [dict(r, name="Bob") for r in bob_records(2, 5)]
+    (layout / "user_data" / "training" / "datasets" / "named.json").write_text(json.dumps(named), encoding="utf-8")
+    result = evaluate(EvalConfig("tiny-llama", "bob", dataset="named", name="Alice", max_new_tokens=2,
+                                 similarity=False, meteor=False))  # a bare name, as lora_finetune.py -d takes
+    assert "--name Alice not used: every sample names its character" in result["notes"]
+    assert not any(n.startswith("--name Alice is not a character") for n in result["notes"])
 
 
 def test_an_adapter_on_a_model_with_another_adapter_merged_in_is_said(layout):
@@ -482,6 +490,7 @@ def test_adapter_from_train_evaluates_on_its_recorded_split(webui_root):
     assert "bob.json is the dataset the adapter was trained on: most of these samples were learnt" in own["notes"][0]
     assert own["notes"][0].endswith("its held-out split (the default) is the fair test")
     assert samples_line(own) == "4 samples (4 replies)"  # not "held-out"
+    assert samples_line({"n_samples": 1, "n_replies": 1}) == "1 held-out sample (1 reply)"
 
 
 def test_report_cells_show_replies_as_written():

@@ -92,6 +92,16 @@ def test_an_adapter_without_its_weights_file_says_so(adapter, tiny_model_dir, tm
         load_for_generation(tiny_model_dir, bare, device="cpu")
 
 
+def test_a_damaged_settings_file_is_an_error_not_no_settings(adapter, tmp_path):
+    from extensions.dialogue_lora.generation import read_training_parameters
+
+    copy = tmp_path / "bob"
+    shutil.copytree(adapter, copy)
+    (copy / "training_parameters.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(UserError, match=r"training_parameters.json: unreadable \(a JSON list, not the object"):
+        read_training_parameters(copy)
+
+
 def test_loaded_model_knows_its_names(loaded, adapter):
     assert loaded.model_name == "tiny-llama" and loaded.adapter_name == adapter.name
     assert loaded.training_parameters["heldout_file"] == "heldout.json"

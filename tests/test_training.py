@@ -966,3 +966,37 @@ def test_a_disk_too_full_for_the_saves_is_refused_before_training(env, monkeypat
         train(make_cfg(env, lora_name="nospace", max_steps=2, val_ratio=0.0),
               on_progress=lambda e: steps.append(e) if e.get("event") == "step" else None)
     assert steps == [] and not (env / "loras" / "nospace").exists()
+
+
+def test_a_bare_dataset_name_is_found_with_its_extension(tmp_path, monkeypatch):
+    from extensions.dialogue_lora.training import resolve_dataset
+
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / "bobds.json").write_text("[]")
+    (tmp_path / "processed_dataset.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_dataset("bobds", datasets) == (datasets / "bobds.json").resolve()
+    assert resolve_dataset("processed_dataset", datasets) == (tmp_path / "processed_dataset.jsonl").resolve()
+    with pytest.raises(UserError, match="dataset 'nope' not found"):
+        resolve_dataset("nope", datasets)
+
+
+def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path):
+    import subprocess
+    import sys
+
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    with pytest.raises(UserError, match="adapter 'lk' not found"):
+        resolve_adapter("lk", loras)
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (loras / ".lk.lock").write_text(str(trainer.pid))
+        with pytest.raises(UserError, match=rf"adapter 'lk' is being trained \(process {trainer.pid}\) and has no saved adapter yet"):
+            resolve_adapter("lk", loras)
+    finally:
+        trainer.kill()
+        trainer.wait()
+    with pytest.raises(UserError, match="adapter 'lk' not found"):  # a lock its process left behind says nothing
+        resolve_adapter("lk", loras)

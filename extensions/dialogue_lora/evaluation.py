@@ -123,7 +123,9 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
     if cfg.dataset:
         dirs = resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir)
         given = Path(cfg.dataset)
-        for c in (given, dirs.datasets / given, adapter_path / given):
+        places = (given, dirs.datasets / given, adapter_path / given)
+        # a bare name, as lora_finetune.py -d takes it: `-d bobds` is bobds.json in the datasets folder
+        for c in places + tuple(Path(f"{c}{ext}") for ext in (".json", ".jsonl") for c in places):
             if c.is_file():
                 return c
         if given.is_dir():
@@ -575,7 +577,14 @@ def _evaluate(
         notes.append(f"model {model_path.name} is {merged.get('base_model')} with adapter "
                      f"{Path(str(merged['adapter'])).name} merged in: the base column is that model, not the base "
                      f"{adapter_path.name} was trained on")
-    if cfg.name and characters and cfg.name.casefold() not in {c.casefold() for c in characters}:
+    elif recorded_base(adapter_path) and Path(str(recorded_base(adapter_path))).name != model_path.name:
+        # the same shape (checked), but maybe other weights: the scores are of this pairing
+        notes.append(f"{adapter_path.name} was trained on {Path(str(recorded_base(adapter_path))).name}, and is scored "
+                     f"on {model_path.name} (of the same shape): the base column is {model_path.name}")
+    unnamed = any(not (isinstance(r, dict) and r.get("name")) for r in records)  # whom --name cues
+    if cfg.name and not unnamed:
+        notes.append(f"--name {cfg.name} not used: every sample names its character")
+    elif cfg.name and characters and cfg.name.casefold() not in {c.casefold() for c in characters}:
         notes.append(f"--name {cfg.name} is not a character the adapter learnt ({', '.join(characters)}): samples "
                      "without a name of their own were cued with a name it never answered to")
     if reworded:
@@ -777,8 +786,9 @@ def loss_curve_png(log: dict) -> bytes | None:
 
 def samples_line(result: dict) -> str:
     """`N held-out samples (M replies)`; not "held-out" when they are the training file."""
-    kind = "samples" if result.get("trained_on") else "held-out samples"
-    return f"{result.get('n_samples')} {kind} ({result.get('n_replies')} replies)"
+    n, replies = result.get("n_samples"), result.get("n_replies")
+    kind = ("sample" if result.get("trained_on") else "held-out sample") + ("" if n == 1 else "s")
+    return f"{n} {kind} ({replies} repl{'y' if replies == 1 else 'ies'})"
 
 
 def render_markdown(result: dict, loss_png: str | None = None) -> str:

@@ -70,7 +70,9 @@ def _read_json(path: Path) -> dict:
         return {}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable ({e})") from None
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):  # damaged or replaced: not to be read as "no settings recorded"
+        raise UserError(f"{path}: unreadable (a JSON {type(data).__name__}, not the object of settings it should hold)")
+    return data
 
 
 def read_training_parameters(adapter_path: str | os.PathLike) -> dict:

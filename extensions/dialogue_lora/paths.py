@@ -210,6 +210,23 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
                                 f"yet: unless it is still training, finish it with lora_finetune.py ... -l {shell_word(c.name)} --resume; "
                                 f"{listing}")
             raise UserError(f"adapter folder {c} holds no adapter (no {_ADAPTER_MARKER}); {listing}")
+    trainer = _training_pid(lora_dir, str(name))
+    if trainer:  # its first save is still to come
+        raise UserError(f"adapter {str(name)!r} is being trained (process {trainer}) and has no saved adapter yet: "
+                        f"wait for it to finish; {listing}")
     hint = closest(Path(name).name, found)
     hint = f" (did you mean {hint!r}?)" if hint else ""
     raise UserError(f"adapter {str(name)!r} not found{hint}; {listing}{interrupted_save(lora_dir, str(name))}")
+
+
+def _training_pid(lora_dir: Path, name: str) -> str | None:
+    """The process id in a training run's lock for adapter `name` (`.NAME.lock`, written by the run that
+    holds it) when that process is alive; None otherwise. Read only: a lookup never takes the lock."""
+    try:
+        pid = (lora_dir / f".{name}.lock").read_text(encoding="ascii", errors="replace").strip()
+        if not pid.isdigit() or int(pid) == os.getpid():
+            return None
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, OverflowError):  # no lock, no such process (or not ours to signal)
+        return None
+    return pid

@@ -282,9 +282,10 @@ def resolve_dataset(name: str, dataset_dir: Path) -> Path:
     q = dataset_dir / name
     if q.is_file():
         return q.resolve()
-    for ext in (".json", ".jsonl"):
-        if (dataset_dir / (name + ext)).is_file():
-            return (dataset_dir / (name + ext)).resolve()
+    for ext in (".json", ".jsonl"):  # a bare name, as the tab and the webui list datasets
+        for folder in (dataset_dir, Path(".")):
+            if (folder / (name + ext)).is_file():
+                return (folder / (name + ext)).resolve()
     if p.is_dir() or q.is_dir():
         raise UserError(f"dataset {name!r} is a folder: give a .json or .jsonl file (--dataset_name)")
     if p.exists():  # a pipe or a device (`-d /dev/stdin`): the samples are read more than once
