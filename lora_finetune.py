@@ -174,9 +174,23 @@ def _latest_checkpoint(cfg: TrainConfig, started: float) -> str:
     return f"the latest checkpoint is {found[-1]} ({again} continues from it)"
 
 
-def check_method_flags(args: dict, parser: argparse.ArgumentParser) -> None:
+def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The settings named on the command line (whatever their value: `--lora_rank 16` is given, though 16
+    is the default)."""
+    saved = [(a, a.default) for a in parser._actions]
+    try:
+        for a in parser._actions:
+            a.default = argparse.SUPPRESS
+        given, _ = parser.parse_known_args(argv)
+    finally:
+        for a, default in saved:
+            a.default = default
+    return set(vars(given))
+
+
+def check_method_flags(args: dict, given: set[str]) -> None:
     unused = [f"--{name}" for method, names in _METHOD_FLAGS.items() if method != args["method"]
-              for name in names if args[name] != parser.get_default(name)]
+              for name in names if name in given]
     if unused:
         raise UserError(f"{', '.join(unused)}: not used by --method {args['method']}")
 
@@ -215,12 +229,13 @@ def _train(argv: list[str] | None) -> int:
 
     parser = build_parser()
     args = vars(parser.parse_args(argv))
-    check_method_flags(args, parser)
+    given = given_flags(parser, argv)
+    check_method_flags(args, given)
     progress_file, stop_file = args.pop("progress_file"), args.pop("stop_file")
     if stop_file and Path(stop_file).exists():  # left from an earlier stop: it would stop this run at once
         raise UserError(f"--stop_file {stop_file} exists already: delete it first (it asks a run to stop)")
     cfg = TrainConfig(**args)
-    if cfg.max_steps and cfg.epochs != parser.get_default("epochs"):
+    if cfg.max_steps and "epochs" in given:
         print(f"note: --max_steps {cfg.max_steps} sets the run's length; --epochs {cfg.epochs:g} is not used",
               file=sys.stderr)
     from extensions.dialogue_lora.training import train

@@ -136,6 +136,8 @@ def test_cli_errors_are_one_line(work):
     # flags another method would read, a device that is not here, a folder as the dataset: one line each
     for bad, words in ((["--method", "prompt_tuning", "-r", "8"], "--lora_rank: not used by --method prompt_tuning"),
                        (["--num_virtual_tokens", "5"], "--num_virtual_tokens: not used by --method lora"),
+                       (["--method", "prompt_tuning", "--lora_rank", "16"], "--lora_rank: not used"),  # the default, typed
+                       (["--target_modules", ""], "argument --target_modules: takes layer names"),
                        (["--device", "cuda:7"], "--device cuda:7: "),
                        (["-c", "0"], "--cutoff_len must be a whole number >= 1 (got 0)"),
                        (["-d", "user_data"], "is a folder: give a .json or .jsonl file"),
@@ -208,3 +210,6 @@ def test_max_steps_with_epochs_says_the_epochs_are_not_used(work, monkeypatch, c
     assert "note: --max_steps 3 sets the run's length; --epochs 2 is not used" in capsys.readouterr().err
     assert run_cli(lora_finetune.main, ["-d", "bob.json", "-m", "tiny-llama", "-l", "n", "--max_steps", "3"]) == 2
     assert "note:" not in capsys.readouterr().err
+    # typed, even at its default value
+    assert run_cli(lora_finetune.main, ["-d", "bob.json", "-m", "tiny-llama", "-l", "n", "-e", "10", "--max_steps", "3"]) == 2
+    assert "note: --max_steps 3 sets the run's length; --epochs 10 is not used" in capsys.readouterr().err
