@@ -160,10 +160,15 @@ def test_strip_actions_takes_gutenbergs_italic_directions_and_full_width_bracket
 
 
 def test_header_fields_and_film_extensions_are_no_speakers_or_directions():
-    for label in ["Title: Romeo and Juliet", "Author: William Shakespeare", "Release Date: May 1", "Language: English",
-                  "Rating: T", "Pairing: A/B", "Disclaimer: not mine", "Author's Note: hi", "OOC: brb", "Re: hello",
-                  "Credit: Written by", "Draft date: 1/1"]:
+    for label in ["Author's Note: hi", "Transcriber's Note: fixed", "OOC: brb", "Re: hello"]:  # wherever they stand
         assert split_speaker(label) is None, label
+    # a header's fields before anyone speaks are narration; after that, and in capitals, speakers like any
+    header = ("Title: Romeo and Juliet\nAuthor: William Shakespeare\nRelease Date: May 1\nLanguage: English\n"
+              "Rating: T\nPairing: A/B\nDisclaimer: not mine\nCredit: Written by\nDraft date: 1/1\n")
+    assert all(t[0] is None for t in turns(header + "Bob: hi\n")[:-1]) and turns(header + "Bob: hi\n")[-1] == ("Bob", "hi")
+    assert turns("INTERVIEWER: When?\nTRANSLATOR: In winter.\nEditor: Cut.\n") == [
+        ("INTERVIEWER", "When?"), ("TRANSLATOR", "In winter."), ("Editor", "Cut.")]
+    assert turns("CONTACT: You're late.\nMIKE: Traffic.\n")[0] == ("CONTACT", "You're late.")
     assert split_speaker("LEO (V.O.): I should have.") == ("LEO", " I should have.")
     assert split_speaker("MAYA (CONT'D): Did you?") == ("MAYA", " Did you?")
     assert split_speaker("BOB (angrily) (O.S.): Out!") == ("BOB", "(angrily) Out!")
@@ -888,6 +893,36 @@ def test_a_long_introduction_before_the_first_speech_does_not_hide_the_layout():
     got = [t for t in parse_lines(prose + play, "f.txt", stats=stats) if t is not None and t.speaker]
     assert stats.layouts["f.txt"] == "play" and len(got) == 6
     assert got[0][:2] == ("SAMPSON", "Gregory, o' my word, we'll not carry coals.")
+
+
+def test_the_new_rules_leave_alone_what_only_looks_like_them():
+    # three `OK. ...` paragraphs in a story keep it in the lines layout
+    story = "Alice: Ready?\nBob: Almost.\nOK. The car is packed.\nAlice: Go.\nOK. They find the keys.\nBob: Now.\nOK. Later.\n"
+    assert [t[0] for t in turns(story) if t] == ["Alice", "Bob", None, "Alice", None, "Bob", None]
+    # a direction after which the speaker is gone, or another direction, is not the speech going on
+    play = ("ROMEO:\nThus with a kiss I die.\n\n[Dies]\n\nThe watch comes in.\n\nALGERNON:\nHi.\n\n"
+            "[_Goes out._]\n\n[_Enter JACK._]\n\nJULIET:\nO!\n")
+    assert [t[0] for t in turns(play) if t] == ["ROMEO", None, None, "ALGERNON", None, None, "JULIET"]
+    # a sentence that starts like a heading goes on as speech: no new conversation
+    assert None not in turns("Danny: It comes in three acts.\nAct one, we get inside.\nRusty: And then?\n")
+    # channel tags, a roleplay's labels, captions' labels: no bracketed speakers
+    mud = "".join(f"[Guild] {n}: hi {i}\n" for i, n in enumerate(["Alice", "Bob"] * 3))
+    assert [t[0] for t in turns(mud)] == [None] * 6
+    rp = "".join(f"[OOC] brb {i}\n[Narration] The fire crackles {i}.\nAria: hm {i}\n" for i in range(3))
+    assert {t[0] for t in turns(rp)} == {None, "Aria"}
+    # a quote in a message is no caption's new speaker; lyrics are no film script
+    assert turns("Carol: He wrote:\n>> Bob: I can't.\nAlice: OK.\n")[1] == (None, ">> Bob: I can't.")
+    lyrics = "".join(f"VERSE {i}\nI walked along\nthe river\n\nCHORUS\nOh my darling\n\n" for i in range(3))
+    stats = ReadStats()
+    assert all(t is None or t[0] is None for t in parse_lines(lyrics.splitlines(True), "s.txt", stats=stats))
+    # in a film script, a reply that is a number is a reply, not a page number
+    script = "INT. CLASS - DAY\n\nTEACHER\nSix times seven?\n\nMARY\n42\n\nTEACHER\nGood.\n\nJOE\n8.\n"
+    assert ("MARY", "42") in turns(script) and ("JOE", "8.") in turns(script)
+
+
+def test_a_gutenberg_cast_member_met_late_is_a_speaker():
+    play = "".join(f"ALGERNON.  Line {i}.\n\nLANE.  Yes, sir, {i}.\n\n" for i in range(3))
+    assert ("GWENDOLEN", "Ernest!") in turns(play + "GWENDOLEN.  Ernest!\n")  # once, and after the others
 
 
 def test_subtitles_lose_their_cue_numbers_and_times():

@@ -947,6 +947,8 @@ def test_whatsapp_day_first_dates_and_iphone_and_web_layouts(tmp_path):
     assert [m["timestamp"] for m in load(path, ReadStats())] == [
         "2024-02-01T23:59:00", "2024-02-02T00:01:00", "2024-02-03T08:00:00"]
     us = "01/02/2024, 23:59 - Ann: late\n01/03/2024, 00:01 - Bo: yes\n"  # Jan 2 then Jan 3: month first
+    path.write_text("3/1/24, 10:00 - Ann: a\n4/2/24, 10:00 - Bo: b\n5/3/24, 10:00 - Ann: c\n", encoding="utf-8")
+    assert load(path, ReadStats())[0]["timestamp"] == "2024-03-01T10:00:00"  # no reading clearly closer: month first
     path.write_text(us, encoding="utf-8")
     assert [m["timestamp"] for m in load(path, ReadStats())] == ["2024-01-02T23:59:00", "2024-01-03T00:01:00"]
     web = "[21:15, 31/12/2023] Alex: hey\n[21:16, 31/12/2023] Sam: yo\n"

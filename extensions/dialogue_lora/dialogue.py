@@ -86,7 +86,8 @@ _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[i
 # starts afresh there (`_sections`).
 _SECTION = re.compile(r"[\[(]?(?:#{1,6}[ \t]*)?(?:(?-i:(?:INT|EXT|INT\.?/EXT|EXT\.?/INT|I/E)[. ][ \t]*\S)"
                       r"|(?:act|scene|chapter|part|book|volume|canto|episode)\.?[ ]+(?:(?-i:[IVXLCDM]{1,7})|\d{1,3}|"
-                      r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)(?=$|[ \t]*[^\w\s])"
+                      r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+                      r"(?=$|[ \t]*(?:[.:;)\]\u2014\u2013-]|,[ \t]*(?:act|scene|part|chapter|\d)\b))"
                       r"|(?:scene|setting)[ \t]*:|(?:prologue|epilogue)(?=$|[ \t]*[^\w\s]))", re.IGNORECASE)
 # A novel's sentence with an early colon (`The answer came at once:`, `He said:`, `Bob whispered:`, `Later
 # that night:`) is narration, not a speaker: names are capitalised words with particles and prepositions
@@ -109,14 +110,19 @@ _WHEN_LAST = frozenset("later earlier ago morning night evening afternoon day we
 # The Winter's Tale, in tinyshakespeare).
 _NOT_NAMES = _WHEN_FIRST | frozenset("scene setting note notes location summary synopsis description transcript "
                                      "credits".split())
+# A roleplay's out-of-character remark (`OOC:`) and a forum's `Re:` are no one's words.
+_NOT_NAMES |= frozenset(("ooc", "re"))
 # A header's fields (Project Gutenberg's `Title:`, `Author:`, `Language:`; a fan fiction's `Rating:`,
-# `Pairing:`, `Disclaimer:`; a forum's `Re:`; a Fountain title page's `Credit:`, `Draft date:`), and a
-# roleplay's out-of-character remark (`OOC:`): narration.
-_NOT_NAMES |= frozenset("title author authors language rating pairing pairings disclaimer warning warnings fandom "
-                        "genre genres category categories tags status credit source contact copyright date re ooc "
-                        "editor translator illustrator encoding".split())  # not `Players:`: a speaker in The Taming of the Shrew
-_NOT_NAME_PHRASES = frozenset(("release date", "posting date", "draft date", "last updated", "author's note",
-                               "authors note", "author\u2019s note", "quote from", "saved on", "word count",
+# `Pairing:`, `Disclaimer:`; a Fountain title page's `Credit:`, `Draft date:`): narration while no one
+# else has spoken yet (`_header`); after that they are speakers like any (an interview's `TRANSLATOR:`).
+_HEADER_FIELDS = frozenset("title author authors language rating pairing pairings disclaimer warning warnings fandom "
+                           "genre genres category categories tags status credit source contact copyright date "
+                           "editor translator illustrator encoding".split())
+# Notes by someone outside the dialogue, wherever they stand (`Transcriber's Note:`, a fan fiction's `A/N`).
+_NOT_NAME_PHRASES = frozenset(("transcriber's note", "transcriber\u2019s note", "transcribers note", "editor's note",
+                               "editor\u2019s note", "author's note", "author\u2019s note", "authors note",
+                               "translator's note", "translator\u2019s note"))
+_HEADER_PHRASES = frozenset(("release date", "posting date", "draft date", "last updated", "quote from", "saved on", "word count",
                                "character set encoding", "produced by", "original publication", "most recently updated",
                                "dramatis personae", "persons of the play", "cast of characters", "persons represented"))
 
@@ -398,8 +404,9 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     >>> split_speaker("At 10:30 we left.") is None
     True
     """
-    if line[:2] == ">>":  # a TV caption's mark of a new speaker: `>> ALICE: Fine.`
-        line = line[2:].lstrip()
+    if line[:2] == ">>":  # a TV caption's mark of a new speaker, a name in capitals: `>> ALICE: Fine.`
+        hit = split_speaker(line[2:].lstrip())
+        return hit if hit is not None and hit[0].isupper() else None  # `>> Bob: ...`: a quote in a message
     if line[:1] in "*_":  # a name in markdown bold or italics: `**Bob:** hi`, `**Bob**: hi`, `*Bob:* hi`
         md = _MARKDOWN_NAME.match(line)
         if md is not None and md.group(2)[:1].isalpha() and md.group(2)[-1:] != " ":
@@ -421,7 +428,7 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         return None
     if " " in name and (_HEADING.fullmatch(name) or _sentence(name) or name[-3:].lower() == " by"
                         or name.lower() in _NOT_NAME_PHRASES):
-        return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`), a header's field
+        return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`), a note
     if " " not in name and name.lower() in _NOT_NAMES:
         return None
     if " " in name:
@@ -515,9 +522,15 @@ def _screen_cue(line: str) -> str | None:
     name = m.group(1)
     if (len(name) < 2 or len(name) > MAX_NAME_CHARS or not name.isupper() or len(name.split()) > MAX_NAME_WORDS
             or _SCREEN_NOISE.fullmatch(s) or _SECTION.match(s) or _HEADING.fullmatch(name)
-            or (name.endswith(".") and not m.group(2))):  # `ROMEO.` is a play's cue, `BANG.` a sound
+            or (name.endswith(".") and not m.group(2))  # `ROMEO.` is a play's cue, `BANG.` a sound
+            or name.split()[0].strip("-:") in _LYRIC_LABELS):
         return None
     return name
+
+
+# A song's parts in its lyrics (`VERSE 1`, `CHORUS`): no one's names.
+_LYRIC_LABELS = frozenset("VERSE CHORUS PRE-CHORUS POST-CHORUS BRIDGE INTRO OUTRO HOOK REFRAIN BREAKDOWN "
+                          "INSTRUMENTAL CODA INTERLUDE".split())
 
 
 def _screenplay(lines: Iterable[str]) -> Iterator[str]:
@@ -530,7 +543,8 @@ def _screenplay(lines: Iterable[str]) -> Iterator[str]:
         if cue is not None:
             yield f"{cue}:\n" if s else cue_line  # a name in capitals with nothing below: a heading, a title
             cue = None
-        if not s or _SCREEN_NOISE.fullmatch(s):
+        # a page mark; a number alone only between blank lines (`42` below a cue is a reply)
+        if not s or (_SCREEN_NOISE.fullmatch(s) and (prev_blank or not s[:1].isdigit())):
             prev_blank = True
             yield "\n"
             continue
@@ -613,7 +627,7 @@ def parse_lines(
     evidence = _layout_evidence(cued)
     timed = _timed_log(head)
     looks = "lines" if timed else _layout_of(evidence)
-    if not timed and sum(dotted.values()) >= 3 and looks == "lines":
+    if not timed and dotted and looks == "lines" and 2 * sum(dotted.values()) > evidence[2]:  # (counted there too)
         looks = "play"  # `NAME.  text` speeches wrap over several lines to the blank line
     screen = 0 if timed else _screen_evidence(head)
     if screen >= 3 and screen > sum(evidence):  # cues in capitals without a colon, more than any other kind
@@ -635,7 +649,7 @@ def parse_lines(
         return _sections(_parse_play(_gutenberg(it, dotted), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
-    bracketed = _bracket_cast(head) if script else None
+    bracketed = _bracket_cast(head) if script and subs is None else None  # (subtitles' are captions' labels)
     if bracketed:  # a game's dialogue dump: `[Geralt] Wind's howling.`
         it = (_debracket(line, bracketed) for line in it)
     turns = _parse_one_line(_join_indented(it), file, stats, stamps, script, timed=timed)
@@ -644,9 +658,19 @@ def parse_lines(
 
 def _sections(turns: Iterable[Turn | None]) -> Iterator[Turn | None]:
     """`BREAK` before a scene's or chapter's heading (`_SECTION`) that follows some speech: a new scene is a
-    new conversation, its heading the first line of its context (`ACT II` then `SCENE I.` stay together)."""
+    new conversation, its heading the first line of its context (`ACT II` then `SCENE I.` stay together).
+    And a header's fields before anyone speaks (`Title: ...`, `Author: ...`) are narration."""
     spoke = False
     section = _SECTION.match
+    turns = iter(turns)
+    for t in turns:  # the header: until someone other than a header's field speaks
+        if t is not None and t[0] is not None:
+            if not _is_header_field(t[0]):
+                spoke = True
+                yield t
+                break
+            t = t._replace(speaker=None, text=f"{t[0]}: {t[1]}".rstrip())
+        yield t
     for t in turns:
         if t is None:
             spoke = False
@@ -656,6 +680,12 @@ def _sections(turns: Iterable[Turn | None]) -> Iterator[Turn | None]:
             spoke = False
             yield BREAK
         yield t
+
+
+def _is_header_field(name: str) -> bool:
+    """`Title`, `Release Date`...; not in capitals (`CONTACT`, `AUTHOR` are a script's cues)."""
+    folded = name.casefold()
+    return (folded in _HEADER_FIELDS or folded in _HEADER_PHRASES) and not name.isupper()
 
 
 def _may_speak(line: str) -> bool:
@@ -669,8 +699,9 @@ def _may_speak(line: str) -> bool:
 _BRACKET_NAME = re.compile(r"[ \t]*\[([^\W\d_][^\W_]*(?:[ .'\-][^\W_]+){0,%d})\][ \t]*(\S.*?)\s*" % (MAX_NAME_WORDS - 1))
 # what transcripts and plays put in brackets at the start of a line, which is no one's name
 _BRACKET_WORDS = frozenset("enter exit exeunt aside music applause laughter laughing silence sound sfx inaudible "
-                           "crosstalk beat pause cheering singing sighs sigh laughs chuckles groans scene "
-                           "narrator".split())
+                           "crosstalk beat pause cheering singing sighs sigh laughs chuckles groans scene narrator "
+                           "narration foreign unintelligible indistinct voiceover offscreen phone thunder static "
+                           "interpreter in on over off into speaking whispering whispers ooc".split())
 
 
 def _bracket_cast(head: list[str]) -> Counter:
@@ -685,6 +716,9 @@ def _bracket_cast(head: list[str]) -> Counter:
         m = _BRACKET_NAME.fullmatch(line)
         if m is None or not m.group(1)[0].isupper() or len(m.group(1)) > MAX_NAME_CHARS:
             continue
+        if split_speaker(m.group(2)) is not None:  # `[Guild] Alice: hi`: a channel's tag, the speaker after it
+            plain += 1
+            continue
         first = m.group(1).split()[0].casefold()
         if first not in _BRACKET_WORDS and not _is_action_word(first):
             seen[m.group(1)] += 1
@@ -694,7 +728,8 @@ def _bracket_cast(head: list[str]) -> Counter:
 
 def _debracket(line: str, cast: Counter) -> str:
     """A cast member's `[Name] text` line as `Name: text`; any other line as it is."""
-    if line.lstrip()[:1] == "[" and (m := _BRACKET_NAME.fullmatch(line)) is not None and m.group(1) in cast:
+    if (line.lstrip()[:1] == "[" and (m := _BRACKET_NAME.fullmatch(line)) is not None and m.group(1) in cast
+            and split_speaker(m.group(2)) is None):
         return f"{m.group(1)}: {m.group(2)}\n"
     return line
 
@@ -716,6 +751,10 @@ _DOTTED_INLINE = re.compile(r"[ \t]{0,12}([^\W\d_][^\W_]*(?:[ .'\-&]+[^\W_]+)*)(
                             r"\([^()\n]{1,120}\)))*)\.[ \t]+(\S.*?)\s*")
 
 
+# Words in capitals that start a sentence with a full stop and are no one's name.
+_DOTTED_WORDS = frozenset("OK NO YES PS P.S NB N.B MR MRS MS DR ST BANG AH OH SO WELL NOTE".split())
+
+
 def _dotted_inline(text: str) -> tuple[str, str, str] | None:
     """(name, directions, speech) of a `NAME.  speech` line in capitals; None for any other line."""
     m = _DOTTED_INLINE.fullmatch(text)
@@ -730,7 +769,8 @@ def _dotted_inline(text: str) -> tuple[str, str, str] | None:
 
 def _dotted_cast(head: list[str]) -> Counter:
     """The names of `NAME.  speech` lines that open a block (after a blank line) twice or more, with how
-    many such lines they open: a Project Gutenberg play's cast (`NO. I won't.` once is a line of prose)."""
+    many such lines they open: a Project Gutenberg play's cast, when it has two names or more and three
+    such lines (`OK. The car is packed.` in a story is prose, however often)."""
     seen: Counter = Counter()
     prev_blank = True
     for line in head:
@@ -738,12 +778,14 @@ def _dotted_cast(head: list[str]) -> Counter:
         if s and prev_blank and s[0].isupper() and (hit := _dotted_inline(s)) is not None:
             seen[hit[0]] += 1
         prev_blank = not s
-    return Counter({name: n for name, n in seen.items() if n >= 2})
+    cast = Counter({name: n for name, n in seen.items() if n >= 2 and name not in _DOTTED_WORDS})
+    return cast if len(cast) >= 2 and sum(cast.values()) >= 3 else Counter()
 
 
 def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
-    """Lines with a Project Gutenberg play's cues as `NAME:` (`_dotted_cue`), and a cast member's `NAME.
-    speech` opening a block as `NAME: speech`."""
+    """Lines with a Project Gutenberg play's cues as `NAME:` (`_dotted_cue`), and, in a play that has a cast
+    of them (`_dotted_cast`), a `NAME.  speech` opening a block as `NAME: speech`: the cast's, and those
+    of characters met later on or only once."""
     prev_blank = True
     for line in lines:
         s = line.strip()
@@ -751,7 +793,7 @@ def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
             prev_blank = True
             yield line
             continue
-        if cast and prev_blank and (hit := _dotted_inline(s)) is not None and hit[0] in cast:
+        if cast and prev_blank and (hit := _dotted_inline(s)) is not None and hit[0] not in _DOTTED_WORDS:
             line = f"{hit[0]}{hit[1]}: {hit[2]}\n"
         else:
             line = _dotted_cue(line)
@@ -1108,10 +1150,15 @@ def _is_stage_line(text: str) -> bool:
 
 
 def _interjected(block: str) -> bool:
-    """Whether a block of a play is a direction alone, one that does not take the speaker off the stage."""
-    folded = block.casefold()
-    return (block[:1] in "[(" and block[-1:] in ")]" and len(block) <= 200 and "exit" not in folded
-            and "exeunt" not in folded)
+    """Whether a block of a play is a direction alone, one that does not take the speaker off the stage
+    (or the scene to its end)."""
+    return (block[:1] in "[(" and block[-1:] in ")]" and len(block) <= 200
+            and not any(w.strip("_.,;:!?") in _GONE for w in block[1:-1].casefold().split()))
+
+
+# Words of a direction after which the speaker does not go on: they leave, die, or the scene changes.
+_GONE = frozenset("exit exits exeunt enter enters goes go leaves leave dies die dead falls out off away curtain "
+                  "scene end retires withdraws departs asleep alone".split())
 
 
 def _parse_play(
@@ -1180,7 +1227,7 @@ def _parse_play(
                 text = hit[1].strip()
                 if not text:
                     continue
-            elif resume_as is not None and not _SECTION.match(text):
+            elif resume_as is not None and text[:1] not in "[(" and not _SECTION.match(text):
                 speaker = resume_as
             resume_as = None
         parts.append(text)

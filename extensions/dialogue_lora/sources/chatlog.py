@@ -10,7 +10,8 @@ DiscordChatExporter-like messages and go through the Discord reader, as Telegram
 The day and the month are told apart over the whole file: a first number above 12 (`31/12/23`) means day
 first, a second one above 12 (`12/31/23`) month first; a file that never shows either is read the way
 under which its messages follow each other closest in time (`01/02/24, 23:59` then `02/02/24, 00:01`:
-two minutes day first, a month month first), month first on a tie (WhatsApp's US format). A four-digit
+two minutes day first, a month month first), month first unless day first is closer by half (WhatsApp's
+US format). A four-digit
 first number is a year (`2023-12-31`).
 """
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _day_first(stamps: list) -> bool:
         return False
     # never told apart (every day 12 or less): the reading under which the chat moves on in small steps
     # (1/2 23:59 then 2/2 00:01 is two minutes day first, a month month first)
-    return _travel(stamps, True) < _travel(stamps, False)
+    return 2 * _travel(stamps, True) < _travel(stamps, False)  # clearly closer: else month first, as before
 
 
 def _travel(stamps: list, day_first: bool) -> float:
