@@ -837,14 +837,35 @@ def test_a_film_script_reads_its_cues_and_speeches():
     assert detect_screenplay(SCREENPLAY)
     assert turns(SCREENPLAY) == [
         (None, "THE DINER"), (None, "INT. DINER - NIGHT"), (None, "A greasy spoon. JOE (40s) sits alone at the counter."),
-        ("JOE", "(quietly) I never wanted this."), ("MARY", "Then why are you here? Listen: it's late."),
-        ("MARY", "Go home."), ("R2-D2", "Beep."), None, (None, "EXT. STREET - CONTINUOUS"), ("JOE", "She was right.")]
+        ("JOE", "(quietly) I never wanted this."), ("MARY", "Then why are you here? Listen: it's late. Go home."),
+        ("R2-D2", "Beep."), None, (None, "EXT. STREET - CONTINUOUS"), ("JOE", "She was right.")]  # one speech over the page
     fountain = "INT. HOUSE - DAY\n\nMARY\nHi.\n\nTOM\n(beat)\nHello.\n\nMARY\nBye.\n\nBANG.\nThe door shuts.\n"
     assert turns(fountain) == [(None, "INT. HOUSE - DAY"), ("MARY", "Hi."), ("TOM", "(beat) Hello."), ("MARY", "Bye."),
                                (None, "BANG. The door shuts.")]
     # not a film script: a play's cues have a colon or a full stop, a chat its names in lines
     assert not detect_screenplay("ROMEO.\nAdieu.\n\nJULIET.\nAnon!\n\nROMEO.\nGood night.\n")
     assert not detect_screenplay("HELLO WORLD\nThis is prose.\n\nAnd more prose.\n")
+
+
+def test_film_scripts_as_printed_and_in_fountain():
+    printed = ("3    INT. DINER - NIGHT    3\n\nTHE DOOR SLAMS OPEN\nThe wind howls in.\n\n"
+               "                         McCLANE\n          Come out to the coast.\n\n"
+               "                         COP #1\n          Clear left.\n\n"
+               "                         DOT                       JOE\n          Hi.       Hey.\n\n"
+               "                         SHOOTING DRAFT\n          March 3, 2019\n\n"
+               "4    EXT. STREET - NIGHT    4\n\n                         McCLANE\n          Yippee.\n")
+    got = turns(printed)
+    assert got[:2] == [(None, "INT. DINER - NIGHT"), (None, "THE DOOR SLAMS OPEN The wind howls in.")]
+    assert ("McCLANE", "Come out to the coast.") in got and ("COP #1", "Clear left.") in got
+    assert not any(t and t[0] in ("DOT JOE", "SHOOTING DRAFT") for t in got)
+    assert got[-3:] == [None, (None, "EXT. STREET - NIGHT"), ("McCLANE", "Yippee.")]  # numbers gone, a new scene
+    fountain = ("Title: **BIG BRASS ALIBI**\nCredit: Written by\nAuthor: John August\nDraft date: 1/20/2012\n\n"
+                "EXT. BRICK'S PATIO - DAY #1#\n\n!SHE SCREAMS.\n\n@McCLANE\nCome out. [[a note]]\n\n"
+                "BRICK\n/* cut this */\nNo.\n\nSTEEL\nWhy?\n\n.THE ROOF\n\nBRICK\nBecause.\n")
+    got = turns(fountain)
+    assert detect_screenplay(fountain) and ("McCLANE", "Come out.") in got and ("BRICK", "No.") in got
+    assert (None, "EXT. BRICK'S PATIO - DAY") in got and (None, "SHE SCREAMS.") in got
+    assert got[-3:] == [None, (None, "THE ROOF"), ("BRICK", "Because.")]
 
 
 def detect_screenplay(text: str) -> bool:

@@ -110,8 +110,9 @@ _WHEN_LAST = frozenset("later earlier ago morning night evening afternoon day we
 # The Winter's Tale, in tinyshakespeare).
 _NOT_NAMES = _WHEN_FIRST | frozenset("scene setting note notes location summary synopsis description transcript "
                                      "credits".split())
-# A roleplay's out-of-character remark (`OOC:`) and a forum's `Re:` are no one's words.
-_NOT_NAMES |= frozenset(("ooc", "re"))
+# A roleplay's out-of-character remark (`OOC:`), a forum's `Re:`, a film script's `SUPER: NEVADA, 1987`
+# are no one's words.
+_NOT_NAMES |= frozenset(("ooc", "re", "super", "intercut", "montage", "chyron", "insert"))  # and a film script's directions
 # A header's fields (Project Gutenberg's `Title:`, `Author:`, `Language:`; a fan fiction's `Rating:`,
 # `Pairing:`, `Disclaimer:`; a Fountain title page's `Credit:`, `Draft date:`): narration while no one
 # else has spoken yet (`_header`); after that they are speakers like any (an interview's `TRANSLATOR:`).
@@ -505,25 +506,35 @@ def _layout_of(evidence: tuple[int, int, int]) -> str:
 # A film script's transitions and page marks: formatting, no one's words (`CUT TO:`, `FADE OUT.`, `(MORE)`
 # and `CONTINUED:` where a speech or scene runs over a page, a page number alone).
 _SCREEN_NOISE = re.compile(r"(?:[A-Z]+ )*(?:CUT|DISSOLVE|WIPE|FADE|IRIS)(?: (?:TO|IN|OUT))+(?: (?:BLACK|WHITE))?[:.]?|"
-                           r"\(MORE\)|\(?CONT(?:INUED|'D|\u2019D|D)\)?:?(?: ?\(\d+\))?|\d{1,3}[A-Z]?\.?|THE END\.?")
-# A cue's extensions: `(V.O.)`, `(O.S.)`, `(CONT'D)`, `(into phone)`.
-_SCREEN_CUE = re.compile(r"([^\W\d_][^\W_]*(?:[ .'\-&][ .'\-&]*[^\W_]+)*\.?)((?:[ \t]*\([^()\n]{1,30}\))*)[ \t]*\^?")
+                           r"\(MORE\)|\(?CONT(?:INUED|'D|\u2019D|D)\)?:?(?:[ \t]*\(?\d+[A-Z]?\)?\.?)?|\d{1,3}[A-Z]?\.?|"
+                           r"THE END\.?|={3,}")
+# A cue's extensions: `(V.O.)`, `(O.S.)`, `(CONT'D)`, `(into phone)`; `COP #1`; Fountain's `@McCLANE`, `^` (dual).
+_SCREEN_CUE = re.compile(r"@?([^\W\d_][^\W_]*(?:[ .'\-&][ .'\-&]?[^\W_]+)*\.?(?: ?#\d{1,3})?)((?:[ \t]*\([^()\n]{1,30}\))*)[ \t]*\^?")
+# A slugline with its scene numbers (`12   INT. DINER - NIGHT   12`, Fountain's `INT. DINER - NIGHT #12#`).
+_NUMBERED_SLUG = re.compile(r"(?:(\d{1,4}[A-Z]{0,2})\.?[ \t]+)?((?:INT|EXT|EST|INT\.?/EXT|EXT\.?/INT|I/E)[. ].*?)"
+                            r"(?:[ \t]+\1\.?|[ \t]*#[\w.-]+#)?")
+# Fountain's notes and boneyard (`[[...]]`, `/* ... */`), kept out of everyone's words.
+_FOUNTAIN_NOTE = re.compile(r"\[\[.*?\]\]|/\*.*?\*/")
+_MIXED_CASE_NAME = re.compile(r"\b(?:Mc|Mac|De|Di|Da|La|Le|Van|Von|O')(?=[A-Z])")  # McCLANE, DeLUCA
 
 
 def _screen_cue(line: str) -> str | None:
     """The character's name when a line is a film script's cue: a name in capitals alone on its line, with
-    its extensions (`MARY (O.S.)`, `DR. JONES (CONT'D)`); not a heading, a transition or a page mark."""
+    its extensions (`MARY (O.S.)`, `DR. JONES (CONT'D)`, `McCLANE`, `COP #1`; any case after Fountain's `@`);
+    not a heading, a transition, a page mark, a song's part or two cues side by side (dual dialogue)."""
     s = line.strip()
-    if not s or len(s) > MAX_NAME_CHARS + 40 or not s[0].isalpha():
+    if not s or len(s) > MAX_NAME_CHARS + 40 or not (s[0].isalpha() or s[:2].lstrip("@")[:1].isalpha()):
         return None
     m = _SCREEN_CUE.fullmatch(s)
-    if m is None:
+    if m is None or "   " in s:
         return None
     name = m.group(1)
-    if (len(name) < 2 or len(name) > MAX_NAME_CHARS or not name.isupper() or len(name.split()) > MAX_NAME_WORDS
+    forced = s[0] == "@"
+    if (len(name) < 2 or len(name) > MAX_NAME_CHARS or len(name.split()) > MAX_NAME_WORDS
+            or not (forced or _MIXED_CASE_NAME.sub("", name).isupper())
             or _SCREEN_NOISE.fullmatch(s) or _SECTION.match(s) or _HEADING.fullmatch(name)
             or (name.endswith(".") and not m.group(2))  # `ROMEO.` is a play's cue, `BANG.` a sound
-            or name.split()[0].strip("-:") in _LYRIC_LABELS):
+            or name.split()[0].strip("-:") in _LYRIC_LABELS or name.split()[-1] in _SCREEN_WORDS):
         return None
     return name
 
@@ -531,41 +542,104 @@ def _screen_cue(line: str) -> str | None:
 # A song's parts in its lyrics (`VERSE 1`, `CHORUS`): no one's names.
 _LYRIC_LABELS = frozenset("VERSE CHORUS PRE-CHORUS POST-CHORUS BRIDGE INTRO OUTRO HOOK REFRAIN BREAKDOWN "
                           "INSTRUMENTAL CODA INTERLUDE".split())
+# A title page's and a shooting script's words (`SHOOTING DRAFT`, `BLUE REVISIONS`), and a script's own
+# directions alone on a line (`INTERCUT`, `MONTAGE`, `SUPER`): no one's names.
+_SCREEN_WORDS = frozenset("DRAFT REVISION REVISIONS PAGES INTERCUT MONTAGE SUPER INSERT CHYRON".split())
 
 
-def _screenplay(lines: Iterable[str]) -> Iterator[str]:
+def _indent(raw: str) -> int:
+    return len(raw) - len(raw.lstrip(" \t"))
+
+
+def _screenplay(lines: Iterable[str], indented: bool = False) -> Iterator[str]:
     """A film script's lines with each cue (after a blank line, the speech right below it) as `NAME:`, and
-    its transitions and page marks as blank lines, for the play layout's parser."""
+    its transitions and page marks as blank lines, for the play layout's parser. In a script indented as
+    printed (IMSDb), a cue stands deeper than the speech below it (`THE DOOR SLAMS OPEN` at the margin is
+    action); a speech that runs over a page (`(MORE)`, a page number, the cue again with `(CONT'D)`) stays
+    one speech; Fountain's notes, forced-element marks and scene numbers go."""
     prev_blank = True
     cue, cue_line = None, ""
+    speaking: str | None = None  # whose speech the lines are part of, while they are
+    more: str | None = None  # the speech that `(MORE)` said goes on after the page break
     for raw in lines:
+        if "[[" in raw or "/*" in raw:
+            raw = _FOUNTAIN_NOTE.sub("", raw)
+            if not raw.strip():
+                continue  # a note alone on its line: nothing, not a blank line
         s = raw.strip()
         if cue is not None:
-            yield f"{cue}:\n" if s else cue_line  # a name in capitals with nothing below: a heading, a title
-            cue = None
+            if s and (_indent(cue_line) > _indent(raw) or not indented):
+                if more is not None and cue == more:  # the same speech after a page break: go on with it
+                    more = None
+                else:
+                    yield f"{cue}:\n"
+                speaking, cue = cue, None
+            else:  # a name in capitals with nothing below it, or not standing deeper: a heading, action
+                yield cue_line
+                speaking, cue, prev_blank = None, None, not s
+                if not s:
+                    yield "\n"
+                    continue
+        if s == "(MORE)" and speaking is not None:
+            more = speaking
+            continue
         # a page mark; a number alone only between blank lines (`42` below a cue is a reply)
         if not s or (_SCREEN_NOISE.fullmatch(s) and (prev_blank or not s[:1].isdigit())):
             prev_blank = True
-            yield "\n"
+            if more is None:  # across a page break a speech goes on: no blank line yet
+                speaking = None
+                yield "\n"
             continue
         if prev_blank and (name := _screen_cue(s)) is not None:
             cue, cue_line, prev_blank = name, raw, False
             continue
+        if more is not None:  # the page break was not in a speech after all
+            more, speaking = None, None
+            yield "\n"
         prev_blank = False
+        if s[0] in ".!~>" and (slug := _fountain_element(s)) is not None:
+            if s[0] == ".":  # a scene heading forced: a new scene, as a slugline is
+                yield "***\n"
+            raw = slug + "\n"
+        elif (m := _NUMBERED_SLUG.fullmatch(s)) is not None and (m.group(1) or m.group(0) != m.group(2)):
+            raw = m.group(2).strip() + "\n"
         yield raw
     if cue is not None:
         yield cue_line
 
 
+def _fountain_element(s: str) -> str | None:
+    """A Fountain line's text without its forcing mark: `.THE ROOF` (a scene heading), `!SHE SCREAMS.`
+    (action), `~lyrics`, `> CENTERED <`; None for any other line."""
+    if s[0] == "." and s[1:2].isalpha():
+        return s[1:]
+    if s[0] in "!~" and s[1:2] and s[1:2] not in "!~":
+        return s[1:].strip()
+    if s[0] == ">" and s.endswith("<"):
+        return s[1:-1].strip()
+    return None
+
+
 def _screen_evidence(lines: Iterable[str]) -> int:
     """How many film-script cues the lines hold: a name in capitals after a blank line, with text below."""
-    n = 0
+    return len(_screen_cue_indents(lines))
+
+
+def _screen_cue_indents(lines: Iterable[str]) -> list[int]:
+    """The indents of the film-script cues in the lines."""
+    found = []
     lines = list(lines)
     for i, line in enumerate(lines[:-1]):
         before = lines[i - 1].strip() if i else ""
         if (not before or _SCREEN_NOISE.fullmatch(before)) and lines[i + 1].strip() and _screen_cue(line) is not None:
-            n += 1
-    return n
+            found.append(_indent(line))
+    return found
+
+
+def _indented_cues(lines: list[str]) -> bool:
+    """Whether a film script stands indented as printed (IMSDb): most of its cues 8 columns in or more."""
+    indents = _screen_cue_indents(lines)
+    return bool(indents) and sorted(indents)[len(indents) // 2] >= 8
 
 
 def _forced_layout_note(layout: str, looks: str, evidence: tuple[int, int, int], screen: int, file: str, n: int,
@@ -630,15 +704,15 @@ def parse_lines(
     if not timed and dotted and looks == "lines" and 2 * sum(dotted.values()) > evidence[2]:  # (counted there too)
         looks = "play"  # `NAME.  text` speeches wrap over several lines to the blank line
     screen = 0 if timed else _screen_evidence(head)
-    if screen >= 3 and screen > sum(evidence):  # cues in capitals without a colon, more than any other kind
-        looks = "screenplay"
+    if screen >= 3 and screen > sum(evidence) - _header_lines(head):  # cues in capitals without a colon, more
+        looks = "screenplay"  # than any other kind (a Fountain title page's `Title:` lines not counted)
     if layout == "auto":
         layout = looks
     elif layout != looks:  # forced against what the file looks like: say so
         _forced_layout_note(layout, looks, evidence, screen, file, len(head), stats)
     stats.layouts[file or "<text>"] = layout
     if layout == "screenplay":
-        screenplay = _screenplay(it)
+        screenplay = _screenplay(it, indented=_indented_cues(head))
         head = list(itertools.islice(screenplay, DETECT_LINES))
         return _sections(_parse_play(itertools.chain(head, screenplay), file, stats, cast=_cast_of(head)))
     if layout == "play":
@@ -680,6 +754,12 @@ def _sections(turns: Iterable[Turn | None]) -> Iterator[Turn | None]:
             spoke = False
             yield BREAK
         yield t
+
+
+def _header_lines(head: list[str]) -> int:
+    """How many lines are a header's fields (`Title: ...`, `Draft date: ...`)."""
+    return sum(1 for line in head if ":" in line[:MAX_NAME_CHARS + 1] and (hit := split_speaker(line.strip()))
+               and _is_header_field(hit[0]))
 
 
 def _is_header_field(name: str) -> bool:
