@@ -859,6 +859,12 @@ def test_film_scripts_as_printed_and_in_fountain():
     assert ("McCLANE", "Come out to the coast.") in got and ("COP #1", "Clear left.") in got
     assert not any(t and t[0] in ("DOT JOE", "SHOOTING DRAFT") for t in got)
     assert got[-3:] == [None, (None, "EXT. STREET - NIGHT"), ("McCLANE", "Yippee.")]  # numbers gone, a new scene
+    # a speech's second paragraph, at the speech's indent, is the speech going on; action at the margin is not
+    para = ("INT. DINER - NIGHT\n\n     Joe sits.\n\n                              JOE\n               I didn't do it.\n\n"
+            "               I came back alone.\n\n     Dot stares.\n\n                              DOT\n"
+            "               I believe you.\n\n                              JOE\n               Thanks.\n")
+    assert turns(para)[2:] == [("JOE", "I didn't do it. I came back alone."), (None, "Dot stares."),
+                               ("DOT", "I believe you."), ("JOE", "Thanks.")]
     fountain = ("Title: **BIG BRASS ALIBI**\nCredit: Written by\nAuthor: John August\nDraft date: 1/20/2012\n\n"
                 "EXT. BRICK'S PATIO - DAY #1#\n\n!SHE SCREAMS.\n\n@McCLANE\nCome out. [[a note]]\n\n"
                 "BRICK\n/* cut this */\nNo.\n\nSTEEL\nWhy?\n\n.THE ROOF\n\nBRICK\nBecause.\n")

@@ -556,11 +556,14 @@ def _screenplay(lines: Iterable[str], indented: bool = False) -> Iterator[str]:
     its transitions and page marks as blank lines, for the play layout's parser. In a script indented as
     printed (IMSDb), a cue stands deeper than the speech below it (`THE DOOR SLAMS OPEN` at the margin is
     action); a speech that runs over a page (`(MORE)`, a page number, the cue again with `(CONT'D)`) stays
-    one speech; Fountain's notes, forced-element marks and scene numbers go."""
+    one speech, and so does its next paragraph, after a blank line at the speech's indent; Fountain's notes,
+    forced-element marks and scene numbers go."""
     prev_blank = True
     cue, cue_line = None, ""
     speaking: str | None = None  # whose speech the lines are part of, while they are
     more: str | None = None  # the speech that `(MORE)` said goes on after the page break
+    speech_at = -1  # the indent of the speech's last line
+    paragraph = False  # a blank line after a speech, held back: the speech may go on below it
     for raw in lines:
         if "[[" in raw or "/*" in raw:
             raw = _FOUNTAIN_NOTE.sub("", raw)
@@ -586,10 +589,19 @@ def _screenplay(lines: Iterable[str], indented: bool = False) -> Iterator[str]:
         # a page mark; a number alone only between blank lines (`42` below a cue is a reply)
         if not s or (_SCREEN_NOISE.fullmatch(s) and (prev_blank or not s[:1].isdigit())):
             prev_blank = True
-            if more is None:  # across a page break a speech goes on: no blank line yet
+            if not s and indented and speaking is not None and more is None and speech_at >= 5:
+                paragraph = True
+            elif more is None and not paragraph:  # across a page break a speech goes on: no blank line yet
                 speaking = None
                 yield "\n"
             continue
+        if paragraph:
+            paragraph = False
+            if abs(_indent(raw) - speech_at) <= 2 and _screen_cue(s) is None:
+                prev_blank = False  # the speech's next paragraph
+            else:
+                speaking = None
+                yield "\n"
         if prev_blank and (name := _screen_cue(s)) is not None:
             cue, cue_line, prev_blank = name, raw, False
             continue
@@ -603,6 +615,8 @@ def _screenplay(lines: Iterable[str], indented: bool = False) -> Iterator[str]:
             raw = slug + "\n"
         elif (m := _NUMBERED_SLUG.fullmatch(s)) is not None and (m.group(1) or m.group(0) != m.group(2)):
             raw = m.group(2).strip() + "\n"
+        if speaking is not None:
+            speech_at = _indent(raw)
         yield raw
     if cue is not None:
         yield cue_line
