@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extensions.dialogue_lora import prompt
-from extensions.dialogue_lora.dialogue import _BARE_NICK, _SCENE_BREAK, ReadStats, clean_text, parse_lines, split_speaker
+from extensions.dialogue_lora.dialogue import (LAYOUTS, _BARE_NICK, _SCENE_BREAK, ReadStats, clean_text, parse_lines,
+                                               split_speaker)
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.prepare import PrepareConfig, prepare
 from extensions.dialogue_lora.samples import iter_samples
@@ -17,7 +18,13 @@ from extensions.dialogue_lora.samples import iter_samples
 NAMES = ["Bob", "bob", "Alice", "Mr. Smith", "O'Neil", "ROMEO", "José"]
 line_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
 speaker_line = st.builds(lambda n, sep, t: f"{n}{sep}{t}", st.sampled_from(NAMES), st.sampled_from([":", ": ", " : ", ":  "]), line_text)
-any_line = st.one_of(speaker_line, line_text, st.just(""), st.just("Bob:"), st.just("ROMEO:"))
+# the shapes the layouts' rewrites look for: film-script cues and marks, Gutenberg's cues, bracketed names,
+# headings, a header's fields
+shaped_line = st.sampled_from(["BOB", "               BOB (V.O.)", "          ROMEO (CONT'D)", "(MORE)", "12.",
+                               "INT. HOUSE - DAY", "3   EXT. ROAD - NIGHT   3", "@Bob", "CUT TO:", "BOB.  Hello there.",
+                               "ROMEO.", "[Bob] Hi.", "[_Aside._]", "SCENE II. A street.", "Title: x", "> x <",
+                               "[[note]]", "/* cut */", ".THE ROOF", "!BANG.", "*Bob:* hi", ">> BOB: hi", "Guard #1: halt"])
+any_line = st.one_of(speaker_line, line_text, shaped_line, st.just(""), st.just("Bob:"), st.just("ROMEO:"))
 document = st.lists(any_line, max_size=25).map("\n".join)
 raw_bytes = st.binary(max_size=300)
 
@@ -41,7 +48,7 @@ def _run(tmp_path, data: bytes, **kw):
 
 
 @FAST
-@given(doc=document, rounds=st.integers(0, 6), strip=st.booleans(), layout=st.sampled_from(["auto", "lines", "play"]))
+@given(doc=document, rounds=st.integers(0, 6), strip=st.booleans(), layout=st.sampled_from(LAYOUTS))
 def test_any_text_gives_samples_or_user_error(tmp_path, doc, rounds, strip, layout):
     got = _run(tmp_path, doc.encode("utf-8"), rounds=rounds, strip_actions=strip, layout=layout)
     if got is None:
