@@ -78,15 +78,16 @@ _SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*
 # A code name of digits and a letter (`2B`, `9S`), tried only for a line that starts with a digit.
 _CODE_NAME = re.compile(r"(\d{1,2}[^\W\d_][^\W_]?)()[ \t]*[:\uff1a]")
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
-_HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|one|two|three|four|five|"
-                      r"six|seven|eight|nine|ten|eleven|twelve)\.?", re.IGNORECASE)
+_NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
+_HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|%s)\.?" % _NUMBER_WORDS,
+                      re.IGNORECASE)
 # A narration line that opens a new scene or chapter: a screenplay's slugline (`INT. KITCHEN - DAY`), a
 # heading with its number and nothing after it but punctuation and a title (`SCENE II. A street.`, `ACT I`,
 # `## Chapter 3: Home`; not `Act 3 of the show`), a transcript's `[Scene: Central Perk]`. The context
 # starts afresh there (`_sections`).
 _SECTION = re.compile(r"[\[(]?(?:#{1,6}[ \t]*)?(?:(?-i:(?:INT|EXT|INT\.?/EXT|EXT\.?/INT|I/E)[. ][ \t]*\S)"
                       r"|(?:act|scene|chapter|part|book|volume|canto|episode)\.?[ ]+(?:(?-i:[IVXLCDM]{1,7})|\d{1,3}|"
-                      r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
+                      + _NUMBER_WORDS + r")"
                       r"(?=$|[ \t]*(?:[.:;)\]\u2014\u2013-]|,[ \t]*(?:act|scene|part|chapter|\d)\b))"
                       r"|(?:scene|setting)[ \t]*:|(?:prologue|epilogue)(?=$|[ \t]*[^\w\s]))", re.IGNORECASE)
 # A novel's sentence with an early colon (`The answer came at once:`, `He said:`, `Bob whispered:`, `Later
@@ -110,12 +111,13 @@ _WHEN_LAST = frozenset("later earlier ago morning night evening afternoon day we
 # The Winter's Tale, in tinyshakespeare).
 _NOT_NAMES = _WHEN_FIRST | frozenset("scene setting note notes location summary synopsis description transcript "
                                      "credits".split())
-# A roleplay's out-of-character remark (`OOC:`), a forum's `Re:`, a film script's `SUPER: NEVADA, 1987`
-# are no one's words.
-_NOT_NAMES |= frozenset(("ooc", "re", "super", "intercut", "montage", "chyron", "insert"))  # and a film script's directions
+# A film script's own directions (`SUPER: NEVADA, 1987`, `INTERCUT`), with a colon or alone on a line.
+_SCRIPT_DIRECTIONS = ("super", "intercut", "montage", "chyron", "insert")
+# They, a roleplay's out-of-character remark (`OOC:`) and a forum's `Re:` are no one's words.
+_NOT_NAMES |= frozenset(("ooc", "re", *_SCRIPT_DIRECTIONS))
 # A header's fields (Project Gutenberg's `Title:`, `Author:`, `Language:`; a fan fiction's `Rating:`,
 # `Pairing:`, `Disclaimer:`; a Fountain title page's `Credit:`, `Draft date:`): narration while no one
-# else has spoken yet (`_header`); after that they are speakers like any (an interview's `TRANSLATOR:`).
+# else has spoken yet (`_sections`); after that they are speakers like any (an interview's `TRANSLATOR:`).
 _HEADER_FIELDS = frozenset("title author authors language rating pairing pairings disclaimer warning warnings fandom "
                            "genre genres category categories tags status credit source contact copyright date "
                            "editor translator illustrator encoding".split())
@@ -544,7 +546,7 @@ _LYRIC_LABELS = frozenset("VERSE CHORUS PRE-CHORUS POST-CHORUS BRIDGE INTRO OUTR
                           "INSTRUMENTAL CODA INTERLUDE".split())
 # A title page's and a shooting script's words (`SHOOTING DRAFT`, `BLUE REVISIONS`), and a script's own
 # directions alone on a line (`INTERCUT`, `MONTAGE`, `SUPER`): no one's names.
-_SCREEN_WORDS = frozenset("DRAFT REVISION REVISIONS PAGES INTERCUT MONTAGE SUPER INSERT CHYRON".split())
+_SCREEN_WORDS = frozenset(("DRAFT", "REVISION", "REVISIONS", "PAGES", *(w.upper() for w in _SCRIPT_DIRECTIONS)))
 
 
 def _indent(raw: str) -> int:
@@ -634,15 +636,10 @@ def _fountain_element(s: str) -> str | None:
     return None
 
 
-def _screen_evidence(lines: Iterable[str]) -> int:
-    """How many film-script cues the lines hold: a name in capitals after a blank line, with text below."""
-    return len(_screen_cue_indents(lines))
-
-
-def _screen_cue_indents(lines: Iterable[str]) -> list[int]:
-    """The indents of the film-script cues in the lines."""
+def _screen_cue_indents(lines: list[str]) -> list[int]:
+    """The indents of the film-script cues in the lines (a name in capitals after a blank line, with text
+    below): how many there are, and whether they stand indented as printed (`_indented_cues`)."""
     found = []
-    lines = list(lines)
     for i, line in enumerate(lines[:-1]):
         before = lines[i - 1].strip() if i else ""
         if (not before or _SCREEN_NOISE.fullmatch(before)) and lines[i + 1].strip() and _screen_cue(line) is not None:
@@ -650,9 +647,8 @@ def _screen_cue_indents(lines: Iterable[str]) -> list[int]:
     return found
 
 
-def _indented_cues(lines: list[str]) -> bool:
+def _indented_cues(indents: list[int]) -> bool:
     """Whether a film script stands indented as printed (IMSDb): most of its cues 8 columns in or more."""
-    indents = _screen_cue_indents(lines)
     return bool(indents) and sorted(indents)[len(indents) // 2] >= 8
 
 
@@ -711,13 +707,14 @@ def parse_lines(
     it = itertools.chain(head, it)
     # a play may write its cues `ROMEO.` alone, or `ALGERNON.  Did you hear...` (Project Gutenberg)
     dotted = _dotted_cast(head)
-    cued = list(_gutenberg(head, dotted))
+    cued = list(_gutenberg(head, bool(dotted)))
     evidence = _layout_evidence(cued)
     timed = _timed_log(head)
     looks = "lines" if timed else _layout_of(evidence)
     if not timed and dotted and looks == "lines" and 2 * sum(dotted.values()) > evidence[2]:  # (counted there too)
         looks = "play"  # `NAME.  text` speeches wrap over several lines to the blank line
-    screen = 0 if timed else _screen_evidence(head)
+    cue_indents = [] if timed else _screen_cue_indents(head)
+    screen = len(cue_indents)
     if screen >= 3 and screen > sum(evidence) - _header_lines(head):  # cues in capitals without a colon, more
         looks = "screenplay"  # than any other kind (a Fountain title page's `Title:` lines not counted)
     if layout == "auto":
@@ -726,7 +723,7 @@ def parse_lines(
         _forced_layout_note(layout, looks, evidence, screen, file, len(head), stats)
     stats.layouts[file or "<text>"] = layout
     if layout == "screenplay":
-        screenplay = _screenplay(it, indented=_indented_cues(head))
+        screenplay = _screenplay(it, indented=_indented_cues(cue_indents))
         head = list(itertools.islice(screenplay, DETECT_LINES))
         return _sections(_parse_play(itertools.chain(head, screenplay), file, stats, cast=_cast_of(head)))
     if layout == "play":
@@ -734,7 +731,7 @@ def parse_lines(
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
-        return _sections(_parse_play(_gutenberg(it, dotted), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
+        return _sections(_parse_play(_gutenberg(it, bool(dotted)), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
     bracketed = _bracket_cast(head) if script and subs is None else None  # (subtitles' are captions' labels)
@@ -876,10 +873,10 @@ def _dotted_cast(head: list[str]) -> Counter:
     return cast if len(cast) >= 2 and sum(cast.values()) >= 3 else Counter()
 
 
-def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
-    """Lines with a Project Gutenberg play's cues as `NAME:` (`_dotted_cue`), and, in a play that has a cast
-    of them (`_dotted_cast`), a `NAME.  speech` opening a block as `NAME: speech`: the cast's, and those
-    of characters met later on or only once."""
+def _gutenberg(lines: Iterable[str], inline: bool) -> Iterator[str]:
+    """Lines with a Project Gutenberg play's cues as `NAME:` (`_dotted_cue`), and, when `inline` (the play
+    has a cast of them: `_dotted_cast`), a `NAME.  speech` opening a block as `NAME: speech`: the cast's,
+    and those of characters met later on or only once."""
     prev_blank = True
     for line in lines:
         s = line.strip()
@@ -887,7 +884,7 @@ def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
             prev_blank = True
             yield line
             continue
-        if cast and prev_blank and (hit := _dotted_inline(s)) is not None and hit[0] not in _DOTTED_WORDS:
+        if inline and prev_blank and (hit := _dotted_inline(s)) is not None and hit[0] not in _DOTTED_WORDS:
             line = f"{hit[0]}{hit[1]}: {hit[2]}\n"
         else:
             line = _dotted_cue(line)

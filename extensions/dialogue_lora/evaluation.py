@@ -572,14 +572,15 @@ def _evaluate(
     if empty:
         notes.append(f"{empty} sample(s) with an empty reply left out: nothing to compare with")
     merged = read_merge_record(model_path)
-    if merged.get("adapter") and Path(str(recorded_base(adapter_path) or "")).name != model_path.name:
+    trained_base = Path(str(recorded_base(adapter_path) or "")).name  # "" when the adapter does not say
+    if merged.get("adapter") and trained_base != model_path.name:
         # an adapter on a model that another adapter was merged into: "base" is not what it was trained on
         notes.append(f"model {model_path.name} is {merged.get('base_model')} with adapter "
                      f"{Path(str(merged['adapter'])).name} merged in: the base column is that model, not the base "
                      f"{adapter_path.name} was trained on")
-    elif recorded_base(adapter_path) and Path(str(recorded_base(adapter_path))).name != model_path.name:
+    elif trained_base and trained_base != model_path.name:
         # the same shape (checked), but maybe other weights: the scores are of this pairing
-        notes.append(f"{adapter_path.name} was trained on {Path(str(recorded_base(adapter_path))).name}, and is scored "
+        notes.append(f"{adapter_path.name} was trained on {trained_base}, and is scored "
                      f"on {model_path.name} (of the same shape): the base column is {model_path.name}")
     unnamed = any(not (isinstance(r, dict) and r.get("name")) for r in records)  # whom --name cues
     if cfg.name and not unnamed:

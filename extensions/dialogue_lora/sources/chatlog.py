@@ -11,8 +11,7 @@ The day and the month are told apart over the whole file: a first number above 1
 first, a second one above 12 (`12/31/23`) month first; a file that never shows either is read the way
 under which its messages follow each other closest in time (`01/02/24, 23:59` then `02/02/24, 00:01`:
 two minutes day first, a month month first), month first unless day first is closer by half (WhatsApp's
-US format). A four-digit
-first number is a year (`2023-12-31`).
+US format). A four-digit first number is a year (`2023-12-31`).
 """
 from __future__ import annotations
 
