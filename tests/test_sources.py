@@ -480,13 +480,6 @@ def test_telegram_bad_exports(tmp_path, content, message):
         prepare(PrepareConfig(names=["Bob"], txtfilename=str(path), jsonfilename=str(tmp_path / "o.json")))
 
 
-def test_an_html_export_is_refused_with_the_format_to_choose(tmp_path):
-    page = tmp_path / "messages.html"
-    page.write_text("<!DOCTYPE html><html><body><div class='message'>hi</div></body></html>", encoding="utf-8")
-    with pytest.raises(UserError, match="Machine-readable JSON"):
-        detect_source(page)
-
-
 def test_detect_source(tmp_path):
     assert detect_source(DISCORD) == "discord"
     assert detect_source(TELEGRAM) == "discord"  # the chat-export reader, which tells the two apart

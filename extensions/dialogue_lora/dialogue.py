@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from . import subtitles
+from . import subtitles, webpage
 from .errors import UserError
 
 LAYOUTS = ("auto", "lines", "play", "screenplay")
@@ -1472,4 +1472,12 @@ def iter_text_turns(
     path = check_text_file(path)
     stats = stats if stats is not None else ReadStats()
     with open_text(path, stats) as f:
-        yield from parse_lines(f, path.name, layout, stats, stamps)
+        head = f.read(4096)
+        f.seek(0)
+        if not webpage.is_page(path.name, head):
+            yield from parse_lines(f, path.name, layout, stats, stamps)
+            return
+        page = f.read()
+    stats.add_note(f"{path.name}: a web page: its text read, the markup, scripts and menus left out (line "
+                   "numbers are the text's)", hint=True)
+    yield from parse_lines(webpage.lines(page), path.name, layout, stats, stamps)

@@ -32,11 +32,11 @@ SOURCES = ("auto", "text", "discord", "csv", "renpy")
 SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, chat log)",
                  "discord": "chat export (Discord, Telegram, WhatsApp, Messenger, SillyTavern, Slack)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
-RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".rpy", ".zip")  # .zip: a Slack export, Ren'Py scripts
-# The upload also takes a web page and Ren'Py's compiled scripts and archives, so that a Telegram HTML
-# export and a game's .rpyc/.rpa get Prepare's advice (export it as JSON; decompile them) rather than
-# the browser's "invalid file type"
-UPLOAD_SUFFIXES = RAW_SUFFIXES + (".html", ".htm", ".rpyc", ".rpa")
+RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".rpy", ".zip",
+                ".html", ".htm")  # .zip: a Slack export, Ren'Py scripts; .html: a transcript's page
+# The upload also takes Ren'Py's compiled scripts and archives, so that a game's .rpyc/.rpa get Prepare's
+# advice (decompile them) rather than the browser's "invalid file type"
+UPLOAD_SUFFIXES = RAW_SUFFIXES + (".rpyc", ".rpa")
 CHAT_FILTERS = ("non-responses", "conversation enders", "low-quality conversations")
 
 # The training form: (TrainConfig field, label, kind). Defaults come from TrainConfig itself.

@@ -4,12 +4,13 @@
 file, or a file starting with `{` that holds "messages", is a chat export (Discord, Telegram, Messenger), and so are
 JSON Lines whose first line is a SillyTavern chat's, a CSV with DiscordChatExporter's header and a Slack
 export's zip (any other zip is refused, but a zip of Ren'Py scripts); an
-.html page is refused (Telegram's default export format: the JSON one is read), and so is
+.html export of Telegram or DiscordChatExporter is refused (their JSON is read), and so is
 DiscordChatExporter's text format; a .csv or .tsv file, or one whose first line holds a comma (semicolon,
 tab) and the speaker and text column names (given, or the usual ones: `Speaker,Line`), is a CSV; a .txt or
 .log file that is a chat export with dates (WhatsApp, Signal, weechat) is read with the chat exports;
 a .rpy file, or a folder or zip holding a Ren'Py game's scripts, is read as Ren'Py (compiled scripts and
-archives are refused with what to do); anything else is dialogue text.
+archives are refused with what to do); anything else is dialogue text, a web page's (a transcript, a film
+script) included.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 import zipfile
 from pathlib import Path
 
+from .. import webpage
 from ..dialogue import check_text_file, open_text
 from ..errors import UserError
 from ..fileio import holds_samples
@@ -54,12 +56,18 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
             return "renpy"
         raise UserError(f"{path}: a zip archive, which is not read (only a Slack export's, or a Ren'Py game's "
                         "scripts): unzip it and give the file (or a folder of chat exports) inside")
-    if path.suffix.lower() in (".html", ".htm"):  # Telegram Desktop's default export format
-        raise UserError(f"{path}: a web page, which is not read: export a Telegram chat again with the format "
-                        "'Machine-readable JSON' (a Discord channel: DiscordChatExporter's JSON format)")
     check_text_file(path)
     with open_text(path) as f:
         head = f.read(4096)
+    if webpage.is_page(path.name, head):  # a transcript or script page is read as text, a chat app's is not
+        app = webpage.app_export(head)
+        if app == "telegram":  # Telegram Desktop's default export format
+            raise UserError(f"{path}: a Telegram chat's HTML export, which is not read: export the chat again "
+                            "with the format 'Machine-readable JSON'")
+        if app == "discord":
+            raise UserError(f"{path}: a DiscordChatExporter HTML export, which is not read: export the channel "
+                            "again in the JSON format")
+        return "text"
     stripped = head.lstrip()
     if stripped.startswith(("{", "[")) and holds_samples(path):
         raise prepared_dataset(path)
