@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from . import subtitles, webpage
+from . import chatcopy, subtitles, webpage
 from .errors import UserError
 
 LAYOUTS = ("auto", "lines", "play", "screenplay")
@@ -699,6 +699,9 @@ def parse_lines(
         stats.add_note(note, hint=True)
         it = subtitles.lines_of(itertools.chain(head, it), subs, lambda line: split_speaker(line) is not None)
         head = list(itertools.islice(it, DETECT_LINES))
+    elif chatcopy.is_copy(head):  # the app's headers and bracketed times, made a dated chat log's lines
+        it = chatcopy.lines_of(itertools.chain(head, it))
+        head = list(itertools.islice(it, DETECT_LINES))
     # a book's introduction before the first speech (a Gutenberg play's preface): judge from what follows it
     chunk = head
     while len(chunk) == DETECT_LINES and len(head) < MAX_PROLOGUE_LINES and not any(map(_may_speak, chunk)):
@@ -1175,6 +1178,9 @@ def looks_like_chat_export(lines: Iterable[str]) -> bool:
     dated message: a message's own lines (`Chips: 2 bags`, a list reposted under a sender's name) are not a
     script's, and a script's speakers come back."""
     senders, plain, stamped = set(), Counter(), 0
+    lines = list(lines)
+    if chatcopy.is_copy(lines):  # messages copied from the Discord app
+        lines = list(chatcopy.lines_of(lines))
     for line in itertools.islice((x for x in lines if x.strip()), CHAT_HEAD_LINES):
         sender = dated_sender(line)
         if sender is not None:
