@@ -902,6 +902,21 @@ def test_gutenberg_plays_with_the_speech_on_the_cues_line():
         ("LIZA", "[_crying_] Ah-ah-ah-ow!"), ("2ND MURDERER", "Ay."), (None, "THE END.")]
 
 
+def test_a_gutenberg_speech_with_full_stops_of_its_own_stays_its_speakers():
+    # the cue's name ends at its full stop, not at a later one (`Mr.`, a second sentence), and a name may
+    # hold one (`MRS. ALVING.`); the same in another script (Chekhov, single-spaced)
+    text = ("ALGERNON.  Did you hear what I was playing, Lane?\n\nLANE.  I didn't think it polite to listen, sir."
+            "\n\nALGERNON.  Lane's views seem lax.  Really, they do.\n\nLANE.  Mr. Ernest Worthing.\n\n"
+            "MRS. ALVING.  Are you there?  Come here.\n\nALGERNON.  I SAY.  Show him in.\n")
+    assert turns(text) == [
+        ("ALGERNON", "Did you hear what I was playing, Lane?"), ("LANE", "I didn't think it polite to listen, sir."),
+        ("ALGERNON", "Lane's views seem lax. Really, they do."), ("LANE", "Mr. Ernest Worthing."),
+        ("MRS. ALVING", "Are you there? Come here."), ("ALGERNON", "I SAY. Show him in.")]
+    chekhov = "МАША. Это траур по моей жизни. Я несчастна.\n\nМЕДВЕДЕНКО. Отчего? Не понимаю.\n\nМАША. Не знаю.\n\nМЕДВЕДЕНКО. Да.\n"
+    assert turns(chekhov) == [("МАША", "Это траур по моей жизни. Я несчастна."),
+                              ("МЕДВЕДЕНКО", "Отчего? Не понимаю."), ("МАША", "Не знаю."), ("МЕДВЕДЕНКО", "Да.")]
+
+
 def test_a_direction_between_blank_lines_inside_a_speech_does_not_end_it():
     text = ("PROSPERO.\nNo harm.\n\n [_Lays down his mantle._]\n\nLie there my art.\n\nMIRANDA.\nYes.\n\n"
             "[Exit.]\n\nA room in the castle.\n\nMIRANDA.\nO!\n\n(Aside.)\n\nSCENE II. A street.\n")

@@ -849,16 +849,25 @@ _DOTTED_INLINE = re.compile(r"[ \t]{0,12}([^\W\d_][^\W_]*(?:[ .'\-&]+[^\W_]+)*)(
 _DOTTED_WORDS = frozenset("OK NO YES PS P.S NB N.B MR MRS MS DR ST BANG AH OH SO WELL NOTE".split())
 
 
+_CUE_STOP = re.compile(r"\.[ \t]+(?=\S)")  # where a cue's full stop may end it, before its speech
+_IN_NAME_STOP = re.compile(r"\.[ \t]{2,}")  # a full stop and two spaces end a sentence, never a name's word
+
+
 def _dotted_inline(text: str) -> tuple[str, str, str] | None:
-    """(name, directions, speech) of a `NAME.  speech` line in capitals; None for any other line."""
-    m = _DOTTED_INLINE.fullmatch(text)
-    if m is None:
+    """(name, directions, speech) of a `NAME.  speech` line in capitals; None for any other line. The name
+    ends at the last full stop that leaves it a name in capitals: a speech with full stops of its own
+    (`LANE.  Mr. Ernest Worthing.`) does not make the whole line a name, nor `MRS. ALVING.` a Mrs."""
+    if _DOTTED_INLINE.fullmatch(text) is None or _SECTION.match(text):
         return None
-    name = m.group(1)
-    if (len(name) < 2 or len(name) > MAX_NAME_CHARS or not name.isupper() or len(name.split()) > MAX_NAME_WORDS
-            or _HEADING.fullmatch(name) or _SECTION.match(text)):
-        return None
-    return m.group(1, 2, 3)
+    for stop in reversed([m.start() for m in _CUE_STOP.finditer(text)]):
+        m = _DOTTED_INLINE.fullmatch(text[:stop] + ". x")
+        if m is None:
+            continue
+        name = m.group(1)
+        if (2 <= len(name) <= MAX_NAME_CHARS and name.isupper() and len(name.split()) <= MAX_NAME_WORDS
+                and not _IN_NAME_STOP.search(name) and not _HEADING.fullmatch(name)):
+            return name, m.group(2), _CUE_STOP.split(text[stop:], 1)[1].strip()
+    return None
 
 
 def _dotted_cast(head: list[str]) -> Counter:
