@@ -48,6 +48,12 @@ def turns(text: str, layout: str = "auto") -> list[tuple]:
         ("but they think we are too dear: the leanness", None),  # 7 words: not a name
         ("A" * 41 + ": too long", None),
         ("Senators, &C:", None),
+        ("Luna 🌙: brb", ("Luna", " brb")),  # a chat name's emoji are decoration, not the name
+        ("Mx. Chaos ✨: it was me", ("Mx. Chaos", " it was me")),
+        ("🔥Blaze🔥: hey", ("Blaze", " hey")),
+        ("🔥: lol", None),  # no name at all
+        ("Dev (he/him): focus", ("Dev", " focus")),  # pronouns say who, not how
+        ("Sam (They / Them) (softly): hi", ("Sam", "(softly) hi")),
         ("", None),
         ("no colon here", None),
     ],

@@ -73,8 +73,11 @@ _MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u06
           "\u0900-\u0dff\u0e31-\u0e4e\u0eb1-\u0ecd\u0f18-\u0fbc\u102b-\u103e\u1056-\u108d\u17b4-\u17d3"
           "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u3099\u309a\ufe20-\ufe2f")
 _LETTERS = r"(?:[^\W_]|[%s])" % _MARKS
-_SPEAKER = re.compile(r"((?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-_]+%s+)*[.']?(?: ?#\d{1,3})?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
-                      % (_LETTERS, _LETTERS, MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
+# emoji a chat name is decorated with (`Luna 🌙:`, `Mx. Chaos ✨:`), left out of the name
+_EMOJI_CHARS = "\U0001F000-\U0001FAFF\u2300-\u23FF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D"
+_EMOJI = re.compile(r"[ \t]*[%s]+[ \t]*" % _EMOJI_CHARS)
+_SPEAKER = re.compile(r"((?:[%s]+ ?)?(?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-_]+%s+)*[.']?(?: ?#\d{1,3})?(?: ?[%s]+)?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
+                      % (_EMOJI_CHARS, _LETTERS, _LETTERS, _EMOJI_CHARS, MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
 # A code name of digits and a letter (`2B`, `9S`), tried only for a line that starts with a digit.
 _CODE_NAME = re.compile(r"(\d{1,2}[^\W\d_][^\W_]?)()[ \t]*[:\uff1a]")
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
@@ -397,6 +400,8 @@ def strip_actions(text: str, speaker: str | None = None) -> str:
 _DIRECTION_PARTS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _EXTENSION = re.compile(r"V\.? ?O\.?|O\.? ?S\.?|O\.? ?C\.?|CONT(?:['\u2019]?D|INUED|INUING)\.?|PRE-?LAP", re.IGNORECASE)
 _TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?")
+# pronouns after a name (`Dev (he/him):`): who speaks, not how
+_NAME_PRONOUNS = re.compile(r"[A-Za-z]{1,5}(?:[ \t]?/[ \t]?[A-Za-z]{1,5}){1,2}")
 
 
 def split_speaker(line: str) -> tuple[str, str] | None:
@@ -423,6 +428,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     if m is None:
         return None
     name, direction = m.group(1, 2)
+    if not name[:1].isalnum() or not name[-1:].isalnum() and name[-1:] not in ".'":
+        name = " ".join(_EMOJI.sub(" ", name).split())
     end = m.end()
     rest = line[end:]
     if rest[:2] == "//" or (rest[:1].isdigit() and name[-1:].isdigit() and not direction):
@@ -446,7 +453,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         # a time in brackets is a log's stamp, not a direction (`Bob (10:00): hi`)
         # nor is a film script's extension (`LEO (V.O.):`, `MAYA (CONT'D):`): how it is heard, not said
         kept = [d for d in _DIRECTION_PARTS.findall(direction)
-                if not _TIME_ONLY.fullmatch(d[1:-1].strip()) and not _EXTENSION.fullmatch(d[1:-1].strip())]
+                if not (_TIME_ONLY.fullmatch(d[1:-1].strip()) or _EXTENSION.fullmatch(d[1:-1].strip())
+                        or _NAME_PRONOUNS.fullmatch(d[1:-1].strip()))]
         if kept:
             rest = f"{' '.join(' '.join(kept).split())} {rest.lstrip()}"
     return name, rest
