@@ -1009,6 +1009,16 @@ def test_subtitles_lose_their_cue_numbers_and_times():
     got = [t for t in parse_lines(across.splitlines(True), "x.srt") if t is not None]
     assert [(t.speaker, t.text, t.line) for t in got] == [("BOB", "I was going to say, that we should leave.", 3),
                                                          (None, "A door slams.", 11)]
+    # a meeting's transcript: the same speaker's next cue goes on with an unfinished sentence, and Teams'
+    # voice names are names (`Last, First`, `(Guest)`, pronouns and `| Company` go)
+    meeting = ("WEBVTT\n\n00:01.000 --> 00:04.000\n<v Müller, Hans>Morning. Can you hear me?</v>\n\n"
+               "00:04.500 --> 00:06.000\n<v Anna Schmidt (Guest)>Yes, the budget for next quarter and</v>\n\n"
+               "00:06.000 --> 00:07.000\n<v Anna Schmidt (she/her)>then hiring.</v>\n\n"
+               "00:07.500 --> 00:08.000\n<v Jonas Weber | Contoso>Good.</v>\n\n"
+               "00:08.500 --> 00:09.000\n<v Jonas Weber | Contoso>Next.</v>\n")
+    assert turns(meeting) == [("Hans Müller", "Morning. Can you hear me?"),
+                              ("Anna Schmidt", "Yes, the budget for next quarter and then hiring."),
+                              ("Jonas Weber", "Good."), ("Jonas Weber", "Next.")]  # a finished sentence: a turn
     # ASS: a drawing is no words, every {...} goes, a colon in a Name is a space
     ass2 = ("[Script Info]\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
             "Dialogue: 0,0:00:01.00,0:00:03.00,Sign,Sign,0,0,0,,{\\p1}m 0 0 l 100 0 100 100{\\p0}\n"

@@ -705,7 +705,7 @@ def parse_lines(
                 if subs == "ass" else "cue numbers, times and markup left out; a line is a turn only where it "
                 "names its speaker (`BOB: text`, WebVTT's `<v Bob>`)"))
         stats.add_note(note, hint=True)
-        it = subtitles.lines_of(itertools.chain(head, it), subs, lambda line: split_speaker(line) is not None)
+        it = subtitles.lines_of(itertools.chain(head, it), subs, split_speaker)
         head = list(itertools.islice(it, DETECT_LINES))
     elif chatcopy.is_copy(head):  # the app's headers and bracketed times, made a dated chat log's lines
         it = chatcopy.lines_of(itertools.chain(head, it))

@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Iterator
 _TIME = r"(?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3}"
 CUE_TIME = re.compile(rf"\s*{_TIME}\s*-->\s*{_TIME}")
 _VOICE = re.compile(r"<v(?:\.[\w.-]+)?\s+([^>]+)>")  # <v Bob>, <v.loud Bob>
+_VOICE_EXTRAS = re.compile(r"\((?:guest|external|unverified|[a-z]{1,5}(?:\s?/\s?[a-z]{1,5}){1,2})\)", re.IGNORECASE)
 _RUBY_TEXT = re.compile(r"<(rt|rp)>.*?</\1>")
 _INLINE_TIME = re.compile(rf"<{_TIME}>")
 _TAG = re.compile(r"</?(?:[ibus]|c|v|ruby|rt|rp|lang|font|span)(?:[.\s][^>]*)?>", re.IGNORECASE)
@@ -48,10 +49,10 @@ def kind(head: list[str], file: str = "") -> str | None:
     return "srt" if timings >= 2 or (timings and file.lower().endswith((".srt", ".vtt"))) else None
 
 
-def lines_of(lines: Iterable[str], kind_: str, is_speaker: Callable[[str], bool]) -> Iterator[str]:
-    """The subtitle file's dialogue as text lines, one output line per input line. `is_speaker` tells a
-    line that starts with its speaker's `Name:`."""
-    return _ass(lines) if kind_ == "ass" else _cues(lines, is_speaker)
+def lines_of(lines: Iterable[str], kind_: str, speaker_of: Callable[[str], tuple[str, str] | None]) -> Iterator[str]:
+    """The subtitle file's dialogue as text lines, one output line per input line. `speaker_of` gives a
+    line's (speaker, text) when it starts with its speaker's `Name:`, else None."""
+    return _ass(lines) if kind_ == "ass" else _cues(lines, speaker_of)
 
 
 def _entity(m: re.Match) -> str:
@@ -66,7 +67,7 @@ def _clean(line: str) -> tuple[str, bool]:
     s = line.strip()
     if "<" in s:
         s = _INLINE_TIME.sub("", _RUBY_TEXT.sub("", s))
-        s = _VOICE.sub(lambda m: m.group(1).strip() + ": ", s, count=1)
+        s = _VOICE.sub(lambda m: _voice_name(m.group(1)) + ": ", s, count=1)
         s = _TAG.sub("", _VOICE.sub(" ", s))
     if "{" in s:
         s = _OVERRIDE.sub("", s)
@@ -78,7 +79,17 @@ def _clean(line: str) -> tuple[str, bool]:
     return " ".join(s.split()), bool(dash)
 
 
-def _cues(lines: Iterable[str], is_speaker: Callable[[str], bool]) -> Iterator[str]:
+def _voice_name(name: str) -> str:
+    """A voice span's speaker as a name: Teams' `Müller, Hans` is Hans Müller, and its `(Guest)`, pronouns
+    and `| Company` go."""
+    name = _VOICE_EXTRAS.sub(" ", name.split("|", 1)[0])
+    last, comma, first = name.partition(",")
+    if comma and "," not in first and 0 < len(first.split()) <= 3 and 0 < len(last.split()) <= 3:
+        name = f"{first} {last}"
+    return " ".join(name.split())
+
+
+def _cues(lines: Iterable[str], speaker_of: Callable[[str], tuple[str, str] | None]) -> Iterator[str]:
     vtt = skipping = False  # skipping: the WebVTT header or a NOTE/STYLE/REGION block, to a blank line
     cue: list[str] | None = None  # the current cue's output lines (a joined one left empty), given at its end
     held = None  # a cue's identifier if a timing line follows, else text: known at the next line
@@ -87,6 +98,9 @@ def _cues(lines: Iterable[str], is_speaker: Callable[[str], bool]) -> Iterator[s
     # index here) takes the next cue's first line when that names no one (a sentence across two cues).
     pending: list[str] = []
     open_at: int | None = None
+
+    def is_speaker(line: str) -> bool:
+        return speaker_of(line) is not None
 
     def end_cue() -> None:
         nonlocal cue, open_at
@@ -108,7 +122,12 @@ def _cues(lines: Iterable[str], is_speaker: Callable[[str], bool]) -> Iterator[s
         text, dashed = _clean(raw)
         # the line a wrapped one continues: the last with words, not a sound between (`(laughs)`)
         last = next((i for i in range(len(cue) - 1, -1, -1) if cue[i] and not _SOUND.fullmatch(cue[i])), None)
-        if (text and not dashed and not is_speaker(text) and not _SOUND.fullmatch(text)
+        said = speaker_of(text) if text and open_at is not None and last is None else None
+        if said is not None and said[0] == (speaker_of(pending[open_at]) or ("",))[0]:
+            # the same speaker's next cue goes on with the sentence (a meeting's transcript splits them)
+            pending[open_at] = f"{pending[open_at]} {said[1].strip()}"
+            cue.append("")
+        elif (text and not dashed and not is_speaker(text) and not _SOUND.fullmatch(text)
                 and (last is not None or open_at is not None)):
             if last is not None:  # a wrapped line: joined to the line it continues
                 cue[last] = f"{cue[last]} {text}"
