@@ -923,6 +923,19 @@ def test_a_gutenberg_speech_with_full_stops_of_its_own_stays_its_speakers():
                               ("МЕДВЕДЕНКО", "Отчего? Не понимаю."), ("МАША", "Не знаю."), ("МЕДВЕДЕНКО", "Да.")]
 
 
+def test_french_german_and_russian_headings_end_a_scene_and_a_list_of_whos_on_is_no_cue():
+    moliere = ("ACTE PREMIER\n\nSCÈNE PREMIÈRE.\n\nPHILINTE, ALCESTE.\n\nPHILINTE.\nQu'avez-vous?\n\nALCESTE.\n"
+               "Laissez-moi.\n\nSCÈNE II.\n\nORONTE, ALCESTE, PHILINTE.\n\nORONTE.\nMonsieur.\n")
+    assert turns(moliere) == [
+        (None, "ACTE PREMIER"), (None, "SCÈNE PREMIÈRE."), (None, "PHILINTE, ALCESTE."), ("PHILINTE", "Qu'avez-vous?"),
+        ("ALCESTE", "Laissez-moi."), None, (None, "SCÈNE II."), (None, "ORONTE, ALCESTE, PHILINTE."),
+        ("ORONTE", "Monsieur.")]
+    goethe = "ZWEITE SZENE.\n\nFAUST.\nHabe nun, ach!\n\nWAGNER.\nVerzeiht!\n\nDRITTE SZENE.\n\nFAUST.\nGut.\n"
+    assert [t and t[0] for t in turns(goethe)] == [None, "FAUST", "WAGNER", None, None, "FAUST"]
+    chekhov = "ДЕЙСТВИЕ ПЕРВОЕ\n\nМАША:\nЯ в трауре.\n\nДЕЙСТВИЕ ВТОРОЕ\n\nМАША:\nДа.\n"
+    assert [t and t[0] for t in turns(chekhov)] == [None, "МАША", None, None, "МАША"]
+
+
 def test_a_direction_between_blank_lines_inside_a_speech_does_not_end_it():
     text = ("PROSPERO.\nNo harm.\n\n [_Lays down his mantle._]\n\nLie there my art.\n\nMIRANDA.\nYes.\n\n"
             "[Exit.]\n\nA room in the castle.\n\nMIRANDA.\nO!\n\n(Aside.)\n\nSCENE II. A street.\n")

@@ -82,16 +82,28 @@ _SPEAKER = re.compile(r"((?:[%s]+ ?)?(?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)
 _CODE_NAME = re.compile(r"(\d{1,2}[^\W\d_][^\W_]?)()[ \t]*[:\uff1a]")
 # A heading with a colon (`ACT I: The Kitchen`, `Chapter 12: Home`, `Scene 2:`) is narration, not a speaker.
 _NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
-_HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto)\.?[ ]+(?:[ivxlcdm]+|\d+|%s)\.?" % _NUMBER_WORDS,
-                      re.IGNORECASE)
+# a play's divisions in the languages its public-domain editions come in, and the ordinals that name them
+# (`SCÈNE PREMIÈRE`, `ZWEITE SZENE`, `ACTO PRIMERO`, `ДЕЙСТВИЕ ПЕРВОЕ`)
+_DIVISIONS = ("acte|scène|chapitre|tableau|akt|aufzug|auftritt|szene|kapitel|acto|escena|jornada|capítulo|atto|"
+              "scena|capitolo|действие|явление|сцена|картина|глава")
+_ORDINAL_WORDS = ("first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|premier|première|"
+                  "deuxième|seconde|troisième|quatrième|cinquième|sixième|dernier|dernière|erste[rsn]?|zweite[rsn]?|"
+                  "dritte[rsn]?|vierte[rsn]?|fünfte[rsn]?|sechste[rsn]?|siebente[rsn]?|siebte[rsn]?|letzte[rsn]?|"
+                  "primer[oa]?|segund[oa]|tercer[oa]?|cuart[oa]|primo|secondo|terzo|quarto|quinto|"
+                  "первое|второе|третье|четвертое|четвёртое|пятое|первая|вторая|третья")
+_HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto|%s)\.?[ ]+(?:[ivxlcdm]+|\d+|%s|%s)\.?"
+                      r"|(?:%s)[ ]+(?:act|scene|chapter|part|book|%s)\.?"
+                      % (_DIVISIONS, _NUMBER_WORDS, _ORDINAL_WORDS, _ORDINAL_WORDS, _DIVISIONS), re.IGNORECASE)
 # A narration line that opens a new scene or chapter: a screenplay's slugline (`INT. KITCHEN - DAY`), a
 # heading with its number and nothing after it but punctuation and a title (`SCENE II. A street.`, `ACT I`,
 # `## Chapter 3: Home`; not `Act 3 of the show`), a transcript's `[Scene: Central Perk]`. The context
 # starts afresh there (`_sections`).
 _SECTION = re.compile(r"[\[(]?(?:#{1,6}[ \t]*)?(?:(?-i:(?:INT|EXT|INT\.?/EXT|EXT\.?/INT|I/E)[. ][ \t]*\S)"
-                      r"|(?:act|scene|chapter|part|book|volume|canto|episode)\.?[ ]+(?:(?-i:[IVXLCDM]{1,7})|\d{1,3}|"
-                      + _NUMBER_WORDS + r")"
+                      r"|(?:act|scene|chapter|part|book|volume|canto|episode|" + _DIVISIONS + r")\.?[ ]+"
+                      r"(?:(?-i:[IVXLCDM]{1,7})|\d{1,3}|" + _NUMBER_WORDS + "|" + _ORDINAL_WORDS + r")"
                       r"(?=$|[ \t]*(?:[.:;)\]\u2014\u2013-]|,[ \t]*(?:act|scene|part|chapter|\d)\b))"
+                      r"|(?:" + _ORDINAL_WORDS + r")[ ]+(?:act|scene|chapter|part|book|" + _DIVISIONS + r")"
+                      r"(?=$|[ \t]*[.:;)\]\u2014\u2013-])"
                       r"|(?:scene|setting)[ \t]*:|(?:prologue|epilogue)(?=$|[ \t]*[^\w\s]))", re.IGNORECASE)
 # A novel's sentence with an early colon (`The answer came at once:`, `He said:`, `Bob whispered:`, `Later
 # that night:`) is narration, not a speaker: names are capitalised words with particles and prepositions
@@ -930,7 +942,7 @@ def _dotted_cue(line: str) -> str:
     if name[-1:] in ")]" and (m := _DOTTED_INLINE.fullmatch(f"{s} x")) is not None:
         name, direction = m.group(1, 2)
     if (len(name) > MAX_NAME_CHARS or not name.isupper() or len(name.split()) > MAX_NAME_WORDS
-            or _HEADING.fullmatch(name) or name in _NO_CUES):
+            or _HEADING.fullmatch(name) or name in _NO_CUES or "," in name):  # `ORONTE, ALCESTE.`: who is on
         return line
     return f"{name}{direction}:\n"
 
