@@ -230,3 +230,48 @@ def test_scored_last_layer_left_off_for_other_layouts(tiny_model_dir, monkeypatc
     monkeypatch.setattr(last_layer, "_rotate", lambda x, cos, sin: x)  # a wrong rotary: the probe disagrees
     assert not last_layer.enable(model, "cpu") and not last_layer.installed(model)
     assert layer.forward == forward
+
+
+@pytest.mark.parametrize("kind", ["mistral", "gemma3"])
+def test_sliding_window_models_keep_their_window_on_every_packed_path(tiny_model_dir, kind):
+    """A model whose layers see only their last few positions (Mistral in every layer, Gemma 3 in its
+    local ones) trains with that window on the fast paths too: the CPU's per-sample attention, the
+    scored last layer and (Mistral) the block mask give the loss of samples alone with the model's own
+    masks; a full causal mask would not."""
+    import torch
+    import transformers as T
+
+    from extensions.dialogue_lora import last_layer, varlen
+
+    _, tok = modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32)
+    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  pad_token_id=tok.pad_token_id)
+    config = (T.MistralConfig(**common, sliding_window=6) if kind == "mistral"
+              else T.Gemma3TextConfig(**common, head_dim=16, sliding_window=6, sliding_window_pattern=2))
+    torch.manual_seed(0)
+    model = T.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").float().eval()
+    with torch.no_grad():  # sharper attention: the window's effect well above rounding
+        for name, p in model.named_parameters():
+            if "q_proj" in name or "k_proj" in name:
+                p.mul_(4.0)
+    samples = [encoding.encode_record(r, tok, 256) for r in RECORDS]
+    assert max(len(s["input_ids"]) for s in samples) > 3 * 6
+    window, everywhere = varlen.sliding_window(model.config)
+    assert (window, everywhere) == (6, kind == "mistral")
+
+    def mean(batch, **kw):
+        with torch.no_grad():
+            loss, n = batching.loss_sum(model, batch, "cpu", **kw)
+        return float(loss) / n
+
+    alone = mean(batching.collate_padded(samples, tok.pad_token_id))
+    no_window = mean(batching.collate_packed(samples, tok.pad_token_id, 256))  # the old block mask
+    assert abs(no_window - alone) > 1e-3  # the window matters in this check
+    if everywhere:
+        assert mean(batching.collate_packed(samples, tok.pad_token_id, 256, window=6)) == pytest.approx(alone, rel=1e-5)
+    assert varlen.enable(model, "cpu")
+    flat = batching.collate_flat(samples, tok.pad_token_id)
+    assert mean(flat) == pytest.approx(alone, rel=1e-5)
+    if last_layer.enable(model, "cpu"):
+        assert mean(flat, keep_logits=True) == pytest.approx(alone, rel=1e-5)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from . import last_layer
 from .encoding import IGNORE_INDEX
-from .varlen import seq_kwargs
+from .varlen import band_mask, seq_kwargs
 
 
 def shifted_targets(labels: Sequence[int]) -> list[int]:
@@ -63,13 +63,15 @@ def pack_rows(lengths: Sequence[int], capacity: int | None) -> list[list[int]]:
     return rows
 
 
-def block_causal_mask(segment_ids):
-    """(rows, 1, L, L) bool mask: True where query i may attend key j (same sample and j <= i)."""
+def block_causal_mask(segment_ids, window: int | None = None):
+    """(rows, 1, L, L) bool mask: True where query i may attend key j (same sample and j <= i, and
+    i - j < window for a model whose every layer slides: the mask replaces the one it would build)."""
     import torch
 
     L = segment_ids.shape[1]
     same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    causal = torch.ones(L, L, dtype=torch.bool, device=segment_ids.device).tril()
+    causal = band_mask(L, window, segment_ids.device) if window else torch.ones(
+        L, L, dtype=torch.bool, device=segment_ids.device).tril()
     return (same & causal)[:, None, :, :]
 
 
@@ -78,7 +80,8 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def collate_packed(
-    samples: Sequence[dict], pad_id: int, capacity: int | None, with_mask: bool = True, multiple: int = 1
+    samples: Sequence[dict], pad_id: int, capacity: int | None, with_mask: bool = True, multiple: int = 1,
+    window: int | None = None,
 ) -> dict:
     """Tensors for one packed batch: input_ids, position_ids, targets (rows, L), attention_mask (4D or None).
 
@@ -107,7 +110,7 @@ def collate_packed(
             segment[r, at : at + n] = k
             at += n
     batch = {"input_ids": input_ids, "position_ids": position_ids, "targets": targets}
-    batch["attention_mask"] = block_causal_mask(segment) if with_mask else None
+    batch["attention_mask"] = block_causal_mask(segment, window) if with_mask else None
     batch["n_tokens"] = sum(len(s["input_ids"]) for s in samples)
     return batch
 
@@ -174,11 +177,12 @@ def collate(
     with_mask: bool = True,
     multiple: int = 1,
     flat: bool = False,
+    window: int | None = None,
 ) -> dict:
     if packing and flat:
         return collate_flat(samples, pad_id, multiple)
     if packing:
-        return collate_packed(samples, pad_id, capacity, with_mask, multiple)
+        return collate_packed(samples, pad_id, capacity, with_mask, multiple, window)
     return collate_padded(samples, pad_id, multiple)
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import types
 
+from . import varlen
+
 _ORIGINAL = "_dialogue_lora_full_forward"
 _SCORED = "_dialogue_lora_scored"
 _TUPLE = "_dialogue_lora_returns_tuple"
@@ -62,7 +64,7 @@ def _heads(proj, hidden, head_dim, norm=None):
     return out.transpose(1, 2)
 
 
-def _attend(q, k, v, at, bounds, scale, dropout):
+def _attend(q, k, v, at, bounds, scale, dropout, window=None):
     """Attention of queries q (1, heads, len(at), d) at flat positions `at` over keys/values (1, kv_heads,
     L, d): each query sees its own sample (`bounds`, a list of sample starts and the end) up to itself.
     One product per sample, over only the keys up to its last query: a reply at the end of a long
@@ -85,6 +87,8 @@ def _attend(q, k, v, at, bounds, scale, dropout):
         end = int(pos[-1]) + 1
         keys = torch.arange(start, end, device=pos.device)
         mask = keys[None, :] <= pos[:, None]
+        if window:  # a sliding-window layer sees only its last `window` positions
+            mask &= keys[None, :] > pos[:, None] - window
         parts.append(F.scaled_dot_product_attention(
             q[:, :, i:j], k[:, :, start:end], v[:, :, start:end], attn_mask=mask, dropout_p=dropout, scale=scale, **gqa
         ))
@@ -106,7 +110,7 @@ def _scored_forward(layer, hidden, position_embeddings, at, bounds):
     dtype = q.dtype
     with torch.autocast(q.device.type, enabled=False):
         out = _attend(q.float(), k.float(), v.float(), at, bounds, attn.scaling,
-                      getattr(attn, "attention_dropout", 0.0) if layer.training else 0.0)
+                      getattr(attn, "attention_dropout", 0.0) if layer.training else 0.0, varlen.layer_window(attn))
     out = out.transpose(1, 2).reshape(1, len(at), -1).to(dtype)
     h = hidden[:, at] + attn.o_proj(out)
     return h + layer.mlp(layer.post_attention_layernorm(h))

@@ -888,6 +888,17 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     scored_last = flat and keep_logits and not gc and not n_virtual and last_layer.enable(model, device)
     capacity = None if use_flash else cutoff  # rows of at most cutoff_len: attention cost stays bounded
     with_mask = not use_flash
+    # A sliding-window model (Mistral, Gemma's local layers) must see its window in training too: the
+    # CPU's per-sample attention and flash-attention take it from each layer; the block mask, which
+    # replaces the model's own, carries it when every layer slides, and is left out (padded rows, the
+    # model's own masks) when only some do.
+    window, everywhere = varlen.sliding_window(model.config)
+    if window is not None and window >= cutoff:
+        window = None  # no sample is longer than the window
+    if packing and with_mask and not flat and window is not None and not everywhere:
+        packing = False
+        emit({"event": "log", "message": f"packing off: the model's local layers see {window} tokens and "
+              "its others all of a sample, which one packed mask cannot say; rows are padded instead"})
     pad_id = tokenizer.pad_token_id
 
     # CUDA: autocast, as the recipes it is tested against. CPU bf16: without it (about 6% faster), the
@@ -899,7 +910,7 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     # length and the number of scored positions up to a multiple of 64 so that few shapes recur.
     multiple = 64 if device.type == "cpu" and dtype == torch.bfloat16 else 1
     collate = functools.partial(batching.collate, pad_id=pad_id, packing=packing, capacity=capacity,
-                                with_mask=with_mask, multiple=multiple, flat=flat)
+                                with_mask=with_mask, multiple=multiple, flat=flat, window=window)
     score = functools.partial(batching.loss_sum, device=device, keep_logits=keep_logits, n_virtual=n_virtual,
                               multiple=multiple)
 

@@ -34,6 +34,7 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     dtype = query.dtype
     p = dropout if module.training else 0.0
     cu = kwargs.get("cu_seq_lens_q")
+    window = kwargs.get("sliding_window")  # this layer's (Mistral's every layer, Gemma's local ones), or None
     with torch.autocast(query.device.type, enabled=False):
         q, k, v = query.float(), key.float(), value.float()
         gqa = {}
@@ -43,19 +44,51 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
             else:
                 groups = q.shape[1] // k.shape[1]
                 k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        def causal(qi, ki, vi):
+            n = qi.shape[2]
+            if window and n > window:  # the layer sees only its last `window` positions
+                mask = band_mask(n, window, qi.device)
+                return F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask, dropout_p=p, scale=scaling, **gqa)
+            return F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, dropout_p=p, scale=scaling, **gqa)
+
         if cu is None:  # one sample a row
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=scaling, **gqa)
+            out = causal(q, k, v)
         else:
             sizes = (cu[1:] - cu[:-1]).tolist()
             # split, not slicing: a split's backward is one cat, a slice's a zeroed full-size copy each
-            out = torch.cat(
-                [
-                    F.scaled_dot_product_attention(qi, ki, vi, is_causal=True, dropout_p=p, scale=scaling, **gqa)
-                    for qi, ki, vi in zip(q.split(sizes, 2), k.split(sizes, 2), v.split(sizes, 2))
-                ],
-                dim=2,
-            )
+            out = torch.cat([causal(qi, ki, vi) for qi, ki, vi in zip(q.split(sizes, 2), k.split(sizes, 2),
+                                                                     v.split(sizes, 2))], dim=2)
     return out.transpose(1, 2).contiguous().to(dtype), None
+
+
+def band_mask(n: int, window: int, device=None):
+    """(n, n) bool: query i attends key j when j <= i and i - j < window (transformers' sliding window)."""
+    import torch
+
+    i = torch.arange(n, device=device)
+    d = i[:, None] - i[None, :]
+    return (d >= 0) & (d < window)
+
+
+def layer_window(attn) -> int | None:
+    """The sliding window an attention module's layer uses: its own (Gemma's and Qwen's local layers),
+    else its config's for a model that slides in every layer (Mistral); None for full attention."""
+    if hasattr(attn, "sliding_window"):
+        return attn.sliding_window or None
+    return sliding_window(getattr(attn, "config", None))[0]
+
+
+def sliding_window(config) -> tuple[int | None, bool]:
+    """(window, in every layer) of a model's config; (None, False) where no layer slides."""
+    config = getattr(config, "text_config", None) or config
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0 or getattr(config, "use_sliding_window", True) is False:
+        return None, False
+    kinds = getattr(config, "layer_types", None)
+    if kinds:
+        sliding = [k == "sliding_attention" for k in kinds]
+        return (window, all(sliding)) if any(sliding) else (None, False)
+    return window, True
 
 
 def register() -> bool:
