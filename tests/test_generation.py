@@ -188,10 +188,35 @@ def test_prompt_ids_are_the_training_prefix(loaded):
         assert enc["labels"][len(ids)] != -100
 
 
-def test_long_prompts_keep_their_newest_tokens(loaded):
-    ids = prompt_ids(loaded.tokenizer, "Alice: " + "word " * 200 + "\nBob:", max_tokens=20)
-    assert len(ids) == 20 and ids[0] == loaded.tokenizer.bos_token_id
-    assert loaded.tokenizer.decode(ids[1:]).endswith("\nBob:")
+def test_long_prompts_keep_their_newest_whole_lines(loaded):
+    tok = loaded.tokenizer
+    text = "Alice: " + "word " * 200 + "\nCarol: Where is the boat?\nBob:"
+    ids = prompt_ids(tok, text, max_tokens=30)
+    assert len(ids) <= 30 and ids[0] == tok.bos_token_id
+    assert tok.decode(ids[1:]) == "Carol: Where is the boat?\nBob:"  # no fragment of Alice's line
+    # a last line longer than the room is cut mid-line: something must go
+    ids = prompt_ids(tok, "Bob: " + "word " * 200, max_tokens=20)
+    assert len(ids) == 20 and tok.decode(ids[1:]).strip().endswith("word")
+
+
+def test_evaluation_prompts_a_long_sample_as_training_cut_it(loaded):
+    """A held-out sample longer than the cutoff is prompted with what training kept of it: whole old lines
+    gone, room left for the reply; a short one with its whole context."""
+    from extensions.dialogue_lora.encoding import IGNORE_INDEX, completion_prompts, encode_record
+
+    tok = loaded.tokenizer
+    lines = [f"{'Alice' if i % 2 else 'Bob'}: line number {i} goes here ok" for i in range(12)]
+    rec = {"input": "\n".join(lines) + "\nBob:", "output": "Arr, by the river."}
+    for cutoff in (60, 512):
+        enc = encode_record(rec, tok, cutoff)
+        start = enc["labels"].index(next(t for t in enc["labels"] if t != IGNORE_INDEX))
+        [got] = completion_prompts(rec, tok, cutoff)
+        assert got == enc["input_ids"][:start]
+        text = tok.decode(got[1:])
+        assert text.endswith("\nBob:") and text.split(":", 1)[0] in ("Alice", "Bob")  # starts with a whole line
+        if cutoff == 512:
+            assert got == prompt_ids(tok, rec["input"])
+    assert completion_prompts(rec, tok, 5) == [None]  # the reply alone does not fit
 
 
 def test_bad_max_new_tokens(loaded):

@@ -161,13 +161,38 @@ def _pinned(tokenizer, text: str, first: list[int], room: int) -> int:
     return len(head) if first[: len(head)] == head and len(head) <= room else 0
 
 
+def _pinned_text(record) -> str:
+    """The line a sample keeps when it is cut: an alpaca sample's instruction (with an input after it)."""
+    instruction = record.get("instruction") if isinstance(record, dict) else None
+    return (f"{instruction}\n" if isinstance(instruction, str) and instruction and record.get("input")
+            and prompt_mod.detect_format(record) == "alpaca" else "")
+
+
 def encode_record(record: dict, tokenizer, cutoff_len: int, name: str | None = None) -> dict | None:
     """`encode_segments` of a dataset sample in any of the four formats (ValueError on a bad sample); an
     alpaca sample cut to fit keeps its instruction line."""
-    instruction = record.get("instruction") if isinstance(record, dict) else None
-    pinned = (f"{instruction}\n" if isinstance(instruction, str) and instruction and record.get("input")
-              and prompt_mod.detect_format(record) == "alpaca" else "")
-    return encode_segments(prompt_mod.record_segments(record, name), tokenizer, cutoff_len, pinned)
+    return encode_segments(prompt_mod.record_segments(record, name), tokenizer, cutoff_len, _pinned_text(record))
+
+
+def completion_prompts(record: dict, tokenizer, cutoff_len: int, name: str | None = None) -> list[list[int] | None]:
+    """For each completion of a sample, the token ids before it as training saw them: the sample up to that
+    completion, cut to `cutoff_len` with room left for it (None where it does not fit). Evaluation
+    prompts with these, so a long sample's prompt is the one the adapter was trained on."""
+    segments = prompt_mod.record_segments(record, name)
+    pinned = _pinned_text(record)
+    out: list[list[int] | None] = []
+    for i, (_, trainable) in enumerate(segments):
+        if not trainable:
+            continue
+        enc = encode_segments(segments[: i + 1], tokenizer, cutoff_len, pinned)
+        if enc is None:
+            out.append(None)
+            continue
+        start = len(enc["labels"])
+        while start > 0 and enc["labels"][start - 1] != IGNORE_INDEX:
+            start -= 1
+        out.append(enc["input_ids"][:start])
+    return out
 
 
 def encode_records(

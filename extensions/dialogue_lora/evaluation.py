@@ -456,7 +456,7 @@ def _evaluate(
     True stops between batches (Interrupted). `loaded` (a generation.Loaded) reuses a model that is
     already loaded with its adapter, e.g. the webui's.
     """
-    from .encoding import encode_record
+    from .encoding import completion_prompts, encode_record
     from .generation import (
         adapter_disabled,
         check_adapter_base,
@@ -532,7 +532,10 @@ def _evaluate(
 
     # greedy replies
     examples = [ex for rec in records for ex in examples_of(rec, name)]
-    prompts = [pieces for pieces, _ in examples]
+    # the prompt as training cut the sample (whole old lines gone, room left for the reply); the plain
+    # context where the reply alone would not fit (cut to the cutoff in generation)
+    cut = [ids for rec in records for ids in completion_prompts(rec, tokenizer, cutoff, name)]
+    prompts = [ids or pieces for (pieces, _), ids in zip(examples, cut)]
     refs = [ref for _, ref in examples]
     replies = {}
     for which in ("adapter", "base"):

@@ -246,16 +246,19 @@ def prompt_ids(tokenizer, prompt: str | Sequence[str], max_tokens: int | None = 
     """Token ids of a prompt, exactly as training tokenised the context before a completion.
 
     `prompt` is one text, or the consecutive pieces training saw (a multi-turn sample's context and
-    earlier completions, each tokenised on its own). Longer than `max_tokens`: the oldest tokens are cut
-    (the tokenizer's special prefix, e.g. BOS, is kept), as training cuts long samples.
+    earlier completions, each tokenised on its own). Longer than `max_tokens`: the oldest lines are cut,
+    whole, as training cuts long samples (the tokenizer's special prefix, e.g. BOS, is kept; a last line
+    longer than the room is cut mid-line, since something must go).
     """
-    from .encoding import piece_ids
+    from .encoding import _next_line_start, piece_ids
 
     pieces = [prompt] if isinstance(prompt, str) else list(prompt)
     prefix, ids = piece_ids(tokenizer, pieces)
     body = [t for piece in ids for t in piece]
     if max_tokens is not None and len(prefix) + len(body) > max_tokens:
-        body = body[len(body) - max(max_tokens - len(prefix), 1) :]
+        start = len(body) - max(max_tokens - len(prefix), 1)
+        whole = _next_line_start(tokenizer, body, start, len(body)) if start > 0 else 0
+        body = body[whole if whole < len(body) else start:]
     return list(prefix) + body
 
 
@@ -332,8 +335,8 @@ def generate_replies(
 ) -> list[tuple[str, bool]]:
     """(reply, stopped_at_newline) for each prompt; prompts are batched with left padding.
 
-    A prompt is a text (e.g. prompt.chat_prompt) or the pieces of a held-out sample's context (see
-    `prompt_ids`). The reply is the generated text up to the first newline, trimmed; `stopped_at_newline`
+    A prompt is a text (e.g. prompt.chat_prompt), the pieces of a held-out sample's context (see
+    `prompt_ids`), or its token ids already (a list of ints: evaluation's, cut as training cut it). The reply is the generated text up to the first newline, trimmed; `stopped_at_newline`
     is False when `max_new_tokens` (or the end-of-sequence token) came first. `on_batch(done, total)`
     reports progress after each batch.
     """
@@ -355,7 +358,7 @@ def generate_replies(
     from transformers import StoppingCriteriaList
 
     results: list[tuple[str, bool]] = []
-    encoded = [prompt_ids(tokenizer, p, max_prompt_tokens) for p in prompts]
+    encoded = [list(p) if _is_ids(p) else prompt_ids(tokenizer, p, max_prompt_tokens) for p in prompts]
     for start in range(0, len(encoded), max(1, batch_size)):
         batch = encoded[start : start + max(1, batch_size)]
         width = max(len(ids) for ids in batch)
@@ -378,6 +381,10 @@ def generate_replies(
         if on_batch is not None:
             on_batch(len(results), len(encoded))
     return results
+
+
+def _is_ids(prompt) -> bool:
+    return not isinstance(prompt, str) and len(prompt) > 0 and all(isinstance(t, int) for t in prompt)
 
 
 def generate_reply(
