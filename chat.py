@@ -17,6 +17,8 @@ import os
 import sys
 import tempfile
 
+DEFAULT_ROUNDS = 5  # context turns when the adapter records none (trained before it was recorded)
+
 try:
     from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
     from extensions.dialogue_lora.generation import add_loading_arguments
@@ -33,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="the character(s) the model speaks as: Bob, or Bob,Carol (the first "
                    "answers); default: the name recorded when the adapter was trained")
     p.add_argument("--user", default="You", help="your speaker name in the conversation (default: You)")
-    p.add_argument("--rounds", type=int, default=5, help="previous turns kept as context (default 5)")
+    p.add_argument("--rounds", type=int, default=None, help="previous turns kept as context (default: the most "
+                   "the adapter's samples had, as recorded in training, else 5)")
     p.add_argument("--max_new_tokens", type=int, default=64, help="most tokens per reply (default 64)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default 0.7)")
     p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from extensions.dialogue_lora.generation import ChatSession, Problem, read_training_parameters
     from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
 
-    names, instruction = args.name, None
+    names, instruction, recorded_turns = args.name, None, None
     if names is not None and not names.strip(" ,"):
         raise UserError("--name is empty: give the character the model speaks as, e.g. --name Bob "
                         "(or leave it out to use the name recorded with the adapter)")
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             names = _as_learnt(names, learnt, f"adapter {args.lora_name}")
         names = names or params.get("name") or ",".join(learnt)
         instruction = params.get("instruction") or None
+        recorded_turns = params.get("context_turns")
     else:  # a model merge_lora.py wrote knows what its adapter learnt: the names and the instruction line
         from extensions.dialogue_lora.merging import read_merge_record
         from extensions.dialogue_lora.paths import resolve_model
@@ -110,13 +114,17 @@ def main(argv: list[str] | None = None) -> int:
             names = _as_learnt(names, learnt, f"merged model {args.model_name}")
         names = names or ",".join(learnt)
         instruction = record.get("instruction") or None
+        recorded_turns = record.get("context_turns")
     if not names:
         raise UserError("--name is required: the character the model speaks as, e.g. --name Bob")
     if not " ".join(str(args.user).split()):
         raise UserError("--user is empty: your name in the conversation (default You)")
     if ":" in str(args.user):
         raise UserError(f"--user {args.user!r} must not contain ':' (it ends your name in the conversation)")
-    session = ChatSession(str(names).split(","), args.user, args.rounds, instruction)  # bad names fail before loading
+    rounds = args.rounds
+    if rounds is None:  # as many turns as the adapter learnt from (a dataset prepared with --rounds 10: 10)
+        rounds = recorded_turns if isinstance(recorded_turns, int) and recorded_turns >= 1 else DEFAULT_ROUNDS
+    session = ChatSession(str(names).split(","), args.user, rounds, instruction)  # bad names fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")
     if args.seed is not None and not 0 <= args.seed < 2**32:  # numpy's range: said before the model loads

@@ -129,6 +129,42 @@ def test_name_defaults_to_the_characters_the_adapter_learnt(layout):
     assert p.stderr == "warning: adapter bob learnt Bob, not Carol: it may not speak as them\n"
 
 
+def test_context_turns_default_to_the_adapters_samples(layout, monkeypatch):
+    """Without --rounds, chat shows the adapter as many turns as its samples had (recorded in training)."""
+    import json
+    import sys
+
+    from extensions.dialogue_lora import generation
+
+    sys.path.insert(0, str(ROOT))
+    import chat as chat_cli
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class Session:
+        def __init__(self, names, user, rounds, instruction):
+            seen.append(rounds)
+            raise Stop
+
+    monkeypatch.setattr(generation, "ChatSession", Session)
+    monkeypatch.chdir(layout)
+    params_file = layout / "user_data" / "loras" / "bob" / "training_parameters.json"
+    original = params_file.read_text(encoding="utf-8")
+    params = json.loads(original)
+    try:
+        for recorded, flag, want in ((3, [], 3), (3, ["--rounds", "7"], 7), (None, [], 5)):
+            params["context_turns"] = recorded
+            params_file.write_text(json.dumps(params), encoding="utf-8")
+            with pytest.raises(Stop):
+                chat_cli.main(["-m", "tiny-llama", "-l", "bob", "--name", "Bob", *flag])
+            assert seen[-1] == want
+    finally:
+        params_file.write_text(original, encoding="utf-8")
+
+
 def test_ctrl_c_ends_the_chat_with_the_interrupts_exit_code(layout, monkeypatch):
     import io
 

@@ -47,6 +47,18 @@ def test_an_alpaca_adapters_instruction_goes_where_training_put_it():
     assert prompt.instruction_template([{"input": "Bob:", "output": "y"}]) is None
 
 
+def test_context_turns_are_the_most_turns_a_reply_follows():
+    rounds = [{"input": "Alice: a\nCarol: b\nAlice: c\nBob:", "output": "x"}, {"input": "Bob:", "output": "y"}]
+    assert prompt.context_turns(rounds) == 3
+    alpaca = [{"instruction": "Continue the dialogue as Bob.", "input": "Alice: a\nBob:", "output": "x"}]
+    assert prompt.context_turns(alpaca) == 1  # the instruction line is no turn
+    multi = [{"conversations": [{"from": "human", "value": "Alice: a"}, {"from": "gpt", "value": "x"},
+                                {"from": "human", "value": "Alice: b"}, {"from": "gpt", "value": "y"}]}]
+    assert prompt.context_turns(multi, "Bob") == 3  # a, Bob's x and b before y
+    assert prompt.context_turns([{"input": "Bob:", "output": "y"}]) == 0
+    assert prompt.context_turns([]) is None
+
+
 def test_extract_reply_stops_at_newline():
     assert prompt.extract_reply(" Aye, matey!\nAlice: more") == "Aye, matey!"
     assert prompt.extract_reply(" no newline") == "no newline"

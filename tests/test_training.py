@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from extensions.dialogue_lora import batching, encoding, modeling, paths, varlen
+from extensions.dialogue_lora import prompt as prompt_mod
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.paths import list_adapters, resolve_adapter
 from extensions.dialogue_lora.training import TrainConfig, check, train
@@ -166,6 +167,7 @@ def test_saved_folder(trained):
     assert "q_proj" in params["target_modules"] and "lm_head" not in params["target_modules"]
     assert Path(params["dataset"]).is_absolute() and len(params["dataset_sha256"]) == 64
     assert params["characters"] == ["Bob"]  # the cue it learnt: chat.py's and the tab's default --name
+    assert params["context_turns"] == prompt_mod.context_turns(bob_records(1, 0)) >= 1  # chat's default --rounds
     assert params["epochs_trained"] == params["epochs"] and params["steps"] == params["total_steps"]
     device = modeling.pick_device()
     if device.type == "cpu":

@@ -350,9 +350,11 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     assert params["character"] == ""
     # one trained on alpaca samples: its instruction line leads the prompts, the quick test's too
     (other / "training_parameters.json").write_text(
-        json.dumps({"name": "Carol", "instruction": "Continue the dialogue as {name}."}), encoding="utf-8")
+        json.dumps({"name": "Carol", "instruction": "Continue the dialogue as {name}.", "context_turns": 8}),
+        encoding="utf-8")
     logic.use(None, "other")
     assert params["instruction"] == "Continue the dialogue as {name}."
+    assert params["rounds"] == 8  # as many context turns as its samples had
     prompts = []
     logic.host.reply = lambda text: prompts.append(text) or "Hello."
     assert logic.chat([], "Hi", "Carol", "Alice", 5) == "Hello."

@@ -330,6 +330,7 @@ def _record(p: _Plan) -> dict:
         "characters": params.get("characters") or [],
         "prompt_format": params.get("prompt_format"),
         "instruction": params.get("instruction"),
+        "context_turns": params.get("context_turns"),
         "merged_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

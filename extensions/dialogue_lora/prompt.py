@@ -101,6 +101,30 @@ def instruction_template(records: Iterable[dict]) -> str | None:
     return templates.pop() if templates else None
 
 
+MAX_CONTEXT_TURNS = 50
+
+
+def context_turns(records: Iterable[dict], name: str | None = None) -> int | None:
+    """The most turns any reply of a dataset follows (its `--rounds` when prepare_dataset.py wrote it),
+    counted as lines before the reply's cue (an alpaca sample's instruction line left out; a multi-turn
+    sample's earlier turns in), at most MAX_CONTEXT_TURNS: chat shows the adapter as much as it learnt
+    from. None for no sample."""
+    most = None
+    for rec in records:
+        try:
+            segments = record_segments(rec, name)
+        except ValueError:
+            continue
+        instruction = 1 if detect_format(rec) == "alpaca" and rec.get("instruction") and rec.get("input") else 0
+        text = ""
+        for piece, trainable in segments:
+            if trainable:
+                lines = [line for line in text.split("\n") if line.strip()]
+                most = max(most or 0, len(lines) - 1 - instruction)  # less the reply's own cue
+            text += piece
+    return None if most is None else min(most, MAX_CONTEXT_TURNS)
+
+
 def completion(output: str) -> str:
     """What the model learns to write after the prompt."""
     return " " + one_line(output) + STOP

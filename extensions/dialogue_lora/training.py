@@ -700,6 +700,8 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         heldout_file=HELDOUT_FILE,
         # the cues it learnt to answer to: chat.py, evaluation and the tab default --name to these
         characters=plan.characters,
+        # the most turns a reply followed (the dataset's --rounds): chat.py and the tab default to it
+        context_turns=prompt_mod.context_turns(plan.records, cfg.name),
     )
     for k in ("resume", "overwrite"):
         s.pop(k, None)

@@ -37,6 +37,7 @@ RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl
 # The upload also takes Ren'Py's compiled scripts and archives, so that a game's .rpyc/.rpa get Prepare's
 # advice (decompile them) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".rpyc", ".rpa")
+MAX_USE_TURNS = 20  # the Use section's context turns slider
 CHAT_FILTERS = ("non-responses", "conversation enders", "low-quality conversations")
 
 # The training form: (TrainConfig field, label, kind). Defaults come from TrainConfig itself.
@@ -680,6 +681,11 @@ class TabLogic:
             return prompt_text.rsplit("\n", 1)[-1].rstrip(":").strip()
         return ""
 
+    def _use_turns(self, recorded) -> None:
+        """Context turns as many as the adapter's samples had (its dataset's --rounds), where recorded."""
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+            self.host.params["rounds"] = min(recorded, MAX_USE_TURNS)
+
     def use(self, model, adapter) -> str:
         adapter = _adapter(adapter)
         if not adapter and not (self.host.own_model and model):  # the standalone app loads a model alone too
@@ -695,6 +701,7 @@ class TabLogic:
             self.host.params["character"] = next(iter(record.get("characters") or []), "")
             self.host.params["instruction"] = record.get("instruction") or None
             self.host.params["adapter"] = None
+            self._use_turns(record.get("context_turns"))
             return message
         # the webui's Chat tab cues the adapter's own character, not the default bot name; an adapter
         # that does not say whose it is clears the previous one's, so the webui's bot name is used
@@ -702,6 +709,7 @@ class TabLogic:
         self.host.params["character"] = self._character(recorded)
         # the line an adapter trained on alpaca samples saw before the dialogue (prompt.chat_prompt)
         self.host.params["instruction"] = (recorded[1].get("instruction") or None) if recorded else None
+        self._use_turns(recorded[1].get("context_turns") if recorded else None)
         self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
         return message
 
@@ -1220,7 +1228,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
                                 value=bool(params.get("character_chat", False)))
         newline_stop = gr.Checkbox(label="Stop at newline (one line per reply)", visible=not host.own_model,
                                    value=bool(params.get("stop_at_newline", True)))
-        use_rounds = gr.Slider(label="Context turns", minimum=1, maximum=20, step=1,
+        use_rounds = gr.Slider(label="Context turns", minimum=1, maximum=MAX_USE_TURNS, step=1,
                                value=int(params.get("rounds", 5)))
     with gr.Row():
         char_name = gr.Textbox(label="Character name", value=str(params.get("character") or ""))
@@ -1233,10 +1241,10 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         try:
             message = logic.use(model_v, adapter_v)
         except EXPECTED as e:
-            return _error_text(e), gr.update(), gr.update(), gr.update()
-        return message, True, True, params.get("character", "")
+            return _error_text(e), gr.update(), gr.update(), gr.update(), gr.update()
+        return message, True, True, params.get("character", ""), int(params.get("rounds", 5))
 
-    use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name])
+    use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name, use_rounds])
     # .input: the user's pick, not the value set when the section opens (which would undo a typed name)
     def on_use_adapter(adapter_v, model_v):
         character, base, note = logic.adapter_facts(adapter_v)
