@@ -52,6 +52,9 @@ def turns(text: str, layout: str = "auto") -> list[tuple]:
         ("Mx. Chaos ✨: it was me", ("Mx. Chaos", " it was me")),
         ("🔥Blaze🔥: hey", ("Blaze", " hey")),
         ("🔥: lol", None),  # no name at all
+        ("From: Jane Doe <jane@example.com>", None),  # an e-mail's header lines
+        ("Subject: RE: Friday deadline", None),
+        ("To: Bob Smith", None),
         ("Dev (he/him): focus", ("Dev", " focus")),  # pronouns say who, not how
         ("Sam (They / Them) (softly): hi", ("Sam", "(softly) hi")),
         ("", None),

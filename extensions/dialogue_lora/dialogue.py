@@ -130,6 +130,8 @@ _NOT_NAMES = _WHEN_FIRST | frozenset("scene setting note notes location summary 
 _SCRIPT_DIRECTIONS = ("super", "intercut", "montage", "chyron", "insert")
 # They, a roleplay's out-of-character remark (`OOC:`) and a forum's `Re:` are no one's words.
 _NOT_NAMES |= frozenset(("ooc", "re", *_SCRIPT_DIRECTIONS))
+# An e-mail's header lines, wherever a thread quotes one (`From: Jane Doe <jane@...>`, `Sent:`, `Subject:`).
+_NOT_NAMES |= frozenset("from sent to cc bcc subject".split())
 # A header's fields (Project Gutenberg's `Title:`, `Author:`, `Language:`; a fan fiction's `Rating:`,
 # `Pairing:`, `Disclaimer:`; a Fountain title page's `Credit:`, `Draft date:`): narration while no one
 # else has spoken yet (`_sections`); after that they are speakers like any (an interview's `TRANSLATOR:`).
