@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from extensions.dialogue_lora.chatcopy import is_copy, lines_of
+from extensions.dialogue_lora.chatcopy import kind, lines_of
 from extensions.dialogue_lora.prepare import PrepareConfig, prepare
 from extensions.dialogue_lora.sources import detect_source
 
@@ -54,7 +54,7 @@ def test_a_discord_copy_reads_as_a_chat_with_its_gaps_groups_and_replies(tmp_pat
 
 def test_the_pre_pass_keeps_the_files_line_numbers():
     lines = COPY.splitlines(True)
-    out = list(lines_of(lines))
+    out = list(lines_of(lines, kind(lines)))
     assert len(out) == len(lines)
     assert out[6] == "[01/01/2100 10:42 PM] Luna: we need a healer"  # `Yesterday`, written as the file's dates
     assert out[8] == ""  # the reply's preview of Luna's message
@@ -62,6 +62,42 @@ def test_the_pre_pass_keeps_the_files_line_numbers():
 
 
 def test_one_header_or_headers_in_prose_are_not_a_copy():
-    assert not is_copy(["Luna — Today at 10:42 PM\n", "hi\n", "Max: hello\n"])
-    assert not is_copy(["The night — as always — was long.\n", "Bob — 10:42 PM, he wrote.\n"])
-    assert is_copy(["Luna — Today at 10:42 PM\n", "hi\n", "Max — Today at 10:43 PM\n", "hello\n"])
+    assert not kind(["Luna — Today at 10:42 PM\n", "hi\n", "Max: hello\n"])
+    assert not kind(["The night — as always — was long.\n", "Bob — 10:42 PM, he wrote.\n"])
+    assert kind(["Luna — Today at 10:42 PM\n", "hi\n", "Max — Today at 10:43 PM\n", "hello\n"]) == "Discord"
+    # a chat export whose lines carry a stamp and a sender is no copy
+    assert not kind(["[2023-12-31 21:15] Alex: hey\n", "[2023-12-31 21:16] Sam: hi\n", "[2023-12-31 21:17] Alex: ok\n"])
+    assert not kind(["[12:01] <alex> hey\n", "[12:02] <sam> hi\n", "[12:03] <alex> ok\n"])
+
+
+def _turns(tmp_path, text, name="copy.txt"):
+    src = tmp_path / name
+    src.write_text(text, encoding="utf-8")
+    out = tmp_path / "out.json"
+    report = prepare(PrepareConfig(names=["*"], txtfilename=str(src), jsonfilename=str(out)))
+    return [(s["input"].rsplit("\n", 1)[-1], s["output"]) for s in json.loads(out.read_text(encoding="utf-8"))], report
+
+
+def test_telegram_and_teams_copies_read_as_chats(tmp_path):
+    telegram = ("Bob, [03.11.26 19:03]\nwhere are you?\nthe film starts at eight\n\nAlice, [03.11.26 19:04]\n"
+                "on my way, five minutes\n\nBob, [03.11.26 19:05]\nI'll buy the popcorn then\n\n"
+                "Alice, [03.11.26 23:40]\nthat was a great film honestly\n")
+    got, report = _turns(tmp_path, telegram)
+    assert report.source == "discord"  # the chat rules: a silence of hours starts a new conversation
+    assert got == [("Bob:", "where are you? the film starts at eight"), ("Alice:", "on my way, five minutes"),
+                   ("Bob:", "I'll buy the popcorn then"), ("Alice:", "that was a great film honestly")]
+    teams = ("[11/30/2026 10:32 AM] Hans Müller\nGood morning, is the build green?\n[11/30/2026 10:33 AM] Anna "
+             "Schmidt\nNot yet, the tests are still running\n[10:35 AM] Hans Müller\nOk, ping me when they pass\n")
+    got, _ = _turns(tmp_path, teams)
+    assert got == [("Hans Müller:", "Good morning, is the build green?"),
+                   ("Anna Schmidt:", "Not yet, the tests are still running"),
+                   ("Hans Müller:", "Ok, ping me when they pass")]
+
+
+def test_a_transcripts_speeches_are_turns_without_chat_rules(tmp_path):
+    otter = ("Jamie Rivera  0:03\nWelcome back to the show. Today we talk\nabout bread.\n\n"
+             "Sam Lee  0:09\nThanks for having me.\n\nJamie Rivera  12:41\nlol\n")
+    got, report = _turns(tmp_path, otter)
+    assert report.source == "text"  # times into the recording: no silences to read, no filters
+    assert got == [("Jamie Rivera:", "Welcome back to the show. Today we talk about bread."),
+                   ("Sam Lee:", "Thanks for having me."), ("Jamie Rivera:", "lol")]

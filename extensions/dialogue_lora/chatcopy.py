@@ -1,52 +1,67 @@
-"""Messages copied from the Discord app (selected and pasted as text) -> a dated chat log's lines.
+"""Messages copied out of a chat app or a transcript (selected and pasted as text) -> a chat log's lines.
 
 A pre-pass for the text reader, as subtitles.py is: one output line per input line (an empty one in place
-of what is left out), so that line numbers stay the file's. Pure: no I/O. The app writes each group of one
-person's messages under a header, and a later message of the group with its time in brackets:
+of what is left out), so that line numbers stay the file's. Pure: no I/O. These copies write a header
+line for each message or group of messages, the words on the lines below it:
 
-    Luna — 03/14/2023 10:42 PM
-    anyone up for a raid tonight?
+    Luna — 03/14/2023 10:42 PM          Discord (`Today at 10:42 PM`, `Yesterday at ...` too); a later
+    anyone up for a raid tonight?       message of the group starts with its time in brackets
     [10:44 PM]we need a healer
-    Max — Today at 10:45 PM
-    yeah i'm in
+    Bob, [03.11.26 19:03]               Telegram Desktop
+    [11/30/2026 10:32 AM] Hans Müller   Microsoft Teams (`[10:32 AM] Hans Müller` for today's)
+    Jamie Rivera  0:03                  Otter.ai and other transcripts: the time into the recording
 
-Each message becomes a line as a WhatsApp export writes it (`[03/14/2023 10:42 PM] Luna: anyone up...`),
-which the chat reader takes from there: a silence ends a conversation, one person's messages in a row are
-one turn, the `lol` and `gtg` filters apply. A message's own further lines follow it as they are, joined to
-it as a chat export's are. `Today at` and `Yesterday at` are dated after every written date (the app shows them for
-the newest messages), in the file's way of writing dates; only the gaps between messages are read from them. A reply's
-preview of the message it answers (`@Luna anyone up for a raid…`, the line before its header) is left out,
-and so is the app's `(edited)` mark.
+A message with a date or a clock time becomes a line as a WhatsApp export writes it (`[03/14/2023 10:42 PM]
+Luna: anyone up...`), which the chat reader takes from there: a silence ends a conversation, one person's
+messages in a row are one turn, the `lol` and `gtg` filters apply; a message's further lines follow it as
+they are, joined to it as a chat export's are. `Today` and `Yesterday` (and a clock time with no date) are
+dated after every written date, in the file's way of writing dates; only the gaps between messages are
+read from the dates. A transcript's times are not the time of day: its speeches become `Name: text`
+lines (their lines joined), read as any text. Discord's extras go: a reply's preview of the message it
+answers (`@Luna anyone up for a raid…`, the line before its header) and the `(edited)` mark.
 """
 from __future__ import annotations
 
 import re
 from typing import Iterable, Iterator
 
-_TIME = r"\d{1,2}[:.]\d{2}(?:[ \u202f]?[AaPp]\.?[Mm]\.?)?"
+_TIME = r"\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[ \u202f]?[AaPp]\.?[Mm]\.?)?"
 _DATE = r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
-# `Luna — Today at 10:42 PM`, `Luna — 03/14/2023 10:42 PM`, `Luna — 14.03.2023, 22:42`, `Luna — 10:42 PM`
-_HEADER = re.compile(rf"(\S.{{0,39}}?)[ \t]+[—–][ \t]+(?:(Today|Yesterday)[ \t]+at[ \t]+({_TIME})|({_DATE}),?[ \t]+"
-                     rf"({_TIME})|({_TIME}))[ \t]*")
-_LATER = re.compile(rf"\[({_TIME})\][ \t]?(.*)")  # a later message of the group: `[10:44 PM]we need a healer`
+_NAME = r"(?P<name>[^\s\[\]<>:][^:\n]{0,39}?)"  # no colon: `[2023-12-31 21:15] Alex: hey` is Signal's
+# each app's header: the sender's name, and a date (`day`, or a `rel` word) and a time of day (`time`), or
+# the time into a recording (`at`)
+_HEADERS = {
+    "Discord": re.compile(rf"{_NAME}[ \t]+[—–][ \t]+(?:(?P<rel>Today|Yesterday)[ \t]+at[ \t]+(?P<t1>{_TIME})|"
+                          rf"(?:(?P<day>{_DATE}),?[ \t]+)?(?P<time>{_TIME}))[ \t]*"),
+    "Telegram": re.compile(rf"{_NAME},[ \t]+\[(?P<day>{_DATE}),?[ \t]+(?P<time>{_TIME})\][ \t]*"),
+    "Teams": re.compile(rf"\[(?:(?P<day>{_DATE}),?[ \t]+)?(?P<time>{_TIME})\][ \t]+{_NAME}[ \t]*"),
+    "transcript": re.compile(rf"{_NAME}(?:[ \t]{{2,}}|\t)(?P<at>\d{{1,2}}:\d{{2}}(?::\d{{2}})?)[ \t]*"),
+}
+_LATER = re.compile(rf"\[({_TIME})\][ \t]?(.*)")  # Discord: a later message of the group, `[10:44 PM]we need...`
 _EDITED = re.compile(r"[ \t]*\(edited\)[ \t]*$")
 _LOOKBACK = 200  # the messages a reply's preview is looked for among
 
 
-def is_copy(head: list[str]) -> bool:
-    """Whether a text's first lines are a Discord copy: at least two headers, of two people or more, or
-    three of one; and no `Name: text` line before the first."""
-    names = []
-    for line in head:
-        m = _HEADER.fullmatch(line.strip())
-        if m is not None:
-            names.append(m.group(1))
-    return len(names) >= 3 or len(set(names)) >= 2
+def kind(head: list[str]) -> str | None:
+    """Which app's copy a text's first lines are (the kind with the most headers): at least two headers of
+    two people or more, or three of one; None for any other text."""
+    best, most = None, 0
+    for app, header in _HEADERS.items():
+        names = [m.group("name") for line in head if (m := header.fullmatch(line.strip())) is not None]
+        if (len(names) >= 3 or len(set(names)) >= 2) and len(names) > most:
+            best, most = app, len(names)
+    return best
 
 
-def lines_of(lines: Iterable[str]) -> Iterator[str]:
-    """The copy as a dated chat log's lines, one output line per input line."""
-    author = day = written = pending = None  # pending: the stamp of a message whose first line is next
+def lines_of(lines: Iterable[str], app: str) -> Iterator[str]:
+    """The copy as a chat log's lines, one output line per input line; `app` as `kind` gives it."""
+    if app == "transcript":
+        return _speeches(lines)
+    return _messages(lines, _HEADERS[app], app == "Discord")
+
+
+def _messages(lines: Iterable[str], header: re.Pattern, discord: bool) -> Iterator[str]:
+    author = day = written = pending = None  # pending: the time of a message whose first line is next
     said: list[str] = []  # the messages so far, newest last: what a reply's preview quotes
     held: str | None = None  # a line `@Name ...` ending a group: a reply's preview if a header follows
 
@@ -59,17 +74,18 @@ def lines_of(lines: Iterable[str]) -> Iterator[str]:
 
     for raw in lines:
         line = raw.rstrip("\r\n")
-        m = _HEADER.fullmatch(line.strip())
+        m = header.fullmatch(line.strip())
         if m is not None:
             if held is not None:
                 yield release(_preview(held, said))
                 held = None
-            author = m.group(1)
-            if m.group(4):
-                day = written = m.group(4)
-            elif m.group(2) or day is None:
-                day = _relative(m.group(2) or "Today", written)
-            pending = m.group(3) or m.group(5) or m.group(6)
+            groups = m.groupdict()
+            author = m.group("name").strip()
+            if groups.get("day"):
+                day = written = groups["day"]
+            elif groups.get("rel") or day is None:
+                day = _relative(groups.get("rel") or "Today", written)
+            pending = groups.get("t1") or groups.get("time")
             yield ""
             continue
         if held is not None:
@@ -78,8 +94,8 @@ def lines_of(lines: Iterable[str]) -> Iterator[str]:
         if author is None:
             yield line
             continue
-        text = _EDITED.sub("", line)
-        later = _LATER.fullmatch(text.strip())
+        text = _EDITED.sub("", line) if discord else line
+        later = _LATER.fullmatch(text.strip()) if discord else None
         if later is not None:
             pending, text = later.group(1), later.group(2)
         if pending is not None and text.strip():
@@ -87,7 +103,7 @@ def lines_of(lines: Iterable[str]) -> Iterator[str]:
             del said[:-_LOOKBACK]
             yield f"[{day} {pending}] {author}: {text.strip()}"
             pending = None
-        elif pending is None and text.lstrip().startswith("@"):
+        elif discord and pending is None and text.lstrip().startswith("@"):
             held = text
         else:
             if text.strip() and said and pending is None:
@@ -95,6 +111,34 @@ def lines_of(lines: Iterable[str]) -> Iterator[str]:
             yield text
     if held is not None:
         yield release(False)
+
+
+def _speeches(lines: Iterable[str]) -> Iterator[str]:
+    """A transcript's speeches as `Name: text` lines, each at its header's line (the lines below it empty)."""
+    header = _HEADERS["transcript"]
+    name = None
+    block: list[str] = []  # the output lines held back: the header's slot first, then its text lines
+
+    def flush() -> Iterator[str]:
+        if name is not None and block:
+            words = " ".join(" ".join(block[1:]).split())
+            block[0] = f"{name}: {words}" if words else ""
+            block[1:] = [""] * (len(block) - 1)
+        yield from block
+        block.clear()
+
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        m = header.fullmatch(line.strip())
+        if m is not None:
+            yield from flush()
+            name = m.group("name").strip()
+            block.append("")
+        elif name is None:
+            yield line
+        else:
+            block.append(line)
+    yield from flush()
 
 
 def _relative(word: str, written: str | None) -> str:

@@ -721,8 +721,8 @@ def parse_lines(
         stats.add_note(note, hint=True)
         it = subtitles.lines_of(itertools.chain(head, it), subs, split_speaker)
         head = list(itertools.islice(it, DETECT_LINES))
-    elif chatcopy.is_copy(head):  # the app's headers and bracketed times, made a dated chat log's lines
-        it = chatcopy.lines_of(itertools.chain(head, it))
+    elif (copied := chatcopy.kind(head)) is not None:  # a chat app's copy: its headers made a chat log's lines
+        it = chatcopy.lines_of(itertools.chain(head, it), copied)
         head = list(itertools.islice(it, DETECT_LINES))
     # a book's introduction before the first speech (a Gutenberg play's preface): judge from what follows it
     chunk = head
@@ -1210,8 +1210,9 @@ def looks_like_chat_export(lines: Iterable[str]) -> bool:
     script's, and a script's speakers come back."""
     senders, plain, stamped = set(), Counter(), 0
     lines = list(lines)
-    if chatcopy.is_copy(lines):  # messages copied from the Discord app
-        lines = list(chatcopy.lines_of(lines))
+    copied = chatcopy.kind(lines)
+    if copied is not None:  # messages copied from a chat app
+        lines = list(chatcopy.lines_of(lines, copied))
     for line in itertools.islice((x for x in lines if x.strip()), CHAT_HEAD_LINES):
         sender = dated_sender(line)
         if sender is not None:
