@@ -52,6 +52,8 @@ def turns(text: str, layout: str = "auto") -> list[tuple]:
         ("Mx. Chaos ✨: it was me", ("Mx. Chaos", " it was me")),
         ("🔥Blaze🔥: hey", ("Blaze", " hey")),
         ("🔥: lol", None),  # no name at all
+        ("[SPEAKER_00]: So what did you think?", ("SPEAKER_00", " So what did you think?")),  # whisperX
+        ("[Scene]: a bar", None),
         ("From: Jane Doe <jane@example.com>", None),  # an e-mail's header lines
         ("Subject: RE: Friday deadline", None),
         ("To: Bob Smith", None),

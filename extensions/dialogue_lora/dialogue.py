@@ -219,6 +219,7 @@ def _stamp(text: str) -> tuple[re.Match, bool] | None:
     return m, dated
 
 
+_BRACKET_COLON = re.compile(r"\[([^\[\]\n:]{1,%d})\][ \t]*[:\uff1a](.*)" % MAX_NAME_CHARS, re.DOTALL)
 _MARKDOWN_NAME = re.compile(r"(\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
@@ -429,6 +430,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     if line[:2] == ">>":  # a TV caption's mark of a new speaker, a name in capitals: `>> ALICE: Fine.`
         hit = split_speaker(line[2:].lstrip())
         return hit if hit is not None and hit[0].isupper() else None  # `>> Bob: ...`: a quote in a message
+    if line[:1] == "[" and (bracketed := _BRACKET_COLON.match(line)) is not None:  # whisperX's `[SPEAKER_00]: hi`
+        return split_speaker(f"{bracketed.group(1).strip()}:{bracketed.group(2)}")
     if line[:1] in "*_":  # a name in markdown bold or italics: `**Bob:** hi`, `**Bob**: hi`, `*Bob:* hi`
         md = _MARKDOWN_NAME.match(line)
         if md is not None and md.group(2)[:1].isalpha() and md.group(2)[-1:] != " ":
