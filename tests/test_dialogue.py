@@ -373,6 +373,8 @@ def test_a_windows_ansi_file_is_read_in_its_code_page_and_said_so(tmp_path):
     ("민수: 안녕하세요, 오늘 날씨가 좋네요.\n", "cp949"),
     ("小明: 你好，今天天气很好。\n小红: 是的。\n", "gb18030"),
     ("小明: 你好，今天天氣很好。\n", "big5"),
+    # short lines, full-width punctuation a fifth of the text: it belongs to the script
+    ("小明：在吗？\n小红：在，怎么了？\n小明：晚上一起吃饭吧！\n小红：好啊，去哪儿？\n小明：老地方。\n", "gb18030"),
 ])
 def test_the_code_page_of_an_ansi_file(text, encoding):
     from extensions.dialogue_lora.dialogue import legacy_encoding

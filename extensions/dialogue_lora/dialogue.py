@@ -1460,6 +1460,7 @@ _TYPOGRAPHY = frozenset("“”‘’‚„–—…«»°€•·×©®™§¶�
 _KANA = re.compile("[\u3040-\u30ff]")
 _HANGUL = re.compile("[\uac00-\ud7af]")
 _HAN = re.compile("[\u4e00-\u9fff]")
+_CJK_PUNCTUATION = re.compile("[\u3000-\u303f\uff01-\uff65]")  # 。「」【】 and full-width ！，：？（）
 
 
 def _code_page(head: bytes) -> str:
@@ -1481,7 +1482,8 @@ def _code_page(head: bytes) -> str:
             text = head.decode(cp, "replace" if script is None else "strict")
         except UnicodeDecodeError:
             return 0.0
-        high = [c for c in text if c > "\x7f" and c not in _TYPOGRAPHY and (script is not None or c.isalpha())]
+        high = [c for c in text if c > "\x7f" and c not in _TYPOGRAPHY and (
+            c.isalpha() if script is None else not _CJK_PUNCTUATION.match(c))]  # `：` `，` are no script's
         if not high:
             return 0.0
         if script is None:
