@@ -1039,6 +1039,13 @@ def test_subtitles_lose_their_cue_numbers_and_times():
     assert turns(meeting) == [("Hans Müller", "Morning. Can you hear me?"),
                               ("Anna Schmidt", "Yes, the budget for next quarter and then hiring."),
                               ("Jonas Weber", "Good."), ("Jonas Weber", "Next.")]  # a finished sentence: a turn
+    # ASS events sorted by style, not time, are said in the order of their start times
+    by_style = ("[Script Info]\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+                "Dialogue: 0,0:00:05.00,0:00:06.00,Haruka,Haruka,0,0,0,,Shut up, Sota!\n"
+                "Dialogue: 0,0:00:01.00,0:00:02.00,Haruka,Haruka,0,0,0,,Morning.\n"
+                "Dialogue: 0,0:00:03.00,0:00:04.00,Sota,Sota,0,0,0,,You look tired.\n")
+    assert [(t.speaker, t.text) for t in parse_lines(by_style.splitlines(True), "s.ass") if t is not None] == [
+        ("Haruka", "Morning."), ("Sota", "You look tired."), ("Haruka", "Shut up, Sota!")]
     # ASS: a drawing is no words, every {...} goes, a colon in a Name is a space
     ass2 = ("[Script Info]\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
             "Dialogue: 0,0:00:01.00,0:00:03.00,Sign,Sign,0,0,0,,{\\p1}m 0 0 l 100 0 100 100{\\p0}\n"

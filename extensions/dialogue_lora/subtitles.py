@@ -8,7 +8,8 @@ what is left out), so that line numbers stay the file's. Pure: no I/O.
   references (`&amp;`) are decoded; a voice span `<v Bob>` names the speaker (`Bob: ...`). A cue's wrapped lines join
   the line they continue (so does the next cue's first line, naming no one, when a speaker's sentence ran
   on into it); a line led by a dash (`- BOB: Go.`, two speakers in one cue) is a line of its own.
-- ASS/SSA: each `Dialogue:` event is a line, its `Name` field the speaker; the rest is left out.
+- ASS/SSA: each `Dialogue:` event is a line, in the order of their start times, its `Name` field the
+  speaker; the rest is left out.
 """
 from __future__ import annotations
 
@@ -178,26 +179,48 @@ def _cues(lines: Iterable[str], speaker_of: Callable[[str], tuple[str, str] | No
 
 
 def _ass(lines: Iterable[str]) -> Iterator[str]:
+    """One line per input line: each Dialogue event as `Name: text` (or its text), "" for anything else.
+    Events are said in the order of their start times: a file sorted by style (all of one character's
+    signs, then the dialogue) would give each line the wrong context; then a line's number is that of the
+    event slot it takes, not its own."""
     fields: list[str] = []
     section = ""
+    out: list[str] = []
+    events: list[tuple[float, int, str]] = []  # (start, slot in out, line)
     for raw in lines:
         s = raw.strip()
         if s.startswith("[") and s.endswith("]"):
             section = s.lower()
         if section == "[events]" and s.lower().startswith("format:"):  # the styles have a Format line too
             fields = [f.strip().lower() for f in s.split(":", 1)[1].split(",")]
-            yield ""
+            out.append("")
             continue
         if not s.lower().startswith("dialogue:") or "text" not in fields:
-            yield ""
+            out.append("")
             continue
         values = s.split(":", 1)[1].split(",", len(fields) - 1)
         if len(values) != len(fields):
-            yield ""
+            out.append("")
             continue
         event = dict(zip(fields, values))
         text = _DRAWING.sub("", event["text"])  # a vector drawing's commands are no words
         text = _BRACES.sub("", text)  # override tags and comments: every {...} in ASS
         text = " ".join(_ASS_BREAKS.sub(" ", text).split())
         name = " ".join(event.get("name", "").replace(":", " ").split())  # a colon would end the cue early
-        yield f"{name}: {text}" if name and text else text
+        start = _ass_seconds(event.get("start", ""))
+        start = start if start is not None else (events[-1][0] if events else 0.0)  # unreadable: where it stands
+        events.append((start, len(out), f"{name}: {text}" if name and text else text))
+        out.append("")
+    in_time = sorted(events, key=lambda e: e[0])  # stable: events of one start keep the file's order
+    for (_, slot, _), (_, _, line) in zip(events, in_time):
+        out[slot] = line
+    yield from out
+
+
+def _ass_seconds(stamp: str) -> float | None:
+    """An ASS time (`0:01:02.50`) in seconds; None when it is not one."""
+    try:
+        h, m, sec = stamp.strip().split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return None
