@@ -930,6 +930,14 @@ def test_a_gutenberg_speech_with_full_stops_of_its_own_stays_its_speakers():
                               ("МЕДВЕДЕНКО", "Отчего? Не понимаю."), ("МАША", "Не знаю."), ("МЕДВЕДЕНКО", "Да.")]
 
 
+def test_zooms_saved_chat_names_its_sender():
+    log = ("10:02:15\t From  Sarah Chen : Can everyone see my screen?\n10:02:31\t From  Tom Baker : yes, all good\n"
+           "10:03:02\t From Sarah Chen to Everyone : great, let's start\n"
+           "10:03:40\t From Tom Baker to Sarah Chen(Direct Message) : can you share the deck after?\n")
+    assert turns(log) == [("Sarah Chen", "Can everyone see my screen?"), ("Tom Baker", "yes, all good"),
+                          ("Sarah Chen", "great, let's start"), ("Tom Baker", "can you share the deck after?")]
+
+
 def test_french_german_and_russian_headings_end_a_scene_and_a_list_of_whos_on_is_no_cue():
     moliere = ("ACTE PREMIER\n\nSCÈNE PREMIÈRE.\n\nPHILINTE, ALCESTE.\n\nPHILINTE.\nQu'avez-vous?\n\nALCESTE.\n"
                "Laissez-moi.\n\nSCÈNE II.\n\nORONTE, ALCESTE, PHILINTE.\n\nORONTE.\nMonsieur.\n")

@@ -219,6 +219,8 @@ def _stamp(text: str) -> tuple[re.Match, bool] | None:
     return m, dated
 
 
+# Zoom's saved meeting chat: `From  Sarah Chen`, `From Sarah Chen to Everyone`, `... to Bob(Direct Message)`
+_ZOOM_SENDER = re.compile(r"From\s+(\S.*?)(?:\s+to\s+(?:Everyone|\S.*?)\s*(?:\((?:Direct Message|[Pp]rivately)\))?)?")
 _BRACKET_COLON = re.compile(r"\[([^\[\]\n:]{1,%d})\][ \t]*[:\uff1a](.*)" % MAX_NAME_CHARS, re.DOTALL)
 _MARKDOWN_NAME = re.compile(r"(\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
@@ -416,6 +418,7 @@ _DIRECTION_PARTS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _EXTENSION = re.compile(r"V\.? ?O\.?|O\.? ?S\.?|O\.? ?C\.?|CONT(?:['\u2019]?D|INUED|INUING)\.?|PRE-?LAP", re.IGNORECASE)
 _TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?")
 # pronouns after a name (`Dev (he/him):`): who speaks, not how
+_PRIVATE_MARKS = frozenset(("Direct Message", "privately", "Privately"))  # Zoom's mark of a direct message
 _NAME_PRONOUNS = re.compile(r"[A-Za-z]{1,5}(?:[ \t]?/[ \t]?[A-Za-z]{1,5}){1,2}")
 
 
@@ -453,6 +456,7 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         return None  # http://..., 10:30
     if len(name) > MAX_NAME_CHARS:
         return None
+    name = _zoom_sender(name)
     if " " in name and (_HEADING.fullmatch(name) or _sentence(name) or name[-3:].lower() == " by"
                         or name.lower() in _NOT_NAME_PHRASES):
         return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`), a note
@@ -471,7 +475,7 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         # nor is a film script's extension (`LEO (V.O.):`, `MAYA (CONT'D):`): how it is heard, not said
         kept = [d for d in _DIRECTION_PARTS.findall(direction)
                 if not (_TIME_ONLY.fullmatch(d[1:-1].strip()) or _EXTENSION.fullmatch(d[1:-1].strip())
-                        or _NAME_PRONOUNS.fullmatch(d[1:-1].strip()))]
+                        or _NAME_PRONOUNS.fullmatch(d[1:-1].strip()) or d[1:-1].strip() in _PRIVATE_MARKS)]
         if kept:
             rest = f"{' '.join(' '.join(kept).split())} {rest.lstrip()}"
     return name, rest
@@ -1235,12 +1239,19 @@ def _omitted(message: str) -> bool:
                 and ">" not in m[1:-1] and any(w in m for w in _MEDIA_WORDS)))
 
 
+def _zoom_sender(name: str) -> str:
+    """The sender of Zoom's saved meeting chat (`From  Sarah Chen to Everyone`: Sarah Chen); any other name
+    as it is."""
+    zoom = _ZOOM_SENDER.fullmatch(name) if name[:5] == "From " else None
+    return " ".join(zoom.group(1).split()) if zoom is not None else name
+
+
 def _loose_speaker(text: str) -> tuple[str, str] | None:
     """A chat export's sender as it is saved: a phone number, a name with emoji or digits first."""
     m = _LOOSE_SENDER.match(text)
     if m is None or len(m.group(1).split()) > MAX_NAME_WORDS or any(c in m.group(1) for c in "\"[]<>"):
         return None
-    return m.group(1).strip(), m.group(2)
+    return _zoom_sender(m.group(1).strip()), m.group(2)
 
 
 def _cast_of(lines: Iterable[str]) -> set[str]:
