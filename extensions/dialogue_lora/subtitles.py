@@ -6,8 +6,8 @@ what is left out), so that line numbers stay the file's. Pure: no I/O.
 - SubRip and WebVTT: the header, NOTE/STYLE/REGION blocks, cue identifiers and timing lines are left out;
   markup goes (`<i>`, `<c.yellow>`, `{\\an8}`, inline times `<00:00:01.500>`, ruby readings); character
   references (`&amp;`) are decoded; a voice span `<v Bob>` names the speaker (`Bob: ...`). A cue's wrapped lines join
-  the line they continue (so does the next cue's first line, naming no one, when a speaker's sentence ran
-  on into it); a line led by a dash (`- BOB: Go.`, two speakers in one cue) is a line of its own.
+  the line they continue (so does the next cue's first line, naming no one or the same speaker, when a
+  speaker's sentence ran on into it; Teams' voice names `Last, First` are read First Last); a line led by a dash (`- BOB: Go.`, two speakers in one cue) is a line of its own.
 - ASS/SSA: each `Dialogue:` event is a line, in the order of their start times, its `Name` field the
   speaker; the rest is left out.
 """
