@@ -930,6 +930,14 @@ def test_a_gutenberg_speech_with_full_stops_of_its_own_stays_its_speakers():
                               ("МЕДВЕДЕНКО", "Отчего? Не понимаю."), ("МАША", "Не знаю."), ("МЕДВЕДЕНКО", "Да.")]
 
 
+def test_hexchats_log_reads_like_any_irc_log():
+    log = ("Nov 03 19:03:02 <bob>\tanyone around?\nNov 03 19:03:40 <alice>\tyep, what is up\n"
+           "Nov 03 19:04:11 <bob>\tthe build broke again\n")
+    assert turns(log) == [("bob", "anyone around?"), ("alice", "yep, what is up"), ("bob", "the build broke again")]
+    prose = "Nov 03 was cold.\nNov 04 19:00:00 <b>bold</b> is HTML.\n"  # not a log: left as it is
+    assert turns(prose) == [(None, "Nov 03 was cold."), (None, "Nov 04 19:00:00 <b>bold</b> is HTML.")]
+
+
 def test_zooms_saved_chat_names_its_sender():
     log = ("10:02:15\t From  Sarah Chen : Can everyone see my screen?\n10:02:31\t From  Tom Baker : yes, all good\n"
            "10:03:02\t From Sarah Chen to Everyone : great, let's start\n"

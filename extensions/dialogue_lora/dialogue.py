@@ -170,6 +170,9 @@ _STAMP = re.compile(r"(\[)?(\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:T|,?(?:\s+à)?\s+)
 _WEB_STAMP = re.compile(r"\[(\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?),"
                         r"\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\]\s+")
 _STAMP_STARTS = frozenset("[0123456789")
+# HexChat's log writes the month and day before the time (`Nov 03 19:03:02 <bob>\thi`): left out, the time
+# is an IRC log's stamp
+_HEXCHAT_DAY = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d (?=\d{2}:\d{2}:\d{2} <)")
 # irssi pads a nick without a mode sign with a space: `< bob>`
 _IRC_NICK = re.compile(r"<[ @+%~&]?([^<>\s:,]{1,40})>\s?(.*)")  # (no `:` `,`: they end or split names)
 # the same without a time before it: a space after the nick, which an HTML tag (`<b>bold`) lacks
@@ -730,6 +733,9 @@ def parse_lines(
         head = list(itertools.islice(it, DETECT_LINES))
     elif (copied := chatcopy.kind(head)) is not None:  # a chat app's copy: its headers made a chat log's lines
         it = chatcopy.lines_of(itertools.chain(head, it), copied)
+        head = list(itertools.islice(it, DETECT_LINES))
+    elif sum(1 for line in head[:200] if _HEXCHAT_DAY.match(line)) >= 3:  # HexChat's `Nov 03 19:03:02 <bob>`
+        it = (_HEXCHAT_DAY.sub("", line, count=1) for line in itertools.chain(head, it))  # the time is the stamp
         head = list(itertools.islice(it, DETECT_LINES))
     # a book's introduction before the first speech (a Gutenberg play's preface): judge from what follows it
     chunk = head
