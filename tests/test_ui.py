@@ -753,3 +753,46 @@ def test_the_app_refuses_a_taken_port_before_it_says_where_it_serves(capsys):
         with pytest.raises(UserError, match=rf"^cannot serve on 127.0.0.1:{port}: .* \(try another --port\)$"):
             standalone.main(["--port", str(port)])
     assert "Dialogue LoRA: http" not in capsys.readouterr().out
+
+
+def test_a_port_its_last_run_left_waiting_is_free_again(monkeypatch):
+    """A restart right after a stop: the port's closed connections wait (TIME_WAIT), which the server's
+    own bind allows; the check before it must allow it too."""
+    import socket
+
+    from extensions.dialogue_lora import standalone
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the app's server (uvicorn) binds
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server side closes first: its end of the connection waits
+        client.close()
+    with socket.socket() as plain:  # the wait is there: a bind without the option is refused
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+
+    class Served(Exception):
+        pass
+
+    def build_app(host):
+        raise Served  # past the port check
+
+    monkeypatch.setattr(standalone, "build_app", build_app)
+    with pytest.raises(Served):
+        standalone.main(["--port", str(port)])
+
+
+def test_the_port_from_the_environment(monkeypatch):
+    from extensions.dialogue_lora import standalone
+
+    monkeypatch.setenv("DIALOGUE_LORA_PORT", "")
+    monkeypatch.setattr(standalone, "build_app", lambda host: (_ for _ in ()).throw(KeyError("served")))
+    with pytest.raises(KeyError):  # empty: the default port, no error
+        standalone.main([])
+    monkeypatch.setenv("DIALOGUE_LORA_PORT", "seven")
+    with pytest.raises(UserError, match="DIALOGUE_LORA_PORT='seven' is not a port number"):
+        standalone.main([])

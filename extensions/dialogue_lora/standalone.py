@@ -95,13 +95,18 @@ def chatbot_value(turns: list[tuple[str, str]]) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     p = CliParser(prog="python -m extensions.dialogue_lora", description=__doc__.split("\n\n")[0])
-    p.add_argument("--port", type=int, default=int(os.environ.get("DIALOGUE_LORA_PORT", 7861)),
-                   help="port to serve on (default 7861)")
+    p.add_argument("--port", type=int, default=None, help="port to serve on (default: $DIALOGUE_LORA_PORT, else 7861)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--model_dir", help="models folder (default: user_data/models or models/)")
     p.add_argument("--lora_dir", help="adapters folder (default: user_data/loras or loras/)")
     p.add_argument("--dataset_dir", help="datasets folder (default: user_data/training/datasets or training/datasets/)")
     args = p.parse_args(argv)
+    if args.port is None:
+        env = os.environ.get("DIALOGUE_LORA_PORT", "").strip()
+        try:
+            args.port = int(env) if env else 7861
+        except ValueError:
+            raise UserError(f"DIALOGUE_LORA_PORT={env!r} is not a port number (or give --port)") from None
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, not {args.port}")
     if importlib.util.find_spec("gradio") is None:
@@ -113,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--{flag} {folder}: no such folder")
     try:  # before the address is printed: a taken port must not look like a served page first
         with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            # as the server binds: a port its last run left in TIME_WAIT (a restart right after a stop) is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((args.host, args.port))
     except OSError as e:
         raise UserError(f"cannot serve on {args.host}:{args.port}: {e.strerror or e} (try another --port)") from None
