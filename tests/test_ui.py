@@ -796,3 +796,61 @@ def test_the_port_from_the_environment(monkeypatch):
     monkeypatch.setenv("DIALOGUE_LORA_PORT", "seven")
     with pytest.raises(UserError, match="DIALOGUE_LORA_PORT='seven' is not a port number"):
         standalone.main([])
+
+
+def test_resume_after_a_restart_fills_the_form_from_the_checkpoint(webui_root, monkeypatch):
+    """The app restarted, the form at its defaults: ticking Resume fills in the stopped run's model,
+    dataset and settings from its checkpoint, so that Start continues it as it was (not with a default
+    run length and schedule)."""
+    monkeypatch.chdir(webui_root)
+    from extensions.dialogue_lora.standalone import build_app
+
+    dirs = resolve_dirs(webui_root)
+    (dirs.datasets).mkdir(parents=True, exist_ok=True)
+    (dirs.datasets / "cor.json").write_text(json.dumps([{"input": "Bob:", "output": "Hi."}]), encoding="utf-8")
+    settings = {"model_name": "tiny-llama", "dataset_name": str(dirs.datasets / "cor.json"), "max_steps": 80,
+                "epochs": 3, "learning_rate": 0.01, "lora_rank": 8, "target_modules": ["q_proj", "v_proj"]}
+    for step, steps in ((9, 40), (18, 80)):  # the latest checkpoint's settings count
+        ck = dirs.loras / "cor3" / f"checkpoint-{step}"
+        ck.mkdir(parents=True)
+        (ck / "trainer_state.json").write_text(json.dumps({"settings": dict(settings, max_steps=steps)}))
+    logic = TabLogic(StandaloneHost({}, dirs))
+    found = logic.resume_form("cor3")
+    assert found is not None and found[1] == "checkpoint-18" and found[0]["max_steps"] == 80
+    assert logic.resume_form("nobody") is None and logic.resume_form("") is None
+
+    app = build_app(StandaloneHost({}, dirs))
+    box = next(b for b in app.blocks.values() if type(b).__name__ == "Checkbox" and b.label.startswith("Resume"))
+    [dep] = [d for d in app.config["dependencies"] if [box._id, "input"] in [list(t) for t in d["targets"]]]
+    fill = app.fns[dep["id"]].fn
+    values = fill(True, "cor3")
+    assert values[:2] == ["tiny-llama", "cor.json"] and "checkpoint-18" in values[2]
+    assert 80 in values[3:] and 0.01 in values[3:] and "q_proj,v_proj" in values[3:]
+    assert all(isinstance(v, dict) for v in fill(False, "cor3"))  # unticked: the form is left alone
+    assert all(isinstance(v, dict) for v in fill(True, "nobody"))
+
+
+def test_a_fresh_evaluate_section_shows_the_evaluations_form(webui_root, monkeypatch):
+    """After a reload, *3. Evaluate* shows the evaluation's model, adapter and samples, also when its model
+    field starts at the default model (the only one in the folder); a form being filled in is left alone."""
+    import types
+
+    monkeypatch.chdir(webui_root)
+    from extensions.dialogue_lora.standalone import build_app
+
+    dirs = resolve_dirs(webui_root)
+    app = build_app(StandaloneHost({}, dirs))
+    job = types.SimpleNamespace(config={"model_name": "tiny-llama", "lora_name": "bob", "max_samples": 0},
+                                running=False, state="done", events=[], poll=lambda: [], stopping=False,
+                                last=lambda *e: None, error=lambda: None)
+    monkeypatch.setattr(jobs, "current", lambda kind: job if kind == "evaluate" else None)
+    monkeypatch.setattr(TabLogic, "evaluation_tables", lambda self, j: ([], [], "done"))
+    tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "3. Evaluate")
+    dep = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]][-1]
+    watch = app.fns[dep["id"]].fn
+    assert TabLogic(StandaloneHost({}, dirs)).default_model() == "tiny-llama"
+    for model in (None, "tiny-llama"):
+        rows = list(watch(model, None))
+        assert rows[0][3:5] == ["tiny-llama", "bob"] and rows[0][6] == 0, rows[0]
+    rows = list(watch("tiny-llama", "alice"))  # being filled in
+    assert all(isinstance(v, dict) for v in rows[0][3:])

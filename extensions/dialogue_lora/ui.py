@@ -484,6 +484,31 @@ class TabLogic:
             raise UserError(tab_words(str(e))) from None
         return config
 
+    def resume_form(self, adapter) -> tuple[dict, str] | None:
+        """(the settings of the adapter's latest checkpoint, its name) when the adapter has a stopped run to
+        resume; None otherwise. Resume fills the form with them: a form at its defaults (the app restarted)
+        would quietly change the run's length and schedule."""
+        from .paths import CHECKPOINT_PREFIX, CHECKPOINT_STATE
+
+        name = str(adapter or "").strip()
+        if not name or "/" in name or "\\" in name:
+            return None
+        folder = self.host.dirs().loras / name
+        found = []
+        if folder.is_dir():
+            for p in folder.iterdir():
+                step = p.name[len(CHECKPOINT_PREFIX):]
+                if p.name.startswith(CHECKPOINT_PREFIX) and step.isdigit() and (p / CHECKPOINT_STATE).is_file():
+                    found.append((int(step), p))
+        for _, latest in sorted(found, reverse=True):
+            try:
+                settings = json.loads((latest / CHECKPOINT_STATE).read_text(encoding="utf-8")).get("settings")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(settings, dict):
+                return settings, latest.name
+        return None
+
     def start_training(self, model, dataset, adapter, settings: dict, resume=False, overwrite=False) -> jobs.Job:
         jobs.check_idle("train")
         return jobs.start("train", self.train_config(model, dataset, adapter, settings, resume, overwrite))
@@ -1085,6 +1110,24 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         return [c.get("model_name"), Path(str(c.get("dataset_name", ""))).name, c.get("lora_name"), *values]
 
     train_tab.select(restore_form, [model, dataset], [model, dataset, adapter_name, *setting_inputs])
+
+    def on_resume(resume_v, adapter_v):
+        """Ticking Resume (or naming the adapter with it ticked) fills the form from the run's checkpoint:
+        its model, dataset and settings, so that Start continues it as it was."""
+        found = logic.resume_form(adapter_v) if resume_v else None
+        if found is None:
+            return [gr.update()] * (3 + len(setting_inputs))
+        c, checkpoint = found
+        values = [_text_value(c.get(k)) if isinstance(box, gr.Textbox)
+                  else (0 if c.get(k) is None and isinstance(box, gr.Number) else c.get(k)) for k, box in setting_boxes]
+        datasets = logic.datasets()
+        data = Path(str(c.get("dataset_name") or c.get("dataset") or "")).name
+        return [c.get("model_name") if c.get("model_name") in logic.models() else gr.update(),
+                data if data in datasets else gr.update(), f"Settings filled in from {checkpoint}: *Start training* "
+                f"continues it as it was.", *values]
+
+    resume.input(on_resume, [resume, adapter_name], [model, dataset, train_msg, *setting_inputs])
+    adapter_name.blur(on_resume, [resume, adapter_name], [model, dataset, train_msg, *setting_inputs])
     # Opening the section shows the current run (after a page reload too), live while it trains;
     # "once": reopening it while that is streaming adds no second stream. Registered last: Gradio runs a
     # tab's handlers in turn, and one that streams would hold back those after it until the run ends.
@@ -1126,7 +1169,9 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
         if job is None:
             yield [gr.update()] * 7
             return
-        fresh = not model_v and not adapter_v  # a fresh page: show what the evaluation is of, once
+        # a fresh page (its model field empty or at the default it starts with): show what the evaluation is
+        # of, once
+        fresh = not adapter_v and (not model_v or model_v == logic.default_model())
         for row in follow_evaluation(job):
             yield [*row, *(evaluation_fields(job) if fresh else [gr.update()] * 4)]
             fresh = False
@@ -1251,7 +1296,8 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         return character or gr.update(), (None if model_v else base) or gr.update(), note
 
     use_adapter.input(on_use_adapter, [use_adapter, use_model], [char_name, use_model, use_note])
-    char_name.input(logic.name_note, [char_name, use_adapter], use_note, queue=False)
+    # .change, not .input: an input event sent without the queue read the box one keystroke behind
+    char_name.change(logic.name_note, [char_name, use_adapter], use_note)
     use_refresh.click(lambda: (dd_update(logic.models()), dd_update(use_adapters())), None, [use_model, use_adapter])
 
     def use_view():
