@@ -854,3 +854,15 @@ def test_a_fresh_evaluate_section_shows_the_evaluations_form(webui_root, monkeyp
         assert rows[0][3:5] == ["tiny-llama", "bob"] and rows[0][6] == 0, rows[0]
     rows = list(watch("tiny-llama", "alice"))  # being filled in
     assert all(isinstance(v, dict) for v in rows[0][3:])
+
+
+def test_with_no_model_in_the_folder_the_tab_says_to_put_one_there(tmp_path):
+    models = tmp_path / "models"
+    (models / "half-llama").mkdir(parents=True)
+    (models / "half-llama" / "config.json").write_text("{}", encoding="utf-8")  # no weights
+    logic = TabLogic(StandaloneHost({}, resolve_dirs(tmp_path, model_dir=models)))
+    with pytest.raises(UserError, match=r"no models in .*models: put a Hugging Face model's folder there .*"
+                                        r"half-llama hold\(s\) no weights"):
+        logic.train_config(None, "bob.json", "bob", {}, False, False)
+    with pytest.raises(UserError, match="no models in"):
+        logic.start_evaluation(None, None, None, 0)

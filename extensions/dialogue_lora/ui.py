@@ -448,7 +448,7 @@ class TabLogic:
     def train_config(self, model, dataset, adapter, settings: dict, resume: bool, overwrite: bool) -> dict:
         dirs = self.host.dirs()
         if not model:
-            raise UserError(f"pick a base model (the list shows the models in {dirs.models})")
+            raise self.no_model()
         if not dataset:
             raise UserError(f"pick a dataset (the list shows the files in {dirs.datasets})")
         adapter = check_name(adapter, "adapter name")
@@ -483,6 +483,20 @@ class TabLogic:
         except UserError as e:
             raise UserError(tab_words(str(e))) from None
         return config
+
+    def no_model(self) -> UserError:
+        """What to do when no base model is picked: pick one, or, with none in the folder, put one there
+        (naming the folders left out for having no weights)."""
+        from .paths import has_weights, is_model_dir
+
+        folder = self.host.dirs().models
+        if self.models():
+            return UserError(f"pick a base model (the list shows the models in {folder})")
+        unweighted = sorted(p.name for p in folder.iterdir() if is_model_dir(p) and not has_weights(p)) \
+            if folder.is_dir() else []
+        return UserError(f"no models in {folder}: put a Hugging Face model's folder there (its config.json, "
+                         "tokenizer and weights), then Refresh lists" + (
+                             f"; {', '.join(unweighted[:3])} hold(s) no weights (.safetensors or .bin)" if unweighted else ""))
 
     def resume_form(self, adapter) -> tuple[dict, str] | None:
         """(the settings of the adapter's latest checkpoint, its name) when the adapter has a stopped run to
@@ -529,7 +543,7 @@ class TabLogic:
     def start_evaluation(self, model, adapter, heldout, max_samples) -> jobs.Job:
         dirs = self.host.dirs()
         if not model or not adapter:
-            raise UserError("pick a base model and an adapter")
+            raise self.no_model() if not model and not self.models() else UserError("pick a base model and an adapter")
         config = {
             "model_name": str(model), "lora_name": picked_name(adapter, dirs.loras, "adapter name"),
             "model_dir": str(dirs.models), "lora_dir": str(dirs.loras), "max_samples": int(max_samples or 0),
@@ -714,6 +728,8 @@ class TabLogic:
     def use(self, model, adapter) -> str:
         adapter = _adapter(adapter)
         if not adapter and not (self.host.own_model and model):  # the standalone app loads a model alone too
+            if self.host.own_model and not model and not self.models():
+                raise self.no_model()
             raise UserError("pick a base model (and an adapter)" if self.host.own_model else "pick an adapter")
         message = self.host.use_adapter(model, picked_name(adapter, self.host.dirs().loras, "adapter name")
                                         if adapter else None)
