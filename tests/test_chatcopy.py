@@ -70,11 +70,11 @@ def test_one_header_or_headers_in_prose_are_not_a_copy():
     assert not kind(["[12:01] <alex> hey\n", "[12:02] <sam> hi\n", "[12:03] <alex> ok\n"])
 
 
-def _turns(tmp_path, text, name="copy.txt"):
+def _turns(tmp_path, text, name="copy.txt", **options):
     src = tmp_path / name
     src.write_text(text, encoding="utf-8")
     out = tmp_path / "out.json"
-    report = prepare(PrepareConfig(names=["*"], txtfilename=str(src), jsonfilename=str(out)))
+    report = prepare(PrepareConfig(names=["*"], txtfilename=str(src), jsonfilename=str(out), **options))
     return [(s["input"].rsplit("\n", 1)[-1], s["output"]) for s in json.loads(out.read_text(encoding="utf-8"))], report
 
 
@@ -101,3 +101,36 @@ def test_a_transcripts_speeches_are_turns_without_chat_rules(tmp_path):
     assert report.source == "text"  # times into the recording: no silences to read, no filters
     assert got == [("Jamie Rivera:", "Welcome back to the show. Today we talk about bread."),
                    ("Sam Lee:", "Thanks for having me."), ("Jamie Rivera:", "lol")]
+
+
+def test_what_only_looks_like_a_copys_headers_is_left_alone():
+    pov = ["Chapter One\n", "\n", "Mara — 6:15 AM\n", "\n", "The alarm went off.\n", "Mom: Mara, you'll be late!\n",
+           "\n", "Tom — 6:40 AM\n", "\n", "Dad: Did you feed the dog?\n"]  # a novel's sections: no date
+    slug = ["INT. BANK LOBBY — 9:15 AM\n", "\n", "MARA\n", "Everyone stay calm.\n", "\n", "EXT. BANK — 9:20 AM\n", "\n"]
+    irc = ["[10:30] * Alice (~alice@example.org) has joined #books\n", "[10:30] * Bob (~bob@host.net) has joined #books\n",
+           "[10:31] <Alice> anyone read it?\n", "[10:31] <Bob> yes\n"]
+    podcast = ["Chapters:\n", "Intro  0:00\n", "Meet our guest  2:15\n", "Listener questions  41:05\n", "\n",
+               "HOST: Welcome back.\n", "GUEST: Thanks.\n", "HOST: So.\n", "GUEST: Well.\n"]
+    album = ["1. Overture  3:45\n", "2. The Chase  2:10\n", "3. Finale  5:02\n", "\n", "MARA: Did you hear that?\n"]
+    for text in (pov, slug, irc, podcast, album):
+        assert kind(text) is None, text
+
+
+def test_telegram_notes_zoom_replies_and_otters_footer_are_no_ones_words(tmp_path):
+    telegram = ("Bob, [03.11.26 19:03]\nAre we still on for dinner?\n\nAlice, [03.11.26 19:04]\nYes! 8 pm at Luigi's.\n\n"
+                "Bob, [03.11.26 19:05]\n[In reply to Alice]\nPerfect, I'll book a table.\n\nAlice, [03.11.26 19:06]\n"
+                "[Forwarded from Carol]\nDon't forget my birthday gift!\n\nAlice, [03.11.26 19:07]\n[Photo]\nLook!\n")
+    got, _ = _turns(tmp_path, telegram, filter_low_quality=False)
+    assert got == [("Bob:", "Are we still on for dinner?"), ("Alice:", "Yes! 8 pm at Luigi's."),
+                   ("Bob:", "Perfect, I'll book a table."), ("Alice:", "Look!")]
+    zoom = ("10:02:15 From Sarah Chen to Everyone:\n\tCan everyone see my screen?\n"
+            "10:03:40 From Tom Baker to Sarah Chen (direct message):\n\tcan you share the deck after?\n"
+            "10:04:10 From Priya Patel to Everyone:\n\tReplying to \"Can everyone see my screen?\"\n\t\n\tI can see it\n"
+            "10:04:30 From Sarah Chen to Everyone:\n\tReacted to \"I can see it\" with 👍\n")
+    got, _ = _turns(tmp_path, zoom, filter_low_quality=False)
+    assert got == [("Sarah Chen:", "Can everyone see my screen?"), ("Tom Baker:", "can you share the deck after?"),
+                   ("Priya Patel:", "I can see it")]
+    otter = ("Jamie Rivera  0:03\nLet's start.\n\nPriya Patel  0:09\nYes, the numbers look better.\n\n"
+             "Transcribed by https://otter.ai\n")
+    got, _ = _turns(tmp_path, otter)
+    assert got == [("Jamie Rivera:", "Let's start."), ("Priya Patel:", "Yes, the numbers look better.")]

@@ -9,6 +9,7 @@ line for each message or group of messages, the words on the lines below it:
     [10:44 PM]we need a healer
     Bob, [03.11.26 19:03]               Telegram Desktop
     [11/30/2026 10:32 AM] Hans Müller   Microsoft Teams (`[10:32 AM] Hans Müller` for today's)
+    10:02:15 From Sarah Chen to Everyone:   Zoom's saved meeting chat (the message indented below)
     Jamie Rivera  0:03                  Otter.ai and other transcripts: the time into the recording
 
 A message with a date or a clock time becomes a line as a WhatsApp export writes it (`[03/14/2023 10:42 PM]
@@ -18,7 +19,10 @@ they are, joined to it as a chat export's are. `Today` and `Yesterday` (and a cl
 dated after every written date, in the file's way of writing dates; only the gaps between messages are
 read from the dates. A transcript's times are not the time of day: its speeches become `Name: text`
 lines (their lines joined), read as any text. Discord's extras go: a reply's preview of the message it
-answers (`@Luna anyone up for a raid…`, the line before its header) and the `(edited)` mark.
+answers (`@Luna anyone up for a raid…`, the line before its header) and the `(edited)` mark; Telegram's
+notes (`[In reply to Alice]`, `[Photo]`; a message `[Forwarded from Carol]` is not its sender's words);
+Zoom's `Replying to "..."` line and its reactions. A header counts only with its message on the very next
+line, and Discord's only with a date or Today/Yesterday (`Mara — 6:15 AM` heads a novel's section).
 """
 from __future__ import annotations
 
@@ -27,27 +31,46 @@ from typing import Iterable, Iterator
 
 _TIME = r"\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[ \u202f]?[AaPp]\.?[Mm]\.?)?"
 _DATE = r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
-_NAME = r"(?P<name>[^\s\[\]<>:][^:\n]{0,39}?)"  # no colon: `[2023-12-31 21:15] Alex: hey` is Signal's
+_NAME = r"(?P<name>[^\s\[\]<>:#][^:#\n]{0,39}?)"  # no colon: `[2023-12-31 21:15] Alex: hey` is Signal's
+# a person's name as the apps that write it plainly have it (Telegram, Teams, a transcript): words of
+# letters, digits and . ' - _, at most four
+_PLAIN_NAME = r"(?P<name>[^\W\d_][\w.'\-]*(?:[ ][\w.'\-]+){0,3})"
 # each app's header: the sender's name, and a date (`day`, or a `rel` word) and a time of day (`time`), or
-# the time into a recording (`at`)
+# the time into a recording (`at`). Discord's has a date or Today/Yesterday: a time alone after a dash
+# is a novel's section heading (`Mara — 6:15 AM`) or a slugline's as often.
 _HEADERS = {
     "Discord": re.compile(rf"{_NAME}[ \t]+[—–][ \t]+(?:(?P<rel>Today|Yesterday)[ \t]+at[ \t]+(?P<t1>{_TIME})|"
-                          rf"(?:(?P<day>{_DATE}),?[ \t]+)?(?P<time>{_TIME}))[ \t]*"),
-    "Telegram": re.compile(rf"{_NAME},[ \t]+\[(?P<day>{_DATE}),?[ \t]+(?P<time>{_TIME})\][ \t]*"),
-    "Teams": re.compile(rf"\[(?:(?P<day>{_DATE}),?[ \t]+)?(?P<time>{_TIME})\][ \t]+{_NAME}[ \t]*"),
-    "transcript": re.compile(rf"{_NAME}(?:[ \t]{{2,}}|\t)(?P<at>\d{{1,2}}:\d{{2}}(?::\d{{2}})?)[ \t]*"),
+                          rf"(?P<day>{_DATE}),?[ \t]+(?P<time>{_TIME}))[ \t]*"),
+    "Telegram": re.compile(rf"{_PLAIN_NAME},[ \t]+\[(?P<day>{_DATE}),?[ \t]+(?P<time>{_TIME})\][ \t]*"),
+    "Teams": re.compile(rf"\[(?:(?P<day>{_DATE}),?[ \t]+)?(?P<time>{_TIME})\][ \t]+{_PLAIN_NAME}[ \t]*"),
+    # Zoom's saved meeting chat: `10:02:15 From Sarah Chen to Everyone:`, the message on the lines below
+    "Zoom": re.compile(rf"(?P<time>\d{{1,2}}:\d{{2}}:\d{{2}})[ \t]+From[ \t]+{_PLAIN_NAME}[ \t]+to[ \t]+[^:]{{1,60}}?"
+                       r"(?:\((?:Direct Message|[Pp]rivately)\))?[ \t]*:[ \t]*"),
+    "transcript": re.compile(rf"{_PLAIN_NAME}(?:[ \t]{{2,}}|\t)(?P<at>\d{{1,2}}:\d{{2}}(?::\d{{2}})?)[ \t]*"),
 }
 _LATER = re.compile(rf"\[({_TIME})\][ \t]?(.*)")  # Discord: a later message of the group, `[10:44 PM]we need...`
 _EDITED = re.compile(r"[ \t]*\(edited\)[ \t]*$")
+# Telegram's notes on a message: what it answers, a forward (the words are not the sender's), media
+_TELEGRAM_NOTE = re.compile(r"\[(?:In reply to .{1,60}|Forwarded from .{1,60}|Photo|Video|Sticker(?: .{1,8})?|"
+                            r"Voice message|Video message|File|GIF|Audio|Poll|Location|Contact)\]")
+_SAYS = re.compile(r"[^\W\d_][\w .'\-]{0,30}:\s")  # a `Name: text` line, which a transcript's speeches are not
 _LOOKBACK = 200  # the messages a reply's preview is looked for among
 
 
 def kind(head: list[str]) -> str | None:
     """Which app's copy a text's first lines are (the kind with the most headers): at least two headers of
-    two people or more, or three of one; None for any other text."""
+    two people or more, or three of one, each with its words on the very next line; None for any other
+    text. A transcript's headers must also outnumber the text's `Name: text` lines (a podcast script's
+    chapter marks, `Intro  0:00`, are not speakers)."""
     best, most = None, 0
     for app, header in _HEADERS.items():
-        names = [m.group("name") for line in head if (m := header.fullmatch(line.strip())) is not None]
+        names = []
+        for line, after in zip(head, head[1:]):
+            m = header.fullmatch(line.strip())
+            if m is not None and after.strip() and header.fullmatch(after.strip()) is None:
+                names.append(m.group("name"))
+        if app == "transcript" and sum(1 for line in head if _SAYS.match(line)) >= len(names):
+            continue
         if (len(names) >= 3 or len(set(names)) >= 2) and len(names) > most:
             best, most = app, len(names)
     return best
@@ -57,11 +80,13 @@ def lines_of(lines: Iterable[str], app: str) -> Iterator[str]:
     """The copy as a chat log's lines, one output line per input line; `app` as `kind` gives it."""
     if app == "transcript":
         return _speeches(lines)
-    return _messages(lines, _HEADERS[app], app == "Discord")
+    return _messages(lines, _HEADERS[app], app)
 
 
-def _messages(lines: Iterable[str], header: re.Pattern, discord: bool) -> Iterator[str]:
+def _messages(lines: Iterable[str], header: re.Pattern, app: str) -> Iterator[str]:
+    discord = app == "Discord"
     author = day = written = pending = None  # pending: the time of a message whose first line is next
+    forwarded = False  # a Telegram message forwarded from someone else: not its sender's words
     said: list[str] = []  # the messages so far, newest last: what a reply's preview quotes
     held: str | None = None  # a line `@Name ...` ending a group: a reply's preview if a header follows
 
@@ -86,6 +111,7 @@ def _messages(lines: Iterable[str], header: re.Pattern, discord: bool) -> Iterat
             elif groups.get("rel") or day is None:
                 day = _relative(groups.get("rel") or "Today", written)
             pending = groups.get("t1") or groups.get("time")
+            forwarded = False
             yield ""
             continue
         if held is not None:
@@ -93,6 +119,15 @@ def _messages(lines: Iterable[str], header: re.Pattern, discord: bool) -> Iterat
             held = None
         if author is None:
             yield line
+            continue
+        if app == "Telegram" and (forwarded or _TELEGRAM_NOTE.fullmatch(line.strip())):
+            forwarded = forwarded or line.strip().startswith("[Forwarded from ")
+            yield ""
+            continue
+        if app == "Zoom" and line.strip().startswith(("Replying to \"", "Reacted to \"", "Removed a \"")):
+            if not line.strip().startswith("Replying"):  # a reaction is no one's words
+                pending = None
+            yield ""
             continue
         text = _EDITED.sub("", line) if discord else line
         later = _LATER.fullmatch(text.strip()) if discord else None
@@ -129,6 +164,8 @@ def _speeches(lines: Iterable[str]) -> Iterator[str]:
 
     for raw in lines:
         line = raw.rstrip("\r\n")
+        if line.startswith("Transcribed by "):  # Otter's footer: no one's words
+            line = ""
         m = header.fullmatch(line.strip())
         if m is not None:
             yield from flush()
