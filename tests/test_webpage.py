@@ -53,14 +53,28 @@ def test_a_page_not_named_html_is_known_by_its_doctype(tmp_path):
     assert [s["output"] for s in samples] == ["Are you coming tonight?", "Bring the cake."]
 
 
-def test_a_transcript_table_row_reads_name_colon_line():
-    page = ("<table><tr><th>Character</th><th>Line</th><th>Notes</th></tr>"
-            "<tr><td><b>Alice</b></td><td>Great.<br>See you.</td></tr>"
-            "<tr><td>Bob</td><td>Bye.</td></tr><tr><td>a long first cell that is no one's name at all, "
-            "surely</td><td>b</td></tr></table>")
+def test_a_transcript_table_reads_name_colon_line_and_other_tables_stay_cells():
+    page = ("<table><tr><th>Character</th><th>Line</th></tr>"
+            "<tr><td><b>Alice</b></td><td>Great.<br>See you.</td></tr><tr><td>Bob</td><td>Bye.</td></tr>"
+            "<tr><td>Alice</td><td>Wait!</td></tr></table>")
     text = [line.rstrip("\n") for line in lines(page) if line.strip()]
-    assert text == ["Character", "Line", "Notes", "Alice: Great. See you.", "Bob: Bye.",
-                    "a long first cell that is no one's name at all, surely", "b"]
+    assert text == ["Character", "Line", "Alice: Great. See you.", "Bob: Bye.", "Alice: Wait!"]
+    # an infobox: every label once, no transcript
+    infobox = "<table><tr><td>Directed by</td><td>Jane Roe</td></tr><tr><td>Running time</td><td>22 minutes</td></tr></table>"
+    assert [line.strip() for line in lines(infobox) if line.strip()] == ["Directed by", "Jane Roe", "Running time",
+                                                                          "22 minutes"]
+    # a layout table: a menu cell beside the page's content, whose paragraphs stay lines
+    layout = ("<table><tr><td><a href='/'>Home</a></td><td><h2>Episode 5</h2><p><b>Mara:</b> Did you hear that?</p>"
+              "<p><b>Tom:</b> Just the wind.</p></td></tr></table>")
+    assert [line.strip() for line in lines(layout) if line.strip()] == ["Home", "Episode 5", "Mara: Did you hear that?",
+                                                                         "Tom: Just the wind."]
+
+
+def test_a_line_break_inside_a_speech_and_a_wikis_terms():
+    page = ("<p><b>Mara:</b> Wait.<br>Listen.</p><p>Tom: hi<br>Mara: what?<br>nothing.</p><p>A poem<br>in lines</p>"
+            "<dl><dt>Mara</dt>\n<dd>Did you hear that?</dd></dl>")
+    assert [line.strip() for line in lines(page) if line.strip()] == [
+        "Mara: Wait. Listen.", "Tom: hi", "Mara: what? nothing.", "A poem", "in lines", "Mara: Did you hear that?"]
 
 
 def test_a_film_script_page_keeps_its_indentation_and_leaves_the_site_out(tmp_path):
@@ -74,7 +88,7 @@ def test_a_film_script_page_keeps_its_indentation_and_leaves_the_site_out(tmp_pa
      He grips the armrest.
 """
     script = "".join(scene.format(i) for i in range(8))
-    menu = "<tr><td><a href='/'>Home</a></td><td>" + " ".join(["Genres"] * 30) + "</td></tr>"
+    menu = "<tr><td><a href='/'>Home</a></td><td>" + " ".join(["Genres"] * 10) + "</td></tr>"
     page = (f"<html><head><title>Die Hard Script at IMSDb.</title></head><body><table>{menu}"
             f"<tr><td class=\"scrtext\"><pre><b>     INT. AIRPLANE - NIGHT</b>\n{script}</pre></td></tr>"
             f"{menu}</table></body></html>")
@@ -82,7 +96,19 @@ def test_a_film_script_page_keeps_its_indentation_and_leaves_the_site_out(tmp_pa
     assert set(report.layouts.values()) == {"screenplay"}
     assert [s["output"] for s in samples] == [f"What gave you that idea? {i}" for i in range(8)]
     assert samples[0]["input"] == "INT. AIRPLANE - NIGHT\nPASSENGER: You don't like flying, do you?\nMcCLANE:"
-    assert set(report.speakers) == {"PASSENGER", "McCLANE"}  # no `Home:` from the site's menu rows
+    assert set(report.speakers) == {"PASSENGER", "McCLANE"}  # nothing from the site's menu rows
+    # a page whose <pre> is a licence beside a play in paragraphs (old Project Gutenberg HTML): the play
+    licence = "<pre>" + "The licence says many things. " * 60 + "</pre>"
+    play = "".join(f"<p>MARA: Line {i} of the play is here now.</p><p>TOM: And my answer {i}.</p>" for i in range(12))
+    samples, _ = _samples(tmp_path, f"<html><body>{licence}{play}</body></html>", "Mara")
+    assert len(samples) == 12
+
+
+def test_a_discord_exporters_page_is_known_past_a_long_title(tmp_path):
+    page = ("<!DOCTYPE html><html><head><title>" + "A very long guild name " * 20 + "</title><style>"
+            + "body { margin: 0 } " * 300 + ".chatlog__message { margin: 0 }</style></head><body></body></html>")
+    with pytest.raises(UserError, match="DiscordChatExporter HTML export"):
+        detect_source(_write(tmp_path, page, "channel.html"))
 
 
 @pytest.mark.parametrize("head, app", [

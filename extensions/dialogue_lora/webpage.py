@@ -5,30 +5,38 @@ the same line parser as a text file. Pure: no I/O. Rules, each for a page people
 
 - tags go, character references are decoded (`&amp;`, `&nbsp;`), and what no reader sees is left out:
   scripts, styles, the head, menus (`<nav>`, `<header>`, `<footer>`, `<aside>`), forms and buttons;
-- a block (a paragraph, a heading, a list item, a `<br>`) is a line, its wrapped source lines joined;
+- a block (a paragraph, a heading, a list item, a table cell) is a line, its wrapped source lines joined;
+  a `<br>` ends a line too, except inside a speech: a line after it that names no speaker goes on with a
+  line that did (`<p><b>Mara:</b> Wait.<br>Listen.</p>` is one turn);
 - preformatted text (`<pre>`) keeps its lines and its indentation, which a film script's cues need; and when
-  most of a page's words are preformatted (IMSDb's scripts), only those are read: the site's menus around
-  them would otherwise open the dialogue as narration;
-- a table row of two cells whose first is short (`<td><b>Alice</b></td><td>Hello.</td>`, a wiki's
-  transcript table) reads `Alice: Hello.`; any other cell is a block of its own.
+  it holds three times the words of the rest of the page (IMSDb's scripts), only it is read: the site's
+  menus around it would otherwise open the dialogue as narration;
+- a transcript table (`<td><b>Alice</b></td><td>Hello.</td>`: rows of a short name cell and a line, with
+  names that come back) reads `Alice: Hello.` a row; any other table is its cells, a line each; a wiki's
+  `<dt>Alice</dt><dd>Hello.</dd>` reads `Alice: Hello.` too.
 """
 from __future__ import annotations
 
 import re
+from collections import Counter
 from html.parser import HTMLParser
 
 SUFFIXES = (".html", ".htm", ".xhtml")
 _HIDDEN = {"script", "style", "head", "noscript", "template", "svg", "nav", "header", "footer", "aside", "form",
            "select", "button", "iframe", "object"}
-_BLOCKS = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
-           "section", "article", "main", "hr", "table", "tr", "center", "figure", "figcaption", "body", "html",
+_BLOCKS = {"p", "div", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
+           "section", "article", "main", "hr", "table", "center", "figure", "figcaption", "body", "html",
            "address", "details", "summary"}
 _VOID = {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "source", "track", "wbr"}
 _SPACE = re.compile(r"[ \t\r\n\f]+")  # not the no-break space: `&nbsp;` indentation is kept
-_SPEAKER_CELL = 40  # a cell this short can be a name; a longer one is a line of its own
+_BREAK = ("\n", False)
+_SOFT = ("\x00", False)  # a `<br>`: a line's end, or a space inside a speech
+_NAME_CELL = re.compile(r"[^\W\d_][\w .'\-]{0,39}")  # a transcript table's name cell
+_SAYS = re.compile(r"[^\W\d_][\w .'\-]{0,39}:\s")  # a line that starts with a speaker's `Name:`
 # an export whose messages are the chat apps' own pages, which their JSON exports say better
 _TELEGRAM = re.compile(r"""class=["'](?:page_wrap|message (?:default|service))""")
 _DISCORD = re.compile(r"chatlog__")  # its classes, which its page's style sheet names first
+HEAD_BYTES = 1 << 16  # how much of a page is read to tell a chat app's export (its style sheet comes first)
 
 
 def is_page(name: str, head: str) -> bool:
@@ -47,68 +55,118 @@ def app_export(head: str) -> str | None:
 
 
 class _Reader(HTMLParser):
-    """Collects (text, preformatted) pieces, a "\n" piece at each block's edge."""
+    """Collects (text, preformatted) pieces, _BREAK at each block's edge, _SOFT at each `<br>`."""
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.pieces: list[tuple[str, bool]] = []
         self.hidden = 0  # depth inside hidden elements
         self.pre = 0
-        self.rows: list[list[int]] = []  # for each open table row: where it and each of its cells start
+        self.tables: list[list[tuple[int, int, list[tuple[int, int]], bool]]] = []  # open tables' rows
+        self.rows: list[list] = []  # open rows: [start, [cell starts], any header cell]
+        self.term: tuple[int, int] | None = None  # the pieces of the `<dt>` just closed
 
     def handle_starttag(self, tag, attrs):
         if tag in _HIDDEN and tag not in _VOID:
             self.hidden += 1
         elif tag == "pre":
             self.pre += 1
-            self._break()
+            self.pieces.append(_BREAK)
+        elif tag == "br":
+            self.pieces.append(_SOFT)
+        elif tag == "table":
+            self.pieces.append(_BREAK)
+            self.tables.append([])
         elif tag == "tr":
-            self._break()
-            self.rows.append([len(self.pieces)])
+            self.pieces.append(_BREAK)
+            self.rows.append([len(self.pieces), [], False])
         elif tag in ("td", "th"):
-            self._break()
+            self.pieces.append(_BREAK)
             if self.rows:
-                self.rows[-1].append(len(self.pieces))
+                self.rows[-1][1].append(len(self.pieces))
+                self.rows[-1][2] |= tag == "th"
+        elif tag == "dd" and self._term_as_speaker():
+            pass
         elif tag in _BLOCKS:
-            self._break()
+            self.pieces.append(_BREAK)
+        if tag == "dt":
+            self.term = (len(self.pieces), -1)
+
+    def _term_as_speaker(self) -> bool:
+        """A wiki's `<dt>Mara</dt><dd>line</dd>`: the term, a name, opens the line as `Mara: `."""
+        if self.term is None or self.term[1] < 0:
+            return False
+        start, end = self.term
+        self.term = None
+        if any(p != _BREAK and p[0].strip() for p in self.pieces[end:]):
+            return False
+        name = " ".join("".join(p[0] for p in self.pieces[start:end] if p not in (_BREAK, _SOFT)).split())
+        name = name.rstrip(":").strip()
+        if not _NAME_CELL.fullmatch(name) or len(name.split()) > 4:
+            return False
+        self.pieces[start:] = [(f"{name}: ", False)]
+        return True
 
     def handle_startendtag(self, tag, attrs):
-        if tag in _BLOCKS:
-            self._break()
+        if tag == "br":
+            self.pieces.append(_SOFT)
+        elif tag in _BLOCKS:
+            self.pieces.append(_BREAK)
 
     def handle_endtag(self, tag):
         if tag in _HIDDEN:
             self.hidden = max(0, self.hidden - 1)
         elif tag == "pre":
             self.pre = max(0, self.pre - 1)
-            self._break()
+            self.pieces.append(_BREAK)
         elif tag == "tr" and self.rows:
-            self._row(self.rows.pop())
-            self._break()
+            start, cells, header = self.rows.pop()
+            if self.tables:
+                self.tables[-1].append((start, len(self.pieces), cells, header))
+            self.pieces.append(_BREAK)
+        elif tag == "dt" and self.term is not None:
+            self.term = (self.term[0], len(self.pieces))
+            self.pieces.append(_BREAK)
+        elif tag == "table" and self.tables:
+            self._table(self.tables.pop())
+            self.pieces.append(_BREAK)
         elif tag in _BLOCKS or tag in ("td", "th"):
-            self._break()
+            self.pieces.append(_BREAK)
 
     def handle_data(self, data):
         if not self.hidden:
             self.pieces.append((data, bool(self.pre)))
 
-    def _break(self):
-        self.pieces.append(("\n", False))
+    def close(self):
+        super().close()
+        while self.tables:  # a table the page never closed
+            self._table(self.tables.pop())
 
-    def _row(self, starts: list[int]) -> None:
-        """A row of a short cell and another (a transcript table's name and line) becomes `name: line`;
-        any other row stays its cells' blocks."""
-        if len(starts) < 3:
+    def _table(self, rows) -> None:
+        """A transcript table's rows as `name: line` (see the module's note); any other table left as it is."""
+        said = []  # (row start, row end, name, line) of the rows of a name cell and a line
+        for start, end, cells, header in rows:
+            texts = []
+            for a, b in zip(cells, cells[1:] + [end]):
+                inner = self.pieces[a:b]
+                while inner and inner[-1] == _BREAK:
+                    inner = inner[:-1]
+                if any(p == _BREAK or p[1] for p in inner):  # blocks or a script inside: a layout table
+                    texts = None
+                    break
+                text = " ".join("".join(" " if p == _SOFT else p[0] for p in inner).split())
+                if text:
+                    texts.append(text)
+            if texts is None or header or len(texts) != 2:
+                continue
+            name = texts[0].rstrip(":").strip()
+            if _NAME_CELL.fullmatch(name) and len(name.split()) <= 4:
+                said.append((start, end, name, texts[1]))
+        names = Counter(name for _, _, name, _ in said)
+        if len(said) < 2 or not names or names.most_common(1)[0][1] < 2:  # names come back in a transcript
             return
-        bounds = list(zip(starts[1:], starts[2:] + [len(self.pieces)]))
-        pieces = self.pieces
-        if any(pre for _, pre in pieces[starts[1]:]):
-            return
-        cells = [" ".join(_SPACE.sub(" ", "".join(t for t, _ in pieces[a:b])).split()) for a, b in bounds]
-        cells = [c for c in cells if c]
-        if len(cells) == 2 and len(cells[0]) <= _SPEAKER_CELL and not cells[0].endswith(":"):
-            del pieces[starts[0]:]
-            pieces += [("\n", False), (f"{cells[0]}: {cells[1]}", False)]
+        for start, end, name, text in reversed(said):
+            self.pieces[start:end] = [_BREAK, (f"{name}: {text}", False), _BREAK]
 
 
 def lines(page: str) -> list[str]:
@@ -118,11 +176,13 @@ def lines(page: str) -> list[str]:
     reader.close()
     pieces = reader.pieces
     pre_words = sum(len(t.split()) for t, pre in pieces if pre)
-    if pre_words and 2 * pre_words > sum(len(t.split()) for t, _ in pieces):
-        pieces = [p for p in pieces if p[1] or p[0] == "\n"]  # the script, not the site around it
+    if pre_words and pre_words > 3 * sum(len(t.split()) for t, pre in pieces if not pre):
+        pieces = [p for p in pieces if p[1] or p in (_BREAK, _SOFT)]  # the script, not the site around it
     out: list[str] = []
+    soft: list[bool] = []  # whether the line came after a `<br>` in the same block
     line: list[str] = []
     kept = False  # the line holds preformatted text, whose indentation is kept
+    after_br = False
 
     def end_line():
         nonlocal kept
@@ -130,19 +190,33 @@ def lines(page: str) -> list[str]:
         text = text.rstrip() if kept else text.strip()
         if text or (out and out[-1]):  # at most one blank line in a row
             out.append(text)
+            soft.append(after_br and bool(text))
         line.clear()
         kept = False
 
-    for text, pre in pieces:
-        if text == "\n" and not pre:
+    for piece in pieces:
+        text, pre = piece
+        if piece == _BREAK or piece == _SOFT:
             end_line()
+            after_br = piece == _SOFT
         elif pre:
             for i, part in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
                 if i:
                     end_line()
+                    after_br = False
                 line.append(part)
                 kept = True
         else:
             line.append(_SPACE.sub(" ", text))
     end_line()
-    return [text + "\n" for text in out]
+    # a `<br>` inside a speech: the line after it, naming no one, goes on with the speech
+    joined: list[str] = []
+    opened = False  # the current block's first line names a speaker
+    for text, after in zip(out, soft):
+        names = bool(_SAYS.match(text))
+        if after and opened and joined and joined[-1] and not names:
+            joined[-1] = f"{joined[-1]} {text}"
+            continue
+        opened = names or (after and opened)
+        joined.append(text)
+    return [text + "\n" for text in joined]

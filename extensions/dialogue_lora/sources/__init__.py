@@ -59,8 +59,10 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     check_text_file(path)
     with open_text(path) as f:
         head = f.read(4096)
-    if webpage.is_page(path.name, head):  # a transcript or script page is read as text, a chat app's is not
-        app = webpage.app_export(head)
+        page = webpage.is_page(path.name, head)
+        more = f.read(webpage.HEAD_BYTES) if page else ""
+    if page:  # a transcript or script page is read as text, a chat app's is not
+        app = webpage.app_export(head + more)
         if app == "telegram":  # Telegram Desktop's default export format
             raise UserError(f"{path}: a Telegram chat's HTML export, which is not read: export the chat again "
                             "with the format 'Machine-readable JSON'")
