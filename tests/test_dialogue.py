@@ -54,6 +54,12 @@ def turns(text: str, layout: str = "auto") -> list[tuple]:
         ("🔥: lol", None),  # no name at all
         ("[SPEAKER_00]: So what did you think?", ("SPEAKER_00", " So what did you think?")),  # whisperX
         ("[Scene]: a bar", None),
+        ("[docs]: https://example.org/docs", None),  # a markdown link's definition
+        ("[Edit]: fixed a typo", None),
+        ("🚀 Features: fast", None),  # a label's icon, not a decorated name
+        ("Bob (w/ Alice): hi", ("Bob", "(w/ Alice) hi")),  # no pronouns: a direction
+        ("Date: Mon, Nov 3, 2026 at 7:03 PM", None),
+        ("Betreff: Reise", None),
         ("From: Jane Doe <jane@example.com>", None),  # an e-mail's header lines
         ("Subject: RE: Friday deadline", None),
         ("To: Bob Smith", None),
@@ -938,6 +944,19 @@ def test_hexchats_log_reads_like_any_irc_log():
     assert turns(prose) == [(None, "Nov 03 was cold."), (None, "Nov 04 19:00:00 <b>bold</b> is HTML.")]
 
 
+def test_single_spaced_gutenberg_cues_end_at_the_name_and_whisper_times_go():
+    play = ("MARIE. M. Dupont is waiting downstairs.\n\nHENRI. Let him wait. I am busy.\n\nMARIE. He says it is urgent.\n\n"
+            "HENRI. Everything is urgent to him.\n\nSOLDIER. HALT. Who goes there?\n\nMRS. ALVING. Come in.\n")
+    assert turns(play) == [("MARIE", "M. Dupont is waiting downstairs."), ("HENRI", "Let him wait. I am busy."),
+                           ("MARIE", "He says it is urgent."), ("HENRI", "Everything is urgent to him."),
+                           ("SOLDIER", "HALT. Who goes there?"), ("MRS. ALVING", "Come in.")]
+    whisper = "".join(f"[00:00:0{i}.000 --> 00:00:0{i + 1}.500] [SPEAKER_0{i % 2}]: line {i}\n" for i in range(4))
+    assert turns(whisper) == [(f"SPEAKER_0{i % 2}", f"line {i}") for i in range(4)]
+    # wrapped prose: `last chapter.` starting a line is no heading
+    prose = "Alice: I read the book up to the\nlast chapter. Then I slept.\nBob: And?\n"
+    assert None not in turns(prose)
+
+
 def test_zooms_saved_chat_names_its_sender():
     log = ("10:02:15\t From  Sarah Chen : Can everyone see my screen?\n10:02:31\t From  Tom Baker : yes, all good\n"
            "10:03:02\t From Sarah Chen to Everyone : great, let's start\n"
@@ -955,8 +974,10 @@ def test_french_german_and_russian_headings_end_a_scene_and_a_list_of_whos_on_is
         ("ORONTE", "Monsieur.")]
     goethe = "ZWEITE SZENE.\n\nFAUST.\nHabe nun, ach!\n\nWAGNER.\nVerzeiht!\n\nDRITTE SZENE.\n\nFAUST.\nGut.\n"
     assert [t and t[0] for t in turns(goethe)] == [None, "FAUST", "WAGNER", None, None, "FAUST"]
-    chekhov = "ДЕЙСТВИЕ ПЕРВОЕ\n\nМАША:\nЯ в трауре.\n\nДЕЙСТВИЕ ВТОРОЕ\n\nМАША:\nДа.\n"
+    chekhov = "ДЕЙСТВИЕ ПЕРВОЕ\n\nМАША:\nЯ в трауре.\n\nДЕЙСТВИЕ ШЕСТОЕ\n\nМАША:\nДа.\n"
     assert [t and t[0] for t in turns(chekhov)] == [None, "МАША", None, None, "МАША"]
+    goldoni = "SCENA PRIMA\n\nMIRANDOLINA:\nEcco.\n\nSCENA SECONDA\n\nMIRANDOLINA:\nSì.\n\nSCENE PREMIERE\n\nX:\nOui.\n"
+    assert [t and t[0] for t in turns(goldoni)] == [None, "MIRANDOLINA", None, None, "MIRANDOLINA", None, None, "X"]
 
 
 def test_a_direction_between_blank_lines_inside_a_speech_does_not_end_it():
@@ -1047,6 +1068,9 @@ def test_subtitles_lose_their_cue_numbers_and_times():
                                                          (None, "A door slams.", 11)]
     # a meeting's transcript: the same speaker's next cue goes on with an unfinished sentence, and Teams'
     # voice names are names (`Last, First`, `(Guest)`, pronouns and `| Company` go)
+    teams = ("WEBVTT\n\n00:01.000 --> 00:02.000\n<v Mustermann, Max (IT-Services)>Let me share.</v>\n\n"
+             "00:02.500 --> 00:03.000\n<v Lee, PhD>Fine.</v>\n")
+    assert turns(teams) == [("Max Mustermann", "Let me share."), ("Lee", "Fine.")]
     meeting = ("WEBVTT\n\n00:01.000 --> 00:04.000\n<v Müller, Hans>Morning. Can you hear me?</v>\n\n"
                "00:04.500 --> 00:06.000\n<v Anna Schmidt (Guest)>Yes, the budget for next quarter and</v>\n\n"
                "00:06.000 --> 00:07.000\n<v Anna Schmidt (she/her)>then hiring.</v>\n\n"

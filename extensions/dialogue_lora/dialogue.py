@@ -86,11 +86,16 @@ _NUMBER_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
 # (`SCÈNE PREMIÈRE`, `ZWEITE SZENE`, `ACTO PRIMERO`, `ДЕЙСТВИЕ ПЕРВОЕ`)
 _DIVISIONS = ("acte|scène|chapitre|tableau|akt|aufzug|auftritt|szene|kapitel|acto|escena|jornada|capítulo|atto|"
               "scena|capitolo|действие|явление|сцена|картина|глава")
-_ORDINAL_WORDS = ("first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|premier|première|"
-                  "deuxième|seconde|troisième|quatrième|cinquième|sixième|dernier|dernière|erste[rsn]?|zweite[rsn]?|"
+_ORDINAL_WORDS = ("first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|premier|premi[eè]re|"
+                  "deuxi[eè]me|seconde|troisi[eè]me|quatri[eè]me|cinqui[eè]me|sixi[eè]me|septi[eè]me|huiti[eè]me|"
+                  "dernier|derni[eè]re|erste[rsn]?|zweite[rsn]?|"
                   "dritte[rsn]?|vierte[rsn]?|fünfte[rsn]?|sechste[rsn]?|siebente[rsn]?|siebte[rsn]?|letzte[rsn]?|"
-                  "primer[oa]?|segund[oa]|tercer[oa]?|cuart[oa]|primo|secondo|terzo|quarto|quinto|"
-                  "первое|второе|третье|четвертое|четвёртое|пятое|первая|вторая|третья")
+                  "primer[oa]?|segund[oa]|tercer[oa]?|cuart[oa]|quint[oa]|sext[oa]|[uú]ltim[oa]|"
+                  "prim[oa]|second[oa]|terz[oa]|quart[oa]|sest[oa]|settim[oa]|ottav[oa]|"
+                  "первое|второе|третье|четвертое|четвёртое|пятое|шестое|седьмое|восьмое|девятое|десятое|"
+                  "первая|вторая|третья|четвертая|четвёртая|пятая|шестая|последнее|последняя|"
+                  # French abbreviations: `ACTE Ier`, `SCÈNE 1re`, `SCÈNE 2e`
+                  r"I(?:er|re)|\d{1,2}(?:er|re|e|[eè]me)")
 _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto|%s)\.?[ ]+(?:[ivxlcdm]+|\d+|%s|%s)\.?"
                       r"|(?:%s)[ ]+(?:act|scene|chapter|part|book|%s)\.?"
                       % (_DIVISIONS, _NUMBER_WORDS, _ORDINAL_WORDS, _ORDINAL_WORDS, _DIVISIONS), re.IGNORECASE)
@@ -101,9 +106,11 @@ _HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto|%s)\.?[ ]+(?
 _SECTION = re.compile(r"[\[(]?(?:#{1,6}[ \t]*)?(?:(?-i:(?:INT|EXT|INT\.?/EXT|EXT\.?/INT|I/E)[. ][ \t]*\S)"
                       r"|(?:act|scene|chapter|part|book|volume|canto|episode|" + _DIVISIONS + r")\.?[ ]+"
                       r"(?:(?-i:[IVXLCDM]{1,7})|\d{1,3}|" + _NUMBER_WORDS + "|" + _ORDINAL_WORDS + r")"
-                      r"(?=$|[ \t]*(?:[.:;)\]\u2014\u2013-]|,[ \t]*(?:act|scene|part|chapter|\d)\b))"
-                      r"|(?:" + _ORDINAL_WORDS + r")[ ]+(?:act|scene|chapter|part|book|" + _DIVISIONS + r")"
-                      r"(?=$|[ \t]*[.:;)\]\u2014\u2013-])"
+                      r"(?=$|[ \t]*(?:[.:;)\]\u2014\u2013-]|,[ \t]*(?:act|scene|part|chapter|\d)\b)"
+                      r"|[ \t]+et[ \t]+derni[eè]re\b)"  # `SCÈNE XIII et dernière`
+                      # an ordinal first: capitalised, as a heading is (`last chapter.` wrapped in prose is not one)
+                      r"|(?-i:(?=[A-ZÀ-ÖØ-ÞА-ЯЁ]))(?:" + _ORDINAL_WORDS + r")[ ]+(?:act|scene|chapter|part|book|"
+                      + _DIVISIONS + r")(?=$|[ \t]*[.:;)\]\u2014\u2013-])"
                       r"|(?:scene|setting)[ \t]*:|(?:prologue|epilogue)(?=$|[ \t]*[^\w\s]))", re.IGNORECASE)
 # A novel's sentence with an early colon (`The answer came at once:`, `He said:`, `Bob whispered:`, `Later
 # that night:`) is narration, not a speaker: names are capitalised words with particles and prepositions
@@ -131,7 +138,7 @@ _SCRIPT_DIRECTIONS = ("super", "intercut", "montage", "chyron", "insert")
 # They, a roleplay's out-of-character remark (`OOC:`) and a forum's `Re:` are no one's words.
 _NOT_NAMES |= frozenset(("ooc", "re", *_SCRIPT_DIRECTIONS))
 # An e-mail's header lines, wherever a thread quotes one (`From: Jane Doe <jane@...>`, `Sent:`, `Subject:`).
-_NOT_NAMES |= frozenset("from sent to cc bcc subject".split())
+_NOT_NAMES |= frozenset("from sent to cc bcc subject date reply-to von gesendet betreff envoyé objet".split())
 # A header's fields (Project Gutenberg's `Title:`, `Author:`, `Language:`; a fan fiction's `Rating:`,
 # `Pairing:`, `Disclaimer:`; a Fountain title page's `Credit:`, `Draft date:`): narration while no one
 # else has spoken yet (`_sections`); after that they are speakers like any (an interview's `TRANSLATOR:`).
@@ -172,6 +179,8 @@ _WEB_STAMP = re.compile(r"\[(\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[\s\u00a0\u202f]?[
 _STAMP_STARTS = frozenset("[0123456789")
 # HexChat's log writes the month and day before the time (`Nov 03 19:03:02 <bob>\thi`): left out, the time
 # is an IRC log's stamp
+# Whisper's timed lines: `[00:00:01.000 --> 00:00:03.500] [SPEAKER_00]: text` (the times go, as a subtitle's)
+_WHISPER_TIMES = re.compile(r"\[(?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3} --> (?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3}\][ \t]*")
 _HEXCHAT_DAY = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d (?=\d{2}:\d{2}:\d{2} <)")
 # irssi pads a nick without a mode sign with a space: `< bob>`
 _IRC_NICK = re.compile(r"<[ @+%~&]?([^<>\s:,]{1,40})>\s?(.*)")  # (no `:` `,`: they end or split names)
@@ -224,6 +233,7 @@ def _stamp(text: str) -> tuple[re.Match, bool] | None:
 
 # Zoom's saved meeting chat: `From  Sarah Chen`, `From Sarah Chen to Everyone`, `... to Bob(Direct Message)`
 _ZOOM_SENDER = re.compile(r"From\s+(\S.*?)(?:\s+to\s+(?:Everyone|\S.*?)\s*(?:\((?:Direct Message|[Pp]rivately)\))?)?")
+_BRACKET_NOTES = frozenset("edit edited update updated eta tl;dr tldr deleted removed source link note ps".split())
 _BRACKET_COLON = re.compile(r"\[([^\[\]\n:]{1,%d})\][ \t]*[:\uff1a](.*)" % MAX_NAME_CHARS, re.DOTALL)
 _MARKDOWN_NAME = re.compile(r"(\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
@@ -422,7 +432,8 @@ _EXTENSION = re.compile(r"V\.? ?O\.?|O\.? ?S\.?|O\.? ?C\.?|CONT(?:['\u2019]?D|IN
 _TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?")
 # pronouns after a name (`Dev (he/him):`): who speaks, not how
 _PRIVATE_MARKS = frozenset(("Direct Message", "privately", "Privately"))  # Zoom's mark of a direct message
-_NAME_PRONOUNS = re.compile(r"[A-Za-z]{1,5}(?:[ \t]?/[ \t]?[A-Za-z]{1,5}){1,2}")
+_PRONOUN_WORDS = r"(?:he|him|his|she|her|hers|they|them|theirs|it|its|xe|xem|xir|ze|zir|hir|fae|faer|ey|em|any|all)"
+_NAME_PRONOUNS = re.compile(r"%s(?:[ \t]?/[ \t]?%s){1,2}" % (_PRONOUN_WORDS, _PRONOUN_WORDS), re.IGNORECASE)
 
 
 def split_speaker(line: str) -> tuple[str, str] | None:
@@ -437,7 +448,10 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         hit = split_speaker(line[2:].lstrip())
         return hit if hit is not None and hit[0].isupper() else None  # `>> Bob: ...`: a quote in a message
     if line[:1] == "[" and (bracketed := _BRACKET_COLON.match(line)) is not None:  # whisperX's `[SPEAKER_00]: hi`
-        return split_speaker(f"{bracketed.group(1).strip()}:{bracketed.group(2)}")
+        label, rest = bracketed.group(1).strip(), bracketed.group(2)
+        if label.casefold() in _BRACKET_NOTES or rest.lstrip()[:1] in ("<", "/") or "://" in rest[:12]:
+            return None  # a post's `[Edit]: ...`, a markdown link's `[docs]: https://...`
+        return split_speaker(f"{label}:{rest}")
     if line[:1] in "*_":  # a name in markdown bold or italics: `**Bob:** hi`, `**Bob**: hi`, `*Bob:* hi`
         md = _MARKDOWN_NAME.match(line)
         if md is not None and md.group(2)[:1].isalpha() and md.group(2)[-1:] != " ":
@@ -452,6 +466,8 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         return None
     name, direction = m.group(1, 2)
     if not name[:1].isalnum() or not name[-1:].isalnum() and name[-1:] not in ".'":
+        if not name[:1].isalnum() and name[-1:].isalnum():  # `🚀 Features:`, `✅ Status:`: a label's icon
+            return None
         name = " ".join(_EMOJI.sub(" ", name).split())
     end = m.end()
     rest = line[end:]
@@ -734,9 +750,12 @@ def parse_lines(
     elif (copied := chatcopy.kind(head)) is not None:  # a chat app's copy: its headers made a chat log's lines
         it = chatcopy.lines_of(itertools.chain(head, it), copied)
         head = list(itertools.islice(it, DETECT_LINES))
-    elif sum(1 for line in head[:200] if _HEXCHAT_DAY.match(line)) >= 3:  # HexChat's `Nov 03 19:03:02 <bob>`
-        it = (_HEXCHAT_DAY.sub("", line, count=1) for line in itertools.chain(head, it))  # the time is the stamp
-        head = list(itertools.islice(it, DETECT_LINES))
+    else:
+        for prefix in (_HEXCHAT_DAY, _WHISPER_TIMES):  # a time on each line the text reader has no use for
+            if sum(1 for line in head[:200] if prefix.match(line)) >= 3:
+                it = (prefix.sub("", line, count=1) for line in itertools.chain(head, it))
+                head = list(itertools.islice(it, DETECT_LINES))
+                break
     # a book's introduction before the first speech (a Gutenberg play's preface): judge from what follows it
     chunk = head
     while len(chunk) == DETECT_LINES and len(head) < MAX_PROLOGUE_LINES and not any(map(_may_speak, chunk)):
@@ -745,7 +764,7 @@ def parse_lines(
     it = itertools.chain(head, it)
     # a play may write its cues `ROMEO.` alone, or `ALGERNON.  Did you hear...` (Project Gutenberg)
     dotted = _dotted_cast(head)
-    cued = list(_gutenberg(head, bool(dotted)))
+    cued = list(_gutenberg(head, dotted))
     evidence = _layout_evidence(cued)
     timed = _timed_log(head)
     looks = "lines" if timed else _layout_of(evidence)
@@ -769,7 +788,7 @@ def parse_lines(
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
-        return _sections(_parse_play(_gutenberg(it, bool(dotted)), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
+        return _sections(_parse_play(_gutenberg(it, dotted), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
     bracketed = _bracket_cast(head) if script and subs is None else None  # (subtitles' are captions' labels)
@@ -888,19 +907,25 @@ _CUE_STOP = re.compile(r"\.[ \t]+(?=\S)")  # where a cue's full stop may end it,
 _IN_NAME_STOP = re.compile(r"\.[ \t]{2,}")  # a full stop and two spaces end a sentence, never a name's word
 
 
-def _dotted_inline(text: str) -> tuple[str, str, str] | None:
+def _dotted_inline(text: str, cast: Counter | None = None) -> tuple[str, str, str] | None:
     """(name, directions, speech) of a `NAME.  speech` line in capitals; None for any other line. The name
     ends at the last full stop that leaves it a name in capitals: a speech with full stops of its own
-    (`LANE.  Mr. Ernest Worthing.`) does not make the whole line a name, nor `MRS. ALVING.` a Mrs."""
+    (`LANE.  Mr. Ernest Worthing.`) does not make the whole line a name, nor `MRS. ALVING.` a Mrs. A name of
+    the play's `cast` comes first (`SOLDIER. HALT. Who goes there?` is the soldier's)."""
     if _DOTTED_INLINE.fullmatch(text) is None or _SECTION.match(text):
         return None
-    for stop in reversed([m.start() for m in _CUE_STOP.finditer(text)]):
+    stops = [m.start() for m in _CUE_STOP.finditer(text)]
+    known = [p for p in stops if text[:p].strip() in cast] if cast else []
+    for stop in known + stops[::-1]:
         m = _DOTTED_INLINE.fullmatch(text[:stop] + ". x")
         if m is None:
             continue
         name = m.group(1)
+        # a full stop inside a name ends a title's abbreviation (`MRS. ALVING`, `DR. RANK`), not a name
+        # (`SOLDIER. HALT`, `MARIE. M`)
+        titled = all(len(part.split()[-1]) <= 4 for part in name.split(". ")[:-1])
         if (2 <= len(name) <= MAX_NAME_CHARS and name.isupper() and len(name.split()) <= MAX_NAME_WORDS
-                and not _IN_NAME_STOP.search(name) and not _HEADING.fullmatch(name)):
+                and titled and not _IN_NAME_STOP.search(name) and not _HEADING.fullmatch(name)):
             return name, m.group(2), _CUE_STOP.split(text[stop:], 1)[1].strip()
     return None
 
@@ -920,10 +945,10 @@ def _dotted_cast(head: list[str]) -> Counter:
     return cast if len(cast) >= 2 and sum(cast.values()) >= 3 else Counter()
 
 
-def _gutenberg(lines: Iterable[str], inline: bool) -> Iterator[str]:
-    """Lines with a Project Gutenberg play's cues as `NAME:` (`_dotted_cue`), and, when `inline` (the play
-    has a cast of them: `_dotted_cast`), a `NAME.  speech` opening a block as `NAME: speech`: the cast's,
-    and those of characters met later on or only once."""
+def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
+    """Lines with a Project Gutenberg play's cues as `NAME:` (`_dotted_cue`), and, when the play has a
+    `cast` of them (`_dotted_cast`; empty: none), a `NAME.  speech` opening a block as `NAME: speech`: the
+    cast's, and those of characters met later on or only once."""
     prev_blank = True
     for line in lines:
         s = line.strip()
@@ -931,7 +956,7 @@ def _gutenberg(lines: Iterable[str], inline: bool) -> Iterator[str]:
             prev_blank = True
             yield line
             continue
-        if inline and prev_blank and (hit := _dotted_inline(s)) is not None and hit[0] not in _DOTTED_WORDS:
+        if cast and prev_blank and (hit := _dotted_inline(s, cast)) is not None and hit[0] not in _DOTTED_WORDS:
             line = f"{hit[0]}{hit[1]}: {hit[2]}\n"
         else:
             line = _dotted_cue(line)

@@ -21,7 +21,8 @@ from typing import Callable, Iterable, Iterator
 _TIME = r"(?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3}"
 CUE_TIME = re.compile(rf"\s*{_TIME}\s*-->\s*{_TIME}")
 _VOICE = re.compile(r"<v(?:\.[\w.-]+)?\s+([^>]+)>")  # <v Bob>, <v.loud Bob>
-_VOICE_EXTRAS = re.compile(r"\((?:guest|external|unverified|[a-z]{1,5}(?:\s?/\s?[a-z]{1,5}){1,2})\)", re.IGNORECASE)
+_VOICE_EXTRAS = re.compile(r"\([^()]*\)")  # in a voice's name: `(Guest)`, `(he/him)`, `(IT-Services)`
+_NAME_SUFFIXES = frozenset("phd ph.d. md m.d. jr jr. sr sr. ii iii iv mba esq esq.".split())
 _RUBY_TEXT = re.compile(r"<(rt|rp)>.*?</\1>")
 _INLINE_TIME = re.compile(rf"<{_TIME}>")
 _TAG = re.compile(r"</?(?:[ibus]|c|v|ruby|rt|rp|lang|font|span)(?:[.\s][^>]*)?>", re.IGNORECASE)
@@ -81,11 +82,13 @@ def _clean(line: str) -> tuple[str, bool]:
 
 
 def _voice_name(name: str) -> str:
-    """A voice span's speaker as a name: Teams' `Müller, Hans` is Hans Müller, and its `(Guest)`, pronouns
-    and `| Company` go."""
+    """A voice span's speaker as a name: Teams' `Müller, Hans` is Hans Müller, and what it writes after a
+    name goes: `(Guest)`, pronouns, a department `(IT-Services)`, `| Company`, a degree (`, PhD`)."""
     name = _VOICE_EXTRAS.sub(" ", name.split("|", 1)[0])
     last, comma, first = name.partition(",")
-    if comma and "," not in first and 0 < len(first.split()) <= 3 and 0 < len(last.split()) <= 3:
+    if comma and first.strip().casefold() in _NAME_SUFFIXES:  # `Dr. Lee, PhD`: a degree, not a first name
+        name = last
+    elif comma and "," not in first and 0 < len(first.split()) <= 3 and 0 < len(last.split()) <= 3:
         name = f"{first} {last}"
     return " ".join(name.split())
 
