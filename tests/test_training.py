@@ -262,6 +262,15 @@ def test_missing_target_module_lists_linear_layers(env):
     assert "c_attn" in str(e.value) and "q_proj" in str(e.value) and "down_proj" in str(e.value)
 
 
+def test_sizes_the_model_cannot_use_are_refused_before_it_loads(env):
+    """A rank above the hidden size (64 here), virtual tokens over half the context (2048 positions)."""
+    with pytest.raises(UserError, match=r"--lora_rank 65 is above the model's hidden size \(64\)"):
+        check(make_cfg(env, lora_rank=65, lora_name="r"))
+    assert check(make_cfg(env, lora_rank=64, lora_name="r"))
+    with pytest.raises(UserError, match=r"--num_virtual_tokens 1025: the model's context is 2048 positions.*at most 1024"):
+        check(make_cfg(env, method="prompt_tuning", num_virtual_tokens=1025, lora_name="p", lora_rank=8))
+
+
 def test_4bit_without_bitsandbytes(env, monkeypatch):
     import importlib.util
 

@@ -356,6 +356,29 @@ def model_linear_layers(model_path: Path) -> list[str]:
     return linear_layer_names(model)
 
 
+def _size_problems(cfg: TrainConfig, model_path: Path) -> list[str]:
+    """Sizes that cannot fit the model, from its config.json (before minutes of loading): a LoRA rank above
+    its hidden size (the adapter's matrices would outgrow the layers they adapt, for nothing), and virtual
+    tokens that take more than half of its context from every sample."""
+    try:
+        config = modeling._config_of(model_path)
+    except UserError:
+        return []  # said when the model loads
+    if isinstance(config, dict) and isinstance(config.get("text_config"), dict):
+        config = config["text_config"]
+    hidden = config.get("hidden_size") if isinstance(config, dict) else None
+    problems = []
+    if cfg.method == "lora" and isinstance(hidden, int) and hidden > 0 and cfg.lora_rank > hidden:
+        problems.append(f"--lora_rank {cfg.lora_rank} is above the model's hidden size ({hidden}): so large a rank "
+                        "adds nothing but size (usual ranks: 8 to 64)")
+    limit = modeling.context_limit(config)
+    if cfg.method == "prompt_tuning" and limit and cfg.num_virtual_tokens > limit // 2:
+        problems.append(f"--num_virtual_tokens {cfg.num_virtual_tokens}: the model's context is {limit} positions, "
+                        f"and the soft prompt takes its tokens from every sample and every chat prompt: at most "
+                        f"{limit // 2} (usual: 8 to 100)")
+    return problems
+
+
 def check(cfg: TrainConfig) -> Plan:
     """Validate everything that can be checked before a model loads; all problems in one UserError."""
     problems: list[str] = []
@@ -395,6 +418,8 @@ def check(cfg: TrainConfig) -> Plan:
         reason = modeling.fused_kernels_missing(device)
         if reason:
             problems.append(f"--fused_kernels on: {reason}")
+    if model_path is not None:
+        problems += _size_problems(cfg, model_path)
     linear: list[str] = []
     targets = cfg.target_modules
     if model_path is not None and cfg.method == "lora":
@@ -758,8 +783,9 @@ def train(
     except (RuntimeError, MemoryError) as e:
         if not modeling.out_of_memory(e):
             raise
+        lighter = "fewer --num_virtual_tokens, " if cfg.method == "prompt_tuning" else ""
         raise UserError(
-            f"out of memory on {device}: try --load_in_4bit, a smaller --batch_size or --cutoff_len "
+            f"out of memory on {device}: try {lighter}--load_in_4bit, a smaller --batch_size or --cutoff_len "
             "(with --grad_accum to keep the effective batch), or --gradient_checkpointing on"
         ) from None
     finally:
