@@ -411,17 +411,17 @@ def test_telegram_example_every_rule(tmp_path):
     assert report.layouts == {"telegram_export.json": "telegram"} and "(telegram)" in report.format()
     # a join, a forwarded message, a gif sent through a bot, a photo without a caption, a `lol`
     assert report.dropped == {"system_message": 1, "forwarded": 1, "bot": 1, "attachment_only": 1, "non_response": 1}
-    assert report.speakers == {"Mira": 4, "Tom 🐉": 2, "Deleted Account": 1}
+    assert report.speakers == {"Mira": 4, "Tom": 2, "Deleted Account": 1}  # `Tom 🐉`: the emoji decorates
     records = json.loads(out.read_text(encoding="utf-8"))
     assert [r["output"] for r in records] == [
         "Who is up for the raid tonight?", "Then bring spare boots. Dragons love boots.",
         "Of course you did. Meet at the gate at eight, everyone.", "Two shields and no sword? Bold plan."]
     # entities joined into the text, the mention's @ gone, one author's run of messages one turn
-    assert ("Tom 🐉: I am, mira_k, as long as there is no dragon this time. Last time I lost my boots.\n"
+    assert ("Tom: I am, mira_k, as long as there is no dragon this time. Last time I lost my boots.\n"
             "Mira:") in records[1]["input"]
     assert "Dragon sighted" not in records[2]["input"] and "Deleted Account: I once fought" in records[2]["input"]
     assert records[0]["source"] == "telegram_export.json:2"
-    assert scan_speakers(TELEGRAM) == {"Mira": 5, "Tom 🐉": 4, "Deleted Account": 1}  # before the filters
+    assert scan_speakers(TELEGRAM) == {"Mira": 5, "Tom": 4, "Deleted Account": 1}  # before the filters
 
 
 def test_telegram_account_export_keeps_its_chats_apart(tmp_path):

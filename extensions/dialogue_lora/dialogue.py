@@ -329,10 +329,19 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
 def speaker_name(raw: str, stats: ReadStats | None = None) -> str:
     """A name from a field (a Discord nickname, a CSV column) cleaned for use as a speaker: one line, and
     no `:` (it ends the cue: `Sam: the Brave:` would be read back as `Sam`) or `,` (`--name` splits there)."""
-    text = clean_text(raw, stats)
+    text = undecorated(clean_text(raw, stats))
     if ":" in text or "," in text:
         text = " ".join(text.replace(":", " ").replace(",", " ").split())
     return text
+
+
+def undecorated(name: str) -> str:
+    """A chat name without what decorates it: emoji (`Luna 🌙`, `🔥Blaze🔥`) and pronouns (`Dev (he/him)`),
+    as `--name Luna` means it; a name of nothing else stays as it is."""
+    if name.isascii() and "/" not in name:
+        return name
+    plain = " ".join(_EMOJI.sub(" ", _PRONOUN_PARENS.sub(" ", name)).split())
+    return plain if any(c.isalnum() for c in plain) else name
 
 
 # Starred words: roleplay writes actions as a verb in the third person or -ing (`*waves*`, `*looks away*`,
@@ -433,6 +442,7 @@ _TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?")
 # pronouns after a name (`Dev (he/him):`): who speaks, not how
 _PRIVATE_MARKS = frozenset(("Direct Message", "privately", "Privately"))  # Zoom's mark of a direct message
 _PRONOUN_WORDS = r"(?:he|him|his|she|her|hers|they|them|theirs|it|its|xe|xem|xir|ze|zir|hir|fae|faer|ey|em|any|all)"
+_PRONOUN_PARENS = re.compile(r"\(\s*%s(?:\s?/\s?%s){1,2}\s*\)" % (_PRONOUN_WORDS, _PRONOUN_WORDS), re.IGNORECASE)
 _NAME_PRONOUNS = re.compile(r"%s(?:[ \t]?/[ \t]?%s){1,2}" % (_PRONOUN_WORDS, _PRONOUN_WORDS), re.IGNORECASE)
 
 
@@ -1176,6 +1186,7 @@ def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
     name, message = hit[0].translate(_INVISIBLE).strip(), hit[1].strip()
     if name[:1] == "~" and len(name) > 1:  # an iPhone's mark of a sender not in the contacts: `~ Jordan`
         name = name[1:].strip(" \u202f\u00a0")
+    name = undecorated(name)
     if "," in name or ":" in name:
         name = speaker_name(name)  # as Discord's and CSV's: `--name` splits at commas
     notice = message.startswith("\u200e")  # an iPhone's own words: a notice, or what stands for a message
