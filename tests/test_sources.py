@@ -1133,3 +1133,28 @@ def test_messenger_encrypted_chat_export(tmp_path):
     assert report.dropped == {"attachment_only": 1}
     assert [(r["input"], r["output"]) for r in json.loads(out.read_text(encoding="utf-8"))] == [
         ("Alex Kim: café at 9?\nSam Lee:", "yes! see you there")]
+
+
+# ------------------------------------------------------------------------------------------ Yarn Spinner
+
+YARN = ROOT / "examples" / "yarn_dialogue.yarn"
+
+
+def test_a_yarn_script_is_read_branch_by_branch(tmp_path):
+    out = tmp_path / "y.json"
+    report = prepare(PrepareConfig(names=["Sally"], txtfilename=str(YARN), jsonfilename=str(out)))
+    assert report.layouts == {"yarn_dialogue.yarn": "yarn"} and report.speakers == {"Sally": 8, "Player": 3}
+    got = {r["output"]: r["input"] for r in json.loads(out.read_text(encoding="utf-8"))}
+    opening = "Sally: Hey! Can you fix the radio?\nSally: It's been dead since the storm.\n"
+    # tags, comments and commands gone; each branch with the context before the options, not another's
+    assert got["Thank you so much!"] == opening + "Player: Sure, hand it over.\nSally:"
+    assert got["Oh. Well, maybe later then."] == opening + "Player: Not right now.\nSally:"
+    assert got["Rude!"] == opening + "Walk away.\nSally:"
+    assert got["Anyway, the storm is coming back tonight."] == opening + "Sally:"
+    assert got["Do you hear that?"] == "Sally:"  # a node is a conversation of its own
+    # the opening's lines are samples once, where they were said
+    assert sum(1 for o in got if o == "It's been dead since the storm.") == 1 and report.dropped.get("duplicate", 0) == 0
+    # known by its header too, whatever the file's name
+    txt = tmp_path / "radio.txt"
+    txt.write_text(YARN.read_text(encoding="utf-8"), encoding="utf-8")
+    assert scan_speakers(txt) == {"Sally": 8, "Player": 3}

@@ -27,6 +27,7 @@ from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_sa
 from .sources import CHAT_EXPORTS, SOURCES, detect_source
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
 from .sources.discord import DiscordOptions, iter_discord_turns, scan_discord_speakers
+from .sources import yarn
 from .sources.renpy import iter_renpy_turns
 
 DEFAULT_INPUT = "dataset.txt"
@@ -302,6 +303,11 @@ def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) 
                        "reads its say statements", hint=True)
     if Path(cfg.txtfilename).is_dir():
         raise UserError(f"{cfg.txtfilename}: is a folder; only chat exports ({CHAT_EXPORTS}) and Ren'Py games' scripts can be read from a folder (--source)")
+    if yarn.is_script(cfg.txtfilename):  # a game's branching dialogue: each branch with its own context
+        if cfg.layout != "auto":
+            raise UserError(f"--layout {cfg.layout} does not apply to {cfg.txtfilename}: a Yarn Spinner script, "
+                            "read node by node and branch by branch")
+        return yarn.read(Path(cfg.txtfilename), stats)
     return iter_text_turns(cfg.txtfilename, cfg.layout, stats)
 
 
