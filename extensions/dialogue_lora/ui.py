@@ -33,7 +33,7 @@ SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, c
                  "discord": "chat export (Discord, Telegram, WhatsApp, Messenger, SillyTavern, Slack)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
 RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".rpy", ".zip",
-                ".html", ".htm")  # .zip: a Slack export, Ren'Py scripts; .html: a transcript's page
+                ".html", ".htm", ".yarn")  # .zip: a Slack export, Ren'Py scripts; .html: a transcript's page
 # The upload also takes Ren'Py's compiled scripts and archives, so that a game's .rpyc/.rpa get Prepare's
 # advice (decompile them) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".rpyc", ".rpa")
@@ -860,8 +860,8 @@ def dd_update(choices, *value):
 def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     """1. Prepare: a dialogue file in, the speakers found, a preview (Save is wired in build_tab)."""
     gr.Markdown("Turn raw dialogue (a script or play, subtitles, a chat log, a Discord, Telegram, WhatsApp, Messenger, "
-                "SillyTavern or Slack chat, a game CSV, a Ren'Py game's scripts) into training samples for one or "
-                "more characters.")
+                "SillyTavern or Slack chat, a game CSV, a Yarn Spinner or Ren'Py game's scripts, a saved web page) into "
+                "training samples for one or more characters.")
     with gr.Row():
         upload = gr.File(label="Upload a dialogue file", file_types=list(UPLOAD_SUFFIXES), type="filepath")
         with gr.Column():
