@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--user {args.user!r} must not contain ':' (it ends your name in the conversation)")
     rounds = args.rounds
     if rounds is None:  # as many turns as the adapter learnt from (a dataset prepared with --rounds 10: 10)
-        rounds = recorded_turns if isinstance(recorded_turns, int) and recorded_turns >= 1 else DEFAULT_ROUNDS
+        known = isinstance(recorded_turns, int) and not isinstance(recorded_turns, bool) and recorded_turns >= 0
+        rounds = max(recorded_turns, 1) if known else DEFAULT_ROUNDS  # 0 (no context): the user's line alone
     session = ChatSession(str(names).split(","), args.user, rounds, instruction)  # bad names fail before loading
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")

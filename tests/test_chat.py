@@ -155,7 +155,7 @@ def test_context_turns_default_to_the_adapters_samples(layout, monkeypatch):
     original = params_file.read_text(encoding="utf-8")
     params = json.loads(original)
     try:
-        for recorded, flag, want in ((3, [], 3), (3, ["--rounds", "7"], 7), (None, [], 5)):
+        for recorded, flag, want in ((3, [], 3), (3, ["--rounds", "7"], 7), (None, [], 5), (0, [], 1)):
             params["context_turns"] = recorded
             params_file.write_text(json.dumps(params), encoding="utf-8")
             with pytest.raises(Stop):

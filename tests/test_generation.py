@@ -217,6 +217,14 @@ def test_evaluation_prompts_a_long_sample_as_training_cut_it(loaded):
         if cutoff == 512:
             assert got == prompt_ids(tok, rec["input"])
     assert completion_prompts(rec, tok, 5) == [None]  # the reply alone does not fit
+    # a multi-turn sample is cut once, as training cuts it: replies the cut left out have no prompt
+    turns = [{"from": "human" if i % 2 == 0 else "gpt", "value": f"line number {i} goes here ok"} for i in range(8)]
+    multi = {"conversations": turns, "name": "Bob"}
+    enc = encode_record(multi, tok, 60)
+    got = completion_prompts(multi, tok, 60)
+    starts = [i for i, t in enumerate(enc["labels"]) if t != IGNORE_INDEX and enc["labels"][i - 1] == IGNORE_INDEX]
+    assert len(got) == 4 and got[:4 - len(starts)] == [None] * (4 - len(starts)) and len(starts) < 4
+    assert got[4 - len(starts):] == [enc["input_ids"][:i] for i in starts]
 
 
 def test_bad_max_new_tokens(loaded):

@@ -275,3 +275,21 @@ def test_sliding_window_models_keep_their_window_on_every_packed_path(tiny_model
     assert mean(flat) == pytest.approx(alone, rel=1e-5)
     if last_layer.enable(model, "cpu"):
         assert mean(flat, keep_logits=True) == pytest.approx(alone, rel=1e-5)
+
+
+def test_which_layers_slide_from_configs_old_and_new():
+    import types
+
+    from extensions.dialogue_lora import varlen
+
+    cfg = lambda **kw: types.SimpleNamespace(**kw)  # noqa: E731
+    assert varlen.sliding_window(cfg(model_type="mistral", sliding_window=4096)) == (4096, True)
+    # Mistral slides every layer whatever layer types its config carries
+    assert varlen.sliding_window(cfg(model_type="mistral", sliding_window=4096,
+                                     layer_types=["full_attention"] * 2)) == (4096, True)
+    # an older transformers' Gemma config has no layer types: its layers alternate
+    assert varlen.sliding_window(cfg(model_type="gemma2", sliding_window=4096)) == (4096, False)
+    assert varlen.sliding_window(cfg(model_type="gemma3_text", sliding_window=1024, sliding_window_pattern=6)) == (
+        1024, False)
+    assert varlen.sliding_window(cfg(model_type="qwen2", sliding_window=4096, use_sliding_window=False)) == (None, False)
+    assert varlen.sliding_window(cfg(model_type="llama")) == (None, False)

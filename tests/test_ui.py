@@ -341,7 +341,7 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     logic = TabLogic(Applied(params, resolve_dirs(webui_root)))
     assert logic.use(None, "bob") == "Applied bob."
     assert params == {"character_chat": True, "stop_at_newline": True, "character": "Bob", "adapter": "bob",
-                      "instruction": None}
+                      "instruction": None, "rounds": 5}  # no context turns recorded: the default
     # an adapter that does not say whose it is: the previous character is not kept
     other = webui_root / "user_data" / "loras" / "other"
     other.mkdir()
@@ -359,6 +359,8 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     logic.host.reply = lambda text: prompts.append(text) or "Hello."
     assert logic.chat([], "Hi", "Carol", "Alice", 5) == "Hello."
     assert prompts == ["Continue the dialogue as Carol.\nAlice: Hi\nCarol:"]
+    logic.use(None, "bob")  # one that records no context turns: the default again, not the previous adapter's
+    assert params["rounds"] == 5
 
 
 def test_an_adapter_names_its_base_model_and_its_characters(webui_root):

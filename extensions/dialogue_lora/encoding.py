@@ -175,24 +175,19 @@ def encode_record(record: dict, tokenizer, cutoff_len: int, name: str | None = N
 
 
 def completion_prompts(record: dict, tokenizer, cutoff_len: int, name: str | None = None) -> list[list[int] | None]:
-    """For each completion of a sample, the token ids before it as training saw them: the sample up to that
-    completion, cut to `cutoff_len` with room left for it (None where it does not fit). Evaluation
+    """For each completion of a sample, the token ids before it as training saw them: the sample encoded
+    once and cut to `cutoff_len` as training cuts it, each completion's prompt all that precedes it there
+    (None for a completion the cut left out, or all of them when the last does not fit). Evaluation
     prompts with these, so a long sample's prompt is the one the adapter was trained on."""
     segments = prompt_mod.record_segments(record, name)
-    pinned = _pinned_text(record)
-    out: list[list[int] | None] = []
-    for i, (_, trainable) in enumerate(segments):
-        if not trainable:
-            continue
-        enc = encode_segments(segments[: i + 1], tokenizer, cutoff_len, pinned)
-        if enc is None:
-            out.append(None)
-            continue
-        start = len(enc["labels"])
-        while start > 0 and enc["labels"][start - 1] != IGNORE_INDEX:
-            start -= 1
-        out.append(enc["input_ids"][:start])
-    return out
+    n = sum(1 for _, trainable in segments if trainable)
+    enc = encode_segments(segments, tokenizer, cutoff_len, _pinned_text(record))
+    if enc is None:
+        return [None] * n
+    labels = enc["labels"]
+    starts = [i for i, label in enumerate(labels) if label != IGNORE_INDEX and (i == 0 or labels[i - 1] == IGNORE_INDEX)]
+    kept = [enc["input_ids"][:i] for i in starts][-n:]  # the newest completions survive a cut
+    return [None] * (n - len(kept)) + kept
 
 
 def encode_records(

@@ -213,6 +213,14 @@ def is_prompt_learning(model) -> bool:
     return bool(getattr(model.peft_config[model.active_adapter], "is_prompt_learning", False))
 
 
+def virtual_tokens(model) -> int:
+    """The positions a prompt-tuning adapter's soft prompt takes in front of every prompt (0 for others)."""
+    if not is_prompt_learning(model):
+        return 0
+    n = getattr(model.peft_config[model.active_adapter], "num_virtual_tokens", 0)
+    return n if isinstance(n, int) else 0
+
+
 @contextlib.contextmanager
 def adapter_disabled(model) -> Iterator[Any]:
     """The base model without its adapter, for comparisons, with no second copy of the weights.
@@ -345,7 +353,10 @@ def generate_replies(
     if max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")
     if max_prompt_tokens is None:
-        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        from .modeling import context_limit
+
+        limit = context_limit(model)  # a multimodal model's from its text config
+        limit = limit - virtual_tokens(model) if limit else limit  # a soft prompt takes its positions first
         if isinstance(limit, int) and limit > max_new_tokens:
             max_prompt_tokens = limit - max_new_tokens
     if is_prompt_learning(model):

@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             raise UserError(f"DIALOGUE_LORA_PORT={env!r} is not a port number (or give --port)") from None
     if not 0 < args.port < 65536:
-        raise UserError(f"--port must be between 1 and 65535, not {args.port}")
+        given = argv if argv is not None else sys.argv[1:]
+        where = "--port" if any(a.startswith("--port") for a in given) else "DIALOGUE_LORA_PORT"
+        raise UserError(f"{where} must be between 1 and 65535, not {args.port}")
     if importlib.util.find_spec("gradio") is None:
         print("error: the standalone app needs gradio: pip install -r requirements.txt", file=sys.stderr)
         return 2

@@ -943,7 +943,8 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
                               multiple=multiple)
 
     facts = {"dtype": str(dtype).replace("torch.", ""), "gradient_checkpointing": gc, "attn_implementation": attn,
-             "packing": packing, "scored_last_layer": scored_last, "fused_kernels": kernels}
+             # the packing asked for (what a resume must match); `packed`: what the model allowed
+             "packed": packing, "scored_last_layer": scored_last, "fused_kernels": kernels}
     return _Built(model, train_set, val_set, n_dropped, autocast, scaler, collate, score, facts)
 
 

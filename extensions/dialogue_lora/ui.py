@@ -38,6 +38,7 @@ RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl
 # advice (decompile them) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".rpyc", ".rpa")
 MAX_USE_TURNS = 20  # the Use section's context turns slider
+DEFAULT_USE_TURNS = 5  # for an adapter that records none (trained before it was recorded), as chat.py
 CHAT_FILTERS = ("non-responses", "conversation enders", "low-quality conversations")
 
 # The training form: (TrainConfig field, label, kind). Defaults come from TrainConfig itself.
@@ -721,9 +722,10 @@ class TabLogic:
         return ""
 
     def _use_turns(self, recorded) -> None:
-        """Context turns as many as the adapter's samples had (its dataset's --rounds), where recorded."""
-        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
-            self.host.params["rounds"] = min(recorded, MAX_USE_TURNS)
+        """Context turns as many as the adapter's samples had (its dataset's --rounds; at least 1, the
+        user's line), else the default, as chat.py: never the previous adapter's."""
+        known = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 0
+        self.host.params["rounds"] = min(max(recorded, 1), MAX_USE_TURNS) if known else DEFAULT_USE_TURNS
 
     def use(self, model, adapter) -> str:
         adapter = _adapter(adapter)
@@ -1128,13 +1130,14 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     train_tab.select(restore_form, [model, dataset], [model, dataset, adapter_name, *setting_inputs])
 
     def on_resume(resume_v, adapter_v):
-        """Ticking Resume (or naming the adapter with it ticked) fills the form from the run's checkpoint:
-        its model, dataset and settings, so that Start continues it as it was."""
+        """Ticking Resume fills the form from the named adapter's checkpoint: its model, dataset and
+        settings, so that Start continues it as it was (settings changed after it are the user's)."""
         found = logic.resume_form(adapter_v) if resume_v else None
         if found is None:
             return [gr.update()] * (3 + len(setting_inputs))
         c, checkpoint = found
-        values = [_text_value(c.get(k)) if isinstance(box, gr.Textbox)
+        # a setting the checkpoint does not record (an older version's) leaves its field as it is
+        values = [gr.update() if k not in c else _text_value(c.get(k)) if isinstance(box, gr.Textbox)
                   else (0 if c.get(k) is None and isinstance(box, gr.Number) else c.get(k)) for k, box in setting_boxes]
         datasets = logic.datasets()
         data = Path(str(c.get("dataset_name") or c.get("dataset") or "")).name
@@ -1143,7 +1146,6 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
                 f"continues it as it was.", *values]
 
     resume.input(on_resume, [resume, adapter_name], [model, dataset, train_msg, *setting_inputs])
-    adapter_name.blur(on_resume, [resume, adapter_name], [model, dataset, train_msg, *setting_inputs])
     # Opening the section shows the current run (after a page reload too), live while it trains;
     # "once": reopening it while that is streaming adds no second stream. Registered last: Gradio runs a
     # tab's handlers in turn, and one that streams would hold back those after it until the run ends.

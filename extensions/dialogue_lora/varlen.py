@@ -78,17 +78,27 @@ def layer_window(attn) -> int | None:
     return sliding_window(getattr(attn, "config", None))[0]
 
 
+_EVERY_LAYER = frozenset(("mistral", "mixtral"))
+
+
 def sliding_window(config) -> tuple[int | None, bool]:
     """(window, in every layer) of a model's config; (None, False) where no layer slides."""
     config = getattr(config, "text_config", None) or config
     window = getattr(config, "sliding_window", None)
     if not isinstance(window, int) or window <= 0 or getattr(config, "use_sliding_window", True) is False:
         return None, False
+    kind = getattr(config, "model_type", "") or ""
+    if kind in _EVERY_LAYER:  # their attention slides in every layer, whatever else the config says
+        return window, True
     kinds = getattr(config, "layer_types", None)
     if kinds:
         sliding = [k == "sliding_attention" for k in kinds]
         return (window, all(sliding)) if any(sliding) else (None, False)
-    return window, True
+    # an older transformers' config, with no layer types: Gemma's and Cohere's alternate local and global
+    # layers, and so do configs that say how (`sliding_window_pattern`, Qwen's `max_window_layers`)
+    mixed = kind.startswith(("gemma", "cohere")) or any(
+        getattr(config, k, None) is not None for k in ("sliding_window_pattern", "max_window_layers"))
+    return window, not mixed
 
 
 def register() -> bool:
