@@ -134,3 +134,18 @@ def test_telegram_notes_zoom_replies_and_otters_footer_are_no_ones_words(tmp_pat
              "Transcribed by https://otter.ai\n")
     got, _ = _turns(tmp_path, otter)
     assert got == [("Jamie Rivera:", "Let's start."), ("Priya Patel:", "Yes, the numbers look better.")]
+
+
+def test_copies_with_decorated_names(tmp_path):
+    zoom = ("10:02:15 From Sarah Chen (she/her) to Everyone:\n\tGood morning all, the slides are in the drive\n"
+            "10:02:40 From Tom Baker to Everyone:\n\tMorning Sarah, thanks for sharing them\n")
+    got, _ = _turns(tmp_path, zoom, filter_low_quality=False)
+    assert [g[0] for g in got] == ["Sarah Chen:", "Tom Baker:"]
+    telegram = ("Luna 🌙, [12.03.2024 10:03]\nwho is coming to the lake on saturday?\n\n"
+                "Kai, [12.03.2024 10:04]\nme, if the weather holds up\n")
+    got, _ = _turns(tmp_path, telegram, filter_low_quality=False)
+    assert [g[0] for g in got] == ["Luna:", "Kai:"]
+    teams = ("[12/03/2024 10:05] Becker, Jonas (Extern)\nthe build is green again\n"
+             "[12/03/2024 10:06] Müller, Hans\ngreat, thanks for fixing it\n")
+    got, _ = _turns(tmp_path, teams, filter_low_quality=False)
+    assert [g[0] for g in got] == ["Jonas Becker:", "Hans Müller:"]

@@ -56,7 +56,12 @@ def turns(text: str, layout: str = "auto") -> list[tuple]:
         ("[Scene]: a bar", None),
         ("[docs]: https://example.org/docs", None),  # a markdown link's definition
         ("[Edit]: fixed a typo", None),
+        ("[Edit 2]: and another", None),
+        ("[guide]: docs/GUIDE.md", None),  # a markdown reference link
+        ("[SPEAKER_01]: /r/books loved it", ("SPEAKER_01", " /r/books loved it")),
         ("🚀 Features: fast", None),  # a label's icon, not a decorated name
+        ("🚨 BREAKING 🚨: the bridge is closed", None),
+        ("🌸Sakura: hi", ("Sakura", " hi")),  # a nickname's glued emoji
         ("Bob (w/ Alice): hi", ("Bob", "(w/ Alice) hi")),  # no pronouns: a direction
         ("Date: Mon, Nov 3, 2026 at 7:03 PM", None),
         ("Betreff: Reise", None),
@@ -955,6 +960,23 @@ def test_single_spaced_gutenberg_cues_end_at_the_name_and_whisper_times_go():
     # wrapped prose: `last chapter.` starting a line is no heading
     prose = "Alice: I read the book up to the\nlast chapter. Then I slept.\nBob: And?\n"
     assert None not in turns(prose)
+
+
+def test_titles_initials_and_a_scripts_joiner_in_names():
+    play = ("LIEUT. HASTINGS.  I say, is the Colonel at home?\n\nMRS. PAGE.  He is in the garden.\n\n"
+            "SERGT. KITE.  Shall I fetch him?\n\nMRS. PAGE.  Do.\n\nLIEUT. HASTINGS.  Thanks.\n")
+    assert [t[0] for t in turns(play)] == ["LIEUT. HASTINGS", "MRS. PAGE", "SERGT. KITE", "MRS. PAGE", "LIEUT. HASTINGS"]
+    from extensions.dialogue_lora.dialogue import undecorated
+
+    assert undecorated("ශ්\u200dරී ලංකා") == "ශ්\u200dරී ලංකා"  # Sinhala's joiner is no emoji's
+    assert undecorated("Alex 🎮") == "Alex" and undecorated("Alex 🎮", emoji=False) == "Alex 🎮"
+
+
+def test_numbered_and_late_headings_and_hexchats_actions():
+    play = ("1. Akt\n\nMINNA:\nJa.\n\n2. Szene\n\nMINNA:\nNein.\n\nZWÖLFTER AUFTRITT.\n\nMINNA:\nGut.\n")
+    assert [t and t[0] for t in turns(play)] == [None, "MINNA", None, None, "MINNA", None, None, "MINNA"]
+    log = "Nov 03 19:03:02 <bob>\thi\nNov 03 19:03:15 *\talice waves\nNov 03 19:03:20 <alice>\they\nNov 03 19:04:00 <bob>\tok\n"
+    assert turns(log) == [("bob", "hi"), (None, "* alice waves"), ("alice", "hey"), ("bob", "ok")]  # no date left
 
 
 def test_zooms_saved_chat_names_its_sender():

@@ -72,9 +72,23 @@ def test_a_transcript_table_reads_name_colon_line_and_other_tables_stay_cells():
 
 def test_a_line_break_inside_a_speech_and_a_wikis_terms():
     page = ("<p><b>Mara:</b> Wait.<br>Listen.</p><p>Tom: hi<br>Mara: what?<br>nothing.</p><p>A poem<br>in lines</p>"
-            "<dl><dt>Mara</dt>\n<dd>Did you hear that?</dd></dl>")
-    assert [line.strip() for line in lines(page) if line.strip()] == [
-        "Mara: Wait. Listen.", "Tom: hi", "Mara: what? nothing.", "A poem", "in lines", "Mara: Did you hear that?"]
+            "<dl><dt>Mara</dt>\n<dd>Did you hear that?</dd></dl><dl><dt>Mara</dt><dd>Tom?</dd></dl>"
+            "<p>Bob: Out.<br>[Carol enters]<br>(Bob leaves)<br>2B: Affirmative.</p>")
+    from extensions.dialogue_lora.dialogue import split_speaker
+
+    turn = lambda line: split_speaker(line) is not None  # noqa: E731  (the text reader's rule, as it passes it)
+    assert [line.strip() for line in lines(page, turn) if line.strip()] == [
+        "Mara: Wait. Listen.", "Tom: hi", "Mara: what? nothing.", "A poem", "in lines", "Mara: Did you hear that?",
+        "Mara: Tom?", "Bob: Out.", "[Carol enters]", "(Bob leaves)", "2B: Affirmative."]
+    # a cast list (each name once) is no dialogue; what the page hides is left out
+    cast = ("<dl><dt>Mara</dt><dd>Played by Jane Doe.</dd><dt>Tom</dt><dd>Played by John Roe.</dd></dl>"
+            "<div style='display: none'><p>Carol: hidden</p><div>nested</div></div><p hidden>gone</p>")
+    assert [line.strip() for line in lines(cast) if line.strip()] == [
+        "Mara", "Played by Jane Doe.", "Tom", "Played by John Roe."]
+    timed = ("<table><tr><td>00:01</td><td>Mara</td><td>Did you hear that?</td></tr>"
+             "<tr><td>00:03</td><td>Tom</td><td>Just the wind.</td></tr><tr><td>00:05</td><td>Mara</td><td>No.</td></tr></table>")
+    assert [line.strip() for line in lines(timed) if line.strip()] == [
+        "Mara: Did you hear that?", "Tom: Just the wind.", "Mara: No."]
 
 
 def test_a_film_script_page_keeps_its_indentation_and_leaves_the_site_out(tmp_path):

@@ -29,12 +29,18 @@ from __future__ import annotations
 import re
 from typing import Iterable, Iterator
 
+from .subtitles import voice_name
+
 _TIME = r"\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[ \u202f]?[AaPp]\.?[Mm]\.?)?"
 _DATE = r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
 _NAME = r"(?P<name>[^\s\[\]<>:#][^:#\n]{0,39}?)"  # no colon: `[2023-12-31 21:15] Alex: hey` is Signal's
 # a person's name as the apps that write it plainly have it (Telegram, Teams, a transcript): words of
 # letters, digits and . ' - _, at most four
-_PLAIN_NAME = r"(?P<name>[^\W\d_][\w.'\-]*(?:[ ][\w.'\-]+){0,3})"
+EMOJI_CHARS = "\U0001F000-\U0001FAFF\u2300-\u23FF\u2600-\u27BF\u2B00-\u2BFF"  # emoji bases (not the joiners)
+_WORDS = r"[^\W\d_][\w.'\-]*(?:[ ][\w.'\-]+){0,3}"
+# as the app writes it: `Müller, Hans` (Teams), a note in brackets `(she/her)`, `(Extern)`, and emoji
+_PLAIN_NAME = (rf"(?P<name>{_WORDS}(?:,[ ]{_WORDS})?(?:[ ]?\([^()\n:]{{1,30}}\))?"
+               rf"(?:[ ]?[{EMOJI_CHARS}][\ufe0f\u200d{EMOJI_CHARS}]*)?)")
 # each app's header: the sender's name, and a date (`day`, or a `rel` word) and a time of day (`time`), or
 # the time into a recording (`at`). Discord's has a date or Today/Yesterday: a time alone after a dash
 # is a novel's section heading (`Mara — 6:15 AM`) or a slugline's as often.
@@ -106,6 +112,8 @@ def _messages(lines: Iterable[str], header: re.Pattern, app: str) -> Iterator[st
                 held = None
             groups = m.groupdict()
             author = m.group("name").strip()
+            if app == "Teams":  # as its transcripts' voices: `Müller, Hans (Extern)` is Hans Müller
+                author = voice_name(author) or author
             if groups.get("day"):
                 day = written = groups["day"]
             elif groups.get("rel") or day is None:

@@ -74,8 +74,12 @@ _MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u06
           "\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\u3099\u309a\ufe20-\ufe2f")
 _LETTERS = r"(?:[^\W_]|[%s])" % _MARKS
 # emoji a chat name is decorated with (`Luna 🌙:`, `Mx. Chaos ✨:`), left out of the name
-_EMOJI_CHARS = "\U0001F000-\U0001FAFF\u2300-\u23FF\u2600-\u27BF\u2B00-\u2BFF\uFE0F\u200D"
-_EMOJI = re.compile(r"[ \t]*[%s]+[ \t]*" % _EMOJI_CHARS)
+_EMOJI_CHARS = chatcopy.EMOJI_CHARS + "\uFE0F\u200D"  # with the selector and joiner that build emoji
+# a run of emoji starts with one (a zero-width joiner alone belongs to its script: Sinhala's `ශ්‍රී`)
+_EMOJI = re.compile(r"[ \t]*[%s][%s]*[ \t]*" % (chatcopy.EMOJI_CHARS, _EMOJI_CHARS))
+# words a post's icon labels rather than names (`🚨 BREAKING 🚨:`, `⚠️ Warning ⚠️:`, `🚀 Features:`)
+_ICON_LABELS = frozenset("breaking warning update updates news alert reminder announcement important info tip tips "
+                         "psa note features feature status edit new todo done fixed bug bugs changelog".split())
 _SPEAKER = re.compile(r"((?:[%s]+ ?)?(?:\d{1,2}(?:st|nd|rd|th|ST|ND|RD|TH)[ .]+)?[^\W\d_]%s*(?:[ .'\-_]+%s+)*[.']?(?: ?#\d{1,3})?(?: ?[%s]+)?)((?:[ \t]*(?:\([^()\n]{1,%d}\)|\[[^\[\]\n]{1,%d}\]))+)?[ \t]*[:\uff1a]"
                       % (_EMOJI_CHARS, _LETTERS, _LETTERS, _EMOJI_CHARS, MAX_DIRECTION_CHARS, MAX_DIRECTION_CHARS))
 # A code name of digits and a letter (`2B`, `9S`), tried only for a line that starts with a digit.
@@ -89,9 +93,12 @@ _DIVISIONS = ("acte|scène|chapitre|tableau|akt|aufzug|auftritt|szene|kapitel|ac
 _ORDINAL_WORDS = ("first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|premier|premi[eè]re|"
                   "deuxi[eè]me|seconde|troisi[eè]me|quatri[eè]me|cinqui[eè]me|sixi[eè]me|septi[eè]me|huiti[eè]me|"
                   "dernier|derni[eè]re|erste[rsn]?|zweite[rsn]?|"
-                  "dritte[rsn]?|vierte[rsn]?|fünfte[rsn]?|sechste[rsn]?|siebente[rsn]?|siebte[rsn]?|letzte[rsn]?|"
-                  "primer[oa]?|segund[oa]|tercer[oa]?|cuart[oa]|quint[oa]|sext[oa]|[uú]ltim[oa]|"
-                  "prim[oa]|second[oa]|terz[oa]|quart[oa]|sest[oa]|settim[oa]|ottav[oa]|"
+                  "dritte[rsn]?|vierte[rsn]?|fünfte[rsn]?|sechste[rsn]?|siebente[rsn]?|siebte[rsn]?|achte[rsn]?|"
+                  "neunte[rsn]?|zehnte[rsn]?|elfte[rsn]?|zwölfte[rsn]?|dreizehnte[rsn]?|vierzehnte[rsn]?|"
+                  "fünfzehnte[rsn]?|letzte[rsn]?|"
+                  "primer[oa]?|segund[oa]|tercer[oa]?|cuart[oa]|quint[oa]|sext[oa]|s[eé]ptim[oa]|octav[oa]|"
+                  "noven[oa]|d[eé]cim[oa]|[uú]ltim[oa]|"
+                  "prim[oa]|second[oa]|terz[oa]|quart[oa]|sest[oa]|settim[oa]|ottav[oa]|non[oa]|decim[oa]|"
                   "первое|второе|третье|четвертое|четвёртое|пятое|шестое|седьмое|восьмое|девятое|десятое|"
                   "первая|вторая|третья|четвертая|четвёртая|пятая|шестая|последнее|последняя|"
                   # French abbreviations: `ACTE Ier`, `SCÈNE 1re`, `SCÈNE 2e`
@@ -107,9 +114,13 @@ _SECTION = re.compile(r"[\[(]?(?:#{1,6}[ \t]*)?(?:(?-i:(?:INT|EXT|INT\.?/EXT|EXT
                       r"|(?:act|scene|chapter|part|book|volume|canto|episode|" + _DIVISIONS + r")\.?[ ]+"
                       r"(?:(?-i:[IVXLCDM]{1,7})|\d{1,3}|" + _NUMBER_WORDS + "|" + _ORDINAL_WORDS + r")"
                       r"(?=$|[ \t]*(?:[.:;)\]\u2014\u2013-]|,[ \t]*(?:act|scene|part|chapter|\d)\b)"
-                      r"|[ \t]+et[ \t]+derni[eè]re\b)"  # `SCÈNE XIII et dernière`
+                      r"|[ \t]+(?:et|y|e)[ \t]+(?:derni[eè]re|[uú]ltim[oa])\b)"  # `SCÈNE XIII et dernière`
                       # an ordinal first: capitalised, as a heading is (`last chapter.` wrapped in prose is not one)
                       r"|(?-i:(?=[A-ZÀ-ÖØ-ÞА-ЯЁ]))(?:" + _ORDINAL_WORDS + r")[ ]+(?:act|scene|chapter|part|book|"
+                      + _DIVISIONS + r")(?=$|[ \t]*[.:;)\]\u2014\u2013-])"
+                      # a number first, as German, French and Spanish editions write it: `2. Szene`, `III. Akt`,
+                      # `2e acte`, `1re scène`
+                      r"|(?:\d{1,2}|(?-i:[IVXL]{1,6}))(?:\.|e|er|re|[eè]me|[ºª])[ ]+(?:act|scene|chapter|part|book|"
                       + _DIVISIONS + r")(?=$|[ \t]*[.:;)\]\u2014\u2013-])"
                       r"|(?:scene|setting)[ \t]*:|(?:prologue|epilogue)(?=$|[ \t]*[^\w\s]))", re.IGNORECASE)
 # A novel's sentence with an early colon (`The answer came at once:`, `He said:`, `Bob whispered:`, `Later
@@ -181,7 +192,7 @@ _STAMP_STARTS = frozenset("[0123456789")
 # is an IRC log's stamp
 # Whisper's timed lines: `[00:00:01.000 --> 00:00:03.500] [SPEAKER_00]: text` (the times go, as a subtitle's)
 _WHISPER_TIMES = re.compile(r"\[(?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3} --> (?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3}\][ \t]*")
-_HEXCHAT_DAY = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d (?=\d{2}:\d{2}:\d{2} <)")
+_HEXCHAT_DAY = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d (?=\d{2}:\d{2}:\d{2} [<*-])")
 # irssi pads a nick without a mode sign with a space: `< bob>`
 _IRC_NICK = re.compile(r"<[ @+%~&]?([^<>\s:,]{1,40})>\s?(.*)")  # (no `:` `,`: they end or split names)
 # the same without a time before it: a space after the nick, which an HTML tag (`<b>bold`) lacks
@@ -233,7 +244,8 @@ def _stamp(text: str) -> tuple[re.Match, bool] | None:
 
 # Zoom's saved meeting chat: `From  Sarah Chen`, `From Sarah Chen to Everyone`, `... to Bob(Direct Message)`
 _ZOOM_SENDER = re.compile(r"From\s+(\S.*?)(?:\s+to\s+(?:Everyone|\S.*?)\s*(?:\((?:Direct Message|[Pp]rivately)\))?)?")
-_BRACKET_NOTES = frozenset("edit edited update updated eta tl;dr tldr deleted removed source link note ps".split())
+_BRACKET_NOTES = frozenset("edit edited update updated eta tl;dr tldr deleted removed source link note ps spoiler "
+                           "spoilers tw cw a/n".split())
 _BRACKET_COLON = re.compile(r"\[([^\[\]\n:]{1,%d})\][ \t]*[:\uff1a](.*)" % MAX_NAME_CHARS, re.DOTALL)
 _MARKDOWN_NAME = re.compile(r"(\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
@@ -335,12 +347,13 @@ def speaker_name(raw: str, stats: ReadStats | None = None) -> str:
     return text
 
 
-def undecorated(name: str) -> str:
+def undecorated(name: str, emoji: bool = True) -> str:
     """A chat name without what decorates it: emoji (`Luna 🌙`, `🔥Blaze🔥`) and pronouns (`Dev (he/him)`),
     as `--name Luna` means it; a name of nothing else stays as it is."""
     if name.isascii() and "/" not in name:
         return name
-    plain = " ".join(_EMOJI.sub(" ", _PRONOUN_PARENS.sub(" ", name)).split())
+    plain = _PRONOUN_PARENS.sub(" ", name)
+    plain = " ".join((_EMOJI.sub(" ", plain) if emoji else plain).split())
     return plain if any(c.isalnum() for c in plain) else name
 
 
@@ -459,8 +472,10 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         return hit if hit is not None and hit[0].isupper() else None  # `>> Bob: ...`: a quote in a message
     if line[:1] == "[" and (bracketed := _BRACKET_COLON.match(line)) is not None:  # whisperX's `[SPEAKER_00]: hi`
         label, rest = bracketed.group(1).strip(), bracketed.group(2)
-        if label.casefold() in _BRACKET_NOTES or rest.lstrip()[:1] in ("<", "/") or "://" in rest[:12]:
-            return None  # a post's `[Edit]: ...`, a markdown link's `[docs]: https://...`
+        target = rest.strip()
+        if (label.split()[0].casefold() in _BRACKET_NOTES or "://" in target[:12]
+                or (target and " " not in target and any(c in target for c in "/.#"))):
+            return None  # a post's `[Edit 2]: ...`, a markdown link's `[guide]: docs/GUIDE.md`
         return split_speaker(f"{label}:{rest}")
     if line[:1] in "*_":  # a name in markdown bold or italics: `**Bob:** hi`, `**Bob**: hi`, `*Bob:* hi`
         md = _MARKDOWN_NAME.match(line)
@@ -476,9 +491,11 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         return None
     name, direction = m.group(1, 2)
     if not name[:1].isalnum() or not name[-1:].isalnum() and name[-1:] not in ".'":
-        if not name[:1].isalnum() and name[-1:].isalnum():  # `🚀 Features:`, `✅ Status:`: a label's icon
-            return None
-        name = " ".join(_EMOJI.sub(" ", name).split())
+        plain = " ".join(_EMOJI.sub(" ", name).split())
+        spaced_icon = not name[:1].isalnum() and _EMOJI.match(name).group().endswith((" ", "\t"))
+        if plain.casefold() in _ICON_LABELS or (spaced_icon and name[-1:].isalnum()):
+            return None  # a post's label with its icon (`🚀 Features:`, `🚨 BREAKING 🚨:`), not a decorated name
+        name = plain
     end = m.end()
     rest = line[end:]
     if rest[:2] == "//" or (rest[:1].isdigit() and name[-1:].isdigit() and not direction):
@@ -888,7 +905,7 @@ def _debracket(line: str, cast: Counter) -> str:
     """A cast member's `[Name] text` line as `Name: text`; any other line as it is."""
     if (line.lstrip()[:1] == "[" and (m := _BRACKET_NAME.fullmatch(line)) is not None and m.group(1) in cast
             and split_speaker(m.group(2)) is None):
-        return f"{m.group(1)}: {m.group(2)}\n"
+        return f"{m.group(1)}: {m.group(2).lstrip(':').lstrip()}\n"  # `[Alice]: hey` too
     return line
 
 
@@ -913,6 +930,9 @@ _DOTTED_INLINE = re.compile(r"[ \t]{0,12}([^\W\d_][^\W_]*(?:[ .'\-&]+[^\W_]+)*)(
 _DOTTED_WORDS = frozenset("OK NO YES PS P.S NB N.B MR MRS MS DR ST BANG AH OH SO WELL NOTE".split())
 
 
+# abbreviated titles a name's full stop may follow (`MRS. ALVING`, `LIEUT. HASTINGS`); or an initial
+_TITLES = frozenset("MR MRS MS MME MLLE MM DR ST SR SGT SERGT LT LIEUT CAPT COL GEN MAJ ADM CDR CMDR CPL PVT PROF REV "
+                    "HON GOV SEN FR BRO SIS MST MSTR".split())
 _CUE_STOP = re.compile(r"\.[ \t]+(?=\S)")  # where a cue's full stop may end it, before its speech
 _IN_NAME_STOP = re.compile(r"\.[ \t]{2,}")  # a full stop and two spaces end a sentence, never a name's word
 
@@ -933,7 +953,7 @@ def _dotted_inline(text: str, cast: Counter | None = None) -> tuple[str, str, st
         name = m.group(1)
         # a full stop inside a name ends a title's abbreviation (`MRS. ALVING`, `DR. RANK`), not a name
         # (`SOLDIER. HALT`, `MARIE. M`)
-        titled = all(len(part.split()[-1]) <= 4 for part in name.split(". ")[:-1])
+        titled = all(len(word) <= 2 or word in _TITLES for word in (p.split()[-1] for p in name.split(". ")[:-1]))
         if (2 <= len(name) <= MAX_NAME_CHARS and name.isupper() and len(name.split()) <= MAX_NAME_WORDS
                 and titled and not _IN_NAME_STOP.search(name) and not _HEADING.fullmatch(name)):
             return name, m.group(2), _CUE_STOP.split(text[stop:], 1)[1].strip()
@@ -1186,7 +1206,7 @@ def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
     name, message = hit[0].translate(_INVISIBLE).strip(), hit[1].strip()
     if name[:1] == "~" and len(name) > 1:  # an iPhone's mark of a sender not in the contacts: `~ Jordan`
         name = name[1:].strip(" \u202f\u00a0")
-    name = undecorated(name)
+    name = undecorated(name, emoji=False)  # a contact's emoji may tell two people apart (`Alex 🎮`, `Alex 🎨`)
     if "," in name or ":" in name:
         name = speaker_name(name)  # as Discord's and CSV's: `--name` splits at commas
     notice = message.startswith("\u200e")  # an iPhone's own words: a notice, or what stands for a message
@@ -1576,4 +1596,5 @@ def iter_text_turns(
         page = f.read()
     stats.add_note(f"{path.name}: a web page: its text read, the markup, scripts and menus left out (line "
                    "numbers are the text's)", hint=True)
-    yield from parse_lines(webpage.lines(page), path.name, layout, stats, stamps)
+    yield from parse_lines(webpage.lines(page, lambda line: split_speaker(line) is not None), path.name, layout,
+                           stats, stamps)

@@ -69,7 +69,7 @@ def _clean(line: str) -> tuple[str, bool]:
     s = line.strip()
     if "<" in s:
         s = _INLINE_TIME.sub("", _RUBY_TEXT.sub("", s))
-        s = _VOICE.sub(lambda m: _voice_name(m.group(1)) + ": ", s, count=1)
+        s = _VOICE.sub(lambda m: voice_name(m.group(1)) + ": ", s, count=1)
         s = _TAG.sub("", _VOICE.sub(" ", s))
     if "{" in s:
         s = _OVERRIDE.sub("", s)
@@ -81,7 +81,7 @@ def _clean(line: str) -> tuple[str, bool]:
     return " ".join(s.split()), bool(dash)
 
 
-def _voice_name(name: str) -> str:
+def voice_name(name: str) -> str:
     """A voice span's speaker as a name: Teams' `Müller, Hans` is Hans Müller, and what it writes after a
     name goes: `(Guest)`, pronouns, a department `(IT-Services)`, `| Company`, a degree (`, PhD`)."""
     name = _VOICE_EXTRAS.sub(" ", name.split("|", 1)[0])

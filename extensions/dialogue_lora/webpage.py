@@ -12,8 +12,9 @@ the same line parser as a text file. Pure: no I/O. Rules, each for a page people
   it holds three times the words of the rest of the page (IMSDb's scripts), only it is read: the site's
   menus around it would otherwise open the dialogue as narration;
 - a transcript table (`<td><b>Alice</b></td><td>Hello.</td>`: rows of a short name cell and a line, with
-  names that come back) reads `Alice: Hello.` a row; any other table is its cells, a line each; a wiki's
-  `<dt>Alice</dt><dd>Hello.</dd>` reads `Alice: Hello.` too.
+  names that come back; a time cell first is left out) reads `Alice: Hello.` a row; any other table is its cells, a line each; a wiki's
+  `<dt>Alice</dt><dd>Hello.</dd>` reads `Alice: Hello.` too, where the names come back (not a cast list);
+- what the page hides (`hidden`, `style="display:none"`, `aria-hidden="true"`) is left out too.
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from collections import Counter
 from html.parser import HTMLParser
 
 SUFFIXES = (".html", ".htm", ".xhtml")
-_HIDDEN = {"script", "style", "head", "noscript", "template", "svg", "nav", "header", "footer", "aside", "form",
-           "select", "button", "iframe", "object"}
+_HIDDEN = {"script", "style", "head", "noscript", "template", "svg", "nav", "header", "footer", "aside",
+           "select", "button", "iframe", "object"}  # not `form`: some sites wrap the whole page in one
+_NOT_SHOWN = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+_TERM = "\x01"  # a `<dt>` name before its `<dd>`: `Name: ` when names come back, else a line of its own
 _BLOCKS = {"p", "div", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
            "section", "article", "main", "hr", "table", "center", "figure", "figcaption", "body", "html",
            "address", "details", "summary"}
@@ -32,6 +35,7 @@ _SPACE = re.compile(r"[ \t\r\n\f]+")  # not the no-break space: `&nbsp;` indenta
 _BREAK = ("\n", False)
 _SOFT = ("\x00", False)  # a `<br>`: a line's end, or a space inside a speech
 _NAME_CELL = re.compile(r"[^\W\d_][\w .'\-]{0,39}")  # a transcript table's name cell
+_TIME_CELL = re.compile(r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?")
 _SAYS = re.compile(r"[^\W\d_][\w .'\-]{0,39}:\s")  # a line that starts with a speaker's `Name:`
 # an export whose messages are the chat apps' own pages, which their JSON exports say better
 _TELEGRAM = re.compile(r"""class=["'](?:page_wrap|message (?:default|service))""")
@@ -65,8 +69,17 @@ class _Reader(HTMLParser):
         self.tables: list[list[tuple[int, int, list[tuple[int, int]], bool]]] = []  # open tables' rows
         self.rows: list[list] = []  # open rows: [start, [cell starts], any header cell]
         self.term: tuple[int, int] | None = None  # the pieces of the `<dt>` just closed
+        self.depth: dict[str, int] = {}  # open elements of each tag
+        self.unshown: list[tuple[str, int]] = []  # (tag, depth) of the open elements the page hides
 
     def handle_starttag(self, tag, attrs):
+        if tag not in _VOID:
+            self.depth[tag] = self.depth.get(tag, 0) + 1
+            if any(k == "hidden" or (k == "style" and v and _NOT_SHOWN.search(v)) or (k == "aria-hidden" and v == "true")
+                   for k, v in attrs):  # on the page, but not shown
+                self.unshown.append((tag, self.depth[tag]))
+                self.hidden += 1
+                return
         if tag in _HIDDEN and tag not in _VOID:
             self.hidden += 1
         elif tag == "pre":
@@ -104,7 +117,7 @@ class _Reader(HTMLParser):
         name = name.rstrip(":").strip()
         if not _NAME_CELL.fullmatch(name) or len(name.split()) > 4:
             return False
-        self.pieces[start:] = [(f"{name}: ", False)]
+        self.pieces[start:] = [(_TERM + name, False)]
         return True
 
     def handle_startendtag(self, tag, attrs):
@@ -114,6 +127,13 @@ class _Reader(HTMLParser):
             self.pieces.append(_BREAK)
 
     def handle_endtag(self, tag):
+        depth = self.depth.get(tag, 0)
+        if depth:
+            self.depth[tag] = depth - 1
+        if self.unshown and self.unshown[-1] == (tag, depth):
+            self.unshown.pop()
+            self.hidden = max(0, self.hidden - 1)
+            return
         if tag in _HIDDEN:
             self.hidden = max(0, self.hidden - 1)
         elif tag == "pre":
@@ -157,6 +177,8 @@ class _Reader(HTMLParser):
                 text = " ".join("".join(" " if p == _SOFT else p[0] for p in inner).split())
                 if text:
                     texts.append(text)
+            if texts is not None and len(texts) == 3 and _TIME_CELL.fullmatch(texts[0]):
+                texts = texts[1:]  # a time, a name and a line (a timed transcript's table)
             if texts is None or header or len(texts) != 2:
                 continue
             name = texts[0].rstrip(":").strip()
@@ -169,8 +191,11 @@ class _Reader(HTMLParser):
             self.pieces[start:end] = [_BREAK, (f"{name}: {text}", False), _BREAK]
 
 
-def lines(page: str) -> list[str]:
-    """The page's text, one reader's line per item (blank lines between blocks dropped to one)."""
+def lines(page: str, starts_turn=None) -> list[str]:
+    """The page's text, one reader's line per item (blank lines between blocks dropped to one).
+    `starts_turn(line)`: whether a line opens a turn of its own (the text reader's speaker rule); by
+    default a plain `Name: ` start."""
+    starts_turn = starts_turn or (lambda text: bool(_SAYS.match(text)))
     reader = _Reader()
     reader.feed(page)
     reader.close()
@@ -178,6 +203,8 @@ def lines(page: str) -> list[str]:
     pre_words = sum(len(t.split()) for t, pre in pieces if pre)
     if pre_words and pre_words > 3 * sum(len(t.split()) for t, pre in pieces if not pre):
         pieces = [p for p in pieces if p[1] or p in (_BREAK, _SOFT)]  # the script, not the site around it
+    terms = Counter(t[1:] for t, _ in pieces if t[:1] == _TERM)
+    speakers = bool(terms) and terms.most_common(1)[0][1] >= 2  # a transcript's names come back; a cast list's not
     out: list[str] = []
     soft: list[bool] = []  # whether the line came after a `<br>` in the same block
     line: list[str] = []
@@ -199,6 +226,13 @@ def lines(page: str) -> list[str]:
         if piece == _BREAK or piece == _SOFT:
             end_line()
             after_br = piece == _SOFT
+        elif text[:1] == _TERM:
+            line.append(text[1:])
+            if speakers:
+                line.append(": ")
+            else:
+                end_line()
+                after_br = False
         elif pre:
             for i, part in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
                 if i:
@@ -213,10 +247,11 @@ def lines(page: str) -> list[str]:
     joined: list[str] = []
     opened = False  # the current block's first line names a speaker
     for text, after in zip(out, soft):
-        names = bool(_SAYS.match(text))
-        if after and opened and joined and joined[-1] and not names:
+        names = starts_turn(text)
+        # a direction or an action of its own (`[Carol enters]`, `(Bob leaves)`, `*waves*`) is no speech's rest
+        if after and opened and joined and joined[-1] and not names and text[:1] not in "([*<{":
             joined[-1] = f"{joined[-1]} {text}"
             continue
-        opened = names or (after and opened)
+        opened = names  # after a line of its own that names no one (a direction), nothing goes on a speech
         joined.append(text)
     return [text + "\n" for text in joined]
