@@ -1158,3 +1158,11 @@ def test_a_yarn_script_is_read_branch_by_branch(tmp_path):
     txt = tmp_path / "radio.txt"
     txt.write_text(YARN.read_text(encoding="utf-8"), encoding="utf-8")
     assert scan_speakers(txt) == {"Sally": 8, "Player": 3}
+
+
+def test_a_whatsapp_contacts_emoji_stay_its_pronouns_go(tmp_path):
+    chat = tmp_path / "wa.txt"
+    chat.write_text("".join(f"12/31/23, 9:{i:02d} PM - {who}: {text} {i}\n" for i, (who, text) in enumerate(
+        [("Alex 🎮", "are we raiding tonight"), ("Alex 🎨", "sorry, finishing a commission"),
+         ("Dev (he/him)", "I can heal if nobody else wants to")] * 3)), encoding="utf-8")
+    assert scan_speakers(chat) == {"Alex 🎮": 3, "Alex 🎨": 3, "Dev": 3}  # two people, told apart by emoji

@@ -54,6 +54,7 @@ _HEADERS = {
                        r"(?:\((?:Direct Message|[Pp]rivately)\))?[ \t]*:[ \t]*"),
     "transcript": re.compile(rf"{_PLAIN_NAME}(?:[ \t]{{2,}}|\t)(?P<at>\d{{1,2}}:\d{{2}}(?::\d{{2}})?)[ \t]*"),
 }
+_ICONS = re.compile(rf"[{EMOJI_CHARS}][\ufe0f\u200d{EMOJI_CHARS}]*")
 _LATER = re.compile(rf"\[({_TIME})\][ \t]?(.*)")  # Discord: a later message of the group, `[10:44 PM]we need...`
 _EDITED = re.compile(r"[ \t]*\(edited\)[ \t]*$")
 # Telegram's notes on a message: what it answers, a forward (the words are not the sender's), media
@@ -114,6 +115,7 @@ def _messages(lines: Iterable[str], header: re.Pattern, app: str) -> Iterator[st
             author = m.group("name").strip()
             if app == "Teams":  # as its transcripts' voices: `Müller, Hans (Extern)` is Hans Müller
                 author = voice_name(author) or author
+            author = " ".join(_ICONS.sub(" ", author).split()) or author  # an app's display name: `Luna 🌙`
             if groups.get("day"):
                 day = written = groups["day"]
             elif groups.get("rel") or day is None:

@@ -338,10 +338,10 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
     return " ".join(text.split())
 
 
-def speaker_name(raw: str, stats: ReadStats | None = None) -> str:
+def speaker_name(raw: str, stats: ReadStats | None = None, emoji: bool = True) -> str:
     """A name from a field (a Discord nickname, a CSV column) cleaned for use as a speaker: one line, and
     no `:` (it ends the cue: `Sam: the Brave:` would be read back as `Sam`) or `,` (`--name` splits there)."""
-    text = undecorated(clean_text(raw, stats))
+    text = undecorated(clean_text(raw, stats), emoji)
     if ":" in text or "," in text:
         text = " ".join(text.replace(":", " ").replace(",", " ").split())
     return text

@@ -109,7 +109,7 @@ def load(path: Path, stats: ReadStats) -> list[dict]:
             "line": t.line,
             "type": "Default" if t.speaker is not None else "Service",
             "timestamp": _when(parts[t.line], day_first) if stamped else None,
-            "author": {"name": t.speaker or ""},
+            "author": {"name": t.speaker or "", "saved": True},
             "content": t.text,
         })
     return messages

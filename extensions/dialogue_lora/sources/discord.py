@@ -300,7 +300,8 @@ def _author_names(author: dict, stats: ReadStats) -> tuple[str | None, str | Non
     names = []
     for key in ("nickname", "name"):
         value = author.get(key)
-        names.append(speaker_name(value, stats) if isinstance(value, str) else "")
+        # a chat log's sender is the contact as saved, whose emoji may tell two people apart
+        names.append(speaker_name(value, stats, emoji=not author.get("saved")) if isinstance(value, str) else "")
     nickname, username = names
     if nickname:
         return nickname, (username if username and username != nickname else None)
