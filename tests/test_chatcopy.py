@@ -131,21 +131,28 @@ def test_telegram_notes_zoom_replies_and_otters_footer_are_no_ones_words(tmp_pat
     assert got == [("Sarah Chen:", "Can everyone see my screen?"), ("Tom Baker:", "can you share the deck after?"),
                    ("Priya Patel:", "I can see it")]
     otter = ("Jamie Rivera  0:03\nLet's start.\n\nPriya Patel  0:09\nYes, the numbers look better.\n\n"
-             "Transcribed by https://otter.ai\n")
+             "Jamie Rivera  0:15\nGood.\n\nTranscribed by https://otter.ai\n")
     got, _ = _turns(tmp_path, otter)
-    assert got == [("Jamie Rivera:", "Let's start."), ("Priya Patel:", "Yes, the numbers look better.")]
+    assert got == [("Jamie Rivera:", "Let's start."), ("Priya Patel:", "Yes, the numbers look better."),
+                   ("Jamie Rivera:", "Good.")]
 
 
 def test_copies_with_decorated_names(tmp_path):
     zoom = ("10:02:15 From Sarah Chen (she/her) to Everyone:\n\tGood morning all, the slides are in the drive\n"
-            "10:02:40 From Tom Baker to Everyone:\n\tMorning Sarah, thanks for sharing them\n")
+            "10:02:40 From Tom Baker to Everyone:\n\tMorning Sarah, thanks for sharing them\n"
+            "10:03:00 From Sarah Chen (she/her) to Everyone:\n\tYou're welcome\n")
     got, _ = _turns(tmp_path, zoom, filter_low_quality=False)
-    assert [g[0] for g in got] == ["Sarah Chen:", "Tom Baker:"]
+    assert [g[0] for g in got] == ["Sarah Chen:", "Tom Baker:", "Sarah Chen:"]
     telegram = ("Luna 🌙, [12.03.2024 10:03]\nwho is coming to the lake on saturday?\n\n"
-                "Kai, [12.03.2024 10:04]\nme, if the weather holds up\n")
+                "Kai, [12.03.2024 10:04]\nme, if the weather holds up\n\nLuna 🌙, [12.03.2024 10:05]\ngreat\n")
     got, _ = _turns(tmp_path, telegram, filter_low_quality=False)
-    assert [g[0] for g in got] == ["Luna:", "Kai:"]
+    assert [g[0] for g in got] == ["Luna:", "Kai:", "Luna:"]
     teams = ("[12/03/2024 10:05] Becker, Jonas (Extern)\nthe build is green again\n"
-             "[12/03/2024 10:06] Müller, Hans\ngreat, thanks for fixing it\n")
+             "[12/03/2024 10:06] Müller, Hans\ngreat, thanks for fixing it\n"
+             "[12/03/2024 10:07] Becker, Jonas (Extern)\nno problem\n")
     got, _ = _turns(tmp_path, teams, filter_low_quality=False)
-    assert [g[0] for g in got] == ["Jonas Becker:", "Hans Müller:"]
+    assert [g[0] for g in got] == ["Jonas Becker:", "Hans Müller:", "Jonas Becker:"]
+    # an agenda's timed items are no chat: none comes back
+    agenda = ["[10:00] Welcome Words\n", "coffee first\n", "[10:15] Budget Review (Q3)\n", "numbers\n",
+              "[10:45] Hiring Plan\n", "next steps\n"]
+    assert kind(agenda) is None

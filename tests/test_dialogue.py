@@ -59,6 +59,9 @@ def turns(text: str, layout: str = "auto") -> list[tuple]:
         ("[Edit 2]: and another", None),
         ("[guide]: docs/GUIDE.md", None),  # a markdown reference link
         ("[SPEAKER_01]: /r/books loved it", ("SPEAKER_01", " /r/books loved it")),
+        ("[SPEAKER_01]: Yeah.", ("SPEAKER_01", " Yeah.")),  # one word, no link
+        ("\ufe0fBob: yes", ("Bob", " yes")),  # a selector alone before a name
+        ("Bug 🐛: found it", ("Bug", " found it")),  # a nickname that is a label word, decorated after
         ("🚀 Features: fast", None),  # a label's icon, not a decorated name
         ("🚨 BREAKING 🚨: the bridge is closed", None),
         ("🌸Sakura: hi", ("Sakura", " hi")),  # a nickname's glued emoji
@@ -966,6 +969,8 @@ def test_titles_initials_and_a_scripts_joiner_in_names():
     play = ("LIEUT. HASTINGS.  I say, is the Colonel at home?\n\nMRS. PAGE.  He is in the garden.\n\n"
             "SERGT. KITE.  Shall I fetch him?\n\nMRS. PAGE.  Do.\n\nLIEUT. HASTINGS.  Thanks.\n")
     assert [t[0] for t in turns(play)] == ["LIEUT. HASTINGS", "MRS. PAGE", "SERGT. KITE", "MRS. PAGE", "LIEUT. HASTINGS"]
+    sheridan = "CHAS. SURFACE.  Well, brother.\n\nJOS. SURFACE.  Well.\n\nCHAS. SURFACE.  Go on.\n\nJOS. SURFACE.  No.\n"
+    assert [t[0] for t in turns(sheridan)] == ["CHAS. SURFACE", "JOS. SURFACE", "CHAS. SURFACE", "JOS. SURFACE"]
     from extensions.dialogue_lora.dialogue import undecorated
 
     assert undecorated("ශ්\u200dරී ලංකා") == "ශ්\u200dරී ලංකා"  # Sinhala's joiner is no emoji's

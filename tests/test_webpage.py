@@ -82,13 +82,24 @@ def test_a_line_break_inside_a_speech_and_a_wikis_terms():
         "Mara: Tom?", "Bob: Out.", "[Carol enters]", "(Bob leaves)", "2B: Affirmative."]
     # a cast list (each name once) is no dialogue; what the page hides is left out
     cast = ("<dl><dt>Mara</dt><dd>Played by Jane Doe.</dd><dt>Tom</dt><dd>Played by John Roe.</dd></dl>"
-            "<div style='display: none'><p>Carol: hidden</p><div>nested</div></div><p hidden>gone</p>")
+            "<div style='display: none'><p>Carol: hidden</p><div>nested</div></div><span hidden>gone</span>")
     assert [line.strip() for line in lines(cast) if line.strip()] == [
         "Mara", "Played by Jane Doe.", "Tom", "Played by John Roe."]
+    # a hidden element a page may leave unclosed (`<p>`, `<li>`) hides nothing: it would hide the rest
+    unclosed = "<p style='display:none'>old<p>Alice: Hello there.<p>Bob: Hi."
+    assert [line.strip() for line in lines(unclosed) if line.strip()][-2:] == ["Alice: Hello there.", "Bob: Hi."]
+    # a direction inside a speech stands alone, and the speech goes on after it
+    aside = "<p><b>Mara:</b> Wait.<br>(she turns)<br>Listen to me.</p>"
+    assert [line.strip() for line in lines(aside, turn) if line.strip()] == ["Mara: Wait. (she turns) Listen to me."]
     timed = ("<table><tr><td>00:01</td><td>Mara</td><td>Did you hear that?</td></tr>"
              "<tr><td>00:03</td><td>Tom</td><td>Just the wind.</td></tr><tr><td>00:05</td><td>Mara</td><td>No.</td></tr></table>")
     assert [line.strip() for line in lines(timed) if line.strip()] == [
         "Mara: Did you hear that?", "Tom: Just the wind.", "Mara: No."]
+    # a schedule (time, room, session) is no transcript: its header says so
+    schedule = ("<table><tr><th>Time</th><th>Room</th><th>Session</th></tr>"
+                "<tr><td>9:00</td><td>Main Hall</td><td>Welcome</td></tr><tr><td>9:30</td><td>Room 2</td><td>Intro</td></tr>"
+                "<tr><td>10:00</td><td>Main Hall</td><td>Keynote</td></tr></table>")
+    assert not any(":" in line and not line[:1].isdigit() for line in lines(schedule))
 
 
 def test_a_film_script_page_keeps_its_indentation_and_leaves_the_site_out(tmp_path):

@@ -37,7 +37,9 @@ _NAME = r"(?P<name>[^\s\[\]<>:#][^:#\n]{0,39}?)"  # no colon: `[2023-12-31 21:15
 # a person's name as the apps that write it plainly have it (Telegram, Teams, a transcript): words of
 # letters, digits and . ' - _, at most four
 EMOJI_CHARS = "\U0001F000-\U0001FAFF\u2300-\u23FF\u2600-\u27BF\u2B00-\u2BFF"  # emoji bases (not the joiners)
-_WORDS = r"[^\W\d_][\w.'\-]*(?:[ ][\w.'\-]+){0,3}"
+# a person's name: capitalised words (a particle may be lower case: `van`, `de`), at most four
+_WORD = r"(?:[^\W\d_a-zà-öø-ÿа-яё][\w.'\-]*|(?:van|von|de|der|den|da|di|du|del|la|le|bin|al|ten|ter)\b)"
+_WORDS = rf"{_WORD}(?:[ ]{_WORD}){{0,3}}"
 # as the app writes it: `Müller, Hans` (Teams), a note in brackets `(she/her)`, `(Extern)`, and emoji
 _PLAIN_NAME = (rf"(?P<name>{_WORDS}(?:,[ ]{_WORDS})?(?:[ ]?\([^()\n:]{{1,30}}\))?"
                rf"(?:[ ]?[{EMOJI_CHARS}][\ufe0f\u200d{EMOJI_CHARS}]*)?)")
@@ -66,8 +68,8 @@ _LOOKBACK = 200  # the messages a reply's preview is looked for among
 
 def kind(head: list[str]) -> str | None:
     """Which app's copy a text's first lines are (the kind with the most headers): at least two headers of
-    two people or more, or three of one, each with its words on the very next line; None for any other
-    text. A transcript's headers must also outnumber the text's `Name: text` lines (a podcast script's
+    two people or more, or three of one, each with its words on the very next line, and (but Discord's,
+    dated) three or more with a sender who comes back; None for any other text. A transcript's headers must also outnumber the text's `Name: text` lines (a podcast script's
     chapter marks, `Intro  0:00`, are not speakers)."""
     best, most = None, 0
     for app, header in _HEADERS.items():
@@ -78,7 +80,9 @@ def kind(head: list[str]) -> str | None:
                 names.append(m.group("name"))
         if app == "transcript" and sum(1 for line in head if _SAYS.match(line)) >= len(names):
             continue
-        if (len(names) >= 3 or len(set(names)) >= 2) and len(names) > most:
+        # a chat's senders come back (an agenda's items do not), and Discord's header is a date's anyway
+        back = app == "Discord" or (len(names) >= 3 and len(set(names)) < len(names))
+        if back and (len(names) >= 3 or len(set(names)) >= 2) and len(names) > most:
             best, most = app, len(names)
     return best
 

@@ -120,8 +120,8 @@ _SECTION = re.compile(r"[\[(]?(?:#{1,6}[ \t]*)?(?:(?-i:(?:INT|EXT|INT\.?/EXT|EXT
                       + _DIVISIONS + r")(?=$|[ \t]*[.:;)\]\u2014\u2013-])"
                       # a number first, as German, French and Spanish editions write it: `2. Szene`, `III. Akt`,
                       # `2e acte`, `1re scène`
-                      r"|(?:\d{1,2}|(?-i:[IVXL]{1,6}))(?:\.|e|er|re|[eè]me|[ºª])[ ]+(?:act|scene|chapter|part|book|"
-                      + _DIVISIONS + r")(?=$|[ \t]*[.:;)\]\u2014\u2013-])"
+                      r"|(?:\d{1,2}|(?-i:[IVXL]{1,6}))(?:\.|e|er|re|[eè]me|[ºª])[ ]+(?:" + _DIVISIONS + r")"
+                      r"(?=[ \t]*\.?[ \t]*$|,[ \t]*(?:\d|(?-i:[IVXL])))"
                       r"|(?:scene|setting)[ \t]*:|(?:prologue|epilogue)(?=$|[ \t]*[^\w\s]))", re.IGNORECASE)
 # A novel's sentence with an early colon (`The answer came at once:`, `He said:`, `Bob whispered:`, `Later
 # that night:`) is narration, not a speaker: names are capitalised words with particles and prepositions
@@ -246,6 +246,7 @@ def _stamp(text: str) -> tuple[re.Match, bool] | None:
 _ZOOM_SENDER = re.compile(r"From\s+(\S.*?)(?:\s+to\s+(?:Everyone|\S.*?)\s*(?:\((?:Direct Message|[Pp]rivately)\))?)?")
 _BRACKET_NOTES = frozenset("edit edited update updated eta tl;dr tldr deleted removed source link note ps spoiler "
                            "spoilers tw cw a/n".split())
+_LINK_TARGET = re.compile(r"#|\.{0,2}/|[\w.-]+/|[\w-]+\.[A-Za-z0-9]{1,5}$")  # `#top`, `./a`, `docs/x`, `LICENSE.md`
 _BRACKET_COLON = re.compile(r"\[([^\[\]\n:]{1,%d})\][ \t]*[:\uff1a](.*)" % MAX_NAME_CHARS, re.DOTALL)
 _MARKDOWN_NAME = re.compile(r"(\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
@@ -474,7 +475,7 @@ def split_speaker(line: str) -> tuple[str, str] | None:
         label, rest = bracketed.group(1).strip(), bracketed.group(2)
         target = rest.strip()
         if (label.split()[0].casefold() in _BRACKET_NOTES or "://" in target[:12]
-                or (target and " " not in target and any(c in target for c in "/.#"))):
+                or (target and " " not in target and _LINK_TARGET.match(target))):
             return None  # a post's `[Edit 2]: ...`, a markdown link's `[guide]: docs/GUIDE.md`
         return split_speaker(f"{label}:{rest}")
     if line[:1] in "*_":  # a name in markdown bold or italics: `**Bob:** hi`, `**Bob**: hi`, `*Bob:* hi`
@@ -492,9 +493,13 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     name, direction = m.group(1, 2)
     if not name[:1].isalnum() or not name[-1:].isalnum() and name[-1:] not in ".'":
         plain = " ".join(_EMOJI.sub(" ", name).split())
-        spaced_icon = not name[:1].isalnum() and _EMOJI.match(name).group().endswith((" ", "\t"))
-        if plain.casefold() in _ICON_LABELS or (spaced_icon and name[-1:].isalnum()):
+        icon = _EMOJI.match(name)  # None where the name starts with a selector or a joiner alone
+        spaced_icon = icon is not None and icon.group().endswith((" ", "\t"))
+        if icon is not None and (plain.casefold() in _ICON_LABELS or (spaced_icon and name[-1:].isalnum())):
             return None  # a post's label with its icon (`🚀 Features:`, `🚨 BREAKING 🚨:`), not a decorated name
+        plain = plain.strip("\ufe0f\u200d ")  # a selector or joiner left alone before the name
+        if not plain:
+            return None
         name = plain
     end = m.end()
     rest = line[end:]
@@ -905,7 +910,10 @@ def _debracket(line: str, cast: Counter) -> str:
     """A cast member's `[Name] text` line as `Name: text`; any other line as it is."""
     if (line.lstrip()[:1] == "[" and (m := _BRACKET_NAME.fullmatch(line)) is not None and m.group(1) in cast
             and split_speaker(m.group(2)) is None):
-        return f"{m.group(1)}: {m.group(2).lstrip(':').lstrip()}\n"  # `[Alice]: hey` too
+        text = m.group(2)
+        if text.startswith(": ") or text == ":":  # `[Alice]: hey`; not an emoticon's colon, `[Alice] :) great`
+            text = text[1:].lstrip()
+        return f"{m.group(1)}: {text}\n"
     return line
 
 
@@ -953,7 +961,7 @@ def _dotted_inline(text: str, cast: Counter | None = None) -> tuple[str, str, st
         name = m.group(1)
         # a full stop inside a name ends a title's abbreviation (`MRS. ALVING`, `DR. RANK`), not a name
         # (`SOLDIER. HALT`, `MARIE. M`)
-        titled = all(len(word) <= 2 or word in _TITLES for word in (p.split()[-1] for p in name.split(". ")[:-1]))
+        titled = all(len(word) <= 4 or word in _TITLES for word in (p.split()[-1] for p in name.split(". ")[:-1]))
         if (2 <= len(name) <= MAX_NAME_CHARS and name.isupper() and len(name.split()) <= MAX_NAME_WORDS
                 and titled and not _IN_NAME_STOP.search(name) and not _HEADING.fullmatch(name)):
             return name, m.group(2), _CUE_STOP.split(text[stop:], 1)[1].strip()

@@ -26,6 +26,10 @@ SUFFIXES = (".html", ".htm", ".xhtml")
 _HIDDEN = {"script", "style", "head", "noscript", "template", "svg", "nav", "header", "footer", "aside",
            "select", "button", "iframe", "object"}  # not `form`: some sites wrap the whole page in one
 _NOT_SHOWN = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
+# elements whose end tag a page always writes: hiding one hides to its end (a hidden `<p>` or `<li>` may
+# never be closed, and would hide the rest of the page)
+_CLOSED = {"div", "span", "section", "article", "table", "ul", "ol", "dl", "details", "figure", "blockquote", "a",
+           "font", "small", "em", "strong", "b", "i", "u", "s", "label", "main", "pre", "sup", "sub", "code"}
 _TERM = "\x01"  # a `<dt>` name before its `<dd>`: `Name: ` when names come back, else a line of its own
 _BLOCKS = {"p", "div", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
            "section", "article", "main", "hr", "table", "center", "figure", "figcaption", "body", "html",
@@ -35,6 +39,7 @@ _SPACE = re.compile(r"[ \t\r\n\f]+")  # not the no-break space: `&nbsp;` indenta
 _BREAK = ("\n", False)
 _SOFT = ("\x00", False)  # a `<br>`: a line's end, or a space inside a speech
 _NAME_CELL = re.compile(r"[^\W\d_][\w .'\-]{0,39}")  # a transcript table's name cell
+_WHO = frozenset("speaker character name who person voice role".split())  # a transcript table's name column
 _TIME_CELL = re.compile(r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?")
 _SAYS = re.compile(r"[^\W\d_][\w .'\-]{0,39}:\s")  # a line that starts with a speaker's `Name:`
 # an export whose messages are the chat apps' own pages, which their JSON exports say better
@@ -75,8 +80,8 @@ class _Reader(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag not in _VOID:
             self.depth[tag] = self.depth.get(tag, 0) + 1
-            if any(k == "hidden" or (k == "style" and v and _NOT_SHOWN.search(v)) or (k == "aria-hidden" and v == "true")
-                   for k, v in attrs):  # on the page, but not shown
+            if tag in _CLOSED and any(k == "hidden" or (k == "style" and v and _NOT_SHOWN.search(v))
+                                      or (k == "aria-hidden" and v == "true") for k, v in attrs):  # not shown
                 self.unshown.append((tag, self.depth[tag]))
                 self.hidden += 1
                 return
@@ -162,9 +167,18 @@ class _Reader(HTMLParser):
         while self.tables:  # a table the page never closed
             self._table(self.tables.pop())
 
+    def _cells(self, row) -> list[str]:
+        """A row's cells as text."""
+        start, end, cells, _ = row
+        return [" ".join("".join(p[0] for p in self.pieces[a:b] if p not in (_BREAK, _SOFT)).split())
+                for a, b in zip(cells, cells[1:] + [end])]
+
     def _table(self, rows) -> None:
         """A transcript table's rows as `name: line` (see the module's note); any other table left as it is."""
         said = []  # (row start, row end, name, line) of the rows of a name cell and a line
+        # a time column is left out only in a timed transcript: its header (if any) says who speaks there
+        heads = [self._cells(r)[1:2] for r in rows if r[3]]
+        timed = not heads or any(h and h[0].casefold() in _WHO for h in heads)
         for start, end, cells, header in rows:
             texts = []
             for a, b in zip(cells, cells[1:] + [end]):
@@ -177,7 +191,7 @@ class _Reader(HTMLParser):
                 text = " ".join("".join(" " if p == _SOFT else p[0] for p in inner).split())
                 if text:
                     texts.append(text)
-            if texts is not None and len(texts) == 3 and _TIME_CELL.fullmatch(texts[0]):
+            if texts is not None and len(texts) == 3 and timed and _TIME_CELL.fullmatch(texts[0]):
                 texts = texts[1:]  # a time, a name and a line (a timed transcript's table)
             if texts is None or header or len(texts) != 2:
                 continue
@@ -243,15 +257,22 @@ def lines(page: str, starts_turn=None) -> list[str]:
         else:
             line.append(_SPACE.sub(" ", text))
     end_line()
-    # a `<br>` inside a speech: the line after it, naming no one, goes on with the speech
+    # a `<br>` inside a speech: the line after it, naming no one, goes on with the speech; a direction
+    # there (`(she turns)`) goes on with it when the speech does after it, and stands alone otherwise
+    # (`[Carol enters]` before Carol speaks)
     joined: list[str] = []
-    opened = False  # the current block's first line names a speaker
-    for text, after in zip(out, soft):
-        names = starts_turn(text)
-        # a direction or an action of its own (`[Carol enters]`, `(Bob leaves)`, `*waves*`) is no speech's rest
-        if after and opened and joined and joined[-1] and not names and text[:1] not in "([*<{":
+    opened = False  # the current block's last line kept is a speaker's
+    names = [starts_turn(text) for text in out]
+    for i, (text, after) in enumerate(zip(out, soft)):
+        direction = text[:1] in "([*<{"
+        if direction and after and opened:
+            later = i + 1 < len(out) and soft[i + 1] and out[i + 1] and not names[i + 1] and out[i + 1][:1] not in "([*<{"
+            if later and joined and joined[-1]:
+                joined[-1] = f"{joined[-1]} {text}"
+                continue
+        elif after and opened and joined and joined[-1] and not names[i]:
             joined[-1] = f"{joined[-1]} {text}"
             continue
-        opened = names  # after a line of its own that names no one (a direction), nothing goes on a speech
+        opened = names[i]
         joined.append(text)
     return [text + "\n" for text in joined]
