@@ -34,15 +34,15 @@ from .subtitles import voice_name
 _TIME = r"\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[ \u202f]?[AaPp]\.?[Mm]\.?)?"
 _DATE = r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
 _NAME = r"(?P<name>[^\s\[\]<>:#][^:#\n]{0,39}?)"  # no colon: `[2023-12-31 21:15] Alex: hey` is Signal's
-# a person's name as the apps that write it plainly have it (Telegram, Teams, a transcript): words of
-# letters, digits and . ' - _, at most four
 EMOJI_CHARS = "\U0001F000-\U0001FAFF\u2300-\u23FF\u2600-\u27BF\u2B00-\u2BFF"  # emoji bases (not the joiners)
+# a run of emoji: it starts with one, then emoji, selectors and joiners (`❤️`, `👩‍💻`)
+EMOJI_RUN = rf"[{EMOJI_CHARS}][\ufe0f\u200d{EMOJI_CHARS}]*"
 # a person's name: capitalised words (a particle may be lower case: `van`, `de`), at most four
 _WORD = r"(?:[^\W\d_a-zà-öø-ÿа-яё][\w.'\-]*|(?:van|von|de|der|den|da|di|du|del|la|le|bin|al|ten|ter)\b)"
 _WORDS = rf"{_WORD}(?:[ ]{_WORD}){{0,3}}"
 # as the app writes it: `Müller, Hans` (Teams), a note in brackets `(she/her)`, `(Extern)`, and emoji
 _PLAIN_NAME = (rf"(?P<name>{_WORDS}(?:,[ ]{_WORDS})?(?:[ ]?\([^()\n:]{{1,30}}\))?"
-               rf"(?:[ ]?[{EMOJI_CHARS}][\ufe0f\u200d{EMOJI_CHARS}]*)?)")
+               rf"(?:[ ]?{EMOJI_RUN})?)")
 # each app's header: the sender's name, and a date (`day`, or a `rel` word) and a time of day (`time`), or
 # the time into a recording (`at`). Discord's has a date or Today/Yesterday: a time alone after a dash
 # is a novel's section heading (`Mara — 6:15 AM`) or a slugline's as often.
@@ -56,7 +56,7 @@ _HEADERS = {
                        r"(?:\((?:Direct Message|[Pp]rivately)\))?[ \t]*:[ \t]*"),
     "transcript": re.compile(rf"{_PLAIN_NAME}(?:[ \t]{{2,}}|\t)(?P<at>\d{{1,2}}:\d{{2}}(?::\d{{2}})?)[ \t]*"),
 }
-_ICONS = re.compile(rf"[{EMOJI_CHARS}][\ufe0f\u200d{EMOJI_CHARS}]*")
+_ICONS = re.compile(EMOJI_RUN)
 _LATER = re.compile(rf"\[({_TIME})\][ \t]?(.*)")  # Discord: a later message of the group, `[10:44 PM]we need...`
 _EDITED = re.compile(r"[ \t]*\(edited\)[ \t]*$")
 # Telegram's notes on a message: what it answers, a forward (the words are not the sender's), media
@@ -69,8 +69,9 @@ _LOOKBACK = 200  # the messages a reply's preview is looked for among
 def kind(head: list[str]) -> str | None:
     """Which app's copy a text's first lines are (the kind with the most headers): at least two headers of
     two people or more, or three of one, each with its words on the very next line, and (but Discord's,
-    dated) three or more with a sender who comes back; None for any other text. A transcript's headers must also outnumber the text's `Name: text` lines (a podcast script's
-    chapter marks, `Intro  0:00`, are not speakers)."""
+    dated) three or more with a sender who comes back; None for any other text. A transcript's headers
+    must also outnumber the text's `Name: text` lines (a podcast script's chapter marks, `Intro  0:00`,
+    are not speakers)."""
     best, most = None, 0
     for app, header in _HEADERS.items():
         names = []

@@ -61,6 +61,11 @@ class Turn(NamedTuple):
 
 BREAK = None  # in a turn stream: a conversation boundary (context is reset)
 
+
+def as_context(turns: Iterable[Turn]) -> list[Turn]:
+    """Turns said again before a branch, as narration (`Name: text`: read the same, never learnt twice)."""
+    return [t._replace(speaker=None, text=f"{t.speaker}: {t.text}" if t.speaker else t.text) for t in turns]
+
 # `Name:` at the start of a line. Group 1: the name; the rest of the line after the colon is the text.
 # The name: a letter, then letters, digits, spaces, . ' - _ (checked for length and word count after); an
 # ordinal may come first (`2ND CITIZEN`, `1st Lord`). Or a short code of digits and a letter (`2B`, `9S`).
@@ -76,7 +81,7 @@ _LETTERS = r"(?:[^\W_]|[%s])" % _MARKS
 # emoji a chat name is decorated with (`Luna 🌙:`, `Mx. Chaos ✨:`), left out of the name
 _EMOJI_CHARS = chatcopy.EMOJI_CHARS + "\uFE0F\u200D"  # with the selector and joiner that build emoji
 # a run of emoji starts with one (a zero-width joiner alone belongs to its script: Sinhala's `ශ්‍රී`)
-_EMOJI = re.compile(r"[ \t]*[%s][%s]*[ \t]*" % (chatcopy.EMOJI_CHARS, _EMOJI_CHARS))
+_EMOJI = re.compile(r"[ \t]*%s[ \t]*" % chatcopy.EMOJI_RUN)
 # words a post's icon labels rather than names (`🚨 BREAKING 🚨:`, `⚠️ Warning ⚠️:`, `🚀 Features:`)
 _ICON_LABELS = frozenset("breaking warning update updates news alert reminder announcement important info tip tips "
                          "psa note features feature status edit new todo done fixed bug bugs changelog".split())
@@ -188,10 +193,10 @@ _STAMP = re.compile(r"(\[)?(\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:T|,?(?:\s+à)?\s+)
 _WEB_STAMP = re.compile(r"\[(\d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:[\s\u00a0\u202f]?[AaPp]\.?[\s\u00a0\u202f]?[Mm]\.?)?),"
                         r"\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\]\s+")
 _STAMP_STARTS = frozenset("[0123456789")
-# HexChat's log writes the month and day before the time (`Nov 03 19:03:02 <bob>\thi`): left out, the time
-# is an IRC log's stamp
 # Whisper's timed lines: `[00:00:01.000 --> 00:00:03.500] [SPEAKER_00]: text` (the times go, as a subtitle's)
 _WHISPER_TIMES = re.compile(r"\[(?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3} --> (?:\d{1,2}:)?\d{1,2}:\d{2}[.,]\d{1,3}\][ \t]*")
+# HexChat's log writes the month and day before the time (`Nov 03 19:03:02 <bob>\thi`): left out, the time
+# is an IRC log's stamp
 _HEXCHAT_DAY = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d (?=\d{2}:\d{2}:\d{2} [<*-])")
 # irssi pads a nick without a mode sign with a space: `< bob>`
 _IRC_NICK = re.compile(r"<[ @+%~&]?([^<>\s:,]{1,40})>\s?(.*)")  # (no `:` `,`: they end or split names)
@@ -453,8 +458,8 @@ def strip_actions(text: str, speaker: str | None = None) -> str:
 _DIRECTION_PARTS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _EXTENSION = re.compile(r"V\.? ?O\.?|O\.? ?S\.?|O\.? ?C\.?|CONT(?:['\u2019]?D|INUED|INUING)\.?|PRE-?LAP", re.IGNORECASE)
 _TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?")
-# pronouns after a name (`Dev (he/him):`): who speaks, not how
 _PRIVATE_MARKS = frozenset(("Direct Message", "privately", "Privately"))  # Zoom's mark of a direct message
+# pronouns after a name (`Dev (he/him):`): who speaks, not how
 _PRONOUN_WORDS = r"(?:he|him|his|she|her|hers|they|them|theirs|it|its|xe|xem|xir|ze|zir|hir|fae|faer|ey|em|any|all)"
 _PRONOUN_PARENS = re.compile(r"\(\s*%s(?:\s?/\s?%s){1,2}\s*\)" % (_PRONOUN_WORDS, _PRONOUN_WORDS), re.IGNORECASE)
 _NAME_PRONOUNS = re.compile(r"%s(?:[ \t]?/[ \t]?%s){1,2}" % (_PRONOUN_WORDS, _PRONOUN_WORDS), re.IGNORECASE)
@@ -784,8 +789,8 @@ def parse_lines(
         head = list(itertools.islice(it, DETECT_LINES))
     else:
         for prefix in (_HEXCHAT_DAY, _WHISPER_TIMES):  # a time on each line the text reader has no use for
-            if sum(1 for line in head[:200] if prefix.match(line)) >= 3:
-                it = (prefix.sub("", line, count=1) for line in itertools.chain(head, it))
+            if sum(1 for line in head[:200] if prefix.match(line)) >= 3:  # at the line's start only
+                it = (line[m.end():] if (m := prefix.match(line)) else line for line in itertools.chain(head, it))
                 head = list(itertools.islice(it, DETECT_LINES))
                 break
     # a book's introduction before the first speech (a Gutenberg play's preface): judge from what follows it

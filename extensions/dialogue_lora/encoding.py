@@ -185,7 +185,8 @@ def completion_prompts(record: dict, tokenizer, cutoff_len: int, name: str | Non
     if enc is None:
         return [None] * n
     labels = enc["labels"]
-    starts = [i for i, label in enumerate(labels) if label != IGNORE_INDEX and (i == 0 or labels[i - 1] == IGNORE_INDEX)]
+    starts = [i for i, label in enumerate(labels)  # where each trained run of tokens begins
+              if label != IGNORE_INDEX and (i == 0 or labels[i - 1] == IGNORE_INDEX)]
     kept = [enc["input_ids"][:i] for i in starts][-n:]  # the newest completions survive a cut
     return [None] * (n - len(kept)) + kept
 

@@ -344,9 +344,10 @@ def generate_replies(
     """(reply, stopped_at_newline) for each prompt; prompts are batched with left padding.
 
     A prompt is a text (e.g. prompt.chat_prompt), the pieces of a held-out sample's context (see
-    `prompt_ids`), or its token ids already (a list of ints: evaluation's, cut as training cut it). The reply is the generated text up to the first newline, trimmed; `stopped_at_newline`
-    is False when `max_new_tokens` (or the end-of-sequence token) came first. `on_batch(done, total)`
-    reports progress after each batch.
+    `prompt_ids`), or its token ids already (a list of ints: evaluation's, cut as training cut it). The
+    reply is the generated text up to the first newline, trimmed; `stopped_at_newline` is False when
+    `max_new_tokens` (or the end-of-sequence token) came first. `on_batch(done, total)` reports progress
+    after each batch.
     """
     import torch
 

@@ -493,29 +493,23 @@ class TabLogic:
         folder = self.host.dirs().models
         if self.models():
             return UserError(f"pick a base model (the list shows the models in {folder})")
-        unweighted = sorted(p.name for p in folder.iterdir() if is_model_dir(p) and not has_weights(p)) \
-            if folder.is_dir() else []
+        unweighted = (sorted(p.name for p in folder.iterdir() if is_model_dir(p) and not has_weights(p))
+                      if folder.is_dir() else [])
+        skipped = f"; {', '.join(unweighted[:3])} hold(s) no weights (.safetensors or .bin)" if unweighted else ""
         return UserError(f"no models in {folder}: put a Hugging Face model's folder there (its config.json, "
-                         "tokenizer and weights), then Refresh lists" + (
-                             f"; {', '.join(unweighted[:3])} hold(s) no weights (.safetensors or .bin)" if unweighted else ""))
+                         f"tokenizer and weights), then Refresh lists{skipped}")
 
     def resume_form(self, adapter) -> tuple[dict, str] | None:
         """(the settings of the adapter's latest checkpoint, its name) when the adapter has a stopped run to
         resume; None otherwise. Resume fills the form with them: a form at its defaults (the app restarted)
         would quietly change the run's length and schedule."""
-        from .paths import CHECKPOINT_PREFIX, CHECKPOINT_STATE
+        from .paths import CHECKPOINT_STATE
+        from .training import checkpoints
 
         name = str(adapter or "").strip()
         if not name or "/" in name or "\\" in name:
             return None
-        folder = self.host.dirs().loras / name
-        found = []
-        if folder.is_dir():
-            for p in folder.iterdir():
-                step = p.name[len(CHECKPOINT_PREFIX):]
-                if p.name.startswith(CHECKPOINT_PREFIX) and step.isdigit() and (p / CHECKPOINT_STATE).is_file():
-                    found.append((int(step), p))
-        for _, latest in sorted(found, reverse=True):
+        for latest in reversed(checkpoints(self.host.dirs().loras / name)):
             try:
                 settings = json.loads((latest / CHECKPOINT_STATE).read_text(encoding="utf-8")).get("settings")
             except (OSError, ValueError, AttributeError):
@@ -1110,6 +1104,13 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
 
     dataset.input(on_dataset, [dataset, adapter_name], adapter_name)
 
+    def form_values(c: dict, leave_unrecorded: bool = False) -> list:
+        """The settings fields' values from a run's settings `c`: a number left to its default (None) as the
+        0 that means it, as on a fresh page; a setting `c` lacks left as the field has it, if so asked."""
+        return [gr.update() if leave_unrecorded and k not in c
+                else _text_value(c.get(k)) if isinstance(box, gr.Textbox)
+                else (0 if c.get(k) is None and isinstance(box, gr.Number) else c.get(k)) for k, box in setting_boxes]
+
     def restore_form(model_v, dataset_v):
         """A fresh page (after a reload) shows the form of a run that is training or can be resumed: its
         model, dataset, name and settings, so that Resume after a Stop has them. Not a finished or failed
@@ -1122,10 +1123,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         if dataset_v or (model_v and model_v != logic.default_model()):  # not the model a fresh form starts with
             return [gr.update()] * (3 + len(setting_inputs))
         c = job.config
-        # a number left to its default is None in the config: shown as the 0 that means it, as on a fresh page
-        values = [_text_value(c.get(k)) if isinstance(box, gr.Textbox)
-                  else (0 if c.get(k) is None and isinstance(box, gr.Number) else c.get(k)) for k, box in setting_boxes]
-        return [c.get("model_name"), Path(str(c.get("dataset_name", ""))).name, c.get("lora_name"), *values]
+        return [c.get("model_name"), Path(str(c.get("dataset_name", ""))).name, c.get("lora_name"), *form_values(c)]
 
     train_tab.select(restore_form, [model, dataset], [model, dataset, adapter_name, *setting_inputs])
 
@@ -1137,8 +1135,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
             return [gr.update()] * (3 + len(setting_inputs))
         c, checkpoint = found
         # a setting the checkpoint does not record (an older version's) leaves its field as it is
-        values = [gr.update() if k not in c else _text_value(c.get(k)) if isinstance(box, gr.Textbox)
-                  else (0 if c.get(k) is None and isinstance(box, gr.Number) else c.get(k)) for k, box in setting_boxes]
+        values = form_values(c, leave_unrecorded=True)
         datasets = logic.datasets()
         data = Path(str(c.get("dataset_name") or c.get("dataset") or "")).name
         return [c.get("model_name") if c.get("model_name") in logic.models() else gr.update(),

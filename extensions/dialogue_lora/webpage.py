@@ -12,8 +12,9 @@ the same line parser as a text file. Pure: no I/O. Rules, each for a page people
   it holds three times the words of the rest of the page (IMSDb's scripts), only it is read: the site's
   menus around it would otherwise open the dialogue as narration;
 - a transcript table (`<td><b>Alice</b></td><td>Hello.</td>`: rows of a short name cell and a line, with
-  names that come back; a time cell first is left out) reads `Alice: Hello.` a row; any other table is its cells, a line each; a wiki's
-  `<dt>Alice</dt><dd>Hello.</dd>` reads `Alice: Hello.` too, where the names come back (not a cast list);
+  names that come back; a time cell first is left out) reads `Alice: Hello.` a row; any other table is its
+  cells, a line each; a wiki's `<dt>Alice</dt><dd>Hello.</dd>` reads `Alice: Hello.` too, where the names
+  come back (not a cast list);
 - what the page hides (`hidden`, `style="display:none"`, `aria-hidden="true"`) is left out too.
 """
 from __future__ import annotations
@@ -167,30 +168,29 @@ class _Reader(HTMLParser):
         while self.tables:  # a table the page never closed
             self._table(self.tables.pop())
 
-    def _cells(self, row) -> list[str]:
-        """A row's cells as text."""
-        start, end, cells, _ = row
-        return [" ".join("".join(p[0] for p in self.pieces[a:b] if p not in (_BREAK, _SOFT)).split())
-                for a, b in zip(cells, cells[1:] + [end])]
+    def _cells(self, row) -> list[str] | None:
+        """A row's cells as text (a `<br>` a space); None for a layout row, with blocks or a script in a cell."""
+        _, end, cells, _ = row
+        texts = []
+        for a, b in zip(cells, cells[1:] + [end]):
+            inner = self.pieces[a:b]
+            while inner and inner[-1] == _BREAK:
+                inner = inner[:-1]
+            if any(p == _BREAK or p[1] for p in inner):
+                return None
+            texts.append(" ".join("".join(" " if p == _SOFT else p[0] for p in inner).split()))
+        return texts
 
     def _table(self, rows) -> None:
         """A transcript table's rows as `name: line` (see the module's note); any other table left as it is."""
         said = []  # (row start, row end, name, line) of the rows of a name cell and a line
         # a time column is left out only in a timed transcript: its header (if any) says who speaks there
-        heads = [self._cells(r)[1:2] for r in rows if r[3]]
+        heads = [(self._cells(r) or [])[1:2] for r in rows if r[3]]
         timed = not heads or any(h and h[0].casefold() in _WHO for h in heads)
-        for start, end, cells, header in rows:
-            texts = []
-            for a, b in zip(cells, cells[1:] + [end]):
-                inner = self.pieces[a:b]
-                while inner and inner[-1] == _BREAK:
-                    inner = inner[:-1]
-                if any(p == _BREAK or p[1] for p in inner):  # blocks or a script inside: a layout table
-                    texts = None
-                    break
-                text = " ".join("".join(" " if p == _SOFT else p[0] for p in inner).split())
-                if text:
-                    texts.append(text)
+        for row in rows:
+            start, end, _, header = row
+            texts = self._cells(row)  # None: blocks or a script inside, a layout table
+            texts = None if texts is None else [t for t in texts if t]
             if texts is not None and len(texts) == 3 and timed and _TIME_CELL.fullmatch(texts[0]):
                 texts = texts[1:]  # a time, a name and a line (a timed transcript's table)
             if texts is None or header or len(texts) != 2:
@@ -263,10 +263,10 @@ def lines(page: str, starts_turn=None) -> list[str]:
     joined: list[str] = []
     opened = False  # the current block's last line kept is a speaker's
     names = [starts_turn(text) for text in out]
+    directions = [text[:1] in "([*<{" for text in out]  # `[Carol enters]`, `(she turns)`, `*waves*`
     for i, (text, after) in enumerate(zip(out, soft)):
-        direction = text[:1] in "([*<{"
-        if direction and after and opened:
-            later = i + 1 < len(out) and soft[i + 1] and out[i + 1] and not names[i + 1] and out[i + 1][:1] not in "([*<{"
+        if directions[i] and after and opened:
+            later = i + 1 < len(out) and soft[i + 1] and out[i + 1] and not names[i + 1] and not directions[i + 1]
             if later and joined and joined[-1]:
                 joined[-1] = f"{joined[-1]} {text}"
                 continue

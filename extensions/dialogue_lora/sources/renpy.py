@@ -46,6 +46,7 @@ from ..dialogue import (
     ENCODING_SNIFF,
     ReadStats,
     Turn,
+    as_context,
     check_text_file,
     clean_text,
     legacy_encoding,
@@ -427,11 +428,6 @@ def _plain(text: str, strings: dict, depth: int = 0) -> str:
     return text.replace("%%", "%") if "%%" in text else text
 
 
-def _as_context(turns: list[Turn]) -> list[Turn]:
-    """Turns said again before a branch, as narration (`Name: text`: read the same, never learnt twice)."""
-    return [t._replace(speaker=None, text=f"{t.speaker}: {t.text}" if t.speaker else t.text) for t in turns]
-
-
 class Game:
     """What the reading of a game's scripts shares from one script to the next."""
 
@@ -487,7 +483,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
         nonlocal history, gone
         out.append(BREAK)
         game.replayed += len(before)
-        out.extend(_as_context(before))
+        out.extend(as_context(before))
         history = list(before)
         gone = False
 
@@ -568,7 +564,7 @@ def turns_of(sts: Iterable[Statement], cast: Cast, file: str, game: Game | None 
                 flush()
                 body = body[-_REPLAYED:]
                 game.replayed += len(body)
-                out.extend(_as_context(body))
+                out.extend(as_context(body))
                 history.extend(body)
             continue
         said = _say(st)

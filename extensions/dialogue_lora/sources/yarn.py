@@ -23,20 +23,17 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..dialogue import BREAK, ReadStats, Turn, check_text_file, clean_text, open_text, split_speaker
+from ..dialogue import BREAK, ReadStats, Turn, as_context, check_text_file, clean_text, open_text, split_speaker
 
 SUFFIX = ".yarn"
 _COMMAND = re.compile(r"<<.*?>>")
 _TAGS = re.compile(r"(?:[ \t]+#[^\s#]+)+[ \t]*$")
 _OPTION = re.compile(r"(?:->|=>)[ \t]*(.*)")
-_HEADER = re.compile(r"[A-Za-z_][\w]*:.*")
 _REPEATED = 30  # the turns of context said again at a branch's start: more than any --rounds in use
 
 
-def looks_like(name: str, head: list[str]) -> bool:
-    """A `.yarn` file, or text whose first lines are a node's header (`title: ...`) then `---`."""
-    if name.lower().endswith(SUFFIX):
-        return True
+def looks_like(head: list[str]) -> bool:
+    """Whether a text's first lines are a Yarn node's header (`title: ...`) then `---`."""
     lines = [line.strip() for line in head[:40] if line.strip()]
     return bool(lines) and lines[0].startswith("title:") and "---" in lines[:12]
 
@@ -111,28 +108,23 @@ def _node(items: list, file: str, stats: ReadStats, context: list[Turn] | None =
         before = context[-_REPEATED:]
         for number, text, children in item[1]:
             yield BREAK
-            yield from _again(before)
+            yield from as_context(before)
             said = [_turn(text, file, number, stats)] if text else []
             yield from said
             yield from _node(children, file, stats, before + said)
         yield BREAK  # after the options: the node goes on from the context before them
-        yield from _again(before)
-
-
-def _again(turns: list[Turn]) -> Iterator[Turn]:
-    """Turns said before, as context only (trained where they were said)."""
-    for t in turns:
-        yield t if t.speaker is None else Turn(None, f"{t.speaker}: {t.text}", t.file, t.line)
+        yield from as_context(before)
 
 
 def is_script(path) -> bool:
-    """Whether a text file is a Yarn script (`looks_like`); False for anything unreadable (said later)."""
+    """Whether a text file is a Yarn script: a `.yarn` file, or one that `looks_like` it; False for anything
+    unreadable (said later)."""
     path = Path(path)
     if path.suffix.lower() == SUFFIX:
         return True
     try:
         with open_text(path) as f:
-            return looks_like(path.name, [f.readline() for _ in range(40)])
+            return looks_like([f.readline() for _ in range(40)])
     except (OSError, UnicodeError, ValueError):
         return False
 
