@@ -1135,3 +1135,31 @@ def test_subtitles_lose_their_cue_numbers_and_times():
     # a text that only mentions a time range is no subtitle file
     assert turns("Bob: the show runs 00:01.000 --> 00:03.000\nAlice: ok\n") == [
         ("Bob", "the show runs 00:01.000 --> 00:03.000"), ("Alice", "ok")]
+
+
+def test_a_spaced_gutenberg_play_its_cues_alone_between_blank_lines():
+    play = ("ACT I\n\nSCENE I. A room.\n\nHAMLET.\n\nTo be, or not to be.\nThat is the question.\n\nOPHELIA.\n\n"
+            "Good my lord.\n\nHAMLET.\n\nI humbly thank you.\n\nOPHELIA.\n\nMy lord.\n\nHAMLET.\n\nNo, not I.\n")
+    spoken = [t for t in turns(play) if t is not None and t[0] is not None]
+    assert spoken == [("HAMLET", "To be, or not to be. That is the question."), ("OPHELIA", "Good my lord."),
+                      ("HAMLET", "I humbly thank you."), ("OPHELIA", "My lord."), ("HAMLET", "No, not I.")]
+    # a cue that says nothing before the next cue, a heading or the end is an empty turn (counted, never a sample)
+    tail = turns(play.replace("No, not I.\n", "") + "\nOPHELIA.\n\nSCENE II.\n\nHAMLET.\n\nGo.\n")
+    assert ("OPHELIA", "") in tail and tail[-1] == ("HAMLET", "Go.") and ("HAMLET", "") in tail
+
+
+def test_a_french_plays_cues_with_a_direction_after_a_comma():
+    compact = ("SCÈNE PREMIÈRE\n\nMADAME PERNELLE, ELMIRE, DORINE, DAMIS.\n\nMADAME PERNELLE.\nAllons, Flipote.\n\n"
+               "DORINE, à Damis.\nParlez plus bas.\n\nDAMIS, à Dorine.\nNon.\n\nELMIRE.\nVous marchez.\n")
+    spoken = [t for t in turns(compact) if t is not None and t[0] is not None]
+    assert spoken == [("MADAME PERNELLE", "Allons, Flipote."), ("DORINE", "(à Damis) Parlez plus bas."),
+                      ("DAMIS", "(à Dorine) Non."), ("ELMIRE", "Vous marchez.")]
+    assert (None, "MADAME PERNELLE, ELMIRE, DORINE, DAMIS.") in turns(compact)  # who is on: no cue
+    spaced = "PHILINTE.\n\nQu'avez-vous?\n\nALCESTE, assis.\n\nLaissez-moi.\n\nPHILINTE.\n\nMais encor.\n"
+    assert turns(spaced) == [("PHILINTE", "Qu'avez-vous?"), ("ALCESTE", "(assis) Laissez-moi."),
+                             ("PHILINTE", "Mais encor.")]
+    # a list of persons, one a line, and a sentence in capitals are no cues
+    persons = ("DRAMATIS PERSONAE.\n\nROMEO, son to Montague.\nMERCUTIO, friend to Romeo.\n\nROMEO.\nAdieu.\n\nJULIET.\n"
+               "Anon!\n\nROMEO.\nBye.\n\nJULIET.\nSTOP, she said.\n")
+    assert turns(persons)[1] == (None, "ROMEO, son to Montague. MERCUTIO, friend to Romeo.")
+    assert turns(persons)[-1] == ("JULIET", "STOP, she said.")

@@ -456,6 +456,7 @@ def strip_actions(text: str, speaker: str | None = None) -> str:
 
 
 _DIRECTION_PARTS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_DIRECTION_ONLY = re.compile(r"(?:[ \t]*(?:\([^()]*\)|\[[^\[\]]*\]))+[ \t]*")
 _EXTENSION = re.compile(r"V\.? ?O\.?|O\.? ?S\.?|O\.? ?C\.?|CONT(?:['\u2019]?D|INUED|INUING)\.?|PRE-?LAP", re.IGNORECASE)
 _TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?")
 _PRIVATE_MARKS = frozenset(("Direct Message", "privately", "Privately"))  # Zoom's mark of a direct message
@@ -545,6 +546,7 @@ def _layout_evidence(lines: Iterable[str]) -> tuple[int, int, int]:
     a `NAME:` alone counts only when the next line is not itself a speaker line."""
     after_blank = compact = inline = 0
     pending = None  # the previous line was `NAME:` alone: "blank" or "compact" by what preceded it
+    prev_cue = ""
     prev_blank = True
     for line in lines:
         stripped = line.strip()
@@ -560,12 +562,14 @@ def _layout_evidence(lines: Iterable[str]) -> tuple[int, int, int]:
                 after_blank += 1
             else:
                 compact += 1
+        if pending == "blank" and not stripped and prev_cue.isupper():
+            continue  # `HAMLET.` and a blank line before its speech (a spaced Gutenberg play): look on
         pending = None
         if hit is not None:
             if hit[1].strip():
                 inline += 1
             else:
-                pending = "blank" if prev_blank else "compact"
+                pending, prev_cue = "blank" if prev_blank else "compact", hit[0]
         prev_blank = not stripped
     return after_blank, compact, inline
 
@@ -991,20 +995,27 @@ def _dotted_cast(head: list[str]) -> Counter:
 def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
     """Lines with a Project Gutenberg play's cues as `NAME:` (`_dotted_cue`), and, when the play has a
     `cast` of them (`_dotted_cast`; empty: none), a `NAME.  speech` opening a block as `NAME: speech`: the
-    cast's, and those of characters met later on or only once."""
+    cast's, and those of characters met later on or only once. A cue with its direction after a comma
+    (`DORINE, à Damis.`) opens a block, and is not followed by a line of the same shape (a list of persons:
+    `ROMEO, son to Montague.`, then `MERCUTIO, ...`)."""
     prev_blank = True
-    for line in lines:
+    it = iter(lines)
+    line = next(it, None)
+    while line is not None:
+        after = next(it, None)
         s = line.strip()
         if not s:
             prev_blank = True
-            yield line
-            continue
-        if cast and prev_blank and (hit := _dotted_inline(s, cast)) is not None and hit[0] not in _DOTTED_WORDS:
-            line = f"{hit[0]}{hit[1]}: {hit[2]}\n"
         else:
-            line = _dotted_cue(line)
-        prev_blank = False
+            if cast and prev_blank and (hit := _dotted_inline(s, cast)) is not None and hit[0] not in _DOTTED_WORDS:
+                line = f"{hit[0]}{hit[1]}: {hit[2]}\n"
+            else:
+                listed = after is not None and (head := after.partition(",")[0].strip()) != after.strip()
+                listed = listed and head.isupper() and len(head) <= MAX_NAME_CHARS  # `MERCUTIO, friend to ...`
+                line = _dotted_cue(line, comma=prev_blank and not listed)
+            prev_blank = False
         yield line
+        line = after
 
 
 _ORDINAL = re.compile(r"\d{1,2}(?:ST|ND|RD|TH) ")  # `2ND MURDERER.`
@@ -1014,16 +1025,24 @@ _NO_CUES = frozenset(("THE END", "END", "FINIS", "CURTAIN", "EXIT", "EXEUNT", "E
                       "CAST OF CHARACTERS"))
 
 
-def _dotted_cue(line: str) -> str:
+# a French (or older English) play's direction after its cue's comma: lower case, unlike a list of who is on
+_COMMA_DIRECTION = re.compile(r"([^\W\d_][^\W_]*(?:[ .'\-]+[^\W_]+)*),[ \t]+(\S[^\n]{0,59})")
+
+
+def _dotted_cue(line: str, comma: bool = False) -> str:
     """A play's cue written in capitals with a full stop, alone on its line (`ROMEO.`, `FIRST CITIZEN.`, as
     Project Gutenberg's plays have them), as `ROMEO:`; any other line as it is. A heading (`ACT I.`)
-    stays. A direction before the full stop stays with the speech (`LIZA [_crying_].`)."""
+    stays. A direction before the full stop stays with the speech (`LIZA [_crying_].`), and, where `comma`
+    allows, one after a comma in lower case (`DORINE, à Damis.`, not `ORONTE, ALCESTE.`: who is on)."""
     s = line.strip()
     if len(s) < 3 or s[-1] != "." or not (s[0].isalpha() or _ORDINAL.match(s)):
         return line
     name, direction = s[:-1], ""
     if name[-1:] in ")]" and (m := _DOTTED_INLINE.fullmatch(f"{s} x")) is not None:
         name, direction = m.group(1, 2)
+    elif (comma and (m := _COMMA_DIRECTION.fullmatch(name)) and m.group(2)[0].islower() and len(m.group(1)) > 1
+          and m.group(1) not in _DOTTED_WORDS and m.group(2).split()[0] not in _SUBJECTS):  # `STOP, she said.`
+        name, direction = m.group(1), f" ({m.group(2)})"  # `DORINE, à Damis.`, `ALCESTE, assis.`
     if (len(name) > MAX_NAME_CHARS or not name.isupper() or len(name.split()) > MAX_NAME_WORDS
             or _HEADING.fullmatch(name) or name in _NO_CUES or "," in name):  # `ORONTE, ALCESTE.`: who is on
         return line
@@ -1393,10 +1412,17 @@ def _parse_play(
     # without a cue, is the same speaker's. `last_speech`: who spoke in the block just ended.
     last_speech: str | None = None
     resume_as: str | None = None
+    cued: str | None = None  # a cue alone, its speech after the blank line below it
+    cue_parts: list[str] = []  # and the direction it came with (`ALCESTE, assis.`)
     n = 0
     for n, raw in enumerate(lines, 1):
         text = clean_text(raw, stats)
         if not text:
+            if (in_block and speaker is not None and not resumed and speaker.isupper()
+                    and all(_DIRECTION_ONLY.fullmatch(p) for p in parts)):
+                # `HAMLET.` (or `ALCESTE, assis.`), a blank line, then the speech (a spaced Gutenberg play)
+                cued, cue_parts, in_block, speaker, parts = speaker, parts, False, None, []
+                continue
             if in_block:
                 if parts or not resumed:
                     yield Turn(speaker, " ".join(parts), file, start)
@@ -1418,6 +1444,9 @@ def _parse_play(
             else:
                 in_block, speaker, parts, resumed = False, None, [], False
                 last_speech = resume_as = None
+            if scene_break and cued is not None:
+                yield Turn(cued, " ".join(cue_parts), file, start)
+                cued = None
             yield BREAK if scene_break else Turn(None, text, file, n)
             continue
         hit = split_speaker(text)
@@ -1438,6 +1467,9 @@ def _parse_play(
                     yield Turn(speaker, " ".join(parts), file, start)
                 in_block, speaker, parts, resumed = False, None, [], False
         if not in_block:
+            if cued is not None and (hit is not None or _SECTION.match(text)):
+                yield Turn(cued, " ".join(cue_parts), file, start)  # a cue that said nothing (or only did)
+                cued = None
             in_block, start = True, n
             if hit is not None:  # the speech starts on the speaker line, or on the next one
                 speaker = hit[0]
@@ -1445,12 +1477,16 @@ def _parse_play(
                 text = hit[1].strip()
                 if not text:
                     continue
+            elif cued is not None:
+                speaker, text = cued, " ".join([*cue_parts, text])  # after the cue's direction, if any
             elif resume_as is not None and text[:1] not in "[(" and not _SECTION.match(text):
                 speaker = resume_as
-            resume_as = None
+            resume_as = cued = None
         parts.append(text)
     if in_block and (parts or not resumed):
         yield Turn(speaker, " ".join(parts), file, start)
+    elif cued is not None:
+        yield Turn(cued, " ".join(cue_parts), file, start)
     stats.lines += n
 
 
