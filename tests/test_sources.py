@@ -1166,3 +1166,25 @@ def test_a_whatsapp_contacts_emoji_stay_its_pronouns_go(tmp_path):
         [("Alex 🎮", "are we raiding tonight"), ("Alex 🎨", "sorry, finishing a commission"),
          ("Dev (he/him)", "I can heal if nobody else wants to")] * 3)), encoding="utf-8")
     assert scan_speakers(chat) == {"Alex 🎮": 3, "Alex 🎨": 3, "Dev": 3}  # two people, told apart by emoji
+
+
+def test_a_long_messenger_conversation_cut_into_files_is_read_as_one(tmp_path):
+    thread = tmp_path / "alex_123"
+    thread.mkdir()
+    said = [("Sam Lee", "hey alex, long time no see!"), ("Alex Kim", "sam! how have you been?"),
+            ("Sam Lee", "good, busy with the new job"), ("Alex Kim", "want to grab coffee tomorrow?"),
+            ("Sam Lee", "sure, nine at the usual place?")]
+    stamped = [{"sender_name": who, "timestamp_ms": 1714557600000 + 60000 * i, "content": text}
+               for i, (who, text) in enumerate(said)]
+    # the export cuts a long conversation into files of the newest messages first, each newest first too
+    for name, part in (("message_1.json", stamped[3:]), ("message_2.json", stamped[:3])):
+        (thread / name).write_text(json.dumps({"participants": [{"name": "Sam Lee"}, {"name": "Alex Kim"}],
+                                               "messages": part[::-1]}), encoding="utf-8")
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["Sam Lee"], txtfilename=str(thread), jsonfilename=str(out), filter_low_quality=False))
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert [(r["output"], r["source"]) for r in records] == [
+        ("hey alex, long time no see!", "message_2.json:3"), ("good, busy with the new job", "message_2.json:1"),
+        ("sure, nine at the usual place?", "message_1.json:1")]
+    assert records[-1]["input"].startswith("Sam Lee: hey alex")  # the context runs across the files' cut
+    assert scan_speakers(str(thread)) == {"Sam Lee": 3, "Alex Kim": 2}

@@ -243,7 +243,16 @@ def _sources(path: str | os.PathLike, stats: ReadStats | None = None, skipped: l
         for label, messages in slack.conversations(path):
             yield label, slack.LAYOUT, messages
         return
-    for f in export_files(path, skipped):
+    files = export_files(path, skipped)
+    parts = [f for f in files if messenger.PART.fullmatch(f.name)] if path.is_dir() else []
+    if len(parts) > 1:  # a long Messenger conversation, cut into files: one conversation again
+        loaded = [(f.name, load_export(f)) for f in parts]
+        if all(messenger.KIND in data for _, data in loaded):
+            yield (f"{path.name} ({len(parts)} files)", messenger.KIND,
+                   messenger.thread([(name, data[messenger.KIND]) for name, data in loaded]))
+            files = [f for f in files if f not in parts]
+        del loaded
+    for f in files:
         yield from channels(f, stats)
 
 

@@ -10,6 +10,10 @@
 - Messenger's end-to-end encrypted chats (2024 on): `{"participants": ["name"], "threadName", "messages":
   [{"senderName", "timestamp", "text", "media", "isUnsent", "type"}]}`.
 
+A long conversation's files (`message_1.json`, `message_2.json`, ... in one folder) are read as one
+conversation (`thread`): each file's messages, then all of them in time order, so no conversation breaks
+where the export cut the file.
+
 Each message becomes a DiscordChatExporter-like dict, oldest first, so that every later step (filters,
 conversations, merging, the low-quality rule) is the Discord reader's:
 
@@ -32,6 +36,9 @@ _SERVICE_TYPES = {"call", "subscribe", "unsubscribe", "payment"}  # casefolded: 
 _PLACEHOLDER = re.compile(r"(?:.{1,80} )?(?:sent an attachment|sent a (?:photo|video|voice message|GIF|sticker|link)|"
                           r"sent \d+ (?:photos|videos))\.", re.IGNORECASE)
 _REACTION = re.compile(r"Reacted .{1,16} to your message\s*", re.DOTALL)
+
+
+PART = re.compile(r"message_(\d{1,6})\.json", re.IGNORECASE)  # one file of a conversation's export
 
 
 def looks_like(data) -> bool:
@@ -73,6 +80,18 @@ def messages(data: dict) -> list:
         out.reverse()  # the classic export lists the newest first
     if all(isinstance(m, dict) and m["_ms"] is not None for m in out):
         out.sort(key=lambda m: m["_ms"])  # stable: messages of one millisecond keep their order
+    return out
+
+
+def thread(parts: list[tuple[str, list]]) -> list:
+    """One conversation from its files' `messages` lists, (file name, messages) each: every message
+    tagged with its file (its source is `message_2.json:15`), all in time order (in the files' order,
+    `message_1.json` first, where a message has no time)."""
+    out = []
+    for name, msgs in sorted(parts, key=lambda p: int(PART.fullmatch(p[0]).group(1)) if PART.fullmatch(p[0]) else 0):
+        out.extend({**m, "file": name} if isinstance(m, dict) else m for m in msgs)
+    if all(isinstance(m, dict) and m["_ms"] is not None for m in out):
+        out.sort(key=lambda m: m["_ms"])
     return out
 
 
