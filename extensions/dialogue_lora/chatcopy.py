@@ -62,7 +62,7 @@ _EDITED = re.compile(r"[ \t]*\(edited\)[ \t]*$")
 # Telegram's notes on a message: what it answers, a forward (the words are not the sender's), media
 _TELEGRAM_NOTE = re.compile(r"\[(?:In reply to .{1,60}|Forwarded from .{1,60}|Photo|Video|Sticker(?: .{1,8})?|"
                             r"Voice message|Video message|File|GIF|Audio|Poll|Location|Contact)\]")
-_SAYS = re.compile(r"[^\W\d_][\w .'\-]{0,30}:\s")  # a `Name: text` line, which a transcript's speeches are not
+SAYS = re.compile(r"[^\W\d_][\w .'\-]{0,39}:\s")  # a `Name: text` line, which a transcript's speeches are not
 _LOOKBACK = 200  # the messages a reply's preview is looked for among
 
 
@@ -79,7 +79,7 @@ def kind(head: list[str]) -> str | None:
             m = header.fullmatch(line.strip())
             if m is not None and after.strip() and header.fullmatch(after.strip()) is None:
                 names.append(m.group("name"))
-        if app == "transcript" and sum(1 for line in head if _SAYS.match(line)) >= len(names):
+        if app == "transcript" and sum(1 for line in head if SAYS.match(line)) >= len(names):
             continue
         # a chat's senders come back (an agenda's items do not), and Discord's header is a date's anyway
         back = app == "Discord" or (len(names) >= 3 and len(set(names)) < len(names))

@@ -462,8 +462,8 @@ _TIME_ONLY = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp]\.?[Mm]\.?)?")
 _PRIVATE_MARKS = frozenset(("Direct Message", "privately", "Privately"))  # Zoom's mark of a direct message
 # pronouns after a name (`Dev (he/him):`): who speaks, not how
 _PRONOUN_WORDS = r"(?:he|him|his|she|her|hers|they|them|theirs|it|its|xe|xem|xir|ze|zir|hir|fae|faer|ey|em|any|all)"
-_PRONOUN_PARENS = re.compile(r"\(\s*%s(?:\s?/\s?%s){1,2}\s*\)" % (_PRONOUN_WORDS, _PRONOUN_WORDS), re.IGNORECASE)
 _NAME_PRONOUNS = re.compile(r"%s(?:[ \t]?/[ \t]?%s){1,2}" % (_PRONOUN_WORDS, _PRONOUN_WORDS), re.IGNORECASE)
+_PRONOUN_PARENS = re.compile(r"\([ \t]*(?:%s)[ \t]*\)" % _NAME_PRONOUNS.pattern, re.IGNORECASE)  # in a name
 
 
 def split_speaker(line: str) -> tuple[str, str] | None:

@@ -91,9 +91,9 @@ class _Plan:
 
 
 def _source_dtype(model_path: Path) -> str:
-    from .modeling import _config_of
+    from .modeling import config_of
 
-    config = _config_of(model_path)
+    config = config_of(model_path)
     dtype = (config.get("torch_dtype") or config.get("dtype")) if isinstance(config, dict) else None
     return dtype if dtype in _BYTES else "float32"
 

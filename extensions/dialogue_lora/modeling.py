@@ -379,8 +379,9 @@ def load_base(
     return model, tokenizer
 
 
-def _config_of(model_or_config):
-    """The (text) config of a model, a PEFT model, a config object, a config dict or a model folder."""
+def config_of(model_or_config):
+    """The (text) config of a model, a PEFT model, a config object, a config dict or a model folder (a
+    folder's config.json as a dict, whole: see `text_part`)."""
     obj = model_or_config
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
@@ -398,10 +399,17 @@ def _config_of(model_or_config):
     return config
 
 
+def text_part(config):
+    """A config dict's text model part (a multimodal model's `text_config`), else the config itself."""
+    if isinstance(config, dict) and isinstance(config.get("text_config"), dict):
+        return config["text_config"]
+    return config
+
+
 def context_limit(model_or_config) -> int | None:
     """The most positions the model was built for (config's max_position_embeddings, GPT-2's n_positions),
     or None when its config does not say."""
-    config = _config_of(model_or_config)
+    config = config_of(model_or_config)
     get = config.get if isinstance(config, dict) else lambda k: getattr(config, k, None)
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = get(key)
@@ -428,9 +436,9 @@ def base_fingerprint(model_or_config) -> dict:
     Accepts a model, a PeftModel, a transformers config, a config dict or a model folder. Saved in
     training_parameters.json; `fingerprint_mismatch` compares two of them.
     """
-    config = _config_of(model_or_config)
+    config = config_of(model_or_config)
     if isinstance(config, dict):
-        text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+        text = text_part(config)
         get = lambda k: text.get(k, config.get(k))  # noqa: E731
     else:
         get = lambda k: getattr(config, k, None)  # noqa: E731

@@ -361,11 +361,9 @@ def _size_problems(cfg: TrainConfig, model_path: Path) -> list[str]:
     its hidden size (the adapter's matrices would outgrow the layers they adapt, for nothing), and virtual
     tokens that take more than half of its context from every sample."""
     try:
-        config = modeling._config_of(model_path)
+        config = modeling.text_part(modeling.config_of(model_path))
     except UserError:
         return []  # said when the model loads
-    if isinstance(config, dict) and isinstance(config.get("text_config"), dict):
-        config = config["text_config"]
     hidden = config.get("hidden_size") if isinstance(config, dict) else None
     problems = []
     if cfg.method == "lora" and isinstance(hidden, int) and hidden > 0 and cfg.lora_rank > hidden:

@@ -23,6 +23,8 @@ import re
 from collections import Counter
 from html.parser import HTMLParser
 
+from .chatcopy import SAYS
+
 SUFFIXES = (".html", ".htm", ".xhtml")
 _HIDDEN = {"script", "style", "head", "noscript", "template", "svg", "nav", "header", "footer", "aside",
            "select", "button", "iframe", "object"}  # not `form`: some sites wrap the whole page in one
@@ -42,7 +44,6 @@ _SOFT = ("\x00", False)  # a `<br>`: a line's end, or a space inside a speech
 _NAME_CELL = re.compile(r"[^\W\d_][\w .'\-]{0,39}")  # a transcript table's name cell
 _WHO = frozenset("speaker character name who person voice role".split())  # a transcript table's name column
 _TIME_CELL = re.compile(r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?")
-_SAYS = re.compile(r"[^\W\d_][\w .'\-]{0,39}:\s")  # a line that starts with a speaker's `Name:`
 # an export whose messages are the chat apps' own pages, which their JSON exports say better
 _TELEGRAM = re.compile(r"""class=["'](?:page_wrap|message (?:default|service))""")
 _DISCORD = re.compile(r"chatlog__")  # its classes, which its page's style sheet names first
@@ -209,7 +210,7 @@ def lines(page: str, starts_turn=None) -> list[str]:
     """The page's text, one reader's line per item (blank lines between blocks dropped to one).
     `starts_turn(line)`: whether a line opens a turn of its own (the text reader's speaker rule); by
     default a plain `Name: ` start."""
-    starts_turn = starts_turn or (lambda text: bool(_SAYS.match(text)))
+    starts_turn = starts_turn or (lambda text: bool(SAYS.match(text)))
     reader = _Reader()
     reader.feed(page)
     reader.close()
