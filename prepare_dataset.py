@@ -42,8 +42,10 @@ def _sample_count(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(
-        description="Turn raw dialogue (text, play or film script, Discord, Telegram, WhatsApp, SillyTavern or Slack chat, "
-                    "subtitles, game-dialogue CSV, Ren'Py scripts) into training samples for one or more characters.",
+        description="Turn raw dialogue (text, play or film script, subtitles, a saved web page, text copied out of a "
+                    "chat app, a Discord, Telegram, WhatsApp, Messenger, Instagram, SillyTavern or Slack chat, "
+                    "game-dialogue CSV, Ren'Py or Yarn Spinner scripts) into training samples for one or more "
+                    "characters.",
         formatter_class=_Help,
     )
     p.add_argument("input", nargs="?", default=None, metavar="INPUT",
@@ -53,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "for several; '*' for every speaker (required)")
     p.add_argument("--rounds", "-r", type=int, default=5, help="previous turns given as context")
     p.add_argument("--txtfilename", "-t", default=DEFAULT_INPUT,
-                   help="input: text file, subtitles, CSV file, a chat export (Discord/Telegram JSON, SillyTavern "
-                        ".jsonl, WhatsApp .txt, Slack .zip) or a folder of them, or Ren'Py scripts (a .rpy file, a "
-                        "game's folder or a zip of it)")
+                   help="input: text file, subtitles, a saved web page (.html), CSV file, a chat export "
+                        "(Discord/Telegram/Messenger JSON, SillyTavern .jsonl, WhatsApp .txt, Slack .zip) or a "
+                        "folder of them, a Yarn Spinner script (.yarn), or Ren'Py scripts (a .rpy file, a game's "
+                        "folder or a zip of it)")
     p.add_argument("--jsonfilename", "-j", default=DEFAULT_OUTPUT,
                    help="output: .json (JSON array) or .jsonl (one object a line)")
     p.add_argument("--format", default="rounds", choices=FORMATS, help="output format")
