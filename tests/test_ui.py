@@ -868,3 +868,12 @@ def test_with_no_model_in_the_folder_the_tab_says_to_put_one_there(tmp_path):
         logic.train_config(None, "bob.json", "bob", {}, False, False)
     with pytest.raises(UserError, match="no models in"):
         logic.start_evaluation(None, None, None, 0)
+
+
+def test_an_evaluation_that_has_its_replies_says_it_writes_the_report(logic):
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(state="running", stopping=False, events=[{"stage": "generate", "done": 4, "total": 8}])
+    assert logic.evaluation_tables(job)[2] == "Evaluating… generate 4/8"
+    job.events.append({"stage": "done", "done": 1, "total": 1})  # the worker's last word before the report
+    assert logic.evaluation_tables(job)[2] == "Evaluating… writing the report"

@@ -565,7 +565,9 @@ class TabLogic:
             stage = info.get("stage") or "load"
             done, total = info.get("done"), info.get("total")
             count = f" {done}/{total}" if done is not None and total and total > 1 else ""
-            stage = {"load": "loading the model and adapter", "metrics": "computing the metrics"}.get(stage, stage)
+            # "done": the replies and metrics are in, the report is being written and the process ending
+            stage = {"load": "loading the model and adapter", "metrics": "computing the metrics",
+                     "done": "writing the report"}.get(stage, stage)
             if job.stopping:  # the worker sees the stop between batches: say so, or Stop looks ignored
                 return [], [], f"Stopping the evaluation after the current batch of replies… ({stage}{count})"
             return [], [], f"Evaluating… {stage}{count}"
