@@ -356,7 +356,7 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     assert params["instruction"] == "Continue the dialogue as {name}."
     assert params["rounds"] == 8  # as many context turns as its samples had
     prompts = []
-    logic.host.reply = lambda text: prompts.append(text) or "Hello."
+    logic.host.reply = lambda text, **kw: prompts.append(text) or "Hello."
     assert logic.chat([], "Hi", "Carol", "Alice", 5) == "Hello."
     assert prompts == ["Continue the dialogue as Carol.\nAlice: Hi\nCarol:"]
     logic.use(None, "bob")  # one that records no context turns: the default again, not the previous adapter's
@@ -623,6 +623,7 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert logic.host.params["character"] == "Bob" and logic.host.params["adapter"] is None
     assert logic.host.in_use() == ("tiny-llama-bob", [])
     assert isinstance(logic.host.reply("Alice: Are you coming tonight?\nBob:"), str)  # it answers (maybe at once with "\n")
+    assert isinstance(logic.host.reply("Alice: Are you coming tonight?\nBob:", temperature=1.0), str)  # sampled
     with pytest.raises(UserError, match="holds an earlier merge: 'Overwrite' to replace it, or another 'Merged model name'"):
         logic.start_merge("tiny-llama", "bob", "", "auto", False)
 
@@ -877,3 +878,32 @@ def test_an_evaluation_that_has_its_replies_says_it_writes_the_report(logic):
     assert logic.evaluation_tables(job)[2] == "Evaluating… generate 4/8"
     job.events.append({"stage": "done", "done": 1, "total": 1})  # the worker's last word before the report
     assert logic.evaluation_tables(job)[2] == "Evaluating… writing the report"
+
+
+def test_the_chat_tab_says_who_answers_from_what_and_samples_at_the_temperature_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from extensions.dialogue_lora.generation import DEFAULT_TEMPERATURE, sampling
+    from extensions.dialogue_lora.standalone import build_app, chat_heading
+
+    class Loaded(StandaloneHost):
+        asked = []
+
+        def in_use(self):
+            return "tiny-llama", ["bob"]
+
+        def reply(self, prompt, max_new_tokens=64, temperature=0.0):
+            self.asked.append(temperature)
+            return "Fine."
+
+    host = Loaded({})
+    assert chat_heading(host, "Bob", "") == "**Bob** answers, from `tiny-llama` + `bob`; you are **You**."
+    assert chat_heading(StandaloneHost({}), "Bob", "Al").startswith("Nothing is loaded yet")
+    app = build_app(host)
+    tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "Chat")
+    on_select = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]]
+    assert len(on_select) == 1 and "**Bob** answers" in app.fns[on_select[0]["id"]].fn("Bob", "Al")
+    # the Use section's temperature: shown at chat's default, and what the reply is sampled at (0: greedy)
+    slider = next(b for b in app.blocks.values() if type(b).__name__ == "Slider" and b.label == "Temperature")
+    assert slider.value == DEFAULT_TEMPERATURE
+    assert TabLogic(host).chat([], "Hi", "Bob", "Al", 5, 0.9) == "Fine." and host.asked == [0.9]
+    assert sampling(0) == {"greedy": True} and sampling(0.9) == {"greedy": False, "temperature": 0.9}

@@ -395,6 +395,15 @@ def generate_replies(
     return results
 
 
+DEFAULT_TEMPERATURE = 0.7  # chat's (chat.py, the app's chat): a little variety; 0 always takes the likeliest
+
+
+def sampling(temperature: float) -> dict:
+    """generate_reply's keywords for a chat temperature: 0 is greedy (the likeliest token each time)."""
+    temperature = float(temperature)
+    return {"greedy": True} if temperature <= 0 else {"greedy": False, "temperature": temperature}
+
+
 def _is_ids(prompt) -> bool:
     return not isinstance(prompt, str) and len(prompt) > 0 and all(isinstance(t, int) for t in prompt)
 

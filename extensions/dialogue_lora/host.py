@@ -47,7 +47,8 @@ class Host:
         """(base model, adapters) in use now: what the Use section shows again after a page reload."""
         return "", []
 
-    def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
+    def reply(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
+        """The model's one-line reply to `prompt`, sampled at `temperature` (0: greedy)."""
         raise NotImplementedError
 
 
@@ -104,12 +105,13 @@ class StandaloneHost(Host):
     def in_use(self) -> tuple[str, list[str]]:
         return self._in_use
 
-    def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
-        from .generation import generate_reply
+    def reply(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
+        from .generation import generate_reply, sampling
 
         with self._lock:  # read under the lock: a Load or Unload under way may leave no model
             loaded = self._loaded
             if loaded is None:
                 raise UserError("load a model (and adapter) first")
-            reply, _stopped = generate_reply(loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens)
+            reply, _stopped = generate_reply(loaded.model, loaded.tokenizer, prompt, max_new_tokens=max_new_tokens,
+                                             **sampling(temperature))
         return reply

@@ -32,9 +32,10 @@ def build_app(host: StandaloneHost):
         with gr.Tabs():
             with gr.Tab("Dialogue LoRA"):
                 shared = build_tab(host)
-            with gr.Tab("Chat"):
+            with gr.Tab("Chat") as chat_tab:
                 gr.Markdown("Chat with the model and adapter loaded in *Dialogue LoRA → 4. Use*. Each reply is "
                             "one line, stopped at the newline, from a prompt in the training format.")
+                talking = gr.Markdown()  # who answers, from what: said each time the tab opens
                 chatbot = gr.Chatbot(**_chatbot_kwargs(gr), label="Chat", height=360)
                 turns = gr.State([])
                 with gr.Row():
@@ -45,16 +46,18 @@ def build_app(host: StandaloneHost):
 
         logic = shared["logic"]
 
-        def on_send(text, history, name, user, rounds):
+        def on_send(text, history, name, user, rounds, temperature):
             history = list(history or [])
             try:
-                reply = logic.chat(history, text, name, user, rounds)
+                reply = logic.chat(history, text, name, user, rounds, temperature)
             except EXPECTED as e:
                 return gr.update(), history, text, _error_text(e)
             history += [((user or "You").strip() or "You", text), ((name or "").strip() or "Character", reply)]
             return chatbot_value(history), history, "", ""
 
-        inputs = [message, turns, shared["char_name"], shared["user_name"], shared["rounds"]]
+        chat_tab.select(lambda name, user: chat_heading(host, name, user), [shared["char_name"], shared["user_name"]],
+                        talking)
+        inputs = [message, turns, shared["char_name"], shared["user_name"], shared["rounds"], shared["temperature"]]
         outputs = [chatbot, turns, message, chat_status]
         send.click(on_send, inputs, outputs)
         message.submit(on_send, inputs, outputs)
@@ -62,6 +65,16 @@ def build_app(host: StandaloneHost):
         if hasattr(chatbot, "clear"):  # the chatbot's own trash icon (Gradio 4.3x+) forgets the turns too
             chatbot.clear(lambda: ([], ""), None, [turns, chat_status])
     return app
+
+
+def chat_heading(host, name: str | None, user: str | None) -> str:
+    """The Chat tab's line on what answers: the character, the model and adapter in use, the user's name."""
+    model, adapters = host.in_use()
+    if not model:
+        return "Nothing is loaded yet: pick a model (and an adapter) in *Dialogue LoRA → 4. Use* and load it."
+    used = f"`{model}`" + (f" + `{', '.join(adapters)}`" if adapters else " (no adapter)")
+    name = (name or "").strip() or "Character"
+    return f"**{name}** answers, from {used}; you are **{(user or '').strip() or 'You'}**."
 
 
 def _messages_format() -> bool:

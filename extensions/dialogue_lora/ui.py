@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from . import jobs
 from .errors import UserError
 from .fileio import holds_samples
+from .generation import DEFAULT_TEMPERATURE
 from .paths import (check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model)
 
@@ -752,8 +753,10 @@ class TabLogic:
         self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
         return message
 
-    def chat(self, history: list[tuple[str, str]], message: str, name: str, user_name: str, rounds: int) -> str:
-        """One reply of the character to `message`, after `history` ((speaker, text) turns)."""
+    def chat(self, history: list[tuple[str, str]], message: str, name: str, user_name: str, rounds: int,
+             temperature: float = 0.0) -> str:
+        """One reply of the character to `message`, after `history` ((speaker, text) turns), sampled at
+        `temperature` (0: the likeliest reply, the same each time)."""
         from .prompt import chat_prompt, check_chat_names, one_line
 
         name = one_line(name or "") or "Character"
@@ -762,7 +765,8 @@ class TabLogic:
         if not (message or "").strip():
             raise UserError("type a message first")
         turns = list(history) + [(user_name, message)]
-        reply = self.host.reply(chat_prompt(turns, name, int(rounds), self.host.params.get("instruction")))
+        prompt = chat_prompt(turns, name, int(rounds), self.host.params.get("instruction"))
+        reply = self.host.reply(prompt, temperature=float(temperature or 0))
         if not reply:
             raise UserError(f"{name} ended the line at once (an empty reply): train longer or on more lines")
         return reply
@@ -835,7 +839,8 @@ def build_tab(host) -> dict:
 
     for event in (train.started, train.watched):
         event.then(adapter_lists, None, [ev.adapter, use.adapter])
-    return {"logic": logic, "char_name": use.char_name, "user_name": use.user_name, "rounds": use.rounds}
+    return {"logic": logic, "char_name": use.char_name, "user_name": use.user_name, "rounds": use.rounds,
+            "temperature": use.temperature}
 
 
 def _follow(job, view):
@@ -1292,6 +1297,10 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
                                    value=bool(params.get("stop_at_newline", True)))
         use_rounds = gr.Slider(label="Context turns", minimum=1, maximum=MAX_USE_TURNS, step=1,
                                value=int(params.get("rounds", 5)))
+        # the webui's Chat tab samples with its own settings: this one is the quick test's (and the app's chat)
+        use_temp = gr.Slider(label="Temperature" + ("" if host.own_model else " (quick test)"), minimum=0,
+                             maximum=1.5, step=0.05, value=DEFAULT_TEMPERATURE,
+                             info="0: always the likeliest reply; higher: more varied")
     with gr.Row():
         char_name = gr.Textbox(label="Character name", value=str(params.get("character") or ""))
         user_name = gr.Textbox(label="Your name", value="You")
@@ -1338,13 +1347,14 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     use_rounds.change(lambda v: params.update(rounds=int(v)), use_rounds, None)
     char_name.change(lambda v: params.update(character=(v or "").strip()), char_name, None)
 
-    def on_test(message, name, user, rounds_v):
+    def on_test(message, name, user, rounds_v, temperature_v):
         try:
-            return logic.chat([], message, name, user, rounds_v)
+            return logic.chat([], message, name, user, rounds_v, temperature_v)
         except EXPECTED as e:
             return _error_text(e)
 
-    test_btn.click(on_test, [test_in, char_name, user_name, use_rounds], test_out)
-    test_in.submit(on_test, [test_in, char_name, user_name, use_rounds], test_out)
+    test_btn.click(on_test, [test_in, char_name, user_name, use_rounds, use_temp], test_out)
+    test_in.submit(on_test, [test_in, char_name, user_name, use_rounds, use_temp], test_out)
     _merge_part(gr, logic, use_adapter, use_tab)
-    return SimpleNamespace(adapter=use_adapter, char_name=char_name, user_name=user_name, rounds=use_rounds)
+    return SimpleNamespace(adapter=use_adapter, char_name=char_name, user_name=user_name, rounds=use_rounds,
+                           temperature=use_temp, status=use_status)

@@ -187,14 +187,15 @@ class WebuiHost(Host):
         shared = self._loaded()
         return (str(shared.model_name), applied_loras() or []) if shared is not None else ("", [])
 
-    def reply(self, prompt: str, max_new_tokens: int = 64) -> str:
+    def reply(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
         problem = self.loader_problem()
         if problem:  # not to be shown as the character's reply
             raise UserError(problem)
         shared = _shared()
-        from .generation import generate_reply
+        from .generation import generate_reply, sampling
 
-        reply, _stopped = generate_reply(shared.model, shared.tokenizer, prompt, max_new_tokens=max_new_tokens)
+        reply, _stopped = generate_reply(shared.model, shared.tokenizer, prompt, max_new_tokens=max_new_tokens,
+                                         **sampling(temperature))
         return reply
 
 
