@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-from . import chatcopy, subtitles, webpage
+from . import chatcopy, chatexports, subtitles, webpage
 from .errors import UserError
 
 LAYOUTS = ("auto", "lines", "play", "screenplay")
@@ -791,6 +791,10 @@ def parse_lines(
     elif (copied := chatcopy.kind(head)) is not None:  # a chat app's copy: its headers made a chat log's lines
         it = chatcopy.lines_of(itertools.chain(head, it), copied)
         head = list(itertools.islice(it, DETECT_LINES))
+    elif (exported := chatexports.kind(head)) is not None:  # LINE's, KakaoTalk's, ... own text export
+        stats.add_note(f"{file or 'the text'}: {exported}'s chat export", hint=True)
+        it = chatexports.lines_of(itertools.chain(head, it), exported)
+        head = list(itertools.islice(it, DETECT_LINES))
     else:
         for prefix in (_HEXCHAT_DAY, _WHISPER_TIMES):  # a time on each line the text reader has no use for
             if sum(1 for line in head[:200] if prefix.match(line)) >= 3:  # at the line's start only
@@ -1314,6 +1318,8 @@ def looks_like_chat_export(lines: Iterable[str]) -> bool:
     copied = chatcopy.kind(lines)
     if copied is not None:  # messages copied from a chat app
         lines = list(chatcopy.lines_of(lines, copied))
+    elif (exported := chatexports.kind(lines)) is not None:  # an app's own text export
+        lines = list(chatexports.lines_of(lines, exported))
     for line in itertools.islice((x for x in lines if x.strip()), CHAT_HEAD_LINES):
         sender = dated_sender(line)
         if sender is not None:
