@@ -38,6 +38,12 @@ WECHAT = ("2024-01-15 21:00:00 小明\n你还没睡吗？\n\n2024-01-15 21:01:00
           "2024-01-15 21:01:00 小红\n[表情包]\n\n2024-01-15 21:02:00 小明\n怎么样？\n引用:小红:没呢，刚看完\n\n"
           "2024-01-15 21:03:00 小红\n说实话我哭了。\n灯塔那段太好哭了。\n\n2024-01-15 21:08:00 \"小明\" 撤回了一条消息\n\n"
           "2024-01-15 21:09:00 小明\n哈哈\n")
+SIGNAL = ("[2024-01-15 21:00:00] Me: Hey, are you still up?  \n[2024-01-15 21:01:00] Mira:   \n(( 😂 ))\n"
+          "[2024-01-15 21:02:00] Mira: Honestly I cried.  \nThe lighthouse got me.\n(- Me: ❤️ -)\n"
+          "[2024-01-15 21:05:00] Me: ![IMG_0421.jpg](./media/IMG_0421.jpg)    \n"
+          "[2024-01-15 21:06:00] Me: Outgoing voice call (accepted, 5m 23s)  \n[2024-01-15 21:07:00] Mira: \n\n"
+          "> Hey, are you still up?\n\nNot any more  \n[2024-01-15 21:08:00] Me: (This message was deleted)  \n"
+          "[2024-01-15 21:09:00] Me: I liked the cover  \n")
 
 
 def _read(tmp_path, text: str, name: str = "export.txt") -> tuple[list[tuple[str, str]], dict]:
@@ -52,7 +58,8 @@ def _read(tmp_path, text: str, name: str = "export.txt") -> tuple[list[tuple[str
 
 @pytest.mark.parametrize("text, app", [(LINE, "LINE"), (LINE_ANDROID, "LINE"), (KAKAO_PC, "KakaoTalk"),
                                        (KAKAO_PHONE, "KakaoTalk"), (KAKAO_IOS, "KakaoTalk"),
-                                       (IMESSAGE, "imessage-exporter"), (WECHAT, "WeChatMsg")])
+                                       (IMESSAGE, "imessage-exporter"), (WECHAT, "WeChatMsg"),
+                                       (SIGNAL, "signal-export")])
 def test_each_export_is_known(text, app):
     assert chatexports.kind(text.splitlines(True)) == app
     out = list(chatexports.lines_of(text.splitlines(True), app))
@@ -90,6 +97,13 @@ def test_wechatmsg_text(tmp_path):
     assert said == [("小明", "你还没睡吗？"), ("小红", "没呢，刚看完"), ("小明", "怎么样？"),
                     ("小红", "说实话我哭了。 灯塔那段太好哭了。"), ("小明", "哈哈")]  # the quote of 小红 is not 小明's
     assert report.dropped["system_message"] == 1  # the recalled message
+
+
+def test_signal_exports_chat_md(tmp_path):
+    said, report = _read(tmp_path, SIGNAL, "chat.md")
+    assert said == [("Me", "Hey, are you still up?"), ("Mira", "Honestly I cried. The lighthouse got me."),
+                    ("Mira", "Not any more"), ("Me", "I liked the cover")]
+    assert report.dropped["system_message"] == 1  # the call; the sticker, the image and the deletion: empty
 
 
 def test_texts_that_only_look_a_little_like_them_are_not_taken():

@@ -18,6 +18,10 @@ follow as they are. The exports:
     Is that the draft cover?
     2024-01-15 21:00:00 小明                  WeChatMsg (留痕): the date and the sender, the words below
     你还没睡吗？
+    [2024-01-15 21:03:00] Mira: Hi          signal-export's chat.md: dated lines as the chat reader
+    (- Me: ❤️ -)                            reads them, with its marks: a reaction, a sticker `(( 😂 ))`,
+                                            an image `![IMG_0421.jpg](./media/IMG_0421.jpg)`, a quote
+                                            `> ...` of the message answered
 
 Their media placeholders (`[Sticker]`, `[写真]`, `사진`, `[图片]`, an attachment's path) become WhatsApp's
 `<Media omitted>`, which the chat reader counts as attachment_only; notices (`Alex unsent a message.`,
@@ -285,10 +289,44 @@ def _is_wechat(head: list[str]) -> bool:
     return len(names) >= 3 and len(set(names)) < len(names)  # a chat's senders come back
 
 
+# ------------------------------------------------------------------------------------ signal-export (.md)
+
+_SIGNAL_MESSAGE = re.compile(r"\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?\] [^:\n]{1,60}: ?(?P<text>.*)")
+_SIGNAL_MARK = re.compile(r"\(- .{1,60}: .{1,16} -\)|\(\( .{1,16} \)\)")  # a reaction, a sticker
+_SIGNAL_MEDIA = re.compile(r"!?\[[^\]\n]*\]\((?:\./)?media/[^)\n]+\)")
+_SIGNAL_NOTICE = re.compile(r"(?:Incoming|Outgoing|Missed) (?:voice |video )?call.*|\(This message was deleted\)")
+
+
+def _signal(lines: Iterable[str]) -> Iterator[str]:
+    for raw in lines:
+        line = raw.rstrip("\r\n")
+        s = line.strip()
+        m = _SIGNAL_MESSAGE.fullmatch(s)
+        if m is not None:
+            text = m.group("text").strip()
+            head = s[: m.start("text")].rstrip()
+            if _SIGNAL_MEDIA.fullmatch(text) or text == "(This message was deleted)":
+                yield f"{head} {MEDIA}"
+            elif _SIGNAL_NOTICE.fullmatch(text):
+                yield head[: head.index("]") + 1] + " " + text  # a call: no one's words
+            else:
+                yield f"{head} {text}".rstrip()
+        elif _SIGNAL_MARK.fullmatch(s) or _SIGNAL_MEDIA.fullmatch(s) or s.startswith(">"):
+            yield ""  # a reaction, a sticker, an image, the quote of the message answered
+        else:
+            yield line
+
+
+def _is_signal(head: list[str]) -> bool:
+    said = sum(1 for s in head if _SIGNAL_MESSAGE.fullmatch(s.strip()))
+    marks = sum(1 for s in head if _SIGNAL_MARK.fullmatch(s.strip()) or _SIGNAL_MEDIA.search(s))
+    return said >= 2 and marks >= 1
+
+
 # ---------------------------------------------------------------------------------------------- the kinds
 
 _KINDS = {"LINE": (_is_line, _line), "KakaoTalk": (_is_kakao, _kakao), "imessage-exporter": (_is_imessage, _imessage),
-          "WeChatMsg": (_is_wechat, _wechat)}
+          "WeChatMsg": (_is_wechat, _wechat), "signal-export": (_is_signal, _signal)}
 
 
 def kind(head: list[str]) -> str | None:

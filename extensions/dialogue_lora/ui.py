@@ -34,7 +34,7 @@ SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, c
                  "discord": "chat export (Discord, Telegram, WhatsApp, Messenger, SillyTavern, Slack)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
 RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".rpy", ".zip",
-                ".html", ".htm", ".yarn")  # .zip: a Slack export, Ren'Py scripts; .html: a transcript's page
+                ".html", ".htm", ".yarn", ".md")  # .zip: a Slack export, Ren'Py scripts; .html: a transcript's page
 # The upload also takes Ren'Py's compiled scripts and archives, so that a game's .rpyc/.rpa get Prepare's
 # advice (decompile them) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".rpyc", ".rpa")

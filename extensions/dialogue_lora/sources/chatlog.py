@@ -23,7 +23,7 @@ from pathlib import Path
 from ..dialogue import CHAT_HEAD_LINES, ReadStats, check_text_file, iter_text_turns, looks_like_chat_export, open_text
 
 LAYOUT = "chat log"
-SUFFIXES = (".txt", ".log")
+SUFFIXES = (".txt", ".log", ".md")  # .md: signal-export's chat.md
 _DATE = re.compile(r"(\d{1,4})[./-](\d{1,2})[./-](\d{1,4})")
 _TIME = re.compile(r"(\d{1,2})[:.](\d{2})(?:[:.](\d{2}))?(?:[\s\u00a0\u202f]?([AaPp])\.?[\s\u00a0\u202f]?[Mm]\.?)?")
 
