@@ -362,6 +362,9 @@ def test_csv_usual_column_names_are_found_and_a_script_keeps_its_context(tmp_pat
     p.write_text("voice type,dialogue 1 - english\nMaleNord,Welcome.\nFemaleNord,Watch yourself.\n", encoding="utf-8")
     got, _ = csv_turns(p)  # the game export's voice lines in any casing: each on its own
     assert got == [("MaleNord", "Welcome."), None, ("FemaleNord", "Watch yourself."), None]
+    p.write_text('Date,User,Message\n2024-01-15 21:00:00,"Alex","Hey"\n2024-01-15 21:01:00,"Mira","Hi"\n',
+                 encoding="utf-8")  # KakaoTalk's export on a Mac: a chat app's sender column
+    assert csv_turns(p)[0] == [("Alex", "Hey"), ("Mira", "Hi")]
 
 
 def test_csv_unknown_column(tmp_path):
