@@ -1155,11 +1155,58 @@ def test_a_french_plays_cues_with_a_direction_after_a_comma():
     assert spoken == [("MADAME PERNELLE", "Allons, Flipote."), ("DORINE", "(à Damis) Parlez plus bas."),
                       ("DAMIS", "(à Dorine) Non."), ("ELMIRE", "Vous marchez.")]
     assert (None, "MADAME PERNELLE, ELMIRE, DORINE, DAMIS.") in turns(compact)  # who is on: no cue
-    spaced = "PHILINTE.\n\nQu'avez-vous?\n\nALCESTE, assis.\n\nLaissez-moi.\n\nPHILINTE.\n\nMais encor.\n"
+    spaced = ("PHILINTE.\n\nQu'avez-vous?\n\nALCESTE, assis.\n\nLaissez-moi.\n\nPHILINTE.\n\nMais encor.\n\n"
+              "ALCESTE.\n\nLaissez-moi là.\n")
     assert turns(spaced) == [("PHILINTE", "Qu'avez-vous?"), ("ALCESTE", "(assis) Laissez-moi."),
-                             ("PHILINTE", "Mais encor.")]
+                             ("PHILINTE", "Mais encor."), ("ALCESTE", "Laissez-moi là.")]
     # a list of persons, one a line, and a sentence in capitals are no cues
     persons = ("DRAMATIS PERSONAE.\n\nROMEO, son to Montague.\nMERCUTIO, friend to Romeo.\n\nROMEO.\nAdieu.\n\nJULIET.\n"
                "Anon!\n\nROMEO.\nBye.\n\nJULIET.\nSTOP, she said.\n")
     assert turns(persons)[1] == (None, "ROMEO, son to Montague. MERCUTIO, friend to Romeo.")
     assert turns(persons)[-1] == ("JULIET", "STOP, she said.")
+
+
+@pytest.mark.parametrize("text", [
+    "PREFACE.\n\nThis little book was written in 1890 for my children.\n",
+    "CHAPTER I.\n\nTHE RIVER BANK.\n\nThe Mole had been working very hard all the morning.\n",
+    "CHORUS:\n\nOh, carry me home tonight\n\nVERSE 2:\n\nThe road\n\nCHORUS:\n\nOh, carry me home\n",
+    "INGREDIENTS:\n\n- 6 apples\n- 1 cup sugar\n",
+    "WHEREAS, the Company wishes to employ the Executive.\n\nThe Executive agrees.\n\nWHEREAS, the parties agree.\n\nNow.\n",
+    "UPDATE:\n\nFixed it.\n\nEDIT:\n\nNever mind.\n",
+])
+def test_a_heading_in_capitals_before_a_paragraph_is_no_spaced_play(text):
+    assert all(t is None or t[0] is None or t[1] == "" for t in turns(text)), turns(text)
+
+
+def test_spaced_cues_leave_other_layouts_and_lists_of_persons_alone():
+    # a meeting's header does not turn its chat lines into one speech
+    minutes = "AGENDA:\n\nBudget\n\nBob: I think we should cut costs.\nAlice: Agreed.\nCarol: We need two engineers.\n"
+    assert [t for t in turns(minutes) if t and t[0]][-3:] == [
+        ("Bob", "I think we should cut costs."), ("Alice", "Agreed."), ("Carol", "We need two engineers.")]
+    # a film script's action after a parenthetical stays action
+    screen = ("INT. KITCHEN - NIGHT\n\nMARY\nYou're late.\n\nJOHN\n(shrugs)\n\nJohn drops his keys on the table.\n\n"
+              "MARY\nDinner's cold.\n")
+    assert (None, "John drops his keys on the table.") in turns(screen)
+    # a compact play: who is on (`HARPAGON, seul.`), a list of persons, a song's heading: no replies
+    play = ("FRIAR JOHN, of the same Order.\nAPOTHECARY.\nCHORUS.\n\nSCENE. Verona.\n\nROMEO, son to Montague.\n\n"
+            "JULIET, daughter to Capulet.\n\nSCÈNE VII\n\nHARPAGON, seul.\n\nHARPAGON.\nAu voleur!\n\nSONG.\n\n"
+            "Tell me where is fancy bred,\n\nBASSANIO.\nSo may the outward shows.\n")
+    spoken = [t for t in turns(play) if t is not None and t[0] is not None and t[1]]
+    assert spoken == [("HARPAGON", "Au voleur!"), ("BASSANIO", "So may the outward shows.")]
+    # a spaced play's list of persons: cue after cue with directions, to the first plain cue
+    spaced = ("HAMLET, Prince of Denmark.\n\nHORATIO, friend to Hamlet.\n\nMARCELLUS, an officer.\n\n"
+              "FRANCISCO, a soldier.\n\nSCENE. Elsinore.\n\nBARNARDO.\n\nWho's there?\n\nFRANCISCO.\n\nNay, answer me.\n\n"
+              "BARNARDO.\n\nLong live the King!\n\nFRANCISCO, aside.\n\nBarnardo?\n")
+    spoken = [t for t in turns(spaced) if t is not None and t[0] is not None and t[1]]
+    assert spoken == [("BARNARDO", "Who's there?"), ("FRANCISCO", "Nay, answer me."),
+                      ("BARNARDO", "Long live the King!"), ("FRANCISCO", "(aside) Barnardo?")]
+    assert (None, "SCENE. Elsinore.") in turns(spaced)
+
+
+def test_a_comma_cue_before_a_speech_that_opens_with_a_capital_and_a_comma():
+    play = ("ROMEO.\nShe speaks.\n\nJULIET, aside.\nO, Romeo, Romeo! wherefore art thou Romeo?\n\nROMEO.\nShall I?\n\n"
+            "NURSE, within.\nI, madam? Anon!\n\nALCESTE, à part. Ah! voilà mon homme.\n")
+    spoken = [t for t in turns(play) if t is not None and t[0] is not None]
+    assert spoken[1] == ("JULIET", "(aside) O, Romeo, Romeo! wherefore art thou Romeo?")
+    assert spoken[3] == ("NURSE", "(within) I, madam? Anon!")
+    assert all(t[0] != "ALCESTE" for t in spoken)  # the speech on the cue's line is not taken for its direction

@@ -1191,3 +1191,20 @@ def test_a_long_messenger_conversation_cut_into_files_is_read_as_one(tmp_path):
         ("sure, nine at the usual place?", "message_1.json:1")]
     assert records[-1]["input"].startswith("Sam Lee: hey alex")  # the context runs across the files' cut
     assert scan_speakers(str(thread)) == {"Sam Lee": 3, "Alex Kim": 2}
+
+
+def test_a_messenger_conversations_files_without_times_and_with_a_broken_message(tmp_path):
+    thread = tmp_path / "alex_123"
+    thread.mkdir()
+    for name, words in (("message_1.json", ["newest one", "newest two"]), ("message_2.json", ["oldest one", "oldest two"])):
+        (thread / name).write_text(json.dumps({"participants": [{"name": "Sam"}], "messages": [
+            {"sender_name": "Sam" if i % 2 else "Alex", "content": w} for i, w in enumerate(words[::-1])]}),
+            encoding="utf-8")
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["*"], txtfilename=str(thread), jsonfilename=str(out), filter_low_quality=False))
+    assert [r["output"] for r in json.loads(out.read_text(encoding="utf-8"))] == [  # no times: the oldest file first
+        "oldest one", "oldest two", "newest one", "newest two"]
+    (thread / "message_2.json").write_text(json.dumps({"participants": [], "messages": [
+        {"sender_name": "Sam", "content": "hi"}, "oops"]}), encoding="utf-8")
+    with pytest.raises(UserError, match=r"alex_123/message_2\.json: message 1 is not a JSON object"):
+        prepare(PrepareConfig(names=["*"], txtfilename=str(thread), jsonfilename=str(out)))

@@ -546,7 +546,6 @@ def _layout_evidence(lines: Iterable[str]) -> tuple[int, int, int]:
     a `NAME:` alone counts only when the next line is not itself a speaker line."""
     after_blank = compact = inline = 0
     pending = None  # the previous line was `NAME:` alone: "blank" or "compact" by what preceded it
-    prev_cue = ""
     prev_blank = True
     for line in lines:
         stripped = line.strip()
@@ -562,16 +561,39 @@ def _layout_evidence(lines: Iterable[str]) -> tuple[int, int, int]:
                 after_blank += 1
             else:
                 compact += 1
-        if pending == "blank" and not stripped and prev_cue.isupper():
-            continue  # `HAMLET.` and a blank line before its speech (a spaced Gutenberg play): look on
         pending = None
         if hit is not None:
             if hit[1].strip():
                 inline += 1
             else:
-                pending, prev_cue = "blank" if prev_blank else "compact", hit[0]
+                pending = "blank" if prev_blank else "compact"
         prev_blank = not stripped
     return after_blank, compact, inline
+
+
+def _spaced_cues(lines: Iterable[str], strict: bool = True) -> int:
+    """How many cues in capitals stand alone (or with a direction) between blank lines with a speech after
+    them (`HAMLET.`, a blank line, `To be, or not to be`): a spaced play's, counted only where two names or
+    more do so twice or more (a book's `PREFACE.`, a post's `UPDATE:` and `EDIT:`, a contract's `WHEREAS,
+    ...` before a paragraph are no play; nor are a song's `CHORUS` and `VERSE 1`). An excerpt of a few
+    speeches is read as lines."""
+    seen: Counter = Counter()
+    cue, prev_blank, gap = None, True, False  # a cue alone after a blank line; a blank line since it
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            gap, prev_blank = cue is not None, True
+            continue
+        hit = split_speaker(stripped)
+        if cue is not None and gap and hit is None:
+            seen[cue] += 1
+        cue = (hit[0] if hit is not None and prev_blank and hit[0].isupper()
+               and (not hit[1].strip() or _DIRECTION_ONLY.fullmatch(hit[1])) else None)  # (`LOPAKHIN, yawning.`)
+        gap, prev_blank = False, False
+    if not strict:  # (the play layout asked for: any such cue)
+        return sum(seen.values())
+    counted = [n for name, n in seen.items() if n >= 2 and name not in _LYRIC_LABELS]
+    return sum(counted) if len(counted) >= 2 else 0
 
 
 def detect_layout(lines: Iterable[str]) -> str:
@@ -811,6 +833,9 @@ def parse_lines(
     dotted = _dotted_cast(head)
     cued = list(_gutenberg(head, dotted))
     evidence = _layout_evidence(cued)
+    spaced = _spaced_cues(cued)
+    spaced_play = spaced > evidence[0]  # most cues alone have a blank line before their speech
+    evidence = (evidence[0] + spaced, evidence[1], evidence[2])
     timed = _timed_log(head)
     looks = "lines" if timed else _layout_of(evidence)
     if not timed and dotted and looks == "lines" and 2 * sum(dotted.values()) > evidence[2]:  # (counted there too)
@@ -829,11 +854,14 @@ def parse_lines(
         head = list(itertools.islice(screenplay, DETECT_LINES))
         return _sections(_parse_play(itertools.chain(head, screenplay), file, stats, cast=_cast_of(head)))
     if layout == "play":
+        if not spaced_play and looks != "play":  # asked for: a few spaced cues are enough
+            spaced_play = _spaced_cues(cued, strict=False) > evidence[0]
         # A play written without blank lines between speeches (most `NAME:` lines follow other text):
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
         after_blank, compact, _ = evidence
-        return _sections(_parse_play(_gutenberg(it, dotted), file, stats, compact=compact > after_blank, cast=_cast_of(cued)))
+        return _sections(_parse_play(_gutenberg(it, dotted), file, stats, compact=compact > after_blank,
+                                     cast=_cast_of(cued), spaced=spaced_play))
     # a script that quotes a chat message or two (not a chat export): its own `Name: text` lines end a message
     script = not looks_like_chat_export(head)
     bracketed = _bracket_cast(head) if script and subs is None else None  # (subtitles' are captions' labels)
@@ -1015,7 +1043,8 @@ def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
                 line = f"{hit[0]}{hit[1]}: {hit[2]}\n"
             else:
                 listed = after is not None and (head := after.partition(",")[0].strip()) != after.strip()
-                listed = listed and head.isupper() and len(head) <= MAX_NAME_CHARS  # `MERCUTIO, friend to ...`
+                listed = (listed and head.isupper() and 1 < len(head) <= MAX_NAME_CHARS  # `MERCUTIO, friend to`
+                          and head not in _DOTTED_WORDS)  # not `O, Romeo, Romeo!`, `I, madam?`, `OH, no`
                 line = _dotted_cue(line, comma=prev_blank and not listed)
             prev_blank = False
         yield line
@@ -1030,7 +1059,7 @@ _NO_CUES = frozenset(("THE END", "END", "FINIS", "CURTAIN", "EXIT", "EXEUNT", "E
 
 
 # a French (or older English) play's direction after its cue's comma: lower case, unlike a list of who is on
-_COMMA_DIRECTION = re.compile(r"([^\W\d_][^\W_]*(?:[ .'\-]+[^\W_]+)*),[ \t]+(\S[^\n]{0,59})")
+_COMMA_DIRECTION = re.compile(r"([^\W\d_][^\W_]*(?:[ .'\-]+[^\W_]+)*),[ \t]+([^\s.][^\n.]{0,59})")  # no `. Ah!`
 
 
 def _dotted_cue(line: str, comma: bool = False) -> str:
@@ -1405,8 +1434,13 @@ _GONE = frozenset("exit exits exeunt enter enters goes go leaves leave dies die 
 
 
 def _parse_play(
-    lines: Iterable[str], file: str, stats: ReadStats, compact: bool = False, cast: set[str] | None = None
+    lines: Iterable[str], file: str, stats: ReadStats, compact: bool = False, cast: set[str] | None = None,
+    spaced: bool = False,
 ) -> Iterator[Turn | None]:
+    """Turns of a play: a block (to a blank line) opening with a cue is its speech. `spaced`: the play sets
+    its cues in capitals between blank lines, so a cue alone (or with its direction only) before a blank
+    line takes the next block as its speech; in a list of persons (such cues, one after the other, with
+    no speech between them) none does, up to a cue without a direction."""
     cast = set() if cast is None else cast
     sightings: Counter = Counter()  # a play without blank lines: `Name:` alone seen, not yet taken as a cue
     speaker: str | None = None
@@ -1420,18 +1454,20 @@ def _parse_play(
     resume_as: str | None = None
     cued: str | None = None  # a cue alone, its speech after the blank line below it
     cue_parts: list[str] = []  # and the direction it came with (`ALCESTE, assis.`)
+    listing = False  # in a list of persons set as cues with directions
+    cue_only = False  # the block so far is a cue with its direction alone
     n = 0
     for n, raw in enumerate(lines, 1):
         text = clean_text(raw, stats)
         if not text:
-            if (in_block and speaker is not None and not resumed and speaker.isupper()
+            if (spaced and in_block and speaker is not None and not resumed and speaker.isupper()
                     and all(_DIRECTION_ONLY.fullmatch(p) for p in parts)):
                 # `HAMLET.` (or `ALCESTE, assis.`), a blank line, then the speech (a spaced Gutenberg play)
                 cued, cue_parts, in_block, speaker, parts = speaker, parts, False, None, []
                 continue
             if in_block:
                 if parts or not resumed:
-                    yield Turn(speaker, " ".join(parts), file, start)
+                    yield Turn(speaker, "" if cue_only else " ".join(parts), file, start)
                 if speaker is not None:
                     last_speech, resume_as = speaker, None
                 else:
@@ -1442,7 +1478,7 @@ def _parse_play(
         scene_break = _SCENE_BREAK.fullmatch(text) is not None
         if scene_break or _is_stage_line(text):
             if in_block and (parts or (not resumed and scene_break)):
-                yield Turn(speaker, " ".join(parts), file, start)
+                yield Turn(speaker, "" if cue_only else " ".join(parts), file, start)
             # a direction inside a speech (`[Enter BOATSWAIN]`): the lines after it, to a blank line or a cue,
             # are the same speaker's, a turn of their own; none is no empty turn
             if in_block and speaker is not None and not scene_break:
@@ -1450,8 +1486,8 @@ def _parse_play(
             else:
                 in_block, speaker, parts, resumed = False, None, [], False
                 last_speech = resume_as = None
-            if scene_break and cued is not None:
-                yield Turn(cued, " ".join(cue_parts), file, start)
+            if cued is not None:  # a cue that said nothing before a scene break or a direction
+                yield Turn(cued, "", file, start)
                 cued = None
             yield BREAK if scene_break else Turn(None, text, file, n)
             continue
@@ -1470,12 +1506,17 @@ def _parse_play(
                        or any(c.casefold() == folded for c in cast))
             if cue:
                 if parts or not resumed:
-                    yield Turn(speaker, " ".join(parts), file, start)
+                    yield Turn(speaker, "" if cue_only else " ".join(parts), file, start)
                 in_block, speaker, parts, resumed = False, None, [], False
         if not in_block:
             if cued is not None and (hit is not None or _SECTION.match(text)):
-                yield Turn(cued, " ".join(cue_parts), file, start)  # a cue that said nothing (or only did)
+                # a cue that said nothing (its direction alone is no speech); cue after cue with
+                # directions is a list of persons (`HORATIO, friend to Hamlet.`), to a plain cue
+                listing = listing or (hit is not None and bool(cue_parts) and hit[0] != cued)
+                yield Turn(cued, "", file, start)
                 cued = None
+            if hit is not None and not hit[1].strip():
+                listing = False
             in_block, start = True, n
             if hit is not None:  # the speech starts on the speaker line, or on the next one
                 speaker = hit[0]
@@ -1483,16 +1524,24 @@ def _parse_play(
                 text = hit[1].strip()
                 if not text:
                     continue
-            elif cued is not None:
+                # a cue with its direction and no speech (`HARPAGON, seul.`, a list of persons' `ROMEO, son
+                # to Montague.`): an empty turn, not a reply that is a direction
+                cue_only = _DIRECTION_ONLY.fullmatch(text) is not None
+                parts.append(text)
+                continue
+            elif cued is not None and not (listing and cue_parts):
                 speaker, text = cued, " ".join([*cue_parts, text])  # after the cue's direction, if any
+            elif cued is not None:
+                yield Turn(cued, "", file, start)  # the last of a list of persons: what follows is not its
             elif resume_as is not None and text[:1] not in "[(" and not _SECTION.match(text):
                 speaker = resume_as
             resume_as = cued = None
         parts.append(text)
+        cue_only = False
     if in_block and (parts or not resumed):
-        yield Turn(speaker, " ".join(parts), file, start)
+        yield Turn(speaker, "" if cue_only else " ".join(parts), file, start)
     elif cued is not None:
-        yield Turn(cued, " ".join(cue_parts), file, start)
+        yield Turn(cued, "", file, start)
     stats.lines += n
 
 

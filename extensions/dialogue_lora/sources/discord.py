@@ -249,7 +249,7 @@ def _sources(path: str | os.PathLike, stats: ReadStats | None = None, skipped: l
         loaded = [(f.name, load_export(f)) for f in parts]
         if all(messenger.KIND in data for _, data in loaded):
             yield (f"{path.name} ({len(parts)} files)", messenger.KIND,
-                   messenger.thread([(name, data[messenger.KIND]) for name, data in loaded]))
+                   messenger.thread([(name, data[messenger.KIND]) for name, data in loaded], str(path)))
             files = [f for f in files if f not in parts]
         del loaded
     for f in files:

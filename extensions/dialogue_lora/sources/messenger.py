@@ -24,8 +24,11 @@ conversations, merging, the low-quality rule) is the Discord reader's:
 """
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timezone
+
+from ..errors import UserError
 
 KIND = "messenger"
 KEPT = "Default"
@@ -83,15 +86,19 @@ def messages(data: dict) -> list:
     return out
 
 
-def thread(parts: list[tuple[str, list]]) -> list:
-    """One conversation from its files' `messages` lists, (file name, messages) each: every message
-    tagged with its file (its source is `message_2.json:15`), all in time order (in the files' order,
-    `message_1.json` first, where a message has no time)."""
+def thread(parts: list[tuple[str, list]], folder: str = "") -> list:
+    """One conversation from its files' `messages` lists (as `messages` gives them), (file name, messages)
+    each: every message tagged with its file (its source is `message_2.json:15`), all in time order; where
+    a message has no time, in the files' order, the highest number first (`message_1.json` holds the
+    newest messages). A message that is not an object is an error naming its file (in `folder`)."""
     out = []
-    for name, msgs in sorted(parts, key=lambda p: int(PART.fullmatch(p[0]).group(1)) if PART.fullmatch(p[0]) else 0):
-        out.extend({**m, "file": name} if isinstance(m, dict) else m for m in msgs)
-    if all(isinstance(m, dict) and m["_ms"] is not None for m in out):
-        out.sort(key=lambda m: m["_ms"])
+    for name, msgs in sorted(parts, key=lambda p: -int(PART.fullmatch(p[0]).group(1)) if PART.fullmatch(p[0]) else 0):
+        for i, m in enumerate(msgs, 1):
+            if not isinstance(m, dict):
+                raise UserError(f"{os.path.join(folder, name)}: message {i} is not a JSON object")
+            out.append({**m, "file": name})
+    if all(m["_ms"] is not None for m in out):
+        out.sort(key=lambda m: m["_ms"])  # stable: messages of one millisecond keep their order
     return out
 
 
