@@ -115,6 +115,7 @@ class _Reporter:
 
     def __init__(self, progress_file: str | None):
         self.bar = None
+        self.progress_file = progress_file
         try:
             self.file = open(progress_file, "a", encoding="utf-8") if progress_file else None
         except OSError as e:
@@ -122,8 +123,13 @@ class _Reporter:
 
     def __call__(self, ev: dict) -> None:
         if self.file is not None:
-            self.file.write(json.dumps(ev, default=str) + "\n")
-            self.file.flush()
+            try:
+                self.file.write(json.dumps(ev, default=str) + "\n")
+                self.file.flush()
+            except OSError as e:  # (a full disk): the progress file is a view of the run, not worth the run
+                self._drop_file()
+                self._print(f"warning: --progress_file {self.progress_file}: cannot write ({e.strerror or e}); "
+                            "training goes on without it")
         kind = ev.get("event")
         if kind == "step":
             if self.bar is None:
@@ -151,8 +157,15 @@ class _Reporter:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.file is not None:
-            self.file.close()
+        self._drop_file()
+
+    def _drop_file(self) -> None:
+        file, self.file = self.file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:  # its last bytes could not be written either: said when they were
+                pass
 
 
 # Flags that only one --method reads: given with the other, they are an error, not silently unused.

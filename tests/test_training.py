@@ -1011,3 +1011,31 @@ def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path)
         trainer.wait()
     with pytest.raises(UserError, match="adapter 'lk' not found"):  # a lock its process left behind says nothing
         resolve_adapter("lk", loras)
+
+
+def test_a_progress_file_that_cannot_be_written_does_not_end_the_run(tmp_path, capsys):
+    """A full disk under the progress file (the tab's view of a run, or --progress_file) loses the view,
+    not the run: the write fails quietly once said, and the run goes on to save."""
+    import errno
+
+    import lora_finetune
+    from extensions.dialogue_lora.worker import ProgressWriter
+
+    class Full:
+        def write(self, *text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        flush = close = write
+
+    reporter = lora_finetune._Reporter(str(tmp_path / "progress.jsonl"))
+    reporter.file.close()
+    reporter.file = Full()
+    reporter({"event": "log", "message": "one"})
+    reporter({"event": "log", "message": "two"})
+    reporter.close()
+    out = capsys.readouterr().out
+    assert out.count("cannot write (No space left on device); training goes on without it") == 1 and "two" in out
+    writer = ProgressWriter(tmp_path)  # a folder: open() fails as a full disk's write would
+    writer({"event": "step"})
+    writer({"event": "step"})
+    assert writer.failed and capsys.readouterr().err.count("the run goes on") == 1

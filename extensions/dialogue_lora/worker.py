@@ -23,12 +23,19 @@ class ProgressWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.failed = False
 
     def __call__(self, event: dict) -> None:
         event = dict(event)
         event.setdefault("time", time.time())
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+        except OSError as e:  # (a full disk): the tab loses its view of the run, the run goes on and saves
+            if not self.failed:
+                self.failed = True
+                print(f"warning: cannot write the progress file {self.path} ({e.strerror or e}); the run goes on",
+                      file=sys.stderr, flush=True)
 
 
 def run_train(config: dict, report: ProgressWriter, should_stop) -> dict:
