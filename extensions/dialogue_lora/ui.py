@@ -31,7 +31,7 @@ SAVED_REPORT = "Saved "  # how a save's report starts (a preview's does not)
 PREVIEW_SAMPLES = 5
 SOURCES = ("auto", "text", "discord", "csv", "renpy")
 SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, chat log)",
-                 "discord": "chat export (Discord, Telegram, WhatsApp, Messenger, SillyTavern, Slack)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
+                 "discord": "chat export (Discord, Telegram, WhatsApp, Messenger, LINE, KakaoTalk, Slack, ...)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
 RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".rpy", ".zip",
                 ".html", ".htm", ".yarn", ".md")  # .zip: a Slack export, Ren'Py scripts; .html: a transcript's page
@@ -863,8 +863,8 @@ def dd_update(choices, *value):
 def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     """1. Prepare: a dialogue file in, the speakers found, a preview (Save is wired in build_tab)."""
     gr.Markdown("Turn raw dialogue (a script or play, subtitles, a chat log, a Discord, Telegram, WhatsApp, Messenger, "
-                "SillyTavern or Slack chat, a game CSV, a Yarn Spinner or Ren'Py game's scripts, a saved web page) into "
-                "training samples for one or more characters.")
+                "LINE, KakaoTalk, iMessage, WeChat, Signal, SillyTavern or Slack chat, a game CSV, a Yarn Spinner or "
+                "Ren'Py game's scripts, a saved web page) into training samples for one or more characters.")
     with gr.Row():
         upload = gr.File(label="Upload a dialogue file", file_types=list(UPLOAD_SUFFIXES), type="filepath")
         with gr.Column():
