@@ -144,3 +144,26 @@ def test_odd_discord_exports_give_samples_or_user_error(tmp_path, messages, gap)
         prepare(PrepareConfig(names=["*"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json"), gap_minutes=gap))
     except UserError:
         pass
+
+
+# the shapes of the apps' text exports (chatexports.py), mixed with anything
+export_line = st.sampled_from([
+    "[LINE] Chat history with Mira", "Saved on: 2024/01/16 10:30", "2024/01/15(Mon)", "Mon, 01/15/2024",
+    "21:00\tAlex\tHey", "09:01PM\tMira\t\"Two", "lines\"", "21:08\tAlex unsent a message.", "21:02\tMira\t[Sticker]",
+    "--------------- 2024년 1월 15일 월요일 ---------------", "[준호] [오후 9:00] 안 자?", "2024. 1. 15. 오후 9:00, 준호 : 응",
+    "January 15, 2024, 9:00 PM, Alex : Hey", "January 15, 2024, 9:00 PM", "민지님이 나갔습니다.", "Date Saved : x",
+    "Jan 15, 2024  9:00:00 PM", "Jan 15, 2024  9:00:00 PM Me named the conversation X", "Me", "Tapbacks:",
+    "    Loved by Me", "/Users/a/IMG_1.HEIC", "2024-01-15 21:00:00 小明", "引用:小红:嗨", "[图片]",
+    "2024-01-15 21:08:00 \"小明\" 撤回了一条消息", "[2024-01-15 21:00:00] Me: hi", "(( 😂 ))", "(- Me: ❤️ -)",
+    "![a.jpg](./media/a.jpg)", "> quoted"])
+
+
+@FAST
+@given(lines=st.lists(st.one_of(export_line, any_line), max_size=30))
+def test_app_text_exports_keep_their_lines_and_never_crash(tmp_path, lines):
+    from extensions.dialogue_lora import chatexports
+
+    app = chatexports.kind([f"{x}\n" for x in lines])
+    if app is not None:  # one line out per line in, so that sources stay the file's lines
+        assert len(list(chatexports.lines_of([f"{x}\n" for x in lines], app))) == len(lines)
+    _run(tmp_path, "\n".join(lines).encode(), names=["*"])

@@ -259,9 +259,7 @@ def _wechat(lines: Iterable[str]) -> Iterator[str]:
         line = raw.rstrip("\r\n")
         s = line.strip()
         m = _WECHAT_HEADER.fullmatch(s)
-        if m is not None:
-            if held is not None:  # a header with no words below it: a notice
-                yield ""
+        if m is not None:  # (a header held before this one had no words: nothing of it is said)
             held, speaking = (m.group("day"), m.group("time"), m.group("name")), False
             if _WECHAT_NOTICE.fullmatch(m.group("name")):
                 yield f"[{m.group('day')} {m.group('time')}] {m.group('name')}"
