@@ -109,5 +109,28 @@ def test_signal_exports_chat_md(tmp_path):
 def test_texts_that_only_look_a_little_like_them_are_not_taken():
     for text in ["2024-01-15 21:00:00 INFO\nServer started\n\n2024-01-15 21:01:00 WARN\nDisk at 80%\n",  # no one back
                  "21:00\tconcert\tdoors open\n21:30\tconcert\tfirst act\n22:00\tconcert\tencore\n",  # no date line
-                 "Alex: hi\nMira: hello\n", "[Alex] [9:00 PM] hi\n[Mira] [9:01 PM] hey\n[Alex] [9:02 PM] yo\n"]:
+                 "Alex: hi\nMira: hello\n", "[Alex] [9:00 PM] hi\n[Mira] [9:01 PM] hey\n[Alex] [9:02 PM] yo\n",
+                 # a dated chat log (its messages' further lines), a sender with a colon, a server's log
+                 "2024-01-15 21:00:00 Alice: are you coming?\n2024-01-15 21:00:30 Bob: ok\nlet me check\n"
+                 "2024-01-15 21:01:00 Alice: ok\nfine\n2024-01-15 21:02:00 Bob: ok\nsee you\n",
+                 "2024-01-15 21:00:00 Alice:\nHi\n\n2024-01-15 21:01:00 Bob:\nHey\n\n2024-01-15 21:02:00 Alice:\nSo?\n",
+                 "2024-01-15 21:00:00 INFO\nStarting\n\n2024-01-15 21:00:01 WARN\nSlow\n\n2024-01-15 21:00:02 INFO\nUp\n",
+                 # a schedule's day and tab-separated rows
+                 "Monday 2024/01/15\n09:00\tMain hall\tWelcome\n09:30\tMain hall\tKeynote\n10:30\tRoom B\tPanel\n"]:
         assert chatexports.kind(text.splitlines(True)) is None, text
+
+
+def test_more_of_the_apps_ways_to_write_a_time_and_a_day():
+    line = "[LINE] 與小美的聊天記錄\n儲存日期：2024/01/16 10:30\n\n2024/01/15（週一）\n下午09:00\t阿明\t你還沒睡嗎？\n" \
+           "下午09:01\t小美\t還沒\n上午09:02\t阿明\t好\n\n2026/1/30周五\n午後9:00\t阿明\t嗨\n"
+    assert list(chatexports.lines_of(line.splitlines(), "LINE")) == [
+        "", "", "", "", "[2024/01/15 21:00] 阿明: 你還沒睡嗎？", "[2024/01/15 21:01] 小美: 還沒", "[2024/01/15 09:02] 阿明: 好",
+        "", "", "[2026/1/30 21:00] 阿明: 嗨"]
+    kakao = ("------------------------------\n2023년 5월 10일 수요일\n------------------------------\n"
+             "오전 9:23, 홍길동 : 오늘 몇시에 와?\n오전 9:25, 김철수 : 10시쯤\n오후 1:00, 홍길동 : 응\n"
+             "2024. 1. 15. 21:00, 준호 : 아직 안 자?\n"
+             "2024년 1월 16일 화요일\n2024. 1. 16. 오전 8:00, 준호 : 잘 잤어?\n")
+    assert chatexports.kind(kakao.splitlines()) == "KakaoTalk"
+    assert list(chatexports.lines_of(kakao.splitlines(), "KakaoTalk")) == [
+        "", "", "", "[2023-05-10 09:23] 홍길동: 오늘 몇시에 와?", "[2023-05-10 09:25] 김철수: 10시쯤",
+        "[2023-05-10 13:00] 홍길동: 응", "[2024-01-15 21:00] 준호: 아직 안 자?", "", "[2024-01-16 08:00] 준호: 잘 잤어?"]

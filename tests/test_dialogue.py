@@ -1138,13 +1138,19 @@ def test_subtitles_lose_their_cue_numbers_and_times():
 
 
 def test_a_spaced_gutenberg_play_its_cues_alone_between_blank_lines():
-    play = ("ACT I\n\nSCENE I. A room.\n\nHAMLET.\n\nTo be, or not to be.\nThat is the question.\n\nOPHELIA.\n\n"
-            "Good my lord.\n\nHAMLET.\n\nI humbly thank you.\n\nOPHELIA.\n\nMy lord.\n\nHAMLET.\n\nNo, not I.\n")
+    said = [("HAMLET", "To be, or not to be.\nThat is the question."), ("OPHELIA", "Good my lord."),
+            ("HAMLET", "I humbly thank you."), ("OPHELIA", "My lord."), ("HAMLET", "No, not I."),
+            ("OPHELIA", "My honour'd lord."), ("HAMLET", "Ha, ha! Are you honest?"), ("OPHELIA", "My lord?"),
+            ("HAMLET", "No, not I.")]
+    play = "ACT I\n\nSCENE I. A room.\n\n" + "".join(f"{who}.\n\n{text}\n\n" for who, text in said)
     spoken = [t for t in turns(play) if t is not None and t[0] is not None]
-    assert spoken == [("HAMLET", "To be, or not to be. That is the question."), ("OPHELIA", "Good my lord."),
-                      ("HAMLET", "I humbly thank you."), ("OPHELIA", "My lord."), ("HAMLET", "No, not I.")]
+    assert spoken == [(who, text.replace("\n", " ")) for who, text in said]
+    # a short excerpt (fewer than eight such cues) is read so when asked: `--layout play`
+    short = "".join(f"{who}.\n\n{text}\n\n" for who, text in said[:4])
+    assert not any(t and t[0] for t in turns(short))
+    assert [t for t in turns(short, "play") if t and t[0]] == [(w, t.replace("\n", " ")) for w, t in said[:4]]
     # a cue that says nothing before the next cue, a heading or the end is an empty turn (counted, never a sample)
-    tail = turns(play.replace("No, not I.\n", "") + "\nOPHELIA.\n\nSCENE II.\n\nHAMLET.\n\nGo.\n")
+    tail = turns(play[: play.rindex("No, not I.")] + "\nOPHELIA.\n\nSCENE II.\n\nHAMLET.\n\nGo.\n")
     assert ("OPHELIA", "") in tail and tail[-1] == ("HAMLET", "Go.") and ("HAMLET", "") in tail
 
 
@@ -1157,8 +1163,8 @@ def test_a_french_plays_cues_with_a_direction_after_a_comma():
     assert (None, "MADAME PERNELLE, ELMIRE, DORINE, DAMIS.") in turns(compact)  # who is on: no cue
     spaced = ("PHILINTE.\n\nQu'avez-vous?\n\nALCESTE, assis.\n\nLaissez-moi.\n\nPHILINTE.\n\nMais encor.\n\n"
               "ALCESTE.\n\nLaissez-moi là.\n")
-    assert turns(spaced) == [("PHILINTE", "Qu'avez-vous?"), ("ALCESTE", "(assis) Laissez-moi."),
-                             ("PHILINTE", "Mais encor."), ("ALCESTE", "Laissez-moi là.")]
+    assert turns((spaced + "\n") * 2)[:4] == [("PHILINTE", "Qu'avez-vous?"), ("ALCESTE", "(assis) Laissez-moi."),
+                                     ("PHILINTE", "Mais encor."), ("ALCESTE", "Laissez-moi là.")]
     # a list of persons, one a line, and a sentence in capitals are no cues
     persons = ("DRAMATIS PERSONAE.\n\nROMEO, son to Montague.\nMERCUTIO, friend to Romeo.\n\nROMEO.\nAdieu.\n\nJULIET.\n"
                "Anon!\n\nROMEO.\nBye.\n\nJULIET.\nSTOP, she said.\n")
@@ -1194,12 +1200,13 @@ def test_spaced_cues_leave_other_layouts_and_lists_of_persons_alone():
     spoken = [t for t in turns(play) if t is not None and t[0] is not None and t[1]]
     assert spoken == [("HARPAGON", "Au voleur!"), ("BASSANIO", "So may the outward shows.")]
     # a spaced play's list of persons: cue after cue with directions, to the first plain cue
+    scene = ("BARNARDO.\n\nWho's there?\n\nFRANCISCO.\n\nNay, answer me.\n\nBARNARDO.\n\nLong live the King!\n\n"
+             "FRANCISCO, aside.\n\nBarnardo?\n\n")
     spaced = ("HAMLET, Prince of Denmark.\n\nHORATIO, friend to Hamlet.\n\nMARCELLUS, an officer.\n\n"
-              "FRANCISCO, a soldier.\n\nSCENE. Elsinore.\n\nBARNARDO.\n\nWho's there?\n\nFRANCISCO.\n\nNay, answer me.\n\n"
-              "BARNARDO.\n\nLong live the King!\n\nFRANCISCO, aside.\n\nBarnardo?\n")
+              "FRANCISCO, a soldier.\n\nSCENE. Elsinore.\n\n" + scene * 2)
     spoken = [t for t in turns(spaced) if t is not None and t[0] is not None and t[1]]
     assert spoken == [("BARNARDO", "Who's there?"), ("FRANCISCO", "Nay, answer me."),
-                      ("BARNARDO", "Long live the King!"), ("FRANCISCO", "(aside) Barnardo?")]
+                      ("BARNARDO", "Long live the King!"), ("FRANCISCO", "(aside) Barnardo?")] * 2
     assert (None, "SCENE. Elsinore.") in turns(spaced)
 
 

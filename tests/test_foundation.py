@@ -62,6 +62,10 @@ def test_context_turns_are_the_most_turns_a_reply_follows():
 def test_extract_reply_stops_at_newline():
     assert prompt.extract_reply(" Aye, matey!\nAlice: more") == "Aye, matey!"
     assert prompt.extract_reply(" no newline") == "no newline"
+    # other line breaks a model may produce end the line too; control characters go (they show as boxes)
+    assert prompt.extract_reply(" Hi there\r more\nx") == "Hi there"
+    assert prompt.extract_reply("one\x1ctwo") == prompt.extract_reply("one\u2028two") == "one"
+    assert prompt.extract_reply("ring\x07 ring\tdone") == "ring ring\tdone" and prompt.extract_reply("\n") == ""
 
 
 @pytest.mark.parametrize(

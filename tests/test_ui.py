@@ -901,7 +901,16 @@ def test_the_chat_tab_says_who_answers_from_what_and_samples_at_the_temperature_
     app = build_app(host)
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "Chat")
     on_select = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]]
-    assert len(on_select) == 1 and "**Bob** answers" in app.fns[on_select[0]["id"]].fn("Bob", "Al")
+    open_chat = app.fns[on_select[0]["id"]].fn
+    assert len(on_select) == 1 and "**Bob** answers" in open_chat("Bob", "Al", [], None)[0]
+    # a reloaded page's empty name box: the adapter's own character, not "Character"
+    host.params["character"] = "Bob"
+    assert open_chat("", "Al", [], None)[0].startswith("**Bob** answers")
+    assert TabLogic(host).chat_name("  ") == "Bob" and "⚠️ your name is the character's" in chat_heading(host, "Bob", "bob")
+    # a conversation held with another adapter is let go when the tab opens
+    heading, shown, turns, said_with = open_chat("Bob", "Al", [("Al", "hi"), ("Bob", "yo")], ["tiny-llama", ["carol"]])
+    assert "A new conversation" in heading and turns == [] and said_with is None
+    assert open_chat("Bob", "Al", [("Al", "hi")], ["tiny-llama", ["bob"]])[2] != []  # the same: kept
     # the Use section's temperature: shown at chat's default, and what the reply is sampled at (0: greedy)
     slider = next(b for b in app.blocks.values() if type(b).__name__ == "Slider" and b.label == "Temperature")
     assert slider.value == DEFAULT_TEMPERATURE

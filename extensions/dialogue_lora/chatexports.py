@@ -42,7 +42,7 @@ def _hour24(hour: str, minute: str, half: str | None) -> str:
     """`21:05` from a 12-hour time (`9`, `05`, `PM` or Korean `오후`), or a 24-hour one as it is."""
     h = int(hour)
     if half:
-        pm = half.upper().startswith("P") or half == "오후"
+        pm = half.upper().startswith("P") or half in ("오후", "下午", "午後")
         h = h % 12 + (12 if pm else 0)
     return f"{h:02d}:{minute}"
 
@@ -57,11 +57,12 @@ def _month(word: str) -> int | None:
 
 # -------------------------------------------------------------------------------------------------- LINE
 
-_LINE_HEADER = re.compile(r"\[LINE\][ \t].*|(?:Saved on|保存日時|儲存日期|保存时间|บันทึกเมื่อ)[ \t]*[:：].*")
+_LINE_HEADER = re.compile(r"\[LINE\][ \t].*|(?:Saved on|保存日時|儲存日期|保存日期|保存时间|บันทึกเมื่อ)[ \t]*[:：].*")
 # `2024/01/15(Mon)`, `2024/01/15（月）`, `2024.01.15 月曜日`, `Mon, 01/15/2024`, `Sun, 26/04/2026`
-_LINE_DAY = re.compile(r"(?:[^\W\d_]{2,9},?[ \t]*)?(?P<day>\d{4}[/.]\d{1,2}[/.]\d{1,2}|\d{1,2}/\d{1,2}/\d{4})"
-                       r"(?:[ \t]*[(（][^)）\n]{1,12}[)）]|[ \t]+[^\W\d_]{1,12})?")
-_LINE_MESSAGE = re.compile(r"(?P<time>\d{1,2}:\d{2})[ \t]?(?P<half>[AaPp][Mm])?\t(?:(?P<name>[^\t]{1,60})\t)?(?P<text>.*)")
+_LINE_DAY = re.compile(r"(?P<wd>[^\W\d_]{2,9},[ \t]*)?(?P<day>\d{4}[/.]\d{1,2}[/.]\d{1,2}|\d{1,2}/\d{1,2}/\d{4})"
+                       r"(?:(?P<wd2>[ \t]*[(（][^)）\n]{1,12}[)）]|[^\W\d_]{1,3})|[ \t]+[^\W\d_]{1,12})?")  # `2026/1/30周五`
+_LINE_MESSAGE = re.compile(r"(?P<pre>上午|下午|午前|午後)?(?P<time>\d{1,2}:\d{2})[ \t]?(?P<half>[AaPp][Mm])?\t"
+                           r"(?:(?P<name>[^\t]{1,60})\t)?(?P<text>.*)")
 _LINE_MEDIA = re.compile(r"\[[^\[\]\n]{1,24}\]")  # `[Sticker]`, `[Photo]`, `[スタンプ]`, `[写真]`, `[貼圖]`
 _UNSENT = re.compile(r".{1,60} unsent a message\.?|.{0,60}メッセージの送信を取り消しました|.{0,60}已收回訊息")
 
@@ -88,7 +89,7 @@ def _line(lines: Iterable[str]) -> Iterator[str]:
         if m is None or day is None:
             yield line
             continue
-        stamp = f"[{day} {_hour24(*m.group('time').split(':'), m.group('half'))}]"
+        stamp = f"[{day} {_hour24(*m.group('time').split(':'), m.group('half') or m.group('pre'))}]"
         text = m.group("text")
         if text.startswith('"') and (len(text) == 1 or not text.endswith('"')):
             text, quoted = text[1:].replace('""', '"'), True
@@ -104,7 +105,10 @@ def _line(lines: Iterable[str]) -> Iterator[str]:
 
 
 def _is_line(head: list[str]) -> bool:
-    days = sum(1 for s in head if _LINE_DAY.fullmatch(s.strip()))
+    """LINE's header, or a day written as LINE writes it (`2024/01/15(Mon)`, `Mon, 01/15/2024`; not a
+    schedule's `Monday 2024/01/15`), and three messages."""
+    header = any(s.startswith("[LINE] ") for s in head[:5])
+    days = sum(1 for s in head if (d := _LINE_DAY.fullmatch(s.strip())) and (header or d.group("wd") or d.group("wd2")))
     said = sum(1 for s in head if (m := _LINE_MESSAGE.fullmatch(s.rstrip("\r\n"))) and m.group("name"))
     return days >= 1 and said >= 3
 
@@ -120,13 +124,15 @@ _KAKAO_KO_DATE = r"(?P<y>\d{4})년 (?P<mo>\d{1,2})월 (?P<d>\d{1,2})일"
 _KAKAO_DOT_DATE = r"(?P<y2>\d{4})\. ?(?P<mo2>\d{1,2})\. ?(?P<d2>\d{1,2})\."
 _KAKAO_EN_DATE = r"(?P<mon>[A-Z][a-z]{2,8}) (?P<d3>\d{1,2}), (?P<y3>\d{4})"
 _KAKAO_DATE = rf"(?:{_KAKAO_KO_DATE}|{_KAKAO_DOT_DATE}|{_KAKAO_EN_DATE})"
-_KAKAO_TIME = rf"(?:(?P<half>{_HALF}) (?P<h>\d{{1,2}}):(?P<mi>\d{{2}})|(?P<h2>\d{{1,2}}):(?P<mi2>\d{{2}}) ?(?P<half2>[AP]M))"
+_KAKAO_TIME = rf"(?:(?P<half>{_HALF}) (?P<h>\d{{1,2}}):(?P<mi>\d{{2}})|(?P<h2>\d{{1,2}}):(?P<mi2>\d{{2}})(?: ?(?P<half2>[AP]M))?)"
 _KAKAO_DATE_IN = re.compile(_KAKAO_DATE)
 _BARE_DATE, _BARE_TIME = (re.sub(r"\?P<\w+>", "", p) for p in (_KAKAO_DATE, _KAKAO_TIME))  # (said thrice below)
 _KAKAO_DAY = re.compile(rf"-{{3,}} (?:[A-Z][a-z]+, )?{_BARE_DATE}(?: [^\W\d_]{{1,4}})? -{{3,}}|"
-                        rf"{_BARE_DATE}(?: [^\W\d_]{{2,4}}요일)?|{_BARE_DATE},? {_BARE_TIME}")
+                        rf"{_BARE_DATE}(?: [^\W\d_]{{1,2}}요일)?|{_BARE_DATE},? {_BARE_TIME}")
 _KAKAO_PC = re.compile(rf"\[(?P<name>[^\[\]\n]{{1,40}})\] \[{_KAKAO_TIME}\] (?P<text>.*)")
 _KAKAO_PHONE = re.compile(rf"{_KAKAO_DATE},? {_KAKAO_TIME}, (?P<name>[^\n]{{1,40}}?) : (?P<text>.*)")
+_KAKAO_TIMED = re.compile(rf"{_KAKAO_TIME}, (?P<name>[^\n]{{1,40}}?) : (?P<text>.*)")  # under a day's lines
+_KAKAO_RULE = re.compile(r"-{10,}")  # the rules around a day's line
 _KAKAO_MEDIA = frozenset(("사진", "동영상", "이모티콘", "음성메시지", "파일", "Photo", "Video", "Emoticon",
                           "Voice Note", "File", "삭제된 메시지입니다.", "This message has been deleted."))
 _KAKAO_PHOTOS = re.compile(r"사진 \d+장|\d+ Photos")
@@ -163,11 +169,14 @@ def _kakao(lines: Iterable[str]) -> Iterator[str]:
             day, started = _kakao_date(_KAKAO_DATE_IN.search(s)), True
             yield ""
             continue
+        if _KAKAO_RULE.fullmatch(s):
+            yield ""
+            continue
         m = _KAKAO_PHONE.fullmatch(s)
         if m is not None:
             day = _kakao_date(m)
         elif day is not None:
-            m = _KAKAO_PC.fullmatch(s)
+            m = _KAKAO_PC.fullmatch(s) or _KAKAO_TIMED.fullmatch(s)
         if m is None:
             yield "" if _KAKAO_NOTICE.fullmatch(s) else line
             continue
@@ -180,7 +189,7 @@ def _kakao(lines: Iterable[str]) -> Iterator[str]:
 
 def _is_kakao(head: list[str]) -> bool:
     phone = sum(1 for s in head if _KAKAO_PHONE.fullmatch(s.strip()))
-    pc = sum(1 for s in head if _KAKAO_PC.fullmatch(s.strip()))
+    pc = sum(1 for s in head if _KAKAO_PC.fullmatch(s.strip()) or _KAKAO_TIMED.fullmatch(s.strip()))
     days = sum(1 for s in head if _KAKAO_DAY.fullmatch(s.strip()))
     return phone >= 3 or (pc >= 3 and days >= 1)
 
@@ -190,7 +199,8 @@ def _is_kakao(head: list[str]) -> bool:
 # `Jan 15, 2024  9:00:00 PM`, then ` (Read by them after 1 minute)`, or a notice on the same line
 _IMESSAGE_DATE = re.compile(r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (?P<d>\d{2}), (?P<y>\d{4}) "
                             r"{1,2}(?P<h>\d{1,2}):(?P<mi>\d{2}):\d{2} (?P<half>AM|PM)(?P<rest>.*)")
-_IMESSAGE_NOTES = ("This message responded to an earlier message.", "Tapbacks:", "Edited ", "This message was "
+_IMESSAGE_NOTES = ("This message responded to an earlier message.", "Tapbacks:", "Reactions:", "Sent with ",
+                   "Edited ", "This message was "
                    "unsent", "Sticker from ", "Expressive: ")
 _ATTACHMENT = re.compile(r"(?:/|~/|[A-Za-z]:\\|attachments/)\S*\.[A-Za-z0-9]{2,5}|"
                          r"(?:Attachment missing|No path provided)!?|\S+\.(?:heic|jpe?g|png|gif|mov|mp4|caf|m4a|pdf)",
@@ -227,7 +237,7 @@ def _imessage(lines: Iterable[str]) -> Iterator[str]:
             yield ""
             continue
         if in_tapbacks or s.startswith(_IMESSAGE_NOTES):
-            in_tapbacks = in_tapbacks or s == "Tapbacks:"
+            in_tapbacks = in_tapbacks or s in ("Tapbacks:", "Reactions:")
             yield ""
             continue
         if stamp is not None and sender:
@@ -246,7 +256,9 @@ def _is_imessage(head: list[str]) -> bool:
 
 # --------------------------------------------------------------------------------------- WeChatMsg (留痕)
 
-_WECHAT_HEADER = re.compile(r"(?P<day>\d{4}-\d{2}-\d{2}) (?P<time>\d{2}:\d{2}):\d{2} (?P<name>\S.{0,40}?)")
+# the sender: no colon (`2024-01-15 21:00:00 Alice: hi` is a chat log's line), and no log's level
+_WECHAT_HEADER = re.compile(r"(?P<day>\d{4}-\d{2}-\d{2}) (?P<time>\d{2}:\d{2}):\d{2} (?P<name>[^\s:：][^:：\n]{0,30}?)")
+_LOG_LEVELS = frozenset("INFO WARN WARNING ERROR DEBUG TRACE FATAL CRITICAL NOTICE SEVERE FINE".split())
 _WECHAT_MEDIA = re.compile(r"\[(?:图片|语音|视频|文件|表情包|动画表情|位置|名片|链接|音乐|小程序|转账|红包|"
                            r"Image|Voice|Video|File|Sticker|Emoji)\]")
 _WECHAT_NOTICE = re.compile(r"(?:\"[^\"]{1,40}\"|你) ?撤回了一条消息|.{1,60}(?:加入了群聊|邀请.{1,60}加入了群聊|拍了拍.{0,60})")
@@ -281,9 +293,11 @@ def _wechat(lines: Iterable[str]) -> Iterator[str]:
 
 
 def _is_wechat(head: list[str]) -> bool:
-    names = [m.group("name") for a, b in zip(head, head[1:])
-             if (m := _WECHAT_HEADER.fullmatch(a.strip())) is not None and b.strip()
-             and _WECHAT_HEADER.fullmatch(b.strip()) is None]
+    """Three headers or more, each after a blank line (or first) with words under it, of senders who come
+    back and are no log's levels (`2024-01-15 21:00:00 INFO`)."""
+    names = [m.group("name") for before, a, b in zip([""] + head, head, head[1:])
+             if not before.strip() and (m := _WECHAT_HEADER.fullmatch(a.strip())) is not None and b.strip()
+             and _WECHAT_HEADER.fullmatch(b.strip()) is None and m.group("name").upper() not in _LOG_LEVELS]
     return len(names) >= 3 and len(set(names)) < len(names)  # a chat's senders come back
 
 

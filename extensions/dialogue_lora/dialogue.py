@@ -574,7 +574,7 @@ def _layout_evidence(lines: Iterable[str]) -> tuple[int, int, int]:
 def _spaced_cues(lines: Iterable[str], strict: bool = True) -> int:
     """How many cues in capitals stand alone (or with a direction) between blank lines with a speech after
     them (`HAMLET.`, a blank line, `To be, or not to be`): a spaced play's, counted only where two names or
-    more do so twice or more (a book's `PREFACE.`, a post's `UPDATE:` and `EDIT:`, a contract's `WHEREAS,
+    more do so twice or more, eight times in all (a book's `PREFACE.`, a post's `UPDATE:` and `EDIT:`, a contract's `WHEREAS,
     ...` before a paragraph are no play; nor are a song's `CHORUS` and `VERSE 1`). An excerpt of a few
     speeches is read as lines."""
     seen: Counter = Counter()
@@ -593,7 +593,7 @@ def _spaced_cues(lines: Iterable[str], strict: bool = True) -> int:
     if not strict:  # (the play layout asked for: any such cue)
         return sum(seen.values())
     counted = [n for name, n in seen.items() if n >= 2 and name not in _LYRIC_LABELS]
-    return sum(counted) if len(counted) >= 2 else 0
+    return sum(counted) if len(counted) >= 2 and sum(counted) >= 8 else 0
 
 
 def detect_layout(lines: Iterable[str]) -> str:

@@ -16,6 +16,7 @@ prepare_dataset writes (rounds, alpaca, sharegpt, messages) are turned into (tex
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Iterable, Sequence
 
 from .errors import UserError
@@ -131,8 +132,12 @@ def completion(output: str) -> str:
 
 
 def extract_reply(generated: str) -> str:
-    """The reply in a generation that follows a prompt: up to the first newline, trimmed."""
-    return generated.split(STOP, 1)[0].strip()
+    """The reply in a generation that follows a prompt: up to the first newline, trimmed. Any other line
+    break a model may produce (`\r`, `\x0b`, `\x1c`-`\x1e`, U+2028, ...) ends it too, and control
+    characters go: a reply is one line of text."""
+    line = generated.split(STOP, 1)[0]
+    line = line.splitlines()[0] if line else line
+    return "".join(c for c in line if c == "\t" or unicodedata.category(c) != "Cc").strip()
 
 
 def detect_format(record: dict) -> str:

@@ -38,6 +38,7 @@ def build_app(host: StandaloneHost):
                 talking = gr.Markdown()  # who answers, from what: said each time the tab opens
                 chatbot = gr.Chatbot(**_chatbot_kwargs(gr), label="Chat", height=360)
                 turns = gr.State([])
+                made_with = gr.State(None)  # the model and adapters the turns were said with
                 with gr.Row():
                     message = gr.Textbox(label="Message", placeholder="Say something and press Enter", scale=4)
                     send = gr.Button("Send", variant="primary", scale=1)
@@ -51,20 +52,35 @@ def build_app(host: StandaloneHost):
             try:
                 reply = logic.chat(history, text, name, user, rounds, temperature)
             except EXPECTED as e:
-                return gr.update(), history, text, _error_text(e)
-            history += [((user or "You").strip() or "You", text), ((name or "").strip() or "Character", reply)]
-            return chatbot_value(history), history, "", ""
+                return gr.update(), history, text, _error_text(e), gr.update()
+            history += [((user or "You").strip() or "You", text), (logic.chat_name(name), reply)]
+            return chatbot_value(history), history, "", "", _in_use(host)
 
-        chat_tab.select(lambda name, user: chat_heading(host, name, user), [shared["char_name"], shared["user_name"]],
-                        talking)
+        def on_open(name, user, history, said_with):
+            """The heading; a conversation held with another model or adapter than the one in use now is
+            let go (its replies are not this adapter's, and would be its prompt's context)."""
+            heading = chat_heading(host, logic.chat_name(name), user)
+            if history and said_with is not None and said_with != _in_use(host):
+                return (f"{heading}  \n*A new conversation: the one before was with another model or adapter.*",
+                        chatbot_value([]), [], None)
+            return heading, gr.update(), gr.update(), gr.update()
+
+        chat_tab.select(on_open, [shared["char_name"], shared["user_name"], turns, made_with],
+                        [talking, chatbot, turns, made_with])
         inputs = [message, turns, shared["char_name"], shared["user_name"], shared["rounds"], shared["temperature"]]
-        outputs = [chatbot, turns, message, chat_status]
+        outputs = [chatbot, turns, message, chat_status, made_with]
         send.click(on_send, inputs, outputs)
         message.submit(on_send, inputs, outputs)
         clear.click(lambda: (chatbot_value([]), [], ""), None, [chatbot, turns, chat_status])
         if hasattr(chatbot, "clear"):  # the chatbot's own trash icon (Gradio 4.3x+) forgets the turns too
             chatbot.clear(lambda: ([], ""), None, [turns, chat_status])
     return app
+
+
+def _in_use(host) -> list:
+    """[model, [adapters]] in use: what a conversation was held with (a State keeps it as a list)."""
+    model, adapters = host.in_use()
+    return [model, list(adapters)]
 
 
 def chat_heading(host, name: str | None, user: str | None) -> str:
@@ -74,7 +90,9 @@ def chat_heading(host, name: str | None, user: str | None) -> str:
         return "Nothing is loaded yet: pick a model (and an adapter) in *Dialogue LoRA → 4. Use* and load it."
     used = f"`{model}`" + (f" + `{', '.join(adapters)}`" if adapters else " (no adapter)")
     name = (name or "").strip() or "Character"
-    return f"**{name}** answers, from {used}; you are **{(user or '').strip() or 'You'}**."
+    user = (user or "").strip() or "You"
+    clash = "  \n⚠️ your name is the character's: change *Your name* in 4. Use" if user.casefold() == name.casefold() else ""
+    return f"**{name}** answers, from {used}; you are **{user}**.{clash}"
 
 
 def _messages_format() -> bool:

@@ -753,13 +753,20 @@ class TabLogic:
         self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
         return message
 
+    def chat_name(self, name: str | None) -> str:
+        """The character a chat cues: the name typed, else the one the adapter in use learnt (a reloaded page
+        shows an empty box while the adapter is still applied), else "Character"."""
+        from .prompt import one_line
+
+        return one_line(name or "") or one_line(str(self.host.params.get("character") or "")) or "Character"
+
     def chat(self, history: list[tuple[str, str]], message: str, name: str, user_name: str, rounds: int,
              temperature: float = 0.0) -> str:
         """One reply of the character to `message`, after `history` ((speaker, text) turns), sampled at
         `temperature` (0: the likeliest reply, the same each time)."""
         from .prompt import chat_prompt, check_chat_names, one_line
 
-        name = one_line(name or "") or "Character"
+        name = self.chat_name(name)
         user_name = one_line(user_name or "") or "You"
         check_chat_names([name], user_name, "'Character name'", "'Your name'")
         if not (message or "").strip():

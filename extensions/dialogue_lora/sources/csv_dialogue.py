@@ -42,7 +42,7 @@ REQUIRED = ("speaker", "text")
 # the column is left at its default and the file has no such column: `Speaker,Line` works as it is.
 USUAL_NAMES = {
     "speaker": ("speaker", "character", "name", "npc", "actor", "author", "who", "voice type", "voice", "npc name",
-                "character name", "speaker name", "actor name", "sender", "from", "user", "username"),
+                "character name", "speaker name", "actor name", "sender", "user", "username"),
     # `line` last: a table's `Line` is as often the line's number
     "text": ("dialogue", "dialog", "text", "utterance", "subtitle", "response", "message", "content", "voice line",
              "dialogue line", "dialogue text", "line"),
