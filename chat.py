@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-        from extensions.dialogue_lora.generation import generate_reply, load_for_generation
+        from extensions.dialogue_lora.generation import generate_reply, load_for_generation, sampling
 
         loaded = load_for_generation(
             args.model_name,
@@ -168,13 +168,11 @@ def main(argv: list[str] | None = None) -> int:
 
             set_seed(args.seed)
 
-    greedy = args.temperature == 0
-
     def reply_fn(prompt: str):
         return generate_reply(
-            loaded.model, loaded.tokenizer, prompt, max_new_tokens=args.max_new_tokens, greedy=greedy,
-            temperature=args.temperature or 1.0, top_p=args.top_p,
+            loaded.model, loaded.tokenizer, prompt, max_new_tokens=args.max_new_tokens, top_p=args.top_p,
             repetition_penalty=args.repetition_penalty if args.repetition_penalty != 1.0 else None,
+            **sampling(args.temperature),
         )
 
     info(session.help_text())

@@ -128,8 +128,8 @@ class _Reporter:
                 self.file.flush()
             except OSError as e:  # (a full disk): the progress file is a view of the run, not worth the run
                 self._drop_file()
-                self._print(f"warning: --progress_file {self.progress_file}: cannot write ({e.strerror or e}); "
-                            "training goes on without it")
+                print(f"warning: --progress_file {self.progress_file}: cannot write ({e.strerror or e}); "
+                      "training goes on without it", file=sys.stderr, flush=True)
         kind = ev.get("event")
         if kind == "step":
             if self.bar is None:

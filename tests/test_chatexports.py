@@ -134,3 +134,12 @@ def test_more_of_the_apps_ways_to_write_a_time_and_a_day():
     assert list(chatexports.lines_of(kakao.splitlines(), "KakaoTalk")) == [
         "", "", "", "[2023-05-10 09:23] 홍길동: 오늘 몇시에 와?", "[2023-05-10 09:25] 김철수: 10시쯤",
         "[2023-05-10 13:00] 홍길동: 응", "[2024-01-15 21:00] 준호: 아직 안 자?", "", "[2024-01-16 08:00] 준호: 잘 잤어?"]
+
+
+def test_a_line_message_that_opens_with_a_quote_mark_does_not_swallow_the_rest():
+    text = ('[LINE] Chat history with Mira\n2024/01/15(Mon)\n21:01\tMira\t"Dune" was great\n21:02\tAlex\tok\n'
+            '21:03\tMira\t"Unclosed\n21:04\tAlex\tsee?\n21:05\tMira\t"He said ""hi""\nthen left."\n21:06\tAlex\tlol\n')
+    assert list(chatexports.lines_of(text.splitlines(), "LINE"))[2:] == [
+        '[2024/01/15 21:01] Mira: "Dune" was great', "[2024/01/15 21:02] Alex: ok", "[2024/01/15 21:03] Mira: Unclosed",
+        "[2024/01/15 21:04] Alex: see?", '[2024/01/15 21:05] Mira: He said "hi"', "then left.",
+        "[2024/01/15 21:06] Alex: lol"]

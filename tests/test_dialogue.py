@@ -1217,3 +1217,13 @@ def test_a_comma_cue_before_a_speech_that_opens_with_a_capital_and_a_comma():
     assert spoken[1] == ("JULIET", "(aside) O, Romeo, Romeo! wherefore art thou Romeo?")
     assert spoken[3] == ("NURSE", "(within) I, madam? Anon!")
     assert all(t[0] != "ALCESTE" for t in spoken)  # the speech on the cue's line is not taken for its direction
+
+
+def test_two_directed_cues_in_a_row_are_an_entrance_and_a_speech_not_a_list():
+    scene = ("VALÈRE, entrant.\n\nHARPAGON, à Valère.\n\nRien du tout.\n\nVALÈRE.\n\nMonsieur?\n\n"
+             "HARPAGON.\n\nVa-t'en.\n\n")
+    got = [t for t in turns(scene * 3) if t is not None]
+    assert ("HARPAGON", "(à Valère) Rien du tout.") in got and ("VALÈRE", "Monsieur?") in got
+    # a cue that said nothing is counted at its own line
+    empty = [t for t in parse_lines((scene * 3).splitlines(True), "f.txt") if t and t.speaker == "VALÈRE" and not t.text]
+    assert empty and empty[0].line == 1

@@ -79,12 +79,14 @@ def test_other_sources_never_crash(tmp_path, data, source):
 @settings(max_examples=300, deadline=None)
 @given(lines=st.lists(st.one_of(speaker_line, line_text), max_size=20), rounds=st.integers(0, 5))
 def test_input_equals_build_prompt(lines, rounds):
-    turns = [t for t in parse_lines([x + "\n" for x in lines], "p.txt", "lines") if t.text]
-    by_line = {t.line: i for i, t in enumerate(turns)}
+    turns = [t for t in parse_lines([x + "\n" for x in lines], "p.txt", "lines") if t is None or t.text]
+    by_line = {t.line: i for i, t in enumerate(turns) if t is not None}
     for s in iter_samples(turns, ["*"], rounds=rounds, dedupe=False):
         i = by_line[int(s.source.rsplit(":", 1)[1])]
-        context = [(t.speaker, t.text) for t in turns[max(0, i - rounds) : i]] if rounds else []
-        assert s.input == prompt.build_prompt(context, s.name)
+        before = turns[max(0, i - rounds) : i] if rounds else []
+        while None in before:  # a break (`***`, a scene's end) starts a new conversation
+            before = before[before.index(None) + 1 :]
+        assert s.input == prompt.build_prompt([(t.speaker, t.text) for t in before], s.name)
 
 
 @settings(max_examples=500, deadline=None)

@@ -1033,8 +1033,9 @@ def test_a_progress_file_that_cannot_be_written_does_not_end_the_run(tmp_path, c
     reporter({"event": "log", "message": "one"})
     reporter({"event": "log", "message": "two"})
     reporter.close()
-    out = capsys.readouterr().out
-    assert out.count("cannot write (No space left on device); training goes on without it") == 1 and "two" in out
+    captured = capsys.readouterr()
+    assert captured.err.count("cannot write (No space left on device); training goes on without it") == 1
+    assert "two" in captured.out
     writer = ProgressWriter(tmp_path)  # a folder: open() fails as a full disk's write would
     writer({"event": "step"})
     writer({"event": "step"})

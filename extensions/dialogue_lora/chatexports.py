@@ -2,8 +2,9 @@
 
 A pre-pass for the text reader, as chatcopy.py is for copied chats: one output line per input line (an
 empty one in place of what is left out), so that line numbers stay the file's. Pure: no I/O. Each message
-becomes a line as a WhatsApp export writes it, with the date written year first (`[2024-01-15 21:00]
-Mira: Is that the draft cover?`), and the chat reader takes it from there (a silence ends a
+becomes a line as a WhatsApp export writes it (`[2024-01-15 21:00] Mira: Is that the draft cover?`: the
+date year first where the app names its month or writes the year first; LINE's `01/15/2024` as it is,
+for the chat reader's day-or-month reading of the whole file), and the chat reader takes it from there (a silence ends a
 conversation, one person's messages in a row are one turn, the filters apply); a message's further lines
 follow as they are. The exports:
 
@@ -69,15 +70,17 @@ _UNSENT = re.compile(r".{1,60} unsent a message\.?|.{0,60}メッセージの送�
 
 def _line(lines: Iterable[str]) -> Iterator[str]:
     day = None
-    quoted = False  # inside a message of several lines, written in quotes
+    quoted = False  # inside a message of several lines, written in quotes (its own quotes doubled)
     for raw in lines:
         line = raw.rstrip("\r\n")
-        if quoted:
-            if line.endswith('"') and not line.endswith('""'):
+        s = line.strip()
+        m = _LINE_MESSAGE.fullmatch(line)
+        if quoted and not (_LINE_DAY.fullmatch(s) or (m is not None and m.group("name"))):
+            if line.endswith('"') and (len(line) - len(line.rstrip('"'))) % 2:  # the closing quote
                 line, quoted = line[:-1], False
             yield line.replace('""', '"')
             continue
-        s = line.strip()
+        quoted = False  # (a quote never closed: the next message or day begins anyway)
         if day is None and _LINE_HEADER.fullmatch(s):
             yield ""
             continue
@@ -85,16 +88,13 @@ def _line(lines: Iterable[str]) -> Iterator[str]:
             day = d.group("day")
             yield ""
             continue
-        m = _LINE_MESSAGE.fullmatch(line)
         if m is None or day is None:
             yield line
             continue
         stamp = f"[{day} {_hour24(*m.group('time').split(':'), m.group('half') or m.group('pre'))}]"
         text = m.group("text")
-        if text.startswith('"') and (len(text) == 1 or not text.endswith('"')):
+        if text.startswith('"') and text.count('"') % 2:  # `"Honestly I cried.` (not `"Dune" was great`)
             text, quoted = text[1:].replace('""', '"'), True
-        elif len(text) > 1 and text[0] == text[-1] == '"' and "\n" not in text:
-            text = text[1:-1].replace('""', '"')
         name = m.group("name")
         if name is None or _UNSENT.fullmatch(text.strip()):
             yield f"{stamp} {text}"  # a notice: no one's words
@@ -105,12 +105,12 @@ def _line(lines: Iterable[str]) -> Iterator[str]:
 
 
 def _is_line(head: list[str]) -> bool:
-    """LINE's header, or a day written as LINE writes it (`2024/01/15(Mon)`, `Mon, 01/15/2024`; not a
-    schedule's `Monday 2024/01/15`), and three messages."""
-    header = any(s.startswith("[LINE] ") for s in head[:5])
-    days = sum(1 for s in head if (d := _LINE_DAY.fullmatch(s.strip())) and (header or d.group("wd") or d.group("wd2")))
+    """LINE's header (`[LINE] Chat history with Mira`, `Saved on: ...`), a day's line and three messages: a
+    schedule's tab-separated rows under a date are no chat."""
+    header = any(_LINE_HEADER.fullmatch(s.strip()) for s in head[:5])  # (a schedule has none)
+    days = sum(1 for s in head if _LINE_DAY.fullmatch(s.strip()))
     said = sum(1 for s in head if (m := _LINE_MESSAGE.fullmatch(s.rstrip("\r\n"))) and m.group("name"))
-    return days >= 1 and said >= 3
+    return header and days >= 1 and said >= 3
 
 
 # --------------------------------------------------------------------------------------------- KakaoTalk
@@ -137,16 +137,17 @@ _KAKAO_MEDIA = frozenset(("사진", "동영상", "이모티콘", "음성메시�
                           "Voice Note", "File", "삭제된 메시지입니다.", "This message has been deleted."))
 _KAKAO_PHOTOS = re.compile(r"사진 \d+장|\d+ Photos")
 _KAKAO_NOTICE = re.compile(r".{1,40}님이 (?:들어왔습니다|나갔습니다|.{1,40}님을 초대하였습니다|.{1,40}님을 초대했습니다)\.|"
-                           r".{1,40} (?:joined|left) this chatroom\.|.{1,40} invited .{1,60}\.")
+                           r".{1,40} (?:joined|left) this chatroom\.")
 
 
-def _kakao_date(m: re.Match) -> str:
+def _kakao_date(m: re.Match) -> str | None:
     g = m.groupdict()
     if g.get("y"):
         return _iso(g["y"], g["mo"], g["d"])
     if g.get("y2"):
         return _iso(g["y2"], g["mo2"], g["d2"])
-    return _iso(g["y3"], _month(g["mon"]) or 1, g["d3"])
+    month = _month(g["mon"])
+    return _iso(g["y3"], month, g["d3"]) if month else None  # (not a month's name: no date)
 
 
 def _kakao_time(m: re.Match) -> str:
@@ -165,18 +166,18 @@ def _kakao(lines: Iterable[str]) -> Iterator[str]:
         if not started and _KAKAO_HEADER.fullmatch(s):
             yield ""
             continue
-        if _KAKAO_DAY.fullmatch(s) is not None:
-            day, started = _kakao_date(_KAKAO_DATE_IN.search(s)), True
+        if _KAKAO_DAY.fullmatch(s) is not None and (d := _kakao_date(_KAKAO_DATE_IN.search(s))) is not None:
+            day, started = d, True
             yield ""
             continue
         if _KAKAO_RULE.fullmatch(s):
             yield ""
             continue
         m = _KAKAO_PHONE.fullmatch(s)
-        if m is not None:
-            day = _kakao_date(m)
-        elif day is not None:
-            m = _KAKAO_PC.fullmatch(s) or _KAKAO_TIMED.fullmatch(s)
+        if m is not None and (d := _kakao_date(m)) is not None:
+            day = d
+        else:
+            m = (_KAKAO_PC.fullmatch(s) or _KAKAO_TIMED.fullmatch(s)) if day is not None else None
         if m is None:
             yield "" if _KAKAO_NOTICE.fullmatch(s) else line
             continue
@@ -200,8 +201,7 @@ def _is_kakao(head: list[str]) -> bool:
 _IMESSAGE_DATE = re.compile(r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (?P<d>\d{2}), (?P<y>\d{4}) "
                             r"{1,2}(?P<h>\d{1,2}):(?P<mi>\d{2}):\d{2} (?P<half>AM|PM)(?P<rest>.*)")
 _IMESSAGE_NOTES = ("This message responded to an earlier message.", "Tapbacks:", "Reactions:", "Sent with ",
-                   "Edited ", "This message was "
-                   "unsent", "Sticker from ", "Expressive: ")
+                   "Edited ", "This message was unsent", "Sticker from ", "Expressive: ")
 _ATTACHMENT = re.compile(r"(?:/|~/|[A-Za-z]:\\|attachments/)\S*\.[A-Za-z0-9]{2,5}|"
                          r"(?:Attachment missing|No path provided)!?|\S+\.(?:heic|jpe?g|png|gif|mov|mp4|caf|m4a|pdf)",
                          re.IGNORECASE)
@@ -236,7 +236,7 @@ def _imessage(lines: Iterable[str]) -> Iterator[str]:
             in_tapbacks = False
             yield ""
             continue
-        if in_tapbacks or s.startswith(_IMESSAGE_NOTES):
+        if in_tapbacks or (stamp is None and s.startswith(_IMESSAGE_NOTES)):  # after the words: notes
             in_tapbacks = in_tapbacks or s in ("Tapbacks:", "Reactions:")
             yield ""
             continue
@@ -285,7 +285,10 @@ def _wechat(lines: Iterable[str]) -> Iterator[str]:
         if held is not None and s:
             day, time, name = held
             held, speaking = None, True
-            yield f"[{day} {time}] {name}: {MEDIA if _WECHAT_MEDIA.fullmatch(s) else s}"
+            if _WECHAT_NOTICE.fullmatch(s):  # a notice written under a sender's header: no one's words
+                yield f"[{day} {time}] {s}"
+            else:
+                yield f"[{day} {time}] {name}: {MEDIA if _WECHAT_MEDIA.fullmatch(s) else s}"
             continue
         if not s:
             speaking = False
@@ -294,18 +297,20 @@ def _wechat(lines: Iterable[str]) -> Iterator[str]:
 
 def _is_wechat(head: list[str]) -> bool:
     """Three headers or more, each after a blank line (or first) with words under it, of senders who come
-    back and are no log's levels (`2024-01-15 21:00:00 INFO`)."""
+    back and take turns (twice or more), and are no log's levels (`2024-01-15 21:00:00 INFO`; a report's
+    `nightly backup` three times, then `restore test`)."""
     names = [m.group("name") for before, a, b in zip([""] + head, head, head[1:])
              if not before.strip() and (m := _WECHAT_HEADER.fullmatch(a.strip())) is not None and b.strip()
              and _WECHAT_HEADER.fullmatch(b.strip()) is None and m.group("name").upper() not in _LOG_LEVELS]
-    return len(names) >= 3 and len(set(names)) < len(names)  # a chat's senders come back
+    turns = sum(1 for a, b in zip(names, names[1:]) if a != b)  # a chat's senders take turns; a report's do not
+    return len(names) >= 3 and len(set(names)) < len(names) and turns >= 2
 
 
 # ------------------------------------------------------------------------------------ signal-export (.md)
 
 _SIGNAL_MESSAGE = re.compile(r"\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?\] [^:\n]{1,60}: ?(?P<text>.*)")
 _SIGNAL_MARK = re.compile(r"\(- .{1,60}: .{1,16} -\)|\(\( .{1,16} \)\)")  # a reaction, a sticker
-_SIGNAL_MEDIA = re.compile(r"!?\[[^\]\n]*\]\((?:\./)?media/[^)\n]+\)")
+_SIGNAL_MEDIA = re.compile(r"!?\[[^\[\]\n]*\]\((?:\./)?media/[^)\n]+\)")  # (no `[` inside: linear)
 _SIGNAL_NOTICE = re.compile(r"(?:Incoming|Outgoing|Missed) (?:voice |video )?call.*|\(This message was deleted\)")
 
 

@@ -571,12 +571,20 @@ def _layout_evidence(lines: Iterable[str]) -> tuple[int, int, int]:
     return after_blank, compact, inline
 
 
+# a document's section heads, in capitals before a paragraph (a recipe's, a textbook's, minutes'): no one's cue
+_HEADS = frozenset("ingredients method methods directions instructions preparation example examples solution solutions "
+                   "discussion decision decisions question questions answer answers problem problems exercise exercises "
+                   "result results introduction conclusion conclusions abstract background preface foreword afterword "
+                   "appendix agenda action actions step steps update edit warning tip tips contents index references "
+                   "notes note summary overview purpose scope definitions letter song".split())
+
+
 def _spaced_cues(lines: Iterable[str], strict: bool = True) -> int:
     """How many cues in capitals stand alone (or with a direction) between blank lines with a speech after
     them (`HAMLET.`, a blank line, `To be, or not to be`): a spaced play's, counted only where two names or
-    more do so twice or more, eight times in all (a book's `PREFACE.`, a post's `UPDATE:` and `EDIT:`, a contract's `WHEREAS,
-    ...` before a paragraph are no play; nor are a song's `CHORUS` and `VERSE 1`). An excerpt of a few
-    speeches is read as lines."""
+    more do so twice or more, eight times in all (a book's `PREFACE.`, a post's `UPDATE:` and `EDIT:`, a
+    contract's `WHEREAS, ...` before a paragraph are no play; nor are a song's `CHORUS` and `VERSE 1`, or a document's section
+    heads, `INGREDIENTS.` and `METHOD.`). An excerpt of a few speeches is read as lines."""
     seen: Counter = Counter()
     cue, prev_blank, gap = None, True, False  # a cue alone after a blank line; a blank line since it
     for line in lines:
@@ -592,7 +600,8 @@ def _spaced_cues(lines: Iterable[str], strict: bool = True) -> int:
         gap, prev_blank = False, False
     if not strict:  # (the play layout asked for: any such cue)
         return sum(seen.values())
-    counted = [n for name, n in seen.items() if n >= 2 and name not in _LYRIC_LABELS]
+    counted = [n for name, n in seen.items() if n >= 2 and name.split()[0] not in _LYRIC_LABELS
+               and name.casefold() not in _HEADS and name.casefold() not in _NOT_NAMES]
     return sum(counted) if len(counted) >= 2 and sum(counted) >= 8 else 0
 
 
@@ -855,7 +864,7 @@ def parse_lines(
         return _sections(_parse_play(itertools.chain(head, screenplay), file, stats, cast=_cast_of(head)))
     if layout == "play":
         if not spaced_play and looks != "play":  # asked for: a few spaced cues are enough
-            spaced_play = _spaced_cues(cued, strict=False) > evidence[0]
+            spaced_play = _spaced_cues(cued, strict=False) > evidence[0] - spaced
         # A play written without blank lines between speeches (most `NAME:` lines follow other text):
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
@@ -993,7 +1002,8 @@ def _dotted_inline(text: str, cast: Counter | None = None) -> tuple[str, str, st
     the play's `cast` comes first (`SOLDIER. HALT. Who goes there?` is the soldier's)."""
     if _DOTTED_INLINE.fullmatch(text) is None or _SECTION.match(text):
         return None
-    stops = [m.start() for m in _CUE_STOP.finditer(text)]
+    # (a cue's name and directions are short: a long line's later full stops are its speech's)
+    stops = [m.start() for m in _CUE_STOP.finditer(text, 0, MAX_NAME_CHARS + 130)]
     known = [p for p in stops if text[:p].strip() in cast] if cast else []
     for stop in known + stops[::-1]:
         m = _DOTTED_INLINE.fullmatch(text[:stop] + ". x")
@@ -1024,13 +1034,19 @@ def _dotted_cast(head: list[str]) -> Counter:
     return cast if len(cast) >= 2 and sum(cast.values()) >= 3 else Counter()
 
 
+_PERSONS_LINES = 60  # the longest list of persons read as one: its block, to a blank line or a heading
+
+
 def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
     """Lines with a Project Gutenberg play's cues as `NAME:` (`_dotted_cue`), and, when the play has a
     `cast` of them (`_dotted_cast`; empty: none), a `NAME.  speech` opening a block as `NAME: speech`: the
     cast's, and those of characters met later on or only once. A cue with its direction after a comma
     (`DORINE, à Damis.`) opens a block, and is not followed by a line of the same shape (a list of persons:
-    `ROMEO, son to Montague.`, then `MERCUTIO, ...`)."""
+    `ROMEO, son to Montague.`, then `MERCUTIO, ...`). In a list of persons under its heading (`DRAMATIS
+    PERSONAE`, `PERSONNAGES`, ...), to the end of its block (a blank line after its first name) or a
+    heading, no line is a cue."""
     prev_blank = True
+    persons = 0  # lines left of a list of persons (after `DRAMATIS PERSONAE`): no cues in it
     it = iter(lines)
     line = next(it, None)
     while line is not None:
@@ -1038,8 +1054,15 @@ def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
         s = line.strip()
         if not s:
             prev_blank = True
+            persons = 0 if persons < _PERSONS_LINES else persons  # the list ends with its block
+        elif persons and not _SECTION.match(s):
+            persons -= 1
+            prev_blank = False
         else:
-            if cast and prev_blank and (hit := _dotted_inline(s, cast)) is not None and hit[0] not in _DOTTED_WORDS:
+            persons = _PERSONS_LINES if s.rstrip(".:").upper() in _PERSONS_HEADINGS else 0
+            if persons and s.endswith(":"):  # `Personen:` heads the list; it is no one's cue
+                line = s.rstrip(":") + "\n"
+            elif cast and prev_blank and (hit := _dotted_inline(s, cast)) is not None and hit[0] not in _DOTTED_WORDS:
                 line = f"{hit[0]}{hit[1]}: {hit[2]}\n"
             else:
                 listed = after is not None and (head := after.partition(",")[0].strip()) != after.strip()
@@ -1053,9 +1076,13 @@ def _gutenberg(lines: Iterable[str], cast: Counter) -> Iterator[str]:
 
 _ORDINAL = re.compile(r"\d{1,2}(?:ST|ND|RD|TH) ")  # `2ND MURDERER.`
 # a play's own words, and its list of persons
-_NO_CUES = frozenset(("THE END", "END", "FINIS", "CURTAIN", "EXIT", "EXEUNT", "EXEUNT OMNES", "DRAMATIS PERSONAE",
-                      "PERSONS OF THE PLAY", "THE PERSONS OF THE PLAY", "PERSONS REPRESENTED", "CHARACTERS", "CAST",
-                      "CAST OF CHARACTERS"))
+_PERSONS_HEADINGS = frozenset(("DRAMATIS PERSONAE", "DRAMATIS PERSONÆ", "PERSONS OF THE PLAY", "THE PERSONS OF THE PLAY",
+                               "PERSONS REPRESENTED", "CHARACTERS", "CAST", "CAST OF CHARACTERS", "PERSONNAGES",
+                               "LES PERSONNAGES", "PERSONEN", "PERSONAS", "PERSONAGGI", "ДЕЙСТВУЮЩИЕ ЛИЦА"))
+# and what is read out or sung in a play, headed in capitals (`LETTER.`, `SONG.`): no one's cue
+_NO_CUES = _PERSONS_HEADINGS | frozenset(("THE END", "END", "FINIS", "CURTAIN", "EXIT", "EXEUNT", "EXEUNT OMNES",
+                                          "LETTER", "THE LETTER", "SONG", "LETTRE", "CHANSON", "BRIEF", "LIED",
+                                          "CARTA", "CANCIÓN", "ПИСЬМО", "ПЕСНЯ"))
 
 
 # a French (or older English) play's direction after its cue's comma: lower case, unlike a list of who is on
@@ -1421,11 +1448,15 @@ def _is_stage_line(text: str) -> bool:
     return text[:1] in "EMR" and _STAGE_LINE.match(text) is not None and text.count(" ") < 10
 
 
+def _directed(block: str) -> bool:
+    """Whether a block of a play is a direction in brackets alone."""
+    return block[:1] in "[(" and block[-1:] in ")]" and len(block) <= 200
+
+
 def _interjected(block: str) -> bool:
     """Whether a block of a play is a direction alone, one that does not take the speaker off the stage
     (or the scene to its end)."""
-    return (block[:1] in "[(" and block[-1:] in ")]" and len(block) <= 200
-            and not any(w.strip("_.,;:!?") in _GONE for w in block[1:-1].casefold().split()))
+    return _directed(block) and not any(w.strip("_.,;:!?") in _GONE for w in block[1:-1].casefold().split())
 
 
 # Words of a direction after which the speaker does not go on: they leave, die, or the scene changes.
@@ -1439,8 +1470,9 @@ def _parse_play(
 ) -> Iterator[Turn | None]:
     """Turns of a play: a block (to a blank line) opening with a cue is its speech. `spaced`: the play sets
     its cues in capitals between blank lines, so a cue alone (or with its direction only) before a blank
-    line takes the next block as its speech; in a list of persons (such cues, one after the other, with
-    no speech between them) none does, up to a cue without a direction."""
+    line takes the next block as its speech; in a list of persons (three such cues with directions or
+    more, one after the other, with no speech between them) none does, up to a cue without a direction or
+    a heading."""
     cast = set() if cast is None else cast
     sightings: Counter = Counter()  # a play without blank lines: `Name:` alone seen, not yet taken as a cue
     speaker: str | None = None
@@ -1454,7 +1486,8 @@ def _parse_play(
     resume_as: str | None = None
     cued: str | None = None  # a cue alone, its speech after the blank line below it
     cue_parts: list[str] = []  # and the direction it came with (`ALCESTE, assis.`)
-    listing = False  # in a list of persons set as cues with directions
+    cued_start = 0  # its line
+    silent = 0  # cues with directions in a row that said nothing: from two on, a list of persons
     cue_only = False  # the block so far is a cue with its direction alone
     n = 0
     for n, raw in enumerate(lines, 1):
@@ -1463,15 +1496,19 @@ def _parse_play(
             if (spaced and in_block and speaker is not None and not resumed and speaker.isupper()
                     and all(_DIRECTION_ONLY.fullmatch(p) for p in parts)):
                 # `HAMLET.` (or `ALCESTE, assis.`), a blank line, then the speech (a spaced Gutenberg play)
-                cued, cue_parts, in_block, speaker, parts = speaker, parts, False, None, []
+                cued, cue_parts, cued_start, in_block, speaker, parts = speaker, parts, start, False, None, []
                 continue
             if in_block:
                 if parts or not resumed:
                     yield Turn(speaker, "" if cue_only else " ".join(parts), file, start)
                 if speaker is not None:
-                    last_speech, resume_as = speaker, None
+                    # in a spaced play a speech's next paragraph has no cue of its own
+                    last_speech, resume_as = speaker, (speaker if spaced else None)
                 else:
-                    resume_as = last_speech if _interjected(" ".join(parts)) else None
+                    block = " ".join(parts)
+                    # (there, `[_Exit Curio._]` inside a speech is someone else's going: the speech goes on)
+                    goes_on = _interjected(block) or (spaced and _directed(block))
+                    resume_as = last_speech if goes_on else None
                     last_speech = None
             in_block, speaker, parts, resumed = False, None, [], False
             continue
@@ -1487,11 +1524,15 @@ def _parse_play(
                 in_block, speaker, parts, resumed = False, None, [], False
                 last_speech = resume_as = None
             if cued is not None:  # a cue that said nothing before a scene break or a direction
-                yield Turn(cued, "", file, start)
+                yield Turn(cued, "", file, cued_start)
                 cued = None
+            if scene_break:
+                silent = 0
             yield BREAK if scene_break else Turn(None, text, file, n)
             continue
         hit = split_speaker(text)
+        if hit is not None and cued is not None and not in_block and not hit[0].isupper():
+            hit = None  # after `DUKE.` and a blank line: `Cesario: go to her, ...` is the duke's speech
         if in_block and hit is not None:
             # the next speech starts here: a cue (`JULIET: Anon!` after the nurse's line), or in a play
             # without blank lines a `Name:` alone in title case or met before in any casing (`Hear me
@@ -1512,11 +1553,11 @@ def _parse_play(
             if cued is not None and (hit is not None or _SECTION.match(text)):
                 # a cue that said nothing (its direction alone is no speech); cue after cue with
                 # directions is a list of persons (`HORATIO, friend to Hamlet.`), to a plain cue
-                listing = listing or (hit is not None and bool(cue_parts) and hit[0] != cued)
-                yield Turn(cued, "", file, start)
+                silent = silent + 1 if hit is not None and cue_parts and hit[0] != cued else 0
+                yield Turn(cued, "", file, cued_start)
                 cued = None
-            if hit is not None and not hit[1].strip():
-                listing = False
+            if (hit is not None and not hit[1].strip()) or _SECTION.match(text):
+                silent = 0
             in_block, start = True, n
             if hit is not None:  # the speech starts on the speaker line, or on the next one
                 speaker = hit[0]
@@ -1529,10 +1570,10 @@ def _parse_play(
                 cue_only = _DIRECTION_ONLY.fullmatch(text) is not None
                 parts.append(text)
                 continue
-            elif cued is not None and not (listing and cue_parts):
-                speaker, text = cued, " ".join([*cue_parts, text])  # after the cue's direction, if any
+            elif cued is not None and not (silent >= 2 and cue_parts):
+                speaker, text, silent = cued, " ".join([*cue_parts, text]), 0  # after its direction, if any
             elif cued is not None:
-                yield Turn(cued, "", file, start)  # the last of a list of persons: what follows is not its
+                yield Turn(cued, "", file, cued_start)  # the last of a list of persons: what follows is not its
             elif resume_as is not None and text[:1] not in "[(" and not _SECTION.match(text):
                 speaker = resume_as
             resume_as = cued = None
@@ -1541,7 +1582,7 @@ def _parse_play(
     if in_block and (parts or not resumed):
         yield Turn(speaker, "" if cue_only else " ".join(parts), file, start)
     elif cued is not None:
-        yield Turn(cued, "", file, start)
+        yield Turn(cued, "", file, cued_start)
     stats.lines += n
 
 

@@ -49,12 +49,13 @@ def build_app(host: StandaloneHost):
 
         def on_send(text, history, name, user, rounds, temperature):
             history = list(history or [])
+            said_with = _in_use(host)  # before the reply: a Load that ends meanwhile is not this one
             try:
                 reply = logic.chat(history, text, name, user, rounds, temperature)
             except EXPECTED as e:
                 return gr.update(), history, text, _error_text(e), gr.update()
             history += [((user or "You").strip() or "You", text), (logic.chat_name(name), reply)]
-            return chatbot_value(history), history, "", "", _in_use(host)
+            return chatbot_value(history), history, "", "", said_with
 
         def on_open(name, user, history, said_with):
             """The heading; a conversation held with another model or adapter than the one in use now is
@@ -83,16 +84,17 @@ def _in_use(host) -> list:
     return [model, list(adapters)]
 
 
-def chat_heading(host, name: str | None, user: str | None) -> str:
-    """The Chat tab's line on what answers: the character, the model and adapter in use, the user's name."""
+def chat_heading(host, name: str, user: str | None) -> str:
+    """The Chat tab's line on what answers: the character (`TabLogic.chat_name`'s), the model and adapter
+    in use, the user's name."""
     model, adapters = host.in_use()
     if not model:
         return "Nothing is loaded yet: pick a model (and an adapter) in *Dialogue LoRA → 4. Use* and load it."
     used = f"`{model}`" + (f" + `{', '.join(adapters)}`" if adapters else " (no adapter)")
-    name = (name or "").strip() or "Character"
     user = (user or "").strip() or "You"
-    clash = "  \n⚠️ your name is the character's: change *Your name* in 4. Use" if user.casefold() == name.casefold() else ""
-    return f"**{name}** answers, from {used}; you are **{user}**.{clash}"
+    clash = user.casefold() == name.casefold()
+    warning = "  \n⚠️ your name is the character's: change *Your name* in 4. Use" if clash else ""
+    return f"**{name}** answers, from {used}; you are **{user}**.{warning}"
 
 
 def _messages_format() -> bool:

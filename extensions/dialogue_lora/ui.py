@@ -31,7 +31,8 @@ SAVED_REPORT = "Saved "  # how a save's report starts (a preview's does not)
 PREVIEW_SAMPLES = 5
 SOURCES = ("auto", "text", "discord", "csv", "renpy")
 SOURCE_LABELS = {"auto": "auto (from the file)", "text": "text (script, story, chat log)",
-                 "discord": "chat export (Discord, Telegram, WhatsApp, Messenger, LINE, KakaoTalk, Slack, ...)", "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
+                 "discord": "chat export (Discord, Telegram, WhatsApp, Messenger, LINE, KakaoTalk, Slack, ...)",
+                 "csv": "CSV / TSV table", "renpy": "Ren'Py scripts (.rpy, or a zip of a game's)"}
 FORMATS = ("rounds", "alpaca", "sharegpt", "messages")
 RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl", ".csv", ".tsv", ".rpy", ".zip",
                 ".html", ".htm", ".yarn", ".md")  # .zip: a Slack export, Ren'Py scripts; .html: a transcript's page
