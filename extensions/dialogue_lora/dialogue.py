@@ -1574,7 +1574,7 @@ def _parse_play(
                 speaker, text, silent = cued, " ".join([*cue_parts, text]), 0  # after its direction, if any
             elif cued is not None:
                 yield Turn(cued, "", file, cued_start)  # the last of a list of persons: what follows is not its
-            elif resume_as is not None and text[:1] not in "[(" and not _SECTION.match(text):
+            elif resume_as is not None and text[:1] not in "[(" and not _SECTION.match(text) and not text.isupper():
                 speaker = resume_as
             resume_as = cued = None
         parts.append(text)
