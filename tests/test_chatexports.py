@@ -143,3 +143,16 @@ def test_a_line_message_that_opens_with_a_quote_mark_does_not_swallow_the_rest()
         '[2024/01/15 21:01] Mira: "Dune" was great', "[2024/01/15 21:02] Alex: ok", "[2024/01/15 21:03] Mira: Unclosed",
         "[2024/01/15 21:04] Alex: see?", '[2024/01/15 21:05] Mira: He said "hi"', "then left.",
         "[2024/01/15 21:06] Alex: lol"]
+
+
+def test_signal_exports_attachments_and_stickers_on_the_message_line_and_kakaotalks_english_day():
+    lines = ["[2024-01-15 21:00:00] Alice: hi", "[2024-01-15 21:01:00] Bob: (( 😂 ))",
+             "[2024-01-15 21:02:00] Alice: look at this  ![photo.jpg](./media/photo.jpg)  ",
+             "[2024-01-15 21:03:00] Alice:   ![IMG_1.jpg](./media/IMG_1.jpg)  [clip.mp4](./media/clip.mp4)  "]
+    assert list(chatexports.lines_of(lines, "signal-export"))[1:] == [
+        "[2024-01-15 21:01:00] Bob: <Media omitted>", "[2024-01-15 21:02:00] Alice: look at this",
+        "[2024-01-15 21:03:00] Alice: <Media omitted>"]
+    kakao = ["KakaoTalk Chats with Jun", "Date Saved : Jan 16, 2024, 10:50 AM", "", "Monday, January 15, 2024",
+             "9:00 PM, Jun : are you still up?", "9:01 PM, Mina : yes", "9:02 PM, Jun : ok"]
+    assert chatexports.kind(kakao) == "KakaoTalk"
+    assert list(chatexports.lines_of(kakao, "KakaoTalk"))[4] == "[2024-01-15 21:00] Jun: are you still up?"

@@ -1227,3 +1227,14 @@ def test_two_directed_cues_in_a_row_are_an_entrance_and_a_speech_not_a_list():
     # a cue that said nothing is counted at its own line
     empty = [t for t in parse_lines((scene * 3).splitlines(True), "f.txt") if t and t.speaker == "VALÈRE" and not t.text]
     assert empty and empty[0].line == 1
+
+
+def test_a_spaced_plays_narration_and_headings_are_nobodys_speech():
+    said = [("JACK", "One."), ("ALGERNON", "Two."), ("JACK", "Three."), ("ALGERNON", "Four.")] * 2
+    play = "".join(f"{who}.\n\n{text}\n\n" for who, text in said)
+    got = turns(play + "JACK.\n\nWhere is the cake?\n\n_Lane goes out with the tray._\n\nDUKE.\n\n[_Aside._]\n\n"
+                "SONG.\n\nO mistress mine.\n\nEnd of the Project Gutenberg EBook\n")
+    assert (None, "_Lane goes out with the tray._") in got and (None, "O mistress mine.") in got
+    assert (None, "End of the Project Gutenberg EBook") in got and ("DUKE", "") in got
+    diary = "MONDAY.\n\nWent to the office.\n\nTUESDAY.\n\nStayed in.\n\n" * 4
+    assert not any(t and t[0] for t in turns(diary))

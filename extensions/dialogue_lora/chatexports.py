@@ -128,7 +128,7 @@ _KAKAO_TIME = rf"(?:(?P<half>{_HALF}) (?P<h>\d{{1,2}}):(?P<mi>\d{{2}})|(?P<h2>\d
 _KAKAO_DATE_IN = re.compile(_KAKAO_DATE)
 _BARE_DATE, _BARE_TIME = (re.sub(r"\?P<\w+>", "", p) for p in (_KAKAO_DATE, _KAKAO_TIME))  # (said thrice below)
 _KAKAO_DAY = re.compile(rf"-{{3,}} (?:[A-Z][a-z]+, )?{_BARE_DATE}(?: [^\W\d_]{{1,4}})? -{{3,}}|"
-                        rf"{_BARE_DATE}(?: [^\W\d_]{{1,2}}요일)?|{_BARE_DATE},? {_BARE_TIME}")
+                        rf"(?:[A-Z][a-z]+, )?{_BARE_DATE}(?: [^\W\d_]{{1,2}}요일)?|{_BARE_DATE},? {_BARE_TIME}")
 _KAKAO_PC = re.compile(rf"\[(?P<name>[^\[\]\n]{{1,40}})\] \[{_KAKAO_TIME}\] (?P<text>.*)")
 _KAKAO_PHONE = re.compile(rf"{_KAKAO_DATE},? {_KAKAO_TIME}, (?P<name>[^\n]{{1,40}}?) : (?P<text>.*)")
 _KAKAO_TIMED = re.compile(rf"{_KAKAO_TIME}, (?P<name>[^\n]{{1,40}}?) : (?P<text>.*)")  # under a day's lines
@@ -322,7 +322,8 @@ def _signal(lines: Iterable[str]) -> Iterator[str]:
         if m is not None:
             text = m.group("text").strip()
             head = s[: m.start("text")].rstrip()
-            if _SIGNAL_MEDIA.fullmatch(text) or text == "(This message was deleted)":
+            text = " ".join(_SIGNAL_MEDIA.sub(" ", text).split()) if "](" in text else text  # attachments
+            if (not text and "](" in m.group("text")) or text == "(This message was deleted)" or _SIGNAL_MARK.fullmatch(text):
                 yield f"{head} {MEDIA}"
             elif _SIGNAL_NOTICE.fullmatch(text):
                 yield head[: head.index("]") + 1] + " " + text  # a call: no one's words

@@ -576,7 +576,10 @@ _HEADS = frozenset("ingredients method methods directions instructions preparati
                    "discussion decision decisions question questions answer answers problem problems exercise exercises "
                    "result results introduction conclusion conclusions abstract background preface foreword afterword "
                    "appendix agenda action actions step steps update edit warning tip tips contents index references "
-                   "notes note summary overview purpose scope definitions letter song".split())
+                   "notes note summary overview purpose scope definitions letter song monday tuesday wednesday "
+                   "thursday friday saturday sunday january february march april may june july august september "
+                   "october november december morning afternoon evening night noon midnight today yesterday "
+                   "tomorrow".split())  # (and a diary's days)
 
 
 def _spaced_cues(lines: Iterable[str], strict: bool = True) -> int:
@@ -1502,8 +1505,7 @@ def _parse_play(
                 if parts or not resumed:
                     yield Turn(speaker, "" if cue_only else " ".join(parts), file, start)
                 if speaker is not None:
-                    # in a spaced play a speech's next paragraph has no cue of its own
-                    last_speech, resume_as = speaker, (speaker if spaced else None)
+                    last_speech, resume_as = speaker, None
                 else:
                     block = " ".join(parts)
                     # (there, `[_Exit Curio._]` inside a speech is someone else's going: the speech goes on)
@@ -1570,6 +1572,8 @@ def _parse_play(
                 cue_only = _DIRECTION_ONLY.fullmatch(text) is not None
                 parts.append(text)
                 continue
+            elif cued is not None and text.isupper():  # `SONG.`, `LETTER.` after a cue: a heading, no speech
+                yield Turn(cued, "", file, cued_start)
             elif cued is not None and not (silent >= 2 and cue_parts):
                 speaker, text, silent = cued, " ".join([*cue_parts, text]), 0  # after its direction, if any
             elif cued is not None:
