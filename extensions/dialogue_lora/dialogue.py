@@ -856,9 +856,11 @@ def parse_lines(
     screen = len(cue_indents)
     if screen >= 3 and screen > sum(evidence) - _header_lines(head):  # cues in capitals without a colon, more
         looks = "screenplay"  # than any other kind (a Fountain title page's `Title:` lines not counted)
+    # the play layout asked for a short excerpt of a spaced play: a few spaced cues are enough (and no note)
+    loose = _spaced_cues(cued, strict=False) if layout == "play" and looks != "play" and not spaced_play else 0
     if layout == "auto":
         layout = looks
-    elif layout != looks:  # forced against what the file looks like: say so
+    elif layout != looks and not loose:  # forced against what the file looks like: say so
         _forced_layout_note(layout, looks, evidence, screen, file, len(head), stats)
     stats.layouts[file or "<text>"] = layout
     if layout == "screenplay":
@@ -866,8 +868,7 @@ def parse_lines(
         head = list(itertools.islice(screenplay, DETECT_LINES))
         return _sections(_parse_play(itertools.chain(head, screenplay), file, stats, cast=_cast_of(head)))
     if layout == "play":
-        if not spaced_play and looks != "play":  # asked for: a few spaced cues are enough
-            spaced_play = _spaced_cues(cued, strict=False) > evidence[0] - spaced
+        spaced_play = spaced_play or loose > evidence[0] - spaced
         # A play written without blank lines between speeches (most `NAME:` lines follow other text):
         # a `NAME:` alone inside a speech starts the next one. Not otherwise: in a play with blank lines,
         # a speech line like `Come:` or `Hear me speak:` is text (tinyshakespeare has 85).
