@@ -25,6 +25,11 @@ def turns(text: str, layout: str = "auto") -> list[tuple]:
     return [None if t is None else (t.speaker, t.text) for t in parse_lines(text.splitlines(True), "f.txt", layout)]
 
 
+def located(text: str, file: str, **kw) -> list[tuple]:
+    """(speaker, text, line) of each turn read from `text` as the file `file` (breaks left out)."""
+    return [(t.speaker, t.text, t.line) for t in parse_lines(text.splitlines(True), file, **kw) if t is not None]
+
+
 @pytest.mark.parametrize(
     "line, expected",
     [
@@ -1063,8 +1068,7 @@ def test_subtitles_lose_their_cue_numbers_and_times():
            "3\n00:00:05,500-->00:00:07,000\n- BOB: Come on.\n-ALICE: {\\an8}Fine.\n"
            "4\n00:00:07,500 --> 00:00:09,000\nThe door slams. The answer is\n42\n")
     stats = ReadStats()
-    got = [t for t in parse_lines(srt.splitlines(True), "s.srt", stats=stats) if t is not None]
-    assert [(t.speaker, t.text, t.line) for t in got] == [
+    assert located(srt, "s.srt", stats=stats) == [
         ("BOB", "Are you coming tonight?", 3), ("ALICE", "Maybe. I have a lot of work.", 7),  # wrapped: joined
         ("BOB", "Come on.", 12), ("ALICE", "Fine.", 13),  # a dash starts a speaker's line, markup goes
         (None, "The door slams. The answer is 42", 16)]  # a cue without a blank line before it; 42 is text
@@ -1079,20 +1083,17 @@ def test_subtitles_lose_their_cue_numbers_and_times():
            "Dialogue: 0,0:00:01.00,0:00:03.00,Default,Bob,0,0,0,,Are you {\\i1}coming{\\i0}?\\NReally, now?\n"
            "Comment: 0,0:00:03.00,0:00:04.00,Default,Bob,0,0,0,,a note\n"
            "Dialogue: 0,0:00:03.00,0:00:04.00,Default,,0,0,0,,A door slams.\n")
-    got = [t for t in parse_lines(ass.splitlines(True), "s.ass") if t is not None]
-    assert [(t.speaker, t.text, t.line) for t in got] == [("Bob", "Are you coming? Really, now?", 10),
-                                                         (None, "A door slams.", 12)]
+    assert located(ass, "s.ass") == [("Bob", "Are you coming? Really, now?", 10),
+                                     (None, "A door slams.", 12)]
     # one cue is enough in a file named .srt; text after a blank line inside a cue is read the same way
     one = "1\n00:00:01,000 --> 00:00:03,000\nBOB: only one\n\n<i>ALICE: after a blank</i>\n{\\an8}BOB: tagged\nmore\n"
-    got = [t for t in parse_lines(one.splitlines(True), "one.srt") if t is not None]
-    assert [(t.speaker, t.text, t.line) for t in got] == [("BOB", "only one", 3), ("ALICE", "after a blank", 5),
-                                                         ("BOB", "tagged more", 6)]
+    assert located(one, "one.srt") == [("BOB", "only one", 3), ("ALICE", "after a blank", 5),
+                                       ("BOB", "tagged more", 6)]
     # a speaker's sentence that runs on into the next cue, which names no one, is one turn; not after a full stop
     across = ("1\n00:00:01,000 --> 00:00:03,000\nBOB: I was going to say,\n\n2\n00:00:03,000 --> 00:00:05,000\n"
               "that we should leave.\n\n3\n00:00:05,000 --> 00:00:06,000\nA door slams.\n")
-    got = [t for t in parse_lines(across.splitlines(True), "x.srt") if t is not None]
-    assert [(t.speaker, t.text, t.line) for t in got] == [("BOB", "I was going to say, that we should leave.", 3),
-                                                         (None, "A door slams.", 11)]
+    assert located(across, "x.srt") == [("BOB", "I was going to say, that we should leave.", 3),
+                                        (None, "A door slams.", 11)]
     # a meeting's transcript: the same speaker's next cue goes on with an unfinished sentence, and Teams'
     # voice names are names (`Last, First`, `(Guest)`, pronouns and `| Company` go)
     teams = ("WEBVTT\n\n00:01.000 --> 00:02.000\n<v Mustermann, Max (IT-Services)>Let me share.</v>\n\n"

@@ -582,12 +582,13 @@ _HEADS = frozenset("ingredients method methods directions instructions preparati
                    "tomorrow".split())  # (and a diary's days)
 
 
-def _spaced_cues(lines: Iterable[str], strict: bool = True) -> int:
-    """How many cues in capitals stand alone (or with a direction) between blank lines with a speech after
-    them (`HAMLET.`, a blank line, `To be, or not to be`): a spaced play's, counted only where two names or
-    more do so twice or more, eight times in all (a book's `PREFACE.`, a post's `UPDATE:` and `EDIT:`, a
-    contract's `WHEREAS, ...` before a paragraph are no play; nor are a song's `CHORUS` and `VERSE 1`, or a document's section
-    heads, `INGREDIENTS.` and `METHOD.`). An excerpt of a few speeches is read as lines."""
+def _spaced_cues(lines: Iterable[str]) -> tuple[int, int]:
+    """(a spaced play's count, all) of the cues in capitals that stand alone (or with a direction) between
+    blank lines with a speech after them (`HAMLET.`, a blank line, `To be, or not to be`). A spaced play's
+    count is kept only where two names or more do so twice or more, eight times in all (a book's
+    `PREFACE.`, a post's `UPDATE:` and `EDIT:`, a contract's `WHEREAS, ...` before a paragraph are no play;
+    nor are a song's `CHORUS` and `VERSE 1`, or a document's section heads, `INGREDIENTS.` and `METHOD.`):
+    an excerpt of a few speeches is read as lines unless the play layout is asked for (then all count)."""
     seen: Counter = Counter()
     cue, prev_blank, gap = None, True, False  # a cue alone after a blank line; a blank line since it
     for line in lines:
@@ -601,11 +602,9 @@ def _spaced_cues(lines: Iterable[str], strict: bool = True) -> int:
         cue = (hit[0] if hit is not None and prev_blank and hit[0].isupper()
                and (not hit[1].strip() or _DIRECTION_ONLY.fullmatch(hit[1])) else None)  # (`LOPAKHIN, yawning.`)
         gap, prev_blank = False, False
-    if not strict:  # (the play layout asked for: any such cue)
-        return sum(seen.values())
     counted = [n for name, n in seen.items() if n >= 2 and name.split()[0] not in _LYRIC_LABELS
                and name.casefold() not in _HEADS and name.casefold() not in _NOT_NAMES]
-    return sum(counted) if len(counted) >= 2 and sum(counted) >= 8 else 0
+    return (sum(counted) if len(counted) >= 2 and sum(counted) >= 8 else 0), sum(seen.values())
 
 
 def detect_layout(lines: Iterable[str]) -> str:
@@ -845,7 +844,7 @@ def parse_lines(
     dotted = _dotted_cast(head)
     cued = list(_gutenberg(head, dotted))
     evidence = _layout_evidence(cued)
-    spaced = _spaced_cues(cued)
+    spaced, spaced_any = _spaced_cues(cued)
     spaced_play = spaced > evidence[0]  # most cues alone have a blank line before their speech
     evidence = (evidence[0] + spaced, evidence[1], evidence[2])
     timed = _timed_log(head)
@@ -857,7 +856,7 @@ def parse_lines(
     if screen >= 3 and screen > sum(evidence) - _header_lines(head):  # cues in capitals without a colon, more
         looks = "screenplay"  # than any other kind (a Fountain title page's `Title:` lines not counted)
     # the play layout asked for a short excerpt of a spaced play: a few spaced cues are enough (and no note)
-    loose = _spaced_cues(cued, strict=False) if layout == "play" and looks != "play" and not spaced_play else 0
+    loose = spaced_any if layout == "play" and looks != "play" and not spaced_play else 0
     if layout == "auto":
         layout = looks
     elif layout != looks and not loose:  # forced against what the file looks like: say so

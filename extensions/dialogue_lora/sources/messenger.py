@@ -87,12 +87,13 @@ def messages(data: dict) -> list:
 
 
 def thread(parts: list[tuple[str, list]], folder: str = "") -> list:
-    """One conversation from its files' `messages` lists (as `messages` gives them), (file name, messages)
-    each: every message tagged with its file (its source is `message_2.json:15`), all in time order; where
-    a message has no time, in the files' order, the highest number first (`message_1.json` holds the
-    newest messages). A message that is not an object is an error naming its file (in `folder`)."""
+    """One conversation from its files' `messages` lists (as `messages` gives them), (file name matching
+    `PART`, messages) each: every message tagged with its file (its source is `message_2.json:15`), all
+    in time order; where a message has no time, in the files' order, the highest number first
+    (`message_1.json` holds the newest messages). A message that is not an object is an error naming its
+    file (in `folder`)."""
     out = []
-    for name, msgs in sorted(parts, key=lambda p: -int(PART.fullmatch(p[0]).group(1)) if PART.fullmatch(p[0]) else 0):
+    for name, msgs in sorted(parts, key=lambda p: -int(PART.fullmatch(p[0]).group(1))):
         for i, m in enumerate(msgs, 1):
             if not isinstance(m, dict):
                 raise UserError(f"{os.path.join(folder, name)}: message {i} is not a JSON object")
