@@ -21,7 +21,7 @@ DEFAULT_ROUNDS = 5  # context turns when the adapter records none (trained befor
 
 try:
     from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
-    from extensions.dialogue_lora.generation import add_loading_arguments
+    from extensions.dialogue_lora.generation import DEFAULT_TEMPERATURE, add_loading_arguments
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
     sys.exit(130)
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=None, help="previous turns kept as context (default: the most "
                    "the adapter's samples had, as recorded in training, else 5)")
     p.add_argument("--max_new_tokens", type=int, default=64, help="most tokens per reply (default 64)")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy (default 0.7)")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help=f"sampling temperature; 0 = greedy (default {DEFAULT_TEMPERATURE})")
     p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
     p.add_argument("--repetition_penalty", type=float, default=1.0, help="above 1 discourages repeats (default 1.0)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
