@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep_low_quality", action="store_true",
                    help="keep short conversations of short messages (see --min_messages, --short_chars)")
     d.add_argument("--min_messages", type=int, default=5, help="low quality: conversations with fewer turns ...")
-    d.add_argument("--short_chars", type=int, default=30, help="... all shorter than this many characters")
+    d.add_argument("--short_chars", type=int, default=30, help="... all shorter than this many characters (a CJK one counts two)")
     c = p.add_argument_group("game-dialogue CSV (defaults fit a LazyVoiceFinder export)")
     c.add_argument("--csv_speaker_column", default=DEFAULT_COLUMNS["speaker"], help="who speaks the reply")
     c.add_argument("--csv_text_column", default=DEFAULT_COLUMNS["text"], help="the reply")

@@ -1208,3 +1208,15 @@ def test_a_messenger_conversations_files_without_times_and_with_a_broken_message
         {"sender_name": "Sam", "content": "hi"}, "oops"]}), encoding="utf-8")
     with pytest.raises(UserError, match=r"alex_123/message_2\.json: message 1 is not a JSON object"):
         prepare(PrepareConfig(names=["*"], txtfilename=str(thread), jsonfilename=str(out)))
+
+
+def test_low_quality_counts_a_cjk_character_as_two(tmp_path):
+    from extensions.dialogue_lora.dialogue import text_width
+
+    assert text_width("thanks") == 6 and text_width("谢谢你帮我") == 10 and text_width("ｈｉ!") == 5
+    # 16 characters, 32 columns: a message, not a short one; the same count of Latin letters is short
+    cjk = "今天的会议改到下午三点了你知道吗"
+    kept = export(tmp_path, [msg(1, "Alex", cjk), msg(2, "Sam", "好的")], "cjk.json")
+    assert discord_turns(kept)[0] == [("Alex", cjk), ("Sam", "好的"), None]
+    short = export(tmp_path, [msg(1, "Alex", "meeting moved to 3"), msg(2, "Sam", "ok")], "latin.json")
+    assert discord_turns(short)[0] == []

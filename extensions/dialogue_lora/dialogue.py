@@ -344,6 +344,18 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
     return " ".join(text.split())
 
 
+def text_width(text: str) -> int:
+    """Length in columns: a wide character (Chinese, Japanese, Korean, fullwidth forms) counts two.
+
+    Length thresholds were set on Latin text, where a word is five letters or so; a CJK character says
+    as much as a few of them (`谢谢你帮我` is `thanks for helping me`), so counted as one, a chat in
+    those scripts reads as short messages throughout.
+    """
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def speaker_name(raw: str, stats: ReadStats | None = None, emoji: bool = True) -> str:
     """A name from a field (a Discord nickname, a CSV column) cleaned for use as a speaker: one line, and
     no `:` (it ends the cue: `Sam: the Brave:` would be read back as `Sam`) or `,` (`--name` splits there)."""

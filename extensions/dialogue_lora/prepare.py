@@ -89,7 +89,7 @@ class PrepareConfig:
     min_messages: int = 5
     """--min_messages: chat exports' low-quality rule: conversations with fewer turns than this ..."""
     short_chars: int = 30
-    """--short_chars: ... whose turns are all shorter than this many characters are dropped."""
+    """--short_chars: ... whose turns are all shorter than this many characters (a CJK one counts two) are dropped."""
     csv_speaker_column: str = DEFAULT_COLUMNS["speaker"]
     """--csv_speaker_column: CSV column naming who speaks the reply."""
     csv_text_column: str = DEFAULT_COLUMNS["text"]

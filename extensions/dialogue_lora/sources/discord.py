@@ -14,7 +14,7 @@ Per channel file (per chat of a Telegram export), in order:
   5. merge consecutive messages by one author into one turn (joined with spaces: one line), up to
      MERGE_CHARS characters: a longer run goes on as the author's next turn;
   6. drop low-quality conversations: fewer than `min_messages` turns AND all of them shorter than
-     `short_chars` characters (`low_quality`, counted in messages).
+     `short_chars` characters, a CJK one counting two (`low_quality`, counted in messages).
 The speaker is the author's nickname, else their name. Conversations are separated by `BREAK`.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name
+from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name, text_width
 from ..errors import UserError
 from ..prompt import is_sample
 from . import chatlog, dce_csv, messenger, prepared_dataset, sillytavern, slack, telegram
@@ -451,7 +451,7 @@ def iter_discord_turns(
         for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people),
                                    opts.gap_minutes):
             if opts.filter_low_quality and len(conv) < opts.min_messages and all(
-                len(t.text) < opts.short_chars for t, _, _ in conv
+                text_width(t.text) < opts.short_chars for t, _, _ in conv
             ):
                 dropped["low_quality"] += sum(n for _, n, _ in conv)
                 for t, n, _ in conv:
