@@ -381,9 +381,12 @@ def test_an_adapter_names_its_base_model_and_its_characters(webui_root):
 
 
 class _Events:
-    """A job as the tab reads it: its events, its state."""
+    """A job as the tab reads it: its events (kept as Job.poll keeps them), its state."""
     def __init__(self, events, state="running"):
-        self.events, self.state, self.config, self.stopping, self.started = events, state, {"lora_name": "bob"}, False, 0
+        self.events, self.step_losses = [], []
+        for e in events:
+            jobs.Job._keep(self, e)
+        self.state, self.config, self.stopping, self.started = state, {"lora_name": "bob"}, False, 0
 
     def last(self, *kinds):
         return next((e for e in reversed(self.events) if e.get("event") in kinds), None)
@@ -515,19 +518,19 @@ def test_pages_polling_one_job_at_once_read_each_event_once(webui_root):
 
     job = jobs.Job("train", {"model_name": "x"})
     job.kill()
-    job.events.clear()
-    job._offset = 0
     with open(job.progress_path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"event": "step", "step": i, "loss": 1.0}) + "\n" for i in range(3000))
     for _ in range(5):
         job.events.clear()
-        job._offset = 0
+        job.step_losses.clear()
+        job._offset = job.n_read = 0
         pollers = [threading.Thread(target=job.poll) for _ in range(4)]
         for t in pollers:
             t.start()
         for t in pollers:
             t.join()
-        assert [e["step"] for e in job.events] == list(range(3000))
+        assert [s for s, _ in job.step_losses] == list(range(3000)) and job.n_read == 3000
+        assert job.events == [{"event": "step", "step": 2999, "loss": 1.0}]  # a run of steps: its newest
     with open(job.progress_path, "a", encoding="utf-8") as f:
         f.write(json.dumps({"event": "end", "status": "done"}) + "\n")
     assert job.state == "done"  # the end is read, not skipped by an offset past the file's end
@@ -916,3 +919,20 @@ def test_the_chat_tab_says_who_answers_from_what_and_samples_at_the_temperature_
     assert slider.value == DEFAULT_TEMPERATURE
     assert TabLogic(host).chat([], "Hi", "Bob", "Al", 5, 0.9) == "Fine." and host.asked == [0.9]
     assert sampling(0) == {"greedy": True} and sampling(0.9) == {"greedy": False, "temperature": 0.9}
+
+
+def test_a_long_run_keeps_one_step_event_between_the_others(webui_root):
+    job = jobs.Job("train", {"model_name": "x"})
+    job.kill()
+    events = [{"event": "log", "message": "starting"}]
+    events += [{"event": "step", "step": i, "loss": 2.0 - i / 1000} for i in range(1, 1001)]
+    events += [{"event": "eval", "step": 1000, "eval_loss": 1.5}, {"event": "step", "step": 1001, "loss": 0.9},
+               {"event": "end", "status": "done"}]
+    job._offset = job.n_read = 0
+    job.events.clear()
+    job.progress_path.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    assert len(job.poll()) == len(events) == job.n_read  # poll still hands back every event it read
+    assert [e["event"] for e in job.events] == ["log", "step", "eval", "step", "end"]
+    assert job.last("step")["step"] == 1001 and job.last("eval")["eval_loss"] == 1.5
+    assert job.losses()[:2] == [(1, 1.999), (2, 1.998)] and len(job.losses()) == 1001
+    assert job.state == "done"

@@ -50,7 +50,11 @@ class Job:
         self.stop_path = self.dir / "stop"
         self.log_path = self.dir / "log.txt"
         self.config_path.write_text(json.dumps(self.config, indent=2, default=str), encoding="utf-8")
+        # Every event but the steps, which come one a step for as long as a run lasts (days: hundreds of
+        # thousands of dicts): a run of them is kept as its newest, their losses as (step, loss) pairs
         self.events: list[dict] = []
+        self.step_losses: list[tuple[int, float]] = []
+        self.n_read = 0  # events read so far, steps included: the tab redraws its curve when this moves
         self._offset = 0
         # several pages (and a page's stream and its buttons) poll one job from Gradio's threads: without
         # the lock two polls read the same lines, the events doubled and the offset past the file's end
@@ -92,8 +96,21 @@ class Job:
                     continue
                 if isinstance(event, dict):
                     new.append(event)
-            self.events.extend(new)
+            for event in new:
+                self._keep(event)
+            self.n_read += len(new)
             return new
+
+    def _keep(self, event: dict) -> None:
+        if event.get("event") != "step":
+            self.events.append(event)
+            return
+        if event.get("loss") is not None and event.get("step") is not None:
+            self.step_losses.append((int(event["step"]), float(event["loss"])))
+        if self.events and self.events[-1].get("event") == "step":
+            self.events[-1] = event  # `last("step")` and the order of kinds stay as they were
+        else:
+            self.events.append(event)
 
     @property
     def running(self) -> bool:
@@ -140,13 +157,9 @@ class Job:
 
     def loss_series(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """(step, loss) points: (the logged means before a resumed run's stop, every step of this run)."""
-        before, since = [], []
-        for e in self.events:
-            if e.get("event") == "history":
-                before += [(int(h["step"]), float(h["loss"])) for h in e.get("steps", []) if h.get("loss") is not None]
-            elif e.get("event") == "step" and e.get("loss") is not None and e.get("step") is not None:
-                since.append((int(e["step"]), float(e["loss"])))
-        return before, since
+        before = [(int(h["step"]), float(h["loss"])) for e in self.events if e.get("event") == "history"
+                  for h in e.get("steps", []) if h.get("loss") is not None]
+        return before, list(self.step_losses)
 
     def losses(self) -> list[tuple[int, float]]:
         """(step, loss) of every step so far; a resumed run's start with the logged losses before its stop."""

@@ -1054,7 +1054,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         while True:
             running = job.running  # before the poll: a job that ended after it is shown once more, complete
             job.poll()
-            steps = len(job.events)
+            steps = job.n_read
             draw = not running or (steps != drawn and time.time() - drawn_at >= PLOT_SECONDS)
             if draw:
                 drawn_at, drawn = time.time(), steps
