@@ -660,13 +660,13 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
 
     params = {"character_chat": False, "stop_at_newline": True}
     app = build_app(Loaded(params))
-    params.update(character_chat=True, stop_at_newline=False, character="Bob", rounds=3)  # set after the build
+    params.update(character_chat=True, stop_at_newline=False, character="Bob", rounds=3, temperature=0.2)  # after
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "4. Use")
     on_select = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]
                  and app.fns[d["id"]].fn.__name__ == "use_view"]
     assert len(on_select) == 1
-    model, adapter, status, chat, newline, name, rounds = app.fns[on_select[0]["id"]].fn()
-    assert (chat, newline, name, rounds) == (True, False, "Bob", 3)
+    model, adapter, status, chat, newline, name, rounds, temperature = app.fns[on_select[0]["id"]].fn()
+    assert (chat, newline, name, rounds, temperature) == (True, False, "Bob", 3, 0.2)
     assert status == "In use: tiny-llama + bob"
     assert "value" not in model and "value" not in adapter  # not in the (empty) folders: lists only
 
@@ -936,3 +936,10 @@ def test_a_long_run_keeps_one_step_event_between_the_others(webui_root):
     assert job.last("step")["step"] == 1001 and job.last("eval")["eval_loss"] == 1.5
     assert job.losses()[:2] == [(1, 1.999), (2, 1.998)] and len(job.losses()) == 1001
     assert job.state == "done"
+
+
+def test_the_quick_tests_temperature_is_read_within_the_slider():
+    assert ui.use_temperature({}) == ui.DEFAULT_TEMPERATURE
+    assert ui.use_temperature({"temperature": "0.3"}) == 0.3  # settings.yaml
+    assert ui.use_temperature({"temperature": 9}) == ui.MAX_TEMPERATURE and ui.use_temperature({"temperature": -1}) == 0
+    assert ui.use_temperature({"temperature": "hot"}) == ui.use_temperature({"temperature": float("nan")}) == ui.DEFAULT_TEMPERATURE

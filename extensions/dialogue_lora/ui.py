@@ -40,6 +40,17 @@ RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl
 # advice (decompile them) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".rpyc", ".rpa")
 MAX_USE_TURNS = 20  # the Use section's context turns slider
+MAX_TEMPERATURE = 1.5  # its temperature slider's
+
+
+def use_temperature(params: dict) -> float:
+    """The quick test's temperature as last set (params["temperature"], kept across page reloads; from
+    settings.yaml a string), within the slider's range; chat.py's default when unset or unreadable."""
+    try:
+        value = float(params.get("temperature", DEFAULT_TEMPERATURE))
+    except (TypeError, ValueError):
+        return DEFAULT_TEMPERATURE
+    return min(max(value, 0.0), MAX_TEMPERATURE) if value == value else DEFAULT_TEMPERATURE
 DEFAULT_USE_TURNS = 5  # for an adapter that records none (trained before it was recorded), as chat.py
 CHAT_FILTERS = ("non-responses", "conversation enders", "low-quality conversations")
 
@@ -1307,7 +1318,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
                                value=int(params.get("rounds", 5)))
         # the webui's Chat tab samples with its own settings: this one is the quick test's (and the app's chat)
         use_temp = gr.Slider(label="Temperature" + ("" if host.own_model else " (quick test)"), minimum=0,
-                             maximum=1.5, step=0.05, value=DEFAULT_TEMPERATURE,
+                             maximum=MAX_TEMPERATURE, step=0.05, value=use_temperature(params),
                              info="0: always the likeliest reply; higher: more varied")
     with gr.Row():
         char_name = gr.Textbox(label="Character name", value=str(params.get("character") or ""))
@@ -1347,12 +1358,14 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
                 dd_update(adapters, adapter_v) if adapter_v else dd_update(adapters),
                 status if model_v else gr.update(),
                 bool(params.get("character_chat", False)), bool(params.get("stop_at_newline", True)),
-                str(params.get("character") or ""), int(params.get("rounds", 5)))
+                str(params.get("character") or ""), int(params.get("rounds", 5)), use_temperature(params))
 
-    use_tab.select(use_view, None, [use_model, use_adapter, use_status, char_chat, newline_stop, char_name, use_rounds])
+    use_tab.select(use_view, None, [use_model, use_adapter, use_status, char_chat, newline_stop, char_name, use_rounds,
+                                    use_temp])
     char_chat.change(lambda v: params.update(character_chat=bool(v)), char_chat, None)
     newline_stop.change(lambda v: params.update(stop_at_newline=bool(v)), newline_stop, None)
     use_rounds.change(lambda v: params.update(rounds=int(v)), use_rounds, None)
+    use_temp.change(lambda v: params.update(temperature=float(v)), use_temp, None)
     char_name.change(lambda v: params.update(character=(v or "").strip()), char_name, None)
 
     def on_test(message, name, user, rounds_v, temperature_v):
