@@ -499,6 +499,9 @@ def worker_gpu(args) -> dict:
     from extensions.dialogue_lora.training import TrainConfig
 
     device = torch.device(args.device)
+    if device.type == "cuda":
+        # synchronize() and the peak-memory counters act on the current GPU: with --device cuda:1, this one
+        torch.cuda.set_device(device)
     dtype = modeling.pick_dtype(device)
     qlora = args.mode == "qlora"
     defaults = TrainConfig()

@@ -525,3 +525,29 @@ def test_bleu_counts_characters_for_text_without_spaces():
     assert unspaced(["我今天很好啊"]) and not unspaced(["I am fine today", "café"])
     assert bleu_chrf(["我今天很好"], ["我今天很好啊"])[0] > 50
     assert bleu_chrf(["I am fine today"], ["I am fine today then"])[0] > 50  # words, as before
+
+
+def test_completion_nll_scores_the_labelled_tokens_of_each_sample_alone(tiny_model_dir):
+    """Batched with right padding, only the labelled positions taken into the loss: the same sum as each
+    sample scored alone over every position it labels."""
+    import torch
+    import torch.nn.functional as F
+
+    from extensions.dialogue_lora.encoding import encode_record
+    from extensions.dialogue_lora.evaluation import completion_nll
+    from extensions.dialogue_lora.modeling import load_base
+
+    model, tok = load_base(tiny_model_dir, device="cpu")
+    records = [{"input": "Alice: Where is the boat?\nBob:", "output": "At the dock, where it always is."},
+               {"input": "Bob:", "output": "Hello."},
+               {"input": "Alice: One\nAlice: Two and three\nBob:", "output": "Four."}]
+    enc = [encode_record(r, tok, 128) for r in records]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for e in enc:
+            logits = model(input_ids=torch.tensor([e["input_ids"]])).logits[0, :-1]
+            labels = torch.tensor(e["labels"][1:])
+            total += float(F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum"))
+            count += int((labels != -100).sum())
+    got = completion_nll(model, enc, batch_size=2, pad_id=tok.pad_token_id)
+    assert got[1] == count > 0 and got[0] == pytest.approx(total, rel=1e-5)

@@ -114,6 +114,101 @@ def test_training_dtype():
     assert modeling.training_dtype("cpu", "auto") == expected
 
 
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """Two CUDA cards of the compute capability the test sets (`fake_gpus.capability`), on a CPU machine."""
+    import importlib.util
+    import types
+
+    import torch
+
+    cards = types.SimpleNamespace(capability=(8, 6), flash_attn=True, liger=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: cards.capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Fake GPU")
+    monkeypatch.setattr(torch.version, "hip", None)
+    find_spec = importlib.util.find_spec
+    installed = {"flash_attn": lambda: cards.flash_attn, "liger_kernel": lambda: cards.liger}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (object() if installed[name]() else None)
+                        if name in installed else find_spec(name, *a))
+    monkeypatch.setattr("transformers.utils.is_flash_attn_2_available", lambda: cards.flash_attn)
+    return cards
+
+
+def test_bf16_and_flash_attention_only_on_cards_that_have_them(fake_gpus):
+    """A T4, V100 or GTX 10xx (compute capability < 8) only emulates bf16 (torch.cuda.is_bf16_supported says
+    yes) and flash-attn 2 refuses it: fp16 and sdpa there; an Ampere card or newer gets bf16 and flash."""
+    import torch
+
+    cuda = torch.device("cuda", 0)
+    assert modeling.pick_dtype(cuda) == modeling.training_dtype(cuda) == torch.bfloat16
+    assert modeling.default_attn_implementation(cuda) == "flash_attention_2"
+    assert modeling.default_attn_implementation(cuda, torch.float32) == "sdpa"  # flash-attn has no fp32 kernels
+    fake_gpus.capability = (7, 5)
+    assert modeling.pick_dtype(cuda) == modeling.training_dtype(cuda) == modeling.compute_dtype_4bit(cuda) == torch.float16
+    assert modeling.default_attn_implementation(cuda) == "sdpa"
+    with pytest.raises(UserError, match="--precision bf16: Fake GPU has no bf16"):
+        modeling.training_dtype(cuda, "bf16")
+    fake_gpus.capability, fake_gpus.flash_attn = (9, 0), False
+    assert modeling.default_attn_implementation(cuda) == "sdpa"
+
+
+def test_fused_kernels_need_a_gpu_triton_builds_for(fake_gpus):
+    import torch
+
+    cuda = torch.device("cuda", 0)
+    assert modeling.fused_kernels_missing(cuda) is None
+    fake_gpus.capability = (6, 1)  # a GTX 1080
+    assert modeling.fused_kernels_missing(cuda) == ("their Triton kernels need a GPU of compute capability 7.0 "
+                                                    "or newer (this one is 6.1)")
+    fake_gpus.liger = False
+    assert "not installed" in modeling.fused_kernels_missing(cuda)
+
+
+def test_a_checkpoint_from_more_gpus_resumes_on_fewer(fake_gpus, monkeypatch):
+    import random
+
+    import torch
+
+    from extensions.dialogue_lora import training
+
+    set_states = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, index: set_states.append(index))
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "cuda": [torch.zeros(8, dtype=torch.uint8)] * 4}  # saved on 4 GPUs
+    training._set_rng_state(state)
+    assert set_states == [0, 1]  # the two here
+
+
+def test_inputs_go_where_the_input_embeddings_are():
+    import torch
+
+    from extensions.dialogue_lora.generation import model_device
+
+    class Spread(torch.nn.Module):  # a device_map="auto" model whose first parameter is not with its inputs
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(2, 2, device="meta")
+            self.embed = torch.nn.Embedding(4, 2)
+
+        def get_input_embeddings(self):
+            return self.embed
+
+    assert model_device(Spread()) == torch.device("cpu")
+    assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")  # no embeddings: the first parameter's
+
+
+def test_a_bare_cuda_device_is_this_processs_gpu_under_torchrun(fake_gpus, monkeypatch):
+    import torch
+
+    assert modeling.pick_device("cuda") == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert modeling.pick_device("cuda") == modeling.pick_device() == torch.device("cuda", 1)
+    assert modeling.pick_device("cuda:0") == torch.device("cuda", 0)  # asked for by number: as asked
+
+
 def test_precision_flag_is_checked():
     with pytest.raises(UserError, match="--precision must be one of auto, bf16, fp32"):
         TrainConfig(precision="fp8")
@@ -293,3 +388,10 @@ def test_which_layers_slide_from_configs_old_and_new():
         1024, False)
     assert varlen.sliding_window(cfg(model_type="qwen2", sliding_window=4096, use_sliding_window=False)) == (None, False)
     assert varlen.sliding_window(cfg(model_type="llama")) == (None, False)
+
+
+def test_load_base_falls_back_to_sdpa_where_flash_attention_is_refused(tiny_model_dir):
+    """transformers refuses flash_attention_2 for a model type without it, or where flash-attn does not
+    import (here: not installed): the model loads with sdpa, which training then reads off its config."""
+    model, _ = modeling.load_base(tiny_model_dir, device="cpu", attn_implementation="flash_attention_2")
+    assert model.config._attn_implementation == "sdpa"

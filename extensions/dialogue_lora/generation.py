@@ -242,8 +242,18 @@ def adapter_disabled(model) -> Iterator[Any]:
 
 
 def model_device(model):
+    """Where a model's inputs go: its input embeddings' device (a model spread over GPUs and the CPU by
+    device_map="auto", as the webui loads big ones, may have other parameters first), else its first
+    parameter's."""
     import torch
 
+    try:
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        embeddings = None
+    weight = getattr(embeddings, "weight", None)
+    if weight is not None and weight.device.type != "meta":
+        return weight.device
     try:
         return next(p.device for p in model.parameters() if p.device.type != "meta")
     except StopIteration:

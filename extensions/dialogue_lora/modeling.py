@@ -43,6 +43,9 @@ def pick_device(prefer: str | None = None):
         missing = device_missing(device)
         if missing:
             raise UserError(f"--device {prefer}: {missing}; use --device cpu, or leave --device out to pick the best there is")
+        if device.type == "cuda" and device.index is None:
+            # under torchrun each process has its own GPU: a bare "cuda" would put every one on GPU 0
+            device = torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
         return device
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
@@ -80,12 +83,18 @@ def _as_device(device):
 
 
 def bf16_supported(device) -> bool:
+    """Whether `device` computes in bf16 natively: NVIDIA cards from Ampere (compute capability 8) on, and
+    ROCm's. torch.cuda.is_bf16_supported() also says yes for older cards (T4, V100, GTX 10xx) that only
+    emulate it, slowly and without tensor cores, and asks the current GPU rather than `device`."""
     import torch
 
     device = _as_device(device)
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return False
+    if device.type != "cuda":
+        return False
+    if torch.version.hip:
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] >= 8
 
 
 def pick_dtype(device=None):
@@ -168,6 +177,13 @@ def fused_kernels_missing(device, model=None) -> str | None:
         return f"they need CUDA, and this run is on {device.type}"
     if importlib.util.find_spec("liger_kernel") is None:
         return "liger-kernel is not installed (pip install liger-kernel)"
+    import torch
+
+    if not torch.version.hip:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        if major < 7:  # Triton builds no kernels for Pascal and older
+            return f"their Triton kernels need a GPU of compute capability 7.0 or newer (this one is {major}.{minor})"
     if model is None:
         return None
     from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
@@ -301,12 +317,26 @@ def load_tokenizer(model_path: str | os.PathLike):
     return tokenizer
 
 
-def default_attn_implementation(device) -> str:
-    """flash_attention_2 on CUDA when flash-attn is installed (packed samples use its varlen path), else sdpa."""
+def default_attn_implementation(device, dtype=None) -> str:
+    """flash_attention_2 where it runs (packed samples use its varlen path), else sdpa: on CUDA, with
+    flash-attn installed and importable, on an Ampere or newer card (flash-attn 2 refuses older ones at
+    the first forward), in fp16 or bf16 (it has no fp32 kernels; `dtype` None: the device's own).
+    load_base falls back to sdpa for a model type that has no flash-attention path."""
+    import torch
+
     device = _as_device(device)
-    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attention_2"
-    return "sdpa"
+    if device.type != "cuda" or torch.version.hip or importlib.util.find_spec("flash_attn") is None:
+        return "sdpa"
+    if (dtype or pick_dtype(device)) not in (torch.float16, torch.bfloat16):
+        return "sdpa"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if torch.cuda.get_device_capability(index)[0] < 8:
+        return "sdpa"
+    try:
+        from transformers.utils import is_flash_attn_2_available
+    except ImportError:  # pragma: no cover - an older transformers
+        return "sdpa"
+    return "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
 
 
 def quiet_known_notices() -> None:
@@ -351,9 +381,18 @@ def load_base(
         kwargs["attn_implementation"] = attn_implementation
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
+    if qconfig is not None or device.type == "cuda":
+        # straight onto the GPU: loaded in RAM first, an 8B model needs 16 GB of it before moving over
         kwargs["device_map"] = {"": device}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+        except (ValueError, ImportError):
+            if kwargs.get("attn_implementation") != "flash_attention_2":
+                raise
+            # a model type without a flash-attention path (or a flash-attn that fails to import): sdpa
+            kwargs["attn_implementation"] = "sdpa"
+            model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
     except (RuntimeError, MemoryError) as e:
         if not out_of_memory(e):
             raise
@@ -363,7 +402,7 @@ def load_base(
         ) from None
     except damaged_file_types() as e:
         raise UserError(f"could not load the model in {model_path}: {brief(e)}") from None
-    if qconfig is None:
+    if "device_map" not in kwargs:
         model.to(device)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))

@@ -651,7 +651,9 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # a run saved on more GPUs than this machine has: the ones here take theirs, not an IndexError
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int):
@@ -769,6 +771,10 @@ def train(
     """Train an adapter as `cfg` says; see the module docstring. Raises UserError on bad input or OOM."""
     plan = check(cfg)
     device = modeling.pick_device(cfg.device)
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)  # NCCL, DDP and anything else that takes "the current GPU": this one
     dist = _Dist(device)
     emit = (on_progress if dist.main else None) or (lambda d: None)
     try:
@@ -869,10 +875,9 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     without padding on the CPU, the scored last layer, the fused LoRA forward and kernels)."""
     import torch
 
-    attn = modeling.default_attn_implementation(device)
-    use_flash = attn == "flash_attention_2"
     quantized = cfg.load_in_4bit or cfg.load_in_8bit
     dtype = modeling.training_dtype(device, cfg.precision, quantized)
+    attn = modeling.default_attn_implementation(device, dtype)  # 4-bit layers give back their input's dtype
     model, tokenizer = modeling.load_base(
         plan.model_path,
         load_in_4bit=cfg.load_in_4bit,
@@ -882,6 +887,8 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
         attn_implementation=attn,
         dtype=dtype,
     )
+    attn = getattr(model.config, "_attn_implementation", None) or attn  # load_base may have fallen back
+    use_flash = attn == "flash_attention_2"
     n_virtual = cfg.num_virtual_tokens if cfg.method == "prompt_tuning" else 0
     cutoff, note = modeling.fit_cutoff(cfg.cutoff_len, model, n_virtual)
     if note:
