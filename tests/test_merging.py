@@ -117,6 +117,15 @@ def test_nothing_there_is_lost(layout, monkeypatch):
         assert (out / "notes.txt").read_text() == "mine" and (out / "tiny-llama-bob-Q8_0.gguf").read_bytes() == b"GGUF"
         assert "kept what else was in it: notes.txt, tiny-llama-bob-Q8_0.gguf (a GGUF of the earlier merge" \
             in result.summary()
+        # a merge killed after putting the new merge in place, before the user's files followed from the
+        # earlier one: the next merge (or any) brings them over before it removes the earlier one
+        shutil.copytree(out, models / ".tiny-llama-bob.old-999999")
+        (out / "notes.txt").unlink()
+        (out / "tiny-llama-bob-Q8_0.gguf").unlink()
+        result = merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
+        assert result.kept == ["notes.txt", "tiny-llama-bob-Q8_0.gguf"]
+        assert (out / "tiny-llama-bob-Q8_0.gguf").read_bytes() == b"GGUF"
+        assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]
         # a merge of this adapter is not given it again (its changes doubled: noise), nor merged into again
         with pytest.raises(UserError, match="already holds adapter 'bob' .merge_lora.py merged it into tiny-llama."):
             merge(MergeConfig(model_name="tiny-llama-bob", lora_name="bob", output_name="twice"))

@@ -184,8 +184,9 @@ def _pid_alive(pid: int) -> bool:
 
 def _tidy(out: Path) -> None:
     """What killed merges left (`.NAME.tmp-PID` half written, which the webui would list as a model): this
-    name's (none runs: we hold its lock), and other names' whose process is gone. A merge killed between
-    its two renames had set the earlier merge aside as `.NAME.old-PID`: it goes back."""
+    name's (none runs: we hold its lock), and other names' whose process is gone. A merge killed after
+    setting the earlier merge aside as `.NAME.old-PID` and before putting the new one in its place: the
+    earlier one goes back; killed after, the user's own files in it (a GGUF) join the new one."""
     for left in sorted(out.parent.iterdir()):
         m = _LEFTOVER.fullmatch(left.name)
         if not m or not left.is_dir() or (m.group(1) != out.name and _pid_alive(int(m.group(3)))):
@@ -193,8 +194,21 @@ def _tidy(out: Path) -> None:
         target = out.parent / m.group(1)
         if m.group(2) == "old" and not target.exists():
             os.replace(left, target)
-        else:
-            shutil.rmtree(left, ignore_errors=True)
+            continue
+        if m.group(2) == "old":
+            _move_users_entries(left, target)
+        shutil.rmtree(left, ignore_errors=True)
+
+
+def _move_users_entries(old: Path, out: Path) -> list[str]:
+    """What the user put in an earlier merge's folder (see _users_entries) moves to the new merge `out`; the
+    names moved. Never into a merge's temporary folder: a merge killed there would take it with it."""
+    moved = []
+    for name in _users_entries(old):
+        if not (out / name).exists():
+            os.replace(old / name, out / name)
+            moved.append(name)
+    return moved
 
 
 def merge(cfg: MergeConfig, log=None) -> MergeResult:
@@ -226,12 +240,12 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
         replaced = p.out.exists()
         kept = []
         if replaced:
-            kept = _users_entries(p.out)  # a GGUF converted into the folder, notes: they stay with it
-            for name in kept:
-                os.replace(p.out / name, tmp / name)
+            # the earlier merge aside, the new one in, then what the user put in the earlier one (a GGUF
+            # converted into the folder, notes) over to it: killed at any point, _tidy finishes the job
             old = root / f".{p.out.name}.old-{os.getpid()}"
             os.replace(p.out, old)
             os.replace(tmp, p.out)
+            kept = _move_users_entries(old, p.out)
             sync_folder(root, files=False)
             shutil.rmtree(old, ignore_errors=True)
         else:
