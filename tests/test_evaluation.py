@@ -191,6 +191,20 @@ def test_a_report_never_replaces_the_users_files_and_takes_its_old_curve_with_it
     assert write_report(res, lora)["replaced"] and not (lora / "loss_curve.png").exists()
     (lora / "eval.json").unlink()  # an earlier report's eval.md alone (its eval.json deleted) is still ours
     assert write_report(res, lora)["replaced"] is None
+    # a loss_curve.png of the user's, with no report of ours beside it, is neither replaced nor removed
+    for f in ("eval.json", "eval.md"):
+        (lora / f).unlink()
+    (lora / "loss_curve.png").write_bytes(b"\x89PNG my own plot")
+    with pytest.raises(UserError, match=r"loss_curve.png: not written by evaluate_lora.py, .*move it out"):
+        check_report_place(lora)
+    assert (lora / "loss_curve.png").read_bytes() == b"\x89PNG my own plot"
+    # one an evaluation drew says so, and is replaced
+    (lora / "training_log.json").write_text(json.dumps({"steps": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]}))
+    (lora / "loss_curve.png").unlink()
+    write_report(res, lora)
+    (lora / "eval.json").unlink()
+    (lora / "eval.md").unlink()
+    assert write_report(res, lora)["loss_curve"] == lora / "loss_curve.png"
 
 
 def test_a_report_that_cannot_be_written_is_one_line(result, tmp_path, monkeypatch):

@@ -786,7 +786,7 @@ def loss_curve_png(log: dict) -> bytes | None:
         ax.legend()
         fig.tight_layout()
         out = io.BytesIO()
-        fig.savefig(out, format="png")
+        fig.savefig(out, format="png", metadata={"Software": _PNG_SOFTWARE})
     finally:
         plt.close(fig)
     return out.getvalue()
@@ -834,6 +834,17 @@ def render_markdown(result: dict, loss_png: str | None = None) -> str:
 
 
 _MD_TITLE = "# Evaluation of adapter `"  # eval.md's first words (render_markdown)
+_PNG_SOFTWARE = "dialogue_lora evaluate_lora.py"  # loss_curve.png's Software field (a tEXt chunk before the image)
+
+
+def _our_png(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return _PNG_SOFTWARE.encode() in f.read(4096)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def _earlier_report(lora_path: Path) -> dict | None:
@@ -860,6 +871,12 @@ def _earlier_report(lora_path: Path) -> dict | None:
     if not ours:  # the user's notes under that name
         raise UserError(f"{md}: not written by evaluate_lora.py, and the report is written there: move it out "
                         "of the adapter's folder (it is never replaced)")
+    png = lora_path / "loss_curve.png"
+    # beside an earlier report it is that report's (whose curves, before they were marked, are not); else
+    # it must say it is one of ours: the user's own plot is neither replaced nor removed
+    if earlier is None and not _our_png(png):
+        raise UserError(f"{png}: not written by evaluate_lora.py, and the report's loss curve is written there: "
+                        "move it out of the adapter's folder (it is never replaced)")
     return earlier
 
 
