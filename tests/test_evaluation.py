@@ -377,6 +377,14 @@ def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
                                  similarity=False, meteor=False))  # a bare name, as lora_finetune.py -d takes
     assert "--name Alice not used: every sample names its character" in result["notes"]
     assert not any(n.startswith("--name Alice is not a character") for n in result["notes"])
+    # samples that name no one are cued by --name in the casing the adapter learnt, as chat.py cues it
+    unnamed = [{"conversations": [{"from": "human", "value": r["input"].rsplit("\n", 1)[0]},
+                                  {"from": "gpt", "value": r["output"]}]} for r in bob_records(2, 5)]
+    (layout / "user_data" / "training" / "datasets" / "unnamed.json").write_text(json.dumps(unnamed), encoding="utf-8")
+    result = evaluate(EvalConfig("tiny-llama", "bob", dataset="unnamed", name=" bob ", max_new_tokens=2,
+                                 similarity=False, meteor=False))
+    assert all(s["prompt"].endswith("\nBob:") for s in result["samples"]), [s["prompt"] for s in result["samples"]]
+    assert not any(n.startswith("--name") for n in result["notes"])
 
 
 def test_an_adapter_on_a_model_with_another_adapter_merged_in_is_said(layout):

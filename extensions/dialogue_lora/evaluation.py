@@ -496,6 +496,8 @@ def _evaluate(
         records = records[: cfg.max_samples]
     records, reworded = with_instruction(records, params.get("instruction"))
     name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
+    # a character it learnt, in its casing (`bob` is cued `Bob:`, as training cued it and chat.py does)
+    name = next((c for c in characters if name and c.casefold() == " ".join(name.split()).casefold()), name)
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
 
     _progress(on_progress, stage="load", done=0, total=1)
@@ -592,7 +594,7 @@ def _evaluate(
     unnamed = any(not (isinstance(r, dict) and r.get("name")) for r in records)  # whom --name cues
     if cfg.name and not unnamed:
         notes.append(f"--name {cfg.name} not used: every sample names its character")
-    elif cfg.name and characters and cfg.name.casefold() not in {c.casefold() for c in characters}:
+    elif cfg.name and characters and name not in characters:  # `name`: --name as learnt where it was
         notes.append(f"--name {cfg.name} is not a character the adapter learnt ({', '.join(characters)}): samples "
                      "without a name of their own were cued with a name it never answered to")
     if reworded:
