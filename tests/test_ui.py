@@ -725,6 +725,16 @@ def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
         values = restore[0](None, None)
         assert (values[:3] == ["tiny-llama", "bob.json", "bob"]) is restored, state
         assert restored or all(isinstance(v, dict) for v in values)
+    # a page built when tiny-llama was the only model starts at it, after a reload too, when a merge has
+    # added a second model since (no default now): still a fresh form
+    job.running, job.state = True, "running"
+    app = build_app(StandaloneHost({}))
+    monkeypatch.setattr(TabLogic, "default_model", lambda self: None)
+    tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "2. Train")
+    restore = [app.fns[d["id"]].fn for d in app.config["dependencies"]
+               if [tab._id, "select"] in [list(t) for t in d["targets"]] and len(d["inputs"]) == 2]
+    assert restore[0]("tiny-llama", None)[:3] == ["tiny-llama", "bob.json", "bob"]
+    assert all(isinstance(v, dict) for v in restore[0]("other-llama", None))  # being filled in: untouched
 
 
 def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):

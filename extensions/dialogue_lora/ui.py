@@ -1146,7 +1146,9 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
             # no run to show: an empty model field gets the model loaded since the page was built
             keep = [gr.update()] * (2 + len(setting_inputs))
             return [gr.update() if model_v else gr.update(value=logic.default_model()), *keep]
-        if dataset_v or (model_v and model_v != logic.default_model()):  # not the model a fresh form starts with
+        # a model a fresh form does not start with: the one the page was built with (a reload shows that,
+        # even when the folder has gained models since), or the default now
+        if dataset_v or (model_v and model_v not in (model.value, logic.default_model())):
             return [gr.update()] * (3 + len(setting_inputs))
         c = job.config
         return [c.get("model_name"), Path(str(c.get("dataset_name", ""))).name, c.get("lora_name"), *form_values(c)]
@@ -1212,7 +1214,7 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
             return
         # a fresh page (its model field empty or at the default it starts with): show what the evaluation is
         # of, once
-        fresh = not adapter_v and (not model_v or model_v == logic.default_model())
+        fresh = not adapter_v and (not model_v or model_v in (ev_model.value, logic.default_model()))
         for row in follow_evaluation(job):
             yield [*row, *(evaluation_fields(job) if fresh else [gr.update()] * 4)]
             fresh = False
