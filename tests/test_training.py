@@ -1006,10 +1006,14 @@ def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path)
         (loras / ".lk.lock").write_text(str(trainer.pid))
         with pytest.raises(UserError, match=rf"adapter 'lk' is being trained \(process {trainer.pid}\) and has no saved adapter yet"):
             resolve_adapter("lk", loras)
+        (loras / "lk" / "checkpoint-3").mkdir(parents=True)  # its first checkpoints: still training, not unfinished
+        with pytest.raises(UserError, match=rf"adapter 'lk' is being trained \(process {trainer.pid}\)"):
+            resolve_adapter("lk", loras)
     finally:
         trainer.kill()
         trainer.wait()
-    with pytest.raises(UserError, match="adapter 'lk' not found"):  # a lock its process left behind says nothing
+    # a lock its process left behind says nothing: the checkpoints are an unfinished run's
+    with pytest.raises(UserError, match="lk holds the checkpoints of an unfinished run.*--resume"):
         resolve_adapter("lk", loras)
 
 

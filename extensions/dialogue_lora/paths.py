@@ -203,6 +203,10 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
             return c.resolve()
     found = list_adapters(lora_dir)
     listing = _listing(found, lora_dir, "adapters")
+    trainer = _training_pid(lora_dir, str(name))
+    if trainer:  # its first save is still to come (its checkpoints may be there already)
+        raise UserError(f"adapter {str(name)!r} is being trained (process {trainer}) and has no saved adapter yet: "
+                        f"wait for it to finish; {listing}")
     for c in (lora_dir / str(name), Path(name)):
         if c.is_dir():  # there, but not (yet) an adapter: say which, rather than "not found"
             if any(p.name.startswith(CHECKPOINT_PREFIX) for p in c.iterdir()):
@@ -210,10 +214,6 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
                                 f"yet: unless it is still training, finish it with lora_finetune.py ... -l {shell_word(c.name)} --resume; "
                                 f"{listing}")
             raise UserError(f"adapter folder {c} holds no adapter (no {_ADAPTER_MARKER}); {listing}")
-    trainer = _training_pid(lora_dir, str(name))
-    if trainer:  # its first save is still to come
-        raise UserError(f"adapter {str(name)!r} is being trained (process {trainer}) and has no saved adapter yet: "
-                        f"wait for it to finish; {listing}")
     hint = closest(Path(name).name, found)
     hint = f" (did you mean {hint!r}?)" if hint else ""
     raise UserError(f"adapter {str(name)!r} not found{hint}; {listing}{interrupted_save(lora_dir, str(name))}")
