@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info(session.help_text())
     if not interactive and hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 become U+FFFD below
-        sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
+        sys.stdin.reconfigure(encoding="utf-8-sig", errors="surrogateescape")  # -sig: a BOM (Notepad's) is no text
     lines = _read_interactive(args.user) if interactive else (line.rstrip("\n") for line in sys.stdin)
     try:
         for line in lines:

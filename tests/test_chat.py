@@ -70,6 +70,10 @@ def test_piped_bytes_that_are_not_utf8_under_a_strict_locale(layout):
                        cwd=layout, capture_output=True, timeout=300, env=env)
     assert p.returncode == 0 and b"Traceback" not in p.stderr, p.stderr
     assert len(p.stdout.splitlines()) == 2
+    # a file saved with a BOM (Windows Notepad): its first line is still a command
+    p = subprocess.run(p.args, input=b"\xef\xbb\xbf/quit\nHello\n", cwd=layout, capture_output=True, timeout=300,
+                       env=env)
+    assert p.returncode == 0 and p.stdout == b"", (p.stdout, p.stderr)
 
 
 @pytest.mark.slow

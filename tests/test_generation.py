@@ -256,6 +256,14 @@ def test_chat_session_keeps_the_last_rounds_in_training_format():
     assert seen[1] == "Bob: reply 1 (ignored)\nAlice: Where is the boat?\nBob:"  # 2 turns: the oldest dropped
 
 
+def test_chat_session_leaves_an_empty_reply_out_of_the_conversation():
+    seen = []
+    s = ChatSession(["Bob"], "Alice", rounds=5)
+    assert s.handle("hi", lambda p: (seen.append(p), ("", True))[1]) == (["Bob:"], [])  # shown as it came
+    s.handle("again", lambda p: (seen.append(p), ("Yes?", True))[1])
+    assert seen[1] == "Alice: hi\nAlice: again\nBob:"  # no `Bob: ` turn, which training never has
+
+
 def test_chat_session_puts_an_alpaca_adapters_instruction_first():
     seen, fn = _echo()
     s = ChatSession(["Bob"], "Alice", rounds=2, instruction="Continue the dialogue as {name}.")

@@ -81,7 +81,9 @@ def build_prompt(turns: Iterable[Turn], name: str) -> str:
 def chat_prompt(history: Sequence[Turn], name: str, rounds: int, instruction: str | None = None) -> str:
     """The prompt for the next reply in a live chat: the last `rounds` turns, then the cue; after the
     `instruction` line (`{name}` filled in) when the adapter learnt one (alpaca samples: instruction_template)."""
-    recent = list(history)[-rounds:] if rounds > 0 else []
+    # an empty turn (`Bob: `, a reply that was only a newline) is in no training sample: prepare drops them
+    said = [(s, t) for s, t in history if one_line(t)]
+    recent = said[-rounds:] if rounds > 0 else []
     prompt = build_prompt(recent, name)
     return f"{instruction.replace('{name}', name)}\n{prompt}" if instruction else prompt  # as record_segments joins them
 
