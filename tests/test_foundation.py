@@ -233,6 +233,7 @@ def test_a_killed_writers_temporary_file_is_cleared_by_the_next_write(tmp_path):
         ("Alice: hi\nBob: yo\n", "not a prepared dataset .*turns raw dialogue into one"),
         ('{\n "guild": {},\n "messages": [{"author": {"name": "A"}, "content": "hi"}]\n}', "turns a Discord export"),
         ('{"guild": {}, "messages": [{"author": {"name": "A"}, "content": "hi"}]}\n', "turns a Discord export"),
+        ('{"adapter": "bob", "evaluated_at": "2026-12-02", "samples": []}', r"an evaluation's report .*give the dataset"),
     ],
 )
 def test_load_records_errors(tmp_path, content, message):

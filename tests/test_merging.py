@@ -65,6 +65,8 @@ def test_the_merged_model_answers_as_the_adapter(layout):
     assert record["base_model"] == "tiny-llama" and record["adapter"] == "bob" and record["characters"] == ["Bob"]
     card = (result.output_dir / "README.md").read_text(encoding="utf-8")
     assert "You: Hello there.\nBob:\n" in card and f'convert_hf_to_gguf.py "{result.output_dir}"' in card
+    assert "`chat.py -m tiny-llama-bob` prompts it so" in card
+    assert "`chat.py -m \"my bob\"` prompts" in merging.model_card(record, result.output_dir.with_name("my bob"))
     assert record["files"] == sorted(p.name for p in result.output_dir.iterdir())  # what a later merge replaces
     # the tokenizer is the base's, byte for byte
     base_dir = models / "tiny-llama"

@@ -301,6 +301,9 @@ def load_records(path: str | os.PathLike) -> Records:
         records = [records]
     if len(records) == 1 and _is_discord_export(records[0]):  # pretty-printed or on one line
         raise UserError(raw_dialogue.replace("raw dialogue", "a Discord export"))
+    if len(records) == 1 and isinstance(records[0], dict) and {"evaluated_at", "samples"} <= set(records[0]):
+        raise UserError(f"{path}: an evaluation's report (evaluate_lora.py's eval.json), not samples: give the "
+                        "dataset, or the adapter's heldout.json")
     records = Records(records, path, lines)
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import UserError, brief, join_problems
 from .fileio import atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, sync_folder
-from .paths import CHECKPOINT_PREFIX, check_name, resolve_adapter, resolve_dirs, resolve_model
+from .paths import CHECKPOINT_PREFIX, check_name, resolve_adapter, resolve_dirs, resolve_model, shell_word
 
 MERGE_FILE = "dialogue_lora_merge.json"
 DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -370,7 +370,7 @@ reply per line (stop generating at the newline):
 {example}
 ```
 
-`chat.py -m {out.name}` prompts it so (the characters and the instruction come from dialogue_lora_merge.json).
+`chat.py -m {shell_word(out.name)}` prompts it so (the characters and the instruction come from dialogue_lora_merge.json).
 In text-generation-webui, the Dialogue LoRA tab's *4. Use* section does it too (*Character chat*, *Stop at
 newline*; the character and the instruction come from the same record), with this model loaded by any loader.
 
