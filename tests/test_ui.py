@@ -361,6 +361,11 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     assert prompts == ["Continue the dialogue as Carol.\nAlice: Hi\nCarol:"]
     logic.use(None, "bob")  # one that records no context turns: the default again, not the previous adapter's
     assert params["rounds"] == 5
+    # on a model it was not trained on (a merge of another Bob adapter, of the same shape): said
+    (lora / "training_parameters.json").write_text(json.dumps({"name": "Bob", "base_model": "tiny-llama"}))
+    assert logic.use("tiny-llama", "bob") == "Applied bob."
+    assert logic.use("tiny-llama-bob", "bob") == ("Applied bob. Note: bob was trained on tiny-llama, not on "
+                                                  "tiny-llama-bob: its replies may not be what it learnt")
 
 
 def test_an_adapter_names_its_base_model_and_its_characters(webui_root):

@@ -763,6 +763,13 @@ class TabLogic:
         self.host.params["instruction"] = (recorded[1].get("instruction") or None) if recorded else None
         self._use_turns(recorded[1].get("context_turns") if recorded else None)
         self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
+        from .generation import recorded_base
+
+        base = Path(str(recorded_base(recorded[0]) or "")).name if recorded else ""
+        current = model or self.host.in_use()[0]
+        if base and current and Path(str(current)).name != base:  # the same shape (checked), other weights
+            message += (f" Note: {adapter} was trained on {base}, not on {current}: its replies may not be "
+                        "what it learnt")
         return message
 
     def chat_name(self, name: str | None) -> str:
