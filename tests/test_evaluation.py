@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from extensions.dialogue_lora.errors import Interrupted, UserError
-from extensions.dialogue_lora.evaluation import (EvalConfig, check_report_place, evaluate, format_table, samples_line,
-                                                 write_report)
+from extensions.dialogue_lora.evaluation import (EvalConfig, check_report_place, evaluate, format_table,
+                                                 render_markdown, samples_line, write_report)
 
 from lora_helpers import alice_records, bob_records, one_thread, shared_adapter, subprocess_env
 
@@ -198,6 +198,9 @@ def test_a_report_never_replaces_the_users_files_and_takes_its_old_curve_with_it
     with pytest.raises(UserError, match=r"loss_curve.png: not written by evaluate_lora.py, .*move it out"):
         check_report_place(lora)
     assert (lora / "loss_curve.png").read_bytes() == b"\x89PNG my own plot"
+    (lora / "eval.md").write_text(render_markdown(res, "loss_curve.png"), encoding="utf-8")
+    check_report_place(lora)  # beside an earlier report's eval.md (its eval.json deleted): that report's curve
+    (lora / "eval.md").unlink()
     # one an evaluation drew says so, and is replaced
     (lora / "training_log.json").write_text(json.dumps({"steps": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]}))
     (lora / "loss_curve.png").unlink()

@@ -315,3 +315,12 @@ def test_webui_host_applies_adapters_with_transformers_only(fake_webui):
     # applied again (retrained since): off first, so the webui reads it anew instead of skipping it
     assert host.use_adapter(None, "bob") == "Applied bob to tiny."
     assert lora.calls == [["bob"], [], ["bob"]]
+
+
+def test_the_readmes_settings_table_lists_every_param():
+    """settings.yaml sets only the keys `params` has (the webui's apply_settings): the table says no more, no less."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `dialogue_lora-(\w+)` \|", readme, re.M))
+    assert documented == set(script.params) - {"is_tab"}

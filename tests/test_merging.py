@@ -128,6 +128,20 @@ def test_nothing_there_is_lost(layout, monkeypatch):
         assert result.kept == ["notes.txt", "tiny-llama-bob-Q8_0.gguf"]
         assert (out / "tiny-llama-bob-Q8_0.gguf").read_bytes() == b"GGUF"
         assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]
+        # one cut off while removing the earlier merge (its record gone first): what is left is the merge's
+        # own, and stays out of the new one (a model.safetensors beside shards would be loaded instead)
+        (models / ".tiny-llama-bob.old-999999").mkdir()
+        (models / ".tiny-llama-bob.old-999999" / "model-00001-of-00002.safetensors").write_bytes(b"old")
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
+        assert not (out / "model-00001-of-00002.safetensors").exists()
+        assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", "tiny-llama-bob"]
+        # a file of the user's under a name the new merge writes (the earlier one did not): both are kept
+        record = json.loads((out / MERGE_FILE).read_text(encoding="utf-8"))
+        (out / MERGE_FILE).write_text(json.dumps(dict(record, files=[f for f in record["files"] if f != "README.md"])))
+        (out / "README.md").write_text("my notes")
+        result = merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
+        assert "README.md.yours" in result.kept and (out / "README.md.yours").read_text() == "my notes"
+        assert (out / "README.md").read_text(encoding="utf-8").startswith("# tiny-llama-bob")
         # a merge of this adapter is not given it again (its changes doubled: noise), nor merged into again
         with pytest.raises(UserError, match="already holds adapter 'bob' .merge_lora.py merged it into tiny-llama."):
             merge(MergeConfig(model_name="tiny-llama-bob", lora_name="bob", output_name="twice"))

@@ -1214,6 +1214,7 @@ def test_low_quality_counts_a_cjk_character_as_two(tmp_path):
     from extensions.dialogue_lora.dialogue import text_width
 
     assert text_width("thanks") == 6 and text_width("谢谢你帮我") == 10 and text_width("ｈｉ!") == 5
+    assert text_width("😂😂😂") == 3 and text_width("好。") == 3  # emoji and CJK punctuation: wide, no letters
     # 16 characters, 32 columns: a message, not a short one; the same count of Latin letters is short
     cjk = "今天的会议改到下午三点了你知道吗"
     kept = export(tmp_path, [msg(1, "Alex", cjk), msg(2, "Sam", "好的")], "cjk.json")

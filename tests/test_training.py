@@ -1001,9 +1001,15 @@ def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path)
     loras.mkdir()
     with pytest.raises(UserError, match="adapter 'lk' not found"):
         resolve_adapter("lk", loras)
-    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    (loras / ".lk.lock").write_text(str(os.getppid()))  # a killed run's file, its pid another process's now
+    with pytest.raises(UserError, match="adapter 'lk' not found"):
+        resolve_adapter("lk", loras)
+    hold = ("import sys, time; from pathlib import Path; from extensions.dialogue_lora.fileio import held_lock\n"
+            "with held_lock(Path(sys.argv[1]), str):\n print('held', flush=True); time.sleep(60)")
+    trainer = subprocess.Popen([sys.executable, "-c", hold, str(loras / ".lk.lock")], stdout=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[1], text=True)
     try:
-        (loras / ".lk.lock").write_text(str(trainer.pid))
+        assert trainer.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=rf"adapter 'lk' is being trained \(process {trainer.pid}\) and has no saved adapter yet"):
             resolve_adapter("lk", loras)
         (loras / "lk" / "checkpoint-3").mkdir(parents=True)  # its first checkpoints: still training, not unfinished

@@ -345,7 +345,7 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
 
 
 def text_width(text: str) -> int:
-    """Length in columns: a wide character (Chinese, Japanese, Korean, fullwidth forms) counts two.
+    """Length in columns: a wide letter (Chinese, Japanese, Korean, fullwidth forms) counts two.
 
     Length thresholds were set on Latin text, where a word is five letters or so; a CJK character says
     as much as a few of them (`谢谢你帮我` is `thanks for helping me`), so counted as one, a chat in
@@ -353,7 +353,9 @@ def text_width(text: str) -> int:
     """
     if text.isascii():
         return len(text)
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    # letters only: emoji are wide too, and a row of them is no longer a message for it
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" and unicodedata.category(c)[0] == "L" else 1
+               for c in text)
 
 
 def speaker_name(raw: str, stats: ReadStats | None = None, emoji: bool = True) -> str:

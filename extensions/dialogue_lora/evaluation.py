@@ -866,17 +866,18 @@ def _earlier_report(lora_path: Path) -> dict | None:
     try:
         with open(md, encoding="utf-8", errors="replace") as f:
             ours = f.read(len(_MD_TITLE)) == _MD_TITLE
+        md_ours = ours
     except FileNotFoundError:
-        ours = True
+        ours, md_ours = True, False
     except OSError:
-        ours = False
+        ours = md_ours = False
     if not ours:  # the user's notes under that name
         raise UserError(f"{md}: not written by evaluate_lora.py, and the report is written there: move it out "
                         "of the adapter's folder (it is never replaced)")
     png = lora_path / "loss_curve.png"
-    # beside an earlier report it is that report's (whose curves, before they were marked, are not); else
-    # it must say it is one of ours: the user's own plot is neither replaced nor removed
-    if earlier is None and not _our_png(png):
+    # beside an earlier report (its eval.json or its eval.md) it is that report's (whose curves, before
+    # they were marked, are not); else it must say it is one of ours: the user's own plot stays
+    if earlier is None and not md_ours and not _our_png(png):
         raise UserError(f"{png}: not written by evaluate_lora.py, and the report's loss curve is written there: "
                         "move it out of the adapter's folder (it is never replaced)")
     return earlier

@@ -379,6 +379,26 @@ def held_lock(path: Path, busy: Callable[[str], str]):
         os.close(fd)  # and the lock with it
 
 
+def lock_holder(path: Path) -> str | None:
+    """Whether a held_lock on `path` is held now: the holder's process id ("" when unreadable), or None when
+    no process holds it (no file, or one a killed run left, whose pid may belong to another process since).
+    Trying the lock holds it for an instant: a run starting at that very moment would be told it is busy."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        if _try_lock(fd):
+            return None  # closing the descriptor releases it
+        try:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        except OSError:  # Windows refuses to read a locked range
+            holder = ""
+        return holder if holder.isdigit() else ""
+    finally:
+        os.close(fd)
+
+
 def samples_sha256(records: list[dict]) -> str:
     """The samples' content, whatever the file's layout (indentation, key order, .json or .jsonl)."""
     digest = hashlib.sha256()

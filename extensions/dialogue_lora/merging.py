@@ -195,20 +195,27 @@ def _tidy(out: Path) -> None:
         if m.group(2) == "old" and not target.exists():
             os.replace(left, target)
             continue
-        if m.group(2) == "old":
+        # without its record, an earlier merge's folder is one whose removal was cut off: the user's files
+        # had gone over before (what is left is the merge's own, which must not join the new one)
+        if m.group(2) == "old" and read_merge_record(left):
             _move_users_entries(left, target)
         shutil.rmtree(left, ignore_errors=True)
 
 
 def _move_users_entries(old: Path, out: Path) -> list[str]:
     """What the user put in an earlier merge's folder (see _users_entries) moves to the new merge `out`; the
-    names moved. Never into a merge's temporary folder: a merge killed there would take it with it."""
+    names they have there. Never into a merge's temporary folder: a merge killed there would take it with it.
+    A name the new merge wrote itself (a file it did not write before) keeps the merge's, and the user's
+    goes beside it as `NAME.yours`."""
     moved = []
     for name in _users_entries(old):
-        if not (out / name).exists():
-            os.replace(old / name, out / name)
-            moved.append(name)
-    return moved
+        target, n = name, 1
+        while (out / target).exists():
+            target = f"{name}.yours" if n == 1 else f"{name}.yours-{n}"
+            n += 1
+        os.replace(old / name, out / target)
+        moved.append(target)
+    return sorted(moved)
 
 
 def merge(cfg: MergeConfig, log=None) -> MergeResult:

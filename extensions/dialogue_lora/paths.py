@@ -204,8 +204,9 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
     found = list_adapters(lora_dir)
     listing = _listing(found, lora_dir, "adapters")
     trainer = _training_pid(lora_dir, str(name))
-    if trainer:  # its first save is still to come (its checkpoints may be there already)
-        raise UserError(f"adapter {str(name)!r} is being trained (process {trainer}) and has no saved adapter yet: "
+    if trainer is not None:  # its first save is still to come (its checkpoints may be there already)
+        by = f" (process {trainer})" if trainer else ""
+        raise UserError(f"adapter {str(name)!r} is being trained{by} and has no saved adapter yet: "
                         f"wait for it to finish; {listing}")
     for c in (lora_dir / str(name), Path(name)):
         if c.is_dir():  # there, but not (yet) an adapter: say which, rather than "not found"
@@ -220,13 +221,9 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
 
 
 def _training_pid(lora_dir: Path, name: str) -> str | None:
-    """The process id in a training run's lock for adapter `name` (`.NAME.lock`, written by the run that
-    holds it) when that process is alive; None otherwise. Read only: a lookup never takes the lock."""
-    try:
-        pid = (lora_dir / f".{name}.lock").read_text(encoding="ascii", errors="replace").strip()
-        if not pid.isdigit() or int(pid) == os.getpid():
-            return None
-        os.kill(int(pid), 0)
-    except (OSError, ValueError, OverflowError):  # no lock, no such process (or not ours to signal)
-        return None
-    return pid
+    """The process id of the training run that holds adapter `name`'s lock (`.NAME.lock`) now ("" when it
+    cannot be read); None when no run holds it (a killed run's file, whose pid may be reused, says nothing)."""
+    from .fileio import lock_holder
+
+    holder = lock_holder(lora_dir / f".{name}.lock")
+    return None if holder is None or holder == str(os.getpid()) else holder

@@ -23,6 +23,7 @@ params = {
     "rounds": 5,  # context turns in that prompt (prepare_dataset's --rounds)
     "character": "",  # the character's name in that prompt; empty: the webui's bot name (Character tab)
     "instruction": "",  # a line before the dialogue: what an adapter trained on alpaca samples saw there
+    "temperature": 0.7,  # the Use section's quick test (generation.DEFAULT_TEMPERATURE); the Chat tab has its own
 }
 
 

@@ -58,6 +58,9 @@ def history_turns(rows, name1: str, name2: str) -> list[tuple[str, str]]:
     """The webui's history["internal"] rows ([user, reply, ...]) as (speaker, text) turns, oldest first."""
     turns: list[tuple[str, str]] = []
     for row in rows or []:
+        meta = row[3] if len(row) > 3 else None
+        if isinstance(meta, dict) and meta.get("role") == "system":  # the API's system message mid-chat: no one's line
+            continue
         user = (row[0] if len(row) > 0 else "") or ""
         reply = (row[1] if len(row) > 1 else "") or ""
         if user.strip() and user != _GREETING_MARK:
