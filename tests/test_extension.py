@@ -189,6 +189,13 @@ def test_character_chat_prompt_continue_and_impersonate():
     assert got == "Alice: Hi Bob!\nBob: Hello\nAlice:"
 
 
+def test_the_apis_system_messages_are_no_ones_line():
+    """The webui's API puts a system message mid-conversation in a row of its own, marked in its metadata."""
+    rows = [["Hi Bob!", "Hello Alice.", "", {}], ["Keep replies short.", "", "", {"role": "system"}]]
+    got = webui.character_chat_prompt("Coming tonight?", _state(rows), 5, history={"internal": rows})
+    assert got == "Alice: Hi Bob!\nBob: Hello Alice.\nAlice: Coming tonight?\nBob:"
+
+
 def test_character_chat_off_defers_to_the_webui(monkeypatch):
     monkeypatch.setitem(script.params, "character_chat", False)
     calls = []
