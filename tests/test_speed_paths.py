@@ -395,3 +395,13 @@ def test_load_base_falls_back_to_sdpa_where_flash_attention_is_refused(tiny_mode
     import (here: not installed): the model loads with sdpa, which training then reads off its config."""
     model, _ = modeling.load_base(tiny_model_dir, device="cpu", attn_implementation="flash_attention_2")
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_full_gpu_is_known_by_each_of_its_errors():
+    import torch
+
+    assert modeling.out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert modeling.out_of_memory(torch.AcceleratorError("CUDA error: out of memory"))
+    assert modeling.out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate`"))
+    assert modeling.out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory"))
+    assert not modeling.out_of_memory(RuntimeError("CUDA error: device-side assert triggered"))

@@ -289,7 +289,9 @@ def out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (MemoryError, *oom_error_types())):
         return True
     text = str(error)
-    return isinstance(error, RuntimeError) and ("DefaultCPUAllocator" in text or "can't allocate memory" in text)
+    # a nearly full card also fails as "CUDA error: out of memory" (torch.AcceleratorError) or in cuBLAS's workspace
+    return isinstance(error, RuntimeError) and any(s in text for s in (
+        "DefaultCPUAllocator", "can't allocate memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED"))
 
 
 def damaged_file_types() -> tuple:
