@@ -27,6 +27,9 @@ def test_params_contract():
     assert script.params["display_name"] == "Dialogue LoRA"
     assert script.params["is_tab"] is True
     assert script.params["stop_at_newline"] is True
+    from extensions.dialogue_lora.generation import DEFAULT_TEMPERATURE
+
+    assert script.params["temperature"] == DEFAULT_TEMPERATURE  # a literal there: script.py imports nothing heavy
     for hook in ("setup", "ui", "state_modifier", "custom_generate_chat_prompt"):
         assert callable(getattr(script, hook))
 

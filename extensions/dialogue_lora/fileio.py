@@ -353,12 +353,9 @@ def held_lock(path: Path, busy: Callable[[str], str]):
         except OSError as e:
             raise UserError(f"{path}: cannot create the lock ({e.strerror or e})") from None
         if not _try_lock(fd):
-            try:
-                holder = os.read(fd, 32).decode("ascii", "replace").strip()
-            except OSError:  # Windows refuses to read a locked range
-                holder = ""
+            holder = _holder(fd)
             os.close(fd)
-            raise UserError(busy(holder if holder.isascii() and holder.isdigit() else ""))
+            raise UserError(busy(holder))
         try:
             current = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:
@@ -388,15 +385,18 @@ def lock_holder(path: Path) -> str | None:
     except OSError:
         return None
     try:
-        if _try_lock(fd):
-            return None  # closing the descriptor releases it
-        try:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip()
-        except OSError:  # Windows refuses to read a locked range
-            holder = ""
-        return holder if holder.isdigit() else ""
+        return None if _try_lock(fd) else _holder(fd)  # closing the descriptor releases a lock it took
     finally:
         os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """The process id written in a lock file another process holds; "" when it cannot be read."""
+    try:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip()
+    except OSError:  # Windows refuses to read a locked range
+        return ""
+    return holder if holder.isascii() and holder.isdigit() else ""
 
 
 def samples_sha256(records: list[dict]) -> str:

@@ -45,14 +45,28 @@ def pick_device(prefer: str | None = None):
             raise UserError(f"--device {prefer}: {missing}; use --device cpu, or leave --device out to pick the best there is")
         if device.type == "cuda" and device.index is None:
             # under torchrun each process has its own GPU: a bare "cuda" would put every one on GPU 0
-            device = torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
+            device = _own_gpu()
         return device
     if torch.cuda.is_available():
-        return torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
+        return _own_gpu()
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _own_gpu():
+    """This process's GPU: its local rank's under torchrun, else the first."""
+    import torch
+
+    return torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
+
+
+def _capability(device) -> tuple[int, int]:
+    """A CUDA device's compute capability (the current GPU's for a bare "cuda")."""
+    import torch
+
+    return torch.cuda.get_device_capability(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def device_missing(device) -> str | None:
@@ -91,10 +105,7 @@ def bf16_supported(device) -> bool:
     device = _as_device(device)
     if device.type != "cuda":
         return False
-    if torch.version.hip:
-        return True
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return torch.cuda.get_device_capability(index)[0] >= 8
+    return bool(torch.version.hip) or _capability(device)[0] >= 8
 
 
 def pick_dtype(device=None):
@@ -180,8 +191,7 @@ def fused_kernels_missing(device, model=None) -> str | None:
     import torch
 
     if not torch.version.hip:
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        major, minor = torch.cuda.get_device_capability(index)
+        major, minor = _capability(device)
         if major < 7:  # Triton builds no kernels for Pascal and older
             return f"their Triton kernels need a GPU of compute capability 7.0 or newer (this one is {major}.{minor})"
     if model is None:
@@ -331,8 +341,7 @@ def default_attn_implementation(device, dtype=None) -> str:
         return "sdpa"
     if (dtype or pick_dtype(device)) not in (torch.float16, torch.bfloat16):
         return "sdpa"
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if torch.cuda.get_device_capability(index)[0] < 8:
+    if _capability(device)[0] < 8:
         return "sdpa"
     try:
         from transformers.utils import is_flash_attn_2_available
