@@ -6,8 +6,10 @@ tests/screenshots/ (git-ignored). Never runs `playwright install`: it uses /usr/
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from extensions.dialogue_lora.ui import DEFAULT_DATASET_NAME
 
@@ -185,12 +188,27 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     page.locator("img[src^='data:image/webp'], img[src^='data:image/png']").first.wait_for(timeout=30_000)
     shot(page, "3-trained.png")
 
-    # 3. Use: the adapter is listed; load it with the base model
+    # 3. Use: the adapter is listed; load it with the base model. A copy said to be trained in 4 bits
+    # (QLoRA) ticks 'Load in 4-bit' when picked, so that its base fits the card it was trained on.
+    loras = webui_root / "user_data" / "loras"
+    shutil.copytree(loras / "bob", loras / "bob4")
+    params = json.loads((loras / "bob4" / "training_parameters.json").read_text(encoding="utf-8"))
+    (loras / "bob4" / "training_parameters.json").write_text(json.dumps(dict(params, load_in_4bit=True)))
     page.get_by_role("tab", name="4. Use").click()
     page.get_by_label("Base model", exact=True).last.click()
     page.get_by_role("option", name="tiny-llama").click()
+    four, eight = (page.get_by_label(label, exact=True).last for label in ("Load in 4-bit", "Load in 8-bit"))
+    assert not four.is_checked() and not eight.is_checked()
     page.get_by_label("Adapter", exact=True).last.click()
-    page.get_by_role("option", name="bob").click()
+    page.get_by_role("option", name="bob4").click()
+    expect(four).to_be_checked()
+    eight.check()  # one at a time
+    expect(four).not_to_be_checked()
+    four.check()
+    expect(eight).not_to_be_checked()
+    page.get_by_label("Adapter", exact=True).last.click()
+    page.get_by_role("option", name="bob", exact=True).click()
+    expect(four).not_to_be_checked()  # bob was trained unquantised
     page.get_by_role("button", name="Load adapter").click()
     page.get_by_text("Loaded tiny-llama + bob for chat.").wait_for()
     assert page.get_by_label("Character name").input_value() == "Bob"
@@ -199,7 +217,6 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     # Merge: the adapter picked above into a model folder, the base model filled in from the adapter
     page.get_by_text("Merge into a model").click()
     assert page.get_by_label("Base model (the adapter's)").input_value() == "tiny-llama"
-    from playwright.sync_api import expect
 
     expect(page.get_by_label("Merged model name")).to_have_attribute("placeholder", "tiny-llama-bob")
     page.get_by_role("button", name="Merge", exact=True).click()

@@ -330,7 +330,7 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     """After "Apply adapter" the webui's Chat tab cues the adapter's character (params["character"]),
     whatever the bot's name in the webui's Character tab."""
     class Applied(StandaloneHost):
-        def use_adapter(self, model, adapter):
+        def use_adapter(self, model, adapter, **quantization):
             return f"Applied {adapter}."
 
     lora = webui_root / "user_data" / "loras" / "bob"
@@ -958,3 +958,73 @@ def test_the_quick_tests_temperature_is_read_within_the_slider():
     assert ui.use_temperature({"temperature": "0.3"}) == 0.3  # settings.yaml
     assert ui.use_temperature({"temperature": 9}) == ui.MAX_TEMPERATURE and ui.use_temperature({"temperature": -1}) == 0
     assert ui.use_temperature({"temperature": "hot"}) == ui.use_temperature({"temperature": float("nan")}) == ui.DEFAULT_TEMPERATURE
+
+
+def _save_lora(base_dir: Path, out: Path, params: dict) -> None:
+    """A LoRA adapter of the tiny model saved as training saves one, with `params` as its settings."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj", "v_proj"]))
+    model.save_pretrained(out)
+    (out / "training_parameters.json").write_text(json.dumps(params), encoding="utf-8")
+
+
+def test_evaluate_and_use_load_the_base_as_the_adapter_was_trained(webui_root, monkeypatch):
+    """An adapter trained with 'Load in 4-bit' (QLoRA on an 8-12 GB card) would not fit that card with its
+    base unquantised: the tab's Evaluate and Use tick the box as it was trained, and pass it on."""
+    pytest.importorskip("bitsandbytes")
+    loras = webui_root / "user_data" / "loras"
+    base = webui_root / "user_data" / "models" / "tiny-llama"
+    _save_lora(base, loras / "q", {"name": "Bob", "base_model": "tiny-llama", "load_in_4bit": True})
+    (loras / "elsewhere").mkdir()
+    (loras / "elsewhere" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    logic = TabLogic(StandaloneHost({}, resolve_dirs(webui_root)))
+    assert logic.trained_quantization("q") == (True, False)
+    assert logic.trained_quantization("elsewhere") is None  # not recorded: the boxes stay as they are
+    assert logic.trained_quantization(NO_ADAPTER) is None
+
+    # Use (standalone): the base is loaded quantised, and the message says so
+    assert logic.use("tiny-llama", "q", True, False) == "Loaded tiny-llama + q for chat (the base in 4 bits)."
+    import bitsandbytes as bnb
+
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in logic.host._loaded.model.modules())
+    assert logic.host.reply("Alice: Hi\nBob:") is not None
+    assert logic.use("tiny-llama", "q") == "Loaded tiny-llama + q for chat."  # unticked: unquantised
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in logic.host._loaded.model.modules())
+
+    # Evaluate: the boxes go into the job's settings; both at once is refused in the tab's words
+    started = []
+    monkeypatch.setattr(jobs, "start", lambda kind, config: started.append((kind, config)))
+    (webui_root / "user_data" / "training" / "datasets" / "held.json").write_text(
+        json.dumps([{"input": "Alice: Hi\nBob:", "output": " Hello."}]), encoding="utf-8")
+    logic.start_evaluation("tiny-llama", "q", "held.json", 5, True, False)
+    assert started[-1][0] == "evaluate"
+    assert (started[-1][1]["load_in_4bit"], started[-1][1]["load_in_8bit"]) == (True, False)
+    with pytest.raises(UserError) as e:
+        logic.start_evaluation("tiny-llama", "q", "held.json", 5, True, True)
+    assert ui._error_text(e.value) == "⚠️ 'Load in 4-bit' and 'Load in 8-bit' cannot be used together"
+
+
+def test_a_failed_load_gives_its_memory_back(webui_root, monkeypatch):
+    """A model load that ran out of memory: the chat model is gone, and the memory the half-loaded weights
+    held is freed once the error no longer holds them (else the GPU cache is kept from training)."""
+    import sys
+
+    from extensions.dialogue_lora import generation, host
+
+    freed = []
+    monkeypatch.setattr(host, "_free_memory", lambda: freed.append(sys.exc_info()[0]))
+
+    def out_of_memory(*args, **kwargs):
+        raise UserError("out of memory loading tiny-llama: try --load_in_4bit (or --load_in_8bit), or a smaller model")
+
+    monkeypatch.setattr(generation, "load_for_generation", out_of_memory)
+    logic = TabLogic(StandaloneHost({}, resolve_dirs(webui_root)))
+    with pytest.raises(UserError) as e:
+        logic.use("tiny-llama", NO_ADAPTER)
+    assert e.value.__context__ is None  # not chained to the error whose frames held the weights
+    assert freed == [None, None]  # before the load, and after it failed, outside any except clause
+    assert logic.host.in_use() == ("", []) and logic.host.loaded_name == ""
+    assert ui._error_text(e.value).startswith("⚠️ out of memory loading tiny-llama: try 'Load in 4-bit'")

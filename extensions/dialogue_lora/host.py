@@ -22,6 +22,14 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _free_memory() -> None:
+    """Give the memory of a model dropped (or half loaded) back: to Python, and the GPU's to other processes."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 class Host:
     """The tab's view of where it runs. Subclasses say how models are loaded and used."""
 
@@ -41,6 +49,7 @@ class Host:
         return "No model is loaded."
 
     def use_adapter(self, model: str | None, adapter: str) -> str:
+        """Apply `adapter` (a host that loads its own model takes `load_in_4bit`/`load_in_8bit` too)."""
         raise NotImplementedError
 
     def in_use(self) -> tuple[str, list[str]]:
@@ -82,13 +91,11 @@ class StandaloneHost(Host):
                 return "No model is loaded."
             self._loaded = None
             name, self._in_use = self.loaded_name, ("", [])
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        _free_memory()
         return f"Unloaded {name}."
 
-    def use_adapter(self, model: str | None, adapter: str | None) -> str:
+    def use_adapter(self, model: str | None, adapter: str | None, *, load_in_4bit: bool = False,
+                    load_in_8bit: bool = False) -> str:
         if not model:
             raise UserError("pick a base model")
         from .generation import load_for_generation
@@ -97,10 +104,21 @@ class StandaloneHost(Host):
         with self._lock:
             self._loaded = None  # free the previous model before loading the next
             self._in_use = ("", [])
-            gc.collect()
-            self._loaded = load_for_generation(model, adapter or None, model_dir=dirs.models, lora_dir=dirs.loras)
+            _free_memory()
+            failed = None
+            try:
+                self._loaded = load_for_generation(model, adapter or None, model_dir=dirs.models, lora_dir=dirs.loras,
+                                                   load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
+            except UserError as e:  # out of memory among them
+                failed = str(e)
+            if failed is not None:
+                # here, not in the except clause: the error's frames hold the half-loaded weights until it is
+                # gone, and the GPU memory they leave cached would be kept from the next training run
+                _free_memory()
+                raise UserError(failed)
             self._in_use = (model, [adapter] if adapter else [])
-        return f"Loaded {self.loaded_name} for chat."
+        bits = " (the base in 4 bits)" if load_in_4bit else " (the base in 8 bits)" if load_in_8bit else ""
+        return f"Loaded {self.loaded_name} for chat{bits}."
 
     def in_use(self) -> tuple[str, list[str]]:
         return self._in_use

@@ -548,13 +548,14 @@ class TabLogic:
     def heldout_choices(self) -> list[str]:
         return ["(the adapter's held-out split)"] + self.datasets()
 
-    def start_evaluation(self, model, adapter, heldout, max_samples) -> jobs.Job:
+    def start_evaluation(self, model, adapter, heldout, max_samples, load_in_4bit=False, load_in_8bit=False) -> jobs.Job:
         dirs = self.host.dirs()
         if not model or not adapter:
             raise self.no_model() if not model and not self.models() else UserError("pick a base model and an adapter")
         config = {
             "model_name": str(model), "lora_name": picked_name(adapter, dirs.loras, "adapter name"),
             "model_dir": str(dirs.models), "lora_dir": str(dirs.loras), "max_samples": int(max_samples or 0),
+            "load_in_4bit": bool(load_in_4bit), "load_in_8bit": bool(load_in_8bit),
         }
         if heldout and heldout in self.datasets():
             config["dataset"] = str(dirs.datasets / heldout)
@@ -670,6 +671,15 @@ class TabLogic:
         """The base model an adapter was trained on, when it is one in the models folder."""
         return self._base(self._recorded(adapter))
 
+    def trained_quantization(self, adapter: str | None) -> tuple[bool, bool] | None:
+        """(load_in_4bit, load_in_8bit) as the adapter was trained: Evaluate and Use load its base the same
+        way when it is picked, so that a model that fitted the card in training fits there too (unquantised,
+        a 4-bit-trained 8B needs 16 GB more). None when its settings do not say (trained elsewhere)."""
+        recorded = self._recorded(adapter)
+        if recorded is None or not ({"load_in_4bit", "load_in_8bit"} & recorded[1].keys()):
+            return None
+        return bool(recorded[1].get("load_in_4bit")), bool(recorded[1].get("load_in_8bit"))
+
     def adapter_facts(self, adapter: str | None) -> tuple[str, str | None, str]:
         """(character, base model, characters note) of an adapter, its settings read once: the character it
         was trained for (its recorded name, else the cue of its held-out samples), and for an adapter
@@ -736,14 +746,19 @@ class TabLogic:
         known = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 0
         self.host.params["rounds"] = min(max(recorded, 1), MAX_USE_TURNS) if known else DEFAULT_USE_TURNS
 
-    def use(self, model, adapter) -> str:
+    def use(self, model, adapter, load_in_4bit=False, load_in_8bit=False) -> str:
+        """Apply `adapter` to the webui's model, or (standalone) load `model` with it, 4-/8-bit if asked."""
         adapter = _adapter(adapter)
         if not adapter and not (self.host.own_model and model):  # the standalone app loads a model alone too
             if self.host.own_model and not model and not self.models():
                 raise self.no_model()
             raise UserError("pick a base model (and an adapter)" if self.host.own_model else "pick an adapter")
-        message = self.host.use_adapter(model, picked_name(adapter, self.host.dirs().loras, "adapter name")
-                                        if adapter else None)
+        adapter = picked_name(adapter, self.host.dirs().loras, "adapter name") if adapter else None
+        if self.host.own_model:  # the webui's model is loaded as its Model tab says
+            message = self.host.use_adapter(model, adapter, load_in_4bit=bool(load_in_4bit),
+                                            load_in_8bit=bool(load_in_8bit))
+        else:
+            message = self.host.use_adapter(model, adapter)
         self.host.params["character_chat"] = True
         self.host.params["stop_at_newline"] = True
         if not adapter:  # a model merge_lora.py wrote says what its adapter learnt; any other, nothing
@@ -860,8 +875,7 @@ def build_tab(host) -> dict:
                         [prep.report, prep.status, train.dataset, train.adapter_name])
 
     def adapter_lists():  # a run that ended has made or changed an adapter
-        names = logic.adapters()
-        return dd_update(names), dd_update(names)
+        return dd_update(logic.adapters()), dd_update(use.adapters())  # Use's with its "(none: …)" choice
 
     for event in (train.started, train.watched):
         event.then(adapter_lists, None, [ev.adapter, use.adapter])
@@ -1185,6 +1199,24 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     return SimpleNamespace(dataset=dataset, adapter_name=adapter_name, started=started, watched=watched)
 
 
+def _quantization_boxes(gr, logic: TabLogic, adapter, visible: bool = True) -> tuple:
+    """'Load in 4-bit' and 'Load in 8-bit' (the training form's words, which the out-of-memory advice names)
+    for a section that loads its own base model: ticked as the picked adapter was trained, one at a time."""
+    four = gr.Checkbox(label="Load in 4-bit", value=False, visible=visible, min_width=120,
+                       info="less memory; set as the adapter was trained")
+    eight = gr.Checkbox(label="Load in 8-bit", value=False, visible=visible, min_width=120, info="less memory")
+
+    def as_trained(adapter_v):
+        trained = logic.trained_quantization(adapter_v)
+        return (gr.update(), gr.update()) if trained is None else trained
+
+    # .change: an adapter set by a page reload or a finished training run is one picked too
+    adapter.change(as_trained, adapter, [four, eight])
+    four.input(lambda v: False if v else gr.update(), four, eight)
+    eight.input(lambda v: False if v else gr.update(), eight, four)
+    return four, eight
+
+
 def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     """3. Evaluate: base model against adapter on held-out samples, in its own process."""
     with gr.Row():
@@ -1194,6 +1226,7 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
                               value=logic.heldout_choices()[0])
         ev_max = gr.Number(label="Max samples (0: all)", value=50)
     with gr.Row():
+        ev_4bit, ev_8bit = _quantization_boxes(gr, logic, ev_adapter)
         ev_btn = gr.Button("Evaluate base vs adapter", variant="primary")
         ev_stop = gr.Button("Stop", variant="stop")
         ev_refresh = gr.Button("Refresh lists", size="sm")
@@ -1206,9 +1239,9 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     def follow_evaluation(job):
         yield from _follow(job, logic.evaluation_tables)
 
-    def on_evaluate(model_v, adapter_v, data_v, max_v):
+    def on_evaluate(model_v, adapter_v, data_v, max_v, four_v, eight_v):
         try:
-            job = logic.start_evaluation(model_v, adapter_v, data_v, max_v)
+            job = logic.start_evaluation(model_v, adapter_v, data_v, max_v, four_v, eight_v)
         except EXPECTED as e:
             yield [], [], _error_text(e)
             return
@@ -1236,7 +1269,8 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     ev_adapter.input(lambda a, m: (gr.update() if m else (logic.base_of(a) or gr.update()), logic.heldout_choices()[0]),
                      [ev_adapter, ev_model], [ev_model, ev_data])
     ev_outputs = [ev_metrics, ev_samples, ev_status]
-    ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max], ev_outputs, concurrency_limit=None)
+    ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max, ev_4bit, ev_8bit], ev_outputs,
+                 concurrency_limit=None)
     ev_stop.click(lambda: logic.stop_evaluation(), None, ev_status)  # the run's own status follows when it ends
 
     def eval_lists():
@@ -1313,6 +1347,8 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         use_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None,
                                 visible=host.own_model)
         use_adapter = gr.Dropdown(label="Adapter", choices=use_adapters(), value=None)
+        # the standalone app loads the base itself; the webui's model is loaded as its Model tab says
+        use_4bit, use_8bit = _quantization_boxes(gr, logic, use_adapter, visible=host.own_model)
         use_btn = gr.Button("Load adapter" if host.own_model else "Apply adapter", variant="primary")
         use_refresh = gr.Button("Refresh lists", size="sm")
     use_status = gr.Markdown()  # what is in use (or why not)
@@ -1336,14 +1372,14 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     test_btn = gr.Button("Reply")
     test_out = gr.Textbox(label="The character's reply (one line)", interactive=False)  # not the button's word
 
-    def on_use(model_v, adapter_v):
+    def on_use(model_v, adapter_v, four_v, eight_v):
         try:
-            message = logic.use(model_v, adapter_v)
+            message = logic.use(model_v, adapter_v, four_v, eight_v)
         except EXPECTED as e:
             return _error_text(e), gr.update(), gr.update(), gr.update(), gr.update()
         return message, True, True, params.get("character", ""), int(params.get("rounds", 5))
 
-    use_btn.click(on_use, [use_model, use_adapter], [use_status, char_chat, newline_stop, char_name, use_rounds])
+    use_btn.click(on_use, [use_model, use_adapter, use_4bit, use_8bit], [use_status, char_chat, newline_stop, char_name, use_rounds])
     # .input: the user's pick, not the value set when the section opens (which would undo a typed name)
     def on_use_adapter(adapter_v, model_v):
         character, base, note = logic.adapter_facts(adapter_v)
@@ -1386,5 +1422,5 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     test_btn.click(on_test, [test_in, char_name, user_name, use_rounds, use_temp], test_out)
     test_in.submit(on_test, [test_in, char_name, user_name, use_rounds, use_temp], test_out)
     _merge_part(gr, logic, use_adapter, use_tab)
-    return SimpleNamespace(adapter=use_adapter, char_name=char_name, user_name=user_name, rounds=use_rounds,
+    return SimpleNamespace(adapter=use_adapter, adapters=use_adapters, char_name=char_name, user_name=user_name, rounds=use_rounds,
                            temperature=use_temp, status=use_status)
