@@ -937,6 +937,48 @@ def test_memory_running_out_is_one_line_on_the_cpu_too(env, monkeypatch):
         modeling.load_base(env / "models" / "tiny", device="cpu")
 
 
+def test_memory_running_out_mid_run_keeps_the_steps_trained(env, monkeypatch):
+    """Out of memory at hour three (a long batch, another program taking the card): the steps trained so
+    far are saved as a checkpoint, which --resume continues once memory is freed."""
+    import torch
+
+    from extensions.dialogue_lora import batching
+
+    small = env / "oom.json"
+    small.write_text(json.dumps(bob_records(40, 3)))
+    common = dict(dataset_name=str(small), batch_size=4, epochs=2, val_ratio=0, seed=7, save_minutes=0)
+    real = batching.loss_sum
+    calls = {"n": 0}
+
+    def loss_sum(*args, **kwargs):  # one call per step (no --grad_accum): the 6th step's runs out
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batching, "loss_sum", loss_sum)
+    with pytest.raises(UserError) as e:
+        train(make_cfg(env, lora_name="oom", **common))
+    checkpoint = env / "loras" / "oom" / "checkpoint-5"
+    assert str(e.value).startswith(f"out of memory on cpu at step 6: the 5 steps trained are saved in {checkpoint} "
+                                   "(an adapter you can use already)")
+    assert "go on with --resume, or train anew (--overwrite) with --load_in_4bit, a smaller --batch_size" in str(e.value)
+    assert (checkpoint / "adapter_model.safetensors").is_file()
+    # again at once, from that checkpoint: it is the one named, not saved again
+    calls["n"] = 5
+    with pytest.raises(UserError, match="at step 6: the 5 steps trained are saved in .*checkpoint-5 "):
+        train(make_cfg(env, lora_name="oom", resume=True, **common))
+    monkeypatch.setattr(batching, "loss_sum", real)
+    done = train(make_cfg(env, lora_name="oom", resume=True, **common))
+    assert not done.stopped and done.step == 20 and (env / "loras" / "oom" / "adapter_model.safetensors").is_file()
+    # with nothing trained yet there is nothing to keep: the advice alone, as before
+    calls["n"] = 5  # the first step's call is the one that runs out
+    monkeypatch.setattr(batching, "loss_sum", loss_sum)
+    with pytest.raises(UserError, match=r"^out of memory on cpu: try --load_in_4bit"):
+        train(make_cfg(env, lora_name="oom0", **common))
+    assert not (env / "loras" / "oom0").exists()
+
+
 def test_a_linked_adapter_folder_is_refused_before_training(env, tmp_path):
     """The final save swaps folders by renames: a link would be replaced by a folder, and from another disk
     the user's files could not follow (the finished adapter was left in a hidden folder)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import gc
 import json
 import math
 import os
@@ -787,11 +788,7 @@ def train(
     except (RuntimeError, MemoryError) as e:
         if not modeling.out_of_memory(e):
             raise
-        lighter = "fewer --num_virtual_tokens, " if cfg.method == "prompt_tuning" else ""
-        raise UserError(
-            f"out of memory on {device}: try {lighter}--load_in_4bit, a smaller --batch_size or --cutoff_len "
-            "(with --grad_accum to keep the effective batch), or --gradient_checkpointing on"
-        ) from None
+        raise UserError(f"out of memory on {device}: try {_memory_advice(cfg)}") from None
     finally:
         dist.close()
 
@@ -1096,16 +1093,26 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             # process with --grad_accum gives, and as the loss is logged
             n_all = n_group if dist.world == 1 else dist.sum([float(n_group)], device)[0]
             step_loss, step_tokens = 0.0, 0
-            for k, batch in enumerate(collated):
-                sync = k == len(collated) - 1 or dist.world == 1
-                ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
-                with ctx:
-                    with autocast():
-                        loss, n = score(ddp_model, batch)
-                    scaled = loss * dist.world / max(n_all, 1)
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                step_loss += float(loss.detach())
-                step_tokens += batch["n_tokens"]
+            ran_out = False
+            try:
+                for k, batch in enumerate(collated):
+                    sync = k == len(collated) - 1 or dist.world == 1
+                    ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
+                    with ctx:
+                        with autocast():
+                            loss, n = score(ddp_model, batch)
+                        scaled = loss * dist.world / max(n_all, 1)
+                        (scaler.scale(scaled) if scaler else scaled).backward()
+                    step_loss += float(loss.detach())
+                    step_tokens += batch["n_tokens"]
+            except (RuntimeError, MemoryError) as e:
+                # with steps to keep, in one process only: the others of a DDP run would wait for it in
+                # their next collective
+                if step == 0 or dist.world > 1 or not modeling.out_of_memory(e):
+                    raise
+                ran_out = True
+            if ran_out:  # out of the except clause: the error's frames, which held the activations, are gone
+                raise _out_of_memory_mid_run(cfg, step, device, plan, last_saved, optimizer, save_checkpoint)
             if scaler:
                 scaler.unscale_(optimizer)
             if cfg.max_grad_norm:
@@ -1273,6 +1280,31 @@ def _read_checkpoint(path: Path, read):
         fallback = (f"delete it (or move it away) and --resume continues from {older[-1].name}" if older
                     else "no older checkpoint is kept: train anew with --overwrite")
         raise UserError(f"{path}: damaged checkpoint, cannot resume from it ({brief(e)}); {fallback}") from None
+
+
+def _memory_advice(cfg: TrainConfig) -> str:
+    lighter = "fewer --num_virtual_tokens, " if cfg.method == "prompt_tuning" else ""
+    return (f"{lighter}--load_in_4bit, a smaller --batch_size or --cutoff_len (with --grad_accum to keep the "
+            "effective batch), or --gradient_checkpointing on")
+
+
+def _out_of_memory_mid_run(cfg: TrainConfig, step: int, device, plan: Plan, last_saved: int, optimizer,
+                           save_checkpoint) -> UserError:
+    """Memory ran out in a step's forward or backward pass: the weights, optimizer and schedule are still
+    the last step's, so the steps trained so far are saved as a checkpoint (usable as an adapter, and
+    resumable once memory is freed) instead of being lost with the error."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)  # the step's half-made gradients
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    checkpoint = _save_checkpoint_path(plan, step) if last_saved == step else save_checkpoint()
+    return UserError(
+        f"out of memory on {device} at step {step + 1}: the {step} steps trained are saved in {checkpoint} (an "
+        "adapter you can use already); after freeing memory (other programs, a model loaded in the webui) go on "
+        f"with --resume, or train anew (--overwrite) with {_memory_advice(cfg)}"
+    )
 
 
 def _save_checkpoint_path(plan: Plan, step: int) -> Path:
