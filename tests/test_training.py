@@ -937,6 +937,24 @@ def test_memory_running_out_is_one_line_on_the_cpu_too(env, monkeypatch):
         modeling.load_base(env / "models" / "tiny", device="cpu")
 
 
+def test_a_run_moved_between_fp16_and_bf16_cards_resumes_with_a_note(env):
+    """The card picks the half precision (fp16 on a T4, bf16 from Ampere on; older versions recorded bf16
+    on a T4): --precision cannot give the other, so a checkpoint moved between them would never resume."""
+    from extensions.dialogue_lora.training import _half_precision_change, _resume_mismatch
+
+    ckpt = Path("loras/x/checkpoint-7")
+    before = {"method": "lora", "lora_rank": 16, "dtype": "bfloat16", "samples_sha256": "a"}
+    assert _resume_mismatch(ckpt, before, dict(before, dtype="float16")) is None
+    assert _half_precision_change(before, dict(before, dtype="float16")) == (
+        "the run was trained in bfloat16 and goes on in float16, this card's half precision: the losses may "
+        "differ slightly from an uninterrupted run's")
+    assert _half_precision_change(before, before) is None
+    # fp32 is a choice (--precision fp32), and is asked for again
+    assert "--precision gave float32, now bfloat16" in _resume_mismatch(ckpt, dict(before, dtype="float32"), before)
+    assert "--precision gave float16, now float32" in _resume_mismatch(ckpt, dict(before, dtype="float16"),
+                                                                       dict(before, dtype="float32"))
+
+
 def test_memory_running_out_mid_run_keeps_the_steps_trained(env, monkeypatch):
     """Out of memory at hour three (a long batch, another program taking the card): the steps trained so
     far are saved as a checkpoint, which --resume continues once memory is freed."""

@@ -1013,6 +1013,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         if problem:
             raise UserError(problem)
         emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
+        note = _half_precision_change(state.get("settings", {}), settings)
+        if note:
+            emit({"event": "log", "message": note})
         emit({"event": "history", "steps": log.get("steps", [])})  # the loss curve before the stop
     elif cfg.overwrite and plan.out_dir.is_dir():
         # a previous run's checkpoints must not be resumed by mistake, but they are all the user has
@@ -1236,12 +1239,27 @@ def _restore(checkpoint: Path, settings: dict, model, optimizer, scheduler, scal
     return state
 
 
+_HALF = frozenset({"float16", "bfloat16"})
+
+
+def _half_precision_change(before: dict, settings: dict) -> str | None:
+    """A note when a run goes on in the other half precision: the card decides between them (fp16 on a T4
+    or V100, bf16 from Ampere on), so a checkpoint moved between such cards may resume, its adapter and
+    optimizer being fp32 either way. fp32 against either is a choice (--precision) and must match."""
+    was, now = before.get("dtype"), settings.get("dtype")
+    if was == now or not {was, now} <= _HALF:
+        return None
+    return (f"the run was trained in {was} and goes on in {now}, this card's half precision: the losses "
+            "may differ slightly from an uninterrupted run's")
+
+
 def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | None:
     """Why a checkpoint cannot be resumed with these settings (None: it can). Keys missing on either side
     are not compared: check() has no model yet, so no fingerprint or dtype."""
     unused = _UNUSED_BY.get(settings.get("method"), ())  # e.g. the LoRA rank of a prompt-tuning run
     changed = [k for k in _RESUME_KEYS
-               if k in before and k in settings and k not in unused and before[k] != settings[k]]
+               if k in before and k in settings and k not in unused and before[k] != settings[k]
+               and not (k == "dtype" and _half_precision_change(before, settings))]
     if "samples_sha256" not in before and before.get("dataset_sha256") not in (None, settings["dataset_sha256"]):
         changed.append("samples_sha256")  # a checkpoint from before samples were hashed: the file's bytes
     if not changed:
