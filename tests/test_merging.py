@@ -181,6 +181,21 @@ def test_what_cannot_be_merged(layout):
     (pt / "adapter_config.json").write_text(json.dumps({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 8}))
     with pytest.raises(UserError, match="'bob-pt' is prompt tuning, not LoRA"):
         merge(MergeConfig(model_name="tiny-llama", lora_name="bob-pt"))
+    # a model stored quantised (unsloth's -bnb-4bit uploads, GPTQ): PEFT would round the adapter away in
+    # its 4-bit weights, or fail at the write with an empty message
+    models = layout / "user_data" / "models"
+    for name, quantization, said in (
+            ("tiny-bnb-4bit", {"quant_method": "bitsandbytes", "load_in_4bit": True, "load_in_8bit": False},
+             "bitsandbytes 4-bit"),
+            ("tiny-gptq", {"quant_method": "gptq", "bits": 4, "group_size": 128}, "gptq 4-bit"),
+            ("tiny-awq", {"quant_method": "awq"}, "awq")):
+        shutil.copytree(models / "tiny-llama", models / name)
+        config = json.loads((models / name / "config.json").read_text(encoding="utf-8"))
+        (models / name / "config.json").write_text(json.dumps(dict(config, quantization_config=quantization)))
+        with pytest.raises(UserError, match=rf"^model '{name}' is stored quantised \({said}\): the adapter cannot be "
+                                            "merged into its weights; merge it into the full-precision model"):
+            merge(MergeConfig(model_name=name, lora_name="bob"))
+        assert not list(models.glob(f"*{name}-bob*"))
     with pytest.raises(UserError) as e:
         MergeConfig(model_name="", lora_name="bob", dtype="int4", output_name="../up")
     assert str(e.value).startswith("3 problems") and "--dtype" in str(e.value) and "--output_name" in str(e.value)

@@ -128,6 +128,13 @@ def plan(cfg: MergeConfig) -> _Plan:
         raise UserError(f"adapter {adapter_path.name!r} is {kind.lower().replace('_', ' ')}, not LoRA: its "
                         "virtual tokens are not weights that merge into the model; load it as an adapter")
     check_adapter_base(adapter_path, model_path)
+    from .modeling import stored_quantization
+
+    stored = stored_quantization(model_path)
+    if stored:  # PEFT would round the adapter into the quantised weights, or fail to write them back
+        raise UserError(f"model {model_path.name!r} is stored quantised ({stored}): the adapter cannot be merged "
+                        "into its weights; merge it into the full-precision model that one was made from (it fits "
+                        "any model of the same shape), or load the adapter on this one as it is")
     name = cfg.output_name or default_output_name(model_path, adapter_path)
     if cfg.output_name is None:
         try:

@@ -429,6 +429,18 @@ def load_base(
     return model, tokenizer
 
 
+def stored_quantization(model_path) -> str | None:
+    """How a model folder's weights are stored quantised ("bitsandbytes 4-bit", "gptq 4-bit", "awq"), from
+    its config's quantization_config; None for full-precision weights."""
+    config = config_of(model_path)
+    q = config.get("quantization_config") if isinstance(config, dict) else None
+    if not isinstance(q, dict):
+        return None
+    method = str(q.get("quant_method") or "quantised")
+    bits = q.get("bits") or (4 if q.get("load_in_4bit") else 8 if q.get("load_in_8bit") else None)
+    return f"{method} {bits}-bit" if bits else method
+
+
 def config_of(model_or_config):
     """The (text) config of a model, a PEFT model, a config object, a config dict or a model folder (a
     folder's config.json as a dict, whole: see `text_part`)."""
