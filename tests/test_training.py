@@ -937,6 +937,27 @@ def test_memory_running_out_is_one_line_on_the_cpu_too(env, monkeypatch):
         modeling.load_base(env / "models" / "tiny", device="cpu")
 
 
+def test_a_model_stored_in_4_bits_trains_as_a_quantised_one(env, monkeypatch):
+    """An unsloth-style -bnb-4bit upload (its config says quantization_config): it loads quantised without
+    --load_in_4bit, so it is trained as one: on a CPU in fp32 compute, as --load_in_4bit would be."""
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    out = env / "models" / "tiny-bnb-4bit"
+    if not out.exists():
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+        AutoModelForCausalLM.from_pretrained(env / "models" / "tiny", quantization_config=q,
+                                             device_map={"": "cpu"}).save_pretrained(out)
+        AutoTokenizer.from_pretrained(env / "models" / "tiny").save_pretrained(out)
+    assert modeling.stored_quantization(out) == "bitsandbytes 4-bit"
+    assert modeling.stored_quantization(env / "models" / "tiny") is None
+    monkeypatch.setattr(modeling, "cpu_has_bf16", lambda: True)  # a CPU that would train a plain model in bf16
+    result = train(make_cfg(env, model_name="tiny-bnb-4bit", lora_name="stored4", max_steps=2, val_ratio=0))
+    params = json.loads((result.output_dir / "training_parameters.json").read_text())
+    assert result.step == 2 and params["dtype"] == "float32" and params["load_in_4bit"] is False
+
+
 def test_a_run_moved_between_fp16_and_bf16_cards_resumes_with_a_note(env):
     """The card picks the half precision (fp16 on a T4, bf16 from Ampere on; older versions recorded bf16
     on a T4): --precision cannot give the other, so a checkpoint moved between them would never resume."""

@@ -872,7 +872,8 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     without padding on the CPU, the scored last layer, the fused LoRA forward and kernels)."""
     import torch
 
-    quantized = cfg.load_in_4bit or cfg.load_in_8bit
+    # a model stored quantised (an unsloth -bnb-4bit upload) loads as --load_in_4bit would load it
+    quantized = cfg.load_in_4bit or cfg.load_in_8bit or bool(modeling.stored_quantization(plan.model_path))
     dtype = modeling.training_dtype(device, cfg.precision, quantized)
     attn = modeling.default_attn_implementation(device, dtype)  # 4-bit layers give back their input's dtype
     model, tokenizer = modeling.load_base(
