@@ -327,6 +327,44 @@ def test_webui_host_applies_adapters_with_transformers_only(fake_webui):
     assert lora.calls == [["bob"], [], ["bob"]]
 
 
+def test_the_quick_test_takes_the_webuis_generation_lock(fake_webui, monkeypatch):
+    """A chat reply being generated, or the webui's idle timer unloading the model, holds
+    shared.generation_lock: the quick test waits for it (and finds the model gone if it was unloaded)."""
+    import threading
+
+    from extensions.dialogue_lora import generation
+
+    shared, _lora = fake_webui
+    shared.generation_lock = threading.Lock()
+    models = sys.modules["modules.models"]
+    models.last_generation_time = 0.0
+    shared.model, shared.model_name, shared.args.loader = object(), "tiny", "Transformers"
+    monkeypatch.setattr(generation, "generate_reply",
+                        lambda *a, **k: ("Hello." if shared.generation_lock.locked() else "unlocked", True))
+    host = webui.WebuiHost({})
+    assert host.reply("Alice: Hi\nBob:") == "Hello."
+    assert models.last_generation_time > 0  # the idle timer counts the quick test as use
+    assert not shared.generation_lock.locked()
+    # the idle timer holds the lock and unloads the model: the quick test, waiting, then says so
+    shared.generation_lock.acquire()
+    got = []
+
+    def ask():
+        try:
+            got.append(host.reply("Alice: Hi\nBob:"))
+        except UserError as e:
+            got.append(str(e))
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    asking.join(0.3)
+    assert asking.is_alive() and got == []  # waiting for the lock
+    models.unload_model()
+    shared.generation_lock.release()
+    asking.join(5)
+    assert got and got[0].startswith("Load a base model")
+
+
 def test_the_readmes_settings_table_lists_every_param():
     """settings.yaml sets only the keys `params` has (the webui's apply_settings): the table says no more, no less."""
     import re

@@ -7,7 +7,9 @@ file imports anywhere.
 from __future__ import annotations
 
 import ast
+import contextlib
 import sys
+import time
 from pathlib import Path
 
 from . import prompt as fmt
@@ -191,14 +193,21 @@ class WebuiHost(Host):
         return (str(shared.model_name), applied_loras() or []) if shared is not None else ("", [])
 
     def reply(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
-        problem = self.loader_problem()
-        if problem:  # not to be shown as the character's reply
-            raise UserError(problem)
         shared = _shared()
-        from .generation import generate_reply, sampling
+        # the webui's own lock around a generation: a chat reply running now, and its idle timer's unload
+        # (--idle_timeout), wait for the quick test, and it for them
+        lock = getattr(shared, "generation_lock", None) if shared is not None else None
+        with lock if lock is not None else contextlib.nullcontext():
+            problem = self.loader_problem()  # asked once the lock is held: the model may have gone meanwhile
+            if problem:  # not to be shown as the character's reply
+                raise UserError(problem)
+            from .generation import generate_reply, sampling
 
-        reply, _stopped = generate_reply(shared.model, shared.tokenizer, prompt, max_new_tokens=max_new_tokens,
-                                         **sampling(temperature))
+            reply, _stopped = generate_reply(shared.model, shared.tokenizer, prompt, max_new_tokens=max_new_tokens,
+                                             **sampling(temperature))
+            models = sys.modules.get("modules.models")
+            if models is not None and hasattr(models, "last_generation_time"):  # the idle timer counts it
+                models.last_generation_time = time.time()
         return reply
 
 
