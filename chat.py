@@ -168,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
             from transformers import set_seed
 
             set_seed(args.seed)
+    if loaded.adapter_path is not None:  # after the quiet load: said, as the name warning is
+        from extensions.dialogue_lora.generation import quantization_note
+
+        note = quantization_note(loaded.adapter_path, args.load_in_4bit, args.load_in_8bit)
+        if note:
+            print(f"note: {note}", file=sys.stderr, flush=True)
 
     def reply_fn(prompt: str):
         return generate_reply(

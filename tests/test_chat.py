@@ -202,3 +202,24 @@ def test_a_learnt_name_written_with_other_spaces_is_that_character(capsys):
     assert capsys.readouterr().err == ""
     assert chat_cli._as_learnt("Carol", ["Bob"], "adapter x") == "Carol"
     assert "adapter x learnt Bob, not Carol" in capsys.readouterr().err
+
+
+def test_a_base_loaded_otherwise_than_in_training_is_noted(layout, monkeypatch, capsys):
+    """An adapter trained with --load_in_4bit, chatted with on the unquantised base: said once, on stderr."""
+    import io
+    import json
+
+    sys.path.insert(0, str(ROOT))
+    import chat as chat_cli
+
+    for var in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+        monkeypatch.delenv(var, raising=False)
+    params_file = layout / "user_data" / "loras" / "bob" / "training_parameters.json"
+    params = json.loads(params_file.read_text(encoding="utf-8"))
+    params_file.write_text(json.dumps(dict(params, load_in_4bit=True)), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n"))
+    assert chat_cli.main(["-m", "tiny-llama", "-l", "bob", "--name", "Bob", "--max_new_tokens", "2", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1
+    assert captured.err == ("note: bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised "
+                            "here: it takes more memory, and its replies may differ slightly from what it learnt\n")

@@ -390,6 +390,28 @@ def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
     assert not any(n.startswith("--name") for n in result["notes"])
 
 
+def test_a_base_loaded_otherwise_than_in_training_is_said(layout):
+    """A QLoRA adapter scored on the unquantised base: another memory footprint, slightly other replies."""
+    from extensions.dialogue_lora.generation import quantization_note
+
+    lora = layout / "user_data" / "loras" / "bob"
+    params = json.loads((lora / "training_parameters.json").read_text(encoding="utf-8"))
+    assert quantization_note(lora, False, False) is None  # trained unquantised, loaded so
+    (lora / "training_parameters.json").write_text(json.dumps(dict(params, load_in_4bit=True)), encoding="utf-8")
+    result = evaluate(EvalConfig("tiny-llama", "bob", max_samples=1, max_new_tokens=2, similarity=False, meteor=False))
+    assert ("bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised here: it takes "
+            "more memory, and its replies may differ slightly from what it learnt") in result["notes"]
+    assert quantization_note(lora, True, False) is None
+    assert quantization_note(lora, False, True) == ("bob was trained on a 4-bit base (--load_in_4bit) and the base is "
+                                                    "loaded 8-bit here: it takes more memory, and its replies may "
+                                                    "differ slightly from what it learnt")
+    (lora / "training_parameters.json").write_text(json.dumps(dict(params, load_in_4bit=False)), encoding="utf-8")
+    assert quantization_note(lora, True, False) == ("bob was trained on an unquantised base and the base is loaded "
+                                                    "4-bit here: its replies may differ slightly from what it learnt")
+    (lora / "training_parameters.json").write_text(json.dumps({"name": "Bob"}), encoding="utf-8")
+    assert quantization_note(lora, True, False) is None  # trained elsewhere: not known
+
+
 def test_an_adapter_on_a_model_with_another_adapter_merged_in_is_said(layout):
     """The base column was base + the merged adapter, reported as the base."""
     models = layout / "user_data" / "models"

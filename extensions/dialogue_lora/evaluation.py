@@ -463,6 +463,7 @@ def _evaluate(
         check_adapter_base,
         generate_replies,
         load_for_generation,
+        quantization_note,
         read_training_parameters,
         recorded_base,
     )
@@ -501,6 +502,7 @@ def _evaluate(
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
 
     _progress(on_progress, stage="load", done=0, total=1)
+    loaded_as_asked = loaded is None  # with cfg's --load_in_4bit/--load_in_8bit
     if loaded is None:
         loaded = load_for_generation(
             model_path,
@@ -591,6 +593,9 @@ def _evaluate(
         # the same shape (checked), but maybe other weights: the scores are of this pairing
         notes.append(f"{adapter_path.name} was trained on {trained_base}, and is scored "
                      f"on {model_path.name} (of the same shape): the base column is {model_path.name}")
+    quantization = quantization_note(adapter_path, cfg.load_in_4bit, cfg.load_in_8bit) if loaded_as_asked else None
+    if quantization:
+        notes.append(quantization)
     unnamed = any(not (isinstance(r, dict) and r.get("name")) for r in records)  # whom --name cues
     if cfg.name and not unnamed:
         notes.append(f"--name {cfg.name} not used: every sample names its character")

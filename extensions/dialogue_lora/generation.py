@@ -90,6 +90,27 @@ def read_training_parameters(adapter_path: str | os.PathLike) -> dict:
     return params
 
 
+def quantization_note(adapter_path: str | os.PathLike, load_in_4bit: bool, load_in_8bit: bool) -> str | None:
+    """A note when the base is loaded otherwise than the adapter was trained on it (4-bit, 8-bit or
+    unquantised): it needs other memory, and the adapter's replies and scores may differ slightly."""
+    params = read_training_parameters(adapter_path)
+    if not ({"load_in_4bit", "load_in_8bit"} & params.keys()):
+        return None  # trained elsewhere: not known
+
+    def bits(four, eight):
+        return "4-bit" if four else "8-bit" if eight else "unquantised"
+
+    trained, loaded = bits(params.get("load_in_4bit"), params.get("load_in_8bit")), bits(load_in_4bit, load_in_8bit)
+    if trained == loaded:
+        return None
+    flag = {"4-bit": " (--load_in_4bit)", "8-bit": " (--load_in_8bit)"}.get(trained, "")
+    size = {"4-bit": 0, "8-bit": 1, "unquantised": 2}
+    memory = "it takes more memory, and " if size[loaded] > size[trained] else ""
+    article = "an" if trained == "unquantised" else "a"
+    return (f"{Path(adapter_path).name} was trained on {article} {trained} base{flag} and the base is loaded {loaded} "
+            f"here: {memory}its replies may differ slightly from what it learnt")
+
+
 def read_adapter_config(adapter_path: str | os.PathLike) -> dict:
     return _read_json(Path(adapter_path) / "adapter_config.json")
 
