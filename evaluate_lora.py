@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bars and table say what happens
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from extensions.dialogue_lora.evaluation import EvalConfig, evaluate, format_table, samples_line, write_report
+    from extensions.dialogue_lora.evaluation import (EvalConfig, base_loading, evaluate, format_table, samples_line,
+                                                     write_report)
 
     cfg = EvalConfig(
         model_name=args.model_name,
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lora_path = resolve_adapter(cfg.lora_name, resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir).loras)
     written = write_report(result, lora_path)
-    print(f"{result['adapter']} on {result['model']}: {samples_line(result)}")
+    print(f"{result['adapter']} on {result['model']}: {samples_line(result)}{base_loading(result)}")
     print(format_table(result))
     for note in result["notes"]:
         print(f"note: {note}")

@@ -206,9 +206,23 @@ def test_prepare_train_chat_in_the_browser(app_url, page, webui_root):
     expect(four).not_to_be_checked()
     four.check()
     expect(eight).not_to_be_checked()
+    page.get_by_role("button", name="Load adapter").click()
+    page.get_by_text("Loaded tiny-llama + bob4 (the base in 4 bits) for chat.").wait_for()
+    # a reload shows what is loaded, and how (not how the adapter was trained: 8 bits was loaded)
+    eight.check()
+    page.get_by_role("button", name="Load adapter").click()
+    page.get_by_text("Loaded tiny-llama + bob4 (the base in 8 bits) for chat.").wait_for()
+    page.reload()
+    page.get_by_role("tab", name="4. Use").click()
+    page.get_by_text("In use: tiny-llama + bob4 (the base in 8 bits)").wait_for()
+    four, eight = (page.get_by_label(label, exact=True).last for label in ("Load in 4-bit", "Load in 8-bit"))
+    expect(eight).to_be_checked()
+    expect(four).not_to_be_checked()
+    assert page.get_by_label("Adapter", exact=True).last.input_value() == "bob4"
     page.get_by_label("Adapter", exact=True).last.click()
     page.get_by_role("option", name="bob", exact=True).click()
     expect(four).not_to_be_checked()  # bob was trained unquantised
+    expect(eight).not_to_be_checked()
     page.get_by_role("button", name="Load adapter").click()
     page.get_by_text("Loaded tiny-llama + bob for chat.").wait_for()
     assert page.get_by_label("Character name").input_value() == "Bob"

@@ -401,6 +401,12 @@ def test_a_base_loaded_otherwise_than_in_training_is_said(layout):
     result = evaluate(EvalConfig("tiny-llama", "bob", max_samples=1, max_new_tokens=2, similarity=False, meteor=False))
     assert ("bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised here: it takes "
             "more memory, and its replies may differ slightly from what it learnt") in result["notes"]
+    # the report says how the base was loaded: a 4-bit and an unquantised run of one adapter score differently
+    from extensions.dialogue_lora.evaluation import base_loading, render_markdown
+
+    assert base_loading(result) == "" and ", the base in" not in render_markdown(result)
+    result["settings"]["load_in_4bit"] = True
+    assert f"`{result['heldout_file']}`, the base in 4 bits, greedy replies" in render_markdown(result)
     assert quantization_note(lora, True, False) is None
     assert quantization_note(lora, False, True) == ("bob was trained on a 4-bit base (--load_in_4bit) and the base is "
                                                     "loaded 8-bit here: it takes more memory, and its replies may "

@@ -663,6 +663,9 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
         def in_use(self):
             return "tiny-llama", ["bob"]
 
+        def in_use_bits(self):
+            return True, False
+
     params = {"character_chat": False, "stop_at_newline": True}
     app = build_app(Loaded(params))
     params.update(character_chat=True, stop_at_newline=False, character="Bob", rounds=3, temperature=0.2)  # after
@@ -670,10 +673,21 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
     on_select = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]
                  and app.fns[d["id"]].fn.__name__ == "use_view"]
     assert len(on_select) == 1
-    model, adapter, status, chat, newline, name, rounds, temperature = app.fns[on_select[0]["id"]].fn()
+    use_view = app.fns[on_select[0]["id"]].fn
+    model, adapter, four, eight, status, chat, newline, name, rounds, temperature = use_view(None, None)
     assert (chat, newline, name, rounds, temperature) == (True, False, "Bob", 3, 0.2)
-    assert status == "In use: tiny-llama + bob"
+    assert status == "In use: tiny-llama + bob (the base in 4 bits)"
     assert "value" not in model and "value" not in adapter  # not in the (empty) folders: lists only
+    assert (four, eight) == (True, False)  # as it was loaded, not as the adapter was trained
+    # picks made on the page (not loaded yet) stay when the section is opened again; the status is news
+    model, adapter, four, eight, status, *_ = use_view("tiny-llama", "other")
+    assert "value" not in model and "value" not in adapter and four == eight == {"__type__": "update"}
+    assert status == "In use: tiny-llama + bob (the base in 4 bits)"
+    app = build_app(StandaloneHost(params))  # nothing loaded (an Unload in 2. Train): it says so
+    tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "4. Use")
+    use_view = next(app.fns[d["id"]].fn for d in app.config["dependencies"]
+                    if [tab._id, "select"] in [list(t) for t in d["targets"]] and app.fns[d["id"]].fn.__name__ == "use_view")
+    assert use_view("tiny-llama", "bob")[4] == "Nothing is loaded for chat."
 
 
 def test_the_train_form_starts_at_the_loaded_or_only_model(webui_root):
@@ -759,7 +773,24 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
             dep = deps[-1]
     monkeypatch.setattr(jobs, "current", lambda kind: None)
     rows = list(app.fns[dep["id"]].fn(None, None))
-    assert rows and all(len(row) == len(dep["outputs"]) == 7 for row in rows)
+    assert rows and all(len(row) == len(dep["outputs"]) == 9 for row in rows)
+
+    # a reloaded page shows the evaluation's fields, the 4-/8-bit boxes as it loaded the base among them
+    class Stopped:
+        running, state, stopping, events = False, "stopped", False, []
+        config = {"model_name": "tiny-llama", "lora_name": "bob4", "max_samples": 5, "load_in_4bit": False,
+                  "load_in_8bit": True}
+
+        def poll(self):
+            pass
+
+        def last(self, kind):
+            return None
+
+    monkeypatch.setattr(jobs, "current", lambda kind: Stopped())
+    row = next(iter(app.fns[dep["id"]].fn(None, None)))
+    assert row[2] == "Evaluation stopped" and row[3:] == ["tiny-llama", "bob4", "(the adapter's held-out split)", 5,
+                                                          False, True]
 
 
 def test_the_app_refuses_a_taken_port_before_it_says_where_it_serves(capsys):
@@ -986,7 +1017,7 @@ def test_evaluate_and_use_load_the_base_as_the_adapter_was_trained(webui_root, m
     assert logic.trained_quantization(NO_ADAPTER) is None
 
     # Use (standalone): the base is loaded quantised, and the message says so
-    assert logic.use("tiny-llama", "q", True, False) == "Loaded tiny-llama + q for chat (the base in 4 bits)."
+    assert logic.use("tiny-llama", "q", True, False) == "Loaded tiny-llama + q (the base in 4 bits) for chat."
     import bitsandbytes as bnb
 
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in logic.host._loaded.model.modules())

@@ -806,12 +806,20 @@ def samples_line(result: dict) -> str:
     return f"{n} {kind} ({replies} repl{'y' if replies == 1 else 'ies'})"
 
 
+def base_loading(result: dict) -> str:
+    """", the base in 4 bits" when the evaluation loaded it quantised (4-bit and unquantised runs of one
+    adapter score differently: the report says which it is); "" when loaded whole."""
+    settings = result.get("settings") or {}
+    return {(True, False): ", the base in 4 bits", (False, True): ", the base in 8 bits"}.get(
+        (bool(settings.get("load_in_4bit")), bool(settings.get("load_in_8bit"))), "")
+
+
 def render_markdown(result: dict, loss_png: str | None = None) -> str:
     lines = [
         f"{_MD_TITLE}{result.get('adapter')}` on `{result.get('model')}`",
         "",
         f"{samples_line(result)} from "
-        f"`{result.get('heldout_file')}`, greedy replies of at most "
+        f"`{result.get('heldout_file')}`{base_loading(result)}, greedy replies of at most "
         f"{result.get('settings', {}).get('max_new_tokens')} tokens; evaluated {result.get('evaluated_at')}.",
         "",
         markdown_table(result),

@@ -22,6 +22,11 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def bits_words(load_in_4bit: bool = False, load_in_8bit: bool = False) -> str:
+    """" (the base in 4 bits)" for a base loaded quantised; "" for one loaded whole."""
+    return " (the base in 4 bits)" if load_in_4bit else " (the base in 8 bits)" if load_in_8bit else ""
+
+
 def _free_memory() -> None:
     """Give the memory of a model dropped (or half loaded) back: to Python, and the GPU's to other processes."""
     gc.collect()
@@ -56,6 +61,10 @@ class Host:
         """(base model, adapters) in use now: what the Use section shows again after a page reload."""
         return "", []
 
+    def in_use_bits(self) -> tuple[bool, bool]:
+        """(load_in_4bit, load_in_8bit) the model in use was loaded with by this host (the webui's: its own)."""
+        return False, False
+
     def reply(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
         """The model's one-line reply to `prompt`, sampled at `temperature` (0: greedy)."""
         raise NotImplementedError
@@ -71,11 +80,13 @@ class StandaloneHost(Host):
         self._lock = threading.Lock()
         self._loaded = None  # generation.Loaded
         self._in_use: tuple[str, list[str]] = ("", [])  # (model, adapters) of _loaded
+        self._bits = (False, False)  # (load_in_4bit, load_in_8bit) of _loaded
 
     @property
     def loaded_name(self) -> str:
+        """"MODEL + ADAPTER (the base in 4 bits)"; "" when nothing is loaded."""
         model, adapters = self._in_use
-        return " + ".join([model, *adapters]) if model else ""
+        return " + ".join([model, *adapters]) + bits_words(*self._bits) if model else ""
 
     def memory_status(self) -> str:
         if self._loaded is None:
@@ -90,7 +101,7 @@ class StandaloneHost(Host):
             if self._loaded is None:
                 return "No model is loaded."
             self._loaded = None
-            name, self._in_use = self.loaded_name, ("", [])
+            name, self._in_use, self._bits = self.loaded_name, ("", []), (False, False)
         _free_memory()
         return f"Unloaded {name}."
 
@@ -103,7 +114,7 @@ class StandaloneHost(Host):
         dirs = self.dirs()
         with self._lock:
             self._loaded = None  # free the previous model before loading the next
-            self._in_use = ("", [])
+            self._in_use, self._bits = ("", []), (False, False)
             _free_memory()
             failed = None
             try:
@@ -117,11 +128,14 @@ class StandaloneHost(Host):
                 _free_memory()
                 raise UserError(failed)
             self._in_use = (model, [adapter] if adapter else [])
-        bits = " (the base in 4 bits)" if load_in_4bit else " (the base in 8 bits)" if load_in_8bit else ""
-        return f"Loaded {self.loaded_name} for chat{bits}."
+            self._bits = (bool(load_in_4bit), bool(load_in_8bit))
+        return f"Loaded {self.loaded_name} for chat."
 
     def in_use(self) -> tuple[str, list[str]]:
         return self._in_use
+
+    def in_use_bits(self) -> tuple[bool, bool]:
+        return self._bits
 
     def reply(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
         from .generation import generate_reply, sampling

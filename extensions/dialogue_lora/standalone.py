@@ -13,7 +13,7 @@ import sys
 import threading
 
 from .errors import CliParser, UserError
-from .host import StandaloneHost
+from .host import StandaloneHost, bits_words
 from .paths import resolve_dirs
 
 TITLE = "Dialogue LoRA"
@@ -90,7 +90,8 @@ def chat_heading(host, name: str, user: str | None) -> str:
     model, adapters = host.in_use()
     if not model:
         return "Nothing is loaded yet: pick a model (and an adapter) in *Dialogue LoRA → 4. Use* and load it."
-    used = f"`{model}`" + (f" + `{', '.join(adapters)}`" if adapters else " (no adapter)")
+    used = (f"`{model}`" + (f" + `{', '.join(adapters)}`" if adapters else " (no adapter)")
+            + bits_words(*host.in_use_bits()))
     user = (user or "").strip() or "You"
     clash = user.casefold() == name.casefold()
     warning = "  \n⚠️ your name is the character's: change *Your name* in 4. Use" if clash else ""

@@ -20,6 +20,7 @@ from . import jobs
 from .errors import UserError
 from .fileio import holds_samples
 from .generation import DEFAULT_TEMPERATURE
+from .host import bits_words
 from .paths import (check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model)
 
@@ -602,8 +603,10 @@ class TabLogic:
                    for s in result.get("samples", [])[:20]]
         notes = tab_words("; ".join(result.get("notes") or []))
         n = result.get('n_replies', len(samples))
-        status = f"{n} {'reply' if n == 1 else 'replies'} from {result.get('heldout_file')}; report in " \
-                 f"{end.get('eval_md')}" + (f"\n\n{notes}" if notes else "")
+        from .evaluation import base_loading
+
+        status = f"{n} {'reply' if n == 1 else 'replies'} from {result.get('heldout_file')}{base_loading(result)}; " \
+                 f"report in {end.get('eval_md')}" + (f"\n\n{notes}" if notes else "")
         return metrics, samples, status
 
     # -- Merge (in 4. Use) ------------------------------------------------------------------------
@@ -1201,17 +1204,19 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
 
 def _quantization_boxes(gr, logic: TabLogic, adapter, visible: bool = True) -> tuple:
     """'Load in 4-bit' and 'Load in 8-bit' (the training form's words, which the out-of-memory advice names)
-    for a section that loads its own base model: ticked as the picked adapter was trained, one at a time."""
-    four = gr.Checkbox(label="Load in 4-bit", value=False, visible=visible, min_width=120,
-                       info="less memory; set as the adapter was trained")
-    eight = gr.Checkbox(label="Load in 8-bit", value=False, visible=visible, min_width=120, info="less memory")
+    for a section that loads its own base model: ticked as the adapter picked was trained, one at a time."""
+    info = "less memory; an adapter picked sets it as it was trained"
+    four = gr.Checkbox(label="Load in 4-bit", value=False, visible=visible, min_width=120, info=info)
+    eight = gr.Checkbox(label="Load in 8-bit", value=False, visible=visible, min_width=120, info=info)
 
     def as_trained(adapter_v):
+        if not _adapter(adapter_v):  # the model alone: loaded whole unless ticked again
+            return False, False
         trained = logic.trained_quantization(adapter_v)
         return (gr.update(), gr.update()) if trained is None else trained
 
-    # .change: an adapter set by a page reload or a finished training run is one picked too
-    adapter.change(as_trained, adapter, [four, eight])
+    # .input, the user's pick: a page reload shows the boxes of what is in use (or being evaluated) instead
+    adapter.input(as_trained, adapter, [four, eight])
     four.input(lambda v: False if v else gr.update(), four, eight)
     eight.input(lambda v: False if v else gr.update(), eight, four)
     return four, eight
@@ -1250,19 +1255,20 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     def on_watch_evaluation(model_v, adapter_v):
         job = jobs.current("evaluate")
         if job is None:
-            yield [gr.update()] * 7
+            yield [gr.update()] * 9
             return
         # a fresh page (its model field empty or at the default it starts with): show what the evaluation is
         # of, once
         fresh = not adapter_v and (not model_v or model_v in (ev_model.value, logic.default_model()))
         for row in follow_evaluation(job):
-            yield [*row, *(evaluation_fields(job) if fresh else [gr.update()] * 4)]
+            yield [*row, *(evaluation_fields(job) if fresh else [gr.update()] * 6)]
             fresh = False
 
     def evaluation_fields(job) -> list:
         c = job.config
         data = Path(c["dataset"]).name if c.get("dataset") else logic.heldout_choices()[0]
-        return [c.get("model_name"), c.get("lora_name"), data, c.get("max_samples", 0)]
+        return [c.get("model_name"), c.get("lora_name"), data, c.get("max_samples", 0), bool(c.get("load_in_4bit")),
+                bool(c.get("load_in_8bit"))]
 
     # the adapter's own base model, when the field is empty; its own held-out split (a file picked for the
     # adapter before was for that one's characters)
@@ -1279,7 +1285,8 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     for trigger in (ev_refresh.click, eval_tab.select):
         trigger(eval_lists, None, [ev_model, ev_adapter, ev_data])
     # after the lists (see train_tab above): the running evaluation, or the last one's tables
-    eval_tab.select(on_watch_evaluation, [ev_model, ev_adapter], ev_outputs + [ev_model, ev_adapter, ev_data, ev_max],
+    eval_tab.select(on_watch_evaluation, [ev_model, ev_adapter],
+                    ev_outputs + [ev_model, ev_adapter, ev_data, ev_max, ev_4bit, ev_8bit],
                     concurrency_limit=None,
                     trigger_mode="once")
     return SimpleNamespace(adapter=ev_adapter)
@@ -1390,23 +1397,32 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     char_name.change(logic.name_note, [char_name, use_adapter], use_note)
     use_refresh.click(lambda: (dd_update(logic.models()), dd_update(use_adapters())), None, [use_model, use_adapter])
 
-    def use_view():
+    def use_view(model_picked, adapter_picked):
         """Opening the section shows what is in use and the chat switches as they are now: a page reload
-        rebuilds the page from the values it was built with, which the switches may have left."""
+        rebuilds the page from the values it was built with, which the switches may have left. The model,
+        adapter and boxes are filled in from what is in use on a fresh page only: picks made are kept."""
         model_v, applied = host.in_use()
         models, adapters = logic.models(), use_adapters()
         adapter_v = next((a for a in applied if a in adapters), None)
         if adapter_v is None and model_v and host.own_model and not applied:
             adapter_v = NO_ADAPTER
-        status = f"In use: {model_v}" + (f" + {', '.join(applied)}" if applied else " (no adapter)")
-        return (dd_update(models, model_v) if model_v in models else dd_update(models),
-                dd_update(adapters, adapter_v) if adapter_v else dd_update(adapters),
-                status if model_v else gr.update(),
+        if not model_v:
+            status = "Nothing is loaded for chat." if host.own_model else "No model is loaded in the webui."
+        else:
+            status = (f"In use: {model_v}" + (f" + {', '.join(applied)}" if applied else " (no adapter)")
+                      + bits_words(*host.in_use_bits()))
+        fresh = not adapter_picked and not (host.own_model and model_picked)
+        if fresh:
+            fields = [dd_update(models, model_v) if model_v in models else dd_update(models),
+                      dd_update(adapters, adapter_v) if adapter_v else dd_update(adapters), *host.in_use_bits()]
+        else:
+            fields = [dd_update(models), dd_update(adapters), gr.update(), gr.update()]
+        return (*fields, status,
                 bool(params.get("character_chat", False)), bool(params.get("stop_at_newline", True)),
                 str(params.get("character") or ""), int(params.get("rounds", 5)), use_temperature(params))
 
-    use_tab.select(use_view, None, [use_model, use_adapter, use_status, char_chat, newline_stop, char_name, use_rounds,
-                                    use_temp])
+    use_tab.select(use_view, [use_model, use_adapter], [use_model, use_adapter, use_4bit, use_8bit, use_status,
+                                                        char_chat, newline_stop, char_name, use_rounds, use_temp])
     char_chat.change(lambda v: params.update(character_chat=bool(v)), char_chat, None)
     newline_stop.change(lambda v: params.update(stop_at_newline=bool(v)), newline_stop, None)
     use_rounds.change(lambda v: params.update(rounds=int(v)), use_rounds, None)
