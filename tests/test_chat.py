@@ -218,7 +218,8 @@ def test_a_base_loaded_otherwise_than_in_training_is_noted(layout, monkeypatch, 
     params = json.loads(params_file.read_text(encoding="utf-8"))
     params_file.write_text(json.dumps(dict(params, load_in_4bit=True)), encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n"))
-    assert chat_cli.main(["-m", "tiny-llama", "-l", "bob", "--name", "Bob", "--max_new_tokens", "2", "--device", "cpu"]) == 0
+    assert chat_cli.main(["-m", "tiny-llama", "-l", "bob", "--name", "Bob", "--max_new_tokens", "2",
+                          "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 1
     assert captured.err == ("note: bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised "

@@ -686,7 +686,8 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
     app = build_app(StandaloneHost(params))  # nothing loaded (an Unload in 2. Train): it says so
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "4. Use")
     use_view = next(app.fns[d["id"]].fn for d in app.config["dependencies"]
-                    if [tab._id, "select"] in [list(t) for t in d["targets"]] and app.fns[d["id"]].fn.__name__ == "use_view")
+                    if [tab._id, "select"] in [list(t) for t in d["targets"]]
+                    and app.fns[d["id"]].fn.__name__ == "use_view")
     assert use_view("tiny-llama", "bob")[4] == "Nothing is loaded for chat."
 
 

@@ -1386,7 +1386,8 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
             return _error_text(e), gr.update(), gr.update(), gr.update(), gr.update()
         return message, True, True, params.get("character", ""), int(params.get("rounds", 5))
 
-    use_btn.click(on_use, [use_model, use_adapter, use_4bit, use_8bit], [use_status, char_chat, newline_stop, char_name, use_rounds])
+    use_btn.click(on_use, [use_model, use_adapter, use_4bit, use_8bit],
+                  [use_status, char_chat, newline_stop, char_name, use_rounds])
     # .input: the user's pick, not the value set when the section opens (which would undo a typed name)
     def on_use_adapter(adapter_v, model_v):
         character, base, note = logic.adapter_facts(adapter_v)
@@ -1438,5 +1439,5 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     test_btn.click(on_test, [test_in, char_name, user_name, use_rounds, use_temp], test_out)
     test_in.submit(on_test, [test_in, char_name, user_name, use_rounds, use_temp], test_out)
     _merge_part(gr, logic, use_adapter, use_tab)
-    return SimpleNamespace(adapter=use_adapter, adapters=use_adapters, char_name=char_name, user_name=user_name, rounds=use_rounds,
-                           temperature=use_temp, status=use_status)
+    return SimpleNamespace(adapter=use_adapter, adapters=use_adapters, char_name=char_name, user_name=user_name,
+                           rounds=use_rounds, temperature=use_temp, status=use_status)
