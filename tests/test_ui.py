@@ -411,6 +411,9 @@ def test_progress_lists_the_runs_notes_and_a_resumed_curve_keeps_its_parts_apart
     text = progress_markdown(job)
     assert "*8 sample(s) dropped: their reply alone exceeds 'Cutoff length' 128*" in text  # the form's words
     assert "resuming from" in text and "step 62/100" in text
+    assert text.startswith("### Training: bob\n")
+    job.config["load_in_4bit"] = True  # a QLoRA run says so: its adapter is used on a 4-bit base
+    assert progress_markdown(job).startswith("### Training: bob (the base in 4 bits)\n")
     before, since = job.loss_series()
     assert before == [(10, 3.0), (20, 2.5)] and since == [(61, 2.0), (62, 1.9)]
     assert job.losses() == before + since

@@ -237,7 +237,8 @@ def progress_markdown(job: jobs.Job | None) -> str:
     title = {"running": "Training", "done": "Finished", "stopped": "Stopped", "failed": "Failed"}[state]
     if state == "running" and getattr(job, "stopping", False):
         title = "Stopping (saving a checkpoint)"
-    lines.append(f"### {title}: {adapter}")
+    quantised = bits_words(bool(job.config.get("load_in_4bit")), bool(job.config.get("load_in_8bit")))
+    lines.append(f"### {title}: {adapter}{quantised}")
     if step:
         total = step.get("total_steps")
         parts = [f"**step {step.get('step')}" + (f"/{total}" if total else "") + "**"]
