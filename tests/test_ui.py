@@ -950,7 +950,11 @@ def test_the_chat_tab_says_who_answers_from_what_and_samples_at_the_temperature_
 
     host = Loaded({})
     assert chat_heading(host, "Bob", "") == "**Bob** answers, from `tiny-llama` + `bob`; you are **You**."
-    assert chat_heading(StandaloneHost({}), "Bob", "Al").startswith("Nothing is loaded yet")
+    host.in_use_bits = lambda: (False, True)
+    assert chat_heading(host, "Bob", "") == ("**Bob** answers, from `tiny-llama` + `bob` (the base in 8 bits); you are "
+                                             "**You**.")
+    del host.in_use_bits
+    assert chat_heading(StandaloneHost({}), "Bob", "Al").startswith("Nothing is loaded for chat: pick a model")
     app = build_app(host)
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "Chat")
     on_select = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]]
@@ -962,8 +966,12 @@ def test_the_chat_tab_says_who_answers_from_what_and_samples_at_the_temperature_
     assert TabLogic(host).chat_name("  ") == "Bob" and "⚠️ your name is the character's" in chat_heading(host, "Bob", "bob")
     # a conversation held with another adapter is let go when the tab opens
     heading, shown, turns, said_with = open_chat("Bob", "Al", [("Al", "hi"), ("Bob", "yo")], ["tiny-llama", ["carol"]])
-    assert "A new conversation" in heading and turns == [] and said_with is None
+    assert "A new conversation: the one before was with another model or adapter." in heading
+    assert turns == [] and said_with is None
     assert open_chat("Bob", "Al", [("Al", "hi")], ["tiny-llama", ["bob"]])[2] != []  # the same: kept
+    host.in_use = lambda: ("", [])  # unloaded (in 2. Train) since
+    heading = open_chat("Bob", "Al", [("Al", "hi")], ["tiny-llama", ["bob"]])[0]
+    assert heading.startswith("Nothing is loaded for chat: pick a model") and "was with a model that is unloaded now" in heading
     # the Use section's temperature: shown at chat's default, and what the reply is sampled at (0: greedy)
     slider = next(b for b in app.blocks.values() if type(b).__name__ == "Slider" and b.label == "Temperature")
     assert slider.value == DEFAULT_TEMPERATURE

@@ -62,7 +62,8 @@ def build_app(host: StandaloneHost):
             let go (its replies are not this adapter's, and would be its prompt's context)."""
             heading = chat_heading(host, logic.chat_name(name), user)
             if history and said_with is not None and said_with != _in_use(host):
-                return (f"{heading}  \n*A new conversation: the one before was with another model or adapter.*",
+                why = "another model or adapter" if host.in_use()[0] else "a model that is unloaded now"
+                return (f"{heading}  \n*A new conversation: the one before was with {why}.*",
                         chatbot_value([]), [], None)
             return heading, gr.update(), gr.update(), gr.update()
 
@@ -89,7 +90,7 @@ def chat_heading(host, name: str, user: str | None) -> str:
     in use, the user's name."""
     model, adapters = host.in_use()
     if not model:
-        return "Nothing is loaded yet: pick a model (and an adapter) in *Dialogue LoRA → 4. Use* and load it."
+        return "Nothing is loaded for chat: pick a model (and an adapter) in *Dialogue LoRA → 4. Use* and load it."
     used = (f"`{model}`" + (f" + `{', '.join(adapters)}`" if adapters else " (no adapter)")
             + bits_words(*host.in_use_bits()))
     user = (user or "").strip() or "You"
