@@ -1104,6 +1104,33 @@ def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path)
         resolve_adapter("lk", loras)
 
 
+def test_a_resume_without_a_length_goes_on_to_the_runs_own(env, capsys):
+    """`lora_finetune.py ... --resume` without the -e the run was started with: the default (3 epochs) would
+    quietly cut a 30-epoch run short and reshape its schedule; the run's own length is taken, and said."""
+    import lora_finetune
+
+    small = env / "length.json"
+    small.write_text(json.dumps(bob_records(40, 3)))
+    common = dict(dataset_name=str(small), batch_size=4, val_ratio=0.1, seed=7)
+    stop = train(make_cfg(env, lora_name="len", epochs=2, **common), should_stop=_stop_from_call(2))
+    assert stop.stopped and stop.step == 1
+    capsys.readouterr()
+    args = ["-d", str(small), "-m", "tiny", "--model_dir", str(env / "models"), "--lora_dir", str(env / "loras"),
+            "-l", "len", "-b", "4", "--val_ratio", "0.1", "--seed", "7", "--learning_rate", str(TINY_LR),
+            "--lora_dropout", "0"]
+    assert lora_finetune.main([*args, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --resume goes on to the run's own length (--epochs 2); give --epochs or --max_steps to change it" in err
+    params = json.loads((env / "loras" / "len" / "training_parameters.json").read_text())
+    assert params["epochs"] == 2 and params["steps"] == 18  # 2 epochs of 9 steps, not 3 of them
+    # a length given is the user's: the schedule is fitted to it, and that is said
+    stop = train(make_cfg(env, lora_name="len2", epochs=2, **common), should_stop=_stop_from_call(2))
+    events = []
+    train(make_cfg(env, lora_name="len2", epochs=3, resume=True, **common), on_progress=events.append)
+    assert ("the run was planned for 18 steps and these settings train 27: the learning-rate schedule is fitted to "
+            "27 from here on") in [e.get("message") for e in events]
+
+
 def test_a_progress_file_that_cannot_be_written_does_not_end_the_run(tmp_path, capsys):
     """A full disk under the progress file (the tab's view of a run, or --progress_file) loses the view,
     not the run: the write fails quietly once said, and the run goes on to save."""

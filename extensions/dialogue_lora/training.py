@@ -310,6 +310,21 @@ def checkpoints(out_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def resumed_settings(out_dir: Path) -> tuple[dict, str] | None:
+    """(the settings its newest readable checkpoint saved, that checkpoint's name) of a stopped run in
+    `out_dir`; None when there is none. A resume takes its length from them where none is given: the
+    command line's defaults (the tab's, after a restart) would quietly shorten the run and reshape its
+    learning-rate schedule."""
+    for latest in reversed(checkpoints(out_dir)):
+        try:
+            settings = json.loads((latest / STATE_FILE).read_text(encoding="utf-8")).get("settings")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(settings, dict):
+            return settings, latest.name
+    return None
+
+
 def _another_trainers(checkpoint: Path) -> bool:
     """A checkpoint that transformers' Trainer wrote (the webui's Training tab, Axolotl): its trainer_state.json
     has a `global_step` and none of our run's settings. It cannot be resumed here."""
@@ -1014,9 +1029,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         if problem:
             raise UserError(problem)
         emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
-        note = _half_precision_change(state.get("settings", {}), settings)
-        if note:
-            emit({"event": "log", "message": note})
+        for note in (_half_precision_change(state.get("settings", {}), settings),
+                     _length_change(state.get("settings", {}), total_steps)):
+            if note:
+                emit({"event": "log", "message": note})
         emit({"event": "history", "steps": log.get("steps", [])})  # the loss curve before the stop
     elif cfg.overwrite and plan.out_dir.is_dir():
         # a previous run's checkpoints must not be resumed by mistake, but they are all the user has
@@ -1238,6 +1254,16 @@ def _restore(checkpoint: Path, settings: dict, model, optimizer, scheduler, scal
     if rng_file.exists():
         _read_checkpoint(checkpoint, lambda: _set_rng_state(torch.load(rng_file, weights_only=False)))
     return state
+
+
+def _length_change(before: dict, total_steps: int) -> str | None:
+    """A note when a resumed run is to end elsewhere than planned: the learning-rate schedule is fitted to
+    the new length from here on, so the rate jumps (a shorter run decays faster)."""
+    planned = before.get("total_steps")
+    if not _real(planned) or planned == total_steps:
+        return None
+    return (f"the run was planned for {planned} steps and these settings train {total_steps}: the learning-rate "
+            f"schedule is fitted to {total_steps} from here on")
 
 
 _HALF = frozenset({"float16", "bfloat16"})

@@ -518,20 +518,12 @@ class TabLogic:
         """(the settings of the adapter's latest checkpoint, its name) when the adapter has a stopped run to
         resume; None otherwise. Resume fills the form with them: a form at its defaults (the app restarted)
         would quietly change the run's length and schedule."""
-        from .paths import CHECKPOINT_STATE
-        from .training import checkpoints
+        from .training import resumed_settings
 
         name = str(adapter or "").strip()
         if not name or "/" in name or "\\" in name:
             return None
-        for latest in reversed(checkpoints(self.host.dirs().loras / name)):
-            try:
-                settings = json.loads((latest / CHECKPOINT_STATE).read_text(encoding="utf-8")).get("settings")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if isinstance(settings, dict):
-                return settings, latest.name
-        return None
+        return resumed_settings(self.host.dirs().loras / name)
 
     def start_training(self, model, dataset, adapter, settings: dict, resume=False, overwrite=False) -> jobs.Job:
         jobs.check_idle("train")
