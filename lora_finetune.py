@@ -145,6 +145,8 @@ class _Reporter:
             self._print(f"held-out ({what}): loss {_num(ev['eval_loss'], 4)}, perplexity {_num(ev['perplexity'], 2)}")
         elif kind == "save":
             self._print(f"saved checkpoint {ev['path']}")
+        elif kind == "start":
+            self._print(f"training {ev['adapter']} on {ev['model']}, with {ev['samples']} samples from {ev['dataset']}")
         elif kind == "log" and "message" in ev:
             self._print(ev["message"])
 

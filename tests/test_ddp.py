@@ -51,7 +51,9 @@ def test_torchrun_two_processes(work):
     assert steps == list(range(1, 13))  # only rank 0 reports: no step twice
     assert p.stdout.count("adapter saved in") == 1  # only rank 0 prints
     log = json.loads((out / "training_log.json").read_text())
-    assert len(log["evals"]) == 2 and log["evals"][-1]["eval_loss"] < events[0]["eval_loss"]  # events[0]: base
+    assert [e["event"] for e in events if e["event"] == "start"] == ["start"]  # once: rank 0's
+    base = next(e for e in events if e.get("base"))
+    assert len(log["evals"]) == 2 and log["evals"][-1]["eval_loss"] < base["eval_loss"]
     from peft import PeftConfig
 
     assert PeftConfig.from_pretrained(str(out)).peft_type == "LORA"

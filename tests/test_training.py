@@ -1119,7 +1119,11 @@ def test_a_resume_without_a_length_goes_on_to_the_runs_own(env, capsys):
             "-l", "len", "-b", "4", "--val_ratio", "0.1", "--seed", "7", "--learning_rate", str(TINY_LR),
             "--lora_dropout", "0"]
     assert lora_finetune.main([*args, "--resume"]) == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    # which files the names stood for, first
+    assert captured.out.startswith(f"training {env / 'loras' / 'len'} on {env / 'models' / 'tiny'}, with 40 samples "
+                                   f"from {small}\n")
+    err = captured.err
     assert "note: --resume goes on to the run's own length (--epochs 2); give --epochs or --max_steps to change it" in err
     params = json.loads((env / "loras" / "len" / "training_parameters.json").read_text())
     assert params["epochs"] == 2 and params["steps"] == 18  # 2 epochs of 9 steps, not 3 of them

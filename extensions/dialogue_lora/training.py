@@ -793,6 +793,9 @@ def train(
         torch.cuda.set_device(device)  # NCCL, DDP and anything else that takes "the current GPU": this one
     dist = _Dist(device)
     emit = (on_progress if dist.main else None) or (lambda d: None)
+    # which files a name stood for (`-d bob` is the datasets folder's, `-d bob.json` the working folder's)
+    emit({"event": "start", "model": str(plan.model_path), "dataset": str(plan.dataset_path),
+          "samples": len(plan.records), "adapter": str(plan.out_dir)})
     try:
         with _claim(plan) if dist.main else contextlib.nullcontext():
             if dist.main:  # again, now that no other run can write there (one may have finished meanwhile)
