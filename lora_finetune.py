@@ -80,6 +80,7 @@ class _Stopper:
         self.stop_file = Path(stop_file) if stop_file else None
         self.signalled = 0  # the signal that asked to stop (SIGINT: Ctrl+C, SIGTERM), 0 for none
         self._previous: dict = {}
+        self.stepping = lambda: True  # whether a step has run: before the first, there is nothing to save
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -98,6 +99,10 @@ class _Stopper:
             raise KeyboardInterrupt
         self.signalled = signum
         again = "Ctrl+C again to quit at once" if signum == signal.SIGINT else "a second signal quits at once"
+        if not self.stepping():
+            print(f"\nstopping before the first step (the model is loading, or the base model being measured): "
+                  f"nothing new will be saved ({again})", file=sys.stderr, flush=True)
+            return
         print(f"\nstopping after the current step with a checkpoint; a run at its last step, or saving its adapter, "
               f"finishes instead ({again})", file=sys.stderr, flush=True)
 
@@ -283,6 +288,8 @@ def _train(argv: list[str] | None) -> int:
     stopper = _Stopper(stop_file)
     stopper.install()
     reporter = _Reporter(progress_file if main_process else None)
+    if main_process:  # the reporter's bar starts with the first step (the other processes see no events)
+        stopper.stepping = lambda: reporter.bar is not None
     started = time.time()
     try:
         result = train(cfg, on_progress=reporter if main_process else None, should_stop=stopper)

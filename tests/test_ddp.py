@@ -175,6 +175,20 @@ def test_every_user_error_reaches_the_progress_file(tmp_path, monkeypatch):
         assert words in json.loads(events.read_text())["message"]
 
 
+def test_ctrl_c_before_the_first_step_says_nothing_new_is_saved(capsys):
+    import lora_finetune
+
+    stopper = lora_finetune._Stopper(None)
+    stopper.stepping = lambda: False  # the model is loading
+    stopper._handler(signal.SIGINT, None)
+    assert stopper() and capsys.readouterr().err == (
+        "\nstopping before the first step (the model is loading, or the base model being measured): nothing new will "
+        "be saved (Ctrl+C again to quit at once)\n")
+    stopper = lora_finetune._Stopper(None)
+    stopper._handler(signal.SIGTERM, None)
+    assert capsys.readouterr().err.startswith("\nstopping after the current step with a checkpoint")
+
+
 def test_a_second_ctrl_c_says_what_is_kept(work, monkeypatch, capsys):
     """The second Ctrl+C quits without saving: the message names the latest checkpoint there is."""
     import lora_finetune

@@ -456,8 +456,12 @@ def test_resume_gives_the_uninterrupted_result(env):
 
 
 def test_stop_before_the_first_step_saves_nothing(env):
-    result = train(make_cfg(env, lora_name="early"), should_stop=lambda: True)
+    events = []
+    result = train(make_cfg(env, lora_name="early", val_ratio=0.2), on_progress=events.append,
+                   should_stop=lambda: True)
     assert result.stopped and result.step == 0 and result.checkpoint is None
+    # asked while the model loaded: the base model is not measured first (minutes on a big one)
+    assert result.base_eval_loss is None and not [e for e in events if e["event"] == "eval"]
     assert not (env / "loras" / "early").exists()
     assert not list((env / "loras").glob(".early*"))  # nor a lock
 

@@ -1067,7 +1067,12 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         eval_time += time.time() - t0
         return loss, _ppl(loss)
 
-    if base_eval is None and val_set and cfg.eval_base and plan.resume_from is None:
+    def asked_to_stop() -> bool:  # every process asks: they all take the same branch
+        return dist.sum([1.0 if should_stop is not None and should_stop() else 0.0], device)[0] > 0
+
+    # a stop asked for while the model loaded skips measuring the base too (minutes on a big model)
+    stop_early = asked_to_stop()
+    if not stop_early and base_eval is None and val_set and cfg.eval_base and plan.resume_from is None:
         base_eval, base_ppl = run_eval(base=True)
         emit({"event": "eval", "step": 0, "total_steps": total_steps, "epoch": 0, "eval_loss": base_eval,
               "perplexity": base_ppl, "base": True})
@@ -1094,7 +1099,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         return path
 
     # A stop asked for while the model loaded (or the base was measured) ends here: nothing new to save
-    if dist.sum([1.0 if should_stop is not None and should_stop() else 0.0], device)[0] > 0:
+    if stop_early or asked_to_stop():
         checkpoint = plan.resume_from
         emit({"event": "done", "step": step, "total_steps": total_steps, "stopped": True,
               "checkpoint": str(checkpoint) if checkpoint else None})
