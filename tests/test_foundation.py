@@ -292,6 +292,28 @@ def test_resolve_model_lists_what_exists(tmp_path):
     assert "did you mean 'llama-7b'" in str(e.value) and "llama-7b, mistral-7b" in str(e.value)
     with pytest.raises(UserError, match="no models found"):
         paths.resolve_model("x", tmp_path / "empty")
+    # not a near miss: no hint (Hamlet is no misspelt CAPULET)
+    with pytest.raises(UserError) as e:
+        paths.resolve_model("gemma-2b", tmp_path)
+    assert "did you mean" not in str(e.value)
+    # an adapter passed as the model
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match=r"bob is an adapter \(adapter_config.json\), not a model: pass it with -l"):
+        paths.resolve_model(tmp_path / "bob", tmp_path / "empty")
+
+
+def test_a_user_data_folder_that_hides_the_old_models_folder_is_said(tmp_path):
+    """The webui's layouts: models/ (old), user_data/models (new, whenever user_data/ exists)."""
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "models" / "tiny" / "config.json").write_text("{}")
+    (tmp_path / "models" / "tiny" / "model.safetensors").write_text("")
+    (tmp_path / "user_data").mkdir()
+    with pytest.raises(UserError) as e:
+        paths.resolve_model("tiny", paths.resolve_dirs(tmp_path).models)
+    assert str(e.value).endswith(f"(user_data/ is here, so models are looked for in {tmp_path / 'user_data' / 'models'}; "
+                                 f"{tmp_path / 'models'} holds tiny: pass --model_dir {tmp_path / 'models'}, or move "
+                                 "them)")
 
 
 def test_resolve_adapter_says_what_a_folder_without_an_adapter_holds(tmp_path):

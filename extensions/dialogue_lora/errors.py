@@ -48,12 +48,14 @@ def join_problems(problems: Iterable[str]) -> str:
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:
-    """The choice nearest to `name` (case-insensitive), for 'did you mean' hints."""
+    """The choice nearest to `name` (case-insensitive), for 'did you mean' hints: a typo's, not any name
+    sharing a few letters (Hamlet is not a misspelt CAPULET); a short name's one wrong letter weighs more."""
     import difflib
 
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    cutoff = 0.6 if len(name) <= 4 else 0.7
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=cutoff)
     return lowered[hits[0]] if hits else None
 
 

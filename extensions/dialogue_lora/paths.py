@@ -139,12 +139,28 @@ def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path
         if is_model_dir(c):
             return c.resolve()
     for c in candidates:
+        if c.is_dir() and (c / "adapter_config.json").is_file():
+            raise UserError(f"{c} is an adapter (adapter_config.json), not a model: pass it with -l/--lora_name, "
+                            "and the base model it was trained on with -m/--model_name")
         if c.is_dir():
             raise UserError(f"model folder {c} has no config.json: not a transformers model")
     found = list_models(model_dir)
     hint = closest(Path(name).name, found)
     hint = f" (did you mean {hint!r}?)" if hint else ""
-    raise UserError(f"model {str(name)!r} not found{hint}; {_listing(found, model_dir, 'models')}")
+    raise UserError(f"model {str(name)!r} not found{hint}; {_listing(found, model_dir, 'models')}"
+                    + _old_layout_hint(model_dir))
+
+
+def _old_layout_hint(model_dir: Path) -> str:
+    """A user_data/ folder makes user_data/models the models folder: say so when the old layout's models/
+    beside it holds models (a user_data/ made by something else hid them)."""
+    if model_dir.name != "models" or model_dir.parent.name != "user_data":
+        return ""
+    old = model_dir.parent.parent / "models"
+    if not list_models(old):
+        return ""
+    return (f" (user_data/ is here, so models are looked for in {model_dir}; {old} holds "
+            f"{', '.join(list_models(old))}: pass --model_dir {old}, or move them)")
 
 
 # In the model card a run writes last into its adapter folder: how a finished save is told from one cut off
