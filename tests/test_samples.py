@@ -117,6 +117,20 @@ def test_several_characters_and_all():
     assert [s.name for s in samples_of(text, names=["*"])] == ["Alice", "Bob", "Carol"]
 
 
+def test_all_leaves_out_the_accounts_an_export_says_are_gone(tmp_path):
+    """Telegram's "Deleted Account", Discord's "Deleted User" (numbered or not): many people under one
+    name, no character. `*` leaves them out, and says so; asked for by name, they are trained."""
+    text = "Alice: a\nDeleted Account: b\nDeleted User 5a3b2c1d: c\nDeleted User: d\nBob: e\nDeleted Accountant: f\n"
+    assert [s.name for s in samples_of(text, names=["*"])] == ["Alice", "Bob", "Deleted Accountant"]
+    got = samples_of(text, names=["deleted account"])
+    assert [(s.input.splitlines()[-1], s.output) for s in got] == [("Deleted Account:", "b")]
+    data = tmp_path / "chat.txt"
+    data.write_text(text, encoding="utf-8")
+    report = prepare(PrepareConfig(names=["*"], txtfilename=str(data), jsonfilename=str(tmp_path / "out.json")))
+    assert ("'*' leaves out Deleted Account, Deleted User, Deleted User 5a3b2c1d: the export's name for accounts that "
+            "are gone, many people under one name (-n \"Deleted Account\" to train them anyway)") in report.notes
+
+
 def test_empty_turns_are_neither_samples_nor_context():
     tally = Tally()
     got = samples_of("Alice: Hi\nBob:\nBob: Hello\n", tally=tally)

@@ -23,7 +23,8 @@ from typing import Iterator
 from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
 from .fileio import holds_samples, missing_parents, nearest_existing, write_records
-from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, wanted_names
+from .paths import shell_word
+from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, nobody, wanted_names
 from .sources import CHAT_EXPORTS, SOURCES, detect_source
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
 from .sources.discord import DiscordOptions, iter_discord_turns, scan_discord_speakers
@@ -458,8 +459,18 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         repaired_lines=stats.repaired_lines,
         output=str(out) if write else None,
         seconds=time.perf_counter() - t0,
-        notes=_encoding_notes(stats.encodings) + stats.notes + _shared_names(tally.people) + replaced,
+        notes=(_encoding_notes(stats.encodings) + stats.notes + _shared_names(tally.people) + replaced
+               + _nobody_note(cfg.names, tally.speakers)),
     )
+
+
+def _nobody_note(names: list[str], speakers: Counter) -> list[str]:
+    """`*` left out the accounts an export says are gone: said, with how to have them anyway."""
+    left = sorted({s for s in speakers if nobody(s)}) if ALL in names else []
+    if not left:
+        return []
+    return [f"'*' leaves out {', '.join(left)}: the export's name for accounts that are gone, many people under "
+            f"one name (-n {shell_word(left[0])} to train them anyway)"]
 
 
 def _dropped_of(names: list[str], tally: Tally) -> dict:

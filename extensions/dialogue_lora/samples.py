@@ -25,6 +25,7 @@ turn without complaint.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -34,6 +35,9 @@ from .dialogue import Turn, strip_actions as _strip_actions
 
 DEFAULT_INSTRUCTION = "Continue the dialogue as {name}."
 ALL = "*"  # --name '*': every named speaker is a character
+# Names exports give everyone whose account is gone (Telegram; Discord, with or without its number): many
+# people under one name, no character. `*` leaves them out; asked for by name, they are trained.
+_NOBODY = re.compile(r"deleted (account|user)( [0-9a-f]{4,})?")
 
 # Rule names as they appear in the report, in report order, with what they mean.
 RULES = {
@@ -111,6 +115,11 @@ class SeenKeys:
         return False
 
 
+def nobody(speaker: str) -> bool:
+    """Whether a speaker is an export's name for accounts that are gone (`*` leaves them out)."""
+    return bool(_NOBODY.fullmatch(speaker.casefold()))
+
+
 def wanted_names(names: Iterable[str]) -> frozenset[str] | None:
     """Casefolded character names, or None for every speaker (`*`)."""
     names = [n.strip() for n in names if n and n.strip()]
@@ -166,7 +175,8 @@ def iter_samples(
         target = is_target.get(speaker)
         if target is None:
             folded = speaker.casefold()
-            target = is_target[speaker] = folded in wanted if wanted is not None else folded not in excluded
+            target = is_target[speaker] = (folded in wanted if wanted is not None
+                                           else folded not in excluded and not nobody(speaker))
             met.add(speaker)
         if target:
             out = _strip_actions(text, speaker) if strip_actions else text
