@@ -795,6 +795,12 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
     row = next(iter(app.fns[dep["id"]].fn(None, None)))
     assert row[2] == "Evaluation stopped" and row[3:] == ["tiny-llama", "bob4", "(the adapter's held-out split)", 5,
                                                           False, True]
+    # another adapter picked: the tables of the last one go (they are in its eval.md); its own stay
+    pick = next(app.fns[d["id"]].fn for d in app.config["dependencies"]
+                if app.fns[d["id"]].fn.__name__ == "on_pick_for_evaluation")
+    assert pick("bob") == ([], [], "") and all(isinstance(v, dict) for v in pick("bob4"))
+    Stopped.running = True  # a running evaluation keeps showing its progress
+    assert all(isinstance(v, dict) for v in pick("bob"))
 
 
 def test_the_app_refuses_a_taken_port_before_it_says_where_it_serves(capsys):

@@ -1268,6 +1268,16 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     ev_adapter.input(lambda a, m: (gr.update() if m else (logic.base_of(a) or gr.update()), logic.heldout_choices()[0]),
                      [ev_adapter, ev_model], [ev_model, ev_data])
     ev_outputs = [ev_metrics, ev_samples, ev_status]
+
+    def on_pick_for_evaluation(adapter_v):
+        """Another adapter picked: the tables shown were another's (they stay in its eval.md); a running
+        evaluation keeps its own."""
+        job = jobs.current("evaluate")
+        if not adapter_v or (job is not None and (job.running or job.config.get("lora_name") == adapter_v)):
+            return [gr.update()] * 3
+        return [], [], ""
+
+    ev_adapter.input(on_pick_for_evaluation, ev_adapter, ev_outputs)
     ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max, ev_4bit, ev_8bit], ev_outputs,
                  concurrency_limit=None)
     ev_stop.click(lambda: logic.stop_evaluation(), None, ev_status)  # the run's own status follows when it ends
