@@ -1108,6 +1108,24 @@ def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path)
         resolve_adapter("lk", loras)
 
 
+def test_the_card_counts_the_held_out_samples_as_heldout_json_holds_them(env):
+    """Some held-out replies longer than the cutoff: heldout.json keeps them (evaluation scores what fits),
+    and the card said `held out: 12` of a file of 14."""
+    records = bob_records(30, 5)
+    for r in records[::3]:
+        r["output"] = " ".join(["arr matey"] * 80)  # far past --cutoff_len 64
+    data = env / "long.json"
+    data.write_text(json.dumps(records))
+    result = train(make_cfg(env, dataset_name=str(data), lora_name="card", cutoff_len=64, val_ratio=0.4, max_steps=2))
+    out = env / "loras" / "card"
+    held = json.loads((out / "heldout.json").read_text())
+    params = json.loads((out / "training_parameters.json").read_text())
+    assert params["n_heldout"] == len(held) > result.n_val > 0
+    card = (out / "README.md").read_text()
+    assert (f"held out: {len(held)} (`heldout.json`, {result.n_val} of them scored (the rest longer than the "
+            "cutoff))") in card
+
+
 def test_a_resume_without_a_length_goes_on_to_the_runs_own(env, capsys):
     """`lora_finetune.py ... --resume` without the -e the run was started with: the default (3 epochs) would
     quietly cut a 30-epoch run short and reshape its schedule; the run's own length is taken, and said."""

@@ -1458,6 +1458,16 @@ def _fmt(x, digits=4):
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _held_out_words(settings: dict, result: TrainResult) -> str:
+    """The held-out count as heldout.json holds it (evaluation scores those), and how many of them the run
+    scored when some were longer than the cutoff."""
+    held = settings.get("n_heldout", result.n_val)
+    if not held:
+        return "0"
+    scored = f", {result.n_val} of them scored (the rest longer than the cutoff)" if held != result.n_val else ""
+    return f"{held} (`{HELDOUT_FILE}`{scored})"
+
+
 def model_card(settings: dict, result: TrainResult, name: str) -> str:
     """README.md beside the adapter: what it is, what it was trained on, how to load it, how it did."""
     method = "LoRA" if settings["method"] == "lora" else "prompt tuning"
@@ -1477,8 +1487,7 @@ def model_card(settings: dict, result: TrainResult, name: str) -> str:
         "## Data",
         "",
         f"- dataset: `{settings['dataset']}`",
-        f"- training samples: {result.n_train}; held out: {result.n_val}"
-        + (f" (`{HELDOUT_FILE}`); " if result.n_val else "; ") +
+        f"- training samples: {result.n_train}; held out: {_held_out_words(settings, result)}; "
         f"dropped as too long: {result.n_dropped}",
         "",
         "## Settings",
@@ -1538,7 +1547,9 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
                               # what ran: --max_steps can end a run before or after --epochs
                               epochs_trained=round(result.step / per_epoch, 4) if per_epoch else None,
                               final_eval_loss=result.eval_loss, final_perplexity=result.perplexity,
-                              base_eval_loss=result.base_eval_loss)
+                              base_eval_loss=result.base_eval_loss,
+                              # heldout.json's samples; n_val of them fit the cutoff and were scored
+                              n_heldout=len(heldout))
         if heldout:
             write_records(tmp / HELDOUT_FILE, heldout)
         else:  # --val_ratio 0: no split to record (evaluation then asks for -d)
