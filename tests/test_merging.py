@@ -119,6 +119,15 @@ def test_nothing_there_is_lost(layout, monkeypatch):
         assert (out / "notes.txt").read_text() == "mine" and (out / "tiny-llama-bob-Q8_0.gguf").read_bytes() == b"GGUF"
         assert "kept what else was in it: notes.txt, tiny-llama-bob-Q8_0.gguf (a GGUF of the earlier merge" \
             in result.summary()
+        # a file the merge wrote and the user edited since (its card): kept beside the new merge's own
+        card = (out / "README.md").read_text(encoding="utf-8")
+        (out / "README.md").write_text("my notes on Bob", encoding="utf-8")
+        result = merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
+        assert result.kept == ["README.md.yours", "notes.txt", "tiny-llama-bob-Q8_0.gguf"]
+        assert (out / "README.md.yours").read_text(encoding="utf-8") == "my notes on Bob"
+        assert (out / "README.md").read_text(encoding="utf-8").splitlines()[0] == card.splitlines()[0]
+        assert "(NAME.yours: your copy of a file the merge writes, beside the new merge's own)" in result.summary()
+        (out / "README.md.yours").unlink()
         # a merge killed after putting the new merge in place, before the user's files followed from the
         # earlier one: the next merge (or any) brings them over before it removes the earlier one
         shutil.copytree(out, models / ".tiny-llama-bob.old-999999")

@@ -77,6 +77,8 @@ class MergeResult:
         kept = f"; kept what else was in it: {', '.join(self.kept)}" if self.kept else ""
         if any(k.lower().endswith(".gguf") for k in self.kept):
             kept += " (a GGUF of the earlier merge: convert the new one again)"
+        if any(".yours" in k for k in self.kept):
+            kept += " (NAME.yours: your copy of a file the merge writes, beside the new merge's own)"
         verb = "replaced" if self.replaced else "wrote"
         return f"{verb} {self.output_dir} ({megabytes(self.size_bytes)}, {self.dtype}){chars}{kept}"
 
@@ -249,6 +251,7 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
             record = _record(p)  # once: it hashes the adapter's weights
             atomic_write_text(tmp / "README.md", model_card(record, p.out))
             record["files"] = sorted([f.name for f in tmp.iterdir()] + [MERGE_FILE])
+            record["sha256"] = _small_file_hashes(tmp)
             atomic_write_json(tmp / MERGE_FILE, record)  # last: a folder without it is not a finished merge
             sync_folder(tmp)
         replaced = p.out.exists()
@@ -283,10 +286,28 @@ def already_merged(model_path: Path, adapter_path: Path) -> str | None:
     return str(record.get("base_model") or "its base model")
 
 
+# Files a merge hashes (its card, the configs, small tokenizer files): ones a user may edit. Weights are not.
+_HASHED_MAX = 1 << 20
+
+
+def _small_file_hashes(folder: Path) -> dict:
+    from .fileio import file_sha256
+
+    return {f.name: file_sha256(f) for f in sorted(folder.iterdir())
+            if f.is_file() and f.name != MERGE_FILE and f.stat().st_size <= _HASHED_MAX}
+
+
 def _users_entries(out: Path) -> list[str]:
-    """What in an earlier merge's folder that merge did not write (its record lists its files)."""
-    own = set(read_merge_record(out).get("files") or [])
-    return sorted(e.name for e in out.iterdir() if e.name not in own)
+    """What in an earlier merge's folder that merge did not write (its record lists its files), and what
+    the user has edited since (a README.md or a config.json whose SHA-256 is not the one it wrote)."""
+    from .fileio import file_sha256
+
+    record = read_merge_record(out)
+    own = set(record.get("files") or [])
+    hashes = record.get("sha256") if isinstance(record.get("sha256"), dict) else {}
+    edited = {name for name, digest in hashes.items()
+              if (out / name).is_file() and file_sha256(out / name) != digest}
+    return sorted(e.name for e in out.iterdir() if e.name not in own or e.name in edited)
 
 
 def read_merge_record(model_path: str | os.PathLike) -> dict:
