@@ -158,8 +158,9 @@ def freeze_for_training(model, gradient_checkpointing: bool) -> None:
     Nothing is cast. PEFT's `prepare_model_for_kbit_training` would also cast every weight that is not
     quantised to fp32: on an 8B Llama the embeddings and the head, 2.1 GB more, and on a GPU autocast
     casts the head back to bf16 at every step. The quantised base is trained like an unquantised one,
-    in the training dtype with the adapter in fp32. Non-reentrant checkpointing needs no input that
-    requires grad, so the embeddings' output is left alone.
+    in the training dtype with the adapter in fp32. Checkpointing is the non-reentrant kind, which needs
+    no input that requires grad (transformers' enable call still hooks the embeddings' output to require
+    one: harmless, the embeddings stay frozen).
     """
     for p in model.parameters():
         p.requires_grad_(False)
