@@ -80,7 +80,8 @@ class _Stopper:
         self.stop_file = Path(stop_file) if stop_file else None
         self.signalled = 0  # the signal that asked to stop (SIGINT: Ctrl+C, SIGTERM), 0 for none
         self._previous: dict = {}
-        self.stepping = lambda: True  # whether a step has run: before the first, there is nothing to save
+        self.stepping = lambda: True  # whether training has begun: before, a stop saves nothing
+        self.say = True  # torchrun's other processes leave the saying to rank 0
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,9 +100,11 @@ class _Stopper:
             raise KeyboardInterrupt
         self.signalled = signum
         again = "Ctrl+C again to quit at once" if signum == signal.SIGINT else "a second signal quits at once"
+        if not self.say:
+            return
         if not self.stepping():
-            print(f"\nstopping before the first step (the model is loading, or the base model being measured): "
-                  f"nothing new will be saved ({again})", file=sys.stderr, flush=True)
+            print(f"\nstopping before the first step (the model is loading): nothing new will be saved ({again})",
+                  file=sys.stderr, flush=True)
             return
         print(f"\nstopping after the current step with a checkpoint; a run at its last step, or saving its adapter, "
               f"finishes instead ({again})", file=sys.stderr, flush=True)
@@ -120,6 +123,7 @@ class _Reporter:
 
     def __init__(self, progress_file: str | None):
         self.bar = None
+        self.begun = False  # the run's "begin" event: a stop from then on saves a checkpoint
         self.progress_file = progress_file
         try:
             self.file = open(progress_file, "a", encoding="utf-8") if progress_file else None
@@ -150,6 +154,8 @@ class _Reporter:
             self._print(f"held-out ({what}): loss {_num(ev['eval_loss'], 4)}, perplexity {_num(ev['perplexity'], 2)}")
         elif kind == "save":
             self._print(f"saved checkpoint {ev['path']}")
+        elif kind == "begin":
+            self.begun = True
         elif kind == "start":
             self._print(f"training {ev['adapter']} on {ev['model']}, with {ev['samples']} samples from {ev['dataset']}")
         elif kind == "log" and "message" in ev:
@@ -248,6 +254,7 @@ def _with_runs_length(cfg: TrainConfig) -> TrainConfig:
     """--resume with neither --epochs nor --max_steps: the run's own length, as its checkpoint saved it (the
     defaults would quietly shorten the run, and reshape its learning-rate schedule)."""
     import dataclasses
+    import os
 
     from extensions.dialogue_lora.paths import resolve_dirs
     from extensions.dialogue_lora.training import resumed_settings
@@ -261,8 +268,9 @@ def _with_runs_length(cfg: TrainConfig) -> TrainConfig:
     if not (length.get("max_steps") or "epochs" in length) or all(getattr(cfg, k) == v for k, v in length.items()):
         return cfg
     said = f"--max_steps {length['max_steps']}" if length.get("max_steps") else f"--epochs {length['epochs']:g}"
-    print(f"note: --resume goes on to the run's own length ({said}); give --epochs or --max_steps to change it",
-          file=sys.stderr)
+    if int(os.environ.get("RANK", "0") or 0) == 0:  # once under torchrun
+        print(f"note: --resume goes on to the run's own length ({said}); give --epochs or --max_steps to change it",
+              file=sys.stderr)
     return dataclasses.replace(cfg, **length)
 
 
@@ -288,8 +296,7 @@ def _train(argv: list[str] | None) -> int:
     stopper = _Stopper(stop_file)
     stopper.install()
     reporter = _Reporter(progress_file if main_process else None)
-    if main_process:  # the reporter's bar starts with the first step (the other processes see no events)
-        stopper.stepping = lambda: reporter.bar is not None
+    stopper.stepping, stopper.say = (lambda: reporter.begun), main_process  # only rank 0 sees the events
     started = time.time()
     try:
         result = train(cfg, on_progress=reporter if main_process else None, should_stop=stopper)

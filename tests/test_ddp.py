@@ -182,8 +182,8 @@ def test_ctrl_c_before_the_first_step_says_nothing_new_is_saved(capsys):
     stopper.stepping = lambda: False  # the model is loading
     stopper._handler(signal.SIGINT, None)
     assert stopper() and capsys.readouterr().err == (
-        "\nstopping before the first step (the model is loading, or the base model being measured): nothing new will "
-        "be saved (Ctrl+C again to quit at once)\n")
+        "\nstopping before the first step (the model is loading): nothing new will be saved (Ctrl+C again to quit at "
+        "once)\n")
     stopper = lora_finetune._Stopper(None)
     stopper._handler(signal.SIGTERM, None)
     assert capsys.readouterr().err.startswith("\nstopping after the current step with a checkpoint")

@@ -333,3 +333,22 @@ def test_prompt_tuning_adapters_generate_and_toggle(tiny_model_dir):
     with adapter_disabled(model) as plain:
         without = completion_nll(plain, enc)
     assert with_virtual[1] == without[1] and with_virtual[0] != pytest.approx(without[0])
+
+
+def test_an_adapter_that_does_not_fit_in_memory_is_one_line(tmp_path, monkeypatch):
+    """The base fitted, its adapter did not: the error says what to do (it was a traceback in the tab)."""
+    import torch
+    from peft import PeftModel
+
+    from extensions.dialogue_lora.errors import UserError
+    from extensions.dialogue_lora.generation import apply_adapter
+
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "adapter_model.safetensors").write_bytes(b"")
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 MiB")
+
+    monkeypatch.setattr(PeftModel, "from_pretrained", full)
+    with pytest.raises(UserError, match=r"^out of memory applying the adapter bob to the model: try --load_in_4bit"):
+        apply_adapter(object(), tmp_path / "bob")

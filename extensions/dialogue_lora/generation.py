@@ -201,7 +201,7 @@ def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.Pa
     from peft import PeftModel
 
     adapter_path = Path(adapter_path)
-    from .modeling import damaged_file_types
+    from .modeling import damaged_file_types, out_of_memory
 
     if not any((adapter_path / w).is_file() for w in ("adapter_model.safetensors", "adapter_model.bin")):
         # else PEFT looks for it on the model hub and says the folder is no "repo id"
@@ -211,7 +211,10 @@ def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.Pa
         return PeftModel.from_pretrained(base, str(adapter_path), is_trainable=False)
     except damaged_file_types() as e:
         raise UserError(f"could not read the adapter in {adapter_path} (damaged or incomplete?): {brief(e)}") from None
-    except RuntimeError as e:
+    except (RuntimeError, MemoryError) as e:
+        if out_of_memory(e):  # the base fitted, its adapter did not
+            raise UserError(f"out of memory applying the adapter {adapter_path.name} to the model: try "
+                            "--load_in_4bit (or --load_in_8bit), or a smaller model") from None
         if "size mismatch" not in str(e):
             raise
         first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), "shapes differ")

@@ -120,7 +120,7 @@ class StandaloneHost(Host):
             try:
                 self._loaded = load_for_generation(model, adapter or None, model_dir=dirs.models, lora_dir=dirs.loras,
                                                    load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit)
-            except UserError as e:  # out of memory among them
+            except UserError as e:  # out of memory, loading the base or applying the adapter, among them
                 failed = str(e)
             if failed is not None:
                 # here, not in the except clause: the error's frames hold the half-loaded weights until it is

@@ -1067,12 +1067,19 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         eval_time += time.time() - t0
         return loss, _ppl(loss)
 
-    def asked_to_stop() -> bool:  # every process asks: they all take the same branch
-        return dist.sum([1.0 if should_stop is not None and should_stop() else 0.0], device)[0] > 0
+    # A stop asked for while the model loaded ends here, before the base is measured (minutes on a big
+    # model): nothing new to save. Every process asks, so that they all take the same branch; once, so that
+    # a stop asked for from here on trains the current step and saves a checkpoint.
+    if dist.sum([1.0 if should_stop is not None and should_stop() else 0.0], device)[0] > 0:
+        checkpoint = plan.resume_from
+        emit({"event": "done", "step": step, "total_steps": total_steps, "stopped": True,
+              "checkpoint": str(checkpoint) if checkpoint else None})
+        return TrainResult(plan.out_dir, step, total_steps, stopped=True, checkpoint=checkpoint,
+                           base_eval_loss=base_eval, n_train=len(train_set), n_val=len(val_set),
+                           n_dropped=n_dropped, log=log)
+    emit({"event": "begin", "step": step, "total_steps": total_steps})  # a stop now saves a checkpoint
 
-    # a stop asked for while the model loaded skips measuring the base too (minutes on a big model)
-    stop_early = asked_to_stop()
-    if not stop_early and base_eval is None and val_set and cfg.eval_base and plan.resume_from is None:
+    if base_eval is None and val_set and cfg.eval_base and plan.resume_from is None:
         base_eval, base_ppl = run_eval(base=True)
         emit({"event": "eval", "step": 0, "total_steps": total_steps, "epoch": 0, "eval_loss": base_eval,
               "perplexity": base_ppl, "base": True})
@@ -1097,15 +1104,6 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         last_saved, last_save_time = step, time.time()
         emit({"event": "save", "step": step, "total_steps": total_steps, "epoch": epoch, "path": str(path)})
         return path
-
-    # A stop asked for while the model loaded (or the base was measured) ends here: nothing new to save
-    if stop_early or asked_to_stop():
-        checkpoint = plan.resume_from
-        emit({"event": "done", "step": step, "total_steps": total_steps, "stopped": True,
-              "checkpoint": str(checkpoint) if checkpoint else None})
-        return TrainResult(plan.out_dir, step, total_steps, stopped=True, checkpoint=checkpoint,
-                           base_eval_loss=base_eval, n_train=len(train_set), n_val=len(val_set),
-                           n_dropped=n_dropped, log=log)
 
     ddp_model.train()
     while step < total_steps and not stopped:
@@ -1140,6 +1138,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                     raise
                 ran_out = True
             if ran_out:  # out of the except clause: the error's frames, which held the activations, are gone
+                # and so must the step's own tensors: a backward cut off keeps its graph alive through them
+                loss = scaled = batch = collated = None  # noqa: F841
                 raise _out_of_memory_mid_run(cfg, step, device, plan, last_saved, optimizer, save_checkpoint)
             if scaler:
                 scaler.unscale_(optimizer)
