@@ -799,6 +799,20 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
     pick = next(app.fns[d["id"]].fn for d in app.config["dependencies"]
                 if app.fns[d["id"]].fn.__name__ == "on_pick_for_evaluation")
     assert pick("bob") == ([], [], "") and all(isinstance(v, dict) for v in pick("bob4"))
+    # ... and one evaluated before shows its own last report (its eval.json) in their place
+    report = tmp_path / "loras" / "carol"
+    report.mkdir(parents=True)
+    (report / "eval.json").write_text(json.dumps({
+        "perplexity_base": 40.0, "perplexity_adapter": 12.5, "heldout_file": "held.json", "n_replies": 1,
+        "evaluated_at": "2026-12-03T00:10:00+00:00", "settings": {"load_in_4bit": True},
+        "samples": [{"prompt": "Alice: Hi\nCarol:", "reference": "Hello.", "base_reply": "x", "adapter_reply": "Hi."}]}))
+    metrics, samples, status = pick("carol")
+    assert metrics[0] == ["perplexity (lower is better)", "40.000", "12.500"]
+    assert samples == [["Alice: Hi ⏎ Carol:", "Hello.", "x", "Hi."]]
+    assert status == (f"Last evaluated 2026-12-03T00:10:00+00:00: 1 reply from held.json, the base in 4 bits; report "
+                      f"in {report / 'eval.md'}")
+    (report / "eval.json").write_text("[]")  # not a report this tool wrote: nothing to show
+    assert pick("carol") == ([], [], "")
     Stopped.running = True  # a running evaluation keeps showing its progress
     assert all(isinstance(v, dict) for v in pick("bob"))
 

@@ -584,22 +584,39 @@ class TabLogic:
             return [], [], "Evaluation stopped" + ("; nothing was written" if "nothing was written" in said else "")
         if job.state != "done":
             return [], [], f"Evaluation failed: {tab_words(job.error() or 'unknown error')}"
-        from .evaluation import metric_rows
-
         end = job.last("end") or {}
         result = json.loads(Path(end["eval_json"]).read_text(encoding="utf-8"))
-        metrics = [list(row) for row in metric_rows(result)]
-        from .evaluation import context_tail
+        return TabLogic._result_tables(result, end.get("eval_md"))
 
+    def saved_evaluation(self, adapter: str | None) -> tuple[list, list, str] | None:
+        """The tables of the adapter's last report (its eval.json), for Evaluate when it is picked; None
+        when it has none that can be read."""
+        adapter = _adapter(adapter)
+        if not adapter or "/" in adapter or "\\" in adapter:
+            return None
+        folder = self.host.dirs().loras / adapter
+        try:
+            result = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
+            if "perplexity_adapter" not in result:  # another tool's eval.json
+                return None
+            metrics, samples, status = self._result_tables(result, folder / "eval.md")
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none, or not one a report wrote
+            return None
+        return metrics, samples, f"Last evaluated {result.get('evaluated_at') or ''}: {status}"
+
+    @staticmethod
+    def _result_tables(result: dict, report) -> tuple[list, list, str]:
+        """(metric rows, sample rows, status) of an evaluation's result (eval.json)."""
+        from .evaluation import base_loading, context_tail, metric_rows
+
+        metrics = [list(row) for row in metric_rows(result)]
         # the context's last lines, one per row of the cell (" ⏎ " between them), as eval.md shows it
         samples = [[context_tail(s["prompt"]).replace("\n", " ⏎ "), s["reference"], s["base_reply"], s["adapter_reply"]]
                    for s in result.get("samples", [])[:20]]
         notes = tab_words("; ".join(result.get("notes") or []))
         n = result.get('n_replies', len(samples))
-        from .evaluation import base_loading
-
         status = f"{n} {'reply' if n == 1 else 'replies'} from {result.get('heldout_file')}{base_loading(result)}; " \
-                 f"report in {end.get('eval_md')}" + (f"\n\n{notes}" if notes else "")
+                 f"report in {report}" + (f"\n\n{notes}" if notes else "")
         return metrics, samples, status
 
     # -- Merge (in 4. Use) ------------------------------------------------------------------------
@@ -1270,12 +1287,12 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     ev_outputs = [ev_metrics, ev_samples, ev_status]
 
     def on_pick_for_evaluation(adapter_v):
-        """Another adapter picked: the tables shown were another's (they stay in its eval.md); a running
-        evaluation keeps its own."""
+        """Another adapter picked: the tables shown were another's; its own last report's, when it has one,
+        take their place. A running evaluation keeps its own."""
         job = jobs.current("evaluate")
         if not adapter_v or (job is not None and (job.running or job.config.get("lora_name") == adapter_v)):
             return [gr.update()] * 3
-        return [], [], ""
+        return logic.saved_evaluation(adapter_v) or ([], [], "")
 
     ev_adapter.input(on_pick_for_evaluation, ev_adapter, ev_outputs)
     ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max, ev_4bit, ev_8bit], ev_outputs,
