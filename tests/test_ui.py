@@ -798,7 +798,9 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
     # another adapter picked: the tables of the last one go (they are in its eval.md); its own stay
     pick = next(app.fns[d["id"]].fn for d in app.config["dependencies"]
                 if app.fns[d["id"]].fn.__name__ == "on_pick_for_evaluation")
-    assert pick("bob") == ([], [], "") and all(isinstance(v, dict) for v in pick("bob4"))
+    assert pick("bob") == ([], [], "")
+    # the stopped evaluation's own adapter too: what is shown may be another's by now (it wrote nothing)
+    assert pick("bob4") == ([], [], "")
     # ... and one evaluated before shows its own last report (its eval.json) in their place
     report = tmp_path / "loras" / "carol"
     report.mkdir(parents=True)
@@ -809,12 +811,13 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
     metrics, samples, status = pick("carol")
     assert metrics[0] == ["perplexity (lower is better)", "40.000", "12.500"]
     assert samples == [["Alice: Hi ⏎ Carol:", "Hello.", "x", "Hi."]]
-    assert status == (f"Last evaluated 2026-12-03T00:10:00+00:00: 1 reply from held.json, the base in 4 bits; report "
+    assert status == (f"Last evaluated 2026-12-03 00:10 UTC: 1 reply from held.json, the base in 4 bits; report "
                       f"in {report / 'eval.md'}")
     (report / "eval.json").write_text("[]")  # not a report this tool wrote: nothing to show
     assert pick("carol") == ([], [], "")
     Stopped.running = True  # a running evaluation keeps showing its progress
     assert all(isinstance(v, dict) for v in pick("bob"))
+    Stopped.running = False
 
 
 def test_the_app_refuses_a_taken_port_before_it_says_where_it_serves(capsys):
@@ -947,10 +950,11 @@ def test_with_no_model_in_the_folder_the_tab_says_to_put_one_there(tmp_path):
 def test_an_evaluation_that_has_its_replies_says_it_writes_the_report(logic):
     from types import SimpleNamespace
 
-    job = SimpleNamespace(state="running", stopping=False, events=[{"stage": "generate", "done": 4, "total": 8}])
-    assert logic.evaluation_tables(job)[2] == "Evaluating… generate 4/8"
+    job = SimpleNamespace(state="running", stopping=False, events=[{"stage": "generate", "done": 4, "total": 8}],
+                          config={"lora_name": "bob4", "load_in_4bit": True})
+    assert logic.evaluation_tables(job)[2] == "Evaluating bob4 (the base in 4 bits)… generate 4/8"
     job.events.append({"stage": "done", "done": 1, "total": 1})  # the worker's last word before the report
-    assert logic.evaluation_tables(job)[2] == "Evaluating… writing the report"
+    assert logic.evaluation_tables(job)[2] == "Evaluating bob4 (the base in 4 bits)… writing the report"
 
 
 def test_the_chat_tab_says_who_answers_from_what_and_samples_at_the_temperature_set(tmp_path, monkeypatch):

@@ -576,9 +576,11 @@ class TabLogic:
             # "done": the replies and metrics are in, the report is being written and the process ending
             stage = {"load": "loading the model and adapter", "metrics": "computing the metrics",
                      "done": "writing the report"}.get(stage, stage)
+            what = job.config.get("lora_name", "") + bits_words(bool(job.config.get("load_in_4bit")),
+                                                                bool(job.config.get("load_in_8bit")))
             if job.stopping:  # the worker sees the stop between batches: say so, or Stop looks ignored
-                return [], [], f"Stopping the evaluation after the current batch of replies… ({stage}{count})"
-            return [], [], f"Evaluating… {stage}{count}"
+                return [], [], f"Stopping the evaluation of {what} after the current batch of replies… ({stage}{count})"
+            return [], [], f"Evaluating {what}… {stage}{count}"
         if job.state == "stopped":
             said = (job.last("end") or {}).get("message") or ""
             return [], [], "Evaluation stopped" + ("; nothing was written" if "nothing was written" in said else "")
@@ -602,7 +604,7 @@ class TabLogic:
             metrics, samples, status = self._result_tables(result, folder / "eval.md")
         except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none, or not one a report wrote
             return None
-        return metrics, samples, f"Last evaluated {result.get('evaluated_at') or ''}: {status}"
+        return metrics, samples, f"Last evaluated{_when(result.get('evaluated_at'))}: {status}"
 
     @staticmethod
     def _result_tables(result: dict, report) -> tuple[list, list, str]:
@@ -894,6 +896,19 @@ def build_tab(host) -> dict:
         event.then(adapter_lists, None, [ev.adapter, use.adapter])
     return {"logic": logic, "char_name": use.char_name, "user_name": use.user_name, "rounds": use.rounds,
             "temperature": use.temperature}
+
+
+def _when(iso) -> str:
+    """" 2026-12-03 01:05 UTC" from a report's ISO time; "" when it has none."""
+    import datetime
+
+    try:
+        at = datetime.datetime.fromisoformat(str(iso))
+    except ValueError:
+        return ""
+    if at.tzinfo is not None:
+        at = at.astimezone(datetime.timezone.utc)
+    return f" {at:%Y-%m-%d %H:%M} UTC" if at.tzinfo is not None else f" {at:%Y-%m-%d %H:%M}"
 
 
 def _follow(job, view):
@@ -1215,9 +1230,10 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
 def _quantization_boxes(gr, logic: TabLogic, adapter, visible: bool = True) -> tuple:
     """'Load in 4-bit' and 'Load in 8-bit' (the training form's words, which the out-of-memory advice names)
     for a section that loads its own base model: ticked as the adapter picked was trained, one at a time."""
-    info = "less memory; an adapter picked sets it as it was trained"
-    four = gr.Checkbox(label="Load in 4-bit", value=False, visible=visible, min_width=120, info=info)
-    eight = gr.Checkbox(label="Load in 8-bit", value=False, visible=visible, min_width=120, info=info)
+    four = gr.Checkbox(label="Load in 4-bit", value=False, visible=visible, min_width=120,
+                       info="less memory; picking an adapter sets these as it was trained")
+    eight = gr.Checkbox(label="Load in 8-bit", value=False, visible=visible, min_width=120,
+                        info="less memory; one of the two at a time")
 
     def as_trained(adapter_v):
         if not _adapter(adapter_v):  # the model alone: loaded whole unless ticked again
@@ -1290,7 +1306,7 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
         """Another adapter picked: the tables shown were another's; its own last report's, when it has one,
         take their place. A running evaluation keeps its own."""
         job = jobs.current("evaluate")
-        if not adapter_v or (job is not None and (job.running or job.config.get("lora_name") == adapter_v)):
+        if not adapter_v or (job is not None and job.running):
             return [gr.update()] * 3
         return logic.saved_evaluation(adapter_v) or ([], [], "")
 
