@@ -692,6 +692,11 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
                     if [tab._id, "select"] in [list(t) for t in d["targets"]]
                     and app.fns[d["id"]].fn.__name__ == "use_view")
     assert use_view("tiny-llama", "bob")[4] == "Nothing is loaded for chat."
+    # Use has its own Unload (it was only in 2. Train, with its message there)
+    button = next(b for b in app.blocks.values() if type(b).__name__ == "Button" and b.value == "Unload")
+    unload = next(app.fns[d["id"]].fn for d in app.config["dependencies"]
+                  if [button._id, "click"] in [list(t) for t in d["targets"]])
+    assert unload() == "No model is loaded."
 
 
 def test_the_train_form_starts_at_the_loaded_or_only_model(webui_root):

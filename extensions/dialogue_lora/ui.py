@@ -1158,13 +1158,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     watched = watch_btn.click(on_watch, None, [train_msg] + train_outputs, concurrency_limit=None)
     stop_btn.click(lambda: logic.stop_training(), None, progress)  # the run's own status replaces it when it stops
 
-    def on_unload():
-        try:
-            return host.unload_model()
-        except EXPECTED as e:
-            return _error_text(e)
-
-    unload_btn.click(on_unload, None, memory)
+    unload_btn.click(lambda: _unloaded(host), None, memory)
     # Lists refresh when a section opens (files appear while the app runs) and on the Refresh buttons.
     def train_lists():
         return dd_update(logic.models()), dd_update(logic.datasets()), host.memory_status()
@@ -1225,6 +1219,14 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     # tab's handlers in turn, and one that streams would hold back those after it until the run ends.
     train_tab.select(on_watch, None, [train_msg] + train_outputs, trigger_mode="once", concurrency_limit=None)
     return SimpleNamespace(dataset=dataset, adapter_name=adapter_name, started=started, watched=watched)
+
+
+def _unloaded(host) -> str:
+    """Unload the model in use (2. Train's button before a run, 4. Use's in the standalone app)."""
+    try:
+        return host.unload_model()
+    except EXPECTED as e:
+        return _error_text(e)
 
 
 def _quantization_boxes(gr, logic: TabLogic, adapter, visible: bool = True) -> tuple:
@@ -1393,6 +1395,8 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         # the standalone app loads the base itself; the webui's model is loaded as its Model tab says
         use_4bit, use_8bit = _quantization_boxes(gr, logic, use_adapter, visible=host.own_model)
         use_btn = gr.Button("Load adapter" if host.own_model else "Apply adapter", variant="primary")
+        # the app's chat model (the webui's own Model tab unloads the webui's)
+        use_unload = gr.Button("Unload", size="sm", visible=host.own_model)
         use_refresh = gr.Button("Refresh lists", size="sm")
     use_status = gr.Markdown()  # what is in use (or why not)
     use_note = gr.Markdown()  # the picked adapter's characters: apart, so that picking keeps the line above
@@ -1424,6 +1428,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
 
     use_btn.click(on_use, [use_model, use_adapter, use_4bit, use_8bit],
                   [use_status, char_chat, newline_stop, char_name, use_rounds])
+    use_unload.click(lambda: _unloaded(host), None, use_status)
     # .input: the user's pick, not the value set when the section opens (which would undo a typed name)
     def on_use_adapter(adapter_v, model_v):
         character, base, note = logic.adapter_facts(adapter_v)
