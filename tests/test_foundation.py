@@ -311,9 +311,9 @@ def test_a_user_data_folder_that_hides_the_old_models_folder_is_said(tmp_path):
     (tmp_path / "user_data").mkdir()
     with pytest.raises(UserError) as e:
         paths.resolve_model("tiny", paths.resolve_dirs(tmp_path).models)
-    assert str(e.value).endswith(f"(user_data/ is here, so models are looked for in {tmp_path / 'user_data' / 'models'}; "
-                                 f"{tmp_path / 'models'} holds tiny: pass --model_dir {tmp_path / 'models'}, or move "
-                                 "them)")
+    new, old = tmp_path / "user_data" / "models", tmp_path / "models"
+    assert str(e.value).endswith(f"(user_data/ is here, so models are looked for in {new}; {old} holds tiny: pass "
+                                 f"--model_dir {old}, or move them)")
 
 
 def test_resolve_adapter_says_what_a_folder_without_an_adapter_holds(tmp_path):

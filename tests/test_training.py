@@ -1146,7 +1146,8 @@ def test_a_resume_without_a_length_goes_on_to_the_runs_own(env, capsys):
     assert captured.out.startswith(f"training {env / 'loras' / 'len'} on {env / 'models' / 'tiny'}, with 40 samples "
                                    f"from {small}\n")
     err = captured.err
-    assert "note: --resume goes on to the run's own length (--epochs 2); give --epochs or --max_steps to change it" in err
+    assert ("note: --resume goes on to the run's own length (--epochs 2); give --epochs or --max_steps to change "
+            "it") in err
     params = json.loads((env / "loras" / "len" / "training_parameters.json").read_text())
     assert params["epochs"] == 2 and params["steps"] == 18  # 2 epochs of 9 steps, not 3 of them
     # a length given is the user's: the schedule is fitted to it, and that is said

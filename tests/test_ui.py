@@ -1000,7 +1000,8 @@ def test_the_chat_tab_says_who_answers_from_what_and_samples_at_the_temperature_
     assert open_chat("Bob", "Al", [("Al", "hi")], ["tiny-llama", ["bob"]])[2] != []  # the same: kept
     host.in_use = lambda: ("", [])  # unloaded (in 2. Train) since
     heading = open_chat("Bob", "Al", [("Al", "hi")], ["tiny-llama", ["bob"]])[0]
-    assert heading.startswith("Nothing is loaded for chat: pick a model") and "was with a model that is unloaded now" in heading
+    assert heading.startswith("Nothing is loaded for chat: pick a model")
+    assert "was with a model that is unloaded now" in heading
     # the Use section's temperature: shown at chat's default, and what the reply is sampled at (0: greedy)
     slider = next(b for b in app.blocks.values() if type(b).__name__ == "Slider" and b.label == "Temperature")
     assert slider.value == DEFAULT_TEMPERATURE

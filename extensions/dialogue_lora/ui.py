@@ -579,7 +579,8 @@ class TabLogic:
             what = job.config.get("lora_name", "") + bits_words(bool(job.config.get("load_in_4bit")),
                                                                 bool(job.config.get("load_in_8bit")))
             if job.stopping:  # the worker sees the stop between batches: say so, or Stop looks ignored
-                return [], [], f"Stopping the evaluation of {what} after the current batch of replies… ({stage}{count})"
+                return [], [], (f"Stopping the evaluation of {what} after the current batch of replies… "
+                                f"({stage}{count})")
             return [], [], f"Evaluating {what}… {stage}{count}"
         if job.state == "stopped":
             said = (job.last("end") or {}).get("message") or ""
