@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -296,6 +297,16 @@ def test_resolve_model_lists_what_exists(tmp_path):
     with pytest.raises(UserError) as e:
         paths.resolve_model("gemma-2b", tmp_path)
     assert "did you mean" not in str(e.value)
+    # llama.cpp's GGUF, a file or a folder holding one (without config.json): not a model trained here
+    (tmp_path / "q4.gguf").write_bytes(b"GGUF")
+    (tmp_path / "gguf-only").mkdir()
+    (tmp_path / "gguf-only" / "m-Q8_0.gguf").write_bytes(b"GGUF")
+    for name, file in (("q4.gguf", "q4.gguf"), ("gguf-only", "gguf-only/m-Q8_0.gguf")):
+        with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path / file))} is a GGUF model \(llama.cpp's "
+                                            r"format\), which transformers does not train"):
+            paths.resolve_model(name, tmp_path)
+    (tmp_path / "llama-7b" / "llama-7b-Q8_0.gguf").write_bytes(b"GGUF")  # converted beside the weights: fine
+    assert paths.resolve_model("llama-7b", tmp_path) == (tmp_path / "llama-7b").resolve()
     # an adapter passed as the model
     (tmp_path / "bob").mkdir()
     (tmp_path / "bob" / "adapter_config.json").write_text("{}")

@@ -950,6 +950,11 @@ def test_with_no_model_in_the_folder_the_tab_says_to_put_one_there(tmp_path):
         logic.train_config(None, "bob.json", "bob", {}, False, False)
     with pytest.raises(UserError, match="no models in"):
         logic.start_evaluation(None, None, None, 0)
+    # a webui user's folder of GGUF files: said, they are not what is trained
+    (models / "llama-3-8b.Q4_K_M.gguf").write_bytes(b"GGUF")
+    with pytest.raises(UserError, match=r"; llama-3-8b.Q4_K_M.gguf is GGUF \(llama.cpp's format\), which is not trained "
+                                        r"here: the original model is needed$"):
+        logic.train_config(None, "bob.json", "bob", {}, False, False)
 
 
 def test_an_evaluation_that_has_its_replies_says_it_writes_the_report(logic):

@@ -511,6 +511,11 @@ class TabLogic:
         unweighted = (sorted(p.name for p in folder.iterdir() if is_model_dir(p) and not has_weights(p))
                       if folder.is_dir() else [])
         skipped = f"; {', '.join(unweighted[:3])} hold(s) no weights (.safetensors or .bin)" if unweighted else ""
+        # a webui user's folder often holds llama.cpp's GGUF files only: those are not for training
+        ggufs = sorted(folder.glob("*.gguf")) + sorted(folder.glob("*/*.gguf")) if folder.is_dir() else []
+        if ggufs:
+            skipped += (f"; {ggufs[0].relative_to(folder)}{' and others' if len(ggufs) > 1 else ''} "
+                        "is GGUF (llama.cpp's format), which is not trained here: the original model is needed")
         return UserError(f"no models in {folder}: put a Hugging Face model's folder there (its config.json, "
                          f"tokenizer and weights), then Refresh lists{skipped}")
 
