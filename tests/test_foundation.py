@@ -305,6 +305,9 @@ def test_resolve_model_lists_what_exists(tmp_path):
         with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path / file))} is a GGUF model \(llama.cpp's "
                                             r"format\), which transformers does not train"):
             paths.resolve_model(name, tmp_path)
+    (tmp_path / "gguf-only" / "config.json").write_text("{}")  # the webui's llamacpp_HF folder: still GGUF
+    with pytest.raises(UserError, match=r"m-Q8_0.gguf is a GGUF model"):
+        paths.resolve_model("gguf-only", tmp_path)
     (tmp_path / "llama-7b" / "llama-7b-Q8_0.gguf").write_bytes(b"GGUF")  # converted beside the weights: fine
     assert paths.resolve_model("llama-7b", tmp_path) == (tmp_path / "llama-7b").resolve()
     # an adapter passed as the model

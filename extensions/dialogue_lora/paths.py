@@ -136,14 +136,15 @@ def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path
     model_dir = Path(model_dir)
     candidates = [model_dir / str(name), Path(name)]
     for c in candidates:
-        if is_model_dir(c):
-            return c.resolve()
-    for c in candidates:
+        # a GGUF file, or a folder whose only weights are one (the webui's llamacpp_HF folders have a config)
         gguf = c if c.is_file() and c.suffix.lower() == ".gguf" else next(c.glob("*.gguf"), None) if c.is_dir() else None
-        if gguf is not None and not (c.is_dir() and (c / "config.json").is_file()):
+        if gguf is not None and not (c.is_dir() and has_weights(c)):
             raise UserError(f"{gguf} is a GGUF model (llama.cpp's format), which transformers does not train or "
                             "load here: use the original Hugging Face model (a folder with config.json and "
                             ".safetensors weights), the one the GGUF was made from")
+        if is_model_dir(c):
+            return c.resolve()
+    for c in candidates:
         if c.is_dir() and (c / "adapter_config.json").is_file():
             raise UserError(f"{c} is an adapter (adapter_config.json), not a model: pass it with -l/--lora_name, "
                             "and the base model it was trained on with -m/--model_name")
