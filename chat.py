@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if loaded.adapter_path is not None:  # after the quiet load: said, as the name warning is
         from extensions.dialogue_lora.generation import quantization_note
 
-        note = quantization_note(loaded.adapter_path, args.load_in_4bit, args.load_in_8bit)
+        note = quantization_note(loaded.adapter_path, args.load_in_4bit, args.load_in_8bit, loaded.model_path)
         if note:
             print(f"note: {note}", file=sys.stderr, flush=True)
 

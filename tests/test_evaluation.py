@@ -408,6 +408,12 @@ def test_a_base_loaded_otherwise_than_in_training_is_said(layout):
     result["settings"]["load_in_4bit"] = True
     assert f"`{result['heldout_file']}`, the base in 4 bits, greedy replies" in render_markdown(result)
     assert quantization_note(lora, True, False) is None
+    # on a model stored quantised (as it was in training, when trained on it): loaded as stored, no note
+    stored = layout / "stored-4bit"
+    stored.mkdir()
+    (stored / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "bitsandbytes",
+                                                                            "load_in_4bit": True}}))
+    assert quantization_note(lora, False, False, stored) is None
     assert quantization_note(lora, False, True) == ("bob was trained on a 4-bit base (--load_in_4bit) and the base is "
                                                     "loaded 8-bit here: it takes more memory, and its replies may "
                                                     "differ slightly from what it learnt")

@@ -1071,6 +1071,16 @@ def test_evaluate_and_use_load_the_base_as_the_adapter_was_trained(webui_root, m
     assert logic.host.reply("Alice: Hi\nBob:") is not None
     assert logic.use("tiny-llama", "q") == "Loaded tiny-llama + q for chat."  # unticked: unquantised
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in logic.host._loaded.model.modules())
+    # a model stored in 4 bits (an unsloth -bnb-4bit upload) is held in 4 bits, ticked or not, and says so
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    stored = base.parent / "tiny-bnb-4bit"
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    AutoModelForCausalLM.from_pretrained(base, quantization_config=q, device_map={"": "cpu"}).save_pretrained(stored)
+    AutoTokenizer.from_pretrained(base).save_pretrained(stored)
+    assert logic.use("tiny-bnb-4bit", NO_ADAPTER, False, True) == "Loaded tiny-bnb-4bit (the base in 4 bits) for chat."
+    assert logic.host.in_use_bits() == (True, False)
 
     # Evaluate: the boxes go into the job's settings; both at once is refused in the tab's words
     started = []

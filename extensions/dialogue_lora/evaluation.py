@@ -593,7 +593,8 @@ def _evaluate(
         # the same shape (checked), but maybe other weights: the scores are of this pairing
         notes.append(f"{adapter_path.name} was trained on {trained_base}, and is scored "
                      f"on {model_path.name} (of the same shape): the base column is {model_path.name}")
-    quantization = quantization_note(adapter_path, cfg.load_in_4bit, cfg.load_in_8bit) if loaded_as_asked else None
+    quantization = (quantization_note(adapter_path, cfg.load_in_4bit, cfg.load_in_8bit, model_path)
+                    if loaded_as_asked else None)
     if quantization:
         notes.append(quantization)
     unnamed = any(not (isinstance(r, dict) and r.get("name")) for r in records)  # whom --name cues
@@ -635,6 +636,8 @@ def _evaluate(
 
     settings = asdict(cfg)
     settings.update(cutoff_len=cutoff, name=name, greedy=True)
+    if loaded_as_asked:  # how the base was held: a model stored in 4 bits is, whatever was asked
+        settings.update(load_in_4bit=loaded.bits[0], load_in_8bit=loaded.bits[1])
     result: dict[str, Any] = {
         "model": loaded.model_name,
         "adapter": adapter_path.name,

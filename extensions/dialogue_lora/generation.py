@@ -46,6 +46,7 @@ class Loaded:
     tokenizer: Any
     model_path: Path
     adapter_path: Path | None = None
+    bits: tuple[bool, bool] = (False, False)  # (4-bit, 8-bit): how the base is held, as asked or as stored
 
     @property
     def model_name(self) -> str:
@@ -90,11 +91,15 @@ def read_training_parameters(adapter_path: str | os.PathLike) -> dict:
     return params
 
 
-def quantization_note(adapter_path: str | os.PathLike, load_in_4bit: bool, load_in_8bit: bool) -> str | None:
+def quantization_note(adapter_path: str | os.PathLike, load_in_4bit: bool, load_in_8bit: bool,
+                      model_path: str | os.PathLike | None = None) -> str | None:
     """A note when the base is loaded otherwise than the adapter was trained on it (4-bit, 8-bit or
-    unquantised): it needs other memory, and the adapter's replies and scores may differ slightly."""
+    unquantised): it needs other memory, and the adapter's replies and scores may differ slightly. None
+    for a base stored quantised (`model_path`): it loads as stored, as it did in training."""
+    from .modeling import stored_bits
+
     params = read_training_parameters(adapter_path)
-    if not ({"load_in_4bit", "load_in_8bit"} & params.keys()):
+    if not ({"load_in_4bit", "load_in_8bit"} & params.keys()) or (model_path and stored_bits(model_path)):
         return None  # trained elsewhere: not known
 
     def bits(four, eight):
@@ -186,14 +191,17 @@ def load_for_generation(
     if adapter_path is not None:
         check_adapter_base(adapter_path, model_path)
 
-    from .modeling import load_base
+    from .modeling import load_base, stored_bits
 
+    stored = stored_bits(model_path)
+    if stored is not None:  # loaded as stored (a -bnb-4bit upload): a quantisation asked on top does not apply
+        load_in_4bit = load_in_8bit = False
     base, tokenizer = load_base(model_path, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, device=device)
     result = base
     if adapter_path is not None:
         result = apply_adapter(base, adapter_path, model_path)
     result.eval()
-    return Loaded(result, tokenizer, model_path, adapter_path)
+    return Loaded(result, tokenizer, model_path, adapter_path, stored or (bool(load_in_4bit), bool(load_in_8bit)))
 
 
 def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.PathLike | None = None):

@@ -128,7 +128,7 @@ class StandaloneHost(Host):
                 _free_memory()
                 raise UserError(failed)
             self._in_use = (model, [adapter] if adapter else [])
-            self._bits = (bool(load_in_4bit), bool(load_in_8bit))
+            self._bits = self._loaded.bits  # a model stored in 4 bits is, ticked or not
         return f"Loaded {self.loaded_name} for chat."
 
     def in_use(self) -> tuple[str, list[str]]:

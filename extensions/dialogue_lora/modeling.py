@@ -433,13 +433,30 @@ def load_base(
 def stored_quantization(model_path) -> str | None:
     """How a model folder's weights are stored quantised ("bitsandbytes 4-bit", "gptq 4-bit", "awq"), from
     its config's quantization_config; None for full-precision weights."""
+    stored = _stored(model_path)
+    if stored is None:
+        return None
+    method, bits = stored
+    return f"{method} {bits}-bit" if bits else method
+
+
+def stored_bits(model_path) -> tuple[bool, bool] | None:
+    """(4-bit, 8-bit) of a model folder stored quantised, as load_in_4bit/load_in_8bit would say it (AWQ
+    is 4-bit); None for full-precision weights."""
+    stored = _stored(model_path)
+    if stored is None:
+        return None
+    method, bits = stored
+    return bits == 4 or (bits is None and method == "awq"), bits == 8
+
+
+def _stored(model_path) -> tuple[str, int | None] | None:
     config = config_of(model_path)
     q = config.get("quantization_config") if isinstance(config, dict) else None
     if not isinstance(q, dict):
         return None
-    method = str(q.get("quant_method") or "quantised")
     bits = q.get("bits") or (4 if q.get("load_in_4bit") else 8 if q.get("load_in_8bit") else None)
-    return f"{method} {bits}-bit" if bits else method
+    return str(q.get("quant_method") or "quantised"), bits if isinstance(bits, int) else None
 
 
 def config_of(model_or_config):
