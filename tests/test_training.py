@@ -962,6 +962,38 @@ def test_a_model_stored_in_4_bits_trains_as_a_quantised_one(env, monkeypatch):
     assert result.step == 2 and params["dtype"] == "float32" and params["load_in_4bit"] is False
 
 
+def test_memory_running_out_while_measuring_the_held_out_loss_is_a_note(env, monkeypatch):
+    """The held-out batches group the longest samples, and the last measurement comes just before the final
+    save: a figure is not worth the run. It goes on, and the adapter is saved."""
+    import torch
+
+    from extensions.dialogue_lora import batching
+
+    real = batching.loss_sum
+    modes = []  # the model's mode at each training step's forward
+
+    def loss_sum(model, *args, **kwargs):
+        if not torch.is_grad_enabled():  # the held-out measurements
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        modes.append(model.training)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(batching, "loss_sum", loss_sum)
+    events = []
+    # 96 training samples in batches of 8: the epoch's measurement after step 12, two steps more after it
+    result = train(make_cfg(env, lora_name="evaloom", max_steps=14, val_ratio=0.2), on_progress=events.append)
+    assert not result.stopped and result.step == 14 and result.eval_loss is None and result.base_eval_loss is None
+    assert (result.output_dir / "adapter_model.safetensors").is_file()
+    notes = [e["message"] for e in events if e.get("message")]
+    assert "the base model's held-out loss was not measured at step 0: out of memory (the run goes on; a smaller " \
+           "--batch_size measures it)" in notes
+    assert "the held-out loss was not measured at step 12: out of memory (the run goes on; a smaller --batch_size " \
+           "measures it)" in notes
+    assert not [e for e in events if e["event"] == "eval"]
+    assert json.loads((result.output_dir / "training_log.json").read_text())["evals"] == []
+    assert modes == [True] * 14  # a failed measurement leaves the model training, not in eval mode
+
+
 def test_a_run_moved_between_fp16_and_bf16_cards_resumes_with_a_note(env):
     """The card picks the half precision (fp16 on a T4, bf16 from Ampere on; older versions recorded bf16
     on a T4): --precision cannot give the other, so a checkpoint moved between them would never resume."""

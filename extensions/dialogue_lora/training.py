@@ -760,15 +760,17 @@ def _evaluate(model, samples, cfg, device, dist, autocast, collate, score):
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for b in batches[dist.rank :: dist.world]:
-            batch = collate([samples[i] for i in b])
-            with autocast():
-                loss, n = score(model, batch)
-            total += float(loss)
-            count += n
-    if was_training:
-        model.train()
+    try:
+        with torch.no_grad():
+            for b in batches[dist.rank :: dist.world]:
+                batch = collate([samples[i] for i in b])
+                with autocast():
+                    loss, n = score(model, batch)
+                total += float(loss)
+                count += n
+    finally:  # memory running out here leaves the run training (run_eval goes on without the figure)
+        if was_training:
+            model.train()
     total, count = dist.sum([total, float(count)], device)
     return (total / count if count else float("nan")), int(count)
 
@@ -1058,13 +1060,29 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         if not val_set:
             return None, None
         t0 = time.time()
-        if base:  # the base model alone: no LoRA, no soft prompt
-            with model.disable_adapter():
-                loss, _ = _evaluate(model, val_set, cfg, device, dist, autocast, collate,
-                                    functools.partial(score, n_virtual=0))
-        else:
-            loss, _ = _evaluate(model, val_set, cfg, device, dist, autocast, collate, score)
+        ran_out = False
+        try:
+            if base:  # the base model alone: no LoRA, no soft prompt
+                with model.disable_adapter():
+                    loss, _ = _evaluate(model, val_set, cfg, device, dist, autocast, collate,
+                                        functools.partial(score, n_virtual=0))
+            else:
+                loss, _ = _evaluate(model, val_set, cfg, device, dist, autocast, collate, score)
+        except (RuntimeError, MemoryError) as e:
+            # the held-out batches group the longest samples: a figure is not worth the run (the final
+            # save comes after the last one). One process only: the others would wait in a collective.
+            if dist.world > 1 or not modeling.out_of_memory(e):
+                raise
+            ran_out = True
         eval_time += time.time() - t0
+        if ran_out:  # out of the except clause, so that the batch's tensors are gone
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            whose = "the base model's" if base else "the"
+            emit({"event": "log", "message": f"{whose} held-out loss was not measured at step {step}: out of "
+                                             "memory (the run goes on; a smaller --batch_size measures it)"})
+            return None, None
         return loss, _ppl(loss)
 
     # A stop asked for while the model loaded ends here, before the base is measured (minutes on a big
@@ -1081,8 +1099,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
 
     if base_eval is None and val_set and cfg.eval_base and plan.resume_from is None:
         base_eval, base_ppl = run_eval(base=True)
-        emit({"event": "eval", "step": 0, "total_steps": total_steps, "epoch": 0, "eval_loss": base_eval,
-              "perplexity": base_ppl, "base": True})
+        if base_eval is not None:
+            emit({"event": "eval", "step": 0, "total_steps": total_steps, "epoch": 0, "eval_loss": base_eval,
+                  "perplexity": base_ppl, "base": True})
 
     last_saved = step if plan.resume_from is not None else -1
     last_save_time = time.time()
@@ -1215,10 +1234,11 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
 
     if val_set and (not log["evals"] or log["evals"][-1]["step"] != step):
         eval_loss, ppl = run_eval()
-        entry = {"epoch": round(epoch + step_in_epoch / max(steps_per_epoch, 1), 4), "step": step,
-                 "eval_loss": eval_loss, "perplexity": ppl}
-        log["evals"].append(entry)
-        emit({"event": "eval", "total_steps": total_steps, **entry})
+        if eval_loss is not None:
+            entry = {"epoch": round(epoch + step_in_epoch / max(steps_per_epoch, 1), 4), "step": step,
+                     "eval_loss": eval_loss, "perplexity": ppl}
+            log["evals"].append(entry)
+            emit({"event": "eval", "total_steps": total_steps, **entry})
     result = TrainResult(plan.out_dir, step, total_steps, train_loss=last_loss, eval_loss=eval_loss, perplexity=ppl,
                          base_eval_loss=base_eval, n_train=len(train_set), n_val=len(val_set), n_dropped=n_dropped,
                          log=log)
