@@ -250,25 +250,22 @@ def _error_event(argv: list[str] | None, error: UserError) -> None:
         pass
 
 
-def _with_runs_length(cfg: TrainConfig) -> TrainConfig:
+def _with_runs_length(cfg: TrainConfig, say: bool) -> TrainConfig:
     """--resume with neither --epochs nor --max_steps: the run's own length, as its checkpoint saved it (the
-    defaults would quietly shorten the run, and reshape its learning-rate schedule)."""
+    defaults would quietly shorten the run, and reshape its learning-rate schedule); `say`: note it (rank 0)."""
     import dataclasses
-    import os
 
     from extensions.dialogue_lora.paths import resolve_dirs
-    from extensions.dialogue_lora.training import resumed_settings
+    from extensions.dialogue_lora.training import resumed_settings, run_length
 
     found = resumed_settings(resolve_dirs(lora_dir=cfg.lora_dir).loras / cfg.lora_name)
     if found is None:  # nothing to resume: train() says so
         return cfg
-    before = found[0]
-    length = {k: before[k] for k in ("epochs", "max_steps")
-              if isinstance(before.get(k), (int, float)) and not isinstance(before.get(k), bool)}
+    length = run_length(found[0])
     if not (length.get("max_steps") or "epochs" in length) or all(getattr(cfg, k) == v for k, v in length.items()):
         return cfg
     said = f"--max_steps {length['max_steps']}" if length.get("max_steps") else f"--epochs {length['epochs']:g}"
-    if int(os.environ.get("RANK", "0") or 0) == 0:  # once under torchrun
+    if say:
         print(f"note: --resume goes on to the run's own length ({said}); give --epochs or --max_steps to change it",
               file=sys.stderr)
     return dataclasses.replace(cfg, **length)
@@ -285,14 +282,14 @@ def _train(argv: list[str] | None) -> int:
     if stop_file and Path(stop_file).exists():  # left from an earlier stop: it would stop this run at once
         raise UserError(f"--stop_file {stop_file} exists already: delete it first (it asks a run to stop)")
     cfg = TrainConfig(**args)
+    main_process = int(os.environ.get("RANK", "0") or 0) == 0
     if cfg.resume and not {"epochs", "max_steps"} & given:
-        cfg = _with_runs_length(cfg)
+        cfg = _with_runs_length(cfg, say=main_process)
     if cfg.max_steps and "epochs" in given:
         print(f"note: --max_steps {cfg.max_steps} sets the run's length; --epochs {cfg.epochs:g} is not used",
               file=sys.stderr)
     from extensions.dialogue_lora.training import train
 
-    main_process = int(os.environ.get("RANK", "0") or 0) == 0
     stopper = _Stopper(stop_file)
     stopper.install()
     reporter = _Reporter(progress_file if main_process else None)

@@ -1103,7 +1103,7 @@ def test_a_failed_load_gives_its_memory_back(webui_root, monkeypatch):
     from extensions.dialogue_lora import generation, host
 
     freed = []
-    monkeypatch.setattr(host, "_free_memory", lambda: freed.append(sys.exc_info()[0]))
+    monkeypatch.setattr(host, "free_memory", lambda: freed.append(sys.exc_info()[0]))
 
     def out_of_memory(*args, **kwargs):
         raise UserError("out of memory loading tiny-llama: try --load_in_4bit (or --load_in_8bit), or a smaller model")

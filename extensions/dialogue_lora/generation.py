@@ -91,6 +91,14 @@ def read_training_parameters(adapter_path: str | os.PathLike) -> dict:
     return params
 
 
+def trained_bits(params: dict) -> tuple[bool, bool] | None:
+    """(load_in_4bit, load_in_8bit) an adapter's training_parameters say it was trained with; None when
+    they do not say (an adapter trained elsewhere)."""
+    if not ({"load_in_4bit", "load_in_8bit"} & params.keys()):
+        return None
+    return bool(params.get("load_in_4bit")), bool(params.get("load_in_8bit"))
+
+
 def quantization_note(adapter_path: str | os.PathLike, load_in_4bit: bool, load_in_8bit: bool,
                       model_path: str | os.PathLike | None = None) -> str | None:
     """A note when the base is loaded otherwise than the adapter was trained on it (4-bit, 8-bit or
@@ -98,14 +106,14 @@ def quantization_note(adapter_path: str | os.PathLike, load_in_4bit: bool, load_
     for a base stored quantised (`model_path`): it loads as stored, as it did in training."""
     from .modeling import stored_bits
 
-    params = read_training_parameters(adapter_path)
-    if not ({"load_in_4bit", "load_in_8bit"} & params.keys()) or (model_path and stored_bits(model_path)):
+    recorded = trained_bits(read_training_parameters(adapter_path))
+    if recorded is None or (model_path and stored_bits(model_path)):
         return None  # trained elsewhere: not known
 
     def bits(four, eight):
         return "4-bit" if four else "8-bit" if eight else "unquantised"
 
-    trained, loaded = bits(params.get("load_in_4bit"), params.get("load_in_8bit")), bits(load_in_4bit, load_in_8bit)
+    trained, loaded = bits(*recorded), bits(load_in_4bit, load_in_8bit)
     if trained == loaded:
         return None
     flag = {"4-bit": " (--load_in_4bit)", "8-bit": " (--load_in_8bit)"}.get(trained, "")

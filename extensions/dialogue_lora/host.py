@@ -6,11 +6,10 @@ base model + adapter through generation.py. `webui.WebuiHost` uses the model loa
 """
 from __future__ import annotations
 
-import gc
-import sys
 import threading
 
 from .errors import UserError
+from .modeling import free_memory
 from .paths import Dirs, resolve_dirs
 
 
@@ -25,14 +24,6 @@ def format_bytes(n: float) -> str:
 def bits_words(load_in_4bit: bool = False, load_in_8bit: bool = False) -> str:
     """" (the base in 4 bits)" for a base loaded quantised; "" for one loaded whole."""
     return " (the base in 4 bits)" if load_in_4bit else " (the base in 8 bits)" if load_in_8bit else ""
-
-
-def _free_memory() -> None:
-    """Give the memory of a model dropped (or half loaded) back: to Python, and the GPU's to other processes."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class Host:
@@ -102,7 +93,7 @@ class StandaloneHost(Host):
                 return "No model is loaded."
             self._loaded = None
             name, self._in_use, self._bits = self.loaded_name, ("", []), (False, False)
-        _free_memory()
+        free_memory()
         return f"Unloaded {name}."
 
     def use_adapter(self, model: str | None, adapter: str | None, *, load_in_4bit: bool = False,
@@ -115,7 +106,7 @@ class StandaloneHost(Host):
         with self._lock:
             self._loaded = None  # free the previous model before loading the next
             self._in_use, self._bits = ("", []), (False, False)
-            _free_memory()
+            free_memory()
             failed = None
             try:
                 self._loaded = load_for_generation(model, adapter or None, model_dir=dirs.models, lora_dir=dirs.loras,
@@ -125,7 +116,7 @@ class StandaloneHost(Host):
             if failed is not None:
                 # here, not in the except clause: the error's frames hold the half-loaded weights until it is
                 # gone, and the GPU memory they leave cached would be kept from the next training run
-                _free_memory()
+                free_memory()
                 raise UserError(failed)
             self._in_use = (model, [adapter] if adapter else [])
             self._bits = self._loaded.bits  # a model stored in 4 bits is, ticked or not

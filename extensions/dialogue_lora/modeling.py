@@ -55,6 +55,17 @@ def pick_device(prefer: str | None = None):
     return torch.device("cpu")
 
 
+def free_memory() -> None:
+    """Give back the memory of tensors nothing holds any more (a model dropped or half loaded, a failed
+    step's): to Python, and a GPU's cache to other processes. Imports no torch that is not loaded yet."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _own_gpu():
     """This process's GPU: its local rank's under torchrun, else the first."""
     import torch

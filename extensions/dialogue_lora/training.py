@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import gc
 import json
 import math
 import os
@@ -323,6 +322,11 @@ def resumed_settings(out_dir: Path) -> tuple[dict, str] | None:
         if isinstance(settings, dict):
             return settings, latest.name
     return None
+
+
+def run_length(settings: dict) -> dict:
+    """The length settings (epochs, max_steps) a run's saved settings hold."""
+    return {k: settings[k] for k in ("epochs", "max_steps") if _real(settings.get(k))}
 
 
 def _another_trainers(checkpoint: Path) -> bool:
@@ -1076,9 +1080,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             ran_out = True
         eval_time += time.time() - t0
         if ran_out:  # out of the except clause, so that the batch's tensors are gone
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            modeling.free_memory()
             whose = "the base model's" if base else "the"
             emit({"event": "log", "message": f"{whose} held-out loss was not measured at step {step}: out of "
                                              "memory (the run goes on; a smaller --batch_size measures it)"})
@@ -1366,12 +1368,8 @@ def _out_of_memory_mid_run(cfg: TrainConfig, step: int, device, plan: Plan, last
     """Memory ran out in a step's forward or backward pass: the weights, optimizer and schedule are still
     the last step's, so the steps trained so far are saved as a checkpoint (usable as an adapter, and
     resumable once memory is freed) instead of being lost with the error."""
-    import torch
-
     optimizer.zero_grad(set_to_none=True)  # the step's half-made gradients
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    modeling.free_memory()
     checkpoint = _save_checkpoint_path(plan, step) if last_saved == step else save_checkpoint()
     return UserError(
         f"out of memory on {device} at step {step + 1}: the {step} steps trained are saved in {checkpoint} (an "

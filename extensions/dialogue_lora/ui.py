@@ -237,8 +237,7 @@ def progress_markdown(job: jobs.Job | None) -> str:
     title = {"running": "Training", "done": "Finished", "stopped": "Stopped", "failed": "Failed"}[state]
     if state == "running" and getattr(job, "stopping", False):
         title = "Stopping (saving a checkpoint)"
-    quantised = bits_words(bool(job.config.get("load_in_4bit")), bool(job.config.get("load_in_8bit")))
-    lines.append(f"### {title}: {adapter}{quantised}")
+    lines.append(f"### {title}: {adapter}{_config_bits(job.config)}")
     if step:
         total = step.get("total_steps")
         parts = [f"**step {step.get('step')}" + (f"/{total}" if total else "") + "**"]
@@ -581,8 +580,7 @@ class TabLogic:
             # "done": the replies and metrics are in, the report is being written and the process ending
             stage = {"load": "loading the model and adapter", "metrics": "computing the metrics",
                      "done": "writing the report"}.get(stage, stage)
-            what = job.config.get("lora_name", "") + bits_words(bool(job.config.get("load_in_4bit")),
-                                                                bool(job.config.get("load_in_8bit")))
+            what = job.config.get("lora_name", "") + _config_bits(job.config)
             if job.stopping:  # the worker sees the stop between batches: say so, or Stop looks ignored
                 return [], [], (f"Stopping the evaluation of {what} after the current batch of replies… "
                                 f"({stage}{count})")
@@ -696,10 +694,10 @@ class TabLogic:
         """(load_in_4bit, load_in_8bit) as the adapter was trained: Evaluate and Use load its base the same
         way when it is picked, so that a model that fitted the card in training fits there too (unquantised,
         a 4-bit-trained 8B needs 16 GB more). None when its settings do not say (trained elsewhere)."""
+        from .generation import trained_bits
+
         recorded = self._recorded(adapter)
-        if recorded is None or not ({"load_in_4bit", "load_in_8bit"} & recorded[1].keys()):
-            return None
-        return bool(recorded[1].get("load_in_4bit")), bool(recorded[1].get("load_in_8bit"))
+        return trained_bits(recorded[1]) if recorded is not None else None
 
     def adapter_facts(self, adapter: str | None) -> tuple[str, str | None, str]:
         """(character, base model, characters note) of an adapter, its settings read once: the character it
@@ -904,6 +902,11 @@ def build_tab(host) -> dict:
             "temperature": use.temperature}
 
 
+def _config_bits(config: dict) -> str:
+    """" (the base in 4 bits)" for a job run on a quantised base (its config's load_in_4bit/8bit)."""
+    return bits_words(bool(config.get("load_in_4bit")), bool(config.get("load_in_8bit")))
+
+
 def _when(iso) -> str:
     """" 2026-12-03 01:05 UTC" from a report's ISO time; "" when it has none."""
     import datetime
@@ -912,9 +915,9 @@ def _when(iso) -> str:
         at = datetime.datetime.fromisoformat(str(iso))
     except ValueError:
         return ""
-    if at.tzinfo is not None:
-        at = at.astimezone(datetime.timezone.utc)
-    return f" {at:%Y-%m-%d %H:%M} UTC" if at.tzinfo is not None else f" {at:%Y-%m-%d %H:%M}"
+    if at.tzinfo is None:
+        return f" {at:%Y-%m-%d %H:%M}"
+    return f" {at.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 def _follow(job, view):
