@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             lora_dir=args.lora_dir,
             load_in_4bit=args.load_in_4bit,
             load_in_8bit=args.load_in_8bit,
+            as_trained=not args.unquantised,
             device=args.device,
         )
         if args.seed is not None:
@@ -171,9 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     if loaded.adapter_path is not None:  # after the quiet load: said, as the name warning is
         from extensions.dialogue_lora.generation import quantization_note
 
-        note = quantization_note(loaded.adapter_path, args.load_in_4bit, args.load_in_8bit, loaded.model_path)
+        note = quantization_note(loaded.adapter_path, *loaded.bits, loaded.model_path)
         if note:
             print(f"note: {note}", file=sys.stderr, flush=True)
+        elif loaded.as_trained:
+            info(f"the base is in {4 if loaded.bits[0] else 8} bits, as {loaded.adapter_name} was trained "
+                 "(--unquantised loads it whole)")
 
     def reply_fn(prompt: str):
         return generate_reply(

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
         load_in_4bit=args.load_in_4bit,
         load_in_8bit=args.load_in_8bit,
+        as_trained=not args.unquantised,
         model_dir=args.model_dir,
         lora_dir=args.lora_dir,
         similarity=not args.no_similarity,

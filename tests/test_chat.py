@@ -204,23 +204,42 @@ def test_a_learnt_name_written_with_other_spaces_is_that_character(capsys):
     assert "adapter x learnt Bob, not Carol" in capsys.readouterr().err
 
 
-def test_a_base_loaded_otherwise_than_in_training_is_noted(layout, monkeypatch, capsys):
-    """An adapter trained with --load_in_4bit, chatted with on the unquantised base: said once, on stderr."""
+def test_a_qlora_adapter_loads_its_base_in_4_bits_unless_told_and_whole_is_noted(layout, monkeypatch, capsys):
+    """An adapter trained with --load_in_4bit: its base is loaded in 4 bits by default (as the tab does);
+    --unquantised loads it whole, which is said once, on stderr."""
     import io
     import json
 
     sys.path.insert(0, str(ROOT))
     import chat as chat_cli
+    from extensions.dialogue_lora import generation
+
+    seen = []
+    real_load = generation.load_for_generation
+
+    def recording_load(*args, **kwargs):
+        seen.append(real_load(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(generation, "load_for_generation", recording_load)
 
     for var in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
         monkeypatch.delenv(var, raising=False)
     params_file = layout / "user_data" / "loras" / "bob" / "training_parameters.json"
     params = json.loads(params_file.read_text(encoding="utf-8"))
     params_file.write_text(json.dumps(dict(params, load_in_4bit=True)), encoding="utf-8")
+    args = ["-m", "tiny-llama", "-l", "bob", "--name", "Bob", "--max_new_tokens", "2", "--device", "cpu"]
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n"))
-    assert chat_cli.main(["-m", "tiny-llama", "-l", "bob", "--name", "Bob", "--max_new_tokens", "2",
-                          "--device", "cpu"]) == 0
+    assert chat_cli.main(args) == 0
     captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1 and captured.err == ""  # piped: nothing to warn of
+    assert seen[-1].bits == (True, False) and seen[-1].as_trained
+    assert type(seen[-1].model.get_base_model().model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear4bit"
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n"))
+    assert chat_cli.main(args + ["--unquantized"]) == 0  # either spelling
+    captured = capsys.readouterr()
+    assert seen[-1].bits == (False, False) and not seen[-1].as_trained
     assert len(captured.out.splitlines()) == 1
     assert captured.err == ("note: bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised "
                             "here: it takes more memory, and its replies may differ slightly from what it learnt\n")

@@ -401,6 +401,21 @@ def test_a_base_loaded_otherwise_than_in_training_is_said(layout):
     result = evaluate(EvalConfig("tiny-llama", "bob", max_samples=1, max_new_tokens=2, similarity=False, meteor=False))
     assert ("bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised here: it takes "
             "more memory, and its replies may differ slightly from what it learnt") in result["notes"]
+    # the command line's default (as_trained): the base in 4 bits as trained, said in a note, no mismatch
+    quantised = evaluate(EvalConfig("tiny-llama", "bob", max_samples=1, max_new_tokens=2, similarity=False,
+                                    meteor=False, as_trained=True))
+    assert quantised["settings"]["load_in_4bit"] is True and quantised["settings"]["load_in_8bit"] is False
+    assert "the base was loaded in 4 bits, as bob was trained (--unquantised loads it whole)" in quantised["notes"]
+    assert not any("was trained on a 4-bit base" in n for n in quantised["notes"])
+    with pytest.MonkeyPatch.context() as mp:  # bitsandbytes not installed here: loaded whole, and said
+        from extensions.dialogue_lora import modeling
+
+        mp.setattr(modeling, "has_bitsandbytes", lambda: False)
+        whole = evaluate(EvalConfig("tiny-llama", "bob", max_samples=1, max_new_tokens=2, similarity=False,
+                                    meteor=False, as_trained=True))
+    assert whole["settings"]["load_in_4bit"] is False
+    assert any(n.startswith("bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised")
+               for n in whole["notes"])
     # the report says how the base was loaded: a 4-bit and an unquantised run of one adapter score differently
     from extensions.dialogue_lora.evaluation import base_loading, render_markdown
 

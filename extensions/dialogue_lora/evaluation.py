@@ -70,6 +70,9 @@ class EvalConfig:
     """--load_in_4bit: load the base model quantised to 4 bits (needs bitsandbytes)."""
     load_in_8bit: bool = False
     """--load_in_8bit: load the base model quantised to 8 bits (needs bitsandbytes)."""
+    as_trained: bool = False
+    """With neither of those: quantise the base as the adapter was trained (the command line's default;
+    --unquantised turns it off)."""
     model_dir: str | None = None
     """--model_dir: models directory (default: user_data/models or models/, as the webui)."""
     lora_dir: str | None = None
@@ -509,6 +512,7 @@ def _evaluate(
             adapter_path,
             load_in_4bit=cfg.load_in_4bit,
             load_in_8bit=cfg.load_in_8bit,
+            as_trained=cfg.as_trained,
             device=cfg.device,
         )
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -593,10 +597,13 @@ def _evaluate(
         # the same shape (checked), but maybe other weights: the scores are of this pairing
         notes.append(f"{adapter_path.name} was trained on {trained_base}, and is scored "
                      f"on {model_path.name} (of the same shape): the base column is {model_path.name}")
-    quantization = (quantization_note(adapter_path, cfg.load_in_4bit, cfg.load_in_8bit, model_path)
+    quantization = (quantization_note(adapter_path, *loaded.bits, model_path)
                     if loaded_as_asked else None)
     if quantization:
         notes.append(quantization)
+    elif loaded_as_asked and loaded.as_trained:
+        notes.append(f"the base was loaded in {4 if loaded.bits[0] else 8} bits, as {adapter_path.name} was trained "
+                     "(--unquantised loads it whole)")
     unnamed = any(not (isinstance(r, dict) and r.get("name")) for r in records)  # whom --name cues
     if cfg.name and not unnamed:
         notes.append(f"--name {cfg.name} not used: every sample names its character")

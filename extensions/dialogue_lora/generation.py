@@ -31,8 +31,12 @@ DEFAULT_MAX_NEW_TOKENS = 64
 def add_loading_arguments(p) -> None:
     """The flags that say where and how the base model and adapter load (chat.py and evaluate_lora.py)."""
     q = p.add_mutually_exclusive_group()
-    q.add_argument("--load_in_4bit", action="store_true", help="load the base model in 4 bits (bitsandbytes)")
-    q.add_argument("--load_in_8bit", action="store_true", help="load the base model in 8 bits (bitsandbytes)")
+    q.add_argument("--load_in_4bit", action="store_true",
+                   help="load the base model in 4 bits (bitsandbytes; default: as the adapter was trained)")
+    q.add_argument("--load_in_8bit", action="store_true",
+                   help="load the base model in 8 bits (bitsandbytes; default: as the adapter was trained)")
+    q.add_argument("--unquantised", "--unquantized", action="store_true",
+                   help="load the base model whole, even for an adapter trained on a 4-bit or 8-bit base")
     p.add_argument("--model_dir", default=None, help="models directory (default: user_data/models or models)")
     p.add_argument("--lora_dir", default=None, help="adapters directory (default: user_data/loras or loras)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: the best available)")
@@ -47,6 +51,7 @@ class Loaded:
     model_path: Path
     adapter_path: Path | None = None
     bits: tuple[bool, bool] = (False, False)  # (4-bit, 8-bit): how the base is held, as asked or as stored
+    as_trained: bool = False  # bits taken from the adapter's training (none asked for)
 
     @property
     def model_name(self) -> str:
@@ -185,10 +190,13 @@ def load_for_generation(
     lora_dir: str | os.PathLike | None = None,
     load_in_4bit: bool = False,
     load_in_8bit: bool = False,
+    as_trained: bool = False,
     device=None,
 ) -> Loaded:
-    """Resolve and check the model and adapter, then load them once (4-/8-bit as in training).
+    """Resolve and check the model and adapter, then load them once, 4-/8-bit as asked.
 
+    `as_trained` with neither asked: the base is quantised as the adapter's training was (a QLoRA adapter
+    from an 8 GB card would not fit beside its base loaded whole), where bitsandbytes is installed.
     `model` and `lora` are names under the webui's models/loras folders (user_data/ layout or the old one)
     or paths. Errors (UserError, one line): unknown model (lists the models found), unknown adapter (lists
     the adapters found), adapter trained on another base (says what differs), missing bitsandbytes.
@@ -199,17 +207,26 @@ def load_for_generation(
     if adapter_path is not None:
         check_adapter_base(adapter_path, model_path)
 
-    from .modeling import load_base, stored_bits
+    from .modeling import has_bitsandbytes, load_base, stored_bits
 
     stored = stored_bits(model_path)
     if stored is not None:  # loaded as stored (a -bnb-4bit upload): a quantisation asked on top does not apply
-        load_in_4bit = load_in_8bit = False
+        load_in_4bit = load_in_8bit = as_trained = False
+    elif as_trained and adapter_path is not None and not (load_in_4bit or load_in_8bit):
+        recorded = trained_bits(read_training_parameters(adapter_path))
+        # without bitsandbytes it loads whole, and quantization_note says so
+        as_trained = bool(recorded and any(recorded)) and has_bitsandbytes()
+        if as_trained:
+            load_in_4bit, load_in_8bit = recorded
+    else:
+        as_trained = False
     base, tokenizer = load_base(model_path, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, device=device)
     result = base
     if adapter_path is not None:
         result = apply_adapter(base, adapter_path, model_path)
     result.eval()
-    return Loaded(result, tokenizer, model_path, adapter_path, stored or (bool(load_in_4bit), bool(load_in_8bit)))
+    return Loaded(result, tokenizer, model_path, adapter_path, stored or (bool(load_in_4bit), bool(load_in_8bit)),
+                  as_trained)
 
 
 def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.PathLike | None = None):

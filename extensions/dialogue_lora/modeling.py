@@ -258,9 +258,13 @@ def compute_dtype_4bit(device=None):
     return pick_dtype(device)
 
 
+def has_bitsandbytes() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
 def require_bitsandbytes(flag: str = "--load_in_4bit") -> None:
     """A clear error when quantised loading is asked for without bitsandbytes installed."""
-    if importlib.util.find_spec("bitsandbytes") is None:
+    if not has_bitsandbytes():
         raise UserError(
             f"{flag} needs the bitsandbytes package, which is not installed: run "
             "`pip install bitsandbytes` (or drop the flag to load the model unquantised)"
