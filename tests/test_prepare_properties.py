@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extensions.dialogue_lora import prompt, subtitles
-from extensions.dialogue_lora.dialogue import (LAYOUTS, _BARE_NICK, _SCENE_BREAK, ReadStats, clean_text, parse_lines,
-                                               split_speaker)
+from extensions.dialogue_lora.dialogue import (LAYOUTS, _BARE_NICK, _LOG_SESSION, _SCENE_BREAK, ReadStats, _split_speaker,
+                                               clean_text, parse_lines, split_speaker)
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.prepare import PrepareConfig, prepare
 from extensions.dialogue_lora.samples import iter_samples
@@ -18,6 +18,12 @@ from extensions.dialogue_lora.samples import iter_samples
 NAMES = ["Bob", "bob", "Alice", "Mr. Smith", "O'Neil", "ROMEO", "José"]
 line_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
 speaker_line = st.builds(lambda n, sep, t: f"{n}{sep}{t}", st.sampled_from(NAMES), st.sampled_from([":", ": ", " : ", ":  "]), line_text)
+# names of several words, some not names (`Written by:`, `At the door:`), before a colon and what follows it
+name_word = st.sampled_from(["Bob", "Mr.", "Dr", "O'Neil", "the", "At", "Scene", "Written", "by", "Guard", "7",
+                             "Sage-7", "ROMEO", "x_y", "From", "to", "Everyone", "said", "Note", "", " "])
+prefixed_line = st.builds(lambda words, sep, t: " ".join(words) + sep + t, st.lists(name_word, min_size=1, max_size=7),
+                          st.sampled_from([":", ": ", " :", ":/", "://", ":1", ": 1"]),
+                          st.text(alphabet=string.printable + "é：", max_size=20))
 # the shapes the layouts' rewrites look for: film-script cues and marks, Gutenberg's cues, bracketed names,
 # headings, a header's fields
 shaped_line = st.sampled_from(["BOB", "               BOB (V.O.)", "          ROMEO (CONT'D)", "(MORE)", "12.",
@@ -90,7 +96,7 @@ def test_input_equals_build_prompt(lines, rounds):
 
 
 @settings(max_examples=500, deadline=None)
-@given(line=st.one_of(speaker_line, st.text(alphabet=string.printable, max_size=60)))
+@given(line=st.one_of(speaker_line, prefixed_line, st.text(alphabet=string.printable, max_size=60)))
 def test_hot_path_agrees_with_split_speaker(line):
     """The ASCII shortcut in the one-line parser gives what the general rule gives."""
     line = line.replace("\r", " ").replace("\n", " ").replace("\x0b", " ").replace("\x0c", " ")
@@ -100,14 +106,23 @@ def test_hot_path_agrees_with_split_speaker(line):
     nick = _BARE_NICK.fullmatch(text) if text else None
     if nick is not None:  # a chat log's `<nick> text` (no time before it)
         hit = (nick.group(1), nick.group(2))
-    if not text or subtitles.kind([line]) == "ass":  # `[Script Info]` first: an .ass file's header, no turn
+    if not text or subtitles.kind([line]) in ("ass", "srt"):  # `[Script Info]`, `WEBVTT`: a subtitle file's header
         assert got == []
-    elif hit is None and _SCENE_BREAK.fullmatch(text):  # `***`, `==*`: a scene break, no turn
+    elif hit is None and (_SCENE_BREAK.fullmatch(text) or text.startswith(_LOG_SESSION)):  # `***`, irssi's `--- Log
+        assert got == [None]  # opened`: a scene break, no turn
         assert got == [None]
     elif hit is None:
         assert [(t.speaker, t.text) for t in got] == [(None, text)]
     else:
         assert [(t.speaker, t.text) for t in got] == [(hit[0], hit[1].strip())]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(line=st.one_of(prefixed_line, speaker_line, st.text(alphabet=string.printable + "é：(", max_size=60)))
+def test_the_cached_plain_names_agree_with_the_whole_rule(line):
+    """split_speaker's cache of plain `Name:` prefixes gives what the rule itself gives, line by line."""
+    assert split_speaker(line) == _split_speaker(line)
+    assert split_speaker(line) == _split_speaker(line)  # the cached answer too
 
 
 @settings(max_examples=300, deadline=None)

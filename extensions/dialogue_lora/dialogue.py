@@ -26,6 +26,7 @@ lines with non-ASCII characters go through ftfy), no per-line allocations beyond
 from __future__ import annotations
 
 import codecs
+import functools
 import itertools
 import os
 import re
@@ -480,6 +481,17 @@ _NAME_PRONOUNS = re.compile(r"%s(?:[ \t]?/[ \t]?%s){1,2}" % (_PRONOUN_WORDS, _PR
 _PRONOUN_PARENS = re.compile(r"\([ \t]*(?:%s)[ \t]*\)" % _NAME_PRONOUNS.pattern, re.IGNORECASE)  # in a name
 
 
+# Letters, digits, spaces and `.'_-` before the first colon, a letter first: no mark, direction or icon,
+# so whether it is a name and which depends on these characters alone (cached: a script repeats them).
+_PLAIN_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9 .'_\-]*")
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_speaker(prefix: str) -> str | None:
+    hit = _split_speaker(prefix + ":")
+    return hit[0] if hit is not None else None
+
+
 def split_speaker(line: str) -> tuple[str, str] | None:
     """`(name, text)` when the line starts with a speaker's `Name:`, else None. Text is not cleaned.
 
@@ -488,6 +500,24 @@ def split_speaker(line: str) -> tuple[str, str] | None:
     >>> split_speaker("At 10:30 we left.") is None
     True
     """
+    hit = _plain_split(line)
+    return _split_speaker(line) if hit is False else hit
+
+
+def _plain_split(line: str) -> tuple[str, str] | None | bool:
+    """split_speaker's answer for a line with a plain prefix before its colon (from the cache); False for
+    any other line."""
+    colon = line.find(":", 0, _COLON_WITHIN)
+    if colon <= 0 or _PLAIN_PREFIX.fullmatch(line, 0, colon) is None:
+        return False
+    rest = line[colon + 1:]
+    if rest and rest[0] in "/0123456789":  # `http://`, `10:30`: the whole rule decides
+        return False
+    name = _plain_speaker(line[:colon])
+    return None if name is None else (name, rest)
+
+
+def _split_speaker(line: str) -> tuple[str, str] | None:
     if line[:2] == ">>":  # a TV caption's mark of a new speaker, a name in capitals: `>> ALICE: Fine.`
         hit = split_speaker(line[2:].lstrip())
         return hit if hit is not None and hit[0].isupper() else None  # `>> Bob: ...`: a quote in a message
@@ -1191,9 +1221,12 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
-            if (m is not None and (held is None or held_irc or script)  # the common case: `Name: text`
-                    and m.group(1).lower() not in _NOT_NAMES):
-                name, text = m.groups()
+            if m is not None:  # the common case: `Name: text`
+                hit = m.groups() if m.group(1).lower() not in _NOT_NAMES else None
+            else:  # `Old Tom: text`, as split_speaker would say (the line starts with a letter: no stamp)
+                hit = _plain_split(raw) or None
+            if hit is not None and (held is None or held_irc or script):
+                name, text = hit
                 text = text.strip()
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse
                     text = " ".join(text.split())
