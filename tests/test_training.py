@@ -466,6 +466,28 @@ def test_stop_before_the_first_step_saves_nothing(env):
     assert not list((env / "loras").glob(".early*"))  # nor a lock
 
 
+def test_a_stop_while_the_base_is_measured_ends_it_without_a_step(env, monkeypatch):
+    """The base model's held-out loss takes minutes on a big model: a stop asked for meanwhile ends the
+    run within a batch of it, before any step and without saving, and says it began no training."""
+    from extensions.dialogue_lora import training
+
+    monkeypatch.setattr(training, "STOP_CHECK_SECONDS", 0.0)
+    events = []
+    # the first ask (model loaded) says go on; the first one while measuring, stop
+    result = train(make_cfg(env, lora_name="mid", val_ratio=0.4, batch_size=1), on_progress=events.append,
+                   should_stop=_stop_from_call(2))
+    assert result.stopped and result.step == 0 and result.checkpoint is None and result.base_eval_loss is None
+    kinds = [e["event"] for e in events]
+    assert "begin" not in kinds and "eval" not in kinds and "step" not in kinds and kinds[-1] == "done"
+    assert not (env / "loras" / "mid").exists()
+    # asked now and then (not before every batch, which may read a file): a quick measurement is not asked
+    monkeypatch.setattr(training, "STOP_CHECK_SECONDS", 60.0)
+    calls = []
+    result = train(make_cfg(env, lora_name="mid", val_ratio=0.4, batch_size=1, max_steps=1),
+                   should_stop=lambda: calls.append(1) and False)
+    assert not result.stopped and result.base_eval_loss is not None and len(calls) == 2  # before, and after step 1
+
+
 def test_overwrite_keeps_the_old_checkpoints_until_it_saves_its_own(env):
     common = dict(lora_name="ow", max_steps=6, val_ratio=0.0)
     train(make_cfg(env, **common), should_stop=_stop_from_call(4))  # stopped after step 3

@@ -753,10 +753,33 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
     return s
 
 
-def _evaluate(model, samples, cfg, device, dist, autocast, collate, score):
+# How often a measurement of the base model asks whether to stop (should_stop may read a file).
+STOP_CHECK_SECONDS = 2.0
+
+
+class _StopAsked(Exception):
+    """A stop asked for while the base model was measured (before any step)."""
+
+
+def _now_and_then(should_stop, seconds: float):
+    """should_stop, asked at most once every `seconds` (the first time after `seconds`)."""
+    last = time.monotonic()
+
+    def check() -> bool:
+        nonlocal last
+        if time.monotonic() - last < seconds:
+            return False
+        last = time.monotonic()
+        return bool(should_stop())
+
+    return check
+
+
+def _evaluate(model, samples, cfg, device, dist, autocast, collate, score, stop=None):
     """(mean loss over completion tokens of `samples`, number of tokens), sharded over processes.
 
-    `collate` and `score` are batching.collate and batching.loss_sum with the run's settings bound."""
+    `collate` and `score` are batching.collate and batching.loss_sum with the run's settings bound. `stop`
+    (one process only: the others would wait in the sum) is asked before each batch; yes raises _StopAsked."""
     import torch
 
     order = sorted(range(len(samples)), key=lambda i: len(samples[i]["input_ids"]))
@@ -767,6 +790,8 @@ def _evaluate(model, samples, cfg, device, dist, autocast, collate, score):
     try:
         with torch.no_grad():
             for b in batches[dist.rank :: dist.world]:
+                if stop is not None and stop():
+                    raise _StopAsked
                 batch = collate([samples[i] for i in b])
                 with autocast():
                     loss, n = score(model, batch)
@@ -1059,7 +1084,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
 
     eval_time = 0.0
 
-    def run_eval(base: bool = False) -> tuple[float | None, float | None]:
+    def run_eval(base: bool = False, stop=None) -> tuple[float | None, float | None]:
         nonlocal eval_time
         if not val_set:
             return None, None
@@ -1069,7 +1094,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             if base:  # the base model alone: no LoRA, no soft prompt
                 with model.disable_adapter():
                     loss, _ = _evaluate(model, val_set, cfg, device, dist, autocast, collate,
-                                        functools.partial(score, n_virtual=0))
+                                        functools.partial(score, n_virtual=0), stop)
             else:
                 loss, _ = _evaluate(model, val_set, cfg, device, dist, autocast, collate, score)
         except (RuntimeError, MemoryError) as e:
@@ -1087,23 +1112,32 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             return None, None
         return loss, _ppl(loss)
 
-    # A stop asked for while the model loaded ends here, before the base is measured (minutes on a big
-    # model): nothing new to save. Every process asks, so that they all take the same branch; once, so that
-    # a stop asked for from here on trains the current step and saves a checkpoint.
-    if dist.sum([1.0 if should_stop is not None and should_stop() else 0.0], device)[0] > 0:
+    def stopped_before_training() -> TrainResult:  # nothing new to save
         checkpoint = plan.resume_from
         emit({"event": "done", "step": step, "total_steps": total_steps, "stopped": True,
               "checkpoint": str(checkpoint) if checkpoint else None})
         return TrainResult(plan.out_dir, step, total_steps, stopped=True, checkpoint=checkpoint,
                            base_eval_loss=base_eval, n_train=len(train_set), n_val=len(val_set),
                            n_dropped=n_dropped, log=log)
-    emit({"event": "begin", "step": step, "total_steps": total_steps})  # a stop now saves a checkpoint
+
+    # A stop asked for while the model loaded ends here, before the base is measured. Every process asks,
+    # so that they all take the same branch; once, so that a stop asked for from the first step on trains
+    # that step and saves a checkpoint.
+    if dist.sum([1.0 if should_stop is not None and should_stop() else 0.0], device)[0] > 0:
+        return stopped_before_training()
 
     if base_eval is None and val_set and cfg.eval_base and plan.resume_from is None:
-        base_eval, base_ppl = run_eval(base=True)
+        # minutes on a big model: one process stops within a batch of it (several measure it whole)
+        stop = (_now_and_then(should_stop, STOP_CHECK_SECONDS) if should_stop is not None and dist.world == 1
+                else None)
+        try:
+            base_eval, base_ppl = run_eval(base=True, stop=stop)
+        except _StopAsked:
+            return stopped_before_training()
         if base_eval is not None:
             emit({"event": "eval", "step": 0, "total_steps": total_steps, "epoch": 0, "eval_loss": base_eval,
                   "perplexity": base_ppl, "base": True})
+    emit({"event": "begin", "step": step, "total_steps": total_steps})  # a stop now saves a checkpoint
 
     last_saved = step if plan.resume_from is not None else -1
     last_save_time = time.time()
