@@ -822,7 +822,7 @@ def test_a_scene_or_chapter_heading_starts_a_new_conversation(tmp_path):
                                              "ACT II\nSCENE I. A street.\nCAPULET: But Montague.\nSAMPSON:"]
     for heading in ["INT. KITCHEN - DAY", "EXT./INT. CAR - MOVING", "[Scene: Central Perk, Joey is there.]",
                     "Scene: Monica's apartment", "## Chapter 3: Home", "CHAPTER XII. The Return", "Act 2, Scene 1",
-                    "Episode 4 - The Return", "EPILOGUE"]:
+                    "Episode 4 - The Return", "Episode 4: The Return", "EPISODE FOUR: x", "EPILOGUE"]:
         assert turns(f"Anna: Bye.\n{heading}\nBob: Hi.\n") == [("Anna", "Bye."), None, (None, heading), ("Bob", "Hi.")]
     for prose in ["Part of your cares you give me with your crown.", "Act 3 of the show was long.", "Act civil.",
                   "INTERIOR design is hard.", "Scene two is where we met.", "Prologue to the tale is long."]:
@@ -944,6 +944,14 @@ def test_a_gutenberg_speech_with_full_stops_of_its_own_stays_its_speakers():
         ("ALGERNON", "Did you hear what I was playing, Lane?"), ("LANE", "I didn't think it polite to listen, sir."),
         ("ALGERNON", "Lane's views seem lax. Really, they do."), ("LANE", "Mr. Ernest Worthing."),
         ("MRS. ALVING", "Are you there? Come here."), ("ALGERNON", "I SAY. Show him in.")]
+    # after a direction too: the speech is all its sentences, and a direction closing it stays
+    directed = text + ("\nLANE [going].  Yes, sir. I will.\n\n"
+                "LANE (ruffled).  Yes, sir.  [Hands them on a salver.]\n\n"
+                "THE NOTE TAKER [whipping out his book]. Heavens! what a sound! [He writes.] Ah-ah-ow!\n")
+    assert turns(directed)[len(turns(text)):] == [
+        ("LANE", "[going] Yes, sir. I will."),
+        ("LANE", "(ruffled) Yes, sir. [Hands them on a salver.]"),
+        ("THE NOTE TAKER", "[whipping out his book] Heavens! what a sound! [He writes.] Ah-ah-ow!")]
     chekhov = "МАША. Это траур по моей жизни. Я несчастна.\n\nМЕДВЕДЕНКО. Отчего? Не понимаю.\n\nМАША. Не знаю.\n\nМЕДВЕДЕНКО. Да.\n"
     assert turns(chekhov) == [("МАША", "Это траур по моей жизни. Я несчастна."),
                               ("МЕДВЕДЕНКО", "Отчего? Не понимаю."), ("МАША", "Не знаю."), ("МЕДВЕДЕНКО", "Да.")]

@@ -109,7 +109,7 @@ _ORDINAL_WORDS = ("first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|te
                   "первая|вторая|третья|четвертая|четвёртая|пятая|шестая|последнее|последняя|"
                   # French abbreviations: `ACTE Ier`, `SCÈNE 1re`, `SCÈNE 2e`
                   r"I(?:er|re)|\d{1,2}(?:er|re|e|[eè]me)")
-_HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto|%s)\.?[ ]+(?:[ivxlcdm]+|\d+|%s|%s)\.?"
+_HEADING = re.compile(r"(?:act|scene|chapter|part|book|volume|canto|episode|%s)\.?[ ]+(?:[ivxlcdm]+|\d+|%s|%s)\.?"
                       r"|(?:%s)[ ]+(?:act|scene|chapter|part|book|%s)\.?"
                       % (_DIVISIONS, _NUMBER_WORDS, _ORDINAL_WORDS, _ORDINAL_WORDS, _DIVISIONS), re.IGNORECASE)
 # A narration line that opens a new scene or chapter: a screenplay's slugline (`INT. KITCHEN - DAY`), a
@@ -1054,7 +1054,7 @@ def _dotted_inline(text: str, cast: Counter | None = None) -> tuple[str, str, st
     known = [p for p in stops if text[:p].strip() in cast] if cast else []
     for stop in known + stops[::-1]:
         m = _DOTTED_INLINE.fullmatch(text[:stop] + ". x")
-        if m is None:
+        if m is None or m.group(3) != "x":  # the name and directions end at an earlier stop: tried in its turn
             continue
         name = m.group(1)
         # a full stop inside a name ends a title's abbreviation (`MRS. ALVING`, `DR. RANK`), not a name
