@@ -305,7 +305,8 @@ def _train(argv: list[str] | None) -> int:
     if not main_process:
         return 0
     if result.stopped:
-        again = "the same command with --resume in place of --overwrite" if cfg.overwrite else "the same command plus --resume"
+        again = ("the same command with --resume in place of --overwrite" if cfg.overwrite
+                 else "the same command" if cfg.resume else "the same command plus --resume")
         if not stopper.signalled and stop_file:
             again += f", once {stop_file} is deleted"
         if result.checkpoint is None:

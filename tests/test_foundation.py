@@ -378,6 +378,22 @@ def test_run_cli_turns_user_errors_into_one_line(capsys):
     assert err == "error: data.json: sample 3: no output\n"
 
 
+def test_run_cli_says_which_installed_library_failed_to_load(capsys, tmp_path, monkeypatch):
+    """A bitsandbytes built for another CUDA (PEFT imports it whenever it is installed): one line, not a
+    traceback from inside the libraries."""
+    broken = tmp_path / "brokenlib"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('libbitsandbytes_cuda118.so: cannot open shared object file')")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def main(argv):
+        import brokenlib  # noqa: F401
+
+    assert run_cli(main, []) == 2
+    assert capsys.readouterr().err == ("error: brokenlib failed to load (libbitsandbytes_cuda118.so: cannot open shared "
+                                       "object file): reinstall it (pip install -r requirements.txt)\n")
+
+
 def test_run_cli_reports_a_file_system_refusal_and_sigterm_in_one_line(capsys, tmp_path):
     long_name = tmp_path / ("a" * 300 + ".json")
 

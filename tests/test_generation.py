@@ -352,3 +352,23 @@ def test_an_adapter_that_does_not_fit_in_memory_is_one_line(tmp_path, monkeypatc
     monkeypatch.setattr(PeftModel, "from_pretrained", full)
     with pytest.raises(UserError, match=r"^out of memory applying the adapter bob to the model: try --load_in_4bit"):
         apply_adapter(object(), tmp_path / "bob")
+
+
+def test_bitsandbytes_8bit_cast_notice_is_said_once(caplog):
+    """bitsandbytes' 8-bit layers warn at every product that they cast their input (a thousand lines an
+    evaluation, mixed into chat on a terminal): said once."""
+    import logging
+
+    from extensions.dialogue_lora.modeling import quiet_known_notices
+
+    quiet_known_notices()
+    quiet_known_notices()  # a second load adds no second filter
+    log = logging.getLogger("bitsandbytes.autograd._functions")
+    (once,) = log.filters
+    once.seen.clear()  # an earlier test's 8-bit model may have said it
+    with caplog.at_level(logging.WARNING):
+        for dtype in ("torch.float32", "torch.float32", "torch.bfloat16"):
+            log.warning("MatMul8bitLt: inputs will be cast from %s to float16 during quantization", dtype)
+        log.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == [
+        "MatMul8bitLt: inputs will be cast from torch.float32 to float16 during quantization", "something else"]

@@ -254,6 +254,16 @@ def test_check_reports_everything_before_loading(env, tmp_path):
         check(make_cfg(env, model_name="tinny", dataset_name=str(bad), lora_name="c"))
     msg = str(e.value)
     assert "2 problems" in msg and "'tinny' not found" in msg and "tiny" in msg and "bad.json: sample 3" in msg
+    # a model folder without its tokenizer is one of them (it was said after the start, once loading)
+    bare = env / "models" / "notok"
+    bare.mkdir()
+    for f in (env / "models" / "tiny").iterdir():
+        if f.name in ("config.json", "model.safetensors"):
+            shutil.copy(f, bare / f.name)
+    with pytest.raises(UserError) as e:
+        check(make_cfg(env, model_name="notok", dataset_name=str(bad), lora_name="c"))
+    assert "2 problems" in str(e.value) and "notok holds no tokenizer" in str(e.value)
+    shutil.rmtree(bare)
 
 
 def test_missing_target_module_lists_linear_layers(env):
@@ -627,6 +637,11 @@ def test_a_second_run_of_the_same_adapter_is_refused_while_the_first_runs(env):
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=f"another training run \\(process {holder.pid}\\) is writing"):
             train(make_cfg(env, lora_name="busy", max_steps=1))
+        # --resume and --overwrite too: not "no run to resume" for a run that has saved nothing yet, alone
+        for flag in ("resume", "overwrite"):
+            with pytest.raises(UserError, match=f"^[^\n]*busy: another training run \\(process {holder.pid}\\) is writing"
+                                                f"[^\n]*$"):
+                train(make_cfg(env, lora_name="busy", max_steps=1, **{flag: True}))
     finally:
         holder.kill()
         holder.wait()
@@ -1210,6 +1225,25 @@ def test_a_resume_without_a_length_goes_on_to_the_runs_own(env, capsys):
     train(make_cfg(env, lora_name="len2", epochs=3, resume=True, **common), on_progress=events.append)
     assert ("the run was planned for 18 steps and these settings train 27: the learning-rate schedule is fitted to "
             "27 from here on") in [e.get("message") for e in events]
+
+
+def test_a_resumed_run_stopped_again_says_to_run_the_same_command(env, capsys, monkeypatch):
+    """Its command has --resume already: not "the same command plus --resume"."""
+    import lora_finetune
+
+    small = env / "again.json"
+    small.write_text(json.dumps(bob_records(40, 3)))
+    common = dict(dataset_name=str(small), batch_size=4, val_ratio=0.0, epochs=2)
+    assert train(make_cfg(env, lora_name="again", **common), should_stop=_stop_from_call(2)).step == 1
+    monkeypatch.setattr(lora_finetune._Stopper, "__call__", lambda self, calls=[]: calls.append(1) or len(calls) >= 2)
+    args = ["-d", str(small), "-m", "tiny", "--model_dir", str(env / "models"), "--lora_dir", str(env / "loras"),
+            "-l", "again", "-b", "4", "--val_ratio", "0", "-e", "2", "--learning_rate", str(TINY_LR),
+            "--lora_dropout", "0", "--resume"]
+    capsys.readouterr()
+    assert lora_finetune.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"stopped at step 2/20; checkpoint saved in {env / 'loras' / 'again' / 'checkpoint-2'}; continue with the " \
+           "same command\n" in out
 
 
 def test_a_progress_file_that_cannot_be_written_does_not_end_the_run(tmp_path, capsys):

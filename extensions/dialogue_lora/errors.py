@@ -95,6 +95,14 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         return 130
     except BrokenPipeError:  # e.g. `chat.py ... | head`: the reader went away, nothing to report
         return 0
+    except ImportError as e:  # an installed library that fails to load (a bitsandbytes built for another CUDA)
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next  # the innermost frame: the module that failed, when the error names none
+        what = (e.name or (tb.tb_frame.f_globals.get("__name__") if tb else None) or "a library").split(".")[0]
+        print(f"error: {what} failed to load ({brief(e)}): reinstall it (pip install -r requirements.txt)",
+              file=sys.stderr)
+        return UserError.exit_code
     except OSError as e:
         if e.filename is None:
             raise

@@ -329,14 +329,24 @@ def damaged_file_types() -> tuple:
     return (OSError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError)
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def tokenizer_problem(model_path: str | os.PathLike) -> str | None:
+    """Why a model folder's tokenizer cannot load, where its files alone say so (checked before the model)."""
+    if Path(model_path).is_dir() and not any((Path(model_path) / f).is_file() for f in _TOKENIZER_FILES):
+        return (f"{model_path} holds no tokenizer ({', '.join(_TOKENIZER_FILES[:3])}, ...): copy the tokenizer "
+                "files from where the model came from into that folder")
+    return None
+
+
 def load_tokenizer(model_path: str | os.PathLike):
     """The model folder's tokenizer, with a pad token."""
     from transformers import AutoTokenizer
 
-    files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
-    if Path(model_path).is_dir() and not any((Path(model_path) / f).is_file() for f in files):
-        raise UserError(f"{model_path} holds no tokenizer ({', '.join(files[:3])}, ...): copy the tokenizer files "
-                        "from where the model came from into that folder")
+    problem = tokenizer_problem(model_path)
+    if problem:
+        raise UserError(problem)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     except (OSError, ValueError) as e:
@@ -366,14 +376,32 @@ def default_attn_implementation(device, dtype=None) -> str:
     return "flash_attention_2" if is_flash_attn_2_available() else "sdpa"
 
 
+class _OnceEach:
+    """A logging filter that lets each message through once (bitsandbytes' 8-bit layers say that they
+    cast their input at every product: a thousand lines an evaluation)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def filter(self, record) -> bool:
+        key = str(record.msg)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 def quiet_known_notices() -> None:
     """Hide two harmless notices every run would print: bitsandbytes' optional CPU kernel hub download
     (which cannot work offline and falls back on its own) and transformers' deprecation of a name that
-    PEFT still calls."""
+    PEFT still calls; say bitsandbytes' 8-bit cast once, not at every product."""
     import logging
     import warnings
 
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    functions = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _OnceEach) for f in functions.filters):
+        functions.addFilter(_OnceEach())
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 

@@ -225,7 +225,7 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
             return c.resolve()
     found = list_adapters(lora_dir)
     listing = _listing(found, lora_dir, "adapters")
-    trainer = _training_pid(lora_dir, str(name))
+    trainer = training_pid(lora_dir, str(name))
     if trainer is not None:  # its first save is still to come (its checkpoints may be there already)
         by = f" (process {trainer})" if trainer else ""
         raise UserError(f"adapter {str(name)!r} is being trained{by} and has no saved adapter yet: "
@@ -242,7 +242,7 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
     raise UserError(f"adapter {str(name)!r} not found{hint}; {listing}{interrupted_save(lora_dir, str(name))}")
 
 
-def _training_pid(lora_dir: Path, name: str) -> str | None:
+def training_pid(lora_dir: Path, name: str) -> str | None:
     """The process id of the training run that holds adapter `name`'s lock (`.NAME.lock`) now ("" when it
     cannot be read); None when no run holds it (a killed run's file, whose pid may be reused, says nothing)."""
     from .fileio import lock_holder

@@ -438,6 +438,9 @@ def check(cfg: TrainConfig) -> Plan:
             problems.append(f"--fused_kernels on: {reason}")
     if model_path is not None:
         problems += _size_problems(cfg, model_path)
+        tokenizer = modeling.tokenizer_problem(model_path)
+        if tokenizer:
+            problems.append(tokenizer)
     linear: list[str] = []
     targets = cfg.target_modules
     if model_path is not None and cfg.method == "lora":
@@ -500,6 +503,9 @@ def _too_few_steps(checkpoint: str, step: int, total: int, before: dict) -> str 
 def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path | None]:
     """What stands in the way of writing `out_dir` (an existing run, a file, no permission), and the
     checkpoint to resume from. Checked before the model loads, and again once the run holds the lock."""
+    holder = paths.training_pid(out_dir.parent, out_dir.name)
+    if holder is not None:  # its folder is mid-run: what --resume or --overwrite would find says nothing
+        return [_busy(out_dir, holder)], None
     problems, resume_from = _unwritable(out_dir), None
     if out_dir.is_symlink():
         # the final save swaps a new folder in by renames: the link would become a folder, and the files
