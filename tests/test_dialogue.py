@@ -192,6 +192,9 @@ def test_strip_actions_takes_gutenbergs_italic_directions_and_full_width_bracket
 def test_header_fields_and_film_extensions_are_no_speakers_or_directions():
     for label in ["Author's Note: hi", "Transcriber's Note: fixed", "OOC: brb", "Re: hello"]:  # wherever they stand
         assert split_speaker(label) is None, label
+    # two spaces in the label, an empty bracketed label: narration (the second raised IndexError)
+    assert turns("Anna: hi\nEditor's  note: this was cut.\n[ ]: hello\nBob: ok\n") == [
+        ("Anna", "hi"), (None, "Editor's note: this was cut."), (None, "[ ]: hello"), ("Bob", "ok")]
     # a header's fields before anyone speaks are narration; after that, and in capitals, speakers like any
     header = ("Title: Romeo and Juliet\nAuthor: William Shakespeare\nRelease Date: May 1\nLanguage: English\n"
               "Rating: T\nPairing: A/B\nDisclaimer: not mine\nCredit: Written by\nDraft date: 1/1\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,10 +21,11 @@ line_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_si
 speaker_line = st.builds(lambda n, sep, t: f"{n}{sep}{t}", st.sampled_from(NAMES), st.sampled_from([":", ": ", " : ", ":  "]), line_text)
 # names of several words, some not names (`Written by:`, `At the door:`), before a colon and what follows it
 name_word = st.sampled_from(["Bob", "Mr.", "Dr", "O'Neil", "the", "At", "Scene", "Written", "by", "Guard", "7",
-                             "Sage-7", "ROMEO", "x_y", "From", "to", "Everyone", "said", "Note", "", " "])
+                             "Sage-7", "ROMEO", "x_y", "From", "to", "Everyone", "said", "Note", "Editor's", "note", "",
+                             " ", "  "])
 prefixed_line = st.builds(lambda words, sep, t: " ".join(words) + sep + t, st.lists(name_word, min_size=1, max_size=7),
-                          st.sampled_from([":", ": ", " :", ":/", "://", ":1", ": 1"]),
-                          st.text(alphabet=string.printable + "é：", max_size=20))
+                          st.sampled_from([":", ": ", " :", ":/", "://", ":1", ": 1", ":²", ":٣", ":①"]),
+                          st.text(alphabet=string.printable + "é：²٣", max_size=20))
 # the shapes the layouts' rewrites look for: film-script cues and marks, Gutenberg's cues, bracketed names,
 # headings, a header's fields
 shaped_line = st.sampled_from(["BOB", "               BOB (V.O.)", "          ROMEO (CONT'D)", "(MORE)", "12.",
@@ -110,7 +112,6 @@ def test_hot_path_agrees_with_split_speaker(line):
         assert got == []
     elif hit is None and (_SCENE_BREAK.fullmatch(text) or text.startswith(_LOG_SESSION)):  # `***`, irssi's `--- Log
         assert got == [None]  # opened`: a scene break, no turn
-        assert got == [None]
     elif hit is None:
         assert [(t.speaker, t.text) for t in got] == [(None, text)]
     else:
@@ -118,11 +119,17 @@ def test_hot_path_agrees_with_split_speaker(line):
 
 
 @settings(max_examples=1000, deadline=None)
-@given(line=st.one_of(prefixed_line, speaker_line, st.text(alphabet=string.printable + "é：(", max_size=60)))
+@given(line=st.one_of(prefixed_line, speaker_line, st.text(alphabet=string.printable + "é：(²٣", max_size=60),
+                     prefixed_line.map(lambda s: ">> " + s), prefixed_line.map(lambda s: "[" + s.replace(":", "]:", 1))))
 def test_the_cached_plain_names_agree_with_the_whole_rule(line):
-    """split_speaker's cache of plain `Name:` prefixes gives what the rule itself gives, line by line."""
-    assert split_speaker(line) == _split_speaker(line)
-    assert split_speaker(line) == _split_speaker(line)  # the cached answer too
+    """split_speaker's cache of plain `Name:` prefixes gives what the rule itself gives, line by line (the
+    rule calls split_speaker for `>> Name:` and `[Name]:`: the cache is off for the reference)."""
+    from extensions.dialogue_lora import dialogue
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dialogue, "_plain_split", lambda _line: False)
+        expected = _split_speaker(line)
+    assert split_speaker(line) == expected
 
 
 @settings(max_examples=300, deadline=None)

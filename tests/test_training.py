@@ -68,6 +68,16 @@ def env(tmp_path_factory, tiny_model_dir):
     return root
 
 
+@pytest.fixture(autouse=True)
+def _base_measurement_never_asks(monkeypatch):
+    """The trainer asks should_stop now and then while it measures the base model, by the clock: never here,
+    so that the stoppers that count calls (one before the first step, then one per step) are exact on any
+    machine. The tests of that asking set their own interval."""
+    from extensions.dialogue_lora import training
+
+    monkeypatch.setattr(training, "STOP_CHECK_SECONDS", float("inf"))
+
+
 def make_cfg(env: Path, **kw) -> TrainConfig:
     base = dict(dataset_name=str(env / "bob.json"), model_name="tiny", model_dir=str(env / "models"),
                 lora_dir=str(env / "loras"), learning_rate=TINY_LR, batch_size=8, epochs=3, lora_dropout=0.0)
@@ -465,12 +475,15 @@ def test_resume_gives_the_uninterrupted_result(env):
     assert not train(make_cfg(env, lora_name="other", resume=True, **dict(common, dataset_name=str(same)))).stopped
 
 
-def test_stop_before_the_first_step_saves_nothing(env):
+def test_stop_before_the_first_step_saves_nothing(env, monkeypatch):
+    from extensions.dialogue_lora import training
+
+    monkeypatch.setattr(training, "STOP_CHECK_SECONDS", 0.0)  # asked at once while the base is measured
     events = []
     result = train(make_cfg(env, lora_name="early", val_ratio=0.2), on_progress=events.append,
                    should_stop=lambda: True)
     assert result.stopped and result.step == 0 and result.checkpoint is None
-    # asked while the model loaded: the base model is not measured first (minutes on a big one)
+    # asked while the model loaded: the base model's measurement (minutes on a big one) ends at once
     assert result.base_eval_loss is None and not [e for e in events if e["event"] == "eval"]
     assert not (env / "loras" / "early").exists()
     assert not list((env / "loras").glob(".early*"))  # nor a lock
@@ -490,8 +503,16 @@ def test_a_stop_while_the_base_is_measured_ends_it_without_a_step(env, monkeypat
     kinds = [e["event"] for e in events]
     assert "begin" not in kinds and "eval" not in kinds and "step" not in kinds and kinds[-1] == "done"
     assert not (env / "loras" / "mid").exists()
+    # asked at the end of it too (a stop in its last seconds, or under torchrun): still no step, as Ctrl+C said
+    monkeypatch.setattr(training, "STOP_CHECK_SECONDS", float("inf"))
+    events = []
+    result = train(make_cfg(env, lora_name="mid", val_ratio=0.4, batch_size=1), on_progress=events.append,
+                   should_stop=lambda: True)
+    assert result.stopped and result.step == 0 and result.checkpoint is None and result.base_eval_loss is not None
+    assert "begin" not in [e["event"] for e in events] and not (env / "loras" / "mid").exists()
     # asked now and then (not before every batch, which may read a file): a quick measurement is not asked
     monkeypatch.setattr(training, "STOP_CHECK_SECONDS", 60.0)
+    assert training._now_and_then(lambda: True, 60.0)() is False  # not before the interval
     calls = []
     result = train(make_cfg(env, lora_name="mid", val_ratio=0.4, batch_size=1, max_steps=1),
                    should_stop=lambda: calls.append(1) and False)

@@ -508,10 +508,11 @@ def _plain_split(line: str) -> tuple[str, str] | None | bool:
     """split_speaker's answer for a line with a plain prefix before its colon (from the cache); False for
     any other line."""
     colon = line.find(":", 0, _COLON_WITHIN)
-    if colon <= 0 or _PLAIN_PREFIX.fullmatch(line, 0, colon) is None:
+    # (two spaces: the parser's slow route judges the name with them collapsed, `Editor's  note:` as a note)
+    if colon <= 0 or _PLAIN_PREFIX.fullmatch(line, 0, colon) is None or "  " in line[:colon]:
         return False
     rest = line[colon + 1:]
-    if rest and rest[0] in "/0123456789":  # `http://`, `10:30`: the whole rule decides
+    if rest and (rest[0] == "/" or rest[0].isdigit()):  # `http://`, `10:30`, `7:²`: the whole rule decides
         return False
     name = _plain_speaker(line[:colon])
     return None if name is None else (name, rest)
@@ -524,7 +525,7 @@ def _split_speaker(line: str) -> tuple[str, str] | None:
     if line[:1] == "[" and (bracketed := _BRACKET_COLON.match(line)) is not None:  # whisperX's `[SPEAKER_00]: hi`
         label, rest = bracketed.group(1).strip(), bracketed.group(2)
         target = rest.strip()
-        if (label.split()[0].casefold() in _BRACKET_NOTES or "://" in target[:12]
+        if (not label or label.split()[0].casefold() in _BRACKET_NOTES or "://" in target[:12]
                 or (target and " " not in target and _LINK_TARGET.match(target))):
             return None  # a post's `[Edit 2]: ...`, a markdown link's `[guide]: docs/GUIDE.md`
         return split_speaker(f"{label}:{rest}")

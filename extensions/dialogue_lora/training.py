@@ -462,7 +462,11 @@ def check(cfg: TrainConfig) -> Plan:
     if paths.interrupted_save(lora_root, cfg.lora_name):  # put the adapter back before judging the folder
         with held_lock(lora_root / f".{cfg.lora_name}.lock", lambda holder: _busy(out_dir, holder)):
             _tidy(lora_root, out_dir)
-    found, resume_from = _output_problems(cfg, out_dir)
+    holder = paths.training_pid(lora_root, cfg.lora_name)  # (before the lock: Windows hides a held lock's pid)
+    if holder is not None:  # its folder is mid-run: what --resume or --overwrite would find there says nothing
+        found, resume_from = [_busy(out_dir, holder)], None
+    else:
+        found, resume_from = _output_problems(cfg, out_dir)
     problems += found
     if problems:
         raise UserError(join_problems(problems))
@@ -503,9 +507,6 @@ def _too_few_steps(checkpoint: str, step: int, total: int, before: dict) -> str 
 def _output_problems(cfg: TrainConfig, out_dir: Path) -> tuple[list[str], Path | None]:
     """What stands in the way of writing `out_dir` (an existing run, a file, no permission), and the
     checkpoint to resume from. Checked before the model loads, and again once the run holds the lock."""
-    holder = paths.training_pid(out_dir.parent, out_dir.name)
-    if holder is not None:  # its folder is mid-run: what --resume or --overwrite would find says nothing
-        return [_busy(out_dir, holder)], None
     problems, resume_from = _unwritable(out_dir), None
     if out_dir.is_symlink():
         # the final save swaps a new folder in by renames: the link would become a folder, and the files
@@ -1126,14 +1127,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                            base_eval_loss=base_eval, n_train=len(train_set), n_val=len(val_set),
                            n_dropped=n_dropped, log=log)
 
-    # A stop asked for while the model loaded ends here, before the base is measured. Every process asks,
-    # so that they all take the same branch; once, so that a stop asked for from the first step on trains
-    # that step and saves a checkpoint.
-    if dist.sum([1.0 if should_stop is not None and should_stop() else 0.0], device)[0] > 0:
-        return stopped_before_training()
-
     if base_eval is None and val_set and cfg.eval_base and plan.resume_from is None:
-        # minutes on a big model: one process stops within a batch of it (several measure it whole)
+        # minutes on a big model: a stop asked for while the model loaded or meanwhile ends it within a
+        # couple of seconds (one process: several would wait for each other in the sum; they measure it whole)
         stop = (_now_and_then(should_stop, STOP_CHECK_SECONDS) if should_stop is not None and dist.world == 1
                 else None)
         try:
@@ -1143,6 +1139,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         if base_eval is not None:
             emit({"event": "eval", "step": 0, "total_steps": total_steps, "epoch": 0, "eval_loss": base_eval,
                   "perplexity": base_ppl, "base": True})
+    # A stop asked for before now ends here, saving nothing. Every process asks, so that they all take the
+    # same branch; once, so that a stop asked for from the first step on trains that step and saves.
+    if dist.sum([1.0 if should_stop is not None and should_stop() else 0.0], device)[0] > 0:
+        return stopped_before_training()
     emit({"event": "begin", "step": step, "total_steps": total_steps})  # a stop now saves a checkpoint
 
     last_saved = step if plan.resume_from is not None else -1
