@@ -1,6 +1,7 @@
 """The shared ground: the prompt format, dataset reading, safe writes, folder resolution, name checks."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -387,7 +388,7 @@ def test_run_cli_says_which_installed_library_failed_to_load(capsys, tmp_path, m
     monkeypatch.syspath_prepend(str(tmp_path))
 
     def main(argv):
-        import brokenlib  # noqa: F401
+        importlib.import_module("brokenlib")
 
     assert run_cli(main, []) == 2
     assert capsys.readouterr().err == ("error: brokenlib failed to load (libbitsandbytes_cuda118.so: cannot open shared "
