@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if loaded.adapter_path is not None:  # after the quiet load: said, as the name warning is
         from extensions.dialogue_lora.generation import quantization_note
 
-        note = quantization_note(loaded.adapter_path, *loaded.bits, loaded.model_path)
+        note = quantization_note(loaded.adapter_path, *loaded.bits, loaded.model_path, as_trained=not args.unquantised)
         if note:
             print(f"note: {note}", file=sys.stderr, flush=True)
         elif loaded.as_trained:

@@ -413,10 +413,14 @@ def test_a_base_loaded_otherwise_than_in_training_is_said(layout):
         mp.setattr(modeling, "has_bitsandbytes", lambda: False)
         whole = evaluate(EvalConfig("tiny-llama", "bob", max_samples=1, max_new_tokens=2, similarity=False,
                                     meteor=False, as_trained=True))
+        asked_whole = evaluate(EvalConfig("tiny-llama", "bob", max_samples=1, max_new_tokens=2, similarity=False,
+                                          meteor=False))  # the tab's unticked box, or --unquantised: no hint
     assert whole["settings"]["load_in_4bit"] is False
     assert ("bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised here (bitsandbytes "
             "is not installed: pip install bitsandbytes): it takes more memory, and its replies may differ slightly "
             "from what it learnt") in whole["notes"]
+    assert any(n.startswith("bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised "
+                            "here: it takes") for n in asked_whole["notes"])
     # the report says how the base was loaded: a 4-bit and an unquantised run of one adapter score differently
     from extensions.dialogue_lora.evaluation import base_loading, render_markdown
 

@@ -597,7 +597,7 @@ def _evaluate(
         # the same shape (checked), but maybe other weights: the scores are of this pairing
         notes.append(f"{adapter_path.name} was trained on {trained_base}, and is scored "
                      f"on {model_path.name} (of the same shape): the base column is {model_path.name}")
-    quantization = (quantization_note(adapter_path, *loaded.bits, model_path)
+    quantization = (quantization_note(adapter_path, *loaded.bits, model_path, as_trained=cfg.as_trained)
                     if loaded_as_asked else None)
     if quantization:
         notes.append(quantization)

@@ -105,10 +105,11 @@ def trained_bits(params: dict) -> tuple[bool, bool] | None:
 
 
 def quantization_note(adapter_path: str | os.PathLike, load_in_4bit: bool, load_in_8bit: bool,
-                      model_path: str | os.PathLike | None = None) -> str | None:
+                      model_path: str | os.PathLike | None = None, as_trained: bool = False) -> str | None:
     """A note when the base is loaded otherwise than the adapter was trained on it (4-bit, 8-bit or
     unquantised): it needs other memory, and the adapter's replies and scores may differ slightly. None
-    for a base stored quantised (`model_path`): it loads as stored, as it did in training."""
+    for a base stored quantised (`model_path`): it loads as stored, as it did in training. `as_trained`:
+    the load was to follow the adapter (then a missing bitsandbytes is why it did not)."""
     from .modeling import has_bitsandbytes, stored_bits
 
     recorded = trained_bits(read_training_parameters(adapter_path))
@@ -125,7 +126,8 @@ def quantization_note(adapter_path: str | os.PathLike, load_in_4bit: bool, load_
     size = {"4-bit": 0, "8-bit": 1, "unquantised": 2}
     memory = "it takes more memory, and " if size[loaded] > size[trained] else ""
     article = "an" if trained == "unquantised" else "a"
-    why = " (bitsandbytes is not installed: pip install bitsandbytes)" if loaded == "unquantised" and not has_bitsandbytes() else ""
+    why = (" (bitsandbytes is not installed: pip install bitsandbytes)"
+           if as_trained and loaded == "unquantised" and not has_bitsandbytes() else "")
     return (f"{Path(adapter_path).name} was trained on {article} {trained} base{flag} and the base is loaded {loaded} "
             f"here{why}: {memory}its replies may differ slightly from what it learnt")
 
