@@ -880,6 +880,15 @@ def test_discordchatexporter_csv_without_author_ids_and_a_short_row(tmp_path):
     assert detect_source(path) == "discord"
     with pytest.raises(UserError, match=r"old\.csv:3: 2 field\(s\)"):
         list(iter_discord_turns(path))
+    # a long row (a message's commas outside quotes) and a quote left open are errors, not lost text
+    header = "AuthorID,Author,Date,Content,Attachments,Reactions\n11,alex,2024-05-01T10:00:00+00:00,hey there,,\n"
+    path.write_text(header + "12,sam,2024-05-01T10:01:00+00:00,hi, there, how are you,,\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"old\.csv:3: 8 field\(s\), DiscordChatExporter's CSV has 6"):
+        list(iter_discord_turns(path))
+    path.write_text(header.replace("hey there,,", '"hey there,"",""') + "12,sam,2024-05-01T10:01:00+00:00,hi,,\n",
+                    encoding="utf-8")
+    with pytest.raises(UserError, match=r"old\.csv:2: malformed CSV \(unexpected end of data\)"):
+        list(iter_discord_turns(path))
 
 
 def test_discordchatexporter_text_export_is_refused_with_advice(tmp_path):
@@ -1094,6 +1103,7 @@ def test_messenger_classic_export_oldest_first_with_its_text_repaired(tmp_path):
         {"sender_name": "Sam Lee", "timestamp_ms": 1714557600000, "content": "hey alex, long time no see!"},
         {"sender_name": "Alex Kim", "timestamp_ms": 1714557500000, "is_unsent": True},
         {"sender_name": "Alex Kim", "timestamp_ms": 1714557400000, "content": "Alex started a call.", "type": "Call"},
+        {"sender_name": "Alex Kim", "timestamp_ms": 1714557300000, "content": "Liked a message"},  # Instagram's like
     ]
     (thread / "message_1.json").write_text(json.dumps({
         "participants": [{"name": "Sam Lee"}, {"name": "Alex Kim"}], "messages": messages, "title": "Alex Kim",
@@ -1103,7 +1113,7 @@ def test_messenger_classic_export_oldest_first_with_its_text_repaired(tmp_path):
     report = prepare(PrepareConfig(names=["Sam Lee"], txtfilename=str(thread), jsonfilename=str(out),
                                    filter_low_quality=False))
     assert report.speakers == {"Sam Lee": 3, "Zoë": 1, "Alex Kim": 1}
-    assert report.dropped == {"system_message": 3, "attachment_only": 1}  # unsent, call, reaction; the photo
+    assert report.dropped == {"system_message": 4, "attachment_only": 1}  # unsent, call, reaction, like; the photo
     records = json.loads(out.read_text(encoding="utf-8"))
     assert [(r["input"], r["output"], r["source"]) for r in records] == [
         ("Sam Lee:", "hey alex, long time no see!", "message_1.json:7"),

@@ -63,7 +63,8 @@ def _iso(value: str) -> str | None:
 
 def load(path: Path, text: str) -> list[dict]:
     """The rows of the export in `text` (the file's contents), as messages of the JSON export's shape."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    # strict: a quote left open is an error at the file's end, not every row after it read as one message
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True)
     messages, start = [], 1
     try:
         header = [c.strip() for c in next(reader, [])]
@@ -74,7 +75,7 @@ def load(path: Path, text: str) -> list[dict]:
             if not any(cell.strip() for cell in row):
                 start = reader.line_num + 1
                 continue
-            if len(row) < need:
+            if len(row) < need or len(row) > len(header):  # more: a message's commas outside its quotes
                 raise UserError(f"{path}:{start}: {len(row)} field(s), DiscordChatExporter's CSV has "
                                 f"{len(header)} ({', '.join(header)})")
             cell = {name: row[i] if i < len(row) else "" for name, i in col.items()}

@@ -38,7 +38,7 @@ _SERVICE_TYPES = {"call", "subscribe", "unsubscribe", "payment"}  # casefolded: 
 # what the export writes in place of a message's own words
 _PLACEHOLDER = re.compile(r"(?:.{1,80} )?(?:sent an attachment|sent a (?:photo|video|voice message|GIF|sticker|link)|"
                           r"sent \d+ (?:photos|videos))\.", re.IGNORECASE)
-_REACTION = re.compile(r"Reacted .{1,16} to your message\s*", re.DOTALL)
+_REACTION = re.compile(r"Reacted .{1,16} to your message\s*|Liked a message", re.DOTALL)  # Instagram's like
 
 
 PART = re.compile(r"message_(\d{1,6})\.json", re.IGNORECASE)  # one file of a conversation's export
