@@ -59,6 +59,11 @@ def test_the_pre_pass_keeps_the_files_line_numbers():
     assert out[6] == "[01/01/2100 10:42 PM] Luna: we need a healer"  # `Yesterday`, written as the file's dates
     assert out[8] == ""  # the reply's preview of Luna's message
     assert out[12] == "@Luna you there?"  # a message that quotes nothing said before
+    # a name of two words, or with an icon: the preview goes too
+    for name in ("Luna Moon", "Luna 🌙"):
+        lines = COPY.replace("Luna", name).splitlines(True)
+        out = list(lines_of(lines, kind(lines)))
+        assert out[8] == "" and out[12] == f"@{name} you there?", name
 
 
 def test_one_header_or_headers_in_prose_are_not_a_copy():

@@ -207,7 +207,11 @@ def _relative(word: str, written: str | None) -> str:
 
 
 def _preview(line: str, said: list[str]) -> bool:
-    """Whether a line is a reply's preview: `@Name` and the start of an earlier message."""
-    parts = line.strip().split(" ", 1)
-    quoted = parts[1].strip().rstrip("…").strip() if len(parts) > 1 else ""
-    return bool(quoted) and any(m.startswith(quoted) for m in said)
+    """Whether a line is a reply's preview: `@Name` and the start of an earlier message. The name may have
+    words and icons of its own (`@Luna Moon`, `@Luna 🌙`): the message may start after any of its first spaces."""
+    words = line.strip().split(" ")
+    for n in range(1, min(len(words), 6)):
+        quoted = " ".join(words[n:]).strip().rstrip("…").strip()
+        if quoted and any(m.startswith(quoted) for m in said):
+            return True
+    return False
