@@ -741,8 +741,11 @@ def test_a_chat_exports_sender_is_the_contact_as_saved_and_its_placeholders_are_
                            ("Smith John", "cool"), ("Sam", "Plan for Saturday --- BOB: bring snacks"),
                            ("Zoe", ""), ("Zoe", ""), ("Zoe", "")]
     german = ("31.12.23, 21:16 - Ben: <Medien ausgeschlossen>\n31.12.23, 21:17 - Ben: Diese Nachricht wurde gelöscht.\n"
-              "31.12.23, 21:19 - Ana: <3 you\n31.12.23, 21:20 - Ana: <hug>\n31.12.23, 21:21 - Ana: <insert joke here>\n")
-    assert turns(german) == [("Ben", ""), ("Ben", ""), ("Ana", "<3 you"), ("Ana", "<hug>"), ("Ana", "<insert joke here>")]
+              "31.12.23, 21:19 - Ana: <3 you\n31.12.23, 21:20 - Ana: <hug>\n31.12.23, 21:21 - Ana: <insert joke here>\n"
+              "31.12.23, 21:22 - Max: Verpasster Sprachanruf\n"
+              "31.12.23, 21:23 - Max: IMG-20231231-WA0001.jpg (Datei angehängt)\n")
+    assert turns(german) == [("Ben", ""), ("Ben", ""), ("Ana", "<3 you"), ("Ana", "<hug>"), ("Ana", "<insert joke here>"),
+                             ("Max", ""), ("Max", "")]
     iphone = ("[31.12.23, 21:22:00] Kim: Report.pdf \u200e\u2022 \u200e3 pages \u200edocument omitted\n"
               "[31.12.23, 21:23:00] Kim: line one\nline two \u200e<This message was edited>\n")
     assert turns(iphone) == [("Kim", ""), ("Kim", "line one line two")]

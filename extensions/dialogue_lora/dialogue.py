@@ -218,7 +218,16 @@ _OMITTED = frozenset(s.casefold() for s in (
     "Eliminaste este mensaje", "Ce message a été supprimé", "Vous avez supprimé ce message",
     "Questo messaggio è stato eliminato", "Hai eliminato questo messaggio", "Esta mensagem foi apagada",
     "Você apagou esta mensagem", "Dit bericht is verwijderd", "Je hebt dit bericht verwijderd",
-    "Данное сообщение удалено", "Вы удалили данное сообщение"))
+    "Данное сообщение удалено", "Вы удалили данное сообщение",
+    # missed calls, in the same languages
+    "Verpasster Sprachanruf", "Verpasster Videoanruf", "Llamada perdida", "Videollamada perdida",
+    "Llamada de voz perdida", "Appel vocal manqué", "Appel vidéo manqué", "Chiamata vocale persa",
+    "Videochiamata persa", "Chamada de voz perdida", "Chamada de vídeo perdida", "Gemiste spraakoproep",
+    "Gemiste video-oproep", "Пропущенный аудиозвонок", "Пропущенный видеозвонок"))
+# `IMG-….jpg (file attached)`: an attachment's name, in the same languages
+_ATTACHED = tuple(s.casefold() for s in ("(file attached)", "(Datei angehängt)", "(archivo adjunto)", "(fichier joint)",
+                                         "(file allegato)", "(arquivo anexado)", "(bestand bijgevoegd)",
+                                         "(файл добавлен)"))
 # Android's `<...>` placeholder for media not exported, in the export's language (`<Medien ausgeschlossen>`,
 # `<Multimedia omitido>`, `<Mídia oculta>`, `<Без медиафайлов>`): known by the word for media in it
 _MEDIA_WORDS = ("medi", "mídia", "média", "медиа", "omitted")
@@ -1441,7 +1450,7 @@ def looks_like_chat_export(lines: Iterable[str]) -> bool:
 def _omitted(message: str) -> bool:
     """Whether a message is what an export writes for one it did not keep (a photo, a deleted message)."""
     m = message.casefold().rstrip(".")
-    return (m in _OMITTED or m.startswith("<attached:") or m.endswith("(file attached)")
+    return (m in _OMITTED or m.startswith("<attached:") or m.endswith(_ATTACHED)
             or (m[:1] == "<" and m[-1:] == ">" and " " in m and len(m) <= 60 and "<" not in m[1:-1]
                 and ">" not in m[1:-1] and any(w in m for w in _MEDIA_WORDS)))
 
