@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -790,6 +791,12 @@ def test_discords_own_data_package_is_refused_with_the_reason(tmp_path):
         with pytest.raises(UserError, match=rf"^{re.escape(str(given))}: Discord's data package .* only your own "
                                             "messages.* DiscordChatExporter"):
             prepare(PrepareConfig(names=["Me"], txtfilename=str(given), jsonfilename=str(tmp_path / "o.json")))
+    # without its account folder, and as newer packages name it (`Messages`): the root is refused so too,
+    # rather than pointed at its messages folder, which is refused in turn
+    shutil.rmtree(tmp_path / "package" / "account")
+    (tmp_path / "package" / "messages").rename(tmp_path / "package" / "Messages")
+    with pytest.raises(UserError, match=r"package: Discord's data package"):
+        prepare(PrepareConfig(names=["Me"], txtfilename=str(tmp_path / "package"), jsonfilename=str(tmp_path / "o.json")))
 
 
 def test_slack_threads_names_actions_and_bytes(tmp_path):

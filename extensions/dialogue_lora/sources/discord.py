@@ -165,7 +165,11 @@ def _is_package_folder(path: Path) -> bool:
     if (path / "index.json").is_file() and any(p.is_dir() and p.name[:1] == "c" and p.name[1:].isdigit()
                                               for p in path.iterdir()):
         return True
-    return (path / "account").is_dir() and (path / "messages").is_dir()
+    if (path / "account").is_dir() and (path / "messages").is_dir():
+        return True
+    # its messages folder alone (`Messages` in newer packages): the root is refused for what it is
+    return any(p.name.casefold() == "messages" and p.is_dir() and (p / "index.json").is_file() and _is_package_folder(p)
+               for p in path.iterdir())
 
 
 def load_export(path: Path) -> dict:
