@@ -720,6 +720,11 @@ def test_a_chat_exports_message_keeps_its_lines_whatever_they_look_like():
               "[31.12.23, 21:07:03] Kim: nice \u200e<This message was edited>\n")
     assert turns(iphone) == [(None, "Alex created this group"), ("Sam", ""), ("Alex", ""), ("+49 170 1234567", "hallo"),
                              ("Kim", "nice")]
+    # a client's lines before the first message are narration without their time too (every irssi log
+    # opens so); `10:30 * call Bob` in a script is a note, its time kept
+    opened = "--- Log opened Mon Jan 01 10:00:00 2024\n19:00 -!- alice [~a@host] has joined #linux\n19:01 <alice> hi\n"
+    assert turns(opened) == [None, (None, "-!- alice [~a@host] has joined #linux"), ("alice", "hi")]
+    assert turns("10:30 * call Bob\nBob: hi\n") == [(None, "10:30 * call Bob"), ("Bob", "hi")]
     irssi = "21:01 < bob> hi alex\n21:02 <@alex> hey bob\n--- Day changed Mon Jan 01 2024\n21:03 -!- Topic: be nice\n"
     assert turns(irssi) == [("bob", "hi alex"), ("alex", "hey bob"), (None, "--- Day changed Mon Jan 01 2024"),
                             (None, "-!- Topic: be nice")]

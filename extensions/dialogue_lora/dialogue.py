@@ -267,6 +267,7 @@ _MARKDOWN_NAME = re.compile(r"(\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % 
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 _LOG_SESSION = ("--- Log opened", "--- Log closed")  # irssi's
+_IRC_CLIENT = re.compile(r"(?:-!-|\*{1,3}|-->|<--)[ \t]")  # an IRC client's own line after its time: joins, notices
 _LOG_TAGS = re.compile(r"(?:\[[^\[\]\n]{1,60}\]:?[ \t]*)+(?=<)")  # a server log's thread and level before a `<nick>`
 # The hot path's shortcut for ASCII lines: a one-word name, then the colon (not `://`, not `10:30`).
 # Anything it does not take goes through `split_speaker`, which agrees with it (tested).
@@ -1297,7 +1298,9 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 if kind != "system":
                     held, held_irc, held_swallow = Turn(name, message, file, n), kind == "irc", kind == "poll"
                     continue
-                if dated is not None:  # the export's own line; before any message it may be prose: read below
+                # the export's own line; before any message it may be prose (read below), unless an IRC
+                # client's (`19:00 -!- alice has joined`)
+                if dated is not None or _client_line(message, is_dated):
                     yield Turn(None, message, file, n)
                     continue
         hit = None
@@ -1332,19 +1335,25 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
     stats.lines += n
 
 
+def _client_line(text: str, dated: bool) -> bool:
+    """Whether the text after a stamp is an IRC client's own line (`-!- alice has joined`); `* text` only
+    after a date (after a time alone it may be a note's)."""
+    return _IRC_CLIENT.match(text) is not None and (dated or text[:1] != "*")
+
+
 def _stamped(rest: str, bare: bool) -> tuple[str, str | None, str] | None:
     """What a chat export's line is, after its stamp: ("irc" | "chat", name, message) for a message
     (WhatsApp's `Alex: hey`, IRC's `<alex> hey`), ("system", None, text) for the export's own notices
     (`Alex left`, `* alex waves`, an iPhone's notice under the chat's name), ("drop", None, "") for the
     encryption notice. None where it is none of these: `bare` (a time alone, no date, no brackets) is a
-    stamp only before an IRC nick."""
+    stamp only before an IRC nick or an IRC client's own line."""
     if rest[:1] == "[" and (tags := _LOG_TAGS.match(rest)) is not None:
         rest = rest[tags.end():]  # a game server's `[Server thread/INFO]: <Steve> hi` (Minecraft)
     irc = _IRC_NICK.match(rest)
     if irc is not None:
         return "irc", irc.group(1), irc.group(2).strip()
     if bare:
-        return None
+        return ("system", None, rest.strip()) if _client_line(rest, False) else None
     if "end-to-end encrypt" in rest and ":" not in rest.split("end-to-end", 1)[0]:
         return "drop", None, ""
     if rest[:2] == "| ":  # `2024-01-05 21:00 | alex: hey`: a column rule between the stamp and the sender
