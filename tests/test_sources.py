@@ -439,10 +439,14 @@ def test_telegram_account_export_keeps_its_chats_apart(tmp_path):
                                chat("Ann", ("Ann", "Are you coming to the market tomorrow?"),
                                     ("Mira", "Only if the dragon stays away from it."))]},
             "left_chats": {"list": [chat("Old guild", ("Mira", "Goodbye everyone, it was a fine run."))]}}
+    saved = chat("", ("Mira", "buy milk"), ("Mira", "call the smith about the boots"))
+    data["chats"]["list"].append(dict(saved, type="saved_messages"))  # notes to herself: no dialogue
     path = tmp_path / "result.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     out = tmp_path / "o.json"
-    prepare(PrepareConfig(names=["Mira"], txtfilename=str(path), jsonfilename=str(out), filter_low_quality=False))
+    report = prepare(PrepareConfig(names=["Mira"], txtfilename=str(path), jsonfilename=str(out),
+                                   filter_low_quality=False))
+    assert "result.json: your Saved Messages (2 notes to yourself) left out: no dialogue" in report.format()
     records = json.loads(out.read_text(encoding="utf-8"))
     assert [(r["input"], r["source"]) for r in records] == [
         ("Tom: Did you see the dragon last night?\nMira:", "result.json [Tom]:2"),

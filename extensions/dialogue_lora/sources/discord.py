@@ -235,6 +235,9 @@ def channels(path: Path, stats: ReadStats | None = None) -> list[tuple[str, str,
     if not telegram.is_telegram(data):
         return [(path.name, "discord", data["messages"])]
     found = telegram.chats(data)
+    saved = telegram.saved_messages_left_out(data)
+    if saved and stats is not None:
+        stats.add_note(f"{path.name}: your Saved Messages ({saved} notes to yourself) left out: no dialogue")
     many = len(found) > 1
     return [(f"{path.name} [{name}]" if many else path.name, "telegram", [telegram.as_discord(m) for m in messages])
             for name, messages in found]

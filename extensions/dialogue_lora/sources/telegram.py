@@ -40,16 +40,32 @@ def is_telegram(data) -> bool:
 
 
 def chats(data: dict) -> list[tuple[str, list]]:
-    """(chat name, messages) for a chat export, or for every chat of an account export."""
+    """(chat name, messages) for a chat export, or for every chat of an account export but its Saved
+    Messages (notes to yourself: no dialogue; exported alone, it is read as any chat)."""
     if isinstance(data.get("messages"), list):
         return [(_chat_name(data), data["messages"])]
+    return [(_chat_name(chat), chat["messages"]) for chat in _account_chats(data) if not _saved(chat)]
+
+
+def saved_messages_left_out(data: dict) -> int:
+    """How many messages of an account export's Saved Messages chats() leaves out."""
+    if isinstance(data.get("messages"), list):
+        return 0
+    return sum(len(chat["messages"]) for chat in _account_chats(data) if _saved(chat))
+
+
+def _account_chats(data: dict) -> list[dict]:
     found = []
     for key in ("chats", "left_chats"):
         listed = data.get(key)
         for chat in (listed.get("list") if isinstance(listed, dict) else None) or ():
             if isinstance(chat, dict) and isinstance(chat.get("messages"), list):
-                found.append((_chat_name(chat), chat["messages"]))
+                found.append(chat)
     return found
+
+
+def _saved(chat: dict) -> bool:
+    return chat.get("type") == "saved_messages"
 
 
 def _chat_name(chat: dict) -> str:
