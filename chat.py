@@ -170,14 +170,13 @@ def main(argv: list[str] | None = None) -> int:
 
             set_seed(args.seed)
     if loaded.adapter_path is not None:  # after the quiet load: said, as the name warning is
-        from extensions.dialogue_lora.generation import quantization_note
+        from extensions.dialogue_lora.generation import as_trained_note, quantization_note
 
         note = quantization_note(loaded.adapter_path, *loaded.bits, loaded.model_path, as_trained=not args.unquantised)
         if note:
             print(f"note: {note}", file=sys.stderr, flush=True)
-        elif loaded.as_trained:
-            info(f"the base is in {4 if loaded.bits[0] else 8} bits, as {loaded.adapter_name} was trained "
-                 "(--unquantised loads it whole)")
+        elif followed := as_trained_note(loaded):
+            info(followed)
 
     def reply_fn(prompt: str):
         return generate_reply(

@@ -463,6 +463,7 @@ def _evaluate(
     from .encoding import completion_prompts, encode_record
     from .generation import (
         adapter_disabled,
+        as_trained_note,
         check_adapter_base,
         generate_replies,
         load_for_generation,
@@ -601,9 +602,8 @@ def _evaluate(
                     if loaded_as_asked else None)
     if quantization:
         notes.append(quantization)
-    elif loaded_as_asked and loaded.as_trained:
-        notes.append(f"the base was loaded in {4 if loaded.bits[0] else 8} bits, as {adapter_path.name} was trained "
-                     "(--unquantised loads it whole)")
+    elif loaded_as_asked and (followed := as_trained_note(loaded)):
+        notes.append(followed)
     unnamed = any(not (isinstance(r, dict) and r.get("name")) for r in records)  # whom --name cues
     if cfg.name and not unnamed:
         notes.append(f"--name {cfg.name} not used: every sample names its character")

@@ -132,6 +132,14 @@ def quantization_note(adapter_path: str | os.PathLike, load_in_4bit: bool, load_
             f"here{why}: {memory}its replies may differ slightly from what it learnt")
 
 
+def as_trained_note(loaded: Loaded) -> str | None:
+    """Said where the base was quantised to follow the adapter's training, no flag asking for it."""
+    if not loaded.as_trained:
+        return None
+    return (f"the base was loaded in {4 if loaded.bits[0] else 8} bits, as {loaded.adapter_name} was trained "
+            "(--unquantised loads it whole)")
+
+
 def read_adapter_config(adapter_path: str | os.PathLike) -> dict:
     return _read_json(Path(adapter_path) / "adapter_config.json")
 
