@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.top_p <= 1:
         problems.append(f"--top_p must be above 0 and at most 1 (got {args.top_p:g})")
     if not 0 < args.repetition_penalty < math.inf:
-        problems.append(f"--repetition_penalty must be above 0: 1 changes nothing, above 1 discourages repeats (got {args.repetition_penalty:g})")
+        problems.append(f"--repetition_penalty must be a finite number above 0: 1 changes nothing, above 1 discourages repeats (got {args.repetition_penalty:g})")
     if problems:
         raise UserError(join_problems(problems))
 

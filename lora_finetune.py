@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         h = helps.get(name, "")
         default = f.default
         if default is not None and not isinstance(default, bool) and "default" not in h.lower():
-            h += f" (default: {default})"
+            h += f" (default: {default:g})" if isinstance(default, float) else f" (default: {default})"
         if name in _ON_BY_DEFAULT:
             p.add_argument(f"--no_{name}", dest=name, action="store_false", default=True, help=_OFF_HELP[name])
         elif isinstance(default, bool):

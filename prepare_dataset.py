@@ -28,7 +28,9 @@ except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceb
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):  # no "(default: None)" on flags without a default
+    def _get_help_string(self, action):  # no "(default: None)" on flags without a default; 10, not 10.0
+        if isinstance(action.default, float):
+            return f"{action.help} (default: {action.default:g})"
         return action.help if action.default is None else super()._get_help_string(action)
 
 

@@ -100,7 +100,7 @@ def test_errors_are_one_line(layout):
     assert p.returncode != 0 and p.stderr.startswith("error: name 'Bob:' must not contain ':'"), p.stderr
     # sampling settings and devices are checked before the model loads, each in one line
     for bad, words in ((["--top_p", "5"], "--top_p must be above 0 and at most 1"),
-                       (["--repetition_penalty", "-1"], "--repetition_penalty must be above 0"),
+                       (["--repetition_penalty", "-1"], "--repetition_penalty must be a finite number above 0"),
                        (["--device", "tpu"], "--device 'tpu' is not a device name"),
                        (["--temperature", "inf"], "--temperature must be 0 (greedy) or a finite number"),
                        (["--temperature", "warm"], "argument --temperature: invalid float value: 'warm' (see --help)"),

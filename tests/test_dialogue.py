@@ -890,6 +890,18 @@ def test_a_film_script_reads_its_cues_and_speeches():
     assert not detect_screenplay("HELLO WORLD\nThis is prose.\n\nAnd more prose.\n")
 
 
+def test_a_short_film_script_excerpt_is_one_by_its_slugline_or_transition():
+    # two cues (three make a film script alone) in a scene with a slugline or a transition: the README's example
+    excerpt = ("INT. DINER - NIGHT\n\nA greasy spoon.\n\n                         JOE\n          I never wanted this.\n\n"
+               "                         MARY (O.S.)\n          Then why are you here?\n                        CUT TO:\n")
+    assert detect_screenplay(excerpt)
+    assert turns(excerpt)[2:] == [("JOE", "I never wanted this."), ("MARY", "Then why are you here?")]
+    assert detect_screenplay("FADE IN:\n\nJOE\nHi there.\n")
+    # without such a mark two cues are not enough; a chat's `Name: text` lines outnumber them
+    assert not detect_screenplay("\nJOE\nHi there.\n\nMARY\nHello.\n")
+    assert not detect_screenplay("INT. DINER - NIGHT\n\nJOE\nHi there.\n\nBob: hi\nAmy: hello\n")
+
+
 def test_film_scripts_as_printed_and_in_fountain():
     printed = ("3    INT. DINER - NIGHT    3\n\nTHE DOOR SLAMS OPEN\nThe wind howls in.\n\n"
                "                         McCLANE\n          Come out to the coast.\n\n"

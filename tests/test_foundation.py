@@ -329,6 +329,14 @@ def test_a_user_data_folder_that_hides_the_old_models_folder_is_said(tmp_path):
     new, old = tmp_path / "user_data" / "models", tmp_path / "models"
     assert str(e.value).endswith(f"(user_data/ is here, so models are looked for in {new}; {old} holds tiny: pass "
                                  f"--model_dir {old}, or move them)")
+    # and the adapters in the old layout's loras/
+    (tmp_path / "loras" / "bob").mkdir(parents=True)
+    (tmp_path / "loras" / "bob" / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError) as e:
+        paths.resolve_adapter("bob", paths.resolve_dirs(tmp_path).loras)
+    new, old = tmp_path / "user_data" / "loras", tmp_path / "loras"
+    assert str(e.value).endswith(f"(user_data/ is here, so adapters are looked for in {new}; {old} holds bob: pass "
+                                 f"--lora_dir {old}, or move them)")
 
 
 def test_resolve_adapter_says_what_a_folder_without_an_adapter_holds(tmp_path):

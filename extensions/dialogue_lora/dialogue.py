@@ -684,7 +684,8 @@ def _layout_of(evidence: tuple[int, int, int]) -> str:
 
 # A film script's transitions and page marks: formatting, no one's words (`CUT TO:`, `FADE OUT.`, `(MORE)`
 # and `CONTINUED:` where a speech or scene runs over a page, a page number alone).
-_SCREEN_NOISE = re.compile(r"(?:[A-Z]+ )*(?:CUT|DISSOLVE|WIPE|FADE|IRIS)(?: (?:TO|IN|OUT))+(?: (?:BLACK|WHITE))?[:.]?|"
+_TRANSITION = r"(?:[A-Z]+ )*(?:CUT|DISSOLVE|WIPE|FADE|IRIS)(?: (?:TO|IN|OUT))+(?: (?:BLACK|WHITE))?[:.]?"
+_SCREEN_NOISE = re.compile(_TRANSITION + r"|"
                            r"\(MORE\)|\(?CONT(?:INUED|'D|\u2019D|D)\)?:?(?:[ \t]*\(?\d+[A-Z]?\)?\.?)?|\d{1,3}[A-Z]?\.?|"
                            r"THE END\.?|={3,}")
 # A cue's extensions: `(V.O.)`, `(O.S.)`, `(CONT'D)`, `(into phone)`; `COP #1`; Fountain's `@McCLANE`, `^` (dual).
@@ -693,6 +694,9 @@ _SCREEN_CUE = re.compile(r"@?([^\W\d_][^\W_]*(?:[ .'\-&][ .'\-&]?[^\W_]+)*\.?(?:
 _NUMBERED_SLUG = re.compile(r"(?:(\d{1,4}[A-Z]{0,2})\.?[ \t]+)?((?:INT|EXT|EST|INT\.?/EXT|EXT\.?/INT|I/E)[. ].*?)"
                             r"(?:[ \t]+\1\.?|[ \t]*#[\w.-]+#)?")
 # Fountain's notes and boneyard (`[[...]]`, `/* ... */`), kept out of everyone's words.
+# What only a film script has: a slugline or a transition, on a line of its own.
+_FILM_MARK = re.compile(r"[ \t]*(?:\d{1,4}[A-Z]{0,2}\.?[ \t]+)?(?:INT|EXT|INT\.?/EXT|EXT\.?/INT|I/E)\.[ \t]*\S.*|[ \t]*(?:%s)[ \t]*"
+                        % _TRANSITION)
 _FOUNTAIN_NOTE = re.compile(r"\[\[.*?\]\]|/\*.*?\*/")
 _MIXED_CASE_NAME = re.compile(r"\b(?:Mc|Mac|De|Di|Da|La|Le|Van|Von|O')(?=[A-Z])")  # McCLANE, DeLUCA
 
@@ -908,8 +912,11 @@ def parse_lines(
         looks = "play"  # `NAME.  text` speeches wrap over several lines to the blank line
     cue_indents = [] if timed else _screen_cue_indents(head)
     screen = len(cue_indents)
-    if screen >= 3 and screen > sum(evidence) - _header_lines(head):  # cues in capitals without a colon, more
-        looks = "screenplay"  # than any other kind (a Fountain title page's `Title:` lines not counted)
+    # cues in capitals without a colon, more than any other kind (a Fountain title page's `Title:` lines not
+    # counted): three, or one in a scene with a slugline or a transition (a short excerpt)
+    enough = 1 if screen and any(_FILM_MARK.fullmatch(line.rstrip("\r\n")) for line in head) else 3
+    if screen >= enough and screen > sum(evidence) - _header_lines(head):
+        looks = "screenplay"
     # the play layout asked for a short excerpt of a spaced play: a few spaced cues are enough (and no note)
     loose = spaced_any if layout == "play" and looks != "play" and not spaced_play else 0
     if layout == "auto":

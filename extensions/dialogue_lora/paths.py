@@ -154,19 +154,20 @@ def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path
     hint = closest(Path(name).name, found)
     hint = f" (did you mean {hint!r}?)" if hint else ""
     raise UserError(f"model {str(name)!r} not found{hint}; {_listing(found, model_dir, 'models')}"
-                    + _old_layout_hint(model_dir))
+                    + _old_layout_hint(model_dir, list_models, "--model_dir"))
 
 
-def _old_layout_hint(model_dir: Path) -> str:
-    """A user_data/ folder makes user_data/models the models folder: say so when the old layout's models/
-    beside it holds models (a user_data/ made by something else hid them)."""
-    if model_dir.name != "models" or model_dir.parent.name != "user_data":
+def _old_layout_hint(folder: Path, listed, flag: str) -> str:
+    """A user_data/ folder makes user_data/models (and user_data/loras) the folder looked in: say so when the
+    old layout's models/ (loras/) beside it holds some (a user_data/ made by something else hid them)."""
+    if folder.parent.name != "user_data":
         return ""
-    old = model_dir.parent.parent / "models"
-    if not list_models(old):
+    old = folder.parent.parent / folder.name
+    if not listed(old):
         return ""
-    return (f" (user_data/ is here, so models are looked for in {model_dir}; {old} holds "
-            f"{', '.join(list_models(old))}: pass --model_dir {old}, or move them)")
+    kind = "models" if folder.name == "models" else "adapters"
+    return (f" (user_data/ is here, so {kind} are looked for in {folder}; {old} holds "
+            f"{', '.join(listed(old))}: pass {flag} {old}, or move them)")
 
 
 # In the model card a run writes last into its adapter folder: how a finished save is told from one cut off
@@ -239,7 +240,8 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
             raise UserError(f"adapter folder {c} holds no adapter (no {_ADAPTER_MARKER}); {listing}")
     hint = closest(Path(name).name, found)
     hint = f" (did you mean {hint!r}?)" if hint else ""
-    raise UserError(f"adapter {str(name)!r} not found{hint}; {listing}{interrupted_save(lora_dir, str(name))}")
+    raise UserError(f"adapter {str(name)!r} not found{hint}; {listing}{interrupted_save(lora_dir, str(name))}"
+                    + _old_layout_hint(lora_dir, list_adapters, "--lora_dir"))
 
 
 def training_pid(lora_dir: Path, name: str) -> str | None:

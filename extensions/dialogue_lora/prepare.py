@@ -374,7 +374,7 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
         raise UserError(join_problems(problems))
     if not sum(tally.per_name.values()):
         who = ", ".join(cfg.names)
-        raise UserError(f"no samples for {who} in {cfg.txtfilename}: every line was dropped "
+        raise UserError(f"no samples for {who} in {cfg.txtfilename}: none of their turns was kept "
                         f"(dropped: {drops or 'none'})")
 
 
