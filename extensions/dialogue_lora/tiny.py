@@ -116,7 +116,7 @@ def _check_out_dir(out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = CliParser(description=__doc__.split("\n\n")[0])
+    p = CliParser(prog="python -m extensions.dialogue_lora.tiny", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", help="folder to write, e.g. models/tiny-llama (an earlier tiny model there is rebuilt)")
     p.add_argument("--corpus", nargs="*", default=[], help="text files to train the tokenizer on")
     p.add_argument("--vocab_size", type=int, default=512)
