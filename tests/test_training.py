@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from extensions.dialogue_lora import batching, encoding, modeling, paths, varlen
+from extensions.dialogue_lora import batching, encoding, modeling, paths, training, varlen
 from extensions.dialogue_lora import prompt as prompt_mod
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.paths import list_adapters, resolve_adapter
@@ -461,8 +461,13 @@ def test_resume_gives_the_uninterrupted_result(env):
     # ... and so is one on other samples, or with another dropout
     other = env / "other.json"
     other.write_text(json.dumps(bob_records(40, 4)))
-    with pytest.raises(UserError, match="its samples differ from the ones it was trained on"):
+    with pytest.raises(UserError, match=r"it was trained on .*, now .*other.json, whose samples differ: resume with"):
         train(make_cfg(env, lora_name="other", resume=True, **dict(common, dataset_name=str(other))))
+    # the same file, changed since (a dataset saved again over it)
+    said = training._resume_mismatch(Path("c"), {"dataset": "d.json", "samples_sha256": "1"},
+                                     {"dataset": "d.json", "samples_sha256": "2", "dataset_sha256": "3"})
+    assert said == ("--resume: c was trained with other settings: d.json has changed since the checkpoint was saved: "
+                    "resume with the samples it was trained on, or train anew with --overwrite")
     with pytest.raises(UserError, match="--lora_dropout was 0.1, now 0.0"):
         train(make_cfg(env, lora_name="other", resume=True, **dict(common, lora_dropout=0.0)))
     # settings the optimizer and schedule were built with (a resumed optimizer keeps its weight decay)

@@ -203,6 +203,13 @@ def test_the_dataset_is_named_after_the_characters_picked():
         "bob.json", "romeo-juliet.json", "dr-okafor.json", "tom.json", ui.DEFAULT_DATASET_NAME, ui.DEFAULT_DATASET_NAME]
 
 
+def test_save_as_a_text_files_name_writes_json(logic, webui_root):
+    # `bob.txt` typed in Save as: bob.json (the output is JSON), not bob.txt.json; other names get .json
+    folder = webui_root / "user_data" / "training" / "datasets"
+    assert [Path(logic.prepare_config(*form(out_name=n)).jsonfilename) for n in ("bob.txt", "Bob Jr. v2", "bob.jsonl")] == [
+        folder / "bob.json", folder / "Bob Jr. v2.json", folder / "bob.jsonl"]
+
+
 def test_files_and_adapters_are_picked_by_any_name_their_folder_holds(logic, webui_root):
     """A WhatsApp export saved twice is `WhatsApp Chat (1).txt`: listed, so it must be readable too."""
     import shutil
@@ -366,6 +373,20 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     assert logic.use("tiny-llama", "bob") == "Applied bob."
     assert logic.use("tiny-llama-bob", "bob") == ("Applied bob. Note: bob was trained on tiny-llama, not on "
                                                   "tiny-llama-bob: its replies may not be what it learnt")
+    # trained again (a final save swaps a new folder in) after it was loaded: the model in memory is the old one
+    assert logic.saved_again(["bob"]) == ""
+    new = lora.parent / ".bob.tmp-1"
+    shutil.copytree(lora, new)
+    shutil.rmtree(lora)
+    new.rename(lora)
+    assert logic.saved_again(["bob", "other"]) == (
+        " ⚠️ bob was saved again since it was loaded (a new training run): the chat still uses the weights it had "
+        "then; press *Load adapter* to use the new ones.")
+    logic.use(None, "bob")  # loaded again: nothing to say
+    assert logic.saved_again(["bob"]) == ""
+    # Merge with the base model field empty (a reloaded page): the adapter's recorded base, else asked for
+    with pytest.raises(UserError, match="pick the base model to merge it into"):
+        logic.start_merge(None, "other", "", "auto", False)
 
 
 def test_an_adapter_names_its_base_model_and_its_characters(webui_root):
@@ -403,14 +424,14 @@ class _Events:
 def test_progress_lists_the_runs_notes_and_a_resumed_curve_keeps_its_parts_apart():
     job = _Events([
         {"event": "log", "message": "8 sample(s) dropped: their reply alone exceeds --cutoff_len 128"},
-        {"event": "log", "message": "resuming from loras/bob/checkpoint-60 (step 60 of 100)"},
+        {"event": "log", "message": "resumed from loras/bob/checkpoint-60 at step 60 of 100"},
         {"event": "history", "steps": [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.5}]},
         {"event": "step", "step": 61, "total_steps": 100, "loss": 2.0, "tokens_per_s": 900.0, "eta_s": 30},
         {"event": "step", "step": 62, "total_steps": 100, "loss": 1.9, "tokens_per_s": 950.0, "eta_s": 29},
     ])
     text = progress_markdown(job)
     assert "*8 sample(s) dropped: their reply alone exceeds 'Cutoff length' 128*" in text  # the form's words
-    assert "resuming from" in text and "step 62/100" in text
+    assert "resumed from" in text and "step 62/100" in text
     assert text.startswith("### Training: bob\n")
     job.config["load_in_4bit"] = True  # a QLoRA run says so: its adapter is used on a 4-bit base
     assert progress_markdown(job).startswith("### Training: bob (the base in 4 bits)\n")
@@ -581,7 +602,7 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert job.losses()[0][0] == 1  # the curve starts before the stop (logged every step here)
     before, since = job.loss_series()
     assert before[-1][0] <= max(saved) < since[0][0]  # the logged steps before the stop, then this run's
-    assert "resuming from" in progress_markdown(job)
+    assert "resumed from" in progress_markdown(job)
     assert logic.base_of("bob") == "tiny-llama"
     assert "Finished: bob" in progress_markdown(job)
     # a clean exit: the thread that watches the app's pipe once made the interpreter's shutdown die with a
@@ -614,12 +635,10 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
     assert "Nothing is being evaluated" in logic.stop_evaluation()
 
     # Use's merge: the adapter written into a model folder, in its own process; refusals before it starts
-    with pytest.raises(UserError, match="pick the base model"):
-        logic.start_merge(None, "bob", "", "auto", False)
     # an empty name field's placeholder is the name it gives
     assert logic.merge_name_hint("tiny-llama", "bob") == "tiny-llama-bob"
     assert logic.merge_name_hint(None, "bob") == logic.merge_name_hint("tiny-llama", "no-such") == "MODEL-ADAPTER"
-    job = logic.start_merge("tiny-llama", "bob", "", "auto", False)
+    job = logic.start_merge(None, "bob", "", "auto", False)  # an empty base field: the one bob was trained on
     _wait(job)
     assert job.state == "done", job.log_tail()
     assert logic.merge_status(job).startswith("Wrote ") and "it speaks as Bob" in logic.merge_status(job)
@@ -1093,6 +1112,12 @@ def test_evaluate_and_use_load_the_base_as_the_adapter_was_trained(webui_root, m
     with pytest.raises(UserError) as e:
         logic.start_evaluation("tiny-llama", "q", "held.json", 5, True, True)
     assert ui._error_text(e.value) == "⚠️ 'Load in 4-bit' and 'Load in 8-bit' cannot be used together"
+    # Max samples: 2.5 is refused, not cut to 2; an empty field is all (0), as 3.0 is 3
+    with pytest.raises(UserError, match=r"^'Max samples' must be a whole number \(got 2.5\)$"):
+        logic.start_evaluation("tiny-llama", "q", "held.json", 2.5)
+    logic.start_evaluation("tiny-llama", "q", "held.json", None)
+    logic.start_evaluation("tiny-llama", "q", "held.json", 3.0)
+    assert [c["max_samples"] for _, c in started[-2:]] == [0, 3.0]
 
 
 def test_a_failed_load_gives_its_memory_back(webui_root, monkeypatch):

@@ -1069,7 +1069,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         problem = _too_few_steps(plan.resume_from.name, step, total_steps, state.get("settings", {}))
         if problem:
             raise UserError(problem)
-        emit({"event": "log", "message": f"resuming from {plan.resume_from} (step {step} of {total_steps})"})
+        emit({"event": "log", "message": f"resumed from {plan.resume_from} at step {step} of {total_steps}"})
         for note in (_half_precision_change(state.get("settings", {}), settings),
                      _length_change(state.get("settings", {}), total_steps)):
             if note:
@@ -1365,9 +1365,9 @@ def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | N
     def what(k):
         if k == "samples_sha256":
             was, now = before.get("dataset"), settings.get("dataset")
-            where = f"{now}" if was == now else f"{was}, now {now}"
-            return (f"its samples differ from the ones it was trained on ({where}): resume with those "
-                    "samples, or train anew with --overwrite")
+            changed_file = (f"{now} has changed since the checkpoint was saved" if was == now
+                            else f"it was trained on {was}, now {now}, whose samples differ")
+            return f"{changed_file}: resume with the samples it was trained on, or train anew with --overwrite"
         if k == "base_fingerprint":
             return f"the base model differs (was {before.get('base_model')}, now {settings.get('base_model')})"
         if k == "dtype":

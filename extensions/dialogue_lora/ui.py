@@ -26,6 +26,7 @@ from .paths import (check_name, is_adapter_dir, list_adapters, list_datasets, li
 
 POLL_SECONDS = 1.0
 PLOT_SECONDS = 10.0  # the loss curve is drawn again at most this often while a run trains
+DOUBLE_CLICK_SECONDS = 5.0  # a second Start with the same form this soon after the first is the same click
 DEFAULT_ADAPTER_NAME = "my-character"  # the Train form's name until a dataset or the user gives one
 DEFAULT_DATASET_NAME = "processed_dataset.json"  # Prepare's "Save as" until characters are picked
 SAVED_REPORT = "Saved "  # how a save's report starts (a preview's does not)
@@ -331,6 +332,8 @@ class TabLogic:
 
     def __init__(self, host):
         self.host = host
+        self._loaded_saves: dict[str, tuple] = {}  # adapter -> its save as it was when Use loaded it
+        self.last_start: tuple[tuple, float] | None = None  # (Start's form, when): a double click is one Start
 
     # -- folders ---------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -417,8 +420,9 @@ class TabLogic:
             self.scan(upload, picked, source, csv_speaker, csv_text)
             raise UserError("pick at least one character in 'Character(s) to learn'")
         out_name = check_name(out_name or "", "'Save as'")
-        if not out_name.lower().endswith((".json", ".jsonl")):
-            out_name += ".json"
+        if not out_name.lower().endswith((".json", ".jsonl")):  # `bob.txt`: bob.json, not bob.txt.json
+            stem = out_name[: -len(Path(out_name).suffix)] if Path(out_name).suffix.lower() in RAW_SUFFIXES else out_name
+            out_name = (stem or out_name) + ".json"
         filters = set(filters or ())
         values = {
             "names": names,
@@ -552,7 +556,9 @@ class TabLogic:
             raise self.no_model() if not model and not self.models() else UserError("pick a base model and an adapter")
         config = {
             "model_name": str(model), "lora_name": picked_name(adapter, dirs.loras, "adapter name"),
-            "model_dir": str(dirs.models), "lora_dir": str(dirs.loras), "max_samples": int(max_samples or 0),
+            "model_dir": str(dirs.models), "lora_dir": str(dirs.loras),
+            # an empty field is all (0), as the label's 0; 2.5 is refused by EvalConfig's checks, not cut to 2
+            "max_samples": 0 if max_samples in (None, "") else max_samples,
             "load_in_4bit": bool(load_in_4bit), "load_in_8bit": bool(load_in_8bit),
         }
         if heldout and heldout in self.datasets():
@@ -560,7 +566,10 @@ class TabLogic:
         from .evaluation import EvalConfig, resolve_heldout
         from .generation import read_training_parameters
 
-        cfg = EvalConfig(**config)
+        try:
+            cfg = EvalConfig(**config)
+        except UserError as e:
+            raise UserError(tab_words(str(e))) from None
         adapter_path = dirs.loras / config["lora_name"]
         if adapter_path.is_dir():  # no held-out set to use: say so now, in the tab's words
             try:
@@ -634,6 +643,7 @@ class TabLogic:
         adapter = _adapter(adapter)
         if not adapter:
             raise UserError("pick the adapter to merge")
+        model = model or self.base_of(adapter)  # a reloaded page shows the adapter in use, its base not filled in
         if not model:
             raise UserError("pick the base model to merge it into (the one it was trained on)")
         config = {"model_name": str(model), "lora_name": picked_name(adapter, dirs.loras, "adapter name"),
@@ -797,6 +807,7 @@ class TabLogic:
         self.host.params["instruction"] = (recorded[1].get("instruction") or None) if recorded else None
         self._use_turns(recorded[1].get("context_turns") if recorded else None)
         self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
+        self._loaded_saves = {adapter: _save_stamp(self.host.dirs().loras / adapter)}
         from .generation import recorded_base
 
         base = Path(str(recorded_base(recorded[0]) or "")).name if recorded else ""
@@ -805,6 +816,17 @@ class TabLogic:
             message += (f" Note: {adapter} was trained on {base}, not on {current}: its replies may not be "
                         "what it learnt")
         return message
+
+    def saved_again(self, applied: list[str]) -> str:
+        """A note when an adapter in use was saved again since Use loaded it (a run of that name finished, or
+        was merged over): the model in memory still has the old weights until it is loaded again."""
+        loras = self.host.dirs().loras
+        again = [a for a in applied if a in self._loaded_saves and _save_stamp(loras / a) != self._loaded_saves[a]]
+        if not again:
+            return ""
+        button = "Load adapter" if self.host.own_model else "Apply adapter"
+        return (f" ⚠️ {', '.join(again)} was saved again since it was loaded (a new training run): the chat still "
+                f"uses the weights it had then; press *{button}* to use the new ones.")
 
     def chat_name(self, name: str | None) -> str:
         """The character a chat cues: the name typed, else the one the adapter in use learnt (a reloaded page
@@ -837,6 +859,20 @@ class TabLogic:
 
 # What a button can meet that is the user's to fix: shown in the tab as one line, never a traceback.
 EXPECTED = (UserError, ImportError)
+
+
+def _save_stamp(folder: Path) -> tuple:
+    """What tells one save of an adapter from the next: its weights' and settings' files as they are on disk
+    (a final save swaps in a new folder, so the inode changes even within a file system's time resolution)."""
+    stamp = []
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            stamp.append(None)
+        else:
+            stamp.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
 
 
 def _csv_columns(speaker: str | None, text: str | None) -> dict:
@@ -898,6 +934,8 @@ def build_tab(host) -> dict:
 
     for event in (train.started, train.watched):
         event.then(adapter_lists, None, [ev.adapter, use.adapter])
+    # a merge has made a model: every model list offers it (the selections stay)
+    use.merged.then(lambda: (dd_update(logic.models()),) * 3, None, [train.model, ev.model, use.model])
     return {"logic": logic, "char_name": use.char_name, "user_name": use.user_name, "rounds": use.rounds,
             "temperature": use.temperature}
 
@@ -1133,6 +1171,12 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
             time.sleep(POLL_SECONDS)
 
     def on_start(model_v, dataset_v, adapter_v, resume_v, overwrite_v, *values):
+        form, now = (model_v, dataset_v, adapter_v, resume_v, overwrite_v, *values), time.time()
+        if logic.last_start and logic.last_start[0] == form and now - logic.last_start[1] < DOUBLE_CLICK_SECONDS:
+            # a double click: the first click's run (or refusal) is on show; "already running" read as a failure
+            yield gr.update(), gr.update(), gr.update(), gr.update()
+            return
+        logic.last_start = (form, now)
         # at once: the first Start after the app starts imports the training libraries (seconds)
         yield "Checking the settings…", gr.update(), gr.update(), gr.update()
         try:
@@ -1166,6 +1210,13 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
                               [train_msg] + train_outputs, concurrency_limit=None, trigger_mode="multiple")
     watched = watch_btn.click(on_watch, None, [train_msg] + train_outputs, concurrency_limit=None)
     stop_btn.click(lambda: logic.stop_training(), None, progress)  # the run's own status replaces it when it stops
+
+    def after_run():  # a run that finished has no checkpoint left: Resume ticked would refuse the next Start
+        job = jobs.current("train")
+        return False if job is not None and job.state == "done" else gr.update()
+
+    for event in (started, watched):
+        event.then(after_run, None, resume)
 
     unload_btn.click(lambda: _unloaded(host), None, memory)
     # Lists refresh when a section opens (files appear while the app runs) and on the Refresh buttons.
@@ -1227,7 +1278,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     # "once": reopening it while that is streaming adds no second stream. Registered last: Gradio runs a
     # tab's handlers in turn, and one that streams would hold back those after it until the run ends.
     train_tab.select(on_watch, None, [train_msg] + train_outputs, trigger_mode="once", concurrency_limit=None)
-    return SimpleNamespace(dataset=dataset, adapter_name=adapter_name, started=started, watched=watched)
+    return SimpleNamespace(model=model, dataset=dataset, adapter_name=adapter_name, started=started, watched=watched)
 
 
 def _unloaded(host) -> str:
@@ -1336,10 +1387,10 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
                     ev_outputs + [ev_model, ev_adapter, ev_data, ev_max, ev_4bit, ev_8bit],
                     concurrency_limit=None,
                     trigger_mode="once")
-    return SimpleNamespace(adapter=ev_adapter)
+    return SimpleNamespace(model=ev_model, adapter=ev_adapter)
 
 
-def _merge_part(gr, logic: TabLogic, use_adapter, use_tab) -> None:
+def _merge_part(gr, logic: TabLogic, use_adapter, use_tab):
     """In 4. Use: the adapter picked above merged into a model folder (merge_lora.py), in its own process."""
     with gr.Accordion("Merge into a model (for llama.cpp / GGUF and loaders without adapters)", open=False):
         gr.Markdown("Writes the adapter picked above into a copy of its base model, a new folder in the models "
@@ -1371,8 +1422,9 @@ def _merge_part(gr, logic: TabLogic, use_adapter, use_tab) -> None:
             return
         yield from follow_merge(job)
 
-    merge_btn.click(on_merge, [merge_model, use_adapter, merge_name, merge_dtype, merge_overwrite], merge_status,
-                    concurrency_limit=None)
+    merged = merge_btn.click(on_merge, [merge_model, use_adapter, merge_name, merge_dtype, merge_overwrite],
+                             merge_status, concurrency_limit=None)
+    merged.then(lambda: dd_update(logic.models()), None, merge_model)  # the new model is one to pick
     # the adapter's own base model, when the field is empty
     use_adapter.input(lambda a, m: gr.update() if m else (logic.base_of(a) or gr.update()), [use_adapter, merge_model],
                       merge_model)
@@ -1382,6 +1434,7 @@ def _merge_part(gr, logic: TabLogic, use_adapter, use_tab) -> None:
         picked.change(lambda m, a: gr.update(placeholder=logic.merge_name_hint(m, a)), [merge_model, use_adapter],
                       merge_name, queue=False)
     use_tab.select(on_watch_merge, None, merge_status, trigger_mode="once", concurrency_limit=None)
+    return merged
 
 
 def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
@@ -1427,6 +1480,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     test_in = gr.Textbox(label="Quick test: say something", placeholder="Hello!")
     test_btn = gr.Button("Reply")
     test_out = gr.Textbox(label="The character's reply (one line)", interactive=False)  # not the button's word
+    test_msg = gr.Markdown()  # why there is no reply: apart, so that it never reads as the character's words
 
     def on_use(model_v, adapter_v, four_v, eight_v):
         try:
@@ -1461,7 +1515,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
             status = "Nothing is loaded for chat." if host.own_model else "No model is loaded in the webui."
         else:
             status = (f"In use: {model_v}" + (f" + {', '.join(applied)}" if applied else " (no adapter)")
-                      + bits_words(*host.in_use_bits()))
+                      + bits_words(*host.in_use_bits()) + logic.saved_again(applied))
         fresh = not adapter_picked and not (host.own_model and model_picked)
         if fresh:
             fields = [dd_update(models, model_v) if model_v in models else dd_update(models),
@@ -1482,12 +1536,12 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
 
     def on_test(message, name, user, rounds_v, temperature_v):
         try:
-            return logic.chat([], message, name, user, rounds_v, temperature_v)
+            return logic.chat([], message, name, user, rounds_v, temperature_v), ""
         except EXPECTED as e:
-            return _error_text(e)
+            return "", _error_text(e)
 
-    test_btn.click(on_test, [test_in, char_name, user_name, use_rounds, use_temp], test_out)
-    test_in.submit(on_test, [test_in, char_name, user_name, use_rounds, use_temp], test_out)
-    _merge_part(gr, logic, use_adapter, use_tab)
-    return SimpleNamespace(adapter=use_adapter, adapters=use_adapters, char_name=char_name, user_name=user_name,
+    test_btn.click(on_test, [test_in, char_name, user_name, use_rounds, use_temp], [test_out, test_msg])
+    test_in.submit(on_test, [test_in, char_name, user_name, use_rounds, use_temp], [test_out, test_msg])
+    merged = _merge_part(gr, logic, use_adapter, use_tab)
+    return SimpleNamespace(model=use_model, merged=merged, adapter=use_adapter, adapters=use_adapters, char_name=char_name, user_name=user_name,
                            rounds=use_rounds, temperature=use_temp, status=use_status)
