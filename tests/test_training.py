@@ -730,6 +730,33 @@ def test_a_killed_runs_leftovers_are_tidied(env):
     assert resolve_adapter("k", loras) == (loras / "k").resolve()
 
 
+def test_a_kill_after_the_final_save_before_its_swap_keeps_the_adapter(env):
+    """Killed after the complete adapter was written beside the run's folder of checkpoints, before the swap:
+    the next run of the name (a --resume too) finishes the swap; the hours trained are not thrown away."""
+    dead = 999_999_999
+    loras = env / "loras"
+    common = dict(lora_name="ks", max_steps=6, val_ratio=0.0)
+    train(make_cfg(env, **common), should_stop=_stop_from_call(4))
+    done = env / "done"
+    train(make_cfg(env, lora_dir=str(done), **common))  # the same run, finished, elsewhere
+    (loras / "ks" / "notes.txt").write_text("mine")
+    shutil.copytree(done / "ks", loras / f".ks.tmp-{dead}")
+    with pytest.raises(UserError, match=r"holds no adapter yet; a training run of 'ks' was cut off while saving"):
+        resolve_adapter("ks", loras)
+    with pytest.raises(UserError, match="no checkpoint to resume from .the run finished"):
+        check(make_cfg(env, resume=True, **common))
+    assert paths.finished_save(loras / "ks") and not list(loras.glob(".ks.*"))
+    assert (loras / "ks" / "notes.txt").read_text() == "mine" and not list((loras / "ks").glob("checkpoint-*"))
+    assert resolve_adapter("ks", loras) == (loras / "ks").resolve()
+    # an adapter saved there since (by hand) is newer than the leftover: kept, the leftover goes
+    os.utime(done / "ks" / "README.md", (1, 1))
+    shutil.copytree(done / "ks", loras / f".ks.tmp-{dead}")
+    (loras / "ks" / "adapter_config.json").write_text('{"r": 99}')
+    with pytest.raises(UserError, match="it is a finished adapter"):
+        check(make_cfg(env, **common))
+    assert (loras / "ks" / "adapter_config.json").read_text() == '{"r": 99}' and not list(loras.glob(".ks.*"))
+
+
 def test_a_final_save_cut_off_before_the_card_is_not_taken_for_an_adapter(env):
     """A run with no checkpoint yet killed in its final save: PEFT's save_pretrained had written its own
     README.md, which is not our card. The next run of the name clears the half-written folder and trains."""

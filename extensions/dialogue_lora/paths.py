@@ -233,6 +233,9 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
                         f"wait for it to finish; {listing}")
     for c in (lora_dir / str(name), Path(name)):
         if c.is_dir():  # there, but not (yet) an adapter: say which, rather than "not found"
+            cut = interrupted_save(lora_dir, str(name)) if c == lora_dir / str(name) else ""
+            if cut:  # killed as its final save was swapped in: the next run finishes that, not a --resume
+                raise UserError(f"adapter folder {c} holds no adapter yet{cut}; {listing}")
             if any(p.name.startswith(CHECKPOINT_PREFIX) for p in c.iterdir()):
                 raise UserError(f"adapter folder {c} holds the checkpoints of an unfinished run, no adapter "
                                 f"yet: unless it is still training, finish it with lora_finetune.py ... -l {shell_word(c.name)} --resume; "

@@ -875,8 +875,8 @@ def _busy(out: Path, holder: str) -> str:
 
 def _tidy(root: Path, out: Path) -> None:
     """Leftovers of a killed run of this adapter (none runs: we hold its lock): a final save (`.NAME.tmp-PID`:
-    put in place when it is complete and nothing is there, else removed, the user's own files in it moved
-    back first), the previous folder set aside for the swap (`.NAME.old-PID`: when the swap never
+    swapped into place when it is complete, as the run would have done, its checkpoints then going, unless
+    an adapter saved since stands there; else removed, the user's own files in it moved back first), the previous folder set aside for the swap (`.NAME.old-PID`: when the swap never
     finished, the new adapter goes in place if it was complete, else the old folder goes back), and
     half-written checkpoints (`.checkpoint-N.tmp`)."""
     for old in paths.swap_leftovers(root, out.name, "old"):
@@ -889,8 +889,8 @@ def _tidy(root: Path, out: Path) -> None:
         else:
             os.replace(old, out)
     for tmp in paths.swap_leftovers(root, out.name, "tmp"):
-        if not out.exists() and paths.finished_save(tmp):  # complete, the rename into place never came
-            os.replace(tmp, out)
+        if paths.finished_save(tmp) and not _newer_save(out, tmp):  # complete, the swap into place never came
+            _swap_in(tmp, out, root / f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
             continue
         # the user's files, moved here from the adapter folder just before a swap that never came
         rescued = _foreign_entries(tmp)
@@ -905,6 +905,14 @@ def _tidy(root: Path, out: Path) -> None:
     if out.is_dir():
         for path in out.glob(f".{CHECKPOINT_PREFIX}*.tmp"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _newer_save(out: Path, tmp: Path) -> bool:
+    """Whether `out` holds a finished adapter saved after `tmp` was (put there by hand since the kill): kept."""
+    try:
+        return paths.finished_save(out) and (out / "README.md").stat().st_mtime > (tmp / "README.md").stat().st_mtime
+    except OSError:
+        return False
 
 
 @dataclass
@@ -1617,14 +1625,19 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
         _plain_modes(tmp)
         atomic_write_text(tmp / "README.md", model_card(final_settings, result, cfg.lora_name))
         sync_folder(tmp)
-    out = plan.out_dir
+    _swap_in(tmp, plan.out_dir, root / f".{cfg.lora_name}.old-{os.getpid()}")
+
+
+def _swap_in(tmp: Path, out: Path, old: Path) -> None:
+    """A complete adapter folder `tmp` into place as `out`; what `out` held goes (the replaced adapter, the
+    run's checkpoints) but the user's own files, which move across. Killed at any point, _tidy finishes it."""
     if out.exists():
         for name in _foreign_entries(out):  # the user's notes beside the adapter stay with it
-            os.replace(out / name, tmp / name)
-        old = root / f".{cfg.lora_name}.old-{os.getpid()}"
+            if not (tmp / name).exists():  # (moved already, by a swap _tidy is finishing)
+                os.replace(out / name, tmp / name)
         os.replace(out, old)
         os.replace(tmp, out)
-        sync_folder(root, files=False)
+        sync_folder(out.parent, files=False)
         shutil.rmtree(old, ignore_errors=True)  # the replaced adapter and this run's checkpoints
     else:
         os.replace(tmp, out)
