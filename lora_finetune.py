@@ -279,6 +279,9 @@ def _train(argv: list[str] | None) -> int:
     given = given_flags(parser, argv)
     check_method_flags(args, given)
     progress_file, stop_file = args.pop("progress_file"), args.pop("stop_file")
+    if stop_file and progress_file and Path(stop_file).resolve() == Path(progress_file).resolve():
+        raise UserError(f"--progress_file and --stop_file are one file ({stop_file}): the first progress written "
+                        "would stop the run; give them two names")
     if stop_file and Path(stop_file).exists():  # left from an earlier stop: it would stop this run at once
         raise UserError(f"--stop_file {stop_file} exists already: delete it first (it asks a run to stop)")
     cfg = TrainConfig(**args)

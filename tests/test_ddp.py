@@ -89,6 +89,9 @@ def test_a_stop_file_left_from_before_is_refused(work):
     p = _cli([*ARGS, "-l", "early", "--stop_file", "STOP"], work)
     assert p.returncode == 2 and p.stderr == "error: --stop_file STOP exists already: delete it first (it asks a run to stop)\n"
     assert not (work / "user_data" / "loras" / "early").exists()
+    # one file for both: the first progress line would be the stop
+    p = _cli([*ARGS, "-l", "early", "--stop_file", "p.jsonl", "--progress_file", "./p.jsonl"], work)
+    assert p.returncode == 2 and p.stderr.startswith("error: --progress_file and --stop_file are one file (p.jsonl)")
 
 
 def test_stop_file_then_resume(work):

@@ -557,6 +557,55 @@ def test_another_trainers_checkpoints_are_not_offered_for_resuming(env):
     assert (env / "loras" / "webui" / "adapter_config.json").is_file()
 
 
+def test_resume_knows_its_base_by_its_weights_and_its_samples_by_their_text(env):
+    """A base of the same shape with other weights (an Instruct model for its base) is refused; the same
+    samples prepared from a renamed raw file (only their `source` differs) and the target modules in
+    another order are not a change."""
+    from safetensors.torch import load_file, save_file
+
+    models = env / "models"
+    other = models / "tiny-other"
+    shutil.copytree(models / "tiny", other)
+    weights = load_file(other / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in weights.items()}, other / "model.safetensors", metadata={"format": "pt"})
+    data = env / "sourced.json"
+    records = [dict(r, source=f"play.txt:{i}") for i, r in enumerate(bob_records(40, 3))]
+    data.write_text(json.dumps(records))
+    common = dict(lora_name="sw", dataset_name=str(data), target_modules=["v_proj", "q_proj"], max_steps=8)
+    train(make_cfg(env, **common), should_stop=_stop_from_call(2))
+    with pytest.raises(UserError, match=r"the base model's weights differ from those it was trained on \(was tiny, "
+                                        r"now tiny-other: the same shape, other weights\): resume on the model it was "
+                                        r"trained on, or train anew with --overwrite$"):
+        check(make_cfg(env, model_name="tiny-other", resume=True, **common))
+    data.write_text(json.dumps([dict(r, source=f"renamed.txt:{i}") for i, r in enumerate(records)]))
+    common["target_modules"] = ["q_proj", "v_proj"]
+    assert check(make_cfg(env, resume=True, **common)).resume_from.name == "checkpoint-1"
+    assert train(make_cfg(env, resume=True, **common)).step == 8
+    shutil.rmtree(other)
+
+
+def test_samples_with_an_empty_reply_are_left_out_with_a_note(env):
+    """Another tool's `"output": ""` (or a blank assistant turn) would teach the model to say nothing."""
+    data = env / "blanks.jsonl"
+    records = bob_records(20, 2)
+    records[3]["output"] = ""
+    records[7]["output"] = "   "
+    chat = {"conversations": [{"from": "human", "value": "Alice: hi"}, {"from": "gpt", "value": ""}]}
+    data.write_text("\n".join(json.dumps(r) for r in [*records, chat]) + "\n")
+    plan = check(make_cfg(env, lora_name="blank", dataset_name=str(data), name="Bob"))
+    assert len(plan.records) == 18 and all(r.get("output", "x").strip() for r in plan.records)
+    assert plan.notes == [f"3 sample(s) left out: their reply is empty, which would teach the model to say nothing "
+                          f"(the first: {data}:4)"]
+    # a multi-turn sample keeps its other turns, the empty one as context only
+    from extensions.dialogue_lora.prompt import record_segments
+    two = {"conversations": [{"from": "human", "value": "Alice: hi"}, {"from": "gpt", "value": ""},
+                             {"from": "human", "value": "Alice: well?"}, {"from": "gpt", "value": "Arr."}]}
+    assert [t for _, t in record_segments(two, "Bob")] == [False, False, False, True]
+    data.write_text(json.dumps([dict(r, output="") for r in records]))
+    with pytest.raises(UserError, match="every sample's reply is empty: nothing to learn"):
+        check(make_cfg(env, lora_name="blank", dataset_name=str(data)))
+
+
 def test_resume_past_max_steps_is_refused(env, monkeypatch):
     common = dict(lora_name="past", val_ratio=0.0)
     train(make_cfg(env, max_steps=6, **common), should_stop=_stop_from_call(4))  # checkpoint-3

@@ -399,10 +399,13 @@ def _holder(fd: int) -> str:
     return holder if holder.isascii() and holder.isdigit() else ""
 
 
-def samples_sha256(records: list[dict]) -> str:
-    """The samples' content, whatever the file's layout (indentation, key order, .json or .jsonl)."""
+def samples_sha256(records: list[dict], leave_out: tuple[str, ...] = ()) -> str:
+    """The samples' content, whatever the file's layout (indentation, key order, .json or .jsonl); the keys
+    in `leave_out` not counted (`source`: where prepare found a line, which training never reads)."""
     digest = hashlib.sha256()
     for r in records:
+        if leave_out and isinstance(r, dict):
+            r = {k: v for k, v in r.items() if k not in leave_out}
         digest.update(json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()

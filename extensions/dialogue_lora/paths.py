@@ -63,6 +63,29 @@ def has_weights(path: Path) -> bool:
     return any(next(path.glob(pattern), None) is not None for pattern in _WEIGHTS)
 
 
+WEIGHTS_SAMPLE_BYTES = 1 << 16
+
+
+def weights_sample_sha256(path: Path) -> str | None:
+    """A model's weights told apart cheaply: each weights file's name, size and 64 KiB from its middle.
+    Two fine-tunes of one base have the same shape (base_fingerprint) but never these bytes; reading a whole
+    16 GB model to hash it would take a minute. None when no weights file can be read."""
+    import hashlib
+
+    digest, found = hashlib.sha256(), False
+    for file in sorted(p for pattern in _WEIGHTS for p in path.glob(pattern) if p.is_file()):
+        try:
+            size = file.stat().st_size
+            with open(file, "rb") as f:
+                f.seek(max(0, size // 2 - WEIGHTS_SAMPLE_BYTES // 2))
+                sample = f.read(WEIGHTS_SAMPLE_BYTES)
+        except OSError:
+            return None
+        digest.update(f"{file.name}\0{size}\0".encode("utf-8") + sample)
+        found = True
+    return digest.hexdigest() if found else None
+
+
 def list_models(model_dir: str | os.PathLike) -> list[str]:
     """Model folders (a config.json and weights) directly under `model_dir`, sorted."""
     d = Path(model_dir)

@@ -216,11 +216,11 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
         if not context.rstrip().endswith(":"):  # the reply would be learnt after no one's name
             raise ValueError(f"'input' must end with the cue of the character who replies, e.g. 'Bob:' "
                              f"(it ends {context.strip()[-30:]!r})")
-        return [(context, False), (completion(_text(record["output"], "'output'")), True)]
+        return [(context, False), _reply(_text(record["output"], "'output'"))]
     if fmt == "alpaca":
         parts = [_text(record.get(k) or "", f"'{k}'") for k in ("instruction", "input")]
         prompt = "\n".join(p for p in parts if p)
-        return [(prompt, False), (completion(_text(record["output"], "'output'")), True)]
+        return [(prompt, False), _reply(_text(record["output"], "'output'"))]
     name = record.get("name") or name or DEFAULT_ASSISTANT_NAME
     segments: list[tuple[str, bool]] = []
     context: list[str] = []
@@ -228,14 +228,20 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
         if role == "assistant":
             prefix = "\n".join(context + [cue(name)])
             segments.append((prefix, False))
-            segments.append((completion(text), True))
+            segments.append(_reply(text))
             context = []
         else:
             # user turns already carry their speaker ("Alex: text"); several lines stay several lines
             context.extend(one_line(line) for line in text.split("\n") if line.strip())
-    if not any(t for _, t in segments):
+    if not segments:
         raise ValueError("no assistant turn to learn from")
     return segments
+
+
+def _reply(text: str) -> tuple[str, bool]:
+    """A reply as a segment: learnt, unless it is empty (another tool's `"output": ""`), which would teach the
+    model to end its turn at once; training leaves out a sample with nothing else to learn."""
+    return completion(text), bool(one_line(text))
 
 
 def record_examples(record: dict, name: str | None = None) -> list[tuple[str, str]]:

@@ -63,7 +63,8 @@ PROMPT_TUNING_INIT_TEXT = "Continue the dialogue in character, one line per repl
 _RESUME_KEYS = (
     "method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens", "batch_size",
     "grad_accum", "cutoff_len", "val_ratio", "seed", "packing", "load_in_4bit", "load_in_8bit", "learning_rate",
-    "dtype", "name", "samples_sha256", "base_fingerprint", "weight_decay", "warmup_ratio", "max_grad_norm",
+    "dtype", "name", "samples_sha256", "samples_text_sha256", "base_fingerprint", "base_weights_sha256",
+    "weight_decay", "warmup_ratio", "max_grad_norm",
     # the number of processes: it sets the steps of an epoch and which samples each step takes
     "world_size",
 )
@@ -251,6 +252,7 @@ class Plan:
     linear_layers: list[str]
     target_modules: list[str] | None
     characters: list[str] = field(default_factory=list)  # the cues the samples train, most first
+    notes: list[str] = field(default_factory=list)  # said when the run starts (samples left out)
     # --overwrite: the replaced run's checkpoints, deleted only once this run has saved one of its own
     stale: list[Path] = field(default_factory=list)
 
@@ -404,6 +406,7 @@ def check(cfg: TrainConfig) -> Plan:
     model_path = dataset_path = None
     records: list[dict] = []
     characters: list[str] = []
+    notes: list[str] = []
     try:
         model_path = paths.resolve_model(cfg.model_name, dirs.models)
     except UserError as e:
@@ -411,7 +414,18 @@ def check(cfg: TrainConfig) -> Plan:
     try:
         dataset_path = resolve_dataset(cfg.dataset_name, dirs.datasets)
         records = load_records(dataset_path)
-        characters = prompt_mod.record_characters(prompt_mod.validate_records(records, str(dataset_path), cfg.name))
+        segments = prompt_mod.validate_records(records, str(dataset_path), cfg.name)
+        empty = [i for i, pieces in enumerate(segments) if not any(trainable for _, trainable in pieces)]
+        if empty:  # `"output": ""` from another tool: nothing to learn but ending the turn at once
+            if len(empty) == len(records):
+                raise UserError(f"{dataset_path}: every sample's reply is empty: nothing to learn")
+            where = getattr(records, "where", None) or (lambda i: f"{dataset_path}: sample {i + 1}")
+            notes.append(f"{len(empty)} sample(s) left out: their reply is empty, which would teach the model to "
+                         f"say nothing (the first: {where(empty[0])})")
+            left_out = set(empty)
+            records = [r for i, r in enumerate(records) if i not in left_out]
+            segments = [s for i, s in enumerate(segments) if i not in left_out]
+        characters = prompt_mod.record_characters(segments)
         if cfg.name and characters and cfg.name not in characters:
             # rounds and alpaca samples (and named multi-turn ones) carry their cue: --name would be unused,
             # yet recorded, and chat would speak as a character nothing was trained on
@@ -470,7 +484,7 @@ def check(cfg: TrainConfig) -> Plan:
     problems += found
     if problems:
         raise UserError(join_problems(problems))
-    plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters)
+    plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters, notes)
     if resume_from is not None:  # the settings it needs, before minutes of loading (the model's: after)
         try:
             before = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8")).get("settings", {})
@@ -746,6 +760,11 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         dataset_sha256=file_sha256(plan.dataset_path),  # the file as it was
         # the samples themselves, not the file's name or layout: --resume on other data is refused
         samples_sha256=samples_sha256(plan.records),
+        # ... and without the lines' places in the raw file (`source`), which training never reads: the
+        # one compared when both runs have it (a raw file renamed and prepared again gives the same samples)
+        samples_text_sha256=samples_sha256(plan.records, leave_out=("source",)),
+        # a base of the same shape is not the same base (Llama-3-8B and its Instruct): --resume refuses it
+        base_weights_sha256=paths.weights_sample_sha256(plan.model_path),
         prompt_format=prompt_mod.PROMPT_FORMAT,
         # alpaca samples' shared instruction line (`{name}` for the character): chat puts it where training did
         instruction=prompt_mod.instruction_template(plan.records),
@@ -834,6 +853,8 @@ def train(
     # which files a name stood for (`-d bob` is the datasets folder's, `-d bob.json` the working folder's)
     emit({"event": "start", "model": str(plan.model_path), "dataset": str(plan.dataset_path),
           "samples": len(plan.records), "adapter": str(plan.out_dir)})
+    for note in plan.notes:
+        emit({"event": "log", "message": note})
     try:
         with _claim(plan) if dist.main else contextlib.nullcontext():
             if dist.main:  # again, now that no other run can write there (one may have finished meanwhile)
@@ -1362,22 +1383,35 @@ def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | N
     """Why a checkpoint cannot be resumed with these settings (None: it can). Keys missing on either side
     are not compared: check() has no model yet, so no fingerprint or dtype."""
     unused = _UNUSED_BY.get(settings.get("method"), ())  # e.g. the LoRA rank of a prompt-tuning run
+    if "samples_text_sha256" in before and "samples_text_sha256" in settings:  # the file's places not counted
+        unused = (*unused, "samples_sha256")
+
+    def same(k) -> bool:
+        if k == "target_modules" and isinstance(before[k], list) and isinstance(settings[k], list):
+            return sorted(before[k]) == sorted(settings[k])  # `v_proj,q_proj` is `q_proj,v_proj`
+        if k == "base_weights_sha256" and None in (before[k], settings[k]):  # a weights file unreadable: unknown
+            return True
+        return before[k] == settings[k] or (k == "dtype" and _half_precision_change(before, settings))
+
     changed = [k for k in _RESUME_KEYS
-               if k in before and k in settings and k not in unused and before[k] != settings[k]
-               and not (k == "dtype" and _half_precision_change(before, settings))]
+               if k in before and k in settings and k not in unused and not same(k)]
     if "samples_sha256" not in before and before.get("dataset_sha256") not in (None, settings["dataset_sha256"]):
         changed.append("samples_sha256")  # a checkpoint from before samples were hashed: the file's bytes
     if not changed:
         return None
 
     def what(k):
-        if k == "samples_sha256":
+        if k in ("samples_sha256", "samples_text_sha256"):
             was, now = before.get("dataset"), settings.get("dataset")
             changed_file = (f"{now} has changed since the checkpoint was saved" if was == now
                             else f"it was trained on {was}, now {now}, whose samples differ")
             return f"{changed_file}: resume with the samples it was trained on, or train anew with --overwrite"
         if k == "base_fingerprint":
             return f"the base model differs (was {before.get('base_model')}, now {settings.get('base_model')})"
+        if k == "base_weights_sha256":
+            return (f"the base model's weights differ from those it was trained on (was {before.get('base_model')}, "
+                    f"now {settings.get('base_model')}: the same shape, other weights): resume on the model it was "
+                    "trained on, or train anew with --overwrite")
         if k == "dtype":
             return f"--precision gave {before[k]}, now {settings.get(k)}"
         if k == "world_size":
@@ -1388,8 +1422,9 @@ def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | N
             return f"--lora_alpha was {before[k]!r}, now {settings.get(k)!r} (twice --lora_rank when not given)"
         return f"--{k} was {before[k]!r}, now {settings.get(k)!r}"
 
+    advised = {"samples_sha256", "samples_text_sha256", "base_weights_sha256"}  # each says what to do itself
     return (f"--resume: {resume_from} was trained with other settings: " + "; ".join(what(k) for k in changed)
-            + ("" if changed == ["samples_sha256"] else ". Resume with its settings, or train anew with --overwrite"))
+            + ("" if set(changed) <= advised else ". Resume with its settings, or train anew with --overwrite"))
 
 
 def _read_checkpoint(path: Path, read):
