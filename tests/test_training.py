@@ -517,11 +517,13 @@ def test_a_stop_while_the_base_is_measured_ends_it_without_a_step(env, monkeypat
     assert "begin" not in [e["event"] for e in events] and not (env / "loras" / "mid").exists()
     # asked now and then (not before every batch, which may read a file): a quick measurement is not asked
     monkeypatch.setattr(training, "STOP_CHECK_SECONDS", 60.0)
-    assert training._now_and_then(lambda: True, 60.0)() is False  # not before the interval
+    check = training._now_and_then(lambda: True, 60.0)
+    assert check() is True and check() is False  # at once (a stop asked while loading), then not before the interval
     calls = []
     result = train(make_cfg(env, lora_name="mid", val_ratio=0.4, batch_size=1, max_steps=1),
                    should_stop=lambda: calls.append(1) and False)
-    assert not result.stopped and result.base_eval_loss is not None and len(calls) == 2  # before, and after step 1
+    # as the measurement starts, before the first step, and after step 1
+    assert not result.stopped and result.base_eval_loss is not None and len(calls) == 3
 
 
 def test_overwrite_keeps_the_old_checkpoints_until_it_saves_its_own(env):

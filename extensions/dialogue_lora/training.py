@@ -788,14 +788,16 @@ class _StopAsked(Exception):
 
 
 def _now_and_then(should_stop, seconds: float):
-    """should_stop, asked at most once every `seconds` (the first time after `seconds`)."""
-    last = time.monotonic()
+    """should_stop, asked at once (a stop asked for while the model loaded measures nothing), then at most
+    once every `seconds` (never, with `seconds` inf)."""
+    last = None
 
     def check() -> bool:
         nonlocal last
-        if time.monotonic() - last < seconds:
+        now = time.monotonic()
+        if seconds == float("inf") or (last is not None and now - last < seconds):
             return False
-        last = time.monotonic()
+        last = now
         return bool(should_stop())
 
     return check
