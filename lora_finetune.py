@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 try:
     from extensions.dialogue_lora.errors import CliParser, Interrupted, UserError, run_cli  # noqa: E402
     from extensions.dialogue_lora.modeling import FUSED_KERNELS, PRECISIONS  # noqa: E402
-    from extensions.dialogue_lora.training import TrainConfig  # noqa: E402
+    from extensions.dialogue_lora.training import TrainConfig, event_line, loss_text  # noqa: E402
     from extensions.dialogue_lora.ui import format_eta  # noqa: E402  (the tab's time left, written the same way)
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
@@ -113,11 +113,6 @@ class _Stopper:
         return self.signalled or (self.stop_file is not None and self.stop_file.exists())
 
 
-def _num(x, digits: int) -> str:
-    """A loss or perplexity, or n/a (a perplexity too large for a float, a loss that is not a number)."""
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
 class _Reporter:
     """on_progress(): a tqdm bar with loss, lr, tokens/s and ETA, eval lines, and the --progress_file."""
 
@@ -149,17 +144,12 @@ class _Reporter:
             self.bar.set_postfix(loss=f"{ev['loss']:.3f}", lr=f"{ev['lr']:.2e}", tok_s=f"{ev['tokens_per_s']:.0f}",
                                  eta=format_eta(ev["eta_s"]), refresh=False)
             self.bar.update(ev["step"] - self.bar.n)
-        elif kind == "eval":
-            what = "base model" if ev.get("base") else f"epoch {ev['epoch']}"
-            self._print(f"held-out ({what}): loss {_num(ev['eval_loss'], 4)}, perplexity {_num(ev['perplexity'], 2)}")
-        elif kind == "save":
-            self._print(f"saved checkpoint {ev['path']}")
         elif kind == "begin":
             self.begun = True
-        elif kind == "start":
-            self._print(f"training {ev['adapter']} on {ev['model']}, with {ev['samples']} samples from {ev['dataset']}")
-        elif kind == "log" and "message" in ev:
-            self._print(ev["message"])
+        else:
+            line = event_line(ev)
+            if line:
+                self._print(line)
 
     def _print(self, msg: str) -> None:
         if self.bar is not None:
@@ -325,8 +315,8 @@ def _train(argv: list[str] | None) -> int:
         return 0
     line = f"adapter saved in {result.output_dir}"
     if result.eval_loss is not None:
-        base = f" (base model {_num(result.base_eval_loss, 4)})" if result.base_eval_loss is not None else ""
-        line += f"; held-out loss {_num(result.eval_loss, 4)}{base}, perplexity {_num(result.perplexity, 2)}"
+        base = f" (base model {loss_text(result.base_eval_loss, 4)})" if result.base_eval_loss is not None else ""
+        line += f"; held-out loss {loss_text(result.eval_loss, 4)}{base}, perplexity {loss_text(result.perplexity, 2)}"
     print(line)
     return 0
 

@@ -591,6 +591,9 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
              if p.name.startswith("checkpoint-")]
     assert saved and max(saved) < 2000
     assert logic.adapters() == []  # a stopped run is not an adapter yet
+    # the Log box reads as lora_finetune.py's output, not only the libraries' loading bars
+    log = job.log_tail(100)
+    assert "training " in log and " samples from " in log and "saved checkpoint " in log
 
     with pytest.raises(UserError, match="Resume"):
         logic.start_training("tiny-llama", "bob.json", "bob", settings)

@@ -274,6 +274,27 @@ class TrainResult:
     log: dict = field(default_factory=dict)
 
 
+def event_line(ev: dict) -> str | None:
+    """The line a progress event reads as in a log (lora_finetune.py's output, the tab's Log box); None for
+    the events a progress bar or status shows instead (steps, begin, done)."""
+    kind = ev.get("event")
+    if kind == "eval":
+        what = "base model" if ev.get("base") else f"epoch {ev['epoch']}"
+        return f"held-out ({what}): loss {loss_text(ev['eval_loss'], 4)}, perplexity {loss_text(ev['perplexity'], 2)}"
+    if kind == "save":
+        return f"saved checkpoint {ev['path']}"
+    if kind == "start":
+        return f"training {ev['adapter']} on {ev['model']}, with {ev['samples']} samples from {ev['dataset']}"
+    if kind == "log" and ev.get("message"):
+        return str(ev["message"])
+    return None
+
+
+def loss_text(x, digits: int) -> str:
+    """A loss or perplexity, or n/a (a perplexity too large for a float, a loss that is not a number)."""
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
 # ----------------------------------------------------------------------------------------------- checks
 
 

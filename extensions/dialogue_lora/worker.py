@@ -39,10 +39,16 @@ class ProgressWriter:
 
 
 def run_train(config: dict, report: ProgressWriter, should_stop) -> dict:
-    from .training import TrainConfig, train
+    from .training import TrainConfig, event_line, train
+
+    def report_and_log(event: dict) -> None:  # the tab's Log box reads as lora_finetune.py's output
+        report(event)
+        line = event_line(event)
+        if line:
+            print(line, file=sys.stderr, flush=True)
 
     cfg = TrainConfig(**config)
-    result = train(cfg, on_progress=report, should_stop=should_stop)
+    result = train(cfg, on_progress=report_and_log, should_stop=should_stop)
     if result.stopped:
         if result.checkpoint is None:
             return {"status": "stopped", "checkpoint": None, "message": "Stopped before the first step: nothing was saved."}
