@@ -60,7 +60,7 @@ def build_app(host: StandaloneHost):
         def on_open(name, user, history, said_with):
             """The heading; a conversation held with another model or adapter than the one in use now is
             let go (its replies are not this adapter's, and would be its prompt's context)."""
-            heading = chat_heading(host, logic.chat_name(name), user)
+            heading = chat_heading(host, logic.chat_name(name), user) + logic.saved_again(host.in_use()[1])
             if history and said_with is not None and said_with != _in_use(host):
                 why = "another model or adapter" if host.in_use()[0] else "a model that is unloaded now"
                 return (f"{heading}  \n*A new conversation: the one before was with {why}.*",
