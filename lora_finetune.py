@@ -190,6 +190,18 @@ def _latest_checkpoint(cfg: TrainConfig, started: float) -> str:
     return f"the latest checkpoint is {found[-1]} ({again} continues from it)"
 
 
+def _same_file(a: str, b: str) -> bool:
+    """One file by two names: the same path, or (both there) a hard link or another case of the name."""
+    import os
+
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is not there yet
+        return False
+
+
 def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
     """The settings named on the command line (whatever their value: `--lora_rank 16` is given, though 16
     is the default)."""
@@ -269,7 +281,7 @@ def _train(argv: list[str] | None) -> int:
     given = given_flags(parser, argv)
     check_method_flags(args, given)
     progress_file, stop_file = args.pop("progress_file"), args.pop("stop_file")
-    if stop_file and progress_file and Path(stop_file).resolve() == Path(progress_file).resolve():
+    if stop_file and progress_file and _same_file(stop_file, progress_file):
         raise UserError(f"--progress_file and --stop_file are one file ({stop_file}): the first progress written "
                         "would stop the run; give them two names")
     if stop_file and Path(stop_file).exists():  # left from an earlier stop: it would stop this run at once

@@ -896,7 +896,8 @@ def test_a_short_film_script_excerpt_is_one_by_its_slugline_or_transition():
                "                         MARY (O.S.)\n          Then why are you here?\n                        CUT TO:\n")
     assert detect_screenplay(excerpt)
     assert turns(excerpt)[2:] == [("JOE", "I never wanted this."), ("MARY", "Then why are you here?")]
-    assert detect_screenplay("FADE IN:\n\nJOE\nHi there.\n")
+    assert detect_screenplay("FADE IN:\n\nJOE\nHi there.\n\nMARY\nHello.\n")
+    assert not detect_screenplay("THE STORY\nIt was a dark night.\n\nFADE OUT.\n")  # a title over a paragraph
     # without such a mark two cues are not enough; a chat's `Name: text` lines outnumber them
     assert not detect_screenplay("\nJOE\nHi there.\n\nMARY\nHello.\n")
     assert not detect_screenplay("INT. DINER - NIGHT\n\nJOE\nHi there.\n\nBob: hi\nAmy: hello\n")

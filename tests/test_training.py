@@ -596,6 +596,9 @@ def test_samples_with_an_empty_reply_are_left_out_with_a_note(env):
     data.write_text("\n".join(json.dumps(r) for r in [*records, chat]) + "\n")
     plan = check(make_cfg(env, lora_name="blank", dataset_name=str(data), name="Bob"))
     assert len(plan.records) == 18 and all(r.get("output", "x").strip() for r in plan.records)
+    # --resume compares the samples as the file holds them, as a checkpoint written before they were left out
+    from extensions.dialogue_lora.fileio import load_records, samples_sha256
+    assert plan.loaded_sha256["samples_sha256"] == samples_sha256(load_records(data))
     assert plan.notes == [f"3 sample(s) left out: their reply is empty, which would teach the model to say nothing "
                           f"(the first: {data}:4)"]
     # a multi-turn sample keeps its other turns, the empty one as context only
@@ -799,13 +802,23 @@ def test_a_kill_after_the_final_save_before_its_swap_keeps_the_adapter(env):
     assert paths.finished_save(loras / "ks") and not list(loras.glob(".ks.*"))
     assert (loras / "ks" / "notes.txt").read_text() == "mine" and not list((loras / "ks").glob("checkpoint-*"))
     assert resolve_adapter("ks", loras) == (loras / "ks").resolve()
-    # an adapter saved there since (by hand) is newer than the leftover: kept, the leftover goes
-    os.utime(done / "ks" / "README.md", (1, 1))
+    # an adapter put there since (a backup copied back, its files' times kept) is kept, the leftover goes
     shutil.copytree(done / "ks", loras / f".ks.tmp-{dead}")
+    os.utime(loras / "ks" / "README.md", (1, 1))  # older than the leftover's: its change time says it is newer
     (loras / "ks" / "adapter_config.json").write_text('{"r": 99}')
     with pytest.raises(UserError, match="it is a finished adapter"):
         check(make_cfg(env, **common))
     assert (loras / "ks" / "adapter_config.json").read_text() == '{"r": 99}' and not list(loras.glob(".ks.*"))
+    # killed after the user's notes moved across, notes written again since: both kept
+    shutil.rmtree(loras / "ks")
+    train(make_cfg(env, **common), should_stop=_stop_from_call(4))
+    (loras / "ks" / "notes.txt").write_text("new")
+    tmp = loras / f".ks.tmp-{dead}"
+    shutil.copytree(done / "ks", tmp)
+    (tmp / "notes.txt").write_text("old")
+    with pytest.raises(UserError, match="it is a finished adapter"):
+        check(make_cfg(env, **common))
+    assert {p.name: p.read_text() for p in (loras / "ks").glob("notes*")} == {"notes.txt": "old", "notes (2).txt": "new"}
 
 
 def test_a_final_save_cut_off_before_the_card_is_not_taken_for_an_adapter(env):

@@ -1144,3 +1144,39 @@ def test_a_failed_load_gives_its_memory_back(webui_root, monkeypatch):
     assert freed == [None, None]  # before the load, and after it failed, outside any except clause
     assert logic.host.in_use() == ("", []) and logic.host.loaded_name == ""
     assert ui._error_text(e.value).startswith("⚠️ out of memory loading tiny-llama: try 'Load in 4-bit'")
+
+
+def test_a_double_click_on_start_is_one_start(logic, monkeypatch):
+    """The second click of a double click (or the same Start on another page at that moment) follows the
+    run the first starts, instead of saying "already running", which read as a failure."""
+    form = ("tiny-llama", "bob.json", "bob", False, False, 3)
+    with logic.starting(form) as first:
+        assert first is None  # a Start of its own
+        with logic.starting(form) as again:  # while the first still checks its settings
+            assert again == logic.last_start[1]
+        with logic.starting(form[:-1] + (4,)) as other:  # another form is another Start
+            assert other is None
+    class Started:
+        started = time.time() + 1
+    monkeypatch.setattr(jobs, "current", lambda kind: Started)
+    assert logic.started_since(logic.last_start[1]) is Started
+    monkeypatch.setattr(jobs, "current", lambda kind: None)
+    assert logic.started_since(time.time(), wait=5) is None  # no Start is checking: the first was refused
+    logic.last_start = (form, time.time() - ui.DOUBLE_CLICK_SECONDS - 1)
+    with logic.starting(form) as later:  # seconds later: a Start of its own
+        assert later is None
+
+
+def test_a_finished_run_unticks_resume_for_its_adapter_only(monkeypatch):
+    from extensions.dialogue_lora.standalone import build_app
+
+    app = build_app(StandaloneHost({}))
+    after_run = next(f.fn for f in app.fns.values() if f.fn.__name__ == "after_run")
+
+    class Done:
+        state, config = "done", {"lora_name": "bob"}
+    monkeypatch.setattr(jobs, "current", lambda kind: Done)
+    assert after_run("bob") is False
+    assert after_run("alice") == {"__type__": "update"}  # ticked to resume another adapter: left as it is
+    Done.state = "stopped"
+    assert after_run("bob") == {"__type__": "update"}

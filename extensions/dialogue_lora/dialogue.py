@@ -913,8 +913,9 @@ def parse_lines(
     cue_indents = [] if timed else _screen_cue_indents(head)
     screen = len(cue_indents)
     # cues in capitals without a colon, more than any other kind (a Fountain title page's `Title:` lines not
-    # counted): three, or one in a scene with a slugline or a transition (a short excerpt)
-    enough = 1 if screen and any(_FILM_MARK.fullmatch(line.rstrip("\r\n")) for line in head) else 3
+    # counted): three, or two in a scene with a slugline or a transition (a short excerpt; one could be a
+    # story's title over its first paragraph)
+    enough = 2 if screen >= 2 and any(_FILM_MARK.fullmatch(line.rstrip("\r\n")) for line in head) else 3
     if screen >= enough and screen > sum(evidence) - _header_lines(head):
         looks = "screenplay"
     # the play layout asked for a short excerpt of a spaced play: a few spaced cues are enough (and no note)

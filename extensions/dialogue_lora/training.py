@@ -253,6 +253,8 @@ class Plan:
     target_modules: list[str] | None
     characters: list[str] = field(default_factory=list)  # the cues the samples train, most first
     notes: list[str] = field(default_factory=list)  # said when the run starts (samples left out)
+    # the samples as the file holds them, empty replies too: what --resume compares, as before they were left out
+    loaded_sha256: dict = field(default_factory=dict)
     # --overwrite: the replaced run's checkpoints, deleted only once this run has saved one of its own
     stale: list[Path] = field(default_factory=list)
 
@@ -428,6 +430,7 @@ def check(cfg: TrainConfig) -> Plan:
     records: list[dict] = []
     characters: list[str] = []
     notes: list[str] = []
+    loaded_sha256: dict = {}
     try:
         model_path = paths.resolve_model(cfg.model_name, dirs.models)
     except UserError as e:
@@ -436,6 +439,8 @@ def check(cfg: TrainConfig) -> Plan:
         dataset_path = resolve_dataset(cfg.dataset_name, dirs.datasets)
         records = load_records(dataset_path)
         segments = prompt_mod.validate_records(records, str(dataset_path), cfg.name)
+        loaded_sha256 = {"samples_sha256": samples_sha256(records),
+                         "samples_text_sha256": samples_sha256(records, leave_out=("source",))}
         empty = [i for i, pieces in enumerate(segments) if not any(trainable for _, trainable in pieces)]
         if empty:  # `"output": ""` from another tool: nothing to learn but ending the turn at once
             if len(empty) == len(records):
@@ -505,7 +510,8 @@ def check(cfg: TrainConfig) -> Plan:
     problems += found
     if problems:
         raise UserError(join_problems(problems))
-    plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters, notes)
+    plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters, notes,
+                loaded_sha256)
     if resume_from is not None:  # the settings it needs, before minutes of loading (the model's: after)
         try:
             before = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8")).get("settings", {})
@@ -779,11 +785,11 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         base_model_path=str(plan.model_path),
         dataset=str(plan.dataset_path),
         dataset_sha256=file_sha256(plan.dataset_path),  # the file as it was
-        # the samples themselves, not the file's name or layout: --resume on other data is refused
-        samples_sha256=samples_sha256(plan.records),
-        # ... and without the lines' places in the raw file (`source`), which training never reads: the
-        # one compared when both runs have it (a raw file renamed and prepared again gives the same samples)
-        samples_text_sha256=samples_sha256(plan.records, leave_out=("source",)),
+        # the samples themselves, not the file's name or layout: --resume on other data is refused; and the
+        # same without the lines' places in the raw file (`source`), which training never reads: the one
+        # compared when both runs have it (a raw file renamed and prepared again gives the same samples)
+        **(plan.loaded_sha256 or {"samples_sha256": samples_sha256(plan.records),
+                                  "samples_text_sha256": samples_sha256(plan.records, leave_out=("source",))}),
         # a base of the same shape is not the same base (Llama-3-8B and its Instruct): --resume refuses it
         base_weights_sha256=paths.weights_sample_sha256(plan.model_path),
         prompt_format=prompt_mod.PROMPT_FORMAT,
@@ -951,10 +957,23 @@ def _tidy(root: Path, out: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _free_name(folder: Path, name: str) -> Path:
+    """`folder / name`, or `NAME (2).EXT`, `NAME (3).EXT`, ... when that is taken."""
+    path, n = folder / name, 1
+    stem, dot, ext = name.rpartition(".") if "." in name.strip(".") else (name, "", "")
+    while path.exists() or path.is_symlink():
+        n += 1
+        path = folder / (f"{stem} ({n}).{ext}" if dot else f"{name} ({n})")
+    return path
+
+
 def _newer_save(out: Path, tmp: Path) -> bool:
-    """Whether `out` holds a finished adapter saved after `tmp` was (put there by hand since the kill): kept."""
+    """Whether `out` holds a finished adapter put there after `tmp` was written (by hand since the kill): kept.
+    Its card's change time too, not only its modification time: a backup copied back keeps its old mtime
+    (`cp -a`, Explorer), but not its ctime (the copy's creation time on Windows)."""
     try:
-        return paths.finished_save(out) and (out / "README.md").stat().st_mtime > (tmp / "README.md").stat().st_mtime
+        card = (out / "README.md").stat()
+        return paths.finished_save(out) and max(card.st_mtime, card.st_ctime) > (tmp / "README.md").stat().st_mtime
     except OSError:
         return False
 
@@ -1691,8 +1710,8 @@ def _swap_in(tmp: Path, out: Path, old: Path) -> None:
     run's checkpoints) but the user's own files, which move across. Killed at any point, _tidy finishes it."""
     if out.exists():
         for name in _foreign_entries(out):  # the user's notes beside the adapter stay with it
-            if not (tmp / name).exists():  # (moved already, by a swap _tidy is finishing)
-                os.replace(out / name, tmp / name)
+            # a name the killed swap moved already, written again since: both kept
+            os.replace(out / name, _free_name(tmp, name))
         os.replace(out, old)
         os.replace(tmp, out)
         sync_folder(out.parent, files=False)

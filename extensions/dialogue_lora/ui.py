@@ -334,6 +334,8 @@ class TabLogic:
         self.host = host
         self._loaded_saves: dict[str, tuple] = {}  # adapter -> its save as it was when Use loaded it
         self.last_start: tuple[tuple, float] | None = None  # (Start's form, when): a double click is one Start
+        self._checking = 0  # Starts checking their settings now (a double click's second waits for the first)
+        self._lock = threading.Lock()
 
     # -- folders ---------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -536,6 +538,37 @@ class TabLogic:
     def start_training(self, model, dataset, adapter, settings: dict, resume=False, overwrite=False) -> jobs.Job:
         jobs.check_idle("train")
         return jobs.start("train", self.train_config(model, dataset, adapter, settings, resume, overwrite))
+
+    @contextlib.contextmanager
+    def starting(self, form: tuple):
+        """Around a Start: yields when the same form was Started less than DOUBLE_CLICK_SECONDS ago (a double
+        click, or the same Start on two pages at once), which then follows that one's run; else None."""
+        with self._lock:
+            now = time.time()
+            first = self.last_start
+            again = bool(first and first[0] == form and now - first[1] < DOUBLE_CLICK_SECONDS)
+            if not again:
+                self.last_start = (form, now)
+                self._checking += 1
+        try:
+            yield first[1] if again else None
+        finally:
+            if not again:
+                with self._lock:
+                    self._checking -= 1
+
+    def started_since(self, since: float, wait: float = 60.0) -> jobs.Job | None:
+        """The training job started at `since` or later, once it has (a Start checks the settings first:
+        seconds on the first, which imports the training libraries); None when no Start is still checking."""
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            job = jobs.current("train")
+            if job is not None and job.started >= since:
+                return job
+            if not self._checking:
+                return None
+            time.sleep(0.2)
+        return None
 
     def stop_training(self) -> str:
         """Stop the run; with none running, the last run's status stays (a stopped run's says how to resume)."""
@@ -1171,19 +1204,25 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
             time.sleep(POLL_SECONDS)
 
     def on_start(model_v, dataset_v, adapter_v, resume_v, overwrite_v, *values):
-        form, now = (model_v, dataset_v, adapter_v, resume_v, overwrite_v, *values), time.time()
-        if logic.last_start and logic.last_start[0] == form and now - logic.last_start[1] < DOUBLE_CLICK_SECONDS:
-            # a double click: the first click's run (or refusal) is on show; "already running" read as a failure
-            yield gr.update(), gr.update(), gr.update(), gr.update()
-            return
-        logic.last_start = (form, now)
-        # at once: the first Start after the app starts imports the training libraries (seconds)
-        yield "Checking the settings…", gr.update(), gr.update(), gr.update()
-        try:
-            job = logic.start_training(model_v, dataset_v, adapter_v, dict(zip(setting_keys, values)),
-                                       resume_v, overwrite_v)
-        except EXPECTED as e:  # the run on show (another page's, or the last) stays
-            yield _error_text(e), gr.update(), gr.update(), gr.update()
+        form = (model_v, dataset_v, adapter_v, resume_v, overwrite_v, *values)
+        with logic.starting(form) as first:
+            if first is None:
+                # at once: the first Start after the app starts imports the training libraries (seconds)
+                yield "Checking the settings…", gr.update(), gr.update(), gr.update()
+                try:
+                    job = logic.start_training(model_v, dataset_v, adapter_v, dict(zip(setting_keys, values)),
+                                               resume_v, overwrite_v)
+                except EXPECTED as e:  # the run on show (another page's, or the last) stays
+                    yield _error_text(e), gr.update(), gr.update(), gr.update()
+                    return
+        if first is not None:
+            # a double click (or the same Start on another page at that moment): not "already running", which
+            # read as a failure, but the run the first click starts, once it has
+            job = logic.started_since(first)
+            if job is None:  # the first click was refused: its message is on show
+                yield gr.update(), gr.update(), gr.update(), gr.update()
+                return
+            yield from with_message(job, clear_first=False)
             return
         yield from with_message(job, clear_first=True)
 
@@ -1211,12 +1250,15 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     watched = watch_btn.click(on_watch, None, [train_msg] + train_outputs, concurrency_limit=None)
     stop_btn.click(lambda: logic.stop_training(), None, progress)  # the run's own status replaces it when it stops
 
-    def after_run():  # a run that finished has no checkpoint left: Resume ticked would refuse the next Start
+    def after_run(adapter_v):
+        """A run of the adapter named that finished has no checkpoint left: Resume ticked would refuse the
+        next Start (another adapter's Resume stays as it is)."""
         job = jobs.current("train")
-        return False if job is not None and job.state == "done" else gr.update()
+        finished = job is not None and job.state == "done" and job.config.get("lora_name") == (adapter_v or "").strip()
+        return False if finished else gr.update()
 
     for event in (started, watched):
-        event.then(after_run, None, resume)
+        event.then(after_run, adapter_name, resume)
 
     unload_btn.click(lambda: _unloaded(host), None, memory)
     # Lists refresh when a section opens (files appear while the app runs) and on the Refresh buttons.
