@@ -224,9 +224,21 @@ def test_a_game_dump_with_its_speakers_in_brackets():
     dump = "[Geralt] Wind's howling.\n[Vesemir] Right.\n[Geralt] Go.\n[laughs] ok\n[Vesemir] Fine.\n[Geralt] Hm.\n[Vesemir] On.\n"
     assert turns(dump)[:5] == [("Geralt", "Wind's howling."), ("Vesemir", "Right."), ("Geralt", "Go."),
                                (None, "[laughs] ok"), ("Vesemir", "Fine.")]
+    # in such a dump a speaker with one line is one too; a short excerpt of two speakers, two lines each, is one
+    assert ("Ciri", "I know.") in turns(dump + "[Ciri] I know.\n")
+    assert turns("[Geralt] Wind's howling.\n[Ciri] I know.\n[Geralt] Go.\n[Ciri] Fine.\n")[1] == ("Ciri", "I know.")
+    assert turns("[Geralt] Wind.\n[Ciri] I know.\n[Flashback] Years ago.\n[Geralt] Go.\n[Ciri] Fine.\n")[2] == (
+        None, "[Flashback] Years ago.")
     # a transcript whose speakers have colons keeps its bracketed directions as they are
     script = "Bob: hi\n[Aside] He lies.\nAnn: no\n[Aside] She lies.\nBob: yes\n[Aside] Both lie.\nAnn: ok\n[Ann] x\n"
     assert (None, "[Aside] He lies.") in turns(script) and (None, "[Ann] x") in turns(script)
+
+
+def test_a_transcripts_transitions_are_no_ones_names():
+    assert [split_speaker(s) for s in ("CUT TO:", "SMASH CUT TO:", "Fade in:", "DISSOLVE TO: later")] == [None] * 4
+    text = "Bob: hi\nAmy: hello\nCUT TO:\nEXT. COFFEE SHOP - DAY\nBob: coffee?\n"
+    assert turns(text) == [("Bob", "hi"), ("Amy", "hello"), (None, "CUT TO:"), None, (None, "EXT. COFFEE SHOP - DAY"),
+                           ("Bob", "coffee?")]  # the slugline starts a new conversation
 
 
 def test_numbered_extras_italic_names_and_caption_marks_are_speakers():
@@ -436,6 +448,8 @@ def test_damaged_utf16_is_replaced_and_counted(tmp_path):
         (b"", "empty"),
         (b"  \n\r\n\t", "empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        (b"Bob: hi\n\x00\x00\x00more\n", "binary"),  # NULs with text after them
+        (b"\x00" * 20, "binary"),
         ("Bob: hi there\nAlice: hello\n".encode("utf-16-le"), "UTF-16 text without a byte-order mark: save it as UTF-8"),
         ("Bob: hi there\nAlice: hello\n".encode("utf-16-be"), "UTF-16 text without a byte-order mark"),
     ],
@@ -446,6 +460,13 @@ def test_bad_files(tmp_path, content, message):
         p.write_bytes(content)
     with pytest.raises(UserError, match=message):
         check_text_file(p)
+
+
+def test_a_log_padded_with_nuls_is_text(tmp_path):
+    # a log cut off by a crash, its file padded with NULs to the block: the text before them is read
+    p = tmp_path / "crash.log"
+    p.write_bytes(b"Bob: hi\nAmy: hello\n" + b"\x00" * 3000)
+    assert check_text_file(p) == p
 
 
 def test_folder_is_not_a_text_file(tmp_path):
@@ -888,6 +909,29 @@ def test_a_film_script_reads_its_cues_and_speeches():
     # not a film script: a play's cues have a colon or a full stop, a chat its names in lines
     assert not detect_screenplay("ROMEO.\nAdieu.\n\nJULIET.\nAnon!\n\nROMEO.\nGood night.\n")
     assert not detect_screenplay("HELLO WORLD\nThis is prose.\n\nAnd more prose.\n")
+
+
+def test_name_text_paragraphs_wrapped_over_lines_are_whole_speeches():
+    # Project Gutenberg's dialogues, a text editor's hard wrap: a speech's next line is its own, to the blank line
+    text = ("Socrates: I went down yesterday to the Piraeus with Glaucon the son of\nAriston.\n\n"
+            "Thrasymachus: Listen, then. I say that justice is nothing else\nthan the interest of the stronger.\n\n"
+            "Socrates: Let me first understand you.\n\nThrasymachus: Well, have you never heard\nit?\n")
+    stats = ReadStats()
+    got = [(t.speaker, t.text) for t in parse_lines(text.splitlines(True), "w.txt", stats=stats) if t]
+    assert got[1] == ("Thrasymachus", "Listen, then. I say that justice is nothing else than the interest of the stronger.")
+    assert len(got) == 4 and "paragraphs wrapped over several lines" in stats.notes[0]
+    # one line each, no wrap: as before; lines without blank lines between them: narration stays apart
+    assert turns("Bob: hi\n\nAmy: hello\n\nBob: bye\n") == [("Bob", "hi"), ("Amy", "hello"), ("Bob", "bye")]
+    assert turns("Bob: hi\nHe waves.\nAmy: hello\nShe nods.\nBob: bye\n") == [
+        ("Bob", "hi"), (None, "He waves."), ("Amy", "hello"), (None, "She nods."), ("Bob", "bye")]
+
+
+def test_a_film_scripts_page_breaks_from_pdftotext():
+    # a form feed starts each page: its header is a page mark, and a cue at the top of the page a cue
+    text = ("INT. DINER - NIGHT\n\n          JOE\n     Hi Mary.\n\f   2.\n\n          MARY\n     Fine.\n"
+            "\f          JOE\n     Good.\n\n          MARY\n     Bye.\n")
+    assert [t for t in turns(text) if t and t[0]] == [("JOE", "Hi Mary."), ("MARY", "Fine."), ("JOE", "Good."),
+                                                      ("MARY", "Bye.")]
 
 
 def test_a_short_film_script_excerpt_is_one_by_its_slugline_or_transition():

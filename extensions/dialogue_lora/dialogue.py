@@ -570,8 +570,8 @@ def _split_speaker(line: str) -> tuple[str, str] | None:
         return None
     name = _zoom_sender(name)
     if " " in name and (_HEADING.fullmatch(name) or _sentence(name) or name[-3:].lower() == " by"
-                        or name.lower() in _NOT_NAME_PHRASES):
-        return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`), a note
+                        or name.lower() in _NOT_NAME_PHRASES or _TRANSITION_NAME.fullmatch(name)):
+        return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`), a note, `CUT TO:`
     if " " not in name and name.lower() in _NOT_NAMES:
         return None
     if " " in name:
@@ -672,6 +672,30 @@ def detect_layout(lines: Iterable[str]) -> str:
     return _layout_of(_layout_evidence(lines))
 
 
+def _wrapped_turns(lines: list[str]) -> bool:
+    """Whether `Name: text` turns stand as paragraphs wrapped over several lines (Project Gutenberg's
+    dialogues, a text editor's hard wrap): nearly every turn after a blank line, and many of them going on
+    over the next line, which is no one's turn. A chat log with blank lines between messages reads the
+    same either way, a message's next line being its own."""
+    turns = unspaced = wrapped = 0
+    prev_blank, in_turn = True, False
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            prev_blank, in_turn = True, False
+            continue
+        hit = split_speaker(stripped)
+        if hit is not None and hit[1].strip():
+            turns += 1
+            unspaced += not prev_blank
+            in_turn = True
+        elif in_turn and hit is None:
+            wrapped += 1
+            in_turn = False  # counted once a turn
+        prev_blank = False
+    return turns >= 3 and unspaced * 10 <= turns and wrapped * 3 >= turns
+
+
 def _layout_of(evidence: tuple[int, int, int]) -> str:
     after_blank, compact, inline = evidence
     alone = after_blank + compact
@@ -685,6 +709,7 @@ def _layout_of(evidence: tuple[int, int, int]) -> str:
 # A film script's transitions and page marks: formatting, no one's words (`CUT TO:`, `FADE OUT.`, `(MORE)`
 # and `CONTINUED:` where a speech or scene runs over a page, a page number alone).
 _TRANSITION = r"(?:[A-Z]+ )*(?:CUT|DISSOLVE|WIPE|FADE|IRIS)(?: (?:TO|IN|OUT))+(?: (?:BLACK|WHITE))?[:.]?"
+_TRANSITION_NAME = re.compile(_TRANSITION, re.IGNORECASE)  # `CUT TO:` in a transcript is no one's name
 _SCREEN_NOISE = re.compile(_TRANSITION + r"|"
                            r"\(MORE\)|\(?CONT(?:INUED|'D|\u2019D|D)\)?:?(?:[ \t]*\(?\d+[A-Z]?\)?\.?)?|\d{1,3}[A-Z]?\.?|"
                            r"THE END\.?|={3,}")
@@ -747,7 +772,7 @@ def _screenplay(lines: Iterable[str], indented: bool = False) -> Iterator[str]:
     more: str | None = None  # the speech that `(MORE)` said goes on after the page break
     speech_at = -1  # the indent of the speech's last line
     paragraph = False  # a blank line after a speech, held back: the speech may go on below it
-    for raw in lines:
+    for raw in _page_broken(lines):
         if "[[" in raw or "/*" in raw:
             raw = _FOUNTAIN_NOTE.sub("", raw)
             if not raw.strip():
@@ -805,6 +830,18 @@ def _screenplay(lines: Iterable[str], indented: bool = False) -> Iterator[str]:
         yield cue_line
 
 
+def _page_broken(lines: Iterable[str]) -> Iterator[str]:
+    """A page break (pdftotext's form feed, `\f`, at the start of a page's first line) as the blank line it
+    is: the page's header (`2.`) is then a page mark, and a cue at the top of the page a cue."""
+    for raw in lines:
+        if "\f" in raw:
+            yield "\n"
+            raw = raw.replace("\f", "")
+            if not raw.strip():
+                continue
+        yield raw
+
+
 def _fountain_element(s: str) -> str | None:
     """A Fountain line's text without its forcing mark: `.THE ROOF` (a scene heading), `!SHE SCREAMS.`
     (action), `~lyrics`, `> CENTERED <`; None for any other line."""
@@ -821,6 +858,7 @@ def _screen_cue_indents(lines: list[str]) -> list[int]:
     """The indents of the film-script cues in the lines (a name in capitals after a blank line, with text
     below): how many there are, and whether they stand indented as printed (`_indented_cues`)."""
     found = []
+    lines = list(_page_broken(lines)) if any("\f" in line for line in lines) else lines
     for i, line in enumerate(lines[:-1]):
         before = lines[i - 1].strip() if i else ""
         if (not before or _SCREEN_NOISE.fullmatch(before)) and lines[i + 1].strip() and _screen_cue(line) is not None:
@@ -910,6 +948,9 @@ def parse_lines(
     looks = "lines" if timed else _layout_of(evidence)
     if not timed and dotted and looks == "lines" and 2 * sum(dotted.values()) > evidence[2]:  # (counted there too)
         looks = "play"  # `NAME.  text` speeches wrap over several lines to the blank line
+    wrapped = not timed and looks == "lines" and _wrapped_turns(cued) and not looks_like_chat_export(head)
+    if wrapped:  # `Name: text` paragraphs wrapped at 70 columns: each speech runs to its blank line, as a play's
+        looks = "play"
     cue_indents = [] if timed else _screen_cue_indents(head)
     screen = len(cue_indents)
     # cues in capitals without a colon, more than any other kind (a Fountain title page's `Title:` lines not
@@ -925,6 +966,9 @@ def parse_lines(
     elif layout != looks and not loose:  # forced against what the file looks like: say so
         _forced_layout_note(layout, looks, evidence, screen, file, len(head), stats)
     stats.layouts[file or "<text>"] = layout
+    if wrapped and layout == "play":
+        stats.add_note(f"{file or 'the text'}: `Name: text` paragraphs wrapped over several lines: each speech runs "
+                       "to its blank line (--layout lines reads each line alone)", hint=True)
     if layout == "screenplay":
         screenplay = _screenplay(it, indented=_indented_cues(cue_indents))
         head = list(itertools.islice(screenplay, DETECT_LINES))
@@ -997,12 +1041,14 @@ _BRACKET_NAME = re.compile(r"[ \t]*\[([^\W\d_][^\W_]*(?:[ .'\-][^\W_]+){0,%d})\]
 _BRACKET_WORDS = frozenset("enter exit exeunt aside music applause laughter laughing silence sound sfx inaudible "
                            "crosstalk beat pause cheering singing sighs sigh laughs chuckles groans scene narrator "
                            "narration foreign unintelligible indistinct voiceover offscreen phone thunder static "
-                           "interpreter in on over off into speaking whispering whispers ooc".split())
+                           "interpreter in on over off into speaking whispering whispers ooc flashback cutscene choice "
+                           "option system tutorial hint note info title".split())
 
 
 def _bracket_cast(head: list[str]) -> Counter:
-    """Names in brackets that start three or more of the lines with text after them (`[Geralt] Hm.`), when
-    such lines outnumber `Name: text` lines: a dump's speakers; `[Aside] ...`, `[laughs] ...` are not."""
+    """Names in brackets that start lines with text after them (`[Geralt] Hm.`), when such lines outnumber
+    `Name: text` lines and one name starts three of them or more, or two names two each (a short excerpt):
+    a dump's speakers, those with a line or two among them too; `[Aside] ...`, `[laughs] ...` are not."""
     seen: Counter = Counter()
     plain = 0
     for line in head:
@@ -1018,8 +1064,8 @@ def _bracket_cast(head: list[str]) -> Counter:
         first = m.group(1).split()[0].casefold()
         if first not in _BRACKET_WORDS and not _is_action_word(first):
             seen[m.group(1)] += 1
-    cast = Counter({name: n for name, n in seen.items() if n >= 3})
-    return cast if sum(cast.values()) > plain else Counter()
+    dump = any(n >= 3 for n in seen.values()) or sum(n >= 2 for n in seen.values()) >= 2
+    return seen if dump and sum(seen.values()) > plain else Counter()
 
 
 def _debracket(line: str, cast: Counter) -> str:
@@ -1687,12 +1733,22 @@ def check_text_file(path: str | os.PathLike, what: str = "--txtfilename") -> Pat
         with open(path, "rb") as f:
             if not any(chunk.strip(blank) for chunk in iter(lambda: f.read(1 << 20), b"")):
                 raise UserError(f"{path}: the file is empty")
-    if b"\x00" in head and not _is_utf16(head):
+    if b"\x00" in head and not _is_utf16(head) and not _nul_padded(path, head):
         if _looks_like_utf16(head):  # Windows tools' "Unicode" saved without its byte-order mark
             raise UserError(f"{path}: looks like UTF-16 text without a byte-order mark: save it as UTF-8 "
                             "(or as UTF-16 with one)")
         raise UserError(f"{path}: looks like a binary file, expected text")
     return path
+
+
+def _nul_padded(path: Path, head: bytes) -> bool:
+    """Text whose only NULs are a run at its end (a log cut off by a crash, its file padded to the block)."""
+    end = head.rstrip(b"\x00")
+    if b"\x00" in end or len(end) == len(head) or not end.strip():
+        return False
+    with open(path, "rb") as f:
+        f.seek(len(head))
+        return not f.read(1 << 20).strip(b"\x00")  # nothing but NULs after it
 
 
 def _looks_like_utf16(head: bytes) -> bool:
