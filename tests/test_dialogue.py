@@ -241,6 +241,14 @@ def test_a_transcripts_transitions_are_no_ones_names():
                            ("Bob", "coffee?")]  # the slugline starts a new conversation
 
 
+def test_a_chat_pasted_into_a_markdown_list_keeps_its_speakers():
+    assert [split_speaker(s) for s in ("- **Bob:** hi", "1. Bob: hi", "2) Amy: yo", "* Bob: hi", "***Bob:*** hi",
+                                       "\u2022 Amy: yo")] == [("Bob", " hi"), ("Bob", " hi"), ("Amy", " yo"),
+                                                              ("Bob", " hi"), ("Bob", " hi"), ("Amy", " yo")]
+    # a list item that names no one, an IRC action, a note: as before
+    assert [split_speaker(s) for s in ("- hello there", "* Bob waves", "- Note: x", "1. Preheat the oven")] == [None] * 4
+
+
 def test_numbered_extras_italic_names_and_caption_marks_are_speakers():
     assert split_speaker("Guard #1: Halt!") == ("Guard #1", " Halt!")
     assert split_speaker("*Bob:* Fine.") == ("Bob", " Fine.") and split_speaker("_Bob_: Fine.") == ("Bob", " Fine.")

@@ -263,7 +263,8 @@ _BRACKET_NOTES = frozenset("edit edited update updated eta tl;dr tldr deleted re
                            "spoilers tw cw a/n".split())
 _LINK_TARGET = re.compile(r"#|\.{0,2}/|[\w.-]+/|[\w-]+\.[A-Za-z0-9]{1,5}$")  # `#top`, `./a`, `docs/x`, `LICENSE.md`
 _BRACKET_COLON = re.compile(r"\[([^\[\]\n:]{1,%d})\][ \t]*[:\uff1a](.*)" % MAX_NAME_CHARS, re.DOTALL)
-_MARKDOWN_NAME = re.compile(r"(\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
+_NUMBERED = re.compile(r"\d{1,3}[.)] ")  # a numbered list's item
+_MARKDOWN_NAME = re.compile(r"(\*\*\*|\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
 _LOG_SESSION = ("--- Log opened", "--- Log closed")  # irssi's
@@ -539,6 +540,11 @@ def _split_speaker(line: str) -> tuple[str, str] | None:
                 or (target and " " not in target and _LINK_TARGET.match(target))):
             return None  # a post's `[Edit 2]: ...`, a markdown link's `[guide]: docs/GUIDE.md`
         return split_speaker(f"{label}:{rest}")
+    if (line[:2] in ("- ", "* ", "\u2022 ") or line[:1].isdigit() and (bullet := _NUMBERED.match(line))):
+        # a list item's name (`- **Bob:** hi`, `1. Bob: hi`, as a chat pasted into markdown has it)
+        hit = split_speaker(line[bullet.end() if line[:1].isdigit() else 2:].lstrip())
+        if hit is not None:
+            return hit
     if line[:1] in "*_":  # a name in markdown bold or italics: `**Bob:** hi`, `**Bob**: hi`, `*Bob:* hi`
         md = _MARKDOWN_NAME.match(line)
         if md is not None and md.group(2)[:1].isalpha() and md.group(2)[-1:] != " ":
