@@ -241,6 +241,12 @@ def test_a_transcripts_transitions_are_no_ones_names():
                            ("Bob", "coffee?")]  # the slugline starts a new conversation
 
 
+def test_a_transcripts_time_after_the_name_is_no_ones_words():
+    text = "Speaker 1: [00:00:01] Hello there.\nBob: (00:10) Sure.\nSpeaker 2: [00:00:09]\nI mean it.\nBob: at 10:30\n"
+    assert turns(text) == [("Speaker 1", "Hello there."), ("Bob", "Sure."), ("Speaker 2", "I mean it."),
+                           ("Bob", "at 10:30")]
+
+
 def test_a_chat_pasted_into_a_markdown_list_keeps_its_speakers():
     assert [split_speaker(s) for s in ("- **Bob:** hi", "1. Bob: hi", "2) Amy: yo", "* Bob: hi", "***Bob:*** hi",
                                        "\u2022 Amy: yo")] == [("Bob", " hi"), ("Bob", " hi"), ("Amy", " yo"),

@@ -263,6 +263,8 @@ _BRACKET_NOTES = frozenset("edit edited update updated eta tl;dr tldr deleted re
                            "spoilers tw cw a/n".split())
 _LINK_TARGET = re.compile(r"#|\.{0,2}/|[\w.-]+/|[\w-]+\.[A-Za-z0-9]{1,5}$")  # `#top`, `./a`, `docs/x`, `LICENSE.md`
 _BRACKET_COLON = re.compile(r"\[([^\[\]\n:]{1,%d})\][ \t]*[:\uff1a](.*)" % MAX_NAME_CHARS, re.DOTALL)
+# A transcript's time after the speaker's name (`Speaker 2: [00:00:06] Thanks`, Descript's, Rev's): no one's words
+_LEAD_TIME = re.compile(r"[\[(]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,3})?[\])][ \t]*")
 _NUMBERED = re.compile(r"\d{1,3}[.)] ")  # a numbered list's item
 _MARKDOWN_NAME = re.compile(r"(\*\*\*|\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
@@ -1299,6 +1301,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             if hit is not None and (held is None or held_irc or script):
                 name, text = hit
                 text = text.strip()
+                if text[:1] in "[(" and (lead := _LEAD_TIME.match(text)) is not None:
+                    text = text[lead.end():]
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse
                     text = " ".join(text.split())
                 if held is not None:
@@ -1384,8 +1388,9 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
         hit = hit or split_speaker(text)
         if hit is None:  # a scene break, an IRC client's log session opening or closing: a new conversation
             yield BREAK if _SCENE_BREAK.fullmatch(text) or text.startswith(_LOG_SESSION) else Turn(None, text, file, n)
-        elif hit[1].strip():
-            yield Turn(hit[0], hit[1].strip(), file, n)
+        elif (said := hit[1].strip()) and not (said[:1] in "[(" and _LEAD_TIME.fullmatch(said)):
+            lead = _LEAD_TIME.match(said) if said[:1] in "[(" else None
+            yield Turn(hit[0], said[lead.end():] if lead else said, file, n)
         else:
             cue = Turn(hit[0], "", file, n)
     if held is not None:
