@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,11 @@ def test_bad_inputs_one_line_errors(tmp_path):
     bad_json.write_text('{"messages": [{"id": 1,', encoding="utf-8")
     bad_csv = tmp_path / "lines.csv"
     bad_csv.write_text("who,line\nGuard,Halt!\n", encoding="utf-8")
+    docx = tmp_path / "story.docx"
+    with zipfile.ZipFile(docx, "w") as z:
+        z.writestr("word/document.xml", "<w:document/>")
     cases = [
+        (["-n", "Bob", "-t", docx], ["a Word document, which is not read: save it as plain text"]),
         (["-n", "Bob", "-t", tmp_path / "missing.txt"], ["no such file"]),
         (["-n", "Bob", "-t", empty], ["empty"]),
         (["-n", "Bob", "-t", binary], ["binary"]),

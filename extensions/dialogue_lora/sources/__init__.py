@@ -54,6 +54,10 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
             return "discord"  # a Slack export as Slack gives it
         if renpy.is_zip_of_scripts(path):
             return "renpy"
+        document = _office_document(path)
+        if document:  # a .docx, .odt or .epub is a zip too: unzipped it is XML, not the text
+            raise UserError(f"{path}: {document}, which is not read: save it as plain text (.txt, UTF-8) from "
+                            "the program that made it, and give that")
         raise UserError(f"{path}: a zip archive, which is not read (only a Slack export's, or a Ren'Py game's "
                         "scripts): unzip it and give the file (or a folder of chat exports) inside")
     check_text_file(path)
@@ -114,3 +118,18 @@ def _usual_header(first: str) -> bool:
 
     cells = {c.strip().casefold() for c in next(csv.reader([first], delimiter=_delimiter(first)), [])}
     return bool(cells & set(USUAL_NAMES["speaker"])) and bool(cells & set(USUAL_NAMES["text"]))
+
+
+_DOCUMENTS = {"word/document.xml": "a Word document", "content.xml": "an OpenDocument file",
+              "META-INF/container.xml": "an e-book (EPUB)", "xl/workbook.xml": "an Excel workbook",
+              "ppt/presentation.xml": "a PowerPoint file"}
+
+
+def _office_document(path: Path) -> str | None:
+    """What kind of document a zip is (a .docx, .odt, .epub, .xlsx), by the file that makes it one."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return next((kind for name, kind in _DOCUMENTS.items() if name in names), None)
