@@ -185,6 +185,25 @@ def test_config_validation_names_the_flags():
         PrepareConfig(names=["Bob"], txtfilename="a.json", jsonfilename="a.json").check_output()
 
 
+def test_a_folder_of_scripts_is_read_file_by_file(tmp_path):
+    # a series' episodes: each file its own conversations, in the order a person reads the names
+    folder = tmp_path / "episodes"
+    folder.mkdir()
+    (folder / "ep10.txt").write_text("Amy: last one\nBob: the end\n")
+    (folder / "ep2.txt").write_text("Amy: second\nBob: yes\n")
+    (folder / "notes.pdf").write_bytes(b"%PDF")
+    out = tmp_path / "out.jsonl"
+    r = cli("-n", "Bob", "-t", folder, "-j", out)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(s["input"], s["output"], s["source"]) for s in got] == [
+        ("Amy: second\nBob:", "yes", "ep2.txt:2"), ("Amy: last one\nBob:", "the end", "ep10.txt:2")]
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "a.pdf").write_bytes(b"%PDF")
+    assert_one_line_error(cli("-n", "Bob", "-t", empty, "-j", out), "folder holds no chat exports")
+
+
 def test_a_dry_run_may_name_an_output_inside_the_input_folder(tmp_path):
     folder = tmp_path / "exports"
     folder.mkdir()

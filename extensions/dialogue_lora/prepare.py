@@ -25,7 +25,7 @@ from .errors import UserError, closest, join_problems
 from .fileio import holds_samples, missing_parents, nearest_existing, write_records
 from .paths import shell_word
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, nobody, wanted_names
-from .sources import CHAT_EXPORTS, SOURCES, detect_source
+from .sources import CHAT_EXPORTS, SOURCES, TEXT_SUFFIXES, detect_source, text_files
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
 from .sources.discord import DiscordOptions, iter_discord_turns, scan_discord_speakers
 from .sources import yarn
@@ -303,13 +303,24 @@ def iter_turns(cfg: PrepareConfig, source: str, stats: ReadStats, tally: Tally) 
         stats.add_note(f"{cfg.txtfilename}: a Ren'Py script read as text (--source text): --source auto or renpy "
                        "reads its say statements", hint=True)
     if Path(cfg.txtfilename).is_dir():
-        raise UserError(f"{cfg.txtfilename}: is a folder; only chat exports ({CHAT_EXPORTS}) and Ren'Py games' scripts can be read from a folder (--source)")
+        files = text_files(Path(cfg.txtfilename))
+        if not files:
+            raise UserError(f"{cfg.txtfilename}: is a folder with no text files ({', '.join(TEXT_SUFFIXES)}), chat "
+                            f"exports ({CHAT_EXPORTS}) or Ren'Py game scripts in it")
+        return _text_folder(files, cfg.layout, stats)
     if yarn.is_script(cfg.txtfilename):  # a game's branching dialogue: each branch with its own context
         if cfg.layout != "auto":
             raise UserError(f"--layout {cfg.layout} does not apply to {cfg.txtfilename}: a Yarn Spinner script, "
                             "read node by node and branch by branch")
         return yarn.read(Path(cfg.txtfilename), stats)
     return iter_text_turns(cfg.txtfilename, cfg.layout, stats)
+
+
+def _text_folder(files: list[Path], layout: str, stats: ReadStats) -> Iterator[Turn | None]:
+    """The text files of a folder one after another, each its own conversations (a series' episodes)."""
+    for path in files:
+        yield None
+        yield from iter_text_turns(path, layout, stats)
 
 
 # The switch that keeps what a Discord filter dropped, for the error that names the filter.

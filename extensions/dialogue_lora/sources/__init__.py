@@ -25,6 +25,8 @@ from ..fileio import holds_samples
 from . import chatlog, dce_csv, renpy, sillytavern, slack
 
 SOURCES = ("auto", "text", "discord", "csv", "renpy")
+# A folder's files read as text when it holds no chat export (a series' scripts, a book's chapters)
+TEXT_SUFFIXES = (".txt", ".md", ".fountain", ".srt", ".vtt", ".ass", ".ssa", ".html", ".htm", ".log")
 CHAT_EXPORTS = "Discord, Telegram, WhatsApp, SillyTavern, Slack"  # what --source discord reads, for messages
 
 
@@ -44,7 +46,16 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     if path.is_dir():
         if renpy.is_translations_folder(path):
             raise renpy.pick_language(path)
-        return "renpy" if renpy.is_game_folder(path) else "discord"
+        if renpy.is_game_folder(path):
+            return "renpy"
+        from .discord import export_files
+
+        try:
+            export_files(path)
+        except UserError:  # no chat export in it: a folder of scripts (a series' episodes) is text
+            if text_files(path):
+                return "text"
+        return "discord"
     if path.suffix.lower() == renpy.SUFFIX:
         return "renpy"
     if path.suffix.lower() == ".zip" and not zipfile.is_zipfile(path):
@@ -133,3 +144,14 @@ def _office_document(path: Path) -> str | None:
     except (OSError, zipfile.BadZipFile):
         return None
     return next((kind for name, kind in _DOCUMENTS.items() if name in names), None)
+
+
+def text_files(folder: Path) -> list[Path]:
+    """A folder's text files, in the order of their names as a person reads them (`ep2` before `ep10`)."""
+    import re
+
+    def order(p: Path) -> list:
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part.casefold()) for part in re.split(r"(\d+)", p.name)]
+
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in TEXT_SUFFIXES and not p.name.startswith(".")
+                   and p.is_file()), key=order)
