@@ -234,6 +234,15 @@ def test_a_game_dump_with_its_speakers_in_brackets():
     assert (None, "[Aside] He lies.") in turns(script) and (None, "[Ann] x") in turns(script)
 
 
+def test_a_wiki_transcript_table_copied_from_a_browser():
+    text = "Transcript\nCharacter\tDialogue\nSpongeBob\tI'm ready!\nPatrick\tMe too.\nSpongeBob\tLet's go!\n"
+    assert turns(text) == [(None, "Transcript"), ("SpongeBob", "I'm ready!"), ("Patrick", "Me too."),
+                           ("SpongeBob", "Let's go!")]
+    # a few tabbed lines in a script are its own business
+    script = "Bob: hi\nAmy: yo\nBob: x\nAmy: y\nTOTAL\t42\n"
+    assert turns(script)[-1] == (None, "TOTAL 42")
+
+
 def test_a_transcripts_transitions_are_no_ones_names():
     assert [split_speaker(s) for s in ("CUT TO:", "SMASH CUT TO:", "Fade in:", "DISSOLVE TO: later")] == [None] * 4
     text = "Bob: hi\nAmy: hello\nCUT TO:\nEXT. COFFEE SHOP - DAY\nBob: coffee?\n"

@@ -704,6 +704,28 @@ def _wrapped_turns(lines: list[str]) -> bool:
     return turns >= 3 and unspaced * 10 <= turns and wrapped * 3 >= turns
 
 
+_TAB_TURN = re.compile(r"[ \t]*([^\t:]{1,%d}?)[ \t]*\t+[ \t]*([^\t]*[^\t\s][^\t]*?)\s*" % MAX_NAME_CHARS)
+_TABLE_HEADS = frozenset("character speaker name who dialogue line lines text quote quotes".split())
+
+
+def _tab_turn(line: str) -> tuple[str, str] | None:
+    """(name, text) of a table's row `Name<TAB>text` whose first cell is a speaker's name; None otherwise."""
+    m = _TAB_TURN.fullmatch(line)
+    if m is None or split_speaker(f"{m.group(1)}: {m.group(2)}") is None:
+        return None
+    return m.group(1), m.group(2)
+
+
+def _untabbed(line: str) -> str:
+    """A table's row as `Name: text`; its header row (`Character<TAB>Dialogue`) as nothing; others as they are."""
+    row = _tab_turn(line)
+    if row is None:
+        return line
+    if row[0].casefold() in _TABLE_HEADS and row[1].casefold() in _TABLE_HEADS:
+        return "\n"
+    return f"{row[0]}: {row[1]}\n"
+
+
 def _layout_of(evidence: tuple[int, int, int]) -> str:
     after_blank, compact, inline = evidence
     alone = after_blank + compact
@@ -939,6 +961,12 @@ def parse_lines(
                 it = (line[m.end():] if (m := prefix.match(line)) else line for line in itertools.chain(head, it))
                 head = list(itertools.islice(it, DETECT_LINES))
                 break
+        else:
+            tabbed = sum(1 for line in head[:400] if _tab_turn(line) is not None)
+            if tabbed >= 3 and 2 * tabbed > sum(1 for line in head[:400] if line.strip()):
+                # a wiki's transcript table copied from a browser: `SpongeBob<TAB>I'm ready!`
+                it = (_untabbed(line) for line in itertools.chain(head, it))
+                head = list(itertools.islice(it, DETECT_LINES))
     # a book's introduction before the first speech (a Gutenberg play's preface): judge from what follows it
     chunk = head
     while len(chunk) == DETECT_LINES and len(head) < MAX_PROLOGUE_LINES and not any(map(_may_speak, chunk)):
