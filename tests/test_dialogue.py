@@ -243,6 +243,11 @@ def test_a_wiki_transcript_table_copied_from_a_browser():
     assert turns(script)[-1] == (None, "TOTAL 42")
 
 
+def test_a_roleplayers_out_of_character_line_is_not_the_characters():
+    assert split_speaker("Thorin (OOC): lol she's bossy") is None and split_speaker("Thorin [ooc]: brb") is None
+    assert split_speaker("Thorin (angrily): No!") == ("Thorin", "(angrily) No!")
+
+
 def test_a_transcripts_transitions_are_no_ones_names():
     assert [split_speaker(s) for s in ("CUT TO:", "SMASH CUT TO:", "Fade in:", "DISSOLVE TO: later")] == [None] * 4
     text = "Bob: hi\nAmy: hello\nCUT TO:\nEXT. COFFEE SHOP - DAY\nBob: coffee?\n"

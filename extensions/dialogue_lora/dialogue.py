@@ -265,6 +265,7 @@ _LINK_TARGET = re.compile(r"#|\.{0,2}/|[\w.-]+/|[\w-]+\.[A-Za-z0-9]{1,5}$")  # `
 _BRACKET_COLON = re.compile(r"\[([^\[\]\n:]{1,%d})\][ \t]*[:\uff1a](.*)" % MAX_NAME_CHARS, re.DOTALL)
 # A transcript's time after the speaker's name (`Speaker 2: [00:00:06] Thanks`, Descript's, Rev's): no one's words
 _LEAD_TIME = re.compile(r"[\[(]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,3})?[\])][ \t]*")
+_OOC = re.compile(r"[(\[]\s*(?:ooc|out of character)\s*[)\]]", re.IGNORECASE)
 _NUMBERED = re.compile(r"\d{1,3}[.)] ")  # a numbered list's item
 _MARKDOWN_NAME = re.compile(r"(\*\*\*|\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
@@ -591,6 +592,8 @@ def _split_speaker(line: str) -> tuple[str, str] | None:
         elif "  " in name:
             name = " ".join(name.split())
     if direction:
+        if _OOC.search(direction):  # a roleplayer speaking for themselves (`Thorin (OOC): lol`): not the character
+            return None
         # a time in brackets is a log's stamp, not a direction (`Bob (10:00): hi`)
         # nor is a film script's extension (`LEO (V.O.):`, `MAYA (CONT'D):`): how it is heard, not said
         kept = [d for d in _DIRECTION_PARTS.findall(direction)
