@@ -454,3 +454,20 @@ def test_the_tiny_model_builder_checks_its_flags_and_never_writes_into_other_fil
     first = (model / "model.safetensors").read_bytes()
     assert tiny.main([str(model), "--hidden_size", "16", "--num_layers", "1", "--vocab_size", "64"]) == 0  # rebuilt
     assert (model / "model.safetensors").read_bytes() == first
+
+
+def test_a_models_weights_are_told_by_the_files_a_load_reads(tmp_path):
+    """--resume's base check: a sample of the weights transformers loads (a shard index's files), not a
+    `consolidated.safetensors` beside them, and not the bytes of another model of the same shape."""
+    import json
+
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"a" * 5000)
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"b" * 5000)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "x": "model-00001-of-00002.safetensors", "y": "model-00002-of-00002.safetensors"}}))
+    before = paths.weights_sample_sha256(tmp_path)
+    (tmp_path / "consolidated.safetensors").write_bytes(b"c" * 9000)
+    assert paths.weights_sample_sha256(tmp_path) == before
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"b" * 4000 + b"B" * 1000)  # other weights
+    assert paths.weights_sample_sha256(tmp_path) not in (before, None)
+    assert paths.weights_sample_sha256(tmp_path / "nothing") is None

@@ -198,6 +198,14 @@ def test_a_folder_of_scripts_is_read_file_by_file(tmp_path):
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(s["input"], s["output"], s["source"]) for s in got] == [
         ("Amy: second\nBob:", "yes", "ep2.txt:2"), ("Amy: last one\nBob:", "the end", "ep10.txt:2")]
+    # a name with a digit that is no number (`²`), and Telegram's HTML export folder: the chat reader's advice
+    (folder / "\u00b23.txt").write_text("Amy: x\nBob: y\n")
+    assert cli("-n", "Bob", "-t", folder, "-j", out).returncode == 0
+    telegram = tmp_path / "ChatExport"
+    telegram.mkdir()
+    (telegram / "messages.html").write_text("<html></html>")
+    (telegram / "notes.txt").write_text("Amy: x\nBob: y\n")
+    assert_one_line_error(cli("-n", "Bob", "-t", telegram, "-j", out), "Telegram's HTML export")
     empty = tmp_path / "nothing"
     empty.mkdir()
     (empty / "a.pdf").write_bytes(b"%PDF")

@@ -802,9 +802,9 @@ def test_a_kill_after_the_final_save_before_its_swap_keeps_the_adapter(env):
     assert paths.finished_save(loras / "ks") and not list(loras.glob(".ks.*"))
     assert (loras / "ks" / "notes.txt").read_text() == "mine" and not list((loras / "ks").glob("checkpoint-*"))
     assert resolve_adapter("ks", loras) == (loras / "ks").resolve()
-    # an adapter put there since (a backup copied back, its files' times kept) is kept, the leftover goes
+    # an adapter saved there since (by hand) is newer than the leftover: kept, the leftover goes
     shutil.copytree(done / "ks", loras / f".ks.tmp-{dead}")
-    os.utime(loras / "ks" / "README.md", (1, 1))  # older than the leftover's: its change time says it is newer
+    os.utime(loras / f".ks.tmp-{dead}" / "README.md", (1, 1))
     (loras / "ks" / "adapter_config.json").write_text('{"r": 99}')
     with pytest.raises(UserError, match="it is a finished adapter"):
         check(make_cfg(env, **common))

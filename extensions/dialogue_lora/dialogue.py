@@ -264,9 +264,8 @@ _BRACKET_NOTES = frozenset("edit edited update updated eta tl;dr tldr deleted re
 _LINK_TARGET = re.compile(r"#|\.{0,2}/|[\w.-]+/|[\w-]+\.[A-Za-z0-9]{1,5}$")  # `#top`, `./a`, `docs/x`, `LICENSE.md`
 _BRACKET_COLON = re.compile(r"\[([^\[\]\n:]{1,%d})\][ \t]*[:\uff1a](.*)" % MAX_NAME_CHARS, re.DOTALL)
 # A transcript's time after the speaker's name (`Speaker 2: [00:00:06] Thanks`, Descript's, Rev's): no one's words
-_LEAD_TIME = re.compile(r"[\[(]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,3})?[\])][ \t]*")
+_LEAD_TIME = re.compile(r"[\[(](?:\d{1,2}:\d{2}:\d{2}|\d{2}:\d{2})(?:[.,]\d{1,3})?[\])][ \t]*")  # not a verse, (3:16)
 _OOC = re.compile(r"[(\[]\s*(?:ooc|out of character)\s*[)\]]", re.IGNORECASE)
-_NUMBERED = re.compile(r"\d{1,3}[.)] ")  # a numbered list's item
 _MARKDOWN_NAME = re.compile(r"(\*\*\*|\*\*|__|\*|_)([^*_:\n]{1,%d}?)(?::\1|\1:)(.*)" % MAX_NAME_CHARS)
 # A scene break in a story or script (`***`, `* * *`, `---`, `###`, `~~~`): the context starts afresh after it.
 _SCENE_BREAK = re.compile(r"(?:[*#~=_-][ ]?){3,}")
@@ -356,7 +355,8 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
             if stats is not None:
                 stats.repaired_lines += 1
             text = fixed
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    return text.replace("\x00", "") if "\x00" in text else text  # a crashed log's padding
 
 
 def text_width(text: str) -> int:
@@ -543,11 +543,12 @@ def _split_speaker(line: str) -> tuple[str, str] | None:
                 or (target and " " not in target and _LINK_TARGET.match(target))):
             return None  # a post's `[Edit 2]: ...`, a markdown link's `[guide]: docs/GUIDE.md`
         return split_speaker(f"{label}:{rest}")
-    if (line[:2] in ("- ", "* ", "\u2022 ") or line[:1].isdigit() and (bullet := _NUMBERED.match(line))):
-        # a list item's name (`- **Bob:** hi`, `1. Bob: hi`, as a chat pasted into markdown has it)
-        hit = split_speaker(line[bullet.end() if line[:1].isdigit() else 2:].lstrip())
-        if hit is not None:
-            return hit
+    if line[:2] in ("- ", "* ", "\u2022 ") and (item := line[2:].lstrip())[:1] in "*_":
+        # a list item's name in bold or italics (`- **Bob:** hi`, as a chat pasted into markdown has it); not a
+        # list's `- Milk: 2 liters`, `- Age: 19`
+        md = _MARKDOWN_NAME.match(item)
+        if md is not None and md.group(2)[:1].isalpha() and md.group(2)[-1:] != " ":
+            line = item
     if line[:1] in "*_":  # a name in markdown bold or italics: `**Bob:** hi`, `**Bob**: hi`, `*Bob:* hi`
         md = _MARKDOWN_NAME.match(line)
         if md is not None and md.group(2)[:1].isalpha() and md.group(2)[-1:] != " ":
@@ -683,40 +684,49 @@ def detect_layout(lines: Iterable[str]) -> str:
     return _layout_of(_layout_evidence(lines))
 
 
+WRAP_MIN = 50  # a hard wrap's lines are at least this long (wrapped at 60-80 columns)
+_SENTENCE_END = frozenset(".!?:;\"'\u201d\u2019)]*\u2026")
+
+
 def _wrapped_turns(lines: list[str]) -> bool:
     """Whether `Name: text` turns stand as paragraphs wrapped over several lines (Project Gutenberg's
     dialogues, a text editor's hard wrap): nearly every turn after a blank line, and many of them going on
     over the next line, which is no one's turn. A chat log with blank lines between messages reads the
     same either way, a message's next line being its own."""
     turns = unspaced = wrapped = 0
-    prev_blank, in_turn = True, False
+    prev_blank, cut = True, False  # cut: the last line was a turn's, long and ending mid-sentence
     for line in lines:
         stripped = line.strip()
         if not stripped:
-            prev_blank, in_turn = True, False
+            prev_blank, cut = True, False
             continue
         hit = split_speaker(stripped)
         if hit is not None and hit[1].strip():
             turns += 1
             unspaced += not prev_blank
-            in_turn = True
-        elif in_turn and hit is None:
+            # a wrapped line is long and stops where the width did, mid-sentence (a narration line after a
+            # turn ending `?` or `!`, a stage direction after `Get inside!`, is no wrap)
+            cut = len(stripped) >= WRAP_MIN and stripped[-1] not in _SENTENCE_END
+        elif cut and hit is None:
             wrapped += 1
-            in_turn = False  # counted once a turn
+            cut = False  # counted once a turn
+        else:
+            cut = False
         prev_blank = False
     return turns >= 3 and unspaced * 10 <= turns and wrapped * 3 >= turns
 
 
-_TAB_TURN = re.compile(r"[ \t]*([^\t:]{1,%d}?)[ \t]*\t+[ \t]*([^\t]*[^\t\s][^\t]*?)\s*" % MAX_NAME_CHARS)
 _TABLE_HEADS = frozenset("character speaker name who dialogue line lines text quote quotes".split())
 
 
 def _tab_turn(line: str) -> tuple[str, str] | None:
     """(name, text) of a table's row `Name<TAB>text` whose first cell is a speaker's name; None otherwise."""
-    m = _TAB_TURN.fullmatch(line)
-    if m is None or split_speaker(f"{m.group(1)}: {m.group(2)}") is None:
+    if "\t" not in line:
         return None
-    return m.group(1), m.group(2)
+    cells = [cell for cell in (c.strip() for c in line.split("\t")) if cell]  # tabs in a row: one gap
+    if len(cells) != 2 or len(cells[0]) > MAX_NAME_CHARS or ":" in cells[0]:
+        return None
+    return (cells[0], cells[1]) if split_speaker(f"{cells[0]}: {cells[1]}") is not None else None
 
 
 def _untabbed(line: str) -> str:
@@ -987,7 +997,8 @@ def parse_lines(
     looks = "lines" if timed else _layout_of(evidence)
     if not timed and dotted and looks == "lines" and 2 * sum(dotted.values()) > evidence[2]:  # (counted there too)
         looks = "play"  # `NAME.  text` speeches wrap over several lines to the blank line
-    wrapped = not timed and looks == "lines" and _wrapped_turns(cued) and not looks_like_chat_export(head)
+    wrapped = (subs is None and not timed and looks == "lines" and _wrapped_turns(cued)
+               and not looks_like_chat_export(head))
     if wrapped:  # `Name: text` paragraphs wrapped at 70 columns: each speech runs to its blank line, as a play's
         looks = "play"
     cue_indents = [] if timed else _screen_cue_indents(head)
@@ -1081,7 +1092,8 @@ _BRACKET_WORDS = frozenset("enter exit exeunt aside music applause laughter laug
                            "crosstalk beat pause cheering singing sighs sigh laughs chuckles groans scene narrator "
                            "narration foreign unintelligible indistinct voiceover offscreen phone thunder static "
                            "interpreter in on over off into speaking whispering whispers ooc flashback cutscene choice "
-                           "option system tutorial hint note info title".split())
+                           "option system tutorial hint note info title added fixed changed removed deprecated "
+                           "security done todo wip quest achievement persuade sarcastic".split())
 
 
 def _bracket_cast(head: list[str]) -> Counter:
@@ -1103,8 +1115,9 @@ def _bracket_cast(head: list[str]) -> Counter:
         first = m.group(1).split()[0].casefold()
         if first not in _BRACKET_WORDS and not _is_action_word(first):
             seen[m.group(1)] += 1
-    dump = any(n >= 3 for n in seen.values()) or sum(n >= 2 for n in seen.values()) >= 2
-    return seen if dump and sum(seen.values()) > plain else Counter()
+    cast = Counter({name: n for name, n in seen.items() if n >= 2})  # a label used once is no one's name
+    dump = any(n >= 3 for n in cast.values()) or len(cast) >= 2
+    return cast if dump and sum(cast.values()) > plain else Counter()
 
 
 def _debracket(line: str, cast: Counter) -> str:
@@ -1334,8 +1347,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 text = text.strip()
                 if text[:1] in "[(" and (lead := _LEAD_TIME.match(text)) is not None:
                     text = text[lead.end():]
-                if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse
-                    text = " ".join(text.split())
+                if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse (and NULs go)
+                    text = " ".join(text.replace("\x00", "").split())
                 if held is not None:
                     yield held
                     held = None

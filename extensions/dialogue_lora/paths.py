@@ -67,20 +67,40 @@ WEIGHTS_SAMPLES = 64  # pieces of each weights file read, evenly spaced
 WEIGHTS_SAMPLE_BYTES = 1024
 
 
+def _loaded_weights(path: Path) -> list[Path]:
+    """The weights files transformers loads from a model folder: a shard index's files, else the one file,
+    else (a folder laid out otherwise) every file of the first kind found. Not Mistral's
+    `consolidated.safetensors` beside its shards."""
+    import json
+
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        try:
+            weight_map = json.loads((path / index).read_text(encoding="utf-8")).get("weight_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        shards = sorted({path / str(name) for name in weight_map.values()})
+        if shards:
+            return shards
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (path / single).is_file():
+            return [path / single]
+    for pattern in _WEIGHTS:
+        files = sorted(p for p in path.glob(pattern) if p.is_file())
+        if files:
+            return files
+    return []
+
+
 def weights_sample_sha256(path: Path) -> str | None:
     """A model's weights told apart cheaply: each weights file's name and size and 64 pieces of 1 KiB spread
     over it (64 KiB a file, in milliseconds; reading a whole 16 GB model would take a minute). Two fine-tunes
     of one base have the same shape (base_fingerprint) but differ in every tensor, so in these bytes too; a
-    merge that changed a few layers' projections is caught with odds near 99%. Only the files a load reads:
-    safetensors when there are any (a `pytorch_model.bin` beside them, deleted, changes nothing). None when
-    there is no weights file or one cannot be read."""
+    merge that changed a few layers' projections is caught with odds near 99%. Only the files a load reads
+    (`_loaded_weights`: a `pytorch_model.bin` or `consolidated.safetensors` beside them, deleted, changes
+    nothing). None when there is no weights file or one cannot be read."""
     import hashlib
 
-    files = []
-    for pattern in _WEIGHTS:  # in transformers' order of preference
-        files = sorted(p for p in path.glob(pattern) if p.is_file())
-        if files:
-            break
+    files = _loaded_weights(path)
     if not files:
         return None
     digest = hashlib.sha256()

@@ -968,12 +968,11 @@ def _free_name(folder: Path, name: str) -> Path:
 
 
 def _newer_save(out: Path, tmp: Path) -> bool:
-    """Whether `out` holds a finished adapter put there after `tmp` was written (by hand since the kill): kept.
-    Its card's change time too, not only its modification time: a backup copied back keeps its old mtime
-    (`cp -a`, Explorer), but not its ctime (the copy's creation time on Windows)."""
+    """Whether `out` holds a finished adapter saved after `tmp` was (put there by hand since the kill): kept.
+    By the cards' modification times, which copies keep (`cp -a` of the loras folder, a move to another
+    disk); the change time would make every copied folder's old adapter look newer than the new one."""
     try:
-        card = (out / "README.md").stat()
-        return paths.finished_save(out) and max(card.st_mtime, card.st_ctime) > (tmp / "README.md").stat().st_mtime
+        return paths.finished_save(out) and (out / "README.md").stat().st_mtime > (tmp / "README.md").stat().st_mtime
     except OSError:
         return False
 

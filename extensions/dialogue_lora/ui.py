@@ -562,10 +562,11 @@ class TabLogic:
         seconds on the first, which imports the training libraries); None when no Start is still checking."""
         deadline = time.time() + wait
         while time.time() < deadline:
+            checking = self._checking  # first: a Start that ends after this read has set the job read next
             job = jobs.current("train")
             if job is not None and job.started >= since:
                 return job
-            if not self._checking:
+            if not checking:
                 return None
             time.sleep(0.2)
         return None

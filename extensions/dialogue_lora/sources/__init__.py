@@ -26,7 +26,7 @@ from . import chatlog, dce_csv, renpy, sillytavern, slack
 
 SOURCES = ("auto", "text", "discord", "csv", "renpy")
 # A folder's files read as text when it holds no chat export (a series' scripts, a book's chapters)
-TEXT_SUFFIXES = (".txt", ".md", ".fountain", ".srt", ".vtt", ".ass", ".ssa", ".html", ".htm", ".log")
+TEXT_SUFFIXES = (".txt", ".fountain", ".srt", ".vtt", ".ass", ".ssa", ".html", ".htm", ".log")
 CHAT_EXPORTS = "Discord, Telegram, WhatsApp, SillyTavern, Slack"  # what --source discord reads, for messages
 
 
@@ -48,12 +48,15 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
             raise renpy.pick_language(path)
         if renpy.is_game_folder(path):
             return "renpy"
-        from .discord import export_files
+        from .discord import export_files, nested_exports
 
         try:
             export_files(path)
-        except UserError:  # no chat export in it: a folder of scripts (a series' episodes) is text
-            if text_files(path):
+        except UserError:  # no chat export in it: a folder of scripts (a series' episodes) is text, unless
+            # it is Telegram's HTML export or holds exports a level down (the chat reader says what to do)
+            telegram = any(p.name.lower().startswith("messages") and p.suffix.lower() in (".html", ".htm")
+                           for p in path.iterdir())
+            if not telegram and not nested_exports(path) and text_files(path):
                 return "text"
         return "discord"
     if path.suffix.lower() == renpy.SUFFIX:
@@ -151,7 +154,11 @@ def text_files(folder: Path) -> list[Path]:
     import re
 
     def order(p: Path) -> list:
-        return [(0, int(part), "") if part.isdigit() else (1, 0, part.casefold()) for part in re.split(r"(\d+)", p.name)]
+        return [(0, int(part), "") if part.isdecimal() else (1, 0, part.casefold()) for part in re.split(r"(\d+)", p.name)]
 
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in TEXT_SUFFIXES and not p.name.startswith(".")
-                   and p.is_file()), key=order)
+    named = [p for p in folder.iterdir() if p.suffix.lower() in TEXT_SUFFIXES and not p.name.startswith(".")]
+    broken = [p.name for p in named if p.is_symlink() and not p.exists()]
+    if broken:  # an episode would go missing unnoticed
+        raise UserError(f"{folder}: {broken[0]} is a link to nothing (or a link loop)"
+                        + (f", and {len(broken) - 1} more" if len(broken) > 1 else "") + "; fix or remove it")
+    return sorted((p for p in named if p.is_file()), key=order)

@@ -298,8 +298,7 @@ def export_files(path: str | os.PathLike, skipped: list | None = None) -> list[P
             skipped.extend(sorted(p.name for p, ok in taken.items() if not ok and p.is_file()))
         if not files:
             html = any(p.suffix.lower() in (".html", ".htm") for p in path.iterdir())
-            nested = sorted(p.name for p in path.iterdir() if not p.name.startswith(".") and p.is_dir() and (
-                slack.is_export(p) or any(_is_export(q) for q in p.iterdir() if q.suffix.lower() in _FOLDER_SUFFIXES)))
+            nested = nested_exports(path)
             raise UserError(f"{path}: folder holds no chat exports (Discord, Telegram or Messenger .json, DiscordChatExporter "
                             ".csv, SillyTavern .jsonl, WhatsApp .txt, an unzipped Slack export)" + (
                 " (its web pages look like Telegram's HTML export: export the chat again with the format "
@@ -309,6 +308,12 @@ def export_files(path: str | os.PathLike, skipped: list | None = None) -> list[P
                 if nested else ""))
         return files
     return [path]
+
+
+def nested_exports(path: Path) -> list[str]:
+    """The subfolders of `path` that hold chat exports (or are a Slack export), sorted."""
+    return sorted(p.name for p in path.iterdir() if not p.name.startswith(".") and p.is_dir() and (
+        slack.is_export(p) or any(_is_export(q) for q in p.iterdir() if q.suffix.lower() in _FOLDER_SUFFIXES)))
 
 
 def _author_names(author: dict, stats: ReadStats) -> tuple[str | None, str | None]:
