@@ -257,9 +257,9 @@ def test_a_roleplayers_out_of_character_line_is_not_the_characters():
 
 def test_a_transcripts_transitions_are_no_ones_names():
     assert [split_speaker(s) for s in ("CUT TO:", "SMASH CUT TO:", "Fade in:", "DISSOLVE TO: later")] == [None] * 4
-    text = "Bob: hi\nAmy: hello\nCUT TO:\nEXT. COFFEE SHOP - DAY\nBob: coffee?\n"
-    assert turns(text) == [("Bob", "hi"), ("Amy", "hello"), (None, "CUT TO:"), None, (None, "EXT. COFFEE SHOP - DAY"),
-                           ("Bob", "coffee?")]  # the slugline starts a new conversation
+    text = "FADE IN:\nBob: hi\nAmy: hello\nCUT TO:\nEXT. COFFEE SHOP - DAY\nBob: coffee?\nCut to the chase.\n"
+    assert turns(text) == [("Bob", "hi"), ("Amy", "hello"), None, (None, "EXT. COFFEE SHOP - DAY"),
+                           ("Bob", "coffee?"), (None, "Cut to the chase.")]  # the slugline starts a new conversation
 
 
 def test_a_transcripts_time_after_the_name_is_no_ones_words():

@@ -1430,6 +1430,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             yield Turn(irc.group(1), irc.group(2), file, n)  # a chat log without times: `<Steve> hi`
             continue
         hit = hit or split_speaker(text)
+        if hit is None and text[-1:] in ":." and _TRANSITION_NAME.fullmatch(text):
+            continue  # a script's `CUT TO:`, `FADE IN:`: formatting, no one's words (as in a film script)
         if hit is None:  # a scene break, an IRC client's log session opening or closing: a new conversation
             yield BREAK if _SCENE_BREAK.fullmatch(text) or text.startswith(_LOG_SESSION) else Turn(None, text, file, n)
         elif (said := hit[1].strip()) and not (said[:1] in "[(" and _LEAD_TIME.fullmatch(said)):
