@@ -260,6 +260,7 @@ def test_a_transcripts_transitions_are_no_ones_names():
     text = "FADE IN:\nBob: hi\nAmy: hello\nCUT TO:\nEXT. COFFEE SHOP - DAY\nBob: coffee?\nCut to the chase.\n"
     assert turns(text) == [("Bob", "hi"), ("Amy", "hello"), None, (None, "EXT. COFFEE SHOP - DAY"),
                            ("Bob", "coffee?"), (None, "Cut to the chase.")]  # the slugline starts a new conversation
+    assert turns("Amy: hi\nBob:\nCUT TO:\nBob: yes\n") == [("Amy", "hi"), ("Bob", ""), ("Bob", "yes")]  # no one's words
 
 
 def test_a_transcripts_time_after_the_name_is_no_ones_words():

@@ -1370,7 +1370,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             continue
         if cue is not None:
             if dated is None and (text[0] not in _STAMP_STARTS or _stamp(text) is None) and split_speaker(text) is None \
-                    and not (text[0] == "<" and _BARE_NICK.fullmatch(text)) and not _SCENE_BREAK.fullmatch(text):
+                    and not (text[0] == "<" and _BARE_NICK.fullmatch(text)) and not _SCENE_BREAK.fullmatch(text) \
+                    and not (text[-1:] in ":." and _TRANSITION_NAME.fullmatch(text)):
                 cue = cue._replace(text=f"{cue.text} {text}".lstrip())
                 continue
             yield cue
