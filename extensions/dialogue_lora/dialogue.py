@@ -761,10 +761,10 @@ _SCREEN_CUE = re.compile(r"@?([^\W\d_][^\W_]*(?:[ .'\-&][ .'\-&]?[^\W_]+)*\.?(?:
 # A slugline with its scene numbers (`12   INT. DINER - NIGHT   12`, Fountain's `INT. DINER - NIGHT #12#`).
 _NUMBERED_SLUG = re.compile(r"(?:(\d{1,4}[A-Z]{0,2})\.?[ \t]+)?((?:INT|EXT|EST|INT\.?/EXT|EXT\.?/INT|I/E)[. ].*?)"
                             r"(?:[ \t]+\1\.?|[ \t]*#[\w.-]+#)?")
-# Fountain's notes and boneyard (`[[...]]`, `/* ... */`), kept out of everyone's words.
 # What only a film script has: a slugline or a transition, on a line of its own.
-_FILM_MARK = re.compile(r"[ \t]*(?:\d{1,4}[A-Z]{0,2}\.?[ \t]+)?(?:INT|EXT|INT\.?/EXT|EXT\.?/INT|I/E)\.[ \t]*\S.*|[ \t]*(?:%s)[ \t]*"
-                        % _TRANSITION)
+_FILM_MARK = re.compile(r"[ \t]*(?:\d{1,4}[A-Z]{0,2}\.?[ \t]+)?(?:INT|EXT|INT\.?/EXT|EXT\.?/INT|I/E)\.[ \t]*\S.*"
+                        r"|[ \t]*(?:%s)[ \t]*" % _TRANSITION)
+# Fountain's notes and boneyard (`[[...]]`, `/* ... */`), kept out of everyone's words.
 _FOUNTAIN_NOTE = re.compile(r"\[\[.*?\]\]|/\*.*?\*/")
 _MIXED_CASE_NAME = re.compile(r"\b(?:Mc|Mac|De|Di|Da|La|Le|Van|Von|O')(?=[A-Z])")  # McCLANE, DeLUCA
 
@@ -1345,8 +1345,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             if hit is not None and (held is None or held_irc or script):
                 name, text = hit
                 text = text.strip()
-                if text[:1] in "[(" and (lead := _LEAD_TIME.match(text)) is not None:
-                    text = text[lead.end():]
+                if text[:1] in "[(":
+                    text = _untimed(text)
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse (and NULs go)
                     text = " ".join(text.replace("\x00", "").split())
                 if held is not None:
@@ -1371,7 +1371,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
         if cue is not None:
             if dated is None and (text[0] not in _STAMP_STARTS or _stamp(text) is None) and split_speaker(text) is None \
                     and not (text[0] == "<" and _BARE_NICK.fullmatch(text)) and not _SCENE_BREAK.fullmatch(text) \
-                    and not (text[-1:] in ":." and _TRANSITION_NAME.fullmatch(text)):
+                    and not _transition_line(text):
                 cue = cue._replace(text=f"{cue.text} {text}".lstrip())
                 continue
             yield cue
@@ -1431,13 +1431,16 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             yield Turn(irc.group(1), irc.group(2), file, n)  # a chat log without times: `<Steve> hi`
             continue
         hit = hit or split_speaker(text)
-        if hit is None and text[-1:] in ":." and _TRANSITION_NAME.fullmatch(text):
-            continue  # a script's `CUT TO:`, `FADE IN:`: formatting, no one's words (as in a film script)
-        if hit is None:  # a scene break, an IRC client's log session opening or closing: a new conversation
-            yield BREAK if _SCENE_BREAK.fullmatch(text) or text.startswith(_LOG_SESSION) else Turn(None, text, file, n)
-        elif (said := hit[1].strip()) and not (said[:1] in "[(" and _LEAD_TIME.fullmatch(said)):
-            lead = _LEAD_TIME.match(said) if said[:1] in "[(" else None
-            yield Turn(hit[0], said[lead.end():] if lead else said, file, n)
+        if hit is None:
+            if not _transition_line(text):  # a script's `CUT TO:`: formatting, no one's words (as in a film script)
+                # a scene break, an IRC client's log session opening or closing: a new conversation
+                yield BREAK if _SCENE_BREAK.fullmatch(text) or text.startswith(_LOG_SESSION) else Turn(None, text, file, n)
+            continue
+        said = hit[1].strip()
+        if said[:1] in "[(":
+            said = _untimed(said)
+        if said:
+            yield Turn(hit[0], said, file, n)
         else:
             cue = Turn(hit[0], "", file, n)
     if held is not None:
@@ -1445,6 +1448,17 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
     if cue is not None:
         yield cue
     stats.lines += n
+
+
+def _untimed(text: str) -> str:
+    """A turn's text without a transcript's time before it (`[00:00:06] Thanks`: Descript's, Rev's)."""
+    lead = _LEAD_TIME.match(text)
+    return text[lead.end():] if lead is not None else text
+
+
+def _transition_line(text: str) -> bool:
+    """Whether a line is a script's transition alone (`CUT TO:`, `FADE IN:`)."""
+    return text[-1:] in ":." and _TRANSITION_NAME.fullmatch(text) is not None
 
 
 def _client_line(text: str, dated: bool) -> bool:

@@ -253,7 +253,8 @@ class Plan:
     target_modules: list[str] | None
     characters: list[str] = field(default_factory=list)  # the cues the samples train, most first
     notes: list[str] = field(default_factory=list)  # said when the run starts (samples left out)
-    # the samples as the file holds them, empty replies too: what --resume compares, as before they were left out
+    # samples_sha256 and samples_text_sha256 of the samples as the file holds them, empty replies too: what
+    # --resume compares (a checkpoint from before such samples were left out hashed them all)
     loaded_sha256: dict = field(default_factory=dict)
     # --overwrite: the replaced run's checkpoints, deleted only once this run has saved one of its own
     stale: list[Path] = field(default_factory=list)
@@ -788,8 +789,7 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         # the samples themselves, not the file's name or layout: --resume on other data is refused; and the
         # same without the lines' places in the raw file (`source`), which training never reads: the one
         # compared when both runs have it (a raw file renamed and prepared again gives the same samples)
-        **(plan.loaded_sha256 or {"samples_sha256": samples_sha256(plan.records),
-                                  "samples_text_sha256": samples_sha256(plan.records, leave_out=("source",))}),
+        **plan.loaded_sha256,
         # a base of the same shape is not the same base (Llama-3-8B and its Instruct): --resume refuses it
         base_weights_sha256=paths.weights_sample_sha256(plan.model_path),
         prompt_format=prompt_mod.PROMPT_FORMAT,
@@ -926,9 +926,10 @@ def _busy(out: Path, holder: str) -> str:
 def _tidy(root: Path, out: Path) -> None:
     """Leftovers of a killed run of this adapter (none runs: we hold its lock): a final save (`.NAME.tmp-PID`:
     swapped into place when it is complete, as the run would have done, its checkpoints then going, unless
-    an adapter saved since stands there; else removed, the user's own files in it moved back first), the previous folder set aside for the swap (`.NAME.old-PID`: when the swap never
-    finished, the new adapter goes in place if it was complete, else the old folder goes back), and
-    half-written checkpoints (`.checkpoint-N.tmp`)."""
+    an adapter saved since stands there; else removed, the user's own files in it moved back first), the
+    previous folder set aside for the swap (`.NAME.old-PID`: when the swap never finished, the new adapter
+    goes in place if it was complete, else the old folder goes back), and half-written checkpoints
+    (`.checkpoint-N.tmp`)."""
     for old in paths.swap_leftovers(root, out.name, "old"):
         new = root / f".{out.name}.tmp-{old.name.rsplit('-', 1)[-1]}"
         if out.exists():

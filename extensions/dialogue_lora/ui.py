@@ -1223,9 +1223,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
             if job is None:  # the first click was refused: its message is on show
                 yield gr.update(), gr.update(), gr.update(), gr.update()
                 return
-            yield from with_message(job, clear_first=False)
-            return
-        yield from with_message(job, clear_first=True)
+        yield from with_message(job, clear_first=first is None)
 
     def with_message(job, clear_first: bool):
         """The run's progress, with Start's message: cleared as the run starts (if asked) and when it ends;
@@ -1586,5 +1584,6 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
     test_btn.click(on_test, [test_in, char_name, user_name, use_rounds, use_temp], [test_out, test_msg])
     test_in.submit(on_test, [test_in, char_name, user_name, use_rounds, use_temp], [test_out, test_msg])
     merged = _merge_part(gr, logic, use_adapter, use_tab)
-    return SimpleNamespace(model=use_model, merged=merged, adapter=use_adapter, adapters=use_adapters, char_name=char_name, user_name=user_name,
-                           rounds=use_rounds, temperature=use_temp, status=use_status)
+    return SimpleNamespace(model=use_model, merged=merged, adapter=use_adapter, adapters=use_adapters,
+                           char_name=char_name, user_name=user_name, rounds=use_rounds, temperature=use_temp,
+                           status=use_status)

@@ -15,6 +15,7 @@ script) included.
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -48,17 +49,18 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
             raise renpy.pick_language(path)
         if renpy.is_game_folder(path):
             return "renpy"
+        if not text_files(path):  # (a listing: the chat reader reads the exports once, not here too)
+            return "discord"
         from .discord import export_files, nested_exports
 
         try:
             export_files(path)
+            return "discord"
         except UserError:  # no chat export in it: a folder of scripts (a series' episodes) is text, unless
             # it is Telegram's HTML export or holds exports a level down (the chat reader says what to do)
             telegram = any(p.name.lower().startswith("messages") and p.suffix.lower() in (".html", ".htm")
                            for p in path.iterdir())
-            if not telegram and not nested_exports(path) and text_files(path):
-                return "text"
-        return "discord"
+            return "discord" if telegram or nested_exports(path) else "text"
     if path.suffix.lower() == renpy.SUFFIX:
         return "renpy"
     if path.suffix.lower() == ".zip" and not zipfile.is_zipfile(path):
@@ -151,10 +153,9 @@ def _office_document(path: Path) -> str | None:
 
 def text_files(folder: Path) -> list[Path]:
     """A folder's text files, in the order of their names as a person reads them (`ep2` before `ep10`)."""
-    import re
-
     def order(p: Path) -> list:
-        return [(0, int(part), "") if part.isdecimal() else (1, 0, part.casefold()) for part in re.split(r"(\d+)", p.name)]
+        return [(0, int(part), "") if part.isdecimal() else (1, 0, part.casefold())
+                for part in re.split(r"(\d+)", p.name)]
 
     named = [p for p in folder.iterdir() if p.suffix.lower() in TEXT_SUFFIXES and not p.name.startswith(".")]
     broken = [p.name for p in named if p.is_symlink() and not p.exists()]
