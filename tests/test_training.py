@@ -710,7 +710,7 @@ def _holders(lock, n, seconds):
 
 
 def test_a_second_run_of_the_same_adapter_is_refused_while_the_first_runs(env):
-    lock = env / "loras" / ".busy.lock"
+    lock = env / "loras" / ".busy.lock.txt"
     lock.write_text("12345")  # a killed run's: a lock file alone does not hold
     holder = _holders(lock, 1, 60)[0]
     try:
@@ -1272,12 +1272,12 @@ def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path)
     loras.mkdir()
     with pytest.raises(UserError, match="adapter 'lk' not found"):
         resolve_adapter("lk", loras)
-    (loras / ".lk.lock").write_text(str(os.getppid()))  # a killed run's file, its pid another process's now
+    (loras / ".lk.lock.txt").write_text(str(os.getppid()))  # a killed run's file, its pid another process's now
     with pytest.raises(UserError, match="adapter 'lk' not found"):
         resolve_adapter("lk", loras)
     hold = ("import sys, time; from pathlib import Path; from extensions.dialogue_lora.fileio import held_lock\n"
             "with held_lock(Path(sys.argv[1]), str):\n print('held', flush=True); time.sleep(60)")
-    trainer = subprocess.Popen([sys.executable, "-c", hold, str(loras / ".lk.lock")], stdout=subprocess.PIPE,
+    trainer = subprocess.Popen([sys.executable, "-c", hold, str(loras / ".lk.lock.txt")], stdout=subprocess.PIPE,
                                cwd=Path(__file__).resolve().parents[1], text=True)
     try:
         assert trainer.stdout.readline().strip() == "held"

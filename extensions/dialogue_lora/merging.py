@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import UserError, brief, join_problems
 from .fileio import atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, sync_folder
-from .paths import CHECKPOINT_PREFIX, check_name, resolve_adapter, resolve_dirs, resolve_model, shell_word
+from .paths import CHECKPOINT_PREFIX, check_name, lock_file, resolve_adapter, resolve_dirs, resolve_model, shell_word
 
 MERGE_FILE = "dialogue_lora_merge.json"
 DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -235,7 +235,7 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
     root.mkdir(parents=True, exist_ok=True)
     busy = lambda holder: (f"{p.out}: another merge{f' (process {holder})' if holder else ''} is writing "  # noqa: E731
                            "this model: wait for it to finish, or give another --output_name")
-    with held_lock(root / f".{p.out.name}.lock", busy):
+    with held_lock(lock_file(root, p.out.name), busy):
         _tidy(p.out)
         _check_output(p.out, p.model_path, cfg.overwrite)  # again, now that no other merge can write it
         say(f"loading {p.model_path.name} ({p.dtype}) and {p.adapter_path.name} ...")

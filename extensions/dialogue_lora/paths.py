@@ -301,10 +301,16 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
                     + _old_layout_hint(lora_dir, list_adapters, "--lora_dir"))
 
 
+def lock_file(folder: Path, name: str) -> Path:
+    """The lock a run writing `folder/name` holds: `.NAME.lock.txt`. The webui's LoRA menu lists every entry
+    of its folder, dot-files too, but not `.txt` files, so a run's lock (or a killed run's) never shows there."""
+    return folder / f".{name}.lock.txt"
+
+
 def training_pid(lora_dir: Path, name: str) -> str | None:
-    """The process id of the training run that holds adapter `name`'s lock (`.NAME.lock`) now ("" when it
-    cannot be read); None when no run holds it (a killed run's file, whose pid may be reused, says nothing)."""
+    """The process id of the training run that holds adapter `name`'s lock (`.NAME.lock.txt`) now ("" when
+    it cannot be read); None when no run holds it (a killed run's file, whose pid may be reused, says nothing)."""
     from .fileio import lock_holder
 
-    holder = lock_holder(lora_dir / f".{name}.lock")
+    holder = lock_holder(lock_file(lora_dir, name))
     return None if holder is None or holder == str(os.getpid()) else holder

@@ -501,7 +501,7 @@ def check(cfg: TrainConfig) -> Plan:
     lora_root = dirs.loras
     out_dir = lora_root / cfg.lora_name
     if paths.interrupted_save(lora_root, cfg.lora_name):  # put the adapter back before judging the folder
-        with held_lock(lora_root / f".{cfg.lora_name}.lock", lambda holder: _busy(out_dir, holder)):
+        with held_lock(paths.lock_file(lora_root, cfg.lora_name), lambda holder: _busy(out_dir, holder)):
             _tidy(lora_root, out_dir)
     holder = paths.training_pid(lora_root, cfg.lora_name)  # (before the lock: Windows hides a held lock's pid)
     if holder is not None:  # its folder is mid-run: what --resume or --overwrite would find there says nothing
@@ -901,7 +901,7 @@ def train(
 
 @contextlib.contextmanager
 def _claim(plan: Plan):
-    """Hold `.NAME.lock` beside the adapter while training, so that a second run of the same name stops at
+    """Hold `.NAME.lock.txt` beside the adapter while training, so that a second run of the same name stops at
     once instead of replacing this one's result; then tidy what a killed run of it left."""
     root, out = plan.lora_root, plan.out_dir
     made = missing_parents(root)  # `--lora_dir new/deep/loras`: all three are ours to remove if left empty
@@ -911,7 +911,7 @@ def _claim(plan: Plan):
         raise UserError(f"{root}: cannot create ({e.strerror or e}) (--lora_dir)") from None
 
     try:
-        with held_lock(root / f".{out.name}.lock", lambda holder: _busy(out, holder)):
+        with held_lock(paths.lock_file(root, out.name), lambda holder: _busy(out, holder)):
             _tidy(root, out)
             yield
     finally:
