@@ -218,6 +218,29 @@ def test_clean_content_mentions():
     assert clean_content("@here", []) == ("here", True)
 
 
+def test_messages_without_a_word_are_non_responses():
+    assert all(is_non_response(t) for t in ["😂😂😂", "...", "??", ":pepe_cry: :kekw:"])
+    assert not any(is_non_response(t) for t in ["<3", "at 10:30 then", "no"])
+
+
+def test_discord_raw_markup_quotes_and_links(tmp_path):
+    """An export made with markdown rendering off keeps Discord's markup; a quote is someone else's words;
+    a link alone is no line to learn."""
+    alex = {"id": "11", "name": "alex", "nickname": "Alex"}
+    p = export(tmp_path, [
+        msg(1, "Sam", "what's up with <@11> lately <:pepe:123456789012345678>, since <t:1714557600:d>?",
+            mentions=[alex]),
+        msg(2, "Alex", "> what's up with you lately\nnothing much, honestly, just tired", 1),
+        msg(3, "Alex", "https://www.youtube.com/watch?v=dQw4w9WgXcQ", 2),
+        msg(4, "Sam", "<a:dance:1234567890> <:kek:42>", 3),
+        msg(5, "Sam", "ask <@99> about it then, they know more", 4),
+    ])
+    got, dropped = discord_turns(p, filter_low_quality=False)
+    assert got == [("Sam", "what's up with Alex lately :pepe:, since 2024-05-01?"),
+                   ("Alex", "nothing much, honestly, just tired"), ("Sam", "ask about it then, they know more"), None]
+    assert dropped == {"attachment_only": 1, "non_response": 1}
+
+
 def test_discord_folder_of_exports(tmp_path):
     folder = tmp_path / "exports"
     folder.mkdir()
@@ -611,6 +634,15 @@ def test_discord_two_accounts_with_one_name_are_noted(tmp_path):
                                    filter_low_quality=False))
     assert report.notes == ["2 accounts (ids 11, 22) go by 'Sam': their messages are one speaker here"]
     assert "note: 2 accounts (ids 11, 22) go by 'Sam'" in report.format()
+    # one account under two names (a nickname on each server) is two speakers, and said so
+    two = tmp_path / "servers"
+    two.mkdir()
+    export(two, [msg(1, "Sam", "I think we should go to the lake this weekend", who={"id": "12"})], "a.json")
+    export(two, [msg(1, "Sammy", "Count me in as well, I will bring the snacks", who={"id": "12"})], "b.json")
+    assert prepare(PrepareConfig(names=["Sam"], txtfilename=str(two), jsonfilename=str(tmp_path / "t.json"),
+                                 filter_low_quality=False)).notes == [
+        "one account (id 12) goes by 'Sam' and 'Sammy': they are two speakers here (give -n Sam,Sammy for both, "
+        "as one adapter's characters)"]
     one = export(tmp_path, [msg(1, "Sam", "hello there everyone"), msg(2, "Sam", "and again")], name="one.json")
     assert prepare(PrepareConfig(names=["Sam"], txtfilename=str(one), jsonfilename=str(tmp_path / "p.json"),
                                  filter_low_quality=False)).notes == []
@@ -640,6 +672,23 @@ def test_sillytavern_chat_golden(tmp_path):
     assert stripped.samples_written == 4
     assert json.loads(out.read_text(encoding="utf-8"))[3]["output"] == (
         "Guardians do not sleep, little one. But I rested, as the trees do.")
+
+
+def test_sillytavern_message_that_writes_the_users_turns_too(tmp_path):
+    """Models often write `Seraphina: ...` and then the user's turn in one message: it is those turns."""
+    chat = tmp_path / "c.jsonl"
+    chat.write_text("\n".join(json.dumps(m) for m in [
+        {"user_name": "Alex", "character_name": "Seraphina", "chat_metadata": {}},
+        {"name": "Seraphina", "is_user": False, "mes": "Seraphina: You are in my glade, safe from the shadows.\n\n"
+                                                        "Alex: But how did I get here?\n\nSeraphina: I carried you."},
+        {"name": "Alex", "is_user": True, "mes": "Thank you. Note: I am still dizzy."},
+        {"name": "Seraphina", "is_user": False, "mes": "Rest now, traveller, the night is long."}]), encoding="utf-8")
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["Seraphina"], txtfilename=str(chat), jsonfilename=str(out), filter_low_quality=False))
+    assert [(r["input"].split("\n")[-2:], r["output"]) for r in json.loads(out.read_text(encoding="utf-8"))] == [
+        (["Seraphina:"], "You are in my glade, safe from the shadows."),
+        (["Alex: But how did I get here?", "Seraphina:"], "I carried you."),
+        (["Alex: Thank you. Note: I am still dizzy.", "Seraphina:"], "Rest now, traveller, the night is long.")]
 
 
 def test_sillytavern_folder_reads_each_chat_and_nothing_else(tmp_path):
@@ -875,6 +924,12 @@ def test_discordchatexporter_csv_goes_through_the_discord_rules(tmp_path):
     report = prepare(PrepareConfig(names=["sam"], txtfilename=str(path), jsonfilename=str(out),
                                    filter_low_quality=False))
     assert report.dropped == {"attachment_only": 1} and "6 messages" in report.format()
+    pinned = path.read_text(encoding="utf-8") + '"2","sam","2024-05-01T13:04:00+00:00","Pinned a message.","",""\n'
+    path.write_text(pinned, encoding="utf-8")  # the exporter's text for a system message
+    assert prepare(PrepareConfig(names=["sam"], txtfilename=str(path), jsonfilename=str(out),
+                                 filter_low_quality=False)).dropped == {"attachment_only": 1,
+                                                                                        "system_message": 1}
+    path.write_text("\ufeff" + "\n".join(rows) + "\n", encoding="utf-8")
     records = json.loads(out.read_text(encoding="utf-8"))
     # the mention loses its @; three hours of silence start a new conversation; the row's line is the source
     assert [(r["input"], r["output"], r["source"]) for r in records] == [
@@ -1132,6 +1187,23 @@ def test_messenger_classic_export_oldest_first_with_its_text_repaired(tmp_path):
          "message_1.json:5"),
         ("Sam Lee: hey alex, long time no see!\nZoë: hi both\nSam Lee: want to grab coffee tomorrow morning?\n"
          "Alex Kim: sure, what time works for you?\nSam Lee:", "see you at the café then 😊", "message_1.json:1")]
+
+
+def test_messenger_notices_are_no_ones_words():
+    """The classic export writes its notices as the sender's messages, often without a `type`."""
+    from extensions.dialogue_lora.sources.messenger import as_discord
+
+    for who, text in [("Alex Kim", "Alex Kim named the group Movie Night."),
+                      ("Sam Lee", "Sam Lee set the nickname for Alex Kim to Popcorn."),
+                      ("Sam Lee", "Sam Lee changed the theme to Love."), ("Alex Kim", "Alex Kim sent a live location."),
+                      ("Alex Kim", "Alex Kim started a video chat."), ("Sam Lee", "You sent money."),
+                      ("Sam Lee", "Sam Lee added Alex Kim to the group.")]:
+        assert as_discord({"sender_name": who, "content": text, "timestamp_ms": 1, "type": "Generic"})["type"] == "Service"
+    kept = as_discord({"sender_name": "Sam Lee", "content": "I named the group Movie Night.", "timestamp_ms": 1})
+    assert kept["type"] == "Default"
+    gif = as_discord({"sender_name": "Sam Lee", "content": "Sam Lee sent a GIF from GIPHY.", "gifs": [{"uri": "g"}],
+                      "timestamp_ms": 1})
+    assert (gif["content"], gif["attachments"]) == ("", ["gifs"])
 
 
 def test_messenger_typed_words_that_read_like_a_placeholder_are_kept():

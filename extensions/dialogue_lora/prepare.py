@@ -512,12 +512,23 @@ _CODE_PAGE_NAMES = {"cp1252": "Windows-1252 (Western European)", "cp1250": "Wind
 
 
 def _shared_names(people: dict, shown: int = 5) -> list[str]:
-    """A note for each chat-export name that several accounts use: their messages became one speaker."""
+    """A note for each chat-export name that several accounts use (their messages became one speaker), and
+    for each account that goes by several names (it is several speakers)."""
     shared = sorted(((name, ids) for name, ids in people.values() if len(ids) > 1), key=lambda x: x[0].casefold())
     notes = [f"{len(ids)} accounts (ids {', '.join(sorted(ids)[:3])}{', ...' if len(ids) > 3 else ''}) "
              f"go by {name!r}: their messages are one speaker here" for name, ids in shared[:shown]]
     if len(shared) > shown:
         notes.append(f"... and {len(shared) - shown} more names used by several accounts")
+    names_of: dict = {}  # and the other way: one account under two names (a server nickname each)
+    for name, ids in people.values():
+        for i in ids:
+            names_of.setdefault(i, []).append(name)
+    renamed = sorted((sorted(names, key=str.casefold), i) for i, names in names_of.items() if len(names) > 1)
+    notes += [f"one account (id {i}) goes by {' and '.join(map(repr, names))}: they are "
+              f"{'two' if len(names) == 2 else len(names)} speakers here (give -n {shell_word(','.join(names))} "
+              "for both, as one adapter's characters)" for names, i in renamed[:shown]]
+    if len(renamed) > shown:
+        notes.append(f"... and {len(renamed) - shown} more accounts under several names")
     return notes
 
 

@@ -5,6 +5,7 @@ Read as a plain table it would keep mentions' `@`, never split conversations at 
 without text as an empty line; so each row becomes a message of the JSON export's shape and goes through the
 Discord reader (filters, gaps, merging, the low-quality rule). What the CSV lacks, the reader does without:
 there is no bot flag (a bot is a speaker like anyone), and a date in a format not known here splits nothing.
+A system message (a join, a pin, a call) is known by the text the exporter writes in its place.
 """
 from __future__ import annotations
 
@@ -22,7 +23,12 @@ HEADER = ("AuthorID", "Author", "Date", "Content")
 _DATE_FORMATS = ("%d-%b-%y %I:%M %p", "%d-%b-%Y %I:%M %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %I:%M:%S %p",
                  "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M",
                  "%Y-%m-%d %H:%M:%S")
-_DISCRIMINATOR = re.compile(r"#\d{4}$")  # `alex#1234`, a name before Discord's usernames became unique
+_DISCRIMINATOR = re.compile(r"#\d{4}$")
+# The text the CSV writes in place of a system message (the JSON export has its type): not the author's words
+_SYSTEM_TEXT = re.compile(r"Added (?:a recipient|.{1,100} to the group)\.|Removed (?:a recipient|.{1,100} from the group)\."
+                          r"|Left the group\.|Started a call that lasted [\d,]+ minutes\.|Changed the channel "
+                          r"(?:name(?:: .*|\.)|icon\.)|Pinned a message\.|Started a thread\.|Joined the server\.",
+                          re.DOTALL)  # `alex#1234`, a name before Discord's usernames became unique
 
 
 def looks_like(first_line: str) -> bool:
@@ -81,7 +87,7 @@ def load(path: Path, text: str) -> list[dict]:
             cell = {name: row[i] if i < len(row) else "" for name, i in col.items()}
             messages.append({
                 "line": start,
-                "type": "Default",
+                "type": "Service" if _SYSTEM_TEXT.fullmatch(cell["Content"].strip()) else "Default",
                 "timestamp": _iso(cell["Date"]),
                 "author": {"id": cell.get("AuthorID", "").strip(), "name": _DISCRIMINATOR.sub("", cell["Author"].strip())},
                 "content": cell["Content"],

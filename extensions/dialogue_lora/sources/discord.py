@@ -4,12 +4,13 @@ too, their messages put in Discord's shape first (telegram.py).
 Per channel file (per chat of a Telegram export), in order:
   1. keep messages of type Default and Reply (others: `system_message`; Telegram's forwarded messages:
      `forwarded`); skip bots (`bot`);
-  2. clean the content: mentions lose their `@` (`@Alex hi` -> `Alex hi`), mojibake repaired,
+  2. clean the content: raw markup rendered (`<@11>` -> `@Alex`, `<:pepe:123>` -> `:pepe:`, timestamps),
+     quoted lines left out, mentions lose their `@` (`@Alex hi` -> `Alex hi`), mojibake repaired,
      whitespace (newlines included) collapsed; a message that was only mentions is dropped
-     (`ping_only`), one with attachments/embeds/stickers but no text (`attachment_only`), one with
-     nothing at all (`empty`);
-  3. filters, each switchable: non-responses (`lol`, `lmao`, `gg`, ...: `non_response`) and
-     conversation enders (`gtg`, `cya`, `going to sleep`, ...: `ender`);
+     (`ping_only`), one with attachments/embeds/stickers but no text, or only links (`attachment_only`),
+     one with nothing at all (`empty`);
+  3. filters, each switchable: non-responses (`lol`, `lmao`, `gg`, ..., and messages without a word:
+     `😂😂`, `...`: `non_response`) and conversation enders (`gtg`, `cya`, `going to sleep`, ...: `ender`);
   4. split into conversations where the gap between two kept messages exceeds `gap_minutes`;
   5. merge consecutive messages by one author into one turn (joined with spaces: one line), up to
      MERGE_CHARS characters: a longer run goes on as the author's next turn;
@@ -58,6 +59,15 @@ _GENERIC_MENTION = re.compile(r"(?<![\w@])@(?=[^\W_]|[._])")
 _RAW_MENTION = re.compile(r"<@[!&]?\d+>|<#\d+>")
 _EVERYONE = re.compile(r"(?<![\w@])@(?:everyone|here)\b")
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+# Discord's own markup, which an export made with its markdown rendering off keeps as it was sent
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_CUSTOM_EMOJI = re.compile(r"<a?(:[\w~-]+:)\d+>")  # `<:pepe:1234>` -> `:pepe:`, as the exporter writes it
+_EMOJI_CODE = re.compile(r":[^\W\d][\w~-]*:")  # `:pepe_cry:`, for the non-response rule
+_TIMESTAMP = re.compile(r"<t:(-?\d{1,12})(?::([tTdDfFR]))?>")
+_TIME_STYLES = {"t": "%H:%M", "T": "%H:%M:%S", "d": "%Y-%m-%d", "D": "%Y-%m-%d"}
+# a quote (`> ` lines, or `>>> ` to the end) is someone else's words, as a forwarded message is
+_QUOTE = re.compile(r"^>>> (?s:.*)|^> .*(?:\n|$)", re.MULTILINE)
+_LINKS_ONLY = re.compile(r"(?:<?https?://\S+>?\s*)+")
 
 
 def normalise(text: str) -> str:
@@ -71,8 +81,9 @@ def _squeeze(t: str) -> str:
 
 
 def is_non_response(text: str) -> bool:
-    t = normalise(text)
-    return t in NON_RESPONSES or _squeeze(t) in NON_RESPONSES or _only_laughs(t)
+    """`lol`, `gg`, ...; and a message of no words at all (`😂😂`, `...`, `??`, `:kekw:`), a reaction as they are."""
+    t = normalise(_EMOJI_CODE.sub(" ", text))
+    return not t or t in NON_RESPONSES or _squeeze(t) in NON_RESPONSES or _only_laughs(t)
 
 
 def _only_laughs(t: str) -> bool:
@@ -131,6 +142,36 @@ def _mention_names(msg: dict) -> list[str]:
                 if isinstance(v, str) and v and v not in names:
                     names.append(v)
     return sorted(names, key=len, reverse=True)  # longest first: "@Al" must not eat "@Alex"
+
+
+def _mention_ids(msg: dict) -> dict[str, str]:
+    """The id of each mentioned user -> the name shown for them (their nickname, else their name)."""
+    ids = {}
+    mentions = msg.get("mentions")
+    for m in mentions if isinstance(mentions, list) else ():
+        if isinstance(m, dict) and isinstance(m.get("id"), (str, int)):
+            name = next((v for v in (m.get("nickname"), m.get("name")) if isinstance(v, str) and v), None)
+            if name:
+                ids[str(m["id"])] = name
+    return ids
+
+
+def _time_text(match: re.Match) -> str:
+    """A `<t:1714557600:R>` timestamp as a date and time (UTC: the reader's zone is not known)."""
+    try:
+        stamp = datetime.fromtimestamp(int(match.group(1)), tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return ""
+    return stamp.strftime(_TIME_STYLES.get(match.group(2) or "f", "%Y-%m-%d %H:%M"))
+
+
+def rendered(content: str, mentioned: dict[str, str]) -> str:
+    """Discord's raw markup as a reader sees it: a mention of a known user is `@Name` (the mention rule
+    goes on from there), a custom emoji is `:name:`, a timestamp its date; quoted lines are left out."""
+    if "<" in content:
+        content = _USER_MENTION.sub(lambda m: "@" + mentioned[m[1]] if m[1] in mentioned else m[0], content)
+        content = _TIMESTAMP.sub(_time_text, _CUSTOM_EMOJI.sub(r"\1", content))
+    return _QUOTE.sub("", content) if ">" in content else content
 
 
 def clean_content(content: str, mention_names: list[str]) -> tuple[str, bool]:
@@ -229,7 +270,7 @@ def channels(path: Path, stats: ReadStats | None = None) -> list[tuple[str, str,
         return [(path.name, "discord csv", data[dce_csv.KIND])]
     if sillytavern.KIND in data:
         chat = data[sillytavern.KIND]
-        return [(path.name, "sillytavern", [sillytavern.as_discord(m) for m in chat["messages"]])]
+        return [(path.name, "sillytavern", [d for m in chat["messages"] for d in sillytavern.as_discord(m, chat["names"])])]
     if messenger.KIND in data:
         return [(path.name, messenger.KIND, data[messenger.KIND])]
     if not telegram.is_telegram(data):
@@ -365,13 +406,15 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         content = msg.get("content") or ""
         if not isinstance(content, str):
             raise UserError(f"{where}: {msg.get('content_field', 'content')} is not text")
-        text, pinged = clean_content(content, _mention_names(msg))
+        text, pinged = clean_content(rendered(content, _mention_ids(msg)), _mention_names(msg))
         text = clean_text(text, stats)
         rule = None
         if pinged:
             rule = "ping_only"
         elif not text:
             rule = "attachment_only" if any(msg.get(k) for k in ("attachments", "embeds", "stickers")) else "empty"
+        elif _LINKS_ONLY.fullmatch(text):  # a link shared without a word: no line to learn
+            rule = "attachment_only"
         elif opts.filter_non_responses and is_non_response(text):
             rule = "non_response"
         elif opts.filter_enders and is_ender(text):

@@ -18,7 +18,9 @@ Each message becomes a DiscordChatExporter-like dict, oldest first, so that ever
 conversations, merging, the low-quality rule) is the Discord reader's:
 
 - a message with text is kept (Discord's `Default`); calls, joins and leaves, payments and unsent messages
-  are system messages, and so are the classic export's reaction notices (`Reacted 😂 to your message`);
+  are system messages, and so are the classic export's reaction notices (`Reacted 😂 to your message`)
+  and its notices of what the sender did (`Alex Kim named the group Movie Night.`, nicknames, themes,
+  calls, live locations), which the export writes as the sender's message, often without a `type`;
 - photos, videos, audio, files, GIFs, stickers and shared links count as attachments (the text the export
   puts in for them, `Alex sent an attachment.`, is no one's words).
 """
@@ -36,8 +38,19 @@ SERVICE = "Service"
 _ATTACHMENT_KEYS = ("photos", "videos", "audio_files", "files", "gifs", "sticker", "share", "media")
 _SERVICE_TYPES = {"call", "subscribe", "unsubscribe", "payment"}  # casefolded: the two layouts differ in case
 # what the export writes in place of a message's own words
-_PLACEHOLDER = re.compile(r"(?:.{1,80} )?(?:sent an attachment|sent a (?:photo|video|voice message|GIF|sticker|link)|"
-                          r"sent \d+ (?:photos|videos))\.", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"(?:.{1,80} )?(?:sent an attachment|sent a (?:photo|video|voice message|GIF|sticker|link)"
+                          r"(?: from \w+)?|sent \d+ (?:photos|videos))\.", re.IGNORECASE)
+# the classic export's notices, written as a message of whoever did it (after their name, or `You`)
+_NOTICE = re.compile(
+    r"(?:named the group|changed the group name to|set the nickname for|set (?:his|her|their|your) (?:own )?nickname to"
+    r"|changed the (?:chat )?theme to|set the (?:quick reaction|emoji) to|changed the emoji to) .{1,200}"
+    r"|(?:cleared the nickname for|added|removed|made) .{1,120} (?:to the group|from the group|an admin|as an admin)\."
+    r"|(?:cleared (?:his|her|their|your) (?:own )?nickname|changed the (?:group photo|chat theme|theme)"
+    r"|removed the group (?:name|photo)|left the group|created the group|(?:un)?pinned a message"
+    r"|(?:started|joined) (?:a|the) (?:video |audio )?(?:chat|call)|missed (?:a|your) (?:video |audio )?call"
+    r"|sent a live location|shared (?:a|their|your) (?:live )?location|stopped sharing (?:their|your) location"
+    r"|(?:sent|requested) money|waved at .{1,80}|turned (?:on|off) (?:disappearing messages|vanish mode))\.?",
+    re.IGNORECASE | re.DOTALL)
 _REACTION = re.compile(r"Reacted .{1,16} to your message\s*|Liked a message", re.DOTALL)  # Instagram's like
 
 
@@ -103,6 +116,15 @@ def thread(parts: list[tuple[str, list]], folder: str = "") -> list:
     return out
 
 
+def _notice(text: str, name) -> bool:
+    """Whether a message's text is the export's notice of something its sender did (`Alex Kim named the
+    group Movie Night.`), not words they typed."""
+    for who in (name if isinstance(name, str) and name else None, "You"):
+        if who and text.startswith(who + " ") and _NOTICE.fullmatch(text[len(who) + 1:]):
+            return True
+    return False
+
+
 def as_discord(msg, number: int = 0):
     """One message in DiscordChatExporter's shape."""
     if not isinstance(msg, dict):
@@ -118,6 +140,8 @@ def as_discord(msg, number: int = 0):
     if msg.get("is_unsent") or msg.get("isUnsent") or str(msg.get("type") or "").casefold() in _SERVICE_TYPES:
         kind = SERVICE
     elif isinstance(text, str) and _REACTION.fullmatch(text):
+        kind = SERVICE
+    elif isinstance(text, str) and _notice(text.strip(), name):
         kind = SERVICE
     elif isinstance(text, str) and _PLACEHOLDER.fullmatch(text.strip()) and (
             attachments or text.strip().startswith((f"{name} ", "You "))):  # not `I sent a photo.` typed

@@ -6,7 +6,9 @@ then one message a line: `{"name", "is_user", "is_system", "send_date", "mes", "
 is the reply that was kept (of its swipes). Each message becomes a DiscordChatExporter-like dict, so that
 every later step (filters, merging, the low-quality rule) is the Discord reader's:
 
-- the author is `name`: the character's, or the user's persona;
+- the author is `name`: the character's, or the user's persona; a message that goes on with other
+  speakers' turns (`Seraphina: ...` then `Alex: ...`, as models often write) is those turns, each a
+  message of its speaker, its own leading cue gone;
 - a hidden (`is_system`) or narrator message (`extra.type` "narrator", `/sys`) is a system message;
 - no timestamps are passed on: a roleplay goes on across breaks, so a chat file is one conversation
   (`send_date` changed format across SillyTavern's versions, too).
@@ -14,6 +16,7 @@ every later step (filters, merging, the low-quality rule) is the Discord reader'
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..errors import UserError
@@ -58,20 +61,42 @@ def load(path: Path, text: str) -> dict:
             continue
         messages.append((n, obj))
     name = header.get("character_name") if isinstance(header, dict) else None
-    return {"name": name if isinstance(name, str) and name.strip() else path.stem, "messages": messages}
+    names = [header.get(k) for k in ("user_name", "character_name")] if isinstance(header, dict) else []
+    names += [m.get("name") for _, m in messages]
+    return {"name": name if isinstance(name, str) and name.strip() else path.stem, "messages": messages,
+            "names": sorted({n.strip() for n in names if isinstance(n, str) and n.strip()}, key=len, reverse=True)}
 
 
-def as_discord(numbered) -> dict:
-    """One (line number, message) in DiscordChatExporter's shape; `line` is for the reader's errors."""
+def as_discord(numbered, names: list[str] = ()) -> list[dict]:
+    """One (line number, message) in DiscordChatExporter's shape (`line` is for the reader's errors): one
+    message a turn its text holds, by the speakers in `names`."""
     n, msg = numbered
     extra = msg.get("extra")
     hidden = bool(msg.get("is_system")) or (isinstance(extra, dict) and extra.get("type") == "narrator")
     name = msg.get("name")
-    return {
+    name = name if isinstance(name, str) else ""
+    content = msg.get("mes", "")
+    turns = _turns(name, content, names) if isinstance(content, str) and not hidden else [(name, content)]
+    return [{
         "line": n,
         "type": "Service" if hidden else "Default",
         "timestamp": None,
-        "author": {"name": name if isinstance(name, str) else ""},
-        "content": msg.get("mes", ""),
+        "author": {"name": speaker},
+        "content": text,
         "content_field": "mes",  # named so in the reader's errors
-    }
+    } for speaker, text in turns]
+
+
+def _turns(name: str, text: str, names: list[str]) -> list[tuple[str, str]]:
+    """(speaker, text) of each turn in one message: a line opening `Name:` (a speaker of the chat) starts
+    one; the message's own cue before its first line goes (`Seraphina: Welcome.` by Seraphina)."""
+    if not names or ":" not in text:
+        return [(name, text)]
+    cue = re.compile(r"^[ \t]*(" + "|".join(map(re.escape, names)) + r"):[ \t]*", re.MULTILINE)
+    turns, speaker, start = [], name, 0
+    for m in cue.finditer(text):
+        turns.append((speaker, text[start:m.start()]))
+        speaker, start = m.group(1), m.end()
+    turns.append((speaker, text[start:]))
+    kept = [(who, said) for who, said in turns if said.strip()]
+    return kept or [(name, text)]

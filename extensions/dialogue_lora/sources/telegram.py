@@ -10,7 +10,8 @@ that every later step (filters, conversations, merging, the low-quality rule) is
   system message;
 - the author is `"from"` (`Deleted Account`, as Telegram shows it, when that is null), their id `"from_id"`;
 - `"text"` is a string, or a list of strings and entities (`{"type": "bold", "text": "..."}`): joined;
-- photos, files, stickers, voice notes, polls, locations and contacts count as attachments;
+- `"text"` pieces that quote (`blockquote`) are someone else's words: left out;
+- photos, files, stickers, voice notes, polls, locations, contacts and dice count as attachments;
 - a forwarded message (`"forwarded_from"`) is someone else's words: dropped as `forwarded`; one sent through
   an inline bot (`"via_bot"`) is the bot's: dropped as `bot`.
 """
@@ -22,7 +23,7 @@ FORWARDED = "Forwarded"
 DELETED_ACCOUNT = "Deleted Account"
 # The keys that carry something other than text (the text may be empty then)
 _ATTACHMENT_KEYS = ("photo", "file", "media_type", "sticker_emoji", "poll", "location_information",
-                    "contact_information", "contact_vcard", "game_title", "invoice_information")
+                    "contact_information", "contact_vcard", "game_title", "invoice_information", "dice")
 
 
 def is_telegram(data) -> bool:
@@ -85,8 +86,8 @@ def text_of(value) -> str | None:
     for part in value:
         if isinstance(part, str):
             parts.append(part)
-        elif isinstance(part, dict) and isinstance(part.get("text"), str):
-            parts.append(part["text"])
+        elif isinstance(part, dict) and isinstance(part.get("text"), str) and part.get("type") != "blockquote":
+            parts.append(part["text"])  # (a quote is someone else's words)
     return "".join(parts)
 
 
