@@ -21,7 +21,7 @@ DEFAULT_ROUNDS = 5  # context turns when the adapter records none (trained befor
 
 try:
     from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
-    from extensions.dialogue_lora.generation import DEFAULT_TEMPERATURE, add_loading_arguments
+    from extensions.dialogue_lora.generation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, add_loading_arguments
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
     sys.exit(130)
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default="You", help="your speaker name in the conversation (default: You)")
     p.add_argument("--rounds", type=int, default=None, help="previous turns kept as context (default: the most "
                    "the adapter's samples had, as recorded in training, else 5)")
-    p.add_argument("--max_new_tokens", type=int, default=64, help="most tokens per reply (default 64)")
+    p.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="most tokens per reply (default %(default)s)")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                    help=f"sampling temperature; 0 = greedy (default {DEFAULT_TEMPERATURE})")
     p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
@@ -77,11 +77,10 @@ def quiet_stderr(enabled: bool):
 
 
 def _quiet_libraries() -> None:
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from extensions.dialogue_lora.modeling import quiet_libraries
     import warnings
+
+    quiet_libraries()
 
     warnings.filterwarnings("ignore")
 

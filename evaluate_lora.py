@@ -8,12 +8,12 @@ and prints the table. The library behind it is extensions/dialogue_lora/evaluati
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 try:
     from extensions.dialogue_lora.errors import CliParser, run_cli
-    from extensions.dialogue_lora.generation import add_loading_arguments
+    from extensions.dialogue_lora.generation import DEFAULT_MAX_NEW_TOKENS, add_loading_arguments
+    from extensions.dialogue_lora.modeling import quiet_libraries
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
     sys.exit(130)
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--lora_name", required=True, help="adapter: a folder under the loras directory, or a path")
     p.add_argument("-d", "--dataset", default=None,
                    help="held-out samples, any format prepare_dataset writes (default: the adapter's held-out split)")
-    p.add_argument("--max_new_tokens", type=int, default=64, help="most tokens generated per reply (default 64)")
+    p.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help="most tokens generated per reply (default %(default)s)")
     p.add_argument("--max_samples", type=int, default=0, help="evaluate only the first N held-out samples (0: all)")
     p.add_argument("--batch_size", type=int, default=8, help="samples per forward pass / generate call (default 8)")
     p.add_argument("--cutoff_len", type=int, default=None, help="token limit per sample (default: as in training)")
@@ -38,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # our own progress bars and table say what happens
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_libraries()
     from extensions.dialogue_lora.evaluation import (EvalConfig, base_loading, evaluate, format_table, samples_line,
                                                      write_report)
 

@@ -23,17 +23,18 @@ if str(ROOT) not in sys.path:
 
 try:
     from extensions.dialogue_lora.errors import CliParser, Interrupted, UserError, run_cli  # noqa: E402
+    from extensions.dialogue_lora.fileio import same_file  # noqa: E402
     from extensions.dialogue_lora.modeling import FUSED_KERNELS, PRECISIONS  # noqa: E402
-    from extensions.dialogue_lora.training import TrainConfig, event_line, loss_text  # noqa: E402
-    from extensions.dialogue_lora.ui import format_eta  # noqa: E402  (the tab's time left, written the same way)
+    from extensions.dialogue_lora.training import (GRADIENT_CHECKPOINTING, METHODS, TrainConfig,  # noqa: E402
+                                                    event_line, format_eta, loss_text)
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
     sys.exit(130)
 
 _SHORT = {"dataset_name": "-d", "model_name": "-m", "lora_name": "-l", "batch_size": "-b", "epochs": "-e",
           "cutoff_len": "-c", "lora_rank": "-r"}
-_CHOICES = {"method": ["lora", "prompt_tuning"], "gradient_checkpointing": ["auto", "on", "off"], "fused_kernels": list(FUSED_KERNELS),
-            "precision": list(PRECISIONS)}
+_CHOICES = {"method": list(METHODS), "gradient_checkpointing": list(GRADIENT_CHECKPOINTING),
+            "fused_kernels": list(FUSED_KERNELS), "precision": list(PRECISIONS)}
 _ON_BY_DEFAULT = {"packing", "eval_base"}
 _OFF_HELP = {
     "packing": "do not pack samples together: pad each to the longest in its batch (slower; packing is the default)",
@@ -190,18 +191,6 @@ def _latest_checkpoint(cfg: TrainConfig, started: float) -> str:
     return f"the latest checkpoint is {found[-1]} ({again} continues from it)"
 
 
-def _same_file(a: str, b: str) -> bool:
-    """One file by two names: the same path, or (both there) a hard link or another case of the name."""
-    import os
-
-    if Path(a).resolve() == Path(b).resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one is not there yet
-        return False
-
-
 def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
     """The settings named on the command line (whatever their value: `--lora_rank 16` is given, though 16
     is the default)."""
@@ -281,7 +270,7 @@ def _train(argv: list[str] | None) -> int:
     given = given_flags(parser, argv)
     check_method_flags(args, given)
     progress_file, stop_file = args.pop("progress_file"), args.pop("stop_file")
-    if stop_file and progress_file and _same_file(stop_file, progress_file):
+    if stop_file and progress_file and same_file(stop_file, progress_file):
         raise UserError(f"--progress_file and --stop_file are one file ({stop_file}): the first progress written "
                         "would stop the run; give them two names")
     if stop_file and Path(stop_file).exists():  # left from an earlier stop: it would stop this run at once

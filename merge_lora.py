@@ -9,12 +9,12 @@ library behind it is extensions/dialogue_lora/merging.py.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 try:
     from extensions.dialogue_lora.errors import CliParser, run_cli
     from extensions.dialogue_lora.merging import DTYPES
+    from extensions.dialogue_lora.modeling import quiet_libraries
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
     sys.exit(130)
@@ -37,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_libraries()
     from extensions.dialogue_lora.merging import MergeConfig, merge
 
     cfg = MergeConfig(model_name=args.model_name, lora_name=args.lora_name, output_name=args.output_name,

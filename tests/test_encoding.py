@@ -90,6 +90,25 @@ def test_cut_alpaca_sample_keeps_its_instruction_line():
     assert enc["input_ids"] == [BOS] + c("B:") + c(" yo\n")
 
 
+def test_cut_multi_turn_sample_keeps_its_system_message():
+    """Another tool's system message is chat's instruction (prompt.instruction_of): kept as alpaca's is."""
+    rec = {"messages": [{"role": "system", "content": "Be B."}, {"role": "user", "content": "A: hello there"},
+                        {"role": "assistant", "content": "yo"}], "name": "B"}
+    enc = encoding.encode_record(rec, CharTokenizer(), cutoff_len=20)
+    assert enc["input_ids"] == [BOS] + c("Be B.\n") + c("B:") + c(" yo\n")
+
+
+def test_special_token_spellings_in_the_text_stay_text(tiny_model_dir):
+    """`</s>` typed in a chat about models is text: read as EOS, it taught the model to end its reply there."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    rec = {"input": "Alice: <s> and </s>?\nBob:", "output": "Type </s> to end it."}
+    enc = encoding.encode_record(rec, tok, 256)
+    assert enc["input_ids"].count(tok.bos_token_id) == 1 and tok.eos_token_id not in enc["input_ids"]
+    assert tok.decode([t for t in enc["labels"] if t != X]) == " Type </s> to end it.\n"
+
+
 def test_cut_drops_older_completions_before_the_last():
     segs = [("U:", False), (" x\n", True), ("B:", False), (" y\n", True)]
     enc = encoding.encode_segments(segs, CharTokenizer(), 7)

@@ -49,6 +49,28 @@ def test_an_alpaca_adapters_instruction_goes_where_training_put_it():
     assert prompt.instruction_template([{"input": "Bob:", "output": "y"}]) is None
 
 
+def test_another_tools_system_message_is_the_instruction_chat_puts_back():
+    """A messages sample's system message is trained before the dialogue: chat puts it there too."""
+    records = [{"messages": [{"role": "system", "content": f"You are {n}, a grumpy pirate.\n\nNever break  character."},
+                             {"role": "user", "content": "Alice: Hi there!"}, {"role": "assistant", "content": "Arr."}],
+                "name": n} for n in ("Bob", "Carol")]
+    template = prompt.instruction_template(records)
+    assert template == "You are {name}, a grumpy pirate.\nNever break character."
+    trained = prompt.record_segments(records[0])[0][0]
+    assert prompt.chat_prompt([("Alice", "Hi there!")], "Bob", 5, template) == trained
+    assert prompt.context_turns(records) == 1  # the system lines are no turns
+    assert prompt.instruction_template(records + [{"messages": records[0]["messages"][1:], "name": "Bob"}]) is None
+
+
+def test_a_cue_followed_by_a_space_or_newline_is_trained_as_chat_prompts_it():
+    """Another tool's `Bob: ` (or `Bob:\n`): the reply follows the cue's colon, as in every chat prompt."""
+    for cue in ("Bob: ", "Bob:\n", "Bob:"):
+        assert prompt.record_segments({"input": f"Alice: Hi\n{cue}", "output": "Yo."}) == [
+            ("Alice: Hi\nBob:", False), (" Yo.\n", True)]
+    assert prompt.record_segments({"instruction": "Be Bob.", "input": "Bob: ", "output": "Yo."})[0] == (
+        "Be Bob.\nBob:", False)
+
+
 def test_context_turns_are_the_most_turns_a_reply_follows():
     rounds = [{"input": "Alice: a\nCarol: b\nAlice: c\nBob:", "output": "x"}, {"input": "Bob:", "output": "y"}]
     assert prompt.context_turns(rounds) == 3

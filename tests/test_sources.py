@@ -321,9 +321,23 @@ def test_csv_rows_without_text_are_counted_for_their_speaker(tmp_path):
         prepare(PrepareConfig(names=["Rachel"], txtfilename=str(path), jsonfilename=str(out)), write=False)
 
 
-def test_csv_prefixes():
-    got, _ = csv_turns(CSV, name_prefix=True, emotion_prefix=True)
-    assert got[0] == ("MaleNord", "MaleNord: [Happy] Welcome to the Bannered Mare.")
+def test_csv_prefixes(tmp_path):
+    got, _ = csv_turns(CSV, emotion_prefix=True)
+    assert got[0] == ("MaleNord", "[Happy] Welcome to the Bannered Mare.")
+    out = tmp_path / "p.json"
+    prepare(PrepareConfig(names=["MaleNord"], txtfilename=str(CSV), jsonfilename=str(out), format="messages",
+                          csv_name_prefix=True, csv_emotion_prefix=True))
+    assert json.loads(out.read_text(encoding="utf-8"))[0]["messages"][1]["content"] == (
+        "MaleNord: [Happy] Welcome to the Bannered Mare.")
+    # a script's earlier rows in the context keep their one name (it was doubled: `Player: Player: ...`)
+    script = tmp_path / "g2.csv"
+    script.write_text("Speaker,Line\nPlayer,Hello there.\nMaleNord,Welcome.\nPlayer,Got rooms?\nMaleNord,Ten septims.\n",
+                      encoding="utf-8")
+    prepare(PrepareConfig(names=["MaleNord"], txtfilename=str(script), jsonfilename=str(out), format="messages",
+                          csv_name_prefix=True))
+    last = json.loads(out.read_text(encoding="utf-8"))[-1]["messages"]
+    assert [m["content"] for m in last] == ["Player: Hello there.\nMaleNord: Welcome.\nPlayer: Got rooms?",
+                                            "MaleNord: Ten septims."]
 
 
 def test_csv_prepare_alpaca(tmp_path):

@@ -1,4 +1,4 @@
-"""Encoded samples -> model inputs: packing without cross-attention, padding, batch order, the loss.
+"""Encoded samples -> model inputs: packing (no attention between the samples packed in one row), padding, batch order, the loss.
 
 Packing (the default for LoRA): the samples of a batch are laid end to end in as few rows as fit
 `capacity` tokens, so no compute goes to padding. Each sample keeps its own positions (0, 1, 2, ...)
@@ -27,10 +27,6 @@ from .varlen import band_mask, seq_kwargs
 def shifted_targets(labels: Sequence[int]) -> list[int]:
     """What each position learns to predict: the next label of the same sample (the last learns nothing)."""
     return list(labels[1:]) + [IGNORE_INDEX]
-
-
-def n_targets(sample: dict) -> int:
-    return sum(1 for t in sample["labels"][1:] if t != IGNORE_INDEX)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

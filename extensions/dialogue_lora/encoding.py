@@ -22,7 +22,13 @@ IGNORE_INDEX = -100
 
 
 def _encode(tokenizer, text: str, special: bool) -> list[int]:
-    return list(tokenizer.encode(text, add_special_tokens=special))
+    """The text's ids (after the tokenizer's special prefix when `special`). A special token's spelling in the
+    text (`</s>`, `<|eot_id|>` in a chat about models) is text: read as the control token, it would teach the
+    model to end its reply there."""
+    try:
+        return list(tokenizer.encode(text, add_special_tokens=special, split_special_tokens=True))
+    except TypeError:  # a tokenizer that does not take the option
+        return list(tokenizer.encode(text, add_special_tokens=special))
 
 
 def _adds_dummy_prefix(tokenizer) -> bool:
@@ -162,10 +168,12 @@ def _pinned(tokenizer, text: str, first: list[int], room: int) -> int:
 
 
 def _pinned_text(record) -> str:
-    """The line a sample keeps when it is cut: an alpaca sample's instruction (with an input after it)."""
-    instruction = record.get("instruction") if isinstance(record, dict) else None
-    return (f"{instruction}\n" if isinstance(instruction, str) and instruction and record.get("input")
-            and prompt_mod.detect_format(record) == "alpaca" else "")
+    """What a sample keeps when it is cut: its instruction (prompt.instruction_of: an alpaca sample's, with
+    an input after it; a multi-turn sample's system message), as chat puts it before every prompt."""
+    if not isinstance(record, dict) or (prompt_mod.detect_format(record) == "alpaca" and not record.get("input")):
+        return ""
+    instruction = prompt_mod.instruction_of(record)
+    return f"{instruction}\n" if instruction else ""
 
 
 def encode_record(record: dict, tokenizer, cutoff_len: int, name: str | None = None) -> dict | None:

@@ -314,6 +314,16 @@ def load_records(path: str | os.PathLike) -> Records:
     return records
 
 
+def same_file(a, b) -> bool:
+    """One file by two names: the same path, or (both there) a hard link or another case of the name."""
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+        return os.path.samefile(a, b)
+    except (OSError, RuntimeError):  # not there yet; RuntimeError: a symlink loop before Python 3.13
+        return False
+
+
 def _try_lock(fd: int) -> bool:
     """Lock an open file for this process, without waiting; False if another process holds it."""
     import errno

@@ -61,10 +61,6 @@ class Loaded:
     def adapter_name(self) -> str | None:
         return self.adapter_path.name if self.adapter_path else None
 
-    @property
-    def training_parameters(self) -> dict:
-        return read_training_parameters(self.adapter_path) if self.adapter_path else {}
-
 
 # --------------------------------------------------------------------------------------------- adapters
 
@@ -351,8 +347,8 @@ def prompt_ids(tokenizer, prompt: str | Sequence[str], max_tokens: int | None = 
 class NewlineStop:
     """Stopping criterion: a row is finished once its generated text contains "\\n".
 
-    Decodes each unfinished row's new tokens, so it works whatever token holds the newline. Rows that
-    finish are remembered (`stopped`), so the caller can tell a newline stop from running out of tokens.
+    Decodes each unfinished row's new tokens, so it works whatever token holds the newline (a BPE merges it
+    with what is around it). A row that has stopped is not decoded again (`stopped`).
     """
 
     def __init__(self, tokenizer, prompt_len: int, batch_size: int):
@@ -371,6 +367,7 @@ class NewlineStop:
 
 
 def _criteria_class():
+    """NewlineStop as transformers' StoppingCriteria, made here so that importing this module stays light."""
     from transformers import StoppingCriteria
 
     class _NewlineCriteria(NewlineStop, StoppingCriteria):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 from .errors import UserError
+from .generation import DEFAULT_MAX_NEW_TOKENS
 from .modeling import free_memory
 from .paths import Dirs, resolve_dirs
 
@@ -56,7 +57,7 @@ class Host:
         """(load_in_4bit, load_in_8bit) the model in use was loaded with by this host (the webui's: its own)."""
         return False, False
 
-    def reply(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
+    def reply(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0) -> str:
         """The model's one-line reply to `prompt`, sampled at `temperature` (0: greedy)."""
         raise NotImplementedError
 
@@ -128,7 +129,7 @@ class StandaloneHost(Host):
     def in_use_bits(self) -> tuple[bool, bool]:
         return self._bits
 
-    def reply(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
+    def reply(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0) -> str:
         from .generation import generate_reply, sampling
 
         with self._lock:  # read under the lock: a Load or Unload under way may leave no model

@@ -26,6 +26,14 @@ from .errors import UserError, brief
 FINGERPRINT_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
 
+def quiet_libraries() -> None:
+    """The libraries' own log lines and download bars off: a script's progress and report say what happens.
+    Set before transformers is imported (it reads them then); a user's own setting wins."""
+    for key, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(key, value)
+
+
 def local_rank() -> int:
     """This process's GPU index under torchrun / accelerate launch (0 when run alone)."""
     return int(os.environ.get("LOCAL_RANK", "0") or 0)

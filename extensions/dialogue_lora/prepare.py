@@ -5,7 +5,8 @@
     print(report.format())
 
 `prepare_dataset.py` (CLI) and the webui tab build the same `PrepareConfig`; the tab previews with
-`preview(cfg)` (nothing written) and fills its speaker dropdown with `scan_speakers(path)`.
+`preview(cfg)` (nothing written) and fills its speaker dropdown with `scan_speakers_with_unit(path)`
+(`scan_speakers(path)` without the unit).
 Everything streams: the input is read line by line and samples are written as they are made, so
 memory stays flat whatever the file size (only duplicate removal's packed 6-byte hashes grow).
 """
@@ -22,7 +23,7 @@ from typing import Iterator
 
 from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
-from .fileio import holds_samples, missing_parents, nearest_existing, write_records
+from .fileio import holds_samples, missing_parents, nearest_existing, same_file, write_records
 from .paths import shell_word
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, nobody, wanted_names
 from .sources import CHAT_EXPORTS, SOURCES, TEXT_SUFFIXES, detect_source, text_files
@@ -115,7 +116,7 @@ class PrepareConfig:
     def check_output(self) -> None:
         """Where the samples go must not be the input, nor inside an input folder (a preview writes nothing)."""
         out = str(self.jsonfilename).strip()
-        if str(self.txtfilename).strip() and _same_file(out, self.txtfilename):
+        if str(self.txtfilename).strip() and same_file(out, self.txtfilename):
             raise UserError("--jsonfilename is the input file: it would be overwritten")
         if _inside_folder(out, self.txtfilename):  # .jsonl too: SillyTavern would list it as a chat
             raise UserError(f"--jsonfilename {out!r} is inside the input folder {self.txtfilename}: it would overwrite "
@@ -197,16 +198,8 @@ class PrepareConfig:
             group_column=self.csv_group_column,
             order_column=self.csv_order_column,
             player=self.csv_player,
-            name_prefix=self.csv_name_prefix,
             emotion_prefix=self.csv_emotion_prefix,
         )
-
-
-def _same_file(a, b) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except (OSError, RuntimeError):  # RuntimeError: a symlink loop before Python 3.13; reported where opened
-        return False
 
 
 def _inside_folder(path, folder) -> bool:
@@ -224,7 +217,7 @@ class PrepareReport:
     input: str
     source: str  # text | discord | csv | renpy
     output_format: str  # rounds | alpaca | sharegpt | messages
-    layouts: dict = field(default_factory=dict)  # file -> lines | play | discord | csv
+    layouts: dict = field(default_factory=dict)  # file -> its layout (dialogue.LAYOUTS, or the reader's: discord, csv, renpy, ...)
     lines_read: int = 0  # physical lines (text/CSV rows/Discord messages)
     turns: int = 0  # turns after parsing (narration included)
     speakers: dict = field(default_factory=dict)  # speaker -> non-empty turns, most first
@@ -411,6 +404,9 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         not_all=(cfg.csv_player,) if source == "csv" else (),
     )
     fmt, instruction = FORMATTERS[cfg.format], cfg.instruction
+    if cfg.csv_name_prefix and source == "csv":  # the reply only: a context line names its speaker already
+        plain = fmt
+        fmt = lambda s, instruction: plain(s._replace(output=f"{s.name}: {s.output}"), instruction)  # noqa: E731
     out = cfg.output_path
     replaced: list[str] = []  # said in the report: a run on another character may have replaced a dataset
 

@@ -88,14 +88,35 @@ def chat_prompt(history: Sequence[Turn], name: str, rounds: int, instruction: st
     return f"{instruction.replace('{name}', name)}\n{prompt}" if instruction else prompt  # as record_segments joins them
 
 
+def instruction_of(record: dict) -> str | None:
+    """What a sample puts before its dialogue, as its training text has it: an alpaca sample's instruction;
+    a sharegpt or messages sample's system message(s) before its first turn (another tool's `You are Bob.`),
+    a line each of their lines. None when it has none (or is no sample)."""
+    try:
+        fmt = detect_format(record)
+        if fmt == "alpaca":
+            instruction = record.get("instruction")
+            return instruction if isinstance(instruction, str) and instruction.strip() else None
+        if fmt == "rounds":
+            return None
+        lines = []
+        for role, text in _turns_of(record, fmt):
+            if role != "system":
+                break
+            lines += _lines(text)
+        return "\n".join(lines) or None
+    except ValueError:
+        return None
+
+
 def instruction_template(records: Iterable[dict]) -> str | None:
-    """The instruction line that a dataset's alpaca samples put before the dialogue, with the character's
-    name as `{name}` (`Continue the dialogue as {name}.`): the one every sample shares, so that chat can
-    put it where training did. None when no sample has one, or when they differ (or other formats mix in)."""
+    """The instruction that a dataset's samples put before the dialogue (`instruction_of`), with the
+    character's name as `{name}` (`Continue the dialogue as {name}.`): the one every sample shares, so that
+    chat can put it where training did. None when a sample has none, or when they differ."""
     templates = set()
     for rec in records:
-        instruction = rec.get("instruction") if isinstance(rec, dict) else None
-        if not isinstance(instruction, str) or not instruction.strip():
+        instruction = instruction_of(rec) if isinstance(rec, dict) else None
+        if instruction is None:
             return None
         name = rec.get("name") or str(rec.get("input") or "").rsplit("\n", 1)[-1].strip().rstrip(":").strip()
         templates.add(instruction.replace(name, "{name}") if name else instruction)
@@ -109,7 +130,7 @@ MAX_CONTEXT_TURNS = 50
 
 def context_turns(records: Iterable[dict], name: str | None = None) -> int | None:
     """The most turns any reply of a dataset follows (its `--rounds` when prepare_dataset.py wrote it),
-    counted as lines before the reply's cue (an alpaca sample's instruction line left out; a multi-turn
+    counted as lines before the reply's cue (a sample's instruction lines left out; a multi-turn
     sample's earlier turns in), at most MAX_CONTEXT_TURNS: chat shows the adapter as much as it learnt
     from. None for no sample."""
     most = None
@@ -118,7 +139,8 @@ def context_turns(records: Iterable[dict], name: str | None = None) -> int | Non
             segments = record_segments(rec, name)
         except ValueError:
             continue
-        instruction = 1 if detect_format(rec) == "alpaca" and rec.get("instruction") and rec.get("input") else 0
+        before = instruction_of(rec) if detect_format(rec) != "alpaca" or rec.get("input") else None
+        instruction = len(_lines(before)) if before else 0
         text = ""
         for piece, trainable in segments:
             if trainable:
@@ -216,10 +238,11 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
         if not context.rstrip().endswith(":"):  # the reply would be learnt after no one's name
             raise ValueError(f"'input' must end with the cue of the character who replies, e.g. 'Bob:' "
                              f"(it ends {context.strip()[-30:]!r})")
-        return [(context, False), _reply(_text(record["output"], "'output'"))]
+        # (another tool's `Bob: ` or `Bob:\n`: the reply is learnt right after the cue, as chat prompts it)
+        return [(context.rstrip(), False), _reply(_text(record["output"], "'output'"))]
     if fmt == "alpaca":
         parts = [_text(record.get(k) or "", f"'{k}'") for k in ("instruction", "input")]
-        prompt = "\n".join(p for p in parts if p)
+        prompt = "\n".join(p for p in parts if p).rstrip()
         return [(prompt, False), _reply(_text(record["output"], "'output'"))]
     name = record.get("name") or name or DEFAULT_ASSISTANT_NAME
     segments: list[tuple[str, bool]] = []
@@ -232,10 +255,15 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
             context = []
         else:
             # user turns already carry their speaker ("Alex: text"); several lines stay several lines
-            context.extend(one_line(line) for line in text.split("\n") if line.strip())
+            context.extend(_lines(text))
     if not segments:
         raise ValueError("no assistant turn to learn from")
     return segments
+
+
+def _lines(text: str) -> list[str]:
+    """A turn's lines as context lines: each one line of single spaces, blank lines gone."""
+    return [one_line(line) for line in text.split("\n") if line.strip()]
 
 
 def _reply(text: str) -> tuple[str, bool]:

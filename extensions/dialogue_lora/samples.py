@@ -7,7 +7,7 @@ text. That is exactly `prompt.build_prompt(context_turns, name)` (tests hold the
 window keeps each turn already formatted so a million-line file does not re-format every turn
 `rounds` times.
 
-Formats (`to_record`), all with the extra keys "name" (the character, cased as in the data) and
+Formats (`FORMATTERS`; `to_record` for one sample), all with the extra keys "name" (the character, cased as in the data) and
 "source" ("file:line"):
 
     rounds    {"input", "output"}

@@ -11,7 +11,7 @@ bitsandbytes, target modules against the model's architecture) and reports all p
    loss only on completions, the trailing newline included; over-long context cut from the oldest end);
 2. loads the base model (modeling.load_base: bf16/fp16/fp32, optional 4-bit/8-bit) and wraps it with a
    PEFT LoRA (or prompt-tuning) adapter;
-3. runs a plain PyTorch loop: packed batches without cross-attention (batching.py), AdamW, linear
+3. runs a plain PyTorch loop: packed batches, no attention between their samples (batching.py), AdamW, linear
    warm-up then cosine decay, gradient clipping, gradient accumulation, DDP when started by torchrun or
    `accelerate launch` (only rank 0 writes anything);
 4. reports progress as plain dicts, evaluates held-out loss/perplexity after every epoch, saves
@@ -44,6 +44,7 @@ from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, fi
                      write_records)
 
 METHODS = ("lora", "prompt_tuning")
+GRADIENT_CHECKPOINTING = ("auto", "on", "off")
 CHECKPOINT_PREFIX = paths.CHECKPOINT_PREFIX
 HELDOUT_FILE = "heldout.json"
 # The end-of-epoch checkpoint is skipped when the last one is younger than this: a run of many short
@@ -196,7 +197,7 @@ class TrainConfig:
         need(_real(self.max_grad_norm) and self.max_grad_norm >= 0, f"--max_grad_norm must be >= 0 (got {self.max_grad_norm})")
         need(not (self.load_in_4bit and self.load_in_8bit), "--load_in_4bit and --load_in_8bit cannot be used together")
         need(not (self.resume and self.overwrite), "--resume and --overwrite cannot be used together")
-        need(self.gradient_checkpointing in ("auto", "on", "off"),
+        need(self.gradient_checkpointing in GRADIENT_CHECKPOINTING,
              f"--gradient_checkpointing must be auto, on or off (got {self.gradient_checkpointing!r})")
         need(self.fused_kernels in modeling.FUSED_KERNELS,
              f"--fused_kernels must be auto, on or off (got {self.fused_kernels!r})")
@@ -249,7 +250,6 @@ class Plan:
     out_dir: Path
     records: list[dict]
     resume_from: Path | None
-    linear_layers: list[str]
     target_modules: list[str] | None
     characters: list[str] = field(default_factory=list)  # the cues the samples train, most first
     notes: list[str] = field(default_factory=list)  # said when the run starts (samples left out)
@@ -291,6 +291,16 @@ def event_line(ev: dict) -> str | None:
     if kind == "log" and ev.get("message"):
         return str(ev["message"])
     return None
+
+
+def format_eta(seconds) -> str:
+    """Time left as `m:ss` or `h:mm:ss` (the tab's status and lora_finetune.py's bar)."""
+    if seconds is None:
+        return "?"
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def loss_text(x, digits: int) -> str:
@@ -511,7 +521,7 @@ def check(cfg: TrainConfig) -> Plan:
     problems += found
     if problems:
         raise UserError(join_problems(problems))
-    plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, linear, targets, characters, notes,
+    plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, targets, characters, notes,
                 loaded_sha256)
     if resume_from is not None:  # the settings it needs, before minutes of loading (the model's: after)
         try:
@@ -728,7 +738,7 @@ def _set_rng_state(state: dict) -> None:
 def _lr_lambda(total_steps: int, warmup_steps: int):
     def f(step: int) -> float:
         if warmup_steps and step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
+            return (step + 1) / (warmup_steps + 1)  # (never 0: the first step learns too)
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -745,7 +755,7 @@ def _accepts_logits_to_keep(model) -> bool:
         return False
 
 
-def _attach_adapter(model, cfg: TrainConfig, plan: Plan, tokenizer):
+def _attach_adapter(model, cfg: TrainConfig, plan: Plan):
     from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, get_peft_model
 
     if cfg.method == "lora":
@@ -1038,7 +1048,7 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     flat = packing and device.type == "cpu" and varlen.enable(model, device)
     if flat:
         attn = varlen.NAME
-    model = _attach_adapter(model, cfg, plan, tokenizer)
+    model = _attach_adapter(model, cfg, plan)
     fused_lora.fuse_lora_forward(model)
     keep_logits = _accepts_logits_to_keep(model)
     # A single row's last layer computed only where the loss reads it (last_layer.py); not under
@@ -1219,7 +1229,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     last_saved = step if plan.resume_from is not None else -1
     last_save_time = time.time()
     tokens_seen, t_start = 0, time.time()
-    eval_time = 0.0
+    eval_time = 0.0  # (the base model's measurement, before: not in the run's tokens/s)
     steps_this_session = 0
     window = {"loss": 0.0, "n": 0}
     if isinstance(saved_window, dict) and set(saved_window) == {"loss", "n"}:

@@ -21,6 +21,8 @@ from .errors import UserError
 from .fileio import holds_samples
 from .generation import DEFAULT_TEMPERATURE
 from .host import bits_words
+from .merging import DTYPES
+from .training import METHODS, format_eta
 from .paths import (check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model)
 
@@ -215,15 +217,6 @@ def _text_value(value) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     return str(value)
-
-
-def format_eta(seconds) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(max(0, seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def progress_markdown(job: jobs.Job | None) -> str:
@@ -1142,7 +1135,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
             for key, label, kind in fields:
                 value = defaults[key]
                 if kind == "method":
-                    box = gr.Dropdown(label=label, choices=["lora", "prompt_tuning"], value=value or "lora")
+                    box = gr.Dropdown(label=label, choices=list(METHODS), value=value or "lora")
                 elif kind == "text":
                     box = gr.Textbox(label=label, value=_text_value(value))
                 elif kind == "number":
@@ -1440,7 +1433,7 @@ def _merge_part(gr, logic: TabLogic, use_adapter, use_tab):
         with gr.Row():
             merge_model = gr.Dropdown(label="Base model (the adapter's)", choices=logic.models(), value=None)
             merge_name = gr.Textbox(label="Merged model name", placeholder=logic.merge_name_hint(None, None))
-            merge_dtype = gr.Dropdown(label="Weights", choices=["auto", "bf16", "fp16", "fp32"], value="auto")
+            merge_dtype = gr.Dropdown(label="Weights", choices=list(DTYPES), value="auto")
             merge_overwrite = gr.Checkbox(label="Overwrite (an earlier merge of that name)", value=False)
         merge_btn = gr.Button("Merge")
         merge_status = gr.Markdown()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import prompt as fmt
 from .errors import UserError
+from .generation import DEFAULT_MAX_NEW_TOKENS
 from .host import Host, format_bytes
 from .paths import Dirs, resolve_dirs
 
@@ -192,7 +193,7 @@ class WebuiHost(Host):
         shared = self._loaded()
         return (str(shared.model_name), applied_loras() or []) if shared is not None else ("", [])
 
-    def reply(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
+    def reply(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0) -> str:
         shared = _shared()
         # the webui's own lock around a generation: a chat reply running now, and its idle timer's unload
         # (--idle_timeout), wait for the quick test, and it for them

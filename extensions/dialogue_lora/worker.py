@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import Interrupted, UserError
 from .jobs import PARENT_PIPE
+from .modeling import out_of_memory
 
 
 class ProgressWriter:
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug or an out-of-memory error: say it in the tab, keep the traceback in the log
         traceback.print_exc()
         message = f"{type(e).__name__}: {e}"
-        if "out of memory" in str(e).lower():
+        if out_of_memory(e) or "out of memory" in str(e).lower():
             message += (" — try 4-bit loading, a smaller batch size or cutoff length, or unload the webui's "
                         "model first")
         report({"event": "end", "status": "error", "message": message})

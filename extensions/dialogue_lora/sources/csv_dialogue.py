@@ -62,7 +62,6 @@ class CsvOptions:
     group_column: str = DEFAULT_COLUMNS["group"]
     order_column: str = DEFAULT_COLUMNS["order"]
     player: str = "Player"  # speaker name of the prompt column's lines
-    name_prefix: bool = False  # output "MaleNord: text"
     emotion_prefix: bool = False  # output "[Happy] text"
 
     def columns(self) -> dict[str, str]:
@@ -274,12 +273,10 @@ def _emit(group: dict, opts: CsvOptions, stats: ReadStats, script: bool = False)
         yield Turn(opts.player, prompt_text, group["file"], group["line"])
     text = " ".join(group["texts"])
     prefix = ""
-    if opts.name_prefix:
-        prefix += f"{group['speaker']}: "
     if opts.emotion_prefix:
         emo = _emotion(clean_text(group["emotion"], stats))
         if emo:
-            prefix += f"[{emo}] "
+            prefix = f"[{emo}] "
     yield Turn(group["speaker"], prefix + text, group["file"], group["line"])
     if not script:  # a game's responses stand alone; a script's rows follow on
         yield BREAK

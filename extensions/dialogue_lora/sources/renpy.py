@@ -941,8 +941,9 @@ def _translation_of(path: Path) -> Path | None:
     return None
 
 
-def _definitions(path: Path, read: set, stats: ReadStats) -> list[tuple[str, list[str]]]:
-    """The game's other scripts (label, lines), whose Character definitions count for the input."""
+def _definitions(path: Path, read: set) -> list[tuple[str, list[str]]]:
+    """The game's other scripts (label, lines), whose Character definitions count for the input (read with
+    stats of their own: the report counts the input's lines only)."""
     root = _game_root(path) if path.is_dir() or not zipfile.is_zipfile(path) else None
     if root is None:
         return []
@@ -962,7 +963,7 @@ def iter_renpy_turns(path: str | os.PathLike, stats: ReadStats | None = None) ->
         given.append((label, lines))
         if file is not None:
             read.add(file.resolve())
-    others = _definitions(path, read, stats)
+    others = _definitions(path, read)
     game = _translation_of(path)
     translations = None
     if game is not None:
