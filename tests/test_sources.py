@@ -1270,6 +1270,100 @@ def test_a_yarn_script_is_read_branch_by_branch(tmp_path):
     assert scan_speakers(txt) == {"Sally": 8, "Player": 3}
 
 
+def yarn_turns(text, stats=None):
+    from extensions.dialogue_lora.sources.yarn import iter_turns
+
+    return [None if t is None else (t.speaker, t.text) for t in iter_turns(text.splitlines(), "t.yarn", stats)]
+
+
+def test_a_yarn_ifs_branches_are_alternatives_as_options_are():
+    script = """title: Gate
+---
+Guard: Halt!
+<<if $has_pass>>
+    Guard: Go on through.
+<<elseif $gold > 10>>
+    Guard: That'll cost you.
+    -> Player: Fine, take it.
+        <<if $haggled>>
+            Guard: Pleasure.
+        <<else>>
+            Guard: Wise.
+        <<endif>>
+    -> Player: No way.
+<<else>>
+    Guard: Turn back.
+<<endif>>
+<<if $night>>
+    <<set $lamp to true>>
+<<endif>>
+Guard: Next!
+Old Tom: Uphill both ways! <<if $heard is false>> #line:1
+Old Tom: You heard it. <<if $heard>>
+Old Tom: Anyway.
+===
+"""
+    ctx = [(None, "Guard: Halt!")]
+    assert yarn_turns(script) == [
+        ("Guard", "Halt!"),
+        None, *ctx, ("Guard", "Go on through."),  # each branch from the context before the if, not another's
+        None, *ctx, ("Guard", "That'll cost you."),
+        # options inside an if, an if inside an option: each branch from what was said before it
+        None, *ctx, (None, "Guard: That'll cost you."), ("Player", "Fine, take it."),
+        None, *ctx, (None, "Guard: That'll cost you."), (None, "Player: Fine, take it."), ("Guard", "Pleasure."),
+        None, *ctx, (None, "Guard: That'll cost you."), (None, "Player: Fine, take it."), ("Guard", "Wise."),
+        None, *ctx, (None, "Guard: That'll cost you."), (None, "Player: Fine, take it."),
+        None, *ctx, (None, "Guard: That'll cost you."), ("Player", "No way."),
+        None, *ctx, (None, "Guard: That'll cost you."),
+        None, *ctx, ("Guard", "Turn back."),
+        # after `<<endif>>`, as after options: the context before the if (an if of commands alone: no break)
+        None, *ctx, ("Guard", "Next!"),
+        # lines by one speaker with different conditions: one or the other is said, tags and conditions gone
+        None, *ctx, (None, "Guard: Next!"), ("Old Tom", "Uphill both ways!"),
+        None, *ctx, (None, "Guard: Next!"), ("Old Tom", "You heard it."),
+        None, *ctx, (None, "Guard: Next!"), ("Old Tom", "Anyway."),
+        None]
+
+
+def test_a_yarn_lines_markup_and_expressions_are_what_the_player_sees():
+    script = r"""title: Shop
+---
+<<declare $name = "Traveler" as string>>
+<<set $gold to 3>>
+Mara: Hello, {$name}! You have [plural value={$gold} one="% coin" other="% coins" /]. #line:1
+Mara: [b]Sale[/b] on [wave]everything[/wave]![pause=500 /] Really. [/]
+Mara: Price tags say \[50\] \{gold\}, \#honest \\ no \/\/ tricks, [nomarkup][b]as is[/b][/nomarkup].
+Mara: Hi {$who}, this is your [ordinal value={$visits} one="%st" two="%nd" few="%rd" other="%th" /] visit.
+Mara: Only [plural value={$stock} one="% left" other="% left" /], {visited("Shop")}!
+Mara: [select value={$name} Traveler="Welcome" other="Hi" /], your [ordinal value=22 one="%st" two="%nd" few="%rd" other="%th" /] day.
+<<if $rich>>
+    <<set $name to "Patron">>
+<<endif>>
+Mara: Bye, {$name}.
+===
+title: Later
+---
+Mara: Still {$gold}?
+===
+"""
+    stats = ReadStats()
+    assert yarn_turns(script, stats) == [
+        ("Mara", "Hello, Traveler! You have 3 coins."),
+        ("Mara", "Sale on everything! Really."),
+        ("Mara", r"Price tags say [50] {gold}, #honest \ no // tricks, [b]as is[/b]."),
+        # a value the script does not give: left out, and the text around it tidied
+        ("Mara", "Hi, this is your visit."),
+        ("Mara", "Only left!"),
+        ("Mara", "Welcome, your 22nd day."),
+        # set in one branch only: no longer known after it
+        ("Mara", "Bye."),
+        None,
+        ("Mara", "Still 3?"),  # values go on in the file's order
+        None]
+    assert stats.notes == ["t.yarn: 3 line(s) with an inline expression the script gives no literal value "
+                           "({$gold}, {visited(...)}): left out of the text"]
+
+
 def test_a_whatsapp_contacts_emoji_stay_its_pronouns_go(tmp_path):
     chat = tmp_path / "wa.txt"
     chat.write_text("".join(f"12/31/23, 9:{i:02d} PM - {who}: {text} {i}\n" for i, (who, text) in enumerate(
