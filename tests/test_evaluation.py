@@ -284,6 +284,13 @@ def test_other_formats_and_limits(layout):
     assert res["n_samples"] == 2 and res["n_replies"] == 4
     assert res["samples"][1]["prompt"].endswith("\nAlice: Really?\nBob:")
     assert "similarity not computed (turned off)" in res["notes"]
+    assert not any("prompt_cut" in s for s in res["samples"])  # all fit
+    # a prompt longer than the cutoff: the report holds what the replies were generated from
+    res = evaluate(EvalConfig("tiny-llama", "bob", dataset="held.jsonl", max_new_tokens=4, max_samples=1, cutoff_len=24,
+                              similarity=False, meteor=False))
+    last = res["samples"][-1]
+    assert "prompt_cut" in last and last["prompt"].endswith(last["prompt_cut"]) and last["prompt_cut"].endswith("\nBob:")
+    assert len(last["prompt_cut"]) < len(last["prompt"])
 
 
 def test_a_cutoff_past_the_models_context_is_cut_to_it_with_a_note(layout):

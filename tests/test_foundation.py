@@ -286,6 +286,9 @@ def test_load_records_reads_one_sample_over_several_lines(tmp_path):
 def test_load_records_accepts_bom(tmp_path):
     (tmp_path / "bom.json").write_bytes('\ufeff[{"input": "Bob:", "output": "x"}]'.encode("utf-8"))
     assert fileio.load_records(tmp_path / "bom.json") == [{"input": "Bob:", "output": "x"}]
+    # Windows PowerShell 5's `>` writes UTF-16 with its mark: read, not called binary
+    (tmp_path / "ps.json").write_bytes('[{"input": "Bob:", "output": "é"}]\r\n'.encode("utf-16"))
+    assert fileio.load_records(tmp_path / "ps.json") == [{"input": "Bob:", "output": "é"}]
 
 
 # --- paths.py --------------------------------------------------------------------------------------
@@ -423,6 +426,18 @@ def test_run_cli_says_which_installed_library_failed_to_load(capsys, tmp_path, m
     assert run_cli(main, []) == 2
     assert capsys.readouterr().err == ("error: brokenlib failed to load (libbitsandbytes_cuda118.so: cannot open shared "
                                        "object file): reinstall it (pip install -r requirements.txt)\n")
+
+
+def test_run_cli_says_interrupted_for_a_ctrl_c_a_lazy_import_reported_as_failing(capsys):
+    """transformers' lazy modules report a Ctrl+C during their import as `Could not import module ...`."""
+    def main(argv):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise ImportError("Could not import module 'LlamaForCausalLM'.") from e
+
+    assert run_cli(main, []) == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
 
 
 def test_run_cli_reports_a_file_system_refusal_and_sigterm_in_one_line(capsys, tmp_path):

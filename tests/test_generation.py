@@ -18,6 +18,7 @@ from extensions.dialogue_lora.generation import (
     generate_reply,
     load_for_generation,
     prompt_ids,
+    read_training_parameters,
 )
 
 from lora_helpers import bob_records, one_thread, shared_adapter
@@ -92,9 +93,21 @@ def test_an_adapter_without_its_weights_file_says_so(adapter, tiny_model_dir, tm
         load_for_generation(tiny_model_dir, bare, device="cpu")
 
 
-def test_a_damaged_settings_file_is_an_error_not_no_settings(adapter, tmp_path):
-    from extensions.dialogue_lora.generation import read_training_parameters
+def test_a_damaged_adapter_names_its_damaged_file(adapter, tiny_model_dir, tmp_path):
+    copy = tmp_path / "cut"
+    shutil.copytree(adapter, copy)
+    weights = copy / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:3000])  # a copy cut short
+    with pytest.raises(UserError, match=r"^could not read the adapter's weights, .*cut/adapter_model\.safetensors "
+                                        r"\(damaged or incomplete\?\)"):
+        load_for_generation(tiny_model_dir, copy, device="cpu")
+    shutil.copy(adapter / "adapter_model.safetensors", weights)
+    (copy / "adapter_config.json").write_text('{"peft_type": ', encoding="utf-8")
+    with pytest.raises(UserError, match=r"^.*cut/adapter_config\.json: unreadable \(Expecting value"):
+        load_for_generation(tiny_model_dir, copy, device="cpu")
 
+
+def test_a_damaged_settings_file_is_an_error_not_no_settings(adapter, tmp_path):
     copy = tmp_path / "bob"
     shutil.copytree(adapter, copy)
     (copy / "training_parameters.json").write_text("[1, 2]", encoding="utf-8")
@@ -104,7 +117,7 @@ def test_a_damaged_settings_file_is_an_error_not_no_settings(adapter, tmp_path):
 
 def test_loaded_model_knows_its_names(loaded, adapter):
     assert loaded.model_name == "tiny-llama" and loaded.adapter_name == adapter.name
-    assert loaded.training_parameters["heldout_file"] == "heldout.json"
+    assert read_training_parameters(loaded.adapter_path)["heldout_file"] == "heldout.json"
 
 
 # ---------------------------------------------------------------------------------------- generation

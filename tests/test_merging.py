@@ -12,7 +12,7 @@ import pytest
 
 from extensions.dialogue_lora import merging
 from extensions.dialogue_lora.errors import UserError
-from extensions.dialogue_lora.merging import MERGE_FILE, MergeConfig, merge
+from extensions.dialogue_lora.merging import MERGE_FILE, MergeConfig, merge, plan
 from extensions.dialogue_lora.paths import list_models
 from lora_helpers import one_thread, shared_adapter, subprocess_env
 
@@ -205,6 +205,10 @@ def test_what_cannot_be_merged(layout):
                                             "merged into its weights; merge it into the full-precision model"):
             merge(MergeConfig(model_name=name, lora_name="bob"))
         assert not list(models.glob(f"*{name}-bob*"))
+    # a model without its tokenizer: said before minutes of loading (the merged model carries one)
+    shutil.copytree(models / "tiny-llama", models / "notok", ignore=shutil.ignore_patterns("tokenizer*", "special*"))
+    with pytest.raises(UserError, match=r"notok holds no tokenizer"):
+        plan(MergeConfig(model_name="notok", lora_name="bob"))
     with pytest.raises(UserError) as e:
         MergeConfig(model_name="", lora_name="bob", dtype="int4", output_name="../up")
     assert str(e.value).startswith("3 problems") and "--dtype" in str(e.value) and "--output_name" in str(e.value)

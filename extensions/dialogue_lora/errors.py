@@ -67,6 +67,17 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+def _stop_inside(error: BaseException) -> BaseException | None:
+    """The Ctrl+C or SIGTERM that an error was raised while handling, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (KeyboardInterrupt, _Terminated)):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run a script's main; UserError, Ctrl+C, SIGTERM and a file system refusal (a name too long, a
     symlink loop, no permission: OSError naming a file) become one line on stderr and an exit code."""
@@ -96,6 +107,10 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except BrokenPipeError:  # e.g. `chat.py ... | head`: the reader went away, nothing to report
         return 0
     except ImportError as e:  # an installed library that fails to load (a bitsandbytes built for another CUDA)
+        stop = _stop_inside(e)
+        if stop is not None:  # Ctrl+C while a lazy import ran: transformers reports it as a failed import
+            print("error: terminated" if isinstance(stop, _Terminated) else "error: interrupted", file=sys.stderr)
+            return 143 if isinstance(stop, _Terminated) else 130
         tb = e.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next  # the innermost frame: the module that failed, when the error names none

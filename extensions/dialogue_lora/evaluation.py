@@ -467,6 +467,7 @@ def _evaluate(
         check_adapter_base,
         generate_replies,
         load_for_generation,
+        prompt_ids,
         quantization_note,
         read_training_parameters,
         recorded_base,
@@ -546,6 +547,9 @@ def _evaluate(
     # context where the reply alone would not fit (cut to the cutoff in generation)
     cut = [ids for rec in records for ids in completion_prompts(rec, tokenizer, cutoff, name)]
     prompts = [ids or pieces for (pieces, _), ids in zip(examples, cut)]
+    # what a cut prompt read as (eval.json), so that a reply can be made again from the report alone
+    cut_text = [tokenizer.decode(ids, skip_special_tokens=True) if ids and len(ids) < len(prompt_ids(tokenizer, pieces))
+                else None for (pieces, _), ids in zip(examples, cut)]
     refs = [ref for _, ref in examples]
     replies = {}
     for which in ("adapter", "base"):
@@ -673,13 +677,14 @@ def _evaluate(
         "samples": [
             {
                 "prompt": "".join(pieces),
+                **({"prompt_cut": shown} if shown is not None else {}),
                 "reference": ref,
                 "base_reply": b[0],
                 "adapter_reply": a[0],
                 "base_stopped": b[1],
                 "adapter_stopped": a[1],
             }
-            for (pieces, ref), a, b in zip(examples, replies["adapter"], replies["base"])
+            for (pieces, ref), shown, a, b in zip(examples, cut_text, replies["adapter"], replies["base"])
         ],
     }
     _progress(on_progress, stage="done", done=1, total=1)

@@ -263,12 +263,13 @@ def load_records(path: str | os.PathLike) -> Records:
     if path.is_dir():
         raise UserError(f"{path}: is a folder, expected a .json or .jsonl file")
     raw = path.read_bytes()
-    if b"\x00" in raw[:4096]:
+    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))  # Windows PowerShell 5's `>` writes UTF-16 so
+    if b"\x00" in raw[:4096] and not utf16:
         raise UserError(f"{path}: looks like a binary file, expected JSON")
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode("utf-16" if utf16 else "utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raise UserError(f"{path}: not {'UTF-16' if utf16 else 'UTF-8'} text (byte {e.start})") from None
     if not text.strip():
         raise UserError(f"{path}: the file is empty")
     stripped = text.lstrip()

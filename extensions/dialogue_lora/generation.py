@@ -243,14 +243,24 @@ def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.Pa
     adapter_path = Path(adapter_path)
     from .modeling import damaged_file_types, out_of_memory
 
-    if not any((adapter_path / w).is_file() for w in ("adapter_model.safetensors", "adapter_model.bin")):
+    weights = next((adapter_path / w for w in ("adapter_model.safetensors", "adapter_model.bin")
+                    if (adapter_path / w).is_file()), None)
+    if weights is None:
         # else PEFT looks for it on the model hub and says the folder is no "repo id"
         raise UserError(f"adapter folder {adapter_path} has no adapter_model.safetensors (its weights): copy the "
                         "file back, or train it again")
+    if not read_adapter_config(adapter_path):  # (a damaged one is named there)
+        raise UserError(f"adapter folder {adapter_path} has no adapter_config.json (its settings), or an empty one: "
+                        "copy the file back, or train it again")
+    try:
+        with open(weights, "rb"):  # PEFT says "No such file" of a file it may not read
+            pass
+    except OSError as e:
+        raise UserError(f"{weights}: cannot be read ({e.strerror or brief(e)})") from None
     try:
         return PeftModel.from_pretrained(base, str(adapter_path), is_trainable=False)
     except damaged_file_types() as e:
-        raise UserError(f"could not read the adapter in {adapter_path} (damaged or incomplete?): {brief(e)}") from None
+        raise UserError(f"could not read the adapter's weights, {weights} (damaged or incomplete?): {brief(e)}") from None
     except (RuntimeError, MemoryError) as e:
         if out_of_memory(e):  # the base fitted, its adapter did not
             raise UserError(f"out of memory applying the adapter {adapter_path.name} to the model: try "

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError, brief, join_problems
-from .fileio import atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, sync_folder
+from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, nearest_existing,
+                     sync_folder)
 from .paths import CHECKPOINT_PREFIX, check_name, lock_file, resolve_adapter, resolve_dirs, resolve_model, shell_word
 
 MERGE_FILE = "dialogue_lora_merge.json"
@@ -130,8 +131,11 @@ def plan(cfg: MergeConfig) -> _Plan:
         raise UserError(f"adapter {adapter_path.name!r} is {kind.lower().replace('_', ' ')}, not LoRA: its "
                         "virtual tokens are not weights that merge into the model; load it as an adapter")
     check_adapter_base(adapter_path, model_path)
-    from .modeling import stored_quantization
+    from .modeling import stored_quantization, tokenizer_problem
 
+    problem = tokenizer_problem(model_path)  # (the merged model carries its tokenizer: before minutes of loading)
+    if problem:
+        raise UserError(problem)
     stored = stored_quantization(model_path)
     if stored:  # PEFT would round the adapter into the quantised weights, or fail to write them back
         raise UserError(f"model {model_path.name!r} is stored quantised ({stored}): the adapter cannot be merged "
@@ -145,6 +149,9 @@ def plan(cfg: MergeConfig) -> _Plan:
             raise UserError(f"{e}; give one with --output_name") from None
     out = (dirs.models / name).absolute()
     _check_output(out, model_path, cfg.overwrite)
+    existing = nearest_existing(out.parent)
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{existing}: not writable: the merged model could not be saved there (--model_dir)")
     source = _source_dtype(model_path)
     dtype = DTYPES[cfg.dtype] or source
     # the weights in the new type, a margin for the rest of the folder

@@ -447,6 +447,11 @@ def load_base(
     if qconfig is not None or device.type == "cuda":
         # straight onto the GPU: loaded in RAM first, an 8B model needs 16 GB of it before moving over
         kwargs["device_map"] = {"": device}
+    from .paths import unreadable_weights
+
+    unreadable = unreadable_weights(Path(model_path))
+    if unreadable:
+        raise UserError(unreadable)
     try:
         try:
             model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)

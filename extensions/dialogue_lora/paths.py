@@ -67,7 +67,7 @@ WEIGHTS_SAMPLES = 64  # pieces of each weights file read, evenly spaced
 WEIGHTS_SAMPLE_BYTES = 1024
 
 
-def _loaded_weights(path: Path) -> list[Path]:
+def loaded_weights(path: Path) -> list[Path]:
     """The weights files transformers loads from a model folder: a shard index's files, else the one file,
     else (a folder laid out otherwise) every file of the first kind found. Not Mistral's
     `consolidated.safetensors` beside its shards."""
@@ -91,16 +91,30 @@ def _loaded_weights(path: Path) -> list[Path]:
     return []
 
 
+def unreadable_weights(path: Path) -> str | None:
+    """Why a weights file a load reads cannot be opened (no permission), where there is one: transformers
+    says "No such file" of it."""
+    for file in loaded_weights(Path(path)):
+        try:
+            with open(file, "rb"):
+                pass
+        except FileNotFoundError:
+            continue  # (a shard the index names and the folder lacks: transformers says so)
+        except OSError as e:
+            return f"{file}: cannot be read ({e.strerror or e})"
+    return None
+
+
 def weights_sample_sha256(path: Path) -> str | None:
     """A model's weights told apart cheaply: each weights file's name and size and 64 pieces of 1 KiB spread
     over it (64 KiB a file, in milliseconds; reading a whole 16 GB model would take a minute). Two fine-tunes
     of one base have the same shape (base_fingerprint) but differ in every tensor, so in these bytes too; a
     merge that changed a few layers' projections is caught with odds near 99%. Only the files a load reads
-    (`_loaded_weights`: a `pytorch_model.bin` or `consolidated.safetensors` beside them, deleted, changes
+    (`loaded_weights`: a `pytorch_model.bin` or `consolidated.safetensors` beside them, deleted, changes
     nothing). None when there is no weights file or one cannot be read."""
     import hashlib
 
-    files = _loaded_weights(path)
+    files = loaded_weights(path)
     if not files:
         return None
     digest = hashlib.sha256()

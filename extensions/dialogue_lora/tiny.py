@@ -31,6 +31,9 @@ JULIET: O Romeo, Romeo, wherefore art thou Romeo?
 """
 
 
+MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB = 4096, 64, 65536
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):
     """A byte-level BPE tokenizer (any text encodes) that prepends <s> like Llama's does."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -124,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num_layers", type=int, default=2)
     args = p.parse_args(argv)
     problems = []
-    if args.hidden_size < 8 or args.hidden_size % 8:
-        problems.append(f"--hidden_size must be a multiple of 8 (4 heads of an even size), not {args.hidden_size}")
-    if args.num_layers < 1:
-        problems.append(f"--num_layers must be at least 1, not {args.num_layers}")
-    if args.vocab_size < 32:
-        problems.append(f"--vocab_size must be at least 32, not {args.vocab_size}")
+    # small models for tests and experiments: the upper bounds keep a typo from filling the memory
+    if not 8 <= args.hidden_size <= MAX_HIDDEN or args.hidden_size % 8:
+        problems.append(f"--hidden_size must be a multiple of 8 (4 heads of an even size) up to {MAX_HIDDEN}, "
+                        f"not {args.hidden_size}")
+    if not 1 <= args.num_layers <= MAX_LAYERS:
+        problems.append(f"--num_layers must be 1 to {MAX_LAYERS}, not {args.num_layers}")
+    if not 32 <= args.vocab_size <= MAX_VOCAB:
+        problems.append(f"--vocab_size must be 32 to {MAX_VOCAB}, not {args.vocab_size}")
     if problems:
         raise UserError(join_problems(problems))
     out = Path(args.out_dir)
