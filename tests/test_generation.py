@@ -358,6 +358,7 @@ def test_an_adapter_that_does_not_fit_in_memory_is_one_line(tmp_path, monkeypatc
 
     (tmp_path / "bob").mkdir()
     (tmp_path / "bob" / "adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "bob" / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
 
     def full(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 MiB")

@@ -696,13 +696,20 @@ def test_sillytavern_message_that_writes_the_users_turns_too(tmp_path):
         {"name": "Seraphina", "is_user": False, "mes": "Seraphina: You are in my glade, safe from the shadows.\n\n"
                                                         "Alex: But how did I get here?\n\nSeraphina: I carried you."},
         {"name": "Alex", "is_user": True, "mes": "Thank you. Note: I am still dizzy."},
-        {"name": "Seraphina", "is_user": False, "mes": "Rest now, traveller, the night is long."}]), encoding="utf-8")
+        {"name": "Seraphina", "is_user": False, "mes": "Rest now, traveller, the night is long."},
+        # a `Name:` line inside a paragraph is the text's own (a quote), and `> ` is no Discord quote here
+        {"name": "Alex", "is_user": True, "mes": "What did the hermit say?"},
+        {"name": "Seraphina", "is_user": False, "mes": "> Beware.\nHe said it plainly:\nAlex: you will find it."}]),
+        encoding="utf-8")
     out = tmp_path / "o.json"
-    prepare(PrepareConfig(names=["Seraphina"], txtfilename=str(chat), jsonfilename=str(out), filter_low_quality=False))
+    report = prepare(PrepareConfig(names=["Seraphina"], txtfilename=str(chat), jsonfilename=str(out),
+                                   filter_low_quality=False))
     assert [(r["input"].split("\n")[-2:], r["output"]) for r in json.loads(out.read_text(encoding="utf-8"))] == [
         (["Seraphina:"], "You are in my glade, safe from the shadows."),
         (["Alex: But how did I get here?", "Seraphina:"], "I carried you."),
-        (["Alex: Thank you. Note: I am still dizzy.", "Seraphina:"], "Rest now, traveller, the night is long.")]
+        (["Alex: Thank you. Note: I am still dizzy.", "Seraphina:"], "Rest now, traveller, the night is long."),
+        (["Alex: What did the hermit say?", "Seraphina:"], "> Beware. He said it plainly: Alex: you will find it.")]
+    assert "5 messages, 7 turns" in report.format()  # a message's turns count as one message
 
 
 def test_sillytavern_folder_reads_each_chat_and_nothing_else(tmp_path):
@@ -1213,8 +1220,11 @@ def test_messenger_notices_are_no_ones_words():
                       ("Alex Kim", "Alex Kim started a video chat."), ("Sam Lee", "You sent money."),
                       ("Sam Lee", "Sam Lee added Alex Kim to the group.")]:
         assert as_discord({"sender_name": who, "content": text, "timestamp_ms": 1, "type": "Generic"})["type"] == "Service"
-    kept = as_discord({"sender_name": "Sam Lee", "content": "I named the group Movie Night.", "timestamp_ms": 1})
-    assert kept["type"] == "Default"
+    for who, text in [("Sam Lee", "I named the group Movie Night."),
+                      ("Sam Park", "You changed the theme to neon green, admit it"),
+                      ("Sam Park", "You named the group after your cat too, I noticed that"),
+                      ("Alex Kim", "Alex Kim made a playlist and added it to the group.")]:  # typed words
+        assert as_discord({"sender_name": who, "content": text, "timestamp_ms": 1})["type"] == "Default", text
     gif = as_discord({"sender_name": "Sam Lee", "content": "Sam Lee sent a GIF from GIPHY.", "gifs": [{"uri": "g"}],
                       "timestamp_ms": 1})
     assert (gif["content"], gif["attachments"]) == ("", ["gifs"])
@@ -1422,3 +1432,16 @@ def test_low_quality_counts_a_cjk_character_as_two(tmp_path):
     assert discord_turns(kept)[0] == [("Alex", cjk), ("Sam", "好的"), None]
     short = export(tmp_path, [msg(1, "Alex", "meeting moved to 3"), msg(2, "Sam", "ok")], "latin.json")
     assert discord_turns(short)[0] == []
+
+
+def test_a_chat_logs_line_opening_with_a_quote_mark_is_the_authors_own(tmp_path):
+    """`> ` quotes someone in Discord's and Slack's text only: a WhatsApp line keeps it (it was dropped whole)."""
+    log = tmp_path / "wa.txt"
+    log.write_text("01/05/2024, 10:00 - Alex: Are we still on for lunch today? I was thinking noon\n"
+                   "01/05/2024, 10:01 - Bea: Yes! They have a new pasta now, I heard it is great\n"
+                   "01/05/2024, 10:02 - Alex: > a new pasta\nOoh I will try that then, thanks for telling me\n",
+                   encoding="utf-8")
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["Alex"], txtfilename=str(log), jsonfilename=str(out), filter_low_quality=False))
+    assert json.loads(out.read_text(encoding="utf-8"))[-1]["output"] == (
+        "> a new pasta Ooh I will try that then, thanks for telling me")

@@ -4,8 +4,8 @@ too, their messages put in Discord's shape first (telegram.py).
 Per channel file (per chat of a Telegram export), in order:
   1. keep messages of type Default and Reply (others: `system_message`; Telegram's forwarded messages:
      `forwarded`); skip bots (`bot`);
-  2. clean the content: raw markup rendered (`<@11>` -> `@Alex`, `<:pepe:123>` -> `:pepe:`, timestamps),
-     quoted lines left out, mentions lose their `@` (`@Alex hi` -> `Alex hi`), mojibake repaired,
+  2. clean the content: Discord's raw markup rendered (`<@11>` -> `@Alex`, `<:pepe:123>` -> `:pepe:`,
+     timestamps) and its quoted lines left out (Slack's too), mentions lose their `@` (`@Alex hi` -> `Alex hi`), mojibake repaired,
      whitespace (newlines included) collapsed; a message that was only mentions is dropped
      (`ping_only`), one with attachments/embeds/stickers but no text, or only links (`attachment_only`),
      one with nothing at all (`empty`);
@@ -67,6 +67,7 @@ _TIMESTAMP = re.compile(r"<t:(-?\d{1,12})(?::([tTdDfFR]))?>")
 _TIME_STYLES = {"t": "%H:%M", "T": "%H:%M:%S", "d": "%Y-%m-%d", "D": "%Y-%m-%d"}
 # a quote (`> ` lines, or `>>> ` to the end) is someone else's words, as a forwarded message is
 _QUOTE = re.compile(r"^>>> (?s:.*)|^> .*(?:\n|$)", re.MULTILINE)
+_MARKUP_LAYOUTS = ("discord", "discord csv", slack.LAYOUT)  # (see `rendered`)
 _LINKS_ONLY = re.compile(r"(?:<?https?://\S+>?\s*)+")
 
 
@@ -371,8 +372,9 @@ def _author_names(author: dict, stats: ReadStats) -> tuple[str | None, str | Non
 
 
 def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadStats, dropped: Counter,
-                 dropped_by: Counter, aliases: dict, people: dict):
-    """(turn, timestamp, author_id) for the messages that survive steps 1-3."""
+                 dropped_by: Counter, aliases: dict, people: dict, markup: bool = False):
+    """(turn, timestamp, author_id) for the messages that survive steps 1-3; `markup`: Discord's (or Slack's)
+    text, where `> ` quotes someone (elsewhere it is the author's own: a roleplay's sign, a chat log's line)."""
     for i, msg in enumerate(messages, 1):
         where = f"{label}: message {i}"
         if isinstance(msg, dict) and isinstance(msg.get("line"), int):  # a JSON Lines chat: its line
@@ -406,7 +408,7 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         content = msg.get("content") or ""
         if not isinstance(content, str):
             raise UserError(f"{where}: {msg.get('content_field', 'content')} is not text")
-        text, pinged = clean_content(rendered(content, _mention_ids(msg)), _mention_names(msg))
+        text, pinged = clean_content(rendered(content, _mention_ids(msg)) if markup else content, _mention_names(msg))
         text = clean_text(text, stats)
         rule = None
         if pinged:
@@ -502,9 +504,10 @@ def iter_discord_turns(
             note = f"{path}: {len(skipped)} file(s) not read, not chat exports: {shown} (give one as the input to read it)"
             stats.add_note(note, hint=True)
         stats.layouts[label] = layout
-        stats.lines += sum(1 for m in messages if not _is_copy(m))
-        for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people),
-                                   opts.gap_minutes):
+        stats.lines += sum(1 for m in messages if not _is_copy(m) and not (isinstance(m, dict) and m.get("part")))
+        markup = layout in _MARKUP_LAYOUTS
+        for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people,
+                                                markup), opts.gap_minutes):
             if opts.filter_low_quality and len(conv) < opts.min_messages and all(
                 text_width(t.text) < opts.short_chars for t, _, _ in conv
             ):

@@ -41,10 +41,14 @@ _SERVICE_TYPES = {"call", "subscribe", "unsubscribe", "payment"}  # casefolded: 
 _PLACEHOLDER = re.compile(r"(?:.{1,80} )?(?:sent an attachment|sent a (?:photo|video|voice message|GIF|sticker|link)"
                           r"(?: from \w+)?|sent \d+ (?:photos|videos))\.", re.IGNORECASE)
 # the classic export's notices, written as a message of whoever did it (after their name, or `You`)
+# (a name or theme is short and holds no `, `, and the notice ends with its full stop: `You changed the theme
+# to neon green, admit it` is typed)
+_NAMED = r"(?:(?!, )[^\n]){1,80}"
 _NOTICE = re.compile(
     r"(?:named the group|changed the group name to|set the nickname for|set (?:his|her|their|your) (?:own )?nickname to"
-    r"|changed the (?:chat )?theme to|set the (?:quick reaction|emoji) to|changed the emoji to) .{1,200}"
-    r"|(?:cleared the nickname for|added|removed|made) .{1,120} (?:to the group|from the group|an admin|as an admin)\."
+    rf"|changed the (?:chat )?theme to|set the (?:quick reaction|emoji) to|changed the emoji to) {_NAMED}\."
+    rf"|(?:added {_NAMED} to the group|removed {_NAMED} (?:from the group|as an admin)|made {_NAMED} an admin"
+    rf"|cleared the nickname for {_NAMED})\."
     r"|(?:cleared (?:his|her|their|your) (?:own )?nickname|changed the (?:group photo|chat theme|theme)"
     r"|removed the group (?:name|photo)|left the group|created the group|(?:un)?pinned a message"
     r"|(?:started|joined) (?:a|the) (?:video |audio )?(?:chat|call)|missed (?:a|your) (?:video |audio )?call"

@@ -7,8 +7,8 @@ is the reply that was kept (of its swipes). Each message becomes a DiscordChatEx
 every later step (filters, merging, the low-quality rule) is the Discord reader's:
 
 - the author is `name`: the character's, or the user's persona; a message that goes on with other
-  speakers' turns (`Seraphina: ...` then `Alex: ...`, as models often write) is those turns, each a
-  message of its speaker, its own leading cue gone;
+  speakers' turns (`Seraphina: ...`, a blank line, `Alex: ...`, as models often write) is those turns,
+  each a message of its speaker, its own leading cue gone;
 - a hidden (`is_system`) or narrator message (`extra.type` "narrator", `/sys`) is a system message;
 - no timestamps are passed on: a roleplay goes on across breaks, so a chat file is one conversation
   (`send_date` changed format across SillyTavern's versions, too).
@@ -84,15 +84,17 @@ def as_discord(numbered, names: list[str] = ()) -> list[dict]:
         "author": {"name": speaker},
         "content": text,
         "content_field": "mes",  # named so in the reader's errors
-    } for speaker, text in turns]
+        "part": i > 0,  # the message's next turn: counted once, as the one message it is
+    } for i, (speaker, text) in enumerate(turns)]
 
 
 def _turns(name: str, text: str, names: list[str]) -> list[tuple[str, str]]:
-    """(speaker, text) of each turn in one message: a line opening `Name:` (a speaker of the chat) starts
-    one; the message's own cue before its first line goes (`Seraphina: Welcome.` by Seraphina)."""
+    """(speaker, text) of each turn in one message: a paragraph opening `Name:` (a speaker of the chat, after
+    a blank line, as models write the next turn) starts one; the message's own cue before its first line goes
+    (`Seraphina: Welcome.` by Seraphina). A `Name:` line inside a paragraph is the text's (a quote, a journal)."""
     if not names or ":" not in text:
         return [(name, text)]
-    cue = re.compile(r"^[ \t]*(" + "|".join(map(re.escape, names)) + r"):[ \t]*", re.MULTILINE)
+    cue = re.compile(r"(?:\A|(?<=\n)[ \t]*\n)[ \t]*(" + "|".join(map(re.escape, names)) + r"):[ \t]*")
     turns, speaker, start = [], name, 0
     for m in cue.finditer(text):
         turns.append((speaker, text[start:m.start()]))
