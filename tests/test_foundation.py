@@ -293,6 +293,18 @@ def test_load_records_accepts_bom(tmp_path):
 
 # --- paths.py --------------------------------------------------------------------------------------
 
+def test_a_weights_file_that_cannot_be_read_is_said_so(tmp_path, monkeypatch):
+    """(transformers and PEFT say "No such file" of a file they may not open; tests run as root here)"""
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    assert paths.unreadable_weights(tmp_path) is None and paths.unreadable(tmp_path / "gone") is None
+
+    def refuse(file, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(paths, "open", refuse, raising=False)
+    assert paths.unreadable_weights(tmp_path) == f"{tmp_path / 'model.safetensors'}: cannot be read (Permission denied)"
+
+
 def test_resolve_dirs_follows_webui_layouts(tmp_path):
     old = paths.resolve_dirs(tmp_path)
     assert (old.models, old.loras, old.datasets) == (

@@ -1338,7 +1338,8 @@ Old Tom: Anyway.
 def test_a_yarn_lines_markup_and_expressions_are_what_the_player_sees():
     script = r"""title: Shop
 ---
-<<declare $name = "Traveler" as string>>
+<<set $name to "Traveler">>
+<<declare $title = "Lady" as string>>
 <<set $gold to 3>>
 Mara: Hello, {$name}! You have [plural value={$gold} one="% coin" other="% coins" /]. #line:1
 Mara: [b]Sale[/b] on [wave]everything[/wave]![pause=500 /] Really. [/]
@@ -1350,6 +1351,7 @@ Mara: [select value={$name} Traveler="Welcome" other="Hi" /], your [ordinal valu
     <<set $name to "Patron">>
 <<endif>>
 Mara: Bye, {$name}.
+Mara: Dear {$title}.
 ===
 title: Later
 ---
@@ -1361,17 +1363,17 @@ Mara: Still {$gold}?
         ("Mara", "Hello, Traveler! You have 3 coins."),
         ("Mara", "Sale on everything! Really."),
         ("Mara", r"Price tags say [50] {gold}, #honest \ no // tricks, [b]as is[/b]."),
-        # a value the script does not give: left out, and the text around it tidied
-        ("Mara", "Hi, this is your visit."),
-        ("Mara", "Only left!"),
+        # a value the script does not give: left out, the text around it tidied, and the line context only
+        (None, "Mara: Hi, this is your visit."),
+        (None, "Mara: Only left!"),
         ("Mara", "Welcome, your 22nd day."),
-        # set in one branch only: no longer known after it
-        ("Mara", "Bye."),
+        (None, "Mara: Bye."),  # set in one branch only: no longer known after it
+        (None, "Mara: Dear."),  # a declare's value is a default the game fills in
         None,
         ("Mara", "Still 3?"),  # values go on in the file's order
         None]
-    assert stats.notes == ["t.yarn: 3 line(s) with an inline expression the script gives no literal value "
-                           "({$gold}, {visited(...)}): left out of the text"]
+    assert stats.notes == ["t.yarn: 4 line(s) with an inline expression the script gives no literal value (a "
+                           "`{$name}` the game fills in): context only, never a reply to learn (the value left out)"]
 
 
 def test_a_whatsapp_contacts_emoji_stay_its_pronouns_go(tmp_path):
@@ -1445,3 +1447,24 @@ def test_a_chat_logs_line_opening_with_a_quote_mark_is_the_authors_own(tmp_path)
     prepare(PrepareConfig(names=["Alex"], txtfilename=str(log), jsonfilename=str(out), filter_low_quality=False))
     assert json.loads(out.read_text(encoding="utf-8"))[-1]["output"] == (
         "> a new pasta Ooh I will try that then, thanks for telling me")
+
+
+def test_a_yarn_once_inside_an_if_keeps_its_else_to_itself():
+    """`<<once>>` has an `<<else>>` of its own: it is not the if's."""
+    script = """title: Start
+---
+<<if $met>>
+    <<once>>
+        Sally: Good to see you again.
+    <<else>>
+        Sally: You again.
+    <<endonce>>
+    Sally: So, what now?
+<<else>>
+    Sally: Hello, stranger.
+<<endif>>
+===
+"""
+    got = [t for t in yarn_turns(script, ReadStats()) if t is not None]
+    assert got[:3] == [("Sally", "Good to see you again."), ("Sally", "You again."), ("Sally", "So, what now?")]
+    assert got[3:] == [("Sally", "Hello, stranger.")]  # its own branch, from the context before the if

@@ -222,7 +222,8 @@ def holds_samples(path: str | os.PathLike) -> bool | None:
                 head = f.read(size)
         except OSError:
             return None
-        text = head.decode("utf-8-sig", "replace").lstrip()
+        utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff"))  # (as load_records reads it)
+        text = head.decode("utf-16" if utf16 else "utf-8-sig", "replace").lstrip()
         if not text:
             return None
         try:

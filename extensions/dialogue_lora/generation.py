@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from . import prompt as prompt_mod
 from .errors import UserError, brief
-from .paths import CHECKPOINT_PREFIX, CHECKPOINT_STATE, resolve_adapter, resolve_dirs, resolve_model
+from .paths import CHECKPOINT_PREFIX, CHECKPOINT_STATE, resolve_adapter, resolve_dirs, resolve_model, unreadable
 
 DEFAULT_MAX_NEW_TOKENS = 64
 
@@ -252,11 +252,9 @@ def apply_adapter(base, adapter_path: str | os.PathLike, model_path: str | os.Pa
     if not read_adapter_config(adapter_path):  # (a damaged one is named there)
         raise UserError(f"adapter folder {adapter_path} has no adapter_config.json (its settings), or an empty one: "
                         "copy the file back, or train it again")
-    try:
-        with open(weights, "rb"):  # PEFT says "No such file" of a file it may not read
-            pass
-    except OSError as e:
-        raise UserError(f"{weights}: cannot be read ({e.strerror or brief(e)})") from None
+    problem = unreadable(weights)
+    if problem:
+        raise UserError(problem)
     try:
         return PeftModel.from_pretrained(base, str(adapter_path), is_trainable=False)
     except damaged_file_types() as e:

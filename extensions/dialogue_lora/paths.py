@@ -91,18 +91,21 @@ def loaded_weights(path: Path) -> list[Path]:
     return []
 
 
+def unreadable(file: Path) -> str | None:
+    """Why a file that is there cannot be opened (no permission: transformers and PEFT say "No such file" of
+    it); None when it opens, or is not there (the loader says so)."""
+    try:
+        with open(file, "rb"):
+            return None
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{file}: cannot be read ({e.strerror or e})"
+
+
 def unreadable_weights(path: Path) -> str | None:
-    """Why a weights file a load reads cannot be opened (no permission), where there is one: transformers
-    says "No such file" of it."""
-    for file in loaded_weights(Path(path)):
-        try:
-            with open(file, "rb"):
-                pass
-        except FileNotFoundError:
-            continue  # (a shard the index names and the folder lacks: transformers says so)
-        except OSError as e:
-            return f"{file}: cannot be read ({e.strerror or e})"
-    return None
+    """`unreadable` of the first weights file a load of the model folder reads that cannot be opened."""
+    return next(filter(None, map(unreadable, loaded_weights(Path(path)))), None)
 
 
 def weights_sample_sha256(path: Path) -> str | None:

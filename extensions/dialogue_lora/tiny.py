@@ -32,6 +32,7 @@ JULIET: O Romeo, Romeo, wherefore art thou Romeo?
 
 
 MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB = 4096, 64, 65536
+MAX_PARAMS = 1_000_000_000  # 4 GiB in float32
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512):
@@ -135,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--num_layers must be 1 to {MAX_LAYERS}, not {args.num_layers}")
     if not 32 <= args.vocab_size <= MAX_VOCAB:
         problems.append(f"--vocab_size must be 32 to {MAX_VOCAB}, not {args.vocab_size}")
+    params = 2 * args.vocab_size * args.hidden_size + 16 * args.num_layers * args.hidden_size ** 2
+    if not problems and params > MAX_PARAMS:
+        problems.append(f"about {params / 1e9:.1f}B parameters ({params * 4 / 2**30:.0f} GiB in float32): "
+                        f"at most {MAX_PARAMS / 1e9:.0f}B for a model built here; lower --hidden_size or --num_layers")
     if problems:
         raise UserError(join_problems(problems))
     out = Path(args.out_dir)

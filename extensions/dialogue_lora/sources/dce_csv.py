@@ -23,12 +23,12 @@ HEADER = ("AuthorID", "Author", "Date", "Content")
 _DATE_FORMATS = ("%d-%b-%y %I:%M %p", "%d-%b-%Y %I:%M %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %I:%M:%S %p",
                  "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%Y-%m-%d %H:%M",
                  "%Y-%m-%d %H:%M:%S")
-_DISCRIMINATOR = re.compile(r"#\d{4}$")
+_DISCRIMINATOR = re.compile(r"#\d{4}$")  # `alex#1234`, a name before Discord's usernames became unique
 # The text the CSV writes in place of a system message (the JSON export has its type): not the author's words
 _SYSTEM_TEXT = re.compile(r"Added (?:a recipient|.{1,100} to the group)\.|Removed (?:a recipient|.{1,100} from the group)\."
                           r"|Left the group\.|Started a call that lasted [\d,]+ minutes\.|Changed the channel "
                           r"(?:name(?:: .*|\.)|icon\.)|Pinned a message\.|Started a thread\.|Joined the server\.",
-                          re.DOTALL)  # `alex#1234`, a name before Discord's usernames became unique
+                          re.DOTALL)
 
 
 def looks_like(first_line: str) -> bool:

@@ -8,7 +8,7 @@ Per channel file (per chat of a Telegram export), in order:
      timestamps) and its quoted lines left out (Slack's too), mentions lose their `@` (`@Alex hi` -> `Alex hi`), mojibake repaired,
      whitespace (newlines included) collapsed; a message that was only mentions is dropped
      (`ping_only`), one with attachments/embeds/stickers but no text, or only links (`attachment_only`),
-     one with nothing at all (`empty`);
+     one that was only a quote (`quote_only`), one with nothing at all (`empty`);
   3. filters, each switchable: non-responses (`lol`, `lmao`, `gg`, ..., and messages without a word:
      `😂😂`, `...`: `non_response`) and conversation enders (`gtg`, `cya`, `going to sleep`, ...: `ender`);
   4. split into conversations where the gap between two kept messages exceeds `gap_minutes`;
@@ -408,13 +408,16 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         content = msg.get("content") or ""
         if not isinstance(content, str):
             raise UserError(f"{where}: {msg.get('content_field', 'content')} is not text")
-        text, pinged = clean_content(rendered(content, _mention_ids(msg)) if markup else content, _mention_names(msg))
+        shown = rendered(content, _mention_ids(msg)) if markup else content
+        text, pinged = clean_content(shown, _mention_names(msg))
         text = clean_text(text, stats)
         rule = None
         if pinged:
             rule = "ping_only"
+        elif not text and any(msg.get(k) for k in ("attachments", "embeds", "stickers")):
+            rule = "attachment_only"
         elif not text:
-            rule = "attachment_only" if any(msg.get(k) for k in ("attachments", "embeds", "stickers")) else "empty"
+            rule = "quote_only" if content.strip() and not shown.strip() else "empty"
         elif _LINKS_ONLY.fullmatch(text):  # a link shared without a word: no line to learn
             rule = "attachment_only"
         elif opts.filter_non_responses and is_non_response(text):

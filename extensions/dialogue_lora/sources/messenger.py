@@ -53,7 +53,7 @@ _NOTICE = re.compile(
     r"|removed the group (?:name|photo)|left the group|created the group|(?:un)?pinned a message"
     r"|(?:started|joined) (?:a|the) (?:video |audio )?(?:chat|call)|missed (?:a|your) (?:video |audio )?call"
     r"|sent a live location|shared (?:a|their|your) (?:live )?location|stopped sharing (?:their|your) location"
-    r"|(?:sent|requested) money|waved at .{1,80}|turned (?:on|off) (?:disappearing messages|vanish mode))\.?",
+    rf"|(?:sent|requested) money|waved at {_NAMED}|turned (?:on|off) (?:disappearing messages|vanish mode))\.",
     re.IGNORECASE | re.DOTALL)
 _REACTION = re.compile(r"Reacted .{1,16} to your message\s*|Liked a message", re.DOTALL)  # Instagram's like
 

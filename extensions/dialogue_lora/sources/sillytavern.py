@@ -6,7 +6,7 @@ then one message a line: `{"name", "is_user", "is_system", "send_date", "mes", "
 is the reply that was kept (of its swipes). Each message becomes a DiscordChatExporter-like dict, so that
 every later step (filters, merging, the low-quality rule) is the Discord reader's:
 
-- the author is `name`: the character's, or the user's persona; a message that goes on with other
+- the author is `name`: the character's, or the user's persona; a character's message that goes on with other
   speakers' turns (`Seraphina: ...`, a blank line, `Alex: ...`, as models often write) is those turns,
   each a message of its speaker, its own leading cue gone;
 - a hidden (`is_system`) or narrator message (`extra.type` "narrator", `/sys`) is a system message;
@@ -76,7 +76,9 @@ def as_discord(numbered, names: list[str] = ()) -> list[dict]:
     name = msg.get("name")
     name = name if isinstance(name, str) else ""
     content = msg.get("mes", "")
-    turns = _turns(name, content, names) if isinstance(content, str) and not hidden else [(name, content)]
+    # (a user's message is theirs whole: it may show the character how to say something)
+    split = isinstance(content, str) and not hidden and not msg.get("is_user")
+    turns = _turns(name, content, names) if split else [(name, content)]
     return [{
         "line": n,
         "type": "Service" if hidden else "Default",

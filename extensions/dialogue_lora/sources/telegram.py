@@ -10,7 +10,6 @@ that every later step (filters, conversations, merging, the low-quality rule) is
   system message;
 - the author is `"from"` (`Deleted Account`, as Telegram shows it, when that is null), their id `"from_id"`;
 - `"text"` is a string, or a list of strings and entities (`{"type": "bold", "text": "..."}`): joined;
-- `"text"` pieces that quote (`blockquote`) are someone else's words: left out;
 - photos, files, stickers, voice notes, polls, locations, contacts and dice count as attachments;
 - a forwarded message (`"forwarded_from"`) is someone else's words: dropped as `forwarded`; one sent through
   an inline bot (`"via_bot"`) is the bot's: dropped as `bot`.
@@ -86,8 +85,8 @@ def text_of(value) -> str | None:
     for part in value:
         if isinstance(part, str):
             parts.append(part)
-        elif isinstance(part, dict) and isinstance(part.get("text"), str) and part.get("type") != "blockquote":
-            parts.append(part["text"])  # (a quote is someone else's words)
+        elif isinstance(part, dict) and isinstance(part.get("text"), str):
+            parts.append(part["text"])
     return "".join(parts)
 
 

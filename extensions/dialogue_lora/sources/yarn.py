@@ -21,9 +21,10 @@ Each node is a conversation of its own.
 
 A line's text is what the player sees: markup goes (`[b]`, `[pause=500 /]`; `[nomarkup]`'s content is
 text), `[plural]`/`[select]`/`[ordinal]` show their form, escapes (`\\[`, `\\#`) their character, and `{$name}`
-the value a `<<set>>` or `<<declare>>` before it gave (a literal; values go on from node to node in the
-file's order, and after branches only those all agree on). An expression with no value known is left
-out: a character should not learn to say `{$gold}`.
+the value a `<<set>>` before it gave (a literal but `""`; a `<<declare>>`'s is a default the game fills in
+later; values go on from node to node in the file's order, and after branches only those all agree on). An
+expression with no value known is left out, and its line is context only: a character should learn
+neither `{$gold}` nor `Take  apples.`.
 """
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ from ..dialogue import BREAK, ReadStats, Turn, as_context, check_text_file, clea
 SUFFIX = ".yarn"
 _COMMAND = re.compile(r"<<.*?>>")
 _COMMANDS_ONLY = re.compile(r"(?:[ \t]*<<.*?>>)+[ \t]*")
-_CONTROL = re.compile(r"<<[ \t]*(if|elseif|else|endif)\b")
+_CONTROL = re.compile(r"<<[ \t]*(if|elseif|else|endif|once|endonce)\b")
 _CONDITION = re.compile(r"<<[ \t]*if\b(.*?)>>[ \t]*$")  # a line's condition, after its text
-_SET = re.compile(r"<<[ \t]*(?:set|declare)[ \t]+\$(\w+)[ \t]*(.*?)[ \t]*>>")
+_SET = re.compile(r"<<[ \t]*(set|declare)[ \t]+\$(\w+)[ \t]*(.*?)[ \t]*>>")
 _ASSIGNED = re.compile(r"(?:to|=)[ \t]*(.*?)(?:[ \t]+as[ \t]+\w+)?")
 _TAGS = re.compile(r"(?:[ \t]+#[^\s#]+)+[ \t]*$")
 _OPTION = re.compile(r"(?:->|=>)[ \t]*(.*)")
@@ -99,7 +100,7 @@ def iter_turns(lines: Iterable[str], file: str, stats: ReadStats | None = None) 
         yield BREAK
     if unknown:
         stats.add_note(f"{file}: {len(unknown)} line(s) with an inline expression the script gives no literal "
-                       "value ({$gold}, {visited(...)}): left out of the text")
+                       "value (a `{$name}` the game fills in): context only, never a reply to learn (the value left out)")
 
 
 def _tree(body: list[tuple[int, int, str]]) -> list:
@@ -117,7 +118,8 @@ def _tree(body: list[tuple[int, int, str]]) -> list:
                 items.append(("branches", [(None, "", _tree(part)) for part in parts], not has_else))
                 i = end + 1
                 continue
-            items.extend(("set", m.group(1), m.group(2)) for m in _SET.finditer(text))
+            # a declare's value is a default the game fills in later (`""`, `0`): not what a player sees
+            items.extend(("set", m.group(2), m.group(3) if m.group(1) == "set" else "") for m in _SET.finditer(text))
             i += 1
             continue
         option = _OPTION.fullmatch(text)
@@ -146,11 +148,11 @@ def _if_block(body: list[tuple[int, int, str]], start: int) -> tuple[int, list, 
     for j in range(start + 1, len(body)):
         control = _CONTROL.match(body[j][2]) if _COMMANDS_ONLY.fullmatch(body[j][2]) else None
         keyword = control and control.group(1)
-        if keyword == "if":
+        if keyword in ("if", "once"):  # (a `<<once>>` has its own `<<else>>`)
             depth += 1
-        elif keyword == "endif" and depth:
+        elif keyword in ("endif", "endonce") and depth:
             depth -= 1
-        elif keyword and not depth:
+        elif keyword in ("elseif", "else", "endif") and not depth:
             parts.append(body[begin:j])
             begin, has_else = j + 1, has_else or keyword == "else"
             if keyword == "endif":
@@ -196,7 +198,7 @@ def _value(expression: str, values: dict) -> str | None:
         return values.get(expression[1:])
     string = _STRING.fullmatch(expression)
     if string is not None:
-        return re.sub(r"\\(.)", r"\1", string.group(1))
+        return re.sub(r"\\(.)", r"\1", string.group(1)) or None  # `""`: a name the game asks for later
     if _NUMBER.fullmatch(expression):
         number = float(expression)
         return str(int(number)) if number.is_integer() else str(number)
@@ -262,7 +264,7 @@ def _shown(expression: str, values: dict, line: int, unknown: set) -> str:
 def _turn(text: str, file: str, number: int, stats: ReadStats, values: dict, unknown: set) -> Turn:
     text = _render(text, values, number, unknown)
     hit = split_speaker(text)
-    if hit is not None:
+    if hit is not None and number not in unknown:  # a line missing a value (`Take  apples.`): context only
         return Turn(hit[0], clean_text(hit[1], stats), file, number)
     return Turn(None, clean_text(text, stats), file, number)
 
