@@ -367,6 +367,17 @@ def test_training_samples_in_another_file_or_format_are_said(layout):
     assert not any("trained on" in n for n in result["notes"]) and not result["trained_on"]
 
 
+def test_a_messages_sample_is_prompted_with_the_adapters_instruction_as_its_system_message():
+    from extensions.dialogue_lora.evaluation import with_instruction
+    from extensions.dialogue_lora.prompt import record_segments
+
+    rec = {"messages": [{"role": "system", "content": "Old line."}, {"role": "user", "content": "Alice: Hi"},
+                        {"role": "assistant", "content": "Yo."}], "name": "Bob"}
+    (new,), changed = with_instruction([rec], "You are {name}.")
+    assert changed == 1 and record_segments(new)[0][0] == "You are Bob.\nAlice: Hi\nBob:"
+    assert with_instruction([new], "You are {name}.") == ([new], 0)  # already so: unchanged
+
+
 def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
     """Its rounds samples were prompted without the line chat.py puts first (the one training saw)."""
     lora = layout / "user_data" / "loras" / "bob"

@@ -60,6 +60,21 @@ def test_another_tools_system_message_is_the_instruction_chat_puts_back():
     assert prompt.chat_prompt([("Alice", "Hi there!")], "Bob", 5, template) == trained
     assert prompt.context_turns(records) == 1  # the system lines are no turns
     assert prompt.instruction_template(records + [{"messages": records[0]["messages"][1:], "name": "Bob"}]) is None
+    # whole words only; the cue of samples that name none; a `{name}` of the text's own cannot be rebuilt
+    ann = [{"messages": [{"role": "system", "content": f"You are {n}. Annie is your sister."},
+                         {"role": "user", "content": "Alice: Hi"}, {"role": "assistant", "content": "Yo."}], "name": n}
+           for n in ("Ann", "Bob")]
+    assert prompt.instruction_template(ann) == "You are {name}. Annie is your sister."
+    unnamed = [{k: v for k, v in r.items() if k != "name"} for r in records[:1]]
+    assert prompt.instruction_template(unnamed, "Bob") == "You are {name}, a grumpy pirate.\nNever break character."
+    braces = [{"instruction": "Reply as Bob, in JSON like {name: Bob}.", "input": "Bob:", "output": "{}"}]
+    template = prompt.instruction_template(braces)  # `{name:` is not the placeholder: the line comes back whole
+    assert prompt.chat_prompt([], "Bob", 5, template) == prompt.record_segments(braces[0])[0][0]
+    assert prompt.instruction_template([dict(braces[0], instruction="Use {name} as the key, Bob.")]) is None
+    # an input ending after its cue (`Bob:\n`) still names the character
+    assert prompt.instruction_template([{"instruction": "Continue as Bob.", "input": "Alice: Hi\nBob:\n", "output": "x"},
+                                        {"instruction": "Continue as Bob.", "input": "Bob: ", "output": "y"}]) == (
+        "Continue as {name}.")
 
 
 def test_a_cue_followed_by_a_space_or_newline_is_trained_as_chat_prompts_it():

@@ -699,7 +699,10 @@ def test_sillytavern_message_that_writes_the_users_turns_too(tmp_path):
         {"name": "Seraphina", "is_user": False, "mes": "Rest now, traveller, the night is long."},
         # a `Name:` line inside a paragraph is the text's own (a quote), and `> ` is no Discord quote here
         {"name": "Alex", "is_user": True, "mes": "What did the hermit say?"},
-        {"name": "Seraphina", "is_user": False, "mes": "> Beware.\nHe said it plainly:\nAlex: you will find it."}]),
+        {"name": "Seraphina", "is_user": False, "mes": "> Beware.\nHe said it plainly:\nAlex: you will find it."},
+        # a message that does not open with its own cue is its speaker's whole: a letter read aloud
+        {"name": "Alex", "is_user": True, "mes": "What does the letter say?"},
+        {"name": "Seraphina", "is_user": False, "mes": "*reads aloud*\n\nAlex: meet me at dawn.\n\n*She lowers it.*"}]),
         encoding="utf-8")
     out = tmp_path / "o.json"
     report = prepare(PrepareConfig(names=["Seraphina"], txtfilename=str(chat), jsonfilename=str(out),
@@ -708,8 +711,9 @@ def test_sillytavern_message_that_writes_the_users_turns_too(tmp_path):
         (["Seraphina:"], "You are in my glade, safe from the shadows."),
         (["Alex: But how did I get here?", "Seraphina:"], "I carried you."),
         (["Alex: Thank you. Note: I am still dizzy.", "Seraphina:"], "Rest now, traveller, the night is long."),
-        (["Alex: What did the hermit say?", "Seraphina:"], "> Beware. He said it plainly: Alex: you will find it.")]
-    assert "5 messages, 7 turns" in report.format()  # a message's turns count as one message
+        (["Alex: What did the hermit say?", "Seraphina:"], "> Beware. He said it plainly: Alex: you will find it."),
+        (["Alex: What does the letter say?", "Seraphina:"], "*reads aloud* Alex: meet me at dawn. *She lowers it.*")]
+    assert "7 messages, 9 turns" in report.format()  # a message's turns count as one message
 
 
 def test_sillytavern_folder_reads_each_chat_and_nothing_else(tmp_path):
@@ -1218,12 +1222,15 @@ def test_messenger_notices_are_no_ones_words():
                       ("Sam Lee", "Sam Lee set the nickname for Alex Kim to Popcorn."),
                       ("Sam Lee", "Sam Lee changed the theme to Love."), ("Alex Kim", "Alex Kim sent a live location."),
                       ("Alex Kim", "Alex Kim started a video chat."), ("Sam Lee", "You sent money."),
+                      ("Sam Lee", "You started a video chat."),
                       ("Sam Lee", "Sam Lee added Alex Kim to the group.")]:
         assert as_discord({"sender_name": who, "content": text, "timestamp_ms": 1, "type": "Generic"})["type"] == "Service"
     for who, text in [("Sam Lee", "I named the group Movie Night."),
                       ("Sam Park", "You changed the theme to neon green, admit it"),
                       ("Sam Park", "You named the group after your cat too, I noticed that"),
-                      ("Alex Kim", "Alex Kim made a playlist and added it to the group.")]:  # typed words
+                      ("Alex Kim", "Alex Kim made a playlist and added it to the group."),
+                      ("Alex Kim", "You changed the theme to pink and I hate it."),
+                      ("Sam Lee", "You named the group after my cat."), ("Sam Lee", "You waved at the wrong person.")]:
         assert as_discord({"sender_name": who, "content": text, "timestamp_ms": 1})["type"] == "Default", text
     gif = as_discord({"sender_name": "Sam Lee", "content": "Sam Lee sent a GIF from GIPHY.", "gifs": [{"uri": "g"}],
                       "timestamp_ms": 1})

@@ -1004,7 +1004,7 @@ def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):
     mixed.write_text(json.dumps([{"instruction": f"Line {i} as Bob.", **r} for i, r in enumerate(bob_records(8, 1))]))
     train(make_cfg(env, lora_name="mx", dataset_name=str(mixed), max_steps=1, val_ratio=0.0),
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
-    assert any(m.startswith("alpaca samples with different instruction lines") for m in logs)
+    assert any(m.startswith("samples with different instruction lines or system messages") for m in logs)
     assert json.loads((env / "loras" / "mx" / "training_parameters.json").read_text())["instruction"] is None
     logs.clear()
     train(make_cfg(env, lora_name="ro", max_steps=1, val_ratio=0.0),

@@ -221,14 +221,24 @@ def examples_of(record: dict, name: str | None = None) -> list[tuple[list[str], 
 
 
 def with_instruction(records: list[dict], instruction: str | None) -> tuple[list[dict], int]:
-    """(the samples as the adapter is prompted in chat, how many were changed): an adapter trained on alpaca
-    samples sees its instruction line first (`{name}`: the sample's character), so a rounds sample gets it and
-    an alpaca one with another line has it replaced."""
+    """(the samples as the adapter is prompted in chat, how many were changed): an adapter trained with an
+    instruction (alpaca's, or another tool's system message) sees it first (`{name}`: the sample's character),
+    so a rounds sample gets it, an alpaca one with another line has it replaced, and a sharegpt or messages
+    sample naming its character has it as its system message."""
     if not instruction:
         return records, 0
     out, changed = [], 0
     for r in records:
-        if prompt_mod.detect_format(r) in ("rounds", "alpaca"):
+        fmt = prompt_mod.detect_format(r)
+        if fmt in ("sharegpt", "messages") and r.get("name"):
+            want = instruction.replace("{name}", str(r["name"]))
+            if prompt_mod.instruction_of(r) != want:
+                key, role, text = ("conversations", "from", "value") if fmt == "sharegpt" else ("messages", "role", "content")
+                turns = r[key]
+                first = next((i for i, t in enumerate(turns) if str(t.get(role)).lower() != "system"), len(turns))
+                r = dict(r, **{key: [{role: "system", text: want}, *turns[first:]]})
+                changed += 1
+        elif fmt in ("rounds", "alpaca"):
             context = str(r.get("input") or "")
             cue = r.get("name") or context.rstrip().rsplit("\n", 1)[-1].rstrip().rstrip(":").strip()
             want = instruction.replace("{name}", str(cue))

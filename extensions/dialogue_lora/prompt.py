@@ -109,17 +109,22 @@ def instruction_of(record: dict) -> str | None:
         return None
 
 
-def instruction_template(records: Iterable[dict]) -> str | None:
+def instruction_template(records: Iterable[dict], name: str | None = None) -> str | None:
     """The instruction that a dataset's samples put before the dialogue (`instruction_of`), with the
-    character's name as `{name}` (`Continue the dialogue as {name}.`): the one every sample shares, so that
-    chat can put it where training did. None when a sample has none, or when they differ."""
+    character's name as `{name}` (`Continue the dialogue as {name}.`; whole words only: `Annie` is not
+    `Ann`): the one every sample shares, so that chat can put it where training did. `name`: the cue of
+    samples that name none (as in `record_segments`). None when a sample has none, when they differ, or
+    when one already holds a `{name}` of its own (chat would fill it in)."""
     templates = set()
     for rec in records:
         instruction = instruction_of(rec) if isinstance(rec, dict) else None
-        if instruction is None:
+        if instruction is None or "{name}" in instruction:
             return None
-        name = rec.get("name") or str(rec.get("input") or "").rsplit("\n", 1)[-1].strip().rstrip(":").strip()
-        templates.add(instruction.replace(name, "{name}") if name else instruction)
+        who = (rec.get("name") or str(rec.get("input") or "").rstrip().rsplit("\n", 1)[-1].strip().rstrip(":").strip()
+               or name)
+        if who:
+            instruction = re.sub(rf"(?<!\w){re.escape(who)}(?!\w)", "{name}", instruction)
+        templates.add(instruction)
         if len(templates) > 1:
             return None
     return templates.pop() if templates else None

@@ -804,7 +804,7 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         base_weights_sha256=paths.weights_sample_sha256(plan.model_path),
         prompt_format=prompt_mod.PROMPT_FORMAT,
         # alpaca samples' shared instruction line (`{name}` for the character): chat puts it where training did
-        instruction=prompt_mod.instruction_template(plan.records),
+        instruction=prompt_mod.instruction_template(plan.records, cfg.name or None),
         heldout_file=HELDOUT_FILE,
         # the cues it learnt to answer to: chat.py, evaluation and the tab default --name to these
         characters=plan.characters,
@@ -1122,11 +1122,12 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         emit({"event": "log", "message": "no sample ends its prompt with a character's cue (`Name:`): the adapter "
                                          "learns to answer prompts, not to speak as a character; chat.py and the "
                                          "tab will ask for --name"})
-    if settings["instruction"] is None and any(isinstance(r, dict) and r.get("instruction") for r in records):
+    if settings["instruction"] is None and any(isinstance(r, dict) and prompt_mod.instruction_of(r) for r in records):
         # chat.py, the tab and the webui put one shared instruction line in front (training_parameters.json)
-        emit({"event": "log", "message": "alpaca samples with different instruction lines (or mixed with other "
-                                         "formats): chat prompts cannot have the line each was trained with; one "
-                                         "instruction for all (prepare_dataset.py --instruction) chats as trained"})
+        emit({"event": "log", "message": "samples with different instruction lines or system messages (or some "
+                                         "without one, or one with a `{name}` of its own): chat prompts cannot "
+                                         "have the line each was trained with; one instruction for all "
+                                         "(prepare_dataset.py --instruction) chats as trained"})
     settings.update(
         base_fingerprint=modeling.base_fingerprint(model),
         n_train=len(train_set),

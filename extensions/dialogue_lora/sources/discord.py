@@ -172,7 +172,11 @@ def rendered(content: str, mentioned: dict[str, str]) -> str:
     if "<" in content:
         content = _USER_MENTION.sub(lambda m: "@" + mentioned[m[1]] if m[1] in mentioned else m[0], content)
         content = _TIMESTAMP.sub(_time_text, _CUSTOM_EMOJI.sub(r"\1", content))
-    return _QUOTE.sub("", content) if ">" in content else content
+    if ">" not in content:
+        return content
+    # a code block's `>>> round(2.675, 2)` or `> tsc -p .` is code, no quote: only the text between blocks
+    pieces = content.split("```")
+    return "```".join(piece if i % 2 else _QUOTE.sub("", piece) for i, piece in enumerate(pieces))
 
 
 def clean_content(content: str, mention_names: list[str]) -> tuple[str, bool]:
@@ -183,7 +187,7 @@ def clean_content(content: str, mention_names: list[str]) -> tuple[str, bool]:
         for n in mention_names:
             bare = bare.replace("@" + n, " ")
         bare = re.sub(r"(?<![\w@])@\S+", " ", bare) if not mention_names else bare
-        pinged = bare != content and not any(c.isalnum() for c in bare)
+        pinged = bare != content and not any(c.isalnum() for c in _EMOJI_CODE.sub(" ", bare))
         text = _RAW_MENTION.sub("", content)
         for n in mention_names:
             text = text.replace("@" + n, n)
@@ -418,7 +422,7 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
             rule = "attachment_only"
         elif not text:
             rule = "quote_only" if content.strip() and not shown.strip() else "empty"
-        elif _LINKS_ONLY.fullmatch(text):  # a link shared without a word: no line to learn
+        elif _LINKS_ONLY.fullmatch(_EMOJI_CODE.sub("", text).strip()):  # a link shared without a word
             rule = "attachment_only"
         elif opts.filter_non_responses and is_non_response(text):
             rule = "non_response"

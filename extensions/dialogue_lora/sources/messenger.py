@@ -44,17 +44,18 @@ _PLACEHOLDER = re.compile(r"(?:.{1,80} )?(?:sent an attachment|sent a (?:photo|v
 # (a name or theme is short and holds no `, `, and the notice ends with its full stop: `You changed the theme
 # to neon green, admit it` is typed)
 _NAMED = r"(?:(?!, )[^\n]){1,80}"
-_NOTICE = re.compile(
+# of a fixed shape: also after `You` (the exporting user's own), which typed words rarely take
+_FIXED_NOTICE = (r"(?:cleared (?:his|her|their|your) (?:own )?nickname|changed the (?:group photo|chat theme|theme)"
+                 r"|removed the group (?:name|photo)|left the group|created the group|(?:un)?pinned a message"
+                 r"|(?:started|joined) (?:a|the) (?:video |audio )?(?:chat|call)|missed (?:a|your) (?:video |audio )?call"
+                 r"|sent a live location|shared (?:a|their|your) (?:live )?location|stopped sharing (?:their|your) location"
+                 r"|(?:sent|requested) money|turned (?:on|off) (?:disappearing messages|vanish mode))\.")
+_YOU_NOTICE = re.compile(_FIXED_NOTICE, re.IGNORECASE)
+_NOTICE = re.compile(  # after the sender's own name: those that name something too
     r"(?:named the group|changed the group name to|set the nickname for|set (?:his|her|their|your) (?:own )?nickname to"
     rf"|changed the (?:chat )?theme to|set the (?:quick reaction|emoji) to|changed the emoji to) {_NAMED}\."
     rf"|(?:added {_NAMED} to the group|removed {_NAMED} (?:from the group|as an admin)|made {_NAMED} an admin"
-    rf"|cleared the nickname for {_NAMED})\."
-    r"|(?:cleared (?:his|her|their|your) (?:own )?nickname|changed the (?:group photo|chat theme|theme)"
-    r"|removed the group (?:name|photo)|left the group|created the group|(?:un)?pinned a message"
-    r"|(?:started|joined) (?:a|the) (?:video |audio )?(?:chat|call)|missed (?:a|your) (?:video |audio )?call"
-    r"|sent a live location|shared (?:a|their|your) (?:live )?location|stopped sharing (?:their|your) location"
-    rf"|(?:sent|requested) money|waved at {_NAMED}|turned (?:on|off) (?:disappearing messages|vanish mode))\.",
-    re.IGNORECASE | re.DOTALL)
+    rf"|cleared the nickname for {_NAMED}|waved at {_NAMED})\.|{_FIXED_NOTICE}", re.IGNORECASE)
 _REACTION = re.compile(r"Reacted .{1,16} to your message\s*|Liked a message", re.DOTALL)  # Instagram's like
 
 
@@ -123,10 +124,9 @@ def thread(parts: list[tuple[str, list]], folder: str = "") -> list:
 def _notice(text: str, name) -> bool:
     """Whether a message's text is the export's notice of something its sender did (`Alex Kim named the
     group Movie Night.`), not words they typed."""
-    for who in (name if isinstance(name, str) and name else None, "You"):
-        if who and text.startswith(who + " ") and _NOTICE.fullmatch(text[len(who) + 1:]):
-            return True
-    return False
+    if isinstance(name, str) and name and text.startswith(name + " "):
+        return bool(_NOTICE.fullmatch(text[len(name) + 1:]))
+    return text.startswith("You ") and bool(_YOU_NOTICE.fullmatch(text[4:]))
 
 
 def as_discord(msg, number: int = 0):

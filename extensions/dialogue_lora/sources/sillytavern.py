@@ -6,9 +6,9 @@ then one message a line: `{"name", "is_user", "is_system", "send_date", "mes", "
 is the reply that was kept (of its swipes). Each message becomes a DiscordChatExporter-like dict, so that
 every later step (filters, merging, the low-quality rule) is the Discord reader's:
 
-- the author is `name`: the character's, or the user's persona; a character's message that goes on with other
-  speakers' turns (`Seraphina: ...`, a blank line, `Alex: ...`, as models often write) is those turns,
-  each a message of its speaker, its own leading cue gone;
+- the author is `name`: the character's, or the user's persona; a character's message written as a script
+  (opening with its own cue, `Seraphina: ...`, then a blank line and `Alex: ...`, as models often write) is
+  those turns, each a message of its speaker, its own leading cue gone;
 - a hidden (`is_system`) or narrator message (`extra.type` "narrator", `/sys`) is a system message;
 - no timestamps are passed on: a roleplay goes on across breaks, so a chat file is one conversation
   (`send_date` changed format across SillyTavern's versions, too).
@@ -91,10 +91,11 @@ def as_discord(numbered, names: list[str] = ()) -> list[dict]:
 
 
 def _turns(name: str, text: str, names: list[str]) -> list[tuple[str, str]]:
-    """(speaker, text) of each turn in one message: a paragraph opening `Name:` (a speaker of the chat, after
-    a blank line, as models write the next turn) starts one; the message's own cue before its first line goes
-    (`Seraphina: Welcome.` by Seraphina). A `Name:` line inside a paragraph is the text's (a quote, a journal)."""
-    if not names or ":" not in text:
+    """(speaker, text) of each turn in one message that opens with its own speaker's cue, as a model writing a
+    script does (`Seraphina: Welcome.` by Seraphina): that cue goes, and a paragraph opening `Name:` (a speaker
+    of the chat, after a blank line) starts the next turn. Any other message is its speaker's whole (a letter
+    read aloud, `Alex: meet me at dawn.` on its own, is the text's)."""
+    if not names or not re.match(r"[ \t]*" + re.escape(name) + r":", text):
         return [(name, text)]
     cue = re.compile(r"(?:\A|(?<=\n)[ \t]*\n)[ \t]*(" + "|".join(map(re.escape, names)) + r"):[ \t]*")
     turns, speaker, start = [], name, 0

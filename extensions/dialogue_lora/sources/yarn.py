@@ -246,8 +246,8 @@ def _render(text: str, values: dict, line: int, unknown: set) -> str:
     left out, counted in `unknown`), escapes (`\\[`, `\\#`) the characters."""
     text = _NOMARKUP.sub(lambda m: m.group(1).translate(_BRACKETS), text)
     text = _MARKER.sub(lambda m: _form(m.group(1), m.group(2), values, line, unknown), text)
+    text = _MARKUP.sub("", text)  # (before the expressions: `[shake amount={$fear}]`'s is never shown)
     text = _EXPRESSION.sub(lambda m: _shown(m.group(1), values, line, unknown), text)
-    text = _MARKUP.sub("", text)
     if _GONE in text:
         text = _GONE_SPACE.sub("", text).replace(_GONE, "")
     return text.translate(_SHOWN)
