@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default="You", help="your speaker name in the conversation (default: You)")
     p.add_argument("--rounds", type=int, default=None, help="previous turns kept as context (default: the most "
                    "the adapter's samples had, as recorded in training, else 5)")
-    p.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="most tokens per reply (default %(default)s)")
+    p.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help="most tokens per reply (default %(default)s)")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                    help=f"sampling temperature; 0 = greedy (default {DEFAULT_TEMPERATURE})")
     p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling (default 0.9)")

@@ -1,4 +1,4 @@
-"""Encoded samples -> model inputs: packing (no attention between the samples packed in one row), padding, batch order, the loss.
+"""Encoded samples -> model inputs: packing (no attention between the samples of a row), padding, batch order, the loss.
 
 Packing (the default for LoRA): the samples of a batch are laid end to end in as few rows as fit
 `capacity` tokens, so no compute goes to padding. Each sample keeps its own positions (0, 1, 2, ...)

@@ -233,7 +233,8 @@ def with_instruction(records: list[dict], instruction: str | None) -> tuple[list
         if fmt in ("sharegpt", "messages") and r.get("name"):
             want = instruction.replace("{name}", str(r["name"]))
             if prompt_mod.instruction_of(r) != want:
-                key, role, text = ("conversations", "from", "value") if fmt == "sharegpt" else ("messages", "role", "content")
+                key, role, text = (("conversations", "from", "value") if fmt == "sharegpt"
+                                   else ("messages", "role", "content"))
                 turns = r[key]
                 first = next((i for i, t in enumerate(turns) if str(t.get(role)).lower() != "system"), len(turns))
                 r = dict(r, **{key: [{role: "system", text: want}, *turns[first:]]})

@@ -217,7 +217,8 @@ class PrepareReport:
     input: str
     source: str  # text | discord | csv | renpy
     output_format: str  # rounds | alpaca | sharegpt | messages
-    layouts: dict = field(default_factory=dict)  # file -> its layout (dialogue.LAYOUTS, or the reader's: discord, csv, renpy, ...)
+    # file -> its layout (dialogue.LAYOUTS, or the reader's: discord, csv, renpy, ...)
+    layouts: dict = field(default_factory=dict)
     lines_read: int = 0  # physical lines (text/CSV rows/Discord messages)
     turns: int = 0  # turns after parsing (narration included)
     speakers: dict = field(default_factory=dict)  # speaker -> non-empty turns, most first

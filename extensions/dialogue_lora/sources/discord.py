@@ -5,8 +5,8 @@ Per channel file (per chat of a Telegram export), in order:
   1. keep messages of type Default and Reply (others: `system_message`; Telegram's forwarded messages:
      `forwarded`); skip bots (`bot`);
   2. clean the content: Discord's raw markup rendered (`<@11>` -> `@Alex`, `<:pepe:123>` -> `:pepe:`,
-     timestamps) and its quoted lines left out (Slack's too), mentions lose their `@` (`@Alex hi` -> `Alex hi`), mojibake repaired,
-     whitespace (newlines included) collapsed; a message that was only mentions is dropped
+     timestamps) and its quoted lines left out (Slack's too), mentions lose their `@` (`@Alex hi` ->
+     `Alex hi`), mojibake repaired, whitespace (newlines included) collapsed; a message that was only mentions is dropped
      (`ping_only`), one with attachments/embeds/stickers but no text, or only links (`attachment_only`),
      one that was only a quote (`quote_only`), one with nothing at all (`empty`);
   3. filters, each switchable: non-responses (`lol`, `lmao`, `gg`, ..., and messages without a word:
@@ -82,7 +82,7 @@ def _squeeze(t: str) -> str:
 
 
 def is_non_response(text: str) -> bool:
-    """`lol`, `gg`, ...; and a message of no words at all (`😂😂`, `...`, `??`, `:kekw:`), a reaction as they are."""
+    """`lol`, `gg`, ...; and a message of no words at all (`😂😂`, `...`, `??`, `:kekw:`): a reaction too."""
     t = normalise(_EMOJI_CODE.sub(" ", text))
     return not t or t in NON_RESPONSES or _squeeze(t) in NON_RESPONSES or _only_laughs(t)
 
@@ -275,7 +275,8 @@ def channels(path: Path, stats: ReadStats | None = None) -> list[tuple[str, str,
         return [(path.name, "discord csv", data[dce_csv.KIND])]
     if sillytavern.KIND in data:
         chat = data[sillytavern.KIND]
-        return [(path.name, "sillytavern", [d for m in chat["messages"] for d in sillytavern.as_discord(m, chat["names"])])]
+        messages = [d for m in chat["messages"] for d in sillytavern.as_discord(m, chat["names"])]
+        return [(path.name, "sillytavern", messages)]
     if messenger.KIND in data:
         return [(path.name, messenger.KIND, data[messenger.KIND])]
     if not telegram.is_telegram(data):
