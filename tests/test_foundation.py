@@ -341,6 +341,8 @@ def test_resolve_model_lists_what_exists(tmp_path):
     (tmp_path / "half-downloaded" / "config.json").write_text("{}")
     assert paths.resolve_model("llama-7b", tmp_path) == (tmp_path / "llama-7b").resolve()
     assert paths.list_models(tmp_path) == ["llama-7b", "mistral-7b"]
+    with pytest.raises(UserError, match=r"config\.json is a file of the model in .*llama-7b: give the folder"):
+        paths.resolve_model(tmp_path / "llama-7b" / "config.json", tmp_path / "elsewhere")
     with pytest.raises(UserError) as e:
         paths.resolve_model("lama-7b", tmp_path)
     assert "did you mean 'llama-7b'" in str(e.value) and "llama-7b, mistral-7b" in str(e.value)

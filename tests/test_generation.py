@@ -261,12 +261,12 @@ def _echo():
 def test_chat_session_keeps_the_last_rounds_in_training_format():
     seen, fn = _echo()
     s = ChatSession(["Bob"], "Alice", rounds=2)
-    assert s.handle("Hello Bob!", fn) == (["Bob: reply 1 (ignored)"], [])
+    assert s.handle("Hello Bob!", fn) == (["Bob: reply 1"], [])
     s.handle("Where is the boat?", fn)
     assert seen[0] == "Alice: Hello Bob!\nBob:"
-    assert seen[1] == P.chat_prompt([("Alice", "Hello Bob!"), ("Bob", "reply 1 (ignored)"),
+    assert seen[1] == P.chat_prompt([("Alice", "Hello Bob!"), ("Bob", "reply 1"),
                                      ("Alice", "Where is the boat?")], "Bob", 2)
-    assert seen[1] == "Bob: reply 1 (ignored)\nAlice: Where is the boat?\nBob:"  # 2 turns: the oldest dropped
+    assert seen[1] == "Bob: reply 1\nAlice: Where is the boat?\nBob:"  # 2 turns: the oldest dropped
 
 
 def test_chat_session_leaves_an_empty_reply_out_of_the_conversation():
@@ -275,6 +275,13 @@ def test_chat_session_leaves_an_empty_reply_out_of_the_conversation():
     assert s.handle("hi", lambda p: (seen.append(p), ("", True))[1]) == (["Bob:"], [])  # shown as it came
     s.handle("again", lambda p: (seen.append(p), ("Yes?", True))[1])
     assert seen[1] == "Alice: hi\nAlice: again\nBob:"  # no `Bob: ` turn, which training never has
+
+
+def test_chat_session_keeps_one_line_of_a_reply_functions_answer():
+    """A reply_fn of one's own may return the raw generation: the reply stops at its newline, as generate_reply's."""
+    s = ChatSession(["Bob"], "Alice", rounds=5)
+    assert s.handle("hi", lambda p: ("yo\nAlice: second line", True)) == (["Bob: yo"], [])
+    assert s.history[-1] == ("Bob", "yo")
 
 
 def test_chat_session_puts_an_alpaca_adapters_instruction_first():
@@ -287,11 +294,11 @@ def test_chat_session_puts_an_alpaca_adapters_instruction_first():
 def test_chat_session_addresses_several_characters():
     seen, fn = _echo()
     s = ChatSession(["Bob", "Carol"], "Alice", rounds=5)
-    assert s.handle("@carol Hi there", fn)[0] == ["Carol: reply 1 (ignored)"]
+    assert s.handle("@carol Hi there", fn)[0] == ["Carol: reply 1"]
     assert seen[-1] == "Alice: Hi there\nCarol:"
     assert s.handle("And you?", fn)[0][0].startswith("Bob: ")  # @ addresses one line only
     assert s.handle("@Carol", fn)[0][0].startswith("Carol: ")  # Carol speaks without a user line
-    assert seen[-1].endswith("Bob: reply 2 (ignored)\nCarol:")
+    assert seen[-1].endswith("Bob: reply 2\nCarol:")
     assert s.handle("/as Carol", fn) == ([], ["Carol answers from now on"])
     assert s.handle("Well?", fn)[0][0].startswith("Carol: ")
     assert "unknown character" in s.handle("/as Dave", fn)[1][0]

@@ -600,6 +600,6 @@ class ChatSession:
             raise TypeError(f"reply_fn must return (reply text, whether it stopped at the newline), as "
                             f"generate_reply does; it returned {type(got).__name__}")
         self.history = history  # only now: a reply function that failed leaves the conversation as it was
-        reply = prompt_mod.one_line(got[0])
+        reply = prompt_mod.extract_reply(got[0])  # one line, as generate_reply gives it (a reply_fn of one's own)
         self.history.append((speaker, reply))
         return [f"{speaker}: {reply}".rstrip()], []

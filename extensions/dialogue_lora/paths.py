@@ -221,6 +221,8 @@ def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path
                             "and the base model it was trained on with -m/--model_name")
         if c.is_dir():
             raise UserError(f"model folder {c} has no config.json: not a transformers model")
+        if c.is_file() and is_model_dir(c.parent):
+            raise UserError(f"{c} is a file of the model in {c.parent}: give the folder")
     found = list_models(model_dir)
     hint = closest(Path(name).name, found)
     hint = f" (did you mean {hint!r}?)" if hint else ""
