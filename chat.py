@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
 
     info(session.help_text())
     if not interactive and hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 become U+FFFD below
-        sys.stdin.reconfigure(encoding="utf-8-sig", errors="surrogateescape")  # -sig: a BOM (Notepad's) is no text
+        peek = getattr(getattr(sys.stdin, "buffer", None), "peek", None)  # (reads nothing)
+        utf16 = peek is not None and peek(2)[:2] in (b"\xff\xfe", b"\xfe\xff")  # PowerShell 5's `>` writes UTF-16
+        # -sig: a BOM (Notepad's) is no text
+        sys.stdin.reconfigure(encoding="utf-16" if utf16 else "utf-8-sig", errors="surrogateescape")
     lines = _read_interactive(args.user) if interactive else (line.rstrip("\n") for line in sys.stdin)
     try:
         for line in lines:

@@ -74,6 +74,10 @@ def test_piped_bytes_that_are_not_utf8_under_a_strict_locale(layout):
     p = subprocess.run(p.args, input=b"\xef\xbb\xbf/quit\nHello\n", cwd=layout, capture_output=True, timeout=300,
                        env=env)
     assert p.returncode == 0 and p.stdout == b"", (p.stdout, p.stderr)
+    # and one saved as UTF-16 (Windows PowerShell 5's `>`): its lines, not bytes with NULs
+    p = subprocess.run(p.args, input="Hello\n/quit\n".encode("utf-16"), cwd=layout, capture_output=True, timeout=300,
+                       env=env)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 1 and b"\x00" not in p.stdout, (p.stdout, p.stderr)
 
 
 @pytest.mark.slow
