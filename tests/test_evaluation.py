@@ -376,6 +376,10 @@ def test_a_messages_sample_is_prompted_with_the_adapters_instruction_as_its_syst
     (new,), changed = with_instruction([rec], "You are {name}.")
     assert changed == 1 and record_segments(new)[0][0] == "You are Bob.\nAlice: Hi\nBob:"
     assert with_instruction([new], "You are {name}.") == ([new], 0)  # already so: unchanged
+    unnamed = {k: v for k, v in rec.items() if k != "name"}
+    assert with_instruction([unnamed], "You are {name}.") == ([unnamed], 0)  # whose name? left as it is
+    (plain,), changed = with_instruction([unnamed], "Stay in character.")  # a line naming no one fits all
+    assert changed == 1 and record_segments(plain, "Bob")[0][0] == "Stay in character.\nAlice: Hi\nBob:"
 
 
 def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):

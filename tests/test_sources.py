@@ -239,6 +239,15 @@ def test_discord_raw_markup_quotes_and_links(tmp_path):
     assert got == [("Sam", "what's up with Alex lately :pepe:, since 2024-05-01?"),
                    ("Alex", "nothing much, honestly, just tired"), ("Sam", "ask about it then, they know more"), None]
     assert dropped == {"attachment_only": 1, "non_response": 1}
+    from extensions.dialogue_lora.sources.discord import rendered
+
+    # code is code (a Python prompt, a build log), but a `>>> ` quotes the rest, code blocks too; a fence
+    # never closed is text
+    code = "like this:\n```py\n>>> round(2.675, 2)\n```\nfloats are odd\n> said someone\nmine"
+    assert rendered(code, {}) == "like this:\n```py\n>>> round(2.675, 2)\n```\nfloats are odd\nmine"
+    assert rendered(">>> Try this:\n```\nx = 1\n```\nthen print it", {}) == ""
+    assert rendered("text ```\n> build ok\nmine", {}) == "text ```\nmine"
+    assert is_non_response(":5Head: :pepe_cry:") and not is_non_response("at 10:30:45")
 
 
 def test_discord_folder_of_exports(tmp_path):
@@ -700,6 +709,9 @@ def test_sillytavern_message_that_writes_the_users_turns_too(tmp_path):
         # a `Name:` line inside a paragraph is the text's own (a quote), and `> ` is no Discord quote here
         {"name": "Alex", "is_user": True, "mes": "What did the hermit say?"},
         {"name": "Seraphina", "is_user": False, "mes": "> Beware.\nHe said it plainly:\nAlex: you will find it."},
+        # its own cue after blank lines opens it all the same
+        {"name": "Alex", "is_user": True, "mes": "Again?"},
+        {"name": "Seraphina", "is_user": False, "mes": "\n\nSeraphina: Again.\n\nAlex: Why?\n\nSeraphina: Because."},
         # a message that does not open with its own cue is its speaker's whole: a letter read aloud
         {"name": "Alex", "is_user": True, "mes": "What does the letter say?"},
         {"name": "Seraphina", "is_user": False, "mes": "*reads aloud*\n\nAlex: meet me at dawn.\n\n*She lowers it.*"}]),
@@ -712,8 +724,10 @@ def test_sillytavern_message_that_writes_the_users_turns_too(tmp_path):
         (["Alex: But how did I get here?", "Seraphina:"], "I carried you."),
         (["Alex: Thank you. Note: I am still dizzy.", "Seraphina:"], "Rest now, traveller, the night is long."),
         (["Alex: What did the hermit say?", "Seraphina:"], "> Beware. He said it plainly: Alex: you will find it."),
+        (["Alex: Again?", "Seraphina:"], "Again."),
+        (["Alex: Why?", "Seraphina:"], "Because."),
         (["Alex: What does the letter say?", "Seraphina:"], "*reads aloud* Alex: meet me at dawn. *She lowers it.*")]
-    assert "7 messages, 9 turns" in report.format()  # a message's turns count as one message
+    assert "9 messages, 13 turns" in report.format()  # a message's turns count as one message
 
 
 def test_sillytavern_folder_reads_each_chat_and_nothing_else(tmp_path):

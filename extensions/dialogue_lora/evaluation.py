@@ -224,14 +224,14 @@ def with_instruction(records: list[dict], instruction: str | None) -> tuple[list
     """(the samples as the adapter is prompted in chat, how many were changed): an adapter trained with an
     instruction (alpaca's, or another tool's system message) sees it first (`{name}`: the sample's character),
     so a rounds sample gets it, an alpaca one with another line has it replaced, and a sharegpt or messages
-    sample naming its character has it as its system message."""
+    sample has it as its system message (where it names its character, or the line names none)."""
     if not instruction:
         return records, 0
     out, changed = [], 0
     for r in records:
         fmt = prompt_mod.detect_format(r)
-        if fmt in ("sharegpt", "messages") and r.get("name"):
-            want = instruction.replace("{name}", str(r["name"]))
+        if fmt in ("sharegpt", "messages") and (r.get("name") or "{name}" not in instruction):
+            want = instruction.replace("{name}", str(r.get("name")))
             if prompt_mod.instruction_of(r) != want:
                 key, role, text = (("conversations", "from", "value") if fmt == "sharegpt"
                                    else ("messages", "role", "content"))

@@ -62,11 +62,12 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 # Discord's own markup, which an export made with its markdown rendering off keeps as it was sent
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _CUSTOM_EMOJI = re.compile(r"<a?(:[\w~-]+:)\d+>")  # `<:pepe:1234>` -> `:pepe:`, as the exporter writes it
-_EMOJI_CODE = re.compile(r":[^\W\d][\w~-]*:")  # `:pepe_cry:`, for the non-response rule
+_EMOJI_CODE = re.compile(r":(?=[\w~-]*[^\W\d])[\w~-]+:")  # `:pepe_cry:`, `:5Head:` (not `10:30:45`)
 _TIMESTAMP = re.compile(r"<t:(-?\d{1,12})(?::([tTdDfFR]))?>")
 _TIME_STYLES = {"t": "%H:%M", "T": "%H:%M:%S", "d": "%Y-%m-%d", "D": "%Y-%m-%d"}
 # a quote (`> ` lines, or `>>> ` to the end) is someone else's words, as a forwarded message is
-_QUOTE = re.compile(r"^>>> (?s:.*)|^> .*(?:\n|$)", re.MULTILINE)
+_QUOTE = re.compile(r"^> .*(?:\n|$)", re.MULTILINE)
+_REST_QUOTED = re.compile(r"^>>> ", re.MULTILINE)
 _MARKUP_LAYOUTS = ("discord", "discord csv", slack.LAYOUT)  # (see `rendered`)
 _LINKS_ONLY = re.compile(r"(?:<?https?://\S+>?\s*)+")
 
@@ -175,8 +176,20 @@ def rendered(content: str, mentioned: dict[str, str]) -> str:
     if ">" not in content:
         return content
     # a code block's `>>> round(2.675, 2)` or `> tsc -p .` is code, no quote: only the text between blocks
+    # (a fence never closed is text), where a `>>> ` quotes all that follows, code blocks too
     pieces = content.split("```")
-    return "```".join(piece if i % 2 else _QUOTE.sub("", piece) for i, piece in enumerate(pieces))
+    if len(pieces) % 2 == 0:
+        pieces[-2:] = ["```".join(pieces[-2:])]
+    kept = []
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:
+            rest = _REST_QUOTED.search(piece)
+            if rest is not None:
+                kept.append(_QUOTE.sub("", piece[:rest.start()]))
+                break
+            piece = _QUOTE.sub("", piece)
+        kept.append(piece)
+    return "```".join(kept)
 
 
 def clean_content(content: str, mention_names: list[str]) -> tuple[str, bool]:

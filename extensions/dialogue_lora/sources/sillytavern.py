@@ -95,7 +95,7 @@ def _turns(name: str, text: str, names: list[str]) -> list[tuple[str, str]]:
     script does (`Seraphina: Welcome.` by Seraphina): that cue goes, and a paragraph opening `Name:` (a speaker
     of the chat, after a blank line) starts the next turn. Any other message is its speaker's whole (a letter
     read aloud, `Alex: meet me at dawn.` on its own, is the text's)."""
-    if not name or not names or not re.match(r"[ \t]*" + re.escape(name) + r":", text):
+    if not name or not names or not re.match(r"\s*" + re.escape(name) + r":", text):
         return [(name, text)]
     cue = re.compile(r"(?:\A|(?<=\n)[ \t]*\n)[ \t]*(" + "|".join(map(re.escape, names)) + r"):[ \t]*")
     turns, speaker, start = [], name, 0
