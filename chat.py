@@ -89,6 +89,7 @@ def _quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     interactive = sys.stdin.isatty()
+    from extensions.dialogue_lora.fileio import is_utf16
     from extensions.dialogue_lora.generation import ChatSession, Problem, read_training_parameters
     from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
 
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     info(session.help_text())
     if not interactive and hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 become U+FFFD below
         peek = getattr(getattr(sys.stdin, "buffer", None), "peek", None)  # (reads nothing)
-        utf16 = peek is not None and peek(2)[:2] in (b"\xff\xfe", b"\xfe\xff")  # PowerShell 5's `>` writes UTF-16
+        utf16 = peek is not None and is_utf16(peek(2))  # PowerShell 5's `>` writes UTF-16
         # -sig: a BOM (Notepad's) is no text
         sys.stdin.reconfigure(encoding="utf-16" if utf16 else "utf-8-sig", errors="surrogateescape")
     lines = _read_interactive(args.user) if interactive else (line.rstrip("\n") for line in sys.stdin)

@@ -38,6 +38,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 from . import chatcopy, chatexports, subtitles, webpage
 from .errors import UserError
+from .fileio import is_utf16
 
 LAYOUTS = ("auto", "lines", "play", "screenplay")
 MAX_NAME_WORDS = 5
@@ -1805,7 +1806,7 @@ def check_text_file(path: str | os.PathLike, what: str = "--txtfilename") -> Pat
         with open(path, "rb") as f:
             if not any(chunk.strip(blank) for chunk in iter(lambda: f.read(1 << 20), b"")):
                 raise UserError(f"{path}: the file is empty")
-    if b"\x00" in head and not _is_utf16(head) and not _nul_padded(path, head):
+    if b"\x00" in head and not is_utf16(head) and not _nul_padded(path, head):
         if _looks_like_utf16(head):  # Windows tools' "Unicode" saved without its byte-order mark
             raise UserError(f"{path}: looks like UTF-16 text without a byte-order mark: save it as UTF-8 "
                             "(or as UTF-16 with one)")
@@ -1832,17 +1833,13 @@ def _looks_like_utf16(head: bytes) -> bool:
                for k in (0, 1))
 
 
-def _is_utf16(head: bytes) -> bool:
-    return head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-
-
 def open_text(path: str | os.PathLike, stats: ReadStats | None = None):
     """Open for reading lines: UTF-8 with or without BOM (UTF-16 with BOM too), any newline convention;
     undecodable bytes arrive as lone surrogates that `clean_text` replaces and counts. A file in a legacy
     code page (legacy_encoding) is read in it, and `stats.encodings` says so."""
     with open(path, "rb") as f:
         head = f.read(ENCODING_SNIFF)
-    if _is_utf16(head):
+    if is_utf16(head):
         # surrogateescape cannot stand in for UTF-16's bad units (an unpaired surrogate, an odd last
         # byte): each becomes U+DCFF, which clean_text replaces and counts like an undecodable UTF-8 byte
         codecs.register_error("dialogue_lora.escape", _escape_utf16)

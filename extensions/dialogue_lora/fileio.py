@@ -6,6 +6,7 @@ file and the line.
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
@@ -210,6 +211,11 @@ def _is_discord_export(data) -> bool:
     return isinstance(messages, list) and not (messages and isinstance(messages[0], dict) and "role" in messages[0])
 
 
+def is_utf16(head: bytes) -> bool:
+    """Whether bytes open with UTF-16's byte-order mark (Windows' "Unicode", PowerShell 5's `>`)."""
+    return head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+
+
 def holds_samples(path: str | os.PathLike) -> bool | None:
     """Is this file a prepared dataset (samples as a JSON array or JSONL, judged by its first record)?
     None when it holds nothing (no bytes, an empty array) or cannot be read. One test for the tab's lists,
@@ -222,7 +228,7 @@ def holds_samples(path: str | os.PathLike) -> bool | None:
                 head = f.read(size)
         except OSError:
             return None
-        utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff"))  # (as load_records reads it)
+        utf16 = is_utf16(head)  # (as load_records reads it)
         text = head.decode("utf-16" if utf16 else "utf-8-sig", "replace").lstrip()
         if not text:
             return None
@@ -264,7 +270,7 @@ def load_records(path: str | os.PathLike) -> Records:
     if path.is_dir():
         raise UserError(f"{path}: is a folder, expected a .json or .jsonl file")
     raw = path.read_bytes()
-    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))  # Windows PowerShell 5's `>` writes UTF-16 so
+    utf16 = is_utf16(raw)  # Windows PowerShell 5's `>` writes UTF-16 so
     if b"\x00" in raw[:4096] and not utf16:
         raise UserError(f"{path}: looks like a binary file, expected JSON")
     try:
