@@ -212,6 +212,33 @@ def test_long_prompts_keep_their_newest_whole_lines(loaded):
     assert len(ids) == 20 and tok.decode(ids[1:]).strip().endswith("word")
 
 
+def test_a_long_chat_keeps_its_instruction_as_training_does(loaded):
+    """A chat prompt cut to the model's context loses its oldest dialogue and keeps the adapter's
+    instruction, as a cut training sample keeps it (encoding.encode_segments)."""
+    from extensions.dialogue_lora.encoding import encode_record
+    from extensions.dialogue_lora.prompt import chat_prompt
+
+    tok = loaded.tokenizer
+    history = [("Alice" if i % 2 else "Carol", f"line number {i} goes here ok") for i in range(12)]
+    prompt = chat_prompt(history, "Bob", 12, "You are {name}, a grumpy pirate.")
+    assert prompt.startswith("You are Bob, a grumpy pirate.\nCarol: line number 0")
+    ids = prompt_ids(tok, prompt, max_tokens=70)
+    text = tok.decode(ids[1:])
+    assert len(ids) <= 70 and text.startswith("You are Bob, a grumpy pirate.\n")
+    assert text.endswith("Alice: line number 11 goes here ok\nBob:") and "line number 0 " not in text
+    assert text.split("\n")[1].split(":")[0] in ("Alice", "Carol")  # whole lines after the instruction
+    # what training keeps of the same sample cut to the same length (the reply's tokens added)
+    record = {"instruction": "You are Bob, a grumpy pirate.", "input": str(prompt).split("\n", 1)[1],
+              "output": "Arr."}
+    reply = len(tok("Arr.", add_special_tokens=False)["input_ids"]) + 1
+    trained = encode_record(record, tok, 70 + reply)["input_ids"]
+    assert tok.decode(trained[1:]).startswith(text.split("\n")[0] + "\n" + text.split("\n")[1])
+    # a plain prompt (no instruction) is cut from the top as before; no room for the instruction: cut too
+    assert tok.decode(prompt_ids(tok, str(prompt), max_tokens=70)[1:]).split(":")[0] in ("Alice", "Carol")
+    tiny = prompt_ids(tok, prompt, max_tokens=5)
+    assert len(tiny) <= 5 and "pirate" not in tok.decode(tiny)
+
+
 def test_evaluation_prompts_a_long_sample_as_training_cut_it(loaded):
     """A held-out sample longer than the cutoff is prompted with what training kept of it: whole old lines
     gone, room left for the reply; a short one with its whole context."""

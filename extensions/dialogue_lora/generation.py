@@ -338,17 +338,21 @@ def prompt_ids(tokenizer, prompt: str | Sequence[str], max_tokens: int | None = 
     `prompt` is one text, or the consecutive pieces training saw (a multi-turn sample's context and
     earlier completions, each tokenised on its own). Longer than `max_tokens`: the oldest lines are cut,
     whole, as training cuts long samples (the tokenizer's special prefix, e.g. BOS, is kept; a last line
-    longer than the room is cut mid-line, since something must go).
+    longer than the room is cut mid-line, since something must go). A chat prompt's instruction
+    (prompt.ChatPrompt.pinned) is kept too, as training keeps it, while the dialogue after it leaves room.
     """
-    from .encoding import _next_line_start, piece_ids
+    from .encoding import _next_line_start, _pinned, piece_ids
 
     pieces = [prompt] if isinstance(prompt, str) else list(prompt)
     prefix, ids = piece_ids(tokenizer, pieces)
     body = [t for piece in ids for t in piece]
     if max_tokens is not None and len(prefix) + len(body) > max_tokens:
-        start = len(body) - max(max_tokens - len(prefix), 1)
-        whole = _next_line_start(tokenizer, body, start, len(body)) if start > 0 else 0
-        body = body[whole if whole < len(body) else start:]
+        room = max(max_tokens - len(prefix), 1)
+        # the instruction stays when a token of the dialogue (the cue's, at least) fits after it
+        head = _pinned(tokenizer, getattr(prompt, "pinned", ""), body, room - 1)
+        start = len(body) - (room - head)
+        whole = _next_line_start(tokenizer, body, start, len(body)) if start > head else start
+        body = body[:head] + body[whole if whole < len(body) else start:]
     return list(prefix) + body
 
 

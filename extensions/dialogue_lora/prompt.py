@@ -78,6 +78,14 @@ def build_prompt(turns: Iterable[Turn], name: str) -> str:
     return "\n".join(lines)
 
 
+class ChatPrompt(str):
+    """A chat prompt that knows its instruction (`pinned`, the line(s) before the dialogue): cut to fit a
+    model's context (generation.prompt_ids), it loses its oldest dialogue and keeps the instruction, as
+    training keeps it in a cut sample (encoding.encode_segments). A plain str anywhere else."""
+
+    pinned: str = ""
+
+
 def chat_prompt(history: Sequence[Turn], name: str, rounds: int, instruction: str | None = None) -> str:
     """The prompt for the next reply in a live chat: the last `rounds` turns, then the cue; after the
     `instruction` line (`{name}` filled in) when the adapter learnt one (alpaca samples: instruction_template)."""
@@ -85,7 +93,12 @@ def chat_prompt(history: Sequence[Turn], name: str, rounds: int, instruction: st
     said = [(s, t) for s, t in history if one_line(t)]
     recent = said[-rounds:] if rounds > 0 else []
     prompt = build_prompt(recent, name)
-    return f"{instruction.replace('{name}', name)}\n{prompt}" if instruction else prompt  # as record_segments joins them
+    if not instruction:
+        return prompt
+    head = f"{instruction.replace('{name}', name)}\n"  # as record_segments joins them
+    out = ChatPrompt(head + prompt)
+    out.pinned = head
+    return out
 
 
 def instruction_of(record: dict) -> str | None:
