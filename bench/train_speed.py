@@ -730,6 +730,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.shape:
         return run_gpu(args)
+    if not CORPUS.is_file():  # the CPU model's tokenizer and the samples come from it
+        print(f"error: {CORPUS}: no such file (the shared data folder beside the project: ../shared/data)",
+              file=sys.stderr)
+        return 2
     return run_cpu(args)
 
 

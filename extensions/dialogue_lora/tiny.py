@@ -123,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     p = CliParser(prog="python -m extensions.dialogue_lora.tiny", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", help="folder to write, e.g. models/tiny-llama (an earlier tiny model there is rebuilt)")
     p.add_argument("--corpus", nargs="*", default=[], help="text files to train the tokenizer on")
-    p.add_argument("--vocab_size", type=int, default=512)
-    p.add_argument("--hidden_size", type=int, default=64, help="a multiple of 8 (4 heads of an even size)")
-    p.add_argument("--num_layers", type=int, default=2)
+    p.add_argument("--vocab_size", type=int, default=512, help="tokenizer vocabulary (default 512)")
+    p.add_argument("--hidden_size", type=int, default=64,
+                   help="a multiple of 8 (4 heads of an even size; default 64)")
+    p.add_argument("--num_layers", type=int, default=2, help="decoder layers (default 2)")
     args = p.parse_args(argv)
     problems = []
     # small models for tests and experiments: the upper bounds keep a typo from filling the memory
