@@ -435,6 +435,11 @@ def test_a_windows_ansi_file_is_read_in_its_code_page_and_said_so(tmp_path):
     ("Zofia: Cześć, jak się masz? Źle śpię.\nJan: Żółć gęślą jaźń. Łódź jest miła.\n", "cp1250"),
     ("Petr: Příliš žluťoučký kůň úpěl ďábelské ódy.\nJana: Dobře, děkuji.\n", "cp1250"),
     ("Ayşe: İyiyim, teşekkür ederim. Çok güzel bir gün.\nMehmet: Öyle mi? Şaşırdım.\n", "cp1254"),
+    # without a ç: each of ş ı İ ğ reads as a Central European letter too (ţ ý Ý đ)
+    ("Ayşe: Merhaba, nasılsın?\nMehmet: İyiyim, teşekkürler. Işık yanık, değil mi?\n", "cp1254"),
+    ("أحمد: مرحبا، كيف حالك؟\nفاطمة: بخير، شكرا. وأنت؟\nأحمد: الحمد لله.\n", "cp1256"),  # once read as Greek
+    ("علي: سلام، حال شما چطور است؟\nسارا: خوبم، ممنون. گربه کجاست؟\n", "cp1256"),  # Persian
+    ("דני: שלום, מה שלומך?\nרותי: טוב, תודה. ואתה?\nדני: בסדר גמור.\n", "cp1255"),
     ("Иван: Привет!\nМаша: Да.\n", "cp1251"),  # short: once read as Chinese
     ("Іван: Привіт, як справи? Дякую, все добре.\n", "cp1251"),
     ("Νίκος: Γεια σου, τι κάνεις;\nΜαρία: Καλά, ευχαριστώ.\n", "cp1253"),

@@ -1870,8 +1870,9 @@ def legacy_encoding(head: bytes) -> str | None:
 # The letters beyond ASCII of the languages each Latin-script Windows code page serves
 _LATIN_LETTERS = {
     "cp1252": "àâäáãåæçèéêëìíîïñòóôõöøùúûüýÿœßÀÂÄÁÃÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝŸŒ",  # Western Europe
-    "cp1250": "ąćęłńóśźżĄĆĘŁŃÓŚŹŻčďěňřšťůžýáéíóúČĎĚŇŘŠŤŮŽÝÁÉÍÓÚőűŐŰöüÖÜäôÄÔĺľŕĹĽŔđĐăâîşţĂÂÎŞŢ",  # Central
+    # before Central Europe's, which reads Turkish's ş ı İ ğ bytes as letters of its own (ţ ý Ý đ): a tie
     "cp1254": "çğıöşüÇĞİÖŞÜâîûÂÎÛ",  # Turkish
+    "cp1250": "ąćęłńóśźżĄĆĘŁŃÓŚŹŻčďěňřšťůžýáéíóúČĎĚŇŘŠŤŮŽÝÁÉÍÓÚőűŐŰöüÖÜäôÄÔĺľŕĹĽŔđĐăâîşţĂÂÎŞŢ",  # Central
     "cp1257": "ąčęėįšųūžĄČĘĖĮŠŲŪŽāēģīķļņōŗĀĒĢĪĶĻŅŌŖõäöüÕÄÖÜ",  # Baltic
 }
 # The most frequent letters of Russian (Ukrainian...) and Greek: about half of what such a text holds
@@ -1881,6 +1882,8 @@ _TYPOGRAPHY = frozenset("“”‘’‚„–—…«»°€•·×©®™§¶�
 _KANA = re.compile("[\u3040-\u30ff]")
 _HANGUL = re.compile("[\uac00-\ud7af]")
 _HAN = re.compile("[\u4e00-\u9fff]")
+_ARABIC = re.compile("[\u0621-\u063a\u0641-\u064a\u067e\u0686\u0698\u06af]")  # and Persian's letters
+_HEBREW = re.compile("[\u05d0-\u05ea]")  # letters, not points (a Russian text's capitals would be points)
 _CJK_PUNCTUATION = re.compile("[\u3000-\u303f\uff01-\uff65]")  # 。「」【】 and full-width ！，：？（）
 
 
@@ -1888,7 +1891,7 @@ def _code_page(head: bytes) -> str:
     """Which Windows code page `head` reads best in. A Latin-script text (letters beyond ASCII a minority:
     the accents) in the one whose accented letters its bytes give (Western Europe's among equals); else
     Japanese if kana come out, Korean if Hangul does, Russian or Greek if their most frequent letters do,
-    Chinese if its characters do; Western Europe's when nothing fits."""
+    Chinese if its characters do, Hebrew if its letters do (Arabic before Russian and Greek); Western Europe's when nothing fits."""
     letters = [c for c in head.decode("cp1252", "replace") if c.isalpha()]
     if sum(c > "\x7f" for c in letters) <= 0.4 * len(letters):
         def fit(cp: str) -> float:
@@ -1915,6 +1918,8 @@ def _code_page(head: bytes) -> str:
         return "cp932"
     if share("cp949", _HANGUL) >= 0.8:
         return "cp949"
+    if share("cp1256", _ARABIC) >= 0.8:  # before Greek, whose frequent letters an Arabic text gives
+        return "cp1256"
     frequent = {cp: share(cp, None) for cp in _FREQUENT_LETTERS}  # each a decode of up to a megabyte: once
     best = max(frequent, key=frequent.get)
     if frequent[best] >= 0.6:
@@ -1922,6 +1927,8 @@ def _code_page(head: bytes) -> str:
     for cp in ("gb18030", "big5"):
         if share(cp, _HAN) >= 0.8:
             return cp
+    if share("cp1255", _HEBREW) >= 0.8:  # after Russian: its lower case reads as Hebrew letters here
+        return "cp1255"
     return best if frequent[best] >= 0.45 else "cp1252"
 
 
