@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     if names is not None and not names.strip(" ,"):
         raise UserError("--name is empty: give the character the model speaks as, e.g. --name Bob "
                         "(or leave it out to use the name recorded with the adapter)")
+    if names is not None:  # read as prepare_dataset.py reads --name: `O’Brien` is the O'Brien it trained
+        from extensions.dialogue_lora.prepare import split_names  # on, `小明，小红` two names
+
+        names = ",".join(split_names(names)) or names  # (all colons: ChatSession says why)
     if args.lora_name:  # a missing adapter fails here, before anything heavy loads
         adapter = resolve_adapter(args.lora_name, resolve_dirs(lora_dir=args.lora_dir).loras)
         params = read_training_parameters(adapter)

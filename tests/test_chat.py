@@ -135,6 +135,17 @@ def test_name_defaults_to_the_characters_the_adapter_learnt(layout):
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("Bob:") and p.stdout.count("\n") == 1
     assert p.stderr == "warning: adapter bob learnt Bob, not Carol: it may not speak as them\n"
+    # --name is read as prepare_dataset.py reads it: a full-width comma separates, `Bob:` is Bob
+    p = chat(["-m", "tiny-llama", "-l", "bob", "--name", "Bob:\uff0cCarol", "--temperature", "0",
+              "--max_new_tokens", "4"], "Hi Bob\n", layout)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("Bob:") and p.stderr == "warning: adapter bob learnt Bob, not Carol: it may not speak as them\n"
+
+
+def test_a_name_typed_with_a_curly_apostrophe_is_the_one_prepare_cleaned():
+    from extensions.dialogue_lora.prepare import split_names
+
+    assert split_names("O\u2019Brien\u3001Zoe\u0308\uff0c小明") == ["O'Brien", "Zo\u00eb", "小明"]
 
 
 def test_context_turns_default_to_the_adapters_samples(layout, monkeypatch):

@@ -37,6 +37,10 @@ DEFAULT_OUTPUT = "processed_dataset.json"
 SPEAKERS_SHOWN = 10
 
 
+# What separates names in one --name: a comma, and the commas a Chinese or Japanese keyboard types
+NAME_SEPARATORS = re.compile("[,\uff0c\u3001]")  # , ， 、
+
+
 def split_names(names) -> list[str]:
     """`--name` values: repeated and/or comma-separated, trimmed (a trailing `:` too), duplicates
     (any case) removed."""
@@ -47,7 +51,7 @@ def split_names(names) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for item in names:
-        for n in str(item).split(","):
+        for n in NAME_SEPARATORS.split(str(item)):
             # cleaned as the data's names are (`O’Brien` is read as `O'Brien`); "Bob:" as typed from the data means Bob
             n = clean_text(n).rstrip(":").rstrip()
             if n and n.casefold() not in seen:
