@@ -744,6 +744,14 @@ def test_a_sentence_with_an_early_colon_is_narration_and_a_name_with_particles_i
                                                "Doris Day", "Leonardo da Vinci"]
 
 
+def test_a_chinese_novels_said_before_a_quote_is_narration():
+    text = ("小明说：\u201c你来了。\u201d\n她回答：「嗯，我来了。」\n老师问道：\u201c去哪儿？\u201d\n"
+            "小明：今天去哪儿？\n王道：好。\n王道：\u201c好。\u201d\n小红：\u201c走吧。\u201d\n")
+    got = turns(text, layout="lines")
+    assert [t[0] for t in got] == [None, None, None, "小明", "王道", None, "小红"]
+    assert got[0][1].startswith("小明说：") and got[3][1] == "今天去哪儿？"  # the sentence whole, in the context
+
+
 def test_chat_exports_with_time_stamps_whatsapp_and_irc():
     whatsapp = ("12/31/23, 9:15 PM - Messages and calls are end-to-end encrypted. No one outside of this chat can "
                 "read them.\n"

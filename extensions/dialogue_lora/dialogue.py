@@ -171,6 +171,12 @@ _HEADER_PHRASES = frozenset(("release date", "posting date", "draft date", "last
                                "character set encoding", "produced by", "original publication", "most recently updated",
                                "dramatis personae", "persons of the play", "cast of characters", "persons represented"))
 
+# A Chinese novel's `小明说：“你来了。”`, `老师问道：「…」` (Xiaoming said: "..."): a sentence before the quote,
+# narration as an English `Bob said: "Hi."` is; a name ending in such a character with no quote after it speaks
+_HAN_SAID = re.compile("[\u4e00-\u9fff]+[\u8bf4\u8aaa\u9053\u95ee\u554f\u7b54\u558a\u53eb\u56b7\u543c\u5e94\u61c9"
+                       "\u9a82\u7f75]")  # 说說道问問答喊叫嚷吼应應骂罵
+_OPEN_QUOTES = "\"'\u201c\u2018\u300c\u300e"  # " ' “ ‘ 「 『
+
 
 def _sentence(name: str) -> bool:
     if name.istitle() or name.isupper():  # the common name (`Second Murderer`): only a time can be a sentence
@@ -580,6 +586,8 @@ def _split_speaker(line: str) -> tuple[str, str] | None:
     if len(name) > MAX_NAME_CHARS:
         return None
     name = _zoom_sender(name)
+    if rest.lstrip()[:1] in _OPEN_QUOTES and rest.strip() and _HAN_SAID.fullmatch(name):
+        return None
     if " " in name and (_HEADING.fullmatch(name) or _sentence(name) or name[-3:].lower() == " by"
                         or name.lower() in _NOT_NAME_PHRASES or _TRANSITION_NAME.fullmatch(name)):
         return None  # a heading, a sentence, a credit (`Written by: ...`, `Transcribed by: ...`), a note, `CUT TO:`
