@@ -80,6 +80,7 @@ class _Stopper:
     def __init__(self, stop_file: str | None):
         self.stop_file = Path(stop_file) if stop_file else None
         self.signalled = 0  # the signal that asked to stop (SIGINT: Ctrl+C, SIGTERM), 0 for none
+        self.quit_by = 0  # the second one, which quits at once
         self._previous: dict = {}
         self.stepping = lambda: True  # whether training has begun: before, a stop saves nothing
         self.say = True  # torchrun's other processes leave the saying to rank 0
@@ -98,6 +99,7 @@ class _Stopper:
 
     def _handler(self, signum, frame):
         if self.signalled:  # a second Ctrl+C: stop now
+            self.quit_by = signum
             raise KeyboardInterrupt
         self.signalled = signum
         again = "Ctrl+C again to quit at once" if signum == signal.SIGINT else "a second signal quits at once"
@@ -178,17 +180,29 @@ _METHOD_FLAGS = {"lora": ("lora_rank", "lora_alpha", "lora_dropout", "target_mod
 
 
 def _latest_checkpoint(cfg: TrainConfig, started: float) -> str:
-    from extensions.dialogue_lora.paths import resolve_dirs
+    """What a quit at once leaves of this run: its finished adapter (the swap into place cut off or done),
+    else its latest checkpoint."""
+    from extensions.dialogue_lora.paths import finished_save, resolve_dirs, shell_word, swap_leftovers
     from extensions.dialogue_lora.training import checkpoints
 
-    out = resolve_dirs(lora_dir=cfg.lora_dir).loras / cfg.lora_name
+    loras = resolve_dirs(lora_dir=cfg.lora_dir).loras
+    out = loras / cfg.lora_name
+    if any(finished_save(p) for p in swap_leftovers(loras, cfg.lora_name, "tmp")):
+        return (f"the finished adapter is saved but not yet in place as {out}: run lora_finetune.py with "
+                f"-l {shell_word(cfg.lora_name)} again and it is put there before anything else")
+    try:
+        card = (out / "README.md").stat().st_mtime if finished_save(out) else 0.0
+    except OSError:
+        card = 0.0
+    if card >= started - 1:  # this run's card, written last: the adapter is in place
+        return f"the adapter was saved in {out} (the checkpoints it replaces may be left there)"
     found = checkpoints(out)
     if cfg.overwrite:  # the replaced run's checkpoints stay until this run saves one: not this run's to resume
         found = [c for c in found if c.stat().st_mtime >= started - 1]
     if not found:
-        return f"no checkpoint of this run of {cfg.lora_name} is saved"
+        return f"nothing more was saved; no checkpoint of this run of {cfg.lora_name} is saved"
     again = "the same command with --resume in place of --overwrite" if cfg.overwrite else "--resume"
-    return f"the latest checkpoint is {found[-1]} ({again} continues from it)"
+    return f"nothing more was saved; the latest checkpoint is {found[-1]} ({again} continues from it)"
 
 
 def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
@@ -292,7 +306,9 @@ def _train(argv: list[str] | None) -> int:
     try:
         result = train(cfg, on_progress=reporter if main_process else None, should_stop=stopper)
     except KeyboardInterrupt:  # the second Ctrl+C: no checkpoint of the moment, say what there is
-        raise Interrupted(f"quit at once: nothing more was saved; {_latest_checkpoint(cfg, started)}") from None
+        stop = Interrupted(f"quit at once: {_latest_checkpoint(cfg, started)}")
+        stop.exit_code = 128 + (stopper.quit_by or signal.SIGINT)  # 143 for a second SIGTERM
+        raise stop from None
     finally:
         reporter.close()
         stopper.uninstall()
@@ -305,6 +321,9 @@ def _train(argv: list[str] | None) -> int:
             again += f", once {stop_file} is deleted"
         if result.checkpoint is None:
             msg = "stopped before the first step: nothing was saved"
+        elif not reporter.begun:  # stopped while loading a run to resume: its checkpoint is as it was
+            msg = (f"stopped before the first step: nothing new was saved; {result.checkpoint} (step "
+                   f"{result.step}/{result.total_steps}) is as it was; continue with {again}")
         else:
             msg = f"stopped at step {result.step}/{result.total_steps}; checkpoint saved in {result.checkpoint}; " \
                   f"continue with {again}"

@@ -212,6 +212,59 @@ def test_a_second_ctrl_c_says_what_is_kept(work, monkeypatch, capsys):
     assert "checkpoint-7 (--resume continues from it)" in err
 
 
+def test_a_quit_in_the_final_save_says_the_adapter_is_kept(work, monkeypatch, capsys):
+    """A second signal while the finished adapter is swapped into place: it is saved (the next run puts it
+    there), not lost; a second SIGTERM exits as SIGTERM does."""
+    import lora_finetune
+    from extensions.dialogue_lora import paths, training
+    from extensions.dialogue_lora.errors import run_cli
+
+    loras = work / "user_data" / "loras"
+    tmp = loras / ".q.tmp-4242"
+    tmp.mkdir(parents=True)
+    (tmp / "README.md").write_text(f"# q\n\n{paths.CARD_MARK}\n")
+    stoppers = []
+
+    def quit_in_save(*args, should_stop=None, **kwargs):
+        stopper = should_stop
+        stoppers.append(stopper)
+        stopper._handler(signal.SIGTERM, None)
+        stopper._handler(signal.SIGTERM, None)  # raises KeyboardInterrupt, as the second one does
+
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(training, "train", quit_in_save)
+    monkeypatch.setattr(lora_finetune._Stopper, "install", lambda self: None)
+    assert run_cli(lora_finetune.main, [*ARGS, "-l", "q"]) == 143
+    err = capsys.readouterr().err
+    assert "quit at once: the finished adapter is saved but not yet in place as " in err
+    assert "run lora_finetune.py with -l q again and it is put there before anything else" in err
+    # the swap done, its old folder being deleted: the adapter is in place
+    tmp.rename(loras / "q")
+    monkeypatch.setattr(training, "train", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert run_cli(lora_finetune.main, [*ARGS, "-l", "q", "--overwrite"]) == 130
+    assert "quit at once: the adapter was saved in " in capsys.readouterr().err
+
+
+def test_a_stop_while_a_resumed_run_loads_says_its_checkpoint_is_as_it_was(work, monkeypatch, capsys):
+    import lora_finetune
+    from extensions.dialogue_lora import training
+    from extensions.dialogue_lora.errors import run_cli
+
+    checkpoint = work / "user_data" / "loras" / "r" / "checkpoint-4"
+
+    def stopped_while_loading(cfg, on_progress=None, should_stop=None):
+        should_stop._handler(signal.SIGINT, None)  # before any `begin` event
+        return training.TrainResult(checkpoint.parent, 4, 40, stopped=True, checkpoint=checkpoint)
+
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(training, "train", stopped_while_loading)
+    monkeypatch.setattr(lora_finetune._Stopper, "install", lambda self: None)
+    assert run_cli(lora_finetune.main, [*ARGS, "-l", "r", "--resume"]) == 130
+    err = capsys.readouterr().err
+    assert "nothing new was saved; " in err and "checkpoint-4 (step 4/40) is as it was; continue with the same command" in err
+    assert "checkpoint saved in" not in err
+
+
 def test_max_steps_with_epochs_says_the_epochs_are_not_used(work, monkeypatch, capsys):
     import lora_finetune
     from extensions.dialogue_lora import training

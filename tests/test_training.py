@@ -579,6 +579,13 @@ def test_resume_knows_its_base_by_its_weights_and_its_samples_by_their_text(env)
                                         r"now tiny-other: the same shape, other weights\): resume on the model it was "
                                         r"trained on, or train anew with --overwrite$"):
         check(make_cfg(env, model_name="tiny-other", resume=True, **common))
+    # a model of another shape is not said to have the same one
+    from extensions.dialogue_lora.tiny import build_tiny_model
+
+    build_tiny_model(models / "tiny-wide", ["Alice: hi\nBob: hello\n"], hidden_size=32)
+    with pytest.raises(UserError, match=r"\(was tiny, now tiny-wide: another shape\): resume on the model"):
+        check(make_cfg(env, model_name="tiny-wide", resume=True, **common))
+    shutil.rmtree(models / "tiny-wide")
     data.write_text(json.dumps([dict(r, source=f"renamed.txt:{i}") for i, r in enumerate(records)]))
     common["target_modules"] = ["q_proj", "v_proj"]
     assert check(make_cfg(env, resume=True, **common)).resume_from.name == "checkpoint-1"

@@ -531,7 +531,11 @@ def check(cfg: TrainConfig) -> Plan:
         # the process count as torchrun sets it (_Dist reads the same), so that a changed one is refused
         # before the model loads
         now = dict(_settings(cfg, plan), world_size=int(os.environ.get("WORLD_SIZE", "1") or 1))
-        problem = _resume_mismatch(resume_from, before, now)
+        try:
+            shape = modeling.base_fingerprint(model_path)  # its config.json: for the words only
+        except (UserError, AttributeError, TypeError):  # an unreadable config is said when the model loads
+            shape = None
+        problem = _resume_mismatch(resume_from, before, now, shape)
         if problem:
             raise UserError(problem)
         done = int(resume_from.name[len(CHECKPOINT_PREFIX):])
@@ -1432,9 +1436,10 @@ def _half_precision_change(before: dict, settings: dict) -> str | None:
             "may differ slightly from an uninterrupted run's")
 
 
-def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | None:
+def _resume_mismatch(resume_from: Path, before: dict, settings: dict, shape: dict | None = None) -> str | None:
     """Why a checkpoint cannot be resumed with these settings (None: it can). Keys missing on either side
-    are not compared: check() has no model yet, so no fingerprint or dtype."""
+    are not compared: check() has no model yet, so no fingerprint or dtype; `shape`, the model's fingerprint
+    as its config.json gives it, only says whether a model with other weights has the same shape."""
     unused = _UNUSED_BY.get(settings.get("method"), ())  # e.g. the LoRA rank of a prompt-tuning run
     if "samples_text_sha256" in before and "samples_text_sha256" in settings:  # the file's places not counted
         unused = (*unused, "samples_sha256")
@@ -1462,9 +1467,13 @@ def _resume_mismatch(resume_from: Path, before: dict, settings: dict) -> str | N
         if k == "base_fingerprint":
             return f"the base model differs (was {before.get('base_model')}, now {settings.get('base_model')})"
         if k == "base_weights_sha256":
+            now = settings.get("base_fingerprint", shape)
+            same_shape = ("" if not now or not before.get("base_fingerprint")
+                          else ": the same shape, other weights" if now == before["base_fingerprint"]
+                          else ": another shape")
             return (f"the base model's weights differ from those it was trained on (was {before.get('base_model')}, "
-                    f"now {settings.get('base_model')}: the same shape, other weights): resume on the model it was "
-                    "trained on, or train anew with --overwrite")
+                    f"now {settings.get('base_model')}{same_shape}): resume on the model it was trained on, or "
+                    "train anew with --overwrite")
         if k == "dtype":
             return f"--precision gave {before[k]}, now {settings.get(k)}"
         if k == "world_size":
