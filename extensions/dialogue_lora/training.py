@@ -1567,7 +1567,12 @@ def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, setti
                     shutil.rmtree(stale, ignore_errors=True)
             plan.stale.clear()
             for old in checkpoints(plan.out_dir)[: -cfg.save_total_limit]:
-                shutil.rmtree(old)
+                # renamed first, in one step: a kill midway through the deletion leaves a `.checkpoint-N.tmp`
+                # that the next run clears, not a half-deleted checkpoint offered for --resume
+                gone = old.with_name(f".{old.name}.tmp")
+                shutil.rmtree(gone, ignore_errors=True)
+                os.replace(old, gone)
+                shutil.rmtree(gone)
     dist.barrier()
     return final
 
