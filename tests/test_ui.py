@@ -333,6 +333,26 @@ def test_chat_needs_a_loaded_model_and_a_message(logic):
         logic.chat([], "Hi", "Bob", "bob", 5)
 
 
+def test_a_name_typed_in_the_chat_is_cued_as_the_adapter_learnt_it(webui_root):
+    """`bob` or `zoe` typed: `Bob:` and `Zoë:` cued, as chat.py cues them; a name it did not learn as typed."""
+    class Using(StandaloneHost):
+        def in_use(self):
+            return "tiny-llama", ["pair"]
+
+    lora = webui_root / "user_data" / "loras" / "pair"
+    lora.mkdir(parents=True)
+    (lora / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (lora / "training_parameters.json").write_text(json.dumps({"characters": ["Bob", "Zoë"]}), encoding="utf-8")
+    logic = TabLogic(Using({}, resolve_dirs(webui_root)))
+    prompts = []
+    logic.host.reply = lambda text, **kw: prompts.append(text) or "Hello."
+    for typed in ("bob", "zoe", "Carol"):
+        logic.chat([], "Hi", typed, "Alice", 5)
+    assert [p.rsplit("\n", 1)[1] for p in prompts] == ["Bob:", "Zoë:", "Carol:"]
+    assert logic.name_note("ZOE", "pair") == logic.name_note("Bob", "pair")  # no warning for either
+    assert logic.name_note("Carol", "pair").startswith("⚠️ **pair** learnt Bob, Zoë, not Carol")
+
+
 def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     """After "Apply adapter" the webui's Chat tab cues the adapter's character (params["character"]),
     whatever the bot's name in the webui's Character tab."""

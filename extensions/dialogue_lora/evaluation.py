@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from . import modeling
 from . import prompt as prompt_mod
+from .prompt import name_key
 from .errors import Interrupted, UserError, join_problems
 from .fileio import atomic_open, file_sha256, load_records, samples_sha256
 from .paths import CHECKPOINT_PREFIX, list_datasets, resolve_adapter, resolve_dirs, resolve_model
@@ -258,13 +259,13 @@ def _empty_reply(record: dict) -> bool:
 def _own_characters(records: list[dict], characters: list[str], heldout) -> tuple[list[dict], Counter]:
     """(the samples for the adapter's characters, how many of each other character's were left out). A
     sample names its character (`name`, as prepare_dataset writes it); one without a name is kept."""
-    learnt = {c.casefold() for c in characters}
+    learnt = {name_key(c) for c in characters}
     if not learnt:
         return records, Counter()
 
     def foreign_name(r: dict) -> str | None:
         name = r.get("name")
-        return name if isinstance(name, str) and name.casefold() not in learnt else None
+        return name if isinstance(name, str) and name_key(name) not in learnt else None
 
     foreign = Counter(n for n in map(foreign_name, records) if n is not None)
     if not foreign:
@@ -514,7 +515,7 @@ def _evaluate(
     records, reworded = with_instruction(records, params.get("instruction"))
     name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
     # a character it learnt, in its casing (`bob` is cued `Bob:`, as training cued it and chat.py does)
-    name = next((c for c in characters if name and c.casefold() == " ".join(name.split()).casefold()), name)
+    name = next((c for c in characters if name and name_key(c) == name_key(name)), name)
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
 
     _progress(on_progress, stage="load", done=0, total=1)

@@ -547,8 +547,8 @@ class ChatSession:
         self.done = False
 
     def find_name(self, name: str) -> str | None:
-        wanted = " ".join(name.split()).casefold()
-        return next((n for n in self.names if n.casefold() == wanted), None)
+        wanted = prompt_mod.name_key(name)
+        return next((n for n in self.names if prompt_mod.name_key(n) == wanted), None)
 
     def addressed(self, text: str) -> tuple[str, str] | None:
         """(character, the rest) for `@Name rest`: the longest character name the text starts with, in any

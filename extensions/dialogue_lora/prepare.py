@@ -25,6 +25,7 @@ from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
 from .fileio import holds_samples, missing_parents, nearest_existing, same_file, write_records
 from .paths import shell_word
+from .prompt import name_key
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, nobody, wanted_names
 from .sources import CHAT_EXPORTS, SOURCES, TEXT_SUFFIXES, detect_source, text_files
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
@@ -43,7 +44,7 @@ NAME_SEPARATORS = re.compile("[,\uff0c\u3001]")  # , ， 、
 
 def split_names(names) -> list[str]:
     """`--name` values: repeated and/or comma-separated, trimmed (a trailing `:` too), duplicates
-    (any case) removed."""
+    (the same name_key: any case, accents) removed."""
     if names is None:
         return []
     if isinstance(names, str):
@@ -54,8 +55,8 @@ def split_names(names) -> list[str]:
         for n in NAME_SEPARATORS.split(str(item)):
             # cleaned as the data's names are (`O’Brien` is read as `O'Brien`); "Bob:" as typed from the data means Bob
             n = clean_text(n).rstrip(":").rstrip()
-            if n and n.casefold() not in seen:
-                seen.add(n.casefold())
+            if n and name_key(n) not in seen:
+                seen.add(name_key(n))
                 out.append(n)
     return out
 
@@ -278,7 +279,7 @@ def merge_speakers(counts: Counter) -> dict[str, int]:
     """Speaker counts merged case-insensitively (shown in their most frequent casing), most first."""
     groups: dict[str, Counter] = {}
     for name, c in counts.items():
-        groups.setdefault(name.casefold(), Counter())[name] += c
+        groups.setdefault(name_key(name), Counter())[name] += c
     merged = {g.most_common(1)[0][0]: sum(g.values()) for g in groups.values()}
     return dict(sorted(merged.items(), key=lambda kv: -kv[1]))
 
@@ -328,7 +329,7 @@ _KEEP_FLAGS = {"non_response": "--keep_non_responses", "ender": "--keep_enders",
 
 def _why_dropped(tally: Tally, name: str) -> tuple[int, str]:
     """(lines of `name` dropped, "rule n, ...; --keep_x keeps them") from the per-speaker drop counts."""
-    folded = name.casefold()
+    folded = name_key(name)
     rules = Counter({rule: c for (who, rule), c in tally.dropped_by.items() if who == folded})
     flags = sorted({_KEEP_FLAGS[r] for r in rules if r in _KEEP_FLAGS})
     why = ", ".join(f"{r} {c}" for r, c in rules.most_common())
@@ -345,13 +346,13 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
     """Every requested character was found and got samples; else one clear error."""
     wanted = wanted_names(cfg.names)
     speakers = merge_speakers(tally.speakers)
-    met = {s.casefold() for s in tally.seen}
+    met = {name_key(s) for s in tally.seen}
     found = ", ".join(f"{n} ({c})" for n, c in list(speakers.items())[:SPEAKERS_SHOWN]) or "none"
     if len(speakers) > SPEAKERS_SHOWN:
         found += f", ... +{len(speakers) - SPEAKERS_SHOWN} more"
     got = Counter()
     for n, c in tally.per_name.items():
-        got[n.casefold()] += c
+        got[name_key(n)] += c
     drops = ", ".join(f"{r} {c}" for r, c in tally.dropped.items() if c)
     if not tally.seen and not tally.dropped_by:
         if source in ("discord", "csv"):
@@ -366,13 +367,13 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
     problems = []
     for name in cfg.names if wanted is not None else ():
         n_dropped, why = _why_dropped(tally, name)
-        if name.casefold() in met or n_dropped:
-            if not got[name.casefold()]:
+        if name_key(name) in met or n_dropped:
+            if not got[name_key(name)]:
                 lines = f"all {n_dropped} of their lines were" if n_dropped != 1 else "their one line was"
                 problems.append(f"no samples for {name!r} in {cfg.txtfilename}: {lines} dropped "
                                 f"({why or 'nothing to keep'})")
             continue
-        alias = tally.aliases.get(name.casefold())
+        alias = tally.aliases.get(name_key(name))
         hint = closest(name, list(speakers) or list(tally.seen))
         if alias:
             hint = f" (their messages go under their server nickname: -n {alias!r})"
@@ -490,10 +491,10 @@ def _dropped_of(names: list[str], tally: Tally) -> dict:
     if wanted_names(names) is None:
         return {}
     order = {r: i for i, r in enumerate(RULES)}
-    shown = {n.casefold(): n for n in merge_speakers(tally.speakers)}  # as the speakers line writes them
+    shown = {name_key(n): n for n in merge_speakers(tally.speakers)}  # as the speakers line writes them
     found = {}
     for name in names:
-        folded = name.casefold()
+        folded = name_key(name)
         rules = [(r, c) for (who, r), c in tally.dropped_by.items() if who == folded and c]
         found[shown.get(folded, name)] = dict(sorted(rules, key=lambda rc: order.get(rc[0], len(order))))
     return found

@@ -49,6 +49,20 @@ def one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+_ACCENTS = re.compile("[\u0300-\u036f]")  # the combining accents of the Latin, Greek and Cyrillic scripts
+
+
+def name_key(name: str) -> str:
+    """What two spellings of one name share: `--name` is matched by it, speakers are counted together by it,
+    and chat compares a name with those an adapter learnt by it. Case, spaces and accents aside (`zoe` is
+    `Zoë`, typed composed or not; `ΣΩΚΡΑΤΗΣ` is `Σωκράτης`, Greek capitals going without their accents), and
+    Turkish's dotted and dotless i as i (`İSMAİL` is `İsmail`, `IŞIK` is `Işık`)."""
+    if name.isascii():
+        return " ".join(name.casefold().split())
+    folded = unicodedata.normalize("NFD", name.casefold().replace("\u0131", "i"))
+    return " ".join(_ACCENTS.sub("", folded).split())
+
+
 def check_chat_names(names: Sequence[str], user: str, names_word: str = "--name", user_word: str = "--user") -> None:
     """The names a chat cues (its characters', the user's) as its prompts need them: no `:` (it would end the
     cue early), and the user none of the characters (their lines and the user's would look alike).
@@ -56,7 +70,7 @@ def check_chat_names(names: Sequence[str], user: str, names_word: str = "--name"
     for n in [*names, user]:
         if ":" in n:
             raise UserError(f"name {n!r} must not contain ':' (it ends the speaker cue)")
-    if user.casefold() in {n.casefold() for n in names}:
+    if name_key(user) in {name_key(n) for n in names}:
         raise UserError(f"{user_word} {user!r} is also a character the model speaks as ({names_word}): your lines and "
                         f"theirs would look alike; pick another {user_word}")
 

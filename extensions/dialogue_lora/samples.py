@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from . import prompt
+from .prompt import name_key
 from .dialogue import Turn, strip_actions as _strip_actions
 
 DEFAULT_INSTRUCTION = "Continue the dialogue as {name}."
@@ -74,12 +75,12 @@ class Tally:
     dropped: Counter = field(default_factory=Counter)  # rule -> lines dropped
     per_name: Counter = field(default_factory=Counter)  # character (as written) -> samples
     turns: int = 0  # turns read (narration included)
-    # (casefolded speaker, rule) -> lines dropped: why a character got no samples (the sources' filters
+    # (name_key(speaker), rule) -> lines dropped: why a character got no samples (the sources' filters
     # add theirs, e.g. a Discord user whose every message was `lol`)
     dropped_by: Counter = field(default_factory=Counter)
-    # casefolded other name -> the speaker name used (a Discord username -> the nickname shown)
+    # name_key of another name -> the speaker name used (a Discord username -> the nickname shown)
     aliases: dict = field(default_factory=dict)
-    # casefolded Discord name -> (the name, the ids of the accounts that use it): two people with one name
+    # name_key of a Discord name -> (the name, the ids of the accounts that use it): two people with one name
     people: dict = field(default_factory=dict)
 
 
@@ -118,7 +119,7 @@ class SeenKeys:
 
 def nobody(speaker: str) -> bool:
     """Whether a speaker is an export's name for accounts that are gone (`*` leaves them out)."""
-    return bool(_NOBODY.fullmatch(speaker.casefold()))
+    return bool(_NOBODY.fullmatch(name_key(speaker)))
 
 
 def wanted_names(names: Iterable[str]) -> frozenset[str] | None:
@@ -126,7 +127,7 @@ def wanted_names(names: Iterable[str]) -> frozenset[str] | None:
     names = [n.strip() for n in names if n and n.strip()]
     if ALL in names:
         return None
-    return frozenset(n.casefold() for n in names)
+    return frozenset(name_key(n) for n in names)
 
 
 def iter_samples(
@@ -143,7 +144,7 @@ def iter_samples(
     `turns` may contain `None` (a conversation break): the context window is emptied there.
     `not_all`: speakers that `*` leaves out (the CSV's player).
     """
-    excluded = frozenset(n.casefold() for n in not_all)
+    excluded = frozenset(name_key(n) for n in not_all)
     tally = tally if tally is not None else Tally()
     wanted = wanted_names(names)
     window: deque[str] = deque(maxlen=max(rounds, 0))
@@ -167,7 +168,7 @@ def iter_samples(
             dropped["empty"] += 1
             if speaker is not None:
                 met.add(speaker)
-                dropped_by[speaker.casefold(), "empty"] += 1
+                dropped_by[name_key(speaker), "empty"] += 1
             continue
         if speaker is None:
             append(text)
@@ -175,7 +176,7 @@ def iter_samples(
         speakers[speaker] += 1
         target = is_target.get(speaker)
         if target is None:
-            folded = speaker.casefold()
+            folded = name_key(speaker)
             target = is_target[speaker] = (folded in wanted if wanted is not None
                                            else folded not in excluded and not nobody(speaker))
             met.add(speaker)
@@ -183,7 +184,7 @@ def iter_samples(
             out = _strip_actions(text, speaker) if strip_actions else text
             if not out or (strip_actions and not any(c.isalnum() for c in out)):  # `*nods* ...` leaves `...`
                 dropped["action_only"] += 1
-                dropped_by[speaker.casefold(), "action_only"] += 1
+                dropped_by[name_key(speaker), "action_only"] += 1
             else:
                 # == prompt.build_prompt(context_turns, speaker): the window holds format_turn() lines
                 context = "\n".join(window)
@@ -191,7 +192,7 @@ def iter_samples(
                 if dedupe:
                     if not seen_keys.add(hash((inp, out))):
                         dropped["duplicate"] += 1
-                        dropped_by[speaker.casefold(), "duplicate"] += 1
+                        dropped_by[name_key(speaker), "duplicate"] += 1
                         append(f"{speaker}: {text}")
                         continue
                 per_name[speaker] += 1

@@ -22,6 +22,7 @@ from .fileio import holds_samples
 from .generation import DEFAULT_TEMPERATURE
 from .host import bits_words
 from .merging import DTYPES
+from .prompt import name_key
 from .training import METHODS, format_eta
 from .paths import (check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model)
@@ -759,7 +760,7 @@ class TabLogic:
         recorded = self._recorded(adapter)
         learnt = [str(n) for n in (recorded[1].get("characters") or [])] if recorded else []
         typed = " ".join(str(name or "").split())
-        if typed and learnt and typed.casefold() not in {n.casefold() for n in learnt}:
+        if typed and learnt and name_key(typed) not in {name_key(n) for n in learnt}:
             return (f"⚠️ **{adapter}** learnt {', '.join(learnt)}, not {typed}: it may not speak as them (the cue "
                     "it answers to is the name)")
         return self._characters_note(adapter, recorded)
@@ -856,11 +857,21 @@ class TabLogic:
                 f"uses the weights it had then; press *{button}* to use the new ones.")
 
     def chat_name(self, name: str | None) -> str:
-        """The character a chat cues: the name typed, else the one the adapter in use learnt (a reloaded page
-        shows an empty box while the adapter is still applied), else "Character"."""
+        """The character a chat cues: the name typed (as an adapter in use learnt it: `bob` is cued `Bob:`, as
+        chat.py cues it), else the one the adapter in use learnt (a reloaded page shows an empty box while the
+        adapter is still applied), else "Character"."""
         from .prompt import one_line
 
-        return one_line(name or "") or one_line(str(self.host.params.get("character") or "")) or "Character"
+        typed = one_line(name or "")
+        if typed:
+            for adapter in self.host.in_use()[1]:
+                recorded = self._recorded(adapter)
+                learnt = [str(n) for n in (recorded[1].get("characters") or [])] if recorded else []
+                match = next((n for n in learnt if name_key(n) == name_key(typed)), None)
+                if match:
+                    return match
+            return typed
+        return one_line(str(self.host.params.get("character") or "")) or "Character"
 
     def chat(self, history: list[tuple[str, str]], message: str, name: str, user_name: str, rounds: int,
              temperature: float = 0.0) -> str:

@@ -28,6 +28,7 @@ from typing import Iterator
 
 from ..dialogue import BREAK, ReadStats, Turn, check_text_file, clean_text, open_text, speaker_name
 from ..errors import UserError, closest
+from ..prompt import name_key
 
 DEFAULT_COLUMNS = {
     "speaker": "Voice Type",
@@ -160,7 +161,7 @@ def iter_csv_turns(
     dropped_by: Counter | None = None,
 ) -> Iterator[Turn | None]:
     """Player line (if any) then the reply, `BREAK` after each response. Streams row by row. `dropped_by`
-    counts each (casefolded speaker, rule), as the Discord reader's does.
+    counts each (name_key(speaker), rule), as the Discord reader's does.
 
     A file with neither a prompt nor a group column (`Speaker,Line`: a script kept as a table) is one
     running dialogue, its rows each other's context, as the same lines in a text file would be; unless
@@ -232,7 +233,7 @@ def iter_csv_turns(
                 if not text or not speaker:
                     dropped["no_text"] += 1
                     if speaker:  # so that asking for them says why they have no samples
-                        dropped_by[speaker.casefold(), "no_text"] += 1
+                        dropped_by[name_key(speaker), "no_text"] += 1
                     continue
                 order = (_order_value(rec["order"], path, line, header[cols["order"]].strip())
                          if cols["order"] is not None else None)

@@ -31,7 +31,7 @@ from typing import Iterator
 
 from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name, text_width
 from ..errors import UserError
-from ..prompt import is_sample
+from ..prompt import is_sample, name_key
 from . import chatlog, dce_csv, messenger, prepared_dataset, sillytavern, slack, telegram
 
 KEPT_TYPES = {"Default", "Reply"}
@@ -415,14 +415,14 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
         if author.get("isBot"):
             dropped["bot"] += once
             if speaker:  # so that asking for the bot by name says why it has no samples
-                dropped_by[speaker.casefold(), "bot"] += once
+                dropped_by[name_key(speaker), "bot"] += once
             continue
         if not speaker:
             raise UserError(f"{where}: the author has no name")
         if username:
-            aliases.setdefault(username.casefold(), speaker)
+            aliases.setdefault(name_key(username), speaker)
         if author.get("id"):
-            people.setdefault(speaker.casefold(), (speaker, set()))[1].add(str(author["id"]))
+            people.setdefault(name_key(speaker), (speaker, set()))[1].add(str(author["id"]))
         content = msg.get("content") or ""
         if not isinstance(content, str):
             raise UserError(f"{where}: {msg.get('content_field', 'content')} is not text")
@@ -444,7 +444,7 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
             rule = "ender"
         if rule is not None:
             dropped[rule] += once
-            dropped_by[speaker.casefold(), rule] += once
+            dropped_by[name_key(speaker), rule] += once
             yield None, None, str(author.get("id") or speaker)  # said between: see _conversations
             continue
         stamp = _parse_time(msg.get("timestamp"), where)
@@ -508,9 +508,9 @@ def iter_discord_turns(
 ) -> Iterator[Turn | None]:
     """Turns of every conversation in the export(s), with `BREAK` between conversations.
 
-    `dropped` counts the messages each rule dropped; `dropped_by` the same per (casefolded speaker, rule);
-    `aliases` maps each casefolded username that a nickname hides to that nickname; `people` each casefolded
-    name to (the name, the author ids that use it).
+    `dropped` counts the messages each rule dropped; `dropped_by` the same per (name_key(speaker), rule);
+    `aliases` maps each username's name_key that a nickname hides to that nickname; `people` each name's
+    name_key to (the name, the author ids that use it).
     """
     opts = opts or DiscordOptions()
     stats = stats if stats is not None else ReadStats()
@@ -535,7 +535,7 @@ def iter_discord_turns(
                 dropped["low_quality"] += sum(n for _, n, _ in conv)
                 for t, n, _ in conv:
                     if t.speaker is not None:
-                        dropped_by[t.speaker.casefold(), "low_quality"] += n
+                        dropped_by[name_key(t.speaker), "low_quality"] += n
                 continue
             yield from (t for t, _, _ in conv)
             yield BREAK
