@@ -219,14 +219,13 @@ def main(argv: list[str] | None = None) -> int:
 def _as_learnt(names: str, learnt: list[str], source: str) -> str:
     """--name as the adapter learnt its characters: their casing (`bob` is cued `Bob:`, as in training),
     each once; a warning for a name it did not learn (it can still be asked to speak as anyone)."""
-    from extensions.dialogue_lora.prompt import name_key
+    from extensions.dialogue_lora.prompt import as_learnt
 
-    by_fold = {name_key(c): c for c in learnt}
     out, unknown = [], []
     for n in (" ".join(n.split()) for n in names.split(",")):  # ` QUEEN  ELIZABETH ` is the queen
         if ":" in n:  # ChatSession says why, in one line
             return names
-        name = by_fold.get(name_key(n), n)
+        name = as_learnt(n, learnt) or n
         if n and name not in out:
             out.append(name)
             if name is n:  # not one it learnt

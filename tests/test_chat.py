@@ -217,6 +217,8 @@ def test_a_learnt_name_written_with_other_spaces_is_that_character(capsys):
     assert chat_cli._as_learnt(" queen  elizabeth ,Bob", ["QUEEN ELIZABETH", "Bob"], "adapter x") == "QUEEN ELIZABETH,Bob"
     assert capsys.readouterr().err == ""
     assert chat_cli._as_learnt("zoe,İSMAİL", ["Zoë", "İsmail"], "adapter x") == "Zoë,İsmail"  # accents, Turkish i
+    assert chat_cli._as_learnt("ha", ["Hà", "Hạ"], "adapter x") == "ha"  # which one is not for chat to guess
+    assert "adapter x learnt Hà, Hạ, not ha" in capsys.readouterr().err
     assert chat_cli._as_learnt("Carol", ["Bob"], "adapter x") == "Carol"
     assert "adapter x learnt Bob, not Carol" in capsys.readouterr().err
 

@@ -437,7 +437,12 @@ def test_a_windows_ansi_file_is_read_in_its_code_page_and_said_so(tmp_path):
     ("Ayşe: İyiyim, teşekkür ederim. Çok güzel bir gün.\nMehmet: Öyle mi? Şaşırdım.\n", "cp1254"),
     # without a ç: each of ş ı İ ğ reads as a Central European letter too (ţ ý Ý đ)
     ("Ayşe: Merhaba, nasılsın?\nMehmet: İyiyim, teşekkürler. Işık yanık, değil mi?\n", "cp1254"),
+    # and the other way round: Romanian's ţ and Croatian's đ without the letters only they have
+    ("Ion: Îţi mulţumesc!\nMaria: Cu drag.\nIon: Pe mâine.\n", "cp1250"),
+    ("Đorđe: Dobar dan, kako si?\nAna: Dobro.\n", "cp1250"),
     ("أحمد: مرحبا، كيف حالك؟\nفاطمة: بخير، شكرا. وأنت؟\nأحمد: الحمد لله.\n", "cp1256"),  # once read as Greek
+    ("ИВАН: ПРИВЕТ, КАК ДЕЛА?\nМАРИЯ: ХОРОШО, СПАСИБО.\n", "cp1251"),  # capitals: Arabic letters in 1256
+    ("ΣΩΚΡΑΤΗΣ: ΚΑΛΗΜΕΡΑ, ΤΙ ΚΑΝΕΙΣ;\nΠΛΑΤΩΝ: ΚΑΛΑ.\n", "cp1253"),
     ("علي: سلام، حال شما چطور است؟\nسارا: خوبم، ممنون. گربه کجاست؟\n", "cp1256"),  # Persian
     ("דני: שלום, מה שלומך?\nרותי: טוב, תודה. ואתה?\nדני: בסדר גמור.\n", "cp1255"),
     ("Иван: Привет!\nМаша: Да.\n", "cp1251"),  # short: once read as Chinese
@@ -746,9 +751,10 @@ def test_a_sentence_with_an_early_colon_is_narration_and_a_name_with_particles_i
 
 def test_a_chinese_novels_said_before_a_quote_is_narration():
     text = ("小明说：\u201c你来了。\u201d\n她回答：「嗯，我来了。」\n老师问道：\u201c去哪儿？\u201d\n"
-            "小明：今天去哪儿？\n王道：好。\n王道：\u201c好。\u201d\n小红：\u201c走吧。\u201d\n")
+            "小明：今天去哪儿？\n王道：好。\n王道：\u201c好。\u201d\n小红：\u201c走吧。\u201d\n他问：「真的？」\n"
+            "阿道：\u201c你好。\u201d\n小问：\u201c好啊。\u201d\n")  # names of one character and a verb's: names
     got = turns(text, layout="lines")
-    assert [t[0] for t in got] == [None, None, None, "小明", "王道", None, "小红"]
+    assert [t[0] for t in got] == [None, None, None, "小明", "王道", "王道", "小红", None, "阿道", "小问"]
     assert got[0][1].startswith("小明说：") and got[3][1] == "今天去哪儿？"  # the sentence whole, in the context
 
 

@@ -376,20 +376,24 @@ def test_names_are_read_as_the_data_is(tmp_path):
     assert [(r["name"], r["output"]) for r in records] == [("O'Brien", "hello")]
 
 
-def test_one_name_in_capitals_or_without_accents_is_one_speaker(tmp_path):
+def test_one_name_in_capitals_is_one_speaker_and_other_accents_are_other_people(tmp_path):
     """Turkish's dotted and dotless i in capitals, Greek capitals without their accents, a name typed
-    without its accent or decomposed: one speaker, matched by --name (the cue as each line has it)."""
+    decomposed: one speaker, matched by --name (the cue as each line has it). Other accents tell people
+    apart (Vietnamese Hà, Hạ and Ha; Russian Андрей and Андреи)."""
     src = tmp_path / "d.txt"
     src.write_text("İSMAİL: Merhaba.\nIŞIK: Selam.\nİsmail: Nasılsın?\nIşık: İyiyim.\n"
-                   "ΣΩΚΡΑΤΗΣ: Χαίρε.\nΣωκράτης: Καλημέρα.\nZoë: Hi.\n", encoding="utf-8")
+                   "ΣΩΚΡΑΤΗΣ: Χαίρε.\nΣωκράτης: Καλημέρα.\nZoë: Hi.\nHà: Chào bạn.\nHạ: Mình khỏe.\nHa: Chào.\n"
+                   "Андрей: Привет.\nАндреи: Пока.\n", encoding="utf-8")
     out = tmp_path / "o.json"
-    report = prepare(PrepareConfig(names=["ismail", "ışık", "Σωκράτης", "Zoe\u0308"], txtfilename=str(src),
-                                   jsonfilename=str(out)))
-    assert report.speakers == {"İSMAİL": 2, "IŞIK": 2, "ΣΩΚΡΑΤΗΣ": 2, "Zoë": 1}
+    report = prepare(PrepareConfig(names=["ismail", "ışık", "Σωκράτης", "Zoe\u0308", "Hà", "андрей"],
+                                   txtfilename=str(src), jsonfilename=str(out)))
+    assert report.speakers == {"İSMAİL": 2, "IŞIK": 2, "ΣΩΚΡΑΤΗΣ": 2, "Zoë": 1, "Hà": 1, "Hạ": 1, "Ha": 1,
+                               "Андрей": 1, "Андреи": 1}
     records = json.loads(out.read_text(encoding="utf-8"))
-    assert [r["name"] for r in records] == ["İSMAİL", "IŞIK", "İsmail", "Işık", "ΣΩΚΡΑΤΗΣ", "Σωκράτης", "Zoë"]
-    records, _ = preview(PrepareConfig(names=["zoe"], txtfilename=str(src)), 5)
-    assert [r["name"] for r in records] == ["Zoë"]
+    assert [r["name"] for r in records] == ["İSMAİL", "IŞIK", "İsmail", "Işık", "ΣΩΚΡΑΤΗΣ", "Σωκράτης", "Zoë", "Hà",
+                                            "Андрей"]
+    with pytest.raises(UserError, match="name 'zoe' not found in .*did you mean 'Zoë'"):
+        preview(PrepareConfig(names=["zoe"], txtfilename=str(src)), 5)
 
 
 def test_a_console_that_cannot_show_a_name_gets_it_escaped_not_a_traceback(tmp_path):

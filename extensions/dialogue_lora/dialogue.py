@@ -171,10 +171,14 @@ _HEADER_PHRASES = frozenset(("release date", "posting date", "draft date", "last
                                "character set encoding", "produced by", "original publication", "most recently updated",
                                "dramatis personae", "persons of the play", "cast of characters", "persons represented"))
 
-# A Chinese novel's `小明说：“你来了。”`, `老师问道：「…」` (Xiaoming said: "..."): a sentence before the quote,
-# narration as an English `Bob said: "Hi."` is; a name ending in such a character with no quote after it speaks
-_HAN_SAID = re.compile("[\u4e00-\u9fff]+[\u8bf4\u8aaa\u9053\u95ee\u554f\u7b54\u558a\u53eb\u56b7\u543c\u5e94\u61c9"
-                       "\u9a82\u7f75]")  # 说說道问問答喊叫嚷吼应應骂罵
+# A Chinese novel's `小明说：“你来了。”`, `她回答：「…」`, `老师问道：“…”` (Xiaoming said: "..."): a sentence
+# before the quote, narration as an English `Bob said: "Hi."` is. A pronoun or two characters or more before
+# a verb of speech, or anything before a two-character one: `阿道：“…”`, `小问：“…”` are names
+_SAID = "[\u8bf4\u8aaa\u9053\u95ee\u554f\u7b54\u558a\u53eb\u56b7\u543c\u5e94\u61c9\u9a82\u7f75]"  # 说說道问問答喊叫嚷吼应應骂罵
+_HAN_SAID = re.compile(
+    "(?:[\u4ed6\u5979\u5b83\u6211\u4f60\u60a8]|[\u4e00-\u9fff]{2,})" + _SAID  # 他她它我你您, or a name
+    + "|[\u4e00-\u9fff]+(?:[\u8bf4\u8aaa\u95ee\u554f\u7b54\u7b11\u558a\u53eb\u9a82\u7f75]\u9053"  # 说道 问道 答道 笑道...
+    "|\u56de(?:\u7b54|\u5e94|\u61c9))")  # 回答 回应 回應
 _OPEN_QUOTES = "\"'\u201c\u2018\u300c\u300e"  # " ' “ ‘ 「 『
 
 
@@ -1878,9 +1882,8 @@ def legacy_encoding(head: bytes) -> str | None:
 # The letters beyond ASCII of the languages each Latin-script Windows code page serves
 _LATIN_LETTERS = {
     "cp1252": "àâäáãåæçèéêëìíîïñòóôõöøùúûüýÿœßÀÂÄÁÃÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝŸŒ",  # Western Europe
-    # before Central Europe's, which reads Turkish's ş ı İ ğ bytes as letters of its own (ţ ý Ý đ): a tie
-    "cp1254": "çğıöşüÇĞİÖŞÜâîûÂÎÛ",  # Turkish
     "cp1250": "ąćęłńóśźżĄĆĘŁŃÓŚŹŻčďěňřšťůžýáéíóúČĎĚŇŘŠŤŮŽÝÁÉÍÓÚőűŐŰöüÖÜäôÄÔĺľŕĹĽŔđĐăâîşţĂÂÎŞŢ",  # Central
+    "cp1254": "çğıöşüÇĞİÖŞÜâîûÂÎÛ",  # Turkish
     "cp1257": "ąčęėįšųūžĄČĘĖĮŠŲŪŽāēģīķļņōŗĀĒĢĪĶĻŅŌŖõäöüÕÄÖÜ",  # Baltic
 }
 # The most frequent letters of Russian (Ukrainian...) and Greek: about half of what such a text holds
@@ -1906,7 +1909,13 @@ def _code_page(head: bytes) -> str:
             high = [c for c in head.decode(cp, "replace") if c > "\x7f" and c not in _TYPOGRAPHY]
             return sum(c in _LATIN_LETTERS[cp] for c in high) / len(high) if high else 1.0
 
-        return max(_LATIN_LETTERS, key=fit)
+        fits = {cp: fit(cp) for cp in _LATIN_LETTERS}
+        best = max(fits, key=fits.get)
+        # Turkish's ş ğ Ş Ğ are Romanian's ţ Ţ and Croatian's đ Đ in Central Europe's page, a tie; its ı and İ,
+        # frequent in Turkish, are Czech's ý Ý there, but a Czech text has other letters that break the tie
+        if best == "cp1250" and fits["cp1254"] == fits["cp1250"] and (b"\xfd" in head or b"\xdd" in head):
+            return "cp1254"
+        return best
 
     def share(cp: str, script: re.Pattern | None) -> float:
         """Of the characters beyond ASCII `head` gives in `cp`, the share in `script` (None: frequent letters)."""
@@ -1926,10 +1935,12 @@ def _code_page(head: bytes) -> str:
         return "cp932"
     if share("cp949", _HANGUL) >= 0.8:
         return "cp949"
-    if share("cp1256", _ARABIC) >= 0.8:  # before Greek, whose frequent letters an Arabic text gives
-        return "cp1256"
     frequent = {cp: share(cp, None) for cp in _FREQUENT_LETTERS}  # each a decode of up to a megabyte: once
     best = max(frequent, key=frequent.get)
+    # An Arabic text gives Greek's frequent letters too (0.67 of them in a short one), in capitals and small
+    # letters at random ("ΓΝγΟ"); a Russian or Greek one in capitals reads as Arabic letters in Arabic's page
+    if share("cp1256", _ARABIC) >= 0.8 and (frequent[best] < 0.6 or _mixed_case(head.decode(best, "replace")) >= 0.2):
+        return "cp1256"
     if frequent[best] >= 0.6:
         return best
     for cp in ("gb18030", "big5"):
@@ -1938,6 +1949,15 @@ def _code_page(head: bytes) -> str:
     if share("cp1255", _HEBREW) >= 0.8:  # after Russian: its lower case reads as Hebrew letters here
         return "cp1255"
     return best if frequent[best] >= 0.45 else "cp1252"
+
+
+def _mixed_case(text: str) -> float:
+    """The share of `text`'s words with a capital after a small letter (`ΓΝγΟ`): what a text read in a
+    code page not its own gives, and a language's own words rarely have."""
+    words = re.findall(r"[^\W\d_]{2,}", text)
+    if not words:
+        return 0.0
+    return sum(any(a.islower() and b.isupper() for a, b in zip(w, w[1:])) for w in words) / len(words)
 
 
 def _escape_utf16(error: UnicodeDecodeError) -> tuple[str, int]:

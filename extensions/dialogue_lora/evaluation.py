@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from . import modeling
 from . import prompt as prompt_mod
-from .prompt import name_key
+from .prompt import as_learnt, name_key
 from .errors import Interrupted, UserError, join_problems
 from .fileio import atomic_open, file_sha256, load_records, samples_sha256
 from .paths import CHECKPOINT_PREFIX, list_datasets, resolve_adapter, resolve_dirs, resolve_model
@@ -515,7 +515,7 @@ def _evaluate(
     records, reworded = with_instruction(records, params.get("instruction"))
     name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
     # a character it learnt, in its casing (`bob` is cued `Bob:`, as training cued it and chat.py does)
-    name = next((c for c in characters if name and name_key(c) == name_key(name)), name)
+    name = (as_learnt(name, characters) if name else None) or name
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
 
     _progress(on_progress, stage="load", done=0, total=1)

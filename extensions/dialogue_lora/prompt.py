@@ -49,18 +49,42 @@ def one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-_ACCENTS = re.compile("[\u0300-\u036f]")  # the combining accents of the Latin, Greek and Cyrillic scripts
+# A Greek letter's accents (tonos, dialytika, the polytonic marks), which capitals go without; and the dot
+# that casefolding leaves on Turkish's `İ` (`i̇`)
+_GREEK_ACCENTS = re.compile("(?<=[\u0370-\u03ff\u1f00-\u1fff])[\u0300-\u036f]+")
+_TURKISH_DOT = re.compile("(?<=i)\u0307")
+_ACCENTS = re.compile("[\u0300-\u036f]")
 
 
 def name_key(name: str) -> str:
     """What two spellings of one name share: `--name` is matched by it, speakers are counted together by it,
-    and chat compares a name with those an adapter learnt by it. Case, spaces and accents aside (`zoe` is
-    `Zoë`, typed composed or not; `ΣΩΚΡΑΤΗΣ` is `Σωκράτης`, Greek capitals going without their accents), and
-    Turkish's dotted and dotless i as i (`İSMAİL` is `İsmail`, `IŞIK` is `Işık`)."""
+    and chat compares a name with those an adapter learnt by it. Case and spaces aside, Greek capitals'
+    missing accents (`ΣΩΚΡΑΤΗΣ` is `Σωκράτης`), Turkish's dotted and dotless i as i (`İSMAİL` is `İsmail`,
+    `IŞIK` is `Işık`) and the Unicode form; other accents count (`Hà`, `Hạ` and `Ha` are three people,
+    `José` and `Jose` may be two)."""
     if name.isascii():
         return " ".join(name.casefold().split())
     folded = unicodedata.normalize("NFD", name.casefold().replace("\u0131", "i"))
-    return " ".join(_ACCENTS.sub("", folded).split())
+    folded = _TURKISH_DOT.sub("", _GREEK_ACCENTS.sub("", folded))
+    return " ".join(unicodedata.normalize("NFC", folded).split())
+
+
+def loose_key(name: str) -> str:
+    """name_key without any accent: what a name typed on a keyboard without them (`zoe`, `Jose`) shares with
+    the one meant. Only for choosing among known names (those an adapter learnt), never to merge speakers."""
+    return " ".join(_ACCENTS.sub("", unicodedata.normalize("NFD", name_key(name))).split())
+
+
+def as_learnt(name: str, learnt: Iterable[str]) -> str | None:
+    """The name an adapter learnt that `name` means: the same name_key (`bob` is `Bob`), else the one learnt
+    name with its loose_key (`zoe` is `Zoë`, where the adapter learnt no `Zoe` and one Zoë); else None."""
+    learnt = list(learnt)
+    key = name_key(name)
+    same = next((n for n in learnt if name_key(n) == key), None)
+    if same is not None:
+        return same
+    loose = [n for n in learnt if loose_key(n) == loose_key(name)]
+    return loose[0] if len(loose) == 1 else None
 
 
 def check_chat_names(names: Sequence[str], user: str, names_word: str = "--name", user_word: str = "--user") -> None:

@@ -22,7 +22,7 @@ from .fileio import holds_samples
 from .generation import DEFAULT_TEMPERATURE
 from .host import bits_words
 from .merging import DTYPES
-from .prompt import name_key
+from .prompt import as_learnt
 from .training import METHODS, format_eta
 from .paths import (check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model)
@@ -760,7 +760,7 @@ class TabLogic:
         recorded = self._recorded(adapter)
         learnt = [str(n) for n in (recorded[1].get("characters") or [])] if recorded else []
         typed = " ".join(str(name or "").split())
-        if typed and learnt and name_key(typed) not in {name_key(n) for n in learnt}:
+        if typed and learnt and as_learnt(typed, learnt) is None:
             return (f"⚠️ **{adapter}** learnt {', '.join(learnt)}, not {typed}: it may not speak as them (the cue "
                     "it answers to is the name)")
         return self._characters_note(adapter, recorded)
@@ -867,7 +867,7 @@ class TabLogic:
             for adapter in self.host.in_use()[1]:
                 recorded = self._recorded(adapter)
                 learnt = [str(n) for n in (recorded[1].get("characters") or [])] if recorded else []
-                match = next((n for n in learnt if name_key(n) == name_key(typed)), None)
+                match = as_learnt(typed, learnt)
                 if match:
                     return match
             return typed
