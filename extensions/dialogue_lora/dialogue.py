@@ -1092,9 +1092,12 @@ def _is_header_field(name: str) -> bool:
 
 
 def _may_speak(line: str) -> bool:
-    """Whether a line could be a turn or a cue of any layout (`Name:`, `ROMEO.`, `JOE` in capitals)."""
+    """Whether a line could be a turn or a cue of any layout (`Name:`, `ROMEO.`, `JOE` in capitals, a chat
+    export's stamped message: else the whole of a WhatsApp export's first 200,000 lines was read as a
+    book's introduction before its dialogue)."""
     s = line.strip()
-    return bool(s) and (split_speaker(s) is not None or (s[-1:] == "." and _dotted_cue(s) != s)
+    return bool(s) and (split_speaker(s) is not None or (s[:1] in _STAMP_STARTS and _is_stamped_message(s))
+                        or (s[-1:] == "." and _dotted_cue(s) != s)
                         or (s.isupper() and _screen_cue(s) is not None) or (s[:1] == "<" and _BARE_NICK.fullmatch(s) is not None))
 
 
