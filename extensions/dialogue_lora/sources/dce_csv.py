@@ -52,18 +52,19 @@ def is_export_file(path: Path) -> bool:
         return False
 
 
-def _iso(value: str) -> str | None:
-    """The row's date as ISO 8601 (what the JSON export's reader takes), None when its format is not known."""
+def _iso(value: str, formats: list[str | None]) -> str | None:
+    """The row's date as ISO 8601 (what the JSON export's reader takes), None when its format is not known.
+    `formats` (None: ISO 8601 itself) are tried in order, and the one that read it moves to the front: an
+    export writes every date alike, and a failed strptime costs as much as a good one."""
     value = value.strip()
-    try:
-        return datetime.fromisoformat(value).isoformat()
-    except ValueError:
-        pass
-    for fmt in _DATE_FORMATS:
+    for i, fmt in enumerate(formats):
         try:
-            return datetime.strptime(value, fmt).isoformat()
+            found = datetime.fromisoformat(value) if fmt is None else datetime.strptime(value, fmt)
         except ValueError:
             continue
+        if i:
+            formats.insert(0, formats.pop(i))
+        return found.isoformat()
     return None
 
 
@@ -72,6 +73,8 @@ def load(path: Path, text: str) -> list[dict]:
     # strict: a quote left open is an error at the file's end, not every row after it read as one message
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True)
     messages, start = [], 1
+    formats: list[str | None] = [None, *_DATE_FORMATS]
+    last = ("", None)  # (a row's date, as ISO 8601): the messages of a busy minute share it
     try:
         header = [c.strip() for c in next(reader, [])]
         col = {name: header.index(name) for name in header if name in (*HEADER, "Attachments")}
@@ -85,10 +88,12 @@ def load(path: Path, text: str) -> list[dict]:
                 raise UserError(f"{path}:{start}: {len(row)} field(s), DiscordChatExporter's CSV has "
                                 f"{len(header)} ({', '.join(header)})")
             cell = {name: row[i] if i < len(row) else "" for name, i in col.items()}
+            if cell["Date"] != last[0]:
+                last = (cell["Date"], _iso(cell["Date"], formats))
             messages.append({
                 "line": start,
                 "type": "Service" if _SYSTEM_TEXT.fullmatch(cell["Content"].strip()) else "Default",
-                "timestamp": _iso(cell["Date"]),
+                "timestamp": last[1],
                 "author": {"id": cell.get("AuthorID", "").strip(), "name": _DISCRIMINATOR.sub("", cell["Author"].strip())},
                 "content": cell["Content"],
                 "attachments": [a for a in cell.get("Attachments", "").split(",") if a.strip()],
