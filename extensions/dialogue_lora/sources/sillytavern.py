@@ -15,6 +15,7 @@ every later step (filters, merging, the low-quality rule) is the Discord reader'
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -41,11 +42,14 @@ def looks_like(head: str) -> bool:
     return first.startswith("{") and ('"character_name"' in first or ('"mes"' in first and '"is_user"' in first))
 
 
+_READ = ("name", "is_user", "is_system", "mes")
+
+
 def load(path: Path, text: str) -> dict:
     """The chat in `text` (the file's contents) as {"name": character, "messages": [...]}, checked line by line
     (a chat of only its settings line has none: in a folder of chats it adds nothing)."""
     header, messages = None, []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(io.StringIO(text, newline=None), 1):  # (not splitlines: a second copy of a chat)
         if not line.strip():
             continue
         try:
@@ -59,7 +63,11 @@ def load(path: Path, text: str) -> dict:
         if header is None and not messages and "mes" not in obj:
             header = obj
             continue
-        messages.append((n, obj))
+        # what as_discord reads, no more: a message's swipes hold whole other replies, often several
+        slim = {k: obj[k] for k in _READ if k in obj}
+        if isinstance(obj.get("extra"), dict) and "type" in obj["extra"]:
+            slim["extra"] = {"type": obj["extra"]["type"]}
+        messages.append((n, slim))
     name = header.get("character_name") if isinstance(header, dict) else None
     names = [header.get(k) for k in ("user_name", "character_name")] if isinstance(header, dict) else []
     names += [m.get("name") for _, m in messages]
