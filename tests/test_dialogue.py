@@ -96,6 +96,8 @@ def test_split_speaker(line, expected):
         ("ＦＵＬＬ width １２", "FULL width 12"),
         ("ｶﾀｶﾅ ﾊﾞｶ", "カタカナ バカ"),  # half-width katakana widened, the sound mark joined
         ("你好，李雷！（笑）", "你好，李雷！（笑）"),  # CJK full-width punctuation is how the language writes it
+        ("他说：\u201c你好。\u201d", "他说：\u201c你好。\u201d"),  # and so are its curly quotes
+        ("She said \u201chi\u201d, it\u2019s fine.", "She said \"hi\", it's fine."),  # straightened elsewhere
         ("a\u00a0b\u2028c", "a b c"),
     ],
 )

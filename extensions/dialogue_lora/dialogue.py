@@ -339,11 +339,14 @@ def _ftfy_fix(text: str) -> str:
     # so `Tom &amp; Jerry` would come out two ways; everything else it fixes is non-ASCII anyway.
     # Its width fix would also turn Chinese and Japanese full-width punctuation (`，`, `！`) into ASCII:
     # only full-width letters and digits are narrowed, and half-width katakana widened (_WIDTHS).
-    text = ftfy.fix_text(text, unescape_html=False, fix_character_width=False)
+    # Curly quotes are straightened, but not in Chinese, Japanese or Korean, whose own quotes they are.
+    text = ftfy.fix_text(text, unescape_html=False, fix_character_width=False,
+                         uncurl_quotes=_CJK_TEXT.search(text) is None)
     return _WIDTHS.sub(lambda m: unicodedata.normalize("NFKC", m.group()), text) if _WIDTHS.search(text) else text
 
 
 _WIDTHS = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\uff65-\uff9f]+")
+_CJK_TEXT = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")  # kana, Han, Hangul
 
 
 def clean_text(text: str, stats: ReadStats | None = None) -> str:
