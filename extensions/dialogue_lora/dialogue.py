@@ -1907,8 +1907,9 @@ _CJK_PUNCTUATION = re.compile("[\u3000-\u303f\uff01-\uff65]")  # 。「」【】
 def _code_page(head: bytes) -> str:
     """Which Windows code page `head` reads best in. A Latin-script text (letters beyond ASCII a minority:
     the accents) in the one whose accented letters its bytes give (Western Europe's among equals); else
-    Japanese if kana come out, Korean if Hangul does, Russian or Greek if their most frequent letters do,
-    Chinese if its characters do, Hebrew if its letters do (Arabic before Russian and Greek); Western Europe's when nothing fits."""
+    Japanese if kana come out, Korean if Hangul does, Arabic if its letters do (and a Russian or Greek
+    reading has no words of its own), Russian or Greek if their most frequent letters do, Chinese if its
+    characters do, Hebrew if its letters do; Western Europe's when nothing fits."""
     letters = [c for c in head.decode("cp1252", "replace") if c.isalpha()]
     if sum(c > "\x7f" for c in letters) <= 0.4 * len(letters):
         def fit(cp: str) -> float:

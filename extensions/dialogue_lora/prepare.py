@@ -276,7 +276,7 @@ class PrepareReport:
 
 
 def merge_speakers(counts: Counter) -> dict[str, int]:
-    """Speaker counts merged case-insensitively (shown in their most frequent casing), most first."""
+    """Speaker counts merged by name_key (shown in their most frequent spelling), most first."""
     groups: dict[str, Counter] = {}
     for name, c in counts.items():
         groups.setdefault(name_key(name), Counter())[name] += c
