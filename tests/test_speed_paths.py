@@ -372,6 +372,39 @@ def test_sliding_window_models_keep_their_window_on_every_packed_path(tiny_model
         assert mean(flat, keep_logits=True) == pytest.approx(alone, rel=1e-5)
 
 
+def test_gemma2_loads_with_its_own_attention_and_trains(tiny_model_dir, tmp_path):
+    """Gemma 2 has no sdpa path in transformers (its scores are capped): it loads with the eager one, the
+    CPU's per-sample attention (which would drop the cap) stays off, and a run trains."""
+    import json
+    import shutil
+
+    import torch
+    import transformers as T
+
+    from extensions.dialogue_lora import varlen
+    from extensions.dialogue_lora.training import train
+
+    _, tok = modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32)
+    config = T.Gemma2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=32,
+                            max_position_embeddings=256, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    folder = tmp_path / "models" / "tiny-gemma2"
+    T.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_model_dir / name).exists():
+            shutil.copy(tiny_model_dir / name, folder)
+    model, _ = modeling.load_base(folder, device="cpu", dtype=torch.float32)
+    assert model.config._attn_implementation == "eager" and model.config.attn_logit_softcapping
+    assert not varlen.enable(model, "cpu") and model.config._attn_implementation == "eager"
+    data = tmp_path / "bob.json"
+    data.write_text(json.dumps(RECORDS * 4), encoding="utf-8")
+    result = train(TrainConfig(dataset_name=str(data), model_name="tiny-gemma2", model_dir=str(tmp_path / "models"),
+                               lora_dir=str(tmp_path / "loras"), lora_name="g2", max_steps=2, batch_size=4,
+                               val_ratio=0, device="cpu"))
+    assert result.step == 2 and (tmp_path / "loras" / "g2" / "adapter_model.safetensors").is_file()
+
+
 def test_which_layers_slide_from_configs_old_and_new():
     import types
 

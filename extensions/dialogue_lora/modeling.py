@@ -453,14 +453,17 @@ def load_base(
     if unreadable:
         raise UserError(unreadable)
     try:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
-        except (ValueError, ImportError):
-            if kwargs.get("attn_implementation") != "flash_attention_2":
-                raise
-            # a model type without a flash-attention path (or a flash-attn that fails to import): sdpa
-            kwargs["attn_implementation"] = "sdpa"
-            model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+        # a model type without a flash-attention path (or a flash-attn that fails to import) takes sdpa; one
+        # without an sdpa path either (Gemma 2, whose scores are capped) takes the eager one
+        fallbacks = {"flash_attention_2": "sdpa", "sdpa": "eager"}
+        while True:
+            try:
+                model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
+                break
+            except (ValueError, ImportError):
+                if kwargs.get("attn_implementation") not in fallbacks:
+                    raise
+                kwargs["attn_implementation"] = fallbacks[kwargs["attn_implementation"]]
     except (RuntimeError, MemoryError) as e:
         if not out_of_memory(e):
             raise

@@ -154,6 +154,9 @@ def enable(model, device) -> bool:
     """Switch `model` (before the adapter is attached) to per-sample attention, if it takes it and it
     keeps packed samples apart; otherwise leave it as it was. Returns whether it is on."""
     before = getattr(model.config, "_attn_implementation", None)
+    text = getattr(model.config, "text_config", None) or model.config
+    if getattr(text, "attn_logit_softcapping", None):  # Gemma 2 caps its scores: SDPA here would not
+        return False
     if not register() or not hasattr(model, "set_attn_implementation"):
         return False
     try:
