@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
 
     names, instruction, recorded_turns = args.name, None, None
-    if names is not None and not names.strip(" ,"):
+    if names is not None and not names.strip(" ,\uff0c\u3001"):  # (a full-width comma separates too)
         raise UserError("--name is empty: give the character the model speaks as, e.g. --name Bob "
                         "(or leave it out to use the name recorded with the adapter)")
     if names is not None:  # read as prepare_dataset.py reads --name: `O’Brien` is the O'Brien it trained

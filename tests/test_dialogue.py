@@ -97,6 +97,7 @@ def test_split_speaker(line, expected):
         ("ｶﾀｶﾅ ﾊﾞｶ", "カタカナ バカ"),  # half-width katakana widened, the sound mark joined
         ("你好，李雷！（笑）", "你好，李雷！（笑）"),  # CJK full-width punctuation is how the language writes it
         ("他说：\u201c你好。\u201d", "他说：\u201c你好。\u201d"),  # and so are its curly quotes
+        ("O\u2019Brien：\u201c你好‘啊’。\u201d", "O'Brien：\u201c你好‘啊’。\u201d"),  # but not a Latin name's apostrophe
         ("She said \u201chi\u201d, it\u2019s fine.", "She said \"hi\", it's fine."),  # straightened elsewhere
         ("a\u00a0b\u2028c", "a b c"),
     ],
@@ -754,9 +755,11 @@ def test_a_sentence_with_an_early_colon_is_narration_and_a_name_with_particles_i
 def test_a_chinese_novels_said_before_a_quote_is_narration():
     text = ("小明说：\u201c你来了。\u201d\n她回答：「嗯，我来了。」\n老师问道：\u201c去哪儿？\u201d\n"
             "小明：今天去哪儿？\n王道：好。\n王道：\u201c好。\u201d\n小红：\u201c走吧。\u201d\n他问：「真的？」\n"
-            "阿道：\u201c你好。\u201d\n小问：\u201c好啊。\u201d\n")  # names of one character and a verb's: names
+            "阿道：\u201c你好。\u201d\n小问：\u201c好啊。\u201d\n"  # names of one character and a verb's: names
+            "王明道：\u201c你来了。\u201d\n佐藤正道：「おはよう」\n他道：\u201c走。\u201d\n")  # 道 ends given names
     got = turns(text, layout="lines")
-    assert [t[0] for t in got] == [None, None, None, "小明", "王道", "王道", "小红", None, "阿道", "小问"]
+    assert [t[0] for t in got] == [None, None, None, "小明", "王道", "王道", "小红", None, "阿道", "小问", "王明道",
+                                   "佐藤正道", None]
     assert got[0][1].startswith("小明说：") and got[3][1] == "今天去哪儿？"  # the sentence whole, in the context
 
 

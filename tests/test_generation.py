@@ -237,6 +237,11 @@ def test_a_long_chat_keeps_its_instruction_as_training_does(loaded):
     assert tok.decode(prompt_ids(tok, str(prompt), max_tokens=70)[1:]).split(":")[0] in ("Alice", "Carol")
     tiny = prompt_ids(tok, prompt, max_tokens=5)
     assert len(tiny) <= 5 and "pirate" not in tok.decode(tiny)
+    # the instruction is kept only with the whole cue line after it, whatever the room
+    pinned = len(prompt_ids(tok, prompt.pinned)) - 1
+    for limit in range(pinned - 2, pinned + 8):
+        text = tok.decode(prompt_ids(tok, prompt, max_tokens=limit)[1:])
+        assert text.endswith("\nBob:") or text == "Bob:" or text.endswith("ok\nBob:"), (limit, text)
 
 
 def test_evaluation_prompts_a_long_sample_as_training_cut_it(loaded):

@@ -697,6 +697,19 @@ def test_sillytavern_chat_golden(tmp_path):
         "Guardians do not sleep, little one. But I rested, as the trees do.")
 
 
+def test_sillytavern_lines_as_universal_newlines_read_them(tmp_path):
+    """Windows' and old Macs' line ends are line ends; a U+2028 inside a message (JSON allows it raw) is not."""
+    chat = tmp_path / "c.jsonl"
+    lines = ['{"user_name": "Alex", "character_name": "Sera"}',
+             '{"name": "Alex", "is_user": true, "mes": "Hello there, who are you?"}',
+             '{"name": "Sera", "is_user": false, "mes": "A guardian\u2028of this forest, traveller.", "swipes": ["x"]}']
+    chat.write_text("\r\n".join(lines[:2]) + "\r" + lines[2] + "\n", encoding="utf-8")
+    out = tmp_path / "o.json"
+    prepare(PrepareConfig(names=["Sera"], txtfilename=str(chat), jsonfilename=str(out)))
+    [record] = json.loads(out.read_text(encoding="utf-8"))
+    assert record["source"] == "c.jsonl:3" and record["output"] == "A guardian of this forest, traveller."
+
+
 def test_sillytavern_message_that_writes_the_users_turns_too(tmp_path):
     """Models often write `Seraphina: ...` and then the user's turn in one message: it is those turns."""
     chat = tmp_path / "c.jsonl"

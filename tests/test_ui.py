@@ -1040,6 +1040,7 @@ def test_the_chat_tab_says_who_answers_from_what_and_samples_at_the_temperature_
     host.params["character"] = "Bob"
     assert open_chat("", "Al", [], None)[0].startswith("**Bob** answers")
     assert TabLogic(host).chat_name("  ") == "Bob" and "⚠️ your name is the character's" in chat_heading(host, "Bob", "bob")
+    assert "⚠️ your name is the character's" in chat_heading(host, "İsmail", "ISMAIL")  # as sending would say
     # a conversation held with another adapter is let go when the tab opens
     heading, shown, turns, said_with = open_chat("Bob", "Al", [("Al", "hi"), ("Bob", "yo")], ["tiny-llama", ["carol"]])
     assert "A new conversation: the one before was with another model or adapter." in heading

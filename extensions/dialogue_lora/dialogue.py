@@ -172,11 +172,14 @@ _HEADER_PHRASES = frozenset(("release date", "posting date", "draft date", "last
                                "dramatis personae", "persons of the play", "cast of characters", "persons represented"))
 
 # A Chinese novel's `小明说：“你来了。”`, `她回答：「…」`, `老师问道：“…”` (Xiaoming said: "..."): a sentence
-# before the quote, narration as an English `Bob said: "Hi."` is. A pronoun or two characters or more before
-# a verb of speech, or anything before a two-character one: `阿道：“…”`, `小问：“…”` are names
-_SAID = "[\u8bf4\u8aaa\u9053\u95ee\u554f\u7b54\u558a\u53eb\u56b7\u543c\u5e94\u61c9\u9a82\u7f75]"  # 说說道问問答喊叫嚷吼应應骂罵
+# before the quote, narration as an English `Bob said: "Hi."` is. A pronoun before a verb of speech, two
+# characters or more before one that ends no given name, or anything before a two-character one:
+# `阿道：“…”`, `小问：“…”`, `王明道：“…”`, `佐藤正道：「…」` are names (道 and 应 end many)
+_SAID = "[\u8bf4\u8aaa\u95ee\u554f\u7b54\u558a\u53eb\u56b7\u543c\u9a82\u7f75]"  # 说說问問答喊叫嚷吼骂罵
 _HAN_SAID = re.compile(
-    "(?:[\u4ed6\u5979\u5b83\u6211\u4f60\u60a8]|[\u4e00-\u9fff]{2,})" + _SAID  # 他她它我你您, or a name
+    "[\u4ed6\u5979\u5b83\u6211\u4f60\u60a8][\u8bf4\u8aaa\u9053\u95ee\u554f\u7b54\u558a\u53eb\u56b7\u543c"
+    "\u5e94\u61c9\u9a82\u7f75]"  # 他她它我你您 + 说 道 问 ... (他道)
+    "|[\u4e00-\u9fff]{2,}" + _SAID
     + "|[\u4e00-\u9fff]+(?:[\u8bf4\u8aaa\u95ee\u554f\u7b54\u7b11\u558a\u53eb\u9a82\u7f75]\u9053"  # 说道 问道 答道 笑道...
     "|\u56de(?:\u7b54|\u5e94|\u61c9))")  # 回答 回应 回應
 _OPEN_QUOTES = "\"'\u201c\u2018\u300c\u300e"  # " ' “ ‘ 「 『
@@ -340,12 +343,15 @@ def _ftfy_fix(text: str) -> str:
     # Its width fix would also turn Chinese and Japanese full-width punctuation (`，`, `！`) into ASCII:
     # only full-width letters and digits are narrowed, and half-width katakana widened (_WIDTHS).
     # Curly quotes are straightened, but not in Chinese, Japanese or Korean, whose own quotes they are.
-    text = ftfy.fix_text(text, unescape_html=False, fix_character_width=False,
-                         uncurl_quotes=_CJK_TEXT.search(text) is None)
+    cjk = _CJK_TEXT.search(text) is not None
+    text = ftfy.fix_text(text, unescape_html=False, fix_character_width=False, uncurl_quotes=not cjk)
+    if cjk and ("\u2019" in text or "\u2018" in text):  # an apostrophe in a Latin name (`O’Brien：“你好。”`)
+        text = _LATIN_APOSTROPHE.sub("'", text)
     return _WIDTHS.sub(lambda m: unicodedata.normalize("NFKC", m.group()), text) if _WIDTHS.search(text) else text
 
 
 _WIDTHS = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\uff65-\uff9f]+")
+_LATIN_APOSTROPHE = re.compile("(?<=[A-Za-z\u00c0-\u024f])[\u2018\u2019](?=[A-Za-z\u00c0-\u024f])")
 _CJK_TEXT = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")  # kana, Han, Hangul
 
 

@@ -341,15 +341,16 @@ def prompt_ids(tokenizer, prompt: str | Sequence[str], max_tokens: int | None = 
     longer than the room is cut mid-line, since something must go). A chat prompt's instruction
     (prompt.ChatPrompt.pinned) is kept too, as training keeps it, while the dialogue after it leaves room.
     """
-    from .encoding import _next_line_start, _pinned, piece_ids
+    from .encoding import _line_start, _next_line_start, _pinned, piece_ids
 
     pieces = [prompt] if isinstance(prompt, str) else list(prompt)
     prefix, ids = piece_ids(tokenizer, pieces)
     body = [t for piece in ids for t in piece]
     if max_tokens is not None and len(prefix) + len(body) > max_tokens:
         room = max(max_tokens - len(prefix), 1)
-        # the instruction stays when a token of the dialogue (the cue's, at least) fits after it
-        head = _pinned(tokenizer, getattr(prompt, "pinned", ""), body, room - 1)
+        # the instruction stays when the last line (the cue) fits after it whole, as training keeps it
+        cue = len(body) - _line_start(tokenizer, body, 0, len(body))
+        head = _pinned(tokenizer, getattr(prompt, "pinned", ""), body, room - cue)
         start = len(body) - (room - head)
         whole = _next_line_start(tokenizer, body, start, len(body)) if start > head else start
         body = body[:head] + body[whole if whole < len(body) else start:]

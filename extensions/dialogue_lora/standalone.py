@@ -15,6 +15,7 @@ import threading
 from .errors import CliParser, UserError
 from .host import StandaloneHost, bits_words
 from .paths import resolve_dirs
+from .prompt import name_key
 
 TITLE = "Dialogue LoRA"
 
@@ -94,7 +95,7 @@ def chat_heading(host, name: str, user: str | None) -> str:
     used = (f"`{model}`" + (f" + `{', '.join(adapters)}`" if adapters else " (no adapter)")
             + bits_words(*host.in_use_bits()))
     user = (user or "").strip() or "You"
-    clash = user.casefold() == name.casefold()
+    clash = name_key(user) == name_key(name)  # as the chat's own check (prompt.check_chat_names)
     warning = "  \n⚠️ your name is the character's: change *Your name* in 4. Use" if clash else ""
     return f"**{name}** answers, from {used}; you are **{user}**.{warning}"
 

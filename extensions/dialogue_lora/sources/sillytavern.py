@@ -15,7 +15,6 @@ every later step (filters, merging, the low-quality rule) is the Discord reader'
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
@@ -43,13 +42,15 @@ def looks_like(head: str) -> bool:
 
 
 _READ = ("name", "is_user", "is_system", "mes")
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")  # a line as universal newlines read it
 
 
 def load(path: Path, text: str) -> dict:
     """The chat in `text` (the file's contents) as {"name": character, "messages": [...]}, checked line by line
     (a chat of only its settings line has none: in a folder of chats it adds nothing)."""
     header, messages = None, []
-    for n, line in enumerate(io.StringIO(text, newline=None), 1):  # (not splitlines: a second copy of a chat)
+    for n, found in enumerate(_LINE.finditer(text), 1):  # (not splitlines: a second copy of a long chat)
+        line = found.group()
         if not line.strip():
             continue
         try:
