@@ -445,6 +445,7 @@ def test_a_windows_ansi_file_is_read_in_its_code_page_and_said_so(tmp_path):
     ("Đorđe: Dobar dan, kako si?\nAna: Dobro.\n", "cp1250"),
     ("أحمد: مرحبا، كيف حالك؟\nفاطمة: بخير، شكرا. وأنت؟\nأحمد: الحمد لله.\n", "cp1256"),  # once read as Greek
     ("ИВАН: ПРИВЕТ, КАК ДЕЛА?\nМАРИЯ: ХОРОШО, СПАСИБО.\n", "cp1251"),  # capitals: Arabic letters in 1256
+    ("ИВАН: СМОТРИ НА YouTube!\nМАРИЯ: У МЕНЯ НЕТ iPhone.\n", "cp1251"),  # its own mixed-case words
     ("ΣΩΚΡΑΤΗΣ: ΚΑΛΗΜΕΡΑ, ΤΙ ΚΑΝΕΙΣ;\nΠΛΑΤΩΝ: ΚΑΛΑ.\n", "cp1253"),
     ("علي: سلام، حال شما چطور است؟\nسارا: خوبم، ممنون. گربه کجاست؟\n", "cp1256"),  # Persian
     ("דני: שלום, מה שלומך?\nרותי: טוב, תודה. ואתה?\nדני: בסדר גמור.\n", "cp1255"),

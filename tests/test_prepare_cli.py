@@ -394,6 +394,8 @@ def test_one_name_in_capitals_is_one_speaker_and_other_accents_are_other_people(
                                             "Андрей"]
     with pytest.raises(UserError, match="name 'zoe' not found in .*did you mean 'Zoë'"):
         preview(PrepareConfig(names=["zoe"], txtfilename=str(src)), 5)
+    with pytest.raises(UserError, match="name 'Isık' not found in .*did you mean 'IŞIK'"):
+        preview(PrepareConfig(names=["Isık"], txtfilename=str(src)), 5)
 
 
 def test_a_console_that_cannot_show_a_name_gets_it_escaped_not_a_traceback(tmp_path):

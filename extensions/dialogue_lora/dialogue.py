@@ -1967,7 +1967,7 @@ def _code_page(head: bytes) -> str:
 def _mixed_case(text: str) -> float:
     """The share of `text`'s words with a capital after a small letter (`ΓΝγΟ`): what a text read in a
     code page not its own gives, and a language's own words rarely have."""
-    words = re.findall(r"[^\W\d_]{2,}", text)
+    words = [w for w in re.findall(r"[^\W\d_]{2,}", text) if not w.isascii()]  # not `iPhone`, `YouTube`
     if not words:
         return 0.0
     return sum(any(a.islower() and b.isupper() for a, b in zip(w, w[1:])) for w in words) / len(words)

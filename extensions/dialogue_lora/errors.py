@@ -47,15 +47,16 @@ def join_problems(problems: Iterable[str]) -> str:
     return f"{len(problems)} problems:\n  - " + "\n  - ".join(problems)
 
 
-def closest(name: str, choices: Iterable[str]) -> str | None:
-    """The choice nearest to `name` (case-insensitive), for 'did you mean' hints: a typo's, not any name
-    sharing a few letters (Hamlet is not a misspelt CAPULET); a short name's one wrong letter weighs more."""
+def closest(name: str, choices: Iterable[str], key: Callable[[str], str] = str.lower) -> str | None:
+    """The choice nearest to `name` (compared by `key`: case-insensitive), for 'did you mean' hints: a typo's,
+    not any name sharing a few letters (Hamlet is not a misspelt CAPULET); a short name's one wrong letter
+    weighs more."""
     import difflib
 
     choices = list(choices)
-    lowered = {c.lower(): c for c in choices}
+    lowered = {key(c): c for c in choices}
     cutoff = 0.6 if len(name) <= 4 else 0.7
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=cutoff)
+    hits = difflib.get_close_matches(key(name), list(lowered), n=1, cutoff=cutoff)
     return lowered[hits[0]] if hits else None
 
 

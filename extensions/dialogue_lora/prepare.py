@@ -25,7 +25,7 @@ from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
 from .fileio import holds_samples, missing_parents, nearest_existing, same_file, write_records
 from .paths import shell_word
-from .prompt import name_key
+from .prompt import loose_key, name_key
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, nobody, wanted_names
 from .sources import CHAT_EXPORTS, SOURCES, TEXT_SUFFIXES, detect_source, text_files
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
@@ -374,7 +374,7 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
                                 f"({why or 'nothing to keep'})")
             continue
         alias = tally.aliases.get(name_key(name))
-        hint = closest(name, list(speakers) or list(tally.seen))
+        hint = closest(name, list(speakers) or list(tally.seen), key=loose_key)  # `Isık` -> IŞIK, `zoe` -> Zoë
         if alias:
             hint = f" (their messages go under their server nickname: -n {alias!r})"
         else:
@@ -509,6 +509,7 @@ def _encoding_notes(encodings: dict) -> list[str]:
 _CODE_PAGE_NAMES = {"cp1252": "Windows-1252 (Western European)", "cp1250": "Windows-1250 (Central European)",
                     "cp1251": "Windows-1251 (Cyrillic)", "cp1253": "Windows-1253 (Greek)",
                     "cp1254": "Windows-1254 (Turkish)", "cp1257": "Windows-1257 (Baltic)",
+                    "cp1255": "Windows-1255 (Hebrew)", "cp1256": "Windows-1256 (Arabic)",
                     "cp932": "Shift-JIS (Japanese)", "cp949": "Windows-949 (Korean)",
                     "gb18030": "GB18030 (Chinese)", "big5": "Big5 (Chinese)"}
 
