@@ -175,13 +175,11 @@ _HEADER_PHRASES = frozenset(("release date", "posting date", "draft date", "last
 # before the quote, narration as an English `Bob said: "Hi."` is. A pronoun before a verb of speech, two
 # characters or more before one that ends no given name, or anything before a two-character one:
 # `阿道：“…”`, `小问：“…”`, `王明道：“…”`, `佐藤正道：「…」` are names (道 and 应 end many)
-_SAID = "[\u8bf4\u8aaa\u95ee\u554f\u7b54\u558a\u53eb\u56b7\u543c\u9a82\u7f75]"  # 说說问問答喊叫嚷吼骂罵
+_SAID = "说說问問答喊叫嚷吼骂罵"
 _HAN_SAID = re.compile(
-    "[\u4ed6\u5979\u5b83\u6211\u4f60\u60a8][\u8bf4\u8aaa\u9053\u95ee\u554f\u7b54\u558a\u53eb\u56b7\u543c"
-    "\u5e94\u61c9\u9a82\u7f75]"  # 他她它我你您 + 说 道 问 ... (他道)
-    "|[\u4e00-\u9fff]{2,}" + _SAID
-    + "|[\u4e00-\u9fff]+(?:[\u8bf4\u8aaa\u95ee\u554f\u7b54\u7b11\u558a\u53eb\u9a82\u7f75]\u9053"  # 说道 问道 答道 笑道...
-    "|\u56de(?:\u7b54|\u5e94|\u61c9))")  # 回答 回应 回應
+    f"[他她它我你您][{_SAID}道应應]"  # a pronoun and any verb of speech (他道)
+    f"|[\u4e00-\u9fff]{{2,}}[{_SAID}]"
+    "|[\u4e00-\u9fff]+(?:[说說问問答笑喊叫骂罵]道|回[答应應])")  # 说道 问道 笑道..., 回答 回应
 _OPEN_QUOTES = "\"'\u201c\u2018\u300c\u300e"  # " ' “ ‘ 「 『
 
 

@@ -67,7 +67,7 @@ WEIGHTS_SAMPLES = 64  # pieces of each weights file read, evenly spaced
 WEIGHTS_SAMPLE_BYTES = 1024
 
 
-def loaded_weights(path: Path) -> list[Path]:
+def _loaded_weights(path: Path) -> list[Path]:
     """The weights files transformers loads from a model folder: a shard index's files, else the one file,
     else (a folder laid out otherwise) every file of the first kind found. Not Mistral's
     `consolidated.safetensors` beside its shards."""
@@ -105,7 +105,7 @@ def unreadable(file: Path) -> str | None:
 
 def unreadable_weights(path: Path) -> str | None:
     """`unreadable` of the first weights file a load of the model folder reads that cannot be opened."""
-    return next(filter(None, map(unreadable, loaded_weights(Path(path)))), None)
+    return next(filter(None, map(unreadable, _loaded_weights(Path(path)))), None)
 
 
 def weights_sample_sha256(path: Path) -> str | None:
@@ -113,11 +113,11 @@ def weights_sample_sha256(path: Path) -> str | None:
     over it (64 KiB a file, in milliseconds; reading a whole 16 GB model would take a minute). Two fine-tunes
     of one base have the same shape (base_fingerprint) but differ in every tensor, so in these bytes too; a
     merge that changed a few layers' projections is caught with odds near 99%. Only the files a load reads
-    (`loaded_weights`: a `pytorch_model.bin` or `consolidated.safetensors` beside them, deleted, changes
+    (`_loaded_weights`: a `pytorch_model.bin` or `consolidated.safetensors` beside them, deleted, changes
     nothing). None when there is no weights file or one cannot be read."""
     import hashlib
 
-    files = loaded_weights(path)
+    files = _loaded_weights(path)
     if not files:
         return None
     digest = hashlib.sha256()
