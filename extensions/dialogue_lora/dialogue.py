@@ -1896,8 +1896,11 @@ _LATIN_LETTERS = {
     "cp1254": "çğıöşüÇĞİÖŞÜâîûÂÎÛ",  # Turkish
     "cp1257": "ąčęėįšųūžĄČĘĖĮŠŲŪŽāēģīķļņōŗĀĒĢĪĶĻŅŌŖõäöüÕÄÖÜ",  # Baltic
 }
-# The most frequent letters of Russian (Ukrainian...) and Greek: about half of what such a text holds
-_FREQUENT_LETTERS = {"cp1251": "оеаинтсрвлОЕАИНТСРВЛ", "cp1253": "αοιετσνηυρςάέίόύήώΑΟΙΕΤΣΝΗΥΡ"}
+# The most frequent letters of Russian (Ukrainian...) and Greek: about half of what such a text holds. KOI8
+# (old Unix and e-mail Russian) has Cyrillic's letters at other bytes, with mostly capitals where 1251 has
+# small letters: the frequent ones come out of one reading only. KOI8-U reads KOI8-R's letters the same and
+# Ukrainian's і ї є ґ too (KOI8-R has box-drawing pieces there)
+_FREQUENT_LETTERS = {"cp1251": "оеаинтсрвлОЕАИНТСРВЛ", "koi8_u": "оеаинтсрвлОЕАИНТСРВЛ", "cp1253": "αοιετσνηυρςάέίόύήώΑΟΙΕΤΣΝΗΥΡ"}
 # Punctuation every code page has (curly quotes, dashes): no evidence either way
 _TYPOGRAPHY = frozenset("“”‘’‚„–—…«»°€•·×©®™§¶¡¿\u00a0")
 _KANA = re.compile("[\u3040-\u30ff]")
@@ -1905,7 +1908,8 @@ _HANGUL = re.compile("[\uac00-\ud7af]")
 _HAN = re.compile("[\u4e00-\u9fff]")
 _ARABIC = re.compile("[\u0621-\u063a\u0641-\u064a\u067e\u0686\u0698\u06af]")  # and Persian's letters
 _HEBREW = re.compile("[\u05d0-\u05ea]")  # letters, not points (a Russian text's capitals would be points)
-_CJK_PUNCTUATION = re.compile("[\u3000-\u303f\uff01-\uff65]")  # 。「」【】 and full-width ！，：？（）
+_CJK_PUNCTUATION = re.compile("[\u3000-\u303f\uff01-\uff65]")  # 。「」【】 and full-width ！，：？（）: no script's
+_BOX_DRAWING = re.compile("[\u2500-\u25ff]")  # KOI8's bytes where 1251 has Serbian's Ђ џ љ: no text's
 
 
 def _code_page(head: bytes) -> str:
@@ -1935,7 +1939,7 @@ def _code_page(head: bytes) -> str:
         except UnicodeDecodeError:
             return 0.0
         high = [c for c in text if c > "\x7f" and c not in _TYPOGRAPHY and (
-            c.isalpha() if script is None else not _CJK_PUNCTUATION.match(c))]  # `：` `，` are no script's
+            c.isalpha() or _BOX_DRAWING.match(c) if script is None else not _CJK_PUNCTUATION.match(c))]
         if not high:
             return 0.0
         if script is None:
@@ -1947,7 +1951,9 @@ def _code_page(head: bytes) -> str:
     if share("cp949", _HANGUL) >= 0.8:
         return "cp949"
     frequent = {cp: share(cp, None) for cp in _FREQUENT_LETTERS}  # each a decode of up to a megabyte: once
-    best = max(frequent, key=frequent.get)
+    # KOI8 Russian read as Greek gives Greek's frequent letters too, but in words like `ΛΑΛ ΤΩ πΙΧ`
+    plausible = {cp: f for cp, f in frequent.items() if _mixed_case(head[:65536].decode(cp, "replace")) < 0.2}
+    best = max(plausible or frequent, key=(plausible or frequent).get)
     # An Arabic text gives Greek's frequent letters too (0.67 of them in a short one), in capitals and small
     # letters at random ("ΓΝγΟ"); a Russian or Greek one in capitals reads as Arabic letters in Arabic's page
     if share("cp1256", _ARABIC) >= 0.8 and (frequent[best] < 0.6 or _mixed_case(head.decode(best, "replace")) >= 0.2):

@@ -507,7 +507,8 @@ def _encoding_notes(encodings: dict) -> list[str]:
 
 
 _CODE_PAGE_NAMES = {"cp1252": "Windows-1252 (Western European)", "cp1250": "Windows-1250 (Central European)",
-                    "cp1251": "Windows-1251 (Cyrillic)", "cp1253": "Windows-1253 (Greek)",
+                    "cp1251": "Windows-1251 (Cyrillic)", "koi8_u": "KOI8-R/KOI8-U (Cyrillic)",
+                    "cp1253": "Windows-1253 (Greek)",
                     "cp1254": "Windows-1254 (Turkish)", "cp1257": "Windows-1257 (Baltic)",
                     "cp1255": "Windows-1255 (Hebrew)", "cp1256": "Windows-1256 (Arabic)",
                     "cp932": "Shift-JIS (Japanese)", "cp949": "Windows-949 (Korean)",
