@@ -768,6 +768,19 @@ def test_a_chinese_novels_said_before_a_quote_is_narration():
     assert got[0][1].startswith("小明说：") and got[3][1] == "今天去哪儿？"  # the sentence whole, in the context
 
 
+def test_a_japanese_scripts_name_before_its_brackets_is_a_speaker():
+    # fan fiction (SS) and visual novel scripts: no colon, the speech in 「」 or 『』 right after the name
+    text = ("男「なあ、今日ひま？」\n女（小声で）「うん」\n男『もしもし？』\n田中さん 「了解です」\n"
+            "彼は「はい」と言った。\n"  # narration: it goes on after the quote
+            "すると彼は「はい」\n"  # a particle before the quote: a sentence
+            "「はい」\n太郎「a」と花子「b」\n女（またか……）\n"  # no name; two quotes; a thought
+            "小明说「你来了」\n"  # a Chinese novel's "said", as with a colon
+            "太郎「「x」って何？」\n")  # quotes inside the speech
+    got = turns(text, layout="lines")
+    assert [t[0] for t in got] == ["男", "女", "男", "田中さん", None, None, None, None, None, None, "太郎"]
+    assert [t[1] for t in got[:4]] == ["「なあ、今日ひま？」", "(小声で) 「うん」", "『もしもし？』", "「了解です」"]
+
+
 def test_chat_exports_with_time_stamps_whatsapp_and_irc():
     whatsapp = ("12/31/23, 9:15 PM - Messages and calls are end-to-end encrypted. No one outside of this chat can "
                 "read them.\n"
