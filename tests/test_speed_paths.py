@@ -372,28 +372,44 @@ def test_sliding_window_models_keep_their_window_on_every_packed_path(tiny_model
         assert mean(flat, keep_logits=True) == pytest.approx(alone, rel=1e-5)
 
 
-def test_gemma2_loads_with_its_own_attention_and_trains(tiny_model_dir, tmp_path):
-    """Gemma 2 has no sdpa path in transformers (its scores are capped): it loads with the eager one, the
-    CPU's per-sample attention (which would drop the cap) stays off, and a run trains."""
-    import json
+def _other_model(tiny_model_dir, folder, kind: str, **overrides):
+    """A tiny random model of another architecture in `folder`, with the tiny model's tokenizer."""
     import shutil
 
     import torch
     import transformers as T
 
-    from extensions.dialogue_lora import varlen
-    from extensions.dialogue_lora.training import train
-
     _, tok = modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32)
-    config = T.Gemma2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=32,
-                            max_position_embeddings=256, pad_token_id=tok.pad_token_id)
+    common = {"vocab_size": len(tok), "pad_token_id": tok.pad_token_id}
+    if kind == "gemma2":
+        config = T.Gemma2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, head_dim=16, max_position_embeddings=256, **common)
+    elif kind == "gpt_neo":
+        config = T.GPTNeoConfig(hidden_size=64, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
+                                window_size=256, max_position_embeddings=256, **common)
+    else:
+        config = T.BloomConfig(hidden_size=64, n_layer=2, n_head=4, **common)
+    for key, value in overrides.items():
+        setattr(config, key, value)
     torch.manual_seed(0)
-    folder = tmp_path / "models" / "tiny-gemma2"
     T.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (tiny_model_dir / name).exists():
             shutil.copy(tiny_model_dir / name, folder)
+
+
+def test_gemma2_loads_with_its_own_attention_and_trains(tiny_model_dir, tmp_path):
+    """Gemma 2 has no sdpa path in transformers (its scores are capped): it loads with the eager one, the
+    CPU's per-sample attention (which would drop the cap) stays off, and a run trains."""
+    import json
+
+    import torch
+
+    from extensions.dialogue_lora import varlen
+    from extensions.dialogue_lora.training import train
+
+    folder = tmp_path / "models" / "tiny-gemma2"
+    _other_model(tiny_model_dir, folder, "gemma2", sliding_window=32)
     model, _ = modeling.load_base(folder, device="cpu", dtype=torch.float32)
     assert model.config._attn_implementation == "eager" and model.config.attn_logit_softcapping
     assert not varlen.enable(model, "cpu") and model.config._attn_implementation == "eager"
@@ -403,6 +419,30 @@ def test_gemma2_loads_with_its_own_attention_and_trains(tiny_model_dir, tmp_path
                                lora_dir=str(tmp_path / "loras"), lora_name="g2", max_steps=2, batch_size=4,
                                val_ratio=0, device="cpu"))
     assert result.step == 2 and (tmp_path / "loras" / "g2" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("kind", ["gemma2", "gpt_neo", "bloom"])
+def test_packed_samples_stay_apart_on_models_with_eager_attention(tiny_model_dir, tmp_path, kind):
+    """Packing must not change a held-out loss. Eager attention (Gemma 2, GPT-Neo) adds the block mask to
+    its scores, where a bool mask masked nothing (samples saw each other and later tokens); Bloom takes no
+    4D mask at all (it failed at the first step) and trains with padded rows."""
+    import json
+
+    from extensions.dialogue_lora.training import train
+
+    _other_model(tiny_model_dir, tmp_path / "models" / kind, kind, sliding_window=4096)
+    data = tmp_path / "bob.json"
+    data.write_text(json.dumps(RECORDS * 6), encoding="utf-8")
+    events, losses = [], []
+    for packing in (True, False):
+        result = train(TrainConfig(dataset_name=str(data), model_name=kind, model_dir=str(tmp_path / "models"),
+                                   lora_dir=str(tmp_path / "loras"), lora_name=f"p{packing}", max_steps=1,
+                                   batch_size=4, val_ratio=0.4, precision="fp32", packing=packing, device="cpu"),
+                       on_progress=events.append)
+        losses.append(result.base_eval_loss)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    padded_instead = any("packing off" in ev.get("message", "") for ev in events)
+    assert padded_instead == (kind == "bloom")
 
 
 def test_which_layers_slide_from_configs_old_and_new():

@@ -59,16 +59,21 @@ def pack_rows(lengths: Sequence[int], capacity: int | None) -> list[list[int]]:
     return rows
 
 
-def block_causal_mask(segment_ids, window: int | None = None):
+def block_causal_mask(segment_ids, window: int | None = None, additive=None):
     """(rows, 1, L, L) bool mask: True where query i may attend key j (same sample and j <= i, and
-    i - j < window for a model whose every layer slides: the mask replaces the one it would build)."""
+    i - j < window for a model whose every layer slides: the mask replaces the one it would build).
+    With `additive` (a float dtype), 0 there and the dtype's lowest elsewhere: eager attention adds the
+    mask to its scores, and a bool one would add 1 and 0, masking nothing."""
     import torch
 
     L = segment_ids.shape[1]
     same = segment_ids[:, :, None] == segment_ids[:, None, :]
     causal = band_mask(L, window, segment_ids.device) if window else torch.ones(
         L, L, dtype=torch.bool, device=segment_ids.device).tril()
-    return (same & causal)[:, None, :, :]
+    allowed = (same & causal)[:, None, :, :]
+    if additive is None:
+        return allowed
+    return torch.zeros(allowed.shape, dtype=additive).masked_fill_(~allowed, torch.finfo(additive).min)
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -77,7 +82,7 @@ def round_up(n: int, multiple: int) -> int:
 
 def collate_packed(
     samples: Sequence[dict], pad_id: int, capacity: int | None, with_mask: bool = True, multiple: int = 1,
-    window: int | None = None,
+    window: int | None = None, additive=None,
 ) -> dict:
     """Tensors for one packed batch: input_ids, position_ids, targets (rows, L), attention_mask (4D or None).
 
@@ -106,7 +111,7 @@ def collate_packed(
             segment[r, at : at + n] = k
             at += n
     batch = {"input_ids": input_ids, "position_ids": position_ids, "targets": targets}
-    batch["attention_mask"] = block_causal_mask(segment, window) if with_mask else None
+    batch["attention_mask"] = block_causal_mask(segment, window, additive) if with_mask else None
     batch["n_tokens"] = sum(len(s["input_ids"]) for s in samples)
     return batch
 
@@ -174,11 +179,12 @@ def collate(
     multiple: int = 1,
     flat: bool = False,
     window: int | None = None,
+    additive=None,
 ) -> dict:
     if packing and flat:
         return collate_flat(samples, pad_id, multiple)
     if packing:
-        return collate_packed(samples, pad_id, capacity, with_mask, multiple, window)
+        return collate_packed(samples, pad_id, capacity, with_mask, multiple, window, additive)
     return collate_padded(samples, pad_id, multiple)
 
 

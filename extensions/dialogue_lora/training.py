@@ -1081,8 +1081,15 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     # oneDNN compiles its bf16 CPU kernels once per matrix shape (tens of ms each): round the rows'
     # length and the number of scored positions up to a multiple of 64 so that few shapes recur.
     multiple = 64 if device.type == "cpu" and dtype == torch.bfloat16 else 1
+    # SDPA takes the block mask as bools; eager attention (Gemma 2, GPT-Neo) adds it to its scores
+    additive = dtype if packing and with_mask and not flat and attn != "sdpa" else None
     collate = functools.partial(batching.collate, pad_id=pad_id, packing=packing, capacity=capacity,
-                                with_mask=with_mask, multiple=multiple, flat=flat, window=window)
+                                with_mask=with_mask, multiple=multiple, flat=flat, window=window, additive=additive)
+    if packing and with_mask and not flat and not _mask_isolates(model, device, collate, capacity):
+        packing = False  # (Bloom's ALiBi takes no 4D mask)
+        collate = functools.partial(collate, packing=False)
+        emit({"event": "log", "message": f"packing off: this model's {attn} attention does not keep samples "
+              "packed in one row apart; rows are padded instead"})
     score = functools.partial(batching.loss_sum, device=device, keep_logits=keep_logits, n_virtual=n_virtual,
                               multiple=multiple)
 
@@ -1090,6 +1097,34 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
              # the packing asked for (what a resume must match); `packed`: what the model allowed
              "packed": packing, "scored_last_layer": scored_last, "fused_kernels": kernels}
     return _Built(model, train_set, val_set, n_dropped, autocast, scaler, collate, score, facts)
+
+
+def _mask_isolates(model, device, collate, capacity: int | None) -> bool:
+    """Whether two samples packed in one row by `collate` get the logits each gets alone (within
+    rounding, as varlen.isolates): the block mask replaces the model's own, and a model may read it
+    otherwise or not take it."""
+    import torch
+
+    row, _, _ = varlen.probe_row(model, device)
+    samples = [row[0, :5].tolist(), row[0, 5:].tolist()]
+    order = batching.pack_rows([len(s) for s in samples], capacity)
+    if len(order) > 1:
+        return True  # rows too short for two samples: nothing is packed
+    batch = collate([{"input_ids": s, "labels": s} for s in samples])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            packed = model(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits[0].float()
+            alone = torch.cat([model(input_ids=torch.tensor([samples[i]], device=device)).logits[0].float()
+                               for i in order[0]])
+    except (ValueError, RuntimeError, TypeError, IndexError):
+        return False
+    finally:
+        model.train(was_training)
+    packed = packed[: len(alone)]
+    return bool(((packed - alone).abs().max() / alone.abs().max().clamp_min(1e-6)) < 2e-2)
 
 
 def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop) -> TrainResult:
