@@ -367,6 +367,18 @@ def test_training_samples_in_another_file_or_format_are_said(layout):
     assert not any("trained on" in n for n in result["notes"]) and not result["trained_on"]
 
 
+def test_a_held_out_sample_with_a_copy_trained_on_counts_as_trained(tmp_path):
+    """Runs from before copies were kept on one side of the split could hold out a sample and train on its
+    copy (`--keep_duplicates`): it was learnt, and is said to be."""
+    from extensions.dialogue_lora.evaluation import _sample_key, trained_keys
+
+    a, b, c = ({"input": f"Alice: {w}\nBob:", "output": "Aye."} for w in ("hi", "rain", "bread"))
+    (tmp_path / "data.json").write_text(json.dumps([a, b, c, dict(a, source="x.txt:9")]))
+    (tmp_path / "heldout.json").write_text(json.dumps([a, b]))
+    keys = trained_keys({"dataset": str(tmp_path / "data.json"), "heldout_file": "heldout.json"}, tmp_path)
+    assert keys == {_sample_key(a), _sample_key(c)}
+
+
 def test_a_messages_sample_is_prompted_with_the_adapters_instruction_as_its_system_message():
     from extensions.dialogue_lora.evaluation import with_instruction
     from extensions.dialogue_lora.prompt import record_segments
@@ -600,6 +612,9 @@ def test_adapter_from_train_evaluates_on_its_recorded_split(webui_root):
     assert "bob.json is the dataset the adapter was trained on: most of these samples were learnt" in own["notes"][0]
     assert own["notes"][0].endswith("its held-out split (the default) is the fair test")
     assert samples_line(own) == "4 samples (4 replies)"  # not "held-out"
+    whole = evaluate(EvalConfig("tiny-llama", "real", dataset="bob.json", max_new_tokens=1, similarity=False,
+                                meteor=False))
+    assert whole["n_samples"] == 40 and whole["n_trained"] == trained.n_train == 32  # not the 8 held out
     assert samples_line({"n_samples": 1, "n_replies": 1}) == "1 held-out sample (1 reply)"
 
 

@@ -423,6 +423,44 @@ def _stop_from_call(n: int):
     return should_stop
 
 
+def test_the_split_keeps_copies_of_a_sample_on_one_side():
+    records = [{"input": f"Alice: {i}\nBob:", "output": "Aye.", "source": f"a.txt:{i}"} for i in range(50)]
+    # without copies: the split it always was (the first n_val of the seeded shuffle)
+    assert training.split(records, 0.2, 42) == training.split(records, 0.2, 42, together=False)
+    # `--keep_duplicates`, a file joined with itself: the copies differ only in `source`
+    doubled = records + [dict(r, source="b.txt") for r in records] + [{"input": "Bob:", "output": "Hm."}] * 3
+    train_idx, val_idx = training.split(doubled, 0.2, 42)
+    key = lambda i: (doubled[i]["input"], doubled[i]["output"])  # noqa: E731
+    assert not {key(i) for i in train_idx} & {key(i) for i in val_idx}
+    assert len(val_idx) <= training.n_val_of(len(doubled), 0.2) and len(val_idx) >= 15
+    assert sorted(train_idx + val_idx) == list(range(len(doubled)))
+    plain = training.split(doubled, 0.2, 42, together=False)
+    assert {key(i) for i in plain[0]} & {key(i) for i in plain[1]}  # what a split without it gave
+    # every sample with more copies than n_val: one held out with its copies, and one left to train on
+    assert training.split([{"input": "a"}] * 3 + [{"input": "b"}] * 3, 0.1, 0) in (([0, 1, 2], [3, 4, 5]),
+                                                                                   ([3, 4, 5], [0, 1, 2]))
+    assert training.split([{"input": "a"}] * 4, 0.2, 0) == ([0, 1, 2, 3], [])
+
+
+def test_a_run_from_before_copies_were_kept_together_resumes_with_its_split(env):
+    data = env / "copies.json"
+    records = bob_records(20, 5)
+    data.write_text(json.dumps(records + records))
+    common = dict(dataset_name=str(data), batch_size=4, epochs=1, val_ratio=0.2)
+    train(make_cfg(env, lora_name="copies", **common), should_stop=_stop_from_call(2))
+    checkpoint = env / "loras" / "copies" / "checkpoint-1"
+    state = json.loads((checkpoint / training.STATE_FILE).read_text())
+    assert state["settings"]["split"] == training.SPLIT
+    state["settings"].pop("split")  # as a checkpoint from before it saved one
+    (checkpoint / training.STATE_FILE).write_text(json.dumps(state))
+    train(make_cfg(env, lora_name="copies", resume=True, **common))
+    out = env / "loras" / "copies"
+    held = json.loads((out / training.HELDOUT_FILE).read_text())
+    _, plain = training.split(records + records, 0.2, 42, together=False)
+    assert held == [(records + records)[i] for i in plain]
+    assert json.loads((out / "training_parameters.json").read_text())["split"] == "plain"
+
+
 def test_resume_gives_the_uninterrupted_result(env):
     import torch
 

@@ -170,7 +170,8 @@ def _sample_key(record) -> str | None:
 
 
 def trained_keys(params: dict, adapter_path: Path) -> set[str] | None:
-    """The keys of the samples the adapter was trained on: its training file's, less its held-out split;
+    """The keys of the samples the adapter was trained on: its training file's, less its held-out split
+    (a sample with a copy on the training side stays: runs before copies were kept together split them);
     None when that file is gone or changed since (its samples hash differs)."""
     dataset = params.get("dataset")
     if not isinstance(dataset, str) or not Path(dataset).is_file():
@@ -181,16 +182,16 @@ def trained_keys(params: dict, adapter_path: Path) -> set[str] | None:
         return None
     if params.get("samples_sha256") and samples_sha256(records) != params["samples_sha256"]:
         return None
-    keys = {_sample_key(r) for r in records}
+    counts = Counter(_sample_key(r) for r in records)
     held = params.get("heldout_file")
     if isinstance(held, str) and held:
         held_path = Path(held) if Path(held).is_absolute() else adapter_path / held
         try:
-            keys -= {_sample_key(r) for r in load_records(held_path)}
+            counts -= Counter(_sample_key(r) for r in load_records(held_path))
         except (UserError, OSError):
             pass
-    keys.discard(None)
-    return keys
+    counts.pop(None, None)
+    return set(counts)
 
 
 def load_heldout(path: Path, max_samples: int = 0) -> list[dict]:
@@ -501,8 +502,9 @@ def _evaluate(
     # the adapter's own training file (a pipe is not hashed: that would use it up)
     trained_on = bool(params.get("dataset_sha256")) and Path(heldout).is_file() and \
         file_sha256(heldout) == params["dataset_sha256"]
-    # training samples in another file or format (a .jsonl copy, sharegpt, a subset): found one by one
-    trained = None if trained_on else trained_keys(params, adapter_path)
+    # training samples in another file or format (a .jsonl copy, sharegpt, a subset): found one by one; in
+    # the training file itself, its samples less the held-out split
+    trained = trained_keys(params, adapter_path)
     characters = params.get("characters") or []
     records, foreign = _own_characters(records, characters, heldout)
     kept = [r for r in records if not _empty_reply(r)]
@@ -666,7 +668,7 @@ def _evaluate(
         "adapter": adapter_path.name,
         "heldout_file": str(heldout),
         "trained_on": trained_on or n_trained * 2 > len(records),  # mostly training samples, not held out
-        "n_trained": len(records) if trained_on else n_trained,
+        "n_trained": len(records) if trained_on and trained is None else n_trained,
         "n_samples": len(records),
         "n_replies": len(examples),
         "n_scored_tokens": ppl["adapter"][1],

@@ -32,6 +32,7 @@ import random
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -345,17 +346,23 @@ def checkpoints(out_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _saved_settings(checkpoint: Path) -> dict:
+    """The settings a checkpoint saved ({} when unreadable)."""
+    try:
+        settings = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8")).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
 def resumed_settings(out_dir: Path) -> tuple[dict, str] | None:
     """(the settings its newest readable checkpoint saved, that checkpoint's name) of a stopped run in
     `out_dir`; None when there is none. A resume takes its length from them where none is given: the
     command line's defaults (the tab's, after a restart) would quietly shorten the run and reshape its
     learning-rate schedule."""
     for latest in reversed(checkpoints(out_dir)):
-        try:
-            settings = json.loads((latest / STATE_FILE).read_text(encoding="utf-8")).get("settings")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(settings, dict):
+        settings = _saved_settings(latest)
+        if settings:
             return settings, latest.name
     return None
 
@@ -663,12 +670,42 @@ def n_val_of(n: int, val_ratio: float) -> int:
     return min(n - 1, max(1, round(n * val_ratio)))
 
 
-def split(records: list[dict], val_ratio: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train indices, held-out indices), reproducible from the seed; both in dataset order."""
+# training_parameters.json's `split`: copies of a sample are kept on one side (a checkpoint without it
+# resumes with the split it was trained with)
+SPLIT = "copies together"
+
+
+def split(records: list[dict], val_ratio: float, seed: int, together: bool = True) -> tuple[list[int], list[int]]:
+    """(train indices, held-out indices), reproducible from the seed; both in dataset order. The first
+    n_val of a seeded shuffle are held out; with `together`, so are their copies (the same sample but
+    for its place in the raw file: `--keep_duplicates`, a file joined with itself), which scored as
+    held out after being trained on would flatter the adapter. Without copies the split is the same."""
     idx = list(range(len(records)))
     random.Random(seed).shuffle(idx)
     k = n_val_of(len(records), val_ratio)
-    return sorted(idx[k:]), sorted(idx[:k])
+    if not together:
+        return sorted(idx[k:]), sorted(idx[:k])
+    keys = [_copy_key(r) for r in records]
+    sizes = Counter(keys)
+    held: dict = {}  # a sample's key: whether it is held out, with its copies, while they fit in n_val
+    val, taken = [], 0
+    for i in idx:
+        if keys[i] not in held:
+            held[keys[i]] = taken + sizes[keys[i]] <= k
+            taken += sizes[keys[i]] if held[keys[i]] else 0
+        if held[keys[i]]:
+            val.append(i)
+    if k and not val:  # every sample has more copies than n_val: one with its copies, if others are left
+        first = next((keys[i] for i in idx if sizes[keys[i]] < len(records)), None)
+        val = [i for i in idx if keys[i] == first]
+    chosen = set(val)
+    return [i for i in range(len(records)) if i not in chosen], sorted(val)
+
+
+def _copy_key(record) -> str:
+    if not isinstance(record, dict):
+        return repr(record)
+    return json.dumps({k: v for k, v in record.items() if k != "source"}, sort_keys=True, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------------------------- distributed
@@ -1132,7 +1169,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
 
     _seed_all(cfg.seed)
     records = plan.records
-    train_idx, val_idx = split(records, cfg.val_ratio, cfg.seed)
+    # a run resumed splits as it began (copies apart, before they were kept together)
+    together = plan.resume_from is None or _saved_settings(plan.resume_from).get("split") == SPLIT
+    train_idx, val_idx = split(records, cfg.val_ratio, cfg.seed, together)
     if cfg.val_ratio > 0 and not val_idx:  # one sample: it is trained on, so no held-out loss and no split saved
         emit({"event": "log", "message": f"{len(records)} sample: too few to hold one out at --val_ratio "
                                          f"{cfg.val_ratio:g}; no held-out loss, and evaluation will need -d"})
@@ -1157,6 +1196,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup))
 
     settings = _settings(cfg, plan)
+    settings["split"] = SPLIT if together else "plain"
     if not plan.characters:  # e.g. a general alpaca dataset: its replies follow no one's `Name:`
         emit({"event": "log", "message": "no sample ends its prompt with a character's cue (`Name:`): the adapter "
                                          "learns to answer prompts, not to speak as a character; chat.py and the "
