@@ -944,6 +944,20 @@ def test_resume_after_a_restart_fills_the_form_from_the_checkpoint(webui_root, m
     found = logic.resume_form("cor3")
     assert found is not None and found[1] == "checkpoint-18" and found[0]["max_steps"] == 80
     assert logic.resume_form("nobody") is None and logic.resume_form("") is None
+    # what defaults resolved to shows as the defaults: a new run on the same form, or a rank changed, gets
+    # its own (not another run's alpha of 16 for a rank of 4)
+    from extensions.dialogue_lora.training import model_linear_layers
+
+    base = str(webui_root / "user_data" / "models" / "tiny-llama")
+    ck = dirs.loras / "cor4" / "checkpoint-3"
+    ck.mkdir(parents=True)
+    resolved = dict(settings, lora_alpha=16, target_modules=model_linear_layers(Path(base))[::-1], base_model_path=base)
+    (ck / "trainer_state.json").write_text(json.dumps({"settings": resolved}))
+    shown = logic.resume_form("cor4")[0]
+    assert shown["lora_alpha"] is None and shown["target_modules"] is None
+    (ck / "trainer_state.json").write_text(json.dumps({"settings": dict(resolved, lora_alpha=8, target_modules=[
+        "q_proj"])}))
+    assert logic.resume_form("cor4")[0]["lora_alpha"] == 8 and logic.resume_form("cor4")[0]["target_modules"] == ["q_proj"]
 
     app = build_app(StandaloneHost({}, dirs))
     box = next(b for b in app.blocks.values() if type(b).__name__ == "Checkbox" and b.label.startswith("Resume"))

@@ -212,6 +212,27 @@ def train_defaults() -> dict:
     return out
 
 
+def _as_defaults(settings: dict) -> dict:
+    """A checkpoint's settings with the values its defaults resolved to (an alpha twice the rank, every
+    linear layer) as defaults again: the resume resolves them the same, and a rank changed afterwards, or
+    the next run on the same form, gets its own instead of another run's 32."""
+    from .errors import UserError
+    from .training import model_linear_layers
+
+    out = dict(settings)
+    rank, alpha = out.get("lora_rank"), out.get("lora_alpha")
+    if isinstance(rank, int) and alpha == 2 * rank:
+        out["lora_alpha"] = None
+    modules, base = out.get("target_modules"), out.get("base_model_path")
+    if isinstance(modules, list) and isinstance(base, str):
+        try:
+            if sorted(modules) == sorted(model_linear_layers(Path(base))):
+                out["target_modules"] = None
+        except (UserError, OSError, ValueError):
+            pass  # the base is gone or unreadable: the list as recorded
+    return out
+
+
 def _text_value(value) -> str:
     if value is None:
         return ""
@@ -527,7 +548,8 @@ class TabLogic:
         name = str(adapter or "").strip()
         if not name or "/" in name or "\\" in name:
             return None
-        return resumed_settings(self.host.dirs().loras / name)
+        found = resumed_settings(self.host.dirs().loras / name)
+        return None if found is None else (_as_defaults(found[0]), found[1])
 
     def start_training(self, model, dataset, adapter, settings: dict, resume=False, overwrite=False) -> jobs.Job:
         jobs.check_idle("train")
