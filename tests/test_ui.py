@@ -848,6 +848,17 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
     assert pick("bob") == ([], [], "")
     # the stopped evaluation's own adapter too: what is shown may be another's by now (it wrote nothing)
     assert pick("bob4") == ([], [], "")
+    # one that kept no held-out split, which picking it selects: said now, not at *Evaluate*
+    bare = tmp_path / "loras" / "bare"
+    bare.mkdir(parents=True)
+    (bare / "adapter_config.json").write_text("{}")
+    (bare / "training_parameters.json").write_text(json.dumps({"heldout_file": None, "val_ratio": 0}))
+    assert pick("bare") == ([], [], "adapter 'bare' records no held-out split (trained with 'Held-out share' 0, on "
+                                     "too few samples to hold one out, or by another tool): pick a file in "
+                                     "'Held-out samples'")
+    (bare / "training_parameters.json").write_text(json.dumps({"heldout_file": "heldout.json"}))
+    (bare / "heldout.json").write_text("[]")
+    assert pick("bare") == ([], [], "")
     # ... and one evaluated before shows its own last report (its eval.json) in their place
     report = tmp_path / "loras" / "carol"
     report.mkdir(parents=True)

@@ -233,6 +233,12 @@ def _as_defaults(settings: dict) -> dict:
     return out
 
 
+def _pick_heldout(message: str) -> str:
+    """evaluate_lora.py's words for a missing held-out split in the tab's."""
+    return tab_words(message.replace("pass one with -d HELD_OUT.json", "pick a file in 'Held-out samples'").replace(
+        "pass the samples to score with -d HELD_OUT.json", "pick a file in 'Held-out samples'"))
+
+
 def _text_value(value) -> str:
     if value is None:
         return ""
@@ -625,8 +631,22 @@ class TabLogic:
             try:
                 resolve_heldout(cfg, adapter_path, read_training_parameters(adapter_path))
             except UserError as e:
-                raise UserError(str(e).replace("pass one with -d HELD_OUT.json", "pick a file in 'Held-out samples'")) from None
+                raise UserError(_pick_heldout(str(e))) from None
         return jobs.start("evaluate", config)
+
+    def own_split_note(self, adapter) -> str:
+        """Why an adapter's own held-out split, which picking it selects, cannot be scored (none kept, its
+        file gone), said when it is picked rather than at *Evaluate*; '' when it can."""
+        from .evaluation import EvalConfig, resolve_heldout
+
+        recorded = self._recorded(adapter)
+        if recorded is None:
+            return ""
+        try:
+            resolve_heldout(EvalConfig("base", recorded[0].name), *recorded)  # (the model plays no part)
+        except UserError as e:
+            return _pick_heldout(str(e))
+        return ""
 
     @staticmethod
     def evaluation_tables(job: jobs.Job) -> tuple[list, list, str]:
@@ -1437,7 +1457,7 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
         job = jobs.current("evaluate")
         if not adapter_v or (job is not None and job.running):
             return [gr.update()] * 3
-        return logic.saved_evaluation(adapter_v) or ([], [], "")
+        return logic.saved_evaluation(adapter_v) or ([], [], logic.own_split_note(adapter_v))
 
     ev_adapter.input(on_pick_for_evaluation, ev_adapter, ev_outputs)
     ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max, ev_4bit, ev_8bit], ev_outputs,
