@@ -116,6 +116,24 @@ class _Stopper:
         return self.signalled or (self.stop_file is not None and self.stop_file.exists())
 
 
+def _progress_log_or_new(path: Path) -> bool:
+    """Whether `path` is absent, empty, or a progress log (its first line one of the events written to it)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 16)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return True  # a folder or an unreadable file: the open for writing says why
+    if not first.strip():
+        return True
+    try:
+        event = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and "event" in event
+
+
 class _Reporter:
     """on_progress(): a tqdm bar with loss, lr, tokens/s and ETA, eval lines, and the --progress_file."""
 
@@ -246,7 +264,7 @@ def _error_event(argv: list[str] | None, error: UserError) -> None:
         progress_file = pre.parse_known_args(sys.argv[1:] if argv is None else argv)[0].progress_file
     except UserError:  # `--progress_file` given no value: that is the error being reported
         return
-    if not progress_file or int(os.environ.get("RANK", "0") or 0) != 0:
+    if not progress_file or int(os.environ.get("RANK", "0") or 0) != 0 or not _progress_log_or_new(Path(progress_file)):
         return
     try:
         with open(progress_file, "a", encoding="utf-8") as f:
@@ -289,6 +307,10 @@ def _train(argv: list[str] | None) -> int:
                         "would stop the run; give them two names")
     if stop_file and Path(stop_file).exists():  # left from an earlier stop: it would stop this run at once
         raise UserError(f"--stop_file {stop_file} exists already: delete it first (it asks a run to stop)")
+    if progress_file and not _progress_log_or_new(Path(progress_file)):  # it is appended to: a dataset, an
+        # adapter's config or a README given by mistake would get JSON lines at its end
+        raise UserError(f"--progress_file {progress_file} is a file of another kind (not a progress log this "
+                        "tool wrote): give a new file's name, or an earlier run's progress log")
     cfg = TrainConfig(**args)
     main_process = int(os.environ.get("RANK", "0") or 0) == 0
     if cfg.resume and not {"epochs", "max_steps"} & given:

@@ -94,6 +94,21 @@ def test_a_stop_file_left_from_before_is_refused(work):
     assert p.returncode == 2 and p.stderr.startswith("error: --progress_file and --stop_file are one file (p.jsonl)")
 
 
+def test_a_progress_file_that_holds_something_else_is_refused_and_kept(work):
+    """It is appended to: a dataset or an adapter's config given by mistake got JSON lines at its end."""
+    mine = work / "notes.txt"
+    mine.write_text("Bob: my own notes\n")
+    p = _cli([*ARGS, "-l", "early", "--progress_file", "notes.txt"], work)
+    assert p.returncode == 2 and p.stderr == ("error: --progress_file notes.txt is a file of another kind (not a "
+                                              "progress log this tool wrote): give a new file's name, or an earlier "
+                                              "run's progress log\n")
+    assert mine.read_text() == "Bob: my own notes\n" and not (work / "user_data" / "loras" / "early").exists()
+    # an earlier run's log is appended to (a resumed run's events follow the stopped one's)
+    (work / "p.jsonl").write_text('{"event": "error", "message": "x"}\n')
+    p = _cli([*ARGS, "-l", "early", "--progress_file", "p.jsonl", "--lora_rank", "0"], work)
+    assert p.returncode == 2 and (work / "p.jsonl").read_text().count('"event": "error"') == 2
+
+
 def test_stop_file_then_resume(work):
     proc = subprocess.Popen([sys.executable, str(ROOT / "lora_finetune.py"), *ARGS, "-e", "10", "-l", "s",
                              "--stop_file", "STOP", "--progress_file", "p.jsonl"], cwd=work, env=_env(),
