@@ -418,8 +418,15 @@ def test_replacing_an_earlier_dataset_is_said(tmp_path):
     out = tmp_path / "ds.json"
     first = cli("-n", "Bob", "-t", EXAMPLE, "-j", out)
     assert first.returncode == 0 and "earlier dataset" not in first.stdout
+    before = out.read_bytes()
     again = cli("-n", "Alice", "-t", EXAMPLE, "-j", out)
-    assert again.returncode == 0 and "note: ds.json replaced the earlier dataset of that name" in again.stdout
+    assert again.returncode == 0 and ("note: ds.json replaced the earlier dataset of that name, kept as ds.json.bak"
+                                      in again.stdout)
+    # kept: it may be the user's own samples, or cleaned by hand
+    assert (tmp_path / "ds.json.bak").read_bytes() == before and out.read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds.json", "ds.json.bak"]
+    cli("-n", "Bob", "-t", EXAMPLE, "-j", out)  # once more: the .bak is the one before
+    assert json.loads((tmp_path / "ds.json.bak").read_text())[0]["name"] == "Alice"
     # a folder made for the output is said too (a typo in the path would go unseen)
     made = cli("-n", "Bob", "-t", EXAMPLE, "-j", tmp_path / "new" / "sub" / "ds.json")
     assert made.returncode == 0 and f"note: made the folder {tmp_path / 'new'} for ds.json" in made.stdout

@@ -174,6 +174,25 @@ def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
     return n
 
 
+def keep_previous(path: Path) -> Path:
+    """Keep `path` as NAME.bak beside it (an earlier .bak replaced) before it is replaced: a hard link
+    where the file system has them (no copy of a large file), else a copy. Raises OSError."""
+    import shutil
+
+    backup = path.with_name(path.name + ".bak")
+    tmp = path.with_name(f".{backup.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copy2(path, tmp)
+        os.replace(tmp, backup)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return backup
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """A file's SHA-256, read in 1 MB pieces."""
     import hashlib

@@ -23,7 +23,7 @@ from typing import Iterator
 
 from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
-from .fileio import holds_samples, missing_parents, nearest_existing, same_file, write_records
+from .fileio import holds_samples, keep_previous, missing_parents, nearest_existing, same_file, write_records
 from .paths import shell_word
 from .prompt import loose_key, name_key
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, nobody, wanted_names
@@ -436,8 +436,13 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
             if held is False:
                 raise UserError(f"{out}: exists and is not a dataset of samples: not replaced; pick "
                                 "another --jsonfilename")
-            if held:
-                replaced.append(f"{out.name} replaced the earlier dataset of that name")
+            if held:  # kept: it may be hand-made or cleaned, or the samples a stopped run must resume on
+                try:
+                    backup = keep_previous(out)
+                except OSError as e:
+                    raise UserError(f"{out}: could not keep the earlier dataset as {out.name}.bak "
+                                    f"({e.strerror or e}): not replaced") from None
+                replaced.append(f"{out.name} replaced the earlier dataset of that name, kept as {backup.name}")
 
     if write:
         if out.is_dir():
