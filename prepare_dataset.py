@@ -36,10 +36,22 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def _sample_count(text: str) -> int:
     try:
-        return int(text)
+        return min(int(text), sys.maxsize)  # (more than any file holds: all of them)
     except ValueError:  # `--dry_run chat.txt`: the optional number took the input
         raise argparse.ArgumentTypeError(f"takes a number of samples, not {text!r}; give the input before "
                                          "--dry_run, or as --txtfilename") from None
+
+
+class _OneInput(argparse.Action):
+    """-t given twice is refused: argparse keeps the last, and the first file was quietly not read."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = getattr(namespace, "_input_given", None)
+        if before is not None and before != values:
+            parser.error(f"--txtfilename given twice ({before!r} and {values!r}): one input a run (a folder of "
+                         "text files is read whole)")
+        namespace._input_given = values
+        setattr(namespace, self.dest, values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="character to make samples for (case-insensitive); repeat it or comma-separate "
                    "for several; '*' for every speaker (required)")
     p.add_argument("--rounds", "-r", type=int, default=5, help="previous turns given as context")
-    p.add_argument("--txtfilename", "-t", default=DEFAULT_INPUT,
+    p.add_argument("--txtfilename", "-t", default=DEFAULT_INPUT, action=_OneInput,
                    help="input: text file, subtitles, a saved web page (.html), CSV file, a chat export "
                         "(Discord/Telegram/Messenger JSON, SillyTavern .jsonl, WhatsApp .txt, Slack .zip) or a "
                         "folder of them, a Yarn Spinner script (.yarn), or Ren'Py scripts (a .rpy file, a game's "

@@ -169,6 +169,11 @@ def test_the_input_may_be_given_alone(tmp_path):
     assert json.loads(out.read_text(encoding="utf-8"))[0]["source"] == "dataset.txt:2"
     assert_one_line_error(cli(EXAMPLE, "-t", EXAMPLE, "-n", "Bob", "-j", out), "the input is given twice")
     assert_one_line_error(cli(EXAMPLE, "more.txt", "-n", "Bob"), "unrecognized arguments: more.txt")
+    # -t twice: argparse kept the last, and the first file was quietly not read
+    assert_one_line_error(cli("-t", EXAMPLE, "-t", "more.txt", "-n", "Bob"), "--txtfilename given twice",
+                          "a folder of text files is read whole")
+    # a number of samples to show beyond any file's: all of them (it was a traceback from islice)
+    assert cli(EXAMPLE, "-n", "Bob", "--dry_run", "99999999999999999999").returncode == 0
     # an optional number must not swallow the input silently, nor fail as an unexplained int
     assert_one_line_error(cli("-n", "Bob", "--dry_run", EXAMPLE), "--dry_run", "give the input before --dry_run")
 

@@ -186,7 +186,9 @@ class TrainConfig:
         need(self.method in METHODS, f"--method must be one of {', '.join(METHODS)} (got {self.method!r})")
         need(self.learning_rate is None or _real(self.learning_rate) and 0 < self.learning_rate < math.inf,
              f"--learning_rate must be a number > 0 (got {self.learning_rate})")
-        need(self.lora_alpha is None or _real(self.lora_alpha) and 0 < self.lora_alpha < math.inf, f"--lora_alpha must be a number > 0 (got {self.lora_alpha})")
+        # (an alpha of 1e300 overflowed the float32 scale at the first step, after the model had loaded)
+        need(self.lora_alpha is None or _real(self.lora_alpha) and 0 < self.lora_alpha <= MAX_ALPHA,
+             f"--lora_alpha must be a number > 0 and at most {MAX_ALPHA:,} (got {self.lora_alpha})")
         if self.name is not None:  # the cue: one line, and the colon that ends it is added by the prompt
             self.name = " ".join(str(self.name).split())
             need(bool(self.name), "--name is empty (leave it out: samples name their character)")
@@ -662,6 +664,9 @@ def _unwritable(out_dir: Path) -> list[str]:
         if not os.access(folder, os.W_OK | os.X_OK):
             return [f"{folder}: not writable: the adapter could not be saved there (--lora_dir)"]
     return []
+
+
+MAX_ALPHA = 1_000_000  # far above any use (alpha/rank is the scale: 2 by default)
 
 
 def n_val_of(n: int, val_ratio: float) -> int:
