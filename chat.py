@@ -175,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
 
             set_seed(args.seed)
     if loaded.adapter_path is not None:  # after the quiet load: said, as the name warning is
-        from extensions.dialogue_lora.generation import as_trained_note, quantization_note
+        from extensions.dialogue_lora.generation import as_trained_note, other_weights_note, quantization_note
 
+        other = other_weights_note(loaded.adapter_path, loaded.model_path)
+        if other:
+            print(f"note: {other}", file=sys.stderr, flush=True)
         note = quantization_note(loaded.adapter_path, *loaded.bits, loaded.model_path, as_trained=not args.unquantised)
         if note:
             print(f"note: {note}", file=sys.stderr, flush=True)

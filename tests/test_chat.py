@@ -262,3 +262,36 @@ def test_a_qlora_adapter_loads_its_base_in_4_bits_unless_told_and_whole_is_noted
     assert len(captured.out.splitlines()) == 1
     assert captured.err == ("note: bob was trained on a 4-bit base (--load_in_4bit) and the base is loaded unquantised "
                             "here: it takes more memory, and its replies may differ slightly from what it learnt\n")
+
+
+def test_a_base_of_the_same_shape_with_other_weights_is_said(layout):
+    """An adapter trained on a base, chatted with on its Instruct model or another fine-tune (same shape,
+    other weights): it loads, and is said to be off its base, in chat and in a merge."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from extensions.dialogue_lora.merging import MergeConfig, merge
+    from extensions.dialogue_lora.paths import weights_sample_sha256
+
+    models = layout / "user_data" / "models"
+    shutil.copytree(models / "tiny-llama", models / "tiny-tuned")
+    weights = models / "tiny-tuned" / "model.safetensors"
+    tensors = load_file(weights)
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] * 1.01
+    save_file(tensors, weights, metadata={"format": "pt"})
+    params_file = layout / "user_data" / "loras" / "bob" / "training_parameters.json"
+    params = json.loads(params_file.read_text(encoding="utf-8"))
+    params["base_weights_sha256"] = weights_sample_sha256(models / "tiny-llama")
+    params_file.write_text(json.dumps(params), encoding="utf-8")
+    note = ("note: adapter 'bob' was trained on 'tiny-llama'; model 'tiny-tuned' has the same shape but other "
+            "weights: it loads, but its replies may be off (it learnt its changes on the other model)\n")
+    args = ["-l", "bob", "--name", "Bob", "--max_new_tokens", "2"]
+    p = chat(["-m", "tiny-tuned", *args], "Hi\n", layout)
+    assert p.returncode == 0 and p.stderr == note, p.stderr
+    p = chat(["-m", "tiny-llama", *args], "Hi\n", layout)
+    assert p.returncode == 0 and p.stderr == ""  # its own base: nothing said
+    said = []
+    merge(MergeConfig(model_name="tiny-tuned", lora_name="bob"), log=said.append)
+    assert note.strip() in said

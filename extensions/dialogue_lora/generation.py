@@ -180,6 +180,25 @@ def check_adapter_base(adapter_path: str | os.PathLike, model_path: str | os.Pat
         raise UserError(_other_base_message(adapter_path, model_path, "; ".join(diffs)))
 
 
+def other_weights_note(adapter_path: str | os.PathLike, model_path: str | os.PathLike) -> str | None:
+    """A base of the adapter's shape (it loads) but with other weights than the one it was trained on (an
+    Instruct model for its base, another fine-tune): said, since its changes were learnt on the other's
+    outputs. None when they are the same, or the adapter records no weights (trained elsewhere)."""
+    from .paths import weights_sample_sha256
+
+    adapter_path, model_path = Path(adapter_path), Path(model_path)
+    recorded = read_training_parameters(adapter_path).get("base_weights_sha256")
+    if not recorded:
+        return None
+    now = weights_sample_sha256(model_path)
+    if now is None or now == recorded:
+        return None
+    base = recorded_base(adapter_path)
+    trained_on = f"on {Path(base).name!r}" if base else "on another base model"
+    return (f"adapter {adapter_path.name!r} was trained {trained_on}; model {model_path.name!r} has the same shape "
+            "but other weights: it loads, but its replies may be off (it learnt its changes on the other model)")
+
+
 def _other_base_message(adapter_path: Path, model_path: Path, detail: str) -> str:
     base = recorded_base(adapter_path)
     trained_on = f"trained on {Path(base).name!r}" if base else "trained on another base model"

@@ -245,6 +245,11 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
     with held_lock(lock_file(root, p.out.name), busy):
         _tidy(p.out)
         _check_output(p.out, p.model_path, cfg.overwrite)  # again, now that no other merge can write it
+        from .generation import other_weights_note
+
+        other = other_weights_note(p.adapter_path, p.model_path)
+        if other:
+            say(f"note: {other}")
         say(f"loading {p.model_path.name} ({p.dtype}) and {p.adapter_path.name} ...")
         merged = _merged_model(p)
         tmp = root / f".{p.out.name}.tmp-{os.getpid()}"
