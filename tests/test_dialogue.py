@@ -770,15 +770,30 @@ def test_a_chinese_novels_said_before_a_quote_is_narration():
 
 def test_a_japanese_scripts_name_before_its_brackets_is_a_speaker():
     # fan fiction (SS) and visual novel scripts: no colon, the speech in 「」 or 『』 right after the name
-    text = ("男「なあ、今日ひま？」\n女（小声で）「うん」\n男『もしもし？』\n田中さん 「了解です」\n"
-            "彼は「はい」と言った。\n"  # narration: it goes on after the quote
-            "すると彼は「はい」\n"  # a particle before the quote: a sentence
-            "「はい」\n太郎「a」と花子「b」\n女（またか……）\n"  # no name; two quotes; a thought
-            "小明说「你来了」\n"  # a Chinese novel's "said", as with a colon
-            "太郎「「x」って何？」\n")  # quotes inside the speech
-    got = turns(text, layout="lines")
-    assert [t[0] for t in got] == ["男", "女", "男", "田中さん", None, None, None, None, None, None, "太郎"]
-    assert [t[1] for t in got[:4]] == ["「なあ、今日ひま？」", "(小声で) 「うん」", "『もしもし？』", "「了解です」"]
+    script = ("男「なあ、今日ひま？」\n女（小声で）「うん」\n男『もしもし？』\n如月 千早「ええ」\n"
+              "女「あ」ニコッ\n男「おい」「聞いてるのか」\n"
+              "彼は「はい」と言った。\n"  # narration: it goes on after the quote
+              "すると彼は「はい」\n"  # a particle before the quote: a sentence
+              "「はい」\n太郎「a」と花子「b」\n女（またか……）\n"  # no name; two quotes; a thought
+              "小明说「你来了」\n"  # a Chinese novel's "said", as with a colon
+              "　女「字下げ」\n"  # a paragraph's indent: narration's
+              "女「「x」って何？」\n")  # quotes inside the speech
+    got = turns(script, layout="lines")
+    assert [t[0] for t in got] == ["男", "女", "男", "如月 千早", "女", "男", None, None, None, None, None, None, None,
+                                   "女"]
+    assert [t[1] for t in got[:6]] == ["「なあ、今日ひま？」", "(小声で) 「うん」", "『もしもし？』", "「ええ」",
+                                       "「あ」ニコッ", "「おい」「聞いてるのか」"]
+
+
+def test_a_novels_words_before_a_quote_are_no_speakers():
+    """A novel has such lines too, once each (`第一章「始まり」`, `そして「さよなら」`, `彼女は言った「…」`): the
+    form is read only in a text whose speakers recur in it, a fifth of its lines or more."""
+    novel = ("第一章「始まり」\n\n　雨が降っていた。僕は傘を持っていなかった。\n\n「どうしたの？」\n\n"
+             "　振り返ると、彼女が立っていた。\n\nそして「さよなら」\n\n　彼女は笑った。\n\n"
+             "ある日の放課後「屋上で待ってる」\n\n　僕は走った。\n\n第二章「再会」\n")
+    assert [t for t in turns(novel, layout="lines") if t and t[0]] == []
+    # a novel with a colon dialogue in it keeps its lines as they are
+    assert turns("太郎：「こんにちは」\n花子：「やあ」\n第一章「始まり」\n")[2] == (None, "第一章「始まり」")
 
 
 def test_chat_exports_with_time_stamps_whatsapp_and_irc():

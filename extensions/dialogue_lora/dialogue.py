@@ -182,27 +182,80 @@ _HAN_SAID = re.compile(
     "|[\u4e00-\u9fff]+(?:[说說问問答笑喊叫骂罵]道|回[答应應])")  # 说道 问道 笑道..., 回答 回应
 _OPEN_QUOTES = "\"'\u201c\u2018\u300c\u300e"  # " ' “ ‘ 「 『
 # A Japanese script's line with no colon, the speech in its brackets right after the name (`太郎「こんにちは」`,
-# `男『もしもし』`, a direction between: `花子（小声で）「…」`), as fan fiction (SS) and visual novels write it;
+# `男『もしもし』`, a direction between: `花子（小声で）「…」`), as fan fiction (SS) and visual novels write it,
+# a sound or a direction after it too (`女「あ」ニコッ`, `女「えっ」（赤面）`), or two quotes (`男「おい」「聞け」`);
 # not narration's `彼は「はい」と言った`, which goes on after the quote, nor `すると彼は「はい」` (a particle ends it)
-_KAGI_LINE = re.compile("([^\\s「『」』（）()：:、。，,！？!?…]{1,%d})((?:[ \t]*[（(][^（）()\n]{1,%d}[）)])?)[ \t]*([「『].*[」』])\\s*"
-                        % (MAX_NAME_CHARS, MAX_DIRECTION_CHARS))
+_KAGI_NAME = "[^\\s「『」』（）()：:、。，,！？!?…]"
+_KAGI_LINE = re.compile(
+    f"({_KAGI_NAME}{{1,{MAX_NAME_CHARS}}}(?:[ \u3000]{_KAGI_NAME}{{1,{MAX_NAME_CHARS}}})?)"  # `如月 千早`
+    f"((?:[ \t]*[（(][^（）()\n]{{1,{MAX_DIRECTION_CHARS}}}[）)])?)[ \t]*([「『].*[」』])"
+    f"((?:[ \t]*[（(][^（）()\n]{{1,{MAX_DIRECTION_CHARS}}}[）)]|[\u30a1-\u30fa\u30fc\uff66-\uff9f！!？?…]{{1,8}})?)\\s*")
 _KAGI_PAIRS = {"「": "」", "『": "』"}
 _KANA_PARTICLES = tuple("はがをにへでともの")
+# narration before a quote that the colon's rules let through: a chapter's heading (`第一章「始まり」`), a clause
+# (`彼女は言った「…」`, `僕は小さく頷いた「…」`), an adverb or conjunction (`そして「…」`, `その夜「…」`, `然後「…」`),
+# a Chinese novel's thinking, hearing or writing (`我心想「…」`, `她輕聲道「…」`, `牌子上寫著「…」`)
+_KAGI_NOT_NAME = re.compile(
+    "^(?:第[0-9０-９一二三四五六七八九十百千]+[章話话部幕節节回巻卷編编]|序章|終章|终章|最終[章話回]|プロローグ|エピローグ"
+    "|幕間|番外編?)$"
+    "|^(?:そして|それから|しかし|だから|でも|すると|突然|一言|はい|いいえ|ありがとう|然後|然后|於是|于是|接著|接着|忽然)$"
+    "|^[そこあ]の"
+    "|[\u4e00-\u9fff\u30a0-\u30ff][はがをにでへもと][\u4e00-\u9fff\u30a0-\u30ff]"
+    "|[\u4e00-\u9fff][\u3041-\u3096]+[ただ]$"
+    "|(?:聲道|声道|心想|想道|聽見|听见|看見|看见|寫著|写着|寫道|写道)$")
 
 
 def _kagi_speaker(line: str) -> str | None:
-    """A `太郎「こんにちは」` line as the same line with a colon (`太郎：「こんにちは」`), for the colon's rules to
-    judge its name; None for any other line."""
+    """A `太郎「こんにちは」` line (stripped) as the same line with a colon (`太郎：「こんにちは」`), for the colon's
+    rules to judge its name; None for any other line. Read so only in a file that writes its speech so
+    (`_kagi_script`): in a novel, a line with a word before a quote is narration."""
     m = _KAGI_LINE.fullmatch(line)
-    if m is None or m.group(1).endswith(_KANA_PARTICLES):
+    if m is None or m.group(1).endswith(_KANA_PARTICLES) or _KAGI_NOT_NAME.search(m.group(1)):
         return None
-    name, direction, speech = m.groups()
+    name, direction, speech, after = m.groups()
     depth = 0  # the first bracket closes at the end: not two quotes with words between (`A「…」と B「…」`)
     for i, c in enumerate(speech):
         depth += (c == speech[0]) - (c == _KAGI_PAIRS[speech[0]])
+        if depth == 0 and i < len(speech) - 1 and speech[i + 1] in _KAGI_PAIRS:
+            continue  # `男「おい」「聞いてるのか」`: two quotes of one speaker, nothing between
         if depth == 0:
-            return f"{name}{direction.strip().replace('（', '(').replace('）', ')')}\uff1a{speech}" if i == len(speech) - 1 else None
+            if i < len(speech) - 1:
+                return None
+            direction = direction.strip().replace("（", "(").replace("）", ")")
+            return f"{' '.join(name.split())}{direction}\uff1a{speech}{after.rstrip()}"
     return None
+
+
+def _kagi_script(head: list[str]) -> bool:
+    """Whether a text writes its speech as `名前「…」` lines with no colon (an SS or a visual novel's script):
+    such lines are a fifth of its lines or more, and their speakers recur (two of them twice each, or one
+    three times). A novel's one-off `第一章「…」`, `ある日の放課後「…」` make no cast."""
+    said: Counter = Counter()
+    lines = 0
+    for raw in head:
+        line = raw.strip()
+        if not line:
+            continue
+        lines += 1
+        if ("「" in line or "『" in line) and raw[:1] not in " \t\u3000" and (
+                form := _kagi_speaker(line)) is not None and split_speaker(line) is None:
+            hit = split_speaker(form)
+            if hit is not None:
+                said[hit[0]] += 1
+    recurring = [n for n in said.values() if n >= 2]
+    return (len(recurring) >= 2 or any(n >= 3 for n in recurring)) and 5 * sum(said.values()) >= lines
+
+
+def _dekagi(raw: str) -> str:
+    """A `名前「…」` line of such a script as `名前：「…」`; any other line as it is (a paragraph's indent,
+    `　彼は…`, is narration's)."""
+    if raw[:1] in " \t\u3000" or ("「" not in raw and "『" not in raw):
+        return raw
+    line = raw.strip()
+    form = _kagi_speaker(line)
+    if form is None or split_speaker(line) is not None:
+        return raw
+    return f"{form}\n" if raw.endswith("\n") else form
 
 
 def _sentence(name: str) -> bool:
@@ -593,9 +646,6 @@ def _split_speaker(line: str) -> tuple[str, str] | None:
         md = _MARKDOWN_NAME.match(line)
         if md is not None and md.group(2)[:1].isalpha() and md.group(2)[-1:] != " ":
             line = f"{md.group(2)}:{md.group(3)}"
-    if (line.find("\u300c", 0, _COLON_WITHIN) > 0 or line.find("\u300e", 0, _COLON_WITHIN) > 0) and (
-            colon_form := _kagi_speaker(line)) is not None:
-        return split_speaker(colon_form)
     if (line.find(":", 0, _COLON_WITHIN) < 0 and line.find("(", 0, _COLON_WITHIN) < 0
             and line.find("[", 0, _COLON_WITHIN) < 0 and (line.isascii() or line.find("\uff1a", 0, _COLON_WITHIN) < 0)):
         return None
@@ -1024,6 +1074,9 @@ def parse_lines(
             if tabbed >= 3 and 2 * tabbed > sum(1 for line in head[:400] if line.strip()):
                 # a wiki's transcript table copied from a browser: `SpongeBob<TAB>I'm ready!`
                 it = (_untabbed(line) for line in itertools.chain(head, it))
+                head = list(itertools.islice(it, DETECT_LINES))
+            elif _kagi_script(head):  # `男「なあ」`: a Japanese script's lines, with a colon from here on
+                it = (_dekagi(line) for line in itertools.chain(head, it))
                 head = list(itertools.islice(it, DETECT_LINES))
     # a book's introduction before the first speech (a Gutenberg play's preface): judge from what follows it
     chunk = head
