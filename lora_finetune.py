@@ -117,7 +117,10 @@ class _Stopper:
 
 
 def _progress_log_or_new(path: Path) -> bool:
-    """Whether `path` is absent, empty, or a progress log (its first line one of the events written to it)."""
+    """Whether `path` is absent, empty, or a progress log (its first line one of the events written to it);
+    a pipe or a device (`/dev/stdout`, a FIFO a monitor reads) is not read: that would wait for a writer."""
+    if not path.is_file():
+        return True  # absent, a pipe, a device, a folder (the open for writing says why)
     try:
         with open(path, "rb") as f:
             first = f.readline(1 << 16)

@@ -295,3 +295,30 @@ def test_a_base_of_the_same_shape_with_other_weights_is_said(layout):
     said = []
     merge(MergeConfig(model_name="tiny-tuned", lora_name="bob"), log=said.append)
     assert note.strip() in said
+
+
+def test_a_quantised_uploads_adapter_on_its_full_model_is_not_other_weights(tmp_path):
+    """Trained on a `-bnb-4bit` upload and merged into (or chatted on) the full model it came from, as the
+    README advises: their files differ, but the base is the same."""
+    import json
+
+    from extensions.dialogue_lora.generation import other_weights_note
+
+    for name, quantised in (("full", False), ("bnb", True)):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"model_type": "llama"}
+        if quantised:
+            config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "model.safetensors").write_bytes(name.encode() * 100)
+    adapter = tmp_path / "bob"
+    adapter.mkdir()
+    params = {"base_model": "bnb", "base_model_path": str(tmp_path / "bnb"), "base_weights_sha256": "0" * 64}
+    (adapter / "training_parameters.json").write_text(json.dumps(dict(params, base_stored_quantization=None)))
+    assert other_weights_note(adapter, tmp_path / "full").startswith("adapter 'bob' was trained on 'bnb'; model")
+    (adapter / "training_parameters.json").write_text(json.dumps(dict(params, base_stored_quantization="bnb 4")))
+    assert other_weights_note(adapter, tmp_path / "full") is None
+    (adapter / "training_parameters.json").write_text(json.dumps(params))  # recorded before: its base is read
+    assert other_weights_note(adapter, tmp_path / "full") is None
+    assert other_weights_note(adapter, tmp_path / "bnb") is None  # an upload of the base it was trained on

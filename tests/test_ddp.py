@@ -103,6 +103,12 @@ def test_a_progress_file_that_holds_something_else_is_refused_and_kept(work):
                                               "progress log this tool wrote): give a new file's name, or an earlier "
                                               "run's progress log\n")
     assert mine.read_text() == "Bob: my own notes\n" and not (work / "user_data" / "loras" / "early").exists()
+    # a pipe a monitor reads is not read first (that would wait for a writer): its events go to it
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(work / "fifo")
+        reader = subprocess.Popen(["cat", str(work / "fifo")], stdout=subprocess.PIPE, text=True)
+        p = _cli([*ARGS, "-l", "early", "--progress_file", "fifo", "--lora_rank", "0"], work)
+        assert p.returncode == 2 and '"event": "error"' in reader.communicate(timeout=60)[0]
     # an earlier run's log is appended to (a resumed run's events follow the stopped one's)
     (work / "p.jsonl").write_text('{"event": "error", "message": "x"}\n')
     p = _cli([*ARGS, "-l", "early", "--progress_file", "p.jsonl", "--lora_rank", "0"], work)

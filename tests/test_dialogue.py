@@ -455,6 +455,9 @@ def test_a_windows_ansi_file_is_read_in_its_code_page_and_said_so(tmp_path):
     ("Андрей: Привет, как ты сегодня? Я думал о тебе.\nМаша: Хорошо, спасибо.\n", "koi8_u"),
     ("АНДРЕЙ: Привет, как дела?\nМАША: Хорошо, спасибо. А ты?\n", "koi8_u"),
     ("Тарас: Добрий день! Як справи? Я їду до Києва завтра.\nОксана: Гарно. Є час?\n", "koi8_u"),
+    # short, its frequent letters under 0.6: once read as Arabic (KOI8's small letters are Arabic's in 1256)
+    ("Иван: Ну, привет. Как поживаешь, друг мой? Сегодня хорошая погода.\n" * 3, "koi8_u"),
+    ("Тарас: Добрий вечір, пані. Чи не бачили ви мого брата сьогодні вранці?\nОлена: Ні, не бачила.\n", "koi8_u"),
     ("Νίκος: Γεια σου, τι κάνεις;\nΜαρία: Καλά, ευχαριστώ.\n", "cp1253"),
     ("ボブ: こんにちは\nアリス: はい。\n", "cp932"),
     ("田中: 今日は天気が良いですね。明日も晴れるでしょう。\n", "cp932"),
@@ -783,6 +786,9 @@ def test_a_japanese_scripts_name_before_its_brackets_is_a_speaker():
                                    "女"]
     assert [t[1] for t in got[:6]] == ["「なあ、今日ひま？」", "(小声で) 「うん」", "『もしもし？』", "「ええ」",
                                        "「あ」ニコッ", "「おい」「聞いてるのか」"]
+    # names in hiragana that end as a particle does (なのは, まこと, あやの); `フェイトは` is a clause
+    got = turns("なのは「にゃ」\nフェイト「うん」\nなのは「行こう」\nフェイト「はい」\nフェイトは「待って」\n")
+    assert [t[0] for t in got] == ["なのは", "フェイト", "なのは", "フェイト", None]
 
 
 def test_a_novels_words_before_a_quote_are_no_speakers():

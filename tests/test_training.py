@@ -438,9 +438,8 @@ def test_the_split_keeps_copies_of_a_sample_on_one_side():
     assert sorted(train_idx + val_idx) == list(range(len(doubled)))
     plain = training.split(doubled, 0.2, 42, together=False)
     assert {key(i) for i in plain[0]} & {key(i) for i in plain[1]}  # what a split without it gave
-    # every sample with more copies than n_val: one held out with its copies, and one left to train on
-    assert training.split([{"input": "a"}] * 3 + [{"input": "b"}] * 3, 0.1, 0) in (([0, 1, 2], [3, 4, 5]),
-                                                                                   ([3, 4, 5], [0, 1, 2]))
+    # every sample with more copies than n_val: none held out (a group would be far above the share asked)
+    assert training.split([{"input": "a"}] * 10 + [{"input": "b"}] * 10, 0.1, 0) == (list(range(20)), [])
     assert training.split([{"input": "a"}] * 4, 0.2, 0) == ([0, 1, 2, 3], [])
 
 
@@ -1071,6 +1070,13 @@ def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
     assert any(m.startswith("1 sample: too few to hold one out at --val_ratio 0.05") for m in logs)
     assert json.loads((env / "loras" / "one" / "training_parameters.json").read_text())["heldout_file"] is None
+    copies = env / "copies.json"  # ten copies of one sample (`--keep_duplicates`): none can be held out apart
+    copies.write_text(json.dumps([dict(bob_records(1, 1)[0], source=f"x.txt:{i}") for i in range(10)]))
+    logs.clear()
+    train(make_cfg(env, lora_name="allcopies", dataset_name=str(copies), max_steps=1, val_ratio=0.1),
+          on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
+    assert ("every sample has more copies than the 1 to hold out (a copy held out would have been trained on): "
+            "none held out at --val_ratio 0.1; no held-out loss, and evaluation will need -d") in logs
 
 
 def test_a_fractional_lora_alpha_is_kept(env):

@@ -191,7 +191,8 @@ _KAGI_LINE = re.compile(
     f"((?:[ \t]*[（(][^（）()\n]{{1,{MAX_DIRECTION_CHARS}}}[）)])?)[ \t]*([「『].*[」』])"
     f"((?:[ \t]*[（(][^（）()\n]{{1,{MAX_DIRECTION_CHARS}}}[）)]|[\u30a1-\u30fa\u30fc\uff66-\uff9f！!？?…]{{1,8}})?)\\s*")
 _KAGI_PAIRS = {"「": "」", "『": "』"}
-_KANA_PARTICLES = tuple("はがをにへでともの")
+# a clause's particle after a word in kanji or katakana (`彼は`, `フェイトが`): なのは, まこと, もも are names
+_PARTICLE_AFTER_WORD = re.compile("[\u4e00-\u9fff\u30a0-\u30ff][\u3041-\u3096]*[はがをにへでともの]$")
 # narration before a quote that the colon's rules let through: a chapter's heading (`第一章「始まり」`), a clause
 # (`彼女は言った「…」`, `僕は小さく頷いた「…」`), an adverb or conjunction (`そして「…」`, `その夜「…」`, `然後「…」`),
 # a Chinese novel's thinking, hearing or writing (`我心想「…」`, `她輕聲道「…」`, `牌子上寫著「…」`)
@@ -210,7 +211,7 @@ def _kagi_speaker(line: str) -> str | None:
     rules to judge its name; None for any other line. Read so only in a file that writes its speech so
     (`_kagi_script`): in a novel, a line with a word before a quote is narration."""
     m = _KAGI_LINE.fullmatch(line)
-    if m is None or m.group(1).endswith(_KANA_PARTICLES) or _KAGI_NOT_NAME.search(m.group(1)):
+    if m is None or _PARTICLE_AFTER_WORD.search(m.group(1)) or _KAGI_NOT_NAME.search(m.group(1)):
         return None
     name, direction, speech, after = m.groups()
     depth = 0  # the first bracket closes at the end: not two quotes with words between (`A「…」と B「…」`)
@@ -1978,7 +1979,7 @@ _LATIN_LETTERS = {
 # (old Unix and e-mail Russian) has Cyrillic's letters at other bytes, with mostly capitals where 1251 has
 # small letters: the frequent ones come out of one reading only. KOI8-U reads KOI8-R's letters the same and
 # Ukrainian's і ї є ґ too (KOI8-R has box-drawing pieces there)
-_FREQUENT_LETTERS = {"cp1251": "оеаинтсрвлОЕАИНТСРВЛ", "koi8_u": "оеаинтсрвлОЕАИНТСРВЛ", "cp1253": "αοιετσνηυρςάέίόύήώΑΟΙΕΤΣΝΗΥΡ"}
+_FREQUENT_LETTERS = {"cp1251": "оеаинтсрвлОЕАИНТСРВЛ", "koi8_u": "оеаинтсрвліОЕАИНТСРВЛІ", "cp1253": "αοιετσνηυρςάέίόύήώΑΟΙΕΤΣΝΗΥΡ"}
 # Punctuation every code page has (curly quotes, dashes): no evidence either way
 _TYPOGRAPHY = frozenset("“”‘’‚„–—…«»°€•·×©®™§¶¡¿\u00a0")
 _KANA = re.compile("[\u3040-\u30ff]")
@@ -2034,7 +2035,9 @@ def _code_page(head: bytes) -> str:
     best = max(plausible or frequent, key=(plausible or frequent).get)
     # An Arabic text gives Greek's frequent letters too (0.67 of them in a short one), in capitals and small
     # letters at random ("ΓΝγΟ"); a Russian or Greek one in capitals reads as Arabic letters in Arabic's page
-    if share("cp1256", _ARABIC) >= 0.8 and (frequent[best] < 0.6 or _mixed_case(head.decode(best, "replace")) >= 0.2):
+    # (KOI8's small letters are Arabic letters in Arabic's page: a plain reading with its frequent letters wins)
+    if share("cp1256", _ARABIC) >= 0.8 and not (best in plausible and frequent[best] >= 0.45) and (
+            frequent[best] < 0.6 or _mixed_case(head.decode(best, "replace")) >= 0.2):
         return "cp1256"
     if frequent[best] >= 0.6:
         return best

@@ -184,11 +184,17 @@ def other_weights_note(adapter_path: str | os.PathLike, model_path: str | os.Pat
     """A base of the adapter's shape (it loads) but with other weights than the one it was trained on (an
     Instruct model for its base, another fine-tune): said, since its changes were learnt on the other's
     outputs. None when they are the same, or the adapter records no weights (trained elsewhere)."""
+    from .modeling import stored_quantization
     from .paths import weights_sample_sha256
 
     adapter_path, model_path = Path(adapter_path), Path(model_path)
-    recorded = read_training_parameters(adapter_path).get("base_weights_sha256")
-    if not recorded:
+    params = read_training_parameters(adapter_path)
+    recorded = params.get("base_weights_sha256")
+    if not recorded or params.get("base_stored_quantization") or stored_quantization(model_path):
+        return None  # a base stored quantised (a -bnb-4bit upload) and its full model: the same base
+    trained_path = Path(str(params.get("base_model_path") or ""))
+    if "base_stored_quantization" not in params and (trained_path / "config.json").is_file() and \
+            stored_quantization(trained_path):  # (an adapter from before that was recorded)
         return None
     now = weights_sample_sha256(model_path)
     if now is None or now == recorded:

@@ -700,10 +700,7 @@ def split(records: list[dict], val_ratio: float, seed: int, together: bool = Tru
             taken += sizes[keys[i]] if held[keys[i]] else 0
         if held[keys[i]]:
             val.append(i)
-    if k and not val:  # every sample has more copies than n_val: one with its copies, if others are left
-        first = next((keys[i] for i in idx if sizes[keys[i]] < len(records)), None)
-        val = [i for i in idx if keys[i] == first]
-    chosen = set(val)
+    chosen = set(val)  # (none when every sample has more copies than n_val: a share far above the one asked)
     return [i for i in range(len(records)) if i not in chosen], sorted(val)
 
 
@@ -848,6 +845,8 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         **plan.loaded_sha256,
         # a base of the same shape is not the same base (Llama-3-8B and its Instruct): --resume refuses it
         base_weights_sha256=paths.weights_sample_sha256(plan.model_path),
+        # a -bnb-4bit upload's adapter merges into (and chats on) its full model, whose files differ
+        base_stored_quantization=modeling.stored_quantization(plan.model_path),
         prompt_format=prompt_mod.PROMPT_FORMAT,
         # alpaca samples' shared instruction line (`{name}` for the character): chat puts it where training did
         instruction=prompt_mod.instruction_template(plan.records, cfg.name or None),
@@ -1177,9 +1176,12 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     # a run resumed splits as it began (copies apart, before they were kept together)
     together = plan.resume_from is None or _saved_settings(plan.resume_from).get("split") == SPLIT
     train_idx, val_idx = split(records, cfg.val_ratio, cfg.seed, together)
-    if cfg.val_ratio > 0 and not val_idx:  # one sample: it is trained on, so no held-out loss and no split saved
-        emit({"event": "log", "message": f"{len(records)} sample: too few to hold one out at --val_ratio "
-                                         f"{cfg.val_ratio:g}; no held-out loss, and evaluation will need -d"})
+    if cfg.val_ratio > 0 and not val_idx:  # it is all trained on, so no held-out loss and no split saved
+        why = (f"{len(records)} sample: too few to hold one out" if len(records) == 1 else
+               f"every sample has more copies than the {n_val_of(len(records), cfg.val_ratio)} to hold out (a copy "
+               "held out would have been trained on): none held out")
+        emit({"event": "log", "message": f"{why} at --val_ratio {cfg.val_ratio:g}; no held-out loss, and "
+                                         "evaluation will need -d"})
 
     built = _build(cfg, plan, [records[i] for i in train_idx], [records[i] for i in val_idx], device, emit)
     model, train_set, val_set, n_dropped = built.model, built.train_set, built.val_set, built.n_dropped
