@@ -1126,11 +1126,12 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     additive = dtype if packing and with_mask and not flat and attn != "sdpa" else None
     collate = functools.partial(batching.collate, pad_id=pad_id, packing=packing, capacity=capacity,
                                 with_mask=with_mask, multiple=multiple, flat=flat, window=window, additive=additive)
-    if packing and with_mask and not flat and not _mask_isolates(model, device, collate, capacity):
-        packing = False  # (Bloom's ALiBi takes no 4D mask)
+    problem = _packing_problem(model, device, collate, capacity) if packing and with_mask and not flat else None
+    if problem:
+        packing = False
         collate = functools.partial(collate, packing=False)
-        emit({"event": "log", "message": f"packing off: this model's {attn} attention does not keep samples "
-              "packed in one row apart; rows are padded instead"})
+        emit({"event": "log", "message": f"packing off: this model's {attn} attention {problem}; rows are padded "
+              "instead"})
     score = functools.partial(batching.loss_sum, device=device, keep_logits=keep_logits, n_virtual=n_virtual,
                               multiple=multiple)
 
@@ -1140,17 +1141,17 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     return _Built(model, train_set, val_set, n_dropped, autocast, scaler, collate, score, facts)
 
 
-def _mask_isolates(model, device, collate, capacity: int | None) -> bool:
-    """Whether two samples packed in one row by `collate` get the logits each gets alone (within
-    rounding, as varlen.isolates): the block mask replaces the model's own, and a model may read it
-    otherwise or not take it."""
+def _packing_problem(model, device, collate, capacity: int | None) -> str | None:
+    """Why packed rows would not train as samples alone (None: they do): two samples packed in one row by
+    `collate` must get the logits each gets alone (within rounding, as varlen.isolates). The block mask
+    replaces the model's own, and a model may read it otherwise, or not take it."""
     import torch
 
     row, _, _ = varlen.probe_row(model, device)
     samples = [row[0, :5].tolist(), row[0, 5:].tolist()]
     order = batching.pack_rows([len(s) for s in samples], capacity)
     if len(order) > 1:
-        return True  # rows too short for two samples: nothing is packed
+        return None  # rows too short for two samples: nothing is packed
     batch = collate([{"input_ids": s, "labels": s} for s in samples])
     was_training = model.training
     model.eval()
@@ -1161,11 +1162,13 @@ def _mask_isolates(model, device, collate, capacity: int | None) -> bool:
             alone = torch.cat([model(input_ids=torch.tensor([samples[i]], device=device)).logits[0].float()
                                for i in order[0]])
     except (ValueError, RuntimeError, TypeError, IndexError):
-        return False
+        return "does not take a packed row's mask"  # (Bloom: its ALiBi wants the plain one)
     finally:
         model.train(was_training)
     packed = packed[: len(alone)]
-    return bool(((packed - alone).abs().max() / alone.abs().max().clamp_min(1e-6)) < 2e-2)
+    if ((packed - alone).abs().max() / alone.abs().max().clamp_min(1e-6)) < 2e-2:
+        return None
+    return "does not keep samples packed in one row apart"
 
 
 def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop) -> TrainResult:
