@@ -299,26 +299,35 @@ def test_a_base_of_the_same_shape_with_other_weights_is_said(layout):
 
 def test_a_quantised_uploads_adapter_on_its_full_model_is_not_other_weights(tmp_path):
     """Trained on a `-bnb-4bit` upload and merged into (or chatted on) the full model it came from, as the
-    README advises: their files differ, but the base is the same."""
+    README advises: their files differ, but the base is the same (their names say so). Another model is
+    still said to be one."""
     import json
 
     from extensions.dialogue_lora.generation import other_weights_note
 
-    for name, quantised in (("full", False), ("bnb", True)):
+    for name in ("Llama-3B", "Llama-3B-bnb-4bit", "Llama-3B-Instruct", "Llama-3B-Instruct-bnb-4bit"):
         folder = tmp_path / name
         folder.mkdir()
         config = {"model_type": "llama"}
-        if quantised:
+        if name.endswith("4bit"):
             config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
         (folder / "config.json").write_text(json.dumps(config))
         (folder / "model.safetensors").write_bytes(name.encode() * 100)
     adapter = tmp_path / "bob"
     adapter.mkdir()
-    params = {"base_model": "bnb", "base_model_path": str(tmp_path / "bnb"), "base_weights_sha256": "0" * 64}
-    (adapter / "training_parameters.json").write_text(json.dumps(dict(params, base_stored_quantization=None)))
-    assert other_weights_note(adapter, tmp_path / "full").startswith("adapter 'bob' was trained on 'bnb'; model")
-    (adapter / "training_parameters.json").write_text(json.dumps(dict(params, base_stored_quantization="bnb 4")))
-    assert other_weights_note(adapter, tmp_path / "full") is None
-    (adapter / "training_parameters.json").write_text(json.dumps(params))  # recorded before: its base is read
-    assert other_weights_note(adapter, tmp_path / "full") is None
-    assert other_weights_note(adapter, tmp_path / "bnb") is None  # an upload of the base it was trained on
+
+    def note(trained_on: str, used_on: str, recorded: bool = True):
+        params = {"base_model": trained_on, "base_model_path": str(tmp_path / trained_on),
+                  "base_weights_sha256": "0" * 64}
+        if recorded:
+            params["base_stored_quantization"] = "bitsandbytes 4-bit" if trained_on.endswith("4bit") else None
+        (adapter / "training_parameters.json").write_text(json.dumps(params))
+        return other_weights_note(adapter, tmp_path / used_on)
+
+    assert note("Llama-3B-bnb-4bit", "Llama-3B") is None
+    assert note("Llama-3B-bnb-4bit", "Llama-3B", recorded=False) is None  # from before it was recorded
+    assert note("Llama-3B", "Llama-3B-bnb-4bit") is None
+    assert note("Llama-3B-bnb-4bit", "Llama-3B-Instruct").startswith(
+        "adapter 'bob' was trained on 'Llama-3B-bnb-4bit'; model 'Llama-3B-Instruct' has the same shape")
+    assert note("Llama-3B", "Llama-3B-Instruct-bnb-4bit") is not None
+    assert note("Llama-3B", "Llama-3B-Instruct") is not None  # full weights: their files tell

@@ -109,6 +109,14 @@ def test_a_progress_file_that_holds_something_else_is_refused_and_kept(work):
         reader = subprocess.Popen(["cat", str(work / "fifo")], stdout=subprocess.PIPE, text=True)
         p = _cli([*ARGS, "-l", "early", "--progress_file", "fifo", "--lora_rank", "0"], work)
         assert p.returncode == 2 and '"event": "error"' in reader.communicate(timeout=60)[0]
+    # /dev/stdout sent to a log file with other lines in it: the run's own output, not a file of the user's
+    log = work / "out.log"
+    log.write_text("nohup: ignoring input\n")
+    with open(log, "a") as out:
+        p = subprocess.run([sys.executable, str(ROOT / "lora_finetune.py"), *ARGS, "-l", "early", "--progress_file",
+                            "/dev/stdout", "--lora_rank", "0"], cwd=work, env=_env(), stdout=out, stderr=subprocess.PIPE,
+                           text=True, timeout=400)
+    assert p.returncode == 2 and "--lora_rank" in p.stderr and '"event": "error"' in log.read_text()
     # an earlier run's log is appended to (a resumed run's events follow the stopped one's)
     (work / "p.jsonl").write_text('{"event": "error", "message": "x"}\n')
     p = _cli([*ARGS, "-l", "early", "--progress_file", "p.jsonl", "--lora_rank", "0"], work)

@@ -434,12 +434,15 @@ def test_the_split_keeps_copies_of_a_sample_on_one_side():
     train_idx, val_idx = training.split(doubled, 0.2, 42)
     key = lambda i: (doubled[i]["input"], doubled[i]["output"])  # noqa: E731
     assert not {key(i) for i in train_idx} & {key(i) for i in val_idx}
-    assert len(val_idx) <= training.n_val_of(len(doubled), 0.2) and len(val_idx) >= 15
+    # the share is of distinct samples: 10 of the 51, each with its copies
+    assert len({key(i) for i in val_idx}) == training.n_val_of(51, 0.2) == 10 and len(val_idx) in (20, 21)
     assert sorted(train_idx + val_idx) == list(range(len(doubled)))
     plain = training.split(doubled, 0.2, 42, together=False)
     assert {key(i) for i in plain[0]} & {key(i) for i in plain[1]}  # what a split without it gave
-    # every sample with more copies than n_val: none held out (a group would be far above the share asked)
-    assert training.split([{"input": "a"}] * 10 + [{"input": "b"}] * 10, 0.1, 0) == (list(range(20)), [])
+    # a dataset doubled holds out as many distinct samples as the dataset did, each with its copy; copies of
+    # one sample alone: none
+    val = training.split([{"input": c} for c in "abcd"] * 2, 0.05, 42)[1]
+    assert len(val) == 2 and val[1] - val[0] == 4
     assert training.split([{"input": "a"}] * 4, 0.2, 0) == ([0, 1, 2, 3], [])
 
 
@@ -1075,8 +1078,8 @@ def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):
     logs.clear()
     train(make_cfg(env, lora_name="allcopies", dataset_name=str(copies), max_steps=1, val_ratio=0.1),
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
-    assert ("every sample has more copies than the 1 to hold out (a copy held out would have been trained on): "
-            "none held out at --val_ratio 0.1; no held-out loss, and evaluation will need -d") in logs
+    assert ("10 samples, all copies of one: too few to hold one out apart from what is trained on at --val_ratio "
+            "0.1; no held-out loss, and evaluation will need -d") in logs
 
 
 def test_a_fractional_lora_alpha_is_kept(env):

@@ -188,11 +188,12 @@ _OPEN_QUOTES = "\"'\u201c\u2018\u300c\u300e"  # " ' “ ‘ 「 『
 _KAGI_NAME = "[^\\s「『」』（）()：:、。，,！？!?…]"
 _KAGI_LINE = re.compile(
     f"({_KAGI_NAME}{{1,{MAX_NAME_CHARS}}}(?:[ \u3000]{_KAGI_NAME}{{1,{MAX_NAME_CHARS}}})?)"  # `如月 千早`
-    f"((?:[ \t]*[（(][^（）()\n]{{1,{MAX_DIRECTION_CHARS}}}[）)])?)[ \t]*([「『].*[」』])"
+    f"((?:[ \t]*[（(][^（）()\n]{{1,{MAX_DIRECTION_CHARS}}}[）)])?)[ \t\u3000]*([「『].*[」』])"
     f"((?:[ \t]*[（(][^（）()\n]{{1,{MAX_DIRECTION_CHARS}}}[）)]|[\u30a1-\u30fa\u30fc\uff66-\uff9f！!？?…]{{1,8}})?)\\s*")
 _KAGI_PAIRS = {"「": "」", "『": "』"}
-# a clause's particle after a word in kanji or katakana (`彼は`, `フェイトが`): なのは, まこと, もも are names
-_PARTICLE_AFTER_WORD = re.compile("[\u4e00-\u9fff\u30a0-\u30ff][\u3041-\u3096]*[はがをにへでともの]$")
+# a clause's particle after a word in kanji or katakana (`彼は`, `フェイトが`, `僕らは`): なのは, まこと, もも,
+# 高町なのは are names
+_PARTICLE_AFTER_WORD = re.compile("[\u4e00-\u9fff\u30a0-\u30ff][\u3041-\u3096]?[はがをにへでともの]$")
 # narration before a quote that the colon's rules let through: a chapter's heading (`第一章「始まり」`), a clause
 # (`彼女は言った「…」`, `僕は小さく頷いた「…」`), an adverb or conjunction (`そして「…」`, `その夜「…」`, `然後「…」`),
 # a Chinese novel's thinking, hearing or writing (`我心想「…」`, `她輕聲道「…」`, `牌子上寫著「…」`)
@@ -200,9 +201,9 @@ _KAGI_NOT_NAME = re.compile(
     "^(?:第[0-9０-９一二三四五六七八九十百千]+[章話话部幕節节回巻卷編编]|序章|終章|终章|最終[章話回]|プロローグ|エピローグ"
     "|幕間|番外編?)$"
     "|^(?:そして|それから|しかし|だから|でも|すると|突然|一言|はい|いいえ|ありがとう|然後|然后|於是|于是|接著|接着|忽然)$"
-    "|^[そこあ]の"
+    "|^[そこあ]の(?:[\u4e00-\u9fff\u30a0-\u30ff]|とき|まま|うち|あと|ころ|$)"  # (このみ, このか are names)
     "|[\u4e00-\u9fff\u30a0-\u30ff][はがをにでへもと][\u4e00-\u9fff\u30a0-\u30ff]"
-    "|[\u4e00-\u9fff][\u3041-\u3096]+[ただ]$"
+    "|[\u4e00-\u9fff][\u3041-\u3096]*[っいんしけれ][ただ]$"  # 言った, 頷いた, 読んだ (日向ひなた is a name)
     "|(?:聲道|声道|心想|想道|聽見|听见|看見|看见|寫著|写着|寫道|写道)$")
 
 
@@ -229,8 +230,9 @@ def _kagi_speaker(line: str) -> str | None:
 
 def _kagi_script(head: list[str]) -> bool:
     """Whether a text writes its speech as `名前「…」` lines with no colon (an SS or a visual novel's script):
-    such lines are a fifth of its lines or more, and their speakers recur (two of them twice each, or one
-    three times). A novel's one-off `第一章「…」`, `ある日の放課後「…」` make no cast."""
+    such lines are a tenth of its lines or more and their speakers recur (two of them twice each, or one
+    three times), or they are half its lines or more (three at least: a short excerpt, each speaker once).
+    A novel's one-off `第一章「…」`, `ある日の放課後「…」` among its prose make no cast."""
     said: Counter = Counter()
     lines = 0
     for raw in head:
@@ -238,19 +240,21 @@ def _kagi_script(head: list[str]) -> bool:
         if not line:
             continue
         lines += 1
-        if ("「" in line or "『" in line) and raw[:1] not in " \t\u3000" and (
+        if ("「" in line or "『" in line) and raw[:1] != "\u3000" and (
                 form := _kagi_speaker(line)) is not None and split_speaker(line) is None:
             hit = split_speaker(form)
             if hit is not None:
                 said[hit[0]] += 1
     recurring = [n for n in said.values() if n >= 2]
-    return (len(recurring) >= 2 or any(n >= 3 for n in recurring)) and 5 * sum(said.values()) >= lines
+    cast = len(recurring) >= 2 or any(n >= 3 for n in recurring)
+    spoken = sum(said.values())
+    return (cast and 10 * spoken >= lines) or (spoken >= 3 and 2 * spoken >= lines)
 
 
 def _dekagi(raw: str) -> str:
     """A `名前「…」` line of such a script as `名前：「…」`; any other line as it is (a paragraph's indent,
     `　彼は…`, is narration's)."""
-    if raw[:1] in " \t\u3000" or ("「" not in raw and "『" not in raw):
+    if raw[:1] == "\u3000" or ("「" not in raw and "『" not in raw):
         return raw
     line = raw.strip()
     form = _kagi_speaker(line)
@@ -2029,14 +2033,18 @@ def _code_page(head: bytes) -> str:
         return "cp932"
     if share("cp949", _HANGUL) >= 0.8:
         return "cp949"
-    frequent = {cp: share(cp, None) for cp in _FREQUENT_LETTERS}  # each a decode of up to a megabyte: once
+    # KOI8, judged on a text of some length only: a line or two of Arabic can read as plain Russian by chance
+    # (`هههه`, laughter, is `ЕЕЕЕ`), KOI8's small letters being Arabic letters in Arabic's page
+    long_enough = sum(b >= 0x80 for b in head[:4096]) >= 40
+    frequent = {cp: share(cp, None) for cp in _FREQUENT_LETTERS  # each a decode of up to a megabyte: once
+                if cp != "koi8_u" or long_enough}
     # KOI8 Russian read as Greek gives Greek's frequent letters too, but in words like `ΛΑΛ ΤΩ πΙΧ`
     plausible = {cp: f for cp, f in frequent.items() if _mixed_case(head[:65536].decode(cp, "replace")) < 0.2}
     best = max(plausible or frequent, key=(plausible or frequent).get)
     # An Arabic text gives Greek's frequent letters too (0.67 of them in a short one), in capitals and small
-    # letters at random ("ΓΝγΟ"); a Russian or Greek one in capitals reads as Arabic letters in Arabic's page
-    # (KOI8's small letters are Arabic letters in Arabic's page: a plain reading with its frequent letters wins)
-    if share("cp1256", _ARABIC) >= 0.8 and not (best in plausible and frequent[best] >= 0.45) and (
+    # letters at random ("ΓΝγΟ"); a Russian or Greek one in capitals reads as Arabic letters in Arabic's page;
+    # a plain KOI8 reading with its frequent letters wins
+    if share("cp1256", _ARABIC) >= 0.8 and not (long_enough and best in plausible and frequent[best] >= 0.45) and (
             frequent[best] < 0.6 or _mixed_case(head.decode(best, "replace")) >= 0.2):
         return "cp1256"
     if frequent[best] >= 0.6:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -190,19 +191,37 @@ def other_weights_note(adapter_path: str | os.PathLike, model_path: str | os.Pat
     adapter_path, model_path = Path(adapter_path), Path(model_path)
     params = read_training_parameters(adapter_path)
     recorded = params.get("base_weights_sha256")
-    if not recorded or params.get("base_stored_quantization") or stored_quantization(model_path):
-        return None  # a base stored quantised (a -bnb-4bit upload) and its full model: the same base
-    trained_path = Path(str(params.get("base_model_path") or ""))
-    if "base_stored_quantization" not in params and (trained_path / "config.json").is_file() and \
-            stored_quantization(trained_path):  # (an adapter from before that was recorded)
-        return None
-    now = weights_sample_sha256(model_path)
-    if now is None or now == recorded:
+    if not recorded:
         return None
     base = recorded_base(adapter_path)
+    trained_quantised = params.get("base_stored_quantization")
+    trained_path = params.get("base_model_path")
+    if "base_stored_quantization" not in params and trained_path and (Path(trained_path) / "config.json").is_file():
+        trained_quantised = stored_quantization(trained_path)  # (an adapter from before that was recorded)
+    if trained_quantised or stored_quantization(model_path):
+        # a `-bnb-4bit` upload and its full model have other files but are one base: their names say so
+        if base and _base_name(base) == _base_name(model_path.name):
+            return None
+    else:
+        now = weights_sample_sha256(model_path)
+        if now is None or now == recorded:
+            return None
     trained_on = f"on {Path(base).name!r}" if base else "on another base model"
     return (f"adapter {adapter_path.name!r} was trained {trained_on}; model {model_path.name!r} has the same shape "
             "but other weights: it loads, but its replies may be off (it learnt its changes on the other model)")
+
+
+# what an upload's name adds for its quantised copy: `Llama-3.2-3B-bnb-4bit`, `...-unsloth-bnb-4bit`, `...-GPTQ`
+_QUANTISED_SUFFIX = re.compile(r"[-_.](?:unsloth[-_.])?(?:bnb[-_.]?)?[48][-_.]?bit(?:[-_.]bnb)?$|[-_.](?:gptq|awq|"
+                               r"int[48]|bnb|nf4)(?:[-_.][\w.-]*)?$", re.IGNORECASE)
+
+
+def _base_name(name: str) -> str:
+    """A model's name without its quantised copy's suffix, for telling a base from its upload."""
+    name = Path(name).name.casefold()
+    while (shorter := _QUANTISED_SUFFIX.sub("", name)) != name:
+        name = shorter
+    return name
 
 
 def _other_base_message(adapter_path: Path, model_path: Path, detail: str) -> str:

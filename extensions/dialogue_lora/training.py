@@ -32,7 +32,6 @@ import random
 import re
 import shutil
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -682,26 +681,19 @@ SPLIT = "copies together"
 
 def split(records: list[dict], val_ratio: float, seed: int, together: bool = True) -> tuple[list[int], list[int]]:
     """(train indices, held-out indices), reproducible from the seed; both in dataset order. The first
-    n_val of a seeded shuffle are held out; with `together`, so are their copies (the same sample but
-    for its place in the raw file: `--keep_duplicates`, a file joined with itself), which scored as
-    held out after being trained on would flatter the adapter. Without copies the split is the same."""
+    n_val of a seeded shuffle are held out. With `together`, the split is of distinct samples, each with
+    its copies (the same sample but for its place in the raw file: `--keep_duplicates`, a file joined
+    with itself), which scored as held out after being trained on would flatter the adapter: the first
+    n_val distinct ones of the shuffle are held out. Without copies the split is the same."""
     idx = list(range(len(records)))
     random.Random(seed).shuffle(idx)
-    k = n_val_of(len(records), val_ratio)
     if not together:
+        k = n_val_of(len(records), val_ratio)
         return sorted(idx[k:]), sorted(idx[:k])
     keys = [_copy_key(r) for r in records]
-    sizes = Counter(keys)
-    held: dict = {}  # a sample's key: whether it is held out, with its copies, while they fit in n_val
-    val, taken = [], 0
-    for i in idx:
-        if keys[i] not in held:
-            held[keys[i]] = taken + sizes[keys[i]] <= k
-            taken += sizes[keys[i]] if held[keys[i]] else 0
-        if held[keys[i]]:
-            val.append(i)
-    chosen = set(val)  # (none when every sample has more copies than n_val: a share far above the one asked)
-    return [i for i in range(len(records)) if i not in chosen], sorted(val)
+    held = list(dict.fromkeys(keys[i] for i in idx))[:n_val_of(len(set(keys)), val_ratio)]  # shuffled order
+    chosen = set(held)
+    return [i for i in range(len(records)) if keys[i] not in chosen], [i for i in range(len(records)) if keys[i] in chosen]
 
 
 def _copy_key(record) -> str:
@@ -1180,9 +1172,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     together = plan.resume_from is None or _saved_settings(plan.resume_from).get("split") == SPLIT
     train_idx, val_idx = split(records, cfg.val_ratio, cfg.seed, together)
     if cfg.val_ratio > 0 and not val_idx:  # it is all trained on, so no held-out loss and no split saved
-        why = (f"{len(records)} sample: too few to hold one out" if len(records) == 1 else
-               f"every sample has more copies than the {n_val_of(len(records), cfg.val_ratio)} to hold out (a copy "
-               "held out would have been trained on): none held out")
+        why = ("1 sample: too few to hold one out" if len(records) == 1 else
+               f"{len(records)} samples, all copies of one: too few to hold one out apart from what is trained on")
         emit({"event": "log", "message": f"{why} at --val_ratio {cfg.val_ratio:g}; no held-out loss, and "
                                          "evaluation will need -d"})
 
