@@ -2039,12 +2039,13 @@ def _code_page(head: bytes) -> str:
     frequent = {cp: share(cp, None) for cp in _FREQUENT_LETTERS  # each a decode of up to a megabyte: once
                 if cp != "koi8_u" or long_enough}
     # KOI8 Russian read as Greek gives Greek's frequent letters too, but in words like `ΛΑΛ ΤΩ πΙΧ`
-    plausible = {cp: f for cp, f in frequent.items() if _mixed_case(head[:65536].decode(cp, "replace")) < 0.2}
+    plausible = {cp: f for cp, f in frequent.items() if _mixed_case(head[:65536].decode(cp, "replace")) < 0.2} \
+        if long_enough else frequent
     best = max(plausible or frequent, key=(plausible or frequent).get)
     # An Arabic text gives Greek's frequent letters too (0.67 of them in a short one), in capitals and small
     # letters at random ("ΓΝγΟ"); a Russian or Greek one in capitals reads as Arabic letters in Arabic's page;
     # a plain KOI8 reading with its frequent letters wins
-    if share("cp1256", _ARABIC) >= 0.8 and not (long_enough and best in plausible and frequent[best] >= 0.45) and (
+    if share("cp1256", _ARABIC) >= 0.8 and not (best == "koi8_u" and best in plausible and frequent[best] >= 0.45) and (
             frequent[best] < 0.6 or _mixed_case(head.decode(best, "replace")) >= 0.2):
         return "cp1256"
     if frequent[best] >= 0.6:
