@@ -124,10 +124,8 @@ def _progress_log_or_new(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
             first = f.readline(1 << 16)
-    except FileNotFoundError:
-        return True
     except OSError:
-        return True  # a folder or an unreadable file: the open for writing says why
+        return True  # gone since, or unreadable: the open for writing says why
     if not first.strip():
         return True
     try:

@@ -693,7 +693,8 @@ def split(records: list[dict], val_ratio: float, seed: int, together: bool = Tru
     keys = [_copy_key(r) for r in records]
     held = list(dict.fromkeys(keys[i] for i in idx))[:n_val_of(len(set(keys)), val_ratio)]  # shuffled order
     chosen = set(held)
-    return [i for i in range(len(records)) if keys[i] not in chosen], [i for i in range(len(records)) if keys[i] in chosen]
+    val = [i for i in range(len(records)) if keys[i] in chosen]
+    return [i for i in range(len(records)) if keys[i] not in chosen], val
 
 
 def _copy_key(record) -> str:
