@@ -119,8 +119,10 @@ class _Stopper:
 def _progress_log_or_new(path: Path) -> bool:
     """Whether `path` is absent, empty, or a progress log (its first line one of the events written to it);
     a pipe or a device (`/dev/stdout`, a FIFO a monitor reads) is not read: that would wait for a writer."""
-    if str(path).startswith(("/dev/", "/proc/")) or not path.is_file():
-        return True  # absent, a pipe, a device (`/dev/stdout` sent to a log file), a folder
+    if str(path) in ("/dev/stdout", "/dev/stderr") or str(path).startswith(("/dev/fd/", "/proc/self/fd/")):
+        return True  # the run's own output, even sent to a log file with other lines in it
+    if not path.is_file():
+        return True  # absent, a pipe, a device, a folder
     try:
         with open(path, "rb") as f:
             first = f.readline(1 << 16)

@@ -331,3 +331,9 @@ def test_a_quantised_uploads_adapter_on_its_full_model_is_not_other_weights(tmp_
         "adapter 'bob' was trained on 'Llama-3B-bnb-4bit'; model 'Llama-3B-Instruct' has the same shape")
     assert note("Llama-3B", "Llama-3B-Instruct-bnb-4bit") is not None
     assert note("Llama-3B", "Llama-3B-Instruct") is not None  # full weights: their files tell
+    # the webui's downloader names folders `owner_model`; a full model's name may end in -hf
+    from extensions.dialogue_lora.generation import _base_name
+
+    assert _base_name("unsloth_Llama-3.2-3B-Instruct-bnb-4bit") == _base_name("meta-llama_Llama-3.2-3B-Instruct")
+    assert _base_name("TheBloke_Llama-2-7B-Chat-GPTQ") == _base_name("meta-llama_Llama-2-7b-chat-hf")
+    assert _base_name("Llama-3.2-3B-bnb-4bit") != _base_name("Llama-3.2-3B-Instruct")

@@ -794,6 +794,10 @@ def test_a_japanese_scripts_name_before_its_brackets_is_a_speaker():
 def test_a_novels_words_before_a_quote_are_no_speakers():
     """A novel has such lines too, once each (`第一章「始まり」`, `そして「さよなら」`, `彼女は言った「…」`): the
     form is read only in a text whose speakers recur in it, a fifth of its lines or more."""
+    crowd = ("　公園はにぎやかだった。\n子供たちが「わーい！」\n　ボールが転がる。\n女の子たちが「きゃー！」\n"
+             "　日が傾いた。\n子供たちが「もう一回！」\n　母親が呼んだ。\n女の子たちが「かわいい！」\n"
+             "そう答えた「うん」\n　夜になった。\nそう答えた「うん」\n")  # a crowd, a verb's past: no one's name
+    assert [t for t in turns(crowd, layout="lines") if t and t[0]] == []
     novel = ("第一章「始まり」\n\n　雨が降っていた。僕は傘を持っていなかった。\n\n「どうしたの？」\n\n"
              "　振り返ると、彼女が立っていた。\n\nそして「さよなら」\n\n　彼女は笑った。\n\n"
              "ある日の放課後「屋上で待ってる」\n\n　僕は走った。\n\n第二章「再会」\n")

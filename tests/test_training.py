@@ -434,8 +434,12 @@ def test_the_split_keeps_copies_of_a_sample_on_one_side():
     train_idx, val_idx = training.split(doubled, 0.2, 42)
     key = lambda i: (doubled[i]["input"], doubled[i]["output"])  # noqa: E731
     assert not {key(i) for i in train_idx} & {key(i) for i in val_idx}
-    # the share is of distinct samples: 10 of the 51, each with its copies
-    assert len({key(i) for i in val_idx}) == training.n_val_of(51, 0.2) == 10 and len(val_idx) in (20, 21)
+    assert 18 <= len(val_idx) <= training.n_val_of(len(doubled), 0.2) == 21  # the share asked, copies included
+    # one sample copied 200 times ("lol" to every "ok"): not most of the held-out set, nor of the records
+    many = [{"input": "ok", "output": "lol"}] * 200 + [{"input": f"q{i}", "output": "a"} for i in range(19)]
+    for seed in range(5):
+        val = training.split(many, 0.1, seed)[1]
+        assert len(val) <= training.n_val_of(219, 0.1) and all(many[i]["input"] != "ok" for i in val)
     assert sorted(train_idx + val_idx) == list(range(len(doubled)))
     plain = training.split(doubled, 0.2, 42, together=False)
     assert {key(i) for i in plain[0]} & {key(i) for i in plain[1]}  # what a split without it gave

@@ -198,15 +198,17 @@ def other_weights_note(adapter_path: str | os.PathLike, model_path: str | os.Pat
     trained_path = params.get("base_model_path")
     if "base_stored_quantization" not in params and trained_path and (Path(trained_path) / "config.json").is_file():
         trained_quantised = stored_quantization(trained_path)  # (an adapter from before that was recorded)
+    trained_on = f"on {Path(base).name!r}" if base else "on another base model"
     if trained_quantised or stored_quantization(model_path):
-        # a `-bnb-4bit` upload and its full model have other files but are one base: their names say so
+        # a `-bnb-4bit` upload and its full model have other files but are one base: only their names tell
         if base and _base_name(base) == _base_name(model_path.name):
             return None
-    else:
-        now = weights_sample_sha256(model_path)
-        if now is None or now == recorded:
-            return None
-    trained_on = f"on {Path(base).name!r}" if base else "on another base model"
+        return (f"adapter {adapter_path.name!r} was trained {trained_on}; model {model_path.name!r} has the same "
+                "shape, but by its name is neither that base nor a quantised copy of it: if it is another model, "
+                "the adapter loads, but its replies may be off (it learnt its changes on the other model)")
+    now = weights_sample_sha256(model_path)
+    if now is None or now == recorded:
+        return None
     return (f"adapter {adapter_path.name!r} was trained {trained_on}; model {model_path.name!r} has the same shape "
             "but other weights: it loads, but its replies may be off (it learnt its changes on the other model)")
 
@@ -217,11 +219,13 @@ _QUANTISED_SUFFIX = re.compile(r"[-_.](?:unsloth[-_.])?(?:bnb[-_.]?)?[48][-_.]?b
 
 
 def _base_name(name: str) -> str:
-    """A model's name without its quantised copy's suffix, for telling a base from its upload."""
+    """A model's name without its quantised copy's suffix, its owner (the webui's downloader names a folder
+    `owner_model`) and `-hf`, for telling a base from its upload."""
     name = Path(name).name.casefold()
+    name = name.split("_", 1)[1] if "_" in name and name.split("_", 1)[1] else name
     while (shorter := _QUANTISED_SUFFIX.sub("", name)) != name:
         name = shorter
-    return name
+    return name.removesuffix("-hf")
 
 
 def _other_base_message(adapter_path: Path, model_path: Path, detail: str) -> str:

@@ -32,6 +32,7 @@ import random
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -681,18 +682,28 @@ SPLIT = "copies together"
 
 def split(records: list[dict], val_ratio: float, seed: int, together: bool = True) -> tuple[list[int], list[int]]:
     """(train indices, held-out indices), reproducible from the seed; both in dataset order. The first
-    n_val of a seeded shuffle are held out. With `together`, the split is of distinct samples, each with
-    its copies (the same sample but for its place in the raw file: `--keep_duplicates`, a file joined
-    with itself), which scored as held out after being trained on would flatter the adapter: the first
-    n_val distinct ones of the shuffle are held out. Without copies the split is the same."""
-    idx = list(range(len(records)))
-    random.Random(seed).shuffle(idx)
+    n_val of a seeded shuffle are held out. With `together`, a sample goes with its copies (the same
+    sample but for its place in the raw file: `--keep_duplicates`, a file joined with itself), which
+    scored as held out after being trained on would flatter the adapter: the distinct samples are
+    shuffled, and held out in that order while their records fit in n_val (the first one may take up to
+    twice that: a dataset doubled holds out one sample and its copy). Without copies the split is the same."""
     if not together:
+        idx = list(range(len(records)))
+        random.Random(seed).shuffle(idx)
         k = n_val_of(len(records), val_ratio)
         return sorted(idx[k:]), sorted(idx[:k])
     keys = [_copy_key(r) for r in records]
-    held = list(dict.fromkeys(keys[i] for i in idx))[:n_val_of(len(set(keys)), val_ratio)]  # shuffled order
-    chosen = set(held)
+    sizes = Counter(keys)
+    distinct = list(sizes)  # in the dataset's order: shuffled as the records would be without copies
+    random.Random(seed).shuffle(distinct)
+    k = n_val_of(len(records), val_ratio)
+    chosen, taken = set(), 0
+    for key in distinct:
+        if taken >= k:
+            break
+        if taken + sizes[key] <= k or (not taken and sizes[key] <= 2 * k and sizes[key] < len(records)):
+            chosen.add(key)
+            taken += sizes[key]
     val = [i for i in range(len(records)) if keys[i] in chosen]
     return [i for i in range(len(records)) if keys[i] not in chosen], val
 
@@ -1173,8 +1184,12 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
     together = plan.resume_from is None or _saved_settings(plan.resume_from).get("split") == SPLIT
     train_idx, val_idx = split(records, cfg.val_ratio, cfg.seed, together)
     if cfg.val_ratio > 0 and not val_idx:  # it is all trained on, so no held-out loss and no split saved
+        distinct = len({_copy_key(r) for r in records})
         why = ("1 sample: too few to hold one out" if len(records) == 1 else
-               f"{len(records)} samples, all copies of one: too few to hold one out apart from what is trained on")
+               f"{len(records)} samples, all copies of one: too few to hold one out apart from what is trained on"
+               if distinct == 1 else f"{len(records)} samples, {distinct} distinct, each with more copies than the "
+               f"{n_val_of(len(records), cfg.val_ratio)} to hold out: none held out (a copy held out would have "
+               "been trained on)")
         emit({"event": "log", "message": f"{why} at --val_ratio {cfg.val_ratio:g}; no held-out loss, and "
                                          "evaluation will need -d"})
 
