@@ -161,8 +161,10 @@ def test_save_never_overwrites_without_confirmation(logic, webui_root):
     with pytest.raises(UserError, match="already exists.*Overwrite"):
         logic.save(*form(rounds=1))
     assert out.read_text() == first
-    logic.save(*form(rounds=1), overwrite=True)
+    _, report = logic.save(*form(rounds=1), overwrite=True)
     assert out.read_text() != first
+    # the one it replaced is kept, and not offered as a dataset
+    assert "kept as bob.json.bak" in report and (out.parent / "bob.json.bak").read_text() == first
     assert logic.datasets() == ["bob.json"]
     # the slider's number as typed: 2.0 is 2, 2.5 refused in the form's words rather than cut to 2
     logic.save(*form(rounds=2.0), overwrite=True)
@@ -649,6 +651,8 @@ def test_train_stop_resume_in_a_separate_process(logic, webui_root):
 
     # Stop: the evaluation ends as stopped and writes nothing new
     (webui_root / "user_data/loras/bob/eval.json").unlink()
+    # (a finished evaluation whose report went since, its adapter retrained: nothing to show, no error)
+    assert logic.evaluation_tables(job) == ([], [], "")
     job = logic.start_evaluation("tiny-llama", "bob", "bob.json", 0)
     assert "Stopping" in logic.stop_evaluation()
     _wait(job)

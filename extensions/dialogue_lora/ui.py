@@ -670,7 +670,10 @@ class TabLogic:
         if job.state != "done":
             return [], [], f"Evaluation failed: {tab_words(job.error() or 'unknown error')}"
         end = job.last("end") or {}
-        result = json.loads(Path(end["eval_json"]).read_text(encoding="utf-8"))
+        try:
+            result = json.loads(Path(end["eval_json"]).read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError):  # the adapter replaced or deleted since, its report with it
+            return [], [], ""
         return TabLogic._result_tables(result, end.get("eval_md"))
 
     def saved_evaluation(self, adapter: str | None) -> tuple[list, list, str] | None:
@@ -1003,7 +1006,8 @@ def build_tab(host) -> dict:
         except EXPECTED as e:  # a last save's report goes (it would read as this one's); a preview's stays
             kept = "" if (shown or "").startswith(SAVED_REPORT) else gr.update()
             return kept, _error_text(e), gr.update(), gr.update()
-        return (text, f"Saved **{saved}**: train on it in *2. Train*.", dd_update(logic.datasets(), saved),
+        kept = f" (the earlier one is kept as {Path(saved).name}.bak)" if f"kept as {Path(saved).name}.bak" in text else ""
+        return (text, f"Saved **{saved}**{kept}: train on it in *2. Train*.", dd_update(logic.datasets(), saved),
                 Path(saved).stem)
 
     prep.save_btn.click(on_save, prep.form + [prep.overwrite, prep.report],
