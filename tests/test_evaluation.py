@@ -367,6 +367,21 @@ def test_training_samples_in_another_file_or_format_are_said(layout):
     assert not any("trained on" in n for n in result["notes"]) and not result["trained_on"]
 
 
+def test_an_own_split_with_a_trained_copy_is_said_to_need_training_again(layout):
+    """A split made before copies were kept on one side: a held-out sample's copy was trained on. The note
+    must not send the user back to that same split as "the fair test"."""
+    lora = layout / "user_data" / "loras" / "bob"
+    held = json.loads((lora / "heldout.json").read_text(encoding="utf-8"))
+    train_file = layout / "bobtrain.json"
+    train_file.write_text(json.dumps(bob_records(16, 0) + held + held[:1]), encoding="utf-8")
+    params = json.loads((lora / "training_parameters.json").read_text(encoding="utf-8"))
+    (lora / "training_parameters.json").write_text(json.dumps(dict(params, dataset=str(train_file))), encoding="utf-8")
+    result = evaluate(EvalConfig("tiny-llama", "bob", max_new_tokens=2, similarity=False, meteor=False))
+    assert any(n.startswith(f"1 of the {len(held)} samples of heldout.json were trained on") and n.endswith(
+        "its held-out split was made before copies of a sample were kept on one side: train it again for a fair "
+        "test") for n in result["notes"]), result["notes"]
+
+
 def test_a_held_out_sample_with_a_copy_trained_on_counts_as_trained(tmp_path):
     """Runs from before copies were kept on one side of the split could hold out a sample and train on its
     copy (`--keep_duplicates`): it was learnt, and is said to be."""

@@ -586,7 +586,12 @@ def _evaluate(
     notes = []
     n_trained = sum(1 for r in records if _sample_key(r) in trained) if trained else 0
     if trained_on or n_trained:
-        if params.get("heldout_file"):
+        own = params.get("heldout_file")
+        if own and Path(heldout).resolve() == (adapter_path / own).resolve():  # (an absolute name stays one)
+            # a split made before copies of a sample were kept on one side: their copies were trained on
+            fair = ("its held-out split was made before copies of a sample were kept on one side: train it "
+                    "again for a fair test")
+        elif own:
             fair = "its held-out split (the default) is the fair test"
         elif params.get("checkpoint") and params.get("val_ratio"):  # written with the finished adapter
             fair = "its run's held-out split is saved with the finished adapter, the fair test then"
