@@ -37,7 +37,7 @@ ARGS = ["-d", "bob.json", "-m", "tiny-llama", "-b", "4", "-e", "2", "--learning_
 
 
 def test_torchrun_two_processes(work):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            str(ROOT / "lora_finetune.py"), *ARGS, "-l", "ddp", "--progress_file", "progress.jsonl"]
     p = subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -68,6 +68,15 @@ def test_torchrun_two_processes(work):
     assert two.keys() == one.keys()
     for k in two:
         assert (two[k] - one[k]).abs().max() < 1e-4, k
+
+
+def _free_port() -> int:
+    """A port no one listens on now: a fixed one failed when two test runs met (EADDRINUSE)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _cli(args, cwd, **kw):
