@@ -784,6 +784,7 @@ def test_a_japanese_scripts_name_before_its_brackets_is_a_speaker():
     got = turns(script, layout="lines")
     assert [t[0] for t in got] == ["男", "女", "男", "如月 千早", "女", "男", None, None, None, None, None, None, None,
                                    "女"]
+    assert got[11][1] == "小明说「你来了」"  # narration as written (it once gained the colon of the rewrite)
     assert [t[1] for t in got[:6]] == ["「なあ、今日ひま？」", "(小声で) 「うん」", "『もしもし？』", "「ええ」",
                                        "「あ」ニコッ", "「おい」「聞いてるのか」"]
     # names in hiragana that end as a particle does (なのは, まこと, あやの); `フェイトは` is a clause

@@ -238,31 +238,36 @@ def _kagi_script(head: list[str]) -> bool:
     said: Counter = Counter()
     lines = 0
     for raw in head:
-        line = raw.strip()
-        if not line:
+        if not raw.strip():
             continue
         lines += 1
-        if ("「" in line or "『" in line) and raw[:1] != "\u3000" and (
-                form := _kagi_speaker(line)) is not None and split_speaker(line) is None:
-            hit = split_speaker(form)
-            if hit is not None:
-                said[hit[0]] += 1
+        if (turn := _kagi_turn(raw)) is not None:
+            said[turn[1]] += 1
     recurring = [n for n in said.values() if n >= 2]
     cast = len(recurring) >= 2 or any(n >= 3 for n in recurring)
     spoken = sum(said.values())
     return (cast and 10 * spoken >= lines) or (spoken >= 3 and 2 * spoken >= lines)
 
 
-def _dekagi(raw: str) -> str:
-    """A `名前「…」` line of such a script as `名前：「…」`; any other line as it is (a paragraph's indent,
-    `　彼は…`, is narration's)."""
+def _kagi_turn(raw: str) -> tuple[str, str] | None:
+    """(the line with a colon, its speaker) of a `名前「…」` line whose name the colon's rules take; None for
+    any other line (a paragraph's indent, `　彼は…`, is narration's; so is `小明说「…」`, as with a colon)."""
     if raw[:1] == "\u3000" or ("「" not in raw and "『" not in raw):
-        return raw
+        return None
     line = raw.strip()
     form = _kagi_speaker(line)
     if form is None or split_speaker(line) is not None:
+        return None
+    hit = split_speaker(form)
+    return None if hit is None else (form, hit[0])
+
+
+def _dekagi(raw: str) -> str:
+    """A `名前「…」` line of such a script as `名前：「…」`; any other line as it is, narration's words unchanged."""
+    turn = _kagi_turn(raw)
+    if turn is None:
         return raw
-    return f"{form}\n" if raw.endswith("\n") else form
+    return f"{turn[0]}\n" if raw.endswith("\n") else turn[0]
 
 
 def _sentence(name: str) -> bool:
