@@ -216,7 +216,6 @@ def _as_defaults(settings: dict) -> dict:
     """A checkpoint's settings with the values its defaults resolved to (an alpha twice the rank, every
     linear layer) as defaults again: the resume resolves them the same, and a rank changed afterwards, or
     the next run on the same form, gets its own instead of another run's 32."""
-    from .errors import UserError
     from .training import model_linear_layers
 
     out = dict(settings)
