@@ -1230,3 +1230,24 @@ def test_a_finished_run_unticks_resume_for_its_adapter_only(monkeypatch):
     assert after_run("alice") == {"__type__": "update"}  # ticked to resume another adapter: left as it is
     Done.state = "stopped"
     assert after_run("bob") == {"__type__": "update"}
+
+
+def test_a_finished_jobs_folder_goes_when_the_app_ends_a_running_ones_stays(webui_root):
+    """The settings, progress and log of a job live in a temp folder while the app may show them; an app
+    that ends takes the folders of its ended jobs with it (Windows never clears its temp folder), and
+    leaves a running job's, which it still writes to."""
+    import subprocess
+    import sys
+
+    app = ("import sys, time\nfrom extensions.dialogue_lora import jobs\n"
+           "ended = jobs.start('train', {'model_name': 'x'}); ended.kill()\n"
+           "dropped = jobs.Job('evaluate', {'model_name': 'x'}); dropped.kill(); print(dropped.dir)\n"
+           "del dropped\n"
+           "running = jobs.Job('merge', {'model_name': 'x'})\n"
+           "print(ended.dir); print(running.dir, flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", app], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    dropped, ended, running = (Path(line) for line in out.stdout.split())
+    assert not dropped.exists() and not ended.exists()
+    assert (running / "config.json").is_file()
+    shutil.rmtree(running, ignore_errors=True)

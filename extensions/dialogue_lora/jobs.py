@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from .errors import UserError
@@ -75,6 +76,8 @@ class Job:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
                 cwd=str(cwd) if cwd else None, env=env, **group,
             )
+        # its folder goes with it (or when the app ends), unless the run is still going: it writes there
+        weakref.finalize(self, _remove_if_ended, self.proc, self.dir)
 
     # -- reading progress ------------------------------------------------------------------------
     def poll(self) -> list[dict]:
@@ -181,6 +184,11 @@ class Job:
         if self.running:
             self.proc.kill()
             self.proc.wait()
+
+
+def _remove_if_ended(proc: subprocess.Popen, folder: Path) -> None:
+    if proc.poll() is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_idle(kind: str) -> None:
