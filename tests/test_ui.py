@@ -780,23 +780,23 @@ def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
     monkeypatch.setattr(jobs, "current", lambda kind: job if kind == "train" else None)
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "2. Train")
     restore = [app.fns[d["id"]].fn for d in app.config["dependencies"]
-               if [tab._id, "select"] in [list(t) for t in d["targets"]] and len(d["inputs"]) == 2]
+               if [tab._id, "select"] in [list(t) for t in d["targets"]] and app.fns[d["id"]].fn.__name__ == "restore_form"]
     assert len(restore) == 1
-    values = restore[0](None, None)
+    values = restore[0](None, None, "")
     assert values[:3] == ["tiny-llama", "bob.json", "bob"]
     assert 0.01 in values and 0.4 in values and "q_proj,v_proj" in values
-    assert all(isinstance(v, dict) for v in restore[0]("tiny-llama", None))  # being filled in: untouched
-    assert all(isinstance(v, dict) for v in restore[0](None, "alice.json"))
+    assert all(isinstance(v, dict) for v in restore[0]("tiny-llama", None, ""))  # being filled in: untouched
+    assert all(isinstance(v, dict) for v in restore[0](None, "alice.json", ""))
     # the model a fresh form starts with (the only one, or the one loaded) is no sign of a form being filled in
     monkeypatch.setattr(TabLogic, "default_model", lambda self: "tiny-llama")
-    assert restore[0]("tiny-llama", None)[:3] == ["tiny-llama", "bob.json", "bob"]
+    assert restore[0]("tiny-llama", None, "")[:3] == ["tiny-llama", "bob.json", "bob"]
     # stopped with a checkpoint: Resume needs the form; finished, failed or stopped with nothing saved: the
     # next run must not quietly repeat its settings
     for state, checkpoint, restored in (("stopped", "loras/bob/checkpoint-5", True), ("stopped", None, False),
                                         ("done", None, False), ("failed", None, False)):
         job.running, job.state = False, state
         job.last = lambda *e, c=checkpoint: {"event": "end", "checkpoint": c}
-        values = restore[0](None, None)
+        values = restore[0](None, None, "")
         assert (values[:3] == ["tiny-llama", "bob.json", "bob"]) is restored, state
         assert restored or all(isinstance(v, dict) for v in values)
     # a page built when tiny-llama was the only model starts at it, after a reload too, when a merge has
@@ -806,9 +806,36 @@ def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
     monkeypatch.setattr(TabLogic, "default_model", lambda self: None)
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "2. Train")
     restore = [app.fns[d["id"]].fn for d in app.config["dependencies"]
-               if [tab._id, "select"] in [list(t) for t in d["targets"]] and len(d["inputs"]) == 2]
-    assert restore[0]("tiny-llama", None)[:3] == ["tiny-llama", "bob.json", "bob"]
-    assert all(isinstance(v, dict) for v in restore[0]("other-llama", None))  # being filled in: untouched
+               if [tab._id, "select"] in [list(t) for t in d["targets"]] and app.fns[d["id"]].fn.__name__ == "restore_form"]
+    assert restore[0]("tiny-llama", None, "")[:3] == ["tiny-llama", "bob.json", "bob"]
+    assert all(isinstance(v, dict) for v in restore[0]("other-llama", None, ""))  # being filled in: untouched
+
+
+def test_opening_train_picks_the_only_dataset(tmp_path, monkeypatch):
+    """With no run to show, an empty *Dataset* gets the only prepared dataset there is (made by the CLI, say),
+    and the adapter its name while the name is the default; with two to choose from it stays empty."""
+    monkeypatch.chdir(tmp_path)
+    from extensions.dialogue_lora.standalone import build_app
+    from extensions.dialogue_lora.ui import DEFAULT_ADAPTER_NAME
+
+    monkeypatch.setattr(jobs, "current", lambda kind: None)
+    app = build_app(StandaloneHost({}))
+    tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "2. Train")
+    restore = [app.fns[d["id"]].fn for d in app.config["dependencies"]
+               if [tab._id, "select"] in [list(t) for t in d["targets"]] and app.fns[d["id"]].fn.__name__ == "restore_form"]
+    datasets = tmp_path / "training" / "datasets"
+    datasets.mkdir(parents=True)
+    assert all(v.get("value") is None for v in restore[0](None, None, DEFAULT_ADAPTER_NAME)[1:3])  # none yet
+    (datasets / "notes.txt").write_text("Bob: raw dialogue, not samples\n", encoding="utf-8")
+    sample = json.dumps([{"input": "Al: Hi\nBob:", "output": "Hello.", "name": "Bob"}])
+    (datasets / "bob.json").write_text(sample, encoding="utf-8")
+    values = restore[0](None, None, DEFAULT_ADAPTER_NAME)
+    assert values[1]["value"] == "bob.json" and values[1]["choices"] == ["bob.json"] and values[2] == "bob"
+    values = restore[0](None, None, "alice-v2")  # a name typed: kept
+    assert values[1]["value"] == "bob.json" and values[2] == {"__type__": "update"}
+    assert restore[0](None, "bob.json", "bob")[1] == {"__type__": "update"}  # picked already: left alone
+    (datasets / "alice.json").write_text(sample, encoding="utf-8")
+    assert all(v.get("value") is None for v in restore[0](None, None, DEFAULT_ADAPTER_NAME)[1:3])
 
 
 def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):

@@ -1330,15 +1330,19 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
                 else _text_value(c.get(k)) if isinstance(box, gr.Textbox)
                 else (0 if c.get(k) is None and isinstance(box, gr.Number) else c.get(k)) for k, box in setting_boxes]
 
-    def restore_form(model_v, dataset_v):
+    def restore_form(model_v, dataset_v, adapter_v):
         """A fresh page (after a reload) shows the form of a run that is training or can be resumed: its
         model, dataset, name and settings, so that Resume after a Stop has them. Not a finished or failed
         run's (the next run would quietly repeat them), and a form being filled in is left alone."""
         job = jobs.current("train")
         if job is None or not (job.running or _resumable(job)):
-            # no run to show: an empty model field gets the model loaded since the page was built
-            keep = [gr.update()] * (2 + len(setting_inputs))
-            return [gr.update() if model_v else gr.update(value=logic.default_model()), *keep]
+            # no run to show: an empty model field gets the model loaded since the page was built, an empty
+            # dataset field the only dataset there is (and the adapter its name, as picking it does)
+            datasets = [] if dataset_v else logic.datasets()
+            only = datasets[0] if len(datasets) == 1 else None
+            return [gr.update() if model_v else gr.update(value=logic.default_model()),
+                    dd_update(datasets, only) if only else gr.update(),
+                    on_dataset(only, adapter_v) if only else gr.update(), *[gr.update()] * len(setting_inputs)]
         # a model a fresh form does not start with: the one the page was built with (a reload shows that,
         # even when the folder has gained models since), or the default now
         if dataset_v or (model_v and model_v not in (model.value, logic.default_model())):
@@ -1346,7 +1350,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         c = job.config
         return [c.get("model_name"), Path(str(c.get("dataset_name", ""))).name, c.get("lora_name"), *form_values(c)]
 
-    train_tab.select(restore_form, [model, dataset], [model, dataset, adapter_name, *setting_inputs])
+    train_tab.select(restore_form, [model, dataset, adapter_name], [model, dataset, adapter_name, *setting_inputs])
 
     def on_resume(resume_v, adapter_v):
         """Ticking Resume fills the form from the named adapter's checkpoint: its model, dataset and
