@@ -676,7 +676,7 @@ def parse_args(argv):
                    help="CPU mode: rounds of (seed, ours) runs; figures are medians over them (default 5)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="CPU mode: change one of our TrainConfig settings for the 'ours' run (repeatable), "
-                        "e.g. --set lora_dropout=0 to try a variant; the defaults are what counts")
+                        "e.g. --set lora_dropout=0.05 to try a variant; the defaults are what counts")
     p.add_argument("--modes", default="lora,qlora", help="GPU mode: lora (bf16) and/or qlora (4-bit), comma-separated")
     p.add_argument("--seq", type=int, default=2048, help="GPU mode: tokens per row (default 2048)")
     p.add_argument("--batch", type=int, default=1, help="GPU mode: rows per step (default 1)")
