@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         names = ",".join(split_names(names)) or names  # (all colons: ChatSession says why)
     if args.lora_name:  # a missing adapter fails here, before anything heavy loads
         adapter = resolve_adapter(args.lora_name, resolve_dirs(lora_dir=args.lora_dir).loras)
-        params = read_training_parameters(adapter)
+        params = read_training_parameters(adapter, prompt=True)
         learnt = params.get("characters") or ([params["name"]] if params.get("name") else [])
         if names and learnt:
             names = _as_learnt(names, learnt, f"adapter {args.lora_name}")

@@ -49,6 +49,7 @@ def train_adapter(model_dir: Path, out_dir: Path, steps: int = 30, lr: float = 1
 
     from extensions.dialogue_lora.encoding import encode_record
     from extensions.dialogue_lora.modeling import base_fingerprint, load_base
+    from extensions.dialogue_lora.prompt import context_turns
 
     torch.manual_seed(seed)
     model, tok = load_base(model_dir, device="cpu", for_training=True)
@@ -85,6 +86,10 @@ def train_adapter(model_dir: Path, out_dir: Path, steps: int = 30, lr: float = 1
         "dataset": "bob.json",
         "heldout_file": "heldout.json",
         "cutoff_len": 128,
+        # the prompt facts training records (an adapter without them is an older version's: test_chat)
+        "characters": ["Bob"],
+        "instruction": None,
+        "context_turns": context_turns(train),
     }, indent=1), encoding="utf-8")
     (out_dir / "training_log.json").write_text(json.dumps({
         "steps": log, "evals": [{"step": steps, "epoch": 1.0, "eval_loss": log[-1]["loss"]}]}), encoding="utf-8")

@@ -82,6 +82,11 @@ def test_piped_bytes_that_are_not_utf8_under_a_strict_locale(layout):
 
 @pytest.mark.slow
 def test_several_characters_in_one_adapter(layout):
+    import json
+
+    params_file = layout / "user_data" / "loras" / "bob" / "training_parameters.json"
+    params = json.loads(params_file.read_text(encoding="utf-8"))
+    params_file.write_text(json.dumps(dict(params, characters=["Bob", "Carol"])), encoding="utf-8")  # learnt both
     p = chat(["-m", "tiny-llama", "-l", "bob", "--name", "Bob,Carol", "--user", "Alice", "--temperature", "0",
               "--max_new_tokens", "12"],
              "Hi all\n@Carol Where is the boat?\n/as Carol\nAnd you?\n/as Dave\n@Bob\n/quit\nnot read\n", layout)
@@ -337,3 +342,60 @@ def test_a_quantised_uploads_adapter_on_its_full_model_is_not_other_weights(tmp_
     assert _base_name("unsloth_Llama-3.2-3B-Instruct-bnb-4bit") == _base_name("meta-llama_Llama-3.2-3B-Instruct")
     assert _base_name("TheBloke_Llama-2-7B-Chat-GPTQ") == _base_name("meta-llama_Llama-2-7b-chat-hf")
     assert _base_name("Llama-3.2-3B-bnb-4bit") != _base_name("Llama-3.2-3B-Instruct")
+
+
+def test_an_adapter_from_before_prompt_facts_were_recorded_is_prompted_as_it_learnt(layout, monkeypatch):
+    """The first versions recorded no characters, instruction line or context turns: chat cued `Character:`
+    (or asked for --name) and left out an alpaca adapter's instruction. They come from its data now."""
+    import json
+    import sys
+
+    from extensions.dialogue_lora import generation
+    from extensions.dialogue_lora.merging import MergeConfig, _record, plan
+
+    adapter = layout / "user_data" / "loras" / "bob"
+    data = layout / "bob_alpaca.json"
+    records = [{"instruction": "Continue the dialogue as Bob.", "input": f"Alice: line {i}\nAlice: more\nBob:",
+                "output": f"Reply {i}.", "name": "Bob"} for i in range(6)]
+    data.write_text(json.dumps(records), encoding="utf-8")
+    params_file = adapter / "training_parameters.json"
+    params = json.loads(params_file.read_text(encoding="utf-8"))
+    for key in generation.PROMPT_FACTS:
+        params.pop(key, None)
+    params.update(name=None, dataset=str(data))
+    params_file.write_text(json.dumps(params), encoding="utf-8")
+
+    learnt = generation.read_training_parameters(adapter, prompt=True)
+    assert (learnt["characters"], learnt["instruction"], learnt["context_turns"]) == (
+        ["Bob"], "Continue the dialogue as {name}.", 2)
+    assert "characters" not in generation.read_training_parameters(adapter)  # the file itself is left as it was
+    assert "characters" not in json.loads(params_file.read_text(encoding="utf-8"))
+    monkeypatch.chdir(layout)
+    record = _record(plan(MergeConfig(model_name="tiny-llama", lora_name="bob")))
+    assert record["characters"] == ["Bob"] and record["instruction"] == "Continue the dialogue as {name}."
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class Session:
+        def __init__(self, names, user, rounds, instruction):
+            seen.append((names, rounds, instruction))
+            raise Stop
+
+    monkeypatch.setattr(generation, "ChatSession", Session)
+    monkeypatch.chdir(layout)
+    sys.path.insert(0, str(ROOT))
+    import chat as chat_cli
+
+    with pytest.raises(Stop):
+        chat_cli.main(["-m", "tiny-llama", "-l", "bob"])  # no --name needed
+    assert seen[-1] == (["Bob"], 2, "Continue the dialogue as {name}.")
+    # the dataset gone: its held-out split beside it tells (here the shared adapter's rounds samples)
+    data.unlink()
+    heldout = generation.read_training_parameters(adapter, prompt=True)
+    assert heldout["characters"] == ["Bob"] and heldout["instruction"] is None
+    # both gone: nothing to tell, as before
+    (adapter / str(params.get("heldout_file") or "heldout.json")).unlink()
+    assert "characters" not in generation.read_training_parameters(adapter, prompt=True)

@@ -78,18 +78,55 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def read_training_parameters(adapter_path: str | os.PathLike) -> dict:
+def read_training_parameters(adapter_path: str | os.PathLike, prompt: bool = False) -> dict:
     """The adapter's training_parameters.json ({} when it has none, e.g. an adapter trained elsewhere).
 
     A checkpoint (`checkpoint-N` of a run that is training or was stopped) has none: the settings its
     trainer_state.json records stand in (the characters, the base model's fingerprint), less the held-out
-    file, which only the finished adapter holds."""
+    file, which only the finished adapter holds. `prompt`: for building its prompts (chat, merge, the tab),
+    the facts an older version did not record filled in from its data (`_with_learnt`)."""
     path = Path(adapter_path)
     params = _read_json(path / "training_parameters.json")
     if not params and path.name.startswith(CHECKPOINT_PREFIX):
         settings = _read_json(path / CHECKPOINT_STATE).get("settings")
         if isinstance(settings, dict):
             params = dict(settings, heldout_file=None, checkpoint=True)
+    return _with_learnt(params, path) if prompt else params
+
+
+# What training records of the prompts an adapter learnt (training.py). This project's first versions
+# recorded none of them: chat then cued "Character:" and left out an alpaca adapter's instruction line.
+PROMPT_FACTS = ("characters", "instruction", "context_turns")
+_learnt_cache: dict[tuple, dict] = {}  # (file, size, mtime, name) -> facts: the tab asks at each message
+
+
+def _with_learnt(params: dict, adapter_path: Path) -> dict:
+    """`params` with the prompt facts it lacks worked out from the adapter's training data as training does
+    now: the dataset it names, else its held-out split beside it. Unchanged for an adapter trained elsewhere
+    (no settings), one that records them all, or whose data is gone."""
+    if not params or all(k in params for k in PROMPT_FACTS):
+        return params
+    from .fileio import load_records
+
+    name = params.get("name") or None
+    for data in (params.get("dataset"), adapter_path / str(params.get("heldout_file") or "heldout.json")):
+        try:
+            stat = Path(str(data)).stat() if data else None
+        except (OSError, ValueError):
+            continue
+        if stat is None:
+            continue
+        key = (str(data), stat.st_size, stat.st_mtime_ns, name)
+        if key not in _learnt_cache:
+            try:
+                records = load_records(data)
+                segments = prompt_mod.validate_records(records, str(data), name)
+            except (UserError, ValueError, OSError):
+                continue
+            _learnt_cache[key] = {"characters": prompt_mod.record_characters(segments),
+                                  "instruction": prompt_mod.instruction_template(records, name),
+                                  "context_turns": prompt_mod.context_turns(records, name)}
+        return {**_learnt_cache[key], **params}
     return params
 
 

@@ -160,7 +160,7 @@ def plan(cfg: MergeConfig) -> _Plan:
     if free is not None and free < need:
         raise UserError(f"{out.parent}: {megabytes(free)} free, the merged model needs about {megabytes(need)} "
                         f"({dtype}): free some space first")
-    return _Plan(model_path, adapter_path, out, dtype, read_training_parameters(adapter_path))
+    return _Plan(model_path, adapter_path, out, dtype, read_training_parameters(adapter_path, prompt=True))
 
 
 def _check_output(out: Path, model_path: Path, overwrite: bool) -> None:

@@ -764,7 +764,7 @@ class TabLogic:
         if not is_adapter_dir(path):
             return None
         try:
-            return path, read_training_parameters(path)
+            return path, read_training_parameters(path, prompt=True)
         except UserError:
             return None
 
