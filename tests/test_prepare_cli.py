@@ -401,6 +401,12 @@ def test_one_name_in_capitals_is_one_speaker_and_other_accents_are_other_people(
         preview(PrepareConfig(names=["zoe"], txtfilename=str(src)), 5)
     with pytest.raises(UserError, match="name 'Isık' not found in .*did you mean 'IŞIK'"):
         preview(PrepareConfig(names=["Isık"], txtfilename=str(src)), 5)
+    # several names not found: one line, the speakers found said once
+    with pytest.raises(UserError) as e:
+        preview(PrepareConfig(names=["zoe", "Zoë", "Nobody", "Isık"], txtfilename=str(src)), 5)
+    assert str(e.value).startswith(f"3 names not found in {src}: 'zoe' (did you mean 'Zoë'?), 'Nobody', 'Isık' (did "
+                                   "you mean 'IŞIK'?); speakers found: ")
+    assert str(e.value).count("speakers found") == 1 and "\n" not in str(e.value)
 
 
 def test_a_console_that_cannot_show_a_name_gets_it_escaped_not_a_traceback(tmp_path):

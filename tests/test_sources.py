@@ -1007,6 +1007,14 @@ def test_discordchatexporter_csv_without_author_ids_and_a_short_row(tmp_path):
                     encoding="utf-8")
     with pytest.raises(UserError, match=r"old\.csv:2: malformed CSV \(unexpected end of data\)"):
         list(iter_discord_turns(path))
+    # a message longer than the csv module's 128 KB field limit is a message (it was a malformed CSV)
+    long = "word " * 40000
+    import csv
+
+    csv.field_size_limit(131072)  # the module's default, as in a fresh process (the game CSV reader raises it)
+    path.write_text(header + f'12,sam,2024-05-01T10:01:00+00:00,"{long}",,\n', encoding="utf-8")
+    turns = [t for t in iter_discord_turns(path, DiscordOptions(filter_low_quality=False)) if t is not None]
+    assert [(t.speaker, len(t.text)) for t in turns] == [("alex", 9), ("sam", len(long.strip()))]
 
 
 def test_discordchatexporter_text_export_is_refused_with_advice(tmp_path):
@@ -1079,6 +1087,54 @@ def test_whatsapp_day_first_dates_and_iphone_and_web_layouts(tmp_path):
     assert [m["timestamp"] for m in load(path, ReadStats())] == ["2023-12-31T21:15:00", "2023-12-31T21:16:00"]
     turns = [t for t in iter_discord_turns(path, DiscordOptions(filter_low_quality=False)) if t is not None]
     assert [(t.speaker, t.text) for t in turns] == [("Alex", "hey"), ("Sam", "yo")]
+
+
+def test_a_message_of_many_lines_is_whole_and_a_runaway_one_is_said(tmp_path):
+    """A message's next lines are joined to it (once, at its end: each line used to copy the message so far,
+    80,000 lines took a minute); a message that runs on for a thousand lines is most likely a second
+    export in another format joined to the file (Android's then iPhone's), and the report says so."""
+    from extensions.dialogue_lora.dialogue import RUNAWAY_LINES
+
+    path = tmp_path / "chat.txt"
+    rest = [f"line {i} of it" for i in range(50)]
+    path.write_text("1/1/23, 9:00 AM - Ann: first\n" + "\n".join(rest) + "\n1/1/23, 9:01 AM - Bo: sure thing\n",
+                    encoding="utf-8")
+    stats = ReadStats()
+    turns = [t for t in iter_discord_turns(path, DiscordOptions(filter_low_quality=False), stats) if t is not None]
+    assert [(t.speaker, t.text) for t in turns] == [("Ann", " ".join(["first", *rest])), ("Bo", "sure thing")]
+    assert not stats.notes
+    iphone = [f"[01.01.23, 12:{i % 60:02}:00] Bo: message {i}" for i in range(RUNAWAY_LINES + 5)]
+    path.write_text("1/1/23, 9:00 AM - Ann: first\n1/1/23, 9:01 AM - Bo: sure thing\n" + "\n".join(iphone) + "\n",
+                    encoding="utf-8")
+    stats = ReadStats()
+    turns = [t for t in iter_discord_turns(path, DiscordOptions(filter_low_quality=False), stats) if t is not None]
+    assert len(turns) == 2 and turns[1].text.endswith(f"message {RUNAWAY_LINES + 4}")
+    assert [n for n in stats.notes if "runs on for 1,000 lines" in n] == [
+        f"{path.name}:2: one message runs on for 1,000 lines or more (a line without the file's kind of date and "
+        "time continues the message before it): are two exports in other formats joined in this file? Give each "
+        "as a file of its own"]
+
+
+def test_a_speech_wrapped_under_its_name_is_one_line():
+    from extensions.dialogue_lora.dialogue import _join_indented
+
+    lines = ["BOB:  It begins here", *["      and goes on"] * 3, "ANN:  Fine."]
+    assert list(_join_indented(lines)) == ["BOB:  It begins here and goes on and goes on and goes on", "", "", "",
+                                           "ANN:  Fine."]
+
+
+def test_squeezing_a_repeated_last_letter_is_the_regex_it_replaced():
+    import random
+
+    from extensions.dialogue_lora.sources.discord import _squeeze
+
+    old = re.compile(r"(\w)\1+$")
+    rng = random.Random(0)
+    for _ in range(20000):
+        t = "".join(rng.choice("ab_1é!² ") for _ in range(rng.randint(0, 6)))
+        assert _squeeze(t) == old.sub(r"\1", t), t
+    assert _squeeze("lolll") == "lol" and _squeeze("x" * 50000 + " end") == "x" * 50000 + " end"
+    assert is_non_response("z" * 50000) is False and is_ender("z" * 50000) is False  # (and takes no time)
 
 
 def test_a_folder_of_whatsapp_exports(tmp_path):

@@ -1411,6 +1411,7 @@ def _join_indented(lines: Iterable[str]) -> Iterator[str]:
     if prev is None:
         return
     cols, joined = False, 0  # the line before's columns once needed; how many lines it took in
+    more: list[str] = []  # those lines, joined once: a speech wrapped over thousands of lines stays linear
     for raw in it:
         if raw[:1] in " \t" and not raw.isspace():  # the hot path skips this: most lines start with a letter
             if cols is False:
@@ -1419,15 +1420,16 @@ def _join_indented(lines: Iterable[str]) -> Iterator[str]:
                 expanded = raw.expandtabs(8)
                 indent = len(expanded) - len(expanded.lstrip())
                 if indent == cols[1] or (cols[1] is None and indent > cols[0]):
-                    prev = f"{prev.rstrip()} {raw.strip()}"
+                    more.append(raw.strip())
                     joined += 1
                     continue
-        yield prev
+        yield " ".join([prev.rstrip(), *more]) if more else prev
         if joined:
             yield from itertools.repeat("", joined)
             joined = 0
+            more = []
         prev, cols = raw, False
-    yield prev
+    yield " ".join([prev.rstrip(), *more]) if more else prev
     if joined:
         yield from itertools.repeat("", joined)
 
@@ -1448,6 +1450,10 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
     # A `Name:` alone (`cue`): the lines below it, to a blank line or the next turn, are its speech (a
     # transcript that writes some speeches under their name). Empty if none follows.
     cue: Turn | None = None
+    # the lines that continue `held` and `cue`, joined once when it is said (`_grown`): a message of 80,000
+    # lines was copied whole at each of them
+    held_more: list[str] = []
+    cue_more: list[str] = []
     for n, raw in enumerate(lines, 1):
         if raw.isascii():
             m = fast(raw)
@@ -1463,10 +1469,10 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse (and NULs go)
                     text = " ".join(text.replace("\x00", "").split())
                 if held is not None:
-                    yield held
+                    yield _grown(held, held_more)
                     held = None
                 if cue is not None:
-                    yield cue
+                    yield _grown(cue, cue_more)
                     cue = None
                 if text:
                     yield new(Turn, (name, text, file, n))
@@ -1478,20 +1484,20 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             text = clean_text(raw, stats)
         if not text:
             if cue is not None:
-                yield cue
+                yield _grown(cue, cue_more)
                 cue = None
             continue
         if cue is not None:
             if dated is None and (text[0] not in _STAMP_STARTS or _stamp(text) is None) and split_speaker(text) is None \
                     and not (text[0] == "<" and _BARE_NICK.fullmatch(text)) and not _SCENE_BREAK.fullmatch(text) \
                     and not _transition_line(text):
-                cue = cue._replace(text=f"{cue.text} {text}".lstrip())
+                cue_more.append(text)
                 continue
-            yield cue
+            yield _grown(cue, cue_more)
             cue = None
         if "\t" in raw and (log := _weechat(raw)) is not None:  # `2024-01-01 12:03:00<tab>carol<tab>hi`
             if held is not None:
-                yield held
+                yield _grown(held, held_more)
                 held = None
             dated = True if dated is None else dated
             when, name, message = log
@@ -1508,7 +1514,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
             parsed = _stamped(text[stamp.end():], bare=not is_dated and not stamp.group(1) and dated is None)
             if parsed is not None:
                 if held is not None:
-                    yield held
+                    yield _grown(held, held_more)
                     held = None
                 kind, name, message = parsed
                 if dated is None and kind != "system":
@@ -1536,9 +1542,15 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                         text = text.translate(_INVISIBLE).strip()
                     if text.endswith(_EDITED):  # WhatsApp marks an edited message at its end
                         text = text[: -len(_EDITED)].rstrip()
-                    held = held._replace(text=f"{held.text} {text}".strip())
+                    if text:
+                        held_more.append(text)
+                        if len(held_more) == RUNAWAY_LINES:
+                            stats.add_note(
+                                f"{file}:{held.line}: one message runs on for {RUNAWAY_LINES:,} lines or more (a line "
+                                "without the file's kind of date and time continues the message before it): are two "
+                                "exports in other formats joined in this file? Give each as a file of its own", hint=True)
                     continue
-            yield held
+            yield _grown(held, held_more)
             held = None
         if hit is None and text[0] == "<" and (irc := _BARE_NICK.fullmatch(text)) is not None:
             yield Turn(irc.group(1), irc.group(2), file, n)  # a chat log without times: `<Steve> hi`
@@ -1557,10 +1569,24 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
         else:
             cue = Turn(hit[0], "", file, n)
     if held is not None:
-        yield held
+        yield _grown(held, held_more)
     if cue is not None:
-        yield cue
+        yield _grown(cue, cue_more)
     stats.lines += n
+
+
+# A chat message continued for this many lines is likely a second export in another format (an Android
+# WhatsApp export joined to an iPhone one): the report says so
+RUNAWAY_LINES = 1000
+
+
+def _grown(turn: Turn, more: list[str]) -> Turn:
+    """`turn` with the lines that continue it (`more`, emptied) joined to its text."""
+    if not more:
+        return turn
+    text = " ".join([turn.text, *more]).strip()
+    more.clear()
+    return turn._replace(text=text)
 
 
 def _untimed(text: str) -> str:

@@ -47,14 +47,13 @@ def join_problems(problems: Iterable[str]) -> str:
     return f"{len(problems)} problems:\n  - " + "\n  - ".join(problems)
 
 
-def closest(name: str, choices: Iterable[str], key: Callable[[str], str] = str.lower) -> str | None:
+def closest(name: str, choices: Iterable[str] | dict[str, str], key: Callable[[str], str] = str.lower) -> str | None:
     """The choice nearest to `name` (compared by `key`: case-insensitive), for 'did you mean' hints: a typo's,
     not any name sharing a few letters (Hamlet is not a misspelt CAPULET); a short name's one wrong letter
-    weighs more."""
+    weighs more. `choices` may come keyed already ({key(c): c}), for many names asked of one list."""
     import difflib
 
-    choices = list(choices)
-    lowered = {key(c): c for c in choices}
+    lowered = choices if isinstance(choices, dict) else {key(c): c for c in choices}
     cutoff = 0.6 if len(name) <= 4 else 0.7
     hits = difflib.get_close_matches(key(name), list(lowered), n=1, cutoff=cutoff)
     return lowered[hits[0]] if hits else None

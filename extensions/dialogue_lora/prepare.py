@@ -364,7 +364,8 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
         raise UserError(f"no speaker lines in {cfg.txtfilename}: {tally.turns} line(s) read, all narration "
                         "(expected `Name: text` lines, a play's `NAME:` or `NAME.` cues, or a film script's cues "
                         "in capitals: see --layout)")
-    problems = []
+    problems, missing = [], []
+    keyed = None  # the speakers by their loose key, for did-you-means: made once, not once a missing name
     for name in cfg.names if wanted is not None else ():
         n_dropped, why = _why_dropped(tally, name)
         if name_key(name) in met or n_dropped:
@@ -374,12 +375,25 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
                                 f"({why or 'nothing to keep'})")
             continue
         alias = tally.aliases.get(name_key(name))
-        hint = closest(name, list(speakers) or list(tally.seen), key=loose_key)  # `Isık` -> IŞIK, `zoe` -> Zoë
         if alias:
-            hint = f" (their messages go under their server nickname: -n {alias!r})"
+            hint = f"their messages go under their server nickname: -n {alias!r}"
+        elif len(missing) < SPEAKERS_SHOWN:  # (difflib over 10,000 speakers takes a while a name)
+            if keyed is None:
+                keyed = {loose_key(s): s for s in (list(speakers) or list(tally.seen))}
+            hint = closest(name, keyed, key=loose_key)  # `Isık` -> IŞIK, `zoe` -> Zoë
+            hint = f"did you mean {hint!r}?" if hint else ""
         else:
-            hint = f" (did you mean {hint!r}?)" if hint else ""
-        problems.append(f"name {name!r} not found in {cfg.txtfilename}{hint}; speakers found: {found}")
+            hint = ""
+        missing.append((name, hint))
+    if len(missing) == 1:
+        name, hint = missing[0]
+        problems.append(f"name {name!r} not found in {cfg.txtfilename}{f' ({hint})' if hint else ''}; "
+                        f"speakers found: {found}")
+    elif missing:  # said once with the speakers found, however many names are missing
+        shown = [f"{name!r}" + (f" ({hint})" if hint else "") for name, hint in missing[:SPEAKERS_SHOWN]]
+        more = f", ... +{len(missing) - SPEAKERS_SHOWN} more" if len(missing) > SPEAKERS_SHOWN else ""
+        problems.append(f"{len(missing)} names not found in {cfg.txtfilename}: {', '.join(shown)}{more}; "
+                        f"speakers found: {found}")
     if problems:
         raise UserError(join_problems(problems))
     if not sum(tally.per_name.values()):

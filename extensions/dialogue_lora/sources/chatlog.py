@@ -100,6 +100,8 @@ def load(path: Path, stats: ReadStats) -> list[dict]:
     stats.replaced_bytes += read.replaced_bytes
     stats.repaired_lines += read.repaired_lines
     stats.encodings.update(read.encodings)
+    for note in read.notes:  # (a message that runs on for a thousand lines: dialogue.RUNAWAY_LINES)
+        stats.add_note(note, hint=note in read.hints)
     parts = {n: p for n, p in ((n, _parts(s)) for n, s in stamps.items()) if p is not None}
     day_first = _day_first(list(parts.values()))
     messages = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def load(path: Path, text: str) -> list[dict]:
     """The rows of the export in `text` (the file's contents), as messages of the JSON export's shape."""
     # strict: a quote left open is an error at the file's end, not every row after it read as one message
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True)
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a message may be longer than the csv module's 128 KB
     messages, start = [], 1
     formats: list[str | None] = [None, *_DATE_FORMATS]
     last = ("", None)  # (a row's date, as ISO 8601): the messages of a busy minute share it
