@@ -77,8 +77,8 @@ def normalise(text: str) -> str:
 
 
 def _squeeze(t: str) -> str:
-    """A repeated last letter squeezed: "lolll" -> "lol", "lmaooo" -> "lmao". (Not a regex: `(\w)\1+$`
-    backtracked at each letter of a long run, `aaaa...` of 50,000 took a minute.)"""
+    """A repeated last letter squeezed: "lolll" -> "lol", "lmaooo" -> "lmao". (Not a regex: one for a
+    repeated letter at the end backtracked at each letter of a long run, `aaaa...` of 50,000 took a minute.)"""
     if len(t) > 1 and t[-1] == t[-2] and (t[-1].isalnum() or t[-1] == "_"):
         return t.rstrip(t[-1]) + t[-1]
     return t
