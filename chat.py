@@ -187,11 +187,19 @@ def main(argv: list[str] | None = None) -> int:
             info(followed)
 
     def reply_fn(prompt: str):
-        return generate_reply(
-            loaded.model, loaded.tokenizer, prompt, max_new_tokens=args.max_new_tokens, top_p=args.top_p,
-            repetition_penalty=args.repetition_penalty if args.repetition_penalty != 1.0 else None,
-            **sampling(args.temperature),
-        )
+        from extensions.dialogue_lora.modeling import out_of_memory
+
+        try:
+            return generate_reply(
+                loaded.model, loaded.tokenizer, prompt, max_new_tokens=args.max_new_tokens, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty if args.repetition_penalty != 1.0 else None,
+                **sampling(args.temperature),
+            )
+        except (RuntimeError, MemoryError) as e:  # the model fitted, a long context's reply did not
+            if not out_of_memory(e):
+                raise
+            raise UserError("out of memory generating a reply: try --load_in_4bit, fewer --rounds of context "
+                            "or a smaller --max_new_tokens") from None
 
     info(session.help_text())
     if not interactive and hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 become U+FFFD below

@@ -490,6 +490,20 @@ def apply_liger(model, wanted: str, device, compiled: bool) -> str:
     return "loss only (layers compiled)" if compiled else "on"
 
 
+def gpu_of(name: str):
+    """The device `--device` names, made the current GPU: synchronize() and the peak-memory counters act on
+    that one (with --device cuda:1, the second). A bare `cuda` is the current GPU's index: set_device takes
+    no device without one."""
+    import torch
+
+    device = torch.device(name)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    return device
+
+
 def worker_gpu(args) -> dict:
     """One hardware run: build, adapt, warm up, then time `--steps` training steps of batch x seq tokens."""
     import torch
@@ -498,10 +512,7 @@ def worker_gpu(args) -> dict:
     from extensions.dialogue_lora import fused_lora, modeling
     from extensions.dialogue_lora.training import TrainConfig
 
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        # synchronize() and the peak-memory counters act on the current GPU: with --device cuda:1, this one
-        torch.cuda.set_device(device)
+    device = gpu_of(args.device)
     dtype = modeling.pick_dtype(device)
     qlora = args.mode == "qlora"
     defaults = TrainConfig()

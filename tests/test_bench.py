@@ -115,6 +115,20 @@ def test_cuda_mode_without_cuda_is_one_clear_line(capsys):
     assert len(err) == 1 and err[0].startswith("error: --device cuda needs a CUDA GPU")
 
 
+def test_gpu_mode_makes_the_named_gpu_current(monkeypatch):
+    """`--device cuda` (the README's command) is the current GPU, `cuda:1` the second: torch's set_device
+    refuses a CUDA device without an index, so a bare `cuda` failed before the first step."""
+    torch = pytest.importorskip("torch")
+    made = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: made.append(d) if d.index is not None else
+                        (_ for _ in ()).throw(ValueError("Expected a torch.device with a specified index")))
+    assert train_speed.gpu_of("cuda") == torch.device("cuda", 0)
+    assert train_speed.gpu_of("cuda:1") == torch.device("cuda", 1)
+    assert made == [torch.device("cuda", 0), torch.device("cuda", 1)]
+    assert train_speed.gpu_of("cpu") == torch.device("cpu") and len(made) == 2
+
+
 def test_train_speed_median_run_and_repeat_flag():
     rs = [{"samples": 8, "samples_per_s": x, "tokens_per_s": 10 * x, "cpu_samples_per_s": x / 2, "job_s": 1.0,
            "peak_rss_mb": 100.0} for x in (3.0, 1.0, 2.0)]

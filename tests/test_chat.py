@@ -215,6 +215,26 @@ def test_ctrl_c_ends_the_chat_with_the_interrupts_exit_code(layout, monkeypatch)
             hf_logging.enable_progress_bar()
 
 
+def test_running_out_of_memory_for_a_reply_is_one_line(layout, monkeypatch):
+    import io
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    import chat as chat_cli
+    from extensions.dialogue_lora import generation
+    from extensions.dialogue_lora.errors import UserError
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(generation, "generate_reply", full)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\n"))
+    monkeypatch.chdir(layout)
+    with pytest.raises(UserError, match="^out of memory generating a reply: try --load_in_4bit"):
+        chat_cli.main(["-m", "tiny-llama", "--name", "Bob", "--device", "cpu"])
+
+
 def test_a_learnt_name_written_with_other_spaces_is_that_character(capsys):
     """` QUEEN  ELIZABETH ` was cued as the queen after a warning that it was not her."""
     import chat as chat_cli

@@ -293,6 +293,19 @@ def test_other_formats_and_limits(layout):
     assert len(last["prompt_cut"]) < len(last["prompt"])
 
 
+def test_running_out_of_memory_mid_evaluation_is_one_line(layout, monkeypatch):
+    import torch
+
+    from extensions.dialogue_lora import generation
+
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(generation, "generate_replies", full)
+    with pytest.raises(UserError, match=r"^out of memory while evaluating: try a smaller --batch_size \(it was 8\)"):
+        evaluate(EvalConfig("tiny-llama", "bob", max_new_tokens=4, similarity=False, meteor=False))
+
+
 def test_a_cutoff_past_the_models_context_is_cut_to_it_with_a_note(layout):
     models = layout / "user_data" / "models"
     shutil.copytree(models / "tiny-llama", models / "short")

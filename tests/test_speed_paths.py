@@ -148,6 +148,9 @@ def test_bf16_and_flash_attention_only_on_cards_that_have_them(fake_gpus):
     assert modeling.default_attn_implementation(cuda, torch.float32) == "sdpa"  # flash-attn has no fp32 kernels
     fake_gpus.capability = (7, 5)
     assert modeling.pick_dtype(cuda) == modeling.training_dtype(cuda) == modeling.compute_dtype_4bit(cuda) == torch.float16
+    # --precision fp32 with a 4-bit base computes its layers in fp32 too (they were fp16, with no loss scaling)
+    assert modeling.quantization_config(True, device=cuda).bnb_4bit_compute_dtype == torch.float16
+    assert modeling.quantization_config(True, device=cuda, dtype=torch.float32).bnb_4bit_compute_dtype == torch.float32
     assert modeling.default_attn_implementation(cuda) == "sdpa"
     with pytest.raises(UserError, match="--precision bf16: Fake GPU has no bf16"):
         modeling.training_dtype(cuda, "bf16")
@@ -155,11 +158,30 @@ def test_bf16_and_flash_attention_only_on_cards_that_have_them(fake_gpus):
     assert modeling.default_attn_implementation(cuda) == "sdpa"
 
 
-def test_fused_kernels_need_a_gpu_triton_builds_for(fake_gpus):
+def test_fused_kernels_need_a_gpu_triton_builds_for(fake_gpus, tmp_path, monkeypatch):
+    import sys
+
     import torch
 
+    # a liger-kernel that imports, and one made for a newer transformers, which fails to (the plain path then)
+    patch = tmp_path / "liger_kernel" / "transformers" / "monkey_patch.py"
+    patch.parent.mkdir(parents=True)
+    (tmp_path / "liger_kernel" / "__init__.py").write_text("", encoding="utf-8")
+    (patch.parent / "__init__.py").write_text("", encoding="utf-8")
+    patch.write_text("MODEL_TYPE_TO_APPLY_LIGER_FN = {'llama': None}\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.startswith("liger_kernel")]:
+        monkeypatch.delitem(sys.modules, name)
     cuda = torch.device("cuda", 0)
     assert modeling.fused_kernels_missing(cuda) is None
+    for name in [m for m in sys.modules if m.startswith("liger_kernel")]:
+        monkeypatch.delitem(sys.modules, name)
+    patch.write_text("raise ImportError('liger-kernel needs transformers>=4.52')\n", encoding="utf-8")
+    assert modeling.fused_kernels_missing(cuda) == (
+        "liger-kernel does not load here (ImportError: liger-kernel needs transformers>=4.52)")
+    with pytest.raises(UserError, match="^--fused_kernels on: liger-kernel does not load here"):
+        modeling.apply_fused_kernels(torch.nn.Linear(1, 1), cuda, "on")
+    assert modeling.apply_fused_kernels(torch.nn.Linear(1, 1), cuda, "auto").startswith("off (liger-kernel does not")
     fake_gpus.capability = (6, 1)  # a GTX 1080
     assert modeling.fused_kernels_missing(cuda) == ("their Triton kernels need a GPU of compute capability 7.0 "
                                                     "or newer (this one is 6.1)")
@@ -443,6 +465,24 @@ def test_packed_samples_stay_apart_on_models_with_eager_attention(tiny_model_dir
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     padded_instead = any("packing off" in ev.get("message", "") for ev in events)
     assert padded_instead == (kind == "bloom")
+
+
+def test_the_packing_probe_takes_rows_without_a_mask(tiny_model_dir):
+    """Under flash-attention packed rows have no mask (the positions tell the samples apart), and the probe
+    runs there too: a model that does not pass the positions on to its attention (GPTBigCode, Persimmon)
+    would mix the samples. Here sdpa with no mask mixes them: said, not an AttributeError on the mask."""
+    import functools
+
+    import torch
+
+    from extensions.dialogue_lora import batching
+    from extensions.dialogue_lora.training import _packing_problem
+
+    model, tok = modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32)
+    with_mask = functools.partial(batching.collate, pad_id=tok.pad_token_id, packing=True, capacity=None)
+    assert _packing_problem(model, "cpu", functools.partial(with_mask, with_mask=True), None) is None
+    assert _packing_problem(model, "cpu", functools.partial(with_mask, with_mask=False), None) == (
+        "does not keep samples packed in one row apart")
 
 
 def test_which_layers_slide_from_configs_old_and_new():

@@ -1268,6 +1268,21 @@ def test_memory_running_out_mid_run_keeps_the_steps_trained(env, monkeypatch):
     assert not (env / "loras" / "oom0").exists()
 
 
+def test_out_of_memory_advice_leaves_out_what_the_run_does_already():
+    import torch
+
+    from extensions.dialogue_lora.training import _memory_advice
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _memory_advice(TrainConfig(), cpu) == ("--load_in_4bit, a smaller --batch_size or --cutoff_len (with "
+                                                  "--grad_accum to keep the effective batch), or --gradient_checkpointing on")
+    # a 4-bit run on a GPU (checkpointing on by default there): the batch and the cutoff are what is left
+    assert _memory_advice(TrainConfig(load_in_4bit=True), cuda) == (
+        "a smaller --batch_size or --cutoff_len (with --grad_accum to keep the effective batch)")
+    assert _memory_advice(TrainConfig(method="prompt_tuning", gradient_checkpointing="off"), cuda).startswith(
+        "fewer --num_virtual_tokens, --load_in_4bit, ")
+
+
 def test_a_linked_adapter_folder_is_refused_before_training(env, tmp_path):
     """The final save swaps folders by renames: a link would be replaced by a folder, and from another disk
     the user's files could not follow (the finished adapter was left in a hidden folder)."""

@@ -455,9 +455,18 @@ def evaluate(
 ) -> dict:
     """Measure base vs adapter on held-out samples: `_evaluate`, without PEFT's warning that a
     prompt-tuning model ignores position ids (true, and nothing the user can act on)."""
+    from .modeling import free_memory, out_of_memory
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
-        return _evaluate(cfg, on_progress, should_stop, loaded)
+        try:
+            return _evaluate(cfg, on_progress, should_stop, loaded)
+        except (RuntimeError, MemoryError) as e:  # the model fitted, a batch of samples or replies did not
+            if not out_of_memory(e):
+                raise
+            free_memory()
+            raise UserError(f"out of memory while evaluating: try a smaller --batch_size (it was {cfg.batch_size}), "
+                            "--cutoff_len or --max_new_tokens, or --load_in_4bit") from None
 
 
 def _evaluate(

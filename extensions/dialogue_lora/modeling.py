@@ -72,6 +72,8 @@ def free_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+    elif torch is not None and torch.backends.mps.is_available():
+        torch.mps.empty_cache()
 
 
 def _own_gpu():
@@ -214,10 +216,12 @@ def fused_kernels_missing(device, model=None) -> str | None:
         major, minor = _capability(device)
         if major < 7:  # Triton builds no kernels for Pascal and older
             return f"their Triton kernels need a GPU of compute capability 7.0 or newer (this one is {major}.{minor})"
+    try:  # a liger-kernel made for a newer transformers, or a broken Triton, fails here: the plain path
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except Exception as e:  # noqa: BLE001 (whatever an optional package raises on import)
+        return f"liger-kernel does not load here ({type(e).__name__}: {brief(e)})"
     if model is None:
         return None
-    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
-
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
         return f"liger-kernel has no kernels for model type {model_type!r}"
@@ -279,8 +283,9 @@ def require_bitsandbytes(flag: str = "--load_in_4bit") -> None:
         )
 
 
-def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False, device=None):
-    """The transformers BitsAndBytesConfig for the flags, or None when neither is set."""
+def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False, device=None, dtype=None):
+    """The transformers BitsAndBytesConfig for the flags, or None when neither is set. `dtype`: the 4-bit
+    layers' compute type when asked for (`--precision fp32`), else the device's (`compute_dtype_4bit`)."""
     if load_in_4bit and load_in_8bit:
         raise UserError("--load_in_4bit and --load_in_8bit cannot be used together")
     if not (load_in_4bit or load_in_8bit):
@@ -293,7 +298,7 @@ def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False, 
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype_4bit(device),
+            bnb_4bit_compute_dtype=dtype if dtype is not None else compute_dtype_4bit(device),
         )
     return BitsAndBytesConfig(load_in_8bit=True)
 
@@ -323,9 +328,11 @@ def out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (MemoryError, *oom_error_types())):
         return True
     text = str(error)
-    # a nearly full card also fails as "CUDA error: out of memory" (torch.AcceleratorError) or in cuBLAS's workspace
+    # a nearly full card also fails as "CUDA error: out of memory" (torch.AcceleratorError) or in cuBLAS's
+    # workspace; Apple's GPU and ROCm say it in plain RuntimeErrors of their own
     return isinstance(error, RuntimeError) and any(s in text for s in (
-        "DefaultCPUAllocator", "can't allocate memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED"))
+        "DefaultCPUAllocator", "can't allocate memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
+        "MPS backend out of memory", "HIP error: out of memory", "HIP out of memory"))
 
 
 def damaged_file_types() -> tuple:
@@ -435,7 +442,7 @@ def load_base(
 
     quiet_known_notices()
     device = _as_device(device)
-    qconfig = quantization_config(load_in_4bit, load_in_8bit, device)
+    qconfig = quantization_config(load_in_4bit, load_in_8bit, device, dtype)
     tokenizer = load_tokenizer(model_path)
     if dtype is None:
         dtype = pick_dtype(device)

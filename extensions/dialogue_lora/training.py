@@ -953,7 +953,7 @@ def train(
     except (RuntimeError, MemoryError) as e:
         if not modeling.out_of_memory(e):
             raise
-        raise UserError(f"out of memory on {device}: try {_memory_advice(cfg)}") from None
+        raise UserError(f"out of memory on {device}: try {_memory_advice(cfg, device)}") from None
     finally:
         dist.close()
 
@@ -1130,7 +1130,9 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     additive = dtype if packing and with_mask and not flat and attn != "sdpa" else None
     collate = functools.partial(batching.collate, pad_id=pad_id, packing=packing, capacity=capacity,
                                 with_mask=with_mask, multiple=multiple, flat=flat, window=window, additive=additive)
-    problem = _packing_problem(model, device, collate, capacity) if packing and with_mask and not flat else None
+    # with flash-attention too (no mask: the positions tell the samples apart), which a model that does not
+    # pass them on to its attention (GPTBigCode, Persimmon) ignores
+    problem = _packing_problem(model, device, collate, capacity) if packing and not flat else None
     if problem:
         packing = False
         collate = functools.partial(collate, packing=False)
@@ -1161,8 +1163,9 @@ def _packing_problem(model, device, collate, capacity: int | None) -> str | None
     model.eval()
     try:
         with torch.no_grad():
+            mask = batch.get("attention_mask")
             packed = model(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits[0].float()
+                           attention_mask=None if mask is None else mask.to(device)).logits[0].float()
             alone = torch.cat([model(input_ids=torch.tensor([samples[i]], device=device)).logits[0].float()
                                for i in order[0]])
     except (ValueError, RuntimeError, TypeError, IndexError):
@@ -1405,7 +1408,8 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             if bad_steps > (8 if scaler is not None else 0):
                 raise UserError(f"training diverged: the loss is {last_loss} at step {step}; lower --learning_rate "
                                 f"(it was {cfg.lr:g}) and train again" + ("" if cfg.max_grad_norm else
-                                ", or set --max_grad_norm 1"))
+                                ", or set --max_grad_norm 1") + ("" if scaler is None else
+                                ", or --precision fp32 (fp16, this GPU's half precision, overflows on some models)"))
             tokens_seen += tok_sum
             window["loss"] += loss_sum
             window["n"] += n_sum
@@ -1591,10 +1595,16 @@ def _read_checkpoint(path: Path, read):
         raise UserError(f"{path}: damaged checkpoint, cannot resume from it ({brief(e)}); {fallback}") from None
 
 
-def _memory_advice(cfg: TrainConfig) -> str:
-    lighter = "fewer --num_virtual_tokens, " if cfg.method == "prompt_tuning" else ""
-    return (f"{lighter}--load_in_4bit, a smaller --batch_size or --cutoff_len (with --grad_accum to keep the "
-            "effective batch), or --gradient_checkpointing on")
+def _memory_advice(cfg: TrainConfig, device) -> str:
+    """What frees memory for this run: not what it does already (a 4-bit base, checkpointing, on by default
+    on a GPU)."""
+    advice = ["fewer --num_virtual_tokens"] if cfg.method == "prompt_tuning" else []
+    if not cfg.load_in_4bit:
+        advice.append("--load_in_4bit")
+    advice.append("a smaller --batch_size or --cutoff_len (with --grad_accum to keep the effective batch)")
+    if not _use_gc(cfg, device):
+        advice.append("--gradient_checkpointing on")
+    return ", ".join(advice[:-1]) + (", or " if len(advice) > 1 else "") + advice[-1]
 
 
 def _out_of_memory_mid_run(cfg: TrainConfig, step: int, device, plan: Plan, last_saved: int, optimizer,
@@ -1608,7 +1618,7 @@ def _out_of_memory_mid_run(cfg: TrainConfig, step: int, device, plan: Plan, last
     return UserError(
         f"out of memory on {device} at step {step + 1}: the {step} steps trained are saved in {checkpoint} (an "
         "adapter you can use already); after freeing memory (other programs, a model loaded in the webui) go on "
-        f"with --resume, or train anew (--overwrite) with {_memory_advice(cfg)}"
+        f"with --resume, or train anew (--overwrite) with {_memory_advice(cfg, device)}"
     )
 
 
