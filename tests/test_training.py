@@ -970,7 +970,7 @@ def test_the_adapter_folder_is_checked_before_training(env):
     (env / "afile").write_text("x")
     with pytest.raises(UserError, match="is a file, not a folder"):
         check(make_cfg(env, lora_name="y", lora_dir=str(env / "afile")))
-    with pytest.raises(UserError, match="at most 200"):
+    with pytest.raises(UserError, match="at most 120"):
         make_cfg(env, lora_name="a" * 250)
     assert make_cfg(env, lora_name="Éowyn").lora_name == "Éowyn"  # a letter, in any script
     for reserved in ("NUL", "con.json", "bob."):  # names Windows cannot create

@@ -23,7 +23,7 @@ from pathlib import Path
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, nearest_existing,
                      sync_folder)
-from .paths import CHECKPOINT_PREFIX, check_name, lock_file, resolve_adapter, resolve_dirs, resolve_model, shell_word
+from .paths import CHECKPOINT_PREFIX, case_twin, check_name, lock_file, resolve_adapter, resolve_dirs, resolve_model, shell_word
 
 MERGE_FILE = "dialogue_lora_merge.json"
 DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -56,7 +56,8 @@ class MergeConfig:
             problems.append(f"--dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
         if self.output_name is not None:
             try:
-                check_name(self.output_name, "--output_name")
+                # the name as checked (trimmed, NFC) is the one written: `-o "x "` wrote `models/x `
+                self.output_name = check_name(self.output_name, "--output_name")
             except UserError as e:
                 problems.append(str(e))
         if problems:
@@ -168,6 +169,12 @@ def _check_output(out: Path, model_path: Path, overwrite: bool) -> None:
     if resolved == model_path or model_path in resolved.parents or resolved in model_path.parents:
         raise UserError(f"{out} is the base model's own folder (or holds it): give the merged model another "
                         "name with --output_name")
+    twin = case_twin(out.parent, out.name)
+    if twin is not None:  # one folder on Windows and macOS: a copy there would mix them, or replace the base
+        base = " (the base model)" if (out.parent / twin).resolve() == model_path else ""
+        raise UserError(f"--output_name {out.name!r}: a model {twin!r}{base} exists, and names differing only in "
+                        "case are one folder on Windows and macOS: give the merged model another name"
+                        + ("" if base else f" (or -o {shell_word(twin)}, with --overwrite to replace an earlier merge)"))
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink():

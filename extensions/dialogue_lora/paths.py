@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,40 @@ _ADAPTER_MARKER = "adapter_config.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_STATE = "trainer_state.json"  # in a checkpoint: the position in the data and the run's settings
 # letters of any script (Éowyn), digits, and marks that names carry (O'Brien, Bob (v2)); no path, wildcard
-# or character Windows refuses in a file name
+# or character Windows refuses in a file name. Combining marks (Unicode category M) are allowed after the first
+# character: `\w` leaves them out, and Hindi (प्रिया), Tamil (தமிழ்) or a decomposed Zoë cannot be written without.
 _SAFE_NAME = re.compile(r"^[^\W_][\w .,+'’()-]*$")
+
+
+def _safe_name(name: str) -> bool:
+    # each mark after the first character stands in as a letter for _SAFE_NAME
+    return bool(_SAFE_NAME.match(name[:1] + "".join("a" if unicodedata.category(c).startswith("M") else c
+                                                    for c in name[1:])))
+
+
+def _candidates(name: str | os.PathLike, folder: Path) -> tuple[str, list[Path]]:
+    """A model or adapter given by name or path: (the name trimmed, the places it may be). Trimmed, as
+    check_name trims the names it creates (`-l " x "` trained loras/x); `~` expanded (cmd and PowerShell, or
+    `-m=~/x`, leave it); and its NFC spelling in `folder`, which check_name wrote (macOS types Zoë as `Zoe` and
+    a combining diaeresis)."""
+    name = os.path.expanduser(str(name).strip())
+    places = [folder / name, Path(name)]
+    nfc = unicodedata.normalize("NFC", name)
+    return name, places + ([folder / nfc] if nfc != name else [])
+
+
+def case_twin(folder: str | os.PathLike, name: str) -> str | None:
+    """An entry of `folder` whose name differs from `name` only in case (or Unicode normal form): Windows and
+    macOS file systems take them for one, so writing `name` there would make a second entry that collides when
+    copied over (or, there, replaces the other). None when `name` itself is there or no such entry."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return None
+    key = unicodedata.normalize("NFC", name).lower()
+    if name in entries:
+        return None
+    return next((e for e in sorted(entries) if unicodedata.normalize("NFC", e).lower() == key), None)
 
 
 @dataclass(frozen=True)
@@ -41,9 +74,10 @@ def resolve_dirs(
     root = Path(root) if root is not None else Path.cwd()
     base = root / "user_data" if (root / "user_data").is_dir() else root
     return Dirs(
-        models=Path(model_dir) if model_dir else base / "models",
-        loras=Path(lora_dir) if lora_dir else base / "loras",
-        datasets=Path(dataset_dir) if dataset_dir else base / "training" / "datasets",
+        # `~` expanded here: an unexpanded one (cmd, `--lora_dir=~/x`) made a folder called `~` in the working one
+        models=Path(os.path.expanduser(model_dir)) if model_dir else base / "models",
+        loras=Path(os.path.expanduser(lora_dir)) if lora_dir else base / "loras",
+        datasets=Path(os.path.expanduser(dataset_dir)) if dataset_dir else base / "training" / "datasets",
     )
 
 
@@ -159,17 +193,21 @@ def list_datasets(dataset_dir: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".json", ".jsonl"))
 
 
-MAX_NAME_BYTES = 200
-# names Windows gives to devices, whatever the extension: a folder `NUL` cannot exist there
-_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+# Windows' paths stop at 260 characters, and an adapter's deepest file is ...\user_data\loras\NAME\
+# checkpoint-1234\adapter_model.safetensors: 200 left no room for the folders above
+MAX_NAME_BYTES = 120
+# names Windows gives to devices, whatever the extension: a folder `NUL` cannot exist there (COM¹ too)
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in "123456789¹²³"),
+                    *(f"LPT{i}" for i in "123456789¹²³")}
 
 
 def check_name(name: str, what: str = "name") -> str:
     """A name typed by the user for a file or folder of ours: it must stay inside its folder."""
-    name = (name or "").strip()
+    # NFC: one spelling of Zoë whichever way it was typed (the name returned is the one to write)
+    name = unicodedata.normalize("NFC", (name or "").strip())
     if not name:
         raise UserError(f"{what} is empty")
-    if "/" in name or "\\" in name or ".." in name or not _SAFE_NAME.match(name):
+    if "/" in name or "\\" in name or ".." in name or not _safe_name(name):
         raise UserError(
             f"{what} {name!r} is not allowed: start with a letter or digit; then letters, digits, spaces and "
             ". , _ + - ' ( ) "
@@ -180,7 +218,7 @@ def check_name(name: str, what: str = "name") -> str:
                         "ending in a dot)")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise UserError(f"{what} is {len(name.encode('utf-8'))} bytes long: at most {MAX_NAME_BYTES} "
-                        "(file systems allow 255, and ours gets a suffix while it is written)")
+                        "(Windows' paths stop at 260 characters, and the folders above and inside it count)")
     return name
 
 
@@ -205,7 +243,7 @@ def _listing(names: list[str], folder: Path, kind: str) -> str:
 def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
     """`name` is a folder under `model_dir`, or any path to a model folder; else a clear error listing models."""
     model_dir = Path(model_dir)
-    candidates = [model_dir / str(name), Path(name)]
+    name, candidates = _candidates(name, model_dir)
     for c in candidates:
         # a GGUF file, or a folder whose only weights are one (the webui's llamacpp_HF folders have a config)
         gguf = c if c.is_file() and c.suffix.lower() == ".gguf" else next(c.glob("*.gguf"), None) if c.is_dir() else None
@@ -224,6 +262,10 @@ def resolve_model(name: str | os.PathLike, model_dir: str | os.PathLike) -> Path
         if c.is_file() and is_model_dir(c.parent):
             raise UserError(f"{c} is a file of the model in {c.parent}: give the folder")
     found = list_models(model_dir)
+    for c in candidates:  # rather than "not found" of a name that is there
+        if c.is_file():
+            raise UserError(f"{c} is a file, not a model folder (a folder with config.json and weights); "
+                            f"{_listing(found, model_dir, 'models')}")
     hint = closest(Path(name).name, found)
     hint = f" (did you mean {hint!r}?)" if hint else ""
     raise UserError(f"model {str(name)!r} not found{hint}; {_listing(found, model_dir, 'models')}"
@@ -294,7 +336,8 @@ def swap_leftovers(lora_dir: Path, name: str, kind: str) -> list[Path]:
 def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Path:
     """An existing adapter: a folder under `lora_dir`, or any path to one; else a clear error listing adapters."""
     lora_dir = Path(lora_dir)
-    for c in (lora_dir / str(name), Path(name)):
+    name, candidates = _candidates(name, lora_dir)
+    for c in candidates:
         if is_adapter_dir(c):
             return c.resolve()
     found = list_adapters(lora_dir)
@@ -304,7 +347,7 @@ def resolve_adapter(name: str | os.PathLike, lora_dir: str | os.PathLike) -> Pat
         by = f" (process {trainer})" if trainer else ""
         raise UserError(f"adapter {str(name)!r} is being trained{by} and has no saved adapter yet: "
                         f"wait for it to finish; {listing}")
-    for c in (lora_dir / str(name), Path(name)):
+    for c in candidates:
         if c.is_dir():  # there, but not (yet) an adapter: say which, rather than "not found"
             cut = interrupted_save(lora_dir, str(name)) if c == lora_dir / str(name) else ""
             if cut:  # killed as its final save was swapped in: the next run finishes that, not a --resume

@@ -24,7 +24,7 @@ from typing import Iterator
 from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
 from .errors import UserError, closest, join_problems
 from .fileio import holds_samples, keep_previous, missing_parents, nearest_existing, same_file, write_records
-from .paths import shell_word
+from .paths import case_twin, shell_word
 from .prompt import loose_key, name_key
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, nobody, wanted_names
 from .sources import CHAT_EXPORTS, SOURCES, TEXT_SUFFIXES, detect_source, text_files
@@ -126,6 +126,13 @@ class PrepareConfig:
         if _inside_folder(out, self.txtfilename):  # .jsonl too: SillyTavern would list it as a chat
             raise UserError(f"--jsonfilename {out!r} is inside the input folder {self.txtfilename}: it would overwrite "
                             "an export there, or be read as one next time; write it elsewhere")
+        path = Path(out)
+        twin = case_twin(path.parent, path.name)
+        if twin is not None:  # a second file here, one file on Windows and macOS (copied there, they collide)
+            raise UserError(f"--jsonfilename {path.name!r}: a file {twin!r} exists in {path.parent}, and names "
+                            "differing only in case are one file on Windows and macOS: write to "
+                            f"{shell_word(str(path.parent / twin))} (an earlier dataset there is kept as .bak) or "
+                            "another name")
 
     def __post_init__(self):
         self.names = split_names(self.names)
@@ -148,7 +155,11 @@ class PrepareConfig:
             problems.append(f"--layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
         if not str(self.txtfilename or "").strip():
             problems.append("--txtfilename is empty")
+        else:  # `-t ~/x.txt` from cmd or PowerShell, which leave `~` as it is
+            self.txtfilename = os.path.expanduser(self.txtfilename)
         out = str(self.jsonfilename or "").strip()
+        if out:  # the name checked is the one written: `-j "x.json "` wrote `x.json `, `-j " /x.json"` `./ /x.json`
+            self.jsonfilename = out = os.path.expanduser(out)
         if not out:
             problems.append("--jsonfilename is empty")
         elif not out.lower().endswith((".json", ".jsonl")):

@@ -210,6 +210,11 @@ class TrainConfig:
         need(bool(str(self.dataset_name or "").strip()), "--dataset_name is empty")
         try:
             self.lora_name = paths.check_name(self.lora_name, "--lora_name")
+            # evaluate reads `checkpoint-N` as a run's checkpoint, and merge names any `checkpoint-...` after the
+            # folder above it (loras-checkpoint-5): not the name of an adapter
+            need(not self.lora_name.startswith(CHECKPOINT_PREFIX),
+                 f"--lora_name {self.lora_name!r} is named like a training checkpoint ({CHECKPOINT_PREFIX}N), "
+                 "which evaluate and merge would take it for: choose another name")
         except UserError as e:
             problems.append(str(e))
         if problems:
@@ -315,7 +320,7 @@ def loss_text(x, digits: int) -> str:
 
 
 def resolve_dataset(name: str, dataset_dir: Path) -> Path:
-    p = Path(name)
+    p = Path(os.path.expanduser(name))  # `-d ~/x.json` from cmd or PowerShell, which leave `~` as it is
     if p.is_file():
         return p.resolve()
     q = dataset_dir / name
@@ -519,6 +524,12 @@ def check(cfg: TrainConfig) -> Plan:
             targets = linear
     lora_root = dirs.loras
     out_dir = lora_root / cfg.lora_name
+    twin = paths.case_twin(lora_root, cfg.lora_name)
+    if twin is not None:  # a second folder here, the same one on Windows and macOS (copied there, they collide)
+        kind = "an adapter" if paths.is_adapter_dir(lora_root / twin) else "an entry"
+        problems.append(f"--lora_name {cfg.lora_name!r}: {kind} {twin!r} exists, and names differing only in case "
+                        f"are one folder on Windows and macOS: use -l {paths.shell_word(twin)} (with --overwrite "
+                        "to replace it) or another name")
     if paths.interrupted_save(lora_root, cfg.lora_name):  # put the adapter back before judging the folder
         with held_lock(paths.lock_file(lora_root, cfg.lora_name), lambda holder: _busy(out_dir, holder)):
             _tidy(lora_root, out_dir)

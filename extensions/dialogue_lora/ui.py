@@ -13,6 +13,7 @@ import re
 import json
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,7 +25,7 @@ from .host import bits_words
 from .merging import DTYPES
 from .prompt import as_learnt
 from .training import METHODS, format_eta
-from .paths import (check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
+from .paths import (case_twin, check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model)
 
 POLL_SECONDS = 1.0
@@ -479,6 +480,11 @@ class TabLogic:
         with self._upload_named(form[0]):
             cfg = self.prepare_config(*form)
         out = Path(cfg.jsonfilename)
+        twin = case_twin(out.parent, out.name)
+        if twin is not None:  # `Bob.json` beside `bob.json`: one file on Windows and macOS
+            raise UserError(f"'Save as' {out.name!r}: a dataset {twin!r} exists in {out.parent}, and names differing "
+                            f"only in case are one file on Windows and macOS: save as {twin} (with 'Overwrite if it "
+                            "exists' to replace it) or another name")
         if out.exists() and not overwrite:
             raise UserError(f"{out.name} already exists in {out.parent}: tick 'Overwrite if it exists' to replace it")
         with self._upload_named(form[0]):
@@ -963,10 +969,23 @@ def _csv_columns(speaker: str | None, text: str | None) -> dict:
     return {k: v for k, v in named.items() if v}
 
 
+def _name_words(name: str) -> list[str]:
+    """The runs of letters and digits of a name, casefolded, with the combining marks after them (`\\w` leaves
+    marks out: Hindi प्रिया fell apart, a decomposed `Zoe` + diaeresis lost it); NFC first, as check_name."""
+    words, word = [], ""
+    for c in unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold()):  # (casefold may undo NFC)
+        if c.isalnum() or (word and unicodedata.category(c).startswith("M")):
+            word += c
+        elif word:
+            words.append(word)
+            word = ""
+    return words + ([word] if word else [])
+
+
 def dataset_name_for(names) -> str:
     """A dataset file name for the characters picked: `bob.json`, `romeo-juliet.json`; the default when none
     (or none has a letter or digit a file name may hold)."""
-    words = ["-".join(re.findall(r"[^\W_]+", str(n).casefold())) for n in names or ()]
+    words = ["-".join(_name_words(str(n))) for n in names or ()]
     stem = "-".join(w for w in words if w)[:80].strip("-")
     return f"{stem}.json" if stem else DEFAULT_DATASET_NAME
 
