@@ -51,9 +51,10 @@ def case_twin(folder: str | os.PathLike, name: str) -> str | None:
         entries = os.listdir(folder)
     except OSError:
         return None
-    key = unicodedata.normalize("NFC", name).lower()
-    if name in entries:
-        return None
+    nfc = unicodedata.normalize("NFC", name)
+    key = nfc.lower()
+    if name in entries or any(unicodedata.normalize("NFC", e) == nfc for e in entries):
+        return None  # there (in another normal form: a macOS copy's Zoë; it is that name, not a twin to avoid)
     return next((e for e in sorted(entries) if unicodedata.normalize("NFC", e).lower() == key), None)
 
 
