@@ -132,6 +132,11 @@ def test_case_twin(tmp_path):
     assert case_twin(tmp_path / "missing", "x") is None
     (tmp_path / "Zo\u00eb").mkdir()
     assert case_twin(tmp_path, "zoe\u0308") == "Zo\u00eb"
+    # a folder a macOS copy left decomposed is that name, whichever way it is typed: no twin to avoid (the
+    # advice to use its name would have been refused again)
+    (tmp_path / "Ame\u0301lie").mkdir()
+    assert case_twin(tmp_path, "Am\u00e9lie") is None and case_twin(tmp_path, "Ame\u0301lie") is None
+    assert case_twin(tmp_path, "AM\u00c9LIE") == "Ame\u0301lie"
 
 
 def test_training_refuses_a_name_differing_only_in_case(tmp_path):
