@@ -126,7 +126,7 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
     split recorded in the adapter's training_parameters.json."""
     if cfg.dataset:
         dirs = resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir)
-        given = Path(cfg.dataset)
+        given = Path(os.path.expanduser(cfg.dataset))  # `-d ~/x.json` from cmd or PowerShell, which leave `~`
         places = (given, dirs.datasets / given, adapter_path / given)
         # a bare name, as lora_finetune.py -d takes it: `-d bobds` is bobds.json in the datasets folder
         for c in places + tuple(Path(f"{c}{ext}") for ext in (".json", ".jsonl") for c in places):

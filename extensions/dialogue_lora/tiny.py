@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"at most {MAX_PARAMS / 1e9:.0f}B for a model built here; lower --hidden_size or --num_layers")
     if problems:
         raise UserError(join_problems(problems))
-    out = Path(args.out_dir)
+    out = Path(os.path.expanduser(args.out_dir))  # (cmd and PowerShell leave `~` as it is)
     _check_out_dir(out)
     texts = []
     for name in args.corpus:
