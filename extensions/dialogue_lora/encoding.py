@@ -59,14 +59,31 @@ def _special_prefix(tokenizer, text: str) -> tuple[list[int], list[int]]:
     """(special prefix ids such as [BOS], the text's own ids) for the first piece.
 
     Special tokens a tokenizer would append (e.g. EOS) are left out: the sample goes on after this piece.
+    The prefix is the tokenizer's, whatever the text: found once (`_prefix_of`, on a probe) rather than by
+    encoding each sample's first piece, most of its text, a second time (a third of the tokenising).
     """
+    plain = _encode(tokenizer, text, False)
+    if not plain:
+        return [], plain
+    prefix = getattr(tokenizer, "_dialogue_lora_special_prefix", None)
+    if prefix is None:
+        prefix = _prefix_of(tokenizer, "a")
+        try:
+            tokenizer._dialogue_lora_special_prefix = prefix
+        except AttributeError:
+            pass
+    return list(prefix), plain
+
+
+def _prefix_of(tokenizer, text: str) -> list[int]:
+    """The ids a tokenizer puts before `text` with its special tokens on (BOS), found in its full encoding."""
     plain = _encode(tokenizer, text, False)
     full = _encode(tokenizer, text, True)
     n = len(plain)
     for k in range(0, len(full) - n + 1):
         if full[k : k + n] == plain:
-            return full[:k], plain
-    return [], plain  # tokenisation differed with specials (unusual): keep the plain ids
+            return full[:k]
+    return []  # tokenisation differed with specials (unusual): the plain ids alone
 
 
 def piece_ids(tokenizer, pieces: Sequence[str]) -> tuple[list[int], list[list[int]]]:
