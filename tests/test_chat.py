@@ -382,7 +382,9 @@ def test_an_adapter_from_before_prompt_facts_were_recorded_is_prompted_as_it_lea
     params = json.loads(params_file.read_text(encoding="utf-8"))
     for key in generation.PROMPT_FACTS:
         params.pop(key, None)
-    params.update(name=None, dataset=str(data))
+    from extensions.dialogue_lora.fileio import file_sha256
+
+    params.update(name=None, dataset=str(data), dataset_sha256=file_sha256(data))
     params_file.write_text(json.dumps(params), encoding="utf-8")
 
     learnt = generation.read_training_parameters(adapter, prompt=True)
@@ -412,7 +414,17 @@ def test_an_adapter_from_before_prompt_facts_were_recorded_is_prompted_as_it_lea
     with pytest.raises(Stop):
         chat_cli.main(["-m", "tiny-llama", "-l", "bob"])  # no --name needed
     assert seen[-1] == (["Bob"], 2, "Continue the dialogue as {name}.")
-    # the dataset gone: its held-out split beside it tells (here the shared adapter's rounds samples)
+    # the dataset prepared again since (another character's, in the same file): not what it learnt, so its
+    # held-out split beside it tells (here the shared adapter's rounds samples, no instruction)
+    data.write_text(json.dumps([dict(r, instruction="Continue the dialogue as Alice.", name="Alice",
+                                     input=r["input"].replace("Bob:", "Alice:")) for r in records]), encoding="utf-8")
+    heldout = generation.read_training_parameters(adapter, prompt=True)
+    assert heldout["characters"] == ["Bob"] and heldout["instruction"] is None
+    # without a recorded hash (the first versions'), the held-out samples not all in it tell the same
+    params.pop("dataset_sha256")
+    params_file.write_text(json.dumps(params), encoding="utf-8")
+    assert generation.read_training_parameters(adapter, prompt=True)["characters"] == ["Bob"]
+    # the dataset gone: the held-out split, as above
     data.unlink()
     heldout = generation.read_training_parameters(adapter, prompt=True)
     assert heldout["characters"] == ["Bob"] and heldout["instruction"] is None

@@ -111,6 +111,9 @@ def test_the_default_dataset_name_keeps_marks():
     assert dataset_name_for(["Zoe\u0308"]) == "zoë.json"
     assert dataset_name_for(["प्रिया"]) == "प्रिया.json"
     assert dataset_name_for(["Romeo", "Juliet"]) == "romeo-juliet.json"
+    # many names in a script of three bytes a letter: cut to what Save as takes (it refused 136 bytes)
+    many = dataset_name_for(["アスカ・ラングレー", "碇シンジ", "綾波レイ", "葛城ミサト", "赤木リツコ", "渚カヲル", "鈴原トウジ", "相田ケンスケ"])
+    assert check_name(many) == many and many.startswith("アスカ-ラングレー-碇シンジ") and many.endswith(".json")
 
 
 def test_a_decomposed_name_finds_the_adapter_trained_with_it(tmp_path):
@@ -120,6 +123,21 @@ def test_a_decomposed_name_finds_the_adapter_trained_with_it(tmp_path):
     assert name == "Zo\u00eb"
     _adapter(tmp_path / name)
     assert resolve_adapter("Zoe\u0308", tmp_path) == (tmp_path / name).resolve()
+
+
+def test_an_adapter_folder_spelt_decomposed_is_that_adapter(tmp_path):
+    """A macOS copy writes Zoë decomposed: training, evaluate, chat and merge find that folder by the name
+    typed either way (training made a second, composed folder beside it; the others said not found)."""
+    from extensions.dialogue_lora.training import TrainConfig, check
+
+    on_disk = "Zoe\u0308"
+    _adapter(tmp_path / "loras" / on_disk)
+    assert resolve_adapter("Zo\u00eb", tmp_path / "loras") == (tmp_path / "loras" / on_disk).resolve()
+    cfg = TrainConfig(model_name="missing", dataset_name="missing.json", lora_name="Zo\u00eb",
+                      model_dir=str(tmp_path / "models"), lora_dir=str(tmp_path / "loras"))
+    with pytest.raises(UserError, match="exists"):
+        check(cfg)
+    assert cfg.lora_name == on_disk and sorted(p.name for p in (tmp_path / "loras").iterdir()) == [on_disk]
 
 
 # ------------------------------------------------------------------------------- 4. differing in case
@@ -146,7 +164,7 @@ def test_training_refuses_a_name_differing_only_in_case(tmp_path):
     cfg = TrainConfig(model_name="missing", dataset_name="missing.json", lora_name="Base",
                       model_dir=str(tmp_path / "models"), lora_dir=str(tmp_path / "loras"))
     with pytest.raises(UserError, match=r"--lora_name 'Base': an adapter 'base' exists, and names differing only in "
-                                        r"case are one folder on Windows and macOS: use -l base \(with --overwrite"):
+                                        r"case are one folder on Windows and macOS: use --lora_name base \(with --overwrite"):
         check(cfg)
 
 
@@ -155,7 +173,7 @@ def test_merging_refuses_an_output_differing_only_in_case(tmp_path):
     with pytest.raises(UserError, match=r"'Tiny-Llama': a model 'tiny-llama' \(the base model\) exists"):
         merging._check_output(tmp_path / "Tiny-Llama", base, overwrite=True)
     (tmp_path / "tiny-llama-bob").mkdir()
-    with pytest.raises(UserError, match=r"a model 'tiny-llama-bob' exists, .* \(or -o tiny-llama-bob, with --overwrite"):
+    with pytest.raises(UserError, match=r"a model 'tiny-llama-bob' exists, .* \(or --output_name tiny-llama-bob, with --overwrite"):
         merging._check_output(tmp_path / "Tiny-Llama-Bob", base, overwrite=True)
     merging._check_output(tmp_path / "tiny-llama-bob", base, overwrite=False)  # the same name: empty, fine
 
@@ -165,6 +183,11 @@ def test_prepare_refuses_a_file_differing_only_in_case(tmp_path):
     with pytest.raises(UserError, match=r"--jsonfilename 'Bob.json': a file 'bob.json' exists"):
         prepare(PrepareConfig(names=["Bob"], txtfilename=str(EXAMPLE), jsonfilename=str(tmp_path / "Bob.json")))
     assert not (tmp_path / "Bob.json").exists()
+    # the twin is the input itself (a Discord export `Chat.json`): writing there is no way out
+    (tmp_path / "Chat.json").write_bytes((ROOT / "examples" / "discord_export.json").read_bytes())
+    with pytest.raises(UserError, match=r"a file 'Chat.json' exists in .* \(the input\), .*: write to another name$"):
+        prepare(PrepareConfig(names=["Alex"], txtfilename=str(tmp_path / "Chat.json"),
+                              jsonfilename=str(tmp_path / "chat.json")))
 
 
 def test_the_tabs_save_as_refuses_a_name_differing_only_in_case(tmp_path):

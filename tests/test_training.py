@@ -1281,6 +1281,7 @@ def test_out_of_memory_advice_leaves_out_what_the_run_does_already():
         "a smaller --batch_size or --cutoff_len (with --grad_accum to keep the effective batch)")
     assert _memory_advice(TrainConfig(method="prompt_tuning", gradient_checkpointing="off"), cuda).startswith(
         "fewer --num_virtual_tokens, --load_in_4bit, ")
+    assert "--load_in_4bit" not in _memory_advice(TrainConfig(), cpu, stored_quantized=True)  # a -bnb-4bit upload
 
 
 def test_a_linked_adapter_folder_is_refused_before_training(env, tmp_path):

@@ -102,14 +102,16 @@ _learnt_cache: dict[tuple, dict] = {}  # (file, size, mtime, name) -> facts: the
 
 def _with_learnt(params: dict, adapter_path: Path) -> dict:
     """`params` with the prompt facts it lacks worked out from the adapter's training data as training does
-    now: the dataset it names, else its held-out split beside it. Unchanged for an adapter trained elsewhere
-    (no settings), one that records them all, or whose data is gone."""
+    now: the dataset it names while that is still what it trained on, else its held-out split beside it.
+    Unchanged for an adapter trained elsewhere (no settings), one that records them all, or whose data is
+    gone."""
     if not params or all(k in params for k in PROMPT_FACTS):
         return params
     from .fileio import load_records
 
     name = params.get("name") or None
-    for data in (params.get("dataset"), adapter_path / str(params.get("heldout_file") or "heldout.json")):
+    heldout = adapter_path / str(params.get("heldout_file") or "heldout.json")
+    for data in (params.get("dataset"), heldout):
         try:
             stat = Path(str(data)).stat() if data else None
         except (OSError, ValueError):
@@ -120,6 +122,8 @@ def _with_learnt(params: dict, adapter_path: Path) -> dict:
         if key not in _learnt_cache:
             try:
                 records = load_records(data)
+                if data != heldout and not _trained_on(records, data, params, heldout):
+                    continue  # prepared again since (processed_dataset.json, another character's)
                 segments = prompt_mod.validate_records(records, str(data), name)
             except (UserError, ValueError, OSError):
                 continue
@@ -128,6 +132,20 @@ def _with_learnt(params: dict, adapter_path: Path) -> dict:
                                   "context_turns": prompt_mod.context_turns(records, name)}
         return {**_learnt_cache[key], **params}
     return params
+
+
+def _trained_on(records, data, params: dict, heldout: Path) -> bool:
+    """Whether the dataset file is still the one the adapter trained on: its recorded hash, else (the first
+    versions recorded none) its held-out split's samples all in it."""
+    from .fileio import file_sha256, load_records
+
+    if params.get("dataset_sha256"):
+        return file_sha256(data) == params["dataset_sha256"]
+    if not heldout.is_file():
+        return True  # nothing to tell it by
+    key = lambda r: json.dumps(r, sort_keys=True, ensure_ascii=False)  # noqa: E731
+    kept = {key(r) for r in records}
+    return all(key(r) in kept for r in load_records(heldout))
 
 
 def trained_bits(params: dict) -> tuple[bool, bool] | None:

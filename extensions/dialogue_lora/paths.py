@@ -39,8 +39,21 @@ def _candidates(name: str | os.PathLike, folder: Path) -> tuple[str, list[Path]]
     a combining diaeresis)."""
     name = os.path.expanduser(str(name).strip())
     places = [folder / name, Path(name)]
+    spelt = on_disk(folder, name)
+    return name, places + ([folder / spelt] if spelt != name else [])
+
+
+def on_disk(folder: str | os.PathLike, name: str) -> str:
+    """`name` as an entry of `folder` spells it: the same name in another Unicode normal form (Zoë composed,
+    or decomposed as macOS writes it) is that entry; else `name` as it is."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return name
+    if name in entries:
+        return name
     nfc = unicodedata.normalize("NFC", name)
-    return name, places + ([folder / nfc] if nfc != name else [])
+    return next((e for e in sorted(entries) if unicodedata.normalize("NFC", e) == nfc), name)
 
 
 def case_twin(folder: str | os.PathLike, name: str) -> str | None:

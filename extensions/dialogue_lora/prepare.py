@@ -129,10 +129,12 @@ class PrepareConfig:
         path = Path(out)
         twin = case_twin(path.parent, path.name)
         if twin is not None:  # a second file here, one file on Windows and macOS (copied there, they collide)
-            raise UserError(f"--jsonfilename {path.name!r}: a file {twin!r} exists in {path.parent}, and names "
-                            "differing only in case are one file on Windows and macOS: write to "
+            same = same_file(path.parent / twin, self.txtfilename)  # the input itself: only another name will do
+            raise UserError(f"--jsonfilename {path.name!r}: a file {twin!r} exists in {path.parent}"
+                            f"{' (the input)' if same else ''}, and names differing only in case are one file on "
+                            "Windows and macOS: write to " + ("another name" if same else
                             f"{shell_word(str(path.parent / twin))} (an earlier dataset there is kept as .bak) or "
-                            "another name")
+                            "another name"))
 
     def __post_init__(self):
         self.names = split_names(self.names)

@@ -451,6 +451,9 @@ def check(cfg: TrainConfig) -> Plan:
     """Validate everything that can be checked before a model loads; all problems in one UserError."""
     problems: list[str] = []
     dirs = paths.resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir, dataset_dir=cfg.dataset_dir)
+    # an adapter folder spelt in another Unicode normal form (a macOS copy's decomposed Zoë) is that adapter:
+    # check_name's composed spelling would make a second folder beside it
+    cfg.lora_name = paths.on_disk(dirs.loras, cfg.lora_name)
     model_path = dataset_path = None
     records: list[dict] = []
     characters: list[str] = []
@@ -528,8 +531,8 @@ def check(cfg: TrainConfig) -> Plan:
     if twin is not None:  # a second folder here, the same one on Windows and macOS (copied there, they collide)
         kind = "an adapter" if paths.is_adapter_dir(lora_root / twin) else "an entry"
         problems.append(f"--lora_name {cfg.lora_name!r}: {kind} {twin!r} exists, and names differing only in case "
-                        f"are one folder on Windows and macOS: use -l {paths.shell_word(twin)} (with --overwrite "
-                        "to replace it) or another name")
+                        f"are one folder on Windows and macOS: use --lora_name {paths.shell_word(twin)} (with "
+                        "--overwrite to replace it) or another name")
     if paths.interrupted_save(lora_root, cfg.lora_name):  # put the adapter back before judging the folder
         with held_lock(paths.lock_file(lora_root, cfg.lora_name), lambda holder: _busy(out_dir, holder)):
             _tidy(lora_root, out_dir)
@@ -964,7 +967,8 @@ def train(
     except (RuntimeError, MemoryError) as e:
         if not modeling.out_of_memory(e):
             raise
-        raise UserError(f"out of memory on {device}: try {_memory_advice(cfg, device)}") from None
+        quantized = modeling.stored_quantization(plan.model_path) is not None
+        raise UserError(f"out of memory on {device}: try {_memory_advice(cfg, device, quantized)}") from None
     finally:
         dist.close()
 
@@ -1606,11 +1610,11 @@ def _read_checkpoint(path: Path, read):
         raise UserError(f"{path}: damaged checkpoint, cannot resume from it ({brief(e)}); {fallback}") from None
 
 
-def _memory_advice(cfg: TrainConfig, device) -> str:
-    """What frees memory for this run: not what it does already (a 4-bit base, checkpointing, on by default
-    on a GPU)."""
+def _memory_advice(cfg: TrainConfig, device, stored_quantized: bool = False) -> str:
+    """What frees memory for this run: not what it does already (a 4-bit base, asked for or stored so: a
+    -bnb-4bit upload; checkpointing, on by default on a GPU)."""
     advice = ["fewer --num_virtual_tokens"] if cfg.method == "prompt_tuning" else []
-    if not cfg.load_in_4bit:
+    if not (cfg.load_in_4bit or stored_quantized):
         advice.append("--load_in_4bit")
     advice.append("a smaller --batch_size or --cutoff_len (with --grad_accum to keep the effective batch)")
     if not _use_gc(cfg, device):
@@ -1629,7 +1633,8 @@ def _out_of_memory_mid_run(cfg: TrainConfig, step: int, device, plan: Plan, last
     return UserError(
         f"out of memory on {device} at step {step + 1}: the {step} steps trained are saved in {checkpoint} (an "
         "adapter you can use already); after freeing memory (other programs, a model loaded in the webui) go on "
-        f"with --resume, or train anew (--overwrite) with {_memory_advice(cfg, device)}"
+        f"with --resume, or train anew (--overwrite) with "
+        f"{_memory_advice(cfg, device, modeling.stored_quantization(plan.model_path) is not None)}"
     )
 
 

@@ -25,7 +25,7 @@ from .host import bits_words
 from .merging import DTYPES
 from .prompt import as_learnt
 from .training import METHODS, format_eta
-from .paths import (case_twin, check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
+from .paths import (MAX_NAME_BYTES, case_twin, check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model)
 
 POLL_SECONDS = 1.0
@@ -986,7 +986,10 @@ def dataset_name_for(names) -> str:
     """A dataset file name for the characters picked: `bob.json`, `romeo-juliet.json`; the default when none
     (or none has a letter or digit a file name may hold)."""
     words = ["-".join(_name_words(str(n))) for n in names or ()]
-    stem = "-".join(w for w in words if w)[:80].strip("-")
+    # cut at 80 characters and at the name limit's bytes (less `.json`): eight Japanese names ran to 136 bytes,
+    # which Save as then refused
+    stem = "-".join(w for w in words if w)[:80].encode("utf-8")[: MAX_NAME_BYTES - 5].decode("utf-8", "ignore")
+    stem = stem.strip("-")
     return f"{stem}.json" if stem else DEFAULT_DATASET_NAME
 
 
