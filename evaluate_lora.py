@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             if bar["bar"] is not None:
                 bar["bar"].close()
             bar["stage"] = info["stage"]
+            if not sys.stderr.isatty() and info["total"] > 1:  # a log file (nohup): a line a stage, not silence
+                print(f"{info['stage']}: {info['total']:,} to do ...", file=sys.stderr, flush=True)
             bar["bar"] = tqdm(total=info["total"], desc=info["stage"], file=sys.stderr, leave=False,
                               disable=not sys.stderr.isatty())
         bar["bar"].n = info["done"]

@@ -574,9 +574,13 @@ def test_cli_writes_the_report_and_prints_the_table(layout, capsys, monkeypatch)
 
     rc = evaluate_lora.main(["-m", "tiny-llama", "-l", "bob", "--max_new_tokens", "24", "--max_samples", "3",
                              "--no_similarity", "--device", "cpu"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert rc == 0
     assert "perplexity (lower is better)" in out and "stops at newline" in out and "100%" in out
+    # stderr not a terminal (a log file): a line as each stage starts, where a terminal has its bars
+    assert [line for line in err.splitlines() if line.endswith(" to do ...")] == [
+        "perplexity (adapter): 3 to do ...", "perplexity (base): 3 to do ...", "replies (adapter): 3 to do ...",
+        "replies (base): 3 to do ..."]
     lora = layout / "user_data" / "loras" / "bob"
     assert f"wrote {lora.resolve() / 'eval.json'}" in out
     saved = json.loads((lora / "eval.json").read_text())

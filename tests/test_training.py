@@ -1268,6 +1268,21 @@ def test_memory_running_out_mid_run_keeps_the_steps_trained(env, monkeypatch):
     assert not (env / "loras" / "oom0").exists()
 
 
+def test_the_long_phases_before_the_first_step_are_said_on_big_datasets(env, monkeypatch):
+    """Hundreds of thousands of samples take minutes to tokenize and to score on the base: a line as each
+    starts (nothing was said between loading the weights and the base's held-out loss)."""
+    events = []
+    monkeypatch.setattr(training, "SAID_FROM", 10)
+    train(make_cfg(env, lora_name="said", val_ratio=0.4, max_steps=1, overwrite=True), on_progress=events.append)
+    logs = [e.get("message") or "" for e in events if e.get("event") == "log"]
+    n = len(train.__globals__["load_records"](str(env / "bob.json")))
+    assert f"tokenizing {n:,} samples ..." in logs
+    said = [m for m in logs if m.startswith("measuring the base model's held-out loss on ")]
+    assert len(said) == 1 and said[0].endswith(" samples before training ...")
+    order = [e.get("message") or e["event"] for e in events]
+    assert order.index(said[0]) < order.index("eval")  # said before the figure, not after it
+
+
 def test_out_of_memory_advice_leaves_out_what_the_run_does_already():
     import torch
 

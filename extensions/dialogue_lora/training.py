@@ -1068,6 +1068,10 @@ class _Built:
     facts: dict  # how it trains, for the run's settings (dtype, attention, packing...)
 
 
+# From this many samples the phases before the first step take long enough to be said as they start
+SAID_FROM = 5000
+
+
 def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records: list[dict], device, emit) -> _Built:
     """Load the base, encode the samples, attach the adapter, and switch on the fast paths that fit (one row
     without padding on the CPU, the scored last layer, the fused LoRA forward and kernels)."""
@@ -1092,6 +1096,9 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     cutoff, note = modeling.fit_cutoff(cfg.cutoff_len, model, n_virtual)
     if note:
         emit({"event": "log", "message": note})
+    n_samples = len(train_records) + len(val_records)
+    if n_samples >= SAID_FROM:  # a minute or more with nothing said, at hundreds of thousands of samples
+        emit({"event": "log", "message": f"tokenizing {n_samples:,} samples ..."})
     train_set, dropped_t = encoding.encode_records(train_records, tokenizer, cutoff, cfg.name)
     val_set, dropped_v = encoding.encode_records(val_records, tokenizer, cutoff, cfg.name)
     n_dropped = len(dropped_t) + len(dropped_v)
@@ -1325,6 +1332,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
         # couple of seconds (one process: several would wait for each other in the sum; they measure it whole)
         stop = (_now_and_then(should_stop, STOP_CHECK_SECONDS) if should_stop is not None and dist.world == 1
                 else None)
+        if len(val_set) >= SAID_FROM // 5:
+            emit({"event": "log", "message": f"measuring the base model's held-out loss on {len(val_set):,} "
+                                             "samples before training ..."})
         try:
             base_eval, base_ppl = run_eval(base=True, stop=stop)
         except _StopAsked:
