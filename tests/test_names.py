@@ -164,7 +164,7 @@ def test_training_refuses_a_name_differing_only_in_case(tmp_path):
     cfg = TrainConfig(model_name="missing", dataset_name="missing.json", lora_name="Base",
                       model_dir=str(tmp_path / "models"), lora_dir=str(tmp_path / "loras"))
     with pytest.raises(UserError, match=r"--lora_name 'Base': an adapter 'base' exists, and names differing only in "
-                                        r"case are one folder on Windows and macOS: use --lora_name base \(with --overwrite"):
+                                        r"case are one folder on Windows and macOS: use the name 'base' \(with --overwrite"):
         check(cfg)
 
 
@@ -173,7 +173,7 @@ def test_merging_refuses_an_output_differing_only_in_case(tmp_path):
     with pytest.raises(UserError, match=r"'Tiny-Llama': a model 'tiny-llama' \(the base model\) exists"):
         merging._check_output(tmp_path / "Tiny-Llama", base, overwrite=True)
     (tmp_path / "tiny-llama-bob").mkdir()
-    with pytest.raises(UserError, match=r"a model 'tiny-llama-bob' exists, .* \(or --output_name tiny-llama-bob, with --overwrite"):
+    with pytest.raises(UserError, match=r"a model 'tiny-llama-bob' exists, .* \(or the name 'tiny-llama-bob', with --overwrite"):
         merging._check_output(tmp_path / "Tiny-Llama-Bob", base, overwrite=True)
     merging._check_output(tmp_path / "tiny-llama-bob", base, overwrite=False)  # the same name: empty, fine
 
@@ -230,8 +230,10 @@ def test_windows_device_names_with_superscript_digits(name):
 def test_names_leave_room_under_windows_path_limit():
     assert MAX_NAME_BYTES == 120
     assert check_name("a" * 120) == "a" * 120
-    with pytest.raises(UserError, match="121 bytes long: at most 120"):
+    with pytest.raises(UserError, match=r"^--lora_name is too long \(121 bytes\): at most 120 bytes"):
         check_name("a" * 121, "--lora_name")
+    with pytest.raises(UserError, match=r"is too long \(41 characters, 123 bytes in UTF-8\): at most 120 bytes"):
+        check_name("小" * 41, "--lora_name")  # a Chinese letter takes three
 
 
 # ------------------------------------------------------------------------------- 8. a file, not a folder

@@ -745,6 +745,19 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
     assert unload() == "No model is loaded."
 
 
+def test_use_starts_at_the_only_model_in_the_standalone_app(webui_root):
+    """Nothing loaded yet: *4. Use* starts at the only model, as *2. Train* and *3. Evaluate* do."""
+    from extensions.dialogue_lora.standalone import build_app
+
+    app = build_app(StandaloneHost({}))
+    tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "4. Use")
+    use_view = next(app.fns[d["id"]].fn for d in app.config["dependencies"]
+                    if [tab._id, "select"] in [list(t) for t in d["targets"]] and app.fns[d["id"]].fn.__name__ == "use_view")
+    assert use_view(None, None)[0]["value"] == "tiny-llama"
+    shutil.copytree(webui_root / "user_data" / "models" / "tiny-llama", webui_root / "user_data" / "models" / "other")
+    assert "value" not in use_view(None, None)[0]  # two to choose from: no guess
+
+
 def test_the_train_form_starts_at_the_loaded_or_only_model(webui_root):
     """A fresh Train form needs no pick where there is nothing to choose: the model loaded now, else the
     only one in the folder; with several and none loaded it stays empty (no silent guess)."""

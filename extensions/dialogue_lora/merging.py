@@ -174,8 +174,7 @@ def _check_output(out: Path, model_path: Path, overwrite: bool) -> None:
         base = " (the base model)" if (out.parent / twin).resolve() == model_path else ""
         raise UserError(f"--output_name {out.name!r}: a model {twin!r}{base} exists, and names differing only in "
                         "case are one folder on Windows and macOS: give the merged model another name"
-                        + ("" if base else f" (or --output_name {shell_word(twin)}, with --overwrite to replace an earlier "
-                                             "merge)"))
+                        + ("" if base else f" (or the name {twin!r}, with --overwrite to replace an earlier merge)"))
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink():

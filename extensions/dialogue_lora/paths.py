@@ -182,12 +182,17 @@ def weights_sample_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def _listed(name: str) -> tuple[str, str]:
+    """The order of the lists a person reads: case aside (`base` before `Zoë`), then as written."""
+    return name.casefold(), name
+
+
 def list_models(model_dir: str | os.PathLike) -> list[str]:
     """Model folders (a config.json and weights) directly under `model_dir`, sorted."""
     d = Path(model_dir)
     if not d.is_dir():
         return []
-    return sorted(p.name for p in d.iterdir() if is_model_dir(p) and has_weights(p))
+    return sorted((p.name for p in d.iterdir() if is_model_dir(p) and has_weights(p)), key=_listed)
 
 
 def list_adapters(lora_dir: str | os.PathLike) -> list[str]:
@@ -196,7 +201,7 @@ def list_adapters(lora_dir: str | os.PathLike) -> list[str]:
     if not d.is_dir():
         return []
     # a dot-name is ours in the making (`.NAME.tmp-PID`) or hidden: never an adapter to offer
-    return sorted(p.name for p in d.iterdir() if not p.name.startswith(".") and is_adapter_dir(p))
+    return sorted((p.name for p in d.iterdir() if not p.name.startswith(".") and is_adapter_dir(p)), key=_listed)
 
 
 def list_datasets(dataset_dir: str | os.PathLike) -> list[str]:
@@ -204,7 +209,7 @@ def list_datasets(dataset_dir: str | os.PathLike) -> list[str]:
     d = Path(dataset_dir)
     if not d.is_dir():
         return []
-    return sorted(p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".json", ".jsonl"))
+    return sorted((p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".json", ".jsonl")), key=_listed)
 
 
 # Windows' paths stop at 260 characters, and an adapter's deepest file is ...\user_data\loras\NAME\
@@ -231,8 +236,11 @@ def check_name(name: str, what: str = "name") -> str:
         raise UserError(f"{what} {name!r} is not allowed: Windows reserves it (a device name, or a name "
                         "ending in a dot)")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise UserError(f"{what} is {len(name.encode('utf-8'))} bytes long: at most {MAX_NAME_BYTES} "
-                        "(Windows' paths stop at 260 characters, and the folders above and inside it count)")
+        n = len(name.encode("utf-8"))
+        # in bytes: what file systems count (a Chinese or Hindi letter takes 3); said in letters too
+        size = f"{n} bytes" if n == len(name) else f"{len(name)} characters, {n} bytes in UTF-8"
+        raise UserError(f"{what} is too long ({size}): at most {MAX_NAME_BYTES} bytes, so that the adapter's files "
+                        "stay within Windows' 260-character paths")
     return name
 
 

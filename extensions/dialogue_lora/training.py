@@ -531,8 +531,8 @@ def check(cfg: TrainConfig) -> Plan:
     if twin is not None:  # a second folder here, the same one on Windows and macOS (copied there, they collide)
         kind = "an adapter" if paths.is_adapter_dir(lora_root / twin) else "an entry"
         problems.append(f"--lora_name {cfg.lora_name!r}: {kind} {twin!r} exists, and names differing only in case "
-                        f"are one folder on Windows and macOS: use --lora_name {paths.shell_word(twin)} (with "
-                        "--overwrite to replace it) or another name")
+                        f"are one folder on Windows and macOS: use the name {twin!r} (with --overwrite to replace "
+                        "it) or another")
     if paths.interrupted_save(lora_root, cfg.lora_name):  # put the adapter back before judging the folder
         with held_lock(paths.lock_file(lora_root, cfg.lora_name), lambda holder: _busy(out_dir, holder)):
             _tidy(lora_root, out_dir)

@@ -1634,7 +1634,9 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
                       + bits_words(*host.in_use_bits()) + logic.saved_again(applied))
         fresh = not adapter_picked and not (host.own_model and model_picked)
         if fresh:
-            fields = [dd_update(models, model_v) if model_v in models else dd_update(models),
+            # nothing in use: the only model there is, as *2. Train* and *3. Evaluate* start with it
+            start = model_v if model_v in models else (logic.default_model() if host.own_model else None)
+            fields = [dd_update(models, start) if start else dd_update(models),
                       dd_update(adapters, adapter_v) if adapter_v else dd_update(adapters), *host.in_use_bits()]
         else:
             fields = [dd_update(models), dd_update(adapters), gr.update(), gr.update()]
