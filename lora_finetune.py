@@ -281,10 +281,11 @@ def _with_runs_length(cfg: TrainConfig, say: bool) -> TrainConfig:
     defaults would quietly shorten the run, and reshape its learning-rate schedule); `say`: note it (rank 0)."""
     import dataclasses
 
-    from extensions.dialogue_lora.paths import resolve_dirs
+    from extensions.dialogue_lora.paths import on_disk, resolve_dirs
     from extensions.dialogue_lora.training import resumed_settings, run_length
 
-    found = resumed_settings(resolve_dirs(lora_dir=cfg.lora_dir).loras / cfg.lora_name)
+    loras = resolve_dirs(lora_dir=cfg.lora_dir).loras
+    found = resumed_settings(loras / on_disk(loras, cfg.lora_name))  # (a folder spelt decomposed: a macOS copy's)
     if found is None:  # nothing to resume: train() says so
         return cfg
     length = run_length(found[0])

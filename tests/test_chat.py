@@ -395,6 +395,15 @@ def test_an_adapter_from_before_prompt_facts_were_recorded_is_prompted_as_it_lea
     monkeypatch.chdir(layout)
     record = _record(plan(MergeConfig(model_name="tiny-llama", lora_name="bob")))
     assert record["characters"] == ["Bob"] and record["instruction"] == "Continue the dialogue as {name}."
+    # a second adapter naming the same file, but trained on another version of it: its own split tells, not
+    # what the first one's reading left in the cache
+    other = adapter.parent / "bob-other"
+    shutil.copytree(adapter, other)
+    (other / "training_parameters.json").write_text(json.dumps(dict(params, dataset_sha256="0" * 64)),
+                                                    encoding="utf-8")
+    assert generation.read_training_parameters(other, prompt=True)["instruction"] is None
+    assert generation.read_training_parameters(adapter, prompt=True)["instruction"] == "Continue the dialogue as {name}."
+    shutil.rmtree(other)
 
     seen = []
 

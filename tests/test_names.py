@@ -140,6 +140,26 @@ def test_an_adapter_folder_spelt_decomposed_is_that_adapter(tmp_path):
     assert cfg.lora_name == on_disk and sorted(p.name for p in (tmp_path / "loras").iterdir()) == [on_disk]
 
 
+def test_resuming_an_adapter_folder_spelt_decomposed_reads_its_checkpoint(tmp_path, monkeypatch):
+    """--resume takes the run's own length from its checkpoint: looked for in the folder as spelt on disk."""
+    import sys
+
+    from extensions.dialogue_lora import training
+    from extensions.dialogue_lora.training import TrainConfig
+
+    sys.path.insert(0, str(ROOT))
+    import lora_finetune
+
+    on_disk = "Zoe\u0308"
+    _adapter(tmp_path / "loras" / on_disk)
+    looked = []
+    monkeypatch.setattr(training, "resumed_settings", lambda folder: looked.append(folder.name))
+    cfg = TrainConfig(model_name="m", dataset_name="d.json", lora_name="Zo\u00eb", lora_dir=str(tmp_path / "loras"),
+                      resume=True)
+    lora_finetune._with_runs_length(cfg, False)
+    assert looked == [on_disk]
+
+
 # ------------------------------------------------------------------------------- 4. differing in case
 
 

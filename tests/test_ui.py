@@ -464,6 +464,12 @@ def test_progress_lists_the_runs_notes_and_a_resumed_curve_keeps_its_parts_apart
     lines = fig.axes[0].get_lines()
     assert [list(line.get_xdata()) for line in lines] == [[10, 20], [61, 62]]  # two series, not one joined line
     assert ui.loss_figure([], []) is None
+    # a phase said as it starts (a big dataset's tokenizing) is no note of the run once it is past it
+    job = _Events([{"event": "log", "message": "tokenizing 300,000 samples ...", "phase": True},
+                   {"event": "log", "message": "8 sample(s) dropped"},
+                   {"event": "end", "status": "done"}], state="done")
+    text = progress_markdown(job)
+    assert "8 sample(s) dropped" in text and "tokenizing" not in text
 
 
 # ------------------------------------------------------------------------------------------ jobs

@@ -119,7 +119,14 @@ def _with_learnt(params: dict, adapter_path: Path) -> dict:
         if stat is None:
             continue
         key = (str(data), stat.st_size, stat.st_mtime_ns, name)
+        if data != heldout:  # whether it is this adapter's data depends on the adapter: its hash, its split
+            try:
+                split = heldout.stat().st_mtime_ns
+            except OSError:
+                split = None
+            key += (params.get("dataset_sha256"), str(heldout), split)
         if key not in _learnt_cache:
+            _learnt_cache[key] = None  # (a dataset not the adapter's, or unreadable: not read again each time)
             try:
                 records = load_records(data)
                 if data != heldout and not _trained_on(records, data, params, heldout):
@@ -130,7 +137,8 @@ def _with_learnt(params: dict, adapter_path: Path) -> dict:
             _learnt_cache[key] = {"characters": prompt_mod.record_characters(segments),
                                   "instruction": prompt_mod.instruction_template(records, name),
                                   "context_turns": prompt_mod.context_turns(records, name)}
-        return {**_learnt_cache[key], **params}
+        if _learnt_cache[key] is not None:
+            return {**_learnt_cache[key], **params}
     return params
 
 

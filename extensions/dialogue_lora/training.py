@@ -1098,7 +1098,7 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
         emit({"event": "log", "message": note})
     n_samples = len(train_records) + len(val_records)
     if n_samples >= SAID_FROM:  # a minute or more with nothing said, at hundreds of thousands of samples
-        emit({"event": "log", "message": f"tokenizing {n_samples:,} samples ..."})
+        emit({"event": "log", "message": f"tokenizing {n_samples:,} samples ...", "phase": True})
     train_set, dropped_t = encoding.encode_records(train_records, tokenizer, cutoff, cfg.name)
     val_set, dropped_v = encoding.encode_records(val_records, tokenizer, cutoff, cfg.name)
     n_dropped = len(dropped_t) + len(dropped_v)
@@ -1334,7 +1334,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                 else None)
         if len(val_set) >= SAID_FROM // 5:
             emit({"event": "log", "message": f"measuring the base model's held-out loss on {len(val_set):,} "
-                                             "samples before training ..."})
+                                             "samples before training ...", "phase": True})
         try:
             base_eval, base_ppl = run_eval(base=True, stop=stop)
         except _StopAsked:

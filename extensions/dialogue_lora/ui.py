@@ -25,7 +25,7 @@ from .host import bits_words
 from .merging import DTYPES
 from .prompt import as_learnt
 from .training import METHODS, format_eta
-from .paths import (MAX_NAME_BYTES, case_twin, check_name, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
+from .paths import (MAX_NAME_BYTES, case_twin, check_name, on_disk, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model)
 
 POLL_SECONDS = 1.0
@@ -274,7 +274,8 @@ def progress_markdown(job: jobs.Job | None) -> str:
         lines.append(" · ".join(parts))
     elif state == "running":
         lines.append(f"starting (loading the model and data)… {int(time.time() - job.started)} s")
-    notes = [e["message"] for e in job.events if e.get("event") == "log" and e.get("message")]
+    # (a phase said as it starts, `tokenizing 300,000 samples ...`, is no note once the run is past it)
+    notes = [e["message"] for e in job.events if e.get("event") == "log" and e.get("message") and not e.get("phase")]
     if notes:  # samples dropped, a resume, mixed instructions: said once by the run
         lines.append("  \n".join(f"*{_md_text(tab_words(n))}*" for n in notes))
     if evaluation:
@@ -559,7 +560,8 @@ class TabLogic:
         name = str(adapter or "").strip()
         if not name or "/" in name or "\\" in name:
             return None
-        found = resumed_settings(self.host.dirs().loras / name)
+        loras = self.host.dirs().loras
+        found = resumed_settings(loras / on_disk(loras, name))  # (a folder spelt decomposed: a macOS copy's)
         return None if found is None else (_as_defaults(found[0]), found[1])
 
     def start_training(self, model, dataset, adapter, settings: dict, resume=False, overwrite=False) -> jobs.Job:
@@ -988,7 +990,10 @@ def dataset_name_for(names) -> str:
     words = ["-".join(_name_words(str(n))) for n in names or ()]
     # cut at 80 characters and at the name limit's bytes (less `.json`): eight Japanese names ran to 136 bytes,
     # which Save as then refused
-    stem = "-".join(w for w in words if w)[:80].encode("utf-8")[: MAX_NAME_BYTES - 5].decode("utf-8", "ignore")
+    whole = "-".join(w for w in words if w)
+    stem = whole[:80].encode("utf-8")[: MAX_NAME_BYTES - 5].decode("utf-8", "ignore")
+    if stem != whole and "-" in stem:  # cut: at a name's end, not inside one (a syllable's letters apart)
+        stem = stem.rsplit("-", 1)[0]
     stem = stem.strip("-")
     return f"{stem}.json" if stem else DEFAULT_DATASET_NAME
 
