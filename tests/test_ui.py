@@ -472,6 +472,16 @@ def test_progress_lists_the_runs_notes_and_a_resumed_curve_keeps_its_parts_apart
     assert "8 sample(s) dropped" in text and "tokenizing" not in text
 
 
+def test_tab_words_translates_the_short_flags_a_message_names():
+    assert ui.tab_words("their messages go under their server nickname: -n 'Alex'") == (
+        "their messages go under their server nickname: 'Character(s) to learn' 'Alex'")
+    assert ui.tab_words("run lora_finetune.py with -l bob again") == "run *2. Train* with 'Adapter name' bob again"
+    assert ui.tab_words("or -o x-merged") == "or 'Merged model name' x-merged"
+    # a command to run is left as it is, and so are words with a hyphen
+    assert ui.tab_words("(python -m nltk.downloader wordnet)") == "(python -m nltk.downloader wordnet)"
+    assert ui.tab_words("a 4-bit base, a re-n test") == "a 4-bit base, a re-n test"
+
+
 # ------------------------------------------------------------------------------------------ jobs
 
 

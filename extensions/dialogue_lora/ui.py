@@ -94,8 +94,12 @@ _TAB_WORDS = {"resume": "Resume", "overwrite": "Overwrite", "lora_name": "Adapte
               "rounds": "Context turns", "format": "Format", "source": "Source", "max_samples": "Max samples",
               "csv_speaker_column": "Speaker column", "csv_text_column": "Text column",
               # Use's merge
-              "output_name": "Merged model name", "dtype": "Weights"}
+              "output_name": "Merged model name", "dtype": "Weights", "names": "Character(s) to learn"}
 _FLAG = re.compile(r"--([a-z_0-9]+)")
+# the scripts' short flags, as a message names them (`-l bob`, `-n 'Deleted Account'`): the tab's fields
+# (not -m: `python -m nltk.downloader` in a note is a command to run)
+_SHORT_FLAG = re.compile(r"(?<![\w-])-([lno]) ")
+_SHORT_WORDS = {"l": "lora_name", "n": "names", "o": "output_name"}
 # The scripts a message sends the user to, as the sections that do the same.
 _TAB_PLACES = {"lora_finetune.py -d": "*2. Train*", "prepare_dataset.py": "*1. Prepare*", "lora_finetune.py": "*2. Train*"}
 
@@ -114,6 +118,7 @@ def tab_words(message: str) -> str:
     message = message.replace("(got None)", "(the field is empty)").replace(", not None", " (the field is empty)")
     for script, place in _TAB_PLACES.items():
         message = message.replace(script, place)
+    message = _SHORT_FLAG.sub(lambda m: f"--{_SHORT_WORDS[m.group(1)]} ", message)
     return _FLAG.sub(lambda m: f"'{_TAB_WORDS[m.group(1)]}'" if m.group(1) in _TAB_WORDS else m.group(0), message)
 
 
