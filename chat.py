@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         from extensions.dialogue_lora.generation import generate_reply, load_for_generation, sampling
+        from extensions.dialogue_lora.modeling import out_of_memory
 
         loaded = load_for_generation(
             args.model_name,
@@ -187,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
             info(followed)
 
     def reply_fn(prompt: str):
-        from extensions.dialogue_lora.modeling import out_of_memory
-
         try:
             return generate_reply(
                 loaded.model, loaded.tokenizer, prompt, max_new_tokens=args.max_new_tokens, top_p=args.top_p,

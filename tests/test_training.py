@@ -1283,7 +1283,7 @@ def test_the_long_phases_before_the_first_step_are_said_on_big_datasets(env, mon
     assert order.index(said[0]) < order.index("eval")  # said before the figure, not after it
 
 
-def test_out_of_memory_advice_leaves_out_what_the_run_does_already():
+def test_out_of_memory_advice_leaves_out_what_the_run_does_already(tmp_path):
     import torch
 
     from extensions.dialogue_lora.training import _memory_advice
@@ -1296,7 +1296,11 @@ def test_out_of_memory_advice_leaves_out_what_the_run_does_already():
         "a smaller --batch_size or --cutoff_len (with --grad_accum to keep the effective batch)")
     assert _memory_advice(TrainConfig(method="prompt_tuning", gradient_checkpointing="off"), cuda).startswith(
         "fewer --num_virtual_tokens, --load_in_4bit, ")
-    assert "--load_in_4bit" not in _memory_advice(TrainConfig(), cpu, stored_quantized=True)  # a -bnb-4bit upload
+    stored = tmp_path / "llama-bnb-4bit"  # a -bnb-4bit upload
+    stored.mkdir()
+    (stored / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "bitsandbytes",
+                                                                            "load_in_4bit": True}}))
+    assert "--load_in_4bit" not in _memory_advice(TrainConfig(), cpu, stored)
 
 
 def test_a_linked_adapter_folder_is_refused_before_training(env, tmp_path):

@@ -31,6 +31,19 @@ def _encode(tokenizer, text: str, special: bool) -> list[int]:
         return list(tokenizer.encode(text, add_special_tokens=special))
 
 
+def _per_tokenizer(tokenizer, attr: str, compute):
+    """`compute(tokenizer)`, worked out once and kept on the tokenizer (a fact of it, asked per sample)."""
+    cached = getattr(tokenizer, attr, None)
+    if cached is not None:
+        return cached
+    result = compute(tokenizer)
+    try:
+        setattr(tokenizer, attr, result)
+    except AttributeError:
+        pass
+    return result
+
+
 def _adds_dummy_prefix(tokenizer) -> bool:
     """True for SentencePiece-style tokenizers that put a word boundary ("▁") before every encoded text.
 
@@ -38,47 +51,36 @@ def _adds_dummy_prefix(tokenizer) -> bool:
     we then drop one leading space of non-first pieces so " reply" becomes "▁reply" as in running text.
     Detected by encoding "a" alone and "a a": with a dummy prefix both words come out as the same tokens.
     """
-    cache = getattr(tokenizer, "_dialogue_lora_dummy_prefix", None)
-    if cache is not None:
-        return cache
+    return _per_tokenizer(tokenizer, "_dialogue_lora_dummy_prefix", _dummy_prefix_probe)
+
+
+def _dummy_prefix_probe(tokenizer) -> bool:
     try:
         one = _encode(tokenizer, "a", False)
         two = _encode(tokenizer, "a a", False)
-        n = len(one)
-        result = n > 0 and len(two) == 2 * n and two[:n] == one and two[n:] == one
     except Exception:  # noqa: BLE001 - an exotic tokenizer: assume the common (byte-level) behaviour
-        result = False
-    try:
-        tokenizer._dialogue_lora_dummy_prefix = result
-    except AttributeError:
-        pass
-    return result
+        return False
+    n = len(one)
+    return n > 0 and len(two) == 2 * n and two[:n] == one and two[n:] == one
 
 
 def _special_prefix(tokenizer, text: str) -> tuple[list[int], list[int]]:
     """(special prefix ids such as [BOS], the text's own ids) for the first piece.
 
     Special tokens a tokenizer would append (e.g. EOS) are left out: the sample goes on after this piece.
-    The prefix is the tokenizer's, whatever the text: found once (`_prefix_of`, on a probe) rather than by
+    The prefix is the tokenizer's, whatever the text: found once (`_prefix_probe`) rather than by
     encoding each sample's first piece, most of its text, a second time (a third of the tokenising).
     """
     plain = _encode(tokenizer, text, False)
     if not plain:
         return [], plain
-    prefix = getattr(tokenizer, "_dialogue_lora_special_prefix", None)
-    if prefix is None:
-        prefix = _prefix_of(tokenizer, "a")
-        try:
-            tokenizer._dialogue_lora_special_prefix = prefix
-        except AttributeError:
-            pass
-    return list(prefix), plain
+    return list(_per_tokenizer(tokenizer, "_dialogue_lora_special_prefix", _prefix_probe)), plain
 
 
-def _prefix_of(tokenizer, text: str) -> list[int]:
-    """The ids a tokenizer puts before `text` with its special tokens on (BOS), found in its full encoding."""
-    plain = _encode(tokenizer, text, False)
-    full = _encode(tokenizer, text, True)
+def _prefix_probe(tokenizer) -> list[int]:
+    """The ids a tokenizer puts before a text with its special tokens on (BOS), found in its full encoding."""
+    plain = _encode(tokenizer, "a", False)
+    full = _encode(tokenizer, "a", True)
     n = len(plain)
     for k in range(0, len(full) - n + 1):
         if full[k : k + n] == plain:

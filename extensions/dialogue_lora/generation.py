@@ -107,16 +107,17 @@ def _with_learnt(params: dict, adapter_path: Path) -> dict:
     gone."""
     if not params or all(k in params for k in PROMPT_FACTS):
         return params
-    from .fileio import load_records
+    from .fileio import file_sha256, load_records
 
     name = params.get("name") or None
+    sha = params.get("dataset_sha256")
     heldout = adapter_path / str(params.get("heldout_file") or "heldout.json")
     for data in (params.get("dataset"), heldout):
-        try:
-            stat = Path(str(data)).stat() if data else None
-        except (OSError, ValueError):
+        if not data:
             continue
-        if stat is None:
+        try:
+            stat = Path(str(data)).stat()
+        except (OSError, ValueError):
             continue
         key = (str(data), stat.st_size, stat.st_mtime_ns, name)
         if data != heldout:  # whether it is this adapter's data depends on the adapter: its hash, its split
@@ -124,13 +125,17 @@ def _with_learnt(params: dict, adapter_path: Path) -> dict:
                 split = heldout.stat().st_mtime_ns
             except OSError:
                 split = None
-            key += (params.get("dataset_sha256"), str(heldout), split)
+            key += (sha, str(heldout), split)
         if key not in _learnt_cache:
             _learnt_cache[key] = None  # (a dataset not the adapter's, or unreadable: not read again each time)
             try:
+                # the dataset prepared again since (processed_dataset.json, another character's) is not its data:
+                # told by the hash it recorded (before the file is parsed), else by its held-out split
+                if data != heldout and sha and file_sha256(data) != sha:
+                    continue
                 records = load_records(data)
-                if data != heldout and not _trained_on(records, data, params, heldout):
-                    continue  # prepared again since (processed_dataset.json, another character's)
+                if data != heldout and not sha and not _holds_split(records, heldout):
+                    continue
                 segments = prompt_mod.validate_records(records, str(data), name)
             except (UserError, ValueError, OSError):
                 continue
@@ -142,15 +147,13 @@ def _with_learnt(params: dict, adapter_path: Path) -> dict:
     return params
 
 
-def _trained_on(records, data, params: dict, heldout: Path) -> bool:
-    """Whether the dataset file is still the one the adapter trained on: its recorded hash, else (the first
-    versions recorded none) its held-out split's samples all in it."""
-    from .fileio import file_sha256, load_records
+def _holds_split(records, heldout: Path) -> bool:
+    """Whether a dataset holds all of an adapter's held-out samples (the first versions recorded no hash of
+    the file they trained on); yes when the adapter kept no split to tell it by."""
+    from .fileio import load_records
 
-    if params.get("dataset_sha256"):
-        return file_sha256(data) == params["dataset_sha256"]
     if not heldout.is_file():
-        return True  # nothing to tell it by
+        return True
     key = lambda r: json.dumps(r, sort_keys=True, ensure_ascii=False)  # noqa: E731
     kept = {key(r) for r in records}
     return all(key(r) in kept for r in load_records(heldout))

@@ -35,8 +35,8 @@ def _safe_name(name: str) -> bool:
 def _candidates(name: str | os.PathLike, folder: Path) -> tuple[str, list[Path]]:
     """A model or adapter given by name or path: (the name trimmed, the places it may be). Trimmed, as
     check_name trims the names it creates (`-l " x "` trained loras/x); `~` expanded (cmd and PowerShell, or
-    `-m=~/x`, leave it); and its NFC spelling in `folder`, which check_name wrote (macOS types Zoë as `Zoe` and
-    a combining diaeresis)."""
+    `-m=~/x`, leave it); and its spelling in `folder` (`on_disk`: Zoë written composed, as check_name writes it,
+    or decomposed, as macOS writes it)."""
     name = os.path.expanduser(str(name).strip())
     places = [folder / name, Path(name)]
     spelt = on_disk(folder, name)

@@ -967,8 +967,7 @@ def train(
     except (RuntimeError, MemoryError) as e:
         if not modeling.out_of_memory(e):
             raise
-        quantized = modeling.stored_quantization(plan.model_path) is not None
-        raise UserError(f"out of memory on {device}: try {_memory_advice(cfg, device, quantized)}") from None
+        raise UserError(f"out of memory on {device}: try {_memory_advice(cfg, device, plan.model_path)}") from None
     finally:
         dist.close()
 
@@ -1620,11 +1619,11 @@ def _read_checkpoint(path: Path, read):
         raise UserError(f"{path}: damaged checkpoint, cannot resume from it ({brief(e)}); {fallback}") from None
 
 
-def _memory_advice(cfg: TrainConfig, device, stored_quantized: bool = False) -> str:
-    """What frees memory for this run: not what it does already (a 4-bit base, asked for or stored so: a
-    -bnb-4bit upload; checkpointing, on by default on a GPU)."""
+def _memory_advice(cfg: TrainConfig, device, model_path: Path | None = None) -> str:
+    """What frees memory for this run: not what it does already (a 4-bit base, asked for or stored so in
+    `model_path`: a -bnb-4bit upload; checkpointing, on by default on a GPU)."""
     advice = ["fewer --num_virtual_tokens"] if cfg.method == "prompt_tuning" else []
-    if not (cfg.load_in_4bit or stored_quantized):
+    if not (cfg.load_in_4bit or (model_path is not None and modeling.stored_quantization(model_path))):
         advice.append("--load_in_4bit")
     advice.append("a smaller --batch_size or --cutoff_len (with --grad_accum to keep the effective batch)")
     if not _use_gc(cfg, device):
@@ -1643,8 +1642,7 @@ def _out_of_memory_mid_run(cfg: TrainConfig, step: int, device, plan: Plan, last
     return UserError(
         f"out of memory on {device} at step {step + 1}: the {step} steps trained are saved in {checkpoint} (an "
         "adapter you can use already); after freeing memory (other programs, a model loaded in the webui) go on "
-        f"with --resume, or train anew (--overwrite) with "
-        f"{_memory_advice(cfg, device, modeling.stored_quantization(plan.model_path) is not None)}"
+        f"with --resume, or train anew (--overwrite) with {_memory_advice(cfg, device, plan.model_path)}"
     )
 
 
