@@ -136,6 +136,39 @@ def test_encode_records_counts_dropped():
     assert dropped == [1] and len(out) == 2
 
 
+def test_stored_samples_are_compact_and_collate_as_lists_do():
+    """A run keeps its encoded samples as 32-bit arrays (8 bytes a token, not lists of ints' ~37); each
+    collation gives the same tensors from them as from lists."""
+    from array import array
+
+    import torch
+
+    recs = [{"input": "A: hi" + " x" * k + "\nB:", "output": "reply " * (k % 3 + 1)} for k in range(1, 9)]
+    stored, dropped = encoding.encode_records(recs, CharTokenizer(), 48)
+    lists = [encoding.encode_record(r, CharTokenizer(), 48) for r in recs]
+    assert not dropped and [{k: list(v) for k, v in s.items()} for s in stored] == lists
+    tokens = sum(len(s["input_ids"]) for s in stored)
+    assert all(isinstance(v, array) and v.itemsize == 4 for s in stored for v in s.values())
+    for kind in ({"packing": True, "capacity": 64}, {"packing": True, "capacity": None, "flat": True, "multiple": 8},
+                 {"packing": False, "capacity": None, "multiple": 8}):
+        a, b = batching.collate(stored, 0, **kind), batching.collate(lists, 0, **kind)
+        assert a.keys() == b.keys() and a["n_tokens"] == b["n_tokens"] == tokens
+        for key, t in a.items():
+            if isinstance(t, torch.Tensor):
+                assert torch.equal(t, b[key]) and t.dtype == b[key].dtype, (kind, key)
+
+
+def test_collate_flat_bounds_positions_and_padding():
+    a = {"input_ids": [1, 5, 6], "labels": [X, 5, 6]}
+    b = {"input_ids": [1, 7], "labels": [X, 7]}
+    batch = batching.collate_flat([a, b], pad_id=0, multiple=4)
+    assert batch["input_ids"].tolist() == [[1, 5, 6, 1, 7, 0, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2]]
+    assert batch["targets"].tolist() == [[5, 6, X, 7, X, X, X, X]]
+    assert batch["cu_seqlens"].tolist() == [0, 3, 5, 8] and str(batch["cu_seqlens"].dtype) == "torch.int32"
+    assert batch["n_tokens"] == 5
+
+
 def test_no_bos_tokenizer():
     enc = encoding.encode_segments([("B:", False), (" k\n", True)], CharTokenizer(bos=None), 64)
     assert enc == {"input_ids": c("B: k\n"), "labels": [X, X] + c(" k\n")}

@@ -17,6 +17,7 @@ of one packed sample never learns the first of the next. The loss is the mean ov
 from __future__ import annotations
 
 import random
+from array import array
 from typing import Sequence
 
 from . import last_layer
@@ -24,9 +25,22 @@ from .encoding import IGNORE_INDEX
 from .varlen import band_mask, seq_kwargs
 
 
-def shifted_targets(labels: Sequence[int]) -> list[int]:
-    """What each position learns to predict: the next label of the same sample (the last learns nothing)."""
-    return list(labels[1:]) + [IGNORE_INDEX]
+def as_tensor(ids):
+    """A sample's ids or labels (a list, or encode_records' 32-bit array, read in place) as an int64 tensor."""
+    import torch
+
+    if isinstance(ids, array):
+        return torch.frombuffer(ids, dtype=torch.int32).long()
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def shifted_targets(labels):
+    """What each position learns to predict, as an int64 tensor: the next label of the same sample (the last
+    learns nothing)."""
+    import torch
+
+    t = as_tensor(labels)
+    return torch.cat([t[1:], t.new_full((1,), IGNORE_INDEX)])
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -105,8 +119,8 @@ def collate_packed(
         for k, i in enumerate(row):
             ids = samples[i]["input_ids"]
             n = len(ids)
-            input_ids[r, at : at + n] = torch.tensor(ids)
-            targets[r, at : at + n] = torch.tensor(shifted_targets(samples[i]["labels"]))
+            input_ids[r, at : at + n] = as_tensor(ids)
+            targets[r, at : at + n] = shifted_targets(samples[i]["labels"])
             position_ids[r, at : at + n] = torch.arange(n)
             segment[r, at : at + n] = k
             at += n
@@ -124,25 +138,24 @@ def collate_flat(samples: Sequence[dict], pad_id: int, multiple: int = 1) -> dic
     """
     import torch
 
-    ids, targets, positions, bounds = [], [], [], [0]
-    for s in samples:
-        ids += s["input_ids"]
-        targets += shifted_targets(s["labels"])
-        positions += range(len(s["input_ids"]))
-        bounds.append(len(ids))
-    n_pad = round_up(len(ids), multiple) - len(ids)
+    lengths = [len(s["input_ids"]) for s in samples]
+    n = sum(lengths)
+    n_pad = round_up(n, multiple) - n
     if n_pad:
-        ids += [pad_id] * n_pad
-        targets += [IGNORE_INDEX] * n_pad
-        positions += range(n_pad)
-        bounds.append(len(ids))
+        lengths.append(n_pad)
+    ids = [as_tensor(s["input_ids"]) for s in samples]
+    targets = [shifted_targets(s["labels"]) for s in samples]
+    if n_pad:
+        ids.append(torch.full((n_pad,), pad_id, dtype=torch.long))
+        targets.append(torch.full((n_pad,), IGNORE_INDEX, dtype=torch.long))
+    bounds = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
     return {
-        "input_ids": torch.tensor([ids], dtype=torch.long),
-        "position_ids": torch.tensor([positions], dtype=torch.long),
-        "targets": torch.tensor([targets], dtype=torch.long),
+        "input_ids": torch.cat(ids)[None],
+        "position_ids": torch.cat([torch.arange(k) for k in lengths])[None],
+        "targets": torch.cat(targets)[None],
         "attention_mask": None,
-        "cu_seqlens": torch.tensor(bounds, dtype=torch.int32),
-        "n_tokens": bounds[len(samples)],
+        "cu_seqlens": bounds,
+        "n_tokens": n,
     }
 
 
@@ -158,8 +171,8 @@ def collate_padded(samples: Sequence[dict], pad_id: int, multiple: int = 1) -> d
     mask = torch.zeros((R, L), dtype=torch.long)
     for r, s in enumerate(samples):
         n = len(s["input_ids"])
-        input_ids[r, :n] = torch.tensor(s["input_ids"])
-        targets[r, :n] = torch.tensor(shifted_targets(s["labels"]))
+        input_ids[r, :n] = as_tensor(s["input_ids"])
+        targets[r, :n] = shifted_targets(s["labels"])
         mask[r, :n] = 1
     return {
         "input_ids": input_ids,
