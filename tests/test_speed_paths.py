@@ -122,12 +122,14 @@ def fake_gpus(monkeypatch):
 
     import torch
 
-    cards = types.SimpleNamespace(capability=(8, 6), flash_attn=True, liger=True)
+    cards = types.SimpleNamespace(capability=(8, 6), flash_attn=True, liger=True,
+                                  archs=["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "compute_90"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: cards.capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: cards.archs)
     monkeypatch.setattr(torch.version, "hip", None)
     find_spec = importlib.util.find_spec
     installed = {"flash_attn": lambda: cards.flash_attn, "liger_kernel": lambda: cards.liger}
@@ -156,6 +158,33 @@ def test_bf16_and_flash_attention_only_on_cards_that_have_them(fake_gpus):
         modeling.training_dtype(cuda, "bf16")
     fake_gpus.capability, fake_gpus.flash_attn = (9, 0), False
     assert modeling.default_attn_implementation(cuda) == "sdpa"
+
+
+def test_a_card_this_torch_has_no_kernels_for_is_refused_before_loading(fake_gpus):
+    """torch's CUDA 12.8+ wheels leave out Pascal and Volta (GTX 10xx, V100) yet report them available: the
+    run would load the model and fail at its first operation ("no kernel image"). One line says so first."""
+    import torch
+
+    fake_gpus.archs = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
+    assert modeling.pick_device("cuda:1") == torch.device("cuda", 1)
+    for capability, runs in [((7, 5), True), ((8, 9), True), ((12, 1), True), ((6, 1), False), ((7, 0), False)]:
+        fake_gpus.capability = capability
+        for prefer in (None, "cuda", "cuda:1"):
+            if runs:
+                assert modeling.pick_device(prefer).type == "cuda"
+            else:
+                with pytest.raises(UserError, match=rf"^this torch .* has no kernels for the Fake GPU \(compute "
+                                   rf"capability {capability[0]}\.{capability[1]}; .*sm_75, .*--device cpu$"):
+                    modeling.pick_device(prefer)
+    fake_gpus.archs = ["sm_60", "compute_60"]  # an older build: PTX compiles for newer cards
+    fake_gpus.capability = (8, 6)
+    assert modeling.pick_device().type == "cuda"
+    fake_gpus.archs = ["sm_61"]
+    fake_gpus.capability = (6, 0)  # sm_61 code does not run on 6.0
+    with pytest.raises(UserError, match="no kernels"):
+        modeling.pick_device()
+    fake_gpus.archs = []  # a build that does not say: no check
+    assert modeling.pick_device().type == "cuda"
 
 
 def test_fused_kernels_need_a_gpu_triton_builds_for(fake_gpus, tmp_path, monkeypatch):

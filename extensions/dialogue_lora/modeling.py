@@ -54,13 +54,15 @@ def pick_device(prefer: str | None = None):
         if device.type == "cuda" and device.index is None:
             # under torchrun each process has its own GPU: a bare "cuda" would put every one on GPU 0
             device = _own_gpu()
-        return device
-    if torch.cuda.is_available():
-        return _own_gpu()
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    elif torch.cuda.is_available():
+        device = _own_gpu()
+    else:
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    missing = _kernels_missing(device) if device.type == "cuda" else None
+    if missing:
+        raise UserError(f"{missing}; or run on the CPU with --device cpu")
+    return device
 
 
 def free_memory() -> None:
@@ -88,6 +90,29 @@ def _capability(device) -> tuple[int, int]:
     import torch
 
     return torch.cuda.get_device_capability(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _kernels_missing(device) -> str | None:
+    """Why this torch build has no kernels for the CUDA card, or None. Wheels for CUDA 12.8 and newer leave
+    out Maxwell, Pascal and Volta (GTX 9xx and 10xx, Titan V, V100), which torch still reports as
+    available: the first operation then fails with "no kernel image is available"."""
+    import torch
+
+    archs = [] if torch.version.hip else torch.cuda.get_arch_list()
+    built = []
+    for arch in archs:  # "sm_61" runs on 6.1 and later 6.x; PTX "compute_90" is compiled for 9.0 and later
+        kind, _, number = arch.partition("_")
+        if kind in ("sm", "compute") and number.isdigit() and len(number) >= 2:
+            built.append((kind, int(number[:-1]), int(number[-1])))
+    if not built:
+        return None  # ROCm, or a build that does not say
+    major, minor = _capability(device)
+    if any(m == major and n <= minor if kind == "sm" else (m, n) <= (major, minor) for kind, m, n in built):
+        return None
+    name = torch.cuda.get_device_name(device.index)
+    return (f"this torch {torch.__version__} has no kernels for the {name} (compute capability {major}.{minor}; it "
+            f"was built for {', '.join(archs)}): install a torch build for sm_{major}{minor} (PyTorch's CUDA 12.6 "
+            "builds have Pascal and Volta)")
 
 
 def device_missing(device) -> str | None:
