@@ -170,6 +170,22 @@ def test_report_without_training_log_has_no_curve(result, tmp_path):
     assert written["loss_curve"] is None and "loss_curve" not in (lora / "eval.md").read_text()
 
 
+def test_report_without_matplotlib_has_no_curve(result, tmp_path, monkeypatch):
+    """The webui's Gradio fork no longer brings matplotlib: the report is written without its curve (the
+    whole evaluation failed at its end)."""
+    import shutil
+
+    lora = tmp_path / "copy"
+    shutil.copytree(result["_lora_path"], lora)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    res = {k: v for k, v in result.items() if not k.startswith("_")}
+    written = write_report(res, lora)
+    assert written["loss_curve"] is None and (lora / "eval.json").is_file()
+    assert "loss_curve" not in (lora / "eval.md").read_text()
+
+
 def test_a_report_never_replaces_the_users_files_and_takes_its_old_curve_with_it(result, tmp_path):
     """The user's own eval.md (or an eval.json that no evaluation wrote) was replaced, said as a report of
     'None held-out samples'; an earlier report's loss curve stayed beside a new report without one."""

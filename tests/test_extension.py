@@ -327,6 +327,60 @@ def test_webui_host_applies_adapters_with_transformers_only(fake_webui):
     assert lora.calls == [["bob"], [], ["bob"]]
 
 
+def test_webui_host_takes_a_prompt_tuning_adapter_off_and_says_the_webuis_errors(fake_webui):
+    """The webui takes adapters off with PEFT's unload(), which a prompt-tuning model lacks: applying any
+    adapter after one failed with AttributeError, shown as the tab's bare "Error"."""
+    shared, lora = fake_webui
+    base = object()
+
+    class PromptTuned:  # what PEFT wraps the model in for prompt tuning: no unload()
+        def get_base_model(self):
+            return base
+
+    shared.model, shared.model_name, shared.args.loader = PromptTuned(), "tiny", "Transformers"
+    shared.lora_names = ["soft"]
+    real = lora.add_lora_to_model
+
+    def strict(names):  # as the webui's add_lora_transformers: anything to take off goes through unload()
+        if set(shared.lora_names) - set(names):
+            shared.model.unload()
+        real(names)
+
+    lora.add_lora_to_model = strict
+    assert host_apply(fake_webui, "bob") == "Applied bob to tiny."
+    assert shared.model is base and lora.calls == [["bob"]]
+
+    def broken(names):
+        raise RuntimeError("Error(s) in loading state_dict for LoraModel: size mismatch for lora_A")
+
+    lora.add_lora_to_model = broken
+    with pytest.raises(UserError, match=r"^the webui could not apply bob: RuntimeError: Error\(s\) in loading"):
+        host_apply(fake_webui, "bob")
+
+
+def host_apply(fake_webui, adapter):
+    return webui.WebuiHost({}).use_adapter(None, adapter)
+
+
+def test_webui_host_loads_a_model_unloaded_for_idleness_again(fake_webui, monkeypatch):
+    """--idle-timeout unloads the model and keeps its name; the webui loads it again before its next
+    generation, and the tab's Apply and quick test do so too (they said "load a base model")."""
+    shared, lora = fake_webui
+    shared.args.loader = "Transformers"
+    models = sys.modules["modules.models"]
+    woken = []
+
+    def load_model_if_idle_unloaded():
+        if shared.model is None and shared.model_name != "None":
+            shared.model = object()
+            woken.append(shared.model_name)
+
+    monkeypatch.setattr(models, "load_model_if_idle_unloaded", load_model_if_idle_unloaded, raising=False)
+    shared.model, shared.model_name = None, "tiny"
+    assert host_apply(fake_webui, "bob") == "Applied bob to tiny."
+    assert woken == ["tiny"] and lora.calls == [["bob"]]
+
+
 def test_the_quick_test_takes_the_webuis_generation_lock(fake_webui, monkeypatch):
     """A chat reply being generated, or the webui's idle timer unloading the model, holds
     shared.generation_lock: the quick test waits for it (and finds the model gone if it was unloaded)."""

@@ -819,8 +819,10 @@ def loss_curve_png(log: dict) -> bytes | None:
         return None
     import io
 
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # a nicety: the report goes without it (the webui's Gradio fork no longer brings it)
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -170,6 +170,7 @@ class WebuiHost(Host):
         return None
 
     def use_adapter(self, model: str | None, adapter: str) -> str:
+        _wake()
         problem = self.loader_problem()
         if problem:  # an error, not a message: the tab must not switch character chat on
             raise UserError(problem)
@@ -182,11 +183,19 @@ class WebuiHost(Host):
         warning = ""
         if base and Path(base).name != Path(str(shared.model_name)).name:
             warning = f" Note: it was trained on {Path(base).name}, the loaded model is {shared.model_name}."
-        if adapter in (getattr(shared, "lora_names", None) or []):
-            # the webui skips a name it has applied already: take it off first, so that an adapter trained
-            # again since its last Apply is read from disk anew
-            add_lora_to_model([])
-        add_lora_to_model([adapter])
+        try:
+            model = shared.model
+            if getattr(shared, "lora_names", None) and hasattr(model, "get_base_model") and not hasattr(model, "unload"):
+                # a prompt-tuning adapter is on: the webui takes adapters off with PEFT's unload(), which
+                # prompt tuning lacks (AttributeError); it never changed the base model, which is underneath
+                shared.model, shared.lora_names = model.get_base_model(), []
+            if adapter in (getattr(shared, "lora_names", None) or []):
+                # the webui skips a name it has applied already: take it off first, so that an adapter trained
+                # again since its last Apply is read from disk anew
+                add_lora_to_model([])
+            add_lora_to_model([adapter])
+        except Exception as e:  # the webui's own code: its error in a line, not the tab's bare "Error"
+            raise UserError(f"the webui could not apply {adapter}: {type(e).__name__}: {e}") from e
         return f"Applied {adapter} to {shared.model_name}.{warning}"
 
     def in_use(self) -> tuple[str, list[str]]:
@@ -194,6 +203,7 @@ class WebuiHost(Host):
         return (str(shared.model_name), applied_loras() or []) if shared is not None else ("", [])
 
     def reply(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0) -> str:
+        _wake()
         shared = _shared()
         # the webui's own lock around a generation: a chat reply running now, and its idle timer's unload
         # (--idle_timeout), wait for the quick test, and it for them
@@ -210,6 +220,14 @@ class WebuiHost(Host):
             if models is not None and hasattr(models, "last_generation_time"):  # the idle timer counts it
                 models.last_generation_time = time.time()
         return reply
+
+
+def _wake() -> None:
+    """Load the model again if the webui unloaded it for being idle (--idle-timeout keeps its name), as the
+    webui does before each generation of its own: the tab's Apply and quick test said "load a model"."""
+    wake = getattr(sys.modules.get("modules.models"), "load_model_if_idle_unloaded", None)
+    if callable(wake):
+        wake()
 
 
 def applied_loras() -> list[str] | None:
