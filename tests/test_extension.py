@@ -426,3 +426,16 @@ def test_the_readmes_settings_table_lists_every_param():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `dialogue_lora-(\w+)` \|", readme, re.M))
     assert documented == set(script.params) - {"is_tab"}
+
+
+def test_the_extensions_requirements_are_the_projects_without_the_webuis_own():
+    """extensions/dialogue_lora/requirements.txt (what the webui's update script installs, with --upgrade)
+    holds the project's requirements that the webui lacks, at the same bounds, and none of the webui's own."""
+    def reqs(path):
+        lines = (line.split("#")[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+        return {line.split(">=")[0].lower(): line for line in lines if line}
+
+    ours, project = reqs(EXT / "requirements.txt"), reqs(ROOT / "requirements.txt")
+    assert ours and all(project.get(name) == line for name, line in ours.items())
+    assert not ours.keys() & {"torch", "transformers", "peft", "accelerate", "gradio", "safetensors", "tokenizers"}
+    assert {"ftfy", "sacrebleu", "matplotlib"} <= ours.keys()
