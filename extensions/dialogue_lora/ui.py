@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 from . import jobs
 from .errors import UserError
-from .fileio import holds_samples
+from .fileio import holds_samples, save_stamp
 from .generation import DEFAULT_TEMPERATURE
 from .host import bits_words
 from .merging import DTYPES
@@ -892,7 +892,7 @@ class TabLogic:
         self.host.params["instruction"] = (recorded[1].get("instruction") or None) if recorded else None
         self._use_turns(recorded[1].get("context_turns") if recorded else None)
         self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
-        self._loaded_saves = {adapter: _save_stamp(self.host.dirs().loras / adapter)}
+        self._loaded_saves = {adapter: save_stamp(self.host.dirs().loras / adapter)}
         from .generation import recorded_base
 
         base = Path(str(recorded_base(recorded[0]) or "")).name if recorded else ""
@@ -906,7 +906,7 @@ class TabLogic:
         """A note when an adapter in use was saved again since Use loaded it (a run of that name finished, or
         was merged over): the model in memory still has the old weights until it is loaded again."""
         loras = self.host.dirs().loras
-        again = [a for a in applied if a in self._loaded_saves and _save_stamp(loras / a) != self._loaded_saves[a]]
+        again = [a for a in applied if a in self._loaded_saves and save_stamp(loras / a) != self._loaded_saves[a]]
         if not again:
             return ""
         button = "Load adapter" if self.host.own_model else "Apply adapter"
@@ -954,20 +954,6 @@ class TabLogic:
 
 # What a button can meet that is the user's to fix: shown in the tab as one line, never a traceback.
 EXPECTED = (UserError, ImportError)
-
-
-def _save_stamp(folder: Path) -> tuple:
-    """What tells one save of an adapter from the next: its weights' and settings' files as they are on disk
-    (a final save swaps in a new folder, so the inode changes even within a file system's time resolution)."""
-    stamp = []
-    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
-        try:
-            st = (folder / name).stat()
-        except OSError:
-            stamp.append(None)
-        else:
-            stamp.append((st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(stamp)
 
 
 def _csv_columns(speaker: str | None, text: str | None) -> dict:
