@@ -1307,3 +1307,110 @@ def test_a_finished_jobs_folder_goes_when_the_app_ends_a_running_ones_stays(webu
     assert not dropped.exists() and not ended.exists()
     assert (running / "config.json").is_file()
     shutil.rmtree(running, ignore_errors=True)
+
+
+class _RunGoing:
+    """A job that runs for `polls` polls, then ends (what ui's streams read of it)."""
+    state, n_read, config = "running", 0, {}
+
+    def __init__(self, polls: int):
+        self.left = polls
+
+    @property
+    def running(self):
+        return self.left > 0
+
+    def poll(self):
+        self.left -= 1
+
+    def loss_series(self):
+        return [], []
+
+    def log_tail(self):
+        return ""
+
+
+@pytest.fixture
+def app_fns(monkeypatch, webui_root):
+    """The tab's event functions by name, with a run going that ends after a few polls."""
+    from extensions.dialogue_lora.standalone import build_app
+
+    monkeypatch.setattr(ui, "POLL_SECONDS", 0)
+    monkeypatch.setattr(ui, "progress_markdown", lambda job: "" if job is None else ("running" if job.running else "ended"))
+    app = build_app(StandaloneHost({}, resolve_dirs(webui_root)))
+    going = _RunGoing(3)
+    monkeypatch.setattr(jobs, "current", lambda kind: going)
+    return {f.fn.__name__: f.fn for f in app.fns.values()}, going
+
+
+def test_a_start_refused_for_a_run_going_follows_that_run_and_says_when_it_ends(app_fns, monkeypatch):
+    """A page's Start refused because another page's run was going showed the last run's end under the
+    refusal, and the refusal went when the run ended without a word that this Start never happened."""
+    fns, going = app_fns
+
+    def busy(self, *a, **k):
+        raise UserError("a training run is already running: stop it or wait for it to finish")
+
+    monkeypatch.setattr(TabLogic, "start_training", busy)
+    shown = list(fns["on_start"]("tiny-llama", "bob.json", "bob", False, False))
+    messages = [s[0] for s in shown]
+    assert messages[0] == "Checking the settings…" and "already running" in messages[1]
+    ended = messages.index(ui.RUN_ENDED)
+    assert ended > 2 and all(m == {"__type__": "update"} for m in messages[2:ended])  # the refusal stays meanwhile
+    assert messages[-1] == ui.RUN_ENDED and shown[-1][1] == "ended" and not going.running
+
+
+def test_stop_follows_the_run_to_its_end(app_fns, monkeypatch):
+    """Stop on a page that was not following the run (another page's) stayed on "Stopping…" for good."""
+    fns, going = app_fns
+    monkeypatch.setattr(TabLogic, "stop_training", lambda self: "Stopping: saving a checkpoint…")
+    shown = list(fns["on_stop"]())
+    assert shown[0][0] == "Stopping: saving a checkpoint…"
+    assert shown[-1][0] == "" and shown[-1][1] == "ended"  # the run's own end in its place
+
+
+def test_an_evaluation_refused_or_stopped_follows_the_one_going(app_fns, monkeypatch):
+    fns, going = app_fns
+
+    def busy(self, *a, **k):
+        raise UserError("an evaluation is already running: stop it or wait for it to finish")
+
+    monkeypatch.setattr(TabLogic, "start_evaluation", busy)
+    monkeypatch.setattr(TabLogic, "evaluation_tables", lambda self, job: ([["m"]], [["s"]], "evaluating" if job.running else "evaluated"))
+    shown = list(fns["on_evaluate"]("tiny-llama", "bob", None, 0, False, False))
+    assert "already running" in shown[0][2] and shown[0][2].endswith("evaluating")  # its tables, not a wipe
+    assert shown[-1][2] == f"evaluated\n\n{ui.RUN_ENDED_EVAL}" and shown[-1][0] == [["m"]]
+    going.left = 3
+    monkeypatch.setattr(TabLogic, "stop_evaluation", lambda self: "Stopping the evaluation…")
+    shown = list(fns["on_stop_evaluation"]())
+    assert shown[0][2] == "Stopping the evaluation…" and shown[-1][2] == "evaluated"
+
+
+def test_a_conversation_is_let_go_when_another_page_loads_another_adapter(webui_root):
+    """Page B chatting with bob; page A loads the model alone: B's next message was answered by the model
+    alone, with bob's conversation as its context and the heading still saying bob. Opening the tab let it
+    go; sending now does too, and says so."""
+    from extensions.dialogue_lora.standalone import build_app
+
+    class Switching(StandaloneHost):
+        using = ("tiny-llama", ["bob"])
+
+        def in_use(self):
+            return self.using
+
+        def reply(self, prompt, **kw):
+            self.prompts.append(prompt)
+            return "Hello."
+
+    host = Switching({})
+    host.prompts = []
+    on_send = next(f.fn for f in build_app(host).fns.values() if f.fn.__name__ == "on_send")
+    chat, turns, box, status, said_with, heading = on_send("Hi", [], "Bob", "Alice", 5, 0, None)
+    assert status == "" and said_with == ["tiny-llama", ["bob"]] and heading == {"__type__": "update"}
+    chat, turns, box, status, said_with, heading = on_send("Again", turns, "Bob", "Alice", 5, 0, said_with)
+    assert len(turns) == 4 and status == ""
+    host.using = ("tiny-llama", [])  # loaded on another page: the model alone
+    chat, turns, box, status, said_with, heading = on_send("Are you there?", turns, "Bob", "Alice", 5, 0, said_with)
+    assert status == "*A new conversation: the one before was with another model or adapter.*"
+    assert turns == [("Alice", "Are you there?"), ("Bob", "Hello.")] and said_with == ["tiny-llama", []]
+    assert "(no adapter)" in heading and host.prompts[-1] == "Alice: Are you there?\nBob:"

@@ -48,30 +48,46 @@ def build_app(host: StandaloneHost):
 
         logic = shared["logic"]
 
-        def on_send(text, history, name, user, rounds, temperature):
+        def let_go(history, said_with) -> str:
+            """Why a conversation held with another model or adapter than the one in use now is let go (its
+            replies are not this adapter's, and would be its prompt's context); "" when it is not."""
+            if not history or said_with is None or said_with == _in_use(host):
+                return ""
+            why = "another model or adapter" if host.in_use()[0] else "a model that is unloaded now"
+            return f"*A new conversation: the one before was with {why}.*"
+
+        def heading(name, user) -> str:
+            return chat_heading(host, logic.chat_name(name), user) + logic.saved_again(host.in_use()[1])
+
+        def on_send(text, history, name, user, rounds, temperature, said_before):
             history = list(history or [])
             said_with = _in_use(host)  # before the reply: a Load that ends meanwhile is not this one
+            # a Load on another page (or in 4. Use without reopening this tab) since the last reply
+            new = let_go(history, said_before)
+            if new:
+                history = []
             try:
                 reply = logic.chat(history, text, name, user, rounds, temperature)
             except EXPECTED as e:
-                return gr.update(), history, text, _error_text(e), gr.update()
+                if new:
+                    return chatbot_value([]), [], text, f"{new}  \n{_error_text(e)}", None, heading(name, user)
+                return gr.update(), history, text, _error_text(e), gr.update(), gr.update()
             history += [((user or "You").strip() or "You", text), (logic.chat_name(name), reply)]
-            return chatbot_value(history), history, "", "", said_with
+            return (chatbot_value(history), history, "", new, said_with,
+                    heading(name, user) if new else gr.update())
 
         def on_open(name, user, history, said_with):
-            """The heading; a conversation held with another model or adapter than the one in use now is
-            let go (its replies are not this adapter's, and would be its prompt's context)."""
-            heading = chat_heading(host, logic.chat_name(name), user) + logic.saved_again(host.in_use()[1])
-            if history and said_with is not None and said_with != _in_use(host):
-                why = "another model or adapter" if host.in_use()[0] else "a model that is unloaded now"
-                return (f"{heading}  \n*A new conversation: the one before was with {why}.*",
-                        chatbot_value([]), [], None)
-            return heading, gr.update(), gr.update(), gr.update()
+            """The heading; a conversation held with another model or adapter is let go (`let_go`)."""
+            new = let_go(history, said_with)
+            if new:
+                return f"{heading(name, user)}  \n{new}", chatbot_value([]), [], None
+            return heading(name, user), gr.update(), gr.update(), gr.update()
 
         chat_tab.select(on_open, [shared["char_name"], shared["user_name"], turns, made_with],
                         [talking, chatbot, turns, made_with])
-        inputs = [message, turns, shared["char_name"], shared["user_name"], shared["rounds"], shared["temperature"]]
-        outputs = [chatbot, turns, message, chat_status, made_with]
+        inputs = [message, turns, shared["char_name"], shared["user_name"], shared["rounds"], shared["temperature"],
+                  made_with]
+        outputs = [chatbot, turns, message, chat_status, made_with, talking]
         send.click(on_send, inputs, outputs)
         message.submit(on_send, inputs, outputs)
         clear.click(lambda: (chatbot_value([]), [], ""), None, [chatbot, turns, chat_status])

@@ -954,6 +954,9 @@ class TabLogic:
 
 # What a button can meet that is the user's to fix: shown in the tab as one line, never a traceback.
 EXPECTED = (UserError, ImportError)
+# Said where a Start refused because a run was going had waited for that run's end
+RUN_ENDED = "The run that was going has ended; yours did not start: click *Start training* again."
+RUN_ENDED_EVAL = "That evaluation has ended; yours did not start: click *Evaluate* again."
 
 
 def _csv_columns(speaker: str | None, text: str | None) -> dict:
@@ -1273,6 +1276,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
 
     def on_start(model_v, dataset_v, adapter_v, resume_v, overwrite_v, *values):
         form = (model_v, dataset_v, adapter_v, resume_v, overwrite_v, *values)
+        refused_by = None
         with logic.starting(form) as first:
             if first is None:
                 # at once: the first Start after the app starts imports the training libraries (seconds)
@@ -1282,7 +1286,14 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
                                                resume_v, overwrite_v)
                 except EXPECTED as e:  # the run on show (another page's, or the last) stays
                     yield _error_text(e), gr.update(), gr.update(), gr.update()
-                    return
+                    refused_by = jobs.current("train")
+                    if refused_by is None or not refused_by.running:
+                        return
+        if refused_by is not None:
+            # a run going (another page's): followed, the refusal above it; when it ends, that this Start
+            # did not happen (the page showed the last run's end, and the refusal went with the run)
+            yield from with_message(refused_by, clear_first=False, ended=RUN_ENDED)
+            return
         if first is not None:
             # a double click (or the same Start on another page at that moment): not "already running", which
             # read as a failure, but the run the first click starts, once it has
@@ -1292,12 +1303,13 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
                 return
         yield from with_message(job, clear_first=first is None)
 
-    def with_message(job, clear_first: bool):
-        """The run's progress, with Start's message: cleared as the run starts (if asked) and when it ends;
-        between, a warning a second Start gave (on this page or another) stays on show."""
+    def with_message(job, clear_first: bool, ended: str = ""):
+        """The run's progress, with Start's message: cleared as the run starts (if asked) and when it ends
+        (`ended` in its place then); between, a warning a second Start gave (on this page or another) stays on
+        show."""
         first, was_running = clear_first, job.running
         for shown in follow(job):
-            yield ("" if first or (was_running and not job.running) else gr.update()), *shown
+            yield ("" if first else ended if was_running and not job.running else gr.update()), *shown
             first = False
 
     def on_watch():
@@ -1314,7 +1326,19 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     started = start_btn.click(on_start, [model, dataset, adapter_name, resume, train_overwrite] + setting_inputs,
                               [train_msg] + train_outputs, concurrency_limit=None, trigger_mode="multiple")
     watched = watch_btn.click(on_watch, None, [train_msg] + train_outputs, concurrency_limit=None)
-    stop_btn.click(lambda: logic.stop_training(), None, progress)  # the run's own status replaces it when it stops
+
+    def on_stop():
+        """Stop the run, and follow it to its end (a page that had not shown it, another page's run, stayed on
+        "Stopping" with the last run's status under it)."""
+        job = jobs.current("train")
+        message = logic.stop_training()
+        if job is None or not job.running:
+            yield gr.update(), message, gr.update(), gr.update()
+            return
+        yield message, gr.update(), gr.update(), gr.update()  # above the progress until the run has stopped
+        yield from with_message(job, clear_first=False)
+
+    stop_btn.click(on_stop, None, [train_msg] + train_outputs, concurrency_limit=None)
 
     def after_run(adapter_v):
         """A run of the adapter named that finished has no checkpoint left: Resume ticked would refuse the
@@ -1448,7 +1472,13 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
         try:
             job = logic.start_evaluation(model_v, adapter_v, data_v, max_v, four_v, eight_v)
         except EXPECTED as e:
-            yield [], [], _error_text(e)
+            refusal, job = _error_text(e), jobs.current("evaluate")
+            if job is None or not job.running:
+                yield [], [], refusal
+                return
+            # an evaluation going (another page's): followed, the refusal above its status until it ends
+            for metrics, samples, status in follow_evaluation(job):
+                yield metrics, samples, (f"{refusal}\n\n{status}" if job.running else f"{status}\n\n{RUN_ENDED_EVAL}")
             return
         yield from follow_evaluation(job)
 
@@ -1487,7 +1517,16 @@ def _evaluate_section(gr, logic: TabLogic, eval_tab) -> SimpleNamespace:
     ev_adapter.input(on_pick_for_evaluation, ev_adapter, ev_outputs)
     ev_btn.click(on_evaluate, [ev_model, ev_adapter, ev_data, ev_max, ev_4bit, ev_8bit], ev_outputs,
                  concurrency_limit=None)
-    ev_stop.click(lambda: logic.stop_evaluation(), None, ev_status)  # the run's own status follows when it ends
+
+    def on_stop_evaluation():
+        job = jobs.current("evaluate")
+        message = logic.stop_evaluation()
+        yield gr.update(), gr.update(), message
+        if job is not None and job.running:  # followed to its end, on a page that had not shown it too
+            for metrics, samples, status in follow_evaluation(job):
+                yield metrics, samples, (message if job.running else status)
+
+    ev_stop.click(on_stop_evaluation, None, ev_outputs, concurrency_limit=None)
 
     def eval_lists():
         return dd_update(logic.models()), dd_update(logic.adapters()), dd_update(logic.heldout_choices())
