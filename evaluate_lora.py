@@ -77,19 +77,23 @@ def main(argv: list[str] | None = None) -> int:
         bar["bar"].n = info["done"]
         bar["bar"].refresh()
 
+    from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
+
+    # found before: a checkpoint of a run still training may be rotated away while it is evaluated
+    lora_path = resolve_adapter(cfg.lora_name, resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir).loras)
     try:
         result = evaluate(cfg, on_progress)
     finally:
         if bar["bar"] is not None:
             bar["bar"].close()
-    from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
-
-    lora_path = resolve_adapter(cfg.lora_name, resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir).loras)
-    written = write_report(result, lora_path)
+    # the figures first: a report that cannot be written (the folder gone, the weights saved again, a full
+    # disk) does not take them with it
     print(f"{result['adapter']} on {result['model']}: {samples_line(result)}{base_loading(result)}")
     print(format_table(result))
     for note in result["notes"]:
         print(f"note: {note}")
+    sys.stdout.flush()
+    written = write_report(result, lora_path)
     files = [str(f) for f in (written["json"], written["markdown"], written.get("loss_curve")) if f]
     print(f"wrote {', '.join(files[:-1])} and {files[-1]}")
     if written.get("replaced"):

@@ -187,6 +187,9 @@ def test_no_report_beside_weights_it_did_not_measure(result, tmp_path, tiny_mode
     with pytest.raises(UserError, match=r"bob: the adapter was saved again while it was evaluated .*evaluate again$"):
         write_report(res, lora)
     assert not any((lora / f).exists() for f in ("eval.json", "eval.md", "loss_curve.png"))
+    gone = tmp_path / "loras" / "checkpoint-8"  # rotated away by its run while it was evaluated
+    with pytest.raises(UserError, match=r"checkpoint-8: gone while it was evaluated \(a training run removes"):
+        write_report(res, gone)
     hold = ("import sys, time; from pathlib import Path; from extensions.dialogue_lora.fileio import held_lock\n"
             "with held_lock(Path(sys.argv[1]), str):\n print('held', flush=True); time.sleep(60)")
     trainer = subprocess.Popen([sys.executable, "-c", hold, str(lora.parent / ".bob.lock.txt")],

@@ -959,9 +959,12 @@ def write_report(result: dict, lora_path: str | os.PathLike) -> dict:
     there was (its samples and date), or None}.
     """
     lora_path = Path(lora_path)
-    if not lora_path.is_dir():
-        raise UserError(f"adapter folder {lora_path} does not exist")
     result = dict(result)
+    if not lora_path.is_dir():
+        if "_adapter_stamp" in result:  # it was there when the evaluation began
+            raise UserError(f"{lora_path}: gone while it was evaluated (a training run removes its older "
+                            "checkpoints): no report is written")
+        raise UserError(f"adapter folder {lora_path} does not exist")
     stamp = result.pop("_adapter_stamp", None)
     if stamp is not None and save_stamp(lora_path) != tuple(stamp):
         raise UserError(f"{lora_path}: the adapter was saved again while it was evaluated (a training run of "
