@@ -183,6 +183,38 @@ def test_a_failed_write_leaves_no_folder(layout, monkeypatch):
     assert sorted(p.name for p in (layout / "user_data" / "models").iterdir()) == ["tiny-llama"]
 
 
+def test_no_merge_of_weights_saved_again_while_it_ran(layout, monkeypatch):
+    """An --overwrite run of the adapter: a merge is refused while it trains; and weights saved again while
+    a merge ran left a merge of the old weights recorded as of the new ones (chat then refused the new
+    adapter on it as "already merged"). Nothing is written then."""
+    from transformers import PreTrainedModel
+
+    adapter = layout / "user_data" / "loras" / "bob"
+    real = PreTrainedModel.save_pretrained
+
+    def saved_again_meanwhile(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        weights = adapter / "adapter_model.safetensors"
+        weights.write_bytes(weights.read_bytes() + b" ")  # the run's final save: other weights
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", saved_again_meanwhile)
+    with one_thread(), pytest.raises(UserError, match=r"bob: saved again while it was merged .*nothing was written"):
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+    models = layout / "user_data" / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["tiny-llama"]
+    hold = ("import sys, time; from pathlib import Path; from extensions.dialogue_lora.fileio import held_lock\n"
+            "with held_lock(Path(sys.argv[1]), str):\n print('held', flush=True); time.sleep(60)")
+    trainer = subprocess.Popen([sys.executable, "-c", hold, str(adapter.parent / ".bob.lock.txt")],
+                               stdout=subprocess.PIPE, cwd=ROOT, text=True)
+    try:
+        assert trainer.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"^adapter 'bob' is being trained again now \(process {trainer.pid}\)"):
+            merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
 def test_what_cannot_be_merged(layout):
     loras = layout / "user_data" / "loras"
     pt = loras / "bob-pt"

@@ -23,7 +23,8 @@ from pathlib import Path
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, nearest_existing,
                      sync_folder)
-from .paths import CHECKPOINT_PREFIX, case_twin, check_name, lock_file, resolve_adapter, resolve_dirs, resolve_model, shell_word
+from .paths import (CHECKPOINT_PREFIX, case_twin, check_name, lock_file, resolve_adapter, resolve_dirs, resolve_model, shell_word,
+                    training_pid)
 
 MERGE_FILE = "dialogue_lora_merge.json"
 DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -252,12 +253,17 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
     with held_lock(lock_file(root, p.out.name), busy):
         _tidy(p.out)
         _check_output(p.out, p.model_path, cfg.overwrite)  # again, now that no other merge can write it
+        pid = training_pid(p.adapter_path.parent, p.adapter_path.name)
+        if pid is not None:  # an --overwrite run: its save would replace the weights being merged
+            raise UserError(f"adapter {p.adapter_path.name!r} is being trained again now (process {pid or 'unknown'}): "
+                            "merge it when that run ends")
         from .generation import other_weights_note
 
         other = other_weights_note(p.adapter_path, p.model_path)
         if other:
             say(f"note: {other}")
         say(f"loading {p.model_path.name} ({p.dtype}) and {p.adapter_path.name} ...")
+        record = _record(p)  # before the load: it hashes the weights merged
         merged = _merged_model(p)
         tmp = root / f".{p.out.name}.tmp-{os.getpid()}"
         say(f"writing {p.out} ...")
@@ -267,7 +273,12 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
             for f in tmp.iterdir():  # safetensors writes 0600: the mode a plain write gives
                 if f.is_file():
                     f.chmod(default_file_mode())
-            record = _record(p)  # once: it hashes the adapter's weights
+            now = _adapter_sha256(p.adapter_path)
+            if now != record["adapter_sha256"]:  # a run saved it again meanwhile (or rotated a checkpoint away)
+                raise UserError(f"{p.adapter_path}: {'saved again' if now else 'gone'} while it was merged (a "
+                                "training run of it): nothing was written, since the record would not be of the "
+                                "weights merged; merge again")
+            record["merged_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
             atomic_write_text(tmp / "README.md", model_card(record, p.out))
             record["files"] = sorted([f.name for f in tmp.iterdir()] + [MERGE_FILE])
             record["sha256"] = _small_file_hashes(tmp)
