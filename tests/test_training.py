@@ -1485,3 +1485,18 @@ def test_a_progress_file_that_cannot_be_written_does_not_end_the_run(tmp_path, c
     writer({"event": "step"})
     writer({"event": "step"})
     assert writer.failed and capsys.readouterr().err.count("the run goes on") == 1
+
+
+def test_the_dataset_hash_is_of_the_file_as_it_was_read(env, tmp_path):
+    """A file prepared again while the model loaded was recorded (dataset_sha256) as the one trained on;
+    evaluation reads that hash to tell the training file."""
+    from extensions.dialogue_lora.fileio import file_sha256
+    from extensions.dialogue_lora.training import _settings
+
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(bob_records(20, 0)), encoding="utf-8")
+    read = file_sha256(data)
+    cfg = make_cfg(env, dataset_name=str(data), lora_name="hashed")
+    plan = check(cfg)
+    data.write_text(json.dumps(bob_records(30, 1)), encoding="utf-8")  # prepared again, for someone else
+    assert _settings(cfg, plan)["dataset_sha256"] == read != file_sha256(data)

@@ -266,6 +266,9 @@ class Plan:
     loaded_sha256: dict = field(default_factory=dict)
     # --overwrite: the replaced run's checkpoints, deleted only once this run has saved one of its own
     stale: list[Path] = field(default_factory=list)
+    # the file's SHA-256 as it was read: hashed when the settings are written (minutes later, after the
+    # model loads), a file prepared again meanwhile was recorded as the one trained on
+    dataset_sha256: str | None = None
 
 
 @dataclass
@@ -459,6 +462,7 @@ def check(cfg: TrainConfig) -> Plan:
     characters: list[str] = []
     notes: list[str] = []
     loaded_sha256: dict = {}
+    dataset_sha256 = None
     try:
         model_path = paths.resolve_model(cfg.model_name, dirs.models)
     except UserError as e:
@@ -466,6 +470,7 @@ def check(cfg: TrainConfig) -> Plan:
     try:
         dataset_path = resolve_dataset(cfg.dataset_name, dirs.datasets)
         records = load_records(dataset_path)
+        dataset_sha256 = file_sha256(dataset_path)
         segments = prompt_mod.validate_records(records, str(dataset_path), cfg.name)
         loaded_sha256 = {"samples_sha256": samples_sha256(records),
                          "samples_text_sha256": samples_sha256(records, leave_out=("source",))}
@@ -545,7 +550,7 @@ def check(cfg: TrainConfig) -> Plan:
     if problems:
         raise UserError(join_problems(problems))
     plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, targets, characters, notes,
-                loaded_sha256)
+                loaded_sha256, dataset_sha256=dataset_sha256)
     if resume_from is not None:  # the settings it needs, before minutes of loading (the model's: after)
         try:
             before = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8")).get("settings", {})
@@ -856,7 +861,7 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         base_model=cfg.model_name,
         base_model_path=str(plan.model_path),
         dataset=str(plan.dataset_path),
-        dataset_sha256=file_sha256(plan.dataset_path),  # the file as it was
+        dataset_sha256=plan.dataset_sha256 or file_sha256(plan.dataset_path),  # the file as it was read
         # the samples themselves, not the file's name or layout: --resume on other data is refused; and the
         # same without the lines' places in the raw file (`source`), which training never reads: the one
         # compared when both runs have it (a raw file renamed and prepared again gives the same samples)
