@@ -966,6 +966,19 @@ def test_a_failed_save_is_one_line_and_leaves_no_partial_folder(env, monkeypatch
     assert not list((env / "loras").rglob("*.tmp"))
 
 
+def test_a_write_torch_found_cut_short_is_said_as_such(tmp_path):
+    """torch's writer says "unexpected pos" where a quota or a file-size limit cut its write short."""
+    from extensions.dialogue_lora.training import _writing
+
+    tmp = tmp_path / "run" / ".checkpoint-4.tmp"
+    tmp.mkdir(parents=True)
+    with pytest.raises(UserError, match=r"checkpoint-4.tmp: cannot save the checkpoint \(a write was cut short: "
+                                        r".*unexpected pos 303168 vs 303060\); none kept$"):
+        with _writing(tmp, "the checkpoint", "none kept"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 303168 vs 303060")
+    assert not tmp.exists()
+
+
 def test_the_adapter_folder_is_checked_before_training(env):
     (env / "afile").write_text("x")
     with pytest.raises(UserError, match="is a file, not a folder"):

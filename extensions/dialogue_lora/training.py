@@ -1737,6 +1737,8 @@ def _writing(tmp: Path, what: str, kept: str):
         free = free_bytes(tmp.parent)
         if free is not None and free < 64 << 20 and "space" not in reason.lower():  # torch's writer does not say
             reason = f"the disk is full: {free >> 20} MB free; {reason}"
+        elif "unexpected pos" in reason:  # torch's writer, on a write the system cut short
+            reason = f"a write was cut short: a disk quota or a file-size limit (ulimit -f)?; {reason}"
         raise UserError(f"{tmp}: cannot save {what} ({reason}); {kept}") from None
 
 
