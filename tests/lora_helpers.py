@@ -113,6 +113,26 @@ def one_thread():
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def lock_held_elsewhere(lock: Path):
+    """A training run's lock (`.NAME.lock.txt`) held by another process, as a run in another shell holds it;
+    yields that process's id."""
+    import subprocess
+    import sys
+
+    hold = ("import sys, time; from pathlib import Path; from extensions.dialogue_lora.fileio import held_lock\n"
+            "with held_lock(Path(sys.argv[1]), str):\n print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(lock)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
 def subprocess_env() -> dict:
     """Environment for the CLIs run as subprocesses in tests: offline, one thread (see one_thread)."""
     env = dict(os.environ)

@@ -17,7 +17,7 @@ from extensions.dialogue_lora.errors import Interrupted, UserError
 from extensions.dialogue_lora.evaluation import (EvalConfig, check_report_place, evaluate, format_table,
                                                  render_markdown, samples_line, write_report)
 
-from lora_helpers import alice_records, bob_records, one_thread, shared_adapter, subprocess_env
+from lora_helpers import alice_records, bob_records, lock_held_elsewhere, one_thread, shared_adapter, subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,18 +190,10 @@ def test_no_report_beside_weights_it_did_not_measure(result, tmp_path, tiny_mode
     gone = tmp_path / "loras" / "checkpoint-8"  # rotated away by its run while it was evaluated
     with pytest.raises(UserError, match=r"checkpoint-8: gone while it was evaluated \(a training run removes"):
         write_report(res, gone)
-    hold = ("import sys, time; from pathlib import Path; from extensions.dialogue_lora.fileio import held_lock\n"
-            "with held_lock(Path(sys.argv[1]), str):\n print('held', flush=True); time.sleep(60)")
-    trainer = subprocess.Popen([sys.executable, "-c", hold, str(lora.parent / ".bob.lock.txt")],
-                               stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1], text=True)
-    try:
-        assert trainer.stdout.readline().strip() == "held"
-        with pytest.raises(UserError, match=rf"^adapter 'bob' is being trained again now \(process {trainer.pid}\): "
+    with lock_held_elsewhere(lora.parent / ".bob.lock.txt") as pid:
+        with pytest.raises(UserError, match=rf"^adapter 'bob' is being trained again now \(process {pid}\): "
                                             "evaluate it when that run ends$"):
             evaluate(EvalConfig(str(tiny_model_dir), "bob", lora_dir=str(lora.parent), device="cpu"))
-    finally:
-        trainer.kill()
-        trainer.wait()
 
 
 def test_report_without_matplotlib_has_no_curve(result, tmp_path, monkeypatch):

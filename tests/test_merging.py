@@ -14,7 +14,7 @@ from extensions.dialogue_lora import merging
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.merging import MERGE_FILE, MergeConfig, merge, plan
 from extensions.dialogue_lora.paths import list_models
-from lora_helpers import one_thread, shared_adapter, subprocess_env
+from lora_helpers import lock_held_elsewhere, one_thread, shared_adapter, subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -202,17 +202,9 @@ def test_no_merge_of_weights_saved_again_while_it_ran(layout, monkeypatch):
         merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
     models = layout / "user_data" / "models"
     assert sorted(p.name for p in models.iterdir()) == ["tiny-llama"]
-    hold = ("import sys, time; from pathlib import Path; from extensions.dialogue_lora.fileio import held_lock\n"
-            "with held_lock(Path(sys.argv[1]), str):\n print('held', flush=True); time.sleep(60)")
-    trainer = subprocess.Popen([sys.executable, "-c", hold, str(adapter.parent / ".bob.lock.txt")],
-                               stdout=subprocess.PIPE, cwd=ROOT, text=True)
-    try:
-        assert trainer.stdout.readline().strip() == "held"
-        with pytest.raises(UserError, match=rf"^adapter 'bob' is being trained again now \(process {trainer.pid}\)"):
+    with lock_held_elsewhere(adapter.parent / ".bob.lock.txt") as pid:
+        with pytest.raises(UserError, match=rf"^adapter 'bob' is being trained again now \(process {pid}\)"):
             merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
-    finally:
-        trainer.kill()
-        trainer.wait()
 
 
 def test_what_cannot_be_merged(layout):

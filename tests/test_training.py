@@ -19,7 +19,7 @@ from extensions.dialogue_lora import prompt as prompt_mod
 from extensions.dialogue_lora.errors import UserError
 from extensions.dialogue_lora.paths import list_adapters, resolve_adapter
 from extensions.dialogue_lora.training import TrainConfig, check, train
-from lora_helpers import alice_records, bob_records
+from lora_helpers import alice_records, bob_records, lock_held_elsewhere
 
 # The tiny random model needs a larger step than a real one to learn within seconds.
 TINY_LR = 3e-3
@@ -1373,9 +1373,6 @@ def test_a_bare_dataset_name_is_found_with_its_extension(tmp_path, monkeypatch):
 
 
 def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path):
-    import subprocess
-    import sys
-
     loras = tmp_path / "loras"
     loras.mkdir()
     with pytest.raises(UserError, match="adapter 'lk' not found"):
@@ -1383,20 +1380,12 @@ def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path)
     (loras / ".lk.lock.txt").write_text(str(os.getppid()))  # a killed run's file, its pid another process's now
     with pytest.raises(UserError, match="adapter 'lk' not found"):
         resolve_adapter("lk", loras)
-    hold = ("import sys, time; from pathlib import Path; from extensions.dialogue_lora.fileio import held_lock\n"
-            "with held_lock(Path(sys.argv[1]), str):\n print('held', flush=True); time.sleep(60)")
-    trainer = subprocess.Popen([sys.executable, "-c", hold, str(loras / ".lk.lock.txt")], stdout=subprocess.PIPE,
-                               cwd=Path(__file__).resolve().parents[1], text=True)
-    try:
-        assert trainer.stdout.readline().strip() == "held"
-        with pytest.raises(UserError, match=rf"adapter 'lk' is being trained \(process {trainer.pid}\) and has no saved adapter yet"):
+    with lock_held_elsewhere(loras / ".lk.lock.txt") as pid:
+        with pytest.raises(UserError, match=rf"adapter 'lk' is being trained \(process {pid}\) and has no saved adapter yet"):
             resolve_adapter("lk", loras)
         (loras / "lk" / "checkpoint-3").mkdir(parents=True)  # its first checkpoints: still training, not unfinished
-        with pytest.raises(UserError, match=rf"adapter 'lk' is being trained \(process {trainer.pid}\)"):
+        with pytest.raises(UserError, match=rf"adapter 'lk' is being trained \(process {pid}\)"):
             resolve_adapter("lk", loras)
-    finally:
-        trainer.kill()
-        trainer.wait()
     # a lock its process left behind says nothing: the checkpoints are an unfinished run's
     with pytest.raises(UserError, match="lk holds the checkpoints of an unfinished run.*--resume"):
         resolve_adapter("lk", loras)
