@@ -84,11 +84,13 @@ def _cli(args, cwd, **kw):
                           capture_output=True, text=True, timeout=400, **kw)
 
 
-def _wait_for_a_step(progress: Path) -> None:
+def _wait_for_a_step(progress: Path, proc: subprocess.Popen) -> None:
     deadline = time.time() + 300
     while time.time() < deadline:
         if progress.exists() and '"event": "step"' in progress.read_text():
             return
+        if proc.poll() is not None:  # it failed before its first step: its error, not 300 s of waiting
+            raise AssertionError(f"the run ended (code {proc.returncode}) before a step: {proc.stderr.read()[-2000:]}")
         time.sleep(0.2)
     raise AssertionError(f"no step in {progress} after 300 s")
 
@@ -136,7 +138,7 @@ def test_stop_file_then_resume(work):
     proc = subprocess.Popen([sys.executable, str(ROOT / "lora_finetune.py"), *ARGS, "-e", "10", "-l", "s",
                              "--stop_file", "STOP", "--progress_file", "p.jsonl"], cwd=work, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_a_step(work / "p.jsonl")
+    _wait_for_a_step(work / "p.jsonl", proc)
     (work / "STOP").write_text("")
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-2000:]
@@ -161,7 +163,7 @@ def test_ctrl_c_saves_a_checkpoint(work):
     proc = subprocess.Popen([sys.executable, str(ROOT / "lora_finetune.py"), *ARGS, "-e", "50", "-l", "c",
                              "--progress_file", "c.jsonl"], cwd=work, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_a_step(work / "c.jsonl")
+    _wait_for_a_step(work / "c.jsonl", proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]

@@ -472,6 +472,46 @@ def test_gemma2_loads_with_its_own_attention_and_trains(tiny_model_dir, tmp_path
     assert result.step == 2 and (tmp_path / "loras" / "g2" / "adapter_model.safetensors").is_file()
 
 
+def test_load_base_asks_what_this_transformers_takes(tiny_model_dir, tmp_path, monkeypatch):
+    """Gemma 2 is asked for eager attention at once (transformers 4.57 took sdpa and dropped its score cap
+    without the ValueError the fallback waits for); the dtype goes as `torch_dtype` before transformers 4.56
+    (`dtype` failed every load there); bitsandbytes that cannot quantise on this device is one line."""
+    import torch
+    import transformers
+
+    folder = tmp_path / "tiny-gemma2"
+    _other_model(tiny_model_dir, folder, "gemma2", sliding_window=32)
+    asked = []
+
+    class Asked(Exception):
+        pass
+
+    def from_pretrained(path, **kwargs):
+        asked.append(kwargs)
+        raise Asked
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    for attn in (None, "sdpa"):
+        with pytest.raises(Asked):
+            modeling.load_base(folder, device="cpu", dtype=torch.float32, attn_implementation=attn)
+    assert [a["attn_implementation"] for a in asked] == ["eager", "eager"] and asked[0]["dtype"] == torch.float32
+    with pytest.raises(Asked):
+        modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32)  # Llama: left to transformers
+    assert "attn_implementation" not in asked[-1]
+    monkeypatch.setattr(transformers, "__version__", "4.55.4")
+    with pytest.raises(Asked):
+        modeling.load_base(tiny_model_dir, device="cpu", dtype=torch.float32)
+    assert asked[-1] == {"torch_dtype": torch.float32}
+
+    def no_cpu_bnb(path, **kwargs):
+        raise RuntimeError("CUDA is required but not available for bitsandbytes. Please consider installing ...")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_cpu_bnb)
+    with pytest.raises(UserError, match=r"^--load_in_4bit: the installed bitsandbytes and transformers cannot "
+                                        r"quantise on the cpu \(.*\); on the CPU it takes bitsandbytes 0.46"):
+        modeling.load_base(tiny_model_dir, device="cpu", load_in_4bit=True)
+
+
 @pytest.mark.parametrize("kind", ["gemma2", "gpt_neo", "bloom"])
 def test_packed_samples_stay_apart_on_models_with_eager_attention(tiny_model_dir, tmp_path, kind):
     """Packing must not change a held-out loss. Eager attention (Gemma 2, GPT-Neo) adds the block mask to

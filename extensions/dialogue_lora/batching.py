@@ -201,10 +201,23 @@ def collate(
     return collate_padded(samples, pad_id, multiple)
 
 
-def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual: int = 0, multiple: int = 1):
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (older transformers' models swallow it in **kwargs,
+    or refuse it)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def loss_sum(model, batch: dict, device, *, keep_logits: bool | None = None, n_virtual: int = 0, multiple: int = 1):
     """(sum of token losses over the batch's targets, number of targets), as a tensor and an int.
 
-    With `keep_logits` only the positions that have a target get logits: transformers' `logits_to_keep`
+    With `keep_logits` (by default where the model's forward takes it) only the positions that have a target
+    get logits: transformers' `logits_to_keep`
     (an index tensor) keeps the columns where any row has a target, and a pre-hook on the output head
     passes it just the target positions, so no vocabulary projection goes to context tokens or to other
     rows' columns (half or more of those columns). Whatever the model does to its head's output (soft
@@ -226,6 +239,8 @@ def loss_sum(model, batch: dict, device, *, keep_logits: bool = True, n_virtual:
     has_target = targets != IGNORE_INDEX
     n = int(has_target.sum())
     inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    if keep_logits is None:
+        keep_logits = accepts_logits_to_keep(inner)
     head = inner.get_output_embeddings() if keep_logits and not n_virtual else None
     if head is not None:
         cols = has_target.any(dim=0).nonzero().flatten()

@@ -445,6 +445,24 @@ def quiet_known_notices() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
+def _caps_scores(model_path) -> bool:
+    """Whether the model caps its attention scores (Gemma 2's attn_logit_softcapping)."""
+    try:
+        config = text_part(config_of(model_path))
+    except UserError:  # no readable config.json: from_pretrained says so
+        return False
+    return isinstance(config, dict) and bool(config.get("attn_logit_softcapping"))
+
+
+def _dtype_keyword() -> str:
+    """from_pretrained's name for the weights' dtype: `dtype` from transformers 4.56 on, `torch_dtype` before
+    (an older webui's transformers, which requirements.txt allows)."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
+
+
 def load_base(
     model_path: str | os.PathLike,
     *,
@@ -471,7 +489,10 @@ def load_base(
     tokenizer = load_tokenizer(model_path)
     if dtype is None:
         dtype = pick_dtype(device)
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
+    if attn_implementation in (None, "sdpa") and _caps_scores(model_path):
+        # sdpa cannot cap scores (Gemma 2): transformers 5 refuses it, 4.5x dropped the cap without a word
+        attn_implementation = "eager"
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if qconfig is not None:
@@ -497,6 +518,11 @@ def load_base(
                     raise
                 kwargs["attn_implementation"] = fallbacks[kwargs["attn_implementation"]]
     except (RuntimeError, MemoryError) as e:
+        if qconfig is not None and "bitsandbytes" in str(e) and not out_of_memory(e):
+            flag = "--load_in_4bit" if load_in_4bit else "--load_in_8bit"
+            raise UserError(f"{flag}: the installed bitsandbytes and transformers cannot quantise on the "
+                            f"{device.type} ({brief(e)}); on the CPU it takes bitsandbytes 0.46 and transformers "
+                            "4.57 or newer: pip install -U bitsandbytes transformers") from None
         if not out_of_memory(e):
             raise
         raise UserError(

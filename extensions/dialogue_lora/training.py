@@ -811,16 +811,6 @@ def _lr_lambda(total_steps: int, warmup_steps: int):
     return f
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _attach_adapter(model, cfg: TrainConfig, plan: Plan):
     from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, get_peft_model
 
@@ -1125,7 +1115,7 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
         attn = varlen.NAME
     model = _attach_adapter(model, cfg, plan)
     fused_lora.fuse_lora_forward(model)
-    keep_logits = _accepts_logits_to_keep(model)
+    keep_logits = batching.accepts_logits_to_keep(model)
     # A single row's last layer computed only where the loss reads it (last_layer.py); not under
     # gradient checkpointing, whose recomputation would run the layer's full forward.
     scored_last = flat and keep_logits and not gc and not n_virtual and last_layer.enable(model, device)
