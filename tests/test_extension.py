@@ -379,6 +379,13 @@ def test_webui_host_loads_a_model_unloaded_for_idleness_again(fake_webui, monkey
     shared.model, shared.model_name = None, "tiny"
     assert host_apply(fake_webui, "bob") == "Applied bob to tiny."
     assert woken == ["tiny"] and lora.calls == [["bob"]]
+    # unloaded again; the quick test wakes the model, which comes back without the adapter: said, not
+    # answered by the base as if it were bob
+    host = webui.WebuiHost({"adapter": "bob"})
+    shared.model, shared.lora_names = None, []
+    with pytest.raises(UserError, match=r"^the webui unloaded the model for being idle .*without bob: click Apply"):
+        host.reply("Alice: hi\nBob:")
+    assert woken == ["tiny", "tiny"]
 
 
 def test_the_quick_test_takes_the_webuis_generation_lock(fake_webui, monkeypatch):

@@ -183,6 +183,16 @@ def test_a_card_this_torch_has_no_kernels_for_is_refused_before_loading(fake_gpu
     fake_gpus.capability = (6, 0)  # sm_61 code does not run on 6.0
     with pytest.raises(UserError, match="no kernels"):
         modeling.pick_device()
+    # arch-specific builds: sm_90a runs on 9.0 alone, sm_100f on 10.x, sm_120f on 12.x
+    fake_gpus.archs = ["sm_80", "sm_90a", "sm_100f", "sm_120f"]
+    for capability, runs in [((9, 0), True), ((10, 3), True), ((12, 1), True), ((8, 9), True), ((9, 1), False),
+                             ((11, 0), False), ((7, 5), False)]:
+        fake_gpus.capability = capability
+        if runs:
+            assert modeling.pick_device().type == "cuda", capability
+        else:
+            with pytest.raises(UserError, match="no kernels"):
+                modeling.pick_device()
     fake_gpus.archs = []  # a build that does not say: no check
     assert modeling.pick_device().type == "cuda"
 

@@ -1369,8 +1369,12 @@ def test_stop_follows_the_run_to_its_end(app_fns, monkeypatch):
     assert shown[-1][0] == "" and shown[-1][1] == "ended"  # the run's own end in its place
 
 
-def test_an_evaluation_refused_or_stopped_follows_the_one_going(app_fns, monkeypatch):
+def test_an_evaluation_refused_or_stopped_follows_the_one_going(app_fns, monkeypatch, webui_root):
     fns, going = app_fns
+    monkeypatch.setitem(jobs._jobs, "evaluate", going)
+    logic = TabLogic(StandaloneHost({}, resolve_dirs(webui_root)))
+    with pytest.raises(UserError, match="already running"):  # before the form's own word, which would be
+        logic.start_evaluation(None, None, None, 0)           # followed by "click Evaluate again"
 
     def busy(self, *a, **k):
         raise UserError("an evaluation is already running: stop it or wait for it to finish")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,26 +94,30 @@ def _capability(device) -> tuple[int, int]:
 
 
 def _kernels_missing(device) -> str | None:
-    """Why this torch build has no kernels for the CUDA card, or None. Wheels for CUDA 12.8 and newer leave
-    out Maxwell, Pascal and Volta (GTX 9xx and 10xx, Titan V, V100), which torch still reports as
-    available: the first operation then fails with "no kernel image is available"."""
+    """Why this torch build has no kernels for the CUDA card, or None. Recent CUDA builds leave old cards out
+    (12.8 and newer Maxwell and Pascal, GTX 9xx and 10xx; 13.0 Volta too, V100), which torch still reports
+    as available: the first operation then fails with "no kernel image is available"."""
     import torch
 
     archs = [] if torch.version.hip else torch.cuda.get_arch_list()
-    built = []
-    for arch in archs:  # "sm_61" runs on 6.1 and later 6.x; PTX "compute_90" is compiled for 9.0 and later
-        kind, _, number = arch.partition("_")
-        if kind in ("sm", "compute") and number.isdigit() and len(number) >= 2:
-            built.append((kind, int(number[:-1]), int(number[-1])))
+    # "sm_61" runs on 6.1 and later 6.x; "sm_90a" on 9.0 alone; "sm_100f" on 10.x from 10.0; PTX
+    # "compute_90" is compiled for 9.0 and later
+    built = [m.groups() for m in (re.fullmatch(r"(sm|compute)_(\d+)(\d)([af]?)", a) for a in archs) if m]
     if not built:
         return None  # ROCm, or a build that does not say
     major, minor = _capability(device)
-    if any(m == major and n <= minor if kind == "sm" else (m, n) <= (major, minor) for kind, m, n in built):
+
+    def runs(kind: str, m: str, n: str, suffix: str) -> bool:
+        if kind == "compute":
+            return (int(m), int(n)) <= (major, minor)
+        return int(m) == major and (int(n) == minor if suffix == "a" else int(n) <= minor)
+
+    if any(runs(*b) for b in built):
         return None
     name = torch.cuda.get_device_name(device.index)
     return (f"this torch {torch.__version__} has no kernels for the {name} (compute capability {major}.{minor}; it "
             f"was built for {', '.join(archs)}): install a torch build for sm_{major}{minor} (PyTorch's CUDA 12.6 "
-            "builds have Pascal and Volta)")
+            "builds have Maxwell, Pascal and Volta)")
 
 
 def device_missing(device) -> str | None:

@@ -619,6 +619,7 @@ class TabLogic:
         return ["(the adapter's held-out split)"] + self.datasets()
 
     def start_evaluation(self, model, adapter, heldout, max_samples, load_in_4bit=False, load_in_8bit=False) -> jobs.Job:
+        jobs.check_idle("evaluate")  # said first: fixing the form would not help
         dirs = self.host.dirs()
         if not model or not adapter:
             raise self.no_model() if not model and not self.models() else UserError("pick a base model and an adapter")

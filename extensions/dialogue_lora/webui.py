@@ -203,7 +203,11 @@ class WebuiHost(Host):
         return (str(shared.model_name), applied_loras() or []) if shared is not None else ("", [])
 
     def reply(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0) -> str:
-        _wake()
+        adapter = self.params.get("adapter")
+        if _wake() and adapter:  # the base alone would answer as if it were the adapter
+            raise UserError(f"the webui unloaded the model for being idle (--idle-timeout) and loaded it again "
+                            f"without {adapter}: click Apply adapter again (the webui's chat answers without it "
+                            "until then)")
         shared = _shared()
         # the webui's own lock around a generation: a chat reply running now, and its idle timer's unload
         # (--idle_timeout), wait for the quick test, and it for them
@@ -222,12 +226,16 @@ class WebuiHost(Host):
         return reply
 
 
-def _wake() -> None:
+def _wake() -> bool:
     """Load the model again if the webui unloaded it for being idle (--idle-timeout keeps its name), as the
-    webui does before each generation of its own: the tab's Apply and quick test said "load a model"."""
+    webui does before each generation of its own (the tab's Apply and quick test said "load a model");
+    whether it did. The webui applies no adapter to it then."""
+    shared = _shared()
+    unloaded = shared is not None and shared.model is None
     wake = getattr(sys.modules.get("modules.models"), "load_model_if_idle_unloaded", None)
     if callable(wake):
         wake()
+    return unloaded and shared.model is not None
 
 
 def applied_loras() -> list[str] | None:
