@@ -108,8 +108,8 @@ def _kernels_missing(device) -> str | None:
     major, minor = _capability(device)
 
     def runs(kind: str, m: str, n: str, suffix: str) -> bool:
-        if kind == "compute":
-            return (int(m), int(n)) <= (major, minor)
+        if kind == "compute":  # "compute_90a" is compiled for 9.0 alone
+            return (int(m), int(n)) == (major, minor) if suffix == "a" else (int(m), int(n)) <= (major, minor)
         return int(m) == major and (int(n) == minor if suffix == "a" else int(n) <= minor)
 
     if any(runs(*b) for b in built):
@@ -459,13 +459,17 @@ def _caps_scores(model_path) -> bool:
     return isinstance(config, dict) and bool(config.get("attn_logit_softcapping"))
 
 
-def _dtype_keyword() -> str:
-    """from_pretrained's name for the weights' dtype: `dtype` from transformers 4.56 on, `torch_dtype` before
-    (an older webui's transformers, which requirements.txt allows)."""
+def _transformers_release() -> tuple:
     import transformers
     from packaging.version import Version
 
-    return "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
+    return Version(transformers.__version__).release
+
+
+def _dtype_keyword() -> str:
+    """from_pretrained's name for the weights' dtype: `dtype` from transformers 4.56 on, `torch_dtype` before
+    (an older webui's transformers, which requirements.txt allows)."""
+    return "dtype" if _transformers_release() >= (4, 56) else "torch_dtype"
 
 
 def load_base(
@@ -492,6 +496,13 @@ def load_base(
     device = _as_device(device)
     qconfig = quantization_config(load_in_4bit, load_in_8bit, device, dtype)
     tokenizer = load_tokenizer(model_path)
+    if qconfig is not None and device.type == "cpu" and _transformers_release() < (4, 57):
+        # older ones fail inside their own bitsandbytes check, with a traceback
+        import transformers
+
+        raise UserError(f"{'--load_in_4bit' if load_in_4bit else '--load_in_8bit'}: quantising on the CPU takes "
+                        f"transformers 4.57 or newer (this is {transformers.__version__}): pip install -U "
+                        "transformers bitsandbytes")
     if dtype is None:
         dtype = pick_dtype(device)
     kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
@@ -513,7 +524,7 @@ def load_base(
     try:
         # a model type without a flash-attention path (or a flash-attn that fails to import) takes sdpa; one
         # without an sdpa path either (Gemma 2, whose scores are capped) takes the eager one
-        fallbacks = {"flash_attention_2": "sdpa", "sdpa": "eager"}
+        fallbacks = {"flash_attention_2": "eager" if _caps_scores(model_path) else "sdpa", "sdpa": "eager"}
         while True:
             try:
                 model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
@@ -525,9 +536,10 @@ def load_base(
     except (RuntimeError, MemoryError) as e:
         if qconfig is not None and "bitsandbytes" in str(e) and not out_of_memory(e):
             flag = "--load_in_4bit" if load_in_4bit else "--load_in_8bit"
+            advice = ("on the CPU it takes bitsandbytes 0.46 and transformers 4.57 or newer: pip install -U "
+                      "bitsandbytes transformers") if device.type == "cpu" else "python -m bitsandbytes says why"
             raise UserError(f"{flag}: the installed bitsandbytes and transformers cannot quantise on the "
-                            f"{device.type} ({brief(e)}); on the CPU it takes bitsandbytes 0.46 and transformers "
-                            "4.57 or newer: pip install -U bitsandbytes transformers") from None
+                            f"{device.type} ({brief(e)}); {advice}") from None
         if not out_of_memory(e):
             raise
         raise UserError(

@@ -203,11 +203,7 @@ class WebuiHost(Host):
         return (str(shared.model_name), applied_loras() or []) if shared is not None else ("", [])
 
     def reply(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0) -> str:
-        adapter = self.params.get("adapter")
-        if _wake() and adapter:  # the base alone would answer as if it were the adapter
-            raise UserError(f"the webui unloaded the model for being idle (--idle-timeout) and loaded it again "
-                            f"without {adapter}: click Apply adapter again (the webui's chat answers without it "
-                            "until then)")
+        _wake()
         shared = _shared()
         # the webui's own lock around a generation: a chat reply running now, and its idle timer's unload
         # (--idle_timeout), wait for the quick test, and it for them
@@ -216,6 +212,10 @@ class WebuiHost(Host):
             problem = self.loader_problem()  # asked once the lock is held: the model may have gone meanwhile
             if problem:  # not to be shown as the character's reply
                 raise UserError(problem)
+            adapter, applied = self.params.get("adapter"), applied_loras()
+            if adapter and applied is not None and adapter not in applied:  # the base would answer as it
+                raise UserError(f"{adapter} is not applied now (the webui's reload of a model it unloaded for being "
+                                "idle, or its LoRA menu, took it off): click Apply adapter again")
             from .generation import generate_reply, sampling
 
             reply, _stopped = generate_reply(shared.model, shared.tokenizer, prompt, max_new_tokens=max_new_tokens,
@@ -226,16 +226,13 @@ class WebuiHost(Host):
         return reply
 
 
-def _wake() -> bool:
+def _wake() -> None:
     """Load the model again if the webui unloaded it for being idle (--idle-timeout keeps its name), as the
-    webui does before each generation of its own (the tab's Apply and quick test said "load a model");
-    whether it did. The webui applies no adapter to it then."""
-    shared = _shared()
-    unloaded = shared is not None and shared.model is None
+    webui does before each generation of its own (the tab's Apply and quick test said "load a model"). The
+    webui applies no adapter to it then."""
     wake = getattr(sys.modules.get("modules.models"), "load_model_if_idle_unloaded", None)
     if callable(wake):
         wake()
-    return unloaded and shared.model is not None
 
 
 def applied_loras() -> list[str] | None:
