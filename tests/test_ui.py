@@ -1418,3 +1418,40 @@ def test_a_conversation_is_let_go_when_another_page_loads_another_adapter(webui_
     assert status == "*A new conversation: the one before was with another model or adapter.*"
     assert turns == [("Alice", "Are you there?"), ("Bob", "Hello.")] and said_with == ["tiny-llama", []]
     assert "(no adapter)" in heading and host.prompts[-1] == "Alice: Are you there?\nBob:"
+
+
+def test_a_message_sent_while_another_page_loads_is_judged_by_what_loads(webui_root):
+    """Sent while a Load ran on another page: the conversation was said to be with "a model that is unloaded
+    now" (the load had cleared what is in use), and the next message threw the new one away too."""
+    import threading
+
+    from extensions.dialogue_lora.standalone import build_app
+
+    class Loading(StandaloneHost):
+        def reply(self, prompt, **kw):
+            with self._lock:
+                return "Hello."
+
+    host = Loading({})
+    host._in_use = ("tiny-llama", ["bob"])
+    on_send = next(f.fn for f in build_app(host).fns.values() if f.fn.__name__ == "on_send")
+    turns = [("Alice", "Hi"), ("Bob", "Hello.")]
+    held = threading.Event()
+
+    def load_carol():
+        with host._lock:
+            host._in_use = ("", [])
+            held.set()
+            time.sleep(0.5)
+            host._in_use = ("tiny-llama", ["carol"])
+
+    loader = threading.Thread(target=load_carol)
+    loader.start()
+    held.wait(5)
+    chat, turns, box, status, said_with, heading = on_send("Still there?", turns, "Bob", "Alice", 5, 0,
+                                                           ["tiny-llama", ["bob"]])
+    loader.join()
+    assert status == "*A new conversation: the one before was with another model or adapter.*"
+    assert said_with == ["tiny-llama", ["carol"]] and len(turns) == 2
+    chat, turns, box, status, said_with, heading = on_send("And now?", turns, "Bob", "Alice", 5, 0, said_with)
+    assert status == "" and len(turns) == 4  # kept: nothing changed since

@@ -53,6 +53,10 @@ class Host:
         """(base model, adapters) in use now: what the Use section shows again after a page reload."""
         return "", []
 
+    def in_use_settled(self) -> tuple[str, list[str]]:
+        """`in_use` once a Load under way has ended (a chat message sent meanwhile is answered by what it loads)."""
+        return self.in_use()
+
     def in_use_bits(self) -> tuple[bool, bool]:
         """(load_in_4bit, load_in_8bit) the model in use was loaded with by this host (the webui's: its own)."""
         return False, False
@@ -125,6 +129,10 @@ class StandaloneHost(Host):
 
     def in_use(self) -> tuple[str, list[str]]:
         return self._in_use
+
+    def in_use_settled(self) -> tuple[str, list[str]]:
+        with self._lock:  # a Load holds it while it loads
+            return self.in_use()
 
     def in_use_bits(self) -> tuple[bool, bool]:
         return self._bits

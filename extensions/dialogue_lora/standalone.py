@@ -48,12 +48,13 @@ def build_app(host: StandaloneHost):
 
         logic = shared["logic"]
 
-        def let_go(history, said_with) -> str:
-            """Why a conversation held with another model or adapter than the one in use now is let go (its
+        def let_go(history, said_with, now=None) -> str:
+            """Why a conversation held with another model or adapter than the one in use `now` is let go (its
             replies are not this adapter's, and would be its prompt's context); "" when it is not."""
-            if not history or said_with is None or said_with == _in_use(host):
+            now = now or _in_use(host)
+            if not history or said_with is None or said_with == now:
                 return ""
-            why = "another model or adapter" if host.in_use()[0] else "a model that is unloaded now"
+            why = "another model or adapter" if now[0] else "a model that is unloaded now"
             return f"*A new conversation: the one before was with {why}.*"
 
         def heading(name, user) -> str:
@@ -61,9 +62,10 @@ def build_app(host: StandaloneHost):
 
         def on_send(text, history, name, user, rounds, temperature, said_before):
             history = list(history or [])
-            said_with = _in_use(host)  # before the reply: a Load that ends meanwhile is not this one
+            # what answers: a Load under way (on another page) first ends, as the reply would wait for it
+            said_with = _in_use(host, settled=True)
             # a Load on another page (or in 4. Use without reopening this tab) since the last reply
-            new = let_go(history, said_before)
+            new = let_go(history, said_before, said_with)
             if new:
                 history = []
             try:
@@ -96,9 +98,9 @@ def build_app(host: StandaloneHost):
     return app
 
 
-def _in_use(host) -> list:
+def _in_use(host, settled: bool = False) -> list:
     """[model, [adapters]] in use: what a conversation was held with (a State keeps it as a list)."""
-    model, adapters = host.in_use()
+    model, adapters = host.in_use_settled() if settled else host.in_use()
     return [model, list(adapters)]
 
 
