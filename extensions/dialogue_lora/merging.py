@@ -23,8 +23,8 @@ from pathlib import Path
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, nearest_existing,
                      sync_folder)
-from .paths import (CHECKPOINT_PREFIX, case_twin, check_name, lock_file, resolve_adapter, resolve_dirs, resolve_model, shell_word,
-                    training_pid)
+from .paths import (CHECKPOINT_PREFIX, case_twin, check_name, lock_file, refuse_while_retrained, resolve_adapter,
+                    resolve_dirs, resolve_model, shell_word)
 
 MERGE_FILE = "dialogue_lora_merge.json"
 DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -253,10 +253,7 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
     with held_lock(lock_file(root, p.out.name), busy):
         _tidy(p.out)
         _check_output(p.out, p.model_path, cfg.overwrite)  # again, now that no other merge can write it
-        pid = training_pid(p.adapter_path.parent, p.adapter_path.name)
-        if pid is not None:  # an --overwrite run: its save would replace the weights being merged
-            raise UserError(f"adapter {p.adapter_path.name!r} is being trained again now (process {pid or 'unknown'}): "
-                            "merge it when that run ends")
+        refuse_while_retrained(p.adapter_path, "merge")
         from .generation import other_weights_note
 
         other = other_weights_note(p.adapter_path, p.model_path)

@@ -496,17 +496,19 @@ def load_base(
     device = _as_device(device)
     qconfig = quantization_config(load_in_4bit, load_in_8bit, device, dtype)
     tokenizer = load_tokenizer(model_path)
+    flag = "--load_in_4bit" if load_in_4bit else "--load_in_8bit"
     if qconfig is not None and device.type == "cpu" and _transformers_release() < (4, 57):
         # older ones fail inside their own bitsandbytes check, with a traceback
         import transformers
 
-        raise UserError(f"{'--load_in_4bit' if load_in_4bit else '--load_in_8bit'}: quantising on the CPU takes "
+        raise UserError(f"{flag}: quantising on the CPU takes "
                         f"transformers 4.57 or newer (this is {transformers.__version__}): pip install -U "
                         "transformers bitsandbytes")
     if dtype is None:
         dtype = pick_dtype(device)
     kwargs: dict[str, Any] = {_dtype_keyword(): dtype}
-    if attn_implementation in (None, "sdpa") and _caps_scores(model_path):
+    caps = _caps_scores(model_path)
+    if attn_implementation in (None, "sdpa") and caps:
         # sdpa cannot cap scores (Gemma 2): transformers 5 refuses it, 4.5x dropped the cap without a word
         attn_implementation = "eager"
     if attn_implementation:
@@ -524,7 +526,7 @@ def load_base(
     try:
         # a model type without a flash-attention path (or a flash-attn that fails to import) takes sdpa; one
         # without an sdpa path either (Gemma 2, whose scores are capped) takes the eager one
-        fallbacks = {"flash_attention_2": "eager" if _caps_scores(model_path) else "sdpa", "sdpa": "eager"}
+        fallbacks = {"flash_attention_2": "eager" if caps else "sdpa", "sdpa": "eager"}
         while True:
             try:
                 model = AutoModelForCausalLM.from_pretrained(str(model_path), **kwargs)
@@ -535,7 +537,6 @@ def load_base(
                 kwargs["attn_implementation"] = fallbacks[kwargs["attn_implementation"]]
     except (RuntimeError, MemoryError) as e:
         if qconfig is not None and "bitsandbytes" in str(e) and not out_of_memory(e):
-            flag = "--load_in_4bit" if load_in_4bit else "--load_in_8bit"
             advice = ("on the CPU it takes bitsandbytes 0.46 and transformers 4.57 or newer: pip install -U "
                       "bitsandbytes transformers") if device.type == "cpu" else "python -m bitsandbytes says why"
             raise UserError(f"{flag}: the installed bitsandbytes and transformers cannot quantise on the "

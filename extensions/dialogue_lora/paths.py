@@ -391,6 +391,15 @@ def lock_file(folder: Path, name: str) -> Path:
     return folder / f".{name}.lock.txt"
 
 
+def refuse_while_retrained(adapter_path: Path, then: str) -> None:
+    """A UserError when a run (an --overwrite one) is training the adapter again: its save would replace the
+    weights being read, under what is written of them (an evaluation's report, a merge's record)."""
+    pid = training_pid(adapter_path.parent, adapter_path.name)
+    if pid is not None:
+        raise UserError(f"adapter {adapter_path.name!r} is being trained again now (process {pid or 'unknown'}): "
+                        f"{then} it when that run ends")
+
+
 def training_pid(lora_dir: Path, name: str) -> str | None:
     """The process id of the training run that holds adapter `name`'s lock (`.NAME.lock.txt`) now ("" when
     it cannot be read); None when no run holds it (a killed run's file, whose pid may be reused, says nothing)."""

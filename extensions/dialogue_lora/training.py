@@ -266,7 +266,7 @@ class Plan:
     loaded_sha256: dict = field(default_factory=dict)
     # --overwrite: the replaced run's checkpoints, deleted only once this run has saved one of its own
     stale: list[Path] = field(default_factory=list)
-    # the file's SHA-256 as it was read: hashed when the settings are written (minutes later, after the
+    # the file's SHA-256 as check() read it: hashed when the settings are written (minutes later, after the
     # model loads), a file prepared again meanwhile was recorded as the one trained on
     dataset_sha256: str | None = None
 
@@ -851,7 +851,7 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         base_model=cfg.model_name,
         base_model_path=str(plan.model_path),
         dataset=str(plan.dataset_path),
-        dataset_sha256=plan.dataset_sha256 or file_sha256(plan.dataset_path),  # the file as it was read
+        dataset_sha256=plan.dataset_sha256,  # the file as it was read
         # the samples themselves, not the file's name or layout: --resume on other data is refused; and the
         # same without the lines' places in the raw file (`source`), which training never reads: the one
         # compared when both runs have it (a raw file renamed and prepared again gives the same samples)
