@@ -1017,6 +1017,44 @@ def test_discordchatexporter_csv_without_author_ids_and_a_short_row(tmp_path):
     assert [(t.speaker, len(t.text)) for t in turns] == [("alex", 9), ("sam", len(long.strip()))]
 
 
+def test_discordchatexporter_csv_dates_and_lines_read_as_the_whole_string_reads_them(tmp_path):
+    """The CSV's dates are parsed by their day and their time (each once) and its lines are cut without
+    io.StringIO's copy of the file: both read exactly as strptime on the whole date and StringIO did."""
+    import csv
+    import io
+    from datetime import datetime
+
+    from extensions.dialogue_lora.sources import dce_csv
+
+    def whole(value):
+        for fmt in (None, *dce_csv._DATE_FORMATS):
+            try:
+                found = datetime.fromisoformat(value.strip()) if fmt is None else datetime.strptime(value.strip(), fmt)
+            except ValueError:
+                continue
+            return found.isoformat()
+        return None
+
+    values = ["02-Jan-20 01:00 PM", "02-Jan-2020 12:59 AM", "02-Jan-20   01:00 PM", " 5/1/2024 10:00 AM ",
+              "05/01/2024 10:00:59 PM", "31/12/2023 23:59", "31.12.2023 23:59:01", "2023-12-31 23:59",
+              "2024-05-01T10:00:00+00:00", "29-Feb-21 01:00 PM", "31-Feb-20 10:00 AM", "13/13/2024 10:00",
+              "02-Jan-20 13:00 PM", "02-Jan-20", "10:00 AM", "", "yesterday at noon", "02-Jan-20 01:00 PM extra"]
+    dates = dce_csv._Dates()
+    for value in values + values[::-1]:  # again, from what each part's cache holds, and formats reordered
+        assert dates.iso(value) == whole(value), value
+    text = ('A,B\r\n"x","line one\r\nline two"\r\n"y","mac\rline"\r"z","unix\nline"\n\n'
+            '"w","cr at end\r"\r\n"v","no end"')
+    assert [*dce_csv._lines(text)] == io.StringIO(text, newline="").readlines()
+    assert [*csv.reader(dce_csv._lines(text))] == [*csv.reader(io.StringIO(text, newline=""))]
+    # the rows are read as they are iterated, each time alike
+    path = tmp_path / "c.csv"
+    path.write_text("AuthorID,Author,Date,Content,Attachments,Reactions\n1,alex,02-Jan-20 01:00 PM,hi,,\n"
+                    "2,sam,02-Jan-20 01:01 PM,yo,,\n", encoding="utf-8")
+    rows = dce_csv.load(path, path.read_text(encoding="utf-8"))
+    assert [*rows] == [*rows] and [(m["line"], m["timestamp"]) for m in rows] == [
+        (2, "2020-01-02T13:00:00"), (3, "2020-01-02T13:01:00")]
+
+
 def test_discordchatexporter_text_export_is_refused_with_advice(tmp_path):
     path = tmp_path / "general.txt"
     path.write_text("=" * 62 + "\nGuild: My Server\nChannel: Text Channels / general\n" + "=" * 62
@@ -1079,7 +1117,7 @@ def test_whatsapp_day_first_dates_and_iphone_and_web_layouts(tmp_path):
         "2024-02-01T23:59:00", "2024-02-02T00:01:00", "2024-02-03T08:00:00"]
     us = "01/02/2024, 23:59 - Ann: late\n01/03/2024, 00:01 - Bo: yes\n"  # Jan 2 then Jan 3: month first
     path.write_text("3/1/24, 10:00 - Ann: a\n4/2/24, 10:00 - Bo: b\n5/3/24, 10:00 - Ann: c\n", encoding="utf-8")
-    assert load(path, ReadStats())[0]["timestamp"] == "2024-03-01T10:00:00"  # no reading clearly closer: month first
+    assert next(load(path, ReadStats()))["timestamp"] == "2024-03-01T10:00:00"  # no reading clearly closer: month first
     path.write_text(us, encoding="utf-8")
     assert [m["timestamp"] for m in load(path, ReadStats())] == ["2024-01-02T23:59:00", "2024-01-03T00:01:00"]
     web = "[21:15, 31/12/2023] Alex: hey\n[21:16, 31/12/2023] Sam: yo\n"

@@ -460,8 +460,9 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
             if stats is not None:
                 stats.repaired_lines += 1
             text = fixed
-    text = " ".join(text.split())
-    return text.replace("\x00", "") if "\x00" in text else text  # a crashed log's padding
+    if "\x00" in text:  # a crashed log's padding; taken out first, so as to leave no space at an end or doubled
+        text = text.replace("\x00", "")
+    return " ".join(text.split())
 
 
 def text_width(text: str) -> int:

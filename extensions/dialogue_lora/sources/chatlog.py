@@ -19,6 +19,7 @@ import itertools
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from ..dialogue import CHAT_HEAD_LINES, ReadStats, check_text_file, iter_text_turns, looks_like_chat_export, open_text
 
@@ -91,8 +92,10 @@ def _when(parts, day_first: bool) -> str | None:
         return None
 
 
-def load(path: Path, stats: ReadStats) -> list[dict]:
-    """The file's messages in DiscordChatExporter's shape; its notices (`Alex left`) are system messages."""
+def load(path: Path, stats: ReadStats) -> Iterator[dict]:
+    """The file's messages in DiscordChatExporter's shape; its notices (`Alex left`) are system messages. The
+    file is read at once (its errors are raised here); each message is made as the reading reaches it (a list of
+    them took as much memory as the rest of the reading together)."""
     path = check_text_file(path)
     stamps: dict[int, str] = {}
     read = ReadStats()  # the Discord reader counts the messages; the repairs and the code page are passed on
@@ -103,15 +106,16 @@ def load(path: Path, stats: ReadStats) -> list[dict]:
     for note in read.notes:  # (a message that runs on for a thousand lines: dialogue.RUNAWAY_LINES)
         stats.add_note(note, hint=note in read.hints)
     parts = {n: p for n, p in ((n, _parts(s)) for n, s in stamps.items()) if p is not None}
-    day_first = _day_first(list(parts.values()))
-    messages = []
+    del stamps
+    return _messages(turns, parts, _day_first(list(parts.values())))
+
+
+def _messages(turns: list, parts: dict, day_first: bool) -> Iterator[dict]:
     for t in turns:
-        stamped = t.line in parts
-        messages.append({
+        yield {
             "line": t.line,
             "type": "Default" if t.speaker is not None else "Service",
-            "timestamp": _when(parts[t.line], day_first) if stamped else None,
+            "timestamp": _when(parts[t.line], day_first) if t.line in parts else None,
             "author": {"name": t.speaker or "", "saved": True},
             "content": t.text,
-        })
-    return messages
+        }

@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name, text_width
 from ..errors import UserError
@@ -279,10 +279,11 @@ def load_export(path: Path) -> dict:
     return data
 
 
-def channels(path: Path, stats: ReadStats | None = None) -> list[tuple[str, str, list]]:
+def channels(path: Path, stats: ReadStats | None = None) -> list[tuple[str, str, Iterable]]:
     """(name for messages, layout, messages) of each conversation source in one export file: the file for
     Discord's, each chat for Telegram's (an account export holds many; conversations never cross them).
-    `stats` gets a text chat log's repairs and code page."""
+    `stats` gets a text chat log's repairs and code page. The messages are iterated once (a chat log's and a
+    CSV's are made as they are read)."""
     if path.suffix.lower() in chatlog.SUFFIXES and chatlog.is_chat_file(path):
         return [(path.name, chatlog.LAYOUT, chatlog.load(path, stats if stats is not None else ReadStats()))]
     data = load_export(path)
@@ -407,6 +408,8 @@ def _messages_of(messages: list, label: str, opts: DiscordOptions, stats: ReadSt
             raise UserError(f"{where} is not a JSON object")
         copy = _is_copy(msg)
         once = 0 if copy else 1  # a Slack message said again elsewhere is counted where it was said
+        if once and not msg.get("part"):  # (a SillyTavern message's second turn is the same message)
+            stats.lines += 1
         if not _kept_type(msg):
             dropped[_dropped_type(msg)] += once
             continue
@@ -527,7 +530,6 @@ def iter_discord_turns(
             note = f"{path}: {len(skipped)} file(s) not read, not chat exports: {shown} (give one as the input to read it)"
             stats.add_note(note, hint=True)
         stats.layouts[label] = layout
-        stats.lines += sum(1 for m in messages if not _is_copy(m) and not (isinstance(m, dict) and m.get("part")))
         markup = layout in _MARKUP_LAYOUTS
         for conv in _conversations(_messages_of(messages, label, opts, stats, dropped, dropped_by, aliases, people,
                                                 markup), opts.gap_minutes):
