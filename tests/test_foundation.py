@@ -537,3 +537,76 @@ def test_a_models_weights_are_told_by_the_files_a_load_reads(tmp_path):
     (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"b" * 4000 + b"B" * 1000)  # other weights
     assert paths.weights_sample_sha256(tmp_path) not in (before, None)
     assert paths.weights_sample_sha256(tmp_path / "nothing") is None
+
+
+def test_windows_flushes_files_opened_to_write_retries_held_folders_and_drops_the_lock_file(tmp_path, monkeypatch):
+    """Windows' ways, imitated here: it flushes only a file opened for writing (os.fsync on one opened to
+    read is 'Bad file descriptor': every save failed), refuses to rename a folder another program holds open
+    for a moment, and deletes no file that is still open."""
+    import errno
+    import fcntl
+
+    def fsync(fd):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        (tmp_path / name).write_bytes(b"weights")
+    monkeypatch.setattr(os, "fsync", fsync)
+    with monkeypatch.context() as m:
+        m.setattr(os, "name", "nt")
+        fileio.sync_folder(tmp_path)
+    with pytest.raises(OSError, match="Bad file descriptor"):  # the imitation tells the two apart
+        fileio.sync_folder(tmp_path)
+    assert (tmp_path / "adapter_config.json").read_bytes() == b"weights"
+
+    real_replace, calls = os.replace, []
+
+    def held_twice(src, dst):
+        calls.append(src)
+        if len(calls) <= 2:
+            raise PermissionError(errno.EACCES, "Access is denied", str(src))
+        real_replace(src, dst)
+
+    src, dst = tmp_path / "a", tmp_path / "b"
+    src.mkdir()
+    monkeypatch.setattr(os, "replace", held_twice)
+    monkeypatch.setattr(fileio, "RENAME_WAIT_S", 0)
+    with pytest.raises(PermissionError):  # elsewhere a refusal is not a moment's hold: it stands at once
+        fileio.replace_folder(src, dst)
+    assert len(calls) == 1 and src.is_dir()
+    calls.clear()
+    with monkeypatch.context() as m:
+        m.setattr(os, "name", "nt")
+        fileio.replace_folder(src, dst)
+    assert len(calls) == 3 and dst.is_dir() and not src.exists()
+
+    real_unlink, open_fds = os.unlink, set()
+    real_open, real_close = os.open, os.close
+
+    def tracked_open(path, *a, **kw):
+        fd = real_open(path, *a, **kw)
+        if str(path).endswith(".lock"):
+            open_fds.add(fd)
+        return fd
+
+    def tracked_close(fd):
+        open_fds.discard(fd)
+        real_close(fd)
+
+    def unlink(path, *a, **kw):
+        if str(path).endswith(".lock") and open_fds:
+            raise PermissionError(errno.EACCES, "The process cannot access the file", str(path))
+        real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "open", tracked_open)
+    monkeypatch.setattr(os, "close", tracked_close)
+    monkeypatch.setattr(os, "unlink", unlink)
+    lock = tmp_path / "x.lock"
+    with fileio.held_lock(lock, lambda pid: f"busy {pid}"):
+        assert lock.exists()
+    assert lock.exists()  # (the imitation: deleting it while open failed)
+    with monkeypatch.context() as m:
+        with fileio.held_lock(lock, lambda pid: f"busy {pid}"):
+            m.setattr(os, "name", "nt")
+    assert not lock.exists()

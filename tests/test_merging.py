@@ -183,6 +183,30 @@ def test_a_failed_write_leaves_no_folder(layout, monkeypatch):
     assert sorted(p.name for p in (layout / "user_data" / "models").iterdir()) == ["tiny-llama"]
 
 
+def test_a_merge_that_cannot_go_in_place_leaves_the_earlier_one_as_it_was(layout, monkeypatch):
+    """Windows: a program holding the earlier merge's folder open, past replace_folder's retries."""
+    from extensions.dialogue_lora import merging
+
+    models = layout / "user_data" / "models"
+    with one_thread():
+        first = merge(MergeConfig(model_name="tiny-llama", lora_name="bob")).output_dir
+    (first / "notes.txt").write_text("mine", encoding="utf-8")
+    before = sorted(p.name for p in first.iterdir())
+    real = merging.replace_folder
+
+    def held(src, dst):
+        if ".tmp-" in src.name:  # the new merge will not go in
+            raise PermissionError(13, "Access is denied", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(merging, "replace_folder", held)
+    with one_thread(), pytest.raises(UserError, match=r"the merged model could not be put in place \(Access is "
+                                                      r"denied\); close what has the folder open"):
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
+    assert sorted(p.name for p in first.iterdir()) == before and (first / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", first.name]  # no copy of a model left
+
+
 def test_no_merge_of_weights_saved_again_while_it_ran(layout, monkeypatch):
     """An --overwrite run of the adapter: a merge is refused while it trains; and weights saved again while
     a merge ran left a merge of the old weights recorded as of the new ones (chat then refused the new

@@ -114,6 +114,11 @@ def test_the_default_dataset_name_keeps_marks():
     # many names in a script of three bytes a letter: cut to what Save as takes (it refused 136 bytes)
     many = dataset_name_for(["アスカ・ラングレー", "碇シンジ", "綾波レイ", "葛城ミサト", "赤木リツコ", "渚カヲル", "鈴原トウジ", "相田ケンスケ"])
     assert check_name(many) == many and many.startswith("アスカ-ラングレー-碇シンジ") and many.endswith(".json")
+    # a character Windows' device names name: a name Save as, and the adapter named after it, take
+    for name, expected in (("Con", "con-lines.json"), ("AUX", "aux-lines.json"), ("Com1", "com1-lines.json"),
+                           ("Con Artist", "con-artist.json"), ("Conan", "conan.json")):
+        assert dataset_name_for([name]) == expected and check_name(expected) == expected
+        check_name(expected.removesuffix(".json"))
 
 
 def test_a_decomposed_name_finds_the_adapter_trained_with_it(tmp_path):

@@ -1042,6 +1042,7 @@ def test_quantized_training_on_cpu(env, tiny_model_dir, bits):
 def test_damaged_files_are_one_line_errors(env, tmp_path):
     common = dict(lora_name="dmg", max_steps=8, val_ratio=0.0, save_steps=2, save_total_limit=2)
     train(make_cfg(env, **common), should_stop=_stop_from_call(6))  # checkpoints 4 and 5
+    assert sorted(p.name for p in (env / "loras" / "dmg").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
     latest = env / "loras" / "dmg" / "checkpoint-5"
     opt = latest / "optimizer.pt"
     opt.write_bytes(opt.read_bytes()[:100])
@@ -1054,6 +1055,35 @@ def test_damaged_files_are_one_line_errors(env, tmp_path):
     weights.write_bytes(weights.read_bytes()[:5000])
     with pytest.raises(UserError, match="could not load the model in .*broken"):
         train(make_cfg(env, lora_name="b", model_name="broken", max_steps=1))
+
+
+def test_a_folder_held_open_keeps_an_old_checkpoint_and_a_finished_adapter_is_said_where_it_is(env, monkeypatch):
+    """On Windows a folder another program holds open (an antivirus scan, Explorer) cannot be renamed, past
+    replace_folder's retries: an old checkpoint then stays (the run goes on), and a final save that cannot go
+    in place says where the finished adapter is; the next run of the name puts it there."""
+    from extensions.dialogue_lora import paths
+
+    real = training.replace_folder
+
+    def held(src, dst):
+        if src.name.startswith("checkpoint-") or src.name.startswith(".win.tmp-"):
+            raise PermissionError(13, "Access is denied", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(training, "replace_folder", held)
+    common = dict(lora_name="win", max_steps=6, val_ratio=0.0, save_steps=2, save_total_limit=1)
+    out = env / "loras" / "win"
+    with pytest.raises(UserError, match=r"win: the finished adapter could not be put in place \(Access is denied\); "
+                                        r"it is saved whole in .*\.win\.tmp-\d+, and the next run of the name 'win'"):
+        train(make_cfg(env, **common), should_stop=_stop_from_call(10))
+    # its checkpoints could not be renamed away: both stay (nor could the last go into place at all)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    saved = [p for p in (env / "loras").glob(".win.tmp-*") if paths.finished_save(p)]
+    assert len(saved) == 1 and not (out / "adapter_model.safetensors").exists()
+    monkeypatch.setattr(training, "replace_folder", real)
+    with pytest.raises(UserError, match="already exists"):  # any run of the name: the adapter goes in first
+        train(make_cfg(env, **common))
+    assert paths.finished_save(out) and not saved[0].exists() and not list(out.glob("checkpoint-*"))
 
 
 def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):

@@ -580,6 +580,19 @@ def test_killed_job_is_reported_with_its_log(webui_root):
     assert "exited with code" in job.error() or "killed" in job.error()
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the worker's environment in /proc")
+def test_a_workers_log_is_written_in_utf8_whatever_the_system_would_write(monkeypatch):
+    """The tab reads the log as UTF-8; a stream sent to a file is written in the system's code page otherwise
+    (Windows: cp1252, and 'Jörg' came out as 'J\ufffdrg'). ascii here plays that code page."""
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")
+    job = jobs.Job("train", {"model_name": "x"})
+    try:
+        environ = (Path("/proc") / str(job.proc.pid) / "environ").read_bytes().split(b"\0")
+    finally:
+        job.kill()
+    assert b"PYTHONIOENCODING=utf-8:backslashreplace" in environ
+
+
 def test_pages_polling_one_job_at_once_read_each_event_once(webui_root):
     import threading
 

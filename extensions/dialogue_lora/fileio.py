@@ -118,9 +118,11 @@ def sync_folder(folder: Path, files: bool = True) -> None:
     """Flush a folder's files (unless `files` is False) and its entries to the disk: before it is renamed
     into place, so that after a power loss a folder marked complete holds the weights it names; and the
     folder holding it after the rename, before what it replaces is deleted."""
+    # Windows flushes only a file opened for writing (on one opened to read: "Bad file descriptor")
+    mode = "r+b" if os.name == "nt" else "rb"
     for f in folder.iterdir() if files else ():
         if f.is_file() and not f.is_symlink():
-            with open(f, "rb") as handle:
+            with open(f, mode) as handle:
                 os.fsync(handle.fileno())
     with contextlib.suppress(OSError):  # Windows cannot open a folder; its renames are flushed with it
         fd = os.open(folder, os.O_RDONLY)
@@ -128,6 +130,25 @@ def sync_folder(folder: Path, files: bool = True) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# On Windows a folder cannot be renamed while any process has a file in it open: an antivirus scanner or the
+# search indexer reading what was just written, Explorer's preview, a console whose folder it is. Such holds
+# last moments, so a rename there is tried again for about 5 s before its error stands (as pip does).
+RENAME_TRIES, RENAME_WAIT_S = 10, 0.5
+
+
+def replace_folder(src: Path, dst: Path) -> None:
+    """os.replace for a folder (or an entry in one), tried again on Windows while another process holds it."""
+    tries = RENAME_TRIES if os.name == "nt" else 1
+    for attempt in range(tries):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if attempt + 1 >= tries:
+                raise
+            time.sleep(RENAME_WAIT_S)
 
 
 def remove_empty(folders: list[Path]) -> None:
@@ -425,6 +446,9 @@ def held_lock(path: Path, busy: Callable[[str], str]):
         with contextlib.suppress(OSError):  # while still held: whoever opened the old file sees it is gone
             os.unlink(path)
         os.close(fd)  # and the lock with it
+        if os.name == "nt":  # Windows deletes no open file: now, unless another process has opened it since
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def lock_holder(path: Path) -> str | None:

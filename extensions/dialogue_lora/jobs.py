@@ -61,15 +61,19 @@ class Job:
         # the lock two polls read the same lines, the events doubled and the offset past the file's end
         self._poll_lock = threading.Lock()
         self.started = time.time()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", **{PARENT_PIPE: "1"})
+        # PYTHONIOENCODING: the log is read as UTF-8 (Windows would write it in its code page: 'Jörg' came
+        # out as 'J�rg'); backslashreplace: a file name's undecodable bytes are no crash
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
+                   PYTHONIOENCODING="utf-8:backslashreplace", **{PARENT_PIPE: "1"})
         with open(self.log_path, "wb") as log:
             # stdin: a pipe this process never writes to and holds open while it lives; when it ends (the
             # webui closed, crashed or was killed) the OS closes it and the worker, reading it, sees the end
             # and its own session (process group on Windows): Ctrl+C in the webui's terminal signals the
             # terminal's whole group, which would kill the run mid-step with nothing saved; left out of it,
-            # the run sees the webui go (the pipe) and saves a checkpoint first
-            group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt"
-                     else {"start_new_session": True})
+            # the run sees the webui go (the pipe) and saves a checkpoint first. On Windows no console either:
+            # closing the webui's console window ends every process attached to it, whatever its group
+            group = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+                     if os.name == "nt" else {"start_new_session": True})
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, str(PACKAGE_DIR), kind, str(self.config_path),
                  str(self.progress_path), str(self.stop_path)],

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, nearest_existing,
-                     sync_folder)
+                     replace_folder, sync_folder)
 from .paths import (CHECKPOINT_PREFIX, case_twin, check_name, lock_file, refuse_while_retrained, resolve_adapter,
                     resolve_dirs, resolve_model, shell_word)
 
@@ -217,7 +217,7 @@ def _tidy(out: Path) -> None:
             continue
         target = out.parent / m.group(1)
         if m.group(2) == "old" and not target.exists():
-            os.replace(left, target)
+            replace_folder(left, target)
             continue
         # without its record, an earlier merge's folder is one whose removal was cut off: the user's files
         # had gone over before (what is left is the merge's own, which must not join the new one)
@@ -237,7 +237,7 @@ def _move_users_entries(old: Path, out: Path) -> list[str]:
         while (out / target).exists():
             target = f"{name}.yours" if n == 1 else f"{name}.yours-{n}"
             n += 1
-        os.replace(old / name, out / target)
+        replace_folder(old / name, out / target)
         moved.append(target)
     return sorted(moved)
 
@@ -287,15 +287,34 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
             # the earlier merge aside, the new one in, then what the user put in the earlier one (a GGUF
             # converted into the folder, notes) over to it: killed at any point, _tidy finishes the job
             old = root / f".{p.out.name}.old-{os.getpid()}"
-            os.replace(p.out, old)
-            os.replace(tmp, p.out)
+            _put_in_place(tmp, p.out, old)
             kept = _move_users_entries(old, p.out)
             sync_folder(root, files=False)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, p.out)
+            _put_in_place(tmp, p.out)
     size = sum(f.stat().st_size for f in p.out.iterdir() if f.is_file() and f.name not in kept)
     return MergeResult(p.out, size, p.dtype, list(p.params.get("characters") or []), replaced, kept)
+
+
+def _put_in_place(tmp: Path, out: Path, old: Path | None = None) -> None:
+    """The written merge `tmp` in as `out`, the earlier merge first set aside as `old`. A rename refused past
+    replace_folder's retries (Windows: a program holding the folder open) leaves the earlier merge as it was,
+    and takes the new one away: a whole model's copy, which only a merge again could put in place."""
+    try:
+        if old is not None:
+            replace_folder(out, old)
+        try:
+            replace_folder(tmp, out)
+        except OSError:
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    replace_folder(old, out)
+            raise
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"{out}: the merged model could not be put in place ({e.strerror or e}); close what has "
+                        "the folder open (an Explorer window, a console in it) and merge again") from None
 
 
 def _adapter_sha256(adapter_path: Path) -> str | None:

@@ -220,6 +220,11 @@ _WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in "123456789�
                     *(f"LPT{i}" for i in "123456789¹²³")}
 
 
+def windows_device(name: str) -> bool:
+    """Whether Windows takes the name for a device (`con`, `Aux.json`): no file or folder can have it there."""
+    return name.split(".")[0].strip().upper() in _WINDOWS_DEVICES
+
+
 def check_name(name: str, what: str = "name") -> str:
     """A name typed by the user for a file or folder of ours: it must stay inside its folder."""
     # NFC: one spelling of Zoë whichever way it was typed (the name returned is the one to write)
@@ -232,7 +237,7 @@ def check_name(name: str, what: str = "name") -> str:
             ". , _ + - ' ( ) "
             "(no slashes, no '..', not starting with a dot)"
         )
-    if name.endswith(".") or name.split(".")[0].strip().upper() in _WINDOWS_DEVICES:
+    if name.endswith(".") or windows_device(name):
         raise UserError(f"{what} {name!r} is not allowed: Windows reserves it (a device name, or a name "
                         "ending in a dot)")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:

@@ -41,8 +41,8 @@ from . import batching, encoding, fused_lora, last_layer, modeling, paths, varle
 from . import prompt as prompt_mod
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, file_sha256, free_bytes, held_lock,
-                     load_records, missing_parents, nearest_existing, remove_empty, samples_sha256, sync_folder,
-                     write_records)
+                     load_records, missing_parents, nearest_existing, remove_empty, replace_folder, samples_sha256,
+                     sync_folder, write_records)
 
 METHODS = ("lora", "prompt_tuning")
 GRADIENT_CHECKPOINTING = ("auto", "on", "off")
@@ -747,7 +747,9 @@ class _Dist:
         self.owned = False
         self.dist = dist
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            # gloo without NCCL: torch's Windows builds have none ("Distributed package doesn't have NCCL")
+            nccl = device.type == "cuda" and dist.is_nccl_available()
+            dist.init_process_group(backend="nccl" if nccl else "gloo")
             self.owned = True
         self.main = self.rank == 0
 
@@ -1003,10 +1005,10 @@ def _tidy(root: Path, out: Path) -> None:
         if out.exists():
             shutil.rmtree(old, ignore_errors=True)
         elif paths.finished_save(new):  # the new adapter was complete (its card is written last)
-            os.replace(new, out)
+            replace_folder(new, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(old, out)
+            replace_folder(old, out)
     for tmp in paths.swap_leftovers(root, out.name, "tmp"):
         if paths.finished_save(tmp) and not _newer_save(out, tmp):  # complete, the swap into place never came
             _swap_in(tmp, out, root / f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
@@ -1017,7 +1019,7 @@ def _tidy(root: Path, out: Path) -> None:
             continue  # nowhere to put them back: the folder stays, as the user left it
         for entry in rescued:
             if not (out / entry).exists():
-                os.replace(tmp / entry, out / entry)
+                replace_folder(tmp / entry, out / entry)
         if _foreign_entries(tmp):
             continue  # a name taken meanwhile: keep the folder rather than lose a file
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1678,7 +1680,7 @@ def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, setti
             sync_folder(tmp)
             if final.exists():
                 shutil.rmtree(final)
-            os.replace(tmp, final)
+            replace_folder(tmp, final)
             sync_folder(plan.out_dir, files=False)
             for stale in plan.stale:  # --overwrite: the replaced run's checkpoints go once this run has one
                 if stale != final:  # one of the same step was replaced just above
@@ -1689,8 +1691,11 @@ def _save_checkpoint(model, optimizer, scheduler, scaler, plan, dist, cfg, setti
                 # that the next run clears, not a half-deleted checkpoint offered for --resume
                 gone = old.with_name(f".{old.name}.tmp")
                 shutil.rmtree(gone, ignore_errors=True)
-                os.replace(old, gone)
-                shutil.rmtree(gone)
+                try:
+                    replace_folder(old, gone)
+                except OSError:  # held open by another program: kept until a later save tries again
+                    continue
+                shutil.rmtree(gone, ignore_errors=True)  # what stays is cleared by the next run
     dist.barrier()
     return final
 
@@ -1847,7 +1852,12 @@ def _save_final(model, plan: Plan, cfg: TrainConfig, settings: dict, log: dict, 
         _plain_modes(tmp)
         atomic_write_text(tmp / "README.md", model_card(final_settings, result, cfg.lora_name))
         sync_folder(tmp)
-    _swap_in(tmp, plan.out_dir, root / f".{cfg.lora_name}.old-{os.getpid()}")
+    try:
+        _swap_in(tmp, plan.out_dir, root / f".{cfg.lora_name}.old-{os.getpid()}")
+    except OSError as e:  # (Windows: a program holding the folder open, past replace_folder's retries)
+        raise UserError(f"{plan.out_dir}: the finished adapter could not be put in place ({e.strerror or e}); it "
+                        f"is saved whole in {tmp}, and the next run of the name {cfg.lora_name!r} puts it in "
+                        "place before anything else (close first what has the folder open)") from None
 
 
 def _swap_in(tmp: Path, out: Path, old: Path) -> None:
@@ -1856,10 +1866,15 @@ def _swap_in(tmp: Path, out: Path, old: Path) -> None:
     if out.exists():
         for name in _foreign_entries(out):  # the user's notes beside the adapter stay with it
             # a name the killed swap moved already, written again since: both kept
-            os.replace(out / name, _free_name(tmp, name))
-        os.replace(out, old)
-        os.replace(tmp, out)
+            replace_folder(out / name, _free_name(tmp, name))
+        replace_folder(out, old)
+        try:
+            replace_folder(tmp, out)
+        except OSError:
+            with contextlib.suppress(OSError):  # the folder as it was; the next run puts the new one in
+                replace_folder(old, out)
+            raise
         sync_folder(out.parent, files=False)
         shutil.rmtree(old, ignore_errors=True)  # the replaced adapter and this run's checkpoints
     else:
-        os.replace(tmp, out)
+        replace_folder(tmp, out)

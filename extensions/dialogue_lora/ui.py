@@ -26,7 +26,7 @@ from .merging import DTYPES
 from .prompt import as_learnt
 from .training import METHODS, format_eta
 from .paths import (MAX_NAME_BYTES, case_twin, check_name, on_disk, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
-                    resolve_model)
+                    resolve_model, windows_device)
 
 POLL_SECONDS = 1.0
 PLOT_SECONDS = 10.0  # the loss curve is drawn again at most this often while a run trains
@@ -990,6 +990,8 @@ def dataset_name_for(names) -> str:
     if stem != whole and "-" in stem:  # cut: at a name's end, not inside one (a syllable's letters apart)
         stem = stem.rsplit("-", 1)[0]
     stem = stem.strip("-")
+    if windows_device(stem):  # a character called Con or Aux: a name Save as (and an adapter) may have
+        stem += "-lines"
     return f"{stem}.json" if stem else DEFAULT_DATASET_NAME
 
 
