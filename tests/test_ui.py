@@ -472,6 +472,34 @@ def test_progress_lists_the_runs_notes_and_a_resumed_curve_keeps_its_parts_apart
     assert "8 sample(s) dropped" in text and "tokenizing" not in text
 
 
+def test_the_tab_says_its_own_controls_for_a_filtered_character_and_evaluations_memory(tmp_path, monkeypatch):
+    """The flags a message names become the tab's controls, and advice about settings the section lacks is
+    said in what the tab has."""
+    from extensions.dialogue_lora import evaluation
+    from extensions.dialogue_lora.evaluation import EvalConfig
+    from extensions.dialogue_lora.prepare import PrepareConfig, prepare
+
+    export = tmp_path / "general.json"
+    messages = [{"id": str(i), "type": "Default", "timestamp": f"2024-05-01T10:0{i}:00+00:00",
+                 "author": {"id": str(i % 2), "name": "Alex" if i % 2 else "Sam"},
+                 "content": "lol" if i % 2 else f"so what do you think about the plan number {i}?"} for i in range(6)]
+    export.write_text(json.dumps({"messages": messages}), encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        prepare(PrepareConfig(names=["Alex"], txtfilename=str(export), jsonfilename=str(tmp_path / "o.json")))
+    said = ui.tab_words(str(e.value))
+    assert "'Filters' without 'non-responses' keeps them" in said and "--" not in said, said
+
+    def full(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(evaluation, "_evaluate", full)
+    with pytest.raises(UserError) as e:
+        evaluation.evaluate(EvalConfig(model_name="m", lora_name="a"))
+    said = ui.tab_words(ui._evaluation_memory(str(e.value)))
+    assert said == ("out of memory while evaluating: tick 'Load in 4-bit', or run evaluate_lora.py with a smaller "
+                    "batch size than the tab's 8 (or a shorter cutoff or reply length)")
+
+
 def test_tab_words_translates_the_short_flags_a_message_names():
     assert ui.tab_words("their messages go under their server nickname: -n 'Alex'") == (
         "their messages go under their server nickname: 'Character(s) to learn' 'Alex'")
@@ -1052,6 +1080,26 @@ def test_resume_after_a_restart_fills_the_form_from_the_checkpoint(webui_root, m
     assert 80 in values[3:] and 0.01 in values[3:] and "q_proj,v_proj" in values[3:]
     assert all(isinstance(v, dict) for v in fill(False, "cor3"))  # unticked: the form is left alone
     assert all(isinstance(v, dict) for v in fill(True, "nobody"))
+    # a command-line run (`-d cor`: its dataset_name as typed) with settings the form has no field for: the
+    # dataset is the file, and Start resumes with those settings as they were, not the defaults
+    ck = dirs.loras / "cli" / "checkpoint-4"
+    ck.mkdir(parents=True)
+    cli = dict(settings, dataset_name="cor", dataset=str(dirs.datasets / "cor.json"), warmup_ratio=0.1,
+               packing=False, precision="fp32", max_grad_norm=0.5, device="cpu")
+    (ck / "trainer_state.json").write_text(json.dumps({"settings": cli}))
+    assert fill(True, "cli")[:2] == ["tiny-llama", "cor.json"]
+    from extensions.dialogue_lora import training
+
+    checked = []
+    monkeypatch.setattr(training, "check", checked.append)
+    form = {"max_steps": 80, "epochs": 3, "learning_rate": 0.01, "lora_rank": 8, "target_modules": "q_proj,v_proj",
+            "warmup_ratio": 0.2}  # (a field the form had: the form's value stands)
+    config = logic.train_config("tiny-llama", "cor.json", "cli", form, True, False)
+    assert (config["packing"], config["precision"], config["max_grad_norm"], config["warmup_ratio"]) == (
+        False, "fp32", 0.5, 0.2)
+    assert "device" not in config  # not a setting a resume must keep: the tab's own
+    config = logic.train_config("tiny-llama", "cor.json", "cli", form, False, True)  # anew: the defaults
+    assert "packing" not in config and "precision" not in config
 
 
 def test_a_fresh_evaluate_section_shows_the_evaluations_form(webui_root, monkeypatch):

@@ -62,7 +62,7 @@ ADAPTER_FOLDER_FILES = frozenset({
 })
 PROMPT_TUNING_INIT_TEXT = "Continue the dialogue in character, one line per reply:"
 # Settings a resumed run must share with the run it continues (anything else may change).
-_RESUME_KEYS = (
+RESUME_KEYS = (
     "method", "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "num_virtual_tokens", "batch_size",
     "grad_accum", "cutoff_len", "val_ratio", "seed", "packing", "load_in_4bit", "load_in_8bit", "learning_rate",
     "dtype", "name", "samples_sha256", "samples_text_sha256", "base_fingerprint", "base_weights_sha256",
@@ -1565,7 +1565,7 @@ def _resume_mismatch(resume_from: Path, before: dict, settings: dict, shape: dic
             return True
         return before[k] == settings[k] or (k == "dtype" and _half_precision_change(before, settings))
 
-    changed = [k for k in _RESUME_KEYS
+    changed = [k for k in RESUME_KEYS
                if k in before and k in settings and k not in unused and not same(k)]
     if "samples_sha256" not in before and before.get("dataset_sha256") not in (None, settings["dataset_sha256"]):
         changed.append("samples_sha256")  # a checkpoint from before samples were hashed: the file's bytes

@@ -93,6 +93,11 @@ _TAB_WORDS = {"resume": "Resume", "overwrite": "Overwrite", "lora_name": "Adapte
               "gap_minutes": "New conversation after a gap", "jsonfilename": "Save as", "txtfilename": "the file",
               "rounds": "Context turns", "format": "Format", "source": "Source", "max_samples": "Max samples",
               "csv_speaker_column": "Speaker column", "csv_text_column": "Text column",
+              # Prepare's switches that keep what a filter dropped: `'Filters' without 'non-responses' keeps them`
+              **{f"keep_{key}": f"Filters' without '{label}" for key, label in (
+                  ("non_responses", "non-responses"), ("enders", "conversation enders"),
+                  ("low_quality", "low-quality conversations"))},
+              "strip_actions": "Strip actions",
               # Use's merge
               "output_name": "Merged model name", "dtype": "Weights", "names": "Character(s) to learn"}
 _FLAG = re.compile(r"--([a-z_0-9]+)")
@@ -236,6 +241,17 @@ def _as_defaults(settings: dict) -> dict:
         except (UserError, OSError, ValueError):
             pass  # the base is gone or unreadable: the list as recorded
     return out
+
+
+_EVAL_MEMORY = re.compile(r"try a smaller --batch_size \(it was (\d+)\), --cutoff_len or --max_new_tokens, or "
+                          r"--load_in_4bit")
+
+
+def _evaluation_memory(message: str) -> str:
+    """Evaluation's out-of-memory advice in the tab, whose *3. Evaluate* has no batch size, cutoff or reply
+    length ('Batch size' and 'Cutoff length' are Train's, which evaluation does not read)."""
+    return _EVAL_MEMORY.sub(r"tick --load_in_4bit, or run evaluate_lora.py with a smaller batch size than the "
+                            r"tab's \1 (or a shorter cutoff or reply length)", message)
 
 
 def _pick_heldout(message: str) -> str:
@@ -509,6 +525,14 @@ class TabLogic:
         if not dataset_path.is_file():
             raise UserError(f"{dataset_path}: no such file")
         config = dict(settings)  # an adapter of that name already there: the checks below say what to do
+        if resume:  # what the form has no field for (a command-line run's --warmup_ratio) goes on as it was
+            found = self.resume_form(adapter)
+            if found is not None:
+                from .training import RESUME_KEYS
+
+                for key in (*RESUME_KEYS, "precision"):
+                    if key in found[0]:
+                        config.setdefault(key, found[0][key])
         for key, default in train_defaults().items():  # a blank or 0 field with no fixed default: the default
             if default is None and key in config and config[key] in (None, "", 0):
                 config[key] = None
@@ -681,7 +705,7 @@ class TabLogic:
             said = (job.last("end") or {}).get("message") or ""
             return [], [], "Evaluation stopped" + ("; nothing was written" if "nothing was written" in said else "")
         if job.state != "done":
-            return [], [], f"Evaluation failed: {tab_words(job.error() or 'unknown error')}"
+            return [], [], f"Evaluation failed: {tab_words(_evaluation_memory(job.error() or 'unknown error'))}"
         end = job.last("end") or {}
         try:
             result = json.loads(Path(end["eval_json"]).read_text(encoding="utf-8"))
@@ -1407,7 +1431,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         # a setting the checkpoint does not record (an older version's) leaves its field as it is
         values = form_values(c, leave_unrecorded=True)
         datasets = logic.datasets()
-        data = Path(str(c.get("dataset_name") or c.get("dataset") or "")).name
+        data = Path(str(c.get("dataset") or c.get("dataset_name") or "")).name  # (the path: `-d bob` is bob.json)
         return [c.get("model_name") if c.get("model_name") in logic.models() else gr.update(),
                 data if data in datasets else gr.update(), f"Settings filled in from {checkpoint}: *Start training* "
                 f"continues it as it was.", *values]
