@@ -409,7 +409,7 @@ def test_resolve_adapter_says_what_a_folder_without_an_adapter_holds(tmp_path):
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", "a\\b", ".hidden", "..", "x/../../etc", "'quoted'", "a*b", "a:b"])
 def test_check_name_refuses_escapes(bad):
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="^adapter name (is empty|.+ is not allowed: start with a letter or digit)"):
         paths.check_name(bad, "adapter name")
 
 

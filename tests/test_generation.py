@@ -164,6 +164,11 @@ def test_batched_generation_matches_one_by_one(loaded):
     batched = generate_replies(loaded.model, loaded.tokenizer, prompts, max_new_tokens=16, batch_size=3)
     alone = [generate_reply(loaded.model, loaded.tokenizer, p, max_new_tokens=16) for p in prompts]
     assert batched == alone
+    # the random base too: the adapter's replies barely hang on the prompt, so padding seen would go unnoticed
+    with adapter_disabled(loaded.model) as base:
+        batched = generate_replies(base, loaded.tokenizer, prompts, max_new_tokens=16, batch_size=3)
+        alone = [generate_reply(base, loaded.tokenizer, p, max_new_tokens=16) for p in prompts]
+    assert batched == alone and len(set(alone)) == len(alone)
 
 
 def test_adapter_toggle_gives_the_base_model(loaded, tiny_model_dir):

@@ -407,6 +407,12 @@ def test_one_name_in_capitals_is_one_speaker_and_other_accents_are_other_people(
     assert str(e.value).startswith(f"3 names not found in {src}: 'zoe' (did you mean 'Zoë'?), 'Nobody', 'Isık' (did "
                                    "you mean 'IŞIK'?); speakers found: ")
     assert str(e.value).count("speakers found") == 1 and "\n" not in str(e.value)
+    # a cast of twelve: the ten who speak most, most lines first, and how many more
+    src.write_text("".join(f"P{i}: line.\n" * (i + 1) for i in range(12)), encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        preview(PrepareConfig(names=["Nobody"], txtfilename=str(src)), 5)
+    assert str(e.value).endswith("speakers found: " + ", ".join(f"P{i} ({i + 1})" for i in range(11, 1, -1))
+                                 + ", ... +2 more"), str(e.value)
 
 
 def test_a_console_that_cannot_show_a_name_gets_it_escaped_not_a_traceback(tmp_path):

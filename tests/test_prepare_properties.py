@@ -165,10 +165,15 @@ def test_odd_discord_exports_give_samples_or_user_error(tmp_path, messages, gap)
     data = json.dumps({"messages": messages}).encode()
     src = tmp_path / "export.json"
     src.write_bytes(data)
+    out = tmp_path / "o.json"
+    if out.exists():
+        out.unlink()
     try:
-        prepare(PrepareConfig(names=["*"], txtfilename=str(src), jsonfilename=str(tmp_path / "o.json"), gap_minutes=gap))
-    except UserError:
-        pass
+        prepare(PrepareConfig(names=["*"], txtfilename=str(src), jsonfilename=str(out), gap_minutes=gap))
+    except UserError as e:  # one line naming the file, nothing written
+        assert str(e) and "\n" not in str(e) and "export.json" in str(e) and not out.exists(), str(e)
+        return
+    prompt.validate_records(json.loads(out.read_text(encoding="utf-8")))
 
 
 # the shapes of the apps' text exports (chatexports.py), mixed with anything

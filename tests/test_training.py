@@ -413,6 +413,27 @@ def _adapter_tensors(folder: Path) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
+def test_grad_accum_trains_what_one_batch_of_its_samples_trains(env):
+    """A step's loss is the mean over the target tokens of all its micro-batches (not a mean of their means):
+    two batches of 2 accumulated train the adapter that one batch of the same 4 samples trains. The replies
+    differ in length, so the two ways of averaging would differ. (test_ddp compares processes against
+    --grad_accum, which share this code: this pins the normalisation itself.)"""
+    import torch
+
+    data = env / "accum.json"
+    records = [{"input": "Alice: Where is the ship?\nBob:", "output": "Arr." if i % 2 else
+                "Arr, the ship sails at dawn past the rocks and the old lighthouse on the hill."} for i in range(4)]
+    data.write_text(json.dumps(records))
+    common = dict(dataset_name=str(data), max_steps=1, val_ratio=0.0, packing=False, learning_rate=1e-2)
+    train(make_cfg(env, lora_name="accum2", batch_size=2, grad_accum=2, **common))
+    train(make_cfg(env, lora_name="accum1", batch_size=4, grad_accum=1, **common))
+    two, one = (_adapter_tensors(env / "loras" / n) for n in ("accum2", "accum1"))
+    moved = [k for k in one if "lora_B" in k]
+    assert moved and all(one[k].abs().max() > 0 for k in moved)  # the step did train
+    for k in one:
+        assert torch.allclose(two[k], one[k], atol=1e-6), k
+
+
 def _stop_from_call(n: int):
     """should_stop() that says stop from its n-th call on (the trainer asks once before the first step,
     then after every step)."""
