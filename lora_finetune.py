@@ -25,7 +25,7 @@ try:
     from extensions.dialogue_lora.errors import CliParser, Interrupted, UserError, run_cli  # noqa: E402
     from extensions.dialogue_lora.fileio import same_file  # noqa: E402
     from extensions.dialogue_lora.modeling import FUSED_KERNELS, PRECISIONS  # noqa: E402
-    from extensions.dialogue_lora.training import (GRADIENT_CHECKPOINTING, METHODS, TrainConfig,  # noqa: E402
+    from extensions.dialogue_lora.training import (GRADIENT_CHECKPOINTING, METHOD_SETTINGS, METHODS, TrainConfig,  # noqa: E402
                                                     event_line, format_eta, loss_text)
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
@@ -196,10 +196,6 @@ class _Reporter:
 
 
 # Flags that only one --method reads: given with the other, they are an error, not silently unused.
-_METHOD_FLAGS = {"lora": ("lora_rank", "lora_alpha", "lora_dropout", "target_modules"),
-                 "prompt_tuning": ("num_virtual_tokens",)}
-
-
 def _latest_checkpoint(cfg: TrainConfig, started: float) -> str:
     """What a quit at once leaves of this run: its finished adapter (the swap into place cut off or done),
     else its latest checkpoint."""
@@ -241,7 +237,7 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[
 
 
 def check_method_flags(args: dict, given: set[str]) -> None:
-    unused = [f"--{name}" for method, names in _METHOD_FLAGS.items() if method != args["method"]
+    unused = [f"--{name}" for method, names in METHOD_SETTINGS.items() if method != args["method"]
               for name in names if name in given]
     if unused:
         raise UserError(f"{', '.join(unused)}: not used by --method {args['method']}")

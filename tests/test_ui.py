@@ -1516,3 +1516,21 @@ def test_a_message_sent_while_another_page_loads_is_judged_by_what_loads(webui_r
     assert said_with == ["tiny-llama", ["carol"]] and len(turns) == 2
     chat, turns, box, status, said_with, heading = on_send("And now?", turns, "Bob", "Alice", 5, 0, said_with)
     assert status == "" and len(turns) == 4  # kept: nothing changed since
+
+
+def test_each_method_shows_its_own_settings(webui_root, monkeypatch):
+    """Prompt tuning hides LoRA's rank, alpha, dropout and target modules (changed, they did nothing: the
+    script refuses them for it) and shows its virtual tokens; LoRA the other way round."""
+    monkeypatch.chdir(webui_root)
+    from extensions.dialogue_lora.standalone import build_app
+
+    app = build_app(StandaloneHost({}, resolve_dirs(webui_root)))
+    method = next(b for b in app.blocks.values() if type(b).__name__ == "Dropdown" and b.label == "Method")
+    [dep] = [d for d in app.config["dependencies"] if [method._id, "change"] in [list(t) for t in d["targets"]]]
+    labels = [app.blocks[i].label.split(" (")[0] for i in dep["outputs"]]
+    assert sorted(labels) == ["LoRA alpha", "LoRA dropout", "LoRA rank", "Target modules", "Virtual tokens"]
+    for picked, shown in (("prompt_tuning", {"Virtual tokens"}), ("lora", set(labels) - {"Virtual tokens"})):
+        updates = app.fns[dep["id"]].fn(picked)
+        assert {label for label, u in zip(labels, updates) if u["visible"]} == shown
+    visible = {b.label.split(" (")[0] for b in app.blocks.values() if getattr(b, "label", None) and b.visible}
+    assert "LoRA rank" in visible and "Virtual tokens" not in visible  # as built: LoRA, the default

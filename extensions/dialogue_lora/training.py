@@ -45,6 +45,9 @@ from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, fi
                      sync_folder, write_records)
 
 METHODS = ("lora", "prompt_tuning")
+# The settings only one method reads: the script refuses them for the other, the tab shows them for its own.
+METHOD_SETTINGS = {"lora": ("lora_rank", "lora_alpha", "lora_dropout", "target_modules"),
+                   "prompt_tuning": ("num_virtual_tokens",)}
 GRADIENT_CHECKPOINTING = ("auto", "on", "off")
 CHECKPOINT_PREFIX = paths.CHECKPOINT_PREFIX
 HELDOUT_FILE = "heldout.json"

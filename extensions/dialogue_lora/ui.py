@@ -24,7 +24,7 @@ from .generation import DEFAULT_TEMPERATURE
 from .host import bits_words
 from .merging import DTYPES
 from .prompt import as_learnt
-from .training import METHODS, format_eta
+from .training import METHOD_SETTINGS, METHODS, format_eta
 from .paths import (MAX_NAME_BYTES, case_twin, check_name, on_disk, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model, windows_device)
 
@@ -1233,6 +1233,11 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     if defaults_error:
         gr.Markdown(defaults_error)
     setting_boxes = []
+
+    def shown(key):  # a setting of the other method is hidden (LoRA's rank for prompt tuning)
+        method = defaults.get("method") or "lora"
+        return all(key not in keys for m, keys in METHOD_SETTINGS.items() if m != method)
+
     with gr.Accordion("Training settings (the CLI's defaults)", open=False):
         fields = [(key, label, kind) for key, label, kind in TRAIN_FIELDS if key in defaults]
         with gr.Row():
@@ -1241,12 +1246,11 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
                 if kind == "method":
                     box = gr.Dropdown(label=label, choices=list(METHODS), value=value or "lora")
                 elif kind == "text":
-                    box = gr.Textbox(label=label, value=_text_value(value))
+                    box = gr.Textbox(label=label, value=_text_value(value), visible=shown(key))
                 elif kind == "number":
                     # no `minimum`: Gradio's own check said "Value -1 is less than minimum value 0" in a toast
                     # and marked every output as failed; the settings' check says it in the form's words
-                    box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1),
-                                    visible=key != "num_virtual_tokens" or defaults.get("method") == "prompt_tuning")
+                    box = gr.Number(label=label, value=value, step=NUMBER_STEPS.get(key, 1), visible=shown(key))
                 else:
                     continue
                 setting_boxes.append((key, box))
@@ -1272,9 +1276,10 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
     setting_keys = [k for k, _ in setting_boxes]
     setting_inputs = [b for _, b in setting_boxes]
     by_key = dict(setting_boxes)
-    if "method" in by_key and "num_virtual_tokens" in by_key:  # a LoRA run has no virtual tokens: not shown
-        by_key["method"].change(lambda m: gr.update(visible=m == "prompt_tuning"), by_key["method"],
-                                by_key["num_virtual_tokens"], queue=False)
+    if "method" in by_key:  # each method's own settings only (a LoRA rank changed for prompt tuning did nothing)
+        own = [(key, method) for method, keys in METHOD_SETTINGS.items() for key in keys if key in by_key]
+        by_key["method"].change(lambda m: [gr.update(visible=m == method) for _, method in own], by_key["method"],
+                                [by_key[key] for key, _ in own], queue=False)
     train_outputs = [progress, loss_plot, train_log]
 
     def render(job, plot: bool = True):
