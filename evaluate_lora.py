@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cutoff_len", type=int, default=None, help="token limit per sample (default: as in training)")
     p.add_argument("--name", default=None, help="character cue for multi-turn samples without a name (default: as in training)")
     add_loading_arguments(p)
+    p.add_argument("--dataset_dir", default=None,
+                   help="datasets directory, where a bare -d name is found (default: user_data/training/datasets)")
     p.add_argument("--no_similarity", action="store_true", help="skip the sentence-embedding similarity")
     p.add_argument("--no_meteor", action="store_true", help="skip METEOR")
     return p
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         as_trained=not args.unquantised,
         model_dir=args.model_dir,
         lora_dir=args.lora_dir,
+        dataset_dir=args.dataset_dir,
         similarity=not args.no_similarity,
         meteor=not args.no_meteor,
         device=args.device,

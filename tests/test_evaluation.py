@@ -596,6 +596,17 @@ def test_a_heldout_file_not_found_says_where_it_looked_and_lists_the_datasets(la
     with pytest.raises(UserError, match=r"held-out file 'bobb' not found \(looked in \., .*with \.json or \.jsonl "
                                         r"added\); datasets in .*: bob-heldout\.json"):
         evaluate(EvalConfig("tiny-llama", "bob", dataset="bobb"))
+    # a datasets folder of the user's own (lora_finetune.py --dataset_dir): a bare name is found there
+    from extensions.dialogue_lora.evaluation import resolve_heldout
+
+    mine = layout / "my-datasets"
+    mine.mkdir()
+    (mine / "bob-held.json").write_text("[]\n")
+    adapter = layout / "user_data" / "loras" / "bob"
+    cfg = EvalConfig("tiny-llama", "bob", dataset="bob-held", dataset_dir=str(mine))
+    assert resolve_heldout(cfg, adapter, {}) == mine / "bob-held.json"
+    with pytest.raises(UserError, match=r"datasets in .*: bob-heldout\.json"):
+        resolve_heldout(EvalConfig("tiny-llama", "bob", dataset="bob-held"), adapter, {})
 
 
 # ------------------------------------------------------------------------------------------------ CLI

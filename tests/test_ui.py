@@ -1288,6 +1288,12 @@ def test_evaluate_and_use_load_the_base_as_the_adapter_was_trained(webui_root, m
     logic.start_evaluation("tiny-llama", "q", "held.json", None)
     logic.start_evaluation("tiny-llama", "q", "held.json", 3.0)
     assert [c["max_samples"] for _, c in started[-2:]] == [0, 3.0]
+    # an adapter or model gone since the lists were read: said at once, with what there is (no process)
+    with pytest.raises(UserError, match=r"adapter 'gone' not found.*q"):
+        logic.start_evaluation("tiny-llama", "gone", "held.json", 3)
+    with pytest.raises(UserError, match=r"model 'gone' not found.*tiny-llama"):
+        logic.start_evaluation("gone", "q", "held.json", 3)
+    assert len(started) == 3  # (the three accepted above)
 
 
 def test_a_failed_load_gives_its_memory_back(webui_root, monkeypatch):

@@ -78,6 +78,8 @@ class EvalConfig:
     """--model_dir: models directory (default: user_data/models or models/, as the webui)."""
     lora_dir: str | None = None
     """--lora_dir: adapters directory (default: user_data/loras or loras/, as the webui)."""
+    dataset_dir: str | None = None
+    """--dataset_dir: where a bare -d name is looked for (default: user_data/training/datasets, as training)."""
     similarity: bool = True
     """--no_similarity turns off the embedding similarity (it loads a second, small model)."""
     meteor: bool = True
@@ -125,7 +127,7 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
     """The held-out file: -d (a path, a name in the datasets folder or in the adapter folder), else the
     split recorded in the adapter's training_parameters.json."""
     if cfg.dataset:
-        dirs = resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir)
+        dirs = resolve_dirs(model_dir=cfg.model_dir, lora_dir=cfg.lora_dir, dataset_dir=cfg.dataset_dir)
         given = Path(os.path.expanduser(cfg.dataset))  # `-d ~/x.json` from cmd or PowerShell, which leave `~`
         places = (given, dirs.datasets / given, adapter_path / given)
         # a bare name, as lora_finetune.py -d takes it: `-d bobds` is bobds.json in the datasets folder

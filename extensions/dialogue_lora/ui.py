@@ -663,12 +663,13 @@ class TabLogic:
             cfg = EvalConfig(**config)
         except UserError as e:
             raise UserError(tab_words(str(e))) from None
-        adapter_path = dirs.loras / config["lora_name"]
-        if adapter_path.is_dir():  # no held-out set to use: say so now, in the tab's words
-            try:
-                resolve_heldout(cfg, adapter_path, read_training_parameters(adapter_path))
-            except UserError as e:
-                raise UserError(_pick_heldout(str(e))) from None
+        # gone since the lists were read (renamed, deleted): said now, as Merge does, not by a process started
+        resolve_model(config["model_name"], dirs.models)
+        adapter_path = resolve_adapter(config["lora_name"], dirs.loras)
+        try:  # no held-out set to use: say so now, in the tab's words
+            resolve_heldout(cfg, adapter_path, read_training_parameters(adapter_path))
+        except UserError as e:
+            raise UserError(_pick_heldout(str(e))) from None
         return jobs.start("evaluate", config)
 
     def own_split_note(self, adapter) -> str:
