@@ -145,6 +145,43 @@ def test_meteor_without_wordnet_is_a_note_not_a_crash(monkeypatch):
     assert scores == [None] and "WordNet data is not installed" in note
 
 
+def test_meteor_scores_each_reply_against_its_reference_as_nltk_takes_them(monkeypatch):
+    """The METEOR glue, with a stand-in for nltk (not installed here, nor in CI; WordNet's data cannot be
+    downloaded): nltk 3.8+ takes pre-split words, each reply is scored against its own reference, and the
+    mean is per set of replies (the adapter's, the base's)."""
+    import importlib.machinery
+    import types
+
+    from extensions.dialogue_lora import evaluation
+
+    calls = []
+
+    def meteor_score(references, hypothesis):
+        assert all(isinstance(r, list) for r in references) and isinstance(hypothesis, list)  # split, not str
+        calls.append((references, hypothesis))
+        return len(set(hypothesis) & set(references[0])) / len(references[0])
+
+    state = {"wordnet": True}
+
+    def ensure_loaded():
+        if not state["wordnet"]:
+            raise LookupError("Resource wordnet not found.")
+
+    modules = {name: types.ModuleType(name) for name in
+               ("nltk", "nltk.corpus", "nltk.translate", "nltk.translate.meteor_score")}
+    for name, module in modules.items():
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, module)
+    modules["nltk.corpus"].wordnet = types.SimpleNamespace(ensure_loaded=ensure_loaded)
+    modules["nltk.translate.meteor_score"].meteor_score = meteor_score
+    scores, note = evaluation.meteor_scores([["arr the ship", "a b"], ["no", "b"]], ["the ship sails", "a b"])
+    assert note is None and scores == [pytest.approx((2 / 3 + 1) / 2), pytest.approx((0 + 1 / 2) / 2)]
+    assert calls[0] == ([["the", "ship", "sails"]], ["arr", "the", "ship"])
+    state["wordnet"] = False
+    scores, note = evaluation.meteor_scores([["a"], ["b"]], ["a"])
+    assert scores == [None, None] and "WordNet data is not installed (python -m nltk.downloader wordnet)" in note
+
+
 def test_report_files(result, tmp_path):
     lora = Path(result["_lora_path"])
     res = {k: v for k, v in result.items() if not k.startswith("_")}
