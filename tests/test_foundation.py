@@ -610,3 +610,26 @@ def test_windows_flushes_files_opened_to_write_retries_held_folders_and_drops_th
         with fileio.held_lock(lock, lambda pid: f"busy {pid}"):
             m.setattr(os, "name", "nt")
     assert not lock.exists()
+
+
+def test_macos_flushes_past_the_drives_cache(tmp_path, monkeypatch):
+    """macOS's fsync leaves the data in the drive's cache: F_FULLFSYNC there, and fsync where the file system
+    cannot (a network share)."""
+    import fcntl
+    import sys
+
+    calls = []
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(fcntl, "F_FULLFSYNC", 51, raising=False)
+    monkeypatch.setattr(fcntl, "fcntl", lambda fd, op: calls.append(("fcntl", op)))
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(("fsync", fd)))
+    fileio.atomic_write_text(tmp_path / "a.txt", "x")
+    assert calls == [("fcntl", 51)] and (tmp_path / "a.txt").read_text() == "x"
+
+    def unsupported(fd, op):
+        raise OSError(45, "Operation not supported")
+
+    calls.clear()
+    monkeypatch.setattr(fcntl, "fcntl", unsupported)
+    fileio.sync_folder(tmp_path, files=True)
+    assert [c[0] for c in calls] == ["fsync", "fsync"]  # the file, then the folder

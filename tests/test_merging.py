@@ -183,6 +183,21 @@ def test_a_failed_write_leaves_no_folder(layout, monkeypatch):
     assert sorted(p.name for p in (layout / "user_data" / "models").iterdir()) == ["tiny-llama"]
 
 
+def test_a_folder_opened_in_a_file_manager_is_still_empty(layout):
+    """Finder leaves .DS_Store in a folder it showed, Explorer Thumbs.db: the merge was refused as 'holds files
+    that no merge wrote', even with --overwrite, over a file the user cannot see."""
+    out = layout / "user_data" / "models" / "tiny-llama-bob"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (out / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    with one_thread():
+        result = merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+    assert result.output_dir == out and result.kept == [] and (out / "config.json").is_file()
+    (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # and again, beside an earlier merge
+    with one_thread():
+        assert merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True)).kept == []
+
+
 def test_a_merge_that_cannot_go_in_place_leaves_the_earlier_one_as_it_was(layout, monkeypatch):
     """Windows: a program holding the earlier merge's folder open, past replace_folder's retries."""
     from extensions.dialogue_lora import merging

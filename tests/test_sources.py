@@ -1596,3 +1596,26 @@ def test_a_yarn_once_inside_an_if_keeps_its_else_to_itself():
     got = [t for t in yarn_turns(script, ReadStats()) if t is not None]
     assert got[:3] == [("Sally", "Good to see you again."), ("Sally", "You again."), ("Sally", "So, what now?")]
     assert got[3:] == [("Sally", "Hello, stranger.")]  # its own branch, from the context before the if
+
+
+def test_macos_dot_underscore_files_on_a_fat_drive_are_not_read(tmp_path):
+    """macOS writes `._NAME` (the file's Finder metadata, binary) beside every file it copies to a FAT,
+    exFAT or network drive: a folder of exports failed on `._general.json` ('not JSON'), a game folder on
+    `._script.rpy` ('a binary file'), and the tab listed them."""
+    from extensions.dialogue_lora.paths import list_datasets
+
+    apple = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 40
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    shutil.copy(ROOT / "examples" / "discord_export.json", exports / "general.json")
+    (exports / "._general.json").write_bytes(apple)
+    out = tmp_path / "o.json"
+    assert prepare(PrepareConfig(names=["*"], txtfilename=str(exports), jsonfilename=str(out))).samples_written > 0
+    game = tmp_path / "game"
+    game.mkdir()
+    shutil.copy(ROOT / "examples" / "renpy_script.rpy", game / "script.rpy")
+    (game / "._script.rpy").write_bytes(apple)
+    assert prepare(PrepareConfig(names=["*"], txtfilename=str(game), jsonfilename=str(out))).samples_written > 0
+    (tmp_path / "bob.json").write_text("[]", encoding="utf-8")
+    (tmp_path / "._bob.json").write_bytes(apple)
+    assert list_datasets(tmp_path) == ["bob.json", "o.json"]

@@ -114,6 +114,21 @@ def test_training_dtype():
     assert modeling.training_dtype("cpu", "auto") == expected
 
 
+def test_an_apple_gpu_takes_bf16_when_asked_and_able(monkeypatch):
+    """mps: --precision bf16 was fp32 without a word (twice the memory; a bf16 run from a CUDA card could
+    not be resumed on the Mac). auto stays fp32 there."""
+    import torch
+
+    assert modeling.mps_bf16(torch.device("mps")) is torch.backends.mps.is_available()  # (no Apple GPU here)
+    mps = torch.device("mps")
+    monkeypatch.setattr(modeling, "mps_bf16", lambda device: False)
+    with pytest.raises(UserError, match=r"--precision bf16: this Mac's GPU \(mps\) multiplies bf16 from macOS 14"):
+        modeling.training_dtype(mps, "bf16")
+    monkeypatch.setattr(modeling, "mps_bf16", lambda device: True)
+    assert modeling.training_dtype(mps, "bf16") == torch.bfloat16
+    assert modeling.training_dtype(mps, "auto") == modeling.training_dtype(mps, "fp32") == torch.float32
+
+
 @pytest.fixture
 def fake_gpus(monkeypatch):
     """Two CUDA cards of the compute capability the test sets (`fake_gpus.capability`), on a CPU machine."""
@@ -602,3 +617,16 @@ def test_a_full_gpu_is_known_by_each_of_its_errors():
     assert modeling.out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate`"))
     assert modeling.out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: not enough memory"))
     assert not modeling.out_of_memory(RuntimeError("CUDA error: device-side assert triggered"))
+    # Apple's: memory short, and one tensor larger than Metal holds (evaluation's logits of a batch)
+    assert modeling.out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB)"))
+    assert modeling.out_of_memory(RuntimeError("Invalid buffer size: 9.75 GB"))
+
+
+def test_gradient_checkpointing_is_on_for_every_gpu_by_default():
+    import torch
+
+    from extensions.dialogue_lora.training import _use_gc
+
+    auto = TrainConfig(dataset_name="d", model_name="m")
+    assert [_use_gc(auto, torch.device(d)) for d in ("cuda", "mps", "cpu")] == [True, True, False]
+    assert not _use_gc(TrainConfig(dataset_name="d", model_name="m", gradient_checkpointing="off"), torch.device("mps"))

@@ -1078,6 +1078,17 @@ def test_damaged_files_are_one_line_errors(env, tmp_path):
         train(make_cfg(env, lora_name="b", model_name="broken", max_steps=1))
 
 
+def test_an_adapter_folder_opened_in_a_file_manager_is_not_taken(env):
+    """Finder's .DS_Store (or macOS's ._ files on a FAT drive) in an empty adapter folder: a new run goes on
+    (it needed --overwrite), and the file manager's files do not join the adapter."""
+    out = env / "loras" / "shown"
+    out.mkdir(parents=True)
+    (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (out / "._notes.txt").write_bytes(b"\0\5\x16\7")
+    train(make_cfg(env, lora_name="shown", max_steps=1, val_ratio=0.0))
+    assert (out / "adapter_model.safetensors").is_file() and not (out / ".DS_Store").exists()
+
+
 def test_a_folder_held_open_keeps_an_old_checkpoint_and_a_finished_adapter_is_said_where_it_is(env, monkeypatch):
     """On Windows a folder another program holds open (an antivirus scan, Explorer) cannot be renamed, past
     replace_folder's retries: an old checkpoint then stays (the run goes on), and a final save that cannot go

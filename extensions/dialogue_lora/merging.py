@@ -23,8 +23,8 @@ from pathlib import Path
 from .errors import UserError, brief, join_problems
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, free_bytes, held_lock, nearest_existing,
                      replace_folder, sync_folder)
-from .paths import (CHECKPOINT_PREFIX, case_twin, check_name, lock_file, refuse_while_retrained, resolve_adapter,
-                    resolve_dirs, resolve_model, shell_word)
+from .paths import (CHECKPOINT_PREFIX, case_twin, check_name, lock_file, os_litter, refuse_while_retrained,
+                    resolve_adapter, resolve_dirs, resolve_model, shell_word)
 
 MERGE_FILE = "dialogue_lora_merge.json"
 DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -182,7 +182,7 @@ def _check_output(out: Path, model_path: Path, overwrite: bool) -> None:
         raise UserError(f"{out} is a symbolic link: give the merged model another name with --output_name")
     if not out.is_dir():
         raise UserError(f"{out} exists and is not a folder: give the merged model another name with --output_name")
-    if not any(out.iterdir()):
+    if all(os_litter(e.name) for e in out.iterdir()):  # empty, but for Finder's .DS_Store and such
         return
     if not (out / MERGE_FILE).is_file():
         raise UserError(f"{out} holds files that no merge wrote (a model of yours?): it is never replaced; "
@@ -353,7 +353,7 @@ def _users_entries(out: Path) -> list[str]:
     hashes = record.get("sha256") if isinstance(record.get("sha256"), dict) else {}
     edited = {name for name, digest in hashes.items()
               if (out / name).is_file() and file_sha256(out / name) != digest}
-    return sorted(e.name for e in out.iterdir() if e.name not in own or e.name in edited)
+    return sorted(e.name for e in out.iterdir() if (e.name not in own or e.name in edited) and not os_litter(e.name))
 
 
 def read_merge_record(model_path: str | os.PathLike) -> dict:

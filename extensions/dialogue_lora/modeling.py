@@ -200,7 +200,23 @@ def training_dtype(device=None, precision: str = "auto", quantized: bool = False
         return pick_dtype(device)
     if device.type == "cpu" and not quantized and (precision == "bf16" or cpu_has_bf16()):
         return torch.bfloat16
+    if device.type == "mps" and precision == "bf16":  # asked for: half the memory of a Mac's shared RAM
+        if not mps_bf16(device):
+            raise UserError("--precision bf16: this Mac's GPU (mps) multiplies bf16 from macOS 14 on; use auto "
+                            "or fp32 (fp32 there)")
+        return torch.bfloat16  # trained as a CPU's bf16 base is: no autocast, the adapter's weights fp32
     return torch.float32
+
+
+def mps_bf16(device) -> bool:
+    """Whether an Apple GPU multiplies bf16 matrices (macOS 14 and later, with a torch that has the kernels)."""
+    import torch
+
+    try:
+        x = torch.ones(2, 2, dtype=torch.bfloat16, device=device)
+        return bool((x @ x)[0, 0].item() == 2)
+    except (RuntimeError, TypeError):
+        return False
 
 
 def freeze_for_training(model, gradient_checkpointing: bool) -> None:
@@ -362,7 +378,8 @@ def out_of_memory(error: BaseException) -> bool:
     # workspace; Apple's GPU and ROCm say it in plain RuntimeErrors of their own
     return isinstance(error, RuntimeError) and any(s in text for s in (
         "DefaultCPUAllocator", "can't allocate memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
-        "MPS backend out of memory", "HIP error: out of memory", "HIP out of memory"))
+        "MPS backend out of memory", "HIP error: out of memory", "HIP out of memory",
+        "Invalid buffer size"))  # (Metal: one tensor larger than the GPU may hold)
 
 
 def damaged_file_types() -> tuple:

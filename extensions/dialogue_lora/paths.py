@@ -204,12 +204,24 @@ def list_adapters(lora_dir: str | os.PathLike) -> list[str]:
     return sorted((p.name for p in d.iterdir() if not p.name.startswith(".") and is_adapter_dir(p)), key=_listed)
 
 
+# What file managers leave in the folders they show (Finder's, Explorer's): never the user's work, and never
+# what makes a folder taken (an adapter or merge folder opened in Finder was refused as holding files)
+_LITTER = {".DS_Store", ".localized", "Thumbs.db", "desktop.ini"}
+
+
+def os_litter(name: str) -> bool:
+    """Whether a folder entry is a file manager's (`.DS_Store`, `Thumbs.db`, macOS's `._NAME` on FAT drives)."""
+    return name in _LITTER or name.startswith("._")
+
+
 def list_datasets(dataset_dir: str | os.PathLike) -> list[str]:
-    """Dataset files (.json, .jsonl) directly under `dataset_dir`, sorted."""
+    """Dataset files (.json, .jsonl) directly under `dataset_dir`, sorted; no hidden one (macOS's `._bob.json`
+    beside bob.json on a FAT or network drive, our `.NAME.tmp` in the making)."""
     d = Path(dataset_dir)
     if not d.is_dir():
         return []
-    return sorted((p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".json", ".jsonl")), key=_listed)
+    return sorted((p.name for p in d.iterdir() if p.is_file() and p.suffix.lower() in (".json", ".jsonl")
+                   and not p.name.startswith(".")), key=_listed)
 
 
 # Windows' paths stop at 260 characters, and an adapter's deepest file is ...\user_data\loras\NAME\

@@ -661,7 +661,8 @@ def _is_run_entry(path: Path) -> bool:
 def _holds_a_run(out_dir: Path) -> bool:
     """Whether the folder holds anything but the half-written leftovers of a killed save, which the
     run clears (`.checkpoint-N.tmp`): those alone do not make the name taken."""
-    return out_dir.is_dir() and any(not _HALF_WRITTEN.fullmatch(p.name) for p in out_dir.iterdir())
+    return out_dir.is_dir() and any(not _HALF_WRITTEN.fullmatch(p.name) and not paths.os_litter(p.name)
+                                    for p in out_dir.iterdir())
 
 
 def _named_like_ours(out_dir: Path) -> list[str]:
@@ -672,7 +673,7 @@ def _named_like_ours(out_dir: Path) -> list[str]:
 def _foreign_entries(out_dir: Path) -> list[str]:
     """What in an adapter folder no run wrote (the user's notes): kept when the folder is replaced."""
     return sorted(p.name for p in out_dir.iterdir()
-                  if p.name not in ADAPTER_FOLDER_FILES and not _is_run_entry(p))
+                  if p.name not in ADAPTER_FOLDER_FILES and not _is_run_entry(p) and not paths.os_litter(p.name))
 
 
 def _unwritable(out_dir: Path) -> list[str]:
@@ -840,8 +841,8 @@ def _attach_adapter(model, cfg: TrainConfig, plan: Plan):
 
 
 def _use_gc(cfg: TrainConfig, device) -> bool:
-    if cfg.gradient_checkpointing == "auto":
-        return device.type == "cuda"
+    if cfg.gradient_checkpointing == "auto":  # a GPU's memory is the limit (a Mac's, shared with all else)
+        return device.type in ("cuda", "mps")
     return cfg.gradient_checkpointing == "on"
 
 

@@ -405,7 +405,8 @@ class TabLogic:
         d = self.host.dirs().datasets
         if not d.is_dir():
             return []
-        return sorted(p.name for p in d.iterdir() if p.is_file() and _is_dialogue(p) or p.is_dir() and _is_folder(p))
+        return sorted(p.name for p in d.iterdir() if not p.name.startswith(".")  # (macOS's `._NAME` files)
+                      and (p.is_file() and _is_dialogue(p) or p.is_dir() and _is_folder(p)))
 
     def input_path(self, upload, picked) -> Path:
         """The dialogue file: an upload (read only, never run) wins over a file picked from the datasets folder."""

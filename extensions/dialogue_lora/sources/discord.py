@@ -350,7 +350,8 @@ def export_files(path: str | os.PathLike, skipped: list | None = None) -> list[P
     if path.is_dir() and _is_package_folder(path):
         raise discord_package(path)
     if path.is_dir():
-        named = [p for p in path.iterdir() if p.suffix.lower() in _FOLDER_SUFFIXES]
+        # hidden files left out: macOS writes `._NAME.json` beside each file on a FAT, exFAT or network drive
+        named = [p for p in path.iterdir() if p.suffix.lower() in _FOLDER_SUFFIXES and not p.name.startswith(".")]
         broken = [p.name for p in named if p.is_symlink() and not p.exists()]
         if broken:  # a channel would go missing unnoticed
             raise UserError(f"{path}: {broken[0]} is a link to nothing (or a link loop)"

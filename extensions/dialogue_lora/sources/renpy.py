@@ -765,11 +765,11 @@ def _root(folder: Path) -> Path:
 
 def _walk(root: Path) -> list[Path]:
     """Every file below `root` outside the engine's, translations and hidden folders, in order of path
-    (as a zip of the folder lists them)."""
+    (as a zip of the folder lists them); no hidden file (macOS's `._script.rpy` on a FAT or network drive)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d.lower() not in _SKIPPED_DIRS and not d.startswith(".")]
-        found.extend(Path(dirpath) / name for name in filenames)
+        found.extend(Path(dirpath) / name for name in filenames if not name.startswith("."))
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
