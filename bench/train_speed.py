@@ -553,9 +553,11 @@ def worker_gpu(args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return loss
 
-    def sync():
+    def sync():  # the GPU's queued work done before the clock reads (an Apple GPU's too)
         if device.type == "cuda":
             torch.cuda.synchronize()
+        elif device.type == "mps":
+            torch.mps.synchronize()
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -584,14 +586,16 @@ def worker_gpu(args) -> dict:
     tokens = args.steps * args.batch * args.seq
     tps = tokens / seconds
     fpt = flops_per_token(cfg, args.seq, defaults.lora_rank)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type  # cpu, mps
     peak = args.peak_tflops or peak_tflops(name)
     return {
         "mode": args.mode, "shape": args.shape, "device": name, "dtype": str(dtype).replace("torch.", ""),
         "seq": args.seq, "batch": args.batch, "steps": args.steps, "seconds": seconds, "tokens_per_s": tps,
         "flops_per_token": fpt, "tflops": tps * fpt / 1e12, "peak_tflops": peak,
         "mfu": (tps * fpt / 1e12 / peak) if peak else None,
-        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        # mps keeps no peak: what Metal holds at the end, after the steps, stands for it
+        "peak_gpu_mb": (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else
+                        torch.mps.driver_allocated_memory() / 2**20 if device.type == "mps" else None),
         "reserved_gpu_mb": torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else None,
         "gradient_checkpointing": gc, "liger": liger, "compile": compiled, "build_s": build_s, "fused_lora": fused,
         "loss": float(loss), "lora_r": defaults.lora_rank, "lora_alpha": defaults.alpha,
@@ -714,6 +718,8 @@ def parse_args(argv):
         p.error("--repeat must be at least 1")
     if args.profile < 0:
         p.error("--profile must be 0 (off) or a number of steps")
+    if args.shape is None and args.device.startswith("mps"):  # the CPU comparison would run, on the CPU
+        p.error("--device mps: give --shape (llama-tiny; llama3-8b takes 16 GB for its bf16 weights alone)")
     if args.shape is None and args.device.startswith("cuda"):
         args.shape = "llama3-8b"
     return args

@@ -115,6 +115,12 @@ def test_cuda_mode_without_cuda_is_one_clear_line(capsys):
     assert len(err) == 1 and err[0].startswith("error: --device cuda needs a CUDA GPU")
 
 
+def test_mps_without_a_shape_is_refused_rather_than_timing_the_cpu(capsys):
+    with pytest.raises(SystemExit) as e:
+        train_speed.parse_args(["--device", "mps"])
+    assert e.value.code == 2 and "--device mps: give --shape" in capsys.readouterr().err
+
+
 def test_gpu_mode_makes_the_named_gpu_current(monkeypatch):
     """`--device cuda` (the README's command) is the current GPU, `cuda:1` the second: torch's set_device
     refuses a CUDA device without an index, so a bare `cuda` failed before the first step."""
