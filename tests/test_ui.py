@@ -488,6 +488,8 @@ def test_the_tab_says_its_own_controls_for_a_filtered_character_and_evaluations_
         prepare(PrepareConfig(names=["Alex"], txtfilename=str(export), jsonfilename=str(tmp_path / "o.json")))
     said = ui.tab_words(str(e.value))
     assert "'Filters' without 'non-responses' keeps them" in said and "--" not in said, said
+    assert ui.tab_words("(duplicate 4; --keep_duplicates keeps them)") == (
+        "(duplicate 4; 'prepare_dataset.py --keep_duplicates' keeps them)")  # the one switch the tab has not
 
     def full(*a, **k):
         raise MemoryError()

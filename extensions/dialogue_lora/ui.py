@@ -98,6 +98,7 @@ _TAB_WORDS = {"resume": "Resume", "overwrite": "Overwrite", "lora_name": "Adapte
                   ("non_responses", "non-responses"), ("enders", "conversation enders"),
                   ("low_quality", "low-quality conversations"))},
               "strip_actions": "Strip actions",
+              "keep_duplicates": "prepare_dataset.py --keep_duplicates",  # (no field: a command-line switch)
               # Use's merge
               "output_name": "Merged model name", "dtype": "Weights", "names": "Character(s) to learn"}
 _FLAG = re.compile(r"--([a-z_0-9]+)")
