@@ -475,3 +475,28 @@ def test_a_name_missing_from_a_folder_names_the_files_left_unread(tmp_path):
     (folder / "dialogue.txt").write_bytes(EXAMPLE.read_bytes())
     r = cli("-n", "Bob", "-t", folder, "-j", tmp_path / "o.json")
     assert_one_line_error(r, "name 'Bob' not found", "note: ", "1 file(s) not read, not chat exports: dialogue.txt")
+
+
+def test_a_name_with_a_terminals_escape_codes_reaches_no_terminal(tmp_path):
+    """A nickname or a line holding ESC or BEL (`\x1b[2J` clears the screen, `\x1b]0;...\x07` retitles the
+    window) was printed as it was in the report, the speakers-found error and every chat.py reply, and kept
+    in the samples: the codes go, the letters stay."""
+    messages = [{"id": str(i), "type": "Default", "timestamp": f"2024-05-01T10:0{i}:00+00:00",
+                 "author": {"id": str(i % 2), "name": "Z\x1b]0;pwned\x07ed" if i % 2 else "Al\x1b[2J\x1b[Hice"},
+                 "content": f"message number {i} has \x1b[31mcolour in it"} for i in range(6)]
+    export = tmp_path / "general.json"
+    export.write_text(json.dumps({"messages": messages}), encoding="utf-8")
+    text = tmp_path / "in.txt"
+    text.write_text("Alice: hi \x1b[2J there\nZ\x1b]0;x\x07ed: hello\nBob: bye\x07 now\n", encoding="utf-8")
+    for src in (export, text):
+        out = tmp_path / "o.json"
+        run = subprocess.run([sys.executable, str(ROOT / "prepare_dataset.py"), "-n", "*", str(src), "-j", str(out)],
+                             capture_output=True, text=True, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+        saved = out.read_text(encoding="utf-8")
+        for said in (run.stdout + run.stderr, saved, json.dumps(json.loads(saved), ensure_ascii=False)):
+            assert "\x1b" not in said and "\x07" not in said and "\\u001b" not in said and "\\u0007" not in said
+        wrong = subprocess.run([sys.executable, str(ROOT / "prepare_dataset.py"), "-n", "Nobody", str(src), "-j",
+                                str(tmp_path / "p.json")], capture_output=True, text=True, cwd=tmp_path)
+        assert wrong.returncode == 2 and "speakers found" in wrong.stderr and "\x1b" not in wrong.stderr
+    assert {r["name"] for r in json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))} >= {"Bob"}

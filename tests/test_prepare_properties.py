@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import string
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -135,9 +136,11 @@ def test_the_cached_plain_names_agree_with_the_whole_rule(line):
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=80))
 @example("0\r\x00")  # a NUL after the last space was taken out after the spaces were: '0 ' was left
+@example("Mi\x1b[31mra \x1b]0;pwned\x07")  # a terminal's escape codes in a name (they cleared the screen)
 def test_clean_text_is_one_clean_line(text):
     out = clean_text(text)
     assert out == " ".join(out.split()) and prompt.one_line(out) == out
+    assert not any(unicodedata.category(c) == "Cc" for c in out)  # no terminal escape, no NUL
 
 
 json_scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12))

@@ -440,6 +440,11 @@ _LATIN_APOSTROPHE = re.compile("(?<=[A-Za-z\u00c0-\u024f])[\u2018\u2019](?=[A-Za
 _CJK_TEXT = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")  # kana, Han, Hangul
 
 
+# Control characters that are not white space: a crashed log's NUL padding, and a terminal's escape codes (ESC,
+# BEL: a name `\x1b[2J` cleared the screen where the report or chat.py printed it). Never words.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+
+
 def clean_text(text: str, stats: ReadStats | None = None) -> str:
     """One clean line: undecodable bytes -> U+FFFD (counted), mojibake repaired, whitespace collapsed.
 
@@ -460,9 +465,16 @@ def clean_text(text: str, stats: ReadStats | None = None) -> str:
             if stats is not None:
                 stats.repaired_lines += 1
             text = fixed
-    if "\x00" in text:  # a crashed log's padding; taken out first, so as to leave no space at an end or doubled
-        text = text.replace("\x00", "")
-    return " ".join(text.split())
+    return one_clean_line(text)
+
+
+def one_clean_line(text: str) -> str:
+    """White space collapsed and control characters out: clean_text's last step, and all that an ASCII line
+    of the text reader needs."""
+    text = " ".join(text.split())
+    if not text.isprintable() and _CONTROL.search(text):  # (isprintable: C, where almost every line ends)
+        text = " ".join(_CONTROL.sub("", text).split())  # no space left at an end or doubled where one was
+    return text
 
 
 def text_width(text: str) -> int:
@@ -1467,8 +1479,8 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 text = text.strip()
                 if text[:1] in "[(":
                     text = _untimed(text)
-                if "  " in text or not text.isprintable():  # tabs, runs of spaces: collapse (and NULs go)
-                    text = " ".join(text.replace("\x00", "").split())
+                if "  " in text or not text.isprintable():  # tabs, runs of spaces; NULs, escape codes
+                    text = one_clean_line(text)
                 if held is not None:
                     yield _grown(held, held_more)
                     held = None
@@ -1480,7 +1492,7 @@ def _parse_one_line(lines: Iterable[str], file: str, stats: ReadStats, stamps: d
                 else:
                     cue = new(Turn, (name, text, file, n))
                 continue
-            text = " ".join(raw.split())
+            text = one_clean_line(raw)
         else:
             text = clean_text(raw, stats)
         if not text:
