@@ -273,6 +273,9 @@ def test_a_killed_writers_temporary_file_is_cleared_by_the_next_write(tmp_path):
         ('{\n "guild": {},\n "messages": [{"author": {"name": "A"}, "content": "hi"}]\n}', "turns a Discord export"),
         ('{"guild": {}, "messages": [{"author": {"name": "A"}, "content": "hi"}]}\n', "turns a Discord export"),
         ('{"adapter": "bob", "evaluated_at": "2026-12-02", "samples": []}', r"an evaluation's report .*give the dataset"),
+        ("[" * 100_000 + "]" * 100_000, r"bad.json: unreadable JSON \(nested too deep to be samples\)"),
+        ('{"input": "A:", "output": "x"}\n{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+         r"bad.json:2: unreadable JSON line \(nested too deep"),
     ],
 )
 def test_load_records_errors(tmp_path, content, message):
@@ -439,6 +442,12 @@ def test_run_cli_turns_user_errors_into_one_line(capsys):
     assert run_cli(main, []) == 2
     err = capsys.readouterr().err
     assert err == "error: data.json: sample 3: no output\n"
+
+    def too_big(argv):
+        raise MemoryError()
+
+    assert run_cli(too_big, []) == 2  # (a line of gigabytes): one line, no traceback
+    assert capsys.readouterr().err.startswith("error: out of memory: the input")
 
 
 def test_run_cli_says_which_installed_library_failed_to_load(capsys, tmp_path, monkeypatch):

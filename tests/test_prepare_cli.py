@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -500,3 +502,24 @@ def test_a_name_with_a_terminals_escape_codes_reaches_no_terminal(tmp_path):
                                 str(tmp_path / "p.json")], capture_output=True, text=True, cwd=tmp_path)
         assert wrong.returncode == 2 and "speakers found" in wrong.stderr and "\x1b" not in wrong.stderr
     assert {r["name"] for r in json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))} >= {"Bob"}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes (POSIX)")
+def test_a_pipe_is_neither_read_nor_replaced(tmp_path):
+    """A named pipe as the input waited forever (the zip check opened it), /dev/zero read until memory ran
+    out; one as the output, or as a game's script, was replaced by a file or waited on."""
+    pipe = tmp_path / "in.txt"
+    os.mkfifo(pipe)
+    for given in (pipe, Path("/dev/zero")):
+        with pytest.raises(UserError, match=r"not a regular file \(a pipe or a device\): save the dialogue to a file"):
+            prepare(PrepareConfig(names=["Bob"], txtfilename=str(given), jsonfilename=str(tmp_path / "o.json")))
+    out = tmp_path / "out.json"
+    os.mkfifo(out)
+    with pytest.raises(UserError, match=r"out.json: is not a regular file \(a pipe or a device\): not replaced"):
+        prepare(PrepareConfig(names=["Bob"], txtfilename=str(EXAMPLE), jsonfilename=str(out)))
+    assert stat.S_ISFIFO(out.stat().st_mode)
+    game = tmp_path / "game"
+    game.mkdir()
+    shutil.copy(ROOT / "examples" / "renpy_script.rpy", game / "script.rpy")
+    os.mkfifo(game / "zz.rpy")
+    assert prepare(PrepareConfig(names=["*"], txtfilename=str(game), jsonfilename=str(tmp_path / "g.json"))).samples_written

@@ -1619,3 +1619,77 @@ def test_macos_dot_underscore_files_on_a_fat_drive_are_not_read(tmp_path):
     (tmp_path / "bob.json").write_text("[]", encoding="utf-8")
     (tmp_path / "._bob.json").write_bytes(apple)
     assert list_datasets(tmp_path) == ["bob.json", "o.json"]
+
+
+def _patched_zip(path: Path, member: str, *, flag_bits: int = 0, method: int | None = None) -> None:
+    """Set a member's flag bits (1: encrypted) or compression method in both of the zip's headers, as a zip made
+    with a password, or with AES (method 99), would have them."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    for sig, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        at = data.index(sig)
+        while data[at + (30 if sig == b"PK\x03\x04" else 46): ].find(name) != 0:
+            at = data.index(sig, at + 4)
+        if flag_bits:
+            struct.pack_into("<H", data, at + flag_at, struct.unpack_from("<H", data, at + flag_at)[0] | flag_bits)
+        if method is not None:
+            struct.pack_into("<H", data, at + method_at, method)
+    path.write_bytes(bytes(data))
+
+
+def test_zips_that_cannot_be_read_whole_are_one_line(tmp_path, monkeypatch):
+    """A member that unpacks past what a script or an export holds (a zip bomb: memory ran out), one with a
+    password, one packed with AES: each one line naming it, for a Slack export and a Ren'Py game alike (the
+    Slack ones were tracebacks, AES was 'zip it again without a password')."""
+    import zipfile
+
+    from extensions.dialogue_lora import fileio
+
+    slack = tmp_path / "slack.zip"
+    game = tmp_path / "game.zip"
+
+    def build():
+        with zipfile.ZipFile(slack, "w") as z:
+            z.writestr("users.json", "[]")
+            z.writestr("channels.json", "[]")
+            z.writestr("general/2024-05-01.json", json.dumps(SLACK_DAY))
+        shutil.copy(ROOT / "examples" / "renpy_script.rpy", tmp_path / "script.rpy")
+        with zipfile.ZipFile(game, "w") as z:
+            z.write(tmp_path / "script.rpy", "game/script.rpy")
+
+    def refused(path, pattern):
+        with pytest.raises(UserError, match=pattern):
+            prepare(PrepareConfig(names=["*"], txtfilename=str(path), jsonfilename=str(tmp_path / "o.json")))
+
+    build()
+    monkeypatch.setattr(fileio, "ZIP_MEMBER_LIMIT", 1000)  # (a real bomb: 2 GB of zeros in 2 MB)
+    refused(slack, r"slack.zip:general/2024-05-01.json: unpacks to more than 0 MB, which no script or chat export")
+    refused(game, r"game.zip: game/script.rpy: unpacks to more than 0 MB")
+    monkeypatch.undo()
+    _patched_zip(slack, "general/2024-05-01.json", flag_bits=1)
+    _patched_zip(game, "game/script.rpy", flag_bits=1)
+    refused(slack, r"general/2024-05-01.json: cannot be read \(.*encrypted.*\): zip it again without a password")
+    refused(game, r"game/script.rpy: cannot be read \(.*encrypted.*\): zip it again without a password")
+    build()
+    _patched_zip(slack, "general/2024-05-01.json", method=99)
+    _patched_zip(game, "game/script.rpy", method=99)
+    refused(slack, r"general/2024-05-01.json: packed in a way this Python cannot unpack .*: zip it again as a plain")
+    refused(game, r"game/script.rpy: packed in a way this Python cannot unpack")
+
+
+def test_a_chat_export_saved_as_utf16_is_read(tmp_path):
+    """Saved again by a Windows tool as "Unicode" (UTF-16 with its byte-order mark), as text files are read:
+    it was 'not JSON' and the advice was the --source auto already in use; cut short, it is one line."""
+    export = tmp_path / "general.json"
+    export.write_text((ROOT / "examples" / "discord_export.json").read_text(encoding="utf-8"), encoding="utf-16")
+    out = tmp_path / "o.json"
+    plain = tmp_path / "p.json"
+    prepare(PrepareConfig(names=["*"], txtfilename=str(export), jsonfilename=str(out)))
+    prepare(PrepareConfig(names=["*"], txtfilename=str(ROOT / "examples" / "discord_export.json"), jsonfilename=str(plain)))
+    assert out.read_text(encoding="utf-8") == plain.read_text(encoding="utf-8").replace("discord_export.json",
+                                                                                         "general.json")
+    export.write_bytes(export.read_bytes() + b"A")
+    with pytest.raises(UserError, match=r"general.json: not UTF-16 text after its byte-order mark \(byte \d+\)"):
+        prepare(PrepareConfig(names=["*"], txtfilename=str(export), jsonfilename=str(out)))

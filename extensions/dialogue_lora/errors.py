@@ -106,6 +106,10 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
         return 130
     except BrokenPipeError:  # e.g. `chat.py ... | head`: the reader went away, nothing to report
         return 0
+    except MemoryError:  # what the work itself did not catch (a file that expands past memory): one line
+        print("error: out of memory: the input (or a line, a message in it) is larger than this machine's memory "
+              "holds", file=sys.stderr)
+        return UserError.exit_code
     except ImportError as e:  # an installed library that fails to load (a bitsandbytes built for another CUDA)
         stop = _stop_inside(e)
         if stop is not None:  # Ctrl+C while a lazy import ran: transformers reports it as a failed import

@@ -115,6 +115,35 @@ def _clear_stale_temps(path: Path) -> None:
                 os.unlink(entry.path)
 
 
+# A script or a day of a chat export is a few MB: a zip member that unpacks to more is not one (a zip bomb
+# of a few MB unpacked to gigabytes, and memory ran out)
+ZIP_MEMBER_LIMIT = 256 * 2**20
+
+
+def read_zip_member(z, name: str, where: str) -> bytes:
+    """A zip member's bytes, or one line saying why not (too large unpacked, encrypted, a compression this
+    Python lacks, damaged). `where` names it in the message."""
+    import zipfile
+    import zlib
+
+    limit = ZIP_MEMBER_LIMIT
+    try:
+        with z.open(name) as f:  # read to the limit: the size a zip states may lie
+            data = f.read(limit + 1)
+    except NotImplementedError as e:  # (before RuntimeError, whose kind it is): AES, LZMA-less builds...
+        raise UserError(f"{where}: packed in a way this Python cannot unpack ({e}): zip it again as a plain zip"
+                        ) from None
+    except RuntimeError as e:  # encrypted
+        raise UserError(f"{where}: cannot be read ({e}): zip it again without a password") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as e:
+        raise UserError(f"{where}: damaged in the zip ({str(e)[:80] or type(e).__name__}): download or export it "
+                        "again") from None
+    if len(data) > limit:
+        raise UserError(f"{where}: unpacks to more than {limit // 2**20} MB, which no script or chat export holds: "
+                        "not read (unzip it, and give what is inside)")
+    return data
+
+
 def flush_to_disk(fd: int) -> None:
     """os.fsync, and on macOS F_FULLFSYNC: its fsync leaves the data in the drive's own cache, which a power
     cut loses (a file system that cannot do it, a network share, gets the fsync)."""
@@ -362,6 +391,8 @@ def load_records(path: str | os.PathLike) -> Records:
                 last = len(text.rstrip().splitlines())
                 raise UserError(f"{path}:{last}: malformed JSON (it ends before a bracket or brace is closed)") from None
             raise _json_error(path, e) from None
+        except RecursionError:  # brackets nested thousands deep: no samples, and Python's own limit
+            raise UserError(f"{path}: unreadable JSON (nested too deep to be samples)") from None
     else:
         records, lines = [], []
         for i, line in enumerate(text.splitlines(), 1):
@@ -371,6 +402,8 @@ def load_records(path: str | os.PathLike) -> Records:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{i}: malformed JSON line ({e.msg}, column {e.colno})") from None
+            except RecursionError:
+                raise UserError(f"{path}:{i}: unreadable JSON line (nested too deep to be a sample)") from None
             lines.append(i)
     if isinstance(records, dict):
         records = [records]

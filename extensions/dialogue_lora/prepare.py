@@ -474,6 +474,9 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
     if write:
         if out.is_dir():
             raise UserError(f"{out}: is a folder (--jsonfilename)")
+        if out.exists() and not out.is_file():  # (through a link too) it would be replaced by a file
+            raise UserError(f"{out}: is not a regular file (a pipe or a device): not replaced; pick another "
+                            "--jsonfilename")
         blocker = nearest_existing(out.parent)
         if blocker is not None and not blocker.is_dir():
             raise UserError(f"{out}: cannot write: {blocker} is a file, not a folder (--jsonfilename)")

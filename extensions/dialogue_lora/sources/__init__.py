@@ -41,6 +41,9 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
+    if not path.is_dir() and not path.is_file():  # a pipe or a device: the zip check would wait on it, or read forever
+        raise UserError(f"{path}: not a regular file (a pipe or a device): save the dialogue to a file first "
+                        "(--txtfilename)")
     refusal = renpy.refused(path)
     if refusal is not None:
         raise refusal

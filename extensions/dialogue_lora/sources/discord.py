@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 
 from ..dialogue import BREAK, ReadStats, Turn, clean_text, speaker_name, text_width
 from ..errors import UserError
+from ..fileio import is_utf16
 from ..prompt import is_sample, name_key
 from . import chatlog, dce_csv, messenger, prepared_dataset, sillytavern, slack, telegram
 
@@ -242,8 +243,16 @@ def load_export(path: Path) -> dict:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     if not raw.strip():
         raise UserError(f"{path}: the file is empty")
-    # undecodable bytes stay lone surrogates, which clean_text replaces and counts (as for text files)
-    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    # undecodable bytes stay lone surrogates, which clean_text replaces and counts (as for text files); an
+    # export saved again as UTF-16 with its byte-order mark (Windows' "Unicode") is read as text files are
+    if is_utf16(raw[:2]):
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-16 text after its byte-order mark (byte {e.start}): save it again as "
+                            "UTF-8") from None
+    else:
+        text = raw.decode("utf-8-sig", errors="surrogateescape")
     del raw  # an export can be hundreds of MB: hold one copy of it while it is parsed
     if dce_csv.looks_like(text[:4096].split("\n", 1)[0]):
         return {dce_csv.KIND: dce_csv.load(path, text)}

@@ -36,7 +36,6 @@ import io
 import os
 import re
 import zipfile
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -54,6 +53,7 @@ from ..dialogue import (
     speaker_name,
 )
 from ..errors import UserError
+from ..fileio import read_zip_member
 
 SUFFIX = ".rpy"
 _COMPILED = (".rpyc", ".rpa")  # compiled scripts and archives: a game's, not readable here
@@ -769,7 +769,8 @@ def _walk(root: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d.lower() not in _SKIPPED_DIRS and not d.startswith(".")]
-        found.extend(Path(dirpath) / name for name in filenames if not name.startswith("."))
+        # nor a pipe or a device named like a script (reading it would wait, or never end)
+        found.extend(p for p in (Path(dirpath) / name for name in filenames if not name.startswith(".")) if p.is_file())
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -902,13 +903,7 @@ def _sources(path: Path, stats: ReadStats) -> Iterator[tuple[str, list[str], Pat
                     stats.add_note(f"{path}: translations (tl/) not read (unzip it and give a language's folder, "
                                    "game/tl/LANGUAGE, to read one)")
                 for name, label in members:
-                    try:
-                        data = z.read(name)
-                    except RuntimeError as e:  # encrypted
-                        raise UserError(f"{path}: {name} cannot be read ({e}): zip it again without a password") from None
-                    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as e:
-                        raise UserError(f"{path}: {name} is damaged in the zip ({e})") from None
-                    yield label, _zip_lines(data), None
+                    yield label, _zip_lines(read_zip_member(z, name, f"{path}: {name}")), None
         except zipfile.BadZipFile:
             raise UserError(f"{path}: not a readable zip archive (damaged, or not a zip)") from None
         return

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from ..errors import UserError, brief
+from ..fileio import read_zip_member
 
 LAYOUT = "slack"
 KEPT = "Default"
@@ -116,10 +117,11 @@ def _tree(path: Path, stack: contextlib.ExitStack) -> tuple[dict, list[tuple[str
         prefix, days = _layout_of(names)
         convs: dict = {}
         for n in sorted(days):
-            convs.setdefault(n[len(prefix):].split("/", 1)[0], []).append(_Entry(f"{path}:{n}", partial(zf.read, n)))
+            convs.setdefault(n[len(prefix):].split("/", 1)[0], []).append(
+                _Entry(f"{path}:{n}", partial(read_zip_member, zf, n, f"{path}:{n}")))
         names = set(names)
-        meta = {m: _Entry(f"{path}:{prefix}{m}", partial(zf.read, prefix + m)) for m in _LOOKUPS
-                if prefix + m in names}
+        meta = {m: _Entry(f"{path}:{prefix}{m}", partial(read_zip_member, zf, prefix + m, f"{path}:{prefix}{m}"))
+                for m in _LOOKUPS if prefix + m in names}
         return meta, sorted(convs.items())
     if path.is_file():
         root, folders = path.parent.parent, [(path.parent.name or path.name, [entry(path)])]
