@@ -98,6 +98,8 @@ def test_peak_table_and_flops():
     assert train_speed.peak_tflops("NVIDIA H100 PCIe") == 756.0
     assert train_speed.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert train_speed.peak_tflops("Tesla T4") == 65.0
+    assert train_speed.peak_tflops("AMD Instinct MI250X") == 383.0  # not MI250's
+    assert train_speed.peak_tflops("AMD Instinct MI300X") == 1307.0
     assert train_speed.peak_tflops("Some Future Card") is None
     cfg = train_speed.SHAPES["llama3-8b"]
     # Llama 3 8B: 8.03B weights, of which 0.53B are the input embedding (a lookup, not a matmul)

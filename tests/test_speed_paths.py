@@ -212,6 +212,39 @@ def test_a_card_this_torch_has_no_kernels_for_is_refused_before_loading(fake_gpu
     assert modeling.pick_device().type == "cuda"
 
 
+def test_amd_cards_under_a_rocm_torch(fake_gpus, monkeypatch):
+    """A ROCm build: AMD's cards are `cuda`. One its build left out (an RX 6700 XT's gfx1031) is one line with
+    the override that runs it, before loading (its first operation failed, "invalid device function"); bf16
+    only where AMD has bf16 matrix instructions (an RX 6800, gfx1030, ran it at fp32's speed); no GPU seen
+    by a ROCm build is not 'no CUDA support, reinstall'; `--device hip` is `cuda`."""
+    import types
+
+    import torch
+
+    card = types.SimpleNamespace(gcnArchName="gfx1031:sramecc-:xnack-")
+    monkeypatch.setattr(torch.version, "hip", "6.2.41133")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=None: card)
+    monkeypatch.delenv("HSA_OVERRIDE_GFX_VERSION", raising=False)
+    fake_gpus.archs = ["gfx900", "gfx906", "gfx908", "gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1101"]
+    with pytest.raises(UserError, match=r"^this torch .* \(ROCm 6.2.41133\) has no kernels for the Fake GPU \(gfx1031; "
+                                        r"it was built for gfx900, .*\): set HSA_OVERRIDE_GFX_VERSION=10.3.0 .*--device cpu$"):
+        modeling.pick_device("cuda")
+    monkeypatch.setenv("HSA_OVERRIDE_GFX_VERSION", "10.3.0")  # the user's override: the card runs as a gfx1030
+    assert modeling.pick_device("hip").type == "cuda"
+    cuda = torch.device("cuda", 0)
+    for gfx, dtype in (("gfx1030", torch.float16), ("gfx906", torch.float16), ("gfx1100", torch.bfloat16),
+                       ("gfx90a:sramecc+:xnack-", torch.bfloat16), ("gfx942", torch.bfloat16), ("", torch.bfloat16)):
+        card.gcnArchName = gfx
+        assert modeling.pick_dtype(cuda) == dtype, gfx
+    card.gcnArchName = "gfx1030"
+    assert modeling.fused_kernels_missing(cuda) == "their Triton kernels are not known to run on the gfx1030 (ROCm)"
+    assert modeling.out_of_memory(RuntimeError("CUDA error: HIPBLAS_STATUS_ALLOC_FAILED when calling hipblasCreate"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"is a ROCm build but sees no AMD GPU \(check `rocminfo`, and that your user "
+                                        r"is in the render and video groups\)"):
+        modeling.pick_device("cuda")
+
+
 def test_fused_kernels_need_a_gpu_triton_builds_for(fake_gpus, tmp_path, monkeypatch):
     import sys
 

@@ -45,6 +45,8 @@ def pick_device(prefer: str | None = None):
     import torch
 
     if prefer:
+        if prefer.split(":")[0] == "hip" and torch.version.hip:  # a ROCm torch calls its AMD GPUs `cuda`
+            prefer = "cuda" + prefer[3:]
         try:
             device = torch.device(prefer)
         except (RuntimeError, ValueError):
@@ -64,6 +66,16 @@ def pick_device(prefer: str | None = None):
     if missing:
         raise UserError(f"{missing}; or run on the CPU with --device cpu")
     return device
+
+
+def device_label(device) -> str:
+    """`cuda:0, NVIDIA GeForce RTX 4090`, `mps`, `cpu`: where a run computes, for its first line."""
+    import torch
+
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index}, {torch.cuda.get_device_name(index)}"
 
 
 def free_memory() -> None:
@@ -93,13 +105,43 @@ def _capability(device) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def _gfx(device) -> str:
+    """An AMD card's architecture (`gfx1100`) under a ROCm torch; "" when it does not say."""
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return str(getattr(torch.cuda.get_device_properties(index), "gcnArchName", "") or "").split(":")[0]
+
+
+# ROCm's stand-ins for the cards its builds leave out: each generation runs as its first, supported card
+_GFX_OVERRIDES = {"gfx103": "10.3.0", "gfx110": "11.0.0", "gfx115": "11.0.0", "gfx120": "12.0.0"}
+
+
+def _gfx_missing(device) -> str | None:
+    """Why this ROCm torch has no kernels for the AMD card (an RX 6700 XT's gfx1031, a 780M's gfx1103), or
+    None. torch reports such a card as available, and its first operation fails ("invalid device function")."""
+    import torch
+
+    gfx, archs = _gfx(device), [a.split(":")[0] for a in torch.cuda.get_arch_list()]
+    if not gfx or not archs or gfx in archs or os.environ.get("HSA_OVERRIDE_GFX_VERSION"):
+        return None
+    override = next((v for prefix, v in _GFX_OVERRIDES.items() if gfx.startswith(prefix)), None)
+    advice = (f"set HSA_OVERRIDE_GFX_VERSION={override} (it runs as the first card of its generation), or "
+              if override else "")
+    return (f"this torch {torch.__version__} (ROCm {torch.version.hip}) has no kernels for the "
+            f"{torch.cuda.get_device_name(device.index)} ({gfx}; it was built for {', '.join(archs)}): {advice}"
+            f"install a torch build for {gfx}")
+
+
 def _kernels_missing(device) -> str | None:
     """Why this torch build has no kernels for the CUDA card, or None. Recent CUDA builds leave old cards out
     (12.8 and newer Maxwell and Pascal, GTX 9xx and 10xx; 13.0 Volta too, V100), which torch still reports
-    as available: the first operation then fails with "no kernel image is available"."""
+    as available: the first operation then fails with "no kernel image is available". ROCm: _gfx_missing."""
     import torch
 
-    archs = [] if torch.version.hip else torch.cuda.get_arch_list()
+    if torch.version.hip:
+        return _gfx_missing(device)
+    archs = torch.cuda.get_arch_list()
     # "sm_61" runs on 6.1 and later 6.x; "sm_90a" on 9.0 alone; "sm_100f" on 10.x from 10.0; PTX
     # "compute_90" is compiled for 9.0 and later
     built = [m.groups() for m in (re.fullmatch(r"(sm|compute)_(\d+)(\d)([af]?)", a) for a in archs) if m]
@@ -128,6 +170,9 @@ def device_missing(device) -> str | None:
         return None
     if device.type == "cuda":
         if not torch.cuda.is_available():
+            if torch.version.hip:  # a ROCm build (AMD's GPUs are `cuda` there) that sees none
+                return (f"this torch {torch.__version__} is a ROCm build but sees no AMD GPU (check `rocminfo`, and "
+                        "that your user is in the render and video groups)")
             built = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
             return f"{built} (torch {torch.__version__})"
         if device.index is not None and device.index >= torch.cuda.device_count():
@@ -147,16 +192,25 @@ def _as_device(device):
     return device if isinstance(device, torch.device) else torch.device(device)
 
 
+# AMD's with bf16 matrix instructions: MI100 (gfx908) and later Instinct cards, RDNA3 (RX 7000) and later.
+# RDNA2 (RX 6000, gfx103x) and Vega (gfx906) have none: bf16 there runs at fp32's speed, fp16 at twice it.
+_GFX_BF16 = ("gfx908", "gfx90a", "gfx94", "gfx95", "gfx11", "gfx12")
+
+
 def bf16_supported(device) -> bool:
     """Whether `device` computes in bf16 natively: NVIDIA cards from Ampere (compute capability 8) on, and
-    ROCm's. torch.cuda.is_bf16_supported() also says yes for older cards (T4, V100, GTX 10xx) that only
-    emulate it, slowly and without tensor cores, and asks the current GPU rather than `device`."""
+    AMD's of _GFX_BF16 (one that does not name its architecture: yes, as before). torch.cuda.is_bf16_supported()
+    also says yes for older cards (T4, V100, GTX 10xx; RDNA2) that only emulate it, slowly and without tensor
+    cores, and asks the current GPU rather than `device`."""
     import torch
 
     device = _as_device(device)
     if device.type != "cuda":
         return False
-    return bool(torch.version.hip) or _capability(device)[0] >= 8
+    if torch.version.hip:
+        gfx = _gfx(device)
+        return not gfx or gfx.startswith(_GFX_BF16)
+    return _capability(device)[0] >= 8
 
 
 def pick_dtype(device=None):
@@ -262,6 +316,8 @@ def fused_kernels_missing(device, model=None) -> str | None:
         major, minor = _capability(device)
         if major < 7:  # Triton builds no kernels for Pascal and older
             return f"their Triton kernels need a GPU of compute capability 7.0 or newer (this one is {major}.{minor})"
+    elif not _gfx(device).startswith(_GFX_BF16):  # Triton on ROCm: Instinct cards and RDNA3 on (RDNA2 may fail)
+        return f"their Triton kernels are not known to run on the {_gfx(device) or 'this AMD card'} (ROCm)"
     try:  # a liger-kernel made for a newer transformers, or a broken Triton, fails here: the plain path
         from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
     except Exception as e:  # noqa: BLE001 (whatever an optional package raises on import)
@@ -378,6 +434,7 @@ def out_of_memory(error: BaseException) -> bool:
     # workspace; Apple's GPU and ROCm say it in plain RuntimeErrors of their own
     return isinstance(error, RuntimeError) and any(s in text for s in (
         "DefaultCPUAllocator", "can't allocate memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
+        "HIPBLAS_STATUS_ALLOC_FAILED",
         "MPS backend out of memory", "HIP error: out of memory", "HIP out of memory",
         "Invalid buffer size"))  # (Metal: one tensor larger than the GPU may hold)
 

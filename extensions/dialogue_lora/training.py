@@ -300,8 +300,9 @@ def event_line(ev: dict) -> str | None:
         return f"held-out ({what}): loss {loss_text(ev['eval_loss'], 4)}, perplexity {loss_text(ev['perplexity'], 2)}"
     if kind == "save":
         return f"saved checkpoint {ev['path']}"
-    if kind == "start":
-        return f"training {ev['adapter']} on {ev['model']}, with {ev['samples']} samples from {ev['dataset']}"
+    if kind == "start":  # the device said: a torch without the GPU's support trained on the CPU unseen
+        device = f" (device: {ev['device']})" if ev.get("device") else ""
+        return f"training {ev['adapter']} on {ev['model']}, with {ev['samples']} samples from {ev['dataset']}{device}"
     if kind == "log" and ev.get("message"):
         return str(ev["message"])
     return None
@@ -955,7 +956,7 @@ def train(
     emit = (on_progress if dist.main else None) or (lambda d: None)
     # which files a name stood for (`-d bob` is the datasets folder's, `-d bob.json` the working folder's)
     emit({"event": "start", "model": str(plan.model_path), "dataset": str(plan.dataset_path),
-          "samples": len(plan.records), "adapter": str(plan.out_dir)})
+          "samples": len(plan.records), "adapter": str(plan.out_dir), "device": modeling.device_label(device)})
     for note in plan.notes:
         emit({"event": "log", "message": note})
     try:
