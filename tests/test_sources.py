@@ -1015,6 +1015,21 @@ def test_discordchatexporter_csv_without_author_ids_and_a_short_row(tmp_path):
     path.write_text(header + f'12,sam,2024-05-01T10:01:00+00:00,"{long}",,\n', encoding="utf-8")
     turns = [t for t in iter_discord_turns(path, DiscordOptions(filter_low_quality=False)) if t is not None]
     assert [(t.speaker, len(t.text)) for t in turns] == [("alex", 9), ("sam", len(long.strip()))]
+    # and a header line with such a field (a column the reader keeps) was a _csv.Error traceback
+    csv.field_size_limit(131072)
+    path.write_text(header.replace("Reactions\n", f'Reactions,"{long}"\n'), encoding="utf-8")
+    turns = [t for t in iter_discord_turns(path, DiscordOptions(filter_low_quality=False)) if t is not None]
+    assert [(t.speaker, t.text) for t in turns] == [("alex", "hey there")]
+
+
+def test_discordchatexporter_csv_with_lines_ended_in_cr_alone(tmp_path):
+    """An old Mac's line ends (\r): it was taken for a JSON export and refused."""
+    path = tmp_path / "chat.csv"
+    path.write_bytes(b"AuthorID,Author,Date,Content,Attachments,Reactions\r11,alex,2024-05-01T10:00:00+00:00,hey there,,\r"
+                     b"12,sam,2024-05-01T10:01:00+00:00,fine thanks,,\r")
+    assert detect_source(path) == "discord"
+    turns = [t for t in iter_discord_turns(path, DiscordOptions(filter_low_quality=False)) if t is not None]
+    assert [(t.speaker, t.text) for t in turns] == [("alex", "hey there"), ("sam", "fine thanks")]
 
 
 def test_discordchatexporter_csv_dates_and_lines_read_as_the_whole_string_reads_them(tmp_path):

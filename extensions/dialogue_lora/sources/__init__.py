@@ -101,7 +101,7 @@ def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) ->
         return "discord"
     if sillytavern.looks_like(head):  # a SillyTavern chat: JSON Lines, read with the chat exports
         return "discord"
-    first = stripped.split("\n", 1)[0]
+    first = next(iter(stripped.splitlines()), "")  # (an old Mac's export ends its lines in \r alone)
     if dce_csv.looks_like(first):  # DiscordChatExporter's CSV: read as the chat export it is
         return "discord"
     if first.startswith("ID,Timestamp,Contents"):  # Discord's own data package: the user's messages only

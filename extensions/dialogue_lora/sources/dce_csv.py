@@ -117,14 +117,17 @@ class Rows:
 
     def __init__(self, path: Path, text: str):
         self.path, self.text = path, text.lstrip("\ufeff")
-        header = next(csv.reader(itertools.islice(_lines(self.text), 1)), [])
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a message may be longer than the csv module's 128 KB
+        try:
+            header = next(csv.reader(itertools.islice(_lines(self.text), 1)), [])
+        except csv.Error as e:
+            raise UserError(f"{path}:1: malformed CSV ({e})") from None
         self.header = [c.strip() for c in header]
         self.col = {name: self.header.index(name) for name in self.header if name in (*HEADER, "Attachments")}
 
     def __iter__(self) -> Iterator[dict]:
         # strict: a quote left open is an error at the file's end, not every row after it read as one message
         reader = csv.reader(_lines(self.text), strict=True)
-        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a message may be longer than the csv module's 128 KB
         path, header, col, start = self.path, self.header, self.col, 1
         dates = _Dates()
         last = ("", None)  # (a row's date, as ISO 8601): the messages of a busy minute share it

@@ -254,7 +254,7 @@ def load_export(path: Path) -> dict:
     else:
         text = raw.decode("utf-8-sig", errors="surrogateescape")
     del raw  # an export can be hundreds of MB: hold one copy of it while it is parsed
-    if dce_csv.looks_like(text[:4096].split("\n", 1)[0]):
+    if dce_csv.looks_like(next(iter(text[:4096].splitlines()), "")):
         return {dce_csv.KIND: dce_csv.load(path, text)}
     if path.suffix.lower() == sillytavern.SUFFIX:
         if not sillytavern.looks_like(text[:4096]):
