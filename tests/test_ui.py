@@ -500,6 +500,11 @@ def test_the_tab_says_its_own_controls_for_a_filtered_character_and_evaluations_
     said = ui.tab_words(ui._evaluation_memory(str(e.value)))
     assert said == ("out of memory while evaluating: tick 'Load in 4-bit', or run evaluate_lora.py with a smaller "
                     "batch size than the tab's 8 (or a shorter cutoff or reply length)")
+    with pytest.raises(UserError) as e:  # 4-bit ticked already: not told to tick it
+        evaluation.evaluate(EvalConfig(model_name="m", lora_name="a", load_in_4bit=True))
+    assert ui.tab_words(ui._evaluation_memory(str(e.value))) == (
+        "out of memory while evaluating: run evaluate_lora.py with a smaller batch size than the tab's 8 (or a "
+        "shorter cutoff or reply length)")
 
 
 def test_tab_words_translates_the_short_flags_a_message_names():

@@ -467,8 +467,9 @@ def evaluate(
             if not out_of_memory(e):
                 raise
             free_memory()
+            four_bit = "" if cfg.load_in_4bit else ", or --load_in_4bit"  # (not to one who ticked it)
             raise UserError(f"out of memory while evaluating: try a smaller --batch_size (it was {cfg.batch_size}), "
-                            "--cutoff_len or --max_new_tokens, or --load_in_4bit") from None
+                            f"--cutoff_len or --max_new_tokens{four_bit}") from None
 
 
 def _evaluate(

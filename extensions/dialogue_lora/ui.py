@@ -244,15 +244,16 @@ def _as_defaults(settings: dict) -> dict:
     return out
 
 
-_EVAL_MEMORY = re.compile(r"try a smaller --batch_size \(it was (\d+)\), --cutoff_len or --max_new_tokens, or "
-                          r"--load_in_4bit")
+_EVAL_MEMORY = re.compile(r"try a smaller --batch_size \(it was (\d+)\), --cutoff_len or --max_new_tokens(, or "
+                          r"--load_in_4bit)?")
 
 
 def _evaluation_memory(message: str) -> str:
     """Evaluation's out-of-memory advice in the tab, whose *3. Evaluate* has no batch size, cutoff or reply
     length ('Batch size' and 'Cutoff length' are Train's, which evaluation does not read)."""
-    return _EVAL_MEMORY.sub(r"tick --load_in_4bit, or run evaluate_lora.py with a smaller batch size than the "
-                            r"tab's \1 (or a shorter cutoff or reply length)", message)
+    return _EVAL_MEMORY.sub(lambda m: ("tick --load_in_4bit, or " if m.group(2) else "")
+                            + f"run evaluate_lora.py with a smaller batch size than the tab's {m.group(1)} (or a "
+                            "shorter cutoff or reply length)", message)
 
 
 def _pick_heldout(message: str) -> str:
