@@ -1118,6 +1118,36 @@ def test_a_folder_held_open_keeps_an_old_checkpoint_and_a_finished_adapter_is_sa
     assert paths.finished_save(out) and not saved[0].exists() and not list(out.glob("checkpoint-*"))
 
 
+@pytest.mark.parametrize("held", ["adapter", "new"])
+def test_a_replaced_adapter_that_cannot_be_moved_keeps_the_users_notes_in_it(env, monkeypatch, held):
+    """--overwrite, the old folder (or the new one) held open past the retries: the user's notes, moved into
+    the new adapter for the swap, go back into the folder as it was, not into the hidden .NAME.tmp-PID."""
+    from extensions.dialogue_lora import paths
+
+    name = f"kept-{held}"
+    out = env / "loras" / name
+    train(make_cfg(env, lora_name=name, max_steps=1, val_ratio=0.0))
+    (out / "notes.txt").write_text("my notes", encoding="utf-8")
+    real = training.replace_folder
+
+    def refused(src, dst):
+        if (src == out and held == "adapter") or (src.name.startswith(f".{name}.tmp-") and held == "new"):
+            raise PermissionError(13, "Access is denied", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(training, "replace_folder", refused)
+    with pytest.raises(UserError, match=f"{name}: the finished adapter could not be put in place"):
+        train(make_cfg(env, lora_name=name, max_steps=2, val_ratio=0.0, overwrite=True))
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "my notes" and paths.finished_save(out)
+    saved = list((env / "loras").glob(f".{name}.tmp-*"))
+    assert len(saved) == 1 and not (saved[0] / "notes.txt").exists() and not list((env / "loras").glob(f".{name}.old-*"))
+    monkeypatch.setattr(training, "replace_folder", real)
+    with pytest.raises(UserError, match="already exists"):  # the next run puts the new one in, the notes with it
+        train(make_cfg(env, lora_name=name, max_steps=1, val_ratio=0.0))
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "my notes" and not saved[0].exists()
+    assert json.loads((out / training.PARAMS_FILE).read_text(encoding="utf-8"))["max_steps"] == 2
+
+
 def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):
     alpaca = env / "alpaca.json"
     alpaca.write_text(json.dumps([{"instruction": "Continue the dialogue as Bob.", **r} for r in bob_records(8, 1)]))

@@ -1869,15 +1869,24 @@ def _swap_in(tmp: Path, out: Path, old: Path) -> None:
     """A complete adapter folder `tmp` into place as `out`; what `out` held goes (the replaced adapter, the
     run's checkpoints) but the user's own files, which move across. Killed at any point, _tidy finishes it."""
     if out.exists():
-        for name in _foreign_entries(out):  # the user's notes beside the adapter stay with it
-            # a name the killed swap moved already, written again since: both kept
-            replace_folder(out / name, _free_name(tmp, name))
-        replace_folder(out, old)
+        moved = []  # (the user's entry, where it went in tmp)
         try:
-            replace_folder(tmp, out)
-        except OSError:
-            with contextlib.suppress(OSError):  # the folder as it was; the next run puts the new one in
+            for name in _foreign_entries(out):  # the user's notes beside the adapter stay with it
+                # a name the killed swap moved already, written again since: both kept
+                moved.append((name, _free_name(tmp, name)))
+                replace_folder(out / name, moved[-1][1])
+            replace_folder(out, old)
+            try:
+                replace_folder(tmp, out)
+            except OSError:
                 replace_folder(old, out)
+                raise
+        except OSError:
+            # the folder as it was, the user's files back in it; the next run puts the new one in place
+            with contextlib.suppress(OSError):
+                for name, there in moved:
+                    if there.exists() or there.is_symlink():
+                        replace_folder(there, out / name)
             raise
         sync_folder(out.parent, files=False)
         shutil.rmtree(old, ignore_errors=True)  # the replaced adapter and this run's checkpoints
