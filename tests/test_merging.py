@@ -221,6 +221,21 @@ def test_a_merge_that_cannot_go_in_place_leaves_the_earlier_one_as_it_was(layout
     assert sorted(p.name for p in first.iterdir()) == before and (first / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in models.iterdir()) == ["tiny-llama", first.name]  # no copy of a model left
 
+    def stuck(src, dst):  # and the earlier merge cannot go back: said where it is, put back by the next merge
+        if ".tmp-" in src.name or ".old-" in src.name:
+            raise PermissionError(13, "Access is denied", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(merging, "replace_folder", stuck)
+    with one_thread(), pytest.raises(UserError, match=r"\(Access is denied\); the earlier merge is set aside as "
+                                                      r".*\.tiny-llama-bob\.old-\d+ \(the next merge of this name"):
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
+    assert not first.exists()
+    monkeypatch.setattr(merging, "replace_folder", real)
+    with one_thread(), pytest.raises(UserError, match="holds an earlier merge: --overwrite"):
+        merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
+    assert (first / "notes.txt").read_text() == "mine"
+
 
 def test_no_merge_of_weights_saved_again_while_it_ran(layout, monkeypatch):
     """An --overwrite run of the adapter: a merge is refused while it trains; and weights saved again while

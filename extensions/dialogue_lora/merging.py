@@ -299,22 +299,25 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
 
 def _put_in_place(tmp: Path, out: Path, old: Path | None = None) -> None:
     """The written merge `tmp` in as `out`, the earlier merge first set aside as `old`. A rename refused past
-    replace_folder's retries (Windows: a program holding the folder open) leaves the earlier merge as it was,
-    and takes the new one away: a whole model's copy, which only a merge again could put in place."""
+    replace_folder's retries (Windows: a program holding the folder open) puts the earlier merge back, and
+    takes the new one away (a whole model's copy, hidden, which only a merge again could put in place); an
+    earlier merge that cannot go back either is said where it is (the next merge of the name puts it back)."""
+    aside = False  # the earlier merge is set aside, not back in place
     try:
         if old is not None:
             replace_folder(out, old)
-        try:
-            replace_folder(tmp, out)
-        except OSError:
-            if old is not None:
-                with contextlib.suppress(OSError):
-                    replace_folder(old, out)
-            raise
+            aside = True
+        replace_folder(tmp, out)
     except OSError as e:
+        if aside:
+            with contextlib.suppress(OSError):
+                replace_folder(old, out)
+                aside = False
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"{out}: the merged model could not be put in place ({e.strerror or e}); close what has "
-                        "the folder open (an Explorer window, a console in it) and merge again") from None
+        where = (f"; the earlier merge is set aside as {old} (the next merge of this name puts it back)" if aside
+                 else "")
+        raise UserError(f"{out}: the merged model could not be put in place ({e.strerror or e}){where}; close "
+                        "what has the folder open (an Explorer window, a console in it) and merge again") from None
 
 
 def _adapter_sha256(adapter_path: Path) -> str | None:
