@@ -1092,7 +1092,8 @@ def test_resume_after_a_restart_fills_the_form_from_the_checkpoint(webui_root, m
     ck = dirs.loras / "cli" / "checkpoint-4"
     ck.mkdir(parents=True)
     cli = dict(settings, dataset_name="cor", dataset=str(dirs.datasets / "cor.json"), warmup_ratio=0.1,
-               packing=False, precision="fp32", max_grad_norm=0.5, device="cpu")
+               packing=False, precision="fp32", max_grad_norm=0.5, device="cpu", save_total_limit=5,
+               gradient_checkpointing=True, fused_kernels=False, save_minutes=5, logging_steps=3)
     (ck / "trainer_state.json").write_text(json.dumps({"settings": cli}))
     assert fill(True, "cli")[:2] == ["tiny-llama", "cor.json"]
     from extensions.dialogue_lora import training
@@ -1104,6 +1105,8 @@ def test_resume_after_a_restart_fills_the_form_from_the_checkpoint(webui_root, m
     config = logic.train_config("tiny-llama", "cor.json", "cli", form, True, False)
     assert (config["packing"], config["precision"], config["max_grad_norm"], config["warmup_ratio"]) == (
         False, "fp32", 0.5, 0.2)
+    assert [config[k] for k in ("save_total_limit", "save_minutes", "logging_steps")] == [5, 5, 3]
+    assert "gradient_checkpointing" not in config and "fused_kernels" not in config  # (recorded as they came to)
     assert "device" not in config  # not a setting a resume must keep: the tab's own
     config = logic.train_config("tiny-llama", "cor.json", "cli", form, False, True)  # anew: the defaults
     assert "packing" not in config and "precision" not in config

@@ -244,6 +244,11 @@ def _as_defaults(settings: dict) -> dict:
     return out
 
 
+# A stopped run's settings that a resume from the tab keeps beyond training.RESUME_KEYS (which it must keep):
+# the ones the form has no field for, as the command line set them. Not --device, --gradient_checkpointing or
+# --fused_kernels: how to run on this machine is the tab's choice (and the run records what they came to)
+_CARRIED_ON_RESUME = ("precision", "save_total_limit", "save_minutes", "logging_steps")
+
 _EVAL_MEMORY = re.compile(r"try a smaller --batch_size \(it was (\d+)\), --cutoff_len or --max_new_tokens(, or "
                           r"--load_in_4bit)?")
 
@@ -533,7 +538,7 @@ class TabLogic:
             if found is not None:
                 from .training import RESUME_KEYS
 
-                for key in (*RESUME_KEYS, "precision"):
+                for key in (*RESUME_KEYS, *_CARRIED_ON_RESUME):
                     if key in found[0]:
                         config.setdefault(key, found[0][key])
         for key, default in train_defaults().items():  # a blank or 0 field with no fixed default: the default
