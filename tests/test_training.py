@@ -1519,7 +1519,7 @@ def test_a_resume_without_a_length_goes_on_to_the_runs_own(env, capsys):
     captured = capsys.readouterr()
     # which files the names stood for, first
     assert captured.out.startswith(f"training {env / 'loras' / 'len'} on {env / 'models' / 'tiny'}, with 40 samples "
-                                   f"from {small}\n")
+                                   f"from {small} (device: cpu)\n")
     err = captured.err
     assert ("note: --resume goes on to the run's own length (--epochs 2); give --epochs or --max_steps to change "
             "it") in err
