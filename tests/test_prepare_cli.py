@@ -2,6 +2,7 @@
 bad input (one `error:` line, non-zero exit, no traceback, an existing output left alone)."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -510,9 +511,10 @@ def test_a_pipe_is_neither_read_nor_replaced(tmp_path):
     out; one as the output, or as a game's script, was replaced by a file or waited on."""
     pipe = tmp_path / "in.txt"
     os.mkfifo(pipe)
-    for given in (pipe, Path("/dev/zero")):
+    for given, source in itertools.product((pipe, Path("/dev/zero")), ("auto", "text", "discord", "renpy", "csv")):
         with pytest.raises(UserError, match=r"not a regular file \(a pipe or a device\): save the dialogue to a file"):
-            prepare(PrepareConfig(names=["Bob"], txtfilename=str(given), jsonfilename=str(tmp_path / "o.json")))
+            prepare(PrepareConfig(names=["Bob"], txtfilename=str(given), jsonfilename=str(tmp_path / "o.json"),
+                                  source=source))
     out = tmp_path / "out.json"
     os.mkfifo(out)
     with pytest.raises(UserError, match=r"out.json: is not a regular file \(a pipe or a device\): not replaced"):

@@ -27,7 +27,7 @@ from .fileio import holds_samples, keep_previous, missing_parents, nearest_exist
 from .paths import case_twin, shell_word
 from .prompt import loose_key, name_key
 from .samples import ALL, DEFAULT_INSTRUCTION, FORMATTERS, RULES, Tally, iter_samples, nobody, wanted_names
-from .sources import CHAT_EXPORTS, SOURCES, TEXT_SUFFIXES, detect_source, text_files
+from .sources import CHAT_EXPORTS, SOURCES, TEXT_SUFFIXES, check_input, detect_source, text_files
 from .sources.csv_dialogue import DEFAULT_COLUMNS, CsvOptions, iter_csv_turns, scan_csv_speakers
 from .sources.discord import DiscordOptions, iter_discord_turns, scan_discord_speakers
 from .sources import yarn
@@ -299,6 +299,7 @@ def merge_speakers(counts: Counter) -> dict[str, int]:
 
 def resolve_source(cfg: PrepareConfig) -> str:
     if cfg.source != "auto":
+        check_input(Path(cfg.txtfilename))
         return cfg.source
     return detect_source(cfg.txtfilename, (cfg.csv_speaker_column, cfg.csv_text_column))
 

@@ -37,13 +37,19 @@ def prepared_dataset(path: Path) -> UserError:
                      "lora_finetune.py -d, or give prepare_dataset.py the dialogue it was made from")
 
 
-def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) -> str:
-    path = Path(path)
+def check_input(path: Path) -> None:
+    """An input that is there and can be read to its end: not a pipe or a device, which every reader (and
+    the zip check) would wait on, or read until memory ran out (/dev/zero)."""
     if not path.exists():
         raise UserError(f"{path}: no such file or folder (--txtfilename)")
-    if not path.is_dir() and not path.is_file():  # a pipe or a device: the zip check would wait on it, or read forever
+    if not path.is_dir() and not path.is_file():
         raise UserError(f"{path}: not a regular file (a pipe or a device): save the dialogue to a file first "
                         "(--txtfilename)")
+
+
+def detect_source(path: str | os.PathLike, csv_columns: tuple[str, ...] = ()) -> str:
+    path = Path(path)
+    check_input(path)
     refusal = renpy.refused(path)
     if refusal is not None:
         raise refusal
