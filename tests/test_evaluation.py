@@ -548,6 +548,18 @@ def test_a_base_loaded_otherwise_than_in_training_is_said(layout):
     assert quantised["settings"]["load_in_4bit"] is True and quantised["settings"]["load_in_8bit"] is False
     assert "the base was loaded in 4 bits, as bob was trained (--unquantised loads it whole)" in quantised["notes"]
     assert not any("was trained on a 4-bit base" in n for n in quantised["notes"])
+    with pytest.MonkeyPatch.context() as mp:  # out of memory there: not told to use 4 bits, which it does
+        from extensions.dialogue_lora import modeling
+
+        def full(*a, **k):
+            raise RuntimeError("CUDA error: out of memory")
+
+        mp.setattr(modeling, "fit_cutoff", full)
+        for as_trained, advice in ((True, ""), (False, ", or --load_in_4bit")):
+            with pytest.raises(UserError) as e:
+                evaluate(EvalConfig("tiny-llama", "bob", max_samples=1, max_new_tokens=2, similarity=False,
+                                    meteor=False, as_trained=as_trained))
+            assert str(e.value).endswith(f"--cutoff_len or --max_new_tokens{advice}"), str(e.value)
     with pytest.MonkeyPatch.context() as mp:  # bitsandbytes not installed here: loaded whole, and said
         from extensions.dialogue_lora import modeling
 

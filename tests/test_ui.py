@@ -491,7 +491,8 @@ def test_the_tab_says_its_own_controls_for_a_filtered_character_and_evaluations_
     assert ui.tab_words("(duplicate 4; --keep_duplicates keeps them)") == (
         "(duplicate 4; 'prepare_dataset.py --keep_duplicates' keeps them)")  # the one switch the tab has not
 
-    def full(*a, **k):
+    def full(cfg, on_progress, should_stop, loaded, held):  # the model loaded (as asked), a batch too big
+        held["four_bit"] = cfg.load_in_4bit
         raise MemoryError()
 
     monkeypatch.setattr(evaluation, "_evaluate", full)

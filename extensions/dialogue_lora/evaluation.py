@@ -461,13 +461,14 @@ def evaluate(
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Position ids are not supported for parameter efficient tuning")
+        held = {}  # how the base was loaded: a QLoRA adapter's is in 4 bits unasked (as it was trained)
         try:
-            return _evaluate(cfg, on_progress, should_stop, loaded)
+            return _evaluate(cfg, on_progress, should_stop, loaded, held)
         except (RuntimeError, MemoryError) as e:  # the model fitted, a batch of samples or replies did not
             if not out_of_memory(e):
                 raise
             free_memory()
-            four_bit = "" if cfg.load_in_4bit else ", or --load_in_4bit"  # (not to one who ticked it)
+            four_bit = "" if held.get("four_bit") else ", or --load_in_4bit"  # (not where it is in 4 bits)
             raise UserError(f"out of memory while evaluating: try a smaller --batch_size (it was {cfg.batch_size}), "
                             f"--cutoff_len or --max_new_tokens{four_bit}") from None
 
@@ -477,8 +478,10 @@ def _evaluate(
     on_progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     loaded=None,
+    held: dict | None = None,
 ) -> dict:
     """Measure base vs adapter on held-out samples; returns the eval.json content (see the module doc).
+    `held` gets `four_bit`: whether the base model is held in 4 bits, once it is loaded.
 
     Everything that can be checked without weights is checked first (model, adapter, its base, the
     held-out file). `on_progress` receives {"stage", "done", "total"} dicts; `should_stop()` returning
@@ -546,6 +549,8 @@ def _evaluate(
             device=cfg.device,
         )
     model, tokenizer = loaded.model, loaded.tokenizer
+    if held is not None:
+        held["four_bit"] = cfg.load_in_4bit or bool(getattr(loaded, "bits", (False,))[0])
     _check_stop(should_stop)
     cutoff, context_note = modeling.fit_cutoff(cutoff, model)
 
