@@ -316,8 +316,8 @@ def fused_kernels_missing(device, model=None) -> str | None:
         major, minor = _capability(device)
         if major < 7:  # Triton builds no kernels for Pascal and older
             return f"their Triton kernels need a GPU of compute capability 7.0 or newer (this one is {major}.{minor})"
-    elif not _gfx(device).startswith(_GFX_BF16):  # Triton on ROCm: Instinct cards and RDNA3 on (RDNA2 may fail)
-        return f"their Triton kernels are not known to run on the {_gfx(device) or 'this AMD card'} (ROCm)"
+    elif _gfx(device) and not _gfx(device).startswith(_GFX_BF16):  # Triton on ROCm: Instinct and RDNA3 on
+        return f"their Triton kernels are not known to run on the {_gfx(device)} (ROCm)"  # (RDNA2 may fail)
     try:  # a liger-kernel made for a newer transformers, or a broken Triton, fails here: the plain path
         from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
     except Exception as e:  # noqa: BLE001 (whatever an optional package raises on import)

@@ -1883,9 +1883,9 @@ def _swap_in(tmp: Path, out: Path, old: Path) -> None:
                 raise
         except OSError:
             # the folder as it was, the user's files back in it; the next run puts the new one in place
-            with contextlib.suppress(OSError):
-                for name, there in moved:
-                    if there.exists() or there.is_symlink():
+            for name, there in moved:  # each that can (one held open stays in tmp, with the new adapter)
+                if there.exists() or there.is_symlink():
+                    with contextlib.suppress(OSError):
                         replace_folder(there, out / name)
             raise
         sync_folder(out.parent, files=False)
