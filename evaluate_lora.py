@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="character cue for multi-turn samples without a name (default: as in training)")
     add_loading_arguments(p)
     p.add_argument("--dataset_dir", default=None,
-                   help="datasets directory, where a bare -d name is found (default: user_data/training/datasets)")
+                   help="datasets directory, where a bare -d name is found (default: user_data/training/datasets, "
+                        "or training/datasets without a user_data folder)")
     p.add_argument("--no_similarity", action="store_true", help="skip the sentence-embedding similarity")
     p.add_argument("--no_meteor", action="store_true", help="skip METEOR")
     return p

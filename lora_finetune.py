@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a character adapter (LoRA or prompt tuning) on dialogue samples.
 
-    python lora_finetune.py -d processed_dataset.json -m my-model -l Bob
+    python lora_finetune.py -d processed_dataset.json -m my-model -l bob
     torchrun --nproc_per_node 2 lora_finetune.py ...      (or: accelerate launch lora_finetune.py ...)
 
 Writes loras/NAME (user_data/loras/NAME in a webui folder): a PEFT adapter the webui's LoRA menu loads,

@@ -193,9 +193,11 @@ def test_a_folder_opened_in_a_file_manager_is_still_empty(layout):
     with one_thread():
         result = merge(MergeConfig(model_name="tiny-llama", lora_name="bob"))
     assert result.output_dir == out and result.kept == [] and (out / "config.json").is_file()
+    assert result.summary().startswith(f"wrote {out} (")  # not 'replaced': there was no merge
     (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # and again, beside an earlier merge
     with one_thread():
-        assert merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True)).kept == []
+        again = merge(MergeConfig(model_name="tiny-llama", lora_name="bob", overwrite=True))
+    assert again.kept == [] and again.summary().startswith(f"replaced {out} (")
 
 
 def test_a_merge_that_cannot_go_in_place_leaves_the_earlier_one_as_it_was(layout, monkeypatch):

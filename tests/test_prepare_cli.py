@@ -449,7 +449,7 @@ def test_replacing_an_earlier_dataset_is_said(tmp_path):
     assert json.loads((tmp_path / "ds.json.bak").read_text())[0]["name"] == "Alice"
     # a folder made for the output is said too (a typo in the path would go unseen)
     made = cli("-n", "Bob", "-t", EXAMPLE, "-j", tmp_path / "new" / "sub" / "ds.json")
-    assert made.returncode == 0 and f"note: made the folder {tmp_path / 'new'} for ds.json" in made.stdout
+    assert made.returncode == 0 and f"note: made the folder {tmp_path / 'new' / 'sub'} for ds.json" in made.stdout
 
 
 def test_a_forced_layout_the_file_does_not_fit_is_said(tmp_path):

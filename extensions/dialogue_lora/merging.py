@@ -281,9 +281,9 @@ def merge(cfg: MergeConfig, log=None) -> MergeResult:
             record["sha256"] = _small_file_hashes(tmp)
             atomic_write_json(tmp / MERGE_FILE, record)  # last: a folder without it is not a finished merge
             sync_folder(tmp)
-        replaced = p.out.exists()
+        replaced = bool(read_merge_record(p.out))  # (a folder of a file manager's litter alone is not a merge)
         kept = []
-        if replaced:
+        if p.out.exists():
             # the earlier merge aside, the new one in, then what the user put in the earlier one (a GGUF
             # converted into the folder, notes) over to it: killed at any point, _tidy finishes the job
             old = root / f".{p.out.name}.old-{os.getpid()}"

@@ -487,7 +487,7 @@ def prepare(cfg: PrepareConfig, write: bool = True, keep: int = 0, _kept: list |
         except OSError as e:
             raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
         if made:  # a typo in the path would otherwise go unseen
-            replaced.append(f"made the folder {made[0]} for {out.name}")
+            replaced.append(f"made the folder {made[-1]} for {out.name}")  # (and those above it that were missing)
     else:
         n = sum(1 for _ in records())
     dropped = {r: tally.dropped[r] for r in RULES if tally.dropped.get(r)}
