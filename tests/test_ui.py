@@ -781,14 +781,15 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
 
     params = {"character_chat": False, "stop_at_newline": True}
     app = build_app(Loaded(params))
-    params.update(character_chat=True, stop_at_newline=False, character="Bob", rounds=3, temperature=0.2)  # after
+    params.update(character_chat=True, stop_at_newline=False, character="Bob", rounds=3, temperature=0.2,
+                  user_name="Juliet")  # after
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "4. Use")
     on_select = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]
                  and app.fns[d["id"]].fn.__name__ == "use_view"]
     assert len(on_select) == 1
     use_view = app.fns[on_select[0]["id"]].fn
-    model, adapter, four, eight, status, chat, newline, name, rounds, temperature = use_view(None, None)
-    assert (chat, newline, name, rounds, temperature) == (True, False, "Bob", 3, 0.2)
+    model, adapter, four, eight, status, chat, newline, name, rounds, temperature, user = use_view(None, None)
+    assert (chat, newline, name, rounds, temperature, user) == (True, False, "Bob", 3, 0.2, "Juliet")
     assert status == "In use: tiny-llama + bob (the base in 4 bits)"
     assert "value" not in model and "value" not in adapter  # not in the (empty) folders: lists only
     assert (four, eight) == (True, False)  # as it was loaded, not as the adapter was trained
@@ -1228,6 +1229,11 @@ def test_a_long_run_keeps_one_step_event_between_the_others(webui_root):
     assert job.last("step")["step"] == 1001 and job.last("eval")["eval_loss"] == 1.5
     assert job.losses()[:2] == [(1, 1.999), (2, 1.998)] and len(job.losses()) == 1001
     assert job.state == "done"
+
+
+def test_your_name_in_the_quick_test_is_kept_as_typed_and_you_when_unset():
+    assert ui.use_user_name({}) == ui.use_user_name({"user_name": "  "}) == "You"
+    assert ui.use_user_name({"user_name": " Juliet\n"}) == "Juliet"  # one line, as the prompt takes it
 
 
 def test_the_quick_tests_temperature_is_read_within_the_slider():

@@ -24,6 +24,7 @@ params = {
     "character": "",  # the character's name in that prompt; empty: the webui's bot name (Character tab)
     "instruction": "",  # a line before the dialogue: what an adapter trained on alpaca samples saw there
     "temperature": 0.7,  # the Use section's quick test (generation.DEFAULT_TEMPERATURE); the Chat tab has its own
+    "user_name": "You",  # the quick test's *Your name*; the Chat tab has the webui's own
 }
 
 

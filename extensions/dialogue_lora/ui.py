@@ -57,6 +57,14 @@ def use_temperature(params: dict) -> float:
     except (TypeError, ValueError):
         return DEFAULT_TEMPERATURE
     return min(max(value, 0.0), MAX_TEMPERATURE) if value == value else DEFAULT_TEMPERATURE
+
+
+def use_user_name(params: dict) -> str:
+    """The quick test's *Your name* as last typed (params["user_name"], kept across page reloads as the
+    character's name is); "You" when unset."""
+    from .prompt import one_line
+
+    return one_line(str(params.get("user_name") or "")) or "You"
 DEFAULT_USE_TURNS = 5  # for an adapter that records none (trained before it was recorded), as chat.py
 CHAT_FILTERS = ("non-responses", "conversation enders", "low-quality conversations")
 
@@ -1668,7 +1676,7 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
                              info="0: always the likeliest reply; higher: more varied")
     with gr.Row():
         char_name = gr.Textbox(label="Character name", value=str(params.get("character") or ""))
-        user_name = gr.Textbox(label="Your name", value="You")
+        user_name = gr.Textbox(label="Your name", value=use_user_name(params))
     test_in = gr.Textbox(label="Quick test: say something", placeholder="Hello!")
     test_btn = gr.Button("Reply")
     test_out = gr.Textbox(label="The character's reply (one line)", interactive=False)  # not the button's word
@@ -1718,15 +1726,18 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
             fields = [dd_update(models), dd_update(adapters), gr.update(), gr.update()]
         return (*fields, status,
                 bool(params.get("character_chat", False)), bool(params.get("stop_at_newline", True)),
-                str(params.get("character") or ""), int(params.get("rounds", 5)), use_temperature(params))
+                str(params.get("character") or ""), int(params.get("rounds", 5)), use_temperature(params),
+                use_user_name(params))
 
     use_tab.select(use_view, [use_model, use_adapter], [use_model, use_adapter, use_4bit, use_8bit, use_status,
-                                                        char_chat, newline_stop, char_name, use_rounds, use_temp])
+                                                        char_chat, newline_stop, char_name, use_rounds, use_temp,
+                                                        user_name])
     char_chat.change(lambda v: params.update(character_chat=bool(v)), char_chat, None)
     newline_stop.change(lambda v: params.update(stop_at_newline=bool(v)), newline_stop, None)
     use_rounds.change(lambda v: params.update(rounds=int(v)), use_rounds, None)
     use_temp.change(lambda v: params.update(temperature=float(v)), use_temp, None)
     char_name.change(lambda v: params.update(character=(v or "").strip()), char_name, None)
+    user_name.change(lambda v: params.update(user_name=(v or "").strip()), user_name, None)
 
     def on_test(message, name, user, rounds_v, temperature_v):
         try:
