@@ -628,6 +628,19 @@ def test_a_workers_log_is_written_in_utf8_whatever_the_system_would_write(monkey
     assert job.error() == "the train process exited with code 3:\nJ\u00f6rg bad\\udcff"
 
 
+def test_the_log_box_shows_a_redrawn_progress_bar_once_and_hub_bars_are_off(monkeypatch):
+    """A tqdm bar redraws its line with "\r": the Log box showed each drawing as a line of its own, the
+    last 15 lines all one bar. The hub's loading bars are off in a worker."""
+    monkeypatch.setattr(jobs, "_BOOT", "import os, sys\n"
+                        "sys.stderr.write('loading\\r 10%|#\\r 50%|#####\\r100%|##########\\n')\n"
+                        "sys.stderr.write('hub bars off: ' + os.environ.get('HF_HUB_DISABLE_PROGRESS_BARS', '') + '\\r\\n')\n"
+                        "sys.exit(3)\n")
+    job = jobs.Job("train", {"model_name": "x"})
+    job.proc.wait(timeout=60)
+    assert job.log_tail() == "100%|##########\nhub bars off: 1"
+    assert jobs.as_drawn("a\r\nb\rc\r\n\r") == "a\nc\n"  # Windows line ends; a bar cleared at the end
+
+
 def test_pages_polling_one_job_at_once_read_each_event_once(webui_root):
     import threading
 

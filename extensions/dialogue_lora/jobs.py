@@ -63,8 +63,10 @@ class Job:
         self.started = time.time()
         # PYTHONIOENCODING: the log is read as UTF-8 (Windows would write it in its code page: 'Jörg' came
         # out as 'J�rg'); backslashreplace: a file name's undecodable bytes are no crash
+        # HF_HUB_DISABLE_PROGRESS_BARS: a checkpoint's loading bar would fill the tab's Log box
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",
-                   PYTHONIOENCODING="utf-8:backslashreplace", **{PARENT_PIPE: "1"})
+                   HF_HUB_DISABLE_PROGRESS_BARS="1", PYTHONIOENCODING="utf-8:backslashreplace",
+                   **{PARENT_PIPE: "1"})
         with open(self.log_path, "wb") as log:
             # stdin: a pipe this process never writes to and holds open while it lives; when it ends (the
             # webui closed, crashed or was killed) the OS closes it and the worker, reading it, sees the end
@@ -157,10 +159,12 @@ class Job:
 
     def log_tail(self, lines: int = 15) -> str:
         try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+            # newline="": a progress bar's "\r" redraws stay within their line (not one line each)
+            with open(self.log_path, encoding="utf-8", errors="replace", newline="") as f:
+                text = f.read()
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(as_drawn(text).splitlines()[-lines:])
 
     def loss_series(self) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """(step, loss) points: (the logged means before a resumed run's stop, every step of this run)."""
@@ -188,6 +192,16 @@ class Job:
         if self.running:
             self.proc.kill()
             self.proc.wait()
+
+
+def as_drawn(text: str) -> str:
+    """A log as a terminal shows it: of a line redrawn with "\r" (a tqdm bar), only its last drawing;
+    "\r\n" is a line end (Windows)."""
+    drawn = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        parts = [p for p in line.split("\r") if p.strip()]
+        drawn.append(parts[-1] if parts else "")
+    return "\n".join(drawn)
 
 
 def _remove_if_ended(proc: subprocess.Popen, folder: Path) -> None:
