@@ -184,6 +184,7 @@ def test_a_rounds_sample_must_end_with_the_cue():
     segs = [prompt.record_segments({"instruction": "Summarise.", "input": "a long text", "output": "short"}),
             prompt.record_segments({"input": "Alice: hi\nBob:", "output": "yo"})]
     assert prompt.record_characters(segs) == ["Bob"]
+    assert prompt.characters_of([["Ann"], ["Bob", "Bob"], []]) == ["Bob", "Ann"]  # most learnt replies first
 
 
 def test_a_lone_surrogate_in_a_sample_is_named_and_chat_input_is_repaired():

@@ -237,6 +237,25 @@ def test_a_name_no_sample_trains_is_refused(env):
     with pytest.raises(UserError, match=r"--name 'Alice': no sample of .* trains it \(their characters: Bob\)"):
         check(make_cfg(env, name="Alice"))
     assert check(make_cfg(env, name="Bob")).characters == ["Bob"]
+    # the samples' cue in other casing: two cues for one character (chat would speak as one of them)
+    with pytest.raises(UserError, match=r"--name 'bob': samples of bob.json cue 'Bob': spell it that way"):
+        check(make_cfg(env, name="bob"))
+    with pytest.raises(UserError, match=r"--name 'Alice,Bob': one name .* prepare_dataset.py --name"):
+        make_cfg(env, name="Alice,Bob")
+
+
+def test_a_character_with_no_trained_sample_is_not_recorded_as_learnt(env):
+    """A character whose only sample is too long for --cutoff_len (or held out) was recorded in `characters`:
+    chat.py and the tab offered to speak as someone the adapter never learnt."""
+    cast = env / "cast.json"
+    ann = {"instruction": "", "input": "Bob: Who goes there?\nAnn:", "output": " ".join(["far"] * 300)}
+    cast.write_text(json.dumps(bob_records(6, 2) + [ann]), encoding="utf-8")
+    logs = []
+    train(make_cfg(env, lora_name="cast", dataset_name=str(cast), max_steps=1, val_ratio=0.0, cutoff_len=64),
+          on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
+    params = json.loads((env / "loras" / "cast" / "training_parameters.json").read_text())
+    assert params["characters"] == ["Bob"] and params["n_dropped"] == 1
+    assert "not learnt: Ann (each of their samples was held out or has a reply longer than --cutoff_len)" in logs
 
 
 def test_config_messages_name_the_flag():

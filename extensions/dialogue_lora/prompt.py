@@ -339,18 +339,30 @@ def record_examples(record: dict, name: str | None = None) -> list[tuple[str, st
     return out
 
 
-def record_characters(segments: Sequence[list[tuple[str, bool]]]) -> list[str]:
-    """The characters a dataset trains, most samples first, from its samples' segments
-    (`validate_records`): the cue that ends the context before each learnt reply."""
+def record_cues(pieces: Sequence[tuple[str, bool]]) -> list[str]:
+    """The characters one sample trains, from its segments: the cue that ends the context before each learnt
+    reply (an alpaca sample from elsewhere may end with no one's name: none)."""
+    cues = []
+    for (before, _), (_, trainable) in zip(pieces, pieces[1:]):
+        last = before.rsplit("\n", 1)[-1].strip() if trainable else ""
+        if last.endswith(":"):
+            cues.append(last[:-1].strip())
+    return cues
+
+
+def characters_of(cues: Iterable[Sequence[str]]) -> list[str]:
+    """The characters samples train, most learnt replies first, from each sample's `record_cues`."""
     from collections import Counter
 
     counts: Counter = Counter()
-    for pieces in segments:
-        for (before, _), (_, trainable) in zip(pieces, pieces[1:]):
-            last = before.rsplit("\n", 1)[-1].strip() if trainable else ""
-            if last.endswith(":"):  # a cue (an alpaca sample from elsewhere may end with no one's name)
-                counts[last[:-1].strip()] += 1
+    for names in cues:
+        counts.update(names)
     return [c for c, _ in counts.most_common()]
+
+
+def record_characters(segments: Sequence[list[tuple[str, bool]]]) -> list[str]:
+    """The characters a dataset trains, most first, from its samples' segments (`validate_records`)."""
+    return characters_of(record_cues(pieces) for pieces in segments)
 
 
 def validate_records(records: Sequence[dict], source: str = "dataset",

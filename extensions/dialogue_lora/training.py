@@ -196,6 +196,9 @@ class TrainConfig:
             self.name = " ".join(str(self.name).split())
             need(bool(self.name), "--name is empty (leave it out: samples name their character)")
             need(":" not in self.name, f"--name {self.name!r} must not contain ':' (the cue adds it: --name Bob)")
+            # one cue: prepare_dataset.py's --name takes several comma-separated, this one would cue `Alice,Bob:`
+            need("," not in self.name, f"--name {self.name!r}: one name (the cue of samples that name no "
+                                       "character); the samples of several are made with prepare_dataset.py --name")
         need(_real(self.lora_dropout) and 0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         need(_real(self.val_ratio) and 0 <= self.val_ratio < 0.5, f"--val_ratio must be in [0, 0.5) (got {self.val_ratio})")
         need(_real(self.warmup_ratio) and 0 <= self.warmup_ratio < 1, f"--warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
@@ -263,6 +266,7 @@ class Plan:
     resume_from: Path | None
     target_modules: list[str] | None
     characters: list[str] = field(default_factory=list)  # the cues the samples train, most first
+    cues: list[list[str]] = field(default_factory=list)  # each sample's (of `records`), for what a run learns
     notes: list[str] = field(default_factory=list)  # said when the run starts (samples left out)
     # samples_sha256 and samples_text_sha256 of the samples as the file holds them, empty replies too: what
     # --resume compares (a checkpoint from before such samples were left out hashed them all)
@@ -464,6 +468,7 @@ def check(cfg: TrainConfig) -> Plan:
     model_path = dataset_path = None
     records: list[dict] = []
     characters: list[str] = []
+    cues: list[list[str]] = []
     notes: list[str] = []
     loaded_sha256: dict = {}
     dataset_sha256 = None
@@ -488,8 +493,13 @@ def check(cfg: TrainConfig) -> Plan:
             left_out = set(empty)
             records = [r for i, r in enumerate(records) if i not in left_out]
             segments = [s for i, s in enumerate(segments) if i not in left_out]
-        characters = prompt_mod.record_characters(segments)
-        if cfg.name and characters and cfg.name not in characters:
+        cues = [prompt_mod.record_cues(pieces) for pieces in segments]
+        characters = prompt_mod.characters_of(cues)
+        twin = next((c for c in characters if c != cfg.name and prompt_mod.name_key(c) == prompt_mod.name_key(cfg.name)),
+                    None) if cfg.name else None
+        if twin is not None:  # two cues for one character: chat would speak as one, half of what was learnt
+            problems.append(f"--name {cfg.name!r}: samples of {dataset_path.name} cue {twin!r}: spell it that way")
+        elif cfg.name and characters and cfg.name not in characters:
             # rounds and alpaca samples (and named multi-turn ones) carry their cue: --name would be unused,
             # yet recorded, and chat would speak as a character nothing was trained on
             problems.append(f"--name {cfg.name!r}: no sample of {dataset_path.name} trains it (their characters: "
@@ -553,7 +563,7 @@ def check(cfg: TrainConfig) -> Plan:
     problems += found
     if problems:
         raise UserError(join_problems(problems))
-    plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, targets, characters, notes,
+    plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, targets, characters, cues, notes,
                 loaded_sha256, dataset_sha256=dataset_sha256)
     if resume_from is not None:  # the settings it needs, before minutes of loading (the model's: after)
         try:
@@ -1062,6 +1072,7 @@ class _Built:
     train_set: list
     val_set: list
     n_dropped: int  # samples whose reply alone is longer than cutoff_len
+    dropped_train: list[int]  # those of the training samples (their places in the list given)
     autocast: Callable
     scaler: object  # fp16's loss scaler, or None
     collate: Callable
@@ -1167,7 +1178,7 @@ def _build(cfg: TrainConfig, plan: Plan, train_records: list[dict], val_records:
     facts = {"dtype": str(dtype).replace("torch.", ""), "gradient_checkpointing": gc, "attn_implementation": attn,
              # the packing asked for (what a resume must match); `packed`: what the model allowed
              "packed": packing, "scored_last_layer": scored_last, "fused_kernels": kernels}
-    return _Built(model, train_set, val_set, n_dropped, autocast, scaler, collate, score, facts)
+    return _Built(model, train_set, val_set, n_dropped, dropped_t, autocast, scaler, collate, score, facts)
 
 
 def _packing_problem(model, device, collate, capacity: int | None) -> str | None:
@@ -1237,6 +1248,13 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
 
     settings = _settings(cfg, plan)
     settings["split"] = SPLIT if together else "plain"
+    if plan.cues:  # the characters it learns: a character whose every sample was held out or dropped is not one
+        dropped = {train_idx[i] for i in built.dropped_train}
+        settings["characters"] = prompt_mod.characters_of(plan.cues[i] for i in train_idx if i not in dropped)
+        unlearnt = [c for c in plan.characters if c not in settings["characters"]]
+        if unlearnt:
+            emit({"event": "log", "message": f"not learnt: {', '.join(unlearnt)} (each of their samples was held "
+                                             "out or has a reply longer than --cutoff_len)"})
     if not plan.characters:  # e.g. a general alpaca dataset: its replies follow no one's `Name:`
         emit({"event": "log", "message": "no sample ends its prompt with a character's cue (`Name:`): the adapter "
                                          "learns to answer prompts, not to speak as a character; chat.py and the "
