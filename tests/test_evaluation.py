@@ -484,6 +484,11 @@ def test_a_held_out_sample_with_a_copy_trained_on_counts_as_trained(tmp_path):
     (tmp_path / "heldout.json").write_text(json.dumps([a, b]))
     keys = trained_keys({"dataset": str(tmp_path / "data.json"), "heldout_file": "heldout.json"}, tmp_path)
     assert keys == {_sample_key(a), _sample_key(c)}
+    # samples that name no one are keyed with the cue training gave them (its --name), as the trained ones
+    chat = {"conversations": [{"from": "human", "value": "Alice: hi"}, {"from": "gpt", "value": "Aye."}]}
+    (tmp_path / "chat.json").write_text(json.dumps([chat]))
+    keys = trained_keys({"dataset": str(tmp_path / "chat.json"), "name": "Bob"}, tmp_path)
+    assert keys == {_sample_key(a)} == {_sample_key(chat, "Bob")}  # the same dialogue as a rounds sample
 
 
 def test_a_messages_sample_is_prompted_with_the_adapters_instruction_as_its_system_message():
@@ -529,6 +534,20 @@ def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
                                  similarity=False, meteor=False))
     assert all(s["prompt"].endswith("\nBob:") for s in result["samples"]), [s["prompt"] for s in result["samples"]]
     assert not any(n.startswith("--name") for n in result["notes"])
+    # an adapter of several characters, no --name: cued as the one it learnt most (as chat.py speaks), and said
+    (lora / "training_parameters.json").write_text(json.dumps(dict(params, characters=["Bob", "Alice"])),
+                                                   encoding="utf-8")
+    try:
+        result = evaluate(EvalConfig("tiny-llama", "bob", dataset="unnamed", max_new_tokens=2, similarity=False,
+                                     meteor=False))
+    finally:
+        (lora / "training_parameters.json").write_text(json.dumps(params), encoding="utf-8")
+    assert all(s["prompt"].endswith("\nBob:") for s in result["samples"])  # it cued `Assistant:` (never learnt)
+    assert ("samples without a name of their own were cued as Bob, the character bob learnt most (as chat.py "
+            "speaks): --name picks another") in result["notes"]
+    for bad in ("Bob:", "Alice,Bob"):
+        with pytest.raises(UserError, match="one character's name, with no ':'"):
+            EvalConfig("tiny-llama", "bob", name=bad)
 
 
 def test_a_base_loaded_otherwise_than_in_training_is_said(layout):

@@ -116,6 +116,9 @@ class EvalConfig:
         if self.name is not None and not str(self.name).strip():
             problems.append("--name is empty: give the character's cue (e.g. --name Bob), or leave it out for "
                             "the one recorded in training")
+        elif self.name is not None and (":" in str(self.name) or "," in str(self.name)):
+            # one cue, as training takes it: `Bob:` would cue `Bob::`, `Alice,Bob` no one it learnt
+            problems.append(f"--name {self.name!r}: one character's name, with no ':' (the cue adds it) or ','")
         if problems:
             raise UserError(join_problems(problems))
 
@@ -158,11 +161,12 @@ def resolve_heldout(cfg: EvalConfig, adapter_path: Path, params: dict) -> Path:
     return path
 
 
-def _sample_key(record) -> str | None:
+def _sample_key(record, name: str | None = None) -> str | None:
     """A sample's training text whatever its format (rounds, sharegpt, messages and alpaca give the same
-    dialogue; alpaca's instruction line left out), for telling training samples in another file."""
+    dialogue; alpaca's instruction line left out), for telling training samples in another file. `name`:
+    training's --name, the cue it gave samples that name no character (both files keyed alike)."""
     try:
-        text = "".join(t for t, _ in prompt_mod.record_segments(record))
+        text = "".join(t for t, _ in prompt_mod.record_segments(record, name))
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
     instruction = record.get("instruction") if isinstance(record, dict) else None
@@ -184,12 +188,13 @@ def trained_keys(params: dict, adapter_path: Path) -> set[str] | None:
         return None
     if params.get("samples_sha256") and samples_sha256(records) != params["samples_sha256"]:
         return None
-    counts = Counter(_sample_key(r) for r in records)
+    name = params.get("name") or None
+    counts = Counter(_sample_key(r, name) for r in records)
     held = params.get("heldout_file")
     if isinstance(held, str) and held:
         held_path = Path(held) if Path(held).is_absolute() else adapter_path / held
         try:
-            counts -= Counter(_sample_key(r) for r in load_records(held_path))
+            counts -= Counter(_sample_key(r, name) for r in load_records(held_path))
         except (UserError, OSError):
             pass
     counts.pop(None, None)
@@ -532,7 +537,8 @@ def _evaluate(
     if cfg.max_samples:  # the first N of those that can be scored
         records = records[: cfg.max_samples]
     records, reworded = with_instruction(records, params.get("instruction"))
-    name = cfg.name or params.get("name") or (characters[0] if len(characters) == 1 else None)
+    # several learnt: the one with the most samples, as chat.py speaks (none cued `Assistant:`, never learnt)
+    name = cfg.name or params.get("name") or (characters[0] if characters else None)
     # a character it learnt, in its casing (`bob` is cued `Bob:`, as training cued it and chat.py does)
     name = (as_learnt(name, characters) if name else None) or name
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
@@ -603,7 +609,7 @@ def _evaluate(
     bleu, chrf = bleu_chrf(hyp, refs)
     bleu_base, chrf_base = bleu_chrf(hyp_base, refs)
     notes = []
-    n_trained = sum(1 for r in records if _sample_key(r) in trained) if trained else 0
+    n_trained = sum(1 for r in records if _sample_key(r, params.get("name") or None) in trained) if trained else 0
     if trained_on or n_trained:
         own = params.get("heldout_file")
         if own and Path(heldout).resolve() == (adapter_path / own).resolve():  # (an absolute name stays one)
@@ -652,6 +658,9 @@ def _evaluate(
     elif cfg.name and characters and name not in characters:  # `name`: --name as learnt where it was
         notes.append(f"--name {cfg.name} is not a character the adapter learnt ({', '.join(characters)}): samples "
                      "without a name of their own were cued with a name it never answered to")
+    elif unnamed and not cfg.name and not params.get("name") and len(characters) > 1:
+        notes.append(f"samples without a name of their own were cued as {name}, the character {adapter_path.name} "
+                     "learnt most (as chat.py speaks): --name picks another")
     if reworded:
         notes.append(f"{reworded} sample(s) prompted with the adapter's instruction line "
                      f"({params['instruction']!r}), as chat puts it first: theirs had none or another")
