@@ -236,7 +236,11 @@ def test_a_name_no_sample_trains_is_refused(env):
     """Rounds samples carry their cue (Bob): `--name Alice` would be unused, yet chat would speak as Alice."""
     with pytest.raises(UserError, match=r"--name 'Alice': no sample of .* trains it \(their characters: Bob\)"):
         check(make_cfg(env, name="Alice"))
-    assert check(make_cfg(env, name="Bob")).characters == ["Bob"]
+    plan = check(make_cfg(env, name="Bob"))
+    assert plan.characters == ["Bob"]
+    assert plan.notes == ["--name Bob cues no sample: every sample names its character (it stays the character "
+                          "chat.py and evaluation speak as by default)"]
+    assert not check(make_cfg(env)).notes
     # the samples' cue in other casing: two cues for one character (chat would speak as one of them)
     with pytest.raises(UserError, match=r"--name 'bob': samples of bob.json cue 'Bob': spell it that way"):
         check(make_cfg(env, name="bob"))

@@ -505,6 +505,11 @@ def check(cfg: TrainConfig) -> Plan:
             problems.append(f"--name {cfg.name!r}: no sample of {dataset_path.name} trains it (their characters: "
                             f"{', '.join(characters[:8])}); --name is the cue for sharegpt/messages samples that "
                             "name no character: leave it out")
+        elif cfg.name and not any(prompt_mod.detect_format(r) in ("sharegpt", "messages") and not r.get("name")
+                                  for r in records):
+            # it cues no sample; it is still what chat and evaluation speak as by default (one of the cast)
+            notes.append(f"--name {cfg.name} cues no sample: every sample names its character (it stays the "
+                         "character chat.py and evaluation speak as by default)")
     except UserError as e:
         problems.append(str(e))
     if records and cfg.val_ratio > 0 and len(records) - n_val_of(len(records), cfg.val_ratio) < 1:
