@@ -204,6 +204,16 @@ def test_saved_folder(trained):
     assert events[-1]["event"] == "done"
     card = (out / "README.md").read_text()
     assert "PeftModel.from_pretrained" in card and "perplexity" in card
+    assert "(llama) to speak as `Bob`, from `bob.json`." in card and "then the cue `Bob:` of the character" in card
+
+
+def test_the_card_names_the_cast_most_trained_first():
+    from extensions.dialogue_lora.training import _cast_words
+
+    assert _cast_words(["Juliet", "Romeo"]) == "to speak as `Juliet` and `Romeo` (most trained lines first), from"
+    many = _cast_words([f"C{i}" for i in range(11)])
+    assert many.startswith("to speak as `C0`, `C1`,") and "`C7` and 3 more (most" in many
+    assert _cast_words([]) == "trained on samples that cue no character, from"
 
 
 def test_loads_like_the_webui(trained, tiny_model_dir):

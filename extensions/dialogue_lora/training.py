@@ -1789,6 +1789,27 @@ def _held_out_words(settings: dict, result: TrainResult) -> str:
     return f"{held} (`{HELDOUT_FILE}`{scored})"
 
 
+CARD_CAST = 8  # characters named on a card; more are counted
+
+
+def _cast_words(characters: list[str]) -> str:
+    """Whom an adapter speaks as, for its card: the characters it learnt, most trained replies first."""
+    if not characters:
+        return "trained on samples that cue no character, from"
+    shown = [f"`{c}`" for c in characters[:CARD_CAST]]
+    more = len(characters) - len(shown)
+    if more:
+        shown.append(f"{more} more")
+    if len(shown) == 1:
+        return f"to speak as {shown[0]}, from"
+    listed = ", ".join(shown[:-1]) + " and " + shown[-1]
+    return f"to speak as {listed} (most trained lines first), from"
+
+
+def _cue_example(settings: dict) -> str:
+    return str(settings.get("name") or next(iter(settings.get("characters") or []), "") or "Name")
+
+
 def model_card(settings: dict, result: TrainResult, name: str) -> str:
     """README.md beside the adapter: what it is, what it was trained on, how to load it, how it did."""
     method = "LoRA" if settings["method"] == "lora" else "prompt tuning"
@@ -1797,13 +1818,13 @@ def model_card(settings: dict, result: TrainResult, name: str) -> str:
         f"# {name}",
         "",
         f"A {method} adapter {paths.CARD_MARK} on `{settings['base_model']}` "
-        f"({settings['base_fingerprint'].get('model_type')}) to speak like the character in "
+        f"({settings['base_fingerprint'].get('model_type')}) {_cast_words(settings.get('characters') or [])} "
         f"`{Path(settings['dataset']).name}`.",
         "",
         "## Prompt format",
         "",
-        "The last few dialogue turns as `Speaker: text` lines, then the character's cue `Name:`; the model",
-        "writes one line and a newline. Stop generation at the first newline.",
+        f"The last few dialogue turns as `Speaker: text` lines, then the cue `{_cue_example(settings)}:` of the "
+        "character who answers; the model writes one line and a newline. Stop generation at the first newline.",
         "",
         "## Data",
         "",
