@@ -180,6 +180,9 @@ def test_meteor_scores_each_reply_against_its_reference_as_nltk_takes_them(monke
     state["wordnet"] = False
     scores, note = evaluation.meteor_scores([["a"], ["b"]], ["a"])
     assert scores == [None, None] and "WordNet data is not installed (python -m nltk.downloader wordnet)" in note
+    monkeypatch.setattr(evaluation.importlib.util, "find_spec", lambda name, *a: None if name == "nltk" else True)
+    scores, note = evaluation.meteor_scores([["a"]], ["a"])  # both steps said at once: not two evaluations apart
+    assert scores == [None] and note.endswith("(pip install nltk, then its WordNet data: python -m nltk.downloader wordnet)")
 
 
 def test_report_files(result, tmp_path):

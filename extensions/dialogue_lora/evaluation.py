@@ -413,7 +413,8 @@ def similarity_scores(hyp_sets: list[list[str]], refs: list[str]) -> tuple[list[
 def meteor_scores(hyp_sets: list[list[str]], refs: list[str]) -> tuple[list[float | None], str | None]:
     """Mean nltk METEOR (0-1) of each hypothesis list, or (Nones, a note why not)."""
     if importlib.util.find_spec("nltk") is None:
-        return [None] * len(hyp_sets), "METEOR skipped: nltk is not installed (pip install nltk)"
+        return [None] * len(hyp_sets), ("METEOR skipped: nltk is not installed (pip install nltk, then its WordNet "
+                                       "data: python -m nltk.downloader wordnet)")
     try:
         from nltk.corpus import wordnet
         from nltk.translate.meteor_score import meteor_score
