@@ -384,6 +384,14 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     logic.use(None, "other")
     assert params["instruction"] == "Continue the dialogue as {name}."
     assert params["rounds"] == 8  # as many context turns as its samples had
+    for recorded, shown in ((30, 30), (400, ui.MAX_USE_TURNS)):  # (prepare_dataset.py --rounds takes up to 1000)
+        (other / "training_parameters.json").write_text(json.dumps({"name": "Carol", "context_turns": recorded}))
+        logic.use(None, "other")
+        assert params["rounds"] == shown
+    (other / "training_parameters.json").write_text(
+        json.dumps({"name": "Carol", "instruction": "Continue the dialogue as {name}.", "context_turns": 8}),
+        encoding="utf-8")
+    logic.use(None, "other")
     prompts = []
     logic.host.reply = lambda text, **kw: prompts.append(text) or "Hello."
     assert logic.chat([], "Hi", "Carol", "Alice", 5) == "Hello."

@@ -45,7 +45,9 @@ RAW_SUFFIXES = (".txt", ".log", ".srt", ".vtt", ".ass", ".ssa", ".json", ".jsonl
 # The upload also takes Ren'Py's compiled scripts and archives, so that a game's .rpyc/.rpa get Prepare's
 # advice (decompile them) rather than the browser's "invalid file type"
 UPLOAD_SUFFIXES = RAW_SUFFIXES + (".rpyc", ".rpa")
-MAX_USE_TURNS = 20  # the Use section's context turns slider
+# the context turns sliders' (Prepare's rounds, Use's): prepare_dataset.py takes up to 1000, but a
+# dialogue's prompt seldom needs more, and a longer slider is hard to set to one turn
+MAX_USE_TURNS = 50
 MAX_TEMPERATURE = 1.5  # its temperature slider's
 
 
@@ -1138,7 +1140,7 @@ def _prepare_section(gr, logic: TabLogic, host) -> SimpleNamespace:
     speakers = gr.Dropdown(label="Character(s) to learn", choices=[], multiselect=True,
                            info="Filled from the file: each speaker and how often they speak")
     with gr.Row():
-        rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=20, step=1, value=5)
+        rounds = gr.Slider(label="Context turns (rounds)", minimum=0, maximum=MAX_USE_TURNS, step=1, value=5)
         out_format = gr.Dropdown(label="Format", choices=list(FORMATS), value="rounds")
         strip_actions = gr.Checkbox(label="Strip actions like (laughs) and *waves*", value=False)
     with gr.Accordion("Chat-export options (Discord, Telegram, WhatsApp, Messenger, SillyTavern, Slack)", open=False):
