@@ -134,6 +134,20 @@ def test_all_formats_give_the_same_training_text():
         assert prompt.record_segments(rec) == expected
 
 
+def test_a_samples_own_name_is_one_line_that_a_cue_can_end():
+    """Another tool's `name`: `A: B` cued `A: B:` (read back as A), `B\nX` cued X, and an escape code was
+    printed by chat.py as the character's name."""
+    rec = {"conversations": [{"from": "human", "value": "Alice: Hi"}, {"from": "gpt", "value": "Ahoy!"}]}
+    assert prompt.record_segments(dict(rec, name=" Bob  Smith "))[0] == ("Alice: Hi\nBob Smith:", False)
+    assert prompt.record_segments(dict(rec, name=""), "Bob")[0] == ("Alice: Hi\nBob:", False)
+    for bad, why in (("A: B", "must not contain ':'"), ("B\nX", "line break or control"),
+                     ("Bo\x1b[2Jb", "line break or control"), (5, "'name' is int, expected text")):
+        with pytest.raises(ValueError, match=why):
+            prompt.record_segments(dict(rec, name=bad))
+    with pytest.raises(UserError, match=r"data.json: sample 2: 'name' 'A: B' must not contain ':'"):
+        prompt.validate_records([rec, dict(rec, name="A: B")], "data.json")
+
+
 def test_alpaca_segments_put_instruction_first():
     rec = {"instruction": "Continue as Bob.", "input": "Alice: Hi\nBob:", "output": "Ahoy!"}
     assert prompt.record_segments(rec) == [("Continue as Bob.\nAlice: Hi\nBob:", False), (" Ahoy!\n", True)]

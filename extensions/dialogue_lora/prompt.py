@@ -247,6 +247,20 @@ def _text(value, what: str) -> str:
     return value
 
 
+def _sample_name(record: dict) -> str:
+    """A multi-turn sample's own "name" (another tool's), as its cue takes it: one line, no `:` (it would end
+    the cue early: `A: B:` cues `A`) and no control characters (`Bob\x1b[2J` was printed by chat.py as is)."""
+    value = record.get("name")
+    if value is None or value == "":
+        return ""
+    value = _text(value, "'name'")
+    if "\n" in value.strip() or "\r" in value.strip() or any(unicodedata.category(c) == "Cc" for c in value.strip()):
+        raise ValueError(f"'name' {value[:60]!r} holds a line break or control character: a name is one line")
+    if ":" in value:
+        raise ValueError(f"'name' {value[:60]!r} must not contain ':' (it ends the speaker cue)")
+    return one_line(value)
+
+
 def replace_broken(text: str) -> str:
     """Lone surrogates (undecodable input bytes, half an emoji) as U+FFFD: text a tokenizer can take."""
     return _SURROGATE.sub("\ufffd", text)
@@ -300,7 +314,7 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
         parts = [_text(record.get(k) or "", f"'{k}'") for k in ("instruction", "input")]
         prompt = "\n".join(p for p in parts if p).rstrip()
         return [(prompt, False), _reply(_text(record["output"], "'output'"))]
-    name = record.get("name") or name or DEFAULT_ASSISTANT_NAME
+    name = _sample_name(record) or name or DEFAULT_ASSISTANT_NAME
     segments: list[tuple[str, bool]] = []
     context: list[str] = []
     for role, text in _turns_of(record, fmt):
