@@ -410,6 +410,10 @@ def test_one_name_in_capitals_is_one_speaker_and_other_accents_are_other_people(
     assert str(e.value).startswith(f"3 names not found in {src}: 'zoe' (did you mean 'Zoë'?), 'Nobody', 'Isık' (did "
                                    "you mean 'IŞIK'?); speakers found: ")
     assert str(e.value).count("speakers found") == 1 and "\n" not in str(e.value)
+    # a paragraph pasted for --name is quoted cut, with its length
+    with pytest.raises(UserError) as e:
+        preview(PrepareConfig(names=["a" * 5000], txtfilename=str(src)), 5)
+    assert str(e.value).startswith(f"name '{'a' * 80}'... (5,000 characters) not found in {src}") and len(str(e.value)) < 400
     # a cast of twelve: the ten who speak most, most lines first, and how many more
     src.write_text("".join(f"P{i}: line.\n" * (i + 1) for i in range(12)), encoding="utf-8")
     with pytest.raises(UserError) as e:

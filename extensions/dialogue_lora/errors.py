@@ -39,6 +39,14 @@ def brief(error: BaseException | str, limit: int = 300) -> str:
     return text[: cut if cut > limit // 2 else limit] + " ..."
 
 
+def quoted(text: str, limit: int = 80) -> str:
+    """A name as a message quotes it (repr), cut where it is longer than `limit` with its length said: a
+    pasted paragraph for --name filled the terminal twice over, once as asked and once in the error."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
 def join_problems(problems: Iterable[str]) -> str:
     """Several problems found in one check, reported together (one line each after the first)."""
     problems = [p for p in problems if p]

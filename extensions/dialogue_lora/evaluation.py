@@ -37,7 +37,7 @@ from typing import Any, Callable
 from . import modeling
 from . import prompt as prompt_mod
 from .prompt import as_learnt, name_key
-from .errors import Interrupted, UserError, join_problems
+from .errors import Interrupted, UserError, join_problems, quoted
 from .fileio import atomic_open, file_sha256, load_records, samples_sha256, save_stamp
 from .paths import CHECKPOINT_PREFIX, list_datasets, refuse_while_retrained, resolve_adapter, resolve_dirs, resolve_model
 
@@ -118,7 +118,7 @@ class EvalConfig:
                             "the one recorded in training")
         elif self.name is not None and (":" in str(self.name) or "," in str(self.name)):
             # one cue, as training takes it: `Bob:` would cue `Bob::`, `Alice,Bob` no one it learnt
-            problems.append(f"--name {self.name!r}: one character's name, with no ':' (the cue adds it) or ','")
+            problems.append(f"--name {quoted(self.name)}: one character's name, with no ':' (the cue adds it) or ','")
         if problems:
             raise UserError(join_problems(problems))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .dialogue import LAYOUTS, ReadStats, Turn, clean_text, iter_text_turns
-from .errors import UserError, closest, join_problems
+from .errors import UserError, closest, join_problems, quoted
 from .fileio import holds_samples, keep_previous, missing_parents, nearest_existing, same_file, write_records
 from .paths import case_twin, shell_word
 from .prompt import loose_key, name_key
@@ -143,7 +143,7 @@ class PrepareConfig:
             problems.append("--name is required: the character to make samples for (e.g. --name Bob)")
         for n in self.names:
             if ":" in n and n != ALL:
-                problems.append(f"--name {n!r}: a name cannot contain ':'")
+                problems.append(f"--name {quoted(n)}: a name cannot contain ':'")
         if ALL in self.names and len(self.names) > 1:
             others = ", ".join(n for n in self.names if n != ALL)
             problems.append(f"--name '*' means every speaker: give it alone, not with {others}")
@@ -385,7 +385,7 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
         if name_key(name) in met or n_dropped:
             if not got[name_key(name)]:
                 lines = f"all {n_dropped} of their lines were" if n_dropped != 1 else "their one line was"
-                problems.append(f"no samples for {name!r} in {cfg.txtfilename}: {lines} dropped "
+                problems.append(f"no samples for {quoted(name)} in {cfg.txtfilename}: {lines} dropped "
                                 f"({why or 'nothing to keep'})")
             continue
         alias = tally.aliases.get(name_key(name))
@@ -401,10 +401,10 @@ def _check_result(cfg: PrepareConfig, tally: Tally, source: str = "text") -> Non
         missing.append((name, hint))
     if len(missing) == 1:
         name, hint = missing[0]
-        problems.append(f"name {name!r} not found in {cfg.txtfilename}{f' ({hint})' if hint else ''}; "
+        problems.append(f"name {quoted(name)} not found in {cfg.txtfilename}{f' ({hint})' if hint else ''}; "
                         f"speakers found: {found}")
     elif missing:  # said once with the speakers found, however many names are missing
-        shown = [f"{name!r}" + (f" ({hint})" if hint else "") for name, hint in missing[:SPEAKERS_SHOWN]]
+        shown = [quoted(name) + (f" ({hint})" if hint else "") for name, hint in missing[:SPEAKERS_SHOWN]]
         more = f", ... +{len(missing) - SPEAKERS_SHOWN} more" if len(missing) > SPEAKERS_SHOWN else ""
         problems.append(f"{len(missing)} names not found in {cfg.txtfilename}: {', '.join(shown)}{more}; "
                         f"speakers found: {found}")

@@ -19,7 +19,7 @@ import re
 import unicodedata
 from typing import Iterable, Sequence
 
-from .errors import UserError
+from .errors import UserError, quoted
 
 STOP = "\n"
 FORMAT_VERSION = "dialogue_lora/v1"
@@ -93,7 +93,7 @@ def check_chat_names(names: Sequence[str], user: str, names_word: str = "--name"
     `names_word`, `user_word`: what the caller's user calls them (a flag, a field's label)."""
     for n in [*names, user]:
         if ":" in n:
-            raise UserError(f"name {n!r} must not contain ':' (it ends the speaker cue)")
+            raise UserError(f"name {quoted(n)} must not contain ':' (it ends the speaker cue)")
     if name_key(user) in {name_key(n) for n in names}:
         raise UserError(f"{user_word} {user!r} is also a character the model speaks as ({names_word}): your lines and "
                         f"theirs would look alike; pick another {user_word}")

@@ -39,7 +39,7 @@ from typing import Callable
 
 from . import batching, encoding, fused_lora, last_layer, modeling, paths, varlen
 from . import prompt as prompt_mod
-from .errors import UserError, brief, join_problems
+from .errors import UserError, brief, join_problems, quoted
 from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, file_sha256, free_bytes, held_lock,
                      load_records, missing_parents, nearest_existing, remove_empty, replace_folder, samples_sha256,
                      sync_folder, write_records)
@@ -195,9 +195,9 @@ class TrainConfig:
         if self.name is not None:  # the cue: one line, and the colon that ends it is added by the prompt
             self.name = " ".join(str(self.name).split())
             need(bool(self.name), "--name is empty (leave it out: samples name their character)")
-            need(":" not in self.name, f"--name {self.name!r} must not contain ':' (the cue adds it: --name Bob)")
+            need(":" not in self.name, f"--name {quoted(self.name)} must not contain ':' (the cue adds it: --name Bob)")
             # one cue: prepare_dataset.py's --name takes several comma-separated, this one would cue `Alice,Bob:`
-            need("," not in self.name, f"--name {self.name!r}: one name (the cue of samples that name no "
+            need("," not in self.name, f"--name {quoted(self.name)}: one name (the cue of samples that name no "
                                        "character); the samples of several are made with prepare_dataset.py --name")
         need(_real(self.lora_dropout) and 0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         need(_real(self.val_ratio) and 0 <= self.val_ratio < 0.5, f"--val_ratio must be in [0, 0.5) (got {self.val_ratio})")
@@ -498,11 +498,11 @@ def check(cfg: TrainConfig) -> Plan:
         twin = next((c for c in characters if c != cfg.name and prompt_mod.name_key(c) == prompt_mod.name_key(cfg.name)),
                     None) if cfg.name else None
         if twin is not None:  # two cues for one character: chat would speak as one, half of what was learnt
-            problems.append(f"--name {cfg.name!r}: samples of {dataset_path.name} cue {twin!r}: spell it that way")
+            problems.append(f"--name {quoted(cfg.name)}: samples of {dataset_path.name} cue {twin!r}: spell it that way")
         elif cfg.name and characters and cfg.name not in characters:
             # rounds and alpaca samples (and named multi-turn ones) carry their cue: --name would be unused,
             # yet recorded, and chat would speak as a character nothing was trained on
-            problems.append(f"--name {cfg.name!r}: no sample of {dataset_path.name} trains it (their characters: "
+            problems.append(f"--name {quoted(cfg.name)}: no sample of {dataset_path.name} trains it (their characters: "
                             f"{', '.join(characters[:8])}); --name is the cue for sharegpt/messages samples that "
                             "name no character: leave it out")
         elif cfg.name and not any(prompt_mod.detect_format(r) in ("sharegpt", "messages") and not r.get("name")
