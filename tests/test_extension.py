@@ -30,8 +30,10 @@ def test_params_contract():
     from extensions.dialogue_lora.generation import DEFAULT_TEMPERATURE
 
     assert script.params["temperature"] == DEFAULT_TEMPERATURE  # a literal there: script.py imports nothing heavy
-    for hook in ("setup", "ui", "state_modifier", "custom_generate_chat_prompt"):
+    for hook in ("setup", "ui", "state_modifier", "custom_generate_chat_prompt", "custom_css"):
         assert callable(getattr(script, hook))
+    # the folder under Train's model and dataset fields wraps anywhere (a path has no spaces to wrap at)
+    assert script.custom_css() == ".dialogue-lora-folder .info-text { overflow-wrap: anywhere; }"
 
 
 def test_setup_normalises_settings_yaml_values():

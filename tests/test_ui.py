@@ -802,6 +802,8 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
 
     params = {"character_chat": False, "stop_at_newline": True}
     app = build_app(Loaded(params))
+    folders = [b.info for b in app.blocks.values() if "dialogue-lora-folder" in (getattr(b, "elem_classes", None) or [])]
+    assert len(folders) == 2 and all(f.startswith("in ") for f in folders)  # Train's model and dataset (ui.CSS)
     params.update(character_chat=True, stop_at_newline=False, character="Bob", rounds=3, temperature=0.2,
                   user_name="Juliet")  # after
     tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "4. Use")

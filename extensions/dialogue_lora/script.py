@@ -65,6 +65,13 @@ def ui():
     import_module(f"{_webui.__package__}.ui").build_tab(_webui.WebuiHost(params))
 
 
+def custom_css():
+    """The tab's few style rules (the webui adds each extension's to its page)."""
+    from importlib import import_module
+
+    return import_module(f"{_webui.__package__}.ui").CSS
+
+
 def state_modifier(state):
     """Add "\\n" to the custom stopping strings (UI string or API list form) when stop_at_newline is on."""
     if params.get("stop_at_newline", True):

@@ -20,13 +20,21 @@ from .prompt import name_key
 TITLE = "Dialogue LoRA"
 
 
+def _css_at_launch(gr) -> bool:
+    import inspect
+
+    return "css" in inspect.signature(gr.Blocks.launch).parameters
+
+
 def build_app(host: StandaloneHost):
     """The tab (Prepare, Train, Evaluate, Use) plus a Chat tab talking to the model loaded in Use."""
     import gradio as gr
 
-    from .ui import EXPECTED, _error_text, build_tab
+    from .ui import CSS, EXPECTED, _error_text, build_tab
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    # Gradio 6 takes the page's CSS at launch (see main), earlier versions here
+    old_css = {} if _css_at_launch(gr) else {"css": CSS}
+    with gr.Blocks(title=TITLE, analytics_enabled=False, **old_css) as app:
         gr.Markdown(f"# {TITLE}\nRaw dialogue → training samples → a LoRA adapter → a character you can chat "
                     f"with. Models: `{host.dirs().models}` · adapters: `{host.dirs().loras}` · datasets: "
                     f"`{host.dirs().datasets}`")
@@ -189,7 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     # the first Start's checks need torch and transformers: imported while the page is being opened
     threading.Thread(target=load_training_libraries, name="load-training-libraries", daemon=True).start()
     try:
-        app.queue().launch(server_name=args.host, server_port=args.port, inbrowser=False, show_error=True)
+        import gradio as gr
+
+        from .ui import CSS
+
+        new_css = {"css": CSS} if _css_at_launch(gr) else {}
+        app.queue().launch(server_name=args.host, server_port=args.port, inbrowser=False, show_error=True,
+                           **new_css)
     except OSError as e:  # the port is taken, or the address is not this machine's
         print(f"error: cannot serve on {args.host}:{args.port}: {e} (try another --port)", file=sys.stderr)
         return 2

@@ -49,6 +49,9 @@ UPLOAD_SUFFIXES = RAW_SUFFIXES + (".rpyc", ".rpa")
 # dialogue's prompt seldom needs more, and a longer slider is hard to set to one turn
 MAX_USE_TURNS = 50
 MAX_TEMPERATURE = 1.5  # its temperature slider's
+# A folder named under a field wraps anywhere: a path has no spaces, and was cut off at the field's edge on
+# a narrow page (the webui takes it from script.custom_css, the standalone app at launch)
+CSS = ".dialogue-lora-folder .info-text { overflow-wrap: anywhere; }"
 
 
 def use_temperature(params: dict) -> float:
@@ -1237,13 +1240,14 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         memory = gr.Markdown(host.memory_status())
         unload_btn = gr.Button("Unload the loaded model", size="sm")
     with gr.Row():
-        # the folders as info, which wraps: in the label a long path was cut off on a narrow page
+        # the folders as info, which wraps (CSS): in the label a long path was cut off on a narrow page
         model = gr.Dropdown(label="Base model", info=f"in {host.dirs().models}", choices=logic.models(),
-                            value=logic.default_model())
+                            value=logic.default_model(), elem_classes=["dialogue-lora-folder"])
         dataset = gr.Dropdown(label="Dataset", info=f"in {host.dirs().datasets}", choices=logic.datasets(),
-                              value=None)
+                              value=None, elem_classes=["dialogue-lora-folder"])
         adapter_name = gr.Textbox(label="Adapter name (saved in the loras folder)", value=DEFAULT_ADAPTER_NAME)
-        refresh_train = gr.Button("Refresh lists", size="sm")
+    # below the fields, not beside them: a fourth column squeezed them on a narrow page
+    refresh_train = gr.Button("Refresh lists", size="sm")
     try:
         defaults = train_defaults()
         defaults_error = ""
