@@ -20,7 +20,7 @@ import tempfile
 DEFAULT_ROUNDS = 5  # context turns when the adapter records none (trained before it was recorded)
 
 try:
-    from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, run_cli
+    from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, quoted, run_cli
     from extensions.dialogue_lora.generation import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, add_loading_arguments
 except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceback
     sys.stderr.write("error: interrupted\n")
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from extensions.dialogue_lora.fileio import is_utf16
     from extensions.dialogue_lora.generation import ChatSession, Problem, read_training_parameters
     from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
+    from extensions.dialogue_lora.prompt import recorded_name
 
     names, instruction, recorded_turns = args.name, None, None
     if names is not None and not names.strip(" ,\uff0c\u3001"):  # (a full-width comma separates too)
@@ -104,10 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.lora_name:  # a missing adapter fails here, before anything heavy loads
         adapter = resolve_adapter(args.lora_name, resolve_dirs(lora_dir=args.lora_dir).loras)
         params = read_training_parameters(adapter, prompt=True)
-        learnt = params.get("characters") or ([params["name"]] if params.get("name") else [])
+        trained_name = recorded_name(params)  # its --name, where it learnt to answer to it
+        learnt = params.get("characters") or ([trained_name] if trained_name else [])
         if names and learnt:
             names = _as_learnt(names, learnt, f"adapter {args.lora_name}")
-        names = names or params.get("name") or ",".join(learnt)
+        names = names or trained_name or ",".join(learnt)
         instruction = params.get("instruction") or None
         recorded_turns = params.get("context_turns")
     else:  # a model merge_lora.py wrote knows what its adapter learnt: the names and the instruction line
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if not " ".join(str(args.user).split()):
         raise UserError("--user is empty: your name in the conversation (default You)")
     if ":" in str(args.user):
-        raise UserError(f"--user {args.user!r} must not contain ':' (it ends your name in the conversation)")
+        raise UserError(f"--user {quoted(args.user)} must not contain ':' (it ends your name in the conversation)")
     rounds = args.rounds
     if rounds is None:  # as many turns as the adapter learnt from (a dataset prepared with --rounds 10: 10)
         known = isinstance(recorded_turns, int) and not isinstance(recorded_turns, bool) and recorded_turns >= 0

@@ -518,10 +518,10 @@ def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
     result = evaluate(EvalConfig("tiny-llama", "bob", max_samples=2, max_new_tokens=2, similarity=False, meteor=False))
     assert all(s["prompt"].startswith("Continue the dialogue as Bob.\n") for s in result["samples"])
     assert any(n.startswith("2 sample(s) prompted with the adapter's instruction line") for n in result["notes"])
-    # a --name the adapter never learnt is said (chat.py warns the same)
+    # rounds samples carry their cue: --name cues none of them, said (not that they were cued as Alice)
     result = evaluate(EvalConfig("tiny-llama", "bob", name="Alice", max_samples=1, max_new_tokens=2, similarity=False,
                                  meteor=False))
-    assert any(n.startswith("--name Alice is not a character the adapter learnt (Bob)") for n in result["notes"])
+    assert "--name Alice not used: every sample names its character" in result["notes"]
     # samples that name their character take no --name: that is said instead
     named = [dict(r, name="Bob") for r in bob_records(2, 5)]
     (layout / "user_data" / "training" / "datasets" / "named.json").write_text(json.dumps(named), encoding="utf-8")
@@ -543,11 +543,20 @@ def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
     try:
         result = evaluate(EvalConfig("tiny-llama", "bob", dataset="unnamed", max_new_tokens=2, similarity=False,
                                      meteor=False))
+        rounds = evaluate(EvalConfig("tiny-llama", "bob", max_samples=1, max_new_tokens=2, similarity=False,
+                                     meteor=False))
+        # a recorded --name it never learnt (its samples all held out or too long) is not who it speaks as
+        (lora / "training_parameters.json").write_text(json.dumps(dict(params, name="Carol", characters=["Bob"])),
+                                                       encoding="utf-8")
+        unlearnt = evaluate(EvalConfig("tiny-llama", "bob", dataset="unnamed", max_samples=1, max_new_tokens=2,
+                                       similarity=False, meteor=False))
     finally:
         (lora / "training_parameters.json").write_text(json.dumps(params), encoding="utf-8")
     assert all(s["prompt"].endswith("\nBob:") for s in result["samples"])  # it cued `Assistant:` (never learnt)
     assert ("samples without a name of their own were cued as Bob, the character bob learnt most (as chat.py "
             "speaks): --name picks another") in result["notes"]
+    assert not any(n.startswith("samples without a name") for n in rounds["notes"])  # each carries its cue
+    assert unlearnt["samples"][0]["prompt"].endswith("\nBob:")
     for bad in ("Bob:", "Alice,Bob"):
         with pytest.raises(UserError, match="one character's name, with no ':'"):
             EvalConfig("tiny-llama", "bob", name=bad)

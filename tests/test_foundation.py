@@ -148,6 +148,17 @@ def test_a_samples_own_name_is_one_line_that_a_cue_can_end():
         prompt.validate_records([rec, dict(rec, name="A: B")], "data.json")
 
 
+def test_an_adapters_recorded_name_is_its_default_speaker_only_where_it_was_learnt():
+    assert prompt.recorded_name({"name": "Bob", "characters": ["Bob", "Ann"]}) == "Bob"
+    assert prompt.recorded_name({"name": "Bob", "characters": ["Ann"]}) is None  # `not learnt: Bob`
+    assert prompt.recorded_name({"name": "Bob", "characters": []}) == "Bob"  # no cue in the samples: chat's cue
+    assert prompt.recorded_name({"name": "Bob"}) == "Bob"  # an adapter from before characters were recorded
+    assert prompt.recorded_name({"characters": ["Ann"]}) is None
+    rec = {"conversations": [{"from": "human", "value": "Alice: Hi"}, {"from": "gpt", "value": "Ahoy!"}]}
+    assert prompt.needs_name(rec) and prompt.needs_name(dict(rec, name="  "))
+    assert not prompt.needs_name(dict(rec, name="Bob")) and not prompt.needs_name({"input": "A: x\nB:", "output": "y"})
+
+
 def test_alpaca_segments_put_instruction_first():
     rec = {"instruction": "Continue as Bob.", "input": "Alice: Hi\nBob:", "output": "Ahoy!"}
     assert prompt.record_segments(rec) == [("Continue as Bob.\nAlice: Hi\nBob:", False), (" Ahoy!\n", True)]

@@ -213,7 +213,7 @@ def test_the_card_names_the_cast_most_trained_first():
     assert _cast_words(["Juliet", "Romeo"]) == "to speak as `Juliet` and `Romeo` (most trained lines first), from"
     many = _cast_words([f"C{i}" for i in range(11)])
     assert many.startswith("to speak as `C0`, `C1`,") and "`C7` and 3 more (most" in many
-    assert _cast_words([]) == "trained on samples that cue no character, from"
+    assert _cast_words([]) == "for prompts that cue no character, from"
 
 
 def test_loads_like_the_webui(trained, tiny_model_dir):
@@ -256,6 +256,14 @@ def test_a_name_no_sample_trains_is_refused(env):
         check(make_cfg(env, name="bob"))
     with pytest.raises(UserError, match=r"--name 'Alice,Bob': one name .* prepare_dataset.py --name"):
         make_cfg(env, name="Alice,Bob")
+    # a run begun with such a spelling (before it was refused) resumes as it began: only said
+    with pytest.raises(UserError) as e:
+        check(make_cfg(env, name="bob", resume=True, lora_name="never-trained"))
+    assert "spell it that way" not in str(e.value) and "no run of 'never-trained'" in str(e.value)
+    # samples that cue both spellings themselves: --name of either is one of theirs, not refused
+    both = env / "both.json"
+    both.write_text(json.dumps(bob_records(3, 3) + [dict(r, input=r["input"][:-4] + "BOB:") for r in bob_records(2, 4)]))
+    assert check(make_cfg(env, dataset_name=str(both), name="BOB")).characters == ["Bob", "BOB"]
 
 
 def test_a_character_with_no_trained_sample_is_not_recorded_as_learnt(env):
@@ -1208,6 +1216,12 @@ def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
     assert any(m.startswith("no sample ends its prompt with a character's cue") for m in logs)
     assert json.loads((env / "loras" / "gen" / "training_parameters.json").read_text())["characters"] == []
+    logs.clear()  # with --name: the cue chat will give it, said; not that the samples name their characters
+    train(make_cfg(env, lora_name="gen-bob", dataset_name=str(general), max_steps=1, val_ratio=0.0, name="Bob"),
+          on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] in ("log", "note") else None)
+    assert any(m.endswith("not to speak as a character; chat.py and the tab cue Bob (--name), which it never "
+                          "answered to") for m in logs), logs
+    assert not any("cues no sample" in m for m in logs)
     one = env / "one.json"  # one sample at the default --val_ratio: trained on, no split, and said
     one.write_text(json.dumps(bob_records(1, 1)))
     logs.clear()

@@ -800,8 +800,16 @@ def test_opening_use_shows_what_is_in_use_after_a_reload(tmp_path, monkeypatch):
         def in_use_bits(self):
             return True, False
 
-    params = {"character_chat": False, "stop_at_newline": True}
+    params = {"character_chat": False, "stop_at_newline": True, "user_name": "Romeo"}
     app = build_app(Loaded(params))
+    # *Your name* starts as last typed, and what is typed is kept (a reload builds the page from params)
+    yours = next(b for b in app.blocks.values() if getattr(b, "label", None) == "Your name")
+    assert yours.value == "Romeo"
+    typed = [app.fns[d["id"]].fn for d in app.config["dependencies"]
+             if [yours._id, "change"] in [list(t) for t in d["targets"]]]
+    assert len(typed) == 1
+    typed[0](" Juliet ")
+    assert params["user_name"] == "Juliet"
     folders = [b.info for b in app.blocks.values() if "dialogue-lora-folder" in (getattr(b, "elem_classes", None) or [])]
     assert len(folders) == 2 and all(f.startswith("in ") for f in folders)  # Train's model and dataset (ui.CSS)
     params.update(character_chat=True, stop_at_newline=False, character="Bob", rounds=3, temperature=0.2,

@@ -116,7 +116,7 @@ class EvalConfig:
         if self.name is not None and not str(self.name).strip():
             problems.append("--name is empty: give the character's cue (e.g. --name Bob), or leave it out for "
                             "the one recorded in training")
-        elif self.name is not None and (":" in str(self.name) or "," in str(self.name)):
+        elif self.name is not None and any(c in str(self.name) for c in ":,\uff0c\u3001"):
             # one cue, as training takes it: `Bob:` would cue `Bob::`, `Alice,Bob` no one it learnt
             problems.append(f"--name {quoted(self.name)}: one character's name, with no ':' (the cue adds it) or ','")
         if problems:
@@ -539,7 +539,7 @@ def _evaluate(
         records = records[: cfg.max_samples]
     records, reworded = with_instruction(records, params.get("instruction"))
     # several learnt: the one with the most samples, as chat.py speaks (none cued `Assistant:`, never learnt)
-    name = cfg.name or params.get("name") or (characters[0] if characters else None)
+    name = cfg.name or prompt_mod.recorded_name(params) or (characters[0] if characters else None)
     # a character it learnt, in its casing (`bob` is cued `Bob:`, as training cued it and chat.py does)
     name = (as_learnt(name, characters) if name else None) or name
     cutoff = int(cfg.cutoff_len or params.get("cutoff_len") or DEFAULT_CUTOFF_LEN)
@@ -653,7 +653,7 @@ def _evaluate(
         notes.append(quantization)
     elif loaded_as_asked and (followed := as_trained_note(loaded)):
         notes.append(followed)
-    unnamed = any(not (isinstance(r, dict) and r.get("name")) for r in records)  # whom --name cues
+    unnamed = any(prompt_mod.needs_name(r) for r in records)  # samples --name cues (rounds carry their cue)
     if cfg.name and not unnamed:
         notes.append(f"--name {cfg.name} not used: every sample names its character")
     elif cfg.name and characters and name not in characters:  # `name`: --name as learnt where it was

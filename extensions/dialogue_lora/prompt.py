@@ -95,7 +95,7 @@ def check_chat_names(names: Sequence[str], user: str, names_word: str = "--name"
         if ":" in n:
             raise UserError(f"name {quoted(n)} must not contain ':' (it ends the speaker cue)")
     if name_key(user) in {name_key(n) for n in names}:
-        raise UserError(f"{user_word} {user!r} is also a character the model speaks as ({names_word}): your lines and "
+        raise UserError(f"{user_word} {quoted(user)} is also a character the model speaks as ({names_word}): your lines and "
                         f"theirs would look alike; pick another {user_word}")
 
 
@@ -259,6 +259,23 @@ def _sample_name(record: dict) -> str:
     if ":" in value:
         raise ValueError(f"'name' {value[:60]!r} must not contain ':' (it ends the speaker cue)")
     return one_line(value)
+
+
+def recorded_name(params: dict) -> str | None:
+    """An adapter's recorded --name as the character to speak as by default: not where it recorded what it
+    learnt and that name is not among them (its every sample held out or too long: `not learnt`)."""
+    name = params.get("name") or None
+    learnt = params.get("characters")
+    return str(name) if name and (not learnt or name in learnt) else None
+
+
+def needs_name(record) -> bool:
+    """A sample that names no character of its own (a sharegpt or messages sample without a usable "name"):
+    the one `--name` cues. Rounds and alpaca samples carry their cue in their text."""
+    try:
+        return detect_format(record) in ("sharegpt", "messages") and not _sample_name(record)
+    except (ValueError, AttributeError):
+        return False
 
 
 def replace_broken(text: str) -> str:

@@ -32,6 +32,7 @@ import random
 import re
 import shutil
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -197,7 +198,7 @@ class TrainConfig:
             need(bool(self.name), "--name is empty (leave it out: samples name their character)")
             need(":" not in self.name, f"--name {quoted(self.name)} must not contain ':' (the cue adds it: --name Bob)")
             # one cue: prepare_dataset.py's --name takes several comma-separated, this one would cue `Alice,Bob:`
-            need("," not in self.name, f"--name {quoted(self.name)}: one name (the cue of samples that name no "
+            need(not any(c in self.name for c in ",\uff0c\u3001"), f"--name {quoted(self.name)}: one name (the cue of samples that name no "
                                        "character); the samples of several are made with prepare_dataset.py --name")
         need(_real(self.lora_dropout) and 0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         need(_real(self.val_ratio) and 0 <= self.val_ratio < 0.5, f"--val_ratio must be in [0, 0.5) (got {self.val_ratio})")
@@ -495,18 +496,26 @@ def check(cfg: TrainConfig) -> Plan:
             segments = [s for i, s in enumerate(segments) if i not in left_out]
         cues = [prompt_mod.record_cues(pieces) for pieces in segments]
         characters = prompt_mod.characters_of(cues)
-        twin = next((c for c in characters if c != cfg.name and prompt_mod.name_key(c) == prompt_mod.name_key(cfg.name)),
-                    None) if cfg.name else None
+        unnamed = [prompt_mod.needs_name(r) for r in records]  # the samples --name cues
+        # the cues the samples carry themselves (rounds, alpaca, named multi-turn)
+        own = prompt_mod.characters_of(c for c, cued in zip(cues, unnamed) if not cued)
+        twin = next((c for c in own if prompt_mod.name_key(c) == prompt_mod.name_key(cfg.name)),
+                    None) if cfg.name and cfg.name not in own else None
         if twin is not None:  # two cues for one character: chat would speak as one, half of what was learnt
-            problems.append(f"--name {quoted(cfg.name)}: samples of {dataset_path.name} cue {twin!r}: spell it that way")
+            form = (" (the same letters in another Unicode form)"
+                    if unicodedata.normalize("NFC", twin) == unicodedata.normalize("NFC", cfg.name) else "")
+            message = f"--name {quoted(cfg.name)}: samples of {dataset_path.name} cue {twin!r}{form}"
+            if cfg.resume:  # a run begun so (before this was refused) goes on as it began: its hours are not lost
+                notes.append(f"{message}: the adapter learns both cues")
+            else:
+                problems.append(f"{message}: spell it that way")
         elif cfg.name and characters and cfg.name not in characters:
             # rounds and alpaca samples (and named multi-turn ones) carry their cue: --name would be unused,
             # yet recorded, and chat would speak as a character nothing was trained on
             problems.append(f"--name {quoted(cfg.name)}: no sample of {dataset_path.name} trains it (their characters: "
                             f"{', '.join(characters[:8])}); --name is the cue for sharegpt/messages samples that "
                             "name no character: leave it out")
-        elif cfg.name and not any(prompt_mod.detect_format(r) in ("sharegpt", "messages") and not r.get("name")
-                                  for r in records):
+        elif cfg.name and characters and not any(unnamed):
             # it cues no sample; it is still what chat and evaluation speak as by default (one of the cast)
             notes.append(f"--name {cfg.name} cues no sample: every sample names its character (it stays the "
                          "character chat.py and evaluation speak as by default)")
@@ -1261,9 +1270,10 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
             emit({"event": "log", "message": f"not learnt: {', '.join(unlearnt)} (each of their samples was held "
                                              "out or has a reply longer than --cutoff_len)"})
     if not plan.characters:  # e.g. a general alpaca dataset: its replies follow no one's `Name:`
+        then = (f"chat.py and the tab cue {cfg.name} (--name), which it never answered to" if cfg.name
+                else "chat.py and the tab will ask for --name")
         emit({"event": "log", "message": "no sample ends its prompt with a character's cue (`Name:`): the adapter "
-                                         "learns to answer prompts, not to speak as a character; chat.py and the "
-                                         "tab will ask for --name"})
+                                         f"learns to answer prompts, not to speak as a character; {then}"})
     if settings["instruction"] is None and any(isinstance(r, dict) and prompt_mod.instruction_of(r) for r in records):
         # chat.py, the tab and the webui put one shared instruction line in front (training_parameters.json)
         emit({"event": "log", "message": "samples with different instruction lines or system messages (or some "
@@ -1795,7 +1805,7 @@ CARD_CAST = 8  # characters named on a card; more are counted
 def _cast_words(characters: list[str]) -> str:
     """Whom an adapter speaks as, for its card: the characters it learnt, most trained replies first."""
     if not characters:
-        return "trained on samples that cue no character, from"
+        return "for prompts that cue no character, from"
     shown = [f"`{c}`" for c in characters[:CARD_CAST]]
     more = len(characters) - len(shown)
     if more:
@@ -1807,7 +1817,7 @@ def _cast_words(characters: list[str]) -> str:
 
 
 def _cue_example(settings: dict) -> str:
-    return str(settings.get("name") or next(iter(settings.get("characters") or []), "") or "Name")
+    return prompt_mod.recorded_name(settings) or next(iter(settings.get("characters") or []), "") or "Name"
 
 
 def model_card(settings: dict, result: TrainResult, name: str) -> str:

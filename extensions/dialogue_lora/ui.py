@@ -23,7 +23,7 @@ from .fileio import holds_samples, save_stamp
 from .generation import DEFAULT_TEMPERATURE
 from .host import bits_words
 from .merging import DTYPES
-from .prompt import as_learnt
+from .prompt import as_learnt, recorded_name
 from .training import METHOD_SETTINGS, METHODS, format_eta
 from .paths import (MAX_NAME_BYTES, case_twin, check_name, on_disk, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model, windows_device)
@@ -882,8 +882,8 @@ class TabLogic:
         if recorded is None:
             return ""
         path, params = recorded
-        if params.get("name") or params.get("characters"):  # several: the one with the most samples
-            return str(params.get("name") or params["characters"][0])
+        if recorded_name(params) or params.get("characters"):  # several: the one with the most samples
+            return recorded_name(params) or str(params["characters"][0])
         # else the cue that ends the prompts it was trained on (held-out samples, else the dataset)
         from .fileio import load_records
         from .prompt import record_examples
