@@ -159,6 +159,38 @@ def test_an_adapters_recorded_name_is_its_default_speaker_only_where_it_was_lear
     assert not prompt.needs_name(dict(rec, name="Bob")) and not prompt.needs_name({"input": "A: x\nB:", "output": "y"})
 
 
+def test_other_tools_layouts_are_read_as_they_mean_it():
+    """OpenAI's, LLaMA-Factory's and Axolotl's ways of writing a sample: read as such, not trained wrongly."""
+    rec = {"system": "You are Bob.", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Hi Bob!"}], "name": "Alice"},
+        {"role": "assistant", "content": "As an AI, I cannot.", "weight": 0},  # marked: not to be learnt
+        {"role": "user", "content": "Alice: Please?"},  # already names its speaker: not twice
+        {"role": "assistant", "content": "Fine.", "name": "Bob"}]}
+    assert prompt.record_segments(rec) == [
+        ("You are Bob.\nAlice: Hi Bob!\nAssistant: As an AI, I cannot.\nAlice: Please?\nBob:", False), (" Fine.\n", True)]
+    assert prompt.instruction_of(rec) == "You are Bob." and prompt.record_cues(prompt.record_segments(rec)) == ["Bob"]
+    assert not prompt.needs_name(rec)  # its reply names its speaker
+    # either key pair in either list (a Hugging Face set's conversations in role/content)
+    pair = [{"role": "user", "content": "Alice: hi"}, {"role": "assistant", "content": "yo"}]
+    swapped = [{"from": "human", "value": "Alice: hi"}, {"from": "gpt", "value": "yo"}]
+    for r in ({"conversations": pair}, {"messages": swapped}):
+        assert prompt.record_segments(r, "Bob") == [("Alice: hi\nBob:", False), (" yo\n", True)]
+    # Windows line ends inside a string; LLaMA-Factory alpaca's system before the instruction
+    assert prompt.record_segments({"input": "Alice: hi\r\nBob:", "output": "yo"})[0] == ("Alice: hi\nBob:", False)
+    alpaca = {"system": "Sys.", "instruction": "Be Bob.", "input": "Alice: hi\r\nBob:", "output": "yo"}
+    assert prompt.record_segments(alpaca)[0] == ("Sys.\nBe Bob.\nAlice: hi\nBob:", False)
+    assert prompt.instruction_of(alpaca) == "Sys.\nBe Bob."
+    for bad, why in (
+            ({"messages": [pair[0], {"role": "assistant", "content": None, "tool_calls": [{}]}]}, "tool call or its result"),
+            ({"conversations": [swapped[0], {"from": "function_call", "value": "{}"}]}, "tool call or its result"),
+            ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}, pair[1]]}, "type 'image_url': only text"),
+            ({"messages": [pair[0], dict(pair[1], weight=0.5)]}, "'weight' is 0.5: 0 .context only. or 1"),
+            ({"messages": [pair[0], dict(pair[1], weight=0)]}, "each assistant turn has 'weight': 0"),
+            ({"instruction": "q", "input": "", "output": "a", "history": [["q0", "a0"]]}, "'history' .* not read")):
+        with pytest.raises(ValueError, match=why):
+            prompt.record_segments(bad)
+
+
 def test_alpaca_segments_put_instruction_first():
     rec = {"instruction": "Continue as Bob.", "input": "Alice: Hi\nBob:", "output": "Ahoy!"}
     assert prompt.record_segments(rec) == [("Continue as Bob.\nAlice: Hi\nBob:", False), (" Ahoy!\n", True)]
@@ -283,6 +315,13 @@ def test_a_killed_writers_temporary_file_is_cleared_by_the_next_write(tmp_path):
         os.close(fd)
     assert not stale.exists() and fresh.exists() and busy.exists() and other.exists()
     assert json.loads(path.read_text(encoding="utf-8")) == [{"input": "Bob:", "output": "hi"}]
+
+
+def test_one_sample_of_turns_in_from_value_is_no_discord_export(tmp_path):
+    path = tmp_path / "one.json"
+    path.write_text('{"messages": [{"from": "human", "value": "Alice: hi"}, {"from": "gpt", "value": "yo"}]}')
+    (record,) = fileio.load_records(path)
+    assert prompt.record_segments(record, "Bob") == [("Alice: hi\nBob:", False), (" yo\n", True)]
 
 
 @pytest.mark.parametrize(

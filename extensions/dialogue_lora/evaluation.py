@@ -242,18 +242,18 @@ def with_instruction(records: list[dict], instruction: str | None) -> tuple[list
         if fmt in ("sharegpt", "messages") and (r.get("name") or "{name}" not in instruction):
             want = instruction.replace("{name}", str(r.get("name")))
             if prompt_mod.instruction_of(r) != want:
-                key, role, text = (("conversations", "from", "value") if fmt == "sharegpt"
-                                   else ("messages", "role", "content"))
+                key, role, text = prompt_mod.turn_keys(r, fmt)
                 turns = r[key]
                 first = next((i for i, t in enumerate(turns) if str(t.get(role)).lower() != "system"), len(turns))
                 r = dict(r, **{key: [{role: "system", text: want}, *turns[first:]]})
+                r.pop("system", None)  # (LLaMA-Factory's system message, read as the first turn)
                 changed += 1
         elif fmt in ("rounds", "alpaca"):
             context = str(r.get("input") or "")
             cue = r.get("name") or context.rstrip().rsplit("\n", 1)[-1].rstrip().rstrip(":").strip()
             want = instruction.replace("{name}", str(cue))
             if r.get("instruction") != want:
-                r = {"instruction": want, "input": context, "output": r["output"],
+                r = {"instruction": want, "input": context, "output": r["output"],  # (and no `system`)
                      **({"name": r["name"]} if "name" in r else {})}
                 changed += 1
         out.append(r)

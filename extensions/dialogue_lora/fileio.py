@@ -302,9 +302,11 @@ def free_bytes(folder: Path) -> int | None:
 
 
 def _is_discord_export(data) -> bool:
-    """A DiscordChatExporter file: an object with a "messages" list that is not a sample's turns (roles)."""
+    """A DiscordChatExporter file: an object with a "messages" list that is not a sample's turns (roles, or
+    sharegpt's `from` in a messages list)."""
     messages = data.get("messages") if isinstance(data, dict) else None
-    return isinstance(messages, list) and not (messages and isinstance(messages[0], dict) and "role" in messages[0])
+    return isinstance(messages, list) and not (messages and isinstance(messages[0], dict)
+                                               and ("role" in messages[0] or "from" in messages[0]))
 
 
 def is_utf16(head: bytes) -> bool:

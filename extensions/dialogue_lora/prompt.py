@@ -145,13 +145,14 @@ def instruction_of(record: dict) -> str | None:
     a line each of their lines. None when it has none (or is no sample)."""
     try:
         fmt = detect_format(record)
-        if fmt == "alpaca":
-            instruction = record.get("instruction")
-            return instruction if isinstance(instruction, str) and instruction.strip() else None
+        if fmt == "alpaca":  # (LLaMA-Factory's system message first, as the prompt has it)
+            parts = [_unix(v) for v in (record.get("system"), record.get("instruction")) if isinstance(v, str) and v]
+            instruction = "\n".join(parts)
+            return instruction if instruction.strip() else None
         if fmt == "rounds":
             return None
         lines = []
-        for role, text in _turns_of(record, fmt):
+        for role, text, _, _ in _turns_of(record, fmt):
             if role != "system":
                 break
             lines += _lines(text)
@@ -247,18 +248,24 @@ def _text(value, what: str) -> str:
     return value
 
 
-def _sample_name(record: dict) -> str:
-    """A multi-turn sample's own "name" (another tool's), as its cue takes it: one line, no `:` (it would end
-    the cue early: `A: B:` cues `A`) and no control characters (`Bob\x1b[2J` was printed by chat.py as is)."""
+def _sample_name(record: dict, what: str = "'name'") -> str:
+    """A multi-turn sample's own "name" (another tool's; or one turn's), as its cue takes it: one line, no `:`
+    (it would end the cue early: `A: B:` cues `A`) and no control characters (`Bob\x1b[2J` was printed by
+    chat.py as is)."""
     value = record.get("name")
     if value is None or value == "":
         return ""
-    value = _text(value, "'name'")
+    value = _text(value, what)
     if "\n" in value.strip() or "\r" in value.strip() or any(unicodedata.category(c) == "Cc" for c in value.strip()):
-        raise ValueError(f"'name' {value[:60]!r} holds a line break or control character: a name is one line")
+        raise ValueError(f"{what} {value[:60]!r} holds a line break or control character: a name is one line")
     if ":" in value:
-        raise ValueError(f"'name' {value[:60]!r} must not contain ':' (it ends the speaker cue)")
+        raise ValueError(f"{what} {value[:60]!r} must not contain ':' (it ends the speaker cue)")
     return one_line(value)
+
+
+def _unix(text: str) -> str:
+    """Windows' line ends as chat prompts have them ("\r\n" would train a stray "\r" token each line)."""
+    return text.replace("\r\n", "\n") if "\r" in text else text
 
 
 def recorded_name(params: dict) -> str | None:
@@ -273,8 +280,10 @@ def needs_name(record) -> bool:
     """A sample that names no character of its own (a sharegpt or messages sample without a usable "name"):
     the one `--name` cues. Rounds and alpaca samples carry their cue in their text."""
     try:
-        return detect_format(record) in ("sharegpt", "messages") and not _sample_name(record)
-    except (ValueError, AttributeError):
+        fmt = detect_format(record)
+        return fmt in ("sharegpt", "messages") and not _sample_name(record) and any(
+            role == "assistant" and trained and not speaker for role, _, speaker, trained in _turns_of(record, fmt))
+    except (ValueError, AttributeError, KeyError, TypeError):
         return False
 
 
@@ -283,22 +292,62 @@ def replace_broken(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-def _turns_of(record: dict, fmt: str) -> list[tuple[str, str]]:
-    """(role, text) pairs of a multi-turn sample, role normalised to user/assistant/system."""
-    items = record["conversations"] if fmt == "sharegpt" else record["messages"]
-    role_key, text_key = ("from", "value") if fmt == "sharegpt" else ("role", "content")
+_TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython", "tool_call", "tool_response"}
+
+
+def turn_keys(record: dict, fmt: str) -> tuple[str, str, str]:
+    """(list key, role key, text key) of a multi-turn sample: sharegpt's `from`/`value` and messages'
+    `role`/`content`, either pair in either list (Hugging Face sets mix them), judged by its first turn."""
+    key = "conversations" if fmt == "sharegpt" else "messages"
+    first = next((m for m in record[key] if isinstance(m, dict)), {})
+    if fmt == "sharegpt":
+        return (key, "role", "content") if "from" not in first and "role" in first else (key, "from", "value")
+    return (key, "from", "value") if "role" not in first and "from" in first else (key, "role", "content")
+
+
+def _turn_text(value, i: int, text_key: str) -> str:
+    """A turn's text: a string, or OpenAI's list of parts (its text parts joined; an image or sound refused)."""
+    if isinstance(value, list):
+        texts = []
+        for part in value:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text" or not isinstance(part.get("text"), str):
+                raise ValueError(f"turn {i} '{text_key}' holds a part of type {kind or type(part).__name__!r}: "
+                                 "only text is trained")
+            texts.append(part["text"])
+        value = " ".join(t.strip() for t in texts if t.strip())
+    return _text(value, f"turn {i} '{text_key}'")
+
+
+def _turns_of(record: dict, fmt: str) -> list[tuple[str, str, str, bool]]:
+    """(role, text, speaker, trained) of a multi-turn sample's turns: role normalised to user/assistant/
+    system; speaker: the turn's own `name` (OpenAI's), else ""; trained: False for a reply marked
+    `weight: 0` (OpenAI's and Axolotl's way of keeping a turn as context only). A top-level `system`
+    (LLaMA-Factory's) is the first turn."""
+    key, role_key, text_key = turn_keys(record, fmt)
     out = []
-    for i, m in enumerate(items):
+    system = record.get("system")
+    if system not in (None, ""):
+        out.append(("system", _text(system, "'system'"), "", False))
+    for i, m in enumerate(record[key]):
         if not isinstance(m, dict) or role_key not in m or text_key not in m:
             raise ValueError(f"turn {i} needs '{role_key}' and '{text_key}'")
         role = str(m[role_key]).lower()
-        text = _text(m[text_key], f"turn {i} '{text_key}'")
+        if role in _TOOL_ROLES or (m[text_key] is None and m.get("tool_calls")):
+            what = f"role {m[role_key]!r}" if role in _TOOL_ROLES else "'tool_calls' and no text"
+            raise ValueError(f"turn {i} is a tool call or its result ({what}): tool turns are not dialogue; leave "
+                             "them out of the samples")
+        text = _turn_text(m[text_key], i, text_key)
+        speaker = _sample_name(m, f"turn {i} 'name'")
+        weight = m.get("weight", 1)
+        if weight not in (0, 1):  # (True and False are 1 and 0)
+            raise ValueError(f"turn {i} 'weight' is {weight!r}: 0 (context only) or 1 (trained)")
         if role in _USER_ROLES:
-            out.append(("user", text))
+            out.append(("user", text, speaker, False))
         elif role in _ASSISTANT_ROLES:
-            out.append(("assistant", text))
+            out.append(("assistant", text, speaker, bool(weight)))
         elif role in _SYSTEM_ROLES:
-            out.append(("system", text))
+            out.append(("system", text, speaker, False))
         else:
             raise ValueError(f"turn {i} has unknown role {m[role_key]!r}")
     return out
@@ -321,30 +370,40 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
     """
     fmt = detect_format(record)
     if fmt == "rounds":
-        context = _text(record["input"], "'input'")
+        context = _unix(_text(record["input"], "'input'"))
         if not context.rstrip().endswith(":"):  # the reply would be learnt after no one's name
             raise ValueError(f"'input' must end with the cue of the character who replies, e.g. 'Bob:' "
                              f"(it ends {context.strip()[-30:]!r})")
         # (another tool's `Bob: ` or `Bob:\n`: the reply is learnt right after the cue, as chat prompts it)
         return [(context.rstrip(), False), _reply(_text(record["output"], "'output'"))]
     if fmt == "alpaca":
-        parts = [_text(record.get(k) or "", f"'{k}'") for k in ("instruction", "input")]
+        if record.get("history"):  # LLaMA-Factory's earlier turns: its instruction is a user's turn, not ours
+            raise ValueError("'history' (earlier turns, as LLaMA-Factory's alpaca has them) is not read: give such "
+                             "samples as sharegpt or messages, each turn a message")
+        # (LLaMA-Factory's `system` first: what the sample puts before the dialogue, as a system message)
+        parts = [_unix(_text(record.get(k) or "", f"'{k}'")) for k in ("system", "instruction", "input")]
         prompt = "\n".join(p for p in parts if p).rstrip()
         return [(prompt, False), _reply(_text(record["output"], "'output'"))]
     name = _sample_name(record) or name or DEFAULT_ASSISTANT_NAME
     segments: list[tuple[str, bool]] = []
     context: list[str] = []
-    for role, text in _turns_of(record, fmt):
-        if role == "assistant":
-            prefix = "\n".join(context + [cue(name)])
+    for role, text, speaker, trained in _turns_of(record, fmt):
+        if role == "assistant" and trained:
+            prefix = "\n".join(context + [cue(speaker or name)])
             segments.append((prefix, False))
             segments.append(_reply(text))
             context = []
+        elif role == "assistant":  # `weight: 0`: a reply the user chose not to train, context as it was said
+            context.append(format_turn(speaker or name, text))
+        elif speaker and role == "user" and not one_line(text).startswith(f"{speaker}:"):
+            context.append(format_turn(speaker, text))  # a message's own `name` (OpenAI's): its speaker
         else:
             # user turns already carry their speaker ("Alex: text"); several lines stay several lines
             context.extend(_lines(text))
     if not segments:
-        raise ValueError("no assistant turn to learn from")
+        replies = any(role == "assistant" for role, *_ in _turns_of(record, fmt))
+        raise ValueError("each assistant turn has 'weight': 0: nothing to learn" if replies
+                         else "no assistant turn to learn from")
     return segments
 
 
