@@ -324,6 +324,24 @@ def test_one_sample_of_turns_in_from_value_is_no_discord_export(tmp_path):
     assert prompt.record_segments(record, "Bob") == [("Alice: hi\nBob:", False), (" yo\n", True)]
 
 
+@pytest.mark.parametrize("indent", [None, 1])
+def test_samples_in_an_object_around_them_are_read(tmp_path, indent):
+    path = tmp_path / "wrapped.json"
+    samples = [{"input": "Alice: hi\nBob:", "output": "yo"}, {"input": "Alice: so?\nBob:", "output": "no"}]
+    path.write_text(json.dumps({"version": 2, "data": samples}, indent=indent))
+    assert list(fileio.load_records(path)) == samples
+    path.write_text(json.dumps({"data": samples, "more": []}, indent=indent))  # two lists: whose samples?
+    with pytest.raises(UserError, match="unknown sample format"):
+        prompt.validate_records(fileio.load_records(path), str(path))
+
+
+def test_objects_one_after_another_over_several_lines_are_said_as_such(tmp_path):
+    path = tmp_path / "jq.json"
+    path.write_text('{\n "input": "A: x\\nB:",\n "output": "y"\n}\n{\n "input": "A: x\\nB:",\n "output": "y"\n}\n')
+    with pytest.raises(UserError, match=r"jq.json:5: malformed JSON \(a second object after the first.*jq -c"):
+        fileio.load_records(path)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -360,6 +360,17 @@ class Records(list):
         return f"{self.path}: sample {i + 1}"
 
 
+def _unwrapped(data: dict) -> list | None:
+    """The samples of an object around them (`{"data": [...]}`, `{"train": [...]}`): its one list of
+    objects, where the object is not a sample itself; None otherwise."""
+    from .prompt import is_sample
+
+    lists = [v for v in data.values() if isinstance(v, list)]
+    if is_sample(data) or len(lists) != 1 or not lists[0] or not all(isinstance(r, dict) for r in lists[0]):
+        return None
+    return lists[0] if is_sample(lists[0][0]) else None
+
+
 def load_records(path: str | os.PathLike) -> Records:
     """Read a dataset: a JSON array of objects, or JSONL (one object a line). Errors name file and line."""
     path = Path(path)
@@ -392,6 +403,9 @@ def load_records(path: str | os.PathLike) -> Records:
             if e.pos >= len(text.rstrip()):  # the text ended first: say so at its last line, not the one after
                 last = len(text.rstrip().splitlines())
                 raise UserError(f"{path}:{last}: malformed JSON (it ends before a bracket or brace is closed)") from None
+            if e.msg == "Extra data" and not stripped.startswith("["):  # `jq '.[]'`: objects one after another
+                raise UserError(f"{path}:{e.lineno}: malformed JSON (a second object after the first, each over "
+                                "several lines): write one sample a line (jq -c) or a JSON array") from None
             raise _json_error(path, e) from None
         except RecursionError:  # brackets nested thousands deep: no samples, and Python's own limit
             raise UserError(f"{path}: unreadable JSON (nested too deep to be samples)") from None
@@ -409,6 +423,8 @@ def load_records(path: str | os.PathLike) -> Records:
             lines.append(i)
     if isinstance(records, dict):
         records = [records]
+    if len(records) == 1 and isinstance(records[0], dict) and (inner := _unwrapped(records[0])):
+        records, lines = inner, None  # (counted as samples: the file's lines are not theirs)
     if len(records) == 1 and _is_discord_export(records[0]):  # pretty-printed or on one line
         raise UserError(raw_dialogue.replace("raw dialogue", "a Discord export"))
     if len(records) == 1 and isinstance(records[0], dict) and {"evaluated_at", "samples"} <= set(records[0]):
