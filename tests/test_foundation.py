@@ -191,6 +191,16 @@ def test_other_tools_layouts_are_read_as_they_mean_it():
             prompt.record_segments(bad)
 
 
+def test_a_dataset_whose_user_turns_name_no_speaker_is_told():
+    plain = {"conversations": [{"from": "human", "value": "Hi Bob! Coming tonight?"}, {"from": "gpt", "value": "No."}]}
+    labelled = {"conversations": [{"from": "human", "value": "Alice: Hi"}, {"from": "gpt", "value": "No."}]}
+    assert prompt.unlabelled_user_turns([plain, plain])
+    assert not prompt.unlabelled_user_turns([plain, labelled])  # some do: the dataset's way
+    assert not prompt.unlabelled_user_turns([{"input": "Hi\nBob:", "output": "No."}])  # not multi-turn
+    named = {"messages": [{"role": "user", "content": "Hi", "name": "Alice"}, {"role": "assistant", "content": "No."}]}
+    assert not prompt.unlabelled_user_turns([named])  # its name is its label
+
+
 def test_alpaca_segments_put_instruction_first():
     rec = {"instruction": "Continue as Bob.", "input": "Alice: Hi\nBob:", "output": "Ahoy!"}
     assert prompt.record_segments(rec) == [("Continue as Bob.\nAlice: Hi\nBob:", False), (" Ahoy!\n", True)]

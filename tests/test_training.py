@@ -266,6 +266,14 @@ def test_a_name_no_sample_trains_is_refused(env):
     assert check(make_cfg(env, dataset_name=str(both), name="BOB")).characters == ["Bob", "BOB"]
 
 
+def test_samples_whose_user_turns_name_no_speaker_are_said_to_chat_otherwise(env):
+    plain = env / "plain.json"
+    plain.write_text(json.dumps([{"conversations": [{"from": "human", "value": r["input"].split(": ", 1)[1].split("\n")[0]},
+                                                    {"from": "gpt", "value": r["output"]}]} for r in bob_records(4, 6)]))
+    assert any(n.startswith("the samples' user turns name no speaker") for n in check(make_cfg(env, dataset_name=str(plain))).notes)
+    assert not any("name no speaker" in n for n in check(make_cfg(env)).notes)
+
+
 def test_a_character_with_no_trained_sample_is_not_recorded_as_learnt(env):
     """A character whose only sample is too long for --cutoff_len (or held out) was recorded in `characters`:
     chat.py and the tab offered to speak as someone the adapter never learnt."""

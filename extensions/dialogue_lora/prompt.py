@@ -268,6 +268,30 @@ def _unix(text: str) -> str:
     return text.replace("\r\n", "\n") if "\r" in text else text
 
 
+_LABELLED = re.compile(r"[^\s:][^:\n]{0,59}:(\s|$)")  # a line that names its speaker (`Alice: hi`)
+
+
+def unlabelled_user_turns(records: Iterable[dict]) -> bool:
+    """Whether a dataset's multi-turn samples have user turns and none of them names its speaker (`Hi Bob!`,
+    as a chat app's export has them, not `Alice: Hi Bob!`): chat prompts name the user, which such
+    samples never did. False where any does, or where there are no such turns."""
+    seen = False
+    for rec in records:
+        try:
+            fmt = detect_format(rec)
+            if fmt not in ("sharegpt", "messages"):
+                continue
+            for role, text, speaker, _ in _turns_of(rec, fmt):
+                if role != "user" or not text.strip():
+                    continue
+                if speaker or _LABELLED.match(one_line(text)):
+                    return False
+                seen = True
+        except (ValueError, AttributeError, KeyError, TypeError):
+            continue
+    return seen
+
+
 def recorded_name(params: dict) -> str | None:
     """An adapter's recorded --name as the character to speak as by default: not where it recorded what it
     learnt and that name is not among them (its every sample held out or too long: `not learnt`)."""

@@ -501,6 +501,10 @@ def check(cfg: TrainConfig) -> Plan:
         own = prompt_mod.characters_of(c for c, cued in zip(cues, unnamed) if not cued)
         twin = next((c for c in own if prompt_mod.name_key(c) == prompt_mod.name_key(cfg.name)),
                     None) if cfg.name and cfg.name not in own else None
+        if prompt_mod.unlabelled_user_turns(records):
+            notes.append("the samples' user turns name no speaker (`Hi Bob!`, not `Alice: Hi Bob!`): chat prompts "
+                         "put a name before your lines (chat.py --user, default You), which these samples never had; "
+                         "samples made by prepare_dataset.py name every speaker")
         if twin is not None:  # two cues for one character: chat would speak as one, half of what was learnt
             form = (" (the same letters in another Unicode form)"
                     if unicodedata.normalize("NFC", twin) == unicodedata.normalize("NFC", cfg.name) else "")
