@@ -345,6 +345,17 @@ def test_samples_in_an_object_around_them_are_read(tmp_path, indent):
         prompt.validate_records(fileio.load_records(path), str(path))
 
 
+def test_a_webui_format_template_and_a_cp1252_file_are_said_as_such(tmp_path):
+    path = tmp_path / "alpaca-format.json"
+    path.write_text(json.dumps({"instruction,output": "User: %instruction%\nAssistant: %output%",
+                                "instruction,input,output": "User: %instruction%: %input%\nAssistant: %output%"}))
+    with pytest.raises(UserError, match="alpaca-format.json: a text-generation-webui format template"):
+        fileio.load_records(path)
+    path.write_bytes(b'[{"input": "A: hi\\nB:",\n "output": "caf\xe9"}]')
+    with pytest.raises(UserError, match=r"alpaca-format.json:2: not UTF-8 text \(byte 39\): save it as UTF-8"):
+        fileio.load_records(path)
+
+
 def test_objects_one_after_another_over_several_lines_are_said_as_such(tmp_path):
     path = tmp_path / "jq.json"
     path.write_text('{\n "input": "A: x\\nB:",\n "output": "y"\n}\n{\n "input": "A: x\\nB:",\n "output": "y"\n}\n')

@@ -360,6 +360,12 @@ class Records(list):
         return f"{self.path}: sample {i + 1}"
 
 
+def _is_format_template(data) -> bool:
+    """The webui Training tab's format file: `{"instruction,input,output": "... %instruction% ..."}`."""
+    return (isinstance(data, dict) and bool(data) and all(isinstance(v, str) and "%" in v for v in data.values())
+            and any("," in str(k) for k in data))
+
+
 def _unwrapped(data: dict) -> list | None:
     """The samples of an object around them (`{"data": [...]}`, `{"train": [...]}`): its one list of
     objects, where the object is not a sample itself; None otherwise."""
@@ -385,7 +391,10 @@ def load_records(path: str | os.PathLike) -> Records:
     try:
         text = raw.decode("utf-16" if utf16 else "utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not {'UTF-16' if utf16 else 'UTF-8'} text (byte {e.start})") from None
+        line = raw.count(b"\n", 0, e.start) + 1
+        where = "" if utf16 else f":{line}"  # (UTF-16's line ends are two bytes)
+        raise UserError(f"{path}{where}: not {'UTF-16' if utf16 else 'UTF-8'} text (byte {e.start}): save it as "
+                        "UTF-8") from None
     if not text.strip():
         raise UserError(f"{path}: the file is empty")
     stripped = text.lstrip()
@@ -427,6 +436,9 @@ def load_records(path: str | os.PathLike) -> Records:
         records, lines = inner, None  # (counted as samples: the file's lines are not theirs)
     if len(records) == 1 and _is_discord_export(records[0]):  # pretty-printed or on one line
         raise UserError(raw_dialogue.replace("raw dialogue", "a Discord export"))
+    if len(records) == 1 and _is_format_template(records[0]):
+        raise UserError(f"{path}: a text-generation-webui format template (its training/formats folder), not "
+                        "samples: give the dataset")
     if len(records) == 1 and isinstance(records[0], dict) and {"evaluated_at", "samples"} <= set(records[0]):
         raise UserError(f"{path}: an evaluation's report (evaluate_lora.py's eval.json), not samples: give the "
                         "dataset, or the adapter's heldout.json")
