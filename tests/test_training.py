@@ -723,7 +723,10 @@ def test_samples_with_an_empty_reply_are_left_out_with_a_note(env):
     from extensions.dialogue_lora.fileio import load_records, samples_sha256
     assert plan.loaded_sha256["samples_sha256"] == samples_sha256(load_records(data))
     assert plan.notes == [f"3 sample(s) left out: their reply is empty, which would teach the model to say nothing "
-                          f"(the first: {data}:4)"]
+                          f"(the first: {data}:4)",
+                          # the one sample --name cued was left out: said
+                          "--name Bob cues no sample: every sample names its character (it stays the character "
+                          "chat.py and evaluation speak as by default)"]
     # a multi-turn sample keeps its other turns, the empty one as context only
     from extensions.dialogue_lora.prompt import record_segments
     two = {"conversations": [{"from": "human", "value": "Alice: hi"}, {"from": "gpt", "value": ""},
