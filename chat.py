@@ -32,11 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model_name", required=True, help="base model: a folder under the models directory, or a path")
     p.add_argument("-l", "--lora_name", default=None, help="adapter: a folder under the loras directory, or a path "
                    "(default: none, the base model alone)")
-    p.add_argument("--name", default=None, help="the character(s) the model speaks as: Bob, or Bob,Carol (the first "
+    p.add_argument("-n", "--name", default=None, help="the character(s) the model speaks as: Bob, or Bob,Carol (the first "
                    "answers); default: the name recorded when the adapter was trained")
     p.add_argument("--user", default="You", help="your speaker name in the conversation (default: You)")
-    p.add_argument("--rounds", type=int, default=None, help="previous turns kept as context (default: the most "
-                   "the adapter's samples had, as recorded in training, else 5)")
+    p.add_argument("--rounds", type=int, default=None, help="previous turns kept as context, 1 or more (default: the "
+                   "most the adapter's samples had, as recorded in training, else 5)")
     p.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                    help="most tokens per reply (default %(default)s)")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,

@@ -23,14 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = CliParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-m", "--model_name", required=True, help="base model: a folder under the models directory, or a path")
     p.add_argument("-l", "--lora_name", required=True, help="adapter: a folder under the loras directory, or a path")
-    p.add_argument("-d", "--dataset", default=None,
+    p.add_argument("-d", "--dataset", "--dataset_name", dest="dataset", default=None,
                    help="held-out samples, any format prepare_dataset writes (default: the adapter's held-out split)")
     p.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                    help="most tokens generated per reply (default %(default)s)")
     p.add_argument("--max_samples", type=int, default=0, help="evaluate only the first N held-out samples (0: all)")
-    p.add_argument("--batch_size", type=int, default=8, help="samples per forward pass / generate call (default 8)")
-    p.add_argument("--cutoff_len", type=int, default=None, help="token limit per sample (default: as in training)")
-    p.add_argument("--name", default=None, help="character cue for multi-turn samples without a name (default: as in training)")
+    p.add_argument("-b", "--batch_size", type=int, default=8, help="samples per forward pass / generate call (default 8)")
+    p.add_argument("-c", "--cutoff_len", type=int, default=None, help="token limit per sample (default: as in training)")
+    p.add_argument("-n", "--name", default=None, help="character cue for multi-turn samples without a name (default: as in training)")
     add_loading_arguments(p)
     p.add_argument("--dataset_dir", default=None,
                    help="datasets directory, where a bare -d name is found (default: user_data/training/datasets, "

@@ -33,6 +33,8 @@ except KeyboardInterrupt:  # Ctrl+C while the modules load: a line, not a traceb
 
 _SHORT = {"dataset_name": "-d", "model_name": "-m", "lora_name": "-l", "batch_size": "-b", "epochs": "-e",
           "cutoff_len": "-c", "lora_rank": "-r"}
+# evaluate_lora.py's spelling of the same flag, and prepare_dataset.py's short one
+_ALIASES = {"dataset_name": ["--dataset"], "name": ["-n"]}
 _CHOICES = {"method": list(METHODS), "gradient_checkpointing": list(GRADIENT_CHECKPOINTING),
             "fused_kernels": list(FUSED_KERNELS), "precision": list(PRECISIONS)}
 _ON_BY_DEFAULT = {"packing", "eval_base"}
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     helps = TrainConfig.field_help()
     defaults = TrainConfig.__dataclass_fields__
     for name, f in defaults.items():
-        flags = [f"--{name}"] + ([_SHORT[name]] if name in _SHORT else [])
+        flags = [f"--{name}"] + ([_SHORT[name]] if name in _SHORT else []) + _ALIASES.get(name, [])
         h = helps.get(name, "")
         default = f.default
         if default is not None and not isinstance(default, bool) and "default" not in h.lower():

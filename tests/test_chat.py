@@ -440,3 +440,18 @@ def test_an_adapter_from_before_prompt_facts_were_recorded_is_prompted_as_it_lea
     # both gone: nothing to tell, as before
     (adapter / str(params.get("heldout_file") or "heldout.json")).unlink()
     assert "characters" not in generation.read_training_parameters(adapter, prompt=True)
+
+
+def test_the_scripts_take_each_others_spelling_of_the_same_flag():
+    """`-d bob --dataset` in one script and `--dataset_name` in another, `-n` only in prepare_dataset.py:
+    a flag learnt in one script was 'unrecognized' or 'ambiguous' in the next."""
+    import importlib
+
+    train = importlib.import_module("lora_finetune").build_parser()
+    args = train.parse_args(["--dataset", "bob", "-n", "Bob"])
+    assert (args.dataset_name, args.name) == ("bob", "Bob")
+    evaluate = importlib.import_module("evaluate_lora").build_parser()
+    args = evaluate.parse_args(["-m", "x", "-l", "y", "--dataset_name", "bob", "-b", "2", "-c", "64", "-n", "Bob"])
+    assert (args.dataset, args.batch_size, args.cutoff_len, args.name) == ("bob", 2, 64, "Bob")
+    chat = importlib.import_module("chat").build_parser()
+    assert chat.parse_args(["-m", "x", "-n", "Bob"]).name == "Bob"

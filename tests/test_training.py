@@ -1520,6 +1520,19 @@ def test_a_bare_dataset_name_is_found_with_its_extension(tmp_path, monkeypatch):
     assert resolve_dataset("processed_dataset", datasets) == (tmp_path / "processed_dataset.jsonl").resolve()
     with pytest.raises(UserError, match="dataset 'nope' not found"):
         resolve_dataset("nope", datasets)
+    # the same name in both places: the one taken as before, the other named for a note
+    from extensions.dialogue_lora.training import other_dataset
+
+    (tmp_path / "bobds.json").write_text("[]")
+    assert other_dataset("bobds", datasets, resolve_dataset("bobds", datasets)) == (tmp_path / "bobds.json").resolve()
+    assert resolve_dataset("bobds.json", datasets) == (tmp_path / "bobds.json").resolve()  # a file name: here first
+    assert other_dataset("bobds.json", datasets, (tmp_path / "bobds.json").resolve()) == (datasets / "bobds.json").resolve()
+    assert other_dataset("processed_dataset", datasets, (tmp_path / "processed_dataset.jsonl").resolve()) is None
+
+
+def test_the_seed_scripts_default_model_is_said_to_be_the_default(env):
+    with pytest.raises(UserError, match=r"model 'pygmalion-6b' \(the default: pick one with -m/--model_name\) not found"):
+        check(make_cfg(env, model_name="pygmalion-6b"))
 
 
 def test_an_adapter_still_in_its_first_training_is_said_to_be_training(tmp_path):

@@ -104,7 +104,7 @@ class TrainConfig:
     lora_alpha: float | None = None
     """LoRA scaling alpha; default 2 x lora_rank (the adapter's scale alpha/r stays 2 whatever the rank)."""
     lora_dropout: float = 0.0
-    """Dropout on the LoRA input; 0 (as unsloth and LLaMA-Factory default) skips a random mask per adapted layer, about a fifth of a CPU step."""
+    """Dropout on the LoRA input (0, as unsloth and LLaMA-Factory set it, also saves the random masks: about a fifth of a CPU step)."""
     target_modules: list[str] | None = None
     """Layer names the LoRA adapts (e.g. q_proj,v_proj); default every linear layer except the output head."""
     load_in_4bit: bool = False
@@ -353,6 +353,21 @@ def resolve_dataset(name: str, dataset_dir: Path) -> Path:
     raise UserError(f"dataset {name!r} not found (looked for {looked}){listing}")
 
 
+def other_dataset(name: str, dataset_dir: Path, chosen: Path) -> Path | None:
+    """Another file that `-d name` could have meant (`bob.json` here and in the datasets folder): the one not
+    trained, for a note; None when there is none."""
+    p = Path(os.path.expanduser(name))
+    candidates = [p, dataset_dir / name] + [folder / (name + ext) for ext in (".json", ".jsonl")
+                                             for folder in (dataset_dir, Path("."))]
+    for c in candidates:
+        try:
+            if c.is_file() and c.resolve() != chosen:
+                return c.resolve()
+        except OSError:
+            continue
+    return None
+
+
 def checkpoints(out_dir: Path) -> list[Path]:
     """The checkpoint-N folders of a run, oldest first (complete ones only: they hold trainer_state.json)."""
     if not out_dir.is_dir():
@@ -475,10 +490,16 @@ def check(cfg: TrainConfig) -> Plan:
     dataset_sha256 = None
     try:
         model_path = paths.resolve_model(cfg.model_name, dirs.models)
-    except UserError as e:
-        problems.append(str(e))
+    except UserError as e:  # the seed script's default, likely never typed: say that -m picks the model
+        default = cfg.model_name == TrainConfig.model_name
+        problems.append(str(e).replace(" not found", " (the default: pick one with -m/--model_name) not found", 1)
+                        if default else str(e))
     try:
         dataset_path = resolve_dataset(cfg.dataset_name, dirs.datasets)
+        other = other_dataset(cfg.dataset_name, dirs.datasets, dataset_path)
+        if other is not None:  # which one -d meant is a guess: the one not taken is named
+            notes.append(f"-d {cfg.dataset_name} is {dataset_path}; {other} is there too: give its path to train "
+                         "that one")
         records = load_records(dataset_path)
         dataset_sha256 = file_sha256(dataset_path)
         segments = prompt_mod.validate_records(records, str(dataset_path), cfg.name)
