@@ -296,6 +296,57 @@ def _with_runs_length(cfg: TrainConfig, say: bool) -> TrainConfig:
     return dataclasses.replace(cfg, **length)
 
 
+# What a resume never takes from the run: where it is and what to do with it (this command's), its length
+# (_with_runs_length), and how to run on this machine
+_NOT_CARRIED = {"lora_name", "lora_dir", "resume", "overwrite", "epochs", "max_steps", "dataset_dir", "device",
+                "gradient_checkpointing", "fused_kernels"}
+NOTED_SETTINGS = 8  # settings named in the note; more are counted
+
+
+def _with_runs_settings(cfg: TrainConfig, given: set[str], say: bool) -> TrainConfig:
+    """--resume: the settings the command does not give are the run's, as its checkpoint saved them (the
+    defaults would be refused as changed, one flag at a time, or, for the few a checkpoint can take, change
+    the run); `say`: note which (rank 0)."""
+    import dataclasses
+
+    from extensions.dialogue_lora.paths import on_disk, resolve_dirs
+    from extensions.dialogue_lora.training import as_defaults, resumed_settings
+
+    loras = resolve_dirs(lora_dir=cfg.lora_dir).loras
+    found = resumed_settings(loras / on_disk(loras, cfg.lora_name))
+    if found is None:  # nothing to resume: train() says so
+        return cfg
+    saved = as_defaults(found[0])
+    if isinstance(saved.get("dataset"), str):  # the file it read (-d as given was relative to its folder)
+        saved["dataset_name"] = saved["dataset"]
+    take = {}
+    for f in dataclasses.fields(TrainConfig):
+        k = f.name
+        if k in _NOT_CARRIED or k in given or k not in saved or saved[k] == getattr(cfg, k):
+            continue
+        if k == "learning_rate" and saved[k] == cfg.lr:  # the method's default, resolved: the same
+            continue
+        take[k] = saved[k]
+    if not take:
+        return cfg
+    try:
+        resumed = dataclasses.replace(cfg, **take)
+    except UserError:  # a checkpoint's settings this version refuses: the command's own, and check() says why
+        return cfg
+    if say:
+        shown = [f"--{k} {_flag_value(v)}" for k, v in list(take.items())[:NOTED_SETTINGS]]
+        more = f" and {len(take) - NOTED_SETTINGS} more" if len(take) > NOTED_SETTINGS else ""
+        print(f"note: --resume goes on with the run's own {', '.join(shown)}{more}; give a flag to change one",
+              file=sys.stderr)
+    return resumed
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _train(argv: list[str] | None) -> int:
     import os
 
@@ -315,6 +366,8 @@ def _train(argv: list[str] | None) -> int:
                         "tool wrote): give a new file's name, or an earlier run's progress log")
     cfg = TrainConfig(**args)
     main_process = int(os.environ.get("RANK", "0") or 0) == 0
+    if cfg.resume:
+        cfg = _with_runs_settings(cfg, given, say=main_process)
     if cfg.resume and not {"epochs", "max_steps"} & given:
         cfg = _with_runs_length(cfg, say=main_process)
     if cfg.max_steps and "epochs" in given:

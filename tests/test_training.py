@@ -1596,6 +1596,16 @@ def test_a_resume_without_a_length_goes_on_to_the_runs_own(env, capsys):
             "it") in err
     params = json.loads((env / "loras" / "len" / "training_parameters.json").read_text())
     assert params["epochs"] == 2 and params["steps"] == 18  # 2 epochs of 9 steps, not 3 of them
+    assert "note: --resume goes on with the run's own" not in err  # every setting given again, as it was
+    # only the adapter and --resume: the rest is the run's (the defaults were refused as changed, one by one)
+    stop = train(make_cfg(env, lora_name="bare", epochs=2, **common), should_stop=_stop_from_call(2))
+    capsys.readouterr()
+    assert lora_finetune.main(["-l", "bare", "--lora_dir", str(env / "loras"), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert (f"note: --resume goes on with the run's own --dataset_name {small}, --model_name tiny, --learning_rate "
+            f"{TINY_LR:g}, --val_ratio 0.1, --seed 7, --model_dir {env / 'models'}; give a flag to change one") in err, err
+    bare = json.loads((env / "loras" / "bare" / "training_parameters.json").read_text())
+    assert bare["steps"] == 18 and bare["seed"] == 7 and bare["val_ratio"] == 0.1 and bare["batch_size"] == 4
     # a length given is the user's: the schedule is fitted to it, and that is said
     stop = train(make_cfg(env, lora_name="len2", epochs=2, **common), should_stop=_stop_from_call(2))
     events = []

@@ -401,6 +401,31 @@ def resumed_settings(out_dir: Path) -> tuple[dict, str] | None:
     return None
 
 
+# A stopped run's settings that a resume keeps beyond RESUME_KEYS (which it must keep) where not given again:
+# the tab's form has no field for them, and the command line would put its defaults in. Not --device,
+# --gradient_checkpointing or --fused_kernels: how to run on this machine is this command's choice (and the
+# run records what they came to)
+CARRIED_ON_RESUME = ("precision", "save_total_limit", "save_minutes", "logging_steps")
+
+
+def as_defaults(settings: dict) -> dict:
+    """A checkpoint's settings with the values its defaults resolved to (an alpha twice the rank, every
+    linear layer) as defaults again: the resume resolves them the same, and a rank changed afterwards, or
+    the next run on the same form, gets its own instead of another run's 32."""
+    out = dict(settings)
+    rank, alpha = out.get("lora_rank"), out.get("lora_alpha")
+    if isinstance(rank, int) and alpha == 2 * rank:
+        out["lora_alpha"] = None
+    modules, base = out.get("target_modules"), out.get("base_model_path")
+    if isinstance(modules, list) and isinstance(base, str):
+        try:
+            if sorted(modules) == sorted(model_linear_layers(Path(base))):
+                out["target_modules"] = None
+        except (UserError, OSError, ValueError):
+            pass  # the base is gone or unreadable: the list as recorded
+    return out
+
+
 def run_length(settings: dict) -> dict:
     """The length settings (epochs, max_steps) a run's saved settings hold."""
     return {k: settings[k] for k in ("epochs", "max_steps") if _real(settings.get(k))}

@@ -238,29 +238,9 @@ def train_defaults() -> dict:
 
 
 def _as_defaults(settings: dict) -> dict:
-    """A checkpoint's settings with the values its defaults resolved to (an alpha twice the rank, every
-    linear layer) as defaults again: the resume resolves them the same, and a rank changed afterwards, or
-    the next run on the same form, gets its own instead of another run's 32."""
-    from .training import model_linear_layers
+    from .training import as_defaults
 
-    out = dict(settings)
-    rank, alpha = out.get("lora_rank"), out.get("lora_alpha")
-    if isinstance(rank, int) and alpha == 2 * rank:
-        out["lora_alpha"] = None
-    modules, base = out.get("target_modules"), out.get("base_model_path")
-    if isinstance(modules, list) and isinstance(base, str):
-        try:
-            if sorted(modules) == sorted(model_linear_layers(Path(base))):
-                out["target_modules"] = None
-        except (UserError, OSError, ValueError):
-            pass  # the base is gone or unreadable: the list as recorded
-    return out
-
-
-# A stopped run's settings that a resume from the tab keeps beyond training.RESUME_KEYS (which it must keep):
-# the ones the form has no field for, as the command line set them. Not --device, --gradient_checkpointing or
-# --fused_kernels: how to run on this machine is the tab's choice (and the run records what they came to)
-_CARRIED_ON_RESUME = ("precision", "save_total_limit", "save_minutes", "logging_steps")
+    return as_defaults(settings)
 
 _EVAL_MEMORY = re.compile(r"try a smaller --batch_size \(it was (\d+)\), --cutoff_len or --max_new_tokens(, or "
                           r"--load_in_4bit)?")
@@ -549,9 +529,9 @@ class TabLogic:
         if resume:  # what the form has no field for (a command-line run's --warmup_ratio) goes on as it was
             found = self.resume_form(adapter)
             if found is not None:
-                from .training import RESUME_KEYS
+                from .training import CARRIED_ON_RESUME, RESUME_KEYS
 
-                for key in (*RESUME_KEYS, *_CARRIED_ON_RESUME):
+                for key in (*RESUME_KEYS, *CARRIED_ON_RESUME):
                     if key in found[0]:
                         config.setdefault(key, found[0][key])
         for key, default in train_defaults().items():  # a blank or 0 field with no fixed default: the default
