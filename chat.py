@@ -18,6 +18,7 @@ import sys
 import tempfile
 
 DEFAULT_ROUNDS = 5  # context turns when the adapter records none (trained before it was recorded)
+DEFAULT_TOP_P = 0.9
 
 try:
     from extensions.dialogue_lora.errors import CliParser, UserError, join_problems, quoted, run_cli
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most tokens per reply (default %(default)s)")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                    help=f"sampling temperature; 0 = greedy (default {DEFAULT_TEMPERATURE})")
-    p.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
+    p.add_argument("--top_p", type=float, default=DEFAULT_TOP_P, help=f"nucleus sampling (default {DEFAULT_TOP_P})")
     p.add_argument("--repetition_penalty", type=float, default=1.0, help="above 1 discourages repeats (default 1.0)")
     p.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
     add_loading_arguments(p)
@@ -147,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         problems.append(f"--repetition_penalty must be a finite number above 0: 1 changes nothing, above 1 discourages repeats (got {args.repetition_penalty:g})")
     if problems:
         raise UserError(join_problems(problems))
+    sampling = [f for f, unused in (("--top_p", args.top_p != DEFAULT_TOP_P), ("--seed", args.seed is not None)) if unused]
+    if args.temperature == 0 and sampling:  # greedy: nothing is drawn at random
+        print(f"note: --temperature 0 always takes the likeliest reply: {' and '.join(sampling)} "
+              f"change{'s' if len(sampling) == 1 else ''} nothing",
+              file=sys.stderr, flush=True)
 
     def info(msg: str) -> None:
         if interactive:

@@ -135,6 +135,11 @@ def test_name_defaults_to_the_characters_the_adapter_learnt(layout):
     p = chat(["-m", "tiny-llama", "-l", "bob", "--temperature", "0", "--max_new_tokens", "4"], "Hi Bob\n", layout)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("Bob:") and p.stdout.count("\n") == 1
+    assert "note: --temperature 0" not in p.stderr
+    # sampling's own settings with greedy replies: said to change nothing
+    p = chat(["-m", "tiny-llama", "-l", "bob", "--temperature", "0", "--seed", "3", "--top_p", "0.5",
+              "--max_new_tokens", "4"], "Hi Bob\n", layout)
+    assert "note: --temperature 0 always takes the likeliest reply: --top_p and --seed change nothing" in p.stderr
     # a name is cued as the adapter learnt it (`Bob:`, not `bob:`), each once; one it did not learn is warned of
     p = chat(["-m", "tiny-llama", "-l", "bob", "--name", "bob,Carol,BOB", "--temperature", "0", "--max_new_tokens",
               "4"], "Hi Bob\n", layout)
