@@ -164,6 +164,9 @@ def check_flags_apply(args: argparse.Namespace, parser: argparse.ArgumentParser,
         problems.append(f"--layout: for text files only, and {read_as}")
     if args.format != "alpaca" and changed(["instruction"]):
         problems.append(f"--instruction: for --format alpaca only (the format is {args.format})")
+    if args.keep_low_quality and (flags := changed(["min_messages", "short_chars"])):
+        problems.append(f"{', '.join(flags)}: {'they say' if len(flags) > 1 else 'it says'} which conversations are "
+                        "low quality, and --keep_low_quality keeps them all")
     if problems:
         raise UserError(join_problems(problems))
 

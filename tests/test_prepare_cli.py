@@ -347,6 +347,9 @@ def test_flags_for_another_input_or_format_are_errors(tmp_path):
     assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", out, "--gap_minutes", "3"), "--gap_minutes: for chat exports only")
     assert_one_line_error(cli("-n", "Bob", "-t", src, "-j", out, "--csv_player", "Hero"), "--csv_player: for CSV input only")
     assert_one_line_error(cli("-n", "*,Nobody", "-t", src, "-j", out), "--name '*' means every speaker: give it alone")
+    chat = ROOT / "examples" / "discord_export.json"
+    assert_one_line_error(cli("-n", "Alex", "-t", chat, "-j", out, "--keep_low_quality", "--min_messages", "3"),
+                          "--min_messages: it says which conversations are low quality, and --keep_low_quality keeps")
     assert not out.exists()
     r = cli("-n", "Bob", "-t", src, "-j", out, "--format", "alpaca", "--instruction", "Talk as {name}.")
     assert r.returncode == 0, r.stderr
