@@ -179,6 +179,7 @@ def test_the_input_may_be_given_alone(tmp_path):
     assert cli(EXAMPLE, "-n", "Bob", "--dry_run", "99999999999999999999").returncode == 0
     # an optional number must not swallow the input silently, nor fail as an unexplained int
     assert_one_line_error(cli("-n", "Bob", "--dry_run", EXAMPLE), "--dry_run", "give the input before --dry_run")
+    assert_one_line_error(cli(EXAMPLE, "-n", "Bob", "--dry_run", "1e3"), "--dry_run: takes a whole number of samples, not '1e3'")
 
 
 def test_config_validation_names_the_flags():

@@ -300,7 +300,9 @@ def test_config_messages_name_the_flag():
     assert TrainConfig(method="prompt_tuning").lr == 3e-2 and TrainConfig().lr == 3e-4
     for bad, words in ((dict(name="Bob:"), "--name 'Bob:' must not contain ':'"), (dict(name=" "), "--name is empty"),
                        (dict(learning_rate=float("inf")), "--learning_rate must be a number > 0 (got inf)"),
-                       (dict(weight_decay=float("nan")), "--weight_decay must be a number >= 0"),
+                       (dict(weight_decay=float("nan")), "--weight_decay must be a finite number >= 0"),
+                       (dict(epochs=10**20), "--epochs must be at most 100,000 (got 100,000,000,000,000,000,000)"),
+                       (dict(max_steps=10**9), "--max_steps must be at most 100,000,000"),
                        # (1e300 overflowed the float32 scale at the first step, after the model had loaded)
                        (dict(lora_alpha=1e300), "--lora_alpha must be a number > 0 and at most 1,000,000 (got 1e+300)")):
         with pytest.raises(UserError, match=re.escape(words)):

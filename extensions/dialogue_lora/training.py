@@ -76,6 +76,10 @@ RESUME_KEYS = (
 )
 
 
+MAX_EPOCHS = 100_000
+MAX_STEPS = 100_000_000
+
+
 def _real(v) -> bool:
     """A number a setting can be compared with (a blank field in the tab arrives as None)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -178,6 +182,11 @@ class TrainConfig:
                   "logging_steps", "save_total_limit"):
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"--{f} must be a whole number >= 1 (got {v!r})")
+        # a length no card trains to the end of (a typo's zeros): its ETA read in millions of hours
+        need(not isinstance(self.epochs, int) or self.epochs <= MAX_EPOCHS,
+             f"--epochs must be at most {MAX_EPOCHS:,} (got {self.epochs:,})")
+        need(not isinstance(self.max_steps, int) or self.max_steps <= MAX_STEPS,
+             f"--max_steps must be at most {MAX_STEPS:,} (got {self.max_steps:,})")
         # not -1 for "random", as some tools take it: a run is reproducible, and resumable, by its seed
         need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32,
              f"--seed must be a whole number from 0 to {2**32 - 1} (got {self.seed!r})")
@@ -203,7 +212,7 @@ class TrainConfig:
         need(_real(self.lora_dropout) and 0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         need(_real(self.val_ratio) and 0 <= self.val_ratio < 0.5, f"--val_ratio must be in [0, 0.5) (got {self.val_ratio})")
         need(_real(self.warmup_ratio) and 0 <= self.warmup_ratio < 1, f"--warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
-        need(_real(self.weight_decay) and 0 <= self.weight_decay < math.inf, f"--weight_decay must be a number >= 0 (got {self.weight_decay})")
+        need(_real(self.weight_decay) and 0 <= self.weight_decay < math.inf, f"--weight_decay must be a finite number >= 0 (got {self.weight_decay})")
         need(_real(self.max_grad_norm) and self.max_grad_norm >= 0, f"--max_grad_norm must be >= 0 (got {self.max_grad_norm})")
         need(not (self.load_in_4bit and self.load_in_8bit), "--load_in_4bit and --load_in_8bit cannot be used together")
         need(not (self.resume and self.overwrite), "--resume and --overwrite cannot be used together")
