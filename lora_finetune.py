@@ -299,7 +299,9 @@ def _with_runs_length(cfg: TrainConfig, say: bool) -> TrainConfig:
 # What a resume never takes from the run: where it is and what to do with it (this command's), its length
 # (_with_runs_length), and how to run on this machine
 _NOT_CARRIED = {"lora_name", "lora_dir", "resume", "overwrite", "epochs", "max_steps", "dataset_dir", "device",
-                "gradient_checkpointing", "fused_kernels"}
+                "gradient_checkpointing", "fused_kernels", "eval_base",
+                # the base: by its path where neither is given (the folder it was in may not be where -m looks)
+                "model_name", "model_dir"}
 NOTED_SETTINGS = 8  # settings named in the note; more are counted
 
 
@@ -320,11 +322,21 @@ def _with_runs_settings(cfg: TrainConfig, given: set[str], say: bool) -> TrainCo
     if isinstance(saved.get("dataset"), str):  # the file it read (-d as given was relative to its folder)
         saved["dataset_name"] = saved["dataset"]
     take = {}
+    base = saved.get("base_model_path")
+    if not {"model_name", "model_dir"} & given and isinstance(base, str) and Path(base).is_dir():
+        if Path(base).name == saved.get("model_name"):  # the name it was given, in the folder it was found in
+            take.update(model_name=Path(base).name, model_dir=str(Path(base).parent))
+        else:
+            take["model_name"] = base
+    method = saved.get("method") if "method" not in given else cfg.method
+    defaults = TrainConfig(method=method) if method in METHODS else cfg
     for f in dataclasses.fields(TrainConfig):
         k = f.name
         if k in _NOT_CARRIED or k in given or k not in saved or saved[k] == getattr(cfg, k):
             continue
-        if k == "learning_rate" and saved[k] == cfg.lr:  # the method's default, resolved: the same
+        if k == "learning_rate" and saved[k] == defaults.lr:  # the run's method's default, resolved: the same
+            continue
+        if k == "packing" and method == "prompt_tuning":  # recorded off: soft prompts are never packed
             continue
         take[k] = saved[k]
     if not take:
@@ -334,11 +346,18 @@ def _with_runs_settings(cfg: TrainConfig, given: set[str], say: bool) -> TrainCo
     except UserError:  # a checkpoint's settings this version refuses: the command's own, and check() says why
         return cfg
     if say:
-        shown = [f"--{k} {_flag_value(v)}" for k, v in list(take.items())[:NOTED_SETTINGS]]
+        shown = [_flag_words(k, v) for k, v in list(take.items())[:NOTED_SETTINGS]]
         more = f" and {len(take) - NOTED_SETTINGS} more" if len(take) > NOTED_SETTINGS else ""
         print(f"note: --resume goes on with the run's own {', '.join(shown)}{more}; give a flag to change one",
               file=sys.stderr)
     return resumed
+
+
+def _flag_words(key: str, value) -> str:
+    """A setting as the flag that gives it (`--no_packing`, `--load_in_4bit`, `--lora_rank 2`)."""
+    if isinstance(value, bool):
+        return (f"--{key}" if value else f"--no_{key}") if key in _ON_BY_DEFAULT or value else f"--{key} off"
+    return f"--{key} {_flag_value(value)}"
 
 
 def _flag_value(value) -> str:
@@ -353,7 +372,6 @@ def _train(argv: list[str] | None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     given = given_flags(parser, argv)
-    check_method_flags(args, given)
     progress_file, stop_file = args.pop("progress_file"), args.pop("stop_file")
     if stop_file and progress_file and same_file(stop_file, progress_file):
         raise UserError(f"--progress_file and --stop_file are one file ({stop_file}): the first progress written "
@@ -368,6 +386,7 @@ def _train(argv: list[str] | None) -> int:
     main_process = int(os.environ.get("RANK", "0") or 0) == 0
     if cfg.resume:
         cfg = _with_runs_settings(cfg, given, say=main_process)
+    check_method_flags({"method": cfg.method}, given)  # (a resumed run's method, where not given)
     if cfg.resume and not {"epochs", "max_steps"} & given:
         cfg = _with_runs_length(cfg, say=main_process)
     if cfg.max_steps and "epochs" in given:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 try:
     from extensions.dialogue_lora.dialogue import LAYOUTS
@@ -38,7 +39,8 @@ def _sample_count(text: str) -> int:
     try:
         return min(int(text), sys.maxsize)  # (more than any file holds: all of them)
     except ValueError:  # `--dry_run chat.txt`: the optional number took the input
-        if text.replace(".", "", 1).replace("e", "", 1).replace("-", "").replace("+", "").isdigit():  # 1e3, 2.5
+        looks_numeric = text.replace(".", "", 1).replace("e", "", 1).replace("-", "").replace("+", "").isdigit()
+        if looks_numeric and not Path(text).exists():  # 1e3, 2.5 (a file named 2024-01-05 is the input)
             raise argparse.ArgumentTypeError(f"takes a whole number of samples, not {text!r}") from None
         raise argparse.ArgumentTypeError(f"takes a number of samples, not {text!r}; give the input before "
                                          "--dry_run, or as --txtfilename") from None

@@ -361,6 +361,25 @@ def test_objects_one_after_another_over_several_lines_are_said_as_such(tmp_path)
     path.write_text('{\n "input": "A: x\\nB:",\n "output": "y"\n}\n{\n "input": "A: x\\nB:",\n "output": "y"\n}\n')
     with pytest.raises(UserError, match=r"jq.json:5: malformed JSON \(a second object after the first.*jq -c"):
         fileio.load_records(path)
+    path.write_text('{\n "input": "A: x\\nB:",\n "output": "y"\n}\n}\n')  # a stray brace is no second object
+    with pytest.raises(UserError, match=r"jq.json:5: malformed JSON \(Extra data"):
+        fileio.load_records(path)
+
+
+def test_a_file_is_a_dataset_by_its_samples_shape_not_by_what_training_makes_of_them(tmp_path):
+    """A sample training refuses (LLaMA-Factory's history) still makes its file a dataset: the tab lists it
+    and prepare does not read it as dialogue; a Telegram export's `from` is a sender, not sharegpt's role."""
+    path = tmp_path / "lf.jsonl"
+    path.write_text(json.dumps({"instruction": "q", "input": "", "output": "a", "history": [["q0", "a0"]]}) + "\n")
+    assert fileio.holds_samples(path) is True
+    path.write_text(json.dumps({"data": [{"input": "A: hi\nB:", "output": "yo"}]}) + "\n")
+    assert fileio.holds_samples(path) is True  # samples in an object around them, as training reads them
+    telegram = tmp_path / "result.json"
+    telegram.write_text(json.dumps({"name": "Raid Night", "messages": [{"id": 1, "type": "message", "from": "Sam",
+                                                                         "text": "hi"}]}))
+    assert fileio.holds_samples(telegram) is False
+    with pytest.raises(UserError, match="not a prepared dataset"):
+        fileio.load_records(telegram)
 
 
 @pytest.mark.parametrize(

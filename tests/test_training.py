@@ -1601,13 +1601,29 @@ def test_a_resume_without_a_length_goes_on_to_the_runs_own(env, capsys):
     assert "note: --resume goes on with the run's own" not in err  # every setting given again, as it was
     # only the adapter and --resume: the rest is the run's (the defaults were refused as changed, one by one)
     stop = train(make_cfg(env, lora_name="bare", epochs=2, **common), should_stop=_stop_from_call(2))
+    # -m given: the model is looked for where this command says (the run's folder may be where it was)
+    mine = lora_finetune._with_runs_settings(TrainConfig(model_name="tiny", lora_name="bare", resume=True,
+                                                         lora_dir=str(env / "loras")),
+                                             {"model_name", "lora_name", "lora_dir", "resume"}, False)
+    assert (mine.model_name, mine.model_dir, mine.seed) == ("tiny", None, 7)
     capsys.readouterr()
     assert lora_finetune.main(["-l", "bare", "--lora_dir", str(env / "loras"), "--resume"]) == 0
     err = capsys.readouterr().err
-    assert (f"note: --resume goes on with the run's own --dataset_name {small}, --model_name tiny, --learning_rate "
-            f"{TINY_LR:g}, --val_ratio 0.1, --seed 7, --model_dir {env / 'models'}; give a flag to change one") in err, err
+    assert (f"note: --resume goes on with the run's own --model_name tiny, --model_dir {env / 'models'}, "
+            f"--dataset_name {small}, --learning_rate {TINY_LR:g}, --val_ratio 0.1, --seed 7; give a flag to change "
+            "one") in err, err
     bare = json.loads((env / "loras" / "bare" / "training_parameters.json").read_text())
     assert bare["steps"] == 18 and bare["seed"] == 7 and bare["val_ratio"] == 0.1 and bare["batch_size"] == 4
+    # a prompt-tuning run: its method is the run's, so its own flags are taken; what the method sets anyway
+    # (its learning rate, no packing) is not said as the run's choice
+    pt = dict(common, method="prompt_tuning", learning_rate=None)
+    train(make_cfg(env, lora_name="pt", epochs=2, **pt), should_stop=_stop_from_call(2))
+    capsys.readouterr()
+    assert lora_finetune.main(["-l", "pt", "--lora_dir", str(env / "loras"), "--resume", "--num_virtual_tokens",
+                               str(TrainConfig().num_virtual_tokens)]) == 0
+    err = capsys.readouterr().err
+    assert "--method prompt_tuning, --val_ratio 0.1, --seed 7; give a flag to change one" in err, err
+    assert "--learning_rate" not in err and "packing" not in err
     # a length given is the user's: the schedule is fitted to it, and that is said
     stop = train(make_cfg(env, lora_name="len2", epochs=2, **common), should_stop=_stop_from_call(2))
     events = []

@@ -252,7 +252,7 @@ def with_instruction(records: list[dict], instruction: str | None) -> tuple[list
             context = str(r.get("input") or "")
             cue = r.get("name") or context.rstrip().rsplit("\n", 1)[-1].rstrip().rstrip(":").strip()
             want = instruction.replace("{name}", str(cue))
-            if r.get("instruction") != want:
+            if prompt_mod.instruction_of(r) != want:  # (a `system` before it is part of what it puts first)
                 r = {"instruction": want, "input": context, "output": r["output"],  # (and no `system`)
                      **({"name": r["name"]} if "name" in r else {})}
                 changed += 1
@@ -610,7 +610,7 @@ def _evaluate(
     bleu, chrf = bleu_chrf(hyp, refs)
     bleu_base, chrf_base = bleu_chrf(hyp_base, refs)
     notes = []
-    if cfg.dataset_dir and Path(heldout).resolve().parent != Path(os.path.expanduser(cfg.dataset_dir)).resolve():
+    if cfg.dataset_dir and not Path(heldout).resolve().is_relative_to(Path(os.path.expanduser(cfg.dataset_dir)).resolve()):
         # it finds a bare -d name only: given with a path, or with no -d, it was quietly not read
         notes.append(f"--dataset_dir {cfg.dataset_dir} not used: the samples are {heldout}")
     n_trained = sum(1 for r in records if _sample_key(r, params.get("name") or None) in trained) if trained else 0

@@ -305,8 +305,10 @@ def _is_discord_export(data) -> bool:
     """A DiscordChatExporter file: an object with a "messages" list that is not a sample's turns (roles, or
     sharegpt's `from` in a messages list)."""
     messages = data.get("messages") if isinstance(data, dict) else None
-    return isinstance(messages, list) and not (messages and isinstance(messages[0], dict)
-                                               and ("role" in messages[0] or "from" in messages[0]))
+    first = messages[0] if isinstance(messages, list) and messages else None
+    # (Telegram's messages have a `from` too, the sender: sharegpt's turns have `value` beside it)
+    turns = isinstance(first, dict) and ("role" in first or {"from", "value"} <= set(first))
+    return isinstance(messages, list) and not turns
 
 
 def is_utf16(head: bytes) -> bool:
@@ -336,7 +338,8 @@ def holds_samples(path: str | os.PathLike) -> bool | None:
                 return None if rest.startswith("]") else is_sample(json.JSONDecoder().raw_decode(rest)[0])
             first, newline, _ = text.partition("\n")
             if newline or len(head) < size:
-                return is_sample(json.loads(first))
+                record = json.loads(first)
+                return is_sample(record) or bool(isinstance(record, dict) and _unwrapped(record))
         except ValueError:  # not JSON, or cut short by the head: try a longer head once
             if len(head) < size:
                 return False
@@ -412,7 +415,7 @@ def load_records(path: str | os.PathLike) -> Records:
             if e.pos >= len(text.rstrip()):  # the text ended first: say so at its last line, not the one after
                 last = len(text.rstrip().splitlines())
                 raise UserError(f"{path}:{last}: malformed JSON (it ends before a bracket or brace is closed)") from None
-            if e.msg == "Extra data" and not stripped.startswith("["):  # `jq '.[]'`: objects one after another
+            if e.msg == "Extra data" and not stripped.startswith("[") and text[e.pos:e.pos + 1] == "{":  # `jq '.[]'`
                 raise UserError(f"{path}:{e.lineno}: malformed JSON (a second object after the first, each over "
                                 "several lines): write one sample a line (jq -c) or a JSON array") from None
             raise _json_error(path, e) from None

@@ -378,11 +378,21 @@ def _turns_of(record: dict, fmt: str) -> list[tuple[str, str, str, bool]]:
 
 
 def is_sample(record) -> bool:
-    """A record training would read (a Discord export's "messages" are not a sample's turns)."""
+    """A record shaped as a sample of one of the four formats (a Discord or Telegram export's "messages" are
+    not a sample's turns): what makes a file a dataset rather than raw dialogue. By its shape, not by what
+    training would make of it: a sample training refuses (an alpaca `history`, a `weight` of 0.5) is still
+    a dataset's, and said so where it is trained, not read as dialogue."""
+    if not isinstance(record, dict):
+        return False
     try:
-        return isinstance(record, dict) and bool(record_segments(record))
+        fmt = detect_format(record)
     except ValueError:
         return False
+    if fmt in ("rounds", "alpaca"):
+        return True
+    key, role_key, text_key = turn_keys(record, fmt)
+    turns = record[key]
+    return bool(turns) and all(isinstance(t, dict) and role_key in t and text_key in t for t in turns)
 
 
 def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bool]]:
@@ -418,9 +428,11 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
             segments.append(_reply(text))
             context = []
         elif role == "assistant":  # `weight: 0`: a reply the user chose not to train, context as it was said
-            context.append(format_turn(speaker or name, text))
+            if one_line(text):
+                context.append(format_turn(speaker or name, text))
         elif speaker and role == "user" and not one_line(text).startswith(f"{speaker}:"):
-            context.append(format_turn(speaker, text))  # a message's own `name` (OpenAI's): its speaker
+            if one_line(text):  # (an empty turn is no line, as elsewhere)
+                context.append(format_turn(speaker, text))  # a message's own `name` (OpenAI's): its speaker
         else:
             # user turns already carry their speaker ("Alex: text"); several lines stay several lines
             context.extend(_lines(text))
