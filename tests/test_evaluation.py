@@ -523,9 +523,13 @@ def test_an_alpaca_adapter_is_scored_with_its_instruction_line(layout):
                                  meteor=False))
     assert "--name Alice not used: every sample names its character" in result["notes"]
     # --dataset_dir finds a bare -d name only: with none, said to be unused (it was quietly not read)
-    result = evaluate(EvalConfig("tiny-llama", "bob", dataset_dir=str(layout), max_samples=1, max_new_tokens=2,
+    datasets = layout / "user_data" / "training" / "datasets"
+    result = evaluate(EvalConfig("tiny-llama", "bob", dataset_dir=str(datasets), max_samples=1, max_new_tokens=2,
                                  similarity=False, meteor=False))
-    assert f"--dataset_dir {layout} not used: the samples are {lora / 'heldout.json'}" in result["notes"]
+    assert f"--dataset_dir {datasets} not used: the samples are {lora / 'heldout.json'}" in result["notes"]
+    result = evaluate(EvalConfig("tiny-llama", "bob", dataset_dir=str(layout), max_samples=1, max_new_tokens=2,
+                                 similarity=False, meteor=False))  # the samples are under it: no note
+    assert not any(n.startswith("--dataset_dir") for n in result["notes"])
     # samples that name their character take no --name: that is said instead
     named = [dict(r, name="Bob") for r in bob_records(2, 5)]
     (layout / "user_data" / "training" / "datasets" / "named.json").write_text(json.dumps(named), encoding="utf-8")
