@@ -363,7 +363,7 @@ def _turns_of(record: dict, fmt: str) -> list[tuple[str, str, str, bool]]:
                              "them out of the samples")
         text = _turn_text(m[text_key], i, text_key)
         speaker = _sample_name(m, f"turn {i} 'name'")
-        weight = m.get("weight", 1)
+        weight = 1 if m.get("weight") is None else m["weight"]  # (null: as if absent)
         if weight not in (0, 1):  # (True and False are 1 and 0)
             raise ValueError(f"turn {i} 'weight' is {weight!r}: 0 (context only) or 1 (trained)")
         if role in _USER_ROLES:
