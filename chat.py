@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     from extensions.dialogue_lora.fileio import is_utf16
     from extensions.dialogue_lora.generation import ChatSession, Problem, read_training_parameters
     from extensions.dialogue_lora.paths import resolve_adapter, resolve_dirs
-    from extensions.dialogue_lora.prompt import recorded_name
+    from extensions.dialogue_lora.prompt import recorded_name, user_turns_named
 
-    names, instruction, recorded_turns = args.name, None, None
+    names, instruction, recorded_turns, facts = args.name, None, None, {}
     if names is not None and not names.strip(" ,\uff0c\u3001"):  # (a full-width comma separates too)
         raise UserError("--name is empty: give the character the model speaks as, e.g. --name Bob "
                         "(or leave it out to use the name recorded with the adapter)")
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         names = names or trained_name or ",".join(learnt)
         instruction = params.get("instruction") or None
         recorded_turns = params.get("context_turns")
+        facts = params
     else:  # a model merge_lora.py wrote knows what its adapter learnt: the names and the instruction line
         from extensions.dialogue_lora.merging import read_merge_record
         from extensions.dialogue_lora.paths import resolve_model
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         names = names or ",".join(learnt)
         instruction = record.get("instruction") or None
         recorded_turns = record.get("context_turns")
+        facts = record
     if not names:
         raise UserError("--name is required: the character the model speaks as, e.g. --name Bob")
     if not " ".join(str(args.user).split()):
@@ -134,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     if rounds is None:  # as many turns as the adapter learnt from (a dataset prepared with --rounds 10: 10)
         known = isinstance(recorded_turns, int) and not isinstance(recorded_turns, bool) and recorded_turns >= 0
         rounds = max(recorded_turns, 1) if known else DEFAULT_ROUNDS  # 0 (no context): the user's line alone
-    session = ChatSession(str(names).split(","), args.user, rounds, instruction)  # bad names fail before loading
+    named = user_turns_named(facts)  # its samples' user lines named no one: yours go without your name too
+    session = ChatSession(str(names).split(","), args.user, rounds, instruction, named)  # bad names fail before loading
+    if not named:
+        print("note: its samples' user lines named no speaker: yours are given without your name, as it learnt "
+              "them", file=sys.stderr, flush=True)
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")
     if args.seed is not None and not 0 <= args.seed < 2**32:  # numpy's range: said before the model loads

@@ -175,7 +175,7 @@ def test_context_turns_default_to_the_adapters_samples(layout, monkeypatch):
         pass
 
     class Session:
-        def __init__(self, names, user, rounds, instruction):
+        def __init__(self, names, user, rounds, instruction, user_named=True):
             seen.append(rounds)
             raise Stop
 
@@ -416,7 +416,7 @@ def test_an_adapter_from_before_prompt_facts_were_recorded_is_prompted_as_it_lea
         pass
 
     class Session:
-        def __init__(self, names, user, rounds, instruction):
+        def __init__(self, names, user, rounds, instruction, user_named=True):
             seen.append((names, rounds, instruction))
             raise Stop
 

@@ -192,6 +192,10 @@ def test_character_chat_prompt_continue_and_impersonate():
     assert got == "Alice: Hi Bob!\nBob: Hello"  # the model continues the unfinished reply
     got = webui.character_chat_prompt("", _state(rows), 5, impersonate=True)
     assert got == "Alice: Hi Bob!\nBob: Hello\nAlice:"
+    # an adapter whose samples' user lines named no one: the user's go bare (but for impersonating the user)
+    got = webui.character_chat_prompt("Coming?", _state(rows), 5, history={"internal": rows}, user_named=False)
+    assert got == "Hi Bob!\nBob: Hello\nComing?\nBob:"
+    assert webui.character_chat_prompt("", _state(rows), 5, impersonate=True, user_named=False).endswith("\nAlice:")
 
 
 def test_the_apis_system_messages_are_no_ones_line():

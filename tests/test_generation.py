@@ -306,6 +306,17 @@ def test_chat_session_keeps_the_last_rounds_in_training_format():
     assert seen[1] == "Bob: reply 1\nAlice: Where is the boat?\nBob:"  # 2 turns: the oldest dropped
 
 
+def test_chat_session_gives_the_users_lines_bare_where_the_samples_named_no_user():
+    """An adapter trained on a chat app's sharegpt (`Hi Bob!`, not `Alice: Hi Bob!`) is prompted as it learnt."""
+    seen, fn = _echo()
+    s = ChatSession(["Bob"], "Alice", rounds=5, user_named=False)
+    s.handle("Hello Bob!", fn)
+    s.handle("Where is the boat?", fn)
+    assert seen[1] == "Hello Bob!\nBob: reply 1\nWhere is the boat?\nBob:"
+    assert P.user_turns_named({}) and P.user_turns_named({"user_turns_named": True})
+    assert not P.user_turns_named({"user_turns_named": False})
+
+
 def test_chat_session_leaves_an_empty_reply_out_of_the_conversation():
     seen = []
     s = ChatSession(["Bob"], "Alice", rounds=5)

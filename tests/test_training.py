@@ -177,6 +177,7 @@ def test_saved_folder(trained):
     assert "q_proj" in params["target_modules"] and "lm_head" not in params["target_modules"]
     assert Path(params["dataset"]).is_absolute() and len(params["dataset_sha256"]) == 64
     assert params["characters"] == ["Bob"]  # the cue it learnt: chat.py's and the tab's default --name
+    assert params["user_turns_named"] is True  # `Alice: ...`: chat names the user's lines as training did
     assert params["context_turns"] == prompt_mod.context_turns(bob_records(1, 0)) >= 1  # chat's default --rounds
     assert params["epochs_trained"] == params["epochs"] and params["steps"] == params["total_steps"]
     device = modeling.pick_device()
@@ -272,6 +273,9 @@ def test_samples_whose_user_turns_name_no_speaker_are_said_to_chat_otherwise(env
                                                     {"from": "gpt", "value": r["output"]}]} for r in bob_records(4, 6)]))
     assert any(n.startswith("the samples' user turns name no speaker") for n in check(make_cfg(env, dataset_name=str(plain))).notes)
     assert not any("name no speaker" in n for n in check(make_cfg(env)).notes)
+    # recorded: chat gives the user's lines bare, as they were trained (the tab, chat.py, a merge's record)
+    train(make_cfg(env, lora_name="plain", dataset_name=str(plain), name="Bob", max_steps=1, val_ratio=0.0))
+    assert json.loads((env / "loras" / "plain" / "training_parameters.json").read_text())["user_turns_named"] is False
 
 
 def test_a_character_with_no_trained_sample_is_not_recorded_as_learnt(env):

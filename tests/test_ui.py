@@ -370,7 +370,7 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     logic = TabLogic(Applied(params, resolve_dirs(webui_root)))
     assert logic.use(None, "bob") == "Applied bob."
     assert params == {"character_chat": True, "stop_at_newline": True, "character": "Bob", "adapter": "bob",
-                      "instruction": None, "rounds": 5}  # no context turns recorded: the default
+                      "instruction": None, "rounds": 5, "user_turns_named": True}  # no context turns recorded
     # an adapter that does not say whose it is: the previous character is not kept
     other = webui_root / "user_data" / "loras" / "other"
     other.mkdir()
@@ -396,6 +396,10 @@ def test_using_an_adapter_names_its_character_for_the_chat_prompt(webui_root):
     logic.host.reply = lambda text, **kw: prompts.append(text) or "Hello."
     assert logic.chat([], "Hi", "Carol", "Alice", 5) == "Hello."
     assert prompts == ["Continue the dialogue as Carol.\nAlice: Hi\nCarol:"]
+    assert params["user_turns_named"] is True  # (recorded by nothing: named, as this project's samples are)
+    params["user_turns_named"] = False  # an adapter whose samples' user lines named no one: yours go bare
+    logic.chat([], "Hi", "Carol", "Alice", 5)
+    assert prompts[-1] == "Continue the dialogue as Carol.\nHi\nCarol:"
     logic.use(None, "bob")  # one that records no context turns: the default again, not the previous adapter's
     assert params["rounds"] == 5
     # on a model it was not trained on (a merge of another Bob adapter, of the same shape): said

@@ -646,7 +646,8 @@ class ChatSession:
     `Speaker: text` lines, then the cue `Name:`, exactly as the adapter was trained.
     """
 
-    def __init__(self, names: Sequence[str], user: str = "You", rounds: int = 5, instruction: str | None = None):
+    def __init__(self, names: Sequence[str], user: str = "You", rounds: int = 5, instruction: str | None = None,
+                 user_named: bool = True):
         names = [prompt_mod.one_line(n) for n in names if prompt_mod.one_line(n)]
         if not names:
             raise UserError("--name is empty: give the character to speak as, e.g. --name Bob (or Bob,Carol)")
@@ -657,6 +658,7 @@ class ChatSession:
         prompt_mod.check_chat_names(names, self.user)
         self.rounds = rounds
         self.instruction = instruction  # an alpaca-trained adapter's line before the dialogue (prompt.chat_prompt)
+        self.bare = None if user_named else self.user  # the user's lines unnamed, as such an adapter learnt them
         self.current = names[0]
         self.history: list[tuple[str | None, str]] = []
         self.done = False
@@ -714,7 +716,7 @@ class ChatSession:
             if found:  # else ordinary text (`@everyone ...`)
                 speaker, text = found
         history = self.history + ([(self.user, prompt_mod.one_line(text))] if text else [])
-        got = reply_fn(prompt_mod.chat_prompt(history, speaker, self.rounds, self.instruction))
+        got = reply_fn(prompt_mod.chat_prompt(history, speaker, self.rounds, self.instruction, self.bare))
         if not (isinstance(got, tuple) and len(got) == 2 and isinstance(got[0], str)):
             raise TypeError(f"reply_fn must return (reply text, whether it stopped at the newline), as "
                             f"generate_reply does; it returned {type(got).__name__}")

@@ -25,6 +25,7 @@ from .fileio import (atomic_write_json, atomic_write_text, default_file_mode, fr
                      replace_folder, sync_folder)
 from .paths import (CHECKPOINT_PREFIX, case_twin, check_name, lock_file, os_litter, refuse_while_retrained,
                     resolve_adapter, resolve_dirs, resolve_model, shell_word)
+from .prompt import user_turns_named
 
 MERGE_FILE = "dialogue_lora_merge.json"
 DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -429,6 +430,7 @@ def _record(p: _Plan) -> dict:
         "prompt_format": params.get("prompt_format"),
         "instruction": params.get("instruction"),
         "context_turns": params.get("context_turns"),
+        "user_turns_named": user_turns_named(params),
         "merged_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

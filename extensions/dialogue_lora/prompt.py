@@ -124,11 +124,14 @@ class ChatPrompt(str):
     pinned: str = ""
 
 
-def chat_prompt(history: Sequence[Turn], name: str, rounds: int, instruction: str | None = None) -> str:
+def chat_prompt(history: Sequence[Turn], name: str, rounds: int, instruction: str | None = None,
+                bare: str | None = None) -> str:
     """The prompt for the next reply in a live chat: the last `rounds` turns, then the cue; after the
-    `instruction` line (`{name}` filled in) when the adapter learnt one (alpaca samples: instruction_template)."""
+    `instruction` line (`{name}` filled in) when the adapter learnt one (alpaca samples: instruction_template).
+    `bare`: a speaker whose turns are given without their name (the user's, for an adapter whose samples'
+    user turns named no one: `user_turns_named`)."""
     # an empty turn (`Bob: `, a reply that was only a newline) is in no training sample: prepare drops them
-    said = [(s, t) for s, t in history if one_line(t)]
+    said = [(None if bare is not None and s == bare else s, t) for s, t in history if one_line(t)]
     recent = said[-rounds:] if rounds > 0 else []
     prompt = build_prompt(recent, name)
     if not instruction:
@@ -290,6 +293,13 @@ def unlabelled_user_turns(records: Iterable[dict]) -> bool:
         except (ValueError, AttributeError, KeyError, TypeError):
             continue
     return seen
+
+
+def user_turns_named(params: dict) -> bool:
+    """Whether an adapter's samples named the user's speaker (`Alice: hi`), as chat prompts do; False where
+    training recorded that they named no one (a chat app's sharegpt: `hi`). An adapter that records nothing:
+    named, as this project's samples always are."""
+    return params.get("user_turns_named") is not False
 
 
 def recorded_name(params: dict) -> str | None:

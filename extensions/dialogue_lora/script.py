@@ -83,16 +83,20 @@ def custom_generate_chat_prompt(user_input, state, **kwargs):
     """With character chat on, the prompt is the training format; otherwise the webui's own prompt."""
     if params.get("character_chat"):
         character, instruction = params.get("character"), params.get("instruction")
+        named = params.get("user_turns_named") is not False  # the user's lines named, as the samples had them
         applied = _webui.applied_loras()
         if params.get("adapter") and applied is not None and params["adapter"] not in applied:
             # its adapter was taken off (the webui's LoRA menu): the Character tab's bot name, no instruction
             character = instruction = None
+            named = True
         if not (params.get("adapter") and applied and params["adapter"] in applied):
             # no adapter of the tab's applied: a model merge_lora.py wrote says what its adapter learnt
             merged = _webui.loaded_merge_record()
             instruction = instruction or merged.get("instruction") or None
             character = character or next(iter(merged.get("characters") or []), None)
+            named = named and merged.get("user_turns_named") is not False
         # at least the user's own line: 0 turns would cue a reply to nothing
         return _webui.character_chat_prompt(user_input, state, max(1, int(params.get("rounds", 5))),
-                                            character=character, instruction=instruction, **kwargs)
+                                            character=character, instruction=instruction, user_named=named,
+                                            **kwargs)
     return _webui.default_chat_prompt(user_input, state, **kwargs)

@@ -557,9 +557,9 @@ def check(cfg: TrainConfig) -> Plan:
         twin = next((c for c in own if prompt_mod.name_key(c) == prompt_mod.name_key(cfg.name)),
                     None) if cfg.name and cfg.name not in own else None
         if prompt_mod.unlabelled_user_turns(records):
-            notes.append("the samples' user turns name no speaker (`Hi Bob!`, not `Alice: Hi Bob!`): chat prompts "
-                         "put a name before your lines (chat.py --user, default You), which these samples never had; "
-                         "samples made by prepare_dataset.py name every speaker")
+            notes.append("the samples' user turns name no speaker (`Hi Bob!`, not `Alice: Hi Bob!`): chat.py and "
+                         "the tab give your lines without your name, as they were trained; samples made by "
+                         "prepare_dataset.py name every speaker, the character's own turns too")
         if twin is not None:  # two cues for one character: chat would speak as one, half of what was learnt
             form = (" (the same letters in another Unicode form)"
                     if unicodedata.normalize("NFC", twin) == unicodedata.normalize("NFC", cfg.name) else "")
@@ -958,6 +958,8 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         characters=plan.characters,
         # the most turns a reply followed (the dataset's --rounds): chat.py and the tab default to it
         context_turns=prompt_mod.context_turns(plan.records, cfg.name),
+        # samples whose user turns named no speaker (a chat app's sharegpt): chat gives the user's lines bare
+        user_turns_named=not prompt_mod.unlabelled_user_turns(plan.records),
     )
     for k in ("resume", "overwrite"):
         s.pop(k, None)

@@ -23,7 +23,7 @@ from .fileio import holds_samples, save_stamp
 from .generation import DEFAULT_TEMPERATURE
 from .host import bits_words
 from .merging import DTYPES
-from .prompt import as_learnt, recorded_name
+from .prompt import as_learnt, recorded_name, user_turns_named
 from .training import METHOD_SETTINGS, METHODS, format_eta
 from .paths import (MAX_NAME_BYTES, case_twin, check_name, on_disk, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model, windows_device)
@@ -908,6 +908,7 @@ class TabLogic:
             record = read_merge_record(self.host.dirs().models / picked_name(model, self.host.dirs().models, "model"))
             self.host.params["character"] = next(iter(record.get("characters") or []), "")
             self.host.params["instruction"] = record.get("instruction") or None
+            self.host.params["user_turns_named"] = user_turns_named(record)
             self.host.params["adapter"] = None
             self._use_turns(record.get("context_turns"))
             return message
@@ -917,6 +918,8 @@ class TabLogic:
         self.host.params["character"] = self._character(recorded)
         # the line an adapter trained on alpaca samples saw before the dialogue (prompt.chat_prompt)
         self.host.params["instruction"] = (recorded[1].get("instruction") or None) if recorded else None
+        # samples whose user lines named no one: the user's go bare (prompt.chat_prompt)
+        self.host.params["user_turns_named"] = user_turns_named(recorded[1]) if recorded else True
         self._use_turns(recorded[1].get("context_turns") if recorded else None)
         self.host.params["adapter"] = adapter  # whose name that is: not used once the adapter is taken off
         self._loaded_saves = {adapter: save_stamp(self.host.dirs().loras / adapter)}
@@ -969,7 +972,8 @@ class TabLogic:
         if not (message or "").strip():
             raise UserError("type a message first")
         turns = list(history) + [(user_name, message)]
-        prompt = chat_prompt(turns, name, int(rounds), self.host.params.get("instruction"))
+        prompt = chat_prompt(turns, name, int(rounds), self.host.params.get("instruction"),
+                             None if user_turns_named(self.host.params) else user_name)
         reply = self.host.reply(prompt, temperature=float(temperature or 0))
         if not reply:
             raise UserError(f"{name} ended the line at once (an empty reply): train longer or on more lines")

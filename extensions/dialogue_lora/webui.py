@@ -74,7 +74,7 @@ def history_turns(rows, name1: str, name2: str) -> list[tuple[str, str]]:
 
 
 def character_chat_prompt(user_input: str, state: dict, rounds: int, character: str | None = None,
-                          instruction: str | None = None, **kwargs) -> str:
+                          instruction: str | None = None, user_named: bool = True, **kwargs) -> str:
     """The chat prompt in the training format: the last `rounds` turns as `Name: text` lines, then `Name2:`.
 
     `character` (the tab's "Character name", filled from the adapter's training data) names the
@@ -84,21 +84,23 @@ def character_chat_prompt(user_input: str, state: dict, rounds: int, character: 
     `kwargs["history"]` (the webui passes it; it holds the rows before the current message) wins over
     state["history"]. With `_continue`, the last reply is unfinished: the prompt ends with it after the cue.
     With `impersonate`, the user's cue is used instead. `instruction`: the line an adapter trained on alpaca
-    samples saw before the dialogue (prompt.chat_prompt).
+    samples saw before the dialogue (prompt.chat_prompt). `user_named` False: the user's lines go without
+    their name, as an adapter whose samples' user turns named no one learnt them.
     """
     name1 = (state.get("name1") or "You").strip()
     name2 = (character or "").strip() or (state.get("name2") or "Character").strip()
     history = kwargs.get("history") or state.get("history") or {}
     rows = history.get("internal", []) if isinstance(history, dict) else history
     turns = history_turns(rows, name1, name2)
+    bare = None if user_named else name1
     if kwargs.get("_continue") and turns and turns[-1][0] == name2:
         partial = turns.pop()[1]
-        return fmt.chat_prompt(turns, name2, rounds, instruction) + " " + fmt.one_line(partial)
+        return fmt.chat_prompt(turns, name2, rounds, instruction, bare) + " " + fmt.one_line(partial)
     if user_input and user_input.strip() and not kwargs.get("_continue"):
         turns.append((name1, user_input))
-    if kwargs.get("impersonate"):
+    if kwargs.get("impersonate"):  # (the user's own cue: their lines named, whatever the samples had)
         return fmt.chat_prompt(turns, name1, rounds, instruction)
-    return fmt.chat_prompt(turns, name2, rounds, instruction)
+    return fmt.chat_prompt(turns, name2, rounds, instruction, bare)
 
 
 def default_chat_prompt(user_input: str, state: dict, **kwargs):
