@@ -67,6 +67,8 @@ def test_the_merged_model_answers_as_the_adapter(layout):
     assert "You: Hello there.\nBob:\n" in card and f'convert_hf_to_gguf.py "{result.output_dir}"' in card
     assert "`chat.py -m tiny-llama-bob` prompts it so" in card
     assert "`chat.py -m \"my bob\"` prompts" in merging.model_card(record, result.output_dir.with_name("my bob"))
+    assert "You: Hello there.\n" in merging.model_card(record, result.output_dir)  # the user named, as trained
+    assert "\nHello there.\n" in merging.model_card(dict(record, user_turns_named=False), result.output_dir)
     assert record["files"] == sorted(p.name for p in result.output_dir.iterdir())  # what a later merge replaces
     # the tokenizer is the base's, byte for byte
     base_dir = models / "tiny-llama"

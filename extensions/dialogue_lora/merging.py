@@ -440,7 +440,8 @@ def model_card(record: dict, out: Path) -> str:
 
     chars = record["characters"]
     who = ", ".join(chars) if chars else "the adapter's character"
-    example = chat_prompt([("You", "Hello there.")], chars[0] if chars else "Name", 5, record.get("instruction"))
+    example = chat_prompt([("You", "Hello there.")], chars[0] if chars else "Name", 5, record.get("instruction"),
+                          None if user_turns_named(record) else "You")  # (its samples' user lines named no one)
     line = " (after its instruction line, as the adapter learnt it)" if record.get("instruction") else ""
     return f"""# {out.name}
 
