@@ -374,6 +374,10 @@ def test_a_file_is_a_dataset_by_its_samples_shape_not_by_what_training_makes_of_
     assert fileio.holds_samples(path) is True
     path.write_text(json.dumps({"data": [{"input": "A: hi\nB:", "output": "yo"}]}) + "\n")
     assert fileio.holds_samples(path) is True  # samples in an object around them, as training reads them
+    path.write_text(json.dumps({"data": [{"input": "A: hi\nB:", "output": "yo"}]}, indent=2) + "\n")
+    assert fileio.holds_samples(path) is True  # pretty-printed too
+    path.write_text(json.dumps({"input": "A: hi\nB:", "output": "yo"}, indent=2) + "\n")
+    assert fileio.holds_samples(path) is True  # one sample over several lines
     telegram = tmp_path / "result.json"
     telegram.write_text(json.dumps({"name": "Raid Night", "messages": [{"id": 1, "type": "message", "from": "Sam",
                                                                          "text": "hi"}]}))

@@ -337,6 +337,9 @@ def holds_samples(path: str | os.PathLike) -> bool | None:
                 rest = text[1:].lstrip()
                 return None if rest.startswith("]") else is_sample(json.JSONDecoder().raw_decode(rest)[0])
             first, newline, _ = text.partition("\n")
+            if first.strip() == "{" and len(head) < size:  # one object over several lines, all of it read
+                whole = json.loads(text)
+                return is_sample(whole) or bool(isinstance(whole, dict) and _unwrapped(whole))
             if newline or len(head) < size:
                 record = json.loads(first)
                 return is_sample(record) or bool(isinstance(record, dict) and _unwrapped(record))
