@@ -274,16 +274,23 @@ def _error_event(argv: list[str] | None, error: UserError) -> None:
         pass
 
 
-def _with_runs_length(cfg: TrainConfig, say: bool) -> TrainConfig:
-    """--resume with neither --epochs nor --max_steps: the run's own length, as its checkpoint saved it (the
-    defaults would quietly shorten the run, and reshape its learning-rate schedule); `say`: note it (rank 0)."""
-    import dataclasses
-
+def _stopped_run(cfg: TrainConfig) -> tuple[dict, str] | None:
+    """(the settings, the checkpoint's name) of the run --resume goes on with; None when there is none."""
     from extensions.dialogue_lora.paths import on_disk, resolve_dirs
-    from extensions.dialogue_lora.training import resumed_settings, run_length
+    from extensions.dialogue_lora.training import resumed_settings
 
     loras = resolve_dirs(lora_dir=cfg.lora_dir).loras
-    found = resumed_settings(loras / on_disk(loras, cfg.lora_name))  # (a folder spelt decomposed: a macOS copy's)
+    return resumed_settings(loras / on_disk(loras, cfg.lora_name))  # (a folder spelt decomposed: a macOS copy's)
+
+
+def _with_runs_length(cfg: TrainConfig, say: bool, found: tuple[dict, str] | None) -> TrainConfig:
+    """--resume with neither --epochs nor --max_steps: the run's own length, as its checkpoint saved it (`found`:
+    `_stopped_run`; the defaults would quietly shorten the run, and reshape its learning-rate schedule);
+    `say`: note it (rank 0)."""
+    import dataclasses
+
+    from extensions.dialogue_lora.training import run_length
+
     if found is None:  # nothing to resume: train() says so
         return cfg
     length = run_length(found[0])
@@ -305,17 +312,15 @@ _NOT_CARRIED = {"lora_name", "lora_dir", "resume", "overwrite", "epochs", "max_s
 NOTED_SETTINGS = 8  # settings named in the note; more are counted
 
 
-def _with_runs_settings(cfg: TrainConfig, given: set[str], say: bool) -> TrainConfig:
-    """--resume: the settings the command does not give are the run's, as its checkpoint saved them (the
-    defaults would be refused as changed, one flag at a time, or, for the few a checkpoint can take, change
-    the run); `say`: note which (rank 0)."""
+def _with_runs_settings(cfg: TrainConfig, given: set[str], say: bool,
+                        found: tuple[dict, str] | None) -> TrainConfig:
+    """--resume: the settings the command does not give are the run's, as its checkpoint saved them (`found`:
+    `_stopped_run`; the defaults would be refused as changed, one flag at a time, or, for the few a
+    checkpoint can take, change the run); `say`: note which (rank 0)."""
     import dataclasses
 
-    from extensions.dialogue_lora.paths import on_disk, resolve_dirs
-    from extensions.dialogue_lora.training import as_defaults, resumed_settings
+    from extensions.dialogue_lora.training import as_defaults
 
-    loras = resolve_dirs(lora_dir=cfg.lora_dir).loras
-    found = resumed_settings(loras / on_disk(loras, cfg.lora_name))
     if found is None:  # nothing to resume: train() says so
         return cfg
     saved = as_defaults(found[0])
@@ -356,7 +361,7 @@ def _with_runs_settings(cfg: TrainConfig, given: set[str], say: bool) -> TrainCo
 def _flag_words(key: str, value) -> str:
     """A setting as the flag that gives it (`--no_packing`, `--load_in_4bit`, `--lora_rank 2`)."""
     if isinstance(value, bool):
-        return (f"--{key}" if value else f"--no_{key}") if key in _ON_BY_DEFAULT or value else f"--{key} off"
+        return f"--{key}" if value else f"--no_{key}"
     return f"--{key} {_flag_value(value)}"
 
 
@@ -384,11 +389,12 @@ def _train(argv: list[str] | None) -> int:
                         "tool wrote): give a new file's name, or an earlier run's progress log")
     cfg = TrainConfig(**args)
     main_process = int(os.environ.get("RANK", "0") or 0) == 0
+    stopped = _stopped_run(cfg) if cfg.resume else None  # its checkpoint's settings, read once
     if cfg.resume:
-        cfg = _with_runs_settings(cfg, given, say=main_process)
+        cfg = _with_runs_settings(cfg, given, main_process, stopped)
     check_method_flags({"method": cfg.method}, given)  # (a resumed run's method, where not given)
     if cfg.resume and not {"epochs", "max_steps"} & given:
-        cfg = _with_runs_length(cfg, say=main_process)
+        cfg = _with_runs_length(cfg, main_process, stopped)
     if cfg.max_steps and "epochs" in given:
         print(f"note: --max_steps {cfg.max_steps} sets the run's length; --epochs {cfg.epochs:g} is not used",
               file=sys.stderr)

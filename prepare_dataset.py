@@ -80,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonfilename", "-j", default=DEFAULT_OUTPUT,
                    help="output: .json (JSON array) or .jsonl (one object a line)")
     p.add_argument("--format", default="rounds", choices=FORMATS, help="output format")
-    p.add_argument("--source", default="auto", choices=SOURCES, help="input kind (auto: from the content); discord: any chat export (Discord, Telegram, "
+    p.add_argument("--source", default="auto", choices=SOURCES,
+                   help="input kind (auto: from the content); discord: any chat export (Discord, Telegram, "
                    "WhatsApp, Slack, SillyTavern, ...)")
     p.add_argument("--layout", default="auto", choices=LAYOUTS,
                    help="text layout: 'Name: text' lines, play script or film script (auto: per file)")
-    p.add_argument("--strip_actions", action="store_true", help="remove actions from the outputs: (...), [...], （...） and "
-                   "*...* (the context keeps them)")
+    p.add_argument("--strip_actions", action="store_true",
+                   help="remove actions from the outputs: (...), [...], （...） and *...* (the context keeps them)")
     p.add_argument("--keep_duplicates", action="store_true", help="keep exact duplicate samples")
     p.add_argument("--instruction", default=DEFAULT_INSTRUCTION,
                    help="alpaca instruction; {name} becomes the character")
@@ -98,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--min_messages", type=int, default=5, help="low quality: conversations with fewer turns ...")
     d.add_argument("--short_chars", type=int, default=30, help="... all shorter than this many characters (a CJK one counts two)")
     c = p.add_argument_group("game-dialogue CSV (defaults fit a LazyVoiceFinder export)")
-    c.add_argument("--csv_speaker_column", default=DEFAULT_COLUMNS["speaker"], help="who speaks the reply (at the default, usual names such as "
-                   "Speaker, Character or Name are tried too)")
-    c.add_argument("--csv_text_column", default=DEFAULT_COLUMNS["text"], help="the reply (at the default, usual names such as Dialogue, "
-                   "Text or Line are tried too)")
+    c.add_argument("--csv_speaker_column", default=DEFAULT_COLUMNS["speaker"],
+                   help="who speaks the reply (at the default, usual names such as Speaker, Character or Name "
+                   "are tried too)")
+    c.add_argument("--csv_text_column", default=DEFAULT_COLUMNS["text"],
+                   help="the reply (at the default, usual names such as Dialogue, Text or Line are tried too)")
     c.add_argument("--csv_prompt_column", default=DEFAULT_COLUMNS["prompt"],
                    help="the player's line before the reply ('' for none)")
     c.add_argument("--csv_emotion_column", default=DEFAULT_COLUMNS["emotion"], help="the reply's emotion ('' for none)")

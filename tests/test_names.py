@@ -146,7 +146,8 @@ def test_an_adapter_folder_spelt_decomposed_is_that_adapter(tmp_path):
 
 
 def test_resuming_an_adapter_folder_spelt_decomposed_reads_its_checkpoint(tmp_path, monkeypatch):
-    """--resume takes the run's own length from its checkpoint: looked for in the folder as spelt on disk."""
+    """--resume takes the run's own settings and length from its checkpoint: looked for in the folder as spelt
+    on disk."""
     import sys
 
     from extensions.dialogue_lora import training
@@ -161,7 +162,7 @@ def test_resuming_an_adapter_folder_spelt_decomposed_reads_its_checkpoint(tmp_pa
     monkeypatch.setattr(training, "resumed_settings", lambda folder: looked.append(folder.name))
     cfg = TrainConfig(model_name="m", dataset_name="d.json", lora_name="Zo\u00eb", lora_dir=str(tmp_path / "loras"),
                       resume=True)
-    lora_finetune._with_runs_length(cfg, False)
+    lora_finetune._stopped_run(cfg)
     assert looked == [on_disk]
 
 

@@ -1606,9 +1606,9 @@ def test_a_resume_without_a_length_goes_on_to_the_runs_own(env, capsys):
     # only the adapter and --resume: the rest is the run's (the defaults were refused as changed, one by one)
     stop = train(make_cfg(env, lora_name="bare", epochs=2, **common), should_stop=_stop_from_call(2))
     # -m given: the model is looked for where this command says (the run's folder may be where it was)
-    mine = lora_finetune._with_runs_settings(TrainConfig(model_name="tiny", lora_name="bare", resume=True,
-                                                         lora_dir=str(env / "loras")),
-                                             {"model_name", "lora_name", "lora_dir", "resume"}, False)
+    mine = TrainConfig(model_name="tiny", lora_name="bare", resume=True, lora_dir=str(env / "loras"))
+    mine = lora_finetune._with_runs_settings(mine, {"model_name", "lora_name", "lora_dir", "resume"}, False,
+                                             lora_finetune._stopped_run(mine))
     assert (mine.model_name, mine.model_dir, mine.seed) == ("tiny", None, 7)
     capsys.readouterr()
     assert lora_finetune.main(["-l", "bare", "--lora_dir", str(env / "loras"), "--resume"]) == 0

@@ -610,8 +610,9 @@ def _evaluate(
     bleu, chrf = bleu_chrf(hyp, refs)
     bleu_base, chrf_base = bleu_chrf(hyp_base, refs)
     notes = []
-    if cfg.dataset_dir and not Path(heldout).resolve().is_relative_to(Path(os.path.expanduser(cfg.dataset_dir)).resolve()):
-        # it finds a bare -d name only: given with a path, or with no -d, it was quietly not read
+    # --dataset_dir finds a bare -d name only: given with a path elsewhere, or with no -d, it was quietly not read
+    dataset_dir = Path(os.path.expanduser(cfg.dataset_dir)).resolve() if cfg.dataset_dir else None
+    if dataset_dir and not Path(heldout).resolve().is_relative_to(dataset_dir):
         notes.append(f"--dataset_dir {cfg.dataset_dir} not used: the samples are {heldout}")
     n_trained = sum(1 for r in records if _sample_key(r, params.get("name") or None) in trained) if trained else 0
     if trained_on or n_trained:

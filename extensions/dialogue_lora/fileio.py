@@ -338,11 +338,9 @@ def holds_samples(path: str | os.PathLike) -> bool | None:
                 return None if rest.startswith("]") else is_sample(json.JSONDecoder().raw_decode(rest)[0])
             first, newline, _ = text.partition("\n")
             if first.strip() == "{" and len(head) < size:  # one object over several lines, all of it read
-                whole = json.loads(text)
-                return is_sample(whole) or bool(isinstance(whole, dict) and _unwrapped(whole))
+                return _holds(json.loads(text))
             if newline or len(head) < size:
-                record = json.loads(first)
-                return is_sample(record) or bool(isinstance(record, dict) and _unwrapped(record))
+                return _holds(json.loads(first))
         except ValueError:  # not JSON, or cut short by the head: try a longer head once
             if len(head) < size:
                 return False
@@ -370,6 +368,14 @@ def _is_format_template(data) -> bool:
     """The webui Training tab's format file: `{"instruction,input,output": "... %instruction% ..."}`."""
     return (isinstance(data, dict) and bool(data) and all(isinstance(v, str) and "%" in v for v in data.values())
             and any("," in str(k) for k in data))
+
+
+def _holds(record) -> bool:
+    """A file's first record, or its one object, as what makes it a dataset: a sample, or samples in an
+    object around them (as load_records reads them)."""
+    from .prompt import is_sample
+
+    return is_sample(record) or bool(isinstance(record, dict) and _unwrapped(record))
 
 
 def _unwrapped(data: dict) -> list | None:

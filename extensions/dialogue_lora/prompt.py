@@ -260,9 +260,9 @@ def _sample_name(record: dict, what: str = "'name'") -> str:
         return ""
     value = _text(value, what)
     if "\n" in value.strip() or "\r" in value.strip() or any(unicodedata.category(c) == "Cc" for c in value.strip()):
-        raise ValueError(f"{what} {value[:60]!r} holds a line break or control character: a name is one line")
+        raise ValueError(f"{what} {quoted(value)} holds a line break or control character: a name is one line")
     if ":" in value:
-        raise ValueError(f"{what} {value[:60]!r} must not contain ':' (it ends the speaker cue)")
+        raise ValueError(f"{what} {quoted(value)} must not contain ':' (it ends the speaker cue)")
     return one_line(value)
 
 
@@ -431,7 +431,9 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
     name = _sample_name(record) or name or DEFAULT_ASSISTANT_NAME
     segments: list[tuple[str, bool]] = []
     context: list[str] = []
+    replies = False  # (all of them `weight: 0`, when none is trained)
     for role, text, speaker, trained in _turns_of(record, fmt):
+        replies = replies or role == "assistant"
         if role == "assistant" and trained:
             prefix = "\n".join(context + [cue(speaker or name)])
             segments.append((prefix, False))
@@ -447,7 +449,6 @@ def record_segments(record: dict, name: str | None = None) -> list[tuple[str, bo
             # user turns already carry their speaker ("Alex: text"); several lines stay several lines
             context.extend(_lines(text))
     if not segments:
-        replies = any(role == "assistant" for role, *_ in _turns_of(record, fmt))
         raise ValueError("each assistant turn has 'weight': 0: nothing to learn" if replies
                          else "no assistant turn to learn from")
     return segments

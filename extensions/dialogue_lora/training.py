@@ -207,8 +207,9 @@ class TrainConfig:
             need(bool(self.name), "--name is empty (leave it out: samples name their character)")
             need(":" not in self.name, f"--name {quoted(self.name)} must not contain ':' (the cue adds it: --name Bob)")
             # one cue: prepare_dataset.py's --name takes several comma-separated, this one would cue `Alice,Bob:`
-            need(not any(c in self.name for c in ",\uff0c\u3001"), f"--name {quoted(self.name)}: one name (the cue of samples that name no "
-                                       "character); the samples of several are made with prepare_dataset.py --name")
+            need(not any(c in self.name for c in ",\uff0c\u3001"),
+                 f"--name {quoted(self.name)}: one name (the cue of samples that name no character); the samples "
+                 "of several are made with prepare_dataset.py --name")
         need(_real(self.lora_dropout) and 0 <= self.lora_dropout < 1, f"--lora_dropout must be in [0, 1) (got {self.lora_dropout})")
         need(_real(self.val_ratio) and 0 <= self.val_ratio < 0.5, f"--val_ratio must be in [0, 0.5) (got {self.val_ratio})")
         need(_real(self.warmup_ratio) and 0 <= self.warmup_ratio < 1, f"--warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
@@ -286,6 +287,7 @@ class Plan:
     # the file's SHA-256 as check() read it: hashed when the settings are written (minutes later, after the
     # model loads), a file prepared again meanwhile was recorded as the one trained on
     dataset_sha256: str | None = None
+    user_turns_named: bool = True  # False: the samples' user turns named no speaker (prompt.unlabelled_user_turns)
 
 
 @dataclass
@@ -340,17 +342,20 @@ def loss_text(x, digits: int) -> str:
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def resolve_dataset(name: str, dataset_dir: Path) -> Path:
+def _dataset_candidates(name: str, dataset_dir: Path) -> list[Path]:
+    """The files `-d name` may mean, in the order they are taken: the path as given, then in the datasets
+    folder, then a bare name with an extension (as the tab and the webui list datasets)."""
     p = Path(os.path.expanduser(name))  # `-d ~/x.json` from cmd or PowerShell, which leave `~` as it is
-    if p.is_file():
-        return p.resolve()
-    q = dataset_dir / name
-    if q.is_file():
-        return q.resolve()
-    for ext in (".json", ".jsonl"):  # a bare name, as the tab and the webui list datasets
-        for folder in (dataset_dir, Path(".")):
-            if (folder / (name + ext)).is_file():
-                return (folder / (name + ext)).resolve()
+    return [p, dataset_dir / name] + [folder / (name + ext) for ext in (".json", ".jsonl")
+                                      for folder in (dataset_dir, Path("."))]
+
+
+def resolve_dataset(name: str, dataset_dir: Path) -> Path:
+    candidates = _dataset_candidates(name, dataset_dir)
+    taken = next((c for c in candidates if c.is_file()), None)
+    if taken is not None:
+        return taken.resolve()
+    p, q = candidates[:2]
     if p.is_dir() or q.is_dir():
         raise UserError(f"dataset {name!r} is a folder: give a .json or .jsonl file (--dataset_name)")
     if p.exists():  # a pipe or a device (`-d /dev/stdin`): the samples are read more than once
@@ -365,10 +370,7 @@ def resolve_dataset(name: str, dataset_dir: Path) -> Path:
 def other_dataset(name: str, dataset_dir: Path, chosen: Path) -> Path | None:
     """Another file that `-d name` could have meant (`bob.json` here and in the datasets folder): the one not
     trained, for a note; None when there is none."""
-    p = Path(os.path.expanduser(name))
-    candidates = [p, dataset_dir / name] + [folder / (name + ext) for ext in (".json", ".jsonl")
-                                             for folder in (dataset_dir, Path("."))]
-    for c in candidates:
+    for c in _dataset_candidates(name, dataset_dir):
         try:
             if c.is_file() and c.resolve() != chosen:
                 return c.resolve()
@@ -519,6 +521,7 @@ def check(cfg: TrainConfig) -> Plan:
     records: list[dict] = []
     characters: list[str] = []
     cues: list[list[str]] = []
+    user_turns_named = True
     notes: list[str] = []
     loaded_sha256: dict = {}
     dataset_sha256 = None
@@ -556,7 +559,8 @@ def check(cfg: TrainConfig) -> Plan:
         own = prompt_mod.characters_of(c for c, cued in zip(cues, unnamed) if not cued)
         twin = next((c for c in own if prompt_mod.name_key(c) == prompt_mod.name_key(cfg.name)),
                     None) if cfg.name and cfg.name not in own else None
-        if prompt_mod.unlabelled_user_turns(records):
+        user_turns_named = not prompt_mod.unlabelled_user_turns(records)
+        if not user_turns_named:
             notes.append("the samples' user turns name no speaker (`Hi Bob!`, not `Alice: Hi Bob!`): chat.py and "
                          "the tab give your lines without your name, as they were trained; samples made by "
                          "prepare_dataset.py name every speaker, the character's own turns too")
@@ -637,7 +641,7 @@ def check(cfg: TrainConfig) -> Plan:
     if problems:
         raise UserError(join_problems(problems))
     plan = Plan(model_path, dataset_path, lora_root, out_dir, records, resume_from, targets, characters, cues, notes,
-                loaded_sha256, dataset_sha256=dataset_sha256)
+                loaded_sha256, dataset_sha256=dataset_sha256, user_turns_named=user_turns_named)
     if resume_from is not None:  # the settings it needs, before minutes of loading (the model's: after)
         try:
             before = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8")).get("settings", {})
@@ -959,7 +963,7 @@ def _settings(cfg: TrainConfig, plan: Plan) -> dict:
         # the most turns a reply followed (the dataset's --rounds): chat.py and the tab default to it
         context_turns=prompt_mod.context_turns(plan.records, cfg.name),
         # samples whose user turns named no speaker (a chat app's sharegpt): chat gives the user's lines bare
-        user_turns_named=not prompt_mod.unlabelled_user_turns(plan.records),
+        user_turns_named=plan.user_turns_named,
     )
     for k in ("resume", "overwrite"):
         s.pop(k, None)

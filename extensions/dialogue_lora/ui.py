@@ -23,8 +23,8 @@ from .fileio import holds_samples, save_stamp
 from .generation import DEFAULT_TEMPERATURE
 from .host import bits_words
 from .merging import DTYPES
-from .prompt import as_learnt, recorded_name, user_turns_named
-from .training import METHOD_SETTINGS, METHODS, format_eta
+from .prompt import as_learnt, one_line, recorded_name, user_turns_named
+from .training import METHOD_SETTINGS, METHODS, as_defaults, format_eta
 from .paths import (MAX_NAME_BYTES, case_twin, check_name, on_disk, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model, windows_device)
 
@@ -67,9 +67,9 @@ def use_temperature(params: dict) -> float:
 def use_user_name(params: dict) -> str:
     """The quick test's *Your name* as last typed (params["user_name"], kept across page reloads as the
     character's name is); "You" when unset."""
-    from .prompt import one_line
-
     return one_line(str(params.get("user_name") or "")) or "You"
+
+
 DEFAULT_USE_TURNS = 5  # for an adapter that records none (trained before it was recorded), as chat.py
 CHAT_FILTERS = ("non-responses", "conversation enders", "low-quality conversations")
 
@@ -236,11 +236,6 @@ def train_defaults() -> dict:
             out[f.name] = f.default_factory()
     return out
 
-
-def _as_defaults(settings: dict) -> dict:
-    from .training import as_defaults
-
-    return as_defaults(settings)
 
 _EVAL_MEMORY = re.compile(r"try a smaller --batch_size \(it was (\d+)\), --cutoff_len or --max_new_tokens(, or "
                           r"--load_in_4bit)?")
@@ -592,7 +587,7 @@ class TabLogic:
             return None
         loras = self.host.dirs().loras
         found = resumed_settings(loras / on_disk(loras, name))  # (a folder spelt decomposed: a macOS copy's)
-        return None if found is None else (_as_defaults(found[0]), found[1])
+        return None if found is None else (as_defaults(found[0]), found[1])
 
     def start_training(self, model, dataset, adapter, settings: dict, resume=False, overwrite=False) -> jobs.Job:
         jobs.check_idle("train")
