@@ -161,3 +161,46 @@ def test_gpu_mode_path_runs_on_the_cpu_with_the_tiny_shape(capsys):
     qlora = next(line for line in out.splitlines() if line.startswith("qlora"))
     assert "tokens/s" in lora and "fused LoRA forward on 28 layers" in lora  # 4 layers x 7 projections
     assert "fused LoRA forward on 0 layers" in qlora  # a 4-bit base keeps PEFT's forward
+
+
+def test_gpu_mode_defaults_size_the_batch_to_the_card_and_compile_bf16_lora_on_cuda():
+    """bf16 LoRA's MFU levels off from 4 rows (52.0% at 4 on an H200, 44.5% at 1): the default takes the
+    largest of 4, 2, 1 rows that fits the card; QLoRA keeps 1 row, its memory target's set-up."""
+    cfg = train_speed.SHAPES["llama3-8b"]
+    gib = 2**30
+    sized = {name: train_speed.auto_batch("lora", cfg, 2048, 16, mem * gib)
+             for name, mem in {"H200": 140, "H100 80GB": 79.6, "A100 40GB": 40, "L40S 48GB": 44.4, "RTX 4090": 24}.items()}
+    assert sized == {"H200": 4, "H100 80GB": 4, "A100 40GB": 2, "L40S 48GB": 2, "RTX 4090": 1}
+    assert train_speed.auto_batch("qlora", cfg, 2048, 16, 140 * gib) == 1
+    assert train_speed.auto_batch("lora", cfg, 2048, 16, None) == 1  # the CPU, mps: nothing to size against
+    # measured peaks (H200, MiB): 24,844 at 1 row, 51,551 at 4, 87,161 at 8; the estimate keeps above them
+    weights = 2 * (train_speed.matmul_params(cfg) + 128256 * 4096) + 16 * train_speed.lora_params(cfg, 16)
+    row = train_speed.ACT_BYTES_PER_TOKEN_LAYER_UNIT * 2048 * 32 * 4096
+    for rows, measured in ((1, 24844), (4, 51551), (8, 87161)):
+        assert measured * 2**20 < weights + rows * row < 1.1 * measured * 2**20
+    assert train_speed.compile_for("auto", "lora", "cuda") == "on"
+    assert train_speed.compile_for("auto", "lora", "cuda:1") == "on"
+    assert train_speed.compile_for("auto", "qlora", "cuda") == "off"  # not timed compiled
+    assert train_speed.compile_for("auto", "lora", "cpu") == "off"
+    assert train_speed.compile_for("off", "lora", "cuda") == "off"
+    assert train_speed.parse_args(["--device", "cuda", "--compile"]).compile == "on"  # the older bare flag
+    assert train_speed.parse_args(["--device", "cuda"]).batch is None
+    with pytest.raises(SystemExit):
+        train_speed.parse_args(["--device", "cuda", "--batch", "0"])
+
+
+def test_gpu_mode_passes_each_mode_its_compile_choice_and_leaves_the_batch_to_the_worker(monkeypatch, capsys):
+    seen = []
+
+    class Failed:
+        returncode, stdout, stderr, peak_rss_mb = 1, "", "boom", 0.0
+
+    monkeypatch.setattr(train_speed, "run_measured", lambda cmd, **kw: seen.append(cmd) or Failed())
+    assert train_speed.run_gpu(train_speed.parse_args(["--device", "cuda", "--no_record"])) == 1
+    lora, qlora = seen
+    assert lora[lora.index("--compile") + 1] == "on" and qlora[qlora.index("--compile") + 1] == "off"
+    assert "--batch" not in lora and "--batch" not in qlora  # sized in the worker, against its card
+    seen.clear()
+    train_speed.run_gpu(train_speed.parse_args(["--device", "cuda", "--no_record", "--batch", "2", "--compile", "off"]))
+    assert all(c[c.index("--batch") + 1] == "2" and c[c.index("--compile") + 1] == "off" for c in seen)
+    assert "lora: FAILED (exit 1): boom" in capsys.readouterr().out
