@@ -924,6 +924,34 @@ def test_a_fresh_page_shows_the_current_runs_form(tmp_path, monkeypatch):
     assert all(isinstance(v, dict) for v in restore[0]("other-llama", None, ""))  # being filled in: untouched
 
 
+def test_gradient_checkpointing_is_a_field_of_the_form(tmp_path, monkeypatch, logic):
+    """Off is faster where the card has the memory (on by default on GPUs): the tab offers what
+    --gradient_checkpointing does; a run's form restores it, and a run recorded without it gets auto."""
+    import types
+
+    monkeypatch.chdir(tmp_path)
+    from extensions.dialogue_lora.standalone import build_app
+
+    app = build_app(StandaloneHost({}))
+    box = next(b for b in app.blocks.values()
+               if type(b).__name__ == "Dropdown" and (b.label or "").startswith("Gradient checkpointing"))
+    assert [c[1] for c in box.choices] == ["auto", "on", "off"] and box.value == "auto"
+    tab = next(b for b in app.blocks.values() if type(b).__name__ == "Tab" and b.label == "2. Train")
+    deps = [d for d in app.config["dependencies"] if [tab._id, "select"] in [list(t) for t in d["targets"]]
+            and app.fns[d["id"]].fn.__name__ == "restore_form"]
+    restore, outputs = app.fns[deps[0]["id"]].fn, deps[0]["outputs"]
+    at = outputs.index(box._id)
+    config = {"model_name": "tiny-llama", "dataset_name": str(tmp_path / "bob.json"), "lora_name": "bob"}
+    job = types.SimpleNamespace(config=config, running=True, state="running", last=lambda *e: None)
+    monkeypatch.setattr(jobs, "current", lambda kind: job if kind == "train" else None)
+    assert restore(None, None, "")[at] == "auto"  # recorded before the field existed
+    config["gradient_checkpointing"] = "off"
+    assert restore(None, None, "")[at] == "off"
+    logic.save(*form())
+    cfg = logic.train_config("tiny-llama", "bob.json", "bob", {"gradient_checkpointing": "off"}, False, False)
+    assert cfg["gradient_checkpointing"] == "off"
+
+
 def test_opening_train_picks_the_only_dataset(tmp_path, monkeypatch):
     """With no run to show, an empty *Dataset* gets the only prepared dataset there is (made by the CLI, say),
     and the adapter its name while the name is the default; with two to choose from it stays empty."""

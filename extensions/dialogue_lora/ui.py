@@ -24,7 +24,7 @@ from .generation import DEFAULT_TEMPERATURE
 from .host import bits_words
 from .merging import DTYPES
 from .prompt import as_learnt, one_line, recorded_name, user_turns_named
-from .training import METHOD_SETTINGS, METHODS, as_defaults, format_eta
+from .training import GRADIENT_CHECKPOINTING, METHOD_SETTINGS, METHODS, as_defaults, format_eta
 from .paths import (MAX_NAME_BYTES, case_twin, check_name, on_disk, is_adapter_dir, list_adapters, list_datasets, list_models, picked_name, resolve_adapter,
                     resolve_model, windows_device)
 
@@ -92,8 +92,12 @@ TRAIN_FIELDS = (
     ("num_virtual_tokens", "Virtual tokens (prompt tuning)", "number"),
     ("load_in_4bit", "Load in 4-bit (QLoRA)", "check"),
     ("load_in_8bit", "Load in 8-bit", "check"),
+    ("gradient_checkpointing", "Gradient checkpointing (auto: on for GPUs; off is faster, needs more memory)", "choice"),
 )
 
+
+# The "choice" fields' choices (a run recorded before a field existed fills it with TrainConfig's default).
+FIELD_CHOICES = {"gradient_checkpointing": GRADIENT_CHECKPOINTING}
 
 # The number fields' steps: the browser holds a value that is not a whole number of steps invalid, and
 # its arrows move by one step (from 0.0003, one unit was a jump to 1.0003).
@@ -1257,9 +1261,12 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
                     continue
                 setting_boxes.append((key, box))
         with gr.Row():  # their own row: squeezed in beside the fields, a checkbox lost its label
-            for key, label, kind in fields:
+            for key, label, kind in fields:  # the memory settings, together
                 if kind == "check":
                     setting_boxes.append((key, gr.Checkbox(label=label, value=bool(defaults[key]))))
+                elif kind == "choice":
+                    setting_boxes.append((key, gr.Dropdown(label=label, choices=list(FIELD_CHOICES[key]),
+                                                           value=defaults[key], visible=shown(key))))
     with gr.Row():
         resume = gr.Checkbox(label="Resume a stopped run of this adapter", value=False)
         train_overwrite = gr.Checkbox(label="Overwrite an existing adapter of this name", value=False)
@@ -1404,6 +1411,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         0 that means it, as on a fresh page; a setting `c` lacks left as the field has it, if so asked."""
         return [gr.update() if leave_unrecorded and k not in c
                 else _text_value(c.get(k)) if isinstance(box, gr.Textbox)
+                else defaults[k] if c.get(k) is None and k in FIELD_CHOICES
                 else (0 if c.get(k) is None and isinstance(box, gr.Number) else c.get(k)) for k, box in setting_boxes]
 
     def restore_form(model_v, dataset_v, adapter_v):
