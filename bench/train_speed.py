@@ -129,21 +129,27 @@ def flops_per_token(cfg: dict, seq_len: int, lora_r: int) -> float:
     return 4.0 * n + 6.0 * lora_params(cfg, lora_r) + attn
 
 
-# Activation memory of one row of a bf16 LoRA step, per token x layer x hidden unit: 34.8 bytes measured
-# for Llama 3 8B at seq 2048 (8,902 MiB a row on an H200, 2026-12-04; compiled and eager alike); 36 leaves a margin.
+# Memory of one row of a bf16 LoRA step, measured for Llama 3 8B at seq 2048: 34.8 bytes per token x layer x
+# hidden unit with liger's fused loss (8,902 MiB a row on an H200, 2026-12-04; compiled and eager alike; 36
+# leaves a margin), and without it the full logits and their gradient on top: about 23 bytes per token x
+# vocabulary entry (14,550 MiB a row eager, 11,750 compiled, on the H100 of 2026-11-22).
 ACT_BYTES_PER_TOKEN_LAYER_UNIT = 36
+LOGIT_BYTES_PER_TOKEN_WORD = 23
 AUTO_BATCHES = (4, 2, 1)  # MFU levels off from 4 rows: 52.0% at 4 and 52.5% at 8 on an H200
 
 
-def auto_batch(mode: str, cfg: dict, seq: int, lora_r: int, card_bytes: int | None) -> int:
+def auto_batch(mode: str, cfg: dict, seq: int, lora_r: int, card_bytes: int | None, fused_loss: bool) -> int:
     """`--batch`'s default. QLoRA: 1 (the memory target's set-up, a consumer card's). bf16 LoRA: the largest
-    of 4, 2 and 1 rows whose estimated peak fits in 90% of the card: the bf16 weights, the fp32 LoRA weights
-    with their gradient and Adam's two moments (16 bytes each), and the rows' activations. Without a card
+    of 4, 2 and 1 rows whose estimated peak fits in 90% of `card_bytes` (the card less what other programs
+    hold): the bf16 weights, the fp32 LoRA weights with their gradient and Adam's two moments (16 bytes
+    each), and the rows' activations (with the logits unless the loss is liger's fused one). Without a card
     to size against (the CPU, mps): 1."""
     if mode != "lora" or not card_bytes:
         return 1
     weights = 2 * (matmul_params(cfg) + cfg["vocab_size"] * cfg["hidden_size"]) + 16 * lora_params(cfg, lora_r)
     row = ACT_BYTES_PER_TOKEN_LAYER_UNIT * seq * cfg["num_hidden_layers"] * cfg["hidden_size"]
+    if not fused_loss:
+        row += LOGIT_BYTES_PER_TOKEN_WORD * seq * cfg["vocab_size"]
     return next((rows for rows in AUTO_BATCHES if weights + rows * row <= 0.9 * card_bytes), 1)
 
 
@@ -551,6 +557,7 @@ def worker_gpu(args) -> dict:
     t0 = time.perf_counter()
     model = build_random_model(args.shape, device, dtype, load_in_4bit=qlora)
     build_s = time.perf_counter() - t0
+    args.compile = compile_for(args.compile, args.mode, args.device)  # a worker started by hand may say auto
     liger = apply_liger(model, args.liger, device, compiled=args.compile == "on" and device.type == "cuda")
     gc = {"on": True, "off": False}.get(args.grad_ckpt, qlora)
     modeling.freeze_for_training(model, gc)  # as our trainer prepares a base, quantised or not
@@ -571,8 +578,12 @@ def worker_gpu(args) -> dict:
             for layer in model.get_base_model().model.layers:
                 layer.compile()
             compiled = "on (per layer)"
-    card = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
-    rows = args.batch or auto_batch(args.mode, cfg, args.seq, defaults.lora_rank, card)
+    card = None
+    if device.type == "cuda":  # what this process may have: free now, and what it holds already (the model)
+        free, _ = torch.cuda.mem_get_info(device)
+        card = free + torch.cuda.memory_reserved(device)
+    fused_loss = liger == "on" or liger.startswith("loss only")
+    rows = args.batch or auto_batch(args.mode, cfg, args.seq, defaults.lora_rank, card, fused_loss)
     gen = torch.Generator(device="cpu").manual_seed(0)
     batch = torch.randint(0, cfg["vocab_size"], (rows, args.seq), generator=gen).to(device)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda")
@@ -592,26 +603,38 @@ def worker_gpu(args) -> dict:
         elif device.type == "mps":
             torch.mps.synchronize()
 
+    def out_of_memory() -> SystemExit:
+        given = "--batch" if args.batch else "--batch (it was sized to the card: another program may hold memory)"
+        return SystemExit(f"error: out of memory at {rows} row(s) of {args.seq} tokens: pass a smaller {given}")
+
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    failed = None
     try:
         for _ in range(args.warmup):
             one_step()
+    except torch.cuda.OutOfMemoryError:
+        raise out_of_memory() from None  # not a compiler failure: eager would run out too
     except Exception as e:  # noqa: BLE001 - torch.compile failing is a reason to fall back, not to stop
         if not compiled.startswith("on"):
             raise
-        print(f"note: torch.compile failed ({type(e).__name__}: {e}); timing the plain path")
+        failed = f"{type(e).__name__}: {e}"
+    if failed:  # out of the except block, whose traceback holds the failed step's tensors
+        print(f"note: torch.compile failed ({failed}); timing the plain path")
         for layer in model.get_base_model().model.layers:
             layer._compiled_call_impl = None  # what nn.Module.compile set: back to the eager forward
-        compiled = f"failed ({type(e).__name__}), plain"
+        compiled = f"failed ({failed.split(':')[0]}), plain"
         optimizer.zero_grad(set_to_none=True)
         for _ in range(args.warmup):
             one_step()
     sync()
     t = time.perf_counter()
-    for _ in range(args.steps):
-        loss = one_step()
+    try:
+        for _ in range(args.steps):
+            loss = one_step()
+    except torch.cuda.OutOfMemoryError:
+        raise out_of_memory() from None
     sync()
     seconds = time.perf_counter() - t
     if args.profile:

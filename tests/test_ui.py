@@ -947,6 +947,10 @@ def test_gradient_checkpointing_is_a_field_of_the_form(tmp_path, monkeypatch, lo
     assert restore(None, None, "")[at] == "auto"  # recorded before the field existed
     config["gradient_checkpointing"] = "off"
     assert restore(None, None, "")[at] == "off"
+    # a checkpoint's settings (what Resume fills the form from) record what it came to: True/False
+    for recorded, shown in ((False, "off"), (True, "on"), ("sideways", "auto")):
+        config["gradient_checkpointing"] = recorded
+        assert restore(None, None, "")[at] == shown
     logic.save(*form())
     cfg = logic.train_config("tiny-llama", "bob.json", "bob", {"gradient_checkpointing": "off"}, False, False)
     assert cfg["gradient_checkpointing"] == "off"
@@ -1159,7 +1163,9 @@ def test_resume_after_a_restart_fills_the_form_from_the_checkpoint(webui_root, m
                packing=False, precision="fp32", max_grad_norm=0.5, device="cpu", save_total_limit=5,
                gradient_checkpointing=True, fused_kernels=False, save_minutes=5, logging_steps=3)
     (ck / "trainer_state.json").write_text(json.dumps({"settings": cli}))
-    assert fill(True, "cli")[:2] == ["tiny-llama", "cor.json"]
+    filled = fill(True, "cli")
+    assert filled[:2] == ["tiny-llama", "cor.json"]
+    assert "on" in filled[3:]  # its gradient checkpointing, recorded as what it came to (True), in the field's words
     from extensions.dialogue_lora import training
 
     checked = []

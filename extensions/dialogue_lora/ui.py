@@ -92,12 +92,20 @@ TRAIN_FIELDS = (
     ("num_virtual_tokens", "Virtual tokens (prompt tuning)", "number"),
     ("load_in_4bit", "Load in 4-bit (QLoRA)", "check"),
     ("load_in_8bit", "Load in 8-bit", "check"),
-    ("gradient_checkpointing", "Gradient checkpointing (auto: on for GPUs; off is faster, needs more memory)", "choice"),
+    ("gradient_checkpointing", "Gradient checkpointing (auto: on for GPUs; off: faster)", "choice"),
 )
 
 
 # The "choice" fields' choices (a run recorded before a field existed fills it with TrainConfig's default).
 FIELD_CHOICES = {"gradient_checkpointing": GRADIENT_CHECKPOINTING}
+
+def _choice(key: str, value, default: str) -> str:
+    """A choice field's value from a run's settings: a checkpoint records gradient checkpointing as what it
+    came to (True/False), an older run not at all (the default)."""
+    if isinstance(value, bool):
+        value = "on" if value else "off"
+    return value if value in FIELD_CHOICES[key] else default
+
 
 # The number fields' steps: the browser holds a value that is not a whole number of steps invalid, and
 # its arrows move by one step (from 0.0003, one unit was a jump to 1.0003).
@@ -1411,7 +1419,7 @@ def _train_section(gr, logic: TabLogic, host, train_tab) -> SimpleNamespace:
         0 that means it, as on a fresh page; a setting `c` lacks left as the field has it, if so asked."""
         return [gr.update() if leave_unrecorded and k not in c
                 else _text_value(c.get(k)) if isinstance(box, gr.Textbox)
-                else defaults[k] if c.get(k) is None and k in FIELD_CHOICES
+                else _choice(k, c.get(k), defaults[k]) if k in FIELD_CHOICES
                 else (0 if c.get(k) is None and isinstance(box, gr.Number) else c.get(k)) for k, box in setting_boxes]
 
     def restore_form(model_v, dataset_v, adapter_v):
