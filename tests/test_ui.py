@@ -1625,3 +1625,21 @@ def test_each_method_shows_its_own_settings(webui_root, monkeypatch):
         assert {label for label, u in zip(labels, updates) if u["visible"]} == shown
     visible = {b.label.split(" (")[0] for b in app.blocks.values() if getattr(b, "label", None) and b.visible}
     assert "LoRA rank" in visible and "Virtual tokens" not in visible  # as built: LoRA, the default
+
+
+def test_loading_in_use_clears_the_quick_tests_load_first_warning(tmp_path, monkeypatch):
+    """*Reply* before anything was loaded says to load a model first; a *Load adapter* that succeeds
+    answers it, so the warning goes (it stayed under the reply box and read as 'still not loaded')."""
+    monkeypatch.chdir(tmp_path)
+    from extensions.dialogue_lora.standalone import build_app
+
+    monkeypatch.setattr(TabLogic, "use", lambda self, *a: "Loaded tiny-llama + bob for chat.")
+    app = build_app(StandaloneHost({}))
+    [dep] = [d for d in app.config["dependencies"] if app.fns[d["id"]].fn.__name__ == "on_use"]
+    warning = next(b for b in app.blocks.values() if b._id == dep["outputs"][-1])
+    assert type(warning).__name__ == "Markdown"
+    out = app.fns[dep["id"]].fn("tiny-llama", "bob", False, False)
+    assert out[0] == "Loaded tiny-llama + bob for chat." and out[-1] == ""
+    monkeypatch.setattr(TabLogic, "use", lambda self, *a: (_ for _ in ()).throw(UserError("no such adapter")))
+    out = app.fns[dep["id"]].fn("tiny-llama", "bob", False, False)
+    assert "no such adapter" in out[0] and isinstance(out[-1], dict)  # a failed load leaves it

@@ -1652,11 +1652,13 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         gr.Markdown("Apply an adapter to the model loaded in the webui (Transformers loader), then chat "
                     "in the Chat tab: character chat builds the prompt exactly as in training.")
     with gr.Row():
+        # wide enough for a model's name (beside the buttons, 130 px cut `Meta-Llama-3.1-8B-Instruct` off)
         use_model = gr.Dropdown(label="Base model", choices=logic.models(), value=None,
-                                visible=host.own_model)
-        use_adapter = gr.Dropdown(label="Adapter", choices=use_adapters(), value=None)
+                                visible=host.own_model, scale=2)
+        use_adapter = gr.Dropdown(label="Adapter", choices=use_adapters(), value=None, scale=2)
         # the standalone app loads the base itself; the webui's model is loaded as its Model tab says
         use_4bit, use_8bit = _quantization_boxes(gr, logic, use_adapter, visible=host.own_model)
+    with gr.Row():  # below the fields, as in *2. Train*
         use_btn = gr.Button("Load adapter" if host.own_model else "Apply adapter", variant="primary")
         # the app's chat model (the webui's own Model tab unloads the webui's)
         use_unload = gr.Button("Unload", size="sm", visible=host.own_model)
@@ -1687,11 +1689,12 @@ def _use_section(gr, logic: TabLogic, host, use_tab) -> SimpleNamespace:
         try:
             message = logic.use(model_v, adapter_v, four_v, eight_v)
         except EXPECTED as e:
-            return _error_text(e), gr.update(), gr.update(), gr.update(), gr.update()
-        return message, True, True, params.get("character", ""), int(params.get("rounds", 5))
+            return _error_text(e), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+        # a quick test's "load a model first" from before is answered now
+        return message, True, True, params.get("character", ""), int(params.get("rounds", 5)), ""
 
     use_btn.click(on_use, [use_model, use_adapter, use_4bit, use_8bit],
-                  [use_status, char_chat, newline_stop, char_name, use_rounds])
+                  [use_status, char_chat, newline_stop, char_name, use_rounds, test_msg])
     use_unload.click(lambda: _unloaded(host), None, use_status)
     # .input: the user's pick, not the value set when the section opens (which would undo a typed name)
     def on_use_adapter(adapter_v, model_v):
