@@ -1047,6 +1047,14 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
     assert samples == [["Alice: Hi ⏎ Carol:", "Hello.", "x", "Hi."]]
     assert status == (f"Last evaluated 2026-12-03 00:10 UTC: 1 reply from held.json, the base in 4 bits; report "
                       f"in {report / 'eval.md'}")
+    # a reply that did not stop at a newline is marked as eval.md marks it, and the mark explained
+    (report / "eval.json").write_text(json.dumps({
+        "heldout_file": "held.json", "n_replies": 1, "evaluated_at": "2026-12-03T00:10:00+00:00",
+        "samples": [{"prompt": "Alice: Hi\nCarol:", "reference": "Hello.", "base_reply": "x y z",
+                     "adapter_reply": "Hi.", "base_stopped": False, "adapter_stopped": True}]}))
+    metrics, samples, status = pick("carol")
+    assert samples == [["Alice: Hi ⏎ Carol:", "Hello.", "x y z ⟶", "Hi."]]
+    assert status.endswith("\n\n⟶ marks a reply that did not end at a newline within the token limit.")
     (report / "eval.json").write_text("[]")  # not a report this tool wrote: nothing to show
     assert pick("carol") == ([], [], "")
     Stopped.running = True  # a running evaluation keeps showing its progress

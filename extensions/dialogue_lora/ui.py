@@ -745,12 +745,17 @@ class TabLogic:
 
         metrics = [list(row) for row in metric_rows(result)]
         # the context's last lines, one per row of the cell (" ⏎ " between them), as eval.md shows it
-        samples = [[context_tail(s["prompt"]).replace("\n", " ⏎ "), s["reference"], s["base_reply"], s["adapter_reply"]]
+        # ⟶: a reply that did not end at a newline within the token limit, as eval.md marks it
+        samples = [[context_tail(s["prompt"]).replace("\n", " ⏎ "), s["reference"],
+                    s["base_reply"] + ("" if s.get("base_stopped", True) else " ⟶"),
+                    s["adapter_reply"] + ("" if s.get("adapter_stopped", True) else " ⟶")]
                    for s in result.get("samples", [])[:20]]
         notes = tab_words("; ".join(result.get("notes") or []))
         n = result.get('n_replies', len(samples))
         status = f"{n} {'reply' if n == 1 else 'replies'} from {result.get('heldout_file')}{base_loading(result)}; " \
                  f"report in {report}" + (f"\n\n{notes}" if notes else "")
+        if any(row[2].endswith(" ⟶") or row[3].endswith(" ⟶") for row in samples):
+            status += "\n\n⟶ marks a reply that did not end at a newline within the token limit."
         return metrics, samples, status
 
     # -- Merge (in 4. Use) ------------------------------------------------------------------------
