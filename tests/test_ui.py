@@ -1049,8 +1049,8 @@ def test_opening_a_section_refreshes_before_it_streams(tmp_path, monkeypatch):
                       f"in {report / 'eval.md'}")
     # a reply that did not stop at a newline is marked as eval.md marks it, and the mark explained
     (report / "eval.json").write_text(json.dumps({
-        "heldout_file": "held.json", "n_replies": 1, "evaluated_at": "2026-12-03T00:10:00+00:00",
-        "samples": [{"prompt": "Alice: Hi\nCarol:", "reference": "Hello.", "base_reply": "x y z",
+        "perplexity_base": 40.0, "perplexity_adapter": 12.5, "heldout_file": "held.json", "n_replies": 1,
+        "evaluated_at": "2026-12-03T00:10:00+00:00", "samples": [{"prompt": "Alice: Hi\nCarol:", "reference": "Hello.", "base_reply": "x y z",
                      "adapter_reply": "Hi.", "base_stopped": False, "adapter_stopped": True}]}))
     metrics, samples, status = pick("carol")
     assert samples == [["Alice: Hi ⏎ Carol:", "Hello.", "x y z ⟶", "Hi."]]
