@@ -1253,6 +1253,14 @@ def test_training_on_alpaca_samples_records_their_instruction_for_chat(env):
           on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
     assert ("10 samples, all copies of one: too few to hold one out apart from what is trained on at --val_ratio "
             "0.1; no held-out loss, and evaluation will need -d") in logs
+    assert not any(" held out for the held-out loss" in m for m in logs)
+    logs.clear()  # a split: how many of the samples the first line counted are held out, and where they go
+    train(make_cfg(env, lora_name="split", max_steps=1, val_ratio=0.25),
+          on_progress=lambda e: logs.append(e.get("message", "")) if e["event"] == "log" else None)
+    held = json.loads((env / "loras" / "split" / "heldout.json").read_text())
+    total = len(json.loads(Path(make_cfg(env).dataset_name).read_text()))
+    assert (f"{len(held)} of the {total} samples held out for the held-out loss (--val_ratio 0.25; heldout.json "
+            "for evaluation)") in logs, logs
 
 
 def test_a_fractional_lora_alpha_is_kept(env):

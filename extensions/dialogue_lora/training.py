@@ -1305,6 +1305,9 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                "been trained on)")
         emit({"event": "log", "message": f"{why} at --val_ratio {cfg.val_ratio:g}; no held-out loss, and "
                                          "evaluation will need -d"})
+    elif val_idx:  # the first line counts every sample; this says how many of them train
+        emit({"event": "log", "message": f"{len(val_idx)} of the {len(records)} samples held out for the held-out "
+                                         f"loss (--val_ratio {cfg.val_ratio:g}; {HELDOUT_FILE} for evaluation)"})
 
     built = _build(cfg, plan, [records[i] for i in train_idx], [records[i] for i in val_idx], device, emit)
     model, train_set, val_set, n_dropped = built.model, built.train_set, built.val_set, built.n_dropped
