@@ -603,39 +603,42 @@ def worker_gpu(args) -> dict:
         elif device.type == "mps":
             torch.mps.synchronize()
 
-    def out_of_memory() -> SystemExit:
-        given = "--batch" if args.batch else "--batch (it was sized to the card: another program may hold memory)"
-        return SystemExit(f"error: out of memory at {rows} row(s) of {args.seq} tokens: pass a smaller {given}")
+    def warm_up() -> str:
+        """The untimed steps; compiled layers that fail fall back to eager ones. Returns what `compiled` became."""
+        failed = None
+        try:
+            for _ in range(args.warmup):
+                one_step()
+        except torch.cuda.OutOfMemoryError:
+            raise  # not a compiler failure: eager would run out too
+        except Exception as e:  # noqa: BLE001 - torch.compile failing is a reason to fall back, not to stop
+            if not compiled.startswith("on"):
+                raise
+            failed = (type(e).__name__, str(e))
+        if failed is None:
+            return compiled
+        # out of the except block, whose traceback holds the failed step's tensors
+        print(f"note: torch.compile failed ({failed[0]}: {failed[1]}); timing the plain path")
+        for layer in model.get_base_model().model.layers:
+            layer._compiled_call_impl = None  # what nn.Module.compile set: back to the eager forward
+        optimizer.zero_grad(set_to_none=True)
+        for _ in range(args.warmup):
+            one_step()
+        return f"failed ({failed[0]}), plain"
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    failed = None
-    try:
-        for _ in range(args.warmup):
-            one_step()
-    except torch.cuda.OutOfMemoryError:
-        raise out_of_memory() from None  # not a compiler failure: eager would run out too
-    except Exception as e:  # noqa: BLE001 - torch.compile failing is a reason to fall back, not to stop
-        if not compiled.startswith("on"):
-            raise
-        failed = f"{type(e).__name__}: {e}"
-    if failed:  # out of the except block, whose traceback holds the failed step's tensors
-        print(f"note: torch.compile failed ({failed}); timing the plain path")
-        for layer in model.get_base_model().model.layers:
-            layer._compiled_call_impl = None  # what nn.Module.compile set: back to the eager forward
-        compiled = f"failed ({failed.split(':')[0]}), plain"
-        optimizer.zero_grad(set_to_none=True)
-        for _ in range(args.warmup):
-            one_step()
-    sync()
-    t = time.perf_counter()
-    try:
+    try:  # the warm-up, its eager retry and the timed steps alike
+        compiled = warm_up()
+        sync()
+        t = time.perf_counter()
         for _ in range(args.steps):
             loss = one_step()
+        sync()
     except torch.cuda.OutOfMemoryError:
-        raise out_of_memory() from None
-    sync()
+        given = "--batch" if args.batch else "--batch (it was sized to the card: another program may hold memory)"
+        raise SystemExit(f"error: out of memory at {rows} row(s) of {args.seq} tokens: pass a smaller {given}") from None
     seconds = time.perf_counter() - t
     if args.profile:
         print_profile(one_step, sync, args.profile, device)

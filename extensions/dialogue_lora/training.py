@@ -1305,7 +1305,7 @@ def _train(cfg: TrainConfig, plan: Plan, device, dist: _Dist, emit, should_stop)
                "been trained on)")
         emit({"event": "log", "message": f"{why} at --val_ratio {cfg.val_ratio:g}; no held-out loss, and "
                                          "evaluation will need -d"})
-    elif val_idx:  # the first line counts every sample; this says how many of them train
+    elif val_idx:  # the first line counts every sample; this says how many of them are held out
         emit({"event": "log", "message": f"{len(val_idx)} of the {len(records)} samples held out for the held-out "
                                          f"loss (--val_ratio {cfg.val_ratio:g}; {HELDOUT_FILE} for evaluation)"})
 

@@ -741,21 +741,23 @@ class TabLogic:
     @staticmethod
     def _result_tables(result: dict, report) -> tuple[list, list, str]:
         """(metric rows, sample rows, status) of an evaluation's result (eval.json)."""
-        from .evaluation import base_loading, context_tail, metric_rows
+        from .evaluation import UNSTOPPED, UNSTOPPED_NOTE, base_loading, context_tail, metric_rows
 
         metrics = [list(row) for row in metric_rows(result)]
         # the context's last lines, one per row of the cell (" ⏎ " between them), as eval.md shows it
-        # ⟶: a reply that did not end at a newline within the token limit, as eval.md marks it
+        shown = result.get("samples", [])[:20]
+        # a reply that did not stop at the newline marked as eval.md marks it (a result from before stops
+        # were recorded: none marked)
+        unstopped = [[not s.get(f"{who}_stopped", True) for who in ("base", "adapter")] for s in shown]
         samples = [[context_tail(s["prompt"]).replace("\n", " ⏎ "), s["reference"],
-                    s["base_reply"] + ("" if s.get("base_stopped", True) else " ⟶"),
-                    s["adapter_reply"] + ("" if s.get("adapter_stopped", True) else " ⟶")]
-                   for s in result.get("samples", [])[:20]]
+                    s["base_reply"] + (UNSTOPPED if base else ""), s["adapter_reply"] + (UNSTOPPED if adapter else "")]
+                   for s, (base, adapter) in zip(shown, unstopped)]
         notes = tab_words("; ".join(result.get("notes") or []))
         n = result.get('n_replies', len(samples))
         status = f"{n} {'reply' if n == 1 else 'replies'} from {result.get('heldout_file')}{base_loading(result)}; " \
                  f"report in {report}" + (f"\n\n{notes}" if notes else "")
-        if any(row[2].endswith(" ⟶") or row[3].endswith(" ⟶") for row in samples):
-            status += "\n\n⟶ marks a reply that did not end at a newline within the token limit."
+        if any(any(pair) for pair in unstopped):
+            status += f"\n\n{UNSTOPPED_NOTE}"
         return metrics, samples, status
 
     # -- Merge (in 4. Use) ------------------------------------------------------------------------
